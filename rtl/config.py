@@ -1,0 +1,134 @@
+"""The accelerator configuration: one frozen dataclass drives RTL, compiler, driver and docs.
+
+Every field has a documented range (``RANGES``); a config outside it fails at
+construction with a :class:`ConfigError` naming the field, the value and the range.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+
+__all__ = ["AccelConfig", "ConfigError", "RANGES", "DATAFLOWS", "parse_array"]
+
+
+class ConfigError(ValueError):
+    """An accelerator configuration outside the documented ranges."""
+
+
+#: Dataflows of the compute engine. Only ``ws`` is implemented so far.
+DATAFLOWS = ("ws", "os", "rs", "feie")
+IMPLEMENTED_DATAFLOWS = ("ws",)
+
+#: field -> (min, max, description). Single source for validation, CLI help and docs.
+RANGES: dict[str, tuple[int, int, str]] = {
+    "rows":            (1, 64,       "PE array rows (reduction dimension K for ws)"),
+    "cols":            (1, 64,       "PE array columns (output channels N for ws)"),
+    "act_bits":        (8, 8,        "activation bit width"),
+    "weight_bits":     (8, 8,        "weight bit width"),
+    "acc_bits":        (32, 32,      "accumulator bit width"),
+    "ifmap_rows":      (2, 65536,    "ifmap buffer depth in rows of `rows` bytes (both halves)"),
+    "weight_rows":     (2, 65536,    "weight buffer depth in rows of `cols` bytes (both halves)"),
+    "psum_rows":       (2, 65536,    "psum buffer depth in rows of `cols` int32 (both halves)"),
+    "param_rows":      (2, 4096,     "PPU parameter buffer depth in rows of `cols` x 9 bytes"),
+    "dram_bytes":      (1024, 1 << 28, "simulated DRAM size in bytes (multiple of 8)"),
+    "dram_latency":    (1, 64,       "simulated DRAM read latency in cycles"),
+    "dram_bytes_per_cycle": (1, 8,   "simulated DRAM bandwidth in bytes per cycle"),
+    "queue_depth":     (2, 64,       "instruction queue depth (LOAD / COMPUTE / STORE)"),
+}
+
+
+@dataclass(frozen=True)
+class AccelConfig:
+    """One generated accelerator.
+
+    The DRAM bus is 64 bits wide (as in the FEIE paper); the bus width is not a
+    parameter yet.
+    """
+
+    rows: int = 8
+    cols: int = 8
+    dataflow: str = "ws"
+    act_bits: int = 8
+    weight_bits: int = 8
+    acc_bits: int = 32
+    ifmap_rows: int = 1024
+    weight_rows: int = 256
+    psum_rows: int = 512
+    param_rows: int = 64
+    dram_bytes: int = 1 << 20
+    dram_latency: int = 8
+    dram_bytes_per_cycle: int = 8
+    queue_depth: int = 8
+
+    #: DRAM bus width in bits (fixed).
+    BUS_BITS = 64
+
+    def __post_init__(self):
+        for name, (lo, hi, what) in RANGES.items():
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise ConfigError(f"{name} ({what}) must be an integer, not {value!r}")
+            if not lo <= value <= hi:
+                raise ConfigError(f"{name} ({what}) must be {lo}..{hi}, not {value}")
+        if self.dataflow not in DATAFLOWS:
+            raise ConfigError(
+                f"dataflow must be one of {', '.join(DATAFLOWS)}, not {self.dataflow!r}")
+        if self.dataflow not in IMPLEMENTED_DATAFLOWS:
+            raise ConfigError(
+                f"dataflow {self.dataflow!r} is not implemented yet; "
+                f"available: {', '.join(IMPLEMENTED_DATAFLOWS)}")
+        if self.dram_bytes % 8:
+            raise ConfigError(f"dram_bytes must be a multiple of 8, not {self.dram_bytes}")
+        for name in ("ifmap_rows", "weight_rows", "psum_rows", "param_rows"):
+            if getattr(self, name) % 2:
+                raise ConfigError(f"{name} must be even (two halves), not {getattr(self, name)}")
+        if self.weight_rows < 2 * self.rows:
+            raise ConfigError(
+                f"weight_rows must hold two weight tiles (>= 2 * rows = {2 * self.rows}), "
+                f"not {self.weight_rows}")
+
+    # -- derived quantities -------------------------------------------------
+    @property
+    def dram_words(self) -> int:
+        return self.dram_bytes // 8
+
+    @property
+    def param_lanes(self) -> int:
+        """Bytes per parameter-buffer row: per column bias (4) + M0 (4) + shift (1)."""
+        return self.cols * PARAM_BYTES
+
+    @property
+    def array(self) -> str:
+        return f"{self.rows}x{self.cols}"
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "AccelConfig":
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - fields
+        if unknown:
+            raise ConfigError(f"unknown config fields: {', '.join(sorted(unknown))}")
+        return cls(**d)
+
+    def digest(self) -> str:
+        """A short stable hash of the config, for build caches."""
+        blob = json.dumps(self.to_dict(), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+#: Bytes per output channel in the PPU parameter buffer (bias int32, M0 int32, shift int8).
+PARAM_BYTES = 9
+
+
+def parse_array(text: str) -> tuple[int, int]:
+    """Parse ``"8x8"`` / ``"4x8"`` into ``(rows, cols)``."""
+    m = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
+    if not m:
+        raise ConfigError(f"array must look like ROWSxCOLS (e.g. 8x8), not {text!r}")
+    return int(m.group(1)), int(m.group(2))

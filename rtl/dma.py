@@ -1,0 +1,450 @@
+"""DMA engines: LOAD (DRAM -> on-chip buffer) and STORE (psum -> PPU -> DRAM).
+
+Both share :class:`LoopNest` (the three nested loops of DRAM addresses, buffer
+rows and lanes) and :func:`span_last` / :func:`window_check` (the bounds check
+made before the first access).
+
+Timing
+------
+``LoadEngine``: ``insn`` accepted in cycle ``t`` (``ready`` only while idle);
+cycle ``t+1`` checks bounds: ``error`` (or ``done`` for an empty instruction)
+pulses in cycle ``t+2``. Otherwise read requests are issued from cycle ``t+2``,
+one per cycle as the bus accepts them, up to ``dram_latency + 2`` in flight; each
+response writes its byte into the buffer in the cycle it arrives, and ``done``
+pulses the cycle after the last byte was written. With a bus that accepts every
+cycle, ``n`` bytes take ``n + dram_latency + 2`` cycles from acceptance to ``done``.
+
+``StoreEngine``: bounds check in ``t+1`` as above; from ``t+1`` the param row
+and the first psum row are read, from ``t+2`` one channel per cycle enters the
+PPU (next psum row read in the cycle of the row's last channel, so there are no
+bubbles between rows); each PPU output is one write request; ``done`` pulses
+the cycle after the last write was accepted. ``n`` bytes take about
+``n + ppu.LATENCY + 2`` cycles plus bus stalls.
+
+``busy`` is high from the cycle after acceptance until ``done``/``error`` (those
+pulse in the first idle cycle).
+"""
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.fifo import SyncFIFO
+from amaranth.lib.wiring import In, Out
+
+from .buffers import BufferReadSignature, BufferWriteSignature
+from .config import PARAM_BYTES
+from .dram import DramBusSignature
+from .isa import NUM_BASE_REGS, Buffer, ErrorCode, LoadInsn, StoreInsn
+from .ppu import PPU
+
+__all__ = ["LoopNest", "span_last", "window_check", "LoadEngine", "StoreEngine"]
+
+#: Width of DRAM byte addresses inside the engines (after the bounds check they fit 32 bits).
+ADDR_BITS = 33
+
+
+def span_last(m, name, start, loops):
+    """``start + sum((n - 1) * stride)`` for ``loops`` = [(n, stride), ...] without wrapping.
+
+    Valid when every ``n >= 1``. Returns an unsigned Signal wide enough for the sum.
+    """
+    terms = []
+    for k, (n, stride) in enumerate(loops):
+        nm1 = Signal(len(n), name=f"{name}_n{k}m1")
+        m.d.comb += nm1.eq(n - 1)
+        terms.append(nm1 * stride)
+    width = max([len(start)] + [len(t) for t in terms]) + len(loops) + 1
+    last = Signal(width, name=f"{name}_last")
+    total = start
+    for t in terms:
+        total = total + t
+    m.d.comb += last.eq(total)
+    return last
+
+
+def window_check(m, first, last, window_base, window_size, dram_bytes):
+    """DRAM bytes ``[first, last]`` inside ``[window_base, window_base + window_size)``
+    (size 0: the whole DRAM) and inside the DRAM. Returns a 1-bit Signal."""
+    end = Signal(34)
+    m.d.comb += end.eq(Mux(window_size == 0, dram_bytes, window_base + window_size))
+    ok = Signal()
+    m.d.comb += ok.eq((first >= Mux(window_size == 0, 0, window_base))
+                      & (last < end) & (last < dram_bytes))
+    return ok
+
+
+class LoopNest(wiring.Component):
+    """Three nested loops (``i0`` innermost) walking a DRAM byte address, a buffer row and a lane.
+
+    At ``(i0, i1, i2)``: ``addr = first + i0*s0 + i1*s1 + i2*s2``,
+    ``row = row0 + i1*r1 + i2*r2``, ``lane = lane0 + i0``.
+
+    Members
+    -------
+    n0, n1, n2 : In(16)
+        Loop counts (all >= 1 while iterating; the engine checks for 0).
+    s0, s1, s2 : In(24)
+        DRAM byte strides.
+    r1, r2 : In(16)
+        Buffer row strides.
+    first : In(33), row0 : In(16), lane0 : In(12)
+        Start values. The parameters must hold while iterating.
+    start : In(1)
+        Go to ``(0, 0, 0)``.
+    next : In(1)
+        Advance to the next element (ignored in the cycle of ``start``).
+    addr : Out(33), row : Out(18), lane : Out(13)
+        The current element.
+    last : Out(1)
+        The current element is the last one.
+    """
+
+    n0: In(16)
+    n1: In(16)
+    n2: In(16)
+    s0: In(24)
+    s1: In(24)
+    s2: In(24)
+    r1: In(16)
+    r2: In(16)
+    first: In(ADDR_BITS)
+    row0: In(16)
+    lane0: In(12)
+    start: In(1)
+    next: In(1)
+    addr: Out(ADDR_BITS)
+    row: Out(18)
+    lane: Out(13)
+    last: Out(1)
+
+    def elaborate(self, platform):
+        m = Module()
+        i0, i1, i2 = Signal(16), Signal(16), Signal(16)
+        a1, a2 = Signal(ADDR_BITS), Signal(ADDR_BITS)  # addresses at the start of the i1 / i2 loop
+        row2 = Signal(18)  # row at the start of the current i2 iteration
+        end0, end1, end2 = Signal(), Signal(), Signal()
+        m.d.comb += [
+            end0.eq(i0 == self.n0 - 1),
+            end1.eq(i1 == self.n1 - 1),
+            end2.eq(i2 == self.n2 - 1),
+            self.last.eq(end0 & end1 & end2),
+        ]
+        with m.If(self.start):
+            m.d.sync += [
+                i0.eq(0), i1.eq(0), i2.eq(0),
+                self.addr.eq(self.first), a1.eq(self.first), a2.eq(self.first),
+                self.row.eq(self.row0), row2.eq(self.row0),
+                self.lane.eq(self.lane0),
+            ]
+        with m.Elif(self.next):
+            with m.If(~end0):
+                m.d.sync += [
+                    i0.eq(i0 + 1),
+                    self.addr.eq(self.addr + self.s0),
+                    self.lane.eq(self.lane + 1),
+                ]
+            with m.Elif(~end1):
+                m.d.sync += [
+                    i0.eq(0), i1.eq(i1 + 1),
+                    a1.eq(a1 + self.s1), self.addr.eq(a1 + self.s1),
+                    self.row.eq(self.row + self.r1),
+                    self.lane.eq(self.lane0),
+                ]
+            with m.Else():
+                m.d.sync += [
+                    i0.eq(0), i1.eq(0), i2.eq(i2 + 1),
+                    a2.eq(a2 + self.s2), a1.eq(a2 + self.s2), self.addr.eq(a2 + self.s2),
+                    row2.eq(row2 + self.r2), self.row.eq(row2 + self.r2),
+                    self.lane.eq(self.lane0),
+                ]
+        return m
+
+
+def _engine_members(config):
+    return {
+        "base": In(data.ArrayLayout(unsigned(32), NUM_BASE_REGS)),
+        "window_base": In(32),
+        "window_size": In(32),
+        "bus": Out(DramBusSignature(config.dram_words)),
+        "done": Out(1),
+        "error": Out(1),
+        "error_code": Out(8),
+        "busy": Out(1),
+        "bytes": Out(1),
+    }
+
+
+class LoadEngine(wiring.Component):
+    """LOAD: DRAM -> ifmap / weight / param buffer, one byte per cycle (see module docstring).
+
+    Members
+    -------
+    insn : In(stream.Signature(LoadInsn))
+        ``ready`` while idle.
+    base : In(ArrayLayout(32, 8))
+        Base registers.
+    window_base, window_size : In(32)
+        DRAM window (size 0: the whole DRAM).
+    bus : Out(DramBusSignature(config.dram_words))
+        Reads only (tag 0).
+    ifmap_wr : Out(BufferWriteSignature(ifmap_rows, rows, 8))
+    weight_wr : Out(BufferWriteSignature(weight_rows, cols, 8))
+    param_wr : Out(BufferWriteSignature(param_rows, cols * 9, 8))
+        One lane enabled per write; ``data`` is the byte replicated on every lane.
+    done, error : Out(1)
+        One-cycle pulses; ``error_code`` (:class:`ErrorCode`) is valid with ``error``.
+    busy : Out(1)
+    bytes : Out(1)
+        One pulse per byte written into the buffer (= read from DRAM).
+    """
+
+    def __init__(self, config):
+        self._config = config
+        members = {"insn": In(stream.Signature(LoadInsn))}
+        members.update(_engine_members(config))
+        members.update({
+            "ifmap_wr": Out(BufferWriteSignature(config.ifmap_rows, config.rows, 8)),
+            "weight_wr": Out(BufferWriteSignature(config.weight_rows, config.cols, 8)),
+            "param_wr": Out(BufferWriteSignature(config.param_rows, config.param_lanes, 8)),
+        })
+        super().__init__(members)
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self._config
+        insn = Signal(LoadInsn)
+        m.submodules.nest = nest = LoopNest()
+        m.submodules.track = track = SyncFIFO(width=18 + 13 + 3, depth=cfg.dram_latency + 2)
+
+        first = Signal(ADDR_BITS)
+        m.d.comb += [
+            first.eq(self.base[insn.base_reg] + insn.dram_offset),
+            nest.n0.eq(insn.n0), nest.n1.eq(insn.n1), nest.n2.eq(insn.n2),
+            nest.s0.eq(insn.dram_stride0), nest.s1.eq(insn.dram_stride1),
+            nest.s2.eq(insn.dram_stride2),
+            nest.r1.eq(insn.buf_stride1), nest.r2.eq(insn.buf_stride2),
+            nest.first.eq(first), nest.row0.eq(insn.buf_row), nest.lane0.eq(insn.lane0),
+        ]
+
+        # Bounds check (valid while insn holds).
+        empty = Signal()
+        m.d.comb += empty.eq((insn.n0 == 0) | (insn.n1 == 0) | (insn.n2 == 0))
+        dram_last = span_last(m, "dram", first, [(insn.n0, insn.dram_stride0),
+                                                 (insn.n1, insn.dram_stride1),
+                                                 (insn.n2, insn.dram_stride2)])
+        dram_ok = window_check(m, first, dram_last, self.window_base, self.window_size,
+                               cfg.dram_bytes)
+        row_last = span_last(m, "row", insn.buf_row, [(insn.n1, insn.buf_stride1),
+                                                      (insn.n2, insn.buf_stride2)])
+        lane_last = span_last(m, "lane", insn.lane0, [(insn.n0, Const(1, 1))])
+        depth, lanes = Signal(17), Signal(13)
+        with m.Switch(insn.buf):
+            with m.Case(Buffer.IFMAP):
+                m.d.comb += [depth.eq(cfg.ifmap_rows), lanes.eq(cfg.rows)]
+            with m.Case(Buffer.WEIGHT):
+                m.d.comb += [depth.eq(cfg.weight_rows), lanes.eq(cfg.cols)]
+            with m.Case(Buffer.PARAM):
+                m.d.comb += [depth.eq(cfg.param_rows), lanes.eq(cfg.param_lanes)]
+            # buf = 3 names no buffer: depth 0 fails the check.
+        buf_ok = Signal()
+        m.d.comb += buf_ok.eq((row_last < depth) & (lane_last < lanes))
+
+        m.d.sync += [self.done.eq(0), self.error.eq(0)]
+        issued_all = Signal()
+        req = self.bus.req
+        rsp = self.bus.rsp
+
+        with m.FSM():
+            with m.State("IDLE"):
+                m.d.comb += self.insn.ready.eq(1)
+                with m.If(self.insn.valid):
+                    m.d.sync += insn.eq(self.insn.payload)
+                    m.next = "CHECK"
+            with m.State("CHECK"):
+                m.d.comb += [self.busy.eq(1), nest.start.eq(1)]
+                m.d.sync += issued_all.eq(0)
+                with m.If(empty):
+                    m.d.sync += self.done.eq(1)
+                    m.next = "IDLE"
+                with m.Elif(~dram_ok):
+                    m.d.sync += [self.error.eq(1), self.error_code.eq(ErrorCode.DMA_OUT_OF_WINDOW)]
+                    m.next = "IDLE"
+                with m.Elif(~buf_ok):
+                    m.d.sync += [self.error.eq(1),
+                                 self.error_code.eq(ErrorCode.BUFFER_OUT_OF_RANGE)]
+                    m.next = "IDLE"
+                with m.Else():
+                    m.next = "RUN"
+            with m.State("RUN"):
+                m.d.comb += self.busy.eq(1)
+                # One read per cycle while there is room to remember where its byte goes.
+                m.d.comb += [
+                    req.valid.eq(~issued_all & track.w_rdy),
+                    req.payload.addr.eq(nest.addr[3:]),
+                    req.payload.we.eq(0),
+                    track.w_data.eq(Cat(nest.row, nest.lane, nest.addr[:3])),
+                    track.w_en.eq(req.valid & req.ready),
+                    nest.next.eq(req.valid & req.ready),
+                ]
+                with m.If(req.valid & req.ready & nest.last):
+                    m.d.sync += issued_all.eq(1)
+                with m.If(issued_all & rsp.valid & (track.r_level == 1)):
+                    m.d.sync += self.done.eq(1)
+                    m.next = "IDLE"
+
+        # Responses (only ever for our reads) land in the buffer the cycle they arrive.
+        w_row, w_lane, w_byte = Signal(18), Signal(13), Signal(3)
+        m.d.comb += [
+            Cat(w_row, w_lane, w_byte).eq(track.r_data),
+            track.r_en.eq(rsp.valid),
+            self.bytes.eq(rsp.valid),
+        ]
+        byte = Signal(8)
+        m.d.comb += byte.eq(rsp.payload.rdata.word_select(w_byte, 8))
+        for buf, port in ((Buffer.IFMAP, self.ifmap_wr), (Buffer.WEIGHT, self.weight_wr),
+                          (Buffer.PARAM, self.param_wr)):
+            lanes = len(port.en)
+            lane = w_lane[:max(1, (lanes - 1).bit_length())]  # < lanes after the check
+            m.d.comb += [
+                port.addr.eq(w_row),
+                port.data.eq(Cat([byte] * lanes)),
+                port.en.eq(Mux(rsp.valid & (insn.buf == buf), Const(1, lanes) << lane, 0)),
+            ]
+        return m
+
+
+class StoreEngine(wiring.Component):
+    """STORE: psum rows -> PPU -> int8 bytes in DRAM, one byte per cycle (see module docstring).
+
+    Members
+    -------
+    insn : In(stream.Signature(StoreInsn))
+        ``ready`` while idle.
+    base : In(ArrayLayout(32, 8)), window_base, window_size : In(32)
+        As for :class:`LoadEngine`.
+    bus : Out(DramBusSignature(config.dram_words))
+        Byte writes: one-hot ``wmask``, ``wdata`` the byte replicated.
+    psum_rd : Out(BufferReadSignature(psum_rows, cols * 32))
+        psum buffer read port 1.
+    param_rd : Out(BufferReadSignature(param_rows, cols * 72))
+        Read once per instruction (row ``param_row``); relies on ``data`` holding.
+    done, error, error_code, busy : as for :class:`LoadEngine`
+    bytes : Out(1)
+        One pulse per byte written to DRAM (write request accepted).
+    """
+
+    def __init__(self, config):
+        self._config = config
+        members = {"insn": In(stream.Signature(StoreInsn))}
+        members.update(_engine_members(config))
+        members.update({
+            "psum_rd": Out(BufferReadSignature(config.psum_rows, config.cols * 32)),
+            "param_rd": Out(BufferReadSignature(config.param_rows, config.param_lanes * 8)),
+        })
+        super().__init__(members)
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self._config
+        insn = Signal(StoreInsn)
+        m.submodules.nest = nest = LoopNest()  # output side: DRAM byte addresses
+        m.submodules.ppu = ppu = PPU()
+
+        first = Signal(ADDR_BITS)
+        m.d.comb += [
+            first.eq(self.base[insn.base_reg] + insn.dram_offset),
+            nest.n0.eq(insn.n_len), nest.s0.eq(1),
+            nest.n1.eq(insn.m_len), nest.s1.eq(insn.dram_stride),
+            nest.n2.eq(1), nest.s2.eq(0),
+            nest.r1.eq(1), nest.r2.eq(0),
+            nest.first.eq(first), nest.row0.eq(insn.psum_row), nest.lane0.eq(0),
+        ]
+
+        empty = Signal()
+        m.d.comb += empty.eq((insn.m_len == 0) | (insn.n_len == 0))
+        dram_last = span_last(m, "dram", first, [(insn.n_len, Const(1, 1)),
+                                                 (insn.m_len, insn.dram_stride)])
+        dram_ok = window_check(m, first, dram_last, self.window_base, self.window_size,
+                               cfg.dram_bytes)
+        row_last = span_last(m, "row", insn.psum_row, [(insn.m_len, Const(1, 1))])
+        buf_ok = Signal()
+        m.d.comb += buf_ok.eq((row_last < cfg.psum_rows) & (insn.param_row < cfg.param_rows)
+                              & (insn.n_len <= cfg.cols))
+
+        # Input side: (m, n) of the channel offered to the PPU.
+        in_m, in_n = Signal(16), Signal(8)
+        have_row = Signal()  # psum_rd.data / param_rd.data hold the current row
+        param = Signal(PARAM_BYTES * 8)
+        m.d.comb += [
+            param.eq(self.param_rd.data.word_select(in_n, PARAM_BYTES * 8)),
+            ppu.i.payload.acc.eq(self.psum_rd.data.word_select(in_n, 32)),
+            ppu.i.payload.bias.eq(param[0:32]),
+            ppu.i.payload.m0.eq(param[32:64]),
+            ppu.i.payload.shift.eq(param[64:72]),
+            ppu.i.payload.out_zp.eq(insn.out_zp),
+            ppu.i.payload.act_min.eq(insn.act_min),
+            ppu.i.payload.act_max.eq(insn.act_max),
+            ppu.i.valid.eq(have_row),
+        ]
+        row_end, block_end = Signal(), Signal()
+        m.d.comb += [
+            row_end.eq(in_n == insn.n_len - 1),
+            block_end.eq(row_end & (in_m == insn.m_len - 1)),
+        ]
+        with m.If(ppu.i.valid & ppu.i.ready):
+            with m.If(~row_end):
+                m.d.sync += in_n.eq(in_n + 1)
+            with m.Else():
+                m.d.sync += [in_n.eq(0), in_m.eq(in_m + 1)]
+                with m.If(block_end):
+                    m.d.sync += have_row.eq(0)
+                with m.Else():
+                    # Next row's data arrives just as this row's last channel leaves.
+                    m.d.comb += [self.psum_rd.en.eq(1),
+                                 self.psum_rd.addr.eq(insn.psum_row + in_m + 1)]
+
+        # Output side: every PPU result is one byte write.
+        req = self.bus.req
+        m.d.comb += [
+            req.valid.eq(ppu.o.valid),
+            ppu.o.ready.eq(req.ready),
+            req.payload.addr.eq(nest.addr[3:]),
+            req.payload.we.eq(1),
+            req.payload.wmask.eq(Const(1, 8) << nest.addr[:3]),
+            req.payload.wdata.eq(Cat([ppu.o.payload] * 8)),
+            nest.next.eq(req.valid & req.ready),
+            self.bytes.eq(req.valid & req.ready),
+        ]
+
+        m.d.sync += [self.done.eq(0), self.error.eq(0)]
+        with m.FSM():
+            with m.State("IDLE"):
+                m.d.comb += self.insn.ready.eq(1)
+                with m.If(self.insn.valid):
+                    m.d.sync += insn.eq(self.insn.payload)
+                    m.next = "CHECK"
+            with m.State("CHECK"):
+                m.d.comb += [self.busy.eq(1), nest.start.eq(1)]
+                m.d.sync += [in_m.eq(0), in_n.eq(0)]
+                with m.If(empty):
+                    m.d.sync += self.done.eq(1)
+                    m.next = "IDLE"
+                with m.Elif(~dram_ok):
+                    m.d.sync += [self.error.eq(1), self.error_code.eq(ErrorCode.DMA_OUT_OF_WINDOW)]
+                    m.next = "IDLE"
+                with m.Elif(~buf_ok):
+                    m.d.sync += [self.error.eq(1),
+                                 self.error_code.eq(ErrorCode.BUFFER_OUT_OF_RANGE)]
+                    m.next = "IDLE"
+                with m.Else():
+                    m.d.comb += [
+                        self.psum_rd.en.eq(1), self.psum_rd.addr.eq(insn.psum_row),
+                        self.param_rd.en.eq(1), self.param_rd.addr.eq(insn.param_row),
+                    ]
+                    m.d.sync += have_row.eq(1)
+                    m.next = "RUN"
+            with m.State("RUN"):
+                m.d.comb += self.busy.eq(1)
+                with m.If(req.valid & req.ready & nest.last):
+                    m.d.sync += self.done.eq(1)
+                    m.next = "IDLE"
+        return m

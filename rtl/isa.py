@@ -1,0 +1,315 @@
+"""Celosia instruction set: the single definition of every binary format.
+
+The RTL decodes these layouts, the compiler encodes with them (``encode``), the
+disassembler decodes with them (``decode``) and ``docs/isa.md`` is generated from
+them (``python -m celosia.rtl.isa``).
+
+Program in DRAM (all little endian, 64-bit words):
+
+* a **node descriptor table** at CSR ``PROG_BASE`` (byte address, 8-aligned):
+  one 64-bit :data:`NodeDescriptor` per node of the low-level graph, ended by a
+  descriptor with ``n_insn == 0``;
+* each descriptor points (``insn_offset``, bytes from ``PROG_BASE``, 32-aligned)
+  at a block of ``n_insn`` 256-bit instructions (4 words each, word 0 holds
+  bits 0..63).
+
+Every instruction starts with a :data:`Header`: the opcode selects the queue
+(LOAD -> load queue, GEMM -> compute queue, STORE -> store queue) and four VTA-
+style dependency flags. Queues are ordered LOAD(0) - COMPUTE(1) - STORE(2);
+"prev"/"next" are the neighbours in that order. Before it starts, an instruction
+waits for (and consumes) one token from each neighbour it ``pop``s; when it has
+finished, it gives one token to each neighbour it ``push``es.
+
+Addresses in DRAM are ``base_reg`` + ``dram_offset``: the driver links static
+data (weights, parameters) and dynamic data (input, output, scratch) by writing
+the base registers, so one program runs for every input.
+"""
+
+from __future__ import annotations
+
+import enum
+
+from amaranth.hdl import unsigned
+from amaranth.lib import data
+from amaranth.lib import enum as hdl_enum
+
+__all__ = [
+    "Opcode", "Buffer", "BaseReg", "ErrorCode", "Csr", "DepFlags", "Header",
+    "LoadInsn", "GemmInsn", "StoreInsn", "Insn", "NodeDescriptor",
+    "INSN_BITS", "INSN_BYTES", "INSN_WORDS", "DESC_BYTES", "NUM_BASE_REGS",
+    "encode", "decode", "encode_words", "decode_words", "markdown",
+]
+
+INSN_BITS = 256
+INSN_WORDS = INSN_BITS // 64
+INSN_BYTES = INSN_BITS // 8
+DESC_BYTES = 8
+NUM_BASE_REGS = 8
+
+
+class Opcode(hdl_enum.Enum, shape=4):
+    """Instruction opcodes. The opcode alone selects the queue."""
+    NOP = 0    #: compute queue; only moves tokens
+    LOAD = 1   #: load queue: DRAM -> ifmap / weight / param buffer
+    GEMM = 2   #: compute queue: psum[m] (+)= ifmap[m] x weights
+    STORE = 3  #: store queue: psum -> PPU -> DRAM (int8)
+
+
+class Buffer(hdl_enum.Enum, shape=2):
+    """On-chip buffers a LOAD can target."""
+    IFMAP = 0   #: rows of `rows` int8 lanes
+    WEIGHT = 1  #: rows of `cols` int8 lanes
+    PARAM = 2   #: rows of `cols` x 9 byte lanes (bias int32 LE, M0 int32 LE, shift int8)
+
+
+class BaseReg(enum.IntEnum):
+    """Conventional use of the base registers by the compiler and driver."""
+    PROGRAM = 0
+    STATIC = 1   #: weights and PPU parameters (linked once)
+    INPUT = 2    #: network input (linked per inference)
+    OUTPUT = 3   #: network output (linked per inference)
+    SCRATCH = 4  #: intermediate feature maps
+
+
+class ErrorCode(enum.IntEnum):
+    """STATUS.error: why the machine stopped. 0 = no error."""
+    NONE = 0
+    ILLEGAL_OPCODE = 1      #: an instruction with an unknown opcode was fetched
+    DMA_OUT_OF_WINDOW = 2   #: a LOAD/STORE/fetch would touch DRAM outside the window; nothing written
+    BUFFER_OUT_OF_RANGE = 3  #: an instruction addresses past the end of an on-chip buffer
+    TOKEN_DEADLOCK = 4      #: every queue waits for a token nobody will give (token underflow)
+    TOKEN_OVERFLOW = 5      #: a token counter would exceed its maximum
+    BAD_DESCRIPTOR = 6      #: a node descriptor points outside the window or is misaligned
+
+
+class Csr(enum.IntEnum):
+    """CSR word addresses (32-bit registers)."""
+    CTRL = 0         #: write 1: start (counters reset); reads 0
+    STATUS = 1       #: bit0 busy, bit1 done, bits 8..15 error code
+    PROG_BASE = 2    #: byte address of the node descriptor table
+    WINDOW_BASE = 3  #: first DRAM byte the machine may touch
+    WINDOW_SIZE = 4  #: bytes in the window (0: whole DRAM)
+    BASE0 = 8        #: base registers BASE0 .. BASE0+7
+    CYCLES = 16      #: cycles from start to done
+    LOAD_BUSY = 17   #: cycles the load engine was executing an instruction
+    COMPUTE_BUSY = 18  #: cycles the PE array was busy (weight preload + streaming)
+    STORE_BUSY = 19  #: cycles the store engine was executing an instruction
+    MACS = 20        #: useful multiply-accumulates issued (k_len * n_len per input row)
+    DRAM_RD = 21     #: DRAM bytes read by load DMA + instruction fetch
+    DRAM_WR = 22     #: DRAM bytes written
+    LOAD_COMPUTE_OVERLAP = 23  #: cycles where load and compute were both busy
+    INSNS = 24       #: instructions executed
+    ERROR_INFO = 25  #: index of the instruction (fetch order) that raised the error
+
+
+DepFlags = data.StructLayout({
+    "pop_prev": unsigned(1),
+    "pop_next": unsigned(1),
+    "push_prev": unsigned(1),
+    "push_next": unsigned(1),
+})
+
+
+Header = data.StructLayout({
+    "op": Opcode,
+    "dep": DepFlags,
+})
+
+#: DRAM -> buffer. For i2 < n2, i1 < n1, i0 < n0: byte at DRAM
+#: ``base[base_reg] + dram_offset + i2*dram_stride2 + i1*dram_stride1 + i0*dram_stride0``
+#: goes to buffer row ``buf_row + i2*buf_stride2 + i1*buf_stride1``, lane ``lane0 + i0``.
+LoadInsn = data.StructLayout({
+    "op": Opcode,
+    "dep": DepFlags,
+    "buf": Buffer,
+    "base_reg": unsigned(3),
+    "_pad0": unsigned(7),
+    "dram_offset": unsigned(32),
+    "n0": unsigned(12),
+    "dram_stride0": unsigned(12),
+    "lane0": unsigned(12),
+    "n1": unsigned(16),
+    "dram_stride1": unsigned(24),
+    "buf_stride1": unsigned(16),
+    "n2": unsigned(16),
+    "dram_stride2": unsigned(24),
+    "buf_stride2": unsigned(16),
+    "buf_row": unsigned(16),
+})
+
+#: psum[psum_row + m][n] = (accumulate ? psum[psum_row + m][n] : 0)
+#:     + sum_{k < k_len} ifmap[ifmap_row + m][k] * weight[weight_row + k][n]
+#: for m < m_len, n < n_len (lanes n >= n_len are written 0 / left unchanged as accumulate says).
+GemmInsn = data.StructLayout({
+    "op": Opcode,
+    "dep": DepFlags,
+    "accumulate": unsigned(1),
+    "_pad0": unsigned(7),
+    "ifmap_row": unsigned(16),
+    "weight_row": unsigned(16),
+    "psum_row": unsigned(16),
+    "m_len": unsigned(16),
+    "k_len": unsigned(8),
+    "n_len": unsigned(8),
+})
+
+#: For m < m_len, n < n_len: byte at DRAM
+#: ``base[base_reg] + dram_offset + m*dram_stride + n`` = PPU(psum[psum_row + m][n],
+#: param[param_row][n]): int8 of clamp(MBQM(acc + bias, M0, shift) + out_zp, act_min, act_max).
+StoreInsn = data.StructLayout({
+    "op": Opcode,
+    "dep": DepFlags,
+    "base_reg": unsigned(3),
+    "_pad0": unsigned(5),
+    "dram_offset": unsigned(32),
+    "dram_stride": unsigned(24),
+    "psum_row": unsigned(16),
+    "param_row": unsigned(16),
+    "m_len": unsigned(16),
+    "n_len": unsigned(8),
+    "out_zp": unsigned(8),   # two's complement int8
+    "act_min": unsigned(8),  # two's complement int8
+    "act_max": unsigned(8),  # two's complement int8
+})
+
+#: View of any instruction; ``hdr`` is valid for all.
+Insn = data.UnionLayout({
+    "hdr": Header,
+    "load": LoadInsn,
+    "gemm": GemmInsn,
+    "store": StoreInsn,
+    "raw": unsigned(INSN_BITS),
+})
+
+NodeDescriptor = data.StructLayout({
+    "insn_offset": unsigned(32),  # bytes from PROG_BASE, multiple of 32
+    "n_insn": unsigned(16),       # 0 ends the table
+    "kind": unsigned(8),          # informational: compiler's node kind
+    "_pad0": unsigned(8),
+})
+
+_SIGNED8 = ("out_zp", "act_min", "act_max")
+_BY_OP = {Opcode.LOAD: LoadInsn, Opcode.GEMM: GemmInsn, Opcode.STORE: StoreInsn,
+          Opcode.NOP: Header}
+
+for _layout in (LoadInsn, GemmInsn, StoreInsn, Header):
+    assert _layout.size <= INSN_BITS, _layout
+assert NodeDescriptor.size == 64
+
+
+def _field_value(layout, name, value):
+    shape = layout[name].shape
+    if isinstance(shape, type) and issubclass(shape, enum.Enum):
+        return value.value if isinstance(value, enum.Enum) else int(value)
+    if isinstance(shape, data.StructLayout):  # DepFlags given as a dict
+        return _pack(shape, value or {})
+    width = layout[name].width
+    if name in _SIGNED8:
+        if not -128 <= value <= 127:
+            raise ValueError(f"{name} must be -128..127, not {value}")
+        return value & 0xFF
+    if not 0 <= value < (1 << width):
+        raise ValueError(f"instruction field {name} must be 0..{(1 << width) - 1}, not {value}")
+    return value
+
+
+def _pack(layout, fields: dict) -> int:
+    word = 0
+    for name, value in fields.items():
+        try:
+            field = layout[name]
+        except KeyError:
+            raise ValueError(f"unknown field {name!r}; fields: "
+                             f"{', '.join(n for n, _ in layout if not n.startswith('_'))}")
+        word |= _field_value(layout, name, value) << field.offset
+    return word
+
+
+def encode(op: Opcode, **fields) -> int:
+    """Encode one instruction to a 256-bit integer.
+
+    ``dep`` is a dict of the DepFlags bits (``{"push_next": 1}``); signed fields
+    (``out_zp``, ``act_min``, ``act_max``) take Python ints in -128..127.
+    """
+    layout = _BY_OP[op]
+    return _pack(layout, {"op": op, **fields})
+
+
+def decode(word: int) -> dict:
+    """Decode a 256-bit instruction to a dict of fields (the inverse of :func:`encode`)."""
+    op_bits = word & 0xF
+    try:
+        op = Opcode(op_bits)
+    except ValueError:
+        return {"op": op_bits, "illegal": True}
+    layout = _BY_OP[op]
+    out = {}
+    for name, field in layout:
+        if name.startswith("_"):
+            continue
+        raw = (word >> field.offset) & ((1 << field.width) - 1)
+        if name == "op":
+            out[name] = op
+        elif name == "dep":
+            out[name] = {n: (raw >> f.offset) & 1 for n, f in DepFlags}
+        elif name == "buf":
+            out[name] = Buffer(raw)
+        elif name in _SIGNED8:
+            out[name] = raw - 256 if raw & 0x80 else raw
+        else:
+            out[name] = raw
+    return out
+
+
+def encode_words(word: int, nwords: int = INSN_WORDS) -> list[int]:
+    return [(word >> (64 * i)) & ((1 << 64) - 1) for i in range(nwords)]
+
+
+def decode_words(words) -> int:
+    return sum(int(w) << (64 * i) for i, w in enumerate(words))
+
+
+def encode_descriptor(insn_offset: int, n_insn: int, kind: int = 0) -> int:
+    return _pack(NodeDescriptor, {"insn_offset": insn_offset, "n_insn": n_insn, "kind": kind})
+
+
+def markdown() -> str:
+    """The ISA reference (docs/isa.md), generated from the layouts above."""
+    lines = ["# Celosia ISA", "",
+             "Generated by `python -m celosia.rtl.isa` from `rtl/isa.py`; do not edit.", "",
+             __doc__.strip(), ""]
+
+    def table(title, layout, doc=""):
+        lines.extend([f"## {title}", ""])
+        if doc:
+            lines.extend([doc, ""])
+        lines.extend(["| bits | field | width |", "| --- | --- | --- |"])
+        for name, field in layout:
+            if name.startswith("_"):
+                continue
+            hi = field.offset + field.width - 1
+            lines.append(f"| {hi}:{field.offset} | `{name}` | {field.width} |")
+        lines.append("")
+
+    def enum_table(title, cls):
+        lines.extend([f"## {title}", "", "| value | name |", "| --- | --- |"])
+        for member in cls:
+            lines.append(f"| {member.value} | `{member.name}` |")
+        lines.append("")
+
+    enum_table("Opcodes", Opcode)
+    enum_table("LOAD target buffers", Buffer)
+    table("Dependency flags (`dep`)", DepFlags)
+    table("LOAD", LoadInsn, "DRAM -> on-chip buffer, three nested loops, one byte per step.")
+    table("GEMM", GemmInsn, "Compute queue: one weight tile times `m_len` input rows.")
+    table("STORE", StoreInsn, "psum buffer -> PPU (bias, requantize, zero point, clamp) -> DRAM.")
+    table("Node descriptor (64 bit)", NodeDescriptor)
+    enum_table("CSRs (32-bit word addresses)", Csr)
+    enum_table("Base registers (compiler convention)", BaseReg)
+    enum_table("Error codes (STATUS bits 15:8)", ErrorCode)
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    import sys
+    sys.stdout.write(markdown())

@@ -1,0 +1,153 @@
+"""Post-processing unit: int32 accumulator -> int8, one output channel per cycle.
+
+Bit-exact with :func:`celosia.sim.golden.requant.requantize` (TFLite
+``MultiplyByQuantizedMultiplier``, double rounding):
+
+``clamp(MBQM(wrap32(acc + bias), m0, shift) + out_zp, act_min, act_max)``.
+
+Pipeline (``LATENCY`` = 6 register stages): a sample accepted on ``i`` in cycle
+``t`` is presented on ``o`` from cycle ``t + 6`` (earlier outputs first). The
+whole pipeline advances when its last stage is empty or ``o.ready`` is high
+(``i.ready`` = that condition), so the throughput is one sample per cycle while
+``o.ready`` stays high.
+
+1. ``x = wrap32(acc + bias)``
+2. ``x = wrap32(x << shift)`` for ``shift > 0`` (0 for shifts >= 32, as the
+   golden model's int64 shift then truncation gives); right exponent
+   ``min(-shift, 33)`` for ``shift < 0`` (any exponent >= 33 rounds an int32 to 0).
+3. ``ab = x * m0`` (64 bit), overflow flag for ``INT32_MIN * INT32_MIN``
+4. saturating rounding doubling high mul: ``(ab + nudge) / 2^31`` truncating
+   toward zero (C division), ``INT32_MAX`` on overflow
+5. rounding divide by ``2^exponent`` (round half away from zero)
+6. ``+ out_zp``, clamp to ``[act_min, act_max]``
+"""
+
+
+from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+__all__ = ["PpuIn", "PPU", "LATENCY"]
+
+#: Cycles from a transfer on ``i`` to the result's appearance on ``o`` (with ``o.ready`` high).
+LATENCY = 6
+
+PpuIn = data.StructLayout({
+    "acc": signed(32),
+    "bias": signed(32),
+    "m0": signed(32),
+    "shift": signed(8),
+    "out_zp": signed(8),
+    "act_min": signed(8),
+    "act_max": signed(8),
+})
+
+_INT32_MIN = -(1 << 31)
+_INT32_MAX = (1 << 31) - 1
+#: Right-shift exponents above this all give 0 for an int32 input (|x| / 2^33 <= 1/4).
+_MAX_RIGHT = 33
+
+
+class PPU(wiring.Component):
+    """Requantization pipeline.
+
+    Members
+    -------
+    i : In(stream.Signature(PpuIn))
+        One output channel's accumulator and parameters per transfer.
+    o : Out(stream.Signature(signed(8)))
+        The int8 result, in order, ``LATENCY`` cycles later.
+    """
+
+    i: In(stream.Signature(PpuIn))
+    o: Out(stream.Signature(signed(8)))
+
+    def elaborate(self, platform):
+        m = Module()
+
+        # Global stall: every stage moves when the output register is free or drained.
+        advance = Signal()
+        m.d.comb += advance.eq(~self.o.valid | self.o.ready)
+        m.d.comb += self.i.ready.eq(advance)
+
+        def stage(name, **fields):
+            """Registers ``fields`` (name -> (shape, value)) when the pipeline advances."""
+            regs = {}
+            for fname, (shape, value) in fields.items():
+                reg = Signal(shape, name=f"{name}_{fname}")
+                with m.If(advance):
+                    m.d.sync += reg.eq(value)
+                regs[fname] = reg
+            return regs
+
+        valid = [Signal(name=f"v{k}") for k in range(LATENCY)]
+        with m.If(advance):
+            m.d.sync += valid[0].eq(self.i.valid)
+            for k in range(1, LATENCY):
+                m.d.sync += valid[k].eq(valid[k - 1])
+
+        p = self.i.payload
+        tail = lambda s: dict(out_zp=(signed(8), s["out_zp"]),
+                              act_min=(signed(8), s["act_min"]),
+                              act_max=(signed(8), s["act_max"]))
+
+        # 1: bias add, wrapping in int32.
+        s1 = stage("s1", x=(signed(32), (p.acc + p.bias)[:32]),
+                   m0=(signed(32), p.m0), shift=(signed(8), p.shift),
+                   out_zp=(signed(8), p.out_zp), act_min=(signed(8), p.act_min),
+                   act_max=(signed(8), p.act_max))
+
+        # 2: left shift (wraps in int32) / right exponent.
+        left = Signal(unsigned(7))
+        right = Signal(range(_MAX_RIGHT + 1))
+        shifted = Signal(signed(32))
+        m.d.comb += left.eq(Mux(s1["shift"] > 0, s1["shift"][:7], 0))
+        neg_shift = Signal(unsigned(8))
+        m.d.comb += neg_shift.eq(-s1["shift"])  # 128 for shift = -128: fits unsigned(8)
+        m.d.comb += right.eq(Mux(s1["shift"] >= 0, 0,
+                                 Mux(neg_shift > _MAX_RIGHT, _MAX_RIGHT, neg_shift)))
+        m.d.comb += shifted.eq(Mux(left >= 32, 0, (s1["x"] << left[:5])[:32]))
+        s2 = stage("s2", x=(signed(32), shifted), m0=(signed(32), s1["m0"]),
+                   right=(range(_MAX_RIGHT + 1), right), **tail(s1))
+
+        # 3: full 64-bit product; the only overflowing case of the doubling high mul.
+        s3 = stage("s3", ab=(signed(64), s2["x"] * s2["m0"]),
+                   ovf=(1, (s2["x"] == _INT32_MIN) & (s2["m0"] == _INT32_MIN)),
+                   right=(range(_MAX_RIGHT + 1), s2["right"]), **tail(s2))
+
+        # 4: (ab + nudge) / 2^31, truncating toward zero as C does.
+        num = Signal(signed(66))
+        m.d.comb += num.eq(s3["ab"] + Mux(s3["ab"] >= 0, 1 << 30, 1 - (1 << 30)))
+        biased = Signal(signed(66))
+        m.d.comb += biased.eq(num + Mux(num < 0, (1 << 31) - 1, 0))
+        high = Signal(signed(32))
+        m.d.comb += high.eq(Mux(s3["ovf"], _INT32_MAX, (biased >> 31)[:32]))
+        s4 = stage("s4", x=(signed(32), high),
+                   right=(range(_MAX_RIGHT + 1), s3["right"]), **tail(s3))
+
+        # 5: rounding divide by 2^right, half away from zero (gemmlowp RoundingDivideByPOT).
+        mask = Signal(unsigned(_MAX_RIGHT + 1))
+        m.d.comb += mask.eq((1 << s4["right"]) - 1)
+        remainder = Signal(unsigned(_MAX_RIGHT + 1))
+        m.d.comb += remainder.eq(s4["x"] & mask)  # x sign-extended: two's complement residue
+        threshold = Signal(unsigned(_MAX_RIGHT + 1))
+        m.d.comb += threshold.eq((mask >> 1) + (s4["x"] < 0))
+        rounded = Signal(signed(33))
+        m.d.comb += rounded.eq((s4["x"] >> s4["right"]) + (remainder > threshold))
+        s5 = stage("s5", x=(signed(33), rounded), **tail(s4))
+
+        # 6: zero point and activation clamp.
+        with_zp = Signal(signed(34))
+        m.d.comb += with_zp.eq(s5["x"] + s5["out_zp"])
+        # min(max(x, act_min), act_max), as np.clip (act_max wins if act_min > act_max).
+        floored = Signal(signed(34))
+        m.d.comb += floored.eq(Mux(with_zp < s5["act_min"], s5["act_min"], with_zp))
+        clamped = Signal(signed(8))
+        m.d.comb += clamped.eq(Mux(floored > s5["act_max"], s5["act_max"], floored[:8]))
+        s6 = stage("s6", y=(signed(8), clamped))
+
+        m.d.comb += [
+            self.o.valid.eq(valid[-1]),
+            self.o.payload.eq(s6["y"]),
+        ]
+        return m

@@ -1,0 +1,129 @@
+"""The accelerator top (:class:`Accelerator`) and the simulation top (:class:`SimTop`).
+
+``Accelerator`` = Controller + LoadEngine + compute engine (``config.dataflow``)
++ StoreEngine + the four lane buffers + a 3-client BusArbiter (client 0 fetch,
+1 load DMA, 2 store DMA). ``SimTop`` adds the DramModel behind the bus and
+exposes its host back door for benches.
+
+Buffer ports: ifmap and weight are written by the load DMA and read by the
+compute engine; param is written by the load DMA and read by the store DMA;
+psum is written by the compute engine and read on port 0 by the compute engine
+(accumulate) and on port 1 by the store DMA.
+"""
+
+from amaranth.hdl import Module
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from .arrays import make_engine
+from .buffers import LaneBuffer
+from .config import AccelConfig
+from .controller import Controller, CsrSignature
+from .dma import LoadEngine, StoreEngine
+from .dram import BusArbiter, DramBusSignature, DramModel
+
+__all__ = ["Accelerator", "SimTop"]
+
+
+class Accelerator(wiring.Component):
+    """One generated accelerator.
+
+    Ports
+    -----
+    csr : In(CsrSignature)
+    bus : Out(DramBusSignature(config.dram_words))
+    """
+
+    def __init__(self, config: AccelConfig):
+        if not isinstance(config, AccelConfig):
+            raise TypeError(f"config must be an AccelConfig, not {config!r}")
+        self._config = config
+        super().__init__({
+            "csr": In(CsrSignature),
+            "bus": Out(DramBusSignature(config.dram_words)),
+        })
+
+    def elaborate(self, platform):
+        cfg = self._config
+        m = Module()
+        m.submodules.ctrl = ctrl = Controller(cfg)
+        m.submodules.load = load = LoadEngine(cfg)
+        m.submodules.compute = compute = make_engine(cfg)(cfg)
+        m.submodules.store = store = StoreEngine(cfg)
+        m.submodules.arbiter = arbiter = BusArbiter(3, cfg.dram_words)
+        m.submodules.ifmap_buf = ifmap = LaneBuffer(cfg.rows, 8, cfg.ifmap_rows)
+        m.submodules.weight_buf = weight = LaneBuffer(cfg.cols, 8, cfg.weight_rows)
+        m.submodules.param_buf = param = LaneBuffer(cfg.param_lanes, 8, cfg.param_rows)
+        m.submodules.psum_buf = psum = LaneBuffer(cfg.cols, 32, cfg.psum_rows, read_ports=2)
+
+        wiring.connect(m, wiring.flipped(self.csr), ctrl.csr)
+        wiring.connect(m, arbiter=arbiter.bus, top=wiring.flipped(self.bus))
+        wiring.connect(m, fetch=ctrl.bus, arbiter=arbiter.clients[0])
+        wiring.connect(m, load=load.bus, arbiter=arbiter.clients[1])
+        wiring.connect(m, store=store.bus, arbiter=arbiter.clients[2])
+
+        wiring.connect(m, ctrl=ctrl.load, load=load.insn)
+        wiring.connect(m, ctrl=ctrl.compute, compute=compute.insn)
+        wiring.connect(m, ctrl=ctrl.store, store=store.insn)
+        for dma in (load, store):
+            m.d.comb += [dma.base.eq(ctrl.base), dma.window_base.eq(ctrl.window_base),
+                         dma.window_size.eq(ctrl.window_size)]
+
+        wiring.connect(m, load=load.ifmap_wr, buffer=ifmap.w)
+        wiring.connect(m, load=load.weight_wr, buffer=weight.w)
+        wiring.connect(m, load=load.param_wr, buffer=param.w)
+        wiring.connect(m, compute=compute.ifmap, buffer=ifmap.r0)
+        wiring.connect(m, compute=compute.weight, buffer=weight.r0)
+        wiring.connect(m, compute=compute.psum_rd, buffer=psum.r0)
+        wiring.connect(m, compute=compute.psum_wr, buffer=psum.w)
+        wiring.connect(m, store=store.psum_rd, buffer=psum.r1)
+        wiring.connect(m, store=store.param_rd, buffer=param.r0)
+
+        m.d.comb += [
+            ctrl.load_done.eq(load.done), ctrl.load_error.eq(load.error),
+            ctrl.load_error_code.eq(load.error_code), ctrl.load_busy.eq(load.busy),
+            ctrl.compute_done.eq(compute.done), ctrl.compute_error.eq(compute.error),
+            ctrl.compute_busy.eq(compute.busy),
+            ctrl.store_done.eq(store.done), ctrl.store_error.eq(store.error),
+            ctrl.store_error_code.eq(store.error_code), ctrl.store_busy.eq(store.busy),
+            ctrl.rd_bytes.eq(load.bytes), ctrl.wr_bytes.eq(store.bytes),
+        ]
+        return m
+
+
+class SimTop(wiring.Component):
+    """Accelerator + DramModel, for simulation.
+
+    Ports
+    -----
+    csr : In(CsrSignature)
+    host_addr : In(range(config.dram_words))
+    host_we : In(1)
+    host_wdata : In(64)
+    host_rdata : Out(64)
+        The DramModel back door (synchronous read, one cycle).
+    """
+
+    def __init__(self, config: AccelConfig):
+        if not isinstance(config, AccelConfig):
+            raise TypeError(f"config must be an AccelConfig, not {config!r}")
+        self._config = config
+        super().__init__({
+            "csr": In(CsrSignature),
+            "host_addr": In(range(config.dram_words)),
+            "host_we": In(1),
+            "host_wdata": In(64),
+            "host_rdata": Out(64),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.accel = accel = Accelerator(self._config)
+        m.submodules.dram = dram = DramModel(self._config)
+        wiring.connect(m, wiring.flipped(self.csr), accel.csr)
+        wiring.connect(m, accel=accel.bus, dram=dram.bus)
+        m.d.comb += [
+            dram.host_addr.eq(self.host_addr), dram.host_we.eq(self.host_we),
+            dram.host_wdata.eq(self.host_wdata), self.host_rdata.eq(dram.host_rdata),
+        ]
+        return m

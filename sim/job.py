@@ -1,0 +1,131 @@
+"""What a simulation back end is asked to do, and the one host routine that does it.
+
+A :class:`Job` is a DRAM image plus a list of :class:`Run`\\ s (CSR writes, start,
+wait for done, read counters and DRAM regions back). :func:`run_job` performs a
+job through a *transport* — four async primitives on the simulated
+``SimTop``'s CSR bus and DRAM back door — so the Amaranth simulator (``pysim``)
+and the cocotb/Verilator bench run exactly the same host code, as a board
+driver would. Python only touches the design to load memory, start, poll the
+status every ``poll_cycles`` and read back; never per compute cycle.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from celosia.rtl.isa import Csr, ErrorCode
+
+__all__ = ["Run", "Job", "RunResult", "run_job", "COUNTERS"]
+
+#: Counter CSRs read back after every run, by report name.
+COUNTERS = {
+    "cycles": Csr.CYCLES,
+    "load_busy": Csr.LOAD_BUSY,
+    "compute_busy": Csr.COMPUTE_BUSY,
+    "store_busy": Csr.STORE_BUSY,
+    "macs": Csr.MACS,
+    "dram_bytes_read": Csr.DRAM_RD,
+    "dram_bytes_written": Csr.DRAM_WR,
+    "load_compute_overlap": Csr.LOAD_COMPUTE_OVERLAP,
+    "insns": Csr.INSNS,
+}
+
+
+@dataclass
+class Run:
+    """One start of the machine: CSR writes before ``CTRL=1``, regions read after done."""
+    csr_writes: list[tuple[int, int]]
+    readback: list[tuple[int, int]]  # (byte address, number of bytes)
+    #: (byte address, bytes) written into DRAM before this run (e.g. the input sample)
+    writes: list[tuple[int, bytes]] = field(default_factory=list)
+
+
+@dataclass
+class Job:
+    dram_bytes: int
+    image: list[tuple[int, bytes]]  # (byte address, bytes) loaded once before the first run
+    runs: list[Run]
+    max_cycles: int = 50_000_000  # per run; the bench gives up (and says so) after this
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d):
+        runs = [Run(**r) for r in d["runs"]]
+        return cls(dram_bytes=d["dram_bytes"], image=d["image"], runs=runs,
+                   max_cycles=d.get("max_cycles", 50_000_000))
+
+
+@dataclass
+class RunResult:
+    status: int
+    error: int
+    error_info: int
+    counters: dict[str, int]
+    data: list[bytes]
+    timed_out: bool = False
+
+    @property
+    def error_name(self) -> str:
+        try:
+            return ErrorCode(self.error).name
+        except ValueError:
+            return f"UNKNOWN({self.error})"
+
+
+def _words(addr: int, payload: bytes):
+    """Split a byte region into 64-bit words (address in words), read-modify-free:
+    regions are padded by the caller to 8-byte alignment."""
+    if addr % 8 or len(payload) % 8:
+        raise ValueError(f"DRAM region at {addr:#x} (+{len(payload)}) must be 8-byte aligned")
+    for i in range(0, len(payload), 8):
+        yield (addr + i) // 8, int.from_bytes(payload[i:i + 8], "little")
+
+
+async def run_job(transport, job: Job, poll_cycles: int = 512, progress=None) -> list[RunResult]:
+    """Perform ``job`` through ``transport`` and return one :class:`RunResult` per run.
+
+    ``transport`` provides ``async host_write(word_addr, value)``,
+    ``async host_read(word_addr) -> int``, ``async csr_write(addr, value)``,
+    ``async csr_read(addr) -> int`` and ``async wait(cycles)``. Zero words of the
+    image are skipped (the DRAM model starts zeroed).
+    """
+    for addr, payload in job.image:
+        for waddr, value in _words(addr, payload):
+            if value:
+                await transport.host_write(waddr, value)
+    results = []
+    for index, run in enumerate(job.runs):
+        for addr, payload in run.writes:
+            for waddr, value in _words(addr, payload):
+                await transport.host_write(waddr, value)
+        for addr, value in run.csr_writes:
+            await transport.csr_write(addr, value)
+        await transport.csr_write(Csr.CTRL, 1)
+        waited = 0
+        timed_out = False
+        while True:
+            await transport.wait(poll_cycles)
+            waited += poll_cycles
+            status = await transport.csr_read(Csr.STATUS)
+            if status & 2:
+                break
+            if waited >= job.max_cycles:
+                timed_out = True
+                break
+        counters = {name: await transport.csr_read(csr) for name, csr in COUNTERS.items()}
+        error_info = await transport.csr_read(Csr.ERROR_INFO)
+        data = []
+        for addr, nbytes in run.readback:
+            first, last = addr // 8, (addr + nbytes + 7) // 8
+            blob = b"".join([(await transport.host_read(w)).to_bytes(8, "little")
+                             for w in range(first, last)])
+            data.append(blob[addr - first * 8: addr - first * 8 + nbytes])
+        results.append(RunResult(status=status, error=(status >> 8) & 0xFF,
+                                 error_info=error_info, counters=counters, data=data,
+                                 timed_out=timed_out))
+        if progress is not None:
+            progress(index + 1, len(job.runs))
+    return results

@@ -1,0 +1,99 @@
+"""The compiled program: binary image, static data and the DRAM segments it needs.
+
+A :class:`Program` does not know where it will live: every DRAM address in it
+is (base register, offset). The driver decides the memory map
+(:meth:`Program.layout`) and links by writing base registers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from celosia.rtl import isa
+from celosia.rtl.config import AccelConfig
+
+__all__ = ["Program", "NodeCode", "align"]
+
+
+def align(n: int, a: int = 64) -> int:
+    return (n + a - 1) // a * a
+
+
+@dataclass
+class NodeCode:
+    """The instructions of one node of the low-level graph (one layer)."""
+    name: str
+    op: str
+    insns: list[int]            # 256-bit instruction words
+    macs: int                   # per run (batch rows included)
+    tiles: dict = field(default_factory=dict)  # tiling facts for the report
+
+
+@dataclass
+class Program:
+    config: AccelConfig
+    batch: int                  # samples per run
+    nodes: list[NodeCode]
+    static: bytes               # weights + PPU parameters, at BaseReg.STATIC
+    input_bytes: int            # per run, at BaseReg.INPUT: int8 [batch, in_features]
+    output_bytes: int           # per run, at BaseReg.OUTPUT: int8 [batch, out_features]
+    scratch_bytes: int          # at BaseReg.SCRATCH
+    in_features: int
+    out_features: int
+
+    def image(self, upto: int | None = None) -> bytes:
+        """Descriptor table + instruction blocks (relative to PROG_BASE).
+
+        ``upto`` keeps only the first ``upto`` nodes (the driver's per-layer
+        profiling runs).
+        """
+        nodes = self.nodes if upto is None else self.nodes[:upto]
+        table_bytes = align((len(nodes) + 1) * isa.DESC_BYTES, isa.INSN_BYTES)
+        descs, blocks = [], []
+        offset = table_bytes
+        for kind, node in enumerate(nodes):
+            descs.append(isa.encode_descriptor(offset, len(node.insns), kind=kind & 0xFF))
+            for word in node.insns:
+                blocks.extend(isa.encode_words(word))
+            offset += len(node.insns) * isa.INSN_BYTES
+        descs.append(isa.encode_descriptor(0, 0))  # end of table
+        table = b"".join(d.to_bytes(8, "little") for d in descs).ljust(table_bytes, b"\0")
+        return table + b"".join(w.to_bytes(8, "little") for w in blocks)
+
+    @property
+    def n_insns(self) -> int:
+        return sum(len(n.insns) for n in self.nodes)
+
+    def layout(self, runs: int, base: int = 0) -> dict:
+        """A DRAM memory map for ``runs`` runs: byte address of each segment.
+
+        Program, static data and scratch are shared; every run gets its own input
+        and output slot (so all inputs can be loaded at once and only the
+        INPUT / OUTPUT base registers change between runs).
+        """
+        m = {"program": base}
+        cursor = base + align(len(self.image()))
+        m["static"] = cursor
+        cursor += align(len(self.static))
+        m["scratch"] = cursor
+        cursor += align(self.scratch_bytes)
+        m["input_stride"] = align(self.input_bytes, 8)
+        m["input"] = cursor
+        cursor += align(m["input_stride"] * runs)
+        m["output_stride"] = align(self.output_bytes, 8)
+        m["output"] = cursor
+        cursor += align(m["output_stride"] * runs)
+        m["end"] = cursor
+        return m
+
+    def disassemble(self) -> str:
+        lines = []
+        for i, node in enumerate(self.nodes):
+            lines.append(f"node {i}: {node.name} ({node.op}), {len(node.insns)} instructions")
+            for j, word in enumerate(node.insns):
+                d = isa.decode(word)
+                op = d.pop("op")
+                dep = ",".join(k for k, v in d.pop("dep", {}).items() if v)
+                fields = " ".join(f"{k}={v.name if hasattr(v, 'name') else v}" for k, v in d.items())
+                lines.append(f"  {j:4d} {getattr(op, 'name', op):5s} {fields} [{dep}]")
+        return "\n".join(lines)

@@ -1,0 +1,189 @@
+"""The driver: one API, several back ends, identical outputs.
+
+``run(qmodel, x, config, backend)`` quantizes the float input, runs it on the
+back end and returns the dequantized output with a report:
+
+* ``golden`` — the NumPy golden model (:mod:`celosia.sim.golden`); no cycles.
+* ``pysim`` — the compiled program on the RTL in Amaranth's simulator.
+* ``verilator`` — the compiled program on the generated Verilog (cocotb + Verilator).
+
+The RTL back ends link the program like a board driver would: program, static
+data and every input sample are loaded into DRAM once; each run writes the
+INPUT / OUTPUT base registers and starts the machine. Cycle and traffic figures
+come from the hardware counters. Per-layer cycles are measured by running
+prefixes of the program (the first ``k`` nodes) on the first sample:
+``cycles(layer k) = cycles(prefix k+1) - cycles(prefix k)``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from celosia.rtl.config import AccelConfig
+from celosia.rtl.isa import BaseReg, Csr
+from celosia.sim.golden import fully_connected
+from celosia.sim.job import Job, Run
+from celosia.sw.compiler import Program, compile_model
+from celosia.sw.errors import CelosiaError, InputError
+from celosia.sw.quant.model import QModel
+
+__all__ = ["BACKENDS", "run", "run_quantized", "golden_forward", "DriverError", "Result"]
+
+BACKENDS = ("golden", "pysim", "verilator")
+
+
+class DriverError(CelosiaError):
+    """The hardware stopped with an error code, or the program does not fit the DRAM."""
+
+
+@dataclass
+class Result:
+    y_q: np.ndarray                      # int8 [samples, out_features]
+    y: np.ndarray                        # float32, dequantized
+    report: dict = field(default_factory=dict)
+
+
+def golden_forward(model: QModel, x_q: np.ndarray) -> np.ndarray:
+    """The golden model's int8 output for int8 inputs ``[samples, in_features]``."""
+    for layer in model.layers:
+        x_q = fully_connected(x_q, layer.in_zp, layer.w, layer.bias, layer.m0, layer.shift,
+                              layer.out_zp, layer.act_min, layer.act_max)
+    return x_q
+
+
+def _check_input(model: QModel, x: np.ndarray, source: str) -> np.ndarray:
+    x = np.asarray(x)
+    if x.ndim < 1 or len(x) == 0:
+        raise InputError(f"{source}: expected a batch of samples (first axis), got shape {list(x.shape)}")
+    per_sample = int(np.prod(x.shape[1:], dtype=np.int64))
+    expected = tuple(model.input_shape) or (model.in_features,)
+    if per_sample != model.in_features:
+        raise InputError(f"{source}: each sample must have shape {list(expected)} "
+                         f"({model.in_features} values), not {list(x.shape[1:])}")
+    if not np.issubdtype(x.dtype, np.number):
+        raise InputError(f"{source}: expected numbers, not {x.dtype}")
+    return x
+
+
+def _job(program: Program, x_q: np.ndarray, profile: bool) -> tuple[Job, dict, list[int]]:
+    batch = program.batch
+    runs = math.ceil(len(x_q) / batch)
+    padded = np.zeros((runs * batch, program.in_features), dtype=np.int8)
+    padded[:len(x_q)] = x_q
+    lay = program.layout(runs)
+    n_nodes = len(program.nodes)
+    prefixes = list(range(1, n_nodes)) if profile and n_nodes > 1 else []
+    image = [(lay["program"], program.image().ljust(0))]
+    prefix_base = lay["end"]
+    prefix_addr = {}
+    for k in prefixes:
+        img = program.image(upto=k)
+        prefix_addr[k] = prefix_base
+        image.append((prefix_base, img))
+        prefix_base += (len(img) + 63) // 64 * 64
+    end = prefix_base
+    if end > program.config.dram_bytes:
+        raise DriverError(f"program, data and {len(x_q)} samples need {end} bytes of DRAM; the "
+                          f"config has dram_bytes={program.config.dram_bytes}; increase it or run "
+                          f"fewer samples")
+    image.append((lay["static"], program.static))
+    for r in range(runs):
+        image.append((lay["input"] + r * lay["input_stride"],
+                      padded[r * batch:(r + 1) * batch].tobytes()))
+    image = [(a, d.ljust((len(d) + 7) // 8 * 8, b"\0")) for a, d in image if d]
+
+    def csrs(run_index, prog_base):
+        return [(Csr.PROG_BASE, prog_base), (Csr.WINDOW_BASE, 0), (Csr.WINDOW_SIZE, end),
+                (Csr.BASE0 + BaseReg.PROGRAM, prog_base),
+                (Csr.BASE0 + BaseReg.STATIC, lay["static"]),
+                (Csr.BASE0 + BaseReg.SCRATCH, lay["scratch"]),
+                (Csr.BASE0 + BaseReg.INPUT, lay["input"] + run_index * lay["input_stride"]),
+                (Csr.BASE0 + BaseReg.OUTPUT, lay["output"] + run_index * lay["output_stride"])]
+
+    job_runs = [Run(csr_writes=csrs(0, prefix_addr[k]), readback=[]) for k in prefixes]
+    for r in range(runs):
+        job_runs.append(Run(csr_writes=csrs(r, lay["program"]),
+                            readback=[(lay["output"] + r * lay["output_stride"], program.output_bytes)]))
+    return Job(dram_bytes=program.config.dram_bytes, image=image, runs=job_runs), lay, prefixes
+
+
+def run_quantized(model: QModel, x_q: np.ndarray, config: AccelConfig, backend: str = "golden",
+                  batch: int = 1, profile: bool = True, progress=None) -> Result:
+    """Run int8 inputs ``[samples, in_features]``; see :func:`run`."""
+    if backend not in BACKENDS:
+        raise CelosiaError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
+    x_q = np.asarray(x_q, dtype=np.int8).reshape(len(x_q), -1)
+    samples = len(x_q)
+    macs_per_sample = model.macs_per_sample()
+    report = {
+        "backend": backend, "config": config.to_dict(), "samples": samples,
+        "macs": macs_per_sample * samples,
+    }
+    t0 = time.perf_counter()
+    if backend == "golden":
+        y_q = golden_forward(model, x_q)
+        report.update(cycles=None, utilization=None, dram_bytes_read=None, dram_bytes_written=None,
+                      layers=[{"name": l.name, "op": l.op, "macs": l.macs * samples, "cycles": None,
+                               "compute_cycles": None} for l in model.layers])
+    else:
+        program = compile_model(model, config, batch=batch)
+        job, lay, prefixes = _job(program, x_q, profile)
+        if backend == "pysim":
+            from celosia.sim import pysim
+            results = pysim.run(config, job, progress=progress)
+        else:
+            from celosia.sim import verilator
+            results = verilator.run(config, job)
+        for i, res in enumerate(results):
+            if res.timed_out:
+                raise DriverError(f"{backend}: run {i} did not finish within {job.max_cycles} cycles")
+            if res.error:
+                raise DriverError(f"{backend}: the accelerator stopped with error {res.error_name} "
+                                  f"(instruction #{res.error_info}) in run {i}")
+        prof, main = results[:len(prefixes)], results[len(prefixes):]
+        out = b"".join(r.data[0] for r in main)
+        y_q = np.frombuffer(out, dtype=np.int8).reshape(-1, model.out_features)[:samples]
+        total = {k: sum(r.counters[k] for r in main) for k in main[0].counters}
+        pe = config.rows * config.cols
+        report.update(
+            cycles=total["cycles"],
+            cycles_per_run=main[0].counters["cycles"],
+            runs=len(main), batch=batch,
+            utilization=report["macs"] / (total["cycles"] * pe) if total["cycles"] else 0.0,
+            dram_bytes_read=total["dram_bytes_read"],
+            dram_bytes_written=total["dram_bytes_written"],
+            hw_macs=total["macs"],
+            load_busy=total["load_busy"], compute_busy=total["compute_busy"],
+            store_busy=total["store_busy"], load_compute_overlap=total["load_compute_overlap"],
+            instructions=total["insns"], program_instructions=program.n_insns,
+        )
+        # Per layer, from prefix runs on the first run's input(s).
+        snaps = [{"cycles": 0, "compute_busy": 0}] + [r.counters for r in prof] + [main[0].counters]
+        layers = []
+        for k, (layer, node) in enumerate(zip(model.layers, program.nodes)):
+            cycles = snaps[k + 1]["cycles"] - snaps[k]["cycles"]
+            compute = snaps[k + 1]["compute_busy"] - snaps[k]["compute_busy"]
+            layers.append({"name": layer.name, "op": layer.op, "macs": layer.macs * samples,
+                           "cycles": cycles, "compute_cycles": compute,
+                           "utilization": node.macs / (cycles * pe) if cycles > 0 else 0.0,
+                           "mapping": "ws", **node.tiles})
+        if not profile or len(model.layers) == 1:
+            for layer in layers:
+                layer["measured_on"] = "first run"
+        report["layers"] = layers
+        report["layer_cycles_note"] = ("per-layer cycles and compute_cycles are for one run "
+                                       f"({batch} sample(s)), measured by prefix runs")
+    report["wall_seconds"] = time.perf_counter() - t0
+    y = model.dequantize_output(y_q)
+    return Result(y_q=y_q, y=y, report=report)
+
+
+def run(model: QModel, x: np.ndarray, config: AccelConfig, backend: str = "golden", batch: int = 1,
+        profile: bool = True, progress=None, source: str = "input") -> Result:
+    """Quantize float ``x`` (first axis = samples), run it, dequantize the output."""
+    x = _check_input(model, x, source)
+    return run_quantized(model, model.quantize_input(x), config, backend, batch, profile, progress)

@@ -1,0 +1,301 @@
+# amaranth: UnusedElaboratable=no
+"""Controller: fetch, queue routing, tokens, NOPs, errors, deadlock, counters.
+
+The engines are stubs (accept when idle, busy for a number of cycles taken from
+the instruction, then pulse done); the program lives in a DramModel.
+"""
+
+from amaranth.hdl import Elaboratable, Module, Signal
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
+from amaranth.sim import Simulator
+
+from celosia.rtl import isa
+from celosia.rtl.config import AccelConfig
+from celosia.rtl.controller import Controller
+from celosia.rtl.dram import DramModel
+from celosia.rtl.isa import Csr, ErrorCode, Opcode
+
+CFG = AccelConfig(dram_bytes=1 << 14, dram_latency=4, queue_depth=4)
+PROG_BASE = 0x400
+ERR_MARK = 0xEE  # a stub engine fails on instructions carrying this marker
+
+
+class StubEngine(wiring.Component):
+    """Accepts when idle; busy ``length(insn)`` cycles; pulses done (or error)."""
+
+    def __init__(self, layout, length, fails):
+        self._length, self._fails = length, fails
+        super().__init__({
+            "insn": In(stream.Signature(layout)),
+            "done": Out(1), "error": Out(1), "error_code": Out(8), "busy": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        left = Signal(16)
+        fail = Signal()
+        m.d.comb += [self.insn.ready.eq(~self.busy), self.error_code.eq(ErrorCode.DMA_OUT_OF_WINDOW)]
+        m.d.sync += [self.done.eq(0), self.error.eq(0)]
+        with m.If(self.insn.valid & self.insn.ready):
+            m.d.sync += [self.busy.eq(1), left.eq(self._length(self.insn.payload)),
+                         fail.eq(self._fails(self.insn.payload))]
+        with m.Elif(self.busy):
+            with m.If(left <= 1):
+                m.d.sync += [self.busy.eq(0), self.done.eq(~fail), self.error.eq(fail)]
+            with m.Else():
+                m.d.sync += left.eq(left - 1)
+        return m
+
+
+class Harness(Elaboratable):
+    def __init__(self, cfg=CFG):
+        self.ctrl = Controller(cfg)
+        self.dram = DramModel(cfg)
+        self.engines = {
+            "load": StubEngine(isa.LoadInsn, lambda p: p.n0, lambda p: p.lane0 == ERR_MARK),
+            "compute": StubEngine(isa.GemmInsn, lambda p: p.m_len,
+                                  lambda p: p.psum_row == ERR_MARK),
+            "store": StubEngine(isa.StoreInsn, lambda p: p.m_len, lambda p: p.param_row == ERR_MARK),
+        }
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.ctrl = c = self.ctrl
+        m.submodules.dram = self.dram
+        wiring.connect(m, fetch=c.bus, dram=self.dram.bus)
+        for name, eng in self.engines.items():
+            m.submodules[name] = eng
+            wiring.connect(m, ctrl=getattr(c, name), engine=eng.insn)
+            m.d.comb += [getattr(c, f"{name}_done").eq(eng.done),
+                         getattr(c, f"{name}_error").eq(eng.error),
+                         getattr(c, f"{name}_busy").eq(eng.busy)]
+        m.d.comb += [c.load_error_code.eq(self.engines["load"].error_code),
+                     c.store_error_code.eq(self.engines["store"].error_code),
+                     c.rd_bytes.eq(self.engines["load"].busy)]
+        return m
+
+
+def program(nodes, prog_base=PROG_BASE):
+    """nodes: lists of 256-bit instructions -> {word address: value}."""
+    words = {}
+    table = 8 * (len(nodes) + 1)
+    offset = -(-table // 32) * 32
+    for i, node in enumerate(nodes):
+        words[(prog_base >> 3) + i] = isa.encode_descriptor(offset, len(node))
+        for j, insn in enumerate(node):
+            for w, value in enumerate(isa.encode_words(insn)):
+                words[(prog_base + offset + 32 * j >> 3) + w] = value
+        offset += 32 * len(node)
+    words[(prog_base >> 3) + len(nodes)] = isa.encode_descriptor(0, 0)
+    return words
+
+
+def load(n0=3, lane0=0, **dep):
+    return isa.encode(Opcode.LOAD, n0=n0, n1=1, n2=1, lane0=lane0, dep=dep)
+
+
+def gemm(m_len=2, k_len=8, n_len=8, psum_row=0, **dep):
+    return isa.encode(Opcode.GEMM, m_len=m_len, k_len=k_len, n_len=n_len, psum_row=psum_row,
+                      dep=dep)
+
+
+def nop(**dep):
+    return isa.encode(Opcode.NOP, dep=dep)
+
+
+def store(m_len=2, param_row=0, **dep):
+    return isa.encode(Opcode.STORE, m_len=m_len, n_len=8, param_row=param_row, dep=dep)
+
+
+def run_program(nodes, *, csrs=None, max_cycles=3000, runs=1, prog_words=None):
+    """Run; returns (status dict, list of (cycle, engine, decoded insn))."""
+    h = Harness()
+    c = h.ctrl
+    starts = []
+    result = {}
+
+    async def write_csr(ctx, addr, value):
+        ctx.set(c.csr.addr, addr)
+        ctx.set(c.csr.w_data, value)
+        ctx.set(c.csr.w_en, 1)
+        await ctx.tick()
+        ctx.set(c.csr.w_en, 0)
+
+    async def monitor(ctx):
+        ports = [getattr(c, n) for n in h.engines]
+        sigs = [s for p in ports for s in (p.valid, p.ready, p.payload.as_value())]
+        cycle = 0
+        async for _, _, *vals in ctx.tick().sample(*sigs):
+            for i, name in enumerate(h.engines):
+                valid, ready, payload = vals[3 * i:3 * i + 3]
+                if valid and ready:
+                    starts.append((cycle, name, isa.decode(payload)))
+            cycle += 1
+
+    async def bench(ctx):
+        words = prog_words if prog_words is not None else program(nodes)
+        for addr, value in words.items():
+            ctx.set(h.dram.host_addr, addr)
+            ctx.set(h.dram.host_wdata, value)
+            ctx.set(h.dram.host_we, 1)
+            await ctx.tick()
+        ctx.set(h.dram.host_we, 0)
+        await write_csr(ctx, Csr.PROG_BASE, PROG_BASE)
+        for addr, value in (csrs or {}).items():
+            await write_csr(ctx, addr, value)
+        for run in range(runs):
+            starts.clear()
+            await write_csr(ctx, Csr.CTRL, 1)
+            ctx.set(c.csr.addr, Csr.STATUS)
+            for _ in range(max_cycles):
+                await ctx.tick()
+                if ctx.get(c.csr.r_data) & 2:
+                    break
+            else:
+                raise AssertionError(f"no done within {max_cycles} cycles")
+            for _ in range(20):  # engines may finish what they run; nothing new starts
+                await ctx.tick()
+        for reg in Csr:
+            ctx.set(c.csr.addr, reg)
+            result[reg.name] = ctx.get(c.csr.r_data)
+
+    sim = Simulator(h)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.add_testbench(monitor, background=True)
+    sim.run()
+    status = result["STATUS"]
+    result["busy"], result["done"], result["error"] = status & 1, status >> 1 & 1, status >> 8 & 0xFF
+    return result, starts
+
+
+def by_engine(starts, name):
+    return [(cyc, insn) for cyc, eng, insn in starts if eng == name]
+
+
+def test_routing_multiple_nodes_and_counters():
+    nodes = [[load(n0=3), gemm(m_len=2, k_len=8, n_len=8), store(m_len=2)],
+             [load(n0=4), load(n0=5), nop(), gemm(m_len=3, k_len=5, n_len=7), store(m_len=1)]]
+    res, starts = run_program(nodes, runs=2)  # the second run checks a clean restart
+    assert (res["done"], res["busy"], res["error"]) == (1, 0, 0)
+    assert [i["n0"] for _, i in by_engine(starts, "load")] == [3, 4, 5]
+    assert [i["m_len"] for _, i in by_engine(starts, "compute")] == [2, 3]  # NOP not sent
+    assert [i["m_len"] for _, i in by_engine(starts, "store")] == [2, 1]
+    assert all(i["op"] == Opcode.LOAD for _, i in by_engine(starts, "load"))
+    assert res["INSNS"] == 8
+    assert res["MACS"] == 2 * 8 * 8 + 3 * 5 * 7
+    fetched = 3 + 4 * 8  # descriptors incl. the end marker, 4 words per instruction
+    assert res["DRAM_RD"] == 8 * fetched + res["LOAD_BUSY"]  # stub: rd_bytes = load busy
+    assert res["LOAD_BUSY"] == 3 + 4 + 5
+    assert res["COMPUTE_BUSY"] == 2 + 3
+    assert res["STORE_BUSY"] == 2 + 1
+    assert res["CYCLES"] > 8 * 4
+    assert res["ERROR_INFO"] == 0
+
+
+def test_token_ordering():
+    # without tokens the store would start at once; with them it waits for the GEMM
+    nodes = [[load(n0=30, push_next=1), gemm(m_len=6, pop_prev=1, push_next=1),
+              store(m_len=2, pop_prev=1)]]
+    res, starts = run_program(nodes)
+    assert (res["done"], res["error"]) == (1, 0)
+    (tl, _), = by_engine(starts, "load")
+    (tc, _), = by_engine(starts, "compute")
+    (ts, _), = by_engine(starts, "store")
+    assert tc >= tl + 30
+    assert ts >= tc + 6
+
+
+def test_token_ping_pong():
+    # load 2 waits for compute 1 to give back its buffer (c2l)
+    nodes = [[load(n0=2, push_next=1), load(n0=2, push_next=1, pop_next=1),
+              gemm(m_len=20, pop_prev=1, push_prev=1), gemm(m_len=3, pop_prev=1)]]
+    res, starts = run_program(nodes)
+    assert (res["done"], res["error"]) == (1, 0)
+    (t0, _), (t1, _) = by_engine(starts, "load")
+    (c0, _), (c1, _) = by_engine(starts, "compute")
+    assert t1 >= c0 + 20
+    assert c1 >= t1 + 2
+
+
+def test_nop_moves_tokens():
+    nodes = [[load(n0=25, push_next=1), nop(pop_prev=1, push_next=1), store(m_len=2, pop_prev=1)]]
+    res, starts = run_program(nodes)
+    assert (res["done"], res["error"]) == (1, 0)
+    assert by_engine(starts, "compute") == []
+    (tl, _), = by_engine(starts, "load")
+    (ts, _), = by_engine(starts, "store")
+    assert ts >= tl + 25
+    assert res["INSNS"] == 3
+
+
+def test_illegal_opcode():
+    bad = 0x7  # opcode 7 does not exist
+    nodes = [[load(n0=2), bad, store(m_len=1)]]
+    res, starts = run_program(nodes)
+    assert (res["done"], res["busy"], res["error"]) == (1, 0, ErrorCode.ILLEGAL_OPCODE)
+    assert res["ERROR_INFO"] == 1
+    assert by_engine(starts, "store") == []
+
+
+def test_token_deadlock():
+    nodes = [[load(n0=2), gemm(m_len=2, pop_prev=1, push_next=1), store(m_len=1, pop_prev=1)]]
+    res, starts = run_program(nodes, max_cycles=500)
+    assert (res["done"], res["busy"], res["error"]) == (1, 0, ErrorCode.TOKEN_DEADLOCK)
+    assert res["ERROR_INFO"] == 1  # the oldest waiting head: the GEMM
+    assert by_engine(starts, "compute") == [] and by_engine(starts, "store") == []
+
+
+def test_deadlock_with_full_queue():
+    # fetch blocks on the full store queue while the compute head waits forever
+    nodes = [[gemm(m_len=1, pop_next=1)] + [store(m_len=1)] * 1 +
+             [gemm(m_len=1, pop_prev=1)] * (CFG.queue_depth + 2)]
+    res, _ = run_program(nodes, max_cycles=2000)
+    assert res["error"] == ErrorCode.TOKEN_DEADLOCK
+
+
+def test_descriptor_out_of_window():
+    res, starts = run_program([[load()]], csrs={Csr.WINDOW_BASE: PROG_BASE + 0x100,
+                                                Csr.WINDOW_SIZE: 0x1000})
+    assert (res["done"], res["busy"], res["error"]) == (1, 0, ErrorCode.BAD_DESCRIPTOR)
+    assert starts == []
+
+
+def test_instructions_out_of_window():
+    # the table is inside the window, the second instruction is not
+    res, starts = run_program([[load(n0=1), load(n0=1)]],
+                              csrs={Csr.WINDOW_BASE: PROG_BASE, Csr.WINDOW_SIZE: 0x40})
+    assert res["error"] == ErrorCode.BAD_DESCRIPTOR
+    assert res["ERROR_INFO"] == 1
+    assert len(by_engine(starts, "load")) <= 1  # the stop is immediate
+
+
+def test_misaligned_instruction_block():
+    words = program([[load()]])
+    words[PROG_BASE >> 3] = isa.encode_descriptor(0x28, 1)
+    res, starts = run_program(None, prog_words=words)
+    assert res["error"] == ErrorCode.BAD_DESCRIPTOR
+    assert starts == []
+
+
+def test_engine_error_stops_machine():
+    nodes = [[load(n0=2, push_next=1), load(n0=3, lane0=ERR_MARK), load(n0=2),
+              gemm(m_len=2, pop_prev=1)]]
+    res, starts = run_program(nodes)
+    assert (res["done"], res["busy"], res["error"]) == (1, 0, ErrorCode.DMA_OUT_OF_WINDOW)
+    assert res["ERROR_INFO"] == 1
+    assert len(by_engine(starts, "load")) == 2
+
+
+def test_compute_error():
+    res, _ = run_program([[gemm(m_len=2, psum_row=ERR_MARK)]])
+    assert res["error"] == ErrorCode.BUFFER_OUT_OF_RANGE
+    assert res["ERROR_INFO"] == 0
+
+
+def test_token_overflow():
+    nodes = [[nop(push_next=1)] * 256]
+    res, starts = run_program(nodes, max_cycles=20000)
+    assert res["error"] == ErrorCode.TOKEN_OVERFLOW
+    assert res["ERROR_INFO"] == 255

@@ -1,0 +1,291 @@
+# amaranth: UnusedElaboratable=no
+"""WSArray against a NumPy GEMM reference, through real LaneBuffers."""
+
+import random
+
+import numpy as np
+import pytest
+from amaranth.back import verilog
+from amaranth.hdl import Elaboratable, Module
+from amaranth.lib import wiring
+from amaranth.sim import Simulator
+
+from celosia.rtl import isa
+from celosia.rtl.arrays.engine import ComputeEngineSignature
+from celosia.rtl.arrays.ws import WSArray
+from celosia.rtl.buffers import BufferWriteSignature, LaneBuffer
+from celosia.rtl.config import AccelConfig
+
+
+class Harness(Elaboratable):
+    """WSArray + ifmap / weight / psum LaneBuffers. The bench writes ifmap and
+    weight through the buffers' own write ports, psum through ``tb_psum_w``
+    (muxed with the array's writes) and reads psum back through ``psum.r1``."""
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.ws = WSArray(cfg)
+        self.ifmap = LaneBuffer(cfg.rows, 8, cfg.ifmap_rows)
+        self.weight = LaneBuffer(cfg.cols, 8, cfg.weight_rows)
+        self.psum = LaneBuffer(cfg.cols, 32, cfg.psum_rows, read_ports=2)
+        self.tb_psum_w = BufferWriteSignature(cfg.psum_rows, cfg.cols, 32).create(path=("tb_psum_w",))
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.ws = self.ws
+        m.submodules.ifmap = self.ifmap
+        m.submodules.weight = self.weight
+        m.submodules.psum = self.psum
+        wiring.connect(m, engine=self.ws.ifmap, buffer=self.ifmap.r0)
+        wiring.connect(m, engine=self.ws.weight, buffer=self.weight.r0)
+        wiring.connect(m, engine=self.ws.psum_rd, buffer=self.psum.r0)
+        # The bench's psum preload wins over the array (they never overlap in time).
+        src = self.ws.psum_wr
+        with m.If(self.tb_psum_w.en.any()):
+            m.d.comb += [self.psum.w.addr.eq(self.tb_psum_w.addr), self.psum.w.en.eq(self.tb_psum_w.en),
+                         self.psum.w.data.eq(self.tb_psum_w.data)]
+        with m.Else():
+            m.d.comb += [self.psum.w.addr.eq(src.addr), self.psum.w.en.eq(src.en),
+                         self.psum.w.data.eq(src.data)]
+        return m
+
+
+# -- reference ---------------------------------------------------------------
+
+def wrap32(v):
+    return ((np.asarray(v, dtype=np.int64) + (1 << 31)) % (1 << 32)) - (1 << 31)
+
+
+def in_range(cfg, insn):
+    return (insn["ifmap_row"] + insn["m_len"] <= cfg.ifmap_rows
+            and insn["weight_row"] + insn["k_len"] <= cfg.weight_rows
+            and insn["psum_row"] + insn["m_len"] <= cfg.psum_rows
+            and insn["k_len"] <= cfg.rows and insn["n_len"] <= cfg.cols)
+
+
+def ref_gemm(cfg, psum, ifmap, weight, insn):
+    """Apply one GEMM to ``psum`` (int64 array) in place; False if out of range."""
+    if not in_range(cfg, insn):
+        return False
+    m_len, k, n = insn["m_len"], insn["k_len"], insn["n_len"]
+    x = ifmap[insn["ifmap_row"]:insn["ifmap_row"] + m_len, :k].astype(np.int64)
+    w = weight[insn["weight_row"]:insn["weight_row"] + k, :n].astype(np.int64)
+    rows = slice(insn["psum_row"], insn["psum_row"] + m_len)
+    old = psum[rows, :n] if insn["accumulate"] else 0
+    psum[rows, :n] = wrap32(old + x @ w)
+    return True
+
+
+def latency(insn, cfg):
+    if not in_range(cfg, insn) or insn["m_len"] == 0:
+        return 1
+    return insn["k_len"] + insn["m_len"] + 5
+
+
+# -- bench -------------------------------------------------------------------
+
+def pack(values, bits):
+    mask = (1 << bits) - 1
+    return sum((int(v) & mask) << (i * bits) for i, v in enumerate(values))
+
+
+def unpack(word, lanes, bits):
+    out = []
+    for i in range(lanes):
+        v = (word >> (i * bits)) & ((1 << bits) - 1)
+        out.append(v - (1 << bits) if v >> (bits - 1) else v)
+    return out
+
+
+def make_insn(accumulate=0, ifmap_row=0, weight_row=0, psum_row=0, m_len=1, k_len=1, n_len=1):
+    return dict(accumulate=accumulate, ifmap_row=ifmap_row, weight_row=weight_row,
+                psum_row=psum_row, m_len=m_len, k_len=k_len, n_len=n_len)
+
+
+def run_program(cfg, ifmap, weight, psum0, insns, gaps, seed=0):
+    """Simulate ``insns`` on fresh buffers; return (final psum, events)."""
+    dut = Harness(cfg)
+    ws = dut.ws
+    rng = random.Random(seed)
+    events = []          # (kind, cycle) for accept / done / error
+    result = {}
+
+    async def write_rows(ctx, port, table, lanes, bits):
+        ctx.set(port.en, (1 << lanes) - 1)
+        for addr, row in enumerate(table):
+            ctx.set(port.addr, addr)
+            ctx.set(port.data, pack(row, bits))
+            await ctx.tick()
+        ctx.set(port.en, 0)
+
+    async def monitor(ctx):
+        cycle = 0
+        expect_busy = False
+        async for _, _, valid, ready, busy, done, error in ctx.tick().sample(
+                ws.insn.valid, ws.insn.ready, ws.busy, ws.done, ws.error):
+            assert busy == expect_busy, f"busy={busy} at cycle {cycle}"
+            assert ready == (not busy)
+            assert not (done and error)
+            if valid and ready:
+                events.append(("accept", cycle))
+                expect_busy = True
+            if done or error:
+                assert busy
+                events.append(("done" if done else "error", cycle))
+                expect_busy = False
+            cycle += 1
+
+    async def tb(ctx):
+        await write_rows(ctx, dut.ifmap.w, ifmap, cfg.rows, 8)
+        await write_rows(ctx, dut.weight.w, weight, cfg.cols, 8)
+        await write_rows(ctx, dut.tb_psum_w, psum0, cfg.cols, 32)
+        for insn, gap in zip(insns, gaps):
+            ctx.set(ws.insn.valid, 0)
+            for _ in range(gap):
+                ctx.set(ws.insn.payload, isa.GemmInsn.const(
+                    {"op": isa.Opcode.GEMM, "m_len": rng.getrandbits(16), "k_len": 0xFF}))  # junk while invalid
+                await ctx.tick()
+            ctx.set(ws.insn.payload, isa.GemmInsn.const({"op": isa.Opcode.GEMM, **insn}))
+            ctx.set(ws.insn.valid, 1)
+            await ctx.tick().until(ws.insn.ready)
+        ctx.set(ws.insn.valid, 0)
+        for _ in range(1000):
+            if sum(kind != "accept" for kind, _ in events) == len(insns):
+                break
+            await ctx.tick()
+        else:
+            raise AssertionError(f"not all instructions finished: {events}")
+        await ctx.tick()
+        out = []
+        ctx.set(dut.psum.r1.en, 1)
+        for addr in range(cfg.psum_rows):
+            ctx.set(dut.psum.r1.addr, addr)
+            await ctx.tick()
+            out.append(unpack(ctx.get(dut.psum.r1.data), cfg.cols, 32))
+        result["psum"] = np.array(out, dtype=np.int64)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(monitor, background=True)
+    sim.add_testbench(tb)
+    sim.run()
+    return result["psum"], events
+
+
+def check(cfg, insns, rng, gaps=None, ifmap=None, weight=None, psum0=None):
+    if ifmap is None:
+        ifmap = np.array([[rng.randrange(-128, 128) for _ in range(cfg.rows)]
+                          for _ in range(cfg.ifmap_rows)])
+    if weight is None:
+        weight = np.array([[rng.randrange(-128, 128) for _ in range(cfg.cols)]
+                           for _ in range(cfg.weight_rows)])
+    if psum0 is None:
+        psum0 = np.array([[rng.randrange(-(1 << 31), 1 << 31) for _ in range(cfg.cols)]
+                          for _ in range(cfg.psum_rows)])
+    if gaps is None:
+        gaps = [rng.choice([0, 0, 1, 3]) for _ in insns]
+    psum, events = run_program(cfg, ifmap, weight, psum0, insns, gaps, seed=rng.random())
+
+    expect = np.array(psum0, dtype=np.int64)
+    kinds = []
+    for insn in insns:
+        ok = ref_gemm(cfg, expect, ifmap, weight, insn)
+        kinds.append("done" if ok else "error")
+    np.testing.assert_array_equal(psum, expect)
+
+    # accept / done|error alternate; latency as documented in ws.py.
+    assert [k for k, _ in events[0::2]] == ["accept"] * len(insns)
+    assert [k for k, _ in events[1::2]] == kinds
+    for insn, (_, t_acc), (_, t_done) in zip(insns, events[0::2], events[1::2]):
+        assert t_done - t_acc == latency(insn, cfg), insn
+    return events
+
+
+def small_cfg(rows, cols):
+    return AccelConfig(rows=rows, cols=cols, ifmap_rows=12, weight_rows=max(2 * rows, 4) + 2,
+                       psum_rows=10)
+
+
+CONFIGS = [(1, 1), (2, 2), (3, 5), (4, 8), (8, 8)]
+
+
+# -- tests -------------------------------------------------------------------
+
+def test_signature_and_verilog():
+    cfg = small_cfg(3, 5)
+    ws = WSArray(cfg)
+    assert ws.signature == ComputeEngineSignature(cfg)
+    assert WSArray.PIPELINE == 3
+    assert "module" in verilog.convert(WSArray(AccelConfig(rows=4, cols=8)))
+
+
+@pytest.mark.parametrize("rows,cols", CONFIGS)
+def test_random_program(rows, cols):
+    """Full tiles, partial k / n, accumulate over two instructions, m_len 0 and > 1."""
+    cfg = small_cfg(rows, cols)
+    rng = random.Random(rows * 100 + cols)
+    insns = [
+        make_insn(ifmap_row=2, weight_row=1, psum_row=0, m_len=5, k_len=rows, n_len=cols),
+        # Accumulate onto the rows just written, with a different weight tile.
+        make_insn(accumulate=1, ifmap_row=5, weight_row=rows, psum_row=1, m_len=4, k_len=rows, n_len=cols),
+        make_insn(ifmap_row=0, weight_row=0, psum_row=6, m_len=3,
+                  k_len=max(rows - 1, 1), n_len=max(cols - 2, 1)),
+        make_insn(accumulate=1, ifmap_row=3, weight_row=2, psum_row=7, m_len=0, k_len=rows, n_len=cols),
+        make_insn(accumulate=1, ifmap_row=11, weight_row=0, psum_row=9, m_len=1,
+                  k_len=rng.randrange(0, rows + 1), n_len=rng.randrange(0, cols + 1)),
+    ]
+    for _ in range(3):
+        m_len = rng.randrange(0, 5)
+        k_len = rng.randrange(0, rows + 1)
+        insns.append(make_insn(
+            accumulate=rng.randrange(2), m_len=m_len, k_len=k_len, n_len=rng.randrange(0, cols + 1),
+            ifmap_row=rng.randrange(0, cfg.ifmap_rows - m_len + 1),
+            weight_row=rng.randrange(0, cfg.weight_rows - k_len + 1),
+            psum_row=rng.randrange(0, cfg.psum_rows - m_len + 1)))
+    check(cfg, insns, rng)
+
+
+@pytest.mark.parametrize("rows,cols", [(1, 1), (4, 8)])
+def test_minus_128_and_wrap(rows, cols):
+    """All -128 operands; accumulating onto values near INT32 limits wraps."""
+    cfg = small_cfg(rows, cols)
+    rng = random.Random(7)
+    ifmap = np.full((cfg.ifmap_rows, rows), -128)
+    weight = np.full((cfg.weight_rows, cols), -128)
+    weight[1::2, :] = 127
+    psum0 = np.full((cfg.psum_rows, cols), (1 << 31) - 1)
+    psum0[1::2, :] = -(1 << 31)
+    insns = [
+        make_insn(accumulate=1, psum_row=0, m_len=4, k_len=rows, n_len=cols, weight_row=0),
+        make_insn(accumulate=1, psum_row=4, m_len=4, k_len=rows, n_len=cols, weight_row=1),
+        make_insn(accumulate=0, psum_row=8, m_len=2, k_len=rows, n_len=cols, weight_row=0),
+    ]
+    check(cfg, insns, rng, ifmap=ifmap, weight=weight, psum0=psum0)
+
+
+def test_out_of_range_is_error_and_writes_nothing():
+    cfg = small_cfg(3, 5)
+    rng = random.Random(3)
+    good = dict(accumulate=0, ifmap_row=0, weight_row=0, psum_row=0, m_len=2, k_len=3, n_len=5)
+    bad = [
+        {**good, "ifmap_row": cfg.ifmap_rows - 1},             # ifmap_row + m_len > ifmap_rows
+        {**good, "weight_row": cfg.weight_rows - 2},           # weight_row + k_len > weight_rows
+        {**good, "psum_row": cfg.psum_rows - 1},               # psum_row + m_len > psum_rows
+        {**good, "k_len": 4},                                  # k_len > rows
+        {**good, "n_len": 6},                                  # n_len > cols
+        {**good, "ifmap_row": 0xFFFF, "m_len": 0xFFFF},        # no 16-bit wrap of the sum
+        {**good, "psum_row": cfg.psum_rows + 1, "m_len": 0},   # start row past the end, m_len 0
+    ]
+    insns = bad + [{**good, "psum_row": 4}]
+    check(cfg, insns, rng, gaps=[rng.randrange(3) for _ in insns])
+
+
+def test_back_to_back_valid_held():
+    """valid held high while busy: the next instruction is taken the cycle after done."""
+    cfg = small_cfg(2, 3)
+    rng = random.Random(11)
+    insns = [make_insn(accumulate=a, psum_row=p, ifmap_row=i, m_len=3, k_len=2, n_len=3)
+             for a, p, i in [(0, 0, 0), (1, 0, 4), (1, 1, 8), (0, 5, 1)]]
+    events = check(cfg, insns, rng, gaps=[0] * len(insns))
+    for (_, t_done), (_, t_next) in zip(events[1::2], events[2::2]):
+        assert t_next == t_done + 1
