@@ -200,7 +200,13 @@ assert NodeDescriptor.size == 64
 def _field_value(layout, name, value):
     shape = layout[name].shape
     if isinstance(shape, type) and issubclass(shape, enum.Enum):
-        return value.value if isinstance(value, enum.Enum) else int(value)
+        if isinstance(value, shape):
+            return value.value
+        try:
+            return shape(int(value)).value
+        except ValueError:
+            raise ValueError(f"instruction field {name} must be one of "
+                             f"{', '.join(f'{m.name}={m.value}' for m in shape)}, not {value!r}") from None
     if isinstance(shape, data.StructLayout):  # DepFlags given as a dict
         return _pack(shape, value or {})
     width = layout[name].width

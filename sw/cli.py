@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from celosia.rtl.config import RANGES, AccelConfig, ConfigError, parse_array
-from celosia.sw.errors import CelosiaError, InputError
+from celosia.sw.errors import CelosiaError, InputError, ModelError
 
 BACKENDS = ("golden", "pysim", "verilator")
 
@@ -57,10 +57,37 @@ def _load_npy(path: str, what: str) -> np.ndarray:
     p = Path(path)
     if not p.exists():
         raise InputError(f"{path}: no such {what} file")
+    if not p.is_file():
+        raise InputError(f"{path}: not a file; expected a .npy {what} file")
     try:
-        return np.load(p, allow_pickle=False)
+        with open(p, "rb") as f:
+            magic = f.read(len(np.lib.format.MAGIC_PREFIX))
+    except OSError as e:
+        raise InputError(f"{path}: cannot read the {what} file ({e.strerror})") from None
+    if magic != np.lib.format.MAGIC_PREFIX:
+        raise InputError(f"{path}: not a .npy file (expected one array saved with numpy.save)")
+    try:
+        x = np.load(p, allow_pickle=False)
+    except ValueError as e:
+        if "pickle" in str(e):
+            raise InputError(f"{path}: holds Python objects, not numbers; save a numeric array "
+                             f"(e.g. float32)") from None
+        raise InputError(f"{path}: not a readable .npy {what} file ({e})") from None
     except Exception as e:  # noqa: BLE001 - any unreadable file is the user's input problem
         raise InputError(f"{path}: not a readable .npy {what} file ({e})") from None
+    if not isinstance(x, np.ndarray):
+        raise InputError(f"{path}: not a single array (.npy) {what} file")
+    return x
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, not {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
 
 
 def _load_model(path: str):
@@ -83,9 +110,13 @@ def _progress(prefix: str):
 
 def cmd_run(args) -> int:
     from celosia.sw.driver import run
+    from celosia.sw.driver.driver import check_input
     from celosia.sw.quant import quantize_graph
 
     config = config_from_args(args)
+    for out in (args.out, args.report):  # fail before a long run, not after it
+        if out and not Path(out).resolve().parent.is_dir():
+            raise InputError(f"{out}: the folder {str(Path(out).parent)!r} does not exist")
     graph = _load_model(args.model)
     x = _load_npy(args.input, "input")
     if args.calib:
@@ -97,6 +128,9 @@ def cmd_run(args) -> int:
         qmodel = quantize_graph(graph, calib)
     except InputError as e:
         raise InputError(f"{args.calib or args.input}: {e}") from None
+    except ModelError as e:
+        raise ModelError(f"{args.model}: {e}") from None
+    x = check_input(qmodel, x, args.input)
     _log(f"{args.model}: {len(qmodel.layers)} layers, {qmodel.macs_per_sample()} MACs per sample; "
          f"running {len(x)} samples on {args.backend} ({config.array} {config.dataflow})")
     if args.backend == "verilator":
@@ -152,7 +186,13 @@ def cmd_compile(args) -> int:
     config = config_from_args(args)
     graph = _load_model(args.model)
     calib = _load_npy(args.calib, "calibration")
-    program = compile_model(quantize_graph(graph, calib), config, batch=args.batch)
+    try:
+        qmodel = quantize_graph(graph, calib)
+    except InputError as e:
+        raise InputError(f"{args.calib}: {e}") from None
+    except ModelError as e:
+        raise ModelError(f"{args.model}: {e}") from None
+    program = compile_model(qmodel, config, batch=args.batch)
     text = program.disassemble()
     if args.output:
         Path(args.output).write_text(text + "\n")
@@ -175,31 +215,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="float ONNX model")
     p.add_argument("--input", required=True, help=".npy input, first axis = samples")
     p.add_argument("--calib", help=".npy calibration samples (default: the input, with a warning)")
-    p.add_argument("--backend", choices=BACKENDS, default="golden")
-    p.add_argument("--batch", type=int, default=1, help="samples per hardware run (default 1)")
+    p.add_argument("--backend", choices=BACKENDS, default="golden",
+                   help="golden (NumPy, no cycles), pysim (Amaranth simulator) or verilator "
+                        "(default golden)")
+    p.add_argument("--batch", type=_positive_int, default=1,
+                   help="samples per hardware run (default 1)")
     p.add_argument("--out", help="write dequantized float32 outputs here (.npy)")
     p.add_argument("--report", help="write the JSON report here")
     _add_config_args(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("verilog", help="write synthesizable Verilog of the accelerator")
-    p.add_argument("-o", "--output", required=True)
+    p.add_argument("-o", "--output", required=True, help="Verilog file to write")
     p.add_argument("--with-dram", action="store_true",
                    help="include the simulation DRAM model (the design the simulators run)")
     _add_config_args(p)
     p.set_defaults(func=cmd_verilog)
 
     p = sub.add_parser("compile", help="compile a model and print the program (disassembly)")
-    p.add_argument("model")
-    p.add_argument("--calib", required=True)
-    p.add_argument("--batch", type=int, default=1)
-    p.add_argument("-o", "--output")
+    p.add_argument("model", help="float ONNX model")
+    p.add_argument("--calib", required=True, help=".npy calibration samples, first axis = samples")
+    p.add_argument("--batch", type=_positive_int, default=1, help="samples per hardware run (default 1)")
+    p.add_argument("-o", "--output", help="write the disassembly here instead of stdout")
     _add_config_args(p)
     p.set_defaults(func=cmd_compile)
 
     p = sub.add_parser("demo", help="run the bundled digits MLP on the simulated hardware")
-    p.add_argument("--backend", choices=BACKENDS, default="verilator")
-    p.add_argument("--samples", type=int, default=32, help="held-out images run on the hardware")
+    p.add_argument("--backend", choices=BACKENDS, default="verilator",
+                   help="back end for the hardware runs (default verilator)")
+    p.add_argument("--samples", type=_positive_int, default=32, help="held-out images run on the hardware")
     _add_config_args(p)
     p.set_defaults(func=cmd_demo)
     return parser
@@ -212,7 +256,12 @@ def main(argv=None) -> int:
     try:
         return args.func(args)
     except (CelosiaError, ConfigError) as e:
-        print(f"celosia {args.command}: error: {e}", file=sys.stderr)
+        msg = " ".join(str(e).split())  # always one line
+        print(f"celosia {args.command}: error: {msg}", file=sys.stderr)
+        return 1
+    except OSError as e:  # e.g. an output file in a missing folder
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"celosia {args.command}: error: {where}{e.strerror or e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -41,24 +41,29 @@ class Program:
     in_features: int
     out_features: int
 
-    def image(self, upto: int | None = None) -> bytes:
-        """Descriptor table + instruction blocks (relative to PROG_BASE).
+    def _table_bytes(self, n_nodes: int) -> int:
+        return align((n_nodes + 1) * isa.DESC_BYTES, isa.INSN_BYTES)
 
-        ``upto`` keeps only the first ``upto`` nodes (the driver's per-layer
-        profiling runs).
+    def descriptor_table(self, upto: int | None = None, delta: int = 0) -> bytes:
+        """Descriptor table of the first ``upto`` nodes (all by default), ended by an empty one.
+
+        Instruction offsets point into :meth:`image`'s blocks; ``delta`` is the
+        distance from this table to the start of that image (the driver's
+        per-layer profiling runs use short tables placed before the program).
         """
-        nodes = self.nodes if upto is None else self.nodes[:upto]
-        table_bytes = align((len(nodes) + 1) * isa.DESC_BYTES, isa.INSN_BYTES)
-        descs, blocks = [], []
-        offset = table_bytes
-        for kind, node in enumerate(nodes):
+        n = len(self.nodes) if upto is None else upto
+        offset = self._table_bytes(len(self.nodes)) + delta
+        descs = []
+        for kind, node in enumerate(self.nodes[:n]):
             descs.append(isa.encode_descriptor(offset, len(node.insns), kind=kind & 0xFF))
-            for word in node.insns:
-                blocks.extend(isa.encode_words(word))
             offset += len(node.insns) * isa.INSN_BYTES
         descs.append(isa.encode_descriptor(0, 0))  # end of table
-        table = b"".join(d.to_bytes(8, "little") for d in descs).ljust(table_bytes, b"\0")
-        return table + b"".join(w.to_bytes(8, "little") for w in blocks)
+        return b"".join(d.to_bytes(8, "little") for d in descs).ljust(self._table_bytes(n), b"\0")
+
+    def image(self) -> bytes:
+        """Descriptor table + instruction blocks, loaded at ``PROG_BASE``."""
+        words = [w for node in self.nodes for insn in node.insns for w in isa.encode_words(insn)]
+        return self.descriptor_table() + b"".join(w.to_bytes(8, "little") for w in words)
 
     @property
     def n_insns(self) -> int:

@@ -31,7 +31,7 @@ from celosia.sw.compiler import Program, compile_model
 from celosia.sw.errors import CelosiaError, InputError
 from celosia.sw.quant.model import QModel
 
-__all__ = ["BACKENDS", "run", "run_quantized", "golden_forward", "DriverError", "Result"]
+__all__ = ["BACKENDS", "run", "run_quantized", "golden_forward", "check_input", "DriverError", "Result"]
 
 BACKENDS = ("golden", "pysim", "verilator")
 
@@ -55,7 +55,9 @@ def golden_forward(model: QModel, x_q: np.ndarray) -> np.ndarray:
     return x_q
 
 
-def _check_input(model: QModel, x: np.ndarray, source: str) -> np.ndarray:
+def check_input(model: QModel, x: np.ndarray, source: str = "input") -> np.ndarray:
+    """``x`` as an array if it is a non-empty batch of finite real samples of the model's
+    input shape (first axis = samples); otherwise an :class:`InputError` naming ``source``."""
     x = np.asarray(x)
     if x.ndim < 1 or len(x) == 0:
         raise InputError(f"{source}: expected a batch of samples (first axis), got shape {list(x.shape)}")
@@ -64,32 +66,45 @@ def _check_input(model: QModel, x: np.ndarray, source: str) -> np.ndarray:
     if per_sample != model.in_features:
         raise InputError(f"{source}: each sample must have shape {list(expected)} "
                          f"({model.in_features} values), not {list(x.shape[1:])}")
-    if not np.issubdtype(x.dtype, np.number):
-        raise InputError(f"{source}: expected numbers, not {x.dtype}")
+    if not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating):
+        raise InputError(f"{source}: expected real numbers, not {x.dtype}")
+    if not np.isfinite(x).all():
+        bad = np.argwhere(~np.isfinite(x.reshape(len(x), -1)))[0]
+        raise InputError(f"{source}: contains NaN or infinity (first at sample {bad[0]}, "
+                         f"value {bad[1]})")
     return x
 
 
+_check_input = check_input
+
+
+def _prefix_tables(program: Program, profile: bool) -> list[int]:
+    """Node counts of the profiling prefixes (1 .. n-1 nodes)."""
+    n = len(program.nodes)
+    return list(range(1, n)) if profile and n > 1 else []
+
+
 def _job(program: Program, x_q: np.ndarray, profile: bool) -> tuple[Job, dict, list[int]]:
+    """DRAM image and runs for ``x_q``: [prefix tables][program][static][scratch][inputs][outputs]."""
     batch = program.batch
     runs = math.ceil(len(x_q) / batch)
     padded = np.zeros((runs * batch, program.in_features), dtype=np.int8)
     padded[:len(x_q)] = x_q
-    lay = program.layout(runs)
-    n_nodes = len(program.nodes)
-    prefixes = list(range(1, n_nodes)) if profile and n_nodes > 1 else []
-    image = [(lay["program"], program.image().ljust(0))]
-    prefix_base = lay["end"]
-    prefix_addr = {}
-    for k in prefixes:
-        img = program.image(upto=k)
-        prefix_addr[k] = prefix_base
-        image.append((prefix_base, img))
-        prefix_base += (len(img) + 63) // 64 * 64
-    end = prefix_base
+    prefixes = _prefix_tables(program, profile)
+    sizes = [len(program.descriptor_table(upto=k)) for k in prefixes]
+    base = sum(sizes)
+    lay = program.layout(runs, base=base)
+    end = lay["end"]
     if end > program.config.dram_bytes:
         raise DriverError(f"program, data and {len(x_q)} samples need {end} bytes of DRAM; the "
                           f"config has dram_bytes={program.config.dram_bytes}; increase it or run "
                           f"fewer samples")
+    image, prefix_addr, cursor = [], {}, 0
+    for k, size in zip(prefixes, sizes):
+        prefix_addr[k] = cursor
+        image.append((cursor, program.descriptor_table(upto=k, delta=lay["program"] - cursor)))
+        cursor += size
+    image.append((lay["program"], program.image()))
     image.append((lay["static"], program.static))
     for r in range(runs):
         image.append((lay["input"] + r * lay["input_stride"],
@@ -109,6 +124,26 @@ def _job(program: Program, x_q: np.ndarray, profile: bool) -> tuple[Job, dict, l
         job_runs.append(Run(csr_writes=csrs(r, lay["program"]),
                             readback=[(lay["output"] + r * lay["output_stride"], program.output_bytes)]))
     return Job(dram_bytes=program.config.dram_bytes, image=image, runs=job_runs), lay, prefixes
+
+
+def _chunks(program: Program, samples: int, profile: bool) -> list[tuple[int, int]]:
+    """Split the samples into jobs whose inputs and outputs fit the DRAM with the program."""
+    def need(runs, with_profile):
+        base = sum(len(program.descriptor_table(upto=k))
+                   for k in _prefix_tables(program, with_profile))
+        return program.layout(runs, base=base)["end"]
+
+    dram = program.config.dram_bytes
+    if need(1, profile) > dram:
+        raise DriverError(f"the program and one run need {need(1, profile)} bytes of DRAM; the "
+                          f"config has dram_bytes={dram}; increase it (--set dram_bytes=...)")
+    per_run = need(2, False) - need(1, False)
+    spare = dram - need(1, profile)
+    runs_per_job = 1 + spare // max(per_run, 1)
+    total_runs = math.ceil(samples / program.batch)
+    step = runs_per_job * program.batch
+    return [(lo, min(lo + step, samples)) for lo in range(0, total_runs * program.batch, step)
+            if lo < samples]
 
 
 def run_quantized(model: QModel, x_q: np.ndarray, config: AccelConfig, backend: str = "golden",
@@ -131,19 +166,27 @@ def run_quantized(model: QModel, x_q: np.ndarray, config: AccelConfig, backend: 
                                "compute_cycles": None} for l in model.layers])
     else:
         program = compile_model(model, config, batch=batch)
-        job, lay, prefixes = _job(program, x_q, profile)
-        if backend == "pysim":
-            from celosia.sim import pysim
-            results = pysim.run(config, job, progress=progress)
-        else:
-            from celosia.sim import verilator
-            results = verilator.run(config, job)
-        for i, res in enumerate(results):
-            if res.timed_out:
-                raise DriverError(f"{backend}: run {i} did not finish within {job.max_cycles} cycles")
-            if res.error:
-                raise DriverError(f"{backend}: the accelerator stopped with error {res.error_name} "
-                                  f"(instruction #{res.error_info}) in run {i}")
+        chunks = _chunks(program, len(x_q), profile)
+        results, prefixes = [], []
+        for c, (lo, hi) in enumerate(chunks):
+            job, lay, pre = _job(program, x_q[lo:hi], profile and c == 0)
+            if c == 0:
+                prefixes = pre
+            if backend == "pysim":
+                from celosia.sim import pysim
+                part = pysim.run(config, job, progress=progress)
+            else:
+                from celosia.sim import verilator
+                part = verilator.run(config, job)
+            for i, res in enumerate(part):
+                if res.timed_out:
+                    raise DriverError(f"{backend}: run {i} did not finish within {job.max_cycles} cycles")
+                if res.error:
+                    raise DriverError(f"{backend}: the accelerator stopped with error {res.error_name} "
+                                      f"(instruction #{res.error_info}) in run {i}")
+            results.extend(part)
+            if progress is not None and len(chunks) > 1:
+                progress(hi, len(x_q))
         prof, main = results[:len(prefixes)], results[len(prefixes):]
         out = b"".join(r.data[0] for r in main)
         y_q = np.frombuffer(out, dtype=np.int8).reshape(-1, model.out_features)[:samples]
@@ -161,22 +204,26 @@ def run_quantized(model: QModel, x_q: np.ndarray, config: AccelConfig, backend: 
             store_busy=total["store_busy"], load_compute_overlap=total["load_compute_overlap"],
             instructions=total["insns"], program_instructions=program.n_insns,
         )
-        # Per layer, from prefix runs on the first run's input(s).
+        # Per layer, from prefix runs on the first run's input(s); without them
+        # (profile=False, several layers) per-layer cycles are unknown.
+        measured = len(prefixes) == len(model.layers) - 1
         snaps = [{"cycles": 0, "compute_busy": 0}] + [r.counters for r in prof] + [main[0].counters]
         layers = []
         for k, (layer, node) in enumerate(zip(model.layers, program.nodes)):
-            cycles = snaps[k + 1]["cycles"] - snaps[k]["cycles"]
-            compute = snaps[k + 1]["compute_busy"] - snaps[k]["compute_busy"]
-            layers.append({"name": layer.name, "op": layer.op, "macs": layer.macs * samples,
-                           "cycles": cycles, "compute_cycles": compute,
-                           "utilization": node.macs / (cycles * pe) if cycles > 0 else 0.0,
-                           "mapping": "ws", **node.tiles})
-        if not profile or len(model.layers) == 1:
-            for layer in layers:
-                layer["measured_on"] = "first run"
+            entry = {"name": layer.name, "op": layer.op, "macs": layer.macs * samples,
+                     "cycles": None, "compute_cycles": None, "utilization": None,
+                     "mapping": "ws", **node.tiles}
+            if measured:
+                cycles = snaps[k + 1]["cycles"] - snaps[k]["cycles"]
+                entry.update(cycles=cycles,
+                             compute_cycles=snaps[k + 1]["compute_busy"] - snaps[k]["compute_busy"],
+                             utilization=node.macs / (cycles * pe) if cycles > 0 else 0.0)
+            layers.append(entry)
         report["layers"] = layers
-        report["layer_cycles_note"] = ("per-layer cycles and compute_cycles are for one run "
-                                       f"({batch} sample(s)), measured by prefix runs")
+        report["layer_cycles_note"] = (
+            f"per-layer cycles and compute_cycles are for one run ({batch} sample(s)), measured by "
+            "running the first k layers of the program on the first run's input"
+            if measured else "per-layer cycles were not measured (profile=False)")
     report["wall_seconds"] = time.perf_counter() - t0
     y = model.dequantize_output(y_q)
     return Result(y_q=y_q, y=y, report=report)
@@ -185,5 +232,5 @@ def run_quantized(model: QModel, x_q: np.ndarray, config: AccelConfig, backend: 
 def run(model: QModel, x: np.ndarray, config: AccelConfig, backend: str = "golden", batch: int = 1,
         profile: bool = True, progress=None, source: str = "input") -> Result:
     """Quantize float ``x`` (first axis = samples), run it, dequantize the output."""
-    x = _check_input(model, x, source)
+    x = check_input(model, x, source)
     return run_quantized(model, model.quantize_input(x), config, backend, batch, profile, progress)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from celosia.sim.golden import activation_range, round_half_away_from_zero
-from celosia.sw.errors import ModelError
+from celosia.sw.errors import InputError, ModelError
 from celosia.sw.graph import Graph, execute_float, fuse_activations
 from celosia.sw.quant.model import QLayer, QModel
 from celosia.sw.quant.ptq import (choose_activation_qparams, quantize_bias,
@@ -68,33 +68,54 @@ def quantize_graph(graph: Graph, calib: np.ndarray) -> QModel:
     graph = fuse_activations(graph)
     chain = _chain(graph)
     in_name = graph.inputs[0]
-    values = execute_float(graph, {in_name: np.asarray(calib, dtype=np.float32)})
+    calib = np.asarray(calib)
+    if not (np.issubdtype(calib.dtype, np.number) and not np.issubdtype(calib.dtype, np.complexfloating)):
+        raise InputError(f"calibration data for input '{in_name}' must be real numbers, not {calib.dtype}")
+    if calib.ndim < 1 or calib.size == 0:
+        raise InputError(f"calibration data for input '{in_name}' needs at least one sample, "
+                         f"got shape {list(calib.shape)}")
+    if not np.isfinite(calib).all():
+        raise InputError(f"calibration data for input '{in_name}' contains NaN or infinity")
+    values = execute_float(graph, {in_name: calib.astype(np.float32)})
 
     def qparams(tensor):
         v = values[tensor]
         return choose_activation_qparams(float(v.min()), float(v.max()))
 
-    in_q = qparams(in_name)
+    try:
+        in_q = qparams(in_name)
+    except ValueError as e:
+        raise InputError(f"calibration data for input '{in_name}': {e}") from None
     cur_scale, cur_zp = float(in_q.scale), int(in_q.zero_point)
     layers = []
     for node in chain:
         if node.op == "flatten":
             continue  # int8 row-major [batch, features]: flattening moves no data
-        w = graph.const(node.inputs[1])
-        bias = graph.const(node.inputs[2]) if len(node.inputs) > 2 else np.zeros(w.shape[1], np.float32)
-        w_q, w_scales = quantize_weights_per_channel(w, axis=1)
-        w_q, w_scales = _fit_bias(w, w_q, w_scales, bias, cur_scale)
-        out_q = qparams(node.outputs[0])
-        out_scale, out_zp = float(out_q.scale), int(out_q.zero_point)
-        m0, shift = requant_params(np.float32(cur_scale), w_scales, np.float32(out_scale))
-        act = node.attrs.get("activation") or "none"
-        act_min, act_max = activation_range(act, out_scale, out_zp)
-        layers.append(QLayer(
-            name=node.name, op="fc", w=w_q, bias=quantize_bias(bias, np.float32(cur_scale), w_scales),
-            m0=m0, shift=shift, in_scale=cur_scale, in_zp=cur_zp, out_scale=out_scale,
-            out_zp=out_zp, act_min=int(act_min), act_max=int(act_max), activation=act,
-            w_scale=w_scales))
-        cur_scale, cur_zp = out_scale, out_zp
+        try:
+            layer = _quantize_fc(graph, node, qparams, cur_scale, cur_zp)
+        except ValueError as e:  # the PTQ helpers report bad weights / ranges as ValueError
+            raise ModelError(f"graph '{graph.name}': node '{node.name}' ({node.op}): "
+                             f"cannot quantize: {e}") from None
+        layers.append(layer)
+        cur_scale, cur_zp = layer.out_scale, layer.out_zp
     shape = graph.tensors[in_name].shape[1:]
     return QModel(name=graph.name, layers=layers, input_scale=float(in_q.scale),
                   input_zp=int(in_q.zero_point), input_shape=tuple(shape))
+
+
+def _quantize_fc(graph: Graph, node, qparams, cur_scale: float, cur_zp: int) -> QLayer:
+    """One fc node as a :class:`QLayer`, its input quantized with ``(cur_scale, cur_zp)``."""
+    w = graph.const(node.inputs[1])
+    bias = graph.const(node.inputs[2]) if len(node.inputs) > 2 else np.zeros(w.shape[1], np.float32)
+    w_q, w_scales = quantize_weights_per_channel(w, axis=1)
+    w_q, w_scales = _fit_bias(w, w_q, w_scales, bias, cur_scale)
+    out_q = qparams(node.outputs[0])
+    out_scale, out_zp = float(out_q.scale), int(out_q.zero_point)
+    m0, shift = requant_params(np.float32(cur_scale), w_scales, np.float32(out_scale))
+    act = node.attrs.get("activation") or "none"
+    act_min, act_max = activation_range(act, out_scale, out_zp)
+    return QLayer(
+        name=node.name, op="fc", w=w_q, bias=quantize_bias(bias, np.float32(cur_scale), w_scales),
+        m0=m0, shift=shift, in_scale=cur_scale, in_zp=cur_zp, out_scale=out_scale,
+        out_zp=out_zp, act_min=int(act_min), act_max=int(act_max), activation=act,
+        w_scale=w_scales)

@@ -1,0 +1,122 @@
+"""The whole accelerator as Verilog, under cocotb + Verilator, against the golden model.
+
+Each configuration's Verilog is generated, built once (cached by the hash of the
+Verilog) and runs compiled programs through the cocotb bench
+(celosia.sim.verilator_bench). The weight buffers are the smallest allowed (two
+tiles), so every layer here has more weights than the weight buffer holds.
+"""
+
+import numpy as np
+import pytest
+
+from celosia.examples.demo import MODEL
+from celosia.examples.digits import digits_split
+from celosia.rtl.config import AccelConfig
+from celosia.rtl.isa import Csr
+from celosia.sim import verilator
+from celosia.sim.golden import quantize_multiplier
+from celosia.sim.job import Job, Run
+from celosia.sw.driver import DriverError, golden_forward, run, run_quantized
+from celosia.sw.graph import run_float
+from celosia.sw.importer import load_onnx
+from celosia.sw.quant import QLayer, QModel, quantize_graph
+
+ARRAYS = [(2, 2), (4, 4), (8, 8), (4, 8)]
+
+
+def small_config(rows, cols):
+    return AccelConfig(rows=rows, cols=cols, weight_rows=2 * rows, dram_bytes=1 << 18)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    x_train, x_test, y_train, y_test = digits_split()
+    graph = load_onnx(MODEL)
+    qmodel = quantize_graph(graph, x_train)
+    return graph, qmodel, x_test, y_test
+
+
+@pytest.mark.parametrize("rows,cols", ARRAYS, ids=[f"{r}x{c}" for r, c in ARRAYS])
+def test_digits_mlp_bit_exact(digits, rows, cols):
+    graph, qmodel, x_test, y_test = digits
+    config = small_config(rows, cols)
+    n = 32
+    golden = run(qmodel, x_test, config, backend="golden")
+    hw = run(qmodel, x_test[:n], config, backend="verilator")
+    assert hw.y_q.shape == (n, 10)
+    np.testing.assert_array_equal(hw.y_q, golden.y_q[:n])
+    # Accuracy: int8 (golden, all held-out images) within 2 points of float.
+    float_acc = (run_float(graph, x_test).argmax(1) == y_test).mean()
+    int8_acc = (golden.y.argmax(1) == y_test).mean()
+    assert int8_acc >= float_acc - 0.02
+    # Counters against independent figures.
+    rep = hw.report
+    macs = sum(layer.in_features * layer.out_features for layer in qmodel.layers) * n
+    assert rep["macs"] == macs and rep["hw_macs"] == macs
+    assert rep["utilization"] == pytest.approx(macs / (rep["cycles"] * rows * cols))
+    # Every weight, parameter and input byte is read at least once per run; every output byte written.
+    out_bytes = n * qmodel.out_features + n * sum(l.out_features for l in qmodel.layers[:-1])
+    assert rep["dram_bytes_written"] == out_bytes
+    weight_bytes = sum(l.w.size for l in qmodel.layers)
+    assert rep["dram_bytes_read"] >= n * (weight_bytes + qmodel.in_features)
+    # The array is busy at least one cycle per MAC row: (k_len + m_len) per GEMM >= macs / (rows * cols).
+    assert rep["compute_busy"] >= macs / (rows * cols)
+    assert sum(layer["cycles"] for layer in rep["layers"]) == rep["cycles_per_run"]
+
+
+def _random_model(rng, sizes, name="rand"):
+    layers = []
+    in_zp = int(rng.integers(-20, 20))
+    for i, (k, n) in enumerate(zip(sizes, sizes[1:])):
+        out_zp = int(rng.integers(-10, 10))
+        relu = i < len(sizes) - 2
+        mults = [quantize_multiplier(float(m)) for m in rng.uniform(1e-4, 4e-3, n)]
+        layers.append(QLayer(
+            name=f"fc{i}", op="fc", w=rng.integers(-127, 128, (k, n)).astype(np.int8),
+            bias=rng.integers(-3000, 3000, n).astype(np.int32),
+            m0=np.array([m for m, _ in mults], np.int32), shift=np.array([s for _, s in mults], np.int32),
+            in_scale=0.05, in_zp=in_zp, out_scale=0.05, out_zp=out_zp,
+            act_min=out_zp if relu else -128, act_max=127, activation="relu" if relu else "none"))
+        in_zp = out_zp
+    return QModel(name=name, layers=layers, input_scale=0.05, input_zp=layers[0].in_zp)
+
+
+@pytest.mark.parametrize("rows,cols", [(4, 4), (4, 8)], ids=["4x4", "4x8"])
+@pytest.mark.parametrize("batch", [1, 3])
+def test_odd_shapes_and_big_weights(rows, cols, batch):
+    """K and N not multiples of the array; 37x29 weights against a 2-tile weight buffer."""
+    rng = np.random.default_rng(rows * 100 + cols + batch)
+    model = _random_model(rng, [37, 29, 11])
+    config = small_config(rows, cols)
+    assert 37 * 29 > config.weight_rows * cols  # the layer does not fit the weight buffer
+    x_q = rng.integers(-128, 128, (5, 37)).astype(np.int8)
+    hw = run_quantized(model, x_q, config, backend="verilator", batch=batch)
+    np.testing.assert_array_equal(hw.y_q, golden_forward(model, x_q))
+    assert hw.report["hw_macs"] == 5 * (37 * 29 + 29 * 11) + (-5 % batch) * (37 * 29 + 29 * 11)
+
+
+def test_dma_outside_window_stops_with_error():
+    """A program whose input base register points past the DRAM window: error, no output."""
+    config = small_config(4, 4)
+    rng = np.random.default_rng(7)
+    model = _random_model(rng, [8, 4])
+    from celosia.sw.compiler import compile_model
+    from celosia.sw.driver.driver import _job
+
+    program = compile_model(model, config)
+    job, lay, _ = _job(program, rng.integers(-5, 5, (1, 8)).astype(np.int8), profile=False)
+    run0 = job.runs[0]
+    writes = [(a, v) for a, v in run0.csr_writes if a != Csr.WINDOW_SIZE]
+    writes.append((Csr.WINDOW_SIZE, lay["input"]))  # input lies just outside the window
+    job = Job(dram_bytes=job.dram_bytes, image=job.image,
+              runs=[Run(csr_writes=writes, readback=run0.readback)])
+    (res,) = verilator.run(config, job)
+    assert res.error_name == "DMA_OUT_OF_WINDOW"
+    assert res.data[0] == bytes(len(res.data[0]))  # nothing stored
+
+
+def test_program_larger_than_dram_is_a_clear_error():
+    config = AccelConfig(rows=2, cols=2, dram_bytes=1024)
+    model = _random_model(np.random.default_rng(3), [40, 40])
+    with pytest.raises(DriverError, match="dram_bytes"):
+        run_quantized(model, np.zeros((1, 40), np.int8), config, backend="verilator")

@@ -1,0 +1,279 @@
+"""The ``celosia`` command line, run as a user would: a subprocess per command.
+
+Outputs are checked against independent figures (labels, the golden back end,
+K*N from the ONNX file's initializers, utilization recomputed from the report's
+own counts); every error must be one ``celosia ...`` line on stderr, no traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import celosia.examples
+
+DIGITS = Path(celosia.examples.__file__).with_name("digits_mlp.onnx")
+REPORT_KEYS = {"backend", "config", "cycles", "macs", "utilization", "dram_bytes_read",
+               "dram_bytes_written", "layers"}
+LAYER_KEYS = {"name", "op", "macs", "cycles", "compute_cycles"}
+
+
+def cli(*args, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "celosia.sw.cli", *map(str, args)],
+                          cwd=cwd, capture_output=True, text=True, timeout=600)
+
+
+def stderr_lines(proc) -> list[str]:
+    return [line for line in proc.stderr.splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """Calibration (training split), 100 held-out inputs with labels, and a 2-sample input."""
+    pytest.importorskip("sklearn")
+    from celosia.examples.digits import digits_split
+    x_train, x_test, _, y_test = digits_split()
+    d = tmp_path_factory.mktemp("data")
+    np.save(d / "calib.npy", x_train)
+    np.save(d / "x.npy", x_test[:100])
+    np.save(d / "x2.npy", x_test[:2])
+    return {"dir": d, "calib": d / "calib.npy", "x": d / "x.npy", "x2": d / "x2.npy",
+            "labels": y_test[:100]}
+
+
+def onnx_layer_kn() -> list[int]:
+    """K*N of every Gemm / MatMul of the bundled model, from its initializer shapes."""
+    model = onnx.load(str(DIGITS))
+    inits = {i.name: list(i.dims) for i in model.graph.initializer}
+    kn = []
+    for node in model.graph.node:
+        if node.op_type in ("Gemm", "MatMul"):
+            dims = inits[node.input[1]]
+            assert len(dims) == 2
+            kn.append(dims[0] * dims[1])
+    return kn
+
+
+# -- run ----------------------------------------------------------------------------------
+
+def test_run_golden_outputs_and_report(data, tmp_path):
+    proc = cli("run", DIGITS, "--calib", data["calib"], "--input", data["x"],
+               "--out", "y.npy", "--report", "r.json", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    y = np.load(tmp_path / "y.npy")
+    assert y.shape == (100, 10) and y.dtype == np.float32
+    assert (y.argmax(1) == data["labels"]).mean() >= 0.85
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert REPORT_KEYS <= set(report)
+    assert report["backend"] == "golden"
+    assert report["config"]["rows"] == 8 and report["config"]["cols"] == 8
+    assert report["macs"] == sum(onnx_layer_kn()) * 100
+    assert len(report["layers"]) == 3
+    for layer in report["layers"]:
+        assert LAYER_KEYS <= set(layer)
+        assert layer["op"] == "fc"
+
+
+@pytest.fixture(scope="module")
+def pysim_run(data, tmp_path_factory):
+    """The same 2 samples on golden and on pysim (4x4, both in one hardware run)."""
+    d = tmp_path_factory.mktemp("pysim")
+    common = ["--calib", data["calib"], "--input", data["x2"], "--array", "4x4"]
+    golden = cli("run", DIGITS, *common, "--out", "yg.npy", "--report", "rg.json", cwd=d)
+    assert golden.returncode == 0, golden.stderr
+    pysim = cli("run", DIGITS, *common, "--backend", "pysim", "--batch", "2",
+                "--out", "yp.npy", "--report", "rp.json", cwd=d)
+    assert pysim.returncode == 0, pysim.stderr
+    return d, pysim
+
+
+def test_run_pysim_matches_golden(pysim_run):
+    d, proc = pysim_run
+    assert "Traceback" not in proc.stderr
+    yg, yp = np.load(d / "yg.npy"), np.load(d / "yp.npy")
+    assert yp.shape == (2, 10) and yp.dtype == np.float32
+    np.testing.assert_array_equal(yp, yg)
+
+
+def test_run_pysim_report(pysim_run):
+    d, _ = pysim_run
+    report = json.loads((d / "rp.json").read_text())
+    assert REPORT_KEYS <= set(report)
+    assert report["backend"] == "pysim"
+    assert report["config"]["rows"] == 4 and report["config"]["cols"] == 4
+    cycles = report["cycles"]
+    assert isinstance(cycles, int) and cycles > 0
+    assert report["utilization"] == pytest.approx(report["macs"] / (cycles * 4 * 4), rel=1e-12)
+    assert 0 < report["utilization"] <= 1
+    assert report["dram_bytes_read"] > 0
+    assert report["dram_bytes_written"] >= 2 * 10  # at least the int8 outputs
+    layers = report["layers"]
+    assert sum(layer["macs"] for layer in layers) == report["macs"]
+    assert [layer["macs"] for layer in layers] == [kn * 2 for kn in onnx_layer_kn()]
+    for layer in layers:
+        assert LAYER_KEYS <= set(layer)
+        assert isinstance(layer["cycles"], int) and layer["cycles"] > 0
+        assert 0 < layer["compute_cycles"] <= layer["cycles"]
+
+
+def test_run_without_calib_warns(data, tmp_path):
+    proc = cli("run", DIGITS, "--input", data["x2"], "--out", "y.npy", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "warning" in proc.stderr and "--calib" in proc.stderr
+    assert np.load(tmp_path / "y.npy").shape == (2, 10)
+
+
+# -- errors -------------------------------------------------------------------------------
+
+def save_unsupported(tmp_path: Path, op: str) -> Path:
+    """A float model whose second node (named 'bad_<op>') is ``op``."""
+    rng = np.random.default_rng(0)
+    if op == "Sigmoid":
+        nodes = [helper.make_node("Gemm", ["x", "w", "b"], ["h"], name="fc"),
+                 helper.make_node("Sigmoid", ["h"], ["y"], name="bad_Sigmoid")]
+        inits = [numpy_helper.from_array(rng.standard_normal((64, 10)).astype(np.float32), "w"),
+                 numpy_helper.from_array(np.zeros(10, np.float32), "b")]
+        in_shape, out_shape = [None, 64], [None, 10]
+    else:
+        nodes = [helper.make_node("Relu", ["x"], ["h"], name="relu"),
+                 helper.make_node("Conv", ["h", "k"], ["y"], name="bad_Conv", kernel_shape=[3, 3])]
+        inits = [numpy_helper.from_array(rng.standard_normal((4, 1, 3, 3)).astype(np.float32), "k")]
+        in_shape, out_shape = [None, 1, 8, 8], [None, 4, 6, 6]
+    graph = helper.make_graph(nodes, "unsupported",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, in_shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, out_shape)],
+                              inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    path = tmp_path / f"{op.lower()}.onnx"
+    onnx.save(model, str(path))
+    return path
+
+
+def assert_one_line_error(proc, *fragments):
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr and "Traceback" not in proc.stdout
+    lines = stderr_lines(proc)
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("celosia"), lines[0]
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+    return lines[0]
+
+
+@pytest.mark.parametrize("op", ["Sigmoid", "Conv"])
+def test_error_unsupported_op(data, tmp_path, op):
+    model = save_unsupported(tmp_path, op)
+    proc = cli("run", model, "--calib", data["calib"], "--input", data["x2"], cwd=tmp_path)
+    assert_one_line_error(proc, f"bad_{op}", op)
+
+
+def test_error_missing_model(data, tmp_path):
+    proc = cli("run", "nowhere.onnx", "--calib", data["calib"], "--input", data["x2"], cwd=tmp_path)
+    assert_one_line_error(proc, "nowhere.onnx")
+
+
+def test_error_input_shape(data, tmp_path):
+    np.save(tmp_path / "short.npy", np.zeros((5, 63), np.float32))
+    proc = cli("run", DIGITS, "--calib", data["calib"], "--input", "short.npy", cwd=tmp_path)
+    line = assert_one_line_error(proc, "short.npy", "64")
+    assert "63" in line
+
+
+def test_error_input_not_npy(data, tmp_path):
+    (tmp_path / "x.csv").write_text("0,1,2,3\n")
+    proc = cli("run", DIGITS, "--calib", data["calib"], "--input", "x.csv", cwd=tmp_path)
+    assert_one_line_error(proc, "x.csv", ".npy")
+
+
+def test_error_input_nan(data, tmp_path):
+    x = np.load(data["x2"])
+    x[1, 5] = np.nan
+    np.save(tmp_path / "nan.npy", x)
+    proc = cli("run", DIGITS, "--calib", data["calib"], "--input", "nan.npy", cwd=tmp_path)
+    assert_one_line_error(proc, "nan.npy", "NaN")
+
+
+def test_error_calib_nan(data, tmp_path):
+    x = np.load(data["x2"])
+    x[0, 0] = np.inf
+    np.save(tmp_path / "calib_bad.npy", x)
+    proc = cli("run", DIGITS, "--calib", "calib_bad.npy", "--input", data["x2"], cwd=tmp_path)
+    assert_one_line_error(proc, "calib_bad.npy", "NaN or infinity")
+
+
+def test_error_weights_not_quantizable(data, tmp_path):
+    """A PTQ helper's ValueError becomes a one-line error naming the node."""
+    w = np.ones((64, 10), np.float32)
+    w[3, 3] = np.nan
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"], name="mm_nan")], "nanw",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 64])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 10])],
+                              [numpy_helper.from_array(w, "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, str(tmp_path / "nanw.onnx"))
+    proc = cli("run", "nanw.onnx", "--calib", data["calib"], "--input", data["x2"], cwd=tmp_path)
+    assert_one_line_error(proc, "mm_nan", "NaN")
+
+
+def test_error_output_folder_missing(data, tmp_path):
+    proc = cli("run", DIGITS, "--calib", data["calib"], "--input", data["x2"],
+               "--out", "no/such/dir/y.npy", cwd=tmp_path)
+    assert_one_line_error(proc, "no/such/dir")
+
+
+@pytest.mark.parametrize("options, fragment", [
+    (["--array", "0x8"], "rows"),
+    (["--array", "65x8"], "rows"),
+    (["--array", "8x0"], "cols"),
+    (["--array", "8by8"], "8by8"),
+    (["--set", "weight_rows=3"], "weight_rows"),
+    (["--set", "weight_rows=abc"], "weight_rows"),
+    (["--set", "nosuchfield=1"], "nosuchfield"),
+    (["--set", "weight_rows"], "FIELD=VALUE"),
+    (["--dataflow", "xyz"], "xyz"),
+    (["--dataflow", "os"], "not implemented"),
+])
+def test_error_config(data, tmp_path, options, fragment):
+    proc = cli("run", DIGITS, "--calib", data["calib"], "--input", data["x2"], *options, cwd=tmp_path)
+    assert proc.returncode == 1
+    assert_one_line_error(proc, fragment)
+
+
+def test_error_config_verilog(tmp_path):
+    proc = cli("verilog", "--array", "65x8", "-o", "accel.v", cwd=tmp_path)
+    assert proc.returncode == 1
+    assert_one_line_error(proc, "rows", "65")
+    assert not (tmp_path / "accel.v").exists()
+
+
+@pytest.mark.parametrize("options", [["--batch", "0"], ["--backend", "fpga"]])
+def test_usage_error_exits_2(data, tmp_path, options):
+    proc = cli("run", DIGITS, "--input", data["x2"], *options, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+
+
+# -- verilog, compile -----------------------------------------------------------------------
+
+def test_verilog(tmp_path):
+    proc = cli("verilog", "--array", "2x2", "-o", "accel.v", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "module celosia_accelerator" in (tmp_path / "accel.v").read_text()
+
+
+def test_compile_disassembly(data, tmp_path):
+    proc = cli("compile", DIGITS, "--calib", data["calib"], "--array", "8x8", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    mnemonics = {line.split()[1] for line in proc.stdout.splitlines()
+                 if len(line.split()) > 1 and line.split()[0].isdigit()}
+    assert {"LOAD", "GEMM", "STORE"} <= mnemonics

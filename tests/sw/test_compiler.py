@@ -1,0 +1,585 @@
+"""Compiler + ISA: compiled programs run by the instruction-level simulator match the golden model.
+
+Every program is run by :class:`~celosia.sim.isa_sim.IsaSim` under the round-robin
+schedule and several random legal schedules (seeds), so a missing dependency token
+shows up as a wrong result or a deadlock. The expected output is always
+:func:`celosia.sw.driver.golden_forward`.
+"""
+
+import dataclasses
+import math
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from celosia.rtl import isa
+from celosia.rtl.config import AccelConfig
+from celosia.rtl.isa import BaseReg, Buffer, Opcode
+from celosia.sim.golden import activation_range, quantize_multiplier
+from celosia.sim.isa_sim import IsaError, IsaSim
+from celosia.sw.compiler import CompileError, compile_model, plan_fc
+from celosia.sw.driver import golden_forward
+from celosia.sw.quant.model import QLayer, QModel
+
+REPO = Path(__file__).resolve().parents[2]
+SEEDS = (None, 0, 1, 2, 3)
+
+
+# --- factory -----------------------------------------------------------------
+
+def make_layer(rng, name, K, N, in_zp, activation):
+    """A random int8 FC layer whose outputs mostly land inside the int8 range (not all saturated)."""
+    w = rng.integers(-127, 128, size=(K, N)).astype(np.int8)
+    bias = rng.integers(-(1 << 14), 1 << 14, size=N).astype(np.int32)
+    # acc std ~ sqrt(K) * 100 * 73: outputs of a few tens of steps around out_zp.
+    real = np.exp(rng.uniform(np.log(5e-4), np.log(5e-3), size=N)) / math.sqrt(K)
+    if N >= 3:
+        real[rng.integers(N)] = rng.uniform(1.0, 3.0)   # shift > 0: left shift path (saturates)
+        real[rng.integers(N)] = rng.uniform(0.3, 0.9)   # shift == 0
+    m0, shift = zip(*(quantize_multiplier(float(r)) for r in real))
+    out_zp = int(rng.integers(-64, 65))
+    act_min, act_max = activation_range(activation, 0.05, out_zp)
+    return QLayer(name=name, op="fc", w=w, bias=bias, m0=np.array(m0, np.int32),
+                  shift=np.array(shift, np.int32), in_scale=0.05, in_zp=int(in_zp), out_scale=0.05,
+                  out_zp=out_zp, act_min=int(act_min), act_max=int(act_max), activation=activation)
+
+
+def make_model(rng, dims, activations=None, name="rand"):
+    """A chain of FC layers ``dims[0] -> dims[1] -> ...``; activations default to random relu/none."""
+    zp0 = zp = int(rng.integers(-128, 128))
+    layers = []
+    for i, (K, N) in enumerate(zip(dims[:-1], dims[1:])):
+        act = activations[i] if activations else str(rng.choice(["none", "relu"]))
+        layer = make_layer(rng, f"fc{i}", K, N, zp, act)
+        layers.append(layer)
+        zp = layer.out_zp
+    return QModel(name=name, layers=layers, input_scale=0.05, input_zp=zp0, input_shape=(dims[0],))
+
+
+def tight(config: AccelConfig, model: QModel, batch: int) -> AccelConfig:
+    """The smallest buffers that the compiler accepts for ``model`` at ``batch``."""
+    kt = max(math.ceil(l.in_features / config.rows) for l in model.layers)
+    nt = max(math.ceil(l.out_features / config.cols) for l in model.layers)
+    return dataclasses.replace(config, ifmap_rows=2 * batch * kt, psum_rows=2 * batch,
+                               param_rows=2 * nt, weight_rows=2 * config.rows)
+
+
+def random_input(rng, model, batch):
+    return rng.integers(-128, 128, size=(batch, model.in_features)).astype(np.int8)
+
+
+# --- running a program on IsaSim --------------------------------------------------------
+
+def link(program, x_runs, rng=None, base=0):
+    """DRAM holding program, static data and one input per run (garbage everywhere else)."""
+    lay = program.layout(len(x_runs), base=base)
+    rng = rng or np.random.default_rng(12345)
+    dram = bytearray(rng.integers(0, 256, size=lay["end"], dtype=np.uint8).tobytes())
+
+    def put(addr, blob):
+        dram[addr:addr + len(blob)] = blob
+
+    put(lay["program"], program.image())
+    put(lay["static"], program.static)
+    for r, x in enumerate(x_runs):
+        blob = np.ascontiguousarray(x, dtype=np.int8).tobytes()
+        assert len(blob) == program.input_bytes
+        put(lay["input"] + r * lay["input_stride"], blob)
+    return dram, lay
+
+
+def run_program(program, x, seed=None, image=None, upto=None):
+    """Run ``program`` (or a patched ``image`` of it) on input ``x``; returns (output, tokens, sim, dram, lay).
+
+    With ``upto``, runs only the first ``upto`` nodes the way the driver profiles them: a short
+    descriptor table at address 0, in front of the full program image.
+    """
+    base = 0 if upto is None else len(program.descriptor_table(upto=upto))
+    dram, lay = link(program, [x], base=base)
+    if image is not None:
+        dram[lay["program"]:lay["program"] + len(image)] = image
+    prog_base = lay["program"]
+    if upto is not None:
+        table = program.descriptor_table(upto=upto, delta=lay["program"])
+        dram[0:len(table)] = table
+        prog_base = 0
+    sim = IsaSim(program.config, dram)
+    sim.base[BaseReg.PROGRAM] = prog_base
+    sim.base[BaseReg.STATIC] = lay["static"]
+    sim.base[BaseReg.SCRATCH] = lay["scratch"]
+    sim.base[BaseReg.INPUT] = lay["input"]
+    sim.base[BaseReg.OUTPUT] = lay["output"]
+    tokens = sim.run(prog_base, seed=seed)
+    out = np.frombuffer(bytes(dram[lay["output"]:lay["output"] + program.output_bytes]), dtype=np.int8)
+    return out.reshape(program.batch, program.out_features), tokens, sim, dram, lay
+
+
+_POPS = {0: {"pop_next": "c2l"}, 1: {"pop_prev": "l2c", "pop_next": "s2c"}, 2: {"pop_prev": "c2s"}}
+_PUSHES = {0: {"push_next": "l2c"}, 1: {"push_prev": "c2l", "push_next": "c2s"}, 2: {"push_prev": "s2c"}}
+_QUEUE = {Opcode.LOAD: 0, Opcode.GEMM: 1, Opcode.NOP: 1, Opcode.STORE: 2}
+
+
+def assert_program_order_is_legal(program):
+    """Every pop is matched by an earlier push in program order (so an in-order fetch into
+    bounded queues cannot deadlock), and the counts balance."""
+    tokens = {"l2c": 0, "c2l": 0, "c2s": 0, "s2c": 0}
+    for i, word in enumerate(w for node in program.nodes for w in node.insns):
+        d = isa.decode(word)
+        q = _QUEUE[d["op"]]
+        for flag, t in _POPS[q].items():
+            if d["dep"][flag]:
+                tokens[t] -= 1
+                assert tokens[t] >= 0, f"instruction {i} pops {t} before any push"
+        for flag, t in _PUSHES[q].items():
+            if d["dep"][flag]:
+                tokens[t] += 1
+    assert tokens == {"l2c": 0, "c2l": 0, "c2s": 0, "s2c": 0}
+
+
+def assert_runs_golden(model, config, batch, x, seeds=SEEDS):
+    program = compile_model(model, config, batch=batch)
+    assert_program_order_is_legal(program)
+    want = golden_forward(model, x)
+    for seed in seeds:
+        got, tokens, sim, _, _ = run_program(program, x, seed)
+        np.testing.assert_array_equal(got, want, err_msg=f"config {config.array} batch {batch} seed {seed}")
+        assert tokens == {"l2c": 0, "c2l": 0, "c2s": 0, "s2c": 0}, (seed, tokens)
+        assert sim.macs == model.macs_per_sample() * batch
+    return program, want
+
+
+# --- compiled programs == golden model --------------------------------------------------
+
+ARRAYS = [(1, 1), (2, 2), (3, 5), (4, 4), (4, 8), (8, 8), (16, 4)]
+
+
+@pytest.mark.parametrize("buffers", ["default", "tight"])
+@pytest.mark.parametrize("batch", [1, 5])
+@pytest.mark.parametrize("rows, cols", ARRAYS)
+def test_random_models_match_golden(rows, cols, batch, buffers):
+    rng = np.random.default_rng(rows * 1000 + cols * 10 + batch)
+    # K and N not multiples of the array: odd sizes, smaller and larger than the array.
+    dims = [7, 5, 3] if rows * cols == 1 else [13, 11, 7, 3]
+    if rows * cols >= 16:
+        dims = [21, 13, 11, 7, 3]
+    model = make_model(rng, dims)
+    config = AccelConfig(rows=rows, cols=cols)
+    if buffers == "tight":
+        config = tight(config, model, batch)
+    x = random_input(rng, model, batch)
+    assert_runs_golden(model, config, batch, x)
+    inner = [golden_forward(QModel("p", model.layers[:k], 1.0, 0), x) for k in range(1, len(dims))]
+    assert len(np.unique(np.concatenate([a.ravel() for a in inner]))) > 4, "test model saturates"
+
+
+@pytest.mark.parametrize("K, N", [(13, 11), (7, 3), (1, 1), (3, 7), (8, 8), (9, 17)])
+@pytest.mark.parametrize("batch", [1, 5])
+def test_single_layer_odd_sizes(K, N, batch):
+    rng = np.random.default_rng(K * 100 + N + batch)
+    for act in ("none", "relu"):
+        model = make_model(rng, [K, N], activations=[act])
+        x = random_input(rng, model, batch)
+        for rows, cols in [(4, 4), (3, 5), (8, 8)]:
+            assert_runs_golden(model, AccelConfig(rows=rows, cols=cols), batch, x, seeds=(None, 0, 1))
+
+
+def test_relu_clamps_at_output_zero_point():
+    rng = np.random.default_rng(7)
+    model = make_model(rng, [13, 11], activations=["relu"])
+    layer = model.layers[0]
+    assert (layer.act_min, layer.act_max) == (max(-128, layer.out_zp), 127)
+    x = random_input(rng, model, 5)
+    _, want = assert_runs_golden(model, AccelConfig(rows=4, cols=4), 5, x, seeds=(None, 0))
+    assert want.min() >= layer.act_min
+    assert (want == layer.act_min).any()  # the clamp is exercised
+
+
+@pytest.mark.parametrize("batch", [1, 5])
+def test_weights_exceed_weight_buffer(batch):
+    """40x37 on a 4x4 array whose weight buffer holds 2 tiles: 100 weight tiles stream through it."""
+    rng = np.random.default_rng(40 + batch)
+    config = AccelConfig(rows=4, cols=4, weight_rows=8)
+    model = make_model(rng, [40, 37], activations=["none"])
+    plan = plan_fc(model.layers[0], config, batch)
+    assert plan.kt * plan.nt == 100
+    assert config.weight_rows // config.rows == 2
+    x = random_input(rng, model, batch)
+    _, want = assert_runs_golden(model, config, batch, x)
+    assert len(np.unique(want)) > 10
+    # and as the middle layer of a chain (the barrier between layers)
+    model = make_model(rng, [9, 40, 37, 5])
+    x = random_input(rng, model, batch)
+    assert_runs_golden(model, config, batch, x, seeds=(None, 0, 1))
+
+
+def test_several_runs_share_program_and_static_data():
+    """Two runs linked at once: only the INPUT / OUTPUT base registers change between them."""
+    rng = np.random.default_rng(3)
+    model = make_model(rng, [13, 11, 7, 3])
+    program = compile_model(model, AccelConfig(rows=4, cols=4), batch=2)
+    xs = [random_input(rng, model, 2) for _ in range(2)]
+    dram, lay = link(program, xs)
+    sim = IsaSim(program.config, dram)
+    sim.base[BaseReg.STATIC] = lay["static"]
+    sim.base[BaseReg.SCRATCH] = lay["scratch"]
+    for r, x in enumerate(xs):
+        sim.base[BaseReg.INPUT] = lay["input"] + r * lay["input_stride"]
+        sim.base[BaseReg.OUTPUT] = lay["output"] + r * lay["output_stride"]
+        assert sim.run(lay["program"], seed=r) == {"l2c": 0, "c2l": 0, "c2s": 0, "s2c": 0}
+    for r, x in enumerate(xs):
+        a = lay["output"] + r * lay["output_stride"]
+        got = np.frombuffer(bytes(dram[a:a + program.output_bytes]), np.int8).reshape(2, -1)
+        np.testing.assert_array_equal(got, golden_forward(model, x))
+
+
+def test_static_data_layout():
+    """Weights [K, N] row-major; 9-byte PPU records with the input zero point folded into the bias."""
+    rng = np.random.default_rng(11)
+    model = make_model(rng, [13, 11, 7])
+    config = AccelConfig(rows=4, cols=4)
+    program = compile_model(model, config)
+    static = program.static
+    assert len(static) % 8 == 0
+    off = 0
+    for layer in model.layers:
+        K, N = layer.w.shape
+        assert static[off:off + K * N] == layer.w.tobytes()
+        off = (off + K * N + 7) // 8 * 8
+        n_pad = math.ceil(N / config.cols) * config.cols
+        rec = np.frombuffer(static[off:off + 9 * n_pad], np.uint8).reshape(n_pad, 9)
+        np.testing.assert_array_equal(rec[:N, 0:4].copy().view("<i4").ravel(), layer.folded_bias())
+        np.testing.assert_array_equal(rec[:N, 4:8].copy().view("<i4").ravel(), layer.m0)
+        np.testing.assert_array_equal(rec[:N, 8].view(np.int8), layer.shift)
+        assert not rec[N:].any()
+        off = (off + 9 * n_pad + 7) // 8 * 8
+    assert off == len(static)
+    # folded bias: an exact integer identity
+    layer = model.layers[0]
+    x = random_input(rng, model, 3).astype(np.int64)
+    lhs = (x - layer.in_zp) @ layer.w.astype(np.int64) + layer.bias
+    rhs = x @ layer.w.astype(np.int64) + layer.folded_bias()
+    np.testing.assert_array_equal(lhs, rhs)
+
+
+# --- the tokens matter ------------------------------------------------------------------
+
+def _tokens_model():
+    rng = np.random.default_rng(99)
+    config = AccelConfig(rows=4, cols=4, weight_rows=8)
+    model = make_model(rng, [40, 37], activations=["none"])
+    x = random_input(rng, model, 2)
+    return config, model, x
+
+
+def _patched_image(program, pick, flag):
+    """The program image with ``flag`` cleared on the first instruction ``pick(decoded)`` selects."""
+    insns = program.nodes[0].insns
+    idx = next(i for i, w in enumerate(insns) if pick(isa.decode(w)))
+    d = isa.decode(insns[idx])
+    assert d["dep"][flag] == 1
+    op = d.pop("op")
+    d["dep"][flag] = 0
+    patched = list(insns)
+    patched[idx] = isa.encode(op, **d)
+    assert isa.decode(patched[idx])["dep"][flag] == 0
+    saved = program.nodes[0].insns
+    program.nodes[0].insns = patched
+    try:
+        return program.image()
+    finally:
+        program.nodes[0].insns = saved
+
+
+def test_missing_weight_token_breaks_some_schedule():
+    """Without pop_next on weight tile 2's LOAD, the load may overwrite tile 0 before GEMM 0 reads it."""
+    config, model, x = _tokens_model()
+    program = compile_model(model, config, batch=len(x))
+    want = golden_forward(model, x)
+    half = config.weight_rows // 2
+    image = _patched_image(
+        program, lambda d: d["op"] == Opcode.LOAD and d["buf"] == Buffer.WEIGHT and d["dep"]["pop_next"]
+        and d["buf_row"] == 0, "pop_next")
+    assert half == 4
+    failures = []
+    for seed in range(20):
+        ok, _, _, _, _ = run_program(program, x, seed)  # the real program is right for the same seeds
+        np.testing.assert_array_equal(ok, want)
+        try:
+            got, tokens, _, _, _ = run_program(program, x, seed, image=image)
+        except IsaError as e:
+            assert e.code == isa.ErrorCode.TOKEN_DEADLOCK
+            failures.append((seed, "deadlock"))
+            continue
+        assert tokens["c2l"] == 1  # the unconsumed push is visible as an imbalance
+        if not np.array_equal(got, want):
+            failures.append((seed, "wrong"))
+    assert any(kind == "wrong" for _, kind in failures), failures
+
+
+def test_missing_push_deadlocks():
+    """Without GEMM 0's push_prev (c2l), the last weight LOAD waits forever."""
+    config, model, x = _tokens_model()
+    program = compile_model(model, config, batch=len(x))
+    image = _patched_image(program, lambda d: d["op"] == Opcode.GEMM, "push_prev")
+    for seed in (None, 0, 1):
+        with pytest.raises(IsaError, match="TOKEN_DEADLOCK") as e:
+            run_program(program, x, seed, image=image)
+        assert e.value.code == isa.ErrorCode.TOKEN_DEADLOCK
+
+
+def test_missing_store_token_breaks_some_schedule():
+    """Without the STORE's pop_prev (c2s), a store may read a psum tile before its GEMMs ran."""
+    config, model, x = _tokens_model()
+    program = compile_model(model, config, batch=len(x))
+    want = golden_forward(model, x)
+    image = _patched_image(program, lambda d: d["op"] == Opcode.STORE, "pop_prev")
+    results = []
+    for seed in range(10):
+        try:
+            got, _, _, _, _ = run_program(program, x, seed, image=image)
+            results.append(np.array_equal(got, want))
+        except IsaError:
+            results.append(False)
+    assert not all(results)
+
+
+# --- compile errors ---------------------------------------------------------------------
+
+def test_error_when_input_does_not_fit_ifmap_half():
+    rng = np.random.default_rng(5)
+    model = make_model(rng, [4, 40, 3])  # fc1 has K=40: 10 tiles of 4 rows
+    ok = AccelConfig(rows=4, cols=4, ifmap_rows=20)  # half = 10 rows: fits exactly at batch 1
+    compile_model(model, ok, batch=1)
+    with pytest.raises(CompileError) as e:
+        compile_model(model, AccelConfig(rows=4, cols=4, ifmap_rows=18), batch=1)
+    msg = str(e.value)
+    assert "'fc1'" in msg and "ifmap_rows" in msg and "'fc0'" not in msg
+    with pytest.raises(CompileError, match=r"'fc1'.*ifmap_rows=20"):
+        compile_model(model, ok, batch=2)  # 2 x 10 rows
+
+
+def test_error_when_batch_exceeds_psum_half():
+    rng = np.random.default_rng(6)
+    model = make_model(rng, [13, 11])
+    config = AccelConfig(rows=4, cols=4, psum_rows=8)  # half = 4 batch rows
+    compile_model(model, config, batch=4)
+    with pytest.raises(CompileError) as e:
+        compile_model(model, config, batch=5)
+    msg = str(e.value)
+    assert "'fc0'" in msg and "psum_rows" in msg and "batch=5" in msg
+
+
+def test_error_when_params_exceed_param_half():
+    rng = np.random.default_rng(8)
+    model = make_model(rng, [5, 9])  # 3 column tiles of 4
+    compile_model(model, AccelConfig(rows=4, cols=4, param_rows=6))
+    with pytest.raises(CompileError, match=r"'fc0'.*param_rows"):
+        compile_model(model, AccelConfig(rows=4, cols=4, param_rows=4))
+
+
+def test_error_on_bad_batch_and_unsupported_op():
+    rng = np.random.default_rng(9)
+    model = make_model(rng, [5, 3])
+    with pytest.raises(CompileError, match="batch"):
+        compile_model(model, AccelConfig(), batch=0)
+    model.layers[0].op = "conv"
+    with pytest.raises(CompileError, match=r"'fc0'.*conv"):
+        compile_model(model, AccelConfig())
+
+
+# --- program image and disassembly -------------------------------------------------------
+
+def _descriptors(image):
+    out = []
+    for i in range(0, len(image), 8):
+        d = int.from_bytes(image[i:i + 8], "little")
+        off, n, kind = d & 0xFFFFFFFF, (d >> 32) & 0xFFFF, (d >> 48) & 0xFF
+        out.append((off, n, kind))
+        if n == 0:
+            return out
+    raise AssertionError("descriptor table not terminated")
+
+
+def _check_table(mem, table_addr, program, k):
+    """The descriptor table at ``table_addr`` in ``mem`` lists the first ``k`` nodes and then ends."""
+    nodes = program.nodes
+    descs = _descriptors(mem[table_addr:])
+    assert len(descs) == k + 1 and descs[-1][1] == 0
+    expect = None
+    for i, (off, n, kind) in enumerate(descs[:-1]):
+        assert off % isa.INSN_BYTES == 0
+        assert expect is None or off == expect  # blocks are contiguous
+        assert n == len(nodes[i].insns) and kind == i
+        for j, word in enumerate(nodes[i].insns):
+            a = table_addr + off + j * isa.INSN_BYTES
+            words = [int.from_bytes(mem[a + 8 * q:a + 8 * q + 8], "little") for q in range(4)]
+            assert isa.decode_words(words) == word
+        expect = off + n * isa.INSN_BYTES
+
+
+def test_image_descriptor_tables():
+    rng = np.random.default_rng(21)
+    model = make_model(rng, [13, 11, 7, 3, 5])
+    program = compile_model(model, AccelConfig(rows=4, cols=4), batch=2)
+    nodes = program.nodes
+    n = len(nodes)
+    image = program.image()
+    full = program.descriptor_table()
+    assert image.startswith(full)
+    assert len(full) == (((n + 1) * isa.DESC_BYTES + isa.INSN_BYTES - 1) // isa.INSN_BYTES) * isa.INSN_BYTES
+    assert len(image) == len(full) + isa.INSN_BYTES * program.n_insns
+    _check_table(image, 0, program, n)
+    assert _descriptors(image)[0][0] == len(full)  # the first block follows the table
+    for k in range(n + 1):
+        table = program.descriptor_table(upto=k)
+        t = (k + 1) * isa.DESC_BYTES
+        assert len(table) % isa.INSN_BYTES == 0 and len(table) - t < isa.INSN_BYTES
+        assert table[t:] == bytes(len(table) - t)
+        # a short table in front of the image (as the driver places the profiling tables)
+        for gap in (0, 64, 4096):
+            delta = len(table) + gap
+            mem = program.descriptor_table(upto=k, delta=delta) + bytes(gap) + image
+            _check_table(mem, 0, program, k)
+            if k == n:
+                assert _descriptors(mem) == [(o + delta, c, kd) for o, c, kd in _descriptors(image)[:-1]] + [(0, 0, 0)]
+
+
+def test_prefix_images_leave_intermediate_output_in_scratch():
+    """descriptor_table(upto=k) (the driver's per-layer profiling) computes the first k layers."""
+    rng = np.random.default_rng(22)
+    model = make_model(rng, [13, 11, 7, 3])
+    program = compile_model(model, AccelConfig(rows=4, cols=4), batch=2)
+    x = random_input(rng, model, 2)
+    for k in range(1, len(model.layers)):
+        prefix = QModel(name="p", layers=model.layers[:k], input_scale=1.0, input_zp=0)
+        want = golden_forward(prefix, x)
+        slot = (program.scratch_bytes // 2) * ((k - 1) % 2)
+        for seed in (None, 0, 1):
+            _, tokens, sim, dram, lay = run_program(program, x, seed, upto=k)
+            a = lay["scratch"] + slot
+            got = np.frombuffer(bytes(dram[a:a + want.size]), np.int8).reshape(want.shape)
+            np.testing.assert_array_equal(got, want)
+            # the trailing barrier NOP's c2l push is left over (START resets the counters)
+            assert tokens == {"l2c": 0, "c2l": 1, "c2s": 0, "s2c": 0}
+
+
+_DIS_LINE = re.compile(r"^\s+(\d+) (\w+)\s+(.*?)\s*\[([\w,]*)\]$")
+
+
+def test_disassemble_round_trip():
+    rng = np.random.default_rng(23)
+    model = make_model(rng, [13, 11, 7])
+    program = compile_model(model, AccelConfig(rows=4, cols=4), batch=3)
+    text = program.disassemble()
+    for op in Opcode:
+        assert re.search(rf"\b{op.name}\b", text), op.name
+    lines = text.splitlines()
+    assert len(lines) == len(program.nodes) + program.n_insns
+    words = iter(w for node in program.nodes for w in node.insns)
+    for line in lines:
+        if line.startswith("node "):
+            continue
+        m = _DIS_LINE.match(line)
+        assert m, line
+        op = Opcode[m.group(2)]
+        fields = {}
+        for item in m.group(3).split():
+            k, v = item.split("=")
+            fields[k] = Buffer[v] if k == "buf" else int(v)
+        dep = {f: 0 for f in ("pop_prev", "pop_next", "push_prev", "push_next")}
+        for f in filter(None, m.group(4).split(",")):
+            dep[f] = 1
+        assert isa.encode(op, dep=dep, **fields) == next(words), line
+    assert next(words, None) is None
+
+
+# --- rtl/isa.py encode / decode ------------------------------------------------------------
+
+_LAYOUTS = {Opcode.LOAD: isa.LoadInsn, Opcode.GEMM: isa.GemmInsn, Opcode.STORE: isa.StoreInsn,
+            Opcode.NOP: isa.Header}
+_SIGNED = ("out_zp", "act_min", "act_max")
+
+
+def _random_fields(rng, layout, extreme=None):
+    fields = {}
+    for name, f in layout:
+        if name.startswith("_") or name == "op":
+            continue
+        if name == "dep":
+            fields[name] = {k: int(rng.integers(2)) for k, _ in isa.DepFlags}
+        elif name == "buf":
+            fields[name] = list(Buffer)[rng.integers(len(Buffer))]
+        elif name in _SIGNED:
+            fields[name] = {"min": -128, "max": 127}.get(extreme, int(rng.integers(-128, 128)))
+        else:
+            hi = (1 << f.width) - 1
+            fields[name] = {"min": 0, "max": hi}.get(extreme, int(rng.integers(0, hi + 1)))
+    return fields
+
+
+@pytest.mark.parametrize("op", list(Opcode))
+def test_encode_decode_round_trip(op):
+    rng = np.random.default_rng(int(op.value))
+    layout = _LAYOUTS[op]
+    for i in range(200):
+        fields = _random_fields(rng, layout, extreme={0: "min", 1: "max"}.get(i))
+        word = isa.encode(op, **fields)
+        assert 0 <= word < 1 << isa.INSN_BITS
+        assert word & 0xF == op.value
+        assert isa.decode(word) == {"op": op, **fields}
+        words = isa.encode_words(word)
+        assert len(words) == isa.INSN_WORDS and all(0 <= w < 1 << 64 for w in words)
+        assert isa.decode_words(words) == word
+    # fields do not overlap: each field alone at its maximum decodes to itself only
+    for name, f in layout:
+        if name.startswith("_") or name in ("op", "dep", "buf") or name in _SIGNED:
+            continue
+        d = isa.decode(isa.encode(op, **{name: (1 << f.width) - 1}))
+        assert d[name] == (1 << f.width) - 1
+        assert all(v == 0 for k, v in d.items() if k not in (name, "op", "dep", "buf"))
+
+
+def test_decode_illegal_opcode():
+    for bits in range(len(Opcode), 16):
+        assert isa.decode(bits) == {"op": bits, "illegal": True}
+
+
+@pytest.mark.parametrize("op", [Opcode.LOAD, Opcode.GEMM, Opcode.STORE])
+def test_out_of_range_field_names_the_field(op):
+    for name, f in _LAYOUTS[op]:
+        if name.startswith("_") or name in ("op", "dep", "buf"):
+            continue
+        bad = [-129, 128] if name in _SIGNED else [-1, 1 << f.width]
+        for value in bad:
+            with pytest.raises(ValueError, match=rf"\b{name}\b"):
+                isa.encode(op, **{name: value})
+    for flag, _ in isa.DepFlags:
+        with pytest.raises(ValueError, match=flag):
+            isa.encode(op, dep={flag: 2})
+    with pytest.raises(ValueError, match="unknown field 'bogus'"):
+        isa.encode(op, bogus=1)
+
+
+@pytest.mark.parametrize("value", [3, 5, -1])
+def test_out_of_range_buffer_field_raises(value):
+    with pytest.raises(ValueError, match="instruction field buf must be one of IFMAP=0"):
+        isa.encode(Opcode.LOAD, buf=value)
+
+
+def test_descriptor_encoding():
+    d = isa.encode_descriptor(96, 1234, kind=7)
+    assert d & 0xFFFFFFFF == 96 and (d >> 32) & 0xFFFF == 1234 and (d >> 48) & 0xFF == 7
+    with pytest.raises(ValueError, match="n_insn"):
+        isa.encode_descriptor(0, 1 << 16)
+
+
+def test_docs_isa_md_is_generated():
+    out = subprocess.run([sys.executable, "-m", "celosia.rtl.isa"], check=True, capture_output=True,
+                         text=True).stdout
+    assert out == isa.markdown()
+    doc = REPO / "docs" / "isa.md"
+    assert doc.read_text() == out, "docs/isa.md is stale: run `python -m celosia.rtl.isa > docs/isa.md`"
