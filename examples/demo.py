@@ -42,6 +42,12 @@ def demo(config: AccelConfig, backend: str = "verilator", samples: int = 32, out
     n = min(samples, len(x_test))
     say(f"running {n} held-out images on the {backend} back end, array {config.array} "
         f"({config.dataflow}) ...")
+    if backend == "verilator":
+        from celosia.sim import verilator
+        t0 = time.perf_counter()
+        say("building the Verilator model (about a minute the first time; cached) ...")
+        verilator.build(config)
+        say(f"  ready in {time.perf_counter() - t0:.1f} s")
     t0 = time.perf_counter()
     result = run(qmodel, x_test[:n], config, backend=backend)
     wall = time.perf_counter() - t0
