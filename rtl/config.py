@@ -12,7 +12,7 @@ import json
 import re
 from dataclasses import dataclass
 
-__all__ = ["AccelConfig", "ConfigError", "RANGES", "DATAFLOWS", "parse_array"]
+__all__ = ["AccelConfig", "ConfigError", "RANGES", "DATAFLOWS", "check_config", "parse_array"]
 
 
 class ConfigError(ValueError):
@@ -120,6 +120,16 @@ class AccelConfig:
         """A short stable hash of the config, for build caches."""
         blob = json.dumps(self.to_dict(), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def check_config(config) -> AccelConfig:
+    """``config`` itself if it is an :class:`AccelConfig`; a :class:`TypeError` otherwise.
+
+    For the RTL components, which take a config and keep it.
+    """
+    if not isinstance(config, AccelConfig):
+        raise TypeError(f"config must be an AccelConfig, not {config!r}")
+    return config
 
 
 #: Bytes per output channel in the PPU parameter buffer (bias int32, M0 int32, shift int8).

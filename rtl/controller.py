@@ -62,7 +62,7 @@ from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from . import isa
-from .config import AccelConfig
+from .config import AccelConfig, check_config
 from .dram import DramBusSignature
 
 __all__ = ["CsrSignature", "Controller"]
@@ -118,9 +118,7 @@ class Controller(wiring.Component):
     """
 
     def __init__(self, config: AccelConfig):
-        if not isinstance(config, AccelConfig):
-            raise TypeError(f"config must be an AccelConfig, not {config!r}")
-        self._config = config
+        self._config = check_config(config)
         super().__init__({
             "csr": In(CsrSignature),
             "bus": Out(DramBusSignature(config.dram_words)),

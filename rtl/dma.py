@@ -1,8 +1,10 @@
 """DMA engines: LOAD (DRAM -> on-chip buffer) and STORE (psum -> PPU -> DRAM).
 
 Both share :class:`LoopNest` (the three nested loops of DRAM addresses, buffer
-rows and lanes) and :func:`span_last` / :func:`window_check` (the bounds check
-made before the first access).
+rows and lanes), :func:`span_last` / :func:`window_check` (the bounds check
+made before the first access) and the FSM prologue :func:`accept_state` +
+:func:`check_state` (IDLE takes an instruction, CHECK reports it done / failed
+or starts it).
 
 Timing
 ------
@@ -36,7 +38,8 @@ from .dram import DramBusSignature
 from .isa import NUM_BASE_REGS, Buffer, ErrorCode, LoadInsn, StoreInsn
 from .ppu import PPU
 
-__all__ = ["LoopNest", "span_last", "window_check", "LoadEngine", "StoreEngine"]
+__all__ = ["LoopNest", "span_last", "window_check", "accept_state", "check_state",
+           "LoadEngine", "StoreEngine"]
 
 #: Width of DRAM byte addresses inside the engines (after the bounds check they fit 32 bits).
 ADDR_BITS = 33
@@ -70,6 +73,49 @@ def window_check(m, first, last, window_base, window_size, dram_bytes):
     m.d.comb += ok.eq((first >= Mux(window_size == 0, 0, window_base))
                       & (last < end) & (last < dram_bytes))
     return ok
+
+
+def accept_state(m, insn_stream, insn, next_state="CHECK"):
+    """FSM state IDLE (call inside ``with m.FSM()``): ``insn_stream.ready`` while idle;
+    an offered instruction is latched into ``insn`` and the FSM goes to ``next_state``.
+
+    Shared by every engine that takes one instruction at a time (the DMA engines and
+    the compute engines).
+    """
+    with m.State("IDLE"):
+        m.d.comb += insn_stream.ready.eq(1)
+        with m.If(insn_stream.valid):
+            m.d.sync += insn.eq(insn_stream.payload)
+            m.next = next_state
+
+
+def check_state(m, engine, nest, *, empty, dram_ok, buf_ok, on_check=(), on_run=None):
+    """FSM state CHECK of a DMA engine (call inside ``with m.FSM()``), one cycle.
+
+    ``engine.busy`` and ``nest.start`` are high; the ``on_check`` sync statements
+    are applied. Then, by priority: ``empty`` -> ``done`` pulse; ``~dram_ok`` ->
+    ``error`` with :attr:`ErrorCode.DMA_OUT_OF_WINDOW`; ``~buf_ok`` -> ``error``
+    with :attr:`ErrorCode.BUFFER_OUT_OF_RANGE` (all three back to IDLE); otherwise
+    ``on_run()`` (if given) adds what starting takes and the FSM goes to RUN.
+    ``engine.done`` / ``engine.error`` are registered pulses: the engine resets them
+    to 0 every cycle before the FSM.
+    """
+    with m.State("CHECK"):
+        m.d.comb += [engine.busy.eq(1), nest.start.eq(1)]
+        m.d.sync += on_check
+        with m.If(empty):
+            m.d.sync += engine.done.eq(1)
+            m.next = "IDLE"
+        with m.Elif(~dram_ok):
+            m.d.sync += [engine.error.eq(1), engine.error_code.eq(ErrorCode.DMA_OUT_OF_WINDOW)]
+            m.next = "IDLE"
+        with m.Elif(~buf_ok):
+            m.d.sync += [engine.error.eq(1), engine.error_code.eq(ErrorCode.BUFFER_OUT_OF_RANGE)]
+            m.next = "IDLE"
+        with m.Else():
+            if on_run is not None:
+                on_run()
+            m.next = "RUN"
 
 
 class LoopNest(wiring.Component):
@@ -254,26 +300,9 @@ class LoadEngine(wiring.Component):
         rsp = self.bus.rsp
 
         with m.FSM():
-            with m.State("IDLE"):
-                m.d.comb += self.insn.ready.eq(1)
-                with m.If(self.insn.valid):
-                    m.d.sync += insn.eq(self.insn.payload)
-                    m.next = "CHECK"
-            with m.State("CHECK"):
-                m.d.comb += [self.busy.eq(1), nest.start.eq(1)]
-                m.d.sync += issued_all.eq(0)
-                with m.If(empty):
-                    m.d.sync += self.done.eq(1)
-                    m.next = "IDLE"
-                with m.Elif(~dram_ok):
-                    m.d.sync += [self.error.eq(1), self.error_code.eq(ErrorCode.DMA_OUT_OF_WINDOW)]
-                    m.next = "IDLE"
-                with m.Elif(~buf_ok):
-                    m.d.sync += [self.error.eq(1),
-                                 self.error_code.eq(ErrorCode.BUFFER_OUT_OF_RANGE)]
-                    m.next = "IDLE"
-                with m.Else():
-                    m.next = "RUN"
+            accept_state(m, self.insn, insn)
+            check_state(m, self, nest, empty=empty, dram_ok=dram_ok, buf_ok=buf_ok,
+                        on_check=issued_all.eq(0))
             with m.State("RUN"):
                 m.d.comb += self.busy.eq(1)
                 # One read per cycle while there is room to remember where its byte goes.
@@ -416,32 +445,19 @@ class StoreEngine(wiring.Component):
         ]
 
         m.d.sync += [self.done.eq(0), self.error.eq(0)]
+
+        def start_rows():
+            # The first psum row and the param row, read as RUN begins.
+            m.d.comb += [
+                self.psum_rd.en.eq(1), self.psum_rd.addr.eq(insn.psum_row),
+                self.param_rd.en.eq(1), self.param_rd.addr.eq(insn.param_row),
+            ]
+            m.d.sync += have_row.eq(1)
+
         with m.FSM():
-            with m.State("IDLE"):
-                m.d.comb += self.insn.ready.eq(1)
-                with m.If(self.insn.valid):
-                    m.d.sync += insn.eq(self.insn.payload)
-                    m.next = "CHECK"
-            with m.State("CHECK"):
-                m.d.comb += [self.busy.eq(1), nest.start.eq(1)]
-                m.d.sync += [in_m.eq(0), in_n.eq(0)]
-                with m.If(empty):
-                    m.d.sync += self.done.eq(1)
-                    m.next = "IDLE"
-                with m.Elif(~dram_ok):
-                    m.d.sync += [self.error.eq(1), self.error_code.eq(ErrorCode.DMA_OUT_OF_WINDOW)]
-                    m.next = "IDLE"
-                with m.Elif(~buf_ok):
-                    m.d.sync += [self.error.eq(1),
-                                 self.error_code.eq(ErrorCode.BUFFER_OUT_OF_RANGE)]
-                    m.next = "IDLE"
-                with m.Else():
-                    m.d.comb += [
-                        self.psum_rd.en.eq(1), self.psum_rd.addr.eq(insn.psum_row),
-                        self.param_rd.en.eq(1), self.param_rd.addr.eq(insn.param_row),
-                    ]
-                    m.d.sync += have_row.eq(1)
-                    m.next = "RUN"
+            accept_state(m, self.insn, insn)
+            check_state(m, self, nest, empty=empty, dram_ok=dram_ok, buf_ok=buf_ok,
+                        on_check=[in_m.eq(0), in_n.eq(0)], on_run=start_rows)
             with m.State("RUN"):
                 m.d.comb += self.busy.eq(1)
                 with m.If(req.valid & req.ready & nest.last):

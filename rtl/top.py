@@ -17,7 +17,7 @@ from amaranth.lib.wiring import In, Out
 
 from .arrays import make_engine
 from .buffers import LaneBuffer
-from .config import AccelConfig
+from .config import AccelConfig, check_config
 from .controller import Controller, CsrSignature
 from .dma import LoadEngine, StoreEngine
 from .dram import BusArbiter, DramBusSignature, DramModel
@@ -35,9 +35,7 @@ class Accelerator(wiring.Component):
     """
 
     def __init__(self, config: AccelConfig):
-        if not isinstance(config, AccelConfig):
-            raise TypeError(f"config must be an AccelConfig, not {config!r}")
-        self._config = config
+        self._config = check_config(config)
         super().__init__({
             "csr": In(CsrSignature),
             "bus": Out(DramBusSignature(config.dram_words)),
@@ -105,9 +103,7 @@ class SimTop(wiring.Component):
     """
 
     def __init__(self, config: AccelConfig):
-        if not isinstance(config, AccelConfig):
-            raise TypeError(f"config must be an AccelConfig, not {config!r}")
-        self._config = config
+        self._config = check_config(config)
         super().__init__({
             "csr": In(CsrSignature),
             "host_addr": In(range(config.dram_words)),

@@ -14,7 +14,7 @@ from amaranth.lib.wiring import In, Out
 
 from celosia.rtl import isa
 from celosia.rtl.buffers import BufferReadSignature, BufferWriteSignature
-from celosia.rtl.config import AccelConfig
+from celosia.rtl.config import AccelConfig, check_config
 
 __all__ = ["ComputeEngineSignature", "gemm_insn_in_range"]
 
@@ -43,9 +43,7 @@ class ComputeEngineSignature(wiring.Signature):
     """
 
     def __init__(self, config: AccelConfig):
-        if not isinstance(config, AccelConfig):
-            raise TypeError(f"config must be an AccelConfig, not {config!r}")
-        self._config = config
+        self._config = check_config(config)
         super().__init__({
             "insn": In(stream.Signature(isa.GemmInsn)),
             "done": Out(1),

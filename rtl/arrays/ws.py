@@ -14,7 +14,8 @@ from amaranth.lib import wiring
 
 from celosia.rtl import isa
 from celosia.rtl.arrays.engine import ComputeEngineSignature, gemm_insn_in_range
-from celosia.rtl.config import AccelConfig
+from celosia.rtl.config import AccelConfig, check_config
+from celosia.rtl.dma import accept_state
 
 __all__ = ["WSArray"]
 
@@ -73,9 +74,7 @@ class WSArray(wiring.Component):
     PIPELINE = 3
 
     def __init__(self, config: AccelConfig):
-        if not isinstance(config, AccelConfig):
-            raise TypeError(f"config must be an AccelConfig, not {config!r}")
-        self._config = config
+        self._config = check_config(config)
         super().__init__(ComputeEngineSignature(config))
 
     @property
@@ -155,11 +154,7 @@ class WSArray(wiring.Component):
         ]
 
         with m.FSM():
-            with m.State("IDLE"):
-                m.d.comb += self.insn.ready.eq(1)
-                with m.If(self.insn.valid):
-                    m.d.sync += insn.eq(self.insn.payload)
-                    m.next = "CHECK"
+            accept_state(m, self.insn, insn)
             with m.State("CHECK"):
                 m.d.comb += self.busy.eq(1)
                 m.d.sync += [k_cnt.eq(0), m_cnt.eq(0), drain.eq(0)]

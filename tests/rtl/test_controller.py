@@ -8,13 +8,13 @@ the instruction, then pulse done); the program lives in a DramModel.
 from amaranth.hdl import Elaboratable, Module, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
-from amaranth.sim import Simulator
 
 from celosia.rtl import isa
 from celosia.rtl.config import AccelConfig
 from celosia.rtl.controller import Controller
 from celosia.rtl.dram import DramModel
 from celosia.rtl.isa import Csr, ErrorCode, Opcode
+from helpers import csr_read_all, csr_write, host_write, simulate, start_and_wait
 
 CFG = AccelConfig(dram_bytes=1 << 14, dram_latency=4, queue_depth=4)
 PROG_BASE = 0x400
@@ -115,13 +115,6 @@ def run_program(nodes, *, csrs=None, max_cycles=3000, runs=1, prog_words=None):
     starts = []
     result = {}
 
-    async def write_csr(ctx, addr, value):
-        ctx.set(c.csr.addr, addr)
-        ctx.set(c.csr.w_data, value)
-        ctx.set(c.csr.w_en, 1)
-        await ctx.tick()
-        ctx.set(c.csr.w_en, 0)
-
     async def monitor(ctx):
         ports = [getattr(c, n) for n in h.engines]
         sigs = [s for p in ports for s in (p.valid, p.ready, p.payload.as_value())]
@@ -134,37 +127,18 @@ def run_program(nodes, *, csrs=None, max_cycles=3000, runs=1, prog_words=None):
             cycle += 1
 
     async def bench(ctx):
-        words = prog_words if prog_words is not None else program(nodes)
-        for addr, value in words.items():
-            ctx.set(h.dram.host_addr, addr)
-            ctx.set(h.dram.host_wdata, value)
-            ctx.set(h.dram.host_we, 1)
-            await ctx.tick()
-        ctx.set(h.dram.host_we, 0)
-        await write_csr(ctx, Csr.PROG_BASE, PROG_BASE)
+        await host_write(ctx, h.dram, prog_words if prog_words is not None else program(nodes))
+        await csr_write(ctx, c.csr, Csr.PROG_BASE, PROG_BASE)
         for addr, value in (csrs or {}).items():
-            await write_csr(ctx, addr, value)
+            await csr_write(ctx, c.csr, addr, value)
         for run in range(runs):
             starts.clear()
-            await write_csr(ctx, Csr.CTRL, 1)
-            ctx.set(c.csr.addr, Csr.STATUS)
-            for _ in range(max_cycles):
-                await ctx.tick()
-                if ctx.get(c.csr.r_data) & 2:
-                    break
-            else:
-                raise AssertionError(f"no done within {max_cycles} cycles")
+            await start_and_wait(ctx, c.csr, max_cycles)
             for _ in range(20):  # engines may finish what they run; nothing new starts
                 await ctx.tick()
-        for reg in Csr:
-            ctx.set(c.csr.addr, reg)
-            result[reg.name] = ctx.get(c.csr.r_data)
+        result.update(csr_read_all(ctx, c.csr))
 
-    sim = Simulator(h)
-    sim.add_clock(1e-6)
-    sim.add_testbench(bench)
-    sim.add_testbench(monitor, background=True)
-    sim.run()
+    simulate(h, bench, background=[monitor])
     status = result["STATUS"]
     result["busy"], result["done"], result["error"] = status & 1, status >> 1 & 1, status >> 8 & 0xFF
     return result, starts

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 from amaranth.hdl import Module
 from amaranth.lib import wiring
-from amaranth.sim import Simulator
 
 from celosia.rtl.buffers import LaneBuffer
 from celosia.rtl.config import AccelConfig
@@ -16,6 +15,7 @@ from celosia.rtl.dma import LoadEngine, StoreEngine
 from celosia.rtl.dram import DramModel
 from celosia.rtl.isa import Buffer, ErrorCode, Opcode
 from celosia.sim.golden.requant import requantize
+from helpers import host_read_bytes, host_write, image_words, pack, read_rows, simulate, write_rows
 
 DRAM_BYTES = 2048
 
@@ -76,42 +76,17 @@ class StoreHarness(wiring.Component):
 # -- bench helpers -----------------------------------------------------------------
 
 async def dram_fill(ctx, dram, image):
-    words = image.view("<u8")
-    for a, w in enumerate(words):
-        ctx.set(dram.host_addr, a)
-        ctx.set(dram.host_wdata, int(w))
-        ctx.set(dram.host_we, 1)
-        await ctx.tick()
-    ctx.set(dram.host_we, 0)
+    await host_write(ctx, dram, image_words(image))
 
 
 async def dram_dump(ctx, dram, nbytes):
-    words = []
-    for a in range(nbytes // 8):
-        ctx.set(dram.host_addr, a)
-        await ctx.tick()
-        words.append(ctx.get(dram.host_rdata))
-    return np.array(words, dtype="<u8").view(np.uint8)
-
-
-async def buf_write(ctx, buf, row, value):
-    ctx.set(buf.w.addr, row)
-    ctx.set(buf.w.data, value)
-    ctx.set(buf.w.en, (1 << len(buf.w.en)) - 1)
-    await ctx.tick()
-    ctx.set(buf.w.en, 0)
+    return np.frombuffer(await host_read_bytes(ctx, dram, 0, nbytes), dtype=np.uint8)
 
 
 async def buf_dump(ctx, buf, lanes, lane_bits, depth):
-    rows = []
-    for r in range(depth):
-        ctx.set(buf.r0.addr, r)
-        ctx.set(buf.r0.en, 1)
-        await ctx.tick()
-        v = ctx.get(buf.r0.data)
-        rows.append([(v >> (lane_bits * l)) & ((1 << lane_bits) - 1) for l in range(lanes)])
-    ctx.set(buf.r0.en, 0)
-    return np.array(rows, dtype=np.int64)
+    rows = await read_rows(ctx, buf.r0, depth)
+    return np.array([[(v >> (lane_bits * l)) & ((1 << lane_bits) - 1) for l in range(lanes)]
+                     for v in rows], dtype=np.int64)
 
 
 async def execute(ctx, eng, insn, base, window=(0, 0), timeout=3000):
@@ -137,13 +112,6 @@ async def execute(ctx, eng, insn, base, window=(0, 0), timeout=3000):
             return ("done" if done else ("error", code)), cycle, nbytes
         assert busy
     raise AssertionError("engine timed out")
-
-
-def run(harness, bench):
-    sim = Simulator(harness)
-    sim.add_clock(1e-6)
-    sim.add_testbench(bench)
-    sim.run()
 
 
 # -- LOAD ---------------------------------------------------------------------------
@@ -224,7 +192,7 @@ def test_load_random(bpc, latency):
         for b in Buffer:
             np.testing.assert_array_equal(got[b], ref[b], err_msg=str(b))
 
-    run(h, bench)
+    simulate(h, bench)
 
 
 def test_load_errors_write_nothing():
@@ -277,7 +245,7 @@ def test_load_errors_write_nothing():
         for b in Buffer:
             np.testing.assert_array_equal(got[b], ref[b], err_msg=str(b))
 
-    run(h, bench)
+    simulate(h, bench)
 
 
 # -- STORE --------------------------------------------------------------------------
@@ -321,11 +289,8 @@ def test_store_random(bpc):
 
     async def bench(ctx):
         await dram_fill(ctx, h.dram, image)
-        for r in range(cfg.psum_rows):
-            await buf_write(ctx, h.psum, r, sum((int(v) & 0xFFFFFFFF) << (32 * n)
-                                                for n, v in enumerate(psum[r])))
-        for r, (bias, m0, shift) in enumerate(params):
-            await buf_write(ctx, h.param, r, param_row_value(bias, m0, shift))
+        await write_rows(ctx, h.psum.w, [pack(row, 32) for row in psum])
+        await write_rows(ctx, h.param.w, [param_row_value(*p) for p in params])
         for insn in insns:
             result, cycles, nbytes = await execute(ctx, h.eng, insn, base)
             n = insn["m_len"] * insn["n_len"]
@@ -341,7 +306,7 @@ def test_store_random(bpc):
                     expected[start + mi * insn["dram_stride"] + ni] = np.uint8(y.view(np.uint8))
         np.testing.assert_array_equal(await dram_dump(ctx, h.dram, DRAM_BYTES), expected)
 
-    run(h, bench)
+    simulate(h, bench)
 
 
 def test_store_errors_write_nothing():
@@ -374,4 +339,4 @@ def test_store_errors_write_nothing():
         result, _, nbytes = await execute(ctx, h.eng, dict(good, dram_offset=256 - 33), base, window)
         assert result == "done" and nbytes == 12
 
-    run(h, bench)
+    simulate(h, bench)

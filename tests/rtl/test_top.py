@@ -4,13 +4,14 @@
 import numpy as np
 import pytest
 from amaranth.back import verilog
-from amaranth.sim import Simulator
 
 from celosia.rtl import isa
 from celosia.rtl.config import AccelConfig
 from celosia.rtl.isa import BaseReg, Buffer, Csr, ErrorCode, Opcode
 from celosia.rtl.top import SimTop
 from celosia.sim.golden.requant import quantize_multiplier, requantize
+from helpers import (csr_read_all, csr_write, host_read_bytes, host_write, image_words, simulate,
+                     start_and_wait)
 
 CFG = AccelConfig(rows=4, cols=3, ifmap_rows=16, weight_rows=8, psum_rows=16, param_rows=2,
                   dram_bytes=1 << 14, dram_latency=4, queue_depth=4)
@@ -62,48 +63,16 @@ def run(cfg, mem, out_addr, out_len, max_cycles=5000):
     dut = SimTop(cfg)
     res = {}
 
-    async def csr_write(ctx, addr, value):
-        ctx.set(dut.csr.addr, addr)
-        ctx.set(dut.csr.w_data, value)
-        ctx.set(dut.csr.w_en, 1)
-        await ctx.tick()
-        ctx.set(dut.csr.w_en, 0)
-
     async def bench(ctx):
-        for a in range(0, len(mem), 8):
-            word = int.from_bytes(mem[a:a + 8], "little")
-            if word:
-                ctx.set(dut.host_addr, a >> 3)
-                ctx.set(dut.host_wdata, word)
-                ctx.set(dut.host_we, 1)
-                await ctx.tick()
-        ctx.set(dut.host_we, 0)
-        await csr_write(ctx, Csr.PROG_BASE, PROG)
+        await host_write(ctx, dut, image_words(mem, skip_zero=True))
+        await csr_write(ctx, dut.csr, Csr.PROG_BASE, PROG)
         for reg, value in BASES.items():
-            await csr_write(ctx, Csr.BASE0 + reg, value)
-        await csr_write(ctx, Csr.CTRL, 1)
-        ctx.set(dut.csr.addr, Csr.STATUS)
-        for _ in range(max_cycles):
-            await ctx.tick()
-            if ctx.get(dut.csr.r_data) & 2:
-                break
-        else:
-            raise AssertionError(f"not done within {max_cycles} cycles")
-        for reg in Csr:
-            ctx.set(dut.csr.addr, reg)
-            res[reg.name] = ctx.get(dut.csr.r_data)
-        out = bytearray()
-        for a in range(out_addr >> 3, (out_addr + out_len + 7) >> 3):
-            ctx.set(dut.host_addr, a)
-            await ctx.tick()
-            out += ctx.get(dut.host_rdata).to_bytes(8, "little")
-        off = out_addr & 7
-        res["out"] = bytes(out[off:off + out_len])
+            await csr_write(ctx, dut.csr, Csr.BASE0 + reg, value)
+        await start_and_wait(ctx, dut.csr, max_cycles)
+        res.update(csr_read_all(ctx, dut.csr))
+        res["out"] = await host_read_bytes(ctx, dut, out_addr, out_len)
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(bench)
-    sim.run()
+    simulate(dut, bench)
     return res
 
 

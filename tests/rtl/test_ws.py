@@ -8,13 +8,13 @@ import pytest
 from amaranth.back import verilog
 from amaranth.hdl import Elaboratable, Module
 from amaranth.lib import wiring
-from amaranth.sim import Simulator
 
 from celosia.rtl import isa
 from celosia.rtl.arrays.engine import ComputeEngineSignature
 from celosia.rtl.arrays.ws import WSArray
 from celosia.rtl.buffers import BufferWriteSignature, LaneBuffer
 from celosia.rtl.config import AccelConfig
+from helpers import pack, read_rows, simulate, write_rows
 
 
 class Harness(Elaboratable):
@@ -84,11 +84,6 @@ def latency(insn, cfg):
 
 # -- bench -------------------------------------------------------------------
 
-def pack(values, bits):
-    mask = (1 << bits) - 1
-    return sum((int(v) & mask) << (i * bits) for i, v in enumerate(values))
-
-
 def unpack(word, lanes, bits):
     out = []
     for i in range(lanes):
@@ -110,14 +105,6 @@ def run_program(cfg, ifmap, weight, psum0, insns, gaps, seed=0):
     events = []          # (kind, cycle) for accept / done / error
     result = {}
 
-    async def write_rows(ctx, port, table, lanes, bits):
-        ctx.set(port.en, (1 << lanes) - 1)
-        for addr, row in enumerate(table):
-            ctx.set(port.addr, addr)
-            ctx.set(port.data, pack(row, bits))
-            await ctx.tick()
-        ctx.set(port.en, 0)
-
     async def monitor(ctx):
         cycle = 0
         expect_busy = False
@@ -136,9 +123,9 @@ def run_program(cfg, ifmap, weight, psum0, insns, gaps, seed=0):
             cycle += 1
 
     async def tb(ctx):
-        await write_rows(ctx, dut.ifmap.w, ifmap, cfg.rows, 8)
-        await write_rows(ctx, dut.weight.w, weight, cfg.cols, 8)
-        await write_rows(ctx, dut.tb_psum_w, psum0, cfg.cols, 32)
+        await write_rows(ctx, dut.ifmap.w, [pack(row, 8) for row in ifmap])
+        await write_rows(ctx, dut.weight.w, [pack(row, 8) for row in weight])
+        await write_rows(ctx, dut.tb_psum_w, [pack(row, 32) for row in psum0])
         for insn, gap in zip(insns, gaps):
             ctx.set(ws.insn.valid, 0)
             for _ in range(gap):
@@ -156,19 +143,10 @@ def run_program(cfg, ifmap, weight, psum0, insns, gaps, seed=0):
         else:
             raise AssertionError(f"not all instructions finished: {events}")
         await ctx.tick()
-        out = []
-        ctx.set(dut.psum.r1.en, 1)
-        for addr in range(cfg.psum_rows):
-            ctx.set(dut.psum.r1.addr, addr)
-            await ctx.tick()
-            out.append(unpack(ctx.get(dut.psum.r1.data), cfg.cols, 32))
-        result["psum"] = np.array(out, dtype=np.int64)
+        rows = await read_rows(ctx, dut.psum.r1, cfg.psum_rows)
+        result["psum"] = np.array([unpack(v, cfg.cols, 32) for v in rows], dtype=np.int64)
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(monitor, background=True)
-    sim.add_testbench(tb)
-    sim.run()
+    simulate(dut, tb, background=[monitor])
     return result["psum"], events
 
 

@@ -1,0 +1,128 @@
+"""Testbench helpers shared by the RTL tests.
+
+Imported as ``from helpers import ...``: this folder has no ``__init__.py``, so
+pytest's default (``prepend``) import mode puts it on ``sys.path`` before it
+imports a test module from it.
+
+All bench helpers are ``async`` and take the testbench context ``ctx``; each
+returns with the strobes it raised lowered again.
+"""
+
+from amaranth.sim import Simulator
+
+from celosia.rtl.isa import Csr
+
+__all__ = ["simulate", "csr_write", "csr_read_all", "start_and_wait", "host_write",
+           "host_read_bytes", "image_words", "write_rows", "read_rows", "pack"]
+
+
+def simulate(dut, *testbenches, background=()):
+    """Run ``dut`` with a 1 MHz clock until every testbench has returned.
+
+    ``background`` testbenches (monitors) are added first and do not keep the
+    simulation alive.
+    """
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    for tb in background:
+        sim.add_testbench(tb, background=True)
+    for tb in testbenches:
+        sim.add_testbench(tb)
+    sim.run()
+
+
+async def csr_write(ctx, csr, addr, value):
+    """One CSR write through ``csr`` (a :data:`CsrSignature` port), one cycle."""
+    ctx.set(csr.addr, addr)
+    ctx.set(csr.w_data, value)
+    ctx.set(csr.w_en, 1)
+    await ctx.tick()
+    ctx.set(csr.w_en, 0)
+
+
+def csr_read_all(ctx, csr):
+    """``{register name: value}`` of every :class:`Csr` (reads are combinational)."""
+    values = {}
+    for reg in Csr:
+        ctx.set(csr.addr, reg)
+        values[reg.name] = ctx.get(csr.r_data)
+    return values
+
+
+async def start_and_wait(ctx, csr, max_cycles):
+    """Start the program (CTRL.start), then poll STATUS until done is set (the
+    cycle it reads 1 is the last one ticked); AssertionError after ``max_cycles``."""
+    await csr_write(ctx, csr, Csr.CTRL, 1)
+    ctx.set(csr.addr, Csr.STATUS)
+    for _ in range(max_cycles):
+        await ctx.tick()
+        if ctx.get(csr.r_data) & 2:
+            return
+    raise AssertionError(f"not done within {max_cycles} cycles")
+
+
+# -- the DRAM host back door (DramModel and SimTop: host_addr / host_we / host_wdata / host_rdata)
+
+def image_words(image, skip_zero=False):
+    """``(word address, 64-bit word)`` pairs of a little-endian byte image (its
+    length a multiple of 8), optionally without the zero words."""
+    image = bytes(image)
+    for a in range(0, len(image), 8):
+        word = int.from_bytes(image[a:a + 8], "little")
+        if word or not skip_zero:
+            yield a >> 3, word
+
+
+async def host_write(ctx, dram, words):
+    """Write ``words`` (a ``{word address: value}`` dict or ``(address, value)``
+    pairs) through the back door, one word per cycle."""
+    items = words.items() if hasattr(words, "items") else words
+    for addr, value in items:
+        ctx.set(dram.host_addr, addr)
+        ctx.set(dram.host_wdata, int(value))
+        ctx.set(dram.host_we, 1)
+        await ctx.tick()
+    ctx.set(dram.host_we, 0)
+
+
+async def host_read_bytes(ctx, dram, addr, nbytes):
+    """DRAM bytes ``[addr, addr + nbytes)`` read through the back door, one word per cycle."""
+    out = bytearray()
+    for a in range(addr >> 3, (addr + nbytes + 7) >> 3):
+        ctx.set(dram.host_addr, a)
+        await ctx.tick()
+        out += ctx.get(dram.host_rdata).to_bytes(8, "little")
+    off = addr & 7
+    return bytes(out[off:off + nbytes])
+
+
+# -- lane buffers ------------------------------------------------------------------
+
+def pack(values, bits):
+    """Lane values (two's complement for negatives) -> one buffer row, lane 0 lowest."""
+    mask = (1 << bits) - 1
+    return sum((int(v) & mask) << (i * bits) for i, v in enumerate(values))
+
+
+async def write_rows(ctx, port, rows, start=0):
+    """Write the packed ``rows`` into rows ``start, start + 1, ...`` through the write
+    port ``port`` (:class:`BufferWriteSignature`), all lanes enabled, one row per cycle."""
+    ctx.set(port.en, (1 << len(port.en)) - 1)
+    for i, value in enumerate(rows):
+        ctx.set(port.addr, start + i)
+        ctx.set(port.data, value)
+        await ctx.tick()
+    ctx.set(port.en, 0)
+
+
+async def read_rows(ctx, port, depth):
+    """Rows ``0 .. depth - 1`` (packed ints) read through the read port ``port``
+    (:class:`BufferReadSignature`), one row per cycle."""
+    rows = []
+    ctx.set(port.en, 1)
+    for addr in range(depth):
+        ctx.set(port.addr, addr)
+        await ctx.tick()
+        rows.append(ctx.get(port.data))
+    ctx.set(port.en, 0)
+    return rows
