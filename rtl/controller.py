@@ -32,14 +32,21 @@ Flags that name a missing neighbour (LOAD pop_prev/push_prev, STORE
 pop_next/push_next) are ignored. Counters are 8 bit; a push into a counter at
 255 is TOKEN_OVERFLOW.
 
+"GEMM/NOP" in the table means any compute-queue instruction (GEMM, VEC, NOP).
+
 Dispatch: the head of a queue starts in a cycle where the machine is running,
 its engine's ``insn.ready`` is high (engines are ready only when idle) and every
-token it pops is available; the pops happen in that cycle. A NOP on the compute
-queue starts when the compute engine is idle, and "ends" the next cycle (only
-moving tokens), so it is ordered after the GEMMs before it.
+token it pops is available; the pops happen in that cycle. The compute queue
+feeds two engines, GEMM -> PE array (``compute``), VEC -> vector engine
+(``vector``), strictly in order: its head is offered to its engine only while
+the other engine is idle and has nothing of ours in flight, so one compute
+instruction runs at a time (and the top may share buffer ports between them).
+A NOP on the compute queue starts when both compute engines are idle, and
+"ends" the next cycle (only moving tokens), so it is ordered after the GEMMs /
+VECs before it.
 
-Stop: an engine error (``*_error`` pulse; LOAD/STORE give a code, a compute
-error is BUFFER_OUT_OF_RANGE), a fetch error (BAD_DESCRIPTOR: descriptor or
+Stop: an engine error (``*_error`` pulse; LOAD/STORE give a code, a compute or
+vector error is BUFFER_OUT_OF_RANGE), a fetch error (BAD_DESCRIPTOR: descriptor or
 instruction block outside ``[WINDOW_BASE, WINDOW_BASE + WINDOW_SIZE)``
 (size 0: whole DRAM) or outside the DRAM or misaligned; ILLEGAL_OPCODE), a token
 overflow, or a deadlock (fetch ended or blocked on a full queue, no engine busy,
@@ -52,8 +59,9 @@ restart (CTRL=1, which also flushes the queues) after an error is clean once the
 engine is idle again.
 
 Counters (32 bit, wrap) count only while STATUS.busy. DRAM_RD = load DMA bytes +
-8 per fetched word; MACS += m_len * k_len * n_len at each GEMM issue; INSNS
-counts instructions started (NOPs included).
+8 per fetched word; MACS += m_len * k_len * n_len at each GEMM issue (VECs add
+none); COMPUTE_BUSY and LOAD_COMPUTE_OVERLAP count cycles where the PE array or
+the vector engine is busy; INSNS counts instructions started (NOPs included).
 """
 
 from amaranth.hdl import Cat, Const, Module, Mux, ResetInserter, Signal
@@ -101,13 +109,17 @@ class Controller(wiring.Component):
         Fetch master (reads only).
     load : Out(stream.Signature(isa.LoadInsn))
     compute : Out(stream.Signature(isa.GemmInsn))
+        GEMMs of the compute queue, to the PE array.
+    vector : Out(stream.Signature(isa.VecInsn))
+        VECs of the compute queue, to the vector engine.
     store : Out(stream.Signature(isa.StoreInsn))
         Instructions to the engines; an engine takes one when ``ready`` (= idle).
-    load_done, load_error, compute_done, compute_error, store_done, store_error : In(1)
+    load_done, load_error, compute_done, compute_error, vector_done, vector_error,
+    store_done, store_error : In(1)
         One-cycle completion pulses of the engines.
     load_error_code, store_error_code : In(8)
         Valid with the error pulse (``isa.ErrorCode``).
-    load_busy, compute_busy, store_busy : In(1)
+    load_busy, compute_busy, vector_busy, store_busy : In(1)
         Engine busy (counters, deadlock detection).
     rd_bytes, wr_bytes : In(1)
         One pulse per DRAM byte read by the load DMA / written by the store DMA.
@@ -124,11 +136,13 @@ class Controller(wiring.Component):
             "bus": Out(DramBusSignature(config.dram_words)),
             "load": Out(stream.Signature(isa.LoadInsn)),
             "compute": Out(stream.Signature(isa.GemmInsn)),
+            "vector": Out(stream.Signature(isa.VecInsn)),
             "store": Out(stream.Signature(isa.StoreInsn)),
             "load_done": In(1), "load_error": In(1), "load_error_code": In(8),
             "compute_done": In(1), "compute_error": In(1),
+            "vector_done": In(1), "vector_error": In(1), "vector_busy": In(1),
             "store_done": In(1), "store_error": In(1), "store_error_code": In(8),
-            "load_busy": In(1), "compute_busy": In(1), "store_busy": In(1),
+            "load_busy": In(1), "compute_busy": In(1), "store_busy": In(1),  # vector_busy above
             "rd_bytes": In(1), "wr_bytes": In(1),
             "base": Out(data.ArrayLayout(32, isa.NUM_BASE_REGS)),
             "window_base": Out(32),
@@ -290,8 +304,8 @@ class Controller(wiring.Component):
                         m.next = "PUSH"
                 restart_or_stop()
             with m.State("PUSH"):
-                target = {isa.Opcode.LOAD: lq, isa.Opcode.GEMM: cq, isa.Opcode.NOP: cq,
-                          isa.Opcode.STORE: sq}
+                target = {isa.Opcode.LOAD: lq, isa.Opcode.GEMM: cq, isa.Opcode.VEC: cq,
+                          isa.Opcode.NOP: cq, isa.Opcode.STORE: sq}
                 pushed = Signal()
                 with m.Switch(opcode):
                     for op, q in target.items():
@@ -328,8 +342,16 @@ class Controller(wiring.Component):
         c_tok_ok = (~ch.hdr.dep.pop_prev | (l2c != 0)) & (~ch.hdr.dep.pop_next | (s2c != 0))
         s_tok_ok = ~sh.hdr.dep.pop_prev | (c2s != 0)
         c_is_nop = ch.hdr.op == isa.Opcode.NOP
+        c_is_vec = ch.hdr.op == isa.Opcode.VEC
+        c_is_gemm = ch.hdr.op == isa.Opcode.GEMM
 
         nop_pending = Signal()
+        # what each engine is executing for us
+        l_inflight, c_inflight, v_inflight, s_inflight = Signal(), Signal(), Signal(), Signal()
+        # The compute queue is in order across its two engines: an instruction goes to
+        # one engine only while the other is idle (its own engine's ready says the rest).
+        gemm_idle = ~self.compute_busy & ~c_inflight
+        vec_idle = ~self.vector_busy & ~v_inflight
         l_go = busy & lq.r_rdy & l_tok_ok
         c_go = busy & cq.r_rdy & c_tok_ok & ~nop_pending
         s_go = busy & sq.r_rdy & s_tok_ok
@@ -337,47 +359,50 @@ class Controller(wiring.Component):
         m.d.comb += [
             self.load.valid.eq(l_go),
             self.load.payload.eq(lq.r_data[:isa.LoadInsn.size]),
-            self.compute.valid.eq(c_go & ~c_is_nop),
+            self.compute.valid.eq(c_go & c_is_gemm & vec_idle),
             self.compute.payload.eq(cq.r_data[:isa.GemmInsn.size]),
+            self.vector.valid.eq(c_go & c_is_vec & gemm_idle),
+            self.vector.payload.eq(cq.r_data[:isa.VecInsn.size]),
             self.store.valid.eq(s_go),
             self.store.payload.eq(sq.r_data[:isa.StoreInsn.size]),
         ]
         l_issue = l_go & self.load.ready
-        c_issue_gemm = c_go & ~c_is_nop & self.compute.ready
-        c_issue_nop = c_go & c_is_nop & self.compute.ready & ~self.compute_busy
-        c_issue = c_issue_gemm | c_issue_nop
+        c_issue_gemm = c_go & c_is_gemm & vec_idle & self.compute.ready
+        c_issue_vec = c_go & c_is_vec & gemm_idle & self.vector.ready
+        c_issue_nop = (c_go & c_is_nop & self.compute.ready & self.vector.ready &
+                       gemm_idle & vec_idle)
+        c_issue = c_issue_gemm | c_issue_vec | c_issue_nop
         s_issue = s_go & self.store.ready
         m.d.comb += [lq.r_en.eq(l_issue), cq.r_en.eq(c_issue), sq.r_en.eq(s_issue)]
 
-        # what each engine is executing for us
-        l_inflight, c_inflight, s_inflight = Signal(), Signal(), Signal()
         l_push_next, c_push_prev, c_push_next, s_push_prev = Signal(), Signal(), Signal(), Signal()
         l_idx, c_idx, s_idx = Signal(_IDX_BITS), Signal(_IDX_BITS), Signal(_IDX_BITS)
 
         l_fin = self.load_done & l_inflight
-        c_fin = (self.compute_done & c_inflight) | nop_pending
+        c_fin = (self.compute_done & c_inflight) | (self.vector_done & v_inflight) | nop_pending
         s_fin = self.store_done & s_inflight
         l_fail = self.load_error & l_inflight
-        c_fail = self.compute_error & c_inflight
+        c_fail = (self.compute_error & c_inflight) | (self.vector_error & v_inflight)
         s_fail = self.store_error & s_inflight
 
         m.d.sync += nop_pending.eq(c_issue_nop)
         with m.If(l_fin | l_fail):
             m.d.sync += l_inflight.eq(0)
         with m.If(c_fin | c_fail):
-            m.d.sync += c_inflight.eq(0)
+            m.d.sync += [c_inflight.eq(0), v_inflight.eq(0)]
         with m.If(s_fin | s_fail):
             m.d.sync += s_inflight.eq(0)
         with m.If(l_issue):
             m.d.sync += [l_inflight.eq(1), l_push_next.eq(lh.hdr.dep.push_next), l_idx.eq(lh_idx)]
         with m.If(c_issue):
-            m.d.sync += [c_inflight.eq(c_issue_gemm), c_push_prev.eq(ch.hdr.dep.push_prev),
+            m.d.sync += [c_inflight.eq(c_issue_gemm), v_inflight.eq(c_issue_vec),
+                         c_push_prev.eq(ch.hdr.dep.push_prev),
                          c_push_next.eq(ch.hdr.dep.push_next), c_idx.eq(ch_idx)]
         with m.If(s_issue):
             m.d.sync += [s_inflight.eq(1), s_push_prev.eq(sh.hdr.dep.push_prev), s_idx.eq(sh_idx)]
         with m.If(start):
-            m.d.sync += [l_inflight.eq(0), c_inflight.eq(0), s_inflight.eq(0),
-                         nop_pending.eq(0)]
+            m.d.sync += [l_inflight.eq(0), c_inflight.eq(0), v_inflight.eq(0),
+                         s_inflight.eq(0), nop_pending.eq(0)]
 
         overflow = Signal()
         overflow_idx = Signal(_IDX_BITS)
@@ -399,8 +424,9 @@ class Controller(wiring.Component):
                 m.d.sync += tok.eq(tok - 1)
 
         # --- completion and deadlock ---------------------------------------------
-        engines_idle = ~(self.load_busy | self.compute_busy | self.store_busy |
-                         l_inflight | c_inflight | s_inflight | nop_pending)
+        compute_busy = self.compute_busy | self.vector_busy
+        engines_idle = ~(self.load_busy | compute_busy | self.store_busy |
+                         l_inflight | c_inflight | v_inflight | s_inflight | nop_pending)
         any_fin = l_fin | c_fin | s_fin | l_fail | c_fail | s_fail
         empty = (lq.level == 0) & (cq.level == 0) & (sq.level == 0)
         heads = [(lq, l_tok_ok, lh_idx), (cq, c_tok_ok, ch_idx), (sq, s_tok_ok, sh_idx)]
@@ -455,12 +481,12 @@ class Controller(wiring.Component):
         incs = {
             isa.Csr.CYCLES: 1,
             isa.Csr.LOAD_BUSY: self.load_busy,
-            isa.Csr.COMPUTE_BUSY: self.compute_busy,
+            isa.Csr.COMPUTE_BUSY: compute_busy,
             isa.Csr.STORE_BUSY: self.store_busy,
             isa.Csr.MACS: Mux(c_issue_gemm, macs, 0),
             isa.Csr.DRAM_RD: Mux(fetch_words, 8, 0) + self.rd_bytes,
             isa.Csr.DRAM_WR: self.wr_bytes,
-            isa.Csr.LOAD_COMPUTE_OVERLAP: self.load_busy & self.compute_busy,
+            isa.Csr.LOAD_COMPUTE_OVERLAP: self.load_busy & compute_busy,
             isa.Csr.INSNS: l_issue + c_issue + s_issue,
         }
         for c, sig in counters.items():

@@ -10,11 +10,19 @@ Timing
 ------
 ``LoadEngine``: ``insn`` accepted in cycle ``t`` (``ready`` only while idle);
 cycle ``t+1`` checks bounds: ``error`` (or ``done`` for an empty instruction)
-pulses in cycle ``t+2``. Otherwise read requests are issued from cycle ``t+2``,
-one per cycle as the bus accepts them, up to ``dram_latency + 2`` in flight; each
-response writes its byte into the buffer in the cycle it arrives, and ``done``
-pulses the cycle after the last byte was written. With a bus that accepts every
-cycle, ``n`` bytes take ``n + dram_latency + 2`` cycles from acceptance to ``done``.
+pulses in cycle ``t+2``. Otherwise elements are issued in loop order from cycle
+``t+2``, one per cycle: a read element as the bus accepts its request, a padded
+element (``pad_en``, ``i1`` / ``i2`` outside the pad ranges) without touching the
+bus. Every issued element enters the in-flight FIFO (depth ``dram_latency + 2``,
+entries: buffer row, lane, byte in word, pad flag), so buffer writes happen in
+issue order even when padded and read elements hit the same buffer byte: a read
+entry at the FIFO head is written the cycle its response arrives, a pad entry
+(``pad_value``) as soon as it is at the head. This relies on the bus contract
+(``rtl/dram.py``: a read is answered exactly ``dram_latency`` cycles after
+acceptance): a pad takes an issue slot, which leaves a response-free cycle for
+it at the head. ``done`` pulses the cycle after the last byte was written. With
+a bus that accepts every cycle, ``n`` bytes take ``n + dram_latency + 2`` cycles
+from acceptance to ``done`` (about ``n + 3`` when the last element is padded).
 
 ``StoreEngine``: bounds check in ``t+1`` as above; from ``t+1`` the param row
 and the first psum row are read, from ``t+2`` one channel per cycle enters the
@@ -27,7 +35,7 @@ the cycle after the last write was accepted. ``n`` bytes take about
 pulse in the first idle cycle).
 """
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
@@ -38,17 +46,27 @@ from .dram import DramBusSignature
 from .isa import NUM_BASE_REGS, Buffer, ErrorCode, LoadInsn, StoreInsn
 from .ppu import PPU
 
-__all__ = ["LoopNest", "span_last", "window_check", "accept_state", "check_state",
+__all__ = ["LoopNest", "dram_start", "span_last", "window_check", "accept_state", "check_state",
            "LoadEngine", "StoreEngine"]
 
-#: Width of DRAM byte addresses inside the engines (after the bounds check they fit 32 bits).
+#: Width of DRAM byte addresses inside the engines. Addresses of elements actually
+#: accessed fit 32 bits after the bounds check; the walk itself is modulo 2^33, so a
+#: negative start (signed ``dram_offset``) still gives the right in-window addresses.
 ADDR_BITS = 33
+
+
+def dram_start(m, name, base, offset):
+    """``base`` (unsigned 32) + ``offset`` (32-bit two's complement): a signed Signal, no wrap."""
+    start = Signal(signed(34), name=f"{name}_start")
+    m.d.comb += start.eq(base + offset.as_signed())
+    return start
 
 
 def span_last(m, name, start, loops):
     """``start + sum((n - 1) * stride)`` for ``loops`` = [(n, stride), ...] without wrapping.
 
-    Valid when every ``n >= 1``. Returns an unsigned Signal wide enough for the sum.
+    Valid when every ``n >= 1``. Returns a Signal wide enough for the sum, signed
+    when ``start`` is.
     """
     terms = []
     for k, (n, stride) in enumerate(loops):
@@ -56,7 +74,7 @@ def span_last(m, name, start, loops):
         m.d.comb += nm1.eq(n - 1)
         terms.append(nm1 * stride)
     width = max([len(start)] + [len(t) for t in terms]) + len(loops) + 1
-    last = Signal(width, name=f"{name}_last")
+    last = Signal(signed(width) if start.shape().signed else unsigned(width), name=f"{name}_last")
     total = start
     for t in terms:
         total = total + t
@@ -66,7 +84,8 @@ def span_last(m, name, start, loops):
 
 def window_check(m, first, last, window_base, window_size, dram_bytes):
     """DRAM bytes ``[first, last]`` inside ``[window_base, window_base + window_size)``
-    (size 0: the whole DRAM) and inside the DRAM. Returns a 1-bit Signal."""
+    (size 0: the whole DRAM) and inside the DRAM. ``first`` / ``last`` may be signed
+    (a negative address is outside). Returns a 1-bit Signal."""
     end = Signal(34)
     m.d.comb += end.eq(Mux(window_size == 0, dram_bytes, window_base + window_size))
     ok = Signal()
@@ -121,7 +140,7 @@ def check_state(m, engine, nest, *, empty, dram_ok, buf_ok, on_check=(), on_run=
 class LoopNest(wiring.Component):
     """Three nested loops (``i0`` innermost) walking a DRAM byte address, a buffer row and a lane.
 
-    At ``(i0, i1, i2)``: ``addr = first + i0*s0 + i1*s1 + i2*s2``,
+    At ``(i0, i1, i2)``: ``addr = first + i0*s0 + i1*s1 + i2*s2`` (modulo 2^33),
     ``row = row0 + i1*r1 + i2*r2``, ``lane = lane0 + i0``.
 
     Members
@@ -140,6 +159,8 @@ class LoopNest(wiring.Component):
         Advance to the next element (ignored in the cycle of ``start``).
     addr : Out(33), row : Out(18), lane : Out(13)
         The current element.
+    i1, i2 : Out(16)
+        Its outer loop indices.
     last : Out(1)
         The current element is the last one.
     """
@@ -160,11 +181,13 @@ class LoopNest(wiring.Component):
     addr: Out(ADDR_BITS)
     row: Out(18)
     lane: Out(13)
+    i1: Out(16)
+    i2: Out(16)
     last: Out(1)
 
     def elaborate(self, platform):
         m = Module()
-        i0, i1, i2 = Signal(16), Signal(16), Signal(16)
+        i0, i1, i2 = Signal(16), self.i1, self.i2
         a1, a2 = Signal(ADDR_BITS), Signal(ADDR_BITS)  # addresses at the start of the i1 / i2 loop
         row2 = Signal(18)  # row at the start of the current i2 iteration
         end0, end1, end2 = Signal(), Signal(), Signal()
@@ -240,7 +263,7 @@ class LoadEngine(wiring.Component):
         One-cycle pulses; ``error_code`` (:class:`ErrorCode`) is valid with ``error``.
     busy : Out(1)
     bytes : Out(1)
-        One pulse per byte written into the buffer (= read from DRAM).
+        One pulse per byte read from DRAM (padded bytes are not counted).
     """
 
     def __init__(self, config):
@@ -259,26 +282,41 @@ class LoadEngine(wiring.Component):
         cfg = self._config
         insn = Signal(LoadInsn)
         m.submodules.nest = nest = LoopNest()
-        m.submodules.track = track = SyncFIFO(width=18 + 13 + 3, depth=cfg.dram_latency + 2)
+        m.submodules.track = track = SyncFIFO(width=18 + 13 + 3 + 1, depth=cfg.dram_latency + 2)
 
-        first = Signal(ADDR_BITS)
+        start = dram_start(m, "load", self.base[insn.base_reg], insn.dram_offset)
         m.d.comb += [
-            first.eq(self.base[insn.base_reg] + insn.dram_offset),
             nest.n0.eq(insn.n0), nest.n1.eq(insn.n1), nest.n2.eq(insn.n2),
             nest.s0.eq(insn.dram_stride0), nest.s1.eq(insn.dram_stride1),
             nest.s2.eq(insn.dram_stride2),
             nest.r1.eq(insn.buf_stride1), nest.r2.eq(insn.buf_stride2),
-            nest.first.eq(first), nest.row0.eq(insn.buf_row), nest.lane0.eq(insn.lane0),
+            nest.first.eq(start), nest.row0.eq(insn.buf_row), nest.lane0.eq(insn.lane0),
         ]
 
-        # Bounds check (valid while insn holds).
+        # Bounds check (valid while insn holds). DRAM: only the elements actually read,
+        # i1 in [lo1, hi1), i2 in [lo2, hi2) (the pad ranges clamped to the loops).
         empty = Signal()
         m.d.comb += empty.eq((insn.n0 == 0) | (insn.n1 == 0) | (insn.n2 == 0))
-        dram_last = span_last(m, "dram", first, [(insn.n0, insn.dram_stride0),
-                                                 (insn.n1, insn.dram_stride1),
-                                                 (insn.n2, insn.dram_stride2)])
-        dram_ok = window_check(m, first, dram_last, self.window_base, self.window_size,
-                               cfg.dram_bytes)
+        lo1, hi1, lo2, hi2 = (Signal(16, name=n) for n in ("rd_lo1", "rd_hi1", "rd_lo2", "rd_hi2"))
+        with m.If(insn.pad_en):
+            m.d.comb += [
+                lo1.eq(Mux(insn.pad_lo1 < insn.n1, insn.pad_lo1, insn.n1)),
+                hi1.eq(Mux(insn.pad_hi1 < insn.n1, insn.pad_hi1, insn.n1)),
+                lo2.eq(Mux(insn.pad_lo2 < insn.n2, insn.pad_lo2, insn.n2)),
+                hi2.eq(Mux(insn.pad_hi2 < insn.n2, insn.pad_hi2, insn.n2)),
+            ]
+        with m.Else():
+            m.d.comb += [lo1.eq(0), hi1.eq(insn.n1), lo2.eq(0), hi2.eq(insn.n2)]
+        reads = Signal()  # some element is read from DRAM
+        m.d.comb += reads.eq((lo1 < hi1) & (lo2 < hi2))
+        rd_first = Signal(signed(40))  # 34-bit start + two 36-bit products
+        m.d.comb += rd_first.eq(start + lo1 * insn.dram_stride1 + lo2 * insn.dram_stride2)
+        rd_last = span_last(m, "dram", start, [(insn.n0, insn.dram_stride0),
+                                               (hi1, insn.dram_stride1),
+                                               (hi2, insn.dram_stride2)])
+        dram_ok = Signal()
+        m.d.comb += dram_ok.eq(~reads | window_check(m, rd_first, rd_last, self.window_base,
+                                                     self.window_size, cfg.dram_bytes))
         row_last = span_last(m, "row", insn.buf_row, [(insn.n1, insn.buf_stride1),
                                                       (insn.n2, insn.buf_stride2)])
         lane_last = span_last(m, "lane", insn.lane0, [(insn.n0, Const(1, 1))])
@@ -294,6 +332,11 @@ class LoadEngine(wiring.Component):
         buf_ok = Signal()
         m.d.comb += buf_ok.eq((row_last < depth) & (lane_last < lanes))
 
+        # The current element is padded (i1 < n1, i2 < n2, so the unclamped ranges do).
+        cur_pad = Signal()
+        m.d.comb += cur_pad.eq(insn.pad_en & ~((nest.i1 >= insn.pad_lo1) & (nest.i1 < insn.pad_hi1)
+                                               & (nest.i2 >= insn.pad_lo2) & (nest.i2 < insn.pad_hi2)))
+
         m.d.sync += [self.done.eq(0), self.error.eq(0)]
         issued_all = Signal()
         req = self.bus.req
@@ -305,30 +348,36 @@ class LoadEngine(wiring.Component):
                         on_check=issued_all.eq(0))
             with m.State("RUN"):
                 m.d.comb += self.busy.eq(1)
-                # One read per cycle while there is room to remember where its byte goes.
+                # One element per cycle while there is room to remember where its byte
+                # goes: a read when the bus accepts it, a pad straight away.
+                issue = Signal()
                 m.d.comb += [
-                    req.valid.eq(~issued_all & track.w_rdy),
+                    req.valid.eq(~issued_all & track.w_rdy & ~cur_pad),
                     req.payload.addr.eq(nest.addr[3:]),
                     req.payload.we.eq(0),
-                    track.w_data.eq(Cat(nest.row, nest.lane, nest.addr[:3])),
-                    track.w_en.eq(req.valid & req.ready),
-                    nest.next.eq(req.valid & req.ready),
+                    issue.eq(~issued_all & track.w_rdy & (cur_pad | req.ready)),
+                    track.w_data.eq(Cat(nest.row, nest.lane, nest.addr[:3], cur_pad)),
+                    track.w_en.eq(issue),
+                    nest.next.eq(issue),
                 ]
-                with m.If(req.valid & req.ready & nest.last):
+                with m.If(issue & nest.last):
                     m.d.sync += issued_all.eq(1)
-                with m.If(issued_all & rsp.valid & (track.r_level == 1)):
+                with m.If(issued_all & track.r_en & (track.r_level == 1)):
                     m.d.sync += self.done.eq(1)
                     m.next = "IDLE"
 
-        # Responses (only ever for our reads) land in the buffer the cycle they arrive.
-        w_row, w_lane, w_byte = Signal(18), Signal(13), Signal(3)
+        # The FIFO head is written in issue order: a read entry the cycle its response
+        # arrives (only ever for our reads), a pad entry as soon as it is at the head.
+        w_row, w_lane, w_byte, w_pad = Signal(18), Signal(13), Signal(3), Signal()
+        write = Signal()
         m.d.comb += [
-            Cat(w_row, w_lane, w_byte).eq(track.r_data),
-            track.r_en.eq(rsp.valid),
+            Cat(w_row, w_lane, w_byte, w_pad).eq(track.r_data),
+            write.eq(rsp.valid | (track.r_rdy & w_pad)),
+            track.r_en.eq(write),
             self.bytes.eq(rsp.valid),
         ]
         byte = Signal(8)
-        m.d.comb += byte.eq(rsp.payload.rdata.word_select(w_byte, 8))
+        m.d.comb += byte.eq(Mux(rsp.valid, rsp.payload.rdata.word_select(w_byte, 8), insn.pad_value))
         for buf, port in ((Buffer.IFMAP, self.ifmap_wr), (Buffer.WEIGHT, self.weight_wr),
                           (Buffer.PARAM, self.param_wr)):
             lanes = len(port.en)
@@ -336,7 +385,7 @@ class LoadEngine(wiring.Component):
             m.d.comb += [
                 port.addr.eq(w_row),
                 port.data.eq(Cat([byte] * lanes)),
-                port.en.eq(Mux(rsp.valid & (insn.buf == buf), Const(1, lanes) << lane, 0)),
+                port.en.eq(Mux(write & (insn.buf == buf), Const(1, lanes) << lane, 0)),
             ]
         return m
 
@@ -378,9 +427,8 @@ class StoreEngine(wiring.Component):
         m.submodules.nest = nest = LoopNest()  # output side: DRAM byte addresses
         m.submodules.ppu = ppu = PPU()
 
-        first = Signal(ADDR_BITS)
+        first = dram_start(m, "store", self.base[insn.base_reg], insn.dram_offset)
         m.d.comb += [
-            first.eq(self.base[insn.base_reg] + insn.dram_offset),
             nest.n0.eq(insn.n_len), nest.s0.eq(1),
             nest.n1.eq(insn.m_len), nest.s1.eq(insn.dram_stride),
             nest.n2.eq(1), nest.s2.eq(0),

@@ -34,7 +34,7 @@ from amaranth.lib import data
 from amaranth.lib import enum as hdl_enum
 
 __all__ = [
-    "Opcode", "Buffer", "BaseReg", "ErrorCode", "Csr", "DepFlags", "Header",
+    "Opcode", "Buffer", "VecMode", "VecInsn", "BaseReg", "ErrorCode", "Csr", "DepFlags", "Header",
     "LoadInsn", "GemmInsn", "StoreInsn", "Insn", "NodeDescriptor",
     "INSN_BITS", "INSN_BYTES", "INSN_WORDS", "DESC_BYTES", "NUM_BASE_REGS",
     "encode", "decode", "encode_words", "decode_words", "markdown",
@@ -53,6 +53,7 @@ class Opcode(hdl_enum.Enum, shape=4):
     LOAD = 1   #: load queue: DRAM -> ifmap / weight / param buffer
     GEMM = 2   #: compute queue: psum[m] (+)= ifmap[m] x weights
     STORE = 3  #: store queue: psum -> PPU -> DRAM (int8)
+    VEC = 4    #: compute queue: lane-wise max / sum / add of ifmap rows into psum (pooling, residual add)
 
 
 class Buffer(hdl_enum.Enum, shape=2):
@@ -115,26 +116,36 @@ Header = data.StructLayout({
     "dep": DepFlags,
 })
 
-#: DRAM -> buffer. For i2 < n2, i1 < n1, i0 < n0: byte at DRAM
+#: DRAM -> buffer. For i2 < n2, i1 < n1, i0 < n0: buffer row
+#: ``buf_row + i2*buf_stride2 + i1*buf_stride1``, lane ``lane0 + i0`` gets the byte at DRAM
 #: ``base[base_reg] + dram_offset + i2*dram_stride2 + i1*dram_stride1 + i0*dram_stride0``
-#: goes to buffer row ``buf_row + i2*buf_stride2 + i1*buf_stride1``, lane ``lane0 + i0``.
+#: (``dram_offset`` is signed) -- or, when ``pad_en`` is set and ``i1`` is outside
+#: ``[pad_lo1, pad_hi1)`` or ``i2`` outside ``[pad_lo2, pad_hi2)``, the byte ``pad_value``,
+#: without touching DRAM. This is how convolution padding is inserted on load (the
+#: compiler sets ``pad_value`` to the input zero point). Only the addresses of the
+#: elements actually read are checked against the DRAM window.
 LoadInsn = data.StructLayout({
     "op": Opcode,
     "dep": DepFlags,
     "buf": Buffer,
     "base_reg": unsigned(3),
-    "_pad0": unsigned(7),
-    "dram_offset": unsigned(32),
-    "n0": unsigned(12),
-    "dram_stride0": unsigned(12),
-    "lane0": unsigned(12),
+    "pad_en": unsigned(1),
+    "dram_offset": unsigned(32),   # two's complement
+    "n0": unsigned(10),
+    "dram_stride0": unsigned(8),
+    "lane0": unsigned(10),
     "n1": unsigned(16),
-    "dram_stride1": unsigned(24),
+    "dram_stride1": unsigned(20),
     "buf_stride1": unsigned(16),
     "n2": unsigned(16),
-    "dram_stride2": unsigned(24),
+    "dram_stride2": unsigned(20),
     "buf_stride2": unsigned(16),
     "buf_row": unsigned(16),
+    "pad_lo1": unsigned(12),
+    "pad_hi1": unsigned(12),
+    "pad_lo2": unsigned(12),
+    "pad_hi2": unsigned(12),
+    "pad_value": unsigned(8),      # two's complement int8
 })
 
 #: psum[psum_row + m][n] = (accumulate ? psum[psum_row + m][n] : 0)
@@ -154,14 +165,14 @@ GemmInsn = data.StructLayout({
 })
 
 #: For m < m_len, n < n_len: byte at DRAM
-#: ``base[base_reg] + dram_offset + m*dram_stride + n`` = PPU(psum[psum_row + m][n],
+#: ``base[base_reg] + dram_offset + m*dram_stride + n`` (``dram_offset`` signed) = PPU(psum[psum_row + m][n],
 #: param[param_row][n]): int8 of clamp(MBQM(acc + bias, M0, shift) + out_zp, act_min, act_max).
 StoreInsn = data.StructLayout({
     "op": Opcode,
     "dep": DepFlags,
     "base_reg": unsigned(3),
     "_pad0": unsigned(5),
-    "dram_offset": unsigned(32),
+    "dram_offset": unsigned(32),   # two's complement
     "dram_stride": unsigned(24),
     "psum_row": unsigned(16),
     "param_row": unsigned(16),
@@ -172,12 +183,46 @@ StoreInsn = data.StructLayout({
     "act_max": unsigned(8),  # two's complement int8
 })
 
+class VecMode(hdl_enum.Enum, shape=2):
+    """What the vector engine computes per lane (see :data:`VecInsn`)."""
+    MAX = 0  #: max pooling
+    SUM = 1  #: average / global average pooling (the STORE's requantization divides)
+    ADD = 2  #: residual add with scale alignment (TFLite's int8 Add, first stage)
+
+
+#: For m < m_len and lane l < lanes, with x_j = int8(ifmap[ifmap_row + m*win + j][l]), j < win:
+#:   MAX: psum[psum_row + m][l] = max_j x_j - in_zp
+#:   SUM: psum[psum_row + m][l] = sum_j (x_j - in_zp)
+#:   ADD (win = 2): psum[psum_row + m][l] =
+#:        MBQM((x_0 - in_zp) << left_shift, a_m0, a_shift) + MBQM((x_1 - b_zp) << left_shift, b_m0, b_shift)
+#: (int32 wrapping; MBQM as the PPU). Lanes >= lanes are not written. The STORE that
+#: follows applies bias, the output multiplier, the zero point and the clamp.
+VecInsn = data.StructLayout({
+    "op": Opcode,
+    "dep": DepFlags,
+    "mode": VecMode,
+    "left_shift": unsigned(5),
+    "_pad0": unsigned(1),
+    "ifmap_row": unsigned(16),
+    "psum_row": unsigned(16),
+    "m_len": unsigned(16),
+    "win": unsigned(16),
+    "lanes": unsigned(8),
+    "in_zp": unsigned(8),     # two's complement int8 (ADD: a's zero point)
+    "b_zp": unsigned(8),      # two's complement int8
+    "a_shift": unsigned(8),   # two's complement
+    "b_shift": unsigned(8),   # two's complement
+    "a_m0": unsigned(32),
+    "b_m0": unsigned(32),
+})
+
 #: View of any instruction; ``hdr`` is valid for all.
 Insn = data.UnionLayout({
     "hdr": Header,
     "load": LoadInsn,
     "gemm": GemmInsn,
     "store": StoreInsn,
+    "vec": VecInsn,
     "raw": unsigned(INSN_BITS),
 })
 
@@ -188,11 +233,13 @@ NodeDescriptor = data.StructLayout({
     "_pad0": unsigned(8),
 })
 
-_SIGNED8 = ("out_zp", "act_min", "act_max")
+#: Fields holding two's complement values: encode takes Python ints, decode returns them.
+_SIGNED = {"out_zp": 8, "act_min": 8, "act_max": 8, "pad_value": 8, "dram_offset": 32,
+           "in_zp": 8, "b_zp": 8, "a_shift": 8, "b_shift": 8}
 _BY_OP = {Opcode.LOAD: LoadInsn, Opcode.GEMM: GemmInsn, Opcode.STORE: StoreInsn,
-          Opcode.NOP: Header}
+          Opcode.VEC: VecInsn, Opcode.NOP: Header}
 
-for _layout in (LoadInsn, GemmInsn, StoreInsn, Header):
+for _layout in (LoadInsn, GemmInsn, StoreInsn, VecInsn, Header):
     assert _layout.size <= INSN_BITS, _layout
 assert NodeDescriptor.size == 64
 
@@ -210,10 +257,11 @@ def _field_value(layout, name, value):
     if isinstance(shape, data.StructLayout):  # DepFlags given as a dict
         return _pack(shape, value or {})
     width = layout[name].width
-    if name in _SIGNED8:
-        if not -128 <= value <= 127:
-            raise ValueError(f"{name} must be -128..127, not {value}")
-        return value & 0xFF
+    if name in _SIGNED:
+        bits = _SIGNED[name]
+        if not -(1 << (bits - 1)) <= value < (1 << (bits - 1)):
+            raise ValueError(f"{name} must be {-(1 << (bits - 1))}..{(1 << (bits - 1)) - 1}, not {value}")
+        return value & ((1 << bits) - 1)
     if not 0 <= value < (1 << width):
         raise ValueError(f"instruction field {name} must be 0..{(1 << width) - 1}, not {value}")
     return value
@@ -260,8 +308,11 @@ def decode(word: int) -> dict:
             out[name] = {n: (raw >> f.offset) & 1 for n, f in DepFlags}
         elif name == "buf":
             out[name] = Buffer(raw)
-        elif name in _SIGNED8:
-            out[name] = raw - 256 if raw & 0x80 else raw
+        elif name == "mode":
+            out[name] = VecMode(raw)
+        elif name in _SIGNED:
+            bits = _SIGNED[name]
+            out[name] = raw - (1 << bits) if raw >> (bits - 1) else raw
         else:
             out[name] = raw
     return out
@@ -309,6 +360,8 @@ def markdown() -> str:
     table("LOAD", LoadInsn, "DRAM -> on-chip buffer, three nested loops, one byte per step.")
     table("GEMM", GemmInsn, "Compute queue: one weight tile times `m_len` input rows.")
     table("STORE", StoreInsn, "psum buffer -> PPU (bias, requantize, zero point, clamp) -> DRAM.")
+    enum_table("VEC modes", VecMode)
+    table("VEC", VecInsn, "Compute queue, vector engine: pooling and residual add, lane-wise over ifmap rows.")
     table("Node descriptor (64 bit)", NodeDescriptor)
     enum_table("CSRs (32-bit word addresses)", Csr)
     enum_table("Base registers (compiler convention)", BaseReg)

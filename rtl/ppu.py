@@ -27,7 +27,7 @@ from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["PpuIn", "PPU", "LATENCY"]
+__all__ = ["PpuIn", "PPU", "LATENCY", "MBQM_STAGES", "mbqm_stages", "register_stage"]
 
 #: Cycles from a transfer on ``i`` to the result's appearance on ``o`` (with ``o.ready`` high).
 LATENCY = 6
@@ -46,6 +46,81 @@ _INT32_MIN = -(1 << 31)
 _INT32_MAX = (1 << 31) - 1
 #: Right-shift exponents above this all give 0 for an int32 input (|x| / 2^33 <= 1/4).
 _MAX_RIGHT = 33
+
+
+#: Register stages of :func:`mbqm_stages`.
+MBQM_STAGES = 4
+
+
+def register_stage(m, advance, name, **fields):
+    """Registers ``fields`` (name -> (shape, value)) when ``advance`` is high;
+    returns name -> register."""
+    regs = {}
+    for fname, (shape, value) in fields.items():
+        reg = Signal(shape, name=f"{name}_{fname}")
+        with m.If(advance):
+            m.d.sync += reg.eq(value)
+        regs[fname] = reg
+    return regs
+
+
+def mbqm_stages(m, advance, x, m0, shift, *, prefix="", first=2, **carry):
+    """MultiplyByQuantizedMultiplier(int32 ``x``, int32 ``m0``, int8 ``shift``) as
+    :data:`MBQM_STAGES` register stages (PPU stages 2..5 in the module docstring),
+    each loaded when ``advance`` is high.
+
+    ``carry`` (name -> (shape, value)) is registered alongside, stage by stage.
+    Returns the last stage's registers: ``"x"`` (``signed(33)``, the result, always
+    in int32 range) and the carried fields. Stage registers are named
+    ``{prefix}s{first}_...`` .. ``{prefix}s{first+3}_...``.
+    """
+    def stage(k, **fields):
+        return register_stage(m, advance, f"{prefix}s{first + k}", **fields)
+
+    def tail(regs):
+        return {name: (shape, regs[name]) for name, (shape, _) in carry.items()}
+
+    # left shift (wraps in int32) / right exponent.
+    left = Signal(unsigned(7))
+    right = Signal(range(_MAX_RIGHT + 1))
+    shifted = Signal(signed(32))
+    m.d.comb += left.eq(Mux(shift > 0, shift[:7], 0))
+    neg_shift = Signal(unsigned(8))
+    m.d.comb += neg_shift.eq(-shift)  # 128 for shift = -128: fits unsigned(8)
+    m.d.comb += right.eq(Mux(shift >= 0, 0,
+                             Mux(neg_shift > _MAX_RIGHT, _MAX_RIGHT, neg_shift)))
+    m.d.comb += shifted.eq(Mux(left >= 32, 0, (x << left[:5])[:32]))
+    s2 = stage(0, x=(signed(32), shifted), m0=(signed(32), m0),
+               right=(range(_MAX_RIGHT + 1), right), **carry)
+
+    # The product; the only overflowing case of the doubling high mul (INT32_MIN^2 = 2^62)
+    # is flagged and replaced below, so |ab| <= 2^62 - 2^31 otherwise and 63 bits hold it.
+    # Every width below stays within 64 bits (a wider sum costs Verilator a multi-word
+    # operation per lane per cycle, the bulk of the simulation time).
+    s3 = stage(1, ab=(signed(63), s2["x"] * s2["m0"]),
+               ovf=(1, (s2["x"] == _INT32_MIN) & (s2["m0"] == _INT32_MIN)),
+               right=(range(_MAX_RIGHT + 1), s2["right"]), **tail(s2))
+
+    # (ab + nudge) / 2^31, truncating toward zero as C does; |num| < 2^62.
+    num = Signal(signed(63))
+    m.d.comb += num.eq(s3["ab"] + Mux(s3["ab"] >= 0, 1 << 30, 1 - (1 << 30)))
+    biased = Signal(signed(64))
+    m.d.comb += biased.eq(num + Mux(num < 0, (1 << 31) - 1, 0))
+    high = Signal(signed(32))
+    m.d.comb += high.eq(Mux(s3["ovf"], _INT32_MAX, (biased >> 31)[:32]))
+    s4 = stage(2, x=(signed(32), high),
+               right=(range(_MAX_RIGHT + 1), s3["right"]), **tail(s3))
+
+    # rounding divide by 2^right, half away from zero (gemmlowp RoundingDivideByPOT).
+    mask = Signal(unsigned(_MAX_RIGHT + 1))
+    m.d.comb += mask.eq((1 << s4["right"]) - 1)
+    remainder = Signal(unsigned(_MAX_RIGHT + 1))
+    m.d.comb += remainder.eq(s4["x"] & mask)  # x sign-extended: two's complement residue
+    threshold = Signal(unsigned(_MAX_RIGHT + 1))
+    m.d.comb += threshold.eq((mask >> 1) + (s4["x"] < 0))
+    rounded = Signal(signed(33))
+    m.d.comb += rounded.eq((s4["x"] >> s4["right"]) + (remainder > threshold))
+    return stage(3, x=(signed(33), rounded), **tail(s4))
 
 
 class PPU(wiring.Component):
@@ -71,14 +146,7 @@ class PPU(wiring.Component):
         m.d.comb += self.i.ready.eq(advance)
 
         def stage(name, **fields):
-            """Registers ``fields`` (name -> (shape, value)) when the pipeline advances."""
-            regs = {}
-            for fname, (shape, value) in fields.items():
-                reg = Signal(shape, name=f"{name}_{fname}")
-                with m.If(advance):
-                    m.d.sync += reg.eq(value)
-                regs[fname] = reg
-            return regs
+            return register_stage(m, advance, name, **fields)
 
         valid = [Signal(name=f"v{k}") for k in range(LATENCY)]
         with m.If(advance):
@@ -97,44 +165,8 @@ class PPU(wiring.Component):
                    out_zp=(signed(8), p.out_zp), act_min=(signed(8), p.act_min),
                    act_max=(signed(8), p.act_max))
 
-        # 2: left shift (wraps in int32) / right exponent.
-        left = Signal(unsigned(7))
-        right = Signal(range(_MAX_RIGHT + 1))
-        shifted = Signal(signed(32))
-        m.d.comb += left.eq(Mux(s1["shift"] > 0, s1["shift"][:7], 0))
-        neg_shift = Signal(unsigned(8))
-        m.d.comb += neg_shift.eq(-s1["shift"])  # 128 for shift = -128: fits unsigned(8)
-        m.d.comb += right.eq(Mux(s1["shift"] >= 0, 0,
-                                 Mux(neg_shift > _MAX_RIGHT, _MAX_RIGHT, neg_shift)))
-        m.d.comb += shifted.eq(Mux(left >= 32, 0, (s1["x"] << left[:5])[:32]))
-        s2 = stage("s2", x=(signed(32), shifted), m0=(signed(32), s1["m0"]),
-                   right=(range(_MAX_RIGHT + 1), right), **tail(s1))
-
-        # 3: full 64-bit product; the only overflowing case of the doubling high mul.
-        s3 = stage("s3", ab=(signed(64), s2["x"] * s2["m0"]),
-                   ovf=(1, (s2["x"] == _INT32_MIN) & (s2["m0"] == _INT32_MIN)),
-                   right=(range(_MAX_RIGHT + 1), s2["right"]), **tail(s2))
-
-        # 4: (ab + nudge) / 2^31, truncating toward zero as C does.
-        num = Signal(signed(66))
-        m.d.comb += num.eq(s3["ab"] + Mux(s3["ab"] >= 0, 1 << 30, 1 - (1 << 30)))
-        biased = Signal(signed(66))
-        m.d.comb += biased.eq(num + Mux(num < 0, (1 << 31) - 1, 0))
-        high = Signal(signed(32))
-        m.d.comb += high.eq(Mux(s3["ovf"], _INT32_MAX, (biased >> 31)[:32]))
-        s4 = stage("s4", x=(signed(32), high),
-                   right=(range(_MAX_RIGHT + 1), s3["right"]), **tail(s3))
-
-        # 5: rounding divide by 2^right, half away from zero (gemmlowp RoundingDivideByPOT).
-        mask = Signal(unsigned(_MAX_RIGHT + 1))
-        m.d.comb += mask.eq((1 << s4["right"]) - 1)
-        remainder = Signal(unsigned(_MAX_RIGHT + 1))
-        m.d.comb += remainder.eq(s4["x"] & mask)  # x sign-extended: two's complement residue
-        threshold = Signal(unsigned(_MAX_RIGHT + 1))
-        m.d.comb += threshold.eq((mask >> 1) + (s4["x"] < 0))
-        rounded = Signal(signed(33))
-        m.d.comb += rounded.eq((s4["x"] >> s4["right"]) + (remainder > threshold))
-        s5 = stage("s5", x=(signed(33), rounded), **tail(s4))
+        # 2..5: MultiplyByQuantizedMultiplier.
+        s5 = mbqm_stages(m, advance, s1["x"], s1["m0"], s1["shift"], **tail(s1))
 
         # 6: zero point and activation clamp.
         with_zp = Signal(signed(34))

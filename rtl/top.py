@@ -1,7 +1,7 @@
 """The accelerator top (:class:`Accelerator`) and the simulation top (:class:`SimTop`).
 
 ``Accelerator`` = Controller + LoadEngine + compute engine (``config.dataflow``)
-+ StoreEngine + the four lane buffers + a 3-client BusArbiter (client 0 fetch,
++ VectorEngine + StoreEngine + the four lane buffers + a 3-client BusArbiter (client 0 fetch,
 1 load DMA, 2 store DMA). ``SimTop`` adds the DramModel behind the bus and
 exposes its host back door for benches.
 
@@ -9,6 +9,12 @@ Buffer ports: ifmap and weight are written by the load DMA and read by the
 compute engine; param is written by the load DMA and read by the store DMA;
 psum is written by the compute engine and read on port 0 by the compute engine
 (accumulate) and on port 1 by the store DMA.
+
+The vector engine shares the ifmap read port 0 and the psum write port with the
+compute engine: the controller runs one compute-queue instruction at a time, so
+a combinational mux selects the vector engine while it is ``busy`` (it reads and
+writes only then) and the compute engine otherwise, leaving the compute
+engine's timing unchanged.
 """
 
 from amaranth.hdl import Module
@@ -21,6 +27,7 @@ from .config import AccelConfig, check_config
 from .controller import Controller, CsrSignature
 from .dma import LoadEngine, StoreEngine
 from .dram import BusArbiter, DramBusSignature, DramModel
+from .vector import VectorEngine
 
 __all__ = ["Accelerator", "SimTop"]
 
@@ -47,6 +54,7 @@ class Accelerator(wiring.Component):
         m.submodules.ctrl = ctrl = Controller(cfg)
         m.submodules.load = load = LoadEngine(cfg)
         m.submodules.compute = compute = make_engine(cfg)(cfg)
+        m.submodules.vector = vector = VectorEngine(cfg)
         m.submodules.store = store = StoreEngine(cfg)
         m.submodules.arbiter = arbiter = BusArbiter(3, cfg.dram_words)
         m.submodules.ifmap_buf = ifmap = LaneBuffer(cfg.rows, 8, cfg.ifmap_rows)
@@ -62,6 +70,7 @@ class Accelerator(wiring.Component):
 
         wiring.connect(m, ctrl=ctrl.load, load=load.insn)
         wiring.connect(m, ctrl=ctrl.compute, compute=compute.insn)
+        wiring.connect(m, ctrl=ctrl.vector, vector=vector.insn)
         wiring.connect(m, ctrl=ctrl.store, store=store.insn)
         for dma in (load, store):
             m.d.comb += [dma.base.eq(ctrl.base), dma.window_base.eq(ctrl.window_base),
@@ -70,10 +79,18 @@ class Accelerator(wiring.Component):
         wiring.connect(m, load=load.ifmap_wr, buffer=ifmap.w)
         wiring.connect(m, load=load.weight_wr, buffer=weight.w)
         wiring.connect(m, load=load.param_wr, buffer=param.w)
-        wiring.connect(m, compute=compute.ifmap, buffer=ifmap.r0)
         wiring.connect(m, compute=compute.weight, buffer=weight.r0)
         wiring.connect(m, compute=compute.psum_rd, buffer=psum.r0)
-        wiring.connect(m, compute=compute.psum_wr, buffer=psum.w)
+        # ifmap read port 0 and the psum write port: vector engine while busy, else compute.
+        m.d.comb += [compute.ifmap.data.eq(ifmap.r0.data), vector.ifmap.data.eq(ifmap.r0.data)]
+        with m.If(vector.busy):
+            m.d.comb += [ifmap.r0.addr.eq(vector.ifmap.addr), ifmap.r0.en.eq(vector.ifmap.en),
+                         psum.w.addr.eq(vector.psum_wr.addr), psum.w.en.eq(vector.psum_wr.en),
+                         psum.w.data.eq(vector.psum_wr.data)]
+        with m.Else():
+            m.d.comb += [ifmap.r0.addr.eq(compute.ifmap.addr), ifmap.r0.en.eq(compute.ifmap.en),
+                         psum.w.addr.eq(compute.psum_wr.addr), psum.w.en.eq(compute.psum_wr.en),
+                         psum.w.data.eq(compute.psum_wr.data)]
         wiring.connect(m, store=store.psum_rd, buffer=psum.r1)
         wiring.connect(m, store=store.param_rd, buffer=param.r0)
 
@@ -82,6 +99,8 @@ class Accelerator(wiring.Component):
             ctrl.load_error_code.eq(load.error_code), ctrl.load_busy.eq(load.busy),
             ctrl.compute_done.eq(compute.done), ctrl.compute_error.eq(compute.error),
             ctrl.compute_busy.eq(compute.busy),
+            ctrl.vector_done.eq(vector.done), ctrl.vector_error.eq(vector.error),
+            ctrl.vector_busy.eq(vector.busy),
             ctrl.store_done.eq(store.done), ctrl.store_error.eq(store.error),
             ctrl.store_error_code.eq(store.error_code), ctrl.store_busy.eq(store.busy),
             ctrl.rd_bytes.eq(load.bytes), ctrl.wr_bytes.eq(store.bytes),

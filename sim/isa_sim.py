@@ -17,12 +17,12 @@ import numpy as np
 
 from celosia.rtl import isa
 from celosia.rtl.config import AccelConfig, PARAM_BYTES
-from celosia.rtl.isa import Buffer, ErrorCode, Opcode
-from celosia.sim.golden.requant import requantize, wrap_int32
+from celosia.rtl.isa import Buffer, ErrorCode, Opcode, VecMode
+from celosia.sim.golden.requant import multiply_by_quantized_multiplier, requantize, wrap_int32
 
 __all__ = ["IsaSim", "IsaError"]
 
-_QUEUE = {Opcode.LOAD: 0, Opcode.GEMM: 1, Opcode.NOP: 1, Opcode.STORE: 2}
+_QUEUE = {Opcode.LOAD: 0, Opcode.GEMM: 1, Opcode.VEC: 1, Opcode.NOP: 1, Opcode.STORE: 2}
 
 
 class IsaError(RuntimeError):
@@ -107,6 +107,8 @@ class IsaSim:
             self._gemm(d)
         elif op == Opcode.STORE:
             self._store(d)
+        elif op == Opcode.VEC:
+            self._vec(d)
 
     def _check_window(self, lo, hi):
         if lo < 0 or hi >= len(self.dram):
@@ -118,17 +120,27 @@ class IsaSim:
         if not (n0 and n1 and n2):
             return
         start = self.base[d["base_reg"]] + d["dram_offset"]
-        hi = start + (n0 - 1) * d["dram_stride0"] + (n1 - 1) * d["dram_stride1"] + (n2 - 1) * d["dram_stride2"]
-        self._check_window(start, hi)
+        s0, s1, s2 = d["dram_stride0"], d["dram_stride1"], d["dram_stride2"]
+        lo1, hi1, lo2, hi2 = 0, n1, 0, n2
+        if d["pad_en"]:
+            lo1, hi1 = min(d["pad_lo1"], n1), min(d["pad_hi1"], n1)
+            lo2, hi2 = min(d["pad_lo2"], n2), min(d["pad_hi2"], n2)
+        if lo1 < hi1 and lo2 < hi2:
+            self._check_window(start + lo1 * s1 + lo2 * s2,
+                               start + (hi1 - 1) * s1 + (hi2 - 1) * s2 + (n0 - 1) * s0)
         last_row = d["buf_row"] + (n1 - 1) * d["buf_stride1"] + (n2 - 1) * d["buf_stride2"]
         if last_row >= target.shape[0] or d["lane0"] + n0 > target.shape[1]:
             raise IsaError(ErrorCode.BUFFER_OUT_OF_RANGE, f"load to {d['buf'].name} row {last_row}")
+        pad = d["pad_value"] & 0xFF
         for i2 in range(n2):
             for i1 in range(n1):
-                a = start + i2 * d["dram_stride2"] + i1 * d["dram_stride1"]
                 row = d["buf_row"] + i2 * d["buf_stride2"] + i1 * d["buf_stride1"]
-                for i0 in range(n0):
-                    target[row, d["lane0"] + i0] = self.dram[a + i0 * d["dram_stride0"]]
+                lanes = slice(d["lane0"], d["lane0"] + n0)
+                if lo1 <= i1 < hi1 and lo2 <= i2 < hi2:
+                    a = start + i2 * s2 + i1 * s1
+                    target[row, lanes] = [self.dram[a + i0 * s0] for i0 in range(n0)]
+                else:
+                    target[row, lanes] = pad
 
     def _gemm(self, d):
         c = self.config
@@ -144,6 +156,28 @@ class IsaSim:
         old = self.psum[rows, :n_len] if d["accumulate"] else 0
         self.psum[rows, :n_len] = wrap_int32(old + x @ w)
         self.macs += m_len * k_len * n_len
+
+    def _vec(self, d):
+        c = self.config
+        m_len, win, lanes = d["m_len"], d["win"], d["lanes"]
+        if (lanes > min(c.rows, c.cols) or d["ifmap_row"] + m_len * win > c.ifmap_rows
+                or d["psum_row"] + m_len > c.psum_rows):
+            raise IsaError(ErrorCode.BUFFER_OUT_OF_RANGE, f"vec {d}")
+        if m_len == 0 or win == 0:
+            return
+        rows = self.ifmap[d["ifmap_row"]:d["ifmap_row"] + m_len * win, :lanes]
+        x = rows.view(np.int8).astype(np.int64).reshape(m_len, win, lanes)
+        mode = d["mode"]
+        if mode == VecMode.MAX:
+            out = x.max(axis=1) - d["in_zp"]
+        elif mode == VecMode.SUM:
+            out = (x - d["in_zp"]).sum(axis=1)
+        else:
+            ls = d["left_shift"]
+            a = multiply_by_quantized_multiplier(wrap_int32((x[:, 0] - d["in_zp"]) << ls), d["a_m0"], d["a_shift"])
+            b = multiply_by_quantized_multiplier(wrap_int32((x[:, 1] - d["b_zp"]) << ls), d["b_m0"], d["b_shift"])
+            out = a + b
+        self.psum[d["psum_row"]:d["psum_row"] + m_len, :lanes] = wrap_int32(out)
 
     def _store(self, d):
         c = self.config
@@ -163,3 +197,26 @@ class IsaSim:
             out = requantize(acc, bias, m0, shift, d["out_zp"], d["act_min"], d["act_max"])
             a = start + m * d["dram_stride"]
             self.dram[a:a + n_len] = out.view(np.uint8).tobytes()
+
+
+def run_program(program, x_q: np.ndarray, seed: int | None = None) -> tuple[np.ndarray, dict]:
+    """Run a compiled :class:`~celosia.sw.compiler.Program` on int8 ``x_q [batch, in_features]``.
+
+    Lays out DRAM as the driver does (one run), executes under schedule ``seed``
+    and returns ``(output [batch, out_features], final token counts)``.
+    """
+    from celosia.rtl.isa import BaseReg
+    lay = program.layout(1)
+    dram = bytearray(lay["end"])
+    dram[lay["program"]:lay["program"] + len(program.image())] = program.image()
+    dram[lay["static"]:lay["static"] + len(program.static)] = program.static
+    blob = np.ascontiguousarray(x_q, dtype=np.int8).tobytes()
+    dram[lay["input"]:lay["input"] + len(blob)] = blob
+    sim = IsaSim(program.config, dram)
+    for reg, key in ((BaseReg.PROGRAM, "program"), (BaseReg.STATIC, "static"),
+                     (BaseReg.SCRATCH, "scratch"), (BaseReg.INPUT, "input"),
+                     (BaseReg.OUTPUT, "output")):
+        sim.base[reg] = lay[key]
+    tokens = sim.run(lay["program"], seed=seed)
+    out = np.frombuffer(bytes(dram[lay["output"]:lay["output"] + program.output_bytes]), np.int8)
+    return out.reshape(program.batch, program.out_features), tokens

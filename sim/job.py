@@ -12,11 +12,16 @@ status every ``poll_cycles`` and read back; never per compute cycle.
 from __future__ import annotations
 
 import dataclasses
+import struct
 from dataclasses import dataclass, field
 
 from celosia.rtl.isa import Csr, ErrorCode
 
-__all__ = ["Run", "Job", "RunResult", "run_job", "COUNTERS"]
+__all__ = ["Run", "Job", "RunResult", "run_job", "COUNTERS", "POLL_CYCLES", "encode_job",
+           "decode_results"]
+
+#: How often (in cycles) the host polls ``STATUS`` while a run is going, by default.
+POLL_CYCLES = 512
 
 #: Counter CSRs read back after every run, by report name.
 COUNTERS = {
@@ -84,7 +89,13 @@ def _words(addr: int, payload: bytes):
         yield (addr + i) // 8, int.from_bytes(payload[i:i + 8], "little")
 
 
-async def run_job(transport, job: Job, poll_cycles: int = 512, progress=None) -> list[RunResult]:
+def _readback_span(addr: int, nbytes: int) -> tuple[int, int, int]:
+    """(first word, end word, byte offset in the first word) of a readback region."""
+    first, last = addr // 8, (addr + nbytes + 7) // 8
+    return first, last, addr - first * 8
+
+
+async def run_job(transport, job: Job, poll_cycles: int = POLL_CYCLES, progress=None) -> list[RunResult]:
     """Perform ``job`` through ``transport`` and return one :class:`RunResult` per run.
 
     ``transport`` provides ``async host_write(word_addr, value)``,
@@ -119,13 +130,91 @@ async def run_job(transport, job: Job, poll_cycles: int = 512, progress=None) ->
         error_info = await transport.csr_read(Csr.ERROR_INFO)
         data = []
         for addr, nbytes in run.readback:
-            first, last = addr // 8, (addr + nbytes + 7) // 8
+            first, last, skip = _readback_span(addr, nbytes)
             blob = b"".join([(await transport.host_read(w)).to_bytes(8, "little")
                              for w in range(first, last)])
-            data.append(blob[addr - first * 8: addr - first * 8 + nbytes])
+            data.append(blob[skip: skip + nbytes])
         results.append(RunResult(status=status, error=(status >> 8) & 0xFF,
                                  error_info=error_info, counters=counters, data=data,
                                  timed_out=timed_out))
         if progress is not None:
             progress(index + 1, len(job.runs))
     return results
+
+
+# --- The same routine as a file, for the C++ harness (celosia/sim/harness.cpp) ---------
+#
+# run_job above and harness.cpp's main() perform the same steps in the same order; the
+# job file holds everything run_job reads from ``job`` (image words already split and
+# zero-filtered here, so the harness does no byte handling) and the CSR numbers, and the
+# result file holds everything run_job reads from the design. Little-endian u64 words.
+
+_MAGIC_JOB = int.from_bytes(b"CLSELJ01", "little")
+_MAGIC_RES = int.from_bytes(b"CELSER01", "little")
+
+
+def encode_job(job: Job, poll_cycles: int = POLL_CYCLES) -> bytes:
+    """The job file ``harness.cpp`` performs: :func:`run_job` with ``poll_cycles``, as data."""
+    from celosia.rtl.isa import Csr
+
+    if poll_cycles < 1:
+        raise ValueError("poll_cycles must be positive")
+    words = [_MAGIC_JOB, poll_cycles, job.max_cycles, int(Csr.CTRL), int(Csr.STATUS),
+             int(Csr.ERROR_INFO), len(COUNTERS), *(int(c) for c in COUNTERS.values())]
+    image = [(w, v) for addr, payload in job.image for w, v in _words(addr, payload) if v]
+    words.append(len(image))
+    for pair in image:
+        words.extend(pair)
+    words.append(len(job.runs))
+    for run in job.runs:
+        writes = [pair for addr, payload in run.writes for pair in _words(addr, payload)]
+        words.append(len(writes))
+        for pair in writes:
+            words.extend(pair)
+        words.append(len(run.csr_writes))
+        for addr, value in run.csr_writes:
+            words.extend((int(addr), value & 0xFFFFFFFF))
+        words.append(len(run.readback))
+        for addr, nbytes in run.readback:
+            first, last, _ = _readback_span(addr, nbytes)
+            words.extend((first, last))
+    return struct.pack(f"<{len(words)}Q", *words)
+
+
+def decode_results(job: Job, blob: bytes) -> tuple[list[RunResult], dict]:
+    """Results of ``job`` from ``harness.cpp``'s result file, and its statistics:
+    ``{"cycles": simulated cycles in all, "seconds": simulation wall time,
+    "cpu_seconds": its CPU time}``."""
+    if len(blob) % 8:
+        raise ValueError("result file is not a whole number of 64-bit words")
+    words = struct.unpack(f"<{len(blob) // 8}Q", blob)
+    pos = 0
+
+    def take(n=1):
+        nonlocal pos
+        if pos + n > len(words):
+            raise ValueError("result file is truncated")
+        pos += n
+        return words[pos - n: pos]
+
+    if take()[0] != _MAGIC_RES:
+        raise ValueError("not a celosia result file (or another version)")
+    if take()[0] != len(job.runs):
+        raise ValueError("result file does not match the job (number of runs)")
+    results = []
+    for run in job.runs:
+        status, timed_out = take(2)
+        counters = dict(zip(COUNTERS, take(len(COUNTERS))))
+        (error_info,) = take()
+        data = []
+        for addr, nbytes in run.readback:
+            first, last, skip = _readback_span(addr, nbytes)
+            region = b"".join(w.to_bytes(8, "little") for w in take(last - first))
+            data.append(region[skip: skip + nbytes])
+        results.append(RunResult(status=status, error=(status >> 8) & 0xFF, error_info=error_info,
+                                 counters=counters, data=data, timed_out=bool(timed_out)))
+    cycles, nanoseconds, cpu_nanoseconds = take(3)
+    if pos != len(words):
+        raise ValueError("result file has trailing data")
+    return results, {"cycles": cycles, "seconds": nanoseconds * 1e-9,
+                     "cpu_seconds": cpu_nanoseconds * 1e-9}

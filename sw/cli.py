@@ -90,9 +90,30 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _load_model(path: str):
-    from celosia.sw.importer import load_onnx
-    return load_onnx(path)
+def _load_model(spec: str):
+    """An ONNX file or ``zoo:NAME`` (random weights, see :mod:`celosia.sw.zoo`)."""
+    from celosia.sw.zoo import resolve
+    if not spec.startswith("zoo:") and not Path(spec).is_file():
+        raise InputError(f"{spec}: no such file (give an .onnx file or zoo:NAME; "
+                         f"`celosia zoo` lists the models)")
+    return resolve(spec)
+
+
+def _random_samples(graph, n: int, what: str) -> np.ndarray:
+    """``n`` samples of uniform [0, 1) noise shaped like ``graph``'s input (seed 0)."""
+    shape = graph.tensors[graph.inputs[0]].shape[1:]
+    _log(f"{what}: {n} random samples of shape {list(shape)} (uniform [0, 1), seed 0)")
+    return np.random.default_rng(0).random((n, *shape), dtype=np.float32)
+
+
+def _samples(args, graph, which: str, what: str) -> np.ndarray | None:
+    """The ``--input`` / ``--calib`` array, or ``--random N`` samples where it is not given."""
+    path = getattr(args, which)
+    if path:
+        return _load_npy(path, what)
+    if args.random:
+        return _random_samples(graph, args.random, what)
+    return None
 
 
 def _progress(prefix: str):
@@ -118,19 +139,21 @@ def cmd_run(args) -> int:
         if out and not Path(out).resolve().parent.is_dir():
             raise InputError(f"{out}: the folder {str(Path(out).parent)!r} does not exist")
     graph = _load_model(args.model)
-    x = _load_npy(args.input, "input")
-    if args.calib:
-        calib = _load_npy(args.calib, "calibration")
-    else:
-        _log(f"warning: no --calib given; calibrating the quantizer on the input ({args.input})")
+    x = _samples(args, graph, "input", "input")
+    if x is None:
+        raise InputError("give the samples to run: --input X.npy, or --random N for N random samples")
+    source = args.input or f"--random {args.random}"
+    calib = _samples(args, graph, "calib", "calibration") if args.calib else None
+    if calib is None:
+        _log(f"warning: no --calib given; calibrating the quantizer on the input ({source})")
         calib = x
     try:
         qmodel = quantize_graph(graph, calib)
     except InputError as e:
-        raise InputError(f"{args.calib or args.input}: {e}") from None
+        raise InputError(f"{args.calib or source}: {e}") from None
     except ModelError as e:
         raise ModelError(f"{args.model}: {e}") from None
-    x = check_input(qmodel, x, args.input)
+    x = check_input(qmodel, x, source)
     _log(f"{args.model}: {len(qmodel.layers)} layers, {qmodel.macs_per_sample()} MACs per sample; "
          f"running {len(x)} samples on {args.backend} ({config.array} {config.dataflow})")
     if args.backend == "verilator":
@@ -139,7 +162,7 @@ def cmd_run(args) -> int:
         _log("building the Verilator model (cached after the first time) ...")
         verilator.build(config)
         _log(f"  ready in {time.perf_counter() - t0:.1f} s")
-    result = run(qmodel, x, config, backend=args.backend, batch=args.batch, source=args.input,
+    result = run(qmodel, x, config, backend=args.backend, batch=args.batch, source=source,
                  progress=_progress("simulating"))
     if args.out:
         np.save(args.out, result.y.astype(np.float32))
@@ -185,19 +208,49 @@ def cmd_compile(args) -> int:
     from celosia.sw.quant import quantize_graph
     config = config_from_args(args)
     graph = _load_model(args.model)
-    calib = _load_npy(args.calib, "calibration")
+    calib = _samples(args, graph, "calib", "calibration")
+    if calib is None:
+        raise InputError("give calibration samples: --calib C.npy, or --random N for N random samples")
     try:
         qmodel = quantize_graph(graph, calib)
     except InputError as e:
-        raise InputError(f"{args.calib}: {e}") from None
+        raise InputError(f"{args.calib or '--random'}: {e}") from None
     except ModelError as e:
         raise ModelError(f"{args.model}: {e}") from None
+    t0 = time.perf_counter()
     program = compile_model(qmodel, config, batch=args.batch)
-    text = program.disassemble()
+    _log(f"compiled {len(program.nodes)} layers into {program.n_insns} instructions "
+         f"in {time.perf_counter() - t0:.1f} s")
+    text = _program_summary(program) if args.summary else program.disassemble()
     if args.output:
         Path(args.output).write_text(text + "\n")
     else:
         print(text)
+    return 0
+
+
+def _program_summary(program) -> str:
+    """Per-layer instruction counts, MACs and tiling, and the DRAM footprint."""
+    lines = [f"{'layer':<24}{'op':<9}{'MACs':>14}{'insns':>10}  tiling"]
+    for node in program.nodes:
+        tiles = " ".join(f"{k}={v}" for k, v in node.tiles.items())
+        lines.append(f"{node.name:<24}{node.op:<9}{node.macs:>14}{len(node.insns):>10}  {tiles}")
+    lines.append(f"total: {program.n_insns} instructions, {sum(n.macs for n in program.nodes)} MACs "
+                 f"per run of {program.batch}; DRAM: {len(program.static)} B weights + parameters, "
+                 f"{program.scratch_bytes} B scratch, {program.input_bytes} B in, "
+                 f"{program.output_bytes} B out per run")
+    return "\n".join(lines)
+
+
+def cmd_zoo(args) -> int:
+    from celosia.sw.zoo import ZOO, build, describe
+    print(f"{'model':<18}{'input':>12}{'layers':>8}{'MACs':>16}{'params':>14}")
+    for name in ZOO:
+        graph = build(name)
+        d = describe(graph)
+        shape = "x".join(str(v) for v in graph.tensors[graph.inputs[0]].shape[1:])
+        print(f"zoo:{name:<14}{shape:>12}{len(graph.nodes):>8}{d['macs']:>16,}{d['params']:>14,}")
+    print("(random weights; run with e.g. `celosia compile zoo:resnet18 --random 1 --summary`)")
     return 0
 
 
@@ -212,8 +265,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("run", help="quantize a float ONNX model, run it, write outputs and a report")
-    p.add_argument("model", help="float ONNX model")
-    p.add_argument("--input", required=True, help=".npy input, first axis = samples")
+    p.add_argument("model", help="float ONNX model, or zoo:NAME (random weights; `celosia zoo` lists them)")
+    p.add_argument("--input", help=".npy input, first axis = samples")
+    p.add_argument("--random", type=_positive_int, metavar="N",
+                   help="instead of --input: N random samples (uniform [0, 1), seed 0)")
     p.add_argument("--calib", help=".npy calibration samples (default: the input, with a warning)")
     p.add_argument("--backend", choices=BACKENDS, default="golden",
                    help="golden (NumPy, no cycles), pysim (Amaranth simulator) or verilator "
@@ -233,12 +288,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_verilog)
 
     p = sub.add_parser("compile", help="compile a model and print the program (disassembly)")
-    p.add_argument("model", help="float ONNX model")
-    p.add_argument("--calib", required=True, help=".npy calibration samples, first axis = samples")
+    p.add_argument("model", help="float ONNX model, or zoo:NAME (random weights; `celosia zoo` lists them)")
+    p.add_argument("--calib", help=".npy calibration samples, first axis = samples")
+    p.add_argument("--random", type=_positive_int, metavar="N",
+                   help="instead of --calib: N random calibration samples (uniform [0, 1), seed 0)")
+    p.add_argument("--summary", action="store_true",
+                   help="print per-layer instruction counts and the DRAM footprint, not the disassembly")
     p.add_argument("--batch", type=_positive_int, default=1, help="samples per hardware run (default 1)")
-    p.add_argument("-o", "--output", help="write the disassembly here instead of stdout")
+    p.add_argument("-o", "--output", help="write the disassembly (or summary) here instead of stdout")
     _add_config_args(p)
     p.set_defaults(func=cmd_compile)
+
+    p = sub.add_parser("zoo", help="list the model zoo (layer shapes of published CNNs) with MAC "
+                                   "and parameter totals")
+    p.set_defaults(func=cmd_zoo)
 
     p = sub.add_parser("demo", help="run the bundled digits MLP on the simulated hardware")
     p.add_argument("--backend", choices=BACKENDS, default="verilator",

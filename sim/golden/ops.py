@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .requant import INT32_MAX, requantize
+from .requant import INT32_MAX, multiply_by_quantized_multiplier, quantize_multiplier, requantize
 
 __all__ = [
     "round_half_away_from_zero",
@@ -27,6 +27,14 @@ __all__ = [
     "activation_range",
     "fully_connected",
     "fully_connected_float",
+    "clamp_int8",
+    "max_pool",
+    "avg_pool",
+    "global_avg_pool",
+    "global_avg_pool_params",
+    "global_avg_pool_requant",
+    "add",
+    "add_params",
     "ACTIVATIONS",
 ]
 
@@ -224,3 +232,269 @@ def fully_connected_float(x, w, bias=None, activation: str = "none") -> np.ndarr
     elif activation == "relu_n1_to_1":
         y = np.clip(y, -1.0, 1.0)
     return y
+
+
+# --- CNN operators: clamp, pooling, element-wise add (NHWC) ---
+
+
+def _pair(name: str, v) -> tuple[int, int]:
+    """``v`` or ``(v_h, v_w)`` -> ``(h, w)`` positive ints."""
+    t = (v, v) if isinstance(v, (int, np.integer)) else tuple(v)
+    if len(t) != 2 or not all(isinstance(e, (int, np.integer)) and e >= 1 for e in t):
+        raise ValueError(f"{name} must be a positive int or a pair of them, not {v!r}")
+    return int(t[0]), int(t[1])
+
+
+def _padding4(padding) -> tuple[int, int, int, int]:
+    """``p``, ``(ph, pw)`` or ``(top, left, bottom, right)`` -> ``(top, left, bottom, right)``."""
+    if isinstance(padding, (int, np.integer)):
+        t = (padding,) * 4
+    else:
+        t = tuple(padding)
+        if len(t) == 2:
+            t = (t[0], t[1], t[0], t[1])
+    if len(t) != 4 or not all(isinstance(e, (int, np.integer)) and e >= 0 for e in t):
+        raise ValueError(f"padding must be (top, left, bottom, right) non-negative ints, not {padding!r}")
+    return tuple(int(e) for e in t)
+
+
+def _check_act(act_min, act_max) -> tuple[int, int]:
+    act_min = int(_check_int_range("act_min", act_min, -128, 127))
+    act_max = int(_check_int_range("act_max", act_max, -128, 127))
+    if act_min > act_max:
+        raise ValueError(f"act_min must be <= act_max, not {act_min} > {act_max}")
+    return act_min, act_max
+
+
+def clamp_int8(q, act_min=-128, act_max=127) -> np.ndarray:
+    """``clamp(q, act_min, act_max)`` -> int8: ReLU / ReLU6 / Clip on quantized values.
+
+    Take the bounds from :func:`activation_range` (``'relu6'``: ``(max(-128, Z),
+    min(127, Z + round(6 / S)))``); ONNX ``Clip(min, max)`` is
+    ``(Z + round(min / S), Z + round(max / S))`` intersected with -128..127.
+    """
+    q = np.asarray(q)
+    if not np.issubdtype(q.dtype, np.integer):
+        raise ValueError(f"clamp_int8 input must be an integer array, not {q.dtype.name}")
+    act_min, act_max = _check_act(act_min, act_max)
+    return np.clip(q.astype(np.int64), act_min, act_max).astype(np.int8)
+
+
+def _pool_windows(x, kernel, stride, padding, pad_value):
+    """Padded NHWC ``x`` -> list of the Kh*Kw tap views [N, Ho, Wo, C] (TFLite window geometry)."""
+    if x.ndim != 4:
+        raise ValueError(f"x must be [N, H, W, C], not shape {x.shape}")
+    kh, kw = _pair("kernel", kernel)
+    sh, sw = _pair("stride", stride)
+    top, left, bottom, right = _padding4(padding)
+    n, h, w, c = x.shape
+    hp, wp = h + top + bottom, w + left + right
+    if hp < kh or wp < kw:
+        raise ValueError(f"kernel {(kh, kw)} does not fit the padded input {(hp, wp)}")
+    ho, wo = (hp - kh) // sh + 1, (wp - kw) // sw + 1
+    xp = np.full((n, hp, wp, c), pad_value, dtype=x.dtype)
+    xp[:, top:top + h, left:left + w, :] = x
+    return [xp[:, fy:fy + sh * (ho - 1) + 1:sh, fx:fx + sw * (wo - 1) + 1:sw]
+            for fy in range(kh) for fx in range(kw)]
+
+
+def _valid_counts(x_shape, kernel, stride, padding) -> np.ndarray:
+    """Number of in-image taps of every window, [1, Ho, Wo, 1] (TFLite's ``filter_count``)."""
+    ones = np.ones((1, x_shape[1], x_shape[2], 1), dtype=np.int64)
+    count = sum(_pool_windows(ones, kernel, stride, padding, 0))
+    if np.any(count == 0):
+        raise ValueError("a pooling window lies entirely in the padding (TFLite rejects it)")
+    return count
+
+
+def max_pool(x_q, kernel, stride=None, padding=(0, 0, 0, 0), act_min=-128, act_max=127) -> np.ndarray:
+    """int8 MaxPool, as TFLite ``reference_integer_ops::MaxPool`` (and ONNX MaxPool).
+
+    Padding positions are ignored (never win the max). ``stride`` defaults to
+    ``kernel``; ``padding`` is ``(top, left, bottom, right)``. Input and output share
+    scale and zero point. Returns int8 [N, Ho, Wo, C], ``Ho = (H + top + bottom - Kh) // Sh + 1``.
+    """
+    x_q = _check_dtype("x_q", x_q, np.int8)
+    act_min, act_max = _check_act(act_min, act_max)
+    stride = kernel if stride is None else stride
+    _valid_counts(x_q.shape, kernel, stride, padding)
+    taps = _pool_windows(x_q.astype(np.int64), kernel, stride, padding, np.iinfo(np.int64).min)
+    return np.clip(np.maximum.reduce(taps), act_min, act_max).astype(np.int8)
+
+
+def _div_round_half_away(acc, count) -> np.ndarray:
+    """TFLite's ``acc > 0 ? (acc + count/2) / count : (acc - count/2) / count`` (C division)."""
+    acc = np.asarray(acc, dtype=np.int64)
+    count = np.asarray(count, dtype=np.int64)
+    half = count // 2
+    return np.where(acc > 0, (acc + half) // count, -((-acc + half) // count))
+
+
+def avg_pool(x_q, kernel, stride=None, padding=(0, 0, 0, 0), count_include_pad: bool = False,
+             x_zp=None, act_min=-128, act_max=127) -> np.ndarray:
+    """int8 AveragePool, as TFLite ``reference_integer_ops::AveragePool``.
+
+    Input and output share scale and zero point. The raw int8 values of a window
+    are summed in int32 and divided by the tap count with rounding half away from
+    zero, ``acc > 0 ? (acc + n/2) / n : (acc - n/2) / n`` (C division), then clamped.
+
+    ``count_include_pad=False`` (TFLite, ONNX default): padding taps are ignored and
+    ``n`` counts the in-image taps only. ``count_include_pad=True`` (ONNX option, not
+    in TFLite): padding taps hold real 0, i.e. ``x_zp`` (required then), and
+    ``n = Kh * Kw``.
+    """
+    x_q = _check_dtype("x_q", x_q, np.int8)
+    act_min, act_max = _check_act(act_min, act_max)
+    stride = kernel if stride is None else stride
+    if count_include_pad:
+        if x_zp is None:
+            raise ValueError("count_include_pad=True needs x_zp (the value of the padding)")
+        x_zp = int(_check_int_range("x_zp", x_zp, -128, 127))
+        kh, kw = _pair("kernel", kernel)
+        taps = _pool_windows(x_q.astype(np.int64), kernel, stride, padding, x_zp)
+        count = np.int64(kh * kw)
+    else:
+        count = _valid_counts(x_q.shape, kernel, stride, padding)
+        taps = _pool_windows(x_q.astype(np.int64), kernel, stride, padding, 0)
+    acc = sum(taps)
+    return np.clip(_div_round_half_away(acc, count), act_min, act_max).astype(np.int8)
+
+
+def global_avg_pool(x_q, act_min=-128, act_max=127) -> np.ndarray:
+    """int8 GlobalAveragePool [N, H, W, C] -> [N, 1, 1, C] when input and output qparams are equal.
+
+    Defined as :func:`avg_pool` over the whole ``H x W`` window (TFLite
+    AVERAGE_POOL_2D with filter = input size): ``round_half_away(sum q / (H*W))``.
+    TFLite's MEAN op (what the converter emits for ``reduce_mean``) has a different
+    int8 path; it is not this. For different input / output qparams use
+    :func:`global_avg_pool_requant`.
+    """
+    x_q = _check_dtype("x_q", x_q, np.int8)
+    if x_q.ndim != 4:
+        raise ValueError(f"x must be [N, H, W, C], not shape {x_q.shape}")
+    return avg_pool(x_q, kernel=x_q.shape[1:3], stride=1, act_min=act_min, act_max=act_max)
+
+
+def global_avg_pool_params(in_scale, out_scale, count: int) -> tuple[int, int]:
+    """``(m0, shift)`` for :func:`global_avg_pool_requant`: ``quantize_multiplier(S_in / (S_out * count))``.
+
+    The multiplier is formed in double from the float32 scales.
+    """
+    s_in = float(_check_scale("in_scale", in_scale))
+    s_out = float(_check_scale("out_scale", out_scale))
+    if not isinstance(count, (int, np.integer)) or count < 1:
+        raise ValueError(f"count must be a positive integer, not {count!r}")
+    return quantize_multiplier(s_in / (s_out * int(count)))
+
+
+def global_avg_pool_requant(x_q, in_zp, out_zp, m0, shift, act_min=-128, act_max=127) -> np.ndarray:
+    """int8 GlobalAveragePool with its own output qparams, [N, H, W, C] -> [N, 1, 1, C].
+
+    ``acc = sum_{h,w} (x - in_zp)`` in int32, then
+    ``clamp(MBQM(acc, m0, shift) + out_zp, act_min, act_max)`` with ``(m0, shift)``
+    from :func:`global_avg_pool_params` (multiplier ``S_in / (S_out * H * W)``):
+    the same PPU requantization as a conv with bias 0.
+    """
+    x_q = _check_dtype("x_q", x_q, np.int8)
+    if x_q.ndim != 4:
+        raise ValueError(f"x must be [N, H, W, C], not shape {x_q.shape}")
+    in_zp = int(_check_int_range("in_zp", in_zp, -128, 127))
+    out_zp = int(_check_int_range("out_zp", out_zp, -128, 127))
+    act_min, act_max = _check_act(act_min, act_max)
+    m0 = _check_int_range("m0", m0, 0, INT32_MAX)
+    shift = _check_int_range("shift", shift, -31, 30)
+    acc = (x_q.astype(np.int64) - in_zp).sum(axis=(1, 2), keepdims=True)
+    return requantize(acc, 0, m0, shift, out_zp, act_min, act_max)
+
+
+def _quantize_multiplier_smaller_than_one_exp(real: float) -> tuple[int, int]:
+    """TFLite ``QuantizeMultiplierSmallerThanOneExp``: 0 < real < 1, shift <= 0."""
+    if not (0.0 < real < 1.0):
+        raise ValueError(f"multiplier must be in (0, 1), not {real}")
+    m0, shift = quantize_multiplier(real)
+    if shift > 0:  # cannot happen for real < 1; kept as TFLite's TFLITE_CHECK_LE(shift, 0)
+        raise ValueError(f"multiplier {real} gave shift {shift} > 0")
+    return m0, shift
+
+
+def add_params(a_scale, b_scale, out_scale, left_shift: int = 20) -> dict:
+    """Quantized Add parameters exactly as TFLite's ``add.cc`` Prepare (int8 path).
+
+    ``twice_max = 2 * max(S_a, S_b)``; ``real_a = S_a / twice_max``, ``real_b = S_b /
+    twice_max``, ``real_out = twice_max / ((1 << left_shift) * S_out)`` (the
+    denominator in float32, as C's ``int * float``; exact), each split by
+    ``QuantizeMultiplierSmallerThanOneExp``.
+
+    Returns a dict with keys ``a_m0, a_shift, b_m0, b_shift, out_m0, out_shift,
+    left_shift`` (shifts <= 0), ready for ``add(**params, ...)`` together with the
+    zero points and clamp.
+    """
+    sa = np.float32(_check_scale("a_scale", a_scale))
+    sb = np.float32(_check_scale("b_scale", b_scale))
+    so = np.float32(_check_scale("out_scale", out_scale))
+    if not isinstance(left_shift, (int, np.integer)) or not 0 <= left_shift <= 22:
+        raise ValueError(f"left_shift must be an int in 0..22, not {left_shift!r}")
+    twice_max = 2.0 * float(max(sa, sb))
+    real_a = float(sa) / twice_max
+    real_b = float(sb) / twice_max
+    real_out = twice_max / float(np.float32((1 << int(left_shift)) * so))
+    a_m0, a_shift = _quantize_multiplier_smaller_than_one_exp(real_a)
+    b_m0, b_shift = _quantize_multiplier_smaller_than_one_exp(real_b)
+    out_m0, out_shift = _quantize_multiplier_smaller_than_one_exp(real_out)
+    return dict(a_m0=a_m0, a_shift=a_shift, b_m0=b_m0, b_shift=b_shift,
+                out_m0=out_m0, out_shift=out_shift, left_shift=int(left_shift))
+
+
+def add(a_q, a_zp, a_m0, a_shift, b_q, b_zp, b_m0, b_shift, out_zp, out_m0, out_shift,
+        left_shift: int = 20, act_min=-128, act_max=127) -> np.ndarray:
+    """int8 element-wise Add (same shapes), as TFLite ``reference_integer_ops::Add`` (``AddFunc``).
+
+    ``MBQM1(x, m, s) = RoundingDivideByPOT(SRDHM(x, m), -s)`` (``MultiplyByQuantized
+    MultiplierSmallerThanOneExp``, ``s <= 0``)::
+
+        a' = MBQM1((a - a_zp) << left_shift, a_m0, a_shift)
+        b' = MBQM1((b - b_zp) << left_shift, b_m0, b_shift)
+        out = clamp(MBQM1(a' + b', out_m0, out_shift) + out_zp, act_min, act_max)
+
+    Parameters from :func:`add_params`. With int8 inputs and ``left_shift <= 22``
+    nothing overflows int32 (``255 << 22 < 2^30``).
+    """
+    a_q = _check_dtype("a_q", a_q, np.int8)
+    b_q = _check_dtype("b_q", b_q, np.int8)
+    if a_q.shape != b_q.shape:
+        raise ValueError(f"a_q and b_q must have the same shape, not {a_q.shape} and {b_q.shape}")
+    a_zp = int(_check_int_range("a_zp", a_zp, -128, 127))
+    b_zp = int(_check_int_range("b_zp", b_zp, -128, 127))
+    out_zp = int(_check_int_range("out_zp", out_zp, -128, 127))
+    if not isinstance(left_shift, (int, np.integer)) or not 0 <= left_shift <= 22:
+        raise ValueError(f"left_shift must be an int in 0..22, not {left_shift!r}")
+    act_min, act_max = _check_act(act_min, act_max)
+    m = {}
+    for name, m0, shift in (("a", a_m0, a_shift), ("b", b_m0, b_shift), ("out", out_m0, out_shift)):
+        m[name] = (int(_check_int_range(f"{name}_m0", m0, 0, INT32_MAX)),
+                   int(_check_int_range(f"{name}_shift", shift, -31, 0)))
+    a_s = multiply_by_quantized_multiplier((a_q.astype(np.int64) - a_zp) << left_shift, *m["a"])
+    b_s = multiply_by_quantized_multiplier((b_q.astype(np.int64) - b_zp) << left_shift, *m["b"])
+    raw = multiply_by_quantized_multiplier(a_s + b_s, *m["out"]) + out_zp
+    return np.clip(raw, act_min, act_max).astype(np.int8)
+
+
+def avg_pool_requant(x_q, kernel, stride, padding, in_zp, out_zp, m0, shift,
+                     act_min=-128, act_max=127) -> np.ndarray:
+    """int8 average pooling as the accelerator computes it (and TFLite's MEAN does).
+
+    ``acc = sum over the window of (x - in_zp)`` (padded taps hold ``in_zp`` and add
+    0: ONNX ``count_include_pad=1`` when padded), then
+    ``clamp(MBQM(acc, m0, shift) + out_zp, act_min, act_max)`` with
+    ``(m0, shift) = quantize_multiplier(S_in / (S_out * Kh * Kw))``
+    (:func:`global_avg_pool_params` with ``count = Kh * Kw``). This differs from
+    TFLite's AveragePool kernel (integer division with rounding, shared qparams)
+    by at most one step; the requantized form lets input and output scales differ
+    and needs no divider.
+    """
+    x_q = _check_dtype("x_q", x_q, np.int8)
+    in_zp = int(_check_int_range("in_zp", in_zp, -128, 127))
+    out_zp = int(_check_int_range("out_zp", out_zp, -128, 127))
+    act_min, act_max = _check_act(act_min, act_max)
+    taps = _pool_windows(x_q.astype(np.int64) - in_zp, kernel, stride or kernel, padding, 0)
+    return requantize(sum(taps), 0, m0, shift, out_zp, act_min, act_max)

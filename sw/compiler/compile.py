@@ -2,40 +2,38 @@
 
 Passes, each a named function:
 
-1. :func:`plan_fc` — tile a fully connected layer for the array and buffers.
-2. :func:`allocate` — static data (weights, PPU parameters) and scratch
-   feature maps (two ping-pong slots: liveness of a chain is one layer).
-3. :func:`emit_fc` — instructions with dependency tokens (double buffering).
+1. :func:`allocate` — static data (GEMM weights, PPU parameters) and DRAM slots
+   for every feature map (liveness: a slot is reused once its last reader ran).
+2. :func:`lower_fc` / :func:`lower_conv` — map a layer onto the weight-stationary
+   array as a list of :class:`Unit`\\ s of output tiles, each a sequence of GEMMs
+   with the LOADs that feed them (convolution by im2col addressing in the DMA,
+   padding inserted on load).
+3. :func:`emit_unit` — instructions with dependency tokens (double buffering).
 
-Data layouts in DRAM: activations int8 row-major ``[batch, features]`` (NHWC
-flattened); weights int8 ``[K, N]`` row-major; PPU parameters 9 bytes per
-output channel (bias int32 LE with the input zero point folded in, M0 int32 LE,
-shift int8), padded to whole column tiles.
+Data layouts in DRAM: activations int8 NHWC (a fully connected layer's
+``[features]`` is a 1x1xC map); GEMM weights int8 ``[K, N]`` row-major (conv:
+``K = (fh, fw, cin)`` per group); PPU parameters 9 bytes per output channel
+(bias int32 LE with the input zero point folded in, M0 int32 LE, shift int8).
 
-Tiling (weight stationary): ``K`` in tiles of ``rows``, ``N`` in tiles of
-``cols``. The layer input stays resident in one half of the ifmap buffer; the
-PPU parameters of the layer in one half of the parameter buffer; weight tiles
-alternate between the two halves of the weight buffer and psum tiles between
-the two halves of the psum buffer, so DMA, array and store overlap. Token
-protocol (VTA-style, counts must balance, every pop refers to an earlier push in
-program order so an in-order fetch can never deadlock):
+Token protocol (VTA-style; counts balance and every pop refers to an earlier
+push in program order, so an in-order fetch never deadlocks), per unit:
 
-* load group ``t`` (weight tile ``t``; group 0 also loads the input and the
-  parameters) pushes ``l2c``; GEMM ``t`` pops it;
-* GEMM ``t`` pushes ``c2l`` when load group ``t+2`` exists (it will overwrite
-  the weight half GEMM ``t`` read); that group pops it;
-* the last GEMM of output tile ``j`` pushes ``c2s``; STORE ``j`` pops it;
-* STORE ``j`` pushes ``s2c`` when output tile ``j+2`` exists (same psum half);
-  the first GEMM of tile ``j+2`` pops it;
-* between layers, a NOP on the compute queue pops ``s2c`` from the layer's last
-  STORE (the output is in DRAM) and pushes ``c2l``, which the next layer's first
-  LOAD pops: a barrier, because the next layer reads what the stores wrote.
+* load group ``t`` (the LOADs feeding GEMM ``t``) pushes ``l2c``; GEMM ``t`` pops it;
+* GEMM ``t`` pushes ``c2l`` when group ``t+2`` exists (it overwrites the weight
+  and ifmap halves GEMM ``t`` read); that group pops it;
+* the last GEMM of output tile ``u`` pushes ``c2s``; STORE ``u`` pops it;
+* STORE ``u`` pushes ``s2c`` when tile ``u+2`` exists (same psum half); the first
+  GEMM of tile ``u+2`` pops it;
+* between units (layers, or parts of a layer whose PPU parameters do not fit one
+  parameter-buffer half), a NOP on the compute queue pops ``s2c`` from the last
+  STORE and pushes ``c2l``, which the next unit's first LOAD pops: a barrier,
+  since the next unit may read what the stores wrote.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -46,49 +44,47 @@ from celosia.sw.compiler.program import NodeCode, Program, align
 from celosia.sw.errors import CelosiaError
 from celosia.sw.quant.model import QLayer, QModel
 
-__all__ = ["compile_model", "CompileError", "FcPlan", "plan_fc"]
+__all__ = ["compile_model", "CompileError", "Unit", "OutTile", "Gemm", "lower_fc", "lower_conv", "lower_vec",
+           "emit_unit", "allocate", "SUPPORTED_OPS"]
+
+SUPPORTED_OPS = ("fc", "conv", "maxpool", "avgpool", "gap", "add")
 
 
 class CompileError(CelosiaError):
     """The model cannot be mapped onto the configured accelerator."""
 
 
-@dataclass(frozen=True)
-class FcPlan:
-    K: int
-    N: int
-    M: int        # batch rows per run
-    kt: int       # K tiles
-    nt: int       # N tiles
-    rows: int
-    cols: int
+# -- the tiled-GEMM intermediate form -----------------------------------------------------
 
-    def k_len(self, k: int) -> int:
-        return min(self.rows, self.K - k * self.rows)
-
-    def n_len(self, n: int) -> int:
-        return min(self.cols, self.N - n * self.cols)
+@dataclass
+class Gemm:
+    """One compute instruction: a GEMM (weight tile x ``m_len`` ifmap rows into a psum tile)
+    or, with ``vec`` set, a VEC instruction of the vector engine (pooling, add)."""
+    k_len: int
+    n_len: int
+    weight: dict | None          # LOAD fields (without buf, buf_row, dep); None for VEC
+    ifmap: list = field(default_factory=list)  # LOADs of its ifmap tile (non-resident mode)
+    ifmap_row: int = 0           # row of its ifmap tile inside the block (resident mode)
+    vec: dict | None = None      # VEC fields (without ifmap_row, psum_row, m_len, dep)
 
 
-def plan_fc(layer: QLayer, config: AccelConfig, batch: int) -> FcPlan:
-    K, N = layer.in_features, layer.out_features
-    plan = FcPlan(K=K, N=N, M=batch, kt=math.ceil(K / config.rows), nt=math.ceil(N / config.cols),
-                  rows=config.rows, cols=config.cols)
-    need = {
-        "ifmap_rows": (plan.M * plan.kt, "the layer input (batch x K tiles)"),
-        "psum_rows": (plan.M, "one output tile (batch rows)"),
-        "param_rows": (plan.nt, "the PPU parameters of the layer (N tiles)"),
-    }
-    for name, (rows_needed, what) in need.items():
-        half = getattr(config, name) // 2
-        if rows_needed > half:
-            raise CompileError(
-                f"layer {layer.name!r} (K={K}, N={N}, batch={batch}) needs {rows_needed} rows "
-                f"of the {name.split('_')[0]} buffer half for {what}, but {name}={getattr(config, name)} "
-                f"gives {half} per half; increase {name} or reduce the batch")
-    if batch > 0xFFFF:
-        raise CompileError(f"batch must be at most 65535, not {batch}")
-    return plan
+@dataclass
+class OutTile:
+    """``m_len`` rows x ``n_len`` channels of output: GEMMs accumulating, then one STORE."""
+    m_len: int
+    gemms: list[Gemm]
+    store: dict                  # STORE fields (without psum_row, param_row, dep)
+    param_row: int               # row of its PPU parameters inside the unit's parameter block
+    block: int = 0               # ifmap block id (resident mode: loaded once per block)
+    block_loads: list = field(default_factory=list)  # resident mode: LOADs of the whole block
+
+
+@dataclass
+class Unit:
+    """Output tiles sharing one resident parameter block; units are separated by barriers."""
+    params: dict                 # LOAD fields of the parameter block
+    tiles: list[OutTile]
+    resident: bool               # ifmap loaded per block (True) or per GEMM (False)
 
 
 def _dep(pop_prev=False, pop_next=False, push_prev=False, push_next=False) -> dict:
@@ -96,149 +92,451 @@ def _dep(pop_prev=False, pop_next=False, push_prev=False, push_next=False) -> di
             "push_prev": int(push_prev), "push_next": int(push_next)}
 
 
-def _params_blob(layer: QLayer, plan: FcPlan) -> bytes:
-    """Per output channel: bias (folded) int32 LE, M0 int32 LE, shift int8; padded to nt*cols."""
-    n_pad = plan.nt * plan.cols
-    rec = np.zeros((n_pad, PARAM_BYTES), dtype=np.uint8)
-    bias = np.zeros(n_pad, dtype="<i4")
-    m0 = np.zeros(n_pad, dtype="<i4")
-    shift = np.zeros(n_pad, dtype=np.int8)
-    bias[:plan.N] = layer.folded_bias()
-    m0[:plan.N] = layer.m0
-    shift[:plan.N] = layer.shift
-    rec[:, 0:4] = bias.view(np.uint8).reshape(-1, 4)
-    rec[:, 4:8] = m0.view(np.uint8).reshape(-1, 4)
-    rec[:, 8] = shift.view(np.uint8)
+def _load(buf, base_reg, offset, n0, n1=1, s1=0, bs1=0, n2=1, s2=0, bs2=0, s0=1, **extra) -> dict:
+    return dict(buf=buf, base_reg=base_reg, dram_offset=offset, n0=n0, dram_stride0=s0, lane0=0,
+                n1=n1, dram_stride1=s1, buf_stride1=bs1, n2=n2, dram_stride2=s2, buf_stride2=bs2,
+                **extra)
+
+
+def emit_unit(unit: Unit, config: AccelConfig, first: bool, last: bool) -> list[int]:
+    """Instructions of one unit (see the module docstring for the tokens)."""
+    w_half, i_half = config.weight_rows // 2, config.ifmap_rows // 2
+    p_half = config.psum_rows // 2
+    gemms = [(u, g) for u, tile in enumerate(unit.tiles) for g in range(len(tile.gemms))]
+    T = len(gemms)
+    blocks = sorted({tile.block for tile in unit.tiles})
+    block_half = {b: i % 2 for i, b in enumerate(blocks)}
+    out: list[int] = []
+
+    def load_group(t):
+        u, g = gemms[t]
+        tile, gemm = unit.tiles[u], unit.tiles[u].gemms[g]
+        group = []
+        if t == 0:
+            group.append(dict(unit.params, buf=Buffer.PARAM, buf_row=0))
+        if unit.resident and g == 0 and (u == 0 or unit.tiles[u - 1].block != tile.block):
+            base = block_half[tile.block] * i_half
+            group.extend(dict(ld, buf=Buffer.IFMAP, buf_row=base + ld["buf_row"])
+                         for ld in tile.block_loads)
+        if not unit.resident:
+            group.extend(dict(ld, buf=Buffer.IFMAP, buf_row=(t % 2) * i_half + ld["buf_row"])
+                         for ld in gemm.ifmap)
+        if gemm.weight is not None:
+            group.append(dict(gemm.weight, buf=Buffer.WEIGHT, buf_row=(t % 2) * w_half))
+        assert group, "every compute instruction is fed by at least one LOAD"
+        for i, ld in enumerate(group):
+            ld["dep"] = _dep(pop_next=(i == 0 and (t >= 2 or (t == 0 and not first))),
+                             push_next=(i == len(group) - 1))
+        return [isa.encode(Opcode.LOAD, **ld) for ld in group]
+
+    def gemm(t):
+        u, g = gemms[t]
+        tile, gm = unit.tiles[u], unit.tiles[u].gemms[g]
+        if unit.resident:
+            ifmap_row = block_half[tile.block] * i_half + gm.ifmap_row
+        else:
+            ifmap_row = (t % 2) * i_half
+        dep = _dep(pop_prev=True, pop_next=(g == 0 and u >= 2),
+                   push_prev=t + 2 < T, push_next=g == len(tile.gemms) - 1)
+        if gm.vec is not None:
+            return isa.encode(Opcode.VEC, ifmap_row=ifmap_row, psum_row=(u % 2) * p_half,
+                              m_len=tile.m_len, dep=dep, **gm.vec)
+        return isa.encode(
+            Opcode.GEMM, accumulate=int(g > 0), ifmap_row=ifmap_row, weight_row=(t % 2) * w_half,
+            psum_row=(u % 2) * p_half, m_len=tile.m_len, k_len=gm.k_len, n_len=gm.n_len, dep=dep)
+
+    def store(u):
+        n_tiles = len(unit.tiles)
+        return isa.encode(
+            Opcode.STORE, psum_row=(u % 2) * p_half, param_row=unit.tiles[u].param_row,
+            m_len=unit.tiles[u].m_len,
+            dep=_dep(pop_prev=True, push_prev=(u + 2 < n_tiles) or (u == n_tiles - 1 and not last)),
+            **unit.tiles[u].store)
+
+    out.extend(load_group(0))
+    for t in range(T):
+        if t + 1 < T:
+            out.extend(load_group(t + 1))
+        out.append(gemm(t))
+        u, g = gemms[t]
+        if g == len(unit.tiles[u].gemms) - 1:
+            out.append(store(u))
+    if not last:
+        out.append(isa.encode(Opcode.NOP, dep=_dep(pop_next=True, push_prev=True)))
+    return out
+
+
+# -- lowering -------------------------------------------------------------------------------
+
+def param_chunks(layer: QLayer, config: AccelConfig) -> list[tuple[int, int]]:
+    """Output channels ``(first, count)`` of each PPU-parameter row, in the order the
+    lowering numbers its parameter rows: fc ``cols``-wide tiles; conv the same per
+    group; vector ops ``min(rows, cols)``-wide lane chunks."""
+    C = config.cols
+    if layer.is_gemm:
+        G = int(layer.attrs.get("groups", 1))
+        ng = len(layer.bias) // G
+        return [(g * ng + j, min(C, ng - j)) for g in range(G) for j in range(0, ng, C)]
+    L = min(config.rows, C)
+    n = layer.out_shape[-1]
+    return [(c0, min(L, n - c0)) for c0 in range(0, n, L)]
+
+
+def _params_blob(layer: QLayer, config: AccelConfig) -> bytes:
+    """One row of ``cols`` x 9 bytes per chunk: bias (folded) int32 LE, M0 int32 LE, shift int8."""
+    C = config.cols
+    bias = layer.folded_bias().astype("<i4")
+    m0 = np.asarray(layer.m0, dtype="<i4")
+    shift = np.asarray(layer.shift, dtype=np.int8)
+    chunks = param_chunks(layer, config)
+    rec = np.zeros((len(chunks), C, PARAM_BYTES), dtype=np.uint8)
+    for r, (c0, n) in enumerate(chunks):
+        rec[r, :n, 0:4] = bias[c0:c0 + n].view(np.uint8).reshape(-1, 4)
+        rec[r, :n, 4:8] = m0[c0:c0 + n].view(np.uint8).reshape(-1, 4)
+        rec[r, :n, 8] = shift[c0:c0 + n].view(np.uint8)
     return rec.tobytes()
 
 
-@dataclass
-class _Alloc:
-    weights: int   # offset in static
-    params: int    # offset in static
-    src: tuple     # (base_reg, offset) of the layer input
-    dst: tuple     # (base_reg, offset) of the layer output
+def _split_units(tiles: list[OutTile], param_rows_of, make_params, resident: bool,
+                 config: AccelConfig, layer: QLayer) -> list[Unit]:
+    """Cut a layer's output tiles into units whose parameter rows fit one buffer half."""
+    half = config.param_rows // 2
+    units, current, rows = [], [], []
+    for tile in tiles:
+        r = param_rows_of(tile)
+        if r not in rows and len(rows) == half:
+            units.append((current, rows))
+            current, rows = [], []
+        if r not in rows:
+            rows.append(r)
+        current.append(tile)
+    units.append((current, rows))
+    result = []
+    for tiles_u, rows_u in units:
+        lo, hi = min(rows_u), max(rows_u)
+        if hi - lo + 1 > half:
+            # Param rows must be contiguous within a unit; fall back to one unit per tile.
+            raise CompileError(f"layer {layer.name!r}: PPU parameters are not contiguous; "
+                               f"increase param_rows")
+        for tile in tiles_u:
+            tile.param_row = param_rows_of(tile) - lo
+        result.append(Unit(params=make_params(lo, hi - lo + 1), tiles=tiles_u, resident=resident))
+    return result
 
 
-def allocate(model: QModel, plans: list[FcPlan], batch: int) -> tuple[bytes, list[_Alloc], int]:
-    """Static data and the feature-map slots of every layer; returns (static, allocs, scratch_bytes)."""
+def lower_fc(layer: QLayer, config: AccelConfig, batch: int, alloc: dict) -> list[Unit]:
+    """A fully connected layer: ``[batch, K] x [K, N]``; the input stays resident when it fits."""
+    R, C = config.rows, config.cols
+    K, N = layer.w.shape
+    kt, nt = math.ceil(K / R), math.ceil(N / C)
+    src_reg, src_off = alloc["src"]
+    dst_reg, dst_off = alloc["dst"]
+    _check_rows(layer, "psum_rows", batch, config, f"one output tile (batch={batch} rows)")
+    resident = batch * kt <= config.ifmap_rows // 2
+    if not resident:
+        _check_rows(layer, "ifmap_rows", batch, config, f"one input tile (batch={batch} rows)")
+    block_loads = []
+    full = K // R
+    if full:
+        block_loads.append(_load(None, src_reg, src_off, R, n1=batch, s1=K, bs1=1,
+                                 n2=full, s2=R, bs2=batch, buf_row=0))
+    if K - full * R:
+        block_loads.append(_load(None, src_reg, src_off + full * R, K - full * R, n1=batch, s1=K,
+                                 bs1=1, buf_row=full * batch))
+    tiles = []
+    for j in range(nt):
+        n_len = min(C, N - j * C)
+        gemms = []
+        for k in range(kt):
+            k_len = min(R, K - k * R)
+            weight = _load(None, BaseReg.STATIC, alloc["weights"] + k * R * N + j * C, n_len,
+                           n1=k_len, s1=N, bs1=1)
+            ifmap = [_load(None, src_reg, src_off + k * R, k_len, n1=batch, s1=K, bs1=1, buf_row=0)]
+            gemms.append(Gemm(k_len=k_len, n_len=n_len, weight=weight, ifmap=ifmap,
+                              ifmap_row=k * batch))
+        store = dict(base_reg=dst_reg, dram_offset=dst_off + j * C, dram_stride=N, n_len=n_len,
+                     out_zp=int(layer.out_zp), act_min=int(layer.act_min),
+                     act_max=int(layer.act_max))
+        tiles.append(OutTile(m_len=batch, gemms=gemms, store=store, param_row=j, block=0,
+                             block_loads=block_loads))
+
+    def params(lo, n):
+        return _load(None, BaseReg.STATIC, alloc["params"] + lo * C * PARAM_BYTES, C * PARAM_BYTES,
+                     n1=n, s1=C * PARAM_BYTES, bs1=1)
+    return _split_units(tiles, lambda t: t.param_row, params, resident, config, layer)
+
+
+def _ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def lower_conv(layer: QLayer, config: AccelConfig, batch: int, alloc: dict) -> list[Unit]:
+    """A convolution as GEMMs: output pixels x (fh, fw, cin) by im2col addressing in the DMA.
+
+    One k-tile is up to ``rows`` input channels at one kernel position; an output
+    tile is ``Hb`` whole output rows of one image (``Hb * Wo`` pixels) by up to
+    ``cols`` output channels of one group. Padding is inserted by the LOAD
+    (``pad_value`` = input zero point, which the folded bias turns into 0).
+    """
+    R, C = config.rows, config.cols
+    H, W, Cin = layer.in_shape
+    Ho, Wo, Cout = layer.out_shape
+    cout, Fh, Fw, cin_g = layer.w.shape
+    a = layer.attrs
+    sh, sw = a.get("stride", (1, 1))
+    pt, pl, _, _ = a.get("pads", (0, 0, 0, 0))
+    dh, dw = a.get("dilation", (1, 1))
+    G = int(a.get("groups", 1))
+    cout_g = Cout // G
+    src_reg, src_off = alloc["src"]
+    dst_reg, dst_off = alloc["dst"]
+    ktiles = [(fh, fw, c0, min(R, cin_g - c0)) for fh in range(Fh) for fw in range(Fw)
+              for c0 in range(0, cin_g, R)]
+    nt = math.ceil(cout_g / C)
+    i_half, p_half = config.ifmap_rows // 2, config.psum_rows // 2
+    if Wo > min(i_half, p_half):
+        raise CompileError(f"layer {layer.name!r}: an output row of {Wo} pixels does not fit a "
+                           f"buffer half (ifmap_rows={config.ifmap_rows}, psum_rows="
+                           f"{config.psum_rows}); increase them")
+    hb_res = min(i_half // (len(ktiles) * Wo), p_half // Wo, Ho)
+    resident = hb_res >= 1
+    Hb = hb_res if resident else min(i_half // Wo, p_half // Wo, Ho)
+    K_g = Fh * Fw * cin_g
+
+    def ifmap_load(fh, fw, c0, k_len, img, g, ho0, hb, buf_row):
+        lo1 = max(0, _ceil_div(pl - fw * dw, sw))
+        hi1 = min(Wo, max(lo1, _ceil_div(W + pl - fw * dw, sw)))
+        lo2 = max(0, _ceil_div(pt - fh * dh, sh) - ho0)
+        hi2 = min(hb, max(lo2, _ceil_div(H + pt - fh * dh, sh) - ho0))
+        padded = lo1 > 0 or hi1 < Wo or lo2 > 0 or hi2 < hb
+        offset = (src_off + img * H * W * Cin + ((ho0 * sh + fh * dh - pt) * W + (fw * dw - pl)) * Cin
+                  + g * cin_g + c0)
+        return _load(None, src_reg, offset, k_len, n1=Wo, s1=sw * Cin, bs1=1, n2=hb,
+                     s2=sh * W * Cin, bs2=Wo, buf_row=buf_row, pad_en=int(padded),
+                     pad_lo1=lo1, pad_hi1=hi1, pad_lo2=lo2, pad_hi2=hi2,
+                     pad_value=int(layer.in_zp))
+
+    tiles = []
+    block_id = 0
+    for img in range(batch):
+        for g in range(G):
+            for ho0 in range(0, Ho, Hb):
+                hb = min(Hb, Ho - ho0)
+                block_loads = [ifmap_load(fh, fw, c0, kl, img, g, ho0, hb, i * hb * Wo)
+                               for i, (fh, fw, c0, kl) in enumerate(ktiles)] if resident else []
+                for j in range(nt):
+                    n_len = min(C, cout_g - j * C)
+                    gemms = []
+                    for i, (fh, fw, c0, k_len) in enumerate(ktiles):
+                        krow = (fh * Fw + fw) * cin_g + c0
+                        weight = _load(None, BaseReg.STATIC,
+                                       alloc["weights"] + g * K_g * cout_g + krow * cout_g + j * C,
+                                       n_len, n1=k_len, s1=cout_g, bs1=1)
+                        ifmap = [] if resident else [ifmap_load(fh, fw, c0, k_len, img, g, ho0, hb, 0)]
+                        gemms.append(Gemm(k_len=k_len, n_len=n_len, weight=weight, ifmap=ifmap,
+                                          ifmap_row=i * hb * Wo))
+                    store = dict(base_reg=dst_reg,
+                                 dram_offset=dst_off + (img * Ho + ho0) * Wo * Cout + g * cout_g + j * C,
+                                 dram_stride=Cout, n_len=n_len, out_zp=int(layer.out_zp),
+                                 act_min=int(layer.act_min), act_max=int(layer.act_max))
+                    tiles.append(OutTile(m_len=hb * Wo, gemms=gemms, store=store,
+                                         param_row=g * nt + j, block=block_id,
+                                         block_loads=block_loads))
+                block_id += 1
+
+    def params(lo, n):
+        return _load(None, BaseReg.STATIC, alloc["params"] + lo * C * PARAM_BYTES, C * PARAM_BYTES,
+                     n1=n, s1=C * PARAM_BYTES, bs1=1)
+    return _split_units(tiles, lambda t: t.param_row, params, resident, config, layer)
+
+
+def lower_vec(layer: QLayer, config: AccelConfig, batch: int, alloc: dict) -> list[Unit]:
+    """Pooling, global average pooling and the residual add on the vector engine.
+
+    Channels go in chunks of ``min(rows, cols)`` lanes. A pooling window's taps
+    are gathered by one LOAD per tap into consecutive ifmap rows (``win`` rows per
+    output pixel; padding inserted as -128 for max, as the zero point for sums);
+    an add interleaves its two inputs (``win = 2``). The STORE's PPU applies the
+    output multiplier per channel (identity for max pooling, ``S_in / (S_out * taps)``
+    for average pooling, TFLite's output multiplier for add).
+    """
+    L = min(config.rows, config.cols)
+    i_half, p_half = config.ifmap_rows // 2, config.psum_rows // 2
+    dst_reg, dst_off = alloc["dst"]
+    H, W, C = layer.in_shape
+    Ho, Wo, Co = layer.out_shape
+    a = layer.attrs
+    srcs = alloc["srcs"]
+    store_common = dict(base_reg=dst_reg, dram_stride=Co, out_zp=int(layer.out_zp),
+                        act_min=int(layer.act_min), act_max=int(layer.act_max))
+    if layer.op == "add":
+        kh = kw = 1
+        sh = sw = 1
+        pt = pl = 0
+        win = 2
+    elif layer.op == "gap":
+        kh, kw, sh, sw, pt, pl = H, W, 1, 1, 0, 0
+        win = H * W
+    else:
+        kh, kw = a["kernel"]
+        sh, sw = a["stride"]
+        pt, pl = a.get("pads", (0, 0, 0, 0))[:2]
+        win = kh * kw
+    if layer.op == "gap":
+        rows_per_out = win
+        if win > i_half:
+            raise CompileError(f"layer {layer.name!r}: global pooling over {H}x{W} needs {win} ifmap "
+                               f"rows per half; ifmap_rows={config.ifmap_rows}")
+        hb_max = 1
+    else:
+        rows_per_out = win * Wo
+        hb_max = min(i_half // rows_per_out if rows_per_out <= i_half else 0, p_half // Wo, Ho)
+        if hb_max < 1:
+            raise CompileError(f"layer {layer.name!r}: one output row ({Wo} pixels x {win} taps) "
+                               f"does not fit a buffer half (ifmap_rows={config.ifmap_rows}, "
+                               f"psum_rows={config.psum_rows})")
+    mode = {"maxpool": isa.VecMode.MAX, "add": isa.VecMode.ADD}.get(layer.op, isa.VecMode.SUM)
+    pad_value = -128 if layer.op == "maxpool" else int(layer.in_zp)
+
+    def tap_load(src, img, c0, lanes, ho0, hb, fy, fx, j):
+        src_reg, src_off = src
+        lo1 = max(0, _ceil_div(pl - fx, sw))
+        hi1 = min(Wo, max(lo1, _ceil_div(W + pl - fx, sw)))
+        lo2 = max(0, _ceil_div(pt - fy, sh) - ho0)
+        hi2 = min(hb, max(lo2, _ceil_div(H + pt - fy, sh) - ho0))
+        padded = lo1 > 0 or hi1 < Wo or lo2 > 0 or hi2 < hb
+        offset = src_off + img * H * W * C + ((ho0 * sh + fy - pt) * W + (fx - pl)) * C + c0
+        return _load(None, src_reg, offset, lanes, n1=Wo, s1=sw * C, bs1=win, n2=hb, s2=sh * W * C,
+                     bs2=Wo * win, buf_row=j, pad_en=int(padded), pad_lo1=lo1, pad_hi1=hi1,
+                     pad_lo2=lo2, pad_hi2=hi2, pad_value=pad_value)
+
+    tiles = []
+    for img in range(batch):
+        for r, c0 in enumerate(range(0, C, L)):
+            lanes = min(L, C - c0)
+            vec = dict(mode=mode, win=win, lanes=lanes, in_zp=int(layer.in_zp))
+            if layer.op == "add":
+                vec.update(b_zp=int(a["b_zp"]), a_m0=int(a["a_m0"]), a_shift=int(a["a_shift"]),
+                           b_m0=int(a["b_m0"]), b_shift=int(a["b_shift"]),
+                           left_shift=int(a.get("left_shift", 20)))
+            if layer.op == "gap":
+                src_reg, src_off = srcs[0]
+                loads = [_load(None, src_reg, src_off + img * H * W * C + c0, lanes, n1=W, s1=C,
+                               bs1=1, n2=H, s2=W * C, bs2=W, buf_row=0)]
+                blocks = [(0, 1, loads)]
+            elif layer.op == "add":
+                P = H * W
+                pb = min(i_half // 2, p_half)
+                blocks = []
+                for p0 in range(0, P, pb):
+                    n = min(pb, P - p0)
+                    loads = [_load(None, src[0], src[1] + (img * P + p0) * C + c0, lanes, n1=n,
+                                   s1=C, bs1=2, buf_row=j) for j, src in enumerate(srcs)]
+                    blocks.append((p0, n, loads))
+            else:
+                blocks = []
+                for ho0 in range(0, Ho, hb_max):
+                    hb = min(hb_max, Ho - ho0)
+                    loads = [tap_load(srcs[0], img, c0, lanes, ho0, hb, fy, fx, fy * kw + fx)
+                             for fy in range(kh) for fx in range(kw)]
+                    blocks.append((ho0 * Wo, hb * Wo, loads))
+            for p0, m_len, loads in blocks:
+                store = dict(store_common, n_len=lanes,
+                             dram_offset=dst_off + (img * Ho * Wo + p0) * Co + c0)
+                gemm = Gemm(k_len=0, n_len=lanes, weight=None, ifmap=loads, vec=vec)
+                tiles.append(OutTile(m_len=m_len, gemms=[gemm], store=store, param_row=r))
+
+    def params(lo, n):
+        return _load(None, BaseReg.STATIC, alloc["params"] + lo * config.cols * PARAM_BYTES,
+                     config.cols * PARAM_BYTES, n1=n, s1=config.cols * PARAM_BYTES, bs1=1)
+    return _split_units(tiles, lambda t: t.param_row, params, False, config, layer)
+
+
+def _check_rows(layer, name, rows_needed, config, what):
+    half = getattr(config, name) // 2
+    if rows_needed > half:
+        raise CompileError(
+            f"layer {layer.name!r} needs {rows_needed} rows of the {name.split('_')[0]} buffer half "
+            f"for {what}, but {name}={getattr(config, name)} gives {half} per half; increase "
+            f"{name} or reduce the batch")
+
+
+# -- allocation -------------------------------------------------------------------------------
+
+def allocate(model: QModel, config: AccelConfig, batch: int) -> tuple[bytes, list[dict], int]:
+    """Static data and the DRAM slot of every tensor; returns (static, per-layer allocs, scratch bytes).
+
+    Feature maps live in SCRATCH slots reused after their last reader (first
+    fit); the model input is at INPUT and the last layer writes to OUTPUT.
+    """
     static = bytearray()
+    last_use = {}
+    for i in range(len(model.layers)):
+        for name in model.layer_inputs(i):
+            last_use[name] = i
+    where = {QModel.INPUT: (BaseReg.INPUT, 0)}
+    free: list[tuple[int, int]] = []   # (offset, size) of free scratch slots
+    live: dict[str, tuple[int, int]] = {}
+    scratch_end = 0
     allocs = []
-    slot_bytes = align(max([batch * p.N for p in plans[:-1]] or [0]), 8)
-    for i, (layer, plan) in enumerate(zip(model.layers, plans)):
+    for i, layer in enumerate(model.layers):
         w_off = len(static)
-        static += np.ascontiguousarray(layer.w, dtype=np.int8).tobytes()
+        gw = layer.gemm_weights()
+        static += np.ascontiguousarray(gw, dtype=np.int8).tobytes()
         static += bytes(align(len(static), 8) - len(static))
         p_off = len(static)
-        static += _params_blob(layer, plan)
+        static += _params_blob(layer, config)
         static += bytes(align(len(static), 8) - len(static))
-        src = (BaseReg.INPUT, 0) if i == 0 else (BaseReg.SCRATCH, ((i - 1) % 2) * slot_bytes)
-        last = i == len(model.layers) - 1
-        dst = (BaseReg.OUTPUT, 0) if last else (BaseReg.SCRATCH, (i % 2) * slot_bytes)
-        allocs.append(_Alloc(weights=w_off, params=p_off, src=src, dst=dst))
-    scratch = 2 * slot_bytes if len(model.layers) > 1 else 0
-    return bytes(static), allocs, scratch
+        srcs = [where[name] for name in model.layer_inputs(i)]
+        if i == len(model.layers) - 1:
+            dst = (BaseReg.OUTPUT, 0)
+        else:
+            size = align(batch * layer.out_features, 8)
+            slot = next((f for f in free if f[1] >= size), None)
+            if slot:
+                free.remove(slot)
+                off = slot[0]
+            else:
+                off, scratch_end = scratch_end, scratch_end + size
+            live[layer.output] = (off, size)
+            dst = (BaseReg.SCRATCH, off)
+        allocs.append({"weights": w_off, "params": p_off, "src": srcs[0], "srcs": srcs, "dst": dst})
+        where[layer.output] = dst
+        # Free the slots of tensors whose last reader was this layer (after choosing dst:
+        # a layer never writes over its own input).
+        for name in model.layer_inputs(i):
+            if last_use.get(name) == i and name in live:
+                free.append(live.pop(name))
+    return bytes(static), allocs, scratch_end
 
 
-def emit_fc(layer: QLayer, plan: FcPlan, alloc: _Alloc, config: AccelConfig,
-            first: bool, last: bool) -> list[int]:
-    """Instructions of one fully connected layer (see the module docstring for the tokens)."""
-    R, C, M = config.rows, config.cols, plan.M
-    w_half, i_half = config.weight_rows // 2, config.ifmap_rows // 2
-    p_half, pr_half = config.psum_rows // 2, config.param_rows // 2
-    ifmap_base = 0  # the input is resident in half 0 (a barrier separates layers)
-    param_base = 0
-    tiles = [(n, k) for n in range(plan.nt) for k in range(plan.kt)]
-    T = len(tiles)
-    insns: list[int] = []
-
-    def load_group(t):
-        group = []
-        n, k = tiles[t]
-        if t == 0:
-            # PPU parameters of the whole layer (pops the previous layer's barrier token).
-            group.append(dict(
-                buf=Buffer.PARAM, base_reg=BaseReg.STATIC, dram_offset=alloc.params,
-                n0=C * PARAM_BYTES, dram_stride0=1, lane0=0,
-                n1=plan.nt, dram_stride1=C * PARAM_BYTES, buf_stride1=1,
-                n2=1, dram_stride2=0, buf_stride2=0, buf_row=param_base,
-                dep=_dep(pop_next=not first)))
-            # The layer input, [M, K] row-major -> row kt*M + m, lane k % R.
-            src_reg, src_off = alloc.src
-            full = plan.K // R
-            if full:
-                group.append(dict(
-                    buf=Buffer.IFMAP, base_reg=src_reg, dram_offset=src_off,
-                    n0=R, dram_stride0=1, lane0=0,
-                    n1=M, dram_stride1=plan.K, buf_stride1=1,
-                    n2=full, dram_stride2=R, buf_stride2=M, buf_row=ifmap_base,
-                    dep=_dep()))
-            rem = plan.K - full * R
-            if rem:
-                group.append(dict(
-                    buf=Buffer.IFMAP, base_reg=src_reg, dram_offset=src_off + full * R,
-                    n0=rem, dram_stride0=1, lane0=0,
-                    n1=M, dram_stride1=plan.K, buf_stride1=1,
-                    n2=1, dram_stride2=0, buf_stride2=0, buf_row=ifmap_base + full * M,
-                    dep=_dep()))
-        # Weight tile t: rows k*R.., columns n*C.. of W [K, N].
-        group.append(dict(
-            buf=Buffer.WEIGHT, base_reg=BaseReg.STATIC,
-            dram_offset=alloc.weights + k * R * plan.N + n * C,
-            n0=plan.n_len(n), dram_stride0=1, lane0=0,
-            n1=plan.k_len(k), dram_stride1=plan.N, buf_stride1=1,
-            n2=1, dram_stride2=0, buf_stride2=0, buf_row=(t % 2) * w_half,
-            dep=_dep(pop_next=t >= 2)))
-        group[-1]["dep"]["push_next"] = 1
-        return [isa.encode(Opcode.LOAD, **fields) for fields in group]
-
-    def gemm(t):
-        n, k = tiles[t]
-        last_k = k == plan.kt - 1
-        return isa.encode(
-            Opcode.GEMM, accumulate=int(k > 0),
-            ifmap_row=ifmap_base + k * M, weight_row=(t % 2) * w_half,
-            psum_row=(n % 2) * p_half, m_len=M, k_len=plan.k_len(k), n_len=plan.n_len(n),
-            dep=_dep(pop_prev=True, pop_next=(k == 0 and n >= 2),
-                     push_prev=t + 2 < T, push_next=last_k))
-
-    def store(n):
-        dst_reg, dst_off = alloc.dst
-        return isa.encode(
-            Opcode.STORE, base_reg=dst_reg, dram_offset=dst_off + n * C, dram_stride=plan.N,
-            psum_row=(n % 2) * p_half, param_row=param_base + n, m_len=M, n_len=plan.n_len(n),
-            out_zp=int(layer.out_zp), act_min=int(layer.act_min), act_max=int(layer.act_max),
-            dep=_dep(pop_prev=True, push_prev=(n + 2 < plan.nt) or (n == plan.nt - 1 and not last)))
-
-    assert ifmap_base + plan.kt * M <= i_half and param_base + plan.nt <= pr_half
-    insns.extend(load_group(0))
-    for t in range(T):
-        if t + 1 < T:
-            insns.extend(load_group(t + 1))
-        insns.append(gemm(t))
-        n, k = tiles[t]
-        if k == plan.kt - 1:
-            insns.append(store(n))
-    if not last:
-        insns.append(isa.encode(Opcode.NOP, dep=_dep(pop_next=True, push_prev=True)))
-    return insns
-
+# -- driver of the passes -------------------------------------------------------------------
 
 def compile_model(model: QModel, config: AccelConfig, batch: int = 1) -> Program:
     """Compile ``model`` for ``config``, ``batch`` samples per run."""
     if batch < 1:
         raise CompileError(f"batch must be at least 1, not {batch}")
+    if batch > 0xFFFF:
+        raise CompileError(f"batch must be at most 65535, not {batch}")
     for layer in model.layers:
-        if layer.op != "fc":
+        if layer.op not in SUPPORTED_OPS:
             raise CompileError(f"layer {layer.name!r}: op {layer.op!r} has no hardware mapping yet; "
-                               f"supported: fc")
-    plans = [plan_fc(layer, config, batch) for layer in model.layers]
-    static, allocs, scratch = allocate(model, plans, batch)
+                               f"supported: {', '.join(SUPPORTED_OPS)}")
+    static, allocs, scratch = allocate(model, config, batch)
     nodes = []
-    for i, (layer, plan, alloc) in enumerate(zip(model.layers, plans, allocs)):
-        insns = emit_fc(layer, plan, alloc, config, first=i == 0, last=i == len(model.layers) - 1)
+    n_layers = len(model.layers)
+    for i, (layer, alloc) in enumerate(zip(model.layers, allocs)):
+        lower = {"fc": lower_fc, "conv": lower_conv}.get(layer.op, lower_vec)
+        units = lower(layer, config, batch, alloc)
+        insns = []
+        for j, unit in enumerate(units):
+            insns.extend(emit_unit(unit, config, first=(i == 0 and j == 0),
+                                   last=(i == n_layers - 1 and j == len(units) - 1)))
+        gemms = sum(len(t.gemms) for u in units for t in u.tiles)
         nodes.append(NodeCode(name=layer.name, op=layer.op, insns=insns, macs=layer.macs * batch,
-                              tiles={"k_tiles": plan.kt, "n_tiles": plan.nt, "batch": batch}))
+                              tiles={"units": len(units), "out_tiles": sum(len(u.tiles) for u in units),
+                                     "gemms": gemms, "ifmap_resident": units[0].resident,
+                                     "batch": batch}))
     return Program(config=config, batch=batch, nodes=nodes, static=static,
                    input_bytes=batch * model.in_features, output_bytes=batch * model.out_features,
                    scratch_bytes=scratch, in_features=model.in_features,

@@ -25,7 +25,6 @@ import numpy as np
 
 from celosia.rtl.config import AccelConfig
 from celosia.rtl.isa import BaseReg, Csr
-from celosia.sim.golden import fully_connected
 from celosia.sim.job import Job, Run
 from celosia.sw.compiler import Program, compile_model
 from celosia.sw.errors import CelosiaError, InputError
@@ -48,11 +47,40 @@ class Result:
 
 
 def golden_forward(model: QModel, x_q: np.ndarray) -> np.ndarray:
-    """The golden model's int8 output for int8 inputs ``[samples, in_features]``."""
-    for layer in model.layers:
-        x_q = fully_connected(x_q, layer.in_zp, layer.w, layer.bias, layer.m0, layer.shift,
-                              layer.out_zp, layer.act_min, layer.act_max)
-    return x_q
+    """The golden model's int8 output for int8 inputs ``[samples, in_features]`` (NHWC flattened)."""
+    from celosia.sim import golden
+
+    n = len(x_q)
+    values = {QModel.INPUT: np.asarray(x_q, dtype=np.int8).reshape(n, -1)}
+    for i, layer in enumerate(model.layers):
+        xs = [values[name].reshape(n, *layer.in_shape) for name in model.layer_inputs(i)]
+        a = layer.attrs
+        clamp = dict(act_min=layer.act_min, act_max=layer.act_max)
+        if layer.op == "fc":
+            y = golden.fully_connected(xs[0].reshape(n, -1), layer.in_zp, layer.w, layer.bias,
+                                       layer.m0, layer.shift, layer.out_zp, **clamp)
+        elif layer.op == "conv":
+            y = golden.conv2d(xs[0], layer.in_zp, layer.w, layer.bias, layer.m0, layer.shift,
+                              layer.out_zp, stride=a.get("stride", (1, 1)),
+                              padding=a.get("pads", (0, 0, 0, 0)), groups=a.get("groups", 1),
+                              dilation=a.get("dilation", (1, 1)), **clamp)
+        elif layer.op == "maxpool":
+            y = golden.max_pool(xs[0], a["kernel"], a["stride"], a.get("pads", (0, 0, 0, 0)), **clamp)
+        elif layer.op == "avgpool":
+            y = golden.avg_pool_requant(xs[0], a["kernel"], a["stride"], a.get("pads", (0, 0, 0, 0)),
+                                        layer.in_zp, layer.out_zp, int(layer.m0[0]),
+                                        int(layer.shift[0]), **clamp)
+        elif layer.op == "gap":
+            y = golden.global_avg_pool_requant(xs[0], layer.in_zp, layer.out_zp, int(layer.m0[0]),
+                                               int(layer.shift[0]), **clamp)
+        elif layer.op == "add":
+            y = golden.add(xs[0], layer.in_zp, a["a_m0"], a["a_shift"], xs[1], a["b_zp"], a["b_m0"],
+                           a["b_shift"], layer.out_zp, int(layer.m0[0]), int(layer.shift[0]),
+                           left_shift=a.get("left_shift", 20), **clamp)
+        else:
+            raise DriverError(f"layer {layer.name!r}: op {layer.op!r} has no golden implementation")
+        values[layer.output] = y.reshape(n, -1)
+    return values[model.layers[-1].output]
 
 
 def check_input(model: QModel, x: np.ndarray, source: str = "input") -> np.ndarray:

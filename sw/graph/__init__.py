@@ -1,11 +1,12 @@
 """The high-level graph (operators and tensors), its bookkeeping and float reference."""
 
 from .graph import (
-    ACTIVATIONS, OPS, Graph, Node, OpSpec, Tensor, execute_float, fuse_activations,
-    run_float,
+    ACTIVATIONS, FUSABLE_OPS, OPS, Graph, LazyInit, Node, OpSpec, Tensor, activation_of,
+    apply_activation, check_activation, execute_float, fuse_activations, run_float,
 )
 
 __all__ = [
-    "Tensor", "Node", "Graph", "OpSpec", "OPS", "ACTIVATIONS",
-    "fuse_activations", "run_float", "execute_float",
+    "Tensor", "Node", "Graph", "OpSpec", "OPS", "ACTIVATIONS", "LazyInit", "FUSABLE_OPS",
+    "fuse_activations", "run_float", "execute_float", "check_activation",
+    "apply_activation", "activation_of",
 ]

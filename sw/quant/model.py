@@ -1,9 +1,13 @@
 """The quantized model: what the compiler compiles and the golden back end runs.
 
-A :class:`QModel` is a chain of quantized layers with every integer parameter
-fixed (int8 weights, int32 bias, per-channel ``M0`` / ``shift``, zero points and
-the activation clamp). It is produced by :func:`celosia.sw.quant.quantize_graph`
-and is independent of the accelerator configuration.
+A :class:`QModel` is a list of quantized layers in execution order, each reading
+named tensors and writing one, with every integer parameter fixed (int8 weights,
+int32 bias, per-channel ``M0`` / ``shift``, zero points, the activation clamp).
+It is produced by :func:`celosia.sw.quant.quantize_graph` and is independent of
+the accelerator configuration. Feature maps are per sample: ``(features,)`` for
+fully connected layers, ``(H, W, C)`` (NHWC) for convolutions. A layer whose
+``inputs`` is empty reads the previous layer's output (or the model input), so a
+plain chain needs no names.
 """
 
 from __future__ import annotations
@@ -17,10 +21,22 @@ __all__ = ["QLayer", "QModel"]
 
 @dataclass
 class QLayer:
-    """``y = clamp(requant(x_q @ w + bias - in_zp * sum_k w) + out_zp, act_min, act_max)``."""
+    """One quantized operator.
+
+    ``fc``: ``w`` int8 ``[K, N]``; ``conv``: ``w`` int8 ``[Cout, Fh, Fw, Cin/groups]``
+    with ``attrs`` ``stride (sh, sw)``, ``pads (t, l, b, r)``, ``groups``,
+    ``dilation (dh, dw)``. Both: ``y = clamp(requant(sum (x - in_zp) w + bias) +
+    out_zp, act_min, act_max)`` per output channel.
+
+    Vector ops (no weights; ``m0`` / ``shift`` hold the output multiplier per channel):
+    ``maxpool`` / ``avgpool`` (``attrs`` ``kernel``, ``stride``, ``pads``; maxpool
+    keeps the input's scale and zero point), ``gap`` (global average pool) and
+    ``add`` (two inputs; ``attrs`` ``a_m0``, ``a_shift``, ``b_m0``, ``b_shift``,
+    ``b_zp``, ``left_shift`` as TFLite's int8 Add, ``in_zp`` is the first input's).
+    """
     name: str
-    op: str                 # "fc"
-    w: np.ndarray           # int8 [K, N], symmetric per output channel
+    op: str                 # "fc" | "conv"
+    w: np.ndarray
     bias: np.ndarray        # int32 [N], scale in_scale * w_scale[n]
     m0: np.ndarray          # int32 [N]
     shift: np.ndarray       # int32 [N]
@@ -32,27 +48,72 @@ class QLayer:
     act_max: int = 127
     activation: str = "none"
     w_scale: np.ndarray | None = None  # float32 [N]
+    attrs: dict = field(default_factory=dict)
+    in_shape: tuple = ()    # per-sample input shape ((K,) for fc, (H, W, C) for conv)
+    out_shape: tuple = ()   # per-sample output shape
+    inputs: list = field(default_factory=list)  # tensor names; [] = previous output
+    output: str = ""        # tensor name; "" = the layer's name
+
+    def __post_init__(self):
+        if self.op == "fc":
+            if not self.in_shape:
+                self.in_shape = (int(self.w.shape[0]),)
+            if not self.out_shape:
+                self.out_shape = (int(self.w.shape[1]),)
+        if not self.output:
+            self.output = self.name
 
     @property
     def in_features(self) -> int:
-        return int(self.w.shape[0])
+        return int(np.prod(self.in_shape))
 
     @property
     def out_features(self) -> int:
-        return int(self.w.shape[1])
+        return int(np.prod(self.out_shape))
 
     @property
     def macs(self) -> int:
         """MACs per sample."""
-        return self.in_features * self.out_features
+        if self.op == "fc":
+            return int(self.w.shape[0] * self.w.shape[1])
+        if self.op == "conv":
+            ho, wo, cout = self.out_shape
+            _, fh, fw, cin_g = self.w.shape
+            return int(ho * wo * cout * fh * fw * cin_g)
+        return 0
+
+    @property
+    def is_gemm(self) -> bool:
+        return self.op in ("fc", "conv")
+
+    def gemm_weights(self) -> np.ndarray:
+        """Weights as the GEMM's ``[K, N]`` (conv, per group: ``[(fh, fw, cin), cout]``).
+
+        For a grouped convolution the result is ``[groups, K_g, N_g]``.
+        """
+        if self.op == "fc":
+            return self.w
+        if not self.is_gemm:
+            return np.zeros(0, np.int8)
+        cout, fh, fw, cin_g = self.w.shape
+        groups = int(self.attrs.get("groups", 1))
+        w = self.w.reshape(groups, cout // groups, fh * fw * cin_g)
+        return np.ascontiguousarray(w.transpose(0, 2, 1))
 
     def folded_bias(self) -> np.ndarray:
         """Bias with the input zero point folded in: ``bias - in_zp * sum_k w[k, n]`` (int32).
 
         ``sum_k (x - zp) w = sum_k x w - zp sum_k w`` exactly in integers, so the
-        array multiplies raw int8 inputs and the PPU adds this bias.
+        array multiplies raw int8 inputs (padding inserted as ``in_zp``, which then
+        contributes exactly 0) and the PPU adds this bias.
         """
-        folded = self.bias.astype(np.int64) - int(self.in_zp) * self.w.astype(np.int64).sum(axis=0)
+        if not self.is_gemm:
+            return np.asarray(self.bias, dtype=np.int32)
+        if self.op == "fc":
+            wsum = self.w.astype(np.int64).sum(axis=0)
+        else:
+            wsum = self.w.astype(np.int64).reshape(self.w.shape[0], -1).sum(axis=1)
+        folded = self.bias.astype(np.int64) - int(self.in_zp) * wsum
         if folded.min() < -(1 << 31) or folded.max() >= (1 << 31):
             raise OverflowError(f"layer {self.name}: folded bias does not fit int32")
         return folded.astype(np.int32)
@@ -64,8 +125,12 @@ class QModel:
     layers: list[QLayer]
     input_scale: float
     input_zp: int
-    input_shape: tuple = ()     # per-sample shape of the float input (before flattening)
+    input_shape: tuple = ()     # per-sample shape of the float input as the user gives it
     meta: dict = field(default_factory=dict)
+    #: "flat" (any shape, flattened), or "NCHW": user input is NCHW, hardware NHWC
+    input_layout: str = "flat"
+
+    INPUT = "input"
 
     @property
     def output_scale(self) -> float:
@@ -83,15 +148,30 @@ class QModel:
     def out_features(self) -> int:
         return self.layers[-1].out_features
 
+    def layer_inputs(self, index: int) -> list[str]:
+        """Tensor names read by layer ``index`` (resolving the chain default)."""
+        layer = self.layers[index]
+        if layer.inputs:
+            return list(layer.inputs)
+        return [self.INPUT if index == 0 else self.layers[index - 1].output]
+
     def quantize_input(self, x: np.ndarray) -> np.ndarray:
-        """float [batch, ...] -> int8 [batch, in_features] (flattened, as the model's Flatten does)."""
+        """float ``[batch, ...]`` -> int8 ``[batch, in_features]`` in the hardware's layout (NHWC)."""
         from celosia.sim.golden import quantize
-        x = np.asarray(x, dtype=np.float32).reshape(len(x), -1)
+        x = np.asarray(x, dtype=np.float32)
+        if self.input_layout == "NCHW" and x.ndim == 4:
+            x = x.transpose(0, 2, 3, 1)
+        x = x.reshape(len(x), -1)
         return quantize(x, self.input_scale, self.input_zp)
 
     def dequantize_output(self, q: np.ndarray) -> np.ndarray:
+        """int8 ``[batch, out_features]`` -> float, NCHW again for a 4-D output of an NCHW model."""
         from celosia.sim.golden import dequantize
-        return dequantize(q, self.output_scale, self.output_zp)
+        y = dequantize(q, self.output_scale, self.output_zp)
+        shape = self.layers[-1].out_shape
+        if self.input_layout == "NCHW" and len(shape) == 3:
+            y = y.reshape(len(y), *shape).transpose(0, 3, 1, 2)
+        return y
 
     def macs_per_sample(self) -> int:
         return sum(layer.macs for layer in self.layers)

@@ -120,3 +120,58 @@ def test_program_larger_than_dram_is_a_clear_error():
     model = _random_model(np.random.default_rng(3), [40, 40])
     with pytest.raises(DriverError, match="dram_bytes"):
         run_quantized(model, np.zeros((1, 40), np.int8), config, backend="verilator")
+
+
+def tiny_cnn():
+    """A float CNN using every hardware op: conv (padding, stride, groups), max and average
+    pooling, a residual add, global average pooling and fc, built with the zoo's graph builder."""
+    from celosia.sw.zoo import _Builder
+
+    b = _Builder("tiny_cnn", (12, 12, 3), seed=5)
+    b.conv("c1", 8, 3)
+    skip = b.pool("maxpool", "p1", 3, 2, pad=1)
+    b.conv("c2", 8, 3)
+    b.conv("c3", 8, 3, act=None)
+    b.add("add", b.x, skip)
+    b.pool("avgpool", "p2", 2, 2)
+    b.conv("c4", 12, 5, stride=2, pad=2, groups=2)
+    b.gap()
+    b.flatten()
+    b.fc("fc", 10, act=None)
+    return b.done()
+
+
+@pytest.mark.parametrize("rows,cols", [(4, 4), (8, 8)], ids=["4x4", "8x8"])
+def test_cnn_ops_bit_exact(rows, cols):
+    """Float graph -> PTQ -> compile -> Verilog; every op kind, checked against the golden model."""
+    graph = tiny_cnn()
+    rng = np.random.default_rng(rows)
+    calib = rng.random((16, 12, 12, 3), dtype=np.float32)
+    qmodel = quantize_graph(graph, calib)
+    assert {l.op for l in qmodel.layers} == {"conv", "maxpool", "add", "avgpool", "gap", "fc"}
+    x = rng.random((3, 12, 12, 3), dtype=np.float32)
+    config = small_config(rows, cols)
+    golden = run(qmodel, x, config, backend="golden")
+    hw = run(qmodel, x, config, backend="verilator")
+    np.testing.assert_array_equal(hw.y_q, golden.y_q)
+    assert hw.report["hw_macs"] == qmodel.macs_per_sample() * 3
+    # the float model and the int8 one agree on most samples' top class
+    float_out = run_float(graph, x)
+    assert np.abs(float_out - golden.y).max() < 0.25 * np.abs(float_out).max() + 0.1
+
+
+@pytest.mark.parametrize("name", ["digits_cnn", "digits_resnet"])
+@pytest.mark.parametrize("rows,cols", [(4, 4), (8, 8)], ids=["4x4", "8x8"])
+def test_digits_cnns_bit_exact(name, rows, cols):
+    """The bundled digits CNNs: 32 held-out images on the Verilog equal the golden model;
+    int8 accuracy (golden, all held-out images) within 2 points of float."""
+    x_train, x_test, _, y_test = digits_split()
+    graph = load_onnx(MODEL.with_name(f"{name}.onnx"))
+    qmodel = quantize_graph(graph, x_train.reshape(-1, 1, 8, 8))
+    images = x_test.reshape(-1, 1, 8, 8)
+    config = small_config(rows, cols)
+    golden = run(qmodel, images, config, backend="golden")
+    hw = run(qmodel, images[:32], config, backend="verilator")
+    np.testing.assert_array_equal(hw.y_q, golden.y_q[:32])
+    float_acc = (run_float(graph, images).argmax(1) == y_test).mean()
+    assert (golden.y.argmax(1) == y_test).mean() >= float_acc - 0.02

@@ -56,6 +56,7 @@ class Harness(Elaboratable):
             "load": StubEngine(isa.LoadInsn, lambda p: p.n0, lambda p: p.lane0 == ERR_MARK),
             "compute": StubEngine(isa.GemmInsn, lambda p: p.m_len,
                                   lambda p: p.psum_row == ERR_MARK),
+            "vector": StubEngine(isa.VecInsn, lambda p: p.m_len, lambda p: p.psum_row == ERR_MARK),
             "store": StubEngine(isa.StoreInsn, lambda p: p.m_len, lambda p: p.param_row == ERR_MARK),
         }
 
@@ -98,6 +99,11 @@ def load(n0=3, lane0=0, **dep):
 def gemm(m_len=2, k_len=8, n_len=8, psum_row=0, **dep):
     return isa.encode(Opcode.GEMM, m_len=m_len, k_len=k_len, n_len=n_len, psum_row=psum_row,
                       dep=dep)
+
+
+def vec(m_len=2, psum_row=0, **dep):
+    return isa.encode(Opcode.VEC, mode=isa.VecMode.SUM, m_len=m_len, win=3, lanes=4,
+                      psum_row=psum_row, dep=dep)
 
 
 def nop(**dep):
@@ -273,3 +279,38 @@ def test_token_overflow():
     res, starts = run_program(nodes, max_cycles=20000)
     assert res["error"] == ErrorCode.TOKEN_OVERFLOW
     assert res["ERROR_INFO"] == 255
+
+
+def test_vec_routed_to_vector_engine_in_order():
+    # GEMM / VEC / NOP of the compute queue run one at a time, in order, on two engines.
+    nodes = [[load(n0=10, push_next=1), vec(m_len=5, pop_prev=1), gemm(m_len=4),
+              vec(m_len=3), vec(m_len=2, push_next=1), store(m_len=1, pop_prev=1),
+              nop(push_next=1), store(m_len=2, pop_prev=1)]]
+    res, starts = run_program(nodes)
+    assert (res["done"], res["busy"], res["error"]) == (1, 0, 0)
+    vecs = by_engine(starts, "vector")
+    gemms = by_engine(starts, "compute")
+    assert [i["m_len"] for _, i in vecs] == [5, 3, 2]
+    assert all(i["op"] == Opcode.VEC and i["win"] == 3 and i["lanes"] == 4 for _, i in vecs)
+    assert [i["m_len"] for _, i in gemms] == [4]
+    (tl, _), = by_engine(starts, "load")
+    (t_v0, _), (t_v1, _), (t_v2, _) = vecs
+    (t_g, _), = gemms
+    (t_s0, _), (t_s1, _) = by_engine(starts, "store")
+    # stub busy = m_len cycles after the start, done in its last busy cycle
+    assert t_v0 >= tl + 10
+    assert t_g >= t_v0 + 5 + 1
+    assert t_v1 >= t_g + 4 + 1
+    assert t_v2 >= t_v1 + 3 + 1
+    assert t_s0 >= t_v2 + 2 + 1
+    assert t_s1 > t_v2 + 2
+    assert res["INSNS"] == 8
+    assert res["MACS"] == 4 * 8 * 8  # VECs count no MACs
+    assert res["COMPUTE_BUSY"] == 5 + 4 + 3 + 2  # either engine busy
+
+
+def test_vector_error():
+    res, starts = run_program([[gemm(m_len=1), vec(m_len=2, psum_row=ERR_MARK), gemm(m_len=1)]])
+    assert (res["done"], res["busy"], res["error"]) == (1, 0, ErrorCode.BUFFER_OUT_OF_RANGE)
+    assert res["ERROR_INFO"] == 1
+    assert len(by_engine(starts, "compute")) == 1

@@ -1,7 +1,9 @@
 """LoadEngine / StoreEngine against NumPy gathers and the golden requantization.
 
 Harness: DramModel + engine + LaneBuffers; DRAM filled through the host back door,
-buffers filled / read back through their free ports.
+buffers filled / read back through their free ports. Instructions are written as
+field dicts and encoded with ``isa.encode`` (so field widths and signed fields are
+checked the way the compiler's are).
 """
 
 import numpy as np
@@ -13,7 +15,7 @@ from celosia.rtl.buffers import LaneBuffer
 from celosia.rtl.config import AccelConfig
 from celosia.rtl.dma import LoadEngine, StoreEngine
 from celosia.rtl.dram import DramModel
-from celosia.rtl.isa import Buffer, ErrorCode, Opcode
+from celosia.rtl.isa import Buffer, ErrorCode, Opcode, encode
 from celosia.sim.golden.requant import requantize
 from helpers import host_read_bytes, host_write, image_words, pack, read_rows, simulate, write_rows
 
@@ -95,7 +97,8 @@ async def execute(ctx, eng, insn, base, window=(0, 0), timeout=3000):
         ctx.set(eng.base[i], b)
     ctx.set(eng.window_base, window[0])
     ctx.set(eng.window_size, window[1])
-    ctx.set(eng.insn.payload, insn)
+    fields = {k: v for k, v in insn.items() if k != "op"}
+    ctx.set(eng.insn.payload.as_value(), encode(insn["op"], **fields))
     ctx.set(eng.insn.valid, 1)
     while True:
         _, _, ready = await ctx.tick().sample(eng.insn.ready)
@@ -147,15 +150,71 @@ def random_load(rng, cfg, buf, levels, base):
 
 
 def load_reference(bufs, image, insn, base):
+    """Apply ``insn`` to the reference buffers as ``rtl/isa.py`` (LoadInsn) defines it,
+    in loop order (later elements win where buffer positions repeat). Returns the
+    number of bytes read from DRAM."""
     start = base[insn["base_reg"]] + insn["dram_offset"]
     ref = bufs[insn["buf"]]
+    pad_en = insn.get("pad_en", 0)
+    reads = 0
     for i2 in range(insn["n2"]):
         for i1 in range(insn["n1"]):
-            for i0 in range(insn["n0"]):
-                a = start + i2 * insn["dram_stride2"] + i1 * insn["dram_stride1"] + i0 * insn["dram_stride0"]
-                row = insn["buf_row"] + i2 * insn["buf_stride2"] + i1 * insn["buf_stride1"]
-                ref[row, insn["lane0"] + i0] = image[a]
-    return insn["n0"] * insn["n1"] * insn["n2"]
+            row = insn["buf_row"] + i2 * insn["buf_stride2"] + i1 * insn["buf_stride1"]
+            lanes = np.arange(insn["lane0"], insn["lane0"] + insn["n0"])
+            if pad_en and not (insn["pad_lo1"] <= i1 < insn["pad_hi1"]
+                               and insn["pad_lo2"] <= i2 < insn["pad_hi2"]):
+                ref[row, lanes] = insn["pad_value"] & 0xFF
+                continue
+            a = (start + i2 * insn["dram_stride2"] + i1 * insn["dram_stride1"]
+                 + np.arange(insn["n0"]) * insn["dram_stride0"])
+            assert a.min() >= 0, "reference read below address 0"
+            ref[row, lanes] = image[a]
+            reads += insn["n0"]
+    return reads
+
+
+def valid_ranges(insn):
+    """The clamped read ranges ``(lo1, hi1, lo2, hi2)`` of a LOAD (empty when lo >= hi)."""
+    n1, n2 = insn["n1"], insn["n2"]
+    if not insn.get("pad_en", 0):
+        return 0, n1, 0, n2
+    return (min(insn["pad_lo1"], n1), min(insn["pad_hi1"], n1),
+            min(insn["pad_lo2"], n2), min(insn["pad_hi2"], n2))
+
+
+def random_padded_load(rng, cfg, buf, levels, base):
+    """A random LOAD with padding: random pad ranges (some past the loop ends, some
+    empty) and a DRAM offset (often negative) that puts the read region inside the DRAM."""
+    insn = random_load(rng, cfg, buf, levels, base)
+    n1, n2 = insn["n1"], insn["n2"]
+    pad = dict(pad_en=1, pad_value=int(rng.integers(-128, 128)))
+    for k, n in ((1, n1), (2, n2)):
+        kind = rng.integers(4)
+        if kind == 0:    # no padding on this level (hi past the end means "to the end")
+            lo, hi = 0, int(rng.integers(n, 4096))
+        elif kind == 1:  # empty valid range
+            lo = int(rng.integers(0, n + 2))
+            hi = int(rng.integers(0, lo + 1))
+        else:            # pad before and / or after
+            lo = int(rng.integers(0, n + 1))
+            hi = int(rng.integers(lo, n + 3))
+        pad[f"pad_lo{k}"], pad[f"pad_hi{k}"] = lo, hi
+    insn.update(pad)
+    lo1, hi1, lo2, hi2 = valid_ranges(insn)
+    reg = insn["base_reg"]
+    if lo1 < hi1 and lo2 < hi2:
+        s0, s1, s2 = insn["dram_stride0"], insn["dram_stride1"], insn["dram_stride2"]
+        skip = lo1 * s1 + lo2 * s2
+        span = (insn["n0"] - 1) * s0 + (hi1 - 1) * s1 + (hi2 - 1) * s2 - skip
+        first = int(rng.integers(0, DRAM_BYTES - span))  # lowest byte read
+        insn["dram_offset"] = first - skip - base[reg]
+    else:  # nothing is read: any offset is fine
+        insn["dram_offset"] = int(rng.integers(-(1 << 31), 1 << 31))
+    return insn
+
+
+def empty_buffers(cfg):
+    return {b: np.zeros(buffer_geometry(cfg, b)[::-1], dtype=np.int64) for b in Buffer}
 
 
 def dump_all(ctx, h):
@@ -219,8 +278,11 @@ def test_load_errors_write_nothing():
             # past the end of the DRAM with the whole-DRAM window
             (dict(good, base_reg=0, dram_offset=DRAM_BYTES - 40 - 16 - 3), (0, 0),
              ErrorCode.DMA_OUT_OF_WINDOW),
-            # base + offset wrapping past 2^32 is not allowed to alias
-            (dict(good, base_reg=2, dram_offset=(1 << 32) - 200), (0, 0),
+            # base + (signed) offset below address 0 is not allowed to wrap
+            (dict(good, base_reg=2, dram_offset=-201), (0, 0), ErrorCode.DMA_OUT_OF_WINDOW),
+            (dict(good, base_reg=0, dram_offset=-(1 << 31)), (0, 0), ErrorCode.DMA_OUT_OF_WINDOW),
+            # the largest positive offset (far past the end of the DRAM)
+            (dict(good, base_reg=2, dram_offset=(1 << 31) - 1), (0, 0),
              ErrorCode.DMA_OUT_OF_WINDOW),
             # buffer row past the end (16 rows: 2 + 2 + 5 = 9 ok; 2 + 2 + 5*3 too far)
             (dict(good, buf_stride2=12), window, ErrorCode.BUFFER_OUT_OF_RANGE),
@@ -241,6 +303,135 @@ def test_load_errors_write_nothing():
         # A zero count is a no-op even with out-of-range addresses.
         assert (await execute(ctx, h.eng, dict(good, n1=0, dram_offset=9999), base, window)) \
             == ("done", 2, 0)
+        got = await dump_all(ctx, h)
+        for b in Buffer:
+            np.testing.assert_array_equal(got[b], ref[b], err_msg=str(b))
+
+    simulate(h, bench)
+
+
+@pytest.mark.parametrize("bpc,latency", [(8, 5), (3, 2), (8, 1)])
+@pytest.mark.parametrize("levels", [2, 3])
+def test_load_padded_random(levels, bpc, latency):
+    cfg = make_config(dram_bytes_per_cycle=bpc, dram_latency=latency)
+    h = LoadHarness(cfg)
+    rng = np.random.default_rng(1000 * levels + bpc * 10 + latency)
+    image = rng.integers(0, 256, size=DRAM_BYTES, dtype=np.uint8)
+    base = [int(x) for x in rng.integers(0, 512, size=8)]
+    ref = empty_buffers(cfg)
+    insns = [random_padded_load(rng, cfg, buf, levels, base) for buf in Buffer for _ in range(8)]
+    # pad_en = 0: the pad fields are ignored.
+    insns += [dict(random_load(rng, cfg, buf, levels, base), pad_en=0, pad_lo1=1, pad_hi1=1,
+                   pad_lo2=2, pad_hi2=0, pad_value=-1) for buf in Buffer]
+    insns = [insns[i] for i in rng.permutation(len(insns))]
+    assert any(valid_ranges(i)[0] >= valid_ranges(i)[1] for i in insns)  # empty regions
+    assert any(i.get("pad_en") and i["pad_hi1"] > i["n1"] for i in insns)  # hi past the end
+    assert any(i["dram_offset"] < 0 for i in insns)
+
+    async def bench(ctx):
+        await dram_fill(ctx, h.dram, image)
+        for insn in insns:
+            result, cycles, nbytes = await execute(ctx, h.eng, insn, base)
+            reads = load_reference(ref, image, insn, base)
+            assert result == "done", insn
+            assert nbytes == reads, insn
+            n = insn["n0"] * insn["n1"] * insn["n2"]
+            if bpc == 8:  # one element per cycle, padded or read
+                assert cycles <= n + latency + 3, (cycles, n)
+        got = await dump_all(ctx, h)
+        for b in Buffer:
+            np.testing.assert_array_equal(got[b], ref[b], err_msg=str(b))
+
+    simulate(h, bench)
+
+
+# A 4x5 feature map with 3 channels (HWC) at byte FMAP: padded by 1 on every side it is
+# 6x7 ifmap rows; the offset points at the (virtual) padded top-left pixel.
+H, W, C, PAD = 4, 5, 3, 1
+FMAP = 10  # < (PAD*W + PAD)*C = 18: the first (padded) address is negative
+
+
+def conv_load(**kw):
+    insn = dict(op=Opcode.LOAD, buf=Buffer.IFMAP, base_reg=2,
+                dram_offset=-(PAD * W + PAD) * C,
+                n0=C, dram_stride0=1, lane0=0,
+                n1=W + 2 * PAD, dram_stride1=C, buf_stride1=1,
+                n2=H + 2 * PAD, dram_stride2=W * C, buf_stride2=W + 2 * PAD, buf_row=0,
+                pad_en=1, pad_lo1=PAD, pad_hi1=PAD + W, pad_lo2=PAD, pad_hi2=PAD + H, pad_value=-7)
+    insn.update(kw)
+    return insn
+
+
+def test_load_conv_padding_negative_offset():
+    cfg = make_config(ifmap_rows=64)
+    h = LoadHarness(cfg)
+    rng = np.random.default_rng(11)
+    image = rng.integers(0, 256, size=DRAM_BYTES, dtype=np.uint8)
+    base = [0, 0, FMAP, 0, 0, 0, 0, 0]
+    window = (FMAP, H * W * C)  # exactly the feature map
+    fmap = image[FMAP:FMAP + H * W * C].reshape(H, W, C)
+    padded = np.pad(fmap.astype(np.int64), ((PAD, PAD), (PAD, PAD), (0, 0)), constant_values=0xF9)
+    expected = np.zeros((cfg.ifmap_rows, cfg.rows), dtype=np.int64)
+    expected[:(H + 2 * PAD) * (W + 2 * PAD), :C] = padded.reshape(-1, C)
+
+    async def bench(ctx):
+        await dram_fill(ctx, h.dram, image)
+        result, cycles, nbytes = await execute(ctx, h.eng, conv_load(), base, window)
+        assert result == "done" and nbytes == H * W * C
+        assert cycles <= (H + 2 * PAD) * (W + 2 * PAD) * C + cfg.dram_latency + 3
+        got = await dump_all(ctx, h)
+        np.testing.assert_array_equal(got[Buffer.IFMAP], expected)
+        # The NumPy reference agrees.
+        ref = empty_buffers(cfg)
+        load_reference(ref, image, conv_load(), base)
+        np.testing.assert_array_equal(ref[Buffer.IFMAP], expected)
+
+    simulate(h, bench)
+
+
+def test_load_padded_out_of_window():
+    cfg = make_config(ifmap_rows=64)
+    h = LoadHarness(cfg)
+    rng = np.random.default_rng(12)
+    image = rng.integers(0, 256, size=DRAM_BYTES, dtype=np.uint8)
+    base = [0, 0, FMAP, 0, 0, 0, 0, 0]
+    window = (FMAP, H * W * C)
+    ref = empty_buffers(cfg)
+    n1, n2 = W + 2 * PAD, H + 2 * PAD
+
+    async def bench(ctx):
+        await dram_fill(ctx, h.dram, image)
+        cases = [
+            # the valid region starts one padded row too early: below the window ...
+            (conv_load(pad_lo2=0), window),
+            # ... and one padded pixel too early
+            (conv_load(pad_lo1=0), window),
+            # ... and below address 0 with the whole-DRAM window
+            (conv_load(pad_lo2=0), (0, 0)),
+            (conv_load(pad_lo1=0, pad_lo2=0), (0, 0)),
+            # the valid region ends one row / one pixel after the window
+            (conv_load(pad_hi2=PAD + H + 1), window),
+            (conv_load(pad_hi1=PAD + W + 1), window),
+            # pad_hi past the loop end means "to the end": the padded bottom row is read
+            (conv_load(pad_hi2=4095), window),
+            # no padding at all: the plain range starts below 0
+            (conv_load(pad_en=0), (0, 0)),
+        ]
+        for insn, win in cases:
+            result, cycles, nbytes = await execute(ctx, h.eng, insn, base, win)
+            assert result == ("error", ErrorCode.DMA_OUT_OF_WINDOW), insn
+            assert nbytes == 0 and cycles == 2
+        # An empty valid region reads nothing, so any offset is fine: all pad_value.
+        for lo, hi, value in ((3, 3, -100), (5, 2, 127), (n1, n1 + 5, -128), (4095, 4095, 0)):
+            insn = conv_load(pad_lo1=lo, pad_hi1=hi, dram_offset=-(1 << 31), pad_value=value)
+            result, cycles, nbytes = await execute(ctx, h.eng, insn, base, window)
+            assert result == "done" and nbytes == 0
+            assert cycles <= n1 * n2 * C + 3
+            load_reference(ref, image, insn, base)
+            np.testing.assert_array_equal(ref[Buffer.IFMAP][:n1 * n2, :C], value & 0xFF)
+        # The buffer check still covers padded rows (all rows are written).
+        result, _, _ = await execute(ctx, h.eng, conv_load(buf_row=64 - n1 * n2 + 1), base, window)
+        assert result == ("error", ErrorCode.BUFFER_OUT_OF_RANGE)
         got = await dump_all(ctx, h)
         for b in Buffer:
             np.testing.assert_array_equal(got[b], ref[b], err_msg=str(b))
@@ -338,5 +529,49 @@ def test_store_errors_write_nothing():
         # The largest legal block in the window works.
         result, _, nbytes = await execute(ctx, h.eng, dict(good, dram_offset=256 - 33), base, window)
         assert result == "done" and nbytes == 12
+
+    simulate(h, bench)
+
+
+def test_store_signed_offset():
+    cfg = make_config()
+    h = StoreHarness(cfg)
+    rng = np.random.default_rng(5)
+    image = rng.integers(0, 256, size=DRAM_BYTES, dtype=np.uint8)
+    psum = rng.integers(-3000, 3000, size=(cfg.psum_rows, cfg.cols), dtype=np.int64)
+    bias, m0, shift = np.zeros(cfg.cols), np.full(cfg.cols, 1 << 30), np.full(cfg.cols, -1)
+    base = [0, 512, 0, 0, 0, 0, 0, 0]
+    window = (400, 300)  # bytes 400 .. 699
+    good = dict(op=Opcode.STORE, base_reg=1, dram_offset=-100, dram_stride=10, psum_row=2,
+                param_row=1, m_len=4, n_len=3, out_zp=5, act_min=-128, act_max=127)
+    expected = image.copy()
+
+    async def bench(ctx):
+        await dram_fill(ctx, h.dram, image)
+        await write_rows(ctx, h.psum.w, [pack(row, 32) for row in psum])
+        await write_rows(ctx, h.param.w, [param_row_value(bias, m0, shift)], start=1)
+        # 512 - 100 = 412 .. 412 + 30 + 2: inside the window.
+        result, _, nbytes = await execute(ctx, h.eng, good, base, window)
+        assert result == "done" and nbytes == 12
+        for mi in range(4):
+            y = requantize(psum[2 + mi, :3], bias[:3], m0[:3], shift[:3], 5, -128, 127)
+            expected[412 + 10 * mi:412 + 10 * mi + 3] = y.view(np.uint8)
+        # Below the window / below address 0: error, nothing written.
+        for insn, win in ((dict(good, dram_offset=-113), window),
+                          (dict(good, dram_offset=-513), (0, 0)),
+                          (dict(good, base_reg=0, dram_offset=-1), (0, 0)),
+                          (dict(good, base_reg=0, dram_offset=-(1 << 31)), (0, 0))):
+            result, cycles, nbytes = await execute(ctx, h.eng, insn, base, win)
+            assert result == ("error", ErrorCode.DMA_OUT_OF_WINDOW), insn
+            assert nbytes == 0 and cycles == 2
+        # Exactly at the window start / address 0 is fine.
+        for insn, win, at in ((dict(good, dram_offset=-112), window, 400),
+                              (dict(good, dram_offset=-512), (0, 0), 0)):
+            result, _, nbytes = await execute(ctx, h.eng, insn, base, win)
+            assert result == "done" and nbytes == 12
+            for mi in range(4):
+                y = requantize(psum[2 + mi, :3], bias[:3], m0[:3], shift[:3], 5, -128, 127)
+                expected[at + 10 * mi:at + 10 * mi + 3] = y.view(np.uint8)
+        np.testing.assert_array_equal(await dram_dump(ctx, h.dram, DRAM_BYTES), expected)
 
     simulate(h, bench)

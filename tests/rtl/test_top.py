@@ -125,3 +125,52 @@ def test_verilog_conversion():
     for port in ("csr__addr", "csr__w_en", "csr__w_data", "csr__r_data",
                  "host_addr", "host_we", "host_wdata", "host_rdata"):
         assert port in text
+
+
+def test_vec_sum_end_to_end():
+    """LOAD ifmap rows -> VEC SUM (pooling windows of `win` rows) -> STORE through the PPU."""
+    cfg = CFG
+    rng = np.random.default_rng(11)
+    m, win, lanes, in_zp, out_zp = 3, 4, min(cfg.rows, cfg.cols), 5, -2
+    x = rng.integers(-128, 128, (m * win, cfg.rows), dtype=np.int64)
+    x[0, :] = -128
+    bias = np.array([0, 7, -3])
+    m0_avg, shift_avg = quantize_multiplier(1 / win)
+    m0 = np.array([1 << 30, m0_avg, 1 << 30])  # identity (0.5 * 2^1), average, identity
+    shift = np.array([1, shift_avg, 1])
+
+    mem = bytearray(cfg.dram_bytes)
+    static, inp = BASES[BaseReg.STATIC], BASES[BaseReg.INPUT]
+    put(mem, static + P_AT, b"".join(
+        int(bias[c]).to_bytes(4, "little", signed=True) + int(m0[c]).to_bytes(4, "little", signed=True)
+        + int(shift[c]).to_bytes(1, "little", signed=True) for c in range(cfg.cols)))
+    put(mem, inp + X_AT, x.astype(np.int8).tobytes())
+    k = cfg.rows
+    insns = [
+        isa.encode(Opcode.LOAD, buf=Buffer.PARAM, base_reg=BaseReg.STATIC, dram_offset=P_AT,
+                   n0=9 * cfg.cols, dram_stride0=1, n1=1, n2=1, buf_row=1),
+        isa.encode(Opcode.LOAD, buf=Buffer.IFMAP, base_reg=BaseReg.INPUT, dram_offset=X_AT,
+                   n0=k, dram_stride0=1, n1=m * win, dram_stride1=k, buf_stride1=1, n2=1,
+                   buf_row=2, dep={"push_next": 1}),
+        isa.encode(Opcode.VEC, mode=isa.VecMode.SUM, ifmap_row=2, psum_row=5, m_len=m, win=win,
+                   lanes=lanes, in_zp=in_zp, dep={"pop_prev": 1, "push_next": 1}),
+        isa.encode(Opcode.STORE, base_reg=BaseReg.OUTPUT, dram_offset=Y_AT, dram_stride=lanes,
+                   psum_row=5, param_row=1, m_len=m, n_len=lanes, out_zp=out_zp,
+                   act_min=-128, act_max=127, dep={"pop_prev": 1}),
+    ]
+    put(mem, PROG, isa.encode_descriptor(32, len(insns)).to_bytes(8, "little"))
+    put(mem, PROG + 8, isa.encode_descriptor(0, 0).to_bytes(8, "little"))
+    for j, insn in enumerate(insns):
+        put(mem, PROG + 32 + 32 * j, insn.to_bytes(32, "little"))
+    res = run(cfg, mem, BASES[BaseReg.OUTPUT] + Y_AT, m * lanes)
+
+    status = res["STATUS"]
+    assert status & 3 == 2, f"STATUS {status:#x}, error {ErrorCode(status >> 8 & 0xFF)!r}"
+    sums = (x[:, :lanes] - in_zp).reshape(m, win, lanes).sum(axis=1)
+    expected = requantize(sums, bias, m0, shift, out_zp, -128, 127)
+    got = np.frombuffer(res["out"], dtype=np.int8).reshape(m, lanes)
+    np.testing.assert_array_equal(got, expected)
+    assert res["INSNS"] == 4
+    assert res["MACS"] == 0
+    assert res["DRAM_WR"] == m * lanes
+    assert res["COMPUTE_BUSY"] == m * win + 4  # busy from CHECK to done: the VEC latency

@@ -142,9 +142,9 @@ def save_unsupported(tmp_path: Path, op: str) -> Path:
         inits = [numpy_helper.from_array(rng.standard_normal((64, 10)).astype(np.float32), "w"),
                  numpy_helper.from_array(np.zeros(10, np.float32), "b")]
         in_shape, out_shape = [None, 64], [None, 10]
-    else:
-        nodes = [helper.make_node("Relu", ["x"], ["h"], name="relu"),
-                 helper.make_node("Conv", ["h", "k"], ["y"], name="bad_Conv", kernel_shape=[3, 3])]
+    else:  # imported fine, but no hardware mapping (a ReLU on the raw input): the quantizer names it
+        nodes = [helper.make_node(op, ["x"], ["h"], name=f"bad_{op}"),
+                 helper.make_node("Conv", ["h", "k"], ["y"], name="conv", kernel_shape=[3, 3])]
         inits = [numpy_helper.from_array(rng.standard_normal((4, 1, 3, 3)).astype(np.float32), "k")]
         in_shape, out_shape = [None, 1, 8, 8], [None, 4, 6, 6]
     graph = helper.make_graph(nodes, "unsupported",
@@ -169,10 +169,13 @@ def assert_one_line_error(proc, *fragments):
     return lines[0]
 
 
-@pytest.mark.parametrize("op", ["Sigmoid", "Conv"])
+@pytest.mark.parametrize("op", ["Sigmoid", "Relu"])
 def test_error_unsupported_op(data, tmp_path, op):
     model = save_unsupported(tmp_path, op)
-    proc = cli("run", model, "--calib", data["calib"], "--input", data["x2"], cwd=tmp_path)
+    calib = data["calib"] if op == "Sigmoid" else "img.npy"
+    np.save(tmp_path / "img.npy", np.random.default_rng(1).random((3, 1, 8, 8), dtype=np.float32))
+    x = data["x2"] if op == "Sigmoid" else "img.npy"
+    proc = cli("run", model, "--calib", calib, "--input", x, cwd=tmp_path)
     assert_one_line_error(proc, f"bad_{op}", op)
 
 

@@ -21,7 +21,7 @@ from celosia.rtl.config import AccelConfig
 from celosia.rtl.isa import BaseReg, Buffer, Opcode
 from celosia.sim.golden import activation_range, quantize_multiplier
 from celosia.sim.isa_sim import IsaError, IsaSim
-from celosia.sw.compiler import CompileError, compile_model, plan_fc
+from celosia.sw.compiler import CompileError, allocate, compile_model
 from celosia.sw.driver import golden_forward
 from celosia.sw.quant.model import QLayer, QModel
 
@@ -120,7 +120,7 @@ def run_program(program, x, seed=None, image=None, upto=None):
 
 _POPS = {0: {"pop_next": "c2l"}, 1: {"pop_prev": "l2c", "pop_next": "s2c"}, 2: {"pop_prev": "c2s"}}
 _PUSHES = {0: {"push_next": "l2c"}, 1: {"push_prev": "c2l", "push_next": "c2s"}, 2: {"push_prev": "s2c"}}
-_QUEUE = {Opcode.LOAD: 0, Opcode.GEMM: 1, Opcode.NOP: 1, Opcode.STORE: 2}
+_QUEUE = {Opcode.LOAD: 0, Opcode.GEMM: 1, Opcode.VEC: 1, Opcode.NOP: 1, Opcode.STORE: 2}
 
 
 def assert_program_order_is_legal(program):
@@ -204,8 +204,8 @@ def test_weights_exceed_weight_buffer(batch):
     rng = np.random.default_rng(40 + batch)
     config = AccelConfig(rows=4, cols=4, weight_rows=8)
     model = make_model(rng, [40, 37], activations=["none"])
-    plan = plan_fc(model.layers[0], config, batch)
-    assert plan.kt * plan.nt == 100
+    program = compile_model(model, config, batch)
+    assert program.nodes[0].tiles["gemms"] == 10 * 10  # ceil(40/4) x ceil(37/4) weight tiles
     assert config.weight_rows // config.rows == 2
     x = random_input(rng, model, batch)
     _, want = assert_runs_golden(model, config, batch, x)
@@ -349,17 +349,19 @@ def test_missing_store_token_breaks_some_schedule():
 
 # --- compile errors ---------------------------------------------------------------------
 
-def test_error_when_input_does_not_fit_ifmap_half():
+def test_input_larger_than_ifmap_half_streams_per_tile():
     rng = np.random.default_rng(5)
     model = make_model(rng, [4, 40, 3])  # fc1 has K=40: 10 tiles of 4 rows
-    ok = AccelConfig(rows=4, cols=4, ifmap_rows=20)  # half = 10 rows: fits exactly at batch 1
-    compile_model(model, ok, batch=1)
-    with pytest.raises(CompileError) as e:
-        compile_model(model, AccelConfig(rows=4, cols=4, ifmap_rows=18), batch=1)
-    msg = str(e.value)
-    assert "'fc1'" in msg and "ifmap_rows" in msg and "'fc0'" not in msg
-    with pytest.raises(CompileError, match=r"'fc1'.*ifmap_rows=20"):
-        compile_model(model, ok, batch=2)  # 2 x 10 rows
+    resident = compile_model(model, AccelConfig(rows=4, cols=4, ifmap_rows=20), batch=1)
+    assert resident.nodes[1].tiles["ifmap_resident"]  # half = 10 rows: fits exactly
+    config = AccelConfig(rows=4, cols=4, ifmap_rows=18)
+    streamed = compile_model(model, config, batch=1)
+    assert not streamed.nodes[1].tiles["ifmap_resident"]
+    assert streamed.n_insns > resident.n_insns  # one ifmap LOAD per GEMM now
+    for batch in (1, 2):
+        assert_runs_golden(model, config, batch, random_input(rng, model, batch), seeds=(None, 0, 1))
+    with pytest.raises(CompileError, match=r"'fc0'.*ifmap_rows=4.*batch"):
+        compile_model(model, AccelConfig(rows=4, cols=4, ifmap_rows=4), batch=3)
 
 
 def test_error_when_batch_exceeds_psum_half():
@@ -373,12 +375,15 @@ def test_error_when_batch_exceeds_psum_half():
     assert "'fc0'" in msg and "psum_rows" in msg and "batch=5" in msg
 
 
-def test_error_when_params_exceed_param_half():
+def test_params_larger_than_param_half_split_the_layer():
     rng = np.random.default_rng(8)
-    model = make_model(rng, [5, 9])  # 3 column tiles of 4
-    compile_model(model, AccelConfig(rows=4, cols=4, param_rows=6))
-    with pytest.raises(CompileError, match=r"'fc0'.*param_rows"):
-        compile_model(model, AccelConfig(rows=4, cols=4, param_rows=4))
+    model = make_model(rng, [5, 9, 6])  # fc0: 3 column tiles of 4
+    one = compile_model(model, AccelConfig(rows=4, cols=4, param_rows=6))
+    assert one.nodes[0].tiles["units"] == 1
+    config = AccelConfig(rows=4, cols=4, param_rows=4)  # 2 rows per half
+    split = compile_model(model, config)
+    assert split.nodes[0].tiles["units"] == 2
+    assert_runs_golden(model, config, 2, random_input(rng, model, 2), seeds=(None, 0, 1, 2))
 
 
 def test_error_on_bad_batch_and_unsupported_op():
@@ -386,8 +391,8 @@ def test_error_on_bad_batch_and_unsupported_op():
     model = make_model(rng, [5, 3])
     with pytest.raises(CompileError, match="batch"):
         compile_model(model, AccelConfig(), batch=0)
-    model.layers[0].op = "conv"
-    with pytest.raises(CompileError, match=r"'fc0'.*conv"):
+    model.layers[0].op = "lstm"
+    with pytest.raises(CompileError, match=r"'fc0'.*lstm"):
         compile_model(model, AccelConfig())
 
 
@@ -457,7 +462,8 @@ def test_prefix_images_leave_intermediate_output_in_scratch():
     for k in range(1, len(model.layers)):
         prefix = QModel(name="p", layers=model.layers[:k], input_scale=1.0, input_zp=0)
         want = golden_forward(prefix, x)
-        slot = (program.scratch_bytes // 2) * ((k - 1) % 2)
+        reg, slot = allocate(model, program.config, 2)[1][k - 1]["dst"]
+        assert reg == BaseReg.SCRATCH
         for seed in (None, 0, 1):
             _, tokens, sim, dram, lay = run_program(program, x, seed, upto=k)
             a = lay["scratch"] + slot
@@ -475,7 +481,7 @@ def test_disassemble_round_trip():
     model = make_model(rng, [13, 11, 7])
     program = compile_model(model, AccelConfig(rows=4, cols=4), batch=3)
     text = program.disassemble()
-    for op in Opcode:
+    for op in (Opcode.LOAD, Opcode.GEMM, Opcode.STORE, Opcode.NOP):  # VEC: pooling models
         assert re.search(rf"\b{op.name}\b", text), op.name
     lines = text.splitlines()
     assert len(lines) == len(program.nodes) + program.n_insns
@@ -489,7 +495,7 @@ def test_disassemble_round_trip():
         fields = {}
         for item in m.group(3).split():
             k, v = item.split("=")
-            fields[k] = Buffer[v] if k == "buf" else int(v)
+            fields[k] = Buffer[v] if k == "buf" else isa.VecMode[v] if k == "mode" else int(v)
         dep = {f: 0 for f in ("pop_prev", "pop_next", "push_prev", "push_next")}
         for f in filter(None, m.group(4).split(",")):
             dep[f] = 1
@@ -500,8 +506,13 @@ def test_disassemble_round_trip():
 # --- rtl/isa.py encode / decode ------------------------------------------------------------
 
 _LAYOUTS = {Opcode.LOAD: isa.LoadInsn, Opcode.GEMM: isa.GemmInsn, Opcode.STORE: isa.StoreInsn,
-            Opcode.NOP: isa.Header}
-_SIGNED = ("out_zp", "act_min", "act_max")
+            Opcode.VEC: isa.VecInsn, Opcode.NOP: isa.Header}
+_SIGNED = isa._SIGNED  # field -> width of the two's complement fields
+
+
+def _signed_range(name):
+    bits = _SIGNED[name]
+    return -(1 << (bits - 1)), (1 << (bits - 1)) - 1
 
 
 def _random_fields(rng, layout, extreme=None):
@@ -513,8 +524,11 @@ def _random_fields(rng, layout, extreme=None):
             fields[name] = {k: int(rng.integers(2)) for k, _ in isa.DepFlags}
         elif name == "buf":
             fields[name] = list(Buffer)[rng.integers(len(Buffer))]
+        elif name == "mode":
+            fields[name] = list(isa.VecMode)[rng.integers(len(isa.VecMode))]
         elif name in _SIGNED:
-            fields[name] = {"min": -128, "max": 127}.get(extreme, int(rng.integers(-128, 128)))
+            lo, hi = _signed_range(name)
+            fields[name] = {"min": lo, "max": hi}.get(extreme, int(rng.integers(lo, hi + 1)))
         else:
             hi = (1 << f.width) - 1
             fields[name] = {"min": 0, "max": hi}.get(extreme, int(rng.integers(0, hi + 1)))
@@ -536,11 +550,11 @@ def test_encode_decode_round_trip(op):
         assert isa.decode_words(words) == word
     # fields do not overlap: each field alone at its maximum decodes to itself only
     for name, f in layout:
-        if name.startswith("_") or name in ("op", "dep", "buf") or name in _SIGNED:
+        if name.startswith("_") or name in ("op", "dep", "buf", "mode") or name in _SIGNED:
             continue
         d = isa.decode(isa.encode(op, **{name: (1 << f.width) - 1}))
         assert d[name] == (1 << f.width) - 1
-        assert all(v == 0 for k, v in d.items() if k not in (name, "op", "dep", "buf"))
+        assert all(v == 0 for k, v in d.items() if k not in (name, "op", "dep", "buf", "mode"))
 
 
 def test_decode_illegal_opcode():
@@ -551,9 +565,10 @@ def test_decode_illegal_opcode():
 @pytest.mark.parametrize("op", [Opcode.LOAD, Opcode.GEMM, Opcode.STORE])
 def test_out_of_range_field_names_the_field(op):
     for name, f in _LAYOUTS[op]:
-        if name.startswith("_") or name in ("op", "dep", "buf"):
+        if name.startswith("_") or name in ("op", "dep", "buf", "mode"):
             continue
-        bad = [-129, 128] if name in _SIGNED else [-1, 1 << f.width]
+        bad = ([_signed_range(name)[0] - 1, _signed_range(name)[1] + 1] if name in _SIGNED
+               else [-1, 1 << f.width])
         for value in bad:
             with pytest.raises(ValueError, match=rf"\b{name}\b"):
                 isa.encode(op, **{name: value})

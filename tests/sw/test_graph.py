@@ -131,8 +131,8 @@ def test_validate_rejects_bad_graphs():
         g.validate()
 
     g = make_mlp((4, 3))
-    g.nodes[0].op = "conv"
-    with pytest.raises(ModelError, match="node 'fc0' has op 'conv'"):
+    g.nodes[0].op = "lstm"
+    with pytest.raises(ModelError, match="node 'fc0' has op 'lstm'"):
         g.validate()
 
     g = Graph()
@@ -157,3 +157,137 @@ def test_run_float_input_errors():
         execute_float(g, {})
     with pytest.raises(InputError, match="no input"):
         execute_float(g, {"x": np.zeros((1, 4)), "z": np.zeros(1)})
+
+
+# --- CNN ops (NHWC, OHWI weights) --------------------------------------------------------
+
+def naive_conv(x, w, b, stride, pads, groups, dil):
+    """Direct loops over NHWC input and [Cout, Fh, Fw, Cin/groups] weights."""
+    n, h, wd, c = x.shape
+    cout, fh, fw, cg = w.shape
+    pt, pl, pb, pr = pads
+    xp = np.zeros((n, h + pt + pb, wd + pl + pr, c))
+    xp[:, pt:pt + h, pl:pl + wd] = x
+    ho = (h + pt + pb - dil[0] * (fh - 1) - 1) // stride[0] + 1
+    wo = (wd + pl + pr - dil[1] * (fw - 1) - 1) // stride[1] + 1
+    y = np.zeros((n, ho, wo, cout))
+    og = cout // groups
+    for o in range(cout):
+        g = o // og
+        for i in range(ho):
+            for j in range(wo):
+                for u in range(fh):
+                    for v in range(fw):
+                        pix = xp[:, i * stride[0] + u * dil[0], j * stride[1] + v * dil[1],
+                                 g * cg:(g + 1) * cg]
+                        y[:, i, j, o] += pix @ w[o, u, v].astype(np.float64)
+        y[..., o] += b[o]
+    return y
+
+
+@pytest.mark.parametrize("stride,pads,groups,dil", [
+    ((1, 1), (1, 1, 1, 1), 1, (1, 1)), ((2, 1), (0, 1, 2, 0), 2, (1, 1)),
+    ((1, 2), (2, 2, 2, 2), 4, (2, 1)), ((2, 2), (1, 1, 1, 1), 1, (1, 1))])
+def test_conv_against_loops(stride, pads, groups, dil):
+    rng = np.random.default_rng(3)
+    g = Graph("c")
+    g.add_input("x", (None, 7, 6, 4))
+    w = rng.standard_normal((8, 3, 3, 4 // groups)).astype(np.float32)
+    b = rng.standard_normal(8).astype(np.float32)
+    g.add_const("w", w)
+    g.add_const("b", b)
+    g.add_node("conv", "conv", ["x", "w", "b"], ["y"], stride=stride, pads=pads, groups=groups,
+               dilation=dil)
+    g.add_output("y")
+    g.validate()
+    x = rng.standard_normal((2, 7, 6, 4)).astype(np.float32)
+    ref = naive_conv(x, w, b, stride, pads, groups, dil)
+    got = run_float(g, x)
+    assert got.shape == ref.shape == (2,) + g.tensors["y"].shape[1:]
+    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4)
+    _, ho, wo, _ = ref.shape
+    assert g.node_macs("conv", batch=2) == 2 * ho * wo * 8 * 3 * 3 * (4 // groups)
+    assert g.param_bytes("conv") == w.size + 4 * 8
+
+
+def test_pools_gap_add_clip():
+    rng = np.random.default_rng(4)
+    g = Graph("p")
+    g.add_input("x", (None, 5, 5, 2))
+    g.add_node("maxpool", "mp", ["x"], ["m"], kernel=(2, 2), stride=(2, 2), pads=(0, 0, 1, 1))
+    g.add_node("avgpool", "ap", ["x"], ["a"], kernel=(3, 3), stride=(2, 2), pads=(1, 1, 1, 1),
+               count_include_pad=False)
+    g.add_node("add", "add", ["m", "a"], ["s"], activation="relu6")
+    g.add_node("clip", "clip", ["s"], ["c"], min=0.1, max=0.5)
+    g.add_node("gap", "gap", ["c"], ["y"])
+    g.add_output("y")
+    g.validate()
+    x = rng.standard_normal((1, 5, 5, 2)).astype(np.float32)
+    v = execute_float(g, {"x": x})
+    xp = np.full((1, 6, 6, 2), -np.inf)
+    xp[:, :5, :5] = x
+    np.testing.assert_allclose(v["m"], xp.reshape(1, 3, 2, 3, 2, 2).max(axis=(2, 4)))
+    a00 = x[0, :2, :2].mean(axis=(0, 1))  # corner window: 4 real pixels of 9
+    np.testing.assert_allclose(v["a"][0, 0, 0], a00, rtol=1e-6)
+    np.testing.assert_allclose(v["s"], np.clip(v["m"] + v["a"], 0, 6), rtol=1e-6)
+    np.testing.assert_allclose(v["y"], np.clip(v["s"], 0.1, 0.5).mean(axis=(1, 2), keepdims=True),
+                               rtol=1e-6)
+    assert g.tensors["y"].shape == (None, 1, 1, 2)
+    assert all(g.node_macs(n) == 0 for n in g.nodes)
+
+
+def test_cnn_op_errors():
+    g = Graph()
+    g.add_input("x", (None, 5, 5, 4))
+    g.add_const("w", np.zeros((6, 3, 3, 3), np.float32))
+    with pytest.raises(ModelError, match=r"conv node 'c': input 'x' has 4 channels.*groups=1"):
+        g.add_node("conv", "c", ["x", "w"], ["y"])
+    g.add_const("w7", np.zeros((6, 7, 7, 4), np.float32))
+    with pytest.raises(ModelError, match=r"conv node 'c7': a 7x7 window does not fit"):
+        g.add_node("conv", "c7", ["x", "w7"], ["y"])
+    g.add_const("w2", np.zeros((6, 1, 1, 2), np.float32))
+    with pytest.raises(ModelError, match="activation must be one of"):
+        g.add_node("conv", "c2", ["x", "w2"], ["y"], groups=2, activation="tanh")
+    g.add_input("z", (None, 4, 5, 4))
+    with pytest.raises(ModelError, match=r"add node 'a': inputs 'x' \[N, 5, 5, 4\] and 'z'"):
+        g.add_node("add", "a", ["x", "z"], ["s"])
+    with pytest.raises(ModelError, match="perm"):
+        g.add_node("transpose", "t", ["x"], ["t"], perm=(1, 0, 2, 3))
+    with pytest.raises(ModelError, match="ceil_mode is supported for maxpool only"):
+        g.add_node("avgpool", "ap", ["x"], ["p"], kernel=(2, 2), ceil_mode=True)
+
+
+def test_fuse_activations_conv_add_clip():
+    rng = np.random.default_rng(5)
+    g = Graph()
+    g.add_input("x", (None, 4, 4, 3))
+    g.add_const("w", rng.standard_normal((3, 1, 1, 3)).astype(np.float32))
+    g.add_node("conv", "conv", ["x", "w"], ["c"])
+    g.add_node("clip", "r6", ["c"], ["c6"], min=0.0, max=6.0)
+    g.add_node("add", "add", ["c6", "x"], ["s"])
+    g.add_node("clip", "cl", ["s"], ["y"], min=-1.0, max=1.0)
+    g.add_output("y")
+    f = fuse_activations(g)
+    assert [n.op for n in f.nodes] == ["conv", "add"]
+    assert f.node("conv").attrs["activation"] == "relu6"
+    assert f.node("add").attrs["activation"] == ("clip", -1.0, 1.0)
+    x = rng.standard_normal((2, 4, 4, 3)).astype(np.float32) * 4
+    np.testing.assert_allclose(run_float(f, x), run_float(g, x), rtol=1e-6)
+
+
+def test_lazy_constants():
+    from celosia.sw.graph import LazyInit
+    g = Graph()
+    g.add_input("x", (None, 3))
+    w = g.add_const("w", shape=(3, 2), init=LazyInit(7, 0.5))
+    assert w.is_const and w.is_lazy and w.data is None
+    g.add_node("fc", "fc", ["x", "w"], ["y"])
+    g.add_output("y")
+    g.validate()
+    assert g.param_bytes("fc") == 6 and g.num_params() == 6
+    np.testing.assert_array_equal(g.const("w"), LazyInit(7, 0.5).generate((3, 2)))
+    x = np.ones((1, 3), np.float32)
+    np.testing.assert_allclose(run_float(g, x), x @ g.const("w"), rtol=1e-6)
+    assert "w" not in execute_float(g, {"x": x})   # generated on demand, not kept
+    with pytest.raises(ModelError, match="needs data, or a fixed shape and an init"):
+        g.add_const("v", shape=(3,))

@@ -1,0 +1,157 @@
+"""Golden int8 2-D convolution (regular, grouped, depthwise), NHWC.
+
+``conv2d`` is TFLite's ``reference_integer_ops::ConvPerChannel`` and, for
+``groups == Cin``, ``reference_integer_ops::DepthwiseConvPerChannel``:
+
+    acc[n, y, x, co] = sum_{fy, fx, ci} (x[n, y*sh - top + fy*dh, x*sw - left + fx*dw, g*Cg + ci] - x_zp)
+                                        * w[co, fy, fx, ci]            (g = co // (Cout / groups))
+    out = clamp(MBQM(acc + bias[co], m0[co], shift[co]) + out_zp, act_min, act_max)
+
+Taps that fall in the padding are skipped, exactly as TFLite skips them
+(``is_point_inside_image``); that is the same as padding the input with ``x_zp``
+(real 0), which is how it is computed here. Unlike TFLite, which takes the
+top/left padding and derives the rest from the output shape, the padding is given
+explicitly for all four sides (ONNX ``pads`` order ``top, left, bottom, right``);
+:func:`same_padding` gives TFLite's ``SAME``.
+
+Weights are ``[Cout, Fh, Fw, Cin / groups]`` (TFLite's conv filter layout, OHWI).
+TFLite's depthwise filter ``[1, Fh, Fw, Cin * mult]`` with output channel
+``ci * mult + m`` is this layout with ``groups = Cin``: ``w[co, fy, fx, 0] =
+dw_filter[0, fy, fx, co]``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .ops import _check_dtype, _check_int_range, _pair, _padding4
+from .requant import INT32_MAX, requantize
+
+__all__ = ["conv2d", "conv2d_float", "conv_output_size", "same_padding"]
+
+
+def conv_output_size(in_size: int, kernel: int, stride: int, pad_before: int, pad_after: int,
+                     dilation: int = 1) -> int:
+    """Output length of a convolution / pooling window along one axis (floor mode)."""
+    eff = dilation * (kernel - 1) + 1
+    span = in_size + pad_before + pad_after - eff
+    if span < 0:
+        raise ValueError(f"window {eff} does not fit the padded input {in_size + pad_before + pad_after}")
+    return span // stride + 1
+
+
+def same_padding(in_hw, kernel, stride=(1, 1), dilation=(1, 1)) -> tuple[int, int, int, int]:
+    """TFLite ``SAME`` padding as ``(top, left, bottom, right)`` (``ComputePaddingHeightWidth``).
+
+    ``out = ceil(in / stride)``; the total padding is split with the odd pixel at
+    the bottom / right.
+    """
+    pads = []
+    for i, k, s, d in zip(_pair("in_hw", in_hw), _pair("kernel", kernel), _pair("stride", stride),
+                          _pair("dilation", dilation)):
+        out = (i + s - 1) // s
+        total = max((out - 1) * s + d * (k - 1) + 1 - i, 0)
+        pads.append((total // 2, total - total // 2))
+    (top, bottom), (left, right) = pads
+    return top, left, bottom, right
+
+
+def _conv_geometry(x_shape, w_shape, stride, padding, groups, dilation):
+    if len(x_shape) != 4 or len(w_shape) != 4:
+        raise ValueError(f"x must be [N, H, W, Cin] and w [Cout, Fh, Fw, Cin/groups], "
+                         f"not shapes {x_shape} and {w_shape}")
+    n, h, w, cin = x_shape
+    cout, fh, fw, cg = w_shape
+    if not isinstance(groups, (int, np.integer)) or groups < 1:
+        raise ValueError(f"groups must be a positive integer, not {groups!r}")
+    if cin % groups or cout % groups:
+        raise ValueError(f"Cin={cin} and Cout={cout} must be multiples of groups={groups}")
+    if cg != cin // groups:
+        raise ValueError(f"w has {cg} input channels per filter, expected Cin/groups = {cin // groups}")
+    sh, sw = _pair("stride", stride)
+    dh, dw = _pair("dilation", dilation)
+    top, left, bottom, right = _padding4(padding)
+    ho = conv_output_size(h, fh, sh, top, bottom, dh)
+    wo = conv_output_size(w, fw, sw, left, right, dw)
+    return (n, h, w, cin, cout, fh, fw, cg, sh, sw, dh, dw, top, left, bottom, right, ho, wo)
+
+
+def _conv_core(x, w, stride, padding, groups, dilation, pad_value, dtype):
+    """sum over taps of x_padded * w, grouped; x [N,H,W,Cin], w [Cout,Fh,Fw,Cg] -> [N,Ho,Wo,Cout]."""
+    (n, h, wd, cin, cout, fh, fw, cg, sh, sw, dh, dw,
+     top, left, bottom, right, ho, wo) = _conv_geometry(x.shape, w.shape, stride, padding, groups, dilation)
+    xp = np.full((n, h + top + bottom, wd + left + right, cin), pad_value, dtype=dtype)
+    xp[:, top:top + h, left:left + wd, :] = x
+    xp = xp.reshape(n, h + top + bottom, wd + left + right, groups, cg)
+    wg = w.astype(dtype).reshape(groups, cout // groups, fh, fw, cg)
+    acc = np.zeros((n, ho, wo, groups, cout // groups), dtype=dtype)
+    for fy in range(fh):
+        y0 = fy * dh
+        for fx in range(fw):
+            x0 = fx * dw
+            tap = xp[:, y0:y0 + sh * (ho - 1) + 1:sh, x0:x0 + sw * (wo - 1) + 1:sw]  # [N,Ho,Wo,G,Cg]
+            acc += np.einsum("nhwgc,goc->nhwgo", tap, wg[:, :, fy, fx, :])
+    return acc.reshape(n, ho, wo, cout)
+
+
+def conv2d(x_q, x_zp, w_q, bias, m0, shift, out_zp, act_min=-128, act_max=127,
+           stride=(1, 1), padding=(0, 0, 0, 0), groups: int = 1, dilation=(1, 1)) -> np.ndarray:
+    """int8 Conv2D / grouped / depthwise conv, per output channel, as TFLite ``ConvPerChannel``.
+
+    Parameters
+    ----------
+    x_q : int8 [N, H, W, Cin]
+        Input activations, zero point ``x_zp`` (-128..127).
+    w_q : int8 [Cout, Fh, Fw, Cin / groups]
+        Weights, symmetric per output channel.
+    bias : int32 [Cout] or None
+        Bias at scale ``S_in * S_w[co]``; None means zeros.
+    m0, shift : int [Cout] (or scalars)
+        Requantization multipliers / shifts (:func:`~celosia.sim.golden.requant.quantize_multiplier`).
+    out_zp, act_min, act_max : int
+        Output zero point and clamp.
+    stride, dilation : int or (h, w)
+    padding : int, (h, w) or (top, left, bottom, right)
+        Padding taps contribute nothing (as if the input were ``x_zp``, real 0).
+    groups : int
+        1: regular conv; ``Cin``: depthwise (channel multiplier ``Cout / Cin``);
+        output channel ``co`` reads input channels of group ``co // (Cout / groups)``.
+
+    Returns
+    -------
+    int8 [N, Ho, Wo, Cout]
+    """
+    x_q = _check_dtype("x_q", x_q, np.int8)
+    w_q = _check_dtype("w_q", w_q, np.int8)
+    x_zp = int(_check_int_range("x_zp", x_zp, -128, 127))
+    out_zp = int(_check_int_range("out_zp", out_zp, -128, 127))
+    act_min = int(_check_int_range("act_min", act_min, -128, 127))
+    act_max = int(_check_int_range("act_max", act_max, -128, 127))
+    if act_min > act_max:
+        raise ValueError(f"act_min must be <= act_max, not {act_min} > {act_max}")
+    cout = w_q.shape[0] if w_q.ndim == 4 else None
+    acc = _conv_core(x_q.astype(np.int64) - x_zp, w_q, stride, padding, groups, dilation,
+                     pad_value=0, dtype=np.int64)
+    if bias is None:
+        bias = np.zeros(cout, dtype=np.int32)
+    bias = _check_dtype("bias", bias, np.int32)
+    if bias.shape != (cout,):
+        raise ValueError(f"bias must have shape ({cout},), not {bias.shape}")
+    m0 = np.broadcast_to(_check_int_range("m0", m0, 0, INT32_MAX), (cout,))
+    shift = np.broadcast_to(_check_int_range("shift", shift, -31, 30), (cout,))
+    # int64 sums are exact; requantize wraps acc + bias to int32 once (= wrapping every add).
+    return requantize(acc, bias, m0, shift, out_zp, act_min, act_max)
+
+
+def conv2d_float(x, w, b=None, stride=(1, 1), padding=(0, 0, 0, 0), groups: int = 1,
+                 dilation=(1, 1)) -> np.ndarray:
+    """Float reference in float64: same layouts and semantics as :func:`conv2d`, zero padding."""
+    x = np.asarray(x, dtype=np.float64)
+    w = np.asarray(w, dtype=np.float64)
+    y = _conv_core(x, w, stride, padding, groups, dilation, pad_value=0.0, dtype=np.float64)
+    if b is not None:
+        b = np.asarray(b, dtype=np.float64)
+        if b.shape != (w.shape[0],):
+            raise ValueError(f"b must have shape ({w.shape[0]},), not {b.shape}")
+        y = y + b
+    return y

@@ -1,0 +1,235 @@
+// Plain C++ Verilator harness for celosia_sim_top: the fast path of celosia.sim.verilator.
+//
+// The model is celosia_fast_top (celosia.sim.verilator.fast_wrapper_verilog): celosia_sim_top
+// with its reset made by a counter inside (asserted for the first three rising edges)
+// instead of a top-level input. A top-level input that feeds the design's next-state
+// logic (Amaranth's reset does, everywhere) puts that logic in Verilator's
+// input-combinational region, which runs on every eval().
+//
+//     celosia_harness JOB_FILE RESULT_FILE
+//
+// Performs the job in JOB_FILE (written by celosia.sim.job.encode_job) and writes the
+// results to RESULT_FILE (read by celosia.sim.job.decode_results). The host protocol is
+// exactly celosia.sim.job.run_job as performed by the cocotb bench
+// (celosia.sim.verilator_bench.CocotbTransport): every host primitive sets the inputs
+// after a falling clock edge and lasts one clock cycle; results are read after the
+// falling edge. Keep the three in step.
+//
+// Both files are sequences of little-endian 64-bit words:
+//
+// job:    MAGIC_JOB poll_cycles max_cycles csr_ctrl csr_status csr_error_info
+//         n_counters {counter_csr} n_image {word_addr value}
+//         n_runs { n_writes {word_addr value} n_csr {addr value} n_readback {first last} }
+// result: MAGIC_RES n_runs { status timed_out {counter} error_info {readback words...} }
+//         total_cycles sim_nanoseconds sim_cpu_nanoseconds
+//
+// (sim_*: from the model's construction to the last host access; wall-clock and
+// this process's CPU time, which differ on a busy machine.)
+
+#include "Vcelosia_fast_top.h"
+#include "Vcelosia_fast_top___024root.h"
+#include "verilated.h"
+
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <ctime>
+#include <memory>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+namespace {
+
+uint64_t cpu_ns() {
+    timespec ts{};
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return static_cast<uint64_t>(ts.tv_sec) * 1000000000ULL + static_cast<uint64_t>(ts.tv_nsec);
+}
+
+// One clock cycle. The design has only rising-edge logic, so evaluating the falling
+// edge does nothing but rerun the input-combinational logic and eval()'s fixed cost
+// (about 10% of the run time). Where the model keeps the clock's value at the last
+// eval() in __Vtrigprevexpr___TOP__clk__0 (Verilator 5), clearing it makes the next
+// eval() with clk = 1 a rising edge: one eval() per cycle. Otherwise (another Verilator
+// naming) both edges are evaluated; the results are the same either way.
+template <typename R, typename = void>
+struct HasPrev : std::false_type {};
+template <typename R>
+struct HasPrev<R, std::void_t<decltype(std::declval<R&>().__Vtrigprevexpr___TOP__clk__0)>>
+    : std::true_type {};
+
+template <typename Top>
+inline void clock_cycle(Top* top) {
+    using Root = std::remove_pointer_t<decltype(top->rootp)>;
+    if constexpr (HasPrev<Root>::value) {
+        top->rootp->__Vtrigprevexpr___TOP__clk__0 = 0;
+        top->clk = 1;
+        top->eval();
+    } else {
+        top->clk = 1;
+        top->eval();
+        top->clk = 0;
+        top->eval();
+    }
+}
+
+constexpr uint64_t MAGIC_JOB = 0x31304a4c45534c43ULL;  // "CLSELJ01"
+constexpr uint64_t MAGIC_RES = 0x31305245534c4543ULL;  // "CELSER01"
+
+[[noreturn]] void die(const char* msg) {
+    std::fprintf(stderr, "celosia_harness: %s\n", msg);
+    std::exit(2);
+}
+
+struct Reader {
+    std::vector<uint64_t> words;
+    size_t pos = 0;
+    uint64_t next() {
+        if (pos >= words.size()) die("job file is truncated");
+        return words[pos++];
+    }
+};
+
+class Host {
+  public:
+    explicit Host(VerilatedContext* ctx) : top_(new Vcelosia_fast_top{ctx}) {
+        top_->clk = 0;
+        top_->csr_addr = 0;
+        top_->csr_w_en = 0;
+        top_->csr_w_data = 0;
+        top_->host_addr = 0;
+        top_->host_we = 0;
+        top_->host_wdata = 0;
+        top_->eval();
+        // Reset (made in the wrapper) for three cycles, then two idle cycles, as the
+        // cocotb bench's wrapper and start-up do.
+        for (int i = 0; i < 5; ++i) tick();
+        cycles_ = 0;
+    }
+    ~Host() { top_->final(); }
+
+    // One clock cycle: the rising edge (flops sample the inputs set since the last
+    // cycle; combinational outputs then settle), and the falling edge.
+    inline void tick() {
+        clock_cycle(top_.get());
+        ++cycles_;
+    }
+
+    void host_write(uint64_t addr, uint64_t value) {
+        top_->host_addr = static_cast<uint32_t>(addr);
+        top_->host_wdata = value;
+        top_->host_we = 1;
+        tick();
+        top_->host_we = 0;
+    }
+    uint64_t host_read(uint64_t addr) {
+        top_->host_addr = static_cast<uint32_t>(addr);
+        tick();
+        return top_->host_rdata;
+    }
+    void csr_write(uint64_t addr, uint64_t value) {
+        top_->csr_addr = static_cast<uint8_t>(addr);
+        top_->csr_w_data = static_cast<uint32_t>(value);
+        top_->csr_w_en = 1;
+        tick();
+        top_->csr_w_en = 0;
+    }
+    uint64_t csr_read(uint64_t addr) {
+        top_->csr_addr = static_cast<uint8_t>(addr);
+        tick();
+        return top_->csr_r_data;
+    }
+    void wait(uint64_t cycles) {
+        for (uint64_t i = 0; i < cycles; ++i) tick();
+    }
+    uint64_t cycles() const { return cycles_; }
+
+  private:
+    std::unique_ptr<Vcelosia_fast_top> top_;
+    uint64_t cycles_ = 0;
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    if (argc != 3) die("usage: celosia_harness JOB_FILE RESULT_FILE");
+    Reader in;
+    {
+        FILE* f = std::fopen(argv[1], "rb");
+        if (!f) die("cannot open the job file");
+        uint64_t word;
+        while (std::fread(&word, sizeof word, 1, f) == 1) in.words.push_back(word);
+        std::fclose(f);
+    }
+    if (in.next() != MAGIC_JOB) die("not a celosia job file (or another version)");
+    const uint64_t poll_cycles = in.next();
+    const uint64_t max_cycles = in.next();
+    const uint64_t csr_ctrl = in.next();
+    const uint64_t csr_status = in.next();
+    const uint64_t csr_error_info = in.next();
+    std::vector<uint64_t> counters(in.next());
+    for (auto& c : counters) c = in.next();
+    if (poll_cycles == 0) die("poll_cycles must be positive");
+
+    auto ctx = std::make_unique<VerilatedContext>();
+    ctx->commandArgs(1, argv);
+    auto t0 = std::chrono::steady_clock::now();
+    const uint64_t cpu0 = cpu_ns();
+    Host host(ctx.get());
+    std::vector<uint64_t> out{MAGIC_RES};
+
+    for (uint64_t n = in.next(); n; --n) {
+        uint64_t addr = in.next();
+        uint64_t value = in.next();
+        host.host_write(addr, value);
+    }
+    const uint64_t n_runs = in.next();
+    out.push_back(n_runs);
+    for (uint64_t r = 0; r < n_runs; ++r) {
+        for (uint64_t n = in.next(); n; --n) {
+            uint64_t addr = in.next();
+            uint64_t value = in.next();
+            host.host_write(addr, value);
+        }
+        for (uint64_t n = in.next(); n; --n) {
+            uint64_t addr = in.next();
+            uint64_t value = in.next();
+            host.csr_write(addr, value);
+        }
+        host.csr_write(csr_ctrl, 1);
+        uint64_t waited = 0, status = 0, timed_out = 0;
+        for (;;) {
+            host.wait(poll_cycles);
+            waited += poll_cycles;
+            status = host.csr_read(csr_status);
+            if (status & 2) break;
+            if (waited >= max_cycles) {
+                timed_out = 1;
+                break;
+            }
+        }
+        out.push_back(status);
+        out.push_back(timed_out);
+        for (uint64_t c : counters) out.push_back(host.csr_read(c));
+        out.push_back(host.csr_read(csr_error_info));
+        for (uint64_t n = in.next(); n; --n) {
+            uint64_t first = in.next();
+            uint64_t last = in.next();
+            for (uint64_t w = first; w < last; ++w) out.push_back(host.host_read(w));
+        }
+    }
+    if (in.pos != in.words.size()) die("job file has trailing data");
+    auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                  std::chrono::steady_clock::now() - t0).count();
+    out.push_back(host.cycles());
+    out.push_back(static_cast<uint64_t>(ns));
+    out.push_back(cpu_ns() - cpu0);
+
+    FILE* f = std::fopen(argv[2], "wb");
+    if (!f) die("cannot open the result file");
+    if (std::fwrite(out.data(), sizeof(uint64_t), out.size(), f) != out.size()) die("write failed");
+    if (std::fclose(f) != 0) die("write failed");
+    return 0;
+}

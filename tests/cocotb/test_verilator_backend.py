@@ -1,0 +1,104 @@
+"""The Verilator back end's two harnesses (C++ and cocotb) agree exactly.
+
+The same small job (a two-layer random model, two runs with per-run input writes
+and the driver's readback) runs on the C++ harness (sim/harness.cpp) and on the
+cocotb bench; every RunResult field, all counters included, must be identical and
+the outputs must match the golden model.
+"""
+
+import numpy as np
+import pytest
+
+from celosia.rtl.config import AccelConfig
+from celosia.sim import verilator
+from celosia.sim.job import COUNTERS, Job, Run, decode_results, encode_job
+from celosia.sw.compiler import compile_model
+from celosia.sw.driver import golden_forward
+from celosia.sw.driver.driver import _job
+from celosia.sw.quant import QLayer, QModel
+from celosia.sim.golden import quantize_multiplier
+
+
+def _model(rng, sizes):
+    layers, in_zp = [], int(rng.integers(-20, 20))
+    for i, (k, n) in enumerate(zip(sizes, sizes[1:])):
+        out_zp = int(rng.integers(-10, 10))
+        relu = i < len(sizes) - 2
+        mults = [quantize_multiplier(float(m)) for m in rng.uniform(1e-4, 4e-3, n)]
+        layers.append(QLayer(
+            name=f"fc{i}", op="fc", w=rng.integers(-127, 128, (k, n)).astype(np.int8),
+            bias=rng.integers(-3000, 3000, n).astype(np.int32),
+            m0=np.array([m for m, _ in mults], np.int32),
+            shift=np.array([s for _, s in mults], np.int32),
+            in_scale=0.05, in_zp=in_zp, out_scale=0.05, out_zp=out_zp,
+            act_min=out_zp if relu else -128, act_max=127, activation="relu" if relu else "none"))
+        in_zp = out_zp
+    return QModel(name="rand", layers=layers, input_scale=0.05, input_zp=layers[0].in_zp)
+
+
+@pytest.fixture(scope="module")
+def small_job():
+    config = AccelConfig(rows=4, cols=4, weight_rows=8, dram_bytes=1 << 16)
+    rng = np.random.default_rng(11)
+    model = _model(rng, [19, 13, 7])
+    x_q = rng.integers(-128, 128, (2, 19)).astype(np.int8)
+    program = compile_model(model, config)
+    job, _, prefixes = _job(program, x_q, profile=True)
+    return config, model, x_q, job, len(prefixes)
+
+
+def test_cpp_and_cocotb_harnesses_agree(small_job, monkeypatch):
+    config, model, x_q, job, n_prefix = small_job
+    monkeypatch.delenv(verilator.HARNESS_ENV, raising=False)
+    cpp = verilator.run(config, job, harness="cpp")
+    stats = verilator.last_stats
+    cocotb = verilator.run(config, job, harness="cocotb")
+    assert len(cpp) == len(cocotb) == len(job.runs)
+    for a, b in zip(cpp, cocotb):
+        assert a == b  # status, error, error_info, every counter, every readback byte
+        assert set(a.counters) == set(COUNTERS)
+        assert a.error == 0 and not a.timed_out and a.counters["cycles"] > 0
+    out = b"".join(r.data[0] for r in cpp[n_prefix:])
+    y_q = np.frombuffer(out, np.int8).reshape(-1, model.out_features)[:len(x_q)]
+    np.testing.assert_array_equal(y_q, golden_forward(model, x_q))
+    assert stats["cycles"] >= sum(r.counters["cycles"] for r in cpp) and stats["seconds"] > 0
+
+
+def test_harness_choice(small_job, monkeypatch):
+    config, _, _, job, _ = small_job
+    monkeypatch.setenv(verilator.HARNESS_ENV, "cpp")
+    verilator.run(config, job, harness="cocotb")  # the environment overrides the argument
+    assert verilator.last_stats is not None
+    monkeypatch.setenv(verilator.HARNESS_ENV, "spice")
+    with pytest.raises(verilator.SimulationError, match="harness"):
+        verilator.run(config, job)
+
+
+def test_missing_compiler_is_a_clear_error(small_job, monkeypatch, tmp_path):
+    config, _, _, job, _ = small_job
+    monkeypatch.setattr(verilator, "cache_dir", lambda: tmp_path)  # nothing built there
+    monkeypatch.setenv("CXX", "no-such-c++-compiler")
+    with pytest.raises(verilator.SimulationError, match="C\\+\\+ compiler"):
+        verilator.build_cpp(config)
+
+
+def test_job_file_round_trip():
+    """encode_job covers every step of run_job; decode_results rebuilds RunResults."""
+    job = Job(dram_bytes=4096, image=[(0, bytes(8) + (5).to_bytes(8, "little"))],
+              runs=[Run(csr_writes=[(3, 0x1_0000_0007)], readback=[(13, 6)],
+                        writes=[(64, bytes(range(16)))])], max_cycles=1000)
+    words = np.frombuffer(encode_job(job, poll_cycles=7), "<u8").tolist()
+    n_ctr = words[6]
+    assert words[1:3] == [7, 1000]
+    rest = words[7 + n_ctr:]
+    assert rest[:3] == [1, 1, 5]  # one non-zero image word: (word 1, value 5)
+    assert rest[3:4] == [1]  # one run
+    assert rest[4] == 2 and rest[9:12] == [1, 3, 7]  # two input words; CSR value masked
+    assert rest[12:15] == [1, 1, 3]  # readback bytes 13..18 are words 1..2
+    magic = int.from_bytes(b"CELSER01", "little")
+    result = [magic, 1, 2, 0, *range(n_ctr), 9, 0x1122334455667788, 0xAABBCCDDEEFF0011, 123, 456, 400]
+    (res,), stats = decode_results(job, np.array(result, "<u8").tobytes())
+    assert res.status == 2 and res.error_info == 9 and list(res.counters.values()) == list(range(n_ctr))
+    both = (0x1122334455667788).to_bytes(8, "little") + (0xAABBCCDDEEFF0011).to_bytes(8, "little")
+    assert res.data == [both[5:11]]
+    assert stats == pytest.approx({"cycles": 123, "seconds": 456e-9, "cpu_seconds": 400e-9})
