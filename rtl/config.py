@@ -33,7 +33,7 @@ RANGES: dict[str, tuple[int, int, str]] = {
     "ifmap_rows":      (2, 65536,    "ifmap buffer depth in rows of `rows` bytes (both halves)"),
     "weight_rows":     (2, 65536,    "weight buffer depth in rows of `cols` bytes (both halves)"),
     "psum_rows":       (2, 65536,    "psum buffer depth in rows of `cols` int32 (both halves)"),
-    "param_rows":      (2, 4096,     "PPU parameter buffer depth in rows of `cols` x 9 bytes"),
+    "param_rows":      (2, 4096,     "PPU parameter buffer depth in groups of `cols` channels x 9 bytes (`param_rows * cols` <= 65536)"),
     "dram_bytes":      (1024, 1 << 28, "simulated DRAM size in bytes (multiple of 8)"),
     "dram_latency":    (1, 64,       "simulated DRAM read latency in cycles"),
     "dram_bytes_per_cycle": (1, 8,   "simulated DRAM bandwidth in bytes per cycle"),
@@ -86,6 +86,9 @@ class AccelConfig:
         for name in ("ifmap_rows", "weight_rows", "psum_rows", "param_rows"):
             if getattr(self, name) % 2:
                 raise ConfigError(f"{name} must be even (two halves), not {getattr(self, name)}")
+        if self.param_rows * self.cols > 65536:
+            raise ConfigError(f"param_rows * cols must be at most 65536 (the parameter buffer's "
+                              f"rows are addressed with 16 bits), not {self.param_rows * self.cols}")
         if self.weight_rows < 2 * self.rows:
             raise ConfigError(
                 f"weight_rows must hold two weight tiles (>= 2 * rows = {2 * self.rows}), "
@@ -97,9 +100,11 @@ class AccelConfig:
         return self.dram_bytes // 8
 
     @property
-    def param_lanes(self) -> int:
-        """Bytes per parameter-buffer row: per column bias (4) + M0 (4) + shift (1)."""
-        return self.cols * PARAM_BYTES
+    def param_depth(self) -> int:
+        """Physical rows of the parameter buffer: one output channel's record
+        (bias int32, M0 int32, shift int8: :data:`PARAM_BYTES`) per row,
+        ``param_rows`` groups of ``cols`` channels."""
+        return self.param_rows * self.cols
 
     @property
     def array(self) -> str:

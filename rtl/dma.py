@@ -24,10 +24,10 @@ it at the head. ``done`` pulses the cycle after the last byte was written. With
 a bus that accepts every cycle, ``n`` bytes take ``n + dram_latency + 2`` cycles
 from acceptance to ``done`` (about ``n + 3`` when the last element is padded).
 
-``StoreEngine``: bounds check in ``t+1`` as above; from ``t+1`` the param row
-and the first psum row are read, from ``t+2`` one channel per cycle enters the
-PPU (next psum row read in the cycle of the row's last channel, so there are no
-bubbles between rows); each PPU output is one write request; ``done`` pulses
+``StoreEngine``: bounds check in ``t+1`` as above; from ``t+1`` channel 0's
+param row and the first psum row are read, from ``t+2`` one channel per cycle
+enters the PPU (the next channel's param row, and the next psum row in the cycle
+of the row's last channel, are read as a channel enters, so there are no bubbles); each PPU output is one write request; ``done`` pulses
 the cycle after the last write was accepted. ``n`` bytes take about
 ``n + ppu.LATENCY + 2`` cycles plus bus stalls.
 
@@ -257,7 +257,8 @@ class LoadEngine(wiring.Component):
         Reads only (tag 0).
     ifmap_wr : Out(BufferWriteSignature(ifmap_rows, rows, 8))
     weight_wr : Out(BufferWriteSignature(weight_rows, cols, 8))
-    param_wr : Out(BufferWriteSignature(param_rows, cols * 9, 8))
+    param_wr : Out(BufferWriteSignature(param_rows * cols, 9, 8))
+        One output channel's parameters per row.
         One lane enabled per write; ``data`` is the byte replicated on every lane.
     done, error : Out(1)
         One-cycle pulses; ``error_code`` (:class:`ErrorCode`) is valid with ``error``.
@@ -273,7 +274,7 @@ class LoadEngine(wiring.Component):
         members.update({
             "ifmap_wr": Out(BufferWriteSignature(config.ifmap_rows, config.rows, 8)),
             "weight_wr": Out(BufferWriteSignature(config.weight_rows, config.cols, 8)),
-            "param_wr": Out(BufferWriteSignature(config.param_rows, config.param_lanes, 8)),
+            "param_wr": Out(BufferWriteSignature(config.param_depth, PARAM_BYTES, 8)),
         })
         super().__init__(members)
 
@@ -327,7 +328,7 @@ class LoadEngine(wiring.Component):
             with m.Case(Buffer.WEIGHT):
                 m.d.comb += [depth.eq(cfg.weight_rows), lanes.eq(cfg.cols)]
             with m.Case(Buffer.PARAM):
-                m.d.comb += [depth.eq(cfg.param_rows), lanes.eq(cfg.param_lanes)]
+                m.d.comb += [depth.eq(cfg.param_depth), lanes.eq(PARAM_BYTES)]
             # buf = 3 names no buffer: depth 0 fails the check.
         buf_ok = Signal()
         m.d.comb += buf_ok.eq((row_last < depth) & (lane_last < lanes))
@@ -403,8 +404,9 @@ class StoreEngine(wiring.Component):
         Byte writes: one-hot ``wmask``, ``wdata`` the byte replicated.
     psum_rd : Out(BufferReadSignature(psum_rows, cols * 32))
         psum buffer read port 1.
-    param_rd : Out(BufferReadSignature(param_rows, cols * 72))
-        Read once per instruction (row ``param_row``); relies on ``data`` holding.
+    param_rd : Out(BufferReadSignature(param_rows * cols, 72))
+        Row ``param_row + n`` for channel ``n``, read the cycle before the channel
+        enters the PPU; relies on ``data`` holding while the PPU stalls.
     done, error, error_code, busy : as for :class:`LoadEngine`
     bytes : Out(1)
         One pulse per byte written to DRAM (write request accepted).
@@ -416,7 +418,7 @@ class StoreEngine(wiring.Component):
         members.update(_engine_members(config))
         members.update({
             "psum_rd": Out(BufferReadSignature(config.psum_rows, config.cols * 32)),
-            "param_rd": Out(BufferReadSignature(config.param_rows, config.param_lanes * 8)),
+            "param_rd": Out(BufferReadSignature(config.param_depth, PARAM_BYTES * 8)),
         })
         super().__init__(members)
 
@@ -444,15 +446,15 @@ class StoreEngine(wiring.Component):
                                cfg.dram_bytes)
         row_last = span_last(m, "row", insn.psum_row, [(insn.m_len, Const(1, 1))])
         buf_ok = Signal()
-        m.d.comb += buf_ok.eq((row_last < cfg.psum_rows) & (insn.param_row < cfg.param_rows)
-                              & (insn.n_len <= cfg.cols))
+        m.d.comb += buf_ok.eq((row_last < cfg.psum_rows) & (insn.n_len <= cfg.cols)
+                              & (insn.param_row + insn.n_len <= cfg.param_depth))
 
         # Input side: (m, n) of the channel offered to the PPU.
         in_m, in_n = Signal(16), Signal(8)
         have_row = Signal()  # psum_rd.data / param_rd.data hold the current row
         param = Signal(PARAM_BYTES * 8)
         m.d.comb += [
-            param.eq(self.param_rd.data.word_select(in_n, PARAM_BYTES * 8)),
+            param.eq(self.param_rd.data),
             ppu.i.payload.acc.eq(self.psum_rd.data.word_select(in_n, 32)),
             ppu.i.payload.bias.eq(param[0:32]),
             ppu.i.payload.m0.eq(param[32:64]),
@@ -468,6 +470,9 @@ class StoreEngine(wiring.Component):
             block_end.eq(row_end & (in_m == insn.m_len - 1)),
         ]
         with m.If(ppu.i.valid & ppu.i.ready):
+            # The next channel's parameters arrive as this channel leaves.
+            m.d.comb += [self.param_rd.en.eq(1),
+                         self.param_rd.addr.eq(insn.param_row + Mux(row_end, 0, in_n + 1))]
             with m.If(~row_end):
                 m.d.sync += in_n.eq(in_n + 1)
             with m.Else():
@@ -495,7 +500,7 @@ class StoreEngine(wiring.Component):
         m.d.sync += [self.done.eq(0), self.error.eq(0)]
 
         def start_rows():
-            # The first psum row and the param row, read as RUN begins.
+            # The first psum row and channel 0's parameters, read as RUN begins.
             m.d.comb += [
                 self.psum_rd.en.eq(1), self.psum_rd.addr.eq(insn.psum_row),
                 self.param_rd.en.eq(1), self.param_rd.addr.eq(insn.param_row),

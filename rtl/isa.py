@@ -60,7 +60,7 @@ class Buffer(hdl_enum.Enum, shape=2):
     """On-chip buffers a LOAD can target."""
     IFMAP = 0   #: rows of `rows` int8 lanes
     WEIGHT = 1  #: rows of `cols` int8 lanes
-    PARAM = 2   #: rows of `cols` x 9 byte lanes (bias int32 LE, M0 int32 LE, shift int8)
+    PARAM = 2   #: `param_rows * cols` rows of 9 byte lanes, one output channel's bias int32 LE, M0 int32 LE, shift int8
 
 
 class BaseReg(enum.IntEnum):
@@ -166,7 +166,7 @@ GemmInsn = data.StructLayout({
 
 #: For m < m_len, n < n_len: byte at DRAM
 #: ``base[base_reg] + dram_offset + m*dram_stride + n`` (``dram_offset`` signed) = PPU(psum[psum_row + m][n],
-#: param[param_row][n]): int8 of clamp(MBQM(acc + bias, M0, shift) + out_zp, act_min, act_max).
+#: param[param_row + n]): int8 of clamp(MBQM(acc + bias, M0, shift) + out_zp, act_min, act_max).
 StoreInsn = data.StructLayout({
     "op": Opcode,
     "dep": DepFlags,

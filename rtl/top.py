@@ -23,7 +23,7 @@ from amaranth.lib.wiring import In, Out
 
 from .arrays import make_engine
 from .buffers import LaneBuffer
-from .config import AccelConfig, check_config
+from .config import PARAM_BYTES, AccelConfig, check_config
 from .controller import Controller, CsrSignature
 from .dma import LoadEngine, StoreEngine
 from .dram import BusArbiter, DramBusSignature, DramModel
@@ -59,7 +59,7 @@ class Accelerator(wiring.Component):
         m.submodules.arbiter = arbiter = BusArbiter(3, cfg.dram_words)
         m.submodules.ifmap_buf = ifmap = LaneBuffer(cfg.rows, 8, cfg.ifmap_rows)
         m.submodules.weight_buf = weight = LaneBuffer(cfg.cols, 8, cfg.weight_rows)
-        m.submodules.param_buf = param = LaneBuffer(cfg.param_lanes, 8, cfg.param_rows)
+        m.submodules.param_buf = param = LaneBuffer(PARAM_BYTES, 8, cfg.param_depth)
         m.submodules.psum_buf = psum = LaneBuffer(cfg.cols, 32, cfg.psum_rows, read_ports=2)
 
         wiring.connect(m, wiring.flipped(self.csr), ctrl.csr)

@@ -38,7 +38,7 @@ class IsaSim:
         c = config
         self.ifmap = np.zeros((c.ifmap_rows, c.rows), dtype=np.uint8)
         self.weight = np.zeros((c.weight_rows, c.cols), dtype=np.uint8)
-        self.param = np.zeros((c.param_rows, c.param_lanes), dtype=np.uint8)
+        self.param = np.zeros((c.param_depth, PARAM_BYTES), dtype=np.uint8)
         self.psum = np.zeros((c.psum_rows, c.cols), dtype=np.int64)
         self.base = [0] * isa.NUM_BASE_REGS
         self.macs = 0
@@ -186,9 +186,10 @@ class IsaSim:
             return
         start = self.base[d["base_reg"]] + d["dram_offset"]
         self._check_window(start, start + (m_len - 1) * d["dram_stride"] + n_len - 1)
-        if d["psum_row"] + m_len > c.psum_rows or d["param_row"] >= c.param_rows or n_len > c.cols:
+        if (d["psum_row"] + m_len > c.psum_rows or d["param_row"] + n_len > c.param_depth
+                or n_len > c.cols):
             raise IsaError(ErrorCode.BUFFER_OUT_OF_RANGE, f"store {d}")
-        rec = self.param[d["param_row"], :c.cols * PARAM_BYTES].reshape(c.cols, PARAM_BYTES)
+        rec = self.param[d["param_row"]:d["param_row"] + n_len]
         bias = rec[:, 0:4].copy().view("<i4").ravel()[:n_len]
         m0 = rec[:, 4:8].copy().view("<i4").ravel()[:n_len]
         shift = rec[:, 8].view(np.int8)[:n_len]

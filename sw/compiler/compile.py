@@ -74,7 +74,7 @@ class OutTile:
     m_len: int
     gemms: list[Gemm]
     store: dict                  # STORE fields (without psum_row, param_row, dep)
-    param_row: int               # row of its PPU parameters inside the unit's parameter block
+    param_row: int               # its PPU parameters' row (of `cols` channels) in the unit's block
     block: int = 0               # ifmap block id (resident mode: loaded once per block)
     block_loads: list = field(default_factory=list)  # resident mode: LOADs of the whole block
 
@@ -148,7 +148,7 @@ def emit_unit(unit: Unit, config: AccelConfig, first: bool, last: bool) -> list[
     def store(u):
         n_tiles = len(unit.tiles)
         return isa.encode(
-            Opcode.STORE, psum_row=(u % 2) * p_half, param_row=unit.tiles[u].param_row,
+            Opcode.STORE, psum_row=(u % 2) * p_half, param_row=unit.tiles[u].param_row * config.cols,
             m_len=unit.tiles[u].m_len,
             dep=_dep(pop_prev=True, push_prev=(u + 2 < n_tiles) or (u == n_tiles - 1 and not last)),
             **unit.tiles[u].store)
@@ -197,13 +197,18 @@ def _params_blob(layer: QLayer, config: AccelConfig) -> bytes:
     return rec.tobytes()
 
 
-def _split_units(tiles: list[OutTile], param_rows_of, make_params, resident: bool,
+def _split_units(tiles: list[OutTile], params_at: int, resident: bool,
                  config: AccelConfig, layer: QLayer) -> list[Unit]:
-    """Cut a layer's output tiles into units whose parameter rows fit one buffer half."""
+    """Cut a layer's output tiles into units whose parameter rows fit one buffer half.
+
+    ``params_at``: the layer's parameter rows in DRAM (:func:`_params_blob`). A unit
+    loads its rows ``lo..hi`` as ``(hi - lo + 1) * cols`` buffer rows of one channel
+    each; its tiles' ``param_row`` become relative to ``lo`` (in rows of ``cols``)."""
+    C = config.cols
     half = config.param_rows // 2
     units, current, rows = [], [], []
     for tile in tiles:
-        r = param_rows_of(tile)
+        r = tile.param_row
         if r not in rows and len(rows) == half:
             units.append((current, rows))
             current, rows = [], []
@@ -219,8 +224,10 @@ def _split_units(tiles: list[OutTile], param_rows_of, make_params, resident: boo
             raise CompileError(f"layer {layer.name!r}: PPU parameters are not contiguous; "
                                f"increase param_rows")
         for tile in tiles_u:
-            tile.param_row = param_rows_of(tile) - lo
-        result.append(Unit(params=make_params(lo, hi - lo + 1), tiles=tiles_u, resident=resident))
+            tile.param_row -= lo
+        params = _load(None, BaseReg.STATIC, params_at + lo * C * PARAM_BYTES, PARAM_BYTES,
+                       n1=(hi - lo + 1) * C, s1=PARAM_BYTES, bs1=1)
+        result.append(Unit(params=params, tiles=tiles_u, resident=resident))
     return result
 
 
@@ -260,10 +267,7 @@ def lower_fc(layer: QLayer, config: AccelConfig, batch: int, alloc: dict) -> lis
         tiles.append(OutTile(m_len=batch, gemms=gemms, store=store, param_row=j, block=0,
                              block_loads=block_loads))
 
-    def params(lo, n):
-        return _load(None, BaseReg.STATIC, alloc["params"] + lo * C * PARAM_BYTES, C * PARAM_BYTES,
-                     n1=n, s1=C * PARAM_BYTES, bs1=1)
-    return _split_units(tiles, lambda t: t.param_row, params, resident, config, layer)
+    return _split_units(tiles, alloc["params"], resident, config, layer)
 
 
 def _ceil_div(a: int, b: int) -> int:
@@ -344,10 +348,7 @@ def lower_conv(layer: QLayer, config: AccelConfig, batch: int, alloc: dict) -> l
                                          block_loads=block_loads))
                 block_id += 1
 
-    def params(lo, n):
-        return _load(None, BaseReg.STATIC, alloc["params"] + lo * C * PARAM_BYTES, C * PARAM_BYTES,
-                     n1=n, s1=C * PARAM_BYTES, bs1=1)
-    return _split_units(tiles, lambda t: t.param_row, params, resident, config, layer)
+    return _split_units(tiles, alloc["params"], resident, config, layer)
 
 
 def lower_vec(layer: QLayer, config: AccelConfig, batch: int, alloc: dict) -> list[Unit]:
@@ -446,10 +447,7 @@ def lower_vec(layer: QLayer, config: AccelConfig, batch: int, alloc: dict) -> li
                 gemm = Gemm(k_len=0, n_len=lanes, weight=None, ifmap=loads, vec=vec)
                 tiles.append(OutTile(m_len=m_len, gemms=[gemm], store=store, param_row=r))
 
-    def params(lo, n):
-        return _load(None, BaseReg.STATIC, alloc["params"] + lo * config.cols * PARAM_BYTES,
-                     config.cols * PARAM_BYTES, n1=n, s1=config.cols * PARAM_BYTES, bs1=1)
-    return _split_units(tiles, lambda t: t.param_row, params, False, config, layer)
+    return _split_units(tiles, alloc["params"], False, config, layer)
 
 
 def _check_rows(layer, name, rows_needed, config, what):

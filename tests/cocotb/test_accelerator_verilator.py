@@ -14,12 +14,13 @@ from celosia.examples.digits import digits_split
 from celosia.rtl.config import AccelConfig
 from celosia.rtl.isa import Csr
 from celosia.sim import verilator
-from celosia.sim.golden import quantize_multiplier
 from celosia.sim.job import Job, Run
 from celosia.sw.driver import DriverError, golden_forward, run, run_quantized
 from celosia.sw.graph import run_float
 from celosia.sw.importer import load_onnx
-from celosia.sw.quant import QLayer, QModel, quantize_graph
+from celosia.sw.quant import QModel, quantize_graph
+from celosia.sw.zoo import conv_layer as float_conv_layer
+from layer_cases import CONV_CASES, conv_layer, random_fc_model
 
 ARRAYS = [(2, 2), (4, 4), (8, 8), (4, 8)]
 
@@ -64,29 +65,12 @@ def test_digits_mlp_bit_exact(digits, rows, cols):
     assert sum(layer["cycles"] for layer in rep["layers"]) == rep["cycles_per_run"]
 
 
-def _random_model(rng, sizes, name="rand"):
-    layers = []
-    in_zp = int(rng.integers(-20, 20))
-    for i, (k, n) in enumerate(zip(sizes, sizes[1:])):
-        out_zp = int(rng.integers(-10, 10))
-        relu = i < len(sizes) - 2
-        mults = [quantize_multiplier(float(m)) for m in rng.uniform(1e-4, 4e-3, n)]
-        layers.append(QLayer(
-            name=f"fc{i}", op="fc", w=rng.integers(-127, 128, (k, n)).astype(np.int8),
-            bias=rng.integers(-3000, 3000, n).astype(np.int32),
-            m0=np.array([m for m, _ in mults], np.int32), shift=np.array([s for _, s in mults], np.int32),
-            in_scale=0.05, in_zp=in_zp, out_scale=0.05, out_zp=out_zp,
-            act_min=out_zp if relu else -128, act_max=127, activation="relu" if relu else "none"))
-        in_zp = out_zp
-    return QModel(name=name, layers=layers, input_scale=0.05, input_zp=layers[0].in_zp)
-
-
 @pytest.mark.parametrize("rows,cols", [(4, 4), (4, 8)], ids=["4x4", "4x8"])
 @pytest.mark.parametrize("batch", [1, 3])
 def test_odd_shapes_and_big_weights(rows, cols, batch):
     """K and N not multiples of the array; 37x29 weights against a 2-tile weight buffer."""
     rng = np.random.default_rng(rows * 100 + cols + batch)
-    model = _random_model(rng, [37, 29, 11])
+    model = random_fc_model(rng, [37, 29, 11])
     config = small_config(rows, cols)
     assert 37 * 29 > config.weight_rows * cols  # the layer does not fit the weight buffer
     x_q = rng.integers(-128, 128, (5, 37)).astype(np.int8)
@@ -99,7 +83,7 @@ def test_dma_outside_window_stops_with_error():
     """A program whose input base register points past the DRAM window: error, no output."""
     config = small_config(4, 4)
     rng = np.random.default_rng(7)
-    model = _random_model(rng, [8, 4])
+    model = random_fc_model(rng, [8, 4])
     from celosia.sw.compiler import compile_model
     from celosia.sw.driver.driver import _job
 
@@ -117,7 +101,7 @@ def test_dma_outside_window_stops_with_error():
 
 def test_program_larger_than_dram_is_a_clear_error():
     config = AccelConfig(rows=2, cols=2, dram_bytes=1024)
-    model = _random_model(np.random.default_rng(3), [40, 40])
+    model = random_fc_model(np.random.default_rng(3), [40, 40])
     with pytest.raises(DriverError, match="dram_bytes"):
         run_quantized(model, np.zeros((1, 40), np.int8), config, backend="verilator")
 
@@ -175,3 +159,39 @@ def test_digits_cnns_bit_exact(name, rows, cols):
     np.testing.assert_array_equal(hw.y_q, golden.y_q[:32])
     float_acc = (run_float(graph, images).argmax(1) == y_test).mean()
     assert (golden.y.argmax(1) == y_test).mean() >= float_acc - 0.02
+
+
+@pytest.mark.parametrize("case", CONV_CASES, ids=[f"{c[2]}k-s{c[3]}-g{c[5]}" for c in CONV_CASES])
+@pytest.mark.parametrize("rows,cols", [(4, 4), (8, 8)], ids=["4x4", "8x8"])
+def test_conv_shapes_bit_exact(case, rows, cols):
+    """Kernels 1..11, strides 1/2/4, grouped, depthwise, odd channel counts: the Verilog
+    equals the golden model on two random inputs."""
+    in_shape, cout, k, stride, pad, groups = case
+    rng = np.random.default_rng(rows * 1000 + cout * 10 + stride)
+    layer = conv_layer(rng, "conv", in_shape, cout, k, stride, pad, groups,
+                       in_zp=int(rng.integers(-100, 100)))
+    model = QModel("conv", [layer], 0.05, layer.in_zp, input_shape=in_shape)
+    x_q = rng.integers(-128, 128, (2, model.in_features)).astype(np.int8)
+    want = golden_forward(model, x_q)
+    assert len(np.unique(want)) > 3, "degenerate test: output nearly constant"
+    hw = run_quantized(model, x_q, small_config(rows, cols), backend="verilator")
+    np.testing.assert_array_equal(hw.y_q, want)
+    assert hw.report["hw_macs"] == 2 * layer.macs
+
+
+@pytest.mark.slow
+def test_resnet18_conv2_layer_bit_exact():
+    """A real ResNet-18 layer (conv2_x: 56x56x64, 3x3, 64 filters, pad 1; random He-normal
+    weights, a ReLU output as input) on the 8x8 array equals the golden model."""
+    graph = float_conv_layer(56, 56, 64, 64, 3, pad=1, seed=18)
+    rng = np.random.default_rng(18)
+    calib = np.maximum(rng.standard_normal((4, 56, 56, 64), dtype=np.float32), 0)
+    qmodel = quantize_graph(graph, calib)
+    x = np.maximum(rng.standard_normal((1, 56, 56, 64), dtype=np.float32), 0)
+    config = AccelConfig(rows=8, cols=8)
+    golden = run(qmodel, x, config, backend="golden")
+    hw = run(qmodel, x, config, backend="verilator", profile=False)
+    np.testing.assert_array_equal(hw.y_q, golden.y_q)
+    assert hw.report["hw_macs"] == 56 * 56 * 64 * 64 * 9
+    print(f"ResNet-18 conv2_x layer on 8x8: {hw.report['cycles']} cycles, utilization "
+          f"{hw.report['utilization']:.1%}, load/compute overlap {hw.report['load_compute_overlap']}")

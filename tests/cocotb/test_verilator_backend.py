@@ -15,32 +15,14 @@ from celosia.sim.job import COUNTERS, Job, Run, decode_results, encode_job
 from celosia.sw.compiler import compile_model
 from celosia.sw.driver import golden_forward
 from celosia.sw.driver.driver import _job
-from celosia.sw.quant import QLayer, QModel
-from celosia.sim.golden import quantize_multiplier
-
-
-def _model(rng, sizes):
-    layers, in_zp = [], int(rng.integers(-20, 20))
-    for i, (k, n) in enumerate(zip(sizes, sizes[1:])):
-        out_zp = int(rng.integers(-10, 10))
-        relu = i < len(sizes) - 2
-        mults = [quantize_multiplier(float(m)) for m in rng.uniform(1e-4, 4e-3, n)]
-        layers.append(QLayer(
-            name=f"fc{i}", op="fc", w=rng.integers(-127, 128, (k, n)).astype(np.int8),
-            bias=rng.integers(-3000, 3000, n).astype(np.int32),
-            m0=np.array([m for m, _ in mults], np.int32),
-            shift=np.array([s for _, s in mults], np.int32),
-            in_scale=0.05, in_zp=in_zp, out_scale=0.05, out_zp=out_zp,
-            act_min=out_zp if relu else -128, act_max=127, activation="relu" if relu else "none"))
-        in_zp = out_zp
-    return QModel(name="rand", layers=layers, input_scale=0.05, input_zp=layers[0].in_zp)
+from layer_cases import random_fc_model
 
 
 @pytest.fixture(scope="module")
 def small_job():
     config = AccelConfig(rows=4, cols=4, weight_rows=8, dram_bytes=1 << 16)
     rng = np.random.default_rng(11)
-    model = _model(rng, [19, 13, 7])
+    model = random_fc_model(rng, [19, 13, 7])
     x_q = rng.integers(-128, 128, (2, 19)).astype(np.int8)
     program = compile_model(model, config)
     job, _, prefixes = _job(program, x_q, profile=True)

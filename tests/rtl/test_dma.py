@@ -12,7 +12,7 @@ from amaranth.hdl import Module
 from amaranth.lib import wiring
 
 from celosia.rtl.buffers import LaneBuffer
-from celosia.rtl.config import AccelConfig
+from celosia.rtl.config import PARAM_BYTES, AccelConfig
 from celosia.rtl.dma import LoadEngine, StoreEngine
 from celosia.rtl.dram import DramModel
 from celosia.rtl.isa import Buffer, ErrorCode, Opcode, encode
@@ -37,7 +37,7 @@ class LoadHarness(wiring.Component):
         self.bufs = {
             Buffer.IFMAP: LaneBuffer(cfg.rows, 8, cfg.ifmap_rows),
             Buffer.WEIGHT: LaneBuffer(cfg.cols, 8, cfg.weight_rows),
-            Buffer.PARAM: LaneBuffer(cfg.param_lanes, 8, cfg.param_rows),
+            Buffer.PARAM: LaneBuffer(PARAM_BYTES, 8, cfg.param_depth),
         }
         super().__init__({})
 
@@ -60,7 +60,7 @@ class StoreHarness(wiring.Component):
         self.dram = DramModel(cfg)
         self.eng = StoreEngine(cfg)
         self.psum = LaneBuffer(cfg.cols, 32, cfg.psum_rows, read_ports=2)
-        self.param = LaneBuffer(cfg.param_lanes, 8, cfg.param_rows)
+        self.param = LaneBuffer(PARAM_BYTES, 8, cfg.param_depth)
         super().__init__({})
 
     def elaborate(self, platform):
@@ -121,7 +121,7 @@ async def execute(ctx, eng, insn, base, window=(0, 0), timeout=3000):
 
 def buffer_geometry(cfg, buf):
     return {Buffer.IFMAP: (cfg.rows, cfg.ifmap_rows), Buffer.WEIGHT: (cfg.cols, cfg.weight_rows),
-            Buffer.PARAM: (cfg.param_lanes, cfg.param_rows)}[buf]
+            Buffer.PARAM: (PARAM_BYTES, cfg.param_depth)}[buf]
 
 
 def random_load(rng, cfg, buf, levels, base):
@@ -441,13 +441,10 @@ def test_load_padded_out_of_window():
 
 # -- STORE --------------------------------------------------------------------------
 
-def param_row_value(bias, m0, shift):
-    row = 0
-    for n, (b, m, s) in enumerate(zip(bias, m0, shift)):
-        b, m, s = int(b), int(m), int(s)
-        lane = (b & 0xFFFFFFFF) | ((m & 0xFFFFFFFF) << 32) | ((s & 0xFF) << 64)
-        row |= lane << (72 * n)
-    return row
+def param_rows_value(bias, m0, shift):
+    """The parameter-buffer rows of channels (bias, m0, shift): one channel per row."""
+    return [(int(b) & 0xFFFFFFFF) | ((int(m) & 0xFFFFFFFF) << 32) | ((int(s) & 0xFF) << 64)
+            for b, m, s in zip(bias, m0, shift)]
 
 
 @pytest.mark.parametrize("bpc", [8, 3])
@@ -458,11 +455,9 @@ def test_store_random(bpc):
     image = rng.integers(0, 256, size=DRAM_BYTES, dtype=np.uint8)
     psum = rng.integers(-(1 << 31), 1 << 31, size=(cfg.psum_rows, cfg.cols), dtype=np.int64)
     psum[:, 0] = rng.integers(-3000, 3000, size=cfg.psum_rows)
-    params = []
-    for _ in range(cfg.param_rows):
-        params.append((rng.integers(-(1 << 20), 1 << 20, size=cfg.cols),
-                       rng.integers(1 << 30, 1 << 31, size=cfg.cols),
-                       rng.integers(-31, 8, size=cfg.cols)))
+    params = (rng.integers(-(1 << 20), 1 << 20, size=cfg.param_depth),
+              rng.integers(1 << 30, 1 << 31, size=cfg.param_depth),
+              rng.integers(-31, 8, size=cfg.param_depth))
     base = [int(x) for x in rng.integers(0, 256, size=8)]
     insns = []
     for m_len, n_len in ((1, 1), (4, 3), (7, 2), (16, 3)):
@@ -473,7 +468,7 @@ def test_store_random(bpc):
                           dram_offset=int(rng.integers(0, DRAM_BYTES - base[reg] - m_len * stride)),
                           dram_stride=stride,
                           psum_row=int(rng.integers(0, cfg.psum_rows - m_len + 1)),
-                          param_row=int(rng.integers(cfg.param_rows)),
+                          param_row=int(rng.integers(cfg.param_depth - n_len + 1)),
                           m_len=m_len, n_len=n_len, out_zp=int(rng.integers(-128, 128)),
                           act_min=lo, act_max=hi))
     expected = image.copy()
@@ -481,14 +476,14 @@ def test_store_random(bpc):
     async def bench(ctx):
         await dram_fill(ctx, h.dram, image)
         await write_rows(ctx, h.psum.w, [pack(row, 32) for row in psum])
-        await write_rows(ctx, h.param.w, [param_row_value(*p) for p in params])
+        await write_rows(ctx, h.param.w, param_rows_value(*params))
         for insn in insns:
             result, cycles, nbytes = await execute(ctx, h.eng, insn, base)
             n = insn["m_len"] * insn["n_len"]
             assert result == "done" and nbytes == n
             if bpc == 8:
                 assert cycles <= n + 9, (cycles, n)
-            bias, m0, shift = params[insn["param_row"]]
+            bias, m0, shift = (p[insn["param_row"]:] for p in params)
             start = base[insn["base_reg"]] + insn["dram_offset"]
             for mi in range(insn["m_len"]):
                 for ni in range(insn["n_len"]):
@@ -516,7 +511,7 @@ def test_store_errors_write_nothing():
             (dict(good, dram_offset=256 - 32), ErrorCode.DMA_OUT_OF_WINDOW),  # last = 768
             (dict(good, base_reg=0, dram_offset=511), ErrorCode.DMA_OUT_OF_WINDOW),
             (dict(good, psum_row=13), ErrorCode.BUFFER_OUT_OF_RANGE),
-            (dict(good, param_row=4), ErrorCode.BUFFER_OUT_OF_RANGE),
+            (dict(good, param_row=cfg.param_depth - 2), ErrorCode.BUFFER_OUT_OF_RANGE),  # 3 rows
             (dict(good, n_len=4, dram_stride=10), ErrorCode.BUFFER_OUT_OF_RANGE),
         ]
         for insn, code in cases:
@@ -549,7 +544,7 @@ def test_store_signed_offset():
     async def bench(ctx):
         await dram_fill(ctx, h.dram, image)
         await write_rows(ctx, h.psum.w, [pack(row, 32) for row in psum])
-        await write_rows(ctx, h.param.w, [param_row_value(bias, m0, shift)], start=1)
+        await write_rows(ctx, h.param.w, param_rows_value(bias, m0, shift), start=1)
         # 512 - 100 = 412 .. 412 + 30 + 2: inside the window.
         result, _, nbytes = await execute(ctx, h.eng, good, base, window)
         assert result == "done" and nbytes == 12

@@ -44,7 +44,7 @@ def build(cfg, x, w, bias, m0, shift, out_zp):
 
     insns = [
         ld(Buffer.WEIGHT, BaseReg.STATIC, W_AT, n, k),
-        ld(Buffer.PARAM, BaseReg.STATIC, P_AT, 9 * n, 1),
+        ld(Buffer.PARAM, BaseReg.STATIC, P_AT, 9, n),  # one channel per row
         ld(Buffer.IFMAP, BaseReg.INPUT, X_AT, k, m, push=1),
         isa.encode(Opcode.GEMM, ifmap_row=0, weight_row=0, psum_row=0, m_len=m, k_len=k,
                    n_len=n, accumulate=0, dep={"pop_prev": 1, "push_next": 1}),
@@ -148,14 +148,15 @@ def test_vec_sum_end_to_end():
     k = cfg.rows
     insns = [
         isa.encode(Opcode.LOAD, buf=Buffer.PARAM, base_reg=BaseReg.STATIC, dram_offset=P_AT,
-                   n0=9 * cfg.cols, dram_stride0=1, n1=1, n2=1, buf_row=1),
+                   n0=9, dram_stride0=1, n1=cfg.cols, dram_stride1=9, buf_stride1=1, n2=1,
+                   buf_row=3),
         isa.encode(Opcode.LOAD, buf=Buffer.IFMAP, base_reg=BaseReg.INPUT, dram_offset=X_AT,
                    n0=k, dram_stride0=1, n1=m * win, dram_stride1=k, buf_stride1=1, n2=1,
                    buf_row=2, dep={"push_next": 1}),
         isa.encode(Opcode.VEC, mode=isa.VecMode.SUM, ifmap_row=2, psum_row=5, m_len=m, win=win,
                    lanes=lanes, in_zp=in_zp, dep={"pop_prev": 1, "push_next": 1}),
         isa.encode(Opcode.STORE, base_reg=BaseReg.OUTPUT, dram_offset=Y_AT, dram_stride=lanes,
-                   psum_row=5, param_row=1, m_len=m, n_len=lanes, out_zp=out_zp,
+                   psum_row=5, param_row=3, m_len=m, n_len=lanes, out_zp=out_zp,
                    act_min=-128, act_max=127, dep={"pop_prev": 1}),
     ]
     put(mem, PROG, isa.encode_descriptor(32, len(insns)).to_bytes(8, "little"))

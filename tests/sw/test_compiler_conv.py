@@ -6,39 +6,17 @@ dilation, feature maps larger than the buffers (several output-row blocks,
 ifmap streamed per GEMM) and conv -> fc chains.
 """
 
-import math
 
 import numpy as np
 import pytest
 
 from celosia.rtl.config import AccelConfig
-from celosia.sim.golden import activation_range, conv_output_size, quantize_multiplier
+from celosia.sim.golden import quantize_multiplier
 from celosia.sim.isa_sim import run_program
 from celosia.sw.compiler import compile_model
 from celosia.sw.driver import golden_forward
 from celosia.sw.quant.model import QLayer, QModel
-
-
-def conv_layer(rng, name, in_shape, cout, k, stride=1, pad=0, groups=1, dilation=1, in_zp=0,
-               activation="relu"):
-    H, W, cin = in_shape
-    kh, kw = (k, k) if isinstance(k, int) else k
-    pads = (pad,) * 4 if isinstance(pad, int) else pad
-    ho = conv_output_size(H, kh, stride, pads[0], pads[2], dilation)
-    wo = conv_output_size(W, kw, stride, pads[1], pads[3], dilation)
-    w = rng.integers(-127, 128, size=(cout, kh, kw, cin // groups)).astype(np.int8)
-    K = kh * kw * cin // groups
-    real = np.exp(rng.uniform(np.log(1e-3), np.log(1e-2), size=cout)) / math.sqrt(K)
-    m0, shift = zip(*(quantize_multiplier(float(r)) for r in real))
-    out_zp = int(rng.integers(-40, 40))
-    act_min, act_max = activation_range(activation, 0.05, out_zp)
-    return QLayer(name=name, op="conv", w=w, bias=rng.integers(-3000, 3000, cout).astype(np.int32),
-                  m0=np.array(m0, np.int32), shift=np.array(shift, np.int32), in_scale=0.05,
-                  in_zp=int(in_zp), out_scale=0.05, out_zp=out_zp, act_min=int(act_min),
-                  act_max=int(act_max), activation=activation,
-                  attrs={"stride": (stride, stride), "pads": pads, "groups": groups,
-                         "dilation": (dilation, dilation)},
-                  in_shape=(H, W, cin), out_shape=(ho, wo, cout))
+from layer_cases import CONV_CASES as CASES, conv_layer
 
 
 def check(model, config, batch=1, seeds=(None, 0, 1)):
@@ -52,19 +30,6 @@ def check(model, config, batch=1, seeds=(None, 0, 1)):
         np.testing.assert_array_equal(got, want)
         assert all(v == 0 for v in tokens.values())
     return program
-
-
-CASES = [
-    # in_shape, cout, k, stride, pad, groups
-    ((6, 7, 5), 9, 1, 1, 0, 1),
-    ((8, 8, 3), 10, 3, 1, 1, 1),
-    ((9, 10, 4), 6, 5, 2, 2, 1),
-    ((12, 12, 3), 5, 7, 2, 3, 1),
-    ((23, 23, 3), 4, 11, 4, 0, 1),
-    ((8, 9, 6), 6, 3, 1, 1, 2),      # grouped (AlexNet-style)
-    ((7, 7, 5), 5, 3, 2, 1, 5),      # depthwise
-    ((10, 6, 9), 7, (3, 1), 1, (1, 0, 1, 0), 1),  # non-square kernel, asymmetric padding
-]
 
 
 @pytest.mark.parametrize("case", CASES, ids=[f"{c[2]}k-s{c[3]}-g{c[5]}" for c in CASES])
