@@ -8,9 +8,12 @@ it is valid). Reads return in order, ``dram_latency`` cycles after the request
 was accepted, with the request's tag; writes produce no response.
 """
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
+from types import SimpleNamespace
+
+from amaranth.hdl import Cat, ClockSignal, Const, Instance, Module, Mux, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
+from amaranth.utils import ceil_log2
 from amaranth.lib.wiring import In, Out
 
 __all__ = ["DramReq", "DramRsp", "DramBusSignature", "DramModel", "BusArbiter"]
@@ -88,8 +91,11 @@ class DramModel(wiring.Component):
         Synchronous read: the word at ``host_addr`` of the previous cycle.
     """
 
-    def __init__(self, config):
+    def __init__(self, config, storage: str = "memory"):
+        if storage not in ("memory", "verilog"):
+            raise ValueError(f"DRAM storage must be 'memory' or 'verilog', not {storage!r}")
         self._config = config
+        self._storage = storage
         words = config.dram_words
         super().__init__({
             "bus": In(DramBusSignature(words)),
@@ -108,10 +114,13 @@ class DramModel(wiring.Component):
         m = Module()
         cfg = self._config
         latency = cfg.dram_latency
-        m.submodules.storage = storage = Memory(shape=64, depth=cfg.dram_words, init=[])
-        wp = storage.write_port(granularity=8)
-        rp = storage.read_port()
-        hp = storage.read_port()
+        if self._storage == "memory":
+            m.submodules.storage = storage = Memory(shape=64, depth=cfg.dram_words, init=[])
+            wp = storage.write_port(granularity=8)
+            rp = storage.read_port()
+            hp = storage.read_port()
+        else:
+            wp, rp, hp = _verilog_storage(m, cfg.dram_words)
 
         req = self.bus.req
         # Bandwidth throttle: after an accepted request, ready stays low interval-1 cycles.
@@ -165,6 +174,53 @@ class DramModel(wiring.Component):
 
         m.d.comb += [hp.addr.eq(self.host_addr), self.host_rdata.eq(hp.data)]
         return m
+
+
+#: The DRAM storage as plain Verilog (:func:`_verilog_storage`): the same ports and
+#: timing as the ``lib.memory.Memory`` of :class:`DramModel` (one write port with byte
+#: enables, synchronous non-transparent reads, ``hp`` always enabled), without the
+#: per-word zero initialisation Amaranth emits for a memory (a megabyte of DRAM is
+#: 130k Verilog lines and about a minute of Yosys); simulators start it at zero.
+DRAM_STORAGE_VERILOG = """\
+// celosia DRAM storage (rtl/dram.py, DRAM_STORAGE_VERILOG); simulation only.
+module celosia_dram_storage #(parameter WORDS = 1, parameter ABITS = 1) (
+    input  wire             clk,
+    input  wire [ABITS-1:0] w_addr,
+    input  wire [63:0]      w_data,
+    input  wire [7:0]       w_en,
+    input  wire [ABITS-1:0] r_addr,
+    input  wire             r_en,
+    output reg  [63:0]      r_data,
+    input  wire [ABITS-1:0] h_addr,
+    output reg  [63:0]      h_data
+);
+    reg [63:0] mem [0:WORDS-1];
+    integer i;
+    always @(posedge clk) begin
+        if (r_en) r_data <= mem[r_addr];
+        h_data <= mem[h_addr];
+        for (i = 0; i < 8; i = i + 1)
+            if (w_en[i]) mem[w_addr][8 * i +: 8] <= w_data[8 * i +: 8];
+    end
+endmodule
+"""
+
+
+def _verilog_storage(m, words):
+    """An instance of ``celosia_dram_storage``; returns port records like Memory's
+    (``wp``: addr, data, en; ``rp``: addr, en, data; ``hp``: addr, data)."""
+    abits = max(1, ceil_log2(words))
+    wp = SimpleNamespace(addr=Signal(abits, name="wp_addr"), data=Signal(64, name="wp_data"),
+                         en=Signal(8, name="wp_en"))
+    rp = SimpleNamespace(addr=Signal(abits, name="rp_addr"), en=Signal(name="rp_en"),
+                         data=Signal(64, name="rp_data"))
+    hp = SimpleNamespace(addr=Signal(abits, name="hp_addr"), data=Signal(64, name="hp_data"))
+    m.submodules.storage = Instance(
+        "celosia_dram_storage", p_WORDS=words, p_ABITS=abits, i_clk=ClockSignal(),
+        i_w_addr=wp.addr, i_w_data=wp.data, i_w_en=wp.en,
+        i_r_addr=rp.addr, i_r_en=rp.en, o_r_data=rp.data,
+        i_h_addr=hp.addr, o_h_data=hp.data)
+    return wp, rp, hp
 
 
 class BusArbiter(wiring.Component):

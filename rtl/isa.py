@@ -244,38 +244,66 @@ for _layout in (LoadInsn, GemmInsn, StoreInsn, VecInsn, Header):
 assert NodeDescriptor.size == 64
 
 
-def _field_value(layout, name, value):
-    shape = layout[name].shape
-    if isinstance(shape, type) and issubclass(shape, enum.Enum):
-        if isinstance(value, shape):
+_FIELD_TABLES: dict = {}
+_PLAIN, _SIGNED_FIELD, _ENUM, _STRUCT = range(4)
+
+
+def _fields(layout) -> dict:
+    """``name -> (offset, kind, arg)`` of a layout, computed once (encoding is hot: the
+    compiler encodes up to millions of instructions per model). ``arg``: the width
+    (plain), the two's complement width (signed), the enum class or the struct layout."""
+    table = _FIELD_TABLES.get(id(layout))
+    if table is None:
+        table = {}
+        for name, f in layout:
+            shape = f.shape
+            if isinstance(shape, type) and issubclass(shape, enum.Enum):
+                table[name] = (f.offset, _ENUM, shape)
+            elif isinstance(shape, data.StructLayout):
+                table[name] = (f.offset, _STRUCT, shape)
+            elif name in _SIGNED:
+                table[name] = (f.offset, _SIGNED_FIELD, _SIGNED[name])
+            else:
+                table[name] = (f.offset, _PLAIN, f.width)
+        _FIELD_TABLES[id(layout)] = table
+    return table
+
+
+def _field_value(name, kind, arg, value):
+    if kind == _PLAIN:
+        value = int(value)
+        if not 0 <= value < (1 << arg):
+            raise ValueError(f"instruction field {name} must be 0..{(1 << arg) - 1}, not {value}")
+        return value
+    if kind == _SIGNED_FIELD:
+        value = int(value)
+        if not -(1 << (arg - 1)) <= value < (1 << (arg - 1)):
+            raise ValueError(f"{name} must be {-(1 << (arg - 1))}..{(1 << (arg - 1)) - 1}, not {value}")
+        return value & ((1 << arg) - 1)
+    if kind == _ENUM:
+        if isinstance(value, arg):
             return value.value
         try:
-            return shape(int(value)).value
+            return arg(int(value)).value
         except ValueError:
             raise ValueError(f"instruction field {name} must be one of "
-                             f"{', '.join(f'{m.name}={m.value}' for m in shape)}, not {value!r}") from None
-    if isinstance(shape, data.StructLayout):  # DepFlags given as a dict
-        return _pack(shape, value or {})
-    width = layout[name].width
-    if name in _SIGNED:
-        bits = _SIGNED[name]
-        if not -(1 << (bits - 1)) <= value < (1 << (bits - 1)):
-            raise ValueError(f"{name} must be {-(1 << (bits - 1))}..{(1 << (bits - 1)) - 1}, not {value}")
-        return value & ((1 << bits) - 1)
-    if not 0 <= value < (1 << width):
-        raise ValueError(f"instruction field {name} must be 0..{(1 << width) - 1}, not {value}")
-    return value
+                             f"{', '.join(f'{m.name}={m.value}' for m in arg)}, not {value!r}") from None
+    return _pack(arg, value or {})  # DepFlags given as a dict
 
 
 def _pack(layout, fields: dict) -> int:
+    table = _fields(layout)
     word = 0
     for name, value in fields.items():
         try:
-            field = layout[name]
+            offset, kind, arg = table[name]
         except KeyError:
             raise ValueError(f"unknown field {name!r}; fields: "
-                             f"{', '.join(n for n, _ in layout if not n.startswith('_'))}")
-        word |= _field_value(layout, name, value) << field.offset
+                             f"{', '.join(n for n in table if not n.startswith('_'))}") from None
+        if kind == _PLAIN and type(value) is int and 0 <= value < (1 << arg):  # the usual case
+            word |= value << offset
+        else:
+            word |= _field_value(name, kind, arg, value) << offset
     return word
 
 

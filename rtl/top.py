@@ -119,10 +119,15 @@ class SimTop(wiring.Component):
     host_wdata : In(64)
     host_rdata : Out(64)
         The DramModel back door (synchronous read, one cycle).
+
+    ``dram_storage``: ``"memory"`` (an Amaranth memory, for the Amaranth simulator) or
+    ``"verilog"`` (an instance of ``celosia_dram_storage``, whose Verilog
+    :data:`celosia.rtl.dram.DRAM_STORAGE_VERILOG` goes with the generated design).
     """
 
-    def __init__(self, config: AccelConfig):
+    def __init__(self, config: AccelConfig, dram_storage: str = "memory"):
         self._config = check_config(config)
+        self._dram_storage = dram_storage
         super().__init__({
             "csr": In(CsrSignature),
             "host_addr": In(range(config.dram_words)),
@@ -134,7 +139,7 @@ class SimTop(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         m.submodules.accel = accel = Accelerator(self._config)
-        m.submodules.dram = dram = DramModel(self._config)
+        m.submodules.dram = dram = DramModel(self._config, storage=self._dram_storage)
         wiring.connect(m, wiring.flipped(self.csr), accel.csr)
         wiring.connect(m, accel=accel.bus, dram=dram.bus)
         m.d.comb += [

@@ -36,13 +36,23 @@ def rtl_fingerprint() -> str:
 
 
 def generate(config: AccelConfig, top: str = "accelerator") -> str:
-    """Verilog text of ``top`` (``"accelerator"`` or ``"sim_top"``) for ``config``."""
+    """Verilog text of ``top`` (``"accelerator"`` or ``"sim_top"``) for ``config``.
+
+    ``"sim_top"`` holds the DRAM storage as the plain Verilog module
+    ``celosia_dram_storage`` (:data:`celosia.rtl.dram.DRAM_STORAGE_VERILOG`, appended):
+    an Amaranth memory would be written out with one initialisation line per word.
+    """
     from amaranth.back import verilog
+    from celosia.rtl.dram import DRAM_STORAGE_VERILOG
     from celosia.rtl.top import Accelerator, SimTop
 
-    cls, name = {"accelerator": (Accelerator, "celosia_accelerator"),
-                 "sim_top": (SimTop, "celosia_sim_top")}[top]
-    return verilog.convert(cls(config), name=name, emit_src=False)
+    if top == "sim_top":
+        text = verilog.convert(SimTop(config, dram_storage="verilog"), name="celosia_sim_top",
+                               emit_src=False)
+        return text + "\n" + DRAM_STORAGE_VERILOG
+    if top == "accelerator":
+        return verilog.convert(Accelerator(config), name="celosia_accelerator", emit_src=False)
+    raise ValueError(f"top must be 'accelerator' or 'sim_top', not {top!r}")
 
 
 def _cached(config: AccelConfig, top: str) -> Path:

@@ -255,9 +255,10 @@ def cmd_zoo(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from celosia.examples.demo import demo
+    from celosia.examples.demo import MODELS, demo
     config = config_from_args(args)
-    return demo(config, backend=args.backend, samples=args.samples)
+    models = tuple(MODELS) if args.model == "all" else (args.model,)
+    return demo(config, backend=args.backend, samples=args.samples, models=models)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -303,10 +304,13 @@ def build_parser() -> argparse.ArgumentParser:
                                    "and parameter totals")
     p.set_defaults(func=cmd_zoo)
 
-    p = sub.add_parser("demo", help="run the bundled digits MLP on the simulated hardware")
+    p = sub.add_parser("demo", help="run the bundled digits MLP, CNN and residual CNN on the "
+                                    "simulated hardware")
     p.add_argument("--backend", choices=BACKENDS, default="verilator",
                    help="back end for the hardware runs (default verilator)")
     p.add_argument("--samples", type=_positive_int, default=32, help="held-out images run on the hardware")
+    p.add_argument("--model", choices=("all", "digits_mlp", "digits_cnn", "digits_resnet"),
+                   default="all", help="which bundled model (default: all three)")
     _add_config_args(p)
     p.set_defaults(func=cmd_demo)
     return parser

@@ -188,7 +188,7 @@ def test_resnet18_conv2_layer_bit_exact():
     calib = np.maximum(rng.standard_normal((4, 56, 56, 64), dtype=np.float32), 0)
     qmodel = quantize_graph(graph, calib)
     x = np.maximum(rng.standard_normal((1, 56, 56, 64), dtype=np.float32), 0)
-    config = AccelConfig(rows=8, cols=8)
+    config = AccelConfig(rows=8, cols=8, dram_bytes=4 << 20)
     golden = run(qmodel, x, config, backend="golden")
     hw = run(qmodel, x, config, backend="verilator", profile=False)
     np.testing.assert_array_equal(hw.y_q, golden.y_q)

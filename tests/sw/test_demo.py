@@ -28,3 +28,23 @@ def test_demo_on_golden_back_end_reports_accuracy_and_bit_exactness():
     text = out.getvalue()
     assert "accuracy on 450 held-out images: float" in text
     assert "bit-exact against the golden model: yes (8/8 images)" in text
+
+
+def test_demo_runs_all_three_models_by_default():
+    out = io.StringIO()
+    assert demo(AccelConfig(), backend="golden", samples=4, out=out) == 0
+    text = out.getvalue()
+    for name in ("digits_mlp.onnx", "digits_cnn.onnx", "digits_resnet.onnx"):
+        assert f"model {name}" in text
+    assert text.count("bit-exact against the golden model: yes (4/4 images)") == 3
+    assert "conv -> conv -> maxpool -> fc" in text and "add -> gap -> fc" in text
+
+
+def test_demo_model_choice_and_unknown_model():
+    from celosia.sw.errors import InputError
+
+    out = io.StringIO()
+    assert demo(AccelConfig(), backend="golden", samples=2, out=out, models=("digits_resnet",)) == 0
+    assert "digits_resnet.onnx" in out.getvalue() and "digits_mlp" not in out.getvalue()
+    with pytest.raises(InputError, match="no demo model 'lenet'"):
+        demo(AccelConfig(), backend="golden", out=io.StringIO(), models=("lenet",))

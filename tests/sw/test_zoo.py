@@ -110,3 +110,29 @@ def test_resolve(tmp_path):
         zoo.resolve("zoo:resnet152")
     with pytest.raises(InputError, match="expected 'zoo:NAME'"):
         zoo.resolve("resnet18")
+
+
+# The big models take minutes to quantize and compile (millions of instructions):
+# they run in the slow target (`pytest -m slow`, README "Long tests").
+_FAST_ZOO = ("lenet5", "mobilenet_v1", "resnet18")
+
+
+@pytest.mark.parametrize("array", ["8x8", "16x16"])
+@pytest.mark.parametrize("name", [n if n in _FAST_ZOO else pytest.param(n, marks=pytest.mark.slow)
+                                  for n in PUBLISHED])
+def test_zoo_compiles(name, array):
+    """Every zoo model quantizes (one random calibration image) and compiles; the program
+    performs exactly the graph's MACs and has parameters for every layer."""
+    from celosia.rtl.config import AccelConfig, parse_array
+    from celosia.sw.compiler import compile_model
+    from celosia.sw.quant import quantize_graph
+
+    graph = zoo.build(name)
+    shape = graph.tensors[graph.inputs[0]].shape[1:]
+    qmodel = quantize_graph(graph, np.random.default_rng(0).random((1, *shape), dtype=np.float32))
+    rows, cols = parse_array(array)
+    program = compile_model(qmodel, AccelConfig(rows=rows, cols=cols))
+    assert sum(node.macs for node in program.nodes) == graph.total_macs(1)
+    assert [node.name for node in program.nodes] == [layer.name for layer in qmodel.layers]
+    assert all(node.insns for node in program.nodes)
+    assert len(program.static) >= sum(l.w.size for l in qmodel.layers if l.w is not None)
