@@ -1,7 +1,7 @@
 """Simulation speed of the RTL back ends on the same program, measured in one run.
 
     python benchmarks/sim_speed.py [--array 8x8] [--layer 16x16x16:32k3]
-                                   [--samples 4] [--pysim-samples 1] [--cocotb-samples 1]
+                                   [--samples 16] [--pysim-samples 1] [--cocotb-samples 1]
                                    [--model digits_mlp]
 
 Compiles one convolution layer (default: 16x16x16 input, 32 filters of 3x3, pad 1,
@@ -75,7 +75,7 @@ def main(argv=None):
     ap.add_argument("--array", default="8x8")
     ap.add_argument("--model", choices=("conv", "digits_mlp"), default="conv")
     ap.add_argument("--layer", default="16x16x16:32k3", help="conv layer HxWxC:NkK[sS]")
-    ap.add_argument("--samples", type=int, default=4, help="samples on the C++ harness")
+    ap.add_argument("--samples", type=int, default=16, help="samples on the C++ harness")
     ap.add_argument("--cocotb-samples", type=int, default=1, help="samples on the cocotb bench")
     ap.add_argument("--pysim-samples", type=int, default=1, help="samples on the Amaranth simulator")
     args = ap.parse_args(argv)

@@ -7,7 +7,7 @@ the top shares the ifmap read port and the psum write port between them.
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -49,7 +49,10 @@ class VectorEngine(wiring.Component):
                                    + MBQM(wrap32((x_1 - b_zp) << left_shift), b_m0, b_shift)
 
     int32 wrapping; MBQM is the PPU's (:func:`celosia.rtl.ppu.mbqm_stages`, any
-    shift). Lanes ``>= lanes`` are not written (write enables).
+    shift). Lanes ``>= lanes`` are not written (write enables). MAX and SUM work on
+    all lanes at once; ADD's two MBQMs are shared by the lanes, one lane per cycle
+    (the DMA brings a byte per cycle, so a residual add is never waiting on them,
+    and ``2 * L`` MBQM pipelines were a quarter of the Verilator model's run time).
 
     Ports
     -----
@@ -75,19 +78,24 @@ class VectorEngine(wiring.Component):
       m_len*win - 1`` are read, one per cycle.
     * a row read in cycle ``t`` arrives at ``t+1`` and is folded into the lane
       accumulators. MAX / SUM: an output row is written in cycle ``t+2`` after
-      the read ``t`` of its window's last row (``PIPELINE_MAX_SUM``). ADD: ``x_0``
-      is held, and at the arrival of ``x_1`` (read in ``t``) both shifted
-      operands are registered (``t+2``), go through the 4 MBQM stages and the sum
-      is written in cycle ``t+6`` (``PIPELINE_ADD``).
-    * ``done`` pulses ``PIPELINE + 1`` cycles after the last read, i.e. in
-      cycle ``m_len*win + 2 + PIPELINE``: ``m_len*win + 4`` for MAX / SUM,
-      ``m_len*win + 8`` for ADD. The next instruction can be accepted in the
-      cycle after ``done``.
+      the read ``t`` of its window's last row (``PIPELINE_MAX_SUM``); ``done``
+      pulses in cycle ``m_len*win + 4``.
+    * ADD: ``x_0`` is held, and at the arrival of ``x_1`` (read in ``t``) both
+      shifted operands of every lane are registered (``t+2``); lane ``k`` enters
+      the 4 MBQM stages in cycle ``t+2+k`` and is written in ``t+6+k``
+      (``PIPELINE_ADD + k``). A window takes ``P = max(win, L)`` cycles (its
+      ``win`` reads, then ``P - win`` idle cycles, so that the next window's
+      operands arrive after the last lane of this one has entered the MBQMs):
+      window ``m``'s rows are read from cycle ``2 + m*P``, and ``done`` pulses in
+      cycle ``(m_len - 1)*P + max(win + 2, L + 9)``, one cycle after the last
+      lane's write (or after the last read, for long windows).
+    * The next instruction can be accepted in the cycle after ``done``.
     """
 
     #: Cycles from the read of a window's last row to its psum write (MAX / SUM).
     PIPELINE_MAX_SUM = 2
-    #: Cycles from the read of a window's row ``x_1`` to its psum write (ADD).
+    #: Cycles from the read of a window's row ``x_1`` to the psum write of its lane 0 (ADD);
+    #: lane ``k`` is written ``k`` cycles later.
     PIPELINE_ADD = 2 + MBQM_STAGES
 
     def __init__(self, config: AccelConfig):
@@ -123,8 +131,13 @@ class VectorEngine(wiring.Component):
         j_cnt = Signal(16)
         m_cnt = Signal(16)
         rd_addr = Signal(range(cfg.ifmap_rows))
-        drain = Signal(range(self.PIPELINE_ADD + 1))
-        lat = Mux(is_add, self.PIPELINE_ADD, self.PIPELINE_MAX_SUM)
+        # Cycles after the last read until done (see the timing in the docstring); ADD
+        # windows shorter than L are followed by L - win idle cycles.
+        add_lat = self.PIPELINE_ADD + 1 + nl  # done = last lane's write + 1, counted from x_1
+        drain = Signal(range(add_lat + 1))
+        lat = Mux(is_add, Mux(insn.win < add_lat, add_lat - insn.win, 0), self.PIPELINE_MAX_SUM)
+        gap = Signal(range(nl + 1))
+        gap_len = Mux(is_add & (insn.win < nl), nl - insn.win, 0)
 
         # Read cycle t (s0) -> data at t+1 (d1): fold into the accumulators.
         s0_valid = Signal()
@@ -141,17 +154,15 @@ class VectorEngine(wiring.Component):
         ms_valid = Signal()
         ms_row = Signal(16)
         m.d.sync += [ms_valid.eq(d1_valid & d1_last & ~is_add), ms_row.eq(d1_row)]
-        add_valid = [Signal(name=f"add_v{k}") for k in range(self.PIPELINE_ADD - 1)]
-        add_row = [Signal(16, name=f"add_row{k}") for k in range(self.PIPELINE_ADD - 1)]
-        m.d.sync += [add_valid[0].eq(d1_valid & d1_x1 & is_add), add_row[0].eq(d1_row)]
-        for k in range(1, len(add_valid)):
-            m.d.sync += [add_valid[k].eq(add_valid[k - 1]), add_row[k].eq(add_row[k - 1])]
 
         in_zp = insn.in_zp.as_signed()
         zp = Mux(is_add & ~d1_first, insn.b_zp.as_signed(), in_zp)
         ls = insn.left_shift
         acc = [Signal(signed(acc_bits), name=f"acc_{l}") for l in range(nl)]
-        add_sum = []
+        a_ops = Array(Signal(signed(32), name=f"a_in_{l}") for l in range(nl))
+        b_ops = Array(Signal(signed(32), name=f"b_in_{l}") for l in range(nl))
+        capture = Signal()
+        m.d.comb += capture.eq(d1_valid & d1_x1 & is_add)
         for l in range(nl):
             x = self.ifmap.data[l * ab:(l + 1) * ab].as_signed()
             val = Signal(signed(ab + 1), name=f"val_{l}")
@@ -164,23 +175,31 @@ class VectorEngine(wiring.Component):
                 with m.Else():
                     m.d.sync += acc[l].eq(acc[l] + val)  # assignment wraps to int32
             # ADD: at x_1's arrival, x_0 - in_zp is in acc; both operands are shifted and
-            # registered, then each goes through the PPU's MBQM stages.
-            a_in = Signal(signed(32), name=f"a_in_{l}")
-            b_in = Signal(signed(32), name=f"b_in_{l}")
-            with m.If(d1_valid & d1_x1):
-                m.d.sync += [a_in.eq((acc[l] << ls)[:32]), b_in.eq((val << ls)[:32])]
-            a_out = mbqm_stages(m, Const(1), a_in, insn.a_m0.as_signed(), insn.a_shift.as_signed(),
-                                prefix=f"a{l}_")
-            b_out = mbqm_stages(m, Const(1), b_in, insn.b_m0.as_signed(), insn.b_shift.as_signed(),
-                                prefix=f"b{l}_")
-            add_sum.append((a_out["x"] + b_out["x"])[:acc_bits])
+            # registered for every lane.
+            with m.If(capture):
+                m.d.sync += [a_ops[l].eq((acc[l] << ls)[:32]), b_ops[l].eq((val << ls)[:32])]
+
+        # ADD: the lanes go through one pair of MBQM pipelines (the PPU's), one per cycle.
+        ser_k = Signal(range(nl + 1), init=nl)  # lane entering the MBQMs; nl: none
+        ser_row = Signal(16)
+        with m.If(capture):
+            m.d.sync += [ser_k.eq(0), ser_row.eq(d1_row)]
+        with m.Elif(ser_k != nl):
+            m.d.sync += ser_k.eq(ser_k + 1)
+        a_out = mbqm_stages(m, Const(1), a_ops[ser_k[:max(1, (nl - 1).bit_length())]],
+                            insn.a_m0.as_signed(), insn.a_shift.as_signed(), prefix="a_",
+                            valid=(1, ser_k != nl), lane=(range(nl), ser_k), row=(16, ser_row))
+        b_out = mbqm_stages(m, Const(1), b_ops[ser_k[:max(1, (nl - 1).bit_length())]],
+                            insn.b_m0.as_signed(), insn.b_shift.as_signed(), prefix="b_")
+        add_sum = Signal(acc_bits)
+        m.d.comb += add_sum.eq(a_out["x"] + b_out["x"])  # wraps to int32
 
         lane_en = Cat(insn.lanes > l for l in range(nl))
         with m.If(is_add):
-            m.d.comb += [self.psum_wr.addr.eq(add_row[-1]),
-                         self.psum_wr.data.eq(Cat(*add_sum))]
-            with m.If(add_valid[-1]):
-                m.d.comb += self.psum_wr.en.eq(lane_en)
+            m.d.comb += [self.psum_wr.addr.eq(a_out["row"]),
+                         self.psum_wr.data.eq(Cat([add_sum] * nl))]
+            with m.If(a_out["valid"] & (insn.lanes > a_out["lane"])):
+                m.d.comb += self.psum_wr.en.eq(Const(1, nl) << a_out["lane"])
         with m.Else():
             m.d.comb += [self.psum_wr.addr.eq(ms_row), self.psum_wr.data.eq(Cat(*acc))]
             with m.If(ms_valid):
@@ -192,7 +211,8 @@ class VectorEngine(wiring.Component):
             accept_state(m, self.insn, insn)
             with m.State("CHECK"):
                 m.d.comb += self.busy.eq(1)
-                m.d.sync += [j_cnt.eq(0), m_cnt.eq(0), drain.eq(0), rd_addr.eq(insn.ifmap_row)]
+                m.d.sync += [j_cnt.eq(0), m_cnt.eq(0), drain.eq(0), gap.eq(0),
+                             rd_addr.eq(insn.ifmap_row)]
                 with m.If(~vec_insn_ok(insn, cfg)):
                     m.d.comb += self.error.eq(1)
                     m.next = "IDLE"
@@ -208,8 +228,18 @@ class VectorEngine(wiring.Component):
                     m.d.sync += [j_cnt.eq(0), m_cnt.eq(m_cnt + 1)]
                     with m.If(m_cnt == insn.m_len - 1):
                         m.next = "DRAIN"
+                    with m.Elif(gap_len != 0):
+                        m.next = "GAP"
                 with m.Else():
                     m.d.sync += j_cnt.eq(j_cnt + 1)
+            with m.State("GAP"):
+                # ADD windows shorter than L: wait until this window's last lane has
+                # entered the MBQMs before the next window's operands are registered.
+                m.d.comb += self.busy.eq(1)
+                m.d.sync += gap.eq(gap + 1)
+                with m.If(gap == gap_len - 1):
+                    m.d.sync += gap.eq(0)
+                    m.next = "RUN"
             with m.State("DRAIN"):
                 # The last row's pipeline, then done one cycle after its write.
                 m.d.comb += self.busy.eq(1)

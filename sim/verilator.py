@@ -193,16 +193,43 @@ def _check_toolchain(env: dict) -> None:
             "backend='pysim'")
 
 
+#: Profile-guided optimisation of the C++ harness build (``$CELOSIA_VERILATOR_PGO=0`` turns
+#: it off): g++ builds an instrumented model, runs :func:`_training_job` on it and builds
+#: again with the profile. Twice the build time, about 20% faster simulation.
+PGO_ENV = "CELOSIA_VERILATOR_PGO"
+
+
+def _pgo_enabled() -> bool:
+    return os.environ.get(PGO_ENV, "1") not in ("0", "", "no", "false")
+
+
+def _training_job(config: AccelConfig) -> Job:
+    """One sample of :func:`celosia.sw.zoo.tiny_cnn` (every op kind) compiled for ``config``."""
+    import numpy as np
+
+    from celosia.sw.compiler import compile_model
+    from celosia.sw.driver.driver import _job
+    from celosia.sw.quant import quantize_graph
+    from celosia.sw.zoo import tiny_cnn
+
+    rng = np.random.default_rng(0)
+    qmodel = quantize_graph(tiny_cnn(), rng.random((4, 12, 12, 3), dtype=np.float32))
+    x_q = qmodel.quantize_input(rng.random((1, 12, 12, 3), dtype=np.float32)).reshape(1, -1)
+    job, _, _ = _job(compile_model(qmodel, config), x_q, profile=False)
+    return job
+
+
 def build_cpp(config: AccelConfig, verbose: bool = False) -> Path:
     """Build (or find in the cache) the C++-harness model of ``config``; return its build dir."""
     env = setup_env(dict(os.environ))
     rtl = sim_top_verilog(config)
     source = HARNESS_SRC.read_bytes()
     wrapper = fast_wrapper_verilog(config)
+    pgo = _pgo_enabled()
     h = hashlib.sha256(rtl.read_bytes())
     h.update(source)
     h.update(wrapper.encode())
-    h.update(repr(CPP_ARGS).encode())
+    h.update(repr((CPP_ARGS, pgo)).encode())
     h.update(_verilator_version().encode())
     build_dir = cache_dir() / "verilator-cpp" / h.hexdigest()[:20]
     if (build_dir / HARNESS_BIN).exists():
@@ -214,23 +241,48 @@ def build_cpp(config: AccelConfig, verbose: bool = False) -> Path:
     (tmp_dir / f"{FAST_TOP}.v").write_text(wrapper)
     (tmp_dir / "harness.cpp").write_bytes(source)
     log = tmp_dir / "build.log"
+    log.write_text("")
     env.pop("MAKEFLAGS", None)  # a parent make's jobserver flags would confuse ours
-    cmd = ["verilator", *CPP_ARGS, "-j", "2", "--top-module", FAST_TOP, "--Mdir", "obj",
-           "-o", f"../{HARNESS_BIN}", f"{SIM_TOP}.v", f"{FAST_TOP}.v", "harness.cpp"]
-    try:
-        with open(log, "w") as f:
-            f.write(" ".join(cmd) + "\n")
-            f.flush()
-            proc = subprocess.run(cmd, cwd=tmp_dir, env=env, stdout=None if verbose else f,
-                                  stderr=subprocess.STDOUT, check=False)
-    except OSError as e:
-        raise SimulationError(f"could not start verilator ({e}); log: {log}") from None
-    if proc.returncode != 0 or not (tmp_dir / HARNESS_BIN).exists():
+    binary = tmp_dir / HARNESS_BIN
+
+    def verilate(extra):
+        cmd = ["verilator", *CPP_ARGS, *extra, "-j", "2", "--top-module", FAST_TOP, "--Mdir", "obj",
+               "-o", f"../{HARNESS_BIN}", f"{SIM_TOP}.v", f"{FAST_TOP}.v", "harness.cpp"]
+        try:
+            with open(log, "a") as f:
+                f.write(" ".join(cmd) + "\n")
+                f.flush()
+                proc = subprocess.run(cmd, cwd=tmp_dir, env=env, stdout=None if verbose else f,
+                                      stderr=subprocess.STDOUT, check=False)
+        except OSError as e:
+            raise SimulationError(f"could not start verilator ({e}); log: {log}") from None
+        if proc.returncode != 0 or not binary.exists():
+            shutil.rmtree(tmp_dir / "obj", ignore_errors=True)
+            tail = log.read_text(errors="replace")[-3000:]
+            raise SimulationError(f"Verilator build of the C++ harness failed (exit "
+                                  f"{proc.returncode}); log: {log}\n{tail}")
+
+    extra = []
+    if pgo:
+        prof = tmp_dir / "pgo"
+        verilate(["-CFLAGS", f"-fprofile-generate={prof}", "-LDFLAGS", f"-fprofile-generate={prof}"])
+        try:
+            job_path, result_path = tmp_dir / "train.job", tmp_dir / "train.result"
+            job_path.write_bytes(encode_job(_training_job(config)))
+            trained = subprocess.run([str(binary), str(job_path), str(result_path)],
+                                     capture_output=True, check=False).returncode == 0
+        except Exception as e:  # e.g. a DRAM too small for the training model: no profile
+            with open(log, "a") as f:
+                f.write(f"profile training skipped: {e}\n")
+            trained = False
         shutil.rmtree(tmp_dir / "obj", ignore_errors=True)
-        tail = log.read_text(errors="replace")[-3000:]
-        raise SimulationError(f"Verilator build of the C++ harness failed (exit {proc.returncode}); "
-                              f"log: {log}\n{tail}")
+        binary.unlink()
+        if trained:
+            extra = ["-CFLAGS", f"-fprofile-use={prof}", "-CFLAGS", "-fprofile-correction",
+                     "-CFLAGS", "-Wno-missing-profile"]
+    verilate(extra)
     shutil.rmtree(tmp_dir / "obj", ignore_errors=True)  # objects: ~100 MB, not needed again
+    shutil.rmtree(tmp_dir / "pgo", ignore_errors=True)
     try:
         tmp_dir.rename(build_dir)
     except OSError:  # another process finished the same build first

@@ -43,7 +43,7 @@ from pathlib import Path
 from .errors import InputError
 from .graph import Graph, LazyInit
 
-__all__ = ["ZOO", "build", "resolve", "describe", "conv_layer"]
+__all__ = ["ZOO", "build", "resolve", "describe", "conv_layer", "tiny_cnn"]
 
 
 class _Builder:
@@ -206,6 +206,24 @@ ZOO: dict[str, Callable[[int], Graph]] = {
     "resnet50": lambda seed: _resnet("resnet50", [3, 4, 6, 3], True, seed),
     "mobilenet_v1": _mobilenet_v1,
 }
+
+
+def tiny_cnn(seed: int = 5) -> Graph:
+    """A small float CNN (12x12x3, 64 k MACs) using every hardware op: conv with padding,
+    stride and groups, max and average pooling, a residual add, global average pooling
+    and fc. For tests, and as the training run of the Verilator build's profile."""
+    b = _Builder("tiny_cnn", (12, 12, 3), seed=seed)
+    b.conv("c1", 8, 3)
+    skip = b.pool("maxpool", "p1", 3, 2, pad=1)
+    b.conv("c2", 8, 3)
+    b.conv("c3", 8, 3, act=None)
+    b.add("add", b.x, skip)
+    b.pool("avgpool", "p2", 2, 2)
+    b.conv("c4", 12, 5, stride=2, pad=2, groups=2)
+    b.gap()
+    b.flatten()
+    b.fc("fc", 10, act=None)
+    return b.done()
 
 
 def conv_layer(h: int, w: int, cin: int, cout: int, k: int, stride: int = 1,

@@ -19,7 +19,7 @@ from celosia.sw.driver import DriverError, golden_forward, run, run_quantized
 from celosia.sw.graph import run_float
 from celosia.sw.importer import load_onnx
 from celosia.sw.quant import QModel, quantize_graph
-from celosia.sw.zoo import conv_layer as float_conv_layer
+from celosia.sw.zoo import conv_layer as float_conv_layer, tiny_cnn
 from layer_cases import CONV_CASES, conv_layer, random_fc_model
 
 ARRAYS = [(2, 2), (4, 4), (8, 8), (4, 8)]
@@ -104,25 +104,6 @@ def test_program_larger_than_dram_is_a_clear_error():
     model = random_fc_model(np.random.default_rng(3), [40, 40])
     with pytest.raises(DriverError, match="dram_bytes"):
         run_quantized(model, np.zeros((1, 40), np.int8), config, backend="verilator")
-
-
-def tiny_cnn():
-    """A float CNN using every hardware op: conv (padding, stride, groups), max and average
-    pooling, a residual add, global average pooling and fc, built with the zoo's graph builder."""
-    from celosia.sw.zoo import _Builder
-
-    b = _Builder("tiny_cnn", (12, 12, 3), seed=5)
-    b.conv("c1", 8, 3)
-    skip = b.pool("maxpool", "p1", 3, 2, pad=1)
-    b.conv("c2", 8, 3)
-    b.conv("c3", 8, 3, act=None)
-    b.add("add", b.x, skip)
-    b.pool("avgpool", "p2", 2, 2)
-    b.conv("c4", 12, 5, stride=2, pad=2, groups=2)
-    b.gap()
-    b.flatten()
-    b.fc("fc", 10, act=None)
-    return b.done()
 
 
 @pytest.mark.parametrize("rows,cols", [(4, 4), (8, 8)], ids=["4x4", "8x8"])

@@ -86,8 +86,11 @@ def ref_vec(cfg, psum, ifmap, d):
 def latency(cfg, d):
     if not insn_ok(cfg, d) or d["m_len"] == 0 or d["win"] == 0:
         return 1
-    pipeline = 2 + MBQM_STAGES if d["mode"] == VecMode.ADD else 2
-    return d["m_len"] * d["win"] + 2 + pipeline
+    if d["mode"] == VecMode.ADD:  # lanes one per cycle through the MBQMs (docstring timing)
+        L = min(cfg.rows, cfg.cols)
+        period = max(d["win"], L)
+        return (d["m_len"] - 1) * period + max(d["win"] + 2, L + 5 + MBQM_STAGES)
+    return d["m_len"] * d["win"] + 4
 
 
 def make_insn(mode=VecMode.SUM, ifmap_row=0, psum_row=0, m_len=1, win=1, lanes=1, in_zp=0,
