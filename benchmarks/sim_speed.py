@@ -1,11 +1,12 @@
 """Simulation speed of the RTL back ends on the same program, measured in one run.
 
-    python benchmarks/sim_speed.py [--array 8x8] [--layer 16x16x16:32k3]
-                                   [--samples 16] [--pysim-samples 1] [--cocotb-samples 1]
+    python benchmarks/sim_speed.py [--array 8x8] [--layer 8x8x16:16k3]
+                                   [--samples 256] [--pysim-samples 1] [--cocotb-samples 4]
                                    [--model digits_mlp]
 
-Compiles one convolution layer (default: 16x16x16 input, 32 filters of 3x3, pad 1,
-ReLU; random weights, random non-negative input) for the array, builds one job
+Compiles one convolution layer (default: 8x8x16 input, 16 filters of 3x3, pad 1,
+ReLU; random weights, random non-negative input; small enough for the Amaranth
+simulator to run one sample in half a minute) for the array, builds one job
 (the program, the inputs, the host's CSR writes and readback) and performs that
 same job on
 
@@ -74,9 +75,9 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--array", default="8x8")
     ap.add_argument("--model", choices=("conv", "digits_mlp"), default="conv")
-    ap.add_argument("--layer", default="16x16x16:32k3", help="conv layer HxWxC:NkK[sS]")
-    ap.add_argument("--samples", type=int, default=16, help="samples on the C++ harness")
-    ap.add_argument("--cocotb-samples", type=int, default=1, help="samples on the cocotb bench")
+    ap.add_argument("--layer", default="8x8x16:16k3", help="conv layer HxWxC:NkK[sS]")
+    ap.add_argument("--samples", type=int, default=256, help="samples on the C++ harness")
+    ap.add_argument("--cocotb-samples", type=int, default=4, help="samples on the cocotb bench")
     ap.add_argument("--pysim-samples", type=int, default=1, help="samples on the Amaranth simulator")
     args = ap.parse_args(argv)
     rows, cols = parse_array(args.array)

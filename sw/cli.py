@@ -187,6 +187,11 @@ def _print_summary(report: dict):
         print(f"cycles {report['cycles']} ({report['cycles_per_run']} per run of {report['batch']}), "
               f"utilization {report['utilization']:.2%}, DRAM read {report['dram_bytes_read']} B, "
               f"written {report['dram_bytes_written']} B")
+        c = report["cycles"] or 1
+        print(f"engines: load busy {report['load_busy']} ({report['load_busy'] / c:.0%}), compute "
+              f"busy {report['compute_busy']} ({report['compute_busy'] / c:.0%}), store busy "
+              f"{report['store_busy']} ({report['store_busy'] / c:.0%}); load and compute at once "
+              f"{report['load_compute_overlap']} ({report['load_compute_overlap'] / c:.0%})")
         print(f"{'layer':<16}{'op':<6}{'MACs':>10}{'cycles':>10}{'compute':>10}{'util':>8}")
         for layer in report["layers"]:
             print(f"{layer['name']:<16}{layer['op']:<6}{layer['macs']:>10}{layer['cycles']:>10}"
