@@ -126,3 +126,26 @@ async def read_rows(ctx, port, depth):
         rows.append(ctx.get(port.data))
     ctx.set(port.en, 0)
     return rows
+
+
+def engine_monitor(engine, events):
+    """A background testbench checking an engine's insn / busy / done / error protocol
+    (ready exactly when idle, busy from acceptance through done or error) and appending
+    ``("accept" | "done" | "error", cycle)`` to ``events``."""
+    async def monitor(ctx):
+        cycle = 0
+        expect_busy = False
+        async for _, _, valid, ready, busy, done, error in ctx.tick().sample(
+                engine.insn.valid, engine.insn.ready, engine.busy, engine.done, engine.error):
+            assert busy == expect_busy, f"busy={busy} at cycle {cycle}"
+            assert ready == (not busy)
+            assert not (done and error)
+            if valid and ready:
+                events.append(("accept", cycle))
+                expect_busy = True
+            if done or error:
+                assert busy
+                events.append(("done" if done else "error", cycle))
+                expect_busy = False
+            cycle += 1
+    return monitor

@@ -16,7 +16,7 @@ from celosia.rtl.isa import VecMode
 from celosia.rtl.ppu import MBQM_STAGES
 from celosia.rtl.vector import VectorEngine
 from celosia.sim.golden.requant import multiply_by_quantized_multiplier
-from helpers import pack, read_rows, simulate, write_rows
+from helpers import engine_monitor, pack, read_rows, simulate, write_rows
 
 
 class Harness(Elaboratable):
@@ -126,22 +126,7 @@ def run_program(cfg, ifmap, psum0, insns, gaps, seed=0):
     events = []
     result = {}
 
-    async def monitor(ctx):
-        cycle = 0
-        expect_busy = False
-        async for _, _, valid, ready, busy, done, error in ctx.tick().sample(
-                vec.insn.valid, vec.insn.ready, vec.busy, vec.done, vec.error):
-            assert busy == expect_busy, f"busy={busy} at cycle {cycle}"
-            assert ready == (not busy)
-            assert not (done and error)
-            if valid and ready:
-                events.append(("accept", cycle))
-                expect_busy = True
-            if done or error:
-                assert busy
-                events.append(("done" if done else "error", cycle))
-                expect_busy = False
-            cycle += 1
+    monitor = engine_monitor(vec, events)
 
     async def tb(ctx):
         await write_rows(ctx, dut.ifmap.w, [pack(row, 8) for row in ifmap])

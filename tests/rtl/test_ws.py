@@ -14,7 +14,7 @@ from celosia.rtl.arrays.engine import ComputeEngineSignature
 from celosia.rtl.arrays.ws import WSArray
 from celosia.rtl.buffers import BufferWriteSignature, LaneBuffer
 from celosia.rtl.config import AccelConfig
-from helpers import pack, read_rows, simulate, write_rows
+from helpers import engine_monitor, pack, read_rows, simulate, write_rows
 
 
 class Harness(Elaboratable):
@@ -105,22 +105,7 @@ def run_program(cfg, ifmap, weight, psum0, insns, gaps, seed=0):
     events = []          # (kind, cycle) for accept / done / error
     result = {}
 
-    async def monitor(ctx):
-        cycle = 0
-        expect_busy = False
-        async for _, _, valid, ready, busy, done, error in ctx.tick().sample(
-                ws.insn.valid, ws.insn.ready, ws.busy, ws.done, ws.error):
-            assert busy == expect_busy, f"busy={busy} at cycle {cycle}"
-            assert ready == (not busy)
-            assert not (done and error)
-            if valid and ready:
-                events.append(("accept", cycle))
-                expect_busy = True
-            if done or error:
-                assert busy
-                events.append(("done" if done else "error", cycle))
-                expect_busy = False
-            cycle += 1
+    monitor = engine_monitor(ws, events)
 
     async def tb(ctx):
         await write_rows(ctx, dut.ifmap.w, [pack(row, 8) for row in ifmap])
