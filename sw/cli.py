@@ -30,7 +30,8 @@ def _log(msg: str):
 def _add_config_args(p: argparse.ArgumentParser):
     p.add_argument("--array", default="8x8", metavar="RxC",
                    help="PE array rows x cols (default 8x8; each 1..64)")
-    p.add_argument("--dataflow", default="ws", help="dataflow: ws (os, rs, feie: not yet)")
+    p.add_argument("--dataflow", default="ws", help="PE-array dataflow: ws (weight stationary, default) or os (output stationary); "
+                        "rs and feie: not yet")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="any other AccelConfig field, e.g. --set weight_rows=64 "
                         "(fields: " + ", ".join(k for k in RANGES if k not in ("rows", "cols")) + ")")

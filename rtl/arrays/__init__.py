@@ -11,5 +11,8 @@ def make_engine(config: AccelConfig):
     if config.dataflow == "ws":
         from celosia.rtl.arrays.ws import WSArray
         return WSArray
+    if config.dataflow == "os":
+        from celosia.rtl.arrays.os import OSArray
+        return OSArray
     raise NotImplementedError(f"dataflow {config.dataflow!r} has no compute engine yet; "
-                              f"available: ws")
+                              f"available: ws, os")

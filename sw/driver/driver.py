@@ -240,7 +240,7 @@ def run_quantized(model: QModel, x_q: np.ndarray, config: AccelConfig, backend: 
         for k, (layer, node) in enumerate(zip(model.layers, program.nodes)):
             entry = {"name": layer.name, "op": layer.op, "macs": layer.macs * samples,
                      "cycles": None, "compute_cycles": None, "utilization": None,
-                     "mapping": "ws", **node.tiles}
+                     "mapping": config.dataflow, **node.tiles}
             if measured:
                 cycles = snaps[k + 1]["cycles"] - snaps[k]["cycles"]
                 entry.update(cycles=cycles,

@@ -176,3 +176,21 @@ def test_resnet18_conv2_layer_bit_exact():
     assert hw.report["hw_macs"] == 56 * 56 * 64 * 64 * 9
     print(f"ResNet-18 conv2_x layer on 8x8: {hw.report['cycles']} cycles, utilization "
           f"{hw.report['utilization']:.1%}, load/compute overlap {hw.report['load_compute_overlap']}")
+
+
+@pytest.mark.parametrize("name", ["digits_mlp", "digits_cnn", "digits_resnet"])
+@pytest.mark.parametrize("rows,cols", [(4, 4), (8, 8)], ids=["4x4", "8x8"])
+def test_digits_models_output_stationary(name, rows, cols):
+    """The bundled models on the output-stationary array (--dataflow os): the Verilog
+    equals the golden model on 32 held-out images; the report names the mapping."""
+    x_train, x_test, _, _ = digits_split()
+    graph = load_onnx(MODEL.with_name(f"{name}.onnx"))
+    shape = graph.tensors[graph.inputs[0]].shape[1:]
+    qmodel = quantize_graph(graph, x_train.reshape(-1, *shape))
+    images = x_test[:32].reshape(-1, *shape)
+    config = AccelConfig(rows=rows, cols=cols, weight_rows=2 * rows, dram_bytes=1 << 18, dataflow="os")
+    golden = run(qmodel, images, config, backend="golden")
+    hw = run(qmodel, images, config, backend="verilator")
+    np.testing.assert_array_equal(hw.y_q, golden.y_q)
+    assert hw.report["hw_macs"] == qmodel.macs_per_sample() * 32
+    assert {layer["mapping"] for layer in hw.report["layers"]} == {"os"}

@@ -1,5 +1,6 @@
 # amaranth: UnusedElaboratable=no
-"""WSArray against a NumPy GEMM reference, through real LaneBuffers."""
+"""The compute engines (WSArray, OSArray) against a NumPy GEMM reference, through real
+LaneBuffers; each engine's latency against the formula in its docstring."""
 
 import random
 
@@ -11,6 +12,7 @@ from amaranth.lib import wiring
 
 from celosia.rtl import isa
 from celosia.rtl.arrays.engine import ComputeEngineSignature
+from celosia.rtl.arrays.os import OSArray
 from celosia.rtl.arrays.ws import WSArray
 from celosia.rtl.buffers import BufferWriteSignature, LaneBuffer
 from celosia.rtl.config import AccelConfig
@@ -18,13 +20,13 @@ from helpers import engine_monitor, pack, read_rows, simulate, write_rows
 
 
 class Harness(Elaboratable):
-    """WSArray + ifmap / weight / psum LaneBuffers. The bench writes ifmap and
+    """A compute engine + ifmap / weight / psum LaneBuffers. The bench writes ifmap and
     weight through the buffers' own write ports, psum through ``tb_psum_w``
     (muxed with the array's writes) and reads psum back through ``psum.r1``."""
 
-    def __init__(self, cfg):
+    def __init__(self, cfg, engine=WSArray):
         self.cfg = cfg
-        self.ws = WSArray(cfg)
+        self.ws = engine(cfg)
         self.ifmap = LaneBuffer(cfg.rows, 8, cfg.ifmap_rows)
         self.weight = LaneBuffer(cfg.cols, 8, cfg.weight_rows)
         self.psum = LaneBuffer(cfg.cols, 32, cfg.psum_rows, read_ports=2)
@@ -76,10 +78,17 @@ def ref_gemm(cfg, psum, ifmap, weight, insn):
     return True
 
 
-def latency(insn, cfg):
+def latency(insn, cfg, engine=WSArray):
+    """Acceptance to done, as documented in the engine's docstring."""
     if not in_range(cfg, insn) or insn["m_len"] == 0:
         return 1
+    if engine is OSArray:
+        blocks = -(-insn["m_len"] // cfg.rows)
+        return 2 * insn["m_len"] + blocks * insn["k_len"] + 3
     return insn["k_len"] + insn["m_len"] + 5
+
+
+ENGINES = [WSArray, OSArray]
 
 
 # -- bench -------------------------------------------------------------------
@@ -97,9 +106,9 @@ def make_insn(accumulate=0, ifmap_row=0, weight_row=0, psum_row=0, m_len=1, k_le
                 psum_row=psum_row, m_len=m_len, k_len=k_len, n_len=n_len)
 
 
-def run_program(cfg, ifmap, weight, psum0, insns, gaps, seed=0):
+def run_program(cfg, ifmap, weight, psum0, insns, gaps, seed=0, engine=WSArray):
     """Simulate ``insns`` on fresh buffers; return (final psum, events)."""
-    dut = Harness(cfg)
+    dut = Harness(cfg, engine)
     ws = dut.ws
     rng = random.Random(seed)
     events = []          # (kind, cycle) for accept / done / error
@@ -135,7 +144,7 @@ def run_program(cfg, ifmap, weight, psum0, insns, gaps, seed=0):
     return result["psum"], events
 
 
-def check(cfg, insns, rng, gaps=None, ifmap=None, weight=None, psum0=None):
+def check(cfg, insns, rng, gaps=None, ifmap=None, weight=None, psum0=None, engine=WSArray):
     if ifmap is None:
         ifmap = np.array([[rng.randrange(-128, 128) for _ in range(cfg.rows)]
                           for _ in range(cfg.ifmap_rows)])
@@ -147,7 +156,8 @@ def check(cfg, insns, rng, gaps=None, ifmap=None, weight=None, psum0=None):
                           for _ in range(cfg.psum_rows)])
     if gaps is None:
         gaps = [rng.choice([0, 0, 1, 3]) for _ in insns]
-    psum, events = run_program(cfg, ifmap, weight, psum0, insns, gaps, seed=rng.random())
+    psum, events = run_program(cfg, ifmap, weight, psum0, insns, gaps, seed=rng.random(),
+                               engine=engine)
 
     expect = np.array(psum0, dtype=np.int64)
     kinds = []
@@ -160,7 +170,7 @@ def check(cfg, insns, rng, gaps=None, ifmap=None, weight=None, psum0=None):
     assert [k for k, _ in events[0::2]] == ["accept"] * len(insns)
     assert [k for k, _ in events[1::2]] == kinds
     for insn, (_, t_acc), (_, t_done) in zip(insns, events[0::2], events[1::2]):
-        assert t_done - t_acc == latency(insn, cfg), insn
+        assert t_done - t_acc == latency(insn, cfg, engine), insn
     return events
 
 
@@ -174,16 +184,16 @@ CONFIGS = [(1, 1), (2, 2), (3, 5), (4, 8), (8, 8)]
 
 # -- tests -------------------------------------------------------------------
 
-def test_signature_and_verilog():
+@pytest.mark.parametrize("engine", ENGINES)
+def test_signature_and_verilog(engine):
     cfg = small_cfg(3, 5)
-    ws = WSArray(cfg)
-    assert ws.signature == ComputeEngineSignature(cfg)
-    assert WSArray.PIPELINE == 3
-    assert "module" in verilog.convert(WSArray(AccelConfig(rows=4, cols=8)))
+    assert engine(cfg).signature == ComputeEngineSignature(cfg)
+    assert "module" in verilog.convert(engine(AccelConfig(rows=4, cols=8)))
 
 
 @pytest.mark.parametrize("rows,cols", CONFIGS)
-def test_random_program(rows, cols):
+@pytest.mark.parametrize("engine", ENGINES)
+def test_random_program(rows, cols, engine):
     """Full tiles, partial k / n, accumulate over two instructions, m_len 0 and > 1."""
     cfg = small_cfg(rows, cols)
     rng = random.Random(rows * 100 + cols)
@@ -205,11 +215,12 @@ def test_random_program(rows, cols):
             ifmap_row=rng.randrange(0, cfg.ifmap_rows - m_len + 1),
             weight_row=rng.randrange(0, cfg.weight_rows - k_len + 1),
             psum_row=rng.randrange(0, cfg.psum_rows - m_len + 1)))
-    check(cfg, insns, rng)
+    check(cfg, insns, rng, engine=engine)
 
 
 @pytest.mark.parametrize("rows,cols", [(1, 1), (4, 8)])
-def test_minus_128_and_wrap(rows, cols):
+@pytest.mark.parametrize("engine", ENGINES)
+def test_minus_128_and_wrap(rows, cols, engine):
     """All -128 operands; accumulating onto values near INT32 limits wraps."""
     cfg = small_cfg(rows, cols)
     rng = random.Random(7)
@@ -223,10 +234,11 @@ def test_minus_128_and_wrap(rows, cols):
         make_insn(accumulate=1, psum_row=4, m_len=4, k_len=rows, n_len=cols, weight_row=1),
         make_insn(accumulate=0, psum_row=8, m_len=2, k_len=rows, n_len=cols, weight_row=0),
     ]
-    check(cfg, insns, rng, ifmap=ifmap, weight=weight, psum0=psum0)
+    check(cfg, insns, rng, ifmap=ifmap, weight=weight, psum0=psum0, engine=engine)
 
 
-def test_out_of_range_is_error_and_writes_nothing():
+@pytest.mark.parametrize("engine", ENGINES)
+def test_out_of_range_is_error_and_writes_nothing(engine):
     cfg = small_cfg(3, 5)
     rng = random.Random(3)
     good = dict(accumulate=0, ifmap_row=0, weight_row=0, psum_row=0, m_len=2, k_len=3, n_len=5)
@@ -240,15 +252,16 @@ def test_out_of_range_is_error_and_writes_nothing():
         {**good, "psum_row": cfg.psum_rows + 1, "m_len": 0},   # start row past the end, m_len 0
     ]
     insns = bad + [{**good, "psum_row": 4}]
-    check(cfg, insns, rng, gaps=[rng.randrange(3) for _ in insns])
+    check(cfg, insns, rng, gaps=[rng.randrange(3) for _ in insns], engine=engine)
 
 
-def test_back_to_back_valid_held():
+@pytest.mark.parametrize("engine", ENGINES)
+def test_back_to_back_valid_held(engine):
     """valid held high while busy: the next instruction is taken the cycle after done."""
     cfg = small_cfg(2, 3)
     rng = random.Random(11)
     insns = [make_insn(accumulate=a, psum_row=p, ifmap_row=i, m_len=3, k_len=2, n_len=3)
              for a, p, i in [(0, 0, 0), (1, 0, 4), (1, 1, 8), (0, 5, 1)]]
-    events = check(cfg, insns, rng, gaps=[0] * len(insns))
+    events = check(cfg, insns, rng, gaps=[0] * len(insns), engine=engine)
     for (_, t_done), (_, t_next) in zip(events[1::2], events[2::2]):
         assert t_next == t_done + 1
