@@ -12,6 +12,7 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from celosia.rtl import isa
+from celosia.rtl.arrays.engine import insn_check_state
 from celosia.rtl.buffers import BufferReadSignature, BufferWriteSignature
 from celosia.rtl.config import AccelConfig, check_config
 from celosia.rtl.dma import accept_state
@@ -209,18 +210,11 @@ class VectorEngine(wiring.Component):
 
         with m.FSM():
             accept_state(m, self.insn, insn)
-            with m.State("CHECK"):
-                m.d.comb += self.busy.eq(1)
+            with insn_check_state(m, self, vec_insn_ok(insn, cfg),
+                                  (insn.m_len == 0) | (insn.win == 0)):
                 m.d.sync += [j_cnt.eq(0), m_cnt.eq(0), drain.eq(0), gap.eq(0),
                              rd_addr.eq(insn.ifmap_row)]
-                with m.If(~vec_insn_ok(insn, cfg)):
-                    m.d.comb += self.error.eq(1)
-                    m.next = "IDLE"
-                with m.Elif((insn.m_len == 0) | (insn.win == 0)):
-                    m.d.comb += self.done.eq(1)
-                    m.next = "IDLE"
-                with m.Else():
-                    m.next = "RUN"
+                m.next = "RUN"
             with m.State("RUN"):
                 m.d.comb += [self.busy.eq(1), s0_valid.eq(1)]
                 m.d.sync += rd_addr.eq(rd_addr + 1)

@@ -9,6 +9,8 @@ buffer.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -16,7 +18,7 @@ from celosia.rtl import isa
 from celosia.rtl.buffers import BufferReadSignature, BufferWriteSignature
 from celosia.rtl.config import AccelConfig, check_config
 
-__all__ = ["ComputeEngineSignature", "gemm_insn_in_range"]
+__all__ = ["ComputeEngineSignature", "ComputeEngine", "gemm_insn_in_range", "insn_check_state"]
 
 
 class ComputeEngineSignature(wiring.Signature):
@@ -82,3 +84,32 @@ def gemm_insn_in_range(insn, config: AccelConfig):
             & (insn.psum_row + insn.m_len <= config.psum_rows)
             & (insn.k_len <= config.rows)
             & (insn.n_len <= config.cols))
+
+
+class ComputeEngine(wiring.Component):
+    """Base of the PE arrays: a component with :class:`ComputeEngineSignature` for ``config``."""
+
+    def __init__(self, config: AccelConfig):
+        self._config = check_config(config)
+        super().__init__(ComputeEngineSignature(config))
+
+    @property
+    def config(self):
+        return self._config
+
+
+@contextmanager
+def insn_check_state(m, engine, ok, empty):
+    """The CHECK state of a compute-queue engine (the cycle after acceptance): ``error``
+    if ``ok`` is low, ``done`` if ``empty``, both back to IDLE; otherwise the body of the
+    ``with`` runs (it chooses the next state). ``busy`` is high."""
+    with m.State("CHECK"):
+        m.d.comb += engine.busy.eq(1)
+        with m.If(~ok):
+            m.d.comb += engine.error.eq(1)
+            m.next = "IDLE"
+        with m.Elif(empty):
+            m.d.comb += engine.done.eq(1)
+            m.next = "IDLE"
+        with m.Else():
+            yield

@@ -13,17 +13,15 @@ cycle, adding the old psum when ``accumulate``).
 from __future__ import annotations
 
 from amaranth.hdl import Array, Cat, Module, Mux, Signal, signed
-from amaranth.lib import wiring
 
 from celosia.rtl import isa
-from celosia.rtl.arrays.engine import ComputeEngineSignature, gemm_insn_in_range
-from celosia.rtl.config import AccelConfig, check_config
+from celosia.rtl.arrays.engine import ComputeEngine, gemm_insn_in_range, insn_check_state
 from celosia.rtl.dma import accept_state
 
 __all__ = ["OSArray"]
 
 
-class OSArray(wiring.Component):
+class OSArray(ComputeEngine):
     """Output-stationary GEMM engine implementing :class:`ComputeEngineSignature`.
 
     Same instruction semantics as :class:`~celosia.rtl.arrays.ws.WSArray`: for
@@ -54,14 +52,6 @@ class OSArray(wiring.Component):
     cycle ``2*m_len + nb*k_len + 2`` and ``done`` pulses in cycle
     ``2*m_len + nb*k_len + 3``; the next instruction can be accepted the cycle after.
     """
-
-    def __init__(self, config: AccelConfig):
-        self._config = check_config(config)
-        super().__init__(ComputeEngineSignature(config))
-
-    @property
-    def config(self):
-        return self._config
 
     def elaborate(self, platform):
         m = Module()
@@ -132,18 +122,10 @@ class OSArray(wiring.Component):
         left = Signal(16)  # rows of the instruction not yet in a finished block
         with m.FSM():
             accept_state(m, self.insn, insn)
-            with m.State("CHECK"):
-                m.d.comb += self.busy.eq(1)
+            with insn_check_state(m, self, gemm_insn_in_range(insn, cfg), insn.m_len == 0):
                 m.d.sync += [m0.eq(0), cnt.eq(0), left.eq(insn.m_len),
                              mb.eq(Mux(insn.m_len < rows, insn.m_len, rows))]
-                with m.If(~gemm_insn_in_range(insn, cfg)):
-                    m.d.comb += self.error.eq(1)
-                    m.next = "IDLE"
-                with m.Elif(insn.m_len == 0):
-                    m.d.comb += self.done.eq(1)
-                    m.next = "IDLE"
-                with m.Else():
-                    m.next = "LOADX"
+                m.next = "LOADX"
             with m.State("LOADX"):
                 m.d.comb += [self.busy.eq(1), x_issue.eq(1)]
                 with m.If(cnt == 0):

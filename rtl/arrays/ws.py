@@ -10,11 +10,9 @@ latency that does not grow with ``rows`` in cycles).
 from __future__ import annotations
 
 from amaranth.hdl import Cat, Module, Signal, signed
-from amaranth.lib import wiring
 
 from celosia.rtl import isa
-from celosia.rtl.arrays.engine import ComputeEngineSignature, gemm_insn_in_range
-from celosia.rtl.config import AccelConfig, check_config
+from celosia.rtl.arrays.engine import ComputeEngine, gemm_insn_in_range, insn_check_state
 from celosia.rtl.dma import accept_state
 
 __all__ = ["WSArray"]
@@ -31,7 +29,7 @@ def _adder_tree(terms):
     return terms[0]
 
 
-class WSArray(wiring.Component):
+class WSArray(ComputeEngine):
     """Weight-stationary GEMM engine implementing :class:`ComputeEngineSignature`.
 
     For one accepted :data:`~celosia.rtl.isa.GemmInsn`, for ``m < m_len`` and
@@ -72,14 +70,6 @@ class WSArray(wiring.Component):
 
     #: Cycles from an ifmap/psum read to the psum write of that row.
     PIPELINE = 3
-
-    def __init__(self, config: AccelConfig):
-        self._config = check_config(config)
-        super().__init__(ComputeEngineSignature(config))
-
-    @property
-    def config(self):
-        return self._config
 
     def elaborate(self, platform):
         m = Module()
@@ -155,21 +145,13 @@ class WSArray(wiring.Component):
 
         with m.FSM():
             accept_state(m, self.insn, insn)
-            with m.State("CHECK"):
-                m.d.comb += self.busy.eq(1)
+            with insn_check_state(m, self, gemm_insn_in_range(insn, cfg), insn.m_len == 0):
                 m.d.sync += [k_cnt.eq(0), m_cnt.eq(0), drain.eq(0)]
-                with m.If(~gemm_insn_in_range(insn, cfg)):
-                    m.d.comb += self.error.eq(1)
-                    m.next = "IDLE"
-                with m.Elif(insn.m_len == 0):
-                    m.d.comb += self.done.eq(1)
-                    m.next = "IDLE"
+                m.d.comb += clear_w.eq(1)
+                with m.If(insn.k_len == 0):
+                    m.next = "STREAM"
                 with m.Else():
-                    m.d.comb += clear_w.eq(1)
-                    with m.If(insn.k_len == 0):
-                        m.next = "STREAM"
-                    with m.Else():
-                        m.next = "PRELOAD"
+                    m.next = "PRELOAD"
             with m.State("PRELOAD"):
                 m.d.comb += [self.busy.eq(1), wload_issue.eq(1)]
                 m.d.sync += k_cnt.eq(k_cnt + 1)
