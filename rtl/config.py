@@ -21,7 +21,7 @@ class ConfigError(ValueError):
 
 #: Dataflows of the compute engine. Only ``ws`` is implemented so far.
 DATAFLOWS = ("ws", "os", "rs", "feie")
-IMPLEMENTED_DATAFLOWS = ("ws", "os")
+IMPLEMENTED_DATAFLOWS = ("ws", "os", "feie")
 
 #: field -> (min, max, description). Single source for validation, CLI help and docs.
 RANGES: dict[str, tuple[int, int, str]] = {

@@ -88,7 +88,7 @@ CsrSignature = wiring.Signature({
 
 _COUNTERS = (isa.Csr.CYCLES, isa.Csr.LOAD_BUSY, isa.Csr.COMPUTE_BUSY, isa.Csr.STORE_BUSY,
              isa.Csr.MACS, isa.Csr.DRAM_RD, isa.Csr.DRAM_WR, isa.Csr.LOAD_COMPUTE_OVERLAP,
-             isa.Csr.INSNS)
+             isa.Csr.INSNS, isa.Csr.ZERO_SKIPS)
 
 _DEADLOCK_CYCLES = 4
 _IDX_BITS = 32
@@ -123,6 +123,8 @@ class Controller(wiring.Component):
         Engine busy (counters, deadlock detection).
     rd_bytes, wr_bytes : In(1)
         One pulse per DRAM byte read by the load DMA / written by the store DMA.
+    zero_skips : In(16)
+        Added to ZERO_SKIPS each cycle (the compute engine's skipped MAC cycles).
     base : Out(data.ArrayLayout(32, 8))
         Base registers BASE0..BASE0+7.
     window_base, window_size : Out(32)
@@ -143,6 +145,7 @@ class Controller(wiring.Component):
             "vector_done": In(1), "vector_error": In(1), "vector_busy": In(1),
             "store_done": In(1), "store_error": In(1), "store_error_code": In(8),
             "load_busy": In(1), "compute_busy": In(1), "store_busy": In(1),  # vector_busy above
+            "zero_skips": In(16),
             "rd_bytes": In(1), "wr_bytes": In(1),
             "base": Out(data.ArrayLayout(32, isa.NUM_BASE_REGS)),
             "window_base": Out(32),
@@ -488,6 +491,7 @@ class Controller(wiring.Component):
             isa.Csr.DRAM_WR: self.wr_bytes,
             isa.Csr.LOAD_COMPUTE_OVERLAP: self.load_busy & compute_busy,
             isa.Csr.INSNS: l_issue + c_issue + s_issue,
+            isa.Csr.ZERO_SKIPS: self.zero_skips,
         }
         for c, sig in counters.items():
             with m.If(start):

@@ -101,6 +101,7 @@ class Csr(enum.IntEnum):
     LOAD_COMPUTE_OVERLAP = 23  #: cycles where load and compute were both busy
     INSNS = 24       #: instructions executed
     ERROR_INFO = 25  #: index of the instruction (fetch order) that raised the error
+    ZERO_SKIPS = 26  #: MAC cycles the compute engine skipped for zero inputs (feie)
 
 
 DepFlags = data.StructLayout({

@@ -98,7 +98,7 @@ class Accelerator(wiring.Component):
             ctrl.load_done.eq(load.done), ctrl.load_error.eq(load.error),
             ctrl.load_error_code.eq(load.error_code), ctrl.load_busy.eq(load.busy),
             ctrl.compute_done.eq(compute.done), ctrl.compute_error.eq(compute.error),
-            ctrl.compute_busy.eq(compute.busy),
+            ctrl.compute_busy.eq(compute.busy), ctrl.zero_skips.eq(compute.zero_skips),
             ctrl.vector_done.eq(vector.done), ctrl.vector_error.eq(vector.error),
             ctrl.vector_busy.eq(vector.busy),
             ctrl.store_done.eq(store.done), ctrl.store_error.eq(store.error),

@@ -34,6 +34,7 @@ COUNTERS = {
     "dram_bytes_written": Csr.DRAM_WR,
     "load_compute_overlap": Csr.LOAD_COMPUTE_OVERLAP,
     "insns": Csr.INSNS,
+    "zero_skips": Csr.ZERO_SKIPS,
 }
 
 

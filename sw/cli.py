@@ -30,8 +30,8 @@ def _log(msg: str):
 def _add_config_args(p: argparse.ArgumentParser):
     p.add_argument("--array", default="8x8", metavar="RxC",
                    help="PE array rows x cols (default 8x8; each 1..64)")
-    p.add_argument("--dataflow", default="ws", help="PE-array dataflow: ws (weight stationary, default) or os (output stationary); "
-                        "rs and feie: not yet")
+    p.add_argument("--dataflow", default="ws", help="PE-array dataflow: ws (weight stationary, default), os (output stationary) or "
+                        "feie (output stationary with zero skipping); rs: not yet")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="any other AccelConfig field, e.g. --set weight_rows=64 "
                         "(fields: " + ", ".join(k for k in RANGES if k not in ("rows", "cols")) + ")")
@@ -192,7 +192,9 @@ def _print_summary(report: dict):
         print(f"engines: load busy {report['load_busy']} ({report['load_busy'] / c:.0%}), compute "
               f"busy {report['compute_busy']} ({report['compute_busy'] / c:.0%}), store busy "
               f"{report['store_busy']} ({report['store_busy'] / c:.0%}); load and compute at once "
-              f"{report['load_compute_overlap']} ({report['load_compute_overlap'] / c:.0%})")
+              f"{report['load_compute_overlap']} ({report['load_compute_overlap'] / c:.0%})"
+              + (f"; MAC cycles skipped for zero inputs {report['zero_skips']}"
+                 if report.get("zero_skips") else ""))
         print(f"{'layer':<16}{'op':<6}{'MACs':>10}{'cycles':>10}{'compute':>10}{'util':>8}")
         for layer in report["layers"]:
             print(f"{layer['name']:<16}{layer['op']:<6}{layer['macs']:>10}{layer['cycles']:>10}"

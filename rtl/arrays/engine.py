@@ -42,6 +42,9 @@ class ComputeEngineSignature(wiring.Signature):
     psum_rd : Out(BufferReadSignature(psum_rows, cols*32))
         Psum buffer read port 0 (accumulate reads).
     psum_wr : Out(BufferWriteSignature(psum_rows, cols, 32))
+    zero_skips : Out(16)
+        MAC cycles skipped for zero inputs, reported in one cycle per block (feie;
+        always 0 for the dense arrays); the controller sums it into ZERO_SKIPS.
     """
 
     def __init__(self, config: AccelConfig):
@@ -55,6 +58,7 @@ class ComputeEngineSignature(wiring.Signature):
             "weight": Out(BufferReadSignature(config.weight_rows, config.cols * config.weight_bits)),
             "psum_rd": Out(BufferReadSignature(config.psum_rows, config.cols * config.acc_bits)),
             "psum_wr": Out(BufferWriteSignature(config.psum_rows, config.cols, config.acc_bits)),
+            "zero_skips": Out(16),
         })
 
     @property

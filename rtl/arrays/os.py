@@ -12,13 +12,13 @@ cycle, adding the old psum when ``accumulate``).
 
 from __future__ import annotations
 
-from amaranth.hdl import Array, Cat, Module, Mux, Signal, signed
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed
 
 from celosia.rtl import isa
 from celosia.rtl.arrays.engine import ComputeEngine, gemm_insn_in_range, insn_check_state
 from celosia.rtl.dma import accept_state
 
-__all__ = ["OSArray"]
+__all__ = ["OSArray", "FEIEArray"]
 
 
 class OSArray(ComputeEngine):
@@ -53,6 +53,9 @@ class OSArray(ComputeEngine):
     ``2*m_len + nb*k_len + 3``; the next instruction can be accepted the cycle after.
     """
 
+    #: Skip the k whose inputs are zero in every row of the block (:class:`FEIEArray`).
+    ZERO_SKIP = False
+
     def elaborate(self, platform):
         m = Module()
         cfg = self._config
@@ -81,10 +84,36 @@ class OSArray(ComputeEngine):
         mac_issue, mac_land = Signal(), Signal()
         clear = Signal()
         m.d.sync += mac_land.eq(mac_issue)
+        w_addr = Signal.like(self.weight.addr)
+        if self.ZERO_SKIP:
+            # kmask: the k < k_len where some row of the block has a non-zero input, built
+            # as the rows land; each MAC cycle takes its lowest k (a priority encoder).
+            kmask = Signal(rows)
+            first_mac = Signal()
+            k_star = Signal(range(rows))
+            k_land = Signal(range(rows))
+            nz = Cat((self.ifmap.data[l * ab:(l + 1) * ab] != 0) & (insn.k_len > l)
+                     for l in range(rows))
+            with m.If(clear):
+                m.d.sync += kmask.eq(0)
+            with m.Elif(x_land):
+                m.d.sync += kmask.eq(kmask | nz)
+            for l in reversed(range(rows)):
+                with m.If(kmask[l]):
+                    m.d.comb += k_star.eq(l)
+            with m.If(mac_issue):
+                m.d.sync += [kmask.eq(kmask & ~(Const(1, rows) << k_star)), k_land.eq(k_star)]
+            m.d.comb += w_addr.eq(insn.weight_row + k_star)
+            lanes_of = [Array(xreg[i][l * ab:(l + 1) * ab] for l in range(rows)) for i in range(rows)]
+            xs = [lanes_of[i][k_land].as_signed() for i in range(rows)]
+        else:
+            m.d.comb += w_addr.eq(insn.weight_row + cnt)
+            xs = [xreg[i][:ab].as_signed() for i in range(rows)]
+            for i in range(rows):
+                with m.If(mac_land):
+                    m.d.sync += xreg[i].eq(xreg[i] >> ab)
         for i in range(rows):
-            x = xreg[i][:ab].as_signed()
-            with m.If(mac_land):
-                m.d.sync += xreg[i].eq(xreg[i] >> ab)
+            x = xs[i]
             for n in range(cols):
                 w = self.weight.data[n * wb:(n + 1) * wb].as_signed()
                 with m.If(clear):
@@ -113,7 +142,7 @@ class OSArray(ComputeEngine):
         m.d.comb += [
             self.ifmap.addr.eq(insn.ifmap_row + m0 + cnt),
             self.ifmap.en.eq(x_issue),
-            self.weight.addr.eq(insn.weight_row + cnt),
+            self.weight.addr.eq(w_addr),
             self.weight.en.eq(mac_issue),
             self.psum_rd.addr.eq(insn.psum_row + m0 + cnt),
             self.psum_rd.en.eq(wr_issue & insn.accumulate),
@@ -133,16 +162,37 @@ class OSArray(ComputeEngine):
                 m.d.sync += cnt.eq(cnt + 1)
                 with m.If(cnt == mb - 1):
                     m.d.sync += cnt.eq(0)
-                    with m.If(insn.k_len == 0):
+                    if self.ZERO_SKIP:
+                        m.next = "SCAN"
+                    else:
+                        with m.If(insn.k_len == 0):
+                            m.next = "WRITE"
+                        with m.Else():
+                            m.next = "MAC"
+            if self.ZERO_SKIP:
+                with m.State("SCAN"):
+                    # The block's last ifmap row lands; kmask is complete after this cycle.
+                    m.d.comb += self.busy.eq(1)
+                    m.d.sync += first_mac.eq(1)
+                    m.next = "MAC"
+                with m.State("MAC"):
+                    m.d.comb += self.busy.eq(1)
+                    m.d.sync += first_mac.eq(0)
+                    with m.If(first_mac):  # the k < k_len this block skips
+                        m.d.comb += self.zero_skips.eq(insn.k_len - sum(kmask[l] for l in range(rows)))
+                    with m.If(kmask == 0):  # every input of the block is zero
                         m.next = "WRITE"
                     with m.Else():
-                        m.next = "MAC"
-            with m.State("MAC"):
-                m.d.comb += [self.busy.eq(1), mac_issue.eq(1)]
-                m.d.sync += cnt.eq(cnt + 1)
-                with m.If(cnt == insn.k_len - 1):
-                    m.d.sync += cnt.eq(0)
-                    m.next = "WRITE"
+                        m.d.comb += mac_issue.eq(1)
+                        with m.If((kmask & ~(Const(1, rows) << k_star))[:rows] == 0):
+                            m.next = "WRITE"
+            else:
+                with m.State("MAC"):
+                    m.d.comb += [self.busy.eq(1), mac_issue.eq(1)]
+                    m.d.sync += cnt.eq(cnt + 1)
+                    with m.If(cnt == insn.k_len - 1):
+                        m.d.sync += cnt.eq(0)
+                        m.next = "WRITE"
             with m.State("WRITE"):
                 m.d.comb += [self.busy.eq(1), wr_issue.eq(1)]
                 m.d.sync += cnt.eq(cnt + 1)
@@ -162,3 +212,23 @@ class OSArray(ComputeEngine):
                 m.d.comb += [self.busy.eq(1), self.done.eq(1)]
                 m.next = "IDLE"
         return m
+
+
+class FEIEArray(OSArray):
+    """FEIE (seed 003) as a GEMM engine: the output-stationary array with input broadcast
+    and zero skipping (``dataflow = "feie"``).
+
+    Every PE ``(i, n)`` accumulates one output psum; the input ``x[m0+i][k]`` is
+    broadcast to all PEs of row ``i`` and the weights ``w[k][:]`` are time-multiplexed
+    to the columns, as in :class:`OSArray`, but a ``k`` whose inputs are zero in every
+    row of the block takes no cycle: the block's non-zero ``k`` (a mask built as the
+    ifmap rows land) are taken lowest first, one per cycle. Timing: as
+    :class:`OSArray` except that a block of ``mb`` rows takes
+    ``2*mb + 1 + max(nnz, 1)`` cycles (one cycle for the mask to settle; ``nnz`` = the
+    ``k < k_len`` with a non-zero input in some row of the block), so ``done`` pulses
+    ``sum over blocks (2*mb + 1 + max(nnz, 1)) + 3`` cycles after acceptance, and
+    ``k_len - nnz`` MACs are skipped per block. ``rtl/arrays/feie_core.py`` is the
+    literal PE row of the seed's tables.
+    """
+
+    ZERO_SKIP = True

@@ -12,7 +12,7 @@ from amaranth.lib import wiring
 
 from celosia.rtl import isa
 from celosia.rtl.arrays.engine import ComputeEngineSignature
-from celosia.rtl.arrays.os import OSArray
+from celosia.rtl.arrays.os import FEIEArray, OSArray
 from celosia.rtl.arrays.ws import WSArray
 from celosia.rtl.buffers import BufferWriteSignature, LaneBuffer
 from celosia.rtl.config import AccelConfig
@@ -78,17 +78,26 @@ def ref_gemm(cfg, psum, ifmap, weight, insn):
     return True
 
 
-def latency(insn, cfg, engine=WSArray):
+def latency(insn, cfg, engine=WSArray, ifmap=None):
     """Acceptance to done, as documented in the engine's docstring."""
     if not in_range(cfg, insn) or insn["m_len"] == 0:
         return 1
     if engine is OSArray:
         blocks = -(-insn["m_len"] // cfg.rows)
         return 2 * insn["m_len"] + blocks * insn["k_len"] + 3
+    if engine is FEIEArray:
+        # Per block of rows output rows: 2*mb + 1 + max(nnz, 1), nnz = the k < k_len with a
+        # non-zero input in some row of the block.
+        total = 0
+        for m0 in range(0, insn["m_len"], cfg.rows):
+            mb = min(cfg.rows, insn["m_len"] - m0)
+            x = ifmap[insn["ifmap_row"] + m0:insn["ifmap_row"] + m0 + mb, :insn["k_len"]]
+            total += 2 * mb + 1 + max(int((x != 0).any(axis=0).sum()), 1)
+        return total + 3
     return insn["k_len"] + insn["m_len"] + 5
 
 
-ENGINES = [WSArray, OSArray]
+ENGINES = [WSArray, OSArray, FEIEArray]
 
 
 # -- bench -------------------------------------------------------------------
@@ -115,6 +124,11 @@ def run_program(cfg, ifmap, weight, psum0, insns, gaps, seed=0, engine=WSArray):
     result = {}
 
     monitor = engine_monitor(ws, events)
+    result["zero_skips"] = 0
+
+    async def skips(ctx):
+        async for _, _, n in ctx.tick().sample(ws.zero_skips):
+            result["zero_skips"] += n
 
     async def tb(ctx):
         await write_rows(ctx, dut.ifmap.w, [pack(row, 8) for row in ifmap])
@@ -140,7 +154,8 @@ def run_program(cfg, ifmap, weight, psum0, insns, gaps, seed=0, engine=WSArray):
         rows = await read_rows(ctx, dut.psum.r1, cfg.psum_rows)
         result["psum"] = np.array([unpack(v, cfg.cols, 32) for v in rows], dtype=np.int64)
 
-    simulate(dut, tb, background=[monitor])
+    simulate(dut, tb, background=[monitor, skips])
+    run_program.zero_skips = result["zero_skips"]
     return result["psum"], events
 
 
@@ -170,7 +185,7 @@ def check(cfg, insns, rng, gaps=None, ifmap=None, weight=None, psum0=None, engin
     assert [k for k, _ in events[0::2]] == ["accept"] * len(insns)
     assert [k for k, _ in events[1::2]] == kinds
     for insn, (_, t_acc), (_, t_done) in zip(insns, events[0::2], events[1::2]):
-        assert t_done - t_acc == latency(insn, cfg, engine), insn
+        assert t_done - t_acc == latency(insn, cfg, engine, ifmap), insn
     return events
 
 
@@ -265,3 +280,27 @@ def test_back_to_back_valid_held(engine):
     events = check(cfg, insns, rng, gaps=[0] * len(insns), engine=engine)
     for (_, t_done), (_, t_next) in zip(events[1::2], events[2::2]):
         assert t_next == t_done + 1
+
+
+@pytest.mark.parametrize("rows,cols", [(4, 4), (3, 5)])
+def test_feie_skips_zero_inputs(rows, cols):
+    """FEIE: with 0%, 50% and 100% zero inputs the results stay exact and the cycles
+    follow the non-zero count (checked by latency() from the data)."""
+    cfg = small_cfg(rows, cols)
+    rng = random.Random(rows)
+    for density in (1.0, 0.5, 0.0):
+        ifmap = np.array([[rng.randrange(-128, 128) if rng.random() < density else 0
+                           for _ in range(cfg.rows)] for _ in range(cfg.ifmap_rows)])
+        insns = [make_insn(accumulate=a, ifmap_row=i, psum_row=p, m_len=ml, k_len=rows, n_len=cols)
+                 for a, i, p, ml in [(0, 0, 0, 5), (1, 5, 0, 5), (0, 2, 6, 3)]]
+        events = check(cfg, insns, rng, ifmap=ifmap, engine=FEIEArray)
+        # zero_skips: per block, the k < k_len with no non-zero input in any of its rows.
+        want = 0
+        for d in insns:
+            for m0 in range(0, d["m_len"], rows):
+                x = ifmap[d["ifmap_row"] + m0:d["ifmap_row"] + min(d["m_len"], m0 + rows), :d["k_len"]]
+                want += d["k_len"] - int((x != 0).any(axis=0).sum())
+        assert run_program.zero_skips == want
+        if density == 0.0:  # all-zero inputs: per block 2*mb + 2 cycles (mask + one MAC slot)
+            (_, t0), (_, t1) = events[0], events[1]
+            assert t1 - t0 == 2 * 5 + 2 * -(-5 // rows) + 3
