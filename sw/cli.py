@@ -117,6 +117,17 @@ def _samples(args, graph, which: str, what: str) -> np.ndarray | None:
     return None
 
 
+def _quantize(model: str, graph, calib, calib_source: str):
+    """``quantize_graph`` with its errors naming the model or the calibration data."""
+    from celosia.sw.quant import quantize_graph
+    try:
+        return quantize_graph(graph, calib)
+    except InputError as e:
+        raise InputError(f"{calib_source}: {e}") from None
+    except ModelError as e:
+        raise ModelError(f"{model}: {e}") from None
+
+
 def _progress(prefix: str):
     last = [0.0]
 
@@ -133,7 +144,6 @@ def _progress(prefix: str):
 def cmd_run(args) -> int:
     from celosia.sw.driver import run
     from celosia.sw.driver.driver import check_input
-    from celosia.sw.quant import quantize_graph
 
     config = config_from_args(args)
     for out in (args.out, args.report):  # fail before a long run, not after it
@@ -148,12 +158,7 @@ def cmd_run(args) -> int:
     if calib is None:
         _log(f"warning: no --calib given; calibrating the quantizer on the input ({source})")
         calib = x
-    try:
-        qmodel = quantize_graph(graph, calib)
-    except InputError as e:
-        raise InputError(f"{args.calib or source}: {e}") from None
-    except ModelError as e:
-        raise ModelError(f"{args.model}: {e}") from None
+    qmodel = _quantize(args.model, graph, calib, args.calib or source)
     x = check_input(qmodel, x, source)
     _log(f"{args.model}: {len(qmodel.layers)} layers, {qmodel.macs_per_sample()} MACs per sample; "
          f"running {len(x)} samples on {args.backend} ({config.array} {config.dataflow})")
@@ -213,18 +218,12 @@ def cmd_verilog(args) -> int:
 
 def cmd_compile(args) -> int:
     from celosia.sw.compiler import compile_model
-    from celosia.sw.quant import quantize_graph
     config = config_from_args(args)
     graph = _load_model(args.model)
     calib = _samples(args, graph, "calib", "calibration")
     if calib is None:
         raise InputError("give calibration samples: --calib C.npy, or --random N for N random samples")
-    try:
-        qmodel = quantize_graph(graph, calib)
-    except InputError as e:
-        raise InputError(f"{args.calib or '--random'}: {e}") from None
-    except ModelError as e:
-        raise ModelError(f"{args.model}: {e}") from None
+    qmodel = _quantize(args.model, graph, calib, args.calib or f"--random {args.random}")
     t0 = time.perf_counter()
     program = compile_model(qmodel, config, batch=args.batch)
     _log(f"compiled {len(program.nodes)} layers into {program.n_insns} instructions "

@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .ops import _check_dtype, _check_int_range, _pair, _padding4
-from .requant import INT32_MAX, requantize
+from .ops import _check_act, _check_channel_params, _check_dtype, _check_int_range, _pair, _padding4
+from .requant import requantize
 
 __all__ = ["conv2d", "conv2d_float", "conv_output_size", "same_padding"]
 
@@ -125,20 +125,11 @@ def conv2d(x_q, x_zp, w_q, bias, m0, shift, out_zp, act_min=-128, act_max=127,
     w_q = _check_dtype("w_q", w_q, np.int8)
     x_zp = int(_check_int_range("x_zp", x_zp, -128, 127))
     out_zp = int(_check_int_range("out_zp", out_zp, -128, 127))
-    act_min = int(_check_int_range("act_min", act_min, -128, 127))
-    act_max = int(_check_int_range("act_max", act_max, -128, 127))
-    if act_min > act_max:
-        raise ValueError(f"act_min must be <= act_max, not {act_min} > {act_max}")
+    act_min, act_max = _check_act(act_min, act_max)
     cout = w_q.shape[0] if w_q.ndim == 4 else None
     acc = _conv_core(x_q.astype(np.int64) - x_zp, w_q, stride, padding, groups, dilation,
                      pad_value=0, dtype=np.int64)
-    if bias is None:
-        bias = np.zeros(cout, dtype=np.int32)
-    bias = _check_dtype("bias", bias, np.int32)
-    if bias.shape != (cout,):
-        raise ValueError(f"bias must have shape ({cout},), not {bias.shape}")
-    m0 = np.broadcast_to(_check_int_range("m0", m0, 0, INT32_MAX), (cout,))
-    shift = np.broadcast_to(_check_int_range("shift", shift, -31, 30), (cout,))
+    bias, m0, shift = _check_channel_params(cout, bias, m0, shift)
     # int64 sums are exact; requantize wraps acc + bias to int32 once (= wrapping every add).
     return requantize(acc, bias, m0, shift, out_zp, act_min, act_max)
 

@@ -193,17 +193,8 @@ def fully_connected(x_q, x_zp, w_q, bias, m0, shift, out_zp, act_min=-128, act_m
         raise ValueError(f"x_q has K={k} columns but w_q has K={kw} rows")
     x_zp = int(_check_int_range("x_zp", x_zp, -128, 127))
     out_zp = int(_check_int_range("out_zp", out_zp, -128, 127))
-    act_min = int(_check_int_range("act_min", act_min, -128, 127))
-    act_max = int(_check_int_range("act_max", act_max, -128, 127))
-    if act_min > act_max:
-        raise ValueError(f"act_min must be <= act_max, not {act_min} > {act_max}")
-    if bias is None:
-        bias = np.zeros(n, dtype=np.int32)
-    bias = _check_dtype("bias", bias, np.int32)
-    if bias.shape != (n,):
-        raise ValueError(f"bias must have shape ({n},), not {bias.shape}")
-    m0 = np.broadcast_to(_check_int_range("m0", m0, 0, INT32_MAX), (n,))
-    shift = np.broadcast_to(_check_int_range("shift", shift, -31, 30), (n,))
+    act_min, act_max = _check_act(act_min, act_max)
+    bias, m0, shift = _check_channel_params(n, bias, m0, shift)
 
     # Exact in int64 for K < 2^32 / (255*255); wrap once to int32 at the end, which
     # equals wrapping after every addition (arithmetic mod 2^32).
@@ -256,6 +247,19 @@ def _padding4(padding) -> tuple[int, int, int, int]:
     if len(t) != 4 or not all(isinstance(e, (int, np.integer)) and e >= 0 for e in t):
         raise ValueError(f"padding must be (top, left, bottom, right) non-negative ints, not {padding!r}")
     return tuple(int(e) for e in t)
+
+
+def _check_channel_params(n, bias, m0, shift):
+    """The per-output-channel bias (int32, None = zeros), M0 and shift of ``n`` channels,
+    checked and broadcast to ``[n]``."""
+    if bias is None:
+        bias = np.zeros(n, dtype=np.int32)
+    bias = _check_dtype("bias", bias, np.int32)
+    if bias.shape != (n,):
+        raise ValueError(f"bias must have shape ({n},), not {bias.shape}")
+    m0 = np.broadcast_to(_check_int_range("m0", m0, 0, INT32_MAX), (n,))
+    shift = np.broadcast_to(_check_int_range("shift", shift, -31, 30), (n,))
+    return bias, m0, shift
 
 
 def _check_act(act_min, act_max) -> tuple[int, int]:

@@ -149,3 +149,12 @@ def engine_monitor(engine, events):
                 expect_busy = False
             cycle += 1
     return monitor
+
+
+def psum_write_mux(m, psum_w, bench, engine):
+    """Drive a psum buffer's write port from the bench's port while it writes (preloads),
+    from the engine's otherwise (they never overlap in time)."""
+    with m.If(bench.en.any()):
+        m.d.comb += [psum_w.addr.eq(bench.addr), psum_w.en.eq(bench.en), psum_w.data.eq(bench.data)]
+    with m.Else():
+        m.d.comb += [psum_w.addr.eq(engine.addr), psum_w.en.eq(engine.en), psum_w.data.eq(engine.data)]

@@ -16,7 +16,7 @@ from celosia.rtl.isa import VecMode
 from celosia.rtl.ppu import MBQM_STAGES
 from celosia.rtl.vector import VectorEngine
 from celosia.sim.golden.requant import multiply_by_quantized_multiplier
-from helpers import engine_monitor, pack, read_rows, simulate, write_rows
+from helpers import engine_monitor, pack, psum_write_mux, read_rows, simulate, write_rows
 
 
 class Harness(Elaboratable):
@@ -37,13 +37,7 @@ class Harness(Elaboratable):
         m.submodules.ifmap = self.ifmap
         m.submodules.psum = self.psum
         wiring.connect(m, engine=self.vec.ifmap, buffer=self.ifmap.r0)
-        src = self.vec.psum_wr
-        with m.If(self.tb_psum_w.en.any()):
-            m.d.comb += [self.psum.w.addr.eq(self.tb_psum_w.addr), self.psum.w.en.eq(self.tb_psum_w.en),
-                         self.psum.w.data.eq(self.tb_psum_w.data)]
-        with m.Else():
-            m.d.comb += [self.psum.w.addr.eq(src.addr), self.psum.w.en.eq(src.en),
-                         self.psum.w.data.eq(src.data)]
+        psum_write_mux(m, self.psum.w, self.tb_psum_w, self.vec.psum_wr)
         return m
 
 

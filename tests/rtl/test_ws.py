@@ -16,7 +16,7 @@ from celosia.rtl.arrays.os import FEIEArray, OSArray
 from celosia.rtl.arrays.ws import WSArray
 from celosia.rtl.buffers import BufferWriteSignature, LaneBuffer
 from celosia.rtl.config import AccelConfig
-from helpers import engine_monitor, pack, read_rows, simulate, write_rows
+from helpers import engine_monitor, pack, psum_write_mux, read_rows, simulate, write_rows
 
 
 class Harness(Elaboratable):
@@ -41,14 +41,7 @@ class Harness(Elaboratable):
         wiring.connect(m, engine=self.ws.ifmap, buffer=self.ifmap.r0)
         wiring.connect(m, engine=self.ws.weight, buffer=self.weight.r0)
         wiring.connect(m, engine=self.ws.psum_rd, buffer=self.psum.r0)
-        # The bench's psum preload wins over the array (they never overlap in time).
-        src = self.ws.psum_wr
-        with m.If(self.tb_psum_w.en.any()):
-            m.d.comb += [self.psum.w.addr.eq(self.tb_psum_w.addr), self.psum.w.en.eq(self.tb_psum_w.en),
-                         self.psum.w.data.eq(self.tb_psum_w.data)]
-        with m.Else():
-            m.d.comb += [self.psum.w.addr.eq(src.addr), self.psum.w.en.eq(src.en),
-                         self.psum.w.data.eq(src.data)]
+        psum_write_mux(m, self.psum.w, self.tb_psum_w, self.ws.psum_wr)
         return m
 
 
