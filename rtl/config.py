@@ -19,9 +19,13 @@ class ConfigError(ValueError):
     """An accelerator configuration outside the documented ranges."""
 
 
-#: Dataflows of the compute engine. Only ``ws`` is implemented so far.
+#: Dataflows of the compute engine (docs/dataflows.md).
 DATAFLOWS = ("ws", "os", "rs", "feie")
-IMPLEMENTED_DATAFLOWS = ("ws", "os", "feie")
+IMPLEMENTED_DATAFLOWS = ("ws", "os", "rs", "feie")
+
+#: Entries of the ``rs`` array's filter scratchpad (one per PE row, int8): a GEMM's
+#: ``win_w * k_len`` must fit. 224 is Eyeriss's filter spad (Chen et al., JSSC 2017).
+RS_SPAD = 224
 
 #: field -> (min, max, description). Single source for validation, CLI help and docs.
 RANGES: dict[str, tuple[int, int, str]] = {
@@ -107,6 +111,12 @@ class AccelConfig:
         return self.param_rows * self.cols
 
     @property
+    def rs_lines(self) -> int:
+        """Ifmap line registers of the ``rs`` array: the ifmap rows one windowed GEMM
+        may touch, ``(out_h - 1) * stride_h + (win_h - 1) * dil_h + 1 <= rs_lines``."""
+        return 2 * (self.rows + self.cols)
+
+    @property
     def array(self) -> str:
         return f"{self.rows}x{self.cols}"
 
@@ -164,7 +174,9 @@ def markdown() -> str:
                  f"(implemented: {', '.join(IMPLEMENTED_DATAFLOWS)}) |")
     lines += ["", "Further rules: `dram_bytes` is a multiple of 8; buffer depths are even (two "
               "halves); `weight_rows >= 2 * rows` (one weight tile per half). The DRAM bus is "
-              f"{AccelConfig.BUS_BITS} bits wide.", ""]
+              f"{AccelConfig.BUS_BITS} bits wide. The `rs` array has {RS_SPAD} filter-scratchpad "
+              "entries per PE row and `2 * (rows + cols)` ifmap line registers "
+              "(docs/dataflows.md).", ""]
     return "\n".join(lines)
 
 

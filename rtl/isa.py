@@ -149,20 +149,37 @@ LoadInsn = data.StructLayout({
     "pad_value": unsigned(8),      # two's complement int8
 })
 
+#: Plain GEMM (``window = 0``; the ws, os and feie arrays):
 #: psum[psum_row + m][n] = (accumulate ? psum[psum_row + m][n] : 0)
 #:     + sum_{k < k_len} ifmap[ifmap_row + m][k] * weight[weight_row + k][n]
-#: for m < m_len, n < n_len (lanes n >= n_len are written 0 / left unchanged as accumulate says).
+#: for m < m_len, n < n_len (lanes n >= n_len are left unchanged).
+#: Windowed GEMM (``window = 1``; the rs array only), a convolution over raw ifmap rows:
+#: for e < out_h, x < out_w (``m_len = out_h * out_w``), n < n_len:
+#: psum[psum_row + e*out_w + x][n] = (accumulate ? old : 0) + sum_{fh < win_h, fw < win_w, c < k_len}
+#:     ifmap[ifmap_row + (e*stride_h + fh*dil_h)*row_pitch + x*stride_w + fw*dil_w][c]
+#:     * weight[weight_row + (fh*win_w + fw)*k_len + c][n].
+#: With a 1x1 window, unit strides and ``row_pitch = out_w`` it is the plain GEMM.
 GemmInsn = data.StructLayout({
     "op": Opcode,
     "dep": DepFlags,
     "accumulate": unsigned(1),
-    "_pad0": unsigned(7),
+    "window": unsigned(1),
+    "_pad0": unsigned(6),
     "ifmap_row": unsigned(16),
     "weight_row": unsigned(16),
     "psum_row": unsigned(16),
     "m_len": unsigned(16),
     "k_len": unsigned(8),
     "n_len": unsigned(8),
+    "win_h": unsigned(8),
+    "win_w": unsigned(8),
+    "stride_h": unsigned(8),
+    "stride_w": unsigned(8),
+    "dil_h": unsigned(8),
+    "dil_w": unsigned(8),
+    "row_pitch": unsigned(16),
+    "out_w": unsigned(16),
+    "out_h": unsigned(8),
 })
 
 #: For m < m_len, n < n_len: byte at DRAM
@@ -387,7 +404,14 @@ def markdown() -> str:
     enum_table("LOAD target buffers", Buffer)
     table("Dependency flags (`dep`)", DepFlags)
     table("LOAD", LoadInsn, "DRAM -> on-chip buffer, three nested loops, one byte per step.")
-    table("GEMM", GemmInsn, "Compute queue: one weight tile times `m_len` input rows.")
+    table("GEMM", GemmInsn, "Compute queue: one weight tile times `m_len` input rows (`window = 0`; "
+          "ws, os, feie), or a convolution window over raw ifmap rows (`window = 1`; rs): "
+          "for `e < out_h`, `x < out_w`, `n < n_len`, psum row `psum_row + e*out_w + x` gets "
+          "the sum over `fh < win_h`, `fw < win_w`, `c < k_len` of ifmap row "
+          "`ifmap_row + (e*stride_h + fh*dil_h)*row_pitch + x*stride_w + fw*dil_w` lane `c` "
+          "times weight row `weight_row + (fh*win_w + fw)*k_len + c` lane `n`; "
+          "`m_len = out_h*out_w`. The `win_*` .. `out_h` fields are ignored when `window = 0`. "
+          "Which form an engine takes is fixed by the dataflow (the other is an error).")
     table("STORE", StoreInsn, "psum buffer -> PPU (bias, requantize, zero point, clamp) -> DRAM.")
     enum_table("VEC modes", VecMode)
     table("VEC", VecInsn, "Compute queue, vector engine: pooling and residual add, lane-wise over ifmap rows.")

@@ -12,10 +12,12 @@ with the hardware's error code.
 from __future__ import annotations
 
 import random
+from types import SimpleNamespace
 
 import numpy as np
 
 from celosia.rtl import isa
+from celosia.rtl.arrays.engine import gemm_insn_in_range
 from celosia.rtl.config import AccelConfig, PARAM_BYTES
 from celosia.rtl.isa import Buffer, ErrorCode, Opcode, VecMode
 from celosia.sim.golden.requant import multiply_by_quantized_multiplier, requantize, wrap_int32
@@ -144,17 +146,31 @@ class IsaSim:
 
     def _gemm(self, d):
         c = self.config
+        if not gemm_insn_in_range(SimpleNamespace(**d), c):
+            raise IsaError(ErrorCode.BUFFER_OUT_OF_RANGE, f"gemm {d}")
         m_len, k_len, n_len = d["m_len"], d["k_len"], d["n_len"]
         if m_len == 0:
             return
-        if (d["ifmap_row"] + m_len > c.ifmap_rows or d["weight_row"] + k_len > c.weight_rows
-                or d["psum_row"] + m_len > c.psum_rows or k_len > c.rows or n_len > c.cols):
-            raise IsaError(ErrorCode.BUFFER_OUT_OF_RANGE, f"gemm {d}")
-        x = self.ifmap[d["ifmap_row"]:d["ifmap_row"] + m_len, :k_len].view(np.int8).astype(np.int64)
-        w = self.weight[d["weight_row"]:d["weight_row"] + k_len, :n_len].view(np.int8).astype(np.int64)
         rows = slice(d["psum_row"], d["psum_row"] + m_len)
         old = self.psum[rows, :n_len] if d["accumulate"] else 0
-        self.psum[rows, :n_len] = wrap_int32(old + x @ w)
+        ifmap, weight = self.ifmap.view(np.int8), self.weight.view(np.int8)
+        if d["window"]:
+            out_h, out_w, wh, ww = d["out_h"], d["out_w"], d["win_h"], d["win_w"]
+            e = np.arange(out_h)[:, None]
+            x = np.arange(out_w)[None, :]
+            acc = np.zeros((m_len, n_len), dtype=np.int64)
+            for fh in range(wh):
+                for fw in range(ww):
+                    r = (d["ifmap_row"] + (e * d["stride_h"] + fh * d["dil_h"]) * d["row_pitch"]
+                         + x * d["stride_w"] + fw * d["dil_w"]).reshape(-1)
+                    w0 = d["weight_row"] + (fh * ww + fw) * k_len
+                    acc += (ifmap[r, :k_len].astype(np.int64)
+                            @ weight[w0:w0 + k_len, :n_len].astype(np.int64))
+            k_len *= wh * ww
+        else:
+            acc = (ifmap[d["ifmap_row"]:d["ifmap_row"] + m_len, :k_len].astype(np.int64)
+                   @ weight[d["weight_row"]:d["weight_row"] + k_len, :n_len].astype(np.int64))
+        self.psum[rows, :n_len] = wrap_int32(old + acc)
         self.macs += m_len * k_len * n_len
 
     def _vec(self, d):

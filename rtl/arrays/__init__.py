@@ -14,8 +14,11 @@ def make_engine(config: AccelConfig):
     if config.dataflow == "os":
         from celosia.rtl.arrays.os import OSArray
         return OSArray
+    if config.dataflow == "rs":
+        from celosia.rtl.arrays.rs import RSArray
+        return RSArray
     if config.dataflow == "feie":
         from celosia.rtl.arrays.os import FEIEArray
         return FEIEArray
     raise NotImplementedError(f"dataflow {config.dataflow!r} has no compute engine yet; "
-                              f"available: ws, os, feie")
+                              f"available: ws, os, rs, feie")

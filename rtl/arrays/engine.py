@@ -1,7 +1,7 @@
 """The interface every compute engine (dataflow) implements, and what they share.
 
 ``ComputeEngineSignature(config)`` is the contract between the controller, the
-buffers and a PE array (``ws`` today; ``os``, ``rs`` and ``feie`` later): see
+buffers and a PE array (``ws``, ``os``, ``rs``, ``feie``): see
 docs/hardware.md, "Compute engine". :func:`gemm_insn_in_range` is the bounds
 check every engine applies to an accepted :data:`GemmInsn` before touching a
 buffer.
@@ -9,6 +9,8 @@ buffer.
 
 from __future__ import annotations
 
+import functools
+import operator
 from contextlib import contextmanager
 
 from amaranth.lib import stream, wiring
@@ -16,7 +18,7 @@ from amaranth.lib.wiring import In, Out
 
 from celosia.rtl import isa
 from celosia.rtl.buffers import BufferReadSignature, BufferWriteSignature
-from celosia.rtl.config import AccelConfig, check_config
+from celosia.rtl.config import RS_SPAD, AccelConfig, check_config
 
 __all__ = ["ComputeEngineSignature", "ComputeEngine", "gemm_insn_in_range", "insn_check_state"]
 
@@ -76,18 +78,42 @@ class ComputeEngineSignature(wiring.Signature):
 
 
 def gemm_insn_in_range(insn, config: AccelConfig):
-    """1-bit expression: the GEMM ``insn`` (a ``GemmInsn`` view) stays inside every buffer.
+    """The GEMM ``insn`` is legal for ``config`` and stays inside every buffer.
 
-    ``ifmap_row + m_len <= ifmap_rows``, ``weight_row + k_len <= weight_rows``,
-    ``psum_row + m_len <= psum_rows``, ``k_len <= rows`` and ``n_len <= cols``
-    (sums computed without overflow). Applied regardless of ``m_len``: an
-    instruction with ``m_len = 0`` but a start row past the end is an error too.
+    ``insn`` is a ``GemmInsn`` view (the result is a 1-bit Amaranth expression) or any
+    object with the fields as Python int attributes (the result is a ``bool``): the
+    RTL engines and the ISA simulator apply the same rules.
+
+    Always: ``window`` is 1 exactly for the ``rs`` dataflow, ``k_len <= rows``,
+    ``n_len <= cols``, ``psum_row + m_len <= psum_rows``.
+    Plain GEMM: ``ifmap_row + m_len <= ifmap_rows``, ``weight_row + k_len <= weight_rows``.
+    Windowed GEMM (:data:`~celosia.rtl.isa.GemmInsn`): ``win_h, win_w, stride_*, dil_*,
+    out_h, out_w, k_len >= 1``; ``m_len = out_h * out_w``; ``win_h <= rows``;
+    ``out_h <= cols``; the ifmap lines it touches,
+    ``(out_h-1)*stride_h + (win_h-1)*dil_h + 1 <= rs_lines``; ``win_w * k_len <= RS_SPAD``;
+    ``weight_row + win_h*win_w*k_len <= weight_rows``; its last ifmap row inside the buffer.
+    Applied regardless of ``m_len``: an instruction with ``m_len = 0`` but a start row
+    past the end is an error too.
     """
-    return ((insn.ifmap_row + insn.m_len <= config.ifmap_rows)
-            & (insn.weight_row + insn.k_len <= config.weight_rows)
-            & (insn.psum_row + insn.m_len <= config.psum_rows)
-            & (insn.k_len <= config.rows)
-            & (insn.n_len <= config.cols))
+    c = config
+    window = int(c.dataflow == "rs")
+    conds = [insn.window == window, insn.k_len <= c.rows, insn.n_len <= c.cols,
+             insn.psum_row + insn.m_len <= c.psum_rows]
+    if window:
+        lines_m1 = (insn.out_h - 1) * insn.stride_h + (insn.win_h - 1) * insn.dil_h
+        last_row = (insn.ifmap_row + lines_m1 * insn.row_pitch + (insn.out_w - 1) * insn.stride_w
+                    + (insn.win_w - 1) * insn.dil_w)
+        conds += [insn.win_h >= 1, insn.win_w >= 1, insn.stride_h >= 1, insn.stride_w >= 1,
+                  insn.dil_h >= 1, insn.dil_w >= 1, insn.out_h >= 1, insn.out_w >= 1,
+                  insn.k_len >= 1, insn.m_len == insn.out_h * insn.out_w,
+                  insn.win_h <= c.rows, insn.out_h <= c.cols, lines_m1 < c.rs_lines,
+                  insn.win_w * insn.k_len <= RS_SPAD,
+                  insn.weight_row + insn.win_h * insn.win_w * insn.k_len <= c.weight_rows,
+                  last_row < c.ifmap_rows]
+    else:
+        conds += [insn.ifmap_row + insn.m_len <= c.ifmap_rows,
+                  insn.weight_row + insn.k_len <= c.weight_rows]
+    return functools.reduce(operator.and_, conds)
 
 
 class ComputeEngine(wiring.Component):

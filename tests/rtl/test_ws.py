@@ -1,48 +1,19 @@
 # amaranth: UnusedElaboratable=no
-"""The compute engines (WSArray, OSArray) against a NumPy GEMM reference, through real
-LaneBuffers; each engine's latency against the formula in its docstring."""
+"""The plain-GEMM compute engines (WSArray, OSArray, FEIEArray) against a NumPy GEMM
+reference, through real LaneBuffers; each engine's latency against the formula in its
+docstring. (The row-stationary engine takes windowed GEMMs: tests/rtl/test_rs.py.)"""
 
 import random
 
 import numpy as np
 import pytest
 from amaranth.back import verilog
-from amaranth.hdl import Elaboratable, Module
-from amaranth.lib import wiring
 
-from celosia.rtl import isa
 from celosia.rtl.arrays.engine import ComputeEngineSignature
 from celosia.rtl.arrays.os import FEIEArray, OSArray
 from celosia.rtl.arrays.ws import WSArray
-from celosia.rtl.buffers import BufferWriteSignature, LaneBuffer
 from celosia.rtl.config import AccelConfig
-from helpers import engine_monitor, pack, psum_write_mux, read_rows, simulate, write_rows
-
-
-class Harness(Elaboratable):
-    """A compute engine + ifmap / weight / psum LaneBuffers. The bench writes ifmap and
-    weight through the buffers' own write ports, psum through ``tb_psum_w``
-    (muxed with the array's writes) and reads psum back through ``psum.r1``."""
-
-    def __init__(self, cfg, engine=WSArray):
-        self.cfg = cfg
-        self.ws = engine(cfg)
-        self.ifmap = LaneBuffer(cfg.rows, 8, cfg.ifmap_rows)
-        self.weight = LaneBuffer(cfg.cols, 8, cfg.weight_rows)
-        self.psum = LaneBuffer(cfg.cols, 32, cfg.psum_rows, read_ports=2)
-        self.tb_psum_w = BufferWriteSignature(cfg.psum_rows, cfg.cols, 32).create(path=("tb_psum_w",))
-
-    def elaborate(self, platform):
-        m = Module()
-        m.submodules.ws = self.ws
-        m.submodules.ifmap = self.ifmap
-        m.submodules.weight = self.weight
-        m.submodules.psum = self.psum
-        wiring.connect(m, engine=self.ws.ifmap, buffer=self.ifmap.r0)
-        wiring.connect(m, engine=self.ws.weight, buffer=self.weight.r0)
-        wiring.connect(m, engine=self.ws.psum_rd, buffer=self.psum.r0)
-        psum_write_mux(m, self.psum.w, self.tb_psum_w, self.ws.psum_wr)
-        return m
+from engine_bench import run_program
 
 
 # -- reference ---------------------------------------------------------------
@@ -55,7 +26,8 @@ def in_range(cfg, insn):
     return (insn["ifmap_row"] + insn["m_len"] <= cfg.ifmap_rows
             and insn["weight_row"] + insn["k_len"] <= cfg.weight_rows
             and insn["psum_row"] + insn["m_len"] <= cfg.psum_rows
-            and insn["k_len"] <= cfg.rows and insn["n_len"] <= cfg.cols)
+            and insn["k_len"] <= cfg.rows and insn["n_len"] <= cfg.cols
+            and not insn.get("window"))
 
 
 def ref_gemm(cfg, psum, ifmap, weight, insn):
@@ -95,61 +67,9 @@ ENGINES = [WSArray, OSArray, FEIEArray]
 
 # -- bench -------------------------------------------------------------------
 
-def unpack(word, lanes, bits):
-    out = []
-    for i in range(lanes):
-        v = (word >> (i * bits)) & ((1 << bits) - 1)
-        out.append(v - (1 << bits) if v >> (bits - 1) else v)
-    return out
-
-
 def make_insn(accumulate=0, ifmap_row=0, weight_row=0, psum_row=0, m_len=1, k_len=1, n_len=1):
     return dict(accumulate=accumulate, ifmap_row=ifmap_row, weight_row=weight_row,
                 psum_row=psum_row, m_len=m_len, k_len=k_len, n_len=n_len)
-
-
-def run_program(cfg, ifmap, weight, psum0, insns, gaps, seed=0, engine=WSArray):
-    """Simulate ``insns`` on fresh buffers; return (final psum, events)."""
-    dut = Harness(cfg, engine)
-    ws = dut.ws
-    rng = random.Random(seed)
-    events = []          # (kind, cycle) for accept / done / error
-    result = {}
-
-    monitor = engine_monitor(ws, events)
-    result["zero_skips"] = 0
-
-    async def skips(ctx):
-        async for _, _, n in ctx.tick().sample(ws.zero_skips):
-            result["zero_skips"] += n
-
-    async def tb(ctx):
-        await write_rows(ctx, dut.ifmap.w, [pack(row, 8) for row in ifmap])
-        await write_rows(ctx, dut.weight.w, [pack(row, 8) for row in weight])
-        await write_rows(ctx, dut.tb_psum_w, [pack(row, 32) for row in psum0])
-        for insn, gap in zip(insns, gaps):
-            ctx.set(ws.insn.valid, 0)
-            for _ in range(gap):
-                ctx.set(ws.insn.payload, isa.GemmInsn.const(
-                    {"op": isa.Opcode.GEMM, "m_len": rng.getrandbits(16), "k_len": 0xFF}))  # junk while invalid
-                await ctx.tick()
-            ctx.set(ws.insn.payload, isa.GemmInsn.const({"op": isa.Opcode.GEMM, **insn}))
-            ctx.set(ws.insn.valid, 1)
-            await ctx.tick().until(ws.insn.ready)
-        ctx.set(ws.insn.valid, 0)
-        for _ in range(1000):
-            if sum(kind != "accept" for kind, _ in events) == len(insns):
-                break
-            await ctx.tick()
-        else:
-            raise AssertionError(f"not all instructions finished: {events}")
-        await ctx.tick()
-        rows = await read_rows(ctx, dut.psum.r1, cfg.psum_rows)
-        result["psum"] = np.array([unpack(v, cfg.cols, 32) for v in rows], dtype=np.int64)
-
-    simulate(dut, tb, background=[monitor, skips])
-    run_program.zero_skips = result["zero_skips"]
-    return result["psum"], events
 
 
 def check(cfg, insns, rng, gaps=None, ifmap=None, weight=None, psum0=None, engine=WSArray):
@@ -164,8 +84,8 @@ def check(cfg, insns, rng, gaps=None, ifmap=None, weight=None, psum0=None, engin
                           for _ in range(cfg.psum_rows)])
     if gaps is None:
         gaps = [rng.choice([0, 0, 1, 3]) for _ in insns]
-    psum, events = run_program(cfg, ifmap, weight, psum0, insns, gaps, seed=rng.random(),
-                               engine=engine)
+    psum, events, skips = run_program(cfg, ifmap, weight, psum0, insns, gaps, engine,
+                                      seed=rng.random())
 
     expect = np.array(psum0, dtype=np.int64)
     kinds = []
@@ -179,7 +99,7 @@ def check(cfg, insns, rng, gaps=None, ifmap=None, weight=None, psum0=None, engin
     assert [k for k, _ in events[1::2]] == kinds
     for insn, (_, t_acc), (_, t_done) in zip(insns, events[0::2], events[1::2]):
         assert t_done - t_acc == latency(insn, cfg, engine, ifmap), insn
-    return events
+    return events, skips
 
 
 def small_cfg(rows, cols):
@@ -258,6 +178,8 @@ def test_out_of_range_is_error_and_writes_nothing(engine):
         {**good, "n_len": 6},                                  # n_len > cols
         {**good, "ifmap_row": 0xFFFF, "m_len": 0xFFFF},        # no 16-bit wrap of the sum
         {**good, "psum_row": cfg.psum_rows + 1, "m_len": 0},   # start row past the end, m_len 0
+        {**good, "window": 1, "win_h": 1, "win_w": 1, "stride_h": 1, "stride_w": 1, "dil_h": 1,
+         "dil_w": 1, "out_h": 1, "out_w": 2, "row_pitch": 2},  # windowed GEMMs are for rs only
     ]
     insns = bad + [{**good, "psum_row": 4}]
     check(cfg, insns, rng, gaps=[rng.randrange(3) for _ in insns], engine=engine)
@@ -270,7 +192,7 @@ def test_back_to_back_valid_held(engine):
     rng = random.Random(11)
     insns = [make_insn(accumulate=a, psum_row=p, ifmap_row=i, m_len=3, k_len=2, n_len=3)
              for a, p, i in [(0, 0, 0), (1, 0, 4), (1, 1, 8), (0, 5, 1)]]
-    events = check(cfg, insns, rng, gaps=[0] * len(insns), engine=engine)
+    events, _ = check(cfg, insns, rng, gaps=[0] * len(insns), engine=engine)
     for (_, t_done), (_, t_next) in zip(events[1::2], events[2::2]):
         assert t_next == t_done + 1
 
@@ -286,14 +208,14 @@ def test_feie_skips_zero_inputs(rows, cols):
                            for _ in range(cfg.rows)] for _ in range(cfg.ifmap_rows)])
         insns = [make_insn(accumulate=a, ifmap_row=i, psum_row=p, m_len=ml, k_len=rows, n_len=cols)
                  for a, i, p, ml in [(0, 0, 0, 5), (1, 5, 0, 5), (0, 2, 6, 3)]]
-        events = check(cfg, insns, rng, ifmap=ifmap, engine=FEIEArray)
+        events, skips = check(cfg, insns, rng, ifmap=ifmap, engine=FEIEArray)
         # zero_skips: per block, the k < k_len with no non-zero input in any of its rows.
         want = 0
         for d in insns:
             for m0 in range(0, d["m_len"], rows):
                 x = ifmap[d["ifmap_row"] + m0:d["ifmap_row"] + min(d["m_len"], m0 + rows), :d["k_len"]]
                 want += d["k_len"] - int((x != 0).any(axis=0).sum())
-        assert run_program.zero_skips == want
+        assert skips == want
         if density == 0.0:  # all-zero inputs: per block 2*mb + 2 cycles (mask + one MAC slot)
             (_, t0), (_, t1) = events[0], events[1]
             assert t1 - t0 == 2 * 5 + 2 * -(-5 // rows) + 3
