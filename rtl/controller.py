@@ -59,8 +59,8 @@ restart (CTRL=1, which also flushes the queues) after an error is clean once the
 engine is idle again.
 
 Counters (32 bit, wrap) count only while STATUS.busy. DRAM_RD = load DMA bytes +
-8 per fetched word; MACS += m_len * k_len * n_len at each GEMM issue (VECs add
-none); COMPUTE_BUSY and LOAD_COMPUTE_OVERLAP count cycles where the PE array or
+8 per fetched word; MACS += m_len * k_len * n_len at each GEMM issue (times
+win_h * win_w for the windowed GEMMs of the rs array; VECs add none); COMPUTE_BUSY and LOAD_COMPUTE_OVERLAP count cycles where the PE array or
 the vector engine is busy; INSNS counts instructions started (NOPs included).
 """
 
@@ -481,6 +481,8 @@ class Controller(wiring.Component):
         # --- counters -------------------------------------------------------------
         gemm = ch.gemm
         macs = gemm.m_len * gemm.k_len * gemm.n_len
+        if self._config.dataflow == "rs":  # windowed GEMMs: win_h * win_w taps per output
+            macs = macs * gemm.win_h * gemm.win_w
         incs = {
             isa.Csr.CYCLES: 1,
             isa.Csr.LOAD_BUSY: self.load_busy,

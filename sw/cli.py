@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from celosia.rtl.config import RANGES, AccelConfig, ConfigError, parse_array
+from celosia.rtl.config import DATAFLOWS, RANGES, AccelConfig, ConfigError, parse_array
 from celosia.sw.errors import CelosiaError, InputError, ModelError
 
 BACKENDS = ("golden", "pysim", "verilator")
@@ -30,8 +30,10 @@ def _log(msg: str):
 def _add_config_args(p: argparse.ArgumentParser):
     p.add_argument("--array", default="8x8", metavar="RxC",
                    help="PE array rows x cols (default 8x8; each 1..64)")
-    p.add_argument("--dataflow", default="ws", help="PE-array dataflow: ws (weight stationary, default), os (output stationary) or "
-                        "feie (output stationary with zero skipping); rs: not yet")
+    p.add_argument("--dataflow", default="ws", metavar="|".join(DATAFLOWS),
+                   help="PE-array dataflow: ws (weight stationary, default), os (output stationary), "
+                        "rs (row stationary) or feie (output stationary with zero skipping); "
+                        "docs/dataflows.md")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="any other AccelConfig field, e.g. --set weight_rows=64 "
                         "(fields: " + ", ".join(k for k in RANGES if k not in ("rows", "cols")) + ")")

@@ -66,6 +66,7 @@ class Gemm:
     ifmap: list = field(default_factory=list)  # LOADs of its ifmap tile (non-resident mode)
     ifmap_row: int = 0           # row of its ifmap tile inside the block (resident mode)
     vec: dict | None = None      # VEC fields (without ifmap_row, psum_row, m_len, dep)
+    window: dict | None = None   # windowed-GEMM fields (rs): win_h .. out_h; ``weight`` a list of LOADs
 
 
 @dataclass
@@ -122,7 +123,8 @@ def emit_unit(unit: Unit, config: AccelConfig, first: bool, last: bool) -> list[
             group.extend(dict(ld, buf=Buffer.IFMAP, buf_row=(t % 2) * i_half + ld["buf_row"])
                          for ld in gemm.ifmap)
         if gemm.weight is not None:
-            group.append(dict(gemm.weight, buf=Buffer.WEIGHT, buf_row=(t % 2) * w_half))
+            group.extend(dict(ld, buf=Buffer.WEIGHT, buf_row=(t % 2) * w_half + ld.get("buf_row", 0))
+                         for ld in (gemm.weight if isinstance(gemm.weight, list) else [gemm.weight]))
         assert group, "every compute instruction is fed by at least one LOAD"
         for i, ld in enumerate(group):
             ld["dep"] = _dep(pop_next=(i == 0 and (t >= 2 or (t == 0 and not first))),
@@ -136,6 +138,7 @@ def emit_unit(unit: Unit, config: AccelConfig, first: bool, last: bool) -> list[
             ifmap_row = block_half[tile.block] * i_half + gm.ifmap_row
         else:
             ifmap_row = (t % 2) * i_half
+        window = dict(window=1, **gm.window) if gm.window is not None else {}
         dep = _dep(pop_prev=True, pop_next=(g == 0 and u >= 2),
                    push_prev=t + 2 < T, push_next=g == len(tile.gemms) - 1)
         if gm.vec is not None:
@@ -143,7 +146,8 @@ def emit_unit(unit: Unit, config: AccelConfig, first: bool, last: bool) -> list[
                               m_len=tile.m_len, dep=dep, **gm.vec)
         return isa.encode(
             Opcode.GEMM, accumulate=int(g > 0), ifmap_row=ifmap_row, weight_row=(t % 2) * w_half,
-            psum_row=(u % 2) * p_half, m_len=tile.m_len, k_len=gm.k_len, n_len=gm.n_len, dep=dep)
+            psum_row=(u % 2) * p_half, m_len=tile.m_len, k_len=gm.k_len, n_len=gm.n_len, dep=dep,
+            **window)
 
     def store(u):
         n_tiles = len(unit.tiles)
@@ -510,6 +514,29 @@ def allocate(model: QModel, config: AccelConfig, batch: int) -> tuple[bytes, lis
 
 # -- driver of the passes -------------------------------------------------------------------
 
+def _lowerings(dataflow: str) -> dict:
+    """op -> lowering of the GEMM layers for ``dataflow`` (vector ops: :func:`lower_vec`)."""
+    if dataflow == "rs":
+        from celosia.sw.compiler.lower_rs import lower_conv_rs, lower_fc_rs
+        return {"fc": lower_fc_rs, "conv": lower_conv_rs}
+    return {"fc": lower_fc, "conv": lower_conv}
+
+
+def _rs_mapping(layer: QLayer, units: list[Unit], config: AccelConfig) -> dict:
+    """The report's ``mapping`` of a GEMM layer on the rs array: its logical PE set and
+    what one GEMM of it runs on the physical array."""
+    win = units[0].tiles[0].gemms[0].window
+    if win is None:
+        return {}
+    if layer.op == "conv":
+        logical = f"{layer.w.shape[1]}x{layer.out_shape[0]} filter rows x output rows"
+    else:
+        logical = f"{math.ceil(layer.w.shape[0] / config.rows)} lines of {config.rows} features x 1"
+    sets = config.rows // win["win_h"]
+    return {"mapping": f"rs: logical set {logical}, per GEMM {win['win_h']}x{win['out_h']} "
+                       f"({win['win_w']} filter columns), {sets} channel set{'s' * (sets > 1)}"}
+
+
 def compile_model(model: QModel, config: AccelConfig, batch: int = 1) -> Program:
     """Compile ``model`` for ``config``, ``batch`` samples per run."""
     if batch < 1:
@@ -524,8 +551,9 @@ def compile_model(model: QModel, config: AccelConfig, batch: int = 1) -> Program
     nodes = []
     n_layers = len(model.layers)
     for i, (layer, alloc) in enumerate(zip(model.layers, allocs)):
-        lower = {"fc": lower_fc, "conv": lower_conv}.get(layer.op, lower_vec)
+        lower = _lowerings(config.dataflow).get(layer.op, lower_vec)
         units = lower(layer, config, batch, alloc)
+        extra = _rs_mapping(layer, units, config) if config.dataflow == "rs" else {}
         insns = []
         for j, unit in enumerate(units):
             insns.extend(emit_unit(unit, config, first=(i == 0 and j == 0),
@@ -534,7 +562,7 @@ def compile_model(model: QModel, config: AccelConfig, batch: int = 1) -> Program
         nodes.append(NodeCode(name=layer.name, op=layer.op, insns=insns, macs=layer.macs * batch,
                               tiles={"units": len(units), "out_tiles": sum(len(u.tiles) for u in units),
                                      "gemms": gemms, "ifmap_resident": units[0].resident,
-                                     "batch": batch}))
+                                     "batch": batch, **extra}))
     return Program(config=config, batch=batch, nodes=nodes, static=static,
                    input_bytes=batch * model.in_features, output_bytes=batch * model.out_features,
                    scratch_bytes=scratch, in_features=model.in_features,

@@ -244,7 +244,6 @@ def test_error_output_folder_missing(data, tmp_path):
     (["--set", "nosuchfield=1"], "nosuchfield"),
     (["--set", "weight_rows"], "FIELD=VALUE"),
     (["--dataflow", "xyz"], "xyz"),
-    (["--dataflow", "rs"], "not implemented"),
 ])
 def test_error_config(data, tmp_path, options, fragment):
     proc = cli("run", DIGITS, "--calib", data["calib"], "--input", data["x2"], *options, cwd=tmp_path)

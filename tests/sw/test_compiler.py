@@ -157,17 +157,19 @@ def assert_runs_golden(model, config, batch, x, seeds=SEEDS):
 ARRAYS = [(1, 1), (2, 2), (3, 5), (4, 4), (4, 8), (8, 8), (16, 4)]
 
 
+@pytest.mark.parametrize("dataflow", ["ws", "rs"])
 @pytest.mark.parametrize("buffers", ["default", "tight"])
 @pytest.mark.parametrize("batch", [1, 5])
 @pytest.mark.parametrize("rows, cols", ARRAYS)
-def test_random_models_match_golden(rows, cols, batch, buffers):
+def test_random_models_match_golden(rows, cols, batch, buffers, dataflow):
+    """(The plain-GEMM dataflows ws, os, feie share one lowering; rs has its own.)"""
     rng = np.random.default_rng(rows * 1000 + cols * 10 + batch)
     # K and N not multiples of the array: odd sizes, smaller and larger than the array.
     dims = [7, 5, 3] if rows * cols == 1 else [13, 11, 7, 3]
     if rows * cols >= 16:
         dims = [21, 13, 11, 7, 3]
     model = make_model(rng, dims)
-    config = AccelConfig(rows=rows, cols=cols)
+    config = AccelConfig(rows=rows, cols=cols, dataflow=dataflow)
     if buffers == "tight":
         config = tight(config, model, batch)
     x = random_input(rng, model, batch)
@@ -183,8 +185,9 @@ def test_single_layer_odd_sizes(K, N, batch):
     for act in ("none", "relu"):
         model = make_model(rng, [K, N], activations=[act])
         x = random_input(rng, model, batch)
-        for rows, cols in [(4, 4), (3, 5), (8, 8)]:
-            assert_runs_golden(model, AccelConfig(rows=rows, cols=cols), batch, x, seeds=(None, 0, 1))
+        for rows, cols, dataflow in [(4, 4, "ws"), (3, 5, "ws"), (8, 8, "ws"), (4, 4, "rs"), (3, 5, "rs")]:
+            assert_runs_golden(model, AccelConfig(rows=rows, cols=cols, dataflow=dataflow), batch, x,
+                               seeds=(None, 0, 1))
 
 
 def test_relu_clamps_at_output_zero_point():

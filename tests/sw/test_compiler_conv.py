@@ -32,35 +32,64 @@ def check(model, config, batch=1, seeds=(None, 0, 1)):
     return program
 
 
+@pytest.mark.parametrize("dataflow", ["ws", "rs"])
 @pytest.mark.parametrize("case", CASES, ids=[f"{c[2]}k-s{c[3]}-g{c[5]}" for c in CASES])
 @pytest.mark.parametrize("rows,cols", [(4, 4), (3, 5), (8, 8)])
-def test_conv_matches_golden(case, rows, cols):
+def test_conv_matches_golden(case, rows, cols, dataflow):
+    """(ws, os and feie share the im2col lowering; rs has its own, lower_rs.py.)"""
     in_shape, cout, k, stride, pad, groups = case
     rng = np.random.default_rng(hash((in_shape, cout, rows, cols)) % 2**32)
     layer = conv_layer(rng, "conv", in_shape, cout, k, stride, pad, groups,
                        in_zp=int(rng.integers(-100, 100)))
     model = QModel("conv", [layer], 0.05, layer.in_zp, input_shape=in_shape)
-    check(model, AccelConfig(rows=rows, cols=cols))
+    check(model, AccelConfig(rows=rows, cols=cols, dataflow=dataflow))
 
 
-def test_dilation_and_batch():
+@pytest.mark.parametrize("dataflow", ["ws", "rs"])
+def test_dilation_and_batch(dataflow):
     rng = np.random.default_rng(3)
     layer = conv_layer(rng, "c", (9, 9, 4), 6, 3, 1, 2, dilation=2, in_zp=-20)
-    check(QModel("d", [layer], 0.05, -20, input_shape=(9, 9, 4)), AccelConfig(rows=4, cols=4),
-          batch=2)
+    check(QModel("d", [layer], 0.05, -20, input_shape=(9, 9, 4)),
+          AccelConfig(rows=4, cols=4, dataflow=dataflow), batch=2)
 
 
-def test_feature_map_larger_than_buffers_streams():
+@pytest.mark.parametrize("dataflow", ["ws", "rs"])
+def test_feature_map_larger_than_buffers_streams(dataflow):
     """Several output-row blocks, and the ifmap tile loaded per GEMM (not resident)."""
     rng = np.random.default_rng(4)
     layer = conv_layer(rng, "big", (16, 12, 6), 7, 3, 1, 1, in_zp=5)
-    config = AccelConfig(rows=4, cols=4, ifmap_rows=32, psum_rows=48, weight_rows=8, param_rows=4)
+    config = AccelConfig(rows=4, cols=4, ifmap_rows=32, psum_rows=48, weight_rows=8, param_rows=4,
+                         dataflow=dataflow)
     program = check(QModel("big", [layer], 0.05, 5, input_shape=(16, 12, 6)), config)
     assert not program.nodes[0].tiles["ifmap_resident"]
     assert program.nodes[0].tiles["out_tiles"] > 2
 
 
-def test_conv_chain_into_fc():
+def test_rs_folds_filter_rows_and_output_columns():
+    """rs: an 11x11 stride-4 filter whose rows do not fit the array or the weight-buffer half
+    (several accumulating filter-row / filter-column blocks), and an output row wider than
+    the ifmap half (one output row per tile in column blocks)."""
+    rng = np.random.default_rng(12)
+    layer = conv_layer(rng, "c1", (23, 23, 3), 5, 11, 4, 1, in_zp=-7)
+    model = QModel("alex", [layer], 0.05, -7, input_shape=(23, 23, 3))
+    config = AccelConfig(rows=4, cols=4, dataflow="rs", weight_rows=24)
+    program = check(model, config)
+    # weight half 12 rows, 3 channels: 4 filter columns x 1 filter row per GEMM, so each output
+    # tile takes 11 filter rows x 3 column blocks (4 + 4 + 3) = 33 accumulating GEMMs.
+    tiles = program.nodes[0].tiles
+    assert "per GEMM 1x" in tiles["mapping"] and "(4 filter columns)" in tiles["mapping"]
+    assert tiles["gemms"] == 33 * tiles["out_tiles"]
+    # ifmap half of 20 rows < 3 filter rows x 11 columns: 1 filter row x 11 columns per GEMM
+    # (the largest block that fits), one output row per tile, columns in blocks of 2 (11 + 4 = 15).
+    narrow = AccelConfig(rows=4, cols=4, dataflow="rs", ifmap_rows=40)
+    tiles = check(model, narrow).nodes[0].tiles
+    assert not tiles["ifmap_resident"]
+    assert "per GEMM 1x1 (11 filter columns)" in tiles["mapping"]
+    assert tiles["out_tiles"] == 4 * 2 * 2  # 4x4 output: 4 rows x 2 column blocks x 2 channel tiles
+
+
+@pytest.mark.parametrize("dataflow", ["ws", "rs"])
+def test_conv_chain_into_fc(dataflow):
     rng = np.random.default_rng(5)
     c1 = conv_layer(rng, "c1", (8, 8, 1), 4, 3, 1, 1, in_zp=-128)
     c2 = conv_layer(rng, "c2", c1.out_shape, 6, 3, 2, 1, in_zp=c1.out_zp)
@@ -71,4 +100,4 @@ def test_conv_chain_into_fc():
                 np.array(shift, np.int32), 0.05, c2.out_zp, 0.05, 3)
     model = QModel("chain", [c1, c2, fc], 0.05, -128, input_shape=(8, 8, 1))
     for rows, cols in [(2, 2), (4, 8), (8, 8)]:
-        check(model, AccelConfig(rows=rows, cols=cols), seeds=(None, 1))
+        check(model, AccelConfig(rows=rows, cols=cols, dataflow=dataflow), seeds=(None, 1))

@@ -1,0 +1,210 @@
+"""Lowering for the row-stationary array (``dataflow = "rs"``): windowed GEMMs.
+
+The rs array convolves raw ifmap rows (no im2col): a windowed GEMM
+(:data:`~celosia.rtl.isa.GemmInsn`, ``window = 1``) gives it ``win_h x win_w``
+filter taps of ``k_len`` input channels, ``out_h`` output rows of ``out_w`` pixels
+and up to ``cols`` output channels (rtl/arrays/rs.py). The logical PE set of a
+layer is its ``Fh`` filter rows x ``Ho`` output rows; it is folded onto the
+``rows x cols`` array (docs/dataflows.md):
+
+* filter rows in blocks of ``Fh' = min(Fh, rows, ...)`` and filter columns in blocks
+  of ``Fw'`` (the filter scratchpad holds ``Fw' * k_len`` entries, the weight-buffer
+  half ``Fh' * Fw' * k_len`` rows), input channels in chunks of ``rows`` lanes:
+  one accumulating GEMM per (chunk, filter block);
+* output rows in tiles of ``hb <= cols`` (one PE column each), as many as the ifmap
+  line registers (``rs_lines``) and the buffers allow; when not even one whole output
+  row fits the ifmap buffer half, one output row in blocks of columns.
+
+The ifmap block of a tile is loaded once (resident mode: every chunk's
+``(hb-1)*stride + (Fh-1)*dil + 1`` input rows of padded width, padding inserted by
+the LOAD) and each GEMM addresses its window inside it; otherwise each GEMM loads
+exactly its window's rows. A fully connected layer maps as Eyeriss maps one: the
+input vector is cut into lines of ``rows`` features (the "filter rows"), the
+samples of the batch are the output rows (stride = lines per sample).
+"""
+
+from __future__ import annotations
+
+import math
+
+from celosia.rtl.config import RS_SPAD, AccelConfig
+from celosia.rtl.isa import BaseReg
+from celosia.sw.compiler.compile import CompileError, Gemm, OutTile, Unit, _load, _split_units
+from celosia.sw.quant.model import QLayer
+
+__all__ = ["lower_conv_rs", "lower_fc_rs"]
+
+
+def _lines(out_rows: int, win: int, stride: int, dil: int) -> int:
+    """Input rows (or columns) a window of ``win`` taps touches for ``out_rows`` outputs."""
+    return (out_rows - 1) * stride + (win - 1) * dil + 1
+
+
+def _store(layer: QLayer, dst, offset: int, stride: int, n_len: int) -> dict:
+    return dict(base_reg=dst[0], dram_offset=dst[1] + offset, dram_stride=stride, n_len=n_len,
+                out_zp=int(layer.out_zp), act_min=int(layer.act_min), act_max=int(layer.act_max))
+
+
+def lower_conv_rs(layer: QLayer, config: AccelConfig, batch: int, alloc: dict) -> list[Unit]:
+    """A convolution on the rs array (see the module docstring)."""
+    R, C, L = config.rows, config.cols, config.rs_lines
+    i_half, p_half, w_half = config.ifmap_rows // 2, config.psum_rows // 2, config.weight_rows // 2
+    H, W, Cin = layer.in_shape
+    Ho, Wo, Cout = layer.out_shape
+    _, Fh, Fw, cin_g = layer.w.shape
+    a = layer.attrs
+    sh, sw = a.get("stride", (1, 1))
+    pt, pl, _, _ = a.get("pads", (0, 0, 0, 0))
+    dh, dw = a.get("dilation", (1, 1))
+    G = int(a.get("groups", 1))
+    cout_g = Cout // G
+    K_g = Fh * Fw * cin_g
+    src_reg, src_off = alloc["src"]
+    if max(sh, sw, dh, dw) > 255:
+        raise CompileError(f"layer {layer.name!r}: strides and dilations above 255 do not fit the "
+                           f"windowed GEMM")
+    chunks = [(c0, min(R, cin_g - c0)) for c0 in range(0, cin_g, R)]
+    kmax = chunks[0][1]
+    fw_b = min(Fw, RS_SPAD // kmax, w_half // kmax)
+    fh_b = min(Fh, R, w_half // (fw_b * kmax))
+    nt = math.ceil(cout_g / C)
+
+    def fits(hb, wb, resident, fh_b, fw_b):
+        if _lines(hb, fh_b, sh, dh) > L or hb * wb > p_half:
+            return False
+        if resident:
+            return len(chunks) * _lines(hb, Fh, sh, dh) * _lines(wb, Fw, sw, dw) <= i_half
+        return _lines(hb, fh_b, sh, dh) * _lines(wb, fw_b, sw, dw) <= i_half
+
+    def tile_shape(fh_b, fw_b):
+        """(output rows, output columns, resident) of a tile: whole output rows, as many as
+        fit (resident first), else one output row in column blocks; None if nothing fits."""
+        for res in (True, False):
+            for hb in range(min(C, Ho), 0, -1):
+                if fits(hb, Wo, res, fh_b, fw_b):
+                    return hb, Wo, res
+        wb = next((wb for wb in range(min(Wo, p_half), 0, -1) if fits(1, wb, False, fh_b, fw_b)), 0)
+        return (1, wb, False) if wb else None
+
+    # Shrink the filter block (rows first) until one output pixel's window fits the ifmap half.
+    while (shape := tile_shape(fh_b, fw_b)) is None and fh_b * fw_b > 1:
+        fh_b, fw_b = (fh_b - 1, fw_b) if fh_b > 1 else (fh_b, fw_b - 1)
+    if shape is None:
+        raise CompileError(f"layer {layer.name!r}: not even one input pixel fits the rs array's "
+                           f"ifmap buffer half (ifmap_rows={config.ifmap_rows}); increase ifmap_rows")
+    hb, wb, resident = shape
+    fblocks = [(fh0, min(fh_b, Fh - fh0), fw0, min(fw_b, Fw - fw0))
+               for fh0 in range(0, Fh, fh_b) for fw0 in range(0, Fw, fw_b)]
+
+    def raw_load(c_abs, k_len, img, y0, ny, x0, nx, buf_row):
+        """``ny`` input rows x ``nx`` columns from (y0, x0) (may lie in the padding) of
+        ``k_len`` channels from ``c_abs``, ``nx`` buffer rows per input row."""
+        lo1, lo2 = max(0, -x0), max(0, -y0)
+        hi1, hi2 = min(nx, max(lo1, W - x0)), min(ny, max(lo2, H - y0))
+        padded = lo1 > 0 or hi1 < nx or lo2 > 0 or hi2 < ny
+        offset = src_off + img * H * W * Cin + (y0 * W + x0) * Cin + c_abs
+        return _load(None, src_reg, offset, k_len, n1=nx, s1=Cin, bs1=1, n2=ny, s2=W * Cin, bs2=nx,
+                     buf_row=buf_row, pad_en=int(padded), pad_lo1=lo1, pad_hi1=hi1, pad_lo2=lo2,
+                     pad_hi2=hi2, pad_value=int(layer.in_zp))
+
+    def weight_loads(g, c0, k_len, fh0, fh_n, fw0, fw_n, j, n_len):
+        base = alloc["weights"] + g * K_g * cout_g + j * C
+        per = [(fh0, fh_n * Fw)] if fw_n == Fw else [(fh, fw_n) for fh in range(fh0, fh0 + fh_n)]
+        return [_load(None, BaseReg.STATIC, base + ((fh * Fw + fw0) * cin_g + c0) * cout_g, n_len,
+                      n1=k_len, s1=cout_g, bs1=1, n2=n, s2=cin_g * cout_g, bs2=k_len,
+                      buf_row=i * fw_n * k_len)
+                for i, (fh, n) in enumerate(per)]
+
+    tiles = []
+    block_id = 0
+    for img in range(batch):
+        for g in range(G):
+            for ho0 in range(0, Ho, hb):
+                hbt = min(hb, Ho - ho0)
+                for wo0 in range(0, Wo, wb):
+                    wbt = min(wb, Wo - wo0)
+                    y0, x0 = ho0 * sh - pt, wo0 * sw - pl
+                    nyf, wpf = _lines(hbt, Fh, sh, dh), _lines(wbt, Fw, sw, dw)
+                    block_loads = [raw_load(g * cin_g + c0, kl, img, y0, nyf, x0, wpf, i * nyf * wpf)
+                                   for i, (c0, kl) in enumerate(chunks)] if resident else []
+                    for j in range(nt):
+                        n_len = min(C, cout_g - j * C)
+                        gemms = []
+                        for i, (c0, k_len) in enumerate(chunks):
+                            for fh0, fh_n, fw0, fw_n in fblocks:
+                                win = dict(win_h=fh_n, win_w=fw_n, stride_h=sh, stride_w=sw, dil_h=dh,
+                                           dil_w=dw, out_h=hbt, out_w=wbt)
+                                if resident:
+                                    win["row_pitch"] = wpf
+                                    ifmap, row = [], i * nyf * wpf + fh0 * dh * wpf + fw0 * dw
+                                else:
+                                    win["row_pitch"] = _lines(wbt, fw_n, sw, dw)
+                                    ifmap = [raw_load(g * cin_g + c0, k_len, img, y0 + fh0 * dh,
+                                                      _lines(hbt, fh_n, sh, dh), x0 + fw0 * dw,
+                                                      win["row_pitch"], 0)]
+                                    row = 0
+                                gemms.append(Gemm(k_len=k_len, n_len=n_len, ifmap=ifmap, ifmap_row=row,
+                                                  weight=weight_loads(g, c0, k_len, fh0, fh_n, fw0, fw_n,
+                                                                      j, n_len),
+                                                  window=win))
+                        offset = ((img * Ho + ho0) * Wo + wo0) * Cout + g * cout_g + j * C
+                        tiles.append(OutTile(m_len=hbt * wbt, gemms=gemms,
+                                             store=_store(layer, alloc["dst"], offset, Cout, n_len),
+                                             param_row=g * nt + j, block=block_id,
+                                             block_loads=block_loads))
+                    block_id += 1
+    return _split_units(tiles, alloc["params"], resident, config, layer)
+
+
+def lower_fc_rs(layer: QLayer, config: AccelConfig, batch: int, alloc: dict) -> list[Unit]:
+    """A fully connected layer on the rs array: ``rows``-feature lines as filter rows,
+    samples as output rows (see the module docstring)."""
+    R, C, L = config.rows, config.cols, config.rs_lines
+    i_half, p_half, w_half = config.ifmap_rows // 2, config.psum_rows // 2, config.weight_rows // 2
+    K, N = layer.w.shape
+    src_reg, src_off = alloc["src"]
+    full, rem = divmod(K, R)
+    nlines = full + (rem > 0)
+    lb = min(R, w_half // R)
+    kgroups = [(l0, min(lb, full - l0), R) for l0 in range(0, full, lb)] + ([(full, 1, rem)] if rem else [])
+    resident = batch * nlines <= i_half
+
+    def ok(hb):
+        if hb == 1:
+            return True
+        stride = nlines if resident else lb
+        return stride <= 255 and (hb - 1) * stride + lb <= min(L, i_half)
+
+    hb = next(hb for hb in range(min(C, batch, p_half), 0, -1) if ok(hb))
+    if not resident and lb > i_half:
+        raise CompileError(f"layer {layer.name!r}: {lb} input lines do not fit the ifmap buffer half "
+                           f"(ifmap_rows={config.ifmap_rows})")
+    block_loads = []
+    if resident:
+        if full:
+            block_loads.append(_load(None, src_reg, src_off, R, n1=full, s1=R, bs1=1, n2=batch, s2=K,
+                                     bs2=nlines, buf_row=0))
+        if rem:
+            block_loads.append(_load(None, src_reg, src_off + full * R, rem, n1=batch, s1=K,
+                                     bs1=nlines, buf_row=full))
+    tiles = []
+    for b0 in range(0, batch, hb):
+        hbt = min(hb, batch - b0)
+        for j in range(math.ceil(N / C)):
+            n_len = min(C, N - j * C)
+            gemms = []
+            for l0, nl, k_len in kgroups:
+                stride = (nlines if resident else nl) if hbt > 1 else 1
+                win = dict(win_h=nl, win_w=1, stride_h=stride, stride_w=1, dil_h=1, dil_w=1,
+                           out_h=hbt, out_w=1, row_pitch=1)
+                weight = [_load(None, BaseReg.STATIC, alloc["weights"] + l0 * R * N + j * C, n_len,
+                                n1=nl * k_len, s1=N, bs1=1)]
+                ifmap = [] if resident else [
+                    _load(None, src_reg, src_off + b0 * K + l0 * R, k_len, n1=nl, s1=R, bs1=1, n2=hbt,
+                          s2=K, bs2=nl, buf_row=0)]
+                gemms.append(Gemm(k_len=k_len, n_len=n_len, weight=weight, ifmap=ifmap,
+                                  ifmap_row=b0 * nlines + l0, window=win))
+            tiles.append(OutTile(m_len=hbt, gemms=gemms,
+                                 store=_store(layer, alloc["dst"], b0 * N + j * C, N, n_len),
+                                 param_row=j, block=0, block_loads=block_loads))
+    return _split_units(tiles, alloc["params"], resident, config, layer)
