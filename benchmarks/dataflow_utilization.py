@@ -47,7 +47,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from celosia.rtl.config import IMPLEMENTED_DATAFLOWS, AccelConfig
+from celosia.rtl.config import IMPLEMENTED_DATAFLOWS, AccelConfig, ConfigError
 from celosia.sim import verilator
 from celosia.sw.cli import parse_array
 from celosia.sw.driver import run
@@ -61,7 +61,8 @@ try:  # the wall-clock helper of benchmarks/sim_speed.py
 except ImportError:  # run from another folder
     import importlib.util
     from pathlib import Path
-    _spec = importlib.util.spec_from_file_location("sim_speed", Path(__file__).with_name("sim_speed.py"))
+    _spec = importlib.util.spec_from_file_location("sim_speed",
+                                                   Path(__file__).with_name("sim_speed.py"))
     _mod = importlib.util.module_from_spec(_spec)
     _spec.loader.exec_module(_mod)
     timed = _mod.timed
@@ -162,8 +163,11 @@ def print_shapes(crops) -> None:
 
 # -- measurement -------------------------------------------------------------------------
 
-def model_and_inputs(crop: Crop, samples: int, rng):
-    """The quantized cropped layer (input zero point 0) and ``samples`` float inputs."""
+def model_and_inputs(crop: Crop, samples: int):
+    """The quantized cropped layer (input zero point 0) and ``samples`` float inputs,
+    from a generator seeded by the layer's place in :data:`LAYERS` (the same inputs
+    whichever ``--layers`` are run)."""
+    rng = np.random.default_rng(LAYERS.index(crop))
     graph = cropped_graph(crop)
     shape = graph.tensors["input"].shape[1:]
     calib = rng.uniform(-1, 1, (8, *shape)).astype(np.float32)
@@ -212,6 +216,21 @@ def total(ms: list[dict], pe: int) -> dict:
             "busy_util": s["macs"] / (pe * s["busy"]) if s["busy"] else 0.0}
 
 
+def prebuild(configs: dict[str, AccelConfig]) -> dict[str, dict]:
+    """Build (or find in the cache) each dataflow's Verilator model, printing the time;
+    ``{dataflow: {"error": message}}`` for those whose build failed."""
+    errors = {}
+    for df, config in configs.items():
+        try:
+            _, secs = timed(lambda: verilator.build(config))
+        except CelosiaError as e:
+            errors[df] = {"error": f"build failed: {type(e).__name__}: {e}"}
+            print(f"verilator build of {config.array} {df} FAILED: {e}")
+            continue
+        print(f"verilator build of {config.array} {df} (or cache hit): {secs:.1f} s")
+    return errors
+
+
 # -- command line ------------------------------------------------------------------------
 
 def pick(text: str | None, known, what: str) -> list[str]:
@@ -237,26 +256,26 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.samples < 1:
         raise SystemExit("--samples must be at least 1")
-    rows, cols = parse_array(args.array)
     dataflows = pick(args.dataflows, IMPLEMENTED_DATAFLOWS, "dataflows")
     crops = [BY_NAME[n] for n in pick(args.layers, tuple(BY_NAME), "layers")]
-    configs = {df: AccelConfig(rows=rows, cols=cols, dataflow=df) for df in dataflows}
+    try:
+        rows, cols = parse_array(args.array)
+        configs = {df: AccelConfig(rows=rows, cols=cols, dataflow=df) for df in dataflows}
+    except ConfigError as e:
+        raise SystemExit(f"--array: {e}") from None
 
     print_shapes(crops)
-    for df, config in configs.items():
-        _, secs = timed(lambda: verilator.build(config))
-        print(f"verilator build of {rows}x{cols} {df} (or cache hit): {secs:.1f} s")
-    print(f"\narray {rows}x{cols}, {args.samples} samples per run, Verilator; cycles, busy "
+    build_errors = prebuild(configs)
+    print(f"\narray {rows}x{cols}, {args.samples} sample(s) per run, Verilator; cycles, busy "
           f"(compute_busy), load (load_busy: DMA into the buffers), MACs and skips (zero_skips) "
           f"summed over the samples; /ws = cycles over ws's; wall s = simulation wall time")
     print(HEADER)
-    rng = np.random.default_rng(0)
     results: dict[str, dict[str, dict]] = {df: {} for df in dataflows}
     for crop in crops:
-        qmodel, x = model_and_inputs(crop, args.samples, rng)
+        qmodel, x = model_and_inputs(crop, args.samples)
         golden = run(qmodel, x, configs[dataflows[0]], backend="golden").y_q
         for df in dataflows:
-            results[df][crop.name] = measure(qmodel, x, configs[df], golden)
+            results[df][crop.name] = build_errors.get(df) or measure(qmodel, x, configs[df], golden)
         ws = results.get("ws", {}).get(crop.name, {})
         for df in dataflows:
             print(format_row(crop.name, df, results[df][crop.name], ws.get("cycles")),

@@ -5,16 +5,14 @@
 Runs one convolution layer (random weights) on the Verilator model of the ``feie``
 array and, for reference, of the ``os`` array (the same engine without skipping),
 with inputs whose activations are zero with probability 0%, 25%, 50%, 75% and 90%
-(the rest uniform in [-1, 1)). Every output is checked against the golden model.
+(the rest uniform in [0, 1)). Every output is checked against the golden model.
 Prints, per sparsity: the array-busy cycles of both, the MAC cycles FEIE skipped
 (``zero_skips``) and the ratio.
 
-FEIE skips an int8 input of 0. The calibration range here is [-1, 127/128], so the
-input zero point is 0 and a real zero is the int8 0 (with TFLite's asymmetric
-quantization of a ReLU output, [0, max], the zero point is -128 and real zeros are
--128: they are not skipped; see docs/dataflows.md). A reduction step is skipped
-only when its input is zero in every row of a block of ``rows`` output pixels, so
-the gain appears at high sparsity.
+FEIE skips an input equal to the zero point (a real zero; the GEMM carries the zero
+point, ``in_zp``). The calibration range here is [0, 1): like a ReLU output, zero
+point -128. A reduction step is skipped only when its input is zero in every row of
+a block of ``rows`` output pixels, so the gain appears at high sparsity.
 """
 
 from __future__ import annotations
@@ -52,16 +50,15 @@ def main(argv=None):
     h, w, c, n, k, s = parse_layer(args.layer)
     rng = np.random.default_rng(0)
     graph = conv_layer(h, w, c, n, k, stride=s, seed=1)
-    calib = rng.uniform(-1, 1, (8, h, w, c)).astype(np.float32)
-    calib[0, 0, 0, :2] = (-1.0, 127 / 128)  # range [-1, 127/128]: scale 1/128, zero point 0
+    calib = rng.uniform(0, 1, (8, h, w, c)).astype(np.float32)
+    calib[0, 0, 0, 0] = 0.0  # range [0, 1): a ReLU output, zero point -128
     qmodel = quantize_graph(graph, calib)
-    assert qmodel.input_zp == 0, qmodel.input_zp
     configs = {df: AccelConfig(rows=rows, cols=cols, dataflow=df) for df in ("os", "feie")}
-    print(f"layer {qmodel.name} on {args.array}, {args.samples} samples; array-busy cycles "
-          f"(compute_busy) summed over the samples")
+    print(f"layer {qmodel.name} on {args.array}, {args.samples} samples, input zero point "
+          f"{qmodel.input_zp}; array-busy cycles (compute_busy) summed over the samples")
     print(f"{'zeros':>6}{'os busy':>10}{'feie busy':>11}{'zero_skips':>12}{'feie/os':>9}")
     for sparsity in SPARSITIES:
-        x = rng.uniform(-1, 1, (args.samples, h, w, c)).astype(np.float32)
+        x = rng.uniform(0, 1, (args.samples, h, w, c)).astype(np.float32)
         x[rng.random(x.shape) < sparsity] = 0.0
         golden = run(qmodel, x, configs["os"], backend="golden")
         rep = {}

@@ -151,8 +151,9 @@ LoadInsn = data.StructLayout({
 
 #: Plain GEMM (``window = 0``; the ws, os and feie arrays):
 #: psum[psum_row + m][n] = (accumulate ? psum[psum_row + m][n] : 0)
-#:     + sum_{k < k_len} ifmap[ifmap_row + m][k] * weight[weight_row + k][n]
-#: for m < m_len, n < n_len (lanes n >= n_len are left unchanged).
+#:     + sum_{k < k_len} (ifmap[ifmap_row + m][k] - in_zp) * weight[weight_row + k][n]
+#: for m < m_len, n < n_len (lanes n >= n_len are left unchanged). ``in_zp`` (the input
+#: zero point, so that a real zero is skipped) is for feie only: 0 for the others.
 #: Windowed GEMM (``window = 1``; the rs array only), a convolution over raw ifmap rows:
 #: for e < out_h, x < out_w (``m_len = out_h * out_w``), n < n_len:
 #: psum[psum_row + e*out_w + x][n] = (accumulate ? old : 0) + sum_{fh < win_h, fw < win_w, c < k_len}
@@ -180,6 +181,7 @@ GemmInsn = data.StructLayout({
     "row_pitch": unsigned(16),
     "out_w": unsigned(16),
     "out_h": unsigned(8),
+    "in_zp": unsigned(8),          # two's complement int8; feie only
 })
 
 #: For m < m_len, n < n_len: byte at DRAM
@@ -411,6 +413,8 @@ def markdown() -> str:
           "`ifmap_row + (e*stride_h + fh*dil_h)*row_pitch + x*stride_w + fw*dil_w` lane `c` "
           "times weight row `weight_row + (fh*win_w + fw)*k_len + c` lane `n`; "
           "`m_len = out_h*out_w`. The `win_*` .. `out_h` fields are ignored when `window = 0`. "
+          "`in_zp` (feie only, 0 otherwise) is subtracted from every ifmap value: the feie array "
+          "skips inputs equal to it (real zeros). "
           "Which form an engine takes is fixed by the dataflow (the other is an error).")
     table("STORE", StoreInsn, "psum buffer -> PPU (bias, requantize, zero point, clamp) -> DRAM.")
     enum_table("VEC modes", VecMode)

@@ -168,7 +168,7 @@ class IsaSim:
                             @ weight[w0:w0 + k_len, :n_len].astype(np.int64))
             k_len *= wh * ww
         else:
-            acc = (ifmap[d["ifmap_row"]:d["ifmap_row"] + m_len, :k_len].astype(np.int64)
+            acc = ((ifmap[d["ifmap_row"]:d["ifmap_row"] + m_len, :k_len].astype(np.int64) - d["in_zp"])
                    @ weight[d["weight_row"]:d["weight_row"] + k_len, :n_len].astype(np.int64))
         self.psum[rows, :n_len] = wrap_int32(old + acc)
         self.macs += m_len * k_len * n_len

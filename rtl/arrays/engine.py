@@ -84,7 +84,8 @@ def gemm_insn_in_range(insn, config: AccelConfig):
     object with the fields as Python int attributes (the result is a ``bool``): the
     RTL engines and the ISA simulator apply the same rules.
 
-    Always: ``window`` is 1 exactly for the ``rs`` dataflow, ``k_len <= rows``,
+    Always: ``window`` is 1 exactly for the ``rs`` dataflow, ``in_zp`` is 0 except for
+    ``feie``, ``k_len <= rows``,
     ``n_len <= cols``, ``psum_row + m_len <= psum_rows``.
     Plain GEMM: ``ifmap_row + m_len <= ifmap_rows``, ``weight_row + k_len <= weight_rows``.
     Windowed GEMM (:data:`~celosia.rtl.isa.GemmInsn`): ``win_h, win_w, stride_*, dil_*,
@@ -98,6 +99,7 @@ def gemm_insn_in_range(insn, config: AccelConfig):
     c = config
     window = int(c.dataflow == "rs")
     conds = [insn.window == window, insn.k_len <= c.rows, insn.n_len <= c.cols,
+             (insn.in_zp == 0) | (c.dataflow == "feie"),
              insn.psum_row + insn.m_len <= c.psum_rows]
     if window:
         lines_m1 = (insn.out_h - 1) * insn.stride_h + (insn.win_h - 1) * insn.dil_h

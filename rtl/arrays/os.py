@@ -92,7 +92,7 @@ class OSArray(ComputeEngine):
             first_mac = Signal()
             k_star = Signal(range(rows))
             k_land = Signal(range(rows))
-            nz = Cat((self.ifmap.data[l * ab:(l + 1) * ab] != 0) & (insn.k_len > l)
+            nz = Cat((self.ifmap.data[l * ab:(l + 1) * ab] != insn.in_zp) & (insn.k_len > l)
                      for l in range(rows))
             with m.If(clear):
                 m.d.sync += kmask.eq(0)
@@ -105,7 +105,7 @@ class OSArray(ComputeEngine):
                 m.d.sync += [kmask.eq(kmask & ~(Const(1, rows) << k_star)), k_land.eq(k_star)]
             m.d.comb += w_addr.eq(insn.weight_row + k_star)
             lanes_of = [Array(xreg[i][l * ab:(l + 1) * ab] for l in range(rows)) for i in range(rows)]
-            xs = [lanes_of[i][k_land].as_signed() for i in range(rows)]
+            xs = [lanes_of[i][k_land].as_signed() - insn.in_zp.as_signed() for i in range(rows)]
         else:
             m.d.comb += w_addr.eq(insn.weight_row + cnt)
             xs = [xreg[i][:ab].as_signed() for i in range(rows)]
@@ -222,10 +222,13 @@ class FEIEArray(OSArray):
     broadcast to all PEs of row ``i`` and the weights ``w[k][:]`` are time-multiplexed
     to the columns, as in :class:`OSArray`, but a ``k`` whose inputs are zero in every
     row of the block takes no cycle: the block's non-zero ``k`` (a mask built as the
-    ifmap rows land) are taken lowest first, one per cycle. Timing: as
+    ifmap rows land) are taken lowest first, one per cycle. "Zero" is the real zero of
+    the quantized input, the int8 value ``in_zp`` (the GEMM's input zero point): the
+    PEs multiply ``x - in_zp`` (9 bits) and the compiler leaves the zero point out of
+    the bias, so a skipped input contributes exactly nothing. Timing: as
     :class:`OSArray` except that a block of ``mb`` rows takes
     ``2*mb + 1 + max(nnz, 1)`` cycles (one cycle for the mask to settle; ``nnz`` = the
-    ``k < k_len`` with a non-zero input in some row of the block), so ``done`` pulses
+    ``k < k_len`` with an input other than ``in_zp`` in some row of the block), so ``done`` pulses
     ``sum over blocks (2*mb + 1 + max(nnz, 1)) + 3`` cycles after acceptance, and
     ``k_len - nnz`` MACs are skipped per block. ``rtl/arrays/feie_core.py`` is the
     literal PE row of the seed's tables.

@@ -13,7 +13,8 @@ Passes, each a named function:
 Data layouts in DRAM: activations int8 NHWC (a fully connected layer's
 ``[features]`` is a 1x1xC map); GEMM weights int8 ``[K, N]`` row-major (conv:
 ``K = (fh, fw, cin)`` per group); PPU parameters 9 bytes per output channel
-(bias int32 LE with the input zero point folded in, M0 int32 LE, shift int8).
+(bias int32 LE with the input zero point folded in -- except for feie, whose GEMMs
+subtract it, ``in_zp`` -- M0 int32 LE, shift int8).
 
 Token protocol (VTA-style; counts balance and every pop refers to an earlier
 push in program order, so an in-order fetch never deadlocks), per unit:
@@ -86,6 +87,7 @@ class Unit:
     params: dict                 # LOAD fields of the parameter block
     tiles: list[OutTile]
     resident: bool               # ifmap loaded per block (True) or per GEMM (False)
+    in_zp: int = 0               # the GEMMs' in_zp (feie: the layer's input zero point)
 
 
 def _dep(pop_prev=False, pop_next=False, push_prev=False, push_next=False) -> dict:
@@ -147,7 +149,7 @@ def emit_unit(unit: Unit, config: AccelConfig, first: bool, last: bool) -> list[
         return isa.encode(
             Opcode.GEMM, accumulate=int(g > 0), ifmap_row=ifmap_row, weight_row=(t % 2) * w_half,
             psum_row=(u % 2) * p_half, m_len=tile.m_len, k_len=gm.k_len, n_len=gm.n_len, dep=dep,
-            **window)
+            in_zp=unit.in_zp, **window)
 
     def store(u):
         n_tiles = len(unit.tiles)
@@ -172,6 +174,12 @@ def emit_unit(unit: Unit, config: AccelConfig, first: bool, last: bool) -> list[
 
 # -- lowering -------------------------------------------------------------------------------
 
+def subtracts_zero_point(config: AccelConfig) -> bool:
+    """Whether the array takes the input zero point in the GEMM (``in_zp``; feie, so that
+    it can skip real zeros) instead of it being folded into the bias."""
+    return config.dataflow == "feie"
+
+
 def param_chunks(layer: QLayer, config: AccelConfig) -> list[tuple[int, int]]:
     """Output channels ``(first, count)`` of each PPU-parameter row, in the order the
     lowering numbers its parameter rows: fc ``cols``-wide tiles; conv the same per
@@ -189,7 +197,7 @@ def param_chunks(layer: QLayer, config: AccelConfig) -> list[tuple[int, int]]:
 def _params_blob(layer: QLayer, config: AccelConfig) -> bytes:
     """One row of ``cols`` x 9 bytes per chunk: bias (folded) int32 LE, M0 int32 LE, shift int8."""
     C = config.cols
-    bias = layer.folded_bias().astype("<i4")
+    bias = np.asarray(layer.bias if subtracts_zero_point(config) else layer.folded_bias()).astype("<i4")
     m0 = np.asarray(layer.m0, dtype="<i4")
     shift = np.asarray(layer.shift, dtype=np.int8)
     chunks = param_chunks(layer, config)
@@ -231,7 +239,8 @@ def _split_units(tiles: list[OutTile], params_at: int, resident: bool,
             tile.param_row -= lo
         params = _load(None, BaseReg.STATIC, params_at + lo * C * PARAM_BYTES, PARAM_BYTES,
                        n1=(hi - lo + 1) * C, s1=PARAM_BYTES, bs1=1)
-        result.append(Unit(params=params, tiles=tiles_u, resident=resident))
+        in_zp = int(layer.in_zp) if layer.is_gemm and subtracts_zero_point(config) else 0
+        result.append(Unit(params=params, tiles=tiles_u, resident=resident, in_zp=in_zp))
     return result
 
 
@@ -555,9 +564,13 @@ def compile_model(model: QModel, config: AccelConfig, batch: int = 1) -> Program
         units = lower(layer, config, batch, alloc)
         extra = _rs_mapping(layer, units, config) if config.dataflow == "rs" else {}
         insns = []
-        for j, unit in enumerate(units):
-            insns.extend(emit_unit(unit, config, first=(i == 0 and j == 0),
-                                   last=(i == n_layers - 1 and j == len(units) - 1)))
+        try:
+            for j, unit in enumerate(units):
+                insns.extend(emit_unit(unit, config, first=(i == 0 and j == 0),
+                                       last=(i == n_layers - 1 and j == len(units) - 1)))
+        except ValueError as e:  # an instruction field out of range (isa.encode)
+            raise CompileError(f"layer {layer.name!r} ({layer.op}) cannot be encoded for "
+                               f"{config.array} {config.dataflow}: {e}") from e
         gemms = sum(len(t.gemms) for u in units for t in u.tiles)
         nodes.append(NodeCode(name=layer.name, op=layer.op, insns=insns, macs=layer.macs * batch,
                               tiles={"units": len(units), "out_tiles": sum(len(u.tiles) for u in units),

@@ -28,11 +28,15 @@ from __future__ import annotations
 import math
 
 from celosia.rtl.config import RS_SPAD, AccelConfig
+from celosia.rtl import isa
 from celosia.rtl.isa import BaseReg
 from celosia.sw.compiler.compile import CompileError, Gemm, OutTile, Unit, _load, _split_units
 from celosia.sw.quant.model import QLayer
 
 __all__ = ["lower_conv_rs", "lower_fc_rs"]
+
+#: One past the largest ``dram_stride2`` of a LOAD.
+_MAX_STRIDE2 = 1 << dict(isa.LoadInsn)["dram_stride2"].width
 
 
 def _lines(out_rows: int, win: int, stride: int, dil: int) -> int:
@@ -108,12 +112,24 @@ def lower_conv_rs(layer: QLayer, config: AccelConfig, batch: int, alloc: dict) -
                      pad_hi2=hi2, pad_value=int(layer.in_zp))
 
     def weight_loads(g, c0, k_len, fh0, fh_n, fw0, fw_n, j, n_len):
+        """LOADs of the weight rows (fh, fw, c) of a filter block, ``n_len`` channels each:
+        one per filter row, or one for the block when it spans whole filter rows, or one
+        per tap when a tap's stride (``cin_g * cout_g``) exceeds the LOAD's stride field."""
         base = alloc["weights"] + g * K_g * cout_g + j * C
-        per = [(fh0, fh_n * Fw)] if fw_n == Fw else [(fh, fw_n) for fh in range(fh0, fh0 + fh_n)]
-        return [_load(None, BaseReg.STATIC, base + ((fh * Fw + fw0) * cin_g + c0) * cout_g, n_len,
-                      n1=k_len, s1=cout_g, bs1=1, n2=n, s2=cin_g * cout_g, bs2=k_len,
-                      buf_row=i * fw_n * k_len)
-                for i, (fh, n) in enumerate(per)]
+        tap = cin_g * cout_g
+        if tap >= _MAX_STRIDE2:
+            runs = [(fh, fw, 1) for fh in range(fh0, fh0 + fh_n) for fw in range(fw0, fw0 + fw_n)]
+        elif fw_n == Fw:
+            runs = [(fh0, 0, fh_n * Fw)]
+        else:
+            runs = [(fh, fw0, fw_n) for fh in range(fh0, fh0 + fh_n)]
+        loads, row = [], 0
+        for fh, fw, n in runs:
+            loads.append(_load(None, BaseReg.STATIC, base + ((fh * Fw + fw) * cin_g + c0) * cout_g,
+                               n_len, n1=k_len, s1=cout_g, bs1=1, n2=n, s2=tap if n > 1 else 0,
+                               bs2=k_len, buf_row=row))
+            row += n * k_len
+        return loads
 
     tiles = []
     block_id = 0

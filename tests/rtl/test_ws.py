@@ -3,6 +3,7 @@
 reference, through real LaneBuffers; each engine's latency against the formula in its
 docstring. (The row-stationary engine takes windowed GEMMs: tests/rtl/test_rs.py.)"""
 
+import dataclasses
 import random
 
 import numpy as np
@@ -22,20 +23,21 @@ def wrap32(v):
     return ((np.asarray(v, dtype=np.int64) + (1 << 31)) % (1 << 32)) - (1 << 31)
 
 
-def in_range(cfg, insn):
+def in_range(cfg, insn, engine):
     return (insn["ifmap_row"] + insn["m_len"] <= cfg.ifmap_rows
             and insn["weight_row"] + insn["k_len"] <= cfg.weight_rows
             and insn["psum_row"] + insn["m_len"] <= cfg.psum_rows
             and insn["k_len"] <= cfg.rows and insn["n_len"] <= cfg.cols
-            and not insn.get("window"))
+            and not insn.get("window")
+            and (insn.get("in_zp", 0) == 0 or engine is FEIEArray))  # only feie subtracts a zero point
 
 
-def ref_gemm(cfg, psum, ifmap, weight, insn):
+def ref_gemm(cfg, psum, ifmap, weight, insn, engine):
     """Apply one GEMM to ``psum`` (int64 array) in place; False if out of range."""
-    if not in_range(cfg, insn):
+    if not in_range(cfg, insn, engine):
         return False
     m_len, k, n = insn["m_len"], insn["k_len"], insn["n_len"]
-    x = ifmap[insn["ifmap_row"]:insn["ifmap_row"] + m_len, :k].astype(np.int64)
+    x = ifmap[insn["ifmap_row"]:insn["ifmap_row"] + m_len, :k].astype(np.int64) - insn.get("in_zp", 0)
     w = weight[insn["weight_row"]:insn["weight_row"] + k, :n].astype(np.int64)
     rows = slice(insn["psum_row"], insn["psum_row"] + m_len)
     old = psum[rows, :n] if insn["accumulate"] else 0
@@ -45,24 +47,25 @@ def ref_gemm(cfg, psum, ifmap, weight, insn):
 
 def latency(insn, cfg, engine=WSArray, ifmap=None):
     """Acceptance to done, as documented in the engine's docstring."""
-    if not in_range(cfg, insn) or insn["m_len"] == 0:
+    if not in_range(cfg, insn, engine) or insn["m_len"] == 0:
         return 1
     if engine is OSArray:
         blocks = -(-insn["m_len"] // cfg.rows)
         return 2 * insn["m_len"] + blocks * insn["k_len"] + 3
     if engine is FEIEArray:
-        # Per block of rows output rows: 2*mb + 1 + max(nnz, 1), nnz = the k < k_len with a
-        # non-zero input in some row of the block.
+        # Per block of rows output rows: 2*mb + 1 + max(nnz, 1), nnz = the k < k_len with an
+        # input other than in_zp (a real non-zero) in some row of the block.
         total = 0
         for m0 in range(0, insn["m_len"], cfg.rows):
             mb = min(cfg.rows, insn["m_len"] - m0)
             x = ifmap[insn["ifmap_row"] + m0:insn["ifmap_row"] + m0 + mb, :insn["k_len"]]
-            total += 2 * mb + 1 + max(int((x != 0).any(axis=0).sum()), 1)
+            total += 2 * mb + 1 + max(int((x != insn.get("in_zp", 0)).any(axis=0).sum()), 1)
         return total + 3
     return insn["k_len"] + insn["m_len"] + 5
 
 
 ENGINES = [WSArray, OSArray, FEIEArray]
+DATAFLOW = {WSArray: "ws", OSArray: "os", FEIEArray: "feie"}
 
 
 # -- bench -------------------------------------------------------------------
@@ -73,6 +76,7 @@ def make_insn(accumulate=0, ifmap_row=0, weight_row=0, psum_row=0, m_len=1, k_le
 
 
 def check(cfg, insns, rng, gaps=None, ifmap=None, weight=None, psum0=None, engine=WSArray):
+    cfg = dataclasses.replace(cfg, dataflow=DATAFLOW[engine])  # the legality rules depend on it
     if ifmap is None:
         ifmap = np.array([[rng.randrange(-128, 128) for _ in range(cfg.rows)]
                           for _ in range(cfg.ifmap_rows)])
@@ -90,7 +94,7 @@ def check(cfg, insns, rng, gaps=None, ifmap=None, weight=None, psum0=None, engin
     expect = np.array(psum0, dtype=np.int64)
     kinds = []
     for insn in insns:
-        ok = ref_gemm(cfg, expect, ifmap, weight, insn)
+        ok = ref_gemm(cfg, expect, ifmap, weight, insn, engine)
         kinds.append("done" if ok else "error")
     np.testing.assert_array_equal(psum, expect)
 
@@ -180,6 +184,7 @@ def test_out_of_range_is_error_and_writes_nothing(engine):
         {**good, "psum_row": cfg.psum_rows + 1, "m_len": 0},   # start row past the end, m_len 0
         {**good, "window": 1, "win_h": 1, "win_w": 1, "stride_h": 1, "stride_w": 1, "dil_h": 1,
          "dil_w": 1, "out_h": 1, "out_w": 2, "row_pitch": 2},  # windowed GEMMs are for rs only
+        {**good, "in_zp": 5},                                  # an error except on feie
     ]
     insns = bad + [{**good, "psum_row": 4}]
     check(cfg, insns, rng, gaps=[rng.randrange(3) for _ in insns], engine=engine)
@@ -197,16 +202,19 @@ def test_back_to_back_valid_held(engine):
         assert t_next == t_done + 1
 
 
+@pytest.mark.parametrize("zp", [0, -128, 37])
 @pytest.mark.parametrize("rows,cols", [(4, 4), (3, 5)])
-def test_feie_skips_zero_inputs(rows, cols):
-    """FEIE: with 0%, 50% and 100% zero inputs the results stay exact and the cycles
-    follow the non-zero count (checked by latency() from the data)."""
+def test_feie_skips_zero_inputs(rows, cols, zp):
+    """FEIE: with 0%, 50% and 100% real zeros (int8 inputs equal to the zero point ``in_zp``)
+    the results stay exact, ``(x - in_zp) * w`` summed, and the cycles follow the non-zero
+    count (checked by latency() from the data)."""
     cfg = small_cfg(rows, cols)
-    rng = random.Random(rows)
+    rng = random.Random(rows - zp)
     for density in (1.0, 0.5, 0.0):
-        ifmap = np.array([[rng.randrange(-128, 128) if rng.random() < density else 0
+        ifmap = np.array([[rng.randrange(-128, 128) if rng.random() < density else zp
                            for _ in range(cfg.rows)] for _ in range(cfg.ifmap_rows)])
-        insns = [make_insn(accumulate=a, ifmap_row=i, psum_row=p, m_len=ml, k_len=rows, n_len=cols)
+        insns = [dict(make_insn(accumulate=a, ifmap_row=i, psum_row=p, m_len=ml, k_len=rows, n_len=cols),
+                      in_zp=zp)
                  for a, i, p, ml in [(0, 0, 0, 5), (1, 5, 0, 5), (0, 2, 6, 3)]]
         events, skips = check(cfg, insns, rng, ifmap=ifmap, engine=FEIEArray)
         # zero_skips: per block, the k < k_len with no non-zero input in any of its rows.
@@ -214,7 +222,7 @@ def test_feie_skips_zero_inputs(rows, cols):
         for d in insns:
             for m0 in range(0, d["m_len"], rows):
                 x = ifmap[d["ifmap_row"] + m0:d["ifmap_row"] + min(d["m_len"], m0 + rows), :d["k_len"]]
-                want += d["k_len"] - int((x != 0).any(axis=0).sum())
+                want += d["k_len"] - int((x != zp).any(axis=0).sum())
         assert skips == want
         if density == 0.0:  # all-zero inputs: per block 2*mb + 2 cycles (mask + one MAC slot)
             (_, t0), (_, t1) = events[0], events[1]

@@ -157,12 +157,13 @@ def assert_runs_golden(model, config, batch, x, seeds=SEEDS):
 ARRAYS = [(1, 1), (2, 2), (3, 5), (4, 4), (4, 8), (8, 8), (16, 4)]
 
 
-@pytest.mark.parametrize("dataflow", ["ws", "rs"])
+@pytest.mark.parametrize("dataflow", ["ws", "rs", "feie"])
 @pytest.mark.parametrize("buffers", ["default", "tight"])
 @pytest.mark.parametrize("batch", [1, 5])
 @pytest.mark.parametrize("rows, cols", ARRAYS)
 def test_random_models_match_golden(rows, cols, batch, buffers, dataflow):
-    """(The plain-GEMM dataflows ws, os, feie share one lowering; rs has its own.)"""
+    """(ws and os share one lowering; feie the same with the zero point in the GEMM
+    instead of the bias; rs has its own.)"""
     rng = np.random.default_rng(rows * 1000 + cols * 10 + batch)
     # K and N not multiples of the array: odd sizes, smaller and larger than the array.
     dims = [7, 5, 3] if rows * cols == 1 else [13, 11, 7, 3]

@@ -32,11 +32,12 @@ def check(model, config, batch=1, seeds=(None, 0, 1)):
     return program
 
 
-@pytest.mark.parametrize("dataflow", ["ws", "rs"])
+@pytest.mark.parametrize("dataflow", ["ws", "rs", "feie"])
 @pytest.mark.parametrize("case", CASES, ids=[f"{c[2]}k-s{c[3]}-g{c[5]}" for c in CASES])
 @pytest.mark.parametrize("rows,cols", [(4, 4), (3, 5), (8, 8)])
 def test_conv_matches_golden(case, rows, cols, dataflow):
-    """(ws, os and feie share the im2col lowering; rs has its own, lower_rs.py.)"""
+    """(ws, os and feie share the im2col lowering, feie with the zero point in the GEMM;
+    rs has its own, lower_rs.py.)"""
     in_shape, cout, k, stride, pad, groups = case
     rng = np.random.default_rng(hash((in_shape, cout, rows, cols)) % 2**32)
     layer = conv_layer(rng, "conv", in_shape, cout, k, stride, pad, groups,

@@ -117,12 +117,14 @@ def test_resolve(tmp_path):
 _FAST_ZOO = ("lenet5", "mobilenet_v1", "resnet18")
 
 
+@pytest.mark.parametrize("dataflow", ["ws", "rs"])
 @pytest.mark.parametrize("array", ["8x8", "16x16"])
 @pytest.mark.parametrize("name", [n if n in _FAST_ZOO else pytest.param(n, marks=pytest.mark.slow)
                                   for n in PUBLISHED])
-def test_zoo_compiles(name, array):
-    """Every zoo model quantizes (one random calibration image) and compiles; the program
-    performs exactly the graph's MACs and has parameters for every layer."""
+def test_zoo_compiles(name, array, dataflow):
+    """Every zoo model quantizes (one random calibration image) and compiles, for the
+    plain-GEMM lowering (ws, os, feie) and the row-stationary one; the program performs
+    exactly the graph's MACs and has parameters for every layer."""
     from celosia.rtl.config import AccelConfig, parse_array
     from celosia.sw.compiler import compile_model
     from celosia.sw.quant import quantize_graph
@@ -131,7 +133,7 @@ def test_zoo_compiles(name, array):
     shape = graph.tensors[graph.inputs[0]].shape[1:]
     qmodel = quantize_graph(graph, np.random.default_rng(0).random((1, *shape), dtype=np.float32))
     rows, cols = parse_array(array)
-    program = compile_model(qmodel, AccelConfig(rows=rows, cols=cols))
+    program = compile_model(qmodel, AccelConfig(rows=rows, cols=cols, dataflow=dataflow))
     assert sum(node.macs for node in program.nodes) == graph.total_macs(1)
     assert [node.name for node in program.nodes] == [layer.name for layer in qmodel.layers]
     assert all(node.insns for node in program.nodes)
