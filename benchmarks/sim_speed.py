@@ -38,8 +38,7 @@ from celosia.rtl.config import AccelConfig
 from celosia.sim import pysim, verilator
 from celosia.sw.cli import parse_array
 from celosia.sw.compiler import compile_model
-from celosia.sw.driver import golden_forward
-from celosia.sw.driver.driver import _job
+from celosia.sw.driver import build_job, golden_forward
 from celosia.sw.importer import load_onnx
 from celosia.sw.quant import quantize_graph
 from celosia.sw.zoo import conv_layer
@@ -100,7 +99,7 @@ def main(argv=None):
     for name, n in plan:
         if n <= 0:
             continue
-        job, _, _ = _job(program, x_q[:n], profile=False)
+        job, _, _ = build_job(program, x_q[:n])
         if name == "pysim":
             results, wall = timed(lambda: pysim.run(config, job))
             stats = None

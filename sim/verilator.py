@@ -204,14 +204,14 @@ def _training_job(config: AccelConfig) -> Job:
     import numpy as np
 
     from celosia.sw.compiler import compile_model
-    from celosia.sw.driver.driver import _job
+    from celosia.sw.driver import build_job
     from celosia.sw.quant import quantize_graph
     from celosia.sw.zoo import tiny_cnn
 
     rng = np.random.default_rng(0)
     qmodel = quantize_graph(tiny_cnn(), rng.random((4, 12, 12, 3), dtype=np.float32))
     x_q = qmodel.quantize_input(rng.random((1, 12, 12, 3), dtype=np.float32)).reshape(1, -1)
-    job, _, _ = _job(compile_model(qmodel, config), x_q, profile=False)
+    job, _, _ = build_job(compile_model(qmodel, config), x_q)
     return job
 
 

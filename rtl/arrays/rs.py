@@ -17,8 +17,8 @@ folded onto the ``rows x cols`` physical array)::
 * filter rows are reused horizontally: PE row ``r`` keeps filter row ``fh`` of its
   set's channel in a scratchpad (:data:`~celosia.rtl.config.RS_SPAD` entries, one
   per PE row since all PEs of a row hold the same filter row), loaded once per pass;
-* ifmap rows are reused diagonally: the ``rs_lines`` line registers hold one
-  pixel (``k_len`` channels) of every ifmap line the window touches, and PE
+* ifmap rows are reused diagonally: the ``rs_lines`` line registers (two banks) hold
+  one pixel (``k_len`` channels) of every ifmap line the window touches, and PE
   ``(r, j)`` reads line ``j*stride_h + fh*dil_h`` -- the PEs on a diagonal share a
   line, and a stride skips lines;
 * psums go vertically: the ``win_h`` PEs of a set in column ``j`` are summed
@@ -38,17 +38,21 @@ line index registered). Then for each pass ``g``:
 * LOADW, ``win_h*win_w*k_len`` cycles: weight rows ``weight_row + q`` are read,
   one per cycle; each lands in the scratchpads of the PE rows holding its filter
   row (lane ``g*S + t`` for set ``t``);
-* for each output column ``x < out_w`` and filter column ``fw < win_w``:
-  FILL, ``lines`` cycles (``lines = (out_h-1)*stride_h + (win_h-1)*dil_h + 1``):
-  ifmap row ``ifmap_row + y*row_pitch + x*stride_w + fw*dil_w`` into line ``y``;
-  MAC, ``k_len`` cycles: scratchpad entry ``fw*k_len + c`` is read and one cycle
-  later every PE multiplies it with channel ``c`` of its line;
+* then the steps ``(x, fw)``, output column ``x < out_w``, filter column
+  ``fw < win_w``. A step's pixels go into one of two banks of line registers:
+  ifmap row ``ifmap_row + y*row_pitch + x*stride_w + fw*dil_w`` into line ``y``,
+  one per cycle (``lines = (out_h-1)*stride_h + (win_h-1)*dil_h + 1`` cycles). The
+  pass's first step is filled alone (FILL, ``lines`` cycles); then each step is a
+  MAC phase -- ``k_len`` cycles: scratchpad entry ``fw*k_len + c`` is read and one
+  cycle later every PE multiplies it with channel ``c`` of its line -- during which
+  the next step's pixels land in the other bank (from the MAC's second cycle on), so
+  a step takes ``D = max(k_len, lines + 1)`` cycles (``k_len`` for the pass's last);
 * after the ``win_w`` steps of column ``x``, WRITE, ``out_h`` cycles: psum row
   ``psum_row + j*out_w + x`` is read (if ``accumulate``) and written one cycle later,
   lanes ``g*S .. g*S+S-1`` (below ``n_len``) from the column sums of PE column ``j``.
 
 So with ``G = ceil(n_len / S)`` passes, ``done`` pulses in cycle
-``4 + G * (win_h*win_w*k_len + out_w * (win_w * (lines + k_len) + out_h))``; the
+``4 + G * (win_h*win_w*k_len + lines + out_w*(win_w*D + out_h) - D + k_len)``; the
 next instruction can be accepted the cycle after.
 """
 
@@ -62,7 +66,19 @@ from celosia.rtl.arrays.engine import ComputeEngine, gemm_insn_in_range, insn_ch
 from celosia.rtl.config import RS_SPAD
 from celosia.rtl.dma import accept_state
 
-__all__ = ["RSArray"]
+__all__ = ["RSArray", "gemm_cycles"]
+
+
+def gemm_cycles(rows: int, *, win_h: int, win_w: int, k_len: int, n_len: int, out_h: int, out_w: int,
+                stride_h: int = 1, dil_h: int = 1) -> int:
+    """Acceptance to ``done`` of one legal windowed GEMM on a ``rows``-row array, the timing
+    of the module docstring (the compiler's cost model for choosing a mapping)."""
+    if n_len == 0:
+        return 1
+    passes = -(-n_len // (rows // win_h))
+    lines = (out_h - 1) * stride_h + (win_h - 1) * dil_h + 1
+    step = max(k_len, lines + 1)
+    return 4 + passes * (win_h * win_w * k_len + lines + out_w * (win_w * step + out_h) - step + k_len)
 
 
 class RSArray(ComputeEngine):
@@ -131,19 +147,33 @@ class RSArray(ComputeEngine):
                          rp.addr.eq(sp_addr)]
             spads.append(rp.data.as_signed())
 
-        # -- ifmap line registers: channel c of every line is lane 0 during MAC step c --------
-        ylines = [Signal(R * ab, name=f"y_{y}") for y in range(L)]
-        y_land = Signal()
-        y_idx, y_idx_d = Signal(range(L)), Signal(range(L))
+        # -- ifmap line registers, two banks: the MAC steps use one while the next step's
+        #    pixels land in the other. Channel c of every line is lane 0 during MAC step c.
+        banks = [[Signal(R * ab, name=f"y{b}_{y}") for y in range(L)] for b in range(2)]
+        filling, fill_go = Signal(), Signal()
+        fcnt, faddr, fbank = Signal(16), Signal(16), Signal()
+        go_addr, go_bank = Signal(16), Signal()
+        y_land, y_bank_d = Signal(), Signal()
+        y_idx_d = Signal(range(L))
         mac_issue, mac_land, clear = Signal(), Signal(), Signal()
-        m.d.sync += [w_land.eq(0), y_land.eq(0), mac_land.eq(mac_issue), y_idx_d.eq(y_idx),
-                     q_fh_d.eq(q_fh), q_rem_d.eq(q_rem)]
-        for y in range(L):
-            with m.If(y_land & (y_idx_d == y)):
-                m.d.sync += ylines[y].eq(self.ifmap.data)
-            with m.Elif(mac_land):
-                m.d.sync += ylines[y].eq(ylines[y] >> ab)
-        lane0 = Array(ylines[y][:ab].as_signed() for y in range(L))
+        bank, use_bank = Signal(), Signal()   # bank of the MAC step issuing / of the MAC landing
+        fill_last = filling & (fcnt == lines - 1)
+        with m.If(fill_go):
+            m.d.sync += [filling.eq(1), fcnt.eq(0), faddr.eq(go_addr), fbank.eq(go_bank)]
+        with m.Elif(filling):
+            m.d.sync += [fcnt.eq(fcnt + 1), faddr.eq(faddr + insn.row_pitch)]
+            with m.If(fill_last):
+                m.d.sync += filling.eq(0)
+        m.d.comb += [self.ifmap.en.eq(filling), self.ifmap.addr.eq(faddr)]
+        m.d.sync += [w_land.eq(0), y_land.eq(filling), y_idx_d.eq(fcnt), y_bank_d.eq(fbank),
+                     mac_land.eq(mac_issue), use_bank.eq(bank), q_fh_d.eq(q_fh), q_rem_d.eq(q_rem)]
+        for bk in range(2):
+            for y in range(L):
+                with m.If(y_land & (y_bank_d == bk) & (y_idx_d == y)):
+                    m.d.sync += banks[bk][y].eq(self.ifmap.data)
+                with m.Elif(mac_land & (use_bank == bk)):
+                    m.d.sync += banks[bk][y].eq(banks[bk][y] >> ab)
+        lane0 = Array(Mux(use_bank, banks[1][y][:ab], banks[0][y][:ab]).as_signed() for y in range(L))
 
         # -- the PEs -------------------------------------------------------------------------
         acc = [[Signal(signed(acc_bits), name=f"acc_{r}_{j}") for j in range(C)] for r in range(R)]
@@ -181,19 +211,26 @@ class RSArray(ComputeEngine):
         with m.If(wr_land):
             m.d.comb += self.psum_wr.en.eq(Cat(en))
 
-        # -- sequencing ------------------------------------------------------------------------
+        # -- sequencing: steps (x, fw) of a pass; the MAC of a step runs while the filler
+        #    brings the next step's pixels into the other bank.
         q = Signal(16)
-        x, xoff, fw, sp_base = Signal(16), Signal(16), Signal(8), Signal(16)
-        y_addr = Signal(16)
-        m.d.comb += [self.weight.addr.eq(insn.weight_row + q), self.ifmap.addr.eq(y_addr),
-                     sp_addr.eq(sp_base + cnt)]
-        xbase = Signal(16)  # x * stride_w
+        x, fw, sp_base = Signal(16), Signal(8), Signal(16)
+        xbase, xoff = Signal(16), Signal(16)   # x * stride_w, xbase + fw * dil_w
+        m.d.comb += [self.weight.addr.eq(insn.weight_row + q), sp_addr.eq(sp_base + cnt)]
+        last_fw, last_x = fw == insn.win_w - 1, x == insn.out_w - 1
+        has_next = ~(last_fw & last_x)
+        next_off = Mux(last_fw, xbase + insn.stride_w, xoff + insn.dil_w)
 
-        def start_column(col_base):
-            """Next state FILL for the first filter column of output column ``x``."""
-            m.d.sync += [xbase.eq(col_base), xoff.eq(col_base), fw.eq(0), sp_base.eq(0), cnt.eq(0),
-                         y_addr.eq(insn.ifmap_row + col_base)]
-            m.next = "FILL"
+        def next_step():
+            """After the MAC of step (x, fw), once the next step's pixels are in: WRITE at the
+            end of an output column, else the MAC of the next filter column."""
+            m.d.sync += [cnt.eq(0), bank.eq(~bank)]
+            with m.If(last_fw):
+                m.d.sync += rd_addr.eq(insn.psum_row + x)
+                m.next = "WRITE"
+            with m.Else():
+                m.d.sync += [fw.eq(fw + 1), xoff.eq(next_off), sp_base.eq(sp_base + insn.k_len)]
+                m.next = "MAC"
 
         with m.FSM():
             accept_state(m, self.insn, insn)
@@ -208,40 +245,47 @@ class RSArray(ComputeEngine):
                 m.next = "LOADW"
             with m.State("LOADW"):
                 m.d.comb += [self.busy.eq(1), self.weight.en.eq(1)]
-                m.d.sync += [w_land.eq(1), q.eq(q + 1), q_rem.eq(q_rem + 1), x.eq(0)]
+                m.d.sync += [w_land.eq(1), q.eq(q + 1), q_rem.eq(q_rem + 1)]
                 with m.If(q_rem == fwk - 1):
                     m.d.sync += [q_rem.eq(0), q_fh.eq(q_fh + 1)]
                 with m.If(q == wtot - 1):
-                    start_column(0)
+                    # The pass's first step: (x, fw) = (0, 0) into bank 0.
+                    m.d.comb += [fill_go.eq(1), go_addr.eq(insn.ifmap_row), go_bank.eq(0)]
+                    m.d.sync += [x.eq(0), fw.eq(0), xbase.eq(0), xoff.eq(0), sp_base.eq(0),
+                                 bank.eq(0), cnt.eq(0)]
+                    m.next = "FILL"
             with m.State("FILL"):
-                m.d.comb += [self.busy.eq(1), self.ifmap.en.eq(1), y_idx.eq(cnt)]
-                with m.If((cnt == 0) & (fw == 0)):
-                    m.d.comb += clear.eq(1)
-                m.d.sync += [y_land.eq(1), cnt.eq(cnt + 1), y_addr.eq(y_addr + insn.row_pitch)]
-                with m.If(cnt == lines - 1):
-                    m.d.sync += cnt.eq(0)
+                m.d.comb += self.busy.eq(1)
+                with m.If(fill_last):
                     m.next = "MAC"
             with m.State("MAC"):
                 m.d.comb += [self.busy.eq(1), mac_issue.eq(1)]
                 m.d.sync += cnt.eq(cnt + 1)
+                with m.If(cnt == 0):
+                    m.d.comb += clear.eq(fw == 0)   # a new output column
+                    with m.If(has_next):
+                        m.d.comb += [fill_go.eq(1), go_addr.eq(insn.ifmap_row + next_off),
+                                     go_bank.eq(~bank)]
                 with m.If(cnt == insn.k_len - 1):
-                    m.d.sync += cnt.eq(0)
-                    with m.If(fw == insn.win_w - 1):
-                        m.d.sync += rd_addr.eq(insn.psum_row + x)
-                        m.next = "WRITE"
+                    with m.If(~has_next | ((cnt != 0) & (~filling | fill_last))):
+                        next_step()
                     with m.Else():
-                        nxt = xoff + insn.dil_w
-                        m.d.sync += [fw.eq(fw + 1), xoff.eq(nxt), sp_base.eq(sp_base + insn.k_len),
-                                     y_addr.eq(insn.ifmap_row + nxt)]
-                        m.next = "FILL"
+                        m.next = "WAIT"
+            with m.State("WAIT"):
+                # The next step's pixels are still landing.
+                m.d.comb += self.busy.eq(1)
+                with m.If(~filling | fill_last):
+                    next_step()
             with m.State("WRITE"):
                 m.d.comb += [self.busy.eq(1), wr_issue.eq(1)]
                 m.d.sync += [cnt.eq(cnt + 1), rd_addr.eq(rd_addr + insn.out_w)]
                 with m.If(cnt == insn.out_h - 1):
                     m.d.sync += cnt.eq(0)
-                    with m.If(x != insn.out_w - 1):
-                        m.d.sync += x.eq(x + 1)
-                        start_column(xbase + insn.stride_w)
+                    with m.If(~last_x):
+                        # Its first step's pixels came in during the last MAC step.
+                        m.d.sync += [x.eq(x + 1), fw.eq(0), xbase.eq(xbase + insn.stride_w),
+                                     xoff.eq(xbase + insn.stride_w), sp_base.eq(0)]
+                        m.next = "MAC"
                     with m.Elif(g0 + nsets < insn.n_len):
                         m.d.sync += [g0.eq(g0 + nsets), q.eq(0), q_fh.eq(0), q_rem.eq(0)]
                         m.next = "LOADW"

@@ -29,6 +29,7 @@ import math
 
 from celosia.rtl.config import RS_SPAD, AccelConfig
 from celosia.rtl import isa
+from celosia.rtl.arrays.rs import gemm_cycles
 from celosia.rtl.isa import BaseReg
 from celosia.sw.compiler.compile import CompileError, Gemm, OutTile, Unit, _load, _split_units
 from celosia.sw.quant.model import QLayer
@@ -70,7 +71,7 @@ def lower_conv_rs(layer: QLayer, config: AccelConfig, batch: int, alloc: dict) -
     chunks = [(c0, min(R, cin_g - c0)) for c0 in range(0, cin_g, R)]
     kmax = chunks[0][1]
     fw_b = min(Fw, RS_SPAD // kmax, w_half // kmax)
-    fh_b = min(Fh, R, w_half // (fw_b * kmax))
+    fh_max = min(Fh, R, w_half // (fw_b * kmax))
     nt = math.ceil(cout_g / C)
 
     def fits(hb, wb, resident, fh_b, fw_b):
@@ -90,13 +91,27 @@ def lower_conv_rs(layer: QLayer, config: AccelConfig, batch: int, alloc: dict) -
         wb = next((wb for wb in range(min(Wo, p_half), 0, -1) if fits(1, wb, False, fh_b, fw_b)), 0)
         return (1, wb, False) if wb else None
 
-    # Shrink the filter block (rows first) until one output pixel's window fits the ifmap half.
-    while (shape := tile_shape(fh_b, fw_b)) is None and fh_b * fw_b > 1:
-        fh_b, fw_b = (fh_b - 1, fw_b) if fh_b > 1 else (fh_b, fw_b - 1)
-    if shape is None:
+    def cost(fh_b, fw_b, shape):
+        """Estimated array cycles of the layer (rs timing): more filter rows per GEMM mean
+        fewer GEMMs but fewer channel sets (more passes) and more lines per step."""
+        hb, wb, _ = shape
+        per_tile = sum(gemm_cycles(R, win_h=min(fh_b, Fh - fh0), win_w=min(fw_b, Fw - fw0), k_len=kl,
+                                   n_len=min(C, cout_g), out_h=min(hb, Ho), out_w=wb, stride_h=sh,
+                                   dil_h=dh)
+                       for _, kl in chunks for fh0 in range(0, Fh, fh_b) for fw0 in range(0, Fw, fw_b))
+        return per_tile * math.ceil(Ho / hb) * math.ceil(Wo / wb)
+
+    # The filter-row block with the lowest estimated cycles among those that fit; if none
+    # does, shrink the filter columns until one output pixel's window fits the ifmap half.
+    options = [(fh_b, fw_b, shape) for fh_b in range(1, fh_max + 1)
+               if (shape := tile_shape(fh_b, fw_b)) is not None]
+    while not options and fw_b > 1:
+        fw_b -= 1
+        options = [(1, fw_b, shape)] if (shape := tile_shape(1, fw_b)) else []
+    if not options:
         raise CompileError(f"layer {layer.name!r}: not even one input pixel fits the rs array's "
                            f"ifmap buffer half (ifmap_rows={config.ifmap_rows}); increase ifmap_rows")
-    hb, wb, resident = shape
+    fh_b, fw_b, (hb, wb, resident) = min(options, key=lambda o: (not o[2][2], cost(*o)))
     fblocks = [(fh0, min(fh_b, Fh - fh0), fw0, min(fw_b, Fw - fw0))
                for fh0 in range(0, Fh, fh_b) for fw0 in range(0, Fw, fw_b)]
 
@@ -181,17 +196,29 @@ def lower_fc_rs(layer: QLayer, config: AccelConfig, batch: int, alloc: dict) -> 
     src_reg, src_off = alloc["src"]
     full, rem = divmod(K, R)
     nlines = full + (rem > 0)
-    lb = min(R, w_half // R)
-    kgroups = [(l0, min(lb, full - l0), R) for l0 in range(0, full, lb)] + ([(full, 1, rem)] if rem else [])
     resident = batch * nlines <= i_half
 
-    def ok(hb):
-        if hb == 1:
-            return True
-        stride = nlines if resident else lb
-        return stride <= 255 and (hb - 1) * stride + lb <= min(L, i_half)
+    def plan(lb):
+        """(GEMM line groups, samples per tile) with ``lb`` lines per GEMM."""
+        kgroups = [(l0, min(lb, full - l0), R) for l0 in range(0, full, lb)] + ([(full, 1, rem)] if rem else [])
 
-    hb = next(hb for hb in range(min(C, batch, p_half), 0, -1) if ok(hb))
+        def ok(hb):
+            stride = nlines if resident else lb
+            return hb == 1 or (stride <= 255 and (hb - 1) * stride + lb <= min(L, i_half))
+
+        return kgroups, next(hb for hb in range(min(C, batch, p_half), 0, -1) if ok(hb))
+
+    def cost(lb):
+        """Estimated array cycles (rs timing): more lines per GEMM mean fewer GEMMs but fewer
+        channel sets, so more passes that each reload the lines' weights."""
+        kgroups, hb = plan(lb)
+        stride = nlines if resident else lb
+        return math.ceil(batch / hb) * sum(
+            gemm_cycles(R, win_h=nl, win_w=1, k_len=kl, n_len=min(C, N), out_h=hb, out_w=1,
+                        stride_h=stride if hb > 1 else 1) for _, nl, kl in kgroups)
+
+    lb = min(range(1, max(1, min(R, w_half // R, full)) + 1), key=cost)
+    kgroups, hb = plan(lb)
     if not resident and lb > i_half:
         raise CompileError(f"layer {layer.name!r}: {lb} input lines do not fit the ifmap buffer half "
                            f"(ifmap_rows={config.ifmap_rows})")

@@ -1,5 +1,5 @@
 """Driver: one API over the golden, pysim and verilator back ends."""
 
-from .driver import BACKENDS, DriverError, Result, golden_forward, run, run_quantized
+from .driver import BACKENDS, DriverError, Result, build_job, golden_forward, run, run_quantized
 
-__all__ = ["BACKENDS", "DriverError", "Result", "golden_forward", "run", "run_quantized"]
+__all__ = ["BACKENDS", "DriverError", "Result", "build_job", "golden_forward", "run", "run_quantized"]

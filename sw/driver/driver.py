@@ -30,7 +30,8 @@ from celosia.sw.compiler import Program, compile_model
 from celosia.sw.errors import CelosiaError, InputError
 from celosia.sw.quant.model import QModel
 
-__all__ = ["BACKENDS", "run", "run_quantized", "golden_forward", "check_input", "DriverError", "Result"]
+__all__ = ["BACKENDS", "run", "run_quantized", "golden_forward", "check_input", "build_job", "DriverError",
+           "Result"]
 
 BACKENDS = ("golden", "pysim", "verilator")
 
@@ -112,8 +113,13 @@ def _prefix_tables(program: Program, profile: bool) -> list[int]:
     return list(range(1, n)) if profile and n > 1 else []
 
 
-def _job(program: Program, x_q: np.ndarray, profile: bool) -> tuple[Job, dict, list[int]]:
-    """DRAM image and runs for ``x_q``: [prefix tables][program][static][scratch][inputs][outputs]."""
+def build_job(program: Program, x_q: np.ndarray, profile: bool = False) -> tuple[Job, dict, list[int]]:
+    """The :class:`~celosia.sim.job.Job` (DRAM image and runs) of ``program`` on the int8
+    samples ``x_q`` (``[samples, in_features]``), as :func:`run_quantized` hands it to a back
+    end: DRAM ``[prefix tables][program][static][scratch][inputs][outputs]``; with
+    ``profile`` a first run per node prefix (per-layer counters). Returns
+    ``(job, layout, prefix node counts)``; for benchmarks and tools that drive a back end
+    directly."""
     batch = program.batch
     runs = math.ceil(len(x_q) / batch)
     padded = np.zeros((runs * batch, program.in_features), dtype=np.int8)
@@ -197,7 +203,7 @@ def run_quantized(model: QModel, x_q: np.ndarray, config: AccelConfig, backend: 
         chunks = _chunks(program, len(x_q), profile)
         results, prefixes = [], []
         for c, (lo, hi) in enumerate(chunks):
-            job, lay, pre = _job(program, x_q[lo:hi], profile and c == 0)
+            job, lay, pre = build_job(program, x_q[lo:hi], profile and c == 0)
             if c == 0:
                 prefixes = pre
             if backend == "pysim":

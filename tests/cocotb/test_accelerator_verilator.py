@@ -25,8 +25,11 @@ from layer_cases import CONV_CASES, conv_layer, random_fc_model
 ARRAYS = [(2, 2), (4, 4), (8, 8), (4, 8)]
 
 
-def small_config(rows, cols):
-    return AccelConfig(rows=rows, cols=cols, weight_rows=2 * rows, dram_bytes=1 << 18)
+def small_config(rows, cols, dataflow="ws"):
+    """Small buffers (quick builds); one config per (array, dataflow) so the tests share
+    the Verilator builds. rs gets a weight buffer that holds 3x3 filter rows."""
+    return AccelConfig(rows=rows, cols=cols, weight_rows=2 * rows if dataflow != "rs" else 64,
+                       dram_bytes=1 << 18, dataflow=dataflow)
 
 
 @pytest.fixture(scope="module")
@@ -85,10 +88,10 @@ def test_dma_outside_window_stops_with_error():
     rng = np.random.default_rng(7)
     model = random_fc_model(rng, [8, 4])
     from celosia.sw.compiler import compile_model
-    from celosia.sw.driver.driver import _job
+    from celosia.sw.driver import build_job
 
     program = compile_model(model, config)
-    job, lay, _ = _job(program, rng.integers(-5, 5, (1, 8)).astype(np.int8), profile=False)
+    job, lay, _ = build_job(program, rng.integers(-5, 5, (1, 8)).astype(np.int8))
     run0 = job.runs[0]
     writes = [(a, v) for a, v in run0.csr_writes if a != Csr.WINDOW_SIZE]
     writes.append((Csr.WINDOW_SIZE, lay["input"]))  # input lies just outside the window
@@ -142,11 +145,13 @@ def test_digits_cnns_bit_exact(name, rows, cols):
     assert (golden.y.argmax(1) == y_test).mean() >= float_acc - 0.02
 
 
+@pytest.mark.parametrize("dataflow", ["ws", "rs"])
 @pytest.mark.parametrize("case", CONV_CASES, ids=[f"{c[2]}k-s{c[3]}-g{c[5]}" for c in CONV_CASES])
 @pytest.mark.parametrize("rows,cols", [(4, 4), (8, 8)], ids=["4x4", "8x8"])
-def test_conv_shapes_bit_exact(case, rows, cols):
+def test_conv_shapes_bit_exact(case, rows, cols, dataflow):
     """Kernels 1..11, strides 1/2/4, grouped, depthwise, odd channel counts: the Verilog
-    equals the golden model on two random inputs."""
+    equals the golden model on two random inputs (the im2col lowering of ws / os / feie,
+    and the windowed one of rs)."""
     in_shape, cout, k, stride, pad, groups = case
     rng = np.random.default_rng(rows * 1000 + cout * 10 + stride)
     layer = conv_layer(rng, "conv", in_shape, cout, k, stride, pad, groups,
@@ -155,27 +160,32 @@ def test_conv_shapes_bit_exact(case, rows, cols):
     x_q = rng.integers(-128, 128, (2, model.in_features)).astype(np.int8)
     want = golden_forward(model, x_q)
     assert len(np.unique(want)) > 3, "degenerate test: output nearly constant"
-    hw = run_quantized(model, x_q, small_config(rows, cols), backend="verilator")
+    hw = run_quantized(model, x_q, small_config(rows, cols, dataflow), backend="verilator")
     np.testing.assert_array_equal(hw.y_q, want)
     assert hw.report["hw_macs"] == 2 * layer.macs
 
 
 @pytest.mark.slow
-def test_resnet18_conv2_layer_bit_exact():
+@pytest.mark.parametrize("dataflow", ["ws", "os", "rs", "feie"])
+def test_resnet18_conv2_layer_bit_exact(dataflow):
     """A real ResNet-18 layer (conv2_x: 56x56x64, 3x3, 64 filters, pad 1; random He-normal
-    weights, a ReLU output as input) on the 8x8 array equals the golden model."""
+    weights, a ReLU output as input) on the 8x8 array of each dataflow equals the golden
+    model."""
     graph = float_conv_layer(56, 56, 64, 64, 3, pad=1, seed=18)
     rng = np.random.default_rng(18)
     calib = np.maximum(rng.standard_normal((4, 56, 56, 64), dtype=np.float32), 0)
     qmodel = quantize_graph(graph, calib)
     x = np.maximum(rng.standard_normal((1, 56, 56, 64), dtype=np.float32), 0)
-    config = AccelConfig(rows=8, cols=8, dram_bytes=4 << 20)
+    config = AccelConfig(rows=8, cols=8, dram_bytes=4 << 20, dataflow=dataflow)
     golden = run(qmodel, x, config, backend="golden")
     hw = run(qmodel, x, config, backend="verilator", profile=False)
     np.testing.assert_array_equal(hw.y_q, golden.y_q)
     assert hw.report["hw_macs"] == 56 * 56 * 64 * 64 * 9
-    print(f"ResNet-18 conv2_x layer on 8x8: {hw.report['cycles']} cycles, utilization "
-          f"{hw.report['utilization']:.1%}, load/compute overlap {hw.report['load_compute_overlap']}")
+    if dataflow == "feie":  # about half the ReLU inputs are real zeros
+        assert hw.report["zero_skips"] > 0
+    print(f"ResNet-18 conv2_x layer on 8x8 {dataflow}: {hw.report['cycles']} cycles, utilization "
+          f"{hw.report['utilization']:.1%}, compute_busy {hw.report['compute_busy']}, load_busy "
+          f"{hw.report['load_busy']}, zero_skips {hw.report['zero_skips']}")
 
 
 @pytest.mark.parametrize("dataflow", ["os", "rs", "feie"])
@@ -183,15 +193,13 @@ def test_resnet18_conv2_layer_bit_exact():
 @pytest.mark.parametrize("rows,cols", [(4, 4), (8, 8)], ids=["4x4", "8x8"])
 def test_digits_models_other_dataflows(name, rows, cols, dataflow):
     """The bundled models on the output-stationary, row-stationary and FEIE arrays: the
-    Verilog equals the golden model on 32 held-out images; the report names the mapping.
-    (rs gets a weight buffer that holds 3x3 filter rows, the others the smallest legal.)"""
+    Verilog equals the golden model on 32 held-out images; the report names the mapping."""
     x_train, x_test, _, _ = digits_split()
     graph = load_onnx(MODEL.with_name(f"{name}.onnx"))
     shape = graph.tensors[graph.inputs[0]].shape[1:]
     qmodel = quantize_graph(graph, x_train.reshape(-1, *shape))
     images = x_test[:32].reshape(-1, *shape)
-    config = AccelConfig(rows=rows, cols=cols, weight_rows=2 * rows if dataflow != "rs" else 64,
-                         dram_bytes=1 << 18, dataflow=dataflow)
+    config = small_config(rows, cols, dataflow)
     golden = run(qmodel, images, config, backend="golden")
     hw = run(qmodel, images, config, backend="verilator")
     np.testing.assert_array_equal(hw.y_q, golden.y_q)

@@ -14,7 +14,7 @@ from celosia.sim import verilator
 from celosia.sim.job import COUNTERS, Job, Run, decode_results, encode_job
 from celosia.sw.compiler import compile_model
 from celosia.sw.driver import golden_forward
-from celosia.sw.driver.driver import _job
+from celosia.sw.driver import build_job
 from layer_cases import random_fc_model
 
 
@@ -25,7 +25,7 @@ def small_job():
     model = random_fc_model(rng, [19, 13, 7])
     x_q = rng.integers(-128, 128, (2, 19)).astype(np.int8)
     program = compile_model(model, config)
-    job, _, prefixes = _job(program, x_q, profile=True)
+    job, _, prefixes = build_job(program, x_q, profile=True)
     return config, model, x_q, job, len(prefixes)
 
 

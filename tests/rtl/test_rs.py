@@ -43,8 +43,10 @@ def latency(d, cfg):
     sets = cfg.rows // d["win_h"]
     passes = -(-d["n_len"] // sets)
     lines = (d["out_h"] - 1) * d["stride_h"] + (d["win_h"] - 1) * d["dil_h"] + 1
-    per_col = d["win_w"] * (lines + d["k_len"]) + d["out_h"]
-    return 4 + passes * (d["win_h"] * d["win_w"] * d["k_len"] + d["out_w"] * per_col)
+    step = max(d["k_len"], lines + 1)  # a MAC step overlaps the next step's fill
+    per_pass = (d["win_h"] * d["win_w"] * d["k_len"] + lines
+                + d["out_w"] * (d["win_w"] * step + d["out_h"]) - step + d["k_len"])
+    return 4 + passes * per_pass
 
 
 def window(accumulate=0, ifmap_row=0, weight_row=0, psum_row=0, k_len=1, n_len=1, win_h=1, win_w=1,
