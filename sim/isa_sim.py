@@ -164,7 +164,7 @@ class IsaSim:
                     r = (d["ifmap_row"] + (e * d["stride_h"] + fh * d["dil_h"]) * d["row_pitch"]
                          + x * d["stride_w"] + fw * d["dil_w"]).reshape(-1)
                     w0 = d["weight_row"] + (fh * ww + fw) * k_len
-                    acc += (ifmap[r, :k_len].astype(np.int64)
+                    acc += ((ifmap[r, :k_len].astype(np.int64) - d["in_zp"])
                             @ weight[w0:w0 + k_len, :n_len].astype(np.int64))
             k_len *= wh * ww
         else:

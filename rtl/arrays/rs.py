@@ -32,8 +32,8 @@ the input vector (Eyeriss's FC mapping, ``out_h`` = samples).
 
 Operation and timing (cycle 0 = the cycle ``insn.valid & insn.ready``): cycle 1
 CHECK (:func:`~celosia.rtl.arrays.engine.gemm_insn_in_range`; ``m_len = 0`` or
-``n_len = 0`` -> ``done``), cycle 2 SETUP (per-row filter row / set and per-PE
-line index registered). Then for each pass ``g``:
+``n_len = 0`` -> ``done``; the per-row filter row / set and the per-PE line index
+are registered). Then for each pass ``g``:
 
 * LOADW, ``win_h*win_w*k_len`` cycles: weight rows ``weight_row + q`` are read,
   one per cycle; each lands in the scratchpads of the PE rows holding its filter
@@ -44,19 +44,26 @@ line index registered). Then for each pass ``g``:
   one per cycle (``lines = (out_h-1)*stride_h + (win_h-1)*dil_h + 1`` cycles). The
   pass's first step is filled alone (FILL, ``lines`` cycles); then each step is a
   MAC phase -- ``k_len`` cycles: scratchpad entry ``fw*k_len + c`` is read and one
-  cycle later every PE multiplies it with channel ``c`` of its line -- during which
-  the next step's pixels land in the other bank (from the MAC's second cycle on), so
-  a step takes ``D = max(k_len, lines + 1)`` cycles (``k_len`` for the pass's last);
-* after the ``win_w`` steps of column ``x``, WRITE, ``out_h`` cycles: psum row
-  ``psum_row + j*out_w + x`` is read (if ``accumulate``) and written one cycle later,
-  lanes ``g*S .. g*S+S-1`` (below ``n_len``) from the column sums of PE column ``j``.
+  cycle later every PE multiplies it with channel ``c`` of its line -- while the next
+  step's pixels are read into the other bank (from the MAC's second cycle on), so a
+  step within a column takes ``D = max(k_len, lines + 1)`` cycles;
+* after the ``win_w`` steps of column ``x`` (the last one ``k_len`` cycles), WRITE,
+  ``out_h`` cycles: psum row ``psum_row + j*out_w + x`` is read (if ``accumulate``)
+  and written one cycle later, lanes ``g*S .. g*S+S-1`` (below ``n_len``) from the
+  column sums of PE column ``j``; the next column's MAC starts when both WRITE and its
+  pixels are done, so a column takes ``(win_w-1)*D + max(k_len + out_h, lines + 1)``
+  (the pass's last one ``(win_w-1)*D + k_len + out_h``).
 
-So with ``G = ceil(n_len / S)`` passes, ``done`` pulses in cycle
-``4 + G * (win_h*win_w*k_len + lines + out_w*(win_w*D + out_h) - D + k_len)``; the
-next instruction can be accepted the cycle after.
+So with ``G = ceil(n_len / S)`` passes, ``done`` pulses in cycle ``3 + G * P``,
+``P = win_h*win_w*k_len + lines + (out_w-1)*((win_w-1)*D + max(k_len + out_h, lines + 1))
++ (win_w-1)*D + k_len + out_h`` (:func:`gemm_cycles`); the next instruction can be
+accepted the cycle after.
 """
 
 from __future__ import annotations
+
+import functools
+import operator
 
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib.memory import Memory
@@ -78,7 +85,9 @@ def gemm_cycles(rows: int, *, win_h: int, win_w: int, k_len: int, n_len: int, ou
     passes = -(-n_len // (rows // win_h))
     lines = (out_h - 1) * stride_h + (win_h - 1) * dil_h + 1
     step = max(k_len, lines + 1)
-    return 4 + passes * (win_h * win_w * k_len + lines + out_w * (win_w * step + out_h) - step + k_len)
+    column = (win_w - 1) * step + max(k_len + out_h, lines + 1)
+    return 3 + passes * (win_h * win_w * k_len + lines + (out_w - 1) * column
+                         + (win_w - 1) * step + k_len + out_h)
 
 
 class RSArray(ComputeEngine):
@@ -94,7 +103,7 @@ class RSArray(ComputeEngine):
         insn = Signal(isa.GemmInsn)
 
         # -- mapping of the logical set onto the rows (combinational from insn, registered
-        #    in SETUP): filter row fh, set t, first line offset fh*dil_h, last row of a set.
+        #    in CHECK): filter row fh, set t, first line offset fh*dil_h, last row of a set.
         fh_c = [Signal(range(R), name=f"fh_c_{r}") for r in range(R)]
         set_c = [Signal(range(R), name=f"set_c_{r}") for r in range(R)]
         off_c = [Signal(16, name=f"off_c_{r}") for r in range(R)]
@@ -203,7 +212,7 @@ class RSArray(ComputeEngine):
         for n in range(C):
             pick = [last[r] & (tset[r] + wr_g0 == n) for r in range(R)]
             val = Signal(signed(acc_bits), name=f"out_{n}")
-            m.d.comb += val.eq(sum(Mux(pick[r], chain[r], 0) for r in range(R))[:acc_bits])
+            m.d.comb += val.eq(functools.reduce(operator.or_, (Mux(pick[r], chain[r], 0) for r in range(R))))
             lanes.append((val + old[n * acc_bits:(n + 1) * acc_bits].as_signed())[:acc_bits])
             en.append((n >= wr_g0) & (n < wr_g0 + nsets) & (n < insn.n_len))
         m.d.comb += [self.psum_wr.addr.eq(wr_addr), self.psum_wr.data.eq(Cat(lanes)),
@@ -221,16 +230,15 @@ class RSArray(ComputeEngine):
         has_next = ~(last_fw & last_x)
         next_off = Mux(last_fw, xbase + insn.stride_w, xoff + insn.dil_w)
 
-        def next_step():
-            """After the MAC of step (x, fw), once the next step's pixels are in: WRITE at the
-            end of an output column, else the MAC of the next filter column."""
-            m.d.sync += [cnt.eq(0), bank.eq(~bank)]
-            with m.If(last_fw):
-                m.d.sync += rd_addr.eq(insn.psum_row + x)
-                m.next = "WRITE"
-            with m.Else():
-                m.d.sync += [fw.eq(fw + 1), xoff.eq(next_off), sp_base.eq(sp_base + insn.k_len)]
+        ready = ~fill_go & (~filling | fill_last)   # the next step's pixels are in by next cycle
+
+        def to_mac():
+            """The MAC of the (already advanced) next step, once its pixels are in."""
+            m.d.sync += cnt.eq(0)
+            with m.If(ready):
                 m.next = "MAC"
+            with m.Else():
+                m.next = "WAIT"
 
         with m.FSM():
             accept_state(m, self.insn, insn)
@@ -238,9 +246,6 @@ class RSArray(ComputeEngine):
                                   (insn.m_len == 0) | (insn.n_len == 0)):
                 m.d.comb += setup.eq(1)
                 m.d.sync += g0.eq(0)
-                m.next = "SETUP"
-            with m.State("SETUP"):
-                m.d.comb += self.busy.eq(1)
                 m.d.sync += [q.eq(0), q_fh.eq(0), q_rem.eq(0)]
                 m.next = "LOADW"
             with m.State("LOADW"):
@@ -267,25 +272,28 @@ class RSArray(ComputeEngine):
                         m.d.comb += [fill_go.eq(1), go_addr.eq(insn.ifmap_row + next_off),
                                      go_bank.eq(~bank)]
                 with m.If(cnt == insn.k_len - 1):
-                    with m.If(~has_next | ((cnt != 0) & (~filling | fill_last))):
-                        next_step()
+                    m.d.sync += bank.eq(~bank)
+                    with m.If(last_fw):   # the end of output column x: its psums go out
+                        m.d.sync += [cnt.eq(0), rd_addr.eq(insn.psum_row + x)]
+                        m.next = "WRITE"
                     with m.Else():
-                        m.next = "WAIT"
+                        m.d.sync += [fw.eq(fw + 1), xoff.eq(next_off), sp_base.eq(sp_base + insn.k_len)]
+                        to_mac()
             with m.State("WAIT"):
                 # The next step's pixels are still landing.
                 m.d.comb += self.busy.eq(1)
-                with m.If(~filling | fill_last):
-                    next_step()
+                with m.If(ready):
+                    m.next = "MAC"
             with m.State("WRITE"):
                 m.d.comb += [self.busy.eq(1), wr_issue.eq(1)]
                 m.d.sync += [cnt.eq(cnt + 1), rd_addr.eq(rd_addr + insn.out_w)]
                 with m.If(cnt == insn.out_h - 1):
                     m.d.sync += cnt.eq(0)
                     with m.If(~last_x):
-                        # Its first step's pixels came in during the last MAC step.
+                        # Its first step's pixels have been landing since the last MAC step.
                         m.d.sync += [x.eq(x + 1), fw.eq(0), xbase.eq(xbase + insn.stride_w),
                                      xoff.eq(xbase + insn.stride_w), sp_base.eq(0)]
-                        m.next = "MAC"
+                        to_mac()
                     with m.Elif(g0 + nsets < insn.n_len):
                         m.d.sync += [g0.eq(g0 + nsets), q.eq(0), q_fh.eq(0), q_rem.eq(0)]
                         m.next = "LOADW"

@@ -4,10 +4,11 @@ Passes, each a named function:
 
 1. :func:`allocate` — static data (GEMM weights, PPU parameters) and DRAM slots
    for every feature map (liveness: a slot is reused once its last reader ran).
-2. :func:`lower_fc` / :func:`lower_conv` — map a layer onto the weight-stationary
-   array as a list of :class:`Unit`\\ s of output tiles, each a sequence of GEMMs
-   with the LOADs that feed them (convolution by im2col addressing in the DMA,
-   padding inserted on load).
+2. :func:`lower_fc` / :func:`lower_conv` — map a layer onto the plain-GEMM arrays
+   (ws, os, feie) as a list of :class:`Unit`\\ s of output tiles, each a sequence of
+   GEMMs with the LOADs that feed them (convolution by im2col addressing in the DMA,
+   padding inserted on load); the row-stationary array has its own lowering,
+   :mod:`celosia.sw.compiler.lower_rs`.
 3. :func:`emit_unit` — instructions with dependency tokens (double buffering).
 
 Data layouts in DRAM: activations int8 NHWC (a fully connected layer's
@@ -49,6 +50,9 @@ __all__ = ["compile_model", "CompileError", "Unit", "OutTile", "Gemm", "lower_fc
            "emit_unit", "allocate", "SUPPORTED_OPS"]
 
 SUPPORTED_OPS = ("fc", "conv", "maxpool", "avgpool", "gap", "add")
+
+#: Instructions one node (layer) may have: the width of ``NodeDescriptor.n_insn``.
+MAX_NODE_INSNS = (1 << dict(isa.NodeDescriptor)["n_insn"].width) - 1
 
 
 class CompileError(CelosiaError):
@@ -195,7 +199,8 @@ def param_chunks(layer: QLayer, config: AccelConfig) -> list[tuple[int, int]]:
 
 
 def _params_blob(layer: QLayer, config: AccelConfig) -> bytes:
-    """One row of ``cols`` x 9 bytes per chunk: bias (folded) int32 LE, M0 int32 LE, shift int8."""
+    """One row of ``cols`` x 9 bytes per chunk: bias int32 LE (the input zero point folded in,
+    except for feie: :func:`subtracts_zero_point`), M0 int32 LE, shift int8."""
     C = config.cols
     bias = np.asarray(layer.bias if subtracts_zero_point(config) else layer.folded_bias()).astype("<i4")
     m0 = np.asarray(layer.m0, dtype="<i4")
@@ -221,7 +226,7 @@ def _split_units(tiles: list[OutTile], params_at: int, resident: bool,
     units, current, rows = [], [], []
     for tile in tiles:
         r = tile.param_row
-        if r not in rows and len(rows) == half:
+        if r not in rows and rows and max(rows + [r]) - min(rows + [r]) + 1 > half:
             units.append((current, rows))
             current, rows = [], []
         if r not in rows:
@@ -231,10 +236,7 @@ def _split_units(tiles: list[OutTile], params_at: int, resident: bool,
     result = []
     for tiles_u, rows_u in units:
         lo, hi = min(rows_u), max(rows_u)
-        if hi - lo + 1 > half:
-            # Param rows must be contiguous within a unit; fall back to one unit per tile.
-            raise CompileError(f"layer {layer.name!r}: PPU parameters are not contiguous; "
-                               f"increase param_rows")
+        assert hi - lo + 1 <= half, (lo, hi, half)  # units are cut so that their span fits
         for tile in tiles_u:
             tile.param_row -= lo
         params = _load(None, BaseReg.STATIC, params_at + lo * C * PARAM_BYTES, PARAM_BYTES,
@@ -540,7 +542,7 @@ def _rs_mapping(layer: QLayer, units: list[Unit], config: AccelConfig) -> dict:
     if layer.op == "conv":
         logical = f"{layer.w.shape[1]}x{layer.out_shape[0]} filter rows x output rows"
     else:
-        logical = f"{math.ceil(layer.w.shape[0] / config.rows)} lines of {config.rows} features x 1"
+        logical = f"{math.ceil(layer.w.shape[0] / config.rows)} lines of {config.rows} features x samples"
     sets = config.rows // win["win_h"]
     return {"mapping": f"rs: logical set {logical}, per GEMM {win['win_h']}x{win['out_h']} "
                        f"({win['win_w']} filter columns), {sets} channel set{'s' * (sets > 1)}"}
@@ -571,6 +573,11 @@ def compile_model(model: QModel, config: AccelConfig, batch: int = 1) -> Program
         except ValueError as e:  # an instruction field out of range (isa.encode)
             raise CompileError(f"layer {layer.name!r} ({layer.op}) cannot be encoded for "
                                f"{config.array} {config.dataflow}: {e}") from e
+        if len(insns) > MAX_NODE_INSNS:
+            raise CompileError(f"layer {layer.name!r} ({layer.op}) needs {len(insns)} instructions on "
+                               f"{config.array} {config.dataflow}; a node holds at most "
+                               f"{MAX_NODE_INSNS} (NodeDescriptor.n_insn); enlarge the buffers "
+                               f"(ifmap_rows, weight_rows, psum_rows) or the array")
         gemms = sum(len(t.gemms) for u in units for t in u.tiles)
         nodes.append(NodeCode(name=layer.name, op=layer.op, insns=insns, macs=layer.macs * batch,
                               tiles={"units": len(units), "out_tiles": sum(len(u.tiles) for u in units),

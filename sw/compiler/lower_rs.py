@@ -217,7 +217,10 @@ def lower_fc_rs(layer: QLayer, config: AccelConfig, batch: int, alloc: dict) -> 
             gemm_cycles(R, win_h=nl, win_w=1, k_len=kl, n_len=min(C, N), out_h=hb, out_w=1,
                         stride_h=stride if hb > 1 else 1) for _, nl, kl in kgroups)
 
-    lb = min(range(1, max(1, min(R, w_half // R, full)) + 1), key=cost)
+    # Lines per GEMM: the weight-buffer half holds lb*rows rows; streamed, lb lines must fit
+    # the ifmap half.
+    lb_max = max(1, min(R, w_half // R, full, i_half if not resident else full))
+    lb = min(range(1, lb_max + 1), key=cost)
     kgroups, hb = plan(lb)
     if not resident and lb > i_half:
         raise CompileError(f"layer {layer.name!r}: {lb} input lines do not fit the ifmap buffer half "
@@ -246,7 +249,7 @@ def lower_fc_rs(layer: QLayer, config: AccelConfig, batch: int, alloc: dict) -> 
                     _load(None, src_reg, src_off + b0 * K + l0 * R, k_len, n1=nl, s1=R, bs1=1, n2=hbt,
                           s2=K, bs2=nl, buf_row=0)]
                 gemms.append(Gemm(k_len=k_len, n_len=n_len, weight=weight, ifmap=ifmap,
-                                  ifmap_row=b0 * nlines + l0, window=win))
+                                  ifmap_row=b0 * nlines + l0 if resident else 0, window=win))
             tiles.append(OutTile(m_len=hbt, gemms=gemms,
                                  store=_store(layer, alloc["dst"], b0 * N + j * C, N, n_len),
                                  param_row=j, block=0, block_loads=block_loads))

@@ -10,9 +10,12 @@ import pytest
 from amaranth.back import verilog
 
 from celosia.rtl.arrays.engine import ComputeEngineSignature
-from celosia.rtl.arrays.rs import RSArray
+from celosia.rtl.arrays.rs import RSArray, gemm_cycles
 from celosia.rtl.config import RS_SPAD, AccelConfig
 from engine_bench import run_program
+
+
+GEMM_CYCLES_ARGS = ("win_h", "win_w", "k_len", "n_len", "out_h", "out_w", "stride_h", "dil_h")
 
 
 def wrap32(v):
@@ -44,9 +47,10 @@ def latency(d, cfg):
     passes = -(-d["n_len"] // sets)
     lines = (d["out_h"] - 1) * d["stride_h"] + (d["win_h"] - 1) * d["dil_h"] + 1
     step = max(d["k_len"], lines + 1)  # a MAC step overlaps the next step's fill
-    per_pass = (d["win_h"] * d["win_w"] * d["k_len"] + lines
-                + d["out_w"] * (d["win_w"] * step + d["out_h"]) - step + d["k_len"])
-    return 4 + passes * per_pass
+    column = (d["win_w"] - 1) * step + max(d["k_len"] + d["out_h"], lines + 1)  # ... and WRITE
+    per_pass = (d["win_h"] * d["win_w"] * d["k_len"] + lines + (d["out_w"] - 1) * column
+                + (d["win_w"] - 1) * step + d["k_len"] + d["out_h"])
+    return 3 + passes * per_pass
 
 
 def window(accumulate=0, ifmap_row=0, weight_row=0, psum_row=0, k_len=1, n_len=1, win_h=1, win_w=1,
@@ -85,6 +89,8 @@ def check(cfg, insns, rng, gaps=None):
     assert [k for k, _ in events[1::2]] == ["error" if d.get("bad") else "done" for d in insns]
     for d, (_, t_acc), (_, t_done) in zip(insns, events[0::2], events[1::2]):
         assert t_done - t_acc == latency(d, cfg), d
+        if not d.get("bad"):  # the compiler's cost model is the same timing
+            assert latency(d, cfg) == gemm_cycles(cfg.rows, **{f: d[f] for f in GEMM_CYCLES_ARGS})
     return events
 
 

@@ -368,6 +368,15 @@ def test_input_larger_than_ifmap_half_streams_per_tile():
         compile_model(model, AccelConfig(rows=4, cols=4, ifmap_rows=4), batch=3)
 
 
+def test_rs_streams_fc_lines_through_a_small_ifmap_half():
+    """rs, input not resident: the lines per GEMM are capped by the ifmap half (2 rows)."""
+    rng = np.random.default_rng(15)
+    model = make_model(rng, [256, 2], activations=["none"])
+    config = AccelConfig(rows=8, cols=8, dataflow="rs", ifmap_rows=4)
+    program, _ = assert_runs_golden(model, config, 1, random_input(rng, model, 1), seeds=(None, 0))
+    assert not program.nodes[0].tiles["ifmap_resident"]
+
+
 def test_error_when_batch_exceeds_psum_half():
     rng = np.random.default_rng(6)
     model = make_model(rng, [13, 11])

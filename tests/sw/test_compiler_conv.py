@@ -13,7 +13,7 @@ import pytest
 from celosia.rtl.config import AccelConfig
 from celosia.sim.golden import quantize_multiplier
 from celosia.sim.isa_sim import run_program
-from celosia.sw.compiler import compile_model
+from celosia.sw.compiler import CompileError, compile_model
 from celosia.sw.driver import golden_forward
 from celosia.sw.quant.model import QLayer, QModel
 from layer_cases import CONV_CASES as CASES, conv_layer
@@ -102,3 +102,24 @@ def test_conv_chain_into_fc(dataflow):
     model = QModel("chain", [c1, c2, fc], 0.05, -128, input_shape=(8, 8, 1))
     for rows, cols in [(2, 2), (4, 8), (8, 8)]:
         check(model, AccelConfig(rows=rows, cols=cols, dataflow=dataflow), seeds=(None, 1))
+
+
+@pytest.mark.parametrize("dataflow", ["ws", "rs"])
+def test_param_rows_cycle_through_blocks(dataflow):
+    """Output tiles whose parameter rows repeat per output-row block (0, 1, 2, 0, 1, 2, ...)
+    with only 2 rows per parameter-buffer half: units are cut where the span would not
+    fit (this used to fail with 'not contiguous')."""
+    rng = np.random.default_rng(21)
+    layer = conv_layer(rng, "c", (15, 12, 4), 9, (2, 4), 3, 0, 1, in_zp=3)
+    model = QModel("c", [layer], 0.05, 3, input_shape=(15, 12, 4))
+    program = check(model, AccelConfig(rows=3, cols=4, dataflow=dataflow, param_rows=4))
+    assert program.nodes[0].tiles["units"] > 1
+
+
+def test_too_many_instructions_for_one_node_is_a_compile_error():
+    rng = np.random.default_rng(22)
+    layer = conv_layer(rng, "big", (14, 18, 17), 11, 7, 1, 0, 1, in_zp=3)
+    model = QModel("big", [layer], 0.05, 3, input_shape=(14, 18, 17))
+    config = AccelConfig(rows=8, cols=3, dataflow="rs", ifmap_rows=4, weight_rows=16, psum_rows=2)
+    with pytest.raises(CompileError, match=r"layer 'big' \(conv\) needs \d+ instructions .* at most 65535"):
+        compile_model(model, config)
