@@ -51,9 +51,6 @@ __all__ = ["compile_model", "CompileError", "Unit", "OutTile", "Gemm", "lower_fc
 
 SUPPORTED_OPS = ("fc", "conv", "maxpool", "avgpool", "gap", "add")
 
-#: Instructions one node (layer) may have: the width of ``NodeDescriptor.n_insn``.
-MAX_NODE_INSNS = (1 << dict(isa.NodeDescriptor)["n_insn"].width) - 1
-
 
 class CompileError(CelosiaError):
     """The model cannot be mapped onto the configured accelerator."""
@@ -573,11 +570,7 @@ def compile_model(model: QModel, config: AccelConfig, batch: int = 1) -> Program
         except ValueError as e:  # an instruction field out of range (isa.encode)
             raise CompileError(f"layer {layer.name!r} ({layer.op}) cannot be encoded for "
                                f"{config.array} {config.dataflow}: {e}") from e
-        if len(insns) > MAX_NODE_INSNS:
-            raise CompileError(f"layer {layer.name!r} ({layer.op}) needs {len(insns)} instructions on "
-                               f"{config.array} {config.dataflow}; a node holds at most "
-                               f"{MAX_NODE_INSNS} (NodeDescriptor.n_insn); enlarge the buffers "
-                               f"(ifmap_rows, weight_rows, psum_rows) or the array")
+
         gemms = sum(len(t.gemms) for u in units for t in u.tiles)
         nodes.append(NodeCode(name=layer.name, op=layer.op, insns=insns, macs=layer.macs * batch,
                               tiles={"units": len(units), "out_tiles": sum(len(u.tiles) for u in units),

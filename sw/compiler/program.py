@@ -15,6 +15,10 @@ from celosia.rtl.config import AccelConfig
 __all__ = ["Program", "NodeCode", "align"]
 
 
+#: Instructions one node descriptor can hold (``NodeDescriptor.n_insn`` is 16 bits).
+MAX_DESC_INSNS = (1 << dict(isa.NodeDescriptor)["n_insn"].width) - 1
+
+
 def align(n: int, a: int = 64) -> int:
     return (n + a - 1) // a * a
 
@@ -41,8 +45,15 @@ class Program:
     in_features: int
     out_features: int
 
-    def _table_bytes(self, n_nodes: int) -> int:
-        return align((n_nodes + 1) * isa.DESC_BYTES, isa.INSN_BYTES)
+    def _table_bytes(self, n_descs: int) -> int:
+        return align((n_descs + 1) * isa.DESC_BYTES, isa.INSN_BYTES)
+
+    @staticmethod
+    def _pieces(node: NodeCode) -> list[int]:
+        """Instruction counts of a node's descriptors: a descriptor holds at most
+        :data:`MAX_DESC_INSNS` instructions, so a bigger node takes several in a row."""
+        n = len(node.insns)
+        return [min(MAX_DESC_INSNS, n - i) for i in range(0, n, MAX_DESC_INSNS)] or [0]
 
     def descriptor_table(self, upto: int | None = None, delta: int = 0) -> bytes:
         """Descriptor table of the first ``upto`` nodes (all by default), ended by an empty one.
@@ -50,15 +61,19 @@ class Program:
         Instruction offsets point into :meth:`image`'s blocks; ``delta`` is the
         distance from this table to the start of that image (the driver's
         per-layer profiling runs use short tables placed before the program).
+        A node of more than :data:`MAX_DESC_INSNS` instructions gets consecutive
+        descriptors (the controller runs them back to back, like one).
         """
         n = len(self.nodes) if upto is None else upto
-        offset = self._table_bytes(len(self.nodes)) + delta
+        offset = self._table_bytes(sum(len(self._pieces(nd)) for nd in self.nodes)) + delta
         descs = []
         for kind, node in enumerate(self.nodes[:n]):
-            descs.append(isa.encode_descriptor(offset, len(node.insns), kind=kind & 0xFF))
-            offset += len(node.insns) * isa.INSN_BYTES
+            for count in self._pieces(node):
+                if count:
+                    descs.append(isa.encode_descriptor(offset, count, kind=kind & 0xFF))
+                offset += count * isa.INSN_BYTES
         descs.append(isa.encode_descriptor(0, 0))  # end of table
-        return b"".join(d.to_bytes(8, "little") for d in descs).ljust(self._table_bytes(n), b"\0")
+        return b"".join(d.to_bytes(8, "little") for d in descs).ljust(self._table_bytes(len(descs) - 1), b"\0")
 
     def image(self) -> bytes:
         """Descriptor table + instruction blocks, loaded at ``PROG_BASE``."""

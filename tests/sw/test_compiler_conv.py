@@ -13,7 +13,7 @@ import pytest
 from celosia.rtl.config import AccelConfig
 from celosia.sim.golden import quantize_multiplier
 from celosia.sim.isa_sim import run_program
-from celosia.sw.compiler import CompileError, compile_model
+from celosia.sw.compiler import compile_model
 from celosia.sw.driver import golden_forward
 from celosia.sw.quant.model import QLayer, QModel
 from layer_cases import CONV_CASES as CASES, conv_layer
@@ -116,10 +116,29 @@ def test_param_rows_cycle_through_blocks(dataflow):
     assert program.nodes[0].tiles["units"] > 1
 
 
-def test_too_many_instructions_for_one_node_is_a_compile_error():
-    rng = np.random.default_rng(22)
-    layer = conv_layer(rng, "big", (14, 18, 17), 11, 7, 1, 0, 1, in_zp=3)
-    model = QModel("big", [layer], 0.05, 3, input_shape=(14, 18, 17))
-    config = AccelConfig(rows=8, cols=3, dataflow="rs", ifmap_rows=4, weight_rows=16, psum_rows=2)
-    with pytest.raises(CompileError, match=r"layer 'big' \(conv\) needs \d+ instructions .* at most 65535"):
-        compile_model(model, config)
+def test_node_over_65535_instructions_takes_several_descriptors():
+    """NodeDescriptor.n_insn is 16 bits: a node with more instructions is split over
+    consecutive descriptors, and fetching the table gives every instruction in order."""
+    from celosia.rtl import isa
+    from celosia.sim.isa_sim import IsaSim
+    from celosia.sw.compiler.program import MAX_DESC_INSNS, NodeCode, Program
+
+    nop = [isa.encode(isa.Opcode.NOP, dep={"pop_prev": 0, "pop_next": 0, "push_prev": 0, "push_next": 0})]
+    big = [w | (i << 64) for i, w in enumerate(nop * (2 * MAX_DESC_INSNS + 3))]  # distinct words
+    small = [w | (7 << 64) for w in nop * 5]
+    config = AccelConfig(rows=2, cols=2, dram_bytes=8 << 20)
+    program = Program(config=config, batch=1, nodes=[NodeCode("big", "fc", big, 0), NodeCode("s", "fc", small, 0)],
+                      static=b"", input_bytes=1, output_bytes=1, scratch_bytes=0, in_features=1,
+                      out_features=1)
+    table = program.descriptor_table()
+    n_insn = dict(isa.NodeDescriptor)["n_insn"]
+    counts = [(int.from_bytes(table[i:i + 8], "little") >> n_insn.offset) & MAX_DESC_INSNS
+              for i in range(0, 5 * 8, 8)]
+    assert counts == [MAX_DESC_INSNS, MAX_DESC_INSNS, 3, 5, 0]
+    dram = bytearray(config.dram_bytes)
+    image = program.image()
+    dram[:len(image)] = image
+    assert IsaSim(config, dram).fetch(0) == big + small
+    first = program.descriptor_table(upto=1)  # the profiling prefix table: the big node only
+    assert [(int.from_bytes(first[i:i + 8], "little") >> n_insn.offset) & MAX_DESC_INSNS
+            for i in range(0, 4 * 8, 8)] == [MAX_DESC_INSNS, MAX_DESC_INSNS, 3, 0]
