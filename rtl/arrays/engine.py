@@ -20,7 +20,8 @@ from celosia.rtl import isa
 from celosia.rtl.buffers import BufferReadSignature, BufferWriteSignature
 from celosia.rtl.config import RS_SPAD, AccelConfig, check_config
 
-__all__ = ["ComputeEngineSignature", "ComputeEngine", "gemm_insn_in_range", "insn_check_state"]
+__all__ = ["ComputeEngineSignature", "ComputeEngine", "gemm_insn_in_range", "insn_check_state",
+           "finish_states"]
 
 
 class ComputeEngineSignature(wiring.Signature):
@@ -145,3 +146,14 @@ def insn_check_state(m, engine, ok, empty):
             m.next = "IDLE"
         with m.Else():
             yield
+
+
+def finish_states(m, engine):
+    """States FLUSH (the cycle of the last psum write) and DONE (``done``, back to IDLE) that
+    end an instruction of the engines whose last write lands the cycle after its issue."""
+    with m.State("FLUSH"):
+        m.d.comb += engine.busy.eq(1)
+        m.next = "DONE"
+    with m.State("DONE"):
+        m.d.comb += [engine.busy.eq(1), engine.done.eq(1)]
+        m.next = "IDLE"

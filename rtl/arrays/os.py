@@ -15,7 +15,7 @@ from __future__ import annotations
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed
 
 from celosia.rtl import isa
-from celosia.rtl.arrays.engine import ComputeEngine, gemm_insn_in_range, insn_check_state
+from celosia.rtl.arrays.engine import ComputeEngine, finish_states, gemm_insn_in_range, insn_check_state
 from celosia.rtl.dma import accept_state
 
 __all__ = ["OSArray", "FEIEArray"]
@@ -204,13 +204,7 @@ class OSArray(ComputeEngine):
                         m.next = "FLUSH"
                     with m.Else():
                         m.next = "LOADX"
-            with m.State("FLUSH"):
-                # The last row's write happens in this cycle; done the next.
-                m.d.comb += self.busy.eq(1)
-                m.next = "DONE"
-            with m.State("DONE"):
-                m.d.comb += [self.busy.eq(1), self.done.eq(1)]
-                m.next = "IDLE"
+            finish_states(m, self)
         return m
 
 

@@ -65,11 +65,11 @@ from __future__ import annotations
 import functools
 import operator
 
-from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed
+from amaranth.hdl import Array, Cat, Module, Mux, Signal, signed
 from amaranth.lib.memory import Memory
 
 from celosia.rtl import isa
-from celosia.rtl.arrays.engine import ComputeEngine, gemm_insn_in_range, insn_check_state
+from celosia.rtl.arrays.engine import ComputeEngine, finish_states, gemm_insn_in_range, insn_check_state
 from celosia.rtl.config import RS_SPAD
 from celosia.rtl.dma import accept_state
 
@@ -299,11 +299,5 @@ class RSArray(ComputeEngine):
                         m.next = "LOADW"
                     with m.Else():
                         m.next = "FLUSH"
-            with m.State("FLUSH"):
-                # The last psum row is written in this cycle; done the next.
-                m.d.comb += self.busy.eq(1)
-                m.next = "DONE"
-            with m.State("DONE"):
-                m.d.comb += [self.busy.eq(1), self.done.eq(1)]
-                m.next = "IDLE"
+            finish_states(m, self)
         return m

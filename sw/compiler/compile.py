@@ -102,6 +102,42 @@ def _load(buf, base_reg, offset, n0, n1=1, s1=0, bs1=0, n2=1, s2=0, bs2=0, s0=1,
                 **extra)
 
 
+def _ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def _window_load(src, shape, img, c_off, lanes, y0, x0, ny, nx, sy=1, sx=1, bs1=1, bs2=None,
+                 buf_row=0, pad_value=0) -> dict:
+    """LOAD fields of an ``ny x nx`` grid of pixels of the NHWC map ``shape = (H, W, C)`` at
+    ``src = (base_reg, offset)``: pixel ``(y0 + i*sy, x0 + j*sx)`` of image ``img``, ``lanes``
+    channels from ``c_off``, into buffer row ``buf_row + j*bs1 + i*bs2`` (``bs2`` defaults to
+    ``nx*bs1``). Pixels outside the map (padding) are written as ``pad_value``."""
+    H, W, C = shape
+    lo1, lo2 = max(0, _ceil_div(-x0, sx)), max(0, _ceil_div(-y0, sy))
+    hi1, hi2 = min(nx, max(lo1, _ceil_div(W - x0, sx))), min(ny, max(lo2, _ceil_div(H - y0, sy)))
+    padded = lo1 > 0 or hi1 < nx or lo2 > 0 or hi2 < ny
+    offset = src[1] + img * H * W * C + (y0 * W + x0) * C + c_off
+    return _load(None, src[0], offset, lanes, n1=nx, s1=sx * C, bs1=bs1, n2=ny, s2=sy * W * C,
+                 bs2=nx * bs1 if bs2 is None else bs2, buf_row=buf_row, pad_en=int(padded),
+                 pad_lo1=lo1, pad_hi1=hi1, pad_lo2=lo2, pad_hi2=hi2, pad_value=pad_value)
+
+
+def _store(layer: QLayer, dst, offset: int, stride: int, n_len: int) -> dict:
+    """STORE fields (without psum_row, param_row, m_len, dep) of an output tile of ``layer``:
+    row ``m`` to ``dst + offset + m*stride``, ``n_len`` channels, the layer's requantization."""
+    return dict(base_reg=dst[0], dram_offset=dst[1] + offset, dram_stride=stride, n_len=n_len,
+                out_zp=int(layer.out_zp), act_min=int(layer.act_min), act_max=int(layer.act_max))
+
+
+def conv_attrs(layer: QLayer) -> tuple:
+    """``(stride_h, stride_w, pad_top, pad_left, dil_h, dil_w, groups)`` of a conv layer."""
+    a = layer.attrs
+    sh, sw = a.get("stride", (1, 1))
+    pt, pl, _, _ = a.get("pads", (0, 0, 0, 0))
+    dh, dw = a.get("dilation", (1, 1))
+    return sh, sw, pt, pl, dh, dw, int(a.get("groups", 1))
+
+
 def emit_unit(unit: Unit, config: AccelConfig, first: bool, last: bool) -> list[int]:
     """Instructions of one unit (see the module docstring for the tokens)."""
     w_half, i_half = config.weight_rows // 2, config.ifmap_rows // 2
@@ -249,7 +285,6 @@ def lower_fc(layer: QLayer, config: AccelConfig, batch: int, alloc: dict) -> lis
     K, N = layer.w.shape
     kt, nt = math.ceil(K / R), math.ceil(N / C)
     src_reg, src_off = alloc["src"]
-    dst_reg, dst_off = alloc["dst"]
     _check_rows(layer, "psum_rows", batch, config, f"one output tile (batch={batch} rows)")
     resident = batch * kt <= config.ifmap_rows // 2
     if not resident:
@@ -273,17 +308,11 @@ def lower_fc(layer: QLayer, config: AccelConfig, batch: int, alloc: dict) -> lis
             ifmap = [_load(None, src_reg, src_off + k * R, k_len, n1=batch, s1=K, bs1=1, buf_row=0)]
             gemms.append(Gemm(k_len=k_len, n_len=n_len, weight=weight, ifmap=ifmap,
                               ifmap_row=k * batch))
-        store = dict(base_reg=dst_reg, dram_offset=dst_off + j * C, dram_stride=N, n_len=n_len,
-                     out_zp=int(layer.out_zp), act_min=int(layer.act_min),
-                     act_max=int(layer.act_max))
-        tiles.append(OutTile(m_len=batch, gemms=gemms, store=store, param_row=j, block=0,
+        tiles.append(OutTile(m_len=batch, gemms=gemms, store=_store(layer, alloc["dst"], j * C, N, n_len),
+                             param_row=j, block=0,
                              block_loads=block_loads))
 
     return _split_units(tiles, alloc["params"], resident, config, layer)
-
-
-def _ceil_div(a: int, b: int) -> int:
-    return -(-a // b)
 
 
 def lower_conv(layer: QLayer, config: AccelConfig, batch: int, alloc: dict) -> list[Unit]:
@@ -295,17 +324,10 @@ def lower_conv(layer: QLayer, config: AccelConfig, batch: int, alloc: dict) -> l
     (``pad_value`` = input zero point, which the folded bias turns into 0).
     """
     R, C = config.rows, config.cols
-    H, W, Cin = layer.in_shape
     Ho, Wo, Cout = layer.out_shape
-    cout, Fh, Fw, cin_g = layer.w.shape
-    a = layer.attrs
-    sh, sw = a.get("stride", (1, 1))
-    pt, pl, _, _ = a.get("pads", (0, 0, 0, 0))
-    dh, dw = a.get("dilation", (1, 1))
-    G = int(a.get("groups", 1))
+    _, Fh, Fw, cin_g = layer.w.shape
+    sh, sw, pt, pl, dh, dw, G = conv_attrs(layer)
     cout_g = Cout // G
-    src_reg, src_off = alloc["src"]
-    dst_reg, dst_off = alloc["dst"]
     ktiles = [(fh, fw, c0, min(R, cin_g - c0)) for fh in range(Fh) for fw in range(Fw)
               for c0 in range(0, cin_g, R)]
     nt = math.ceil(cout_g / C)
@@ -320,17 +342,10 @@ def lower_conv(layer: QLayer, config: AccelConfig, batch: int, alloc: dict) -> l
     K_g = Fh * Fw * cin_g
 
     def ifmap_load(fh, fw, c0, k_len, img, g, ho0, hb, buf_row):
-        lo1 = max(0, _ceil_div(pl - fw * dw, sw))
-        hi1 = min(Wo, max(lo1, _ceil_div(W + pl - fw * dw, sw)))
-        lo2 = max(0, _ceil_div(pt - fh * dh, sh) - ho0)
-        hi2 = min(hb, max(lo2, _ceil_div(H + pt - fh * dh, sh) - ho0))
-        padded = lo1 > 0 or hi1 < Wo or lo2 > 0 or hi2 < hb
-        offset = (src_off + img * H * W * Cin + ((ho0 * sh + fh * dh - pt) * W + (fw * dw - pl)) * Cin
-                  + g * cin_g + c0)
-        return _load(None, src_reg, offset, k_len, n1=Wo, s1=sw * Cin, bs1=1, n2=hb,
-                     s2=sh * W * Cin, bs2=Wo, buf_row=buf_row, pad_en=int(padded),
-                     pad_lo1=lo1, pad_hi1=hi1, pad_lo2=lo2, pad_hi2=hi2,
-                     pad_value=int(layer.in_zp))
+        """The im2col tile of kernel tap (fh, fw): one buffer row per output pixel."""
+        return _window_load(alloc["src"], layer.in_shape, img, g * cin_g + c0, k_len,
+                            ho0 * sh + fh * dh - pt, fw * dw - pl, hb, Wo, sh, sw, buf_row=buf_row,
+                            pad_value=int(layer.in_zp))
 
     tiles = []
     block_id = 0
@@ -351,10 +366,8 @@ def lower_conv(layer: QLayer, config: AccelConfig, batch: int, alloc: dict) -> l
                         ifmap = [] if resident else [ifmap_load(fh, fw, c0, k_len, img, g, ho0, hb, 0)]
                         gemms.append(Gemm(k_len=k_len, n_len=n_len, weight=weight, ifmap=ifmap,
                                           ifmap_row=i * hb * Wo))
-                    store = dict(base_reg=dst_reg,
-                                 dram_offset=dst_off + (img * Ho + ho0) * Wo * Cout + g * cout_g + j * C,
-                                 dram_stride=Cout, n_len=n_len, out_zp=int(layer.out_zp),
-                                 act_min=int(layer.act_min), act_max=int(layer.act_max))
+                    store = _store(layer, alloc["dst"], (img * Ho + ho0) * Wo * Cout + g * cout_g + j * C,
+                                   Cout, n_len)
                     tiles.append(OutTile(m_len=hb * Wo, gemms=gemms, store=store,
                                          param_row=g * nt + j, block=block_id,
                                          block_loads=block_loads))
@@ -375,13 +388,10 @@ def lower_vec(layer: QLayer, config: AccelConfig, batch: int, alloc: dict) -> li
     """
     L = min(config.rows, config.cols)
     i_half, p_half = config.ifmap_rows // 2, config.psum_rows // 2
-    dst_reg, dst_off = alloc["dst"]
     H, W, C = layer.in_shape
     Ho, Wo, Co = layer.out_shape
     a = layer.attrs
     srcs = alloc["srcs"]
-    store_common = dict(base_reg=dst_reg, dram_stride=Co, out_zp=int(layer.out_zp),
-                        act_min=int(layer.act_min), act_max=int(layer.act_max))
     if layer.op == "add":
         kh = kw = 1
         sh = sw = 1
@@ -412,16 +422,9 @@ def lower_vec(layer: QLayer, config: AccelConfig, batch: int, alloc: dict) -> li
     pad_value = -128 if layer.op == "maxpool" else int(layer.in_zp)
 
     def tap_load(src, img, c0, lanes, ho0, hb, fy, fx, j):
-        src_reg, src_off = src
-        lo1 = max(0, _ceil_div(pl - fx, sw))
-        hi1 = min(Wo, max(lo1, _ceil_div(W + pl - fx, sw)))
-        lo2 = max(0, _ceil_div(pt - fy, sh) - ho0)
-        hi2 = min(hb, max(lo2, _ceil_div(H + pt - fy, sh) - ho0))
-        padded = lo1 > 0 or hi1 < Wo or lo2 > 0 or hi2 < hb
-        offset = src_off + img * H * W * C + ((ho0 * sh + fy - pt) * W + (fx - pl)) * C + c0
-        return _load(None, src_reg, offset, lanes, n1=Wo, s1=sw * C, bs1=win, n2=hb, s2=sh * W * C,
-                     bs2=Wo * win, buf_row=j, pad_en=int(padded), pad_lo1=lo1, pad_hi1=hi1,
-                     pad_lo2=lo2, pad_hi2=hi2, pad_value=pad_value)
+        """Tap (fy, fx) of every output pixel of rows ho0.. into row j of its window."""
+        return _window_load(src, layer.in_shape, img, c0, lanes, ho0 * sh + fy - pt, fx - pl, hb, Wo,
+                            sh, sw, bs1=win, buf_row=j, pad_value=pad_value)
 
     tiles = []
     for img in range(batch):
@@ -454,8 +457,7 @@ def lower_vec(layer: QLayer, config: AccelConfig, batch: int, alloc: dict) -> li
                              for fy in range(kh) for fx in range(kw)]
                     blocks.append((ho0 * Wo, hb * Wo, loads))
             for p0, m_len, loads in blocks:
-                store = dict(store_common, n_len=lanes,
-                             dram_offset=dst_off + (img * Ho * Wo + p0) * Co + c0)
+                store = _store(layer, alloc["dst"], (img * Ho * Wo + p0) * Co + c0, Co, lanes)
                 gemm = Gemm(k_len=0, n_len=lanes, weight=None, ifmap=loads, vec=vec)
                 tiles.append(OutTile(m_len=m_len, gemms=[gemm], store=store, param_row=r))
 

@@ -31,7 +31,8 @@ from celosia.rtl.config import RS_SPAD, AccelConfig
 from celosia.rtl import isa
 from celosia.rtl.arrays.rs import gemm_cycles
 from celosia.rtl.isa import BaseReg
-from celosia.sw.compiler.compile import CompileError, Gemm, OutTile, Unit, _load, _split_units
+from celosia.sw.compiler.compile import (CompileError, Gemm, OutTile, Unit, _load, _split_units, _store,
+                                         _window_load, conv_attrs)
 from celosia.sw.quant.model import QLayer
 
 __all__ = ["lower_conv_rs", "lower_fc_rs"]
@@ -45,26 +46,15 @@ def _lines(out_rows: int, win: int, stride: int, dil: int) -> int:
     return (out_rows - 1) * stride + (win - 1) * dil + 1
 
 
-def _store(layer: QLayer, dst, offset: int, stride: int, n_len: int) -> dict:
-    return dict(base_reg=dst[0], dram_offset=dst[1] + offset, dram_stride=stride, n_len=n_len,
-                out_zp=int(layer.out_zp), act_min=int(layer.act_min), act_max=int(layer.act_max))
-
-
 def lower_conv_rs(layer: QLayer, config: AccelConfig, batch: int, alloc: dict) -> list[Unit]:
     """A convolution on the rs array (see the module docstring)."""
     R, C, L = config.rows, config.cols, config.rs_lines
     i_half, p_half, w_half = config.ifmap_rows // 2, config.psum_rows // 2, config.weight_rows // 2
-    H, W, Cin = layer.in_shape
     Ho, Wo, Cout = layer.out_shape
     _, Fh, Fw, cin_g = layer.w.shape
-    a = layer.attrs
-    sh, sw = a.get("stride", (1, 1))
-    pt, pl, _, _ = a.get("pads", (0, 0, 0, 0))
-    dh, dw = a.get("dilation", (1, 1))
-    G = int(a.get("groups", 1))
+    sh, sw, pt, pl, dh, dw, G = conv_attrs(layer)
     cout_g = Cout // G
     K_g = Fh * Fw * cin_g
-    src_reg, src_off = alloc["src"]
     if max(sh, sw, dh, dw) > 255:
         raise CompileError(f"layer {layer.name!r}: strides and dilations above 255 do not fit the "
                            f"windowed GEMM")
@@ -118,13 +108,8 @@ def lower_conv_rs(layer: QLayer, config: AccelConfig, batch: int, alloc: dict) -
     def raw_load(c_abs, k_len, img, y0, ny, x0, nx, buf_row):
         """``ny`` input rows x ``nx`` columns from (y0, x0) (may lie in the padding) of
         ``k_len`` channels from ``c_abs``, ``nx`` buffer rows per input row."""
-        lo1, lo2 = max(0, -x0), max(0, -y0)
-        hi1, hi2 = min(nx, max(lo1, W - x0)), min(ny, max(lo2, H - y0))
-        padded = lo1 > 0 or hi1 < nx or lo2 > 0 or hi2 < ny
-        offset = src_off + img * H * W * Cin + (y0 * W + x0) * Cin + c_abs
-        return _load(None, src_reg, offset, k_len, n1=nx, s1=Cin, bs1=1, n2=ny, s2=W * Cin, bs2=nx,
-                     buf_row=buf_row, pad_en=int(padded), pad_lo1=lo1, pad_hi1=hi1, pad_lo2=lo2,
-                     pad_hi2=hi2, pad_value=int(layer.in_zp))
+        return _window_load(alloc["src"], layer.in_shape, img, c_abs, k_len, y0, x0, ny, nx,
+                            buf_row=buf_row, pad_value=int(layer.in_zp))
 
     def weight_loads(g, c0, k_len, fh0, fh_n, fw0, fw_n, j, n_len):
         """LOADs of the weight rows (fh, fw, c) of a filter block, ``n_len`` channels each:
