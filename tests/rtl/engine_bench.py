@@ -9,7 +9,8 @@ from amaranth.lib import wiring
 
 from celosia.rtl import isa
 from celosia.rtl.buffers import BufferWriteSignature, LaneBuffer
-from helpers import engine_monitor, pack, psum_write_mux, read_rows, simulate, write_rows
+from helpers import (engine_monitor, issue_and_drain, pack, psum_write_mux, read_rows, simulate, unpack,
+                     write_rows)
 
 
 class Harness(Elaboratable):
@@ -38,14 +39,6 @@ class Harness(Elaboratable):
         return m
 
 
-def unpack(word, lanes, bits):
-    out = []
-    for i in range(lanes):
-        v = (word >> (i * bits)) & ((1 << bits) - 1)
-        out.append(v - (1 << bits) if v >> (bits - 1) else v)
-    return out
-
-
 def run_program(cfg, ifmap, weight, psum0, insns, gaps, engine, seed=0):
     """Simulate the GEMMs ``insns`` (field dicts) on ``engine(cfg)`` with fresh buffers
     holding ``ifmap`` / ``weight`` / ``psum0``, ``gaps[i]`` idle cycles (junk payload,
@@ -67,23 +60,13 @@ def run_program(cfg, ifmap, weight, psum0, insns, gaps, engine, seed=0):
         await write_rows(ctx, dut.ifmap.w, [pack(row, 8) for row in ifmap])
         await write_rows(ctx, dut.weight.w, [pack(row, 8) for row in weight])
         await write_rows(ctx, dut.tb_psum_w, [pack(row, 32) for row in psum0])
-        for insn, gap in zip(insns, gaps):
-            ctx.set(ws.insn.valid, 0)
-            for _ in range(gap):
-                ctx.set(ws.insn.payload, isa.GemmInsn.const(
-                    {"op": isa.Opcode.GEMM, "m_len": rng.getrandbits(16), "k_len": 0xFF}))  # junk while invalid
-                await ctx.tick()
-            ctx.set(ws.insn.payload, isa.GemmInsn.const({"op": isa.Opcode.GEMM, **insn}))
-            ctx.set(ws.insn.valid, 1)
-            await ctx.tick().until(ws.insn.ready)
-        ctx.set(ws.insn.valid, 0)
-        for _ in range(1000):
-            if sum(kind != "accept" for kind, _ in events) == len(insns):
-                break
-            await ctx.tick()
-        else:
-            raise AssertionError(f"not all instructions finished: {events}")
-        await ctx.tick()
+        def gemm(**fields):
+            return isa.GemmInsn.const({"op": isa.Opcode.GEMM, **fields})
+
+        await issue_and_drain(
+            ctx, ws, insns, gaps, events,
+            offer=lambda ctx, insn: ctx.set(ws.insn.payload, gemm(**insn)),
+            junk=lambda ctx: ctx.set(ws.insn.payload, gemm(m_len=rng.getrandbits(16), k_len=0xFF)))
         rows = await read_rows(ctx, dut.psum.r1, cfg.psum_rows)
         result["psum"] = np.array([unpack(v, cfg.cols, 32) for v in rows], dtype=np.int64)
 

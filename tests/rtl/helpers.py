@@ -104,6 +104,15 @@ def pack(values, bits):
     return sum((int(v) & mask) << (i * bits) for i, v in enumerate(values))
 
 
+def unpack(word, lanes, bits):
+    """One buffer row -> its ``lanes`` lane values as signed ints (inverse of :func:`pack`)."""
+    out = []
+    for i in range(lanes):
+        v = (word >> (i * bits)) & ((1 << bits) - 1)
+        out.append(v - (1 << bits) if v >> (bits - 1) else v)
+    return out
+
+
 async def write_rows(ctx, port, rows, start=0):
     """Write the packed ``rows`` into rows ``start, start + 1, ...`` through the write
     port ``port`` (:class:`BufferWriteSignature`), all lanes enabled, one row per cycle."""
@@ -149,6 +158,29 @@ def engine_monitor(engine, events):
                 expect_busy = False
             cycle += 1
     return monitor
+
+
+async def issue_and_drain(ctx, engine, insns, gaps, events, *, offer, junk, max_cycles=1000):
+    """Offer each of ``insns`` on ``engine.insn`` (``offer(ctx, insn)`` sets the payload),
+    after ``gaps[i]`` cycles with ``valid`` low and ``junk(ctx)`` on the payload, holding
+    ``valid`` until accepted; then wait until ``events`` (:func:`engine_monitor`) holds a
+    done or error for every instruction, and one more cycle."""
+    for insn, gap in zip(insns, gaps):
+        ctx.set(engine.insn.valid, 0)
+        for _ in range(gap):
+            junk(ctx)
+            await ctx.tick()
+        offer(ctx, insn)
+        ctx.set(engine.insn.valid, 1)
+        await ctx.tick().until(engine.insn.ready)
+    ctx.set(engine.insn.valid, 0)
+    for _ in range(max_cycles):
+        if sum(kind != "accept" for kind, _ in events) == len(insns):
+            break
+        await ctx.tick()
+    else:
+        raise AssertionError(f"not all instructions finished: {events}")
+    await ctx.tick()
 
 
 def psum_write_mux(m, psum_w, bench, engine):

@@ -138,7 +138,6 @@ def test_convolution_windows(rows, cols):
 def test_minus_128_and_wrap():
     """All -128 products accumulate onto values near the int32 limits: wraps like int32."""
     cfg = rs_cfg(4, 4, psum_rows=16)
-    rng = random.Random(5)
     ifmap = np.full((cfg.ifmap_rows, 4), -128)
     weight = np.full((cfg.weight_rows, 4), -128)
     psum0 = np.full((cfg.psum_rows, 4), (1 << 31) - 1)

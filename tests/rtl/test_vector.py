@@ -16,7 +16,8 @@ from celosia.rtl.isa import VecMode
 from celosia.rtl.ppu import MBQM_STAGES
 from celosia.rtl.vector import VectorEngine
 from celosia.sim.golden.requant import multiply_by_quantized_multiplier
-from helpers import engine_monitor, pack, psum_write_mux, read_rows, simulate, write_rows
+from helpers import (engine_monitor, issue_and_drain, pack, psum_write_mux, read_rows, simulate, unpack,
+                     write_rows)
 
 
 class Harness(Elaboratable):
@@ -105,14 +106,6 @@ def raw_insn(d):
 
 # -- bench ---------------------------------------------------------------------
 
-def unpack(word, lanes, bits):
-    out = []
-    for i in range(lanes):
-        v = (word >> (i * bits)) & ((1 << bits) - 1)
-        out.append(v - (1 << bits) if v >> (bits - 1) else v)
-    return out
-
-
 def run_program(cfg, ifmap, psum0, insns, gaps, seed=0):
     dut = Harness(cfg)
     vec = dut.vec
@@ -125,24 +118,13 @@ def run_program(cfg, ifmap, psum0, insns, gaps, seed=0):
     async def tb(ctx):
         await write_rows(ctx, dut.ifmap.w, [pack(row, 8) for row in ifmap])
         await write_rows(ctx, dut.tb_psum_w, [pack(row, 32) for row in psum0])
-        for insn, gap in zip(insns, gaps):
-            ctx.set(vec.insn.valid, 0)
-            for _ in range(gap):
-                ctx.set(vec.insn.payload, isa.VecInsn.const(   # junk while invalid
-                    {"op": isa.Opcode.VEC, "m_len": rng.getrandbits(16), "win": rng.getrandbits(16),
-                     "lanes": 0xFF, "mode": rng.randrange(3)}))
-                await ctx.tick()
-            ctx.set(vec.insn.payload.as_value(), raw_insn(insn) & ((1 << isa.VecInsn.size) - 1))
-            ctx.set(vec.insn.valid, 1)
-            await ctx.tick().until(vec.insn.ready)
-        ctx.set(vec.insn.valid, 0)
-        for _ in range(20000):
-            if sum(kind != "accept" for kind, _ in events) == len(insns):
-                break
-            await ctx.tick()
-        else:
-            raise AssertionError(f"not all instructions finished: {events}")
-        await ctx.tick()
+        await issue_and_drain(
+            ctx, vec, insns, gaps, events, max_cycles=20000,
+            offer=lambda ctx, insn: ctx.set(vec.insn.payload.as_value(),
+                                            raw_insn(insn) & ((1 << isa.VecInsn.size) - 1)),
+            junk=lambda ctx: ctx.set(vec.insn.payload, isa.VecInsn.const(
+                {"op": isa.Opcode.VEC, "m_len": rng.getrandbits(16), "win": rng.getrandbits(16),
+                 "lanes": 0xFF, "mode": rng.randrange(3)})))
         rows = await read_rows(ctx, dut.psum.r0, cfg.psum_rows)
         result["psum"] = np.array([unpack(v, cfg.cols, 32) for v in rows], dtype=np.int64)
 

@@ -5,7 +5,6 @@ onnxruntime running the float ONNX operator on the dequantized operands, (c) bit
 bit against TFLite's reference loops transcribed with Python ints, (d) corner cases.
 """
 
-import math
 import zlib
 
 import numpy as np
@@ -37,52 +36,13 @@ from celosia.sw.quant import (
     quantize_weights_per_channel,
     requant_params,
 )
+from tflite_ref import c_div, c_int32, ref_mbqm, ref_quantize_multiplier, ref_rdbp, ref_srdhm
 
 # --- TFLite reference kernels transcribed with Python ints (independent of sim/golden) ---
 
 
-def c_int32(v: int) -> int:
-    return (v + (1 << 31)) % (1 << 32) - (1 << 31)
-
-
-def c_div(a: int, b: int) -> int:
-    q = abs(a) // abs(b)
-    return q if (a >= 0) == (b > 0) else -q
-
-
-def ref_srdhm(a: int, b: int) -> int:
-    if a == b == INT32_MIN:
-        return INT32_MAX
-    ab = a * b
-    return c_div(ab + ((1 << 30) if ab >= 0 else 1 - (1 << 30)), 1 << 31)
-
-
-def ref_rdbp(x: int, exponent: int) -> int:
-    mask = (1 << exponent) - 1
-    return (x >> exponent) + (1 if (x & mask) > (mask >> 1) + (1 if x < 0 else 0) else 0)
-
-
-def ref_mbqm(x: int, m: int, shift: int) -> int:
-    left, right = (shift, 0) if shift > 0 else (0, -shift)
-    return ref_rdbp(ref_srdhm(c_int32(x * (1 << left)), m), right)
-
-
 def ref_mbqm_smaller_than_one_exp(x: int, m: int, left_shift: int) -> int:
     return ref_rdbp(ref_srdhm(x, m), -left_shift)
-
-
-def ref_quantize_multiplier(real: float):
-    if real == 0.0:
-        return 0, 0
-    q, shift = math.frexp(real)
-    v = q * (1 << 31)
-    q_fixed = math.floor(v) + (1 if v - math.floor(v) >= 0.5 else 0)
-    if q_fixed == 1 << 31:
-        q_fixed //= 2
-        shift += 1
-    if shift < -31:
-        return 0, 0
-    return q_fixed, shift
 
 
 def ref_conv_per_channel(x, x_zp, w, bias, m0, shift, out_zp, act_min, act_max,
