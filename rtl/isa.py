@@ -29,13 +29,13 @@ from __future__ import annotations
 
 import enum
 
-from amaranth.hdl import unsigned
+from amaranth.hdl import signed, unsigned
 from amaranth.lib import data
 from amaranth.lib import enum as hdl_enum
 
 __all__ = [
     "Opcode", "Buffer", "VecMode", "VecInsn", "BaseReg", "ErrorCode", "Csr", "DepFlags", "Header",
-    "LoadInsn", "GemmInsn", "StoreInsn", "Insn", "NodeDescriptor",
+    "LoadInsn", "GemmInsn", "StoreInsn", "Insn", "NodeDescriptor", "Status", "ParamRecord", "PARAM_BYTES",
     "INSN_BITS", "INSN_BYTES", "INSN_WORDS", "DESC_BYTES", "NUM_BASE_REGS",
     "encode", "decode", "encode_words", "decode_words", "markdown",
 ]
@@ -245,6 +245,26 @@ Insn = data.UnionLayout({
     "vec": VecInsn,
     "raw": unsigned(INSN_BITS),
 })
+
+#: The STATUS CSR (read only): ``busy`` while a program runs, ``done`` once it stopped,
+#: ``error`` the :class:`ErrorCode` it stopped with (0: none).
+Status = data.StructLayout({
+    "busy": unsigned(1),
+    "done": unsigned(1),
+    "_pad0": unsigned(6),
+    "error": unsigned(8),
+})
+
+#: One output channel's PPU parameters, in DRAM (little endian, packed) and in one row of
+#: the parameter buffer: ``int8(clamp(MBQM(acc + bias, m0, shift) + out_zp, ...))``.
+ParamRecord = data.StructLayout({
+    "bias": signed(32),
+    "m0": signed(32),
+    "shift": signed(8),
+})
+
+#: Bytes of one :data:`ParamRecord`.
+PARAM_BYTES = ParamRecord.size // 8
 
 NodeDescriptor = data.StructLayout({
     "insn_offset": unsigned(32),  # bytes from PROG_BASE, multiple of 32
