@@ -106,7 +106,7 @@ class AccelConfig:
     @property
     def param_depth(self) -> int:
         """Physical rows of the parameter buffer: one output channel's record
-        (bias int32, M0 int32, shift int8: :data:`PARAM_BYTES`) per row,
+        (:data:`~celosia.rtl.isa.ParamRecord`: bias int32, M0 int32, shift int8) per row,
         ``param_rows`` groups of ``cols`` channels."""
         return self.param_rows * self.cols
 
@@ -145,10 +145,6 @@ def check_config(config) -> AccelConfig:
     if not isinstance(config, AccelConfig):
         raise TypeError(f"config must be an AccelConfig, not {config!r}")
     return config
-
-
-#: Bytes per output channel in the PPU parameter buffer (bias int32, M0 int32, shift int8).
-PARAM_BYTES = 9
 
 
 def parse_array(text: str) -> tuple[int, int]:

@@ -41,9 +41,8 @@ from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
 
 from .buffers import BufferReadSignature, BufferWriteSignature
-from .config import PARAM_BYTES
 from .dram import DramBusSignature
-from .isa import NUM_BASE_REGS, Buffer, ErrorCode, LoadInsn, StoreInsn
+from .isa import NUM_BASE_REGS, PARAM_BYTES, Buffer, ErrorCode, LoadInsn, ParamRecord, StoreInsn
 from .ppu import PPU
 
 __all__ = ["LoopNest", "dram_start", "span_last", "window_check", "accept_state", "check_state",
@@ -257,8 +256,8 @@ class LoadEngine(wiring.Component):
         Reads only (tag 0).
     ifmap_wr : Out(BufferWriteSignature(ifmap_rows, rows, 8))
     weight_wr : Out(BufferWriteSignature(weight_rows, cols, 8))
-    param_wr : Out(BufferWriteSignature(param_rows * cols, 9, 8))
-        One output channel's parameters per row.
+    param_wr : Out(BufferWriteSignature(param_rows * cols, PARAM_BYTES, 8))
+        One output channel's parameters (a :data:`~celosia.rtl.isa.ParamRecord`) per row.
         One lane enabled per write; ``data`` is the byte replicated on every lane.
     done, error : Out(1)
         One-cycle pulses; ``error_code`` (:class:`ErrorCode`) is valid with ``error``.
@@ -404,8 +403,8 @@ class StoreEngine(wiring.Component):
         Byte writes: one-hot ``wmask``, ``wdata`` the byte replicated.
     psum_rd : Out(BufferReadSignature(psum_rows, cols * 32))
         psum buffer read port 1.
-    param_rd : Out(BufferReadSignature(param_rows * cols, 72))
-        Row ``param_row + n`` for channel ``n``, read the cycle before the channel
+    param_rd : Out(BufferReadSignature(param_rows * cols, ParamRecord.size))
+        Row ``param_row + n`` (a :data:`~celosia.rtl.isa.ParamRecord`) for channel ``n``, read the cycle before the channel
         enters the PPU; relies on ``data`` holding while the PPU stalls.
     done, error, error_code, busy : as for :class:`LoadEngine`
     bytes : Out(1)
@@ -452,13 +451,13 @@ class StoreEngine(wiring.Component):
         # Input side: (m, n) of the channel offered to the PPU.
         in_m, in_n = Signal(16), Signal(8)
         have_row = Signal()  # psum_rd.data / param_rd.data hold the current row
-        param = Signal(PARAM_BYTES * 8)
+        param = Signal(ParamRecord)
         m.d.comb += [
             param.eq(self.param_rd.data),
             ppu.i.payload.acc.eq(self.psum_rd.data.word_select(in_n, 32)),
-            ppu.i.payload.bias.eq(param[0:32]),
-            ppu.i.payload.m0.eq(param[32:64]),
-            ppu.i.payload.shift.eq(param[64:72]),
+            ppu.i.payload.bias.eq(param.bias),
+            ppu.i.payload.m0.eq(param.m0),
+            ppu.i.payload.shift.eq(param.shift),
             ppu.i.payload.out_zp.eq(insn.out_zp),
             ppu.i.payload.act_min.eq(insn.act_min),
             ppu.i.payload.act_max.eq(insn.act_max),

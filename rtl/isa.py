@@ -1,8 +1,11 @@
-"""Celosia instruction set: the single definition of every binary format.
+"""Celosia instruction set: the single definition of every host-visible format.
 
-The RTL decodes these layouts, the compiler encodes with them (``encode``), the
-disassembler decodes with them (``decode``) and ``docs/isa.md`` is generated from
-them (``python -m celosia.rtl.isa``).
+Instructions, node descriptors, the PPU parameter record, the STATUS register, the
+error codes and the CSR / counter map. Fields holding two's complement values have
+signed shapes. The RTL reads these layouts as views; everything else converts
+with the one generic :func:`pack` / :func:`unpack` (``encode`` / ``decode`` for
+instructions); the C++ Verilator harness includes :func:`c_header`, and
+``docs/isa.md`` is generated from them (``python -m celosia.rtl.isa``).
 
 Program in DRAM (all little endian, 64-bit words):
 
@@ -29,15 +32,16 @@ from __future__ import annotations
 
 import enum
 
-from amaranth.hdl import signed, unsigned
+from amaranth.hdl import Shape, signed, unsigned
 from amaranth.lib import data
 from amaranth.lib import enum as hdl_enum
 
 __all__ = [
     "Opcode", "Buffer", "VecMode", "VecInsn", "BaseReg", "ErrorCode", "Csr", "DepFlags", "Header",
     "LoadInsn", "GemmInsn", "StoreInsn", "Insn", "NodeDescriptor", "Status", "ParamRecord", "PARAM_BYTES",
-    "INSN_BITS", "INSN_BYTES", "INSN_WORDS", "DESC_BYTES", "NUM_BASE_REGS",
-    "encode", "decode", "encode_words", "decode_words", "markdown",
+    "COUNTERS", "INSN_BITS", "INSN_BYTES", "INSN_WORDS", "DESC_BYTES", "NUM_BASE_REGS",
+    "pack", "unpack", "pack_bytes", "unpack_bytes", "encode", "decode", "encode_words", "decode_words",
+    "encode_descriptor", "markdown", "c_header",
 ]
 
 INSN_BITS = 256
@@ -60,7 +64,7 @@ class Buffer(hdl_enum.Enum, shape=2):
     """On-chip buffers a LOAD can target."""
     IFMAP = 0   #: rows of `rows` int8 lanes
     WEIGHT = 1  #: rows of `cols` int8 lanes
-    PARAM = 2   #: `param_rows * cols` rows of 9 byte lanes, one output channel's bias int32 LE, M0 int32 LE, shift int8
+    PARAM = 2   #: `param_rows * cols` rows of 9 byte lanes, one output channel's :data:`ParamRecord` each
 
 
 class BaseReg(enum.IntEnum):
@@ -131,7 +135,7 @@ LoadInsn = data.StructLayout({
     "buf": Buffer,
     "base_reg": unsigned(3),
     "pad_en": unsigned(1),
-    "dram_offset": unsigned(32),   # two's complement
+    "dram_offset": signed(32),
     "n0": unsigned(10),
     "dram_stride0": unsigned(8),
     "lane0": unsigned(10),
@@ -146,7 +150,7 @@ LoadInsn = data.StructLayout({
     "pad_hi1": unsigned(12),
     "pad_lo2": unsigned(12),
     "pad_hi2": unsigned(12),
-    "pad_value": unsigned(8),      # two's complement int8
+    "pad_value": signed(8),
 })
 
 #: Plain GEMM (``window = 0``; the ws, os and feie arrays):
@@ -181,7 +185,7 @@ GemmInsn = data.StructLayout({
     "row_pitch": unsigned(16),
     "out_w": unsigned(16),
     "out_h": unsigned(8),
-    "in_zp": unsigned(8),          # two's complement int8; feie only
+    "in_zp": signed(8),            # feie only
 })
 
 #: For m < m_len, n < n_len: byte at DRAM
@@ -192,15 +196,15 @@ StoreInsn = data.StructLayout({
     "dep": DepFlags,
     "base_reg": unsigned(3),
     "_pad0": unsigned(5),
-    "dram_offset": unsigned(32),   # two's complement
+    "dram_offset": signed(32),
     "dram_stride": unsigned(24),
     "psum_row": unsigned(16),
     "param_row": unsigned(16),
     "m_len": unsigned(16),
     "n_len": unsigned(8),
-    "out_zp": unsigned(8),   # two's complement int8
-    "act_min": unsigned(8),  # two's complement int8
-    "act_max": unsigned(8),  # two's complement int8
+    "out_zp": signed(8),
+    "act_min": signed(8),
+    "act_max": signed(8),
 })
 
 class VecMode(hdl_enum.Enum, shape=2):
@@ -228,12 +232,12 @@ VecInsn = data.StructLayout({
     "m_len": unsigned(16),
     "win": unsigned(16),
     "lanes": unsigned(8),
-    "in_zp": unsigned(8),     # two's complement int8 (ADD: a's zero point)
-    "b_zp": unsigned(8),      # two's complement int8
-    "a_shift": unsigned(8),   # two's complement
-    "b_shift": unsigned(8),   # two's complement
-    "a_m0": unsigned(32),
-    "b_m0": unsigned(32),
+    "in_zp": signed(8),       # ADD: a's zero point
+    "b_zp": signed(8),
+    "a_shift": signed(8),
+    "b_shift": signed(8),
+    "a_m0": signed(32),
+    "b_m0": signed(32),
 })
 
 #: View of any instruction; ``hdr`` is valid for all.
@@ -273,117 +277,144 @@ NodeDescriptor = data.StructLayout({
     "_pad0": unsigned(8),
 })
 
-#: Fields holding two's complement values: encode takes Python ints, decode returns them.
-_SIGNED = {"out_zp": 8, "act_min": 8, "act_max": 8, "pad_value": 8, "dram_offset": 32,
-           "in_zp": 8, "b_zp": 8, "a_shift": 8, "b_shift": 8}
 _BY_OP = {Opcode.LOAD: LoadInsn, Opcode.GEMM: GemmInsn, Opcode.STORE: StoreInsn,
           Opcode.VEC: VecInsn, Opcode.NOP: Header}
 
+#: The counter CSRs, in the order the driver reports them: START resets them, the host
+#: reads them back after every run.
+COUNTERS = (Csr.CYCLES, Csr.LOAD_BUSY, Csr.COMPUTE_BUSY, Csr.STORE_BUSY, Csr.MACS, Csr.DRAM_RD,
+            Csr.DRAM_WR, Csr.LOAD_COMPUTE_OVERLAP, Csr.INSNS, Csr.ZERO_SKIPS)
+
 for _layout in (LoadInsn, GemmInsn, StoreInsn, VecInsn, Header):
     assert _layout.size <= INSN_BITS, _layout
-assert NodeDescriptor.size == 64
+assert NodeDescriptor.size == DESC_BYTES * 8
+assert Status.size <= 32
 
 
 _FIELD_TABLES: dict = {}
-_PLAIN, _SIGNED_FIELD, _ENUM, _STRUCT = range(4)
+_UINT, _SINT, _ENUM, _STRUCT = range(4)
 
 
 def _fields(layout) -> dict:
-    """``name -> (offset, kind, arg)`` of a layout, computed once (encoding is hot: the
-    compiler encodes up to millions of instructions per model). ``arg``: the width
-    (plain), the two's complement width (signed), the enum class or the struct layout."""
+    """``name -> (offset, width, kind, arg)`` of a layout, computed once (encoding is hot:
+    the compiler encodes up to millions of instructions per model). ``kind`` follows the
+    field's shape: plain unsigned, signed (two's complement), an enum (``arg``: its class)
+    or a nested struct (``arg``: its layout)."""
     table = _FIELD_TABLES.get(id(layout))
     if table is None:
         table = {}
         for name, f in layout:
             shape = f.shape
             if isinstance(shape, type) and issubclass(shape, enum.Enum):
-                table[name] = (f.offset, _ENUM, shape)
+                table[name] = (f.offset, f.width, _ENUM, shape)
             elif isinstance(shape, data.StructLayout):
-                table[name] = (f.offset, _STRUCT, shape)
-            elif name in _SIGNED:
-                table[name] = (f.offset, _SIGNED_FIELD, _SIGNED[name])
+                table[name] = (f.offset, f.width, _STRUCT, shape)
+            elif Shape.cast(shape).signed:
+                table[name] = (f.offset, f.width, _SINT, None)
             else:
-                table[name] = (f.offset, _PLAIN, f.width)
+                table[name] = (f.offset, f.width, _UINT, None)
         _FIELD_TABLES[id(layout)] = table
     return table
 
 
-def _field_value(name, kind, arg, value):
-    if kind == _PLAIN:
+def _field_bits(name, width, kind, arg, value) -> int:
+    """The ``width`` bits of field ``name`` holding ``value``; ValueError when it does not fit."""
+    if kind == _UINT:
         value = int(value)
-        if not 0 <= value < (1 << arg):
-            raise ValueError(f"instruction field {name} must be 0..{(1 << arg) - 1}, not {value}")
+        if not 0 <= value < (1 << width):
+            raise ValueError(f"field {name} must be 0..{(1 << width) - 1}, not {value}")
         return value
-    if kind == _SIGNED_FIELD:
+    if kind == _SINT:
         value = int(value)
-        if not -(1 << (arg - 1)) <= value < (1 << (arg - 1)):
-            raise ValueError(f"{name} must be {-(1 << (arg - 1))}..{(1 << (arg - 1)) - 1}, not {value}")
-        return value & ((1 << arg) - 1)
+        if not -(1 << (width - 1)) <= value < (1 << (width - 1)):
+            raise ValueError(f"field {name} must be {-(1 << (width - 1))}..{(1 << (width - 1)) - 1}, "
+                             f"not {value}")
+        return value & ((1 << width) - 1)
     if kind == _ENUM:
         if isinstance(value, arg):
             return value.value
         try:
             return arg(int(value)).value
         except ValueError:
-            raise ValueError(f"instruction field {name} must be one of "
+            raise ValueError(f"field {name} must be one of "
                              f"{', '.join(f'{m.name}={m.value}' for m in arg)}, not {value!r}") from None
-    return _pack(arg, value or {})  # DepFlags given as a dict
+    return pack(arg, **(value or {}))  # a nested struct (DepFlags) given as a dict
 
 
-def _pack(layout, fields: dict) -> int:
+def pack(layout: data.Layout, **fields) -> int:
+    """The integer whose bits hold ``fields`` as ``layout`` places them (bit 0 = bit 0 of
+    the first byte in memory, little endian).
+
+    Missing fields are 0. Plain fields take ints ``0 .. 2**width - 1``, signed fields
+    (``signed(n)`` shapes) ints ``-2**(n-1) .. 2**(n-1) - 1``, enum fields a member or its
+    value, nested structs a dict. A value that does not fit, or a field ``layout`` does not
+    have, is a :class:`ValueError` naming the field.
+    """
     table = _fields(layout)
     word = 0
     for name, value in fields.items():
         try:
-            offset, kind, arg = table[name]
+            offset, width, kind, arg = table[name]
         except KeyError:
             raise ValueError(f"unknown field {name!r}; fields: "
                              f"{', '.join(n for n in table if not n.startswith('_'))}") from None
-        if kind == _PLAIN and type(value) is int and 0 <= value < (1 << arg):  # the usual case
+        if kind == _UINT and type(value) is int and 0 <= value < (1 << width):  # the usual case
             word |= value << offset
         else:
-            word |= _field_value(name, kind, arg, value) << offset
+            word |= _field_bits(name, width, kind, arg, value) << offset
     return word
 
 
+def unpack(layout: data.Layout, value: int) -> dict:
+    """The fields of ``layout`` in the integer ``value`` (the inverse of :func:`pack`):
+    ``name -> int`` (signed fields as negative ints where their top bit is set), enum
+    fields as members, nested structs as dicts. Fields named ``_...`` (padding) are left
+    out; bits of ``value`` beyond ``layout.size`` are ignored."""
+    value = int(value)
+    out = {}
+    for name, (offset, width, kind, arg) in _fields(layout).items():
+        if name.startswith("_"):
+            continue
+        raw = (value >> offset) & ((1 << width) - 1)
+        if kind == _UINT:
+            out[name] = raw
+        elif kind == _SINT:
+            out[name] = raw - (1 << width) if raw >> (width - 1) else raw
+        elif kind == _ENUM:
+            out[name] = arg(raw)
+        else:
+            out[name] = unpack(arg, raw)
+    return out
+
+
+def pack_bytes(layout: data.Layout, **fields) -> bytes:
+    """:func:`pack` as the ``layout.size // 8`` bytes it occupies in memory (little endian)."""
+    return pack(layout, **fields).to_bytes(layout.size // 8, "little")
+
+
+def unpack_bytes(layout: data.Layout, blob) -> dict:
+    """:func:`unpack` of the first ``layout.size // 8`` bytes of ``blob`` (little endian)."""
+    return unpack(layout, int.from_bytes(bytes(blob[:layout.size // 8]), "little"))
+
+
 def encode(op: Opcode, **fields) -> int:
-    """Encode one instruction to a 256-bit integer.
+    """Encode one instruction to a 256-bit integer: :func:`pack` of the opcode's layout.
 
     ``dep`` is a dict of the DepFlags bits (``{"push_next": 1}``); signed fields
-    (``out_zp``, ``act_min``, ``act_max``) take Python ints in -128..127.
+    (``out_zp``, ``dram_offset``, ...) take Python ints in their two's complement range.
     """
-    layout = _BY_OP[op]
-    return _pack(layout, {"op": op, **fields})
+    return pack(_BY_OP[op], op=op, **fields)
 
 
 def decode(word: int) -> dict:
-    """Decode a 256-bit instruction to a dict of fields (the inverse of :func:`encode`)."""
+    """Decode a 256-bit instruction to a dict of fields (the inverse of :func:`encode`);
+    ``{"op": bits, "illegal": True}`` for an unknown opcode."""
     op_bits = word & 0xF
     try:
         op = Opcode(op_bits)
     except ValueError:
         return {"op": op_bits, "illegal": True}
-    layout = _BY_OP[op]
-    out = {}
-    for name, field in layout:
-        if name.startswith("_"):
-            continue
-        raw = (word >> field.offset) & ((1 << field.width) - 1)
-        if name == "op":
-            out[name] = op
-        elif name == "dep":
-            out[name] = {n: (raw >> f.offset) & 1 for n, f in DepFlags}
-        elif name == "buf":
-            out[name] = Buffer(raw)
-        elif name == "mode":
-            out[name] = VecMode(raw)
-        elif name in _SIGNED:
-            bits = _SIGNED[name]
-            out[name] = raw - (1 << bits) if raw >> (bits - 1) else raw
-        else:
-            out[name] = raw
-    return out
+    return unpack(_BY_OP[op], word)
 
 
 def encode_words(word: int, nwords: int = INSN_WORDS) -> list[int]:
@@ -395,29 +426,45 @@ def decode_words(words) -> int:
 
 
 def encode_descriptor(insn_offset: int, n_insn: int, kind: int = 0) -> int:
-    return _pack(NodeDescriptor, {"insn_offset": insn_offset, "n_insn": n_insn, "kind": kind})
+    """One 64-bit :data:`NodeDescriptor`: :func:`pack` with its three fields."""
+    return pack(NodeDescriptor, insn_offset=insn_offset, n_insn=n_insn, kind=kind)
+
+
+def _type(layout, name) -> str:
+    """How :func:`markdown` names a field's type: ``u8``, ``s32``, an enum or struct name."""
+    offset, width, kind, arg = _fields(layout)[name]
+    if kind == _ENUM:
+        return f"`{arg.__name__}`"
+    if kind == _STRUCT:
+        return next(f"`{n}`" for n, v in globals().items() if v is arg and not n.startswith("_"))
+    return f"{'s' if kind == _SINT else 'u'}{width}"
 
 
 def markdown() -> str:
     """The ISA reference (docs/isa.md), generated from the layouts above."""
     lines = ["# Celosia ISA", "",
              "Generated by `python -m celosia.rtl.isa` from `rtl/isa.py`; do not edit.", "",
-             __doc__.strip(), ""]
+             __doc__.strip(), "",
+             "Field types: `uN` unsigned, `sN` signed (two's complement) N-bit integers; "
+             "`rtl/isa.py`'s `pack` / `unpack` convert between fields and bits.", ""]
 
     def table(title, layout, doc=""):
         lines.extend([f"## {title}", ""])
         if doc:
             lines.extend([doc, ""])
-        lines.extend(["| bits | field | width |", "| --- | --- | --- |"])
+        lines.extend(["| bits | field | type |", "| --- | --- | --- |"])
         for name, field in layout:
             if name.startswith("_"):
                 continue
             hi = field.offset + field.width - 1
-            lines.append(f"| {hi}:{field.offset} | `{name}` | {field.width} |")
+            lines.append(f"| {hi}:{field.offset} | `{name}` | {_type(layout, name)} |")
         lines.append("")
 
-    def enum_table(title, cls):
-        lines.extend([f"## {title}", "", "| value | name |", "| --- | --- |"])
+    def enum_table(title, cls, doc=""):
+        lines.extend([f"## {title}", ""])
+        if doc:
+            lines.extend([doc, ""])
+        lines.extend(["| value | name |", "| --- | --- |"])
         for member in cls:
             lines.append(f"| {member.value} | `{member.name}` |")
         lines.append("")
@@ -439,10 +486,40 @@ def markdown() -> str:
     table("STORE", StoreInsn, "psum buffer -> PPU (bias, requantize, zero point, clamp) -> DRAM.")
     enum_table("VEC modes", VecMode)
     table("VEC", VecInsn, "Compute queue, vector engine: pooling and residual add, lane-wise over ifmap rows.")
-    table("Node descriptor (64 bit)", NodeDescriptor)
+    table(f"Node descriptor ({NodeDescriptor.size} bit)", NodeDescriptor,
+          "One per node, at `PROG_BASE + 8*i`; `n_insn = 0` ends the table.")
+    table(f"PPU parameter record ({PARAM_BYTES} bytes)", ParamRecord,
+          "One output channel's STORE parameters: packed, little endian, in DRAM (a LOAD to the "
+          "`PARAM` buffer copies them byte by byte) and in one row of the parameter buffer.")
+    table("STATUS (CSR 1, read only)", Status,
+          "`busy` while a program runs, `done` once it has stopped, `error` why (an error code below).")
     enum_table("CSRs (32-bit word addresses)", Csr)
+    lines.extend(["## Counters", "",
+                  "Counter CSRs, reset by a start, in the order the driver reports them: "
+                  + ", ".join(f"`{c.name}` ({c.value})" for c in COUNTERS) + ".", ""])
     enum_table("Base registers (compiler convention)", BaseReg)
-    enum_table("Error codes (STATUS bits 15:8)", ErrorCode)
+    error = Status["error"]
+    enum_table(f"Error codes (STATUS bits {error.offset + error.width - 1}:{error.offset})", ErrorCode)
+    return "\n".join(lines)
+
+
+def c_header(**extra: int) -> str:
+    """A C++ header with the host-visible numbers, for programs outside Python (the
+    Verilator harness): ``CSR_<name>`` (word addresses), ``STATUS_<field>_SHIFT`` /
+    ``_MASK``, ``ERROR_<name>``, ``COUNTERS[N_COUNTERS]`` and ``extra`` (name -> value),
+    all ``constexpr uint64_t`` in namespace ``celosia_isa``."""
+    consts = [(f"CSR_{c.name}", c.value) for c in Csr]
+    for name, field in Status:
+        if not name.startswith("_"):
+            consts += [(f"STATUS_{name.upper()}_SHIFT", field.offset),
+                       (f"STATUS_{name.upper()}_MASK", ((1 << field.width) - 1) << field.offset)]
+    consts += [(f"ERROR_{e.name}", e.value) for e in ErrorCode]
+    consts += [("N_COUNTERS", len(COUNTERS)), *extra.items()]
+    lines = ["// Generated by celosia.rtl.isa.c_header() from rtl/isa.py; do not edit.",
+             "#pragma once", "#include <cstdint>", "", "namespace celosia_isa {", ""]
+    lines += [f"constexpr uint64_t {name} = {value if value < 256 else hex(value)}ULL;" for name, value in consts]
+    lines += [f"constexpr uint64_t COUNTERS[N_COUNTERS] = {{{', '.join(str(c.value) for c in COUNTERS)}}};",
+              "", "}  // namespace celosia_isa", ""]
     return "\n".join(lines)
 
 

@@ -23,10 +23,11 @@ from amaranth.lib.wiring import In, Out
 
 from .arrays import make_engine
 from .buffers import LaneBuffer
-from .config import PARAM_BYTES, AccelConfig, check_config
+from .config import AccelConfig, check_config
 from .controller import Controller, CsrSignature
 from .dma import LoadEngine, StoreEngine
 from .dram import BusArbiter, DramBusSignature, DramModel
+from .isa import PARAM_BYTES
 from .vector import VectorEngine
 
 __all__ = ["Accelerator", "SimTop"]

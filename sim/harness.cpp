@@ -17,17 +17,21 @@
 //
 // Both files are sequences of little-endian 64-bit words:
 //
-// job:    MAGIC_JOB poll_cycles max_cycles csr_ctrl csr_status csr_error_info
-//         n_counters {counter_csr} n_image {word_addr value}
+// job:    MAGIC_JOB poll_cycles max_cycles n_image {word_addr value}
 //         n_runs { n_writes {word_addr value} n_csr {addr value} n_readback {first last} }
 // result: MAGIC_RES n_runs { status timed_out {counter} error_info {readback words...} }
 //         total_cycles sim_nanoseconds sim_cpu_nanoseconds
 //
 // (sim_*: from the model's construction to the last host access; wall-clock and
 // this process's CPU time, which differ on a busy machine.)
+//
+// The CSR numbers, the STATUS fields, the counter CSRs (in the order of the result file)
+// and the magic numbers come from celosia_isa.h, generated from celosia/rtl/isa.py by
+// celosia.sim.job.harness_header() and written next to this file by the build.
 
 #include "Vcelosia_fast_top.h"
 #include "Vcelosia_fast_top___024root.h"
+#include "celosia_isa.h"
 #include "verilated.h"
 
 #include <chrono>
@@ -74,9 +78,6 @@ inline void clock_cycle(Top* top) {
         top->eval();
     }
 }
-
-constexpr uint64_t MAGIC_JOB = 0x31304a4c45534c43ULL;  // "CLSELJ01"
-constexpr uint64_t MAGIC_RES = 0x31305245534c4543ULL;  // "CELSER01"
 
 [[noreturn]] void die(const char* msg) {
     std::fprintf(stderr, "celosia_harness: %s\n", msg);
@@ -163,14 +164,10 @@ int main(int argc, char** argv) {
         while (std::fread(&word, sizeof word, 1, f) == 1) in.words.push_back(word);
         std::fclose(f);
     }
+    using namespace celosia_isa;
     if (in.next() != MAGIC_JOB) die("not a celosia job file (or another version)");
     const uint64_t poll_cycles = in.next();
     const uint64_t max_cycles = in.next();
-    const uint64_t csr_ctrl = in.next();
-    const uint64_t csr_status = in.next();
-    const uint64_t csr_error_info = in.next();
-    std::vector<uint64_t> counters(in.next());
-    for (auto& c : counters) c = in.next();
     if (poll_cycles == 0) die("poll_cycles must be positive");
 
     auto ctx = std::make_unique<VerilatedContext>();
@@ -198,13 +195,13 @@ int main(int argc, char** argv) {
             uint64_t value = in.next();
             host.csr_write(addr, value);
         }
-        host.csr_write(csr_ctrl, 1);
+        host.csr_write(CSR_CTRL, 1);
         uint64_t waited = 0, status = 0, timed_out = 0;
         for (;;) {
             host.wait(poll_cycles);
             waited += poll_cycles;
-            status = host.csr_read(csr_status);
-            if (status & 2) break;
+            status = host.csr_read(CSR_STATUS);
+            if (status & STATUS_DONE_MASK) break;
             if (waited >= max_cycles) {
                 timed_out = 1;
                 break;
@@ -212,8 +209,8 @@ int main(int argc, char** argv) {
         }
         out.push_back(status);
         out.push_back(timed_out);
-        for (uint64_t c : counters) out.push_back(host.csr_read(c));
-        out.push_back(host.csr_read(csr_error_info));
+        for (uint64_t c : COUNTERS) out.push_back(host.csr_read(c));
+        out.push_back(host.csr_read(CSR_ERROR_INFO));
         for (uint64_t n = in.next(); n; --n) {
             uint64_t first = in.next();
             uint64_t last = in.next();

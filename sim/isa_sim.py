@@ -18,8 +18,9 @@ import numpy as np
 
 from celosia.rtl import isa
 from celosia.rtl.arrays.engine import gemm_insn_in_range
-from celosia.rtl.config import AccelConfig, PARAM_BYTES
-from celosia.rtl.isa import Buffer, ErrorCode, Opcode, VecMode
+from celosia.rtl.config import AccelConfig
+from celosia.rtl.isa import (DESC_BYTES, PARAM_BYTES, Buffer, ErrorCode, NodeDescriptor, Opcode, ParamRecord,
+                             VecMode, unpack_bytes)
 from celosia.sim.golden.requant import multiply_by_quantized_multiplier, requantize, wrap_int32
 
 __all__ = ["IsaSim", "IsaError"]
@@ -50,8 +51,9 @@ class IsaSim:
         insns = []
         i = 0
         while True:
-            desc = int.from_bytes(self.dram[prog_base + 8 * i: prog_base + 8 * i + 8], "little")
-            off, n = desc & 0xFFFFFFFF, (desc >> 32) & 0xFFFF
+            at = prog_base + DESC_BYTES * i
+            desc = unpack_bytes(NodeDescriptor, self.dram[at:at + DESC_BYTES])
+            off, n = desc["insn_offset"], desc["n_insn"]
             if n == 0:
                 return insns
             for j in range(n):
@@ -205,10 +207,9 @@ class IsaSim:
         if (d["psum_row"] + m_len > c.psum_rows or d["param_row"] + n_len > c.param_depth
                 or n_len > c.cols):
             raise IsaError(ErrorCode.BUFFER_OUT_OF_RANGE, f"store {d}")
-        rec = self.param[d["param_row"]:d["param_row"] + n_len]
-        bias = rec[:, 0:4].copy().view("<i4").ravel()[:n_len]
-        m0 = rec[:, 4:8].copy().view("<i4").ravel()[:n_len]
-        shift = rec[:, 8].view(np.int8)[:n_len]
+        recs = [unpack_bytes(ParamRecord, row) for row in self.param[d["param_row"]:d["param_row"] + n_len]]
+        bias, m0, shift = (np.array([r[k] for r in recs], dtype=t)
+                           for k, t in (("bias", np.int32), ("m0", np.int32), ("shift", np.int8)))
         for m in range(m_len):
             acc = self.psum[d["psum_row"] + m, :n_len]
             out = requantize(acc, bias, m0, shift, d["out_zp"], d["act_min"], d["act_max"])

@@ -15,27 +15,19 @@ import dataclasses
 import struct
 from dataclasses import dataclass, field
 
-from celosia.rtl.isa import Csr, ErrorCode
+from celosia.rtl import isa
+from celosia.rtl.isa import Csr, ErrorCode, Status, unpack
 
 __all__ = ["Run", "Job", "RunResult", "run_job", "COUNTERS", "POLL_CYCLES", "encode_job",
-           "decode_results"]
+           "decode_results", "harness_header"]
 
 #: How often (in cycles) the host polls ``STATUS`` while a run is going, by default.
 POLL_CYCLES = 512
 
-#: Counter CSRs read back after every run, by report name.
-COUNTERS = {
-    "cycles": Csr.CYCLES,
-    "load_busy": Csr.LOAD_BUSY,
-    "compute_busy": Csr.COMPUTE_BUSY,
-    "store_busy": Csr.STORE_BUSY,
-    "macs": Csr.MACS,
-    "dram_bytes_read": Csr.DRAM_RD,
-    "dram_bytes_written": Csr.DRAM_WR,
-    "load_compute_overlap": Csr.LOAD_COMPUTE_OVERLAP,
-    "insns": Csr.INSNS,
-    "zero_skips": Csr.ZERO_SKIPS,
-}
+#: Counter CSRs read back after every run (:data:`celosia.rtl.isa.COUNTERS`), by report name.
+COUNTERS = dict(zip(("cycles", "load_busy", "compute_busy", "store_busy", "macs", "dram_bytes_read",
+                     "dram_bytes_written", "load_compute_overlap", "insns", "zero_skips"),
+                    isa.COUNTERS, strict=True))
 
 
 @dataclass
@@ -122,7 +114,7 @@ async def run_job(transport, job: Job, poll_cycles: int = POLL_CYCLES, progress=
             await transport.wait(poll_cycles)
             waited += poll_cycles
             status = await transport.csr_read(Csr.STATUS)
-            if status & 2:
+            if unpack(Status, status)["done"]:
                 break
             if waited >= job.max_cycles:
                 timed_out = True
@@ -135,7 +127,7 @@ async def run_job(transport, job: Job, poll_cycles: int = POLL_CYCLES, progress=
             blob = b"".join([(await transport.host_read(w)).to_bytes(8, "little")
                              for w in range(first, last)])
             data.append(blob[skip: skip + nbytes])
-        results.append(RunResult(status=status, error=(status >> 8) & 0xFF,
+        results.append(RunResult(status=status, error=unpack(Status, status)["error"],
                                  error_info=error_info, counters=counters, data=data,
                                  timed_out=timed_out))
         if progress is not None:
@@ -147,21 +139,27 @@ async def run_job(transport, job: Job, poll_cycles: int = POLL_CYCLES, progress=
 #
 # run_job above and harness.cpp's main() perform the same steps in the same order; the
 # job file holds everything run_job reads from ``job`` (image words already split and
-# zero-filtered here, so the harness does no byte handling) and the CSR numbers, and the
-# result file holds everything run_job reads from the design. Little-endian u64 words.
+# zero-filtered here, so the harness does no byte handling), and the result file holds
+# everything run_job reads from the design. Little-endian u64 words. The CSR numbers,
+# STATUS fields, counters and the two magic numbers reach the harness through the header
+# celosia_isa.h (harness_header), which the Verilator build writes next to harness.cpp.
 
-_MAGIC_JOB = int.from_bytes(b"CLSELJ01", "little")
+_MAGIC_JOB = int.from_bytes(b"CLSELJ02", "little")
 _MAGIC_RES = int.from_bytes(b"CELSER01", "little")
+
+
+def harness_header() -> str:
+    """``celosia_isa.h``, included by ``harness.cpp``: :func:`celosia.rtl.isa.c_header`
+    (CSR numbers, STATUS fields, error codes, the counter CSRs in :data:`COUNTERS` order)
+    plus ``MAGIC_JOB`` / ``MAGIC_RES``, the first word of a job / result file."""
+    return isa.c_header(MAGIC_JOB=_MAGIC_JOB, MAGIC_RES=_MAGIC_RES)
 
 
 def encode_job(job: Job, poll_cycles: int = POLL_CYCLES) -> bytes:
     """The job file ``harness.cpp`` performs: :func:`run_job` with ``poll_cycles``, as data."""
-    from celosia.rtl.isa import Csr
-
     if poll_cycles < 1:
         raise ValueError("poll_cycles must be positive")
-    words = [_MAGIC_JOB, poll_cycles, job.max_cycles, int(Csr.CTRL), int(Csr.STATUS),
-             int(Csr.ERROR_INFO), len(COUNTERS), *(int(c) for c in COUNTERS.values())]
+    words = [_MAGIC_JOB, poll_cycles, job.max_cycles]
     image = [(w, v) for addr, payload in job.image for w, v in _words(addr, payload) if v]
     words.append(len(image))
     for pair in image:
@@ -212,7 +210,7 @@ def decode_results(job: Job, blob: bytes) -> tuple[list[RunResult], dict]:
             first, last, skip = _readback_span(addr, nbytes)
             region = b"".join(w.to_bytes(8, "little") for w in take(last - first))
             data.append(region[skip: skip + nbytes])
-        results.append(RunResult(status=status, error=(status >> 8) & 0xFF, error_info=error_info,
+        results.append(RunResult(status=status, error=unpack(Status, status)["error"], error_info=error_info,
                                  counters=counters, data=data, timed_out=bool(timed_out)))
     cycles, nanoseconds, cpu_nanoseconds = take(3)
     if pos != len(words):

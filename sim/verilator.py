@@ -23,8 +23,8 @@ clock (``always #5 clk = ~clk``, Verilator ``--timing``) and holds
 :func:`celosia.sim.job.run_job` the Amaranth-simulator back end uses.
 
 Builds are cached by a hash of the generated Verilog (plus the wrapper or the
-harness source, the flags and the Verilator version), so tests and CLI runs never
-rebuild the same design.
+harness source and the ISA header it includes, the flags and the Verilator version), so
+tests and CLI runs never rebuild the same design.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from pathlib import Path
 from amaranth.utils import ceil_log2
 
 from celosia.rtl.config import AccelConfig
-from celosia.sim.job import POLL_CYCLES, Job, RunResult, decode_results, encode_job
+from celosia.sim.job import POLL_CYCLES, Job, RunResult, decode_results, encode_job, harness_header
 from celosia.sw.errors import CelosiaError
 from celosia.sim.verilog import cache_dir, sim_top_verilog
 
@@ -54,6 +54,8 @@ HARNESSES = ("cpp", "cocotb")
 HARNESS_ENV = "CELOSIA_VERILATOR_HARNESS"
 HARNESS_SRC = Path(__file__).resolve().parent / "harness.cpp"
 HARNESS_BIN = "celosia_harness"
+#: The header ``harness.cpp`` includes, written next to it (:func:`celosia.sim.job.harness_header`).
+HARNESS_HEADER = "celosia_isa.h"
 SIM_TOP = "celosia_sim_top"
 FAST_TOP = "celosia_fast_top"
 #: verilator arguments of the C++ harness build (part of the cache key).
@@ -220,10 +222,12 @@ def build_cpp(config: AccelConfig, verbose: bool = False) -> Path:
     env = setup_env(dict(os.environ))
     rtl = sim_top_verilog(config)
     source = HARNESS_SRC.read_bytes()
+    header = harness_header().encode()  # the ISA numbers harness.cpp includes
     wrapper = fast_wrapper_verilog(config)
     pgo = _pgo_enabled()
     h = hashlib.sha256(rtl.read_bytes())
     h.update(source)
+    h.update(header)
     h.update(wrapper.encode())
     h.update(repr((CPP_ARGS, pgo)).encode())
     h.update(_verilator_version().encode())
@@ -236,6 +240,7 @@ def build_cpp(config: AccelConfig, verbose: bool = False) -> Path:
     shutil.copy(rtl, tmp_dir / f"{SIM_TOP}.v")
     (tmp_dir / f"{FAST_TOP}.v").write_text(wrapper)
     (tmp_dir / "harness.cpp").write_bytes(source)
+    (tmp_dir / HARNESS_HEADER).write_bytes(header)
     log = tmp_dir / "build.log"
     log.write_text("")
     env.pop("MAKEFLAGS", None)  # a parent make's jobserver flags would confuse ours

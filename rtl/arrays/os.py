@@ -92,7 +92,7 @@ class OSArray(ComputeEngine):
             first_mac = Signal()
             k_star = Signal(range(rows))
             k_land = Signal(range(rows))
-            nz = Cat((self.ifmap.data[l * ab:(l + 1) * ab] != insn.in_zp) & (insn.k_len > l)
+            nz = Cat((self.ifmap.data[l * ab:(l + 1) * ab] != insn.in_zp.as_unsigned()) & (insn.k_len > l)
                      for l in range(rows))
             with m.If(clear):
                 m.d.sync += kmask.eq(0)

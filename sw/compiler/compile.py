@@ -40,7 +40,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from celosia.rtl import isa
-from celosia.rtl.config import AccelConfig, PARAM_BYTES
+from celosia.rtl.config import AccelConfig
+from celosia.rtl.isa import PARAM_BYTES
 from celosia.rtl.isa import BaseReg, Buffer, Opcode
 from celosia.sw.compiler.program import NodeCode, Program, align
 from celosia.sw.errors import CelosiaError
@@ -232,19 +233,17 @@ def param_chunks(layer: QLayer, config: AccelConfig) -> list[tuple[int, int]]:
 
 
 def _params_blob(layer: QLayer, config: AccelConfig) -> bytes:
-    """One row of ``cols`` x 9 bytes per chunk: bias int32 LE (the input zero point folded in,
-    except for feie: :func:`subtracts_zero_point`), M0 int32 LE, shift int8."""
+    """One row of ``cols`` :data:`~celosia.rtl.isa.ParamRecord`\\ s per chunk (zeros past the
+    chunk's channels): bias (the input zero point folded in, except for feie:
+    :func:`subtracts_zero_point`), M0, shift."""
     C = config.cols
     bias = np.asarray(layer.bias if subtracts_zero_point(config) else layer.folded_bias()).astype("<i4")
     m0 = np.asarray(layer.m0, dtype="<i4")
     shift = np.asarray(layer.shift, dtype=np.int8)
-    chunks = param_chunks(layer, config)
-    rec = np.zeros((len(chunks), C, PARAM_BYTES), dtype=np.uint8)
-    for r, (c0, n) in enumerate(chunks):
-        rec[r, :n, 0:4] = bias[c0:c0 + n].view(np.uint8).reshape(-1, 4)
-        rec[r, :n, 4:8] = m0[c0:c0 + n].view(np.uint8).reshape(-1, 4)
-        rec[r, :n, 8] = shift[c0:c0 + n].view(np.uint8)
-    return rec.tobytes()
+    empty = bytes(PARAM_BYTES)
+    return b"".join(isa.pack_bytes(isa.ParamRecord, bias=int(bias[c0 + j]), m0=int(m0[c0 + j]),
+                                   shift=int(shift[c0 + j])) if j < n else empty
+                    for c0, n in param_chunks(layer, config) for j in range(C))
 
 
 def _split_units(tiles: list[OutTile], params_at: int, resident: bool,

@@ -70,10 +70,11 @@ class Program:
         for kind, node in enumerate(self.nodes[:n]):
             for count in self._pieces(node):
                 if count:
-                    descs.append(isa.encode_descriptor(offset, count, kind=kind & 0xFF))
+                    descs.append(isa.pack_bytes(isa.NodeDescriptor, insn_offset=offset, n_insn=count,
+                                                kind=kind & 0xFF))
                 offset += count * isa.INSN_BYTES
-        descs.append(isa.encode_descriptor(0, 0))  # end of table
-        return b"".join(d.to_bytes(8, "little") for d in descs).ljust(self._table_bytes(len(descs) - 1), b"\0")
+        descs.append(isa.pack_bytes(isa.NodeDescriptor))  # n_insn = 0: end of table
+        return b"".join(descs).ljust(self._table_bytes(len(descs) - 1), b"\0")
 
     def image(self) -> bytes:
         """Descriptor table + instruction blocks, loaded at ``PROG_BASE``."""

@@ -11,7 +11,8 @@ import pytest
 
 from celosia.rtl.config import AccelConfig
 from celosia.sim import verilator
-from celosia.sim.job import COUNTERS, Job, Run, decode_results, encode_job
+from celosia.rtl import isa
+from celosia.sim.job import COUNTERS, Job, Run, decode_results, encode_job, harness_header
 from celosia.sw.compiler import compile_model
 from celosia.sw.driver import golden_forward
 from celosia.sw.driver import build_job
@@ -70,9 +71,9 @@ def test_job_file_round_trip():
               runs=[Run(csr_writes=[(3, 0x1_0000_0007)], readback=[(13, 6)],
                         writes=[(64, bytes(range(16)))])], max_cycles=1000)
     words = np.frombuffer(encode_job(job, poll_cycles=7), "<u8").tolist()
-    n_ctr = words[6]
-    assert words[1:3] == [7, 1000]
-    rest = words[7 + n_ctr:]
+    n_ctr = len(COUNTERS)
+    assert words[0] == int.from_bytes(b"CLSELJ02", "little") and words[1:3] == [7, 1000]
+    rest = words[3:]
     assert rest[:3] == [1, 1, 5]  # one non-zero image word: (word 1, value 5)
     assert rest[3:4] == [1]  # one run
     assert rest[4] == 2 and rest[9:12] == [1, 3, 7]  # two input words; CSR value masked
@@ -84,3 +85,16 @@ def test_job_file_round_trip():
     both = (0x1122334455667788).to_bytes(8, "little") + (0xAABBCCDDEEFF0011).to_bytes(8, "little")
     assert res.data == [both[5:11]]
     assert stats == pytest.approx({"cycles": 123, "seconds": 456e-9, "cpu_seconds": 400e-9})
+
+
+def test_harness_header():
+    """harness.cpp's header: the ISA's numbers (celosia.rtl.isa.c_header) and the file magics."""
+    text = harness_header()
+    for line in ("constexpr uint64_t CSR_CTRL = 0ULL;", "constexpr uint64_t CSR_STATUS = 1ULL;",
+                 "constexpr uint64_t CSR_ERROR_INFO = 25ULL;", "constexpr uint64_t STATUS_DONE_MASK = 2ULL;",
+                 f"constexpr uint64_t MAGIC_JOB = {int.from_bytes(b'CLSELJ02', 'little'):#x}ULL;",
+                 f"constexpr uint64_t MAGIC_RES = {int.from_bytes(b'CELSER01', 'little'):#x}ULL;",
+                 "constexpr uint64_t COUNTERS[N_COUNTERS] = {16, 17, 18, 19, 20, 21, 22, 23, 24, 26};"):
+        assert line in text, line
+    # the result file lists the counters in COUNTERS order, which the header gives the harness
+    assert list(COUNTERS.values()) == list(isa.COUNTERS)

@@ -10,6 +10,7 @@ returns with the strobes it raised lowered again.
 
 from amaranth.sim import Simulator
 
+from celosia.rtl import isa
 from celosia.rtl.isa import Csr
 
 __all__ = ["simulate", "csr_write", "csr_read_all", "start_and_wait", "host_write",
@@ -56,7 +57,7 @@ async def start_and_wait(ctx, csr, max_cycles):
     ctx.set(csr.addr, Csr.STATUS)
     for _ in range(max_cycles):
         await ctx.tick()
-        if ctx.get(csr.r_data) & 2:
+        if isa.unpack(isa.Status, ctx.get(csr.r_data))["done"]:
             return
     raise AssertionError(f"not done within {max_cycles} cycles")
 

@@ -12,10 +12,11 @@ from amaranth.hdl import Module
 from amaranth.lib import wiring
 
 from celosia.rtl.buffers import LaneBuffer
-from celosia.rtl.config import PARAM_BYTES, AccelConfig
+from celosia.rtl.config import AccelConfig
 from celosia.rtl.dma import LoadEngine, StoreEngine
 from celosia.rtl.dram import DramModel
-from celosia.rtl.isa import Buffer, ErrorCode, Opcode, encode
+from celosia.rtl import isa
+from celosia.rtl.isa import PARAM_BYTES, Buffer, ErrorCode, Opcode, ParamRecord, encode
 from celosia.sim.golden.requant import requantize
 from helpers import host_read_bytes, host_write, image_words, pack, read_rows, simulate, write_rows
 
@@ -443,8 +444,7 @@ def test_load_padded_out_of_window():
 
 def param_rows_value(bias, m0, shift):
     """The parameter-buffer rows of channels (bias, m0, shift): one channel per row."""
-    return [(int(b) & 0xFFFFFFFF) | ((int(m) & 0xFFFFFFFF) << 32) | ((int(s) & 0xFF) << 64)
-            for b, m, s in zip(bias, m0, shift)]
+    return [isa.pack(ParamRecord, bias=int(b), m0=int(m), shift=int(s)) for b, m, s in zip(bias, m0, shift)]
 
 
 @pytest.mark.parametrize("bpc", [8, 3])

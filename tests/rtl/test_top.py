@@ -25,16 +25,25 @@ def put(mem: bytearray, addr: int, blob: bytes):
     mem[addr:addr + len(blob)] = blob
 
 
+def param_records(bias, m0, shift) -> bytes:
+    """The PPU parameter records of channels (bias, m0, shift), packed as in DRAM."""
+    return b"".join(isa.pack_bytes(isa.ParamRecord, bias=int(b), m0=int(m), shift=int(s))
+                    for b, m, s in zip(bias, m0, shift))
+
+
+def assert_done(status):
+    """STATUS says done, not busy, no error."""
+    s = isa.unpack(isa.Status, status)
+    assert (s["busy"], s["done"], s["error"]) == (0, 1, 0), f"STATUS {s}, error {ErrorCode(s['error'])!r}"
+
+
 def build(cfg, x, w, bias, m0, shift, out_zp):
     m, k = x.shape
     n = w.shape[1]
     mem = bytearray(cfg.dram_bytes)
     static, inp = BASES[BaseReg.STATIC], BASES[BaseReg.INPUT]
     put(mem, static + W_AT, w.astype(np.int8).tobytes())
-    params = b"".join(int(bias[c]).to_bytes(4, "little", signed=True) +
-                      int(m0[c]).to_bytes(4, "little", signed=True) +
-                      int(shift[c]).to_bytes(1, "little", signed=True) for c in range(n))
-    put(mem, static + P_AT, params)
+    put(mem, static + P_AT, param_records(bias[:n], m0[:n], shift[:n]))
     put(mem, inp + X_AT, x.astype(np.int8).tobytes())
 
     def ld(buf, base, off, n0, n1, push=0):
@@ -95,8 +104,7 @@ def test_gemm_tile_end_to_end(cfg, m):
     out_addr = BASES[BaseReg.OUTPUT] + Y_AT
     res = run(cfg, mem, out_addr, m * n)
 
-    status = res["STATUS"]
-    assert status & 3 == 2, f"STATUS {status:#x}, error {ErrorCode(status >> 8 & 0xFF)!r}"
+    assert_done(res["STATUS"])
     expected = requantize(x @ w, bias, m0, shift, out_zp, -128, 127)
     got = np.frombuffer(res["out"], dtype=np.int8).reshape(m, n)
     np.testing.assert_array_equal(got, expected)
@@ -115,7 +123,8 @@ def test_dma_error_reaches_status():
     put(mem, PROG, isa.encode_descriptor(32, 1).to_bytes(8, "little"))
     put(mem, PROG + 32, bad.to_bytes(32, "little"))
     res = run(CFG, mem, 0, 0)
-    assert res["STATUS"] >> 8 & 0xFF == ErrorCode.DMA_OUT_OF_WINDOW
+    assert isa.unpack(isa.Status, res["STATUS"]) == {"busy": 0, "done": 1,
+                                                     "error": ErrorCode.DMA_OUT_OF_WINDOW}
     assert res["ERROR_INFO"] == 0
 
 
@@ -141,9 +150,7 @@ def test_vec_sum_end_to_end():
 
     mem = bytearray(cfg.dram_bytes)
     static, inp = BASES[BaseReg.STATIC], BASES[BaseReg.INPUT]
-    put(mem, static + P_AT, b"".join(
-        int(bias[c]).to_bytes(4, "little", signed=True) + int(m0[c]).to_bytes(4, "little", signed=True)
-        + int(shift[c]).to_bytes(1, "little", signed=True) for c in range(cfg.cols)))
+    put(mem, static + P_AT, param_records(bias[:cfg.cols], m0[:cfg.cols], shift[:cfg.cols]))
     put(mem, inp + X_AT, x.astype(np.int8).tobytes())
     k = cfg.rows
     insns = [
@@ -165,8 +172,7 @@ def test_vec_sum_end_to_end():
         put(mem, PROG + 32 + 32 * j, insn.to_bytes(32, "little"))
     res = run(cfg, mem, BASES[BaseReg.OUTPUT] + Y_AT, m * lanes)
 
-    status = res["STATUS"]
-    assert status & 3 == 2, f"STATUS {status:#x}, error {ErrorCode(status >> 8 & 0xFF)!r}"
+    assert_done(res["STATUS"])
     sums = (x[:, :lanes] - in_zp).reshape(m, win, lanes).sum(axis=1)
     expected = requantize(sums, bias, m0, shift, out_zp, -128, 127)
     got = np.frombuffer(res["out"], dtype=np.int8).reshape(m, lanes)

@@ -98,9 +98,7 @@ def make_insn(mode=VecMode.SUM, ifmap_row=0, psum_row=0, m_len=1, win=1, lanes=1
 def raw_insn(d):
     """The 256-bit encoding of ``d`` (``mode`` may be the undefined value 3)."""
     mode = d["mode"].value if isinstance(d["mode"], VecMode) else d["mode"]
-    # a_m0 / b_m0 are int32 (as the PPU's M0), encoded as two's complement.
-    word = isa.encode(isa.Opcode.VEC, **{**d, "mode": 0, "a_m0": d["a_m0"] & 0xFFFFFFFF,
-                                          "b_m0": d["b_m0"] & 0xFFFFFFFF})
+    word = isa.encode(isa.Opcode.VEC, **{**d, "mode": 0})  # a_m0 / b_m0: int32, as the PPU's M0
     return word | mode << isa.VecInsn["mode"].offset
 
 
