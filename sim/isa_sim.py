@@ -62,12 +62,12 @@ class IsaSim:
             i += 1
 
     def run(self, prog_base: int, seed: int | None = None) -> dict:
-        queues = [[], [], []]
+        queues = [[], [], []]  # decoded instructions
         for word in self.fetch(prog_base):
-            op = word & 0xF
-            if op not in {o.value for o in Opcode}:
-                raise IsaError(ErrorCode.ILLEGAL_OPCODE, f"opcode {op}")
-            queues[_QUEUE[Opcode(op)]].append(word)
+            d = isa.decode(word)
+            if d.get("illegal"):
+                raise IsaError(ErrorCode.ILLEGAL_OPCODE, f"opcode {d['op']}")
+            queues[_QUEUE[d["op"]]].append(d)
         tokens = {"l2c": 0, "c2l": 0, "c2s": 0, "s2c": 0}
         pops = {0: {"pop_next": "c2l"}, 1: {"pop_prev": "l2c", "pop_next": "s2c"},
                 2: {"pop_prev": "c2s"}}
@@ -80,7 +80,7 @@ class IsaSim:
             ready = []
             for q in range(3):
                 if heads[q] < len(queues[q]):
-                    dep = isa.decode(queues[q][heads[q]])["dep"]
+                    dep = queues[q][heads[q]]["dep"]
                     if all(tokens[t] > 0 for flag, t in pops[q].items() if dep[flag]):
                         ready.append(q)
             if not ready:
@@ -90,9 +90,8 @@ class IsaSim:
                 turn = (q + 1) % 3
             else:
                 q = rng.choice(ready)
-            word = queues[q][heads[q]]
+            d = queues[q][heads[q]]
             heads[q] += 1
-            d = isa.decode(word)
             for flag, t in pops[q].items():
                 if d["dep"][flag]:
                     tokens[t] -= 1

@@ -17,6 +17,7 @@ __all__ = ["Program", "NodeCode", "align"]
 
 #: Instructions one node descriptor can hold (``NodeDescriptor.n_insn`` is 16 bits).
 MAX_DESC_INSNS = (1 << dict(isa.NodeDescriptor)["n_insn"].width) - 1
+_KINDS = 1 << dict(isa.NodeDescriptor)["kind"].width  # a descriptor's kind: the node index modulo this
 
 
 def align(n: int, a: int = 64) -> int:
@@ -71,7 +72,7 @@ class Program:
             for count in self._pieces(node):
                 if count:
                     descs.append(isa.pack_bytes(isa.NodeDescriptor, insn_offset=offset, n_insn=count,
-                                                kind=kind & 0xFF))
+                                                kind=kind % _KINDS))
                 offset += count * isa.INSN_BYTES
         descs.append(isa.pack_bytes(isa.NodeDescriptor))  # n_insn = 0: end of table
         return b"".join(descs).ljust(self._table_bytes(len(descs) - 1), b"\0")
