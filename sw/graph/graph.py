@@ -84,7 +84,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InputError, ModelError
+from celosia.errors import InputError, ModelError
 
 __all__ = [
     "Tensor", "Node", "Graph", "OpSpec", "OPS", "ACTIVATIONS", "LazyInit",

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from celosia.sw.errors import CelosiaError, InputError, ModelError
+from celosia.errors import CelosiaError, InputError, ModelError
 from celosia.sw.graph import Graph, fuse_activations, run_float, execute_float
 
 
