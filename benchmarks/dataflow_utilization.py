@@ -50,8 +50,8 @@ import numpy as np
 from celosia.rtl.config import IMPLEMENTED_DATAFLOWS, AccelConfig, ConfigError
 from celosia.sim import verilator
 from celosia.sw.cli import parse_array
-from celosia.sw.driver import run
-from celosia.sw.errors import CelosiaError
+from celosia.sw.driver import pgo_training_job, run
+from celosia.errors import CelosiaError
 from celosia.sw.graph import Graph
 from celosia.sw.quant import quantize_graph
 from celosia.sw.zoo import build, conv_layer
@@ -222,7 +222,7 @@ def prebuild(configs: dict[str, AccelConfig]) -> dict[str, dict]:
     errors = {}
     for df, config in configs.items():
         try:
-            _, secs = timed(lambda: verilator.build(config))
+            _, secs = timed(lambda: verilator.build(config, training_job=pgo_training_job))
         except CelosiaError as e:
             errors[df] = {"error": f"build failed: {type(e).__name__}: {e}"}
             print(f"verilator build of {config.array} {df} FAILED: {e}")

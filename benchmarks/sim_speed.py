@@ -32,13 +32,13 @@ import time
 
 import numpy as np
 
-from celosia.examples.demo import MODEL
-from celosia.examples.digits import digits_split
 from celosia.rtl.config import AccelConfig
 from celosia.sim import pysim, verilator
 from celosia.sw.cli import parse_array
 from celosia.sw.compiler import compile_model
-from celosia.sw.driver import build_job, golden_forward
+from celosia.sw.data import digits_split
+from celosia.sw.demo import MODEL
+from celosia.sw.driver import build_job, golden_forward, pgo_training_job
 from celosia.sw.importer import load_onnx
 from celosia.sw.quant import quantize_graph
 from celosia.sw.zoo import conv_layer
@@ -92,7 +92,7 @@ def main(argv=None):
             ("pysim", args.pysim_samples)]
     for name, n in plan:
         if n > 0 and name.startswith("verilator"):
-            _, secs = timed(lambda: verilator.build(config, harness=name.split("/")[1]))
+            _, secs = timed(lambda: verilator.build(config, harness=name.split("/")[1], training_job=pgo_training_job))
             print(f"{name} build (or cache hit): {secs:.1f} s")
     golden = golden_forward(qmodel, x_q)
     rows_out = []
@@ -104,7 +104,8 @@ def main(argv=None):
             results, wall = timed(lambda: pysim.run(config, job))
             stats = None
         else:
-            results, wall = timed(lambda: verilator.run(config, job, harness=name.split("/")[1]))
+            results, wall = timed(lambda: verilator.run(config, job, harness=name.split("/")[1],
+                                                       training_job=pgo_training_job))
             stats = verilator.last_stats
         assert all(r.error == 0 and not r.timed_out for r in results), f"{name}: run failed"
         y_q = np.frombuffer(b"".join(r.data[0] for r in results), np.int8)

@@ -1,94 +1,15 @@
-"""``celosia demo``: the bundled digits models on the simulated accelerator.
+"""Run the bundled digits models on the simulated accelerator (what ``celosia demo`` does).
 
-For each model (the MLP, the CNN conv-relu-conv-relu-maxpool-fc, the residual
-CNN with a stride-2 conv, Add and average pooling; all trained by scripts in this
-folder): calibrates on the training split, measures float and int8 accuracy on
-every held-out image with the golden model, runs ``samples`` held-out images on
-the chosen back end and checks them bit for bit against the golden model.
+    python -m celosia.examples.demo [--backend golden|pysim|verilator] [--samples N] ...
+
+A thin script over :func:`celosia.sw.demo.demo`; it takes the options of ``celosia demo``.
 """
 
 from __future__ import annotations
 
 import sys
-import time
-from pathlib import Path
 
-import numpy as np
+from celosia.sw.cli import main
 
-from celosia.rtl.config import AccelConfig
-
-HERE = Path(__file__).resolve().parent
-#: The demo models (``celosia demo --model NAME``), trained by ``train_digits_mlp.py`` and
-#: ``train_digits_cnn.py``.
-MODELS = {name: HERE / f"{name}.onnx" for name in ("digits_mlp", "digits_cnn", "digits_resnet")}
-MODEL = MODELS["digits_mlp"]
-
-
-def demo(config: AccelConfig, backend: str = "verilator", samples: int = 32, out=sys.stdout,
-         models=tuple(MODELS)) -> int:
-    """Run the demo for ``models``; 0 if every hardware output equals the golden model."""
-    def say(msg):
-        print(msg, file=out, flush=True)
-
-    if backend == "verilator":
-        from celosia.sim import verilator
-        t0 = time.perf_counter()
-        say(f"building the Verilator model of the {config.array} array (about a minute the "
-            f"first time; cached) ...")
-        verilator.build(config)
-        say(f"  ready in {time.perf_counter() - t0:.1f} s")
-    failed = 0
-    for name in models:
-        if name not in MODELS:
-            from celosia.sw.errors import InputError
-            raise InputError(f"no demo model '{name}'; models: {', '.join(MODELS)}")
-        failed += _demo_model(MODELS[name], config, backend, samples, say)
-    return 1 if failed else 0
-
-
-def _demo_model(path: Path, config: AccelConfig, backend: str, samples: int, say) -> int:
-    from celosia.examples.digits import digits_split
-    from celosia.sw.driver import run
-    from celosia.sw.graph import run_float
-    from celosia.sw.importer import load_onnx
-    from celosia.sw.quant import quantize_graph
-
-    x_train, x_test, y_train, y_test = digits_split()
-    graph = load_onnx(path)
-    shape = graph.tensors[graph.inputs[0]].shape[1:]
-    x_train, x_test = x_train.reshape(-1, *shape), x_test.reshape(-1, *shape)
-    qmodel = quantize_graph(graph, x_train)
-    say(f"\nmodel {path.name}: {' -> '.join(l.op for l in qmodel.layers)}, "
-        f"{qmodel.macs_per_sample()} MACs per image")
-    float_acc = float((run_float(graph, x_test).argmax(1) == y_test).mean())
-    golden = run(qmodel, x_test, config, backend="golden")
-    int8_acc = float((golden.y.argmax(1) == y_test).mean())
-    say(f"accuracy on {len(y_test)} held-out images: float {float_acc:.2%}, int8 {int8_acc:.2%} "
-        f"(golden model)")
-
-    n = min(samples, len(x_test))
-    say(f"running {n} held-out images on the {backend} back end, array {config.array} "
-        f"({config.dataflow}) ...")
-    t0 = time.perf_counter()
-    result = run(qmodel, x_test[:n], config, backend=backend)
-    wall = time.perf_counter() - t0
-    exact = bool(np.array_equal(result.y_q, golden.y_q[:n]))
-    hw_acc = float((result.y.argmax(1) == y_test[:n]).mean())
-    say(f"bit-exact against the golden model: {'yes' if exact else 'NO'} "
-        f"({int((result.y_q == golden.y_q[:n]).all(axis=1).sum())}/{n} images)")
-    say(f"accuracy of the {n} hardware runs: {hw_acc:.2%}")
-    rep = result.report
-    if rep.get("cycles") is not None:
-        say(f"cycles: {rep['cycles']} total, {rep['cycles'] / n:.0f} per image; "
-            f"utilization {rep['utilization']:.2%} of {config.rows * config.cols} PEs; "
-            f"DRAM {rep['dram_bytes_read']} B read, {rep['dram_bytes_written']} B written")
-        say(f"engines: load busy {rep['load_busy'] / rep['cycles']:.0%}, compute busy "
-            f"{rep['compute_busy'] / rep['cycles']:.0%}, store busy "
-            f"{rep['store_busy'] / rep['cycles']:.0%}, load and compute at once "
-            f"{rep['load_compute_overlap'] / rep['cycles']:.0%} of the cycles")
-        for layer in rep["layers"]:
-            say(f"  {layer['name']:<24} {layer['op']:<8} {layer['macs'] // n:>7} MACs/image "
-                f"{layer['cycles']:>7} cycles  array busy {layer['compute_cycles']:>7}  "
-                f"utilization {layer['utilization']:.2%}")
-    say(f"wall time {wall:.1f} s")
-    return 0 if exact else 1
+if __name__ == "__main__":
+    sys.exit(main(["demo", *sys.argv[1:]]))

@@ -1,37 +1,22 @@
 """The digits data set (scikit-learn's bundled 8x8 images) and its fixed split.
 
-The training script and the tests both take the held-out images from
+The training scripts and the tests both take the held-out images from
 :func:`digits_split`, so "test accuracy" always means the same 25 % of images.
-The split is shipped as ``digits_split.npz`` (uint8 pixels 0..16, about 40 kB) so
-the demo runs without scikit-learn; :func:`sklearn_digits_split` recomputes it
-from scikit-learn's bundled copy (a dev dependency) and ``python -m
-celosia.examples.digits`` rewrites the file.
+The split is shipped with the library as ``digits_split.npz``
+(:mod:`celosia.sw.data`, which reads it) so the demo runs without scikit-learn;
+:func:`sklearn_digits_split` recomputes it from scikit-learn's bundled copy (a dev
+dependency) and ``python -m celosia.examples.digits`` rewrites the file.
 """
 
 from __future__ import annotations
 
-import numpy as np
-
 from pathlib import Path
 
+import numpy as np
+
+from celosia.sw.data import SPLIT_FILE, SPLIT_SEED, TEST_FRACTION, digits_split
+
 __all__ = ["digits_split", "sklearn_digits_split", "SPLIT_SEED", "TEST_FRACTION", "SPLIT_FILE"]
-
-SPLIT_FILE = Path(__file__).resolve().parent / "digits_split.npz"
-
-#: Seed and size of the train/test split; changing them changes every reported accuracy.
-SPLIT_SEED = 0
-TEST_FRACTION = 0.25
-
-
-def digits_split() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """``(x_train, x_test, y_train, y_test)``: images as float32 ``[n, 64]`` in [0, 1].
-
-    Pixels of the bundled set are 0..16; dividing by 16 maps them onto [0, 1].
-    The split is stratified by label with a fixed seed (read from ``digits_split.npz``).
-    """
-    with np.load(SPLIT_FILE) as f:
-        return ((f["x_train"] / 16.0).astype(np.float32), (f["x_test"] / 16.0).astype(np.float32),
-                f["y_train"].astype(np.int64), f["y_test"].astype(np.int64))
 
 
 def sklearn_digits_split() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

@@ -1,6 +1,6 @@
 """Train two small demo CNNs on digits and write them as float ONNX models.
 
-    python -m celosia.examples.train_digits_cnn [--out-dir examples/]
+    python -m celosia.examples.train_digits_cnn [--out-dir sw/data/]
 
 Needs PyTorch (``pip install celosia[train]``); the shipped ``.onnx`` files and
 everything that reads them do not. The 8x8 images of :func:`digits_split` are
@@ -30,10 +30,10 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from celosia.examples.digits import digits_split
+from celosia.sw.data import DATA_DIR, digits_split
 
 SEED = 0
-DEFAULT_OUT_DIR = Path(__file__).resolve().parent
+DEFAULT_OUT_DIR = DATA_DIR  # the library's package data (celosia.sw.data), where the demo reads them
 # Opset / IR pinned so any onnxruntime >= 1.17 (our floor) loads the files.
 OPSET = 13
 IR_VERSION = 8

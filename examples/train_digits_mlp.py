@@ -1,6 +1,6 @@
 """Train the demo MLP on digits and write it as a float ONNX model.
 
-    python -m celosia.examples.train_digits_mlp [--out examples/digits_mlp.onnx]
+    python -m celosia.examples.train_digits_mlp [--out sw/data/digits_mlp.onnx]
 
 A 64-64-32-10 ReLU MLP trained with scikit-learn's ``MLPClassifier`` (fixed
 seeds), written by hand with ``onnx.helper`` as ``Gemm, Relu, Gemm, Relu, Gemm``
@@ -18,11 +18,11 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from celosia.examples.digits import digits_split
+from celosia.sw.data import MODELS, digits_split
 
 HIDDEN = (64, 32)
 SEED = 0
-DEFAULT_OUT = Path(__file__).with_name("digits_mlp.onnx")
+DEFAULT_OUT = MODELS["digits_mlp"]  # the library's package data (celosia.sw.data)
 # Opset / IR pinned so any onnxruntime >= 1.17 (our floor) loads the file.
 OPSET = 13
 IR_VERSION = 8

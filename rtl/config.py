@@ -12,11 +12,9 @@ import json
 import re
 from dataclasses import dataclass
 
+from celosia.errors import ConfigError
+
 __all__ = ["AccelConfig", "ConfigError", "RANGES", "DATAFLOWS", "check_config", "parse_array"]
-
-
-class ConfigError(ValueError):
-    """An accelerator configuration outside the documented ranges."""
 
 
 #: Dataflows of the compute engine (docs/dataflows.md).

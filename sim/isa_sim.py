@@ -17,6 +17,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from celosia.rtl import isa
+from celosia.errors import IsaError
 from celosia.rtl.arrays.engine import gemm_insn_in_range
 from celosia.rtl.config import AccelConfig
 from celosia.rtl.isa import (DESC_BYTES, PARAM_BYTES, Buffer, ErrorCode, NodeDescriptor, Opcode, ParamRecord,
@@ -26,12 +27,6 @@ from celosia.sim.golden.requant import multiply_by_quantized_multiplier, requant
 __all__ = ["IsaSim", "IsaError"]
 
 _QUEUE = {Opcode.LOAD: 0, Opcode.GEMM: 1, Opcode.VEC: 1, Opcode.NOP: 1, Opcode.STORE: 2}
-
-
-class IsaError(RuntimeError):
-    def __init__(self, code: ErrorCode, message: str):
-        super().__init__(f"{code.name}: {message}")
-        self.code = code
 
 
 class IsaSim:

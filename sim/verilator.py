@@ -25,6 +25,12 @@ clock (``always #5 clk = ~clk``, Verilator ``--timing``) and holds
 Builds are cached by a hash of the generated Verilog (plus the wrapper or the
 harness source and the ISA header it includes, the flags and the Verilator version), so
 tests and CLI runs never rebuild the same design.
+
+The C++ build is profile-guided when its caller passes a ``training_job`` (a
+:class:`~celosia.sim.job.Job`, or a function of the config returning one): this
+module imports nothing from ``celosia.sw``, so the job that exercises every op
+kind is built by the caller (:func:`celosia.sw.driver.pgo_training_job`, which the
+driver, the CLI and the demo pass).
 """
 
 from __future__ import annotations
@@ -36,13 +42,14 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from amaranth.utils import ceil_log2
 
+from celosia.errors import SimulationError
 from celosia.rtl.config import AccelConfig
 from celosia.sim.job import POLL_CYCLES, Job, RunResult, decode_results, encode_job, harness_header
-from celosia.sw.errors import CelosiaError
 from celosia.sim.verilog import cache_dir, sim_top_verilog
 
 __all__ = ["setup_env", "build", "run", "SimulationError", "HARNESSES", "last_stats"]
@@ -78,10 +85,6 @@ COCOTB_MAKEFLAGS = "CFG_CXXFLAGS_PCH_I=-include OPT_FAST=-O2 OPT_SLOW=-O0 OPT_GL
 #: simulation's wall and CPU time (excluding process start and file I/O). ``None``
 #: after a cocotb run.
 last_stats: dict | None = None
-
-
-class SimulationError(CelosiaError):
-    """The Verilator build or the simulation failed; the message says where the log is."""
 
 
 def setup_env(env: dict | None = None) -> dict:
@@ -172,11 +175,18 @@ def _harness(harness: str | None) -> str:
     return choice
 
 
-def build(config: AccelConfig, verbose: bool = False, harness: str | None = None) -> Path:
+#: What :func:`build_cpp` trains the profile-guided build on: a job, a function of the
+#: config returning one (called only when a build is needed), or ``None`` (no profile).
+TrainingJob = Job | Callable[[AccelConfig], Job] | None
+
+
+def build(config: AccelConfig, verbose: bool = False, harness: str | None = None,
+          training_job: TrainingJob = None) -> Path:
     """Build (or find in the cache) the Verilator model of ``config`` for ``harness``
-    (``"cpp"`` by default, ``$CELOSIA_VERILATOR_HARNESS`` overrides); return its build dir."""
+    (``"cpp"`` by default, ``$CELOSIA_VERILATOR_HARNESS`` overrides); return its build dir.
+    ``training_job``: see :func:`build_cpp` (the cocotb build ignores it)."""
     if _harness(harness) == "cpp":
-        return build_cpp(config, verbose=verbose)
+        return build_cpp(config, verbose=verbose, training_job=training_job)
     return build_cocotb(config, verbose=verbose)
 
 
@@ -192,8 +202,8 @@ def _check_toolchain(env: dict) -> None:
 
 
 #: Profile-guided optimisation of the C++ harness build (``$CELOSIA_VERILATOR_PGO=0`` turns
-#: it off): g++ builds an instrumented model, runs :func:`_training_job` on it and builds
-#: again with the profile. Twice the build time, about 20% faster simulation.
+#: it off): g++ builds an instrumented model, runs the caller's ``training_job`` on it and
+#: builds again with the profile. Twice the build time, about 20% faster simulation.
 PGO_ENV = "CELOSIA_VERILATOR_PGO"
 
 
@@ -201,30 +211,21 @@ def _pgo_enabled() -> bool:
     return os.environ.get(PGO_ENV, "1") not in ("0", "", "no", "false")
 
 
-def _training_job(config: AccelConfig) -> Job:
-    """One sample of :func:`celosia.sw.zoo.tiny_cnn` (every op kind) compiled for ``config``."""
-    import numpy as np
+def build_cpp(config: AccelConfig, verbose: bool = False, training_job: TrainingJob = None) -> Path:
+    """Build (or find in the cache) the C++-harness model of ``config``; return its build dir.
 
-    from celosia.sw.compiler import compile_model
-    from celosia.sw.driver import build_job
-    from celosia.sw.quant import quantize_graph
-    from celosia.sw.zoo import tiny_cnn
-
-    rng = np.random.default_rng(0)
-    qmodel = quantize_graph(tiny_cnn(), rng.random((4, 12, 12, 3), dtype=np.float32))
-    x_q = qmodel.quantize_input(rng.random((1, 12, 12, 3), dtype=np.float32)).reshape(1, -1)
-    job, _, _ = build_job(compile_model(qmodel, config), x_q)
-    return job
-
-
-def build_cpp(config: AccelConfig, verbose: bool = False) -> Path:
-    """Build (or find in the cache) the C++-harness model of ``config``; return its build dir."""
+    With a ``training_job`` (a :class:`~celosia.sim.job.Job`, or a function of ``config``
+    returning one, e.g. :func:`celosia.sw.driver.pgo_training_job`) and PGO on (see
+    :data:`PGO_ENV`), the build is profile-guided: trained on that job. Without one it is
+    built and cached as with ``$CELOSIA_VERILATOR_PGO=0``; the simulation results are the
+    same either way, only its speed differs.
+    """
     env = setup_env(dict(os.environ))
     rtl = sim_top_verilog(config)
     source = HARNESS_SRC.read_bytes()
     header = harness_header().encode()  # the ISA numbers harness.cpp includes
     wrapper = fast_wrapper_verilog(config)
-    pgo = _pgo_enabled()
+    pgo = _pgo_enabled() and training_job is not None
     h = hashlib.sha256(rtl.read_bytes())
     h.update(source)
     h.update(header)
@@ -269,7 +270,8 @@ def build_cpp(config: AccelConfig, verbose: bool = False) -> Path:
         verilate(["-CFLAGS", f"-fprofile-generate={prof}", "-LDFLAGS", f"-fprofile-generate={prof}"])
         try:
             job_path, result_path = tmp_dir / "train.job", tmp_dir / "train.result"
-            job_path.write_bytes(encode_job(_training_job(config)))
+            train = training_job(config) if callable(training_job) else training_job
+            job_path.write_bytes(encode_job(train))
             trained = subprocess.run([str(binary), str(job_path), str(result_path)],
                                      capture_output=True, check=False).returncode == 0
         except Exception as e:  # e.g. a DRAM too small for the training model: no profile
@@ -341,25 +343,28 @@ def build_cocotb(config: AccelConfig, verbose: bool = False) -> Path:
 
 
 def run(config: AccelConfig, job: Job, verbose: bool = False, harness: str | None = None,
-        poll_cycles: int = POLL_CYCLES) -> list[RunResult]:
+        poll_cycles: int = POLL_CYCLES, training_job: TrainingJob = None) -> list[RunResult]:
     """Run ``job`` on the Verilator model of ``config`` (built on first use).
 
     ``harness``: ``"cpp"`` (default, fast) or ``"cocotb"``; ``$CELOSIA_VERILATOR_HARNESS``
-    overrides. Both give identical results.
+    overrides. Both give identical results. ``training_job``: the profile-guided build's
+    training job, see :func:`build_cpp`.
     """
     global last_stats
     last_stats = None
     if _harness(harness) == "cpp":
-        return _run_cpp(config, job, verbose=verbose, poll_cycles=poll_cycles)
+        return _run_cpp(config, job, verbose=verbose, poll_cycles=poll_cycles,
+                        training_job=training_job)
     if poll_cycles != POLL_CYCLES:
         raise SimulationError("the cocotb harness polls every "
                               f"{POLL_CYCLES} cycles; poll_cycles cannot be changed")
     return _run_cocotb(config, job, verbose=verbose)
 
 
-def _run_cpp(config: AccelConfig, job: Job, verbose: bool, poll_cycles: int) -> list[RunResult]:
+def _run_cpp(config: AccelConfig, job: Job, verbose: bool, poll_cycles: int,
+             training_job: TrainingJob) -> list[RunResult]:
     global last_stats
-    binary = build_cpp(config, verbose=verbose) / HARNESS_BIN
+    binary = build_cpp(config, verbose=verbose, training_job=training_job) / HARNESS_BIN
     with tempfile.TemporaryDirectory(prefix="celosia-job-") as tmp:
         tmp = Path(tmp)
         job_path, result_path = tmp / "job.bin", tmp / "result.bin"

@@ -1,7 +1,7 @@
 """``celosia`` command line: thin wrappers over the library.
 
-Every error the library reports (:class:`~celosia.sw.errors.CelosiaError`,
-:class:`~celosia.rtl.config.ConfigError`) is printed as one line and exits 1.
+Every error the library reports (a :class:`~celosia.errors.CelosiaError`, which
+includes :class:`~celosia.errors.ConfigError`) is printed as one line and exits 1.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from celosia.rtl.config import DATAFLOWS, RANGES, AccelConfig, ConfigError, parse_array
-from celosia.sw.errors import CelosiaError, InputError, ModelError
+from celosia.errors import CelosiaError, ConfigError, InputError, ModelError
+from celosia.rtl.config import DATAFLOWS, RANGES, AccelConfig, parse_array
 
 BACKENDS = ("golden", "pysim", "verilator")
 
@@ -144,7 +144,7 @@ def _progress(prefix: str):
 # -- commands ----------------------------------------------------------------------------
 
 def cmd_run(args) -> int:
-    from celosia.sw.driver import run
+    from celosia.sw.driver import pgo_training_job, run
     from celosia.sw.driver.driver import check_input
 
     config = config_from_args(args)
@@ -168,7 +168,7 @@ def cmd_run(args) -> int:
         from celosia.sim import verilator
         t0 = time.perf_counter()
         _log("building the Verilator model (cached after the first time) ...")
-        verilator.build(config)
+        verilator.build(config, training_job=pgo_training_job)
         _log(f"  ready in {time.perf_counter() - t0:.1f} s")
     result = run(qmodel, x, config, backend=args.backend, batch=args.batch, source=source,
                  progress=_progress("simulating"))
@@ -264,7 +264,7 @@ def cmd_zoo(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from celosia.examples.demo import MODELS, demo
+    from celosia.sw.demo import MODELS, demo
     config = config_from_args(args)
     models = tuple(MODELS) if args.model == "all" else (args.model,)
     return demo(config, backend=args.backend, samples=args.samples, models=models)
@@ -331,7 +331,7 @@ def main(argv=None) -> int:
     warnings.simplefilter("default")
     try:
         return args.func(args)
-    except (CelosiaError, ConfigError) as e:
+    except CelosiaError as e:
         msg = " ".join(str(e).split())  # always one line
         print(f"celosia {args.command}: error: {msg}", file=sys.stderr)
         return 1

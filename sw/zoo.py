@@ -40,7 +40,7 @@ import math
 from collections.abc import Callable
 from pathlib import Path
 
-from .errors import InputError
+from celosia.errors import InputError
 from .graph import Graph, LazyInit
 
 __all__ = ["ZOO", "build", "resolve", "describe", "conv_layer", "tiny_cnn"]

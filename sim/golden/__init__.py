@@ -1,6 +1,6 @@
 """Golden model: the exact integer result of every operator (plain NumPy)."""
 
-from .conv import conv2d, conv2d_float, conv_output_size, same_padding
+from .conv import conv2d, conv2d_float, conv_output_size, conv_windows, grouped_conv, same_padding
 from .ops import (
     ACTIVATIONS,
     activation_range,
@@ -20,6 +20,7 @@ from .ops import (
     relu_int8,
     round_half_away_from_zero,
 )
+from .network import golden_forward
 from .requant import (
     INT32_MAX,
     INT32_MIN,
@@ -44,12 +45,15 @@ __all__ = [
     "conv2d",
     "conv2d_float",
     "conv_output_size",
+    "conv_windows",
     "dequantize",
     "fully_connected",
     "fully_connected_float",
     "global_avg_pool",
     "global_avg_pool_params",
     "global_avg_pool_requant",
+    "golden_forward",
+    "grouped_conv",
     "max_pool",
     "multiply_by_quantized_multiplier",
     "quantize",

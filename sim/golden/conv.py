@@ -27,7 +27,7 @@ import numpy as np
 from .ops import _check_act, _check_channel_params, _check_dtype, _check_int_range, _pair, _padding4
 from .requant import requantize
 
-__all__ = ["conv2d", "conv2d_float", "conv_output_size", "same_padding"]
+__all__ = ["conv2d", "conv2d_float", "conv_output_size", "same_padding", "conv_windows", "grouped_conv"]
 
 
 def conv_output_size(in_size: int, kernel: int, stride: int, pad_before: int, pad_after: int,
@@ -76,11 +76,60 @@ def _conv_geometry(x_shape, w_shape, stride, padding, groups, dilation):
     return (n, h, w, cin, cout, fh, fw, cg, sh, sw, dh, dw, top, left, bottom, right, ho, wo)
 
 
-def _conv_core(x, w, stride, padding, groups, dilation, pad_value, dtype):
-    """sum over taps of x_padded * w, grouped; x [N,H,W,Cin], w [Cout,Fh,Fw,Cg] -> [N,Ho,Wo,Cout]."""
+def conv_windows(x: np.ndarray, kernel, stride, dilation, pads, out_hw, pad_value=0.0) -> np.ndarray:
+    """The windows of a convolution or pooling over NHWC ``x``, as strided views.
+
+    Parameters
+    ----------
+    x : array [N, H, W, C]
+        Any dtype; the padding takes ``pad_value`` in that dtype.
+    kernel, stride, dilation : (h, w)
+    pads : (top, left, bottom, right)
+    out_hw : (Ho, Wo)
+        The output size. With ``ceil_mode`` pooling it may need rows / columns beyond
+        the stated bottom / right pads; they are added (filled with ``pad_value``).
+
+    Returns
+    -------
+    array [N, Ho, Wo, C, kh, kw]
+        Element ``[n, y, x, c, i, j]`` is the padded input at row
+        ``y * sh + i * dh - top``, column ``x * sw + j * dw - left``, channel ``c``.
+    """
+    (kh, kw), (sh, sw), (dh, dw), (pt, pl, pb, pr), (ho, wo) = kernel, stride, dilation, pads, out_hw
+    eh, ew = dh * (kh - 1) + 1, dw * (kw - 1) + 1
+    pb = max(pb, (ho - 1) * sh + eh - x.shape[1] - pt)
+    pr = max(pr, (wo - 1) * sw + ew - x.shape[2] - pl)
+    xp = np.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)), constant_values=pad_value)
+    v = np.lib.stride_tricks.sliding_window_view(xp, (eh, ew), axis=(1, 2))
+    return v[:, :(ho - 1) * sh + 1:sh, :(wo - 1) * sw + 1:sw, :, ::dh, ::dw]
+
+
+def grouped_conv(x: np.ndarray, w: np.ndarray, stride, dilation, pads, groups: int, out_hw) -> np.ndarray:
+    """The float convolution (no bias, no activation), zero padding, in ``x``'s dtype.
+
+    ``x`` NHWC ``[N, H, W, Cin]``, ``w`` ``[Cout, Fh, Fw, Cin / groups]``, the window
+    arguments as :func:`conv_windows`; returns ``[N, Ho, Wo, Cout]``. Output channel
+    ``co`` reads the input channels of group ``co // (Cout / groups)``. One contraction
+    over every tap (``einsum``): the float reference of the high-level graph
+    (:mod:`celosia.sw.graph.reference`, float32) and :func:`conv2d_float` (float64) are
+    both this function.
+    """
+    cout, fh, fw, cg = w.shape
+    p = conv_windows(x, (fh, fw), stride, dilation, pads, out_hw)   # [N, Ho, Wo, C, fh, fw]
+    p = p.reshape(p.shape[:3] + (groups, cg, fh, fw))                # [N, Ho, Wo, G, Cg, fh, fw]
+    wg = w.reshape(groups, cout // groups, fh, fw, cg)               # [G, Og, fh, fw, Cg]
+    y = np.einsum("nhwgcij,goijc->nhwgo", p, wg, optimize=True)
+    return y.reshape(y.shape[:3] + (cout,))
+
+
+def _conv_core_int(x, w, stride, padding, groups, dilation):
+    """int64 sum over taps of x_padded * w, grouped, one tap at a time (exact, and faster than
+    :func:`grouped_conv`'s single contraction on integers); x [N,H,W,Cin] (zero point already
+    subtracted: the padding is 0), w [Cout,Fh,Fw,Cg] -> [N,Ho,Wo,Cout]."""
+    dtype = np.int64
     (n, h, wd, cin, cout, fh, fw, cg, sh, sw, dh, dw,
      top, left, bottom, right, ho, wo) = _conv_geometry(x.shape, w.shape, stride, padding, groups, dilation)
-    xp = np.full((n, h + top + bottom, wd + left + right, cin), pad_value, dtype=dtype)
+    xp = np.zeros((n, h + top + bottom, wd + left + right, cin), dtype=dtype)
     xp[:, top:top + h, left:left + wd, :] = x
     xp = xp.reshape(n, h + top + bottom, wd + left + right, groups, cg)
     wg = w.astype(dtype).reshape(groups, cout // groups, fh, fw, cg)
@@ -127,8 +176,7 @@ def conv2d(x_q, x_zp, w_q, bias, m0, shift, out_zp, act_min=-128, act_max=127,
     out_zp = int(_check_int_range("out_zp", out_zp, -128, 127))
     act_min, act_max = _check_act(act_min, act_max)
     cout = w_q.shape[0] if w_q.ndim == 4 else None
-    acc = _conv_core(x_q.astype(np.int64) - x_zp, w_q, stride, padding, groups, dilation,
-                     pad_value=0, dtype=np.int64)
+    acc = _conv_core_int(x_q.astype(np.int64) - x_zp, w_q, stride, padding, groups, dilation)
     bias, m0, shift = _check_channel_params(cout, bias, m0, shift)
     # int64 sums are exact; requantize wraps acc + bias to int32 once (= wrapping every add).
     return requantize(acc, bias, m0, shift, out_zp, act_min, act_max)
@@ -136,10 +184,13 @@ def conv2d(x_q, x_zp, w_q, bias, m0, shift, out_zp, act_min=-128, act_max=127,
 
 def conv2d_float(x, w, b=None, stride=(1, 1), padding=(0, 0, 0, 0), groups: int = 1,
                  dilation=(1, 1)) -> np.ndarray:
-    """Float reference in float64: same layouts and semantics as :func:`conv2d`, zero padding."""
+    """Float reference in float64: same layouts and semantics as :func:`conv2d`, zero padding
+    (:func:`grouped_conv`)."""
     x = np.asarray(x, dtype=np.float64)
     w = np.asarray(w, dtype=np.float64)
-    y = _conv_core(x, w, stride, padding, groups, dilation, pad_value=0.0, dtype=np.float64)
+    (*_, sh, sw, dh, dw, top, left, bottom, right, ho, wo) = _conv_geometry(
+        x.shape, w.shape, stride, padding, groups, dilation)
+    y = grouped_conv(x, w, (sh, sw), (dh, dw), (top, left, bottom, right), groups, (ho, wo))
     if b is not None:
         b = np.asarray(b, dtype=np.float64)
         if b.shape != (w.shape[0],):

@@ -39,22 +39,18 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from celosia.errors import CompileError
 from celosia.rtl import isa
 from celosia.rtl.config import AccelConfig
 from celosia.rtl.isa import PARAM_BYTES
 from celosia.rtl.isa import BaseReg, Buffer, Opcode
 from celosia.sw.compiler.program import NodeCode, Program, align
-from celosia.sw.errors import CelosiaError
 from celosia.sw.quant.model import QLayer, QModel
 
 __all__ = ["compile_model", "CompileError", "Unit", "OutTile", "Gemm", "lower_fc", "lower_conv", "lower_vec",
            "emit_unit", "allocate", "SUPPORTED_OPS"]
 
 SUPPORTED_OPS = ("fc", "conv", "maxpool", "avgpool", "gap", "add")
-
-
-class CompileError(CelosiaError):
-    """The model cannot be mapped onto the configured accelerator."""
 
 
 # -- the tiled-GEMM intermediate form -----------------------------------------------------

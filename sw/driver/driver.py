@@ -3,7 +3,7 @@
 ``run(qmodel, x, config, backend)`` quantizes the float input, runs it on the
 back end and returns the dequantized output with a report:
 
-* ``golden`` — the NumPy golden model (:mod:`celosia.sim.golden`); no cycles.
+* ``golden`` — the NumPy golden model (:func:`celosia.sim.golden.golden_forward`); no cycles.
 * ``pysim`` — the compiled program on the RTL in Amaranth's simulator.
 * ``verilator`` — the compiled program on the generated Verilog (cocotb + Verilator).
 
@@ -23,21 +23,18 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from celosia.errors import CelosiaError, DriverError, InputError
 from celosia.rtl.config import AccelConfig
 from celosia.rtl.isa import BaseReg, Csr
+from celosia.sim.golden.network import golden_forward
 from celosia.sim.job import Job, Run
 from celosia.sw.compiler import Program, compile_model
-from celosia.sw.errors import CelosiaError, InputError
 from celosia.sw.quant.model import QModel
 
 __all__ = ["BACKENDS", "run", "run_quantized", "golden_forward", "check_input", "build_job", "DriverError",
-           "Result"]
+           "Result", "pgo_training_job"]
 
 BACKENDS = ("golden", "pysim", "verilator")
-
-
-class DriverError(CelosiaError):
-    """The hardware stopped with an error code, or the program does not fit the DRAM."""
 
 
 @dataclass
@@ -45,43 +42,6 @@ class Result:
     y_q: np.ndarray                      # int8 [samples, out_features]
     y: np.ndarray                        # float32, dequantized
     report: dict = field(default_factory=dict)
-
-
-def golden_forward(model: QModel, x_q: np.ndarray) -> np.ndarray:
-    """The golden model's int8 output for int8 inputs ``[samples, in_features]`` (NHWC flattened)."""
-    from celosia.sim import golden
-
-    n = len(x_q)
-    values = {QModel.INPUT: np.asarray(x_q, dtype=np.int8).reshape(n, -1)}
-    for i, layer in enumerate(model.layers):
-        xs = [values[name].reshape(n, *layer.in_shape) for name in model.layer_inputs(i)]
-        a = layer.attrs
-        clamp = dict(act_min=layer.act_min, act_max=layer.act_max)
-        if layer.op == "fc":
-            y = golden.fully_connected(xs[0].reshape(n, -1), layer.in_zp, layer.w, layer.bias,
-                                       layer.m0, layer.shift, layer.out_zp, **clamp)
-        elif layer.op == "conv":
-            y = golden.conv2d(xs[0], layer.in_zp, layer.w, layer.bias, layer.m0, layer.shift,
-                              layer.out_zp, stride=a.get("stride", (1, 1)),
-                              padding=a.get("pads", (0, 0, 0, 0)), groups=a.get("groups", 1),
-                              dilation=a.get("dilation", (1, 1)), **clamp)
-        elif layer.op == "maxpool":
-            y = golden.max_pool(xs[0], a["kernel"], a["stride"], a.get("pads", (0, 0, 0, 0)), **clamp)
-        elif layer.op == "avgpool":
-            y = golden.avg_pool_requant(xs[0], a["kernel"], a["stride"], a.get("pads", (0, 0, 0, 0)),
-                                        layer.in_zp, layer.out_zp, int(layer.m0[0]),
-                                        int(layer.shift[0]), **clamp)
-        elif layer.op == "gap":
-            y = golden.global_avg_pool_requant(xs[0], layer.in_zp, layer.out_zp, int(layer.m0[0]),
-                                               int(layer.shift[0]), **clamp)
-        elif layer.op == "add":
-            y = golden.add(xs[0], layer.in_zp, a["a_m0"], a["a_shift"], xs[1], a["b_zp"], a["b_m0"],
-                           a["b_shift"], layer.out_zp, int(layer.m0[0]), int(layer.shift[0]),
-                           left_shift=a.get("left_shift", 20), **clamp)
-        else:
-            raise DriverError(f"layer {layer.name!r}: op {layer.op!r} has no golden implementation")
-        values[layer.output] = y.reshape(n, -1)
-    return values[model.layers[-1].output]
 
 
 def check_input(model: QModel, x: np.ndarray, source: str = "input") -> np.ndarray:
@@ -160,6 +120,22 @@ def build_job(program: Program, x_q: np.ndarray, profile: bool = False) -> tuple
     return Job(dram_bytes=program.config.dram_bytes, image=image, runs=job_runs), lay, prefixes
 
 
+def pgo_training_job(config: AccelConfig) -> Job:
+    """The job the Verilator back end's profile-guided C++ build trains on: one sample of
+    :func:`celosia.sw.zoo.tiny_cnn` (every op kind) compiled for ``config``.
+
+    Pass it as ``training_job=`` to :func:`celosia.sim.verilator.build` / ``run`` (which
+    cannot build it themselves: ``celosia.sim`` does not import ``celosia.sw``)."""
+    from celosia.sw.quant import quantize_graph
+    from celosia.sw.zoo import tiny_cnn
+
+    rng = np.random.default_rng(0)
+    qmodel = quantize_graph(tiny_cnn(), rng.random((4, 12, 12, 3), dtype=np.float32))
+    x_q = qmodel.quantize_input(rng.random((1, 12, 12, 3), dtype=np.float32)).reshape(1, -1)
+    job, _, _ = build_job(compile_model(qmodel, config), x_q)
+    return job
+
+
 def _chunks(program: Program, samples: int, profile: bool) -> list[tuple[int, int]]:
     """Split the samples into jobs whose inputs and outputs fit the DRAM with the program."""
     def need(runs, with_profile):
@@ -211,7 +187,7 @@ def run_quantized(model: QModel, x_q: np.ndarray, config: AccelConfig, backend: 
                 part = pysim.run(config, job, progress=progress)
             else:
                 from celosia.sim import verilator
-                part = verilator.run(config, job)
+                part = verilator.run(config, job, training_job=pgo_training_job)
             for i, res in enumerate(part):
                 if res.timed_out:
                     raise DriverError(f"{backend}: run {i} did not finish within {job.max_cycles} cycles")

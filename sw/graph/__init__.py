@@ -1,9 +1,13 @@
-"""The high-level graph (operators and tensors), its bookkeeping and float reference."""
+"""The high-level graph (operators and tensors), its bookkeeping and float reference.
 
-from .graph import (
-    ACTIVATIONS, FUSABLE_OPS, OPS, Graph, LazyInit, Node, OpSpec, Tensor, activation_of,
-    apply_activation, check_activation, execute_float, fuse_activations, run_float,
-)
+:mod:`.ir` (tensors, nodes, the graph), :mod:`.ops` (the op registry),
+:mod:`.passes` (graph rewrites) and :mod:`.reference` (the float executor).
+"""
+
+from .ir import Graph, LazyInit, Node, Tensor
+from .ops import ACTIVATIONS, OPS, OpSpec, check_activation
+from .passes import FUSABLE_OPS, activation_of, fuse_activations
+from .reference import apply_activation, execute_float, run_float
 
 __all__ = [
     "Tensor", "Node", "Graph", "OpSpec", "OPS", "ACTIVATIONS", "LazyInit", "FUSABLE_OPS",

@@ -52,7 +52,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from ..errors import ModelError
+from celosia.errors import ModelError
 from ..graph import Graph
 
 __all__ = ["load_onnx", "SUPPORTED_OPS"]

@@ -14,7 +14,7 @@ import numpy as np
 
 from celosia.sim import golden
 from celosia.sim.golden import activation_range, round_half_away_from_zero
-from celosia.sw.errors import InputError, ModelError
+from celosia.errors import InputError, ModelError
 from celosia.sw.graph import Graph, execute_float, fuse_activations
 from celosia.sw.quant.model import QLayer, QModel
 from celosia.sw.quant.ptq import (choose_activation_qparams, quantize_bias,

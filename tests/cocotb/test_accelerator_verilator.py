@@ -9,13 +9,13 @@ tiles), so every layer here has more weights than the weight buffer holds.
 import numpy as np
 import pytest
 
-from celosia.examples.demo import MODEL
-from celosia.examples.digits import digits_split
+from celosia.sw.data import digits_split
+from celosia.sw.demo import MODEL
 from celosia.rtl.config import AccelConfig
 from celosia.rtl.isa import Csr
 from celosia.sim import verilator
 from celosia.sim.job import Job, Run
-from celosia.sw.driver import DriverError, golden_forward, run, run_quantized
+from celosia.sw.driver import DriverError, golden_forward, pgo_training_job, run, run_quantized
 from celosia.sw.graph import run_float
 from celosia.sw.importer import load_onnx
 from celosia.sw.quant import QModel, quantize_graph
@@ -97,7 +97,7 @@ def test_dma_outside_window_stops_with_error():
     writes.append((Csr.WINDOW_SIZE, lay["input"]))  # input lies just outside the window
     job = Job(dram_bytes=job.dram_bytes, image=job.image,
               runs=[Run(csr_writes=writes, readback=run0.readback)])
-    (res,) = verilator.run(config, job)
+    (res,) = verilator.run(config, job, training_job=pgo_training_job)
     assert res.error_name == "DMA_OUT_OF_WINDOW"
     assert res.data[0] == bytes(len(res.data[0]))  # nothing stored
 

@@ -15,7 +15,7 @@ from celosia.rtl import isa
 from celosia.sim.job import COUNTERS, Job, Run, decode_results, encode_job, harness_header
 from celosia.sw.compiler import compile_model
 from celosia.sw.driver import golden_forward
-from celosia.sw.driver import build_job
+from celosia.sw.driver import build_job, pgo_training_job
 from layer_cases import random_fc_model
 
 
@@ -33,7 +33,7 @@ def small_job():
 def test_cpp_and_cocotb_harnesses_agree(small_job, monkeypatch):
     config, model, x_q, job, n_prefix = small_job
     monkeypatch.delenv(verilator.HARNESS_ENV, raising=False)
-    cpp = verilator.run(config, job, harness="cpp")
+    cpp = verilator.run(config, job, harness="cpp", training_job=pgo_training_job)
     stats = verilator.last_stats
     cocotb = verilator.run(config, job, harness="cocotb")
     assert len(cpp) == len(cocotb) == len(job.runs)
@@ -50,7 +50,7 @@ def test_cpp_and_cocotb_harnesses_agree(small_job, monkeypatch):
 def test_harness_choice(small_job, monkeypatch):
     config, _, _, job, _ = small_job
     monkeypatch.setenv(verilator.HARNESS_ENV, "cpp")
-    verilator.run(config, job, harness="cocotb")  # the environment overrides the argument
+    verilator.run(config, job, harness="cocotb", training_job=pgo_training_job)  # env overrides harness=
     assert verilator.last_stats is not None
     monkeypatch.setenv(verilator.HARNESS_ENV, "spice")
     with pytest.raises(verilator.SimulationError, match="harness"):

@@ -17,9 +17,9 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-import celosia.examples
+from celosia.sw.data import MODELS
 
-DIGITS = Path(celosia.examples.__file__).with_name("digits_mlp.onnx")
+DIGITS = MODELS["digits_mlp"]
 REPORT_KEYS = {"backend", "config", "cycles", "macs", "utilization", "dram_bytes_read",
                "dram_bytes_written", "layers"}
 LAYER_KEYS = {"name", "op", "macs", "cycles", "compute_cycles"}
@@ -38,7 +38,7 @@ def stderr_lines(proc) -> list[str]:
 def data(tmp_path_factory):
     """Calibration (training split), 100 held-out inputs with labels, and a 2-sample input."""
     pytest.importorskip("sklearn")
-    from celosia.examples.digits import digits_split
+    from celosia.sw.data import digits_split
     x_train, x_test, _, y_test = digits_split()
     d = tmp_path_factory.mktemp("data")
     np.save(d / "calib.npy", x_train)

@@ -3,8 +3,9 @@ import io
 import numpy as np
 import pytest
 
-from celosia.examples.demo import demo
-from celosia.examples.digits import digits_split, sklearn_digits_split
+from celosia.examples.digits import sklearn_digits_split
+from celosia.sw.data import digits_split
+from celosia.sw.demo import demo
 from celosia.rtl.config import AccelConfig
 
 
@@ -41,7 +42,7 @@ def test_demo_runs_all_three_models_by_default():
 
 
 def test_demo_model_choice_and_unknown_model():
-    from celosia.sw.errors import InputError
+    from celosia.errors import InputError
 
     out = io.StringIO()
     assert demo(AccelConfig(), backend="golden", samples=2, out=out, models=("digits_resnet",)) == 0

@@ -1,4 +1,4 @@
-"""The shipped digits CNNs (``examples/digits_cnn.onnx``, ``examples/digits_resnet.onnx``).
+"""The shipped digits CNNs (``sw/data/digits_cnn.onnx``, ``sw/data/digits_resnet.onnx``).
 
 Written by ``python -m celosia.examples.train_digits_cnn`` (needs PyTorch); these
 tests need only onnx / onnxruntime: the files import, the float graph matches
@@ -6,18 +6,17 @@ onnxruntime on the held-out images, and the float accuracy is what the training
 script reported.
 """
 
-from pathlib import Path
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
 
-from celosia.examples.digits import digits_split
+from celosia.sw.data import DATA_DIR, digits_split
 from celosia.sw.graph import fuse_activations, run_float
 from celosia.sw.importer import load_onnx
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+EXAMPLES = DATA_DIR  # the shipped models (celosia.sw.data)
 TOL = dict(rtol=1e-4, atol=1e-4)
 MAX_BYTES = 100_000
 MIN_ACCURACY = 0.95

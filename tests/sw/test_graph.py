@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from celosia.sw.errors import CelosiaError, InputError, ModelError
+from celosia.errors import CelosiaError, InputError, ModelError
 from celosia.sw.graph import Graph, fuse_activations, run_float, execute_float
 
 
@@ -28,7 +28,7 @@ def make_mlp(dims=(5, 3, 7), bias=True, seed=0):
 
 
 def naive_mlp(g, x):
-    """Plain loops over the layers' constants, independent of OpSpec.run."""
+    """Plain loops over the layers' constants, independent of the float reference."""
     n_fc = sum(n.op == "fc" for n in g.nodes)
     for i in range(n_fc):
         w = g.tensors[f"w{i}"].data.astype(np.float64)
@@ -291,3 +291,29 @@ def test_lazy_constants():
     assert "w" not in execute_float(g, {"x": x})   # generated on demand, not kept
     with pytest.raises(ModelError, match="needs data, or a fixed shape and an init"):
         g.add_const("v", shape=(3,))
+
+
+def test_every_op_has_a_float_kernel():
+    from celosia.sw.graph import OPS
+    from celosia.sw.graph.reference import KERNELS
+
+    assert list(KERNELS) == list(OPS)
+
+
+def test_float_conv_is_the_golden_models():
+    """The graph's conv kernel and golden.conv2d_float are one implementation: with a 1x1
+    kernel and integer-valued float32 data every sum is exact, so they agree exactly with a
+    hand-written matrix product."""
+    from celosia.sim.golden import conv2d_float
+
+    rng = np.random.default_rng(5)
+    x = rng.integers(-3, 4, (2, 3, 4, 6)).astype(np.float32)
+    w = rng.integers(-3, 4, (5, 1, 1, 6)).astype(np.float32)
+    g = Graph("c1")
+    g.add_input("x", (None, 3, 4, 6))
+    g.add_const("w", w)
+    g.add_node("conv", "conv", ["x", "w"], ["y"])
+    g.add_output("y")
+    want = x.reshape(-1, 6) @ w[:, 0, 0, :].T           # [N*H*W, Cout]
+    np.testing.assert_array_equal(run_float(g, x).reshape(-1, 5), want)
+    np.testing.assert_array_equal(conv2d_float(x, w).reshape(-1, 5), want)

@@ -11,7 +11,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from celosia.sw.errors import ModelError
+from celosia.errors import ModelError
 from celosia.sw.graph import fuse_activations, run_float
 from celosia.sw.importer import load_onnx
 

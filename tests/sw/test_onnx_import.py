@@ -1,6 +1,5 @@
 """ONNX import checked against onnxruntime, the file's own initializers and the seed 000 formulas."""
 
-from pathlib import Path
 
 import numpy as np
 import onnx
@@ -8,13 +7,12 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-import celosia.examples
-from celosia.examples.digits import digits_split
-from celosia.sw.errors import CelosiaError, ModelError
+from celosia.sw.data import MODELS, digits_split
+from celosia.errors import CelosiaError, ModelError
 from celosia.sw.graph import fuse_activations, run_float
 from celosia.sw.importer import SUPPORTED_OPS, load_onnx
 
-DIGITS = Path(celosia.examples.__file__).with_name("digits_mlp.onnx")
+DIGITS = MODELS["digits_mlp"]
 RNG = np.random.default_rng(1234)
 
 

@@ -1,14 +1,13 @@
 """The model zoo: layer shapes against published MAC and parameter counts, lazy weights, resolve()."""
 
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-import celosia.examples
 from celosia.sw import zoo
-from celosia.sw.errors import InputError
+from celosia.sw.data import MODELS
+from celosia.errors import InputError
 from celosia.sw.graph import fuse_activations, run_float
 
 # (MACs, params) as published; the tolerance is a few per cent (BN folded into a
@@ -101,7 +100,7 @@ def test_mobilenet_depthwise_and_resnet_blocks():
 
 
 def test_resolve(tmp_path):
-    digits = Path(celosia.examples.__file__).with_name("digits_mlp.onnx")
+    digits = MODELS["digits_mlp"]
     assert [n.op for n in zoo.resolve(digits).nodes][0] == "fc"
     g = zoo.resolve("zoo:resnet18")
     assert g.name == "resnet18" and g.total_macs() == zoo.build("resnet18").total_macs()

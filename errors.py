@@ -1,0 +1,66 @@
+"""Every exception type Celosia raises, in one leaf module.
+
+``celosia.errors`` imports nothing else of ours, so every layer (``rtl``, ``sim``,
+``sw``) may import it; it sits below ``celosia.rtl`` in the layering contract
+(``[tool.importlinter]`` in ``pyproject.toml``, docs/architecture.md).
+
+The CLI catches :class:`CelosiaError`, prints ``str(e)`` on one line and exits
+with status 1, so every message must stand alone: name the file, the node or
+tensor, the offending value and what would have been accepted.
+
+Two classes keep a built-in base as well, so code that caught the built-in
+before they joined this hierarchy still catches them: :class:`ConfigError` is a
+``ValueError`` and :class:`IsaError` a ``RuntimeError``.
+"""
+
+from __future__ import annotations
+
+__all__ = ["CelosiaError", "ConfigError", "ModelError", "InputError", "CompileError", "DriverError",
+           "SimulationError", "IsaError"]
+
+
+class CelosiaError(Exception):
+    """Base of the errors the CLI reports as a one-line message."""
+
+
+class ConfigError(CelosiaError, ValueError):
+    """An accelerator configuration outside the documented ranges (:mod:`celosia.rtl.config`)."""
+
+
+class ModelError(CelosiaError):
+    """A model file that cannot be read, or a graph with an unsupported op or shape."""
+
+
+class InputError(CelosiaError):
+    """Input data that does not fit the model (missing tensor, wrong shape, bad file)."""
+
+
+class CompileError(CelosiaError):
+    """The model cannot be mapped onto the configured accelerator (:mod:`celosia.sw.compiler`)."""
+
+
+class DriverError(CelosiaError):
+    """The hardware stopped with an error code, or the program does not fit the DRAM
+    (:mod:`celosia.sw.driver`)."""
+
+
+class SimulationError(CelosiaError):
+    """The Verilator build or the simulation failed; the message says where the log is
+    (:mod:`celosia.sim.verilator`)."""
+
+
+class IsaError(CelosiaError, RuntimeError):
+    """The instruction-level simulator (:mod:`celosia.sim.isa_sim`) stopped the machine.
+
+    Parameters
+    ----------
+    code : celosia.rtl.isa.ErrorCode
+        The status code the hardware would report (kept as :attr:`code`); the
+        message starts with its name.
+    message : str
+        What went wrong (the offending instruction or address range).
+    """
+
+    def __init__(self, code, message: str):
+        super().__init__(f"{code.name}: {message}")
+        self.code = code

@@ -1,0 +1,46 @@
+"""celosia.errors: one hierarchy under CelosiaError, built-in bases kept where callers relied on them."""
+
+import pytest
+
+from celosia import errors
+from celosia.errors import (CelosiaError, CompileError, ConfigError, DriverError, InputError, IsaError,
+                            ModelError, SimulationError)
+
+
+def test_every_error_is_a_celosia_error():
+    for cls in (ConfigError, ModelError, InputError, CompileError, DriverError, SimulationError,
+                IsaError):
+        assert issubclass(cls, CelosiaError)
+    assert sorted(errors.__all__) == sorted(
+        ["CelosiaError", "ConfigError", "ModelError", "InputError", "CompileError", "DriverError",
+         "SimulationError", "IsaError"])
+
+
+def test_builtin_bases_kept():
+    assert issubclass(ConfigError, ValueError)
+    assert issubclass(IsaError, RuntimeError)
+
+
+def test_old_import_paths_name_the_same_classes():
+    from celosia.rtl.config import ConfigError as config_error
+    from celosia.sim.isa_sim import IsaError as isa_error
+    from celosia.sim.verilator import SimulationError as simulation_error
+    from celosia.sw.compiler import CompileError as compile_error
+    from celosia.sw.driver import DriverError as driver_error
+
+    assert (config_error, isa_error, simulation_error, compile_error, driver_error) == (
+        ConfigError, IsaError, SimulationError, CompileError, DriverError)
+
+
+def test_config_error_from_accel_config():
+    from celosia.rtl.config import AccelConfig
+
+    with pytest.raises(CelosiaError, match="rows"):
+        AccelConfig(rows=0)
+
+
+def test_isa_error_message_and_code():
+    from celosia.rtl.isa import ErrorCode
+
+    e = IsaError(ErrorCode.ILLEGAL_OPCODE, "opcode 7")
+    assert str(e) == "ILLEGAL_OPCODE: opcode 7" and e.code is ErrorCode.ILLEGAL_OPCODE
