@@ -9,14 +9,14 @@ with status 1, so every message must stand alone: name the file, the node or
 tensor, the offending value and what would have been accepted.
 
 Two classes keep a built-in base as well, so code that caught the built-in
-before they joined this hierarchy still catches them: :class:`ConfigError` is a
-``ValueError`` and :class:`IsaError` a ``RuntimeError``.
+before they joined this hierarchy still catches them: :class:`ConfigError` and
+:class:`FieldError` are ``ValueError`` s and :class:`IsaError` a ``RuntimeError``.
 """
 
 from __future__ import annotations
 
 __all__ = ["CelosiaError", "ConfigError", "ModelError", "InputError", "CompileError", "DriverError",
-           "SimulationError", "IsaError"]
+           "SimulationError", "IsaError", "FieldError"]
 
 
 class CelosiaError(Exception):
@@ -25,6 +25,13 @@ class CelosiaError(Exception):
 
 class ConfigError(CelosiaError, ValueError):
     """An accelerator configuration outside the documented ranges (:mod:`celosia.rtl.config`)."""
+
+
+class FieldError(CelosiaError, ValueError):
+    """A value that does not fit a field of a binary format of :mod:`celosia.rtl.isa`
+    (an instruction, a node descriptor, a parameter record): out of the field's range,
+    not a member of its enum, or no such field. The compiler turns it into a
+    :class:`CompileError` naming the layer."""
 
 
 class ModelError(CelosiaError):

@@ -36,6 +36,8 @@ from amaranth.hdl import Shape, signed, unsigned
 from amaranth.lib import data
 from amaranth.lib import enum as hdl_enum
 
+from celosia.errors import FieldError
+
 __all__ = [
     "Opcode", "Buffer", "VecMode", "VecInsn", "BaseReg", "ErrorCode", "Csr", "DepFlags", "Header",
     "LoadInsn", "GemmInsn", "StoreInsn", "Insn", "NodeDescriptor", "Status", "ParamRecord", "PARAM_BYTES",
@@ -322,12 +324,12 @@ def _field_bits(name, width, kind, arg, value) -> int:
     if kind == _UINT:
         value = int(value)
         if not 0 <= value < (1 << width):
-            raise ValueError(f"field {name} must be 0..{(1 << width) - 1}, not {value}")
+            raise FieldError(f"field {name} must be 0..{(1 << width) - 1}, not {value}")
         return value
     if kind == _SINT:
         value = int(value)
         if not -(1 << (width - 1)) <= value < (1 << (width - 1)):
-            raise ValueError(f"field {name} must be {-(1 << (width - 1))}..{(1 << (width - 1)) - 1}, "
+            raise FieldError(f"field {name} must be {-(1 << (width - 1))}..{(1 << (width - 1)) - 1}, "
                              f"not {value}")
         return value & ((1 << width) - 1)
     if kind == _ENUM:
@@ -336,7 +338,7 @@ def _field_bits(name, width, kind, arg, value) -> int:
         try:
             return arg(int(value)).value
         except ValueError:
-            raise ValueError(f"field {name} must be one of "
+            raise FieldError(f"field {name} must be one of "
                              f"{', '.join(f'{m.name}={m.value}' for m in arg)}, not {value!r}") from None
     return pack(arg, **(value or {}))  # a nested struct (DepFlags) given as a dict
 
@@ -356,7 +358,7 @@ def pack(layout: data.Layout, **fields) -> int:
         try:
             offset, width, kind, arg = table[name]
         except KeyError:
-            raise ValueError(f"unknown field {name!r}; fields: "
+            raise FieldError(f"unknown field {name!r}; fields: "
                              f"{', '.join(n for n in table if not n.startswith('_'))}") from None
         if kind == _UINT and type(value) is int and 0 <= value < (1 << width):  # the usual case
             word |= value << offset

@@ -12,7 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from amaranth.hdl import Shape
+
+from celosia.errors import FieldError
 
 from celosia.rtl import isa
 from celosia.rtl.isa import Buffer, Csr, ErrorCode, Opcode
@@ -76,7 +79,7 @@ def test_node_descriptor_bits():
     assert blob == bytes([0x60, 0, 0, 0, 0xD2, 0x04, 0x07, 0x00])
     assert isa.unpack_bytes(isa.NodeDescriptor, blob) == {"insn_offset": 96, "n_insn": 1234, "kind": 7}
     assert isa.pack_bytes(isa.NodeDescriptor) == bytes(8)  # the end of a table
-    with pytest.raises(ValueError, match="n_insn"):
+    with pytest.raises(FieldError, match="n_insn"):
         isa.encode_descriptor(0, 1 << 16)
 
 
@@ -175,24 +178,24 @@ def test_out_of_range_field_names_the_field(layout):
         else:
             bad = [-1, 1 << f.width]
         for value in bad:
-            with pytest.raises(ValueError, match=rf"\b{name}\b"):
+            with pytest.raises(FieldError, match=rf"\b{name}\b"):
                 isa.pack(layout, **{name: value})
-    with pytest.raises(ValueError, match="unknown field 'bogus'"):
+    with pytest.raises(FieldError, match="unknown field 'bogus'"):
         isa.pack(layout, bogus=1)
 
 
 @pytest.mark.parametrize("op", [Opcode.LOAD, Opcode.GEMM, Opcode.STORE])
 def test_dep_flags_out_of_range(op):
     for flag, _ in isa.DepFlags:
-        with pytest.raises(ValueError, match=flag):
+        with pytest.raises(FieldError, match=flag):
             isa.encode(op, dep={flag: 2})
-    with pytest.raises(ValueError, match="unknown field 'bogus'"):
+    with pytest.raises(FieldError, match="unknown field 'bogus'"):
         isa.encode(op, bogus=1)
 
 
 @pytest.mark.parametrize("value", [3, 5, -1])
 def test_out_of_range_buffer_field_raises(value):
-    with pytest.raises(ValueError, match="field buf must be one of IFMAP=0"):
+    with pytest.raises(FieldError, match="field buf must be one of IFMAP=0"):
         isa.encode(Opcode.LOAD, buf=value)
 
 
