@@ -6,8 +6,8 @@
 
 Runs single layers of AlexNet and VGG-16 (random weights; the layer's kernel, stride,
 padding and groups are read from the model zoo, :mod:`celosia.sw.zoo`) on the Verilator
-model of the array, once per dataflow of ``celosia.rtl.config.IMPLEMENTED_DATAFLOWS``
-(a dataflow added to that tuple shows up here by itself). The feature maps and channel
+model of the array, once per dataflow of ``celosia.rtl.config.DATAFLOWS``
+(a dataflow added to the registry, rtl/dataflows.py, shows up here by itself). The feature maps and channel
 counts are cropped so that one RTL simulation takes seconds:
 
 =================  =============================================  ======================
@@ -47,7 +47,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from celosia.rtl.config import IMPLEMENTED_DATAFLOWS, AccelConfig, ConfigError
+from celosia.rtl.config import DATAFLOWS, AccelConfig, ConfigError
 from celosia.sim import verilator
 from celosia.sw.cli import parse_array
 from celosia.sw.driver import pgo_training_job, run
@@ -250,13 +250,13 @@ def main(argv=None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--array", default="8x8", help="PE array ROWSxCOLS (default 8x8)")
     ap.add_argument("--samples", type=int, default=2, help="random samples per run (default 2)")
-    ap.add_argument("--dataflows", help="comma list (default: all implemented: "
-                                        f"{','.join(IMPLEMENTED_DATAFLOWS)})")
+    ap.add_argument("--dataflows", help="comma list (default: all: "
+                                        f"{','.join(DATAFLOWS)})")
     ap.add_argument("--layers", help=f"comma list (default all: {','.join(BY_NAME)})")
     args = ap.parse_args(argv)
     if args.samples < 1:
         raise SystemExit("--samples must be at least 1")
-    dataflows = pick(args.dataflows, IMPLEMENTED_DATAFLOWS, "dataflows")
+    dataflows = pick(args.dataflows, DATAFLOWS, "dataflows")
     crops = [BY_NAME[n] for n in pick(args.layers, tuple(BY_NAME), "layers")]
     try:
         rows, cols = parse_array(args.array)

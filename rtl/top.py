@@ -15,6 +15,11 @@ compute engine: the controller runs one compute-queue instruction at a time, so
 a combinational mux selects the vector engine while it is ``busy`` (it reads and
 writes only then) and the compute engine otherwise, leaving the compute
 engine's timing unchanged.
+
+Each engine meets the controller through one ``EngineSignature`` port
+(``rtl/controller/signatures.py``), joined with ``wiring.connect``: the compute and
+vector engines have it as their ``ctrl`` member; the DMA engines list the same ports
+one by one, gathered by ``engine_view``.
 """
 
 from amaranth.hdl import Module
@@ -24,7 +29,7 @@ from amaranth.lib.wiring import In, Out
 from .arrays import make_engine
 from .buffers import LaneBuffer
 from .config import AccelConfig, check_config
-from .controller import Controller, CsrSignature
+from .controller import Controller, CsrSignature, engine_view
 from .dma import LoadEngine, StoreEngine
 from .dram import BusArbiter, DramBusSignature, DramModel
 from .isa import PARAM_BYTES
@@ -69,10 +74,11 @@ class Accelerator(wiring.Component):
         wiring.connect(m, load=load.bus, arbiter=arbiter.clients[1])
         wiring.connect(m, store=store.bus, arbiter=arbiter.clients[2])
 
-        wiring.connect(m, ctrl=ctrl.load, load=load.insn)
-        wiring.connect(m, ctrl=ctrl.compute, compute=compute.insn)
-        wiring.connect(m, ctrl=ctrl.vector, vector=vector.insn)
-        wiring.connect(m, ctrl=ctrl.store, store=store.insn)
+        wiring.connect(m, controller=ctrl.compute, engine=compute.ctrl)
+        wiring.connect(m, controller=ctrl.vector, engine=vector.ctrl)
+        for name, dma in (("load", load), ("store", store)):
+            port = getattr(ctrl, name)
+            wiring.connect(m, controller=port, engine=engine_view(dma, port.signature))
         for dma in (load, store):
             m.d.comb += [dma.base.eq(ctrl.base), dma.window_base.eq(ctrl.window_base),
                          dma.window_size.eq(ctrl.window_size)]
@@ -94,18 +100,6 @@ class Accelerator(wiring.Component):
                          psum.w.data.eq(compute.psum_wr.data)]
         wiring.connect(m, store=store.psum_rd, buffer=psum.r1)
         wiring.connect(m, store=store.param_rd, buffer=param.r0)
-
-        m.d.comb += [
-            ctrl.load_done.eq(load.done), ctrl.load_error.eq(load.error),
-            ctrl.load_error_code.eq(load.error_code), ctrl.load_busy.eq(load.busy),
-            ctrl.compute_done.eq(compute.done), ctrl.compute_error.eq(compute.error),
-            ctrl.compute_busy.eq(compute.busy), ctrl.zero_skips.eq(compute.zero_skips),
-            ctrl.vector_done.eq(vector.done), ctrl.vector_error.eq(vector.error),
-            ctrl.vector_busy.eq(vector.busy),
-            ctrl.store_done.eq(store.done), ctrl.store_error.eq(store.error),
-            ctrl.store_error_code.eq(store.error_code), ctrl.store_busy.eq(store.busy),
-            ctrl.rd_bytes.eq(load.bytes), ctrl.wr_bytes.eq(store.bytes),
-        ]
         return m
 
 

@@ -8,13 +8,13 @@ the top shares the ifmap read port and the psum write port between them.
 from __future__ import annotations
 
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed
-from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from celosia.rtl import isa
-from celosia.rtl.arrays.engine import insn_check_state
+from celosia.rtl.arrays.engine import ControlledEngine, insn_check_state
 from celosia.rtl.buffers import BufferReadSignature, BufferWriteSignature
 from celosia.rtl.config import AccelConfig, check_config
+from celosia.rtl.controller.signatures import EngineSignature
 from celosia.rtl.dma import accept_state
 from celosia.rtl.ppu import MBQM_STAGES, mbqm_stages
 
@@ -37,7 +37,7 @@ def vec_insn_ok(insn, config: AccelConfig):
             & ((mode != isa.VecMode.ADD) | (insn.win >= 2)))
 
 
-class VectorEngine(wiring.Component):
+class VectorEngine(ControlledEngine):
     """Pooling / residual-add engine for :data:`~celosia.rtl.isa.VecInsn`.
 
     ``L = min(rows, cols)`` lanes: lane ``l`` of an ifmap row (int8) feeds lane
@@ -57,17 +57,22 @@ class VectorEngine(wiring.Component):
 
     Ports
     -----
-    insn : In(stream.Signature(VecInsn))
-        ``ready`` exactly when idle.
-    done : Out(1)
-        One-cycle pulse one cycle after the last psum row was written.
-    error : Out(1)
-        One-cycle pulse instead of ``done`` when :func:`vec_insn_ok` fails
-        (lanes > min(rows, cols), rows past a buffer, mode 3, ADD with
-        win < 2); nothing is read or written.
-    busy : Out(1)
-        High from the cycle after acceptance up to and including the
-        ``done`` / ``error`` cycle.
+    ctrl : In(EngineSignature(VecInsn))
+        The controller side (:class:`~celosia.rtl.controller.signatures.EngineSignature`);
+        its members are also attributes of the engine (``engine.insn`` is
+        ``engine.ctrl.insn``, ...):
+
+        insn : In(stream.Signature(VecInsn))
+            ``ready`` exactly when idle.
+        done : Out(1)
+            One-cycle pulse one cycle after the last psum row was written.
+        error : Out(1)
+            One-cycle pulse instead of ``done`` when :func:`vec_insn_ok` fails
+            (lanes > min(rows, cols), rows past a buffer, mode 3, ADD with
+            win < 2); nothing is read or written.
+        busy : Out(1)
+            High from the cycle after acceptance up to and including the
+            ``done`` / ``error`` cycle.
     ifmap : Out(BufferReadSignature(ifmap_rows, rows*8))
     psum_wr : Out(BufferWriteSignature(psum_rows, cols, 32))
 
@@ -102,10 +107,7 @@ class VectorEngine(wiring.Component):
     def __init__(self, config: AccelConfig):
         self._config = check_config(config)
         super().__init__({
-            "insn": In(stream.Signature(isa.VecInsn)),
-            "done": Out(1),
-            "error": Out(1),
-            "busy": Out(1),
+            "ctrl": In(EngineSignature(isa.VecInsn)),
             "ifmap": Out(BufferReadSignature(config.ifmap_rows, config.rows * config.act_bits)),
             "psum_wr": Out(BufferWriteSignature(config.psum_rows, config.cols, config.acc_bits)),
         })

@@ -4,7 +4,7 @@
 buffers and a PE array (``ws``, ``os``, ``rs``, ``feie``): see
 docs/hardware.md, "Compute engine". :func:`gemm_insn_in_range` is the bounds
 check every engine applies to an accepted :data:`GemmInsn` before touching a
-buffer.
+buffer; :func:`legal_gemm` is where each engine's ``cycles()`` timing starts.
 """
 
 from __future__ import annotations
@@ -12,16 +12,19 @@ from __future__ import annotations
 import functools
 import operator
 from contextlib import contextmanager
+from types import SimpleNamespace
 
-from amaranth.lib import stream, wiring
+from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from celosia.rtl import isa
 from celosia.rtl.buffers import BufferReadSignature, BufferWriteSignature
 from celosia.rtl.config import RS_SPAD, AccelConfig, check_config
+from celosia.rtl.controller.signatures import EngineSignature
+from celosia.rtl.dataflows import dataflow
 
-__all__ = ["ComputeEngineSignature", "ComputeEngine", "gemm_insn_in_range", "insn_check_state",
-           "finish_states"]
+__all__ = ["ComputeEngineSignature", "ComputeEngine", "ControlledEngine", "gemm_insn_in_range",
+           "legal_gemm", "insn_check_state", "finish_states"]
 
 
 class ComputeEngineSignature(wiring.Signature):
@@ -29,39 +32,40 @@ class ComputeEngineSignature(wiring.Signature):
 
     Members
     -------
-    insn : In(stream.Signature(GemmInsn))
-        One GEMM; ``ready`` is high exactly when the engine is idle.
-    done : Out(1)
-        One-cycle pulse one cycle after the last psum row of the accepted
-        instruction was written (a following reader sees every write).
-    error : Out(1)
-        One-cycle pulse instead of ``done`` when the instruction fails
-        :func:`gemm_insn_in_range`; nothing is read or written then.
-    busy : Out(1)
-        High from the cycle after acceptance up to and including the
-        ``done`` / ``error`` cycle.
+    ctrl : In(EngineSignature(GemmInsn, zero_skips=True))
+        The controller side (:class:`~celosia.rtl.controller.signatures.EngineSignature`);
+        a :class:`ComputeEngine` also has its members as attributes
+        (``engine.insn`` is ``engine.ctrl.insn``, ...):
+
+        insn : In(stream.Signature(GemmInsn))
+            One GEMM; ``ready`` is high exactly when the engine is idle.
+        done : Out(1)
+            One-cycle pulse one cycle after the last psum row of the accepted
+            instruction was written (a following reader sees every write).
+        error : Out(1)
+            One-cycle pulse instead of ``done`` when the instruction fails
+            :func:`gemm_insn_in_range`; nothing is read or written then.
+        busy : Out(1)
+            High from the cycle after acceptance up to and including the
+            ``done`` / ``error`` cycle.
+        zero_skips : Out(16)
+            MAC cycles skipped for zero inputs, reported in one cycle per block (feie;
+            always 0 for the dense arrays); the controller sums it into ZERO_SKIPS.
     ifmap : Out(BufferReadSignature(ifmap_rows, rows*8))
     weight : Out(BufferReadSignature(weight_rows, cols*8))
     psum_rd : Out(BufferReadSignature(psum_rows, cols*32))
         Psum buffer read port 0 (accumulate reads).
     psum_wr : Out(BufferWriteSignature(psum_rows, cols, 32))
-    zero_skips : Out(16)
-        MAC cycles skipped for zero inputs, reported in one cycle per block (feie;
-        always 0 for the dense arrays); the controller sums it into ZERO_SKIPS.
     """
 
     def __init__(self, config: AccelConfig):
         self._config = check_config(config)
         super().__init__({
-            "insn": In(stream.Signature(isa.GemmInsn)),
-            "done": Out(1),
-            "error": Out(1),
-            "busy": Out(1),
+            "ctrl": In(EngineSignature(isa.GemmInsn, zero_skips=True)),
             "ifmap": Out(BufferReadSignature(config.ifmap_rows, config.rows * config.act_bits)),
             "weight": Out(BufferReadSignature(config.weight_rows, config.cols * config.weight_bits)),
             "psum_rd": Out(BufferReadSignature(config.psum_rows, config.cols * config.acc_bits)),
             "psum_wr": Out(BufferWriteSignature(config.psum_rows, config.cols, config.acc_bits)),
-            "zero_skips": Out(16),
         })
 
     @property
@@ -85,8 +89,10 @@ def gemm_insn_in_range(insn, config: AccelConfig):
     object with the fields as Python int attributes (the result is a ``bool``): the
     RTL engines and the ISA simulator apply the same rules.
 
-    Always: ``window`` is 1 exactly for the ``rs`` dataflow, ``in_zp`` is 0 except for
-    ``feie``, ``k_len <= rows``,
+    Always: ``window`` is 1 exactly for the dataflows with windowed GEMMs (``rs``),
+    ``in_zp`` is 0 except where the GEMM carries the zero point (``feie``; the traits
+    ``windowed_gemm`` and ``zero_point_in_gemm`` of :mod:`celosia.rtl.dataflows`),
+    ``k_len <= rows``,
     ``n_len <= cols``, ``psum_row + m_len <= psum_rows``.
     Plain GEMM: ``ifmap_row + m_len <= ifmap_rows``, ``weight_row + k_len <= weight_rows``.
     Windowed GEMM (:data:`~celosia.rtl.isa.GemmInsn`): ``win_h, win_w, stride_*, dil_*,
@@ -98,9 +104,10 @@ def gemm_insn_in_range(insn, config: AccelConfig):
     past the end is an error too.
     """
     c = config
-    window = int(c.dataflow == "rs")
+    traits = dataflow(c.dataflow)
+    window = int(traits.windowed_gemm)
     conds = [insn.window == window, insn.k_len <= c.rows, insn.n_len <= c.cols,
-             (insn.in_zp == 0) | (c.dataflow == "feie"),
+             (insn.in_zp == 0) | traits.zero_point_in_gemm,
              insn.psum_row + insn.m_len <= c.psum_rows]
     if window:
         lines_m1 = (insn.out_h - 1) * insn.stride_h + (insn.win_h - 1) * insn.dil_h
@@ -119,7 +126,32 @@ def gemm_insn_in_range(insn, config: AccelConfig):
     return functools.reduce(operator.and_, conds)
 
 
-class ComputeEngine(wiring.Component):
+def legal_gemm(insn, config: AccelConfig):
+    """The GEMM ``insn`` (a mapping of :data:`~celosia.rtl.isa.GemmInsn` field names to
+    Python ints, a missing field = 0) as an object with those attributes if it passes
+    :func:`gemm_insn_in_range` for ``config``, else ``None``: the start of every
+    engine's ``cycles(insn, config, ifmap=None)``."""
+    fields = dict.fromkeys(isa.GemmInsn.members, 0)
+    fields.update(insn)
+    g = SimpleNamespace(**fields)
+    return g if gemm_insn_in_range(g, config) else None
+
+
+class ControlledEngine(wiring.Component):
+    """A component whose signature has the controller side as one member, ``ctrl``
+    (an ``In(EngineSignature(...))``), with that member's ports also as attributes:
+    ``self.insn`` is ``self.ctrl.insn``, and so on for ``done``, ``error``, ``busy``
+    and ``zero_skips`` where the signature has them."""
+
+    def __getattr__(self, name):
+        # only called for names not found otherwise: the ports of the ctrl member
+        ctrl = self.__dict__.get("ctrl")
+        if ctrl is not None and name in ctrl.signature.members:
+            return getattr(ctrl, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+
+class ComputeEngine(ControlledEngine):
     """Base of the PE arrays: a component with :class:`ComputeEngineSignature` for ``config``."""
 
     def __init__(self, config: AccelConfig):

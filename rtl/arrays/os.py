@@ -15,10 +15,11 @@ from __future__ import annotations
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed
 
 from celosia.rtl import isa
-from celosia.rtl.arrays.engine import ComputeEngine, finish_states, gemm_insn_in_range, insn_check_state
+from celosia.rtl.arrays.engine import (ComputeEngine, finish_states, gemm_insn_in_range, insn_check_state,
+                                       legal_gemm)
 from celosia.rtl.dma import accept_state
 
-__all__ = ["OSArray", "FEIEArray"]
+__all__ = ["OSArray", "cycles"]
 
 
 class OSArray(ComputeEngine):
@@ -50,10 +51,14 @@ class OSArray(ComputeEngine):
     The next block starts right after (its first read is the cycle of the previous
     block's last write). With ``nb = ceil(m_len / rows)`` blocks, the last write is in
     cycle ``2*m_len + nb*k_len + 2`` and ``done`` pulses in cycle
-    ``2*m_len + nb*k_len + 3``; the next instruction can be accepted the cycle after.
+    ``2*m_len + nb*k_len + 3`` (:func:`cycles`); the next instruction can be accepted the
+    cycle after.
+
+    With ``ZERO_SKIP`` (the subclass :class:`~celosia.rtl.arrays.feie.FEIEArray`) the MAC
+    phase takes only the ``k`` with a non-zero input in the block (rtl/arrays/feie.py).
     """
 
-    #: Skip the k whose inputs are zero in every row of the block (:class:`FEIEArray`).
+    #: Skip the k whose inputs are zero in every row of the block (``FEIEArray``).
     ZERO_SKIP = False
 
     def elaborate(self, platform):
@@ -208,24 +213,13 @@ class OSArray(ComputeEngine):
         return m
 
 
-class FEIEArray(OSArray):
-    """FEIE (seed 003) as a GEMM engine: the output-stationary array with input broadcast
-    and zero skipping (``dataflow = "feie"``).
-
-    Every PE ``(i, n)`` accumulates one output psum; the input ``x[m0+i][k]`` is
-    broadcast to all PEs of row ``i`` and the weights ``w[k][:]`` are time-multiplexed
-    to the columns, as in :class:`OSArray`, but a ``k`` whose inputs are zero in every
-    row of the block takes no cycle: the block's non-zero ``k`` (a mask built as the
-    ifmap rows land) are taken lowest first, one per cycle. "Zero" is the real zero of
-    the quantized input, the int8 value ``in_zp`` (the GEMM's input zero point): the
-    PEs multiply ``x - in_zp`` (9 bits) and the compiler leaves the zero point out of
-    the bias, so a skipped input contributes exactly nothing. Timing: as
-    :class:`OSArray` except that a block of ``mb`` rows takes
-    ``2*mb + 1 + max(nnz, 1)`` cycles (one cycle for the mask to settle; ``nnz`` = the
-    ``k < k_len`` with an input other than ``in_zp`` in some row of the block), so ``done`` pulses
-    ``sum over blocks (2*mb + 1 + max(nnz, 1)) + 3`` cycles after acceptance, and
-    ``k_len - nnz`` MACs are skipped per block. ``rtl/arrays/feie_core.py`` is the
-    literal PE row of the seed's tables.
-    """
-
-    ZERO_SKIP = True
+def cycles(insn, config, ifmap=None) -> int:
+    """Acceptance to ``done`` / ``error`` of the GEMM ``insn`` (field name -> int, missing
+    = 0) on :class:`OSArray`, the timing of its docstring: ``2*m_len + nb*k_len + 3``
+    with ``nb = ceil(m_len / rows)`` blocks; 1 for ``m_len = 0`` or an illegal
+    instruction. ``ifmap`` is not needed."""
+    g = legal_gemm(insn, config)
+    if g is None or g.m_len == 0:
+        return 1
+    blocks = -(-g.m_len // config.rows)
+    return 2 * g.m_len + blocks * g.k_len + 3

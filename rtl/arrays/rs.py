@@ -69,11 +69,12 @@ from amaranth.hdl import Array, Cat, Module, Mux, Signal, signed
 from amaranth.lib.memory import Memory
 
 from celosia.rtl import isa
-from celosia.rtl.arrays.engine import ComputeEngine, finish_states, gemm_insn_in_range, insn_check_state
+from celosia.rtl.arrays.engine import (ComputeEngine, finish_states, gemm_insn_in_range, insn_check_state,
+                                       legal_gemm)
 from celosia.rtl.config import RS_SPAD
 from celosia.rtl.dma import accept_state
 
-__all__ = ["RSArray", "gemm_cycles"]
+__all__ = ["RSArray", "gemm_cycles", "cycles"]
 
 
 def gemm_cycles(rows: int, *, win_h: int, win_w: int, k_len: int, n_len: int, out_h: int, out_w: int,
@@ -88,6 +89,17 @@ def gemm_cycles(rows: int, *, win_h: int, win_w: int, k_len: int, n_len: int, ou
     column = (win_w - 1) * step + max(k_len + out_h, lines + 1)
     return 3 + passes * (win_h * win_w * k_len + lines + (out_w - 1) * column
                          + (win_w - 1) * step + k_len + out_h)
+
+
+def cycles(insn, config, ifmap=None) -> int:
+    """Acceptance to ``done`` / ``error`` of the windowed GEMM ``insn`` (field name -> int,
+    missing = 0) on :class:`RSArray`: :func:`gemm_cycles`; 1 for ``m_len = 0``,
+    ``n_len = 0`` or an illegal instruction. ``ifmap`` is not needed."""
+    g = legal_gemm(insn, config)
+    if g is None or g.m_len == 0 or g.n_len == 0:
+        return 1
+    return gemm_cycles(config.rows, win_h=g.win_h, win_w=g.win_w, k_len=g.k_len, n_len=g.n_len,
+                       out_h=g.out_h, out_w=g.out_w, stride_h=g.stride_h, dil_h=g.dil_h)
 
 
 class RSArray(ComputeEngine):

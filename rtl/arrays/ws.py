@@ -12,10 +12,10 @@ from __future__ import annotations
 from amaranth.hdl import Cat, Module, Signal, signed
 
 from celosia.rtl import isa
-from celosia.rtl.arrays.engine import ComputeEngine, gemm_insn_in_range, insn_check_state
+from celosia.rtl.arrays.engine import ComputeEngine, gemm_insn_in_range, insn_check_state, legal_gemm
 from celosia.rtl.dma import accept_state
 
-__all__ = ["WSArray"]
+__all__ = ["WSArray", "cycles"]
 
 
 def _adder_tree(terms):
@@ -64,8 +64,8 @@ class WSArray(ComputeEngine):
       instruction can be accepted in the cycle after ``done``.
 
     So issue-to-done latency is ``k_len + m_len + 5`` cycles for ``m_len > 0``
-    (1 cycle for ``m_len = 0`` or an error), and the throughput is one ifmap
-    row per cycle after the preload.
+    (1 cycle for ``m_len = 0`` or an error; :func:`cycles`), and the throughput is
+    one ifmap row per cycle after the preload.
     """
 
     #: Cycles from an ifmap/psum read to the psum write of that row.
@@ -171,3 +171,13 @@ class WSArray(ComputeEngine):
                     m.d.comb += self.done.eq(1)
                     m.next = "IDLE"
         return m
+
+
+def cycles(insn, config, ifmap=None) -> int:
+    """Acceptance to ``done`` / ``error`` of the GEMM ``insn`` (field name -> int, missing
+    = 0) on :class:`WSArray`, the timing of its docstring: ``k_len + m_len + 5``; 1 for
+    ``m_len = 0`` or an illegal instruction. ``ifmap`` is not needed."""
+    g = legal_gemm(insn, config)
+    if g is None or g.m_len == 0:
+        return 1
+    return 2 + g.k_len + g.m_len + WSArray.PIPELINE

@@ -11,7 +11,8 @@ from amaranth.lib.wiring import In, Out
 
 from celosia.rtl import isa
 from celosia.rtl.config import AccelConfig
-from celosia.rtl.controller import Controller
+from celosia.rtl.controller import Controller, EngineSignature, engine_view
+from celosia.rtl.controller.csrs import Csrs
 from celosia.rtl.dram import DramModel
 from celosia.rtl.isa import Csr, ErrorCode, Opcode
 from helpers import csr_read_all, csr_write, host_write, simulate, start_and_wait
@@ -24,18 +25,20 @@ ERR_MARK = 0xEE  # a stub engine fails on instructions carrying this marker
 class StubEngine(wiring.Component):
     """Accepts when idle; busy ``length(insn)`` cycles; pulses done (or error)."""
 
-    def __init__(self, layout, length, fails):
-        self._length, self._fails = length, fails
+    def __init__(self, layout, length, fails, dram_bytes=False):
+        self._length, self._fails, self._dram_bytes = length, fails, dram_bytes
         super().__init__({
             "insn": In(stream.Signature(layout)),
             "done": Out(1), "error": Out(1), "error_code": Out(8), "busy": Out(1),
+            "zero_skips": Out(16), "bytes": Out(1),
         })
 
     def elaborate(self, platform):
         m = Module()
         left = Signal(16)
         fail = Signal()
-        m.d.comb += [self.insn.ready.eq(~self.busy), self.error_code.eq(ErrorCode.DMA_OUT_OF_WINDOW)]
+        m.d.comb += [self.insn.ready.eq(~self.busy), self.error_code.eq(ErrorCode.DMA_OUT_OF_WINDOW),
+                     self.bytes.eq(self.busy if self._dram_bytes else 0)]
         m.d.sync += [self.done.eq(0), self.error.eq(0)]
         with m.If(self.insn.valid & self.insn.ready):
             m.d.sync += [self.busy.eq(1), left.eq(self._length(self.insn.payload)),
@@ -53,7 +56,9 @@ class Harness(Elaboratable):
         self.ctrl = Controller(cfg)
         self.dram = DramModel(cfg)
         self.engines = {
-            "load": StubEngine(isa.LoadInsn, lambda p: p.n0, lambda p: p.lane0 == ERR_MARK),
+            # the load stub "reads a DRAM byte" in each busy cycle (DRAM_RD)
+            "load": StubEngine(isa.LoadInsn, lambda p: p.n0, lambda p: p.lane0 == ERR_MARK,
+                               dram_bytes=True),
             "compute": StubEngine(isa.GemmInsn, lambda p: p.m_len,
                                   lambda p: p.psum_row == ERR_MARK),
             "vector": StubEngine(isa.VecInsn, lambda p: p.m_len, lambda p: p.psum_row == ERR_MARK),
@@ -67,13 +72,8 @@ class Harness(Elaboratable):
         wiring.connect(m, fetch=c.bus, dram=self.dram.bus)
         for name, eng in self.engines.items():
             m.submodules[name] = eng
-            wiring.connect(m, ctrl=getattr(c, name), engine=eng.insn)
-            m.d.comb += [getattr(c, f"{name}_done").eq(eng.done),
-                         getattr(c, f"{name}_error").eq(eng.error),
-                         getattr(c, f"{name}_busy").eq(eng.busy)]
-        m.d.comb += [c.load_error_code.eq(self.engines["load"].error_code),
-                     c.store_error_code.eq(self.engines["store"].error_code),
-                     c.rd_bytes.eq(self.engines["load"].busy)]
+            port = getattr(c, name)
+            wiring.connect(m, controller=port, engine=engine_view(eng, port.signature))
         return m
 
 
@@ -122,7 +122,7 @@ def run_program(nodes, *, csrs=None, max_cycles=3000, runs=1, prog_words=None):
     result = {}
 
     async def monitor(ctx):
-        ports = [getattr(c, n) for n in h.engines]
+        ports = [getattr(c, n).insn for n in h.engines]
         sigs = [s for p in ports for s in (p.valid, p.ready, p.payload.as_value())]
         cycle = 0
         async for _, _, *vals in ctx.tick().sample(*sigs):
@@ -146,7 +146,8 @@ def run_program(nodes, *, csrs=None, max_cycles=3000, runs=1, prog_words=None):
 
     simulate(h, bench, background=[monitor])
     status = result["STATUS"]
-    result["busy"], result["done"], result["error"] = status & 1, status >> 1 & 1, status >> 8 & 0xFF
+    fields = isa.unpack(isa.Status, status)
+    result["busy"], result["done"], result["error"] = fields["busy"], fields["done"], fields["error"]
     return result, starts
 
 
@@ -314,3 +315,79 @@ def test_vector_error():
     assert (res["done"], res["busy"], res["error"]) == (1, 0, ErrorCode.BUFFER_OUT_OF_RANGE)
     assert res["ERROR_INFO"] == 1
     assert len(by_engine(starts, "compute")) == 1
+
+
+# -- the parts ------------------------------------------------------------------------
+
+def test_engine_ports_are_one_signature_each():
+    """The controller's engine ports and the engines' ``ctrl`` members are one
+    EngineSignature each, so ``wiring.connect`` joins them (tests/rtl/test_top.py runs them)."""
+    from celosia.rtl.arrays import make_engine
+    from celosia.rtl.vector import VectorEngine
+    members = Controller(CFG).signature.members
+    assert members["load"].signature == EngineSignature(isa.LoadInsn, error_code=True, dram_bytes=True)
+    assert members["store"].signature == EngineSignature(isa.StoreInsn, error_code=True, dram_bytes=True)
+    assert members["compute"].signature == EngineSignature(isa.GemmInsn, zero_skips=True)
+    assert members["vector"].signature == EngineSignature(isa.VecInsn)
+    assert list(EngineSignature(isa.LoadInsn, error_code=True, dram_bytes=True).members) == [
+        "insn", "done", "error", "busy", "error_code", "bytes"]
+    for df in ("ws", "os", "rs", "feie"):
+        cfg = AccelConfig(dataflow=df)
+        engine = make_engine(cfg)(cfg)
+        assert engine.signature.members["ctrl"].flow == In
+        assert engine.signature.members["ctrl"].signature == members["compute"].signature
+        assert engine.insn.valid is engine.ctrl.insn.valid and engine.zero_skips is engine.ctrl.zero_skips
+    vector = VectorEngine(CFG)
+    assert vector.signature.members["ctrl"].signature == members["vector"].signature
+    assert vector.busy is vector.ctrl.busy
+
+
+def test_csrs_status_error_latch_and_counters():
+    """Csrs alone: CTRL starts (STATUS busy, counters cleared), a stop latches its code
+    and info into STATUS / ERROR_INFO the next cycle, counters count only while busy."""
+    dut = Csrs()
+    seen = {}
+
+    async def bench(ctx):
+        await csr_write(ctx, dut.csr, Csr.BASE0 + 3, 0x1234)
+        ctx.set(dut.macs, 7)
+        ctx.set(dut.insns, 2)
+        ctx.set(dut.fetch_words, 1)
+        ctx.set(dut.rd_bytes, 1)
+        ctx.set(dut.load_busy, 1)
+        ctx.set(dut.compute_busy, 1)
+        await ctx.tick()  # not running: nothing counts
+        seen["idle"] = csr_read_all(ctx, dut.csr)
+        ctx.set(dut.csr.addr, Csr.CTRL)
+        ctx.set(dut.csr.w_data, 1)
+        ctx.set(dut.csr.w_en, 1)
+        seen["start"] = ctx.get(dut.run.start)
+        await ctx.tick()
+        ctx.set(dut.csr.w_en, 0)
+        for _ in range(3):  # three counted cycles
+            await ctx.tick()
+        ctx.set(dut.end.stop, 1)
+        ctx.set(dut.end.code, ErrorCode.TOKEN_DEADLOCK)
+        ctx.set(dut.end.info, 41)
+        await ctx.tick()  # the fourth counted cycle; STATUS is set after it
+        ctx.set(dut.end.stop, 0)
+        await ctx.tick()
+        seen["stopped"] = csr_read_all(ctx, dut.csr)
+        seen["base3"] = ctx.get(dut.base[3])
+        ctx.set(dut.csr.addr, Csr.BASE0 + 3)
+        seen["base3_read"] = ctx.get(dut.csr.r_data)
+
+    simulate(dut, bench)
+    assert seen["start"] == 1
+    idle, stopped = seen["idle"], seen["stopped"]
+    assert idle["STATUS"] == 0 and idle["CYCLES"] == 0 and idle["MACS"] == 0
+    assert seen["base3"] == seen["base3_read"] == 0x1234
+    # STATUS = isa.Status: busy bit 0, done bit 1, error bits 8..15
+    assert stopped["STATUS"] == (ErrorCode.TOKEN_DEADLOCK << 8) | 0b10
+    assert stopped["ERROR_INFO"] == 41
+    assert stopped["CYCLES"] == 4
+    assert stopped["MACS"] == 4 * 7
+    assert stopped["INSNS"] == 4 * 2
+    assert stopped["DRAM_RD"] == 4 * (8 + 1)
+    assert stopped["LOAD_BUSY"] == stopped["COMPUTE_BUSY"] == stopped["LOAD_COMPUTE_OVERLAP"] == 4
+    assert stopped["STORE_BUSY"] == stopped["DRAM_WR"] == stopped["ZERO_SKIPS"] == 0

@@ -1,7 +1,8 @@
 # amaranth: UnusedElaboratable=no
 """The row-stationary engine (RSArray) on windowed GEMMs, through real LaneBuffers:
 results against a direct loop over the ISA's formula (rtl/isa.py, GemmInsn), latency
-against the formula in rtl/arrays/rs.py, errors for illegal instructions."""
+against the registry's executable timing (``dataflow("rs").cycles``, the formula in
+rtl/arrays/rs.py), errors for illegal instructions."""
 
 import random
 
@@ -12,6 +13,7 @@ from amaranth.back import verilog
 from celosia.rtl.arrays.engine import ComputeEngineSignature
 from celosia.rtl.arrays.rs import RSArray, gemm_cycles
 from celosia.rtl.config import RS_SPAD, AccelConfig
+from celosia.rtl.dataflows import dataflow
 from engine_bench import run_program
 
 
@@ -37,20 +39,6 @@ def ref_window(psum, ifmap, weight, d):
                             wrow = d["weight_row"] + (fh * d["win_w"] + fw) * d["k_len"] + c
                             acc += int(ifmap[src, c]) * int(weight[wrow, n])
                 psum[row, n] = wrap32(acc)
-
-
-def latency(d, cfg):
-    """Acceptance to done, as the RSArray docstring gives it (1 for error / empty)."""
-    if d.get("bad") or d["n_len"] == 0:
-        return 1
-    sets = cfg.rows // d["win_h"]
-    passes = -(-d["n_len"] // sets)
-    lines = (d["out_h"] - 1) * d["stride_h"] + (d["win_h"] - 1) * d["dil_h"] + 1
-    step = max(d["k_len"], lines + 1)  # a MAC step overlaps the next step's fill
-    column = (d["win_w"] - 1) * step + max(d["k_len"] + d["out_h"], lines + 1)  # ... and WRITE
-    per_pass = (d["win_h"] * d["win_w"] * d["k_len"] + lines + (d["out_w"] - 1) * column
-                + (d["win_w"] - 1) * step + d["k_len"] + d["out_h"])
-    return 3 + passes * per_pass
 
 
 def window(accumulate=0, ifmap_row=0, weight_row=0, psum_row=0, k_len=1, n_len=1, win_h=1, win_w=1,
@@ -87,10 +75,14 @@ def check(cfg, insns, rng, gaps=None):
     assert skips == 0
     assert [k for k, _ in events[0::2]] == ["accept"] * len(insns)
     assert [k for k, _ in events[1::2]] == ["error" if d.get("bad") else "done" for d in insns]
+    timing = dataflow("rs")
     for d, (_, t_acc), (_, t_done) in zip(insns, events[0::2], events[1::2]):
-        assert t_done - t_acc == latency(d, cfg), d
-        if not d.get("bad"):  # the compiler's cost model is the same timing
-            assert latency(d, cfg) == gemm_cycles(cfg.rows, **{f: d[f] for f in GEMM_CYCLES_ARGS})
+        fields = {k: v for k, v in d.items() if k != "bad"}
+        assert t_done - t_acc == timing.cycles(fields, cfg), d
+        if d.get("bad"):  # the timing knows an illegal instruction takes one cycle
+            assert timing.cycles(fields, cfg) == 1
+        else:  # the compiler's cost model is the same timing
+            assert t_done - t_acc == gemm_cycles(cfg.rows, **{f: d[f] for f in GEMM_CYCLES_ARGS})
     return events
 
 

@@ -191,7 +191,8 @@ def test_ports_and_verilog():
     cfg = small_cfg(4, 8)
     vec = VectorEngine(cfg)
     assert vec.lanes == 4
-    assert set(vec.signature.members) == {"insn", "done", "error", "busy", "ifmap", "psum_wr"}
+    assert set(vec.signature.members) == {"ctrl", "ifmap", "psum_wr"}
+    assert set(vec.signature.members["ctrl"].signature.members) == {"insn", "done", "error", "busy"}
     assert "module" in verilog.convert(VectorEngine(AccelConfig(rows=4, cols=8)))
 
 

@@ -1,7 +1,8 @@
 # amaranth: UnusedElaboratable=no
 """The plain-GEMM compute engines (WSArray, OSArray, FEIEArray) against a NumPy GEMM
-reference, through real LaneBuffers; each engine's latency against the formula in its
-docstring. (The row-stationary engine takes windowed GEMMs: tests/rtl/test_rs.py.)"""
+reference, through real LaneBuffers; each engine's latency against its executable timing,
+``dataflow(name).cycles`` (rtl/dataflows.py; checked against the docstring formulas by
+tests/rtl/test_dataflows.py). (The row-stationary engine takes windowed GEMMs: tests/rtl/test_rs.py.)"""
 
 import dataclasses
 import random
@@ -11,9 +12,11 @@ import pytest
 from amaranth.back import verilog
 
 from celosia.rtl.arrays.engine import ComputeEngineSignature
-from celosia.rtl.arrays.os import FEIEArray, OSArray
+from celosia.rtl.arrays.feie import FEIEArray
+from celosia.rtl.arrays.os import OSArray
 from celosia.rtl.arrays.ws import WSArray
 from celosia.rtl.config import AccelConfig
+from celosia.rtl.dataflows import dataflow
 from engine_bench import run_program
 
 
@@ -43,25 +46,6 @@ def ref_gemm(cfg, psum, ifmap, weight, insn, engine):
     old = psum[rows, :n] if insn["accumulate"] else 0
     psum[rows, :n] = wrap32(old + x @ w)
     return True
-
-
-def latency(insn, cfg, engine=WSArray, ifmap=None):
-    """Acceptance to done, as documented in the engine's docstring."""
-    if not in_range(cfg, insn, engine) or insn["m_len"] == 0:
-        return 1
-    if engine is OSArray:
-        blocks = -(-insn["m_len"] // cfg.rows)
-        return 2 * insn["m_len"] + blocks * insn["k_len"] + 3
-    if engine is FEIEArray:
-        # Per block of rows output rows: 2*mb + 1 + max(nnz, 1), nnz = the k < k_len with an
-        # input other than in_zp (a real non-zero) in some row of the block.
-        total = 0
-        for m0 in range(0, insn["m_len"], cfg.rows):
-            mb = min(cfg.rows, insn["m_len"] - m0)
-            x = ifmap[insn["ifmap_row"] + m0:insn["ifmap_row"] + m0 + mb, :insn["k_len"]]
-            total += 2 * mb + 1 + max(int((x != insn.get("in_zp", 0)).any(axis=0).sum()), 1)
-        return total + 3
-    return insn["k_len"] + insn["m_len"] + 5
 
 
 ENGINES = [WSArray, OSArray, FEIEArray]
@@ -98,11 +82,12 @@ def check(cfg, insns, rng, gaps=None, ifmap=None, weight=None, psum0=None, engin
         kinds.append("done" if ok else "error")
     np.testing.assert_array_equal(psum, expect)
 
-    # accept / done|error alternate; latency as documented in ws.py.
+    # accept / done|error alternate; latency = the registry's executable timing.
     assert [k for k, _ in events[0::2]] == ["accept"] * len(insns)
     assert [k for k, _ in events[1::2]] == kinds
+    timing = dataflow(cfg.dataflow)
     for insn, (_, t_acc), (_, t_done) in zip(insns, events[0::2], events[1::2]):
-        assert t_done - t_acc == latency(insn, cfg, engine, ifmap), insn
+        assert t_done - t_acc == timing.cycles(insn, cfg, ifmap), insn
     return events, skips
 
 
@@ -207,7 +192,7 @@ def test_back_to_back_valid_held(engine):
 def test_feie_skips_zero_inputs(rows, cols, zp):
     """FEIE: with 0%, 50% and 100% real zeros (int8 inputs equal to the zero point ``in_zp``)
     the results stay exact, ``(x - in_zp) * w`` summed, and the cycles follow the non-zero
-    count (checked by latency() from the data)."""
+    count (checked by the registry's cycles() from the data)."""
     cfg = small_cfg(rows, cols)
     rng = random.Random(rows - zp)
     for density in (1.0, 0.5, 0.0):

@@ -1,0 +1,270 @@
+"""Dispatch: the three instruction queues, dependency tokens, issue to the engines,
+completion, token overflow and deadlock detection."""
+
+from amaranth.hdl import Const, Module, Mux, ResetInserter, Signal
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
+from amaranth.lib.wiring import In, Out
+
+from celosia.rtl import isa
+from celosia.rtl.config import AccelConfig, check_config
+from celosia.rtl.controller.signatures import (INDEX_BITS, EngineSignature, FetchStatusSignature,
+                                               QueueEntry, RunEndSignature, RunSignature)
+from celosia.rtl.dataflows import dataflow
+
+__all__ = ["Dispatch", "engine_signatures"]
+
+#: Cycles the deadlock condition must hold before TOKEN_DEADLOCK.
+DEADLOCK_CYCLES = 4
+#: Largest value of a token counter (8 bit); a push beyond is TOKEN_OVERFLOW.
+TOKEN_MAX = 255
+
+
+def engine_signatures() -> dict:
+    """The controller's four engine ports, name -> :class:`EngineSignature` (controller side)."""
+    return {
+        "load": EngineSignature(isa.LoadInsn, error_code=True, dram_bytes=True),
+        "compute": EngineSignature(isa.GemmInsn, zero_skips=True),
+        "vector": EngineSignature(isa.VecInsn),
+        "store": EngineSignature(isa.StoreInsn, error_code=True, dram_bytes=True),
+    }
+
+
+class Dispatch(wiring.Component):
+    """The LOAD, COMPUTE and STORE queues and everything between them and the engines.
+
+    Queues are ``lib.fifo.SyncFIFOBuffered`` of ``queue_depth`` :data:`QueueEntry`
+    (flushed by ``run.start``); ``push`` fills the one its opcode selects (LOAD -> LOAD,
+    GEMM / VEC / NOP -> COMPUTE, STORE -> STORE).
+
+    Tokens (VTA style, queues ordered LOAD(0) - COMPUTE(1) - STORE(2)):
+
+    ========  =========================  ==========================
+    counter   incremented when ...        decremented when ...
+    ========  =========================  ==========================
+    ``l2c``   a LOAD with push_next ends   a GEMM/NOP with pop_prev starts
+    ``c2l``   a GEMM/NOP with push_prev    a LOAD with pop_next starts
+              ends
+    ``c2s``   a GEMM/NOP with push_next    a STORE with pop_prev starts
+              ends
+    ``s2c``   a STORE with push_prev ends  a GEMM/NOP with pop_next starts
+    ========  =========================  ==========================
+
+    "GEMM/NOP" is any compute-queue instruction (GEMM, VEC, NOP). Flags that name a
+    missing neighbour (LOAD pop_prev/push_prev, STORE pop_next/push_next) are
+    ignored. Counters are 8 bit; a push into a counter at 255 is TOKEN_OVERFLOW.
+
+    Issue: the head of a queue starts in a cycle where ``run.running`` is high, its
+    engine's ``insn.ready`` is high (engines are ready only when idle) and every token
+    it pops is available; the pops happen in that cycle. The compute queue feeds two
+    engines, GEMM -> ``compute``, VEC -> ``vector``, strictly in order: its head is
+    offered to its engine only while the other engine is idle and has nothing of ours
+    in flight. A NOP starts when both compute engines are idle and "ends" the next
+    cycle (only moving tokens). Completion pulses count only for the instruction
+    given to that engine in this run.
+
+    Parameters
+    ----------
+    config : AccelConfig
+        ``queue_depth`` sizes the queues; ``dataflow`` chooses the MACS rule.
+
+    Ports
+    -----
+    run : In(RunSignature)
+        ``start`` flushes the queues and clears tokens and in-flight state; nothing
+        issues unless ``running``.
+    push : In(stream.Signature(QueueEntry))
+        From fetch; ``ready`` = room in the selected queue.
+    fetch : In(FetchStatusSignature)
+    load, compute, vector, store : Out(EngineSignature(...))
+        The engines (:func:`engine_signatures`).
+    end : Out(RunEndSignature)
+        ``stop`` (combinational, the cycle of the cause) with the first of: a LOAD,
+        compute / vector (BUFFER_OUT_OF_RANGE) or STORE error, a token overflow, a
+        fetch error, a deadlock (fetch ended or blocked, no engine busy, every
+        non-empty queue's head waiting for a token, for :data:`DEADLOCK_CYCLES`
+        cycles; ``info`` = the oldest waiting head's index); ``finished``: fetch
+        ended, queues empty, engines idle, no completion this cycle.
+    insns : Out(2)
+        Instructions started this cycle (NOPs included).
+    macs : Out(32)
+        MACs of the GEMM started this cycle: ``m_len * k_len * n_len``, times
+        ``win_h * win_w`` for dataflows whose trait ``macs_count_taps`` is set (rs).
+    """
+
+    def __init__(self, config: AccelConfig):
+        self._config = check_config(config)
+        super().__init__({
+            "run": In(RunSignature),
+            "push": In(stream.Signature(QueueEntry)),
+            "fetch": In(FetchStatusSignature),
+            **{name: Out(sig) for name, sig in engine_signatures().items()},
+            "end": Out(RunEndSignature),
+            "insns": Out(2),
+            "macs": Out(32),
+        })
+
+    def elaborate(self, platform):
+        cfg = self._config
+        m = Module()
+        start, busy = self.run.start, self.run.running
+        load, compute, vector, store = self.load, self.compute, self.vector, self.store
+
+        queues = {}
+        for name in ("load", "compute", "store"):
+            q = SyncFIFOBuffered(width=QueueEntry.size, depth=cfg.queue_depth)
+            m.submodules[f"{name}_q"] = ResetInserter(start)(q)
+            m.d.comb += q.w_data.eq(self.push.payload)
+            queues[name] = q
+        lq, cq, sq = queues["load"], queues["compute"], queues["store"]
+        target = {isa.Opcode.LOAD: lq, isa.Opcode.GEMM: cq, isa.Opcode.VEC: cq,
+                  isa.Opcode.NOP: cq, isa.Opcode.STORE: sq}
+        with m.Switch(self.push.payload.insn.hdr.op):
+            for op, q in target.items():
+                with m.Case(op):
+                    m.d.comb += [q.w_en.eq(self.push.valid), self.push.ready.eq(q.w_rdy)]
+
+        def head(q):
+            entry = data.View(QueueEntry, q.r_data)
+            return entry.insn, entry.index
+
+        lh, lh_idx = head(lq)
+        ch, ch_idx = head(cq)
+        sh, sh_idx = head(sq)
+
+        l2c, c2l, c2s, s2c = (Signal(8, name=n) for n in ("l2c", "c2l", "c2s", "s2c"))
+
+        l_tok_ok = ~lh.hdr.dep.pop_next | (c2l != 0)
+        c_tok_ok = (~ch.hdr.dep.pop_prev | (l2c != 0)) & (~ch.hdr.dep.pop_next | (s2c != 0))
+        s_tok_ok = ~sh.hdr.dep.pop_prev | (c2s != 0)
+        c_is_nop = ch.hdr.op == isa.Opcode.NOP
+        c_is_vec = ch.hdr.op == isa.Opcode.VEC
+        c_is_gemm = ch.hdr.op == isa.Opcode.GEMM
+
+        nop_pending = Signal()
+        # what each engine is executing for us
+        l_inflight, c_inflight, v_inflight, s_inflight = Signal(), Signal(), Signal(), Signal()
+        # The compute queue is in order across its two engines: an instruction goes to
+        # one engine only while the other is idle (its own engine's ready says the rest).
+        gemm_idle = ~compute.busy & ~c_inflight
+        vec_idle = ~vector.busy & ~v_inflight
+        l_go = busy & lq.r_rdy & l_tok_ok
+        c_go = busy & cq.r_rdy & c_tok_ok & ~nop_pending
+        s_go = busy & sq.r_rdy & s_tok_ok
+
+        m.d.comb += [
+            load.insn.valid.eq(l_go),
+            load.insn.payload.eq(lq.r_data[:isa.LoadInsn.size]),
+            compute.insn.valid.eq(c_go & c_is_gemm & vec_idle),
+            compute.insn.payload.eq(cq.r_data[:isa.GemmInsn.size]),
+            vector.insn.valid.eq(c_go & c_is_vec & gemm_idle),
+            vector.insn.payload.eq(cq.r_data[:isa.VecInsn.size]),
+            store.insn.valid.eq(s_go),
+            store.insn.payload.eq(sq.r_data[:isa.StoreInsn.size]),
+        ]
+        l_issue = l_go & load.insn.ready
+        c_issue_gemm = c_go & c_is_gemm & vec_idle & compute.insn.ready
+        c_issue_vec = c_go & c_is_vec & gemm_idle & vector.insn.ready
+        c_issue_nop = (c_go & c_is_nop & compute.insn.ready & vector.insn.ready &
+                       gemm_idle & vec_idle)
+        c_issue = c_issue_gemm | c_issue_vec | c_issue_nop
+        s_issue = s_go & store.insn.ready
+        m.d.comb += [lq.r_en.eq(l_issue), cq.r_en.eq(c_issue), sq.r_en.eq(s_issue)]
+
+        l_push_next, c_push_prev, c_push_next, s_push_prev = Signal(), Signal(), Signal(), Signal()
+        l_idx, c_idx, s_idx = Signal(INDEX_BITS), Signal(INDEX_BITS), Signal(INDEX_BITS)
+
+        l_fin = load.done & l_inflight
+        c_fin = (compute.done & c_inflight) | (vector.done & v_inflight) | nop_pending
+        s_fin = store.done & s_inflight
+        l_fail = load.error & l_inflight
+        c_fail = (compute.error & c_inflight) | (vector.error & v_inflight)
+        s_fail = store.error & s_inflight
+
+        m.d.sync += nop_pending.eq(c_issue_nop)
+        with m.If(l_fin | l_fail):
+            m.d.sync += l_inflight.eq(0)
+        with m.If(c_fin | c_fail):
+            m.d.sync += [c_inflight.eq(0), v_inflight.eq(0)]
+        with m.If(s_fin | s_fail):
+            m.d.sync += s_inflight.eq(0)
+        with m.If(l_issue):
+            m.d.sync += [l_inflight.eq(1), l_push_next.eq(lh.hdr.dep.push_next), l_idx.eq(lh_idx)]
+        with m.If(c_issue):
+            m.d.sync += [c_inflight.eq(c_issue_gemm), v_inflight.eq(c_issue_vec),
+                         c_push_prev.eq(ch.hdr.dep.push_prev),
+                         c_push_next.eq(ch.hdr.dep.push_next), c_idx.eq(ch_idx)]
+        with m.If(s_issue):
+            m.d.sync += [s_inflight.eq(1), s_push_prev.eq(sh.hdr.dep.push_prev), s_idx.eq(sh_idx)]
+        with m.If(start):
+            m.d.sync += [l_inflight.eq(0), c_inflight.eq(0), v_inflight.eq(0),
+                         s_inflight.eq(0), nop_pending.eq(0)]
+
+        overflow = Signal()
+        overflow_idx = Signal(INDEX_BITS)
+        tokens = [  # counter, inc, dec, index of the pushing instruction
+            (l2c, l_fin & l_push_next, c_issue & ch.hdr.dep.pop_prev, l_idx),
+            (c2l, c_fin & c_push_prev, l_issue & lh.hdr.dep.pop_next, c_idx),
+            (c2s, c_fin & c_push_next, s_issue & sh.hdr.dep.pop_prev, c_idx),
+            (s2c, s_fin & s_push_prev, c_issue & ch.hdr.dep.pop_next, s_idx),
+        ]
+        for tok, inc, dec, idx in reversed(tokens):
+            with m.If(start):
+                m.d.sync += tok.eq(0)
+            with m.Elif(inc & ~dec):
+                with m.If(tok == TOKEN_MAX):
+                    m.d.comb += [overflow.eq(1), overflow_idx.eq(idx)]
+                with m.Else():
+                    m.d.sync += tok.eq(tok + 1)
+            with m.Elif(dec & ~inc):
+                m.d.sync += tok.eq(tok - 1)
+
+        # --- completion and deadlock ---------------------------------------------
+        compute_busy = compute.busy | vector.busy
+        engines_idle = ~(load.busy | compute_busy | store.busy |
+                         l_inflight | c_inflight | v_inflight | s_inflight | nop_pending)
+        any_fin = l_fin | c_fin | s_fin | l_fail | c_fail | s_fail
+        empty = (lq.level == 0) & (cq.level == 0) & (sq.level == 0)
+        heads = [(lq, l_tok_ok, lh_idx), (cq, c_tok_ok, ch_idx), (sq, s_tok_ok, sh_idx)]
+        all_wait = Const(1)
+        for q, ok, _ in heads:
+            all_wait = all_wait & ((q.level == 0) | (q.r_rdy & ~ok))
+        stuck = Signal()
+        m.d.comb += stuck.eq(busy & (self.fetch.ended | self.fetch.blocked) & engines_idle &
+                             ~any_fin & ~empty & all_wait)
+        stuck_cycles = Signal(range(DEADLOCK_CYCLES))
+        with m.If(stuck & ~start):
+            m.d.sync += stuck_cycles.eq(stuck_cycles + 1)
+        with m.Else():
+            m.d.sync += stuck_cycles.eq(0)
+        deadlock = stuck & (stuck_cycles == DEADLOCK_CYCLES - 1)
+        # ERROR_INFO of a deadlock: the oldest waiting head
+        oldest = Const(0, INDEX_BITS)
+        found = Const(0)
+        for q, _, idx in heads:
+            oldest = Mux(q.r_rdy & (~found | (idx < oldest)), idx, oldest)
+            found = found | q.r_rdy
+
+        m.d.comb += self.end.finished.eq(busy & self.fetch.ended & empty & engines_idle & ~any_fin)
+
+        # --- stop: first cause wins --------------------------------------------
+        causes = [
+            (l_fail, load.error_code, l_idx),
+            (c_fail, Const(isa.ErrorCode.BUFFER_OUT_OF_RANGE, 8), c_idx),
+            (s_fail, store.error_code, s_idx),
+            (overflow, Const(isa.ErrorCode.TOKEN_OVERFLOW, 8), overflow_idx),
+            (self.fetch.error, self.fetch.error_code, self.fetch.index),
+            (deadlock, Const(isa.ErrorCode.TOKEN_DEADLOCK, 8), oldest),
+        ]
+        for cond, code, info in reversed(causes):
+            with m.If(cond):
+                m.d.comb += [self.end.stop.eq(1), self.end.code.eq(code), self.end.info.eq(info)]
+
+        # --- counter events -------------------------------------------------------
+        gemm = ch.gemm
+        macs = gemm.m_len * gemm.k_len * gemm.n_len
+        if dataflow(cfg.dataflow).macs_count_taps:  # windowed GEMMs: win_h * win_w taps per output
+            macs = macs * gemm.win_h * gemm.win_w
+        m.d.comb += [self.macs.eq(Mux(c_issue_gemm, macs, 0)),
+                     self.insns.eq(l_issue + c_issue + s_issue)]
+        return m

@@ -1,0 +1,140 @@
+"""The controller's interfaces: the CSR bus (:data:`CsrSignature`), the one signature
+every engine sits behind (:class:`EngineSignature`) and the signatures joining the
+controller's parts (fetch, dispatch, CSRs)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from amaranth.hdl import unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from celosia.rtl import isa
+
+__all__ = ["CsrSignature", "EngineSignature", "engine_view", "INDEX_BITS", "QueueEntry",
+           "RunSignature", "FetchStatusSignature", "RunEndSignature"]
+
+
+#: CSR bus, host (master) view. Components take it as ``In(CsrSignature)``: there
+#: ``addr``, ``w_en``, ``w_data`` are inputs and ``r_data`` (combinational read of
+#: the register at ``addr``) is an output.
+CsrSignature = wiring.Signature({
+    "addr": Out(8),
+    "w_en": Out(1),
+    "w_data": Out(32),
+    "r_data": In(32),
+})
+
+
+class EngineSignature(wiring.Signature):
+    """What passes between the controller and one engine, from the controller's side
+    (an engine has it as ``In(EngineSignature(...))``; join the two with
+    ``wiring.connect(m, controller=..., engine=...)``).
+
+    Parameters
+    ----------
+    layout : amaranth.lib.data.Layout
+        The instruction the engine executes (``isa.LoadInsn``, ``GemmInsn``, ...).
+    error_code : bool
+        The engine gives an error code with its error pulse (the DMA engines).
+    dram_bytes : bool
+        The engine reports DRAM bytes it moves (the DMA engines).
+    zero_skips : bool
+        The engine reports skipped MAC cycles (the compute engine).
+
+    Members
+    -------
+    insn : Out(stream.Signature(layout))
+        One instruction; the engine's ``ready`` is high exactly when it is idle.
+    done : In(1)
+        One-cycle pulse when the accepted instruction has completed.
+    error : In(1)
+        One-cycle pulse instead of ``done`` when it failed.
+    busy : In(1)
+        High while the engine executes an instruction (counters, deadlock detection).
+    error_code : In(8), only with ``error_code``
+        Valid with ``error`` (``isa.ErrorCode``).
+    bytes : In(1), only with ``dram_bytes``
+        One pulse per DRAM byte moved (DRAM_RD for a loading, DRAM_WR for a storing engine).
+    zero_skips : In(16), only with ``zero_skips``
+        MAC cycles skipped for zero inputs, added to ZERO_SKIPS each cycle.
+    """
+
+    def __init__(self, layout, *, error_code=False, dram_bytes=False, zero_skips=False):
+        self._params = (layout, error_code, dram_bytes, zero_skips)
+        members = {
+            "insn": Out(stream.Signature(layout)),
+            "done": In(1),
+            "error": In(1),
+            "busy": In(1),
+        }
+        if error_code:
+            members["error_code"] = In(8)
+        if dram_bytes:
+            members["bytes"] = In(1)
+        if zero_skips:
+            members["zero_skips"] = In(16)
+        super().__init__(members)
+
+    def __eq__(self, other):
+        return isinstance(other, EngineSignature) and self._params == other._params
+
+    def __hash__(self):
+        return hash((EngineSignature, self._params))
+
+    def __repr__(self):
+        layout, error_code, dram_bytes, zero_skips = self._params
+        return (f"EngineSignature({layout!r}, error_code={error_code}, dram_bytes={dram_bytes}, "
+                f"zero_skips={zero_skips})")
+
+
+def engine_view(engine, signature: EngineSignature):
+    """``engine``'s own ports named like the members of ``signature`` (``insn``, ``done``,
+    ...), as one interface of ``signature.flip()`` that ``wiring.connect`` joins with the
+    controller's port: for engines whose signature lists these ports one by one instead
+    of grouping them in one ``In(EngineSignature(...))`` member (the DMA engines)."""
+    return SimpleNamespace(signature=signature.flip(),
+                           **{name: getattr(engine, name) for name in signature.members})
+
+
+# -- between the controller's parts (rtl/controller/__init__.py) ----------------------
+
+#: Bits of an instruction's fetch-order index (ERROR_INFO).
+INDEX_BITS = 32
+
+#: A queue entry: the 256-bit instruction and its fetch-order index.
+QueueEntry = data.StructLayout({
+    "insn": isa.Insn,
+    "index": unsigned(INDEX_BITS),
+})
+
+#: Run control, from the CSRs' side: ``start`` (a CTRL write with bit 0 set, one cycle)
+#: and ``running`` (STATUS.busy).
+RunSignature = wiring.Signature({
+    "start": Out(1),
+    "running": Out(1),
+})
+
+#: What fetch tells dispatch, from fetch's side: ``error`` (one cycle) with its
+#: ``error_code`` (BAD_DESCRIPTOR, ILLEGAL_OPCODE); ``index``, the fetch-order index of
+#: the next instruction (ERROR_INFO of a fetch error); ``ended`` (the descriptor table
+#: ended) and ``blocked`` (an instruction waits for room in its queue), for the
+#: deadlock detector.
+FetchStatusSignature = wiring.Signature({
+    "error": Out(1),
+    "error_code": Out(8),
+    "index": Out(INDEX_BITS),
+    "ended": Out(1),
+    "blocked": Out(1),
+})
+
+#: How a run ends, from dispatch's side: ``stop`` (an error, this cycle) with ``code``
+#: (``isa.ErrorCode``) and ``info`` (ERROR_INFO); ``finished`` (everything fetched and
+#: executed, no error).
+RunEndSignature = wiring.Signature({
+    "stop": Out(1),
+    "code": Out(8),
+    "info": Out(INDEX_BITS),
+    "finished": Out(1),
+})

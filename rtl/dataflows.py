@@ -1,0 +1,117 @@
+"""The dataflow registry: one entry per PE-array dataflow, tying together its compute
+engine, its executable per-instruction timing, its compiler lowering and its traits.
+
+A leaf module: it imports nothing of ours at module level (the engine, timing and
+lowering are ``"module:attr"`` / module references resolved on first use), so
+``rtl/config.py`` validates ``AccelConfig.dataflow`` against :data:`DATAFLOWS`
+without an import cycle.
+
+Adding a dataflow (docs/dataflows.md): one engine file under ``rtl/arrays/`` with its
+engine class and its ``cycles(insn, config, ifmap=None)``, one lowering module under
+``sw/compiler/`` and one :class:`Dataflow` entry in :data:`REGISTRY`.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+from dataclasses import dataclass
+
+__all__ = ["Dataflow", "REGISTRY", "DATAFLOWS", "dataflow"]
+
+
+@functools.cache
+def _resolve(ref: str):
+    """The object a ``"module:attr"`` reference names (a module for ``"module"``)."""
+    module, _, attr = ref.partition(":")
+    obj = importlib.import_module(module)
+    return getattr(obj, attr) if attr else obj
+
+
+@dataclass(frozen=True)
+class Dataflow:
+    """One dataflow of the compute engine.
+
+    Attributes
+    ----------
+    name : str
+        The ``AccelConfig.dataflow`` value (``"ws"``).
+    title : str
+        Its name in words (``"weight stationary"``).
+    engine_ref : str
+        ``"module:attr"`` of the engine class (a
+        :class:`~celosia.rtl.arrays.engine.ComputeEngine`); :attr:`engine` resolves it.
+    timing_ref : str
+        ``"module:attr"`` of the engine's ``cycles(insn, config, ifmap=None)``;
+        :meth:`cycles` calls it.
+    lowering_ref : str
+        The compiler module lowering GEMMs (conv / fully connected) for this engine;
+        :attr:`lowering` imports it. Vector ops (pooling, add) are lowered by
+        ``celosia.sw.compiler.lower_vec`` for every dataflow.
+    windowed_gemm : bool
+        The engine takes windowed GEMMs (``GemmInsn.window = 1``) and only those.
+    zero_point_in_gemm : bool
+        The GEMM carries the input zero point ``in_zp`` and the engine subtracts it
+        (and skips the inputs equal to it); elsewhere ``in_zp`` must be 0.
+    macs_count_taps : bool
+        The MACS counter multiplies ``m_len * k_len * n_len`` by the window's
+        ``win_h * win_w`` taps.
+    """
+
+    name: str
+    title: str
+    engine_ref: str
+    timing_ref: str
+    lowering_ref: str
+    windowed_gemm: bool = False
+    zero_point_in_gemm: bool = False
+    macs_count_taps: bool = False
+
+    @property
+    def engine(self):
+        """The compute engine class (instantiate it with the ``AccelConfig``)."""
+        return _resolve(self.engine_ref)
+
+    def cycles(self, insn, config, ifmap=None) -> int:
+        """Acceptance-to-``done`` cycles of one :data:`~celosia.rtl.isa.GemmInsn` on this
+        engine (``done`` or ``error`` pulses that many cycles after the cycle the
+        instruction was accepted; the next one can be accepted in the cycle after).
+
+        ``insn`` maps GemmInsn field names to Python ints (a missing field is 0);
+        ``config`` is the ``AccelConfig``; ``ifmap`` (the ifmap buffer, one NumPy row per
+        buffer row) is needed only where the timing depends on the data (``feie``).
+        """
+        return _resolve(self.timing_ref)(insn, config, ifmap)
+
+    @property
+    def lowering(self):
+        """The compiler lowering module of this dataflow's GEMMs."""
+        return _resolve(self.lowering_ref)
+
+
+def _entry(name, title, module, cls, lowering, **traits):
+    return Dataflow(name=name, title=title, engine_ref=f"celosia.rtl.arrays.{module}:{cls}",
+                    timing_ref=f"celosia.rtl.arrays.{module}:cycles",
+                    lowering_ref=f"celosia.sw.compiler.{lowering}", **traits)
+
+
+#: name -> :class:`Dataflow`, in the documented order.
+REGISTRY: dict[str, Dataflow] = {df.name: df for df in (
+    _entry("ws", "weight stationary", "ws", "WSArray", "lower_gemm"),
+    _entry("os", "output stationary", "os", "OSArray", "lower_gemm"),
+    _entry("rs", "row stationary", "rs", "RSArray", "lower_rs",
+           windowed_gemm=True, macs_count_taps=True),
+    _entry("feie", "FEIE (input broadcast, zero skipping)", "feie", "FEIEArray", "lower_gemm",
+           zero_point_in_gemm=True),
+)}
+
+#: The dataflow names (``AccelConfig.dataflow``), in registry order.
+DATAFLOWS = tuple(REGISTRY)
+
+
+def dataflow(name: str) -> Dataflow:
+    """The registry entry of ``name``; a :class:`KeyError` naming the known ones if none."""
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise KeyError(f"unknown dataflow {name!r}; known: {', '.join(DATAFLOWS)}") from None

@@ -1,0 +1,161 @@
+"""The dataflow registry (rtl/dataflows.py): names, traits, engines, and each engine's
+executable timing ``cycles(insn, config, ifmap=None)`` against values worked out by hand
+from the formulas in the engines' docstrings."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from celosia.rtl import config as config_mod
+from celosia.rtl.arrays import make_engine
+from celosia.rtl.arrays.feie import FEIEArray
+from celosia.rtl.arrays.os import OSArray
+from celosia.rtl.arrays.rs import RSArray
+from celosia.rtl.arrays.ws import WSArray
+from celosia.rtl.config import AccelConfig
+from celosia.rtl.dataflows import DATAFLOWS, REGISTRY, dataflow
+
+# -- the registry --------------------------------------------------------------
+
+
+def test_names_and_order():
+    assert DATAFLOWS == ("ws", "os", "rs", "feie")
+    assert config_mod.DATAFLOWS is DATAFLOWS
+    assert [df.name for df in REGISTRY.values()] == list(REGISTRY)
+
+
+def test_traits():
+    traits = {name: (df.windowed_gemm, df.zero_point_in_gemm, df.macs_count_taps)
+              for name, df in REGISTRY.items()}
+    assert traits == {"ws": (False, False, False), "os": (False, False, False),
+                      "rs": (True, False, True), "feie": (False, True, False)}
+
+
+def test_engines_and_timing_live_in_one_file_each():
+    engines = {"ws": WSArray, "os": OSArray, "rs": RSArray, "feie": FEIEArray}
+    for name, cls in engines.items():
+        df = dataflow(name)
+        assert df.engine is cls
+        assert make_engine(AccelConfig(dataflow=name)) is cls
+        assert df.timing_ref == f"{cls.__module__}:cycles"
+        assert cls.__module__ == f"celosia.rtl.arrays.{name}"
+
+
+def test_lowering_families():
+    # the modules are another part's; only the references are checked here
+    assert {name: df.lowering_ref for name, df in REGISTRY.items()} == {
+        "ws": "celosia.sw.compiler.lower_gemm", "os": "celosia.sw.compiler.lower_gemm",
+        "rs": "celosia.sw.compiler.lower_rs", "feie": "celosia.sw.compiler.lower_gemm"}
+
+
+def test_unknown_name_is_a_clear_error():
+    with pytest.raises(KeyError, match="unknown dataflow 'xs'; known: ws, os, rs, feie"):
+        dataflow("xs")
+    with pytest.raises(config_mod.ConfigError, match="ws, os, rs, feie"):
+        AccelConfig(dataflow="xs")
+
+
+def test_registry_is_a_leaf_module():
+    """rtl/config.py imports it: it must import nothing of ours at module level."""
+    code = ("import sys, celosia.rtl.dataflows; "
+            "print(sorted(m for m in sys.modules if m.startswith('celosia')))")
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    assert eval(out.stdout) == ["celosia", "celosia.rtl", "celosia.rtl.dataflows"]
+
+
+# -- cycles(): hand-worked values of the docstring formulas -------------------------
+
+CFG4 = AccelConfig(rows=4, cols=4)                  # ifmap 1024, weight 256, psum 512 rows
+
+
+def dataflow_cfg(name):
+    return AccelConfig(rows=4, cols=4, dataflow=name)
+
+
+@pytest.mark.parametrize("insn, want", [
+    # k_len + m_len + 5
+    (dict(m_len=3, k_len=4, n_len=4), 12),          # 4 + 3 + 5
+    (dict(m_len=10, k_len=2, n_len=1), 17),         # 2 + 10 + 5
+    (dict(m_len=1, k_len=0, n_len=4), 6),           # 0 + 1 + 5
+    (dict(m_len=0, k_len=4, n_len=4), 1),           # nothing to do: done in CHECK
+    (dict(m_len=3, k_len=5, n_len=4), 1),           # k_len > rows: error in CHECK
+    (dict(m_len=3, k_len=4, n_len=4, in_zp=3), 1),  # only feie takes a zero point
+    (dict(m_len=3, k_len=4, n_len=4, window=1), 1),  # only rs takes windowed GEMMs
+])
+def test_ws_cycles(insn, want):
+    assert dataflow("ws").cycles(insn, CFG4) == want
+
+
+@pytest.mark.parametrize("insn, want", [
+    # 2*m_len + nb*k_len + 3, nb = ceil(m_len / rows)
+    (dict(m_len=10, k_len=3, n_len=4), 32),         # nb = 3: 20 + 9 + 3
+    (dict(m_len=4, k_len=4, n_len=2), 15),          # nb = 1: 8 + 4 + 3
+    (dict(m_len=5, k_len=1, n_len=1), 15),          # nb = 2: 10 + 2 + 3
+    (dict(m_len=1, k_len=0, n_len=1), 5),           # nb = 1: 2 + 0 + 3
+    (dict(m_len=0, k_len=4, n_len=4), 1),
+    (dict(m_len=4, k_len=4, n_len=5), 1),           # n_len > cols
+])
+def test_os_cycles(insn, want):
+    assert dataflow("os").cycles(insn, dataflow_cfg("os")) == want
+
+
+FEIE_CFG = AccelConfig(rows=2, cols=4, dataflow="feie", ifmap_rows=8)
+
+
+@pytest.mark.parametrize("rows, insn, want", [
+    # sum over blocks of mb <= 2 rows (2*mb + 1 + max(nnz, 1)) + 3,
+    # nnz = columns k < k_len with an input other than in_zp in some row of the block
+    ([[0, 5], [0, 0], [7, 0]], dict(m_len=3, k_len=2, n_len=4),
+     13),  # rows 0-1: nnz 1 (k=1) -> 4+1+1 = 6; row 2: nnz 1 (k=0) -> 2+1+1 = 4; 6+4+3
+    ([[1, 2], [4, 5], [7, 8]], dict(m_len=3, k_len=2, n_len=4),
+     15),  # dense: 4+1+2 = 7, 2+1+2 = 5; 7+5+3
+    ([[0, 0], [0, 0], [0, 0]], dict(m_len=3, k_len=2, n_len=4),
+     13),  # all zero, one MAC slot per block: 4+1+1 = 6, 2+1+1 = 4; 6+4+3
+    ([[1, 2], [4, 5]], dict(m_len=2, k_len=1, n_len=1),
+     9),   # k=1 is past k_len: nnz 1 -> 4+1+1 = 6; 6+3
+    ([[-128, -128], [-128, 4]], dict(m_len=2, k_len=2, n_len=4, in_zp=-128),
+     9),   # zero point -128: only k=1 is non-zero -> 4+1+1 = 6; 6+3
+    ([[-128, -128], [-128, 4]], dict(m_len=2, k_len=2, n_len=4, in_zp=0x80),
+     9),   # the same zero point as the field's byte
+    ([[1, 2]], dict(m_len=0, k_len=2, n_len=4), 1),
+    ([[1, 2]], dict(m_len=1, k_len=3, n_len=4), 1),            # k_len > rows: error
+    ([[1, 2]], dict(m_len=1, k_len=2, n_len=4, window=1), 1),  # windowed: error
+])
+def test_feie_cycles(rows, insn, want):
+    ifmap = np.zeros((FEIE_CFG.ifmap_rows, FEIE_CFG.rows), dtype=np.int64)
+    ifmap[:len(rows)] = rows
+    assert dataflow("feie").cycles(insn, FEIE_CFG, ifmap) == want
+
+
+def test_feie_cycles_needs_the_data():
+    with pytest.raises(ValueError, match="ifmap"):
+        dataflow("feie").cycles(dict(m_len=1, k_len=1, n_len=1), FEIE_CFG)
+
+
+def window(**kw):
+    d = dict(window=1, win_h=1, win_w=1, stride_h=1, stride_w=1, dil_h=1, dil_w=1, out_h=1,
+             out_w=1, k_len=1, n_len=1)
+    d.update(kw)
+    d.setdefault("m_len", d["out_h"] * d["out_w"])
+    return d
+
+
+@pytest.mark.parametrize("insn, want", [
+    # 3 + G * P, G = ceil(n_len / (rows // win_h)), lines = (out_h-1)*stride_h + (win_h-1)*dil_h + 1,
+    # D = max(k_len, lines + 1), P = win_h*win_w*k_len + lines
+    #   + (out_w-1)*((win_w-1)*D + max(k_len + out_h, lines + 1)) + (win_w-1)*D + k_len + out_h
+    (window(k_len=2, n_len=4), 9),
+    # G = 1, lines = 1, D = 2, P = 2 + 1 + 0 + 0 + 2 + 1 = 6; 3 + 6
+    (window(win_h=3, win_w=3, k_len=2, n_len=3, out_h=2, out_w=2, row_pitch=4), 156),
+    # S = 1, G = 3, lines = 1 + 2 + 1 = 4, D = max(2, 5) = 5, column = 2*5 + max(4, 5) = 15,
+    # P = 18 + 4 + 15 + 10 + 4 = 51; 3 + 3*51
+    (window(win_h=2, k_len=4, n_len=2, out_h=3, out_w=1, stride_h=2, row_pitch=1), 24),
+    # S = 2, G = 1, lines = 2*2 + 1 + 1 = 6, D = max(4, 7) = 7, P = 8 + 6 + 0 + 0 + 4 + 3 = 21; 3 + 21
+    (window(k_len=2, n_len=0), 1),                  # n_len = 0: done in CHECK
+    (window(k_len=2, n_len=4, m_len=2), 1),         # m_len != out_h * out_w: error
+    (dict(m_len=2, k_len=2, n_len=2), 1),           # a plain GEMM on rs: error
+])
+def test_rs_cycles(insn, want):
+    assert dataflow("rs").cycles(insn, dataflow_cfg("rs")) == want
