@@ -3,21 +3,22 @@
 import pytest
 
 from celosia import errors
-from celosia.errors import (CelosiaError, CompileError, ConfigError, DriverError, InputError, IsaError,
-                            ModelError, SimulationError)
+from celosia.errors import (CelosiaError, CompileError, ConfigError, DriverError, FieldError, InputError,
+                            IsaError, ModelError, SimulationError)
 
 
 def test_every_error_is_a_celosia_error():
     for cls in (ConfigError, ModelError, InputError, CompileError, DriverError, SimulationError,
-                IsaError):
+                IsaError, FieldError):
         assert issubclass(cls, CelosiaError)
     assert sorted(errors.__all__) == sorted(
         ["CelosiaError", "ConfigError", "ModelError", "InputError", "CompileError", "DriverError",
-         "SimulationError", "IsaError"])
+         "SimulationError", "IsaError", "FieldError"])
 
 
 def test_builtin_bases_kept():
     assert issubclass(ConfigError, ValueError)
+    assert issubclass(FieldError, ValueError)
     assert issubclass(IsaError, RuntimeError)
 
 
