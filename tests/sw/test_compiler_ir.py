@@ -128,5 +128,5 @@ def test_lowering_family_from_the_registry():
     for module in (lower_gemm, lower_rs):
         assert module.LOWERINGS == {"fc": module.lower_fc, "conv": module.lower_conv}
     assert set(lower_vec.LOWERINGS) == set(SUPPORTED_OPS) - {"fc", "conv"}
-    with pytest.raises(KeyError, match="known: ws, os, rs, feie"):
+    with pytest.raises(KeyError, match="ws.*os.*rs.*feie"):   # names the known ones
         dataflow("xs")
