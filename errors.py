@@ -16,7 +16,7 @@ before they joined this hierarchy still catches them: :class:`ConfigError` and
 from __future__ import annotations
 
 __all__ = ["CelosiaError", "ConfigError", "ModelError", "InputError", "CompileError", "DriverError",
-           "SimulationError", "IsaError", "FieldError"]
+           "SimulationError", "IsaError", "FieldError", "EncodeError"]
 
 
 class CelosiaError(Exception):
@@ -44,6 +44,11 @@ class InputError(CelosiaError):
 
 class CompileError(CelosiaError):
     """The model cannot be mapped onto the configured accelerator (:mod:`celosia.sw.compiler`)."""
+
+
+class EncodeError(CompileError):
+    """A value the compiler computed does not fit its instruction field (a
+    :class:`FieldError` while encoding); the message names the layer."""
 
 
 class DriverError(CelosiaError):

@@ -1,5 +1,8 @@
 """celosia.errors: one hierarchy under CelosiaError, built-in bases kept where callers relied on them."""
 
+import ast
+from pathlib import Path
+
 import pytest
 
 from celosia import errors
@@ -8,12 +11,27 @@ from celosia.errors import (CelosiaError, CompileError, ConfigError, DriverError
 
 
 def test_every_error_is_a_celosia_error():
-    for cls in (ConfigError, ModelError, InputError, CompileError, DriverError, SimulationError,
-                IsaError, FieldError):
+    classes = [v for v in vars(errors).values() if isinstance(v, type) and issubclass(v, Exception)]
+    assert sorted(c.__name__ for c in classes) == sorted(errors.__all__)
+    for cls in classes:
         assert issubclass(cls, CelosiaError)
-    assert sorted(errors.__all__) == sorted(
-        ["CelosiaError", "ConfigError", "ModelError", "InputError", "CompileError", "DriverError",
-         "SimulationError", "IsaError", "FieldError"])
+    assert {ConfigError, ModelError, InputError, CompileError, DriverError, SimulationError, IsaError,
+            FieldError} <= set(classes)
+
+
+def test_no_error_class_outside_celosia_errors():
+    """All errors live in one module: no other module of the package defines an exception class."""
+    root = Path(errors.__file__).parent
+    offenders = []
+    for path in root.rglob("*.py"):
+        rel = path.relative_to(root)
+        if rel.parts[0] in (".venv", "tests", "benchmarks", "examples", "build") or path == Path(errors.__file__):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ClassDef) and any(
+                    getattr(b, "id", getattr(b, "attr", "")).endswith(("Error", "Exception")) for b in node.bases):
+                offenders.append(f"{rel}:{node.lineno} {node.name}")
+    assert offenders == []
 
 
 def test_builtin_bases_kept():

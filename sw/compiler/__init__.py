@@ -1,8 +1,20 @@
-"""Compiler: quantized model -> binary program for one accelerator config."""
+"""Compiler: quantized model -> binary program for one accelerator config.
 
-from .compile import (SUPPORTED_OPS, CompileError, Gemm, OutTile, Unit, allocate, compile_model,
-                      emit_unit, lower_conv, lower_fc)
+Modules: :mod:`.compile` (the driver, :func:`compile_model`), :mod:`.alloc` (DRAM
+allocation), :mod:`.tiling` (the tiled intermediate form and its builders), the
+lowering families :mod:`.lower_gemm` (ws, os, feie), :mod:`.lower_rs` (rs) and
+:mod:`.lower_vec` (vector ops, every dataflow), :mod:`.emit` (instructions and
+tokens) and :mod:`.program` (the binary program).
+"""
+
+from celosia.errors import CompileError, EncodeError
+from .alloc import Allocation, allocate
+from .compile import SUPPORTED_OPS, compile_model
+from .emit import emit_unit
+from .lower_gemm import lower_conv, lower_fc
 from .program import NodeCode, Program
+from .tiling import GemmOp, Load, OutTile, Store, Unit, VecOp, Window
 
-__all__ = ["SUPPORTED_OPS", "CompileError", "Gemm", "NodeCode", "OutTile", "Program", "Unit",
-           "allocate", "compile_model", "emit_unit", "lower_conv", "lower_fc"]
+__all__ = ["SUPPORTED_OPS", "Allocation", "CompileError", "EncodeError", "GemmOp", "Load", "NodeCode",
+           "OutTile", "Program", "Store", "Unit", "VecOp", "Window", "allocate", "compile_model",
+           "emit_unit", "lower_conv", "lower_fc"]

@@ -21,21 +21,26 @@ the LOAD) and each GEMM addresses its window inside it; otherwise each GEMM load
 exactly its window's rows. A fully connected layer maps as Eyeriss maps one: the
 input vector is cut into lines of ``rows`` features (the "filter rows"), the
 samples of the batch are the output rows (stride = lines per sample).
+
+Entry points, the same in every lowering family: :func:`lower_fc`, :func:`lower_conv`
+and :func:`mapping`.
 """
 
 from __future__ import annotations
 
 import math
 
+from celosia.errors import CompileError
 from celosia.rtl.config import RS_SPAD, AccelConfig
 from celosia.rtl import isa
 from celosia.rtl.arrays.rs import gemm_cycles
 from celosia.rtl.isa import BaseReg
-from celosia.sw.compiler.compile import (CompileError, Gemm, OutTile, Unit, _load, _split_units, _store,
-                                         _window_load, conv_attrs)
+from celosia.sw.compiler.alloc import Allocation
+from celosia.sw.compiler.tiling import (GemmOp, OutTile, Unit, Window, conv_attrs, conv_blocks,
+                                        load, split_units, store, window_load)
 from celosia.sw.quant.model import QLayer
 
-__all__ = ["lower_conv_rs", "lower_fc_rs"]
+__all__ = ["lower_conv", "lower_fc", "mapping", "LOWERINGS"]
 
 #: One past the largest ``dram_stride2`` of a LOAD.
 _MAX_STRIDE2 = 1 << dict(isa.LoadInsn)["dram_stride2"].width
@@ -46,7 +51,7 @@ def _lines(out_rows: int, win: int, stride: int, dil: int) -> int:
     return (out_rows - 1) * stride + (win - 1) * dil + 1
 
 
-def lower_conv_rs(layer: QLayer, config: AccelConfig, batch: int, alloc: dict) -> list[Unit]:
+def lower_conv(layer: QLayer, config: AccelConfig, batch: int, alloc: Allocation) -> list[Unit]:
     """A convolution on the rs array (see the module docstring)."""
     R, C, L = config.rows, config.cols, config.rs_lines
     i_half, p_half, w_half = config.ifmap_rows // 2, config.psum_rows // 2, config.weight_rows // 2
@@ -108,14 +113,14 @@ def lower_conv_rs(layer: QLayer, config: AccelConfig, batch: int, alloc: dict) -
     def raw_load(c_abs, k_len, img, y0, ny, x0, nx, buf_row):
         """``ny`` input rows x ``nx`` columns from (y0, x0) (may lie in the padding) of
         ``k_len`` channels from ``c_abs``, ``nx`` buffer rows per input row."""
-        return _window_load(alloc["src"], layer.in_shape, img, c_abs, k_len, y0, x0, ny, nx,
-                            buf_row=buf_row, pad_value=int(layer.in_zp))
+        return window_load(alloc.src, layer.in_shape, img, c_abs, k_len, y0, x0, ny, nx,
+                           buf_row=buf_row, pad_value=int(layer.in_zp))
 
     def weight_loads(g, c0, k_len, fh0, fh_n, fw0, fw_n, j, n_len):
         """LOADs of the weight rows (fh, fw, c) of a filter block, ``n_len`` channels each:
         one per filter row, or one for the block when it spans whole filter rows, or one
         per tap when a tap's stride (``cin_g * cout_g``) exceeds the LOAD's stride field."""
-        base = alloc["weights"] + g * K_g * cout_g + j * C
+        base = alloc.weights + g * K_g * cout_g + j * C
         tap = cin_g * cout_g
         if tap >= _MAX_STRIDE2:
             runs = [(fh, fw, 1) for fh in range(fh0, fh0 + fh_n) for fw in range(fw0, fw0 + fw_n)]
@@ -125,60 +130,53 @@ def lower_conv_rs(layer: QLayer, config: AccelConfig, batch: int, alloc: dict) -
             runs = [(fh, fw0, fw_n) for fh in range(fh0, fh0 + fh_n)]
         loads, row = [], 0
         for fh, fw, n in runs:
-            loads.append(_load(None, BaseReg.STATIC, base + ((fh * Fw + fw) * cin_g + c0) * cout_g,
-                               n_len, n1=k_len, s1=cout_g, bs1=1, n2=n, s2=tap if n > 1 else 0,
-                               bs2=k_len, buf_row=row))
+            loads.append(load(BaseReg.STATIC, base + ((fh * Fw + fw) * cin_g + c0) * cout_g,
+                              n_len, n1=k_len, s1=cout_g, bs1=1, n2=n, s2=tap if n > 1 else 0,
+                              bs2=k_len, buf_row=row))
             row += n * k_len
         return loads
 
     tiles = []
-    block_id = 0
-    for img in range(batch):
-        for g in range(G):
-            for ho0 in range(0, Ho, hb):
-                hbt = min(hb, Ho - ho0)
-                for wo0 in range(0, Wo, wb):
-                    wbt = min(wb, Wo - wo0)
-                    y0, x0 = ho0 * sh - pt, wo0 * sw - pl
-                    nyf, wpf = _lines(hbt, Fh, sh, dh), _lines(wbt, Fw, sw, dw)
-                    block_loads = [raw_load(g * cin_g + c0, kl, img, y0, nyf, x0, wpf, i * nyf * wpf)
-                                   for i, (c0, kl) in enumerate(chunks)] if resident else []
-                    for j in range(nt):
-                        n_len = min(C, cout_g - j * C)
-                        gemms = []
-                        for i, (c0, k_len) in enumerate(chunks):
-                            for fh0, fh_n, fw0, fw_n in fblocks:
-                                win = dict(win_h=fh_n, win_w=fw_n, stride_h=sh, stride_w=sw, dil_h=dh,
-                                           dil_w=dw, out_h=hbt, out_w=wbt)
-                                if resident:
-                                    win["row_pitch"] = wpf
-                                    ifmap, row = [], i * nyf * wpf + fh0 * dh * wpf + fw0 * dw
-                                else:
-                                    win["row_pitch"] = _lines(wbt, fw_n, sw, dw)
-                                    ifmap = [raw_load(g * cin_g + c0, k_len, img, y0 + fh0 * dh,
-                                                      _lines(hbt, fh_n, sh, dh), x0 + fw0 * dw,
-                                                      win["row_pitch"], 0)]
-                                    row = 0
-                                gemms.append(Gemm(k_len=k_len, n_len=n_len, ifmap=ifmap, ifmap_row=row,
-                                                  weight=weight_loads(g, c0, k_len, fh0, fh_n, fw0, fw_n,
-                                                                      j, n_len),
-                                                  window=win))
-                        offset = ((img * Ho + ho0) * Wo + wo0) * Cout + g * cout_g + j * C
-                        tiles.append(OutTile(m_len=hbt * wbt, gemms=gemms,
-                                             store=_store(layer, alloc["dst"], offset, Cout, n_len),
-                                             param_row=g * nt + j, block=block_id,
-                                             block_loads=block_loads))
-                    block_id += 1
-    return _split_units(tiles, alloc["params"], resident, config, layer)
+    for block_id, (img, g, ho0, hbt, wo0, wbt) in enumerate(conv_blocks(batch, G, Ho, Wo, hb, wb)):
+        y0, x0 = ho0 * sh - pt, wo0 * sw - pl
+        nyf, wpf = _lines(hbt, Fh, sh, dh), _lines(wbt, Fw, sw, dw)
+        block_loads = [raw_load(g * cin_g + c0, kl, img, y0, nyf, x0, wpf, i * nyf * wpf)
+                       for i, (c0, kl) in enumerate(chunks)] if resident else []
+        for j in range(nt):
+            n_len = min(C, cout_g - j * C)
+            gemms = []
+            for i, (c0, k_len) in enumerate(chunks):
+                for fh0, fh_n, fw0, fw_n in fblocks:
+                    win = Window(win_h=fh_n, win_w=fw_n, stride_h=sh, stride_w=sw, dil_h=dh,
+                                 dil_w=dw, out_h=hbt, out_w=wbt)
+                    if resident:
+                        win.row_pitch = wpf
+                        ifmap, row = [], i * nyf * wpf + fh0 * dh * wpf + fw0 * dw
+                    else:
+                        win.row_pitch = _lines(wbt, fw_n, sw, dw)
+                        ifmap = [raw_load(g * cin_g + c0, k_len, img, y0 + fh0 * dh,
+                                          _lines(hbt, fh_n, sh, dh), x0 + fw0 * dw,
+                                          win.row_pitch, 0)]
+                        row = 0
+                    gemms.append(GemmOp(k_len=k_len, n_len=n_len, ifmap=ifmap, ifmap_row=row,
+                                        weight=weight_loads(g, c0, k_len, fh0, fh_n, fw0, fw_n,
+                                                            j, n_len),
+                                        window=win))
+            offset = ((img * Ho + ho0) * Wo + wo0) * Cout + g * cout_g + j * C
+            tiles.append(OutTile(m_len=hbt * wbt, ops=gemms,
+                                 store=store(layer, alloc.dst, offset, Cout, n_len),
+                                 param_row=g * nt + j, block=block_id,
+                                 block_loads=block_loads))
+    return split_units(tiles, alloc.params, resident, config, layer)
 
 
-def lower_fc_rs(layer: QLayer, config: AccelConfig, batch: int, alloc: dict) -> list[Unit]:
+def lower_fc(layer: QLayer, config: AccelConfig, batch: int, alloc: Allocation) -> list[Unit]:
     """A fully connected layer on the rs array: ``rows``-feature lines as filter rows,
     samples as output rows (see the module docstring)."""
     R, C, L = config.rows, config.cols, config.rs_lines
     i_half, p_half, w_half = config.ifmap_rows // 2, config.psum_rows // 2, config.weight_rows // 2
     K, N = layer.w.shape
-    src_reg, src_off = alloc["src"]
+    src_reg, src_off = alloc.src
     full, rem = divmod(K, R)
     nlines = full + (rem > 0)
     resident = batch * nlines <= i_half
@@ -213,11 +211,11 @@ def lower_fc_rs(layer: QLayer, config: AccelConfig, batch: int, alloc: dict) -> 
     block_loads = []
     if resident:
         if full:
-            block_loads.append(_load(None, src_reg, src_off, R, n1=full, s1=R, bs1=1, n2=batch, s2=K,
-                                     bs2=nlines, buf_row=0))
+            block_loads.append(load(src_reg, src_off, R, n1=full, s1=R, bs1=1, n2=batch, s2=K,
+                                    bs2=nlines, buf_row=0))
         if rem:
-            block_loads.append(_load(None, src_reg, src_off + full * R, rem, n1=batch, s1=K,
-                                     bs1=nlines, buf_row=full))
+            block_loads.append(load(src_reg, src_off + full * R, rem, n1=batch, s1=K,
+                                    bs1=nlines, buf_row=full))
     tiles = []
     for b0 in range(0, batch, hb):
         hbt = min(hb, batch - b0)
@@ -226,16 +224,33 @@ def lower_fc_rs(layer: QLayer, config: AccelConfig, batch: int, alloc: dict) -> 
             gemms = []
             for l0, nl, k_len in kgroups:
                 stride = (nlines if resident else nl) if hbt > 1 else 1
-                win = dict(win_h=nl, win_w=1, stride_h=stride, stride_w=1, dil_h=1, dil_w=1,
-                           out_h=hbt, out_w=1, row_pitch=1)
-                weight = [_load(None, BaseReg.STATIC, alloc["weights"] + l0 * R * N + j * C, n_len,
-                                n1=nl * k_len, s1=N, bs1=1)]
+                win = Window(win_h=nl, win_w=1, stride_h=stride, stride_w=1, dil_h=1, dil_w=1,
+                             out_h=hbt, out_w=1, row_pitch=1)
+                weight = [load(BaseReg.STATIC, alloc.weights + l0 * R * N + j * C, n_len,
+                               n1=nl * k_len, s1=N, bs1=1)]
                 ifmap = [] if resident else [
-                    _load(None, src_reg, src_off + b0 * K + l0 * R, k_len, n1=nl, s1=R, bs1=1, n2=hbt,
-                          s2=K, bs2=nl, buf_row=0)]
-                gemms.append(Gemm(k_len=k_len, n_len=n_len, weight=weight, ifmap=ifmap,
-                                  ifmap_row=b0 * nlines + l0 if resident else 0, window=win))
-            tiles.append(OutTile(m_len=hbt, gemms=gemms,
-                                 store=_store(layer, alloc["dst"], b0 * N + j * C, N, n_len),
+                    load(src_reg, src_off + b0 * K + l0 * R, k_len, n1=nl, s1=R, bs1=1, n2=hbt,
+                         s2=K, bs2=nl, buf_row=0)]
+                gemms.append(GemmOp(k_len=k_len, n_len=n_len, weight=weight, ifmap=ifmap,
+                                    ifmap_row=b0 * nlines + l0 if resident else 0, window=win))
+            tiles.append(OutTile(m_len=hbt, ops=gemms,
+                                 store=store(layer, alloc.dst, b0 * N + j * C, N, n_len),
                                  param_row=j, block=0, block_loads=block_loads))
-    return _split_units(tiles, alloc["params"], resident, config, layer)
+    return split_units(tiles, alloc.params, resident, config, layer)
+
+
+def mapping(layer: QLayer, units: list[Unit], config: AccelConfig) -> dict:
+    """The report's ``mapping`` of a GEMM layer on the rs array: its logical PE set and
+    what one GEMM of it runs on the physical array."""
+    win = units[0].tiles[0].ops[0].window
+    if layer.op == "conv":
+        logical = f"{layer.w.shape[1]}x{layer.out_shape[0]} filter rows x output rows"
+    else:
+        logical = f"{math.ceil(layer.w.shape[0] / config.rows)} lines of {config.rows} features x samples"
+    sets = config.rows // win.win_h
+    return {"mapping": f"rs: logical set {logical}, per GEMM {win.win_h}x{win.out_h} "
+                       f"({win.win_w} filter columns), {sets} channel set{'s' * (sets > 1)}"}
+
+
+#: op -> lowering of the layers this family maps.
+LOWERINGS = {"fc": lower_fc, "conv": lower_conv}

@@ -472,7 +472,7 @@ def test_prefix_images_leave_intermediate_output_in_scratch():
     for k in range(1, len(model.layers)):
         prefix = QModel(name="p", layers=model.layers[:k], input_scale=1.0, input_zp=0)
         want = golden_forward(prefix, x)
-        reg, slot = allocate(model, program.config, 2)[1][k - 1]["dst"]
+        reg, slot = allocate(model, program.config, 2)[1][k - 1].dst
         assert reg == BaseReg.SCRATCH
         for seed in (None, 0, 1):
             _, tokens, sim, dram, lay = run_program(program, x, seed, upto=k)

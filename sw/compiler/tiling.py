@@ -1,0 +1,286 @@
+"""The compiler's tiled intermediate form and the builders every lowering family shares.
+
+A lowering (:mod:`~celosia.sw.compiler.lower_gemm`, :mod:`~celosia.sw.compiler.lower_rs`,
+:mod:`~celosia.sw.compiler.lower_vec`) turns one layer into a list of :class:`Unit`\\ s:
+
+* a :class:`Unit` is a run of output tiles sharing one block of PPU parameters in the
+  parameter buffer (units are separated by barriers, :mod:`~celosia.sw.compiler.emit`);
+* an :class:`OutTile` is ``m_len`` rows x up to ``cols`` channels of output: compute
+  instructions accumulating into one psum tile, then one :class:`Store`;
+* a compute instruction is a :class:`GemmOp` (a GEMM, plain or with a :class:`Window`
+  on the rs array, with the weight and ifmap :class:`Load`\\ s that feed it) or a
+  :class:`VecOp` (a VEC instruction of the vector engine, with its ifmap LOADs).
+
+Buffer halves, rows inside the double-buffered halves and dependency tokens are
+chosen at emission; the objects here hold everything else, each with the fields of
+its ISA instruction (:mod:`celosia.rtl.isa`) and an ``encode`` method. Every
+instruction is encoded by :func:`encode`, which turns a field out of range into an
+:class:`EncodeError`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from celosia.rtl import isa
+from celosia.errors import CompileError, EncodeError, FieldError
+from celosia.rtl.config import AccelConfig
+from celosia.rtl.dataflows import dataflow
+from celosia.rtl.isa import PARAM_BYTES, BaseReg, Buffer, Opcode
+from celosia.sw.quant.model import QLayer
+
+__all__ = ["Load", "Store", "Window", "GemmOp", "VecOp", "OutTile",
+           "Unit", "encode", "dep_flags", "load", "window_load", "store", "conv_attrs", "conv_blocks",
+           "subtracts_zero_point", "param_chunks", "split_units"]
+
+
+def encode(op: Opcode, **fields) -> int:
+    """:func:`celosia.rtl.isa.encode`, with a field out of range as an :class:`EncodeError`."""
+    try:
+        return isa.encode(op, **fields)
+    except FieldError as e:
+        raise EncodeError(str(e)) from e
+
+
+def dep_flags(pop_prev=False, pop_next=False, push_prev=False, push_next=False) -> dict:
+    """The ``dep`` field (:data:`~celosia.rtl.isa.DepFlags`) of an instruction."""
+    return {"pop_prev": int(pop_prev), "pop_next": int(pop_next),
+            "push_prev": int(push_prev), "push_next": int(push_next)}
+
+
+def _ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+# -- instructions ---------------------------------------------------------------------------
+
+@dataclass
+class Load:
+    """A LOAD (:data:`~celosia.rtl.isa.LoadInsn`) without its buffer, buffer half and ``dep``.
+
+    ``buf_row`` is relative to the buffer half (or block) the emission puts it in.
+    """
+    base_reg: int
+    dram_offset: int
+    n0: int
+    dram_stride0: int = 1
+    lane0: int = 0
+    n1: int = 1
+    dram_stride1: int = 0
+    buf_stride1: int = 0
+    n2: int = 1
+    dram_stride2: int = 0
+    buf_stride2: int = 0
+    buf_row: int = 0
+    pad_en: int = 0
+    pad_lo1: int = 0
+    pad_hi1: int = 0
+    pad_lo2: int = 0
+    pad_hi2: int = 0
+    pad_value: int = 0
+
+    def encode(self, buf: Buffer, row_base: int, dep: dict) -> int:
+        """The instruction word: into ``buf`` at row ``row_base + buf_row``."""
+        fields = {k: v for k, v in self.__dict__.items() if v}   # a field left out is 0
+        fields["buf_row"] = row_base + self.buf_row
+        return encode(Opcode.LOAD, buf=buf, dep=dep, **fields)
+
+
+@dataclass
+class Store:
+    """A STORE (:data:`~celosia.rtl.isa.StoreInsn`) without its psum / parameter rows,
+    ``m_len`` and ``dep``: where the tile goes and the layer's output quantization."""
+    base_reg: int
+    dram_offset: int
+    dram_stride: int
+    n_len: int
+    out_zp: int
+    act_min: int
+    act_max: int
+
+    def encode(self, psum_row: int, param_row: int, m_len: int, dep: dict) -> int:
+        return encode(Opcode.STORE, psum_row=psum_row, param_row=param_row, m_len=m_len, dep=dep,
+                      **self.__dict__)
+
+
+@dataclass
+class Window:
+    """The windowed-GEMM fields of a :class:`GemmOp` (the rs array; ``window = 1``)."""
+    win_h: int
+    win_w: int
+    stride_h: int
+    stride_w: int
+    dil_h: int
+    dil_w: int
+    out_h: int
+    out_w: int
+    row_pitch: int = 0
+
+
+@dataclass
+class GemmOp:
+    """One GEMM instruction (:data:`~celosia.rtl.isa.GemmInsn`) of an output tile with the
+    LOADs that feed it: its weight tile and (streamed ifmap) its ifmap tile."""
+    k_len: int
+    n_len: int
+    weight: list[Load]
+    ifmap: list[Load] = field(default_factory=list)  # streamed mode: LOADs of its ifmap tile
+    ifmap_row: int = 0           # resident mode: row of its ifmap tile inside the block
+    window: Window | None = None  # windowed GEMM (rs)
+
+    def encode(self, *, accumulate: int, ifmap_row: int, weight_row: int, psum_row: int, m_len: int,
+               dep: dict, in_zp: int) -> int:
+        window = dict(window=1, **self.window.__dict__) if self.window is not None else {}
+        return encode(Opcode.GEMM, accumulate=accumulate, ifmap_row=ifmap_row, weight_row=weight_row,
+                      psum_row=psum_row, m_len=m_len, k_len=self.k_len, n_len=self.n_len, dep=dep,
+                      in_zp=in_zp, **window)
+
+
+@dataclass
+class VecOp:
+    """One VEC instruction (:data:`~celosia.rtl.isa.VecInsn`: pooling, residual add) with
+    the LOADs of its ifmap rows; the ``add`` fields are 0 for the other modes."""
+    mode: isa.VecMode
+    win: int
+    lanes: int
+    in_zp: int
+    ifmap: list[Load] = field(default_factory=list)
+    b_zp: int = 0
+    a_m0: int = 0
+    a_shift: int = 0
+    b_m0: int = 0
+    b_shift: int = 0
+    left_shift: int = 0
+
+    def encode(self, *, ifmap_row: int, psum_row: int, m_len: int, dep: dict) -> int:
+        fields = {k: v for k, v in self.__dict__.items() if v and k != "ifmap"}   # a field left out is 0
+        return encode(Opcode.VEC, ifmap_row=ifmap_row, psum_row=psum_row, m_len=m_len, dep=dep, **fields)
+
+
+@dataclass
+class OutTile:
+    """``m_len`` rows x ``n_len`` channels of output: compute instructions accumulating,
+    then one STORE."""
+    m_len: int
+    ops: list[GemmOp | VecOp]
+    store: Store
+    param_row: int               # its PPU parameters' row (of `cols` channels) in the unit's block
+    block: int = 0               # ifmap block id (resident mode: loaded once per block)
+    block_loads: list[Load] = field(default_factory=list)  # resident mode: LOADs of the whole block
+
+
+@dataclass
+class Unit:
+    """Output tiles sharing one resident parameter block; units are separated by barriers."""
+    params: Load                 # the parameter block
+    tiles: list[OutTile]
+    resident: bool               # ifmap loaded per block (True) or per GEMM (False)
+    in_zp: int = 0               # the GEMMs' in_zp (feie: the layer's input zero point)
+
+
+# -- builders -------------------------------------------------------------------------------
+
+def load(base_reg, offset, n0, n1=1, s1=0, bs1=0, n2=1, s2=0, bs2=0, **extra) -> Load:
+    """A LOAD of ``n2 x n1`` runs of ``n0`` bytes: DRAM strides ``s1``, ``s2``, buffer row
+    strides ``bs1``, ``bs2`` (``extra``: further :class:`Load` fields)."""
+    return Load(base_reg=base_reg, dram_offset=offset, n0=n0, n1=n1, dram_stride1=s1, buf_stride1=bs1,
+                n2=n2, dram_stride2=s2, buf_stride2=bs2, **extra)
+
+
+def window_load(src, shape, img, c_off, lanes, y0, x0, ny, nx, sy=1, sx=1, bs1=1, bs2=None,
+                buf_row=0, pad_value=0) -> Load:
+    """The LOAD of an ``ny x nx`` grid of pixels of the NHWC map ``shape = (H, W, C)`` at
+    ``src = (base_reg, offset)``: pixel ``(y0 + i*sy, x0 + j*sx)`` of image ``img``, ``lanes``
+    channels from ``c_off``, into buffer row ``buf_row + j*bs1 + i*bs2`` (``bs2`` defaults to
+    ``nx*bs1``). Pixels outside the map (padding) are written as ``pad_value``."""
+    H, W, C = shape
+    lo1, lo2 = max(0, _ceil_div(-x0, sx)), max(0, _ceil_div(-y0, sy))
+    hi1, hi2 = min(nx, max(lo1, _ceil_div(W - x0, sx))), min(ny, max(lo2, _ceil_div(H - y0, sy)))
+    padded = lo1 > 0 or hi1 < nx or lo2 > 0 or hi2 < ny
+    offset = src[1] + img * H * W * C + (y0 * W + x0) * C + c_off
+    return load(src[0], offset, lanes, n1=nx, s1=sx * C, bs1=bs1, n2=ny, s2=sy * W * C,
+                bs2=nx * bs1 if bs2 is None else bs2, buf_row=buf_row, pad_en=int(padded),
+                pad_lo1=lo1, pad_hi1=hi1, pad_lo2=lo2, pad_hi2=hi2, pad_value=pad_value)
+
+
+def store(layer: QLayer, dst, offset: int, stride: int, n_len: int) -> Store:
+    """The STORE of an output tile of ``layer``: row ``m`` to ``dst + offset + m*stride``,
+    ``n_len`` channels, the layer's requantization."""
+    return Store(base_reg=dst[0], dram_offset=dst[1] + offset, dram_stride=stride, n_len=n_len,
+                 out_zp=int(layer.out_zp), act_min=int(layer.act_min), act_max=int(layer.act_max))
+
+
+def conv_attrs(layer: QLayer) -> tuple:
+    """``(stride_h, stride_w, pad_top, pad_left, dil_h, dil_w, groups)`` of a conv layer."""
+    a = layer.attrs
+    sh, sw = a.get("stride", (1, 1))
+    pt, pl, _, _ = a.get("pads", (0, 0, 0, 0))
+    dh, dw = a.get("dilation", (1, 1))
+    return sh, sw, pt, pl, dh, dw, int(a.get("groups", 1))
+
+
+def conv_blocks(batch: int, groups: int, out_h: int, out_w: int, hb: int, wb: int):
+    """The output blocks of a conv layer in lowering order: ``(image, group, first output
+    row, rows, first output column, columns)``, ``hb`` output rows x ``wb`` columns each
+    (the last ones in a row / column partial)."""
+    for img in range(batch):
+        for g in range(groups):
+            for ho0 in range(0, out_h, hb):
+                for wo0 in range(0, out_w, wb):
+                    yield img, g, ho0, min(hb, out_h - ho0), wo0, min(wb, out_w - wo0)
+
+
+# -- PPU parameters and units -----------------------------------------------------------------
+
+def subtracts_zero_point(config: AccelConfig) -> bool:
+    """Whether the array takes the input zero point in the GEMM (``in_zp``; feie, so that
+    it can skip real zeros) instead of it being folded into the bias: the dataflow's
+    ``zero_point_in_gemm`` trait (:mod:`celosia.rtl.dataflows`)."""
+    return dataflow(config.dataflow).zero_point_in_gemm
+
+
+def param_chunks(layer: QLayer, config: AccelConfig) -> list[tuple[int, int]]:
+    """Output channels ``(first, count)`` of each PPU-parameter row, in the order the
+    lowering numbers its parameter rows: fc ``cols``-wide tiles; conv the same per
+    group; vector ops ``min(rows, cols)``-wide lane chunks."""
+    C = config.cols
+    if layer.is_gemm:
+        G = int(layer.attrs.get("groups", 1))
+        ng = len(layer.bias) // G
+        return [(g * ng + j, min(C, ng - j)) for g in range(G) for j in range(0, ng, C)]
+    L = min(config.rows, C)
+    n = layer.out_shape[-1]
+    return [(c0, min(L, n - c0)) for c0 in range(0, n, L)]
+
+
+def split_units(tiles: list[OutTile], params_at: int, resident: bool,
+                config: AccelConfig, layer: QLayer) -> list[Unit]:
+    """Cut a layer's output tiles into units whose parameter rows fit one buffer half.
+
+    ``params_at``: the layer's parameter rows in DRAM (:attr:`Allocation.params
+    <celosia.sw.compiler.alloc.Allocation>`). A unit loads its rows ``lo..hi`` as
+    ``(hi - lo + 1) * cols`` buffer rows of one channel each; its tiles' ``param_row``
+    become relative to ``lo`` (in rows of ``cols``)."""
+    C = config.cols
+    half = config.param_rows // 2
+    units, current, rows = [], [], []
+    for tile in tiles:
+        r = tile.param_row
+        if r not in rows and rows and max(rows + [r]) - min(rows + [r]) + 1 > half:
+            units.append((current, rows))
+            current, rows = [], []
+        if r not in rows:
+            rows.append(r)
+        current.append(tile)
+    units.append((current, rows))
+    result = []
+    for tiles_u, rows_u in units:
+        lo, hi = min(rows_u), max(rows_u)
+        assert hi - lo + 1 <= half, (lo, hi, half)  # units are cut so that their span fits
+        for tile in tiles_u:
+            tile.param_row -= lo
+        params = load(BaseReg.STATIC, params_at + lo * C * PARAM_BYTES, PARAM_BYTES,
+                      n1=(hi - lo + 1) * C, s1=PARAM_BYTES, bs1=1)
+        in_zp = int(layer.in_zp) if layer.is_gemm and subtracts_zero_point(config) else 0
+        result.append(Unit(params=params, tiles=tiles_u, resident=resident, in_zp=in_zp))
+    return result
