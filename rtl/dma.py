@@ -8,28 +8,55 @@ or starts it).
 
 Timing
 ------
+Both engines move DRAM data a 64-bit bus word at a time: a *run* is the innermost
+loop (``i0``) of one ``(i1, i2)``, which always lands in one buffer row (LOAD) or
+comes out of one psum row (STORE).
+
 ``LoadEngine``: ``insn`` accepted in cycle ``t`` (``ready`` only while idle);
 cycle ``t+1`` checks bounds: ``error`` (or ``done`` for an empty instruction)
-pulses in cycle ``t+2``. Otherwise elements are issued in loop order from cycle
-``t+2``, one per cycle: a read element as the bus accepts its request, a padded
-element (``pad_en``, ``i1`` / ``i2`` outside the pad ranges) without touching the
-bus. Every issued element enters the in-flight FIFO (depth ``dram_latency + 2``,
-entries: buffer row, lane, byte in word, pad flag), so buffer writes happen in
-issue order even when padded and read elements hit the same buffer byte: a read
-entry at the FIFO head is written the cycle its response arrives, a pad entry
-(``pad_value``) as soon as it is at the head. This relies on the bus contract
-(``rtl/dram.py``: a read is answered exactly ``dram_latency`` cycles after
-acceptance): a pad takes an issue slot, which leaves a response-free cycle for
-it at the head. ``done`` pulses the cycle after the last byte was written. With
-a bus that accepts every cycle, ``n`` bytes take ``n + dram_latency + 2`` cycles
-from acceptance to ``done`` (about ``n + 3`` when the last element is padded).
+pulses in cycle ``t+2``. Otherwise *requests* are issued in loop order from cycle
+``t+2``, one per cycle. A request covers the next elements of the current run:
+
+* a read run with ``dram_stride0 == 1``: the bytes from the current address to
+  the end of its word or of the run, one bus read (a run of ``n`` bytes starting
+  at byte ``o`` of a word takes ``ceil((o % 8 + n) / 8)`` reads);
+* a read run with another stride: one element per bus read;
+* a padded run (``pad_en``, ``i1`` / ``i2`` outside the pad ranges): up to 8
+  lanes of ``pad_value`` per request, without touching the bus
+  (``ceil(n0 / 8)`` requests).
+
+A read request issues as the bus accepts it, a pad request straight away. Every
+request enters the in-flight FIFO (depth ``dram_latency + 2``; entry: buffer row,
+first lane, first byte in the word, count, pad flag), so buffer writes happen in
+issue order even when padded and read requests hit the same buffer bytes: a read
+entry at the FIFO head writes its ``count`` lanes (per-lane write enables, the
+word rotated onto the lanes) in the cycle its response arrives, a pad entry as
+soon as it is at the head. This relies on the bus contract (``rtl/dram.py``: a
+read is answered exactly ``dram_latency`` cycles after acceptance): a pad takes an
+issue slot, which leaves a response-free cycle for it at the head. ``done`` pulses
+the cycle after the last write. With a bus that accepts every request
+(``dram_bytes_per_cycle == 8``, no other master), an instruction of ``R``
+requests (the sum above over its runs) takes ``R + dram_latency + 2`` cycles from
+acceptance to ``done`` when it reads anything, ``R + 3`` when every run is padded
+(:func:`load_cycles`). A throttled or shared bus adds its stalls.
 
 ``StoreEngine``: bounds check in ``t+1`` as above; from ``t+1`` channel 0's
 param row and the first psum row are read, from ``t+2`` one channel per cycle
 enters the PPU (the next channel's param row, and the next psum row in the cycle
-of the row's last channel, are read as a channel enters, so there are no bubbles); each PPU output is one write request; ``done`` pulses
-the cycle after the last write was accepted. ``n`` bytes take about
-``n + ppu.LATENCY + 2`` cycles plus bus stalls.
+of the row's last channel, are read as a channel enters, so there are no
+bubbles). PPU outputs are gathered into their DRAM word: the byte that fills the
+word's byte 7 or ends a run (channel ``n_len - 1``) leaves with the gathered ones
+as ONE masked write (``wmask``) in the cycle the PPU offers it; the other bytes
+are taken without a bus request. A run of ``n`` bytes from byte ``o`` of a word
+takes ``ceil((o % 8 + n) / 8)`` writes; runs sharing a word write it separately.
+``done`` pulses the cycle after the last write was accepted: ``n_len * m_len +
+ppu.LATENCY + 2`` cycles with a bus that accepts every request
+(:func:`store_cycles`), plus bus stalls (a throttled bus stalls the PPU only at
+the writes).
+
+``bytes`` (DRAM_RD / DRAM_WR) counts the bytes an instruction uses, not whole
+words: a read response adds its entry's ``count``, an accepted write the bytes set
+in its ``wmask``; padded bytes are not counted.
 
 ``busy`` is high from the cycle after acceptance until ``done``/``error`` (those
 pulse in the first idle cycle).
@@ -43,15 +70,18 @@ from amaranth.lib.wiring import In, Out
 from .buffers import BufferReadSignature, BufferWriteSignature
 from .dram import DramBusSignature
 from .isa import NUM_BASE_REGS, PARAM_BYTES, Buffer, ErrorCode, LoadInsn, ParamRecord, StoreInsn
-from .ppu import PPU
+from .ppu import LATENCY as PPU_LATENCY, PPU
 
 __all__ = ["LoopNest", "dram_start", "span_last", "window_check", "accept_state", "check_state",
-           "LoadEngine", "StoreEngine"]
+           "LoadEngine", "StoreEngine", "load_requests", "load_cycles", "store_cycles"]
 
 #: Width of DRAM byte addresses inside the engines. Addresses of elements actually
 #: accessed fit 32 bits after the bounds check; the walk itself is modulo 2^33, so a
 #: negative start (signed ``dram_offset``) still gives the right in-window addresses.
 ADDR_BITS = 33
+
+#: Width of the engines' ``bytes`` output: DRAM bytes moved in a cycle (0 .. 8).
+BYTES_BITS = 4
 
 
 def dram_start(m, name, base, offset):
@@ -155,13 +185,19 @@ class LoopNest(wiring.Component):
     start : In(1)
         Go to ``(0, 0, 0)``.
     next : In(1)
-        Advance to the next element (ignored in the cycle of ``start``).
+        Advance by ``step`` elements of the innermost loop (ignored in the cycle of ``start``);
+        past the end of the innermost loop, to the next ``(i1, i2)``.
+    step : In(4, init=1)
+        Innermost elements consumed by ``next`` (1..8, at most ``n0 - i0``): the engines move
+        a word's worth of bytes at once.
     addr : Out(33), row : Out(18), lane : Out(13)
         The current element.
-    i1, i2 : Out(16)
-        Its outer loop indices.
+    i0, i1, i2 : Out(16)
+        Its loop indices.
+    end0 : Out(1)
+        ``step`` elements reach the end of the innermost loop (``i0 + step >= n0``).
     last : Out(1)
-        The current element is the last one.
+        ``end0`` in the last ``(i1, i2)``: the step takes the last element.
     """
 
     n0: In(16)
@@ -177,21 +213,24 @@ class LoopNest(wiring.Component):
     lane0: In(12)
     start: In(1)
     next: In(1)
+    step: In(4, init=1)
     addr: Out(ADDR_BITS)
     row: Out(18)
     lane: Out(13)
+    i0: Out(16)
     i1: Out(16)
     i2: Out(16)
+    end0: Out(1)
     last: Out(1)
 
     def elaborate(self, platform):
         m = Module()
-        i0, i1, i2 = Signal(16), self.i1, self.i2
+        i0, i1, i2 = self.i0, self.i1, self.i2
         a1, a2 = Signal(ADDR_BITS), Signal(ADDR_BITS)  # addresses at the start of the i1 / i2 loop
         row2 = Signal(18)  # row at the start of the current i2 iteration
-        end0, end1, end2 = Signal(), Signal(), Signal()
+        end0, end1, end2 = self.end0, Signal(), Signal()
         m.d.comb += [
-            end0.eq(i0 == self.n0 - 1),
+            end0.eq(i0 + self.step >= self.n0),
             end1.eq(i1 == self.n1 - 1),
             end2.eq(i2 == self.n2 - 1),
             self.last.eq(end0 & end1 & end2),
@@ -206,9 +245,9 @@ class LoopNest(wiring.Component):
         with m.Elif(self.next):
             with m.If(~end0):
                 m.d.sync += [
-                    i0.eq(i0 + 1),
-                    self.addr.eq(self.addr + self.s0),
-                    self.lane.eq(self.lane + 1),
+                    i0.eq(i0 + self.step),
+                    self.addr.eq(self.addr + self.step * self.s0),
+                    self.lane.eq(self.lane + self.step),
                 ]
             with m.Elif(~end1):
                 m.d.sync += [
@@ -237,12 +276,12 @@ def _engine_members(config):
         "error": Out(1),
         "error_code": Out(8),
         "busy": Out(1),
-        "bytes": Out(1),
+        "bytes": Out(BYTES_BITS),
     }
 
 
 class LoadEngine(wiring.Component):
-    """LOAD: DRAM -> ifmap / weight / param buffer, one byte per cycle (see module docstring).
+    """LOAD: DRAM -> ifmap / weight / param buffer, up to a bus word per cycle (see module docstring).
 
     Members
     -------
@@ -258,12 +297,14 @@ class LoadEngine(wiring.Component):
     weight_wr : Out(BufferWriteSignature(weight_rows, cols, 8))
     param_wr : Out(BufferWriteSignature(param_rows * cols, PARAM_BYTES, 8))
         One output channel's parameters (a :data:`~celosia.rtl.isa.ParamRecord`) per row.
-        One lane enabled per write; ``data`` is the byte replicated on every lane.
+        Each write enables the 1..8 consecutive lanes of one request; ``data`` is the bus
+        word rotated so that its bytes meet their lanes, repeated along the row.
     done, error : Out(1)
         One-cycle pulses; ``error_code`` (:class:`ErrorCode`) is valid with ``error``.
     busy : Out(1)
-    bytes : Out(1)
-        One pulse per byte read from DRAM (padded bytes are not counted).
+    bytes : Out(4)
+        Bytes read from DRAM this cycle, 0 .. 8: the ones a response brings for the
+        instruction (padded bytes and unused bytes of the word are not counted).
     """
 
     def __init__(self, config):
@@ -282,7 +323,7 @@ class LoadEngine(wiring.Component):
         cfg = self._config
         insn = Signal(LoadInsn)
         m.submodules.nest = nest = LoopNest()
-        m.submodules.track = track = SyncFIFO(width=18 + 13 + 3 + 1, depth=cfg.dram_latency + 2)
+        m.submodules.track = track = SyncFIFO(width=18 + 13 + 3 + 4 + 1, depth=cfg.dram_latency + 2)
 
         start = dram_start(m, "load", self.base[insn.base_reg], insn.dram_offset)
         m.d.comb += [
@@ -337,6 +378,22 @@ class LoadEngine(wiring.Component):
         m.d.comb += cur_pad.eq(insn.pad_en & ~((nest.i1 >= insn.pad_lo1) & (nest.i1 < insn.pad_hi1)
                                                & (nest.i2 >= insn.pad_lo2) & (nest.i2 < insn.pad_hi2)))
 
+        # The current request: up to a word's worth of the run from the current element
+        # (dram_stride0 == 1: the bytes up to the end of the word; other strides: one
+        # element; a padded run: 8 lanes, no bus).
+        rem, room, step = Signal(16), Signal(4), Signal(4)
+        with m.If(cur_pad):
+            m.d.comb += room.eq(8)
+        with m.Elif(insn.dram_stride0 == 1):
+            m.d.comb += room.eq(8 - nest.addr[:3])
+        with m.Else():
+            m.d.comb += room.eq(1)
+        m.d.comb += [
+            rem.eq(insn.n0 - nest.i0),
+            step.eq(Mux(rem < room, rem, room)),
+            nest.step.eq(step),
+        ]
+
         m.d.sync += [self.done.eq(0), self.error.eq(0)]
         issued_all = Signal()
         req = self.bus.req
@@ -348,15 +405,15 @@ class LoadEngine(wiring.Component):
                         on_check=issued_all.eq(0))
             with m.State("RUN"):
                 m.d.comb += self.busy.eq(1)
-                # One element per cycle while there is room to remember where its byte
-                # goes: a read when the bus accepts it, a pad straight away.
+                # One request per cycle while there is room to remember where its bytes
+                # go: a read when the bus accepts it, a pad straight away.
                 issue = Signal()
                 m.d.comb += [
                     req.valid.eq(~issued_all & track.w_rdy & ~cur_pad),
                     req.payload.addr.eq(nest.addr[3:]),
                     req.payload.we.eq(0),
                     issue.eq(~issued_all & track.w_rdy & (cur_pad | req.ready)),
-                    track.w_data.eq(Cat(nest.row, nest.lane, nest.addr[:3], cur_pad)),
+                    track.w_data.eq(Cat(nest.row, nest.lane, nest.addr[:3], step, cur_pad)),
                     track.w_en.eq(issue),
                     nest.next.eq(issue),
                 ]
@@ -368,30 +425,40 @@ class LoadEngine(wiring.Component):
 
         # The FIFO head is written in issue order: a read entry the cycle its response
         # arrives (only ever for our reads), a pad entry as soon as it is at the head.
-        w_row, w_lane, w_byte, w_pad = Signal(18), Signal(13), Signal(3), Signal()
+        # Entry: ``count`` lanes from ``lane`` of ``row`` get bytes ``byte ..`` of the word.
+        w_row, w_lane, w_byte, w_count, w_pad = Signal(18), Signal(13), Signal(3), Signal(4), Signal()
         write = Signal()
         m.d.comb += [
-            Cat(w_row, w_lane, w_byte, w_pad).eq(track.r_data),
+            Cat(w_row, w_lane, w_byte, w_count, w_pad).eq(track.r_data),
             write.eq(rsp.valid | (track.r_rdy & w_pad)),
             track.r_en.eq(write),
-            self.bytes.eq(rsp.valid),
+            self.bytes.eq(Mux(rsp.valid, w_count, 0)),
         ]
-        byte = Signal(8)
-        m.d.comb += byte.eq(Mux(rsp.valid, rsp.payload.rdata.word_select(w_byte, 8), insn.pad_value))
+        # Lane l of the row takes byte (l - lane + byte) mod 8 of the word: rotate the word
+        # so that byte ``byte`` lands on lane ``lane`` mod 8, and repeat it along the row.
+        shift, word, mask = Signal(3), Signal(64), Signal(8)
+        rdata = rsp.payload.rdata
+        m.d.comb += [
+            shift.eq(w_byte - w_lane[:3]),
+            word.eq(Mux(rsp.valid, Cat(rdata, rdata).bit_select(shift * 8, 64),
+                        Cat([insn.pad_value] * 8))),
+            mask.eq(~(Const(0xFF, 8) << w_count)[:8]),  # the low w_count bits
+        ]
         for buf, port in ((Buffer.IFMAP, self.ifmap_wr), (Buffer.WEIGHT, self.weight_wr),
                           (Buffer.PARAM, self.param_wr)):
             lanes = len(port.en)
             lane = w_lane[:max(1, (lanes - 1).bit_length())]  # < lanes after the check
             m.d.comb += [
                 port.addr.eq(w_row),
-                port.data.eq(Cat([byte] * lanes)),
-                port.en.eq(Mux(write & (insn.buf == buf), Const(1, lanes) << lane, 0)),
+                port.data.eq(Cat([word] * -(-lanes // 8))),
+                port.en.eq(Mux(write & (insn.buf == buf), mask << lane, 0)),
             ]
         return m
 
 
 class StoreEngine(wiring.Component):
-    """STORE: psum rows -> PPU -> int8 bytes in DRAM, one byte per cycle (see module docstring).
+    """STORE: psum rows -> PPU -> int8 bytes in DRAM, one byte per cycle gathered into
+    masked word writes (see module docstring).
 
     Members
     -------
@@ -400,15 +467,16 @@ class StoreEngine(wiring.Component):
     base : In(ArrayLayout(32, 8)), window_base, window_size : In(32)
         As for :class:`LoadEngine`.
     bus : Out(DramBusSignature(config.dram_words))
-        Byte writes: one-hot ``wmask``, ``wdata`` the byte replicated.
+        Masked word writes: ``wmask`` the bytes of one run in one word, ``wdata`` holds
+        them in place (the other bytes are don't-care).
     psum_rd : Out(BufferReadSignature(psum_rows, cols * 32))
         psum buffer read port 1.
     param_rd : Out(BufferReadSignature(param_rows * cols, ParamRecord.size))
         Row ``param_row + n`` (a :data:`~celosia.rtl.isa.ParamRecord`) for channel ``n``, read the cycle before the channel
         enters the PPU; relies on ``data`` holding while the PPU stalls.
     done, error, error_code, busy : as for :class:`LoadEngine`
-    bytes : Out(1)
-        One pulse per byte written to DRAM (write request accepted).
+    bytes : Out(4)
+        Bytes written to DRAM this cycle, 0 .. 8 (the ``wmask`` bits of an accepted write).
     """
 
     def __init__(self, config):
@@ -483,18 +551,33 @@ class StoreEngine(wiring.Component):
                     m.d.comb += [self.psum_rd.en.eq(1),
                                  self.psum_rd.addr.eq(insn.psum_row + in_m + 1)]
 
-        # Output side: every PPU result is one byte write.
+        # Output side: PPU results are gathered into the word they go to (``acc_*``); the
+        # byte that completes the word (DRAM byte 7) or ends a run (channel n_len - 1) goes
+        # out with the gathered ones as one masked write, in the cycle the PPU offers it.
+        acc_data, acc_mask, acc_n = Signal(64), Signal(8), Signal(4)
         req = self.bus.req
+        byte_mask, flush, take = Signal(8), Signal(), Signal()
         m.d.comb += [
-            req.valid.eq(ppu.o.valid),
-            ppu.o.ready.eq(req.ready),
+            byte_mask.eq(Const(1, 8) << nest.addr[:3]),
+            flush.eq(nest.end0 | (nest.addr[:3] == 7)),
+            req.valid.eq(ppu.o.valid & flush),
+            ppu.o.ready.eq(~flush | req.ready),
+            take.eq(ppu.o.valid & ppu.o.ready),
             req.payload.addr.eq(nest.addr[3:]),
             req.payload.we.eq(1),
-            req.payload.wmask.eq(Const(1, 8) << nest.addr[:3]),
-            req.payload.wdata.eq(Cat([ppu.o.payload] * 8)),
-            nest.next.eq(req.valid & req.ready),
-            self.bytes.eq(req.valid & req.ready),
+            req.payload.wmask.eq(acc_mask | byte_mask),
+            nest.next.eq(take),
+            self.bytes.eq(Mux(req.valid & req.ready, acc_n + 1, 0)),
         ]
+        for b in range(8):
+            m.d.comb += req.payload.wdata.word_select(b, 8).eq(
+                Mux(byte_mask[b], ppu.o.payload, acc_data.word_select(b, 8)))
+        with m.If(take):
+            with m.If(flush):
+                m.d.sync += [acc_mask.eq(0), acc_n.eq(0)]
+            with m.Else():
+                m.d.sync += [acc_data.eq(req.payload.wdata), acc_mask.eq(req.payload.wmask),
+                             acc_n.eq(acc_n + 1)]
 
         m.d.sync += [self.done.eq(0), self.error.eq(0)]
 
@@ -509,10 +592,64 @@ class StoreEngine(wiring.Component):
         with m.FSM():
             accept_state(m, self.insn, insn)
             check_state(m, self, nest, empty=empty, dram_ok=dram_ok, buf_ok=buf_ok,
-                        on_check=[in_m.eq(0), in_n.eq(0)], on_run=start_rows)
+                        on_check=[in_m.eq(0), in_n.eq(0), acc_mask.eq(0), acc_n.eq(0)],
+                        on_run=start_rows)
             with m.State("RUN"):
                 m.d.comb += self.busy.eq(1)
-                with m.If(req.valid & req.ready & nest.last):
+                with m.If(take & nest.last):
                     m.d.sync += self.done.eq(1)
                     m.next = "IDLE"
         return m
+
+
+# -- executable timing ------------------------------------------------------------------
+
+def _field(insn, name):
+    return int(insn.get(name, 0))
+
+
+def load_requests(insn, base=None):
+    """Requests of the LOAD ``insn`` (field name -> int, missing = 0), as the module
+    docstring counts them: ``(reads, pads)``, bus reads and pad requests.
+
+    ``base`` holds the base register values (default all 0): the start address's
+    position in its word decides how many words a run touches.
+    """
+    base = [0] * NUM_BASE_REGS if base is None else base
+    n0, n1, n2 = (_field(insn, f"n{k}") for k in range(3))
+    start = base[_field(insn, "base_reg")] + _field(insn, "dram_offset")
+    s0, s1, s2 = (_field(insn, f"dram_stride{k}") for k in range(3))
+    pad_en = _field(insn, "pad_en")
+    lo1, hi1, lo2, hi2 = (_field(insn, f) for f in ("pad_lo1", "pad_hi1", "pad_lo2", "pad_hi2"))
+    reads = pads = 0
+    for i2 in range(n2):
+        for i1 in range(n1):
+            if pad_en and not (lo1 <= i1 < hi1 and lo2 <= i2 < hi2):
+                pads += -(-n0 // 8)
+            elif s0 == 1:
+                offset = (start + i1 * s1 + i2 * s2) % 8
+                reads += -(-(offset + n0) // 8)
+            else:
+                reads += n0
+    return reads, pads
+
+
+def load_cycles(insn, config, base=None):
+    """Acceptance to ``done`` of the LOAD ``insn`` (field name -> int, missing = 0) on
+    :class:`LoadEngine` with a bus that accepts every request (``dram_bytes_per_cycle
+    == 8``, no other master): ``R + dram_latency + 2`` for ``R`` requests
+    (:func:`load_requests`) when some run is read, ``R + 3`` when all are padded, 2
+    for an empty instruction. Assumes the instruction passes the bounds checks (a
+    failing one takes 2). ``base``: the base register values (default all 0)."""
+    if min(_field(insn, "n0"), _field(insn, "n1"), _field(insn, "n2")) == 0:
+        return 2
+    reads, pads = load_requests(insn, base)
+    return reads + pads + (config.dram_latency + 2 if reads else 3)
+
+
+def store_cycles(insn, config):
+    """Acceptance to ``done`` of the STORE ``insn`` (field name -> int, missing = 0) on
+    :class:`StoreEngine` with a bus that accepts every request: ``n_len * m_len +
+    ppu.LATENCY + 2``, 2 for an empty instruction (or one failing the bounds checks)."""
+    n = _field(insn, "n_len") * _field(insn, "m_len")
+    return n + PPU_LATENCY + 2 if n else 2

@@ -45,7 +45,9 @@ class Csrs(wiring.Component):
         ``compute_busy``: the PE array or the vector engine is busy.
     macs : In(32)
     insns : In(2)
-    fetch_words, rd_bytes, wr_bytes : In(1)
+    fetch_words : In(1)
+    rd_bytes, wr_bytes : In(4)
+        DRAM bytes the load / store DMA moved this cycle (0 .. 8).
     zero_skips : In(16)
     """
 
@@ -60,7 +62,7 @@ class Csrs(wiring.Component):
             "window_size": Out(32),
             "load_busy": In(1), "compute_busy": In(1), "store_busy": In(1),
             "macs": In(32), "insns": In(2),
-            "fetch_words": In(1), "rd_bytes": In(1), "wr_bytes": In(1),
+            "fetch_words": In(1), "rd_bytes": In(4), "wr_bytes": In(4),
             "zero_skips": In(16),
         })
 

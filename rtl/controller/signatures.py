@@ -55,8 +55,9 @@ class EngineSignature(wiring.Signature):
         High while the engine executes an instruction (counters, deadlock detection).
     error_code : In(8), only with ``error_code``
         Valid with ``error`` (``isa.ErrorCode``).
-    bytes : In(1), only with ``dram_bytes``
-        One pulse per DRAM byte moved (DRAM_RD for a loading, DRAM_WR for a storing engine).
+    bytes : In(4), only with ``dram_bytes``
+        DRAM bytes moved this cycle, 0 .. 8 (DRAM_RD for a loading, DRAM_WR for a storing
+        engine).
     zero_skips : In(16), only with ``zero_skips``
         MAC cycles skipped for zero inputs, added to ZERO_SKIPS each cycle.
     """
@@ -72,7 +73,7 @@ class EngineSignature(wiring.Signature):
         if error_code:
             members["error_code"] = In(8)
         if dram_bytes:
-            members["bytes"] = In(1)
+            members["bytes"] = In(4)
         if zero_skips:
             members["zero_skips"] = In(16)
         super().__init__(members)

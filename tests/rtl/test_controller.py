@@ -30,7 +30,7 @@ class StubEngine(wiring.Component):
         super().__init__({
             "insn": In(stream.Signature(layout)),
             "done": Out(1), "error": Out(1), "error_code": Out(8), "busy": Out(1),
-            "zero_skips": Out(16), "bytes": Out(1),
+            "zero_skips": Out(16), "bytes": Out(4),
         })
 
     def elaborate(self, platform):

@@ -13,7 +13,7 @@ from amaranth.lib import wiring
 
 from celosia.rtl.buffers import LaneBuffer
 from celosia.rtl.config import AccelConfig
-from celosia.rtl.dma import LoadEngine, StoreEngine
+from celosia.rtl.dma import LoadEngine, StoreEngine, load_cycles, load_requests, store_cycles
 from celosia.rtl.dram import DramModel
 from celosia.rtl import isa
 from celosia.rtl.isa import PARAM_BYTES, Buffer, ErrorCode, Opcode, ParamRecord, encode
@@ -92,8 +92,10 @@ async def buf_dump(ctx, buf, lanes, lane_bits, depth):
                      for v in rows], dtype=np.int64)
 
 
-async def execute(ctx, eng, insn, base, window=(0, 0), timeout=3000):
-    """Issue one instruction; returns ("done" | ("error", code), cycles from accept, bytes pulses)."""
+async def execute(ctx, eng, insn, base, window=(0, 0), timeout=3000, requests=None):
+    """Issue one instruction; returns ("done" | ("error", code), cycles from accept, bytes
+    counted). ``requests``: a list that gets the accepted bus requests as
+    ``(word address, we, wmask)``."""
     for i, b in enumerate(base):
         ctx.set(eng.base[i], b)
     ctx.set(eng.window_base, window[0])
@@ -107,10 +109,14 @@ async def execute(ctx, eng, insn, base, window=(0, 0), timeout=3000):
             break
     ctx.set(eng.insn.valid, 0)
     nbytes = 0
+    req = eng.bus.req
     for cycle in range(1, timeout):
-        _, _, done, error, code, busy, pulse = await ctx.tick().sample(
-            eng.done, eng.error, eng.error_code, eng.busy, eng.bytes)
-        nbytes += pulse
+        _, _, done, error, code, busy, count, valid, ready, payload = await ctx.tick().sample(
+            eng.done, eng.error, eng.error_code, eng.busy, eng.bytes,
+            req.valid, req.ready, req.payload)
+        nbytes += count
+        if requests is not None and valid and ready:
+            requests.append((payload.addr, payload.we, payload.wmask))
         if done or error:
             assert not busy
             return ("done" if done else ("error", code)), cycle, nbytes
@@ -246,8 +252,8 @@ def test_load_random(bpc, latency):
             n = load_reference(ref, image, insn, base)
             assert result == "done", insn
             assert nbytes == n
-            if bpc == 8:  # one byte per cycle, reads pipelined
-                assert cycles <= n + latency + 3, (cycles, n)
+            if bpc == 8:  # a request per cycle, reads pipelined
+                assert cycles == load_cycles(insn, cfg, base), insn
         got = await dump_all(ctx, h)
         for b in Buffer:
             np.testing.assert_array_equal(got[b], ref[b], err_msg=str(b))
@@ -336,9 +342,8 @@ def test_load_padded_random(levels, bpc, latency):
             reads = load_reference(ref, image, insn, base)
             assert result == "done", insn
             assert nbytes == reads, insn
-            n = insn["n0"] * insn["n1"] * insn["n2"]
-            if bpc == 8:  # one element per cycle, padded or read
-                assert cycles <= n + latency + 3, (cycles, n)
+            if bpc == 8:  # a request per cycle, padded or read
+                assert cycles == load_cycles(insn, cfg, base), insn
         got = await dump_all(ctx, h)
         for b in Buffer:
             np.testing.assert_array_equal(got[b], ref[b], err_msg=str(b))
@@ -379,7 +384,11 @@ def test_load_conv_padding_negative_offset():
         await dram_fill(ctx, h.dram, image)
         result, cycles, nbytes = await execute(ctx, h.eng, conv_load(), base, window)
         assert result == "done" and nbytes == H * W * C
-        assert cycles <= (H + 2 * PAD) * (W + 2 * PAD) * C + cfg.dram_latency + 3
+        # By hand: 6 x 7 = 42 runs of C = 3 bytes; 22 padded (one request each) and 20 read,
+        # pixel p from byte 10 + 3p. (10 + 3p) % 8 goes 2, 5, 0, 3, 6, 1, 4, 7, ...: the run
+        # crosses into the next word (2 reads) only from byte 6 or 7, i.e. p = 4, 7, 12, 15.
+        # Requests: 22 + 20 + 4 = 46; cycles 46 + dram_latency (5) + 2 = 53.
+        assert cycles == 53 == load_cycles(conv_load(), cfg, base)
         got = await dump_all(ctx, h)
         np.testing.assert_array_equal(got[Buffer.IFMAP], expected)
         # The NumPy reference agrees.
@@ -427,7 +436,7 @@ def test_load_padded_out_of_window():
             insn = conv_load(pad_lo1=lo, pad_hi1=hi, dram_offset=-(1 << 31), pad_value=value)
             result, cycles, nbytes = await execute(ctx, h.eng, insn, base, window)
             assert result == "done" and nbytes == 0
-            assert cycles <= n1 * n2 * C + 3
+            assert cycles == n1 * n2 + 3  # one pad request per 3-lane run
             load_reference(ref, image, insn, base)
             np.testing.assert_array_equal(ref[Buffer.IFMAP][:n1 * n2, :C], value & 0xFF)
         # The buffer check still covers padded rows (all rows are written).
@@ -440,11 +449,177 @@ def test_load_padded_out_of_window():
     simulate(h, bench)
 
 
+# -- word-wide transfers --------------------------------------------------------------
+
+def words_of(first, n):
+    """The 64-bit words a run of ``n`` bytes from byte address ``first`` touches."""
+    return list(range(first // 8, (first + n - 1) // 8 + 1))
+
+
+def load_setup(seed, **kw):
+    """Config ``make_config(**kw)``, its LoadHarness and a random DRAM image."""
+    cfg = make_config(**kw)
+    rng = np.random.default_rng(seed)
+    return cfg, LoadHarness(cfg), rng.integers(0, 256, size=DRAM_BYTES, dtype=np.uint8)
+
+
+def plain_load(**kw):
+    """A LOAD into ifmap row 0: one run from byte 0 to lane 0 unless ``kw`` says otherwise."""
+    insn = dict(op=Opcode.LOAD, buf=Buffer.IFMAP, base_reg=0, dram_offset=0, n0=1,
+                dram_stride0=1, lane0=0, n1=1, dram_stride1=0, buf_stride1=0, n2=1,
+                dram_stride2=0, buf_stride2=0, buf_row=0)
+    insn.update(kw)
+    return insn
+
+
+def test_load_every_alignment():
+    """Runs of 1..20 bytes starting at every byte of a word: one read per word touched,
+    written to lanes that start anywhere in a 32-lane row."""
+    latency = 5
+    cfg, h, image = load_setup(21, rows=32, weight_rows=64, dram_latency=latency)
+    base = [0, 1000, 0, 0, 0, 0, 0, 0]
+    ref = empty_buffers(cfg)
+    cases = [(o, n) for o in range(8) for n in range(1, 21)]
+
+    async def bench(ctx):
+        await dram_fill(ctx, h.dram, image)
+        for k, (o, n) in enumerate(cases):
+            first = 8 * (k % 100) + o  # base 1000 is a word boundary
+            insn = plain_load(base_reg=1, dram_offset=first, n0=n, lane0=(3 * o + n) % (33 - n),
+                              buf_row=k % 16)
+            requests = []
+            result, cycles, nbytes = await execute(ctx, h.eng, insn, base, requests=requests)
+            load_reference(ref, image, insn, base)
+            words = -(-(o + n) // 8)  # ceil((o + n) / 8) reads
+            assert result == "done" and nbytes == n, insn
+            assert requests == [(w, 0, 0) for w in words_of(1000 + first, n)], insn
+            assert len(requests) == words
+            assert cycles == words + latency + 2 == load_cycles(insn, cfg, base), insn
+        got = await dump_all(ctx, h)
+        np.testing.assert_array_equal(got[Buffer.IFMAP], ref[Buffer.IFMAP])
+
+    simulate(h, bench)
+
+
+def wide_conv_load(**kw):
+    """A 2x3 feature map of 20 channels at byte 5, padded by 1: a 4x5 grid of runs of
+    20 lanes from lane 7 of a 64-lane row."""
+    insn = dict(op=Opcode.LOAD, buf=Buffer.IFMAP, base_reg=0, dram_offset=5 - (3 + 1) * 20,
+                n0=20, dram_stride0=1, lane0=7,
+                n1=5, dram_stride1=20, buf_stride1=1,
+                n2=4, dram_stride2=60, buf_stride2=5, buf_row=3,
+                pad_en=1, pad_lo1=1, pad_hi1=4, pad_lo2=1, pad_hi2=3, pad_value=-3)
+    insn.update(kw)
+    return insn
+
+
+@pytest.mark.parametrize("bpc,latency", [(8, 1), (8, 20), (3, 4), (1, 2)])
+def test_load_wide_rows_padded(bpc, latency):
+    """Padded runs (3 requests of <= 8 lanes each) between read runs, in rows of 64 lanes."""
+    cfg, h, image = load_setup(22, rows=64, ifmap_rows=32, weight_rows=128,
+                               dram_bytes_per_cycle=bpc, dram_latency=latency)
+    base = [0] * 8
+    insn = wide_conv_load()
+    fmap = image[5:5 + 6 * 20].reshape(2, 3, 20).astype(np.int64)
+    expected = np.zeros((cfg.ifmap_rows, cfg.rows), dtype=np.int64)
+    expected[3:3 + 20, 7:27] = np.pad(fmap, ((1, 1), (1, 1), (0, 0)),
+                                      constant_values=0xFD).reshape(20, 20)
+
+    async def bench(ctx):
+        await dram_fill(ctx, h.dram, image)
+        requests = []
+        result, cycles, nbytes = await execute(ctx, h.eng, insn, base, requests=requests)
+        assert result == "done" and nbytes == 6 * 20
+        # By hand: 20 runs, 14 padded: 14 * ceil(20 / 8) = 42 pad requests. Pixel p reads
+        # bytes 5 + 20p ..: from byte 5 of a word (p even: ceil(25 / 8) = 4 reads) or byte 1
+        # (p odd: ceil(21 / 8) = 3 reads): 3 * 4 + 3 * 3 = 21 reads. 63 requests.
+        assert len(requests) == 21
+        assert requests == [(w, 0, 0) for p in range(6) for w in words_of(5 + 20 * p, 20)]
+        assert load_requests(insn) == (21, 42)
+        if bpc == 8:
+            assert cycles == 63 + latency + 2 == load_cycles(insn, cfg)
+        got = await dump_all(ctx, h)
+        np.testing.assert_array_equal(got[Buffer.IFMAP], expected)
+        ref = empty_buffers(cfg)
+        load_reference(ref, image, insn, base)
+        np.testing.assert_array_equal(ref[Buffer.IFMAP], expected)
+
+    simulate(h, bench)
+
+
+def test_load_strided_elements():
+    """dram_stride0 != 1: one read per element, even when several share a word."""
+    cfg, h, image = load_setup(23, rows=16, weight_rows=32, dram_latency=3)
+    base = [0] * 8
+    ref = empty_buffers(cfg)
+
+    async def bench(ctx):
+        await dram_fill(ctx, h.dram, image)
+        for s0, n0, first in ((2, 9, 3), (3, 16, 100), (0, 5, 7), (17, 4, 1)):
+            insn = plain_load(dram_offset=first, n0=n0, dram_stride0=s0, lane0=16 - n0, n1=2,
+                              dram_stride1=64, buf_stride1=1, buf_row=2)
+            requests = []
+            result, cycles, nbytes = await execute(ctx, h.eng, insn, base, requests=requests)
+            load_reference(ref, image, insn, base)
+            assert result == "done" and nbytes == 2 * n0
+            assert [a for a, _, _ in requests] == [(first + 64 * i1 + s0 * i0) // 8
+                                                    for i1 in range(2) for i0 in range(n0)]
+            assert cycles == 2 * n0 + 3 + 2 == load_cycles(insn, cfg, base)
+        got = await dump_all(ctx, h)
+        np.testing.assert_array_equal(got[Buffer.IFMAP], ref[Buffer.IFMAP])
+
+    simulate(h, bench)
+
+
+def test_load_dram_end_and_out_of_window():
+    """A run that ends on the last DRAM byte works; one byte further writes nothing."""
+    cfg, h, image = load_setup(24, rows=16, weight_rows=32, ifmap_rows=16)
+    base = [0] * 8
+    ref = empty_buffers(cfg)
+    end = plain_load(dram_offset=DRAM_BYTES - 13, n0=13, lane0=2, n1=2, buf_stride1=4, buf_row=1)
+    window = (DRAM_BYTES - 40, 40)
+
+    async def bench(ctx):
+        await dram_fill(ctx, h.dram, image)
+        for win, row in (((0, 0), 1), (window, 9)):
+            insn = dict(end, buf_row=row)
+            requests = []
+            result, cycles, nbytes = await execute(ctx, h.eng, insn, base, win, requests=requests)
+            load_reference(ref, image, insn, base)
+            # Bytes 2035 .. 2047 twice: from byte 3 of word 254, words 254 and 255.
+            assert result == "done" and nbytes == 26
+            assert requests == [(254, 0, 0), (255, 0, 0)] * 2
+            assert cycles == 4 + cfg.dram_latency + 2 == load_cycles(insn, cfg, base)
+        before = await dump_all(ctx, h)
+        for insn, win in ((dict(end, dram_offset=DRAM_BYTES - 12), (0, 0)),       # 1 past DRAM
+                          (dict(end, dram_offset=DRAM_BYTES - 41, buf_row=5), window),  # below
+                          # padded, wide rows, the first pixel column read from byte -15
+                          (dict(wide_conv_load(), buf_row=0, lane0=0, n0=16, n2=3, pad_lo1=0),
+                           (0, 0))):
+            requests = []
+            result, cycles, nbytes = await execute(ctx, h.eng, insn, base, win, requests=requests)
+            assert result == ("error", ErrorCode.DMA_OUT_OF_WINDOW), insn
+            assert (cycles, nbytes, requests) == (2, 0, [])
+        after = await dump_all(ctx, h)
+        for b in Buffer:
+            np.testing.assert_array_equal(after[b], before[b])
+            np.testing.assert_array_equal(after[b], ref[b])
+
+    simulate(h, bench)
+
+
 # -- STORE --------------------------------------------------------------------------
 
 def param_rows_value(bias, m0, shift):
     """The parameter-buffer rows of channels (bias, m0, shift): one channel per row."""
     return [isa.pack(ParamRecord, bias=int(b), m0=int(m), shift=int(s)) for b, m, s in zip(bias, m0, shift)]
+
+
+async def store_fill(ctx, h, image, psum, params):
+    """DRAM ``image``, psum rows ``psum``, parameter rows ``params`` = (bias, m0, shift)."""
+    await dram_fill(ctx, h.dram, image)
+    await write_rows(ctx, h.psum.w, [pack(row, 32) for row in psum])
+    await write_rows(ctx, h.param.w, param_rows_value(*params))
 
 
 @pytest.mark.parametrize("bpc", [8, 3])
@@ -474,9 +649,7 @@ def test_store_random(bpc):
     expected = image.copy()
 
     async def bench(ctx):
-        await dram_fill(ctx, h.dram, image)
-        await write_rows(ctx, h.psum.w, [pack(row, 32) for row in psum])
-        await write_rows(ctx, h.param.w, param_rows_value(*params))
+        await store_fill(ctx, h, image, psum, params)
         for insn in insns:
             result, cycles, nbytes = await execute(ctx, h.eng, insn, base)
             n = insn["m_len"] * insn["n_len"]
@@ -570,3 +743,80 @@ def test_store_signed_offset():
         np.testing.assert_array_equal(await dram_dump(ctx, h.dram, DRAM_BYTES), expected)
 
     simulate(h, bench)
+
+
+def store_words(first, n):
+    """The masked writes of a run of ``n`` bytes from byte address ``first``: one per word,
+    ``(word, 1, mask)``."""
+    out = []
+    for w in words_of(first, n):
+        lo, hi = max(first, 8 * w), min(first + n, 8 * w + 8)
+        out.append((w, 1, sum(1 << (a - 8 * w) for a in range(lo, hi))))
+    return out
+
+
+@pytest.mark.parametrize("bpc", [8, 2])
+def test_store_packing(bpc):
+    """Runs of n_len bytes at every alignment: one masked write per word touched; runs
+    that share a word (dram_stride < 8) write it separately."""
+    cfg = make_config(cols=20, rows=4, dram_bytes_per_cycle=bpc, dram_latency=2)
+    h = StoreHarness(cfg)
+    rng = np.random.default_rng(31)
+    image = rng.integers(0, 256, size=DRAM_BYTES, dtype=np.uint8)
+    psum = rng.integers(-3000, 3000, size=(cfg.psum_rows, cfg.cols), dtype=np.int64)
+    params = (rng.integers(-500, 500, size=cfg.param_depth),
+              rng.integers(1 << 30, 1 << 31, size=cfg.param_depth),
+              rng.integers(-4, 1, size=cfg.param_depth))
+    base = [0, 512, 0, 0, 0, 0, 0, 0]
+    insns = []
+    for k, (n_len, stride) in enumerate(((1, 1), (3, 4), (8, 8), (13, 13), (20, 27), (7, 7))):
+        for o in range(8):
+            insns.append(dict(op=Opcode.STORE, base_reg=1, dram_offset=64 * k + 8 * o + o,
+                              dram_stride=stride, psum_row=(k + o) % 12, param_row=o,
+                              m_len=3, n_len=n_len, out_zp=-2, act_min=-100, act_max=120))
+    expected = image.copy()
+
+    async def bench(ctx):
+        await store_fill(ctx, h, image, psum, params)
+        for insn in insns:
+            requests = []
+            result, cycles, nbytes = await execute(ctx, h.eng, insn, base, requests=requests)
+            n = insn["m_len"] * insn["n_len"]
+            start = 512 + insn["dram_offset"]
+            assert result == "done" and nbytes == n
+            assert requests == [r for mi in range(insn["m_len"])
+                                for r in store_words(start + mi * insn["dram_stride"],
+                                                     insn["n_len"])], insn
+            if bpc == 8:  # one channel per cycle through the 6-stage PPU
+                assert cycles == n + 6 + 2 == store_cycles(insn, cfg)
+            bias, m0, shift = (p[insn["param_row"]:] for p in params)
+            for mi in range(insn["m_len"]):
+                y = requantize(psum[insn["psum_row"] + mi, :insn["n_len"]], bias[:insn["n_len"]],
+                               m0[:insn["n_len"]], shift[:insn["n_len"]], -2, -100, 120)
+                at = start + mi * insn["dram_stride"]
+                expected[at:at + insn["n_len"]] = y.view(np.uint8)
+        np.testing.assert_array_equal(await dram_dump(ctx, h.dram, DRAM_BYTES), expected)
+
+    simulate(h, bench)
+
+
+def test_timing_hand_worked():
+    """load_cycles / store_cycles on hand-worked instructions (dram_latency 5)."""
+    cfg = make_config()
+    # 20 bytes from byte 3 of a word: ceil((3 + 20) / 8) = 3 reads; 3 + 5 + 2 = 10.
+    run = dict(n0=20, dram_stride0=1, n1=1, n2=1, dram_offset=3)
+    assert load_requests(run) == (3, 0) and load_cycles(run, cfg) == 10
+    # The same from base register 2 = 13: byte 16 = word boundary, ceil(20 / 8) = 3 reads;
+    # from byte 12 + 3 = 15 (byte 7): ceil(27 / 8) = 4 reads, 4 + 7 = 11.
+    assert load_cycles(dict(run, base_reg=2), cfg, base=[0, 0, 13, 0, 0, 0, 0, 0]) == 10
+    assert load_cycles(dict(run, base_reg=2), cfg, base=[0, 0, 12, 0, 0, 0, 0, 0]) == 11
+    # 4 runs of 10 lanes, all padded: 4 * ceil(10 / 8) = 8 requests, 8 + 3 = 11.
+    pad = dict(n0=10, n1=4, n2=1, pad_en=1, pad_lo1=4, pad_hi1=4, pad_lo2=0, pad_hi2=1)
+    assert load_requests(pad) == (0, 8) and load_cycles(pad, cfg) == 11
+    # Stride 2: one read per element, 2 runs of 5: 10 + 7 = 17.
+    assert load_cycles(dict(n0=5, dram_stride0=2, n1=2, dram_stride1=100, n2=1), cfg) == 17
+    # Empty: done in t+2.
+    assert load_cycles(dict(n0=5, n1=0, n2=1), cfg) == 2
+    # STORE 3 x 4 bytes: 12 + PPU latency 6 + 2 = 20.
+    assert store_cycles(dict(m_len=3, n_len=4), cfg) == 20
+    assert store_cycles(dict(m_len=0, n_len=4), cfg) == 2
