@@ -202,10 +202,52 @@ def _print_summary(report: dict):
               f"{report['load_compute_overlap']} ({report['load_compute_overlap'] / c:.0%})"
               + (f"; MAC cycles skipped for zero inputs {report['zero_skips']}"
                  if report.get("zero_skips") else ""))
-        print(f"{'layer':<16}{'op':<6}{'MACs':>10}{'cycles':>10}{'compute':>10}{'util':>8}")
+        w = _name_width(report)
+        print(f"{'layer':<{w}}{'op':<6}{'MACs':>10}{'cycles':>10}{'compute':>10}{'util':>8}")
         for layer in report["layers"]:
-            print(f"{layer['name']:<16}{layer['op']:<6}{layer['macs']:>10}{layer['cycles']:>10}"
+            print(f"{layer['name']:<{w}}{layer['op']:<6}{layer['macs']:>10}{layer['cycles']:>10}"
                   f"{layer['compute_cycles']:>10}{layer['utilization']:>8.1%}")
+    _print_roofline(report)
+
+
+def _name_width(report: dict) -> int:
+    """Width of the layer-name column: the longest name (at least 16 wide) and a space."""
+    return max([15] + [len(layer["name"]) for layer in report["layers"]]) + 1
+
+
+def _fmt(value, spec: str = "", none: str = "-") -> str:
+    return none if value is None else format(value, spec)
+
+
+def _print_roofline(report: dict):
+    """The per-layer roofline table and the totals (``report["roofline"]``)."""
+    roof = report.get("roofline")
+    if roof is None:
+        if report.get("roofline_note"):
+            print(report["roofline_note"])
+        return
+    print(f"roofline, one run of {roof['batch']} sample(s): peak {roof['peak_macs_per_cycle']} "
+          f"MACs/cycle, {roof['peak_bytes_per_cycle']} DRAM B/cycle")
+    w = _name_width(report)
+    print(f"{'layer':<{w}}{'MACs':>12}{'DRAM B':>12}{'B/MAC':>8}{'reread i/w':>12}  {'bound':<10}"
+          f"{'bound cyc':>10}{'cycles':>10}{'eff':>7}")
+
+    def row(name, e):
+        rr = e["reread"]
+        reread = f"{_fmt(rr['ifmap'], '.1f')}/{_fmt(rr['weights'], '.1f')}"
+        print(f"{name:<{w}}{e['macs_per_run']:>12}{e['dram_read_bytes'] + e['dram_write_bytes']:>12}"
+              f"{_fmt(e['dram_bytes_per_mac'], '.2f'):>8}{reread:>12}  {e['bound']:<10}"
+              f"{e['bound_cycles']:>10}{_fmt(e['cycles']):>10}{_fmt(e['roofline_efficiency'], '.1%'):>7}")
+
+    for layer in report["layers"]:
+        row(layer["name"], layer)
+    row("total", roof)
+    per_inference = roof["dram_bytes_per_inference"]
+    digits = 0 if per_inference == int(per_inference) else 1
+    print(f"DRAM bytes per inference {per_inference:.{digits}f} (per run: read {roof['dram_read_bytes']} B "
+          f"= ifmap {roof['dram_ifmap_bytes']} + weights {roof['dram_weight_bytes']} + params "
+          f"{roof['dram_param_bytes']} + instructions {roof['dram_fetch_bytes']}; written "
+          f"{roof['dram_write_bytes']} B)")
 
 
 def cmd_verilog(args) -> int:

@@ -28,6 +28,7 @@ from celosia.rtl.config import AccelConfig
 from celosia.rtl.isa import BaseReg, Csr
 from celosia.sim.golden.network import golden_forward
 from celosia.sim.job import Job, Run
+from celosia.sw.analysis import layer_report, program_traffic, total_report
 from celosia.sw.compiler import Program, compile_model
 from celosia.sw.quant.model import QModel
 
@@ -174,6 +175,13 @@ def run_quantized(model: QModel, x_q: np.ndarray, config: AccelConfig, backend: 
         report.update(cycles=None, utilization=None, dram_bytes_read=None, dram_bytes_written=None,
                       layers=[{"name": l.name, "op": l.op, "macs": l.macs * samples, "cycles": None,
                                "compute_cycles": None} for l in model.layers])
+        try:  # the static traffic and roofline of the program the hardware would run
+            program = compile_model(model, config, batch=batch)
+        except CelosiaError as e:
+            report["roofline"] = None
+            report["roofline_note"] = f"no traffic figures: the model does not compile for this config ({e})"
+        else:
+            _add_roofline(report, program, model, config, None)
     else:
         program = compile_model(model, config, batch=batch)
         chunks = _chunks(program, len(x_q), profile)
@@ -232,6 +240,7 @@ def run_quantized(model: QModel, x_q: np.ndarray, config: AccelConfig, backend: 
                              utilization=node.macs / (cycles * pe) if cycles > 0 else 0.0)
             layers.append(entry)
         report["layers"] = layers
+        _add_roofline(report, program, model, config, main[0].counters["cycles"])
         report["layer_cycles_note"] = (
             f"per-layer cycles and compute_cycles are for one run ({batch} sample(s)), measured by "
             "running the first k layers of the program on the first run's input"
@@ -239,6 +248,17 @@ def run_quantized(model: QModel, x_q: np.ndarray, config: AccelConfig, backend: 
     report["wall_seconds"] = time.perf_counter() - t0
     y = model.dequantize_output(y_q)
     return Result(y_q=y_q, y=y, report=report)
+
+
+def _add_roofline(report: dict, program: Program, model: QModel, config: AccelConfig,
+                  cycles_per_run: int | None):
+    """Per layer and in total (``report["roofline"]``): the program's static DRAM traffic for
+    one run, re-read factors and roofline bound (:mod:`celosia.sw.analysis`), against the
+    measured cycles where there are any."""
+    traffic = program_traffic(program, model)
+    for entry, t in zip(report["layers"], traffic.layers):
+        entry.update(layer_report(t, config, entry["cycles"]))
+    report["roofline"] = total_report(traffic, config, cycles_per_run)
 
 
 def run(model: QModel, x: np.ndarray, config: AccelConfig, backend: str = "golden", batch: int = 1,

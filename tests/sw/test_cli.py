@@ -23,6 +23,9 @@ DIGITS = MODELS["digits_mlp"]
 REPORT_KEYS = {"backend", "config", "cycles", "macs", "utilization", "dram_bytes_read",
                "dram_bytes_written", "layers"}
 LAYER_KEYS = {"name", "op", "macs", "cycles", "compute_cycles"}
+#: Traffic and roofline fields, per layer and in the report's ``roofline`` (one run each).
+ROOF_KEYS = {"macs_per_run", "dram_read_bytes", "dram_write_bytes", "dram_bytes_per_mac", "reread",
+             "bound", "bound_cycles", "roofline_efficiency"}
 
 
 def cli(*args, cwd: Path) -> subprocess.CompletedProcess:
@@ -77,9 +80,35 @@ def test_run_golden_outputs_and_report(data, tmp_path):
     assert report["config"]["rows"] == 8 and report["config"]["cols"] == 8
     assert report["macs"] == sum(onnx_layer_kn()) * 100
     assert len(report["layers"]) == 3
-    for layer in report["layers"]:
-        assert LAYER_KEYS <= set(layer)
+    for layer, kn in zip(report["layers"], onnx_layer_kn()):
+        assert LAYER_KEYS | ROOF_KEYS <= set(layer)
         assert layer["op"] == "fc"
+        # static traffic of one run (golden: batch 1): each weight and input byte read once,
+        # the layer's int8 output written once; no measured cycles, so no latency bound
+        assert layer["macs_per_run"] == kn
+        assert layer["reread"] == {"ifmap": 1.0, "weights": 1.0}
+        assert layer["dram_bytes_per_mac"] == round(
+            (layer["dram_read_bytes"] + layer["dram_write_bytes"]) / kn, 4)
+        assert layer["bound"] in ("compute", "bandwidth") and layer["roofline_efficiency"] is None
+        assert layer["cycles"] is None and layer["compute_cycles"] is None
+    roof = report["roofline"]
+    assert ROOF_KEYS | {"dram_bytes_per_inference", "peak_macs_per_cycle", "peak_bytes_per_cycle"} <= set(roof)
+    assert (roof["peak_macs_per_cycle"], roof["peak_bytes_per_cycle"]) == (64, 8)
+    assert roof["dram_read_bytes"] == sum(l["dram_read_bytes"] for l in report["layers"]) + 8
+    assert roof["dram_write_bytes"] == sum(l["dram_write_bytes"] for l in report["layers"]) == 64 + 32 + 10
+    assert roof["dram_bytes_per_inference"] == roof["dram_read_bytes"] + roof["dram_write_bytes"]
+    # the printed roofline table: a row per layer and the totals
+    out = proc.stdout.splitlines()
+    head = next(i for i, line in enumerate(out) if line.startswith("layer") and "bound" in line)
+    assert out[head].split() == ["layer", "MACs", "DRAM", "B", "B/MAC", "reread", "i/w", "bound",
+                                 "bound", "cyc", "cycles", "eff"]
+    for line, layer in zip(out[head + 1:], report["layers"] + [dict(name="total", **roof)]):
+        cells = line.split()
+        assert cells[0] == layer["name"] and int(cells[1]) == layer["macs_per_run"]
+        assert cells[5] == layer["bound"] and int(cells[6]) == layer["bound_cycles"]
+        assert cells[7:] == ["-", "-"]
+    assert any(line.startswith(f"DRAM bytes per inference {roof['dram_bytes_per_inference']:.0f} ")
+               for line in out)
 
 
 @pytest.fixture(scope="module")
@@ -122,6 +151,16 @@ def test_run_pysim_report(pysim_run):
         assert LAYER_KEYS <= set(layer)
         assert isinstance(layer["cycles"], int) and layer["cycles"] > 0
         assert 0 < layer["compute_cycles"] <= layer["cycles"]
+        # measured cycles against the roofline bound: never faster than the bound
+        assert ROOF_KEYS <= set(layer)
+        assert layer["bound_cycles"] <= layer["cycles"]
+        assert layer["roofline_efficiency"] == round(layer["bound_cycles"] / layer["cycles"], 4)
+    # the static traffic is what the counters measured (one run of 2 samples here)
+    roof = report["roofline"]
+    assert report["runs"] == 1
+    assert (roof["dram_read_bytes"], roof["dram_write_bytes"]) == (report["dram_bytes_read"],
+                                                                   report["dram_bytes_written"])
+    assert roof["cycles"] == report["cycles_per_run"]
 
 
 def test_run_without_calib_warns(data, tmp_path):

@@ -1,0 +1,196 @@
+"""Static DRAM traffic and roofline (celosia.sw.analysis) on hand-worked programs, and its
+per-run totals against the hardware's DRAM_RD / DRAM_WR counters (pysim)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from celosia.rtl import isa
+from celosia.rtl.config import AccelConfig
+from celosia.rtl.isa import BaseReg, Buffer, Opcode
+from celosia.sw.analysis import (LATENCY_FACTOR, TensorSizes, layer_report, load_bytes, peaks,
+                                 program_traffic, roofline, store_bytes, tensor_sizes, total_report)
+from celosia.sw.compiler import compile_model
+from celosia.sw.compiler.program import NodeCode, Program
+from test_compiler import make_model
+
+
+def load(buf, n0, n1=1, n2=1, **kw):
+    return isa.encode(Opcode.LOAD, buf=buf, base_reg=BaseReg.STATIC, n0=n0, n1=n1, n2=n2,
+                      dram_stride0=1, dram_stride1=n0, dram_stride2=n0 * n1, buf_stride1=1,
+                      buf_stride2=n1, **kw)
+
+
+def store(m_len, n_len):
+    return isa.encode(Opcode.STORE, base_reg=BaseReg.OUTPUT, m_len=m_len, n_len=n_len, dram_stride=n_len)
+
+
+GEMM = isa.encode(Opcode.GEMM, m_len=1, k_len=1, n_len=1)
+
+
+# -- single instructions --------------------------------------------------------------------
+
+def test_load_bytes_unpadded():
+    # 8 lanes x 3 rows x 2 planes, every element from DRAM: 48 bytes
+    assert load_bytes(isa.decode(load(Buffer.IFMAP, 8, 3, 2))) == 48
+
+
+def test_load_bytes_padded():
+    # n0=4, n1=5 with i1 in [1, 4): 3 rows read; n2=3 with i2 in [0, 2): 2 planes read.
+    # 4 * 3 * 2 = 24 bytes read; the other 4*5*3 - 24 = 36 elements are pad_value.
+    f = isa.decode(load(Buffer.IFMAP, 4, 5, 3, pad_en=1, pad_lo1=1, pad_hi1=4, pad_lo2=0, pad_hi2=2))
+    assert load_bytes(f) == 24
+    # pad_hi beyond n: i1 in [1, 10) of n1=3 is rows 1, 2; i2 in [2, 3) of n2=3 is plane 2: 6*2*1
+    f = isa.decode(load(Buffer.IFMAP, 6, 3, 3, pad_en=1, pad_lo1=1, pad_hi1=10, pad_lo2=2, pad_hi2=3))
+    assert load_bytes(f) == 12
+    # every row padded (pad_lo1 >= n1): nothing read
+    f = isa.decode(load(Buffer.IFMAP, 6, 3, 1, pad_en=1, pad_lo1=3, pad_hi1=5, pad_lo2=0, pad_hi2=1))
+    assert load_bytes(f) == 0
+    # pad ranges are ignored without pad_en: 6*3
+    f = isa.decode(load(Buffer.IFMAP, 6, 3, 1, pad_lo1=3, pad_hi1=5))
+    assert load_bytes(f) == 18
+
+
+def test_store_bytes():
+    assert store_bytes(isa.decode(store(5, 7))) == 35
+
+
+# -- a hand-worked program ----------------------------------------------------------------
+
+def hand_program():
+    """Two layers on a 4x4 array.
+
+    fc1 (5 instructions): weights 16x4 = 64 B loaded twice (re-read x2): 128 B; ifmap 16 B;
+    params one row of 4 channels x 9 B = 36 B; a STORE of 1 x 4 = 4 B.
+    Fetch: 1 descriptor (8 B) + 5 x 32 B = 168 B. Read 128 + 16 + 36 + 168 = 348 B.
+    conv (4 instructions): a padded ifmap LOAD n0=2, n1=4 (rows [1, 3) read), n2=4 (planes
+    [1, 3)): 2*2*2 = 8 B of the 2x2x2 = 8 B map; weights 3 B (one load of the 3 B tensor);
+    a GEMM; a STORE of 2 x 2 = 4 B. Fetch 8 + 4 x 32 = 136 B. Read 8 + 3 + 136 = 147 B.
+    empty: no instructions, no descriptor: 0 B.
+    Program: 348 + 147 + 8 (the table's end descriptor) = 503 B read, 8 B written.
+    """
+    config = AccelConfig(rows=4, cols=4)
+    fc = [load(Buffer.WEIGHT, 4, 16), load(Buffer.WEIGHT, 4, 16), load(Buffer.IFMAP, 4, 4),
+          load(Buffer.PARAM, 36), store(1, 4)]
+    conv = [load(Buffer.IFMAP, 2, 4, 4, pad_en=1, pad_lo1=1, pad_hi1=3, pad_lo2=1, pad_hi2=3),
+            load(Buffer.WEIGHT, 3), GEMM, store(2, 2)]
+    nodes = [NodeCode("fc1", "fc", fc, macs=64), NodeCode("conv", "conv", conv, macs=72),
+             NodeCode("empty", "maxpool", [], macs=0)]
+    return Program(config=config, batch=1, nodes=nodes, static=b"", input_bytes=16, output_bytes=4,
+                   scratch_bytes=8, in_features=16, out_features=4)
+
+
+def test_hand_program_traffic():
+    t = program_traffic(hand_program())
+    fc, conv, empty = t.layers
+    assert (fc.weight_read, fc.ifmap_read, fc.param_read, fc.fetch_read, fc.written) == (128, 16, 36, 168, 4)
+    assert fc.read == 348
+    assert (conv.weight_read, conv.ifmap_read, conv.param_read, conv.fetch_read, conv.written) == (3, 8, 0, 136, 4)
+    assert conv.read == 147
+    assert (empty.read, empty.written) == (0, 0)
+    assert t.read == 348 + 147 + 8 and t.written == 8
+    assert t.per_inference == 511
+    # no model: no tensor sizes, no re-read factors
+    assert fc.reread_weights is None and fc.reread_ifmap is None
+
+
+def test_reread_factors():
+    t = program_traffic(hand_program())
+    fc, conv, _ = t.layers
+    fc.sizes = TensorSizes(weights=64, ifmap=16, output=4)
+    conv.sizes = TensorSizes(weights=3, ifmap=8, output=4)
+    assert fc.reread_weights == 2.0 and fc.reread_ifmap == 1.0
+    assert conv.reread_weights == 1.0 and conv.reread_ifmap == 1.0
+    t.layers[2].sizes = TensorSizes(weights=0, ifmap=4, output=1)
+    total = total_report(t, hand_program().config)
+    # weights: (128 + 3) / (64 + 3); ifmap: (16 + 8) / (16 + 8 + 4)
+    assert total["reread"] == {"weights": round(131 / 67, 4), "ifmap": round(24 / 28, 4)}
+    assert t.layers[2].reread_weights is None
+
+
+# -- roofline -----------------------------------------------------------------------------
+
+def test_peaks():
+    assert peaks(AccelConfig(rows=8, cols=8)) == (64, 8)
+    assert peaks(AccelConfig(rows=4, cols=2, dram_bytes_per_cycle=3)) == (8, 3)
+
+
+def test_roofline_compute_bound():
+    # 6400 MACs on 64 PEs: >= 100 cycles; 400 B at 8 B/cycle: >= 50 cycles -> compute, 100
+    r = roofline(6400, 400, 64, 8)
+    assert r == {"compute_bound_cycles": 100, "bandwidth_bound_cycles": 50, "bound": "compute", "bound_cycles": 100,
+                 "roofline_efficiency": None}
+    assert roofline(6400, 400, 64, 8, measured=160)["roofline_efficiency"] == 100 / 160
+    # up to LATENCY_FACTOR x the bound it stays compute bound; beyond it is latency bound
+    assert LATENCY_FACTOR == 2.0
+    assert roofline(6400, 400, 64, 8, measured=200)["bound"] == "compute"
+    r = roofline(6400, 400, 64, 8, measured=201)
+    assert r["bound"] == "latency" and r["bound_cycles"] == 100
+
+
+def test_roofline_bandwidth_bound():
+    # 64 MACs: 1 cycle; 81 B at 8 B/cycle: ceil(10.125) = 11 cycles -> bandwidth
+    r = roofline(64, 81, 64, 8)
+    assert (r["compute_bound_cycles"], r["bandwidth_bound_cycles"], r["bound"], r["bound_cycles"]) == (1, 11, "bandwidth", 11)
+    # no MACs at all (pooling): bandwidth
+    assert roofline(0, 10, 64, 8)["bound"] == "bandwidth"
+    # a tie counts as compute bound: 640 MACs / 64 = 10 = 80 B / 8
+    assert roofline(640, 80, 64, 8)["bound"] == "compute"
+    # a slower bus moves the same layer from compute to bandwidth bound: 400 B / 2 = 200 > 100
+    assert roofline(6400, 400, 64, 2)["bound"] == "bandwidth"
+
+
+def test_layer_report_fields():
+    t = program_traffic(hand_program()).layers[0]
+    r = layer_report(t, AccelConfig(rows=4, cols=4), measured=100)
+    # 352 B for 64 MACs: 5.5 B/MAC; bandwidth ceil(352 / 8) = 44 > compute 64 / 16 = 4
+    assert r["dram_read_bytes"] == 348 and r["dram_write_bytes"] == 4
+    assert r["dram_bytes_per_mac"] == 5.5
+    assert (r["bound"], r["bound_cycles"], r["roofline_efficiency"]) == ("latency", 44, 0.44)
+
+
+# -- against the compiler and the hardware ------------------------------------------------
+
+def small_model():
+    return make_model(np.random.default_rng(3), [20, 12, 6], activations=["relu", "none"])
+
+
+def test_tensor_sizes_of_a_model():
+    model = small_model()
+    assert tensor_sizes(model, 2) == [TensorSizes(weights=240, ifmap=40, output=24),
+                                      TensorSizes(weights=72, ifmap=24, output=12)]
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_fc_reads_each_weight_once_when_it_fits(batch):
+    model = small_model()
+    t = program_traffic(compile_model(model, AccelConfig(rows=4, cols=4), batch=batch), model)
+    for layer, q in zip(t.layers, model.layers):
+        assert layer.reread_weights == 1.0
+        assert layer.written == batch * q.out_features == layer.sizes.output
+    assert t.written == batch * (12 + 6)
+
+
+def test_totals_equal_hardware_counters():
+    """One pysim run of a two-layer model: the static totals are DRAM_RD / DRAM_WR, and each
+    layer's are the difference of the prefix runs' counters."""
+    from celosia.sim import pysim
+    from celosia.sw.driver import build_job
+
+    model = small_model()
+    config = AccelConfig(rows=4, cols=4)
+    program = compile_model(model, config, batch=1)
+    t = program_traffic(program, model)
+    x_q = np.random.default_rng(0).integers(-128, 128, size=(1, 20), dtype=np.int8)
+    job, _, prefixes = build_job(program, x_q, profile=True)
+    results = pysim.run(config, job)
+    assert all(not r.error and not r.timed_out for r in results)
+    counters = [r.counters for r in results]
+    main = counters[-1]
+    assert (main["dram_bytes_read"], main["dram_bytes_written"]) == (t.read, t.written)
+    # prefix of k nodes reads its k nodes + its own end descriptor
+    assert prefixes == [1]
+    first = t.layers[0]
+    assert counters[0]["dram_bytes_read"] == first.read + 8
+    assert counters[0]["dram_bytes_written"] == first.written
