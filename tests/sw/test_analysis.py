@@ -194,3 +194,46 @@ def test_totals_equal_hardware_counters():
     first = t.layers[0]
     assert counters[0]["dram_bytes_read"] == first.read + 8
     assert counters[0]["dram_bytes_written"] == first.written
+
+
+@pytest.mark.parametrize("dataflow", ["ws", "rs"])
+def test_padded_conv_totals_equal_hardware_counters(dataflow):
+    """A padded 3x3 convolution (its im2col / row LOADs skip the padding) on both lowering
+    families: the static totals are the counters of a pysim run."""
+    from layer_cases import conv_layer
+
+    from celosia.sim import pysim
+    from celosia.sw.driver import build_job
+    from celosia.sw.quant.model import QModel
+
+    layer = conv_layer(np.random.default_rng(1), "conv", (5, 5, 3), 4, 3, 1, 1, in_zp=-7)
+    model = QModel("conv", [layer], 0.05, layer.in_zp, input_shape=(5, 5, 3))
+    config = AccelConfig(rows=4, cols=4, dataflow=dataflow)
+    program = compile_model(model, config)
+    t = program_traffic(program, model)
+    assert any(isa.decode(w).get("pad_en") for w in program.nodes[0].insns)
+    x_q = np.random.default_rng(0).integers(-128, 128, size=(1, 75), dtype=np.int8)
+    job, _, _ = build_job(program, x_q)
+    (result,) = pysim.run(config, job)
+    assert not result.error and not result.timed_out
+    assert (result.counters["dram_bytes_read"], result.counters["dram_bytes_written"]) == (t.read, t.written)
+    assert t.written == 5 * 5 * 4 and t.layers[0].reread_weights >= 1.0
+
+
+def test_golden_report_without_a_program(monkeypatch, capsys):
+    """Where the model does not compile for the config, the golden back end still runs: the
+    report says why there are no traffic figures, and the CLI summary prints that line."""
+    from celosia.errors import CompileError
+    from celosia.sw.cli import _print_summary
+    from celosia.sw.driver import driver
+
+    def fail(*args, **kwargs):
+        raise CompileError("weights do not fit")
+
+    model = small_model()
+    monkeypatch.setattr(driver, "compile_model", fail)
+    report = driver.run_quantized(model, np.zeros((2, 20), np.int8), AccelConfig(rows=4, cols=4)).report
+    assert report["roofline"] is None and "weights do not fit" in report["roofline_note"]
+    assert "bound" not in report["layers"][0]
+    _print_summary(report)
+    assert "no traffic figures" in capsys.readouterr().out
