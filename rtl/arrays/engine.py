@@ -38,16 +38,19 @@ class ComputeEngineSignature(wiring.Signature):
         (``engine.insn`` is ``engine.ctrl.insn``, ...):
 
         insn : In(stream.Signature(GemmInsn))
-            One GEMM; ``ready`` is high exactly when the engine is idle.
+            One GEMM; ``ready`` is high exactly when the engine is idle (``os``,
+            ``rs``, ``feie``); the ``ws`` engine is also ready while earlier GEMMs
+            are still streaming (up to ``WSArray.MAX_IN_FLIGHT`` in flight).
         done : Out(1)
-            One-cycle pulse one cycle after the last psum row of the accepted
-            instruction was written (a following reader sees every write).
+            One-cycle pulse one cycle after the last psum row of an accepted
+            instruction was written (a following reader sees every write). Each
+            accepted instruction gets one ``done`` or ``error``, in acceptance order.
         error : Out(1)
             One-cycle pulse instead of ``done`` when the instruction fails
             :func:`gemm_insn_in_range`; nothing is read or written then.
         busy : Out(1)
-            High from the cycle after acceptance up to and including the
-            ``done`` / ``error`` cycle.
+            High while an accepted instruction has not completed: from the cycle
+            after its acceptance up to and including its ``done`` / ``error`` cycle.
         zero_skips : Out(16)
             MAC cycles skipped for zero inputs, reported in one cycle per block (feie;
             always 0 for the dense arrays); the controller sums it into ZERO_SKIPS.

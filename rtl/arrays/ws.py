@@ -9,13 +9,12 @@ latency that does not grow with ``rows`` in cycles).
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Module, Signal, signed
+from amaranth.hdl import Cat, Module, Mux, Signal, signed
 
 from celosia.rtl import isa
-from celosia.rtl.arrays.engine import ComputeEngine, gemm_insn_in_range, insn_check_state, legal_gemm
-from celosia.rtl.dma import accept_state
+from celosia.rtl.arrays.engine import ComputeEngine, gemm_insn_in_range, legal_gemm
 
-__all__ = ["WSArray", "cycles"]
+__all__ = ["WSArray", "cycles", "sequence_timing", "sequence_cycles"]
 
 
 def _adder_tree(terms):
@@ -30,7 +29,9 @@ def _adder_tree(terms):
 
 
 class WSArray(ComputeEngine):
-    """Weight-stationary GEMM engine implementing :class:`ComputeEngineSignature`.
+    """Weight-stationary GEMM engine implementing :class:`ComputeEngineSignature`,
+    with double-buffered (shadow) PE weight registers: the next GEMM's weight
+    preload overlaps the current GEMM's stream.
 
     For one accepted :data:`~celosia.rtl.isa.GemmInsn`, for ``m < m_len`` and
     ``n < n_len``::
@@ -41,84 +42,153 @@ class WSArray(ComputeEngine):
     with int32 wrapping. Lanes ``n >= n_len`` of the written rows are left as
     they were (the write enables cover lanes ``n < n_len`` only). Rows
     ``k >= k_len`` of the weight tile are held at 0 in the PEs, so ifmap lanes
-    ``k >= k_len`` are ignored.
+    ``k >= k_len`` are ignored. Instructions take effect in acceptance order
+    (results are those of running them one after the other).
 
-    Ports (see :class:`ComputeEngineSignature`): ``insn`` (stream, ready when
-    idle), ``done`` / ``error`` / ``busy``, read ports ``ifmap``, ``weight``,
-    ``psum_rd`` and write port ``psum_wr``.
+    Ports (see :class:`ComputeEngineSignature`): ``insn``, ``done`` / ``error`` /
+    ``busy``, read ports ``ifmap``, ``weight``, ``psum_rd`` and write port ``psum_wr``.
 
-    Operation and timing (cycle 0 = the cycle ``insn.valid & insn.ready``):
+    Structure: a *loader* (owns ``insn``, the range check and the weight read
+    port; fills the shadow registers) and a *streamer* (owns the ifmap / psum
+    ports; multiplies with the active registers). The loader hands a loaded
+    GEMM to the streamer (the *take*: active <= shadow) in the first cycle the
+    streamer has no row left of the previous one; so up to 4 GEMMs are in
+    flight (one loading, the rest streaming or in the 4-cycle pipeline tail).
 
-    * cycle 1 (CHECK): :func:`gemm_insn_in_range`; out of range -> ``error``
-      pulse in this cycle; ``m_len = 0`` -> ``done`` pulse in this cycle.
-      Otherwise the PE weight registers are cleared.
-    * cycles 2 .. k_len+1 (PRELOAD): weight rows ``weight_row+k`` are read, one
-      per cycle, into PE row ``k`` (each lands one cycle after its read).
-    * cycles k_len+2 .. k_len+m_len+1 (STREAM): ifmap row ``ifmap_row+m`` and
-      psum row ``psum_row+m`` (if ``accumulate``) are read, one per cycle.
-      Pipeline from the read cycle ``t``: ``t+1`` data arrive, the ``rows*cols``
-      products are registered; ``t+2`` the column sums plus the old psum are
-      registered; ``t+3`` the row is written through ``psum_wr``.
-    * the last write is in cycle ``k_len + m_len + 4``; ``done`` pulses in cycle
-      ``k_len + m_len + 5`` = ``2 + k_len + m_len + PIPELINE``; the next
-      instruction can be accepted in the cycle after ``done``.
+    Operation and timing (cycle ``a`` = the cycle ``insn.valid & insn.ready``):
 
-    So issue-to-done latency is ``k_len + m_len + 5`` cycles for ``m_len > 0``
-    (1 cycle for ``m_len = 0`` or an error; :func:`cycles`), and the throughput is
-    one ifmap row per cycle after the preload.
+    * ``insn.ready`` is high while the loader is free: when it is idle, and in
+      the take cycle of the GEMM it holds (so a back-to-back GEMM is accepted in
+      the cycle the previous one starts streaming).
+    * cycle ``a+1`` (CHECK): :func:`gemm_insn_in_range`; out of range ->
+      ``error``, ``m_len = 0`` -> ``done``, each pulsed in the first cycle
+      (from ``a+1`` on) in which no earlier instruction is left in the
+      streamer (so completions stay in order); then the loader is idle again.
+      Otherwise the shadow weight registers are cleared.
+    * cycles ``a+2 .. a+k_len+1`` (PRELOAD): weight rows ``weight_row+k`` are
+      read, one per cycle, into shadow row ``k`` (landing one cycle after the
+      read); from ``L = a+k_len+2`` the GEMM is loaded.
+    * take, cycle ``s = max(L, e)`` (``e``: the cycle after the previous GEMM's
+      last row read; plus psum stalls, below): the shadow registers (the row
+      landing this cycle bypassed) are copied into the active ones, and row 0
+      is read. Then STREAM: ifmap row ``ifmap_row+m`` and psum row
+      ``psum_row+m`` (if ``accumulate``) are read, one per cycle. Pipeline from
+      the read cycle ``t``: ``t+1`` data arrive, the products and the old psum
+      are registered; ``t+2`` the column sums plus the old psum are registered;
+      ``t+3`` the row is written through ``psum_wr``; ``done`` pulses in
+      ``t+4`` after the last row's read.
+    * psum hazard: an accumulating row read in cycle ``t`` waits while the same
+      psum row was read in ``t-1`` or ``t-2`` (its write, in ``t+2`` / ``t+1``,
+      is still ahead; the write of a row read in ``t-3`` lands in ``t``, which
+      the read sees: the psum buffer's read ports are transparent). So two
+      reads of one psum row are at least 3 cycles apart; the stall holds the
+      stream (and the take), nothing else.
+    * ``busy`` is high while any accepted instruction has not had its
+      ``done`` / ``error``: from the cycle after its acceptance through its
+      ``done`` / ``error`` cycle. Each accepted instruction gets exactly one
+      ``done`` or ``error`` pulse, in acceptance order (at most one per cycle).
+
+    So one GEMM issued to an idle engine takes ``k_len + m_len + 5`` cycles from
+    acceptance to ``done`` (1 cycle for ``m_len = 0`` or an error;
+    :func:`cycles`), as without the overlap; a sequence issued back to back
+    takes :func:`sequence_timing` (in steady state ``max(m_len, k_len' + 2)``
+    cycles per GEMM, ``k_len'`` the next one's, at least 3 when the next one
+    accumulates onto the same psum rows; ``k_len + m_len + 6`` without the overlap).
     """
 
     #: Cycles from an ifmap/psum read to the psum write of that row.
     PIPELINE = 3
+    #: Most instructions in flight (accepted, no ``done`` / ``error`` yet).
+    MAX_IN_FLIGHT = 4
 
     def elaborate(self, platform):
         m = Module()
         cfg = self._config
         rows, cols = cfg.rows, cfg.cols
         ab, wb, acc = cfg.act_bits, cfg.weight_bits, cfg.acc_bits
+        paddr = self.psum_wr.addr.shape()
 
-        insn = Signal(isa.GemmInsn)
+        nxt = Signal(isa.GemmInsn)   # the loader's instruction
+        cur = Signal(isa.GemmInsn)   # the streamer's instruction
         k_cnt = Signal(range(rows + 1))
         m_cnt = Signal(16)
-        drain = Signal(range(self.PIPELINE + 1))
+        streaming = Signal()         # rows of cur left (row m_cnt next)
+        loaded = Signal()            # the loader holds a loaded GEMM
+        take = Signal()
+        check_fin = Signal()         # the loader completes an error / m_len = 0 this cycle
 
-        # PE weight registers, w[k][n].
+        # PE weight registers w[k][n] (used by the products) and their shadow copies
+        # (filled by the preload).
         w = [[Signal(signed(wb), name=f"w_{k}_{n}") for n in range(cols)] for k in range(rows)]
-        clear_w = Signal()
+        w_sh = [[Signal(signed(wb), name=f"wsh_{k}_{n}") for n in range(cols)] for k in range(rows)]
+        clear_sh = Signal()
 
-        # Preload pipeline: a weight read issued in cycle t lands in PE row k at t+1.
+        # Preload pipeline: a weight read issued in cycle t lands in shadow row k at t+1.
         wload_valid = Signal()
         wload_k = Signal(range(rows + 1))
         wload_issue = Signal()
         m.d.sync += [wload_valid.eq(wload_issue), wload_k.eq(k_cnt)]
         for k in range(rows):
+            landing = wload_valid & (wload_k == k)
             for n in range(cols):
-                with m.If(clear_w):
-                    m.d.sync += w[k][n].eq(0)
-                with m.Elif(wload_valid & (wload_k == k)):
-                    m.d.sync += w[k][n].eq(self.weight.data[n * wb:(n + 1) * wb].as_signed())
+                wdata = self.weight.data[n * wb:(n + 1) * wb].as_signed()
+                with m.If(clear_sh):
+                    m.d.sync += w_sh[k][n].eq(0)
+                with m.Elif(landing):
+                    m.d.sync += w_sh[k][n].eq(wdata)
+                with m.If(take):
+                    m.d.sync += w[k][n].eq(Mux(landing, wdata, w_sh[k][n]))
+
+        # The row offered to the stream this cycle: the next of cur, or row 0 of nxt.
+        row_ifmap = Signal(16)
+        row_psum = Signal(paddr)
+        row_acc, row_last, row_cand = Signal(), Signal(), Signal()
+        row_nlen = Signal.like(nxt.n_len)
+        with m.If(streaming):
+            m.d.comb += [row_ifmap.eq(cur.ifmap_row + m_cnt), row_psum.eq(cur.psum_row + m_cnt),
+                         row_acc.eq(cur.accumulate), row_nlen.eq(cur.n_len),
+                         row_last.eq(m_cnt == cur.m_len - 1), row_cand.eq(1)]
+        with m.Else():
+            m.d.comb += [row_ifmap.eq(nxt.ifmap_row), row_psum.eq(nxt.psum_row),
+                         row_acc.eq(nxt.accumulate), row_nlen.eq(nxt.n_len),
+                         row_last.eq(nxt.m_len == 1), row_cand.eq(loaded)]
 
         # Stream pipeline, row read in cycle t: t+1 data here, products and old psum
-        # registered; t+2 column sums registered; t+3 psum_wr from those registers.
-        # s{i}_valid / s{i}_addr say which row is at t+i.
+        # registered; t+2 column sums registered; t+3 psum_wr from those registers;
+        # t+4 done after the last row. s{i}_* describe the row at t+i.
         s0_valid = Signal()
-        s1_valid, s2_valid, s3_valid = Signal(), Signal(), Signal()
-        s1_addr = Signal.like(self.psum_wr.addr)
-        s2_addr = Signal.like(self.psum_wr.addr)
-        s3_addr = Signal.like(self.psum_wr.addr)
+        sv = [Signal(name=f"s{i}_valid") for i in (1, 2, 3)]
+        sa = [Signal(paddr, name=f"s{i}_addr") for i in (1, 2, 3)]
+        sn = [Signal.like(nxt.n_len, name=f"s{i}_nlen") for i in (1, 2, 3)]
+        sl = [Signal(name=f"s{i}_last") for i in (1, 2, 3)]
+        s1_acc = Signal()
+        done_r = Signal()
+        m.d.sync += [sv[0].eq(s0_valid), sa[0].eq(row_psum), sn[0].eq(row_nlen),
+                     sl[0].eq(row_last), s1_acc.eq(row_acc), done_r.eq(sv[2] & sl[2])]
+        for i in (1, 2):
+            m.d.sync += [sv[i].eq(sv[i - 1]), sa[i].eq(sa[i - 1]), sn[i].eq(sn[i - 1]),
+                         sl[i].eq(sl[i - 1])]
+
+        hazard = row_acc & ((sv[0] & (sa[0] == row_psum)) | (sv[1] & (sa[1] == row_psum)))
+        m.d.comb += [s0_valid.eq(row_cand & ~hazard), take.eq(~streaming & loaded & ~hazard)]
+        with m.If(s0_valid):
+            with m.If(streaming):
+                m.d.sync += m_cnt.eq(m_cnt + 1)
+                with m.If(row_last):
+                    m.d.sync += streaming.eq(0)
+            with m.Else():
+                m.d.sync += [cur.eq(nxt), m_cnt.eq(1), streaming.eq(~row_last)]
+
         prod = [[Signal(signed(ab + wb), name=f"p_{k}_{n}") for n in range(cols)] for k in range(rows)]
         old = [Signal(signed(acc), name=f"old_{n}") for n in range(cols)]
         colsum = [Signal(signed(acc), name=f"sum_{n}") for n in range(cols)]
-
-        m.d.sync += [s1_valid.eq(s0_valid), s2_valid.eq(s1_valid), s3_valid.eq(s2_valid)]
-        m.d.sync += [s1_addr.eq(insn.psum_row + m_cnt), s2_addr.eq(s1_addr), s3_addr.eq(s2_addr)]
-        with m.If(s1_valid):
+        with m.If(sv[0]):
             for k in range(rows):
                 x = self.ifmap.data[k * ab:(k + 1) * ab].as_signed()
                 for n in range(cols):
                     m.d.sync += prod[k][n].eq(x * w[k][n])
             for n in range(cols):
-                with m.If(insn.accumulate):
+                with m.If(s1_acc):
                     m.d.sync += old[n].eq(self.psum_rd.data[n * acc:(n + 1) * acc].as_signed())
                 with m.Else():
                     m.d.sync += old[n].eq(0)
@@ -126,58 +196,126 @@ class WSArray(ComputeEngine):
             # Assignment to a signed(acc) register gives the int32 wrap.
             m.d.sync += colsum[n].eq(_adder_tree([old[n]] + [prod[k][n] for k in range(rows)]))
 
-        lane_en = Cat(insn.n_len > n for n in range(cols))
+        lane_en = Cat(sn[2] > n for n in range(cols))
         m.d.comb += [
-            self.psum_wr.addr.eq(s3_addr),
+            self.psum_wr.addr.eq(sa[2]),
             self.psum_wr.data.eq(Cat(colsum)),
         ]
-        with m.If(s3_valid):
+        with m.If(sv[2]):
             m.d.comb += self.psum_wr.en.eq(lane_en)
 
         m.d.comb += [
-            self.ifmap.addr.eq(insn.ifmap_row + m_cnt),
-            self.psum_rd.addr.eq(insn.psum_row + m_cnt),
-            self.weight.addr.eq(insn.weight_row + k_cnt),
+            self.ifmap.addr.eq(row_ifmap),
+            self.psum_rd.addr.eq(row_psum),
+            self.weight.addr.eq(nxt.weight_row + k_cnt),
             self.weight.en.eq(wload_issue),
             self.ifmap.en.eq(s0_valid),
-            self.psum_rd.en.eq(s0_valid & insn.accumulate),
+            self.psum_rd.en.eq(s0_valid & row_acc),
         ]
 
-        with m.FSM():
-            accept_state(m, self.insn, insn)
-            with insn_check_state(m, self, gemm_insn_in_range(insn, cfg), insn.m_len == 0):
-                m.d.sync += [k_cnt.eq(0), m_cnt.eq(0), drain.eq(0)]
-                m.d.comb += clear_w.eq(1)
-                with m.If(insn.k_len == 0):
-                    m.next = "STREAM"
+        # Nothing of an earlier instruction left in the streamer.
+        stream_empty = ~(streaming | sv[0] | sv[1] | sv[2] | done_r)
+        ok = gemm_insn_in_range(nxt, cfg)
+
+        with m.FSM(name="loader") as loader:
+            with m.State("IDLE"):
+                m.d.comb += self.insn.ready.eq(1)
+                with m.If(self.insn.valid):
+                    m.d.sync += nxt.eq(self.insn.payload)
+                    m.next = "CHECK"
+            with m.State("CHECK"):
+                with m.If(~ok | (nxt.m_len == 0)):
+                    with m.If(stream_empty):
+                        m.d.comb += [check_fin.eq(1), self.error.eq(~ok)]
+                        m.next = "IDLE"
                 with m.Else():
-                    m.next = "PRELOAD"
+                    m.d.sync += k_cnt.eq(0)
+                    m.d.comb += clear_sh.eq(1)
+                    with m.If(nxt.k_len == 0):
+                        m.next = "LOADED"
+                    with m.Else():
+                        m.next = "PRELOAD"
             with m.State("PRELOAD"):
-                m.d.comb += [self.busy.eq(1), wload_issue.eq(1)]
+                m.d.comb += wload_issue.eq(1)
                 m.d.sync += k_cnt.eq(k_cnt + 1)
-                with m.If(k_cnt == insn.k_len - 1):
-                    m.next = "STREAM"
-            with m.State("STREAM"):
-                m.d.comb += [self.busy.eq(1), s0_valid.eq(1)]
-                with m.If(m_cnt == insn.m_len - 1):
-                    m.next = "DRAIN"
-                with m.Else():
-                    m.d.sync += m_cnt.eq(m_cnt + 1)
-            with m.State("DRAIN"):
-                # PIPELINE cycles of the last row in flight, then done one cycle after its write.
-                m.d.comb += self.busy.eq(1)
-                m.d.sync += drain.eq(drain + 1)
-                with m.If(drain == self.PIPELINE):
-                    m.d.comb += self.done.eq(1)
-                    m.next = "IDLE"
+                with m.If(k_cnt == nxt.k_len - 1):
+                    m.next = "LOADED"
+            with m.State("LOADED"):
+                m.d.comb += loaded.eq(1)
+                with m.If(take):
+                    m.d.comb += self.insn.ready.eq(1)
+                    with m.If(self.insn.valid):
+                        m.d.sync += nxt.eq(self.insn.payload)
+                        m.next = "CHECK"
+                    with m.Else():
+                        m.next = "IDLE"
+
+        m.d.comb += [
+            self.done.eq(done_r | (check_fin & ok)),
+            self.busy.eq(~loader.ongoing("IDLE") | ~stream_empty),
+        ]
         return m
 
 
 def cycles(insn, config, ifmap=None) -> int:
     """Acceptance to ``done`` / ``error`` of the GEMM ``insn`` (field name -> int, missing
-    = 0) on :class:`WSArray`, the timing of its docstring: ``k_len + m_len + 5``; 1 for
-    ``m_len = 0`` or an illegal instruction. ``ifmap`` is not needed."""
+    = 0) issued to an idle :class:`WSArray`, the timing of its docstring:
+    ``k_len + m_len + 5``; 1 for ``m_len = 0`` or an illegal instruction. ``ifmap`` is
+    not needed. Instructions that overlap: :func:`sequence_timing`."""
     g = legal_gemm(insn, config)
     if g is None or g.m_len == 0:
         return 1
     return 2 + g.k_len + g.m_len + WSArray.PIPELINE
+
+
+def sequence_timing(insns, config, gaps=None) -> list[tuple[int, int]]:
+    """``(accept, end)`` cycles of each of the GEMMs ``insns`` (field dicts as for
+    :func:`cycles`) on :class:`WSArray`, ``end`` the cycle of its ``done`` / ``error``.
+    Instruction ``i`` is offered (``valid`` held high until accepted) from the cycle
+    ``gaps[i]`` cycles after the acceptance cycle of instruction ``i-1`` plus one (the
+    first from cycle ``gaps[0]``); ``gaps`` defaults to all 0 (back to back). The
+    recurrence of the :class:`WSArray` docstring:
+
+    * accepted in ``a = max(offer, F)``, ``F`` the cycle the loader is free: the take
+      cycle of the previous GEMM, or one after the previous error / ``m_len = 0``
+      completion;
+    * error / ``m_len = 0``: ends in ``max(a + 1, E + 1)``, ``E`` the previous end;
+    * GEMM: row ``j`` is read in ``t_j = max(t_{j-1} + 1, P + 3)`` (``P``: the last
+      read of the same psum row, if ``accumulate``), ``t_{-1} + 1 = max(a + 2 + k_len,
+      R + 1)`` (``R``: the previous GEMM's last row read); the take is ``t_0``; it ends
+      in ``t_{m_len-1} + 4``.
+    """
+    gaps = [0] * len(insns) if gaps is None else gaps
+    out = []
+    loader_free = 0
+    last_read = last_end = -10
+    psum_read = {}       # psum row -> cycle of its latest read
+    prev_accept = None
+    for insn, gap in zip(insns, gaps, strict=True):
+        offer = gap if prev_accept is None else prev_accept + 1 + gap
+        a = max(offer, loader_free)
+        g = legal_gemm(insn, config)
+        if g is None or g.m_len == 0:
+            end = max(a + 1, last_end + 1)
+            loader_free = end + 1
+        else:
+            t = max(a + 2 + g.k_len, last_read + 1)
+            for j in range(g.m_len):
+                row = g.psum_row + j
+                if g.accumulate and row in psum_read:
+                    t = max(t, psum_read[row] + 3)
+                if j == 0:
+                    loader_free = t
+                psum_read[row] = last_read = t
+                t += 1
+            end = last_read + 1 + WSArray.PIPELINE
+        out.append((a, end))
+        prev_accept, last_end = a, end
+    return out
+
+
+def sequence_cycles(insns, config) -> int:
+    """Cycles from the acceptance of the first of ``insns`` (issued back to back to an
+    idle :class:`WSArray`) to the ``done`` / ``error`` of the last:
+    ``sequence_timing(insns, config)[-1][1]``; ``cycles(insn, config)`` for one."""
+    return sequence_timing(insns, config)[-1][1] if insns else 0

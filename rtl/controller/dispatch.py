@@ -1,9 +1,9 @@
 """Dispatch: the three instruction queues, dependency tokens, issue to the engines,
 completion, token overflow and deadlock detection."""
 
-from amaranth.hdl import Const, Module, Mux, ResetInserter, Signal
+from amaranth.hdl import Cat, Const, Module, Mux, ResetInserter, Signal
 from amaranth.lib import data, stream, wiring
-from amaranth.lib.fifo import SyncFIFOBuffered
+from amaranth.lib.fifo import SyncFIFO, SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from celosia.rtl import isa
@@ -18,6 +18,9 @@ __all__ = ["Dispatch", "engine_signatures"]
 DEADLOCK_CYCLES = 4
 #: Largest value of a token counter (8 bit); a push beyond is TOKEN_OVERFLOW.
 TOKEN_MAX = 255
+#: GEMMs the compute engine may hold at once (accepted, no done / error yet): the ws
+#: engine takes the next GEMM while earlier ones stream (``WSArray.MAX_IN_FLIGHT``).
+GEMMS_IN_FLIGHT = 4
 
 
 def engine_signatures() -> dict:
@@ -55,12 +58,20 @@ class Dispatch(wiring.Component):
     ignored. Counters are 8 bit; a push into a counter at 255 is TOKEN_OVERFLOW.
 
     Issue: the head of a queue starts in a cycle where ``run.running`` is high, its
-    engine's ``insn.ready`` is high (engines are ready only when idle) and every token
-    it pops is available; the pops happen in that cycle. The compute queue feeds two
-    engines, GEMM -> ``compute``, VEC -> ``vector``, strictly in order: its head is
-    offered to its engine only while the other engine is idle and has nothing of ours
-    in flight. A NOP starts when both compute engines are idle and "ends" the next
-    cycle (only moving tokens). Completion pulses count only for the instruction
+    engine's ``insn.ready`` is high and every token it pops is available; the pops
+    happen in that cycle. The LOAD, STORE and vector engines, and the compute engines
+    of every dataflow but ``ws``, are ready only when idle; the ``ws`` compute engine
+    takes the next GEMM while earlier ones are still streaming (up to
+    :data:`GEMMS_IN_FLIGHT`) and completes them in order, so the GEMMs in flight are
+    kept in a FIFO (their push flags and index) that each ``done`` / ``error`` pops:
+    tokens move per GEMM, at its own ``done``. Popping at issue is what makes the
+    early acceptance safe: a GEMM is handed over only once the tokens it waits for
+    (data a LOAD has finished writing, space a STORE has finished reading) are there.
+    The compute queue feeds two engines, GEMM -> ``compute``, VEC -> ``vector``,
+    strictly in order: its head is offered to its engine only while the other engine
+    is idle and has nothing of ours in flight (a VEC waits for every GEMM in flight to
+    be done). A NOP starts when both compute engines are idle and "ends" the next
+    cycle (only moving tokens). Completion pulses count only for the instructions
     given to that engine in this run.
 
     Parameters
@@ -142,8 +153,11 @@ class Dispatch(wiring.Component):
         c_is_gemm = ch.hdr.op == isa.Opcode.GEMM
 
         nop_pending = Signal()
-        # what each engine is executing for us
-        l_inflight, c_inflight, v_inflight, s_inflight = Signal(), Signal(), Signal(), Signal()
+        # what each engine is executing for us; the GEMMs in flight (in order) in gq
+        l_inflight, v_inflight, s_inflight = Signal(), Signal(), Signal()
+        gq = SyncFIFO(width=2 + INDEX_BITS, depth=GEMMS_IN_FLIGHT)
+        m.submodules.gemm_inflight = ResetInserter(start)(gq)
+        c_inflight = gq.r_rdy
         # The compute queue is in order across its two engines: an instruction goes to
         # one engine only while the other is idle (its own engine's ready says the rest).
         gemm_idle = ~compute.busy & ~c_inflight
@@ -155,7 +169,7 @@ class Dispatch(wiring.Component):
         m.d.comb += [
             load.insn.valid.eq(l_go),
             load.insn.payload.eq(lq.r_data[:isa.LoadInsn.size]),
-            compute.insn.valid.eq(c_go & c_is_gemm & vec_idle),
+            compute.insn.valid.eq(c_go & c_is_gemm & vec_idle & gq.w_rdy),
             compute.insn.payload.eq(cq.r_data[:isa.GemmInsn.size]),
             vector.insn.valid.eq(c_go & c_is_vec & gemm_idle),
             vector.insn.payload.eq(cq.r_data[:isa.VecInsn.size]),
@@ -163,7 +177,7 @@ class Dispatch(wiring.Component):
             store.insn.payload.eq(sq.r_data[:isa.StoreInsn.size]),
         ]
         l_issue = l_go & load.insn.ready
-        c_issue_gemm = c_go & c_is_gemm & vec_idle & compute.insn.ready
+        c_issue_gemm = c_go & c_is_gemm & vec_idle & gq.w_rdy & compute.insn.ready
         c_issue_vec = c_go & c_is_vec & gemm_idle & vector.insn.ready
         c_issue_nop = (c_go & c_is_nop & compute.insn.ready & vector.insn.ready &
                        gemm_idle & vec_idle)
@@ -173,6 +187,16 @@ class Dispatch(wiring.Component):
 
         l_push_next, c_push_prev, c_push_next, s_push_prev = Signal(), Signal(), Signal(), Signal()
         l_idx, c_idx, s_idx = Signal(INDEX_BITS), Signal(INDEX_BITS), Signal(INDEX_BITS)
+        # the compute-queue instruction completing: the oldest GEMM in flight, else the
+        # VEC / NOP in the registers
+        v_push_prev, v_push_next, v_idx = Signal(), Signal(), Signal(INDEX_BITS)
+        m.d.comb += [gq.w_data.eq(Cat(ch.hdr.dep.push_prev, ch.hdr.dep.push_next, ch_idx)),
+                     gq.w_en.eq(c_issue_gemm)]
+        with m.If(c_inflight):
+            m.d.comb += [c_push_prev.eq(gq.r_data[0]), c_push_next.eq(gq.r_data[1]),
+                         c_idx.eq(gq.r_data[2:])]
+        with m.Else():
+            m.d.comb += [c_push_prev.eq(v_push_prev), c_push_next.eq(v_push_next), c_idx.eq(v_idx)]
 
         l_fin = load.done & l_inflight
         c_fin = (compute.done & c_inflight) | (vector.done & v_inflight) | nop_pending
@@ -184,21 +208,20 @@ class Dispatch(wiring.Component):
         m.d.sync += nop_pending.eq(c_issue_nop)
         with m.If(l_fin | l_fail):
             m.d.sync += l_inflight.eq(0)
+        m.d.comb += gq.r_en.eq((compute.done | compute.error) & c_inflight)
         with m.If(c_fin | c_fail):
-            m.d.sync += [c_inflight.eq(0), v_inflight.eq(0)]
+            m.d.sync += v_inflight.eq(0)
         with m.If(s_fin | s_fail):
             m.d.sync += s_inflight.eq(0)
         with m.If(l_issue):
             m.d.sync += [l_inflight.eq(1), l_push_next.eq(lh.hdr.dep.push_next), l_idx.eq(lh_idx)]
-        with m.If(c_issue):
-            m.d.sync += [c_inflight.eq(c_issue_gemm), v_inflight.eq(c_issue_vec),
-                         c_push_prev.eq(ch.hdr.dep.push_prev),
-                         c_push_next.eq(ch.hdr.dep.push_next), c_idx.eq(ch_idx)]
+        with m.If(c_issue_vec | c_issue_nop):
+            m.d.sync += [v_inflight.eq(c_issue_vec), v_push_prev.eq(ch.hdr.dep.push_prev),
+                         v_push_next.eq(ch.hdr.dep.push_next), v_idx.eq(ch_idx)]
         with m.If(s_issue):
             m.d.sync += [s_inflight.eq(1), s_push_prev.eq(sh.hdr.dep.push_prev), s_idx.eq(sh_idx)]
         with m.If(start):
-            m.d.sync += [l_inflight.eq(0), c_inflight.eq(0), v_inflight.eq(0),
-                         s_inflight.eq(0), nop_pending.eq(0)]
+            m.d.sync += [l_inflight.eq(0), v_inflight.eq(0), s_inflight.eq(0), nop_pending.eq(0)]
 
         overflow = Signal()
         overflow_idx = Signal(INDEX_BITS)

@@ -46,13 +46,17 @@ class EngineSignature(wiring.Signature):
     Members
     -------
     insn : Out(stream.Signature(layout))
-        One instruction; the engine's ``ready`` is high exactly when it is idle.
+        One instruction; the engine's ``ready`` is high exactly when it is idle,
+        except the ``ws`` compute engine, which also takes a GEMM while earlier ones
+        stream (the controller tracks up to ``dispatch.GEMMS_IN_FLIGHT``).
     done : In(1)
-        One-cycle pulse when the accepted instruction has completed.
+        One-cycle pulse when an accepted instruction has completed (one ``done`` or
+        ``error`` per instruction, in acceptance order).
     error : In(1)
         One-cycle pulse instead of ``done`` when it failed.
     busy : In(1)
-        High while the engine executes an instruction (counters, deadlock detection).
+        High while the engine executes an instruction, from the cycle after acceptance
+        through the ``done`` / ``error`` cycle (counters, deadlock detection).
     error_code : In(8), only with ``error_code``
         Valid with ``error`` (``isa.ErrorCode``).
     bytes : In(4), only with ``dram_bytes``

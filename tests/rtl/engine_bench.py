@@ -39,17 +39,19 @@ class Harness(Elaboratable):
         return m
 
 
-def run_program(cfg, ifmap, weight, psum0, insns, gaps, engine, seed=0):
+def run_program(cfg, ifmap, weight, psum0, insns, gaps, engine, seed=0, monitor=engine_monitor):
     """Simulate the GEMMs ``insns`` (field dicts) on ``engine(cfg)`` with fresh buffers
     holding ``ifmap`` / ``weight`` / ``psum0``, ``gaps[i]`` idle cycles (junk payload,
-    valid low) before instruction ``i``; return (final psum, events, zero_skips summed)."""
+    valid low) before instruction ``i``; return (final psum, events, zero_skips summed).
+    ``monitor(engine, events)`` is the protocol checker (:func:`engine_monitor`: one
+    instruction at a time)."""
     dut = Harness(cfg, engine)
     ws = dut.ws
     rng = random.Random(seed)
     events = []          # (kind, cycle) for accept / done / error
     result = {}
 
-    monitor = engine_monitor(ws, events)
+    monitor = monitor(ws, events)
     result["zero_skips"] = 0
 
     async def skips(ctx):

@@ -13,7 +13,7 @@ from celosia.rtl.arrays import make_engine
 from celosia.rtl.arrays.feie import FEIEArray
 from celosia.rtl.arrays.os import OSArray
 from celosia.rtl.arrays.rs import RSArray
-from celosia.rtl.arrays.ws import WSArray
+from celosia.rtl.arrays.ws import WSArray, sequence_cycles, sequence_timing
 from celosia.rtl.config import AccelConfig
 from celosia.rtl.dataflows import DATAFLOWS, REGISTRY, dataflow
 
@@ -86,6 +86,36 @@ def dataflow_cfg(name):
 ])
 def test_ws_cycles(insn, want):
     assert dataflow("ws").cycles(insn, CFG4) == want
+    assert sequence_cycles([insn], CFG4) == want  # one GEMM issued to an idle engine
+
+
+def g(**fields):
+    return dict(dict(m_len=1, k_len=4, n_len=4), **fields)
+
+
+@pytest.mark.parametrize("insns, want", [
+    # K-tiling, two GEMMs accumulating into psum rows 0..7 (k_len 4, m_len 8).
+    # G0: accepted 0, rows read 0+2+4=6 .. 13, done 13+4 = 17; the loader is free at its
+    # take (6): G1 accepted 6, loaded 6+2+4 = 12, streams from 14 (after G0's last
+    # read) to 21 (each psum row last read 8 cycles before), done 25. Serial: 2*17 + 1.
+    ([g(m_len=8), g(m_len=8, accumulate=1)], [(0, 17), (6, 25)]),
+    # Short GEMMs (m_len 2) with k_len 4: the preload (2 + k_len = 6) is the bottleneck.
+    # G0: reads 6, 7, done 11. G1: a=6, reads 12, 13, done 17. G2: a=12, reads 18, 19, done 23.
+    ([g(m_len=2), g(m_len=2, psum_row=2), g(m_len=2, psum_row=4)],
+     [(0, 11), (6, 17), (12, 23)]),
+    # Same psum row, accumulate, k_len 0, m_len 1: a read waits 3 cycles after the last
+    # read of its row. G0: a=0, read 2, done 6. G1: a=2, loaded 4, row 0 read in 2 ->
+    # read 5, done 9. G2: a=5, loaded 7, row 0 read in 5 -> read 8, done 12.
+    ([g(k_len=0, accumulate=1)] * 3, [(0, 6), (2, 9), (5, 12)]),
+    # m_len = 0 and errors complete in order, once the streamer is empty: G0 reads 6, 7,
+    # done 11; the empty one (a=6) ends in max(6+1, 11+1) = 12, the loader is free in 13;
+    # the illegal one (k_len 5 > rows) is accepted 13, error 14; G3: a=15, read
+    # 15+2+4 = 21, done 25.
+    ([g(m_len=2), g(m_len=0), g(k_len=5), g()], [(0, 11), (6, 12), (13, 14), (15, 25)]),
+])
+def test_ws_sequence_timing(insns, want):
+    assert sequence_timing(insns, CFG4) == want
+    assert sequence_cycles(insns, CFG4) == want[-1][1]
 
 
 @pytest.mark.parametrize("insn, want", [
