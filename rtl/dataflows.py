@@ -73,9 +73,11 @@ class Dataflow:
         return _resolve(self.engine_ref)
 
     def cycles(self, insn, config, ifmap=None) -> int:
-        """Acceptance-to-``done`` cycles of one :data:`~celosia.rtl.isa.GemmInsn` on this
-        engine (``done`` or ``error`` pulses that many cycles after the cycle the
-        instruction was accepted; the next one can be accepted in the cycle after).
+        """Acceptance-to-``done`` cycles of one :data:`~celosia.rtl.isa.GemmInsn` issued to
+        an idle engine (``done`` or ``error`` pulses that many cycles after the cycle the
+        instruction was accepted). When the next one is accepted is the engine's own rule:
+        the cycle after ``done`` for os, rs and feie; ws overlaps the next GEMM's weight
+        preload with the current stream (``celosia.rtl.arrays.ws.sequence_timing``).
 
         ``insn`` maps GemmInsn field names to Python ints (a missing field is 0);
         ``config`` is the ``AccelConfig``; ``ifmap`` (the ifmap buffer, one NumPy row per
