@@ -474,7 +474,7 @@ def markdown() -> str:
     enum_table("Opcodes", Opcode)
     enum_table("LOAD target buffers", Buffer)
     table("Dependency flags (`dep`)", DepFlags)
-    table("LOAD", LoadInsn, "DRAM -> on-chip buffer, three nested loops, one byte per step.")
+    table("LOAD", LoadInsn, "DRAM -> on-chip buffer, three nested loops of one-byte elements (the DMA moves up to a bus word of a contiguous run per cycle: rtl/dma.py).")
     table("GEMM", GemmInsn, "Compute queue: one weight tile times `m_len` input rows (`window = 0`; "
           "ws, os, feie), or a convolution window over raw ifmap rows (`window = 1`; rs): "
           "for `e < out_h`, `x < out_w`, `n < n_len`, psum row `psum_row + e*out_w + x` gets "
