@@ -20,7 +20,8 @@ __all__ = ["AccelConfig", "ConfigError", "RANGES", "DATAFLOWS", "check_config", 
 
 
 
-#: Entries of the ``rs`` array's filter scratchpad (one per PE row, int8): a GEMM's
+#: Entries of one bank of the ``rs`` array's filter scratchpad (one per PE row, int8;
+#: two banks, the next pass's filter row loads into the other): a GEMM's
 #: ``win_w * k_len`` must fit. 224 is Eyeriss's filter spad (Chen et al., JSSC 2017).
 RS_SPAD = 224
 
@@ -163,8 +164,8 @@ def markdown() -> str:
                  f"(docs/dataflows.md) |")
     lines += ["", "Further rules: `dram_bytes` is a multiple of 8; buffer depths are even (two "
               "halves); `weight_rows >= 2 * rows` (one weight tile per half). The DRAM bus is "
-              f"{AccelConfig.BUS_BITS} bits wide. The `rs` array has {RS_SPAD} filter-scratchpad "
-              "entries per PE row and `2 * (rows + cols)` ifmap line registers "
+              f"{AccelConfig.BUS_BITS} bits wide. The `rs` array has 2 x {RS_SPAD} filter-scratchpad "
+              "entries per PE row (two banks) and `2 * (rows + cols)` ifmap line registers "
               "(docs/dataflows.md).", ""]
     return "\n".join(lines)
 

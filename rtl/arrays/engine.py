@@ -101,7 +101,8 @@ def gemm_insn_in_range(insn, config: AccelConfig):
     Windowed GEMM (:data:`~celosia.rtl.isa.GemmInsn`): ``win_h, win_w, stride_*, dil_*,
     out_h, out_w, k_len >= 1``; ``m_len = out_h * out_w``; ``win_h <= rows``;
     ``out_h <= cols``; the ifmap lines it touches,
-    ``(out_h-1)*stride_h + (win_h-1)*dil_h + 1 <= rs_lines``; ``win_w * k_len <= RS_SPAD``;
+    ``(out_h-1)*stride_h + (win_h-1)*dil_h + 1 <= rs_lines``; ``win_w * k_len <= RS_SPAD``
+    (one bank of the rs filter scratchpad, which has two);
     ``weight_row + win_h*win_w*k_len <= weight_rows``; its last ifmap row inside the buffer.
     Applied regardless of ``m_len``: an instruction with ``m_len = 0`` but a start row
     past the end is an error too.

@@ -15,8 +15,12 @@ folded onto the ``rows x cols`` physical array)::
     n_len channels go in ceil(n_len / S) passes g.
 
 * filter rows are reused horizontally: PE row ``r`` keeps filter row ``fh`` of its
-  set's channel in a scratchpad (:data:`~celosia.rtl.config.RS_SPAD` entries, one
-  per PE row since all PEs of a row hold the same filter row), loaded once per pass;
+  set's channel in a scratchpad (one per PE row since all PEs of a row hold the same
+  filter row), loaded once per pass. The scratchpad is double-buffered: two banks of
+  :data:`~celosia.rtl.config.RS_SPAD` entries (2 x 224, not one bank split in two, so
+  the legality rule ``win_w*k_len <= RS_SPAD`` of
+  :func:`~celosia.rtl.arrays.engine.gemm_insn_in_range` is unchanged); the MACs of
+  pass ``g`` read one bank while pass ``g+1``'s filter rows load into the other;
 * ifmap rows are reused diagonally: the ``rs_lines`` line registers (two banks) hold
   one pixel (``k_len`` channels) of every ifmap line the window touches, and PE
   ``(r, j)`` reads line ``j*stride_h + fh*dil_h`` -- the PEs on a diagonal share a
@@ -33,11 +37,14 @@ the input vector (Eyeriss's FC mapping, ``out_h`` = samples).
 Operation and timing (cycle 0 = the cycle ``insn.valid & insn.ready``): cycle 1
 CHECK (:func:`~celosia.rtl.arrays.engine.gemm_insn_in_range`; ``m_len = 0`` or
 ``n_len = 0`` -> ``done``; the per-row filter row / set and the per-PE line index
-are registered). Then for each pass ``g``:
+are registered). Then LOADW, ``W = win_h*win_w*k_len`` cycles: the loader reads
+weight rows ``weight_row + q`` one per cycle; each lands a cycle later in scratchpad
+bank 0 of the PE rows holding its filter row (lane ``t`` for set ``t``). Then for
+each pass ``g``, its filter rows in bank ``g mod 2``:
 
-* LOADW, ``win_h*win_w*k_len`` cycles: weight rows ``weight_row + q`` are read,
-  one per cycle; each lands in the scratchpads of the PE rows holding its filter
-  row (lane ``g*S + t`` for set ``t``);
+* if there is a pass ``g+1``, the loader reads the same ``W`` weight rows again from
+  the pass's first cycle on, into bank ``(g+1) mod 2``, lane ``(g+1)*S + t`` (the
+  weight buffer read port is used by nothing else during FILL / MAC / WRITE);
 * then the steps ``(x, fw)``, output column ``x < out_w``, filter column
   ``fw < win_w``. A step's pixels go into one of two banks of line registers:
   ifmap row ``ifmap_row + y*row_pitch + x*stride_w + fw*dil_w`` into line ``y``,
@@ -52,12 +59,15 @@ are registered). Then for each pass ``g``:
   and written one cycle later, lanes ``g*S .. g*S+S-1`` (below ``n_len``) from the
   column sums of PE column ``j``; the next column's MAC starts when both WRITE and its
   pixels are done, so a column takes ``(win_w-1)*D + max(k_len + out_h, lines + 1)``
-  (the pass's last one ``(win_w-1)*D + k_len + out_h``).
+  (the pass's last one ``(win_w-1)*D + k_len + out_h``);
+* the next pass starts (its first FILL) the cycle after the pass's last WRITE cycle if
+  the loader has issued its last read by then, else (NEXTW) the cycle after that read.
 
-So with ``G = ceil(n_len / S)`` passes, ``done`` pulses in cycle ``3 + G * P``,
-``P = win_h*win_w*k_len + lines + (out_w-1)*((win_w-1)*D + max(k_len + out_h, lines + 1))
-+ (win_w-1)*D + k_len + out_h`` (:func:`gemm_cycles`); the next instruction can be
-accepted the cycle after.
+So with ``G = ceil(n_len / S)`` passes and the pass body
+``B = lines + (out_w-1)*((win_w-1)*D + max(k_len + out_h, lines + 1)) + (win_w-1)*D
++ k_len + out_h``, a pass starts ``max(W, B)`` cycles after the one before and ``done``
+pulses in cycle ``3 + W + B + (G-1)*max(W, B)`` (:func:`gemm_cycles`; before the
+overlap it was ``3 + G*(W + B)``); the next instruction can be accepted the cycle after.
 """
 
 from __future__ import annotations
@@ -87,8 +97,9 @@ def gemm_cycles(rows: int, *, win_h: int, win_w: int, k_len: int, n_len: int, ou
     lines = (out_h - 1) * stride_h + (win_h - 1) * dil_h + 1
     step = max(k_len, lines + 1)
     column = (win_w - 1) * step + max(k_len + out_h, lines + 1)
-    return 3 + passes * (win_h * win_w * k_len + lines + (out_w - 1) * column
-                         + (win_w - 1) * step + k_len + out_h)
+    load = win_h * win_w * k_len
+    body = lines + (out_w - 1) * column + (win_w - 1) * step + k_len + out_h
+    return 3 + load + body + (passes - 1) * max(load, body)
 
 
 def cycles(insn, config, ifmap=None) -> int:
@@ -151,21 +162,29 @@ class RSArray(ComputeEngine):
                          fwk.eq(insn.win_w * insn.k_len),
                          wtot.eq(insn.win_h * insn.win_w * insn.k_len)]
 
-        # -- filter scratchpads, one per PE row ---------------------------------------------
+        # -- filter scratchpads, one per PE row, two banks of RS_SPAD entries: the MACs of a
+        #    pass read bank ``sbank`` while the loader fills the other one with the next pass's
+        #    filter rows (the weight read port is otherwise idle once LOADW is over).
         g0 = Signal(8)                      # first output channel of the pass (g*S)
+        sbank = Signal()                    # scratchpad bank of the pass's MACs
         w_land = Signal()
+        ld_active, ld_go = Signal(), Signal()           # the loader: wtot weight rows, one a cycle
+        ld_go_g, ld_go_bank = Signal(9), Signal()       # lane base / bank of the load starting
+        ld_g, ld_bank = Signal(9), Signal()
+        ld_g_d, ld_bank_d = Signal(9), Signal()
         q_fh, q_rem = Signal(range(R)), Signal(16)      # filter row / entry of the weight row read
         q_fh_d, q_rem_d = Signal(range(R)), Signal(16)
         w_lanes = Array(self.weight.data[n * wb:(n + 1) * wb] for n in range(C))
         sp_addr = Signal(16)
         spads = []
         for r in range(R):
-            mem = Memory(shape=wb, depth=RS_SPAD, init=[])
+            mem = Memory(shape=wb, depth=2 * RS_SPAD, init=[])
             m.submodules[f"spad_{r}"] = mem
             wp, rp = mem.write_port(), mem.read_port()
-            m.d.comb += [wp.addr.eq(q_rem_d), wp.data.eq(w_lanes[g0 + tset[r]]),
+            m.d.comb += [wp.addr.eq(Mux(ld_bank_d, RS_SPAD, 0) + q_rem_d),
+                         wp.data.eq(w_lanes[ld_g_d + tset[r]]),
                          wp.en.eq(w_land & (fh[r] == q_fh_d) & (tset[r] < nsets)),
-                         rp.addr.eq(sp_addr)]
+                         rp.addr.eq(Mux(sbank, RS_SPAD, 0) + sp_addr)]
             spads.append(rp.data.as_signed())
 
         # -- ifmap line registers, two banks: the MAC steps use one while the next step's
@@ -186,8 +205,8 @@ class RSArray(ComputeEngine):
             with m.If(fill_last):
                 m.d.sync += filling.eq(0)
         m.d.comb += [self.ifmap.en.eq(filling), self.ifmap.addr.eq(faddr)]
-        m.d.sync += [w_land.eq(0), y_land.eq(filling), y_idx_d.eq(fcnt), y_bank_d.eq(fbank),
-                     mac_land.eq(mac_issue), use_bank.eq(bank), q_fh_d.eq(q_fh), q_rem_d.eq(q_rem)]
+        m.d.sync += [y_land.eq(filling), y_idx_d.eq(fcnt), y_bank_d.eq(fbank),
+                     mac_land.eq(mac_issue), use_bank.eq(bank)]
         for bk in range(2):
             for y in range(L):
                 with m.If(y_land & (y_bank_d == bk) & (y_idx_d == y)):
@@ -232,17 +251,35 @@ class RSArray(ComputeEngine):
         with m.If(wr_land):
             m.d.comb += self.psum_wr.en.eq(Cat(en))
 
+        # -- the loader: weight rows weight_row + q, q < wtot, one per cycle from the cycle
+        #    after ld_go; each lands a cycle later in scratchpad bank ld_bank of the PE rows
+        #    holding its filter row, lane ld_g + t for set t.
+        q = Signal(16)
+        ld_last = ld_active & (q == wtot - 1)
+        m.d.comb += [self.weight.addr.eq(insn.weight_row + q), self.weight.en.eq(ld_active)]
+        m.d.sync += [w_land.eq(ld_active), q_fh_d.eq(q_fh), q_rem_d.eq(q_rem), ld_g_d.eq(ld_g),
+                     ld_bank_d.eq(ld_bank)]
+        with m.If(ld_active):
+            m.d.sync += [q.eq(q + 1), q_rem.eq(q_rem + 1)]
+            with m.If(q_rem == fwk - 1):
+                m.d.sync += [q_rem.eq(0), q_fh.eq(q_fh + 1)]
+            with m.If(ld_last):
+                m.d.sync += ld_active.eq(0)
+        with m.If(ld_go):
+            m.d.sync += [ld_active.eq(1), q.eq(0), q_fh.eq(0), q_rem.eq(0), ld_g.eq(ld_go_g),
+                         ld_bank.eq(ld_go_bank)]
+
         # -- sequencing: steps (x, fw) of a pass; the MAC of a step runs while the filler
         #    brings the next step's pixels into the other bank.
-        q = Signal(16)
         x, fw, sp_base = Signal(16), Signal(8), Signal(16)
         xbase, xoff = Signal(16), Signal(16)   # x * stride_w, xbase + fw * dil_w
-        m.d.comb += [self.weight.addr.eq(insn.weight_row + q), sp_addr.eq(sp_base + cnt)]
+        m.d.comb += sp_addr.eq(sp_base + cnt)
         last_fw, last_x = fw == insn.win_w - 1, x == insn.out_w - 1
         has_next = ~(last_fw & last_x)
         next_off = Mux(last_fw, xbase + insn.stride_w, xoff + insn.dil_w)
 
         ready = ~fill_go & (~filling | fill_last)   # the next step's pixels are in by next cycle
+        ld_free = ~ld_active | ld_last             # the loader's last read issues by this cycle
 
         def to_mac():
             """The MAC of the (already advanced) next step, once its pixels are in."""
@@ -252,25 +289,29 @@ class RSArray(ComputeEngine):
             with m.Else():
                 m.next = "WAIT"
 
+        def start_pass(g0_new, bank_new):
+            """Pass g0_new (its filter rows in scratchpad bank bank_new from the next cycle):
+            its first step (x, fw) = (0, 0) into line bank 0, and the loading of the next
+            pass's filter rows into the other scratchpad bank, if there is a next pass."""
+            m.d.comb += [fill_go.eq(1), go_addr.eq(insn.ifmap_row), go_bank.eq(0)]
+            m.d.sync += [x.eq(0), fw.eq(0), xbase.eq(0), xoff.eq(0), sp_base.eq(0),
+                         bank.eq(0), cnt.eq(0), g0.eq(g0_new), sbank.eq(bank_new)]
+            with m.If(g0_new + nsets < insn.n_len):
+                m.d.comb += [ld_go.eq(1), ld_go_g.eq(g0_new + nsets), ld_go_bank.eq(~bank_new)]
+            m.next = "FILL"
+
         with m.FSM():
             accept_state(m, self.insn, insn)
             with insn_check_state(m, self, gemm_insn_in_range(insn, cfg),
                                   (insn.m_len == 0) | (insn.n_len == 0)):
-                m.d.comb += setup.eq(1)
-                m.d.sync += g0.eq(0)
-                m.d.sync += [q.eq(0), q_fh.eq(0), q_rem.eq(0)]
+                m.d.comb += [setup.eq(1), ld_go.eq(1), ld_go_g.eq(0), ld_go_bank.eq(0)]
+                m.d.sync += [g0.eq(0), sbank.eq(0)]
                 m.next = "LOADW"
             with m.State("LOADW"):
-                m.d.comb += [self.busy.eq(1), self.weight.en.eq(1)]
-                m.d.sync += [w_land.eq(1), q.eq(q + 1), q_rem.eq(q_rem + 1)]
-                with m.If(q_rem == fwk - 1):
-                    m.d.sync += [q_rem.eq(0), q_fh.eq(q_fh + 1)]
-                with m.If(q == wtot - 1):
-                    # The pass's first step: (x, fw) = (0, 0) into bank 0.
-                    m.d.comb += [fill_go.eq(1), go_addr.eq(insn.ifmap_row), go_bank.eq(0)]
-                    m.d.sync += [x.eq(0), fw.eq(0), xbase.eq(0), xoff.eq(0), sp_base.eq(0),
-                                 bank.eq(0), cnt.eq(0)]
-                    m.next = "FILL"
+                # The first pass's filter rows (later passes' load during the pass before).
+                m.d.comb += self.busy.eq(1)
+                with m.If(ld_last):
+                    start_pass(0, 0)
             with m.State("FILL"):
                 m.d.comb += self.busy.eq(1)
                 with m.If(fill_last):
@@ -307,9 +348,16 @@ class RSArray(ComputeEngine):
                                      xoff.eq(xbase + insn.stride_w), sp_base.eq(0)]
                         to_mac()
                     with m.Elif(g0 + nsets < insn.n_len):
-                        m.d.sync += [g0.eq(g0 + nsets), q.eq(0), q_fh.eq(0), q_rem.eq(0)]
-                        m.next = "LOADW"
+                        with m.If(ld_free):
+                            start_pass(g0 + nsets, ~sbank)
+                        with m.Else():
+                            m.next = "NEXTW"
                     with m.Else():
                         m.next = "FLUSH"
+            with m.State("NEXTW"):
+                # The next pass's filter rows are still loading (win_h*win_w*k_len > the pass).
+                m.d.comb += self.busy.eq(1)
+                with m.If(ld_free):
+                    start_pass(g0 + nsets, ~sbank)
             finish_states(m, self)
         return m

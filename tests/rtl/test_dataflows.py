@@ -173,16 +173,24 @@ def window(**kw):
 
 
 @pytest.mark.parametrize("insn, want", [
-    # 3 + G * P, G = ceil(n_len / (rows // win_h)), lines = (out_h-1)*stride_h + (win_h-1)*dil_h + 1,
-    # D = max(k_len, lines + 1), P = win_h*win_w*k_len + lines
-    #   + (out_w-1)*((win_w-1)*D + max(k_len + out_h, lines + 1)) + (win_w-1)*D + k_len + out_h
+    # 3 + W + B + (G-1)*max(W, B): pass g+1's filter rows load during pass g (rows = cols = 4).
+    # G = ceil(n_len / S), S = rows // win_h, W = win_h*win_w*k_len,
+    # lines = (out_h-1)*stride_h + (win_h-1)*dil_h + 1, D = max(k_len, lines + 1),
+    # B = lines + (out_w-1)*((win_w-1)*D + max(k_len + out_h, lines + 1)) + (win_w-1)*D + k_len + out_h
     (window(k_len=2, n_len=4), 9),
-    # G = 1, lines = 1, D = 2, P = 2 + 1 + 0 + 0 + 2 + 1 = 6; 3 + 6
-    (window(win_h=3, win_w=3, k_len=2, n_len=3, out_h=2, out_w=2, row_pitch=4), 156),
-    # S = 1, G = 3, lines = 1 + 2 + 1 = 4, D = max(2, 5) = 5, column = 2*5 + max(4, 5) = 15,
-    # P = 18 + 4 + 15 + 10 + 4 = 51; 3 + 3*51
+    # S = 4, G = 1, W = 2, lines = 1, D = 2, B = 1 + 0 + 0 + 2 + 1 = 4; 3 + 2 + 4
+    (window(win_h=3, win_w=3, k_len=2, n_len=3, out_h=2, out_w=2, row_pitch=4), 120),
+    # S = 1, G = 3, W = 18, lines = 1 + 2 + 1 = 4, D = max(2, 5) = 5, column = 2*5 + max(4, 5) = 15,
+    # B = 4 + 15 + 10 + 2 + 2 = 33 >= W (the loads hide); 3 + 18 + 33 + 2*33  (was 3 + 3*51 = 156)
+    (window(win_h=3, win_w=3, k_len=4, n_len=2, out_h=1, out_w=1), 91),
+    # S = 1, G = 2, W = 36, lines = 0 + 2 + 1 = 3, D = max(4, 4) = 4, B = 3 + 0 + 2*4 + 4 + 1 = 16
+    # < W (pass 1 waits for its filter rows); 3 + 36 + 16 + 1*36  (was 3 + 2*52 = 107)
+    (window(win_h=2, win_w=2, k_len=2, n_len=4, out_h=2, out_w=2, row_pitch=3), 49),
+    # S = 2, G = 2, W = 8, lines = 1 + 1 + 1 = 3, D = max(2, 4) = 4, column = 4 + max(4, 4) = 8,
+    # B = 3 + 8 + 4 + 2 + 2 = 19 >= W; 3 + 8 + 19 + 19  (was 3 + 2*27 = 57)
     (window(win_h=2, k_len=4, n_len=2, out_h=3, out_w=1, stride_h=2, row_pitch=1), 24),
-    # S = 2, G = 1, lines = 2*2 + 1 + 1 = 6, D = max(4, 7) = 7, P = 8 + 6 + 0 + 0 + 4 + 3 = 21; 3 + 21
+    # S = 2, G = 1, W = 8, lines = 2*2 + 1 + 1 = 6, D = max(4, 7) = 7, B = 6 + 0 + 0 + 4 + 3 = 13;
+    # 3 + 8 + 13
     (window(k_len=2, n_len=0), 1),                  # n_len = 0: done in CHECK
     (window(k_len=2, n_len=4, m_len=2), 1),         # m_len != out_h * out_w: error
     (dict(m_len=2, k_len=2, n_len=2), 1),           # a plain GEMM on rs: error

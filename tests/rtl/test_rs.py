@@ -95,7 +95,8 @@ def test_signature_and_verilog():
 @pytest.mark.parametrize("rows,cols", [(1, 1), (2, 3), (3, 5), (4, 4), (8, 8)])
 def test_convolution_windows(rows, cols):
     """3x3 / 1x3 / 2x1 windows, strides, dilation, set folding (win_h < rows: several
-    channel sets; n_len > sets: several passes), partial output rows / channels,
+    channel sets; n_len > sets: several passes, the next one's filter rows loading during
+    the current one, or after it when it is the shorter), partial output rows / channels,
     accumulate onto an earlier result."""
     cfg = rs_cfg(rows, cols)
     rng = random.Random(rows * 10 + cols)
@@ -110,6 +111,10 @@ def test_convolution_windows(rows, cols):
         window(psum_row=30, ifmap_row=2, k_len=rows, n_len=cols, win_h=min(2, rows), win_w=1,
                dil_h=2, dil_w=3, out_h=cols, out_w=2, row_pitch=7),
         window(psum_row=40, ifmap_row=1, k_len=rows, n_len=0, win_h=1, out_h=1, out_w=3),
+        # one output pixel, several passes: a pass is shorter than its filter rows' load
+        # (win_h*win_w*k_len), so the next pass waits for the loader (NEXTW)
+        window(psum_row=50, ifmap_row=4, weight_row=2, k_len=rows, n_len=cols, win_h=wh, win_w=3,
+               out_h=1, out_w=1, row_pitch=2),
     ]
     for _ in range(3):
         win_h = rng.randrange(1, rows + 1)
