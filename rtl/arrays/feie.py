@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from celosia.rtl.arrays.engine import legal_gemm
-from celosia.rtl.arrays.os import OSArray
+from celosia.rtl.arrays.os import OSArray, epoch_cycles
 
 __all__ = ["FEIEArray", "cycles"]
 
@@ -34,12 +34,16 @@ class FEIEArray(OSArray):
     Ports: those of :class:`OSArray`; ``zero_skips`` reports, in the block's first MAC
     cycle, the ``k_len - nnz`` MAC cycles the block skips.
 
-    Timing (cycle 0 = the cycle ``insn.valid & insn.ready``): as :class:`OSArray`
-    except that a block of ``mb`` rows takes ``2*mb + 1 + max(nnz, 1)`` cycles (one
-    cycle for the mask to settle; ``nnz`` = the ``k < k_len`` with an input other than
-    ``in_zp`` in some row of the block), so ``done`` pulses
-    ``sum over blocks (2*mb + 1 + max(nnz, 1)) + 3`` cycles after acceptance
-    (:func:`cycles`); 1 cycle for ``m_len = 0`` or an illegal instruction.
+    Timing (cycle 0 = the cycle ``insn.valid & insn.ready``): the block pipeline of
+    :class:`OSArray` (FILL block ``e``, MAC block ``e-1``, DRAIN block ``e-2`` in epoch
+    ``e``), with a block's MAC stage taking ``nnz`` cycles (``nnz`` = the ``k < k_len``
+    with an input other than ``in_zp`` in some row of the block). The mask of each bank
+    is built as its rows land; the block's last row lands in the first cycle of its MAC
+    epoch and is seen by the priority encoder in that same cycle, so no cycle is spent on
+    the mask. ``done`` pulses ``3 + sum over the nb + 2 epochs of max(1, fill rows, nnz,
+    drain rows)`` cycles after acceptance (:func:`cycles`, via
+    :func:`~celosia.rtl.arrays.os.epoch_cycles`); 1 cycle for ``m_len = 0`` or an illegal
+    instruction.
     """
 
     ZERO_SKIP = True
@@ -55,9 +59,6 @@ def cycles(insn, config, ifmap=None) -> int:
     if ifmap is None:
         raise ValueError("feie timing depends on the data: pass the ifmap buffer rows")
     rows = np.asarray(ifmap, dtype=np.int64)[g.ifmap_row:g.ifmap_row + g.m_len, :g.k_len] & 0xFF
-    total = 3
-    for m0 in range(0, g.m_len, config.rows):
-        block = rows[m0:m0 + config.rows]
-        nnz = int((block != g.in_zp & 0xFF).any(axis=0).sum())
-        total += 2 * len(block) + 1 + max(nnz, 1)
-    return total
+    nnz = [int((rows[m0:m0 + config.rows] != g.in_zp & 0xFF).any(axis=0).sum())
+           for m0 in range(0, g.m_len, config.rows)]
+    return 3 + epoch_cycles(g.m_len, config.rows, nnz)

@@ -19,7 +19,7 @@ from celosia.rtl.arrays.engine import (ComputeEngine, finish_states, gemm_insn_i
                                        legal_gemm)
 from celosia.rtl.dma import accept_state
 
-__all__ = ["OSArray", "cycles"]
+__all__ = ["OSArray", "cycles", "epoch_cycles"]
 
 
 class OSArray(ComputeEngine):
@@ -35,27 +35,33 @@ class OSArray(ComputeEngine):
 
     Operation and timing (cycle 0 = the cycle ``insn.valid & insn.ready``): cycle 1
     CHECK (:func:`gemm_insn_in_range`; out of range -> ``error``, ``m_len = 0`` ->
-    ``done``, in this cycle). Then the ``m_len`` rows go in blocks of
-    ``mb = min(rows, rows left)``; a block starting in cycle ``s`` takes
-    ``2*mb + k_len`` cycles:
+    ``done``, in this cycle). Then the ``m_len`` rows go in ``nb = ceil(m_len / rows)``
+    blocks of ``mb = min(rows, rows left)`` through a three-stage block pipeline: the
+    PE rows' input registers and the accumulators are double-buffered (banks 0 / 1, block
+    ``b`` uses bank ``b % 2``), and in epoch ``e = 0 .. nb+1``
 
-    * ``s .. s+mb-1`` (LOADX): ifmap rows ``ifmap_row+m0 .. +mb-1`` are read, one per
-      cycle, into the PE rows' input shift registers (each lands the next cycle);
-      the accumulators are cleared;
-    * ``s+mb .. s+mb+k_len-1`` (MAC): weight row ``weight_row+k`` is read; one cycle
-      later every PE multiplies it with its row's current input and accumulates;
-    * ``s+mb+k_len .. s+2*mb+k_len-1`` (WRITE): psum row ``psum_row+m0+i`` is read
-      (if ``accumulate``) and written one cycle later with the PE row ``i``'s
-      outputs added.
+    * FILL loads block ``e``: ifmap rows ``ifmap_row+m0 .. +mb-1`` are read, one per
+      cycle, into the block's input registers (each lands the next cycle);
+    * MAC computes block ``e-1``: weight row ``weight_row+k`` is read, one per cycle for
+      ``k < k_len``; one cycle later every PE multiplies it with its row's current input
+      and accumulates (the block's accumulator bank is cleared in the epoch's first cycle);
+    * DRAIN writes block ``e-2``: psum row ``psum_row+m0+i`` is read (if ``accumulate``)
+      and written one cycle later with the PE row ``i``'s outputs added.
 
-    The next block starts right after (its first read is the cycle of the previous
-    block's last write). With ``nb = ceil(m_len / rows)`` blocks, the last write is in
-    cycle ``2*m_len + nb*k_len + 2`` and ``done`` pulses in cycle
-    ``2*m_len + nb*k_len + 3`` (:func:`cycles`); the next instruction can be accepted the
-    cycle after.
+    Each stage uses its own buffer port (FILL the ifmap read port, MAC the weight read
+    port, DRAIN the psum read and write ports), so they never compete; the blocks' psum
+    rows are distinct, so DRAIN needs no hazard check. An epoch lasts
+    ``max(1, fill rows, MAC steps, drain rows)`` cycles (a stage with no block counts
+    0); the next starts the cycle after the last issue of the longest stage, when the
+    previous epoch's last reads land. The first epoch starts in cycle 2; the last psum
+    write is in the cycle after the last epoch (FLUSH) and ``done`` pulses the cycle after
+    that: ``done`` in cycle ``3 + sum over epochs of max(1, fill, k_len, drain)``
+    (:func:`cycles`, :func:`epoch_cycles`). In steady state a block costs
+    ``max(rows, k_len)`` cycles instead of ``2*rows + k_len``. The next instruction can be
+    accepted the cycle after ``done``.
 
     With ``ZERO_SKIP`` (the subclass :class:`~celosia.rtl.arrays.feie.FEIEArray`) the MAC
-    phase takes only the ``k`` with a non-zero input in the block (rtl/arrays/feie.py).
+    stage takes only the ``k`` with a non-zero input in the block (rtl/arrays/feie.py).
     """
 
     #: Skip the k whose inputs are zero in every row of the block (``FEIEArray``).
@@ -68,71 +74,104 @@ class OSArray(ComputeEngine):
         ab, wb, acc_bits = cfg.act_bits, cfg.weight_bits, cfg.acc_bits
 
         insn = Signal(isa.GemmInsn)
-        m0 = Signal(16)                    # first output row of the block
-        mb = Signal(range(rows + 1))       # rows in the block
-        cnt = Signal(16)                   # step inside the current phase
+        # Block pipeline: in epoch e, FILL loads block e, MAC computes block e-1, DRAIN
+        # writes block e-2; each stage has its first row m0_*, its rows mb_*, an "on"
+        # flag and a step counter, and uses bank (its block % 2) of the double buffers.
+        m0_f, m0_m, m0_d = Signal(16), Signal(16), Signal(16)
+        mb_f, mb_m, mb_d = (Signal(range(rows + 1), name=f"mb_{s}") for s in "fmd")
+        on_f, on_m, on_d = Signal(), Signal(), Signal()
+        cnt_f, cnt_m, cnt_d = Signal(16), Signal(16), Signal(16)
+        bank = Signal()                    # bank of the FILL stage (= DRAIN's); MAC uses ~bank
+        left = Signal(16)                  # rows not yet filled
+        first = Signal()                   # first cycle of an epoch
 
-        # Input shift registers, one per PE row: lane 0 is the current activation.
-        xreg = [Signal(rows * ab, name=f"x_{i}") for i in range(rows)]
-        acc = [[Signal(signed(acc_bits), name=f"acc_{i}_{n}") for n in range(cols)]
-               for i in range(rows)]
+        # Input shift registers, two banks per PE row: lane 0 is the current activation.
+        xreg = [[Signal(rows * ab, name=f"x{b}_{i}") for i in range(rows)] for b in range(2)]
+        acc = [[[Signal(signed(acc_bits), name=f"acc{b}_{i}_{n}") for n in range(cols)]
+                for i in range(rows)] for b in range(2)]
 
-        # LOADX: the read issued in cycle t lands in PE row x_i at t+1.
-        x_issue, x_land = Signal(), Signal()
+        run = Signal()                     # in an epoch
+        x_issue = Signal()
+        mac_issue = Signal()
+        wr_issue = Signal()
+        last_f, last_m, last_d = Signal(), Signal(), Signal()   # stage idle or on its last step
+
+        # FILL: the read issued in cycle t lands in bank x_b, PE row x_i at t+1.
+        x_land, x_b = Signal(), Signal()
         x_i = Signal(range(rows))
-        m.d.sync += [x_land.eq(x_issue), x_i.eq(cnt)]
-        for i in range(rows):
-            with m.If(x_land & (x_i == i)):
-                m.d.sync += xreg[i].eq(self.ifmap.data)
+        m.d.sync += [x_land.eq(x_issue), x_i.eq(cnt_f), x_b.eq(bank)]
+        for b in range(2):
+            for i in range(rows):
+                with m.If(x_land & (x_b == b) & (x_i == i)):
+                    m.d.sync += xreg[b][i].eq(self.ifmap.data)
 
-        # MAC: the weight read issued in cycle t is used at t+1.
-        mac_issue, mac_land = Signal(), Signal()
-        clear = Signal()
-        m.d.sync += mac_land.eq(mac_issue)
+        # MAC: the weight read issued in cycle t is used at t+1, on bank mac_b.
+        mac_land, mac_b = Signal(), Signal()
+        m.d.sync += [mac_land.eq(mac_issue), mac_b.eq(~bank)]
         w_addr = Signal.like(self.weight.addr)
         if self.ZERO_SKIP:
-            # kmask: the k < k_len where some row of the block has a non-zero input, built
-            # as the rows land; each MAC cycle takes its lowest k (a priority encoder).
-            kmask = Signal(rows)
-            first_mac = Signal()
+            # kmask per bank: the k < k_len where some row of the block has a non-zero input,
+            # built as the rows land (the landing row is seen the same cycle); each MAC cycle
+            # takes the lowest k of its bank's mask (a priority encoder).
+            kmask = [Signal(rows, name=f"kmask{b}") for b in range(2)]
             k_star = Signal(range(rows))
             k_land = Signal(range(rows))
             nz = Cat((self.ifmap.data[l * ab:(l + 1) * ab] != insn.in_zp.as_unsigned()) & (insn.k_len > l)
                      for l in range(rows))
-            with m.If(clear):
-                m.d.sync += kmask.eq(0)
-            with m.Elif(x_land):
-                m.d.sync += kmask.eq(kmask | nz)
+            kmask_now = [Signal(rows, name=f"kmask_now{b}") for b in range(2)]
+            for b in range(2):
+                m.d.comb += kmask_now[b].eq(kmask[b] | Mux(x_land & (x_b == b), nz, 0))
+            kmac = Signal(rows)
+            m.d.comb += kmac.eq(Mux(bank, kmask_now[0], kmask_now[1]))
             for l in reversed(range(rows)):
-                with m.If(kmask[l]):
+                with m.If(kmac[l]):
                     m.d.comb += k_star.eq(l)
+            kbit = Signal(rows)
+            m.d.comb += kbit.eq(Mux(mac_issue, Const(1, rows) << k_star, 0))
+            for b in range(2):
+                with m.If(x_issue & (cnt_f == 0) & (bank == b)):   # a new block's mask
+                    m.d.sync += kmask[b].eq(0)
+                with m.Elif(bank == b):
+                    m.d.sync += kmask[b].eq(kmask_now[b])
+                with m.Else():
+                    m.d.sync += kmask[b].eq(kmask_now[b] & ~kbit)
             with m.If(mac_issue):
-                m.d.sync += [kmask.eq(kmask & ~(Const(1, rows) << k_star)), k_land.eq(k_star)]
-            m.d.comb += w_addr.eq(insn.weight_row + k_star)
-            lanes_of = [Array(xreg[i][l * ab:(l + 1) * ab] for l in range(rows)) for i in range(rows)]
-            xs = [lanes_of[i][k_land].as_signed() - insn.in_zp.as_signed() for i in range(rows)]
+                m.d.sync += k_land.eq(k_star)
+            m.d.comb += [w_addr.eq(insn.weight_row + k_star),
+                         last_m.eq(~on_m | ((kmac & ~(Const(1, rows) << k_star))[:rows] == 0)),
+                         mac_issue.eq(run & on_m & (kmac != 0))]
+            with m.If(run & first & on_m):  # the k < k_len this block skips
+                m.d.comb += self.zero_skips.eq(insn.k_len - sum(kmac[l] for l in range(rows)))
+            xs = [[Array(xreg[b][i][l * ab:(l + 1) * ab] for l in range(rows))[k_land].as_signed()
+                   - insn.in_zp.as_signed() for i in range(rows)] for b in range(2)]
         else:
-            m.d.comb += w_addr.eq(insn.weight_row + cnt)
-            xs = [xreg[i][:ab].as_signed() for i in range(rows)]
+            m.d.comb += [w_addr.eq(insn.weight_row + cnt_m),
+                         last_m.eq(~on_m | (cnt_m + 1 >= insn.k_len)),
+                         mac_issue.eq(run & on_m & (cnt_m < insn.k_len))]
+            xs = [[xreg[b][i][:ab].as_signed() for i in range(rows)] for b in range(2)]
+            for b in range(2):
+                for i in range(rows):
+                    with m.If(mac_land & (mac_b == b) & ~(x_land & (x_b == b))):
+                        m.d.sync += xreg[b][i].eq(xreg[b][i] >> ab)
+        for b in range(2):
             for i in range(rows):
-                with m.If(mac_land):
-                    m.d.sync += xreg[i].eq(xreg[i] >> ab)
-        for i in range(rows):
-            x = xs[i]
-            for n in range(cols):
-                w = self.weight.data[n * wb:(n + 1) * wb].as_signed()
-                with m.If(clear):
-                    m.d.sync += acc[i][n].eq(0)
-                with m.Elif(mac_land):
-                    m.d.sync += acc[i][n].eq(acc[i][n] + x * w)  # wraps to int32
+                for n in range(cols):
+                    w = self.weight.data[n * wb:(n + 1) * wb].as_signed()
+                    # the MAC bank is cleared in its epoch's first cycle (its last drain
+                    # read, if any, is that cycle; its first MAC lands a cycle later)
+                    with m.If(run & first & on_m & (bank != b)):
+                        m.d.sync += acc[b][i][n].eq(0)
+                    with m.Elif(mac_land & (mac_b == b)):
+                        m.d.sync += acc[b][i][n].eq(acc[b][i][n] + xs[b][i] * w)  # wraps to int32
 
-        # WRITE: psum row read in cycle t, written at t+1 with PE row wr_i added.
-        wr_issue, wr_land = Signal(), Signal()
+        # DRAIN: psum row read in cycle t, written at t+1 with bank wr_b's PE row wr_i added.
+        wr_land, wr_b = Signal(), Signal()
         wr_i = Signal(range(rows))
         wr_addr = Signal.like(self.psum_wr.addr)
-        m.d.sync += [wr_land.eq(wr_issue), wr_i.eq(cnt), wr_addr.eq(insn.psum_row + m0 + cnt)]
-        acc_rows = Array(Cat(acc[i]) for i in range(rows))
-        out_row = acc_rows[wr_i]
+        m.d.sync += [wr_land.eq(wr_issue), wr_i.eq(cnt_d), wr_b.eq(bank),
+                     wr_addr.eq(insn.psum_row + m0_d + cnt_d)]
+        acc_rows = [Array(Cat(acc[b][i]) for i in range(rows)) for b in range(2)]
+        out_row = Mux(wr_b, acc_rows[1][wr_i], acc_rows[0][wr_i])
         old = Mux(insn.accumulate, self.psum_rd.data, 0)
         m.d.comb += [
             self.psum_wr.addr.eq(wr_addr),
@@ -145,81 +184,71 @@ class OSArray(ComputeEngine):
             m.d.comb += self.psum_wr.en.eq(Cat(insn.n_len > n for n in range(cols)))
 
         m.d.comb += [
-            self.ifmap.addr.eq(insn.ifmap_row + m0 + cnt),
+            x_issue.eq(run & on_f & (cnt_f < mb_f)),
+            last_f.eq(~on_f | (cnt_f + 1 >= mb_f)),
+            wr_issue.eq(run & on_d & (cnt_d < mb_d)),
+            last_d.eq(~on_d | (cnt_d + 1 >= mb_d)),
+            self.ifmap.addr.eq(insn.ifmap_row + m0_f + cnt_f),
             self.ifmap.en.eq(x_issue),
             self.weight.addr.eq(w_addr),
             self.weight.en.eq(mac_issue),
-            self.psum_rd.addr.eq(insn.psum_row + m0 + cnt),
+            self.psum_rd.addr.eq(insn.psum_row + m0_d + cnt_d),
             self.psum_rd.en.eq(wr_issue & insn.accumulate),
         ]
+        with m.If(x_issue):
+            m.d.sync += cnt_f.eq(cnt_f + 1)
+        with m.If(mac_issue):
+            m.d.sync += cnt_m.eq(cnt_m + 1)
+        with m.If(wr_issue):
+            m.d.sync += cnt_d.eq(cnt_d + 1)
 
-        left = Signal(16)  # rows of the instruction not yet in a finished block
         with m.FSM():
             accept_state(m, self.insn, insn)
             with insn_check_state(m, self, gemm_insn_in_range(insn, cfg), insn.m_len == 0):
-                m.d.sync += [m0.eq(0), cnt.eq(0), left.eq(insn.m_len),
-                             mb.eq(Mux(insn.m_len < rows, insn.m_len, rows))]
-                m.next = "LOADX"
-            with m.State("LOADX"):
-                m.d.comb += [self.busy.eq(1), x_issue.eq(1)]
-                with m.If(cnt == 0):
-                    m.d.comb += clear.eq(1)
-                m.d.sync += cnt.eq(cnt + 1)
-                with m.If(cnt == mb - 1):
-                    m.d.sync += cnt.eq(0)
-                    if self.ZERO_SKIP:
-                        m.next = "SCAN"
-                    else:
-                        with m.If(insn.k_len == 0):
-                            m.next = "WRITE"
-                        with m.Else():
-                            m.next = "MAC"
-            if self.ZERO_SKIP:
-                with m.State("SCAN"):
-                    # The block's last ifmap row lands; kmask is complete after this cycle.
-                    m.d.comb += self.busy.eq(1)
-                    m.d.sync += first_mac.eq(1)
-                    m.next = "MAC"
-                with m.State("MAC"):
-                    m.d.comb += self.busy.eq(1)
-                    m.d.sync += first_mac.eq(0)
-                    with m.If(first_mac):  # the k < k_len this block skips
-                        m.d.comb += self.zero_skips.eq(insn.k_len - sum(kmask[l] for l in range(rows)))
-                    with m.If(kmask == 0):  # every input of the block is zero
-                        m.next = "WRITE"
-                    with m.Else():
-                        m.d.comb += mac_issue.eq(1)
-                        with m.If((kmask & ~(Const(1, rows) << k_star))[:rows] == 0):
-                            m.next = "WRITE"
-            else:
-                with m.State("MAC"):
-                    m.d.comb += [self.busy.eq(1), mac_issue.eq(1)]
-                    m.d.sync += cnt.eq(cnt + 1)
-                    with m.If(cnt == insn.k_len - 1):
-                        m.d.sync += cnt.eq(0)
-                        m.next = "WRITE"
-            with m.State("WRITE"):
-                m.d.comb += [self.busy.eq(1), wr_issue.eq(1)]
-                m.d.sync += cnt.eq(cnt + 1)
-                with m.If(cnt == mb - 1):
-                    m.d.sync += [cnt.eq(0), m0.eq(m0 + mb), left.eq(left - mb)]
-                    rest = left - mb
-                    m.d.sync += mb.eq(Mux(rest < rows, rest, rows))
-                    with m.If(rest == 0):
+                m.d.sync += [m0_f.eq(0), left.eq(insn.m_len), on_f.eq(1), on_m.eq(0), on_d.eq(0),
+                             mb_f.eq(Mux(insn.m_len < rows, insn.m_len, rows)), bank.eq(0),
+                             cnt_f.eq(0), cnt_m.eq(0), cnt_d.eq(0), first.eq(1)]
+                m.next = "RUN"
+            with m.State("RUN"):
+                m.d.comb += [self.busy.eq(1), run.eq(1)]
+                m.d.sync += first.eq(0)
+                with m.If(last_f & last_m & last_d):   # the epoch's last cycle
+                    rest = left - Mux(on_f, mb_f, 0)
+                    m.d.sync += [first.eq(1), cnt_f.eq(0), cnt_m.eq(0), cnt_d.eq(0), bank.eq(~bank),
+                                 left.eq(rest), on_f.eq(rest != 0), on_m.eq(on_f), on_d.eq(on_m),
+                                 m0_f.eq(m0_f + mb_f), m0_m.eq(m0_f), m0_d.eq(m0_m),
+                                 mb_f.eq(Mux(rest < rows, rest, rows)), mb_m.eq(mb_f), mb_d.eq(mb_m)]
+                    with m.If(~on_f & ~on_m):   # this epoch drained the last block
                         m.next = "FLUSH"
-                    with m.Else():
-                        m.next = "LOADX"
             finish_states(m, self)
         return m
 
 
+def epoch_cycles(m_len: int, rows: int, mac_steps) -> int:
+    """Cycles of the block pipeline of :class:`OSArray` / ``FEIEArray`` from its first FILL
+    cycle to the last DRAIN issue: ``nb + 2`` epochs (``nb = ceil(m_len / rows)`` blocks),
+    epoch ``e`` filling block ``e``, MAC-ing block ``e-1`` and draining block ``e-2``, each
+    ``max(1, fill rows, MAC steps, drain rows)`` cycles long. ``mac_steps[b]`` = the MAC
+    cycles of block ``b``."""
+    mbs = [min(rows, m_len - m0) for m0 in range(0, m_len, rows)]
+    nb = len(mbs)
+    total = 0
+    for e in range(nb + 2):
+        fill = mbs[e] if e < nb else 0
+        mac = mac_steps[e - 1] if 1 <= e <= nb else 0
+        drain = mbs[e - 2] if 2 <= e <= nb + 1 else 0
+        total += max(1, fill, mac, drain)
+    return total
+
+
 def cycles(insn, config, ifmap=None) -> int:
     """Acceptance to ``done`` / ``error`` of the GEMM ``insn`` (field name -> int, missing
-    = 0) on :class:`OSArray`, the timing of its docstring: ``2*m_len + nb*k_len + 3``
-    with ``nb = ceil(m_len / rows)`` blocks; 1 for ``m_len = 0`` or an illegal
-    instruction. ``ifmap`` is not needed."""
+    = 0) on :class:`OSArray`, the timing of its docstring:
+    ``3 + sum over the nb + 2 epochs of max(1, fill rows, k_len, drain rows)``
+    (:func:`epoch_cycles`); 1 for ``m_len = 0`` or an illegal instruction. ``ifmap`` is
+    not needed."""
     g = legal_gemm(insn, config)
     if g is None or g.m_len == 0:
         return 1
     blocks = -(-g.m_len // config.rows)
-    return 2 * g.m_len + blocks * g.k_len + 3
+    return 3 + epoch_cycles(g.m_len, config.rows, [g.k_len] * blocks)

@@ -119,11 +119,15 @@ def test_ws_sequence_timing(insns, want):
 
 
 @pytest.mark.parametrize("insn, want", [
-    # 2*m_len + nb*k_len + 3, nb = ceil(m_len / rows)
-    (dict(m_len=10, k_len=3, n_len=4), 32),         # nb = 3: 20 + 9 + 3
-    (dict(m_len=4, k_len=4, n_len=2), 15),          # nb = 1: 8 + 4 + 3
-    (dict(m_len=5, k_len=1, n_len=1), 15),          # nb = 2: 10 + 2 + 3
-    (dict(m_len=1, k_len=0, n_len=1), 5),           # nb = 1: 2 + 0 + 3
+    # 3 + sum over epochs e = 0 .. nb+1 of max(1, fill rows of block e, k_len if block e-1
+    # exists, drain rows of block e-2); blocks of mb = min(rows, rows left), nb = ceil(m_len / 4)
+    # mb 4,4,2: 4 | max(4,3) | max(2,3,4) | max(3,4) | 2 = 18; +3
+    (dict(m_len=10, k_len=3, n_len=4), 21),
+    (dict(m_len=4, k_len=4, n_len=2), 15),          # mb 4: 4 | 4 | 4 = 12; +3
+    (dict(m_len=12, k_len=4, n_len=4), 23),         # mb 4,4,4: five epochs of 4 = 20; +3
+    (dict(m_len=5, k_len=1, n_len=1), 13),          # mb 4,1: 4 | max(1,1) | max(1,4) | 1 = 10; +3
+    (dict(m_len=3, k_len=2, n_len=4), 11),          # mb 3: 3 | 2 | 3 = 8; +3
+    (dict(m_len=1, k_len=0, n_len=1), 6),           # mb 1: 1 | max(1, 0) | 1 = 3; +3
     (dict(m_len=0, k_len=4, n_len=4), 1),
     (dict(m_len=4, k_len=4, n_len=5), 1),           # n_len > cols
 ])
@@ -135,20 +139,21 @@ FEIE_CFG = AccelConfig(rows=2, cols=4, dataflow="feie", ifmap_rows=8)
 
 
 @pytest.mark.parametrize("rows, insn, want", [
-    # sum over blocks of mb <= 2 rows (2*mb + 1 + max(nnz, 1)) + 3,
-    # nnz = columns k < k_len with an input other than in_zp in some row of the block
+    # 3 + sum over epochs e = 0 .. nb+1 of max(1, fill rows of block e, nnz of block e-1,
+    # drain rows of block e-2); blocks of mb <= 2 rows, nnz = columns k < k_len with an
+    # input other than in_zp in some row of the block
     ([[0, 5], [0, 0], [7, 0]], dict(m_len=3, k_len=2, n_len=4),
-     13),  # rows 0-1: nnz 1 (k=1) -> 4+1+1 = 6; row 2: nnz 1 (k=0) -> 2+1+1 = 4; 6+4+3
+     9),   # mb 2,1, nnz 1 (k=1), 1 (k=0): 2 | max(1,1) | max(1,2) | 1 = 6; +3
     ([[1, 2], [4, 5], [7, 8]], dict(m_len=3, k_len=2, n_len=4),
-     15),  # dense: 4+1+2 = 7, 2+1+2 = 5; 7+5+3
+     10),  # dense, nnz 2, 2: 2 | max(1,2) | max(2,2) | 1 = 7; +3
     ([[0, 0], [0, 0], [0, 0]], dict(m_len=3, k_len=2, n_len=4),
-     13),  # all zero, one MAC slot per block: 4+1+1 = 6, 2+1+1 = 4; 6+4+3
+     9),   # all zero, nnz 0, 0: 2 | max(1,1,0) | max(0,2) | 1 = 6; +3
     ([[1, 2], [4, 5]], dict(m_len=2, k_len=1, n_len=1),
-     9),   # k=1 is past k_len: nnz 1 -> 4+1+1 = 6; 6+3
+     8),   # k=1 is past k_len: mb 2, nnz 1: 2 | 1 | 2 = 5; +3
     ([[-128, -128], [-128, 4]], dict(m_len=2, k_len=2, n_len=4, in_zp=-128),
-     9),   # zero point -128: only k=1 is non-zero -> 4+1+1 = 6; 6+3
+     8),   # zero point -128: only k=1 is non-zero, nnz 1: 2 | 1 | 2 = 5; +3
     ([[-128, -128], [-128, 4]], dict(m_len=2, k_len=2, n_len=4, in_zp=0x80),
-     9),   # the same zero point as the field's byte
+     8),   # the same zero point as the field's byte
     ([[1, 2]], dict(m_len=0, k_len=2, n_len=4), 1),
     ([[1, 2]], dict(m_len=1, k_len=3, n_len=4), 1),            # k_len > rows: error
     ([[1, 2]], dict(m_len=1, k_len=2, n_len=4, window=1), 1),  # windowed: error
