@@ -52,8 +52,10 @@ class VectorEngine(ControlledEngine):
     int32 wrapping; MBQM is the PPU's (:func:`celosia.rtl.ppu.mbqm_stages`, any
     shift). Lanes ``>= lanes`` are not written (write enables). MAX and SUM work on
     all lanes at once; ADD's two MBQMs are shared by the lanes, one lane per cycle
-    (the DMA brings a byte per cycle, so a residual add is never waiting on them,
-    and ``2 * L`` MBQM pipelines were a quarter of the Verilator model's run time).
+    (chosen when the DMA brought a byte per cycle, so a residual add never waited on
+    them, and ``2 * L`` MBQM pipelines were a quarter of the Verilator model's run
+    time; with the word-wide DMA an ADD of ``L`` lanes takes ``L`` cycles per row while
+    its two input rows load in about ``2 * L / 8``).
 
     Ports
     -----

@@ -188,7 +188,7 @@ def program_traffic(program, model=None) -> ProgramTraffic:
     sizes = tensor_sizes(model, program.batch) if model is not None else [None] * len(program.nodes)
     layers = []
     for node, size in zip(program.nodes, sizes):
-        descriptors = len(program._pieces(node)) if node.insns else 0
+        descriptors = len(program.descriptor_counts(node))
         layers.append(node_traffic(node.name, node.op, node.macs, node.insns, descriptors, size))
     return ProgramTraffic(layers=layers, batch=program.batch)
 

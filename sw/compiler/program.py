@@ -56,6 +56,12 @@ class Program:
         n = len(node.insns)
         return [min(MAX_DESC_INSNS, n - i) for i in range(0, n, MAX_DESC_INSNS)] or [0]
 
+    @classmethod
+    def descriptor_counts(cls, node: NodeCode) -> list[int]:
+        """Instruction counts of the descriptors the table holds for ``node``: none for a
+        node without instructions, several for one of more than :data:`MAX_DESC_INSNS`."""
+        return [count for count in cls._pieces(node) if count]
+
     def descriptor_table(self, upto: int | None = None, delta: int = 0) -> bytes:
         """Descriptor table of the first ``upto`` nodes (all by default), ended by an empty one.
 
@@ -69,10 +75,9 @@ class Program:
         offset = self._table_bytes(sum(len(self._pieces(nd)) for nd in self.nodes)) + delta
         descs = []
         for kind, node in enumerate(self.nodes[:n]):
-            for count in self._pieces(node):
-                if count:
-                    descs.append(isa.pack_bytes(isa.NodeDescriptor, insn_offset=offset, n_insn=count,
-                                                kind=kind % _KINDS))
+            for count in self.descriptor_counts(node):
+                descs.append(isa.pack_bytes(isa.NodeDescriptor, insn_offset=offset, n_insn=count,
+                                            kind=kind % _KINDS))
                 offset += count * isa.INSN_BYTES
         descs.append(isa.pack_bytes(isa.NodeDescriptor))  # n_insn = 0: end of table
         return b"".join(descs).ljust(self._table_bytes(len(descs) - 1), b"\0")
