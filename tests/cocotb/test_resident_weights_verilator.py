@@ -10,12 +10,14 @@ from celosia.rtl.config import AccelConfig
 from celosia.sw.data import DATA_DIR, digits_split
 from celosia.sw.driver import run
 
-#: 4x4, ws, a weight buffer that holds every weight of both digits models.
-CONFIG = AccelConfig(rows=4, cols=4, weight_rows=2048, dram_bytes=1 << 18)
+#: 4x4, a weight buffer that holds every weight of both digits models.
+CONFIGS = {df: AccelConfig(rows=4, cols=4, weight_rows=2048, dram_bytes=1 << 18, dataflow=df)
+           for df in ("ws", "feie", "rs")}
 
 
-@pytest.mark.parametrize("name", ["digits_mlp", "digits_cnn"])
-def test_digits_init_once_then_inferences(name):
+@pytest.mark.parametrize("name, dataflow", [("digits_mlp", "ws"), ("digits_cnn", "ws"),
+                                            ("digits_cnn", "feie"), ("digits_cnn", "rs")])
+def test_digits_init_once_then_inferences(name, dataflow):
     from celosia.sw.importer import load_onnx
     from celosia.sw.quant import quantize_graph
 
@@ -24,9 +26,10 @@ def test_digits_init_once_then_inferences(name):
     shape = graph.tensors[graph.inputs[0]].shape[1:]
     qmodel = quantize_graph(graph, x_train.reshape(-1, *shape))
     x = x_test[:5].reshape(-1, *shape)
-    golden = run(qmodel, x, CONFIG, backend="golden")
-    on = run(qmodel, x, CONFIG, backend="verilator")
-    off = run(qmodel, x, CONFIG, backend="verilator", resident_weights=False, profile=False)
+    config = CONFIGS[dataflow]
+    golden = run(qmodel, x, config, backend="golden")
+    on = run(qmodel, x, config, backend="verilator")
+    off = run(qmodel, x, config, backend="verilator", resident_weights=False, profile=False)
     np.testing.assert_array_equal(on.y_q, golden.y_q)
     np.testing.assert_array_equal(off.y_q, golden.y_q)
     r_on, r_off = on.report, off.report
@@ -44,6 +47,6 @@ def test_digits_init_once_then_inferences(name):
     assert (r_off["dram_bytes_read"] + r_off["dram_bytes_written"]) / 5 == \
         res["dram_bytes_per_inference_streamed"]
     assert res["dram_bytes_per_inference"] < res["dram_bytes_per_inference_streamed"]
-    print(f"{name}: DRAM bytes per inference {res['dram_bytes_per_inference_streamed']:g} -> "
+    print(f"{name} {dataflow}: DRAM bytes per inference {res['dram_bytes_per_inference_streamed']:g} -> "
           f"{res['dram_bytes_per_inference']:g}; init {res['init_dram_bytes']} B; cycles per inference "
           f"{r_off['cycles_per_run']} -> {r_on['cycles_per_run']}")
