@@ -19,6 +19,8 @@ from amaranth.lib.memory import Memory
 from amaranth.utils import ceil_log2
 from amaranth.lib.wiring import In, Out
 
+from .config import BUS_WIDTHS
+
 __all__ = ["DramReq", "DramRsp", "DramBusSignature", "DramModel", "BusArbiter", "HOST_BITS",
            "host_members"]
 
@@ -70,8 +72,9 @@ class DramBusSignature(wiring.Signature):
     def __init__(self, addr_words, bus_bits=64):
         if not isinstance(addr_words, int) or isinstance(addr_words, bool) or addr_words < 1:
             raise TypeError(f"DRAM address range must be a positive integer, not {addr_words!r}")
-        if bus_bits not in (64, 128, 256):
-            raise TypeError(f"DRAM bus width must be 64, 128 or 256 bits, not {bus_bits!r}")
+        if bus_bits not in BUS_WIDTHS:
+            raise TypeError(f"DRAM bus width must be one of {', '.join(map(str, BUS_WIDTHS))} "
+                            f"bits, not {bus_bits!r}")
         self._addr_words = addr_words
         self._bus_bits = bus_bits
         super().__init__({

@@ -11,7 +11,7 @@ from amaranth.lib import wiring
 from amaranth.sim import Simulator
 
 from celosia.rtl.config import AccelConfig
-from celosia.rtl.dram import BusArbiter, DramModel
+from celosia.rtl.dram import BusArbiter, DramBusSignature, DramModel
 
 
 BUS_WIDTHS = (64, 128, 256)
@@ -213,3 +213,15 @@ def test_arbiter_three_clients(bits):
     assert len(order) == 75
     assert len({tuple(order[k:k + 3]) for k in range(30)} & {(0, 1, 2), (1, 2, 0), (2, 0, 1)}) > 0
     assert max(len(list(g)) for _, g in itertools.groupby(order[:60])) <= 3
+
+
+def test_bus_signature_follows_the_width():
+    cfg = make_config(bus_bits=128)
+    sig = DramBusSignature.of(cfg)
+    assert sig == DramBusSignature(1024 // 16, 128) != DramBusSignature(1024 // 16, 64)
+    req = sig.members["req"].signature.members["payload"].shape
+    rsp = sig.members["rsp"].signature.members["payload"].shape
+    assert (req["wdata"].shape.width, req["wmask"].shape.width, rsp["rdata"].shape.width) \
+        == (128, 16, 128)
+    with pytest.raises(TypeError, match="must be one of 64, 128, 256 bits, not 96"):
+        DramBusSignature(16, 96)
