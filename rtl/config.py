@@ -1,7 +1,9 @@
 """The accelerator configuration: one frozen dataclass drives RTL, compiler, driver and docs.
 
-Every field has a documented range (``RANGES``); a config outside it fails at
-construction with a :class:`ConfigError` naming the field, the value and the range.
+Every field has a documented range (``RANGES``), and a field listed in ``CHOICES``
+(``bus_bits``: 64, 128, 256) only the values listed there; a config outside them fails
+at construction with a :class:`ConfigError` naming the field, the value and the range
+or the allowed values.
 """
 
 from __future__ import annotations
