@@ -1,7 +1,9 @@
 """The accelerator configuration: one frozen dataclass drives RTL, compiler, driver and docs.
 
-Every field has a documented range (``RANGES``); a config outside it fails at
-construction with a :class:`ConfigError` naming the field, the value and the range.
+Every field has a documented range (``RANGES``), and a field listed in ``CHOICES``
+(``bus_bits``: 64, 128, 256) only the values listed there; a config outside them fails
+at construction with a :class:`ConfigError` naming the field, the value and the range
+or the allowed values.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from celosia.errors import ConfigError
 #: Dataflows of the compute engine, from the registry (rtl/dataflows.py, docs/dataflows.md).
 from celosia.rtl.dataflows import DATAFLOWS
 
-__all__ = ["AccelConfig", "ConfigError", "RANGES", "DATAFLOWS", "check_config", "parse_array"]
+__all__ = ["AccelConfig", "ConfigError", "RANGES", "CHOICES", "BUS_WIDTHS", "DATAFLOWS",
+           "check_config", "parse_array"]
 
 
 
@@ -25,7 +28,11 @@ __all__ = ["AccelConfig", "ConfigError", "RANGES", "DATAFLOWS", "check_config", 
 #: ``win_w * k_len`` must fit. 224 is Eyeriss's filter spad (Chen et al., JSSC 2017).
 RS_SPAD = 224
 
+#: DRAM bus widths in bits (``bus_bits``): 64 as in the FEIE paper, 128 and 256.
+BUS_WIDTHS = (64, 128, 256)
+
 #: field -> (min, max, description). Single source for validation, CLI help and docs.
+#: A field in :data:`CHOICES` takes only the values listed there (within its range).
 RANGES: dict[str, tuple[int, int, str]] = {
     "rows":            (1, 64,       "PE array rows (reduction dimension K for ws)"),
     "cols":            (1, 64,       "PE array columns (output channels N for ws)"),
@@ -36,19 +43,27 @@ RANGES: dict[str, tuple[int, int, str]] = {
     "weight_rows":     (2, 65536,    "weight buffer depth in rows of `cols` bytes (both halves)"),
     "psum_rows":       (2, 65536,    "psum buffer depth in rows of `cols` int32 (both halves)"),
     "param_rows":      (2, 4096,     "PPU parameter buffer depth in groups of `cols` channels x 9 bytes (`param_rows * cols` <= 65536)"),
-    "dram_bytes":      (1024, 1 << 28, "simulated DRAM size in bytes (multiple of 8)"),
+    "bus_bits":        (min(BUS_WIDTHS), max(BUS_WIDTHS),
+                        "DRAM bus width in bits: one bus word per request"),
+    "dram_bytes":      (1024, 1 << 28, "simulated DRAM size in bytes (multiple of `bus_bits / 8`)"),
     "dram_latency":    (1, 64,       "simulated DRAM read latency in cycles"),
-    "dram_bytes_per_cycle": (1, 8,   "simulated DRAM bandwidth in bytes per cycle"),
+    "dram_bytes_per_cycle": (1, max(BUS_WIDTHS) // 8,
+                             "simulated DRAM bandwidth in bytes per cycle (at most `bus_bits / 8`)"),
     "queue_depth":     (2, 64,       "instruction queue depth (LOAD / COMPUTE / STORE)"),
 }
+
+#: field -> the values it may take (a subset of its :data:`RANGES` range).
+CHOICES: dict[str, tuple[int, ...]] = {"bus_bits": BUS_WIDTHS}
 
 
 @dataclass(frozen=True)
 class AccelConfig:
     """One generated accelerator.
 
-    The DRAM bus is 64 bits wide (as in the FEIE paper); the bus width is not a
-    parameter yet.
+    The DRAM bus is ``bus_bits`` wide (64 by default, as in the FEIE paper; 128 or
+    256): every bus request moves one word of :attr:`bus_bytes` bytes. The DRAM
+    model's bandwidth (``dram_bytes_per_cycle``, at most a word per cycle) and
+    latency are separate fields.
     """
 
     rows: int = 8
@@ -61,13 +76,11 @@ class AccelConfig:
     weight_rows: int = 1024
     psum_rows: int = 512
     param_rows: int = 64
+    bus_bits: int = 64
     dram_bytes: int = 1 << 20
     dram_latency: int = 8
     dram_bytes_per_cycle: int = 8
     queue_depth: int = 8
-
-    #: DRAM bus width in bits (fixed).
-    BUS_BITS = 64
 
     def __post_init__(self):
         for name, (lo, hi, what) in RANGES.items():
@@ -76,11 +89,19 @@ class AccelConfig:
                 raise ConfigError(f"{name} ({what}) must be an integer, not {value!r}")
             if not lo <= value <= hi:
                 raise ConfigError(f"{name} ({what}) must be {lo}..{hi}, not {value}")
+            if name in CHOICES and value not in CHOICES[name]:
+                raise ConfigError(f"{name} ({what}) must be one of "
+                                  f"{', '.join(map(str, CHOICES[name]))}, not {value}")
         if self.dataflow not in DATAFLOWS:
             raise ConfigError(
                 f"dataflow must be one of {', '.join(DATAFLOWS)}, not {self.dataflow!r}")
-        if self.dram_bytes % 8:
-            raise ConfigError(f"dram_bytes must be a multiple of 8, not {self.dram_bytes}")
+        if self.dram_bytes % self.bus_bytes:
+            raise ConfigError(f"dram_bytes must be a multiple of the bus word ({self.bus_bytes} "
+                              f"bytes at bus_bits = {self.bus_bits}), not {self.dram_bytes}")
+        if self.dram_bytes_per_cycle > self.bus_bytes:
+            raise ConfigError(f"dram_bytes_per_cycle must be at most a bus word per cycle "
+                              f"({self.bus_bytes} at bus_bits = {self.bus_bits}), not "
+                              f"{self.dram_bytes_per_cycle}")
         for name in ("ifmap_rows", "weight_rows", "psum_rows", "param_rows"):
             if getattr(self, name) % 2:
                 raise ConfigError(f"{name} must be even (two halves), not {getattr(self, name)}")
@@ -94,7 +115,19 @@ class AccelConfig:
 
     # -- derived quantities -------------------------------------------------
     @property
+    def bus_bytes(self) -> int:
+        """Bytes per DRAM bus word: ``bus_bits / 8`` (8, 16 or 32)."""
+        return self.bus_bits // 8
+
+    @property
     def dram_words(self) -> int:
+        """DRAM size in bus words (the bus's address range)."""
+        return self.dram_bytes // self.bus_bytes
+
+    @property
+    def host_words(self) -> int:
+        """DRAM size in 64-bit words: the address range of the DRAM model's host port,
+        which reads and writes 64-bit sub-words of the bus words at every bus width."""
         return self.dram_bytes // 8
 
     @property
@@ -159,12 +192,17 @@ def markdown() -> str:
              "outside its range fails at construction with a message naming the field.", "",
              "| field | default | range | meaning |", "| --- | --- | --- | --- |"]
     for name, (lo, hi, what) in RANGES.items():
-        lines.append(f"| `{name}` | {getattr(defaults, name)} | {lo}..{hi} | {what} |")
+        allowed = ", ".join(map(str, CHOICES[name])) if name in CHOICES else f"{lo}..{hi}"
+        lines.append(f"| `{name}` | {getattr(defaults, name)} | {allowed} | {what} |")
     lines.append(f"| `dataflow` | {defaults.dataflow} | {', '.join(DATAFLOWS)} | PE-array dataflow "
                  f"(docs/dataflows.md) |")
-    lines += ["", "Further rules: `dram_bytes` is a multiple of 8; buffer depths are even (two "
-              "halves); `weight_rows >= 2 * rows` (one weight tile per half). The DRAM bus is "
-              f"{AccelConfig.BUS_BITS} bits wide. The `rs` array has 2 x {RS_SPAD} filter-scratchpad "
+    lines += ["", "Further rules: `dram_bytes` is a multiple of the bus word (`bus_bits / 8` "
+              "bytes); `dram_bytes_per_cycle <= bus_bits / 8`; buffer depths are even (two "
+              "halves); `weight_rows >= 2 * rows` (one weight tile per half). A wider bus moves "
+              "more bytes per request only when the DRAM model delivers them: set "
+              "`dram_bytes_per_cycle` with it (e.g. `--set bus_bits=128 --set "
+              "dram_bytes_per_cycle=16`); docs/hardware.md gives the DMA timing at each width. "
+              f"The `rs` array has 2 x {RS_SPAD} filter-scratchpad "
               "entries per PE row (two banks) and `2 * (rows + cols)` ifmap line registers "
               "(docs/dataflows.md).", "",
               "The default `weight_rows` (1024 rows: 8 KB at 8 columns, the size of the default "

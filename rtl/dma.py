@@ -8,9 +8,9 @@ or starts it).
 
 Timing
 ------
-Both engines move DRAM data a 64-bit bus word at a time: a *run* is the innermost
-loop (``i0``) of one ``(i1, i2)``, which always lands in one buffer row (LOAD) or
-comes out of one psum row (STORE).
+Both engines move DRAM data a bus word (``B = config.bus_bytes = bus_bits / 8`` bytes:
+8, 16 or 32) at a time: a *run* is the innermost loop (``i0``) of one ``(i1, i2)``,
+which always lands in one buffer row (LOAD) or comes out of one psum row (STORE).
 
 ``LoadEngine``: ``insn`` accepted in cycle ``t`` (``ready`` only while idle);
 cycle ``t+1`` checks bounds: ``error`` (or ``done`` for an empty instruction)
@@ -18,12 +18,12 @@ pulses in cycle ``t+2``. Otherwise *requests* are issued in loop order from cycl
 ``t+2``, one per cycle. A request covers the next elements of the current run:
 
 * a read run with ``dram_stride0 == 1``: the bytes from the current address to
-  the end of its word or of the run, one bus read (a run of ``n`` bytes starting
-  at byte ``o`` of a word takes ``ceil((o % 8 + n) / 8)`` reads);
+  the end of its bus word or of the run, one bus read (a run of ``n`` bytes
+  starting at byte address ``a`` takes ``ceil((a % B + n) / B)`` reads);
 * a read run with another stride: one element per bus read;
-* a padded run (``pad_en``, ``i1`` / ``i2`` outside the pad ranges): up to 8
+* a padded run (``pad_en``, ``i1`` / ``i2`` outside the pad ranges): up to ``B``
   lanes of ``pad_value`` per request, without touching the bus
-  (``ceil(n0 / 8)`` requests).
+  (``ceil(n0 / B)`` requests).
 
 A read request issues as the bus accepts it, a pad request straight away. Every
 request enters the in-flight FIFO (depth ``dram_latency + 2``; entry: buffer row,
@@ -35,7 +35,7 @@ soon as it is at the head. This relies on the bus contract (``rtl/dram.py``: a
 read is answered exactly ``dram_latency`` cycles after acceptance): a pad takes an
 issue slot, which leaves a response-free cycle for it at the head. ``done`` pulses
 the cycle after the last write. With a bus that accepts every request
-(``dram_bytes_per_cycle == 8``, no other master), an instruction of ``R``
+(``dram_bytes_per_cycle == B``, no other master), an instruction of ``R``
 requests (the sum above over its runs) takes ``R + dram_latency + 2`` cycles from
 acceptance to ``done`` when it reads anything, ``R + 3`` when every run is padded
 (:func:`load_cycles`). A throttled or shared bus adds its stalls.
@@ -44,11 +44,12 @@ acceptance to ``done`` when it reads anything, ``R + 3`` when every run is padde
 param row and the first psum row are read, from ``t+2`` one channel per cycle
 enters the PPU (the next channel's param row, and the next psum row in the cycle
 of the row's last channel, are read as a channel enters, so there are no
-bubbles). PPU outputs are gathered into their DRAM word: the byte that fills the
-word's byte 7 or ends a run (channel ``n_len - 1``) leaves with the gathered ones
-as ONE masked write (``wmask``) in the cycle the PPU offers it; the other bytes
-are taken without a bus request. A run of ``n`` bytes from byte ``o`` of a word
-takes ``ceil((o % 8 + n) / 8)`` writes; runs sharing a word write it separately.
+bubbles). PPU outputs are gathered into their DRAM bus word: the byte that fills the
+word's last byte (``B - 1``) or ends a run (channel ``n_len - 1``) leaves with the
+gathered ones as ONE masked write (``wmask``) in the cycle the PPU offers it; the
+other bytes are taken without a bus request. A run of ``n`` bytes from byte address
+``a`` takes ``ceil((a % B + n) / B)`` writes; runs sharing a word write it separately.
+The cycle count does not depend on ``B``.
 ``done`` pulses the cycle after the last write was accepted: ``n_len * m_len +
 ppu.LATENCY + 2`` cycles with a bus that accepts every request
 (:func:`store_cycles`), plus bus stalls (a throttled bus stalls the PPU only at
@@ -56,7 +57,9 @@ the writes).
 
 ``bytes`` (DRAM_RD / DRAM_WR) counts the bytes an instruction uses, not whole
 words: a read response adds its entry's ``count``, an accepted write the bytes set
-in its ``wmask``; padded bytes are not counted.
+in its ``wmask``; padded bytes are not counted. Its width,
+:data:`~celosia.rtl.controller.signatures.DRAM_BYTES_BITS`, holds a word of the
+widest bus.
 
 ``busy`` is high from the cycle after acceptance until ``done``/``error`` (those
 pulse in the first idle cycle).
@@ -68,6 +71,7 @@ from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
 
 from .buffers import BufferReadSignature, BufferWriteSignature
+from .controller.signatures import DRAM_BYTES_BITS
 from .dram import DramBusSignature
 from .isa import NUM_BASE_REGS, PARAM_BYTES, Buffer, ErrorCode, LoadInsn, ParamRecord, StoreInsn
 from .ppu import LATENCY as PPU_LATENCY, PPU
@@ -80,8 +84,9 @@ __all__ = ["LoopNest", "dram_start", "span_last", "window_check", "accept_state"
 #: negative start (signed ``dram_offset``) still gives the right in-window addresses.
 ADDR_BITS = 33
 
-#: Width of the engines' ``bytes`` output: DRAM bytes moved in a cycle (0 .. 8).
-BYTES_BITS = 4
+#: Width of the engines' ``bytes`` output (DRAM bytes moved in a cycle, 0 .. a bus word)
+#: and of :class:`LoopNest`'s ``step``: from the controller's engine signature.
+BYTES_BITS = DRAM_BYTES_BITS
 
 
 def dram_start(m, name, base, offset):
@@ -187,9 +192,9 @@ class LoopNest(wiring.Component):
     next : In(1)
         Advance by ``step`` elements of the innermost loop (ignored in the cycle of ``start``);
         past the end of the innermost loop, to the next ``(i1, i2)``.
-    step : In(4, init=1)
-        Innermost elements consumed by ``next`` (1..8, at most ``n0 - i0``): the engines move
-        a word's worth of bytes at once.
+    step : In(BYTES_BITS, init=1)
+        Innermost elements consumed by ``next`` (1 .. ``bus_bits / 8``, at most ``n0 - i0``):
+        the engines move a bus word's worth of bytes at once.
     addr : Out(33), row : Out(18), lane : Out(13)
         The current element.
     i0, i1, i2 : Out(16)
@@ -213,7 +218,7 @@ class LoopNest(wiring.Component):
     lane0: In(12)
     start: In(1)
     next: In(1)
-    step: In(4, init=1)
+    step: In(BYTES_BITS, init=1)
     addr: Out(ADDR_BITS)
     row: Out(18)
     lane: Out(13)
@@ -271,7 +276,7 @@ def _engine_members(config):
         "base": In(data.ArrayLayout(unsigned(32), NUM_BASE_REGS)),
         "window_base": In(32),
         "window_size": In(32),
-        "bus": Out(DramBusSignature(config.dram_words)),
+        "bus": Out(DramBusSignature.of(config)),
         "done": Out(1),
         "error": Out(1),
         "error_code": Out(8),
@@ -291,20 +296,21 @@ class LoadEngine(wiring.Component):
         Base registers.
     window_base, window_size : In(32)
         DRAM window (size 0: the whole DRAM).
-    bus : Out(DramBusSignature(config.dram_words))
+    bus : Out(DramBusSignature.of(config))
         Reads only (tag 0).
     ifmap_wr : Out(BufferWriteSignature(ifmap_rows, rows, 8))
     weight_wr : Out(BufferWriteSignature(weight_rows, cols, 8))
     param_wr : Out(BufferWriteSignature(param_rows * cols, PARAM_BYTES, 8))
         One output channel's parameters (a :data:`~celosia.rtl.isa.ParamRecord`) per row.
-        Each write enables the 1..8 consecutive lanes of one request; ``data`` is the bus
-        word rotated so that its bytes meet their lanes, repeated along the row.
+        Each write enables the 1 .. ``bus_bits / 8`` consecutive lanes of one request;
+        ``data`` is the bus word rotated so that its bytes meet their lanes, repeated
+        along the row.
     done, error : Out(1)
         One-cycle pulses; ``error_code`` (:class:`ErrorCode`) is valid with ``error``.
     busy : Out(1)
-    bytes : Out(4)
-        Bytes read from DRAM this cycle, 0 .. 8: the ones a response brings for the
-        instruction (padded bytes and unused bytes of the word are not counted).
+    bytes : Out(BYTES_BITS)
+        Bytes read from DRAM this cycle, 0 .. ``bus_bits / 8``: the ones a response brings
+        for the instruction (padded bytes and unused bytes of the word are not counted).
     """
 
     def __init__(self, config):
@@ -321,9 +327,13 @@ class LoadEngine(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         cfg = self._config
+        nb = cfg.bus_bytes                   # bytes per bus word
+        ob = (nb - 1).bit_length()           # bits of a byte's offset in its word
+        cb = nb.bit_length()                 # bits of a count 0 .. nb
         insn = Signal(LoadInsn)
         m.submodules.nest = nest = LoopNest()
-        m.submodules.track = track = SyncFIFO(width=18 + 13 + 3 + 4 + 1, depth=cfg.dram_latency + 2)
+        m.submodules.track = track = SyncFIFO(width=18 + 13 + ob + cb + 1,
+                                              depth=cfg.dram_latency + 2)
 
         start = dram_start(m, "load", self.base[insn.base_reg], insn.dram_offset)
         m.d.comb += [
@@ -380,12 +390,12 @@ class LoadEngine(wiring.Component):
 
         # The current request: up to a word's worth of the run from the current element
         # (dram_stride0 == 1: the bytes up to the end of the word; other strides: one
-        # element; a padded run: 8 lanes, no bus).
-        rem, room, step = Signal(16), Signal(4), Signal(4)
+        # element; a padded run: nb lanes, no bus).
+        rem, room, step = Signal(16), Signal(range(nb + 1)), Signal(range(nb + 1))
         with m.If(cur_pad):
-            m.d.comb += room.eq(8)
+            m.d.comb += room.eq(nb)
         with m.Elif(insn.dram_stride0 == 1):
-            m.d.comb += room.eq(8 - nest.addr[:3])
+            m.d.comb += room.eq(nb - nest.addr[:ob])
         with m.Else():
             m.d.comb += room.eq(1)
         m.d.comb += [
@@ -410,10 +420,10 @@ class LoadEngine(wiring.Component):
                 issue = Signal()
                 m.d.comb += [
                     req.valid.eq(~issued_all & track.w_rdy & ~cur_pad),
-                    req.payload.addr.eq(nest.addr[3:]),
+                    req.payload.addr.eq(nest.addr[ob:]),
                     req.payload.we.eq(0),
                     issue.eq(~issued_all & track.w_rdy & (cur_pad | req.ready)),
-                    track.w_data.eq(Cat(nest.row, nest.lane, nest.addr[:3], step, cur_pad)),
+                    track.w_data.eq(Cat(nest.row, nest.lane, nest.addr[:ob], step, cur_pad)),
                     track.w_en.eq(issue),
                     nest.next.eq(issue),
                 ]
@@ -426,7 +436,7 @@ class LoadEngine(wiring.Component):
         # The FIFO head is written in issue order: a read entry the cycle its response
         # arrives (only ever for our reads), a pad entry as soon as it is at the head.
         # Entry: ``count`` lanes from ``lane`` of ``row`` get bytes ``byte ..`` of the word.
-        w_row, w_lane, w_byte, w_count, w_pad = Signal(18), Signal(13), Signal(3), Signal(4), Signal()
+        w_row, w_lane, w_byte, w_count, w_pad = Signal(18), Signal(13), Signal(ob), Signal(cb), Signal()
         write = Signal()
         m.d.comb += [
             Cat(w_row, w_lane, w_byte, w_count, w_pad).eq(track.r_data),
@@ -434,15 +444,15 @@ class LoadEngine(wiring.Component):
             track.r_en.eq(write),
             self.bytes.eq(Mux(rsp.valid, w_count, 0)),
         ]
-        # Lane l of the row takes byte (l - lane + byte) mod 8 of the word: rotate the word
-        # so that byte ``byte`` lands on lane ``lane`` mod 8, and repeat it along the row.
-        shift, word, mask = Signal(3), Signal(64), Signal(8)
+        # Lane l of the row takes byte (l - lane + byte) mod nb of the word: rotate the word
+        # so that byte ``byte`` lands on lane ``lane`` mod nb, and repeat it along the row.
+        shift, word, mask = Signal(ob), Signal(8 * nb), Signal(nb)
         rdata = rsp.payload.rdata
         m.d.comb += [
-            shift.eq(w_byte - w_lane[:3]),
-            word.eq(Mux(rsp.valid, Cat(rdata, rdata).bit_select(shift * 8, 64),
-                        Cat([insn.pad_value] * 8))),
-            mask.eq(~(Const(0xFF, 8) << w_count)[:8]),  # the low w_count bits
+            shift.eq(w_byte - w_lane[:ob]),
+            word.eq(Mux(rsp.valid, Cat(rdata, rdata).bit_select(shift * 8, 8 * nb),
+                        Cat([insn.pad_value] * nb))),
+            mask.eq(~(Const((1 << nb) - 1, nb) << w_count)[:nb]),  # the low w_count bits
         ]
         for buf, port in ((Buffer.IFMAP, self.ifmap_wr), (Buffer.WEIGHT, self.weight_wr),
                           (Buffer.PARAM, self.param_wr)):
@@ -450,7 +460,7 @@ class LoadEngine(wiring.Component):
             lane = w_lane[:max(1, (lanes - 1).bit_length())]  # < lanes after the check
             m.d.comb += [
                 port.addr.eq(w_row),
-                port.data.eq(Cat([word] * -(-lanes // 8))),
+                port.data.eq(Cat([word] * -(-lanes // nb))),
                 port.en.eq(Mux(write & (insn.buf == buf), mask << lane, 0)),
             ]
         return m
@@ -466,17 +476,18 @@ class StoreEngine(wiring.Component):
         ``ready`` while idle.
     base : In(ArrayLayout(32, 8)), window_base, window_size : In(32)
         As for :class:`LoadEngine`.
-    bus : Out(DramBusSignature(config.dram_words))
-        Masked word writes: ``wmask`` the bytes of one run in one word, ``wdata`` holds
-        them in place (the other bytes are don't-care).
+    bus : Out(DramBusSignature.of(config))
+        Masked word writes: ``wmask`` the bytes of one run in one bus word, ``wdata``
+        holds them in place (the other bytes are don't-care).
     psum_rd : Out(BufferReadSignature(psum_rows, cols * 32))
         psum buffer read port 1.
     param_rd : Out(BufferReadSignature(param_rows * cols, ParamRecord.size))
         Row ``param_row + n`` (a :data:`~celosia.rtl.isa.ParamRecord`) for channel ``n``, read the cycle before the channel
         enters the PPU; relies on ``data`` holding while the PPU stalls.
     done, error, error_code, busy : as for :class:`LoadEngine`
-    bytes : Out(4)
-        Bytes written to DRAM this cycle, 0 .. 8 (the ``wmask`` bits of an accepted write).
+    bytes : Out(BYTES_BITS)
+        Bytes written to DRAM this cycle, 0 .. ``bus_bits / 8`` (the ``wmask`` bits of an
+        accepted write).
     """
 
     def __init__(self, config):
@@ -552,24 +563,26 @@ class StoreEngine(wiring.Component):
                                  self.psum_rd.addr.eq(insn.psum_row + in_m + 1)]
 
         # Output side: PPU results are gathered into the word they go to (``acc_*``); the
-        # byte that completes the word (DRAM byte 7) or ends a run (channel n_len - 1) goes
-        # out with the gathered ones as one masked write, in the cycle the PPU offers it.
-        acc_data, acc_mask, acc_n = Signal(64), Signal(8), Signal(4)
+        # byte that completes the word (its byte nb - 1) or ends a run (channel n_len - 1)
+        # goes out with the gathered ones as one masked write, in the cycle the PPU offers it.
+        nb = cfg.bus_bytes
+        ob = (nb - 1).bit_length()
+        acc_data, acc_mask, acc_n = Signal(8 * nb), Signal(nb), Signal(range(nb))
         req = self.bus.req
-        byte_mask, flush, take = Signal(8), Signal(), Signal()
+        byte_mask, flush, take = Signal(nb), Signal(), Signal()
         m.d.comb += [
-            byte_mask.eq(Const(1, 8) << nest.addr[:3]),
-            flush.eq(nest.end0 | (nest.addr[:3] == 7)),
+            byte_mask.eq(Const(1, nb) << nest.addr[:ob]),
+            flush.eq(nest.end0 | (nest.addr[:ob] == nb - 1)),
             req.valid.eq(ppu.o.valid & flush),
             ppu.o.ready.eq(~flush | req.ready),
             take.eq(ppu.o.valid & ppu.o.ready),
-            req.payload.addr.eq(nest.addr[3:]),
+            req.payload.addr.eq(nest.addr[ob:]),
             req.payload.we.eq(1),
             req.payload.wmask.eq(acc_mask | byte_mask),
             nest.next.eq(take),
             self.bytes.eq(Mux(req.valid & req.ready, acc_n + 1, 0)),
         ]
-        for b in range(8):
+        for b in range(nb):
             m.d.comb += req.payload.wdata.word_select(b, 8).eq(
                 Mux(byte_mask[b], ppu.o.payload, acc_data.word_select(b, 8)))
         with m.If(take):
@@ -608,13 +621,17 @@ def _field(insn, name):
     return int(insn.get(name, 0))
 
 
-def load_requests(insn, base=None):
-    """Requests of the LOAD ``insn`` (field name -> int, missing = 0), as the module
-    docstring counts them: ``(reads, pads)``, bus reads and pad requests.
+def load_requests(insn, config, base=None):
+    """Requests of the LOAD ``insn`` (field name -> int, missing = 0) on ``config``'s bus
+    of ``B = bus_bits / 8`` bytes, as the module docstring counts them: ``(reads,
+    pads)``, bus reads and pad requests. Per run of ``n0`` elements from byte address
+    ``a``: ``ceil((a % B + n0) / B)`` reads (``dram_stride0 == 1``), ``n0`` reads (other
+    strides) or ``ceil(n0 / B)`` pads (a padded run).
 
     ``base`` holds the base register values (default all 0): the start address's
     position in its word decides how many words a run touches.
     """
+    nb = config.bus_bytes
     base = [0] * NUM_BASE_REGS if base is None else base
     n0, n1, n2 = (_field(insn, f"n{k}") for k in range(3))
     start = base[_field(insn, "base_reg")] + _field(insn, "dram_offset")
@@ -625,10 +642,10 @@ def load_requests(insn, base=None):
     for i2 in range(n2):
         for i1 in range(n1):
             if pad_en and not (lo1 <= i1 < hi1 and lo2 <= i2 < hi2):
-                pads += -(-n0 // 8)
+                pads += -(-n0 // nb)
             elif s0 == 1:
-                offset = (start + i1 * s1 + i2 * s2) % 8
-                reads += -(-(offset + n0) // 8)
+                offset = (start + i1 * s1 + i2 * s2) % nb
+                reads += -(-(offset + n0) // nb)
             else:
                 reads += n0
     return reads, pads
@@ -637,19 +654,20 @@ def load_requests(insn, base=None):
 def load_cycles(insn, config, base=None):
     """Acceptance to ``done`` of the LOAD ``insn`` (field name -> int, missing = 0) on
     :class:`LoadEngine` with a bus that accepts every request (``dram_bytes_per_cycle
-    == 8``, no other master): ``R + dram_latency + 2`` for ``R`` requests
+    == bus_bits / 8``, no other master): ``R + dram_latency + 2`` for ``R`` requests
     (:func:`load_requests`) when some run is read, ``R + 3`` when all are padded, 2
     for an empty instruction. Assumes the instruction passes the bounds checks (a
     failing one takes 2). ``base``: the base register values (default all 0)."""
     if min(_field(insn, "n0"), _field(insn, "n1"), _field(insn, "n2")) == 0:
         return 2
-    reads, pads = load_requests(insn, base)
+    reads, pads = load_requests(insn, config, base)
     return reads + pads + (config.dram_latency + 2 if reads else 3)
 
 
 def store_cycles(insn, config):
     """Acceptance to ``done`` of the STORE ``insn`` (field name -> int, missing = 0) on
     :class:`StoreEngine` with a bus that accepts every request: ``n_len * m_len +
-    ppu.LATENCY + 2``, 2 for an empty instruction (or one failing the bounds checks)."""
+    ppu.LATENCY + 2``, 2 for an empty instruction (or one failing the bounds checks), at
+    every bus width (one byte per cycle leaves the PPU)."""
     n = _field(insn, "n_len") * _field(insn, "m_len")
     return n + PPU_LATENCY + 2 if n else 2

@@ -1,8 +1,11 @@
-"""The 64-bit DRAM bus, a simulation DRAM model and a round-robin bus arbiter.
+"""The DRAM bus (``config.bus_bits`` wide), a simulation DRAM model and a round-robin
+bus arbiter.
 
 Bus protocol (:class:`DramBusSignature`, master side): ``req`` is a stream of
-``{addr, we, wdata, wmask, tag}`` (``addr`` in 64-bit words, ``wmask`` bit ``b``
-enables byte ``b``); ``rsp`` is a stream of ``{rdata, tag}`` **without
+``{addr, we, wdata, wmask, tag}`` (``addr`` in bus words of ``bus_bits / 8`` bytes:
+byte address ``a`` is byte ``a % (bus_bits / 8)`` of word ``a // (bus_bits / 8)``;
+``wdata`` one word, ``wmask`` bit ``b`` enables byte ``b``); ``rsp`` is a stream of
+``{rdata, tag}`` (one word) **without
 backpressure** (``rsp.ready`` is ignored: a master takes a response in the cycle
 it is valid). Reads return in order, ``dram_latency`` cycles after the request
 was accepted, with the request's tag; writes produce no response.
@@ -16,79 +19,116 @@ from amaranth.lib.memory import Memory
 from amaranth.utils import ceil_log2
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["DramReq", "DramRsp", "DramBusSignature", "DramModel", "BusArbiter"]
+from .config import BUS_WIDTHS
+
+__all__ = ["DramReq", "DramRsp", "DramBusSignature", "DramModel", "BusArbiter", "HOST_BITS",
+           "host_members"]
 
 #: Tag width: the arbiter's client index travels in the tag.
 TAG_BITS = 2
 
 
-def DramReq(addr_words):
+#: Bits of the DRAM model's host port: the host reads and writes 64-bit sub-words.
+HOST_BITS = 64
+
+
+def DramReq(addr_words, bus_bits=64):
+    """A bus request: ``addr`` (bus words), ``we``, ``wdata`` (``bus_bits``), ``wmask``
+    (``bus_bits / 8``), ``tag``."""
     return data.StructLayout({
         "addr": range(addr_words),
         "we": unsigned(1),
-        "wdata": unsigned(64),
-        "wmask": unsigned(8),
+        "wdata": unsigned(bus_bits),
+        "wmask": unsigned(bus_bits // 8),
         "tag": unsigned(TAG_BITS),
     })
 
 
-DramRsp = data.StructLayout({
-    "rdata": unsigned(64),
-    "tag": unsigned(TAG_BITS),
-})
+def DramRsp(bus_bits=64):
+    """A read response: ``rdata`` (``bus_bits``), ``tag``."""
+    return data.StructLayout({
+        "rdata": unsigned(bus_bits),
+        "tag": unsigned(TAG_BITS),
+    })
 
 
 class DramBusSignature(wiring.Signature):
     """The DRAM bus from the master's point of view.
 
+    Parameters
+    ----------
+    addr_words : int
+        Bus words of DRAM (``config.dram_words``).
+    bus_bits : int
+        Word width (``config.bus_bits``: 64, 128 or 256).
+
     Members
     -------
-    req : Out(stream.Signature(DramReq(addr_words)))
-    rsp : In(stream.Signature(DramRsp))
+    req : Out(stream.Signature(DramReq(addr_words, bus_bits)))
+    rsp : In(stream.Signature(DramRsp(bus_bits)))
         No backpressure: ``ready`` is ignored.
     """
 
-    def __init__(self, addr_words):
+    def __init__(self, addr_words, bus_bits=64):
         if not isinstance(addr_words, int) or isinstance(addr_words, bool) or addr_words < 1:
             raise TypeError(f"DRAM address range must be a positive integer, not {addr_words!r}")
+        if bus_bits not in BUS_WIDTHS:
+            raise TypeError(f"DRAM bus width must be one of {', '.join(map(str, BUS_WIDTHS))} "
+                            f"bits, not {bus_bits!r}")
         self._addr_words = addr_words
+        self._bus_bits = bus_bits
         super().__init__({
-            "req": Out(stream.Signature(DramReq(addr_words))),
-            "rsp": In(stream.Signature(DramRsp)),
+            "req": Out(stream.Signature(DramReq(addr_words, bus_bits))),
+            "rsp": In(stream.Signature(DramRsp(bus_bits))),
         })
+
+    @classmethod
+    def of(cls, config):
+        """The bus of ``config``: ``config.dram_words`` words of ``config.bus_bits``."""
+        return cls(config.dram_words, config.bus_bits)
 
     @property
     def addr_words(self):
         return self._addr_words
 
+    @property
+    def bus_bits(self):
+        return self._bus_bits
+
     def __eq__(self, other):
-        return isinstance(other, DramBusSignature) and other.addr_words == self.addr_words
+        return (isinstance(other, DramBusSignature) and other.addr_words == self.addr_words
+                and other.bus_bits == self.bus_bits)
 
     def __hash__(self):
-        return hash((DramBusSignature, self.addr_words))
+        return hash((DramBusSignature, self.addr_words, self.bus_bits))
 
     def __repr__(self):
-        return f"DramBusSignature({self.addr_words})"
+        return f"DramBusSignature({self.addr_words}, {self.bus_bits})"
 
 
 class DramModel(wiring.Component):
-    """Simulation DRAM: ``config.dram_words`` words of 64 bit behind the bus.
+    """Simulation DRAM: ``config.dram_words`` words of ``config.bus_bits`` behind the bus.
 
     Members
     -------
-    bus : In(DramBusSignature(config.dram_words))
+    bus : In(DramBusSignature.of(config))
         Bus slave. ``req.ready`` is high at most once every
-        ``ceil(8 / config.dram_bytes_per_cycle)`` cycles (the bandwidth throttle;
-        it does not depend on ``req.valid``). A read accepted in cycle ``t`` is
-        answered (``rsp.valid``) in cycle ``t + config.dram_latency`` with the
-        word as it was at acceptance.
-    host_addr : In(range(config.dram_words))
+        ``ceil(bus_bits / 8 / config.dram_bytes_per_cycle)`` cycles (the bandwidth
+        throttle, :attr:`interval`; it does not depend on ``req.valid``). A read
+        accepted in cycle ``t`` is answered (``rsp.valid``) in cycle ``t +
+        config.dram_latency`` with the word as it was at acceptance. A write stores
+        the bytes its ``wmask`` enables.
+    host_addr : In(range(config.host_words))
     host_we : In(1)
-        Back door for benches: writes ``host_wdata`` (all bytes) at ``host_addr``;
-        it takes priority over a bus write in the same cycle.
+        Back door for benches and harnesses, 64 bits wide at every bus width: the
+        DRAM seen as ``config.host_words`` 64-bit words (``host_addr`` = byte address
+        / 8; a wide bus word holds ``bus_bits / 64`` of them, the lowest address in
+        its low bits). ``host_we`` writes ``host_wdata`` (those 8 bytes of the bus
+        word, the others kept) at ``host_addr``; it takes priority over a bus write
+        in the same cycle.
     host_wdata : In(64)
     host_rdata : Out(64)
-        Synchronous read: the word at ``host_addr`` of the previous cycle.
+        Synchronous read: the 64-bit word at ``host_addr`` of the previous cycle.
     """
 
     def __init__(self, config, storage: str = "memory"):
@@ -96,31 +136,25 @@ class DramModel(wiring.Component):
             raise ValueError(f"DRAM storage must be 'memory' or 'verilog', not {storage!r}")
         self._config = config
         self._storage = storage
-        words = config.dram_words
-        super().__init__({
-            "bus": In(DramBusSignature(words)),
-            "host_addr": In(range(words)),
-            "host_we": In(1),
-            "host_wdata": In(64),
-            "host_rdata": Out(64),
-        })
+        super().__init__({"bus": In(DramBusSignature.of(config)), **host_members(config)})
 
     @property
     def interval(self):
-        """Cycles between accepted requests."""
-        return -(-8 // self._config.dram_bytes_per_cycle)
+        """Cycles between accepted requests: ``ceil(bus_bits / 8 / dram_bytes_per_cycle)``."""
+        return -(-self._config.bus_bytes // self._config.dram_bytes_per_cycle)
 
     def elaborate(self, platform):
         m = Module()
         cfg = self._config
         latency = cfg.dram_latency
+        bits = cfg.bus_bits
         if self._storage == "memory":
-            m.submodules.storage = storage = Memory(shape=64, depth=cfg.dram_words, init=[])
+            m.submodules.storage = storage = Memory(shape=bits, depth=cfg.dram_words, init=[])
             wp = storage.write_port(granularity=8)
             rp = storage.read_port()
             hp = storage.read_port()
         else:
-            wp, rp, hp = _verilog_storage(m, cfg.dram_words)
+            wp, rp, hp = _verilog_storage(m, cfg.dram_words, cfg.bus_bytes)
 
         req = self.bus.req
         # Bandwidth throttle: after an accepted request, ready stays low interval-1 cycles.
@@ -137,11 +171,17 @@ class DramModel(wiring.Component):
         accept = Signal()
         m.d.comb += accept.eq(req.valid & req.ready)
 
+        # The host port's 64-bit word ``host_addr`` is sub-word ``host_addr % subs`` of
+        # bus word ``host_addr // subs``.
+        subs = bits // HOST_BITS
+        sub_bits = subs.bit_length() - 1
+        host_word = self.host_addr[sub_bits:]
+        host_sub = self.host_addr[:sub_bits]
         with m.If(self.host_we):
             m.d.comb += [
-                wp.addr.eq(self.host_addr),
-                wp.data.eq(self.host_wdata),
-                wp.en.eq(0xFF),
+                wp.addr.eq(host_word),
+                wp.data.eq(Cat([self.host_wdata] * subs)),
+                wp.en.eq(Const(0xFF, bits // 8) << (host_sub * 8) if subs > 1 else 0xFF),
             ]
         with m.Else():
             m.d.comb += [
@@ -163,7 +203,7 @@ class DramModel(wiring.Component):
         rdata = rp.data
         for k in range(latency - 1):
             d_valid, d_tag, d_data = Signal(name=f"d{k}_valid"), Signal(TAG_BITS, name=f"d{k}_tag"), \
-                Signal(64, name=f"d{k}_data")
+                Signal(bits, name=f"d{k}_data")
             m.d.sync += [d_valid.eq(valid), d_tag.eq(tag), d_data.eq(rdata)]
             valid, tag, rdata = d_valid, d_tag, d_data
         m.d.comb += [
@@ -172,8 +212,25 @@ class DramModel(wiring.Component):
             self.bus.rsp.payload.rdata.eq(rdata),
         ]
 
-        m.d.comb += [hp.addr.eq(self.host_addr), self.host_rdata.eq(hp.data)]
+        m.d.comb += hp.addr.eq(host_word)
+        if subs > 1:
+            rd_sub = Signal(sub_bits)  # the sub-word of the word read (synchronously)
+            m.d.sync += rd_sub.eq(host_sub)
+            m.d.comb += self.host_rdata.eq(hp.data.word_select(rd_sub, HOST_BITS))
+        else:
+            m.d.comb += self.host_rdata.eq(hp.data)
         return m
+
+
+def host_members(config):
+    """The DRAM model's host back-door ports (:class:`DramModel`), also :class:`SimTop`'s:
+    ``host_addr`` in 64-bit words, ``host_we``, ``host_wdata`` / ``host_rdata`` (64)."""
+    return {
+        "host_addr": In(range(config.host_words)),
+        "host_we": In(1),
+        "host_wdata": In(HOST_BITS),
+        "host_rdata": Out(HOST_BITS),
+    }
 
 
 #: The DRAM storage as plain Verilog (:func:`_verilog_storage`): the same ports and
@@ -183,40 +240,42 @@ class DramModel(wiring.Component):
 #: 130k Verilog lines and about a minute of Yosys); simulators start it at zero.
 DRAM_STORAGE_VERILOG = """\
 // celosia DRAM storage (rtl/dram.py, DRAM_STORAGE_VERILOG); simulation only.
-module celosia_dram_storage #(parameter WORDS = 1, parameter ABITS = 1) (
-    input  wire             clk,
-    input  wire [ABITS-1:0] w_addr,
-    input  wire [63:0]      w_data,
-    input  wire [7:0]       w_en,
-    input  wire [ABITS-1:0] r_addr,
-    input  wire             r_en,
-    output reg  [63:0]      r_data,
-    input  wire [ABITS-1:0] h_addr,
-    output reg  [63:0]      h_data
+module celosia_dram_storage #(parameter WORDS = 1, parameter ABITS = 1, parameter BYTES = 8) (
+    input  wire               clk,
+    input  wire [ABITS-1:0]   w_addr,
+    input  wire [8*BYTES-1:0] w_data,
+    input  wire [BYTES-1:0]   w_en,
+    input  wire [ABITS-1:0]   r_addr,
+    input  wire               r_en,
+    output reg  [8*BYTES-1:0] r_data,
+    input  wire [ABITS-1:0]   h_addr,
+    output reg  [8*BYTES-1:0] h_data
 );
-    reg [63:0] mem [0:WORDS-1];
+    reg [8*BYTES-1:0] mem [0:WORDS-1];
     integer i;
     always @(posedge clk) begin
         if (r_en) r_data <= mem[r_addr];
         h_data <= mem[h_addr];
-        for (i = 0; i < 8; i = i + 1)
+        for (i = 0; i < BYTES; i = i + 1)
             if (w_en[i]) mem[w_addr][8 * i +: 8] <= w_data[8 * i +: 8];
     end
 endmodule
 """
 
 
-def _verilog_storage(m, words):
-    """An instance of ``celosia_dram_storage``; returns port records like Memory's
-    (``wp``: addr, data, en; ``rp``: addr, en, data; ``hp``: addr, data)."""
+def _verilog_storage(m, words, nbytes):
+    """An instance of ``celosia_dram_storage`` (``words`` words of ``nbytes`` bytes);
+    returns port records like Memory's (``wp``: addr, data, en; ``rp``: addr, en, data;
+    ``hp``: addr, data)."""
     abits = max(1, ceil_log2(words))
-    wp = SimpleNamespace(addr=Signal(abits, name="wp_addr"), data=Signal(64, name="wp_data"),
-                         en=Signal(8, name="wp_en"))
+    bits = 8 * nbytes
+    wp = SimpleNamespace(addr=Signal(abits, name="wp_addr"), data=Signal(bits, name="wp_data"),
+                         en=Signal(nbytes, name="wp_en"))
     rp = SimpleNamespace(addr=Signal(abits, name="rp_addr"), en=Signal(name="rp_en"),
-                         data=Signal(64, name="rp_data"))
-    hp = SimpleNamespace(addr=Signal(abits, name="hp_addr"), data=Signal(64, name="hp_data"))
+                         data=Signal(bits, name="rp_data"))
+    hp = SimpleNamespace(addr=Signal(abits, name="hp_addr"), data=Signal(bits, name="hp_data"))
     m.submodules.storage = Instance(
-        "celosia_dram_storage", p_WORDS=words, p_ABITS=abits, i_clk=ClockSignal(),
+        "celosia_dram_storage", p_WORDS=words, p_ABITS=abits, p_BYTES=nbytes, i_clk=ClockSignal(),
         i_w_addr=wp.addr, i_w_data=wp.data, i_w_en=wp.en,
         i_r_addr=rp.addr, i_r_en=rp.en, o_r_data=rp.data,
         i_h_addr=hp.addr, o_h_data=hp.data)
@@ -228,10 +287,10 @@ class BusArbiter(wiring.Component):
 
     Members
     -------
-    clients : In(DramBusSignature(addr_words)).array(n)
+    clients : In(DramBusSignature(addr_words, bus_bits)).array(n)
         ``clients[i]`` is the slave side for master ``i``; its ``req.payload.tag``
         is ignored.
-    bus : Out(DramBusSignature(addr_words))
+    bus : Out(DramBusSignature(addr_words, bus_bits))
         The shared bus. ``req.tag`` = index of the granted client; a response is
         routed to ``clients[rsp.tag]``.
 
@@ -240,13 +299,14 @@ class BusArbiter(wiring.Component):
     is the OR of the clients' ``valid`` and never depends on ``bus.req.ready``.
     """
 
-    def __init__(self, n, addr_words):
+    def __init__(self, n, addr_words, bus_bits=64):
         if not isinstance(n, int) or not 1 <= n <= (1 << TAG_BITS):
             raise ValueError(f"BusArbiter client count must be 1..{1 << TAG_BITS}, not {n!r}")
         self._n = n
+        signature = DramBusSignature(addr_words, bus_bits)
         super().__init__({
-            "clients": In(DramBusSignature(addr_words)).array(n),
-            "bus": Out(DramBusSignature(addr_words)),
+            "clients": In(signature).array(n),
+            "bus": Out(signature),
         })
 
     def elaborate(self, platform):

@@ -31,7 +31,7 @@ from .buffers import LaneBuffer
 from .config import AccelConfig, check_config
 from .controller import Controller, CsrSignature, engine_view
 from .dma import LoadEngine, StoreEngine
-from .dram import BusArbiter, DramBusSignature, DramModel
+from .dram import BusArbiter, DramBusSignature, DramModel, host_members
 from .isa import PARAM_BYTES
 from .vector import VectorEngine
 
@@ -44,14 +44,14 @@ class Accelerator(wiring.Component):
     Ports
     -----
     csr : In(CsrSignature)
-    bus : Out(DramBusSignature(config.dram_words))
+    bus : Out(DramBusSignature.of(config))
     """
 
     def __init__(self, config: AccelConfig):
         self._config = check_config(config)
         super().__init__({
             "csr": In(CsrSignature),
-            "bus": Out(DramBusSignature(config.dram_words)),
+            "bus": Out(DramBusSignature.of(config)),
         })
 
     def elaborate(self, platform):
@@ -62,7 +62,7 @@ class Accelerator(wiring.Component):
         m.submodules.compute = compute = make_engine(cfg)(cfg)
         m.submodules.vector = vector = VectorEngine(cfg)
         m.submodules.store = store = StoreEngine(cfg)
-        m.submodules.arbiter = arbiter = BusArbiter(3, cfg.dram_words)
+        m.submodules.arbiter = arbiter = BusArbiter(3, cfg.dram_words, cfg.bus_bits)
         m.submodules.ifmap_buf = ifmap = LaneBuffer(cfg.rows, 8, cfg.ifmap_rows)
         m.submodules.weight_buf = weight = LaneBuffer(cfg.cols, 8, cfg.weight_rows)
         m.submodules.param_buf = param = LaneBuffer(PARAM_BYTES, 8, cfg.param_depth)
@@ -109,11 +109,12 @@ class SimTop(wiring.Component):
     Ports
     -----
     csr : In(CsrSignature)
-    host_addr : In(range(config.dram_words))
+    host_addr : In(range(config.host_words))
     host_we : In(1)
     host_wdata : In(64)
     host_rdata : Out(64)
-        The DramModel back door (synchronous read, one cycle).
+        The DramModel back door (synchronous read, one cycle): 64-bit words at every
+        bus width (``host_addr`` = byte address / 8; :class:`~celosia.rtl.dram.DramModel`).
 
     ``dram_storage``: ``"memory"`` (an Amaranth memory, for the Amaranth simulator) or
     ``"verilog"`` (an instance of ``celosia_dram_storage``, whose Verilog
@@ -123,13 +124,7 @@ class SimTop(wiring.Component):
     def __init__(self, config: AccelConfig, dram_storage: str = "memory"):
         self._config = check_config(config)
         self._dram_storage = dram_storage
-        super().__init__({
-            "csr": In(CsrSignature),
-            "host_addr": In(range(config.dram_words)),
-            "host_we": In(1),
-            "host_wdata": In(64),
-            "host_rdata": Out(64),
-        })
+        super().__init__({"csr": In(CsrSignature), **host_members(config)})
 
     def elaborate(self, platform):
         m = Module()

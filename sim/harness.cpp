@@ -15,6 +15,10 @@
 // after a falling clock edge and lasts one clock cycle; results are read after the
 // falling edge. Keep the three in step.
 //
+// The DRAM back door (host_addr / host_wdata / host_rdata) is 64 bits wide at every bus
+// width (config.bus_bits): host word w is DRAM bytes 8w .. 8w + 7 (celosia.rtl.dram.DramModel),
+// so neither this harness nor the job format depends on the width.
+//
 // Both files are sequences of little-endian 64-bit words:
 //
 // job:    MAGIC_JOB poll_cycles max_cycles n_image {word_addr value}

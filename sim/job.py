@@ -7,6 +7,10 @@ job through a *transport* — four async primitives on the simulated
 and the cocotb/Verilator bench run exactly the same host code, as a board
 driver would. Python only touches the design to load memory, start, poll the
 status every ``poll_cycles`` and read back; never per compute cycle.
+
+The DRAM back door is 64 bits wide at every bus width (``config.bus_bits``): host
+word ``w`` is DRAM bytes ``8w .. 8w + 7`` (``rtl/dram.py``, :class:`DramModel`), so
+jobs, the job file and the harnesses do not depend on the width.
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ times each byte was read: 1.0 is the minimum, a conv's im2col loads or a weight 
 loaded once per output tile give more.
 
 Roofline (:func:`roofline`): peak MACs per cycle ``rows * cols``, peak DRAM bytes per
-cycle ``min(8, dram_bytes_per_cycle)`` (the 64-bit bus); a layer cannot take fewer than
+cycle ``min(bus_bits / 8, dram_bytes_per_cycle)`` (a bus word); a layer cannot take fewer than
 ``ceil(MACs / peak_macs)`` (compute) nor ``ceil(bytes / peak_bytes)`` (bandwidth) cycles.
 The larger is its ``bound``; where measured cycles exceed :data:`LATENCY_FACTOR` times it,
 the layer is ``latency`` bound: neither resource is near its peak, the time goes to
@@ -195,7 +195,7 @@ def program_traffic(program, model=None) -> ProgramTraffic:
 
 def peaks(config: AccelConfig) -> tuple[int, int]:
     """``(peak MACs per cycle, peak DRAM bytes per cycle)`` of ``config``."""
-    return config.rows * config.cols, min(config.BUS_BITS // 8, config.dram_bytes_per_cycle)
+    return config.rows * config.cols, min(config.bus_bytes, config.dram_bytes_per_cycle)
 
 
 def _ceil_div(a: int, b: int) -> int:

@@ -60,7 +60,7 @@ class Controller(wiring.Component):
     Ports
     -----
     csr : In(CsrSignature)
-    bus : Out(DramBusSignature(config.dram_words))
+    bus : Out(DramBusSignature.of(config))
         Fetch master (reads only).
     load : Out(EngineSignature(isa.LoadInsn, error_code=True, dram_bytes=True))
     compute : Out(EngineSignature(isa.GemmInsn, zero_skips=True))
@@ -87,7 +87,7 @@ class Controller(wiring.Component):
         self._config = check_config(config)
         super().__init__({
             "csr": In(CsrSignature),
-            "bus": Out(DramBusSignature(config.dram_words)),
+            "bus": Out(DramBusSignature.of(config)),
             **{name: Out(sig) for name, sig in engine_signatures().items()},
             "base": Out(data.ArrayLayout(32, isa.NUM_BASE_REGS)),
             "window_base": Out(32),

@@ -6,8 +6,8 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from celosia.rtl import isa
-from celosia.rtl.controller.signatures import (INDEX_BITS, CsrSignature, RunEndSignature,
-                                               RunSignature)
+from celosia.rtl.controller.signatures import (DRAM_BYTES_BITS, INDEX_BITS, CsrSignature,
+                                               RunEndSignature, RunSignature)
 
 __all__ = ["Csrs"]
 
@@ -46,8 +46,8 @@ class Csrs(wiring.Component):
     macs : In(32)
     insns : In(2)
     fetch_words : In(1)
-    rd_bytes, wr_bytes : In(4)
-        DRAM bytes the load / store DMA moved this cycle (0 .. 8).
+    rd_bytes, wr_bytes : In(DRAM_BYTES_BITS)
+        DRAM bytes the load / store DMA moved this cycle (0 .. ``bus_bits / 8``).
     zero_skips : In(16)
     """
 
@@ -62,7 +62,8 @@ class Csrs(wiring.Component):
             "window_size": Out(32),
             "load_busy": In(1), "compute_busy": In(1), "store_busy": In(1),
             "macs": In(32), "insns": In(2),
-            "fetch_words": In(1), "rd_bytes": In(4), "wr_bytes": In(4),
+            "fetch_words": In(1),
+            "rd_bytes": In(DRAM_BYTES_BITS), "wr_bytes": In(DRAM_BYTES_BITS),
             "zero_skips": In(16),
         })
 

@@ -29,6 +29,12 @@ class Fetch(wiring.Component):
     is in flight; with ``dram_latency = L`` an instruction takes about ``L + 5``
     cycles.
 
+    Fetch works in 64-bit words at every bus width (``config.bus_bits``): a request
+    reads the bus word holding the next 64-bit word (address ``byte address /
+    (bus_bits / 8)``) and the response's 64 bits at ``byte address % (bus_bits / 8)``
+    are taken, so the requests, the timing and the DRAM_RD count (8 bytes per word)
+    are the same at 64, 128 and 256 bits.
+
     Parameters
     ----------
     config : AccelConfig
@@ -42,7 +48,7 @@ class Fetch(wiring.Component):
     window_base, window_size : In(32)
         The DRAM window (bytes; size 0 = whole DRAM) every descriptor and instruction
         block must lie in.
-    bus : Out(DramBusSignature(config.dram_words))
+    bus : Out(DramBusSignature.of(config))
     push : Out(stream.Signature(QueueEntry))
         The fetched instruction (valid only for an opcode with a queue); the consumer's
         ``ready`` is the room in the queue the opcode selects.
@@ -66,7 +72,7 @@ class Fetch(wiring.Component):
             "prog_base": In(32),
             "window_base": In(32),
             "window_size": In(32),
-            "bus": Out(DramBusSignature(config.dram_words)),
+            "bus": Out(DramBusSignature.of(config)),
             "push": Out(stream.Signature(QueueEntry)),
             "status": Out(FetchStatusSignature),
             "words": Out(1),
@@ -87,6 +93,17 @@ class Fetch(wiring.Component):
             return in_dram & in_win
 
         bus = self.bus
+        # A 64-bit word at byte address ``a``: bus word ``a >> word_shift``, 64 bits
+        # number ``(a >> 3) % subs`` of it.
+        subs = cfg.bus_bits // 64
+        word_shift = (cfg.bus_bytes - 1).bit_length()
+
+        def sub_word(addr64):
+            # the 64-bit word ``addr64`` (byte address / 8) of the response
+            if subs == 1:
+                return bus.rsp.p.rdata
+            return bus.rsp.p.rdata.word_select(addr64[:word_shift - 3], 64)
+
         outstanding = Signal(8)
         req_fire = bus.req.valid & bus.req.ready
         m.d.sync += outstanding.eq(outstanding + req_fire - bus.rsp.valid)
@@ -130,13 +147,13 @@ class Fetch(wiring.Component):
                 with m.If((prog_base[:3] != 0) | ~in_window(desc_addr, isa.DESC_BYTES)):
                     bad_descriptor()
                 with m.Else():
-                    m.d.comb += [bus.req.valid.eq(1), bus.req.p.addr.eq(desc_addr >> 3)]
+                    m.d.comb += [bus.req.valid.eq(1), bus.req.p.addr.eq(desc_addr >> word_shift)]
                     with m.If(bus.req.ready):
                         m.next = "DESC_WAIT"
                 restart_or_stop()
             with m.State("DESC_WAIT"):
                 with m.If(bus.rsp.valid):
-                    desc = data.View(isa.NodeDescriptor, bus.rsp.p.rdata)
+                    desc = data.View(isa.NodeDescriptor, sub_word(desc_addr[3:]))
                     m.d.comb += self.words.eq(1)
                     m.d.sync += [
                         desc_idx.eq(desc_idx + 1),
@@ -158,7 +175,7 @@ class Fetch(wiring.Component):
                 restart_or_stop()
             with m.State("WORDS"):
                 m.d.comb += [bus.req.valid.eq(word_req != isa.INSN_WORDS),
-                             bus.req.p.addr.eq((insn_addr >> 3) + word_req)]
+                             bus.req.p.addr.eq(((insn_addr >> 3) + word_req) >> (word_shift - 3))]
                 with m.If(req_fire):
                     m.d.sync += word_req.eq(word_req + 1)
                 with m.If(bus.rsp.valid):
@@ -166,7 +183,7 @@ class Fetch(wiring.Component):
                     with m.Switch(word_rsp):
                         for i in range(isa.INSN_WORDS):
                             with m.Case(i):
-                                m.d.sync += words[i].eq(bus.rsp.p.rdata)
+                                m.d.sync += words[i].eq(sub_word((insn_addr >> 3) + i))
                     m.d.sync += word_rsp.eq(word_rsp + 1)
                     with m.If(word_rsp == isa.INSN_WORDS - 1):
                         m.next = "PUSH"

@@ -11,9 +11,15 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from celosia.rtl import isa
+from celosia.rtl.config import BUS_WIDTHS
 
 __all__ = ["CsrSignature", "EngineSignature", "engine_view", "INDEX_BITS", "QueueEntry",
-           "RunSignature", "FetchStatusSignature", "RunEndSignature"]
+           "RunSignature", "FetchStatusSignature", "RunEndSignature", "DRAM_BYTES_BITS"]
+
+#: Width of a DMA engine's ``bytes`` port (DRAM bytes moved in a cycle, 0 .. one bus
+#: word): wide enough for the widest bus (:data:`~celosia.rtl.config.BUS_WIDTHS`), so
+#: the controller's signatures do not depend on the config.
+DRAM_BYTES_BITS = (max(BUS_WIDTHS) // 8).bit_length()
 
 
 #: CSR bus, host (master) view. Components take it as ``In(CsrSignature)``: there
@@ -59,9 +65,9 @@ class EngineSignature(wiring.Signature):
         through the ``done`` / ``error`` cycle (counters, deadlock detection).
     error_code : In(8), only with ``error_code``
         Valid with ``error`` (``isa.ErrorCode``).
-    bytes : In(4), only with ``dram_bytes``
-        DRAM bytes moved this cycle, 0 .. 8 (DRAM_RD for a loading, DRAM_WR for a storing
-        engine).
+    bytes : In(DRAM_BYTES_BITS), only with ``dram_bytes``
+        DRAM bytes moved this cycle, 0 .. ``bus_bits / 8`` (DRAM_RD for a loading,
+        DRAM_WR for a storing engine).
     zero_skips : In(16), only with ``zero_skips``
         MAC cycles skipped for zero inputs, added to ZERO_SKIPS each cycle.
     """
@@ -77,7 +83,7 @@ class EngineSignature(wiring.Signature):
         if error_code:
             members["error_code"] = In(8)
         if dram_bytes:
-            members["bytes"] = In(4)
+            members["bytes"] = In(DRAM_BYTES_BITS)
         if zero_skips:
             members["zero_skips"] = In(16)
         super().__init__(members)

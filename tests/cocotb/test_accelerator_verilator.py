@@ -128,6 +128,27 @@ def test_cnn_ops_bit_exact(rows, cols):
     assert np.abs(float_out - golden.y).max() < 0.25 * np.abs(float_out).max() + 0.1
 
 
+@pytest.mark.parametrize("bus_bits", [128, 256])
+def test_wide_bus_bit_exact(bus_bits):
+    """The every-op CNN on a 128- / 256-bit DRAM bus (at a word per cycle): bit-exact
+    against the golden model; DRAM_RD / DRAM_WR count the bytes used, so they equal the
+    64-bit bus's (test_cnn_ops_bit_exact[4x4] builds that design)."""
+    graph = tiny_cnn()
+    rng = np.random.default_rng(4)
+    qmodel = quantize_graph(graph, rng.random((16, 12, 12, 3), dtype=np.float32))
+    x = rng.random((2, 12, 12, 3), dtype=np.float32)
+    narrow = small_config(4, 4)
+    config = AccelConfig(**dict(narrow.to_dict(), bus_bits=bus_bits,
+                                dram_bytes_per_cycle=bus_bits // 8))
+    golden = run(qmodel, x, config, backend="golden")
+    hw = run(qmodel, x, config, backend="verilator")
+    np.testing.assert_array_equal(hw.y_q, golden.y_q)
+    ref = run(qmodel, x, narrow, backend="verilator")
+    np.testing.assert_array_equal(ref.y_q, golden.y_q)
+    for counter in ("dram_bytes_read", "dram_bytes_written", "macs"):
+        assert hw.report[counter] == ref.report[counter], counter
+
+
 @pytest.mark.parametrize("name", ["digits_cnn", "digits_resnet"])
 @pytest.mark.parametrize("rows,cols", [(4, 4), (8, 8)], ids=["4x4", "8x8"])
 def test_digits_cnns_bit_exact(name, rows, cols):

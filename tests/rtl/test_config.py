@@ -31,7 +31,8 @@ def test_other_rules():
         AccelConfig(rows="8")
     with pytest.raises(ConfigError, match=r"^dataflow must be one of ws, os, rs, feie, not 'xyz'$"):
         AccelConfig(dataflow="xyz")
-    with pytest.raises(ConfigError, match=r"^dram_bytes must be a multiple of 8, not 1028$"):
+    with pytest.raises(ConfigError, match=r"^dram_bytes must be a multiple of the bus word "
+                                          r"\(8 bytes at bus_bits = 64\), not 1028$"):
         AccelConfig(dram_bytes=1028)
     with pytest.raises(ConfigError, match=r"^psum_rows must be even"):
         AccelConfig(psum_rows=33)
@@ -39,6 +40,44 @@ def test_other_rules():
         AccelConfig(rows=8, weight_rows=8)
     with pytest.raises(ConfigError, match="unknown config fields: bogus"):
         AccelConfig.from_dict({"bogus": 1})
+
+
+@pytest.mark.parametrize("bad", [0, 32, 96, 100, 192, 255])
+def test_bus_bits_takes_only_its_widths(bad):
+    with pytest.raises(ConfigError, match=rf"^bus_bits \(.*\) must be (64\.\.256|one of 64, 128, "
+                                          rf"256), not {bad}$"):
+        AccelConfig(bus_bits=bad)
+
+
+@pytest.mark.parametrize("bits", [64, 128, 256])
+def test_bus_bits_rules_and_derived_sizes(bits):
+    word = bits // 8
+    config = AccelConfig(bus_bits=bits, dram_bytes=4096, dram_bytes_per_cycle=word)
+    assert (config.bus_bytes, config.dram_words, config.host_words) == (word, 4096 // word, 512)
+    # dram_bytes: a multiple of the word (1024 + 8 is one only at 64 bits).
+    for size in (1024 + 8, 1024 + 16):
+        if size % word:
+            with pytest.raises(ConfigError, match=rf"^dram_bytes must be a multiple of the bus "
+                                                  rf"word \({word} bytes at bus_bits = {bits}\), "
+                                                  rf"not {size}$"):
+                AccelConfig(bus_bits=bits, dram_bytes=size)
+        else:
+            assert AccelConfig(bus_bits=bits, dram_bytes=size).dram_words == size // word
+    # dram_bytes_per_cycle: at most a word per cycle (past 32 the range check says so).
+    with pytest.raises(ConfigError, match=r"^dram_bytes_per_cycle \(.*\) must be 1\.\.32, not 33$"):
+        AccelConfig(bus_bits=bits, dram_bytes_per_cycle=33)
+    if word == 32:
+        return
+    with pytest.raises(ConfigError, match=rf"^dram_bytes_per_cycle must be at most a bus word per "
+                                          rf"cycle \({word} at bus_bits = {bits}\), not {word + 1}$"):
+        AccelConfig(bus_bits=bits, dram_bytes_per_cycle=word + 1)
+    assert AccelConfig(bus_bits=bits, dram_bytes_per_cycle=1).bus_bits == bits
+
+
+def test_bus_bits_default_and_set():
+    assert AccelConfig().bus_bits == 64
+    assert AccelConfig.from_dict(dict(bus_bits=256)).bus_bytes == 32
+    assert AccelConfig(bus_bits=128).digest() != AccelConfig().digest()
 
 
 @pytest.mark.parametrize("text,expected", [("8x8", (8, 8)), ("4X8", (4, 8)), (" 3 x 5 ", (3, 5))])
@@ -52,10 +91,11 @@ def test_parse_array_rejects(text):
         parse_array(text)
 
 
-@pytest.mark.parametrize("rows,cols", [(1, 1), (3, 5), (1, 16), (16, 1)])
-def test_odd_configs_convert_to_verilog(rows, cols):
+@pytest.mark.parametrize("rows,cols,bus_bits", [(1, 1, 64), (3, 5, 64), (1, 16, 64), (16, 1, 64),
+                                               (3, 5, 128), (1, 1, 256), (16, 1, 256)])
+def test_odd_configs_convert_to_verilog(rows, cols, bus_bits):
     config = AccelConfig(rows=rows, cols=cols, weight_rows=max(2, 2 * rows), dram_bytes=4096,
-                         ifmap_rows=16, psum_rows=16, param_rows=4)
+                         ifmap_rows=16, psum_rows=16, param_rows=4, bus_bits=bus_bits)
     text = verilog.convert(Accelerator(config), name="celosia_accelerator", emit_src=False)
     assert re.search(r"^module celosia_accelerator\(", text, re.M)
 

@@ -3,7 +3,9 @@
 Harness: DramModel + engine + LaneBuffers; DRAM filled through the host back door,
 buffers filled / read back through their free ports. Instructions are written as
 field dicts and encoded with ``isa.encode`` (so field widths and signed fields are
-checked the way the compiler's are).
+checked the way the compiler's are). The transfer tests run at every bus width
+(``bus_bits`` 64, 128, 256): expected bytes from NumPy, expected bus requests and cycles
+from the module docstring's formulas or worked by hand.
 """
 
 import numpy as np
@@ -21,12 +23,15 @@ from celosia.sim.golden.requant import requantize
 from helpers import host_read_bytes, host_write, image_words, pack, read_rows, simulate, write_rows
 
 DRAM_BYTES = 2048
+BUS_WIDTHS = (64, 128, 256)
 
 
 def make_config(**kw):
+    """A small config; the DRAM delivers a full bus word per cycle unless ``kw`` says otherwise."""
     base = dict(rows=4, cols=3, ifmap_rows=16, weight_rows=16, psum_rows=16, param_rows=4,
-                dram_bytes=DRAM_BYTES, dram_latency=5, dram_bytes_per_cycle=8)
+                dram_bytes=DRAM_BYTES, dram_latency=5)
     base.update(kw)
+    base.setdefault("dram_bytes_per_cycle", base.get("bus_bits", 64) // 8)
     return AccelConfig(**base)
 
 
@@ -234,11 +239,12 @@ def dump_all(ctx, h):
     return go()
 
 
-@pytest.mark.parametrize("bpc,latency", [(8, 5), (3, 2), (8, 1)])
-def test_load_random(bpc, latency):
-    cfg = make_config(dram_bytes_per_cycle=bpc, dram_latency=latency)
+@pytest.mark.parametrize("bits,bpc,latency", [(64, 8, 5), (64, 3, 2), (64, 8, 1), (128, 16, 5),
+                                              (128, 6, 2), (256, 32, 3), (256, 12, 1)])
+def test_load_random(bits, bpc, latency):
+    cfg = make_config(dram_bytes_per_cycle=bpc, dram_latency=latency, bus_bits=bits)
     h = LoadHarness(cfg)
-    rng = np.random.default_rng(bpc * 10 + latency)
+    rng = np.random.default_rng(bits + bpc * 10 + latency)
     image = rng.integers(0, 256, size=DRAM_BYTES, dtype=np.uint8)
     base = [int(x) for x in rng.integers(0, 512, size=8)]
     ref = {b: np.zeros(buffer_geometry(cfg, b)[::-1], dtype=np.int64) for b in Buffer}
@@ -252,7 +258,7 @@ def test_load_random(bpc, latency):
             n = load_reference(ref, image, insn, base)
             assert result == "done", insn
             assert nbytes == n
-            if bpc == 8:  # a request per cycle, reads pipelined
+            if bpc == cfg.bus_bytes:  # a request per cycle, reads pipelined
                 assert cycles == load_cycles(insn, cfg, base), insn
         got = await dump_all(ctx, h)
         for b in Buffer:
@@ -261,8 +267,9 @@ def test_load_random(bpc, latency):
     simulate(h, bench)
 
 
-def test_load_errors_write_nothing():
-    cfg = make_config()
+@pytest.mark.parametrize("bits", BUS_WIDTHS)
+def test_load_errors_write_nothing(bits):
+    cfg = make_config(bus_bits=bits)
     h = LoadHarness(cfg)
     rng = np.random.default_rng(7)
     image = rng.integers(0, 256, size=DRAM_BYTES, dtype=np.uint8)
@@ -317,12 +324,13 @@ def test_load_errors_write_nothing():
     simulate(h, bench)
 
 
-@pytest.mark.parametrize("bpc,latency", [(8, 5), (3, 2), (8, 1)])
+@pytest.mark.parametrize("bits,bpc,latency", [(64, 8, 5), (64, 3, 2), (64, 8, 1), (128, 16, 2),
+                                              (256, 32, 4), (256, 9, 1)])
 @pytest.mark.parametrize("levels", [2, 3])
-def test_load_padded_random(levels, bpc, latency):
-    cfg = make_config(dram_bytes_per_cycle=bpc, dram_latency=latency)
+def test_load_padded_random(levels, bits, bpc, latency):
+    cfg = make_config(dram_bytes_per_cycle=bpc, dram_latency=latency, bus_bits=bits)
     h = LoadHarness(cfg)
-    rng = np.random.default_rng(1000 * levels + bpc * 10 + latency)
+    rng = np.random.default_rng(1000 * levels + bits + bpc * 10 + latency)
     image = rng.integers(0, 256, size=DRAM_BYTES, dtype=np.uint8)
     base = [int(x) for x in rng.integers(0, 512, size=8)]
     ref = empty_buffers(cfg)
@@ -342,7 +350,7 @@ def test_load_padded_random(levels, bpc, latency):
             reads = load_reference(ref, image, insn, base)
             assert result == "done", insn
             assert nbytes == reads, insn
-            if bpc == 8:  # a request per cycle, padded or read
+            if bpc == cfg.bus_bytes:  # a request per cycle, padded or read
                 assert cycles == load_cycles(insn, cfg, base), insn
         got = await dump_all(ctx, h)
         for b in Buffer:
@@ -368,8 +376,13 @@ def conv_load(**kw):
     return insn
 
 
-def test_load_conv_padding_negative_offset():
-    cfg = make_config(ifmap_rows=64)
+#: Cycles of conv_load() by hand (see the test) at each bus width.
+CONV_CYCLES = {64: 53, 128: 51, 256: 50}
+
+
+@pytest.mark.parametrize("bits", BUS_WIDTHS)
+def test_load_conv_padding_negative_offset(bits):
+    cfg = make_config(ifmap_rows=64, bus_bits=bits)
     h = LoadHarness(cfg)
     rng = np.random.default_rng(11)
     image = rng.integers(0, 256, size=DRAM_BYTES, dtype=np.uint8)
@@ -388,7 +401,9 @@ def test_load_conv_padding_negative_offset():
         # pixel p from byte 10 + 3p. (10 + 3p) % 8 goes 2, 5, 0, 3, 6, 1, 4, 7, ...: the run
         # crosses into the next word (2 reads) only from byte 6 or 7, i.e. p = 4, 7, 12, 15.
         # Requests: 22 + 20 + 4 = 46; cycles 46 + dram_latency (5) + 2 = 53.
-        assert cycles == 53 == load_cycles(conv_load(), cfg, base)
+        # 128 bits: (10 + 3p) % 16 is 14 or 15 only for p = 12, 7: 22 + 22 + 5 + 2 = 51.
+        # 256 bits: (10 + 3p) % 32 >= 30 only for p = 7 (31): 22 + 21 + 5 + 2 = 50.
+        assert cycles == CONV_CYCLES[bits] == load_cycles(conv_load(), cfg, base)
         got = await dump_all(ctx, h)
         np.testing.assert_array_equal(got[Buffer.IFMAP], expected)
         # The NumPy reference agrees.
@@ -399,8 +414,9 @@ def test_load_conv_padding_negative_offset():
     simulate(h, bench)
 
 
-def test_load_padded_out_of_window():
-    cfg = make_config(ifmap_rows=64)
+@pytest.mark.parametrize("bits", BUS_WIDTHS)
+def test_load_padded_out_of_window(bits):
+    cfg = make_config(ifmap_rows=64, bus_bits=bits)
     h = LoadHarness(cfg)
     rng = np.random.default_rng(12)
     image = rng.integers(0, 256, size=DRAM_BYTES, dtype=np.uint8)
@@ -451,9 +467,9 @@ def test_load_padded_out_of_window():
 
 # -- word-wide transfers --------------------------------------------------------------
 
-def words_of(first, n):
-    """The 64-bit words a run of ``n`` bytes from byte address ``first`` touches."""
-    return list(range(first // 8, (first + n - 1) // 8 + 1))
+def words_of(first, n, nb=8):
+    """The bus words of ``nb`` bytes a run of ``n`` bytes from byte address ``first`` touches."""
+    return list(range(first // nb, (first + n - 1) // nb + 1))
 
 
 def load_setup(seed, **kw):
@@ -472,27 +488,37 @@ def plain_load(**kw):
     return insn
 
 
-def test_load_every_alignment():
-    """Runs of 1..20 bytes starting at every byte of a word: one read per word touched,
-    written to lanes that start anywhere in a 32-lane row."""
+#: Run lengths of test_load_every_alignment per bus width: every length up to 20 at 64
+#: bits; at the wider buses the lengths around one and two words.
+ALIGNMENT_LENGTHS = {64: range(1, 21), 128: (1, 2, 7, 15, 16, 17, 23, 31, 32, 33, 38),
+                     256: (1, 2, 13, 31, 32, 33, 47, 63, 64)}
+
+
+@pytest.mark.parametrize("bits", BUS_WIDTHS)
+def test_load_every_alignment(bits):
+    """Runs starting at every byte of a bus word: one read per word touched, written to
+    lanes that start anywhere in the row."""
     latency = 5
-    cfg, h, image = load_setup(21, rows=32, weight_rows=64, dram_latency=latency)
-    base = [0, 1000, 0, 0, 0, 0, 0, 0]
+    nb = bits // 8
+    lanes = max(32, min(64, 2 * nb + 8))
+    cfg, h, image = load_setup(21, rows=lanes, weight_rows=2 * lanes, dram_latency=latency,
+                               bus_bits=bits)
+    base = [0, 1024, 0, 0, 0, 0, 0, 0]
     ref = empty_buffers(cfg)
-    cases = [(o, n) for o in range(8) for n in range(1, 21)]
+    cases = [(o, n) for o in range(nb) for n in ALIGNMENT_LENGTHS[bits]]
 
     async def bench(ctx):
         await dram_fill(ctx, h.dram, image)
         for k, (o, n) in enumerate(cases):
-            first = 8 * (k % 100) + o  # base 1000 is a word boundary
-            insn = plain_load(base_reg=1, dram_offset=first, n0=n, lane0=(3 * o + n) % (33 - n),
-                              buf_row=k % 16)
+            first = nb * (k % (768 // nb)) + o  # base 1024 is a word boundary
+            insn = plain_load(base_reg=1, dram_offset=first, n0=n,
+                              lane0=(3 * o + n) % (lanes + 1 - n), buf_row=k % 16)
             requests = []
             result, cycles, nbytes = await execute(ctx, h.eng, insn, base, requests=requests)
             load_reference(ref, image, insn, base)
-            words = -(-(o + n) // 8)  # ceil((o + n) / 8) reads
+            words = -(-(o + n) // nb)  # ceil((o + n) / nb) reads
             assert result == "done" and nbytes == n, insn
-            assert requests == [(w, 0, 0) for w in words_of(1000 + first, n)], insn
+            assert requests == [(w, 0, 0) for w in words_of(1024 + first, n, nb)], insn
             assert len(requests) == words
             assert cycles == words + latency + 2 == load_cycles(insn, cfg, base), insn
         got = await dump_all(ctx, h)
@@ -513,10 +539,17 @@ def wide_conv_load(**kw):
     return insn
 
 
-@pytest.mark.parametrize("bpc,latency", [(8, 1), (8, 20), (3, 4), (1, 2)])
-def test_load_wide_rows_padded(bpc, latency):
-    """Padded runs (3 requests of <= 8 lanes each) between read runs, in rows of 64 lanes."""
-    cfg, h, image = load_setup(22, rows=64, ifmap_rows=32, weight_rows=128,
+#: (reads, pads) of wide_conv_load() by hand at each bus width (see the test).
+WIDE_CONV_REQUESTS = {64: (21, 42), 128: (13, 28), 256: (9, 14)}
+
+
+@pytest.mark.parametrize("bits,bpc,latency", [(64, 8, 1), (64, 8, 20), (64, 3, 4), (64, 1, 2),
+                                              (128, 16, 3), (128, 5, 2), (256, 32, 2), (256, 7, 3)])
+def test_load_wide_rows_padded(bits, bpc, latency):
+    """Padded runs (ceil(20 / B) requests of <= B lanes each) between read runs, in rows of
+    64 lanes."""
+    nb = bits // 8
+    cfg, h, image = load_setup(22, rows=64, ifmap_rows=32, weight_rows=128, bus_bits=bits,
                                dram_bytes_per_cycle=bpc, dram_latency=latency)
     base = [0] * 8
     insn = wide_conv_load()
@@ -533,11 +566,16 @@ def test_load_wide_rows_padded(bpc, latency):
         # By hand: 20 runs, 14 padded: 14 * ceil(20 / 8) = 42 pad requests. Pixel p reads
         # bytes 5 + 20p ..: from byte 5 of a word (p even: ceil(25 / 8) = 4 reads) or byte 1
         # (p odd: ceil(21 / 8) = 3 reads): 3 * 4 + 3 * 3 = 21 reads. 63 requests.
-        assert len(requests) == 21
-        assert requests == [(w, 0, 0) for p in range(6) for w in words_of(5 + 20 * p, 20)]
-        assert load_requests(insn) == (21, 42)
-        if bpc == 8:
-            assert cycles == 63 + latency + 2 == load_cycles(insn, cfg)
+        # 128 bits: 14 * 2 pads; pixel p from byte (5 + 20p) % 16 = 5, 9, 13, 1, 5, 9:
+        # ceil(25, 29, 33, 21, 25, 29 / 16) = 2 + 2 + 3 + 2 + 2 + 2 = 13 reads.
+        # 256 bits: 14 pads; from byte (5 + 20p) % 32 = 5, 25, 13, 1, 21, 9:
+        # ceil(25, 45, 33, 21, 41, 29 / 32) = 1 + 2 + 2 + 1 + 2 + 1 = 9 reads.
+        reads, pads = WIDE_CONV_REQUESTS[bits]
+        assert len(requests) == reads
+        assert requests == [(w, 0, 0) for p in range(6) for w in words_of(5 + 20 * p, 20, nb)]
+        assert load_requests(insn, cfg) == (reads, pads)
+        if bpc == nb:
+            assert cycles == reads + pads + latency + 2 == load_cycles(insn, cfg)
         got = await dump_all(ctx, h)
         np.testing.assert_array_equal(got[Buffer.IFMAP], expected)
         ref = empty_buffers(cfg)
@@ -547,9 +585,11 @@ def test_load_wide_rows_padded(bpc, latency):
     simulate(h, bench)
 
 
-def test_load_strided_elements():
+@pytest.mark.parametrize("bits", BUS_WIDTHS)
+def test_load_strided_elements(bits):
     """dram_stride0 != 1: one read per element, even when several share a word."""
-    cfg, h, image = load_setup(23, rows=16, weight_rows=32, dram_latency=3)
+    nb = bits // 8
+    cfg, h, image = load_setup(23, rows=16, weight_rows=32, dram_latency=3, bus_bits=bits)
     base = [0] * 8
     ref = empty_buffers(cfg)
 
@@ -562,7 +602,7 @@ def test_load_strided_elements():
             result, cycles, nbytes = await execute(ctx, h.eng, insn, base, requests=requests)
             load_reference(ref, image, insn, base)
             assert result == "done" and nbytes == 2 * n0
-            assert [a for a, _, _ in requests] == [(first + 64 * i1 + s0 * i0) // 8
+            assert [a for a, _, _ in requests] == [(first + 64 * i1 + s0 * i0) // nb
                                                     for i1 in range(2) for i0 in range(n0)]
             assert cycles == 2 * n0 + 3 + 2 == load_cycles(insn, cfg, base)
         got = await dump_all(ctx, h)
@@ -571,9 +611,14 @@ def test_load_strided_elements():
     simulate(h, bench)
 
 
-def test_load_dram_end_and_out_of_window():
+#: The bus words holding DRAM bytes 2035 .. 2047 at each bus width.
+END_WORDS = {64: [254, 255], 128: [127], 256: [63]}
+
+
+@pytest.mark.parametrize("bits", BUS_WIDTHS)
+def test_load_dram_end_and_out_of_window(bits):
     """A run that ends on the last DRAM byte works; one byte further writes nothing."""
-    cfg, h, image = load_setup(24, rows=16, weight_rows=32, ifmap_rows=16)
+    cfg, h, image = load_setup(24, rows=16, weight_rows=32, ifmap_rows=16, bus_bits=bits)
     base = [0] * 8
     ref = empty_buffers(cfg)
     end = plain_load(dram_offset=DRAM_BYTES - 13, n0=13, lane0=2, n1=2, buf_stride1=4, buf_row=1)
@@ -586,10 +631,12 @@ def test_load_dram_end_and_out_of_window():
             requests = []
             result, cycles, nbytes = await execute(ctx, h.eng, insn, base, win, requests=requests)
             load_reference(ref, image, insn, base)
-            # Bytes 2035 .. 2047 twice: from byte 3 of word 254, words 254 and 255.
+            # Bytes 2035 .. 2047 twice: from byte 3 of word 254, words 254 and 255 (64 bits);
+            # byte 3 of word 127 (128 bits); bytes 19 .. 31 of word 63 (256 bits).
+            words = END_WORDS[bits]
             assert result == "done" and nbytes == 26
-            assert requests == [(254, 0, 0), (255, 0, 0)] * 2
-            assert cycles == 4 + cfg.dram_latency + 2 == load_cycles(insn, cfg, base)
+            assert requests == [(w, 0, 0) for w in words] * 2
+            assert cycles == 2 * len(words) + cfg.dram_latency + 2 == load_cycles(insn, cfg, base)
         before = await dump_all(ctx, h)
         for insn, win in ((dict(end, dram_offset=DRAM_BYTES - 12), (0, 0)),       # 1 past DRAM
                           (dict(end, dram_offset=DRAM_BYTES - 41, buf_row=5), window),  # below
@@ -622,11 +669,11 @@ async def store_fill(ctx, h, image, psum, params):
     await write_rows(ctx, h.param.w, param_rows_value(*params))
 
 
-@pytest.mark.parametrize("bpc", [8, 3])
-def test_store_random(bpc):
-    cfg = make_config(dram_bytes_per_cycle=bpc, dram_latency=3)
+@pytest.mark.parametrize("bits,bpc", [(64, 8), (64, 3), (128, 16), (256, 32), (256, 5)])
+def test_store_random(bits, bpc):
+    cfg = make_config(dram_bytes_per_cycle=bpc, dram_latency=3, bus_bits=bits)
     h = StoreHarness(cfg)
-    rng = np.random.default_rng(bpc)
+    rng = np.random.default_rng(bits + bpc)
     image = rng.integers(0, 256, size=DRAM_BYTES, dtype=np.uint8)
     psum = rng.integers(-(1 << 31), 1 << 31, size=(cfg.psum_rows, cfg.cols), dtype=np.int64)
     psum[:, 0] = rng.integers(-3000, 3000, size=cfg.psum_rows)
@@ -654,8 +701,8 @@ def test_store_random(bpc):
             result, cycles, nbytes = await execute(ctx, h.eng, insn, base)
             n = insn["m_len"] * insn["n_len"]
             assert result == "done" and nbytes == n
-            if bpc == 8:
-                assert cycles <= n + 9, (cycles, n)
+            if bpc == cfg.bus_bytes:
+                assert cycles == store_cycles(insn, cfg), (cycles, n)
             bias, m0, shift = (p[insn["param_row"]:] for p in params)
             start = base[insn["base_reg"]] + insn["dram_offset"]
             for mi in range(insn["m_len"]):
@@ -668,8 +715,9 @@ def test_store_random(bpc):
     simulate(h, bench)
 
 
-def test_store_errors_write_nothing():
-    cfg = make_config()
+@pytest.mark.parametrize("bits", BUS_WIDTHS)
+def test_store_errors_write_nothing(bits):
+    cfg = make_config(bus_bits=bits)
     h = StoreHarness(cfg)
     rng = np.random.default_rng(3)
     image = rng.integers(0, 256, size=DRAM_BYTES, dtype=np.uint8)
@@ -701,8 +749,9 @@ def test_store_errors_write_nothing():
     simulate(h, bench)
 
 
-def test_store_signed_offset():
-    cfg = make_config()
+@pytest.mark.parametrize("bits", BUS_WIDTHS)
+def test_store_signed_offset(bits):
+    cfg = make_config(bus_bits=bits)
     h = StoreHarness(cfg)
     rng = np.random.default_rng(5)
     image = rng.integers(0, 256, size=DRAM_BYTES, dtype=np.uint8)
@@ -745,21 +794,28 @@ def test_store_signed_offset():
     simulate(h, bench)
 
 
-def store_words(first, n):
-    """The masked writes of a run of ``n`` bytes from byte address ``first``: one per word,
-    ``(word, 1, mask)``."""
+def store_words(first, n, nb=8):
+    """The masked writes of a run of ``n`` bytes from byte address ``first`` on a bus of
+    ``nb``-byte words: one per word, ``(word, 1, mask)``."""
     out = []
-    for w in words_of(first, n):
-        lo, hi = max(first, 8 * w), min(first + n, 8 * w + 8)
-        out.append((w, 1, sum(1 << (a - 8 * w) for a in range(lo, hi))))
+    for w in words_of(first, n, nb):
+        lo, hi = max(first, nb * w), min(first + n, nb * w + nb)
+        out.append((w, 1, sum(1 << (a - nb * w) for a in range(lo, hi))))
     return out
 
 
-@pytest.mark.parametrize("bpc", [8, 2])
-def test_store_packing(bpc):
+def store_offsets(nb):
+    """Start bytes within a word for test_store_packing: all 8 at 64 bits; the first,
+    second, middle and last ones of the wider words."""
+    return range(8) if nb == 8 else (0, 1, 3, nb // 2, nb - 3, nb - 1)
+
+
+@pytest.mark.parametrize("bits,bpc", [(64, 8), (64, 2), (128, 16), (128, 3), (256, 32), (256, 6)])
+def test_store_packing(bits, bpc):
     """Runs of n_len bytes at every alignment: one masked write per word touched; runs
-    that share a word (dram_stride < 8) write it separately."""
-    cfg = make_config(cols=20, rows=4, dram_bytes_per_cycle=bpc, dram_latency=2)
+    that share a word (dram_stride < B) write it separately."""
+    nb = bits // 8
+    cfg = make_config(cols=40, rows=4, dram_bytes_per_cycle=bpc, dram_latency=2, bus_bits=bits)
     h = StoreHarness(cfg)
     rng = np.random.default_rng(31)
     image = rng.integers(0, 256, size=DRAM_BYTES, dtype=np.uint8)
@@ -769,10 +825,12 @@ def test_store_packing(bpc):
               rng.integers(-4, 1, size=cfg.param_depth))
     base = [0, 512, 0, 0, 0, 0, 0, 0]
     insns = []
-    for k, (n_len, stride) in enumerate(((1, 1), (3, 4), (8, 8), (13, 13), (20, 27), (7, 7))):
-        for o in range(8):
-            insns.append(dict(op=Opcode.STORE, base_reg=1, dram_offset=64 * k + 8 * o + o,
-                              dram_stride=stride, psum_row=(k + o) % 12, param_row=o,
+    shapes = ((1, 1), (3, 4), (8, 8), (13, 13), (20, 27), (7, 7), (nb, nb), (40, 45))
+    for k, (n_len, stride) in enumerate(shapes):
+        for j, o in enumerate(store_offsets(nb)):
+            # 96 k + nb j is a word boundary at every width: the run starts at byte o.
+            insns.append(dict(op=Opcode.STORE, base_reg=1, dram_offset=96 * k + nb * j + o,
+                              dram_stride=stride, psum_row=(k + j) % 12, param_row=j,
                               m_len=3, n_len=n_len, out_zp=-2, act_min=-100, act_max=120))
     expected = image.copy()
 
@@ -786,8 +844,8 @@ def test_store_packing(bpc):
             assert result == "done" and nbytes == n
             assert requests == [r for mi in range(insn["m_len"])
                                 for r in store_words(start + mi * insn["dram_stride"],
-                                                     insn["n_len"])], insn
-            if bpc == 8:  # one channel per cycle through the 6-stage PPU
+                                                     insn["n_len"], nb)], insn
+            if bpc == nb:  # one channel per cycle through the 6-stage PPU
                 assert cycles == n + 6 + 2 == store_cycles(insn, cfg)
             bias, m0, shift = (p[insn["param_row"]:] for p in params)
             for mi in range(insn["m_len"]):
@@ -805,14 +863,14 @@ def test_timing_hand_worked():
     cfg = make_config()
     # 20 bytes from byte 3 of a word: ceil((3 + 20) / 8) = 3 reads; 3 + 5 + 2 = 10.
     run = dict(n0=20, dram_stride0=1, n1=1, n2=1, dram_offset=3)
-    assert load_requests(run) == (3, 0) and load_cycles(run, cfg) == 10
+    assert load_requests(run, cfg) == (3, 0) and load_cycles(run, cfg) == 10
     # The same from base register 2 = 13: byte 16 = word boundary, ceil(20 / 8) = 3 reads;
     # from byte 12 + 3 = 15 (byte 7): ceil(27 / 8) = 4 reads, 4 + 7 = 11.
     assert load_cycles(dict(run, base_reg=2), cfg, base=[0, 0, 13, 0, 0, 0, 0, 0]) == 10
     assert load_cycles(dict(run, base_reg=2), cfg, base=[0, 0, 12, 0, 0, 0, 0, 0]) == 11
     # 4 runs of 10 lanes, all padded: 4 * ceil(10 / 8) = 8 requests, 8 + 3 = 11.
     pad = dict(n0=10, n1=4, n2=1, pad_en=1, pad_lo1=4, pad_hi1=4, pad_lo2=0, pad_hi2=1)
-    assert load_requests(pad) == (0, 8) and load_cycles(pad, cfg) == 11
+    assert load_requests(pad, cfg) == (0, 8) and load_cycles(pad, cfg) == 11
     # Stride 2: one read per element, 2 runs of 5: 10 + 7 = 17.
     assert load_cycles(dict(n0=5, dram_stride0=2, n1=2, dram_stride1=100, n2=1), cfg) == 17
     # Empty: done in t+2.
@@ -820,3 +878,31 @@ def test_timing_hand_worked():
     # STORE 3 x 4 bytes: 12 + PPU latency 6 + 2 = 20.
     assert store_cycles(dict(m_len=3, n_len=4), cfg) == 20
     assert store_cycles(dict(m_len=0, n_len=4), cfg) == 2
+
+
+def test_timing_hand_worked_wide():
+    """The same instructions on the 128- and 256-bit buses (dram_latency 5)."""
+    wide, wider = make_config(bus_bits=128), make_config(bus_bits=256)
+    run = dict(n0=20, dram_stride0=1, n1=1, n2=1, dram_offset=3)
+    # 20 bytes from byte 3: ceil(23 / 16) = 2 reads (2 + 7 = 9); ceil(23 / 32) = 1 (8).
+    assert load_requests(run, wide) == (2, 0) and load_cycles(run, wide) == 9
+    assert load_requests(run, wider) == (1, 0) and load_cycles(run, wider) == 8
+    # From base 13 + 3 = byte 16: one 16-byte word and 4 bytes (2 reads); byte 16 of a
+    # 32-byte word, ceil(36 / 32) = 2 reads; from 12 + 3 = 15: byte 15 of a 16-byte word,
+    # ceil(35 / 16) = 3 reads.
+    base13, base12 = [0, 0, 13, 0, 0, 0, 0, 0], [0, 0, 12, 0, 0, 0, 0, 0]
+    assert load_cycles(dict(run, base_reg=2), wide, base=base13) == 9
+    assert load_cycles(dict(run, base_reg=2), wider, base=base13) == 9
+    assert load_cycles(dict(run, base_reg=2), wide, base=base12) == 10
+    # From byte 28 of a 32-byte word (base 25 + 3): ceil((28 + 20) / 32) = 2 reads.
+    assert load_cycles(dict(run, base_reg=2), wider, base=[0, 0, 25, 0, 0, 0, 0, 0]) == 9
+    # 4 padded runs of 10 lanes: one request each at both widths, 4 + 3 = 7; of 20 lanes:
+    # 2 each at 128 bits (8 + 3 = 11), 1 at 256 (7).
+    pad = dict(n0=10, n1=4, n2=1, pad_en=1, pad_lo1=4, pad_hi1=4, pad_lo2=0, pad_hi2=1)
+    assert load_requests(pad, wide) == load_requests(pad, wider) == (0, 4)
+    assert load_cycles(pad, wide) == load_cycles(pad, wider) == 7
+    assert load_cycles(dict(pad, n0=20), wide) == 11 and load_cycles(dict(pad, n0=20), wider) == 7
+    # Stride 2 and STORE do not depend on the width.
+    assert load_cycles(dict(n0=5, dram_stride0=2, n1=2, dram_stride1=100, n2=1), wider) == 17
+    assert store_cycles(dict(m_len=3, n_len=4), wide) == store_cycles(dict(m_len=3, n_len=4),
+                                                                      wider) == 20

@@ -89,7 +89,12 @@ def run(cfg, mem, out_addr, out_len, max_cycles=5000):
     (CFG, 5),
     (AccelConfig(rows=8, cols=8, ifmap_rows=16, weight_rows=16, psum_rows=16, param_rows=2,
                  dram_bytes=1 << 14, dram_latency=8, dram_bytes_per_cycle=2), 7),
-], ids=["4x3", "8x8"])
+    (AccelConfig(rows=4, cols=3, ifmap_rows=16, weight_rows=8, psum_rows=16, param_rows=2,
+                 dram_bytes=1 << 14, dram_latency=4, queue_depth=4, bus_bits=128,
+                 dram_bytes_per_cycle=16), 5),
+    (AccelConfig(rows=8, cols=8, ifmap_rows=16, weight_rows=16, psum_rows=16, param_rows=2,
+                 dram_bytes=1 << 14, dram_latency=3, bus_bits=256, dram_bytes_per_cycle=32), 7),
+], ids=["4x3", "8x8", "4x3-128bit", "8x8-256bit"])
 def test_gemm_tile_end_to_end(cfg, m):
     rng = np.random.default_rng(7)
     k, n = cfg.rows, cfg.cols
