@@ -11,6 +11,7 @@ import numpy as np
 
 from celosia.rtl.arrays.engine import legal_gemm
 from celosia.rtl.arrays.os import OSArray, epoch_cycles
+from celosia.rtl.arrays.window import window_rows
 
 __all__ = ["FEIEArray", "cycles"]
 
@@ -58,7 +59,7 @@ def cycles(insn, config, ifmap=None) -> int:
         return 1
     if ifmap is None:
         raise ValueError("feie timing depends on the data: pass the ifmap buffer rows")
-    rows = np.asarray(ifmap, dtype=np.int64)[g.ifmap_row:g.ifmap_row + g.m_len, :g.k_len] & 0xFF
+    rows = np.asarray(ifmap, dtype=np.int64)[window_rows(g), :g.k_len] & 0xFF
     nnz = [int((rows[m0:m0 + config.rows] != g.in_zp & 0xFF).any(axis=0).sum())
            for m0 in range(0, g.m_len, config.rows)]
     return 3 + epoch_cycles(g.m_len, config.rows, nnz)

@@ -17,6 +17,7 @@ from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed
 from celosia.rtl import isa
 from celosia.rtl.arrays.engine import (ComputeEngine, finish_states, gemm_insn_in_range, insn_check_state,
                                        legal_gemm)
+from celosia.rtl.arrays.window import WindowAddr
 from celosia.rtl.dma import accept_state
 
 __all__ = ["OSArray", "cycles", "epoch_cycles"]
@@ -183,12 +184,20 @@ class OSArray(ComputeEngine):
         with m.If(wr_land):
             m.d.comb += self.psum_wr.en.eq(Cat(insn.n_len > n for n in range(cols)))
 
+        # FILL's ifmap rows (m = 0, 1, ... in order) from the window address generator,
+        # started by the instruction's first FILL read.
+        m.submodules.window = win = WindowAddr(len(self.ifmap.addr))
+        fill_first = Signal()              # the next FILL read is row 0
+        with m.If(x_issue):
+            m.d.sync += fill_first.eq(0)
+        m.d.comb += [win.insn.eq(insn), win.start.eq(x_issue & fill_first), win.step.eq(x_issue)]
+
         m.d.comb += [
             x_issue.eq(run & on_f & (cnt_f < mb_f)),
             last_f.eq(~on_f | (cnt_f + 1 >= mb_f)),
             wr_issue.eq(run & on_d & (cnt_d < mb_d)),
             last_d.eq(~on_d | (cnt_d + 1 >= mb_d)),
-            self.ifmap.addr.eq(insn.ifmap_row + m0_f + cnt_f),
+            self.ifmap.addr.eq(win.addr),
             self.ifmap.en.eq(x_issue),
             self.weight.addr.eq(w_addr),
             self.weight.en.eq(mac_issue),
@@ -206,6 +215,7 @@ class OSArray(ComputeEngine):
             accept_state(m, self.insn, insn)
             with insn_check_state(m, self, gemm_insn_in_range(insn, cfg), insn.m_len == 0):
                 m.d.sync += [m0_f.eq(0), left.eq(insn.m_len), on_f.eq(1), on_m.eq(0), on_d.eq(0),
+                             fill_first.eq(1),
                              mb_f.eq(Mux(insn.m_len < rows, insn.m_len, rows)), bank.eq(0),
                              cnt_f.eq(0), cnt_m.eq(0), cnt_d.eq(0), first.eq(1)]
                 m.next = "RUN"

@@ -15,9 +15,17 @@ push in program order, so an in-order fetch never deadlocks), per unit:
   STORE and pushes ``c2l``, which the next unit's first LOAD pops: a barrier,
   since the next unit may read what the stores wrote.
 
-Double buffering: weight and (streamed) ifmap tiles alternate between the buffer
-halves with the compute instruction's index ``t``, psum tiles with the tile's index
-``u``, resident ifmap blocks with the block's index in the unit.
+Double buffering: weight tiles alternate between the buffer halves with the compute
+instruction's index ``t``, psum tiles with the tile's index ``u``, and ifmap tiles with
+the index of their *ifmap group* in the unit: the run of consecutive compute
+instructions that read one ifmap tile, loaded once by the load group of the first of
+them. A group is a whole block of output tiles in a resident unit (``OutTile.block``,
+loaded by ``block_loads``), the GEMMs of one output tile with the same
+``GemmOp.ifmap_group`` (e.g. the kernel taps of one input-channel chunk of a conv), or
+a single instruction. The ``c2l`` tokens above also cover the ifmap halves: the group
+opening at instruction ``t`` overwrites the half of the group two before it, whose
+instructions all precede the group in between, so end at ``t-2`` at the latest, and
+its LOADs wait for instruction ``t-2``.
 """
 
 from __future__ import annotations
@@ -37,21 +45,17 @@ def emit_unit(unit: Unit, config: AccelConfig, first: bool, last: bool) -> list[
     p_half = config.psum_rows // 2
     ops = [(u, g) for u, tile in enumerate(unit.tiles) for g in range(len(tile.ops))]
     T = len(ops)
-    blocks = sorted({tile.block for tile in unit.tiles})
-    block_half = {b: i % 2 for i, b in enumerate(blocks)}
+    groups = _ifmap_groups(unit)
     out: list[int] = []
 
     def load_group(t):
         u, g = ops[t]
-        tile, op = unit.tiles[u], unit.tiles[u].ops[g]
+        op = unit.tiles[u].ops[g]
         group = []   # (Load, buffer, row base)
         if t == 0:
             group.append((unit.params, Buffer.PARAM, 0))
-        if unit.resident and g == 0 and (u == 0 or unit.tiles[u - 1].block != tile.block):
-            base = block_half[tile.block] * i_half
-            group.extend((ld, Buffer.IFMAP, base) for ld in tile.block_loads)
-        if not unit.resident:
-            group.extend((ld, Buffer.IFMAP, (t % 2) * i_half) for ld in op.ifmap)
+        half, loads, _ = groups[t]
+        group.extend((ld, Buffer.IFMAP, half * i_half) for ld in loads)
         if not isinstance(op, VecOp):
             group.extend((ld, Buffer.WEIGHT, (t % 2) * w_half) for ld in op.weight)
         assert group, "every compute instruction is fed by at least one LOAD"
@@ -62,10 +66,8 @@ def emit_unit(unit: Unit, config: AccelConfig, first: bool, last: bool) -> list[
     def compute(t):
         u, g = ops[t]
         tile, op = unit.tiles[u], unit.tiles[u].ops[g]
-        if unit.resident:
-            ifmap_row = block_half[tile.block] * i_half + op.ifmap_row
-        else:
-            ifmap_row = (t % 2) * i_half
+        half, _, row = groups[t]
+        ifmap_row = half * i_half + row
         dep = dep_flags(pop_prev=True, pop_next=(g == 0 and u >= 2),
                         push_prev=t + 2 < T, push_next=g == len(tile.ops) - 1)
         if isinstance(op, VecOp):
@@ -90,4 +92,27 @@ def emit_unit(unit: Unit, config: AccelConfig, first: bool, last: bool) -> list[
             out.append(store(u))
     if not last:
         out.append(encode(Opcode.NOP, dep=dep_flags(pop_next=True, push_prev=True)))
+    return out
+
+
+def _ifmap_groups(unit: Unit) -> list[tuple[int, list, int]]:
+    """Per compute instruction of ``unit``, in order: ``(half, loads, row)``, the ifmap
+    buffer half of its ifmap group (the group's index in the unit mod 2; see the module
+    docstring), the group's LOADs if the instruction opens the group (else none) and its
+    ifmap row inside the half."""
+    out, prev, index = [], None, -1
+    for u, tile in enumerate(unit.tiles):
+        for g, op in enumerate(tile.ops):
+            shared = getattr(op, "ifmap_group", None)
+            if unit.resident:
+                key, loads, row = ("block", tile.block), tile.block_loads, op.ifmap_row
+            elif shared is not None:
+                key, loads, row = ("ops", u, shared), op.ifmap, op.ifmap_row
+            else:
+                key, loads, row = ("op", u, g), op.ifmap, 0
+            opens = key != prev
+            assert opens or unit.resident or not loads, "only a group's first GEMM loads its tile"
+            index += opens
+            prev = key
+            out.append((index % 2, loads if opens else [], row))
     return out
