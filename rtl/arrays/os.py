@@ -30,9 +30,11 @@ class OSArray(ComputeEngine):
     ``m < m_len``, ``n < n_len``::
 
         psum[psum_row+m][n] = (accumulate ? psum[psum_row+m][n] : 0)
-                              + sum_{k<k_len} int8(ifmap[ifmap_row+m][k]) * int8(weight[weight_row+k][n])
+                              + sum_{k<k_len} int8(ifmap[row(m)][k]) * int8(weight[weight_row+k][n])
 
-    (int32 wrapping; lanes ``n >= n_len`` of the written rows are left as they were).
+    (int32 wrapping; lanes ``n >= n_len`` of the written rows are left as they were;
+    ``row(m)``: ``ifmap_row + m``, or the window of a one-tap windowed GEMM, as in
+    :class:`~celosia.rtl.arrays.ws.WSArray`).
 
     Operation and timing (cycle 0 = the cycle ``insn.valid & insn.ready``): cycle 1
     CHECK (:func:`gemm_insn_in_range`; out of range -> ``error``, ``m_len = 0`` ->
@@ -41,8 +43,10 @@ class OSArray(ComputeEngine):
     PE rows' input registers and the accumulators are double-buffered (banks 0 / 1, block
     ``b`` uses bank ``b % 2``), and in epoch ``e = 0 .. nb+1``
 
-    * FILL loads block ``e``: ifmap rows ``ifmap_row+m0 .. +mb-1`` are read, one per
-      cycle, into the block's input registers (each lands the next cycle);
+    * FILL loads block ``e``: ifmap rows ``row(m0) .. row(m0+mb-1)`` are read, one per
+      cycle, into the block's input registers (each lands the next cycle); the window
+      address generator (:class:`~celosia.rtl.arrays.window.WindowAddr`, started by the
+      instruction's first FILL read) gives ``row(m)`` without a cycle of its own;
     * MAC computes block ``e-1``: weight row ``weight_row+k`` is read, one per cycle for
       ``k < k_len``; one cycle later every PE multiplies it with its row's current input
       and accumulates (the block's accumulator bank is cleared in the epoch's first cycle);

@@ -38,9 +38,12 @@ class WSArray(ComputeEngine):
     ``n < n_len``::
 
         psum[psum_row+m][n] = (accumulate ? psum[psum_row+m][n] : 0)
-                              + sum_{k<k_len} int8(ifmap[ifmap_row+m][k]) * int8(weight[weight_row+k][n])
+                              + sum_{k<k_len} int8(ifmap[row(m)][k]) * int8(weight[weight_row+k][n])
 
-    with int32 wrapping. Lanes ``n >= n_len`` of the written rows are left as
+    with int32 wrapping, ``row(m) = ifmap_row + m`` for a plain GEMM and, for a windowed
+    GEMM of one kernel tap (``window = 1``, ``win_h = win_w = 1``), ``m = e*out_w + x``,
+    ``row(m) = ifmap_row + e*stride_h*row_pitch + x*stride_w`` (the window address
+    generator, :class:`~celosia.rtl.arrays.window.WindowAddr`). Lanes ``n >= n_len`` of the written rows are left as
     they were (the write enables cover lanes ``n < n_len`` only). Rows
     ``k >= k_len`` of the weight tile are held at 0 in the PEs, so ifmap lanes
     ``k >= k_len`` are ignored. Instructions take effect in acceptance order
@@ -72,8 +75,9 @@ class WSArray(ComputeEngine):
     * take, cycle ``s = max(L, e)`` (``e``: the cycle after the previous GEMM's
       last row read; plus psum stalls, below): the shadow registers (the row
       landing this cycle bypassed) are copied into the active ones, and row 0
-      is read. Then STREAM: ifmap row ``ifmap_row+m`` and psum row
-      ``psum_row+m`` (if ``accumulate``) are read, one per cycle. Pipeline from
+      is read. Then STREAM: ifmap row ``row(m)`` and psum row
+      ``psum_row+m`` (if ``accumulate``) are read, one per cycle (the window address
+      generator, started by the take, adds no cycle). Pipeline from
       the read cycle ``t``: ``t+1`` data arrive, the products and the old psum
       are registered; ``t+2`` the column sums plus the old psum are registered;
       ``t+3`` the row is written through ``psum_wr``; ``done`` pulses in

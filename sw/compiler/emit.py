@@ -24,8 +24,11 @@ loaded by ``block_loads``), the GEMMs of one output tile with the same
 ``GemmOp.ifmap_group`` (e.g. the kernel taps of one input-channel chunk of a conv), or
 a single instruction. The ``c2l`` tokens above also cover the ifmap halves: the group
 opening at instruction ``t`` overwrites the half of the group two before it, whose
-instructions all precede the group in between, so end at ``t-2`` at the latest, and
-its LOADs wait for instruction ``t-2``.
+instructions all precede the group in between. Its LOADs go into the LOAD group of the
+second instruction ``t'`` of the group in between (``t'`` = ``t`` when that group has a
+single instruction): ``t' - 2`` is the last instruction of the group two before, so the
+``c2l`` pop of LOAD group ``t'`` (instruction ``t' - 2`` done) frees the
+half, and the tile loads while the group in between computes.
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ def emit_unit(unit: Unit, config: AccelConfig, first: bool, last: bool) -> list[
     p_half = config.psum_rows // 2
     ops = [(u, g) for u, tile in enumerate(unit.tiles) for g in range(len(tile.ops))]
     T = len(ops)
-    groups = _ifmap_groups(unit)
+    ifmap_rows, ifmap_loads = _ifmap_groups(unit)
     out: list[int] = []
 
     def load_group(t):
@@ -54,8 +57,7 @@ def emit_unit(unit: Unit, config: AccelConfig, first: bool, last: bool) -> list[
         group = []   # (Load, buffer, row base)
         if t == 0:
             group.append((unit.params, Buffer.PARAM, 0))
-        half, loads, _ = groups[t]
-        group.extend((ld, Buffer.IFMAP, half * i_half) for ld in loads)
+        group.extend((ld, Buffer.IFMAP, half * i_half) for half, ld in ifmap_loads[t])
         if not isinstance(op, VecOp):
             group.extend((ld, Buffer.WEIGHT, (t % 2) * w_half) for ld in op.weight)
         assert group, "every compute instruction is fed by at least one LOAD"
@@ -66,7 +68,7 @@ def emit_unit(unit: Unit, config: AccelConfig, first: bool, last: bool) -> list[
     def compute(t):
         u, g = ops[t]
         tile, op = unit.tiles[u], unit.tiles[u].ops[g]
-        half, _, row = groups[t]
+        half, row = ifmap_rows[t]
         ifmap_row = half * i_half + row
         dep = dep_flags(pop_prev=True, pop_next=(g == 0 and u >= 2),
                         push_prev=t + 2 < T, push_next=g == len(tile.ops) - 1)
@@ -95,24 +97,34 @@ def emit_unit(unit: Unit, config: AccelConfig, first: bool, last: bool) -> list[
     return out
 
 
-def _ifmap_groups(unit: Unit) -> list[tuple[int, list, int]]:
-    """Per compute instruction of ``unit``, in order: ``(half, loads, row)``, the ifmap
-    buffer half of its ifmap group (the group's index in the unit mod 2; see the module
-    docstring), the group's LOADs if the instruction opens the group (else none) and its
-    ifmap row inside the half."""
-    out, prev, index = [], None, -1
+def _ifmap_groups(unit: Unit) -> tuple[list[tuple[int, int]], list[list[tuple[int, object]]]]:
+    """The ifmap groups of ``unit`` (see the module docstring): per compute instruction, in
+    order, ``(half, row)``, the ifmap buffer half of its group (the group's index in the
+    unit mod 2) and its ifmap row inside that half; and per LOAD group ``t``, the ``(half,
+    Load)`` of the ifmap tiles it loads. A group's tile is loaded by the LOAD group of the
+    second instruction of the group before it: the earliest LOAD group whose ``c2l`` pop
+    (instruction ``t-2`` done) follows the last reader of the half, the group two before."""
+    rows, firsts, loads = [], [], []
+    prev = None
     for u, tile in enumerate(unit.tiles):
         for g, op in enumerate(tile.ops):
             shared = getattr(op, "ifmap_group", None)
             if unit.resident:
-                key, loads, row = ("block", tile.block), tile.block_loads, op.ifmap_row
+                key, tile_loads, row = ("block", tile.block), tile.block_loads, op.ifmap_row
             elif shared is not None:
-                key, loads, row = ("ops", u, shared), op.ifmap, op.ifmap_row
+                key, tile_loads, row = ("ops", u, shared), op.ifmap, op.ifmap_row
             else:
-                key, loads, row = ("op", u, g), op.ifmap, 0
-            opens = key != prev
-            assert opens or unit.resident or not loads, "only a group's first GEMM loads its tile"
-            index += opens
+                key, tile_loads, row = ("op", u, g), op.ifmap, 0
+            t = len(rows)
+            if key != prev:
+                firsts.append(t)
+                loads.append(tile_loads)
+            else:
+                assert unit.resident or not tile_loads, "only a group's first GEMM loads its tile"
             prev = key
-            out.append((index % 2, loads if opens else [], row))
-    return out
+            rows.append(((len(firsts) - 1) % 2, row))
+    at = [[] for _ in rows]
+    for i, first in enumerate(firsts):
+        t = first if i == 0 else min(firsts[i - 1] + 1, first)
+        at[t].extend((i % 2, ld) for ld in loads[i])
+    return rows, at
