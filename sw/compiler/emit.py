@@ -28,7 +28,9 @@ instructions all precede the group in between. Its LOADs go into the LOAD group 
 second instruction ``t'`` of the group in between (``t'`` = ``t`` when that group has a
 single instruction): ``t' - 2`` is the last instruction of the group two before, so the
 ``c2l`` pop of LOAD group ``t'`` (instruction ``t' - 2`` done) frees the
-half, and the tile loads while the group in between computes.
+half, and the tile loads while the group in between computes. When ``t' < t`` these
+LOADs come after the ``l2c`` push of LOAD group ``t'`` (instruction ``t'`` does not wait
+for them); the in-order LOAD queue finishes them before the push of LOAD group ``t``.
 """
 
 from __future__ import annotations
@@ -54,15 +56,18 @@ def emit_unit(unit: Unit, config: AccelConfig, first: bool, last: bool) -> list[
     def load_group(t):
         u, g = ops[t]
         op = unit.tiles[u].ops[g]
-        group = []   # (Load, buffer, row base)
+        group = []   # (Load, buffer, row base): what instruction t reads
         if t == 0:
             group.append((unit.params, Buffer.PARAM, 0))
-        group.extend((ld, Buffer.IFMAP, half * i_half) for half, ld in ifmap_loads[t])
+        group.extend((ld, Buffer.IFMAP, half * i_half) for half, ld, ahead in ifmap_loads[t] if not ahead)
         if not isinstance(op, VecOp):
             group.extend((ld, Buffer.WEIGHT, (t % 2) * w_half) for ld in op.weight)
         assert group, "every compute instruction is fed by at least one LOAD"
+        n_push = len(group)
+        # then the next ifmap group's tile, after the push: instruction t does not wait for it
+        group.extend((ld, Buffer.IFMAP, half * i_half) for half, ld, ahead in ifmap_loads[t] if ahead)
         return [ld.encode(buf, base, dep_flags(pop_next=(i == 0 and (t >= 2 or (t == 0 and not first))),
-                                                push_next=(i == len(group) - 1)))
+                                                push_next=(i == n_push - 1)))
                 for i, (ld, buf, base) in enumerate(group)]
 
     def compute(t):
@@ -97,11 +102,12 @@ def emit_unit(unit: Unit, config: AccelConfig, first: bool, last: bool) -> list[
     return out
 
 
-def _ifmap_groups(unit: Unit) -> tuple[list[tuple[int, int]], list[list[tuple[int, object]]]]:
+def _ifmap_groups(unit: Unit) -> tuple[list[tuple[int, int]], list[list[tuple[int, object, bool]]]]:
     """The ifmap groups of ``unit`` (see the module docstring): per compute instruction, in
     order, ``(half, row)``, the ifmap buffer half of its group (the group's index in the
     unit mod 2) and its ifmap row inside that half; and per LOAD group ``t``, the ``(half,
-    Load)`` of the ifmap tiles it loads. A group's tile is loaded by the LOAD group of the
+    Load, ahead)`` of the ifmap tiles it loads, ``ahead`` for a later group's tile
+    (instruction ``t`` does not read it). A group's tile is loaded by the LOAD group of the
     second instruction of the group before it: the earliest LOAD group whose ``c2l`` pop
     (instruction ``t-2`` done) follows the last reader of the half, the group two before."""
     rows, firsts, loads = [], [], []
@@ -125,6 +131,6 @@ def _ifmap_groups(unit: Unit) -> tuple[list[tuple[int, int]], list[list[tuple[in
             rows.append(((len(firsts) - 1) % 2, row))
     at = [[] for _ in rows]
     for i, first in enumerate(firsts):
-        t = first if i == 0 else min(firsts[i - 1] + 1, first)
-        at[t].extend((i % 2, ld) for ld in loads[i])
+        t = first if i == 0 else firsts[i - 1] + 1
+        at[t].extend((i % 2, ld, t < first) for ld in loads[i])
     return rows, at
