@@ -2,10 +2,10 @@
 
 It sits on the ifmap-buffer read path and turns the row index ``m`` of a GEMM into the
 buffer row the engine reads, so that a convolution's windows are formed on chip from raw
-ifmap rows (loaded once) instead of being copied out in DRAM (im2col). For a windowed GEMM
-of one kernel tap (:data:`~celosia.rtl.isa.GemmInsn`, ``window = 1``, ``win_h = win_w =
-1``; the compiler folds the tap offset ``fh*dil_h*row_pitch + fw*dil_w`` into
-``ifmap_row``), row ``m = e*out_w + x`` is::
+ifmap rows (loaded once) instead of the DMA gathering a copy of the input per kernel tap
+(im2col). For a windowed GEMM of one kernel tap (:data:`~celosia.rtl.isa.GemmInsn`,
+``window = 1``, ``win_h = win_w = 1``; the compiler folds the tap offset
+``fh*dil_h*row_pitch + fw*dil_w`` into ``ifmap_row``), row ``m = e*out_w + x`` is::
 
     ifmap_row + e*stride_h*row_pitch + x*stride_w
 
