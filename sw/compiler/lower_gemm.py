@@ -103,7 +103,8 @@ def lower_conv(layer: QLayer, config: AccelConfig, batch: int, alloc: Allocation
         def rows_load(c0, k_len, buf_row):
             return raw_rows_load(layer, alloc.src, g * cin_g + c0, k_len, img, y0, ny, x0, nx, buf_row)
 
-        block_loads = [rows_load(c0, kl, i * ny * nx) for i, (c0, kl) in enumerate(chunks)] if resident else []
+        block_loads = ([rows_load(c0, kl, i * ny * nx) for i, (c0, kl) in enumerate(chunks)]
+                       if resident else [])
         for j in range(nt):
             n_len = min(C, cout_g - j * C)
             gemms = []
@@ -111,19 +112,20 @@ def lower_conv(layer: QLayer, config: AccelConfig, batch: int, alloc: Allocation
                 for fh in range(Fh):
                     for fw in range(Fw):
                         krow = (fh * Fw + fw) * cin_g + c0
-                        weight = load(BaseReg.STATIC, alloc.weights + g * K_g * cout_g + krow * cout_g + j * C,
+                        weight = load(BaseReg.STATIC,
+                                      alloc.weights + (g * K_g + krow) * cout_g + j * C,
                                       n_len, n1=k_len, s1=cout_g, bs1=1)
-                        first = fh == fw == 0
-                        ifmap = [rows_load(c0, k_len, 0)] if not resident and first else []
-                        tap = fh * dh * nx + fw * dw
+                        # per chunk: the first tap's GEMM loads the chunk's rows
+                        ifmap = [rows_load(c0, k_len, 0)] if not resident and fh == fw == 0 else []
                         gemms.append(GemmOp(
                             k_len=k_len, n_len=n_len, weight=[weight], ifmap=ifmap,
-                            ifmap_row=(i * ny * nx if resident else 0) + tap,
+                            ifmap_row=(i * ny * nx if resident else 0) + fh * dh * nx + fw * dw,
                             ifmap_group=None if resident else i,
-                            window=Window(win_h=1, win_w=1, stride_h=sh, stride_w=sw, dil_h=1, dil_w=1,
-                                          out_h=hbt, out_w=wbt, row_pitch=nx)))
+                            window=Window(win_h=1, win_w=1, stride_h=sh, stride_w=sw, dil_h=1,
+                                          dil_w=1, out_h=hbt, out_w=wbt, row_pitch=nx)))
             offset = ((img * Ho + ho0) * Wo + wo0) * Cout + g * cout_g + j * C
-            tiles.append(OutTile(m_len=hbt * wbt, ops=gemms, store=store(layer, alloc.dst, offset, Cout, n_len),
+            tiles.append(OutTile(m_len=hbt * wbt, ops=gemms,
+                                 store=store(layer, alloc.dst, offset, Cout, n_len),
                                  param_row=g * nt + j, block=block_id, block_loads=block_loads))
 
     return split_units(tiles, alloc.params, resident, config, layer)
@@ -153,7 +155,7 @@ def conv_traffic(layer: QLayer, config: AccelConfig, batch: int, hb: int, wb: in
 
     per_group = 0
     for _, _, ho0, hbt, wo0, wbt in conv_blocks(1, 1, Ho, Wo, hb, wb):
-        pixels = (inside(ho0, hbt, H, sh, pt, Fh, dh) * inside(wo0, wbt, W, sw, pl, Fw, dw))
+        pixels = inside(ho0, hbt, H, sh, pt, Fh, dh) * inside(wo0, wbt, W, sw, pl, Fw, dw)
         per_group += pixels * cin_g * reads + Fh * Fw * cin_g * cout_g
     return batch * G * per_group
 
