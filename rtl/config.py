@@ -58,7 +58,7 @@ class AccelConfig:
     weight_bits: int = 8
     acc_bits: int = 32
     ifmap_rows: int = 1024
-    weight_rows: int = 256
+    weight_rows: int = 1024
     psum_rows: int = 512
     param_rows: int = 64
     dram_bytes: int = 1 << 20
@@ -166,7 +166,12 @@ def markdown() -> str:
               "halves); `weight_rows >= 2 * rows` (one weight tile per half). The DRAM bus is "
               f"{AccelConfig.BUS_BITS} bits wide. The `rs` array has 2 x {RS_SPAD} filter-scratchpad "
               "entries per PE row (two banks) and `2 * (rows + cols)` ifmap line registers "
-              "(docs/dataflows.md).", ""]
+              "(docs/dataflows.md).", "",
+              "The default `weight_rows` (1024 rows: 8 KB at 8 columns, the size of the default "
+              "ifmap buffer) holds every weight of the bundled digits models, so the compiler keeps "
+              "them on chip, loaded once by the initialization graph (docs/compiler.md); with 256 "
+              "rows only part of them fitted. On an FPGA the buffer is 8 KB of block RAM at 8x8 "
+              "(16 KB at 16x16); reduce it with `--set weight_rows=...` for the smallest devices.", ""]
     return "\n".join(lines)
 
 

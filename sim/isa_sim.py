@@ -206,8 +206,10 @@ class IsaSim:
 def run_program(program, x_q: np.ndarray, seed: int | None = None) -> tuple[np.ndarray, dict]:
     """Run a compiled :class:`~celosia.sw.compiler.Program` on int8 ``x_q [batch, in_features]``.
 
-    Lays out DRAM as the driver does (one run), executes under schedule ``seed``
-    and returns ``(output [batch, out_features], final token counts)``.
+    Lays out DRAM as the driver does (one run), runs the initialization graph if the
+    program has one (:attr:`~celosia.sw.compiler.Program.init_offset`), then the
+    execution graph under schedule ``seed``, and returns ``(output [batch,
+    out_features], the execution run's final token counts)``.
     """
     from celosia.rtl.isa import BaseReg
     lay = program.layout(1)
@@ -221,6 +223,8 @@ def run_program(program, x_q: np.ndarray, seed: int | None = None) -> tuple[np.n
                      (BaseReg.SCRATCH, "scratch"), (BaseReg.INPUT, "input"),
                      (BaseReg.OUTPUT, "output")):
         sim.base[reg] = lay[key]
+    if program.init_offset is not None:
+        sim.run(lay["program"] + program.init_offset, seed=seed)
     tokens = sim.run(lay["program"], seed=seed)
     out = np.frombuffer(bytes(dram[lay["output"]:lay["output"] + program.output_bytes]), np.int8)
     return out.reshape(program.batch, program.out_features), tokens

@@ -39,6 +39,13 @@ def _add_config_args(p: argparse.ArgumentParser):
                         "(fields: " + ", ".join(k for k in RANGES if k not in ("rows", "cols")) + ")")
 
 
+def _add_compile_args(p: argparse.ArgumentParser):
+    p.add_argument("--no-resident-weights", dest="resident_weights", action="store_false",
+                   help="stream every weight tile from DRAM in every run instead of loading the "
+                        "weights that fit the weight buffer once, by the initialization graph "
+                        "(for comparison; docs/compiler.md)")
+
+
 def config_from_args(args) -> AccelConfig:
     rows, cols = parse_array(args.array)
     fields = {"rows": rows, "cols": cols, "dataflow": args.dataflow}
@@ -171,7 +178,7 @@ def cmd_run(args) -> int:
         verilator.build(config, training_job=pgo_training_job)
         _log(f"  ready in {time.perf_counter() - t0:.1f} s")
     result = run(qmodel, x, config, backend=args.backend, batch=args.batch, source=source,
-                 progress=_progress("simulating"))
+                 progress=_progress("simulating"), resident_weights=args.resident_weights)
     if args.out:
         np.save(args.out, result.y.astype(np.float32))
     report = result.report
@@ -248,6 +255,25 @@ def _print_roofline(report: dict):
           f"= ifmap {roof['dram_ifmap_bytes']} + weights {roof['dram_weight_bytes']} + params "
           f"{roof['dram_param_bytes']} + instructions {roof['dram_fetch_bytes']}; written "
           f"{roof['dram_write_bytes']} B)")
+    _print_resident(report)
+
+
+def _print_resident(report: dict):
+    """Which weights stay on chip, what the initialization graph costs and what it saves."""
+    res = report.get("resident_weights")
+    if not res:
+        return
+    if not res["enabled"]:
+        print("weights on chip: none (every weight tile streams from DRAM in every run)")
+        return
+    init = report.get("init")
+    measured = (f"; measured: {init['cycles']} cycles, {init['dram_bytes_read']} B read"
+                f" in {init['runs']} run(s)" if init else "")
+    print(f"weights on chip: {len(res['layers'])} layer(s), {res['weight_rows']} of "
+          f"{res['weight_rows_config']} weight-buffer rows; the initialization graph reads "
+          f"{res['init_dram_bytes']} B once per job{measured}")
+    print(f"DRAM bytes per inference {res['dram_bytes_per_inference']:g} with them, "
+          f"{res['dram_bytes_per_inference_streamed']:g} with every weight streamed")
 
 
 def cmd_verilog(args) -> int:
@@ -269,7 +295,7 @@ def cmd_compile(args) -> int:
         raise InputError("give calibration samples: --calib C.npy, or --random N for N random samples")
     qmodel = _quantize(args.model, graph, calib, args.calib or f"--random {args.random}")
     t0 = time.perf_counter()
-    program = compile_model(qmodel, config, batch=args.batch)
+    program = compile_model(qmodel, config, batch=args.batch, resident_weights=args.resident_weights)
     _log(f"compiled {len(program.nodes)} layers into {program.n_insns} instructions "
          f"in {time.perf_counter() - t0:.1f} s")
     text = _program_summary(program) if args.summary else program.disassemble()
@@ -290,6 +316,11 @@ def _program_summary(program) -> str:
                  f"per run of {program.batch}; DRAM: {len(program.static)} B weights + parameters, "
                  f"{program.scratch_bytes} B scratch, {program.input_bytes} B in, "
                  f"{program.output_bytes} B out per run")
+    if program.init is not None:
+        res = program.resident
+        lines.append(f"initialization graph: {len(program.init.insns)} LOADs keep the weights of "
+                     f"{len(res['layers'])} layer(s) in {res['rows']} of {program.config.weight_rows} "
+                     f"weight-buffer rows; each run reads {res['saved_bytes']} B less")
     return "\n".join(lines)
 
 
@@ -329,6 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="samples per hardware run (default 1)")
     p.add_argument("--out", help="write dequantized float32 outputs here (.npy)")
     p.add_argument("--report", help="write the JSON report here")
+    _add_compile_args(p)
     _add_config_args(p)
     p.set_defaults(func=cmd_run)
 
@@ -348,6 +380,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="print per-layer instruction counts and the DRAM footprint, not the disassembly")
     p.add_argument("--batch", type=_positive_int, default=1, help="samples per hardware run (default 1)")
     p.add_argument("-o", "--output", help="write the disassembly (or summary) here instead of stdout")
+    _add_compile_args(p)
     _add_config_args(p)
     p.set_defaults(func=cmd_compile)
 

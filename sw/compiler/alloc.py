@@ -1,4 +1,5 @@
-"""DRAM allocation: static data (GEMM weights, PPU parameters) and feature-map slots.
+"""DRAM allocation: static data (GEMM weights, PPU parameters) and feature-map slots; and
+the weight buffer's resident region (:func:`plan_weights`).
 
 Layouts: GEMM weights int8 ``[K, N]`` row-major (conv: ``K = (fh, fw, cin)`` per
 group); PPU parameters one row of ``cols`` x 9 bytes per parameter chunk
@@ -9,18 +10,21 @@ shift int8. Each layer's weights and parameters start 8-byte aligned.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from celosia.rtl import isa
 from celosia.rtl.config import AccelConfig
 from celosia.rtl.isa import PARAM_BYTES, BaseReg
+from celosia.sw.analysis import load_bytes
 from celosia.sw.compiler.program import align
-from celosia.sw.compiler.tiling import param_chunks, subtracts_zero_point
+from celosia.sw.compiler.tiling import GemmOp, Load, Unit, param_chunks, subtracts_zero_point
 from celosia.sw.quant.model import QLayer, QModel
 
-__all__ = ["Allocation", "allocate"]
+__all__ = ["Allocation", "allocate", "WeightPlan", "plan_weights", "streaming_plan", "weight_key",
+           "weight_tile_rows"]
 
 
 @dataclass(frozen=True)
@@ -98,3 +102,124 @@ def allocate(model: QModel, config: AccelConfig, batch: int) -> tuple[bytes, lis
             if last_use.get(name) == i and name in live:
                 free.append(live.pop(name))
     return bytes(static), allocs, scratch_end
+
+
+# -- weight-buffer residency ----------------------------------------------------------------------
+
+def weight_key(op: GemmOp) -> tuple:
+    """The identity of a GEMM's weight tile: its weight LOADs' fields (two GEMMs with the
+    same key read the same bytes into the same rows, e.g. one conv weight tile per ifmap
+    block)."""
+    return tuple(dataclasses.astuple(ld) for ld in op.weight)
+
+
+def weight_tile_rows(op: GemmOp) -> int:
+    """Weight-buffer rows a GEMM's weight tile spans from its ``weight_row``: the rows its
+    LOADs write and the rows the GEMM reads (``k_len``, times ``win_h * win_w`` windowed)."""
+    written = max(ld.buf_row + (ld.n1 - 1) * ld.buf_stride1 + (ld.n2 - 1) * ld.buf_stride2 + 1
+                  for ld in op.weight)
+    w = op.window
+    return max(written, op.k_len * (w.win_h * w.win_w if w is not None else 1))
+
+
+@dataclass(frozen=True)
+class WeightPlan:
+    """Where the GEMM weight tiles live in the weight buffer.
+
+    ``rows`` maps the :func:`weight_key` of every *resident* tile to its first buffer
+    row: the initialization graph LOADs it there once per job and the execution graph's
+    GEMMs read it with no LOAD. Every other GEMM streams its tile into the buffer half
+    ``halves[t % 2]`` (its index ``t`` in its unit), as before.
+    """
+    rows: dict                   # weight_key -> first row of the resident tile
+    halves: tuple[int, int]      # first rows of the two streaming halves
+    layers: tuple[str, ...] = () # the layers whose weights are resident
+    used_rows: int = 0           # rows of the resident region (the streaming halves excluded)
+    saved_bytes: int = 0         # DRAM bytes one run no longer reads: weight LOADs + their fetch
+    saved_insns: dict = field(default_factory=dict)  # layer -> weight LOADs removed per run
+
+    def row(self, op) -> int | None:
+        """The resident row of ``op``'s weight tile, or ``None`` (streamed, or not a GEMM)."""
+        if not isinstance(op, GemmOp) or not op.weight:
+            return None
+        return self.rows.get(weight_key(op))
+
+    def init_loads(self, layers: dict) -> list[tuple[Load, int]]:
+        """``(LOAD, row base)`` of every resident tile, in buffer-row order: the
+        initialization graph. ``layers``: layer name -> its units."""
+        seen = {}
+        for name in self.layers:
+            for op in _gemm_ops(layers[name]):
+                key = weight_key(op)
+                if key not in seen:
+                    seen[key] = [(ld, self.rows[key]) for ld in op.weight]
+        return [pair for key in sorted(seen, key=self.rows.get) for pair in seen[key]]
+
+
+def streaming_plan(config: AccelConfig) -> WeightPlan:
+    """No resident weights: every GEMM streams its tile into the two weight-buffer halves."""
+    return WeightPlan(rows={}, halves=(0, config.weight_rows // 2))
+
+
+def _gemm_ops(units: list[Unit]):
+    return [op for unit in units for tile in unit.tiles for op in tile.ops
+            if isinstance(op, GemmOp) and op.weight]
+
+
+def plan_weights(layers: dict, config: AccelConfig, enabled: bool = True) -> WeightPlan:
+    """Choose the layers whose weights stay resident in the weight buffer.
+
+    ``layers``: layer name -> its lowered units, in program order. A layer's candidates
+    are its unique weight tiles (:func:`weight_key`); keeping them costs the sum of their
+    :func:`weight_tile_rows` and saves, per run, every weight LOAD of the layer (the
+    bytes it reads, each tile as often as the tiling loads it, plus 32 bytes of
+    instruction fetch each).
+
+    * If every layer's tiles fit ``weight_rows``, all are resident.
+    * Otherwise the streamed layers keep two halves of ``S`` rows each, ``S`` the
+      largest tile of any layer, and the layers are taken greedily by bytes saved per
+      run per buffer row (ties: more bytes first), each one that still fits the rest of
+      the buffer. The halves then shrink to the largest tile of the layers that stream.
+    * If nothing fits (or ``enabled`` is false), every layer streams into halves of
+      ``weight_rows // 2`` rows, exactly as without this pass.
+    """
+    cands = []
+    for name, units in layers.items():
+        ops = _gemm_ops(units)
+        if not ops:
+            continue
+        tiles = {}
+        for op in ops:
+            tiles.setdefault(weight_key(op), weight_tile_rows(op))
+        loads = [ld for op in ops for ld in op.weight]
+        saved = sum(load_bytes(ld.__dict__) for ld in loads) + isa.INSN_BYTES * len(loads)
+        cands.append((name, tiles, saved, len(loads)))
+    if not enabled or not cands:
+        return streaming_plan(config)
+    need = {name: sum(tiles.values()) for name, tiles, _, _ in cands}
+    if sum(need.values()) <= config.weight_rows:
+        chosen, halves = [c[0] for c in cands], (0, config.weight_rows // 2)
+        start = 0
+    else:
+        biggest = max(r for _, tiles, _, _ in cands for r in tiles.values())
+        budget = config.weight_rows - 2 * biggest
+        chosen = []
+        for name, _, saved, _ in sorted(cands, key=lambda c: (-c[2] / need[c[0]], -c[2])):
+            if need[name] <= budget:
+                chosen.append(name)
+                budget -= need[name]
+        if not chosen:
+            return streaming_plan(config)
+        s = max(r for name, tiles, _, _ in cands if name not in chosen for r in tiles.values())
+        halves, start = (0, s), 2 * s
+    rows, cursor = {}, start
+    for name, tiles, _, _ in cands:  # program order, so the init graph walks the buffer upwards
+        if name in chosen:
+            for key, r in tiles.items():
+                rows[key] = cursor
+                cursor += r
+    assert cursor <= config.weight_rows
+    picked = [c for c in cands if c[0] in chosen]
+    return WeightPlan(rows=rows, halves=halves, layers=tuple(c[0] for c in picked),
+                      used_rows=cursor - start, saved_bytes=sum(c[2] for c in picked),
+                      saved_insns={c[0]: c[3] for c in picked})

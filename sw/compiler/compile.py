@@ -12,8 +12,11 @@ Passes, each a named function in its own module:
    (:mod:`~celosia.sw.compiler.lower_gemm`: ws, os, feie) or windowed GEMMs
    (:mod:`~celosia.sw.compiler.lower_rs`: rs); vector ops (pooling, add) to
    :mod:`~celosia.sw.compiler.lower_vec`, shared by every dataflow.
-3. :func:`~celosia.sw.compiler.emit.emit_unit` — instructions with dependency tokens
-   (double buffering).
+3. :func:`~celosia.sw.compiler.alloc.plan_weights` — which layers' weight tiles stay
+   resident in the weight buffer (loaded once by the initialization graph,
+   :attr:`Program.init`) and which stream.
+4. :func:`~celosia.sw.compiler.emit.emit_unit` — instructions with dependency tokens
+   (double buffering); the resident weight tiles need no LOAD.
 
 Data layouts in DRAM: activations int8 NHWC (a fully connected layer's
 ``[features]`` is a 1x1xC map); weights and PPU parameters as
@@ -25,10 +28,13 @@ from __future__ import annotations
 from celosia.errors import CompileError, EncodeError
 from celosia.rtl.config import AccelConfig
 from celosia.rtl.dataflows import dataflow
+from celosia.rtl import isa
+from celosia.rtl.isa import Buffer
 from celosia.sw.compiler import lower_vec
-from celosia.sw.compiler.alloc import allocate
+from celosia.sw.compiler.alloc import allocate, plan_weights
 from celosia.sw.compiler.emit import emit_unit
-from celosia.sw.compiler.program import NodeCode, Program
+from celosia.sw.compiler.program import MAX_DESC_INSNS, NodeCode, Program
+from celosia.sw.compiler.tiling import dep_flags
 from celosia.sw.quant.model import QModel
 
 __all__ = ["compile_model", "SUPPORTED_OPS"]
@@ -36,8 +42,14 @@ __all__ = ["compile_model", "SUPPORTED_OPS"]
 SUPPORTED_OPS = ("fc", "conv", "maxpool", "avgpool", "gap", "add")
 
 
-def compile_model(model: QModel, config: AccelConfig, batch: int = 1) -> Program:
-    """Compile ``model`` for ``config``, ``batch`` samples per run."""
+def compile_model(model: QModel, config: AccelConfig, batch: int = 1,
+                  resident_weights: bool = True) -> Program:
+    """Compile ``model`` for ``config``, ``batch`` samples per run.
+
+    With ``resident_weights`` (the default) the weight tiles of the layers that fit the
+    weight buffer are loaded once by an initialization graph and the execution graph
+    reads them with no LOAD (:func:`~celosia.sw.compiler.alloc.plan_weights`); without,
+    every GEMM loads its weight tile every run."""
     if batch < 1:
         raise CompileError(f"batch must be at least 1, not {batch}")
     if batch > 0xFFFF:
@@ -48,16 +60,20 @@ def compile_model(model: QModel, config: AccelConfig, batch: int = 1) -> Program
                                f"supported: {', '.join(SUPPORTED_OPS)}")
     family = dataflow(config.dataflow).lowering
     static, allocs, scratch = allocate(model, config, batch)
+    lowered = []
+    for layer, alloc in zip(model.layers, allocs):
+        lowering = family if layer.op in family.LOWERINGS else lower_vec
+        lowered.append((lowering, lowering.LOWERINGS[layer.op](layer, config, batch, alloc)))
+    by_name = {layer.name: units for layer, (_, units) in zip(model.layers, lowered)}
+    plan = plan_weights(by_name, config, enabled=resident_weights)
     nodes = []
     n_layers = len(model.layers)
-    for i, (layer, alloc) in enumerate(zip(model.layers, allocs)):
-        lowering = family if layer.op in family.LOWERINGS else lower_vec
-        units = lowering.LOWERINGS[layer.op](layer, config, batch, alloc)
+    for i, (layer, (lowering, units)) in enumerate(zip(model.layers, lowered)):
         insns = []
         try:
             for j, unit in enumerate(units):
                 insns.extend(emit_unit(unit, config, first=(i == 0 and j == 0),
-                                       last=(i == n_layers - 1 and j == len(units) - 1)))
+                                       last=(i == n_layers - 1 and j == len(units) - 1), weights=plan))
         except EncodeError as e:  # an instruction field out of range
             raise CompileError(f"layer {layer.name!r} ({layer.op}) cannot be encoded for "
                                f"{config.array} {config.dataflow}: {e}") from e
@@ -66,8 +82,26 @@ def compile_model(model: QModel, config: AccelConfig, batch: int = 1) -> Program
         nodes.append(NodeCode(name=layer.name, op=layer.op, insns=insns, macs=layer.macs * batch,
                               tiles={"units": len(units), "out_tiles": sum(len(u.tiles) for u in units),
                                      "gemms": ops, "ifmap_resident": units[0].resident,
+                                     "weights_resident": layer.name in plan.layers,
                                      "batch": batch, **lowering.mapping(layer, units, config)}))
+    init, resident = None, {}
+    if plan.layers:
+        init_insns = [ld.encode(Buffer.WEIGHT, row, dep_flags()) for ld, row in plan.init_loads(by_name)]
+        init = NodeCode(name="init", op="init", insns=init_insns, macs=0,
+                        tiles={"weight_tiles": len(plan.rows), "weight_rows": plan.used_rows})
+        # Fewer instructions can also mean fewer descriptors (a node of > 65535 of them).
+        fewer_descs = sum(_descs(len(nd.insns) + plan.saved_insns.get(nd.name, 0)) - _descs(len(nd.insns))
+                          for nd in nodes)
+        resident = {"layers": list(plan.layers), "rows": plan.used_rows,
+                    "stream_halves": list(plan.halves),
+                    "saved_bytes": plan.saved_bytes + fewer_descs * isa.DESC_BYTES,
+                    "saved_insns": dict(plan.saved_insns)}
     return Program(config=config, batch=batch, nodes=nodes, static=static,
                    input_bytes=batch * model.in_features, output_bytes=batch * model.out_features,
                    scratch_bytes=scratch, in_features=model.in_features,
-                   out_features=model.out_features)
+                   out_features=model.out_features, init=init, resident=resident)
+
+
+def _descs(n_insns: int) -> int:
+    """Descriptors a node of ``n_insns`` instructions takes (:meth:`Program.descriptor_counts`)."""
+    return -(-n_insns // MAX_DESC_INSNS)

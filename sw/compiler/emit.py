@@ -4,9 +4,9 @@ Token protocol (VTA-style; counts balance and every pop refers to an earlier
 push in program order, so an in-order fetch never deadlocks), per unit:
 
 * load group ``t`` (the LOADs feeding compute instruction ``t``) pushes ``l2c``;
-  instruction ``t`` pops it;
-* instruction ``t`` pushes ``c2l`` when group ``t+2`` exists (it overwrites the weight
-  and ifmap halves instruction ``t`` read); that group pops it;
+  instruction ``t`` pops it (if the group has LOADs);
+* instruction ``t`` pushes ``c2l`` when group ``t+2`` exists and has LOADs (it
+  overwrites the weight and ifmap halves instruction ``t`` read); that group pops it;
 * the last instruction of output tile ``u`` pushes ``c2s``; STORE ``u`` pops it;
 * STORE ``u`` pushes ``s2c`` when tile ``u+2`` exists (same psum half); the first
   instruction of tile ``u+2`` pops it;
@@ -15,71 +15,100 @@ push in program order, so an in-order fetch never deadlocks), per unit:
   STORE and pushes ``c2l``, which the next unit's first LOAD pops: a barrier,
   since the next unit may read what the stores wrote.
 
-Double buffering: weight tiles alternate between the buffer halves with the compute
-instruction's index ``t``, psum tiles with the tile's index ``u``, and ifmap tiles with
-the index of their *ifmap group* in the unit: the run of consecutive compute
-instructions that read one ifmap tile, loaded once by the load group of the first of
-them. A group is a whole block of output tiles in a resident unit (``OutTile.block``,
-loaded by ``block_loads``), the GEMMs of one output tile with the same
-``GemmOp.ifmap_group`` (e.g. the kernel taps of one input-channel chunk of a conv), or
-a single instruction. The ``c2l`` tokens above also cover the ifmap halves: the group
+A compute instruction whose load group is empty (its weight tile is resident,
+:class:`~celosia.sw.compiler.alloc.WeightPlan`, and its ifmap is already in the
+buffer) pops no ``l2c``, and instruction ``t-2`` pushes no ``c2l`` for it: the
+buffer rows a later group overwrites were last read by an instruction at least two
+places before it, so the ``c2l`` of the instruction two places before that group
+still covers them.
+
+Double buffering: streamed weight tiles alternate between the buffer halves with the
+compute instruction's index ``t`` (the halves of the
+:class:`~celosia.sw.compiler.alloc.WeightPlan`; resident weight tiles stay at their own
+rows), psum tiles with the tile's index ``u``, and ifmap tiles with the index of their
+*ifmap group* in the unit: the run of consecutive compute instructions that read one
+ifmap tile, loaded once. A group is a whole block of output tiles in a resident unit
+(``OutTile.block``, loaded by ``block_loads``), the GEMMs of one output tile with the
+same ``GemmOp.ifmap_group`` (e.g. the kernel taps of one input-channel chunk of a conv),
+or a single instruction. The ``c2l`` tokens above also cover the ifmap halves: the group
 opening at instruction ``t`` overwrites the half of the group two before it, whose
-instructions all precede the group in between. Its LOADs go into the LOAD group of the
-second instruction ``t'`` of the group in between (``t'`` = ``t`` when that group has a
-single instruction): ``t' - 2`` is the last instruction of the group two before, so the
-``c2l`` pop of LOAD group ``t'`` (instruction ``t' - 2`` done) frees the
-half, and the tile loads while the group in between computes. When ``t' < t`` these
-LOADs come after the ``l2c`` push of LOAD group ``t'`` (instruction ``t'`` does not wait
-for them); the in-order LOAD queue finishes them before the push of LOAD group ``t``.
+instructions all precede the group in between. The tile's LOADs go ahead into the LOAD
+group of the second instruction ``t'`` of the group in between (``t' - 2`` is the last
+instruction of the group two before, so the ``c2l`` pop of LOAD group ``t'`` frees the
+half, and the tile loads while the group in between computes), after that group's own
+``l2c`` push (instruction ``t'`` does not wait for them), when either
+
+* LOAD group ``t`` streams weights: its ``l2c`` push, later in the in-order LOAD queue,
+  tells instruction ``t`` that the tile is in too; or
+* no LOAD group strictly between ``t'`` and ``t`` has LOADs of its own (resident
+  weights): the ahead LOADs push one more ``l2c``, which instruction ``t`` pops (the
+  instructions in between pop none, so the tokens still pair up in order).
+
+Otherwise (or when ``t' = t``) they are LOAD group ``t``'s own.
 """
 
 from __future__ import annotations
 
 from celosia.rtl.config import AccelConfig
 from celosia.rtl.isa import Buffer, Opcode
+from celosia.sw.compiler.alloc import WeightPlan, streaming_plan
 from celosia.sw.compiler.tiling import Unit, VecOp, dep_flags, encode
 
 __all__ = ["emit_unit"]
 
 
-def emit_unit(unit: Unit, config: AccelConfig, first: bool, last: bool) -> list[int]:
+def emit_unit(unit: Unit, config: AccelConfig, first: bool, last: bool,
+              weights: WeightPlan | None = None) -> list[int]:
     """Instructions of one unit (see the module docstring for the tokens); ``first`` /
-    ``last``: whether it is the program's first / last unit. An instruction field out of
-    range is an :class:`~celosia.sw.compiler.tiling.EncodeError`."""
-    w_half, i_half = config.weight_rows // 2, config.ifmap_rows // 2
+    ``last``: whether it is the program's first / last unit; ``weights``: where the weight
+    tiles live (default: every tile streams into the two buffer halves). An instruction
+    field out of range is an :class:`~celosia.sw.compiler.tiling.EncodeError`."""
+    weights = weights or streaming_plan(config)
+    i_half = config.ifmap_rows // 2
     p_half = config.psum_rows // 2
     ops = [(u, g) for u, tile in enumerate(unit.tiles) for g in range(len(tile.ops))]
     T = len(ops)
-    ifmap_rows, ifmap_loads = _ifmap_groups(unit)
     out: list[int] = []
 
-    def load_group(t):
+    def streamed(t):
+        """The weight LOADs of instruction ``t`` (none for a resident tile or a VEC)."""
         u, g = ops[t]
         op = unit.tiles[u].ops[g]
-        group = []   # (Load, buffer, row base): what instruction t reads
-        if t == 0:
-            group.append((unit.params, Buffer.PARAM, 0))
-        group.extend((ld, Buffer.IFMAP, half * i_half) for half, ld, ahead in ifmap_loads[t] if not ahead)
-        if not isinstance(op, VecOp):
-            group.extend((ld, Buffer.WEIGHT, (t % 2) * w_half) for ld in op.weight)
-        assert group, "every compute instruction is fed by at least one LOAD"
-        n_push = len(group)
-        # then the next ifmap group's tile, after the push: instruction t does not wait for it
-        group.extend((ld, Buffer.IFMAP, half * i_half) for half, ld, ahead in ifmap_loads[t] if ahead)
+        return [] if isinstance(op, VecOp) or weights.row(op) is not None else op.weight
+
+    ifmap_rows, ifmap_loads, ahead_push = _ifmap_groups(unit, lambda t: bool(streamed(t)))
+    ahead_pop = set(ahead_push.values())   # instructions popping the l2c of ahead LOADs
+
+    def group(t):
+        """``(Load, buffer, row base)`` of LOAD group ``t``, and how many of them feed
+        compute instruction ``t`` (the rest: a later ifmap group's tile, loaded ahead)."""
+        ifmap = {ahead: [(ld, Buffer.IFMAP, half * i_half) for half, ld, a in ifmap_loads[t] if a == ahead]
+                 for ahead in (False, True)}
+        own = [(unit.params, Buffer.PARAM, 0)] if t == 0 else []
+        own += ifmap[False] + [(ld, Buffer.WEIGHT, weights.halves[t % 2]) for ld in streamed(t)]
+        return own + ifmap[True], len(own)
+
+    groups = [group(t) for t in range(T)]
+
+    def load_group(t):
+        loads, n_own = groups[t]
+        push = {n_own - 1} | ({len(loads) - 1} if t in ahead_push else set())
         return [ld.encode(buf, base, dep_flags(pop_next=(i == 0 and (t >= 2 or (t == 0 and not first))),
-                                                push_next=(i == n_push - 1)))
-                for i, (ld, buf, base) in enumerate(group)]
+                                                push_next=i in push))
+                for i, (ld, buf, base) in enumerate(loads)]
 
     def compute(t):
         u, g = ops[t]
         tile, op = unit.tiles[u], unit.tiles[u].ops[g]
         half, row = ifmap_rows[t]
         ifmap_row = half * i_half + row
-        dep = dep_flags(pop_prev=True, pop_next=(g == 0 and u >= 2),
-                        push_prev=t + 2 < T, push_next=g == len(tile.ops) - 1)
+        dep = dep_flags(pop_prev=groups[t][1] > 0 or t in ahead_pop, pop_next=(g == 0 and u >= 2),
+                        push_prev=t + 2 < T and bool(groups[t + 2][0]), push_next=g == len(tile.ops) - 1)
         if isinstance(op, VecOp):
             return op.encode(ifmap_row=ifmap_row, psum_row=(u % 2) * p_half, m_len=tile.m_len, dep=dep)
-        return op.encode(accumulate=int(g > 0), ifmap_row=ifmap_row, weight_row=(t % 2) * w_half,
+        row = weights.row(op)
+        return op.encode(accumulate=int(g > 0), ifmap_row=ifmap_row,
+                         weight_row=weights.halves[t % 2] if row is None else row,
                          psum_row=(u % 2) * p_half, m_len=tile.m_len, dep=dep, in_zp=unit.in_zp)
 
     def store(u):
@@ -102,14 +131,23 @@ def emit_unit(unit: Unit, config: AccelConfig, first: bool, last: bool) -> list[
     return out
 
 
-def _ifmap_groups(unit: Unit) -> tuple[list[tuple[int, int]], list[list[tuple[int, object, bool]]]]:
-    """The ifmap groups of ``unit`` (see the module docstring): per compute instruction, in
-    order, ``(half, row)``, the ifmap buffer half of its group (the group's index in the
-    unit mod 2) and its ifmap row inside that half; and per LOAD group ``t``, the ``(half,
-    Load, ahead)`` of the ifmap tiles it loads, ``ahead`` for a later group's tile
-    (instruction ``t`` does not read it). A group's tile is loaded by the LOAD group of the
-    second instruction of the group before it: the earliest LOAD group whose ``c2l`` pop
-    (instruction ``t-2`` done) follows the last reader of the half, the group two before."""
+def _ifmap_groups(unit: Unit, streams) -> tuple[list[tuple[int, int]], list[list], dict[int, int]]:
+    """The ifmap groups of ``unit`` (see the module docstring).
+
+    Returns, per compute instruction ``t`` in order, ``(half, row)``: the ifmap buffer
+    half of its group (the group's index in the unit mod 2) and its ifmap row inside that
+    half; per LOAD group ``t``, the ``(half, Load, ahead)`` of the ifmap tiles it loads,
+    ``ahead`` for a later group's tile; and ``{t': t}`` for the LOAD groups ``t'`` whose
+    ahead LOADs push ``l2c`` for the later group's first instruction ``t``.
+
+    A group's tile goes ahead, into the LOAD group ``t'`` of the second instruction of the
+    group before it (the earliest LOAD group whose ``c2l`` pop, instruction ``t' - 2``
+    done, follows the last reader of the half), when the LOAD group of the group's first
+    instruction ``t`` streams weights (``streams(t)``: its ``l2c`` push, later in the
+    LOAD queue, then covers the tile too), or when no LOAD group strictly between ``t'``
+    and ``t`` streams weights (the ahead LOADs push ``l2c`` themselves and instruction
+    ``t`` pops it; the instructions in between pop none). Otherwise it is LOAD group
+    ``t``'s own."""
     rows, firsts, loads = [], [], []
     prev = None
     for u, tile in enumerate(unit.tiles):
@@ -129,8 +167,13 @@ def _ifmap_groups(unit: Unit) -> tuple[list[tuple[int, int]], list[list[tuple[in
                 assert unit.resident or not tile_loads, "only a group's first GEMM loads its tile"
             prev = key
             rows.append(((len(firsts) - 1) % 2, row))
-    at = [[] for _ in rows]
+    at, pushes = [[] for _ in rows], {}
     for i, first in enumerate(firsts):
-        t = first if i == 0 else firsts[i - 1] + 1
+        t = firsts[i - 1] + 1 if i > 0 else first
+        if t < first and not streams(first):
+            if any(streams(x) for x in range(t + 1, first)) or not loads[i]:
+                t = first
+            else:
+                pushes[t] = first
         at[t].extend((i % 2, ld, t < first) for ld in loads[i])
-    return rows, at
+    return rows, at, pushes

@@ -3,6 +3,13 @@
 A :class:`Program` does not know where it will live: every DRAM address in it
 is (base register, offset). The driver decides the memory map
 (:meth:`Program.layout`) and links by writing base registers.
+
+It holds two graphs (seed 000): the *execution graph* (:attr:`Program.nodes`, one
+node per layer, run once per input) and, when some weights stay on chip, the
+*initialization graph* (:attr:`Program.init`, one node of LOADs that fill the weight
+buffer's resident region, run once per job before the first execution run). Each
+has its own descriptor table in the image: the execution graph's at the image's
+start, the initialization graph's at :attr:`Program.init_offset`.
 """
 
 from __future__ import annotations
@@ -45,6 +52,12 @@ class Program:
     scratch_bytes: int          # at BaseReg.SCRATCH
     in_features: int
     out_features: int
+    #: The initialization graph (LOADs of the resident weight tiles), or ``None``.
+    init: NodeCode | None = None
+    #: The resident weights (:class:`~celosia.sw.compiler.alloc.WeightPlan`): ``layers``,
+    #: ``rows`` used, ``saved_bytes`` (DRAM bytes one run of the execution graph no longer
+    #: reads) and ``saved_insns`` (its LOADs removed); empty without an init graph.
+    resident: dict = field(default_factory=dict)
 
     def _table_bytes(self, n_descs: int) -> int:
         return align((n_descs + 1) * isa.DESC_BYTES, isa.INSN_BYTES)
@@ -72,9 +85,14 @@ class Program:
         descriptors (the controller runs them back to back, like one).
         """
         n = len(self.nodes) if upto is None else upto
-        offset = self._table_bytes(sum(len(self._pieces(nd)) for nd in self.nodes)) + delta
+        return self._table(self.nodes, n, delta)
+
+    def _table(self, nodes: list[NodeCode], n: int, delta: int) -> bytes:
+        """The descriptor table of the first ``n`` of ``nodes``, their blocks following a
+        table of all of them, ``delta`` bytes further away."""
+        offset = self._table_bytes(sum(len(self._pieces(nd)) for nd in nodes)) + delta
         descs = []
-        for kind, node in enumerate(self.nodes[:n]):
+        for kind, node in enumerate(nodes[:n]):
             for count in self.descriptor_counts(node):
                 descs.append(isa.pack_bytes(isa.NodeDescriptor, insn_offset=offset, n_insn=count,
                                             kind=kind % _KINDS))
@@ -82,10 +100,24 @@ class Program:
         descs.append(isa.pack_bytes(isa.NodeDescriptor))  # n_insn = 0: end of table
         return b"".join(descs).ljust(self._table_bytes(len(descs) - 1), b"\0")
 
+    def _section(self, nodes: list[NodeCode]) -> bytes:
+        """A graph's descriptor table and its instruction blocks."""
+        words = [w for node in nodes for insn in node.insns for w in isa.encode_words(insn)]
+        return self._table(nodes, len(nodes), 0) + b"".join(w.to_bytes(8, "little") for w in words)
+
     def image(self) -> bytes:
-        """Descriptor table + instruction blocks, loaded at ``PROG_BASE``."""
-        words = [w for node in self.nodes for insn in node.insns for w in isa.encode_words(insn)]
-        return self.descriptor_table() + b"".join(w.to_bytes(8, "little") for w in words)
+        """The execution graph (descriptor table + instruction blocks), then, if there is
+        one, the initialization graph's at :attr:`init_offset`; loaded at ``PROG_BASE``."""
+        main = self._section(self.nodes)
+        return main if self.init is None else main + self._section([self.init])
+
+    @property
+    def init_offset(self) -> int | None:
+        """Byte offset in :meth:`image` of the initialization graph's descriptor table
+        (``PROG_BASE`` of the init run is the image's address plus this), or ``None``."""
+        if self.init is None:
+            return None
+        return len(self.descriptor_table()) + isa.INSN_BYTES * self.n_insns
 
     @property
     def n_insns(self) -> int:
@@ -115,7 +147,17 @@ class Program:
 
     def disassemble(self) -> str:
         lines = []
-        for i, node in enumerate(self.nodes):
+        graphs = [("initialization", [self.init])] if self.init is not None else []
+        for title, nodes in graphs + [("execution", self.nodes)]:
+            if graphs:
+                lines.append(f"{title} graph:")
+            lines.extend(self._listing(nodes))
+        return "\n".join(lines)
+
+    @staticmethod
+    def _listing(nodes: list[NodeCode]) -> list[str]:
+        lines = []
+        for i, node in enumerate(nodes):
             lines.append(f"node {i}: {node.name} ({node.op}), {len(node.insns)} instructions")
             for j, word in enumerate(node.insns):
                 d = isa.decode(word)
@@ -123,4 +165,4 @@ class Program:
                 dep = ",".join(k for k, v in d.pop("dep", {}).items() if v)
                 fields = " ".join(f"{k}={v.name if hasattr(v, 'name') else v}" for k, v in d.items())
                 lines.append(f"  {j:4d} {getattr(op, 'name', op):5s} {fields} [{dep}]")
-        return "\n".join(lines)
+        return lines

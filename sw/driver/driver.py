@@ -7,11 +7,14 @@ back end and returns the dequantized output with a report:
 * ``pysim`` — the compiled program on the RTL in Amaranth's simulator.
 * ``verilator`` — the compiled program on the generated Verilog (cocotb + Verilator).
 
-The RTL back ends link the program like a board driver would: program, static
-data and every input sample are loaded into DRAM once; each run writes the
-INPUT / OUTPUT base registers and starts the machine. Cycle and traffic figures
-come from the hardware counters. Per-layer cycles are measured by running
-prefixes of the program (the first ``k`` nodes) on the first sample:
+The RTL back ends link the program like a board driver would (seed 000's software
+flow): program, static data and every input sample are loaded into DRAM once; the
+initialization graph (the resident weights, :attr:`Program.init
+<celosia.sw.compiler.Program.init>`) runs once per job; then each run writes the
+INPUT / OUTPUT base registers and starts the execution graph. Cycle and traffic
+figures come from the hardware counters; the initialization run's are reported
+apart (``report["init"]``), not in the per-inference figures. Per-layer cycles are
+measured by running prefixes of the program (the first ``k`` nodes) on the first sample:
 ``cycles(layer k) = cycles(prefix k+1) - cycles(prefix k)``.
 """
 
@@ -24,16 +27,17 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from celosia.errors import CelosiaError, DriverError, InputError
+from celosia.rtl import isa
 from celosia.rtl.config import AccelConfig
 from celosia.rtl.isa import BaseReg, Csr
 from celosia.sim.golden.network import golden_forward
 from celosia.sim.job import Job, Run
-from celosia.sw.analysis import layer_report, program_traffic, total_report
+from celosia.sw.analysis import ProgramTraffic, layer_report, node_traffic, program_traffic, total_report
 from celosia.sw.compiler import Program, compile_model
 from celosia.sw.quant.model import QModel
 
 __all__ = ["BACKENDS", "run", "run_quantized", "golden_forward", "check_input", "build_job", "DriverError",
-           "Result", "pgo_training_job"]
+           "Result", "pgo_training_job", "resident_weights_report"]
 
 BACKENDS = ("golden", "pysim", "verilator")
 
@@ -74,13 +78,16 @@ def _prefix_tables(program: Program, profile: bool) -> list[int]:
     return list(range(1, n)) if profile and n > 1 else []
 
 
-def build_job(program: Program, x_q: np.ndarray, profile: bool = False) -> tuple[Job, dict, list[int]]:
+def build_job(program: Program, x_q: np.ndarray, profile: bool = False) -> tuple[Job, dict, list]:
     """The :class:`~celosia.sim.job.Job` (DRAM image and runs) of ``program`` on the int8
     samples ``x_q`` (``[samples, in_features]``), as :func:`run_quantized` hands it to a back
-    end: DRAM ``[prefix tables][program][static][scratch][inputs][outputs]``; with
-    ``profile`` a first run per node prefix (per-layer counters). Returns
-    ``(job, layout, prefix node counts)``; for benchmarks and tools that drive a back end
-    directly."""
+    end: DRAM ``[prefix tables][program][static][scratch][inputs][outputs]``. Its runs:
+    the initialization graph's (if the program has one; it fills the weight buffer for
+    every later run), with ``profile`` one per node prefix (per-layer counters), then one
+    per ``batch`` samples. Returns ``(job, layout, lead)``, ``lead`` naming the runs
+    before the inferences: ``"init"``, then the node count of each profiling prefix; for
+    benchmarks and tools that drive a back end directly (the inferences are
+    ``job.runs[len(lead):]``)."""
     batch = program.batch
     runs = math.ceil(len(x_q) / batch)
     padded = np.zeros((runs * batch, program.in_features), dtype=np.int8)
@@ -114,11 +121,14 @@ def build_job(program: Program, x_q: np.ndarray, profile: bool = False) -> tuple
                 (Csr.BASE0 + BaseReg.INPUT, lay["input"] + run_index * lay["input_stride"]),
                 (Csr.BASE0 + BaseReg.OUTPUT, lay["output"] + run_index * lay["output_stride"])]
 
-    job_runs = [Run(csr_writes=csrs(0, prefix_addr[k]), readback=[]) for k in prefixes]
+    lead = (["init"] if program.init is not None else []) + prefixes
+    if program.init is not None:
+        prefix_addr["init"] = lay["program"] + program.init_offset
+    job_runs = [Run(csr_writes=csrs(0, prefix_addr[k]), readback=[]) for k in lead]
     for r in range(runs):
         job_runs.append(Run(csr_writes=csrs(r, lay["program"]),
                             readback=[(lay["output"] + r * lay["output_stride"], program.output_bytes)]))
-    return Job(dram_bytes=program.config.dram_bytes, image=image, runs=job_runs), lay, prefixes
+    return Job(dram_bytes=program.config.dram_bytes, image=image, runs=job_runs), lay, lead
 
 
 def pgo_training_job(config: AccelConfig) -> Job:
@@ -158,7 +168,8 @@ def _chunks(program: Program, samples: int, profile: bool) -> list[tuple[int, in
 
 
 def run_quantized(model: QModel, x_q: np.ndarray, config: AccelConfig, backend: str = "golden",
-                  batch: int = 1, profile: bool = True, progress=None) -> Result:
+                  batch: int = 1, profile: bool = True, progress=None,
+                  resident_weights: bool = True) -> Result:
     """Run int8 inputs ``[samples, in_features]``; see :func:`run`."""
     if backend not in BACKENDS:
         raise CelosiaError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
@@ -176,20 +187,20 @@ def run_quantized(model: QModel, x_q: np.ndarray, config: AccelConfig, backend: 
                       layers=[{"name": l.name, "op": l.op, "macs": l.macs * samples, "cycles": None,
                                "compute_cycles": None} for l in model.layers])
         try:  # the static traffic and roofline of the program the hardware would run
-            program = compile_model(model, config, batch=batch)
+            program = compile_model(model, config, batch=batch, resident_weights=resident_weights)
         except (CelosiaError, OverflowError) as e:  # the golden run itself does not need it
             report["roofline"] = None
             report["roofline_note"] = f"no traffic figures: the model does not compile for this config ({e})"
         else:
             _add_roofline(report, program, model, config, None)
     else:
-        program = compile_model(model, config, batch=batch)
+        program = compile_model(model, config, batch=batch, resident_weights=resident_weights)
         chunks = _chunks(program, len(x_q), profile)
-        results, prefixes = [], []
+        results, prefixes, inits = [], [], []
         for c, (lo, hi) in enumerate(chunks):
-            job, lay, pre = build_job(program, x_q[lo:hi], profile and c == 0)
+            job, lay, lead = build_job(program, x_q[lo:hi], profile and c == 0)
             if c == 0:
-                prefixes = pre
+                prefixes = [k for k in lead if k != "init"]
             if backend == "pysim":
                 from celosia.sim import pysim
                 part = pysim.run(config, job, progress=progress)
@@ -202,7 +213,9 @@ def run_quantized(model: QModel, x_q: np.ndarray, config: AccelConfig, backend: 
                 if res.error:
                     raise DriverError(f"{backend}: the accelerator stopped with error {res.error_name} "
                                       f"(instruction #{res.error_info}) in run {i}")
-            results.extend(part)
+            n_init = len(lead) - len(prefixes) if c == 0 else len(lead)
+            inits.extend(part[:n_init])
+            results.extend(part[n_init:])
             if progress is not None and len(chunks) > 1:
                 progress(hi, len(x_q))
         prof, main = results[:len(prefixes)], results[len(prefixes):]
@@ -223,6 +236,9 @@ def run_quantized(model: QModel, x_q: np.ndarray, config: AccelConfig, backend: 
             zero_skips=total["zero_skips"],
             instructions=total["insns"], program_instructions=program.n_insns,
         )
+        if inits:  # the initialization graph, once per job (per chunk of samples)
+            report["init"] = {"runs": len(inits), **{k: sum(r.counters[k] for r in inits)
+                                                    for k in ("cycles", "dram_bytes_read", "insns")}}
         # Per layer, from prefix runs on the first run's input(s); without them
         # (profile=False, several layers) per-layer cycles are unknown.
         measured = len(prefixes) == len(model.layers) - 1
@@ -258,11 +274,43 @@ def _add_roofline(report: dict, program: Program, model: QModel, config: AccelCo
     traffic = program_traffic(program, model)
     for entry, t in zip(report["layers"], traffic.layers):
         entry.update(layer_report(t, config, entry["cycles"]))
-    report["roofline"] = total_report(traffic, config, cycles_per_run)
+    roof = report["roofline"] = total_report(traffic, config, cycles_per_run)
+    report["resident_weights"] = resident_weights_report(program, traffic)
+    roof["dram_bytes_per_inference_streamed"] = report["resident_weights"]["dram_bytes_per_inference_streamed"]
+    roof["init_dram_bytes"] = report["resident_weights"]["init_dram_bytes"]
+
+
+def resident_weights_report(program: Program, traffic: ProgramTraffic | None = None) -> dict:
+    """The report's ``resident_weights`` object: which layers' weights the initialization
+    graph keeps on chip, the weight-buffer rows they take, the DRAM bytes the
+    initialization graph reads (once per job) and the DRAM bytes per inference of the
+    execution graph with them (``dram_bytes_per_inference``) and with every weight
+    streamed (``dram_bytes_per_inference_streamed``: what the same program would move
+    without the initialization graph). ``traffic``: :func:`program_traffic` of
+    ``program``, if already computed."""
+    traffic = traffic or program_traffic(program)
+    res = program.resident
+    init_bytes = 0
+    if program.init is not None:
+        init = program.init
+        t = node_traffic(init.name, init.op, 0, init.insns, len(program.descriptor_counts(init)))
+        init_bytes = t.total + isa.DESC_BYTES  # and the descriptor that ends its table
+    after = traffic.read + traffic.written
+    saved = res.get("saved_bytes", 0)
+    return {"enabled": program.init is not None, "layers": res.get("layers", []),
+            "weight_rows": res.get("rows", 0), "weight_rows_config": program.config.weight_rows,
+            "init_dram_bytes": init_bytes,
+            "dram_bytes_per_inference": round(after / program.batch, 4),
+            "dram_bytes_per_inference_streamed": round((after + saved) / program.batch, 4)}
 
 
 def run(model: QModel, x: np.ndarray, config: AccelConfig, backend: str = "golden", batch: int = 1,
-        profile: bool = True, progress=None, source: str = "input") -> Result:
-    """Quantize float ``x`` (first axis = samples), run it, dequantize the output."""
+        profile: bool = True, progress=None, source: str = "input", resident_weights: bool = True) -> Result:
+    """Quantize float ``x`` (first axis = samples), run it, dequantize the output.
+
+    ``resident_weights``: compile with the initialization graph that keeps the weights
+    that fit on chip (default), or stream every weight tile every run (for comparison);
+    :func:`~celosia.sw.compiler.compile_model`."""
     x = check_input(model, x, source)
-    return run_quantized(model, model.quantize_input(x), config, backend, batch, profile, progress)
+    return run_quantized(model, model.quantize_input(x), config, backend, batch, profile, progress,
+                         resident_weights)

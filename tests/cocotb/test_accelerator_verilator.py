@@ -91,8 +91,8 @@ def test_dma_outside_window_stops_with_error():
     from celosia.sw.driver import build_job
 
     program = compile_model(model, config)
-    job, lay, _ = build_job(program, rng.integers(-5, 5, (1, 8)).astype(np.int8))
-    run0 = job.runs[0]
+    job, lay, lead = build_job(program, rng.integers(-5, 5, (1, 8)).astype(np.int8))
+    run0 = job.runs[len(lead)]  # the inference (after the initialization run)
     writes = [(a, v) for a, v in run0.csr_writes if a != Csr.WINDOW_SIZE]
     writes.append((Csr.WINDOW_SIZE, lay["input"]))  # input lies just outside the window
     job = Job(dram_bytes=job.dram_bytes, image=job.image,

@@ -166,7 +166,9 @@ def test_tensor_sizes_of_a_model():
 @pytest.mark.parametrize("batch", [1, 3])
 def test_fc_reads_each_weight_once_when_it_fits(batch):
     model = small_model()
-    t = program_traffic(compile_model(model, AccelConfig(rows=4, cols=4), batch=batch), model)
+    # streamed weights (resident ones are read once per job, by the init graph: 0.0 per run)
+    t = program_traffic(compile_model(model, AccelConfig(rows=4, cols=4), batch=batch,
+                                      resident_weights=False), model)
     for layer, q in zip(t.layers, model.layers):
         assert layer.reread_weights == 1.0
         assert layer.written == batch * q.out_features == layer.sizes.output
@@ -181,7 +183,7 @@ def test_totals_equal_hardware_counters():
 
     model = small_model()
     config = AccelConfig(rows=4, cols=4)
-    program = compile_model(model, config, batch=1)
+    program = compile_model(model, config, batch=1, resident_weights=False)  # no init run
     t = program_traffic(program, model)
     x_q = np.random.default_rng(0).integers(-128, 128, size=(1, 20), dtype=np.int8)
     job, _, prefixes = build_job(program, x_q, profile=True)
@@ -210,7 +212,7 @@ def test_padded_conv_totals_equal_hardware_counters(dataflow):
     layer = conv_layer(np.random.default_rng(1), "conv", (5, 5, 3), 4, 3, 1, 1, in_zp=-7)
     model = QModel("conv", [layer], 0.05, layer.in_zp, input_shape=(5, 5, 3))
     config = AccelConfig(rows=4, cols=4, dataflow=dataflow)
-    program = compile_model(model, config)
+    program = compile_model(model, config, resident_weights=False)  # no init run
     t = program_traffic(program, model)
     assert any(isa.decode(w).get("pad_en") for w in program.nodes[0].insns)
     x_q = np.random.default_rng(0).integers(-128, 128, size=(1, 75), dtype=np.int8)

@@ -83,10 +83,12 @@ def test_run_golden_outputs_and_report(data, tmp_path):
     for layer, kn in zip(report["layers"], onnx_layer_kn()):
         assert LAYER_KEYS | ROOF_KEYS <= set(layer)
         assert layer["op"] == "fc"
-        # static traffic of one run (golden: batch 1): each weight and input byte read once,
+        # static traffic of one run (golden: batch 1): each input byte read once, no weight
+        # byte (every weight fits the default weight buffer: loaded once, by the init graph),
         # the layer's int8 output written once; no measured cycles, so no latency bound
         assert layer["macs_per_run"] == kn
-        assert layer["reread"] == {"ifmap": 1.0, "weights": 1.0}
+        assert layer["reread"] == {"ifmap": 1.0, "weights": 0.0}
+        assert layer["dram_weight_bytes"] == 0
         assert layer["dram_bytes_per_mac"] == round(
             (layer["dram_read_bytes"] + layer["dram_write_bytes"]) / kn, 4)
         assert layer["bound"] in ("compute", "bandwidth") and layer["roofline_efficiency"] is None
@@ -109,6 +111,26 @@ def test_run_golden_outputs_and_report(data, tmp_path):
         assert cells[7:] == ["-", "-"]
     assert any(line.startswith(f"DRAM bytes per inference {roof['dram_bytes_per_inference']:.0f} ")
                for line in out)
+    # resident weights: the init graph reads every weight once (plus 32 B per LOAD and its two
+    # descriptors); streamed, each run would read them again, with a LOAD per GEMM
+    res = report["resident_weights"]
+    assert res["enabled"] and res["layers"] == [l["name"] for l in report["layers"]]
+    weights = sum(onnx_layer_kn())
+    assert res["init_dram_bytes"] > weights
+    assert (res["init_dram_bytes"] - weights - 16) % 32 == 0
+    assert res["dram_bytes_per_inference"] == roof["dram_bytes_per_inference"]
+    assert res["dram_bytes_per_inference_streamed"] > res["dram_bytes_per_inference"] + weights
+    assert f"{res['dram_bytes_per_inference_streamed']:g} with every weight streamed" in proc.stdout
+    # the switch: every weight streamed, each byte once per run
+    off = cli("run", DIGITS, "--calib", data["calib"], "--input", data["x"], "--report", "off.json",
+              "--out", "off.npy", "--no-resident-weights", cwd=tmp_path)
+    assert off.returncode == 0, off.stderr
+    off_report = json.loads((tmp_path / "off.json").read_text())
+    assert not off_report["resident_weights"]["enabled"] and "weights on chip: none" in off.stdout
+    assert all(l["reread"]["weights"] == 1.0 for l in off_report["layers"])
+    assert off_report["roofline"]["dram_weight_bytes"] == weights
+    assert off_report["roofline"]["dram_bytes_per_inference"] == res["dram_bytes_per_inference_streamed"]
+    np.testing.assert_array_equal(np.load(tmp_path / "off.npy"), y)
 
 
 @pytest.fixture(scope="module")
@@ -318,3 +340,19 @@ def test_compile_disassembly(data, tmp_path):
     mnemonics = {line.split()[1] for line in proc.stdout.splitlines()
                  if len(line.split()) > 1 and line.split()[0].isdigit()}
     assert {"LOAD", "GEMM", "STORE"} <= mnemonics
+
+
+def test_compile_summary_with_and_without_resident_weights(data, tmp_path):
+    """The summary names the initialization graph; --no-resident-weights compiles without it
+    (and the disassembly then has no graph titles, only the execution graph)."""
+    common = ["--calib", data["calib"], "--array", "8x8"]
+    on = cli("compile", DIGITS, *common, "--summary", cwd=tmp_path)
+    off = cli("compile", DIGITS, *common, "--summary", "--no-resident-weights", cwd=tmp_path)
+    assert on.returncode == off.returncode == 0, on.stderr + off.stderr
+    init = [line for line in on.stdout.splitlines() if line.startswith("initialization graph:")]
+    assert len(init) == 1 and "weights of 3 layer(s)" in init[0]
+    assert "initialization graph" not in off.stdout
+    dis = cli("compile", DIGITS, *common, cwd=tmp_path).stdout.splitlines()
+    assert dis[0] == "initialization graph:" and "execution graph:" in dis
+    dis_off = cli("compile", DIGITS, *common, "--no-resident-weights", cwd=tmp_path).stdout
+    assert "graph:" not in dis_off

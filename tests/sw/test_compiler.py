@@ -109,9 +109,18 @@ def run_program(program, x, seed=None, image=None, upto=None):
     sim.base[BaseReg.SCRATCH] = lay["scratch"]
     sim.base[BaseReg.INPUT] = lay["input"]
     sim.base[BaseReg.OUTPUT] = lay["output"]
+    run_init(sim, program, lay, seed)
     tokens = sim.run(prog_base, seed=seed)
     out = np.frombuffer(bytes(dram[lay["output"]:lay["output"] + program.output_bytes]), dtype=np.int8)
     return out.reshape(program.batch, program.out_features), tokens, sim, dram, lay
+
+
+def run_init(sim, program, lay, seed=None):
+    """Run the program's initialization graph (if it has one) on ``sim``, as the driver
+    does once per job; it moves no tokens."""
+    if program.init is not None:
+        assert sim.run(lay["program"] + program.init_offset, seed=seed) == {
+            "l2c": 0, "c2l": 0, "c2s": 0, "s2c": 0}
 
 
 _POPS = {0: {"pop_next": "c2l"}, 1: {"pop_prev": "l2c", "pop_next": "s2c"}, 2: {"pop_prev": "c2s"}}
@@ -226,6 +235,7 @@ def test_several_runs_share_program_and_static_data():
     sim = IsaSim(program.config, dram)
     sim.base[BaseReg.STATIC] = lay["static"]
     sim.base[BaseReg.SCRATCH] = lay["scratch"]
+    run_init(sim, program, lay)  # once, for both runs
     for r, x in enumerate(xs):
         sim.base[BaseReg.INPUT] = lay["input"] + r * lay["input_stride"]
         sim.base[BaseReg.OUTPUT] = lay["output"] + r * lay["output_stride"]
@@ -446,7 +456,10 @@ def test_image_descriptor_tables():
     full = program.descriptor_table()
     assert image.startswith(full)
     assert len(full) == (((n + 1) * isa.DESC_BYTES + isa.INSN_BYTES - 1) // isa.INSN_BYTES) * isa.INSN_BYTES
-    assert len(image) == len(full) + isa.INSN_BYTES * program.n_insns
+    assert program.init is not None  # its weights fit: the init graph follows the execution graph
+    assert program.init_offset == len(full) + isa.INSN_BYTES * program.n_insns
+    _check_table(image, program.init_offset, dataclasses.replace(program, nodes=[program.init]), 1)
+    assert len(image) == program.init_offset + isa.INSN_BYTES * (1 + len(program.init.insns))
     _check_table(image, 0, program, n)
     assert _descriptors(image)[0][0] == len(full)  # the first block follows the table
     for k in range(n + 1):
@@ -494,10 +507,14 @@ def test_disassemble_round_trip():
     for op in (Opcode.LOAD, Opcode.GEMM, Opcode.STORE, Opcode.NOP):  # VEC: pooling models
         assert re.search(rf"\b{op.name}\b", text), op.name
     lines = text.splitlines()
-    assert len(lines) == len(program.nodes) + program.n_insns
-    words = iter(w for node in program.nodes for w in node.insns)
+    # the initialization graph (one node) first, then the execution graph, each with a title
+    assert program.init is not None
+    graphs = [program.init] + program.nodes
+    assert lines[0] == "initialization graph:" and "execution graph:" in lines
+    assert len(lines) == 2 + len(graphs) + program.n_insns + len(program.init.insns)
+    words = iter(w for node in graphs for w in node.insns)
     for line in lines:
-        if line.startswith("node "):
+        if line.startswith("node ") or line.endswith("graph:"):
             continue
         m = _DIS_LINE.match(line)
         assert m, line

@@ -21,9 +21,9 @@ from celosia.sw.quant.model import QLayer, QModel
 from layer_cases import CONV_CASES as CASES, conv_layer
 
 
-def check(model, config, batch=1, seeds=(None, 0, 1)):
+def check(model, config, batch=1, seeds=(None, 0, 1), resident_weights=True):
     rng = np.random.default_rng(99)
-    program = compile_model(model, config, batch=batch)
+    program = compile_model(model, config, batch=batch, resident_weights=resident_weights)
     x = rng.integers(-128, 128, size=(batch, model.in_features)).astype(np.int8)
     want = golden_forward(model, x)
     assert len(np.unique(want)) > 3, "degenerate test: output nearly constant"
@@ -87,12 +87,13 @@ def test_conv_loads_each_input_pixel_once_per_output_tile(dataflow, cin, cout, r
                                                           weight_bytes):
     """ws / os / feie form the windows on chip: the LOADs of the instruction stream read each
     input pixel once per output block (resident) or per output tile, not once per kernel tap;
-    bit-exact on the ISA simulator."""
+    bit-exact on the ISA simulator. (Weights streamed: with resident weights the execution
+    graph reads none.)"""
     rng = np.random.default_rng(cin)
     layer = conv_layer(rng, "c", (6, 5, cin), cout, 3, 1, 1, in_zp=9)
     model = QModel("t", [layer], 0.05, 9, input_shape=(6, 5, cin))
     config = AccelConfig(rows=4, cols=4, ifmap_rows=70, dataflow=dataflow)
-    program = check(model, config)
+    program = check(model, config, resident_weights=False)
     assert program.nodes[0].tiles["ifmap_resident"] == resident
     t = program_traffic(program, model).layers[0]
     assert (t.ifmap_read, t.weight_read) == (ifmap_bytes, weight_bytes)
