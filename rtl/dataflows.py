@@ -48,8 +48,13 @@ class Dataflow:
         The compiler module lowering GEMMs (conv / fully connected) for this engine;
         :attr:`lowering` imports it. Vector ops (pooling, add) are lowered by
         ``celosia.sw.compiler.lower_vec`` for every dataflow.
-    windowed_gemm : bool
-        The engine takes windowed GEMMs (``GemmInsn.window = 1``) and only those.
+    gemm_window : str
+        Which GEMMs the engine takes (:data:`~celosia.rtl.isa.GemmInsn`): ``"tap"``, plain
+        GEMMs (``window = 0``) and windowed GEMMs of one kernel tap (``window = 1``,
+        ``win_h = win_w = 1``: the window address generator on the ifmap read path,
+        ``rtl/arrays/window.py``); ``"full"``, windowed GEMMs of any window and only those
+        (``rs``). Anything else fails the engine's range check
+        (:func:`~celosia.rtl.arrays.engine.gemm_insn_in_range`).
     zero_point_in_gemm : bool
         The GEMM carries the input zero point ``in_zp`` and the engine subtracts it
         (and skips the inputs equal to it); elsewhere ``in_zp`` must be 0.
@@ -63,7 +68,7 @@ class Dataflow:
     engine_ref: str
     timing_ref: str
     lowering_ref: str
-    windowed_gemm: bool = False
+    gemm_window: str = "tap"
     zero_point_in_gemm: bool = False
     macs_count_taps: bool = False
 
@@ -102,7 +107,7 @@ REGISTRY: dict[str, Dataflow] = {df.name: df for df in (
     _entry("ws", "weight stationary", "ws", "WSArray", "lower_gemm"),
     _entry("os", "output stationary", "os", "OSArray", "lower_gemm"),
     _entry("rs", "row stationary", "rs", "RSArray", "lower_rs",
-           windowed_gemm=True, macs_count_taps=True),
+           gemm_window="full", macs_count_taps=True),
     _entry("feie", "FEIE (input broadcast, zero skipping)", "feie", "FEIEArray", "lower_gemm",
            zero_point_in_gemm=True),
 )}

@@ -160,12 +160,17 @@ LoadInsn = data.StructLayout({
 #:     + sum_{k < k_len} (ifmap[ifmap_row + m][k] - in_zp) * weight[weight_row + k][n]
 #: for m < m_len, n < n_len (lanes n >= n_len are left unchanged). ``in_zp`` (the input
 #: zero point, so that a real zero is skipped) is for feie only: 0 for the others.
-#: Windowed GEMM (``window = 1``; the rs array only), a convolution over raw ifmap rows:
+#: Windowed GEMM (``window = 1``), a convolution over raw ifmap rows: any window on the rs
+#: array; one kernel tap (``win_h = win_w = 1``) on ws, os and feie, whose ifmap read path
+#: walks the rows with a window address generator (the compiler folds the tap offset
+#: ``fh*dil_h*row_pitch + fw*dil_w`` into ``ifmap_row``; a larger window is an error there):
 #: for e < out_h, x < out_w (``m_len = out_h * out_w``), n < n_len:
 #: psum[psum_row + e*out_w + x][n] = (accumulate ? old : 0) + sum_{fh < win_h, fw < win_w, c < k_len}
 #:     ifmap[ifmap_row + (e*stride_h + fh*dil_h)*row_pitch + x*stride_w + fw*dil_w][c]
 #:     * weight[weight_row + (fh*win_w + fw)*k_len + c][n].
-#: With a 1x1 window, unit strides and ``row_pitch = out_w`` it is the plain GEMM.
+#: With a 1x1 window, unit strides and ``row_pitch = out_w`` it is the plain GEMM. Which
+#: forms an engine takes is the dataflow's ``gemm_window`` trait (rtl/dataflows.py); the
+#: plain GEMM is for ws, os and feie only.
 GemmInsn = data.StructLayout({
     "op": Opcode,
     "dep": DepFlags,
@@ -476,7 +481,8 @@ def markdown() -> str:
     table("Dependency flags (`dep`)", DepFlags)
     table("LOAD", LoadInsn, "DRAM -> on-chip buffer, three nested loops of one-byte elements (the DMA moves up to a bus word of a contiguous run per cycle: rtl/dma.py).")
     table("GEMM", GemmInsn, "Compute queue: one weight tile times `m_len` input rows (`window = 0`; "
-          "ws, os, feie), or a convolution window over raw ifmap rows (`window = 1`; rs): "
+          "ws, os, feie), or a convolution window over raw ifmap rows (`window = 1`; any window "
+          "on rs, one kernel tap, `win_h = win_w = 1`, on ws, os and feie): "
           "for `e < out_h`, `x < out_w`, `n < n_len`, psum row `psum_row + e*out_w + x` gets "
           "the sum over `fh < win_h`, `fw < win_w`, `c < k_len` of ifmap row "
           "`ifmap_row + (e*stride_h + fh*dil_h)*row_pitch + x*stride_w + fw*dil_w` lane `c` "
@@ -484,7 +490,10 @@ def markdown() -> str:
           "`m_len = out_h*out_w`. The `win_*` .. `out_h` fields are ignored when `window = 0`. "
           "`in_zp` (feie only, 0 otherwise) is subtracted from every ifmap value: the feie array "
           "skips inputs equal to it (real zeros). "
-          "Which form an engine takes is fixed by the dataflow (the other is an error).")
+          "On ws, os and feie a window address generator on the ifmap read path walks the "
+          "windowed rows (the compiler folds a tap's offset `fh*dil_h*row_pitch + fw*dil_w` "
+          "into `ifmap_row`); which forms an engine takes is fixed by the dataflow (any other "
+          "is an error, like an out-of-range GEMM).")
     table("STORE", StoreInsn, "psum buffer -> PPU (bias, requantize, zero point, clamp) -> DRAM.")
     enum_table("VEC modes", VecMode)
     table("VEC", VecInsn, "Compute queue, vector engine: pooling and residual add, lane-wise over ifmap rows.")

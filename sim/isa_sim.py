@@ -19,6 +19,7 @@ import numpy as np
 from celosia.rtl import isa
 from celosia.errors import IsaError
 from celosia.rtl.arrays.engine import gemm_insn_in_range
+from celosia.rtl.arrays.window import window_rows
 from celosia.rtl.config import AccelConfig
 from celosia.rtl.isa import (DESC_BYTES, PARAM_BYTES, Buffer, ErrorCode, NodeDescriptor, Opcode, ParamRecord,
                              VecMode, unpack_bytes)
@@ -141,8 +142,8 @@ class IsaSim:
                     target[row, lanes] = pad
 
     def _gemm(self, d):
-        c = self.config
-        if not gemm_insn_in_range(SimpleNamespace(**d), c):
+        g = SimpleNamespace(**d)
+        if not gemm_insn_in_range(g, self.config):
             raise IsaError(ErrorCode.BUFFER_OUT_OF_RANGE, f"gemm {d}")
         m_len, k_len, n_len = d["m_len"], d["k_len"], d["n_len"]
         if m_len == 0:
@@ -150,22 +151,13 @@ class IsaSim:
         rows = slice(d["psum_row"], d["psum_row"] + m_len)
         old = self.psum[rows, :n_len] if d["accumulate"] else 0
         ifmap, weight = self.ifmap.view(np.int8), self.weight.view(np.int8)
-        if d["window"]:
-            out_h, out_w, wh, ww = d["out_h"], d["out_w"], d["win_h"], d["win_w"]
-            e = np.arange(out_h)[:, None]
-            x = np.arange(out_w)[None, :]
-            acc = np.zeros((m_len, n_len), dtype=np.int64)
-            for fh in range(wh):
-                for fw in range(ww):
-                    r = (d["ifmap_row"] + (e * d["stride_h"] + fh * d["dil_h"]) * d["row_pitch"]
-                         + x * d["stride_w"] + fw * d["dil_w"]).reshape(-1)
-                    w0 = d["weight_row"] + (fh * ww + fw) * k_len
-                    acc += ((ifmap[r, :k_len].astype(np.int64) - d["in_zp"])
-                            @ weight[w0:w0 + k_len, :n_len].astype(np.int64))
-            k_len *= wh * ww
-        else:
-            acc = ((ifmap[d["ifmap_row"]:d["ifmap_row"] + m_len, :k_len].astype(np.int64) - d["in_zp"])
-                   @ weight[d["weight_row"]:d["weight_row"] + k_len, :n_len].astype(np.int64))
+        taps = [(fh, fw) for fh in range(d["win_h"]) for fw in range(d["win_w"])] if d["window"] else [(0, 0)]
+        acc = np.zeros((m_len, n_len), dtype=np.int64)
+        for i, (fh, fw) in enumerate(taps):
+            w0 = d["weight_row"] + i * k_len
+            acc += ((ifmap[window_rows(g, fh, fw), :k_len].astype(np.int64) - d["in_zp"])
+                    @ weight[w0:w0 + k_len, :n_len].astype(np.int64))
+        k_len *= len(taps)
         self.psum[rows, :n_len] = wrap_int32(old + acc)
         self.macs += m_len * k_len * n_len
 

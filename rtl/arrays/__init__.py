@@ -1,6 +1,7 @@
 """Compute engines (PE arrays), one module per dataflow; all implement
 :class:`celosia.rtl.arrays.engine.ComputeEngineSignature`. The dataflow registry
-(:mod:`celosia.rtl.dataflows`) names each one's engine class and timing."""
+(:mod:`celosia.rtl.dataflows`) names each one's engine class and timing; ``window.py``
+is the window address generator ws, os and feie share on their ifmap read path."""
 
 from celosia.rtl.config import AccelConfig
 from celosia.rtl.dataflows import dataflow

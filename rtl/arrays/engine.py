@@ -92,41 +92,57 @@ def gemm_insn_in_range(insn, config: AccelConfig):
     object with the fields as Python int attributes (the result is a ``bool``): the
     RTL engines and the ISA simulator apply the same rules.
 
-    Always: ``window`` is 1 exactly for the dataflows with windowed GEMMs (``rs``),
-    ``in_zp`` is 0 except where the GEMM carries the zero point (``feie``; the traits
-    ``windowed_gemm`` and ``zero_point_in_gemm`` of :mod:`celosia.rtl.dataflows`),
-    ``k_len <= rows``,
-    ``n_len <= cols``, ``psum_row + m_len <= psum_rows``.
-    Plain GEMM: ``ifmap_row + m_len <= ifmap_rows``, ``weight_row + k_len <= weight_rows``.
-    Windowed GEMM (:data:`~celosia.rtl.isa.GemmInsn`): ``win_h, win_w, stride_*, dil_*,
-    out_h, out_w, k_len >= 1``; ``m_len = out_h * out_w``; ``win_h <= rows``;
-    ``out_h <= cols``; the ifmap lines it touches,
-    ``(out_h-1)*stride_h + (win_h-1)*dil_h + 1 <= rs_lines``; ``win_w * k_len <= RS_SPAD``
-    (one bank of the rs filter scratchpad, which has two);
-    ``weight_row + win_h*win_w*k_len <= weight_rows``; its last ifmap row inside the buffer.
+    Always: ``in_zp`` is 0 except where the GEMM carries the zero point (``feie``; the
+    trait ``zero_point_in_gemm`` of :mod:`celosia.rtl.dataflows`), ``k_len <= rows``,
+    ``n_len <= cols``, ``psum_row + m_len <= psum_rows``. Which forms are legal is the
+    dataflow's ``gemm_window`` trait: ``"tap"`` (ws, os, feie) takes plain GEMMs and
+    windowed GEMMs of a 1x1 window, ``"full"`` (rs) only windowed GEMMs.
+
+    Plain GEMM (``window = 0``): ``ifmap_row + m_len <= ifmap_rows``,
+    ``weight_row + k_len <= weight_rows``.
+
+    Windowed GEMM (``window = 1``, :data:`~celosia.rtl.isa.GemmInsn`): ``win_h, win_w,
+    stride_*, dil_*, out_h, out_w, k_len >= 1``; ``m_len = out_h * out_w``;
+    ``weight_row + win_h*win_w*k_len <= weight_rows``; its last ifmap row (``e = out_h-1``,
+    ``x = out_w-1``, the last tap) inside the buffer. On ``"tap"`` engines also
+    ``win_h = win_w = 1`` (a larger window is an error like any out-of-range GEMM). On
+    ``"full"`` engines (rs) also ``win_h <= rows``; ``out_h <= cols``; the ifmap lines it
+    touches, ``(out_h-1)*stride_h + (win_h-1)*dil_h + 1 <= rs_lines``; ``win_w * k_len <=
+    RS_SPAD`` (one bank of the rs filter scratchpad, which has two).
+
     Applied regardless of ``m_len``: an instruction with ``m_len = 0`` but a start row
     past the end is an error too.
     """
     c = config
     traits = dataflow(c.dataflow)
-    window = int(traits.windowed_gemm)
-    conds = [insn.window == window, insn.k_len <= c.rows, insn.n_len <= c.cols,
+    full = traits.gemm_window == "full"
+    conds = [insn.k_len <= c.rows, insn.n_len <= c.cols,
              (insn.in_zp == 0) | traits.zero_point_in_gemm,
              insn.psum_row + insn.m_len <= c.psum_rows]
-    if window:
+    win = [insn.win_h >= 1, insn.win_w >= 1, insn.stride_h >= 1, insn.stride_w >= 1,
+           insn.dil_h >= 1, insn.dil_w >= 1, insn.out_h >= 1, insn.out_w >= 1,
+           insn.k_len >= 1, insn.m_len == insn.out_h * insn.out_w,
+           insn.weight_row + insn.win_h * insn.win_w * insn.k_len <= c.weight_rows]
+    if full:
         lines_m1 = (insn.out_h - 1) * insn.stride_h + (insn.win_h - 1) * insn.dil_h
         last_row = (insn.ifmap_row + lines_m1 * insn.row_pitch + (insn.out_w - 1) * insn.stride_w
                     + (insn.win_w - 1) * insn.dil_w)
-        conds += [insn.win_h >= 1, insn.win_w >= 1, insn.stride_h >= 1, insn.stride_w >= 1,
-                  insn.dil_h >= 1, insn.dil_w >= 1, insn.out_h >= 1, insn.out_w >= 1,
-                  insn.k_len >= 1, insn.m_len == insn.out_h * insn.out_w,
-                  insn.win_h <= c.rows, insn.out_h <= c.cols, lines_m1 < c.rs_lines,
-                  insn.win_w * insn.k_len <= RS_SPAD,
-                  insn.weight_row + insn.win_h * insn.win_w * insn.k_len <= c.weight_rows,
-                  last_row < c.ifmap_rows]
+        conds += win + [insn.window == 1, insn.win_h <= c.rows, insn.out_h <= c.cols,
+                        lines_m1 < c.rs_lines, insn.win_w * insn.k_len <= RS_SPAD,
+                        last_row < c.ifmap_rows]
     else:
-        conds += [insn.ifmap_row + insn.m_len <= c.ifmap_rows,
-                  insn.weight_row + insn.k_len <= c.weight_rows]
+        # one tap: the dil_* terms of the last row vanish
+        last_row = (insn.ifmap_row + (insn.out_h - 1) * insn.stride_h * insn.row_pitch
+                    + (insn.out_w - 1) * insn.stride_w)
+        tap = _all(win + [insn.win_h == 1, insn.win_w == 1, last_row < c.ifmap_rows])
+        plain = _all([insn.ifmap_row + insn.m_len <= c.ifmap_rows,
+                      insn.weight_row + insn.k_len <= c.weight_rows])
+        conds.append(((insn.window == 1) & tap) | ((insn.window == 0) & plain))
+    return _all(conds)
+
+
+def _all(conds):
+    """The conjunction of ``conds`` (bools or 1-bit Amaranth expressions)."""
     return functools.reduce(operator.and_, conds)
 
 

@@ -11,6 +11,7 @@ import numpy as np
 
 from celosia.rtl.arrays.engine import legal_gemm
 from celosia.rtl.arrays.os import OSArray, epoch_cycles
+from celosia.rtl.arrays.window import window_rows
 
 __all__ = ["FEIEArray", "cycles"]
 
@@ -29,7 +30,10 @@ class FEIEArray(OSArray):
     nothing. For ``m < m_len``, ``n < n_len``::
 
         psum[psum_row+m][n] = (accumulate ? psum[psum_row+m][n] : 0)
-            + sum_{k<k_len} (int8(ifmap[ifmap_row+m][k]) - in_zp) * int8(weight[weight_row+k][n])
+            + sum_{k<k_len} (int8(ifmap[row(m)][k]) - in_zp) * int8(weight[weight_row+k][n])
+
+    (``row(m)``: ``ifmap_row + m``, or the window of a one-tap windowed GEMM, as in
+    :class:`OSArray`).
 
     Ports: those of :class:`OSArray`; ``zero_skips`` reports, in the block's first MAC
     cycle, the ``k_len - nnz`` MAC cycles the block skips.
@@ -52,13 +56,14 @@ class FEIEArray(OSArray):
 def cycles(insn, config, ifmap=None) -> int:
     """Acceptance to ``done`` / ``error`` of the GEMM ``insn`` (field name -> int, missing
     = 0) on :class:`FEIEArray`, the timing of its docstring. ``ifmap`` (the ifmap buffer
-    rows, int8 or their bytes) gives each block's non-zero count ``nnz``."""
+    rows, int8 or their bytes) gives each block's non-zero count ``nnz`` (over the rows the
+    GEMM reads: :func:`~celosia.rtl.arrays.window.window_rows`)."""
     g = legal_gemm(insn, config)
     if g is None or g.m_len == 0:
         return 1
     if ifmap is None:
         raise ValueError("feie timing depends on the data: pass the ifmap buffer rows")
-    rows = np.asarray(ifmap, dtype=np.int64)[g.ifmap_row:g.ifmap_row + g.m_len, :g.k_len] & 0xFF
+    rows = np.asarray(ifmap, dtype=np.int64)[window_rows(g), :g.k_len] & 0xFF
     nnz = [int((rows[m0:m0 + config.rows] != g.in_zp & 0xFF).any(axis=0).sum())
            for m0 in range(0, g.m_len, config.rows)]
     return 3 + epoch_cycles(g.m_len, config.rows, nnz)

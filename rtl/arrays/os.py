@@ -17,6 +17,7 @@ from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed
 from celosia.rtl import isa
 from celosia.rtl.arrays.engine import (ComputeEngine, finish_states, gemm_insn_in_range, insn_check_state,
                                        legal_gemm)
+from celosia.rtl.arrays.window import WindowAddr
 from celosia.rtl.dma import accept_state
 
 __all__ = ["OSArray", "cycles", "epoch_cycles"]
@@ -29,9 +30,11 @@ class OSArray(ComputeEngine):
     ``m < m_len``, ``n < n_len``::
 
         psum[psum_row+m][n] = (accumulate ? psum[psum_row+m][n] : 0)
-                              + sum_{k<k_len} int8(ifmap[ifmap_row+m][k]) * int8(weight[weight_row+k][n])
+                              + sum_{k<k_len} int8(ifmap[row(m)][k]) * int8(weight[weight_row+k][n])
 
-    (int32 wrapping; lanes ``n >= n_len`` of the written rows are left as they were).
+    (int32 wrapping; lanes ``n >= n_len`` of the written rows are left as they were;
+    ``row(m)``: ``ifmap_row + m``, or the window of a one-tap windowed GEMM, as in
+    :class:`~celosia.rtl.arrays.ws.WSArray`).
 
     Operation and timing (cycle 0 = the cycle ``insn.valid & insn.ready``): cycle 1
     CHECK (:func:`gemm_insn_in_range`; out of range -> ``error``, ``m_len = 0`` ->
@@ -40,8 +43,10 @@ class OSArray(ComputeEngine):
     PE rows' input registers and the accumulators are double-buffered (banks 0 / 1, block
     ``b`` uses bank ``b % 2``), and in epoch ``e = 0 .. nb+1``
 
-    * FILL loads block ``e``: ifmap rows ``ifmap_row+m0 .. +mb-1`` are read, one per
-      cycle, into the block's input registers (each lands the next cycle);
+    * FILL loads block ``e``: ifmap rows ``row(m0) .. row(m0+mb-1)`` are read, one per
+      cycle, into the block's input registers (each lands the next cycle); the window
+      address generator (:class:`~celosia.rtl.arrays.window.WindowAddr`, started by the
+      instruction's first FILL read) gives ``row(m)`` without a cycle of its own;
     * MAC computes block ``e-1``: weight row ``weight_row+k`` is read, one per cycle for
       ``k < k_len``; one cycle later every PE multiplies it with its row's current input
       and accumulates (the block's accumulator bank is cleared in the epoch's first cycle);
@@ -183,12 +188,20 @@ class OSArray(ComputeEngine):
         with m.If(wr_land):
             m.d.comb += self.psum_wr.en.eq(Cat(insn.n_len > n for n in range(cols)))
 
+        # FILL's ifmap rows (m = 0, 1, ... in order) from the window address generator,
+        # started by the instruction's first FILL read.
+        m.submodules.window = win = WindowAddr(len(self.ifmap.addr))
+        fill_first = Signal()              # the next FILL read is row 0
+        with m.If(x_issue):
+            m.d.sync += fill_first.eq(0)
+        m.d.comb += [win.insn.eq(insn), win.start.eq(x_issue & fill_first), win.step.eq(x_issue)]
+
         m.d.comb += [
             x_issue.eq(run & on_f & (cnt_f < mb_f)),
             last_f.eq(~on_f | (cnt_f + 1 >= mb_f)),
             wr_issue.eq(run & on_d & (cnt_d < mb_d)),
             last_d.eq(~on_d | (cnt_d + 1 >= mb_d)),
-            self.ifmap.addr.eq(insn.ifmap_row + m0_f + cnt_f),
+            self.ifmap.addr.eq(win.addr),
             self.ifmap.en.eq(x_issue),
             self.weight.addr.eq(w_addr),
             self.weight.en.eq(mac_issue),
@@ -206,6 +219,7 @@ class OSArray(ComputeEngine):
             accept_state(m, self.insn, insn)
             with insn_check_state(m, self, gemm_insn_in_range(insn, cfg), insn.m_len == 0):
                 m.d.sync += [m0_f.eq(0), left.eq(insn.m_len), on_f.eq(1), on_m.eq(0), on_d.eq(0),
+                             fill_first.eq(1),
                              mb_f.eq(Mux(insn.m_len < rows, insn.m_len, rows)), bank.eq(0),
                              cnt_f.eq(0), cnt_m.eq(0), cnt_d.eq(0), first.eq(1)]
                 m.next = "RUN"

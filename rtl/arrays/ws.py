@@ -13,6 +13,7 @@ from amaranth.hdl import Cat, Module, Mux, Signal, signed
 
 from celosia.rtl import isa
 from celosia.rtl.arrays.engine import ComputeEngine, gemm_insn_in_range, legal_gemm
+from celosia.rtl.arrays.window import WindowAddr
 
 __all__ = ["WSArray", "cycles", "sequence_timing", "sequence_cycles"]
 
@@ -37,9 +38,12 @@ class WSArray(ComputeEngine):
     ``n < n_len``::
 
         psum[psum_row+m][n] = (accumulate ? psum[psum_row+m][n] : 0)
-                              + sum_{k<k_len} int8(ifmap[ifmap_row+m][k]) * int8(weight[weight_row+k][n])
+                              + sum_{k<k_len} int8(ifmap[row(m)][k]) * int8(weight[weight_row+k][n])
 
-    with int32 wrapping. Lanes ``n >= n_len`` of the written rows are left as
+    with int32 wrapping, ``row(m) = ifmap_row + m`` for a plain GEMM and, for a windowed
+    GEMM of one kernel tap (``window = 1``, ``win_h = win_w = 1``), ``m = e*out_w + x``,
+    ``row(m) = ifmap_row + e*stride_h*row_pitch + x*stride_w`` (the window address
+    generator, :class:`~celosia.rtl.arrays.window.WindowAddr`). Lanes ``n >= n_len`` of the written rows are left as
     they were (the write enables cover lanes ``n < n_len`` only). Rows
     ``k >= k_len`` of the weight tile are held at 0 in the PEs, so ifmap lanes
     ``k >= k_len`` are ignored. Instructions take effect in acceptance order
@@ -71,8 +75,9 @@ class WSArray(ComputeEngine):
     * take, cycle ``s = max(L, e)`` (``e``: the cycle after the previous GEMM's
       last row read; plus psum stalls, below): the shadow registers (the row
       landing this cycle bypassed) are copied into the active ones, and row 0
-      is read. Then STREAM: ifmap row ``ifmap_row+m`` and psum row
-      ``psum_row+m`` (if ``accumulate``) are read, one per cycle. Pipeline from
+      is read. Then STREAM: ifmap row ``row(m)`` and psum row
+      ``psum_row+m`` (if ``accumulate``) are read, one per cycle (the window address
+      generator, started by the take, adds no cycle). Pipeline from
       the read cycle ``t``: ``t+1`` data arrive, the products and the old psum
       are registered; ``t+2`` the column sums plus the old psum are registered;
       ``t+3`` the row is written through ``psum_wr``; ``done`` pulses in
@@ -139,17 +144,17 @@ class WSArray(ComputeEngine):
                 with m.If(take):
                     m.d.sync += w[k][n].eq(Mux(landing, wdata, w_sh[k][n]))
 
-        # The row offered to the stream this cycle: the next of cur, or row 0 of nxt.
-        row_ifmap = Signal(16)
+        # The row offered to the stream this cycle: the next of cur, or row 0 of nxt (its
+        # ifmap row: the window address generator below).
         row_psum = Signal(paddr)
         row_acc, row_last, row_cand = Signal(), Signal(), Signal()
         row_nlen = Signal.like(nxt.n_len)
         with m.If(streaming):
-            m.d.comb += [row_ifmap.eq(cur.ifmap_row + m_cnt), row_psum.eq(cur.psum_row + m_cnt),
+            m.d.comb += [row_psum.eq(cur.psum_row + m_cnt),
                          row_acc.eq(cur.accumulate), row_nlen.eq(cur.n_len),
                          row_last.eq(m_cnt == cur.m_len - 1), row_cand.eq(1)]
         with m.Else():
-            m.d.comb += [row_ifmap.eq(nxt.ifmap_row), row_psum.eq(nxt.psum_row),
+            m.d.comb += [row_psum.eq(nxt.psum_row),
                          row_acc.eq(nxt.accumulate), row_nlen.eq(nxt.n_len),
                          row_last.eq(nxt.m_len == 1), row_cand.eq(loaded)]
 
@@ -171,6 +176,10 @@ class WSArray(ComputeEngine):
 
         hazard = row_acc & ((sv[0] & (sa[0] == row_psum)) | (sv[1] & (sa[1] == row_psum)))
         m.d.comb += [s0_valid.eq(row_cand & ~hazard), take.eq(~streaming & loaded & ~hazard)]
+        # Ifmap rows from the window address generator: started by the take (row 0 of nxt),
+        # advanced by every row read.
+        m.submodules.window = win = WindowAddr(len(self.ifmap.addr))
+        m.d.comb += [win.insn.eq(nxt), win.start.eq(take), win.step.eq(s0_valid)]
         with m.If(s0_valid):
             with m.If(streaming):
                 m.d.sync += m_cnt.eq(m_cnt + 1)
@@ -205,7 +214,7 @@ class WSArray(ComputeEngine):
             m.d.comb += self.psum_wr.en.eq(lane_en)
 
         m.d.comb += [
-            self.ifmap.addr.eq(row_ifmap),
+            self.ifmap.addr.eq(win.addr),
             self.psum_rd.addr.eq(row_psum),
             self.weight.addr.eq(nxt.weight_row + k_cnt),
             self.weight.en.eq(wload_issue),

@@ -22,11 +22,29 @@ buffer rows a later group overwrites were last read by an instruction at least t
 places before it, so the ``c2l`` of the instruction two places before that group
 still covers them.
 
-Double buffering: streamed weight and ifmap tiles alternate between the buffer
-halves with the compute instruction's index ``t`` (weights: the halves of the
-:class:`~celosia.sw.compiler.alloc.WeightPlan`; resident weight tiles stay at their
-own rows), psum tiles with the tile's index ``u``, resident ifmap blocks with the
-block's index in the unit.
+Double buffering: streamed weight tiles alternate between the buffer halves with the
+compute instruction's index ``t`` (the halves of the
+:class:`~celosia.sw.compiler.alloc.WeightPlan`; resident weight tiles stay at their own
+rows), psum tiles with the tile's index ``u``, and ifmap tiles with the index of their
+*ifmap group* in the unit: the run of consecutive compute instructions that read one
+ifmap tile, loaded once. A group is a whole block of output tiles in a resident unit
+(``OutTile.block``, loaded by ``block_loads``), the GEMMs of one output tile with the
+same ``GemmOp.ifmap_group`` (e.g. the kernel taps of one input-channel chunk of a conv),
+or a single instruction. The ``c2l`` tokens above also cover the ifmap halves: the group
+opening at instruction ``t`` overwrites the half of the group two before it, whose
+instructions all precede the group in between. The tile's LOADs go ahead into the LOAD
+group of the second instruction ``t'`` of the group in between (``t' - 2`` is the last
+instruction of the group two before, so the ``c2l`` pop of LOAD group ``t'`` frees the
+half, and the tile loads while the group in between computes), after that group's own
+``l2c`` push (instruction ``t'`` does not wait for them), when either
+
+* LOAD group ``t`` streams weights: its ``l2c`` push, later in the in-order LOAD queue,
+  tells instruction ``t`` that the tile is in too; or
+* no LOAD group strictly between ``t'`` and ``t`` has LOADs of its own (resident
+  weights): the ahead LOADs push one more ``l2c``, which instruction ``t`` pops (the
+  instructions in between pop none, so the tokens still pair up in order).
+
+Otherwise (or when ``t' = t``) they are LOAD group ``t``'s own.
 """
 
 from __future__ import annotations
@@ -50,42 +68,42 @@ def emit_unit(unit: Unit, config: AccelConfig, first: bool, last: bool,
     p_half = config.psum_rows // 2
     ops = [(u, g) for u, tile in enumerate(unit.tiles) for g in range(len(tile.ops))]
     T = len(ops)
-    blocks = sorted({tile.block for tile in unit.tiles})
-    block_half = {b: i % 2 for i, b in enumerate(blocks)}
     out: list[int] = []
 
-    def group(t):
-        """``(Load, buffer, row base)`` of the LOADs feeding compute instruction ``t``."""
+    def streamed(t):
+        """The weight LOADs of instruction ``t`` (none for a resident tile or a VEC)."""
         u, g = ops[t]
-        tile, op = unit.tiles[u], unit.tiles[u].ops[g]
-        group = []   # (Load, buffer, row base)
-        if t == 0:
-            group.append((unit.params, Buffer.PARAM, 0))
-        if unit.resident and g == 0 and (u == 0 or unit.tiles[u - 1].block != tile.block):
-            base = block_half[tile.block] * i_half
-            group.extend((ld, Buffer.IFMAP, base) for ld in tile.block_loads)
-        if not unit.resident:
-            group.extend((ld, Buffer.IFMAP, (t % 2) * i_half) for ld in op.ifmap)
-        if not isinstance(op, VecOp) and weights.row(op) is None:
-            group.extend((ld, Buffer.WEIGHT, weights.halves[t % 2]) for ld in op.weight)
-        return group
+        op = unit.tiles[u].ops[g]
+        return [] if isinstance(op, VecOp) or weights.row(op) is not None else op.weight
+
+    ifmap_rows, ifmap_loads, ahead_push = _ifmap_groups(unit, lambda t: bool(streamed(t)))
+    ahead_pop = set(ahead_push.values())   # instructions popping the l2c of ahead LOADs
+
+    def group(t):
+        """``(Load, buffer, row base)`` of LOAD group ``t``, and how many of them feed
+        compute instruction ``t`` (the rest: a later ifmap group's tile, loaded ahead)."""
+        ifmap = {ahead: [(ld, Buffer.IFMAP, half * i_half) for half, ld, a in ifmap_loads[t] if a == ahead]
+                 for ahead in (False, True)}
+        own = [(unit.params, Buffer.PARAM, 0)] if t == 0 else []
+        own += ifmap[False] + [(ld, Buffer.WEIGHT, weights.halves[t % 2]) for ld in streamed(t)]
+        return own + ifmap[True], len(own)
 
     groups = [group(t) for t in range(T)]
 
     def load_group(t):
+        loads, n_own = groups[t]
+        push = {n_own - 1} | ({len(loads) - 1} if t in ahead_push else set())
         return [ld.encode(buf, base, dep_flags(pop_next=(i == 0 and (t >= 2 or (t == 0 and not first))),
-                                                push_next=(i == len(groups[t]) - 1)))
-                for i, (ld, buf, base) in enumerate(groups[t])]
+                                                push_next=i in push))
+                for i, (ld, buf, base) in enumerate(loads)]
 
     def compute(t):
         u, g = ops[t]
         tile, op = unit.tiles[u], unit.tiles[u].ops[g]
-        if unit.resident:
-            ifmap_row = block_half[tile.block] * i_half + op.ifmap_row
-        else:
-            ifmap_row = (t % 2) * i_half
-        dep = dep_flags(pop_prev=bool(groups[t]), pop_next=(g == 0 and u >= 2),
-                        push_prev=t + 2 < T and bool(groups[t + 2]), push_next=g == len(tile.ops) - 1)
+        half, row = ifmap_rows[t]
+        ifmap_row = half * i_half + row
+        dep = dep_flags(pop_prev=groups[t][1] > 0 or t in ahead_pop, pop_next=(g == 0 and u >= 2),
+                        push_prev=t + 2 < T and bool(groups[t + 2][0]), push_next=g == len(tile.ops) - 1)
         if isinstance(op, VecOp):
             return op.encode(ifmap_row=ifmap_row, psum_row=(u % 2) * p_half, m_len=tile.m_len, dep=dep)
         row = weights.row(op)
@@ -111,3 +129,51 @@ def emit_unit(unit: Unit, config: AccelConfig, first: bool, last: bool,
     if not last:
         out.append(encode(Opcode.NOP, dep=dep_flags(pop_next=True, push_prev=True)))
     return out
+
+
+def _ifmap_groups(unit: Unit, streams) -> tuple[list[tuple[int, int]], list[list], dict[int, int]]:
+    """The ifmap groups of ``unit`` (see the module docstring).
+
+    Returns, per compute instruction ``t`` in order, ``(half, row)``: the ifmap buffer
+    half of its group (the group's index in the unit mod 2) and its ifmap row inside that
+    half; per LOAD group ``t``, the ``(half, Load, ahead)`` of the ifmap tiles it loads,
+    ``ahead`` for a later group's tile; and ``{t': t}`` for the LOAD groups ``t'`` whose
+    ahead LOADs push ``l2c`` for the later group's first instruction ``t``.
+
+    A group's tile goes ahead, into the LOAD group ``t'`` of the second instruction of the
+    group before it (the earliest LOAD group whose ``c2l`` pop, instruction ``t' - 2``
+    done, follows the last reader of the half), when the LOAD group of the group's first
+    instruction ``t`` streams weights (``streams(t)``: its ``l2c`` push, later in the
+    LOAD queue, then covers the tile too), or when no LOAD group strictly between ``t'``
+    and ``t`` streams weights (the ahead LOADs push ``l2c`` themselves and instruction
+    ``t`` pops it; the instructions in between pop none). Otherwise it is LOAD group
+    ``t``'s own."""
+    rows, firsts, loads = [], [], []
+    prev = None
+    for u, tile in enumerate(unit.tiles):
+        for g, op in enumerate(tile.ops):
+            shared = getattr(op, "ifmap_group", None)
+            if unit.resident:
+                key, tile_loads, row = ("block", tile.block), tile.block_loads, op.ifmap_row
+            elif shared is not None:
+                key, tile_loads, row = ("ops", u, shared), op.ifmap, op.ifmap_row
+            else:
+                key, tile_loads, row = ("op", u, g), op.ifmap, 0
+            t = len(rows)
+            if key != prev:
+                firsts.append(t)
+                loads.append(tile_loads)
+            else:
+                assert unit.resident or not tile_loads, "only a group's first GEMM loads its tile"
+            prev = key
+            rows.append(((len(firsts) - 1) % 2, row))
+    at, pushes = [[] for _ in rows], {}
+    for i, first in enumerate(firsts):
+        t = firsts[i - 1] + 1 if i > 0 else first
+        if t < first and not streams(first):
+            if any(streams(x) for x in range(t + 1, first)) or not loads[i]:
+                t = first
+            else:
+                pushes[t] = first
+        at[t].extend((i % 2, ld, t < first) for ld in loads[i])
+    return rows, at, pushes

@@ -1,13 +1,20 @@
 """Lowering of the plain-GEMM family (``ws``, ``os``, ``feie``): fc and conv layers as GEMMs.
 
-A fully connected layer is ``[batch, K] x [K, N]``; a convolution is output pixels x
-``(fh, fw, cin)`` by im2col addressing in the DMA (padding inserted by the LOAD).
-``K`` is cut into tiles of ``rows`` (conv: up to ``rows`` input channels at one kernel
-position), ``N`` into tiles of ``cols``; each (output tile, k tile) is one
-:class:`~celosia.sw.compiler.tiling.GemmOp`. The layer input stays resident in an
-ifmap buffer half when it fits (loaded once per block), else each GEMM streams its
-own ifmap tile. Entry points, the same in every lowering family: :func:`lower_fc`,
-:func:`lower_conv` and :func:`mapping`.
+A fully connected layer is ``[batch, K] x [K, N]``: ``K`` cut into tiles of ``rows``,
+``N`` into tiles of ``cols``, each (output tile, k tile) one
+:class:`~celosia.sw.compiler.tiling.GemmOp`; the input stays resident in an ifmap
+buffer half when it fits, else each GEMM streams its own ifmap tile.
+
+A convolution forms its windows on chip (no im2col copies through DRAM): the raw input
+rows of an output block are loaded once (per input-channel chunk of ``rows`` lanes,
+padding inserted by the LOAD), and each kernel tap of each chunk is one windowed GEMM of
+a 1x1 window (``GemmInsn.window = 1``) whose ``m`` rows the engines' window address
+generator (``rtl/arrays/window.py``) walks over those rows. The block shape and whether
+the block stays resident for every output-channel tile are chosen for the least DRAM
+traffic (:func:`conv_plan`, :func:`conv_traffic`; docs/compiler.md).
+
+Entry points, the same in every lowering family: :func:`lower_fc`, :func:`lower_conv`
+and :func:`mapping`.
 """
 
 from __future__ import annotations
@@ -15,14 +22,15 @@ from __future__ import annotations
 import math
 
 from celosia.errors import CompileError
+from celosia.rtl import isa
 from celosia.rtl.config import AccelConfig
 from celosia.rtl.isa import BaseReg
 from celosia.sw.compiler.alloc import Allocation
-from celosia.sw.compiler.tiling import (GemmOp, OutTile, Unit, conv_attrs, conv_blocks, load,
-                                        split_units, store, window_load)
+from celosia.sw.compiler.tiling import (GemmOp, OutTile, Unit, Window, conv_attrs, conv_blocks, load,
+                                        raw_rows_load, split_units, store)
 from celosia.sw.quant.model import QLayer
 
-__all__ = ["lower_fc", "lower_conv", "mapping", "LOWERINGS"]
+__all__ = ["lower_fc", "lower_conv", "conv_plan", "conv_traffic", "mapping", "LOWERINGS"]
 
 
 def lower_fc(layer: QLayer, config: AccelConfig, batch: int, alloc: Allocation) -> list[Unit]:
@@ -62,56 +70,130 @@ def lower_fc(layer: QLayer, config: AccelConfig, batch: int, alloc: Allocation) 
 
 
 def lower_conv(layer: QLayer, config: AccelConfig, batch: int, alloc: Allocation) -> list[Unit]:
-    """A convolution as GEMMs: output pixels x (fh, fw, cin) by im2col addressing in the DMA.
+    """A convolution as windowed GEMMs of one kernel tap over raw input rows (no im2col).
 
-    One k-tile is up to ``rows`` input channels at one kernel position; an output
-    tile is ``Hb`` whole output rows of one image (``Hb * Wo`` pixels) by up to
-    ``cols`` output channels of one group. Padding is inserted by the LOAD
-    (``pad_value`` = input zero point, which the folded bias turns into 0).
+    An output block is ``hb`` output rows x ``wb`` output columns of one image and group
+    (whole rows, ``wb = Wo``, unless one row does not fit). Its raw input rows (``ny x nx``
+    pixels, padding inserted by the LOAD as the input zero point, which the folded bias
+    turns into 0) are loaded per input-channel chunk of up to ``rows`` lanes, and each
+    (chunk, fh, fw) is one windowed GEMM (``win_h = win_w = 1``, ``row_pitch = nx``, the tap
+    offset ``fh*dil_h*nx + fw*dil_w`` folded into ``ifmap_row``) accumulating into the
+    block's psum tile of up to ``cols`` output channels. Either the whole block (every
+    chunk) stays resident in an ifmap half and serves every output-channel tile, or each
+    chunk's rows are loaded once per output tile and shared by its ``Fh*Fw`` tap GEMMs;
+    :func:`conv_plan` picks the block shape and mode with the least DRAM traffic.
     """
     R, C = config.rows, config.cols
     Ho, Wo, Cout = layer.out_shape
     _, Fh, Fw, cin_g = layer.w.shape
     sh, sw, pt, pl, dh, dw, G = conv_attrs(layer)
     cout_g = Cout // G
-    ktiles = [(fh, fw, c0, min(R, cin_g - c0)) for fh in range(Fh) for fw in range(Fw)
-              for c0 in range(0, cin_g, R)]
+    if max(sh, sw) > 255:
+        raise CompileError(f"layer {layer.name!r}: strides above 255 do not fit the windowed GEMM")
+    chunks = [(c0, min(R, cin_g - c0)) for c0 in range(0, cin_g, R)]
     nt = math.ceil(cout_g / C)
-    i_half, p_half = config.ifmap_rows // 2, config.psum_rows // 2
-    if Wo > min(i_half, p_half):
-        raise CompileError(f"layer {layer.name!r}: an output row of {Wo} pixels does not fit a "
-                           f"buffer half (ifmap_rows={config.ifmap_rows}, psum_rows="
-                           f"{config.psum_rows}); increase them")
-    hb_res = min(i_half // (len(ktiles) * Wo), p_half // Wo, Ho)
-    resident = hb_res >= 1
-    Hb = hb_res if resident else min(i_half // Wo, p_half // Wo, Ho)
+    hb, wb, resident = conv_plan(layer, config, batch)
     K_g = Fh * Fw * cin_g
 
-    def ifmap_load(fh, fw, c0, k_len, img, g, ho0, hb, buf_row):
-        """The im2col tile of kernel tap (fh, fw): one buffer row per output pixel."""
-        return window_load(alloc.src, layer.in_shape, img, g * cin_g + c0, k_len,
-                           ho0 * sh + fh * dh - pt, fw * dw - pl, hb, Wo, sh, sw, buf_row=buf_row,
-                            pad_value=int(layer.in_zp))
-
     tiles = []
-    for block_id, (img, g, ho0, hb, _, _) in enumerate(conv_blocks(batch, G, Ho, Wo, Hb, Wo)):
-        block_loads = [ifmap_load(fh, fw, c0, kl, img, g, ho0, hb, i * hb * Wo)
-                       for i, (fh, fw, c0, kl) in enumerate(ktiles)] if resident else []
+    for block_id, (img, g, ho0, hbt, wo0, wbt) in enumerate(conv_blocks(batch, G, Ho, Wo, hb, wb)):
+        y0, x0 = ho0 * sh - pt, wo0 * sw - pl
+        ny, nx = _lines(hbt, Fh, sh, dh), _lines(wbt, Fw, sw, dw)
+
+        def rows_load(c0, k_len, buf_row):
+            return raw_rows_load(layer, alloc.src, g * cin_g + c0, k_len, img, y0, ny, x0, nx, buf_row)
+
+        block_loads = ([rows_load(c0, kl, i * ny * nx) for i, (c0, kl) in enumerate(chunks)]
+                       if resident else [])
         for j in range(nt):
             n_len = min(C, cout_g - j * C)
             gemms = []
-            for i, (fh, fw, c0, k_len) in enumerate(ktiles):
-                krow = (fh * Fw + fw) * cin_g + c0
-                weight = load(BaseReg.STATIC, alloc.weights + g * K_g * cout_g + krow * cout_g + j * C,
-                              n_len, n1=k_len, s1=cout_g, bs1=1)
-                ifmap = [] if resident else [ifmap_load(fh, fw, c0, k_len, img, g, ho0, hb, 0)]
-                gemms.append(GemmOp(k_len=k_len, n_len=n_len, weight=[weight], ifmap=ifmap,
-                                    ifmap_row=i * hb * Wo))
-            out = store(layer, alloc.dst, (img * Ho + ho0) * Wo * Cout + g * cout_g + j * C, Cout, n_len)
-            tiles.append(OutTile(m_len=hb * Wo, ops=gemms, store=out, param_row=g * nt + j, block=block_id,
-                                 block_loads=block_loads))
+            for i, (c0, k_len) in enumerate(chunks):
+                for fh in range(Fh):
+                    for fw in range(Fw):
+                        krow = (fh * Fw + fw) * cin_g + c0
+                        weight = load(BaseReg.STATIC,
+                                      alloc.weights + (g * K_g + krow) * cout_g + j * C,
+                                      n_len, n1=k_len, s1=cout_g, bs1=1)
+                        # per chunk: the first tap's GEMM loads the chunk's rows
+                        ifmap = [rows_load(c0, k_len, 0)] if not resident and fh == fw == 0 else []
+                        gemms.append(GemmOp(
+                            k_len=k_len, n_len=n_len, weight=[weight], ifmap=ifmap,
+                            ifmap_row=(i * ny * nx if resident else 0) + fh * dh * nx + fw * dw,
+                            ifmap_group=None if resident else i,
+                            window=Window(win_h=1, win_w=1, stride_h=sh, stride_w=sw, dil_h=1,
+                                          dil_w=1, out_h=hbt, out_w=wbt, row_pitch=nx)))
+            offset = ((img * Ho + ho0) * Wo + wo0) * Cout + g * cout_g + j * C
+            tiles.append(OutTile(m_len=hbt * wbt, ops=gemms,
+                                 store=store(layer, alloc.dst, offset, Cout, n_len),
+                                 param_row=g * nt + j, block=block_id, block_loads=block_loads))
 
     return split_units(tiles, alloc.params, resident, config, layer)
+
+
+def _lines(out: int, taps: int, stride: int, dil: int) -> int:
+    """Input rows (or columns) that ``out`` outputs of a ``taps``-tap window touch."""
+    return (out - 1) * stride + (taps - 1) * dil + 1
+
+
+def conv_traffic(layer: QLayer, config: AccelConfig, batch: int, hb: int, wb: int,
+                 resident: bool) -> int:
+    """DRAM bytes a conv layer's LOADs read (ifmap + weights; padding is not read) when
+    :func:`lower_conv` tiles it in blocks of ``hb`` output rows x ``wb`` columns: each block
+    reads its raw input rows once (``resident``) or once per output-channel tile, and every
+    weight of its group once per block."""
+    H, W, _ = layer.in_shape
+    Ho, Wo, Cout = layer.out_shape
+    _, Fh, Fw, cin_g = layer.w.shape
+    sh, sw, pt, pl, dh, dw, G = conv_attrs(layer)
+    cout_g = Cout // G
+    reads = 1 if resident else math.ceil(cout_g / config.cols)
+
+    def inside(o0, n, size, stride, pad, taps, dil):
+        lo = o0 * stride - pad
+        return max(0, min(size, lo + _lines(n, taps, stride, dil)) - max(0, lo))
+
+    per_group = 0
+    for _, _, ho0, hbt, wo0, wbt in conv_blocks(1, 1, Ho, Wo, hb, wb):
+        pixels = inside(ho0, hbt, H, sh, pt, Fh, dh) * inside(wo0, wbt, W, sw, pl, Fw, dw)
+        per_group += pixels * cin_g * reads + Fh * Fw * cin_g * cout_g
+    return batch * G * per_group
+
+
+def conv_plan(layer: QLayer, config: AccelConfig, batch: int) -> tuple[int, int, bool]:
+    """``(hb, wb, resident)`` of :func:`lower_conv`: among the block shapes that fit the
+    buffers (whole output rows, ``wb = Wo``; only when not even one row fits, one output
+    row in blocks of ``wb`` columns), resident (every chunk's raw rows in one ifmap half)
+    or per chunk (one chunk's rows in a half), the one with the least DRAM traffic
+    (:func:`conv_traffic`), ties to fewer GEMMs, then to longer GEMMs (``hb * wb`` rows).
+    A :class:`~celosia.errors.CompileError` when not even one output pixel fits."""
+    R = config.rows
+    i_half, p_half = config.ifmap_rows // 2, config.psum_rows // 2
+    Ho, Wo, _ = layer.out_shape
+    _, Fh, Fw, cin_g = layer.w.shape
+    sh, sw, _, _, dh, dw, _ = conv_attrs(layer)
+    nc = math.ceil(cin_g / R)
+    out_h_max = (1 << dict(isa.GemmInsn)["out_h"].width) - 1
+
+    def fits(hb, wb, resident):
+        rows = _lines(hb, Fh, sh, dh) * _lines(wb, Fw, sw, dw) * (nc if resident else 1)
+        return hb * wb <= p_half and rows <= i_half
+
+    shapes = [(hb, Wo) for hb in range(1, min(Ho, out_h_max) + 1)]
+    options = [(hb, wb, res) for hb, wb in shapes for res in (True, False) if fits(hb, wb, res)]
+    if not options:
+        options = [(1, wb, res) for wb in range(1, Wo + 1) for res in (True, False) if fits(1, wb, res)]
+    if not options:
+        raise CompileError(f"layer {layer.name!r}: not even one output pixel's window "
+                           f"({Fh}x{Fw} input pixels) fits an ifmap buffer half "
+                           f"(ifmap_rows={config.ifmap_rows}); increase ifmap_rows")
+
+    def key(option):
+        hb, wb, res = option
+        blocks = math.ceil(Ho / hb) * math.ceil(Wo / wb)   # GEMMs = blocks * the same factor
+        return conv_traffic(layer, config, batch, hb, wb, res), blocks, -hb * wb
+
+    return min(options, key=key)
 
 
 def mapping(layer: QLayer, units: list[Unit], config: AccelConfig) -> dict:

@@ -37,7 +37,7 @@ from celosia.rtl.arrays.rs import gemm_cycles
 from celosia.rtl.isa import BaseReg
 from celosia.sw.compiler.alloc import Allocation
 from celosia.sw.compiler.tiling import (GemmOp, OutTile, Unit, Window, conv_attrs, conv_blocks,
-                                        load, split_units, store, window_load)
+                                        load, raw_rows_load, split_units, store)
 from celosia.sw.quant.model import QLayer
 
 __all__ = ["lower_conv", "lower_fc", "mapping", "LOWERINGS"]
@@ -110,12 +110,6 @@ def lower_conv(layer: QLayer, config: AccelConfig, batch: int, alloc: Allocation
     fblocks = [(fh0, min(fh_b, Fh - fh0), fw0, min(fw_b, Fw - fw0))
                for fh0 in range(0, Fh, fh_b) for fw0 in range(0, Fw, fw_b)]
 
-    def raw_load(c_abs, k_len, img, y0, ny, x0, nx, buf_row):
-        """``ny`` input rows x ``nx`` columns from (y0, x0) (may lie in the padding) of
-        ``k_len`` channels from ``c_abs``, ``nx`` buffer rows per input row."""
-        return window_load(alloc.src, layer.in_shape, img, c_abs, k_len, y0, x0, ny, nx,
-                           buf_row=buf_row, pad_value=int(layer.in_zp))
-
     def weight_loads(g, c0, k_len, fh0, fh_n, fw0, fw_n, j, n_len):
         """LOADs of the weight rows (fh, fw, c) of a filter block, ``n_len`` channels each:
         one per filter row, or one for the block when it spans whole filter rows, or one
@@ -140,7 +134,8 @@ def lower_conv(layer: QLayer, config: AccelConfig, batch: int, alloc: Allocation
     for block_id, (img, g, ho0, hbt, wo0, wbt) in enumerate(conv_blocks(batch, G, Ho, Wo, hb, wb)):
         y0, x0 = ho0 * sh - pt, wo0 * sw - pl
         nyf, wpf = _lines(hbt, Fh, sh, dh), _lines(wbt, Fw, sw, dw)
-        block_loads = [raw_load(g * cin_g + c0, kl, img, y0, nyf, x0, wpf, i * nyf * wpf)
+        block_loads = [raw_rows_load(layer, alloc.src, g * cin_g + c0, kl, img, y0, nyf, x0, wpf,
+                                     i * nyf * wpf)
                        for i, (c0, kl) in enumerate(chunks)] if resident else []
         for j in range(nt):
             n_len = min(C, cout_g - j * C)
@@ -154,9 +149,9 @@ def lower_conv(layer: QLayer, config: AccelConfig, batch: int, alloc: Allocation
                         ifmap, row = [], i * nyf * wpf + fh0 * dh * wpf + fw0 * dw
                     else:
                         win.row_pitch = _lines(wbt, fw_n, sw, dw)
-                        ifmap = [raw_load(g * cin_g + c0, k_len, img, y0 + fh0 * dh,
-                                          _lines(hbt, fh_n, sh, dh), x0 + fw0 * dw,
-                                          win.row_pitch, 0)]
+                        ifmap = [raw_rows_load(layer, alloc.src, g * cin_g + c0, k_len, img,
+                                               y0 + fh0 * dh, _lines(hbt, fh_n, sh, dh),
+                                               x0 + fw0 * dw, win.row_pitch, 0)]
                         row = 0
                     gemms.append(GemmOp(k_len=k_len, n_len=n_len, ifmap=ifmap, ifmap_row=row,
                                         weight=weight_loads(g, c0, k_len, fh0, fh_n, fw0, fw_n,

@@ -30,7 +30,7 @@ from celosia.rtl.isa import PARAM_BYTES, BaseReg, Buffer, Opcode
 from celosia.sw.quant.model import QLayer
 
 __all__ = ["Load", "Store", "Window", "GemmOp", "VecOp", "OutTile",
-           "Unit", "encode", "dep_flags", "load", "window_load", "store", "conv_attrs", "conv_blocks",
+           "Unit", "encode", "dep_flags", "load", "window_load", "raw_rows_load", "store", "conv_attrs", "conv_blocks",
            "subtracts_zero_point", "param_chunks", "split_units"]
 
 
@@ -105,7 +105,8 @@ class Store:
 
 @dataclass
 class Window:
-    """The windowed-GEMM fields of a :class:`GemmOp` (the rs array; ``window = 1``)."""
+    """The windowed-GEMM fields of a :class:`GemmOp` (``window = 1``): any window on the rs
+    array, one kernel tap (``win_h = win_w = 1``) on ws, os and feie."""
     win_h: int
     win_w: int
     stride_h: int
@@ -120,13 +121,20 @@ class Window:
 @dataclass
 class GemmOp:
     """One GEMM instruction (:data:`~celosia.rtl.isa.GemmInsn`) of an output tile with the
-    LOADs that feed it: its weight tile and (streamed ifmap) its ifmap tile."""
+    LOADs that feed it: its weight tile and (streamed ifmap) its ifmap tile.
+
+    In a unit that is not resident, consecutive GEMMs of one output tile with the same
+    ``ifmap_group`` (not ``None``) share one ifmap tile: the first of them carries its LOADs
+    (``ifmap``), the others none, and ``ifmap_row`` is each one's row inside it (emission puts
+    the group in one buffer half); with ``ifmap_group = None`` every GEMM loads its own tile
+    and ``ifmap_row`` is ignored."""
     k_len: int
     n_len: int
     weight: list[Load]
     ifmap: list[Load] = field(default_factory=list)  # streamed mode: LOADs of its ifmap tile
-    ifmap_row: int = 0           # resident mode: row of its ifmap tile inside the block
-    window: Window | None = None  # windowed GEMM (rs)
+    ifmap_row: int = 0           # resident mode / ifmap group: its first row in the block / group
+    window: Window | None = None  # windowed GEMM
+    ifmap_group: int | None = None  # streamed mode: GEMMs sharing one ifmap tile
 
     def encode(self, *, accumulate: int, ifmap_row: int, weight_row: int, psum_row: int, m_len: int,
                dep: dict, in_zp: int) -> int:
@@ -201,6 +209,16 @@ def window_load(src, shape, img, c_off, lanes, y0, x0, ny, nx, sy=1, sx=1, bs1=1
     return load(src[0], offset, lanes, n1=nx, s1=sx * C, bs1=bs1, n2=ny, s2=sy * W * C,
                 bs2=nx * bs1 if bs2 is None else bs2, buf_row=buf_row, pad_en=int(padded),
                 pad_lo1=lo1, pad_hi1=hi1, pad_lo2=lo2, pad_hi2=hi2, pad_value=pad_value)
+
+
+def raw_rows_load(layer: QLayer, src, c_abs, lanes, img, y0, ny, x0, nx, buf_row=0) -> Load:
+    """The LOAD of raw input rows of the conv (or pooling) ``layer`` for windowed GEMMs:
+    ``ny`` input rows x ``nx`` columns from ``(y0, x0)`` (which may lie in the padding,
+    written as the input zero point) of image ``img`` of the NHWC input at ``src =
+    (base_reg, offset)``, ``lanes`` channels from ``c_abs``, one buffer row per pixel and
+    ``nx`` rows per input row (the GEMMs' ``row_pitch``), from ``buf_row``."""
+    return window_load(src, layer.in_shape, img, c_abs, lanes, y0, x0, ny, nx, buf_row=buf_row,
+                       pad_value=int(layer.in_zp))
 
 
 def store(layer: QLayer, dst, offset: int, stride: int, n_len: int) -> Store:

@@ -171,8 +171,8 @@ def test_digits_cnns_bit_exact(name, rows, cols):
 @pytest.mark.parametrize("rows,cols", [(4, 4), (8, 8)], ids=["4x4", "8x8"])
 def test_conv_shapes_bit_exact(case, rows, cols, dataflow):
     """Kernels 1..11, strides 1/2/4, grouped, depthwise, odd channel counts: the Verilog
-    equals the golden model on two random inputs (the im2col lowering of ws / os / feie,
-    and the windowed one of rs)."""
+    equals the golden model on two random inputs (the 1x1-window GEMMs over raw rows of
+    ws / os / feie, and the full windows of rs)."""
     in_shape, cout, k, stride, pad, groups = case
     rng = np.random.default_rng(rows * 1000 + cout * 10 + stride)
     layer = conv_layer(rng, "conv", in_shape, cout, k, stride, pad, groups,
@@ -182,6 +182,36 @@ def test_conv_shapes_bit_exact(case, rows, cols, dataflow):
     want = golden_forward(model, x_q)
     assert len(np.unique(want)) > 3, "degenerate test: output nearly constant"
     hw = run_quantized(model, x_q, small_config(rows, cols, dataflow), backend="verilator")
+    np.testing.assert_array_equal(hw.y_q, want)
+    assert hw.report["hw_macs"] == 2 * layer.macs
+
+
+#: in_shape, cout, k, stride, pad, groups, dilation: the conv windows formed on chip by ws, os
+#: and feie (the window address generator) in each way the lowering uses them.
+WINDOW_CASES = [
+    ((9, 10, 4), 6, 5, 2, 2, 1, 1),     # strided, padded
+    ((9, 9, 4), 6, 3, 1, 2, 1, 2),      # dilated
+    ((7, 7, 5), 5, 3, 2, 1, 5, 1),      # depthwise
+    ((8, 9, 6), 6, 3, 1, 1, 2, 1),      # grouped
+    ((6, 7, 5), 9, 1, 1, 0, 1, 1),      # 1x1
+    ((3, 300, 3), 4, 3, 1, 1, 1, 1),    # an output row wider than a buffer half: column blocks
+]
+
+
+@pytest.mark.parametrize("dataflow", ["ws", "os", "feie"])
+@pytest.mark.parametrize("case", WINDOW_CASES, ids=["stride", "dilation", "depthwise", "grouped", "1x1",
+                                                    "wide"])
+def test_conv_windows_on_chip_bit_exact(case, dataflow):
+    """The plain arrays' windowed GEMMs of one kernel tap (rtl/arrays/window.py) on the
+    Verilog equal the golden model, on the 4x4 array of each dataflow."""
+    in_shape, cout, k, stride, pad, groups, dilation = case
+    rng = np.random.default_rng(cout * 10 + stride + dilation)
+    layer = conv_layer(rng, "conv", in_shape, cout, k, stride, pad, groups, dilation=dilation,
+                       in_zp=int(rng.integers(-100, 100)))
+    model = QModel("conv", [layer], 0.05, layer.in_zp, input_shape=in_shape)
+    x_q = rng.integers(-128, 128, (2, model.in_features)).astype(np.int8)
+    want = golden_forward(model, x_q)
+    hw = run_quantized(model, x_q, small_config(4, 4, dataflow), backend="verilator")
     np.testing.assert_array_equal(hw.y_q, want)
     assert hw.report["hw_macs"] == 2 * layer.macs
 

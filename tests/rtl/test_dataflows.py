@@ -27,10 +27,10 @@ def test_names_and_order():
 
 
 def test_traits():
-    traits = {name: (df.windowed_gemm, df.zero_point_in_gemm, df.macs_count_taps)
+    traits = {name: (df.gemm_window, df.zero_point_in_gemm, df.macs_count_taps)
               for name, df in REGISTRY.items()}
-    assert traits == {"ws": (False, False, False), "os": (False, False, False),
-                      "rs": (True, False, True), "feie": (False, True, False)}
+    assert traits == {"ws": ("tap", False, False), "os": ("tap", False, False),
+                      "rs": ("full", False, True), "feie": ("tap", True, False)}
 
 
 def test_engines_and_timing_live_in_one_file_each():
@@ -82,7 +82,14 @@ def dataflow_cfg(name):
     (dict(m_len=0, k_len=4, n_len=4), 1),           # nothing to do: done in CHECK
     (dict(m_len=3, k_len=5, n_len=4), 1),           # k_len > rows: error in CHECK
     (dict(m_len=3, k_len=4, n_len=4, in_zp=3), 1),  # only feie takes a zero point
-    (dict(m_len=3, k_len=4, n_len=4, window=1), 1),  # only rs takes windowed GEMMs
+    (dict(m_len=3, k_len=4, n_len=4, window=1), 1),  # windowed without its fields: error
+    # a windowed GEMM of one tap, 2x3 outputs: the window address generator adds no cycle,
+    # 4 + 6 + 5
+    (dict(m_len=6, k_len=4, n_len=4, window=1, win_h=1, win_w=1, stride_h=2, stride_w=3, dil_h=1,
+          dil_w=1, out_h=2, out_w=3, row_pitch=9), 15),
+    # a 3x3 window is for rs only: error in CHECK
+    (dict(m_len=1, k_len=4, n_len=4, window=1, win_h=3, win_w=3, stride_h=1, stride_w=1, dil_h=1,
+          dil_w=1, out_h=1, out_w=1, row_pitch=3), 1),
 ])
 def test_ws_cycles(insn, want):
     assert dataflow("ws").cycles(insn, CFG4) == want
@@ -130,6 +137,10 @@ def test_ws_sequence_timing(insns, want):
     (dict(m_len=1, k_len=0, n_len=1), 6),           # mb 1: 1 | max(1, 0) | 1 = 3; +3
     (dict(m_len=0, k_len=4, n_len=4), 1),
     (dict(m_len=4, k_len=4, n_len=5), 1),           # n_len > cols
+    # one tap, 3x2 outputs (m_len 6, mb 4,2): the same epochs as a plain GEMM of 6 rows,
+    # 4 | max(2,3) | max(3,4) | 2 = 13; +3
+    (dict(m_len=6, k_len=3, n_len=4, window=1, win_h=1, win_w=1, stride_h=1, stride_w=2,
+          dil_h=1, dil_w=1, out_h=3, out_w=2, row_pitch=5), 16),
 ])
 def test_os_cycles(insn, want):
     assert dataflow("os").cycles(insn, dataflow_cfg("os")) == want
@@ -156,7 +167,12 @@ FEIE_CFG = AccelConfig(rows=2, cols=4, dataflow="feie", ifmap_rows=8)
      8),   # the same zero point as the field's byte
     ([[1, 2]], dict(m_len=0, k_len=2, n_len=4), 1),
     ([[1, 2]], dict(m_len=1, k_len=3, n_len=4), 1),            # k_len > rows: error
-    ([[1, 2]], dict(m_len=1, k_len=2, n_len=4, window=1), 1),  # windowed: error
+    ([[1, 2]], dict(m_len=1, k_len=2, n_len=4, window=1), 1),  # windowed without its fields: error
+    ([[0, 0], [9, 9], [0, 0], [0, 3]],
+     dict(m_len=2, k_len=2, n_len=4, window=1, win_h=1, win_w=1, stride_h=1, stride_w=2, dil_h=1,
+          dil_w=1, out_h=1, out_w=2, row_pitch=1),
+     8),   # one tap, rows 0 and 2 (stride_w 2), both zero: nnz 0: 2 | max(1, 0) | 2 = 5; +3
+           # (rows 0, 1 as a plain GEMM would have nnz 2: 9)
 ])
 def test_feie_cycles(rows, insn, want):
     ifmap = np.zeros((FEIE_CFG.ifmap_rows, FEIE_CFG.rows), dtype=np.int64)

@@ -15,30 +15,10 @@ from celosia.rtl.arrays.rs import RSArray, gemm_cycles
 from celosia.rtl.config import RS_SPAD, AccelConfig
 from celosia.rtl.dataflows import dataflow
 from engine_bench import run_program
+from gemm_ref import ref_window, wrap32
 
 
 GEMM_CYCLES_ARGS = ("win_h", "win_w", "k_len", "n_len", "out_h", "out_w", "stride_h", "dil_h")
-
-
-def wrap32(v):
-    return ((int(v) + (1 << 31)) % (1 << 32)) - (1 << 31)
-
-
-def ref_window(psum, ifmap, weight, d):
-    """Apply one windowed GEMM to ``psum`` in place, one MAC at a time."""
-    for e in range(d["out_h"]):
-        for x in range(d["out_w"]):
-            row = d["psum_row"] + e * d["out_w"] + x
-            for n in range(d["n_len"]):
-                acc = int(psum[row, n]) if d["accumulate"] else 0
-                for fh in range(d["win_h"]):
-                    for fw in range(d["win_w"]):
-                        src = (d["ifmap_row"] + (e * d["stride_h"] + fh * d["dil_h"]) * d["row_pitch"]
-                               + x * d["stride_w"] + fw * d["dil_w"])
-                        for c in range(d["k_len"]):
-                            wrow = d["weight_row"] + (fh * d["win_w"] + fw) * d["k_len"] + c
-                            acc += int(ifmap[src, c]) * int(weight[wrow, n])
-                psum[row, n] = wrap32(acc)
 
 
 def window(accumulate=0, ifmap_row=0, weight_row=0, psum_row=0, k_len=1, n_len=1, win_h=1, win_w=1,

@@ -29,13 +29,30 @@ def wrap32(v):
     return ((np.asarray(v, dtype=np.int64) + (1 << 31)) % (1 << 32)) - (1 << 31)
 
 
+def tap_rows(insn):
+    """Buffer rows of m = 0 .. m_len-1 of a GEMM by the ISA text (rtl/isa.py): plain,
+    ``ifmap_row + m``; windowed with one tap, ``m = e*out_w + x`` reads
+    ``ifmap_row + e*stride_h*row_pitch + x*stride_w``."""
+    if not insn.get("window"):
+        return [insn["ifmap_row"] + m for m in range(insn["m_len"])]
+    return [insn["ifmap_row"] + e * insn["stride_h"] * insn["row_pitch"] + x * insn["stride_w"]
+            for e in range(insn["out_h"]) for x in range(insn["out_w"])]
+
+
 def in_range(cfg, insn, engine):
-    return (insn["ifmap_row"] + insn["m_len"] <= cfg.ifmap_rows
+    common = (insn["psum_row"] + insn["m_len"] <= cfg.psum_rows
+              and insn["k_len"] <= cfg.rows and insn["n_len"] <= cfg.cols
+              and (insn.get("in_zp", 0) == 0 or engine is FEIEArray))  # only feie subtracts a zero point
+    if not insn.get("window"):
+        return (common and insn["ifmap_row"] + insn["m_len"] <= cfg.ifmap_rows
+                and insn["weight_row"] + insn["k_len"] <= cfg.weight_rows)
+    # windowed: one tap only on these arrays, every field of the window at least 1
+    return (common and insn["win_h"] == insn["win_w"] == 1
+            and min(insn[f] for f in ("stride_h", "stride_w", "dil_h", "dil_w", "out_h", "out_w",
+                                      "k_len")) >= 1
+            and insn["m_len"] == insn["out_h"] * insn["out_w"]
             and insn["weight_row"] + insn["k_len"] <= cfg.weight_rows
-            and insn["psum_row"] + insn["m_len"] <= cfg.psum_rows
-            and insn["k_len"] <= cfg.rows and insn["n_len"] <= cfg.cols
-            and not insn.get("window")
-            and (insn.get("in_zp", 0) == 0 or engine is FEIEArray))  # only feie subtracts a zero point
+            and max(tap_rows(insn)) < cfg.ifmap_rows)
 
 
 def ref_gemm(cfg, psum, ifmap, weight, insn, engine):
@@ -43,7 +60,9 @@ def ref_gemm(cfg, psum, ifmap, weight, insn, engine):
     if not in_range(cfg, insn, engine):
         return False
     m_len, k, n = insn["m_len"], insn["k_len"], insn["n_len"]
-    x = ifmap[insn["ifmap_row"]:insn["ifmap_row"] + m_len, :k].astype(np.int64) - insn.get("in_zp", 0)
+    if m_len == 0:
+        return True
+    x = ifmap[tap_rows(insn), :k].astype(np.int64) - insn.get("in_zp", 0)
     w = weight[insn["weight_row"]:insn["weight_row"] + k, :n].astype(np.int64)
     rows = slice(insn["psum_row"], insn["psum_row"] + m_len)
     old = psum[rows, :n] if insn["accumulate"] else 0
@@ -79,6 +98,14 @@ def overlap_monitor(engine, events):
             assert outstanding <= WSArray.MAX_IN_FLIGHT
             cycle += 1
     return monitor
+
+
+def window(out_h, out_w, row_pitch=0, stride_h=1, stride_w=1, win_h=1, win_w=1, dil_h=1, dil_w=1,
+           **fields):
+    """The fields of a windowed GEMM (one tap unless told), ``m_len = out_h*out_w``."""
+    return dict(window=1, win_h=win_h, win_w=win_w, stride_h=stride_h, stride_w=stride_w,
+                dil_h=dil_h, dil_w=dil_w, out_h=out_h, out_w=out_w, row_pitch=row_pitch,
+                m_len=out_h * out_w, **fields)
 
 
 def make_insn(accumulate=0, ifmap_row=0, weight_row=0, psum_row=0, m_len=1, k_len=1, n_len=1):
@@ -202,12 +229,57 @@ def test_out_of_range_is_error_and_writes_nothing(engine):
         {**good, "n_len": 6},                                  # n_len > cols
         {**good, "ifmap_row": 0xFFFF, "m_len": 0xFFFF},        # no 16-bit wrap of the sum
         {**good, "psum_row": cfg.psum_rows + 1, "m_len": 0},   # start row past the end, m_len 0
-        {**good, "window": 1, "win_h": 1, "win_w": 1, "stride_h": 1, "stride_w": 1, "dil_h": 1,
-         "dil_w": 1, "out_h": 1, "out_w": 2, "row_pitch": 2},  # windowed GEMMs are for rs only
+        {**good, **window(ifmap_row=0, out_h=1, out_w=2, row_pitch=2, win_h=3, win_w=3)},  # 3x3: rs only
+        {**good, **window(ifmap_row=cfg.ifmap_rows - 2, out_h=1, out_w=2, stride_w=2)},  # last row too far
         {**good, "in_zp": 5},                                  # an error except on feie
     ]
     insns = bad + [{**good, "psum_row": 4}]
     check(cfg, insns, rng, gaps=[rng.randrange(3) for _ in insns], engine=engine)
+
+
+@pytest.mark.parametrize("rows,cols", [(1, 1), (3, 5), (4, 8)])
+@pytest.mark.parametrize("engine", ENGINES)
+def test_windowed_tap_gemms(rows, cols, engine):
+    """Windowed GEMMs of one kernel tap (the window address generator): strides, row
+    pitches below and above the window's width, one output row / column, ignored dilations,
+    accumulation, mixed with plain GEMMs back to back and with gaps; the last legal row and
+    one past it (error); a 3x3 window (error) and m_len != out_h*out_w (error). Expected:
+    the ISA's formula in NumPy (tap_rows); latency: the registry's cycles()."""
+    cfg = dataclasses.replace(small_cfg(rows, cols), ifmap_rows=48, psum_rows=24)
+    rng = random.Random(rows * 31 + cols)
+    full = dict(k_len=rows, n_len=cols)
+    insns = [
+        dict(make_insn(psum_row=0, **full), **window(3, 3, row_pitch=7, stride_h=2, stride_w=2,
+                                                     ifmap_row=1)),
+        dict(make_insn(accumulate=1, psum_row=1, weight_row=rows, k_len=max(rows - 1, 1),
+                       n_len=max(cols - 1, 1)), **window(2, 4, row_pitch=5, ifmap_row=10)),
+        make_insn(psum_row=12, ifmap_row=3, m_len=5, **full),               # plain in between
+        dict(make_insn(psum_row=12, accumulate=1, **full),
+             **window(4, 1, row_pitch=4, stride_h=3, ifmap_row=2)),         # out_w = 1
+        dict(make_insn(psum_row=16, **full), **window(1, 5, stride_w=3, ifmap_row=30)),  # out_h = 1
+        dict(make_insn(psum_row=17, **full),
+             **window(3, 4, row_pitch=2, dil_h=3, dil_w=5, ifmap_row=0)),  # rows overlap
+        dict(make_insn(psum_row=0, **full),                                 # last row = 47
+             **window(2, 3, row_pitch=20, stride_h=2, stride_w=2, ifmap_row=3)),
+        dict(make_insn(psum_row=0, **full),                                 # last row = 48
+             **window(2, 3, row_pitch=20, stride_h=2, stride_w=2, ifmap_row=4)),
+        dict(make_insn(psum_row=6, **full), **window(2, 2, row_pitch=3, win_h=3, win_w=3)),
+        dict(make_insn(psum_row=6, **full), **window(1, 1, win_w=2)),
+        dict(window(2, 2, row_pitch=3), **{**make_insn(psum_row=6, m_len=3, **full), "window": 1}),
+    ]
+    for _ in range(4):
+        out_h, out_w = rng.randrange(1, 4), rng.randrange(1, 5)
+        sh, sw = rng.randrange(1, 4), rng.randrange(1, 4)
+        pitch = rng.randrange(1, 12)
+        last = (out_h - 1) * sh * pitch + (out_w - 1) * sw
+        if last < cfg.ifmap_rows:
+            insns.append(dict(make_insn(accumulate=rng.randrange(2),
+                                        psum_row=rng.randrange(0, cfg.psum_rows - out_h * out_w + 1),
+                                        k_len=rng.randrange(1, rows + 1), n_len=rng.randrange(1, cols + 1)),
+                              **window(out_h, out_w, row_pitch=pitch, stride_h=sh, stride_w=sw,
+                                       ifmap_row=rng.randrange(0, cfg.ifmap_rows - last))))
+    check(cfg, insns, rng, gaps=[0] * len(insns), engine=engine)
+    check(cfg, insns, rng, engine=engine)
 
 
 @pytest.mark.parametrize("engine", [OSArray, FEIEArray])

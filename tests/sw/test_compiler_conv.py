@@ -13,15 +13,17 @@ import pytest
 from celosia.rtl.config import AccelConfig
 from celosia.sim.golden import quantize_multiplier
 from celosia.sim.isa_sim import run_program
+from celosia.sw.analysis import program_traffic
 from celosia.sw.compiler import compile_model
+from celosia.sw.compiler.lower_gemm import conv_plan
 from celosia.sw.driver import golden_forward
 from celosia.sw.quant.model import QLayer, QModel
 from layer_cases import CONV_CASES as CASES, conv_layer
 
 
-def check(model, config, batch=1, seeds=(None, 0, 1)):
+def check(model, config, batch=1, seeds=(None, 0, 1), resident_weights=True):
     rng = np.random.default_rng(99)
-    program = compile_model(model, config, batch=batch)
+    program = compile_model(model, config, batch=batch, resident_weights=resident_weights)
     x = rng.integers(-128, 128, size=(batch, model.in_features)).astype(np.int8)
     want = golden_forward(model, x)
     assert len(np.unique(want)) > 3, "degenerate test: output nearly constant"
@@ -32,12 +34,12 @@ def check(model, config, batch=1, seeds=(None, 0, 1)):
     return program
 
 
-@pytest.mark.parametrize("dataflow", ["ws", "rs", "feie"])
+@pytest.mark.parametrize("dataflow", ["ws", "os", "rs", "feie"])
 @pytest.mark.parametrize("case", CASES, ids=[f"{c[2]}k-s{c[3]}-g{c[5]}" for c in CASES])
 @pytest.mark.parametrize("rows,cols", [(4, 4), (3, 5), (8, 8)])
 def test_conv_matches_golden(case, rows, cols, dataflow):
-    """(ws, os and feie share the im2col lowering, feie with the zero point in the GEMM;
-    rs has its own, lower_rs.py.)"""
+    """(ws, os and feie share one lowering, windowed GEMMs of one kernel tap over raw input
+    rows, feie with the zero point in the GEMM; rs has its own, lower_rs.py.)"""
     in_shape, cout, k, stride, pad, groups = case
     rng = np.random.default_rng(hash((in_shape, cout, rows, cols)) % 2**32)
     layer = conv_layer(rng, "conv", in_shape, cout, k, stride, pad, groups,
@@ -46,7 +48,7 @@ def test_conv_matches_golden(case, rows, cols, dataflow):
     check(model, AccelConfig(rows=rows, cols=cols, dataflow=dataflow))
 
 
-@pytest.mark.parametrize("dataflow", ["ws", "rs"])
+@pytest.mark.parametrize("dataflow", ["ws", "os", "rs", "feie"])
 def test_dilation_and_batch(dataflow):
     rng = np.random.default_rng(3)
     layer = conv_layer(rng, "c", (9, 9, 4), 6, 3, 1, 2, dilation=2, in_zp=-20)
@@ -54,7 +56,7 @@ def test_dilation_and_batch(dataflow):
           AccelConfig(rows=4, cols=4, dataflow=dataflow), batch=2)
 
 
-@pytest.mark.parametrize("dataflow", ["ws", "rs"])
+@pytest.mark.parametrize("dataflow", ["ws", "os", "rs", "feie"])
 def test_feature_map_larger_than_buffers_streams(dataflow):
     """Several output-row blocks, and the ifmap tile loaded per GEMM (not resident)."""
     rng = np.random.default_rng(4)
@@ -64,6 +66,52 @@ def test_feature_map_larger_than_buffers_streams(dataflow):
     program = check(QModel("big", [layer], 0.05, 5, input_shape=(16, 12, 6)), config)
     assert not program.nodes[0].tiles["ifmap_resident"]
     assert program.nodes[0].tiles["out_tiles"] > 2
+
+
+# Hand-worked DRAM reads of the plain arrays' conv lowering (3x3, stride 1, pad 1, input 6x5,
+# rows = cols = 4, an ifmap half of 35 rows = 5 input rows of 5 + 2 padded columns).
+# (cin, cout, resident, ifmap bytes, weight bytes):
+# * cin 4, cout 4 (one chunk, one output tile): blocks of 3 output rows (5 input rows fill the
+#   half), resident. Block 0 reads input rows 0..3 (row -1 is padding), block 1 rows 2..5
+#   (row 6 is padding): 8 rows x 5 pixels x 4 channels = 160; the weights (3*3*4*4 = 144)
+#   once per block: 288. (im2col: each pixel up to 9 times.)
+# * cin 8, cout 8 (two chunks, two output tiles): two chunks of 35 rows do not fit a half, so
+#   each chunk's rows are loaded once per output tile (shared by its 9 taps): the same
+#   blocks, 8 rows x 5 pixels x 8 channels x 2 tiles = 640; weights 2 x 3*3*8*8 = 1152.
+TRAFFIC_CASES = [(4, 4, True, 160, 288), (8, 8, False, 640, 1152)]
+
+
+@pytest.mark.parametrize("dataflow", ["ws", "os", "feie"])
+@pytest.mark.parametrize("cin, cout, resident, ifmap_bytes, weight_bytes", TRAFFIC_CASES)
+def test_conv_loads_each_input_pixel_once_per_output_tile(dataflow, cin, cout, resident, ifmap_bytes,
+                                                          weight_bytes):
+    """ws / os / feie form the windows on chip: the LOADs of the instruction stream read each
+    input pixel once per output block (resident) or per output tile, not once per kernel tap;
+    bit-exact on the ISA simulator. (Weights streamed: with resident weights the execution
+    graph reads none.)"""
+    rng = np.random.default_rng(cin)
+    layer = conv_layer(rng, "c", (6, 5, cin), cout, 3, 1, 1, in_zp=9)
+    model = QModel("t", [layer], 0.05, 9, input_shape=(6, 5, cin))
+    config = AccelConfig(rows=4, cols=4, ifmap_rows=70, dataflow=dataflow)
+    program = check(model, config, resident_weights=False)
+    assert program.nodes[0].tiles["ifmap_resident"] == resident
+    t = program_traffic(program, model).layers[0]
+    assert (t.ifmap_read, t.weight_read) == (ifmap_bytes, weight_bytes)
+    assert t.reread_ifmap == ifmap_bytes / (6 * 5 * cin)
+
+
+def test_conv_plan_prefers_least_traffic():
+    """One block holding the whole layer when it fits (every byte read once)."""
+    rng = np.random.default_rng(1)
+    layer = conv_layer(rng, "c", (8, 8, 4), 6, 3, 1, 1)
+    assert conv_plan(layer, AccelConfig(rows=4, cols=4), 1) == (8, 8, True)
+    # ifmap half of 30 rows: 3 input rows of 10 at most, one output row per block; a
+    # 20-row psum half caps a block at 2 output rows anyway
+    assert conv_plan(layer, AccelConfig(rows=4, cols=4, ifmap_rows=60, psum_rows=40), 1) == (1, 8, True)
+    assert conv_plan(layer, AccelConfig(rows=4, cols=4, ifmap_rows=80, psum_rows=40), 1) == (2, 8, True)
+    # not even one 10-pixel padded row of 3 lines (30) fits a 24-row half: column blocks of
+    # 6 outputs (3 x 8 = 24 rows)
+    assert conv_plan(layer, AccelConfig(rows=4, cols=4, ifmap_rows=48), 1) == (1, 6, True)
 
 
 def test_rs_folds_filter_rows_and_output_columns():

@@ -13,6 +13,7 @@ from celosia.rtl.dataflows import DATAFLOWS, dataflow
 from celosia.rtl.isa import BaseReg, Buffer, Opcode
 from celosia.sw.compiler import (SUPPORTED_OPS, CompileError, EncodeError, GemmOp, OutTile, Unit,
                                  allocate, compile_model, emit_unit, lower_gemm, lower_rs, lower_vec)
+from celosia.sw.compiler.alloc import WeightPlan, weight_key
 from celosia.sw.compiler.tiling import dep_flags, load, store, subtracts_zero_point, window_load
 from celosia.sw.quant.model import QModel
 
@@ -117,6 +118,79 @@ def test_emit_unit_tokens_and_halves():
     assert [(x["accumulate"], x["ifmap_row"], x["weight_row"], x["k_len"], x["n_len"]) for x in d[5:7]] == [
         (0, 0, 0, 4, 3), (1, 8, 4, 4, 3)]
     assert (d[7]["psum_row"], d[7]["param_row"], d[7]["m_len"]) == (0, 0, 1)
+
+
+def test_emit_ifmap_groups_prefetch_one_group_ahead():
+    """Five GEMMs of one output tile in three ifmap groups (GemmOp.ifmap_group: A = GEMMs 0,
+    1; B = 2, 3; C = 4), each tile loaded by the first GEMM's op: A by LOAD group 0 (GEMM 0
+    reads it: before the push), B by LOAD group 1 and C by LOAD group 3, the second GEMM of
+    the group before (LOAD group 3 pops the c2l of GEMM 1, A's last, the last reader of
+    C's half; half 1 is fresh for B), after those groups' pushes. Halves: A 0, B 1, C 0
+    (ifmap half = 8 rows)."""
+    config = AccelConfig(rows=4, cols=4, ifmap_rows=16, weight_rows=8, psum_rows=8, param_rows=2)
+    plan = [(0, True, 0), (0, False, 3), (1, True, 0), (1, False, 2), (2, True, 1)]
+    ops = [GemmOp(k_len=4, n_len=3, weight=[load(BaseReg.STATIC, 40 + 4 * t, 3)],
+                  ifmap=[load(BaseReg.INPUT, 100 * group, 4, n1=5, s1=4, bs1=1)] if first else [],
+                  ifmap_row=row, ifmap_group=group) for t, (group, first, row) in enumerate(plan)]
+    layer = make_layer(np.random.default_rng(3), "fc", 8, 3, 0, "none")
+    unit = Unit(params=load(BaseReg.STATIC, 200, 9, n1=4, s1=9, bs1=1),
+                tiles=[OutTile(m_len=1, ops=ops, store=store(layer, (BaseReg.OUTPUT, 0), 0, 3, 3), param_row=0)],
+                resident=False)
+    d = [isa.decode(w) for w in emit_unit(unit, config, first=True, last=True)]
+    L, G, S = Opcode.LOAD, Opcode.GEMM, Opcode.STORE
+    P, I, W = Buffer.PARAM, Buffer.IFMAP, Buffer.WEIGHT
+    assert [(x["op"], x.get("buf"), x.get("dram_offset")) for x in d] == [
+        (L, P, 200), (L, I, 0), (L, W, 40),     # group 0: parameters, tile A, weights 0
+        (L, W, 44), (L, I, 100),                # group 1: weights 1, then tile B (ahead)
+        (G, None, None),
+        (L, W, 48),                             # group 2
+        (G, None, None),
+        (L, W, 52), (L, I, 200),                # group 3: weights 3, then tile C (ahead)
+        (G, None, None),
+        (L, W, 56),                             # group 4
+        (G, None, None), (G, None, None), (S, None, 0)]
+    pop, push = deps(pop_next=1, push_next=1), deps(push_next=1)
+    assert [x["dep"] for x in d] == [
+        NO_DEP, NO_DEP, push, push, NO_DEP, deps(pop_prev=1, push_prev=1), pop,
+        deps(pop_prev=1, push_prev=1), pop, NO_DEP, deps(pop_prev=1, push_prev=1), pop,
+        deps(pop_prev=1), deps(pop_prev=1, push_next=1), deps(pop_prev=1)]
+    loads = [x for x in d if x["op"] == L and x["buf"] == I]
+    assert [x["buf_row"] for x in loads] == [0, 8, 0]
+    assert [x["ifmap_row"] for x in d if x["op"] == G] == [0, 3, 8, 10, 1]
+    assert [x["weight_row"] for x in d if x["op"] == G] == [0, 4, 0, 4, 0]
+
+
+def test_emit_ifmap_groups_ahead_with_resident_weights():
+    """The same five GEMMs with every weight tile resident (no weight LOADs): tiles B and C
+    still go ahead (LOAD groups 1 and 3, nothing in between loads), and push their own l2c,
+    which GEMMs 2 and 4 (their groups' first) pop; GEMMs 1 and 3 pop none. GEMM 1 pushes
+    the c2l LOAD group 3 pops (group 3 has LOADs), GEMMs 0 and 2 none (groups 2 and 4 are
+    empty)."""
+    config = AccelConfig(rows=4, cols=4, ifmap_rows=16, weight_rows=32, psum_rows=8, param_rows=2)
+    plan = [(0, True, 0), (0, False, 3), (1, True, 0), (1, False, 2), (2, True, 1)]
+    ops = [GemmOp(k_len=4, n_len=3, weight=[load(BaseReg.STATIC, 40 + 4 * t, 3)],
+                  ifmap=[load(BaseReg.INPUT, 100 * group, 4, n1=5, s1=4, bs1=1)] if first else [],
+                  ifmap_row=row, ifmap_group=group) for t, (group, first, row) in enumerate(plan)]
+    weights = WeightPlan(rows={weight_key(op): 4 * t for t, op in enumerate(ops)}, halves=(0, 16))
+    layer = make_layer(np.random.default_rng(3), "fc", 8, 3, 0, "none")
+    unit = Unit(params=load(BaseReg.STATIC, 200, 9, n1=4, s1=9, bs1=1),
+                tiles=[OutTile(m_len=1, ops=ops, store=store(layer, (BaseReg.OUTPUT, 0), 0, 3, 3), param_row=0)],
+                resident=False)
+    d = [isa.decode(w) for w in emit_unit(unit, config, first=True, last=True, weights=weights)]
+    L, G, S = Opcode.LOAD, Opcode.GEMM, Opcode.STORE
+    assert [(x["op"], x.get("buf"), x.get("dram_offset")) for x in d] == [
+        (L, Buffer.PARAM, 200), (L, Buffer.IFMAP, 0),   # group 0: parameters, tile A
+        (L, Buffer.IFMAP, 100),                         # group 1: tile B, ahead
+        (G, None, None), (G, None, None),               # (group 2 is empty)
+        (L, Buffer.IFMAP, 200),                         # group 3: tile C, ahead
+        (G, None, None), (G, None, None), (G, None, None), (S, None, 0)]
+    push = deps(push_next=1)
+    assert [x["dep"] for x in d] == [
+        NO_DEP, push, push, deps(pop_prev=1), deps(push_prev=1), deps(pop_next=1, push_next=1),
+        deps(pop_prev=1), NO_DEP, deps(pop_prev=1, push_next=1), deps(pop_prev=1)]
+    assert [x["buf_row"] for x in d if x["op"] == L][1:] == [0, 8, 0]
+    assert [(x["ifmap_row"], x["weight_row"]) for x in d if x["op"] == G] == [
+        (0, 0), (3, 4), (8, 8), (10, 12), (1, 16)]
 
 
 def test_lowering_family_from_the_registry():

@@ -1,0 +1,96 @@
+"""The ISA simulator's GEMM against the ISA text: windowed GEMMs of one kernel tap on the
+plain arrays (ws, os, feie), the full windows of rs, and the range check that rejects what
+the engines reject (nothing written)."""
+
+import numpy as np
+import pytest
+
+from celosia.errors import IsaError
+from celosia.rtl import isa
+from celosia.rtl.config import AccelConfig
+from celosia.rtl.isa import ErrorCode, Opcode
+from celosia.sim.isa_sim import IsaSim
+from gemm_ref import ref_window
+
+
+def gemm(**fields):
+    """A decoded GEMM instruction (every field, as the simulator's queues hold it)."""
+    return isa.decode(isa.encode(Opcode.GEMM, **fields))
+
+
+def sim(dataflow, seed=0):
+    config = AccelConfig(rows=4, cols=4, dataflow=dataflow, ifmap_rows=64, psum_rows=32,
+                         weight_rows=48)
+    s = IsaSim(config)
+    rng = np.random.default_rng(seed)
+    s.ifmap[:] = rng.integers(0, 256, s.ifmap.shape)
+    s.weight[:] = rng.integers(0, 256, s.weight.shape)
+    s.psum[:] = rng.integers(-1000, 1000, s.psum.shape)
+    return s
+
+
+def reference(s, d):
+    """psum rows after the GEMM ``d`` (gemm_ref.ref_window: the formula in rtl/isa.py, one MAC
+    at a time) on the simulator's buffers as int8."""
+    psum = s.psum.copy()
+    ref_window(psum, s.ifmap.view(np.int8).astype(np.int64) - d["in_zp"],
+               s.weight.view(np.int8), d)
+    return psum[d["psum_row"]:d["psum_row"] + d["m_len"], :d["n_len"]]
+
+
+def window(out_h, out_w, **fields):
+    d = dict(window=1, win_h=1, win_w=1, stride_h=1, stride_w=1, dil_h=1, dil_w=1, out_h=out_h,
+             out_w=out_w, m_len=out_h * out_w, k_len=4, n_len=4)
+    d.update(fields)
+    return gemm(**d)
+
+
+@pytest.mark.parametrize("dataflow", ["ws", "os", "feie"])
+@pytest.mark.parametrize("d", [
+    window(3, 4, ifmap_row=5, row_pitch=9, stride_h=2, stride_w=2, psum_row=3),
+    window(2, 3, ifmap_row=0, row_pitch=2, dil_h=4, dil_w=7, accumulate=1, k_len=3, n_len=2),
+    window(5, 1, ifmap_row=7, row_pitch=11, psum_row=20, accumulate=1),
+])
+def test_tap_window_on_the_plain_arrays(dataflow, d):
+    s = sim(dataflow)
+    if dataflow == "feie":
+        d = dict(d, in_zp=-3)
+    want = reference(s, d)
+    s._gemm(d)
+    np.testing.assert_array_equal(s.psum[d["psum_row"]:d["psum_row"] + d["m_len"], :d["n_len"]], want)
+    assert s.macs == d["m_len"] * d["k_len"] * d["n_len"]
+
+
+@pytest.mark.parametrize("dataflow, d", [
+    ("ws", window(2, 2, row_pitch=3, win_h=3, win_w=3)),       # a 3x3 window: rs only
+    ("os", window(1, 2, win_w=2)),                              # 1x2: rs only
+    ("ws", window(2, 3, ifmap_row=30, row_pitch=30, stride_w=2)),   # last row 30 + 30 + 4 = 64: too far
+    ("os", dict(window(2, 3, row_pitch=3), m_len=5)),           # m_len != out_h * out_w
+    ("feie", window(2, 3, row_pitch=3, stride_h=0)),            # a zero stride
+    ("rs", gemm(m_len=2, k_len=4, n_len=4)),                    # a plain GEMM on rs
+])
+def test_range_check_rejects_what_the_engines_reject(dataflow, d):
+    s = sim(dataflow)
+    before = s.psum.copy()
+    with pytest.raises(IsaError) as e:
+        s._gemm(d)
+    assert e.value.code == ErrorCode.BUFFER_OUT_OF_RANGE
+    np.testing.assert_array_equal(s.psum, before)
+
+
+def test_last_row_of_the_buffer_is_legal():
+    """The window's last row 29 + 30 + 2*2 = 63, the buffer's last (one further: rejected above)."""
+    s = sim("ws")
+    d = window(2, 3, ifmap_row=29, row_pitch=30, stride_w=2)
+    want = reference(s, d)
+    s._gemm(d)
+    np.testing.assert_array_equal(s.psum[:6, :4], want)
+
+
+def test_full_windows_on_rs():
+    s = sim("rs")
+    d = window(2, 2, ifmap_row=1, row_pitch=6, win_h=3, win_w=2, dil_w=2, k_len=2, n_len=3)
+    want = reference(s, d)
+    s._gemm(d)
+    np.testing.assert_array_equal(s.psum[:4, :3], want)
+    assert s.macs == 4 * 2 * 3 * 6
