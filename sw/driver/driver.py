@@ -158,8 +158,11 @@ def _chunks(program: Program, samples: int, profile: bool) -> list[tuple[int, in
 
 
 def run_quantized(model: QModel, x_q: np.ndarray, config: AccelConfig, backend: str = "golden",
-                  batch: int = 1, profile: bool = True, progress=None) -> Result:
-    """Run int8 inputs ``[samples, in_features]``; see :func:`run`."""
+                  batch: int = 1, profile: bool = True, progress=None,
+                  program: Program | None = None) -> Result:
+    """Run int8 inputs ``[samples, in_features]``; see :func:`run`. ``program``: ``model``
+    already compiled for ``config`` at ``batch`` (e.g. by a benchmark that sized the DRAM
+    from it), instead of compiling it again."""
     if backend not in BACKENDS:
         raise CelosiaError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
     x_q = np.asarray(x_q, dtype=np.int8).reshape(len(x_q), -1)
@@ -183,7 +186,8 @@ def run_quantized(model: QModel, x_q: np.ndarray, config: AccelConfig, backend: 
         else:
             _add_roofline(report, program, model, config, None)
     else:
-        program = compile_model(model, config, batch=batch)
+        if program is None:
+            program = compile_model(model, config, batch=batch)
         chunks = _chunks(program, len(x_q), profile)
         results, prefixes = [], []
         for c, (lo, hi) in enumerate(chunks):
