@@ -52,6 +52,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+import time
 from collections import namedtuple
 from dataclasses import dataclass
 
@@ -143,15 +144,17 @@ def dram_size(need: int) -> int:
 # -- progress ------------------------------------------------------------------------------
 
 class Progress:
-    """A rich progress bar over ``total`` steps (plain lines where rich is missing)."""
+    """A rich progress bar over ``total`` steps; plain lines (each step, with the time)
+    where the output is not a terminal (logs, CI) or rich is missing."""
 
     def __init__(self, total: int):
+        self.total, self.done, self.t0, self.bar = total, 0, time.perf_counter(), None
         try:
             from rich.progress import (BarColumn, MofNCompleteColumn, Progress as Bar, TextColumn,
                                        TimeElapsedColumn)
         except ImportError:
-            self.bar = None
-        else:
+            return
+        if sys.stdout.isatty():
             self.bar = Bar(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                            TimeElapsedColumn())
             self.task = self.bar.add_task("", total=total)
@@ -167,7 +170,9 @@ class Progress:
 
     def step(self, text: str, advance: int = 0) -> None:
         if self.bar is None:
-            print(text, flush=True)
+            self.done += advance
+            print(f"[{self.done}/{self.total} {time.perf_counter() - self.t0:7.0f} s] {text}",
+                  flush=True)
         else:
             self.bar.update(self.task, description=text, advance=advance)
 
