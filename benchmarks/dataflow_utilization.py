@@ -50,7 +50,7 @@ import numpy as np
 from celosia.rtl.config import DATAFLOWS, AccelConfig, ConfigError
 from celosia.sim import verilator
 from celosia.sw.cli import parse_array
-from celosia.sw.driver import pgo_training_job, run
+from celosia.sw.driver import pgo_training_job, run, run_quantized
 from celosia.errors import CelosiaError
 from celosia.sw.graph import Graph
 from celosia.sw.quant import quantize_graph
@@ -163,12 +163,11 @@ def print_shapes(crops) -> None:
 
 # -- measurement -------------------------------------------------------------------------
 
-def model_and_inputs(crop: Crop, samples: int):
-    """The quantized cropped layer (input zero point 0) and ``samples`` float inputs,
-    from a generator seeded by the layer's place in :data:`LAYERS` (the same inputs
-    whichever ``--layers`` are run)."""
-    rng = np.random.default_rng(LAYERS.index(crop))
-    graph = cropped_graph(crop)
+def model_and_inputs(graph: Graph, samples: int, seed: int):
+    """The quantized one-layer ``graph`` (input zero point 0) and ``samples`` float inputs,
+    from a generator seeded by ``seed`` (here the layer's place in :data:`LAYERS`: the same
+    inputs whichever ``--layers`` are run)."""
+    rng = np.random.default_rng(seed)
     shape = graph.tensors["input"].shape[1:]
     calib = rng.uniform(-1, 1, (8, *shape)).astype(np.float32)
     calib.reshape(8, -1)[0, :2] = (-1.0, 127 / 128)  # range [-1, 127/128]: zero point 0
@@ -176,17 +175,22 @@ def model_and_inputs(crop: Crop, samples: int):
     return quantize_graph(graph, calib), x
 
 
-def measure(qmodel, x, config: AccelConfig, golden: np.ndarray) -> dict:
-    """Run on Verilator; the report's figures plus ``ok`` (equal to golden) and ``wall``,
-    or ``{"error": message}`` if the compiler, driver or simulation reports an error."""
+def measure(qmodel, x, config: AccelConfig, golden: np.ndarray, batch: int = 1,
+            program=None) -> dict:
+    """Run on Verilator (``batch`` samples per run; ``program``: already compiled for
+    ``config``); the report's figures plus ``ok`` (equal to golden) and ``wall``, or
+    ``{"error": message}`` if the compiler, driver or simulation reports an error."""
     try:
-        result, wall = timed(lambda: run(qmodel, x, config, backend="verilator", profile=False))
+        result, wall = timed(lambda: run_quantized(qmodel, qmodel.quantize_input(x), config,
+                                                   backend="verilator", batch=batch,
+                                                   profile=False, program=program))
     except CelosiaError as e:
         return {"error": f"{type(e).__name__}: {e}"}
     rep = result.report
     pe = config.rows * config.cols
     return {"cycles": rep["cycles"], "busy": rep["compute_busy"], "load": rep["load_busy"],
-            "macs": rep["macs"],
+            "macs": rep["macs"], "dram": rep["dram_bytes_read"] + rep["dram_bytes_written"],
+            "roofline": rep["roofline"],
             "util": rep["macs"] / (pe * rep["cycles"]),
             "busy_util": rep["macs"] / (pe * rep["compute_busy"]) if rep["compute_busy"] else 0.0,
             "skips": rep["zero_skips"], "ok": bool(np.array_equal(result.y_q, golden)),
@@ -272,7 +276,7 @@ def main(argv=None) -> int:
     print(HEADER)
     results: dict[str, dict[str, dict]] = {df: {} for df in dataflows}
     for crop in crops:
-        qmodel, x = model_and_inputs(crop, args.samples)
+        qmodel, x = model_and_inputs(cropped_graph(crop), args.samples, LAYERS.index(crop))
         golden = run(qmodel, x, configs[dataflows[0]], backend="golden").y_q
         for df in dataflows:
             results[df][crop.name] = build_errors.get(df) or measure(qmodel, x, configs[df], golden)
@@ -287,11 +291,16 @@ def main(argv=None) -> int:
     failed = [(df, name) for df in dataflows for name, m in results[df].items() if "error" in m]
     bad = [(df, name) for df in dataflows for name, m in results[df].items()
            if "error" not in m and not m["ok"]]
+    return verdict([f"{n} on {d}" for d, n in failed], [f"{n} on {d}" for d, n in bad])
+
+
+def verdict(failed: list[str], bad: list[str]) -> int:
+    """Print the runs that ``failed`` and those whose output was ``bad`` (differs from the
+    golden model's) on stderr; the exit status: 1 if there are any, else 0."""
     if failed:
-        print("FAILED to run: " + ", ".join(f"{n} on {d}" for d, n in failed), file=sys.stderr)
+        print("FAILED to run: " + ", ".join(failed), file=sys.stderr)
     if bad:
-        print("MISMATCH against the golden model: " + ", ".join(f"{n} on {d}" for d, n in bad),
-              file=sys.stderr)
+        print("MISMATCH against the golden model: " + ", ".join(bad), file=sys.stderr)
     if failed or bad:
         return 1
     print("every output equals the golden model's")

@@ -34,13 +34,14 @@ from celosia.errors import CompileError
 from celosia.rtl.config import RS_SPAD, AccelConfig
 from celosia.rtl import isa
 from celosia.rtl.arrays.rs import gemm_cycles
+from celosia.rtl.dma import load_cycles
 from celosia.rtl.isa import BaseReg
 from celosia.sw.compiler.alloc import Allocation
 from celosia.sw.compiler.tiling import (GemmOp, OutTile, Unit, Window, conv_attrs, conv_blocks,
                                         load, raw_rows_load, split_units, store)
 from celosia.sw.quant.model import QLayer
 
-__all__ = ["lower_conv", "lower_fc", "mapping", "LOWERINGS"]
+__all__ = ["lower_conv", "lower_fc", "mapping", "layer_cycles", "LOWERINGS"]
 
 #: One past the largest ``dram_stride2`` of a LOAD.
 _MAX_STRIDE2 = 1 << dict(isa.LoadInsn)["dram_stride2"].width
@@ -49,6 +50,47 @@ _MAX_STRIDE2 = 1 << dict(isa.LoadInsn)["dram_stride2"].width
 def _lines(out_rows: int, win: int, stride: int, dil: int) -> int:
     """Input rows (or columns) a window of ``win`` taps touches for ``out_rows`` outputs."""
     return (out_rows - 1) * stride + (win - 1) * dil + 1
+
+
+def _gemm_op_cycles(op: GemmOp, config: AccelConfig) -> int:
+    """The rs engine's cycles of the windowed GEMM ``op`` (:func:`~celosia.rtl.arrays.rs.gemm_cycles`)."""
+    w = op.window
+    return gemm_cycles(config.rows, win_h=w.win_h, win_w=w.win_w, k_len=op.k_len, n_len=op.n_len,
+                       out_h=w.out_h, out_w=w.out_w, stride_h=w.stride_h, dil_h=w.dil_h)
+
+
+def _loads_cycles(loads, config: AccelConfig) -> int:
+    """The load engine's cycles of ``loads`` one after the other (:func:`~celosia.rtl.dma.load_cycles`)."""
+    return sum(load_cycles(ld.__dict__, config) for ld in loads)
+
+
+def _pick(options, key):
+    """The mapping option with the lowest ``key`` (one place, so that a test can see every
+    option's cost and force another one)."""
+    return min(options, key=key)
+
+
+def layer_cycles(ops: list[GemmOp], config: AccelConfig, block_loads=(), tiles: int = 1,
+                 blocks: int = 1) -> int:
+    """Estimated cycles of a layer of ``blocks`` ifmap blocks of ``tiles`` output tiles
+    each, every tile's GEMMs like ``ops`` (the compiler's cost of a mapping), from the
+    engines' own timing: the rs array's (:func:`~celosia.rtl.arrays.rs.gemm_cycles`) and
+    the load DMA's (:func:`~celosia.rtl.dma.load_cycles`).
+
+    The LOADs feeding GEMM ``t+1`` (its weight rows and, streamed, its ifmap rows) run
+    while GEMM ``t`` computes (the double-buffered halves of
+    :mod:`~celosia.sw.compiler.emit`), so each GEMM takes ``max(its cycles, the next GEMM's
+    LOADs)``; a block's resident ifmap LOADs (``block_loads``) go with its first GEMM's.
+    The layer's first LOADs are exposed (the layer starts after a barrier) and its last
+    GEMM overlaps nothing. STOREs (overlapped with the following tiles) and the PPU
+    parameter LOAD (the same for every mapping) are left out."""
+    gemms = [_gemm_op_cycles(op, config) for op in ops]
+    loads = [_loads_cycles(op.weight + op.ifmap, config) for op in ops]
+    n, last = len(ops), gemms[-1]
+    first = loads[0] + _loads_cycles(block_loads, config)
+    tile = sum(max(g, loads[(t + 1) % n]) for t, g in enumerate(gemms))
+    block = tiles * tile + max(last, first) - max(last, loads[0])
+    return first + blocks * block - max(last, first) + last
 
 
 def lower_conv(layer: QLayer, config: AccelConfig, batch: int, alloc: Allocation) -> list[Unit]:
@@ -86,30 +128,6 @@ def lower_conv(layer: QLayer, config: AccelConfig, batch: int, alloc: Allocation
         wb = next((wb for wb in range(min(Wo, p_half), 0, -1) if fits(1, wb, False, fh_b, fw_b)), 0)
         return (1, wb, False) if wb else None
 
-    def cost(fh_b, fw_b, shape):
-        """Estimated array cycles of the layer (rs timing): more filter rows per GEMM mean
-        fewer GEMMs but fewer channel sets (more passes) and more lines per step."""
-        hb, wb, _ = shape
-        per_tile = sum(gemm_cycles(R, win_h=min(fh_b, Fh - fh0), win_w=min(fw_b, Fw - fw0), k_len=kl,
-                                   n_len=min(C, cout_g), out_h=min(hb, Ho), out_w=wb, stride_h=sh,
-                                   dil_h=dh)
-                       for _, kl in chunks for fh0 in range(0, Fh, fh_b) for fw0 in range(0, Fw, fw_b))
-        return per_tile * math.ceil(Ho / hb) * math.ceil(Wo / wb)
-
-    # The filter-row block with the lowest estimated cycles among those that fit; if none
-    # does, shrink the filter columns until one output pixel's window fits the ifmap half.
-    options = [(fh_b, fw_b, shape) for fh_b in range(1, fh_max + 1)
-               if (shape := tile_shape(fh_b, fw_b)) is not None]
-    while not options and fw_b > 1:
-        fw_b -= 1
-        options = [(1, fw_b, shape)] if (shape := tile_shape(1, fw_b)) else []
-    if not options:
-        raise CompileError(f"layer {layer.name!r}: not even one input pixel fits the rs array's "
-                           f"ifmap buffer half (ifmap_rows={config.ifmap_rows}); increase ifmap_rows")
-    fh_b, fw_b, (hb, wb, resident) = min(options, key=lambda o: (not o[2][2], cost(*o)))
-    fblocks = [(fh0, min(fh_b, Fh - fh0), fw0, min(fw_b, Fw - fw0))
-               for fh0 in range(0, Fh, fh_b) for fw0 in range(0, Fw, fw_b)]
-
     def weight_loads(g, c0, k_len, fh0, fh_n, fw0, fw_n, j, n_len):
         """LOADs of the weight rows (fh, fw, c) of a filter block, ``n_len`` channels each:
         one per filter row, or one for the block when it spans whole filter rows, or one
@@ -130,33 +148,71 @@ def lower_conv(layer: QLayer, config: AccelConfig, batch: int, alloc: Allocation
             row += n * k_len
         return loads
 
+    def filter_blocks(fh_b, fw_b):
+        """``(first filter row, rows, first filter column, columns)`` of each GEMM's block."""
+        return [(fh0, min(fh_b, Fh - fh0), fw0, min(fw_b, Fw - fw0))
+                for fh0 in range(0, Fh, fh_b) for fw0 in range(0, Fw, fw_b)]
+
+    def block_loads_of(resident, img, g, y0, x0, hbt, wbt):
+        """Resident mode: the LOADs of a tile's ifmap block, every chunk's input rows."""
+        nyf, wpf = _lines(hbt, Fh, sh, dh), _lines(wbt, Fw, sw, dw)
+        return [raw_rows_load(layer, alloc.src, g * cin_g + c0, kl, img, y0, nyf, x0, wpf, i * nyf * wpf)
+                for i, (c0, kl) in enumerate(chunks)] if resident else []
+
+    def tile_gemms(fblocks, resident, img, g, y0, x0, hbt, wbt, j, n_len):
+        """The accumulating GEMMs of one output tile, one per (chunk, filter block)."""
+        nyf, wpf = _lines(hbt, Fh, sh, dh), _lines(wbt, Fw, sw, dw)
+        gemms = []
+        for i, (c0, k_len) in enumerate(chunks):
+            for fh0, fh_n, fw0, fw_n in fblocks:
+                win = Window(win_h=fh_n, win_w=fw_n, stride_h=sh, stride_w=sw, dil_h=dh,
+                             dil_w=dw, out_h=hbt, out_w=wbt)
+                if resident:
+                    win.row_pitch = wpf
+                    ifmap, row = [], i * nyf * wpf + fh0 * dh * wpf + fw0 * dw
+                else:
+                    win.row_pitch = _lines(wbt, fw_n, sw, dw)
+                    ifmap = [raw_rows_load(layer, alloc.src, g * cin_g + c0, k_len, img, y0 + fh0 * dh,
+                                      _lines(hbt, fh_n, sh, dh), x0 + fw0 * dw,
+                                      win.row_pitch, 0)]
+                    row = 0
+                gemms.append(GemmOp(k_len=k_len, n_len=n_len, ifmap=ifmap, ifmap_row=row,
+                                    weight=weight_loads(g, c0, k_len, fh0, fh_n, fw0, fw_n,
+                                                        j, n_len),
+                                    window=win))
+        return gemms
+
+    def cost(fh_b, fw_b, shape):
+        """Estimated cycles of the layer (:func:`layer_cycles`, every tile like the first):
+        more filter rows per GEMM mean fewer GEMMs but fewer channel sets (more passes),
+        more lines per step and longer weight loads."""
+        hb, wb, resident = shape
+        hbt = min(hb, Ho)
+        ops = tile_gemms(filter_blocks(fh_b, fw_b), resident, 0, 0, -pt, -pl, hbt, wb, 0,
+                         min(C, cout_g))
+        return layer_cycles(ops, config, block_loads_of(resident, 0, 0, -pt, -pl, hbt, wb),
+                            tiles=nt, blocks=batch * G * math.ceil(Ho / hb) * math.ceil(Wo / wb))
+
+    # The filter-row block with the lowest estimated cycles among those that fit; if none
+    # does, shrink the filter columns until one output pixel's window fits the ifmap half.
+    options = [(fh_b, fw_b, shape) for fh_b in range(1, fh_max + 1)
+               if (shape := tile_shape(fh_b, fw_b)) is not None]
+    while not options and fw_b > 1:
+        fw_b -= 1
+        options = [(1, fw_b, shape)] if (shape := tile_shape(1, fw_b)) else []
+    if not options:
+        raise CompileError(f"layer {layer.name!r}: not even one input pixel fits the rs array's "
+                           f"ifmap buffer half (ifmap_rows={config.ifmap_rows}); increase ifmap_rows")
+    fh_b, fw_b, (hb, wb, resident) = _pick(options, key=lambda o: (not o[2][2], cost(*o)))
+    fblocks = filter_blocks(fh_b, fw_b)
+
     tiles = []
     for block_id, (img, g, ho0, hbt, wo0, wbt) in enumerate(conv_blocks(batch, G, Ho, Wo, hb, wb)):
         y0, x0 = ho0 * sh - pt, wo0 * sw - pl
-        nyf, wpf = _lines(hbt, Fh, sh, dh), _lines(wbt, Fw, sw, dw)
-        block_loads = [raw_rows_load(layer, alloc.src, g * cin_g + c0, kl, img, y0, nyf, x0, wpf,
-                                     i * nyf * wpf)
-                       for i, (c0, kl) in enumerate(chunks)] if resident else []
+        block_loads = block_loads_of(resident, img, g, y0, x0, hbt, wbt)
         for j in range(nt):
             n_len = min(C, cout_g - j * C)
-            gemms = []
-            for i, (c0, k_len) in enumerate(chunks):
-                for fh0, fh_n, fw0, fw_n in fblocks:
-                    win = Window(win_h=fh_n, win_w=fw_n, stride_h=sh, stride_w=sw, dil_h=dh,
-                                 dil_w=dw, out_h=hbt, out_w=wbt)
-                    if resident:
-                        win.row_pitch = wpf
-                        ifmap, row = [], i * nyf * wpf + fh0 * dh * wpf + fw0 * dw
-                    else:
-                        win.row_pitch = _lines(wbt, fw_n, sw, dw)
-                        ifmap = [raw_rows_load(layer, alloc.src, g * cin_g + c0, k_len, img,
-                                               y0 + fh0 * dh, _lines(hbt, fh_n, sh, dh),
-                                               x0 + fw0 * dw, win.row_pitch, 0)]
-                        row = 0
-                    gemms.append(GemmOp(k_len=k_len, n_len=n_len, ifmap=ifmap, ifmap_row=row,
-                                        weight=weight_loads(g, c0, k_len, fh0, fh_n, fw0, fw_n,
-                                                            j, n_len),
-                                        window=win))
+            gemms = tile_gemms(fblocks, resident, img, g, y0, x0, hbt, wbt, j, n_len)
             offset = ((img * Ho + ho0) * Wo + wo0) * Cout + g * cout_g + j * C
             tiles.append(OutTile(m_len=hbt * wbt, ops=gemms,
                                  store=store(layer, alloc.dst, offset, Cout, n_len),
@@ -186,23 +242,23 @@ def lower_fc(layer: QLayer, config: AccelConfig, batch: int, alloc: Allocation) 
 
         return kgroups, next(hb for hb in range(min(C, batch, p_half), 0, -1) if ok(hb))
 
-    def cost(lb):
-        """Estimated array cycles (rs timing): more lines per GEMM mean fewer GEMMs but fewer
-        channel sets, so more passes that each reload the lines' weights."""
-        kgroups, hb = plan(lb)
-        stride = nlines if resident else lb
-        return math.ceil(batch / hb) * sum(
-            gemm_cycles(R, win_h=nl, win_w=1, k_len=kl, n_len=min(C, N), out_h=hb, out_w=1,
-                        stride_h=stride if hb > 1 else 1) for _, nl, kl in kgroups)
+    def tile_gemms(kgroups, b0, hbt, j, n_len):
+        """The accumulating GEMMs of the output tile of samples ``b0 .. b0+hbt-1`` and
+        channels ``j*cols ..``: one per line group."""
+        gemms = []
+        for l0, nl, k_len in kgroups:
+            stride = (nlines if resident else nl) if hbt > 1 else 1
+            win = Window(win_h=nl, win_w=1, stride_h=stride, stride_w=1, dil_h=1, dil_w=1,
+                         out_h=hbt, out_w=1, row_pitch=1)
+            weight = [load(BaseReg.STATIC, alloc.weights + l0 * R * N + j * C, n_len,
+                           n1=nl * k_len, s1=N, bs1=1)]
+            ifmap = [] if resident else [
+                load(src_reg, src_off + b0 * K + l0 * R, k_len, n1=nl, s1=R, bs1=1, n2=hbt,
+                     s2=K, bs2=nl, buf_row=0)]
+            gemms.append(GemmOp(k_len=k_len, n_len=n_len, weight=weight, ifmap=ifmap,
+                                ifmap_row=b0 * nlines + l0 if resident else 0, window=win))
+        return gemms
 
-    # Lines per GEMM: the weight-buffer half holds lb*rows rows; streamed, lb lines must fit
-    # the ifmap half.
-    lb_max = max(1, min(R, w_half // R, full, i_half if not resident else full))
-    lb = min(range(1, lb_max + 1), key=cost)
-    kgroups, hb = plan(lb)
-    if not resident and lb > i_half:
-        raise CompileError(f"layer {layer.name!r}: {lb} input lines do not fit the ifmap buffer half "
-                           f"(ifmap_rows={config.ifmap_rows})")
     block_loads = []
     if resident:
         if full:
@@ -211,24 +267,30 @@ def lower_fc(layer: QLayer, config: AccelConfig, batch: int, alloc: Allocation) 
         if rem:
             block_loads.append(load(src_reg, src_off + full * R, rem, n1=batch, s1=K,
                                     bs1=nlines, buf_row=full))
+    n_tiles = math.ceil(N / C)
+
+    def cost(lb):
+        """Estimated cycles (:func:`layer_cycles`, every tile like the first): more lines
+        per GEMM mean fewer GEMMs but fewer channel sets, so more passes that each reload
+        the lines' weights."""
+        kgroups, hb = plan(lb)
+        ops = tile_gemms(kgroups, 0, hb, 0, min(C, N))
+        return layer_cycles(ops, config, block_loads, tiles=math.ceil(batch / hb) * n_tiles)
+
+    # Lines per GEMM: the weight-buffer half holds lb*rows rows; streamed, lb lines must fit
+    # the ifmap half.
+    lb_max = max(1, min(R, w_half // R, full, i_half if not resident else full))
+    lb = _pick(range(1, lb_max + 1), key=cost)
+    kgroups, hb = plan(lb)
+    if not resident and lb > i_half:
+        raise CompileError(f"layer {layer.name!r}: {lb} input lines do not fit the ifmap buffer half "
+                           f"(ifmap_rows={config.ifmap_rows})")
     tiles = []
     for b0 in range(0, batch, hb):
         hbt = min(hb, batch - b0)
-        for j in range(math.ceil(N / C)):
+        for j in range(n_tiles):
             n_len = min(C, N - j * C)
-            gemms = []
-            for l0, nl, k_len in kgroups:
-                stride = (nlines if resident else nl) if hbt > 1 else 1
-                win = Window(win_h=nl, win_w=1, stride_h=stride, stride_w=1, dil_h=1, dil_w=1,
-                             out_h=hbt, out_w=1, row_pitch=1)
-                weight = [load(BaseReg.STATIC, alloc.weights + l0 * R * N + j * C, n_len,
-                               n1=nl * k_len, s1=N, bs1=1)]
-                ifmap = [] if resident else [
-                    load(src_reg, src_off + b0 * K + l0 * R, k_len, n1=nl, s1=R, bs1=1, n2=hbt,
-                         s2=K, bs2=nl, buf_row=0)]
-                gemms.append(GemmOp(k_len=k_len, n_len=n_len, weight=weight, ifmap=ifmap,
-                                    ifmap_row=b0 * nlines + l0 if resident else 0, window=win))
-            tiles.append(OutTile(m_len=hbt, ops=gemms,
+            tiles.append(OutTile(m_len=hbt, ops=tile_gemms(kgroups, b0, hbt, j, n_len),
                                  store=store(layer, alloc.dst, b0 * N + j * C, N, n_len),
                                  param_row=j, block=0, block_loads=block_loads))
     return split_units(tiles, alloc.params, resident, config, layer)

@@ -169,8 +169,10 @@ def _chunks(program: Program, samples: int, profile: bool) -> list[tuple[int, in
 
 def run_quantized(model: QModel, x_q: np.ndarray, config: AccelConfig, backend: str = "golden",
                   batch: int = 1, profile: bool = True, progress=None,
-                  resident_weights: bool = True) -> Result:
-    """Run int8 inputs ``[samples, in_features]``; see :func:`run`."""
+                  resident_weights: bool = True, program: Program | None = None) -> Result:
+    """Run int8 inputs ``[samples, in_features]``; see :func:`run`. ``program``: ``model``
+    already compiled for ``config`` at ``batch`` (e.g. by a benchmark that sized the DRAM
+    from it), instead of compiling it again (``resident_weights`` is then ignored)."""
     if backend not in BACKENDS:
         raise CelosiaError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
     x_q = np.asarray(x_q, dtype=np.int8).reshape(len(x_q), -1)
@@ -194,7 +196,8 @@ def run_quantized(model: QModel, x_q: np.ndarray, config: AccelConfig, backend: 
         else:
             _add_roofline(report, program, model, config, None)
     else:
-        program = compile_model(model, config, batch=batch, resident_weights=resident_weights)
+        if program is None:
+            program = compile_model(model, config, batch=batch, resident_weights=resident_weights)
         chunks = _chunks(program, len(x_q), profile)
         results, prefixes, inits = [], [], []
         for c, (lo, hi) in enumerate(chunks):
