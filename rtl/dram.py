@@ -22,7 +22,7 @@ from amaranth.lib.wiring import In, Out
 from .config import BUS_WIDTHS
 
 __all__ = ["DramReq", "DramRsp", "DramBusSignature", "DramModel", "BusArbiter", "HOST_BITS",
-           "host_members"]
+           "host_members", "request_interval"]
 
 #: Tag width: the arbiter's client index travels in the tag.
 TAG_BITS = 2
@@ -140,8 +140,8 @@ class DramModel(wiring.Component):
 
     @property
     def interval(self):
-        """Cycles between accepted requests: ``ceil(bus_bits / 8 / dram_bytes_per_cycle)``."""
-        return -(-self._config.bus_bytes // self._config.dram_bytes_per_cycle)
+        """Cycles between accepted requests (:func:`request_interval`)."""
+        return request_interval(self._config)
 
     def elaborate(self, platform):
         m = Module()
@@ -220,6 +220,12 @@ class DramModel(wiring.Component):
         else:
             m.d.comb += self.host_rdata.eq(hp.data)
         return m
+
+
+def request_interval(config):
+    """Cycles between two requests :class:`DramModel` accepts (its bandwidth throttle):
+    ``ceil(bus_bits / 8 / dram_bytes_per_cycle)``."""
+    return -(-config.bus_bytes // config.dram_bytes_per_cycle)
 
 
 def host_members(config):

@@ -57,9 +57,9 @@ class Dispatch(wiring.Component):
     missing neighbour (LOAD pop_prev/push_prev, STORE pop_next/push_next) are
     ignored. Counters are 8 bit; a push into a counter at 255 is TOKEN_OVERFLOW.
 
-    Issue: the head of a queue starts in a cycle where ``run.running`` is high, its
-    engine's ``insn.ready`` is high and every token it pops is available; the pops
-    happen in that cycle. The LOAD, STORE and vector engines, and the compute engines
+    Issue: the head of a queue starts in a cycle where ``run.running`` is high, no
+    engine or fetch error pulses, its engine's ``insn.ready`` is high and every token
+    it pops is available; the pops happen in that cycle. The LOAD, STORE and vector engines, and the compute engines
     of every dataflow but ``ws``, are ready only when idle; the ``ws`` compute engine
     takes the next GEMM while earlier ones are still streaming (up to
     :data:`GEMMS_IN_FLIGHT`) and completes them in order, so the GEMMs in flight are
@@ -162,9 +162,13 @@ class Dispatch(wiring.Component):
         # one engine only while the other is idle (its own engine's ready says the rest).
         gemm_idle = ~compute.busy & ~c_inflight
         vec_idle = ~vector.busy & ~v_inflight
-        l_go = busy & lq.r_rdy & l_tok_ok
-        c_go = busy & cq.r_rdy & c_tok_ok & ~nop_pending
-        s_go = busy & sq.r_rdy & s_tok_ok
+        # Nothing starts in the cycle of an error pulse: the engines are ready again
+        # then, but the machine stops (STATUS is set the next cycle).
+        failing = Signal()
+        go = busy & ~failing
+        l_go = go & lq.r_rdy & l_tok_ok
+        c_go = go & cq.r_rdy & c_tok_ok & ~nop_pending
+        s_go = go & sq.r_rdy & s_tok_ok
 
         m.d.comb += [
             load.insn.valid.eq(l_go),
@@ -204,6 +208,7 @@ class Dispatch(wiring.Component):
         l_fail = load.error & l_inflight
         c_fail = (compute.error & c_inflight) | (vector.error & v_inflight)
         s_fail = store.error & s_inflight
+        m.d.comb += failing.eq(l_fail | c_fail | s_fail | self.fetch.error)
 
         m.d.sync += nop_pending.eq(c_issue_nop)
         with m.If(l_fin | l_fail):

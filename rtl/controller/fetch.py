@@ -1,39 +1,125 @@
 """Instruction fetch: the descriptor table and the instruction words, from DRAM into
-the instruction queues."""
+the instruction queues, with many reads in flight."""
 
-from amaranth.hdl import Cat, Module, Signal
+from amaranth.hdl import Cat, Module, Mux, ResetInserter, Signal
 from amaranth.lib import data, stream, wiring
+from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
 
 from celosia.rtl import isa
 from celosia.rtl.config import AccelConfig, check_config
 from celosia.rtl.controller.signatures import (INDEX_BITS, FetchStatusSignature, QueueEntry,
                                                RunSignature)
-from celosia.rtl.dram import DramBusSignature
+from celosia.rtl.dram import DramBusSignature, request_interval
 
-__all__ = ["Fetch"]
+__all__ = ["Fetch", "fetch_words", "fetch_timing"]
 
 #: Opcodes with a queue (everything else is ILLEGAL_OPCODE).
 QUEUED_OPCODES = (isa.Opcode.LOAD, isa.Opcode.GEMM, isa.Opcode.VEC, isa.Opcode.NOP,
                   isa.Opcode.STORE)
 
+#: Cycles from ``run.start`` to fetch's first request (DRAIN, then the first RUN cycle).
+FIRST_REQUEST = 2
+
+
+def fetch_words(config: AccelConfig) -> int:
+    """Depth of fetch's word FIFO, the most instruction words it has requested and not
+    yet assembled: ``dram_latency + INSN_WORDS``, enough to keep one request per cycle
+    in flight for the whole latency with one instruction to spare."""
+    return config.dram_latency + isa.INSN_WORDS
+
+
+def fetch_timing(config: AccelConfig, nodes) -> tuple[list[int], int]:
+    """When :class:`Fetch` offers each instruction of a program, with ``push`` always
+    ready and no other bus master (the DRAM idle at the start).
+
+    Parameters
+    ----------
+    config : AccelConfig
+        ``dram_latency`` (``L``) and the DRAM's request interval ``k``
+        (:func:`~celosia.rtl.dram.request_interval`) set the timing.
+    nodes : sequence of int
+        Instructions per node (each >= 1), in table order; the end marker follows.
+
+    Returns
+    -------
+    (pushes, ended) : (list of int, int)
+        The cycle, counted from the ``run.start`` cycle as 0, in which ``push.valid``
+        rises for each instruction (fetch order), and the first cycle ``status.ended``
+        is high.
+
+    The schedule: requests go out in order, each in the first cycle the DRAM accepts
+    one (``k`` cycles after the previous) and no earlier than it is wanted: descriptor
+    0 at cycle 2; a node "starts" in the cycle after its descriptor's response (``L``
+    cycles after the request) or the cycle after its predecessor's last word request,
+    whichever is later, and in that cycle the next descriptor is wanted; the node's
+    word requests are wanted from the next cycle on, back to back. An instruction is
+    offered ``L + 1`` cycles after its last word's request. ``ended`` rises the cycle
+    after both the end marker's node start and the last offer.
+    """
+    latency, k = config.dram_latency, request_interval(config)
+    free = FIRST_REQUEST  # the first cycle the DRAM accepts the next request
+
+    def issue(wanted):
+        nonlocal free
+        cycle = max(wanted, free)
+        free = cycle + k
+        return cycle
+
+    desc = issue(FIRST_REQUEST)
+    node_start = desc + latency + 1
+    pushes = []
+    for n_insn in nodes:
+        if n_insn < 1:
+            raise ValueError(f"a node has at least one instruction, not {n_insn}")
+        desc = issue(node_start)               # the next descriptor, prefetched
+        wanted = node_start + 1
+        for _ in range(n_insn):
+            for _ in range(isa.INSN_WORDS):
+                last = issue(wanted)
+                wanted = last + 1
+            pushes.append(last + latency + 1)
+        node_start = max(wanted, desc + latency + 1)
+    ended = max([node_start] + pushes) + 1
+    return pushes, ended
+
 
 class Fetch(wiring.Component):
-    """Program fetch, a DRAM bus master (reads only).
+    """Program fetch, a DRAM bus master (reads only), with up to
+    :func:`fetch_words` instruction words in flight.
 
     The program (``rtl/isa.py``) is a table of 64-bit :data:`isa.NodeDescriptor` at
     ``prog_base`` ended by ``n_insn == 0``; each descriptor points at ``n_insn``
-    256-bit instructions at ``prog_base + insn_offset``. Fetch reads one descriptor,
-    then per instruction issues its four word reads back to back (pipelined),
-    assembles it and offers it on ``push`` with its fetch-order index. One instruction
-    is in flight; with ``dram_latency = L`` an instruction takes about ``L + 5``
-    cycles.
+    256-bit instructions at ``prog_base + insn_offset``. Fetch is two halves joined by
+    the bus's in-order responses:
+
+    * the request side walks the program: it reads a descriptor, then requests the
+      node's instruction words, one request per cycle the bus accepts, checking each
+      instruction's address (window, DRAM, alignment) before its first word. While a
+      node's words go out, the next descriptor is read ahead into a one-entry slot
+      (a descriptor request goes before a word request), so the next node starts the
+      cycle after the last word request. Word requests stop while the words in flight
+      plus those waiting in the word FIFO would exceed :func:`fetch_words`.
+    * the response side takes each response in the cycle it comes (the bus has no
+      backpressure): the descriptor into the slot, an instruction word into a
+      4-word assembler directly, or into the word FIFO while the assembler holds a
+      whole instruction that ``push`` has not taken. An assembled instruction is
+      offered on ``push`` with its fetch-order index; the assembler takes the next
+      word in the cycle ``push`` takes it.
 
     Fetch works in 64-bit words at every bus width (``config.bus_bits``): a request
     reads the bus word holding the next 64-bit word (address ``byte address /
     (bus_bits / 8)``) and the response's 64 bits at ``byte address % (bus_bits / 8)``
     are taken, so the requests, the timing and the DRAM_RD count (8 bytes per word)
     are the same at 64, 128 and 256 bits.
+
+    Errors keep program order: an address the request side refuses (BAD_DESCRIPTOR)
+    stops the requests and is raised once every instruction before it has been
+    pushed (nothing in flight, the FIFO and the assembler empty), with ``index`` the
+    next instruction's; an assembled instruction whose opcode has no queue raises
+    ILLEGAL_OPCODE instead of being offered. Either way nothing more is pushed and
+    fetch is idle. Words read ahead of an error are not pushed (DRAM_RD counts the
+    ones that came back while the run was on).
 
     Parameters
     ----------
@@ -42,8 +128,8 @@ class Fetch(wiring.Component):
     Ports
     -----
     run : In(RunSignature)
-        ``start`` (re)starts fetch at descriptor 0, index 0 (after the responses of an
-        aborted run have come back); fetch goes idle when ``running`` is low.
+        ``start`` (re)starts fetch at descriptor 0, index 0, after every response of
+        an aborted run has come back (DRAIN); fetch goes idle when ``running`` is low.
     prog_base : In(32)
     window_base, window_size : In(32)
         The DRAM window (bytes; size 0 = whole DRAM) every descriptor and instruction
@@ -56,13 +142,25 @@ class Fetch(wiring.Component):
         ``error`` / ``error_code``: BAD_DESCRIPTOR (descriptor or instruction block
         outside the window or the DRAM, or misaligned) or ILLEGAL_OPCODE, one cycle,
         then fetch is idle; ``index``: the fetch-order index of the next instruction;
-        ``ended``: the table's end was read; ``blocked``: ``push`` waits for room.
+        ``ended``: the table's end was read and every instruction pushed;
+        ``blocked``: ``push`` waits for room.
     words : Out(1)
-        A fetched 64-bit word arrives (8 DRAM bytes read).
+        A fetched 64-bit word (descriptor or instruction) arrives during the run (8
+        DRAM bytes read).
 
-    Timing: the descriptor read is issued in the cycle after the state machine enters
-    DESC; an instruction is offered on ``push`` one cycle after its last word
-    arrives, and the next instruction's check follows the cycle it is taken.
+    Timing (``L = dram_latency``; :func:`fetch_timing` gives every cycle): descriptor
+    0 is requested 2 cycles after ``start``; the first instruction is offered ``2L +
+    6`` cycles after that request (``2L + 8`` after ``start``). In steady state one
+    instruction is fetched every ``INSN_WORDS * k`` cycles (4 at the default
+    bandwidth), ``k = ceil(bus_bits / 8 / dram_bytes_per_cycle)`` the DRAM's request
+    interval, plus one cycle per node (the node start), or ``L + 1`` cycles per node
+    when a node has fewer words than the descriptor read ahead needs (``4 n k <
+    L``). What limits it: the bus (one request per accepted cycle; the arbiter in
+    ``rtl/top.py`` serves fetch, LOAD and STORE round robin, so while both DMA
+    engines request every cycle fetch gets every third request, and one instruction
+    takes ``3 * 4 * k`` cycles), the queues (``push.ready``; the word FIFO then fills
+    and requests stop, and resume as ``push`` drains it: the FIFO covers the latency,
+    so the rate comes back without a gap) and the DRAM's bandwidth (``k``).
     """
 
     def __init__(self, config: AccelConfig):
@@ -82,7 +180,8 @@ class Fetch(wiring.Component):
         cfg = self._config
         m = Module()
         start, running = self.run.start, self.run.running
-        prog_base, status = self.prog_base, self.status
+        prog_base, status, bus, push = self.prog_base, self.status, self.bus, self.push
+        depth = fetch_words(cfg)
 
         def in_window(addr, nbytes):
             end = addr + nbytes
@@ -92,7 +191,6 @@ class Fetch(wiring.Component):
                        (end <= self.window_base + self.window_size)))
             return in_dram & in_win
 
-        bus = self.bus
         # A 64-bit word at byte address ``a``: bus word ``a >> word_shift``, 64 bits
         # number ``(a >> 3) % subs`` of it.
         subs = cfg.bus_bits // 64
@@ -104,108 +202,151 @@ class Fetch(wiring.Component):
                 return bus.rsp.p.rdata
             return bus.rsp.p.rdata.word_select(addr64[:word_shift - 3], 64)
 
-        outstanding = Signal(8)
+        active = Signal()  # the FSM is in RUN
+        rsp_valid = bus.rsp.valid
         req_fire = bus.req.valid & bus.req.ready
-        m.d.sync += outstanding.eq(outstanding + req_fire - bus.rsp.valid)
+        # Requests without a response yet, across runs (DRAIN waits for 0).
+        outstanding = Signal(range(depth + 2))
+        m.d.sync += outstanding.eq(outstanding + req_fire - rsp_valid)
         m.d.comb += [bus.req.p.we.eq(0), bus.req.p.wmask.eq(0), bus.req.p.tag.eq(0)]
 
-        desc_idx = Signal(32)
-        insn_idx = Signal(INDEX_BITS)  # fetch-order index of the next instruction
-        node_left = Signal(16)
-        insn_addr = Signal(34)         # byte address of the next instruction
-        insn_ok = Signal()             # insn_offset was 32-aligned
-        word_req = Signal(range(isa.INSN_WORDS + 1))
-        word_rsp = Signal(range(isa.INSN_WORDS))
+        # -- run state (cleared in DRAIN) ---------------------------------------------
+        desc_idx = Signal(32)          # the next descriptor to request
+        desc_pending = Signal()        # a descriptor request awaits its response
+        desc_ahead = Signal(range(depth + 2))  # responses due before the descriptor's
+        slot = Signal(isa.NodeDescriptor)      # the descriptor read ahead
+        slot_valid = Signal()
+        node_left = Signal(16)         # instructions of the node still to request
+        req_addr = Signal(34)          # byte address of the next word to request
+        req_word = Signal(range(isa.INSN_WORDS))
+        insn_ok = Signal()             # the node's insn_offset is 32-aligned
+        req_end = Signal()             # the end marker started: nothing more to request
+        req_err = Signal()             # the request side refused an address
+        rsp_word = Signal(range(isa.INSN_WORDS))  # the next instruction word's position
+        count = Signal(range(isa.INSN_WORDS + 1))  # words in the assembler
         words = [Signal(64, name=f"insn_w{i}") for i in range(isa.INSN_WORDS)]
-        insn = Cat(*words)
-        opcode = insn[:4]
+        insn_idx = Signal(INDEX_BITS)  # fetch-order index of the next instruction
+        run_state = [desc_idx, desc_pending, desc_ahead, slot_valid, node_left, req_word,
+                     req_end, req_err, rsp_word, count, insn_idx]
 
-        m.d.comb += [status.index.eq(insn_idx), self.push.payload.eq(Cat(insn, insn_idx))]
+        m.submodules.fifo = fifo = ResetInserter(~active)(SyncFIFO(width=64, depth=depth))
+
+        # -- request side ---------------------------------------------------------------
         desc_addr = prog_base + (desc_idx << 3)
+        desc_ok = (prog_base[:3] == 0) & in_window(desc_addr, isa.DESC_BYTES)
+        walking = active & ~req_end & ~req_err
+        node_done = node_left == 0
+        take = walking & node_done & slot_valid        # start the node in the slot
+        take_end = take & (slot.n_insn == 0)
+        want_desc = (walking & ~desc_pending & (~slot_valid | take) & ~take_end & desc_ok)
+        insn_in = insn_ok & in_window(req_addr, isa.INSN_BYTES)
+        words_out = outstanding - desc_pending
+        room = (words_out + fifo.level) < depth
+        want_word = walking & ~node_done & ((req_word != 0) | insn_in) & room
+        m.d.comb += [
+            bus.req.valid.eq(want_desc | want_word),
+            bus.req.p.addr.eq(Mux(want_desc, desc_addr, req_addr) >> word_shift),
+        ]
+        # the next descriptor or the next instruction is refused
+        refuse = walking & ((node_done & ~slot_valid & ~desc_pending & ~desc_ok) |
+                            (~node_done & (req_word == 0) & ~insn_in))
+        with m.If(refuse):
+            m.d.sync += req_err.eq(1)
+        with m.If(take):
+            m.d.sync += [
+                slot_valid.eq(0),
+                node_left.eq(slot.n_insn),
+                req_addr.eq(prog_base + slot.insn_offset),
+                insn_ok.eq(slot.insn_offset[:5] == 0),
+                req_word.eq(0),
+                req_end.eq(slot.n_insn == 0),
+            ]
+        with m.If(req_fire & want_desc):
+            m.d.sync += [desc_idx.eq(desc_idx + 1), desc_pending.eq(1),
+                         desc_ahead.eq(outstanding - rsp_valid)]
+        with m.Elif(req_fire):
+            m.d.sync += [req_addr.eq(req_addr + 8), req_word.eq(req_word + 1)]
+            with m.If(req_word == isa.INSN_WORDS - 1):
+                m.d.sync += [req_word.eq(0), node_left.eq(node_left - 1)]
+
+        # -- response side --------------------------------------------------------------
+        is_desc = active & rsp_valid & desc_pending & (desc_ahead == 0)
+        is_word = active & rsp_valid & ~is_desc
+        with m.If(active & rsp_valid & desc_pending & (desc_ahead != 0)):
+            m.d.sync += desc_ahead.eq(desc_ahead - 1)
+        with m.If(is_desc):
+            # the descriptor in flight is number desc_idx - 1
+            m.d.sync += [slot.eq(sub_word((prog_base >> 3) + desc_idx - 1)),
+                         slot_valid.eq(1), desc_pending.eq(0)]
+        # insn_offset is 32-aligned, so word w of any instruction is 64-bit word
+        # (prog_base / 8 + w) modulo the four of an aligned 32 bytes
+        word_data = sub_word((prog_base >> 3) + rsp_word)
+        with m.If(is_word):
+            m.d.sync += rsp_word.eq(rsp_word + 1)
+        m.d.comb += self.words.eq(active & rsp_valid)
+
+        # -- assembler and push -----------------------------------------------------------
+        insn = Cat(*words)
+        full = count == isa.INSN_WORDS
+        queued = Signal()
+        with m.Switch(insn[:4]):
+            with m.Case(*QUEUED_OPCODES):
+                m.d.comb += queued.eq(1)
+        m.d.comb += [push.valid.eq(active & full & queued),
+                     push.payload.eq(Cat(insn, insn_idx)),
+                     status.index.eq(insn_idx),
+                     status.blocked.eq(push.valid & ~push.ready)]
+        push_fire = push.valid & push.ready
+        can_take = ~full | push_fire
+        from_fifo = fifo.r_rdy
+        take_word = active & can_take & (from_fifo | is_word)
+        m.d.comb += [
+            fifo.r_en.eq(active & can_take),
+            fifo.w_en.eq(is_word & (from_fifo | ~can_take)),
+            fifo.w_data.eq(word_data),
+        ]
+        in_word = Mux(from_fifo, fifo.r_data, word_data)
+        position = Mux(full, 0, count)
+        with m.If(take_word):
+            with m.Switch(position):
+                for i in range(isa.INSN_WORDS):
+                    with m.Case(i):
+                        m.d.sync += words[i].eq(in_word)
+            m.d.sync += count.eq(position + 1)
+        with m.Elif(push_fire):
+            m.d.sync += count.eq(0)
+        with m.If(push_fire):
+            m.d.sync += insn_idx.eq(insn_idx + 1)
+
+        drained = (outstanding == 0) & ~fifo.r_rdy & (count == 0)
+        m.d.comb += status.ended.eq(active & req_end & drained)
 
         def restart_or_stop():
             # in every state (last, so it wins): a start (re)starts fetch, a stop ends it
             with m.If(start):
-                m.d.sync += [desc_idx.eq(0), insn_idx.eq(0)]
+                m.d.sync += insn_idx.eq(0)
                 m.next = "DRAIN"
             with m.Elif(~running):
                 m.next = "IDLE"
-
-        def bad_descriptor():
-            m.d.comb += [status.error.eq(1), status.error_code.eq(isa.ErrorCode.BAD_DESCRIPTOR)]
-            m.next = "IDLE"
 
         with m.FSM(name="fetch"):
             with m.State("IDLE"):
                 restart_or_stop()
             with m.State("DRAIN"):
                 # responses of an aborted run are still on their way
+                m.d.sync += [s.eq(0) for s in run_state]
                 with m.If(outstanding == 0):
-                    m.next = "DESC"
+                    m.next = "RUN"
                 restart_or_stop()
-            with m.State("DESC"):
-                with m.If((prog_base[:3] != 0) | ~in_window(desc_addr, isa.DESC_BYTES)):
-                    bad_descriptor()
-                with m.Else():
-                    m.d.comb += [bus.req.valid.eq(1), bus.req.p.addr.eq(desc_addr >> word_shift)]
-                    with m.If(bus.req.ready):
-                        m.next = "DESC_WAIT"
-                restart_or_stop()
-            with m.State("DESC_WAIT"):
-                with m.If(bus.rsp.valid):
-                    desc = data.View(isa.NodeDescriptor, sub_word(desc_addr[3:]))
-                    m.d.comb += self.words.eq(1)
-                    m.d.sync += [
-                        desc_idx.eq(desc_idx + 1),
-                        node_left.eq(desc.n_insn),
-                        insn_addr.eq(prog_base + desc.insn_offset),
-                        insn_ok.eq(desc.insn_offset[:5] == 0),
-                    ]
-                    with m.If(desc.n_insn == 0):
-                        m.next = "END"
-                    with m.Else():
-                        m.next = "CHECK"
-                restart_or_stop()
-            with m.State("CHECK"):
-                m.d.sync += [word_req.eq(0), word_rsp.eq(0)]
-                with m.If(~insn_ok | ~in_window(insn_addr, isa.INSN_BYTES)):
-                    bad_descriptor()
-                with m.Else():
-                    m.next = "WORDS"
-                restart_or_stop()
-            with m.State("WORDS"):
-                m.d.comb += [bus.req.valid.eq(word_req != isa.INSN_WORDS),
-                             bus.req.p.addr.eq(((insn_addr >> 3) + word_req) >> (word_shift - 3))]
-                with m.If(req_fire):
-                    m.d.sync += word_req.eq(word_req + 1)
-                with m.If(bus.rsp.valid):
-                    m.d.comb += self.words.eq(1)
-                    with m.Switch(word_rsp):
-                        for i in range(isa.INSN_WORDS):
-                            with m.Case(i):
-                                m.d.sync += words[i].eq(sub_word((insn_addr >> 3) + i))
-                    m.d.sync += word_rsp.eq(word_rsp + 1)
-                    with m.If(word_rsp == isa.INSN_WORDS - 1):
-                        m.next = "PUSH"
-                restart_or_stop()
-            with m.State("PUSH"):
-                with m.Switch(opcode):
-                    with m.Case(*QUEUED_OPCODES):
-                        m.d.comb += [self.push.valid.eq(1),
-                                     status.blocked.eq(~self.push.ready)]
-                    with m.Default():
-                        m.d.comb += [status.error.eq(1),
-                                     status.error_code.eq(isa.ErrorCode.ILLEGAL_OPCODE)]
-                        m.next = "IDLE"
-                with m.If(self.push.valid & self.push.ready):
-                    m.d.sync += [insn_idx.eq(insn_idx + 1), node_left.eq(node_left - 1),
-                                 insn_addr.eq(insn_addr + isa.INSN_BYTES)]
-                    with m.If(node_left == 1):
-                        m.next = "DESC"
-                    with m.Else():
-                        m.next = "CHECK"
-                restart_or_stop()
-            with m.State("END"):
-                m.d.comb += status.ended.eq(1)
+            with m.State("RUN"):
+                m.d.comb += active.eq(1)
+                with m.If(full & ~queued):
+                    m.d.comb += [status.error.eq(1),
+                                 status.error_code.eq(isa.ErrorCode.ILLEGAL_OPCODE)]
+                    m.next = "IDLE"
+                with m.Elif((req_err | refuse) & drained):
+                    m.d.comb += [status.error.eq(1),
+                                 status.error_code.eq(isa.ErrorCode.BAD_DESCRIPTOR)]
+                    m.next = "IDLE"
                 restart_or_stop()
         return m

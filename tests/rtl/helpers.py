@@ -13,7 +13,7 @@ from amaranth.sim import Simulator
 from celosia.rtl import isa
 from celosia.rtl.isa import Csr
 
-__all__ = ["simulate", "csr_write", "csr_read_all", "start_and_wait", "host_write",
+__all__ = ["simulate", "csr_write", "csr_read_all", "start_and_wait", "host_write", "program_words",
            "host_read_bytes", "image_words", "write_rows", "read_rows", "pack"]
 
 
@@ -84,6 +84,24 @@ async def host_write(ctx, dram, words):
         ctx.set(dram.host_we, 1)
         await ctx.tick()
     ctx.set(dram.host_we, 0)
+
+
+def program_words(nodes, prog_base):
+    """A program (``rtl/isa.py``) at byte address ``prog_base``: ``nodes`` are lists of
+    256-bit instructions; the descriptor table (ended by ``n_insn == 0``) is followed by
+    the nodes' instruction blocks (32-aligned offsets). Returns ``{word address:
+    value}`` for :func:`host_write`."""
+    words = {}
+    table = 8 * (len(nodes) + 1)
+    offset = -(-table // 32) * 32
+    for i, node in enumerate(nodes):
+        words[(prog_base >> 3) + i] = isa.encode_descriptor(offset, len(node))
+        for j, insn in enumerate(node):
+            for w, value in enumerate(isa.encode_words(insn)):
+                words[(prog_base + offset + 32 * j >> 3) + w] = value
+        offset += 32 * len(node)
+    words[(prog_base >> 3) + len(nodes)] = isa.encode_descriptor(0, 0)
+    return words
 
 
 async def host_read_bytes(ctx, dram, addr, nbytes):

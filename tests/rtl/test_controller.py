@@ -17,7 +17,7 @@ from celosia.rtl.controller.csrs import Csrs
 from celosia.rtl.controller.signatures import DRAM_BYTES_BITS
 from celosia.rtl.dram import DramModel
 from celosia.rtl.isa import Csr, ErrorCode, Opcode
-from helpers import csr_read_all, csr_write, host_write, simulate, start_and_wait
+from helpers import csr_read_all, csr_write, host_write, program_words, simulate, start_and_wait
 
 CFG = AccelConfig(dram_bytes=1 << 14, dram_latency=4, queue_depth=4)
 PROG_BASE = 0x400
@@ -80,18 +80,8 @@ class Harness(Elaboratable):
 
 
 def program(nodes, prog_base=PROG_BASE):
-    """nodes: lists of 256-bit instructions -> {word address: value}."""
-    words = {}
-    table = 8 * (len(nodes) + 1)
-    offset = -(-table // 32) * 32
-    for i, node in enumerate(nodes):
-        words[(prog_base >> 3) + i] = isa.encode_descriptor(offset, len(node))
-        for j, insn in enumerate(node):
-            for w, value in enumerate(isa.encode_words(insn)):
-                words[(prog_base + offset + 32 * j >> 3) + w] = value
-        offset += 32 * len(node)
-    words[(prog_base >> 3) + len(nodes)] = isa.encode_descriptor(0, 0)
-    return words
+    """nodes: lists of 256-bit instructions -> {word address: value} (:func:`helpers.program_words`)."""
+    return program_words(nodes, prog_base)
 
 
 def load(n0=3, lane0=0, **dep):
