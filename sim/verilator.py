@@ -6,10 +6,15 @@ same Verilog, with bit-identical results (outputs and every counter):
 * ``"cpp"`` (the default): ``sim/harness.cpp``, a plain C++ program built with
   ``verilator --cc --exe --build -O3`` against ``celosia_sim_top`` (in a small wrapper
   that makes its reset, :func:`fast_wrapper_verilog`; no VPI,
-  no ``--public-flat-rw``, no ``--timing``; it toggles the clock itself). Python
+  no ``--public-flat-rw``, no ``--timing``; it toggles the clock itself, evaluates
+  the model once per cycle and skips the input-combinational logic while the host
+  ports keep their values). Python
   writes the job as a file (:func:`celosia.sim.job.encode_job`), the program
   performs it and writes a result file (:func:`celosia.sim.job.decode_results`).
-  About 0.7 million cycles per second on the 8x8 digits MLP (2-core EPYC host).
+  0.8-1.2 million simulated cycles per CPU second on the 8x8 conv layer of
+  ``benchmarks/sim_speed.py`` (2-core EPYC host shared with other jobs), with g++
+  ``-O2 -march=native`` and the profile-guided build described below
+  (``docs/simulation.md``).
 * ``"cocotb"``: the cocotb bench described below; about ten times slower, but a
   Python bench that can be extended or debugged with cocotb.
 
@@ -38,6 +43,7 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
+import platform
 import shutil
 import subprocess
 import sys
@@ -74,6 +80,29 @@ CPP_ARGS = ["--cc", "--exe", "--build", "-O3", "--x-assign", "fast", "--x-initia
             # one-time construction code at -O0 (a third of the build time).
             "-MAKEFLAGS", "CFG_CXXFLAGS_PCH_I=-include", "-MAKEFLAGS", "OPT_FAST=-O2",
             "-MAKEFLAGS", "OPT_SLOW=-O0"]
+#: Added to :data:`CPP_ARGS` on x86-64: code for this machine's CPU (AVX2, BMI2, ...: 5-8%
+#: faster simulation). Models are built on the machine that runs them; the cache key holds
+#: the CPU (:func:`_host_cpu`), so a cache shared with another CPU rebuilds rather than
+#: running instructions it lacks.
+NATIVE_ARGS = ["-CFLAGS", "-march=native"]
+
+
+def _cpp_args() -> list[str]:
+    """verilator arguments of the C++ harness build on this machine."""
+    native = platform.machine().lower() in ("x86_64", "amd64")
+    return CPP_ARGS + NATIVE_ARGS if native else list(CPP_ARGS)
+
+
+def _host_cpu() -> str:
+    """This machine's CPU as ``-march=native`` sees it (model and feature flags), for the
+    cache key of the C++ harness build."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            first = f.read().split("\n\n")[0]  # the first processor's entry
+        info = {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in first.splitlines())}
+        return " ".join(info.get(k, "") for k in ("vendor_id", "model name", "flags"))
+    except OSError:
+        return f"{platform.machine()} {platform.processor()}"
 
 #: verilator arguments and make variables of the cocotb build (part of the cache key).
 COCOTB_ARGS = ["--timing", "-CFLAGS", "-std=c++20", "-Wno-fatal", "-Wno-WIDTHEXPAND",
@@ -231,8 +260,11 @@ def build_cpp(config: AccelConfig, verbose: bool = False, training_job: Training
     h.update(source)
     h.update(header)
     h.update(wrapper.encode())
-    h.update(repr((CPP_ARGS, pgo)).encode())
+    cpp_args = _cpp_args()
+    h.update(repr((cpp_args, pgo)).encode())
     h.update(_verilator_version().encode())
+    if NATIVE_ARGS[-1] in cpp_args:
+        h.update(_host_cpu().encode())
     build_dir = cache_dir() / "verilator-cpp" / h.hexdigest()[:20]
     if (build_dir / HARNESS_BIN).exists():
         return build_dir
@@ -249,7 +281,7 @@ def build_cpp(config: AccelConfig, verbose: bool = False, training_job: Training
     binary = tmp_dir / HARNESS_BIN
 
     def verilate(extra):
-        cmd = ["verilator", *CPP_ARGS, *extra, "-j", "2", "--top-module", FAST_TOP, "--Mdir", "obj",
+        cmd = ["verilator", *cpp_args, *extra, "-j", "2", "--top-module", FAST_TOP, "--Mdir", "obj",
                "-o", f"../{HARNESS_BIN}", f"{SIM_TOP}.v", f"{FAST_TOP}.v", "harness.cpp"]
         try:
             with open(log, "a") as f:

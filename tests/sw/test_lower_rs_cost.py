@@ -58,7 +58,8 @@ def test_rs_picks_the_mapping_with_fewest_measured_cycles(monkeypatch):
     """On this layer the filter-row blocks of 1, 2 and 3 rows all fit. The array alone
     (``compute_busy``) is fastest with 2 rows per GEMM, but the whole layer is fastest with
     1 (shorter weight LOADs to wait for): the cost model must pick the latter, by the
-    Verilator model's cycles."""
+    Verilator model's cycles. The weights stream (``resident_weights=False``): with them
+    on chip there are no weight LOADs to wait for."""
     model, x = residual_conv_layer()
     seen = []
 
@@ -69,7 +70,7 @@ def test_rs_picks_the_mapping_with_fewest_measured_cycles(monkeypatch):
 
     golden = run(model, x, CONFIG, backend="golden").y_q
     monkeypatch.setattr(lower_rs, "_pick", record)
-    chosen = run(model, x, CONFIG, backend="verilator", profile=False)
+    chosen = run(model, x, CONFIG, backend="verilator", profile=False, resident_weights=False)
     np.testing.assert_array_equal(chosen.y_q, golden)
     options = sorted(seen)
     assert [fh for fh, _ in options] == [1, 2, 3]
@@ -80,7 +81,7 @@ def test_rs_picks_the_mapping_with_fewest_measured_cycles(monkeypatch):
         def force(opts, key, fh_b=fh_b):
             return next(o for o in opts if o[0] == fh_b)
         monkeypatch.setattr(lower_rs, "_pick", force)
-        res = run(model, x, CONFIG, backend="verilator", profile=False)
+        res = run(model, x, CONFIG, backend="verilator", profile=False, resident_weights=False)
         np.testing.assert_array_equal(res.y_q, golden)
         measured[fh_b] = res.report["cycles"], res.report["compute_busy"]
     # the chosen mapping is the one with the fewest cycles, and the unforced run is it
