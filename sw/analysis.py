@@ -16,7 +16,8 @@ counters count (``rtl/dma.py``, ``rtl/controller``) for one run of the program:
 With the model, each layer also gets the sizes of its unique tensors (its GEMM
 weights, its input feature map(s), its output, for the ``batch`` samples of a run),
 so :attr:`LayerTraffic.reread_ifmap` / :attr:`~LayerTraffic.reread_weights` say how many
-times each byte was read: 1.0 is the minimum, a conv's im2col loads or a weight tile
+times each byte was read: 1.0 is the minimum, a conv block's input re-read per output-channel
+tile (when the block is not resident), the halo rows two blocks share, or a weight tile
 loaded once per output tile give more.
 
 Roofline (:func:`roofline`): peak MACs per cycle ``rows * cols``, peak DRAM bytes per

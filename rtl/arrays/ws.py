@@ -14,6 +14,7 @@ from amaranth.hdl import Cat, Module, Mux, Signal, signed
 from celosia.rtl import isa
 from celosia.rtl.arrays.engine import ComputeEngine, gemm_insn_in_range, legal_gemm
 from celosia.rtl.arrays.window import WindowAddr
+from celosia.rtl.controller.signatures import GEMMS_IN_FLIGHT
 
 __all__ = ["WSArray", "cycles", "sequence_timing", "sequence_cycles"]
 
@@ -104,7 +105,7 @@ class WSArray(ComputeEngine):
     #: Cycles from an ifmap/psum read to the psum write of that row.
     PIPELINE = 3
     #: Most instructions in flight (accepted, no ``done`` / ``error`` yet).
-    MAX_IN_FLIGHT = 4
+    MAX_IN_FLIGHT = GEMMS_IN_FLIGHT
 
     def elaborate(self, platform):
         m = Module()

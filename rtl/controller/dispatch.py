@@ -8,7 +8,7 @@ from amaranth.lib.wiring import In, Out
 
 from celosia.rtl import isa
 from celosia.rtl.config import AccelConfig, check_config
-from celosia.rtl.controller.signatures import (INDEX_BITS, EngineSignature, FetchStatusSignature,
+from celosia.rtl.controller.signatures import (GEMMS_IN_FLIGHT, INDEX_BITS, EngineSignature, FetchStatusSignature,
                                                QueueEntry, RunEndSignature, RunSignature)
 from celosia.rtl.dataflows import dataflow
 
@@ -18,9 +18,6 @@ __all__ = ["Dispatch", "engine_signatures"]
 DEADLOCK_CYCLES = 4
 #: Largest value of a token counter (8 bit); a push beyond is TOKEN_OVERFLOW.
 TOKEN_MAX = 255
-#: GEMMs the compute engine may hold at once (accepted, no done / error yet): the ws
-#: engine takes the next GEMM while earlier ones stream (``WSArray.MAX_IN_FLIGHT``).
-GEMMS_IN_FLIGHT = 4
 
 
 def engine_signatures() -> dict:

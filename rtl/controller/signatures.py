@@ -13,8 +13,13 @@ from amaranth.lib.wiring import In, Out
 from celosia.rtl import isa
 from celosia.rtl.config import BUS_WIDTHS
 
-__all__ = ["CsrSignature", "EngineSignature", "engine_view", "INDEX_BITS", "QueueEntry",
+__all__ = ["GEMMS_IN_FLIGHT", "CsrSignature", "EngineSignature", "engine_view", "INDEX_BITS", "QueueEntry",
            "RunSignature", "FetchStatusSignature", "RunEndSignature", "DRAM_BYTES_BITS"]
+
+#: GEMMs the compute engine may hold at once (accepted, not yet ``done``): the ``ws``
+#: engine takes the next GEMM while earlier ones stream; the controller's dispatch
+#: tracks this many (rtl/controller/dispatch.py), ``WSArray.MAX_IN_FLIGHT`` is it.
+GEMMS_IN_FLIGHT = 4
 
 #: Width of a DMA engine's ``bytes`` port (DRAM bytes moved in a cycle, 0 .. one bus
 #: word): wide enough for the widest bus (:data:`~celosia.rtl.config.BUS_WIDTHS`), so
@@ -54,7 +59,7 @@ class EngineSignature(wiring.Signature):
     insn : Out(stream.Signature(layout))
         One instruction; the engine's ``ready`` is high exactly when it is idle,
         except the ``ws`` compute engine, which also takes a GEMM while earlier ones
-        stream (the controller tracks up to ``dispatch.GEMMS_IN_FLIGHT``).
+        stream (up to :data:`GEMMS_IN_FLIGHT`, which the controller tracks).
     done : In(1)
         One-cycle pulse when an accepted instruction has completed (one ``done`` or
         ``error`` per instruction, in acceptance order).

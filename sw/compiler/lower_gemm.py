@@ -27,7 +27,7 @@ from celosia.rtl.config import AccelConfig
 from celosia.rtl.isa import BaseReg
 from celosia.sw.compiler.alloc import Allocation
 from celosia.sw.compiler.tiling import (GemmOp, OutTile, Unit, Window, conv_attrs, conv_blocks, load,
-                                        raw_rows_load, split_units, store)
+                                        raw_rows_load, split_units, store, window_lines)
 from celosia.sw.quant.model import QLayer
 
 __all__ = ["lower_fc", "lower_conv", "conv_plan", "conv_traffic", "mapping", "LOWERINGS"]
@@ -98,7 +98,7 @@ def lower_conv(layer: QLayer, config: AccelConfig, batch: int, alloc: Allocation
     tiles = []
     for block_id, (img, g, ho0, hbt, wo0, wbt) in enumerate(conv_blocks(batch, G, Ho, Wo, hb, wb)):
         y0, x0 = ho0 * sh - pt, wo0 * sw - pl
-        ny, nx = _lines(hbt, Fh, sh, dh), _lines(wbt, Fw, sw, dw)
+        ny, nx = window_lines(hbt, Fh, sh, dh), window_lines(wbt, Fw, sw, dw)
 
         def rows_load(c0, k_len, buf_row):
             return raw_rows_load(layer, alloc.src, g * cin_g + c0, k_len, img, y0, ny, x0, nx, buf_row)
@@ -131,11 +131,6 @@ def lower_conv(layer: QLayer, config: AccelConfig, batch: int, alloc: Allocation
     return split_units(tiles, alloc.params, resident, config, layer)
 
 
-def _lines(out: int, taps: int, stride: int, dil: int) -> int:
-    """Input rows (or columns) that ``out`` outputs of a ``taps``-tap window touch."""
-    return (out - 1) * stride + (taps - 1) * dil + 1
-
-
 def conv_traffic(layer: QLayer, config: AccelConfig, batch: int, hb: int, wb: int,
                  resident: bool) -> int:
     """DRAM bytes a conv layer's LOADs read (ifmap + weights; padding is not read) when
@@ -151,7 +146,7 @@ def conv_traffic(layer: QLayer, config: AccelConfig, batch: int, hb: int, wb: in
 
     def inside(o0, n, size, stride, pad, taps, dil):
         lo = o0 * stride - pad
-        return max(0, min(size, lo + _lines(n, taps, stride, dil)) - max(0, lo))
+        return max(0, min(size, lo + window_lines(n, taps, stride, dil)) - max(0, lo))
 
     per_group = 0
     for _, _, ho0, hbt, wo0, wbt in conv_blocks(1, 1, Ho, Wo, hb, wb):
@@ -176,7 +171,7 @@ def conv_plan(layer: QLayer, config: AccelConfig, batch: int) -> tuple[int, int,
     out_h_max = (1 << dict(isa.GemmInsn)["out_h"].width) - 1
 
     def fits(hb, wb, resident):
-        rows = _lines(hb, Fh, sh, dh) * _lines(wb, Fw, sw, dw) * (nc if resident else 1)
+        rows = window_lines(hb, Fh, sh, dh) * window_lines(wb, Fw, sw, dw) * (nc if resident else 1)
         return hb * wb <= p_half and rows <= i_half
 
     shapes = [(hb, Wo) for hb in range(1, min(Ho, out_h_max) + 1)]

@@ -38,18 +38,13 @@ from celosia.rtl.dma import load_cycles
 from celosia.rtl.isa import BaseReg
 from celosia.sw.compiler.alloc import Allocation
 from celosia.sw.compiler.tiling import (GemmOp, OutTile, Unit, Window, conv_attrs, conv_blocks,
-                                        load, raw_rows_load, split_units, store)
+                                        load, raw_rows_load, split_units, store, window_lines)
 from celosia.sw.quant.model import QLayer
 
 __all__ = ["lower_conv", "lower_fc", "mapping", "layer_cycles", "LOWERINGS"]
 
 #: One past the largest ``dram_stride2`` of a LOAD.
 _MAX_STRIDE2 = 1 << dict(isa.LoadInsn)["dram_stride2"].width
-
-
-def _lines(out_rows: int, win: int, stride: int, dil: int) -> int:
-    """Input rows (or columns) a window of ``win`` taps touches for ``out_rows`` outputs."""
-    return (out_rows - 1) * stride + (win - 1) * dil + 1
 
 
 def _gemm_op_cycles(op: GemmOp, config: AccelConfig) -> int:
@@ -112,11 +107,11 @@ def lower_conv(layer: QLayer, config: AccelConfig, batch: int, alloc: Allocation
     nt = math.ceil(cout_g / C)
 
     def fits(hb, wb, resident, fh_b, fw_b):
-        if _lines(hb, fh_b, sh, dh) > L or hb * wb > p_half:
+        if window_lines(hb, fh_b, sh, dh) > L or hb * wb > p_half:
             return False
         if resident:
-            return len(chunks) * _lines(hb, Fh, sh, dh) * _lines(wb, Fw, sw, dw) <= i_half
-        return _lines(hb, fh_b, sh, dh) * _lines(wb, fw_b, sw, dw) <= i_half
+            return len(chunks) * window_lines(hb, Fh, sh, dh) * window_lines(wb, Fw, sw, dw) <= i_half
+        return window_lines(hb, fh_b, sh, dh) * window_lines(wb, fw_b, sw, dw) <= i_half
 
     def tile_shape(fh_b, fw_b):
         """(output rows, output columns, resident) of a tile: whole output rows, as many as
@@ -155,13 +150,13 @@ def lower_conv(layer: QLayer, config: AccelConfig, batch: int, alloc: Allocation
 
     def block_loads_of(resident, img, g, y0, x0, hbt, wbt):
         """Resident mode: the LOADs of a tile's ifmap block, every chunk's input rows."""
-        nyf, wpf = _lines(hbt, Fh, sh, dh), _lines(wbt, Fw, sw, dw)
+        nyf, wpf = window_lines(hbt, Fh, sh, dh), window_lines(wbt, Fw, sw, dw)
         return [raw_rows_load(layer, alloc.src, g * cin_g + c0, kl, img, y0, nyf, x0, wpf, i * nyf * wpf)
                 for i, (c0, kl) in enumerate(chunks)] if resident else []
 
     def tile_gemms(fblocks, resident, img, g, y0, x0, hbt, wbt, j, n_len):
         """The accumulating GEMMs of one output tile, one per (chunk, filter block)."""
-        nyf, wpf = _lines(hbt, Fh, sh, dh), _lines(wbt, Fw, sw, dw)
+        nyf, wpf = window_lines(hbt, Fh, sh, dh), window_lines(wbt, Fw, sw, dw)
         gemms = []
         for i, (c0, k_len) in enumerate(chunks):
             for fh0, fh_n, fw0, fw_n in fblocks:
@@ -171,9 +166,9 @@ def lower_conv(layer: QLayer, config: AccelConfig, batch: int, alloc: Allocation
                     win.row_pitch = wpf
                     ifmap, row = [], i * nyf * wpf + fh0 * dh * wpf + fw0 * dw
                 else:
-                    win.row_pitch = _lines(wbt, fw_n, sw, dw)
+                    win.row_pitch = window_lines(wbt, fw_n, sw, dw)
                     ifmap = [raw_rows_load(layer, alloc.src, g * cin_g + c0, k_len, img, y0 + fh0 * dh,
-                                      _lines(hbt, fh_n, sh, dh), x0 + fw0 * dw,
+                                      window_lines(hbt, fh_n, sh, dh), x0 + fw0 * dw,
                                       win.row_pitch, 0)]
                     row = 0
                 gemms.append(GemmOp(k_len=k_len, n_len=n_len, ifmap=ifmap, ifmap_row=row,

@@ -31,7 +31,7 @@ from celosia.sw.quant.model import QLayer
 
 __all__ = ["Load", "Store", "Window", "GemmOp", "VecOp", "OutTile",
            "Unit", "encode", "dep_flags", "load", "window_load", "raw_rows_load", "store", "conv_attrs", "conv_blocks",
-           "subtracts_zero_point", "param_chunks", "split_units"]
+           "window_lines", "subtracts_zero_point", "param_chunks", "split_units"]
 
 
 def encode(op: Opcode, **fields) -> int:
@@ -226,6 +226,11 @@ def store(layer: QLayer, dst, offset: int, stride: int, n_len: int) -> Store:
     ``n_len`` channels, the layer's requantization."""
     return Store(base_reg=dst[0], dram_offset=dst[1] + offset, dram_stride=stride, n_len=n_len,
                  out_zp=int(layer.out_zp), act_min=int(layer.act_min), act_max=int(layer.act_max))
+
+
+def window_lines(out: int, taps: int, stride: int, dil: int) -> int:
+    """Input rows (or columns) that ``out`` outputs of a ``taps``-tap window touch."""
+    return (out - 1) * stride + (taps - 1) * dil + 1
 
 
 def conv_attrs(layer: QLayer) -> tuple:

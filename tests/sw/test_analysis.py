@@ -201,7 +201,7 @@ def test_totals_equal_hardware_counters():
 
 @pytest.mark.parametrize("dataflow", ["ws", "rs"])
 def test_padded_conv_totals_equal_hardware_counters(dataflow):
-    """A padded 3x3 convolution (its im2col / row LOADs skip the padding) on both lowering
+    """A padded 3x3 convolution (its raw-row LOADs skip the padding) on both lowering
     families: the static totals are the counters of a pysim run."""
     from layer_cases import conv_layer
 
