@@ -37,7 +37,7 @@ from celosia.sw.compiler import Program, compile_model
 from celosia.sw.quant.model import QModel
 
 __all__ = ["BACKENDS", "run", "run_quantized", "golden_forward", "check_input", "build_job", "DriverError",
-           "Result", "pgo_training_job", "resident_weights_report"]
+           "Result", "pgo_training_job", "resident_weights_report", "cycle_limit"]
 
 BACKENDS = ("golden", "pysim", "verilator")
 
@@ -128,7 +128,17 @@ def build_job(program: Program, x_q: np.ndarray, profile: bool = False) -> tuple
     for r in range(runs):
         job_runs.append(Run(csr_writes=csrs(r, lay["program"]),
                             readback=[(lay["output"] + r * lay["output_stride"], program.output_bytes)]))
-    return Job(dram_bytes=program.config.dram_bytes, image=image, runs=job_runs), lay, lead
+    return (Job(dram_bytes=program.config.dram_bytes, image=image, runs=job_runs,
+                max_cycles=cycle_limit(program)), lay, lead)
+
+
+def cycle_limit(program: Program) -> int:
+    """The cycles after which a back end gives up on one run of ``program`` (a hang):
+    50 M, or more for a big program: 8 cycles per MAC and per DRAM byte moved plus 1024
+    per instruction, far above any legitimate run (the slowest array does a MAC per cycle,
+    the slowest DRAM a byte per cycle), so a run that hits it is stuck."""
+    t = program_traffic(program)
+    return max(Job.max_cycles, 8 * (t.macs + t.read + t.written) + 1024 * program.n_insns)
 
 
 def pgo_training_job(config: AccelConfig) -> Job:
