@@ -512,7 +512,7 @@ class StoreEngine(wiring.Component):
         cfg = self._config
         insn = Signal(StoreInsn)
         to_buf = insn.to_buf
-        m.submodules.nest = nest = LoopNest()  # output side: DRAM byte addresses
+        m.submodules.nest = nest = LoopNest()  # output side: DRAM byte addresses, ifmap rows / lanes
         m.submodules.ppu = ppu = PPU()
 
         first = dram_start(m, "store", self.base[insn.base_reg], insn.dram_offset)
