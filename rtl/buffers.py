@@ -117,7 +117,8 @@ class BufferWriteSignature(wiring.Signature):
 
 
 class LaneBuffer(wiring.Component):
-    """``depth`` rows of ``lanes`` lanes of ``lane_bits`` bits, one write port, ``read_ports`` read ports.
+    """``depth`` rows of ``lanes`` lanes of ``lane_bits`` bits, ``write_ports`` write ports,
+    ``read_ports`` read ports.
 
     Parameters
     ----------
@@ -125,31 +126,40 @@ class LaneBuffer(wiring.Component):
         Row geometry.
     read_ports : int
         Number of independent read ports ``r0``, ``r1``, ...
+    write_ports : int
+        Number of independent write ports ``w``, ``w1``, ... (the ifmap buffer has two:
+        the load DMA's and the store DMA's, for a layer's output kept on chip).
 
     Members
     -------
     w : In(BufferWriteSignature(depth, lanes, lane_bits))
         Write port (``w.addr``, ``w.en`` per lane, ``w.data`` all inputs); the
         write takes effect at the clock edge.
+    w{i} : In(BufferWriteSignature(depth, lanes, lane_bits)), i >= 1
+        Further write ports, alike. Writes of two ports to the same lane of the same row
+        in one cycle are undefined (the users never make them).
     r{i} : In(BufferReadSignature(depth, lanes * lane_bits))
         Read port ``i``: ``r{i}.addr``, ``r{i}.en`` inputs, ``r{i}.data`` output.
 
     Timing: synchronous read, one cycle: ``r{i}.data`` is the row addressed in
     the previous cycle in which ``r{i}.en`` was high, and holds while ``en`` is
-    low. Read ports are transparent for the write port: reading the row written
+    low. Read ports are transparent for the write ports: reading the row written
     in the same cycle returns the new data (per lane, for the enabled lanes).
     """
 
-    def __init__(self, lanes, lane_bits, depth, read_ports=1):
+    def __init__(self, lanes, lane_bits, depth, read_ports=1, write_ports=1):
         _check_positive("Buffer lane count", lanes)
         _check_positive("Buffer lane width", lane_bits)
         _check_positive("Buffer depth", depth)
         _check_positive("Buffer read port count", read_ports)
+        _check_positive("Buffer write port count", write_ports)
         self._lanes = lanes
         self._lane_bits = lane_bits
         self._depth = depth
         self._read_ports = read_ports
-        members = {"w": In(BufferWriteSignature(depth, lanes, lane_bits))}
+        self._write_ports = write_ports
+        members = {("w" if i == 0 else f"w{i}"): In(BufferWriteSignature(depth, lanes, lane_bits))
+                   for i in range(write_ports)}
         for i in range(read_ports):
             members[f"r{i}"] = In(BufferReadSignature(depth, lanes * lane_bits))
         super().__init__(members)
@@ -164,14 +174,18 @@ class LaneBuffer(wiring.Component):
         width = self._lanes * self._lane_bits
         m.submodules.storage = storage = Memory(shape=width, depth=self._depth, init=[])
 
-        wp = storage.write_port(granularity=self._lane_bits)
-        m.d.comb += [
-            wp.addr.eq(self.w.addr),
-            wp.en.eq(self.w.en),
-            wp.data.eq(self.w.data),
-        ]
+        wps = []
+        for i in range(self._write_ports):
+            port = getattr(self, "w" if i == 0 else f"w{i}")
+            wp = storage.write_port(granularity=self._lane_bits)
+            m.d.comb += [
+                wp.addr.eq(port.addr),
+                wp.en.eq(port.en),
+                wp.data.eq(port.data),
+            ]
+            wps.append(wp)
         for port in self.read_ports:
-            rp = storage.read_port(transparent_for=(wp,))
+            rp = storage.read_port(transparent_for=tuple(wps))
             m.d.comb += [
                 rp.addr.eq(port.addr),
                 rp.en.eq(port.en),

@@ -50,6 +50,10 @@ gathered ones as ONE masked write (``wmask``) in the cycle the PPU offers it; th
 other bytes are taken without a bus request. A run of ``n`` bytes from byte address
 ``a`` takes ``ceil((a % B + n) / B)`` writes; runs sharing a word write it separately.
 The cycle count does not depend on ``B``.
+A STORE with ``to_buf`` (a layer's output kept on chip) writes each PPU output byte
+straight into the ifmap buffer through the buffer's second write port (row
+``buf_row + m*buf_stride``, lane ``lane0 + n``, per-lane write enable) in the cycle the
+PPU offers it, with no bus request; it has the same cycle count.
 ``done`` pulses the cycle after the last write was accepted: ``n_len * m_len +
 ppu.LATENCY + 2`` cycles with a bus that accepts every request
 (:func:`store_cycles`), plus bus stalls (a throttled bus stalls the PPU only at
@@ -484,6 +488,8 @@ class StoreEngine(wiring.Component):
     param_rd : Out(BufferReadSignature(param_rows * cols, ParamRecord.size))
         Row ``param_row + n`` (a :data:`~celosia.rtl.isa.ParamRecord`) for channel ``n``, read the cycle before the channel
         enters the PPU; relies on ``data`` holding while the PPU stalls.
+    ifmap_wr : Out(BufferWriteSignature(ifmap_rows, rows, 8))
+        ifmap buffer write port 1, for ``to_buf``: one byte (one lane enabled) per cycle.
     done, error, error_code, busy : as for :class:`LoadEngine`
     bytes : Out(BYTES_BITS)
         Bytes written to DRAM this cycle, 0 .. ``bus_bits / 8`` (the ``wmask`` bits of an
@@ -497,6 +503,7 @@ class StoreEngine(wiring.Component):
         members.update({
             "psum_rd": Out(BufferReadSignature(config.psum_rows, config.cols * 32)),
             "param_rd": Out(BufferReadSignature(config.param_depth, PARAM_BYTES * 8)),
+            "ifmap_wr": Out(BufferWriteSignature(config.ifmap_rows, config.rows, 8)),
         })
         super().__init__(members)
 
@@ -504,7 +511,8 @@ class StoreEngine(wiring.Component):
         m = Module()
         cfg = self._config
         insn = Signal(StoreInsn)
-        m.submodules.nest = nest = LoopNest()  # output side: DRAM byte addresses
+        to_buf = insn.to_buf
+        m.submodules.nest = nest = LoopNest()  # output side: DRAM byte addresses, ifmap rows / lanes
         m.submodules.ppu = ppu = PPU()
 
         first = dram_start(m, "store", self.base[insn.base_reg], insn.dram_offset)
@@ -512,20 +520,26 @@ class StoreEngine(wiring.Component):
             nest.n0.eq(insn.n_len), nest.s0.eq(1),
             nest.n1.eq(insn.m_len), nest.s1.eq(insn.dram_stride),
             nest.n2.eq(1), nest.s2.eq(0),
-            nest.r1.eq(1), nest.r2.eq(0),
-            nest.first.eq(first), nest.row0.eq(insn.psum_row), nest.lane0.eq(0),
+            # Buffer side (to_buf): ifmap row buf_row + m*buf_stride, lane lane0 + n.
+            nest.r1.eq(insn.buf_stride), nest.r2.eq(0),
+            nest.first.eq(first), nest.row0.eq(insn.buf_row), nest.lane0.eq(insn.lane0),
         ]
 
         empty = Signal()
         m.d.comb += empty.eq((insn.m_len == 0) | (insn.n_len == 0))
         dram_last = span_last(m, "dram", first, [(insn.n_len, Const(1, 1)),
                                                  (insn.m_len, insn.dram_stride)])
-        dram_ok = window_check(m, first, dram_last, self.window_base, self.window_size,
+        dram_in = window_check(m, first, dram_last, self.window_base, self.window_size,
                                cfg.dram_bytes)
+        dram_ok = Signal()
+        m.d.comb += dram_ok.eq(dram_in | to_buf)
         row_last = span_last(m, "row", insn.psum_row, [(insn.m_len, Const(1, 1))])
+        ifmap_last = span_last(m, "ifmap", insn.buf_row, [(insn.m_len, insn.buf_stride)])
         buf_ok = Signal()
         m.d.comb += buf_ok.eq((row_last < cfg.psum_rows) & (insn.n_len <= cfg.cols)
-                              & (insn.param_row + insn.n_len <= cfg.param_depth))
+                              & (insn.param_row + insn.n_len <= cfg.param_depth)
+                              & (~to_buf | ((ifmap_last < cfg.ifmap_rows)
+                                            & (insn.lane0 + insn.n_len <= cfg.rows))))
 
         # Input side: (m, n) of the channel offered to the PPU.
         in_m, in_n = Signal(16), Signal(8)
@@ -573,14 +587,21 @@ class StoreEngine(wiring.Component):
         m.d.comb += [
             byte_mask.eq(Const(1, nb) << nest.addr[:ob]),
             flush.eq(nest.end0 | (nest.addr[:ob] == nb - 1)),
-            req.valid.eq(ppu.o.valid & flush),
-            ppu.o.ready.eq(~flush | req.ready),
+            req.valid.eq(ppu.o.valid & flush & ~to_buf),
+            ppu.o.ready.eq(~flush | req.ready | to_buf),
             take.eq(ppu.o.valid & ppu.o.ready),
             req.payload.addr.eq(nest.addr[ob:]),
             req.payload.we.eq(1),
             req.payload.wmask.eq(acc_mask | byte_mask),
             nest.next.eq(take),
             self.bytes.eq(Mux(req.valid & req.ready, acc_n + 1, 0)),
+        ]
+        lanes = cfg.rows
+        lane = nest.lane[:max(1, (lanes - 1).bit_length())]  # < lanes after the check
+        m.d.comb += [
+            self.ifmap_wr.addr.eq(nest.row),
+            self.ifmap_wr.data.eq(Cat([ppu.o.payload] * lanes)),
+            self.ifmap_wr.en.eq(Mux(take & to_buf, Const(1, lanes) << lane, 0)),
         ]
         for b in range(nb):
             m.d.comb += req.payload.wdata.word_select(b, 8).eq(

@@ -58,7 +58,7 @@ class Opcode(hdl_enum.Enum, shape=4):
     NOP = 0    #: compute queue; only moves tokens
     LOAD = 1   #: load queue: DRAM -> ifmap / weight / param buffer
     GEMM = 2   #: compute queue: psum[m] (+)= ifmap[m] x weights
-    STORE = 3  #: store queue: psum -> PPU -> DRAM (int8)
+    STORE = 3  #: store queue: psum -> PPU -> DRAM or the ifmap buffer (int8)
     VEC = 4    #: compute queue: lane-wise max / sum / add of ifmap rows into psum (pooling, residual add)
 
 
@@ -195,14 +195,18 @@ GemmInsn = data.StructLayout({
     "in_zp": signed(8),            # feie only
 })
 
-#: For m < m_len, n < n_len: byte at DRAM
-#: ``base[base_reg] + dram_offset + m*dram_stride + n`` (``dram_offset`` signed) = PPU(psum[psum_row + m][n],
-#: param[param_row + n]): int8 of clamp(MBQM(acc + bias, M0, shift) + out_zp, act_min, act_max).
+#: For m < m_len, n < n_len: PPU(psum[psum_row + m][n], param[param_row + n]) = int8 of
+#: clamp(MBQM(acc + bias, M0, shift) + out_zp, act_min, act_max) goes, with ``to_buf = 0``,
+#: to the byte at DRAM ``base[base_reg] + dram_offset + m*dram_stride + n`` (``dram_offset``
+#: signed), or, with ``to_buf = 1`` (a layer's output kept on chip as the next layer's input),
+#: to ifmap buffer row ``buf_row + m*buf_stride``, lane ``lane0 + n`` (the DRAM fields are
+#: then ignored and nothing is written to DRAM).
 StoreInsn = data.StructLayout({
     "op": Opcode,
     "dep": DepFlags,
     "base_reg": unsigned(3),
-    "_pad0": unsigned(5),
+    "to_buf": unsigned(1),
+    "_pad0": unsigned(4),
     "dram_offset": signed(32),
     "dram_stride": unsigned(24),
     "psum_row": unsigned(16),
@@ -212,6 +216,9 @@ StoreInsn = data.StructLayout({
     "out_zp": signed(8),
     "act_min": signed(8),
     "act_max": signed(8),
+    "buf_row": unsigned(16),
+    "buf_stride": unsigned(16),
+    "lane0": unsigned(8),
 })
 
 class VecMode(hdl_enum.Enum, shape=2):
@@ -494,7 +501,9 @@ def markdown() -> str:
           "windowed rows (the compiler folds a tap's offset `fh*dil_h*row_pitch + fw*dil_w` "
           "into `ifmap_row`); which forms an engine takes is fixed by the dataflow (any other "
           "is an error, like an out-of-range GEMM).")
-    table("STORE", StoreInsn, "psum buffer -> PPU (bias, requantize, zero point, clamp) -> DRAM.")
+    table("STORE", StoreInsn, "psum buffer -> PPU (bias, requantize, zero point, clamp) -> DRAM, "
+          "or (`to_buf = 1`) -> the ifmap buffer: byte `(m, n)` to row `buf_row + m*buf_stride`, "
+          "lane `lane0 + n`, with no DRAM access (rtl/dma.py).")
     enum_table("VEC modes", VecMode)
     table("VEC", VecInsn, "Compute queue, vector engine: pooling and residual add, lane-wise over ifmap rows.")
     table(f"Node descriptor ({NodeDescriptor.size} bit)", NodeDescriptor,

@@ -6,7 +6,8 @@
 exposes its host back door for benches.
 
 Buffer ports: ifmap and weight are written by the load DMA and read by the
-compute engine; param is written by the load DMA and read by the store DMA;
+compute engine (the ifmap buffer has a second write port, the store DMA's, for a
+STORE with ``to_buf``: a layer's output kept on chip as the next layer's input); param is written by the load DMA and read by the store DMA;
 psum is written by the compute engine and read on port 0 by the compute engine
 (accumulate) and on port 1 by the store DMA.
 
@@ -63,7 +64,7 @@ class Accelerator(wiring.Component):
         m.submodules.vector = vector = VectorEngine(cfg)
         m.submodules.store = store = StoreEngine(cfg)
         m.submodules.arbiter = arbiter = BusArbiter(3, cfg.dram_words, cfg.bus_bits)
-        m.submodules.ifmap_buf = ifmap = LaneBuffer(cfg.rows, 8, cfg.ifmap_rows)
+        m.submodules.ifmap_buf = ifmap = LaneBuffer(cfg.rows, 8, cfg.ifmap_rows, write_ports=2)
         m.submodules.weight_buf = weight = LaneBuffer(cfg.cols, 8, cfg.weight_rows)
         m.submodules.param_buf = param = LaneBuffer(PARAM_BYTES, 8, cfg.param_depth)
         m.submodules.psum_buf = psum = LaneBuffer(cfg.cols, 32, cfg.psum_rows, read_ports=2)
@@ -84,6 +85,7 @@ class Accelerator(wiring.Component):
                          dma.window_size.eq(ctrl.window_size)]
 
         wiring.connect(m, load=load.ifmap_wr, buffer=ifmap.w)
+        wiring.connect(m, store=store.ifmap_wr, buffer=ifmap.w1)
         wiring.connect(m, load=load.weight_wr, buffer=weight.w)
         wiring.connect(m, load=load.param_wr, buffer=param.w)
         wiring.connect(m, compute=compute.weight, buffer=weight.r0)

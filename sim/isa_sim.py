@@ -189,9 +189,12 @@ class IsaSim:
         if not (m_len and n_len):
             return
         start = self.base[d["base_reg"]] + d["dram_offset"]
-        self._check_window(start, start + (m_len - 1) * d["dram_stride"] + n_len - 1)
+        to_buf = d["to_buf"]
+        if not to_buf:
+            self._check_window(start, start + (m_len - 1) * d["dram_stride"] + n_len - 1)
         if (d["psum_row"] + m_len > c.psum_rows or d["param_row"] + n_len > c.param_depth
-                or n_len > c.cols):
+                or n_len > c.cols or (to_buf and (d["buf_row"] + (m_len - 1) * d["buf_stride"] >= c.ifmap_rows
+                                                  or d["lane0"] + n_len > c.rows))):
             raise IsaError(ErrorCode.BUFFER_OUT_OF_RANGE, f"store {d}")
         recs = [unpack_bytes(ParamRecord, row) for row in self.param[d["param_row"]:d["param_row"] + n_len]]
         bias, m0, shift = (np.array([r[k] for r in recs], dtype=t)
@@ -199,8 +202,11 @@ class IsaSim:
         for m in range(m_len):
             acc = self.psum[d["psum_row"] + m, :n_len]
             out = requantize(acc, bias, m0, shift, d["out_zp"], d["act_min"], d["act_max"])
-            a = start + m * d["dram_stride"]
-            self.dram[a:a + n_len] = out.view(np.uint8).tobytes()
+            if to_buf:
+                self.ifmap[d["buf_row"] + m * d["buf_stride"], d["lane0"]:d["lane0"] + n_len] = out.view(np.uint8)
+            else:
+                a = start + m * d["dram_stride"]
+                self.dram[a:a + n_len] = out.view(np.uint8).tobytes()
 
 
 def run_program(program, x_q: np.ndarray, seed: int | None = None) -> tuple[np.ndarray, dict]:

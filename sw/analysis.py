@@ -62,8 +62,8 @@ def load_bytes(f: dict) -> int:
 
 
 def store_bytes(f: dict) -> int:
-    """DRAM bytes one decoded STORE writes."""
-    return f["m_len"] * f["n_len"]
+    """DRAM bytes one decoded STORE writes (none when it writes the ifmap buffer, ``to_buf``)."""
+    return 0 if f.get("to_buf") else f["m_len"] * f["n_len"]
 
 
 @dataclass(frozen=True)
@@ -163,7 +163,7 @@ _OP_MASK = (1 << dict(isa.Header)["op"].width) - 1
 assert dict(isa.Header)["op"].offset == 0
 _LOAD_FIELDS = _slices(isa.LoadInsn, ("buf", "pad_en", "n0", "n1", "n2", "pad_lo1", "pad_hi1",
                                       "pad_lo2", "pad_hi2"))
-_STORE_FIELDS = _slices(isa.StoreInsn, ("m_len", "n_len"))
+_STORE_FIELDS = _slices(isa.StoreInsn, ("m_len", "n_len", "to_buf"))
 
 
 def _fields(word: int, slices: dict) -> dict:

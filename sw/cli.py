@@ -44,6 +44,10 @@ def _add_compile_args(p: argparse.ArgumentParser):
                    help="stream every weight tile from DRAM in every run instead of loading the "
                         "weights that fit the weight buffer once, by the initialization graph "
                         "(for comparison; docs/compiler.md)")
+    p.add_argument("--no-keep-outputs", dest="keep_outputs", action="store_false",
+                   help="send every layer's output through DRAM instead of keeping the outputs "
+                        "that fit in the ifmap buffer as the next layer's input (for comparison; "
+                        "docs/compiler.md)")
 
 
 def config_from_args(args) -> AccelConfig:
@@ -178,7 +182,8 @@ def cmd_run(args) -> int:
         verilator.build(config, training_job=pgo_training_job)
         _log(f"  ready in {time.perf_counter() - t0:.1f} s")
     result = run(qmodel, x, config, backend=args.backend, batch=args.batch, source=source,
-                 progress=_progress("simulating"), resident_weights=args.resident_weights)
+                 progress=_progress("simulating"), resident_weights=args.resident_weights,
+                 keep_outputs=args.keep_outputs)
     if args.out:
         np.save(args.out, result.y.astype(np.float32))
     report = result.report
@@ -256,6 +261,7 @@ def _print_roofline(report: dict):
           f"{roof['dram_param_bytes']} + instructions {roof['dram_fetch_bytes']}; written "
           f"{roof['dram_write_bytes']} B)")
     _print_resident(report)
+    _print_kept(report)
 
 
 def _print_resident(report: dict):
@@ -274,6 +280,17 @@ def _print_resident(report: dict):
           f"{res['init_dram_bytes']} B once per job{measured}")
     print(f"DRAM bytes per inference {res['dram_bytes_per_inference']:g} with them, "
           f"{res['dram_bytes_per_inference_streamed']:g} with every weight streamed")
+
+
+def _print_kept(report: dict):
+    """Which layer outputs stay on chip as the next layer's input and what that saves."""
+    kept = report.get("kept_outputs")
+    if not kept:
+        return
+    layers = ", ".join(kept["layers"]) if kept["enabled"] else "none"
+    print(f"outputs kept on chip: {layers}; DRAM bytes per inference "
+          f"{kept['dram_bytes_per_inference']:g}, {kept['dram_bytes_per_inference_through_dram']:g} "
+          f"with every output through DRAM")
 
 
 def cmd_verilog(args) -> int:
@@ -295,7 +312,8 @@ def cmd_compile(args) -> int:
         raise InputError("give calibration samples: --calib C.npy, or --random N for N random samples")
     qmodel = _quantize(args.model, graph, calib, args.calib or f"--random {args.random}")
     t0 = time.perf_counter()
-    program = compile_model(qmodel, config, batch=args.batch, resident_weights=args.resident_weights)
+    program = compile_model(qmodel, config, batch=args.batch, resident_weights=args.resident_weights,
+                            keep_outputs=args.keep_outputs)
     _log(f"compiled {len(program.nodes)} layers into {program.n_insns} instructions "
          f"in {time.perf_counter() - t0:.1f} s")
     text = _program_summary(program) if args.summary else program.disassemble()

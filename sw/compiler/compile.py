@@ -15,7 +15,9 @@ Passes, each a named function in its own module:
 3. :func:`~celosia.sw.compiler.alloc.plan_weights` — which layers' weight tiles stay
    resident in the weight buffer (loaded once by the initialization graph,
    :attr:`Program.init`) and which stream.
-4. :func:`~celosia.sw.compiler.emit.emit_unit` — instructions with dependency tokens
+4. :func:`~celosia.sw.compiler.keep.plan_keep` — which layers' outputs stay in the ifmap
+   buffer as the next layer's input (STOREs to the buffer, no LOADs of it).
+5. :func:`~celosia.sw.compiler.emit.emit_unit` — instructions with dependency tokens
    (double buffering); the resident weight tiles need no LOAD.
 
 Data layouts in DRAM: activations int8 NHWC (a fully connected layer's
@@ -33,6 +35,7 @@ from celosia.rtl.isa import Buffer
 from celosia.sw.compiler import lower_vec
 from celosia.sw.compiler.alloc import allocate, plan_weights
 from celosia.sw.compiler.emit import emit_unit
+from celosia.sw.compiler.keep import plan_keep
 from celosia.sw.compiler.program import MAX_DESC_INSNS, NodeCode, Program
 from celosia.sw.compiler.tiling import dep_flags
 from celosia.sw.quant.model import QModel
@@ -43,13 +46,16 @@ SUPPORTED_OPS = ("fc", "conv", "maxpool", "avgpool", "gap", "add")
 
 
 def compile_model(model: QModel, config: AccelConfig, batch: int = 1,
-                  resident_weights: bool = True) -> Program:
+                  resident_weights: bool = True, keep_outputs: bool = True) -> Program:
     """Compile ``model`` for ``config``, ``batch`` samples per run.
 
     With ``resident_weights`` (the default) the weight tiles of the layers that fit the
     weight buffer are loaded once by an initialization graph and the execution graph
     reads them with no LOAD (:func:`~celosia.sw.compiler.alloc.plan_weights`); without,
-    every GEMM loads its weight tile every run."""
+    every GEMM loads its weight tile every run. With ``keep_outputs`` (the default) a
+    layer's output that fits stays in the ifmap buffer as the next layer's input
+    (:func:`~celosia.sw.compiler.keep.plan_keep`); without, every layer's output goes
+    through DRAM."""
     if batch < 1:
         raise CompileError(f"batch must be at least 1, not {batch}")
     if batch > 0xFFFF:
@@ -64,6 +70,7 @@ def compile_model(model: QModel, config: AccelConfig, batch: int = 1,
     for layer, alloc in zip(model.layers, allocs):
         lowering = family if layer.op in family.LOWERINGS else lower_vec
         lowered.append((lowering, lowering.LOWERINGS[layer.op](layer, config, batch, alloc)))
+    keep = plan_keep(model, [units for _, units in lowered], allocs, config, batch, enabled=keep_outputs)
     by_name = {layer.name: units for layer, (_, units) in zip(model.layers, lowered)}
     plan = plan_weights(by_name, config, enabled=resident_weights)
     nodes = []
@@ -83,7 +90,14 @@ def compile_model(model: QModel, config: AccelConfig, batch: int = 1,
                               tiles={"units": len(units), "out_tiles": sum(len(u.tiles) for u in units),
                                      "gemms": ops, "ifmap_resident": units[0].resident,
                                      "weights_resident": layer.name in plan.layers,
+                                     "output_kept": layer.name in keep.layers,
                                      "batch": batch, **lowering.mapping(layer, units, config)}))
+    kept = {}
+    if keep.layers:
+        fewer_descs = sum(_descs(len(nd.insns) + keep.saved_insns.get(nd.name, 0)) - _descs(len(nd.insns))
+                          for nd in nodes)
+        kept = {"layers": list(keep.layers), "saved_bytes": keep.saved_bytes + fewer_descs * isa.DESC_BYTES,
+                "saved_insns": dict(keep.saved_insns)}
     init, resident = None, {}
     if plan.layers:
         init_insns = [ld.encode(Buffer.WEIGHT, row, dep_flags()) for ld, row in plan.init_loads(by_name)]
@@ -99,7 +113,7 @@ def compile_model(model: QModel, config: AccelConfig, batch: int = 1,
     return Program(config=config, batch=batch, nodes=nodes, static=static,
                    input_bytes=batch * model.in_features, output_bytes=batch * model.out_features,
                    scratch_bytes=scratch, in_features=model.in_features,
-                   out_features=model.out_features, init=init, resident=resident)
+                   out_features=model.out_features, init=init, resident=resident, kept=kept)
 
 
 def _descs(n_insns: int) -> int:

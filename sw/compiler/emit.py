@@ -26,8 +26,9 @@ Double buffering: streamed weight tiles alternate between the buffer halves with
 compute instruction's index ``t`` (the halves of the
 :class:`~celosia.sw.compiler.alloc.WeightPlan`; resident weight tiles stay at their own
 rows), psum tiles with the tile's index ``u``, and ifmap tiles with the index of their
-*ifmap group* in the unit: the run of consecutive compute instructions that read one
-ifmap tile, loaded once. A group is a whole block of output tiles in a resident unit
+*ifmap group* in the unit (plus ``Unit.half``, 1 for a layer whose input the previous
+layer keeps in ifmap half 1: :mod:`~celosia.sw.compiler.keep`): the run of consecutive
+compute instructions that read one ifmap tile, loaded once. A group is a whole block of output tiles in a resident unit
 (``OutTile.block``, loaded by ``block_loads``), the GEMMs of one output tile with the
 same ``GemmOp.ifmap_group`` (e.g. the kernel taps of one input-channel chunk of a conv),
 or a single instruction. The ``c2l`` tokens above also cover the ifmap halves: the group
@@ -166,7 +167,7 @@ def _ifmap_groups(unit: Unit, streams) -> tuple[list[tuple[int, int]], list[list
             else:
                 assert unit.resident or not tile_loads, "only a group's first GEMM loads its tile"
             prev = key
-            rows.append(((len(firsts) - 1) % 2, row))
+            rows.append(((len(firsts) - 1 + unit.half) % 2, row))
     at, pushes = [[] for _ in rows], {}
     for i, first in enumerate(firsts):
         t = firsts[i - 1] + 1 if i > 0 else first
@@ -175,5 +176,5 @@ def _ifmap_groups(unit: Unit, streams) -> tuple[list[tuple[int, int]], list[list
                 t = first
             else:
                 pushes[t] = first
-        at[t].extend((i % 2, ld, t < first) for ld in loads[i])
+        at[t].extend(((i + unit.half) % 2, ld, t < first) for ld in loads[i])
     return rows, at, pushes

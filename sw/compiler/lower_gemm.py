@@ -198,6 +198,13 @@ def mapping(layer: QLayer, units: list[Unit], config: AccelConfig) -> dict:
 
 
 #: op -> lowering of the layers this family maps.
+def fc_block_pitches(batch: int, lines: int) -> tuple[int, int]:
+    """``(line pitch, sample pitch)`` of :func:`lower_fc`'s resident input block: input
+    channel ``c`` of sample ``b`` is at block row ``(c // rows) * batch + b``, lane
+    ``c % rows`` (``lines = ceil(K / rows)``)."""
+    return batch, 1
+
+
 LOWERINGS = {"fc": lower_fc, "conv": lower_conv}
 
 

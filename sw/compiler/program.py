@@ -58,6 +58,11 @@ class Program:
     #: ``rows`` used, ``saved_bytes`` (DRAM bytes one run of the execution graph no longer
     #: reads) and ``saved_insns`` (its LOADs removed); empty without an init graph.
     resident: dict = field(default_factory=dict)
+    #: The layer outputs kept on chip (:class:`~celosia.sw.compiler.keep.KeepPlan`):
+    #: ``layers`` (the producers), ``saved_bytes`` (DRAM bytes one run of the execution
+    #: graph no longer moves) and ``saved_insns`` (consumer -> its ifmap LOADs removed);
+    #: empty when no output is kept.
+    kept: dict = field(default_factory=dict)
 
     def _table_bytes(self, n_descs: int) -> int:
         return align((n_descs + 1) * isa.DESC_BYTES, isa.INSN_BYTES)

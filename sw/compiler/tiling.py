@@ -89,7 +89,8 @@ class Load:
 @dataclass
 class Store:
     """A STORE (:data:`~celosia.rtl.isa.StoreInsn`) without its psum / parameter rows,
-    ``m_len`` and ``dep``: where the tile goes and the layer's output quantization."""
+    ``m_len`` and ``dep``: where the tile goes (DRAM, or with ``to_buf`` ifmap rows
+    ``buf_row + m*buf_stride`` from lane ``lane0``) and the layer's output quantization."""
     base_reg: int
     dram_offset: int
     dram_stride: int
@@ -97,6 +98,10 @@ class Store:
     out_zp: int
     act_min: int
     act_max: int
+    to_buf: int = 0              # 1: to the ifmap buffer (kept on chip), at the rows / lanes below
+    buf_row: int = 0
+    buf_stride: int = 0
+    lane0: int = 0
 
     def encode(self, psum_row: int, param_row: int, m_len: int, dep: dict) -> int:
         return encode(Opcode.STORE, psum_row=psum_row, param_row=param_row, m_len=m_len, dep=dep,
@@ -184,6 +189,7 @@ class Unit:
     tiles: list[OutTile]
     resident: bool               # ifmap loaded per block (True) or per GEMM (False)
     in_zp: int = 0               # the GEMMs' in_zp (feie: the layer's input zero point)
+    half: int = 0                # the ifmap half of its first ifmap group (then alternating)
 
 
 # -- builders -------------------------------------------------------------------------------

@@ -37,7 +37,8 @@ from celosia.sw.compiler import Program, compile_model
 from celosia.sw.quant.model import QModel
 
 __all__ = ["BACKENDS", "run", "run_quantized", "golden_forward", "check_input", "build_job", "DriverError",
-           "Result", "pgo_training_job", "resident_weights_report", "cycle_limit"]
+           "Result", "pgo_training_job", "resident_weights_report", "kept_outputs_report",
+           "cycle_limit"]
 
 BACKENDS = ("golden", "pysim", "verilator")
 
@@ -179,10 +180,12 @@ def _chunks(program: Program, samples: int, profile: bool) -> list[tuple[int, in
 
 def run_quantized(model: QModel, x_q: np.ndarray, config: AccelConfig, backend: str = "golden",
                   batch: int = 1, profile: bool = True, progress=None,
-                  resident_weights: bool = True, program: Program | None = None) -> Result:
+                  resident_weights: bool = True, program: Program | None = None,
+                  keep_outputs: bool = True) -> Result:
     """Run int8 inputs ``[samples, in_features]``; see :func:`run`. ``program``: ``model``
     already compiled for ``config`` at ``batch`` (e.g. by a benchmark that sized the DRAM
-    from it), instead of compiling it again (``resident_weights`` is then ignored)."""
+    from it), instead of compiling it again (``resident_weights`` and ``keep_outputs`` are
+    then ignored)."""
     if backend not in BACKENDS:
         raise CelosiaError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
     x_q = np.asarray(x_q, dtype=np.int8).reshape(len(x_q), -1)
@@ -199,7 +202,8 @@ def run_quantized(model: QModel, x_q: np.ndarray, config: AccelConfig, backend: 
                       layers=[{"name": l.name, "op": l.op, "macs": l.macs * samples, "cycles": None,
                                "compute_cycles": None} for l in model.layers])
         try:  # the static traffic and roofline of the program the hardware would run
-            program = compile_model(model, config, batch=batch, resident_weights=resident_weights)
+            program = compile_model(model, config, batch=batch, resident_weights=resident_weights,
+                                    keep_outputs=keep_outputs)
         except (CelosiaError, OverflowError) as e:  # the golden run itself does not need it
             report["roofline"] = None
             report["roofline_note"] = f"no traffic figures: the model does not compile for this config ({e})"
@@ -207,7 +211,8 @@ def run_quantized(model: QModel, x_q: np.ndarray, config: AccelConfig, backend: 
             _add_roofline(report, program, model, config, None)
     else:
         if program is None:
-            program = compile_model(model, config, batch=batch, resident_weights=resident_weights)
+            program = compile_model(model, config, batch=batch, resident_weights=resident_weights,
+                                    keep_outputs=keep_outputs)
         chunks = _chunks(program, len(x_q), profile)
         results, prefixes, inits = [], [], []
         for c, (lo, hi) in enumerate(chunks):
@@ -289,6 +294,9 @@ def _add_roofline(report: dict, program: Program, model: QModel, config: AccelCo
         entry.update(layer_report(t, config, entry["cycles"]))
     roof = report["roofline"] = total_report(traffic, config, cycles_per_run)
     report["resident_weights"] = resident_weights_report(program, traffic)
+    report["kept_outputs"] = kept_outputs_report(program, traffic)
+    roof["dram_bytes_per_inference_outputs_through_dram"] = \
+        report["kept_outputs"]["dram_bytes_per_inference_through_dram"]
     roof["dram_bytes_per_inference_streamed"] = report["resident_weights"]["dram_bytes_per_inference_streamed"]
     roof["init_dram_bytes"] = report["resident_weights"]["init_dram_bytes"]
 
@@ -318,12 +326,30 @@ def resident_weights_report(program: Program, traffic: ProgramTraffic | None = N
 
 
 def run(model: QModel, x: np.ndarray, config: AccelConfig, backend: str = "golden", batch: int = 1,
-        profile: bool = True, progress=None, source: str = "input", resident_weights: bool = True) -> Result:
+        profile: bool = True, progress=None, source: str = "input", resident_weights: bool = True,
+        keep_outputs: bool = True) -> Result:
     """Quantize float ``x`` (first axis = samples), run it, dequantize the output.
 
     ``resident_weights``: compile with the initialization graph that keeps the weights
     that fit on chip (default), or stream every weight tile every run (for comparison);
+    ``keep_outputs``: keep a layer's output that fits in the ifmap buffer as the next
+    layer's input (default), or send every output through DRAM;
     :func:`~celosia.sw.compiler.compile_model`."""
     x = check_input(model, x, source)
     return run_quantized(model, model.quantize_input(x), config, backend, batch, profile, progress,
-                         resident_weights)
+                         resident_weights, keep_outputs=keep_outputs)
+
+
+def kept_outputs_report(program: Program, traffic: ProgramTraffic | None = None) -> dict:
+    """The report's ``kept_outputs`` object: the layers whose output stays in the ifmap
+    buffer as the next layer's input (``layers``), the DRAM bytes per inference of the
+    execution graph (``dram_bytes_per_inference``) and with every output through DRAM
+    (``dram_bytes_per_inference_through_dram``: what the same program would move with
+    ``keep_outputs=False``). ``traffic``: :func:`program_traffic` of ``program``, if
+    already computed."""
+    traffic = traffic or program_traffic(program)
+    after = traffic.read + traffic.written
+    saved = program.kept.get("saved_bytes", 0)
+    return {"enabled": bool(program.kept), "layers": program.kept.get("layers", []),
+            "dram_bytes_per_inference": round(after / program.batch, 4),
+            "dram_bytes_per_inference_through_dram": round((after + saved) / program.batch, 4)}

@@ -63,10 +63,13 @@ def test_connect_to_engine_ports():
     wiring.connect(m, engine=eng.wr, buffer=buf.w)
 
 
-@pytest.mark.parametrize("lanes,lane_bits,depth,nports", [(1, 8, 2, 1), (3, 8, 5, 1), (4, 32, 16, 2), (9, 8, 7, 2)])
-def test_random_traffic(lanes, lane_bits, depth, nports):
-    """Random writes (random lane enables) and reads against a dict model."""
-    dut = LaneBuffer(lanes, lane_bits, depth, read_ports=nports)
+@pytest.mark.parametrize("lanes,lane_bits,depth,nports,nwrite",
+                         [(1, 8, 2, 1, 1), (3, 8, 5, 1, 1), (4, 32, 16, 2, 1), (9, 8, 7, 2, 1), (4, 8, 6, 1, 2)])
+def test_random_traffic(lanes, lane_bits, depth, nports, nwrite):
+    """Random writes (random lane enables; with two write ports, both in one cycle on
+    disjoint lanes of a shared row) and reads against a dict model."""
+    dut = LaneBuffer(lanes, lane_bits, depth, read_ports=nports, write_ports=nwrite)
+    wports = [dut.w] + [getattr(dut, f"w{i}") for i in range(1, nwrite)]
     rng = random.Random(lanes * 1000 + depth)
     width = lanes * lane_bits
 
@@ -74,12 +77,16 @@ def test_random_traffic(lanes, lane_bits, depth, nports):
         model = [0] * depth
         expect = [0] * nports          # what r{i}.data must show after this edge
         for _ in range(300):
-            waddr, wen, wdata = rng.randrange(depth), rng.randrange(1 << lanes), rng.getrandbits(width)
-            ctx.set(dut.w.addr, waddr)
-            ctx.set(dut.w.en, wen)
-            ctx.set(dut.w.data, wdata)
             new_model = list(model)
-            new_model[waddr] = merge(model[waddr], wdata, wen, lanes, lane_bits)
+            taken = {}                 # row -> lanes written this cycle
+            for wp in wports:
+                waddr, wen, wdata = rng.randrange(depth), rng.randrange(1 << lanes), rng.getrandbits(width)
+                wen &= ~taken.get(waddr, 0)
+                taken[waddr] = taken.get(waddr, 0) | wen
+                ctx.set(wp.addr, waddr)
+                ctx.set(wp.en, wen)
+                ctx.set(wp.data, wdata)
+                new_model[waddr] = merge(new_model[waddr], wdata, wen, lanes, lane_bits)
             for i, port in enumerate(dut.read_ports):
                 raddr, ren = rng.randrange(depth), rng.random() < 0.7
                 ctx.set(port.addr, raddr)

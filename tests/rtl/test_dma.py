@@ -67,6 +67,7 @@ class StoreHarness(wiring.Component):
         self.eng = StoreEngine(cfg)
         self.psum = LaneBuffer(cfg.cols, 32, cfg.psum_rows, read_ports=2)
         self.param = LaneBuffer(PARAM_BYTES, 8, cfg.param_depth)
+        self.ifmap = LaneBuffer(cfg.rows, 8, cfg.ifmap_rows, write_ports=2)  # w1: the engine's (to_buf)
         super().__init__({})
 
     def elaborate(self, platform):
@@ -75,9 +76,11 @@ class StoreHarness(wiring.Component):
         m.submodules.eng = self.eng
         m.submodules.psum = self.psum
         m.submodules.param = self.param
+        m.submodules.ifmap = self.ifmap
         wiring.connect(m, engine=self.eng.bus, dram=self.dram.bus)
         wiring.connect(m, engine=self.eng.psum_rd, psum=self.psum.r1)
         wiring.connect(m, engine=self.eng.param_rd, param=self.param.r0)
+        wiring.connect(m, engine=self.eng.ifmap_wr, ifmap=self.ifmap.w1)
         return m
 
 
@@ -711,6 +714,60 @@ def test_store_random(bits, bpc):
                                    insn["out_zp"], insn["act_min"], insn["act_max"])
                     expected[start + mi * insn["dram_stride"] + ni] = np.uint8(y.view(np.uint8))
         np.testing.assert_array_equal(await dram_dump(ctx, h.dram, DRAM_BYTES), expected)
+
+    simulate(h, bench)
+
+
+@pytest.mark.parametrize("bits", [64, 256])
+def test_store_to_ifmap_buffer(bits):
+    """``to_buf``: byte (m, n) goes to ifmap row ``buf_row + m*buf_stride``, lane ``lane0 + n``
+    (expected from NumPy and the golden requantization), in ``store_cycles``, with no DRAM
+    access (the DRAM fields are ignored: an offset outside the window is fine); a block
+    past the last row or lane is an error that writes nothing."""
+    cfg = make_config(bus_bits=bits, rows=6, cols=4)
+    h = StoreHarness(cfg)
+    rng = np.random.default_rng(bits + 11)
+    image = rng.integers(0, 256, size=DRAM_BYTES, dtype=np.uint8)
+    psum = rng.integers(-5000, 5000, size=(cfg.psum_rows, cfg.cols), dtype=np.int64)
+    params = (rng.integers(-2000, 2000, size=cfg.param_depth),
+              rng.integers(1 << 30, 1 << 31, size=cfg.param_depth),
+              rng.integers(-8, 2, size=cfg.param_depth))
+    initial = rng.integers(0, 256, size=(cfg.ifmap_rows, cfg.rows), dtype=np.int64)
+    base = [0, 512, 0, 0, 0, 0, 0, 0]
+    window = (512, 256)
+
+    def insn(m_len, n_len, buf_row, buf_stride, lane0, **kw):
+        return dict(dict(op=Opcode.STORE, base_reg=0, dram_offset=DRAM_BYTES + 100, dram_stride=0,
+                         psum_row=int(rng.integers(cfg.psum_rows - m_len + 1)),
+                         param_row=int(rng.integers(cfg.param_depth - n_len + 1)), m_len=m_len,
+                         n_len=n_len, out_zp=int(rng.integers(-20, 20)), act_min=-100, act_max=120,
+                         to_buf=1, buf_row=buf_row, buf_stride=buf_stride, lane0=lane0), **kw)
+
+    good = [insn(1, 1, 15, 0, 5), insn(3, 4, 1, 2, 2), insn(4, 3, 8, 1, 0), insn(2, 4, 0, 7, 1)]
+    bad = [insn(3, 4, 12, 2, 0),   # last row 16
+           insn(1, 4, 0, 1, 3),    # lanes 3..6 of 6
+           insn(2, 5, 0, 1, 0)]    # n_len > cols
+
+    async def bench(ctx):
+        await store_fill(ctx, h, image, psum, params)
+        await write_rows(ctx, h.ifmap.w, [pack(row, 8) for row in initial])
+        expected = initial.copy()
+        for d in good:
+            result, cycles, nbytes = await execute(ctx, h.eng, d, base, window)
+            assert (result, cycles, nbytes) == ("done", store_cycles(d, cfg), 0), d
+            p0 = d["param_row"]
+            acc = psum[d["psum_row"]:d["psum_row"] + d["m_len"], :d["n_len"]]
+            y = requantize(acc, *(p[p0:p0 + d["n_len"]] for p in params), d["out_zp"],
+                           d["act_min"], d["act_max"])
+            for mi in range(d["m_len"]):
+                row = d["buf_row"] + mi * d["buf_stride"]
+                expected[row, d["lane0"]:d["lane0"] + d["n_len"]] = y[mi].astype(np.int8).view(np.uint8)
+        for d in bad:
+            result, cycles, nbytes = await execute(ctx, h.eng, d, base, window)
+            assert (result, cycles, nbytes) == (("error", ErrorCode.BUFFER_OUT_OF_RANGE), 2, 0), d
+        got = await buf_dump(ctx, h.ifmap, cfg.rows, 8, cfg.ifmap_rows)
+        np.testing.assert_array_equal(got, expected)
+        np.testing.assert_array_equal(await dram_dump(ctx, h.dram, DRAM_BYTES), image)
 
     simulate(h, bench)
 

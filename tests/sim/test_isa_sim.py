@@ -94,3 +94,44 @@ def test_full_windows_on_rs():
     s._gemm(d)
     np.testing.assert_array_equal(s.psum[:4, :3], want)
     assert s.macs == 4 * 2 * 3 * 6
+
+
+def store(**fields):
+    """A decoded STORE instruction."""
+    return isa.decode(isa.encode(Opcode.STORE, **fields))
+
+
+def params_into(s, rng):
+    """Random PPU parameters in the simulator's parameter buffer; returns (bias, m0, shift)."""
+    n = s.param.shape[0]
+    bias, m0, shift = rng.integers(-500, 500, n), rng.integers(1 << 30, 1 << 31, n), rng.integers(-6, 1, n)
+    for i in range(n):
+        s.param[i] = np.frombuffer(isa.pack_bytes(isa.ParamRecord, bias=int(bias[i]), m0=int(m0[i]),
+                                                  shift=int(shift[i])), np.uint8)
+    return bias, m0, shift
+
+
+def test_store_to_the_ifmap_buffer():
+    """``to_buf``: byte (m, n) to ifmap row ``buf_row + m*buf_stride``, lane ``lane0 + n``
+    (the golden requantization of each psum), DRAM untouched even with a DRAM offset
+    outside it; a block past the last row or lane raises and writes nothing."""
+    from celosia.sim.golden.requant import requantize
+    s = sim("ws", seed=4)
+    rng = np.random.default_rng(4)
+    bias, m0, shift = params_into(s, rng)
+    before, dram = s.ifmap.copy(), bytes(s.dram)
+    d = store(to_buf=1, buf_row=10, buf_stride=3, lane0=1, psum_row=2, param_row=5, m_len=4, n_len=3,
+              out_zp=-7, act_min=-128, act_max=127, dram_offset=len(s.dram) + 5)
+    s._store(d)
+    want = before.copy()
+    y = requantize(s.psum[2:6, :3], bias[5:8], m0[5:8], shift[5:8], -7, -128, 127)
+    for m in range(4):
+        want[10 + 3 * m, 1:4] = y[m].astype(np.int8).view(np.uint8)
+    np.testing.assert_array_equal(s.ifmap, want)
+    assert bytes(s.dram) == dram
+    for bad in (dict(buf_row=55, buf_stride=3),      # last row 55 + 9 = 64
+                dict(lane0=2, n_len=3)):             # lanes 2..4 of 4
+        with pytest.raises(IsaError) as e:
+            s._store(dict(d, **bad))
+        assert e.value.code == ErrorCode.BUFFER_OUT_OF_RANGE
+        np.testing.assert_array_equal(s.ifmap, want)

@@ -166,9 +166,10 @@ def test_tensor_sizes_of_a_model():
 @pytest.mark.parametrize("batch", [1, 3])
 def test_fc_reads_each_weight_once_when_it_fits(batch):
     model = small_model()
-    # streamed weights (resident ones are read once per job, by the init graph: 0.0 per run)
+    # streamed weights (resident ones are read once per job, by the init graph: 0.0 per run),
+    # every output through DRAM (a kept one is written to the ifmap buffer: 0 bytes)
     t = program_traffic(compile_model(model, AccelConfig(rows=4, cols=4), batch=batch,
-                                      resident_weights=False), model)
+                                      resident_weights=False, keep_outputs=False), model)
     for layer, q in zip(t.layers, model.layers):
         assert layer.reread_weights == 1.0
         assert layer.written == batch * q.out_features == layer.sizes.output

@@ -80,14 +80,15 @@ def test_run_golden_outputs_and_report(data, tmp_path):
     assert report["config"]["rows"] == 8 and report["config"]["cols"] == 8
     assert report["macs"] == sum(onnx_layer_kn()) * 100
     assert len(report["layers"]) == 3
-    for layer, kn in zip(report["layers"], onnx_layer_kn()):
+    for i, (layer, kn) in enumerate(zip(report["layers"], onnx_layer_kn())):
         assert LAYER_KEYS | ROOF_KEYS <= set(layer)
         assert layer["op"] == "fc"
-        # static traffic of one run (golden: batch 1): each input byte read once, no weight
-        # byte (every weight fits the default weight buffer: loaded once, by the init graph),
-        # the layer's int8 output written once; no measured cycles, so no latency bound
+        # static traffic of one run (golden: batch 1): the model input read once, the hidden
+        # layers' inputs not at all (kept on chip by the layer before), no weight byte (every
+        # weight fits the default weight buffer: loaded once, by the init graph), only the
+        # last layer's output written; no measured cycles, so no latency bound
         assert layer["macs_per_run"] == kn
-        assert layer["reread"] == {"ifmap": 1.0, "weights": 0.0}
+        assert layer["reread"] == {"ifmap": 1.0 if i == 0 else 0.0, "weights": 0.0}
         assert layer["dram_weight_bytes"] == 0
         assert layer["dram_bytes_per_mac"] == round(
             (layer["dram_read_bytes"] + layer["dram_write_bytes"]) / kn, 4)
@@ -97,7 +98,15 @@ def test_run_golden_outputs_and_report(data, tmp_path):
     assert ROOF_KEYS | {"dram_bytes_per_inference", "peak_macs_per_cycle", "peak_bytes_per_cycle"} <= set(roof)
     assert (roof["peak_macs_per_cycle"], roof["peak_bytes_per_cycle"]) == (64, 8)
     assert roof["dram_read_bytes"] == sum(l["dram_read_bytes"] for l in report["layers"]) + 8
-    assert roof["dram_write_bytes"] == sum(l["dram_write_bytes"] for l in report["layers"]) == 64 + 32 + 10
+    assert roof["dram_write_bytes"] == sum(l["dram_write_bytes"] for l in report["layers"]) == 10
+    kept = report["kept_outputs"]
+    assert kept["layers"] == ["fc0", "fc1"]
+    # through DRAM: fc0 / fc1 write 64 / 32 bytes and fc1 / fc2 read them, plus fc1's and fc2's
+    # ifmap LOAD (32 bytes of instruction each)
+    assert kept["dram_bytes_per_inference_through_dram"] == \
+        roof["dram_bytes_per_inference"] + 2 * (64 + 32) + 2 * 32
+    assert f"outputs kept on chip: fc0, fc1; DRAM bytes per inference {roof['dram_bytes_per_inference']:g}" \
+        in proc.stdout
     assert roof["dram_bytes_per_inference"] == roof["dram_read_bytes"] + roof["dram_write_bytes"]
     # the printed roofline table: a row per layer and the totals
     out = proc.stdout.splitlines()
