@@ -3,7 +3,9 @@
 A fully connected layer is ``[batch, K] x [K, N]``: ``K`` cut into tiles of ``rows``,
 ``N`` into tiles of ``cols``, each (output tile, k tile) one
 :class:`~celosia.sw.compiler.tiling.GemmOp`; the input stays resident in an ifmap
-buffer half when it fits, else each GEMM streams its own ifmap tile.
+buffer half when it fits, else it is loaded in chunks of k tiles, each chunk shared by the
+GEMMs of a *psum block* of output tiles that accumulate side by side in one psum half
+(:func:`fc_plan`, :func:`fc_traffic`; docs/compiler.md).
 
 A convolution forms its windows on chip (no im2col copies through DRAM): the raw input
 rows of an output block are loaded once (per input-channel chunk of ``rows`` lanes,
@@ -30,27 +32,44 @@ from celosia.sw.compiler.tiling import (GemmOp, OutTile, Unit, Window, conv_attr
                                         raw_rows_load, split_units, store, window_lines)
 from celosia.sw.quant.model import QLayer
 
-__all__ = ["lower_fc", "lower_conv", "conv_plan", "conv_traffic", "mapping", "LOWERINGS"]
+__all__ = ["lower_fc", "lower_conv", "fc_plan", "fc_traffic", "conv_plan", "conv_traffic", "mapping",
+           "LOWERINGS"]
 
 
 def lower_fc(layer: QLayer, config: AccelConfig, batch: int, alloc: Allocation) -> list[Unit]:
-    """A fully connected layer: ``[batch, K] x [K, N]``; the input stays resident when it fits."""
+    """A fully connected layer: ``[batch, K] x [K, N]`` as GEMMs of ``batch`` rows x one k
+    tile (``rows`` inputs) x one output tile (``cols`` channels).
+
+    The input stays resident in an ifmap half when it fits (loaded once). Otherwise it is
+    loaded in chunks of :func:`fc_plan`'s ``kc`` k tiles (one LOAD per chunk, an ifmap
+    group) and the output tiles go in psum blocks of ``pb`` tiles
+    (``OutTile.psum_block``): the block's GEMMs are emitted chunk by chunk, so each chunk
+    serves all ``pb`` output tiles and the input crosses the bus once per block
+    (:func:`fc_traffic`), not once per output tile.
+    """
     R, C = config.rows, config.cols
     K, N = layer.w.shape
     kt, nt = math.ceil(K / R), math.ceil(N / C)
     src_reg, src_off = alloc.src
     _check_rows(layer, "psum_rows", batch, config, f"one output tile (batch={batch} rows)")
+    kc, pb = fc_plan(K, N, batch, config)
     resident = batch * kt <= config.ifmap_rows // 2
     if not resident:
         _check_rows(layer, "ifmap_rows", batch, config, f"one input tile (batch={batch} rows)")
-    block_loads = []
-    full = K // R
-    if full:
-        block_loads.append(load(src_reg, src_off, R, n1=batch, s1=K, bs1=1,
-                                n2=full, s2=R, bs2=batch, buf_row=0))
-    if K - full * R:
-        block_loads.append(load(src_reg, src_off + full * R, K - full * R, n1=batch, s1=K,
-                                bs1=1, buf_row=full * batch))
+
+    def chunk_loads(k0, k1):
+        """LOADs of k tiles ``k0 .. k1-1`` of the input, tile ``k`` from buffer row ``(k-k0)*batch``."""
+        full = min(k1, K // R) - k0     # whole k tiles (of R inputs) in the chunk
+        loads = []
+        if full > 0:
+            loads.append(load(src_reg, src_off + k0 * R, R, n1=batch, s1=K, bs1=1,
+                              n2=full, s2=R, bs2=batch, buf_row=0))
+        if k1 * R > K:                  # the partial last k tile
+            loads.append(load(src_reg, src_off + (k1 - 1) * R, K - (k1 - 1) * R, n1=batch, s1=K,
+                              bs1=1, buf_row=(k1 - 1 - k0) * batch))
+        return loads
+
+    block_loads = chunk_loads(0, kt) if resident else []
     tiles = []
     for j in range(nt):
         n_len = min(C, N - j * C)
@@ -59,14 +78,42 @@ def lower_fc(layer: QLayer, config: AccelConfig, batch: int, alloc: Allocation) 
             k_len = min(R, K - k * R)
             weight = load(BaseReg.STATIC, alloc.weights + k * R * N + j * C, n_len,
                           n1=k_len, s1=N, bs1=1)
-            ifmap = [load(src_reg, src_off + k * R, k_len, n1=batch, s1=K, bs1=1, buf_row=0)]
+            k0 = k - k % kc
+            ifmap = chunk_loads(k0, min(kt, k0 + kc)) if not resident and k == k0 else []
             gemms.append(GemmOp(k_len=k_len, n_len=n_len, weight=[weight], ifmap=ifmap,
-                              ifmap_row=k * batch))
+                                ifmap_row=(k - (0 if resident else k0)) * batch,
+                                ifmap_group=None if resident else k // kc))
         tiles.append(OutTile(m_len=batch, ops=gemms, store=store(layer, alloc.dst, j * C, N, n_len),
-                             param_row=j, block=0,
-                             block_loads=block_loads))
+                             param_row=j, block=0, block_loads=block_loads,
+                             psum_block=None if resident else j // pb))
 
     return split_units(tiles, alloc.params, resident, config, layer)
+
+
+def fc_plan(K: int, N: int, batch: int, config: AccelConfig) -> tuple[int, int]:
+    """``(kc, pb)`` of :func:`lower_fc`: k tiles per input chunk (all ``ceil(K/rows)`` when
+    the whole input fits an ifmap half: resident) and output tiles per psum block (as many
+    as a psum half holds, ``psum_rows/2 // batch``, at most a unit's parameter rows
+    ``param_rows/2``, and a divisor of the latter so that no block straddles two units;
+    1 when resident: the input is read once anyway)."""
+    kt = math.ceil(K / config.rows)
+    kc = config.ifmap_rows // 2 // batch
+    if kc >= kt:
+        return kt, 1
+    kc = max(kc, 1)     # (0: not even one k tile fits, lower_fc's error)
+    per_unit = config.param_rows // 2
+    pb = min(config.psum_rows // 2 // batch, per_unit)
+    return kc, max(d for d in range(1, pb + 1) if per_unit % d == 0)
+
+
+def fc_traffic(K: int, N: int, batch: int, config: AccelConfig) -> int:
+    """DRAM bytes an fc layer's LOADs of input and weights read under :func:`fc_plan`:
+    every weight once, the input (``batch * K`` bytes) once per psum block (once when
+    resident)."""
+    kc, pb = fc_plan(K, N, batch, config)
+    resident = batch * math.ceil(K / config.rows) <= config.ifmap_rows // 2
+    blocks = 1 if resident else math.ceil(math.ceil(N / config.cols) / pb)
+    return K * N + batch * K * blocks
 
 
 def lower_conv(layer: QLayer, config: AccelConfig, batch: int, alloc: Allocation) -> list[Unit]:

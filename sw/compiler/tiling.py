@@ -173,13 +173,21 @@ class VecOp:
 @dataclass
 class OutTile:
     """``m_len`` rows x ``n_len`` channels of output: compute instructions accumulating,
-    then one STORE."""
+    then one STORE.
+
+    Consecutive tiles of a unit with the same ``psum_block`` (not ``None``) are one *psum
+    block*: they lie side by side in one psum buffer half (their ``m_len`` rows summed must
+    fit it) and their GEMMs are emitted interleaved, ifmap group by ifmap group
+    (``GemmOp.ifmap_group``): each group's GEMMs of every tile of the block, in tile order,
+    read one ifmap tile, loaded once for the block (the LOADs of the group's first GEMM in
+    the block's first tile; the other tiles' copies are ignored), :mod:`~celosia.sw.compiler.emit`."""
     m_len: int
     ops: list[GemmOp | VecOp]
     store: Store
     param_row: int               # its PPU parameters' row (of `cols` channels) in the unit's block
     block: int = 0               # ifmap block id (resident mode: loaded once per block)
     block_loads: list[Load] = field(default_factory=list)  # resident mode: LOADs of the whole block
+    psum_block: int | None = None  # consecutive tiles with the same id share one psum half
 
 
 @dataclass

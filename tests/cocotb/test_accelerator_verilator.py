@@ -86,6 +86,19 @@ def test_odd_shapes_and_big_weights(rows, cols, batch):
     assert hw.report["hw_macs"] == 5 * (37 * 29 + 29 * 11) + (-5 % batch) * (37 * 29 + 29 * 11)
 
 
+def test_fc_psum_blocks_bit_exact():
+    """An fc input larger than an ifmap half (16 x 38 k tiles > 512 rows): chunks of 32 k
+    tiles (the last k tile partial), each shared by psum blocks of 16 output tiles (35
+    tiles: blocks 16, 16 | 3 over two parameter units)."""
+    rng = np.random.default_rng(16)
+    model = random_fc_model(rng, [150, 140])
+    config = small_config(4, 4)
+    x_q = rng.integers(-128, 128, (16, 150)).astype(np.int8)
+    hw = run_quantized(model, x_q, config, backend="verilator", batch=16)
+    np.testing.assert_array_equal(hw.y_q, golden_forward(model, x_q))
+    assert hw.report["hw_macs"] == 16 * 150 * 140
+
+
 def test_dma_outside_window_stops_with_error():
     """A program whose input base register points past the DRAM window: error, no output."""
     config = small_config(4, 4)

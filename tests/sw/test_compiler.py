@@ -18,6 +18,7 @@ from celosia.rtl.config import AccelConfig
 from celosia.rtl.isa import BaseReg, Buffer, Opcode
 from celosia.sim.golden import activation_range, quantize_multiplier
 from celosia.sim.isa_sim import IsaError, IsaSim
+from celosia.sw.analysis import program_traffic
 from celosia.sw.compiler import CompileError, allocate, compile_model
 from celosia.sw.driver import golden_forward
 from celosia.sw.quant.model import QLayer, QModel
@@ -145,8 +146,8 @@ def assert_program_order_is_legal(program):
     assert tokens == {"l2c": 0, "c2l": 0, "c2s": 0, "s2c": 0}
 
 
-def assert_runs_golden(model, config, batch, x, seeds=SEEDS):
-    program = compile_model(model, config, batch=batch)
+def assert_runs_golden(model, config, batch, x, seeds=SEEDS, resident_weights=True):
+    program = compile_model(model, config, batch=batch, resident_weights=resident_weights)
     assert_program_order_is_legal(program)
     want = golden_forward(model, x)
     for seed in seeds:
@@ -358,6 +359,44 @@ def test_missing_store_token_breaks_some_schedule():
     assert not all(results)
 
 
+# --- fc lowering: input chunks shared by psum blocks of output tiles ----------------------
+
+# (K, N, batch, buffers, input bytes read, instructions), worked by hand for a 4x4 array
+# (kt = ceil(K/4) k tiles, nt = ceil(N/4) output tiles, streamed weights: one weight LOAD
+# and one GEMM per (k tile, output tile)):
+FC_CASES = [
+    # ifmap half 12 rows = 4 k tiles of batch 3: chunks of 4, 4, 2 k tiles, one LOAD each;
+    # psum half 9 rows = 3 tiles of batch 3; param half 6 tiles: units of tiles 0-5 and
+    # 6-9, blocks [0-2] [3-5] | [6-8] [9]: the input (3 x 40 bytes) read 4 times.
+    # 2 param LOADs + 100 weight LOADs + 100 GEMMs + 4 blocks x 3 chunk LOADs + 10 STOREs
+    # + 1 NOP between the units.
+    (40, 37, 3, dict(ifmap_rows=24, psum_rows=18, param_rows=12), 4 * 3 * 40, 2 + 200 + 12 + 10 + 1),
+    # K = 42: 11 k tiles, the last of 2 inputs; ifmap half 10 rows = 2 k tiles of batch 5:
+    # chunks [0,1] .. [8,9] one LOAD each, [10] the partial tile's LOAD; the psum half holds
+    # one tile of batch 5: blocks of 1, the input read once per output tile (3).
+    # 1 param LOAD + 33 weight LOADs + 33 GEMMs + 3 x 6 chunk LOADs + 3 STOREs.
+    (42, 9, 5, dict(ifmap_rows=20, psum_rows=10), 3 * 5 * 42, 1 + 66 + 18 + 3),
+    # the input (4 k tiles x batch 2) fits an ifmap half: resident, read once by two LOADs
+    # (3 whole k tiles, the partial one). 1 + 2 + 12 weight LOADs + 12 GEMMs + 3 STOREs.
+    (13, 11, 2, {}, 2 * 13, 1 + 2 + 24 + 3),
+]
+
+
+@pytest.mark.parametrize("dataflow", ["ws", "feie"])
+@pytest.mark.parametrize("K, N, batch, buffers, ifmap_bytes, n_insns", FC_CASES)
+def test_fc_input_chunks_serve_psum_blocks(K, N, batch, buffers, ifmap_bytes, n_insns, dataflow):
+    rng = np.random.default_rng(K * N + batch)
+    model = make_model(rng, [K, N], activations=["relu"])
+    config = AccelConfig(rows=4, cols=4, dataflow=dataflow, **buffers)
+    x = random_input(rng, model, batch)
+    program, _ = assert_runs_golden(model, config, batch, x, seeds=(None, 0, 1), resident_weights=False)
+    traffic = program_traffic(program, model).layers[0]
+    assert traffic.ifmap_read == ifmap_bytes
+    assert traffic.weight_read == K * N            # every weight once
+    assert len(program.nodes[0].insns) == n_insns
+    assert_runs_golden(model, config, batch, x, seeds=(None, 2))   # resident weights
+
+
 # --- compile errors ---------------------------------------------------------------------
 
 def test_input_larger_than_ifmap_half_streams_per_tile():
@@ -368,7 +407,7 @@ def test_input_larger_than_ifmap_half_streams_per_tile():
     config = AccelConfig(rows=4, cols=4, ifmap_rows=18)
     streamed = compile_model(model, config, batch=1)
     assert not streamed.nodes[1].tiles["ifmap_resident"]
-    assert streamed.n_insns > resident.n_insns  # one ifmap LOAD per GEMM now
+    assert streamed.n_insns > resident.n_insns  # one ifmap LOAD per chunk of 9 k tiles now
     for batch in (1, 2):
         assert_runs_golden(model, config, batch, random_input(rng, model, batch), seeds=(None, 0, 1))
     with pytest.raises(CompileError, match=r"'fc0'.*ifmap_rows=4.*batch"):
