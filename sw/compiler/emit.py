@@ -48,7 +48,10 @@ half, and the tile loads while the group in between computes), after that group'
 ``l2c`` push (instruction ``t'`` does not wait for them), when either
 
 * LOAD group ``t`` streams weights: its ``l2c`` push, later in the in-order LOAD queue,
-  tells instruction ``t`` that the tile is in too; or
+  tells instruction ``t`` that the tile is in too (the tile's LOADs are then split into
+  pieces of a few input rows, at least ``AHEAD_PIECE_BYTES`` each, spread over the LOAD
+  groups ``t' .. t-1``, so that the weight LOADs of the group in between do not wait
+  behind the whole tile); or
 * no LOAD group strictly between ``t'`` and ``t`` has LOADs of its own (resident
   weights): the ahead LOADs push one more ``l2c``, which instruction ``t`` pops (the
   instructions in between pop none, so the tokens still pair up in order).
@@ -58,12 +61,17 @@ Otherwise (or when ``t' = t``) they are LOAD group ``t``'s own.
 
 from __future__ import annotations
 
+from celosia.rtl import isa
 from celosia.rtl.config import AccelConfig
 from celosia.rtl.isa import Buffer, Opcode
 from celosia.sw.compiler.alloc import WeightPlan, streaming_plan
 from celosia.sw.compiler.tiling import Unit, VecOp, dep_flags, encode
 
-__all__ = ["emit_unit"]
+__all__ = ["emit_unit", "AHEAD_PIECE_BYTES"]
+
+#: The smallest piece an ifmap tile loaded ahead is split into (bytes moved, padding
+#: included): each piece is one more 32-byte LOAD instruction to fetch, at most ~6% more.
+AHEAD_PIECE_BYTES = 16 * isa.INSN_BYTES
 
 
 def emit_unit(unit: Unit, config: AccelConfig, first: bool, last: bool,
@@ -143,6 +151,8 @@ def emit_unit(unit: Unit, config: AccelConfig, first: bool, last: bool,
 def _psum_blocks(unit: Unit, p_half: int) -> tuple[list[tuple[int, int]], list[int], set[int], set[int]]:
     """The psum blocks of ``unit`` (consecutive tiles with the same ``OutTile.psum_block``;
     any other tile is a block of its own) and the emission order of its instructions.
+    Tile ``i`` of every block starts at row ``i * pitch`` of its half, ``pitch`` the unit's
+    longest tile (e.g. a conv's full spatial block; its last block may be shorter).
 
     Returns the ``(tile u, op g)`` of each compute instruction in emission order (tile by
     tile; in a psum block of several tiles, ifmap group by ifmap group, each group's GEMMs
@@ -159,13 +169,13 @@ def _psum_blocks(unit: Unit, p_half: int) -> tuple[list[tuple[int, int]], list[i
         else:
             blocks.append([u])
     ops, psum_at, slots = [], [0] * len(unit.tiles), []
+    pitch = max(tile.m_len for tile in unit.tiles)   # slot i at the same rows in every block
     for b, block in enumerate(blocks):
-        row, spans = 0, []
-        for u in block:
-            psum_at[u] = (b % 2) * p_half + row
-            spans.append((row, row + unit.tiles[u].m_len))
-            row += unit.tiles[u].m_len
-        assert row <= p_half, (row, p_half)    # the lowering sizes psum blocks to a half
+        spans = []
+        for i, u in enumerate(block):
+            psum_at[u] = (b % 2) * p_half + i * pitch
+            spans.append((i * pitch, i * pitch + unit.tiles[u].m_len))
+        assert spans[-1][1] <= p_half, (spans, p_half)   # the lowering sizes psum blocks to a half
         slots.append(spans)
         if len(block) == 1:
             ops.extend((block[0], g) for g in range(len(unit.tiles[block[0]].ops)))
@@ -213,7 +223,9 @@ def _ifmap_groups(unit: Unit, ops: list[tuple[int, int]], streams
     LOAD queue, then covers the tile too), or when no LOAD group strictly between ``t'``
     and ``t`` streams weights (the ahead LOADs push ``l2c`` themselves and instruction
     ``t`` pops it; the instructions in between pop none). Otherwise it is LOAD group
-    ``t``'s own."""
+    ``t``'s own. In the first case the tile's LOADs are split (:meth:`Load.split
+    <celosia.sw.compiler.tiling.Load.split>`) and spread over the LOAD groups ``t' .. t-1``,
+    so that no weight LOAD of the group in between waits behind the whole tile."""
     rows, firsts, loads = [], [], []
     prev = None
     for u, g in ops:
@@ -239,10 +251,20 @@ def _ifmap_groups(unit: Unit, ops: list[tuple[int, int]], streams
     at, pushes = [[] for _ in rows], {}
     for i, first in enumerate(firsts):
         t = firsts[i - 1] + 1 if i > 0 else first
+        half = (i + unit.half) % 2
+        if t < first and streams(first) and loads[i]:
+            # spread over the LOAD groups t .. first-1, a few input rows at a time, so that
+            # the weight LOADs in between wait for no long ifmap LOAD (in-order queue)
+            span = first - t
+            pieces = [p for ld in loads[i]
+                      for p in ld.split(min(span // len(loads[i]), ld.n0 * ld.n1 * ld.n2 // AHEAD_PIECE_BYTES))]
+            for k, piece in enumerate(pieces):
+                at[t + k * span // len(pieces)].append((half, piece, True))
+            continue
         if t < first and not streams(first):
             if any(streams(x) for x in range(t + 1, first)) or not loads[i]:
                 t = first
             else:
                 pushes[t] = first
-        at[t].extend(((i + unit.half) % 2, ld, t < first) for ld in loads[i])
+        at[t].extend((half, ld, t < first) for ld in loads[i])
     return rows, at, pushes

@@ -32,7 +32,7 @@ from celosia.sw.compiler.tiling import (GemmOp, OutTile, Unit, Window, conv_attr
                                         raw_rows_load, split_units, store, window_lines)
 from celosia.sw.quant.model import QLayer
 
-__all__ = ["lower_fc", "lower_conv", "fc_plan", "fc_traffic", "conv_plan", "conv_traffic", "mapping",
+__all__ = ["lower_fc", "lower_conv", "fc_plan", "fc_traffic", "psum_block_tiles", "conv_plan", "conv_traffic", "mapping",
            "LOWERINGS"]
 
 
@@ -93,17 +93,23 @@ def lower_fc(layer: QLayer, config: AccelConfig, batch: int, alloc: Allocation) 
 def fc_plan(K: int, N: int, batch: int, config: AccelConfig) -> tuple[int, int]:
     """``(kc, pb)`` of :func:`lower_fc`: k tiles per input chunk (all ``ceil(K/rows)`` when
     the whole input fits an ifmap half: resident) and output tiles per psum block (as many
-    as a psum half holds, ``psum_rows/2 // batch``, at most a unit's parameter rows
-    ``param_rows/2``, and a divisor of the latter so that no block straddles two units;
-    1 when resident: the input is read once anyway)."""
+    :func:`psum_block_tiles` of ``batch`` rows; 1 when resident: the input is read once
+    anyway)."""
     kt = math.ceil(K / config.rows)
     kc = config.ifmap_rows // 2 // batch
     if kc >= kt:
         return kt, 1
     kc = max(kc, 1)     # (0: not even one k tile fits, lower_fc's error)
+    return kc, psum_block_tiles(batch, config)
+
+
+def psum_block_tiles(m_len: int, config: AccelConfig) -> int:
+    """Output tiles of ``m_len`` psum rows per psum block (``OutTile.psum_block``): as many
+    as a psum half holds (``psum_rows/2 // m_len``), at most a unit's parameter rows
+    (``param_rows/2``), and a divisor of the latter so that no block straddles two units."""
     per_unit = config.param_rows // 2
-    pb = min(config.psum_rows // 2 // batch, per_unit)
-    return kc, max(d for d in range(1, pb + 1) if per_unit % d == 0)
+    pb = max(1, min(config.psum_rows // 2 // max(m_len, 1), per_unit))
+    return max(d for d in range(1, pb + 1) if per_unit % d == 0)
 
 
 def fc_traffic(K: int, N: int, batch: int, config: AccelConfig) -> int:
@@ -127,8 +133,11 @@ def lower_conv(layer: QLayer, config: AccelConfig, batch: int, alloc: Allocation
     offset ``fh*dil_h*nx + fw*dil_w`` folded into ``ifmap_row``) accumulating into the
     block's psum tile of up to ``cols`` output channels. Either the whole block (every
     chunk) stays resident in an ifmap half and serves every output-channel tile, or each
-    chunk's rows are loaded once per output tile and shared by its ``Fh*Fw`` tap GEMMs;
-    :func:`conv_plan` picks the block shape and mode with the least DRAM traffic.
+    chunk's rows are loaded once per *psum block* of output tiles (``OutTile.psum_block``:
+    :func:`psum_block_tiles` tiles of ``hb * wb`` rows side by side in one psum half) and
+    shared by the ``Fh*Fw`` tap GEMMs of each of those tiles (emitted chunk by chunk, as
+    :func:`lower_fc`'s chunks); :func:`conv_plan` picks the block shape and mode with the
+    least DRAM traffic.
     """
     R, C = config.rows, config.cols
     Ho, Wo, Cout = layer.out_shape
@@ -141,6 +150,8 @@ def lower_conv(layer: QLayer, config: AccelConfig, batch: int, alloc: Allocation
     nt = math.ceil(cout_g / C)
     hb, wb, resident = conv_plan(layer, config, batch)
     K_g = Fh * Fw * cin_g
+    pb = 1 if resident else psum_block_tiles(hb * wb, config)
+    n_pb = math.ceil(nt / pb)
 
     tiles = []
     for block_id, (img, g, ho0, hbt, wo0, wbt) in enumerate(conv_blocks(batch, G, Ho, Wo, hb, wb)):
@@ -173,7 +184,8 @@ def lower_conv(layer: QLayer, config: AccelConfig, batch: int, alloc: Allocation
             offset = ((img * Ho + ho0) * Wo + wo0) * Cout + g * cout_g + j * C
             tiles.append(OutTile(m_len=hbt * wbt, ops=gemms,
                                  store=store(layer, alloc.dst, offset, Cout, n_len),
-                                 param_row=g * nt + j, block=block_id, block_loads=block_loads))
+                                 param_row=g * nt + j, block=block_id, block_loads=block_loads,
+                                 psum_block=None if pb == 1 else block_id * n_pb + j // pb))
 
     return split_units(tiles, alloc.params, resident, config, layer)
 
@@ -182,14 +194,16 @@ def conv_traffic(layer: QLayer, config: AccelConfig, batch: int, hb: int, wb: in
                  resident: bool) -> int:
     """DRAM bytes a conv layer's LOADs read (ifmap + weights; padding is not read) when
     :func:`lower_conv` tiles it in blocks of ``hb`` output rows x ``wb`` columns: each block
-    reads its raw input rows once (``resident``) or once per output-channel tile, and every
+    reads its raw input rows once (``resident``) or once per psum block of output-channel
+    tiles (:func:`psum_block_tiles`), and every
     weight of its group once per block."""
     H, W, _ = layer.in_shape
     Ho, Wo, Cout = layer.out_shape
     _, Fh, Fw, cin_g = layer.w.shape
     sh, sw, pt, pl, dh, dw, G = conv_attrs(layer)
     cout_g = Cout // G
-    reads = 1 if resident else math.ceil(cout_g / config.cols)
+    nt = math.ceil(cout_g / config.cols)
+    reads = 1 if resident else math.ceil(nt / psum_block_tiles(hb * wb, config))
 
     def inside(o0, n, size, stride, pad, taps, dil):
         lo = o0 * stride - pad

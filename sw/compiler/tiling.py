@@ -20,6 +20,8 @@ instruction is encoded by :func:`encode`, which turns a field out of range into 
 
 from __future__ import annotations
 
+import dataclasses
+
 from dataclasses import dataclass, field
 
 from celosia.rtl import isa
@@ -78,6 +80,25 @@ class Load:
     pad_lo2: int = 0
     pad_hi2: int = 0
     pad_value: int = 0
+
+    def split(self, pieces: int) -> list[Load]:
+        """The same transfer as up to ``pieces`` LOADs of consecutive ranges of the outer
+        index (``n2``), in order, each with its part of the padding; together they write
+        what this LOAD writes (e.g. an ifmap tile loaded ahead a few input rows at a time
+        between the weight LOADs, so the in-order LOAD queue never stalls on one long LOAD)."""
+        pieces = max(1, min(pieces, self.n2))
+        out = []
+        for k in range(pieces):
+            a, b = k * self.n2 // pieces, (k + 1) * self.n2 // pieces
+            lo2, hi2 = (min(max(x - a, 0), b - a) for x in (self.pad_lo2, self.pad_hi2))
+            pad = bool(self.pad_en) and (self.pad_lo1 > 0 or self.pad_hi1 < self.n1
+                                         or lo2 > 0 or hi2 < b - a)
+            out.append(dataclasses.replace(
+                self, dram_offset=self.dram_offset + a * self.dram_stride2, n2=b - a,
+                buf_row=self.buf_row + a * self.buf_stride2, pad_en=int(pad),
+                pad_lo2=lo2 if pad else 0, pad_hi2=hi2 if pad else 0,
+                pad_lo1=self.pad_lo1 if pad else 0, pad_hi1=self.pad_hi1 if pad else 0))
+        return out
 
     def encode(self, buf: Buffer, row_base: int, dep: dict) -> int:
         """The instruction word: into ``buf`` at row ``row_base + buf_row``."""

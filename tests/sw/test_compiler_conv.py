@@ -11,11 +11,15 @@ import numpy as np
 import pytest
 
 from celosia.rtl.config import AccelConfig
+from celosia.rtl.isa import BaseReg, Buffer, Opcode, decode
+from celosia.sim.isa_sim import IsaSim
 from celosia.sim.golden import quantize_multiplier
 from celosia.sim.isa_sim import run_program
 from celosia.sw.analysis import program_traffic
 from celosia.sw.compiler import compile_model
+from celosia.sw.compiler.emit import AHEAD_PIECE_BYTES
 from celosia.sw.compiler.lower_gemm import conv_plan
+from celosia.sw.compiler.tiling import dep_flags, window_load
 from celosia.sw.driver import golden_forward
 from celosia.sw.quant.model import QLayer, QModel
 from layer_cases import CONV_CASES as CASES, conv_layer
@@ -70,34 +74,99 @@ def test_feature_map_larger_than_buffers_streams(dataflow):
 
 # Hand-worked DRAM reads of the plain arrays' conv lowering (3x3, stride 1, pad 1, input 6x5,
 # rows = cols = 4, an ifmap half of 35 rows = 5 input rows of 5 + 2 padded columns).
-# (cin, cout, resident, ifmap bytes, weight bytes):
+# (cin, cout, psum_rows, resident, ifmap bytes, weight bytes):
 # * cin 4, cout 4 (one chunk, one output tile): blocks of 3 output rows (5 input rows fill the
 #   half), resident. Block 0 reads input rows 0..3 (row -1 is padding), block 1 rows 2..5
 #   (row 6 is padding): 8 rows x 5 pixels x 4 channels = 160; the weights (3*3*4*4 = 144)
 #   once per block: 288. (im2col: each pixel up to 9 times.)
 # * cin 8, cout 8 (two chunks, two output tiles): two chunks of 35 rows do not fit a half, so
-#   each chunk's rows are loaded once per output tile (shared by its 9 taps): the same
-#   blocks, 8 rows x 5 pixels x 8 channels x 2 tiles = 640; weights 2 x 3*3*8*8 = 1152.
-TRAFFIC_CASES = [(4, 4, True, 160, 288), (8, 8, False, 640, 1152)]
+#   each chunk's rows are loaded once per psum block of output tiles (shared by the 9 taps of
+#   each tile). A 256-row psum half holds both 15-row tiles (one psum block): the same
+#   blocks, 8 rows x 5 pixels x 8 channels = 320; weights 2 x 3*3*8*8 = 1152.
+# * the same with psum_rows = 30: a 15-row half holds one tile, so each chunk is loaded once
+#   per output tile: 2 x 320 = 640.
+TRAFFIC_CASES = [(4, 4, 512, True, 160, 288), (8, 8, 512, False, 320, 1152),
+                 (8, 8, 30, False, 640, 1152)]
 
 
 @pytest.mark.parametrize("dataflow", ["ws", "os", "feie"])
-@pytest.mark.parametrize("cin, cout, resident, ifmap_bytes, weight_bytes", TRAFFIC_CASES)
-def test_conv_loads_each_input_pixel_once_per_output_tile(dataflow, cin, cout, resident, ifmap_bytes,
-                                                          weight_bytes):
+@pytest.mark.parametrize("cin, cout, psum_rows, resident, ifmap_bytes, weight_bytes", TRAFFIC_CASES)
+def test_conv_loads_each_input_pixel_once_per_psum_block(dataflow, cin, cout, psum_rows, resident,
+                                                         ifmap_bytes, weight_bytes):
     """ws / os / feie form the windows on chip: the LOADs of the instruction stream read each
-    input pixel once per output block (resident) or per output tile, not once per kernel tap;
-    bit-exact on the ISA simulator. (Weights streamed: with resident weights the execution
-    graph reads none.)"""
+    input pixel once per output block (resident) or per psum block of output tiles, not once
+    per kernel tap; bit-exact on the ISA simulator. (Weights streamed: with resident weights
+    the execution graph reads none.)"""
     rng = np.random.default_rng(cin)
     layer = conv_layer(rng, "c", (6, 5, cin), cout, 3, 1, 1, in_zp=9)
     model = QModel("t", [layer], 0.05, 9, input_shape=(6, 5, cin))
-    config = AccelConfig(rows=4, cols=4, ifmap_rows=70, dataflow=dataflow)
+    config = AccelConfig(rows=4, cols=4, ifmap_rows=70, psum_rows=psum_rows, dataflow=dataflow)
     program = check(model, config, resident_weights=False)
     assert program.nodes[0].tiles["ifmap_resident"] == resident
     t = program_traffic(program, model).layers[0]
     assert (t.ifmap_read, t.weight_read) == (ifmap_bytes, weight_bytes)
     assert t.reread_ifmap == ifmap_bytes / (6 * 5 * cin)
+
+
+@pytest.mark.parametrize("y0, ny, x0, nx", [(-1, 7, -1, 8), (2, 5, 0, 6), (-3, 5, 1, 7), (4, 5, -2, 5)])
+def test_load_split_writes_what_the_whole_load_writes(y0, ny, x0, nx):
+    """``Load.split``: the pieces of a window LOAD (padding above, below, left and right;
+    a piece may lie wholly in the padding), executed one after another on the ISA
+    simulator, leave the buffer exactly as the whole LOAD does, for every piece count."""
+    config = AccelConfig(rows=4, cols=4, ifmap_rows=128)
+    shape = (6, 6, 8)
+    dram = bytearray(np.random.default_rng(ny * nx).integers(0, 256, 6 * 6 * 8, dtype=np.uint8))
+    whole = window_load((BaseReg.STATIC, 0), shape, 0, 2, 4, y0, x0, ny, nx, buf_row=3,
+                        pad_value=0x5A)
+    assert whole.pad_en   # the cases cross the map's edge
+
+    def run(loads):
+        sim = IsaSim(config, bytearray(dram))
+        sim.ifmap[:] = 0xEE
+        for ld in loads:
+            sim.execute(decode(ld.encode(Buffer.IFMAP, 0, dep_flags())))
+        return sim.ifmap.copy()
+
+    want = run([whole])
+    for pieces in range(1, ny + 2):
+        parts = whole.split(pieces)
+        assert len(parts) == min(pieces, ny) and sum(p.n2 for p in parts) == ny
+        np.testing.assert_array_equal(run(parts), want)
+
+
+def test_ifmap_tile_loaded_ahead_in_pieces():
+    """A per-chunk conv with streamed weights: one block of all 16 output rows (256 psum
+    rows; two resident blocks would re-read halo rows and the weights), each chunk's raw
+    rows (18 x 18 pixels x 4 lanes = 1296 bytes, two ``AHEAD_PIECE_BYTES``) loaded while
+    the previous chunk's taps compute, in two pieces between the weight LOADs; bit-exact
+    under random schedules."""
+    rng = np.random.default_rng(7)
+    layer = conv_layer(rng, "c", (16, 16, 8), 4, 3, 1, 1, in_zp=3)
+    model = QModel("t", [layer], 0.05, 3, input_shape=(16, 16, 8))
+    config = AccelConfig(rows=4, cols=4, dataflow="ws")
+    program = check(model, config, resident_weights=False)
+    assert not program.nodes[0].tiles["ifmap_resident"]
+    ifmap_loads = [d for d in map(decode, program.nodes[0].insns)
+                   if d["op"] == Opcode.LOAD and d["buf"] == Buffer.IFMAP]
+    assert 1296 // AHEAD_PIECE_BYTES == 2
+    # 2 chunks x 1 block x 1 output tile: the first chunk is loaded before any GEMM
+    # (whole), the second ahead in 2 pieces
+    assert [d["n2"] for d in ifmap_loads] == [18, 9, 9]
+
+
+@pytest.mark.parametrize("dataflow", ["ws", "os", "feie"])
+def test_psum_blocks_with_a_shorter_last_block(dataflow):
+    """Input 7x5x8, 8 filters 3x3 pad 1 on 4x4, ifmap half 35 rows: per chunk, blocks of
+    3, 3 and 1 output rows, both output tiles in one psum block (the last block's tiles at
+    the same psum rows as the full blocks' tiles). Each chunk's rows are read once per
+    block: input rows 0..3, 2..6 and 5..6, 11 x 5 pixels x 8 channels = 440 bytes."""
+    rng = np.random.default_rng(11)
+    layer = conv_layer(rng, "c", (7, 5, 8), 8, 3, 1, 1, in_zp=-4)
+    model = QModel("t", [layer], 0.05, -4, input_shape=(7, 5, 8))
+    config = AccelConfig(rows=4, cols=4, ifmap_rows=70, dataflow=dataflow)
+    program = check(model, config, resident_weights=False)
+    assert not program.nodes[0].tiles["ifmap_resident"]
+    assert program_traffic(program, model).layers[0].ifmap_read == 440
 
 
 def test_conv_plan_prefers_least_traffic():
