@@ -128,15 +128,20 @@ class WeightPlan:
 
     ``rows`` maps the :func:`weight_key` of every *resident* tile to its first buffer
     row: the initialization graph LOADs it there once per job and the execution graph's
-    GEMMs read it with no LOAD. Every other GEMM streams its tile into the buffer half
-    ``halves[t % 2]`` (its index ``t`` in its unit), as before.
+    GEMMs read it with no LOAD. Every other GEMM streams its tile into one of the two
+    streaming halves of ``half_rows`` rows each, from rows ``halves``, in *weight groups*
+    (:mod:`~celosia.sw.compiler.emit`).
     """
     rows: dict                   # weight_key -> first row of the resident tile
     halves: tuple[int, int]      # first rows of the two streaming halves
+    half_rows: int               # rows of each streaming half
     layers: tuple[str, ...] = () # the layers whose weights are resident
     used_rows: int = 0           # rows of the resident region (the streaming halves excluded)
-    saved_bytes: int = 0         # DRAM bytes one run no longer reads: weight LOADs + their fetch
-    saved_insns: dict = field(default_factory=dict)  # layer -> weight LOADs removed per run
+    # DRAM bytes one run no longer reads (weight LOADs + their fetch) and layer -> weight
+    # LOADs removed per run: plan_weights' estimate (one LOAD per GEMM), which compile_model
+    # replaces with emit's exact figures (weight groups, emit.weight_fetch)
+    saved_bytes: int = 0
+    saved_insns: dict = field(default_factory=dict)
 
     def row(self, op) -> int | None:
         """The resident row of ``op``'s weight tile, or ``None`` (streamed, or not a GEMM)."""
@@ -158,7 +163,7 @@ class WeightPlan:
 
 def streaming_plan(config: AccelConfig) -> WeightPlan:
     """No resident weights: every GEMM streams its tile into the two weight-buffer halves."""
-    return WeightPlan(rows={}, halves=(0, config.weight_rows // 2))
+    return WeightPlan(rows={}, halves=(0, config.weight_rows // 2), half_rows=config.weight_rows // 2)
 
 
 def _gemm_ops(units: list[Unit]):
@@ -176,12 +181,16 @@ def plan_weights(layers: dict, config: AccelConfig, enabled: bool = True) -> Wei
     instruction fetch each).
 
     * If every layer's tiles fit ``weight_rows``, all are resident.
-    * Otherwise the streamed layers keep two halves of ``S`` rows each, ``S`` the
-      largest tile of any layer, and the layers are taken greedily by bytes saved per
+    * Otherwise the streamed layers keep two halves of at least ``S`` rows each, ``S``
+      the largest tile of any layer, and the layers are taken greedily by bytes saved per
       run per buffer row (ties: more bytes first), each one that still fits the rest of
-      the buffer. The halves then shrink to the largest tile of the layers that stream.
+      the buffer. The streaming halves then share what the resident tiles leave
+      (``(weight_rows - resident rows) // 2`` rows each, room for weight groups).
     * If nothing fits (or ``enabled`` is false), every layer streams into halves of
-      ``weight_rows // 2`` rows, exactly as without this pass.
+      ``weight_rows // 2`` rows, exactly as without this pass. (So does
+      :func:`~celosia.sw.compiler.compile_model` when the plan would move more bytes per
+      run than streaming everything: smaller streaming halves mean smaller weight groups,
+      more LOAD instructions.)
     """
     cands = []
     for name, units in layers.items():
@@ -210,7 +219,7 @@ def plan_weights(layers: dict, config: AccelConfig, enabled: bool = True) -> Wei
                 budget -= need[name]
         if not chosen:
             return streaming_plan(config)
-        s = max(r for name, tiles, _, _ in cands if name not in chosen for r in tiles.values())
+        s = (config.weight_rows - sum(need[name] for name in chosen)) // 2
         halves, start = (0, s), 2 * s
     rows, cursor = {}, start
     for name, tiles, _, _ in cands:  # program order, so the init graph walks the buffer upwards
@@ -220,6 +229,6 @@ def plan_weights(layers: dict, config: AccelConfig, enabled: bool = True) -> Wei
                 cursor += r
     assert cursor <= config.weight_rows
     picked = [c for c in cands if c[0] in chosen]
-    return WeightPlan(rows=rows, halves=halves, layers=tuple(c[0] for c in picked),
+    return WeightPlan(rows=rows, halves=halves, half_rows=halves[1], layers=tuple(c[0] for c in picked),
                       used_rows=cursor - start, saved_bytes=sum(c[2] for c in picked),
                       saved_insns={c[0]: c[3] for c in picked})

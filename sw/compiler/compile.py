@@ -27,14 +27,16 @@ Data layouts in DRAM: activations int8 NHWC (a fully connected layer's
 
 from __future__ import annotations
 
+import dataclasses
+
 from celosia.errors import CompileError, EncodeError
 from celosia.rtl.config import AccelConfig
 from celosia.rtl.dataflows import dataflow
 from celosia.rtl import isa
 from celosia.rtl.isa import Buffer
 from celosia.sw.compiler import lower_vec
-from celosia.sw.compiler.alloc import allocate, plan_weights
-from celosia.sw.compiler.emit import emit_unit
+from celosia.sw.compiler.alloc import allocate, plan_weights, streaming_plan
+from celosia.sw.compiler.emit import emit_unit, weight_fetch
 from celosia.sw.compiler.keep import plan_keep
 from celosia.sw.compiler.program import MAX_DESC_INSNS, NodeCode, Program
 from celosia.sw.compiler.tiling import dep_flags
@@ -73,6 +75,14 @@ def compile_model(model: QModel, config: AccelConfig, batch: int = 1,
     keep = plan_keep(model, [units for _, units in lowered], allocs, config, batch, enabled=keep_outputs)
     by_name = {layer.name: units for layer, (_, units) in zip(model.layers, lowered)}
     plan = plan_weights(by_name, config, enabled=resident_weights)
+    if plan.layers:   # what the resident tiles save per run: exactly, with emit's weight groups
+        diff = {name: [a - b for a, b in zip(weight_fetch(units, streaming_plan(config)),
+                                             weight_fetch(units, plan))]
+                for name, units in by_name.items()}
+        plan = dataclasses.replace(plan, saved_bytes=sum(d[0] for d in diff.values()),
+                                   saved_insns={name: d[1] for name, d in diff.items() if d[1]})
+        if plan.saved_bytes <= 0:   # the smaller streaming halves cost more than it saves
+            plan = streaming_plan(config)
     nodes = []
     n_layers = len(model.layers)
     for i, (layer, (lowering, units)) in enumerate(zip(model.layers, lowered)):

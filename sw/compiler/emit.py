@@ -1,12 +1,19 @@
 """Emission: a lowered :class:`~celosia.sw.compiler.tiling.Unit` -> instruction words.
 
-Token protocol (VTA-style; counts balance and every pop refers to an earlier
-push in program order, so an in-order fetch never deadlocks), per unit:
+The instruction stream of a unit is LOAD group 0, then for each compute instruction
+``t``: LOAD group ``t+1``, compute instruction ``t`` (and the STORE of a tile after its
+last GEMM). Every LOAD sits in some LOAD group; the LOAD queue runs them in that order.
 
-* load group ``t`` (the LOADs feeding compute instruction ``t``) pushes ``l2c``;
-  instruction ``t`` pops it (if the group has LOADs);
-* instruction ``t`` pushes ``c2l`` when group ``t+2`` exists and has LOADs (it
-  overwrites the weight and ifmap halves instruction ``t`` read); that group pops it;
+Token protocol (VTA-style; counts balance and every pop refers to an earlier push in
+program order, so an in-order fetch never deadlocks), per unit:
+
+* ``c2l``: the first LOAD of LOAD group ``s >= 2`` pops it, pushed by compute
+  instruction ``s-2`` (when group ``s`` has LOADs): a LOAD may go into LOAD group ``s``
+  only if every instruction that read the rows it overwrites is ``s-2`` or earlier
+  (instructions finish in order).
+* ``l2c``: a compute instruction that needs LOADs pops one, pushed by the last LOAD (in
+  queue order) of those it needs; the LOADs are placed so that these pushes come in the
+  order of the instructions (asserted), so pushes and pops pair up.
 * the last instruction of output tile ``u`` pushes ``c2s``; STORE ``u`` pops it;
 * STORE ``u`` pushes ``s2c`` when tile ``u+2`` exists (same psum half); the first
   instruction of tile ``u+2`` pops it. With *psum blocks* (consecutive tiles with the
@@ -22,52 +29,51 @@ push in program order, so an in-order fetch never deadlocks), per unit:
   STORE and pushes ``c2l``, which the next unit's first LOAD pops: a barrier,
   since the next unit may read what the stores wrote.
 
-A compute instruction whose load group is empty (its weight tile is resident,
-:class:`~celosia.sw.compiler.alloc.WeightPlan`, and its ifmap is already in the
-buffer) pops no ``l2c``, and instruction ``t-2`` pushes no ``c2l`` for it: the
-buffer rows a later group overwrites were last read by an instruction at least two
-places before it, so the ``c2l`` of the instruction two places before that group
-still covers them.
+Double buffering. Each LOAD *item* (the LOADs some instruction ``d`` needs) has a
+*release*, the first LOAD group it may go into, and a place in the queue at most ``d``;
+the queue is sorted by place and each LOAD goes into LOAD group ``max(release, the
+previous LOAD's group)`` (:func:`_schedule`). The items:
 
-Double buffering: streamed weight tiles alternate between the buffer halves with the
-compute instruction's index ``t`` (the halves of the
-:class:`~celosia.sw.compiler.alloc.WeightPlan`; resident weight tiles stay at their own
-rows), psum tiles (blocks) with their block's index, and ifmap tiles with the index of their
-*ifmap group* in the unit (plus ``Unit.half``, 1 for a layer whose input the previous
-layer keeps in ifmap half 1: :mod:`~celosia.sw.compiler.keep`): the run of consecutive
-compute instructions that read one ifmap tile, loaded once. A group is a whole block of output tiles in a resident unit
-(``OutTile.block``, loaded by ``block_loads``), the GEMMs of one output tile with the
-same ``GemmOp.ifmap_group`` (e.g. the kernel taps of one input-channel chunk of a conv),
-in a psum block the GEMMs of all its tiles with the same ``ifmap_group`` (e.g. one input
-chunk of an fc layer; the LOADs of the block's first tile), or a single instruction. The ``c2l`` tokens above also cover the ifmap halves: the group
-opening at instruction ``t`` overwrites the half of the group two before it, whose
-instructions all precede the group in between. The tile's LOADs go ahead into the LOAD
-group of the second instruction ``t'`` of the group in between (``t' - 2`` is the last
-instruction of the group two before, so the ``c2l`` pop of LOAD group ``t'`` frees the
-half, and the tile loads while the group in between computes), after that group's own
-``l2c`` push (instruction ``t'`` does not wait for them), when either
+* the unit's PPU parameters, for instruction 0;
+* **ifmap groups**: the runs of consecutive compute instructions that read one ifmap
+  tile, loaded once, alternating between the ifmap halves (plus ``Unit.half``, 1 for a
+  layer whose input the previous layer keeps in ifmap half 1:
+  :mod:`~celosia.sw.compiler.keep`). A group is a whole block of output tiles in a
+  resident unit (``OutTile.block``, loaded by ``block_loads``), the GEMMs of one output
+  tile with the same ``GemmOp.ifmap_group`` (e.g. the kernel taps of one input-channel
+  chunk of a conv), in a psum block the GEMMs of all its tiles with the same
+  ``ifmap_group`` (one input chunk; the LOADs of the block's first tile), or a single
+  instruction. Group ``i`` overwrites the half of group ``i-2``, whose instructions all
+  precede group ``i-1``: its release is the second instruction of group ``i-1``, so it
+  loads while group ``i-1`` computes; loaded ahead, it is split into pieces of a few
+  input rows (at least ``AHEAD_PIECE_BYTES``) placed evenly up to the group's first
+  instruction, so that the weight LOADs in between do not wait behind the whole tile;
+* **weight groups**: the unit's streamed GEMMs (weight tiles not resident,
+  :class:`~celosia.sw.compiler.alloc.WeightPlan`) in runs of 1, 2, 4, ... tiles up to a
+  streaming half (a short wait for the unit's first GEMM, then few, long LOADs),
+  alternating between the two halves, tile ``j`` of a group at ``j`` times the unit's
+  largest tile; the tiles' LOADs are merged where they form a progression
+  (:func:`~celosia.sw.compiler.tiling.merge_loads`: a conv's taps, an fc layer's k
+  tiles). Group ``w`` overwrites the half of group ``w-2``: its release is the
+  instruction after the first GEMM of group ``w-1``.
 
-* LOAD group ``t`` streams weights: its ``l2c`` push, later in the in-order LOAD queue,
-  tells instruction ``t`` that the tile is in too (the tile's LOADs are then split into
-  pieces of a few input rows, at least ``AHEAD_PIECE_BYTES`` each, spread over the LOAD
-  groups ``t' .. t-1``, so that the weight LOADs of the group in between do not wait
-  behind the whole tile); or
-* no LOAD group strictly between ``t'`` and ``t`` has LOADs of its own (resident
-  weights): the ahead LOADs push one more ``l2c``, which instruction ``t`` pops (the
-  instructions in between pop none, so the tokens still pair up in order).
-
-Otherwise (or when ``t' = t``) they are LOAD group ``t``'s own.
+A compute instruction whose weight tile is resident and whose ifmap is already in the
+buffer needs no LOAD and pops no ``l2c``.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
+
 from celosia.rtl import isa
 from celosia.rtl.config import AccelConfig
 from celosia.rtl.isa import Buffer, Opcode
-from celosia.sw.compiler.alloc import WeightPlan, streaming_plan
-from celosia.sw.compiler.tiling import Unit, VecOp, dep_flags, encode
+from celosia.sw.analysis import load_bytes
+from celosia.sw.compiler.alloc import WeightPlan, streaming_plan, weight_tile_rows
+from celosia.sw.compiler.tiling import Unit, VecOp, dep_flags, encode, merge_loads
 
-__all__ = ["emit_unit", "AHEAD_PIECE_BYTES"]
+__all__ = ["emit_unit", "weight_fetch", "AHEAD_PIECE_BYTES"]
 
 #: The smallest piece an ifmap tile loaded ahead is split into (bytes moved, padding
 #: included): each piece is one more 32-byte LOAD instruction to fetch, at most ~6% more.
@@ -81,51 +87,30 @@ def emit_unit(unit: Unit, config: AccelConfig, first: bool, last: bool,
     tiles live (default: every tile streams into the two buffer halves). An instruction
     field out of range is an :class:`~celosia.sw.compiler.tiling.EncodeError`."""
     weights = weights or streaming_plan(config)
-    i_half = config.ifmap_rows // 2
     p_half = config.psum_rows // 2
     ops, psum_at, s2c_push, s2c_pop = _psum_blocks(unit, p_half)
     T = len(ops)
-    out: list[int] = []
-
-    def streamed(t):
-        """The weight LOADs of instruction ``t`` (none for a resident tile or a VEC)."""
-        u, g = ops[t]
-        op = unit.tiles[u].ops[g]
-        return [] if isinstance(op, VecOp) or weights.row(op) is not None else op.weight
-
-    ifmap_rows, ifmap_loads, ahead_push = _ifmap_groups(unit, ops, lambda t: bool(streamed(t)))
-    ahead_pop = set(ahead_push.values())   # instructions popping the l2c of ahead LOADs
-
-    def group(t):
-        """``(Load, buffer, row base)`` of LOAD group ``t``, and how many of them feed
-        compute instruction ``t`` (the rest: a later ifmap group's tile, loaded ahead)."""
-        ifmap = {ahead: [(ld, Buffer.IFMAP, half * i_half) for half, ld, a in ifmap_loads[t] if a == ahead]
-                 for ahead in (False, True)}
-        own = [(unit.params, Buffer.PARAM, 0)] if t == 0 else []
-        own += ifmap[False] + [(ld, Buffer.WEIGHT, weights.halves[t % 2]) for ld in streamed(t)]
-        return own + ifmap[True], len(own)
-
-    groups = [group(t) for t in range(T)]
+    i_half = config.ifmap_rows // 2
+    ifmap_rows, items = _ifmap_groups(unit, ops, i_half)
+    weight_rows, w_items = _weight_groups(unit, ops, weights)
+    items += w_items + [_Item(0, 0, 0, 0, [(unit.params, Buffer.PARAM, 0)])]
+    slots, pops = _schedule(items, T)
 
     def load_group(t):
-        loads, n_own = groups[t]
-        push = {n_own - 1} | ({len(loads) - 1} if t in ahead_push else set())
         return [ld.encode(buf, base, dep_flags(pop_next=(i == 0 and (t >= 2 or (t == 0 and not first))),
-                                                push_next=i in push))
-                for i, (ld, buf, base) in enumerate(loads)]
+                                               push_next=push))
+                for i, (ld, buf, base, push) in enumerate(slots[t])]
 
     def compute(t):
         u, g = ops[t]
         tile, op = unit.tiles[u], unit.tiles[u].ops[g]
         half, row = ifmap_rows[t]
         ifmap_row = half * i_half + row
-        dep = dep_flags(pop_prev=groups[t][1] > 0 or t in ahead_pop, pop_next=(g == 0 and u in s2c_pop),
-                        push_prev=t + 2 < T and bool(groups[t + 2][0]), push_next=g == len(tile.ops) - 1)
+        dep = dep_flags(pop_prev=t in pops, pop_next=(g == 0 and u in s2c_pop),
+                        push_prev=t + 2 < T and bool(slots[t + 2]), push_next=g == len(tile.ops) - 1)
         if isinstance(op, VecOp):
             return op.encode(ifmap_row=ifmap_row, psum_row=psum_at[u], m_len=tile.m_len, dep=dep)
-        row = weights.row(op)
-        return op.encode(accumulate=int(g > 0), ifmap_row=ifmap_row,
-                         weight_row=weights.halves[t % 2] if row is None else row,
+        return op.encode(accumulate=int(g > 0), ifmap_row=ifmap_row, weight_row=weight_rows[t],
                          psum_row=psum_at[u], m_len=tile.m_len, dep=dep, in_zp=unit.in_zp)
 
     def store(u):
@@ -135,6 +120,7 @@ def emit_unit(unit: Unit, config: AccelConfig, first: bool, last: bool,
             psum_row=psum_at[u], param_row=tile.param_row * config.cols, m_len=tile.m_len,
             dep=dep_flags(pop_prev=True, push_prev=(u in s2c_push) or (u == n_tiles - 1 and not last)))
 
+    out: list[int] = []
     out.extend(load_group(0))
     for t in range(T):
         if t + 1 < T:
@@ -146,6 +132,52 @@ def emit_unit(unit: Unit, config: AccelConfig, first: bool, last: bool,
     if not last:
         out.append(encode(Opcode.NOP, dep=dep_flags(pop_next=True, push_prev=True)))
     return out
+
+
+def weight_fetch(units: list[Unit], weights: WeightPlan) -> tuple[int, int]:
+    """``(DRAM bytes, LOAD instructions)`` of the weight LOADs :func:`emit_unit` emits for
+    ``units`` under ``weights``: the bytes they read plus their 32-byte instructions (e.g.
+    what a layer's weights cost per run when they stream instead of staying resident)."""
+    loads = [ld for unit in units
+             for item in _weight_groups(unit, _psum_blocks(unit, 1 << 30)[0], weights)[1]
+             for ld, _, _ in item.loads]
+    return sum(load_bytes(ld.__dict__) for ld in loads) + isa.INSN_BYTES * len(loads), len(loads)
+
+
+@dataclass
+class _Item:
+    """LOADs that compute instruction ``deadline`` needs, which may go into any LOAD group
+    from ``release`` on (the buffer rows they write were last read by instruction
+    ``release - 2`` or earlier); ``order``: place in the LOAD queue (at most
+    ``deadline``; the deadline itself for at least one item of each instruction)."""
+    release: int
+    deadline: int
+    order: int
+    rank: int                    # ties: parameters, then ifmap, then weights
+    loads: list                  # (Load, Buffer, row base)
+
+
+def _schedule(items: list[_Item], T: int) -> tuple[list[list], set[int]]:
+    """The LOAD groups and the ``l2c`` pairing (see the module docstring): the LOADs in
+    queue order (``order``), each in LOAD group ``max(its release, the previous LOAD's
+    group)``; each compute instruction that needs LOADs pops one ``l2c``, pushed by the
+    last LOAD (in queue order) of the items it needs. Returns per LOAD group its
+    ``(Load, Buffer, row base, push l2c)`` and the instructions that pop ``l2c``."""
+    slots: list[list] = [[] for _ in range(T)]
+    last: dict[int, tuple[int, int]] = {}    # instruction -> (LOAD group, index) of its l2c push
+    slot = 0
+    for item in sorted(items, key=lambda it: (it.order, it.deadline, it.rank)):
+        if not item.loads:
+            continue
+        slot = max(slot, item.release)
+        assert slot <= item.deadline, (slot, item)
+        slots[slot].extend([ld, buf, base, False] for ld, buf, base in item.loads)
+        last[item.deadline] = (slot, len(slots[slot]) - 1)
+    pushes = [last[t] for t in sorted(last)]
+    assert pushes == sorted(pushes) and len(set(pushes)) == len(pushes), "l2c pairs out of order"
+    for s, i in pushes:
+        slots[s][i][3] = True
+    return [[tuple(x) for x in group] for group in slots], set(last)
 
 
 def _psum_blocks(unit: Unit, p_half: int) -> tuple[list[tuple[int, int]], list[int], set[int], set[int]]:
@@ -206,26 +238,19 @@ def _psum_blocks(unit: Unit, p_half: int) -> tuple[list[tuple[int, int]], list[i
     return ops, psum_at, {owner for owner, _ in pushes}, {user for _, user in pushes}
 
 
-def _ifmap_groups(unit: Unit, ops: list[tuple[int, int]], streams
-                  ) -> tuple[list[tuple[int, int]], list[list], dict[int, int]]:
+def _ifmap_groups(unit: Unit, ops: list[tuple[int, int]], i_half: int
+                  ) -> tuple[list[tuple[int, int]], list[_Item]]:
     """The ifmap groups of ``unit`` (see the module docstring).
 
     Returns, per compute instruction ``t`` in order, ``(half, row)``: the ifmap buffer
-    half of its group (the group's index in the unit mod 2) and its ifmap row inside that
-    half; per LOAD group ``t``, the ``(half, Load, ahead)`` of the ifmap tiles it loads,
-    ``ahead`` for a later group's tile; and ``{t': t}`` for the LOAD groups ``t'`` whose
-    ahead LOADs push ``l2c`` for the later group's first instruction ``t``.
-
-    A group's tile goes ahead, into the LOAD group ``t'`` of the second instruction of the
-    group before it (the earliest LOAD group whose ``c2l`` pop, instruction ``t' - 2``
-    done, follows the last reader of the half), when the LOAD group of the group's first
-    instruction ``t`` streams weights (``streams(t)``: its ``l2c`` push, later in the
-    LOAD queue, then covers the tile too), or when no LOAD group strictly between ``t'``
-    and ``t`` streams weights (the ahead LOADs push ``l2c`` themselves and instruction
-    ``t`` pops it; the instructions in between pop none). Otherwise it is LOAD group
-    ``t``'s own. In the first case the tile's LOADs are split (:meth:`Load.split
-    <celosia.sw.compiler.tiling.Load.split>`) and spread over the LOAD groups ``t' .. t-1``,
-    so that no weight LOAD of the group in between waits behind the whole tile."""
+    half of its group (the group's index in the unit, plus ``Unit.half``, mod 2) and its
+    ifmap row inside that half; and the LOAD items of the groups' tiles. Group ``i``'s
+    tile may load from the LOAD group of the second instruction of group ``i-1`` on (the
+    earliest whose ``c2l`` pop follows the last reader of the half, the last instruction
+    of group ``i-2``); loaded ahead, its LOADs are split (:meth:`Load.split
+    <celosia.sw.compiler.tiling.Load.split>`, pieces of at least ``AHEAD_PIECE_BYTES``)
+    and spread in queue order over the instructions up to the group's first one, so that
+    no weight LOAD in between waits behind the whole tile."""
     rows, firsts, loads = [], [], []
     prev = None
     for u, g in ops:
@@ -248,23 +273,59 @@ def _ifmap_groups(unit: Unit, ops: list[tuple[int, int]], streams
                 "only a group's first GEMM loads its tile"
         prev = key
         rows.append(((len(firsts) - 1 + unit.half) % 2, row))
-    at, pushes = [[] for _ in rows], {}
+    items = []
     for i, first in enumerate(firsts):
-        t = firsts[i - 1] + 1 if i > 0 else first
-        half = (i + unit.half) % 2
-        if t < first and streams(first) and loads[i]:
-            # spread over the LOAD groups t .. first-1, a few input rows at a time, so that
-            # the weight LOADs in between wait for no long ifmap LOAD (in-order queue)
-            span = first - t
-            pieces = [p for ld in loads[i]
-                      for p in ld.split(min(span // len(loads[i]), ld.n0 * ld.n1 * ld.n2 // AHEAD_PIECE_BYTES))]
-            for k, piece in enumerate(pieces):
-                at[t + k * span // len(pieces)].append((half, piece, True))
+        base = (i + unit.half) % 2 * i_half
+        release = min(firsts[i - 1] + 1, first) if i > 0 else first
+        span = first - release
+        pieces = ([p for ld in loads[i]
+                   for p in ld.split(min(span // len(loads[i]), ld.n0 * ld.n1 * ld.n2 // AHEAD_PIECE_BYTES))]
+                  if span and loads[i] else loads[i])
+        for k, piece in enumerate(pieces):
+            items.append(_Item(release, first, release + (k + 1) * span // len(pieces), 1,
+                               [(piece, Buffer.IFMAP, base)]))
+    return rows, items
+
+
+def _weight_groups(unit: Unit, ops: list[tuple[int, int]], weights: WeightPlan
+                   ) -> tuple[list[int | None], list[_Item]]:
+    """The weight groups of ``unit`` (see the module docstring): its streamed GEMMs (not
+    resident, :class:`~celosia.sw.compiler.alloc.WeightPlan`) in runs of 1, 2, 4, ... tiles
+    (a short wait for the unit's first GEMM), up to what a streaming half holds at a pitch
+    of the unit's largest tile; group ``w`` in half ``w % 2``, its tiles' LOADs merged
+    (:func:`~celosia.sw.compiler.tiling.merge_loads`).
+
+    Returns each compute instruction's weight row (``None`` for a VEC) and the LOAD items:
+    group ``w`` may load from LOAD group ``t + 1`` on, ``t`` the first GEMM of group
+    ``w-1`` (the half's last readers, group ``w-2``, all come before ``t``)."""
+    rows: list[int | None] = [None] * len(ops)
+    streamed = []
+    for t, (u, g) in enumerate(ops):
+        op = unit.tiles[u].ops[g]
+        if isinstance(op, VecOp):
             continue
-        if t < first and not streams(first):
-            if any(streams(x) for x in range(t + 1, first)) or not loads[i]:
-                t = first
-            else:
-                pushes[t] = first
-        at[t].extend((half, ld, t < first) for ld in loads[i])
-    return rows, at, pushes
+        rows[t] = weights.row(op)
+        if rows[t] is None and op.weight:
+            streamed.append(t)
+    if not streamed:
+        return rows, []
+    pitch = max(weight_tile_rows(unit.tiles[ops[t][0]].ops[ops[t][1]]) for t in streamed)
+    cap = max(1, weights.half_rows // pitch)
+    groups, size, i = [], 1, 0
+    while i < len(streamed):
+        groups.append(streamed[i:i + size])
+        i += size
+        size = min(2 * size, cap)
+    items = []
+    for w, members in enumerate(groups):
+        base = weights.halves[w % 2]
+        tile_loads = []
+        for j, t in enumerate(members):
+            u, g = ops[t]
+            rows[t] = base + j * pitch
+            tile_loads += [dataclasses.replace(ld, buf_row=ld.buf_row + j * pitch)
+                           for ld in unit.tiles[u].ops[g].weight]
+        release = groups[w - 1][0] + 1 if w > 0 else 0
+        items.append(_Item(release, members[0], members[0], 2,
+                           [(ld, Buffer.WEIGHT, base) for ld in merge_loads(tile_loads)]))
+    return rows, items

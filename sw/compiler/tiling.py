@@ -32,7 +32,7 @@ from celosia.rtl.isa import PARAM_BYTES, BaseReg, Buffer, Opcode
 from celosia.sw.quant.model import QLayer
 
 __all__ = ["Load", "Store", "Window", "GemmOp", "VecOp", "OutTile",
-           "Unit", "encode", "dep_flags", "load", "window_load", "raw_rows_load", "store", "conv_attrs", "conv_blocks",
+           "Unit", "encode", "dep_flags", "load", "merge_loads", "window_load", "raw_rows_load", "store", "conv_attrs", "conv_blocks",
            "window_lines", "subtracts_zero_point", "param_chunks", "split_units"]
 
 
@@ -228,6 +228,50 @@ def load(base_reg, offset, n0, n1=1, s1=0, bs1=0, n2=1, s2=0, bs2=0, **extra) ->
     strides ``bs1``, ``bs2`` (``extra``: further :class:`Load` fields)."""
     return Load(base_reg=base_reg, dram_offset=offset, n0=n0, n1=n1, dram_stride1=s1, buf_stride1=bs1,
                 n2=n2, dram_stride2=s2, buf_stride2=bs2, **extra)
+
+
+def merge_loads(loads: list[Load]) -> list[Load]:
+    """The same transfers in fewer LOADs: each run of consecutive LOADs of one run of runs
+    (``n2 = 1``, no padding) that differ only in ``dram_offset`` and ``buf_row``, both
+    growing by the same positive steps, becomes one LOAD with ``n2`` = the run's length
+    (``dram_stride2`` / ``buf_stride2`` = the steps, within their ISA fields). E.g. the
+    weight tiles of a weight group (:mod:`~celosia.sw.compiler.emit`): a conv's kernel taps,
+    an fc layer's k tiles of one output tile."""
+    widths = dict(isa.LoadInsn)
+    fits = {f: (1 << widths[f].width) - 1 for f in ("n2", "dram_stride2", "buf_stride2")}
+
+    def same(a, b):
+        return dataclasses.replace(a, dram_offset=0, buf_row=0) == dataclasses.replace(b, dram_offset=0, buf_row=0)
+
+    out: list[Load] = []
+    run: list[Load] = []
+
+    def flush():
+        if len(run) == 1:
+            out.append(run[0])
+        elif run:
+            out.append(dataclasses.replace(run[0], n2=len(run),
+                                           dram_stride2=run[1].dram_offset - run[0].dram_offset,
+                                           buf_stride2=run[1].buf_row - run[0].buf_row))
+        run.clear()
+
+    for ld in loads:
+        if ld.n2 != 1 or ld.pad_en:
+            flush()
+            out.append(ld)
+            continue
+        if run:
+            step = (run[1].dram_offset - run[0].dram_offset, run[1].buf_row - run[0].buf_row) \
+                if len(run) > 1 else (ld.dram_offset - run[0].dram_offset, ld.buf_row - run[0].buf_row)
+            ok = (same(ld, run[0]) and 0 < step[0] <= fits["dram_stride2"]
+                  and 0 < step[1] <= fits["buf_stride2"] and len(run) < fits["n2"]
+                  and ld.dram_offset == run[0].dram_offset + len(run) * step[0]
+                  and ld.buf_row == run[0].buf_row + len(run) * step[1])
+            if not ok:
+                flush()
+        run.append(ld)
+    flush()
+    return out
 
 
 def window_load(src, shape, img, c_off, lanes, y0, x0, ny, nx, sy=1, sx=1, bs1=1, bs2=None,

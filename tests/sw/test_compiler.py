@@ -362,23 +362,34 @@ def test_missing_store_token_breaks_some_schedule():
 # --- fc lowering: input chunks shared by psum blocks of output tiles ----------------------
 
 # (K, N, batch, buffers, input bytes read, instructions), worked by hand for a 4x4 array
-# (kt = ceil(K/4) k tiles, nt = ceil(N/4) output tiles, streamed weights: one weight LOAD
-# and one GEMM per (k tile, output tile)):
+# (kt = ceil(K/4) k tiles, nt = ceil(N/4) output tiles, streamed weights: one GEMM per
+# (k tile, output tile); the streamed GEMMs of a unit in weight groups of 1, 2, 4, 8, 16,
+# ... in emission order, and in a group the weight LOADs of consecutive k tiles of one
+# output tile with the same k_len and n_len merge into one LOAD):
 FC_CASES = [
     # ifmap half 12 rows = 4 k tiles of batch 3: chunks of 4, 4, 2 k tiles, one LOAD each;
     # psum half 9 rows = 3 tiles of batch 3; param half 6 tiles: units of tiles 0-5 and
     # 6-9, blocks [0-2] [3-5] | [6-8] [9]: the input (3 x 40 bytes) read 4 times.
-    # 2 param LOADs + 100 weight LOADs + 100 GEMMs + 4 blocks x 3 chunk LOADs + 10 STOREs
+    # Unit 1, GEMMs t = 0..59 as (tile, k): (0, 0-3) (1, 0-3) (2, 0-3) (0, 4-7) (1, 4-7)
+    # (2, 4-7) (0, 8-9) (1, 8-9) (2, 8-9), then tiles 3-5 alike; groups t 0 | 1-2 | 3-6 |
+    # 7-14 | 15-30 | 31-59 with 1, 1, 2, 3, 7, 9 runs = 23 weight LOADs. Unit 2: tiles 6-8
+    # alike, then tile 9 k 0-9 (a block of its own: one run); groups 0 | 1-2 | 3-6 | 7-14 |
+    # 15-30 | 31-39: 1, 1, 2, 3, 7, 1 = 15.
+    # 2 param LOADs + 38 weight LOADs + 100 GEMMs + 4 blocks x 3 chunk LOADs + 10 STOREs
     # + 1 NOP between the units.
-    (40, 37, 3, dict(ifmap_rows=24, psum_rows=18, param_rows=12), 4 * 3 * 40, 2 + 200 + 12 + 10 + 1),
+    (40, 37, 3, dict(ifmap_rows=24, psum_rows=18, param_rows=12), 4 * 3 * 40, 2 + 38 + 100 + 12 + 10 + 1),
     # K = 42: 11 k tiles, the last of 2 inputs; ifmap half 10 rows = 2 k tiles of batch 5:
     # chunks [0,1] .. [8,9] one LOAD each, [10] the partial tile's LOAD; the psum half holds
     # one tile of batch 5: blocks of 1, the input read once per output tile (3).
-    # 1 param LOAD + 33 weight LOADs + 33 GEMMs + 3 x 6 chunk LOADs + 3 STOREs.
-    (42, 9, 5, dict(ifmap_rows=20, psum_rows=10), 3 * 5 * 42, 1 + 66 + 18 + 3),
+    # GEMMs tile by tile, k 0-10 (k 10 a 2-row LOAD: its own run); groups t 0 | 1-2 | 3-6 |
+    # 7-14 | 15-30 | 31-32 with 1, 1, 1, 3, 3, 2 runs.
+    # 1 param LOAD + 11 weight LOADs + 33 GEMMs + 3 x 6 chunk LOADs + 3 STOREs.
+    (42, 9, 5, dict(ifmap_rows=20, psum_rows=10), 3 * 5 * 42, 1 + 11 + 33 + 18 + 3),
     # the input (4 k tiles x batch 2) fits an ifmap half: resident, read once by two LOADs
-    # (3 whole k tiles, the partial one). 1 + 2 + 12 weight LOADs + 12 GEMMs + 3 STOREs.
-    (13, 11, 2, {}, 2 * 13, 1 + 2 + 24 + 3),
+    # (3 whole k tiles, the partial one). GEMMs tile by tile, k 0-3 (k 3 a 1-row LOAD);
+    # groups t 0 | 1-2 | 3-6 | 7-11 with 1, 1, 2, 3 runs: 1 + 2 + 7 weight LOADs + 12 GEMMs
+    # + 3 STOREs.
+    (13, 11, 2, {}, 2 * 13, 1 + 2 + 7 + 12 + 3),
 ]
 
 

@@ -4,6 +4,8 @@ EncodeError, allocation offsets and the token protocol, the lowering family chos
 from the dataflow registry. Expected values are worked by hand from docs/isa.md and
 docs/compiler.md."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -14,7 +16,7 @@ from celosia.rtl.isa import BaseReg, Buffer, Opcode
 from celosia.sw.compiler import (SUPPORTED_OPS, CompileError, EncodeError, GemmOp, OutTile, Unit,
                                  allocate, compile_model, emit_unit, lower_gemm, lower_rs, lower_vec)
 from celosia.sw.compiler.alloc import WeightPlan, weight_key
-from celosia.sw.compiler.tiling import dep_flags, load, store, subtracts_zero_point, window_load
+from celosia.sw.compiler.tiling import dep_flags, load, merge_loads, store, subtracts_zero_point, window_load
 from celosia.sw.quant.model import QModel
 
 from test_compiler import make_layer, make_model
@@ -171,7 +173,8 @@ def test_emit_ifmap_groups_ahead_with_resident_weights():
     ops = [GemmOp(k_len=4, n_len=3, weight=[load(BaseReg.STATIC, 40 + 4 * t, 3)],
                   ifmap=[load(BaseReg.INPUT, 100 * group, 4, n1=5, s1=4, bs1=1)] if first else [],
                   ifmap_row=row, ifmap_group=group) for t, (group, first, row) in enumerate(plan)]
-    weights = WeightPlan(rows={weight_key(op): 4 * t for t, op in enumerate(ops)}, halves=(0, 16))
+    weights = WeightPlan(rows={weight_key(op): 4 * t for t, op in enumerate(ops)}, halves=(0, 16),
+                         half_rows=16)
     layer = make_layer(np.random.default_rng(3), "fc", 8, 3, 0, "none")
     unit = Unit(params=load(BaseReg.STATIC, 200, 9, n1=4, s1=9, bs1=1),
                 tiles=[OutTile(m_len=1, ops=ops, store=store(layer, (BaseReg.OUTPUT, 0), 0, 3, 3), param_row=0)],
@@ -191,6 +194,57 @@ def test_emit_ifmap_groups_ahead_with_resident_weights():
     assert [x["buf_row"] for x in d if x["op"] == L][1:] == [0, 8, 0]
     assert [(x["ifmap_row"], x["weight_row"]) for x in d if x["op"] == G] == [
         (0, 0), (3, 4), (8, 8), (10, 12), (1, 16)]
+
+
+def test_emit_weight_groups():
+    """Seven streamed GEMMs of one output tile (k tiles 0..6, each a 4-row weight LOAD at
+    DRAM 40 + 12k) over a resident ifmap block, weight halves of 16 rows (pitch 4: up to 4
+    tiles a group). Weight groups of 1, 2 and 4 GEMMs: [0] in half 0, [1, 2] in half 1
+    (rows 16, 20), [3..6] in half 0 (rows 0, 4, 8, 12); each group one LOAD (n2 tiles,
+    DRAM stride 12, buffer stride 4). Group [1, 2] goes in LOAD group 1 (after GEMM 0's
+    first, nothing to wait for), group [3..6] in LOAD group 2: it pops the c2l of GEMM 0,
+    the last reader of half 0, and pushes the l2c GEMM 3 pops; GEMMs 2, 4, 5, 6 pop none."""
+    config = AccelConfig(rows=4, cols=4, ifmap_rows=16, weight_rows=32, psum_rows=8, param_rows=2)
+    ops = [GemmOp(k_len=4, n_len=3, weight=[load(BaseReg.STATIC, 40 + 12 * k, 3, n1=4, s1=3, bs1=1)],
+                  ifmap_row=k) for k in range(7)]
+    layer = make_layer(np.random.default_rng(3), "fc", 28, 3, 0, "none")
+    unit = Unit(params=load(BaseReg.STATIC, 200, 9, n1=4, s1=9, bs1=1),
+                tiles=[OutTile(m_len=1, ops=ops, store=store(layer, (BaseReg.OUTPUT, 0), 0, 3, 3), param_row=0,
+                               block=0, block_loads=[load(BaseReg.INPUT, 0, 4, n1=7, s1=4, bs1=1)])],
+                resident=True)
+    d = [isa.decode(w) for w in emit_unit(unit, config, first=True, last=True)]
+    L, G, S = Opcode.LOAD, Opcode.GEMM, Opcode.STORE
+    P, I, W = Buffer.PARAM, Buffer.IFMAP, Buffer.WEIGHT
+    assert [(x["op"], x.get("buf"), x.get("dram_offset"), x.get("n2"), x.get("buf_row")) for x in d] == [
+        (L, P, 200, 1, 0), (L, I, 0, 1, 0), (L, W, 40, 1, 0),   # LOAD group 0
+        (L, W, 52, 2, 16),                                      # LOAD group 1: tiles 1, 2
+        (G,) + (None,) * 4,
+        (L, W, 76, 4, 0),                                       # LOAD group 2: tiles 3..6
+        *[(G,) + (None,) * 4] * 6, (S, None, 0, None, 0)]   # (STORE: buf_row 0)
+    assert [(x["dram_stride2"], x["buf_stride2"]) for x in d if x["op"] == L and x["n2"] > 1] == [(12, 4)] * 2
+    push = deps(push_next=1)
+    assert [x["dep"] for x in d] == [
+        NO_DEP, NO_DEP, push, push, deps(pop_prev=1, push_prev=1), deps(pop_next=1, push_next=1),
+        deps(pop_prev=1), NO_DEP, deps(pop_prev=1), NO_DEP, NO_DEP, deps(push_next=1), deps(pop_prev=1)]
+    assert [x["weight_row"] for x in d if x["op"] == G] == [0, 16, 20, 0, 4, 8, 12]
+    assert [x["accumulate"] for x in d if x["op"] == G] == [0] + [1] * 6
+
+
+def test_merge_loads():
+    """Runs of one-row-run LOADs with the same shape and constant DRAM / buffer steps merge;
+    a different shape, a step change, a backwards step, padding or ``n2 > 1`` ends a run."""
+    a = [load(BaseReg.STATIC, 100 + 30 * i, 3, n1=2, s1=5, bs1=1, buf_row=8 + 2 * i) for i in range(3)]
+    merged = merge_loads(a + [load(BaseReg.STATIC, 190, 3, n1=2, s1=5, bs1=1, buf_row=15)])
+    assert [(m.dram_offset, m.n2, m.dram_stride2, m.buf_stride2, m.buf_row) for m in merged] == [
+        (100, 3, 30, 2, 8), (190, 1, 0, 0, 15)]      # 190 follows the run, row 15 does not
+    odd = load(BaseReg.STATIC, 190, 2, n1=2, s1=5, bs1=1, buf_row=14)   # 2 lanes, not 3
+    back = load(BaseReg.STATIC, 50, 3, n1=2, s1=5, bs1=1, buf_row=16)
+    padded = dataclasses.replace(a[0], dram_offset=190, buf_row=14, pad_en=1, pad_hi1=1)
+    for other in (odd, back, padded):
+        assert len(merge_loads(a + [other])) == 2
+    assert merge_loads([a[0]]) == [a[0]]
+    two = [dataclasses.replace(a[0], n2=2, dram_stride2=7, buf_stride2=1), a[1]]
+    assert merge_loads(two) == two
 
 
 def test_lowering_family_from_the_registry():
