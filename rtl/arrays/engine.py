@@ -38,9 +38,11 @@ class ComputeEngineSignature(wiring.Signature):
         (``engine.insn`` is ``engine.ctrl.insn``, ...):
 
         insn : In(stream.Signature(GemmInsn))
-            One GEMM; ``ready`` is high exactly when the engine is idle (``os``,
-            ``rs``, ``feie``); the ``ws`` engine is also ready while earlier GEMMs
-            are still streaming (up to ``WSArray.MAX_IN_FLIGHT`` in flight).
+            One GEMM; ``ready`` is high exactly when the engine is idle (``rs``); the
+            ``ws`` engine is also ready while earlier GEMMs are still streaming, ``os`` /
+            ``feie`` while earlier GEMMs are in the block pipeline (each at most its
+            ``MAX_IN_FLIGHT``, :data:`~celosia.rtl.controller.signatures.GEMMS_IN_FLIGHT`,
+            in flight).
         done : Out(1)
             One-cycle pulse one cycle after the last psum row of an accepted
             instruction was written (a following reader sees every write). Each

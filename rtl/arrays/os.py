@@ -12,15 +12,35 @@ cycle, adding the old psum when ``accumulate``).
 
 from __future__ import annotations
 
-from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data
 
 from celosia.rtl import isa
-from celosia.rtl.arrays.engine import (ComputeEngine, finish_states, gemm_insn_in_range, insn_check_state,
-                                       legal_gemm)
+from celosia.rtl.arrays.engine import ComputeEngine, gemm_insn_in_range, legal_gemm
 from celosia.rtl.arrays.window import WindowAddr
-from celosia.rtl.dma import accept_state
+from celosia.rtl.controller.signatures import GEMMS_IN_FLIGHT
 
-__all__ = ["OSArray", "cycles", "epoch_cycles"]
+__all__ = ["OSArray", "StageInsn", "cycles", "epoch_cycles", "sequence_timing", "sequence_cycles",
+           "block_sequence_timing"]
+
+#: The fields of a GEMM that a block carries through the MAC and DRAIN stages of
+#: :class:`OSArray` (FILL uses ``k_len`` / ``in_zp`` too, for FEIE's mask), and ``last``:
+#: the block is its GEMM's last.
+StageInsn = data.StructLayout({
+    "weight_row": unsigned(16),
+    "k_len": unsigned(8),
+    "in_zp": signed(8),
+    "psum_row": unsigned(16),
+    "accumulate": unsigned(1),
+    "n_len": unsigned(8),
+    "last": unsigned(1),
+})
+
+
+def stage_fields(insn):
+    """The :data:`StageInsn` fields of the ``GemmInsn`` view ``insn`` (``last`` = 0), as a
+    value to assign to a ``StageInsn`` signal."""
+    return Cat(*(insn[name] if name != "last" else Const(0, 1) for name in StageInsn.members))
 
 
 class OSArray(ComputeEngine):
@@ -34,36 +54,72 @@ class OSArray(ComputeEngine):
 
     (int32 wrapping; lanes ``n >= n_len`` of the written rows are left as they were;
     ``row(m)``: ``ifmap_row + m``, or the window of a one-tap windowed GEMM, as in
-    :class:`~celosia.rtl.arrays.ws.WSArray`).
+    :class:`~celosia.rtl.arrays.ws.WSArray`). Instructions take effect in acceptance
+    order.
 
-    Operation and timing (cycle 0 = the cycle ``insn.valid & insn.ready``): cycle 1
-    CHECK (:func:`gemm_insn_in_range`; out of range -> ``error``, ``m_len = 0`` ->
-    ``done``, in this cycle). Then the ``m_len`` rows go in ``nb = ceil(m_len / rows)``
-    blocks of ``mb = min(rows, rows left)`` through a three-stage block pipeline: the
-    PE rows' input registers and the accumulators are double-buffered (banks 0 / 1, block
-    ``b`` uses bank ``b % 2``), and in epoch ``e = 0 .. nb+1``
+    Block pipeline: the ``m_len`` rows of a GEMM go in ``nb = ceil(m_len / rows)`` blocks
+    of ``mb = min(rows, rows left)`` through three stages. The PE rows' input registers
+    and the accumulators are double-buffered (banks 0 / 1, alternating from one epoch to
+    the next), and in each *epoch*
 
-    * FILL loads block ``e``: ifmap rows ``row(m0) .. row(m0+mb-1)`` are read, one per
+    * FILL loads a block: its ifmap rows ``row(m0) .. row(m0+mb-1)`` are read, one per
       cycle, into the block's input registers (each lands the next cycle); the window
-      address generator (:class:`~celosia.rtl.arrays.window.WindowAddr`, started by the
-      instruction's first FILL read) gives ``row(m)`` without a cycle of its own;
-    * MAC computes block ``e-1``: weight row ``weight_row+k`` is read, one per cycle for
-      ``k < k_len``; one cycle later every PE multiplies it with its row's current input
-      and accumulates (the block's accumulator bank is cleared in the epoch's first cycle);
-    * DRAIN writes block ``e-2``: psum row ``psum_row+m0+i`` is read (if ``accumulate``)
-      and written one cycle later with the PE row ``i``'s outputs added.
+      address generator (:class:`~celosia.rtl.arrays.window.WindowAddr`, started by a
+      GEMM's first FILL read) gives ``row(m)`` without a cycle of its own;
+    * MAC computes the block FILL loaded in the previous epoch: weight row
+      ``weight_row+k`` is read, one per cycle for ``k < k_len``; one cycle later every PE
+      multiplies it with its row's current input and accumulates (the block's accumulator
+      bank is cleared in the epoch's first cycle);
+    * DRAIN writes the block MAC computed in the previous epoch: psum row
+      ``psum_row+m0+i`` is read (if ``accumulate``) and written one cycle later with the
+      PE row ``i``'s outputs added.
 
-    Each stage uses its own buffer port (FILL the ifmap read port, MAC the weight read
-    port, DRAIN the psum read and write ports), so they never compete; the blocks' psum
-    rows are distinct, so DRAIN needs no hazard check. An epoch lasts
-    ``max(1, fill rows, MAC steps, drain rows)`` cycles (a stage with no block counts
-    0); the next starts the cycle after the last issue of the longest stage, when the
-    previous epoch's last reads land. The first epoch starts in cycle 2; the last psum
-    write is in the cycle after the last epoch (FLUSH) and ``done`` pulses the cycle after
-    that: ``done`` in cycle ``3 + sum over epochs of max(1, fill, k_len, drain)``
-    (:func:`cycles`, :func:`epoch_cycles`). In steady state a block costs
-    ``max(rows, k_len)`` cycles instead of ``2*rows + k_len``. The next instruction can be
-    accepted the cycle after ``done``.
+    The stages follow the blocks of consecutive GEMMs without a gap: when FILL has loaded
+    the last block of a GEMM, the next epoch's FILL takes block 0 of the next accepted
+    GEMM while the last blocks of the current one are in MAC / DRAIN. Each stage holds
+    the fields of the GEMM its block belongs to (FILL: the window, through the address
+    generator, and ``k_len`` / ``in_zp`` for FEIE's mask; MAC: ``weight_row``, ``k_len``,
+    ``in_zp``; DRAIN: ``psum_row``, ``accumulate``, ``n_len``), moving with the block from
+    stage to stage. Each stage uses its own buffer port (FILL the ifmap read port, MAC the
+    weight read port, DRAIN the psum read and write ports), so they never compete. An
+    epoch lasts ``max(1, fill rows, MAC steps, drain rows)`` cycles (a stage with no block
+    counts 0); the next starts the cycle after the last issue of the longest stage.
+
+    Psum hazards: none, without a stall. Blocks drain in order, one stage per epoch, so a
+    GEMM's blocks (distinct psum rows) all drain before any block of a later GEMM; the
+    last write of a GEMM lands at the latest in the first cycle of the next epoch, the
+    first cycle a later GEMM's DRAIN can read, and the psum buffer's read ports are
+    transparent for its write port (a read sees the write of the same cycle). So a tap
+    chain accumulating into the same psum rows, even ``m_len = 1`` GEMMs in 1-cycle
+    epochs, reads every row after the previous GEMM wrote it.
+
+    Instructions and timing (cycle ``a`` = the cycle ``insn.valid & insn.ready``):
+
+    * ``insn.ready`` is high while the *next-instruction register* is empty and fewer
+      than :attr:`MAX_IN_FLIGHT` accepted instructions have not had their ``done`` /
+      ``error`` (``busy`` tells whether any has); an accepted GEMM waits there from
+      cycle ``a+1``.
+    * a legal GEMM with ``m_len > 0`` leaves the register at an *epoch boundary* (the last
+      cycle of an epoch; while no stage holds a block, every cycle) at which FILL has no
+      block of an earlier GEMM left, ``b >= a+1``; its block 0 is filled in the epoch that
+      starts at ``b+1``. On an idle engine ``b = a+1``: the first epoch starts in cycle
+      ``a+2``.
+    * ``done`` pulses two cycles after the GEMM's last DRAIN issue (the last write lands
+      in between): an epoch starting in ``s`` that drains the GEMM's last block of ``mb``
+      rows gives ``done`` in ``s + mb + 1``.
+    * an illegal GEMM (:func:`gemm_insn_in_range`; ``error``, nothing read or written) or
+      ``m_len = 0`` (``done``) completes from the register in the first cycle ``c >= a+1``
+      in which nothing earlier is left in the engine (``c = max(a+1, E+1)``, ``E`` the
+      previous ``done``), and it blocks the register until then.
+
+    So one GEMM on an idle engine ends ``3 + sum over its nb + 2 epochs of max(1, fill
+    rows, MAC steps, drain rows)`` cycles after acceptance (:func:`cycles`,
+    :func:`epoch_cycles`; 1 for an error or ``m_len = 0``), and a sequence
+    :func:`sequence_timing`: in steady state an epoch per block of ``max(mb, k_len)``
+    cycles (``mb`` and ``k_len`` of the blocks in FILL, MAC and DRAIN), with no bubble
+    between the GEMMs, provided each is accepted before the previous one's last FILL
+    epoch ends. Each accepted instruction gets exactly one ``done`` or ``error``, in
+    acceptance order (at most one per cycle).
 
     With ``ZERO_SKIP`` (the subclass :class:`~celosia.rtl.arrays.feie.FEIEArray`) the MAC
     stage takes only the ``k`` with a non-zero input in the block (rtl/arrays/feie.py).
@@ -71,6 +127,9 @@ class OSArray(ComputeEngine):
 
     #: Skip the k whose inputs are zero in every row of the block (``FEIEArray``).
     ZERO_SKIP = False
+    #: Most instructions in flight (accepted, no ``done`` / ``error`` yet): what the
+    #: controller's dispatch tracks.
+    MAX_IN_FLIGHT = GEMMS_IN_FLIGHT
 
     def elaborate(self, platform):
         m = Module()
@@ -78,16 +137,23 @@ class OSArray(ComputeEngine):
         rows, cols = cfg.rows, cfg.cols
         ab, wb, acc_bits = cfg.act_bits, cfg.weight_bits, cfg.acc_bits
 
-        insn = Signal(isa.GemmInsn)
-        # Block pipeline: in epoch e, FILL loads block e, MAC computes block e-1, DRAIN
-        # writes block e-2; each stage has its first row m0_*, its rows mb_*, an "on"
-        # flag and a step counter, and uses bank (its block % 2) of the double buffers.
+        # The next-instruction register, and the instructions in flight.
+        nxt = Signal(isa.GemmInsn)
+        nxt_valid = Signal()
+        outstanding = Signal(range(self.MAX_IN_FLIGHT + 1))
+        nxt_ok = gemm_insn_in_range(nxt, cfg)
+        # Block pipeline: each stage (FILL, MAC, DRAIN) has an "on" flag, its block's first
+        # row m0_* and rows mb_*, the fields of the block's GEMM (si_*: StageInsn, with
+        # "last" = the GEMM's last block), and a step counter; FILL also has the rows of its
+        # GEMM not yet filled (left, the current block's included). FILL and DRAIN use bank
+        # "bank" of the double buffers, MAC ~bank.
         m0_f, m0_m, m0_d = Signal(16), Signal(16), Signal(16)
         mb_f, mb_m, mb_d = (Signal(range(rows + 1), name=f"mb_{s}") for s in "fmd")
         on_f, on_m, on_d = Signal(), Signal(), Signal()
+        si_f, si_m, si_d = (Signal(StageInsn, name=f"si_{s}") for s in "fmd")
         cnt_f, cnt_m, cnt_d = Signal(16), Signal(16), Signal(16)
-        bank = Signal()                    # bank of the FILL stage (= DRAIN's); MAC uses ~bank
-        left = Signal(16)                  # rows not yet filled
+        bank = Signal()
+        left = Signal(16)
         first = Signal()                   # first cycle of an epoch
 
         # Input shift registers, two banks per PE row: lane 0 is the current activation.
@@ -95,11 +161,12 @@ class OSArray(ComputeEngine):
         acc = [[[Signal(signed(acc_bits), name=f"acc{b}_{i}_{n}") for n in range(cols)]
                 for i in range(rows)] for b in range(2)]
 
-        run = Signal()                     # in an epoch
+        run = Signal()                     # some stage holds a block: an epoch is on
         x_issue = Signal()
         mac_issue = Signal()
         wr_issue = Signal()
         last_f, last_m, last_d = Signal(), Signal(), Signal()   # stage idle or on its last step
+        m.d.comb += run.eq(on_f | on_m | on_d)
 
         # FILL: the read issued in cycle t lands in bank x_b, PE row x_i at t+1.
         x_land, x_b = Signal(), Signal()
@@ -116,12 +183,16 @@ class OSArray(ComputeEngine):
         w_addr = Signal.like(self.weight.addr)
         if self.ZERO_SKIP:
             # kmask per bank: the k < k_len where some row of the block has a non-zero input,
-            # built as the rows land (the landing row is seen the same cycle); each MAC cycle
-            # takes the lowest k of its bank's mask (a priority encoder).
+            # built as the rows land (the landing row is seen the same cycle; its GEMM's
+            # k_len / in_zp registered with the read); each MAC cycle takes the lowest k of
+            # its bank's mask (a priority encoder).
             kmask = [Signal(rows, name=f"kmask{b}") for b in range(2)]
             k_star = Signal(range(rows))
             k_land = Signal(range(rows))
-            nz = Cat((self.ifmap.data[l * ab:(l + 1) * ab] != insn.in_zp.as_unsigned()) & (insn.k_len > l)
+            x_zp, mac_zp = Signal.like(si_f.in_zp), Signal.like(si_m.in_zp)
+            x_klen = Signal.like(si_f.k_len)
+            m.d.sync += [x_zp.eq(si_f.in_zp), x_klen.eq(si_f.k_len)]
+            nz = Cat((self.ifmap.data[l * ab:(l + 1) * ab] != x_zp.as_unsigned()) & (x_klen > l)
                      for l in range(rows))
             kmask_now = [Signal(rows, name=f"kmask_now{b}") for b in range(2)]
             for b in range(2):
@@ -141,18 +212,18 @@ class OSArray(ComputeEngine):
                 with m.Else():
                     m.d.sync += kmask[b].eq(kmask_now[b] & ~kbit)
             with m.If(mac_issue):
-                m.d.sync += k_land.eq(k_star)
-            m.d.comb += [w_addr.eq(insn.weight_row + k_star),
+                m.d.sync += [k_land.eq(k_star), mac_zp.eq(si_m.in_zp)]
+            m.d.comb += [w_addr.eq(si_m.weight_row + k_star),
                          last_m.eq(~on_m | ((kmac & ~(Const(1, rows) << k_star))[:rows] == 0)),
                          mac_issue.eq(run & on_m & (kmac != 0))]
             with m.If(run & first & on_m):  # the k < k_len this block skips
-                m.d.comb += self.zero_skips.eq(insn.k_len - sum(kmac[l] for l in range(rows)))
+                m.d.comb += self.zero_skips.eq(si_m.k_len - sum(kmac[l] for l in range(rows)))
             xs = [[Array(xreg[b][i][l * ab:(l + 1) * ab] for l in range(rows))[k_land].as_signed()
-                   - insn.in_zp.as_signed() for i in range(rows)] for b in range(2)]
+                   - mac_zp.as_signed() for i in range(rows)] for b in range(2)]
         else:
-            m.d.comb += [w_addr.eq(insn.weight_row + cnt_m),
-                         last_m.eq(~on_m | (cnt_m + 1 >= insn.k_len)),
-                         mac_issue.eq(run & on_m & (cnt_m < insn.k_len))]
+            m.d.comb += [w_addr.eq(si_m.weight_row + cnt_m),
+                         last_m.eq(~on_m | (cnt_m + 1 >= si_m.k_len)),
+                         mac_issue.eq(run & on_m & (cnt_m < si_m.k_len))]
             xs = [[xreg[b][i][:ab].as_signed() for i in range(rows)] for b in range(2)]
             for b in range(2):
                 for i in range(rows):
@@ -163,21 +234,23 @@ class OSArray(ComputeEngine):
                 for n in range(cols):
                     w = self.weight.data[n * wb:(n + 1) * wb].as_signed()
                     # the MAC bank is cleared in its epoch's first cycle (its last drain
-                    # read, if any, is that cycle; its first MAC lands a cycle later)
+                    # write, if any, is that cycle; its first MAC lands a cycle later)
                     with m.If(run & first & on_m & (bank != b)):
                         m.d.sync += acc[b][i][n].eq(0)
                     with m.Elif(mac_land & (mac_b == b)):
                         m.d.sync += acc[b][i][n].eq(acc[b][i][n] + xs[b][i] * w)  # wraps to int32
 
-        # DRAIN: psum row read in cycle t, written at t+1 with bank wr_b's PE row wr_i added.
-        wr_land, wr_b = Signal(), Signal()
+        # DRAIN: psum row read in cycle t, written at t+1 with bank wr_b's PE row wr_i added
+        # (the GEMM's accumulate and n_len registered with the read).
+        wr_land, wr_b, wr_acc = Signal(), Signal(), Signal()
         wr_i = Signal(range(rows))
+        wr_nlen = Signal.like(si_d.n_len)
         wr_addr = Signal.like(self.psum_wr.addr)
-        m.d.sync += [wr_land.eq(wr_issue), wr_i.eq(cnt_d), wr_b.eq(bank),
-                     wr_addr.eq(insn.psum_row + m0_d + cnt_d)]
+        m.d.sync += [wr_land.eq(wr_issue), wr_i.eq(cnt_d), wr_b.eq(bank), wr_acc.eq(si_d.accumulate),
+                     wr_nlen.eq(si_d.n_len), wr_addr.eq(si_d.psum_row + m0_d + cnt_d)]
         acc_rows = [Array(Cat(acc[b][i]) for i in range(rows)) for b in range(2)]
         out_row = Mux(wr_b, acc_rows[1][wr_i], acc_rows[0][wr_i])
-        old = Mux(insn.accumulate, self.psum_rd.data, 0)
+        old = Mux(wr_acc, self.psum_rd.data, 0)
         m.d.comb += [
             self.psum_wr.addr.eq(wr_addr),
             self.psum_wr.data.eq(Cat(
@@ -186,15 +259,14 @@ class OSArray(ComputeEngine):
                 for n in range(cols))),
         ]
         with m.If(wr_land):
-            m.d.comb += self.psum_wr.en.eq(Cat(insn.n_len > n for n in range(cols)))
+            m.d.comb += self.psum_wr.en.eq(Cat(wr_nlen > n for n in range(cols)))
 
         # FILL's ifmap rows (m = 0, 1, ... in order) from the window address generator,
-        # started by the instruction's first FILL read.
+        # started by a GEMM's first FILL read: the cycle after the GEMM left nxt, which
+        # still holds it then (nxt is written again at the earliest a cycle later).
         m.submodules.window = win = WindowAddr(len(self.ifmap.addr))
-        fill_first = Signal()              # the next FILL read is row 0
-        with m.If(x_issue):
-            m.d.sync += fill_first.eq(0)
-        m.d.comb += [win.insn.eq(insn), win.start.eq(x_issue & fill_first), win.step.eq(x_issue)]
+        m.d.comb += [win.insn.eq(nxt), win.start.eq(x_issue & first & (m0_f == 0)),
+                     win.step.eq(x_issue)]
 
         m.d.comb += [
             x_issue.eq(run & on_f & (cnt_f < mb_f)),
@@ -205,8 +277,8 @@ class OSArray(ComputeEngine):
             self.ifmap.en.eq(x_issue),
             self.weight.addr.eq(w_addr),
             self.weight.en.eq(mac_issue),
-            self.psum_rd.addr.eq(insn.psum_row + m0_d + cnt_d),
-            self.psum_rd.en.eq(wr_issue & insn.accumulate),
+            self.psum_rd.addr.eq(si_d.psum_row + m0_d + cnt_d),
+            self.psum_rd.en.eq(wr_issue & si_d.accumulate),
         ]
         with m.If(x_issue):
             m.d.sync += cnt_f.eq(cnt_f + 1)
@@ -215,26 +287,50 @@ class OSArray(ComputeEngine):
         with m.If(wr_issue):
             m.d.sync += cnt_d.eq(cnt_d + 1)
 
-        with m.FSM():
-            accept_state(m, self.insn, insn)
-            with insn_check_state(m, self, gemm_insn_in_range(insn, cfg), insn.m_len == 0):
-                m.d.sync += [m0_f.eq(0), left.eq(insn.m_len), on_f.eq(1), on_m.eq(0), on_d.eq(0),
-                             fill_first.eq(1),
-                             mb_f.eq(Mux(insn.m_len < rows, insn.m_len, rows)), bank.eq(0),
-                             cnt_f.eq(0), cnt_m.eq(0), cnt_d.eq(0), first.eq(1)]
-                m.next = "RUN"
-            with m.State("RUN"):
-                m.d.comb += [self.busy.eq(1), run.eq(1)]
-                m.d.sync += first.eq(0)
-                with m.If(last_f & last_m & last_d):   # the epoch's last cycle
-                    rest = left - Mux(on_f, mb_f, 0)
-                    m.d.sync += [first.eq(1), cnt_f.eq(0), cnt_m.eq(0), cnt_d.eq(0), bank.eq(~bank),
-                                 left.eq(rest), on_f.eq(rest != 0), on_m.eq(on_f), on_d.eq(on_m),
-                                 m0_f.eq(m0_f + mb_f), m0_m.eq(m0_f), m0_d.eq(m0_m),
-                                 mb_f.eq(Mux(rest < rows, rest, rows)), mb_m.eq(mb_f), mb_d.eq(mb_m)]
-                    with m.If(~on_f & ~on_m):   # this epoch drained the last block
-                        m.next = "FLUSH"
-            finish_states(m, self)
+        # Completion: done two cycles after the last DRAIN issue of a GEMM's last block
+        # (fin1: its write lands); an error / m_len = 0 completes from nxt once nothing
+        # earlier is left (no block in the pipeline, no done to come).
+        fin1, fin2 = Signal(), Signal()
+        m.d.sync += [fin1.eq(wr_issue & (cnt_d + 1 >= mb_d) & si_d.last), fin2.eq(fin1)]
+        check_fin = Signal()
+        m.d.comb += check_fin.eq(nxt_valid & (~nxt_ok | (nxt.m_len == 0)) & ~run & ~fin1 & ~fin2)
+
+        # Epoch boundary: the epoch's last cycle; every cycle while no stage holds a block.
+        # The blocks move on one stage; FILL takes the next block of its GEMM, else block 0
+        # of the GEMM in nxt (legal, m_len > 0), else nothing.
+        bound = Signal()
+        m.d.comb += bound.eq(~run | (last_f & last_m & last_d))
+        m.d.sync += first.eq(bound)
+        with m.If(bound):
+            rest = left - Mux(on_f, mb_f, 0)
+            more = on_f & (rest != 0)
+            m.d.sync += [cnt_f.eq(0), cnt_m.eq(0), cnt_d.eq(0), bank.eq(~bank),
+                         on_m.eq(on_f), on_d.eq(on_m), m0_m.eq(m0_f), m0_d.eq(m0_m),
+                         mb_m.eq(mb_f), mb_d.eq(mb_m), si_m.eq(si_f), si_d.eq(si_m)]
+            with m.If(more):
+                m.d.sync += [left.eq(rest), m0_f.eq(m0_f + mb_f), mb_f.eq(Mux(rest < rows, rest, rows)),
+                             si_f.last.eq(rest <= rows)]
+            with m.Elif(nxt_valid & nxt_ok & (nxt.m_len != 0)):
+                m.d.sync += [on_f.eq(1), left.eq(nxt.m_len), m0_f.eq(0),
+                             mb_f.eq(Mux(nxt.m_len < rows, nxt.m_len, rows)),
+                             si_f.eq(stage_fields(nxt)), si_f.last.eq(nxt.m_len <= rows),
+                             nxt_valid.eq(0)]
+            with m.Else():
+                m.d.sync += on_f.eq(0)
+
+        completed = fin2 | check_fin
+        m.d.comb += [
+            self.insn.ready.eq(~nxt_valid & (outstanding < self.MAX_IN_FLIGHT)),
+            self.done.eq(fin2 | (check_fin & nxt_ok)),
+            self.error.eq(check_fin & ~nxt_ok),
+            self.busy.eq(outstanding != 0),
+        ]
+        accept = self.insn.valid & self.insn.ready
+        with m.If(accept):
+            m.d.sync += [nxt.eq(self.insn.payload), nxt_valid.eq(1)]
+        with m.If(check_fin):
+            m.d.sync += nxt_valid.eq(0)
+        m.d.sync += outstanding.eq(outstanding + accept - completed)
         return m
 
 
@@ -257,12 +353,114 @@ def epoch_cycles(m_len: int, rows: int, mac_steps) -> int:
 
 def cycles(insn, config, ifmap=None) -> int:
     """Acceptance to ``done`` / ``error`` of the GEMM ``insn`` (field name -> int, missing
-    = 0) on :class:`OSArray`, the timing of its docstring:
+    = 0) issued to an idle :class:`OSArray`, the timing of its docstring:
     ``3 + sum over the nb + 2 epochs of max(1, fill rows, k_len, drain rows)``
     (:func:`epoch_cycles`); 1 for ``m_len = 0`` or an illegal instruction. ``ifmap`` is
-    not needed."""
+    not needed. Instructions that overlap: :func:`sequence_timing`."""
     g = legal_gemm(insn, config)
     if g is None or g.m_len == 0:
         return 1
-    blocks = -(-g.m_len // config.rows)
-    return 3 + epoch_cycles(g.m_len, config.rows, [g.k_len] * blocks)
+    return 3 + epoch_cycles(g.m_len, config.rows, dense_steps(g, config))
+
+
+def dense_steps(g, config) -> list[int]:
+    """MAC steps of each block of the legal GEMM ``g`` on :class:`OSArray`: ``k_len``."""
+    return [g.k_len] * -(-g.m_len // config.rows)
+
+
+def block_sequence_timing(insns, config, block_steps, gaps=None) -> list[tuple[int, int]]:
+    """``(accept, end)`` cycles of each of the GEMMs ``insns`` (field dicts as for
+    :func:`cycles`) on the block pipeline of :class:`OSArray` / ``FEIEArray``, ``end`` the
+    cycle of its ``done`` / ``error``; ``block_steps(g)`` gives the MAC steps of each block
+    of a legal GEMM ``g`` (:func:`dense_steps`; FEIE: the non-zero ``k``). Instruction ``i``
+    is offered (``valid`` held high until accepted) from the cycle ``gaps[i]`` cycles after
+    the acceptance cycle of instruction ``i-1`` plus one (the first from cycle
+    ``gaps[0]``); ``gaps`` defaults to all 0 (back to back). The rules of the
+    :class:`OSArray` docstring, epoch by epoch:
+
+    * accepted in ``a = max(offer, F, E' + 1)``: ``F`` the cycle after the previous
+      instruction left the next-instruction register, ``E'`` the end of the instruction
+      ``MAX_IN_FLIGHT`` before;
+    * error / ``m_len = 0``: ends in ``max(a + 1, E + 1)``, ``E`` the previous end, and
+      leaves the register then;
+    * GEMM: leaves the register at the first epoch boundary ``b >= a + 1`` where FILL has
+      no earlier block left (the last cycle of an epoch; any cycle once the pipeline is
+      empty); the epochs start ``b + 1``, ``b + 1 + L``, ...: each lasts ``L = max(1, fill
+      rows, MAC steps, drain rows)`` of the blocks in its stages; an epoch starting in ``s``
+      that drains a GEMM's last block of ``mb`` rows ends it in ``s + mb + 1``.
+    """
+    rows, most = config.rows, OSArray.MAX_IN_FLIGHT
+    gaps = [0] * len(insns) if gaps is None else gaps
+    gs = [legal_gemm(insn, config) for insn in insns]
+    n = len(insns)
+    accept, end = [None] * n, [None] * n
+    stages = [None, None, None]      # FILL, MAC, DRAIN: (gemm, mb, steps, last) or None
+    fill_rest = []                   # the FILL GEMM's blocks after the one in FILL
+    s = idle_from = 0                # start of the current epoch / first cycle with no block
+    i = 0                            # the next instruction to leave the register
+    leave = last_end = -10
+
+    def accept_time():
+        """The acceptance cycle of instruction i, None while it depends on an end not known yet."""
+        offer = gaps[0] if i == 0 else accept[i - 1] + 1 + gaps[i]
+        a = max(offer, leave + 1)
+        if i >= most:
+            if end[i - most] is None:
+                return None
+            a = max(a, end[i - most] + 1)
+        accept[i] = a
+        return a
+
+    def blocks(j):
+        g = gs[j]
+        mbs = [min(rows, g.m_len - m0) for m0 in range(0, g.m_len, rows)]
+        return [(j, mb, st, b == len(mbs) - 1) for b, (mb, st) in enumerate(zip(mbs, block_steps(g)))]
+
+    while i < n or any(stages):
+        if not any(stages):          # idle: every cycle is a boundary
+            a = accept_time()
+            g = gs[i]
+            if g is None or g.m_len == 0:
+                end[i] = leave = last_end = max(a + 1, last_end + 1)
+                i += 1
+                continue
+            leave = max(a + 1, idle_from)
+            fill_rest = blocks(i)
+            stages = [fill_rest.pop(0), None, None]
+            s = leave + 1
+            i += 1
+            continue
+        fill, mac, drain = stages
+        length = max(1, fill[1] if fill else 0, mac[2] if mac else 0, drain[1] if drain else 0)
+        if drain and drain[3]:
+            end[drain[0]] = last_end = s + drain[1] + 1
+        b = s + length - 1           # the epoch boundary
+        nxt_fill = None
+        if fill_rest:
+            nxt_fill = fill_rest.pop(0)
+        elif i < n:
+            a = accept_time()
+            g = gs[i]
+            if a is not None and a <= b - 1 and g is not None and g.m_len > 0:
+                fill_rest = blocks(i)
+                nxt_fill = fill_rest.pop(0)
+                leave = b
+                i += 1
+        stages = [nxt_fill, fill, mac]
+        s = b + 1
+        if not any(stages):
+            idle_from = s
+    return list(zip(accept, end))
+
+
+def sequence_timing(insns, config, gaps=None, ifmap=None) -> list[tuple[int, int]]:
+    """``(accept, end)`` cycles of each of the GEMMs ``insns`` on :class:`OSArray`
+    (:func:`block_sequence_timing` with ``k_len`` MAC steps per block; ``ifmap`` is not
+    needed). One GEMM: ``[(gaps[0], gaps[0] + cycles(insn))]``."""
+    return block_sequence_timing(insns, config, lambda g: dense_steps(g, config), gaps)
+
+
+def sequence_cycles(insns, config, ifmap=None) -> int:
+    """Cycles from the acceptance of the first of ``insns`` (issued back to back to an
+    idle :class:`OSArray`) to the ``done`` / ``error`` of the last."""
+    return sequence_timing(insns, config, ifmap=ifmap)[-1][1] if insns else 0

@@ -56,10 +56,10 @@ class Dispatch(wiring.Component):
 
     Issue: the head of a queue starts in a cycle where ``run.running`` is high, no
     engine or fetch error pulses, its engine's ``insn.ready`` is high and every token
-    it pops is available; the pops happen in that cycle. The LOAD, STORE and vector engines, and the compute engines
-    of every dataflow but ``ws``, are ready only when idle; the ``ws`` compute engine
-    takes the next GEMM while earlier ones are still streaming (up to
-    :data:`GEMMS_IN_FLIGHT`) and completes them in order, so the GEMMs in flight are
+    it pops is available; the pops happen in that cycle. The LOAD, STORE and vector engines, and the ``rs`` compute
+    engine, are ready only when idle; the ``ws``, ``os`` and ``feie`` compute engines
+    take the next GEMM while earlier ones are still in flight (up to
+    :data:`GEMMS_IN_FLIGHT`) and complete them in order, so the GEMMs in flight are
     kept in a FIFO (their push flags and index) that each ``done`` / ``error`` pops:
     tokens move per GEMM, at its own ``done``. Popping at issue is what makes the
     early acceptance safe: a GEMM is handed over only once the tokens it waits for

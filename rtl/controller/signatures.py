@@ -17,8 +17,10 @@ __all__ = ["GEMMS_IN_FLIGHT", "CsrSignature", "EngineSignature", "engine_view", 
            "RunSignature", "FetchStatusSignature", "RunEndSignature", "DRAM_BYTES_BITS"]
 
 #: GEMMs the compute engine may hold at once (accepted, not yet ``done``): the ``ws``
-#: engine takes the next GEMM while earlier ones stream; the controller's dispatch
-#: tracks this many (rtl/controller/dispatch.py), ``WSArray.MAX_IN_FLIGHT`` is it.
+#: engine takes the next GEMM while earlier ones stream, ``os`` / ``feie`` while earlier
+#: ones are in the block pipeline; the controller's dispatch tracks this many
+#: (rtl/controller/dispatch.py), ``WSArray.MAX_IN_FLIGHT`` and ``OSArray.MAX_IN_FLIGHT``
+#: are it.
 GEMMS_IN_FLIGHT = 4
 
 #: Width of a DMA engine's ``bytes`` port (DRAM bytes moved in a cycle, 0 .. one bus
@@ -58,8 +60,9 @@ class EngineSignature(wiring.Signature):
     -------
     insn : Out(stream.Signature(layout))
         One instruction; the engine's ``ready`` is high exactly when it is idle,
-        except the ``ws`` compute engine, which also takes a GEMM while earlier ones
-        stream (up to :data:`GEMMS_IN_FLIGHT`, which the controller tracks).
+        except the ``ws``, ``os`` and ``feie`` compute engines, which also take a GEMM
+        while earlier ones are in flight (up to :data:`GEMMS_IN_FLIGHT`, which the
+        controller tracks).
     done : In(1)
         One-cycle pulse when an accepted instruction has completed (one ``done`` or
         ``error`` per instruction, in acceptance order).

@@ -10,6 +10,7 @@ import pytest
 
 from celosia.rtl import config as config_mod
 from celosia.rtl.arrays import make_engine
+from celosia.rtl.arrays import feie, os
 from celosia.rtl.arrays.feie import FEIEArray
 from celosia.rtl.arrays.os import OSArray
 from celosia.rtl.arrays.rs import RSArray
@@ -146,7 +147,91 @@ def test_os_cycles(insn, want):
     assert dataflow("os").cycles(insn, dataflow_cfg("os")) == want
 
 
+# OS back to back (valid held, instruction i offered the cycle after i-1's acceptance):
+# (config, insns, [(accept, end)], end of the last without the overlap). The rules of the
+# OSArray docstring: accepted in a = max(offer, the cycle after the previous one left the
+# next-instruction register, the end of the one 4 before + 1); a GEMM leaves the register
+# at the first epoch boundary b >= a+1 where FILL has no earlier block left (an epoch's
+# last cycle; any cycle when no block is in the pipeline), its epochs run from b+1; an
+# epoch starting in s lasts max(1, fill mb, k_len, drain mb) and a GEMM whose last block
+# (mb rows) drains in it ends in s + mb + 1. Small buffers: these also run on the RTL
+# (tests/rtl/test_ws.py).
+OS_CFG = AccelConfig(rows=4, cols=4, dataflow="os", ifmap_rows=16, weight_rows=8, psum_rows=24)
+OS_SEQUENCES = [
+    # Tap chain, three GEMMs of m_len 6 (blocks of 4, 2), k_len 4, into psum rows 0..5.
+    # G0: a=0, b=1; epochs [2..5] F G0.0; [6..9] F G0.1, M G0.0. G1: a=2, b=9.
+    # [10..13] F G1.0, M G0.1, D G0.0; [14..17] F G1.1, M G1.0, D G0.1 -> G0 ends 14+2+1=17.
+    # G2: a=10, b=17. [18..21] F G2.0, M G1.1, D G1.0; [22..25] F G2.1, M G2.0, D G1.1 ->
+    # G1 ends 25; [26..29] M G2.1, D G2.0; [30, 31] D G2.1 -> G2 ends 33.
+    # (G1 reads psum row 0 in 18; G0 wrote it in 11.) Without the overlap: 3*17 + 2 = 53.
+    (OS_CFG, [g(m_len=6, accumulate=a, ifmap_row=i, weight_row=w) for a, i, w in
+              [(0, 0, 0), (1, 3, 4), (1, 6, 0)]], [(0, 17), (2, 25), (10, 33)], 53),
+    # m_len 1 <= rows, k_len 1, all accumulating into psum row 0: 1-cycle epochs.
+    # G0: a=0, b=1; [2] F G0; G1: a=2 > 2-1, not taken; [3] M G0; b=3: G1 taken.
+    # [4] F G1, D G0 -> G0 ends 4+1+1=6; G2: a=4 > 4-1; [5] M G1; b=5: G2 taken;
+    # [6] F G2, D G1 -> 8; [7] M G2; [8] D G2 -> 10. Without: 3*6 + 2 = 20.
+    (OS_CFG, [g(m_len=1, k_len=1, accumulate=a, ifmap_row=i) for a, i in [(0, 0), (1, 1), (1, 2)]],
+     [(0, 6), (2, 8), (4, 10)], 20),
+    # G1 accumulates onto psum rows 1, 2, G0 wrote rows 0, 1 (m_len 2, k_len 2).
+    # G0: a=0, b=1; [2, 3] F G0; G1: a=2, b=3. [4, 5] F G1, M G0; [6, 7] M G1, D G0 ->
+    # G0 ends 6+2+1=9 (row 1 drained in 7, written in 8); [8, 9] D G1 reads row 1 in 8 (the
+    # write of the same cycle: the read port is transparent) -> 8+2+1=11. Without: 2*9 + 1.
+    (OS_CFG, [g(m_len=2, k_len=2), g(m_len=2, k_len=2, psum_row=1, accumulate=1, ifmap_row=2)],
+     [(0, 9), (2, 11)], 19),
+    # Tap chain of five one-block GEMMs (m_len 4, k_len 4) into psum rows 0..3: the 4 in
+    # flight hold G4 back. G0: a=0, b=1; [2..5] F G0; G1: a=2, b=5; [6..9] F G1, M G0;
+    # G2: a=6, b=9; [10..13] F G2, M G1, D G0 -> G0 ends 10+4+1=15; G3: a=10, b=13;
+    # G4: a=max(11, 14, 15+1)=16; [14..17] F G3, M G2, D G1 -> 19; b=17: G4 taken;
+    # [18..21] F G4, M G3, D G2 -> 23; [22..25] M G4, D G3 -> 27; [26..29] D G4 -> 31.
+    # Without: 5*15 + 4 = 79.
+    (OS_CFG, [g(m_len=4, accumulate=int(i > 0), ifmap_row=i) for i in range(5)],
+     [(0, 15), (2, 19), (6, 23), (10, 27), (16, 31)], 79),
+    # An error (k_len 5 > rows) and an m_len = 0 GEMM wait for everything before them.
+    # G0 (m_len 6): a=0, b=1; [2..5] F G0.0; [6..9] F G0.1, M G0.0 (G1 is illegal: FILL
+    # takes nothing); [10..13] M G0.1, D G0.0; [14, 15] D G0.1 -> G0 ends 17.
+    # G1: a=2, error in max(2+1, 17+1)=18. G2: a=19, done in max(20, 19)=20. G3 (m_len 2,
+    # k_len 1): a=21, b=22, epochs [23, 24] F, [25] M, [26, 27] D -> 26+2+1=29.
+    # Without: 17, then accepted 18 -> 19, 20 -> 21, 22 -> 22+8=30.
+    (OS_CFG, [g(m_len=6), g(k_len=5), g(m_len=0), g(m_len=2, k_len=1, psum_row=8)],
+     [(0, 17), (2, 18), (19, 20), (21, 29)], 30),
+]
+
+
+@pytest.mark.parametrize("case", range(len(OS_SEQUENCES)))
+def test_os_sequence_timing(case):
+    cfg, insns, want, _ = OS_SEQUENCES[case]
+    assert os.sequence_timing(insns, cfg) == want
+    assert os.sequence_cycles(insns, cfg) == want[-1][1]
+
+
+@pytest.mark.parametrize("insn", [g(m_len=10, k_len=3), g(m_len=4), g(m_len=1, k_len=0), g(m_len=0),
+                                  g(n_len=5), g(m_len=7, k_len=2, psum_row=3)])
+def test_os_sequence_of_one_is_cycles(insn):
+    """A GEMM issued to an idle engine: the sequence timing gives the cycles() latency."""
+    cfg = dataflow_cfg("os")
+    assert os.sequence_timing([insn], cfg, gaps=[5]) == [(5, 5 + os.cycles(insn, cfg))]
+
+
 FEIE_CFG = AccelConfig(rows=2, cols=4, dataflow="feie", ifmap_rows=8)
+# FEIE back to back: (config, ifmap rows, insns, [(accept, end)]); the OS rules with the MAC
+# stage of a block taking nnz cycles, nnz by the block's own GEMM's k_len and in_zp.
+FEIE_SEQUENCES = [
+    # G0 (m_len 3, in_zp 0): blocks rows {0, 1} nnz 1 (k=1), {2} nnz 1 (k=0). G1 (rows 1, 2,
+    # in_zp 7): k=0 holds 0 and 7, k=1 0 and 0: both non-zero against 7, nnz 2 (against
+    # G0's zero point 0 it would be 1). G0: a=0, b=1; [2, 3] F G0.0; [4] F G0.1, M G0.0
+    # (max(1, 1, 1)); G1: a=2, b=4; [5, 6] F G1, M G0.1, D G0.0; [7, 8] M G1 (2), D G0.1 ->
+    # G0 ends 7+1+1=9; [9, 10] D G1 -> 9+2+1=12.
+    (FEIE_CFG, [[0, 5], [0, 0], [7, 0], [3, 3]],
+     [g(m_len=3, k_len=2), g(m_len=2, k_len=2, ifmap_row=1, psum_row=4, in_zp=7)], [(0, 9), (2, 12)]),
+]
+
+
+@pytest.mark.parametrize("case", range(len(FEIE_SEQUENCES)))
+def test_feie_sequence_timing(case):
+    cfg, rows, insns, want = FEIE_SEQUENCES[case]
+    ifmap = np.zeros((cfg.ifmap_rows, cfg.rows), dtype=np.int64)
+    ifmap[:len(rows)] = rows
+    assert feie.sequence_timing(insns, cfg, ifmap=ifmap) == want
 
 
 @pytest.mark.parametrize("rows, insn, want", [

@@ -2,9 +2,11 @@
 """The plain-GEMM compute engines (WSArray, OSArray, FEIEArray) against a NumPy GEMM
 reference, through real LaneBuffers; each engine's latency against its executable timing,
 ``dataflow(name).cycles`` (rtl/dataflows.py; checked against the docstring formulas by
-tests/rtl/test_dataflows.py). WSArray overlaps instructions (shadow weight registers): its
-accept / done times are checked against ``ws.sequence_timing``. (The row-stationary engine
-takes windowed GEMMs: tests/rtl/test_rs.py.)"""
+tests/rtl/test_dataflows.py). All three overlap instructions (WSArray: shadow weight
+registers; OSArray / FEIEArray: consecutive GEMMs' blocks in the block pipeline): their
+accept / done times are checked against the engine's ``sequence_timing``, and the latency of
+a GEMM accepted by an idle engine against ``cycles``. (The row-stationary engine takes
+windowed GEMMs: tests/rtl/test_rs.py.)"""
 
 import dataclasses
 import random
@@ -14,13 +16,14 @@ import pytest
 from amaranth.back import verilog
 
 from celosia.rtl.arrays.engine import ComputeEngineSignature
+from celosia.rtl.arrays import feie, os
 from celosia.rtl.arrays.feie import FEIEArray
 from celosia.rtl.arrays.os import OSArray
 from celosia.rtl.arrays.ws import WSArray, sequence_cycles, sequence_timing
 from celosia.rtl.config import AccelConfig
 from celosia.rtl.dataflows import dataflow
 from engine_bench import run_program
-from helpers import engine_monitor
+from test_dataflows import FEIE_SEQUENCES, OS_SEQUENCES
 
 
 # -- reference ---------------------------------------------------------------
@@ -72,15 +75,19 @@ def ref_gemm(cfg, psum, ifmap, weight, insn, engine):
 
 ENGINES = [WSArray, OSArray, FEIEArray]
 DATAFLOW = {WSArray: "ws", OSArray: "os", FEIEArray: "feie"}
+#: each engine's (accept, end) times of a sequence: fn(insns, cfg, gaps, ifmap)
+SEQUENCE = {WSArray: lambda insns, cfg, gaps, ifmap: sequence_timing(insns, cfg, gaps),
+            OSArray: os.sequence_timing, FEIEArray: feie.sequence_timing}
 
 
 # -- bench -------------------------------------------------------------------
 
 def overlap_monitor(engine, events):
     """:func:`helpers.engine_monitor` for an engine that takes instructions while busy
-    (WSArray): ``busy`` exactly while an accepted instruction (from the cycle after its
-    acceptance) has not had its ``done`` / ``error`` (through that cycle); at most one of
-    them per cycle; ``("accept" | "done" | "error", cycle)`` appended to ``events``."""
+    (WSArray, OSArray, FEIEArray): ``busy`` exactly while an accepted instruction (from the
+    cycle after its acceptance) has not had its ``done`` / ``error`` (through that cycle); at
+    most one of them per cycle, at most ``MAX_IN_FLIGHT`` outstanding;
+    ``("accept" | "done" | "error", cycle)`` appended to ``events``."""
     async def monitor(ctx):
         cycle = 0
         outstanding = 0  # accepted in earlier cycles, not completed in earlier cycles
@@ -95,7 +102,7 @@ def overlap_monitor(engine, events):
             if valid and ready:
                 events.append(("accept", cycle))
                 outstanding += 1
-            assert outstanding <= WSArray.MAX_IN_FLIGHT
+            assert outstanding <= type(engine).MAX_IN_FLIGHT
             cycle += 1
     return monitor
 
@@ -127,8 +134,7 @@ def check(cfg, insns, rng, gaps=None, ifmap=None, weight=None, psum0=None, engin
     if gaps is None:
         gaps = [rng.choice([0, 0, 1, 3]) for _ in insns]
     psum, events, skips = run_program(cfg, ifmap, weight, psum0, insns, gaps, engine,
-                                      seed=rng.random(),
-                                      monitor=overlap_monitor if engine is WSArray else engine_monitor)
+                                      seed=rng.random(), monitor=overlap_monitor)
 
     expect = np.array(psum0, dtype=np.int64)
     kinds = []
@@ -137,20 +143,27 @@ def check(cfg, insns, rng, gaps=None, ifmap=None, weight=None, psum0=None, engin
         kinds.append("done" if ok else "error")
     np.testing.assert_array_equal(psum, expect)
 
-    if engine is WSArray:  # overlapping: completions in order, times from sequence_timing
-        assert [k for k, _ in events if k != "accept"] == kinds
-        got = list(zip([t for k, t in events if k == "accept"], [t for k, t in events if k != "accept"]))
-        want = sequence_timing(insns, cfg, gaps)
-        shift = got[0][0] - want[0][0]
-        assert got == [(a + shift, e + shift) for a, e in want], (insns, gaps)
-        return events, skips
-    # accept / done|error alternate; latency = the registry's executable timing.
-    assert [k for k, _ in events[0::2]] == ["accept"] * len(insns)
-    assert [k for k, _ in events[1::2]] == kinds
+    # completions in order; accept / end times from the engine's sequence_timing
+    assert [k for k, _ in events if k != "accept"] == kinds
+    accepts = [t for k, t in events if k == "accept"]
+    ends = [t for k, t in events if k != "accept"]
+    got = list(zip(accepts, ends))
+    want = SEQUENCE[engine](insns, cfg, gaps, ifmap)
+    shift = got[0][0] - want[0][0]
+    assert got == [(a + shift, e + shift) for a, e in want], (insns, gaps)
+    # a GEMM alone in the engine (every earlier one ended before its acceptance, the next
+    # one accepted after its end): the registry's single-instruction timing
     timing = dataflow(cfg.dataflow)
-    for insn, (_, t_acc), (_, t_done) in zip(insns, events[0::2], events[1::2]):
-        assert t_done - t_acc == timing.cycles(insn, cfg, ifmap), insn
+    for i, (insn, (t_acc, t_end)) in enumerate(zip(insns, got)):
+        if (i == 0 or ends[i - 1] < t_acc) and (i + 1 == len(insns) or accepts[i + 1] > t_end):
+            assert t_end - t_acc == timing.cycles(insn, cfg, ifmap), insn
     return events, skips
+
+
+def rel_times(events):
+    """``(accept, end)`` of each instruction from ``events``, counted from the first accept."""
+    t0 = events[0][1]
+    return list(zip([t - t0 for k, t in events if k == "accept"], [t - t0 for k, t in events if k != "accept"]))
 
 
 def small_cfg(rows, cols):
@@ -282,16 +295,32 @@ def test_windowed_tap_gemms(rows, cols, engine):
     check(cfg, insns, rng, engine=engine)
 
 
+@pytest.mark.parametrize("case", range(len(OS_SEQUENCES)))
 @pytest.mark.parametrize("engine", [OSArray, FEIEArray])
-def test_back_to_back_valid_held(engine):
-    """valid held high while busy: the next instruction is taken the cycle after done."""
-    cfg = small_cfg(2, 3)
-    rng = random.Random(11)
-    insns = [make_insn(accumulate=a, psum_row=p, ifmap_row=i, m_len=3, k_len=2, n_len=3)
-             for a, p, i in [(0, 0, 0), (1, 0, 4), (1, 1, 8), (0, 5, 1)]]
-    events, _ = check(cfg, insns, rng, gaps=[0] * len(insns), engine=engine)
-    for (_, t_done), (_, t_next) in zip(events[1::2], events[2::2]):
-        assert t_next == t_done + 1
+def test_os_back_to_back_overlaps(engine, case):
+    """OS / FEIE with valid held: the block pipeline runs on from one GEMM into the next
+    (tap chains accumulating into the same psum rows, m_len <= rows, the in-flight limit,
+    an error and m_len = 0 in between); OS accept / done times as worked out by hand in
+    tests/rtl/test_dataflows.py (OS_SEQUENCES), FEIE's from its sequence_timing on the
+    data; bit-exact results."""
+    cfg, insns, want, serial = OS_SEQUENCES[case]
+    insns = [dict(make_insn(), **insn) for insn in insns]
+    events, _ = check(cfg, insns, random.Random(case), gaps=[0] * len(insns), engine=engine)
+    if engine is OSArray:
+        assert rel_times(events) == want and want[-1][1] < serial
+
+
+@pytest.mark.parametrize("case", range(len(FEIE_SEQUENCES)))
+def test_feie_back_to_back_masks(case):
+    """FEIE back to back, consecutive GEMMs with different k_len / in_zp: each block's mask
+    follows its own GEMM (hand-worked times in tests/rtl/test_dataflows.py), bit-exact."""
+    cfg, ifmap_rows, insns, want = FEIE_SEQUENCES[case]
+    insns = [dict(make_insn(), **insn) for insn in insns]
+    ifmap = np.zeros((cfg.ifmap_rows, cfg.rows), dtype=np.int64)
+    ifmap[:len(ifmap_rows)] = ifmap_rows
+    events, _ = check(cfg, insns, random.Random(case), gaps=[0] * len(insns), ifmap=ifmap,
+                      engine=FEIEArray)
+    assert rel_times(events) == want
 
 
 @pytest.mark.parametrize("engine", [OSArray, FEIEArray])
@@ -346,15 +375,16 @@ def test_ws_back_to_back_overlaps(case):
     assert sequence_timing(insns, cfg) == want
     assert sequence_cycles(insns, cfg) == want[-1][1] < serial
     events, _ = check(cfg, insns, random.Random(case), gaps=[0] * len(insns), engine=WSArray)
-    t0 = events[0][1]
-    assert [t - t0 for k, t in events if k == "accept"] == [a for a, _ in want]
+    assert rel_times(events) == want
 
 
 @pytest.mark.parametrize("rows,cols", [(1, 1), (4, 8), (8, 8)])
-def test_ws_random_back_to_back(rows, cols):
-    """Random WS programs issued back to back (and with random gaps): overlapping preload,
-    psum hazards between accumulating GEMMs on the same rows, errors and m_len = 0 mixed in;
-    bit-exact, and accept / done times equal to sequence_timing."""
+@pytest.mark.parametrize("engine", ENGINES)
+def test_random_back_to_back(rows, cols, engine):
+    """Random programs issued back to back (and with random gaps): overlapping GEMMs (WS
+    preload, OS / FEIE block pipeline), psum hazards between accumulating GEMMs on the same
+    rows, errors and m_len = 0 mixed in; bit-exact, and accept / done times equal to the
+    engine's sequence_timing."""
     cfg = small_cfg(rows, cols)
     rng = random.Random(rows * 7 + cols)
     for trial in range(3):
@@ -370,7 +400,7 @@ def test_ws_random_back_to_back(rows, cols):
                 psum_row=rng.randrange(0, 4)))
         insns[rng.randrange(10)]["k_len"] = rows + 1  # one error
         gaps = [0] * 10 if trial < 2 else None
-        check(cfg, insns, rng, gaps=gaps, engine=WSArray)
+        check(cfg, insns, rng, gaps=gaps, engine=engine)
 
 
 @pytest.mark.parametrize("zp", [0, -128, 37])
@@ -397,6 +427,7 @@ def test_feie_skips_zero_inputs(rows, cols, zp):
         assert skips == want
         if density == 0.0:  # all-zero inputs: no MAC cycles, epochs of max(1, fill, drain)
             # m_len=5 in 2 blocks (4+1 on rows=4, 3+2 on rows=3): epochs fill b0 | fill b1 |
-            # drain b0 | drain b1 = 5 + 5 rows, plus accept/check/flush 3 cycles.
-            (_, t0), (_, t1) = events[0], events[1]
+            # drain b0 | drain b1 = 5 + 5 rows, plus accept/check/flush 3 cycles (the next
+            # GEMM, also of 5 rows, fills its blocks during these drains without lengthening them).
+            t0, t1 = rel_times(events)[0]
             assert t1 - t0 == 5 + 5 + 3
