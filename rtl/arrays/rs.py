@@ -94,12 +94,15 @@ def gemm_cycles(rows: int, *, win_h: int, win_w: int, k_len: int, n_len: int, ou
     if n_len == 0:
         return 1
     passes = -(-n_len // (rows // win_h))
-    lines = (out_h - 1) * stride_h + (win_h - 1) * dil_h + 1
+    lines = out_h if win_h == 1 else (out_h - 1) * stride_h + (win_h - 1) * dil_h + 1
     step = max(k_len, lines + 1)
-    column = (win_w - 1) * step + max(k_len + out_h, lines + 1)
-    load = win_h * win_w * k_len
-    body = lines + (out_w - 1) * column + (win_w - 1) * step + k_len + out_h
-    return 3 + load + body + (passes - 1) * max(load, body)
+    fwk = win_w * k_len
+    load = win_h * fwk
+    body = lines + (out_w * win_w - 1) * step + k_len
+    start = max(1, load - fwk + 3 - lines)    # the first pass's (its MACs from start + lines + 1)
+    if passes > 1:                            # the second pass's filter rows load after the first's
+        start = max(start + body, 2 * load + 1) + (passes - 2) * max(load, body)
+    return start + body + out_h + 2
 
 
 def cycles(insn, config, ifmap=None) -> int:
@@ -136,9 +139,13 @@ class RSArray(ComputeEngine):
                          set_c[r].eq(set_c[r - 1] + wrap),
                          off_c[r].eq(Mux(wrap, 0, off_c[r - 1] + insn.dil_h))]
         nsets_c = set_c[R - 1] + (fh_c[R - 1] == insn.win_h - 1)
+        # One filter row (win_h = 1): only the lines j*stride_h are touched, so line j of the
+        # registers holds ifmap line j*stride_h (compact lines: out_h of them, whatever the
+        # stride); otherwise line y holds ifmap line y.
+        compact = insn.win_h == 1
         col_c = [Signal(16, name=f"col_c_{j}") for j in range(C)]
         for j in range(1, C):
-            m.d.comb += col_c[j].eq(col_c[j - 1] + insn.stride_h)
+            m.d.comb += col_c[j].eq(col_c[j - 1] + Mux(compact, 1, insn.stride_h))
 
         fh = [Signal(range(R), name=f"fh_{r}") for r in range(R)]
         tset = [Signal(range(R), name=f"set_{r}") for r in range(R)]
@@ -154,11 +161,14 @@ class RSArray(ComputeEngine):
                 for j in range(C):
                     m.d.sync += line[r][j].eq(off_c[r] + col_c[j])
 
-        lines = Signal(16)   # ifmap lines of the window
+        lines = Signal(16)   # line registers filled per step
+        lpitch = Signal(16)  # ifmap rows from one line register to the next
         fwk = Signal(16)     # scratchpad entries per filter row: win_w * k_len
         wtot = Signal(16)    # weight rows of the instruction: win_h * fwk
         with m.If(setup):
-            m.d.sync += [lines.eq((insn.out_h - 1) * insn.stride_h + (insn.win_h - 1) * insn.dil_h + 1),
+            m.d.sync += [lines.eq(Mux(compact, insn.out_h,
+                                      (insn.out_h - 1) * insn.stride_h + (insn.win_h - 1) * insn.dil_h + 1)),
+                         lpitch.eq(Mux(compact, insn.stride_h * insn.row_pitch, insn.row_pitch)),
                          fwk.eq(insn.win_w * insn.k_len),
                          wtot.eq(insn.win_h * insn.win_w * insn.k_len)]
 
@@ -201,7 +211,7 @@ class RSArray(ComputeEngine):
         with m.If(fill_go):
             m.d.sync += [filling.eq(1), fcnt.eq(0), faddr.eq(go_addr), fbank.eq(go_bank)]
         with m.Elif(filling):
-            m.d.sync += [fcnt.eq(fcnt + 1), faddr.eq(faddr + insn.row_pitch)]
+            m.d.sync += [fcnt.eq(fcnt + 1), faddr.eq(faddr + lpitch)]
             with m.If(fill_last):
                 m.d.sync += filling.eq(0)
         m.d.comb += [self.ifmap.en.eq(filling), self.ifmap.addr.eq(faddr)]
@@ -217,37 +227,61 @@ class RSArray(ComputeEngine):
 
         # -- the PEs -------------------------------------------------------------------------
         acc = [[Signal(signed(acc_bits), name=f"acc_{r}_{j}") for j in range(C)] for r in range(R)]
+        mac = [[Signal(signed(acc_bits), name=f"mac_{r}_{j}") for j in range(C)] for r in range(R)]
         for r in range(R):
             for j in range(C):
+                m.d.comb += mac[r][j].eq(acc[r][j] + lane0[line[r][j]] * spads[r])  # wraps
                 with m.If(clear):
                     m.d.sync += acc[r][j].eq(0)
                 with m.Elif(mac_land):
-                    m.d.sync += acc[r][j].eq(acc[r][j] + lane0[line[r][j]] * spads[r])  # wraps
+                    m.d.sync += acc[r][j].eq(mac[r][j])
 
-        # -- WRITE: the column sums of PE column wr_j, set t -> lane g0 + t -----------------------
-        wr_issue, wr_land = Signal(), Signal()
+        x, fw, sp_base = Signal(16), Signal(8), Signal(16)
+        # -- the column sums: hold[r][j] takes the PE's sum of a column at its last MAC landing,
+        #    so the WRITE of column x runs while the MACs of column x+1 go on in acc.
+        hold = [[Signal(signed(acc_bits), name=f"hold_{r}_{j}") for j in range(C)] for r in range(R)]
+        col_end, col_end_land = Signal(), Signal()   # the last MAC issue / landing of a column
+        m.d.sync += col_end_land.eq(col_end)
+        for r in range(R):
+            for j in range(C):
+                with m.If(col_end_land):
+                    m.d.sync += hold[r][j].eq(mac[r][j])
+
+        # -- WRITE, out_h cycles from the cycle after a column's last MAC issue, alongside the
+        #    next column's (or pass's) MACs: the column sums of PE column wr_j, set t -> lane
+        #    wr_g0 + t.
+        wr_active, wr_land = Signal(), Signal()
+        wr_go = Signal()
         wr_j = Signal(range(C))
         wr_addr = Signal.like(self.psum_wr.addr)
         rd_addr = Signal(16)
-        cnt = Signal(16)
-        wr_g0 = Signal.like(g0)  # the pass of the psum row in flight (g0 moves on at the last issue)
-        m.d.sync += [wr_land.eq(wr_issue), wr_j.eq(cnt), wr_addr.eq(rd_addr), wr_g0.eq(g0)]
+        wcnt = Signal(16)
+        wr_g0 = Signal.like(g0)   # the pass of the column being written (g0 moves on meanwhile)
+        wr_g0_d = Signal.like(g0)
+        wr_last = wr_active & (wcnt == insn.out_h - 1)
+        m.d.sync += [wr_land.eq(wr_active), wr_j.eq(wcnt), wr_addr.eq(rd_addr), wr_g0_d.eq(wr_g0)]
+        with m.If(wr_active):
+            m.d.sync += [wcnt.eq(wcnt + 1), rd_addr.eq(rd_addr + insn.out_w)]
+            with m.If(wr_last):
+                m.d.sync += wr_active.eq(0)
+        with m.If(wr_go):
+            m.d.sync += [wr_active.eq(1), wcnt.eq(0), rd_addr.eq(insn.psum_row + x), wr_g0.eq(g0)]
         chain = []
         for r in range(R):
-            here = Array(acc[r])[wr_j]
+            here = Array(hold[r])[wr_j]
             s = Signal(signed(acc_bits), name=f"vsum_{r}")
             m.d.comb += s.eq(here if r == 0 else (here + Mux(fh[r] == 0, 0, chain[r - 1]))[:acc_bits])
             chain.append(s)
         old = Mux(insn.accumulate, self.psum_rd.data, 0)
         lanes, en = [], []
         for n in range(C):
-            pick = [last[r] & (tset[r] + wr_g0 == n) for r in range(R)]
+            pick = [last[r] & (tset[r] + wr_g0_d == n) for r in range(R)]
             val = Signal(signed(acc_bits), name=f"out_{n}")
             m.d.comb += val.eq(functools.reduce(operator.or_, (Mux(pick[r], chain[r], 0) for r in range(R))))
             lanes.append((val + old[n * acc_bits:(n + 1) * acc_bits].as_signed())[:acc_bits])
-            en.append((n >= wr_g0) & (n < wr_g0 + nsets) & (n < insn.n_len))
+            en.append((n >= wr_g0_d) & (n < wr_g0_d + nsets) & (n < insn.n_len))
         m.d.comb += [self.psum_wr.addr.eq(wr_addr), self.psum_wr.data.eq(Cat(lanes)),
-                     self.psum_rd.addr.eq(rd_addr), self.psum_rd.en.eq(wr_issue & insn.accumulate)]
+                     self.psum_rd.addr.eq(rd_addr), self.psum_rd.en.eq(wr_active & insn.accumulate)]
         with m.If(wr_land):
             m.d.comb += self.psum_wr.en.eq(Cat(en))
 
@@ -271,7 +305,7 @@ class RSArray(ComputeEngine):
 
         # -- sequencing: steps (x, fw) of a pass; the MAC of a step runs while the filler
         #    brings the next step's pixels into the other bank.
-        x, fw, sp_base = Signal(16), Signal(8), Signal(16)
+        cnt = Signal(16)   # the cycle of a MAC step
         xbase, xoff = Signal(16), Signal(16)   # x * stride_w, xbase + fw * dil_w
         m.d.comb += sp_addr.eq(sp_base + cnt)
         last_fw, last_x = fw == insn.win_w - 1, x == insn.out_w - 1
@@ -279,7 +313,15 @@ class RSArray(ComputeEngine):
         next_off = Mux(last_fw, xbase + insn.stride_w, xoff + insn.dil_w)
 
         ready = ~fill_go & (~filling | fill_last)   # the next step's pixels are in by next cycle
-        ld_free = ~ld_active | ld_last             # the loader's last read issues by this cycle
+        # the next pass's filter rows: the loader's last read for them issues by this cycle
+        next_free = (ld_g == g0 + nsets) & (~ld_active | ld_last)
+        # the first pass: its MACs may start once the loader reads past the first entry of
+        # the last filter row (a MAC step reads entry fw*k_len + c no earlier than the loader
+        # lands it)
+        first_ok = (ld_g != 0) | ~ld_active | (q > wtot - fwk)
+        # the first pass's filter rows loaded: the second pass's follow at once
+        with m.If(ld_last & (ld_g == 0) & (nsets < insn.n_len)):
+            m.d.comb += [ld_go.eq(1), ld_go_g.eq(nsets), ld_go_bank.eq(1)]
 
         def to_mac():
             """The MAC of the (already advanced) next step, once its pixels are in."""
@@ -289,13 +331,17 @@ class RSArray(ComputeEngine):
             with m.Else():
                 m.next = "WAIT"
 
-        def start_pass(g0_new, bank_new):
+        def first_step(g0_new, bank_new):
             """Pass g0_new (its filter rows in scratchpad bank bank_new from the next cycle):
-            its first step (x, fw) = (0, 0) into line bank 0, and the loading of the next
-            pass's filter rows into the other scratchpad bank, if there is a next pass."""
+            its first step (x, fw) = (0, 0) into line bank 0."""
             m.d.comb += [fill_go.eq(1), go_addr.eq(insn.ifmap_row), go_bank.eq(0)]
             m.d.sync += [x.eq(0), fw.eq(0), xbase.eq(0), xoff.eq(0), sp_base.eq(0),
                          bank.eq(0), cnt.eq(0), g0.eq(g0_new), sbank.eq(bank_new)]
+
+        def start_pass(g0_new, bank_new):
+            """A later pass g0_new: :func:`first_step` and the loading of the next pass's filter
+            rows into the other scratchpad bank, if there is a next pass."""
+            first_step(g0_new, bank_new)
             with m.If(g0_new + nsets < insn.n_len):
                 m.d.comb += [ld_go.eq(1), ld_go_g.eq(g0_new + nsets), ld_go_bank.eq(~bank_new)]
             m.next = "FILL"
@@ -304,14 +350,16 @@ class RSArray(ComputeEngine):
             accept_state(m, self.insn, insn)
             with insn_check_state(m, self, gemm_insn_in_range(insn, cfg),
                                   (insn.m_len == 0) | (insn.n_len == 0)):
+                # The first pass's filter rows and its first step's pixels load together.
                 m.d.comb += [setup.eq(1), ld_go.eq(1), ld_go_g.eq(0), ld_go_bank.eq(0)]
-                m.d.sync += [g0.eq(0), sbank.eq(0)]
+                first_step(0, 0)
                 m.next = "LOADW"
             with m.State("LOADW"):
-                # The first pass's filter rows (later passes' load during the pass before).
+                # The first pass's first pixels and the start of its last filter row (later
+                # passes' filter rows load during the pass before).
                 m.d.comb += self.busy.eq(1)
-                with m.If(ld_last):
-                    start_pass(0, 0)
+                with m.If(ready & first_ok):
+                    m.next = "MAC"
             with m.State("FILL"):
                 m.d.comb += self.busy.eq(1)
                 with m.If(fill_last):
@@ -327,8 +375,19 @@ class RSArray(ComputeEngine):
                 with m.If(cnt == insn.k_len - 1):
                     m.d.sync += bank.eq(~bank)
                     with m.If(last_fw):   # the end of output column x: its psums go out
-                        m.d.sync += [cnt.eq(0), rd_addr.eq(insn.psum_row + x)]
-                        m.next = "WRITE"
+                        m.d.comb += [col_end.eq(1), wr_go.eq(1)]
+                        with m.If(~last_x):
+                            # Its first step's pixels have been landing since this MAC step.
+                            m.d.sync += [x.eq(x + 1), fw.eq(0), xbase.eq(xbase + insn.stride_w),
+                                         xoff.eq(xbase + insn.stride_w), sp_base.eq(0)]
+                            to_mac()
+                        with m.Elif(g0 + nsets < insn.n_len):
+                            with m.If(next_free):
+                                start_pass(g0 + nsets, ~sbank)
+                            with m.Else():
+                                m.next = "NEXTW"
+                        with m.Else():
+                            m.next = "DRAIN"
                     with m.Else():
                         m.d.sync += [fw.eq(fw + 1), xoff.eq(next_off), sp_base.eq(sp_base + insn.k_len)]
                         to_mac()
@@ -337,27 +396,15 @@ class RSArray(ComputeEngine):
                 m.d.comb += self.busy.eq(1)
                 with m.If(ready):
                     m.next = "MAC"
-            with m.State("WRITE"):
-                m.d.comb += [self.busy.eq(1), wr_issue.eq(1)]
-                m.d.sync += [cnt.eq(cnt + 1), rd_addr.eq(rd_addr + insn.out_w)]
-                with m.If(cnt == insn.out_h - 1):
-                    m.d.sync += cnt.eq(0)
-                    with m.If(~last_x):
-                        # Its first step's pixels have been landing since the last MAC step.
-                        m.d.sync += [x.eq(x + 1), fw.eq(0), xbase.eq(xbase + insn.stride_w),
-                                     xoff.eq(xbase + insn.stride_w), sp_base.eq(0)]
-                        to_mac()
-                    with m.Elif(g0 + nsets < insn.n_len):
-                        with m.If(ld_free):
-                            start_pass(g0 + nsets, ~sbank)
-                        with m.Else():
-                            m.next = "NEXTW"
-                    with m.Else():
-                        m.next = "FLUSH"
+            with m.State("DRAIN"):
+                # The last column's WRITE.
+                m.d.comb += self.busy.eq(1)
+                with m.If(wr_last):
+                    m.next = "FLUSH"
             with m.State("NEXTW"):
                 # The next pass's filter rows are still loading (win_h*win_w*k_len > the pass).
                 m.d.comb += self.busy.eq(1)
-                with m.If(ld_free):
+                with m.If(next_free):
                     start_pass(g0 + nsets, ~sbank)
             finish_states(m, self)
         return m

@@ -114,11 +114,15 @@ def emit_unit(unit: Unit, config: AccelConfig, first: bool, last: bool,
                          psum_row=psum_at[u], m_len=tile.m_len, dep=dep, in_zp=unit.in_zp)
 
     def store(u):
+        """The tile's STOREs (one per run: the first waits for the GEMMs, the last frees the slot)."""
         n_tiles = len(unit.tiles)
-        tile = unit.tiles[u]
-        return tile.store.encode(
-            psum_row=psum_at[u], param_row=tile.param_row * config.cols, m_len=tile.m_len,
-            dep=dep_flags(pop_prev=True, push_prev=(u in s2c_push) or (u == n_tiles - 1 and not last)))
+        tile, st = unit.tiles[u], unit.tiles[u].store
+        assert st.runs == 1 or not st.to_buf, "STORE runs go to DRAM"
+        rows = tile.m_len // st.runs
+        return [st.encode(psum_row=psum_at[u] + r * rows, param_row=tile.param_row * config.cols, m_len=rows,
+                          dep=dep_flags(pop_prev=r == 0, push_prev=r == st.runs - 1 and (
+                              (u in s2c_push) or (u == n_tiles - 1 and not last))), run=r)
+                for r in range(st.runs)]
 
     out: list[int] = []
     out.extend(load_group(0))
@@ -128,7 +132,7 @@ def emit_unit(unit: Unit, config: AccelConfig, first: bool, last: bool,
         out.append(compute(t))
         u, g = ops[t]
         if g == len(unit.tiles[u].ops) - 1:
-            out.append(store(u))
+            out.extend(store(u))
     if not last:
         out.append(encode(Opcode.NOP, dep=dep_flags(pop_next=True, push_prev=True)))
     return out

@@ -113,15 +113,26 @@ def lower_conv(layer: QLayer, config: AccelConfig, batch: int, alloc: Allocation
             return len(chunks) * window_lines(hb, Fh, sh, dh) * window_lines(wb, Fw, sw, dw) <= i_half
         return window_lines(hb, fh_b, sh, dh) * window_lines(wb, fw_b, sw, dw) <= i_half
 
-    def tile_shape(fh_b, fw_b):
-        """(output rows, output columns, resident) of a tile: whole output rows, as many as
-        fit (resident first), else one output row in column blocks; None if nothing fits."""
+    def column_block(hb, res, fh_b, fw_b):
+        """The tile shape of ``hb`` output rows in column blocks of equal width (the halo
+        columns of neighbouring blocks loaded twice), as wide as fits; None if none does."""
+        wb = next((wb for wb in range(min(Wo, p_half // hb), 0, -1) if fits(hb, wb, res, fh_b, fw_b)), 0)
+        return (hb, -(-Wo // -(-Wo // wb)), res) if wb else None
+
+    def tile_shapes(fh_b, fw_b):
+        """Candidate (output rows, output columns, resident) of a tile: whole output rows, as
+        many as fit (resident first; blocks of equal height), else one output row in column blocks; and, when whole
+        rows leave PE columns idle, more output rows (up to ``min(cols, Ho)``, in blocks of
+        equal height) in column blocks, resident and streamed. Empty if nothing fits."""
+        hb_full = min(C, Ho)
+        whole = next(((-(-Ho // -(-Ho // hb)), Wo, res) for res in (True, False) for hb in range(hb_full, 0, -1)
+                      if fits(hb, Wo, res, fh_b, fw_b)), None) or column_block(1, False, fh_b, fw_b)
+        shapes = [whole] if whole else []
         for res in (True, False):
-            for hb in range(min(C, Ho), 0, -1):
-                if fits(hb, Wo, res, fh_b, fw_b):
-                    return hb, Wo, res
-        wb = next((wb for wb in range(min(Wo, p_half), 0, -1) if fits(1, wb, False, fh_b, fw_b)), 0)
-        return (1, wb, False) if wb else None
+            for hb in sorted({-(-Ho // -(-Ho // hb)) for hb in range(hb_full, whole[0] if whole else 0, -1)},
+                             reverse=True):
+                shapes += [sh] if (sh := column_block(hb, res, fh_b, fw_b)) else []
+        return shapes
 
     def weight_loads(g, c0, k_len, fh0, fh_n, fw0, fw_n, j, n_len):
         """LOADs of the weight rows (fh, fw, c) of a filter block, ``n_len`` channels each:
@@ -190,15 +201,14 @@ def lower_conv(layer: QLayer, config: AccelConfig, batch: int, alloc: Allocation
 
     # The filter-row block with the lowest estimated cycles among those that fit; if none
     # does, shrink the filter columns until one output pixel's window fits the ifmap half.
-    options = [(fh_b, fw_b, shape) for fh_b in range(1, fh_max + 1)
-               if (shape := tile_shape(fh_b, fw_b)) is not None]
+    options = [(fh_b, fw_b, shape) for fh_b in range(1, fh_max + 1) for shape in tile_shapes(fh_b, fw_b)]
     while not options and fw_b > 1:
         fw_b -= 1
-        options = [(1, fw_b, shape)] if (shape := tile_shape(1, fw_b)) else []
+        options = [(1, fw_b, shape) for shape in tile_shapes(1, fw_b)]
     if not options:
         raise CompileError(f"layer {layer.name!r}: not even one input pixel fits the rs array's "
                            f"ifmap buffer half (ifmap_rows={config.ifmap_rows}); increase ifmap_rows")
-    fh_b, fw_b, (hb, wb, resident) = _pick(options, key=lambda o: (not o[2][2], cost(*o)))
+    fh_b, fw_b, (hb, wb, resident) = _pick(options, key=lambda o: (cost(*o), not o[2][2]))
     fblocks = filter_blocks(fh_b, fw_b)
 
     tiles = []
@@ -209,8 +219,10 @@ def lower_conv(layer: QLayer, config: AccelConfig, batch: int, alloc: Allocation
             n_len = min(C, cout_g - j * C)
             gemms = tile_gemms(fblocks, resident, img, g, y0, x0, hbt, wbt, j, n_len)
             offset = ((img * Ho + ho0) * Wo + wo0) * Cout + g * cout_g + j * C
-            tiles.append(OutTile(m_len=hbt * wbt, ops=gemms,
-                                 store=store(layer, alloc.dst, offset, Cout, n_len),
+            st = store(layer, alloc.dst, offset, Cout, n_len)
+            if wbt < Wo:   # a block narrower than the feature map: one STORE per output row
+                st.runs, st.run_stride = hbt, Wo * Cout
+            tiles.append(OutTile(m_len=hbt * wbt, ops=gemms, store=st,
                                  param_row=g * nt + j, block=block_id,
                                  block_loads=block_loads))
     return split_units(tiles, alloc.params, resident, config, layer)

@@ -111,7 +111,10 @@ class Load:
 class Store:
     """A STORE (:data:`~celosia.rtl.isa.StoreInsn`) without its psum / parameter rows,
     ``m_len`` and ``dep``: where the tile goes (DRAM, or with ``to_buf`` ifmap rows
-    ``buf_row + m*buf_stride`` from lane ``lane0``) and the layer's output quantization."""
+    ``buf_row + m*buf_stride`` from lane ``lane0``) and the layer's output quantization.
+    ``runs > 1`` (to DRAM only): the tile's rows go out in ``runs`` STOREs of
+    ``m_len / runs`` rows, run ``r`` to ``dram_offset + r*run_stride`` (a block of output
+    rows narrower than the feature map)."""
     base_reg: int
     dram_offset: int
     dram_stride: int
@@ -123,10 +126,14 @@ class Store:
     buf_row: int = 0
     buf_stride: int = 0
     lane0: int = 0
+    runs: int = 1
+    run_stride: int = 0
 
-    def encode(self, psum_row: int, param_row: int, m_len: int, dep: dict) -> int:
-        return encode(Opcode.STORE, psum_row=psum_row, param_row=param_row, m_len=m_len, dep=dep,
-                      **self.__dict__)
+    def encode(self, psum_row: int, param_row: int, m_len: int, dep: dict, run: int = 0) -> int:
+        """The STORE of run ``run`` (its ``psum_row`` / ``m_len``)."""
+        fields = {k: v for k, v in self.__dict__.items() if k not in ("runs", "run_stride")}
+        fields["dram_offset"] += run * self.run_stride
+        return encode(Opcode.STORE, psum_row=psum_row, param_row=param_row, m_len=m_len, dep=dep, **fields)
 
 
 @dataclass

@@ -279,24 +279,41 @@ def window(**kw):
 
 
 @pytest.mark.parametrize("insn, want", [
-    # 3 + W + B + (G-1)*max(W, B): pass g+1's filter rows load during pass g (rows = cols = 4).
-    # G = ceil(n_len / S), S = rows // win_h, W = win_h*win_w*k_len,
-    # lines = (out_h-1)*stride_h + (win_h-1)*dil_h + 1, D = max(k_len, lines + 1),
-    # B = lines + (out_w-1)*((win_w-1)*D + max(k_len + out_h, lines + 1)) + (win_w-1)*D + k_len + out_h
-    (window(k_len=2, n_len=4), 9),
-    # S = 4, G = 1, W = 2, lines = 1, D = 2, B = 1 + 0 + 0 + 2 + 1 = 4; 3 + 2 + 4
-    (window(win_h=3, win_w=3, k_len=2, n_len=3, out_h=2, out_w=2, row_pitch=4), 120),
-    # S = 1, G = 3, W = 18, lines = 1 + 2 + 1 = 4, D = max(2, 5) = 5, column = 2*5 + max(4, 5) = 15,
-    # B = 4 + 15 + 10 + 2 + 2 = 33 >= W (the loads hide); 3 + 18 + 33 + 2*33  (was 3 + 3*51 = 156)
+    # rows = cols = 4. G = ceil(n_len / S) passes, S = rows // win_h, W = win_h*win_w*k_len
+    # weight rows, lines = out_h if win_h = 1 (only the lines j*stride_h are filled), else
+    # (out_h-1)*stride_h + (win_h-1)*dil_h + 1; a step D = max(k_len, lines + 1), a pass
+    # B = lines + (out_w*win_w - 1)*D + k_len (the WRITE of a column runs alongside the next
+    # column's MACs). Pass 0 starts at s0 = max(1, W - win_w*k_len + 3 - lines): its pixels
+    # and filter rows load together from cycle 2, its MACs (from s0 + lines + 1) once the
+    # loader is on its last filter row; pass 1 at max(s0 + B, 2W + 1) (its filter rows load
+    # after pass 0's), pass g >= 2 max(W, B) after pass g-1. done = s_last + B + out_h + 2.
+    (window(k_len=2, n_len=4), 8),
+    # S = 4, G = 1, W = 2, lines = 1, D = 2, B = 1 + 0 + 2 = 3, s0 = max(1, 0 + 3 - 1) = 2;
+    # 2 + 3 + 1 + 2
+    (window(k_len=4, n_len=4, out_h=2, out_w=3, row_pitch=3), 19),
+    # S = 4, G = 1, W = 4, lines = 2, D = max(4, 3) = 4: a column's MACs start the cycle after
+    # the last MAC of the one before, its WRITE alongside; B = 2 + 2*4 + 4 = 14,
+    # s0 = max(1, 0 + 3 - 2) = 1; 1 + 14 + 2 + 2
+    (window(k_len=4, n_len=4, out_h=4, out_w=2, stride_h=2, row_pitch=2), 20),
+    # one filter row: lines = out_h = 4 (not 3*2 + 1 = 7); S = 4, G = 1, W = 4, D = max(4, 5)
+    # = 5, B = 4 + 1*5 + 4 = 13, s0 = max(1, 0 + 3 - 4) = 1; 1 + 13 + 4 + 2
+    (window(win_h=3, win_w=3, k_len=2, n_len=3, out_h=2, out_w=2, row_pitch=4), 108),
+    # S = 1, G = 3, W = 18, lines = 1 + 2 + 1 = 4, D = max(2, 5) = 5, B = 4 + 5*5 + 2 = 31,
+    # s0 = max(1, 12 + 3 - 4) = 11, s1 = max(11 + 31, 37) = 42, s2 = 42 + 31 = 73;
+    # 73 + 31 + 2 + 2
+    (window(win_h=2, win_w=2, k_len=4, n_len=4, out_h=3, out_w=2, row_pitch=3), 61),
+    # S = 2, G = 2, W = 16, lines = 2 + 1 + 1 = 4, D = max(4, 5) = 5, B = 4 + 3*5 + 4 = 23,
+    # s0 = max(1, 8 + 3 - 4) = 7, s1 = max(7 + 23, 33) = 33 (pass 1 waits for its filter
+    # rows); 33 + 23 + 3 + 2
     (window(win_h=3, win_w=3, k_len=4, n_len=2, out_h=1, out_w=1), 91),
-    # S = 1, G = 2, W = 36, lines = 0 + 2 + 1 = 3, D = max(4, 4) = 4, B = 3 + 0 + 2*4 + 4 + 1 = 16
-    # < W (pass 1 waits for its filter rows); 3 + 36 + 16 + 1*36  (was 3 + 2*52 = 107)
-    (window(win_h=2, win_w=2, k_len=2, n_len=4, out_h=2, out_w=2, row_pitch=3), 49),
-    # S = 2, G = 2, W = 8, lines = 1 + 1 + 1 = 3, D = max(2, 4) = 4, column = 4 + max(4, 4) = 8,
-    # B = 3 + 8 + 4 + 2 + 2 = 19 >= W; 3 + 8 + 19 + 19  (was 3 + 2*27 = 57)
-    (window(win_h=2, k_len=4, n_len=2, out_h=3, out_w=1, stride_h=2, row_pitch=1), 24),
-    # S = 2, G = 1, W = 8, lines = 2*2 + 1 + 1 = 6, D = max(4, 7) = 7, B = 6 + 0 + 0 + 4 + 3 = 13;
-    # 3 + 8 + 13
+    # S = 1, G = 2, W = 36, lines = 0 + 2 + 1 = 3, D = max(4, 4) = 4, B = 3 + 2*4 + 4 = 15,
+    # s0 = max(1, 24 + 3 - 3) = 24, s1 = max(24 + 15, 73) = 73; 73 + 15 + 1 + 2
+    (window(win_h=2, win_w=2, k_len=2, n_len=4, out_h=2, out_w=2, row_pitch=3), 42),
+    # S = 2, G = 2, W = 8, lines = 1 + 1 + 1 = 3, D = max(2, 4) = 4, B = 3 + 3*4 + 2 = 17,
+    # s0 = max(1, 4 + 3 - 3) = 4, s1 = max(4 + 17, 17) = 21; 21 + 17 + 2 + 2
+    (window(win_h=2, k_len=4, n_len=2, out_h=3, out_w=1, stride_h=2, row_pitch=1), 16),
+    # S = 2, G = 1, W = 8, lines = 2*2 + 1 + 1 = 6, D = max(4, 7) = 7, B = 6 + 0 + 4 = 10,
+    # s0 = max(1, 4 + 3 - 6) = 1; 1 + 10 + 3 + 2
     (window(k_len=2, n_len=0), 1),                  # n_len = 0: done in CHECK
     (window(k_len=2, n_len=4, m_len=2), 1),         # m_len != out_h * out_w: error
     (dict(m_len=2, k_len=2, n_len=2), 1),           # a plain GEMM on rs: error

@@ -163,3 +163,27 @@ def test_back_to_back_valid_held():
     events = check(cfg, insns, rng, gaps=[0] * len(insns))
     for (_, t_done), (_, t_next) in zip(events[1::2], events[2::2]):
         assert t_next == t_done + 1
+
+
+def test_write_overlaps_next_column():
+    """The WRITE of a column runs alongside the next column's MACs (and, after a pass's last
+    column, the next pass's FILL): k_len >= lines + 1 makes a column's first MAC issue the
+    cycle its predecessor's last MAC lands; several passes with out_h = cols and
+    accumulate; one filter row with stride 2 (compact lines); the hand-worked latencies of
+    tests/rtl/test_dataflows.py on the RTL."""
+    cfg = rs_cfg(4, 4)
+    rng = random.Random(11)
+    insns = [
+        window(k_len=4, n_len=4, out_h=2, out_w=3, row_pitch=3),
+        window(accumulate=1, k_len=4, n_len=4, out_h=2, out_w=5, win_w=1),
+        window(accumulate=1, psum_row=10, k_len=4, n_len=4, win_h=2, win_w=2, out_h=4, out_w=3),
+        window(psum_row=30, k_len=4, n_len=4, win_h=2, win_w=2, out_h=3, out_w=2, row_pitch=3),
+        window(accumulate=1, psum_row=40, k_len=2, n_len=4, win_h=2, win_w=2, out_h=2, out_w=2),
+        # one filter row, stride 2: only the lines 0, 2, 4, 6 are filled
+        window(accumulate=1, psum_row=50, ifmap_row=3, k_len=4, n_len=4, out_h=4, out_w=2,
+               stride_h=2, stride_w=2, row_pitch=5),
+    ]
+    events = check(cfg, insns, rng, gaps=[0] * len(insns))
+    assert events[1][1] - events[0][1] == 19      # hand-worked in test_dataflows.py
+    assert events[7][1] - events[6][1] == 61
+    assert events[11][1] - events[10][1] == 20
