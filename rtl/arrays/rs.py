@@ -24,9 +24,11 @@ folded onto the ``rows x cols`` physical array)::
 * ifmap rows are reused diagonally: the ``rs_lines`` line registers (two banks) hold
   one pixel (``k_len`` channels) of every ifmap line the window touches, and PE
   ``(r, j)`` reads line ``j*stride_h + fh*dil_h`` -- the PEs on a diagonal share a
-  line, and a stride skips lines;
+  line, and a stride skips lines (with one filter row, line ``j``: the lines a stride
+  skips are not filled);
 * psums go vertically: the ``win_h`` PEs of a set in column ``j`` are summed
-  (a chain up the column) into output row ``j``'s psum for the set's channel.
+  (a chain up the column, from the hold copy of the accumulators) into output row
+  ``j``'s psum for the set's channel.
 
 The compiler folds a larger logical set (docs/dataflows.md): filter rows beyond
 ``rows`` (or beyond the scratchpad / weight buffer) into several accumulating
@@ -37,37 +39,56 @@ the input vector (Eyeriss's FC mapping, ``out_h`` = samples).
 Operation and timing (cycle 0 = the cycle ``insn.valid & insn.ready``): cycle 1
 CHECK (:func:`~celosia.rtl.arrays.engine.gemm_insn_in_range`; ``m_len = 0`` or
 ``n_len = 0`` -> ``done``; the per-row filter row / set and the per-PE line index
-are registered). Then LOADW, ``W = win_h*win_w*k_len`` cycles: the loader reads
-weight rows ``weight_row + q`` one per cycle; each lands a cycle later in scratchpad
-bank 0 of the PE rows holding its filter row (lane ``t`` for set ``t``). Then for
-each pass ``g``, its filter rows in bank ``g mod 2``:
+are registered). From CHECK on, two things load together (state LOADW):
 
-* if there is a pass ``g+1``, the loader reads the same ``W`` weight rows again from
-  the pass's first cycle on, into bank ``(g+1) mod 2``, lane ``(g+1)*S + t`` (the
-  weight buffer read port is used by nothing else during FILL / MAC / WRITE);
+* the loader reads weight rows ``weight_row + q``, ``q < W = win_h*win_w*k_len``,
+  one per cycle (cycles 2 .. W+1); each lands a cycle later in scratchpad bank 0 of
+  the PE rows holding its filter row (lane ``t`` for set ``t``); when it is done and
+  there is a second pass, it goes on at once with the second pass's rows into bank 1;
+* the filler reads the first step's pixels into line bank 0 (below).
+
+The first pass's MACs start once its pixels are in and the loader is past the first
+entry of its last filter row (a MAC step reads entry ``fw*k_len + c`` no earlier
+than the loader lands it): its *start* ``s0 = max(1, W - win_w*k_len + 3 - lines)``,
+its MACs from ``s0 + lines + 1``. For each pass ``g``, its filter rows in bank
+``g mod 2``:
+
+* for a pass ``g >= 1`` with a pass ``g+1``, the loader reads the ``W`` weight rows
+  of pass ``g+1`` from the pass's first cycle on, into bank ``(g+1) mod 2``, lane
+  ``(g+1)*S + t`` (the weight buffer read port is used by nothing else meanwhile);
 * then the steps ``(x, fw)``, output column ``x < out_w``, filter column
-  ``fw < win_w``. A step's pixels go into one of two banks of line registers:
-  ifmap row ``ifmap_row + y*row_pitch + x*stride_w + fw*dil_w`` into line ``y``,
-  one per cycle (``lines = (out_h-1)*stride_h + (win_h-1)*dil_h + 1`` cycles). The
-  pass's first step is filled alone (FILL, ``lines`` cycles); then each step is a
-  MAC phase -- ``k_len`` cycles: scratchpad entry ``fw*k_len + c`` is read and one
-  cycle later every PE multiplies it with channel ``c`` of its line -- while the next
-  step's pixels are read into the other bank (from the MAC's second cycle on), so a
-  step within a column takes ``D = max(k_len, lines + 1)`` cycles;
-* after the ``win_w`` steps of column ``x`` (the last one ``k_len`` cycles), WRITE,
-  ``out_h`` cycles: psum row ``psum_row + j*out_w + x`` is read (if ``accumulate``)
-  and written one cycle later, lanes ``g*S .. g*S+S-1`` (below ``n_len``) from the
-  column sums of PE column ``j``; the next column's MAC starts when both WRITE and its
-  pixels are done, so a column takes ``(win_w-1)*D + max(k_len + out_h, lines + 1)``
-  (the pass's last one ``(win_w-1)*D + k_len + out_h``);
-* the next pass starts (its first FILL) the cycle after the pass's last WRITE cycle if
-  the loader has issued its last read by then, else (NEXTW) the cycle after that read.
+  ``fw < win_w``. A step's pixels go into one of two banks of line registers, one
+  per cycle: ifmap row ``ifmap_row + l*row_pitch + x*stride_w + fw*dil_w`` into
+  line ``l``, ``lines = (out_h-1)*stride_h + (win_h-1)*dil_h + 1`` of them; with one
+  filter row (``win_h = 1``) only the lines ``j*stride_h`` are touched, so line
+  ``j`` gets ifmap line ``j*stride_h`` and ``lines = out_h`` (*compact lines*; the
+  legality bound on the touched lines is unchanged). The pass's first step is
+  filled alone (FILL, ``lines`` cycles; the first pass's during LOADW); then each
+  step is a MAC phase -- ``k_len`` cycles: scratchpad entry ``fw*k_len + c`` is read
+  and one cycle later every PE multiplies it with channel ``c`` of its line --
+  while the next step's pixels are read into the other bank (from the MAC's second
+  cycle on), so a step takes ``D = max(k_len, lines + 1)`` cycles, the pass's last
+  one ``k_len``;
+* the last MAC of output column ``x`` lands its PEs' sums in the *hold* registers
+  (a copy of the accumulators) and WRITE runs from the next cycle, ``out_h``
+  cycles alongside the next column's (or the next pass's) FILL and MACs: psum row
+  ``psum_row + j*out_w + x`` is read (if ``accumulate``) and written one cycle
+  later, lanes ``g*S .. g*S+S-1`` (below ``n_len``) from the column sums of hold
+  column ``j`` (``D >= lines + 1 >= out_h + 1``, so a WRITE ends before the next
+  column's sums land). A pass thus takes ``B = lines + (out_w*win_w - 1)*D + k_len``
+  from its start to its last MAC cycle;
+* the next pass starts (its FILL) the cycle after the pass's last MAC cycle if the
+  loader has issued the last read of its filter rows by then, else (NEXTW) the cycle
+  after that read: pass 1 at ``s1 = max(s0 + B, 2W + 1)``, pass ``g >= 2`` at
+  ``s_g = s_{g-1} + max(W, B)``; after the last pass's last MAC cycle, DRAIN waits for
+  its last column's WRITE.
 
-So with ``G = ceil(n_len / S)`` passes and the pass body
-``B = lines + (out_w-1)*((win_w-1)*D + max(k_len + out_h, lines + 1)) + (win_w-1)*D
-+ k_len + out_h``, a pass starts ``max(W, B)`` cycles after the one before and ``done``
-pulses in cycle ``3 + W + B + (G-1)*max(W, B)`` (:func:`gemm_cycles`; before the
-overlap it was ``3 + G*(W + B)``); the next instruction can be accepted the cycle after.
+So with ``G = ceil(n_len / S)`` passes, ``done`` pulses in cycle
+``s_{G-1} + B + out_h + 2`` (:func:`gemm_cycles`; before, with the WRITE between
+columns, all lines filled whatever the stride and the first pass's weights loaded
+before its pixels, it was ``3 + W + B' + (G-1)*max(W, B')``, ``B'`` the pass body
+with a column of ``(win_w-1)*D + max(k_len + out_h, lines + 1)``); the next
+instruction can be accepted the cycle after.
 """
 
 from __future__ import annotations

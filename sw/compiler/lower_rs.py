@@ -38,7 +38,8 @@ from celosia.rtl.dma import load_cycles
 from celosia.rtl.isa import BaseReg
 from celosia.sw.compiler.alloc import Allocation
 from celosia.sw.compiler.tiling import (GemmOp, OutTile, Unit, Window, conv_attrs, conv_blocks,
-                                        load, raw_rows_load, split_units, store, window_lines)
+                                        load, raw_rows_load, split_units, store, window_lines,
+                                        window_load)
 from celosia.sw.quant.model import QLayer
 
 __all__ = ["lower_conv", "lower_fc", "mapping", "layer_cycles", "LOWERINGS"]
@@ -106,12 +107,17 @@ def lower_conv(layer: QLayer, config: AccelConfig, batch: int, alloc: Allocation
     fh_max = min(Fh, R, w_half // (fw_b * kmax))
     nt = math.ceil(cout_g / C)
 
+    def streamed_lines(hb, fh_n):
+        """Input rows a streamed GEMM of ``fh_n`` filter rows loads: one filter row reads
+        only every ``sh``-th row (loaded packed, the GEMM's stride 1)."""
+        return hb if fh_n == 1 else window_lines(hb, fh_n, sh, dh)
+
     def fits(hb, wb, resident, fh_b, fw_b):
-        if window_lines(hb, fh_b, sh, dh) > L or hb * wb > p_half:
-            return False
         if resident:
-            return len(chunks) * window_lines(hb, Fh, sh, dh) * window_lines(wb, Fw, sw, dw) <= i_half
-        return window_lines(hb, fh_b, sh, dh) * window_lines(wb, fw_b, sw, dw) <= i_half
+            return (window_lines(hb, fh_b, sh, dh) <= L and hb * wb <= p_half and
+                    len(chunks) * window_lines(hb, Fh, sh, dh) * window_lines(wb, Fw, sw, dw) <= i_half)
+        lines = streamed_lines(hb, fh_b)
+        return lines <= L and hb * wb <= p_half and lines * window_lines(wb, fw_b, sw, dw) <= i_half
 
     def column_block(hb, res, fh_b, fw_b):
         """The tile shape of ``hb`` output rows in column blocks of equal width (the halo
@@ -178,9 +184,12 @@ def lower_conv(layer: QLayer, config: AccelConfig, batch: int, alloc: Allocation
                     ifmap, row = [], i * nyf * wpf + fh0 * dh * wpf + fw0 * dw
                 else:
                     win.row_pitch = window_lines(wbt, fw_n, sw, dw)
-                    ifmap = [raw_rows_load(layer, alloc.src, g * cin_g + c0, k_len, img, y0 + fh0 * dh,
-                                      window_lines(hbt, fh_n, sh, dh), x0 + fw0 * dw,
-                                      win.row_pitch, 0)]
+                    ifmap = [window_load(alloc.src, layer.in_shape, img, g * cin_g + c0, k_len,
+                                         y0 + fh0 * dh, x0 + fw0 * dw, streamed_lines(hbt, fh_n),
+                                         win.row_pitch, sy=sh if fh_n == 1 else 1,
+                                         pad_value=int(layer.in_zp))]
+                    if fh_n == 1:
+                        win.stride_h = 1
                     row = 0
                 gemms.append(GemmOp(k_len=k_len, n_len=n_len, ifmap=ifmap, ifmap_row=row,
                                     weight=weight_loads(g, c0, k_len, fh0, fh_n, fw0, fw_n,
