@@ -257,7 +257,7 @@ class RSArray(ComputeEngine):
                 with m.Elif(mac_land):
                     m.d.sync += acc[r][j].eq(mac[r][j])
 
-        x, fw, sp_base = Signal(16), Signal(8), Signal(16)
+        x, fw, sp_base = Signal(16), Signal(8), Signal(16)   # the step (x, fw), its first spad entry
         # -- the column sums: hold[r][j] takes the PE's sum of a column at its last MAC landing,
         #    so the WRITE of column x runs while the MACs of column x+1 go on in acc.
         hold = [[Signal(signed(acc_bits), name=f"hold_{r}_{j}") for j in range(C)] for r in range(R)]
