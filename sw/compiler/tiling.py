@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 from celosia.rtl import isa
 from celosia.errors import CompileError, EncodeError, FieldError
-from celosia.rtl.config import AccelConfig
+from celosia.rtl.config import AccelConfig, ceil_div
 from celosia.rtl.dataflows import dataflow
 from celosia.rtl.isa import PARAM_BYTES, BaseReg, Buffer, Opcode
 from celosia.sw.quant.model import QLayer
@@ -49,9 +49,6 @@ def dep_flags(pop_prev=False, pop_next=False, push_prev=False, push_next=False) 
     return {"pop_prev": int(pop_prev), "pop_next": int(pop_next),
             "push_prev": int(push_prev), "push_next": int(push_next)}
 
-
-def _ceil_div(a: int, b: int) -> int:
-    return -(-a // b)
 
 
 # -- instructions ---------------------------------------------------------------------------
@@ -281,8 +278,8 @@ def window_load(src, shape, img, c_off, lanes, y0, x0, ny, nx, sy=1, sx=1, bs1=1
     channels from ``c_off``, into buffer row ``buf_row + j*bs1 + i*bs2`` (``bs2`` defaults to
     ``nx*bs1``). Pixels outside the map (padding) are written as ``pad_value``."""
     H, W, C = shape
-    lo1, lo2 = max(0, _ceil_div(-x0, sx)), max(0, _ceil_div(-y0, sy))
-    hi1, hi2 = min(nx, max(lo1, _ceil_div(W - x0, sx))), min(ny, max(lo2, _ceil_div(H - y0, sy)))
+    lo1, lo2 = max(0, ceil_div(-x0, sx)), max(0, ceil_div(-y0, sy))
+    hi1, hi2 = min(nx, max(lo1, ceil_div(W - x0, sx))), min(ny, max(lo2, ceil_div(H - y0, sy)))
     padded = lo1 > 0 or hi1 < nx or lo2 > 0 or hi2 < ny
     offset = src[1] + img * H * W * C + (y0 * W + x0) * C + c_off
     return load(src[0], offset, lanes, n1=nx, s1=sx * C, bs1=bs1, n2=ny, s2=sy * W * C,
