@@ -237,8 +237,8 @@ def merge_loads(loads: list[Load]) -> list[Load]:
     widths = dict(isa.LoadInsn)
     fits = {f: (1 << widths[f].width) - 1 for f in ("n2", "dram_stride2", "buf_stride2")}
 
-    def same(a, b):
-        return dataclasses.replace(a, dram_offset=0, buf_row=0) == dataclasses.replace(b, dram_offset=0, buf_row=0)
+    def shape(ld):   # every field but the two that progress
+        return tuple(v for k, v in ld.__dict__.items() if k not in ("dram_offset", "buf_row"))
 
     out: list[Load] = []
     run: list[Load] = []
@@ -260,7 +260,7 @@ def merge_loads(loads: list[Load]) -> list[Load]:
         if run:
             step = (run[1].dram_offset - run[0].dram_offset, run[1].buf_row - run[0].buf_row) \
                 if len(run) > 1 else (ld.dram_offset - run[0].dram_offset, ld.buf_row - run[0].buf_row)
-            ok = (same(ld, run[0]) and 0 < step[0] <= fits["dram_stride2"]
+            ok = (shape(ld) == shape(run[0]) and 0 < step[0] <= fits["dram_stride2"]
                   and 0 < step[1] <= fits["buf_stride2"] and len(run) < fits["n2"]
                   and ld.dram_offset == run[0].dram_offset + len(run) * step[0]
                   and ld.buf_row == run[0].buf_row + len(run) * step[1])
