@@ -260,10 +260,11 @@ def merge_loads(loads: list[Load]) -> list[Load]:
         if run:
             step = (run[1].dram_offset - run[0].dram_offset, run[1].buf_row - run[0].buf_row) \
                 if len(run) > 1 else (ld.dram_offset - run[0].dram_offset, ld.buf_row - run[0].buf_row)
-            ok = (shape(ld) == shape(run[0]) and 0 < step[0] <= fits["dram_stride2"]
-                  and 0 < step[1] <= fits["buf_stride2"] and len(run) < fits["n2"]
+            ok = (0 < step[0] <= fits["dram_stride2"] and 0 < step[1] <= fits["buf_stride2"]
+                  and len(run) < fits["n2"]
                   and ld.dram_offset == run[0].dram_offset + len(run) * step[0]
-                  and ld.buf_row == run[0].buf_row + len(run) * step[1])
+                  and ld.buf_row == run[0].buf_row + len(run) * step[1]
+                  and shape(ld) == shape(run[0]))
             if not ok:
                 flush()
         run.append(ld)
