@@ -233,6 +233,18 @@ def markdown(rows: list[list[str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def table_of(prepared, shapes, dataflows, results) -> list[list[str]]:
+    """The table rows of the results measured so far, in layer, array, dataflow order."""
+    return [row(p, rows, cols, df, results[p.bench.name, rows, cols, df])
+            for p in prepared for rows, cols in shapes for df in dataflows
+            if (p.bench.name, rows, cols, df) in results]
+
+
+def write(path: str, table: list[list[str]]) -> None:
+    with open(path, "w") as f:
+        f.write(markdown(table))
+
+
 # -- command line --------------------------------------------------------------------------
 
 def main(argv=None) -> int:
@@ -244,7 +256,8 @@ def main(argv=None) -> int:
                                      f"also {','.join(b.name for b in QUICK)})")
     ap.add_argument("--quick", action="store_true",
                     help=f"the small layers {','.join(b.name for b in QUICK)} on 8x8 (seconds)")
-    ap.add_argument("--out", help="also write the markdown table to this file")
+    ap.add_argument("--out", help="also write the markdown table to this file (rewritten after each "
+                                  "array x dataflow, so an interrupted run keeps what it measured)")
     args = ap.parse_args(argv)
     dataflows = pick(args.dataflows, DATAFLOWS, "dataflows")
     default_layers = QUICK if args.quick else LAYERS
@@ -273,14 +286,14 @@ def main(argv=None) -> int:
             for df in dataflows:
                 for name, m in run_config(rows, cols, df, prepared, progress).items():
                     results[name, rows, cols, df] = m
-    table = [row(p, rows, cols, df, results[p.bench.name, rows, cols, df])
-             for p in prepared for rows, cols in shapes for df in dataflows]
+                if args.out:   # the rows so far, so that an interrupted run loses nothing
+                    write(args.out, table_of(prepared, shapes, dataflows, results))
+    table = table_of(prepared, shapes, dataflows, results)
     text = markdown(table)
     print()
     print(text, end="")
     if args.out:
-        with open(args.out, "w") as f:
-            f.write(text)
+        write(args.out, table)
     failed = [f"{r[0]} on {r[1]} {r[2]}" for r in table if r[-1] not in ("ok", "MISMATCH")]
     bad = [f"{r[0]} on {r[1]} {r[2]}" for r in table if r[-1] == "MISMATCH"]
     return verdict(failed, bad)

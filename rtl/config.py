@@ -18,7 +18,7 @@ from celosia.errors import ConfigError
 #: Dataflows of the compute engine, from the registry (rtl/dataflows.py, docs/dataflows.md).
 from celosia.rtl.dataflows import DATAFLOWS
 
-__all__ = ["AccelConfig", "ConfigError", "RANGES", "CHOICES", "BUS_WIDTHS", "DATAFLOWS",
+__all__ = ["AccelConfig", "ConfigError", "ceil_div", "RANGES", "CHOICES", "BUS_WIDTHS", "DATAFLOWS",
            "check_config", "parse_array"]
 
 
@@ -162,6 +162,12 @@ class AccelConfig:
         """A short stable hash of the config, for build caches."""
         blob = json.dumps(self.to_dict(), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def ceil_div(a: int, b: int) -> int:
+    """``ceil(a / b)`` of integers (``b > 0``), exact for any size (no float division): tiles
+    of ``b`` covering ``a`` items, bus words covering ``a`` bytes, ..."""
+    return -(-a // b)
 
 
 def check_config(config) -> AccelConfig:

@@ -75,6 +75,7 @@ from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
 
 from .buffers import BufferReadSignature, BufferWriteSignature
+from .config import ceil_div
 from .controller.signatures import DRAM_BYTES_BITS
 from .dram import DramBusSignature
 from .isa import NUM_BASE_REGS, PARAM_BYTES, Buffer, ErrorCode, LoadInsn, ParamRecord, StoreInsn
@@ -464,7 +465,7 @@ class LoadEngine(wiring.Component):
             lane = w_lane[:max(1, (lanes - 1).bit_length())]  # < lanes after the check
             m.d.comb += [
                 port.addr.eq(w_row),
-                port.data.eq(Cat([word] * -(-lanes // nb))),
+                port.data.eq(Cat([word] * ceil_div(lanes, nb))),
                 port.en.eq(Mux(write & (insn.buf == buf), mask << lane, 0)),
             ]
         return m
@@ -663,10 +664,10 @@ def load_requests(insn, config, base=None):
     for i2 in range(n2):
         for i1 in range(n1):
             if pad_en and not (lo1 <= i1 < hi1 and lo2 <= i2 < hi2):
-                pads += -(-n0 // nb)
+                pads += ceil_div(n0, nb)
             elif s0 == 1:
                 offset = (start + i1 * s1 + i2 * s2) % nb
-                reads += -(-(offset + n0) // nb)
+                reads += ceil_div(offset + n0, nb)
             else:
                 reads += n0
     return reads, pads

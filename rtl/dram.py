@@ -19,7 +19,7 @@ from amaranth.lib.memory import Memory
 from amaranth.utils import ceil_log2
 from amaranth.lib.wiring import In, Out
 
-from .config import BUS_WIDTHS
+from .config import BUS_WIDTHS, ceil_div
 
 __all__ = ["DramReq", "DramRsp", "DramBusSignature", "DramModel", "BusArbiter", "HOST_BITS",
            "host_members", "request_interval"]
@@ -225,7 +225,7 @@ class DramModel(wiring.Component):
 def request_interval(config):
     """Cycles between two requests :class:`DramModel` accepts (its bandwidth throttle):
     ``ceil(bus_bits / 8 / dram_bytes_per_cycle)``."""
-    return -(-config.bus_bytes // config.dram_bytes_per_cycle)
+    return ceil_div(config.bus_bytes, config.dram_bytes_per_cycle)
 
 
 def host_members(config):

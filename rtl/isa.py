@@ -31,6 +31,7 @@ the base registers, so one program runs for every input.
 from __future__ import annotations
 
 import enum
+import functools
 
 from amaranth.hdl import Shape, signed, unsigned
 from amaranth.lib import data
@@ -352,7 +353,13 @@ def _field_bits(name, width, kind, arg, value) -> int:
         except ValueError:
             raise FieldError(f"field {name} must be one of "
                              f"{', '.join(f'{m.name}={m.value}' for m in arg)}, not {value!r}") from None
-    return pack(arg, **(value or {}))  # a nested struct (DepFlags) given as a dict
+    return _pack_nested(arg, tuple((value or {}).items()))  # a nested struct (DepFlags), a dict
+
+
+@functools.lru_cache(maxsize=4096)
+def _pack_nested(layout, items: tuple) -> int:
+    """:func:`pack` of a nested struct's fields (few distinct values: the dependency flags)."""
+    return pack(layout, **dict(items))
 
 
 def pack(layout: data.Layout, **fields) -> int:

@@ -16,8 +16,8 @@ counters count (``rtl/dma.py``, ``rtl/controller``) for one run of the program:
 With the model, each layer also gets the sizes of its unique tensors (its GEMM
 weights, its input feature map(s), its output, for the ``batch`` samples of a run),
 so :attr:`LayerTraffic.reread_ifmap` / :attr:`~LayerTraffic.reread_weights` say how many
-times each byte was read: 1.0 is the minimum, a conv block's input re-read per output-channel
-tile (when the block is not resident), the halo rows two blocks share, or a weight tile
+times each byte was read: 1.0 is the minimum, a conv block's input re-read per psum block of
+output-channel tiles (when the block is not resident), the halo rows two blocks share, or a weight tile
 loaded once per output tile give more.
 
 Roofline (:func:`roofline`): peak MACs per cycle ``rows * cols``, peak DRAM bytes per
@@ -33,7 +33,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from celosia.rtl import isa
-from celosia.rtl.config import AccelConfig
+from celosia.rtl.config import AccelConfig, ceil_div
 
 __all__ = ["TensorSizes", "LayerTraffic", "ProgramTraffic", "load_bytes", "store_bytes",
            "node_traffic", "tensor_sizes", "program_traffic", "peaks", "roofline",
@@ -199,9 +199,6 @@ def peaks(config: AccelConfig) -> tuple[int, int]:
     return config.rows * config.cols, min(config.bus_bytes, config.dram_bytes_per_cycle)
 
 
-def _ceil_div(a: int, b: int) -> int:
-    return -(-a // b)
-
 
 def roofline(macs: int, nbytes: int, peak_macs: int, peak_bytes: int,
              measured: int | None = None) -> dict:
@@ -212,8 +209,8 @@ def roofline(macs: int, nbytes: int, peak_macs: int, peak_bytes: int,
     tie), or ``latency`` where ``measured`` cycles exceed :data:`LATENCY_FACTOR` x
     ``bound_cycles``. ``roofline_efficiency = bound_cycles / measured`` (``None`` without a
     measurement)."""
-    compute = _ceil_div(macs, peak_macs)
-    bandwidth = _ceil_div(nbytes, peak_bytes)
+    compute = ceil_div(macs, peak_macs)
+    bandwidth = ceil_div(nbytes, peak_bytes)
     bound_cycles = max(compute, bandwidth)
     bound = "compute" if compute >= bandwidth else "bandwidth"
     if measured is not None and measured > LATENCY_FACTOR * bound_cycles:

@@ -38,15 +38,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from celosia.rtl.config import ceil_div
+
 __all__ = ["GemmShape", "DATAFLOWS", "fold_cycles", "folds", "gemm_cycles", "layer_gemm",
            "layer_cycles"]
 
 #: The SCALE-Sim dataflows this module gives formulas for.
 DATAFLOWS = ("ws", "os")
 
-
-def _ceil_div(a: int, b: int) -> int:
-    return -(-a // b)
 
 
 @dataclass(frozen=True)
@@ -74,7 +73,7 @@ def folds(dataflow: str, m: int, k: int, n: int, rows: int, cols: int) -> int:
     ``ceil(k/rows) * ceil(n/cols)`` (ws), ``ceil(m/rows) * ceil(n/cols)`` (os)."""
     _check(dataflow)
     sr = k if dataflow == "ws" else m
-    return _ceil_div(sr, rows) * _ceil_div(n, cols)
+    return ceil_div(sr, rows) * ceil_div(n, cols)
 
 
 def fold_cycles(dataflow: str, m: int, k: int, rows: int, cols: int) -> int:

@@ -18,6 +18,7 @@ from amaranth.lib import data
 from celosia.rtl import isa
 from celosia.rtl.arrays.engine import ComputeEngine, gemm_insn_in_range, legal_gemm
 from celosia.rtl.arrays.window import WindowAddr
+from celosia.rtl.config import ceil_div
 from celosia.rtl.controller.signatures import GEMMS_IN_FLIGHT
 
 __all__ = ["OSArray", "StageInsn", "cycles", "epoch_cycles", "sequence_timing", "sequence_cycles",
@@ -365,7 +366,7 @@ def cycles(insn, config, ifmap=None) -> int:
 
 def dense_steps(g, config) -> list[int]:
     """MAC steps of each block of the legal GEMM ``g`` on :class:`OSArray`: ``k_len``."""
-    return [g.k_len] * -(-g.m_len // config.rows)
+    return [g.k_len] * ceil_div(g.m_len, config.rows)
 
 
 def block_sequence_timing(insns, config, block_steps, gaps=None) -> list[tuple[int, int]]:

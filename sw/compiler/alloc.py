@@ -110,7 +110,7 @@ def weight_key(op: GemmOp) -> tuple:
     """The identity of a GEMM's weight tile: its weight LOADs' fields (two GEMMs with the
     same key read the same bytes into the same rows, e.g. one conv weight tile per ifmap
     block)."""
-    return tuple(dataclasses.astuple(ld) for ld in op.weight)
+    return tuple(tuple(ld.__dict__.values()) for ld in op.weight)   # (its fields are ints)
 
 
 def weight_tile_rows(op: GemmOp) -> int:

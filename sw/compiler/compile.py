@@ -30,7 +30,7 @@ from __future__ import annotations
 import dataclasses
 
 from celosia.errors import CompileError, EncodeError
-from celosia.rtl.config import AccelConfig
+from celosia.rtl.config import AccelConfig, ceil_div
 from celosia.rtl.dataflows import dataflow
 from celosia.rtl import isa
 from celosia.rtl.isa import Buffer
@@ -128,4 +128,4 @@ def compile_model(model: QModel, config: AccelConfig, batch: int = 1,
 
 def _descs(n_insns: int) -> int:
     """Descriptors a node of ``n_insns`` instructions takes (:meth:`Program.descriptor_counts`)."""
-    return -(-n_insns // MAX_DESC_INSNS)
+    return ceil_div(n_insns, MAX_DESC_INSNS)

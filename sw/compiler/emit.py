@@ -63,7 +63,7 @@ buffer needs no LOAD and pops no ``l2c``.
 
 from __future__ import annotations
 
-import dataclasses
+import copy
 from dataclasses import dataclass
 
 from celosia.rtl import isa
@@ -327,8 +327,9 @@ def _weight_groups(unit: Unit, ops: list[tuple[int, int]], weights: WeightPlan
         for j, t in enumerate(members):
             u, g = ops[t]
             rows[t] = base + j * pitch
-            tile_loads += [dataclasses.replace(ld, buf_row=ld.buf_row + j * pitch)
-                           for ld in unit.tiles[u].ops[g].weight]
+            for ld in unit.tiles[u].ops[g].weight:
+                tile_loads.append(copy.copy(ld))
+                tile_loads[-1].buf_row += j * pitch
         release = groups[w - 1][0] + 1 if w > 0 else 0
         items.append(_Item(release, members[0], members[0], 2,
                            [(ld, Buffer.WEIGHT, base) for ld in merge_loads(tile_loads)]))

@@ -31,7 +31,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from celosia.rtl import isa
-from celosia.rtl.config import AccelConfig
+from celosia.rtl.config import AccelConfig, ceil_div
 from celosia.rtl.dataflows import dataflow
 from celosia.sw.analysis import load_bytes
 from celosia.sw.compiler.tiling import Unit
@@ -81,7 +81,7 @@ def plan_keep(model: QModel, lowered: list[list[Unit]], allocs: list, config: Ac
             continue
         out_half = 1 - units[0].half
         n_out = model.layers[i].out_features
-        line_pitch, sample_pitch = pitches(batch, -(-n_out // R))
+        line_pitch, sample_pitch = pitches(batch, ceil_div(n_out, R))
         for unit in units:
             for tile in unit.tiles:
                 st = tile.store

@@ -21,19 +21,17 @@ and :func:`mapping`.
 
 from __future__ import annotations
 
-import math
-
 from celosia.errors import CompileError
 from celosia.rtl import isa
-from celosia.rtl.config import AccelConfig
+from celosia.rtl.config import AccelConfig, ceil_div
 from celosia.rtl.isa import BaseReg
 from celosia.sw.compiler.alloc import Allocation
 from celosia.sw.compiler.tiling import (GemmOp, OutTile, Unit, Window, conv_attrs, conv_blocks, load,
                                         raw_rows_load, split_units, store, window_lines)
 from celosia.sw.quant.model import QLayer
 
-__all__ = ["lower_fc", "lower_conv", "fc_plan", "fc_traffic", "psum_block_tiles", "conv_plan", "conv_traffic", "mapping",
-           "LOWERINGS"]
+__all__ = ["lower_fc", "lower_conv", "fc_plan", "fc_traffic", "psum_block_tiles", "conv_plan",
+           "conv_traffic", "mapping", "fc_block_pitches", "LOWERINGS"]
 
 
 def lower_fc(layer: QLayer, config: AccelConfig, batch: int, alloc: Allocation) -> list[Unit]:
@@ -41,15 +39,15 @@ def lower_fc(layer: QLayer, config: AccelConfig, batch: int, alloc: Allocation) 
     tile (``rows`` inputs) x one output tile (``cols`` channels).
 
     The input stays resident in an ifmap half when it fits (loaded once). Otherwise it is
-    loaded in chunks of :func:`fc_plan`'s ``kc`` k tiles (one LOAD per chunk, an ifmap
-    group) and the output tiles go in psum blocks of ``pb`` tiles
+    loaded in chunks of :func:`fc_plan`'s ``kc`` k tiles (an ifmap group: one LOAD, and a
+    second one for a partial last k tile) and the output tiles go in psum blocks of ``pb`` tiles
     (``OutTile.psum_block``): the block's GEMMs are emitted chunk by chunk, so each chunk
     serves all ``pb`` output tiles and the input crosses the bus once per block
     (:func:`fc_traffic`), not once per output tile.
     """
     R, C = config.rows, config.cols
     K, N = layer.w.shape
-    kt, nt = math.ceil(K / R), math.ceil(N / C)
+    kt, nt = ceil_div(K, R), ceil_div(N, C)
     src_reg, src_off = alloc.src
     _check_rows(layer, "psum_rows", batch, config, f"one output tile (batch={batch} rows)")
     kc, pb = fc_plan(K, N, batch, config)
@@ -95,7 +93,7 @@ def fc_plan(K: int, N: int, batch: int, config: AccelConfig) -> tuple[int, int]:
     the whole input fits an ifmap half: resident) and output tiles per psum block (as many
     :func:`psum_block_tiles` of ``batch`` rows; 1 when resident: the input is read once
     anyway)."""
-    kt = math.ceil(K / config.rows)
+    kt = ceil_div(K, config.rows)
     kc = config.ifmap_rows // 2 // batch
     if kc >= kt:
         return kt, 1
@@ -103,13 +101,16 @@ def fc_plan(K: int, N: int, batch: int, config: AccelConfig) -> tuple[int, int]:
     return kc, psum_block_tiles(batch, config)
 
 
-def psum_block_tiles(m_len: int, config: AccelConfig) -> int:
+def psum_block_tiles(m_len: int, config: AccelConfig, tiles: int | None = None) -> int:
     """Output tiles of ``m_len`` psum rows per psum block (``OutTile.psum_block``): as many
     as a psum half holds (``psum_rows/2 // m_len``), at most a unit's parameter rows
-    (``param_rows/2``), and a divisor of the latter so that no block straddles two units."""
+    (``param_rows/2``), and a divisor of the latter, and of ``tiles`` when given (the output
+    tiles of a group of a grouped conv, whose parameter rows start at multiples of it), so
+    that no block straddles two units (:func:`~celosia.sw.compiler.tiling.split_units`
+    cuts at multiples of ``param_rows/2``)."""
     per_unit = config.param_rows // 2
     pb = max(1, min(config.psum_rows // 2 // max(m_len, 1), per_unit))
-    return max(d for d in range(1, pb + 1) if per_unit % d == 0)
+    return max(d for d in range(1, pb + 1) if per_unit % d == 0 and (tiles is None or tiles % d == 0))
 
 
 def fc_traffic(K: int, N: int, batch: int, config: AccelConfig) -> int:
@@ -117,8 +118,8 @@ def fc_traffic(K: int, N: int, batch: int, config: AccelConfig) -> int:
     every weight once, the input (``batch * K`` bytes) once per psum block (once when
     resident)."""
     kc, pb = fc_plan(K, N, batch, config)
-    resident = batch * math.ceil(K / config.rows) <= config.ifmap_rows // 2
-    blocks = 1 if resident else math.ceil(math.ceil(N / config.cols) / pb)
+    resident = kc == ceil_div(K, config.rows)   # (fc_plan's resident input)
+    blocks = 1 if resident else ceil_div(ceil_div(N, config.cols), pb)
     return K * N + batch * K * blocks
 
 
@@ -147,11 +148,11 @@ def lower_conv(layer: QLayer, config: AccelConfig, batch: int, alloc: Allocation
     if max(sh, sw) > 255:
         raise CompileError(f"layer {layer.name!r}: strides above 255 do not fit the windowed GEMM")
     chunks = [(c0, min(R, cin_g - c0)) for c0 in range(0, cin_g, R)]
-    nt = math.ceil(cout_g / C)
+    nt = ceil_div(cout_g, C)
     hb, wb, resident = conv_plan(layer, config, batch)
     K_g = Fh * Fw * cin_g
-    pb = 1 if resident else psum_block_tiles(hb * wb, config)
-    n_pb = math.ceil(nt / pb)
+    pb = 1 if resident else psum_block_tiles(hb * wb, config, nt if G > 1 else None)
+    n_pb = ceil_div(nt, pb)
 
     tiles = []
     for block_id, (img, g, ho0, hbt, wo0, wbt) in enumerate(conv_blocks(batch, G, Ho, Wo, hb, wb)):
@@ -202,8 +203,8 @@ def conv_traffic(layer: QLayer, config: AccelConfig, batch: int, hb: int, wb: in
     _, Fh, Fw, cin_g = layer.w.shape
     sh, sw, pt, pl, dh, dw, G = conv_attrs(layer)
     cout_g = Cout // G
-    nt = math.ceil(cout_g / config.cols)
-    reads = 1 if resident else math.ceil(nt / psum_block_tiles(hb * wb, config))
+    nt = ceil_div(cout_g, config.cols)
+    reads = 1 if resident else ceil_div(nt, psum_block_tiles(hb * wb, config, nt if G > 1 else None))
 
     def inside(o0, n, size, stride, pad, taps, dil):
         lo = o0 * stride - pad
@@ -222,13 +223,16 @@ def conv_plan(layer: QLayer, config: AccelConfig, batch: int) -> tuple[int, int,
     row in blocks of ``wb`` columns), resident (every chunk's raw rows in one ifmap half)
     or per chunk (one chunk's rows in a half), the one with the least DRAM traffic
     (:func:`conv_traffic`), ties to fewer GEMMs, then to longer GEMMs (``hb * wb`` rows).
-    A :class:`~celosia.errors.CompileError` when not even one output pixel fits."""
+    A :class:`~celosia.errors.CompileError` when not even one output pixel fits. (The
+    weights count once per block even when :func:`~celosia.sw.compiler.alloc.plan_weights`
+    later keeps them resident, which runs after lowering: for such a layer the plan may
+    re-read the input more than it needs to.)"""
     R = config.rows
     i_half, p_half = config.ifmap_rows // 2, config.psum_rows // 2
     Ho, Wo, _ = layer.out_shape
     _, Fh, Fw, cin_g = layer.w.shape
     sh, sw, _, _, dh, dw, _ = conv_attrs(layer)
-    nc = math.ceil(cin_g / R)
+    nc = ceil_div(cin_g, R)
     out_h_max = (1 << dict(isa.GemmInsn)["out_h"].width) - 1
 
     def fits(hb, wb, resident):
@@ -246,7 +250,7 @@ def conv_plan(layer: QLayer, config: AccelConfig, batch: int) -> tuple[int, int,
 
     def key(option):
         hb, wb, res = option
-        blocks = math.ceil(Ho / hb) * math.ceil(Wo / wb)   # GEMMs = blocks * the same factor
+        blocks = ceil_div(Ho, hb) * ceil_div(Wo, wb)   # GEMMs = blocks * the same factor
         return conv_traffic(layer, config, batch, hb, wb, res), blocks, -hb * wb
 
     return min(options, key=key)
@@ -258,7 +262,6 @@ def mapping(layer: QLayer, units: list[Unit], config: AccelConfig) -> dict:
     return {}
 
 
-#: op -> lowering of the layers this family maps.
 def fc_block_pitches(batch: int, lines: int) -> tuple[int, int]:
     """``(line pitch, sample pitch)`` of :func:`lower_fc`'s resident input block: input
     channel ``c`` of sample ``b`` is at block row ``(c // rows) * batch + b``, lane
@@ -266,6 +269,7 @@ def fc_block_pitches(batch: int, lines: int) -> tuple[int, int]:
     return batch, 1
 
 
+#: op -> lowering of the layers this family maps.
 LOWERINGS = {"fc": lower_fc, "conv": lower_conv}
 
 

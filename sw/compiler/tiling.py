@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 from celosia.rtl import isa
 from celosia.errors import CompileError, EncodeError, FieldError
-from celosia.rtl.config import AccelConfig
+from celosia.rtl.config import AccelConfig, ceil_div
 from celosia.rtl.dataflows import dataflow
 from celosia.rtl.isa import PARAM_BYTES, BaseReg, Buffer, Opcode
 from celosia.sw.quant.model import QLayer
@@ -49,9 +49,6 @@ def dep_flags(pop_prev=False, pop_next=False, push_prev=False, push_next=False) 
     return {"pop_prev": int(pop_prev), "pop_next": int(pop_next),
             "push_prev": int(push_prev), "push_next": int(push_next)}
 
-
-def _ceil_div(a: int, b: int) -> int:
-    return -(-a // b)
 
 
 # -- instructions ---------------------------------------------------------------------------
@@ -247,8 +244,8 @@ def merge_loads(loads: list[Load]) -> list[Load]:
     widths = dict(isa.LoadInsn)
     fits = {f: (1 << widths[f].width) - 1 for f in ("n2", "dram_stride2", "buf_stride2")}
 
-    def same(a, b):
-        return dataclasses.replace(a, dram_offset=0, buf_row=0) == dataclasses.replace(b, dram_offset=0, buf_row=0)
+    def shape(ld):   # every field but the two that progress
+        return tuple(v for k, v in ld.__dict__.items() if k not in ("dram_offset", "buf_row"))
 
     out: list[Load] = []
     run: list[Load] = []
@@ -270,10 +267,11 @@ def merge_loads(loads: list[Load]) -> list[Load]:
         if run:
             step = (run[1].dram_offset - run[0].dram_offset, run[1].buf_row - run[0].buf_row) \
                 if len(run) > 1 else (ld.dram_offset - run[0].dram_offset, ld.buf_row - run[0].buf_row)
-            ok = (same(ld, run[0]) and 0 < step[0] <= fits["dram_stride2"]
-                  and 0 < step[1] <= fits["buf_stride2"] and len(run) < fits["n2"]
+            ok = (0 < step[0] <= fits["dram_stride2"] and 0 < step[1] <= fits["buf_stride2"]
+                  and len(run) < fits["n2"]
                   and ld.dram_offset == run[0].dram_offset + len(run) * step[0]
-                  and ld.buf_row == run[0].buf_row + len(run) * step[1])
+                  and ld.buf_row == run[0].buf_row + len(run) * step[1]
+                  and shape(ld) == shape(run[0]))
             if not ok:
                 flush()
         run.append(ld)
@@ -288,8 +286,8 @@ def window_load(src, shape, img, c_off, lanes, y0, x0, ny, nx, sy=1, sx=1, bs1=1
     channels from ``c_off``, into buffer row ``buf_row + j*bs1 + i*bs2`` (``bs2`` defaults to
     ``nx*bs1``). Pixels outside the map (padding) are written as ``pad_value``."""
     H, W, C = shape
-    lo1, lo2 = max(0, _ceil_div(-x0, sx)), max(0, _ceil_div(-y0, sy))
-    hi1, hi2 = min(nx, max(lo1, _ceil_div(W - x0, sx))), min(ny, max(lo2, _ceil_div(H - y0, sy)))
+    lo1, lo2 = max(0, ceil_div(-x0, sx)), max(0, ceil_div(-y0, sy))
+    hi1, hi2 = min(nx, max(lo1, ceil_div(W - x0, sx))), min(ny, max(lo2, ceil_div(H - y0, sy)))
     padded = lo1 > 0 or hi1 < nx or lo2 > 0 or hi2 < ny
     offset = src[1] + img * H * W * C + (y0 * W + x0) * C + c_off
     return load(src[0], offset, lanes, n1=nx, s1=sx * C, bs1=bs1, n2=ny, s2=sy * W * C,

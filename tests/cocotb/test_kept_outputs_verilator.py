@@ -25,7 +25,9 @@ def digits_mlp():
 @pytest.mark.parametrize("array", [4, 8])
 def test_digits_mlp_hidden_outputs_stay_on_chip(digits_mlp, array, dataflow):
     qmodel, x = digits_mlp
-    config = AccelConfig(rows=array, cols=array, dataflow=dataflow, dram_bytes=1 << 18)
+    # the default config of the array (its Verilator model is shared with the other tests'
+    # default configs, e.g. benchmarks/layers.py --quick)
+    config = AccelConfig(rows=array, cols=array, dataflow=dataflow)
     golden = run(qmodel, x, config, backend="golden", batch=2)
     on = run(qmodel, x, config, backend="verilator", batch=2)
     off = run(qmodel, x, config, backend="verilator", batch=2, keep_outputs=False, profile=False)

@@ -10,9 +10,9 @@ from celosia.rtl.config import AccelConfig
 from celosia.sw.data import DATA_DIR, digits_split
 from celosia.sw.driver import run
 
-#: 4x4, a weight buffer that holds every weight of both digits models.
-CONFIGS = {df: AccelConfig(rows=4, cols=4, weight_rows=2048, dram_bytes=1 << 18, dataflow=df)
-           for df in ("ws", "feie", "rs")}
+#: The default 4x4 configs (a 1024-row weight buffer: the digits models' later layers stay
+#: resident; their Verilator models are shared with the other tests' default configs).
+CONFIGS = {df: AccelConfig(rows=4, cols=4, dataflow=df) for df in ("ws", "feie", "rs")}
 
 
 @pytest.mark.parametrize("name, dataflow", [("digits_mlp", "ws"), ("digits_cnn", "ws"),
@@ -34,7 +34,7 @@ def test_digits_init_once_then_inferences(name, dataflow):
     np.testing.assert_array_equal(off.y_q, golden.y_q)
     r_on, r_off = on.report, off.report
     res = r_on["resident_weights"]
-    assert res["layers"] == [l.name for l in qmodel.layers if l.is_gemm]
+    assert res["layers"] and set(res["layers"]) <= {l.name for l in qmodel.layers if l.is_gemm}
     # the init graph ran once (one job), reading what its LOADs and fetch name
     assert r_on["init"]["runs"] == 1 and "init" not in r_off
     assert r_on["init"]["dram_bytes_read"] == res["init_dram_bytes"]

@@ -18,7 +18,7 @@ from celosia.sim.isa_sim import run_program
 from celosia.sw.analysis import program_traffic
 from celosia.sw.compiler import compile_model
 from celosia.sw.compiler.emit import AHEAD_PIECE_BYTES
-from celosia.sw.compiler.lower_gemm import conv_plan
+from celosia.sw.compiler.lower_gemm import conv_plan, conv_traffic, psum_block_tiles
 from celosia.sw.compiler.tiling import dep_flags, window_load
 from celosia.sw.driver import golden_forward
 from celosia.sw.quant.model import QLayer, QModel
@@ -167,6 +167,24 @@ def test_psum_blocks_with_a_shorter_last_block(dataflow):
     program = check(model, config, resident_weights=False)
     assert not program.nodes[0].tiles["ifmap_resident"]
     assert program_traffic(program, model).layers[0].ifmap_read == 440
+
+
+def test_grouped_conv_psum_blocks_stay_in_one_unit():
+    """A grouped conv (2 groups of 128 -> 192 channels, 3x3 on 4x4, 8x8 array): 24 output
+    tiles per group and 32 parameter rows per unit, so units are cut at parameter rows
+    32, 64 (tile 8 and 16 of group 1): psum blocks of 8 tiles (a divisor of both 24 and 32,
+    not the 16 that the psum half would allow) never straddle a cut, each input chunk is
+    read once per psum block, and the DRAM traffic of the program's LOADs is exactly
+    :func:`conv_traffic`'s."""
+    rng = np.random.default_rng(12)
+    layer = conv_layer(rng, "g", (4, 4, 256), 384, 3, 1, 1, groups=2, in_zp=1)
+    model = QModel("t", [layer], 0.05, 1, input_shape=(4, 4, 256))
+    config = AccelConfig(rows=8, cols=8, ifmap_rows=64)
+    hb, wb, resident = conv_plan(layer, config, 1)
+    assert not resident and psum_block_tiles(hb * wb, config, 24) == 8
+    program = compile_model(model, config, resident_weights=False)
+    t = program_traffic(program, model).layers[0]
+    assert t.ifmap_read + t.weight_read == conv_traffic(layer, config, 1, hb, wb, resident)
 
 
 def test_conv_plan_prefers_least_traffic():
