@@ -102,7 +102,7 @@ from amaranth.lib.memory import Memory
 from celosia.rtl import isa
 from celosia.rtl.arrays.engine import (ComputeEngine, finish_states, gemm_insn_in_range, insn_check_state,
                                        legal_gemm)
-from celosia.rtl.config import RS_SPAD
+from celosia.rtl.config import RS_SPAD, ceil_div
 from celosia.rtl.dma import accept_state
 
 __all__ = ["RSArray", "gemm_cycles", "cycles"]
@@ -114,7 +114,7 @@ def gemm_cycles(rows: int, *, win_h: int, win_w: int, k_len: int, n_len: int, ou
     of the module docstring (the compiler's cost model for choosing a mapping)."""
     if n_len == 0:
         return 1
-    passes = -(-n_len // (rows // win_h))
+    passes = ceil_div(n_len, rows // win_h)
     lines = out_h if win_h == 1 else (out_h - 1) * stride_h + (win_h - 1) * dil_h + 1
     step = max(k_len, lines + 1)
     fwk = win_w * k_len

@@ -31,7 +31,7 @@ from __future__ import annotations
 import math
 
 from celosia.errors import CompileError
-from celosia.rtl.config import RS_SPAD, AccelConfig
+from celosia.rtl.config import RS_SPAD, AccelConfig, ceil_div
 from celosia.rtl import isa
 from celosia.rtl.arrays.rs import gemm_cycles
 from celosia.rtl.dma import load_cycles
@@ -58,6 +58,12 @@ def _gemm_op_cycles(op: GemmOp, config: AccelConfig) -> int:
 def _loads_cycles(loads, config: AccelConfig) -> int:
     """The load engine's cycles of ``loads`` one after the other (:func:`~celosia.rtl.dma.load_cycles`)."""
     return sum(load_cycles(ld.__dict__, config) for ld in loads)
+
+
+def _even_block(n: int, b: int) -> int:
+    """The smallest block size that covers ``n`` in as few blocks as blocks of ``b`` do
+    (blocks of about equal size: 13 rows in blocks of up to 8 -> 7 + 6, not 8 + 5)."""
+    return ceil_div(n, ceil_div(n, b))
 
 
 def _pick(options, key):
@@ -123,19 +129,21 @@ def lower_conv(layer: QLayer, config: AccelConfig, batch: int, alloc: Allocation
         """The tile shape of ``hb`` output rows in column blocks of equal width (the halo
         columns of neighbouring blocks loaded twice), as wide as fits; None if none does."""
         wb = next((wb for wb in range(min(Wo, p_half // hb), 0, -1) if fits(hb, wb, res, fh_b, fw_b)), 0)
-        return (hb, -(-Wo // -(-Wo // wb)), res) if wb else None
+        return (hb, _even_block(Wo, wb), res) if wb else None
 
     def tile_shapes(fh_b, fw_b):
         """Candidate (output rows, output columns, resident) of a tile: whole output rows, as
-        many as fit (resident first; blocks of equal height), else one output row in column blocks; and, when whole
-        rows leave PE columns idle, more output rows (up to ``min(cols, Ho)``, in blocks of
-        equal height) in column blocks, resident and streamed. Empty if nothing fits."""
+        many as fit (resident first; blocks of equal height), else one output row in
+        column blocks; and, when whole rows leave PE columns idle, more output rows (up to
+        ``min(cols, Ho)``, in blocks of equal height) in column blocks, resident and
+        streamed. Empty if nothing fits."""
         hb_full = min(C, Ho)
-        whole = next(((-(-Ho // -(-Ho // hb)), Wo, res) for res in (True, False) for hb in range(hb_full, 0, -1)
-                      if fits(hb, Wo, res, fh_b, fw_b)), None) or column_block(1, False, fh_b, fw_b)
+        whole = next(((_even_block(Ho, hb), Wo, res) for res in (True, False)
+                      for hb in range(hb_full, 0, -1) if fits(hb, Wo, res, fh_b, fw_b)),
+                     None) or column_block(1, False, fh_b, fw_b)
         shapes = [whole] if whole else []
         for res in (True, False):
-            for hb in sorted({-(-Ho // -(-Ho // hb)) for hb in range(hb_full, whole[0] if whole else 0, -1)},
+            for hb in sorted({_even_block(Ho, hb) for hb in range(hb_full, whole[0] if whole else 0, -1)},
                              reverse=True):
                 shapes += [sh] if (sh := column_block(hb, res, fh_b, fw_b)) else []
         return shapes
