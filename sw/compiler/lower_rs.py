@@ -13,12 +13,17 @@ layer is its ``Fh`` filter rows x ``Ho`` output rows; it is folded onto the
   one accumulating GEMM per (chunk, filter block);
 * output rows in tiles of ``hb <= cols`` (one PE column each), as many as the ifmap
   line registers (``rs_lines``) and the buffers allow; when not even one whole output
-  row fits the ifmap buffer half, one output row in blocks of columns.
+  row fits the ifmap buffer half, one output row in blocks of columns; and when whole
+  rows leave PE columns idle (``Wo * cols`` above the psum half), also up to ``cols``
+  output rows in blocks of columns (one STORE run per output row), the cost model
+  choosing.
 
 The ifmap block of a tile is loaded once (resident mode: every chunk's
 ``(hb-1)*stride + (Fh-1)*dil + 1`` input rows of padded width, padding inserted by
 the LOAD) and each GEMM addresses its window inside it; otherwise each GEMM loads
-exactly its window's rows. A fully connected layer maps as Eyeriss maps one: the
+exactly its window's rows (with one filter row only every ``stride``-th row, packed),
+once for the output tiles of a psum block (``OutTile.psum_block``, the channel tiles
+side by side in a psum half, emitted window by window). A fully connected layer maps as Eyeriss maps one: the
 input vector is cut into lines of ``rows`` features (the "filter rows"), the
 samples of the batch are the output rows (stride = lines per sample).
 
@@ -28,6 +33,7 @@ and :func:`mapping`.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 from celosia.errors import CompileError
@@ -37,6 +43,7 @@ from celosia.rtl.arrays.rs import gemm_cycles
 from celosia.rtl.dma import load_cycles
 from celosia.rtl.isa import BaseReg
 from celosia.sw.compiler.alloc import Allocation
+from celosia.sw.compiler.lower_gemm import psum_block_tiles
 from celosia.sw.compiler.tiling import (GemmOp, OutTile, Unit, Window, conv_attrs, conv_blocks,
                                         load, raw_rows_load, split_units, store, window_lines,
                                         window_load)
@@ -202,7 +209,7 @@ def lower_conv(layer: QLayer, config: AccelConfig, batch: int, alloc: Allocation
                 gemms.append(GemmOp(k_len=k_len, n_len=n_len, ifmap=ifmap, ifmap_row=row,
                                     weight=weight_loads(g, c0, k_len, fh0, fh_n, fw0, fw_n,
                                                         j, n_len),
-                                    window=win))
+                                    window=win, ifmap_group=None if resident else len(gemms)))
         return gemms
 
     def cost(fh_b, fw_b, shape):
@@ -213,8 +220,16 @@ def lower_conv(layer: QLayer, config: AccelConfig, batch: int, alloc: Allocation
         hbt = min(hb, Ho)
         ops = tile_gemms(filter_blocks(fh_b, fw_b), resident, 0, 0, -pt, -pl, hbt, wb, 0,
                          min(C, cout_g))
+        pb = psum_tiles(hbt, wb, resident)
+        # a psum block's tiles run each GEMM's window in turn, the first one loading it
+        ops = [o for op in ops for o in [op] + [dataclasses.replace(op, ifmap=[])] * (pb - 1)]
         return layer_cycles(ops, config, block_loads_of(resident, 0, 0, -pt, -pl, hbt, wb),
-                            tiles=nt, blocks=batch * G * math.ceil(Ho / hb) * math.ceil(Wo / wb))
+                            tiles=ceil_div(nt, pb), blocks=batch * G * math.ceil(Ho / hb) * math.ceil(Wo / wb))
+
+    def psum_tiles(hb, wb, resident):
+        """Output tiles per psum block (:func:`~celosia.sw.compiler.lower_gemm.psum_block_tiles`):
+        streamed, the tiles of a block share each GEMM's ifmap window, loaded once."""
+        return 1 if resident else psum_block_tiles(hb * wb, config, nt if G > 1 else None)
 
     # The filter-row block with the lowest estimated cycles among those that fit; if none
     # does, shrink the filter columns until one output pixel's window fits the ifmap half.
@@ -228,6 +243,8 @@ def lower_conv(layer: QLayer, config: AccelConfig, batch: int, alloc: Allocation
     fh_b, fw_b, (hb, wb, resident) = _pick(options, key=lambda o: (cost(*o), not o[2][2]))
     fblocks = filter_blocks(fh_b, fw_b)
 
+    pb = psum_tiles(min(hb, Ho), wb, resident)
+    n_pb = ceil_div(nt, pb)
     tiles = []
     for block_id, (img, g, ho0, hbt, wo0, wbt) in enumerate(conv_blocks(batch, G, Ho, Wo, hb, wb)):
         y0, x0 = ho0 * sh - pt, wo0 * sw - pl
@@ -241,7 +258,8 @@ def lower_conv(layer: QLayer, config: AccelConfig, batch: int, alloc: Allocation
                 st.runs, st.run_stride = hbt, Wo * Cout
             tiles.append(OutTile(m_len=hbt * wbt, ops=gemms, store=st,
                                  param_row=g * nt + j, block=block_id,
-                                 block_loads=block_loads))
+                                 block_loads=block_loads,
+                                 psum_block=None if pb == 1 else block_id * n_pb + j // pb))
     return split_units(tiles, alloc.params, resident, config, layer)
 
 
