@@ -26,10 +26,12 @@ ARRAYS = [(2, 2), (4, 4), (8, 8), (4, 8)]
 
 
 def small_config(rows, cols, dataflow="ws"):
-    """Small buffers (quick builds); one config per (array, dataflow) so the tests share
-    the Verilator builds. rs gets a weight buffer that holds 3x3 filter rows."""
-    return AccelConfig(rows=rows, cols=cols, weight_rows=2 * rows if dataflow != "rs" else 64,
-                       dram_bytes=1 << 18, dataflow=dataflow)
+    """The default config of the array and dataflow: one Verilator model per (array,
+    dataflow), shared by these tests and the other Verilator tests (kept outputs, resident
+    weights, ``benchmarks/layers.py --quick``). Weights are resident where they fit, as a
+    user runs it; tests/cocotb/test_resident_weights_verilator.py and
+    test_kept_outputs_verilator.py also run every weight streamed."""
+    return AccelConfig(rows=rows, cols=cols, dataflow=dataflow)
 
 
 @pytest.fixture(scope="module")
@@ -75,10 +77,11 @@ def test_digits_mlp_bit_exact(digits, rows, cols):
 @pytest.mark.parametrize("rows,cols", [(4, 4), (4, 8)], ids=["4x4", "4x8"])
 @pytest.mark.parametrize("batch", [1, 3])
 def test_odd_shapes_and_big_weights(rows, cols, batch):
-    """K and N not multiples of the array; 37x29 weights against a 2-tile weight buffer."""
+    """K and N not multiples of the array; 37x29 weights against a 2-tile weight buffer
+    (weight groups of one tile, every weight streamed)."""
     rng = np.random.default_rng(rows * 100 + cols + batch)
     model = random_fc_model(rng, [37, 29, 11])
-    config = small_config(rows, cols)
+    config = AccelConfig(rows=rows, cols=cols, weight_rows=2 * rows, dram_bytes=1 << 18)
     assert 37 * 29 > config.weight_rows * cols  # the layer does not fit the weight buffer
     x_q = rng.integers(-128, 128, (5, 37)).astype(np.int8)
     hw = run_quantized(model, x_q, config, backend="verilator", batch=batch)
