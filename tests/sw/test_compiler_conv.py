@@ -134,24 +134,65 @@ def test_load_split_writes_what_the_whole_load_writes(y0, ny, x0, nx):
         np.testing.assert_array_equal(run(parts), want)
 
 
-def test_ifmap_tile_loaded_ahead_in_pieces():
-    """A per-chunk conv with streamed weights: one block of all 16 output rows (256 psum
-    rows; two resident blocks would re-read halo rows and the weights), each chunk's raw
-    rows (18 x 18 pixels x 4 lanes = 1296 bytes, two ``AHEAD_PIECE_BYTES``) loaded while
-    the previous chunk's taps compute, in two pieces between the weight LOADs; bit-exact
-    under random schedules."""
+@pytest.mark.parametrize("resident_weights, pieces", [(False, [18, 9, 9]), (True, [18, 18])])
+def test_ifmap_tile_loaded_ahead_in_pieces(resident_weights, pieces):
+    """A per-chunk conv: one block of all 16 output rows (256 psum rows; two resident
+    blocks would re-read halo rows and the weights), each chunk's raw rows (18 x 18 pixels
+    x 4 lanes = 1296 bytes, two ``AHEAD_PIECE_BYTES``) loaded while the previous chunk's 9
+    taps compute. Streamed weights: weight groups of 1, 2, 4, 8 tiles start at GEMMs 0, 1,
+    3, 7, 15; three are due between chunk 1's release (GEMM 1) and its first GEMM (9), so
+    its tile goes in min(3 + 1, 2) = 2 pieces between them. Resident weights: no weight
+    LOAD to let by, one LOAD. Bit-exact under random schedules."""
     rng = np.random.default_rng(7)
     layer = conv_layer(rng, "c", (16, 16, 8), 4, 3, 1, 1, in_zp=3)
     model = QModel("t", [layer], 0.05, 3, input_shape=(16, 16, 8))
     config = AccelConfig(rows=4, cols=4, dataflow="ws")
-    program = check(model, config, resident_weights=False)
+    program = check(model, config, resident_weights=resident_weights)
     assert not program.nodes[0].tiles["ifmap_resident"]
+    assert bool(program.resident) == resident_weights
     ifmap_loads = [d for d in map(decode, program.nodes[0].insns)
                    if d["op"] == Opcode.LOAD and d["buf"] == Buffer.IFMAP]
     assert 1296 // AHEAD_PIECE_BYTES == 2
     # 2 chunks x 1 block x 1 output tile: the first chunk is loaded before any GEMM
-    # (whole), the second ahead in 2 pieces
-    assert [d["n2"] for d in ifmap_loads] == [18, 9, 9]
+    # (whole), the second ahead
+    assert [d["n2"] for d in ifmap_loads] == pieces
+
+
+def load_groups(insns):
+    """The LOAD groups of an instruction stream: the LOADs before each compute instruction
+    (GEMM / VEC / NOP), as decoded dicts, one list per compute instruction."""
+    groups, current = [], []
+    for d in map(decode, insns):
+        if d["op"] == Opcode.LOAD:
+            current.append(d)
+        elif d["op"] != Opcode.STORE:
+            groups.append(current)
+            current = []
+    return groups
+
+
+@pytest.mark.parametrize("queue_depth", [2, 4])
+def test_load_groups_leave_room_in_the_load_queue(queue_depth):
+    """With ``queue_depth`` 2 / 4, no LOAD group after the first (which the first GEMM's
+    LOADs are all due at) holds more than 1 / 2 LOADs (``queue_depth // 2``), where with a
+    deep queue (64) the 4 chunk LOADs of a resident block and the weight groups share their
+    release group. Same LOADs, bit-exact under random schedules."""
+    rng = np.random.default_rng(5)
+    layer = conv_layer(rng, "c", (8, 8, 16), 16, 3, 1, 1, in_zp=-7)
+    model = QModel("t", [layer], 0.05, -7, input_shape=(8, 8, 16))
+
+    def groups(depth):
+        config = AccelConfig(rows=4, cols=4, queue_depth=depth, dataflow="ws")
+        return load_groups(check(model, config, resident_weights=False).nodes[0].insns)
+
+    deep, tight = groups(64), groups(queue_depth)
+    assert max(len(g) for g in deep[1:]) > queue_depth // 2
+    assert max(len(g) for g in tight[1:]) <= queue_depth // 2
+
+    def transfers(gs):   # the LOADs without their token flags, which follow their groups
+        return sorted(str({k: v for k, v in d.items() if k != "dep"}) for g in gs for d in g)
+
+    assert transfers(deep) == transfers(tight)
 
 
 @pytest.mark.parametrize("dataflow", ["ws", "os", "feie"])
