@@ -31,6 +31,19 @@ def conv_layer(rng, name, in_shape, cout, k, stride=1, pad=0, groups=1, dilation
                   in_shape=(H, W, cin), out_shape=(ho, wo, cout))
 
 
+def hw_macs(layer, rows, cols):
+    """MACs per sample the hardware counts for conv ``layer`` on a ``rows x cols`` array:
+    the compiler merges its groups ``q`` at a time into block-diagonal ones
+    (``sw/compiler/groups.py``), ``q`` the largest divisor of ``groups`` for which the
+    merged group still fits one weight tile (``q * cin_g <= rows``, ``q * cout_g <= cols``;
+    1 if none), and the zero weights count."""
+    groups = layer.attrs.get("groups", 1)
+    cin_g, cout_g = layer.w.shape[3], layer.w.shape[0] // groups
+    q = max([d for d in range(2, groups + 1) if groups % d == 0 and d * cin_g <= rows and d * cout_g <= cols],
+            default=1)
+    return layer.macs * q
+
+
 #: in_shape, cout, k, stride, pad, groups: kernels 1..11, strides 1/2/4, grouped,
 #: depthwise, non-square, channel counts that are not multiples of the arrays.
 CONV_CASES = [

@@ -2,6 +2,9 @@
 
 Passes, each a named function in its own module:
 
+0. :func:`~celosia.sw.compiler.groups.merge_model_groups` — grouped convolutions with
+   few channels per group (depthwise) as fewer, block-diagonal groups that fill a
+   weight tile.
 1. :func:`~celosia.sw.compiler.alloc.allocate` — static data (GEMM weights, PPU
    parameters) and DRAM slots for every feature map (liveness: a slot is reused once
    its last reader ran).
@@ -37,6 +40,7 @@ from celosia.rtl.isa import Buffer
 from celosia.sw.compiler import lower_vec
 from celosia.sw.compiler.alloc import allocate, plan_weights, streaming_plan
 from celosia.sw.compiler.emit import emit_unit, weight_fetch
+from celosia.sw.compiler.groups import merge_model_groups
 from celosia.sw.compiler.keep import plan_keep
 from celosia.sw.compiler.program import MAX_DESC_INSNS, NodeCode, Program
 from celosia.sw.compiler.tiling import dep_flags
@@ -67,6 +71,8 @@ def compile_model(model: QModel, config: AccelConfig, batch: int = 1,
             raise CompileError(f"layer {layer.name!r}: op {layer.op!r} has no hardware mapping yet; "
                                f"supported: {', '.join(SUPPORTED_OPS)}")
     family = dataflow(config.dataflow).lowering
+    macs = [layer.macs for layer in model.layers]   # the model's own, before merge_groups
+    model = merge_model_groups(model, config)
     static, allocs, scratch = allocate(model, config, batch)
     lowered = []
     for layer, alloc in zip(model.layers, allocs):
@@ -96,7 +102,7 @@ def compile_model(model: QModel, config: AccelConfig, batch: int = 1,
                                f"{config.array} {config.dataflow}: {e}") from e
 
         ops = sum(len(t.ops) for u in units for t in u.tiles)
-        nodes.append(NodeCode(name=layer.name, op=layer.op, insns=insns, macs=layer.macs * batch,
+        nodes.append(NodeCode(name=layer.name, op=layer.op, insns=insns, macs=macs[i] * batch,
                               tiles={"units": len(units), "out_tiles": sum(len(u.tiles) for u in units),
                                      "gemms": ops, "ifmap_resident": units[0].resident,
                                      "weights_resident": layer.name in plan.layers,

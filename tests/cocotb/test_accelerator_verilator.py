@@ -20,7 +20,7 @@ from celosia.sw.graph import run_float
 from celosia.sw.importer import load_onnx
 from celosia.sw.quant import QModel, quantize_graph
 from celosia.sw.zoo import conv_layer as float_conv_layer, tiny_cnn
-from layer_cases import CONV_CASES, conv_layer, random_fc_model
+from layer_cases import CONV_CASES, conv_layer, hw_macs, random_fc_model
 
 ARRAYS = [(2, 2), (4, 4), (8, 8), (4, 8)]
 
@@ -208,7 +208,7 @@ def test_conv_shapes_bit_exact(case, rows, cols, dataflow):
     assert len(np.unique(want)) > 3, "degenerate test: output nearly constant"
     hw = run_quantized(model, x_q, small_config(rows, cols, dataflow), backend="verilator")
     np.testing.assert_array_equal(hw.y_q, want)
-    assert hw.report["hw_macs"] == 2 * layer.macs
+    assert hw.report["macs"] == 2 * layer.macs and hw.report["hw_macs"] == 2 * hw_macs(layer, rows, cols)
 
 
 #: in_shape, cout, k, stride, pad, groups, dilation: the conv windows formed on chip by ws, os
@@ -238,7 +238,7 @@ def test_conv_windows_on_chip_bit_exact(case, dataflow):
     want = golden_forward(model, x_q)
     hw = run_quantized(model, x_q, small_config(4, 4, dataflow), backend="verilator")
     np.testing.assert_array_equal(hw.y_q, want)
-    assert hw.report["hw_macs"] == 2 * layer.macs
+    assert hw.report["macs"] == 2 * layer.macs and hw.report["hw_macs"] == 2 * hw_macs(layer, 4, 4)
 
 
 @pytest.mark.slow
