@@ -126,9 +126,8 @@ def emit_unit(unit: Unit, config: AccelConfig, first: bool, last: bool,
         """The tile's STOREs (one per run: the first waits for the GEMMs, the last frees the slot)."""
         n_tiles = len(unit.tiles)
         tile, st = unit.tiles[u], unit.tiles[u].store
-        assert st.runs == 1 or not st.to_buf, "STORE runs go to DRAM"
-        rows = tile.m_len // st.runs
-        return [st.encode(psum_row=psum_at[u] + r * rows, param_row=tile.param_row * config.cols, m_len=rows,
+        pitch, rows = st.run_rows(tile.m_len)
+        return [st.encode(psum_row=psum_at[u] + r * pitch, param_row=tile.param_row * config.cols, m_len=rows,
                           dep=dep_flags(pop_prev=r == 0, push_prev=r == st.runs - 1 and (
                               (u in s2c_push) or (u == n_tiles - 1 and not last))), run=r)
                 for r in range(st.runs)]

@@ -109,9 +109,13 @@ class Store:
     """A STORE (:data:`~celosia.rtl.isa.StoreInsn`) without its psum / parameter rows,
     ``m_len`` and ``dep``: where the tile goes (DRAM, or with ``to_buf`` ifmap rows
     ``buf_row + m*buf_stride`` from lane ``lane0``) and the layer's output quantization.
-    ``runs > 1`` (to DRAM only): the tile's rows go out in ``runs`` STOREs of
-    ``m_len / runs`` rows, run ``r`` to ``dram_offset + r*run_stride`` (a block of output
-    rows narrower than the feature map)."""
+    ``runs > 1``: the tile's rows go out in ``runs`` STOREs, run ``r`` from psum row
+    ``r*run_pitch`` of the tile (``run_pitch`` 0: ``m_len / runs``), ``run_len`` rows
+    (``None``: the pitch), to ``dram_offset + r*run_stride`` (a block of output rows
+    narrower than the feature map) or with ``to_buf`` to ifmap row ``buf_row +
+    r*run_stride`` (an output map written into a consumer's padded input rows, each
+    output row's end skipping the padding columns, rows past what it reads left out:
+    :mod:`~celosia.sw.compiler.keep`)."""
     base_reg: int
     dram_offset: int
     dram_stride: int
@@ -125,11 +129,20 @@ class Store:
     lane0: int = 0
     runs: int = 1
     run_stride: int = 0
+    run_pitch: int = 0
+    run_len: int | None = None
+
+    def run_rows(self, m_len: int) -> tuple[int, int]:
+        """``(pitch, rows)`` of the runs of a tile of ``m_len`` rows: run ``r`` stores psum
+        rows ``r*pitch .. r*pitch + rows - 1`` of the tile."""
+        pitch = self.run_pitch or m_len // self.runs
+        return pitch, pitch if self.run_len is None else self.run_len
 
     def encode(self, psum_row: int, param_row: int, m_len: int, dep: dict, run: int = 0) -> int:
         """The STORE of run ``run`` (its ``psum_row`` / ``m_len``)."""
-        fields = {k: v for k, v in self.__dict__.items() if k not in ("runs", "run_stride")}
-        fields["dram_offset"] += run * self.run_stride
+        fields = {k: v for k, v in self.__dict__.items()
+                  if k not in ("runs", "run_stride", "run_pitch", "run_len")}
+        fields["buf_row" if self.to_buf else "dram_offset"] += run * self.run_stride
         return encode(Opcode.STORE, psum_row=psum_row, param_row=param_row, m_len=m_len, dep=dep, **fields)
 
 
