@@ -238,9 +238,13 @@ def _small_chain(rng):
     return conv_chain(rng, (6, 5, 2), (3, 3, 1, 1), (5, 3, 1, 1), (2, 3, 2, 1))
 
 
-def _depthwise(rng):
-    c0 = conv_layer(rng, "c0", (6, 6, 2), 4, 3, 1, 1, in_zp=7)
-    c1 = conv_layer(rng, "c1", c0.out_shape, 4, 3, 1, 1, groups=4, in_zp=c0.out_zp, activation="none")
+def _depthwise(rng, channels=8):
+    """A depthwise consumer of ``channels`` channels: on 4x4 its groups merge 4 at a time
+    (sw/compiler/groups.py), into 2 groups for 8 channels (still grouped: not kept) or
+    one dense, block-diagonal group for 4 (kept like any conv)."""
+    c0 = conv_layer(rng, "c0", (6, 6, 2), channels, 3, 1, 1, in_zp=7)
+    c1 = conv_layer(rng, "c1", c0.out_shape, channels, 3, 1, 1, groups=channels, in_zp=c0.out_zp,
+                    activation="none")
     return QModel("dw", [c0, c1], 0.05, 7, input_shape=(6, 6, 2))
 
 
@@ -266,17 +270,22 @@ def _residual(rng):
     # 4 + 1): 150 + 150 + 64 - 2 tiles * 5 * 32 - 5 padding LOADs * 32 = -116
     ("the extra STOREs would cost more than the round trip", _small_chain, AccelConfig(rows=4, cols=4), 1, []),
     ("a depthwise consumer", _depthwise, AccelConfig(rows=4, cols=4), 1, []),
+    ("a depthwise consumer merged into one group", lambda rng: _depthwise(rng, 4), AccelConfig(rows=4, cols=4),
+     1, ["c0"]),
     ("two readers (a residual add)", _residual, AccelConfig(rows=4, cols=4), 1, ["c1"]),
 ])
 def test_conv_output_not_kept(why, make, config, batch, kept):
     """Where a conv's output cannot (or should not) stay, it goes through DRAM as before,
-    bit-exact; only the one plain conv -> conv link of the residual block is kept."""
+    bit-exact; only the one plain conv -> conv link of the residual block is kept, and a
+    depthwise consumer whose groups merge into one."""
     rng = np.random.default_rng(17)
     model = make(rng)
     program = compile_model(model, config, batch=batch)
     assert program.kept.get("layers", []) == kept, why
+    names = [node.name for node in program.nodes]
+    consumers = {names[names.index(k) + 1] for k in kept}
     for node in program.nodes:
-        assert bool(ifmap_loads(node)) == (node.name != "c2" or not kept)
+        assert bool(ifmap_loads(node)) == (node.name not in consumers)
         assert not any(d["to_buf"] for d in stores(node)) == (node.name not in kept)
     assert_bit_exact(program, model, random_input(rng, model, batch))
 
