@@ -62,11 +62,11 @@ empty. The items:
   largest tile; the tiles' LOADs are merged where they form a progression
   (:func:`~celosia.sw.compiler.tiling.merge_loads`: a conv's taps, an fc layer's k
   tiles). With ``Unit.group_loads`` set, a group ends early rather than be more merged
-  LOADs than that (they all go into one LOAD group, and more than the LOAD queue holds
-  stop the in-order fetch, with the compute instructions after them, until the load DMA
-  has run the excess; the rs lowering sets ``queue_depth // 2``). Group ``w`` overwrites
-  the half of group ``w-2``: its release is the instruction after the first GEMM of
-  group ``w-1``.
+  LOADs than that: a group's LOADs queue at its first GEMM (after the ifmap pieces due
+  before it), so a long unmerged group piles up in the LOAD groups just before that GEMM,
+  however ``_schedule`` spreads them (the rs lowering sets ``queue_depth // 2``). Group
+  ``w`` overwrites the half of group ``w-2``: its release is the instruction after the
+  first GEMM of group ``w-1``.
 
 A compute instruction whose weight tile is resident and whose ifmap is already in the
 buffer needs no LOAD and pops no ``l2c``.
