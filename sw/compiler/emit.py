@@ -61,8 +61,12 @@ empty. The items:
   alternating between the two halves, tile ``j`` of a group at ``j`` times the unit's
   largest tile; the tiles' LOADs are merged where they form a progression
   (:func:`~celosia.sw.compiler.tiling.merge_loads`: a conv's taps, an fc layer's k
-  tiles). Group ``w`` overwrites the half of group ``w-2``: its release is the
-  instruction after the first GEMM of group ``w-1``.
+  tiles). With ``Unit.group_loads`` set, a group ends early rather than be more merged
+  LOADs than that: a group's LOADs queue at its first GEMM (after the ifmap pieces due
+  before it), so a long unmerged group piles up in the LOAD groups just before that GEMM,
+  however ``_schedule`` spreads them (the rs lowering sets ``queue_depth // 2``). Group
+  ``w`` overwrites the half of group ``w-2``: its release is the instruction after the
+  first GEMM of group ``w-1``.
 
 A compute instruction whose weight tile is resident and whose ifmap is already in the
 buffer needs no LOAD and pops no ``l2c``.
@@ -313,8 +317,9 @@ def _weight_groups(unit: Unit, ops: list[tuple[int, int]], weights: WeightPlan
     """The weight groups of ``unit`` (see the module docstring): its streamed GEMMs (not
     resident, :class:`~celosia.sw.compiler.alloc.WeightPlan`) in runs of 1, 2, 4, ... tiles
     (a short wait for the unit's first GEMM), up to what a streaming half holds at a pitch
-    of the unit's largest tile; group ``w`` in half ``w % 2``, its tiles' LOADs merged
-    (:func:`~celosia.sw.compiler.tiling.merge_loads`).
+    of the unit's largest tile and, with ``Unit.group_loads``, as many as merge into at
+    most that many LOADs (at least one tile); group ``w`` in half ``w % 2``, its tiles'
+    LOADs merged (:func:`~celosia.sw.compiler.tiling.merge_loads`).
 
     Returns each compute instruction's weight row (``None`` for a VEC) and the LOAD items:
     group ``w`` may load from LOAD group ``t + 1`` on, ``t`` the first GEMM of group
@@ -332,10 +337,22 @@ def _weight_groups(unit: Unit, ops: list[tuple[int, int]], weights: WeightPlan
         return rows, []
     pitch = max(weight_tile_rows(unit.tiles[ops[t][0]].ops[ops[t][1]]) for t in streamed)
     cap = max(1, weights.half_rows // pitch)
+
+    def few_loads(members):   # the group's LOADs, merged, within Unit.group_loads
+        loads = [ld for t in members for ld in unit.tiles[ops[t][0]].ops[ops[t][1]].weight]
+        return unit.group_loads is None or len(merge_loads(loads)) <= unit.group_loads
+
     groups, size, i = [], 1, 0
     while i < len(streamed):
-        groups.append(streamed[i:i + size])
-        i += size
+        n = min(size, len(streamed) - i)
+        if not few_loads(streamed[i:i + n]):   # the most members that merge into few LOADs
+            lo, hi = 1, n - 1
+            while lo < hi:
+                mid = (lo + hi + 1) // 2
+                lo, hi = (mid, hi) if few_loads(streamed[i:i + mid]) else (lo, mid - 1)
+            n = lo
+        groups.append(streamed[i:i + n])
+        i += n
         size = min(2 * size, cap)
     items = []
     for w, members in enumerate(groups):

@@ -236,6 +236,7 @@ class Unit:
     resident: bool               # ifmap loaded per block (True) or per GEMM (False)
     in_zp: int = 0               # the GEMMs' in_zp (feie: the layer's input zero point)
     half: int = 0                # the ifmap half of its first ifmap group (then alternating)
+    group_loads: int | None = None   # at most this many (merged) LOADs per weight group
 
 
 # -- builders -------------------------------------------------------------------------------

@@ -156,3 +156,43 @@ def test_streamed_tiles_share_ifmap_windows_in_psum_blocks():
     want = golden_forward(model, model.quantize_input(x))
     got, _ = run_program(program, model.quantize_input(x), 0)
     np.testing.assert_array_equal(got, want)
+
+
+def weight_load_runs(program):
+    """The number of weight LOADs in each run of LOADs between two other instructions."""
+    runs, n = [], 0
+    for d in map(decode, program.nodes[0].insns):
+        if d["op"] != Opcode.LOAD:
+            runs.append(n)
+            n = 0
+        elif d["buf"] == Buffer.WEIGHT:
+            n += 1
+    return runs
+
+
+def test_weight_groups_fit_the_load_queue():
+    """Streamed weights, 4x4x16 -> 64 channels on 8x8: 8 channel tiles x (2 input-channel
+    chunks x 3 filter rows) = 48 GEMMs, each with one weight LOAD of its 3 filter taps
+    (loop 2: it merges with no other). Weight groups of 1, 2, 4, 8, ... tiles would put 8,
+    then 16 of them in one LOAD group, more than the LOAD queue (depth 8) holds; the rs
+    lowering limits a group to queue_depth // 2 = 4 LOADs (2 with queue_depth = 4): groups of
+    1, 2, 4, 4, ... (1, 2, 2, ...). The first two groups both precede the first GEMM (LOAD
+    groups 0 and 1), so the first run is 1 + 2 LOADs, every later one at most the limit. Still
+    48 weight LOADs, bit-exact on the ISA simulator."""
+    model, x = wide_conv(4, 4, 16, 64, seed=8)
+    want = golden_forward(model, model.quantize_input(x))
+    for depth, limit in ((8, 4), (4, 2)):
+        config = AccelConfig(rows=8, cols=8, dataflow="rs", queue_depth=depth)
+        program = compile_model(model, config, resident_weights=False)
+        runs = weight_load_runs(program)
+        assert sum(runs) == 8 * 2 * 3 and runs[0] == 1 + 2 and max(runs[1:]) == limit
+        got, _ = run_program(program, model.quantize_input(x), 0)
+        np.testing.assert_array_equal(got, want)
+
+
+def test_weight_groups_fit_the_load_queue_on_verilator():
+    """The same layer on the generated Verilog (default 8x8 rs: groups of up to 4 LOADs)."""
+    model, x = wide_conv(4, 4, 16, 64, seed=8)
+    golden = run(model, x, CONFIG, backend="golden").y_q
+    res = run(model, x, CONFIG, backend="verilator", profile=False, resident_weights=False)
+    np.testing.assert_array_equal(res.y_q, golden)
