@@ -44,7 +44,7 @@ __all__ = [
     "LoadInsn", "GemmInsn", "StoreInsn", "Insn", "NodeDescriptor", "Status", "ParamRecord", "PARAM_BYTES",
     "COUNTERS", "INSN_BITS", "INSN_BYTES", "INSN_WORDS", "DESC_BYTES", "NUM_BASE_REGS",
     "pack", "unpack", "pack_bytes", "unpack_bytes", "encode", "decode", "encode_words", "decode_words",
-    "encode_descriptor", "markdown", "c_header",
+    "encode_descriptor", "field_max", "markdown", "c_header",
 ]
 
 INSN_BITS = 256
@@ -304,6 +304,12 @@ for _layout in (LoadInsn, GemmInsn, StoreInsn, VecInsn, Header):
     assert _layout.size <= INSN_BITS, _layout
 assert NodeDescriptor.size == DESC_BYTES * 8
 assert Status.size <= 32
+
+
+def field_max(layout, name: str) -> int:
+    """The largest value the unsigned field ``name`` of ``layout`` holds (``2**width - 1``):
+    what the compiler checks its fields against."""
+    return (1 << dict(layout)[name].width) - 1
 
 
 _FIELD_TABLES: dict = {}

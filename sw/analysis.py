@@ -153,13 +153,12 @@ def node_traffic(name: str, op: str, macs: int, insns, descriptors: int,
 
 def _slices(layout, names) -> dict:
     """``name -> (offset, mask)`` of the (unsigned) fields ``names`` of ``layout``."""
-    fields = dict(layout)
-    return {n: (fields[n].offset, (1 << fields[n].width) - 1) for n in names}
+    return {n: (dict(layout)[n].offset, isa.field_max(layout, n)) for n in names}
 
 
 # Only the fields the byte counts need, straight from the layouts (``isa.decode`` of every
 # field takes most of the time on programs of 10^5 instructions).
-_OP_MASK = (1 << dict(isa.Header)["op"].width) - 1
+_OP_MASK = isa.field_max(isa.Header, "op")
 assert dict(isa.Header)["op"].offset == 0
 _LOAD_FIELDS = _slices(isa.LoadInsn, ("buf", "pad_en", "n0", "n1", "n2", "pad_lo1", "pad_hi1",
                                       "pad_lo2", "pad_hi2"))

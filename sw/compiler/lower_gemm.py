@@ -233,7 +233,7 @@ def conv_plan(layer: QLayer, config: AccelConfig, batch: int) -> tuple[int, int,
     _, Fh, Fw, cin_g = layer.w.shape
     sh, sw, _, _, dh, dw, _ = conv_attrs(layer)
     nc = ceil_div(cin_g, R)
-    out_h_max = (1 << dict(isa.GemmInsn)["out_h"].width) - 1
+    out_h_max = isa.field_max(isa.GemmInsn, "out_h")
 
     def fits(hb, wb, resident):
         rows = window_lines(hb, Fh, sh, dh) * window_lines(wb, Fw, sw, dw) * (nc if resident else 1)

@@ -54,8 +54,8 @@ from celosia.sw.quant.model import QLayer
 
 __all__ = ["lower_conv", "lower_fc", "mapping", "layer_cycles", "LOWERINGS"]
 
-#: One past the largest ``dram_stride2`` of a LOAD.
-_MAX_STRIDE2 = 1 << dict(isa.LoadInsn)["dram_stride2"].width
+#: The largest ``dram_stride2`` of a LOAD.
+_MAX_STRIDE2 = isa.field_max(isa.LoadInsn, "dram_stride2")
 
 
 def _gemm_op_cycles(op: GemmOp, config: AccelConfig) -> int:
@@ -178,7 +178,7 @@ def lower_conv(layer: QLayer, config: AccelConfig, batch: int, alloc: Allocation
         per tap when a tap's stride (``cin_g * cout_g``) exceeds the LOAD's stride field."""
         base = alloc.weights + g * K_g * cout_g + j * C
         tap = cin_g * cout_g
-        if tap >= _MAX_STRIDE2:
+        if tap > _MAX_STRIDE2:
             runs = [(fh, fw, 1) for fh in range(fh0, fh0 + fh_n) for fw in range(fw0, fw0 + fw_n)]
         elif fw_n == Fw:
             runs = [(fh0, 0, fh_n * Fw)]

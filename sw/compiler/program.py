@@ -23,8 +23,8 @@ __all__ = ["Program", "NodeCode", "align"]
 
 
 #: Instructions one node descriptor can hold (``NodeDescriptor.n_insn`` is 16 bits).
-MAX_DESC_INSNS = (1 << dict(isa.NodeDescriptor)["n_insn"].width) - 1
-_KINDS = 1 << dict(isa.NodeDescriptor)["kind"].width  # a descriptor's kind: the node index modulo this
+MAX_DESC_INSNS = isa.field_max(isa.NodeDescriptor, "n_insn")
+_KINDS = isa.field_max(isa.NodeDescriptor, "kind") + 1  # a descriptor's kind: the node index modulo this
 
 
 def align(n: int, a: int = 64) -> int:

@@ -255,8 +255,7 @@ def merge_loads(loads: list[Load]) -> list[Load]:
     (``dram_stride2`` / ``buf_stride2`` = the steps, within their ISA fields). E.g. the
     weight tiles of a weight group (:mod:`~celosia.sw.compiler.emit`): a conv's kernel taps,
     an fc layer's k tiles of one output tile."""
-    widths = dict(isa.LoadInsn)
-    fits = {f: (1 << widths[f].width) - 1 for f in ("n2", "dram_stride2", "buf_stride2")}
+    fits = {f: isa.field_max(isa.LoadInsn, f) for f in ("n2", "dram_stride2", "buf_stride2")}
 
     def shape(ld):   # every field but the two that progress
         return tuple(v for k, v in ld.__dict__.items() if k not in ("dram_offset", "buf_row"))
