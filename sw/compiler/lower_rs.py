@@ -121,9 +121,16 @@ def layer_cycles(ops: list[GemmOp], config: AccelConfig, block_loads=(), tiles: 
     layer starts after a barrier) and its last span overlaps only its own weight LOADs.
     STOREs (overlapped with the following tiles) and the PPU parameter LOAD (the same for
     every mapping) are left out."""
+    seen = {}   # LOAD lists -> cycles (a psum block's copies of a GEMM share its weight LOADs)
+
+    def cycles_of(lds):
+        if id(lds) not in seen:
+            seen[id(lds)] = _loads_cycles(lds, config)
+        return seen[id(lds)]
+
     gemms = [_gemm_op_cycles(op, config) for op in ops]
-    weights = [_loads_cycles(op.weight, config) for op in ops]
-    loads = [_loads_cycles(op.weight + op.ifmap, config) for op in ops]
+    weights = [cycles_of(op.weight) for op in ops]
+    loads = [w + cycles_of(op.ifmap) for w, op in zip(weights, ops)]
     starts = [t for t, op in enumerate(ops)
               if t == 0 or op.ifmap_group is None or op.ifmap_group != ops[t - 1].ifmap_group]
     ends = starts[1:] + [len(ops)]
@@ -211,7 +218,9 @@ def lower_conv(layer: QLayer, config: AccelConfig, batch: int, alloc: Allocation
             for hb in sorted({_even_block(Ho, hb) for hb in range(hb_full, whole[0] if whole else 0, -1)},
                              reverse=True):
                 shapes += [sh] if (sh := column_block(hb, res, fh_b, fw_b)) else []
-        return shapes + (segmented(fw_b) if fh_b == 1 else [])
+        # segmented tiles that use fewer PE columns than whole rows would only be shorter
+        return shapes + [s for s in (segmented(fw_b) if fh_b == 1 else [])
+                         if not whole or s[0] * s[3] >= min(whole[0], Ho)]
 
     def weight_loads(g, c0, k_len, fh0, fh_n, fw0, fw_n, j, n_len):
         """LOADs of the weight rows (fh, fw, c) of a filter block, ``n_len`` channels each:
