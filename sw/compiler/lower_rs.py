@@ -30,8 +30,9 @@ the LOAD) and each GEMM addresses its window inside it; otherwise each GEMM load
 exactly its window's rows (with one filter row only every ``stride``-th row, packed),
 or, with one filter row per GEMM, a chunk's GEMMs share one window of unpacked input
 rows when it fits the ifmap half (an ifmap group: each filter row's input rows once,
-not once per filter row), once for the output tiles of a psum block (``OutTile.psum_block``, the channel tiles
-side by side in a psum half, emitted window by window). A conv GEMM loads its weight
+not once per filter row), once for the output tiles of a psum block
+(``OutTile.psum_block``, the channel tiles side by side in a psum half, emitted window
+by window). A conv GEMM loads its weight
 rows with one LOAD that merges with no other, so a conv's weight groups are capped at
 ``queue_depth // 2`` LOADs (:func:`_units`). A fully connected layer maps as Eyeriss
 maps one: the input vector is cut into lines of ``rows`` features (the "filter rows"),
@@ -193,7 +194,8 @@ def lower_conv(layer: QLayer, config: AccelConfig, batch: int, alloc: Allocation
         """Streamed tiles whose output rows are cut into segments side by side on the PE
         columns (when ``Ho < cols`` leaves columns idle or a whole-row tile's height wastes
         them): ``(hb, wb, False, segs)`` for every ``segs >= 2`` and block height ``hb``
-        with ``hb * segs <= cols``, the blocks as wide as fit."""
+        with ``hb * segs <= cols``, the blocks as wide as fit (``wb = segs * ow``, blocks
+        and segments of about equal width)."""
         shapes = []
         for segs in range(2, min(C, Wo) + 1):
             for hb in {_even_block(Ho, h) for h in range(1, C // segs + 1)}:
