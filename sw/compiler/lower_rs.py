@@ -15,15 +15,24 @@ layer is its ``Fh`` filter rows x ``Ho`` output rows; it is folded onto the
   line registers (``rs_lines``) and the buffers allow; when not even one whole output
   row fits the ifmap buffer half, one output row in blocks of columns; and when whole
   rows leave PE columns idle (``Wo * cols`` above the psum half), also up to ``cols``
-  output rows in blocks of columns (one STORE run per output row), the cost model
-  choosing.
+  output rows in blocks of columns (one STORE run per output row); and, streamed with
+  one filter row per GEMM (compact lines), *segmented rows*: ``hb`` output rows each cut
+  into ``segs`` segments of ``ow`` columns, ``hb * segs <= cols`` PE columns, segment
+  ``h`` of output row ``y`` the GEMM's output row ``y*segs + h`` (one LOAD per segment
+  lays its input columns out as that line; pixel ``(y, x)`` lands in psum row
+  ``y*segs*ow + x``, the columns past the map's end computed and not stored), for maps
+  with fewer output rows than PE columns or heights that leave columns idle; the cost
+  model choosing.
 
 The ifmap block of a tile is loaded once (resident mode: every chunk's
 ``(hb-1)*stride + (Fh-1)*dil + 1`` input rows of padded width, padding inserted by
 the LOAD) and each GEMM addresses its window inside it; otherwise each GEMM loads
 exactly its window's rows (with one filter row only every ``stride``-th row, packed),
-once for the output tiles of a psum block (``OutTile.psum_block``, the channel tiles
-side by side in a psum half, emitted window by window). A conv GEMM loads its weight
+or, with one filter row per GEMM, a chunk's GEMMs share one window of unpacked input
+rows when it fits the ifmap half (an ifmap group: each filter row's input rows once,
+not once per filter row), once for the output tiles of a psum block
+(``OutTile.psum_block``, the channel tiles side by side in a psum half, emitted window
+by window). A conv GEMM loads its weight
 rows with one LOAD that merges with no other, so a conv's weight groups are capped at
 ``queue_depth // 2`` LOADs (:func:`_units`). A fully connected layer maps as Eyeriss
 maps one: the input vector is cut into lines of ``rows`` features (the "filter rows"),
@@ -103,20 +112,39 @@ def layer_cycles(ops: list[GemmOp], config: AccelConfig, block_loads=(), tiles: 
     engines' own timing: the rs array's (:func:`~celosia.rtl.arrays.rs.gemm_cycles`) and
     the load DMA's (:func:`~celosia.rtl.dma.load_cycles`).
 
-    The LOADs feeding GEMM ``t+1`` (its weight rows and, streamed, its ifmap rows) run
-    while GEMM ``t`` computes (the double-buffered halves of
-    :mod:`~celosia.sw.compiler.emit`), so each GEMM takes ``max(its cycles, the next GEMM's
-    LOADs)``; a block's resident ifmap LOADs (``block_loads``) go with its first GEMM's.
-    The layer's first LOADs are exposed (the layer starts after a barrier) and its last
-    GEMM overlaps nothing. STOREs (overlapped with the following tiles) and the PPU
-    parameter LOAD (the same for every mapping) are left out."""
+    The GEMMs go in *spans*: the runs of consecutive ``ops`` of one ifmap group
+    (``GemmOp.ifmap_group``, not ``None``: one window, loaded with the span's first GEMM),
+    else one GEMM each. The LOADs feeding span ``k+1``'s first GEMM (its weight rows and
+    ifmap window) and the weight rows of span ``k``'s other GEMMs run while span ``k``
+    computes (the double-buffered halves of :mod:`~celosia.sw.compiler.emit`), so a span
+    takes ``max(its GEMMs' cycles, those LOADs)``; a block's resident ifmap LOADs
+    (``block_loads``) go with its first GEMM's. The layer's first LOADs are exposed (the
+    layer starts after a barrier) and its last span overlaps only its own weight LOADs.
+    STOREs (overlapped with the following tiles) and the PPU parameter LOAD (the same for
+    every mapping) are left out."""
+    seen = {}   # LOAD lists -> cycles (a psum block's copies of a GEMM share its weight LOADs)
+
+    def cycles_of(lds):
+        if id(lds) not in seen:
+            seen[id(lds)] = _loads_cycles(lds, config)
+        return seen[id(lds)]
+
     gemms = [_gemm_op_cycles(op, config) for op in ops]
-    loads = [_loads_cycles(op.weight + op.ifmap, config) for op in ops]
-    n, last = len(ops), gemms[-1]
+    weights = [cycles_of(op.weight) for op in ops]
+    loads = [w + cycles_of(op.ifmap) for w, op in zip(weights, ops)]
+    starts = [t for t, op in enumerate(ops)
+              if t == 0 or op.ifmap_group is None or op.ifmap_group != ops[t - 1].ifmap_group]
+    ends = starts[1:] + [len(ops)]
+
+    def span(k, nxt):
+        """Span ``k`` with ``nxt`` cycles of LOADs for the next span's first GEMM."""
+        a, b = starts[k], ends[k]
+        return max(sum(gemms[a:b]), sum(weights[a + 1:b]) + nxt)
+
     first = loads[0] + _loads_cycles(block_loads, config)
-    tile = sum(max(g, loads[(t + 1) % n]) for t, g in enumerate(gemms))
-    block = tiles * tile + max(last, first) - max(last, loads[0])
-    return first + blocks * block - max(last, first) + last
+    tile = sum(span(k, loads[ends[k] % len(ops)]) for k in range(len(starts)))
+    block = tiles * tile - span(-1, loads[0]) + span(-1, first)
+    return first + blocks * block - span(-1, first) + span(-1, 0)
 
 
 def lower_conv(layer: QLayer, config: AccelConfig, batch: int, alloc: Allocation) -> list[Unit]:
@@ -149,20 +177,42 @@ def lower_conv(layer: QLayer, config: AccelConfig, batch: int, alloc: Allocation
         lines = streamed_lines(hb, fh_b)
         return lines <= L and hb * wb <= p_half and lines * window_lines(wb, fw_b, sw, dw) <= i_half
 
+    def seg_fits(hb, ow, segs, fw_b):
+        """A streamed tile of ``hb`` output rows, each cut into ``segs`` segments of ``ow``
+        output columns (one filter row per GEMM) fits: ``hb * segs`` PE columns and ifmap
+        lines, one segment each."""
+        v = hb * segs
+        return v <= min(C, L) and v * ow <= p_half and v * window_lines(ow, fw_b, sw, dw) <= i_half
+
     def column_block(hb, res, fh_b, fw_b):
         """The tile shape of ``hb`` output rows in column blocks of equal width (the halo
         columns of neighbouring blocks loaded twice), as wide as fits; None if none does."""
         wb = next((wb for wb in range(min(Wo, p_half // hb), 0, -1) if fits(hb, wb, res, fh_b, fw_b)), 0)
-        return (hb, _even_block(Wo, wb), res) if wb else None
+        return (hb, _even_block(Wo, wb), res, 1) if wb else None
+
+    def segmented(fw_b):
+        """Streamed tiles whose output rows are cut into segments side by side on the PE
+        columns (when ``Ho < cols`` leaves columns idle or a whole-row tile's height wastes
+        them): ``(hb, wb, False, segs)`` for every ``segs >= 2`` and block height ``hb``
+        with ``hb * segs <= cols``, the blocks as wide as fit (``wb = segs * ow``, blocks
+        and segments of about equal width)."""
+        shapes = []
+        for segs in range(2, min(C, Wo) + 1):
+            for hb in {_even_block(Ho, h) for h in range(1, C // segs + 1)}:
+                ow = next((ow for ow in range(ceil_div(Wo, segs), 0, -1) if seg_fits(hb, ow, segs, fw_b)), 0)
+                if ow:   # blocks of equal width, segs segments of equal width each
+                    shapes.append((hb, segs * ceil_div(Wo, segs * ceil_div(Wo, segs * ow)), False, segs))
+        return shapes
 
     def tile_shapes(fh_b, fw_b):
-        """Candidate (output rows, output columns, resident) of a tile: whole output rows, as
-        many as fit (resident first; blocks of equal height), else one output row in
-        column blocks; and, when whole rows leave PE columns idle, more output rows (up to
-        ``min(cols, Ho)``, in blocks of equal height) in column blocks, resident and
-        streamed. Empty if nothing fits."""
+        """Candidate (output rows, output columns, resident, segments) of a tile: whole
+        output rows, as many as fit (resident first; blocks of equal height), else one
+        output row in column blocks; when whole rows leave PE columns idle, more output
+        rows (up to ``min(cols, Ho)``, in blocks of equal height) in column blocks,
+        resident and streamed; with one filter row, the segmented tiles
+        (:func:`segmented`). Empty if nothing fits."""
         hb_full = min(C, Ho)
-        whole = next(((_even_block(Ho, hb), Wo, res) for res in (True, False)
+        whole = next(((_even_block(Ho, hb), Wo, res, 1) for res in (True, False)
                       for hb in range(hb_full, 0, -1) if fits(hb, Wo, res, fh_b, fw_b)),
                      None) or column_block(1, False, fh_b, fw_b)
         shapes = [whole] if whole else []
@@ -170,7 +220,9 @@ def lower_conv(layer: QLayer, config: AccelConfig, batch: int, alloc: Allocation
             for hb in sorted({_even_block(Ho, hb) for hb in range(hb_full, whole[0] if whole else 0, -1)},
                              reverse=True):
                 shapes += [sh] if (sh := column_block(hb, res, fh_b, fw_b)) else []
-        return shapes
+        # segmented tiles that use fewer PE columns than whole rows would only be shorter
+        return shapes + [s for s in (segmented(fw_b) if fh_b == 1 else [])
+                         if not whole or s[0] * s[3] >= min(whole[0], Ho)]
 
     def weight_loads(g, c0, k_len, fh0, fh_n, fw0, fw_n, j, n_len):
         """LOADs of the weight rows (fh, fw, c) of a filter block, ``n_len`` channels each:
@@ -203,50 +255,81 @@ def lower_conv(layer: QLayer, config: AccelConfig, batch: int, alloc: Allocation
         return [raw_rows_load(layer, alloc.src, g * cin_g + c0, kl, img, y0, nyf, x0, wpf, i * nyf * wpf)
                 for i, (c0, kl) in enumerate(chunks)] if resident else []
 
-    def tile_gemms(fblocks, resident, img, g, y0, x0, hbt, wbt, j, n_len):
-        """The accumulating GEMMs of one output tile, one per (chunk, filter block)."""
+    def shared_window(fblocks, hbt, ow, segs):
+        """Whether a streamed tile's GEMMs of one chunk share one ifmap window (one ifmap
+        group): one filter row each, whole filter rows (so they are consecutive), the
+        window's ``(hbt-1)*stride + (Fh-1)*dil + 1`` unpacked input rows fit the ifmap half,
+        and, with segments, stride 1 (a segment's rows then follow at a fixed pitch)."""
+        return (all(fh_n == 1 and fw_n == Fw for _, fh_n, _, fw_n in fblocks) and (segs == 1 or sh == 1)
+                and segs * window_lines(hbt, Fh, sh, dh) * window_lines(ow, Fw, sw, dw) <= i_half)
+
+    def tile_gemms(fblocks, resident, img, g, y0, x0, hbt, wbt, j, n_len, segs=1):
+        """The accumulating GEMMs of one output tile, one per (chunk, filter block).
+
+        Streamed, each GEMM loads its window's rows (one filter row: every ``stride``-th
+        row, packed, the GEMM's stride 1), or, when :func:`shared_window`, the chunk's GEMMs
+        share one window of unpacked rows (the GEMM's stride ``stride``, filter row ``fh``
+        from the window's row ``fh*dil``). With ``segs > 1`` (one filter row per GEMM) the
+        tile's ``hbt`` output rows are cut into ``segs`` segments of ``ow = ceil(wbt /
+        segs)`` columns: segment ``h`` of output row ``y`` is the GEMM's output row ``y*segs
+        + h``, its ifmap line the segment's own input columns (one LOAD per segment, each
+        input row of the window ``segs`` lines of ``row_pitch`` pixels, segment by segment),
+        its psum rows ``(y*segs + h) * ow ..``, so output pixel ``(y, x)`` is psum row
+        ``y * segs*ow + x``."""
         nyf, wpf = window_lines(hbt, Fh, sh, dh), window_lines(wbt, Fw, sw, dw)
+        ow = ceil_div(wbt, segs)
+        shared = not resident and shared_window(fblocks, hbt, ow, segs)
         gemms = []
         for i, (c0, k_len) in enumerate(chunks):
             for fh0, fh_n, fw0, fw_n in fblocks:
                 win = Window(win_h=fh_n, win_w=fw_n, stride_h=sh, stride_w=sw, dil_h=dh,
-                             dil_w=dw, out_h=hbt, out_w=wbt)
+                             dil_w=dw, out_h=hbt * segs, out_w=ow)
+                group = None if resident else len(gemms)
                 if resident:
                     win.row_pitch = wpf
                     ifmap, row = [], i * nyf * wpf + fh0 * dh * wpf + fw0 * dw
                 else:
-                    win.row_pitch = window_lines(wbt, fw_n, sw, dw)
-                    ifmap = [window_load(alloc.src, layer.in_shape, img, g * cin_g + c0, k_len,
-                                         y0 + fh0 * dh, x0 + fw0 * dw, streamed_lines(hbt, fh_n),
-                                         win.row_pitch, sy=sh if fh_n == 1 else 1,
-                                         pad_value=int(layer.in_zp))]
-                    if fh_n == 1:
+                    win.row_pitch = pitch = window_lines(ow, fw_n, sw, dw)
+                    ny, y, sy, row = streamed_lines(hbt, fh_n), y0 + fh0 * dh, sh if fh_n == 1 else 1, 0
+                    if shared:
+                        group, row = i, fh0 * dh * segs * pitch
+                        ny, y, sy = nyf, y0, 1
+                    elif fh_n == 1:
                         win.stride_h = 1
-                    row = 0
+                    ifmap = [window_load(alloc.src, layer.in_shape, img, g * cin_g + c0, k_len, y,
+                                         x0 + h * ow * sw + fw0 * dw, ny, pitch, sy=sy,
+                                         bs2=segs * pitch, buf_row=h * pitch,
+                                         pad_value=int(layer.in_zp))
+                             for h in range(segs)] if not (shared and fh0) else []
                 gemms.append(GemmOp(k_len=k_len, n_len=n_len, ifmap=ifmap, ifmap_row=row,
                                     weight=weight_loads(g, c0, k_len, fh0, fh_n, fw0, fw_n,
                                                         j, n_len),
-                                    window=win, ifmap_group=None if resident else len(gemms)))
+                                    window=win, ifmap_group=group))
         return gemms
 
     def cost(fh_b, fw_b, shape):
         """Estimated cycles of the layer (:func:`layer_cycles`, every tile like the first):
         more filter rows per GEMM mean fewer GEMMs but fewer channel sets (more passes),
         more lines per step and longer weight loads."""
-        hb, wb, resident = shape
-        hbt = min(hb, Ho)
-        ops = tile_gemms(filter_blocks(fh_b, fw_b), resident, 0, 0, -pt, -pl, hbt, wb, 0,
-                         min(C, cout_g))
-        pb = psum_tiles(hbt, wb, resident)
+        hb, wb, resident, segs = shape
+        hbt, wbt = min(hb, Ho), min(wb, Wo)
+        ops = tile_gemms(filter_blocks(fh_b, fw_b), resident, 0, 0, -pt, -pl, hbt, wbt, 0,
+                         min(C, cout_g), segs)
+        pb = min(psum_tiles(hbt, wbt, resident, segs), nt)
         # a psum block's tiles run each GEMM's window in turn, the first one loading it
         ops = [o for op in ops for o in [op] + [dataclasses.replace(op, ifmap=[])] * (pb - 1)]
-        return layer_cycles(ops, config, block_loads_of(resident, 0, 0, -pt, -pl, hbt, wb),
+        return layer_cycles(ops, config, block_loads_of(resident, 0, 0, -pt, -pl, hbt, wbt),
                             tiles=ceil_div(nt, pb), blocks=batch * G * math.ceil(Ho / hb) * math.ceil(Wo / wb))
 
-    def psum_tiles(hb, wb, resident):
+    def psum_rows_of(hb, wb, segs):
+        """Psum rows of a tile of ``hb`` output rows x ``wb`` columns in ``segs`` segments."""
+        return hb * segs * ceil_div(wb, segs)
+
+    def psum_tiles(hb, wb, resident, segs=1):
         """Output tiles per psum block (:func:`~celosia.sw.compiler.lower_gemm.psum_block_tiles`):
         streamed, the tiles of a block share each GEMM's ifmap window, loaded once."""
-        return 1 if resident else psum_block_tiles(hb * wb, config, nt if G > 1 else None)
+        return 1 if resident else psum_block_tiles(psum_rows_of(hb, wb, segs), config,
+                                                   nt if G > 1 else None)
 
     # The filter-row block with the lowest estimated cycles among those that fit; if none
     # does, shrink the filter columns until one output pixel's window fits the ifmap half.
@@ -257,10 +340,10 @@ def lower_conv(layer: QLayer, config: AccelConfig, batch: int, alloc: Allocation
     if not options:
         raise CompileError(f"layer {layer.name!r}: not even one input pixel fits the rs array's "
                            f"ifmap buffer half (ifmap_rows={config.ifmap_rows}); increase ifmap_rows")
-    fh_b, fw_b, (hb, wb, resident) = _pick(options, key=lambda o: (cost(*o), not o[2][2]))
+    fh_b, fw_b, (hb, wb, resident, segs) = _pick(options, key=lambda o: (cost(*o), not o[2][2]))
     fblocks = filter_blocks(fh_b, fw_b)
 
-    pb = psum_tiles(min(hb, Ho), wb, resident)
+    pb = psum_tiles(min(hb, Ho), min(wb, Wo), resident, segs)
     n_pb = ceil_div(nt, pb)
     tiles = []
     for block_id, (img, g, ho0, hbt, wo0, wbt) in enumerate(conv_blocks(batch, G, Ho, Wo, hb, wb)):
@@ -268,12 +351,16 @@ def lower_conv(layer: QLayer, config: AccelConfig, batch: int, alloc: Allocation
         block_loads = block_loads_of(resident, img, g, y0, x0, hbt, wbt)
         for j in range(nt):
             n_len = min(C, cout_g - j * C)
-            gemms = tile_gemms(fblocks, resident, img, g, y0, x0, hbt, wbt, j, n_len)
+            gemms = tile_gemms(fblocks, resident, img, g, y0, x0, hbt, wbt, j, n_len, segs)
             offset = ((img * Ho + ho0) * Wo + wo0) * Cout + g * cout_g + j * C
             st = store(layer, alloc.dst, offset, Cout, n_len)
-            if wbt < Wo:   # a block narrower than the feature map: one STORE per output row
+            m_len = psum_rows_of(hbt, wbt, segs)
+            if wbt < Wo or m_len > hbt * wbt:
+                # a block narrower than the feature map, or segments with columns past its
+                # end: one STORE per output row, of its wbt pixels
                 st.runs, st.run_stride = hbt, Wo * Cout
-            tiles.append(OutTile(m_len=hbt * wbt, ops=gemms, store=st,
+                st.run_pitch, st.run_len = m_len // hbt, wbt
+            tiles.append(OutTile(m_len=m_len, ops=gemms, store=st,
                                  param_row=g * nt + j, block=block_id,
                                  block_loads=block_loads,
                                  psum_block=None if pb == 1 else block_id * n_pb + j // pb))
@@ -364,7 +451,9 @@ def mapping(layer: QLayer, units: list[Unit], config: AccelConfig) -> dict:
     else:
         logical = f"{math.ceil(layer.w.shape[0] / config.rows)} lines of {config.rows} features x samples"
     sets = config.rows // win.win_h
-    return {"mapping": f"rs: logical set {logical}, per GEMM {win.win_h}x{win.out_h} "
+    segs = max(1, units[0].tiles[0].store.run_pitch // win.out_w)   # segmented rows (lower_conv)
+    seg = f": {win.out_h // segs} output rows x {segs} segments" if segs > 1 else ""
+    return {"mapping": f"rs: logical set {logical}, per GEMM {win.win_h}x{win.out_h}{seg} "
                        f"({win.win_w} filter columns), {sets} channel set{'s' * (sets > 1)}"}
 
 

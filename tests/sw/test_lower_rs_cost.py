@@ -4,6 +4,7 @@ timing, it ranks the mapping options as the hardware's measured cycles do."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from celosia.rtl.arrays.rs import gemm_cycles
 from celosia.rtl.config import AccelConfig
@@ -57,43 +58,46 @@ def residual_conv_layer():
 
 
 def test_rs_picks_the_mapping_with_fewest_measured_cycles(monkeypatch):
-    """On this layer the filter-row blocks of 1, 2 and 3 rows all fit: the cost model
-    must pick the one with the fewest Verilator cycles and rank all three as measured. The weights stream (``resident_weights=False``): with them
-    on chip there are no weight LOADs to wait for."""
+    """On this layer the filter-row blocks of 1, 2 and 3 rows all fit, and with one filter
+    row also the segmented tiles (4 output rows < 8 PE columns: 2, 3 or 4 segments per
+    row): the cost model must pick the option with the fewest Verilator cycles and rank
+    them all as measured. The weights stream (``resident_weights=False``): with them on
+    chip there are no weight LOADs to wait for."""
     model, x = residual_conv_layer()
-    seen = []
+    seen = {}
 
     def record(options, key):
         options = list(options)
-        seen.extend((o[0], key(o)) for o in options)
+        seen.update((o, key(o)) for o in options)
         return min(options, key=key)
 
     golden = run(model, x, CONFIG, backend="golden").y_q
     monkeypatch.setattr(lower_rs, "_pick", record)
     chosen = run(model, x, CONFIG, backend="verilator", profile=False, resident_weights=False)
     np.testing.assert_array_equal(chosen.y_q, golden)
-    options = sorted(seen)
-    assert [fh for fh, _ in options] == [1, 2, 3]
-    picked = min(options, key=lambda o: o[1])[0]
+    assert {fh for fh, _, _ in seen} == {1, 2, 3}
+    assert {shape[3] for _, _, shape in seen} == {1, 2, 3, 4}    # segments per output row
+    picked = min(seen, key=seen.get)
 
     measured = {}
-    for fh_b, _ in options:
-        def force(opts, key, fh_b=fh_b):
-            return next(o for o in opts if o[0] == fh_b)
-        monkeypatch.setattr(lower_rs, "_pick", force)
+    for option in seen:
+        monkeypatch.setattr(lower_rs, "_pick", lambda opts, key, option=option: option)
         res = run(model, x, CONFIG, backend="verilator", profile=False, resident_weights=False)
         np.testing.assert_array_equal(res.y_q, golden)
-        measured[fh_b] = res.report["cycles"], res.report["compute_busy"]
+        measured[option] = res.report["cycles"]
     # the chosen mapping is the one with the fewest cycles, and the unforced run is it
-    fastest = min(measured, key=lambda f: measured[f][0])
+    fastest = min(measured, key=measured.get)
     assert picked == fastest
-    assert chosen.report["cycles"] == measured[fastest][0]
-    # (the array-only time used to rank the options differently on this layer, 2 rows
-    # fastest; since the first pass's MACs start while its filter rows load, it ranks
+    assert chosen.report["cycles"] == measured[fastest]
+    # (the array-only time used to rank the filter-row blocks differently on this layer, 2
+    # rows fastest; since the first pass's MACs start while its filter rows load, it ranks
     # them as the whole layer does)
-    # and the cost model orders all three as the measured cycles do
-    assert sorted(measured, key=lambda f: measured[f][0]) == [f for f, _ in
-                                                              sorted(options, key=lambda o: o[1])]
+    # and the cost model orders the options as the measured cycles do, but for near-ties
+    # (within 1%: here one output row in 2 or 4 segments may go either way)
+    for p in measured:
+        for q in measured:
+            if measured[p] < 0.99 * measured[q]:
+                assert seen[p] < seen[q], (p, q)
 
 
 def wide_conv(h, w, cin, cout, seed):
@@ -196,3 +200,87 @@ def test_weight_groups_fit_the_load_queue_on_verilator():
     golden = run(model, x, CONFIG, backend="golden").y_q
     res = run(model, x, CONFIG, backend="verilator", profile=False, resident_weights=False)
     np.testing.assert_array_equal(res.y_q, golden)
+
+
+def strided_conv(h, w, cin, cout, stride, seed):
+    """A 3x3 pad-1 convolution ``h x w x cin -> cout`` with ``stride`` and a batch of one."""
+    graph = conv_layer(h, w, cin, cout, 3, pad=1, stride=stride, seed=seed)
+    rng = np.random.default_rng(seed)
+    calib = rng.uniform(-1, 1, (8, h, w, cin)).astype(np.float32)
+    return quantize_graph(graph, calib), rng.uniform(-1, 1, (1, h, w, cin)).astype(np.float32)
+
+
+def test_segmented_rows_fill_idle_pe_columns():
+    """ResNet-18 conv5_x's shape in small (14x14 -> 7x7, stride 2) on 16x16: whole output
+    rows use 7 of 16 PE columns; cut into 2 segments of 4 columns, the 7 rows take 14
+    (GEMM out_h = 14, out_w = 4). Output pixel (y, x) is psum row y*8 + x (column 7 of
+    each row is past the map: computed, not stored): per channel tile 7 STOREs of 7 pixels
+    from psum rows 0, 8, .., 48 of the tile; bit-exact on the ISA simulator."""
+    config = AccelConfig(rows=16, cols=16, dataflow="rs")
+    model, x = strided_conv(14, 14, 32, 32, 2, seed=9)
+    program = compile_model(model, config)
+    insns = list(map(decode, program.nodes[0].insns))
+    gemms = [d for d in insns if d["op"] == Opcode.GEMM]
+    stores = [d for d in insns if d["op"] == Opcode.STORE]
+    assert {(g["win_h"], g["out_h"], g["out_w"], g["m_len"]) for g in gemms} == {(1, 14, 4, 56)}
+    assert len(stores) == 2 * 7 and {d["m_len"] for d in stores} == {7}
+    for tile in (stores[:7], stores[7:]):
+        assert [d["psum_row"] - tile[0]["psum_row"] for d in tile] == list(range(0, 56, 8))
+        assert [d["dram_offset"] - tile[0]["dram_offset"] for d in tile] == [y * 7 * 32 for y in range(7)]
+    want = golden_forward(model, model.quantize_input(x))
+    got, _ = run_program(program, model.quantize_input(x), 0)
+    np.testing.assert_array_equal(got, want)
+
+
+def test_every_segmented_tile_is_bit_exact(monkeypatch):
+    """Every segmented option of a 5x11 -> 3x6 stride-2 layer on 8x8 (12 input channels: a
+    chunk of 8 and one of 4; 12 output channels: tiles of 8 and 4), forced one at a time:
+    2 to 6 segments, blocks of 1 to 3 rows (a partial last block with 2), segments with
+    columns past the map's end (4 segments of 2 = 8 > 6 columns). Bit-exact on the ISA
+    simulator."""
+    config = AccelConfig(rows=8, cols=8, dataflow="rs")
+    model, x = strided_conv(5, 11, 12, 12, 2, seed=10)
+    want = golden_forward(model, model.quantize_input(x))
+    options = []
+
+    def record(opts, key):
+        options.extend(o for o in opts if o[2][3] > 1)
+        return min(opts, key=key)
+
+    monkeypatch.setattr(lower_rs, "_pick", record)
+    compile_model(model, config)
+    assert {o[2][3] for o in options} == {2, 3, 4, 5, 6} and {o[2][0] for o in options} == {1, 2, 3}
+    assert any(o[2][1] > 6 for o in options)
+    for option in options:
+        monkeypatch.setattr(lower_rs, "_pick", lambda opts, key, option=option: option)
+        program = compile_model(model, config)
+        got, _ = run_program(program, model.quantize_input(x), 0)
+        np.testing.assert_array_equal(got, want, err_msg=str(option))
+
+
+@pytest.mark.parametrize("stride, h, half", [(1, 4, 40), (2, 8, 90)])
+def test_filter_rows_share_one_ifmap_window(stride, h, half):
+    """Streamed (the ifmap half, ``half`` rows, holds one chunk's window but not the block
+    of both chunks), 4 output rows on a 4x4 array, one filter row per GEMM: the 3 GEMMs of
+    a chunk share one window of unpacked input rows, loaded once -- 4 output rows read
+    ``3*stride + 3`` input rows (6 at stride 1, 9 at stride 2) of as many pixels -- instead
+    of 4 packed rows per filter row; filter row ``fh`` starts ``fh`` input rows in (a pitch
+    of 6 or 9) and steps ``stride`` rows per output row. Bit-exact on the ISA simulator."""
+    config = AccelConfig(rows=4, cols=4, dataflow="rs", psum_rows=64, ifmap_rows=2 * half)
+    graph = conv_layer(h, h, 8, 4, 3, pad=1, stride=stride, seed=11)
+    rng = np.random.default_rng(11)
+    model = quantize_graph(graph, rng.uniform(-1, 1, (8, h, h, 8)).astype(np.float32))
+    x = rng.uniform(-1, 1, (1, h, h, 8)).astype(np.float32)
+    program = compile_model(model, config)
+    insns = list(map(decode, program.nodes[0].insns))
+    gemms = [d for d in insns if d["op"] == Opcode.GEMM]
+    ifmap_loads = [d for d in insns if d["op"] == Opcode.LOAD and d["buf"] == Buffer.IFMAP]
+    rows = 3 * stride + 3
+    assert [(d["n1"], d["n2"]) for d in ifmap_loads] == [(rows, rows)] * 2    # one per chunk
+    assert [(g["out_h"], g["out_w"], g["win_h"], g["stride_h"], g["row_pitch"]) for g in gemms] == \
+        [(4, 4, 1, stride, rows)] * 6
+    for chunk in (gemms[:3], gemms[3:]):
+        assert [g["ifmap_row"] - chunk[0]["ifmap_row"] for g in chunk] == [0, rows, 2 * rows]
+    want = golden_forward(model, model.quantize_input(x))
+    got, _ = run_program(program, model.quantize_input(x), 0)
+    np.testing.assert_array_equal(got, want)
