@@ -92,7 +92,6 @@ __all__ = ["emit_unit", "weight_fetch", "AHEAD_PIECE_BYTES"]
 AHEAD_PIECE_BYTES = 16 * isa.INSN_BYTES
 
 
-
 def emit_unit(unit: Unit, config: AccelConfig, first: bool, last: bool,
               weights: WeightPlan | None = None) -> list[int]:
     """Instructions of one unit (see the module docstring for the tokens); ``first`` /

@@ -50,7 +50,6 @@ def dep_flags(pop_prev=False, pop_next=False, push_prev=False, push_next=False) 
             "push_prev": int(push_prev), "push_next": int(push_next)}
 
 
-
 # -- instructions ---------------------------------------------------------------------------
 
 @dataclass
