@@ -326,16 +326,27 @@ def build_cpp(config: AccelConfig, verbose: bool = False, training_job: Training
     return build_dir
 
 
+def cocotb_build_key(rtl: bytes, wrapper: str) -> str:
+    """Cache key of the cocotb-bench build of the Verilog ``rtl`` with ``wrapper``: the
+    sources, the build arguments, the Verilator version and the cocotb install, whose VPI
+    library the binary loads by absolute path (RUNPATH), so a model built by another
+    environment (or by a removed one) is never reused."""
+    from cocotb_tools.config import libs_dir
+
+    h = hashlib.sha256(rtl)
+    h.update(wrapper.encode())
+    h.update(repr((COCOTB_ARGS, COCOTB_MAKEFLAGS)).encode())
+    h.update(_verilator_version().encode())
+    h.update(str(libs_dir).encode())
+    return h.hexdigest()[:20]
+
+
 def build_cocotb(config: AccelConfig, verbose: bool = False) -> Path:
     """Build (or find in the cache) the cocotb-bench model of ``config``; return its build dir."""
     setup_env()
     rtl = sim_top_verilog(config)
     wrapper = wrapper_verilog(config)
-    h = hashlib.sha256(rtl.read_bytes())
-    h.update(wrapper.encode())
-    h.update(repr((COCOTB_ARGS, COCOTB_MAKEFLAGS)).encode())
-    h.update(_verilator_version().encode())
-    build_dir = cache_dir() / "verilator" / h.hexdigest()[:20]
+    build_dir = cache_dir() / "verilator" / cocotb_build_key(rtl.read_bytes(), wrapper)
     binary = build_dir / TB_TOP
     if binary.exists():
         return build_dir

@@ -6,6 +6,8 @@ cocotb bench; every RunResult field, all counters included, must be identical an
 the outputs must match the golden model.
 """
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -17,6 +19,13 @@ from celosia.sw.compiler import compile_model
 from celosia.sw.driver import golden_forward
 from celosia.sw.driver import build_job, pgo_training_job
 from layer_cases import random_fc_model
+
+
+@pytest.fixture(autouse=True)
+def pgo_on(monkeypatch):
+    """This module's builds are profile-guided (the rest of the suite builds without PGO,
+    tests/conftest.py), so the PGO build is tested and its model built once."""
+    monkeypatch.setenv(verilator.PGO_ENV, "1")
 
 
 @pytest.fixture(scope="module")
@@ -35,6 +44,8 @@ def test_cpp_and_cocotb_harnesses_agree(small_job, monkeypatch):
     monkeypatch.delenv(verilator.HARNESS_ENV, raising=False)
     cpp = verilator.run(config, job, harness="cpp", training_job=pgo_training_job)
     stats = verilator.last_stats
+    # the profile-guided build: trained on pgo_training_job (its job file is kept)
+    assert (verilator.build_cpp(config, training_job=pgo_training_job) / "train.job").exists()
     cocotb = verilator.run(config, job, harness="cocotb")
     assert len(cpp) == len(cocotb) == len(job.runs)
     for a, b in zip(cpp, cocotb):
@@ -63,6 +74,17 @@ def test_missing_compiler_is_a_clear_error(small_job, monkeypatch, tmp_path):
     monkeypatch.setenv("CXX", "no-such-c++-compiler")
     with pytest.raises(verilator.SimulationError, match="C\\+\\+ compiler"):
         verilator.build_cpp(config)
+
+
+def test_cocotb_build_key_names_the_cocotb_install(monkeypatch):
+    """A cocotb model loads cocotb's VPI library by absolute path: a model built with another
+    cocotb install (another venv) gets another cache entry."""
+    import cocotb_tools.config
+
+    key = verilator.cocotb_build_key(b"module m; endmodule", "wrapper")
+    assert verilator.cocotb_build_key(b"module m; endmodule", "wrapper") == key
+    monkeypatch.setattr(cocotb_tools.config, "libs_dir", Path("/elsewhere/cocotb/libs"))
+    assert verilator.cocotb_build_key(b"module m; endmodule", "wrapper") != key
 
 
 def test_job_file_round_trip():
