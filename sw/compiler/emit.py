@@ -74,7 +74,6 @@ buffer needs no LOAD and pops no ``l2c``.
 
 from __future__ import annotations
 
-import copy
 from bisect import bisect_left
 from dataclasses import dataclass
 
@@ -361,8 +360,9 @@ def _weight_groups(unit: Unit, ops: list[tuple[int, int]], weights: WeightPlan
             u, g = ops[t]
             rows[t] = base + j * pitch
             for ld in unit.tiles[u].ops[g].weight:
-                tile_loads.append(copy.copy(ld))
-                tile_loads[-1].buf_row += j * pitch
+                moved = object.__new__(type(ld))   # copy.copy, without its generic protocol
+                moved.__dict__.update(ld.__dict__, buf_row=ld.buf_row + j * pitch)
+                tile_loads.append(moved)
         release = groups[w - 1][0] + 1 if w > 0 else 0
         items.append(_Item(release, members[0], members[0], 2,
                            [(ld, Buffer.WEIGHT, base) for ld in merge_loads(tile_loads)]))

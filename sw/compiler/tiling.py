@@ -21,7 +21,7 @@ instruction is encoded by :func:`encode`, which turns a field out of range into 
 from __future__ import annotations
 
 import dataclasses
-
+import functools
 from dataclasses import dataclass, field
 
 from celosia.rtl import isa
@@ -254,13 +254,16 @@ def merge_loads(loads: list[Load]) -> list[Load]:
     (``dram_stride2`` / ``buf_stride2`` = the steps, within their ISA fields). E.g. the
     weight tiles of a weight group (:mod:`~celosia.sw.compiler.emit`): a conv's kernel taps,
     an fc layer's k tiles of one output tile."""
-    fits = {f: isa.field_max(isa.LoadInsn, f) for f in ("n2", "dram_stride2", "buf_stride2")}
+    fits = _merge_fits()
 
     def shape(ld):   # every field but the two that progress
-        return tuple(v for k, v in ld.__dict__.items() if k not in ("dram_offset", "buf_row"))
+        d = dict(ld.__dict__)
+        del d["dram_offset"], d["buf_row"]
+        return d
 
     out: list[Load] = []
     run: list[Load] = []
+    run_shape = None   # shape() of run[0], computed when a second LOAD is considered
 
     def flush():
         if len(run) == 1:
@@ -282,13 +285,22 @@ def merge_loads(loads: list[Load]) -> list[Load]:
             ok = (0 < step[0] <= fits["dram_stride2"] and 0 < step[1] <= fits["buf_stride2"]
                   and len(run) < fits["n2"]
                   and ld.dram_offset == run[0].dram_offset + len(run) * step[0]
-                  and ld.buf_row == run[0].buf_row + len(run) * step[1]
-                  and shape(ld) == shape(run[0]))
+                  and ld.buf_row == run[0].buf_row + len(run) * step[1])
+            if ok:
+                if run_shape is None or len(run) == 1:
+                    run_shape = shape(run[0])
+                ok = shape(ld) == run_shape
             if not ok:
                 flush()
         run.append(ld)
     flush()
     return out
+
+
+@functools.cache
+def _merge_fits() -> dict[str, int]:
+    """The LOAD fields :func:`merge_loads` fills, and their largest values."""
+    return {f: isa.field_max(isa.LoadInsn, f) for f in ("n2", "dram_stride2", "buf_stride2")}
 
 
 def window_load(src, shape, img, c_off, lanes, y0, x0, ny, nx, sy=1, sx=1, bs1=1, bs2=None,
