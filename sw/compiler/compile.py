@@ -81,9 +81,10 @@ def compile_model(model: QModel, config: AccelConfig, batch: int = 1,
     keep = plan_keep(model, [units for _, units in lowered], allocs, config, batch, enabled=keep_outputs)
     by_name = {layer.name: units for layer, (_, units) in zip(model.layers, lowered)}
     plan = plan_weights(by_name, config, enabled=resident_weights)
+    memo: dict = {}   # the weight groups of each unit under `plan`, computed once
     if plan.layers:   # what the resident tiles save per run: exactly, with emit's weight groups
         diff = {name: [a - b for a, b in zip(weight_fetch(units, streaming_plan(config)),
-                                             weight_fetch(units, plan))]
+                                             weight_fetch(units, plan, memo))]
                 for name, units in by_name.items()}
         plan = dataclasses.replace(plan, saved_bytes=sum(d[0] for d in diff.values()),
                                    saved_insns={name: d[1] for name, d in diff.items() if d[1]})
@@ -96,7 +97,8 @@ def compile_model(model: QModel, config: AccelConfig, batch: int = 1,
         try:
             for j, unit in enumerate(units):
                 insns.extend(emit_unit(unit, config, first=(i == 0 and j == 0),
-                                       last=(i == n_layers - 1 and j == len(units) - 1), weights=plan))
+                                       last=(i == n_layers - 1 and j == len(units) - 1), weights=plan,
+                                       memo=memo))
         except EncodeError as e:  # an instruction field out of range
             raise CompileError(f"layer {layer.name!r} ({layer.op}) cannot be encoded for "
                                f"{config.array} {config.dataflow}: {e}") from e

@@ -92,17 +92,19 @@ AHEAD_PIECE_BYTES = 16 * isa.INSN_BYTES
 
 
 def emit_unit(unit: Unit, config: AccelConfig, first: bool, last: bool,
-              weights: WeightPlan | None = None) -> list[int]:
+              weights: WeightPlan | None = None, memo: dict | None = None) -> list[int]:
     """Instructions of one unit (see the module docstring for the tokens); ``first`` /
     ``last``: whether it is the program's first / last unit; ``weights``: where the weight
-    tiles live (default: every tile streams into the two buffer halves). An instruction
-    field out of range is an :class:`~celosia.sw.compiler.tiling.EncodeError`."""
+    tiles live (default: every tile streams into the two buffer halves); ``memo``: a dict
+    shared with :func:`weight_fetch` calls on the same units and plan (their weight groups
+    are computed once). An instruction field out of range is an
+    :class:`~celosia.sw.compiler.tiling.EncodeError`."""
     weights = weights or streaming_plan(config)
     p_half = config.psum_rows // 2
     ops, psum_at, s2c_push, s2c_pop = _psum_blocks(unit, p_half)
     T = len(ops)
     i_half = config.ifmap_rows // 2
-    weight_rows, w_items = _weight_groups(unit, ops, weights)
+    weight_rows, w_items = _memo_weight_groups(unit, ops, weights, memo)
     ifmap_rows, items = _ifmap_groups(unit, ops, i_half, sorted(it.deadline for it in w_items))
     items += w_items + [_Item(0, 0, 0, 0, [(unit.params, Buffer.PARAM, 0)])]
     slots, pops = _schedule(items, T, max(1, config.queue_depth // 2))
@@ -148,14 +150,27 @@ def emit_unit(unit: Unit, config: AccelConfig, first: bool, last: bool,
     return out
 
 
-def weight_fetch(units: list[Unit], weights: WeightPlan) -> tuple[int, int]:
+def weight_fetch(units: list[Unit], weights: WeightPlan, memo: dict | None = None) -> tuple[int, int]:
     """``(DRAM bytes, LOAD instructions)`` of the weight LOADs :func:`emit_unit` emits for
     ``units`` under ``weights``: the bytes they read plus their 32-byte instructions (e.g.
-    what a layer's weights cost per run when they stream instead of staying resident)."""
+    what a layer's weights cost per run when they stream instead of staying resident).
+    ``memo``: as for :func:`emit_unit`."""
     loads = [ld for unit in units
-             for item in _weight_groups(unit, _psum_blocks(unit, 1 << 30)[0], weights)[1]
+             for item in _memo_weight_groups(unit, _psum_blocks(unit, 1 << 30)[0], weights, memo)[1]
              for ld, _, _ in item.loads]
     return sum(load_bytes(ld.__dict__) for ld in loads) + isa.INSN_BYTES * len(loads), len(loads)
+
+
+def _memo_weight_groups(unit: Unit, ops: list[tuple[int, int]], weights: WeightPlan, memo: dict | None):
+    """:func:`_weight_groups`, looked up in / stored into ``memo`` (keyed by the unit and plan
+    objects, which the caller keeps alive; the emission order ``ops`` of a unit does not
+    depend on the psum half size, so every caller passes the same ``ops``)."""
+    if memo is None:
+        return _weight_groups(unit, ops, weights)
+    key = (id(unit), id(weights))
+    if key not in memo:
+        memo[key] = (unit, weights, _weight_groups(unit, ops, weights))   # objects kept: ids stay theirs
+    return memo[key][2]
 
 
 @dataclass
