@@ -385,10 +385,14 @@ def pack(layout: data.Layout, **fields) -> int:
         except KeyError:
             raise FieldError(f"unknown field {name!r}; fields: "
                              f"{', '.join(n for n in table if not n.startswith('_'))}") from None
-        if kind == _UINT and type(value) is int and 0 <= value < (1 << width):  # the usual case
-            word |= value << offset
-        else:
-            word |= _field_bits(name, width, kind, arg, value) << offset
+        if type(value) is int and kind <= _SINT:   # the usual cases: plain ints that fit
+            if kind == _UINT and 0 <= value < (1 << width):
+                word |= value << offset
+                continue
+            if kind == _SINT and -(1 << (width - 1)) <= value < (1 << (width - 1)):
+                word |= (value & ((1 << width) - 1)) << offset
+                continue
+        word |= _field_bits(name, width, kind, arg, value) << offset
     return word
 
 

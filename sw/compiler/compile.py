@@ -81,9 +81,9 @@ def compile_model(model: QModel, config: AccelConfig, batch: int = 1,
     keep = plan_keep(model, [units for _, units in lowered], allocs, config, batch, enabled=keep_outputs)
     by_name = {layer.name: units for layer, (_, units) in zip(model.layers, lowered)}
     plan = plan_weights(by_name, config, enabled=resident_weights)
-    memo: dict = {}   # the weight groups of each unit under `plan`, computed once
+    memo: dict = {}   # each unit's weight groups under a plan, computed once (emit.weight_fetch)
     if plan.layers:   # what the resident tiles save per run: exactly, with emit's weight groups
-        diff = {name: [a - b for a, b in zip(weight_fetch(units, streaming_plan(config)),
+        diff = {name: [a - b for a, b in zip(weight_fetch(units, streaming_plan(config), memo),
                                              weight_fetch(units, plan, memo))]
                 for name, units in by_name.items()}
         plan = dataclasses.replace(plan, saved_bytes=sum(d[0] for d in diff.values()),

@@ -162,14 +162,16 @@ def weight_fetch(units: list[Unit], weights: WeightPlan, memo: dict | None = Non
 
 
 def _memo_weight_groups(unit: Unit, ops: list[tuple[int, int]], weights: WeightPlan, memo: dict | None):
-    """:func:`_weight_groups`, looked up in / stored into ``memo`` (keyed by the unit and plan
-    objects, which the caller keeps alive; the emission order ``ops`` of a unit does not
-    depend on the psum half size, so every caller passes the same ``ops``)."""
+    """:func:`_weight_groups`, looked up in / stored into ``memo``: keyed by the unit object
+    and what of the plan they depend on (its resident rows -- the dict object, shared by
+    copies of a plan that differ only in their report fields -- and its streaming halves);
+    the objects are kept in the memo, so their ids stay theirs. The emission order ``ops``
+    of a unit does not depend on the psum half size: every caller passes the same."""
     if memo is None:
         return _weight_groups(unit, ops, weights)
-    key = (id(unit), id(weights))
+    key = (id(unit), id(weights.rows) if weights.rows else None, weights.halves, weights.half_rows)
     if key not in memo:
-        memo[key] = (unit, weights, _weight_groups(unit, ops, weights))   # objects kept: ids stay theirs
+        memo[key] = (unit, weights.rows, _weight_groups(unit, ops, weights))
     return memo[key][2]
 
 
