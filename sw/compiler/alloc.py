@@ -145,7 +145,7 @@ class WeightPlan:
 
     def row(self, op) -> int | None:
         """The resident row of ``op``'s weight tile, or ``None`` (streamed, or not a GEMM)."""
-        if not isinstance(op, GemmOp) or not op.weight:
+        if not self.rows or not isinstance(op, GemmOp) or not op.weight:
             return None
         return self.rows.get(weight_key(op))
 
