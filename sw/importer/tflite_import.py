@@ -631,6 +631,7 @@ class _Importer:
                        input_zp=inp.qparams[1], input_shape=inp.per_sample)
         model.meta.update(source="tflite", source_file=str(self.path), float_input=float_in,
                           float_output=float_out, litert_deviations=self.deviations,
+                          output_tensor=out.name,
                           output_qparams=self.activation(self.ops[-1], out.index, "output").qparams)
         return model
 

@@ -152,3 +152,51 @@ def build(case: str, rng, corner: bool = False) -> tuple[bytes, tuple]:
         b.op("MEAN", [x, axis], [y], ReducerOptions={"keep_dims": keep})
         return b.finish([x], [y]), (H, W, C)
     raise ValueError(case)
+
+
+def mixed(rng) -> tuple[bytes, tuple]:
+    """conv 3x3 SAME relu -> depthwise 3x3 SAME relu6 -> ADD -> AVERAGE_POOL 2x2 -> MEAN (keep
+    dims) -> classifier as a 1x1 CONV_2D -> RESHAPE: every exact op in one model."""
+    b = TFLiteBuilder()
+    H, W, C, N = 6, 6, 3, 5
+    F = 8
+
+    def act(name, shape):
+        s, z = _act_q(rng, False)
+        return b.tensor(name, shape, scale=s, zero_point=z)
+
+    def weights(name, shape, n, qdim, in_scale):
+        ws = _w_scales(rng, n, False)
+        w = b.tensor(name, shape, scale=ws, zero_point=[0] * n, data=rng.integers(-127, 128, shape),
+                     quantized_dimension=qdim)
+        bias = b.tensor(name + "/bias", (n,), "int32", scale=ws * np.float32(in_scale),
+                        zero_point=[0] * n, data=_bias(rng, n))
+        return w, bias
+
+    def scale(t):
+        return b._tensors[t]["scale"]
+
+    x = act("x", (1, H, W, C))
+    c1 = act("conv", (1, H, W, F))
+    w, bias = weights("conv/w", (F, 3, 3, C), F, 0, scale(x))
+    b.op("CONV_2D", [x, w, bias], [c1], Conv2DOptions=dict(padding=0, stride_h=1, stride_w=1,
+                                                           fused_activation_function=1))
+    d1 = act("dw", (1, H, W, F))
+    w, bias = weights("dw/w", (1, 3, 3, F), F, 3, scale(c1))
+    b.op("DEPTHWISE_CONV_2D", [c1, w, bias], [d1], DepthwiseConv2DOptions=dict(
+        padding=0, stride_h=1, stride_w=1, depth_multiplier=1, fused_activation_function=3))
+    s = act("sum", (1, H, W, F))
+    b.op("ADD", [c1, d1], [s], AddOptions={})
+    p = b.tensor("pool", (1, 3, 3, F), scale=scale(s), zero_point=b._tensors[s]["zero_point"])
+    b.op("AVERAGE_POOL_2D", [s], [p], Pool2DOptions=dict(padding=1, stride_h=2, stride_w=2,
+                                                         filter_height=2, filter_width=2))
+    m = act("mean", (1, 1, 1, F))
+    b.op("MEAN", [p, b.tensor("axes", (2,), "int32", data=[1, 2])], [m],
+         ReducerOptions={"keep_dims": True})
+    logits4 = act("logits4", (1, 1, 1, N))
+    w, bias = weights("fc/w", (N, 1, 1, F), N, 0, scale(m))
+    b.op("CONV_2D", [m, w, bias], [logits4], Conv2DOptions=dict(padding=1, stride_h=1, stride_w=1))
+    logits = b.tensor("logits", (1, N), scale=scale(logits4),
+                      zero_point=b._tensors[logits4]["zero_point"])
+    b.op("RESHAPE", [logits4, b.tensor("shape", (2,), "int32", data=[1, N])], [logits])
+    return b.finish([x], [logits]), (H, W, C)
