@@ -631,7 +631,7 @@ class _Importer:
                        input_zp=inp.qparams[1], input_shape=inp.per_sample)
         model.meta.update(source="tflite", source_file=str(self.path), float_input=float_in,
                           float_output=float_out, litert_deviations=self.deviations,
-                          output_tensor=out.name,
+                          output_tensor=out.name, input_division="float32",
                           output_qparams=self.activation(self.ops[-1], out.index, "output").qparams)
         return model
 
@@ -644,7 +644,8 @@ def load_tflite(path) -> QModel:
     ``model.meta``: ``source`` ``"tflite"``, ``float_input`` / ``float_output`` (the file
     quantizes its float input / dequantizes its output), ``output_qparams`` and
     ``litert_deviations`` (one line per layer whose LiteRT kernel rounds differently from
-    the accelerator: FULLY_CONNECTED, see ``docs/numerics.md``).
+    the accelerator: FULLY_CONNECTED, see ``docs/numerics.md``) and ``input_division``
+    ``"float32"`` (float input is quantized as LiteRT's QUANTIZE does it, dividing in float32).
     """
     path = Path(path)
     if not path.is_file():

@@ -163,7 +163,9 @@ class QModel:
         if self.input_layout == "NCHW" and x.ndim == 4:
             x = x.transpose(0, 2, 3, 1)
         x = x.reshape(len(x), -1)
-        return quantize(x, self.input_scale, self.input_zp)
+        # meta["input_division"]: "float32" for a TFLite model (LiteRT's QUANTIZE divides in float)
+        return quantize(x, self.input_scale, self.input_zp,
+                        division=self.meta.get("input_division", "double"))
 
     def dequantize_output(self, q: np.ndarray) -> np.ndarray:
         """int8 ``[batch, out_features]`` -> float, NCHW again for a 4-D output of an NCHW model."""

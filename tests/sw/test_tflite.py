@@ -303,3 +303,26 @@ def test_demo_tflite_step_bit_exact_against_litert():
     text = out.getvalue()
     assert "digits_cnn_int8_conv.tflite (int8 TFLite, quantization from the file)" in text
     assert "bit-exact against LiteRT (reference kernels): yes (6/6 images)" in text
+
+
+def test_float_input_quantized_as_litert(tmp_path):
+    """A float-input model (QUANTIZE first): values on and next to ties of x / S quantize as
+    LiteRT's QUANTIZE does (float32 division, ties away from zero)."""
+    rng = np.random.default_rng(2)
+    for _ in range(6):
+        s, z = float(np.float32(2.0 ** rng.uniform(-10, 2))), int(rng.integers(-128, 128))
+        b = TFLiteBuilder()
+        xf = b.tensor("x", (1, 1, 1, 256), "float32")
+        xq = b.tensor("xq", (1, 1, 1, 256), scale=s, zero_point=z)
+        y = b.tensor("y", (1, 1, 1, 256), scale=s, zero_point=z)
+        b.op("QUANTIZE", [xf], [xq])
+        b.op("MAX_POOL_2D", [xq], [y], Pool2DOptions=dict(padding=1, stride_h=1, stride_w=1,
+                                                          filter_height=1, filter_width=1))
+        data = b.finish([xf], [y])
+        k = rng.integers(-200, 200, 128)
+        x = np.concatenate([(k + 0.5) * s, rng.standard_normal(128) * 100 * s]).astype(np.float32)
+        x = x.reshape(1, 1, 1, 256)
+        model = _load(data, tmp_path)
+        assert model.meta["float_input"]
+        np.testing.assert_array_equal(golden_forward(model, model.quantize_input(x)),
+                                      litert(data, x).reshape(1, -1))
