@@ -55,9 +55,15 @@ def test_single_op_bit_exact_against_litert(case, tmp_path):
     """Random quantization incl. the corners (zero points at -128 / 127, scales 2^-12..2^4,
     per-channel weight scales 2^-20..2^0) and saturating inputs: 0 mismatching elements."""
     for seed in range(8):
-        _, _, ref, got = _compare(case, seed, tmp_path)
+        model, _, ref, got = _compare(case, seed, tmp_path)
         assert got.dtype == np.int8
         np.testing.assert_array_equal(got, ref, err_msg=f"{case} seed {seed}")
+        # the output is dequantized with the file's parameters (the zero-point-free average
+        # pool runs with zero points 0 but keeps them)
+        assert model.output_zp in range(-128, 128) and model.meta["output_qparams"] == (
+            model.output_scale, model.output_zp)
+        if case == "avgpool":
+            assert (model.layers[0].in_zp, model.layers[0].out_zp) == (0, 0)
 
 
 def test_corner_multipliers_conv_bit_exact(tmp_path):
@@ -326,3 +332,18 @@ def test_float_input_quantized_as_litert(tmp_path):
         assert model.meta["float_input"]
         np.testing.assert_array_equal(golden_forward(model, model.quantize_input(x)),
                                       litert(data, x).reshape(1, -1))
+
+
+def test_report_names_source_and_quantization():
+    from celosia.rtl.config import AccelConfig
+    from celosia.sw.driver import run_quantized
+    model = load_tflite(DATA_DIR / "digits_cnn_int8.tflite")
+    x_q = np.zeros((1, model.in_features), np.int8)
+    report = run_quantized(model, x_q, AccelConfig(), backend="golden").report
+    assert report["source"] == "tflite"
+    q = report["quantization"]
+    assert [e["name"] for e in q] == [l.name for l in model.layers]
+    first = model.layers[0]
+    assert q[0]["in_scale"] == first.in_scale and q[0]["in_zp"] == first.in_zp
+    assert q[0]["w_scale"] == [float(first.w_scale.min()), float(first.w_scale.max())]
+    assert q[0]["per_channel"] and q[2]["w_scale"] is None  # conv, conv, maxpool, fc
