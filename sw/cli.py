@@ -478,9 +478,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="back end for the hardware runs (default verilator)")
     p.add_argument("--samples", type=_positive_int, default=32, help="held-out images run on the hardware")
     p.add_argument("--model", choices=("all", "digits_mlp", "digits_cnn", "digits_resnet",
-                                       "digits_cnn_tflite"),
+                                       "digits_cnn_tflite", "digits_resnet_tflite"),
                    default="all", help="which bundled model (default: the three ONNX models; "
-                                       "digits_cnn_tflite: the int8 .tflite CNN against LiteRT)")
+                                       "digits_cnn_tflite / digits_resnet_tflite: the int8 "
+                                       ".tflite CNNs against LiteRT)")
     _add_config_args(p)
     p.set_defaults(func=cmd_demo)
     return parser

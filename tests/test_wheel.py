@@ -29,6 +29,8 @@ RUNTIME_FILES = [
     "celosia/sw/data/digits_mlp_int8.tflite",
     "celosia/sw/data/digits_cnn_int8.tflite",
     "celosia/sw/data/digits_cnn_int8_conv.tflite",
+    "celosia/sw/data/digits_resnet_int8.tflite",
+    "celosia/sw/data/digits_resnet_int8_conv.tflite",
 ]
 
 

@@ -209,6 +209,17 @@ def _tflite_padding(layer, in_hw, out_hw) -> int:
     raise ValueError(f"layer {layer.name!r}: pads {pads} are neither VALID nor TFLite's SAME")
 
 
+def _pad(b: TFLiteBuilder, src: int, layer, qp: tuple) -> int:
+    """A PAD of the conv layer's input by its ``pads``; the padded tensor."""
+    t, l, bt, r = layer.attrs["pads"]
+    h, w, c = layer.in_shape
+    out = b.tensor(f"{layer.name}/padded", (1, h + t + bt, w + l + r, c), scale=qp[0],
+                   zero_point=qp[1])
+    pads = b.tensor(f"{layer.name}/paddings", (4, 2), "int32", data=[[0, 0], [t, bt], [l, r], [0, 0]])
+    b.op("PAD", [src, pads], [out])
+    return out
+
+
 def _reshape(b: TFLiteBuilder, src: int, name: str, shape: tuple, qp: tuple) -> int:
     """A RESHAPE of tensor ``src`` to ``(1, *shape)`` (a constant shape input); the new tensor."""
     out = b.tensor(name, (1, *shape), scale=qp[0], zero_point=qp[1])
@@ -226,8 +237,10 @@ def export_tflite(model, fc_as_conv: bool = False) -> bytes:
     ``M0`` / ``shift``. ``fc`` layers become ``FULLY_CONNECTED`` (what the TFLite
     converter emits), or with ``fc_as_conv`` a ``CONV_2D`` whose window covers the whole
     input (LiteRT's FULLY_CONNECTED rounds its requantization once, its CONV_2D twice as
-    the accelerator does; see ``docs/numerics.md``). Supports ``fc``, ``conv``
-    (VALID / SAME padding), ``maxpool``, ``add``; raises ``ValueError`` otherwise.
+    the accelerator does; see ``docs/numerics.md``). Supports ``fc``, ``conv`` (VALID /
+    SAME padding, other padding as a PAD op), ``maxpool``, ``add`` and ``gap`` (as MEAN,
+    whose multiplier TFLite forms differently: the file's MEAN is what LiteRT and the
+    importer compute, not the PTQ layer's own ``M0``); raises ``ValueError`` otherwise.
     """
     from tflite.ActivationFunctionType import ActivationFunctionType as A
     acts = {"none": A.NONE, "relu": A.RELU, "relu6": A.RELU6, "relu_n1_to_1": A.RELU_N1_TO_1}
@@ -272,7 +285,10 @@ def export_tflite(model, fc_as_conv: bool = False) -> bytes:
             else:
                 w_data = layer.w
                 attrs = layer.attrs
-                pad = _tflite_padding(layer, layer.in_shape[:2], layer.out_shape[:2])
+                try:
+                    pad = _tflite_padding(layer, layer.in_shape[:2], layer.out_shape[:2])
+                except ValueError:  # explicit padding: a PAD op (of the zero point), then VALID
+                    src, pad = _pad(b, src, layer, qps[srcs[0]]), 1
             if attrs.get("groups", 1) != 1:
                 raise ValueError(f"layer {layer.name!r}: grouped convolutions are not exported")
             w = b.tensor(f"{layer.name}/weights", w_data.shape, scale=ws, zero_point=[0] * n,
@@ -287,6 +303,9 @@ def export_tflite(model, fc_as_conv: bool = False) -> bytes:
                 padding=_tflite_padding(layer, layer.in_shape[:2], layer.out_shape[:2]),
                 stride_h=sh, stride_w=sw, filter_height=kh, filter_width=kw,
                 fused_activation_function=act))
+        elif layer.op == "gap":
+            axes = b.tensor(f"{layer.name}/axes", (2,), "int32", data=[1, 2])
+            b.op("MEAN", [src, axes], [y], ReducerOptions={"keep_dims": True})
         elif layer.op == "add":
             b.op("ADD", [src, ids[srcs[1]]], [y], AddOptions={"fused_activation_function": act})
         else:

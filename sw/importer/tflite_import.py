@@ -45,6 +45,10 @@ Operator mapping (TFLite kernel -> :class:`~celosia.sw.quant.QLayer`):
     multiplier (``M0' = (M0 << s) / n``, ``shift' = shift - s``, ``s =
     min(floor(log2 n), 32, 31 + shift)``) and applies one ``MultiplyByQuantized
     Multiplier`` to ``sum (x - Z_in)``: exactly the PPU's requantization.
+``PAD`` before ``CONV_2D`` / ``DEPTHWISE_CONV_2D``
+    folded into the convolution's padding (TFLite's int8 PAD writes the zero point,
+    which the accelerator's padding contributes as 0 too): how converters write
+    padding that is neither VALID nor SAME.
 ``RESHAPE``
     moves no data (both sides are row-major NHWC); the shape comes from the
     output tensor, so the converter's shape plumbing (``SHAPE``,
@@ -86,7 +90,7 @@ __all__ = ["load_tflite", "SUPPORTED_OPS", "conv_layer", "fc_layer", "vector_lay
 
 #: TFLite builtin ops the importer maps (plus the folded shape plumbing).
 SUPPORTED_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD", "MAX_POOL_2D",
-                 "AVERAGE_POOL_2D", "MEAN", "RESHAPE", "QUANTIZE", "DEQUANTIZE")
+                 "AVERAGE_POOL_2D", "MEAN", "RESHAPE", "PAD", "QUANTIZE", "DEQUANTIZE")
 #: Ops that only compute shapes; folded when they feed nothing but a RESHAPE's shape.
 PLUMBING_OPS = ("SHAPE", "STRIDED_SLICE", "PACK", "CONCATENATION", "CAST")
 
@@ -336,6 +340,7 @@ class _Importer:
         self.layers: list[QLayer] = []
         self.names: set[str] = set()
         self.deviations: list[str] = []   # where LiteRT is known to round differently
+        self.padded: dict[int, tuple] = {}  # PAD output -> (PAD input, (top, left, bottom, right))
 
     def where(self, op: _Op) -> str:
         return f"{self.path}: op #{op.index} {op.code}"
@@ -398,6 +403,9 @@ class _Importer:
         return t.data.reshape(channels).astype(np.int32)
 
     def src(self, op: _Op, index: int) -> str:
+        if index in self.padded:
+            raise ModelError(f"{self.where(op)}: input tensor '{self.t(index).name}' comes from a "
+                             f"PAD; only CONV_2D and DEPTHWISE_CONV_2D absorb a PAD")
         if index not in self.alias:
             raise ModelError(f"{self.where(op)}: input tensor '{self.t(index).name}' is not computed "
                              f"by a supported op before it")
@@ -457,6 +465,10 @@ class _Importer:
                 raise ModelError(f"{self.where(op)}: filter has {cin} input channels, input "
                                  f"'{x.name}' {x.shape[3]}")
         attrs = self._conv_geometry(op, x, y, fh, fw)
+        if x.index in self.padded:  # an explicit PAD before the conv: its padding, inserted as Z_in
+            src, extra = self.padded[x.index]
+            attrs["pads"] = tuple(int(a + b) for a, b in zip(attrs["pads"], extra))
+            x = self.t(src)
         if depthwise:
             if cout % x.shape[3]:
                 raise ModelError(f"{self.where(op)}: {cout} output channels are not a multiple of "
@@ -567,6 +579,26 @@ class _Importer:
             raise _err(self.where(op), str(e)) from None
         self.emit(op, vector_layer("", "gap", x.qparams, y.qparams, m0, shift, {}, "none",
                                    x.per_sample, (1, 1, c)), [self.src(op, x.index)])
+
+    def op_pad(self, op: _Op):
+        """PAD (int8: pads with the output zero point) feeding a convolution: folded into its
+        padding, which the accelerator inserts as the input zero point (contributing 0)."""
+        x = self.activation(op, op.inputs[0])
+        y = self.activation(op, op.outputs[0], "output")
+        p = self.t(op.inputs[1]).data
+        if p is None or p.shape != (4, 2) or p[0].any() or p[3].any() or (p < 0).any():
+            raise ModelError(f"{self.where(op)}: only constant, non-negative padding of H and W "
+                             f"of a 4-D NHWC tensor is supported")
+        if x.qparams != y.qparams or len(op.inputs) > 2:
+            raise ModelError(f"{self.where(op)}: the padding must be the zero point of the input "
+                             f"(no PADV2 constant, same quantization in and out)")
+        users = [o for o in self.ops if y.index in o.inputs]
+        if not users or any(u.code not in ("CONV_2D", "DEPTHWISE_CONV_2D") or u.inputs[0] != y.index
+                            for u in users):
+            raise ModelError(f"{self.where(op)}: a PAD is supported only as the input of CONV_2D / "
+                             f"DEPTHWISE_CONV_2D, not of {', '.join(sorted({u.code for u in users}))}")
+        self.src(op, x.index)
+        self.padded[y.index] = (x.index, (int(p[1, 0]), int(p[2, 0]), int(p[1, 1]), int(p[2, 1])))
 
     def op_reshape(self, op: _Op):
         x, y = self.t(op.inputs[0]), self.t(op.outputs[0])

@@ -179,7 +179,8 @@ def test_bundled_tflite_files_are_what_the_script_writes():
 
 
 @pytest.mark.parametrize("name", ["digits_cnn_int8_conv.tflite", "digits_mlp_int8.tflite",
-                                  "digits_cnn_int8.tflite"])
+                                  "digits_cnn_int8.tflite", "digits_resnet_int8.tflite",
+                                  "digits_resnet_int8_conv.tflite"])
 def test_bundled_digits_tflite_against_litert_and_float(digits, name):
     """Float input through the file's QUANTIZE, float output through DEQUANTIZE: LiteRT and
     Celosia agree exactly where no FULLY_CONNECTED rounds once (the classifier as CONV_2D), by
@@ -217,6 +218,14 @@ def _bad_model(kind: str) -> bytes:
         b.op("MAX_POOL_2D", [x], [y], Pool2DOptions=dict(padding=1, stride_h=2, stride_w=2,
                                                          filter_height=2, filter_width=2))
         return b.finish([x], [y])
+    if kind == "pad_pool":
+        x = b.tensor("x", (1, 4, 4, 2), scale=0.1, zero_point=0)
+        xp = b.tensor("x_padded", (1, 6, 6, 2), scale=0.1, zero_point=0)
+        y = b.tensor("y", (1, 3, 3, 2), scale=0.1, zero_point=0)
+        b.op("PAD", [x, b.tensor("p", (4, 2), "int32", data=[[0, 0], [1, 1], [1, 1], [0, 0]])], [xp])
+        b.op("MAX_POOL_2D", [xp], [y], Pool2DOptions=dict(padding=1, stride_h=2, stride_w=2,
+                                                          filter_height=2, filter_width=2))
+        return b.finish([x], [y])
     x = b.tensor("x", (1, 4), scale=0.1, zero_point=0)
     y = b.tensor("y", (1, 2), scale=0.1, zero_point=0)
     if kind == "unknown":
@@ -235,6 +244,7 @@ def _bad_model(kind: str) -> bytes:
     ("int16", ["tensor 'x16'", "int16", "MAX_POOL_2D"]),
     ("unknown", ["op #0 TANH", "not supported"]),
     ("asymmetric", ["filter tensor 'w_asym'", "zero point 3", "symmetric"]),
+    ("pad_pool", ["op #0 PAD", "only as the input of CONV_2D", "MAX_POOL_2D"]),
 ])
 def test_unsupported_models_give_one_line_errors(kind, words, tmp_path):
     from celosia.sw.cli import main

@@ -16,8 +16,10 @@ pytest.importorskip("ai_edge_litert")
 CONFIG = AccelConfig(rows=4, cols=4)
 
 
-def test_digits_cnn_tflite_on_verilator():
-    path = DATA_DIR / "digits_cnn_int8_conv.tflite"
+@pytest.mark.parametrize("name", ["digits_cnn_int8_conv.tflite", "digits_resnet_int8_conv.tflite"])
+def test_digits_tflite_on_verilator(name):
+    """conv / maxpool, and PAD + stride-2 conv / ADD / MEAN, bit for bit against LiteRT."""
+    path = DATA_DIR / name
     model = load_tflite(path)
     x = digits_split()[1][:4].reshape(4, *model.input_shape)
     x_q = model.quantize_input(x)

@@ -9,7 +9,7 @@ from celosia.sw.importer.tflite_builder import TFLiteBuilder
 
 #: The single-op cases: name -> builder.
 OPS = ("conv", "conv_same_stride", "conv_dilated", "depthwise", "fc", "fc_per_tensor", "add",
-       "maxpool", "avgpool", "mean", "reshape_fc", "conv_relu6")
+       "maxpool", "avgpool", "mean", "reshape_fc", "conv_relu6", "pad_conv", "pad_depthwise")
 
 
 def litert(data: bytes, x: np.ndarray) -> np.ndarray:
@@ -51,6 +51,8 @@ def build(case: str, rng, corner: bool = False) -> tuple[bytes, tuple]:
     """The model of ``case`` and its NHWC input shape (batch 1)."""
     b = TFLiteBuilder()
     iq, oq = _act_q(rng, corner), _act_q(rng, corner)
+    if case.startswith("pad_"):
+        return _pad_conv(b, rng, iq, oq, corner, case == "pad_depthwise")
     if case.startswith("conv") or case == "depthwise":
         H, W, C = (int(v) for v in rng.integers(3, 8, 3))
         fh, fw = (int(v) for v in rng.integers(1, 4, 2))
@@ -152,6 +154,32 @@ def build(case: str, rng, corner: bool = False) -> tuple[bytes, tuple]:
         b.op("MEAN", [x, axis], [y], ReducerOptions={"keep_dims": keep})
         return b.finish([x], [y]), (H, W, C)
     raise ValueError(case)
+
+
+def _pad_conv(b, rng, iq, oq, corner, depthwise):
+    """PAD (explicit, uneven) -> 3x3 stride-2 VALID convolution, as converters write padding
+    that is neither VALID nor SAME."""
+    H, W, C = (int(v) for v in rng.integers(3, 8, 3))
+    t, bt, l, r = (int(v) for v in rng.integers(0, 3, 4))
+    cout = C if depthwise else int(rng.integers(1, 6))
+    x = b.tensor("x", (1, H, W, C), scale=iq[0], zero_point=iq[1])
+    xp = b.tensor("x_padded", (1, H + t + bt, W + l + r, C), scale=iq[0], zero_point=iq[1])
+    b.op("PAD", [x, b.tensor("paddings", (4, 2), "int32", data=[[0, 0], [t, bt], [l, r], [0, 0]])],
+         [xp])
+    ho, wo = (H + t + bt - 3) // 2 + 1, (W + l + r - 3) // 2 + 1
+    ws = _w_scales(rng, cout, corner)
+    wshape = (1, 3, 3, cout) if depthwise else (cout, 3, 3, C)
+    w = b.tensor("w", wshape, scale=ws, zero_point=[0] * cout, data=rng.integers(-127, 128, wshape),
+                 quantized_dimension=3 if depthwise else 0)
+    bias = b.tensor("b", (cout,), "int32", scale=ws * np.float32(iq[0]), zero_point=[0] * cout,
+                    data=_bias(rng, cout))
+    y = b.tensor("y", (1, ho, wo, cout), scale=oq[0], zero_point=oq[1])
+    opts = dict(padding=1, stride_h=2, stride_w=2, fused_activation_function=_fused(rng))
+    if depthwise:
+        b.op("DEPTHWISE_CONV_2D", [xp, w, bias], [y], DepthwiseConv2DOptions=dict(opts, depth_multiplier=1))
+    else:
+        b.op("CONV_2D", [xp, w, bias], [y], Conv2DOptions=opts)
+    return b.finish([x], [y]), (H, W, C)
 
 
 def mixed(rng) -> tuple[bytes, tuple]:
