@@ -55,9 +55,10 @@ Operator mapping (TFLite kernel -> :class:`~celosia.sw.quant.QLayer`):
     ``STRIDED_SLICE``, ``PACK``, ``CONCATENATION`` computing a RESHAPE's shape
     input) is folded away.
 ``QUANTIZE`` / ``DEQUANTIZE``
-    only at the edges: a float input quantized by the first op (the model then
-    takes float input, quantized with that op's parameters) and a float output
-    dequantized by the last one.
+    at the edges: a float input quantized by the first op (the model then takes
+    float input, quantized with that op's parameters) and a float output
+    dequantized by the last one. An int8 -> int8 QUANTIZE inside the model (a
+    requantization) is a one-tap ``avgpool`` with ``QuantizeMultiplier(S_in / S_out)``.
 Fused ``RELU`` / ``RELU6`` / ``RELU_N1_TO_1``
     the clamp of ``CalculateActivationRangeQuantized``.
 
@@ -600,6 +601,22 @@ class _Importer:
         self.src(op, x.index)
         self.padded[y.index] = (x.index, (int(p[1, 0]), int(p[2, 0]), int(p[1, 1]), int(p[2, 1])))
 
+    def op_quantize(self, op: _Op):
+        """int8 -> int8 QUANTIZE (a requantization, TFLite's ``Requantize``):
+        ``MBQM(q - Z_in, QuantizeMultiplier(S_in / S_out)) + Z_out``, the PPU's requantization of
+        a one-tap average pool."""
+        x = self.activation(op, op.inputs[0])
+        y = self.activation(op, op.outputs[0], "output")
+        try:
+            m0, shift = golden.quantize_multiplier(float(np.float32(x.qparams[0]))
+                                                   / float(np.float32(y.qparams[0])))
+        except ValueError as e:
+            raise _err(self.where(op), str(e)) from None
+        shape = x.per_sample if len(x.per_sample) == 3 else (1, 1, int(np.prod(x.per_sample)))
+        attrs = {"kernel": (1, 1), "stride": (1, 1), "pads": (0, 0, 0, 0)}
+        self.emit(op, vector_layer("", "avgpool", x.qparams, y.qparams, m0, shift, attrs, "none",
+                                   shape, shape), [self.src(op, x.index)])
+
     def op_reshape(self, op: _Op):
         x, y = self.t(op.inputs[0]), self.t(op.outputs[0])
         if x.dtype == "int8" and y.dtype == "int8" and x.qparams != y.qparams:
@@ -651,8 +668,8 @@ class _Importer:
         for op in ops:
             handler = getattr(self, "op_" + op.code.lower(), None)
             if handler is None:
-                hint = (" (QUANTIZE / DEQUANTIZE are supported only at the model's input and "
-                        "output)" if op.code in ("QUANTIZE", "DEQUANTIZE") else "")
+                hint = (" (DEQUANTIZE is supported only at the model's output)"
+                        if op.code == "DEQUANTIZE" else "")
                 raise ModelError(f"{self.where(op)} is not supported{hint}; supported ops: "
                                  f"{', '.join(SUPPORTED_OPS)}")
             handler(op)

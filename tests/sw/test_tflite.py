@@ -140,11 +140,12 @@ def test_mean_multiplier_hand_worked():
 
 
 def test_mixed_model_bit_exact(tmp_path):
-    """conv -> depthwise -> add -> average pool -> mean -> classifier (as CONV_2D) -> reshape."""
+    """conv -> depthwise -> add -> average pool -> mean -> requantize -> classifier (as CONV_2D)."""
     rng = np.random.default_rng(11)
     data, shape = mixed(rng)
     model = _load(data, tmp_path)
-    assert [l.op for l in model.layers] == ["conv", "conv", "add", "avgpool", "gap", "conv"]
+    assert [l.op for l in model.layers] == ["conv", "conv", "add", "avgpool", "gap", "avgpool",
+                                            "conv"]
     x = _inputs(rng, shape, 16)
     np.testing.assert_array_equal(golden_forward(model, x.reshape(len(x), -1)),
                                   litert(data, x).reshape(len(x), -1))

@@ -29,7 +29,8 @@ def test_digits_tflite_on_verilator(name):
 
 
 def test_mixed_tflite_model_on_verilator(tmp_path):
-    """conv, depthwise, add, average pool (the exact divider), MEAN and the classifier."""
+    """conv, depthwise, add, average pool (the exact divider), MEAN, a requantization and the
+    classifier."""
     rng = np.random.default_rng(11)
     data, shape = mixed(rng)
     (tmp_path / "mixed.tflite").write_bytes(data)

@@ -9,7 +9,8 @@ from celosia.sw.importer.tflite_builder import TFLiteBuilder
 
 #: The single-op cases: name -> builder.
 OPS = ("conv", "conv_same_stride", "conv_dilated", "depthwise", "fc", "fc_per_tensor", "add",
-       "maxpool", "avgpool", "mean", "reshape_fc", "conv_relu6", "pad_conv", "pad_depthwise")
+       "maxpool", "avgpool", "mean", "reshape_fc", "conv_relu6", "pad_conv", "pad_depthwise",
+       "requantize")
 
 
 def litert(data: bytes, x: np.ndarray) -> np.ndarray:
@@ -146,6 +147,12 @@ def build(case: str, rng, corner: bool = False) -> tuple[bytes, tuple]:
              Pool2DOptions=dict(padding=pad, stride_h=sh, stride_w=sw, filter_height=kh,
                                 filter_width=kw, fused_activation_function=_fused(rng)))
         return b.finish([x], [y]), (H, W, C)
+    if case == "requantize":
+        shape = (1, H, W, C) if rng.integers(0, 2) else (1, H * W * C)
+        x = b.tensor("x", shape, scale=iq[0], zero_point=iq[1])
+        y = b.tensor("y", shape, scale=oq[0], zero_point=oq[1])
+        b.op("QUANTIZE", [x], [y])
+        return b.finish([x], [y]), shape[1:]
     if case == "mean":
         x = b.tensor("x", (1, H, W, C), scale=iq[0], zero_point=iq[1])
         axis = b.tensor("axis", (2,), "int32", data=[1, 2])
@@ -184,7 +191,7 @@ def _pad_conv(b, rng, iq, oq, corner, depthwise):
 
 def mixed(rng) -> tuple[bytes, tuple]:
     """conv 3x3 SAME relu -> depthwise 3x3 SAME relu6 -> ADD -> AVERAGE_POOL 2x2 -> MEAN (keep
-    dims) -> classifier as a 1x1 CONV_2D -> RESHAPE: every exact op in one model."""
+    dims) -> int8 QUANTIZE (requantization) -> classifier as a 1x1 CONV_2D -> RESHAPE."""
     b = TFLiteBuilder()
     H, W, C, N = 6, 6, 3, 5
     F = 8
@@ -221,9 +228,11 @@ def mixed(rng) -> tuple[bytes, tuple]:
     m = act("mean", (1, 1, 1, F))
     b.op("MEAN", [p, b.tensor("axes", (2,), "int32", data=[1, 2])], [m],
          ReducerOptions={"keep_dims": True})
+    r = act("requantized", (1, 1, 1, F))
+    b.op("QUANTIZE", [m], [r])
     logits4 = act("logits4", (1, 1, 1, N))
-    w, bias = weights("fc/w", (N, 1, 1, F), N, 0, scale(m))
-    b.op("CONV_2D", [m, w, bias], [logits4], Conv2DOptions=dict(padding=1, stride_h=1, stride_w=1))
+    w, bias = weights("fc/w", (N, 1, 1, F), N, 0, scale(r))
+    b.op("CONV_2D", [r, w, bias], [logits4], Conv2DOptions=dict(padding=1, stride_h=1, stride_w=1))
     logits = b.tensor("logits", (1, N), scale=scale(logits4),
                       zero_point=b._tensors[logits4]["zero_point"])
     b.op("RESHAPE", [logits4, b.tensor("shape", (2,), "int32", data=[1, N])], [logits])
