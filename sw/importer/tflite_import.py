@@ -5,7 +5,8 @@ integer the accelerator uses (int8 weights, int32 bias, per-channel ``M0`` /
 ``shift``, zero points, activation clamps) follows from the file's tensors,
 scales and zero points by TFLite's own formulas, so the golden model, the ISA
 simulator and the RTL compute what LiteRT's reference kernels compute, bit for
-bit (``tests/sw/test_tflite.py`` checks it against ``ai-edge-litert`` with
+bit, except where LiteRT's FULLY_CONNECTED rounds differently (below;
+``tests/sw/test_tflite.py`` checks every op against ``ai-edge-litert`` with
 ``OpResolverType.BUILTIN_REF``).
 
 Operator mapping (TFLite kernel -> :class:`~celosia.sw.quant.QLayer`):
@@ -68,14 +69,14 @@ float models, int16 activations (16x8 quantization), non-zero weight zero points
 
 Other quantized formats (ONNX QDQ / QOperator, QONNX) reuse this path: they
 describe the same objects (int8 tensors with scale and zero point, ops with
-fused activations), so an importer for them builds the same :class:`_Tensor`
+fused activations), so an importer for them builds the same :class:`QuantTensor`
 records and calls the shared layer constructors :func:`conv_layer`,
 :func:`fc_layer` and :func:`vector_layer`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -86,7 +87,7 @@ from celosia.sim.golden import activation_range
 from celosia.sw.quant.model import QLayer, QModel
 from celosia.sw.quant.ptq import requant_params
 
-__all__ = ["load_tflite", "SUPPORTED_OPS", "conv_layer", "fc_layer", "vector_layer",
+__all__ = ["load_tflite", "SUPPORTED_OPS", "QuantTensor", "conv_layer", "fc_layer", "vector_layer",
            "avgpool_multiplier", "mean_multiplier"]
 
 #: TFLite builtin ops the importer maps (plus the folded shape plumbing).
@@ -101,8 +102,10 @@ _ACTIVATIONS = {0: "none", 1: "relu", 2: "relu_n1_to_1", 3: "relu6"}
 
 
 @dataclass
-class _Tensor:
-    """One tensor of the file: name, shape, dtype, quantization and constant data."""
+class QuantTensor:
+    """One tensor of a quantized model file: name, shape (with the batch dimension), dtype,
+    quantization (``scale`` / ``zero_point`` per tensor or per channel along ``qdim``) and,
+    for a constant, its data."""
     index: int
     name: str
     shape: tuple
@@ -124,12 +127,13 @@ class _Tensor:
 
 @dataclass
 class _Op:
+    """One operator of the file: its index (error messages name it), builtin name, tensor
+    indices (-1 = omitted optional input) and builtin options table."""
     index: int
     code: str
     inputs: list
     outputs: list
     options: object = None
-    where: str = field(default="")
 
 
 def _err(where: str, msg: str) -> ModelError:
@@ -182,7 +186,7 @@ def _read(path: Path):
             elif b is not None and b.Offset():
                 raise ModelError(f"{path}: tensor '{name}': data stored outside the flatbuffer "
                                  f"(models over 2 GB) is not supported")
-            tensors.append(_Tensor(i, name, shape, dtype, scale, zp, qdim, data))
+            tensors.append(QuantTensor(i, name, shape, dtype, scale, zp, qdim, data))
         ops = []
         for i in range(sg.OperatorsLength()):
             o = sg.Operators(i)
@@ -346,12 +350,12 @@ class _Importer:
     def where(self, op: _Op) -> str:
         return f"{self.path}: op #{op.index} {op.code}"
 
-    def t(self, index: int) -> _Tensor:
+    def t(self, index: int) -> QuantTensor:
         return self.tensors[index]
 
     # checks
 
-    def activation(self, op: _Op, index: int, role: str = "input") -> _Tensor:
+    def activation(self, op: _Op, index: int, role: str = "input") -> QuantTensor:
         """Tensor ``index`` as an int8 per-tensor-quantized feature map, or a one-line error."""
         t = self.t(index)
         where = f"{self.where(op)}: {role} tensor '{t.name}'"
