@@ -105,17 +105,30 @@ def _positive_int(text: str) -> int:
 
 
 def _load_model(spec: str):
-    """An ONNX file or ``zoo:NAME`` (random weights, see :mod:`celosia.sw.zoo`)."""
+    """An ONNX file or ``zoo:NAME`` (random weights, see :mod:`celosia.sw.zoo`) as a float
+    graph, or an int8 ``.tflite`` file as a ready :class:`~celosia.sw.quant.QModel`."""
     from celosia.sw.zoo import resolve
     if not spec.startswith("zoo:") and not Path(spec).is_file():
-        raise InputError(f"{spec}: no such file (give an .onnx file or zoo:NAME; "
+        raise InputError(f"{spec}: no such file (give an .onnx or int8 .tflite file or zoo:NAME; "
                          f"`celosia zoo` lists the models)")
+    if Path(spec).suffix.lower() == ".tflite":
+        from celosia.sw.importer import load_tflite
+        model = load_tflite(spec)
+        for note in model.meta.get("litert_deviations", []):
+            _log(f"warning: {spec}: {note}")
+        return model
     return resolve(spec)
+
+
+def _is_quantized(model) -> bool:
+    """Whether ``model`` (from :func:`_load_model`) is already quantized (needs no calibration)."""
+    from celosia.sw.quant import QModel
+    return isinstance(model, QModel)
 
 
 def _random_samples(graph, n: int, what: str) -> np.ndarray:
     """``n`` samples of uniform [0, 1) noise shaped like ``graph``'s input (seed 0)."""
-    shape = graph.tensors[graph.inputs[0]].shape[1:]
+    shape = graph.input_shape if _is_quantized(graph) else graph.tensors[graph.inputs[0]].shape[1:]
     _log(f"{what}: {n} random samples of shape {list(shape)} (uniform [0, 1), seed 0)")
     return np.random.default_rng(0).random((n, *shape), dtype=np.float32)
 
@@ -162,17 +175,22 @@ def cmd_run(args) -> int:
     for out in (args.out, args.report):  # fail before a long run, not after it
         if out and not Path(out).resolve().parent.is_dir():
             raise InputError(f"{out}: the folder {str(Path(out).parent)!r} does not exist")
-    graph = _load_model(args.model)
+    graph = _load_model(args.model)  # a QModel already for an int8 .tflite file
     x = _samples(args, graph, "input", "input")
     if x is None:
         raise InputError("give the samples to run: --input X.npy, or --random N for N random samples")
     source = args.input or f"--random {args.random}"
-    calib = _samples(args, graph, "calib", "calibration") if args.calib else None
-    if calib is None:
-        _log(f"warning: no --calib given; calibrating the quantizer on the input ({source})")
-        calib = x
-    qmodel = _quantize(args.model, graph, calib, args.calib or source)
-    x = check_input(qmodel, x, source)
+    if _is_quantized(graph):
+        if args.calib:
+            _log(f"warning: {args.model} is already quantized; --calib is ignored")
+        qmodel = graph
+    else:
+        calib = _samples(args, graph, "calib", "calibration") if args.calib else None
+        if calib is None:
+            _log(f"warning: no --calib given; calibrating the quantizer on the input ({source})")
+            calib = x
+        qmodel = _quantize(args.model, graph, calib, args.calib or source)
+    x = _raw_input(qmodel, x, source) if args.raw else check_input(qmodel, x, source)
     _log(f"{args.model}: {len(qmodel.layers)} layers, {qmodel.macs_per_sample()} MACs per sample; "
          f"running {len(x)} samples on {args.backend} ({config.array} {config.dataflow})")
     if args.backend == "verilator":
@@ -181,16 +199,33 @@ def cmd_run(args) -> int:
         _log("building the Verilator model (cached after the first time) ...")
         verilator.build(config, training_job=pgo_training_job)
         _log(f"  ready in {time.perf_counter() - t0:.1f} s")
-    result = run(qmodel, x, config, backend=args.backend, batch=args.batch, source=source,
-                 progress=_progress("simulating"), resident_weights=args.resident_weights,
-                 keep_outputs=args.keep_outputs)
+    options = dict(backend=args.backend, batch=args.batch, progress=_progress("simulating"),
+                   resident_weights=args.resident_weights, keep_outputs=args.keep_outputs)
+    if args.raw:
+        from celosia.sw.driver import run_quantized
+        result = run_quantized(qmodel, x, config, **options)
+    else:
+        result = run(qmodel, x, config, source=source, **options)
     if args.out:
-        np.save(args.out, result.y.astype(np.float32))
+        np.save(args.out, result.y_q if args.raw else result.y.astype(np.float32))
     report = result.report
     if args.report:
         Path(args.report).write_text(json.dumps(report, indent=2, default=_json_default))
     _print_summary(report)
     return 0
+
+
+def _raw_input(model, x: np.ndarray, source: str) -> np.ndarray:
+    """``--raw``: ``x`` as int8 ``[samples, in_features]`` (integers in -128..127 already in the
+    model's input quantization), or an :class:`InputError` naming ``source``."""
+    x = np.asarray(x)
+    if x.ndim < 1 or len(x) == 0 or int(np.prod(x.shape[1:], dtype=np.int64)) != model.in_features:
+        raise InputError(f"{source}: --raw input must be [samples, {model.in_features} values], "
+                         f"not {list(x.shape)}")
+    if not np.issubdtype(x.dtype, np.integer) or x.min() < -128 or x.max() > 127:
+        raise InputError(f"{source}: --raw input must be int8 values (-128..127), not {x.dtype}"
+                         + (f" in {x.min()}..{x.max()}" if np.issubdtype(x.dtype, np.number) else ""))
+    return x.astype(np.int8).reshape(len(x), -1)
 
 
 def _json_default(o):
@@ -202,7 +237,8 @@ def _json_default(o):
 
 
 def _print_summary(report: dict):
-    print(f"backend {report['backend']}: {report['samples']} samples, {report['macs']} MACs")
+    print(f"backend {report['backend']}: {report['samples']} samples, {report['macs']} MACs; "
+          f"quantization from {report['source']}")
     if report.get("cycles") is not None:
         print(f"cycles {report['cycles']} ({report['cycles_per_run']} per run of {report['batch']}), "
               f"utilization {report['utilization']:.2%}, DRAM read {report['dram_bytes_read']} B, "
@@ -307,16 +343,19 @@ def cmd_compile(args) -> int:
     from celosia.sw.compiler import compile_model
     config = config_from_args(args)
     graph = _load_model(args.model)
-    calib = _samples(args, graph, "calib", "calibration")
-    if calib is None:
-        raise InputError("give calibration samples: --calib C.npy, or --random N for N random samples")
-    qmodel = _quantize(args.model, graph, calib, args.calib or f"--random {args.random}")
+    if _is_quantized(graph):
+        qmodel = graph
+    else:
+        calib = _samples(args, graph, "calib", "calibration")
+        if calib is None:
+            raise InputError("give calibration samples: --calib C.npy, or --random N for N random samples")
+        qmodel = _quantize(args.model, graph, calib, args.calib or f"--random {args.random}")
     t0 = time.perf_counter()
     program = compile_model(qmodel, config, batch=args.batch, resident_weights=args.resident_weights,
                             keep_outputs=args.keep_outputs)
     _log(f"compiled {len(program.nodes)} layers into {program.n_insns} instructions "
          f"in {time.perf_counter() - t0:.1f} s")
-    text = _program_summary(program) if args.summary else program.disassemble()
+    text = _program_summary(program, qmodel) if args.summary else program.disassemble()
     if args.output:
         Path(args.output).write_text(text + "\n")
     else:
@@ -324,8 +363,9 @@ def cmd_compile(args) -> int:
     return 0
 
 
-def _program_summary(program) -> str:
-    """Per-layer instruction counts, MACs and tiling, and the DRAM footprint."""
+def _program_summary(program, qmodel=None) -> str:
+    """Per-layer instruction counts, MACs and tiling, the DRAM footprint and (given the
+    model) where its quantization came from and each layer's parameters."""
     lines = [f"{'layer':<24}{'op':<9}{'MACs':>14}{'insns':>10}  tiling"]
     for node in program.nodes:
         tiles = " ".join(f"{k}={v}" for k, v in node.tiles.items())
@@ -339,7 +379,27 @@ def _program_summary(program) -> str:
         lines.append(f"initialization graph: {len(program.init.insns)} LOADs keep the weights of "
                      f"{len(res['layers'])} layer(s) in {res['rows']} of {program.config.weight_rows} "
                      f"weight-buffer rows; each run reads {res['saved_bytes']} B less")
+    if qmodel is not None:
+        lines += _quant_lines(qmodel)
     return "\n".join(lines)
+
+
+def _quant_lines(qmodel) -> list[str]:
+    """The summary's quantization table: source format, then per layer scales / zero points."""
+    def span(v, fmt):
+        return "-" if v is None else (format(v[0], fmt) if v[0] == v[1] else
+                                      f"{format(v[0], fmt)}..{format(v[1], fmt)}")
+
+    lines = [f"quantization from {qmodel.source}"
+             + (f" ({qmodel.meta['source_file']})" if "source_file" in qmodel.meta else ""),
+             f"{'layer':<24}{'in scale/zp':>18}{'out scale/zp':>18}{'weight scales':>22}"
+             f"{'shift':>9}  clamp"]
+    for q in qmodel.quant_summary():
+        w = span(q["w_scale"], ".3g") + (" /ch" if q["per_channel"] else "")
+        lines.append(f"{q['name'][:23]:<24}{q['in_scale']:>12.4g}/{q['in_zp']:<5}"
+                     f"{q['out_scale']:>12.4g}/{q['out_zp']:<5}{w:>22}{span(q['shift'], 'd'):>9}  "
+                     f"{q['clamp'][0]}..{q['clamp'][1]}")
+    return lines
 
 
 def cmd_zoo(args) -> int:
@@ -365,9 +425,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="celosia", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("run", help="quantize a float ONNX model, run it, write outputs and a report")
-    p.add_argument("model", help="float ONNX model, or zoo:NAME (random weights; `celosia zoo` lists them)")
+    p = sub.add_parser("run", help="quantize a float ONNX model (or take an int8 .tflite one), run it, "
+                                   "write outputs and a report")
+    p.add_argument("model", help="float ONNX model, int8 .tflite model, or zoo:NAME (random weights; "
+                                 "`celosia zoo` lists them)")
     p.add_argument("--input", help=".npy input, first axis = samples")
+    p.add_argument("--raw", action="store_true",
+                   help="--input holds int8 values in the model's input quantization; --out gets "
+                        "the int8 output unchanged (not dequantized)")
     p.add_argument("--random", type=_positive_int, metavar="N",
                    help="instead of --input: N random samples (uniform [0, 1), seed 0)")
     p.add_argument("--calib", help=".npy calibration samples (default: the input, with a warning)")
@@ -390,7 +455,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_verilog)
 
     p = sub.add_parser("compile", help="compile a model and print the program (disassembly)")
-    p.add_argument("model", help="float ONNX model, or zoo:NAME (random weights; `celosia zoo` lists them)")
+    p.add_argument("model", help="float ONNX model, int8 .tflite model (needs no --calib), or zoo:NAME "
+                                 "(random weights; `celosia zoo` lists them)")
     p.add_argument("--calib", help=".npy calibration samples, first axis = samples")
     p.add_argument("--random", type=_positive_int, metavar="N",
                    help="instead of --calib: N random calibration samples (uniform [0, 1), seed 0)")
@@ -411,8 +477,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=BACKENDS, default="verilator",
                    help="back end for the hardware runs (default verilator)")
     p.add_argument("--samples", type=_positive_int, default=32, help="held-out images run on the hardware")
-    p.add_argument("--model", choices=("all", "digits_mlp", "digits_cnn", "digits_resnet"),
-                   default="all", help="which bundled model (default: all three)")
+    p.add_argument("--model", choices=("all", "digits_mlp", "digits_cnn", "digits_resnet",
+                                       "digits_cnn_tflite", "digits_resnet_tflite"),
+                   default="all", help="which bundled model (default: the three ONNX models; "
+                                       "digits_cnn_tflite / digits_resnet_tflite: the int8 "
+                                       ".tflite CNNs against LiteRT)")
     _add_config_args(p)
     p.set_defaults(func=cmd_demo)
     return parser

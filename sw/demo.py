@@ -6,6 +6,11 @@ CNN with a stride-2 conv, Add and average pooling; all shipped in
 the training split, measures float and int8 accuracy on every held-out image with
 the golden model, runs ``samples`` held-out images on the chosen back end and
 checks them bit for bit against the golden model.
+
+``digits_cnn_tflite`` (not in the default set) is the CNN as an int8 ``.tflite``
+file: imported with its own quantization (no calibration), run through LiteRT's
+reference kernels (when ``ai-edge-litert`` is installed) and on the hardware, and
+the two compared bit for bit.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import numpy as np
 
 from celosia.errors import InputError
 from celosia.rtl.config import AccelConfig
-from celosia.sw.data import MODELS, digits_split
+from celosia.sw.data import MODELS, TFLITE_MODELS, digits_split
 
 __all__ = ["MODELS", "MODEL", "demo"]
 
@@ -42,8 +47,11 @@ def demo(config: AccelConfig, backend: str = "verilator", samples: int = 32, out
         say(f"  ready in {time.perf_counter() - t0:.1f} s")
     failed = 0
     for name in models:
+        if name in TFLITE_MODELS:
+            failed += _demo_tflite(TFLITE_MODELS[name], config, backend, samples, say)
+            continue
         if name not in MODELS:
-            raise InputError(f"no demo model '{name}'; models: {', '.join(MODELS)}")
+            raise InputError(f"no demo model '{name}'; models: {', '.join([*MODELS, *TFLITE_MODELS])}")
         failed += _demo_model(MODELS[name], config, backend, samples, say)
     return 1 if failed else 0
 
@@ -93,3 +101,45 @@ def _demo_model(path: Path, config: AccelConfig, backend: str, samples: int, say
                 f"utilization {layer['utilization']:.2%}")
     say(f"wall time {wall:.1f} s")
     return 0 if exact else 1
+
+
+def _demo_tflite(path: Path, config: AccelConfig, backend: str, samples: int, say) -> int:
+    """An int8 .tflite model: LiteRT's reference kernels against the hardware, bit for bit."""
+    from celosia.sw.driver import run_quantized
+    from celosia.sw.importer import load_tflite
+
+    model = load_tflite(path)
+    _, x_test, _, y_test = digits_split()
+    n = min(samples, len(x_test))
+    x = x_test[:n].reshape(n, *model.input_shape)
+    x_q = model.quantize_input(x)
+    say(f"\nmodel {path.name} (int8 TFLite, quantization from the file): "
+        f"{' -> '.join(l.op for l in model.layers)}")
+    for note in model.meta["litert_deviations"]:
+        say(f"note: {note}")
+    say(f"running {n} held-out images on the {backend} back end, array {config.array} "
+        f"({config.dataflow}) ...")
+    result = run_quantized(model, x_q, config, backend=backend)
+    try:
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
+    except ImportError:
+        say("LiteRT is not installed (pip install ai-edge-litert): compared with the golden model only")
+        from celosia.sim.golden import golden_forward
+        ref = golden_forward(model, x_q)
+        what = "the golden model"
+    else:
+        it = Interpreter(model_path=str(path), experimental_preserve_all_tensors=True,
+                         experimental_op_resolver_type=OpResolverType.BUILTIN_REF)
+        it.allocate_tensors()
+        # The int8 output before the file's DEQUANTIZE, from the int8 input after its QUANTIZE.
+        details = {d["name"]: d["index"] for d in it.get_tensor_details()}
+        ref = np.zeros((n, model.out_features), np.int8)
+        for i in range(n):
+            it.set_tensor(it.get_input_details()[0]["index"], x[i:i + 1].astype(np.float32))
+            it.invoke()
+            ref[i] = it.get_tensor(details[model.meta["output_tensor"]]).reshape(-1)
+        what = "LiteRT (reference kernels)"
+    same = (result.y_q == ref).all(axis=1)
+    say(f"bit-exact against {what}: {'yes' if same.all() else 'NO'} ({int(same.sum())}/{n} images); "
+        f"accuracy {float((result.y_q.argmax(1) == y_test[:n]).mean()):.2%}")
+    return 0 if same.all() else 1

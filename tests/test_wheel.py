@@ -26,6 +26,11 @@ RUNTIME_FILES = [
     "celosia/sw/data/digits_cnn.onnx",
     "celosia/sw/data/digits_resnet.onnx",
     "celosia/sw/data/digits_split.npz",
+    "celosia/sw/data/digits_mlp_int8.tflite",
+    "celosia/sw/data/digits_cnn_int8.tflite",
+    "celosia/sw/data/digits_cnn_int8_conv.tflite",
+    "celosia/sw/data/digits_resnet_int8.tflite",
+    "celosia/sw/data/digits_resnet_int8_conv.tflite",
 ]
 
 

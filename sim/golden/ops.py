@@ -78,14 +78,17 @@ def _check_dtype(name: str, a, dtype) -> np.ndarray:
     return a
 
 
-def quantize(x_float, scale, zero_point, qmin: int = -128, qmax: int = 127) -> np.ndarray:
+def quantize(x_float, scale, zero_point, qmin: int = -128, qmax: int = 127, *,
+             division: str = "double") -> np.ndarray:
     """Float -> int8, as TFLite's reference ``AffineQuantize``.
 
     ``q = clamp(round(x / scale) + zero_point, qmin, qmax)`` where ``x`` is float32,
     the division is done in double (TFLite holds the scale as ``double``) and
     ``round`` is ``std::round``: **ties away from zero** (2.5 -> 3, -2.5 -> -3).
     ONNX ``QuantizeLinear`` rounds ties to even instead, so the two differ only on
-    exact ties.
+    exact ties. ``division="float32"`` divides in float32 instead, as LiteRT's
+    QUANTIZE op does (measured with ai-edge-litert 2.3: float32 ``x / scale``
+    rounds some values next to a tie differently from the double division).
 
     ``scale`` and ``zero_point`` are scalars or arrays broadcasting against
     ``x_float`` (per-channel: shape them along the channel axis). Infinities
@@ -98,10 +101,13 @@ def quantize(x_float, scale, zero_point, qmin: int = -128, qmax: int = 127) -> n
     x = np.asarray(x_float, dtype=np.float32)
     if np.any(np.isnan(x)):
         raise ValueError("quantize input contains NaN")
-    s = _check_scale("scale", scale).astype(np.float64)
+    if division not in ("double", "float32"):
+        raise ValueError(f"division must be 'double' or 'float32', not {division!r}")
+    wide = np.float64 if division == "double" else np.float32
+    s = _check_scale("scale", scale).astype(wide)
     zp = _check_int_range("zero_point", zero_point, qmin, qmax)
     with np.errstate(over="ignore"):
-        q = round_half_away_from_zero(x.astype(np.float64) / s) + zp
+        q = round_half_away_from_zero(x.astype(wide) / s) + zp
     out_dtype = np.int8 if (qmin >= -128 and qmax <= 127) else np.int16
     return np.clip(q, qmin, qmax).astype(out_dtype)
 

@@ -11,6 +11,9 @@ through the source tree.
 * ``digits_mlp.onnx``, ``digits_cnn.onnx``, ``digits_resnet.onnx``: the float
   models ``celosia demo`` runs, trained on that split by
   ``python -m celosia.examples.train_digits_mlp`` and ``train_digits_cnn``.
+* ``digits_*_int8.tflite``, ``digits_*_int8_conv.tflite``: the three models quantized
+  to int8 TFLite
+  (:data:`TFLITE_MODELS`), written by ``python -m celosia.examples.make_tflite``.
 """
 
 from __future__ import annotations
@@ -19,12 +22,17 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["DATA_DIR", "MODELS", "SPLIT_FILE", "SPLIT_SEED", "TEST_FRACTION", "digits_split"]
+__all__ = ["DATA_DIR", "MODELS", "TFLITE_MODELS", "SPLIT_FILE", "SPLIT_SEED", "TEST_FRACTION", "digits_split"]
 
 DATA_DIR = Path(__file__).resolve().parent
 SPLIT_FILE = DATA_DIR / "digits_split.npz"
 #: The bundled float models by name (``celosia demo --model NAME``).
 MODELS = {name: DATA_DIR / f"{name}.onnx" for name in ("digits_mlp", "digits_cnn", "digits_resnet")}
+#: The bundled int8 TFLite models by name (``celosia demo --model digits_cnn_tflite``).
+TFLITE_MODELS = {"digits_mlp_tflite": DATA_DIR / "digits_mlp_int8.tflite",
+                 "digits_cnn_tflite": DATA_DIR / "digits_cnn_int8_conv.tflite",
+                 "digits_cnn_fc_tflite": DATA_DIR / "digits_cnn_int8.tflite",
+                 "digits_resnet_tflite": DATA_DIR / "digits_resnet_int8_conv.tflite"}
 
 #: Seed and size of the train/test split; changing them changes every reported accuracy.
 SPLIT_SEED = 0

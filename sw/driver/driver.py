@@ -194,6 +194,7 @@ def run_quantized(model: QModel, x_q: np.ndarray, config: AccelConfig, backend: 
     report = {
         "backend": backend, "config": config.to_dict(), "samples": samples,
         "macs": macs_per_sample * samples,
+        "source": model.source, "quantization": model.quant_summary(),
     }
     t0 = time.perf_counter()
     if backend == "golden":

@@ -134,11 +134,12 @@ class QModel:
 
     @property
     def output_scale(self) -> float:
-        return self.layers[-1].out_scale
+        """Scale of the output (``meta["output_qparams"]``, an importer's, else the last layer's)."""
+        return self.meta.get("output_qparams", (self.layers[-1].out_scale,))[0]
 
     @property
     def output_zp(self) -> int:
-        return self.layers[-1].out_zp
+        return self.meta.get("output_qparams", (0, self.layers[-1].out_zp))[1]
 
     @property
     def in_features(self) -> int:
@@ -162,7 +163,9 @@ class QModel:
         if self.input_layout == "NCHW" and x.ndim == 4:
             x = x.transpose(0, 2, 3, 1)
         x = x.reshape(len(x), -1)
-        return quantize(x, self.input_scale, self.input_zp)
+        # meta["input_division"]: "float32" for a TFLite model (LiteRT's QUANTIZE divides in float)
+        return quantize(x, self.input_scale, self.input_zp,
+                        division=self.meta.get("input_division", "double"))
 
     def dequantize_output(self, q: np.ndarray) -> np.ndarray:
         """int8 ``[batch, out_features]`` -> float, NCHW again for a 4-D output of an NCHW model."""
@@ -175,3 +178,28 @@ class QModel:
 
     def macs_per_sample(self) -> int:
         return sum(layer.macs for layer in self.layers)
+
+    @property
+    def source(self) -> str:
+        """Where the quantization came from: ``meta["source"]`` (an importer of quantized
+        files sets it, e.g. ``"tflite"``), else Celosia's PTQ."""
+        return self.meta.get("source", "celosia-ptq")
+
+    def quant_summary(self) -> list[dict]:
+        """Per layer: the quantization parameters it runs with (for reports and summaries).
+
+        ``name``, ``op``, ``in_scale`` / ``in_zp``, ``out_scale`` / ``out_zp``, ``w_scale``
+        (``[min, max]`` over the output channels, ``None`` without weights),
+        ``per_channel`` (more than one distinct weight scale), ``m0`` / ``shift``
+        (``[min, max]``) and the clamp ``[act_min, act_max]``.
+        """
+        def span(a):
+            a = np.asarray(a)
+            return None if a.size == 0 else [a.min().item(), a.max().item()]
+
+        return [{"name": l.name, "op": l.op, "in_scale": float(l.in_scale), "in_zp": int(l.in_zp),
+                 "out_scale": float(l.out_scale), "out_zp": int(l.out_zp),
+                 "w_scale": None if l.w_scale is None else span(l.w_scale),
+                 "per_channel": l.w_scale is not None and len(np.unique(l.w_scale)) > 1,
+                 "m0": span(l.m0), "shift": span(l.shift), "clamp": [int(l.act_min), int(l.act_max)]}
+                for l in self.layers]
