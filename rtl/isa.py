@@ -399,8 +399,10 @@ def pack(layout: data.Layout, **fields) -> int:
 def unpack(layout: data.Layout, value: int) -> dict:
     """The fields of ``layout`` in the integer ``value`` (the inverse of :func:`pack`):
     ``name -> int`` (signed fields as negative ints where their top bit is set), enum
-    fields as members, nested structs as dicts. Fields named ``_...`` (padding) are left
-    out; bits of ``value`` beyond ``layout.size`` are ignored."""
+    fields as members (a value that names no member, e.g. a LOAD's ``buf = 3``, as the
+    plain int: the hardware decodes it and rejects the instruction), nested structs as
+    dicts. Fields named ``_...`` (padding) are left out; bits of ``value`` beyond
+    ``layout.size`` are ignored."""
     value = int(value)
     out = {}
     for name, (offset, width, kind, arg) in _fields(layout).items():
@@ -412,7 +414,7 @@ def unpack(layout: data.Layout, value: int) -> dict:
         elif kind == _SINT:
             out[name] = raw - (1 << width) if raw >> (width - 1) else raw
         elif kind == _ENUM:
-            out[name] = arg(raw)
+            out[name] = arg._value2member_map_.get(raw, raw)
         else:
             out[name] = unpack(arg, raw)
     return out

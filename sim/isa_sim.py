@@ -114,7 +114,9 @@ class IsaSim:
             raise IsaError(ErrorCode.DMA_OUT_OF_WINDOW, f"bytes {lo:#x}..{hi:#x}")
 
     def _load(self, d):
-        target = {Buffer.IFMAP: self.ifmap, Buffer.WEIGHT: self.weight, Buffer.PARAM: self.param}[d["buf"]]
+        # buf = 3 names no buffer: the hardware checks it as a buffer of depth 0
+        target = {Buffer.IFMAP: self.ifmap, Buffer.WEIGHT: self.weight,
+                  Buffer.PARAM: self.param}.get(d["buf"], np.zeros((0, 0), np.uint8))
         n0, n1, n2 = d["n0"], d["n1"], d["n2"]
         if not (n0 and n1 and n2):
             return
@@ -129,7 +131,8 @@ class IsaSim:
                                start + (hi1 - 1) * s1 + (hi2 - 1) * s2 + (n0 - 1) * s0)
         last_row = d["buf_row"] + (n1 - 1) * d["buf_stride1"] + (n2 - 1) * d["buf_stride2"]
         if last_row >= target.shape[0] or d["lane0"] + n0 > target.shape[1]:
-            raise IsaError(ErrorCode.BUFFER_OUT_OF_RANGE, f"load to {d['buf'].name} row {last_row}")
+            raise IsaError(ErrorCode.BUFFER_OUT_OF_RANGE,
+                           f"load to {getattr(d['buf'], 'name', d['buf'])} row {last_row}")
         pad = d["pad_value"] & 0xFF
         for i2 in range(n2):
             for i1 in range(n1):
@@ -164,8 +167,11 @@ class IsaSim:
     def _vec(self, d):
         c = self.config
         m_len, win, lanes = d["m_len"], d["win"], d["lanes"]
+        # the vector engine's check (rtl/vector.py), whatever m_len: mode 3 names no mode,
+        # ADD reads the first two rows of each window
         if (lanes > min(c.rows, c.cols) or d["ifmap_row"] + m_len * win > c.ifmap_rows
-                or d["psum_row"] + m_len > c.psum_rows):
+                or d["psum_row"] + m_len > c.psum_rows or d["mode"] not in tuple(VecMode)
+                or (d["mode"] == VecMode.ADD and win < 2)):
             raise IsaError(ErrorCode.BUFFER_OUT_OF_RANGE, f"vec {d}")
         if m_len == 0 or win == 0:
             return

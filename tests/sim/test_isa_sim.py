@@ -135,3 +135,30 @@ def test_store_to_the_ifmap_buffer():
             s._store(dict(d, **bad))
         assert e.value.code == ErrorCode.BUFFER_OUT_OF_RANGE
         np.testing.assert_array_equal(s.ifmap, want)
+
+
+@pytest.mark.parametrize("op, fields, raw", [
+    (Opcode.LOAD, dict(n0=1, n1=1, n2=1), ("buf", 3)),              # buf 3 names no buffer
+    (Opcode.VEC, dict(m_len=1, win=1, lanes=1), ("mode", 3)),       # mode 3 names no mode
+    (Opcode.VEC, dict(mode=isa.VecMode.ADD, m_len=1, win=1, lanes=1), None),  # ADD reads two rows
+    (Opcode.VEC, dict(mode=isa.VecMode.ADD, m_len=0, win=0, lanes=1), None),  # whatever m_len
+])
+def test_instructions_the_engines_reject(op, fields, raw):
+    """What the engines reject (rtl/dma.py LoadEngine: buf 3 is a buffer of depth 0;
+    rtl/vector.py: mode 3, ADD with win < 2, whatever m_len) is BUFFER_OUT_OF_RANGE here too,
+    with nothing written; the decoder keeps a value that names no enum member as its int
+    (``encode`` refuses to write one, so ``raw`` patches it into the word's bits)."""
+    word = isa.encode(op, **fields)
+    if raw is not None:
+        f = dict(isa.LoadInsn if op == Opcode.LOAD else isa.VecInsn)[raw[0]]
+        word = word & ~(((1 << f.width) - 1) << f.offset) | (raw[1] << f.offset)
+    d = isa.decode(word)
+    if raw is not None:
+        assert d[raw[0]] == raw[1] and type(d[raw[0]]) is int
+    s = sim("ws")
+    before = [a.copy() for a in (s.ifmap, s.weight, s.param, s.psum)]
+    with pytest.raises(IsaError) as e:
+        s.execute(d)
+    assert e.value.code == ErrorCode.BUFFER_OUT_OF_RANGE
+    for a, b in zip(before, (s.ifmap, s.weight, s.param, s.psum)):
+        np.testing.assert_array_equal(a, b)
