@@ -396,7 +396,8 @@ def cmd_zoo(args) -> int:
         d = describe(graph)
         shape = "x".join(str(v) for v in graph.tensors[graph.inputs[0]].shape[1:])
         print(f"zoo:{name:<14}{shape:>12}{len(graph.nodes):>8}{d['macs']:>16,}{d['params']:>14,}")
-    print("(random weights; run with e.g. `celosia compile zoo:resnet18 --random 1 --summary`)")
+    print("(random weights; run with e.g. `celosia compile zoo:resnet18 --random 1 --set "
+          "dram_bytes=33554432 --summary`)")
     return 0
 
 

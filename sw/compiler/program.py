@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from celosia.errors import CompileError
 from celosia.rtl import isa
-from celosia.rtl.config import AccelConfig
+from celosia.rtl.config import RANGES, AccelConfig
 
 __all__ = ["Program", "NodeCode", "align"]
 
@@ -179,10 +179,12 @@ class Program:
             if base:
                 sizes.insert(0, ("per-layer profiling tables", base))
             parts = ", ".join(f"{what} {n} B" for what, n in sizes)
+            top = RANGES["dram_bytes"][1]
+            fix = (f"increase it, e.g. --set dram_bytes={1 << (lay['end'] - 1).bit_length()}"
+                   if lay["end"] <= top else f"more than the largest DRAM, {top} B")
             raise CompileError(f"the program does not fit the DRAM: it and {runs} run(s) of "
                                f"{self.batch} sample(s) need {lay['end']} bytes ({parts}, each "
-                               f"segment aligned to 64 B); the config has dram_bytes={dram}; "
-                               f"increase it (--set dram_bytes=...)"
+                               f"segment aligned to 64 B); the config has dram_bytes={dram}; {fix}"
                                + ("" if runs == 1 else " or run fewer samples at once"))
         return lay
 
