@@ -43,7 +43,9 @@ class InputError(CelosiaError):
 
 
 class CompileError(CelosiaError):
-    """The model cannot be mapped onto the configured accelerator (:mod:`celosia.sw.compiler`)."""
+    """The model cannot be mapped onto the configured accelerator: its tiles do not fit
+    the buffers, or the program and one run's data do not fit ``dram_bytes``
+    (:mod:`celosia.sw.compiler`)."""
 
 
 class EncodeError(CompileError):
@@ -52,8 +54,7 @@ class EncodeError(CompileError):
 
 
 class DriverError(CelosiaError):
-    """The hardware stopped with an error code, or the program does not fit the DRAM
-    (:mod:`celosia.sw.driver`)."""
+    """The hardware stopped with an error code or did not finish (:mod:`celosia.sw.driver`)."""
 
 
 class SimulationError(CelosiaError):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from celosia.errors import CelosiaError, ConfigError, InputError, ModelError
+from celosia.errors import CelosiaError, CompileError, ConfigError, InputError, ModelError
 from celosia.rtl.config import DATAFLOWS, RANGES, AccelConfig, parse_array
 
 BACKENDS = ("golden", "pysim", "verilator")
@@ -37,6 +37,13 @@ def _add_config_args(p: argparse.ArgumentParser):
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="any other AccelConfig field, e.g. --set weight_rows=64 "
                         "(fields: " + ", ".join(k for k in RANGES if k not in ("rows", "cols")) + ")")
+
+
+def _add_calib_args(p: argparse.ArgumentParser):
+    p.add_argument("--strict", action="store_true",
+                   help="make degenerate calibration data an error instead of a warning: fewer "
+                        "than 100 distinct samples, constant data, a tensor whose range collapses "
+                        "to one value (docs/numerics.md)")
 
 
 def _add_compile_args(p: argparse.ArgumentParser):
@@ -133,25 +140,68 @@ def _random_samples(graph, n: int, what: str) -> np.ndarray:
     return np.random.default_rng(0).random((n, *shape), dtype=np.float32)
 
 
-def _samples(args, graph, which: str, what: str) -> np.ndarray | None:
-    """The ``--input`` / ``--calib`` array, or ``--random N`` samples where it is not given."""
+def _samples(args, graph, which: str, what: str, random: bool = True) -> np.ndarray | None:
+    """The ``--input`` / ``--calib`` array, or (where ``random``: ``--random`` stands for
+    this option) ``--random N`` samples; giving both is an error."""
     path = getattr(args, which)
+    if random and path and args.random:
+        raise InputError(f"--{which} {path} and --random {args.random} both give the {what} "
+                         f"samples; give one of them")
     if path:
         return _load_npy(path, what)
-    if args.random:
+    if random and args.random:
         return _random_samples(graph, args.random, what)
     return None
 
 
-def _quantize(model: str, graph, calib, calib_source: str):
-    """``quantize_graph`` with its errors naming the model or the calibration data."""
-    from celosia.sw.quant import quantize_graph
+def _write(path: str, what: str, write) -> None:
+    """Call ``write(file)`` on ``path`` opened for binary writing, exactly that path (no
+    suffix added); an error names the file, e.g. ``/dev/full: cannot write the outputs
+    (No space left on device)``."""
     try:
-        return quantize_graph(graph, calib)
+        with open(path, "wb") as f:
+            write(f)
+    except OSError as e:
+        raise CelosiaError(f"{path}: cannot write the {what} ({e.strerror or e})") from None
+
+
+def _write_text(path: str, what: str, text: str) -> None:
+    _write(path, what, lambda f: f.write(text.encode()))
+
+
+def _quantize(model: str, graph, calib, calib_source: str, strict: bool = False):
+    """``quantize_graph`` with its errors naming the model or the calibration data, and
+    each :class:`~celosia.sw.quant.CalibrationWarning` printed as one ``warning:`` line
+    naming the calibration data (an error with ``strict``: ``--strict``)."""
+    from celosia.sw.quant import CalibrationWarning, quantize_graph
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", CalibrationWarning)
+            qmodel = quantize_graph(graph, calib, on_degenerate="error" if strict else "warn")
     except InputError as e:
         raise InputError(f"{calib_source}: {e}") from None
     except ModelError as e:
         raise ModelError(f"{model}: {e}") from None
+    for w in caught:
+        if issubclass(w.category, CalibrationWarning):
+            _log(f"warning: {calib_source}: {w.message} (--strict makes this an error)")
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return qmodel
+
+
+def _compile(model: str, qmodel, config: AccelConfig, args, profile: bool = False):
+    """The program of ``qmodel`` for ``config`` (``--batch``, ``--no-resident-weights``,
+    ``--no-keep-outputs``), proven to map onto the buffers and, with one run's data (and
+    the per-layer ``profile`` tables), to fit ``dram_bytes``; errors name the model."""
+    from celosia.sw.compiler import compile_model
+    try:
+        program = compile_model(qmodel, config, batch=args.batch, resident_weights=args.resident_weights,
+                                keep_outputs=args.keep_outputs)
+        program.check_dram(profile=profile)
+    except CompileError as e:
+        raise CompileError(f"{model}: {e}") from None
+    return program
 
 
 def _progress(prefix: str):
@@ -185,12 +235,13 @@ def cmd_run(args) -> int:
             _log(f"warning: {args.model} is already quantized; --calib is ignored")
         qmodel = graph
     else:
-        calib = _samples(args, graph, "calib", "calibration") if args.calib else None
+        calib = _samples(args, graph, "calib", "calibration", random=False)
         if calib is None:
             _log(f"warning: no --calib given; calibrating the quantizer on the input ({source})")
             calib = x
-        qmodel = _quantize(args.model, graph, calib, args.calib or source)
+        qmodel = _quantize(args.model, graph, calib, args.calib or source, args.strict)
     x = _raw_input(qmodel, x, source) if args.raw else check_input(qmodel, x, source)
+    program = _compile(args.model, qmodel, config, args, profile=args.backend != "golden")
     _log(f"{args.model}: {len(qmodel.layers)} layers, {qmodel.macs_per_sample()} MACs per sample; "
          f"running {len(x)} samples on {args.backend} ({config.array} {config.dataflow})")
     if args.backend == "verilator":
@@ -200,17 +251,19 @@ def cmd_run(args) -> int:
         verilator.build(config, training_job=pgo_training_job)
         _log(f"  ready in {time.perf_counter() - t0:.1f} s")
     options = dict(backend=args.backend, batch=args.batch, progress=_progress("simulating"),
-                   resident_weights=args.resident_weights, keep_outputs=args.keep_outputs)
+                   resident_weights=args.resident_weights, keep_outputs=args.keep_outputs,
+                   program=program)
     if args.raw:
         from celosia.sw.driver import run_quantized
         result = run_quantized(qmodel, x, config, **options)
     else:
         result = run(qmodel, x, config, source=source, **options)
-    if args.out:
-        np.save(args.out, result.y_q if args.raw else result.y.astype(np.float32))
+    if args.out:  # np.save on a file object: exactly args.out, no ".npy" appended
+        _write(args.out, "outputs",
+               lambda f: np.save(f, result.y_q if args.raw else result.y.astype(np.float32)))
     report = result.report
     if args.report:
-        Path(args.report).write_text(json.dumps(report, indent=2, default=_json_default))
+        _write_text(args.report, "report", json.dumps(report, indent=2, default=_json_default))
     _print_summary(report)
     return 0
 
@@ -271,8 +324,6 @@ def _print_roofline(report: dict):
     """The per-layer roofline table and the totals (``report["roofline"]``)."""
     roof = report.get("roofline")
     if roof is None:
-        if report.get("roofline_note"):
-            print(report["roofline_note"])
         return
     print(f"roofline, one run of {roof['batch']} sample(s): peak {roof['peak_macs_per_cycle']} "
           f"MACs/cycle, {roof['peak_bytes_per_cycle']} DRAM B/cycle")
@@ -334,13 +385,12 @@ def cmd_verilog(args) -> int:
     config = config_from_args(args)
     _log(f"generating Verilog for {config.array} {config.dataflow} ...")
     text = generate(config, top="sim_top" if args.with_dram else "accelerator")
-    Path(args.output).write_text(text)
+    _write_text(args.output, "Verilog", text)
     _log(f"wrote {args.output} ({len(text.splitlines())} lines)")
     return 0
 
 
 def cmd_compile(args) -> int:
-    from celosia.sw.compiler import compile_model
     config = config_from_args(args)
     graph = _load_model(args.model)
     if _is_quantized(graph):
@@ -349,15 +399,14 @@ def cmd_compile(args) -> int:
         calib = _samples(args, graph, "calib", "calibration")
         if calib is None:
             raise InputError("give calibration samples: --calib C.npy, or --random N for N random samples")
-        qmodel = _quantize(args.model, graph, calib, args.calib or f"--random {args.random}")
+        qmodel = _quantize(args.model, graph, calib, args.calib or f"--random {args.random}", args.strict)
     t0 = time.perf_counter()
-    program = compile_model(qmodel, config, batch=args.batch, resident_weights=args.resident_weights,
-                            keep_outputs=args.keep_outputs)
+    program = _compile(args.model, qmodel, config, args)
     _log(f"compiled {len(program.nodes)} layers into {program.n_insns} instructions "
          f"in {time.perf_counter() - t0:.1f} s")
     text = _program_summary(program, qmodel) if args.summary else program.disassemble()
     if args.output:
-        Path(args.output).write_text(text + "\n")
+        _write_text(args.output, "program", text + "\n")
     else:
         print(text)
     return 0
@@ -410,7 +459,8 @@ def cmd_zoo(args) -> int:
         d = describe(graph)
         shape = "x".join(str(v) for v in graph.tensors[graph.inputs[0]].shape[1:])
         print(f"zoo:{name:<14}{shape:>12}{len(graph.nodes):>8}{d['macs']:>16,}{d['params']:>14,}")
-    print("(random weights; run with e.g. `celosia compile zoo:resnet18 --random 1 --summary`)")
+    print("(random weights; run with e.g. `celosia compile zoo:resnet18 --random 1 --set "
+          "dram_bytes=33554432 --summary`)")
     return 0
 
 
@@ -441,8 +491,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default golden)")
     p.add_argument("--batch", type=_positive_int, default=1,
                    help="samples per hardware run (default 1)")
-    p.add_argument("--out", help="write dequantized float32 outputs here (.npy)")
+    p.add_argument("--out", help="write dequantized float32 outputs to exactly this file (.npy format)")
     p.add_argument("--report", help="write the JSON report here")
+    _add_calib_args(p)
     _add_compile_args(p)
     _add_config_args(p)
     p.set_defaults(func=cmd_run)
@@ -464,6 +515,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="print per-layer instruction counts and the DRAM footprint, not the disassembly")
     p.add_argument("--batch", type=_positive_int, default=1, help="samples per hardware run (default 1)")
     p.add_argument("-o", "--output", help="write the disassembly (or summary) here instead of stdout")
+    _add_calib_args(p)
     _add_compile_args(p)
     _add_config_args(p)
     p.set_defaults(func=cmd_compile)

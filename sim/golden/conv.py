@@ -24,20 +24,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from .ops import _check_act, _check_channel_params, _check_dtype, _check_int_range, _pair, _padding4
+from .ops import (_check_act, _check_channel_params, _check_dtype, _check_int_range, _pair, _padding4,
+                  conv_output_size)
 from .requant import requantize
 
 __all__ = ["conv2d", "conv2d_float", "conv_output_size", "same_padding", "conv_windows", "grouped_conv"]
-
-
-def conv_output_size(in_size: int, kernel: int, stride: int, pad_before: int, pad_after: int,
-                     dilation: int = 1) -> int:
-    """Output length of a convolution / pooling window along one axis (floor mode)."""
-    eff = dilation * (kernel - 1) + 1
-    span = in_size + pad_before + pad_after - eff
-    if span < 0:
-        raise ValueError(f"window {eff} does not fit the padded input {in_size + pad_before + pad_after}")
-    return span // stride + 1
 
 
 def same_padding(in_hw, kernel, stride=(1, 1), dilation=(1, 1)) -> tuple[int, int, int, int]:

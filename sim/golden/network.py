@@ -18,7 +18,7 @@ so the model is duck-typed; :class:`celosia.sw.quant.QModel` /
     ``"gap"`` or ``"add"``), ``output`` (its tensor name), ``in_shape`` (the
     per-sample input shape: ``(K,)`` or ``(H, W, C)``), ``attrs`` (``stride``,
     ``pads``, ``groups``, ``dilation`` of a conv; ``kernel``, ``stride``,
-    ``pads`` of a pool; ``a_m0``, ``a_shift``, ``b_zp``, ``b_m0``, ``b_shift``,
+    ``pads`` (and ``ceil_mode`` of a maxpool) of a pool; ``a_m0``, ``a_shift``, ``b_zp``, ``b_m0``, ``b_shift``,
     ``left_shift`` of an add), ``in_zp``, ``out_zp``, ``act_min``, ``act_max``,
     ``m0`` and ``shift`` (int arrays, per output channel; element 0 for the
     vector ops) and, for ``fc`` / ``conv``, ``w`` and ``bias``.
@@ -71,7 +71,8 @@ def golden_forward(model, x_q: np.ndarray) -> np.ndarray:
                        padding=a.get("pads", (0, 0, 0, 0)), groups=a.get("groups", 1),
                        dilation=a.get("dilation", (1, 1)), **clamp)
         elif layer.op == "maxpool":
-            y = max_pool(xs[0], a["kernel"], a["stride"], a.get("pads", (0, 0, 0, 0)), **clamp)
+            y = max_pool(xs[0], a["kernel"], a["stride"], a.get("pads", (0, 0, 0, 0)),
+                         ceil_mode=a.get("ceil_mode", False), **clamp)
         elif layer.op == "avgpool":
             y = avg_pool_requant(xs[0], a["kernel"], a["stride"], a.get("pads", (0, 0, 0, 0)),
                                  layer.in_zp, layer.out_zp, int(layer.m0[0]),

@@ -28,6 +28,8 @@ __all__ = [
     "fully_connected",
     "fully_connected_float",
     "clamp_int8",
+    "conv_output_size",
+    "ceil_mode_padding",
     "max_pool",
     "avg_pool",
     "global_avg_pool",
@@ -290,6 +292,45 @@ def clamp_int8(q, act_min=-128, act_max=127) -> np.ndarray:
     return np.clip(q.astype(np.int64), act_min, act_max).astype(np.int8)
 
 
+def conv_output_size(in_size: int, kernel: int, stride: int, pad_before: int, pad_after: int,
+                     dilation: int = 1, ceil_mode: bool = False) -> int:
+    """Output length of a convolution / pooling window along one axis.
+
+    Floor mode (default): ``(in + pads - eff) // stride + 1`` with ``eff = dilation *
+    (kernel - 1) + 1``. ``ceil_mode`` (ONNX / PyTorch pooling): the division rounds up,
+    but a last window that would start in the trailing padding (at or after
+    ``in_size + pad_before``) is dropped, so every window holds at least one input
+    element. Raises ``ValueError`` if the window does not fit the padded input.
+    """
+    eff = dilation * (kernel - 1) + 1
+    span = in_size + pad_before + pad_after - eff
+    if span < 0:
+        raise ValueError(f"window {eff} does not fit the padded input {in_size + pad_before + pad_after}")
+    if not ceil_mode:
+        return span // stride + 1
+    out = -(-span // stride) + 1
+    if (out - 1) * stride >= in_size + pad_before:
+        out -= 1
+    return out
+
+
+def ceil_mode_padding(hw, kernel, stride, padding) -> tuple[int, int, int, int]:
+    """``(top, left, bottom, right)`` padding whose floor-mode windows are the ceil-mode
+    windows of ``padding``: bottom / right grow by the overhang of the extra last window.
+
+    ``hw`` is the input's ``(H, W)``. For max pooling the extra padding never wins (it
+    is ignored like any padding), so ``max_pool(..., padding=ceil_mode_padding(...))``
+    is ONNX ``MaxPool`` with ``ceil_mode=1``.
+    """
+    kh, kw = _pair("kernel", kernel)
+    sh, sw = _pair("stride", stride)
+    top, left, bottom, right = _padding4(padding)
+    ho = conv_output_size(hw[0], kh, sh, top, bottom, ceil_mode=True)
+    wo = conv_output_size(hw[1], kw, sw, left, right, ceil_mode=True)
+    return (top, left, max(bottom, (ho - 1) * sh + kh - hw[0] - top),
+            max(right, (wo - 1) * sw + kw - hw[1] - left))
+
+
 def _pool_windows(x, kernel, stride, padding, pad_value):
     """Padded NHWC ``x`` -> list of the Kh*Kw tap views [N, Ho, Wo, C] (TFLite window geometry)."""
     if x.ndim != 4:
@@ -317,16 +358,24 @@ def _valid_counts(x_shape, kernel, stride, padding) -> np.ndarray:
     return count
 
 
-def max_pool(x_q, kernel, stride=None, padding=(0, 0, 0, 0), act_min=-128, act_max=127) -> np.ndarray:
+def max_pool(x_q, kernel, stride=None, padding=(0, 0, 0, 0), act_min=-128, act_max=127,
+             ceil_mode: bool = False) -> np.ndarray:
     """int8 MaxPool, as TFLite ``reference_integer_ops::MaxPool`` (and ONNX MaxPool).
 
     Padding positions are ignored (never win the max). ``stride`` defaults to
     ``kernel``; ``padding`` is ``(top, left, bottom, right)``. Input and output share
-    scale and zero point. Returns int8 [N, Ho, Wo, C], ``Ho = (H + top + bottom - Kh) // Sh + 1``.
+    scale and zero point. Returns int8 [N, Ho, Wo, C], ``Ho = (H + top + bottom - Kh) // Sh + 1``,
+    or with ``ceil_mode`` (ONNX ``ceil_mode=1``) that division rounded up, less a last
+    window that would start in the bottom padding (:func:`conv_output_size`); the
+    extra windows overhang the padded input and take the max of the elements they cover.
     """
     x_q = _check_dtype("x_q", x_q, np.int8)
     act_min, act_max = _check_act(act_min, act_max)
     stride = kernel if stride is None else stride
+    if ceil_mode:
+        if x_q.ndim != 4:
+            raise ValueError(f"x must be [N, H, W, C], not shape {x_q.shape}")
+        padding = ceil_mode_padding(x_q.shape[1:3], kernel, stride, padding)
     _valid_counts(x_q.shape, kernel, stride, padding)
     taps = _pool_windows(x_q.astype(np.int64), kernel, stride, padding, np.iinfo(np.int64).min)
     return np.clip(np.maximum.reduce(taps), act_min, act_max).astype(np.int8)

@@ -2,7 +2,9 @@
 
 A :class:`Program` does not know where it will live: every DRAM address in it
 is (base register, offset). The driver decides the memory map
-(:meth:`Program.layout`) and links by writing base registers.
+(:meth:`Program.layout`) and links by writing base registers;
+:meth:`Program.check_dram` proves that map fits the configured DRAM before any run
+(the CLI's ``compile`` and ``run``, and the driver on every back end, call it).
 
 It holds two graphs (seed 000): the *execution graph* (:attr:`Program.nodes`, one
 node per layer, run once per input) and, when some weights stay on chip, the
@@ -16,8 +18,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from celosia.errors import CompileError
 from celosia.rtl import isa
-from celosia.rtl.config import AccelConfig
+from celosia.rtl.config import RANGES, AccelConfig
 
 __all__ = ["Program", "NodeCode", "align"]
 
@@ -149,6 +152,41 @@ class Program:
         cursor += align(m["output_stride"] * runs)
         m["end"] = cursor
         return m
+
+    def profile_bytes(self) -> int:
+        """Bytes of the per-layer profiling tables the driver places before the program
+        (:func:`~celosia.sw.driver.build_job` with ``profile``): the descriptor tables
+        of the first 1 .. n-1 nodes."""
+        return sum(len(self.descriptor_table(upto=k)) for k in range(1, len(self.nodes)))
+
+    def check_dram(self, runs: int = 1, profile: bool = False) -> dict:
+        """:meth:`layout` of ``runs`` runs (after the profiling tables with ``profile``),
+        proven to fit ``config.dram_bytes``.
+
+        Raises
+        ------
+        CompileError
+            Naming the bytes needed, per segment, and the configured ``dram_bytes``.
+        """
+        base = self.profile_bytes() if profile else 0
+        lay = self.layout(runs, base)
+        dram = self.config.dram_bytes
+        if lay["end"] > dram:
+            sizes = [("program", lay["static"] - lay["program"]),
+                     ("weights and parameters", lay["scratch"] - lay["static"]),
+                     ("scratch", lay["input"] - lay["scratch"]),
+                     ("inputs", lay["output"] - lay["input"]), ("outputs", lay["end"] - lay["output"])]
+            if base:
+                sizes.insert(0, ("per-layer profiling tables", base))
+            parts = ", ".join(f"{what} {n} B" for what, n in sizes)
+            top = RANGES["dram_bytes"][1]
+            fix = (f"increase it, e.g. --set dram_bytes={1 << (lay['end'] - 1).bit_length()}"
+                   if lay["end"] <= top else f"more than the largest DRAM, {top} B")
+            raise CompileError(f"the program does not fit the DRAM: it and {runs} run(s) of "
+                               f"{self.batch} sample(s) need {lay['end']} bytes ({parts}, each "
+                               f"segment aligned to 64 B); the config has dram_bytes={dram}; {fix}"
+                               + ("" if runs == 1 else " or run fewer samples at once"))
+        return lay
 
     def disassemble(self) -> str:
         lines = []

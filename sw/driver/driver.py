@@ -95,13 +95,8 @@ def build_job(program: Program, x_q: np.ndarray, profile: bool = False) -> tuple
     padded[:len(x_q)] = x_q
     prefixes = _prefix_tables(program, profile)
     sizes = [len(program.descriptor_table(upto=k)) for k in prefixes]
-    base = sum(sizes)
-    lay = program.layout(runs, base=base)
+    lay = program.check_dram(runs, profile)
     end = lay["end"]
-    if end > program.config.dram_bytes:
-        raise DriverError(f"program, data and {len(x_q)} samples need {end} bytes of DRAM; the "
-                          f"config has dram_bytes={program.config.dram_bytes}; increase it or run "
-                          f"fewer samples")
     image, prefix_addr, cursor = [], {}, 0
     for k, size in zip(prefixes, sizes):
         prefix_addr[k] = cursor
@@ -152,7 +147,8 @@ def pgo_training_job(config: AccelConfig) -> Job:
     from celosia.sw.zoo import tiny_cnn
 
     rng = np.random.default_rng(0)
-    qmodel = quantize_graph(tiny_cnn(), rng.random((4, 12, 12, 3), dtype=np.float32))
+    qmodel = quantize_graph(tiny_cnn(), rng.random((4, 12, 12, 3), dtype=np.float32),
+                            on_degenerate="ignore")  # 4 samples: only the cycles matter
     x_q = qmodel.quantize_input(rng.random((1, 12, 12, 3), dtype=np.float32)).reshape(1, -1)
     job, _, _ = build_job(compile_model(qmodel, config), x_q)
     return job
@@ -160,17 +156,9 @@ def pgo_training_job(config: AccelConfig) -> Job:
 
 def _chunks(program: Program, samples: int, profile: bool) -> list[tuple[int, int]]:
     """Split the samples into jobs whose inputs and outputs fit the DRAM with the program."""
-    def need(runs, with_profile):
-        base = sum(len(program.descriptor_table(upto=k))
-                   for k in _prefix_tables(program, with_profile))
-        return program.layout(runs, base=base)["end"]
-
-    dram = program.config.dram_bytes
-    if need(1, profile) > dram:
-        raise DriverError(f"the program and one run need {need(1, profile)} bytes of DRAM; the "
-                          f"config has dram_bytes={dram}; increase it (--set dram_bytes=...)")
-    per_run = need(2, False) - need(1, False)
-    spare = dram - need(1, profile)
+    first = program.check_dram(1, profile)["end"]
+    per_run = program.layout(2)["end"] - program.layout(1)["end"]
+    spare = program.config.dram_bytes - first
     runs_per_job = 1 + spare // max(per_run, 1)
     total_runs = math.ceil(samples / program.batch)
     step = runs_per_job * program.batch
@@ -184,8 +172,13 @@ def run_quantized(model: QModel, x_q: np.ndarray, config: AccelConfig, backend: 
                   keep_outputs: bool = True) -> Result:
     """Run int8 inputs ``[samples, in_features]``; see :func:`run`. ``program``: ``model``
     already compiled for ``config`` at ``batch`` (e.g. by a benchmark that sized the DRAM
-    from it), instead of compiling it again (``resident_weights`` and ``keep_outputs`` are
-    then ignored)."""
+    from it, or the CLI, which checks it before building a simulator), instead of
+    compiling it again (``resident_weights`` and ``keep_outputs`` are then ignored).
+
+    Every back end, ``golden`` included, first compiles the model (a
+    :class:`~celosia.errors.CompileError` where it does not map onto the buffers) and
+    checks that the program and one run fit ``config.dram_bytes``
+    (:meth:`Program.check_dram <celosia.sw.compiler.Program.check_dram>`)."""
     if backend not in BACKENDS:
         raise CelosiaError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
     x_q = np.asarray(x_q, dtype=np.int8).reshape(len(x_q), -1)
@@ -197,23 +190,20 @@ def run_quantized(model: QModel, x_q: np.ndarray, config: AccelConfig, backend: 
         "source": model.source, "quantization": model.quant_summary(),
     }
     t0 = time.perf_counter()
+    # Every back end, golden included, first proves the model maps onto the config:
+    # it compiles (buffers) and the program and one run fit the DRAM.
+    if program is None:
+        program = compile_model(model, config, batch=batch, resident_weights=resident_weights,
+                                keep_outputs=keep_outputs)
     if backend == "golden":
+        program.check_dram()
         y_q = golden_forward(model, x_q)
         report.update(cycles=None, utilization=None, dram_bytes_read=None, dram_bytes_written=None,
                       layers=[{"name": l.name, "op": l.op, "macs": l.macs * samples, "cycles": None,
                                "compute_cycles": None} for l in model.layers])
-        try:  # the static traffic and roofline of the program the hardware would run
-            program = compile_model(model, config, batch=batch, resident_weights=resident_weights,
-                                    keep_outputs=keep_outputs)
-        except (CelosiaError, OverflowError) as e:  # the golden run itself does not need it
-            report["roofline"] = None
-            report["roofline_note"] = f"no traffic figures: the model does not compile for this config ({e})"
-        else:
-            _add_roofline(report, program, model, config, None)
+        # the static traffic and roofline of the program the hardware would run
+        _add_roofline(report, program, model, config, None)
     else:
-        if program is None:
-            program = compile_model(model, config, batch=batch, resident_weights=resident_weights,
-                                    keep_outputs=keep_outputs)
         chunks = _chunks(program, len(x_q), profile)
         results, prefixes, inits = [], [], []
         for c, (lo, hi) in enumerate(chunks):
@@ -328,17 +318,18 @@ def resident_weights_report(program: Program, traffic: ProgramTraffic | None = N
 
 def run(model: QModel, x: np.ndarray, config: AccelConfig, backend: str = "golden", batch: int = 1,
         profile: bool = True, progress=None, source: str = "input", resident_weights: bool = True,
-        keep_outputs: bool = True) -> Result:
+        keep_outputs: bool = True, program: Program | None = None) -> Result:
     """Quantize float ``x`` (first axis = samples), run it, dequantize the output.
 
     ``resident_weights``: compile with the initialization graph that keeps the weights
     that fit on chip (default), or stream every weight tile every run (for comparison);
     ``keep_outputs``: keep a layer's output that fits in the ifmap buffer as the next
     layer's input (default), or send every output through DRAM;
-    :func:`~celosia.sw.compiler.compile_model`."""
+    :func:`~celosia.sw.compiler.compile_model`; ``program``: ``model`` already compiled
+    (:func:`run_quantized`)."""
     x = check_input(model, x, source)
     return run_quantized(model, model.quantize_input(x), config, backend, batch, profile, progress,
-                         resident_weights, keep_outputs=keep_outputs)
+                         resident_weights, program=program, keep_outputs=keep_outputs)
 
 
 def kept_outputs_report(program: Program, traffic: ProgramTraffic | None = None) -> dict:

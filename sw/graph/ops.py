@@ -25,7 +25,8 @@ Ops
     grouping). MACs (seed 000) ``N*Ho*Wo*Cout*Fh*Fw*Cin/groups``.
 ``maxpool``, ``avgpool``
     Attributes ``kernel=(kh, kw)``, ``stride``, ``pads`` (as conv), ``ceil_mode``
-    (maxpool only); ``avgpool`` also ``count_include_pad``. NHWC in and out.
+    (avgpool: only where it leaves the output size unchanged); ``avgpool`` also
+    ``count_include_pad``. NHWC in and out.
 ``gap``
     Global average pool ``[N, H, W, C] -> [N, 1, 1, C]``.
 ``add``
@@ -52,6 +53,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from celosia.errors import ModelError
+from celosia.sim.golden.ops import conv_output_size
 
 if TYPE_CHECKING:  # annotations only: ir imports this module
     from .ir import Graph, Node, Tensor
@@ -198,13 +200,11 @@ def _window_attrs(node: Node, where: str, kernel: tuple | None = None) -> dict:
 
 
 def _out_size(n: int, k: int, s: int, d: int, p0: int, p1: int, ceil: bool) -> int:
-    span = n + p0 + p1 - d * (k - 1) - 1
-    if span < 0:
+    """:func:`~celosia.sim.golden.conv_output_size`, 0 where the window does not fit."""
+    try:
+        return conv_output_size(n, k, s, p0, p1, d, ceil)
+    except ValueError:
         return 0
-    o = (-(-span // s) if ceil else span // s) + 1
-    if ceil and (o - 1) * s >= n + p0:  # the last window must start inside (PyTorch/ONNX)
-        o -= 1
-    return o
 
 
 def _spatial_out(x: Tensor, w: dict, where: str) -> tuple[int, int]:
@@ -257,9 +257,14 @@ def _pool_infer(graph: Graph, node: Node) -> list[Shape]:
     win = _window_attrs(node, where)
     if win["dilation"] != (1, 1):
         raise ModelError(f"{where}: dilated pooling is not supported")
-    if node.op == "avgpool" and win["ceil_mode"]:
-        raise ModelError(f"{where}: ceil_mode is supported for maxpool only")
     ho, wo = _spatial_out(x, win, where)
+    floor = _spatial_out(x, {**win, "ceil_mode": False}, where)
+    if node.op == "avgpool" and (ho, wo) != floor:
+        raise ModelError(f"{where}: ceil_mode=1 adds windows that overhang the padded input "
+                         f"({ho}x{wo} outputs, not {floor[0]}x{floor[1]}); ONNX averages those "
+                         f"over fewer taps, which the accelerator's one multiplier per layer "
+                         f"cannot; average pooling supports ceil_mode only where it leaves the "
+                         f"output size unchanged")
     return [(x.shape[0], ho, wo, x.shape[3])]
 
 

@@ -13,7 +13,8 @@ Supported ONNX ops and what they become:
   A ``BatchNormalization`` that alone reads a Conv's output is folded into it:
   ``w' = w * gamma / sqrt(var + eps)``, ``b' = (b - mean) * gamma / sqrt(var + eps)
   + beta``. A BatchNormalization anywhere else is an error.
-* ``MaxPool`` (``ceil_mode`` too), ``AveragePool`` (``count_include_pad``),
+* ``MaxPool`` (``ceil_mode`` too), ``AveragePool`` (``count_include_pad``; ``ceil_mode``
+  only where it leaves the output size unchanged),
   ``GlobalAveragePool`` -> ``maxpool``, ``avgpool``, ``gap``.
 * ``Add`` of two feature maps -> ``add`` (a residual connection); ``Add`` of a
   constant is accepted only as a MatMul's bias (above).
@@ -71,19 +72,46 @@ def load_onnx(path: str | Path) -> Graph:
     op (naming the node, the op and :data:`SUPPORTED_OPS`) or an unsupported use
     of a supported one (e.g. ``Gemm`` with ``transA=1``).
     """
-    return _Importer(_read(Path(path)), str(path)).run()
+    try:
+        return _Importer(_read(Path(path)), str(path)).run()
+    except ModelError as e:  # the graph's own checks name the node, not the file
+        if str(e).startswith(f"{path}: "):
+            raise
+        raise ModelError(f"{path}: {e}") from None
 
 
 def _read(path: Path) -> onnx.ModelProto:
+    """The model in ``path``, checked by ``onnx.checker`` with ``full_check`` (strict type
+    and shape inference: an initializer whose type the op does not take, e.g. a float64
+    Conv weight, which onnxruntime rejects too)."""
     if not path.is_file():
         raise ModelError(f"{path}: no such model file")
     try:
         model = onnx.load(str(path))
-        onnx.checker.check_model(model)
-    except Exception as e:  # protobuf and checker errors have no common base
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ModelError(f"{path}: not a valid ONNX model ({msg})") from None
+    except Exception as e:  # protobuf errors have no common base
+        raise ModelError(f"{path}: not a valid ONNX model ({_one_line(e)})") from None
+    for kind, values in (("input", model.graph.input), ("output", model.graph.output)):
+        for vi in values:
+            if not vi.type.HasField("tensor_type"):
+                continue
+            if not vi.type.tensor_type.HasField("shape"):
+                raise ModelError(f"{path}: {kind} '{vi.name}' has no shape; ONNX requires one on "
+                                 f"every graph input and output (dimensions may be symbolic)")
+            for j, d in enumerate(vi.type.tensor_type.shape.dim):
+                if d.HasField("dim_value") and d.dim_value < 1:
+                    raise ModelError(f"{path}: {kind} '{vi.name}': dimension {j} is {d.dim_value}; "
+                                     f"every dimension must be at least 1")
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except Exception as e:  # checker and shape-inference errors have no common base
+        raise ModelError(f"{path}: not a valid ONNX model ({_one_line(e)})") from None
     return model
+
+
+def _one_line(e: Exception) -> str:
+    """An exception's whole message on one line (the checker's spans several and names
+    the node on the second)."""
+    return " ".join(str(e).split()) or type(e).__name__
 
 
 def _attrs(node: onnx.NodeProto) -> dict:
@@ -182,9 +210,9 @@ class _Importer:
                 self.batch = dims[0].dim_value
             shape = [None]
             for j, d in enumerate(dims[1:], 1):
-                if not (d.HasField("dim_value") and d.dim_value > 0):
+                if not d.HasField("dim_value"):
                     raise ModelError(f"{where}: dimension {j} is symbolic "
-                                     f"({d.dim_param or '?'}); only the batch dimension may be")
+                                     f"({d.dim_param or 'unnamed'}); only the batch dimension may be")
                 shape.append(d.dim_value)
             self.graph.add_input(vi.name, shape)
 
@@ -534,12 +562,8 @@ class _Importer:
         if len(node.output) > 1 and node.output[1] and (
                 node.output[1] in self.readers or node.output[1] in self.onnx_outputs):
             raise self.error(name, op, "its Indices output is not supported")
-        extra = {}
-        if kind == "maxpool":
-            extra["ceil_mode"] = bool(a.get("ceil_mode", 0))
-        else:
-            if a.get("ceil_mode", 0):
-                raise self.error(name, op, "ceil_mode=1 is not supported for AveragePool")
+        extra = {"ceil_mode": bool(a.get("ceil_mode", 0))}
+        if kind == "avgpool":
             extra["count_include_pad"] = bool(a.get("count_include_pad", 0))
         self.graph.add_node(kind, name, [x], [node.output[0]], kernel=kernel,
                             stride=win["stride"], pads=win["pads"], **extra)

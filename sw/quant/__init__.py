@@ -14,6 +14,8 @@ __all__ = [
     "QLayer",
     "QModel",
     "quantize_graph",
+    "CalibrationWarning",
+    "MIN_CALIB_SAMPLES",
     "QParams",
     "calibrate_ranges",
     "choose_activation_qparams",
@@ -22,4 +24,4 @@ __all__ = [
     "requant_params",
 ]
 
-from .graph_ptq import quantize_graph  # noqa: E402  (needs .model and .ptq)
+from .graph_ptq import MIN_CALIB_SAMPLES, CalibrationWarning, quantize_graph  # noqa: E402  (needs .model and .ptq)

@@ -2,13 +2,19 @@
 
 1. :func:`~celosia.sw.graph.fuse_activations` folds each ReLU into its FC.
 2. The float graph runs on the calibration samples; every feature map's
-   min / max gives its asymmetric int8 parameters (TFLite scheme).
+   min / max gives its asymmetric int8 parameters (TFLite scheme). Degenerate
+   calibration data (fewer than :data:`MIN_CALIB_SAMPLES` distinct samples, a
+   constant input, a tensor whose range collapses to one value) draws a
+   :class:`CalibrationWarning`, or an :class:`~celosia.errors.InputError` with
+   ``on_degenerate="error"`` (docs/numerics.md, "Calibration data").
 3. Each FC gets per-output-channel symmetric int8 weights, an int32 bias at
    scale ``S_in * S_w[n]``, ``(M0, shift)`` for ``S_in * S_w[n] / S_out`` and the
    activation clamp of TFLite's ``CalculateActivationRangeQuantized``.
 """
 
 from __future__ import annotations
+
+import warnings
 
 import numpy as np
 
@@ -20,7 +26,22 @@ from celosia.sw.quant.model import QLayer, QModel
 from celosia.sw.quant.ptq import (choose_activation_qparams, quantize_bias,
                                   quantize_weights_per_channel, requant_params)
 
-__all__ = ["quantize_graph", "HARDWARE_OPS"]
+__all__ = ["quantize_graph", "HARDWARE_OPS", "MIN_CALIB_SAMPLES", "CalibrationWarning"]
+
+#: Fewer distinct calibration samples than this draw a :class:`CalibrationWarning`. With
+#: ``n`` exchangeable samples, the chance that a new sample's value of a feature exceeds
+#: its calibrated maximum is ``1 / (n + 1)``: 100 keeps it near 1 % (TFLite's converter
+#: asks for about 100-500 representative samples); docs/numerics.md.
+MIN_CALIB_SAMPLES = 100
+
+#: What :func:`quantize_graph` does with degenerate calibration data.
+ON_DEGENERATE = ("warn", "error", "ignore")
+
+
+class CalibrationWarning(UserWarning):
+    """Degenerate calibration data (:func:`quantize_graph`): too few distinct samples, a
+    constant input, or a tensor whose calibrated range collapsed to one value. The
+    message names the input or tensor (and the node computing it)."""
 
 #: Ops the quantizer and compiler map onto the accelerator (``transpose`` only as
 #: the NCHW -> NHWC conversion of an imported model's input).
@@ -75,8 +96,44 @@ def _fit_bias(w, w_q, w_scales, bias, in_scale):
     return np.where(widen[None, :], requant, w_q), w_scales
 
 
-def quantize_graph(graph: Graph, calib: np.ndarray) -> QModel:
-    """Quantize ``graph`` calibrating on ``calib`` (float, first axis = samples)."""
+def _degenerate(msg: str, on_degenerate: str) -> None:
+    """Report one problem of the calibration data as ``on_degenerate`` says."""
+    if on_degenerate == "error":
+        raise InputError(msg)
+    if on_degenerate == "warn":
+        warnings.warn(msg, CalibrationWarning, stacklevel=4)  # the caller of quantize_graph
+
+
+def _check_calib_input(in_name: str, calib: np.ndarray, on_degenerate: str) -> bool:
+    """Warn about (or reject) a constant calibration input and too few distinct samples;
+    returns whether the input is constant."""
+    lo, hi = float(calib.min()), float(calib.max())
+    if lo == hi:
+        _degenerate(f"calibration data for input '{in_name}' is constant (every value is {lo:g}): "
+                    f"every tensor's range is calibrated on one point, so real inputs saturate or "
+                    f"round to it; give representative samples", on_degenerate)
+    n = len(calib)
+    distinct = len({row.tobytes() for row in calib.reshape(n, -1)})
+    if distinct < MIN_CALIB_SAMPLES:
+        of = f"{n} sample(s)" + (f", {distinct} distinct" if distinct != n else "")
+        _degenerate(f"calibration data for input '{in_name}' has {of}: fewer than "
+                    f"{MIN_CALIB_SAMPLES} give activation ranges that new inputs exceed often "
+                    f"(docs/numerics.md); give at least {MIN_CALIB_SAMPLES} representative samples",
+                    on_degenerate)
+    return lo == hi
+
+
+def quantize_graph(graph: Graph, calib: np.ndarray, on_degenerate: str = "warn") -> QModel:
+    """Quantize ``graph`` calibrating on ``calib`` (float, first axis = samples).
+
+    ``on_degenerate``: what to do with degenerate calibration data (fewer than
+    :data:`MIN_CALIB_SAMPLES` distinct samples, a constant input, a tensor whose range
+    collapses to one value): ``"warn"`` (a :class:`CalibrationWarning` each, default),
+    ``"error"`` (an :class:`~celosia.errors.InputError` naming the input or tensor) or
+    ``"ignore"``.
+    """
+    if on_degenerate not in ON_DEGENERATE:
+        raise ValueError(f"on_degenerate must be one of {', '.join(ON_DEGENERATE)}, not {on_degenerate!r}")
     graph = fuse_activations(graph)
     _check_graph(graph)
     in_name = graph.inputs[0]
@@ -88,11 +145,18 @@ def quantize_graph(graph: Graph, calib: np.ndarray) -> QModel:
                          f"got shape {list(calib.shape)}")
     if not np.isfinite(calib).all():
         raise InputError(f"calibration data for input '{in_name}' contains NaN or infinity")
+    constant = _check_calib_input(in_name, calib, on_degenerate)
     values = execute_float(graph, {in_name: calib.astype(np.float32)})
 
-    def calibrated(tensor):
+    def calibrated(tensor, node=None):
         v = values[tensor]
-        q = choose_activation_qparams(float(v.min()), float(v.max()))
+        lo, hi = float(v.min()), float(v.max())
+        if node is not None and lo == hi and not constant:  # (a constant input says it all)
+            _degenerate(f"tensor '{tensor}' (output of node '{node.name}') takes only the value "
+                        f"{lo:g} on the calibration data: its range collapsed to one value, so "
+                        f"other values saturate or round to it; give samples that exercise it",
+                        on_degenerate)
+        q = choose_activation_qparams(lo, hi)
         return float(q.scale), int(q.zero_point)
 
     try:
@@ -115,7 +179,7 @@ def quantize_graph(graph: Graph, calib: np.ndarray) -> QModel:
         if node.op == "maxpool":
             qp[out] = qp[srcs[0]]  # max pooling keeps its input's scale and zero point
         else:
-            qp[out] = calibrated(out)
+            qp[out] = calibrated(out, node)
         try:
             layer = _QUANTIZERS[node.op](graph, node, [qp[s] for s in srcs], qp[out])
         except ValueError as e:  # the PTQ helpers report bad weights / ranges as ValueError
@@ -201,7 +265,7 @@ def _vec_layer(graph, node, op, in_qp, out_qp, m0, shift, attrs, act=None) -> QL
 def _quantize_maxpool(graph, node, in_qps, out_qp) -> QLayer:
     a = node.attrs
     attrs = {"kernel": tuple(a["kernel"]), "stride": tuple(a.get("stride") or a["kernel"]),
-             "pads": tuple(a.get("pads", (0, 0, 0, 0)))}
+             "pads": tuple(a.get("pads", (0, 0, 0, 0))), "ceil_mode": bool(a.get("ceil_mode", False))}
     return _vec_layer(graph, node, "maxpool", in_qps[0], out_qp, 1 << 30, 1, attrs)  # identity
 
 

@@ -15,7 +15,7 @@ from celosia.rtl.config import AccelConfig
 from celosia.rtl.isa import Csr
 from celosia.sim import verilator
 from celosia.sim.job import Job, Run
-from celosia.sw.driver import DriverError, golden_forward, pgo_training_job, run, run_quantized
+from celosia.sw.driver import golden_forward, pgo_training_job, run, run_quantized
 from celosia.sw.graph import run_float
 from celosia.sw.importer import load_onnx
 from celosia.sw.quant import QModel, quantize_graph
@@ -128,9 +128,11 @@ def test_dma_outside_window_stops_with_error():
 
 
 def test_program_larger_than_dram_is_a_clear_error():
+    """Found by the compiler's DRAM check before the Verilator model is built."""
+    from celosia.errors import CompileError
     config = AccelConfig(rows=2, cols=2, dram_bytes=1024)
     model = random_fc_model(np.random.default_rng(3), [40, 40])
-    with pytest.raises(DriverError, match="dram_bytes"):
+    with pytest.raises(CompileError, match="dram_bytes=1024"):
         run_quantized(model, np.zeros((1, 40), np.int8), config, backend="verilator")
 
 

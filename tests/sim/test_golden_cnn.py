@@ -17,6 +17,7 @@ from celosia.sim.golden import (
     add,
     add_params,
     avg_pool,
+    ceil_mode_padding,
     clamp_int8,
     conv2d,
     conv2d_float,
@@ -387,15 +388,21 @@ POOL_CASES = [  # kernel, stride, pads (top, left, bottom, right)
 ]
 
 
-@pytest.mark.parametrize("kernel, stride, pads", POOL_CASES)
-def test_pools_vs_onnxruntime(kernel, stride, pads):
-    from onnx import helper
-
+def _pool_input(kernel, stride, pads):
+    """``(s, zp, x_q, x_d)``: int8 [2, 9, 10, 7] with an all-minimum corner, and its real values."""
     rng = np.random.default_rng(sum(kernel + stride + pads))
     s, zp = qparams(-1.5, 4.0)
     x_q = rng.integers(-128, 128, (2, 9, 10, 7)).astype(np.int8)
     x_q[0, :3, :3, :] = -128  # an all-minimum corner: padding must not win the max
-    x_d = dequantize(x_q, s, zp)
+    x_q[1, -2:, -2:, :] = -128  # and one where the ceil-mode windows overhang
+    return s, zp, x_q, dequantize(x_q, s, zp)
+
+
+@pytest.mark.parametrize("kernel, stride, pads", POOL_CASES)
+def test_pools_vs_onnxruntime(kernel, stride, pads):
+    from onnx import helper
+
+    s, zp, x_q, x_d = _pool_input(kernel, stride, pads)
     attrs = dict(kernel_shape=list(kernel), strides=list(stride), pads=list(pads))
     mp = nhwc(_ort_run(helper.make_node("MaxPool", ["x"], ["y"], **attrs), {"x": nchw(x_d)}))
     np.testing.assert_array_equal(dequantize(max_pool(x_q, kernel, stride, pads), s, zp), mp)
@@ -405,6 +412,19 @@ def test_pools_vs_onnxruntime(kernel, stride, pads):
         y = dequantize(avg_pool(x_q, kernel, stride, pads, count_include_pad=bool(include), x_zp=zp), s, zp)
         assert y.shape == ap.shape
         assert np.all(np.abs(y - ap) <= s * 0.5 + 1e-5)
+
+
+@pytest.mark.parametrize("kernel, stride, pads", POOL_CASES)
+def test_max_pool_ceil_mode_vs_onnxruntime(kernel, stride, pads):
+    """ONNX MaxPool ``ceil_mode=1``: the extra last row / column of windows overhangs the
+    padded input and takes the max of what it covers."""
+    from onnx import helper
+
+    s, zp, x_q, x_d = _pool_input(kernel, stride, pads)
+    node = helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=list(kernel), strides=list(stride),
+                            pads=list(pads), ceil_mode=1)
+    mp = nhwc(_ort_run(node, {"x": nchw(x_d)}))
+    np.testing.assert_array_equal(dequantize(max_pool(x_q, kernel, stride, pads, ceil_mode=True), s, zp), mp)
 
 
 def test_global_avg_pool_vs_onnxruntime():
@@ -648,6 +668,14 @@ def test_geometry_helpers():
     assert same_padding((5, 6), (3, 1), 1) == (1, 0, 1, 0)
     assert conv_output_size(227, 11, 4, 0, 0) == 55
     assert conv_output_size(7, 3, 1, 2, 2, dilation=2) == 7
+    # ceil_mode: (8 - 3) / 2 rounds up to 3 -> 4 windows, the last one overhanging by one.
+    assert conv_output_size(8, 3, 2, 0, 0) == 3
+    assert conv_output_size(8, 3, 2, 0, 0, ceil_mode=True) == 4
+    assert ceil_mode_padding((8, 8), 3, 2, 0) == (0, 0, 1, 1)
+    # ceil(5 / 2) + 1 = 4, but the 4th window would start at 6 = 5 + 1, in the bottom padding.
+    assert conv_output_size(5, 2, 2, 1, 1, ceil_mode=True) == 3
+    assert ceil_mode_padding((5, 5), 2, 2, 1) == (1, 1, 1, 1)
+    assert conv_output_size(6, 2, 2, 0, 0, ceil_mode=True) == 3  # exact: no extra window
     x = np.zeros((1, 224, 224, 3), np.int8)
     y = conv2d(x, 0, np.zeros((8, 3, 3, 3), np.int8), None, 0, 0, 0, stride=2, padding=same_padding((224, 224), 3, 2))
     assert y.shape == (1, 112, 112, 8)

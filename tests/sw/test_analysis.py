@@ -224,20 +224,15 @@ def test_padded_conv_totals_equal_hardware_counters(dataflow):
     assert t.written == 5 * 5 * 4 and t.layers[0].reread_weights >= 1.0
 
 
-def test_golden_report_without_a_program(monkeypatch, capsys):
-    """Where the model does not compile for the config, the golden back end still runs: the
-    report says why there are no traffic figures, and the CLI summary prints that line."""
+def test_golden_rejects_a_model_that_does_not_compile(monkeypatch):
+    """The golden back end maps the model onto the config first, like the RTL ones: where
+    it does not compile, the compiler's error stops the run (issue 14)."""
     from celosia.errors import CompileError
-    from celosia.sw.cli import _print_summary
     from celosia.sw.driver import driver
 
     def fail(*args, **kwargs):
         raise CompileError("weights do not fit")
 
-    model = small_model()
     monkeypatch.setattr(driver, "compile_model", fail)
-    report = driver.run_quantized(model, np.zeros((2, 20), np.int8), AccelConfig(rows=4, cols=4)).report
-    assert report["roofline"] is None and "weights do not fit" in report["roofline_note"]
-    assert "bound" not in report["layers"][0]
-    _print_summary(report)
-    assert "no traffic figures" in capsys.readouterr().out
+    with pytest.raises(CompileError, match="weights do not fit"):
+        driver.run_quantized(small_model(), np.zeros((2, 20), np.int8), AccelConfig(rows=4, cols=4))

@@ -365,3 +365,80 @@ def test_compile_summary_with_and_without_resident_weights(data, tmp_path):
     assert dis[0] == "initialization graph:" and "execution graph:" in dis
     dis_off = cli("compile", DIGITS, *common, "--no-resident-weights", cwd=tmp_path).stdout
     assert "graph:" not in dis_off
+
+
+# --- the malformed-input corpus (tests/malformed.py, issue 14) ----------------------------
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    from malformed import build
+    return build(tmp_path_factory.mktemp("corpus"))
+
+
+def run_main(argv, capsys) -> tuple[int, list[str]]:
+    """``celosia ARGV`` in this process: exit status and the non-empty stderr lines (an
+    uncaught exception, i.e. a traceback, fails the test)."""
+    from celosia.sw.cli import main
+    rc = main(list(argv))
+    return rc, [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+
+
+def _case_ids():
+    from malformed import CASES
+    return CASES
+
+
+@pytest.mark.parametrize("case", _case_ids(), ids=lambda c: c.name)
+def test_malformed_corpus(case, corpus, capsys, monkeypatch):
+    """Every corpus case: an error is one line naming the culprit, exit 1; a warning is a
+    ``warning:`` line naming it, and an error with ``--strict``; a valid model runs cleanly."""
+    from celosia.sim import verilator
+
+    def no_build(*args, **kwargs):
+        raise AssertionError("a Verilator build started for a program that cannot run")
+
+    monkeypatch.setattr(verilator, "build", no_build)
+    monkeypatch.setattr(verilator, "run", no_build)
+    monkeypatch.chdir(corpus)
+    rc, lines = run_main(case.argv, capsys)
+    if case.outcome == "error":  # (a run that fails writing its outputs has logged progress)
+        assert rc == 1 and sum("error" in line for line in lines) == 1, lines
+        assert lines[-1].startswith(f"celosia {case.argv[0]}: error: "), lines[-1]
+        assert all(f in lines[-1] for f in case.fragments), (case.fragments, lines[-1])
+        return
+    warned = [line for line in lines if line.startswith("warning: ")]
+    assert rc == 0
+    if case.outcome == "ok":
+        assert not warned, warned
+        return
+    assert any(all(f in line for f in case.fragments) for line in warned), (case.fragments, warned)
+    if case.strict:
+        rc, lines = run_main([*case.argv, "--strict"], capsys)
+        assert rc == 1 and len(lines) == 1, lines
+        assert all(f in lines[0] for f in case.fragments), (case.fragments, lines[0])
+
+
+def test_out_is_written_exactly_where_given(corpus, tmp_path, capsys, monkeypatch):
+    """``--out o`` writes ``o`` (np.save would append ``.npy``), a .npy file all the same."""
+    monkeypatch.chdir(tmp_path)
+    rc, _ = run_main(["run", str(corpus / "conv_relu.onnx"), "--input", str(corpus / "img.npy"),
+                      "--calib", str(corpus / "calib.npy"), "--out", "o", "--report", "r"], capsys)
+    assert rc == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o", "r"]
+    assert np.load(tmp_path / "o").shape == (4, 4, 8, 8)
+    assert json.loads((tmp_path / "r").read_text())["samples"] == 4
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_out_dev_full_subprocess(corpus):
+    """The whole program, as a user runs it: a write error is one line naming the file."""
+    def stamp(path=Path("/dev/full.npy")):  # (an older, buggy version may have left one)
+        return path.stat().st_mtime_ns if path.exists() else None
+
+    before = stamp()
+    proc = cli("run", "conv_relu.onnx", "--input", "img.npy", "--calib", "calib.npy", "--out", "/dev/full",
+               cwd=corpus)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    last = stderr_lines(proc)[-1]
+    assert last.startswith("celosia run: error: /dev/full: ") and "No space left on device" in last
+    assert stamp() == before  # no /dev/full.npy written instead

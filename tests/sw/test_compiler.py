@@ -580,3 +580,28 @@ def test_disassemble_round_trip():
             dep[f] = 1
         assert isa.encode(op, dep=dep, **fields) == next(words), line
     assert next(words, None) is None
+
+
+def test_check_dram_boundary_and_message():
+    """Program.check_dram: the segments of layout() must fit dram_bytes; exactly the needed
+    size fits, one bus word less is a CompileError listing the bytes (issue 14)."""
+    rng = np.random.default_rng(12)
+    model = make_model(rng, [40, 30, 10])
+    program = compile_model(model, AccelConfig(rows=4, cols=4), batch=2)
+    lay1, lay3 = program.layout(1), program.layout(3)
+    # per run 2 samples x 40 in (80 B) and 2 x 10 out (20 B -> 24, bus-word strides); each
+    # region 64-byte aligned: 3 runs 240 -> 256 and 72 -> 128, 1 run 80 -> 128 and 24 -> 64
+    assert lay3["end"] - lay1["end"] == (256 - 128) + (128 - 64)
+    need = lay1["end"]
+    assert need == sum(-(-n // 64) * 64 for n in (len(program.image()), len(program.static),
+                                                   program.scratch_bytes, 80, 20))
+    fits = dataclasses.replace(program, config=dataclasses.replace(program.config, dram_bytes=need))
+    assert fits.check_dram() == lay1
+    small = dataclasses.replace(program, config=dataclasses.replace(program.config, dram_bytes=need - 8))
+    with pytest.raises(CompileError, match=rf"need {need} bytes .*dram_bytes={need - 8}; increase it, "
+                                           rf"e\.g\. --set dram_bytes={1 << (need - 1).bit_length()}"):
+        small.check_dram()
+    with pytest.raises(CompileError, match="per-layer profiling tables"):
+        fits.check_dram(profile=True)  # the profiling tables come on top
+    with pytest.raises(CompileError, match="or run fewer samples at once"):
+        fits.check_dram(runs=3)

@@ -253,8 +253,13 @@ def test_cnn_op_errors():
         g.add_node("add", "a", ["x", "z"], ["s"])
     with pytest.raises(ModelError, match="perm"):
         g.add_node("transpose", "t", ["x"], ["t"], perm=(1, 0, 2, 3))
-    with pytest.raises(ModelError, match="ceil_mode is supported for maxpool only"):
-        g.add_node("avgpool", "ap", ["x"], ["p"], kernel=(2, 2), ceil_mode=True)
+    # 5 wide, window 2, stride 2: floor 2 windows, ceil 3 (the last one half outside).
+    with pytest.raises(ModelError, match=r"avgpool node 'ap': ceil_mode=1 adds windows .*3x3 outputs, not 2x2"):
+        g.add_node("avgpool", "ap", ["x"], ["p"], kernel=(2, 2), stride=(2, 2), ceil_mode=True)
+    g.add_node("avgpool", "ap1", ["x"], ["p1"], kernel=(2, 2), ceil_mode=True)  # stride 1: no overhang
+    assert g.tensors["p1"].shape == (None, 4, 4, 4)
+    g.add_node("maxpool", "mp", ["x"], ["m"], kernel=(2, 2), stride=(2, 2), ceil_mode=True)
+    assert g.tensors["m"].shape == (None, 3, 3, 4)
 
 
 def test_fuse_activations_conv_add_clip():

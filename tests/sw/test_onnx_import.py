@@ -239,6 +239,49 @@ def test_symbolic_feature_dim_rejected(tmp_path):
         load_onnx(path)
 
 
+def test_input_checks_name_the_tensor(tmp_path):
+    """A 0 dimension is not "symbolic"; an input without a shape is named (issue 14)."""
+    nodes = [helper.make_node("Relu", ["x"], ["y"], name="r")]
+    path = save_model(tmp_path, nodes, {}, ["N", 0], ["N", 0])
+    with pytest.raises(ModelError, match=r"input 'x': dimension 1 is 0; every dimension must be at least 1"):
+        load_onnx(path)
+    path = save_model(tmp_path, nodes, {}, None, ["N", 3], name="noshape.onnx")
+    with pytest.raises(ModelError, match=r"noshape\.onnx: input 'x' has no shape"):
+        load_onnx(path)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.int64])
+def test_type_invalid_initializer_rejected(tmp_path, dtype):
+    """A Gemm weight of another type than the input: onnxruntime refuses the model, so do we,
+    naming the node (strict type inference of onnx.checker's full check)."""
+    graph = helper.make_graph(
+        [helper.make_node("Gemm", ["x", "W"], ["y"], name="fc_typed")], "t",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])],
+        [numpy_helper.from_array(np.ones((4, 3), dtype), "W")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    path = tmp_path / "typed.onnx"
+    onnx.save(model, str(path))
+    with pytest.raises(Exception):
+        ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    with pytest.raises(ModelError, match=r"typed\.onnx: not a valid ONNX model .*fc_typed"):
+        load_onnx(path)
+
+
+def test_averagepool_ceil_mode_without_extra_window(tmp_path):
+    """AveragePool ceil_mode=1 where the windows tile the input exactly: accepted, the
+    float reference equals onnxruntime; with an overhanging window: rejected naming the node."""
+    node = helper.make_node("AveragePool", ["x"], ["y"], name="ap", kernel_shape=[2, 2], strides=[2, 2],
+                            ceil_mode=1)
+    path = save_model(tmp_path, [node], {}, ["N", 3, 8, 6], ["N", 3, 4, 3])
+    x = rand(2, 3, 8, 6)
+    np.testing.assert_allclose(run_float(load_onnx(path), x), ort_run(path, x), rtol=1e-6, atol=1e-6)
+    path = save_model(tmp_path, [node], {}, ["N", 3, 7, 6], ["N", 3, 4, 3], name="over.onnx")
+    with pytest.raises(ModelError, match=r"over\.onnx: avgpool node 'ap': ceil_mode=1 adds windows"):
+        load_onnx(path)
+
+
 def test_weight_must_be_constant(tmp_path):
     graph = helper.make_graph(
         [helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")], "t",

@@ -175,3 +175,122 @@ def test_requant_params_errors():
         requant_params(0.1, [0.1], 0.0)
     with pytest.raises(ValueError, match=r"requantization of channel 1 .*too large"):
         requant_params(1e10, [1e-30, 1e10], 1e-10)
+
+
+# --- quantize_graph: MaxPool ceil_mode, degenerate calibration (issue 14) ---
+
+def _conv_maxpool_graph(pool_only: bool, pads: int):
+    """Float graph ``[conv 3x3 pad 1 ->] maxpool 3x3 stride 2 ceil_mode`` on 1x9x8 NCHW."""
+    from celosia.sw.graph import Graph
+
+    g = Graph("ceil")
+    g.add_input("x", (None, 9, 8, 2))
+    src = "x"
+    if not pool_only:
+        g.add_const("k", np.random.default_rng(4).standard_normal((4, 3, 3, 2)).astype(np.float32))
+        g.add_node("conv", "conv", ["x", "k"], ["c"], pads=(1, 1, 1, 1))
+        src = "c"
+    g.add_node("maxpool", "pool", [src], ["y"], kernel=(3, 3), stride=(2, 2), pads=(pads,) * 4,
+               ceil_mode=True)
+    g.add_output("y")
+    return g
+
+
+@pytest.mark.parametrize("pads", [0, 1])
+def test_maxpool_ceil_mode_quantized_matches_onnxruntime(pads):
+    """A lone MaxPool keeps its input's scale: the int8 result dequantized is ONNX MaxPool
+    (ceil_mode=1, onnxruntime) of the dequantized input, exactly."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    from celosia.sw.driver import run
+    from celosia.sw.quant import quantize_graph
+    from celosia.rtl.config import AccelConfig
+
+    x = np.random.default_rng(5).standard_normal((3, 9, 8, 2)).astype(np.float32)
+    qmodel = quantize_graph(_conv_maxpool_graph(True, pads), x, on_degenerate="ignore")
+    assert qmodel.layers[0].attrs["ceil_mode"] is True
+    y = run(qmodel, x, AccelConfig(rows=4, cols=4)).y.reshape(3, *qmodel.layers[0].out_shape)
+    # 9 rows: (9 + 2p - 3) / 2 rounded up -> 4 (+1 padded); 8 columns: 3 / 4 windows + 1 row/col
+    assert y.shape == (3, 4 + pads, 4 + pads, 2)
+    x_d = dequantize(quantize(x, qmodel.input_scale, qmodel.input_zp), qmodel.input_scale, qmodel.input_zp)
+    node = helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=[3, 3], strides=[2, 2], pads=[pads] * 4,
+                            ceil_mode=1)
+    graph = helper.make_graph([node], "m", [helper.make_tensor_value_info("x", TensorProto.FLOAT, None)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    want = sess.run(None, {"x": x_d.transpose(0, 3, 1, 2)})[0].transpose(0, 2, 3, 1)
+    np.testing.assert_array_equal(y, want)
+
+
+@pytest.mark.parametrize("pads", [0, 1])
+@pytest.mark.parametrize("dataflow", ["ws", "rs"])
+def test_maxpool_ceil_mode_compiled_matches_golden(pads, dataflow):
+    """The compiler's vector lowering covers the extra output row / column: the program
+    on the ISA simulator gives the golden model's bytes."""
+    from celosia.rtl.config import AccelConfig
+    from celosia.sim.isa_sim import run_program
+    from celosia.sw.compiler import compile_model
+    from celosia.sw.driver import golden_forward
+    from celosia.sw.quant import quantize_graph
+
+    rng = np.random.default_rng(6)
+    qmodel = quantize_graph(_conv_maxpool_graph(False, pads), rng.standard_normal((8, 9, 8, 2)).astype(np.float32),
+                            on_degenerate="ignore")
+    x_q = rng.integers(-128, 128, (2, 9 * 8 * 2)).astype(np.int8)
+    want = golden_forward(qmodel, x_q)
+    assert want.shape == (2, (4 + pads) ** 2 * 4) and len(np.unique(want)) > 10
+    program = compile_model(qmodel, AccelConfig(rows=4, cols=4, dataflow=dataflow), batch=2)
+    got, _ = run_program(program, x_q)
+    np.testing.assert_array_equal(got, want)
+
+
+def _fc_graph():
+    from celosia.sw.graph import Graph
+
+    g = Graph("fc")
+    g.add_input("x", (None, 6))
+    g.add_const("w", np.abs(np.random.default_rng(7).standard_normal((6, 3))).astype(np.float32))
+    g.add_node("fc", "fc1", ["x", "w"], ["h"], activation="relu")
+    g.add_output("h")
+    return g
+
+
+def test_degenerate_calibration_warns_and_errors():
+    """Constant data, too few distinct samples and a collapsed tensor range each draw a
+    CalibrationWarning naming the input or the tensor and its node; "error" raises."""
+    import warnings
+
+    from celosia.errors import InputError
+    from celosia.sw.quant import MIN_CALIB_SAMPLES, CalibrationWarning, quantize_graph
+
+    rng = np.random.default_rng(8)
+    good = rng.random((MIN_CALIB_SAMPLES, 6), dtype=np.float32)
+    cases = {  # calibration data -> words of each expected warning
+        "good": (good, []),
+        "few": (good[:MIN_CALIB_SAMPLES - 1], [f"{MIN_CALIB_SAMPLES - 1} sample(s)"]),
+        "repeated": (np.repeat(good[:2], MIN_CALIB_SAMPLES, axis=0), ["200 sample(s), 2 distinct"]),
+        "constant": (np.full((MIN_CALIB_SAMPLES, 6), 0.5, np.float32), ["constant (every value is 0.5)",
+                                                                          "1 distinct"]),
+        # all-negative inputs into positive weights: the ReLU output is always 0
+        "collapsed": (-good - 0.1, ["tensor 'h' (output of node 'fc1') takes only the value 0"]),
+    }
+    for name, (calib, expected) in cases.items():
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            quantize_graph(_fc_graph(), calib)
+        got = [str(w.message) for w in caught if w.category is CalibrationWarning]
+        assert len(got) == len(expected), (name, got)
+        for words, msg in zip(expected, got):
+            assert words in msg, (name, msg)
+            assert "'x'" in msg or "'h'" in msg
+        if expected:
+            with pytest.raises(InputError, match=expected[0].replace("(", r"\(").replace(")", r"\)")):
+                quantize_graph(_fc_graph(), calib, on_degenerate="error")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            quantize_graph(_fc_graph(), calib, on_degenerate="ignore")
+    with pytest.raises(ValueError, match="on_degenerate"):
+        quantize_graph(_fc_graph(), good, on_degenerate="loud")
