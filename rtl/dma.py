@@ -555,6 +555,7 @@ class StoreEngine(wiring.Component):
             ppu.i.payload.out_zp.eq(insn.out_zp),
             ppu.i.payload.act_min.eq(insn.act_min),
             ppu.i.payload.act_max.eq(insn.act_max),
+            ppu.i.payload.single.eq(insn.single_round),
             ppu.i.valid.eq(have_row),
         ]
         row_end, block_end = Signal(), Signal()

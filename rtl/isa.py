@@ -197,7 +197,10 @@ GemmInsn = data.StructLayout({
 })
 
 #: For m < m_len, n < n_len: PPU(psum[psum_row + m][n], param[param_row + n]) = int8 of
-#: clamp(MBQM(acc + bias, M0, shift) + out_zp, act_min, act_max) goes, with ``to_buf = 0``,
+#: clamp(MBQM(acc + bias, M0, shift) + out_zp, act_min, act_max) (MBQM: TFLite's
+#: MultiplyByQuantizedMultiplier, double rounding; with ``single_round = 1`` its single-rounding
+#: form ``(x*M0 + 2^(t-1)) >> t``, ``t = 31 - shift`` clamped to 1..62, wrapped to int32:
+#: celosia.sim.golden.requant) goes, with ``to_buf = 0``,
 #: to the byte at DRAM ``base[base_reg] + dram_offset + m*dram_stride + n`` (``dram_offset``
 #: signed), or, with ``to_buf = 1`` (a layer's output kept on chip as the next layer's input),
 #: to ifmap buffer row ``buf_row + m*buf_stride``, lane ``lane0 + n`` (the DRAM fields are
@@ -207,7 +210,8 @@ StoreInsn = data.StructLayout({
     "dep": DepFlags,
     "base_reg": unsigned(3),
     "to_buf": unsigned(1),
-    "_pad0": unsigned(4),
+    "single_round": unsigned(1),
+    "_pad0": unsigned(3),
     "dram_offset": signed(32),
     "dram_stride": unsigned(24),
     "psum_row": unsigned(16),
@@ -522,7 +526,10 @@ def markdown() -> str:
           "is an error, like an out-of-range GEMM).")
     table("STORE", StoreInsn, "psum buffer -> PPU (bias, requantize, zero point, clamp) -> DRAM, "
           "or (`to_buf = 1`) -> the ifmap buffer: byte `(m, n)` to row `buf_row + m*buf_stride`, "
-          "lane `lane0 + n`, with no DRAM access (rtl/dma.py).")
+          "lane `lane0 + n`, with no DRAM access (rtl/dma.py). `single_round = 1`: the PPU "
+          "rounds once, `(x*M0 + 2^(t-1)) >> t` with `t = 31 - shift` clamped to 1..62 (TFLite's "
+          "single-rounding MultiplyByQuantizedMultiplier, LiteRT's FULLY_CONNECTED), instead of "
+          "gemmlowp's double rounding.")
     enum_table("VEC modes", VecMode)
     table("VEC", VecInsn, "Compute queue, vector engine: pooling and residual add, lane-wise over ifmap rows.")
     table(f"Node descriptor ({NodeDescriptor.size} bit)", NodeDescriptor,

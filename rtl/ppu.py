@@ -23,7 +23,7 @@ whole pipeline advances when its last stage is empty or ``o.ready`` is high
 """
 
 
-from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -40,6 +40,7 @@ PpuIn = data.StructLayout({
     "out_zp": signed(8),
     "act_min": signed(8),
     "act_max": signed(8),
+    "single": unsigned(1),   # TFLite's single rounding (STORE single_round)
 })
 
 _INT32_MIN = -(1 << 31)
@@ -47,6 +48,11 @@ _INT32_MAX = (1 << 31) - 1
 #: Right-shift exponents above this all give 0 for an int32 input (|x| / 2^33 <= 1/4).
 _MAX_RIGHT = 33
 
+
+#: The single rounding's right shift ``t = 31 - shift`` is clamped to this range: the golden
+#: model's :data:`celosia.sim.golden.requant.SINGLE_SHIFT_RANGE` (which cannot import rtl;
+#: tests/rtl/test_ppu.py checks they agree).
+SINGLE_SHIFT_RANGE = (1, 62)
 
 #: Register stages of :func:`mbqm_stages`.
 MBQM_STAGES = 4
@@ -64,10 +70,17 @@ def register_stage(m, advance, name, **fields):
     return regs
 
 
-def mbqm_stages(m, advance, x, m0, shift, *, prefix="", first=2, **carry):
+def mbqm_stages(m, advance, x, m0, shift, *, prefix="", first=2, single=None, **carry):
     """MultiplyByQuantizedMultiplier(int32 ``x``, int32 ``m0``, int8 ``shift``) as
     :data:`MBQM_STAGES` register stages (PPU stages 2..5 in the module docstring),
     each loaded when ``advance`` is high.
+
+    ``single`` (a 1-bit value, optional): where high, TFLite's single-rounding form
+    instead (:func:`celosia.sim.golden.requant.multiply_by_quantized_multiplier_single`):
+    stage 2 leaves ``x`` unshifted and registers ``t = 31 - shift`` clamped to 1..62,
+    stage 3 the full 64-bit product, stage 4 ``(ab + 2^(t-1)) >> t`` wrapped to int32,
+    stage 5 passes it on (exponent 0). Without ``single`` only the double rounding is
+    built (the vector engine's ADD).
 
     ``carry`` (name -> (shape, value)) is registered alongside, stage by stage.
     Returns the last stage's registers: ``"x"`` (``signed(33)``, the result, always
@@ -84,22 +97,34 @@ def mbqm_stages(m, advance, x, m0, shift, *, prefix="", first=2, **carry):
     left = Signal(unsigned(7))
     right = Signal(range(_MAX_RIGHT + 1))
     shifted = Signal(signed(32))
-    m.d.comb += left.eq(Mux(shift > 0, shift[:7], 0))
+    single_on = Const(0, 1) if single is None else single
+    m.d.comb += left.eq(Mux((shift > 0) & ~single_on, shift[:7], 0))
     neg_shift = Signal(unsigned(8))
     m.d.comb += neg_shift.eq(-shift)  # 128 for shift = -128: fits unsigned(8)
-    m.d.comb += right.eq(Mux(shift >= 0, 0,
+    m.d.comb += right.eq(Mux((shift >= 0) | single_on, 0,
                              Mux(neg_shift > _MAX_RIGHT, _MAX_RIGHT, neg_shift)))
     m.d.comb += shifted.eq(Mux(left >= 32, 0, (x << left[:5])[:32]))
+    extra = {}   # the single-rounding fields, carried stage by stage when built
+    if single is not None:
+        lo, hi = SINGLE_SHIFT_RANGE
+        t_raw = Signal(signed(10))
+        m.d.comb += t_raw.eq(31 - shift)
+        extra = {"single": (1, single),
+                 "t": (range(hi + 1), Mux(t_raw < lo, lo, Mux(t_raw > hi, hi, t_raw)))}
     s2 = stage(0, x=(signed(32), shifted), m0=(signed(32), m0),
-               right=(range(_MAX_RIGHT + 1), right), **carry)
+               right=(range(_MAX_RIGHT + 1), right), **extra, **carry)
+
+    def extra_of(regs):
+        return {name: (shape, regs[name]) for name, (shape, _) in extra.items()}
 
     # The product; the only overflowing case of the doubling high mul (INT32_MIN^2 = 2^62)
-    # is flagged and replaced below, so |ab| <= 2^62 - 2^31 otherwise and 63 bits hold it.
-    # Every width below stays within 64 bits (a wider sum costs Verilator a multi-word
-    # operation per lane per cycle, the bulk of the simulation time).
-    s3 = stage(1, ab=(signed(63), s2["x"] * s2["m0"]),
+    # is flagged and replaced below, so |ab| <= 2^62 - 2^31 otherwise and 63 bits hold it
+    # (64 with the single rounding, which takes 2^62 as it is). Every width below stays
+    # within 64 bits (a wider sum costs Verilator a multi-word operation per lane per
+    # cycle, the bulk of the simulation time).
+    s3 = stage(1, ab=(signed(63 if single is None else 64), s2["x"] * s2["m0"]),
                ovf=(1, (s2["x"] == _INT32_MIN) & (s2["m0"] == _INT32_MIN)),
-               right=(range(_MAX_RIGHT + 1), s2["right"]), **tail(s2))
+               right=(range(_MAX_RIGHT + 1), s2["right"]), **extra_of(s2), **tail(s2))
 
     # (ab + nudge) / 2^31, truncating toward zero as C does; |num| < 2^62.
     num = Signal(signed(63))
@@ -108,6 +133,12 @@ def mbqm_stages(m, advance, x, m0, shift, *, prefix="", first=2, **carry):
     m.d.comb += biased.eq(num + Mux(num < 0, (1 << 31) - 1, 0))
     high = Signal(signed(32))
     m.d.comb += high.eq(Mux(s3["ovf"], _INT32_MAX, (biased >> 31)[:32]))
+    if single is not None:   # (ab + 2^(t-1)) >> t; |ab| + 2^61 < 2^63: no overflow
+        rounded_once = Signal(signed(64))
+        m.d.comb += rounded_once.eq(s3["ab"] + (Const(1, 64) << (s3["t"] - 1)[:6]))
+        high_single = Signal(signed(32))
+        m.d.comb += high_single.eq((rounded_once >> s3["t"])[:32])
+        high = Mux(s3["single"], high_single, high)
     s4 = stage(2, x=(signed(32), high),
                right=(range(_MAX_RIGHT + 1), s3["right"]), **tail(s3))
 
@@ -161,12 +192,12 @@ class PPU(wiring.Component):
 
         # 1: bias add, wrapping in int32.
         s1 = stage("s1", x=(signed(32), (p.acc + p.bias)[:32]),
-                   m0=(signed(32), p.m0), shift=(signed(8), p.shift),
+                   m0=(signed(32), p.m0), shift=(signed(8), p.shift), single=(1, p.single),
                    out_zp=(signed(8), p.out_zp), act_min=(signed(8), p.act_min),
                    act_max=(signed(8), p.act_max))
 
         # 2..5: MultiplyByQuantizedMultiplier.
-        s5 = mbqm_stages(m, advance, s1["x"], s1["m0"], s1["shift"], **tail(s1))
+        s5 = mbqm_stages(m, advance, s1["x"], s1["m0"], s1["shift"], single=s1["single"], **tail(s1))
 
         # 6: zero point and activation clamp.
         with_zp = Signal(signed(34))

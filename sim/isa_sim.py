@@ -207,7 +207,8 @@ class IsaSim:
                            for k, t in (("bias", np.int32), ("m0", np.int32), ("shift", np.int8)))
         for m in range(m_len):
             acc = self.psum[d["psum_row"] + m, :n_len]
-            out = requantize(acc, bias, m0, shift, d["out_zp"], d["act_min"], d["act_max"])
+            out = requantize(acc, bias, m0, shift, d["out_zp"], d["act_min"], d["act_max"],
+                             single_round=d["single_round"])
             if to_buf:
                 self.ifmap[d["buf_row"] + m * d["buf_stride"], d["lane0"]:d["lane0"] + n_len] = out.view(np.uint8)
             else:

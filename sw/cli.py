@@ -120,10 +120,7 @@ def _load_model(spec: str):
                          f"`celosia zoo` lists the models)")
     if Path(spec).suffix.lower() == ".tflite":
         from celosia.sw.importer import load_tflite
-        model = load_tflite(spec)
-        for note in model.meta.get("litert_deviations", []):
-            _log(f"warning: {spec}: {note}")
-        return model
+        return load_tflite(spec)
     return resolve(spec)
 
 

@@ -115,8 +115,6 @@ def _demo_tflite(path: Path, config: AccelConfig, backend: str, samples: int, sa
     x_q = model.quantize_input(x)
     say(f"\nmodel {path.name} (int8 TFLite, quantization from the file): "
         f"{' -> '.join(l.op for l in model.layers)}")
-    for note in model.meta["litert_deviations"]:
-        say(f"note: {note}")
     say(f"running {n} held-out images on the {backend} back end, array {config.array} "
         f"({config.dataflow}) ...")
     result = run_quantized(model, x_q, config, backend=backend)

@@ -135,7 +135,8 @@ def _conv_core_int(x, w, stride, padding, groups, dilation):
 
 
 def conv2d(x_q, x_zp, w_q, bias, m0, shift, out_zp, act_min=-128, act_max=127,
-           stride=(1, 1), padding=(0, 0, 0, 0), groups: int = 1, dilation=(1, 1)) -> np.ndarray:
+           stride=(1, 1), padding=(0, 0, 0, 0), groups: int = 1, dilation=(1, 1),
+           single_round: bool = False) -> np.ndarray:
     """int8 Conv2D / grouped / depthwise conv, per output channel, as TFLite ``ConvPerChannel``.
 
     Parameters
@@ -156,6 +157,9 @@ def conv2d(x_q, x_zp, w_q, bias, m0, shift, out_zp, act_min=-128, act_max=127,
     groups : int
         1: regular conv; ``Cin``: depthwise (channel multiplier ``Cout / Cin``);
         output channel ``co`` reads input channels of group ``co // (Cout / groups)``.
+    single_round : bool
+        TFLite's single-rounding requantization instead of the double rounding
+        (:func:`~celosia.sim.golden.requant.requantize`).
 
     Returns
     -------
@@ -170,7 +174,7 @@ def conv2d(x_q, x_zp, w_q, bias, m0, shift, out_zp, act_min=-128, act_max=127,
     acc = _conv_core_int(x_q.astype(np.int64) - x_zp, w_q, stride, padding, groups, dilation)
     bias, m0, shift = _check_channel_params(cout, bias, m0, shift)
     # int64 sums are exact; requantize wraps acc + bias to int32 once (= wrapping every add).
-    return requantize(acc, bias, m0, shift, out_zp, act_min, act_max)
+    return requantize(acc, bias, m0, shift, out_zp, act_min, act_max, single_round)
 
 
 def conv2d_float(x, w, b=None, stride=(1, 1), padding=(0, 0, 0, 0), groups: int = 1,

@@ -62,14 +62,15 @@ def golden_forward(model, x_q: np.ndarray) -> np.ndarray:
         xs = [values[name].reshape(n, *layer.in_shape) for name in model.layer_inputs(i)]
         a = layer.attrs
         clamp = dict(act_min=layer.act_min, act_max=layer.act_max)
+        single = layer.rounding == "single"
         if layer.op == "fc":
             y = fully_connected(xs[0].reshape(n, -1), layer.in_zp, layer.w, layer.bias,
-                                layer.m0, layer.shift, layer.out_zp, **clamp)
+                                layer.m0, layer.shift, layer.out_zp, **clamp, single_round=single)
         elif layer.op == "conv":
             y = conv2d(xs[0], layer.in_zp, layer.w, layer.bias, layer.m0, layer.shift,
                        layer.out_zp, stride=a.get("stride", (1, 1)),
                        padding=a.get("pads", (0, 0, 0, 0)), groups=a.get("groups", 1),
-                       dilation=a.get("dilation", (1, 1)), **clamp)
+                       dilation=a.get("dilation", (1, 1)), **clamp, single_round=single)
         elif layer.op == "maxpool":
             y = max_pool(xs[0], a["kernel"], a["stride"], a.get("pads", (0, 0, 0, 0)),
                          ceil_mode=a.get("ceil_mode", False), **clamp)

@@ -163,7 +163,8 @@ def activation_range(kind: str, scale, zp, qmin: int = -128, qmax: int = 127) ->
     return qmin, qmax
 
 
-def fully_connected(x_q, x_zp, w_q, bias, m0, shift, out_zp, act_min=-128, act_max=127) -> np.ndarray:
+def fully_connected(x_q, x_zp, w_q, bias, m0, shift, out_zp, act_min=-128, act_max=127,
+                    single_round: bool = False) -> np.ndarray:
     """int8 FullyConnected, per output channel, as TFLite ``reference_integer_ops::FullyConnectedPerChannel``.
 
     Parameters
@@ -185,6 +186,9 @@ def fully_connected(x_q, x_zp, w_q, bias, m0, shift, out_zp, act_min=-128, act_m
         Output zero point, -128..127.
     act_min, act_max : int
         Output clamp (see :func:`activation_range`).
+    single_round : bool
+        TFLite's single-rounding requantization (LiteRT's FULLY_CONNECTED) instead of the
+        double rounding (:func:`~celosia.sim.golden.requant.requantize`).
 
     Returns
     -------
@@ -207,7 +211,7 @@ def fully_connected(x_q, x_zp, w_q, bias, m0, shift, out_zp, act_min=-128, act_m
     # Exact in int64 for K < 2^32 / (255*255); wrap once to int32 at the end, which
     # equals wrapping after every addition (arithmetic mod 2^32).
     acc = (x_q.astype(np.int64) - x_zp) @ w_q.astype(np.int64)
-    return requantize(acc, bias, m0, shift, out_zp, act_min, act_max)
+    return requantize(acc, bias, m0, shift, out_zp, act_min, act_max, single_round)
 
 
 def fully_connected_float(x, w, bias=None, activation: str = "none") -> np.ndarray:

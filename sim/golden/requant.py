@@ -57,20 +57,45 @@ def multiply_by_quantized_multiplier(x, m0, shift) -> np.ndarray:
     """
     x = np.asarray(x, dtype=np.int64)
     shift = np.asarray(shift, dtype=np.int64)
-    left = np.maximum(shift, 0)
-    right = np.maximum(-shift, 0)
+    left = np.minimum(np.maximum(shift, 0), 63)   # >= 32 leaves 0 after the int32 wrap
+    # any right exponent >= 33 rounds an int32 to 0; NumPy's int64 shifts are only
+    # defined below 64, so larger ones (an int8 shift reaches 128) are clamped first
+    right = np.minimum(np.maximum(-shift, 0), 33)
     scaled = wrap_int32(x << left)
     return rounding_divide_by_pot(saturating_rounding_doubling_high_mul(scaled, m0), right)
 
 
-def requantize(acc, bias, m0, shift, out_zp, act_min=-128, act_max=127) -> np.ndarray:
+#: Right shifts of :func:`multiply_by_quantized_multiplier_single`: ``31 - shift`` clamped to
+#: this range (TFLite requires ``-31 <= shift <= 30``, where the clamp changes nothing).
+SINGLE_SHIFT_RANGE = (1, 62)
+
+
+def multiply_by_quantized_multiplier_single(x, m0, shift) -> np.ndarray:
+    """TFLite's single-rounding MultiplyByQuantizedMultiplier (``TFLITE_SINGLE_ROUNDING``;
+    what LiteRT's int8 FULLY_CONNECTED uses):
+    ``(x * M0 + 2^(t-1)) >> t`` with ``t = 31 - shift`` (clamped to
+    :data:`SINGLE_SHIFT_RANGE`), an arithmetic (flooring) shift, so ties round toward
+    +infinity; the result wrapped to int32 (C's cast; TFLite only DCHECKs that it fits).
+    The 64-bit product cannot overflow: ``|x * M0| <= 2^62``.
+    """
+    x = np.asarray(x, dtype=np.int64)
+    m0 = np.asarray(m0, dtype=np.int64)
+    t = np.clip(31 - np.asarray(shift, dtype=np.int64), *SINGLE_SHIFT_RANGE)
+    return wrap_int32((x * m0 + (np.int64(1) << (t - 1))) >> t)
+
+
+def requantize(acc, bias, m0, shift, out_zp, act_min=-128, act_max=127,
+               single_round: bool = False) -> np.ndarray:
     """int32 accumulator (+ int32 bias) -> int8, per output channel (last axis).
 
     ``clamp(MBQM(acc + bias, M0, shift) + out_zp, act_min, act_max)``; the bias add
-    wraps in int32 like the accumulator does.
+    wraps in int32 like the accumulator does. ``single_round``: TFLite's single-rounding
+    MBQM (:func:`multiply_by_quantized_multiplier_single`) instead of the default
+    double rounding (a layer's ``rounding = "single"``; STORE ``single_round``).
     """
     total = wrap_int32(np.asarray(acc, dtype=np.int64) + np.asarray(bias, dtype=np.int64))
-    out = multiply_by_quantized_multiplier(total, m0, shift) + int(out_zp)
+    mbqm = multiply_by_quantized_multiplier_single if single_round else multiply_by_quantized_multiplier
+    out = mbqm(total, m0, shift) + int(out_zp)
     return np.clip(out, act_min, act_max).astype(np.int8)
 
 

@@ -123,6 +123,7 @@ class Store:
     act_min: int
     act_max: int
     to_buf: int = 0              # 1: to the ifmap buffer (kept on chip), at the rows / lanes below
+    single_round: int = 0        # 1: the layer's rounding is "single" (QLayer.rounding)
     buf_row: int = 0
     buf_stride: int = 0
     lane0: int = 0
@@ -333,7 +334,8 @@ def store(layer: QLayer, dst, offset: int, stride: int, n_len: int) -> Store:
     """The STORE of an output tile of ``layer``: row ``m`` to ``dst + offset + m*stride``,
     ``n_len`` channels, the layer's requantization."""
     return Store(base_reg=dst[0], dram_offset=dst[1] + offset, dram_stride=stride, n_len=n_len,
-                 out_zp=int(layer.out_zp), act_min=int(layer.act_min), act_max=int(layer.act_max))
+                 out_zp=int(layer.out_zp), act_min=int(layer.act_min), act_max=int(layer.act_max),
+                 single_round=int(layer.rounding == "single"))
 
 
 def window_lines(out: int, taps: int, stride: int, dil: int) -> int:

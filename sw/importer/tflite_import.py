@@ -21,13 +21,11 @@ Operator mapping (TFLite kernel -> :class:`~celosia.sw.quant.QLayer`):
 ``FULLY_CONNECTED``
     ``fc`` with the filter transposed to ``[K, N]``; the input is flattened in
     NHWC order (TFLite's row-major view); per-tensor filters get the multiplier
-    of ``GetQuantizedConvolutionMultipler``. **Not bit-exact:** LiteRT (measured
-    with ai-edge-litert 2.3, reference kernels) requantizes FULLY_CONNECTED with a
-    single rounding, ``(acc * M0 + 2^(30 - shift)) >> (31 - shift)``, while its
-    CONV_2D and the accelerator's PPU use gemmlowp's double rounding; about 0.3 %
-    of the outputs differ by 1 LSB. The importer records each such layer in
-    ``model.meta["litert_deviations"]`` and ``celosia run`` warns; writing the
-    layer as a CONV_2D whose window covers the input is exact.
+    of ``GetQuantizedConvolutionMultipler``. LiteRT (measured with ai-edge-litert
+    2.3, reference kernels) requantizes FULLY_CONNECTED with TFLite's single
+    rounding, ``(acc * M0 + 2^(30 - shift)) >> (31 - shift)`` (its CONV_2D with
+    gemmlowp's double rounding), so the layer gets ``rounding = "single"``: the
+    PPU's single-rounding mode (STORE ``single_round``).
 ``ADD``
     ``add``: the vector engine runs TFLite's int8 Add exactly (both inputs shifted
     left by 20, ``MultiplyByQuantizedMultiplierSmallerThanOneExp`` per input and
@@ -257,11 +255,12 @@ def conv_layer(name: str, w: np.ndarray, bias: np.ndarray, w_scale: np.ndarray, 
 
 
 def fc_layer(name: str, w: np.ndarray, bias: np.ndarray, w_scale: np.ndarray, in_q, out_q,
-             act: str, m0=None, shift=None) -> QLayer:
+             act: str, m0=None, shift=None, rounding: str = "double") -> QLayer:
     """An ``fc`` :class:`QLayer` from int8 ``[K, N]`` weights (see :func:`conv_layer`).
 
     ``m0`` / ``shift`` override the per-channel multipliers (TFLite's per-tensor
-    FullyConnected forms its multiplier slightly differently).
+    FullyConnected forms its multiplier slightly differently); ``rounding``: the
+    requantization's rounding (:attr:`~celosia.sw.quant.QLayer.rounding`).
     """
     if m0 is None:
         m0, shift = _multipliers(name, in_q[0], w_scale, out_q[0])
@@ -270,7 +269,7 @@ def fc_layer(name: str, w: np.ndarray, bias: np.ndarray, w_scale: np.ndarray, in
                   bias=np.asarray(bias, np.int32), m0=np.asarray(m0, np.int32),
                   shift=np.asarray(shift, np.int32), in_scale=in_q[0], in_zp=in_q[1],
                   out_scale=out_q[0], out_zp=out_q[1], act_min=lo, act_max=hi, activation=act,
-                  w_scale=np.asarray(w_scale, np.float32))
+                  w_scale=np.asarray(w_scale, np.float32), rounding=rounding)
 
 
 def vector_layer(name: str, op: str, in_q, out_q, m0: int, shift: int, attrs: dict, act: str,
@@ -344,7 +343,6 @@ class _Importer:
         self.alias: dict[int, str] = {}    # tensor index -> QModel tensor name
         self.layers: list[QLayer] = []
         self.names: set[str] = set()
-        self.deviations: list[str] = []   # where LiteRT is known to round differently
         self.padded: dict[int, tuple] = {}  # PAD output -> (PAD input, (top, left, bottom, right))
 
     def where(self, op: _Op) -> str:
@@ -508,12 +506,11 @@ class _Importer:
             except ValueError as e:
                 raise _err(self.where(op), str(e)) from None
             m0, shift = np.full(n, m0, np.int32), np.full(n, shift, np.int32)
-        layer = fc_layer("", data.T, bias, w_scale, x.qparams, y.qparams, self.act(op), m0, shift)
+        # LiteRT's FULLY_CONNECTED requantizes with TFLite's single rounding (its CONV_2D with
+        # the double one): the PPU's single-rounding mode (STORE single_round)
+        layer = fc_layer("", data.T, bias, w_scale, x.qparams, y.qparams, self.act(op), m0, shift,
+                         rounding="single")
         self.emit(op, layer, [self.src(op, x.index)])
-        self.deviations.append(
-            f"op #{op.index} FULLY_CONNECTED ('{layer.name}'): LiteRT requantizes it with a single "
-            f"rounding, the accelerator (as TFLite's reference CONV_2D) with two; outputs can "
-            f"differ by 1 LSB (see docs/numerics.md)")
 
     def op_add(self, op: _Op):
         a = self.activation(op, op.inputs[0])
@@ -683,7 +680,7 @@ class _Importer:
         model = QModel(name=self.path.stem, layers=self.layers, input_scale=inp.qparams[0],
                        input_zp=inp.qparams[1], input_shape=inp.per_sample)
         model.meta.update(source="tflite", source_file=str(self.path), float_input=float_in,
-                          float_output=float_out, litert_deviations=self.deviations,
+                          float_output=float_out,
                           output_tensor=out.name, input_division="float32",
                           output_qparams=self.activation(self.ops[-1], out.index, "output").qparams)
         return model
@@ -695,9 +692,7 @@ def load_tflite(path) -> QModel:
     Raises :class:`~celosia.errors.ModelError` (one line naming the file and the op or
     tensor) for anything the accelerator cannot run exactly: see the module docstring.
     ``model.meta``: ``source`` ``"tflite"``, ``float_input`` / ``float_output`` (the file
-    quantizes its float input / dequantizes its output), ``output_qparams`` and
-    ``litert_deviations`` (one line per layer whose LiteRT kernel rounds differently from
-    the accelerator: FULLY_CONNECTED, see ``docs/numerics.md``) and ``input_division``
+    quantizes its float input / dequantizes its output), ``output_qparams`` and ``input_division``
     ``"float32"`` (float input is quantized as LiteRT's QUANTIZE does it, dividing in float32).
     """
     path = Path(path)

@@ -16,7 +16,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["QLayer", "QModel"]
+__all__ = ["QLayer", "QModel", "ROUNDINGS"]
+
+
+#: What :attr:`QLayer.rounding` may be: the requantization's rounding (STORE ``single_round``).
+ROUNDINGS = ("double", "single")
 
 
 @dataclass
@@ -53,8 +57,17 @@ class QLayer:
     out_shape: tuple = ()   # per-sample output shape
     inputs: list = field(default_factory=list)  # tensor names; [] = previous output
     output: str = ""        # tensor name; "" = the layer's name
+    # the requantization's rounding: "double" (TFLite's default MBQM, gemmlowp) or "single"
+    # (TFLite's single-rounding MBQM, as LiteRT's FULLY_CONNECTED); fc / conv only
+    rounding: str = "double"
 
     def __post_init__(self):
+        if self.rounding not in ROUNDINGS:
+            raise ValueError(f"layer {self.name!r}: rounding must be one of {', '.join(ROUNDINGS)}, "
+                             f"not {self.rounding!r}")
+        if self.rounding != "double" and self.op not in ("fc", "conv"):
+            raise ValueError(f"layer {self.name!r}: rounding {self.rounding!r} is for fc / conv "
+                             f"layers, not {self.op}")
         if self.op == "fc":
             if not self.in_shape:
                 self.in_shape = (int(self.w.shape[0]),)

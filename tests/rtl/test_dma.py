@@ -695,7 +695,8 @@ def test_store_random(bits, bpc):
                           psum_row=int(rng.integers(0, cfg.psum_rows - m_len + 1)),
                           param_row=int(rng.integers(cfg.param_depth - n_len + 1)),
                           m_len=m_len, n_len=n_len, out_zp=int(rng.integers(-128, 128)),
-                          act_min=lo, act_max=hi))
+                          act_min=lo, act_max=hi,
+                          single_round=len(insns) % 2))   # both roundings (left shifts differ)
     expected = image.copy()
 
     async def bench(ctx):
@@ -711,7 +712,8 @@ def test_store_random(bits, bpc):
             for mi in range(insn["m_len"]):
                 for ni in range(insn["n_len"]):
                     y = requantize(psum[insn["psum_row"] + mi, ni], bias[ni], m0[ni], shift[ni],
-                                   insn["out_zp"], insn["act_min"], insn["act_max"])
+                                   insn["out_zp"], insn["act_min"], insn["act_max"],
+                                   single_round=insn["single_round"])
                     expected[start + mi * insn["dram_stride"] + ni] = np.uint8(y.view(np.uint8))
         np.testing.assert_array_equal(await dram_dump(ctx, h.dram, DRAM_BYTES), expected)
 

@@ -84,7 +84,7 @@ def test_node_descriptor_bits():
 
 
 def test_store_signed_fields_bits():
-    # op 3:0, dep 7:4, base_reg 10:8, to_buf 11, pad 15:12, dram_offset 47:16, ... n_len 127:120,
+    # op 3:0, dep 7:4, base_reg 10:8, to_buf 11, single_round 12, pad 15:13, dram_offset 47:16, ... n_len 127:120,
     # out_zp 135:128, act_min 143:136, act_max 151:144, buf_row 167:152, buf_stride 183:168,
     # lane0 191:184
     word = isa.encode(Opcode.STORE, dram_offset=-8, out_zp=-1, act_min=-128, act_max=127,
@@ -92,11 +92,13 @@ def test_store_signed_fields_bits():
     assert word == (3 | 0b0100 << 4 | 0xFFFF_FFF8 << 16 | 0xFF << 128 | 0x80 << 136 | 0x7F << 144)
     assert isa.decode(word) == {"op": Opcode.STORE, "dep": {"pop_prev": 0, "pop_next": 0, "push_prev": 1,
                                                           "push_next": 0},
-                                "base_reg": 0, "to_buf": 0, "dram_offset": -8, "dram_stride": 0,
+                                "base_reg": 0, "to_buf": 0, "single_round": 0, "dram_offset": -8,
+                                "dram_stride": 0,
                                 "psum_row": 0, "param_row": 0, "m_len": 0, "n_len": 0, "out_zp": -1,
                                 "act_min": -128, "act_max": 127, "buf_row": 0, "buf_stride": 0, "lane0": 0}
     word = isa.encode(Opcode.STORE, to_buf=1, buf_row=0x1234, buf_stride=3, lane0=0xAB)
     assert word == 3 | 1 << 11 | 0x1234 << 152 | 3 << 168 | 0xAB << 184
+    assert isa.encode(Opcode.STORE, single_round=1) == 3 | 1 << 12   # single_round 12, pad 15:13
 
 
 def test_load_signed_fields_bits():

@@ -6,23 +6,29 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
-from celosia.rtl.ppu import LATENCY, PPU
+from celosia.rtl.ppu import LATENCY, PPU, SINGLE_SHIFT_RANGE
+from celosia.sim.golden import requant
 from celosia.sim.golden.requant import INT32_MAX, INT32_MIN, requantize
 
-FIELDS = ("acc", "bias", "m0", "shift", "out_zp", "act_min", "act_max")
+FIELDS = ("acc", "bias", "m0", "shift", "out_zp", "act_min", "act_max", "single")
 
 
 def golden(v):
     return int(requantize(v["acc"], v["bias"], v["m0"], v["shift"], v["out_zp"],
-                          v["act_min"], v["act_max"]))
+                          v["act_min"], v["act_max"], single_round=v["single"]))
+
+
+def test_single_shift_range_is_the_golden_models():
+    assert SINGLE_SHIFT_RANGE == requant.SINGLE_SHIFT_RANGE
 
 
 def corner_vectors():
     vecs = []
 
     def add(acc, bias=0, m0=1 << 30, shift=0, out_zp=0, act_min=-128, act_max=127):
-        vecs.append(dict(acc=acc, bias=bias, m0=m0, shift=shift, out_zp=out_zp,
-                         act_min=act_min, act_max=act_max))
+        for single in (0, 1):   # each case with both roundings
+            vecs.append(dict(acc=acc, bias=bias, m0=m0, shift=shift, out_zp=out_zp,
+                             act_min=act_min, act_max=act_max, single=single))
 
     # .5 ties (positive and negative) in the doubling high mul (m0 = 0.5) and the right shift.
     for acc in range(-20, 21):
@@ -48,6 +54,15 @@ def corner_vectors():
         for acc in (1 << right, (1 << right) - 1, -(1 << right), 3 << max(right - 1, 0),
                     -(3 << max(right - 1, 0)), INT32_MIN, INT32_MAX):
             add(acc, m0=INT32_MAX, shift=-right)
+    # The single rounding's ties ((x*M0) mod 2^t = 2^(t-1), rounding up) and its clamped
+    # shifts (t = 31 - shift outside 1..62: shift -128..-32 and 31..127).
+    for t in (1, 2, 13, 31, 32, 40, 59):   # x*M0 = x * 2^(t-1), x odd: acc x*2^a, M0 2^b
+        a = min(t - 1, 28)
+        for x in (1, -1, 3, -3, 5, -5):
+            add(x << a, m0=1 << (t - 1 - a), shift=31 - t)
+    for shift in (-128, -40, -33, -32, -31, 30, 31, 32, 100, 127):
+        add(0x7654321, m0=INT32_MAX, shift=shift)
+        add(-0x7654321, m0=INT32_MIN, shift=shift)
     # Zero points and clamps (incl. act_min > act_max: np.clip gives act_max).
     for zp in (-128, -1, 0, 1, 127):
         for lo, hi in ((-128, 127), (0, 6), (-10, -10), (5, -5), (127, 127), (-128, -128)):
@@ -71,7 +86,8 @@ def random_vectors(rng, n):
         if rng.integers(8) == 0:
             lo, hi = -128, 127
         vecs.append(dict(acc=acc, bias=bias, m0=m0, shift=shift,
-                         out_zp=int(rng.integers(-128, 128)), act_min=lo, act_max=hi))
+                         out_zp=int(rng.integers(-128, 128)), act_min=lo, act_max=hi,
+                         single=int(rng.integers(2))))
     return vecs
 
 
@@ -143,7 +159,7 @@ def test_latency_and_throughput():
         ctx.set(dut.i.valid, 1)
         for cycle in range(20):
             ctx.set(dut.i.payload, dict(acc=cycle * 2, bias=0, m0=1 << 30, shift=0,
-                                        out_zp=0, act_min=-128, act_max=127))
+                                        out_zp=0, act_min=-128, act_max=127, single=0))
             if cycle == 5:
                 ctx.set(dut.i.valid, 0)
             _, _, ovalid, y = await ctx.tick().sample(dut.o.valid, dut.o.payload)

@@ -16,9 +16,11 @@ pytest.importorskip("ai_edge_litert")
 CONFIG = AccelConfig(rows=4, cols=4)
 
 
-@pytest.mark.parametrize("name", ["digits_cnn_int8_conv.tflite", "digits_resnet_int8_conv.tflite"])
+@pytest.mark.parametrize("name", ["digits_cnn_int8_conv.tflite", "digits_resnet_int8_conv.tflite",
+                                  "digits_mlp_int8.tflite"])
 def test_digits_tflite_on_verilator(name):
-    """conv / maxpool, and PAD + stride-2 conv / ADD / MEAN, bit for bit against LiteRT."""
+    """conv / maxpool, PAD + stride-2 conv / ADD / MEAN, and FULLY_CONNECTED layers (the PPU's
+    single rounding, STORE single_round), bit for bit against LiteRT."""
     path = DATA_DIR / name
     model = load_tflite(path)
     x = digits_split()[1][:4].reshape(4, *model.input_shape)
