@@ -633,13 +633,19 @@ class StoreEngine(wiring.Component):
         acc_data, acc_mask, acc_n = Signal(8 * nb), Signal(nb), Signal(range(nb))
         req = self.bus.req
         cnt, off = ppu.o.payload.meta, nest.addr[:ob]
+
+        def spread(value, at, n):
+            # ``n`` bytes where bytes at .. at + nl - 1 are ``value``'s (the others are
+            # don't-care: the enables / mask leave them out); one lane: ``value`` repeated.
+            return Cat([value] * n) if nl == 1 else (value << (at * 8))[:8 * n]
+
         ys = Signal(8 * nl)
         low, chunk_mask, shifted, flush, take = Signal(nl), Signal(nb), Signal(8 * nb), Signal(), Signal()
         m.d.comb += [
             ys.eq(Cat(ppu.o.payload.y[j] for j in range(nl))),
             low.eq(~(Const((1 << nl) - 1, nl) << cnt)[:nl]),  # the low cnt bits
             chunk_mask.eq(low << off),
-            shifted.eq(ys << (off * 8)),
+            shifted.eq(spread(ys, off, nb)),
             flush.eq(nest.end0 | (off + cnt == nb)),
             req.valid.eq(ppu.o.valid & flush & ~to_buf),
             ppu.o.ready.eq(~flush | req.ready | to_buf),
@@ -655,7 +661,7 @@ class StoreEngine(wiring.Component):
         lane = nest.lane[:max(1, (lanes - 1).bit_length())]  # < lanes after the check
         m.d.comb += [
             self.ifmap_wr.addr.eq(nest.row),
-            self.ifmap_wr.data.eq(ys << (lane * 8)),
+            self.ifmap_wr.data.eq(spread(ys, lane, lanes)),
             self.ifmap_wr.en.eq(Mux(take & to_buf, low << lane, 0)),
         ]
         for b in range(nb):

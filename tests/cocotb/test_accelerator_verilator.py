@@ -290,10 +290,13 @@ def test_digits_models_other_dataflows(name, rows, cols, dataflow):
 
 
 #: One extra Verilator model: 8x8 ws with 8 PPU lanes (the STORE engine takes up to 8
-#: channels of a psum row per cycle, rtl/dma.py).
+#: channels of a psum row per cycle, rtl/dma.py). Its build (minutes on 2 busy cores) does
+#: not fit the default run's budget: these tests are in the slow target; the default run
+#: checks the multi-lane STORE engine in the Amaranth simulator (tests/rtl/test_dma.py).
 LANES_CONFIG = AccelConfig(rows=8, cols=8, dataflow="ws", ppu_lanes=8)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["digits_cnn", "digits_resnet"])
 def test_ppu_lanes_digits_bit_exact(name):
     """The digits CNNs (kept outputs: STOREs into the ifmap buffer; the residual adds and
@@ -308,6 +311,7 @@ def test_ppu_lanes_digits_bit_exact(name):
     np.testing.assert_array_equal(hw.y_q, golden.y_q)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", [CONV_CASES[1], CONV_CASES[3], CONV_CASES[7]],
                          ids=["3k-c10", "7k-s2-c5", "3x1k-c7"])
 def test_ppu_lanes_conv_shapes_bit_exact(case):
