@@ -2,7 +2,7 @@
 
     python benchmarks/layers.py [--arrays 8x8,16x16] [--dataflows ws,os,rs,feie]
                                 [--layers resnet18.conv2_x,alexnet.fc6.b16] [--quick]
-                                [--out table.md]
+                                [--set FIELD=VALUE ...] [--out table.md]
 
 Runs single layers at their real size (not cropped; random weights, shapes from the model
 zoo, :mod:`celosia.sw.zoo`) on the Verilator model of each array x dataflow (every
@@ -28,8 +28,9 @@ layer                        zoo node (shape printed by the script)
 8x8 in seconds (CI runs it, tests/benchmarks); ``pytest -m slow -k layers_full`` runs the
 whole set.
 
-Every configuration uses the default buffers and DRAM timing (``AccelConfig()``); only
-``dram_bytes`` is sized, to the smallest power of two (at least the default) that holds
+Every configuration uses the default buffers and DRAM timing (``AccelConfig()``; ``--set
+FIELD=VALUE``, as on the ``celosia`` command line, changes a field for every run, e.g.
+``--set ppu_lanes=8``); only ``dram_bytes`` is sized, to the smallest power of two (at least the default) that holds
 the program and data of the largest layer run on that array and dataflow, so each
 Verilator model is built once. Each layer is compiled once per configuration (the program
 that sized the DRAM is the one run). Inputs are uniform in [-1, 1) with the input zero
@@ -51,6 +52,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from argparse import Namespace
 import sys
 import time
 from collections import namedtuple
@@ -63,7 +65,7 @@ from dataflow_utilization import (Crop, cropped_graph, describe, measure, model_
 
 from celosia.errors import CelosiaError
 from celosia.rtl.config import DATAFLOWS, AccelConfig, ConfigError
-from celosia.sw.cli import parse_array
+from celosia.sw.cli import config_from_args, parse_array
 from celosia.sw.compiler import compile_model
 from celosia.sw.driver import golden_forward
 from celosia.sw.scalesim import layer_cycles
@@ -179,12 +181,22 @@ class Progress:
 
 # -- measurement ---------------------------------------------------------------------------
 
+def set_fields(items: list[str], rows: int, cols: int, dataflow: str) -> dict:
+    """The config fields the ``--set FIELD=VALUE`` ``items`` change from the defaults of
+    this array and dataflow (parsed and checked as ``celosia --set`` does)."""
+    config = config_from_args(Namespace(array=f"{rows}x{cols}", dataflow=dataflow, set=items))
+    default = AccelConfig(rows=rows, cols=cols, dataflow=dataflow)
+    return {k: v for k, v in config.to_dict().items() if v != getattr(default, k)}
+
+
 def run_config(rows: int, cols: int, dataflow: str, layers: list[Prepared],
-               progress: Progress) -> dict[str, dict]:
-    """Every layer on one array x dataflow: compile each (for the largest DRAM), size the
-    DRAM to the largest, build the Verilator model once, run and check each."""
+               progress: Progress, fields: dict | None = None) -> dict[str, dict]:
+    """Every layer on one array x dataflow (and the config ``fields`` of ``--set``): compile
+    each (for the largest DRAM), size the DRAM to the largest, build the Verilator model
+    once, run and check each."""
     array = f"{rows}x{cols}"
-    base = AccelConfig(rows=rows, cols=cols, dataflow=dataflow, dram_bytes=MAX_DRAM)
+    base = AccelConfig(**{"rows": rows, "cols": cols, "dataflow": dataflow,
+                          "dram_bytes": MAX_DRAM, **(fields or {})})
     programs, results = {}, {}
     for p in layers:
         progress.step(f"compile {p.bench.name} for {array} {dataflow}")
@@ -256,6 +268,8 @@ def main(argv=None) -> int:
                                      f"also {','.join(b.name for b in QUICK)})")
     ap.add_argument("--quick", action="store_true",
                     help=f"the small layers {','.join(b.name for b in QUICK)} on 8x8 (seconds)")
+    ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                    help="an AccelConfig field for every run, e.g. --set ppu_lanes=8 (repeatable)")
     ap.add_argument("--out", help="also write the markdown table to this file (rewritten after each "
                                   "array x dataflow, so an interrupted run keeps what it measured)")
     args = ap.parse_args(argv)
@@ -270,6 +284,13 @@ def main(argv=None) -> int:
             AccelConfig(rows=rows, cols=cols)
     except (ConfigError, CelosiaError) as e:
         raise SystemExit(f"--arrays: {e}") from None
+    try:
+        fields = {(rows, cols, df): set_fields(args.set, rows, cols, df)
+                  for rows, cols in shapes for df in dataflows}
+    except (ConfigError, CelosiaError) as e:
+        raise SystemExit(str(e) if str(e).startswith("--set") else f"--set: {e}") from None
+    if args.set:
+        print("config:", " ".join(args.set))
 
     benches = [BY_NAME[n] for n in names]
     width = max(len(b.name) for b in benches)
@@ -284,7 +305,8 @@ def main(argv=None) -> int:
             progress.step(f"{b.name} ready", advance=1)
         for rows, cols in shapes:
             for df in dataflows:
-                for name, m in run_config(rows, cols, df, prepared, progress).items():
+                for name, m in run_config(rows, cols, df, prepared, progress,
+                                          fields[rows, cols, df]).items():
                     results[name, rows, cols, df] = m
                 if args.out:   # the rows so far, so that an interrupted run loses nothing
                     write(args.out, table_of(prepared, shapes, dataflows, results))

@@ -50,6 +50,9 @@ RANGES: dict[str, tuple[int, int, str]] = {
     "dram_bytes_per_cycle": (1, max(BUS_WIDTHS) // 8,
                              "simulated DRAM bandwidth in bytes per cycle (at most `bus_bits / 8`)"),
     "queue_depth":     (2, 64,       "instruction queue depth (LOAD / COMPUTE / STORE)"),
+    "ppu_lanes":       (1, 32,       "PPU lanes: output channels the STORE engine requantizes per cycle "
+                                     "(at most `bus_bits / 8` and at most `cols`; any value, no power of "
+                                     "two needed; each lane costs a PPU's multiplier)"),
 }
 
 #: field -> the values it may take (a subset of its :data:`RANGES` range).
@@ -81,6 +84,7 @@ class AccelConfig:
     dram_latency: int = 8
     dram_bytes_per_cycle: int = 8
     queue_depth: int = 8
+    ppu_lanes: int = 1
 
     def __post_init__(self):
         for name, (lo, hi, what) in RANGES.items():
@@ -102,6 +106,10 @@ class AccelConfig:
             raise ConfigError(f"dram_bytes_per_cycle must be at most a bus word per cycle "
                               f"({self.bus_bytes} at bus_bits = {self.bus_bits}), not "
                               f"{self.dram_bytes_per_cycle}")
+        if self.ppu_lanes > min(self.bus_bytes, self.cols):
+            raise ConfigError(f"ppu_lanes must be at most the bus word ({self.bus_bytes} bytes at "
+                              f"bus_bits = {self.bus_bits}) and at most cols ({self.cols}), not "
+                              f"{self.ppu_lanes}")
         for name in ("ifmap_rows", "weight_rows", "psum_rows", "param_rows"):
             if getattr(self, name) % 2:
                 raise ConfigError(f"{name} must be even (two halves), not {getattr(self, name)}")
@@ -204,7 +212,8 @@ def markdown() -> str:
                  f"(docs/dataflows.md) |")
     lines += ["", "Further rules: `dram_bytes` is a multiple of the bus word (`bus_bits / 8` "
               "bytes); `dram_bytes_per_cycle <= bus_bits / 8`; buffer depths are even (two "
-              "halves); `weight_rows >= 2 * rows` (one weight tile per half). A wider bus moves "
+              "halves); `weight_rows >= 2 * rows` (one weight tile per half); `ppu_lanes <= "
+              "min(bus_bits / 8, cols)`. A wider bus moves "
               "more bytes per request only when the DRAM model delivers them: set "
               "`dram_bytes_per_cycle` with it (e.g. `--set bus_bits=128 --set "
               "dram_bytes_per_cycle=16`); docs/hardware.md gives the DMA timing at each width. "

@@ -41,23 +41,31 @@ acceptance to ``done`` when it reads anything, ``R + 3`` when every run is padde
 (:func:`load_cycles`). A throttled or shared bus adds its stalls.
 
 ``StoreEngine``: bounds check in ``t+1`` as above; from ``t+1`` channel 0's
-param row and the first psum row are read, from ``t+2`` one channel per cycle
-enters the PPU (the next channel's param row, and the next psum row in the cycle
-of the row's last channel, are read as a channel enters, so there are no
-bubbles). PPU outputs are gathered into their DRAM bus word: the byte that fills the
-word's last byte (``B - 1``) or ends a run (channel ``n_len - 1``) leaves with the
-gathered ones as ONE masked write (``wmask``) in the cycle the PPU offers it; the
-other bytes are taken without a bus request. A run of ``n`` bytes from byte address
-``a`` takes ``ceil((a % B + n) / B)`` writes; runs sharing a word write it separately.
-The cycle count does not depend on ``B``.
-A STORE with ``to_buf`` (a layer's output kept on chip) writes each PPU output byte
-straight into the ifmap buffer through the buffer's second write port (row
-``buf_row + m*buf_stride``, lane ``lane0 + n``, per-lane write enable) in the cycle the
-PPU offers it, with no bus request; it has the same cycle count.
-``done`` pulses the cycle after the last write was accepted: ``n_len * m_len +
-ppu.LATENCY + 2`` cycles with a bus that accepts every request
-(:func:`store_cycles`), plus bus stalls (a throttled bus stalls the PPU only at
-the writes).
+param row and the first psum row are read, from ``t+2`` one *chunk* per cycle enters
+the PPU: the channels ``n .. n + c - 1`` of one psum row, through ``L =
+config.ppu_lanes`` PPU lanes in lockstep (:class:`~celosia.rtl.ppu.PpuLanes`; lane
+``j`` takes channel ``n + j``, the psum row shifted by ``n``). The parameter buffer
+gives one record per cycle, so row 0 goes one channel per cycle (``c = 1``; the next
+channel's param row, and the next psum row in the cycle of the row's last chunk, are
+read as a chunk enters, so there are no bubbles); with ``L > 1`` row 0's ``n_len``
+records are also kept in registers as they arrive, and every later row takes
+``c = min(L, B - a % B, n_len - n)`` channels from that cache (``a``: the channel's DRAM
+byte address; ``to_buf``: ``c = min(L, n_len - n)``), so a chunk never crosses a bus
+word. A chunk's count travels down the PPU beside it; at the output a loop nest walks
+the DRAM addresses (and ifmap rows / lanes) by the counts. PPU outputs are gathered
+into their DRAM bus word: the chunk that fills the word's last byte (``B - 1``) or ends
+a run (channel ``n_len - 1``) leaves with the gathered ones as ONE masked write
+(``wmask``) in the cycle the PPU offers it; other chunks are taken without a bus
+request. A run of ``n`` bytes from byte address ``a`` takes ``ceil((a % B + n) / B)``
+writes at any ``L``; runs sharing a word write it separately.
+A STORE with ``to_buf`` (a layer's output kept on chip) writes each chunk straight
+into the ifmap buffer through the buffer's second write port (row ``buf_row +
+m*buf_stride``, lanes ``lane0 + n ..``, per-lane write enables) in the cycle the PPU
+offers it, with no bus request.
+``done`` pulses the cycle after the last write was accepted: ``T + ppu.LATENCY + 2``
+cycles for ``T`` chunks with a bus that accepts every request (:func:`store_chunks`,
+:func:`store_cycles`): ``T = n_len * m_len`` with one lane (the default), at every
+bus width; plus bus stalls (a throttled bus stalls the PPU only at the writes).
 
 ``bytes`` (DRAM_RD / DRAM_WR) counts the bytes an instruction uses, not whole
 words: a read response adds its entry's ``count``, an accepted write the bytes set
@@ -79,10 +87,11 @@ from .config import ceil_div
 from .controller.signatures import DRAM_BYTES_BITS
 from .dram import DramBusSignature
 from .isa import NUM_BASE_REGS, PARAM_BYTES, Buffer, ErrorCode, LoadInsn, ParamRecord, StoreInsn
-from .ppu import LATENCY as PPU_LATENCY, PPU
+from .ppu import LATENCY as PPU_LATENCY, PpuLanes
 
 __all__ = ["LoopNest", "dram_start", "span_last", "window_check", "accept_state", "check_state",
-           "LoadEngine", "StoreEngine", "load_requests", "load_cycles", "store_cycles"]
+           "LoadEngine", "StoreEngine", "load_requests", "load_cycles",
+           "store_chunks", "store_cycles"]
 
 #: Width of DRAM byte addresses inside the engines. Addresses of elements actually
 #: accessed fit 32 bits after the bounds check; the walk itself is modulo 2^33, so a
@@ -472,8 +481,9 @@ class LoadEngine(wiring.Component):
 
 
 class StoreEngine(wiring.Component):
-    """STORE: psum rows -> PPU -> int8 bytes in DRAM, one byte per cycle gathered into
-    masked word writes (see module docstring).
+    """STORE: psum rows -> PPU -> int8 bytes in DRAM, up to ``config.ppu_lanes`` bytes per
+    cycle (one per cycle in the first row) gathered into masked word writes (see module
+    docstring).
 
     Members
     -------
@@ -487,10 +497,12 @@ class StoreEngine(wiring.Component):
     psum_rd : Out(BufferReadSignature(psum_rows, cols * 32))
         psum buffer read port 1.
     param_rd : Out(BufferReadSignature(param_rows * cols, ParamRecord.size))
-        Row ``param_row + n`` (a :data:`~celosia.rtl.isa.ParamRecord`) for channel ``n``, read the cycle before the channel
-        enters the PPU; relies on ``data`` holding while the PPU stalls.
+        Row ``param_row + n`` (a :data:`~celosia.rtl.isa.ParamRecord`) for channel ``n``, read
+        the cycle before the channel enters the PPU in the first psum row (later rows use
+        the records cached then when ``ppu_lanes > 1``); relies on ``data`` holding while
+        the PPU stalls.
     ifmap_wr : Out(BufferWriteSignature(ifmap_rows, rows, 8))
-        ifmap buffer write port 1, for ``to_buf``: one byte (one lane enabled) per cycle.
+        ifmap buffer write port 1, for ``to_buf``: one chunk (its lanes enabled) per cycle.
     done, error, error_code, busy : as for :class:`LoadEngine`
     bytes : Out(BYTES_BITS)
         Bytes written to DRAM this cycle, 0 .. ``bus_bits / 8`` (the ``wmask`` bits of an
@@ -511,10 +523,13 @@ class StoreEngine(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         cfg = self._config
+        nl = cfg.ppu_lanes                   # channels per PPU transfer (at most)
+        nb = cfg.bus_bytes
+        ob = (nb - 1).bit_length()
         insn = Signal(StoreInsn)
         to_buf = insn.to_buf
         m.submodules.nest = nest = LoopNest()  # output side: DRAM byte addresses, ifmap rows / lanes
-        m.submodules.ppu = ppu = PPU()
+        m.submodules.ppu = ppu = PpuLanes(nl, range(nl + 1))  # meta: the chunk's channel count
 
         first = dram_start(m, "store", self.base[insn.base_reg], insn.dram_offset)
         m.d.comb += [
@@ -542,78 +557,123 @@ class StoreEngine(wiring.Component):
                               & (~to_buf | ((ifmap_last < cfg.ifmap_rows)
                                             & (insn.lane0 + insn.n_len <= cfg.rows))))
 
-        # Input side: (m, n) of the channel offered to the PPU.
+        # Input side: the chunk of channels in_n .. in_n + count - 1 of psum row in_m offered
+        # to the PPU lanes. row_off: the row's first DRAM byte's offset in its bus word.
         in_m, in_n = Signal(16), Signal(8)
+        row_off = Signal(ob)
         have_row = Signal()  # psum_rd.data / param_rd.data hold the current row
-        param = Signal(ParamRecord)
+        count, row_end, block_end = Signal(range(nl + 1)), Signal(), Signal()
+        if nl == 1:
+            m.d.comb += count.eq(1)
+        else:
+            # Row 0 one channel per cycle (its parameters arrive one per cycle); later rows
+            # up to nl channels, never past the run's end nor (DRAM) past a bus word.
+            rem, room = Signal(9), Signal(range(nb + 1))
+            m.d.comb += [
+                rem.eq(insn.n_len - in_n),
+                room.eq(Mux(to_buf, nl, nb - (row_off + in_n)[:ob])),
+                count.eq(Mux(in_m == 0, 1, Mux((rem < room) & (rem < nl), rem,
+                                                Mux(room < nl, room, nl)))),
+            ]
         m.d.comb += [
-            param.eq(self.param_rd.data),
-            ppu.i.payload.acc.eq(self.psum_rd.data.word_select(in_n, 32)),
-            ppu.i.payload.bias.eq(param.bias),
-            ppu.i.payload.m0.eq(param.m0),
-            ppu.i.payload.shift.eq(param.shift),
-            ppu.i.payload.out_zp.eq(insn.out_zp),
-            ppu.i.payload.act_min.eq(insn.act_min),
-            ppu.i.payload.act_max.eq(insn.act_max),
-            ppu.i.payload.single.eq(insn.single_round),
-            ppu.i.valid.eq(have_row),
-        ]
-        row_end, block_end = Signal(), Signal()
-        m.d.comb += [
-            row_end.eq(in_n == insn.n_len - 1),
+            row_end.eq(in_n + count >= insn.n_len),
             block_end.eq(row_end & (in_m == insn.m_len - 1)),
         ]
+        # Lane j takes channel in_n + j: the psum row shifted by in_n words (zero-extended
+        # past the last column), and the parameters of row 0's channel (param_rd) or, in
+        # later rows, the parameter cache (the row-0 records, kept as they were read).
+        pbits = PARAM_BYTES * 8
+        accs = Signal(32 * nl)
+        m.d.comb += accs.eq(Cat(self.psum_rd.data, Const(0, 32 * (nl - 1)))
+                            .bit_select(in_n * 32, 32 * nl))
+        params = Signal(pbits * nl)
+        if nl == 1:
+            m.d.comb += params.eq(self.param_rd.data)
+        else:
+            cache = Signal(pbits * cfg.cols)
+            cached = Signal(pbits * nl)
+            m.d.comb += [
+                cached.eq(Cat(cache, Const(0, pbits * (nl - 1))).bit_select(in_n * pbits, pbits * nl)),
+                params.eq(Mux(in_m == 0, self.param_rd.data, cached)),
+            ]
+            with m.If(ppu.i.valid & ppu.i.ready & (in_m == 0)):
+                m.d.sync += cache.word_select(in_n, pbits).eq(self.param_rd.data)
+        for j in range(nl):
+            lane, param = ppu.i.payload.lanes[j], ParamRecord(params.word_select(j, pbits))
+            m.d.comb += [
+                lane.acc.eq(accs.word_select(j, 32)),
+                lane.bias.eq(param.bias),
+                lane.m0.eq(param.m0),
+                lane.shift.eq(param.shift),
+                lane.out_zp.eq(insn.out_zp),
+                lane.act_min.eq(insn.act_min),
+                lane.act_max.eq(insn.act_max),
+                lane.single.eq(insn.single_round),
+            ]
+        m.d.comb += [ppu.i.payload.meta.eq(count), ppu.i.valid.eq(have_row)]
         with m.If(ppu.i.valid & ppu.i.ready):
-            # The next channel's parameters arrive as this channel leaves.
+            # The next channel's parameters arrive as this channel leaves (row 0 is what
+            # counts when nl > 1: later rows use the cache).
             m.d.comb += [self.param_rd.en.eq(1),
                          self.param_rd.addr.eq(insn.param_row + Mux(row_end, 0, in_n + 1))]
             with m.If(~row_end):
-                m.d.sync += in_n.eq(in_n + 1)
+                m.d.sync += in_n.eq(in_n + count)
             with m.Else():
-                m.d.sync += [in_n.eq(0), in_m.eq(in_m + 1)]
+                m.d.sync += [in_n.eq(0), in_m.eq(in_m + 1), row_off.eq(row_off + insn.dram_stride)]
                 with m.If(block_end):
                     m.d.sync += have_row.eq(0)
                 with m.Else():
-                    # Next row's data arrives just as this row's last channel leaves.
+                    # Next row's data arrives just as this row's last chunk leaves.
                     m.d.comb += [self.psum_rd.en.eq(1),
                                  self.psum_rd.addr.eq(insn.psum_row + in_m + 1)]
 
-        # Output side: PPU results are gathered into the word they go to (``acc_*``); the
-        # byte that completes the word (its byte nb - 1) or ends a run (channel n_len - 1)
-        # goes out with the gathered ones as one masked write, in the cycle the PPU offers it.
-        nb = cfg.bus_bytes
-        ob = (nb - 1).bit_length()
+        # Output side: PPU results (``cnt`` bytes from the word's byte ``off``) are gathered
+        # into the word they go to (``acc_*``); the chunk that completes the word (reaches its
+        # byte nb - 1) or ends a run goes out with the gathered ones as one masked write, in
+        # the cycle the PPU offers it.
         acc_data, acc_mask, acc_n = Signal(8 * nb), Signal(nb), Signal(range(nb))
         req = self.bus.req
-        byte_mask, flush, take = Signal(nb), Signal(), Signal()
+        cnt, off = ppu.o.payload.meta, nest.addr[:ob]
+
+        def spread(value, at, n):
+            # ``n`` bytes where bytes at .. at + nl - 1 are ``value``'s (the others are
+            # don't-care: the enables / mask leave them out); one lane: ``value`` repeated.
+            return Cat([value] * n) if nl == 1 else (value << (at * 8))[:8 * n]
+
+        ys = Signal(8 * nl)
+        low, chunk_mask, shifted, flush, take = Signal(nl), Signal(nb), Signal(8 * nb), Signal(), Signal()
         m.d.comb += [
-            byte_mask.eq(Const(1, nb) << nest.addr[:ob]),
-            flush.eq(nest.end0 | (nest.addr[:ob] == nb - 1)),
+            ys.eq(Cat(ppu.o.payload.y[j] for j in range(nl))),
+            low.eq(~(Const((1 << nl) - 1, nl) << cnt)[:nl]),  # the low cnt bits
+            chunk_mask.eq(low << off),
+            shifted.eq(spread(ys, off, nb)),
+            flush.eq(nest.end0 | (off + cnt == nb)),
             req.valid.eq(ppu.o.valid & flush & ~to_buf),
             ppu.o.ready.eq(~flush | req.ready | to_buf),
             take.eq(ppu.o.valid & ppu.o.ready),
+            nest.step.eq(cnt),
             req.payload.addr.eq(nest.addr[ob:]),
             req.payload.we.eq(1),
-            req.payload.wmask.eq(acc_mask | byte_mask),
+            req.payload.wmask.eq(acc_mask | chunk_mask),
             nest.next.eq(take),
-            self.bytes.eq(Mux(req.valid & req.ready, acc_n + 1, 0)),
+            self.bytes.eq(Mux(req.valid & req.ready, acc_n + cnt, 0)),
         ]
         lanes = cfg.rows
         lane = nest.lane[:max(1, (lanes - 1).bit_length())]  # < lanes after the check
         m.d.comb += [
             self.ifmap_wr.addr.eq(nest.row),
-            self.ifmap_wr.data.eq(Cat([ppu.o.payload] * lanes)),
-            self.ifmap_wr.en.eq(Mux(take & to_buf, Const(1, lanes) << lane, 0)),
+            self.ifmap_wr.data.eq(spread(ys, lane, lanes)),
+            self.ifmap_wr.en.eq(Mux(take & to_buf, low << lane, 0)),
         ]
         for b in range(nb):
             m.d.comb += req.payload.wdata.word_select(b, 8).eq(
-                Mux(byte_mask[b], ppu.o.payload, acc_data.word_select(b, 8)))
+                Mux(chunk_mask[b], shifted.word_select(b, 8), acc_data.word_select(b, 8)))
         with m.If(take):
             with m.If(flush):
                 m.d.sync += [acc_mask.eq(0), acc_n.eq(0)]
             with m.Else():
                 m.d.sync += [acc_data.eq(req.payload.wdata), acc_mask.eq(req.payload.wmask),
-                             acc_n.eq(acc_n + 1)]
+                             acc_n.eq(acc_n + cnt)]
 
         m.d.sync += [self.done.eq(0), self.error.eq(0)]
 
@@ -628,7 +688,8 @@ class StoreEngine(wiring.Component):
         with m.FSM():
             accept_state(m, self.insn, insn)
             check_state(m, self, nest, empty=empty, dram_ok=dram_ok, buf_ok=buf_ok,
-                        on_check=[in_m.eq(0), in_n.eq(0), acc_mask.eq(0), acc_n.eq(0)],
+                        on_check=[in_m.eq(0), in_n.eq(0), acc_mask.eq(0), acc_n.eq(0),
+                                  row_off.eq(first[:ob])],
                         on_run=start_rows)
             with m.State("RUN"):
                 m.d.comb += self.busy.eq(1)
@@ -687,10 +748,42 @@ def load_cycles(insn, config, base=None):
     return reads + pads + (config.dram_latency + 2 if reads else 3)
 
 
-def store_cycles(insn, config):
+def store_chunks(insn, config, base=None):
+    """PPU transfers of the STORE ``insn`` (field name -> int, missing = 0) on ``config``:
+    ``n_len`` for row 0 (one channel per cycle while the parameters arrive), then per
+    later row ``m`` the chunks of up to ``L = ppu_lanes`` channels its run splits into.
+    A chunk never crosses a bus word of ``B = bus_bits / 8`` bytes: a run from byte
+    address ``a`` falls into word segments of ``s`` bytes, ``ceil(s / L)`` chunks each
+    (``to_buf``: one segment, ``ceil(n_len / L)``). With ``L = 1``: ``n_len * m_len``.
+
+    ``base`` holds the base register values (default all 0): the start address's
+    position in its word decides how a run splits.
+    """
+    n_len, m_len = _field(insn, "n_len"), _field(insn, "m_len")
+    lanes, nb = config.ppu_lanes, config.bus_bytes
+    if n_len * m_len == 0:
+        return 0
+    base = [0] * NUM_BASE_REGS if base is None else base
+    start = base[_field(insn, "base_reg")] + _field(insn, "dram_offset")
+    stride = _field(insn, "dram_stride")
+    chunks = n_len  # row 0
+    for mi in range(1, m_len):
+        if _field(insn, "to_buf"):
+            chunks += ceil_div(n_len, lanes)
+            continue
+        a, end = start + mi * stride, start + mi * stride + n_len
+        while a < end:
+            seg = min(end, (a // nb + 1) * nb) - a  # bytes of the run in a's word
+            chunks += ceil_div(seg, lanes)
+            a += seg
+    return chunks
+
+
+def store_cycles(insn, config, base=None):
     """Acceptance to ``done`` of the STORE ``insn`` (field name -> int, missing = 0) on
-    :class:`StoreEngine` with a bus that accepts every request: ``n_len * m_len +
-    ppu.LATENCY + 2``, 2 for an empty instruction (or one failing the bounds checks), at
-    every bus width (one byte per cycle leaves the PPU)."""
-    n = _field(insn, "n_len") * _field(insn, "m_len")
-    return n + PPU_LATENCY + 2 if n else 2
+    :class:`StoreEngine` with a bus that accepts every request: ``T + ppu.LATENCY + 2``
+    for ``T`` PPU transfers (:func:`store_chunks`; ``n_len * m_len`` with one PPU lane),
+    2 for an empty instruction (or one failing the bounds checks). ``base``: the base
+    register values (default all 0)."""
+    chunks = store_chunks(insn, config, base)
+    return chunks + PPU_LATENCY + 2 if chunks else 2

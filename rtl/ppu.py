@@ -1,4 +1,7 @@
-"""Post-processing unit: int32 accumulator -> int8, one output channel per cycle.
+"""Post-processing unit: int32 accumulator -> int8, one output channel per cycle per lane.
+
+:class:`PPU` is one lane; :class:`PpuLanes` is ``L`` lanes in lockstep (the STORE
+engine's ``ppu_lanes``), ``L`` channels per cycle, with a metadata delay line.
 
 Bit-exact with :func:`celosia.sim.golden.requant.requantize` (TFLite
 ``MultiplyByQuantizedMultiplier``, double rounding):
@@ -27,7 +30,7 @@ from amaranth.hdl import Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["PpuIn", "PPU", "LATENCY", "MBQM_STAGES", "mbqm_stages", "register_stage"]
+__all__ = ["PpuIn", "PPU", "PpuLanes", "LATENCY", "MBQM_STAGES", "mbqm_stages", "register_stage"]
 
 #: Cycles from a transfer on ``i`` to the result's appearance on ``o`` (with ``o.ready`` high).
 LATENCY = 6
@@ -154,8 +157,57 @@ def mbqm_stages(m, advance, x, m0, shift, *, prefix="", first=2, single=None, **
     return stage(3, x=(signed(33), rounded), **tail(s4))
 
 
+def _pipeline(m, i, o, lanes, meta=None):
+    """The PPU pipeline between streams ``i`` and ``o``: ``lanes`` (a list of
+    :data:`PpuIn` values, one per lane) go through copies of the six stages that share
+    one valid chain and one stall (``advance``); returns the lanes' stage-6 registers
+    (int8) and, when ``meta`` is given, ``meta`` delayed by the same ``LATENCY`` stages.
+    """
+    # Global stall: every stage moves when the output register is free or drained.
+    advance = Signal()
+    m.d.comb += advance.eq(~o.valid | o.ready)
+    m.d.comb += i.ready.eq(advance)
+
+    valid = [Signal(name=f"v{k}") for k in range(LATENCY)]
+    with m.If(advance):
+        m.d.sync += valid[0].eq(i.valid)
+        for k in range(1, LATENCY):
+            m.d.sync += valid[k].eq(valid[k - 1])
+    m.d.comb += o.valid.eq(valid[-1])
+
+    def tail(s):
+        return dict(out_zp=(signed(8), s["out_zp"]), act_min=(signed(8), s["act_min"]),
+                    act_max=(signed(8), s["act_max"]))
+
+    ys = []
+    for j, p in enumerate(lanes):
+        pre = f"l{j}_" if len(lanes) > 1 else ""
+        # 1: bias add, wrapping in int32.
+        s1 = register_stage(m, advance, f"{pre}s1", x=(signed(32), (p.acc + p.bias)[:32]),
+                            m0=(signed(32), p.m0), shift=(signed(8), p.shift),
+                            single=(1, p.single), **tail(p))
+        # 2..5: MultiplyByQuantizedMultiplier (single or double rounding).
+        s5 = mbqm_stages(m, advance, s1["x"], s1["m0"], s1["shift"], prefix=pre,
+                         single=s1["single"], **tail(s1))
+        # 6: zero point and activation clamp.
+        with_zp = Signal(signed(34), name=f"{pre}with_zp")
+        m.d.comb += with_zp.eq(s5["x"] + s5["out_zp"])
+        # min(max(x, act_min), act_max), as np.clip (act_max wins if act_min > act_max).
+        floored = Signal(signed(34), name=f"{pre}floored")
+        m.d.comb += floored.eq(Mux(with_zp < s5["act_min"], s5["act_min"], with_zp))
+        clamped = Signal(signed(8), name=f"{pre}clamped")
+        m.d.comb += clamped.eq(Mux(floored > s5["act_max"], s5["act_max"], floored[:8]))
+        ys.append(register_stage(m, advance, f"{pre}s6", y=(signed(8), clamped))["y"])
+
+    if meta is None:
+        return ys, None
+    for k in range(LATENCY):
+        meta = register_stage(m, advance, f"meta{k + 1}", v=(meta.shape(), meta))["v"]
+    return ys, meta
+
+
 class PPU(wiring.Component):
-    """Requantization pipeline.
+    """Requantization pipeline, one lane.
 
     Members
     -------
@@ -170,47 +222,47 @@ class PPU(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
+        (y,), _ = _pipeline(m, self.i, self.o, [self.i.payload])
+        m.d.comb += self.o.payload.eq(y)
+        return m
 
-        # Global stall: every stage moves when the output register is free or drained.
-        advance = Signal()
-        m.d.comb += advance.eq(~self.o.valid | self.o.ready)
-        m.d.comb += self.i.ready.eq(advance)
 
-        def stage(name, **fields):
-            return register_stage(m, advance, name, **fields)
+class PpuLanes(wiring.Component):
+    """``lanes`` requantization pipelines in lockstep, with a metadata delay line.
 
-        valid = [Signal(name=f"v{k}") for k in range(LATENCY)]
-        with m.If(advance):
-            m.d.sync += valid[0].eq(self.i.valid)
-            for k in range(1, LATENCY):
-                m.d.sync += valid[k].eq(valid[k - 1])
+    The lanes share one valid and one stall (the stages of :class:`PPU` are a shift
+    register that advances as a whole, so ``lanes`` copies advance together): a transfer
+    on ``i`` takes ``lanes`` channels and a ``meta`` value; ``LATENCY`` cycles later (with
+    ``o.ready`` high) ``o`` offers their int8 results and the same ``meta``. Timing and
+    stalls as for :class:`PPU`. Each lane costs a PPU's multiplier (and its registers);
+    the lanes a transfer does not use carry don't-care values.
 
-        p = self.i.payload
-        tail = lambda s: dict(out_zp=(signed(8), s["out_zp"]),
-                              act_min=(signed(8), s["act_min"]),
-                              act_max=(signed(8), s["act_max"]))
+    Parameters
+    ----------
+    lanes : int
+        Channels per transfer (>= 1).
+    meta_shape : shape-like
+        What travels with each transfer (for the STORE engine: the chunk's channel count).
 
-        # 1: bias add, wrapping in int32.
-        s1 = stage("s1", x=(signed(32), (p.acc + p.bias)[:32]),
-                   m0=(signed(32), p.m0), shift=(signed(8), p.shift), single=(1, p.single),
-                   out_zp=(signed(8), p.out_zp), act_min=(signed(8), p.act_min),
-                   act_max=(signed(8), p.act_max))
+    Members
+    -------
+    i : In(stream.Signature(StructLayout({"lanes": ArrayLayout(PpuIn, lanes), "meta": meta_shape})))
+    o : Out(stream.Signature(StructLayout({"y": ArrayLayout(signed(8), lanes), "meta": meta_shape})))
+    """
 
-        # 2..5: MultiplyByQuantizedMultiplier.
-        s5 = mbqm_stages(m, advance, s1["x"], s1["m0"], s1["shift"], single=s1["single"], **tail(s1))
+    def __init__(self, lanes, meta_shape):
+        self.lanes = lanes
+        super().__init__({
+            "i": In(stream.Signature(data.StructLayout({
+                "lanes": data.ArrayLayout(PpuIn, lanes), "meta": meta_shape}))),
+            "o": Out(stream.Signature(data.StructLayout({
+                "y": data.ArrayLayout(signed(8), lanes), "meta": meta_shape}))),
+        })
 
-        # 6: zero point and activation clamp.
-        with_zp = Signal(signed(34))
-        m.d.comb += with_zp.eq(s5["x"] + s5["out_zp"])
-        # min(max(x, act_min), act_max), as np.clip (act_max wins if act_min > act_max).
-        floored = Signal(signed(34))
-        m.d.comb += floored.eq(Mux(with_zp < s5["act_min"], s5["act_min"], with_zp))
-        clamped = Signal(signed(8))
-        m.d.comb += clamped.eq(Mux(floored > s5["act_max"], s5["act_max"], floored[:8]))
-        s6 = stage("s6", y=(signed(8), clamped))
-
-        m.d.comb += [
-            self.o.valid.eq(valid[-1]),
-            self.o.payload.eq(s6["y"]),
-        ]
+    def elaborate(self, platform):
+        m = Module()
+        ys, meta = _pipeline(m, self.i, self.o, [self.i.payload.lanes[j] for j in range(self.lanes)],
+                             self.i.payload.meta)
+        m.d.comb += [self.o.payload.y[j].eq(y) for j, y in enumerate(ys)]
+        m.d.comb += self.o.payload.meta.eq(meta)
         return m

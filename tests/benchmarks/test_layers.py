@@ -56,6 +56,21 @@ def test_quick(tmp_path):
                 (10_080, 3795, 1474)
 
 
+@pytest.mark.parametrize("setting,message", [
+    ("ppu_lanes=9", "--set: ppu_lanes must be at most the bus word (8 bytes at bus_bits = 64) "
+                    "and at most cols (16), not 9"),
+    ("bogus=1", "--set: unknown config field 'bogus'; fields: rows, cols,"),
+])
+def test_set_rejects_bad_fields(setting, message):
+    """``--set FIELD=VALUE`` is checked as ``celosia --set`` checks it, before any build:
+    one line naming the field, exit status 1."""
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--arrays", "16x16", "--dataflows", "ws",
+                           "--layers", "resnet18.conv2_x", "--set", setting],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1 and proc.stderr.startswith(message), proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
 FULL = ("resnet18.conv2_x", "resnet18.conv3_x", "resnet18.conv4_x", "resnet18.conv5_x",
         "resnet18.conv3_x.ds", "vgg16.conv3_1", "alexnet.conv3", "mobilenet_v1.conv2.dw",
         "mobilenet_v1.conv2.pw", "alexnet.fc6.b1", "alexnet.fc6.b16")

@@ -289,3 +289,43 @@ def test_digits_models_other_dataflows(name, rows, cols, dataflow):
     else:  # real zeros (inputs at the zero point: blank pixels, ReLU outputs) are skipped
         assert all(isinstance(v, int) and v >= 0 for v in per_layer)
         assert hw.report["zero_skips"] >= sum(per_layer) > 0  # per layer: the first sample's
+
+
+#: One extra Verilator model: 8x8 ws with 8 PPU lanes (the STORE engine takes up to 8
+#: channels of a psum row per cycle, rtl/dma.py). Its build (minutes on 2 busy cores) does
+#: not fit the default run's budget: these tests are in the slow target; the default run
+#: checks the multi-lane STORE engine in the Amaranth simulator (tests/rtl/test_dma.py).
+LANES_CONFIG = AccelConfig(rows=8, cols=8, dataflow="ws", ppu_lanes=8)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["digits_cnn", "digits_resnet"])
+def test_ppu_lanes_digits_bit_exact(name):
+    """The digits CNNs (kept outputs: STOREs into the ifmap buffer; the residual adds and
+    pooling through the STORE's requantization) with ``ppu_lanes = 8``: bit-exact against the
+    golden model on 16 held-out images."""
+    x_train, x_test, _, _ = digits_split()
+    graph = load_onnx(MODEL.with_name(f"{name}.onnx"))
+    qmodel = quantize_graph(graph, x_train.reshape(-1, 1, 8, 8))
+    images = x_test[:16].reshape(-1, 1, 8, 8)
+    golden = run(qmodel, images, LANES_CONFIG, backend="golden")
+    hw = run(qmodel, images, LANES_CONFIG, backend="verilator")
+    np.testing.assert_array_equal(hw.y_q, golden.y_q)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", [CONV_CASES[1], CONV_CASES[3], CONV_CASES[7]],
+                         ids=["3k-c10", "7k-s2-c5", "3x1k-c7"])
+def test_ppu_lanes_conv_shapes_bit_exact(case):
+    """Conv layers whose channel counts (10, 5, 7) are not multiples of the 8 PPU lanes and
+    whose output rows start at varying offsets in the bus word: bit-exact on the 8-lane
+    design (through DRAM, outputs not kept)."""
+    in_shape, cout, k, stride, pad, groups = case
+    rng = np.random.default_rng(cout * 10 + stride + 3)
+    layer = conv_layer(rng, "conv", in_shape, cout, k, stride, pad, groups,
+                       in_zp=int(rng.integers(-100, 100)))
+    model = QModel("conv", [layer], 0.05, layer.in_zp, input_shape=in_shape)
+    x_q = rng.integers(-128, 128, (2, model.in_features)).astype(np.int8)
+    want = golden_forward(model, x_q)
+    hw = run_quantized(model, x_q, LANES_CONFIG, backend="verilator")
+    np.testing.assert_array_equal(hw.y_q, want)

@@ -74,6 +74,18 @@ def test_bus_bits_rules_and_derived_sizes(bits):
     assert AccelConfig(bus_bits=bits, dram_bytes_per_cycle=1).bus_bits == bits
 
 
+def test_ppu_lanes_rules():
+    assert AccelConfig().ppu_lanes == 1
+    assert AccelConfig(ppu_lanes=8).ppu_lanes == 8  # 8 columns, 8-byte word
+    assert AccelConfig(ppu_lanes=3, cols=3).ppu_lanes == 3  # no power of two needed
+    assert AccelConfig(ppu_lanes=32, cols=32, bus_bits=256).ppu_lanes == 32
+    with pytest.raises(ConfigError, match=r"^ppu_lanes must be at most the bus word \(8 bytes at "
+                                          r"bus_bits = 64\) and at most cols \(16\), not 9$"):
+        AccelConfig(ppu_lanes=9, cols=16)
+    with pytest.raises(ConfigError, match=r"^ppu_lanes must be at most .* cols \(4\), not 5$"):
+        AccelConfig(ppu_lanes=5, cols=4, bus_bits=128)
+
+
 def test_bus_bits_default_and_set():
     assert AccelConfig().bus_bits == 64
     assert AccelConfig.from_dict(dict(bus_bits=256)).bus_bytes == 32

@@ -15,7 +15,8 @@ from amaranth.lib import wiring
 
 from celosia.rtl.buffers import LaneBuffer
 from celosia.rtl.config import AccelConfig
-from celosia.rtl.dma import LoadEngine, StoreEngine, load_cycles, load_requests, store_cycles
+from celosia.rtl.dma import (LoadEngine, StoreEngine, load_cycles, load_requests, store_chunks,
+                              store_cycles)
 from celosia.rtl.dram import DramModel
 from celosia.rtl import isa
 from celosia.rtl.isa import PARAM_BYTES, Buffer, ErrorCode, Opcode, ParamRecord, encode
@@ -672,11 +673,12 @@ async def store_fill(ctx, h, image, psum, params):
     await write_rows(ctx, h.param.w, param_rows_value(*params))
 
 
-@pytest.mark.parametrize("bits,bpc", [(64, 8), (64, 3), (128, 16), (256, 32), (256, 5)])
-def test_store_random(bits, bpc):
-    cfg = make_config(dram_bytes_per_cycle=bpc, dram_latency=3, bus_bits=bits)
+@pytest.mark.parametrize("bits,bpc,lanes", [(64, 8, 1), (64, 3, 1), (128, 16, 1), (256, 32, 1),
+                                             (256, 5, 1), (64, 3, 3), (128, 16, 2)])
+def test_store_random(bits, bpc, lanes):
+    cfg = make_config(dram_bytes_per_cycle=bpc, dram_latency=3, bus_bits=bits, ppu_lanes=lanes)
     h = StoreHarness(cfg)
-    rng = np.random.default_rng(bits + bpc)
+    rng = np.random.default_rng(bits + bpc + lanes)
     image = rng.integers(0, 256, size=DRAM_BYTES, dtype=np.uint8)
     psum = rng.integers(-(1 << 31), 1 << 31, size=(cfg.psum_rows, cfg.cols), dtype=np.int64)
     psum[:, 0] = rng.integers(-3000, 3000, size=cfg.psum_rows)
@@ -706,7 +708,7 @@ def test_store_random(bits, bpc):
             n = insn["m_len"] * insn["n_len"]
             assert result == "done" and nbytes == n
             if bpc == cfg.bus_bytes:
-                assert cycles == store_cycles(insn, cfg), (cycles, n)
+                assert cycles == store_cycles(insn, cfg, base), (cycles, n)
             bias, m0, shift = (p[insn["param_row"]:] for p in params)
             start = base[insn["base_reg"]] + insn["dram_offset"]
             for mi in range(insn["m_len"]):
@@ -720,15 +722,16 @@ def test_store_random(bits, bpc):
     simulate(h, bench)
 
 
-@pytest.mark.parametrize("bits", [64, 256])
-def test_store_to_ifmap_buffer(bits):
+@pytest.mark.parametrize("bits,lanes", [(64, 1), (256, 1), (64, 4), (256, 3)])
+def test_store_to_ifmap_buffer(bits, lanes):
     """``to_buf``: byte (m, n) goes to ifmap row ``buf_row + m*buf_stride``, lane ``lane0 + n``
     (expected from NumPy and the golden requantization), in ``store_cycles``, with no DRAM
     access (the DRAM fields are ignored: an offset outside the window is fine); a block
-    past the last row or lane is an error that writes nothing."""
-    cfg = make_config(bus_bits=bits, rows=6, cols=4)
+    past the last row or lane is an error that writes nothing. With ``ppu_lanes`` > 1, up
+    to ``lanes`` lanes per write (chunks do not depend on DRAM words)."""
+    cfg = make_config(bus_bits=bits, rows=6, cols=4, ppu_lanes=lanes)
     h = StoreHarness(cfg)
-    rng = np.random.default_rng(bits + 11)
+    rng = np.random.default_rng(bits + 11 + lanes)
     image = rng.integers(0, 256, size=DRAM_BYTES, dtype=np.uint8)
     psum = rng.integers(-5000, 5000, size=(cfg.psum_rows, cfg.cols), dtype=np.int64)
     params = (rng.integers(-2000, 2000, size=cfg.param_depth),
@@ -745,7 +748,8 @@ def test_store_to_ifmap_buffer(bits):
                          n_len=n_len, out_zp=int(rng.integers(-20, 20)), act_min=-100, act_max=120,
                          to_buf=1, buf_row=buf_row, buf_stride=buf_stride, lane0=lane0), **kw)
 
-    good = [insn(1, 1, 15, 0, 5), insn(3, 4, 1, 2, 2), insn(4, 3, 8, 1, 0), insn(2, 4, 0, 7, 1)]
+    good = [insn(1, 1, 15, 0, 5), insn(3, 4, 1, 2, 2), insn(4, 3, 8, 1, 0), insn(2, 4, 0, 7, 1),
+            insn(5, 2, 3, 1, 4)]
     bad = [insn(3, 4, 12, 2, 0),   # last row 16
            insn(1, 4, 0, 1, 3),    # lanes 3..6 of 6
            insn(2, 5, 0, 1, 0)]    # n_len > cols
@@ -774,9 +778,9 @@ def test_store_to_ifmap_buffer(bits):
     simulate(h, bench)
 
 
-@pytest.mark.parametrize("bits", BUS_WIDTHS)
-def test_store_errors_write_nothing(bits):
-    cfg = make_config(bus_bits=bits)
+@pytest.mark.parametrize("bits,lanes", [(64, 1), (128, 1), (256, 1), (64, 3)])
+def test_store_errors_write_nothing(bits, lanes):
+    cfg = make_config(bus_bits=bits, ppu_lanes=lanes)
     h = StoreHarness(cfg)
     rng = np.random.default_rng(3)
     image = rng.integers(0, 256, size=DRAM_BYTES, dtype=np.uint8)
@@ -869,12 +873,18 @@ def store_offsets(nb):
     return range(8) if nb == 8 else (0, 1, 3, nb // 2, nb - 3, nb - 1)
 
 
-@pytest.mark.parametrize("bits,bpc", [(64, 8), (64, 2), (128, 16), (128, 3), (256, 32), (256, 6)])
-def test_store_packing(bits, bpc):
+@pytest.mark.parametrize("bits,bpc,lanes", [
+    (64, 8, 1), (64, 2, 1), (128, 16, 1), (128, 3, 1), (256, 32, 1), (256, 6, 1),
+    (64, 8, 4), (64, 8, 8), (64, 3, 8), (128, 16, 16),
+    pytest.param(64, 8, 2, marks=pytest.mark.slow), pytest.param(128, 16, 5, marks=pytest.mark.slow),
+    pytest.param(256, 32, 8, marks=pytest.mark.slow)])
+def test_store_packing(bits, bpc, lanes):
     """Runs of n_len bytes at every alignment: one masked write per word touched; runs
-    that share a word (dram_stride < B) write it separately."""
+    that share a word (dram_stride < B) write it separately. With ``ppu_lanes`` > 1 the
+    same writes, in chunks of up to ``lanes`` channels that never cross a word."""
     nb = bits // 8
-    cfg = make_config(cols=40, rows=4, dram_bytes_per_cycle=bpc, dram_latency=2, bus_bits=bits)
+    cfg = make_config(cols=40, rows=4, dram_bytes_per_cycle=bpc, dram_latency=2, bus_bits=bits,
+                      ppu_lanes=lanes)
     h = StoreHarness(cfg)
     rng = np.random.default_rng(31)
     image = rng.integers(0, 256, size=DRAM_BYTES, dtype=np.uint8)
@@ -885,6 +895,8 @@ def test_store_packing(bits, bpc):
     base = [0, 512, 0, 0, 0, 0, 0, 0]
     insns = []
     shapes = ((1, 1), (3, 4), (8, 8), (13, 13), (20, 27), (7, 7), (nb, nb), (40, 45))
+    if lanes > 1:  # fewer shapes (the simulation of L lanes is slower): n_len < L, >= L, > B
+        shapes = ((3, 4), (13, 13), (nb, nb), (40, 45))
     for k, (n_len, stride) in enumerate(shapes):
         for j, o in enumerate(store_offsets(nb)):
             # 96 k + nb j is a word boundary at every width: the run starts at byte o.
@@ -904,8 +916,10 @@ def test_store_packing(bits, bpc):
             assert requests == [r for mi in range(insn["m_len"])
                                 for r in store_words(start + mi * insn["dram_stride"],
                                                      insn["n_len"], nb)], insn
-            if bpc == nb:  # one channel per cycle through the 6-stage PPU
-                assert cycles == n + 6 + 2 == store_cycles(insn, cfg)
+            if bpc == nb and lanes == 1:  # one channel per cycle through the 6-stage PPU
+                assert cycles == n + 6 + 2 == store_cycles(insn, cfg, base)
+            elif bpc == nb:
+                assert cycles == store_cycles(insn, cfg, base), insn
             bias, m0, shift = (p[insn["param_row"]:] for p in params)
             for mi in range(insn["m_len"]):
                 y = requantize(psum[insn["psum_row"] + mi, :insn["n_len"]], bias[:insn["n_len"]],
@@ -965,3 +979,37 @@ def test_timing_hand_worked_wide():
     assert load_cycles(dict(n0=5, dram_stride0=2, n1=2, dram_stride1=100, n2=1), wider) == 17
     assert store_cycles(dict(m_len=3, n_len=4), wide) == store_cycles(dict(m_len=3, n_len=4),
                                                                       wider) == 20
+
+
+def test_store_timing_lanes_hand_worked():
+    """store_chunks / store_cycles with several PPU lanes: row 0 one channel per cycle,
+    later rows in chunks of up to L channels inside one bus word; + PPU latency 6 + 2."""
+    l8 = make_config(cols=16, ppu_lanes=8)
+    block = dict(m_len=3, n_len=16, dram_stride=16)
+    # Aligned: row 0 16 transfers; rows 1, 2 (bytes 16.., 32..) two words of 8: 2 chunks
+    # each. 16 + 2 + 2 = 20 transfers, 20 + 8 = 28 cycles.
+    assert store_chunks(block, l8) == 20 and store_cycles(block, l8) == 28
+    # From byte 3: row 1 = bytes 19..34 = 5 (19..23) + 8 (24..31) + 3 (32..34): 3 chunks;
+    # row 2 = 35..50, also from byte 3 of its word: 3. 16 + 6 = 22, 30 cycles; the same
+    # start through base register 1 = 3.
+    assert store_cycles(dict(block, dram_offset=3), l8) == 30
+    assert store_cycles(dict(block, base_reg=1), l8, base=[0, 3, 0, 0, 0, 0, 0, 0]) == 30
+    # One row: all of it one channel per cycle, 16 + 8 = 24.
+    assert store_cycles(dict(block, m_len=1), l8) == 24
+    l4 = make_config(cols=16, ppu_lanes=4)
+    # L = 4, 4 rows of 10 bytes at stride 10: row 1 = 10..15 (6: 2 chunks) + 16..19 (4: 1);
+    # row 2 = 20..23 (1) + 24..29 (6: 2); row 3 = 30..31 (1) + 32..39 (8: 2).
+    # 10 + 3 + 3 + 3 = 19 transfers, 27 cycles.
+    tile = dict(m_len=4, n_len=10, dram_stride=10)
+    assert store_chunks(tile, l4) == 19 and store_cycles(tile, l4) == 27
+    # to_buf: no DRAM words, ceil(10 / 3) = 4 chunks per later row at L = 3: 10 + 12 = 22.
+    assert store_cycles(dict(tile, to_buf=1, dram_offset=5), make_config(cols=16, ppu_lanes=3)) == 30
+    # One lane: n_len * m_len + 8 at any alignment, 40 + 8 = 48.
+    assert store_cycles(dict(tile, dram_offset=3), make_config(cols=16)) == 48
+    # 128-bit bus, L = 16, 2 rows of 16 at stride 16: aligned, row 1 is one chunk (16 + 1 + 8
+    # = 25); from byte 5, row 1 = bytes 21..36 = 11 (21..31) + 5 (32..36): 2 chunks, 26.
+    wide = make_config(cols=16, bus_bits=128, ppu_lanes=16)
+    pair = dict(m_len=2, n_len=16, dram_stride=16)
+    assert store_cycles(pair, wide) == 25
+    assert store_cycles(dict(pair, base_reg=2), wide, base=[0, 0, 5, 0, 0, 0, 0, 0]) == 26
+    assert store_cycles(dict(pair, m_len=0), wide) == 2

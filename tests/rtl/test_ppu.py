@@ -1,4 +1,4 @@
-"""PPU against the golden requantization, with random valid/ready gaps on both sides."""
+"""PPU and PpuLanes against the golden requantization, with random valid/ready gaps on both sides."""
 
 import itertools
 
@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
-from celosia.rtl.ppu import LATENCY, PPU, SINGLE_SHIFT_RANGE
+from amaranth.hdl import unsigned
+
+from celosia.rtl.ppu import LATENCY, PPU, SINGLE_SHIFT_RANGE, PpuLanes
 from celosia.sim.golden import requant
 from celosia.sim.golden.requant import INT32_MAX, INT32_MIN, requantize
 
@@ -91,8 +93,11 @@ def random_vectors(rng, n):
     return vecs
 
 
-def run_ppu(vectors, in_pattern, out_pattern):
-    dut = PPU()
+def run_ppu(vectors, in_pattern, out_pattern, dut=None):
+    """``vectors`` through ``dut`` (default a :class:`PPU`; for a :class:`PpuLanes`, one
+    transfer's payload per item), ``in_pattern`` / ``out_pattern`` the producer's valid and
+    the consumer's ready, repeated; returns the payloads taken from ``o`` in order."""
+    dut = PPU() if dut is None else dut
     got = []
     sim = Simulator(dut)
     sim.add_clock(1e-6)
@@ -170,3 +175,19 @@ def test_latency_and_throughput():
     sim.run()
     # acc = 2c, m0 = 0.5: result c; accepted in cycle c, out in cycle c + LATENCY.
     assert seen == [(c + LATENCY, c) for c in range(5)]
+
+
+@pytest.mark.parametrize("lanes,in_pattern,out_pattern", [
+    (3, [1], [1]),
+    (4, [1, 1, 0, 1, 0, 0, 1], [1, 0, 1, 1, 1, 0]),
+])
+def test_lanes_lockstep(lanes, in_pattern, out_pattern):
+    """PpuLanes: every lane of every transfer against the golden model, and each transfer's
+    ``meta`` comes out with its results (lanes share one valid / ready, so the stalls
+    must keep them together)."""
+    vecs = random_vectors(np.random.default_rng(lanes), 200 * lanes)
+    groups = [vecs[k:k + lanes] for k in range(0, len(vecs), lanes)]
+    got = run_ppu([dict(lanes=g, meta=k) for k, g in enumerate(groups)], in_pattern, out_pattern,
+                  PpuLanes(lanes, unsigned(16)))
+    assert [out.meta for out in got] == list(range(len(groups)))
+    check(vecs, [y for out in got for y in out.y])
