@@ -99,11 +99,12 @@ def _progress(total: int, show: bool):
 
 
 def run_sweep(points: list[Point], out: str | Path, jobs: int | None = None, dask=None,
-              progress: bool = False, plots: bool = True) -> SweepResult:
+              progress: bool = False, plots: bool = True, log: bool = False) -> SweepResult:
     """Evaluate ``points`` (skipping those stored in ``out``), write ``out``'s tables, plots
     and ``index.html``; see the module docstring. ``jobs``: local worker processes
     (default the CPU count); ``dask``: a scheduler address or cluster; ``progress``: show a
-    rich progress bar; ``plots``: write the plots (``False`` for the tables only)."""
+    rich progress bar; ``plots``: write the plots (``False`` for the tables only); ``log``: a
+    line on stderr per point done (where no progress bar shows)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if any(p.backend == "perf" for p in points):
@@ -131,6 +132,9 @@ def run_sweep(points: list[Point], out: str | Path, jobs: int | None = None, das
                 save_point(out, p, r)
             if bar:
                 bar.advance(task)
+            if log:
+                _log(f"[{len(res.evaluated)}/{len(todo)}] {p.label()}: "
+                     f"{'failed' if r['error'] else 'done'} in {r['wall_seconds']:.1f} s")
     finally:
         if bar:
             bar.stop()
@@ -207,8 +211,9 @@ def cmd_sweep(args) -> int:
     _log(f"sweep: {len(points)} design point(s) ({len(grid.models)} model(s) x {len(grid.dataflows)} "
          f"dataflow(s) x {len(grid.arrays)} array(s)"
          + "".join(f" x {len(v)} {k}" for k, v in grid.sets.items()) + f") on {grid.backend}")
-    res = run_sweep(points, out, jobs=args.jobs, dask=args.dask, progress=sys.stderr.isatty(),
-                    plots=args.plots)
+    tty = sys.stderr.isatty()
+    res = run_sweep(points, out, jobs=args.jobs, dask=args.dask, progress=tty, plots=args.plots,
+                    log=not tty)
     print_summary(res.summary, points[0].columns if points else ())
     for note in res.notes:
         _log(note)

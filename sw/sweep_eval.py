@@ -153,10 +153,6 @@ def evaluate_point(point: Point) -> list[dict]:
     if point.backend == "perf":
         raise CelosiaError(PERF_MISSING)
     config = AccelConfig.from_dict(point.fields)
-    if point.backend == "verilator":
-        from celosia.sim import verilator
-        from .driver import pgo_training_job
-        verilator.build(config, training_job=pgo_training_job)
     f = point.fields
     base = {"point": point.key, "model": point.model, "backend": point.backend,
             "dataflow": f["dataflow"], "rows": f["rows"], "cols": f["cols"],

@@ -173,7 +173,8 @@ def print_summary(summary: list[dict], swept: tuple, console=None) -> None:
     :class:`rich.console.Console`; default stdout)."""
     from rich.console import Console
     from rich.table import Table
-    console = console or Console()
+    import sys
+    console = console or Console(width=None if sys.stdout.isatty() else 132)
     table = Table(title="celosia sweep")
     cols = ["model", "dataflow", "array", *swept, "cycles", "util", "DRAM B", "energy", "wall s", "status"]
     for c in cols:

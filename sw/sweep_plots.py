@@ -93,10 +93,14 @@ def plot_all(out: Path, rows: list[dict], summary: list[dict], configs: dict[str
         if not timed:
             return False
         for ax, model in zip(axes, models):
+            names = []
             for s in (s for s in timed if s["model"] == model):
                 layers = [r for r in rows if r["point"] == s["point"]]
+                names = [r["layer"] for r in layers]
                 ax.plot(range(len(layers)), [r["utilization"] for r in layers], marker=".",
                         label=_label(s, swept))
+            if 0 < len(names) <= 24:  # name the layers where they fit
+                ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=7)
             ax.set(title=model, xlabel="layer", ylabel="PE utilization", ylim=(0, 1.05))
             ax.legend(fontsize=6, ncol=2)
     if ok:
@@ -189,7 +193,8 @@ def plot_all(out: Path, rows: list[dict], summary: list[dict], configs: dict[str
                 if not pts:
                     continue
                 dots = ax.scatter(*zip(*pts), s=12, label=model)
-                ax.plot(*zip(*pareto_front(pts)), "-", color=dots.get_facecolor()[0], lw=1)
+                ax.plot(*zip(*pareto_front(pts)), "-", color=dots.get_facecolor()[0], lw=1,
+                        drawstyle="steps-post")
             ax.set(xscale="log", yscale="log", xlabel="PEs + buffer bytes", ylabel=label)
             ax.legend(fontsize=7)
     if ok:
