@@ -183,8 +183,8 @@ def add_parser(sub, positive_int) -> argparse.ArgumentParser:
                    help="a grid.toml with the same axes, or a SCALE-Sim .cfg; options given here "
                         "replace the file's")
     p.add_argument("--backend", choices=BACKENDS,
-                   help=f"verilator (cycles from the RTL; default {DEFAULT_BACKEND}), golden (MACs and "
-                        f"DRAM bytes, no cycles) or perf (the cycle model: not available yet)")
+                   help=f"back end (default {DEFAULT_BACKEND}): verilator (cycles from the RTL), golden "
+                        f"(MACs and DRAM bytes, no cycles) or perf (the cycle model: not available yet)")
     p.add_argument("--jobs", type=positive_int, help="local worker processes (default: the CPU count)")
     p.add_argument("--dask", metavar="ADDRESS",
                    help="run the points on this dask.distributed scheduler instead")

@@ -269,3 +269,28 @@ def test_process_pool_and_dask_give_the_local_rows(topo, tmp_path):
     assert len(local.rows) == 4
     assert pool.rows == local.rows and dask.rows == local.rows
     assert sorted(dask.evaluated) == sorted(p.key for p in points)
+
+
+def test_onnx_tflite_and_scalesim_cfg_from_the_command_line(tmp_path, topo):
+    """An ONNX and an int8 .tflite model next to a topology CSV, on the array and buffers of a
+    SCALE-Sim .cfg, from the command line (golden: MACs per layer as the models count them)."""
+    from pathlib import Path
+    import celosia.sw.data as data
+    from celosia.sw.importer import load_tflite
+    from celosia.sw.zoo import resolve
+    onnx, tflite = (Path(data.__file__).parent / n for n in ("digits_mlp.onnx", "digits_cnn_int8.tflite"))
+    cfg = tmp_path / "scale.cfg"
+    cfg.write_text("[architecture_presets]\nArrayHeight: 4\nArrayWidth: 4\nIfmapSramSzkB: 4\n"
+                   "Dataflow: os\nBandwidth: 8\n")
+    out = tmp_path / "out"
+    assert main(["sweep", "--model", f"{onnx},{tflite}", "--model", str(topo), "--config", str(cfg),
+                 "--backend", "golden", "--jobs", "1", "--no-plots", "--out", str(out)]) == 0
+    summary = read_csv(out / "summary.csv")
+    assert [(s["model"], s["dataflow"], s["rows"], s["cols"]) for s in summary] == \
+        [(str(m), "os", "4", "4") for m in (onnx, tflite, topo)]
+    assert [s["ifmap_rows"] for s in summary] == ["1024"] * 3  # 4 kB / 4-byte rows
+    rows = read_csv(out / "results.csv")
+    tfl = load_tflite(tflite)
+    assert [(r["layer"], int(r["macs"])) for r in rows if r["model"] == str(tflite)] == \
+        [(layer.name, layer.macs) for layer in tfl.layers]
+    assert sum(int(r["macs"]) for r in rows if r["model"] == str(onnx)) == resolve(onnx).total_macs(1)
