@@ -32,7 +32,7 @@ from pathlib import Path
 from celosia.errors import ConfigError, InputError
 from .sweep_eval import PERF_MISSING, timed_point
 from .sweep_grid import BACKENDS, DEFAULT_BACKEND, Grid, Point, expand, grid_from_file, merge, \
-    parse_arrays, parse_list, parse_set, _dataflows
+    parse_arrays, parse_list, parse_set, parse_dataflows
 from .sweep_out import (SUMMARY_FIELDS, load_point, print_summary, result_fields, save_point,
                         summary_row, write_csv, write_index, write_parquet)
 from .sweep_plots import plot_all
@@ -198,7 +198,7 @@ def cmd_sweep(args) -> int:
     """The ``sweep`` command: exit 0 when every point was evaluated, 1 when some failed
     (their rows are missing; everything else is written)."""
     cli = Grid(models=[m for spec in args.model for m in parse_list(spec, "model")] or None,
-               dataflows=_dataflows(args.dataflow) if args.dataflow else None,
+               dataflows=parse_dataflows(args.dataflow) if args.dataflow else None,
                arrays=parse_arrays(args.array) if args.array else None,
                sets=dict(parse_set(s) for s in args.set), backend=args.backend)
     grid = merge(cli, grid_from_file(args.config) if args.config else None)

@@ -43,7 +43,7 @@ from celosia.errors import CelosiaError, ConfigError
 from celosia.rtl.config import DATAFLOWS, RANGES, AccelConfig, parse_array
 
 __all__ = ["BACKENDS", "DEFAULT_BACKEND", "Grid", "Point", "parse_list", "parse_set", "parse_arrays",
-           "grid_from_toml", "grid_from_file", "merge", "expand", "column", "TAKEN"]
+           "parse_dataflows", "grid_from_toml", "grid_from_file", "merge", "expand", "column", "TAKEN"]
 
 #: Back ends of the sweep. ``perf`` (the cycle model, issue 12) is accepted by the parser and
 #: refused with a one-line error until it exists.
@@ -152,7 +152,8 @@ def parse_arrays(text) -> list[tuple[int, int]]:
     return out
 
 
-def _dataflows(text) -> list[str]:
+def parse_dataflows(text) -> list[str]:
+    """``"ws,os"`` (or a list) as ``["ws", "os"]``; a :class:`ConfigError` for an unknown one."""
     flows = parse_list(text, "dataflow")
     for d in flows:
         if d not in DATAFLOWS:
@@ -222,7 +223,7 @@ def grid_from_toml(path: str | Path) -> Grid:
             grid.models = [m if m.startswith("zoo:") or Path(m).is_absolute() else str(p.parent / m)
                            for m in parse_list(models, "models")]
         if (flows := get("dataflows", "dataflow")) is not None:
-            grid.dataflows = _dataflows(flows)
+            grid.dataflows = parse_dataflows(flows)
         if (arrays := get("arrays", "array")) is not None:
             grid.arrays = parse_arrays(arrays)
         if (backend := data.get("backend")) is not None:
