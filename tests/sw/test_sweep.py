@@ -239,6 +239,7 @@ def test_pareto_front_and_energy():
     assert energy(100, 10) == 2000 + 120 + 300
 
 
+@pytest.mark.filterwarnings("ignore::celosia.sw.quant.CalibrationWarning")  # one sample, as the sweep
 def test_verilator_point_equals_a_direct_run(tmp_path):
     """One tiny layer on the 4x4 ws config other Verilator tests build (cached): the sweep's
     cycles are those of `run` on the same model, sample and config."""
