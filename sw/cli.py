@@ -533,6 +533,9 @@ def build_parser() -> argparse.ArgumentParser:
                                        ".tflite CNNs against LiteRT)")
     _add_config_args(p)
     p.set_defaults(func=cmd_demo)
+
+    from celosia.sw.sweep import add_parser as add_sweep_parser
+    add_sweep_parser(sub, _positive_int)
     return parser
 
 
