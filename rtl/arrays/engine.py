@@ -19,7 +19,7 @@ from amaranth.lib.wiring import In, Out
 
 from celosia.rtl import isa
 from celosia.rtl.buffers import BufferReadSignature, BufferWriteSignature
-from celosia.rtl.config import RS_SPAD, AccelConfig, check_config
+from celosia.rtl.config import FEIE_TAPS, RS_SPAD, AccelConfig, check_config
 from celosia.rtl.controller.signatures import EngineSignature
 from celosia.rtl.dataflows import dataflow
 
@@ -87,7 +87,7 @@ class ComputeEngineSignature(wiring.Signature):
         return f"ComputeEngineSignature({self.config!r})"
 
 
-def gemm_insn_in_range(insn, config: AccelConfig):
+def gemm_insn_in_range(insn, config: AccelConfig, gemm_window: str | None = None):
     """The GEMM ``insn`` is legal for ``config`` and stays inside every buffer.
 
     ``insn`` is a ``GemmInsn`` view (the result is a 1-bit Amaranth expression) or any
@@ -112,12 +112,21 @@ def gemm_insn_in_range(insn, config: AccelConfig):
     touches, ``(out_h-1)*stride_h + (win_h-1)*dil_h + 1 <= rs_lines``; ``win_w * k_len <=
     RS_SPAD`` (one bank of the rs filter scratchpad, which has two).
 
+    ``"row"`` (the broadcast FEIE engine, :class:`~celosia.rtl.arrays.feie.FEIEBroadcastArray`)
+    takes plain GEMMs and windowed GEMMs of one kernel row: ``win_h = 1``, ``win_w <=
+    FEIE_TAPS`` (3), and for ``win_w > 1`` also ``dil_w = 1`` and ``stride_w <= win_w``; the
+    outputs one pixel reaches, ``P = 1 + (stride_w <= win_w-1) + (2*stride_w <= win_w-1)``
+    (1 for ``win_w = 1``), at most ``rows``; its last ifmap row (``e = out_h-1``, ``x =
+    out_w-1``, ``fw = win_w-1``) inside the buffer.
+
     Applied regardless of ``m_len``: an instruction with ``m_len = 0`` but a start row
-    past the end is an error too.
+    past the end is an error too. ``gemm_window`` overrides the dataflow's trait (the
+    broadcast FEIE engine, not yet the registered ``feie`` engine, passes ``"row"``).
     """
     c = config
     traits = dataflow(c.dataflow)
-    full = traits.gemm_window == "full"
+    kind = gemm_window or traits.gemm_window
+    full = kind == "full"
     conds = [insn.k_len <= c.rows, insn.n_len <= c.cols,
              (insn.in_zp == 0) | traits.zero_point_in_gemm,
              insn.psum_row + insn.m_len <= c.psum_rows]
@@ -132,6 +141,17 @@ def gemm_insn_in_range(insn, config: AccelConfig):
         conds += win + [insn.window == 1, insn.win_h <= c.rows, insn.out_h <= c.cols,
                         lines_m1 < c.rs_lines, insn.win_w * insn.k_len <= RS_SPAD,
                         last_row < c.ifmap_rows]
+    elif kind == "row":
+        wide = insn.win_w > 1
+        n_pe = 1 + (wide & (insn.stride_w <= insn.win_w - 1)) + (wide & (2 * insn.stride_w <= insn.win_w - 1))
+        last_row = (insn.ifmap_row + (insn.out_h - 1) * insn.stride_h * insn.row_pitch
+                    + (insn.out_w - 1) * insn.stride_w + (insn.win_w - 1) * insn.dil_w)
+        row = _all(win + [insn.win_h == 1, insn.win_w <= FEIE_TAPS, last_row < c.ifmap_rows,
+                          (insn.win_w == 1) | ((insn.dil_w == 1) & (insn.stride_w <= insn.win_w)),
+                          n_pe <= c.rows])
+        plain = _all([insn.ifmap_row + insn.m_len <= c.ifmap_rows,
+                      insn.weight_row + insn.k_len <= c.weight_rows])
+        conds.append(((insn.window == 1) & row) | ((insn.window == 0) & plain))
     else:
         # one tap: the dil_* terms of the last row vanish
         last_row = (insn.ifmap_row + (insn.out_h - 1) * insn.stride_h * insn.row_pitch
@@ -148,7 +168,7 @@ def _all(conds):
     return functools.reduce(operator.and_, conds)
 
 
-def legal_gemm(insn, config: AccelConfig):
+def legal_gemm(insn, config: AccelConfig, gemm_window: str | None = None):
     """The GEMM ``insn`` (a mapping of :data:`~celosia.rtl.isa.GemmInsn` field names to
     Python ints, a missing field = 0) as an object with those attributes if it passes
     :func:`gemm_insn_in_range` for ``config``, else ``None``: the start of every
@@ -156,7 +176,7 @@ def legal_gemm(insn, config: AccelConfig):
     fields = dict.fromkeys(isa.GemmInsn.members, 0)
     fields.update(insn)
     g = SimpleNamespace(**fields)
-    return g if gemm_insn_in_range(g, config) else None
+    return g if gemm_insn_in_range(g, config, gemm_window) else None
 
 
 class ControlledEngine(wiring.Component):
