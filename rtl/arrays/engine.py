@@ -38,9 +38,9 @@ class ComputeEngineSignature(wiring.Signature):
         (``engine.insn`` is ``engine.ctrl.insn``, ...):
 
         insn : In(stream.Signature(GemmInsn))
-            One GEMM; ``ready`` is high exactly when the engine is idle (``rs``); the
-            ``ws`` engine is also ready while earlier GEMMs are still streaming, ``os`` /
-            ``feie`` while earlier GEMMs are in the block pipeline (each at most its
+            One GEMM; ``ready`` is high exactly when the engine is idle (``rs``,
+            ``feie``); the ``ws`` engine is also ready while earlier GEMMs are still
+            streaming, ``os`` while earlier GEMMs are in the block pipeline (each at most its
             ``MAX_IN_FLIGHT``, :data:`~celosia.rtl.controller.signatures.GEMMS_IN_FLIGHT`,
             in flight).
         done : Out(1)
@@ -54,8 +54,9 @@ class ComputeEngineSignature(wiring.Signature):
             High while an accepted instruction has not completed: from the cycle
             after its acceptance up to and including its ``done`` / ``error`` cycle.
         zero_skips : Out(16)
-            MAC cycles skipped for zero inputs, reported in one cycle per block (feie;
-            always 0 for the dense arrays); the controller sums it into ZERO_SKIPS.
+            MAC cycles skipped for zero inputs (feie: the inputs of a pixel equal to the
+            zero point, reported as the pixel lands; always 0 for the dense arrays); the
+            controller sums it into ZERO_SKIPS.
     ifmap : Out(BufferReadSignature(ifmap_rows, rows*8))
     weight : Out(BufferReadSignature(weight_rows, cols*8))
     psum_rd : Out(BufferReadSignature(psum_rows, cols*32))
@@ -87,7 +88,7 @@ class ComputeEngineSignature(wiring.Signature):
         return f"ComputeEngineSignature({self.config!r})"
 
 
-def gemm_insn_in_range(insn, config: AccelConfig, gemm_window: str | None = None):
+def gemm_insn_in_range(insn, config: AccelConfig):
     """The GEMM ``insn`` is legal for ``config`` and stays inside every buffer.
 
     ``insn`` is a ``GemmInsn`` view (the result is a 1-bit Amaranth expression) or any
@@ -97,7 +98,7 @@ def gemm_insn_in_range(insn, config: AccelConfig, gemm_window: str | None = None
     Always: ``in_zp`` is 0 except where the GEMM carries the zero point (``feie``; the
     trait ``zero_point_in_gemm`` of :mod:`celosia.rtl.dataflows`), ``k_len <= rows``,
     ``n_len <= cols``, ``psum_row + m_len <= psum_rows``. Which forms are legal is the
-    dataflow's ``gemm_window`` trait: ``"tap"`` (ws, os, feie) takes plain GEMMs and
+    dataflow's ``gemm_window`` trait: ``"tap"`` (ws, os) takes plain GEMMs and
     windowed GEMMs of a 1x1 window, ``"full"`` (rs) only windowed GEMMs.
 
     Plain GEMM (``window = 0``): ``ifmap_row + m_len <= ifmap_rows``,
@@ -112,7 +113,7 @@ def gemm_insn_in_range(insn, config: AccelConfig, gemm_window: str | None = None
     touches, ``(out_h-1)*stride_h + (win_h-1)*dil_h + 1 <= rs_lines``; ``win_w * k_len <=
     RS_SPAD`` (one bank of the rs filter scratchpad, which has two).
 
-    ``"row"`` (the broadcast FEIE engine, :class:`~celosia.rtl.arrays.feie.FEIEBroadcastArray`)
+    ``"row"`` (feie, :class:`~celosia.rtl.arrays.feie.FEIEArray`)
     takes plain GEMMs and windowed GEMMs of one kernel row: ``win_h = 1``, ``win_w <=
     FEIE_TAPS`` (3), and for ``win_w > 1`` also ``dil_w = 1`` and ``stride_w <= win_w``; the
     outputs one pixel reaches, ``P = 1 + (stride_w <= win_w-1) + (2*stride_w <= win_w-1)``
@@ -120,12 +121,11 @@ def gemm_insn_in_range(insn, config: AccelConfig, gemm_window: str | None = None
     out_w-1``, ``fw = win_w-1``) inside the buffer.
 
     Applied regardless of ``m_len``: an instruction with ``m_len = 0`` but a start row
-    past the end is an error too. ``gemm_window`` overrides the dataflow's trait (the
-    broadcast FEIE engine, not yet the registered ``feie`` engine, passes ``"row"``).
+    past the end is an error too.
     """
     c = config
     traits = dataflow(c.dataflow)
-    kind = gemm_window or traits.gemm_window
+    kind = traits.gemm_window
     full = kind == "full"
     conds = [insn.k_len <= c.rows, insn.n_len <= c.cols,
              (insn.in_zp == 0) | traits.zero_point_in_gemm,
@@ -168,7 +168,7 @@ def _all(conds):
     return functools.reduce(operator.and_, conds)
 
 
-def legal_gemm(insn, config: AccelConfig, gemm_window: str | None = None):
+def legal_gemm(insn, config: AccelConfig):
     """The GEMM ``insn`` (a mapping of :data:`~celosia.rtl.isa.GemmInsn` field names to
     Python ints, a missing field = 0) as an object with those attributes if it passes
     :func:`gemm_insn_in_range` for ``config``, else ``None``: the start of every
@@ -176,7 +176,7 @@ def legal_gemm(insn, config: AccelConfig, gemm_window: str | None = None):
     fields = dict.fromkeys(isa.GemmInsn.members, 0)
     fields.update(insn)
     g = SimpleNamespace(**fields)
-    return g if gemm_insn_in_range(g, config, gemm_window) else None
+    return g if gemm_insn_in_range(g, config) else None
 
 
 class ControlledEngine(wiring.Component):

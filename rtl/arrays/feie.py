@@ -1,8 +1,12 @@
-"""FEIE PE array (``dataflow = "feie"``, seed 003): the output-stationary array with
-input broadcast and zero skipping, as a GEMM engine.
+"""FEIE PE array (``dataflow = "feie"``, seed 003): inputs broadcast, weights
+time-multiplexed per PE, one output psum per PE, zero inputs skipped one by one.
 
-``rtl/arrays/feie_core.py`` is the literal PE row of the seed's cycle tables; this is
-the accelerator's engine, :class:`FEIEArray`, and its timing, :func:`cycles`.
+:class:`FEIEArray` is the seed's FEIE PE row (the 2x8 by 1x3 tables) extended to a 2-D
+array of GEMM engines: groups of PE rows, each a seed PE row walking its own output rows,
+the columns taking output channels. Its timing depends on where the zeros are:
+:func:`row_trace` runs the engine's control cycle by cycle (:func:`cycles` is the
+registry's timing); docs/dataflows.md, "feie", has the mapping, a picture and the cycle
+formula of a dense run.
 """
 
 from __future__ import annotations
@@ -16,88 +20,13 @@ from celosia.rtl import isa
 from celosia.rtl.arrays.engine import ComputeEngine, gemm_insn_in_range, insn_check_state, legal_gemm
 from celosia.rtl.config import FEIE_TAPS
 from celosia.rtl.dma import accept_state
-from celosia.rtl.arrays.os import OSArray, block_sequence_timing, epoch_cycles
-from celosia.rtl.arrays.window import window_rows
 
-__all__ = ["FEIEArray", "cycles", "nnz_steps", "sequence_timing", "FEIEBroadcastArray", "row_geometry",
-           "row_trace", "row_cycles", "RowTrace"]
+__all__ = ["FEIEArray", "cycles", "row_geometry", "row_trace", "RowTrace"]
 
-
-class FEIEArray(OSArray):
-    """FEIE (seed 003) as a GEMM engine implementing :class:`ComputeEngineSignature`.
-
-    Every PE ``(i, n)`` accumulates one output psum; the input ``x[m0+i][k]`` is
-    broadcast to all PEs of row ``i`` and the weights ``w[k][:]`` are time-multiplexed
-    to the columns, as in :class:`~celosia.rtl.arrays.os.OSArray`, but a ``k`` whose
-    inputs are zero in every row of the block takes no cycle: the block's non-zero
-    ``k`` (a mask built as the ifmap rows land) are taken lowest first, one per cycle.
-    "Zero" is the real zero of the quantized input, the int8 value ``in_zp`` (the
-    GEMM's input zero point): the PEs multiply ``x - in_zp`` (9 bits) and the compiler
-    leaves the zero point out of the bias, so a skipped input contributes exactly
-    nothing. For ``m < m_len``, ``n < n_len``::
-
-        psum[psum_row+m][n] = (accumulate ? psum[psum_row+m][n] : 0)
-            + sum_{k<k_len} (int8(ifmap[row(m)][k]) - in_zp) * int8(weight[weight_row+k][n])
-
-    (``row(m)``: ``ifmap_row + m``, or the window of a one-tap windowed GEMM, as in
-    :class:`OSArray`).
-
-    Ports: those of :class:`OSArray`; ``zero_skips`` reports, in the block's first MAC
-    cycle, the ``k_len - nnz`` MAC cycles the block skips.
-
-    Timing: the block pipeline of :class:`OSArray` (in each epoch FILL loads a block, MAC
-    computes the previous epoch's block, DRAIN writes the one before; consecutive GEMMs
-    follow each other without a gap, each block carrying its own GEMM's ``k_len`` and
-    ``in_zp``, so the mask of a block follows that block's instruction), with a block's
-    MAC stage taking ``nnz`` cycles (``nnz`` = the ``k < k_len`` with an input other than
-    ``in_zp`` in some row of the block). The mask of each bank is built as its rows land;
-    the block's last row lands in the first cycle of its MAC epoch and is seen by the
-    priority encoder in that same cycle, so no cycle is spent on the mask. On an idle
-    engine ``done`` pulses ``3 + sum over the nb + 2 epochs of max(1, fill rows, nnz,
-    drain rows)`` cycles after acceptance (cycle 0 = the cycle ``insn.valid &
-    insn.ready``; :func:`cycles`, via :func:`~celosia.rtl.arrays.os.epoch_cycles`); 1
-    cycle for ``m_len = 0`` or an illegal instruction; a sequence: :func:`sequence_timing`.
-    """
-
-    ZERO_SKIP = True
-
-
-def cycles(insn, config, ifmap=None) -> int:
-    """Acceptance to ``done`` / ``error`` of the GEMM ``insn`` (field name -> int, missing
-    = 0) issued to an idle :class:`FEIEArray`, the timing of its docstring. ``ifmap`` (the
-    ifmap buffer rows, int8 or their bytes) gives each block's non-zero count ``nnz`` (over
-    the rows the GEMM reads: :func:`~celosia.rtl.arrays.window.window_rows`). Instructions
-    that overlap: :func:`sequence_timing`."""
-    g = legal_gemm(insn, config)
-    if g is None or g.m_len == 0:
-        return 1
-    return 3 + epoch_cycles(g.m_len, config.rows, nnz_steps(g, config, ifmap))
-
-
-def nnz_steps(g, config, ifmap) -> list[int]:
-    """MAC steps of each block of the legal GEMM ``g`` on :class:`FEIEArray`: the ``k <
-    k_len`` with an input other than ``in_zp`` in some row of the block of ``ifmap``."""
-    if ifmap is None:
-        raise ValueError("feie timing depends on the data: pass the ifmap buffer rows")
-    rows = np.asarray(ifmap, dtype=np.int64)[window_rows(g), :g.k_len] & 0xFF
-    return [int((rows[m0:m0 + config.rows] != g.in_zp & 0xFF).any(axis=0).sum())
-            for m0 in range(0, g.m_len, config.rows)]
-
-
-def sequence_timing(insns, config, gaps=None, ifmap=None) -> list[tuple[int, int]]:
-    """``(accept, end)`` cycles of each of the GEMMs ``insns`` on :class:`FEIEArray`:
-    :func:`~celosia.rtl.arrays.os.block_sequence_timing` with ``nnz`` MAC steps per block
-    (``ifmap`` as for :func:`cycles`)."""
-    return block_sequence_timing(insns, config, lambda g: nnz_steps(g, config, ifmap), gaps)
-
-
-# ---------------------------------------------------------------------------------------------
-# The broadcast FEIE engine (seed 003 extended to a 2-D array): issue 11.
-# ---------------------------------------------------------------------------------------------
 
 def row_geometry(g, rows: int) -> SimpleNamespace:
     """How the broadcast engine maps the legal GEMM ``g`` (GemmInsn fields as attributes) on
-    ``rows`` PE rows (see :class:`FEIEBroadcastArray`).
+    ``rows`` PE rows (see :class:`FEIEArray`).
 
     Returns a namespace with ``S`` (taps per output), ``s`` (pixel step between consecutive
     outputs of a task), ``pstep`` (buffer rows between consecutive pixels of a task), ``T``
@@ -125,11 +54,11 @@ class RowTrace(SimpleNamespace):
 
 def row_trace(insn, config, ifmap, log: bool = False) -> RowTrace:
     """Run the broadcast FEIE engine's control on the GEMM ``insn`` (field name -> int) issued
-    to an idle engine, cycle by cycle exactly as :class:`FEIEBroadcastArray` does (its
+    to an idle engine, cycle by cycle exactly as :class:`FEIEArray` does (its
     docstring is the text of this model): which input each group multiplies in which
     cycle, which output each write takes, when ``done`` pulses. ``ifmap`` is the ifmap
     buffer (one row of ``rows`` int8 lanes, or their bytes, per buffer row)."""
-    g = legal_gemm(insn, config, gemm_window="row")
+    g = legal_gemm(insn, config)
     if g is None or g.m_len == 0 or g.n_len == 0:
         return RowTrace(cycles=1, mac_cycles=0, zero_skips=0, macs=[], writes=[])
     geo = row_geometry(g, config.rows)
@@ -161,7 +90,7 @@ def row_trace(insn, config, ifmap, log: bool = False) -> RowTrace:
     last_grant = None
     while True:
         if all(wt[gi] >= T for gi in range(G)):
-            return RowTrace(cycles=last_grant + 2, mac_cycles=mac_cycles, zero_skips=zero_skips,
+            return RowTrace(cycles=max(last_grant + 2, wready_at + 1), mac_cycles=mac_cycles, zero_skips=zero_skips,
                             macs=macs, writes=writes)
         # 1. one psum write: round robin over the groups whose next output is complete
         cpos = [queue[gi][0][0] if queue[gi] else aseq[gi] for gi in range(G)]
@@ -252,9 +181,9 @@ def _round_robin(requests, ptr):
     return None
 
 
-def row_cycles(insn, config, ifmap=None) -> int:
+def cycles(insn, config, ifmap=None) -> int:
     """Acceptance to ``done`` / ``error`` of the GEMM ``insn`` on an idle
-    :class:`FEIEBroadcastArray`: :func:`row_trace`'s ``cycles`` (the timing depends on
+    :class:`FEIEArray`: :func:`row_trace`'s ``cycles`` (the timing depends on
     which inputs of ``ifmap`` are zero)."""
     if ifmap is None:
         raise ValueError("feie timing depends on the data: pass the ifmap buffer rows")
@@ -277,7 +206,7 @@ def _rotating_pick(m, requests, ptr, name):
     return valid, index
 
 
-class FEIEBroadcastArray(ComputeEngine):
+class FEIEArray(ComputeEngine):
     """FEIE (seed 003) as a 2-D engine: inputs broadcast, weights time-multiplexed per PE,
     one output psum per PE, a zero input costs no cycle. Implements
     :class:`~celosia.rtl.arrays.engine.ComputeEngineSignature` for plain GEMMs and windowed
@@ -338,9 +267,11 @@ class FEIEBroadcastArray(ComputeEngine):
       it costs its read but no MAC cycle. ``zero_skips`` reports, in the landing cycle, the
       pixel's ``k_len`` minus its non-zero inputs (each saves a MAC cycle of its group).
 
-    ``done`` pulses two cycles after the last write grant (the write lands in between).
+    ``done`` pulses two cycles after the last write grant (the write lands in between), and
+    not before cycle ``W + 4`` (the weight loader has finished: nothing of this GEMM lands
+    after its ``done``).
     :func:`row_trace` is this text as a cycle-by-cycle model (the engine's timing,
-    :func:`row_cycles`): it depends on where the zeros are. With dense inputs a group takes
+    :func:`cycles`): it depends on where the zeros are. With dense inputs a group takes
     one input per cycle and reads one pixel per ``k_len`` cycles, so the array is busy
     ``Wp * k_len`` cycles per task and group; zeros shorten that down to the bounds of the
     two shared ports (``G`` groups' pixels through one read port; ``m_len`` writes through
@@ -596,7 +527,8 @@ class FEIEBroadcastArray(ComputeEngine):
 
         # -- setup in CHECK: every group at its first task -------------------------------------
         with m.If(setup):
-            m.d.sync += [ld_on.eq(1), ld_i.eq(0), ld_fw.eq(0), ld_k.eq(0), wready.eq(0),
+            no_w = insn.k_len == 0      # no weights: nothing to load (W = 0)
+            m.d.sync += [ld_on.eq(~no_w), ld_i.eq(0), ld_fw.eq(0), ld_k.eq(0), wready.eq(no_w),
                          wptr.eq(0), rptr.eq(0), arr_on.eq(0)]
             for gi, d in enumerate(grp):
                 line0 = insn.ifmap_row + gi * lstep_c
@@ -610,13 +542,13 @@ class FEIEBroadcastArray(ComputeEngine):
         m.d.comb += all_done.eq(Cat((d.wt >= T) | ~d.active for d in grp).all())
         with m.FSM():
             accept_state(m, self.insn, insn)
-            with insn_check_state(m, self, gemm_insn_in_range(insn, cfg, "row"),
+            with insn_check_state(m, self, gemm_insn_in_range(insn, cfg),
                                   (insn.m_len == 0) | (insn.n_len == 0)):
                 m.d.comb += setup.eq(1)
                 m.next = "RUN"
             with m.State("RUN"):
                 m.d.comb += [self.busy.eq(1), run.eq(1)]
-                with m.If(all_done):
+                with m.If(all_done & wready):   # (the loader done: nothing lands later)
                     m.next = "DONE"
             with m.State("DONE"):
                 m.d.comb += [self.busy.eq(1), self.done.eq(1)]

@@ -30,7 +30,7 @@ error is clean once the engine is idle again.
 
 Counters (32 bit, wrap) count only while STATUS.busy. DRAM_RD = load DMA bytes + 8 per
 fetched word; MACS += m_len * k_len * n_len at each GEMM issue (times win_h * win_w
-where the dataflow's ``macs_count_taps`` trait is set, the windowed GEMMs of rs; VECs
+where the dataflow's ``macs_count_taps`` trait is set, the windowed GEMMs of rs and feie; VECs
 add none); COMPUTE_BUSY and LOAD_COMPUTE_OVERLAP count cycles where the PE array or
 the vector engine is busy; INSNS counts instructions started (NOPs included).
 """

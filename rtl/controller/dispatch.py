@@ -96,8 +96,9 @@ class Dispatch(wiring.Component):
     insns : Out(2)
         Instructions started this cycle (NOPs included).
     macs : Out(32)
-        MACs of the GEMM started this cycle: ``m_len * k_len * n_len``, times
-        ``win_h * win_w`` for dataflows whose trait ``macs_count_taps`` is set (rs).
+        MACs of the GEMM started this cycle: ``m_len * k_len * n_len``, times a windowed
+        GEMM's ``win_h * win_w`` for dataflows whose trait ``macs_count_taps`` is set (rs,
+        feie).
     """
 
     def __init__(self, config: AccelConfig):
@@ -289,7 +290,7 @@ class Dispatch(wiring.Component):
         gemm = ch.gemm
         macs = gemm.m_len * gemm.k_len * gemm.n_len
         if dataflow(cfg.dataflow).macs_count_taps:  # windowed GEMMs: win_h * win_w taps per output
-            macs = macs * gemm.win_h * gemm.win_w
+            macs = macs * Mux(gemm.window, gemm.win_h * gemm.win_w, 1)
         m.d.comb += [self.macs.eq(Mux(c_issue_gemm, macs, 0)),
                      self.insns.eq(l_issue + c_issue + s_issue)]
         return m
