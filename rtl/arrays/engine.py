@@ -57,6 +57,10 @@ class ComputeEngineSignature(wiring.Signature):
             MAC cycles skipped for zero inputs (feie: the inputs of a pixel equal to the
             zero point, reported as the pixel lands; always 0 for the dense arrays); the
             controller sums it into ZERO_SKIPS.
+        mac_cycles : Out(1)
+            High in a cycle in which the array multiplies an input (feie: some group takes
+            a non-zero input; 0 on the dense arrays); the controller counts it in
+            MAC_CYCLES.
     ifmap : Out(BufferReadSignature(ifmap_rows, rows*8))
     weight : Out(BufferReadSignature(weight_rows, cols*8))
     psum_rd : Out(BufferReadSignature(psum_rows, cols*32))

@@ -427,6 +427,8 @@ class FEIEArray(ComputeEngine):
             kk.append(k)
             xv.append(x)
 
+        m.d.comb += self.mac_cycles.eq(Cat(cons).any())
+
         # -- the PEs: PE row r is slot r % P of group r // P (per P); acc per column ---------
         acc = [[Signal(signed(acc_bits), name=f"acc_{r}_{n}") for n in range(C)] for r in range(R)]
         #: per PE row: it multiplies this cycle, its tap, its input minus in_zp (for tests)
