@@ -188,7 +188,7 @@ def random_gemm(rng, cfg, density, zp):
                     psum_row=rng.randrange(0, 8), in_zp=zp)
 
 
-@pytest.mark.parametrize("rows,cols,seed", [(3, 2, 1), (4, 2, 2), (2, 3, 3), (1, 2, 4), (6, 1, 5)])
+@pytest.mark.parametrize("rows,cols,seed", [(3, 2, 1), (2, 3, 3), (6, 1, 5)])
 def test_random_sparsity(rows, cols, seed):
     """Random plain / windowed GEMMs (1..3 taps, strides, padding in the row pitch,
     accumulate, zero points) at 0 .. 90% zeros: exact results, latency and zero_skips as
