@@ -56,8 +56,8 @@ class Dispatch(wiring.Component):
 
     Issue: the head of a queue starts in a cycle where ``run.running`` is high, no
     engine or fetch error pulses, its engine's ``insn.ready`` is high and every token
-    it pops is available; the pops happen in that cycle. The LOAD, STORE and vector engines, and the ``rs`` compute
-    engine, are ready only when idle; the ``ws``, ``os`` and ``feie`` compute engines
+    it pops is available; the pops happen in that cycle. The LOAD, STORE and vector engines, and the ``rs`` and ``feie``
+    compute engines, are ready only when idle; the ``ws`` and ``os`` compute engines
     take the next GEMM while earlier ones are still in flight (up to
     :data:`GEMMS_IN_FLIGHT`) and complete them in order, so the GEMMs in flight are
     kept in a FIFO (their push flags and index) that each ``done`` / ``error`` pops:
