@@ -1,75 +1,189 @@
-"""FEIE zero skipping: compute cycles against activation sparsity, measured in one run.
+"""FEIE zero skipping: layer cycles against activation sparsity, measured in one run.
 
-    python benchmarks/feie_density.py [--array 8x8] [--layer 8x8x16:16k3] [--samples 4]
+    python benchmarks/feie_density.py [--array 8x8] [--quick] [--layers resnet18.conv4_x,...]
+                                      [--sparsities 0,0.25,0.5,0.7,0.9] [--no-digits]
 
-Runs one convolution layer (random weights) on the Verilator model of the ``feie``
-array and, for reference, of the ``os`` array (the same engine without skipping),
-with inputs whose activations are zero with probability 0%, 25%, 50%, 75% and 90%
-(the rest uniform in [0, 1)). Every output is checked against the golden model.
-Prints, per sparsity: the array-busy cycles of both, the MAC cycles FEIE skipped
-(``zero_skips``) and the ratio.
+Part 1 runs full-size 3x3 convolution layers (random weights; ResNet-18's conv2_x ..
+conv5_x 3x3 layers, stride 1, and VGG-16's conv3_1) on the Verilator model of the
+``feie`` array with ReLU-like inputs (uniform in [0, 1), a fraction of them 0: the
+calibration range is [0, 1), so a real zero is the input zero point -128, which feie
+skips) at 0, 25, 50, 70 and 90% zeros, and each layer once on ``os`` and ``ws`` (dense
+arrays: their cycles do not depend on the data). ``--quick`` runs two small layers
+instead (seconds). Columns: ``cycles`` (the accelerator's cycle counter: the whole layer,
+loads included), ``util`` (MACs / (PEs * cycles)), ``speed-up`` (feie's dense cycles /
+these), ``ideal`` (``1 / (1 - zeros)``), ``of ideal`` (speed-up / ideal), ``os/feie`` and
+``ws/feie`` (their cycles over these: above 1, feie is faster), ``mac_cycles`` (cycles in
+which the array multiplied an input), ``zero_skips`` and ``bound`` (the report's roofline
+bound of the program: compute, bandwidth or latency).
 
-FEIE skips an input equal to the zero point (a real zero; the GEMM carries the zero
-point, ``in_zp``). The calibration range here is [0, 1): like a ReLU output, zero
-point -128. A reduction step is skipped only when its input is zero in every row of
-a block of ``rows`` output pixels, so the gain appears at high sparsity.
+Part 2 runs the bundled digits CNNs (``digits_cnn``, ``digits_resnet``) on 8 held-out
+images on feie, os and ws, per layer: the fraction of the layer's inputs that are real
+zeros (the golden model's activations equal to the layer's input zero point), and the
+per-layer cycles of each array.
+
+Every output is checked against the golden model (the script exits with status 1 if one
+differs).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import sys
+from types import SimpleNamespace
 
 import numpy as np
 
 from celosia.rtl.config import AccelConfig
+from celosia.sim import verilator
 from celosia.sw.cli import parse_array
-from celosia.sw.driver import run
+from celosia.sw.compiler import compile_model
+from celosia.sw.driver import golden_forward, pgo_training_job, run_quantized
 from celosia.sw.quant import quantize_graph
 from celosia.sw.zoo import conv_layer
 
-try:  # the same layer spec as benchmarks/sim_speed.py
-    from sim_speed import parse_layer
-except ImportError:  # run from another folder
-    import importlib.util
-    from pathlib import Path
-    _spec = importlib.util.spec_from_file_location("sim_speed", Path(__file__).with_name("sim_speed.py"))
-    _mod = importlib.util.module_from_spec(_spec)
-    _spec.loader.exec_module(_mod)
-    parse_layer = _mod.parse_layer
+#: name -> (H, W, C, N, K): the stride-1, pad-1 3x3 layers
+LAYERS = {
+    "resnet18.conv2_x": (56, 56, 64, 64, 3),
+    "resnet18.conv3_x": (28, 28, 128, 128, 3),
+    "resnet18.conv4_x": (14, 14, 256, 256, 3),
+    "resnet18.conv5_x": (7, 7, 512, 512, 3),
+    "vgg16.conv3_1": (56, 56, 128, 256, 3),
+}
+QUICK = {"small.14x14x16": (14, 14, 16, 16, 3), "small.8x8x32": (8, 8, 32, 32, 3)}
+SPARSITIES = (0.0, 0.25, 0.5, 0.7, 0.9)
+DATAFLOWS = ("feie", "os", "ws")
 
-SPARSITIES = (0.0, 0.25, 0.5, 0.75, 0.9)
+
+def dram_size(need: int) -> int:
+    size = AccelConfig().dram_bytes
+    while size < need:
+        size *= 2
+    return size
 
 
-def main(argv=None):
+def relu_model(shape, seed):
+    """A one-layer conv model quantized on ReLU-like data: input zero point -128."""
+    h, w, c, n, k = shape
+    graph = conv_layer(h, w, c, n, k, stride=1, pad=k // 2, seed=seed)
+    rng = np.random.default_rng(seed)
+    calib = rng.uniform(0, 1, (4, h, w, c)).astype(np.float32)
+    calib.reshape(4, -1)[0, 0] = 0.0
+    return quantize_graph(graph, calib)
+
+
+def relu_input(shape, sparsity, seed):
+    h, w, c, _, _ = shape
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(0.01, 1, (1, h, w, c)).astype(np.float32)
+    x[rng.random(x.shape) < sparsity] = 0.0
+    return x
+
+
+def hw_run(qmodel, x, config, profile=False, program=None):
+    """Run on Verilator (``program``: compiled already); the report, after checking the
+    output against golden."""
+    x_q = qmodel.quantize_input(x).reshape(len(x), -1)
+    result = run_quantized(qmodel, x_q, config, backend="verilator", profile=profile, program=program)
+    if not np.array_equal(result.y_q, golden_forward(qmodel, x_q)):
+        raise SystemExit(f"{qmodel.name} on {config.array} {config.dataflow}: differs from golden")
+    return result.report
+
+
+def part1(layers, rows, cols, sparsities):
+    """Each layer compiled once per dataflow (for the largest DRAM), the DRAM then sized to
+    the largest program, one Verilator model per dataflow."""
+    models = {name: relu_model(shape, seed=i) for i, (name, shape) in enumerate(layers.items())}
+    programs, configs = {}, {}
+    for df in DATAFLOWS:
+        base = AccelConfig(rows=rows, cols=cols, dataflow=df, dram_bytes=1 << 28)
+        progs = {name: compile_model(qm, base) for name, qm in models.items()}
+        configs[df] = dataclasses.replace(base, dram_bytes=dram_size(max(p.layout(1)["end"]
+                                                                         for p in progs.values())))
+        programs[df] = {name: dataclasses.replace(p, config=configs[df]) for name, p in progs.items()}
+        verilator.build(configs[df], training_job=pgo_training_job)
+    pe = rows * cols
+    print(f"\nfull-size 3x3 layers on {rows}x{cols}, one sample, ReLU-like inputs (zero point "
+          f"-128); feie at each sparsity, os / ws dense")
+    head = (f"{'layer':<18}{'zeros':>6}{'cycles':>10}{'util':>7}{'speed-up':>9}{'ideal':>7}{'of ideal':>9}"
+            f"{'os/feie':>8}{'ws/feie':>8}{'mac_cycles':>11}{'zero_skips':>11}  bound")
+    print(head, flush=True)
+    for i, (name, shape) in enumerate(layers.items()):
+        qm = models[name]
+        dense = relu_input(shape, 0.0, 100 + i)
+        ref = {df: hw_run(qm, dense, configs[df], program=programs[df][name])["cycles"] for df in ("os", "ws")}
+        base = None
+        for s in sparsities:
+            rep = hw_run(qm, relu_input(shape, s, 100 + i), configs["feie"], program=programs["feie"][name])
+            cyc = rep["cycles"]
+            base = base or cyc
+            ideal = 1 / (1 - s)
+            bound = (rep.get("roofline") or {}).get("bound", "")
+            print(f"{name:<18}{s:>6.0%}{cyc:>10}{rep['macs'] / (pe * cyc):>7.1%}{base / cyc:>9.2f}"
+                  f"{ideal:>7.2f}{base / cyc / ideal:>9.2f}{ref['os'] / cyc:>8.2f}{ref['ws'] / cyc:>8.2f}"
+                  f"{rep['mac_cycles']:>11}{rep['zero_skips']:>11}  {bound}", flush=True)
+        print(f"{name:<18}{'':>6}  os {ref['os']} cycles ({qm.macs_per_sample() / (pe * ref['os']):.1%}), "
+              f"ws {ref['ws']} cycles ({qm.macs_per_sample() / (pe * ref['ws']):.1%})", flush=True)
+
+
+def layer_input_zeros(qmodel, x_q):
+    """Per layer: the fraction of its (first) input equal to its input zero point, from the
+    golden model's activations."""
+    def tensor(name):
+        if name == qmodel.INPUT:
+            return x_q
+        i = next(i for i, layer in enumerate(qmodel.layers) if layer.output == name)
+        view = SimpleNamespace(INPUT=qmodel.INPUT, layers=qmodel.layers[:i + 1],
+                               layer_inputs=qmodel.layer_inputs)
+        return golden_forward(view, x_q)
+    return [float((tensor(qmodel.layer_inputs(i)[0]) == layer.in_zp).mean())
+            for i, layer in enumerate(qmodel.layers)]
+
+
+def part2(rows, cols):
+    from celosia.sw.data import MODELS, digits_split
+    from celosia.sw.importer import load_onnx
+    x_train, x_test, _, _ = digits_split()
+    for name in ("digits_cnn", "digits_resnet"):
+        graph = load_onnx(MODELS[name])
+        shape = graph.tensors[graph.inputs[0]].shape[1:]
+        qm = quantize_graph(graph, x_train.reshape(-1, *shape))
+        x = x_test[:8].reshape(-1, *shape)
+        x_q = qm.quantize_input(x).reshape(len(x), -1)
+        zeros = layer_input_zeros(qm, x_q)
+        reps = {}
+        for df in DATAFLOWS:
+            reps[df] = hw_run(qm, x, AccelConfig(rows=rows, cols=cols, dataflow=df), profile=True)
+        print(f"\n{name} on {rows}x{cols}, 8 images: per-layer cycles (one run of one image)")
+        print(f"{'layer':<14}{'op':<8}{'zeros':>7}{'feie':>8}{'os':>8}{'ws':>8}{'os/feie':>9}{'ws/feie':>9}"
+              f"{'zero_skips':>11}")
+        for k, layer in enumerate(qm.layers):
+            c = {df: reps[df]["layers"][k]["cycles"] for df in DATAFLOWS}
+            print(f"{layer.name[:13]:<14}{layer.op:<8}{zeros[k]:>7.0%}{c['feie']:>8}{c['os']:>8}{c['ws']:>8}"
+                  f"{c['os'] / max(c['feie'], 1):>9.2f}{c['ws'] / max(c['feie'], 1):>9.2f}"
+                  f"{reps['feie']['layers'][k]['zero_skips']:>11}")
+        tot = {df: reps[df]["cycles_per_run"] for df in DATAFLOWS}
+        print(f"{'total':<14}{'':<8}{'':>7}{tot['feie']:>8}{tot['os']:>8}{tot['ws']:>8}"
+              f"{tot['os'] / tot['feie']:>9.2f}{tot['ws'] / tot['feie']:>9.2f}")
+
+
+def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--array", default="8x8")
-    ap.add_argument("--layer", default="8x8x16:16k3", help="conv layer HxWxC:NkK[sS]")
-    ap.add_argument("--samples", type=int, default=4)
+    ap.add_argument("--quick", action="store_true", help="two small layers instead of the full-size ones")
+    ap.add_argument("--layers", help=f"comma list of {', '.join(LAYERS)}")
+    ap.add_argument("--sparsities", default=",".join(str(s) for s in SPARSITIES))
+    ap.add_argument("--no-digits", action="store_true", help="skip part 2 (the digits CNNs)")
     args = ap.parse_args(argv)
     rows, cols = parse_array(args.array)
-    h, w, c, n, k, s = parse_layer(args.layer)
-    rng = np.random.default_rng(0)
-    graph = conv_layer(h, w, c, n, k, stride=s, seed=1)
-    calib = rng.uniform(0, 1, (8, h, w, c)).astype(np.float32)
-    calib[0, 0, 0, 0] = 0.0  # range [0, 1): a ReLU output, zero point -128
-    qmodel = quantize_graph(graph, calib)
-    configs = {df: AccelConfig(rows=rows, cols=cols, dataflow=df) for df in ("os", "feie")}
-    print(f"layer {qmodel.name} on {args.array}, {args.samples} samples, input zero point "
-          f"{qmodel.input_zp}; array-busy cycles (compute_busy) summed over the samples")
-    print(f"{'zeros':>6}{'os busy':>10}{'feie busy':>11}{'zero_skips':>12}{'feie/os':>9}")
-    for sparsity in SPARSITIES:
-        x = rng.uniform(0, 1, (args.samples, h, w, c)).astype(np.float32)
-        x[rng.random(x.shape) < sparsity] = 0.0
-        golden = run(qmodel, x, configs["os"], backend="golden")
-        rep = {}
-        for df, config in configs.items():
-            result = run(qmodel, x, config, backend="verilator", profile=False)
-            assert np.array_equal(result.y_q, golden.y_q), f"{df} differs from golden"
-            rep[df] = result.report
-        os_busy, feie_busy = rep["os"]["compute_busy"], rep["feie"]["compute_busy"]
-        print(f"{sparsity:>6.0%}{os_busy:>10}{feie_busy:>11}{rep['feie']['zero_skips']:>12}"
-              f"{feie_busy / os_busy:>9.2f}")
+    layers = QUICK if args.quick else LAYERS
+    if args.layers:
+        layers = {n: LAYERS[n] for n in args.layers.split(",")}
+    part1(layers, rows, cols, [float(s) for s in args.sparsities.split(",")])
+    if not args.no_digits:
+        part2(rows, cols)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -28,6 +28,11 @@ __all__ = ["AccelConfig", "ConfigError", "ceil_div", "RANGES", "CHOICES", "BUS_W
 #: ``win_w * k_len`` must fit. 224 is Eyeriss's filter spad (Chen et al., JSSC 2017).
 RS_SPAD = 224
 
+#: Most kernel taps along the width (``win_w``) of one GEMM on the broadcast FEIE engine
+#: (rtl/arrays/feie.py): each column keeps ``FEIE_TAPS x rows`` weights; the compiler splits
+#: wider kernels into several accumulating GEMMs.
+FEIE_TAPS = 3
+
 #: DRAM bus widths in bits (``bus_bits``): 64 as in the FEIE paper, 128 and 256.
 BUS_WIDTHS = (64, 128, 256)
 

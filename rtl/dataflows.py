@@ -52,14 +52,15 @@ class Dataflow:
         Which GEMMs the engine takes (:data:`~celosia.rtl.isa.GemmInsn`): ``"tap"``, plain
         GEMMs (``window = 0``) and windowed GEMMs of one kernel tap (``window = 1``,
         ``win_h = win_w = 1``: the window address generator on the ifmap read path,
-        ``rtl/arrays/window.py``); ``"full"``, windowed GEMMs of any window and only those
-        (``rs``). Anything else fails the engine's range check
+        ``rtl/arrays/window.py``); ``"row"``, plain GEMMs and windowed GEMMs of one kernel
+        row of up to ``FEIE_TAPS`` taps (``feie``); ``"full"``, windowed GEMMs of any
+        window and only those (``rs``). Anything else fails the engine's range check
         (:func:`~celosia.rtl.arrays.engine.gemm_insn_in_range`).
     zero_point_in_gemm : bool
         The GEMM carries the input zero point ``in_zp`` and the engine subtracts it
         (and skips the inputs equal to it); elsewhere ``in_zp`` must be 0.
     macs_count_taps : bool
-        The MACS counter multiplies ``m_len * k_len * n_len`` by the window's
+        The MACS counter multiplies ``m_len * k_len * n_len`` by a windowed GEMM's
         ``win_h * win_w`` taps.
     """
 
@@ -81,10 +82,10 @@ class Dataflow:
         """Acceptance-to-``done`` cycles of one :data:`~celosia.rtl.isa.GemmInsn` issued to
         an idle engine (``done`` or ``error`` pulses that many cycles after the cycle the
         instruction was accepted). When the next one is accepted is the engine's own rule:
-        the cycle after ``done`` for rs; ws overlaps the next GEMM's weight preload with
-        the current stream (``celosia.rtl.arrays.ws.sequence_timing``), os and feie its
+        the cycle after ``done`` for rs and feie; ws overlaps the next GEMM's weight
+        preload with the current stream (``celosia.rtl.arrays.ws.sequence_timing``), os its
         blocks with the current one's in the block pipeline
-        (``celosia.rtl.arrays.os.sequence_timing``, ``celosia.rtl.arrays.feie.sequence_timing``).
+        (``celosia.rtl.arrays.os.sequence_timing``).
 
         ``insn`` maps GemmInsn field names to Python ints (a missing field is 0);
         ``config`` is the ``AccelConfig``; ``ifmap`` (the ifmap buffer, one NumPy row per
@@ -111,7 +112,7 @@ REGISTRY: dict[str, Dataflow] = {df.name: df for df in (
     _entry("rs", "row stationary", "rs", "RSArray", "lower_rs",
            gemm_window="full", macs_count_taps=True),
     _entry("feie", "FEIE (input broadcast, zero skipping)", "feie", "FEIEArray", "lower_gemm",
-           zero_point_in_gemm=True),
+           gemm_window="row", zero_point_in_gemm=True, macs_count_taps=True),
 )}
 
 #: The dataflow names (``AccelConfig.dataflow``), in registry order.

@@ -109,6 +109,7 @@ class Csr(enum.IntEnum):
     INSNS = 24       #: instructions executed
     ERROR_INFO = 25  #: index of the instruction (fetch order) that raised the error
     ZERO_SKIPS = 26  #: MAC cycles the compute engine skipped for zero inputs (feie)
+    MAC_CYCLES = 27  #: cycles in which the feie array multiplied an input (0 on the other arrays)
 
 
 DepFlags = data.StructLayout({
@@ -162,9 +163,11 @@ LoadInsn = data.StructLayout({
 #: for m < m_len, n < n_len (lanes n >= n_len are left unchanged). ``in_zp`` (the input
 #: zero point, so that a real zero is skipped) is for feie only: 0 for the others.
 #: Windowed GEMM (``window = 1``), a convolution over raw ifmap rows: any window on the rs
-#: array; one kernel tap (``win_h = win_w = 1``) on ws, os and feie, whose ifmap read path
+#: array; one kernel tap (``win_h = win_w = 1``) on ws and os, whose ifmap read path
 #: walks the rows with a window address generator (the compiler folds the tap offset
-#: ``fh*dil_h*row_pitch + fw*dil_w`` into ``ifmap_row``; a larger window is an error there):
+#: ``fh*dil_h*row_pitch + fw*dil_w`` into ``ifmap_row``; a larger window is an error there);
+#: one kernel row of up to ``FEIE_TAPS`` taps on feie (``win_h = 1``, ``win_w <= 3``; with
+#: several taps ``dil_w = 1`` and ``stride_w <= win_w``: rtl/arrays/engine.py):
 #: for e < out_h, x < out_w (``m_len = out_h * out_w``), n < n_len:
 #: psum[psum_row + e*out_w + x][n] = (accumulate ? old : 0) + sum_{fh < win_h, fw < win_w, c < k_len}
 #:     ifmap[ifmap_row + (e*stride_h + fh*dil_h)*row_pitch + x*stride_w + fw*dil_w][c]
@@ -302,7 +305,7 @@ _BY_OP = {Opcode.LOAD: LoadInsn, Opcode.GEMM: GemmInsn, Opcode.STORE: StoreInsn,
 #: The counter CSRs, in the order the driver reports them: START resets them, the host
 #: reads them back after every run.
 COUNTERS = (Csr.CYCLES, Csr.LOAD_BUSY, Csr.COMPUTE_BUSY, Csr.STORE_BUSY, Csr.MACS, Csr.DRAM_RD,
-            Csr.DRAM_WR, Csr.LOAD_COMPUTE_OVERLAP, Csr.INSNS, Csr.ZERO_SKIPS)
+            Csr.DRAM_WR, Csr.LOAD_COMPUTE_OVERLAP, Csr.INSNS, Csr.ZERO_SKIPS, Csr.MAC_CYCLES)
 
 for _layout in (LoadInsn, GemmInsn, StoreInsn, VecInsn, Header):
     assert _layout.size <= INSN_BITS, _layout
@@ -512,7 +515,9 @@ def markdown() -> str:
     table("LOAD", LoadInsn, "DRAM -> on-chip buffer, three nested loops of one-byte elements (the DMA moves up to a bus word of a contiguous run per cycle: rtl/dma.py).")
     table("GEMM", GemmInsn, "Compute queue: one weight tile times `m_len` input rows (`window = 0`; "
           "ws, os, feie), or a convolution window over raw ifmap rows (`window = 1`; any window "
-          "on rs, one kernel tap, `win_h = win_w = 1`, on ws, os and feie): "
+          "on rs, one kernel tap, `win_h = win_w = 1`, on ws and os, one kernel row of up to 3 "
+          "taps, `win_h = 1`, on feie, with `dil_w = 1` and `stride_w <= win_w` when "
+          "`win_w > 1`): "
           "for `e < out_h`, `x < out_w`, `n < n_len`, psum row `psum_row + e*out_w + x` gets "
           "the sum over `fh < win_h`, `fw < win_w`, `c < k_len` of ifmap row "
           "`ifmap_row + (e*stride_h + fh*dil_h)*row_pitch + x*stride_w + fw*dil_w` lane `c` "
@@ -520,10 +525,11 @@ def markdown() -> str:
           "`m_len = out_h*out_w`. The `win_*` .. `out_h` fields are ignored when `window = 0`. "
           "`in_zp` (feie only, 0 otherwise) is subtracted from every ifmap value: the feie array "
           "skips inputs equal to it (real zeros). "
-          "On ws, os and feie a window address generator on the ifmap read path walks the "
+          "On ws and os a window address generator on the ifmap read path walks the "
           "windowed rows (the compiler folds a tap's offset `fh*dil_h*row_pitch + fw*dil_w` "
-          "into `ifmap_row`); which forms an engine takes is fixed by the dataflow (any other "
-          "is an error, like an out-of-range GEMM).")
+          "into `ifmap_row`; on feie the first tap's, rtl/arrays/feie.py); which forms an "
+          "engine takes is fixed by the dataflow (any other is an error, like an out-of-range "
+          "GEMM).")
     table("STORE", StoreInsn, "psum buffer -> PPU (bias, requantize, zero point, clamp) -> DRAM, "
           "or (`to_buf = 1`) -> the ifmap buffer: byte `(m, n)` to row `buf_row + m*buf_stride`, "
           "lane `lane0 + n`, with no DRAM access (rtl/dma.py). `single_round = 1`: the PPU "

@@ -30,7 +30,8 @@ POLL_CYCLES = 512
 
 #: Counter CSRs read back after every run (:data:`celosia.rtl.isa.COUNTERS`), by report name.
 COUNTERS = dict(zip(("cycles", "load_busy", "compute_busy", "store_busy", "macs", "dram_bytes_read",
-                     "dram_bytes_written", "load_compute_overlap", "insns", "zero_skips"),
+                     "dram_bytes_written", "load_compute_overlap", "insns", "zero_skips",
+                     "mac_cycles"),
                     isa.COUNTERS, strict=True))
 
 

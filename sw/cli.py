@@ -32,7 +32,7 @@ def _add_config_args(p: argparse.ArgumentParser):
                    help="PE array rows x cols (default 8x8; each 1..64)")
     p.add_argument("--dataflow", default="ws", metavar="|".join(DATAFLOWS),
                    help="PE-array dataflow: ws (weight stationary, default), os (output stationary), "
-                        "rs (row stationary) or feie (output stationary with zero skipping); "
+                        "rs (row stationary) or feie (input broadcast, zero skipping); "
                         "docs/dataflows.md")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="any other AccelConfig field, e.g. --set weight_rows=64 "
@@ -298,8 +298,8 @@ def _print_summary(report: dict):
               f"busy {report['compute_busy']} ({report['compute_busy'] / c:.0%}), store busy "
               f"{report['store_busy']} ({report['store_busy'] / c:.0%}); load and compute at once "
               f"{report['load_compute_overlap']} ({report['load_compute_overlap'] / c:.0%})"
-              + (f"; MAC cycles skipped for zero inputs {report['zero_skips']}"
-                 if report.get("zero_skips") else ""))
+              + (f"; MAC cycles {report['mac_cycles']}, skipped for zero inputs {report['zero_skips']}"
+                 if report.get("mac_cycles") or report.get("zero_skips") else ""))
         w = _name_width(report)
         print(f"{'layer':<{w}}{'op':<6}{'MACs':>10}{'cycles':>10}{'compute':>10}{'util':>8}")
         for layer in report["layers"]:

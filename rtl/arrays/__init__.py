@@ -1,7 +1,8 @@
 """Compute engines (PE arrays), one module per dataflow; all implement
 :class:`celosia.rtl.arrays.engine.ComputeEngineSignature`. The dataflow registry
 (:mod:`celosia.rtl.dataflows`) names each one's engine class and timing; ``window.py``
-is the window address generator ws, os and feie share on their ifmap read path."""
+is the window address generator ws and os share on their ifmap read path (feie walks
+its groups' pixels itself)."""
 
 from celosia.rtl.config import AccelConfig
 from celosia.rtl.dataflows import dataflow

@@ -19,7 +19,7 @@ from amaranth.lib.wiring import In, Out
 
 from celosia.rtl import isa
 from celosia.rtl.buffers import BufferReadSignature, BufferWriteSignature
-from celosia.rtl.config import RS_SPAD, AccelConfig, check_config
+from celosia.rtl.config import FEIE_TAPS, RS_SPAD, AccelConfig, check_config
 from celosia.rtl.controller.signatures import EngineSignature
 from celosia.rtl.dataflows import dataflow
 
@@ -38,9 +38,9 @@ class ComputeEngineSignature(wiring.Signature):
         (``engine.insn`` is ``engine.ctrl.insn``, ...):
 
         insn : In(stream.Signature(GemmInsn))
-            One GEMM; ``ready`` is high exactly when the engine is idle (``rs``); the
-            ``ws`` engine is also ready while earlier GEMMs are still streaming, ``os`` /
-            ``feie`` while earlier GEMMs are in the block pipeline (each at most its
+            One GEMM; ``ready`` is high exactly when the engine is idle (``rs``,
+            ``feie``); the ``ws`` engine is also ready while earlier GEMMs are still
+            streaming, ``os`` while earlier GEMMs are in the block pipeline (each at most its
             ``MAX_IN_FLIGHT``, :data:`~celosia.rtl.controller.signatures.GEMMS_IN_FLIGHT`,
             in flight).
         done : Out(1)
@@ -54,8 +54,13 @@ class ComputeEngineSignature(wiring.Signature):
             High while an accepted instruction has not completed: from the cycle
             after its acceptance up to and including its ``done`` / ``error`` cycle.
         zero_skips : Out(16)
-            MAC cycles skipped for zero inputs, reported in one cycle per block (feie;
-            always 0 for the dense arrays); the controller sums it into ZERO_SKIPS.
+            MAC cycles skipped for zero inputs (feie: the inputs of a pixel equal to the
+            zero point, reported as the pixel lands; always 0 for the dense arrays); the
+            controller sums it into ZERO_SKIPS.
+        mac_cycles : Out(1)
+            High in a cycle in which the array multiplies an input (feie: some group takes
+            a non-zero input; 0 on the dense arrays); the controller counts it in
+            MAC_CYCLES.
     ifmap : Out(BufferReadSignature(ifmap_rows, rows*8))
     weight : Out(BufferReadSignature(weight_rows, cols*8))
     psum_rd : Out(BufferReadSignature(psum_rows, cols*32))
@@ -97,7 +102,7 @@ def gemm_insn_in_range(insn, config: AccelConfig):
     Always: ``in_zp`` is 0 except where the GEMM carries the zero point (``feie``; the
     trait ``zero_point_in_gemm`` of :mod:`celosia.rtl.dataflows`), ``k_len <= rows``,
     ``n_len <= cols``, ``psum_row + m_len <= psum_rows``. Which forms are legal is the
-    dataflow's ``gemm_window`` trait: ``"tap"`` (ws, os, feie) takes plain GEMMs and
+    dataflow's ``gemm_window`` trait: ``"tap"`` (ws, os) takes plain GEMMs and
     windowed GEMMs of a 1x1 window, ``"full"`` (rs) only windowed GEMMs.
 
     Plain GEMM (``window = 0``): ``ifmap_row + m_len <= ifmap_rows``,
@@ -112,12 +117,20 @@ def gemm_insn_in_range(insn, config: AccelConfig):
     touches, ``(out_h-1)*stride_h + (win_h-1)*dil_h + 1 <= rs_lines``; ``win_w * k_len <=
     RS_SPAD`` (one bank of the rs filter scratchpad, which has two).
 
+    ``"row"`` (feie, :class:`~celosia.rtl.arrays.feie.FEIEArray`)
+    takes plain GEMMs and windowed GEMMs of one kernel row: ``win_h = 1``, ``win_w <=
+    FEIE_TAPS`` (3), and for ``win_w > 1`` also ``dil_w = 1`` and ``stride_w <= win_w``; the
+    outputs one pixel reaches, ``P = 1 + (stride_w <= win_w-1) + (2*stride_w <= win_w-1)``
+    (1 for ``win_w = 1``), at most ``rows``; its last ifmap row (``e = out_h-1``, ``x =
+    out_w-1``, ``fw = win_w-1``) inside the buffer.
+
     Applied regardless of ``m_len``: an instruction with ``m_len = 0`` but a start row
     past the end is an error too.
     """
     c = config
     traits = dataflow(c.dataflow)
-    full = traits.gemm_window == "full"
+    kind = traits.gemm_window
+    full = kind == "full"
     conds = [insn.k_len <= c.rows, insn.n_len <= c.cols,
              (insn.in_zp == 0) | traits.zero_point_in_gemm,
              insn.psum_row + insn.m_len <= c.psum_rows]
@@ -132,6 +145,17 @@ def gemm_insn_in_range(insn, config: AccelConfig):
         conds += win + [insn.window == 1, insn.win_h <= c.rows, insn.out_h <= c.cols,
                         lines_m1 < c.rs_lines, insn.win_w * insn.k_len <= RS_SPAD,
                         last_row < c.ifmap_rows]
+    elif kind == "row":
+        wide = insn.win_w > 1
+        n_pe = 1 + (wide & (insn.stride_w <= insn.win_w - 1)) + (wide & (2 * insn.stride_w <= insn.win_w - 1))
+        last_row = (insn.ifmap_row + (insn.out_h - 1) * insn.stride_h * insn.row_pitch
+                    + (insn.out_w - 1) * insn.stride_w + (insn.win_w - 1) * insn.dil_w)
+        row = _all(win + [insn.win_h == 1, insn.win_w <= FEIE_TAPS, last_row < c.ifmap_rows,
+                          (insn.win_w == 1) | ((insn.dil_w == 1) & (insn.stride_w <= insn.win_w)),
+                          n_pe <= c.rows])
+        plain = _all([insn.ifmap_row + insn.m_len <= c.ifmap_rows,
+                      insn.weight_row + insn.k_len <= c.weight_rows])
+        conds.append(((insn.window == 1) & row) | ((insn.window == 0) & plain))
     else:
         # one tap: the dil_* terms of the last row vanish
         last_row = (insn.ifmap_row + (insn.out_h - 1) * insn.stride_h * insn.row_pitch

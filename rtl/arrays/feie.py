@@ -1,84 +1,558 @@
-"""FEIE PE array (``dataflow = "feie"``, seed 003): the output-stationary array with
-input broadcast and zero skipping, as a GEMM engine.
+"""FEIE PE array (``dataflow = "feie"``, seed 003): inputs broadcast, weights
+time-multiplexed per PE, one output psum per PE, zero inputs skipped one by one.
 
-``rtl/arrays/feie_core.py`` is the literal PE row of the seed's cycle tables; this is
-the accelerator's engine, :class:`FEIEArray`, and its timing, :func:`cycles`.
+:class:`FEIEArray` is the seed's FEIE PE row (the 2x8 by 1x3 tables) extended to a 2-D
+array of GEMM engines: groups of PE rows, each a seed PE row walking its own output rows,
+the columns taking output channels. Its timing depends on where the zeros are:
+:func:`row_trace` runs the engine's control cycle by cycle (:func:`cycles` is the
+registry's timing); docs/dataflows.md, "feie", has the mapping, a picture and the cycle
+formula of a dense run.
 """
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
+from amaranth.hdl import Array, Cat, Module, Mux, Signal, signed
 
-from celosia.rtl.arrays.engine import legal_gemm
-from celosia.rtl.arrays.os import OSArray, block_sequence_timing, epoch_cycles
-from celosia.rtl.arrays.window import window_rows
+from celosia.rtl import isa
+from celosia.rtl.arrays.engine import ComputeEngine, gemm_insn_in_range, insn_check_state, legal_gemm
+from celosia.rtl.config import FEIE_TAPS
+from celosia.rtl.dma import accept_state
 
-__all__ = ["FEIEArray", "cycles", "nnz_steps", "sequence_timing"]
+__all__ = ["FEIEArray", "cycles", "row_geometry", "row_trace", "RowTrace"]
 
 
-class FEIEArray(OSArray):
-    """FEIE (seed 003) as a GEMM engine implementing :class:`ComputeEngineSignature`.
+def row_geometry(g, rows: int) -> SimpleNamespace:
+    """How the broadcast engine maps the legal GEMM ``g`` (GemmInsn fields as attributes) on
+    ``rows`` PE rows (see :class:`FEIEArray`).
 
-    Every PE ``(i, n)`` accumulates one output psum; the input ``x[m0+i][k]`` is
-    broadcast to all PEs of row ``i`` and the weights ``w[k][:]`` are time-multiplexed
-    to the columns, as in :class:`~celosia.rtl.arrays.os.OSArray`, but a ``k`` whose
-    inputs are zero in every row of the block takes no cycle: the block's non-zero
-    ``k`` (a mask built as the ifmap rows land) are taken lowest first, one per cycle.
-    "Zero" is the real zero of the quantized input, the int8 value ``in_zp`` (the
-    GEMM's input zero point): the PEs multiply ``x - in_zp`` (9 bits) and the compiler
-    leaves the zero point out of the bias, so a skipped input contributes exactly
-    nothing. For ``m < m_len``, ``n < n_len``::
+    Returns a namespace with ``S`` (taps per output), ``s`` (pixel step between consecutive
+    outputs of a task), ``pstep`` (buffer rows between consecutive pixels of a task), ``T``
+    (tasks: output rows; a plain GEMM's rows are tasks of one output each), ``n_out``
+    (outputs per task), ``Wp`` (pixels per task), ``lstep`` (buffer rows between the first
+    pixels of consecutive tasks), ``P`` (PEs per group: the outputs one pixel reaches), ``G``
+    (groups, ``rows // P``) and ``W`` (weight rows, ``S * k_len``)."""
+    if g.window:
+        S, T, n_out, lstep = g.win_w, g.out_h, g.out_w, g.stride_h * g.row_pitch
+        s, pstep = (1, g.stride_w) if S == 1 else (g.stride_w, 1)
+    else:
+        S, T, n_out, lstep, s, pstep = 1, g.m_len, 1, 1, 1, 1
+    P = 1 + (s <= S - 1) + (2 * s <= S - 1)
+    return SimpleNamespace(S=S, s=s, pstep=pstep, T=T, n_out=n_out, Wp=(n_out - 1) * s + S,
+                           lstep=lstep, P=P, G=rows // P, W=S * g.k_len)
 
-        psum[psum_row+m][n] = (accumulate ? psum[psum_row+m][n] : 0)
-            + sum_{k<k_len} (int8(ifmap[row(m)][k]) - in_zp) * int8(weight[weight_row+k][n])
 
-    (``row(m)``: ``ifmap_row + m``, or the window of a one-tap windowed GEMM, as in
-    :class:`OSArray`).
+class RowTrace(SimpleNamespace):
+    """What :func:`row_trace` returns: ``cycles`` (acceptance to ``done``), ``mac_cycles``
+    (cycles in which some group multiplies an input), ``zero_skips`` (inputs equal to
+    ``in_zp`` that no PE multiplies), ``macs`` (per MAC cycle: ``(cycle, group, pixel
+    address, k, [(slot, output m, tap fw), ...])``, with ``log=True``) and ``writes``
+    (``(cycle granted, group, output m)`` in grant order, with ``log=True``)."""
 
-    Ports: those of :class:`OSArray`; ``zero_skips`` reports, in the block's first MAC
-    cycle, the ``k_len - nnz`` MAC cycles the block skips.
 
-    Timing: the block pipeline of :class:`OSArray` (in each epoch FILL loads a block, MAC
-    computes the previous epoch's block, DRAIN writes the one before; consecutive GEMMs
-    follow each other without a gap, each block carrying its own GEMM's ``k_len`` and
-    ``in_zp``, so the mask of a block follows that block's instruction), with a block's
-    MAC stage taking ``nnz`` cycles (``nnz`` = the ``k < k_len`` with an input other than
-    ``in_zp`` in some row of the block). The mask of each bank is built as its rows land;
-    the block's last row lands in the first cycle of its MAC epoch and is seen by the
-    priority encoder in that same cycle, so no cycle is spent on the mask. On an idle
-    engine ``done`` pulses ``3 + sum over the nb + 2 epochs of max(1, fill rows, nnz,
-    drain rows)`` cycles after acceptance (cycle 0 = the cycle ``insn.valid &
-    insn.ready``; :func:`cycles`, via :func:`~celosia.rtl.arrays.os.epoch_cycles`); 1
-    cycle for ``m_len = 0`` or an illegal instruction; a sequence: :func:`sequence_timing`.
-    """
+def row_trace(insn, config, ifmap, log: bool = False) -> RowTrace:
+    """Run the broadcast FEIE engine's control on the GEMM ``insn`` (field name -> int) issued
+    to an idle engine, cycle by cycle exactly as :class:`FEIEArray` does (its
+    docstring is the text of this model): which input each group multiplies in which
+    cycle, which output each write takes, when ``done`` pulses. ``ifmap`` is the ifmap
+    buffer (one row of ``rows`` int8 lanes, or their bytes, per buffer row)."""
+    g = legal_gemm(insn, config)
+    if g is None or g.m_len == 0 or g.n_len == 0:
+        return RowTrace(cycles=1, mac_cycles=0, zero_skips=0, macs=[], writes=[])
+    geo = row_geometry(g, config.rows)
+    S, s, P, G, Wp, T, n_out = geo.S, geo.s, geo.P, geo.G, geo.Wp, geo.T, geo.n_out
+    buf = np.asarray(ifmap, dtype=np.int64) & 0xFF
+    zp = g.in_zp & 0xFF
+    wjump = (G - 1) * n_out + 1
+    # reader (per group): next task, pixel in it, address; queue of (seq, addr, nz ks)
+    rt = list(range(G))
+    rp = [0] * G
+    line = [g.ifmap_row + gi * geo.lstep for gi in range(G)]
+    raddr = list(line)
+    aseq = [0] * G
+    queue = [[] for _ in range(G)]
+    arriving = None                        # (group, addr) of the read issued last cycle
+    # writer (per group): write task, output in it, its slot, seq base, ...
+    wt = list(range(G))
+    xw = [0] * G
+    wslot = [0] * G
+    wb = [0] * G
+    wm = [gi * n_out for gi in range(G)]
+    fs = [[j * s for j in range(P)] for _ in range(G)]
+    sv = [[j < n_out for j in range(P)] for _ in range(G)]
+    wptr = rptr = 0
+    macs, writes = [], []
+    mac_cycles = zero_skips = 0
+    wready_at = geo.W + 3
+    c = 2
+    last_grant = None
+    while True:
+        if all(wt[gi] >= T for gi in range(G)):
+            return RowTrace(cycles=max(last_grant + 2, wready_at + 1), mac_cycles=mac_cycles, zero_skips=zero_skips,
+                            macs=macs, writes=writes)
+        # 1. one psum write: round robin over the groups whose next output is complete
+        cpos = [queue[gi][0][0] if queue[gi] else aseq[gi] for gi in range(G)]
+        elig = [wt[gi] < T and cpos[gi] > wb[gi] + xw[gi] * s + S - 1 for gi in range(G)]
+        grant = _round_robin(elig, wptr)
+        written = None
+        if grant is not None:
+            gi = grant
+            wptr = (gi + 1) % G
+            last_grant = c
+            written = wslot[gi]
+            if log:
+                writes.append((c, gi, wm[gi]))
+            j = wslot[gi]
+            fs[gi][j] += P * s
+            sv[gi][j] = xw[gi] + P < n_out
+            if xw[gi] == n_out - 1:                 # the task's last output: the next task
+                wt[gi] += G
+                wb[gi] += Wp
+                xw[gi], wslot[gi] = 0, 0
+                fs[gi] = [wb[gi] + jj * s for jj in range(P)]
+                sv[gi] = [jj < n_out for jj in range(P)]
+                wm[gi] += wjump
+            else:
+                xw[gi] += 1
+                wslot[gi] = (wslot[gi] + 1) % P
+                wm[gi] += 1
+        # 2. each group multiplies the lowest non-zero input of its head pixel, if the
+        #    outputs it reaches are in its PEs
+        retire = [False] * G
+        any_mac = False
+        for gi in range(G):
+            if c < wready_at or not queue[gi] or wt[gi] >= T:
+                continue
+            seq, addr, ks = queue[gi][0]
+            if seq >= min(wb[gi] + (xw[gi] + P) * s, wb[gi] + Wp):
+                continue
+            any_mac = True
+            k = ks.pop(0)
+            if log:
+                hits = [(j, wm[gi] - xw[gi] + (fs[gi][j] - wb[gi]) // s, seq - fs[gi][j])
+                        for j in range(P) if sv[gi][j] and fs[gi][j] <= seq < fs[gi][j] + S]
+                macs.append((c, gi, addr, k, hits))
+            retire[gi] = not ks
+        mac_cycles += any_mac
+        # 3. one ifmap read: round robin over the groups with pixels left and room for them
+        nz_arr = None
+        if arriving is not None:
+            ga, addr = arriving
+            nz_arr = [k for k in range(g.k_len) if buf[addr, k] != zp]
+        req = []
+        for gi in range(G):
+            room = len(queue[gi]) - retire[gi] + (arriving is not None and arriving[0] == gi
+                                                  and bool(nz_arr))
+            req.append(rt[gi] < T and room < 2)
+        rgrant = _round_robin(req, rptr)
+        # 4. the pixel read last cycle lands (zero pixels are dropped), the head retires
+        if arriving is not None:
+            ga, addr = arriving
+            zero_skips += g.k_len - len(nz_arr)
+            if nz_arr:
+                queue[ga].append((aseq[ga], addr, nz_arr))
+            aseq[ga] += 1
+        for gi in range(G):
+            if retire[gi]:
+                queue[gi].pop(0)
+        arriving = None
+        if rgrant is not None:
+            gi = rgrant
+            rptr = (gi + 1) % G
+            arriving = (gi, raddr[gi])
+            rp[gi] += 1
+            raddr[gi] += geo.pstep
+            if rp[gi] == Wp:
+                rp[gi] = 0
+                rt[gi] += G
+                line[gi] += G * geo.lstep
+                raddr[gi] = line[gi]
+        c += 1
 
-    ZERO_SKIP = True
+
+def _round_robin(requests, ptr):
+    """The first index ``i >= ptr`` with ``requests[i]``, else the first ``i < ptr``; None if
+    there is none (the engine's rotating-priority arbiters)."""
+    for i in list(range(ptr, len(requests))) + list(range(ptr)):
+        if requests[i]:
+            return i
+    return None
 
 
 def cycles(insn, config, ifmap=None) -> int:
-    """Acceptance to ``done`` / ``error`` of the GEMM ``insn`` (field name -> int, missing
-    = 0) issued to an idle :class:`FEIEArray`, the timing of its docstring. ``ifmap`` (the
-    ifmap buffer rows, int8 or their bytes) gives each block's non-zero count ``nnz`` (over
-    the rows the GEMM reads: :func:`~celosia.rtl.arrays.window.window_rows`). Instructions
-    that overlap: :func:`sequence_timing`."""
-    g = legal_gemm(insn, config)
-    if g is None or g.m_len == 0:
-        return 1
-    return 3 + epoch_cycles(g.m_len, config.rows, nnz_steps(g, config, ifmap))
-
-
-def nnz_steps(g, config, ifmap) -> list[int]:
-    """MAC steps of each block of the legal GEMM ``g`` on :class:`FEIEArray`: the ``k <
-    k_len`` with an input other than ``in_zp`` in some row of the block of ``ifmap``."""
+    """Acceptance to ``done`` / ``error`` of the GEMM ``insn`` on an idle
+    :class:`FEIEArray`: :func:`row_trace`'s ``cycles`` (the timing depends on
+    which inputs of ``ifmap`` are zero)."""
     if ifmap is None:
         raise ValueError("feie timing depends on the data: pass the ifmap buffer rows")
-    rows = np.asarray(ifmap, dtype=np.int64)[window_rows(g), :g.k_len] & 0xFF
-    return [int((rows[m0:m0 + config.rows] != g.in_zp & 0xFF).any(axis=0).sum())
-            for m0 in range(0, g.m_len, config.rows)]
+    return row_trace(insn, config, ifmap).cycles
 
 
-def sequence_timing(insns, config, gaps=None, ifmap=None) -> list[tuple[int, int]]:
-    """``(accept, end)`` cycles of each of the GEMMs ``insns`` on :class:`FEIEArray`:
-    :func:`~celosia.rtl.arrays.os.block_sequence_timing` with ``nnz`` MAC steps per block
-    (``ifmap`` as for :func:`cycles`)."""
-    return block_sequence_timing(insns, config, lambda g: nnz_steps(g, config, ifmap), gaps)
+def _rotating_pick(m, requests, ptr, name):
+    """A rotating-priority arbiter: ``(valid, index)`` of the first request at an index
+    ``>= ptr``, else the first one below ``ptr`` (:func:`_round_robin` in hardware)."""
+    n = len(requests)
+    valid = Signal(name=f"{name}_valid")
+    index = Signal(range(max(n, 2)), name=f"{name}_index")
+    m.d.comb += valid.eq(Cat(requests).any())
+    for i in reversed(range(n)):               # the lowest index wins: assigned last
+        with m.If(requests[i]):
+            m.d.comb += index.eq(i)
+    for i in reversed(range(n)):
+        with m.If(requests[i] & (i >= ptr)):
+            m.d.comb += index.eq(i)
+    return valid, index
+
+
+class FEIEArray(ComputeEngine):
+    """FEIE (seed 003) as a 2-D engine: inputs broadcast, weights time-multiplexed per PE,
+    one output psum per PE, a zero input costs no cycle. Implements
+    :class:`~celosia.rtl.arrays.engine.ComputeEngineSignature` for plain GEMMs and windowed
+    GEMMs of one kernel row (``gemm_window = "row"`` of
+    :func:`~celosia.rtl.arrays.engine.gemm_insn_in_range`).
+
+    Mapping (:func:`row_geometry`). A windowed GEMM of ``S = win_w`` taps is cut into
+    *tasks*, one per output row ``e`` (``out_w`` outputs over ``Wp = (out_w-1)*s + S``
+    consecutive ifmap pixels, ``s = stride_w``; with ``S = 1`` the pixels are the outputs'
+    own, ``stride_w`` buffer rows apart); a plain GEMM's rows ``m`` are tasks of one output
+    and one pixel. A pixel is one ifmap buffer row: ``k_len`` channels in its lanes. One
+    pixel reaches ``P = 1 + (s <= S-1) + (2s <= S-1)`` consecutive outputs, so the ``rows``
+    PE rows form ``G = rows // P`` *groups* of ``P`` PE rows (PE row ``g*P + j`` is slot
+    ``j`` of group ``g``; the rest idle) -- each group is the seed's PE row. Group ``g``
+    takes tasks ``g, g+G, g+2G, ...`` and walks their pixels in order; the columns are the
+    output channels ``n < n_len``. In one cycle a group takes one non-zero input ``x[p][k]``
+    (``!= in_zp``) of its head pixel ``p``, lowest ``k`` first, and broadcasts it to its P
+    PEs and along the rows to every column; the slot holding output ``x`` with ``x*s <= p <
+    x*s + S`` multiplies ``x[p][k] - in_zp`` by its column's weight of tap ``fw = p - x*s``,
+    channel ``k``. Slot ``j`` holds the outputs ``x = j, j+P, ...`` of the task in turn.
+    Each column keeps the GEMM's ``S*k_len`` weights in registers (tap ``fw``, channel
+    ``k``; ``S <= FEIE_TAPS``), which each PE reads at its own ``(fw, k)``: the seed's
+    weight shift register, with the rotation made an index. For ``m < m_len``, ``n <
+    n_len``::
+
+        psum[psum_row+m][n] = (accumulate ? psum[psum_row+m][n] : 0)
+            + sum_{fw < S, k < k_len} (ifmap[row(m, fw)][k] - in_zp) * weight[weight_row + fw*k_len + k][n]
+
+    (``row(m, fw)``: :func:`~celosia.rtl.arrays.window.window_rows`; a skipped input adds
+    exactly nothing).
+
+    Operation (cycle 0 = the cycle ``insn.valid & insn.ready``; the engine takes one GEMM at
+    a time, ``ready`` only when idle). Cycle 1: CHECK (``error`` for an illegal GEMM,
+    ``done`` for ``m_len = 0`` or ``n_len = 0``). From cycle 2, every cycle:
+
+    * the weight loader reads weight rows ``weight_row + i``, ``i < W = S*k_len``, one per
+      cycle (cycles 2 .. W+1); a row lands in the registers a cycle later; groups multiply
+      from cycle ``W + 3``;
+    * each group keeps its next pixels in a queue of two (the double buffer) with each
+      pixel's mask of non-zero inputs, and a count ``aseq`` of the pixels landed. Its *head*
+      is the oldest queued pixel; ``cpos`` = the head's index in the group's pixel stream,
+      or ``aseq`` with an empty queue (every pixel before it is done);
+    * **psum write port** (one row per cycle, shared): a group is *eligible* when its next
+      output ``x`` (in order) has all its pixels done (``cpos > x*s + S - 1`` within its
+      task); a rotating-priority arbiter (starting after the last group granted) grants
+      one. The granted slot's sum is captured (the slot restarts from 0 in this cycle: it
+      takes output ``x + P``), psum row ``psum_row + m`` is read if ``accumulate`` and
+      written the next cycle with the old value added;
+    * **MAC**: a group multiplies its head's lowest non-zero input if the weights are in
+      and the head's pixel is reached only by outputs already in its slots (after this
+      cycle's write): ``p < (x+P)*s`` for its next output ``x``, in its current task (a
+      task's pixels wait for the previous task's last write, which may be in the same
+      cycle). A head whose last non-zero input is taken leaves the queue;
+    * **ifmap read port** (one row per cycle, shared): a group with pixels left requests
+      when its queue, after this cycle's departure and arrival, holds fewer than two; a
+      rotating-priority arbiter grants one; the row lands the next cycle, and a pixel with
+      no non-zero input (every ``k < k_len`` equal to ``in_zp``) is dropped on landing:
+      it costs its read but no MAC cycle. ``zero_skips`` reports, in the landing cycle, the
+      pixel's ``k_len`` minus its non-zero inputs (each saves a MAC cycle of its group).
+
+    ``done`` pulses two cycles after the last write grant (the write lands in between), and
+    not before cycle ``W + 4`` (the weight loader has finished: nothing of this GEMM lands
+    after its ``done``).
+    :func:`row_trace` is this text as a cycle-by-cycle model (the engine's timing,
+    :func:`cycles`): it depends on where the zeros are. With dense inputs a group takes
+    one input per cycle and reads one pixel per ``k_len`` cycles, so the array is busy
+    ``Wp * k_len`` cycles per task and group; zeros shorten that down to the bounds of the
+    two shared ports (``G`` groups' pixels through one read port; ``m_len`` writes through
+    one write port).
+    """
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self._config
+        R, C = cfg.rows, cfg.cols
+        ab, wbits, acc_bits = cfg.act_bits, cfg.weight_bits, cfg.acc_bits
+        NP = FEIE_TAPS
+        insn = Signal(isa.GemmInsn)
+        setup = Signal()
+        run = Signal()          # state RUN: the groups, ports and arbiters work
+
+        # -- geometry (row_geometry), registered in CHECK ----------------------------------
+        wide = insn.window & (insn.win_w > 1)
+        S_c = Mux(insn.window, insn.win_w, 1)
+        s_c = Mux(wide, insn.stride_w, 1)
+        P_c = 1 + (wide & (insn.stride_w <= insn.win_w - 1)) + (wide & (2 * insn.stride_w <= insn.win_w - 1))
+        G_c = Mux(P_c == 1, R, Mux(P_c == 2, R // 2, R // 3))
+        T_c = Mux(insn.window, insn.out_h, insn.m_len)
+        nout_c = Mux(insn.window, insn.out_w, 1)
+        lstep_c = Mux(insn.window, insn.stride_h * insn.row_pitch, 1)
+        S, s, P, G = Signal(range(NP + 1)), Signal(8), Signal(range(NP + 1)), Signal(range(R + 1))
+        T, n_out, Wp = Signal(17), Signal(16), Signal(24)
+        pstep, gstep, wjump, ps = Signal(16), Signal(24), Signal(24), Signal(16)
+        W = Signal(16)
+        with m.If(setup):
+            m.d.sync += [S.eq(S_c), s.eq(s_c), P.eq(P_c), G.eq(G_c), T.eq(T_c), n_out.eq(nout_c),
+                         Wp.eq((nout_c - 1) * s_c + S_c),
+                         pstep.eq(Mux(wide | ~insn.window, 1, insn.stride_w)),
+                         gstep.eq(G_c * lstep_c), wjump.eq((G_c - 1) * nout_c + 1),
+                         ps.eq(P_c * s_c), W.eq(S_c * insn.k_len)]
+        zp = insn.in_zp
+
+        # -- weights: per column FEIE_TAPS x R registers, entry fw*R + k -------------------
+        wreg = [[Signal(signed(wbits), name=f"w_{n}_{e}") for e in range(NP * R)] for n in range(C)]
+        ld_on, ld_i, ld_fw, ld_k = Signal(), Signal(16), Signal(range(NP + 1)), Signal(8)
+        land_on, land_e = Signal(), Signal(range(NP * R))
+        wready = Signal()
+        ld_last = ld_on & (ld_i == W - 1)
+        m.d.comb += [self.weight.addr.eq(insn.weight_row + ld_i), self.weight.en.eq(ld_on)]
+        m.d.sync += [land_on.eq(ld_on), land_e.eq(ld_fw * R + ld_k)]
+        with m.If(ld_on):
+            m.d.sync += [ld_i.eq(ld_i + 1), ld_k.eq(ld_k + 1)]
+            with m.If(ld_k == insn.k_len - 1):
+                m.d.sync += [ld_k.eq(0), ld_fw.eq(ld_fw + 1)]
+            with m.If(ld_last):
+                m.d.sync += ld_on.eq(0)
+        land_last = Signal()
+        m.d.sync += land_last.eq(ld_last)
+        with m.If(land_last):
+            m.d.sync += wready.eq(1)
+        for n in range(C):
+            for e in range(NP * R):
+                with m.If(land_on & (land_e == e)):
+                    m.d.sync += wreg[n][e].eq(self.weight.data[n * wbits:(n + 1) * wbits])
+
+        # -- groups: reader, pixel queue, writer ---------------------------------------------
+        SEQ = 24
+        arr_on, arr_g = Signal(), Signal(range(max(R, 2)))
+        lanes = [self.ifmap.data[k * ab:(k + 1) * ab] for k in range(R)]
+        arr_nz = Signal(R)
+        m.d.comb += arr_nz.eq(Cat((lanes[k] != zp.as_unsigned()) & (insn.k_len > k) for k in range(R)))
+        grp = []
+        for gi in range(R):
+            d = SimpleNamespace()
+            d.active = gi < G
+            d.rt, d.rp = Signal(17, name=f"rt_{gi}"), Signal(24, name=f"rp_{gi}")
+            d.line, d.raddr = Signal(24, name=f"line_{gi}"), Signal(24, name=f"raddr_{gi}")
+            d.aseq = Signal(SEQ, name=f"aseq_{gi}")
+            d.qv = [Signal(name=f"qv_{gi}_{i}") for i in range(2)]
+            d.qseq = [Signal(SEQ, name=f"qseq_{gi}_{i}") for i in range(2)]
+            d.qdata = [Signal(R * ab, name=f"qdata_{gi}_{i}") for i in range(2)]
+            d.qmask = [Signal(R, name=f"qmask_{gi}_{i}") for i in range(2)]
+            d.wt, d.xw = Signal(17, name=f"wt_{gi}"), Signal(16, name=f"xw_{gi}")
+            d.wslot = Signal(range(NP), name=f"wslot_{gi}")
+            d.wb, d.wlast = Signal(SEQ, name=f"wb_{gi}"), Signal(SEQ, name=f"wlast_{gi}")
+            d.nfs, d.tend = Signal(SEQ, name=f"nfs_{gi}"), Signal(SEQ, name=f"tend_{gi}")
+            d.wm = Signal(24, name=f"wm_{gi}")
+            d.fs = [Signal(SEQ, name=f"fs_{gi}_{j}") for j in range(NP)]
+            d.sv = [Signal(name=f"sv_{gi}_{j}") for j in range(NP)]
+            d.cpos = Signal(SEQ, name=f"cpos_{gi}")
+            m.d.comb += d.cpos.eq(Mux(d.qv[0], d.qseq[0], d.aseq))
+            d.elig = Signal(name=f"elig_{gi}")
+            m.d.comb += d.elig.eq(run & d.active & (d.wt < T) & (d.cpos > d.wlast))
+            grp.append(d)
+
+        wptr, rptr = Signal(range(max(R, 2))), Signal(range(max(R, 2)))
+        wg_on, wg = _rotating_pick(m, [d.elig for d in grp], wptr, "wgrant")
+        with m.If(wg_on):
+            m.d.sync += wptr.eq(Mux(wg + 1 == G, 0, wg + 1))
+
+        # writer next state (after this cycle's grant) and the MACs that use it
+        cons, kk, xv = [], [], []
+        for gi, d in enumerate(grp):
+            granted = wg_on & (wg == gi)
+            d.granted = granted
+            last_out = d.xw == n_out - 1
+            wt_n, nfs_n, tend_n = Signal(17, name=f"wt_n_{gi}"), Signal(SEQ, name=f"nfs_n_{gi}"), \
+                Signal(SEQ, name=f"tend_n_{gi}")
+            fs_n = [Signal(SEQ, name=f"fs_n_{gi}_{j}") for j in range(NP)]
+            sv_n = [Signal(name=f"sv_n_{gi}_{j}") for j in range(NP)]
+            d.clear = [Signal(name=f"clear_{gi}_{j}") for j in range(NP)]
+            m.d.comb += [wt_n.eq(d.wt), nfs_n.eq(d.nfs), tend_n.eq(d.tend)]
+            m.d.comb += [fs_n[j].eq(d.fs[j]) for j in range(NP)] + [sv_n[j].eq(d.sv[j]) for j in range(NP)]
+            with m.If(granted):
+                m.d.comb += [d.clear[j].eq(d.wslot == j) for j in range(NP)]
+                with m.If(last_out):
+                    wb_n = d.wb + Wp
+                    m.d.comb += [wt_n.eq(d.wt + G), nfs_n.eq(wb_n + ps), tend_n.eq(d.tend + Wp)]
+                    m.d.comb += [fs_n[j].eq(wb_n + j * s) for j in range(NP)]
+                    m.d.comb += [sv_n[j].eq(n_out > j) for j in range(NP)]
+                    m.d.sync += [d.wb.eq(wb_n), d.xw.eq(0), d.wslot.eq(0), d.wlast.eq(wb_n + S - 1),
+                                 d.wm.eq(d.wm + wjump)]
+                with m.Else():
+                    m.d.comb += nfs_n.eq(d.nfs + s)
+                    for j in range(NP):
+                        with m.If(d.wslot == j):
+                            m.d.comb += [fs_n[j].eq(d.fs[j] + ps), sv_n[j].eq(d.xw + P < n_out)]
+                    m.d.sync += [d.xw.eq(d.xw + 1), d.wslot.eq(Mux(d.wslot == P - 1, 0, d.wslot + 1)),
+                                 d.wlast.eq(d.wlast + s), d.wm.eq(d.wm + 1)]
+            m.d.sync += [d.wt.eq(wt_n), d.nfs.eq(nfs_n), d.tend.eq(tend_n)]
+            m.d.sync += [d.fs[j].eq(fs_n[j]) for j in range(NP)] + [d.sv[j].eq(sv_n[j]) for j in range(NP)]
+
+            # MAC: the head's lowest non-zero input
+            head = d.qseq[0]
+            c_on = Signal(name=f"cons_{gi}")
+            m.d.comb += c_on.eq(run & wready & d.qv[0] & (wt_n < T) & (head < nfs_n) & (head < tend_n))
+            k = Signal(range(max(R, 2)), name=f"k_{gi}")
+            for i in reversed(range(R)):
+                with m.If(d.qmask[0][i]):
+                    m.d.comb += k.eq(i)
+            x = Signal(signed(ab + 1), name=f"x_{gi}")
+            m.d.comb += x.eq(Array(l.as_signed() for l in
+                                   (d.qdata[0][i * ab:(i + 1) * ab] for i in range(R)))[k] - zp)
+            d.hit, d.fw = [], []
+            for j in range(NP):
+                dist = Signal(SEQ, name=f"dist_{gi}_{j}")
+                m.d.comb += dist.eq(head - fs_n[j])
+                h = Signal(name=f"hit_{gi}_{j}")
+                m.d.comb += h.eq(c_on & sv_n[j] & (head >= fs_n[j]) & (dist < S))
+                d.hit.append(h)
+                d.fw.append(dist[:2])
+            mask_n = Signal(R, name=f"mask_n_{gi}")
+            m.d.comb += mask_n.eq(Mux(c_on, d.qmask[0] & ~(1 << k), d.qmask[0]))
+            d.retire = Signal(name=f"retire_{gi}")
+            m.d.comb += d.retire.eq(c_on & (mask_n == 0))
+            d.mask_n = mask_n
+            cons.append(c_on)
+            kk.append(k)
+            xv.append(x)
+
+        m.d.comb += self.mac_cycles.eq(Cat(cons).any())
+
+        # -- the PEs: PE row r is slot r % P of group r // P (per P); acc per column ---------
+        acc = [[Signal(signed(acc_bits), name=f"acc_{r}_{n}") for n in range(C)] for r in range(R)]
+        #: per PE row: it multiplies this cycle, its tap, its input minus in_zp (for tests)
+        self.probe = SimpleNamespace(hit=[], fw=[], x=[])
+        for r in range(R):
+            hit, clear = Signal(name=f"pe_hit_{r}"), Signal(name=f"pe_clear_{r}")
+            fw, k = Signal(2, name=f"pe_fw_{r}"), Signal(range(max(R, 2)), name=f"pe_k_{r}")
+            x = Signal(signed(ab + 1), name=f"pe_x_{r}")
+            self.probe.hit.append(hit)
+            self.probe.fw.append(fw)
+            self.probe.x.append(x)
+            for p in range(1, NP + 1):
+                gi, j = r // p, r % p
+                if gi >= R // p:
+                    continue
+                d = grp[gi]
+                with m.If(P == p):
+                    m.d.comb += [hit.eq(d.hit[j]), clear.eq(d.clear[j]), fw.eq(d.fw[j]), k.eq(kk[gi]),
+                                 x.eq(xv[gi])]
+            for n in range(C):
+                w = Array(wreg[n])[fw * R + k]
+                prod = x * w
+                with m.If(setup):
+                    m.d.sync += acc[r][n].eq(0)
+                with m.Elif(clear):
+                    m.d.sync += acc[r][n].eq(Mux(hit, prod, 0))
+                with m.Elif(hit):
+                    m.d.sync += acc[r][n].eq(acc[r][n] + prod)   # wraps
+
+        # -- psum write: capture the granted slot, read the old row, write a cycle later -----
+        w_row = Signal(range(max(R, 2)))
+        for p in range(1, NP + 1):
+            with m.If(P == p):
+                m.d.comb += w_row.eq(wg * p + Array(d.wslot for d in grp)[wg])
+        wval = [Signal(signed(acc_bits), name=f"wval_{n}") for n in range(C)]
+        wr_on = Signal()
+        wr_addr = Signal.like(self.psum_wr.addr)
+        rd_addr = Signal(16)
+        m.d.comb += rd_addr.eq(insn.psum_row + Array(d.wm for d in grp)[wg])
+        m.d.comb += [self.psum_rd.addr.eq(rd_addr), self.psum_rd.en.eq(wg_on & insn.accumulate)]
+        m.d.sync += [wr_on.eq(wg_on), wr_addr.eq(rd_addr)]
+        for n in range(C):
+            m.d.sync += wval[n].eq(Array(acc[r][n] for r in range(R))[w_row])
+        old = Mux(insn.accumulate, self.psum_rd.data, 0)
+        m.d.comb += [self.psum_wr.addr.eq(wr_addr),
+                     self.psum_wr.data.eq(Cat((wval[n] + old[n * acc_bits:(n + 1) * acc_bits].as_signed())
+                                              [:acc_bits] for n in range(C)))]
+        with m.If(wr_on):
+            m.d.comb += self.psum_wr.en.eq(Cat(insn.n_len > n for n in range(C)))
+
+        # -- ifmap reads: request, grant, landing ----------------------------------------------
+        reqs = []
+        for gi, d in enumerate(grp):
+            push = arr_on & (arr_g == gi) & arr_nz.any()
+            occ = d.qv[0] + d.qv[1] - d.retire + push
+            rq = Signal(name=f"rreq_{gi}")
+            m.d.comb += rq.eq(run & d.active & (d.rt < T) & (occ < 2))
+            reqs.append(rq)
+            d.push = push
+        rg_on, rg = _rotating_pick(m, reqs, rptr, "rgrant")
+        with m.If(rg_on):
+            m.d.sync += rptr.eq(Mux(rg + 1 == G, 0, rg + 1))
+        m.d.comb += [self.ifmap.addr.eq(Array(d.raddr for d in grp)[rg]), self.ifmap.en.eq(rg_on)]
+        m.d.sync += [arr_on.eq(rg_on), arr_g.eq(rg)]
+        with m.If(arr_on):
+            m.d.comb += self.zero_skips.eq(insn.k_len - sum(arr_nz[k] for k in range(R)))
+
+        for gi, d in enumerate(grp):
+            with m.If(rg_on & (rg == gi)):
+                with m.If(d.rp == Wp - 1):
+                    m.d.sync += [d.rp.eq(0), d.rt.eq(d.rt + G), d.line.eq(d.line + gstep),
+                                 d.raddr.eq(d.line + gstep)]
+                with m.Else():
+                    m.d.sync += [d.rp.eq(d.rp + 1), d.raddr.eq(d.raddr + pstep)]
+            new = [d.aseq, self.ifmap.data, arr_nz]
+            with m.If(arr_on & (arr_g == gi)):
+                m.d.sync += d.aseq.eq(d.aseq + 1)
+            # the queue after this cycle's departure (retire) and arrival (push)
+            with m.If(d.retire):
+                with m.If(d.qv[1]):
+                    m.d.sync += [d.qseq[0].eq(d.qseq[1]), d.qdata[0].eq(d.qdata[1]), d.qmask[0].eq(d.qmask[1])]
+                    with m.If(d.push):
+                        m.d.sync += [d.qseq[1].eq(new[0]), d.qdata[1].eq(new[1]), d.qmask[1].eq(new[2])]
+                    with m.Else():
+                        m.d.sync += d.qv[1].eq(0)
+                with m.Else():
+                    m.d.sync += [d.qseq[0].eq(new[0]), d.qdata[0].eq(new[1]), d.qmask[0].eq(new[2]),
+                                 d.qv[0].eq(d.push)]
+            with m.Else():
+                m.d.sync += d.qmask[0].eq(d.mask_n)
+                with m.If(d.push):
+                    with m.If(d.qv[0]):
+                        m.d.sync += [d.qseq[1].eq(new[0]), d.qdata[1].eq(new[1]), d.qmask[1].eq(new[2]),
+                                     d.qv[1].eq(1)]
+                    with m.Else():
+                        m.d.sync += [d.qseq[0].eq(new[0]), d.qdata[0].eq(new[1]), d.qmask[0].eq(new[2]),
+                                     d.qv[0].eq(1)]
+
+        # -- setup in CHECK: every group at its first task -------------------------------------
+        with m.If(setup):
+            no_w = insn.k_len == 0      # no weights: nothing to load (W = 0)
+            m.d.sync += [ld_on.eq(~no_w), ld_i.eq(0), ld_fw.eq(0), ld_k.eq(0), wready.eq(no_w),
+                         wptr.eq(0), rptr.eq(0), arr_on.eq(0)]
+            for gi, d in enumerate(grp):
+                line0 = insn.ifmap_row + gi * lstep_c
+                m.d.sync += [d.rt.eq(gi), d.rp.eq(0), d.line.eq(line0), d.raddr.eq(line0), d.aseq.eq(0),
+                             d.qv[0].eq(0), d.qv[1].eq(0), d.wt.eq(gi), d.xw.eq(0), d.wslot.eq(0),
+                             d.wb.eq(0), d.wlast.eq(S_c - 1), d.nfs.eq(P_c * s_c), d.tend.eq((nout_c - 1) * s_c + S_c),
+                             d.wm.eq(gi * nout_c)]
+                m.d.sync += [d.fs[j].eq(j * s_c) for j in range(NP)] + [d.sv[j].eq(nout_c > j) for j in range(NP)]
+
+        all_done = Signal()
+        m.d.comb += all_done.eq(Cat((d.wt >= T) | ~d.active for d in grp).all())
+        with m.FSM():
+            accept_state(m, self.insn, insn)
+            with insn_check_state(m, self, gemm_insn_in_range(insn, cfg),
+                                  (insn.m_len == 0) | (insn.n_len == 0)):
+                m.d.comb += setup.eq(1)
+                m.next = "RUN"
+            with m.State("RUN"):
+                m.d.comb += [self.busy.eq(1), run.eq(1)]
+                with m.If(all_done & wready):   # (the loader done: nothing lands later)
+                    m.next = "DONE"
+            with m.State("DONE"):
+                m.d.comb += [self.busy.eq(1), self.done.eq(1)]
+                m.next = "IDLE"
+        return m

@@ -25,7 +25,8 @@ __all__ = ["OSArray", "StageInsn", "cycles", "epoch_cycles", "sequence_timing", 
            "block_sequence_timing"]
 
 #: The fields of a GEMM that a block carries through the MAC and DRAIN stages of
-#: :class:`OSArray` (FILL uses ``k_len`` / ``in_zp`` too, for FEIE's mask), and ``last``:
+#: :class:`OSArray` (FILL carries ``k_len`` / ``in_zp`` too: the former masked FEIE array
+#: used them), and ``last``:
 #: the block is its GEMM's last.
 StageInsn = data.StructLayout({
     "weight_row": unsigned(16),
@@ -79,7 +80,7 @@ class OSArray(ComputeEngine):
     the last block of a GEMM, the next epoch's FILL takes block 0 of the next accepted
     GEMM while the last blocks of the current one are in MAC / DRAIN. Each stage holds
     the fields of the GEMM its block belongs to (FILL: the window, through the address
-    generator, and ``k_len`` / ``in_zp`` for FEIE's mask; MAC: ``weight_row``, ``k_len``,
+    generator; MAC: ``weight_row``, ``k_len``,
     ``in_zp``; DRAIN: ``psum_row``, ``accumulate``, ``n_len``), moving with the block from
     stage to stage. Each stage uses its own buffer port (FILL the ifmap read port, MAC the
     weight read port, DRAIN the psum read and write ports), so they never compete. An
@@ -121,13 +122,8 @@ class OSArray(ComputeEngine):
     between the GEMMs, provided each is accepted before the previous one's last FILL
     epoch ends. Each accepted instruction gets exactly one ``done`` or ``error``, in
     acceptance order (at most one per cycle).
-
-    With ``ZERO_SKIP`` (the subclass :class:`~celosia.rtl.arrays.feie.FEIEArray`) the MAC
-    stage takes only the ``k`` with a non-zero input in the block (rtl/arrays/feie.py).
     """
 
-    #: Skip the k whose inputs are zero in every row of the block (``FEIEArray``).
-    ZERO_SKIP = False
     #: Most instructions in flight (accepted, no ``done`` / ``error`` yet): what the
     #: controller's dispatch tracks.
     MAX_IN_FLIGHT = GEMMS_IN_FLIGHT
@@ -182,54 +178,14 @@ class OSArray(ComputeEngine):
         mac_land, mac_b = Signal(), Signal()
         m.d.sync += [mac_land.eq(mac_issue), mac_b.eq(~bank)]
         w_addr = Signal.like(self.weight.addr)
-        if self.ZERO_SKIP:
-            # kmask per bank: the k < k_len where some row of the block has a non-zero input,
-            # built as the rows land (the landing row is seen the same cycle; its GEMM's
-            # k_len / in_zp registered with the read); each MAC cycle takes the lowest k of
-            # its bank's mask (a priority encoder).
-            kmask = [Signal(rows, name=f"kmask{b}") for b in range(2)]
-            k_star = Signal(range(rows))
-            k_land = Signal(range(rows))
-            x_zp, mac_zp = Signal.like(si_f.in_zp), Signal.like(si_m.in_zp)
-            x_klen = Signal.like(si_f.k_len)
-            m.d.sync += [x_zp.eq(si_f.in_zp), x_klen.eq(si_f.k_len)]
-            nz = Cat((self.ifmap.data[l * ab:(l + 1) * ab] != x_zp.as_unsigned()) & (x_klen > l)
-                     for l in range(rows))
-            kmask_now = [Signal(rows, name=f"kmask_now{b}") for b in range(2)]
-            for b in range(2):
-                m.d.comb += kmask_now[b].eq(kmask[b] | Mux(x_land & (x_b == b), nz, 0))
-            kmac = Signal(rows)
-            m.d.comb += kmac.eq(Mux(bank, kmask_now[0], kmask_now[1]))
-            for l in reversed(range(rows)):
-                with m.If(kmac[l]):
-                    m.d.comb += k_star.eq(l)
-            kbit = Signal(rows)
-            m.d.comb += kbit.eq(Mux(mac_issue, Const(1, rows) << k_star, 0))
-            for b in range(2):
-                with m.If(x_issue & (cnt_f == 0) & (bank == b)):   # a new block's mask
-                    m.d.sync += kmask[b].eq(0)
-                with m.Elif(bank == b):
-                    m.d.sync += kmask[b].eq(kmask_now[b])
-                with m.Else():
-                    m.d.sync += kmask[b].eq(kmask_now[b] & ~kbit)
-            with m.If(mac_issue):
-                m.d.sync += [k_land.eq(k_star), mac_zp.eq(si_m.in_zp)]
-            m.d.comb += [w_addr.eq(si_m.weight_row + k_star),
-                         last_m.eq(~on_m | ((kmac & ~(Const(1, rows) << k_star))[:rows] == 0)),
-                         mac_issue.eq(run & on_m & (kmac != 0))]
-            with m.If(run & first & on_m):  # the k < k_len this block skips
-                m.d.comb += self.zero_skips.eq(si_m.k_len - sum(kmac[l] for l in range(rows)))
-            xs = [[Array(xreg[b][i][l * ab:(l + 1) * ab] for l in range(rows))[k_land].as_signed()
-                   - mac_zp.as_signed() for i in range(rows)] for b in range(2)]
-        else:
-            m.d.comb += [w_addr.eq(si_m.weight_row + cnt_m),
-                         last_m.eq(~on_m | (cnt_m + 1 >= si_m.k_len)),
-                         mac_issue.eq(run & on_m & (cnt_m < si_m.k_len))]
-            xs = [[xreg[b][i][:ab].as_signed() for i in range(rows)] for b in range(2)]
-            for b in range(2):
-                for i in range(rows):
-                    with m.If(mac_land & (mac_b == b) & ~(x_land & (x_b == b))):
-                        m.d.sync += xreg[b][i].eq(xreg[b][i] >> ab)
+        m.d.comb += [w_addr.eq(si_m.weight_row + cnt_m),
+                     last_m.eq(~on_m | (cnt_m + 1 >= si_m.k_len)),
+                     mac_issue.eq(run & on_m & (cnt_m < si_m.k_len))]
+        xs = [[xreg[b][i][:ab].as_signed() for i in range(rows)] for b in range(2)]
+        for b in range(2):
+            for i in range(rows):
+                with m.If(mac_land & (mac_b == b) & ~(x_land & (x_b == b))):
+                    m.d.sync += xreg[b][i].eq(xreg[b][i] >> ab)
         for b in range(2):
             for i in range(rows):
                 for n in range(cols):
@@ -336,7 +292,7 @@ class OSArray(ComputeEngine):
 
 
 def epoch_cycles(m_len: int, rows: int, mac_steps) -> int:
-    """Cycles of the block pipeline of :class:`OSArray` / ``FEIEArray`` from its first FILL
+    """Cycles of the block pipeline of :class:`OSArray` from its first FILL
     cycle to the last DRAIN issue: ``nb + 2`` epochs (``nb = ceil(m_len / rows)`` blocks),
     epoch ``e`` filling block ``e``, MAC-ing block ``e-1`` and draining block ``e-2``, each
     ``max(1, fill rows, MAC steps, drain rows)`` cycles long. ``mac_steps[b]`` = the MAC
@@ -371,9 +327,9 @@ def dense_steps(g, config) -> list[int]:
 
 def block_sequence_timing(insns, config, block_steps, gaps=None) -> list[tuple[int, int]]:
     """``(accept, end)`` cycles of each of the GEMMs ``insns`` (field dicts as for
-    :func:`cycles`) on the block pipeline of :class:`OSArray` / ``FEIEArray``, ``end`` the
+    :func:`cycles`) on the block pipeline of :class:`OSArray`, ``end`` the
     cycle of its ``done`` / ``error``; ``block_steps(g)`` gives the MAC steps of each block
-    of a legal GEMM ``g`` (:func:`dense_steps`; FEIE: the non-zero ``k``). Instruction ``i``
+    of a legal GEMM ``g`` (:func:`dense_steps`). Instruction ``i``
     is offered (``valid`` held high until accepted) from the cycle ``gaps[i]`` cycles after
     the acceptance cycle of instruction ``i-1`` plus one (the first from cycle
     ``gaps[0]``); ``gaps`` defaults to all 0 (back to back). The rules of the

@@ -1,4 +1,5 @@
-"""The window address generator of the plain-GEMM engines (ws, os, feie).
+"""The window address generator of the plain-GEMM engines ws and os (feie, whose groups
+walk their own pixels, computes the same rows per group: rtl/arrays/feie.py).
 
 It sits on the ifmap-buffer read path and turns the row index ``m`` of a GEMM into the
 buffer row the engine reads, so that a convolution's windows are formed on chip from raw
@@ -30,7 +31,7 @@ class WindowAddr(wiring.Component):
     """Ifmap row address of each ``m`` of a GEMM, in order ``m = 0, 1, ...``, incrementally.
 
     The engines read a GEMM's rows in increasing ``m`` (ws streams them one per cycle, os
-    and feie FILL them block by block, with pauses in between); the generator advances by
+    FILLs them block by block, with pauses in between); the generator advances by
     one row each time the engine reads the row it shows. Per row it uses a comparator and
     two adders (next column: ``+ stride_w``; next output row: ``line + stride_h*row_pitch``),
     no multiplier: the product ``stride_h * row_pitch`` is registered from ``insn`` every

@@ -30,7 +30,7 @@ error is clean once the engine is idle again.
 
 Counters (32 bit, wrap) count only while STATUS.busy. DRAM_RD = load DMA bytes + 8 per
 fetched word; MACS += m_len * k_len * n_len at each GEMM issue (times win_h * win_w
-where the dataflow's ``macs_count_taps`` trait is set, the windowed GEMMs of rs; VECs
+where the dataflow's ``macs_count_taps`` trait is set, the windowed GEMMs of rs and feie; VECs
 add none); COMPUTE_BUSY and LOAD_COMPUTE_OVERLAP count cycles where the PE array or
 the vector engine is busy; INSNS counts instructions started (NOPs included).
 """
@@ -71,7 +71,7 @@ class Controller(wiring.Component):
         The engines: each takes an instruction on ``insn`` when ``ready`` (= idle) and
         reports ``done`` / ``error`` pulses and ``busy``; the DMA engines an
         ``error_code`` and a pulse per DRAM byte (``bytes``: DRAM_RD for ``load``,
-        DRAM_WR for ``store``), the PE array its ``zero_skips``.
+        DRAM_WR for ``store``), the PE array its ``zero_skips`` and ``mac_cycles``.
     base : Out(data.ArrayLayout(32, 8))
         Base registers BASE0..BASE0+7.
     window_base, window_size : Out(32)
@@ -121,5 +121,6 @@ class Controller(wiring.Component):
             csrs.fetch_words.eq(fetch.words),
             csrs.rd_bytes.eq(self.load.bytes), csrs.wr_bytes.eq(self.store.bytes),
             csrs.zero_skips.eq(self.compute.zero_skips),
+            csrs.mac_cycles.eq(self.compute.mac_cycles),
         ]
         return m

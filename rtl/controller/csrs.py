@@ -29,7 +29,7 @@ class Csrs(wiring.Component):
     CYCLES 1; LOAD_BUSY, COMPUTE_BUSY, STORE_BUSY the busy inputs;
     LOAD_COMPUTE_OVERLAP ``load_busy & compute_busy``; MACS ``macs``; DRAM_RD
     ``8 * fetch_words + rd_bytes``; DRAM_WR ``wr_bytes``; INSNS ``insns``; ZERO_SKIPS
-    ``zero_skips``.
+    ``zero_skips``; MAC_CYCLES ``mac_cycles``.
 
     Ports
     -----
@@ -49,6 +49,7 @@ class Csrs(wiring.Component):
     rd_bytes, wr_bytes : In(DRAM_BYTES_BITS)
         DRAM bytes the load / store DMA moved this cycle (0 .. ``bus_bits / 8``).
     zero_skips : In(16)
+    mac_cycles : In(1)
     """
 
     def __init__(self):
@@ -65,6 +66,7 @@ class Csrs(wiring.Component):
             "fetch_words": In(1),
             "rd_bytes": In(DRAM_BYTES_BITS), "wr_bytes": In(DRAM_BYTES_BITS),
             "zero_skips": In(16),
+            "mac_cycles": In(1),
         })
 
     def elaborate(self, platform):
@@ -115,6 +117,7 @@ class Csrs(wiring.Component):
             isa.Csr.LOAD_COMPUTE_OVERLAP: self.load_busy & self.compute_busy,
             isa.Csr.INSNS: self.insns,
             isa.Csr.ZERO_SKIPS: self.zero_skips,
+            isa.Csr.MAC_CYCLES: self.mac_cycles,
         }
         for c, sig in counters.items():
             with m.If(start):

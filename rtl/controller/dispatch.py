@@ -56,8 +56,8 @@ class Dispatch(wiring.Component):
 
     Issue: the head of a queue starts in a cycle where ``run.running`` is high, no
     engine or fetch error pulses, its engine's ``insn.ready`` is high and every token
-    it pops is available; the pops happen in that cycle. The LOAD, STORE and vector engines, and the ``rs`` compute
-    engine, are ready only when idle; the ``ws``, ``os`` and ``feie`` compute engines
+    it pops is available; the pops happen in that cycle. The LOAD, STORE and vector engines, and the ``rs`` and ``feie``
+    compute engines, are ready only when idle; the ``ws`` and ``os`` compute engines
     take the next GEMM while earlier ones are still in flight (up to
     :data:`GEMMS_IN_FLIGHT`) and complete them in order, so the GEMMs in flight are
     kept in a FIFO (their push flags and index) that each ``done`` / ``error`` pops:
@@ -96,8 +96,9 @@ class Dispatch(wiring.Component):
     insns : Out(2)
         Instructions started this cycle (NOPs included).
     macs : Out(32)
-        MACs of the GEMM started this cycle: ``m_len * k_len * n_len``, times
-        ``win_h * win_w`` for dataflows whose trait ``macs_count_taps`` is set (rs).
+        MACs of the GEMM started this cycle: ``m_len * k_len * n_len``, times a windowed
+        GEMM's ``win_h * win_w`` for dataflows whose trait ``macs_count_taps`` is set (rs,
+        feie).
     """
 
     def __init__(self, config: AccelConfig):
@@ -289,7 +290,7 @@ class Dispatch(wiring.Component):
         gemm = ch.gemm
         macs = gemm.m_len * gemm.k_len * gemm.n_len
         if dataflow(cfg.dataflow).macs_count_taps:  # windowed GEMMs: win_h * win_w taps per output
-            macs = macs * gemm.win_h * gemm.win_w
+            macs = macs * Mux(gemm.window, gemm.win_h * gemm.win_w, 1)
         m.d.comb += [self.macs.eq(Mux(c_issue_gemm, macs, 0)),
                      self.insns.eq(l_issue + c_issue + s_issue)]
         return m

@@ -54,13 +54,14 @@ class EngineSignature(wiring.Signature):
     dram_bytes : bool
         The engine reports DRAM bytes it moves (the DMA engines).
     zero_skips : bool
-        The engine reports skipped MAC cycles (the compute engine).
+        The engine reports skipped MAC cycles and the cycles it multiplies (the compute
+        engine).
 
     Members
     -------
     insn : Out(stream.Signature(layout))
         One instruction; the engine's ``ready`` is high exactly when it is idle,
-        except the ``ws``, ``os`` and ``feie`` compute engines, which also take a GEMM
+        except the ``ws`` and ``os`` compute engines, which also take a GEMM
         while earlier ones are in flight (up to :data:`GEMMS_IN_FLIGHT`, which the
         controller tracks).
     done : In(1)
@@ -78,6 +79,9 @@ class EngineSignature(wiring.Signature):
         DRAM_WR for a storing engine).
     zero_skips : In(16), only with ``zero_skips``
         MAC cycles skipped for zero inputs, added to ZERO_SKIPS each cycle.
+    mac_cycles : In(1), only with ``zero_skips``
+        The engine multiplies an input this cycle (feie; 0 on the dense arrays), counted
+        in MAC_CYCLES.
     """
 
     def __init__(self, layout, *, error_code=False, dram_bytes=False, zero_skips=False):
@@ -94,6 +98,7 @@ class EngineSignature(wiring.Signature):
             members["bytes"] = In(DRAM_BYTES_BITS)
         if zero_skips:
             members["zero_skips"] = In(16)
+            members["mac_cycles"] = In(1)
         super().__init__(members)
 
     def __eq__(self, other):

@@ -23,15 +23,20 @@ from __future__ import annotations
 
 from celosia.errors import CompileError
 from celosia.rtl import isa
-from celosia.rtl.config import AccelConfig, ceil_div
+from celosia.rtl.config import FEIE_TAPS, AccelConfig, ceil_div
+from celosia.rtl.dataflows import dataflow
 from celosia.rtl.isa import BaseReg
 from celosia.sw.compiler.alloc import Allocation
 from celosia.sw.compiler.tiling import (GemmOp, OutTile, Unit, Window, conv_attrs, conv_blocks, load,
                                         raw_rows_load, split_units, store, window_lines)
 from celosia.sw.quant.model import QLayer
 
-__all__ = ["lower_fc", "lower_conv", "fc_plan", "fc_traffic", "psum_block_tiles", "conv_plan",
+__all__ = ["lower_fc", "lower_conv", "row_taps", "fc_plan", "fc_traffic", "psum_block_tiles", "conv_plan",
            "conv_traffic", "mapping", "fc_block_pitches", "LOWERINGS"]
+
+
+#: The largest ``dram_stride2`` of a LOAD.
+_MAX_STRIDE2 = isa.field_max(isa.LoadInsn, "dram_stride2")
 
 
 def lower_fc(layer: QLayer, config: AccelConfig, batch: int, alloc: Allocation) -> list[Unit]:
@@ -153,6 +158,7 @@ def lower_conv(layer: QLayer, config: AccelConfig, batch: int, alloc: Allocation
     K_g = Fh * Fw * cin_g
     pb = 1 if resident else psum_block_tiles(hb * wb, config, nt if G > 1 else None)
     n_pb = ceil_div(nt, pb)
+    taps = row_taps(Fw, sw, dw, chunks[0][1], config)
 
     tiles = []
     for block_id, (img, g, ho0, hbt, wo0, wbt) in enumerate(conv_blocks(batch, G, Ho, Wo, hb, wb)):
@@ -169,18 +175,22 @@ def lower_conv(layer: QLayer, config: AccelConfig, batch: int, alloc: Allocation
             gemms = []
             for i, (c0, k_len) in enumerate(chunks):
                 for fh in range(Fh):
-                    for fw in range(Fw):
+                    for fw, n_taps in taps:
                         krow = (fh * Fw + fw) * cin_g + c0
-                        weight = load(BaseReg.STATIC,
-                                      alloc.weights + (g * K_g + krow) * cout_g + j * C,
-                                      n_len, n1=k_len, s1=cout_g, bs1=1)
+                        base = alloc.weights + (g * K_g + krow) * cout_g + j * C
+                        if n_taps == 1 or cin_g * cout_g <= _MAX_STRIDE2:
+                            weight = [load(BaseReg.STATIC, base, n_len, n1=k_len, s1=cout_g, bs1=1, n2=n_taps,
+                                           s2=cin_g * cout_g if n_taps > 1 else 0, bs2=k_len)]
+                        else:       # a tap's stride past the LOAD's field: one LOAD per tap
+                            weight = [load(BaseReg.STATIC, base + t * cin_g * cout_g, n_len, n1=k_len,
+                                           s1=cout_g, bs1=1, buf_row=t * k_len) for t in range(n_taps)]
                         # per chunk: the first tap's GEMM loads the chunk's rows
                         ifmap = [rows_load(c0, k_len, 0)] if not resident and fh == fw == 0 else []
                         gemms.append(GemmOp(
-                            k_len=k_len, n_len=n_len, weight=[weight], ifmap=ifmap,
+                            k_len=k_len, n_len=n_len, weight=weight, ifmap=ifmap,
                             ifmap_row=(i * ny * nx if resident else 0) + fh * dh * nx + fw * dw,
                             ifmap_group=None if resident else i,
-                            window=Window(win_h=1, win_w=1, stride_h=sh, stride_w=sw, dil_h=1,
+                            window=Window(win_h=1, win_w=n_taps, stride_h=sh, stride_w=sw, dil_h=1,
                                           dil_w=1, out_h=hbt, out_w=wbt, row_pitch=nx)))
             offset = ((img * Ho + ho0) * Wo + wo0) * Cout + g * cout_g + j * C
             tiles.append(OutTile(m_len=hbt * wbt, ops=gemms,
@@ -189,6 +199,30 @@ def lower_conv(layer: QLayer, config: AccelConfig, batch: int, alloc: Allocation
                                  psum_block=None if pb == 1 else block_id * n_pb + j // pb))
 
     return split_units(tiles, alloc.params, resident, config, layer)
+
+
+def row_taps(Fw: int, sw: int, dw: int, k_len: int, config: AccelConfig) -> list[tuple[int, int]]:
+    """``(first kernel column fw, taps)`` of each GEMM along one kernel row: one tap each
+    (``win_w = 1``), except on the broadcast FEIE engine (``gemm_window = "row"``,
+    rtl/arrays/feie.py), where consecutive taps share one GEMM (``win_w`` up to
+    :data:`~celosia.rtl.config.FEIE_TAPS`) when the kernel is not dilated along the width,
+    the GEMM's taps are at least its stride, the outputs one pixel reaches, ``1 + (sw
+    <= n-1) + (2*sw <= n-1)``, fit the array's rows and its ``n * k_len`` weight rows a
+    weight-buffer half (a run that does not goes tap by tap)."""
+    def ok(n):
+        return n == 1 or (sw <= n and 1 + (sw <= n - 1) + (2 * sw <= n - 1) <= config.rows
+                          and n * k_len <= config.weight_rows // 2)
+
+    if dataflow(config.dataflow).gemm_window != "row" or dw != 1:
+        return [(fw, 1) for fw in range(Fw)]
+    runs, fw = [], 0
+    while fw < Fw:
+        n = min(FEIE_TAPS, Fw - fw)
+        while not ok(n):
+            n -= 1
+        runs.append((fw, n))
+        fw += n
+    return runs
 
 
 def conv_traffic(layer: QLayer, config: AccelConfig, batch: int, hb: int, wb: int,

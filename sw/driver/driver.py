@@ -242,7 +242,7 @@ def run_quantized(model: QModel, x_q: np.ndarray, config: AccelConfig, backend: 
             hw_macs=total["macs"],
             load_busy=total["load_busy"], compute_busy=total["compute_busy"],
             store_busy=total["store_busy"], load_compute_overlap=total["load_compute_overlap"],
-            zero_skips=total["zero_skips"],
+            zero_skips=total["zero_skips"], mac_cycles=total["mac_cycles"],
             instructions=total["insns"], program_instructions=program.n_insns,
         )
         if inits:  # the initialization graph, once per job (per chunk of samples)
@@ -251,17 +251,20 @@ def run_quantized(model: QModel, x_q: np.ndarray, config: AccelConfig, backend: 
         # Per layer, from prefix runs on the first run's input(s); without them
         # (profile=False, several layers) per-layer cycles are unknown.
         measured = len(prefixes) == len(model.layers) - 1
-        snaps = [{"cycles": 0, "compute_busy": 0, "zero_skips": 0}] + [r.counters for r in prof] + [main[0].counters]
+        snaps = ([{"cycles": 0, "compute_busy": 0, "zero_skips": 0, "mac_cycles": 0}]
+                 + [r.counters for r in prof] + [main[0].counters])
         layers = []
         for k, (layer, node) in enumerate(zip(model.layers, program.nodes)):
             entry = {"name": layer.name, "op": layer.op, "macs": layer.macs * samples,
                      "cycles": None, "compute_cycles": None, "utilization": None, "zero_skips": None,
+                     "mac_cycles": None,
                      "mapping": config.dataflow, **node.tiles}
             if measured:
                 cycles = snaps[k + 1]["cycles"] - snaps[k]["cycles"]
                 entry.update(cycles=cycles,
                              compute_cycles=snaps[k + 1]["compute_busy"] - snaps[k]["compute_busy"],
                              zero_skips=snaps[k + 1]["zero_skips"] - snaps[k]["zero_skips"],
+                             mac_cycles=snaps[k + 1]["mac_cycles"] - snaps[k]["mac_cycles"],
                              utilization=node.macs / (cycles * pe) if cycles > 0 else 0.0)
             layers.append(entry)
         report["layers"] = layers

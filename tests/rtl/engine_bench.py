@@ -44,7 +44,7 @@ def run_program(cfg, ifmap, weight, psum0, insns, gaps, engine, seed=0, monitor=
     holding ``ifmap`` / ``weight`` / ``psum0``, ``gaps[i]`` idle cycles (junk payload,
     valid low) before instruction ``i``; return (final psum, events, zero_skips summed).
     ``monitor(engine, events)`` is the protocol checker (:func:`engine_monitor`: one
-    instruction at a time)."""
+    instruction at a time; it may return a list of background testbenches)."""
     dut = Harness(cfg, engine)
     ws = dut.ws
     rng = random.Random(seed)
@@ -72,5 +72,5 @@ def run_program(cfg, ifmap, weight, psum0, insns, gaps, engine, seed=0, monitor=
         rows = await read_rows(ctx, dut.psum.r1, cfg.psum_rows)
         result["psum"] = np.array([unpack(v, cfg.cols, 32) for v in rows], dtype=np.int64)
 
-    simulate(dut, tb, background=[monitor, skips])
+    simulate(dut, tb, background=[*(monitor if isinstance(monitor, list) else [monitor]), skips])
     return result["psum"], events, result["zero_skips"]

@@ -32,7 +32,7 @@ class StubEngine(wiring.Component):
         super().__init__({
             "insn": In(stream.Signature(layout)),
             "done": Out(1), "error": Out(1), "error_code": Out(8), "busy": Out(1),
-            "zero_skips": Out(16), "bytes": Out(DRAM_BYTES_BITS),
+            "zero_skips": Out(16), "mac_cycles": Out(1), "bytes": Out(DRAM_BYTES_BITS),
         })
 
     def elaborate(self, platform):

@@ -1,9 +1,9 @@
 # amaranth: UnusedElaboratable=no
-"""The plain-GEMM compute engines (WSArray, OSArray, FEIEArray) against a NumPy GEMM
+"""The plain-GEMM compute engines (WSArray, OSArray) against a NumPy GEMM
 reference, through real LaneBuffers; each engine's latency against its executable timing,
 ``dataflow(name).cycles`` (rtl/dataflows.py; checked against the docstring formulas by
 tests/rtl/test_dataflows.py). All three overlap instructions (WSArray: shadow weight
-registers; OSArray / FEIEArray: consecutive GEMMs' blocks in the block pipeline): their
+registers; OSArray: consecutive GEMMs' blocks in the block pipeline): their
 accept / done times are checked against the engine's ``sequence_timing``, and the latency of
 a GEMM accepted by an idle engine against ``cycles``. (The row-stationary engine takes
 windowed GEMMs: tests/rtl/test_rs.py.)"""
@@ -16,14 +16,13 @@ import pytest
 from amaranth.back import verilog
 
 from celosia.rtl.arrays.engine import ComputeEngineSignature
-from celosia.rtl.arrays import feie, os
-from celosia.rtl.arrays.feie import FEIEArray
+from celosia.rtl.arrays import os
 from celosia.rtl.arrays.os import OSArray
 from celosia.rtl.arrays.ws import WSArray, sequence_cycles, sequence_timing
 from celosia.rtl.config import AccelConfig
 from celosia.rtl.dataflows import dataflow
 from engine_bench import run_program
-from test_dataflows import FEIE_SEQUENCES, OS_SEQUENCES
+from test_dataflows import OS_SEQUENCES
 
 
 # -- reference ---------------------------------------------------------------
@@ -45,7 +44,7 @@ def tap_rows(insn):
 def in_range(cfg, insn, engine):
     common = (insn["psum_row"] + insn["m_len"] <= cfg.psum_rows
               and insn["k_len"] <= cfg.rows and insn["n_len"] <= cfg.cols
-              and (insn.get("in_zp", 0) == 0 or engine is FEIEArray))  # only feie subtracts a zero point
+              and insn.get("in_zp", 0) == 0)  # only feie subtracts a zero point (tests/rtl/test_feie.py)
     if not insn.get("window"):
         return (common and insn["ifmap_row"] + insn["m_len"] <= cfg.ifmap_rows
                 and insn["weight_row"] + insn["k_len"] <= cfg.weight_rows)
@@ -73,18 +72,18 @@ def ref_gemm(cfg, psum, ifmap, weight, insn, engine):
     return True
 
 
-ENGINES = [WSArray, OSArray, FEIEArray]
-DATAFLOW = {WSArray: "ws", OSArray: "os", FEIEArray: "feie"}
+ENGINES = [WSArray, OSArray]
+DATAFLOW = {WSArray: "ws", OSArray: "os"}
 #: each engine's (accept, end) times of a sequence: fn(insns, cfg, gaps, ifmap)
 SEQUENCE = {WSArray: lambda insns, cfg, gaps, ifmap: sequence_timing(insns, cfg, gaps),
-            OSArray: os.sequence_timing, FEIEArray: feie.sequence_timing}
+            OSArray: os.sequence_timing}
 
 
 # -- bench -------------------------------------------------------------------
 
 def overlap_monitor(engine, events):
     """:func:`helpers.engine_monitor` for an engine that takes instructions while busy
-    (WSArray, OSArray, FEIEArray): ``busy`` exactly while an accepted instruction (from the
+    (WSArray, OSArray): ``busy`` exactly while an accepted instruction (from the
     cycle after its acceptance) has not had its ``done`` / ``error`` (through that cycle); at
     most one of them per cycle, at most ``MAX_IN_FLIGHT`` outstanding;
     ``("accept" | "done" | "error", cycle)`` appended to ``events``."""
@@ -244,7 +243,7 @@ def test_out_of_range_is_error_and_writes_nothing(engine):
         {**good, "psum_row": cfg.psum_rows + 1, "m_len": 0},   # start row past the end, m_len 0
         {**good, **window(ifmap_row=0, out_h=1, out_w=2, row_pitch=2, win_h=3, win_w=3)},  # 3x3: rs only
         {**good, **window(ifmap_row=cfg.ifmap_rows - 2, out_h=1, out_w=2, stride_w=2)},  # last row too far
-        {**good, "in_zp": 5},                                  # an error except on feie
+        {**good, "in_zp": 5},                                  # an error on ws / os
     ]
     insns = bad + [{**good, "psum_row": 4}]
     check(cfg, insns, rng, gaps=[rng.randrange(3) for _ in insns], engine=engine)
@@ -296,13 +295,12 @@ def test_windowed_tap_gemms(rows, cols, engine):
 
 
 @pytest.mark.parametrize("case", range(len(OS_SEQUENCES)))
-@pytest.mark.parametrize("engine", [OSArray, FEIEArray])
+@pytest.mark.parametrize("engine", [OSArray])
 def test_os_back_to_back_overlaps(engine, case):
-    """OS / FEIE with valid held: the block pipeline runs on from one GEMM into the next
+    """OS with valid held: the block pipeline runs on from one GEMM into the next
     (tap chains accumulating into the same psum rows, m_len <= rows, the in-flight limit,
-    an error and m_len = 0 in between); OS accept / done times as worked out by hand in
-    tests/rtl/test_dataflows.py (OS_SEQUENCES), FEIE's from its sequence_timing on the
-    data; bit-exact results."""
+    an error and m_len = 0 in between); accept / done times as worked out by hand in
+    tests/rtl/test_dataflows.py (OS_SEQUENCES); bit-exact results."""
     cfg, insns, want, serial = OS_SEQUENCES[case]
     insns = [dict(make_insn(), **insn) for insn in insns]
     events, _ = check(cfg, insns, random.Random(case), gaps=[0] * len(insns), engine=engine)
@@ -310,22 +308,9 @@ def test_os_back_to_back_overlaps(engine, case):
         assert rel_times(events) == want and want[-1][1] < serial
 
 
-@pytest.mark.parametrize("case", range(len(FEIE_SEQUENCES)))
-def test_feie_back_to_back_masks(case):
-    """FEIE back to back, consecutive GEMMs with different k_len / in_zp: each block's mask
-    follows its own GEMM (hand-worked times in tests/rtl/test_dataflows.py), bit-exact."""
-    cfg, ifmap_rows, insns, want = FEIE_SEQUENCES[case]
-    insns = [dict(make_insn(), **insn) for insn in insns]
-    ifmap = np.zeros((cfg.ifmap_rows, cfg.rows), dtype=np.int64)
-    ifmap[:len(ifmap_rows)] = ifmap_rows
-    events, _ = check(cfg, insns, random.Random(case), gaps=[0] * len(insns), ifmap=ifmap,
-                      engine=FEIEArray)
-    assert rel_times(events) == want
-
-
-@pytest.mark.parametrize("engine", [OSArray, FEIEArray])
+@pytest.mark.parametrize("engine", [OSArray])
 def test_block_pipeline_many_blocks(engine):
-    """OS / FEIE block pipeline over 4+ blocks (each double-buffer bank reused): blocks
+    """OS block pipeline over 4+ blocks (each double-buffer bank reused): blocks
     alternating between all-zero, half-zero and dense inputs, k_len shorter and as long as
     the blocks, accumulate; bit-exact, and cycles = the registry's cycles()."""
     cfg = small_cfg(2, 3)
@@ -382,7 +367,7 @@ def test_ws_back_to_back_overlaps(case):
 @pytest.mark.parametrize("engine", ENGINES)
 def test_random_back_to_back(rows, cols, engine):
     """Random programs issued back to back (and with random gaps): overlapping GEMMs (WS
-    preload, OS / FEIE block pipeline), psum hazards between accumulating GEMMs on the same
+    preload, OS block pipeline), psum hazards between accumulating GEMMs on the same
     rows, errors and m_len = 0 mixed in; bit-exact, and accept / done times equal to the
     engine's sequence_timing."""
     cfg = small_cfg(rows, cols)
@@ -401,33 +386,3 @@ def test_random_back_to_back(rows, cols, engine):
         insns[rng.randrange(10)]["k_len"] = rows + 1  # one error
         gaps = [0] * 10 if trial < 2 else None
         check(cfg, insns, rng, gaps=gaps, engine=engine)
-
-
-@pytest.mark.parametrize("zp", [0, -128, 37])
-@pytest.mark.parametrize("rows,cols", [(4, 4), (3, 5)])
-def test_feie_skips_zero_inputs(rows, cols, zp):
-    """FEIE: with 0%, 50% and 100% real zeros (int8 inputs equal to the zero point ``in_zp``)
-    the results stay exact, ``(x - in_zp) * w`` summed, and the cycles follow the non-zero
-    count (checked by the registry's cycles() from the data)."""
-    cfg = small_cfg(rows, cols)
-    rng = random.Random(rows - zp)
-    for density in (1.0, 0.5, 0.0):
-        ifmap = np.array([[rng.randrange(-128, 128) if rng.random() < density else zp
-                           for _ in range(cfg.rows)] for _ in range(cfg.ifmap_rows)])
-        insns = [dict(make_insn(accumulate=a, ifmap_row=i, psum_row=p, m_len=ml, k_len=rows, n_len=cols),
-                      in_zp=zp)
-                 for a, i, p, ml in [(0, 0, 0, 5), (1, 5, 0, 5), (0, 2, 6, 3)]]
-        events, skips = check(cfg, insns, rng, ifmap=ifmap, engine=FEIEArray)
-        # zero_skips: per block, the k < k_len with no non-zero input in any of its rows.
-        want = 0
-        for d in insns:
-            for m0 in range(0, d["m_len"], rows):
-                x = ifmap[d["ifmap_row"] + m0:d["ifmap_row"] + min(d["m_len"], m0 + rows), :d["k_len"]]
-                want += d["k_len"] - int((x != zp).any(axis=0).sum())
-        assert skips == want
-        if density == 0.0:  # all-zero inputs: no MAC cycles, epochs of max(1, fill, drain)
-            # m_len=5 in 2 blocks (4+1 on rows=4, 3+2 on rows=3): epochs fill b0 | fill b1 |
-            # drain b0 | drain b1 = 5 + 5 rows, plus accept/check/flush 3 cycles (the next
-            # GEMM, also of 5 rows, fills its blocks during these drains without lengthening them).
-            t0, t1 = rel_times(events)[0]
-            assert t1 - t0 == 5 + 5 + 3

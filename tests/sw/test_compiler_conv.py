@@ -318,3 +318,34 @@ def test_node_over_65535_instructions_takes_several_descriptors():
     first = program.descriptor_table(upto=1)  # the profiling prefix table: the big node only
     assert [(int.from_bytes(first[i:i + 8], "little") >> n_insn.offset) & MAX_DESC_INSNS
             for i in range(0, 4 * 8, 8)] == [MAX_DESC_INSNS, MAX_DESC_INSNS, 3, 0]
+
+
+@pytest.mark.parametrize("fw, sw, dw, k_len, rows, weight_rows, want", [
+    (3, 1, 1, 4, 4, 1024, [(0, 3)]),             # a 3-wide kernel row: one GEMM of 3 taps
+    (5, 1, 1, 4, 4, 1024, [(0, 3), (3, 2)]),     # 5 taps: 3 + 2
+    (3, 2, 1, 4, 4, 1024, [(0, 3)]),             # stride 2: a pixel reaches 2 outputs
+    (7, 2, 1, 4, 4, 1024, [(0, 3), (3, 3), (6, 1)]),
+    (2, 3, 1, 4, 4, 1024, [(0, 1), (1, 1)]),     # stride above the taps: tap by tap
+    (3, 1, 2, 4, 4, 1024, [(0, 1), (1, 1), (2, 1)]),   # dilated: tap by tap
+    (3, 1, 1, 4, 2, 1024, [(0, 2), (2, 1)]),     # 2 PE rows: 3 outputs per pixel do not fit
+    (3, 1, 1, 4, 4, 16, [(0, 2), (2, 1)]),       # a weight half of 8 rows: 2 taps of 4
+])
+def test_feie_row_taps(fw, sw, dw, k_len, rows, weight_rows, want):
+    """feie merges consecutive taps of a kernel row into one GEMM where its engine takes
+    them (rtl/arrays/feie.py; hand-worked); the other dataflows one tap per GEMM."""
+    from celosia.sw.compiler.lower_gemm import row_taps
+    cfg = AccelConfig(rows=rows, cols=4, dataflow="feie", weight_rows=weight_rows)
+    assert row_taps(fw, sw, dw, k_len, cfg) == want
+    assert row_taps(fw, sw, dw, k_len, AccelConfig(rows=rows, cols=4, dataflow="os")) == [(f, 1) for f in range(fw)]
+
+
+def test_feie_conv_gemms_take_kernel_rows():
+    """A 3x3 conv on feie: one GEMM of 3 taps per (chunk, kernel row), bit-exact on the
+    instruction-level simulator."""
+    rng = np.random.default_rng(5)
+    layer = conv_layer(rng, "c", (6, 7, 5), 6, 3, 1, 1, in_zp=-3)
+    program = check(QModel("c", [layer], 0.05, 5, input_shape=(6, 7, 5)),
+                    AccelConfig(rows=4, cols=4, dataflow="feie"))
+    gemms = [d for node in program.nodes for d in map(decode, node.insns) if d["op"] == Opcode.GEMM]
+    assert gemms and all(d["win_w"] == 3 and d["win_h"] == 1 for d in gemms)
+    assert len(gemms) == 2 * 3 * 2     # 2 channel chunks x 3 kernel rows x 2 output tiles

@@ -1,0 +1,292 @@
+# amaranth: UnusedElaboratable=no
+"""The broadcast FEIE engine (FEIEArray, rtl/arrays/feie.py; issue 11): the seed's
+tables (seed 003, the 2x8 input by a 1x3 filter) cycle by cycle, results against a direct
+loop over the ISA's GEMM formula (rtl/isa.py, ``x - in_zp``), latency and ``zero_skips``
+against the engine's executable timing (``row_trace``) at random sparsity, errors."""
+
+import random
+
+import numpy as np
+import pytest
+from amaranth.back import verilog
+
+from celosia.rtl.arrays.engine import ComputeEngineSignature
+from celosia.rtl.arrays.feie import FEIEArray, row_geometry, row_trace
+from celosia.rtl.config import AccelConfig
+from engine_bench import run_program
+from helpers import engine_monitor
+
+
+def cfg_of(rows, cols, ifmap_rows=128):
+    return AccelConfig(rows=rows, cols=cols, dataflow="feie", ifmap_rows=ifmap_rows, weight_rows=64,
+                       psum_rows=64)
+
+
+def wrap32(v):
+    return ((int(v) + (1 << 31)) % (1 << 32)) - (1 << 31)
+
+
+def ref(psum, ifmap, weight, d):
+    """Apply the GEMM ``d`` to ``psum`` in place, one MAC at a time, by the ISA text: output
+    ``m = e*out_w + x`` sums ``(ifmap[src][c] - in_zp) * weight[weight_row + fw*k_len + c][n]``
+    over the taps ``fw`` and channels ``c``; a plain GEMM reads row ``ifmap_row + m``."""
+    outs = ([(e, x) for e in range(d["out_h"]) for x in range(d["out_w"])] if d.get("window")
+            else [(m, 0) for m in range(d["m_len"])])
+    for m, (e, x) in enumerate(outs):
+        for n in range(d["n_len"]):
+            acc = int(psum[d["psum_row"] + m, n]) if d["accumulate"] else 0
+            for fw in range(d.get("win_w", 1) if d.get("window") else 1):
+                if d.get("window"):
+                    src = (d["ifmap_row"] + e * d["stride_h"] * d["row_pitch"] + x * d["stride_w"]
+                           + fw * d["dil_w"])
+                else:
+                    src = d["ifmap_row"] + e
+                for c in range(d["k_len"]):
+                    acc += ((int(ifmap[src, c]) - d.get("in_zp", 0))
+                            * int(weight[d["weight_row"] + fw * d["k_len"] + c, n]))
+            psum[d["psum_row"] + m, n] = wrap32(acc)
+
+
+def row_insn(out_h, out_w, win_w=1, stride_w=1, stride_h=1, row_pitch=None, k_len=1, n_len=1, **kw):
+    pitch = row_pitch if row_pitch is not None else (out_w - 1) * stride_w + win_w
+    d = dict(window=1, accumulate=0, ifmap_row=0, weight_row=0, psum_row=0, win_h=1, win_w=win_w,
+             stride_h=stride_h, stride_w=stride_w, dil_h=1, dil_w=1, out_h=out_h, out_w=out_w,
+             m_len=out_h * out_w, row_pitch=pitch, k_len=k_len, n_len=n_len, in_zp=0)
+    d.update(kw)
+    return d
+
+
+def probe_monitor(log):
+    """engine_monitor plus, every cycle, the PE rows that multiply: ``log[cycle] = [(PE row,
+    tap fw, input value)]`` (the engine's ``probe`` attribute, set when it is elaborated)."""
+    def make(engine, events):
+        base = engine_monitor(engine, events)
+
+        async def monitor(ctx):
+            pr = engine.probe
+            sigs = [s for r in range(len(pr.hit)) for s in (pr.hit[r], pr.fw[r], pr.x[r])]
+            cycle = 0
+            async for _, _, *vals in ctx.tick().sample(*sigs):
+                hits = [(r, vals[3 * r + 1], vals[3 * r + 2]) for r in range(len(pr.hit)) if vals[3 * r]]
+                if hits:
+                    log[cycle] = hits
+                cycle += 1
+        return [base, monitor]
+    return make
+
+
+def run(cfg, insns, ifmap, weight, psum0, seed=0, log=None):
+    psum, events, skips = run_program(cfg, ifmap, weight, psum0, insns, [0] * len(insns),
+                                      FEIEArray, seed=seed,
+                                      monitor=probe_monitor(log) if log is not None else engine_monitor)
+    return psum, events, skips
+
+
+# -- seed 003: a 2x8 input, one channel, a 1x3 filter, one output channel ---------------------
+# The seed's dense table (CC #1..#16, lines ~1077-1093): CC #i takes X_i; the output #o of
+# row 1 (o = 1..6) takes X_o*W1, X_{o+1}*W2, X_{o+2}*W3, row 2 (#7..#12) likewise from X9.
+# So in CC #i the outputs it reaches are those of its row with o <= i' <= o+2 (i' its column),
+# with weight W_{i'-o+1}: written out below from that text.
+SEED_DENSE = {
+    1: {1: 1}, 2: {1: 2, 2: 1}, 3: {1: 3, 2: 2, 3: 1}, 4: {2: 3, 3: 2, 4: 1}, 5: {3: 3, 4: 2, 5: 1},
+    6: {4: 3, 5: 2, 6: 1}, 7: {5: 3, 6: 2}, 8: {6: 3},
+    9: {7: 1}, 10: {7: 2, 8: 1}, 11: {7: 3, 8: 2, 9: 1}, 12: {8: 3, 9: 2, 10: 1}, 13: {9: 3, 10: 2, 11: 1},
+    14: {10: 3, 11: 2, 12: 1}, 15: {11: 3, 12: 2}, 16: {12: 3},
+}
+# The skipping tables (lines ~1139-1182): X6..X11 are 0; CC #1..#5 take X1..X5, CC #6..#10
+# X12..X16 ("10 clock cycles only"); CC #6 is X12 -> #8 W3, #9 W2, #10 W1.
+SEED_SPARSE_INPUTS = [1, 2, 3, 4, 5, 12, 13, 14, 15, 16]
+
+
+def seed_case(sparse):
+    cfg = cfg_of(3, 1)                      # --array 3x1: 3 PE rows (one group of 3), 1 column
+    ifmap = np.zeros((cfg.ifmap_rows, 3), dtype=np.int64)
+    ifmap[:16, 0] = np.arange(1, 17)        # X1..X16, one pixel (one buffer row) each
+    if sparse:
+        ifmap[5:11, 0] = 0                  # X6..X11
+    weight = np.zeros((cfg.weight_rows, 1), dtype=np.int64)
+    weight[:3, 0] = [2, -3, 5]              # W1, W2, W3: taps fw = 0, 1, 2
+    insn = row_insn(2, 6, win_w=3, row_pitch=8)
+    return cfg, ifmap, weight, insn
+
+
+def seed_expect(sparse):
+    """Per MAC cycle, in order: {output #: weight #} from the seed's tables."""
+    inputs = SEED_SPARSE_INPUTS if sparse else list(range(1, 17))
+    return [(i, SEED_DENSE[i]) for i in inputs]
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_seed_tables_model(sparse):
+    """The timing model (row_trace) plays the seed's tables: one input per MAC cycle, in the
+    seed's order; each output in one PE for all its taps, the 3 PEs in rotation along a row;
+    16 MAC cycles dense, 10 with X6..X11 zero, 6 zero skips; dense MAC cycles back to back
+    (the row change costs no cycle: the seed's "stalls" are idle PEs, not lost cycles)."""
+    cfg, ifmap, weight, insn = seed_case(sparse)
+    t = row_trace(insn, cfg, ifmap, log=True)
+    want = seed_expect(sparse)
+    assert t.mac_cycles == len(want) == (10 if sparse else 16)
+    assert t.zero_skips == (6 if sparse else 0)
+    got = [(addr + 1, {m + 1: fw + 1 for _, m, fw in hits}) for _, _, addr, _, hits in t.macs]
+    assert got == want
+    pe_of = {}
+    for _, _, _, _, hits in t.macs:
+        for j, mo, _ in hits:
+            assert pe_of.setdefault(mo, j) == j
+    assert pe_of == {o: o % 6 % 3 for o in range(12) if o in pe_of}
+    cyc = [c for c, *_ in t.macs]
+    if not sparse:
+        assert cyc == list(range(cyc[0], cyc[0] + 16))
+    # every output is written once, in order
+    assert [mo for _, _, mo in t.writes] == list(range(12))
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_seed_tables_engine(sparse):
+    """The same through the engine in the Amaranth simulator: in each MAC cycle the PE rows
+    that multiply, their taps and the input they take are the seed's; results exact;
+    latency and zero_skips those of the model."""
+    cfg, ifmap, weight, insn = seed_case(sparse)
+    log = {}
+    psum0 = np.zeros((cfg.psum_rows, 1), dtype=np.int64)
+    psum, events, skips = run(cfg, [insn], ifmap, weight, psum0, log=log)
+    expect = psum0.copy()
+    ref(expect, ifmap, weight, insn)
+    np.testing.assert_array_equal(psum, expect)
+    t = row_trace(insn, cfg, ifmap, log=True)
+    (_, acc), (_, done) = events
+    assert done - acc == t.cycles
+    assert skips == t.zero_skips == (6 if sparse else 0)
+    want = seed_expect(sparse)
+    cycles = sorted(log)
+    assert len(cycles) == len(want)
+    for c, (xi, outs) in zip(cycles, want):
+        got = sorted(log[c])
+        # PE row j holds outputs o with (o-1) % 6 % 3 == j (the rotation within a row);
+        # all take X_xi
+        assert got == sorted(((o - 1) % 6 % 3, w - 1, xi) for o, w in outs.items()), c
+    assert [acc + c for c, *_ in t.macs] == cycles
+
+
+def random_gemm(rng, cfg, density, zp):
+    rows = cfg.rows
+    if rng.random() < 0.25:      # plain GEMM
+        m_len = rng.randrange(1, 9)
+        d = dict(window=0, accumulate=rng.randrange(2), ifmap_row=rng.randrange(0, 8), weight_row=rng.randrange(4),
+                 psum_row=rng.randrange(0, 8), m_len=m_len, k_len=rng.randrange(1, rows + 1),
+                 n_len=rng.randrange(1, cfg.cols + 1), in_zp=zp)
+        return d
+    win_w = rng.choice([1, 2, 3])
+    stride_w = rng.randrange(1, win_w + 1) if win_w > 1 else rng.choice([1, 2])
+    while 1 + (win_w > 1 and stride_w <= win_w - 1) + (win_w > 1 and 2 * stride_w <= win_w - 1) > rows:
+        stride_w += 1
+    out_w, out_h = rng.randrange(1, 6), rng.randrange(1, 5)
+    pitch = (out_w - 1) * stride_w + win_w + rng.randrange(2)
+    return row_insn(out_h, out_w, win_w=win_w, stride_w=stride_w, stride_h=rng.choice([1, 2]),
+                    row_pitch=pitch, k_len=rng.randrange(1, rows + 1), n_len=rng.randrange(1, cfg.cols + 1),
+                    accumulate=rng.randrange(2), ifmap_row=rng.randrange(0, 4), weight_row=rng.randrange(4),
+                    psum_row=rng.randrange(0, 8), in_zp=zp)
+
+
+@pytest.mark.parametrize("rows,cols,seed", [(3, 2, 1), (2, 3, 3), (6, 1, 5)])
+def test_random_sparsity(rows, cols, seed):
+    """Random plain / windowed GEMMs (1..3 taps, strides, padding in the row pitch,
+    accumulate, zero points) at 0 .. 90% zeros: exact results, latency and zero_skips as
+    row_trace computes them from the data, the groups' reads and writes arbitrated."""
+    cfg = cfg_of(rows, cols)
+    rng = random.Random(seed)
+    for density in (1.0, 0.5, 0.1, 0.0):
+        zp = rng.choice([0, -128, 23])
+        ifmap = np.array([[rng.randrange(-128, 128) if rng.random() < density else zp
+                           for _ in range(rows)] for _ in range(cfg.ifmap_rows)])
+        weight = np.array([[rng.randrange(-128, 128) for _ in range(cols)] for _ in range(cfg.weight_rows)])
+        psum0 = np.array([[rng.randrange(-(1 << 31), 1 << 31) for _ in range(cols)]
+                          for _ in range(cfg.psum_rows)])
+        insns = [random_gemm(rng, cfg, density, zp) for _ in range(3)]
+        psum, events, skips = run(cfg, insns, ifmap, weight, psum0, seed=seed)
+        expect = psum0.copy()
+        for d in insns:
+            ref(expect, ifmap, weight, d)
+        np.testing.assert_array_equal(psum, expect)
+        traces = [row_trace(d, cfg, ifmap) for d in insns]
+        assert [k for k, _ in events] == ["accept", "done"] * len(insns)
+        for t, (_, a), (_, e) in zip(traces, events[0::2], events[1::2]):
+            assert e - a == t.cycles
+        assert skips == sum(t.zero_skips for t in traces)
+
+
+@pytest.mark.parametrize("rows,cols", [(1, 1), (4, 3)])
+def test_random_back_to_back(rows, cols):
+    """Random GEMMs issued back to back and after gaps (the engine takes the next one the
+    cycle after ``done``): psum hazards between accumulating GEMMs on the same rows, k_len
+    = 0, n_len = 0, m_len = 0, errors, all-zero inputs, and zero points mixed in; bit-exact,
+    each latency row_trace's."""
+    cfg = cfg_of(rows, cols, ifmap_rows=32)
+    rng = random.Random(rows * 7 + cols)
+    zp = -5
+    ifmap = np.array([[rng.choice([zp, zp, rng.randrange(-128, 128)]) for _ in range(rows)]
+                      for _ in range(32)])
+    ifmap[:4] = zp
+    weight = np.array([[rng.randrange(-128, 128) for _ in range(cols)] for _ in range(64)])
+    psum0 = np.array([[rng.randrange(-(1 << 31), 1 << 31) for _ in range(cols)] for _ in range(64)])
+    insns = []
+    for _ in range(10):
+        m_len = rng.choice([0, 1, 2, 3, 5])
+        k_len = rng.randrange(0, rows + 2)      # rows + 1: an error
+        insns.append(dict(window=0, accumulate=rng.randrange(2), m_len=m_len, k_len=k_len,
+                          n_len=rng.randrange(0, cols + 1), ifmap_row=rng.randrange(0, 32 - m_len + 1),
+                          weight_row=rng.randrange(0, 8), psum_row=rng.randrange(0, 4), in_zp=zp))
+    insns.append(dict(row_insn(2, 3, win_w=min(rows, 3), k_len=rows, n_len=cols, accumulate=1), in_zp=zp))
+    gaps = [rng.choice([0, 0, 2]) for _ in insns]
+    psum, events, skips = run_program(cfg, ifmap, weight, psum0, insns, gaps, FEIEArray, seed=3)
+    expect = psum0.copy()
+    kinds = []
+    for d in insns:
+        t = row_trace(d, cfg, ifmap)
+        ok = t.cycles > 1 or d["m_len"] == 0 or d["n_len"] == 0
+        ok = ok and d["k_len"] <= rows
+        kinds.append("done" if ok else "error")
+        if ok and d["m_len"] and d["n_len"]:
+            ref(expect, ifmap, weight, d)
+    np.testing.assert_array_equal(psum, expect)
+    assert [k for k, _ in events[1::2]] == kinds
+    for d, (_, a), (_, e) in zip(insns, events[0::2], events[1::2]):
+        assert e - a == row_trace(d, cfg, ifmap).cycles, d
+
+
+def test_errors_and_empty():
+    """Illegal GEMMs (two kernel rows, four taps, dilation with taps, a pixel past the
+    buffer) are errors after one cycle and write nothing; m_len = 0 is done after one."""
+    cfg = cfg_of(3, 2, ifmap_rows=32)
+    rng = random.Random(7)
+    ifmap = np.array([[rng.randrange(-128, 128) for _ in range(3)] for _ in range(32)])
+    weight = np.array([[rng.randrange(-128, 128) for _ in range(2)] for _ in range(64)])
+    psum0 = np.array([[rng.randrange(-1000, 1000) for _ in range(2)] for _ in range(64)])
+    bad = [row_insn(2, 3, win_w=3, win_h=2), row_insn(2, 3, win_w=4), row_insn(2, 3, win_w=2, dil_w=2),
+           row_insn(2, 3, win_w=2, stride_w=3), row_insn(4, 8, win_w=3, row_pitch=10),
+           dict(row_insn(1, 1), m_len=0, out_h=1, out_w=1, window=0)]
+    psum, events, _ = run(cfg, bad, ifmap, weight, psum0)
+    np.testing.assert_array_equal(psum, psum0)
+    assert [k for k, _ in events[1::2]] == ["error"] * 5 + ["done"]
+    assert all(e - a == 1 for (_, a), (_, e) in zip(events[0::2], events[1::2]))
+    assert all(row_trace(d, cfg, ifmap).cycles == 1 for d in bad)
+
+
+def test_geometry():
+    """Groups and PEs per group: a 3-tap row at stride 1 reaches 3 outputs per pixel (the
+    seed's 3 PEs), at stride 2 two, at stride 3 one; 2 taps at stride 1 two."""
+    def geo(**kw):
+        d = row_insn(2, 4, **kw)
+        from types import SimpleNamespace
+        return row_geometry(SimpleNamespace(**d), 8)
+    assert (geo(win_w=3).P, geo(win_w=3).G, geo(win_w=3).Wp) == (3, 2, 6)
+    assert (geo(win_w=3, stride_w=2).P, geo(win_w=3, stride_w=2).Wp) == (2, 9)
+    assert geo(win_w=3, stride_w=3).P == 1
+    assert geo(win_w=2).P == 2
+    assert (geo(win_w=1, stride_w=2).P, geo(win_w=1, stride_w=2).pstep, geo(win_w=1).G) == (1, 2, 8)
+
+
+def test_signature_and_verilog():
+    cfg = cfg_of(3, 2)
+    assert FEIEArray(cfg).signature == ComputeEngineSignature(cfg)
+    assert "module" in verilog.convert(FEIEArray(cfg_of(4, 2)))
