@@ -113,7 +113,8 @@ def _positive_int(text: str) -> int:
 
 def _load_model(spec: str):
     """An ONNX file or ``zoo:NAME`` (random weights, see :mod:`celosia.sw.zoo`) as a float
-    graph, or an int8 ``.tflite`` file as a ready :class:`~celosia.sw.quant.QModel`."""
+    graph, or an int8 ``.tflite`` file or quantized ONNX file (QDQ, QOperator, QONNX) as a
+    ready :class:`~celosia.sw.quant.QModel`."""
     from celosia.sw.zoo import resolve
     if not spec.startswith("zoo:") and not Path(spec).is_file():
         raise InputError(f"{spec}: no such file (give an .onnx or int8 .tflite file or zoo:NAME; "
@@ -121,6 +122,9 @@ def _load_model(spec: str):
     if Path(spec).suffix.lower() == ".tflite":
         from celosia.sw.importer import load_tflite
         return load_tflite(spec)
+    from celosia.sw.importer.onnx_quant_import import is_quantized_onnx, load_onnx_quant
+    if not spec.startswith("zoo:") and is_quantized_onnx(spec):  # QDQ / QOperator / QONNX
+        return load_onnx_quant(spec)
     return resolve(spec)
 
 
