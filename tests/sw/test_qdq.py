@@ -190,3 +190,59 @@ def test_make_qdq_rebuilds_the_bundled_file(tmp_path):
         np.testing.assert_array_equal(la.w, lb.w)
         np.testing.assert_array_equal(la.m0, lb.m0)
         assert (la.out_scale, la.out_zp) == (lb.out_scale, lb.out_zp)
+
+
+# -- ops the digits models do not have -------------------------------------------------------
+
+def _float_model(rng) -> onnx.ModelProto:
+    """Conv -> Relu -> depthwise Conv -> AveragePool -> MaxPool -> Flatten -> MatMul (float)."""
+    def init(name, a):
+        return numpy_helper.from_array(np.asarray(a, np.float32), name)
+
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1], name="conv"),
+             helper.make_node("Relu", ["c1"], ["r1"], name="relu"),
+             helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], group=4, pads=[1, 1, 1, 1],
+                              strides=[1, 1], name="dw"),
+             helper.make_node("AveragePool", ["c2"], ["p1"], kernel_shape=[2, 2], strides=[2, 2],
+                              name="avg"),
+             helper.make_node("MaxPool", ["p1"], ["p2"], kernel_shape=[2, 2], strides=[1, 1],
+                              name="max"),
+             helper.make_node("Flatten", ["p2"], ["f"], axis=1, name="flat"),
+             helper.make_node("MatMul", ["f", "w3"], ["y"], name="matmul")]
+    inits = [init("w1", rng.normal(0, 0.3, (4, 3, 3, 3))), init("b1", rng.normal(0, 0.1, 4)),
+             init("w2", rng.normal(0, 0.5, (4, 1, 3, 3))), init("b2", rng.normal(0, 0.1, 4)),
+             init("w3", rng.normal(0, 0.3, (36, 10)))]
+    g = helper.make_graph(nodes, "ops", [helper.make_tensor_value_info("x", 1, ["N", 3, 8, 8])],
+                          [helper.make_tensor_value_info("y", 1, ["N", 10])], inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+
+
+@pytest.mark.parametrize("fmt", ["QDQ", "QOperator"])
+def test_pools_depthwise_matmul_against_onnxruntime(fmt, tmp_path):
+    from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,
+                                          quantize_static)
+    rng = np.random.default_rng(5)
+    onnx.save(_float_model(rng), tmp_path / "f.onnx")
+    calib = rng.random((32, 3, 8, 8), dtype=np.float32)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.it = iter([{"x": calib}])
+
+        def get_next(self):
+            return next(self.it, None)
+
+    quantize_static(str(tmp_path / "f.onnx"), str(tmp_path / "q.onnx"), Reader(),
+                    quant_format=getattr(QuantFormat, fmt), per_channel=True,
+                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
+    model = load_onnx_quant(tmp_path / "q.onnx")
+    assert [l.op for l in model.layers] == ["conv", "conv", "avgpool", "maxpool", "fc"]
+    assert model.layers[1].attrs["groups"] == 4
+    x_q = rng.integers(-128, 128, (64, 3 * 8 * 8)).astype(np.int8)
+    x_q[0] = 127
+    x_q[1] = -128
+    y_q = golden_forward(model, x_q).astype(np.int64)
+    ref = ort_int8(tmp_path / "q.onnx", exact_float_input(model, x_q, (3, 8, 8)), model)
+    diff = np.abs(y_q - ref)
+    print(f"{fmt}: {int((diff > 0).sum())} of {diff.size} elements differ, max {int(diff.max())}")
+    assert diff.max() <= 1
