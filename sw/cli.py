@@ -476,10 +476,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="celosia", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("run", help="quantize a float ONNX model (or take an int8 .tflite one), run it, "
+    p = sub.add_parser("run", help="quantize a float ONNX model (or take an int8 .tflite or quantized "
+                                   "ONNX one), run it, "
                                    "write outputs and a report")
-    p.add_argument("model", help="float ONNX model, int8 .tflite model, or zoo:NAME (random weights; "
-                                 "`celosia zoo` lists them)")
+    p.add_argument("model", help="float ONNX model, int8 .tflite or quantized ONNX model, or zoo:NAME "
+                                 "(random weights; `celosia zoo` lists them)")
     p.add_argument("--input", help=".npy input, first axis = samples")
     p.add_argument("--raw", action="store_true",
                    help="--input holds int8 values in the model's input quantization; --out gets "
@@ -507,7 +508,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_verilog)
 
     p = sub.add_parser("compile", help="compile a model and print the program (disassembly)")
-    p.add_argument("model", help="float ONNX model, int8 .tflite model (needs no --calib), or zoo:NAME "
+    p.add_argument("model", help="float ONNX model, int8 .tflite or quantized ONNX model (needs no "
+                                 "--calib), or zoo:NAME "
                                  "(random weights; `celosia zoo` lists them)")
     p.add_argument("--calib", help=".npy calibration samples, first axis = samples")
     p.add_argument("--random", type=_positive_int, metavar="N",

@@ -4,6 +4,7 @@ quantized by :func:`celosia.sw.quant.quantize_graph`) or straight to a
 quantization taken from the file)."""
 
 from .onnx_import import SUPPORTED_OPS, load_onnx
+from . import qonnx_import  # noqa: F401 - registers the QONNX dialect with load_onnx_quant
 from .onnx_quant_import import load_onnx_quant
 from .tflite_import import load_tflite
 

@@ -34,9 +34,14 @@ Mapping (ONNX is NCHW, the accelerator NHWC; the model keeps ``input_layout = "N
 * MaxPool: ``maxpool``; input and output quantization must be equal.
 * Relu after a quantized op: the clamp of TFLite's ``CalculateActivationRangeQuantized``.
 
-onnxruntime requantizes in float (``acc * (S_in S_w / S_out)``, rounded to nearest
-even); the PPU uses the fixed-point ``(M0, shift)``: the outputs may differ by one
-step (docs/numerics.md, "ONNX quantized models" gives the measured counts).
+onnxruntime requantizes in float (``acc * (S_in S_w / S_out)`` rounded once); fc and
+conv layers therefore get the PPU's single rounding (:data:`ORT_ROUNDING`) and the pools
+a multiplier without a right shift (:func:`single_rounding_multiplier`): on the bundled
+models no output differs from onnxruntime; exact ties (rounded to even there, away from
+zero here) may differ by one step (docs/numerics.md §8 gives the measured counts).
+
+QONNX (``Quant`` nodes) is a dialect of QDQ: :mod:`celosia.sw.importer.qonnx_import`
+subclasses the reader and registers it in :data:`DIALECTS`.
 
 Rejected with a one-line :class:`~celosia.errors.ModelError` naming the file, node
 and tensor: uint8 or int16 activations, per-axis activation scales, weights with a
@@ -85,6 +90,7 @@ class QTensor:
     zp: int
     chw: tuple | None = None
     bits: int = 8
+    clamp: tuple | None = None   # a narrower int8 range than -128..127 (QONNX narrow / unsigned)
 
     @property
     def q(self) -> tuple[float, int]:
@@ -102,7 +108,8 @@ class QOp:
     group, a QONNX ``Quant``-wrapped op). ``kind``: ``conv``, ``gemm``, ``add``,
     ``maxpool``, ``avgpool``, ``gap``, ``flatten``, ``relu``; ``where``: how errors name it;
     ``w`` int weights with ``w_scale`` / ``w_zp`` along ``w_axis``, ``bias`` int32 (with
-    the scale it was stored at, ``bias_scale``, when the format gives one)."""
+    the scale it was stored at, ``bias_scale``, when the format gives one; a float bias,
+    ``bias_float``, is quantized at ``S_in * S_w`` as TFLite and onnxruntime do)."""
     kind: str
     where: str
     inputs: list
@@ -116,6 +123,7 @@ class QOp:
     w_bits: int = 8
     bias: np.ndarray | None = None
     bias_scale: np.ndarray | None = None
+    bias_float: np.ndarray | None = None
     act: str = "none"
 
 
@@ -138,6 +146,9 @@ def is_quantized_onnx(path) -> bool:
 class _Reader:
     """Walks a QDQ / QOperator graph in file order and turns it into :class:`QOp` records."""
 
+    #: Op domains the reader accepts.
+    DOMAINS = ("", "ai.onnx", "com.microsoft")
+
     def __init__(self, path: Path, model):
         from onnx import numpy_helper
         self.path = path
@@ -151,6 +162,7 @@ class _Reader:
         self.tensors: dict[str, QTensor] = {}   # int8 activations
         self.deq: dict[str, str] = {}           # float DequantizeLinear output -> int8 activation
         self.consts: dict[str, tuple] = {}      # float DequantizeLinear output of a constant
+        self.const_bits: dict[str, int] = {}    # bit width of a constant's integers (QONNX)
         self.pending: dict[str, QOp] = {}       # float op output waiting for its QuantizeLinear
         self.ops: list[QOp] = []
         self.input_q: QTensor | None = None
@@ -223,14 +235,42 @@ class _Reader:
 
     # -- the walk
 
+    def source(self) -> str:
+        """The format, for ``QModel.source``."""
+        return "onnx-qdq" if "qdq" in self.formats else "onnx-qoperator"
+
+    def qmodel(self, rounding: dict | None = None) -> QModel:
+        """Walk the graph and build the :class:`QModel`."""
+        path, graph = self.path, self.graph
+        if len(self.graph_inputs) != 1 or len(graph.output) != 1:
+            raise ModelError(f"{path}: only single-input, single-output models are supported, not "
+                             f"{len(self.graph_inputs)} inputs / {len(graph.output)} outputs")
+        self.run()
+        if self.input_q is None:
+            raise ModelError(f"{path}: the model input '{self.graph_inputs[0].name}' is not "
+                             f"quantized by a {self.QUANTIZER}")
+        out = graph.output[0].name
+        float_out = out in self.deq
+        out_q = self.deq[out] if float_out else out
+        if out_q not in self.tensors:
+            raise ModelError(f"{path}: the model output '{out}' is not an int8 tensor (or its "
+                             f"DequantizeLinear)")
+        qm = build_qmodel(path.stem, self.ops, self.tensors, self.input_q, out_q, rounding)
+        qm.meta.update(source=self.source(), source_file=str(path), float_input=self.float_input,
+                       float_output=float_out, output_tensor=out, input_division="float32",
+                       output_qparams=self.tensors[out_q].q)
+        return qm
+
+    #: The op that quantizes the model input (error messages).
+    QUANTIZER = "QuantizeLinear"
+
     def run(self) -> None:
         for node in self.graph.node:
             op = node.op_type
             if op == "Constant":
                 continue
-            if node.domain not in ("", "ai.onnx", "com.microsoft"):
-                raise ModelError(f"{self.where(node)}: op domain '{node.domain}' is not supported "
-                                 f"(QONNX models: see load_qonnx)")
+            if node.domain not in self.DOMAINS:
+                raise ModelError(f"{self.where(node)}: op domain '{node.domain}' is not supported")
             handler = getattr(self, "op_" + op, None)
             if handler is None:
                 raise ModelError(f"{self.where(node)} is not supported; supported ops: "
@@ -284,8 +324,6 @@ class _Reader:
             raise ModelError(f"{self.where(node)}: dequantizes '{x}' with another scale / zero "
                              f"point than it was quantized with")
         self.deq[y] = x
-        if any(o.name == y for o in self.graph.output):
-            self.float_output = y
 
     # QDQ: float ops between DequantizeLinear and QuantizeLinear
 
@@ -306,6 +344,10 @@ class _Reader:
 
     def qdq_weights(self, node, i: int, rec: QOp, out_axis: int, what: str = "weight"):
         data, scale, zp, axis, _, src = self.fconst(node, i, what)
+        rec.w_bits = self.const_bits.get(node.input[i], 8)
+        if rec.w_bits > 8:
+            raise ModelError(f"{self.where(node)}: {what} '{src}': not supported by this "
+                             f"accelerator config: {rec.w_bits} bits")
         if scale.size > 1 and axis % data.ndim != out_axis:
             raise ModelError(f"{self.where(node)}: {what} '{src}' is quantized along axis {axis}, "
                              f"not per output channel (axis {out_axis})")
@@ -313,8 +355,12 @@ class _Reader:
         rec.w_axis = out_axis
 
     def qdq_bias(self, node, i: int, rec: QOp):
-        if len(node.input) > i and node.input[i]:
+        if len(node.input) > i and node.input[i] in self.init:  # a float bias
+            rec.bias_float = np.asarray(self.init[node.input[i]], np.float64)
+        elif len(node.input) > i and node.input[i]:
             data, scale, zp, _, _, src = self.fconst(node, i, "bias")
+            if data.dtype in (np.int64, np.int16, np.int8) and np.abs(data).max(initial=0) < 2 ** 31:
+                data = data.astype(np.int32)
             if data.dtype != np.int32 or (zp is not None and np.any(zp != 0)):
                 raise ModelError(f"{self.where(node)}: bias '{src}' must be int32 with zero point 0")
             rec.bias, rec.bias_scale = data, np.atleast_1d(scale)
@@ -344,11 +390,15 @@ class _Reader:
         ins = [self.fin(node, i).name for i in range(n_in)]
         self.pending[node.output[0]] = QOp(kind, self.where(node), ins, attrs=_attrs(node))
 
+    def is_int8(self, name: str) -> bool:
+        """Whether ``name`` is an int8 tensor (not also a float dequantization, as QONNX's)."""
+        return name in self.tensors and name not in self.deq
+
     def op_Add(self, node):
         self._float_vec(node, "add", 2)
 
     def op_MaxPool(self, node):
-        if node.input[0] in self.tensors:  # QOperator: MaxPool on int8
+        if self.is_int8(node.input[0]):  # QOperator: MaxPool on int8
             self.emit(self._qvec(node, "maxpool", None))
         else:
             self._float_vec(node, "maxpool")
@@ -360,7 +410,7 @@ class _Reader:
         self._float_vec(node, "gap")
 
     def op_Flatten(self, node):
-        if node.input[0] in self.tensors:
+        if self.is_int8(node.input[0]):
             self.emit(self._qvec(node, "flatten", None))
         else:
             self._float_vec(node, "flatten")
@@ -545,6 +595,7 @@ def build_qmodel(name: str, ops: list[QOp], tensors: dict[str, QTensor], input_q
     ``rounding``: layer name -> ``"double"`` / ``"single"`` (default ``"double"``).
     """
     layers: list[QLayer] = []
+    bits: dict[str, tuple] = {}
     alias = {input_q.name: QModel.INPUT}
     names: set[str] = set()
     rounding = rounding or {}
@@ -554,10 +605,11 @@ def build_qmodel(name: str, ops: list[QOp], tensors: dict[str, QTensor], input_q
         if rec.kind == "flatten":
             alias[rec.output] = alias[x.name]
             continue
-        if rec.w_bits != 8 or x.bits != 8 or tensors[rec.output].bits != 8:
-            bits = min(rec.w_bits, x.bits, tensors[rec.output].bits)
-            raise ModelError(f"{rec.where}: not supported by this accelerator config: {bits} bits "
-                             f"(the arrays take int8 weights and activations)")
+        for what, nbits in (("weights", rec.w_bits), (f"input '{x.name}'", x.bits),
+                            (f"output '{rec.output}'", tensors[rec.output].bits)):
+            if nbits != 8:
+                raise ModelError(f"{rec.where}: {what}: not supported by this accelerator config: "
+                                 f"{nbits} bits (the arrays take 8-bit weights and activations)")
         y = tensors[rec.output]
         lname = _layer_name(rec.output)
         if lname in names or lname == QModel.INPUT:
@@ -569,7 +621,10 @@ def build_qmodel(name: str, ops: list[QOp], tensors: dict[str, QTensor], input_q
             raise ModelError(f"{rec.where}: {e}") from None
         layer.name = layer.output = lname
         layer.inputs = [alias[t.name] for t in ins]
+        if y.clamp:
+            layer.act_min, layer.act_max = max(layer.act_min, y.clamp[0]), min(layer.act_max, y.clamp[1])
         alias[y.name] = lname
+        bits[lname] = (rec.w_bits if rec.w is not None else None, y.bits)
         layers.append(layer)
     if not layers:
         raise ModelError(f"{name}: the model has no op the accelerator runs")
@@ -577,7 +632,8 @@ def build_qmodel(name: str, ops: list[QOp], tensors: dict[str, QTensor], input_q
         raise ModelError(f"{name}: the model output '{output}' must be computed by the last op")
     return QModel(name=name, layers=layers, input_scale=input_q.scale, input_zp=input_q.zp,
                   input_shape=input_q.shape,
-                  input_layout="NCHW" if len(input_q.shape) == 3 else "flat")
+                  input_layout="NCHW" if len(input_q.shape) == 3 else "flat",
+                  meta={"bits": bits})
 
 
 def _layer_name(tensor: str) -> str:
@@ -605,6 +661,12 @@ def single_rounding_multiplier(real: float) -> tuple[int, int]:
 
 
 def _bias(rec: QOp, x: QTensor, n: int) -> np.ndarray:
+    if rec.bias is None and rec.bias_float is not None:
+        b = np.round(rec.bias_float.reshape(-1) / (np.float64(np.float32(x.scale)) * rec.w_scale))
+        if b.size != n or np.abs(b).max() >= 2 ** 31:
+            raise ModelError(f"{rec.where}: float bias of {b.size} values does not fit int32 [{n}] "
+                             f"at scale input scale x weight scale")
+        return b.astype(np.int32)
     if rec.bias is None:
         return np.zeros(n, np.int32)
     b = np.asarray(rec.bias)
@@ -673,14 +735,21 @@ def _layer(rec: QOp, ins: list[QTensor], y: QTensor, name: str, rounding: str) -
     return vector_layer(name, "avgpool", x.q, y.q, m0, shift, attrs, "relu", shape, shape)
 
 
-def load_onnx_quant(path, rounding: dict | None = None) -> QModel:
-    """Read a QDQ or QOperator ONNX model into a :class:`~celosia.sw.quant.QModel` (no calibration).
+#: Readers of ONNX dialects marked by an op type: op type -> reader class (a subclass of the
+#: QDQ / QOperator reader). :mod:`celosia.sw.importer.qonnx_import` registers ``"Quant"``.
+DIALECTS: dict[str, type] = {}
 
-    ``rounding``: layer name -> requantization rounding, overriding the default
-    (:data:`ORT_ROUNDING`). ``model.meta``: ``source`` ``"onnx-qdq"`` /
-    ``"onnx-qoperator"``, ``float_input`` / ``float_output``, ``output_qparams`` and
-    ``input_division`` ``"float32"`` (onnxruntime's QuantizeLinear divides in float32;
-    it rounds ties to even where the golden model rounds them away from zero).
+
+def load_onnx_quant(path, rounding: dict | None = None) -> QModel:
+    """Read a QDQ, QOperator (or QONNX) ONNX model into a :class:`~celosia.sw.quant.QModel`
+    (no calibration).
+
+    ``rounding``: layer name -> requantization rounding of an fc / conv layer, overriding the
+    default :data:`ORT_ROUNDING`. ``model.meta``: ``source`` ``"onnx-qdq"`` /
+    ``"onnx-qoperator"`` / ``"qonnx"``, ``float_input`` / ``float_output``,
+    ``output_qparams``, ``bits`` (layer -> ``(weight bits, activation bits)``) and
+    ``input_division`` ``"float32"`` (onnxruntime's QuantizeLinear divides in float32; it
+    rounds ties to even where the golden model rounds them away from zero).
     Raises :class:`~celosia.errors.ModelError` (one line naming the file, node and
     tensor) for anything the accelerator cannot run: see the module docstring.
     """
@@ -692,26 +761,6 @@ def load_onnx_quant(path, rounding: dict | None = None) -> QModel:
         model = onnx.load(str(path))
     except Exception as e:  # noqa: BLE001 - a corrupt protobuf
         raise ModelError(f"{path}: cannot parse the ONNX file ({type(e).__name__}: {e})") from None
-    if any(n.op_type == "Quant" for n in model.graph.node):
-        from celosia.sw.importer.qonnx_import import load_qonnx
-        return load_qonnx(path, model)
-    r = _Reader(path, model)
-    if len(r.graph_inputs) != 1 or len(model.graph.output) != 1:
-        raise ModelError(f"{path}: only single-input, single-output models are supported, not "
-                         f"{len(r.graph_inputs)} inputs / {len(model.graph.output)} outputs")
-    r.run()
-    if r.input_q is None:
-        raise ModelError(f"{path}: the model input '{r.graph_inputs[0].name}' is not quantized by a "
-                         f"QuantizeLinear")
-    out = model.graph.output[0].name
-    float_out = out in r.deq
-    out_q = r.deq[out] if float_out else out
-    if out_q not in r.tensors:
-        raise ModelError(f"{path}: the model output '{out}' is not an int8 tensor (or its "
-                         f"DequantizeLinear)")
-    qm = build_qmodel(path.stem, r.ops, r.tensors, r.input_q, out_q, rounding)
-    fmt = "onnx-qdq" if "qdq" in r.formats else "onnx-qoperator"
-    qm.meta.update(source=fmt, source_file=str(path), float_input=r.float_input,
-                   float_output=float_out, output_tensor=out, input_division="float32",
-                   output_qparams=r.tensors[out_q].q)
-    return qm
+    ops = {n.op_type for n in model.graph.node}
+    reader = next((cls for op, cls in DIALECTS.items() if op in ops), _Reader)
+    return reader(path, model).qmodel(rounding)

@@ -153,8 +153,13 @@ def _edit(kind: str):
     ("outside", ["extra_relu", "(Relu)", "a float op outside QDQ"]),
 ])
 def test_unsupported_models_give_one_line_errors(kind, words, tmp_path):
-    path = tmp_path / f"{kind}.onnx"
-    onnx.save(_edit(kind), path)
+    assert_rejected(_edit(kind), tmp_path / f"{kind}.onnx", words)
+
+
+def assert_rejected(model: onnx.ModelProto, path, words) -> None:
+    """``model`` saved at ``path``: a ModelError from the importer, and from the CLI one line
+    holding ``words`` and exit 1."""
+    onnx.save(model, path)
     with pytest.raises(ModelError):
         load_onnx_quant(path)
     assert_cli_one_line_error(path, words)
