@@ -292,6 +292,8 @@ class _Reader:
             rec.output, rec.out_q = y, q
             self.emit(rec)
             return
+        if self.requantized(node, x, y, q):
+            return
         if self.input_q is None and x in {i.name for i in self.graph_inputs}:
             shape = self._input_shape(node, x)
             self.input_q = self.add_tensor(y, shape, q)
@@ -390,6 +392,25 @@ class _Reader:
         ins = [self.fin(node, i).name for i in range(n_in)]
         self.pending[node.output[0]] = QOp(kind, self.where(node), ins, attrs=_attrs(node))
 
+    def _passthrough(self, node, kind: str):
+        """A float MaxPool / Flatten / Reshape of a dequantized int8 tensor: its output is int8
+        with the input's quantization, whether a quantizer follows (QDQ: the same parameters)
+        or not (Brevitas' QONNX export)."""
+        x = self.fin(node, 0)
+        self.emit(QOp(kind, self.where(node), [x.name], node.output[0], x.q, attrs=_attrs(node)))
+        self.deq[node.output[0]] = node.output[0]
+
+    def requantized(self, node, x: str, y: str, q: tuple) -> bool:
+        """Whether quantizer ``node`` (``x`` -> ``y`` with ``q``) re-quantizes an int8 tensor
+        with its own parameters (a no-op: ``y`` is ``x``); a one-line error for others."""
+        if not (x in self.tensors and self.deq.get(x) == x):
+            return False
+        if self.tensors[x].q != q:
+            raise ModelError(f"{self.where(node)}: requantizes '{x}' from {self.tensors[x].q} to "
+                             f"{q}; a requantization of a quantized tensor is not supported")
+        self.tensors[y] = self.tensors[x]
+        return True
+
     def is_int8(self, name: str) -> bool:
         """Whether ``name`` is an int8 tensor (not also a float dequantization, as QONNX's)."""
         return name in self.tensors and name not in self.deq
@@ -401,7 +422,7 @@ class _Reader:
         if self.is_int8(node.input[0]):  # QOperator: MaxPool on int8
             self.emit(self._qvec(node, "maxpool", None))
         else:
-            self._float_vec(node, "maxpool")
+            self._passthrough(node, "maxpool")
 
     def op_AveragePool(self, node):
         self._float_vec(node, "avgpool")
@@ -413,7 +434,7 @@ class _Reader:
         if self.is_int8(node.input[0]):
             self.emit(self._qvec(node, "flatten", None))
         else:
-            self._float_vec(node, "flatten")
+            self._passthrough(node, "flatten")
 
     op_Reshape = op_Flatten
 

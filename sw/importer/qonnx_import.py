@@ -99,6 +99,8 @@ class QonnxReader(_Reader):
             rec = self.pending.pop(x)
             rec.output, rec.out_q = y, q
             self.emit(rec)
+        elif self.requantized(node, x, y, q):
+            pass
         elif self.input_q is None and x in {i.name for i in self.graph_inputs}:
             if clamp:
                 raise ModelError(f"{where}: a narrow range on the model input is not supported")

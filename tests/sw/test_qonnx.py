@@ -131,3 +131,25 @@ def test_make_qdq_qonnx_file_is_current(tmp_path):
     for la, lb in zip(load_onnx_quant(path).layers, load_onnx_quant(QONNX).layers):
         np.testing.assert_array_equal(la.w, lb.w)
         np.testing.assert_array_equal(la.bias, lb.bias)
+
+
+def test_maxpool_and_flatten_without_a_quant_after_them(tmp_path):
+    """Brevitas exports MaxPool / Flatten of a quantized tensor with no Quant behind them: their
+    outputs keep the input's quantization."""
+    m = qdq_to_qonnx(onnx.load(DATA_DIR / "digits_cnn_qdq.onnx"))
+    drop = {n.output[0]: n.input[0] for n in _quant_nodes(m)
+            if n.input[0] in ("/pool/MaxPool_output_0", "/Flatten_output_0")}
+    kept = [n for n in m.graph.node if n.output[0] not in drop]
+    del m.graph.node[:]
+    m.graph.node.extend(kept)
+    for n in m.graph.node:
+        for k, i in enumerate(n.input):
+            n.input[k] = drop.get(i, i)
+    onnx.save(m, tmp_path / "brevitas_style.onnx")
+    model = load_onnx_quant(tmp_path / "brevitas_style.onnx")
+    assert [l.op for l in model.layers] == ["conv", "conv", "maxpool", "fc"]
+    x_q = model.quantize_input(digits_split()[1][:50].reshape(-1, 1, 8, 8))
+    np.testing.assert_array_equal(golden_forward(model, x_q),
+                                  golden_forward(load_onnx_quant(QONNX), x_q))
+    ref = qonnx_int8(m, exact_float_input(model, x_q, (1, 8, 8)), model)
+    assert np.abs(golden_forward(model, x_q).astype(np.int64) - ref).max() <= 1
