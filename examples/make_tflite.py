@@ -26,7 +26,7 @@ from pathlib import Path
 
 from celosia.sw.data import DATA_DIR, MODELS, digits_split
 
-__all__ = ["FILES", "build", "main"]
+__all__ = ["FILES", "build", "main", "write_files"]
 
 #: file name -> (float model, classifier as CONV_2D).
 FILES = {"digits_mlp_int8.tflite": ("digits_mlp", False),
@@ -49,12 +49,18 @@ def build(name: str) -> bytes:
     return export_tflite(quantize_graph(graph, x_train), fc_as_conv=fc_as_conv)
 
 
-def main(out_dir: Path = DATA_DIR) -> int:
-    for name in FILES:
-        data = build(name)
+def write_files(names, build_file, out_dir: Path) -> int:
+    """Write ``build_file(name)`` to ``out_dir / name`` for each of ``names`` (shared with
+    :mod:`celosia.examples.make_qdq`)."""
+    for name in names:
+        data = build_file(name)
         (Path(out_dir) / name).write_bytes(data)
         print(f"wrote {Path(out_dir) / name} ({len(data)} bytes)")
     return 0
+
+
+def main(out_dir: Path = DATA_DIR) -> int:
+    return write_files(FILES, build, out_dir)
 
 
 if __name__ == "__main__":

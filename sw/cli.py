@@ -113,7 +113,8 @@ def _positive_int(text: str) -> int:
 
 def _load_model(spec: str):
     """An ONNX file or ``zoo:NAME`` (random weights, see :mod:`celosia.sw.zoo`) as a float
-    graph, or an int8 ``.tflite`` file as a ready :class:`~celosia.sw.quant.QModel`."""
+    graph, or an int8 ``.tflite`` file or quantized ONNX file (QDQ, QOperator, QONNX) as a
+    ready :class:`~celosia.sw.quant.QModel`."""
     from celosia.sw.zoo import resolve
     if not spec.startswith("zoo:") and not Path(spec).is_file():
         raise InputError(f"{spec}: no such file (give an .onnx or int8 .tflite file or zoo:NAME; "
@@ -121,6 +122,9 @@ def _load_model(spec: str):
     if Path(spec).suffix.lower() == ".tflite":
         from celosia.sw.importer import load_tflite
         return load_tflite(spec)
+    from celosia.sw.importer.onnx_quant_import import is_quantized_onnx, load_onnx_quant
+    if not spec.startswith("zoo:") and is_quantized_onnx(spec):  # QDQ / QOperator / QONNX
+        return load_onnx_quant(spec)
     return resolve(spec)
 
 
@@ -472,10 +476,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="celosia", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("run", help="quantize a float ONNX model (or take an int8 .tflite one), run it, "
+    p = sub.add_parser("run", help="quantize a float ONNX model (or take an int8 .tflite or quantized "
+                                   "ONNX one), run it, "
                                    "write outputs and a report")
-    p.add_argument("model", help="float ONNX model, int8 .tflite model, or zoo:NAME (random weights; "
-                                 "`celosia zoo` lists them)")
+    p.add_argument("model", help="float ONNX model, int8 .tflite or quantized ONNX model, or zoo:NAME "
+                                 "(random weights; `celosia zoo` lists them)")
     p.add_argument("--input", help=".npy input, first axis = samples")
     p.add_argument("--raw", action="store_true",
                    help="--input holds int8 values in the model's input quantization; --out gets "
@@ -503,7 +508,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_verilog)
 
     p = sub.add_parser("compile", help="compile a model and print the program (disassembly)")
-    p.add_argument("model", help="float ONNX model, int8 .tflite model (needs no --calib), or zoo:NAME "
+    p.add_argument("model", help="float ONNX model, int8 .tflite or quantized ONNX model (needs no "
+                                 "--calib), or zoo:NAME "
                                  "(random weights; `celosia zoo` lists them)")
     p.add_argument("--calib", help=".npy calibration samples, first axis = samples")
     p.add_argument("--random", type=_positive_int, metavar="N",

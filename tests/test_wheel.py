@@ -31,7 +31,8 @@ RUNTIME_FILES = [
     "celosia/sw/data/digits_cnn_int8_conv.tflite",
     "celosia/sw/data/digits_resnet_int8.tflite",
     "celosia/sw/data/digits_resnet_int8_conv.tflite",
-]
+] + [f"celosia/sw/data/digits_{m}_{f}.onnx" for m in ("mlp", "cnn", "resnet") for f in ("qdq", "qop")] \
+    + ["celosia/sw/data/digits_cnn_qonnx.onnx"]
 
 
 def _source_modules() -> list[str]:

@@ -14,6 +14,9 @@ through the source tree.
 * ``digits_*_int8.tflite``, ``digits_*_int8_conv.tflite``: the three models quantized
   to int8 TFLite
   (:data:`TFLITE_MODELS`), written by ``python -m celosia.examples.make_tflite``.
+* ``digits_*_qdq.onnx``, ``digits_*_qop.onnx``: the three models quantized by onnxruntime's
+  ``quantize_static`` in the QDQ and QOperator formats, written by
+  ``python -m celosia.examples.make_qdq``.
 """
 
 from __future__ import annotations

@@ -27,6 +27,22 @@ def litert(data: bytes, x: np.ndarray) -> np.ndarray:
     return np.concatenate(ys)
 
 
+def assert_cli_one_line_error(path, words) -> None:
+    """``celosia run PATH --random 1`` exits 1 with one line on stderr holding every word of
+    ``words`` (and no traceback). Shared by the quantized-model importers' tests."""
+    import io
+    from contextlib import redirect_stderr
+
+    from celosia.sw.cli import main
+    err = io.StringIO()
+    with redirect_stderr(err):
+        assert main(["run", str(path), "--random", "1"]) == 1
+    lines = err.getvalue().strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err.getvalue(), err.getvalue()
+    for w in words:
+        assert w in lines[0], lines[0]
+
+
 def _act_q(rng, corner: bool):
     """A per-tensor activation (scale, zero point); corners: tiny / huge scales, zp at the ends."""
     if corner:
