@@ -162,3 +162,33 @@ def test_instructions_the_engines_reject(op, fields, raw):
     assert e.value.code == ErrorCode.BUFFER_OUT_OF_RANGE
     for a, b in zip(before, (s.ifmap, s.weight, s.param, s.psum)):
         np.testing.assert_array_equal(a, b)
+
+
+def test_store_single_round():
+    """STORE ``single_round``: TFLite's single-rounding MBQM, ``(x*M0 + 2^(t-1)) >> t`` with
+    ``t = 31 - shift`` (wrapped to int32), written out here with Python ints; the double
+    rounding differs on x/4 and x/8 (its second rounding) and on a left shift that wraps its
+    pre-shifted int32, not on x/2 at shift 0 (where it rounds once too)."""
+    s = sim("ws", seed=5)
+    shift = np.array([-1, -2, 0, 3])
+    m0 = np.array([1 << 30, 1 << 30, 1 << 30, (1 << 31) - 1])
+    for i in range(4):
+        s.param[i] = np.frombuffer(isa.pack_bytes(isa.ParamRecord, bias=0, m0=int(m0[i]),
+                                                  shift=int(shift[i])), np.uint8)
+    acc = np.stack([np.arange(-16, 16), np.arange(-16, 16), np.arange(-16, 16),
+                    np.arange(-16, 16) << 27], axis=1)
+    s.psum[0:32, :4] = acc
+    d = store(to_buf=1, buf_row=0, buf_stride=1, psum_row=0, param_row=0, m_len=32, n_len=4,
+              out_zp=3, act_min=-128, act_max=127, single_round=1)
+    s._store(d)
+
+    def once(x, m, sh):
+        v = (x * m + (1 << (30 - sh))) >> (31 - sh)
+        return (v + (1 << 31)) % (1 << 32) - (1 << 31)
+
+    want = np.clip(np.array([[once(int(acc[i, n]), int(m0[n]), int(shift[n])) for n in range(4)]
+                             for i in range(32)]) + 3, -128, 127).astype(np.int8)
+    np.testing.assert_array_equal(s.ifmap[0:32, :4].view(np.int8), want)
+    s._store(dict(d, single_round=0))
+    differ = (s.ifmap[0:32, :4].view(np.int8) != want).sum(axis=0)
+    assert differ[[0, 1, 3]].min() > 0 and differ[2] == 0   # x/2 at shift 0: one rounding in both

@@ -345,3 +345,20 @@ def test_report_names_source_and_quantization():
     assert q[0]["in_scale"] == first.in_scale and q[0]["in_zp"] == first.in_zp
     assert q[0]["w_scale"] == [float(first.w_scale.min()), float(first.w_scale.max())]
     assert q[0]["per_channel"] and q[2]["w_scale"] is None  # conv, conv, maxpool, fc
+
+
+@pytest.mark.parametrize("name", ["digits_mlp_int8.tflite", "digits_resnet_int8.tflite"])
+def test_bundled_tflite_on_the_isa_simulator(name):
+    """The compiled program on the ISA simulator (every instruction's semantics, the STORE's
+    single rounding included) equals LiteRT's reference kernels on a few held-out images."""
+    from celosia.rtl.config import AccelConfig
+    from celosia.sim.isa_sim import run_program
+    from celosia.sw.compiler import compile_model
+
+    path = DATA_DIR / name
+    model = load_tflite(path)
+    x = digits_split()[1][:4].reshape(4, *model.input_shape)
+    x_q = model.quantize_input(x)
+    program = compile_model(model, AccelConfig(rows=4, cols=4))
+    y_q = np.concatenate([run_program(program, x_q[i:i + 1])[0] for i in range(len(x_q))])
+    np.testing.assert_array_equal(model.dequantize_output(y_q), litert(path.read_bytes(), x))
