@@ -26,3 +26,18 @@ def test_quantized_onnx_on_verilator(name):
     np.testing.assert_array_equal(hw.y_q, golden_forward(model, x_q))
     ref = ort_int8(path, exact_float_input(model, x_q, (1, 8, 8)), model)
     assert np.abs(hw.y_q.astype(np.int64) - ref).max() <= 1
+
+
+def test_qonnx_on_verilator():
+    """The QONNX digits CNN (Quant nodes): bit for bit equal to the golden model, within one
+    step of qonnx's own executor (measured: equal)."""
+    import onnx
+    from test_qonnx import qonnx_int8
+
+    path = DATA_DIR / "digits_cnn_qonnx.onnx"
+    model = load_onnx_quant(path)
+    x_q = model.quantize_input(digits_split()[1][:3].reshape(3, 1, 8, 8))
+    hw = run_quantized(model, x_q, CONFIG, backend="verilator")
+    np.testing.assert_array_equal(hw.y_q, golden_forward(model, x_q))
+    ref = qonnx_int8(onnx.load(path), exact_float_input(model, x_q, (1, 8, 8)), model)
+    assert np.abs(hw.y_q.astype(np.int64) - ref).max() <= 1
