@@ -133,13 +133,21 @@ def span_last(m, name, start, loops):
 def window_check(m, first, last, window_base, window_size, dram_bytes):
     """DRAM bytes ``[first, last]`` inside ``[window_base, window_base + window_size)``
     (size 0: the whole DRAM) and inside the DRAM. ``first`` / ``last`` may be signed
-    (a negative address is outside). Returns a 1-bit Signal."""
+    (a negative address is outside).
+
+    Returns ``(ok, fault)``: ``ok`` a 1-bit Signal; ``fault`` (32 bit) the byte address
+    FAULT_ADDR reports when ``ok`` is low: ``first`` when it lies below the window, else
+    ``last`` (the low 32 bits, two's complement for a negative address).
+    """
     end = Signal(34)
-    m.d.comb += end.eq(Mux(window_size == 0, dram_bytes, window_base + window_size))
-    ok = Signal()
-    m.d.comb += ok.eq((first >= Mux(window_size == 0, 0, window_base))
-                      & (last < end) & (last < dram_bytes))
-    return ok
+    lo = Signal(32)
+    m.d.comb += [end.eq(Mux(window_size == 0, dram_bytes, window_base + window_size)),
+                 lo.eq(Mux(window_size == 0, 0, window_base))]
+    ok, below = Signal(), Signal()
+    m.d.comb += [below.eq(first < lo), ok.eq(~below & (last < end) & (last < dram_bytes))]
+    fault = Signal(32)
+    m.d.comb += fault.eq(Mux(below, first, last))
+    return ok, fault
 
 
 def accept_state(m, insn_stream, insn, next_state="CHECK"):
@@ -156,12 +164,13 @@ def accept_state(m, insn_stream, insn, next_state="CHECK"):
             m.next = next_state
 
 
-def check_state(m, engine, nest, *, empty, dram_ok, buf_ok, on_check=(), on_run=None):
+def check_state(m, engine, nest, *, empty, dram_ok, fault, buf_ok, on_check=(), on_run=None):
     """FSM state CHECK of a DMA engine (call inside ``with m.FSM()``), one cycle.
 
     ``engine.busy`` and ``nest.start`` are high; the ``on_check`` sync statements
     are applied. Then, by priority: ``empty`` -> ``done`` pulse; ``~dram_ok`` ->
-    ``error`` with :attr:`ErrorCode.DMA_OUT_OF_WINDOW`; ``~buf_ok`` -> ``error``
+    ``error`` with :attr:`ErrorCode.DMA_OUT_OF_WINDOW` and ``engine.fault_addr`` set to
+    ``fault`` (held until the next fault); ``~buf_ok`` -> ``error``
     with :attr:`ErrorCode.BUFFER_OUT_OF_RANGE` (all three back to IDLE); otherwise
     ``on_run()`` (if given) adds what starting takes and the FSM goes to RUN.
     ``engine.done`` / ``engine.error`` are registered pulses: the engine resets them
@@ -174,7 +183,8 @@ def check_state(m, engine, nest, *, empty, dram_ok, buf_ok, on_check=(), on_run=
             m.d.sync += engine.done.eq(1)
             m.next = "IDLE"
         with m.Elif(~dram_ok):
-            m.d.sync += [engine.error.eq(1), engine.error_code.eq(ErrorCode.DMA_OUT_OF_WINDOW)]
+            m.d.sync += [engine.error.eq(1), engine.error_code.eq(ErrorCode.DMA_OUT_OF_WINDOW),
+                         engine.fault_addr.eq(fault)]
             m.next = "IDLE"
         with m.Elif(~buf_ok):
             m.d.sync += [engine.error.eq(1), engine.error_code.eq(ErrorCode.BUFFER_OUT_OF_RANGE)]
@@ -294,6 +304,7 @@ def _engine_members(config):
         "done": Out(1),
         "error": Out(1),
         "error_code": Out(8),
+        "fault_addr": Out(32),
         "busy": Out(1),
         "bytes": Out(BYTES_BITS),
     }
@@ -309,7 +320,8 @@ class LoadEngine(wiring.Component):
     base : In(ArrayLayout(32, 8))
         Base registers.
     window_base, window_size : In(32)
-        DRAM window (size 0: the whole DRAM).
+        The window DRAM reads must stay in (size 0: the whole DRAM): the read window
+        (``WINDOW_BASE`` / ``WINDOW_SIZE``).
     bus : Out(DramBusSignature.of(config))
         Reads only (tag 0).
     ifmap_wr : Out(BufferWriteSignature(ifmap_rows, rows, 8))
@@ -321,6 +333,9 @@ class LoadEngine(wiring.Component):
         along the row.
     done, error : Out(1)
         One-cycle pulses; ``error_code`` (:class:`ErrorCode`) is valid with ``error``.
+    fault_addr : Out(32)
+        With a DMA_OUT_OF_WINDOW ``error``: the byte address outside the window
+        (:func:`window_check`); set in the cycle of the pulse, held until the next fault.
     busy : Out(1)
     bytes : Out(BYTES_BITS)
         Bytes read from DRAM this cycle, 0 .. ``bus_bits / 8``: the ones a response brings
@@ -380,8 +395,9 @@ class LoadEngine(wiring.Component):
                                                (hi1, insn.dram_stride1),
                                                (hi2, insn.dram_stride2)])
         dram_ok = Signal()
-        m.d.comb += dram_ok.eq(~reads | window_check(m, rd_first, rd_last, self.window_base,
-                                                     self.window_size, cfg.dram_bytes))
+        dram_in, fault = window_check(m, rd_first, rd_last, self.window_base, self.window_size,
+                                      cfg.dram_bytes)
+        m.d.comb += dram_ok.eq(~reads | dram_in)
         row_last = span_last(m, "row", insn.buf_row, [(insn.n1, insn.buf_stride1),
                                                       (insn.n2, insn.buf_stride2)])
         lane_last = span_last(m, "lane", insn.lane0, [(insn.n0, Const(1, 1))])
@@ -425,7 +441,7 @@ class LoadEngine(wiring.Component):
 
         with m.FSM():
             accept_state(m, self.insn, insn)
-            check_state(m, self, nest, empty=empty, dram_ok=dram_ok, buf_ok=buf_ok,
+            check_state(m, self, nest, empty=empty, dram_ok=dram_ok, fault=fault, buf_ok=buf_ok,
                         on_check=issued_all.eq(0))
             with m.State("RUN"):
                 m.d.comb += self.busy.eq(1)
@@ -489,8 +505,12 @@ class StoreEngine(wiring.Component):
     -------
     insn : In(stream.Signature(StoreInsn))
         ``ready`` while idle.
-    base : In(ArrayLayout(32, 8)), window_base, window_size : In(32)
+    base : In(ArrayLayout(32, 8))
         As for :class:`LoadEngine`.
+    window_base, window_size : In(32)
+        The window DRAM writes must stay in (size 0: the whole DRAM): the write window
+        (``WR_BASE`` / ``WR_SIZE``). A STORE with ``to_buf`` touches no DRAM and is not
+        checked against it.
     bus : Out(DramBusSignature.of(config))
         Masked word writes: ``wmask`` the bytes of one run in one bus word, ``wdata``
         holds them in place (the other bytes are don't-care).
@@ -503,7 +523,7 @@ class StoreEngine(wiring.Component):
         the PPU stalls.
     ifmap_wr : Out(BufferWriteSignature(ifmap_rows, rows, 8))
         ifmap buffer write port 1, for ``to_buf``: one chunk (its lanes enabled) per cycle.
-    done, error, error_code, busy : as for :class:`LoadEngine`
+    done, error, error_code, fault_addr, busy : as for :class:`LoadEngine`
     bytes : Out(BYTES_BITS)
         Bytes written to DRAM this cycle, 0 .. ``bus_bits / 8`` (the ``wmask`` bits of an
         accepted write).
@@ -545,8 +565,8 @@ class StoreEngine(wiring.Component):
         m.d.comb += empty.eq((insn.m_len == 0) | (insn.n_len == 0))
         dram_last = span_last(m, "dram", first, [(insn.n_len, Const(1, 1)),
                                                  (insn.m_len, insn.dram_stride)])
-        dram_in = window_check(m, first, dram_last, self.window_base, self.window_size,
-                               cfg.dram_bytes)
+        dram_in, fault = window_check(m, first, dram_last, self.window_base, self.window_size,
+                                      cfg.dram_bytes)
         dram_ok = Signal()
         m.d.comb += dram_ok.eq(dram_in | to_buf)
         row_last = span_last(m, "row", insn.psum_row, [(insn.m_len, Const(1, 1))])
@@ -687,7 +707,7 @@ class StoreEngine(wiring.Component):
 
         with m.FSM():
             accept_state(m, self.insn, insn)
-            check_state(m, self, nest, empty=empty, dram_ok=dram_ok, buf_ok=buf_ok,
+            check_state(m, self, nest, empty=empty, dram_ok=dram_ok, fault=fault, buf_ok=buf_ok,
                         on_check=[in_m.eq(0), in_n.eq(0), acc_mask.eq(0), acc_n.eq(0),
                                   row_off.eq(first[:ob])],
                         on_run=start_rows)

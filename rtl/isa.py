@@ -83,11 +83,13 @@ class ErrorCode(enum.IntEnum):
     """STATUS.error: why the machine stopped. 0 = no error."""
     NONE = 0
     ILLEGAL_OPCODE = 1      #: an instruction with an unknown opcode was fetched
-    DMA_OUT_OF_WINDOW = 2   #: a LOAD/STORE/fetch would touch DRAM outside the window; nothing written
+    #: a LOAD or fetch would read DRAM outside the read window, or a STORE write outside the
+    #: write window; nothing is written, FAULT_ADDR holds the faulting byte address
+    DMA_OUT_OF_WINDOW = 2
     BUFFER_OUT_OF_RANGE = 3  #: an instruction addresses past the end of an on-chip buffer
     TOKEN_DEADLOCK = 4      #: every queue waits for a token nobody will give (token underflow)
     TOKEN_OVERFLOW = 5      #: a token counter would exceed its maximum
-    BAD_DESCRIPTOR = 6      #: a node descriptor points outside the window or is misaligned
+    BAD_DESCRIPTOR = 6      #: a node descriptor or instruction lies outside the read window or is misaligned
 
 
 class Csr(enum.IntEnum):
@@ -95,8 +97,10 @@ class Csr(enum.IntEnum):
     CTRL = 0         #: write 1: start (counters reset); reads 0
     STATUS = 1       #: bit0 busy, bit1 done, bits 8..15 error code
     PROG_BASE = 2    #: byte address of the node descriptor table
-    WINDOW_BASE = 3  #: first DRAM byte the machine may touch
-    WINDOW_SIZE = 4  #: bytes in the window (0: whole DRAM)
+    WINDOW_BASE = 3  #: read window: first DRAM byte LOADs and instruction fetch may read
+    WINDOW_SIZE = 4  #: bytes in the read window (0: whole DRAM)
+    WR_BASE = 5      #: write window: first DRAM byte STOREs may write
+    WR_SIZE = 6      #: bytes in the write window (0: whole DRAM)
     BASE0 = 8        #: base registers BASE0 .. BASE0+7
     CYCLES = 16      #: cycles from start to done
     LOAD_BUSY = 17   #: cycles the load engine was executing an instruction
@@ -110,6 +114,10 @@ class Csr(enum.IntEnum):
     ERROR_INFO = 25  #: index of the instruction (fetch order) that raised the error
     ZERO_SKIPS = 26  #: MAC cycles the compute engine skipped for zero inputs (feie)
     MAC_CYCLES = 27  #: cycles in which the feie array multiplied an input (0 on the other arrays)
+    #: DMA_OUT_OF_WINDOW / BAD_DESCRIPTOR: a DRAM byte address outside the window (the
+    #: access's first byte when it starts below the window, else its last byte; fetch:
+    #: the refused descriptor or instruction address); 0 after other stops
+    FAULT_ADDR = 28
 
 
 DepFlags = data.StructLayout({

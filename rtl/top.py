@@ -80,9 +80,11 @@ class Accelerator(wiring.Component):
         for name, dma in (("load", load), ("store", store)):
             port = getattr(ctrl, name)
             wiring.connect(m, controller=port, engine=engine_view(dma, port.signature))
-        for dma in (load, store):
-            m.d.comb += [dma.base.eq(ctrl.base), dma.window_base.eq(ctrl.window_base),
-                         dma.window_size.eq(ctrl.window_size)]
+        # LOADs check the read window, STOREs the write window
+        for dma, wbase, wsize in ((load, ctrl.window_base, ctrl.window_size),
+                                  (store, ctrl.wr_base, ctrl.wr_size)):
+            m.d.comb += [dma.base.eq(ctrl.base), dma.window_base.eq(wbase),
+                         dma.window_size.eq(wsize)]
 
         wiring.connect(m, load=load.ifmap_wr, buffer=ifmap.w)
         wiring.connect(m, store=store.ifmap_wr, buffer=ifmap.w1)

@@ -23,7 +23,7 @@
 //
 // job:    MAGIC_JOB poll_cycles max_cycles n_image {word_addr value}
 //         n_runs { n_writes {word_addr value} n_csr {addr value} n_readback {first last} }
-// result: MAGIC_RES n_runs { status timed_out {counter} error_info {readback words...} }
+// result: MAGIC_RES n_runs { status timed_out {counter} error_info fault_addr {readback words...} }
 //         total_cycles sim_nanoseconds sim_cpu_nanoseconds
 //
 // (sim_*: from the model's construction to the last host access; wall-clock and
@@ -260,6 +260,7 @@ int main(int argc, char** argv) {
         out.push_back(timed_out);
         for (uint64_t c : COUNTERS) out.push_back(host.csr_read(c));
         out.push_back(host.csr_read(CSR_ERROR_INFO));
+        out.push_back(host.csr_read(CSR_FAULT_ADDR));
         for (uint64_t n = in.next(); n; --n) {
             uint64_t first = in.next();
             uint64_t last = in.next();

@@ -7,6 +7,13 @@ program whose tokens are missing produces wrong results under some orders, so
 compiler tests run several seeds. Used to test the compiler without RTL; it
 checks the same bounds the hardware checks and raises :class:`IsaError`
 with the hardware's error code.
+
+DRAM protection as in the hardware (docs/hardware.md, "Protected regions"): LOADs and
+the fetch of descriptors and instructions must stay in the read window
+(:attr:`IsaSim.read_window`, the WINDOW_BASE / WINDOW_SIZE CSRs), STOREs to DRAM in the
+write window (:attr:`IsaSim.write_window`, WR_BASE / WR_SIZE); ``(base, 0)`` is the
+whole DRAM. A violation raises DMA_OUT_OF_WINDOW (fetch: BAD_DESCRIPTOR) before
+anything is written, with the address FAULT_ADDR would hold in :attr:`IsaSim.fault_addr`.
 """
 
 from __future__ import annotations
@@ -25,12 +32,26 @@ from celosia.rtl.isa import (DESC_BYTES, PARAM_BYTES, Buffer, ErrorCode, NodeDes
                              VecMode, unpack_bytes)
 from celosia.sim.golden.requant import multiply_by_quantized_multiplier, requantize, wrap_int32
 
-__all__ = ["IsaSim", "IsaError"]
+__all__ = ["IsaSim", "IsaError", "protection_windows"]
 
 _QUEUE = {Opcode.LOAD: 0, Opcode.GEMM: 1, Opcode.VEC: 1, Opcode.NOP: 1, Opcode.STORE: 2}
 
 
 class IsaSim:
+    """The ISA-level machine: on-chip buffers, base registers, DRAM and its windows.
+
+    Attributes
+    ----------
+    base : list[int]
+        The base registers.
+    read_window, write_window : tuple[int, int]
+        ``(base, size)`` in bytes of the read window (LOADs, fetch) and of the write
+        window (STOREs); size 0: the whole DRAM. The driver's values come from
+        :func:`celosia.sw.driver.driver.build_job`'s CSR writes.
+    fault_addr : int
+        FAULT_ADDR after the last error (0 when the error has no address).
+    """
+
     def __init__(self, config: AccelConfig, dram: bytearray | None = None):
         self.config = config
         self.dram = dram if dram is not None else bytearray(config.dram_bytes)
@@ -40,6 +61,9 @@ class IsaSim:
         self.param = np.zeros((c.param_depth, PARAM_BYTES), dtype=np.uint8)
         self.psum = np.zeros((c.psum_rows, c.cols), dtype=np.int64)
         self.base = [0] * isa.NUM_BASE_REGS
+        self.read_window = (0, 0)
+        self.write_window = (0, 0)
+        self.fault_addr = 0
         self.macs = 0
 
     # -- program ------------------------------------------------------------
@@ -48,12 +72,14 @@ class IsaSim:
         i = 0
         while True:
             at = prog_base + DESC_BYTES * i
+            self._check_fetch(at, DESC_BYTES)
             desc = unpack_bytes(NodeDescriptor, self.dram[at:at + DESC_BYTES])
             off, n = desc["insn_offset"], desc["n_insn"]
             if n == 0:
                 return insns
             for j in range(n):
                 a = prog_base + off + j * isa.INSN_BYTES
+                self._check_fetch(a, isa.INSN_BYTES)
                 insns.append(int.from_bytes(self.dram[a:a + isa.INSN_BYTES], "little"))
             i += 1
 
@@ -109,9 +135,26 @@ class IsaSim:
         elif op == Opcode.VEC:
             self._vec(d)
 
-    def _check_window(self, lo, hi):
-        if lo < 0 or hi >= len(self.dram):
-            raise IsaError(ErrorCode.DMA_OUT_OF_WINDOW, f"bytes {lo:#x}..{hi:#x}")
+    def _check_fetch(self, addr, nbytes):
+        """A descriptor or instruction at ``addr`` inside the read window, else
+        BAD_DESCRIPTOR with FAULT_ADDR ``addr`` (as the hardware's fetch)."""
+        try:
+            self._check_window(addr, addr + nbytes - 1, self.read_window, ErrorCode.BAD_DESCRIPTOR)
+        except IsaError:
+            self.fault_addr = addr & 0xFFFFFFFF
+            raise
+
+    def _check_window(self, lo, hi, window, code=ErrorCode.DMA_OUT_OF_WINDOW):
+        """Bytes ``lo .. hi`` inside ``window`` (``(base, size)``, size 0: the whole DRAM)
+        and the DRAM, else :class:`IsaError` ``code`` with :attr:`fault_addr` set as the
+        hardware sets FAULT_ADDR (``lo`` when below the window, else ``hi``; 32 bit)."""
+        base, size = window
+        start, end = (0, len(self.dram)) if size == 0 else (base, min(base + size, len(self.dram)))
+        if lo < start or hi >= end:
+            self.fault_addr = (lo if lo < start else hi) & 0xFFFFFFFF
+            which = "write" if window is self.write_window else "read"
+            raise IsaError(code, f"bytes {lo:#x}..{hi:#x} outside the {which} window "
+                                 f"{start:#x}..{end - 1:#x}")
 
     def _load(self, d):
         # buf = 3 names no buffer: the hardware checks it as a buffer of depth 0
@@ -128,7 +171,8 @@ class IsaSim:
             lo2, hi2 = min(d["pad_lo2"], n2), min(d["pad_hi2"], n2)
         if lo1 < hi1 and lo2 < hi2:
             self._check_window(start + lo1 * s1 + lo2 * s2,
-                               start + (hi1 - 1) * s1 + (hi2 - 1) * s2 + (n0 - 1) * s0)
+                               start + (hi1 - 1) * s1 + (hi2 - 1) * s2 + (n0 - 1) * s0,
+                               self.read_window)
         last_row = d["buf_row"] + (n1 - 1) * d["buf_stride1"] + (n2 - 1) * d["buf_stride2"]
         if last_row >= target.shape[0] or d["lane0"] + n0 > target.shape[1]:
             raise IsaError(ErrorCode.BUFFER_OUT_OF_RANGE,
@@ -197,7 +241,8 @@ class IsaSim:
         start = self.base[d["base_reg"]] + d["dram_offset"]
         to_buf = d["to_buf"]
         if not to_buf:
-            self._check_window(start, start + (m_len - 1) * d["dram_stride"] + n_len - 1)
+            self._check_window(start, start + (m_len - 1) * d["dram_stride"] + n_len - 1,
+                               self.write_window)
         if (d["psum_row"] + m_len > c.psum_rows or d["param_row"] + n_len > c.param_depth
                 or n_len > c.cols or (to_buf and (d["buf_row"] + (m_len - 1) * d["buf_stride"] >= c.ifmap_rows
                                                   or d["lane0"] + n_len > c.rows))):
@@ -216,6 +261,15 @@ class IsaSim:
                 self.dram[a:a + n_len] = out.view(np.uint8).tobytes()
 
 
+def protection_windows(lay: dict) -> tuple[tuple[int, int], tuple[int, int]]:
+    """The driver's ``(read_window, write_window)``, each ``(base, size)``, for the memory
+    map ``lay`` of :meth:`~celosia.sw.compiler.Program.layout`: reads over the whole image
+    (``0 .. end``: profiling tables, program, weights, inputs, scratch, outputs), writes
+    over scratch and outputs (``scratch .. end``), so a program can never store over
+    itself, its weights or its inputs."""
+    return (0, lay["end"]), (lay["scratch"], lay["end"] - lay["scratch"])
+
+
 def run_program(program, x_q: np.ndarray, seed: int | None = None) -> tuple[np.ndarray, dict]:
     """Run a compiled :class:`~celosia.sw.compiler.Program` on int8 ``x_q [batch, in_features]``.
 
@@ -232,6 +286,7 @@ def run_program(program, x_q: np.ndarray, seed: int | None = None) -> tuple[np.n
     blob = np.ascontiguousarray(x_q, dtype=np.int8).tobytes()
     dram[lay["input"]:lay["input"] + len(blob)] = blob
     sim = IsaSim(program.config, dram)
+    sim.read_window, sim.write_window = protection_windows(lay)
     for reg, key in ((BaseReg.PROGRAM, "program"), (BaseReg.STATIC, "static"),
                      (BaseReg.SCRATCH, "scratch"), (BaseReg.INPUT, "input"),
                      (BaseReg.OUTPUT, "output")):

@@ -69,6 +69,8 @@ class RunResult:
     counters: dict[str, int]
     data: list[bytes]
     timed_out: bool = False
+    #: FAULT_ADDR: the DRAM byte address of a DMA_OUT_OF_WINDOW / BAD_DESCRIPTOR stop, else 0
+    fault_addr: int = 0
 
     @property
     def error_name(self) -> str:
@@ -126,6 +128,7 @@ async def run_job(transport, job: Job, poll_cycles: int = POLL_CYCLES, progress=
                 break
         counters = {name: await transport.csr_read(csr) for name, csr in COUNTERS.items()}
         error_info = await transport.csr_read(Csr.ERROR_INFO)
+        fault_addr = await transport.csr_read(Csr.FAULT_ADDR)
         data = []
         for addr, nbytes in run.readback:
             first, last, skip = _readback_span(addr, nbytes)
@@ -134,7 +137,7 @@ async def run_job(transport, job: Job, poll_cycles: int = POLL_CYCLES, progress=
             data.append(blob[skip: skip + nbytes])
         results.append(RunResult(status=status, error=unpack(Status, status)["error"],
                                  error_info=error_info, counters=counters, data=data,
-                                 timed_out=timed_out))
+                                 timed_out=timed_out, fault_addr=fault_addr))
         if progress is not None:
             progress(index + 1, len(job.runs))
     return results
@@ -150,7 +153,7 @@ async def run_job(transport, job: Job, poll_cycles: int = POLL_CYCLES, progress=
 # celosia_isa.h (harness_header), which the Verilator build writes next to harness.cpp.
 
 _MAGIC_JOB = int.from_bytes(b"CLSELJ02", "little")
-_MAGIC_RES = int.from_bytes(b"CELSER01", "little")
+_MAGIC_RES = int.from_bytes(b"CELSER02", "little")
 
 
 def harness_header() -> str:
@@ -209,14 +212,15 @@ def decode_results(job: Job, blob: bytes) -> tuple[list[RunResult], dict]:
     for run in job.runs:
         status, timed_out = take(2)
         counters = dict(zip(COUNTERS, take(len(COUNTERS))))
-        (error_info,) = take()
+        error_info, fault_addr = take(2)
         data = []
         for addr, nbytes in run.readback:
             first, last, skip = _readback_span(addr, nbytes)
             region = b"".join(w.to_bytes(8, "little") for w in take(last - first))
             data.append(region[skip: skip + nbytes])
         results.append(RunResult(status=status, error=unpack(Status, status)["error"], error_info=error_info,
-                                 counters=counters, data=data, timed_out=bool(timed_out)))
+                                 counters=counters, data=data, timed_out=bool(timed_out),
+                                 fault_addr=fault_addr))
     cycles, nanoseconds, cpu_nanoseconds = take(3)
     if pos != len(words):
         raise ValueError("result file has trailing data")

@@ -18,12 +18,14 @@ Every engine is one :class:`~celosia.rtl.controller.signatures.EngineSignature` 
 
 Stop: an engine error (a LOAD / STORE gives its code, a compute or vector error is
 BUFFER_OUT_OF_RANGE), a fetch error (BAD_DESCRIPTOR: descriptor or instruction block
-outside ``[WINDOW_BASE, WINDOW_BASE + WINDOW_SIZE)`` (size 0: whole DRAM) or outside
+outside the read window ``[WINDOW_BASE, WINDOW_BASE + WINDOW_SIZE)`` (size 0: whole DRAM) or outside
 the DRAM or misaligned; ILLEGAL_OPCODE), a token overflow, or a deadlock (fetch ended
 or blocked on a full queue, no engine busy, every non-empty queue's head waits for a
 token, for 4 consecutive cycles) sets STATUS to done=1, busy=0, error=code and
 ERROR_INFO to the fetch-order index of the instruction concerned (deadlock: the oldest
-waiting head). Engines may finish the instruction they are executing; nothing new
+waiting head) and FAULT_ADDR to the DRAM byte address that faulted (DMA_OUT_OF_WINDOW:
+a LOAD outside the read window, a STORE outside the write window ``[WR_BASE, WR_BASE +
+WR_SIZE)``; BAD_DESCRIPTOR: the refused descriptor / instruction address; else 0). Engines may finish the instruction they are executing; nothing new
 starts. Completion pulses of an engine count only for the instruction the controller
 gave it in this run, so a restart (CTRL=1, which also flushes the queues) after an
 error is clean once the engine is idle again.
@@ -75,7 +77,9 @@ class Controller(wiring.Component):
     base : Out(data.ArrayLayout(32, 8))
         Base registers BASE0..BASE0+7.
     window_base, window_size : Out(32)
-        The DRAM window (bytes; size 0 = whole DRAM).
+        The read window (bytes; size 0 = whole DRAM): LOADs and fetch.
+    wr_base, wr_size : Out(32)
+        The write window (bytes; size 0 = whole DRAM): STOREs to DRAM.
 
     Timing: a CSR write takes effect the next cycle (CTRL's start the same cycle); an
     instruction at the head of its queue is offered to its engine in the cycle its
@@ -92,6 +96,8 @@ class Controller(wiring.Component):
             "base": Out(data.ArrayLayout(32, isa.NUM_BASE_REGS)),
             "window_base": Out(32),
             "window_size": Out(32),
+            "wr_base": Out(32),
+            "wr_size": Out(32),
         })
 
     def elaborate(self, platform):
@@ -114,6 +120,7 @@ class Controller(wiring.Component):
             fetch.window_base.eq(csrs.window_base), fetch.window_size.eq(csrs.window_size),
             self.base.eq(csrs.base),
             self.window_base.eq(csrs.window_base), self.window_size.eq(csrs.window_size),
+            self.wr_base.eq(csrs.wr_base), self.wr_size.eq(csrs.wr_size),
             csrs.load_busy.eq(self.load.busy),
             csrs.compute_busy.eq(self.compute.busy | self.vector.busy),
             csrs.store_busy.eq(self.store.busy),

@@ -1,5 +1,5 @@
-"""The control and status registers: CSR decode, STATUS, the error latch, the base and
-window registers, and the performance counters."""
+"""The control and status registers: CSR decode, STATUS, the error latch (with
+FAULT_ADDR), the base and window registers, and the performance counters."""
 
 from amaranth.hdl import Module, Mux, Signal
 from amaranth.lib import data, wiring
@@ -15,14 +15,15 @@ __all__ = ["Csrs"]
 class Csrs(wiring.Component):
     """The CSR file (``isa.Csr``).
 
-    Writes (``csr.w_en``, registered): PROG_BASE, WINDOW_BASE, WINDOW_SIZE,
-    BASE0..BASE7; CTRL with bit 0 set is ``run.start`` (combinational, that cycle).
+    Writes (``csr.w_en``, registered): PROG_BASE, WINDOW_BASE, WINDOW_SIZE (the read
+    window), WR_BASE, WR_SIZE (the write window), BASE0..BASE7; CTRL with bit 0 set is ``run.start`` (combinational, that cycle).
     Reads (``csr.r_data``, combinational from ``csr.addr``): those registers, STATUS
-    (:data:`isa.Status`), ERROR_INFO and the counters; other addresses read 0.
+    (:data:`isa.Status`), ERROR_INFO, FAULT_ADDR and the counters; other addresses read 0.
 
     STATUS and the error latch: ``start`` sets busy=1, done=0, error=0,
-    ERROR_INFO=0 (and clears the counters); then the first cycle with ``end.stop``
-    while busy sets busy=0, done=1, error=``end.code``, ERROR_INFO=``end.info``; or
+    ERROR_INFO=0, FAULT_ADDR=0 (and clears the counters); then the first cycle with
+    ``end.stop`` while busy sets busy=0, done=1, error=``end.code``,
+    ERROR_INFO=``end.info``, FAULT_ADDR=``end.addr``; or
     ``end.finished`` sets busy=0, done=1. All take effect the next cycle.
 
     Counters (:data:`celosia.rtl.isa.COUNTERS`, 32 bit, wrap) add each cycle while STATUS.busy:
@@ -41,6 +42,9 @@ class Csrs(wiring.Component):
     base : Out(data.ArrayLayout(32, 8))
         Base registers BASE0..BASE0+7.
     window_base, window_size : Out(32)
+        The read window (WINDOW_BASE, WINDOW_SIZE).
+    wr_base, wr_size : Out(32)
+        The write window (WR_BASE, WR_SIZE).
     load_busy, compute_busy, store_busy : In(1)
         ``compute_busy``: the PE array or the vector engine is busy.
     macs : In(32)
@@ -61,6 +65,8 @@ class Csrs(wiring.Component):
             "base": Out(data.ArrayLayout(32, isa.NUM_BASE_REGS)),
             "window_base": Out(32),
             "window_size": Out(32),
+            "wr_base": Out(32),
+            "wr_size": Out(32),
             "load_busy": In(1), "compute_busy": In(1), "store_busy": In(1),
             "macs": In(32), "insns": In(2),
             "fetch_words": In(1),
@@ -78,11 +84,13 @@ class Csrs(wiring.Component):
         done = Signal()
         err_code = Signal(8)
         err_info = Signal(INDEX_BITS)
+        fault_addr = Signal(32)
         status = Signal(isa.Status)
         m.d.comb += [status.busy.eq(busy), status.done.eq(done), status.error.eq(err_code)]
         counters = {c: Signal(32, name=f"cnt_{c.name.lower()}") for c in isa.COUNTERS}
         writable = {isa.Csr.PROG_BASE: self.prog_base, isa.Csr.WINDOW_BASE: self.window_base,
                     isa.Csr.WINDOW_SIZE: self.window_size,
+                    isa.Csr.WR_BASE: self.wr_base, isa.Csr.WR_SIZE: self.wr_size,
                     **{isa.Csr.BASE0 + i: self.base[i] for i in range(isa.NUM_BASE_REGS)}}
 
         with m.If(csr.w_en):
@@ -91,7 +99,8 @@ class Csrs(wiring.Component):
                     with m.Case(addr):
                         m.d.sync += reg.eq(csr.w_data)
 
-        readable = {isa.Csr.STATUS: status, **writable, **counters, isa.Csr.ERROR_INFO: err_info}
+        readable = {isa.Csr.STATUS: status, **writable, **counters, isa.Csr.ERROR_INFO: err_info,
+                    isa.Csr.FAULT_ADDR: fault_addr}
         with m.Switch(csr.addr):
             for addr, reg in readable.items():
                 with m.Case(addr):
@@ -99,10 +108,10 @@ class Csrs(wiring.Component):
 
         # STATUS and the error latch
         with m.If(start):
-            m.d.sync += [busy.eq(1), done.eq(0), err_code.eq(0), err_info.eq(0)]
+            m.d.sync += [busy.eq(1), done.eq(0), err_code.eq(0), err_info.eq(0), fault_addr.eq(0)]
         with m.Elif(busy & self.end.stop):
             m.d.sync += [busy.eq(0), done.eq(1), err_code.eq(self.end.code),
-                         err_info.eq(self.end.info)]
+                         err_info.eq(self.end.info), fault_addr.eq(self.end.addr)]
         with m.Elif(self.end.finished):
             m.d.sync += [busy.eq(0), done.eq(1)]
 

@@ -91,7 +91,8 @@ class Dispatch(wiring.Component):
         compute / vector (BUFFER_OUT_OF_RANGE) or STORE error, a token overflow, a
         fetch error, a deadlock (fetch ended or blocked, no engine busy, every
         non-empty queue's head waiting for a token, for :data:`DEADLOCK_CYCLES`
-        cycles; ``info`` = the oldest waiting head's index); ``finished``: fetch
+        cycles; ``info`` = the oldest waiting head's index; ``addr``: the fault address
+        of a DMA_OUT_OF_WINDOW or BAD_DESCRIPTOR, else 0); ``finished``: fetch
         ended, queues empty, engines idle, no completion this cycle.
     insns : Out(2)
         Instructions started this cycle (NOPs included).
@@ -234,6 +235,9 @@ class Dispatch(wiring.Component):
             (c2s, c_fin & c_push_next, s_issue & sh.hdr.dep.pop_prev, c_idx),
             (s2c, s_fin & s_push_prev, c_issue & ch.hdr.dep.pop_next, s_idx),
         ]
+        # (counter, push, pop) of each token counter, for the bounded proofs
+        # (tests/rtl/test_formal.py); set when elaborated.
+        self.token_counters = [(tok, inc, dec) for tok, inc, dec, _ in tokens]
         for tok, inc, dec, idx in reversed(tokens):
             with m.If(start):
                 m.d.sync += tok.eq(0)
@@ -274,17 +278,22 @@ class Dispatch(wiring.Component):
         m.d.comb += self.end.finished.eq(busy & self.fetch.ended & empty & engines_idle & ~any_fin)
 
         # --- stop: first cause wins --------------------------------------------
+        # FAULT_ADDR: a DMA engine's fault address only with DMA_OUT_OF_WINDOW (its
+        # BUFFER_OUT_OF_RANGE leaves it stale); fetch gives 0 unless BAD_DESCRIPTOR.
+        def dma_fault(engine):
+            return Mux(engine.error_code == isa.ErrorCode.DMA_OUT_OF_WINDOW, engine.fault_addr, 0)
         causes = [
-            (l_fail, load.error_code, l_idx),
-            (c_fail, Const(isa.ErrorCode.BUFFER_OUT_OF_RANGE, 8), c_idx),
-            (s_fail, store.error_code, s_idx),
-            (overflow, Const(isa.ErrorCode.TOKEN_OVERFLOW, 8), overflow_idx),
-            (self.fetch.error, self.fetch.error_code, self.fetch.index),
-            (deadlock, Const(isa.ErrorCode.TOKEN_DEADLOCK, 8), oldest),
+            (l_fail, load.error_code, l_idx, dma_fault(load)),
+            (c_fail, Const(isa.ErrorCode.BUFFER_OUT_OF_RANGE, 8), c_idx, 0),
+            (s_fail, store.error_code, s_idx, dma_fault(store)),
+            (overflow, Const(isa.ErrorCode.TOKEN_OVERFLOW, 8), overflow_idx, 0),
+            (self.fetch.error, self.fetch.error_code, self.fetch.index, self.fetch.addr),
+            (deadlock, Const(isa.ErrorCode.TOKEN_DEADLOCK, 8), oldest, 0),
         ]
-        for cond, code, info in reversed(causes):
+        for cond, code, info, addr in reversed(causes):
             with m.If(cond):
-                m.d.comb += [self.end.stop.eq(1), self.end.code.eq(code), self.end.info.eq(info)]
+                m.d.comb += [self.end.stop.eq(1), self.end.code.eq(code), self.end.info.eq(info),
+                             self.end.addr.eq(addr)]
 
         # --- counter events -------------------------------------------------------
         gemm = ch.gemm

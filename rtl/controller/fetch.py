@@ -132,7 +132,7 @@ class Fetch(wiring.Component):
         an aborted run has come back (DRAIN); fetch goes idle when ``running`` is low.
     prog_base : In(32)
     window_base, window_size : In(32)
-        The DRAM window (bytes; size 0 = whole DRAM) every descriptor and instruction
+        The read window (bytes; size 0 = whole DRAM) every descriptor and instruction
         block must lie in.
     bus : Out(DramBusSignature.of(config))
     push : Out(stream.Signature(QueueEntry))
@@ -141,7 +141,8 @@ class Fetch(wiring.Component):
     status : Out(FetchStatusSignature)
         ``error`` / ``error_code``: BAD_DESCRIPTOR (descriptor or instruction block
         outside the window or the DRAM, or misaligned) or ILLEGAL_OPCODE, one cycle,
-        then fetch is idle; ``index``: the fetch-order index of the next instruction;
+        then fetch is idle; ``addr``: with BAD_DESCRIPTOR, the refused descriptor's or
+        instruction's byte address (0 otherwise); ``index``: the fetch-order index of the next instruction;
         ``ended``: the table's end was read and every instruction pushed;
         ``blocked``: ``push`` waits for room.
     words : Out(1)
@@ -250,8 +251,9 @@ class Fetch(wiring.Component):
         # the next descriptor or the next instruction is refused
         refuse = walking & ((node_done & ~slot_valid & ~desc_pending & ~desc_ok) |
                             (~node_done & (req_word == 0) & ~insn_in))
+        fault = Signal(32)  # the refused address (FAULT_ADDR of BAD_DESCRIPTOR)
         with m.If(refuse):
-            m.d.sync += req_err.eq(1)
+            m.d.sync += [req_err.eq(1), fault.eq(Mux(node_done, desc_addr, req_addr))]
         with m.If(take):
             m.d.sync += [
                 slot_valid.eq(0),
@@ -345,7 +347,7 @@ class Fetch(wiring.Component):
                                  status.error_code.eq(isa.ErrorCode.ILLEGAL_OPCODE)]
                     m.next = "IDLE"
                 with m.Elif((req_err | refuse) & drained):
-                    m.d.comb += [status.error.eq(1),
+                    m.d.comb += [status.error.eq(1), status.addr.eq(fault),
                                  status.error_code.eq(isa.ErrorCode.BAD_DESCRIPTOR)]
                     m.next = "IDLE"
                 restart_or_stop()

@@ -74,6 +74,9 @@ class EngineSignature(wiring.Signature):
         through the ``done`` / ``error`` cycle (counters, deadlock detection).
     error_code : In(8), only with ``error_code``
         Valid with ``error`` (``isa.ErrorCode``).
+    fault_addr : In(32), only with ``error_code``
+        Valid with a DMA_OUT_OF_WINDOW ``error``: the DRAM byte address outside the
+        window (FAULT_ADDR).
     bytes : In(DRAM_BYTES_BITS), only with ``dram_bytes``
         DRAM bytes moved this cycle, 0 .. ``bus_bits / 8`` (DRAM_RD for a loading,
         DRAM_WR for a storing engine).
@@ -94,6 +97,7 @@ class EngineSignature(wiring.Signature):
         }
         if error_code:
             members["error_code"] = In(8)
+            members["fault_addr"] = In(32)
         if dram_bytes:
             members["bytes"] = In(DRAM_BYTES_BITS)
         if zero_skips:
@@ -141,24 +145,28 @@ RunSignature = wiring.Signature({
 })
 
 #: What fetch tells dispatch, from fetch's side: ``error`` (one cycle) with its
-#: ``error_code`` (BAD_DESCRIPTOR, ILLEGAL_OPCODE); ``index``, the fetch-order index of
+#: ``error_code`` (BAD_DESCRIPTOR, ILLEGAL_OPCODE) and ``addr`` (BAD_DESCRIPTOR: the refused
+#: descriptor or instruction byte address, FAULT_ADDR); ``index``, the fetch-order index of
 #: the next instruction (ERROR_INFO of a fetch error); ``ended`` (the descriptor table
 #: ended) and ``blocked`` (an instruction waits for room in its queue), for the
 #: deadlock detector.
 FetchStatusSignature = wiring.Signature({
     "error": Out(1),
     "error_code": Out(8),
+    "addr": Out(32),
     "index": Out(INDEX_BITS),
     "ended": Out(1),
     "blocked": Out(1),
 })
 
 #: How a run ends, from dispatch's side: ``stop`` (an error, this cycle) with ``code``
-#: (``isa.ErrorCode``) and ``info`` (ERROR_INFO); ``finished`` (everything fetched and
+#: (``isa.ErrorCode``), ``info`` (ERROR_INFO) and ``addr`` (FAULT_ADDR: the faulting DRAM
+#: byte address of DMA_OUT_OF_WINDOW / BAD_DESCRIPTOR, else 0); ``finished`` (everything fetched and
 #: executed, no error).
 RunEndSignature = wiring.Signature({
     "stop": Out(1),
     "code": Out(8),
     "info": Out(INDEX_BITS),
+    "addr": Out(32),
     "finished": Out(1),
 })

@@ -136,17 +136,20 @@ class Program:
 
         Program, static data and scratch are shared; every run gets its own input
         and output slot (so all inputs can be loaded at once and only the
-        INPUT / OUTPUT base registers change between runs).
+        INPUT / OUTPUT base registers change between runs). Order: program, static,
+        inputs, scratch, outputs: what the program may write (scratch, outputs) is one
+        range at the end, the driver's write window (docs/hardware.md, "Protected
+        regions").
         """
         m = {"program": base}
         cursor = base + align(len(self.image()))
         m["static"] = cursor
         cursor += align(len(self.static))
-        m["scratch"] = cursor
-        cursor += align(self.scratch_bytes)
         m["input_stride"] = align(self.input_bytes, 8)
         m["input"] = cursor
         cursor += align(m["input_stride"] * runs)
+        m["scratch"] = cursor
+        cursor += align(self.scratch_bytes)
         m["output_stride"] = align(self.output_bytes, 8)
         m["output"] = cursor
         cursor += align(m["output_stride"] * runs)
@@ -173,9 +176,9 @@ class Program:
         dram = self.config.dram_bytes
         if lay["end"] > dram:
             sizes = [("program", lay["static"] - lay["program"]),
-                     ("weights and parameters", lay["scratch"] - lay["static"]),
-                     ("scratch", lay["input"] - lay["scratch"]),
-                     ("inputs", lay["output"] - lay["input"]), ("outputs", lay["end"] - lay["output"])]
+                     ("weights and parameters", lay["input"] - lay["static"]),
+                     ("inputs", lay["scratch"] - lay["input"]),
+                     ("scratch", lay["output"] - lay["scratch"]), ("outputs", lay["end"] - lay["output"])]
             if base:
                 sizes.insert(0, ("per-layer profiling tables", base))
             parts = ", ".join(f"{what} {n} B" for what, n in sizes)

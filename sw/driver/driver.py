@@ -31,6 +31,7 @@ from celosia.rtl import isa
 from celosia.rtl.config import AccelConfig
 from celosia.rtl.isa import BaseReg, Csr
 from celosia.sim.golden.network import golden_forward
+from celosia.sim.isa_sim import protection_windows
 from celosia.sim.job import Job, Run
 from celosia.sw.analysis import ProgramTraffic, layer_report, node_traffic, program_traffic, total_report
 from celosia.sw.compiler import Program, compile_model
@@ -82,7 +83,9 @@ def _prefix_tables(program: Program, profile: bool) -> list[int]:
 def build_job(program: Program, x_q: np.ndarray, profile: bool = False) -> tuple[Job, dict, list]:
     """The :class:`~celosia.sim.job.Job` (DRAM image and runs) of ``program`` on the int8
     samples ``x_q`` (``[samples, in_features]``), as :func:`run_quantized` hands it to a back
-    end: DRAM ``[prefix tables][program][static][scratch][inputs][outputs]``. Its runs:
+    end: DRAM ``[prefix tables][program][static][inputs][scratch][outputs]``, the read
+    window over all of it, the write window over scratch and outputs
+    (:func:`~celosia.sim.isa_sim.protection_windows`). Its runs:
     the initialization graph's (if the program has one; it fills the weight buffer for
     every later run), with ``profile`` one per node prefix (per-layer counters), then one
     per ``batch`` samples. Returns ``(job, layout, lead)``, ``lead`` naming the runs
@@ -96,7 +99,6 @@ def build_job(program: Program, x_q: np.ndarray, profile: bool = False) -> tuple
     prefixes = _prefix_tables(program, profile)
     sizes = [len(program.descriptor_table(upto=k)) for k in prefixes]
     lay = program.check_dram(runs, profile)
-    end = lay["end"]
     image, prefix_addr, cursor = [], {}, 0
     for k, size in zip(prefixes, sizes):
         prefix_addr[k] = cursor
@@ -109,8 +111,12 @@ def build_job(program: Program, x_q: np.ndarray, profile: bool = False) -> tuple
                       padded[r * batch:(r + 1) * batch].tobytes()))
     image = [(a, d.ljust((len(d) + 7) // 8 * 8, b"\0")) for a, d in image if d]
 
+    # Protected regions: reads over the whole image, writes over scratch + outputs only.
+    read, write = protection_windows(lay)
+
     def csrs(run_index, prog_base):
-        return [(Csr.PROG_BASE, prog_base), (Csr.WINDOW_BASE, 0), (Csr.WINDOW_SIZE, end),
+        return [(Csr.PROG_BASE, prog_base), (Csr.WINDOW_BASE, read[0]), (Csr.WINDOW_SIZE, read[1]),
+                (Csr.WR_BASE, write[0]), (Csr.WR_SIZE, write[1]),
                 (Csr.BASE0 + BaseReg.PROGRAM, prog_base),
                 (Csr.BASE0 + BaseReg.STATIC, lay["static"]),
                 (Csr.BASE0 + BaseReg.SCRATCH, lay["scratch"]),
@@ -220,8 +226,11 @@ def run_quantized(model: QModel, x_q: np.ndarray, config: AccelConfig, backend: 
                 if res.timed_out:
                     raise DriverError(f"{backend}: run {i} did not finish within {job.max_cycles} cycles")
                 if res.error:
+                    at = (f", DRAM byte {res.fault_addr:#x}"
+                          if res.error in (isa.ErrorCode.DMA_OUT_OF_WINDOW, isa.ErrorCode.BAD_DESCRIPTOR)
+                          else "")
                     raise DriverError(f"{backend}: the accelerator stopped with error {res.error_name} "
-                                      f"(instruction #{res.error_info}) in run {i}")
+                                      f"(instruction #{res.error_info}{at}) in run {i}")
             n_init = len(lead) - len(prefixes) if c == 0 else len(lead)
             inits.extend(part[:n_init])
             results.extend(part[n_init:])

@@ -127,6 +127,68 @@ def test_dma_outside_window_stops_with_error():
     assert res.data[0] == bytes(len(res.data[0]))  # nothing stored
 
 
+def test_stores_cannot_overwrite_program_weights_or_inputs():
+    """Protected regions (docs/hardware.md): the driver's write window covers scratch and
+    outputs only. The compiled program's first DRAM STORE is rewritten (through the run's
+    host writes) to store over the program, the weights and the inputs in turn: each run
+    stops with DMA_OUT_OF_WINDOW, FAULT_ADDR the first byte it would have written, and
+    DRAM below the scratch region is what the host wrote; the original program then runs
+    bit-exact against the golden model. The ISA simulator stops the same way."""
+    from celosia.errors import IsaError
+    from celosia.rtl import isa
+    from celosia.sim.isa_sim import IsaSim, protection_windows
+    from celosia.sw.compiler import compile_model
+    from celosia.sw.driver import build_job
+
+    config = small_config(4, 4)
+    rng = np.random.default_rng(8)
+    model = random_fc_model(rng, [8, 4])
+    program = compile_model(model, config)
+    x_q = rng.integers(-5, 5, (1, 8)).astype(np.int8)
+    job, lay, lead = build_job(program, x_q)
+    image = bytearray(lay["end"])
+    for addr, blob in job.image:
+        image[addr:addr + len(blob)] = blob
+    first_insn = lay["program"] + len(program.descriptor_table())
+    at = next(a for a in range(first_insn, first_insn + isa.INSN_BYTES * program.n_insns, isa.INSN_BYTES)
+              if isa.decode(int.from_bytes(image[a:a + isa.INSN_BYTES], "little"))["op"] == isa.Opcode.STORE
+              and not isa.decode(int.from_bytes(image[a:a + isa.INSN_BYTES], "little"))["to_buf"])
+    store = isa.decode(int.from_bytes(image[at:at + isa.INSN_BYTES], "little"))
+    protected = (0, lay["scratch"])  # program, weights, inputs
+    infer = job.runs[len(lead)]
+    cases = [(isa.BaseReg.PROGRAM, 40, lay["program"] + 40), (isa.BaseReg.STATIC, 0, lay["static"]),
+             (isa.BaseReg.INPUT, 8, lay["input"] + 8)]
+    runs, expected = list(job.runs[:len(lead)]), []
+    for reg, offset, fault in cases:
+        fields = {k: v for k, v in dict(store, base_reg=reg, dram_offset=offset).items() if k != "op"}
+        word = isa.encode(isa.Opcode.STORE, **fields).to_bytes(isa.INSN_BYTES, "little")
+        runs.append(Run(csr_writes=infer.csr_writes, writes=[(at, word)], readback=[protected]))
+        mutated = bytearray(image)
+        mutated[at:at + isa.INSN_BYTES] = word
+        expected.append((mutated, fault))
+        # the ISA simulator: same code, same address, nothing written
+        sim = IsaSim(config, bytearray(mutated))
+        sim.read_window, sim.write_window = protection_windows(lay)
+        for a, v in infer.csr_writes:
+            if Csr.BASE0 <= a < Csr.BASE0 + isa.NUM_BASE_REGS:
+                sim.base[a - Csr.BASE0] = v
+        with pytest.raises(IsaError) as err:
+            sim.run(lay["program"])
+        assert err.value.code == isa.ErrorCode.DMA_OUT_OF_WINDOW and sim.fault_addr == fault
+        assert sim.dram[:lay["scratch"]] == mutated[:lay["scratch"]]
+    runs.append(Run(csr_writes=infer.csr_writes, writes=[(at, bytes(image[at:at + isa.INSN_BYTES]))],
+                    readback=infer.readback))
+    job = Job(dram_bytes=job.dram_bytes, image=job.image, runs=runs, max_cycles=job.max_cycles)
+    results = verilator.run(config, job, training_job=pgo_training_job)[len(lead):]
+    for res, (mutated, fault) in zip(results, expected):
+        assert (res.error_name, res.fault_addr) == ("DMA_OUT_OF_WINDOW", fault)
+        assert res.data[0] == bytes(mutated[:lay["scratch"]])
+    last = results[-1]
+    assert last.error == 0
+    np.testing.assert_array_equal(np.frombuffer(last.data[0], np.int8).reshape(1, -1),
+                                  golden_forward(model, x_q))
+
+
 def test_program_larger_than_dram_is_a_clear_error():
     """Found by the compiler's DRAM check before the Verilator model is built."""
     from celosia.errors import CompileError

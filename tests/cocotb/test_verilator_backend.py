@@ -100,10 +100,10 @@ def test_job_file_round_trip():
     assert rest[3:4] == [1]  # one run
     assert rest[4] == 2 and rest[9:12] == [1, 3, 7]  # two input words; CSR value masked
     assert rest[12:15] == [1, 1, 3]  # readback bytes 13..18 are words 1..2
-    magic = int.from_bytes(b"CELSER01", "little")
-    result = [magic, 1, 2, 0, *range(n_ctr), 9, 0x1122334455667788, 0xAABBCCDDEEFF0011, 123, 456, 400]
+    magic = int.from_bytes(b"CELSER02", "little")
+    result = [magic, 1, 2, 0, *range(n_ctr), 9, 0x4321, 0x1122334455667788, 0xAABBCCDDEEFF0011, 123, 456, 400]
     (res,), stats = decode_results(job, np.array(result, "<u8").tobytes())
-    assert res.status == 2 and res.error_info == 9 and list(res.counters.values()) == list(range(n_ctr))
+    assert res.status == 2 and res.error_info == 9 and res.fault_addr == 0x4321 and list(res.counters.values()) == list(range(n_ctr))
     both = (0x1122334455667788).to_bytes(8, "little") + (0xAABBCCDDEEFF0011).to_bytes(8, "little")
     assert res.data == [both[5:11]]
     assert stats == pytest.approx({"cycles": 123, "seconds": 456e-9, "cpu_seconds": 400e-9})
@@ -115,7 +115,8 @@ def test_harness_header():
     for line in ("constexpr uint64_t CSR_CTRL = 0ULL;", "constexpr uint64_t CSR_STATUS = 1ULL;",
                  "constexpr uint64_t CSR_ERROR_INFO = 25ULL;", "constexpr uint64_t STATUS_DONE_MASK = 2ULL;",
                  f"constexpr uint64_t MAGIC_JOB = {int.from_bytes(b'CLSELJ02', 'little'):#x}ULL;",
-                 f"constexpr uint64_t MAGIC_RES = {int.from_bytes(b'CELSER01', 'little'):#x}ULL;",
+                 f"constexpr uint64_t MAGIC_RES = {int.from_bytes(b'CELSER02', 'little'):#x}ULL;",
+                 "constexpr uint64_t CSR_FAULT_ADDR = 28ULL;",
                  "constexpr uint64_t COUNTERS[N_COUNTERS] = {16, 17, 18, 19, 20, 21, 22, 23, 24, 26};"):
         assert line in text, line
     # the result file lists the counters in COUNTERS order, which the header gives the harness

@@ -24,6 +24,10 @@ PROG_BASE = 0x400
 ERR_MARK = 0xEE  # a stub engine fails on instructions carrying this marker
 
 
+#: The fault address the stub DMA engines report with their DMA_OUT_OF_WINDOW errors.
+STUB_FAULT_ADDR = 0x89AB_CDEF
+
+
 class StubEngine(wiring.Component):
     """Accepts when idle; busy ``length(insn)`` cycles; pulses done (or error)."""
 
@@ -31,7 +35,8 @@ class StubEngine(wiring.Component):
         self._length, self._fails, self._dram_bytes = length, fails, dram_bytes
         super().__init__({
             "insn": In(stream.Signature(layout)),
-            "done": Out(1), "error": Out(1), "error_code": Out(8), "busy": Out(1),
+            "done": Out(1), "error": Out(1), "error_code": Out(8), "fault_addr": Out(32),
+            "busy": Out(1),
             "zero_skips": Out(16), "mac_cycles": Out(1), "bytes": Out(DRAM_BYTES_BITS),
         })
 
@@ -40,6 +45,7 @@ class StubEngine(wiring.Component):
         left = Signal(16)
         fail = Signal()
         m.d.comb += [self.insn.ready.eq(~self.busy), self.error_code.eq(ErrorCode.DMA_OUT_OF_WINDOW),
+                     self.fault_addr.eq(STUB_FAULT_ADDR),
                      self.bytes.eq(self.busy if self._dram_bytes else 0)]
         m.d.sync += [self.done.eq(0), self.error.eq(0)]
         with m.If(self.insn.valid & self.insn.ready):
@@ -275,6 +281,7 @@ def test_misaligned_instruction_block():
     words[PROG_BASE >> 3] = isa.encode_descriptor(0x28, 1)
     res, starts = run_program(None, prog_words=words)
     assert res["error"] == ErrorCode.BAD_DESCRIPTOR
+    assert res["FAULT_ADDR"] == PROG_BASE + 0x28  # the refused instruction's address
     assert starts == []
 
 
@@ -284,6 +291,7 @@ def test_engine_error_stops_machine():
     res, starts = run_program(nodes)
     assert (res["done"], res["busy"], res["error"]) == (1, 0, ErrorCode.DMA_OUT_OF_WINDOW)
     assert res["ERROR_INFO"] == 1
+    assert res["FAULT_ADDR"] == STUB_FAULT_ADDR  # the engine's fault address reaches the CSR
     assert len(by_engine(starts, "load")) == 2
 
 
@@ -291,6 +299,7 @@ def test_compute_error():
     res, _ = run_program([[gemm(m_len=2, psum_row=ERR_MARK)]])
     assert res["error"] == ErrorCode.BUFFER_OUT_OF_RANGE
     assert res["ERROR_INFO"] == 0
+    assert res["FAULT_ADDR"] == 0  # an error without an address
 
 
 def test_token_overflow():
@@ -348,7 +357,7 @@ def test_engine_ports_are_one_signature_each():
     assert members["compute"].signature == EngineSignature(isa.GemmInsn, zero_skips=True)
     assert members["vector"].signature == EngineSignature(isa.VecInsn)
     assert list(EngineSignature(isa.LoadInsn, error_code=True, dram_bytes=True).members) == [
-        "insn", "done", "error", "busy", "error_code", "bytes"]
+        "insn", "done", "error", "busy", "error_code", "fault_addr", "bytes"]
     for df in ("ws", "os", "rs", "feie"):
         cfg = AccelConfig(dataflow=df)
         engine = make_engine(cfg)(cfg)
@@ -368,6 +377,9 @@ def test_csrs_status_error_latch_and_counters():
 
     async def bench(ctx):
         await csr_write(ctx, dut.csr, Csr.BASE0 + 3, 0x1234)
+        await csr_write(ctx, dut.csr, Csr.WR_BASE, 0x400)
+        await csr_write(ctx, dut.csr, Csr.WR_SIZE, 0x300)
+        seen["wr"] = (ctx.get(dut.wr_base), ctx.get(dut.wr_size))
         ctx.set(dut.macs, 7)
         ctx.set(dut.insns, 2)
         ctx.set(dut.fetch_words, 1)
@@ -387,6 +399,7 @@ def test_csrs_status_error_latch_and_counters():
         ctx.set(dut.end.stop, 1)
         ctx.set(dut.end.code, ErrorCode.TOKEN_DEADLOCK)
         ctx.set(dut.end.info, 41)
+        ctx.set(dut.end.addr, 0xDEAD0)
         await ctx.tick()  # the fourth counted cycle; STATUS is set after it
         ctx.set(dut.end.stop, 0)
         await ctx.tick()
@@ -403,6 +416,8 @@ def test_csrs_status_error_latch_and_counters():
     # STATUS = isa.Status: busy bit 0, done bit 1, error bits 8..15
     assert stopped["STATUS"] == (ErrorCode.TOKEN_DEADLOCK << 8) | 0b10
     assert stopped["ERROR_INFO"] == 41
+    assert stopped["FAULT_ADDR"] == 0xDEAD0 and idle["FAULT_ADDR"] == 0
+    assert seen["wr"] == (stopped["WR_BASE"], stopped["WR_SIZE"]) == (0x400, 0x300)
     assert stopped["CYCLES"] == 4
     assert stopped["MACS"] == 4 * 7
     assert stopped["INSNS"] == 4 * 2

@@ -101,10 +101,11 @@ async def buf_dump(ctx, buf, lanes, lane_bits, depth):
                      for v in rows], dtype=np.int64)
 
 
-async def execute(ctx, eng, insn, base, window=(0, 0), timeout=3000, requests=None):
+async def execute(ctx, eng, insn, base, window=(0, 0), timeout=3000, requests=None, faults=None):
     """Issue one instruction; returns ("done" | ("error", code), cycles from accept, bytes
     counted). ``requests``: a list that gets the accepted bus requests as
-    ``(word address, we, wmask)``."""
+    ``(word address, we, wmask)``; ``faults``: a list that gets ``fault_addr`` of an
+    error."""
     for i, b in enumerate(base):
         ctx.set(eng.base[i], b)
     ctx.set(eng.window_base, window[0])
@@ -120,14 +121,16 @@ async def execute(ctx, eng, insn, base, window=(0, 0), timeout=3000, requests=No
     nbytes = 0
     req = eng.bus.req
     for cycle in range(1, timeout):
-        _, _, done, error, code, busy, count, valid, ready, payload = await ctx.tick().sample(
+        _, _, done, error, code, busy, count, valid, ready, payload, fault = await ctx.tick().sample(
             eng.done, eng.error, eng.error_code, eng.busy, eng.bytes,
-            req.valid, req.ready, req.payload)
+            req.valid, req.ready, req.payload, eng.fault_addr)
         nbytes += count
         if requests is not None and valid and ready:
             requests.append((payload.addr, payload.we, payload.wmask))
         if done or error:
             assert not busy
+            if error and faults is not None:
+                faults.append(fault)
             return ("done" if done else ("error", code)), cycle, nbytes
         assert busy
     raise AssertionError("engine timed out")
@@ -288,32 +291,41 @@ def test_load_errors_write_nothing(bits):
         await dram_fill(ctx, h.dram, image)
         assert (await execute(ctx, h.eng, good, base, window))[0] == "done"
         load_reference(ref, image, good, base)
+        # FAULT_ADDR (None: not a window fault): the first byte when it lies below the
+        # window, else the last byte (good spans offset + 0 .. offset + 40 + 16 + 3).
         cases = [
             # last byte one past the window end
-            (dict(good, dram_offset=1099 - 100 - 40 - 16 - 3 + 1), window, ErrorCode.DMA_OUT_OF_WINDOW),
+            (dict(good, dram_offset=1099 - 100 - 40 - 16 - 3 + 1), window, ErrorCode.DMA_OUT_OF_WINDOW,
+             1100),
             # first byte below the window
-            (dict(good, base_reg=0, dram_offset=99), window, ErrorCode.DMA_OUT_OF_WINDOW),
+            (dict(good, base_reg=0, dram_offset=99), window, ErrorCode.DMA_OUT_OF_WINDOW, 99),
             # past the end of the DRAM with the whole-DRAM window
             (dict(good, base_reg=0, dram_offset=DRAM_BYTES - 40 - 16 - 3), (0, 0),
-             ErrorCode.DMA_OUT_OF_WINDOW),
-            # base + (signed) offset below address 0 is not allowed to wrap
-            (dict(good, base_reg=2, dram_offset=-201), (0, 0), ErrorCode.DMA_OUT_OF_WINDOW),
-            (dict(good, base_reg=0, dram_offset=-(1 << 31)), (0, 0), ErrorCode.DMA_OUT_OF_WINDOW),
+             ErrorCode.DMA_OUT_OF_WINDOW, DRAM_BYTES),
+            # base + (signed) offset below address 0 is not allowed to wrap (FAULT_ADDR: the
+            # negative first byte in 32-bit two's complement)
+            (dict(good, base_reg=2, dram_offset=-201), (0, 0), ErrorCode.DMA_OUT_OF_WINDOW,
+             (1 << 32) - 1),
+            (dict(good, base_reg=0, dram_offset=-(1 << 31)), (0, 0), ErrorCode.DMA_OUT_OF_WINDOW,
+             1 << 31),
             # the largest positive offset (far past the end of the DRAM)
             (dict(good, base_reg=2, dram_offset=(1 << 31) - 1), (0, 0),
-             ErrorCode.DMA_OUT_OF_WINDOW),
+             ErrorCode.DMA_OUT_OF_WINDOW, 200 + (1 << 31) - 1 + 59),
             # buffer row past the end (16 rows: 2 + 2 + 5 = 9 ok; 2 + 2 + 5*3 too far)
-            (dict(good, buf_stride2=12), window, ErrorCode.BUFFER_OUT_OF_RANGE),
+            (dict(good, buf_stride2=12), window, ErrorCode.BUFFER_OUT_OF_RANGE, None),
             # lane past the end (4 lanes)
-            (dict(good, lane0=1), window, ErrorCode.BUFFER_OUT_OF_RANGE),
-            (dict(good, buf=Buffer.WEIGHT), window, ErrorCode.BUFFER_OUT_OF_RANGE),
+            (dict(good, lane0=1), window, ErrorCode.BUFFER_OUT_OF_RANGE, None),
+            (dict(good, buf=Buffer.WEIGHT), window, ErrorCode.BUFFER_OUT_OF_RANGE, None),
             # both wrong: the DRAM window is reported
-            (dict(good, lane0=3, dram_offset=5000), window, ErrorCode.DMA_OUT_OF_WINDOW),
+            (dict(good, lane0=3, dram_offset=5000), window, ErrorCode.DMA_OUT_OF_WINDOW, 5159),
         ]
-        for insn, win, code in cases:
-            result, cycles, nbytes = await execute(ctx, h.eng, insn, base, win)
+        for insn, win, code, fault in cases:
+            faults = []
+            result, cycles, nbytes = await execute(ctx, h.eng, insn, base, win, faults=faults)
             assert result == ("error", code), insn
             assert nbytes == 0 and cycles == 2  # error pulses in t+2
+            if fault is not None:
+                assert faults == [fault], insn
         # The last byte exactly at the window end is fine.
         edge = dict(good, dram_offset=1099 - 100 - 40 - 16 - 3, buf_row=0)
         assert (await execute(ctx, h.eng, edge, base, window))[0] == "done"
@@ -808,6 +820,89 @@ def test_store_errors_write_nothing(bits, lanes):
         # The largest legal block in the window works.
         result, _, nbytes = await execute(ctx, h.eng, dict(good, dram_offset=256 - 33), base, window)
         assert result == "done" and nbytes == 12
+
+    simulate(h, bench)
+
+
+#: A driver-like memory map (Program.layout order) for the protected-region tests:
+#: program 0..255, weights 256..511, inputs 512..639, scratch 640..767, outputs 768..1023.
+REGIONS = {"program": 0, "static": 256, "input": 512, "scratch": 640, "output": 768, "end": 1024}
+READ_WINDOW = (0, REGIONS["end"])
+WRITE_WINDOW = (REGIONS["scratch"], REGIONS["end"] - REGIONS["scratch"])
+
+
+@pytest.mark.parametrize("bits,lanes", [(64, 1), (256, 3)])
+def test_store_protected_regions(bits, lanes):
+    """With the driver's windows (reads: the whole image; writes: scratch + outputs) a STORE
+    into the program, the weights or the inputs faults with DMA_OUT_OF_WINDOW, FAULT_ADDR
+    the first byte it would have written (the last one when it runs off the window's
+    top), and writes nothing; stores into scratch and outputs work."""
+    cfg = make_config(bus_bits=bits, ppu_lanes=lanes)
+    h = StoreHarness(cfg)
+    rng = np.random.default_rng(21)
+    image = rng.integers(0, 256, size=DRAM_BYTES, dtype=np.uint8)
+    base = [REGIONS["program"], REGIONS["static"], REGIONS["input"], REGIONS["output"],
+            REGIONS["scratch"], 0, 0, 0]
+    blk = dict(op=Opcode.STORE, dram_stride=8, psum_row=0, param_row=0, m_len=3, n_len=2,
+               out_zp=0, act_min=-128, act_max=127)   # bytes +0 .. +2*8+1 = +17
+    bad = [(dict(blk, base_reg=0, dram_offset=40), 40),                   # over the program
+           (dict(blk, base_reg=1, dram_offset=0), 256),                   # over the weights
+           (dict(blk, base_reg=2, dram_offset=100), 612),                 # over the inputs
+           (dict(blk, base_reg=4, dram_offset=-1), 639),                  # one byte below scratch
+           (dict(blk, base_reg=3, dram_offset=256 - 17), 1024),           # one byte past the outputs
+           (dict(blk, base_reg=0, dram_offset=0, dram_stride=400), 0)]    # strided across regions
+
+    async def bench(ctx):
+        await dram_fill(ctx, h.dram, image)
+        for insn, fault in bad:
+            faults, requests = [], []
+            result, cycles, nbytes = await execute(ctx, h.eng, insn, base, WRITE_WINDOW,
+                                                   requests=requests, faults=faults)
+            assert (result, cycles, nbytes, requests) == (("error", ErrorCode.DMA_OUT_OF_WINDOW), 2,
+                                                          0, []), insn
+            assert faults == [fault], insn
+        np.testing.assert_array_equal(await dram_dump(ctx, h.dram, DRAM_BYTES), image)
+        # The first and last legal blocks of the write window.
+        for reg, off in ((4, 0), (3, 256 - 18)):
+            result, _, nbytes = await execute(ctx, h.eng, dict(blk, base_reg=reg, dram_offset=off),
+                                              base, WRITE_WINDOW)
+            assert (result, nbytes) == ("done", 6)
+        after = await dram_dump(ctx, h.dram, DRAM_BYTES)
+        np.testing.assert_array_equal(after[:REGIONS["scratch"]], image[:REGIONS["scratch"]])
+
+    simulate(h, bench)
+
+
+@pytest.mark.parametrize("bits", [64, 256])
+def test_load_outside_read_window(bits):
+    """LOADs may read every region of the image (outputs and scratch included) but nothing
+    outside the read window: below its base, or past its end though inside the DRAM; the
+    fault names the byte and nothing is read or written."""
+    cfg = make_config(bus_bits=bits)
+    h = LoadHarness(cfg)
+    rng = np.random.default_rng(22)
+    image = rng.integers(0, 256, size=DRAM_BYTES, dtype=np.uint8)
+    window = (64, REGIONS["end"] - 64)   # a read window that starts above address 0
+    ld = dict(op=Opcode.LOAD, buf=Buffer.IFMAP, base_reg=0, n0=4, dram_stride0=1, lane0=0,
+              n1=2, dram_stride1=8, buf_stride1=1, n2=1, dram_stride2=0, buf_stride2=0,
+              buf_row=0)   # bytes +0 .. +11
+    base = [0] * 8
+    ref = {b: np.zeros(buffer_geometry(cfg, b)[::-1], dtype=np.int64) for b in Buffer}
+
+    async def bench(ctx):
+        await dram_fill(ctx, h.dram, image)
+        for off in (64, REGIONS["output"], REGIONS["end"] - 12):   # first, outputs, last
+            assert (await execute(ctx, h.eng, dict(ld, dram_offset=off), base, window))[0] == "done"
+        load_reference(ref, image, dict(ld, dram_offset=REGIONS["end"] - 12), base)
+        for off, fault in ((63, 63), (REGIONS["end"] - 11, REGIONS["end"]), (1500, 1511)):
+            faults, requests = [], []
+            result, _, nbytes = await execute(ctx, h.eng, dict(ld, dram_offset=off, buf_row=3), base,
+                                              window, requests=requests, faults=faults)
+            assert (result, nbytes, requests, faults) == (("error", ErrorCode.DMA_OUT_OF_WINDOW), 0,
+                                                          [], [fault])
+        got = await dump_all(ctx, h)
+        for b in Buffer:
+            np.testing.assert_array_equal(got[b], ref[b], err_msg=str(b))
 
     simulate(h, bench)
 
