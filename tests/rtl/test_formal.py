@@ -190,3 +190,19 @@ class TokenProof(Elaboratable):
 
 def test_token_counters_never_wrap_without_an_error(tmp_path):
     prove(TokenProof(), PROOF_DEPTH_TOKENS, tmp_path, free_init="w:*l2c w:*c2l w:*c2s w:*s2c")
+
+
+@pytest.mark.slow
+def test_the_load_proof_catches_a_weakened_window_check(tmp_path, monkeypatch):
+    """The load proof is not vacuous: with a window check that lets one start address
+    (byte 100) through whatever the window, the same harness finds a counterexample."""
+    import celosia.rtl.dma as dma
+    real = dma.window_check
+
+    def weakened(m, first, last, window_base, window_size, dram_bytes):
+        ok, fault = real(m, first, last, window_base, window_size, dram_bytes)
+        return ok | (first == 100), fault
+
+    monkeypatch.setattr(dma, "window_check", weakened)
+    with pytest.raises(AssertionError, match="proof did fail"):
+        prove(DmaProof(LoadEngine), PROOF_DEPTH_LOAD, tmp_path)
