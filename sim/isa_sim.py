@@ -34,6 +34,9 @@ from celosia.sim.golden.requant import multiply_by_quantized_multiplier, requant
 
 __all__ = ["IsaSim", "IsaError", "protection_windows"]
 
+#: What a LOAD with ``buf = 3`` targets: a buffer of depth 0 (every row is out of range).
+_NO_BUFFER = np.zeros((0, 0), np.uint8)
+
 _QUEUE = {Opcode.LOAD: 0, Opcode.GEMM: 1, Opcode.VEC: 1, Opcode.NOP: 1, Opcode.STORE: 2}
 
 
@@ -159,7 +162,7 @@ class IsaSim:
     def _load(self, d):
         # buf = 3 names no buffer: the hardware checks it as a buffer of depth 0
         target = {Buffer.IFMAP: self.ifmap, Buffer.WEIGHT: self.weight,
-                  Buffer.PARAM: self.param}.get(d["buf"], np.zeros((0, 0), np.uint8))
+                  Buffer.PARAM: self.param}.get(d["buf"], _NO_BUFFER)
         n0, n1, n2 = d["n0"], d["n1"], d["n2"]
         if not (n0 and n1 and n2):
             return
