@@ -164,23 +164,23 @@ class RSArray(ComputeEngine):
         # registers holds ifmap line j*stride_h (compact lines: out_h of them, whatever the
         # stride); otherwise line y holds ifmap line y.
         compact = insn.win_h == 1
-        col_c = [Signal(16, name=f"col_c_{j}") for j in range(C)]
-        for j in range(1, C):
-            m.d.comb += col_c[j].eq(col_c[j - 1] + Mux(compact, 1, insn.stride_h))
 
         fh = [Signal(range(R), name=f"fh_{r}") for r in range(R)]
         tset = [Signal(range(R), name=f"set_{r}") for r in range(R)]
         last = [Signal(name=f"last_{r}") for r in range(R)]
         nsets = Signal(range(R + 1))
-        line = [[Signal(range(L), name=f"line_{r}_{j}") for j in range(C)] for r in range(R)]
+        # PE (r, j) reads line off[r] + j*lstep: a per-row shift of the line registers by
+        # off[r], then per PE a pick among the multiples j*s that fit (s = lstep, the stride
+        # or 1), instead of an rs_lines-way mux per PE (R*C*L mux inputs, which made 64x64
+        # Verilog generation take minutes).
+        off = [Signal(range(L), name=f"off_{r}") for r in range(R)]
+        lstep = Signal(8)
         setup = Signal()
         with m.If(setup):
-            m.d.sync += nsets.eq(nsets_c)
+            m.d.sync += [nsets.eq(nsets_c), lstep.eq(Mux(compact, 1, insn.stride_h))]
             for r in range(R):
                 m.d.sync += [fh[r].eq(fh_c[r]), tset[r].eq(set_c[r]),
-                             last[r].eq(fh_c[r] == insn.win_h - 1)]
-                for j in range(C):
-                    m.d.sync += line[r][j].eq(off_c[r] + col_c[j])
+                             last[r].eq(fh_c[r] == insn.win_h - 1), off[r].eq(off_c[r])]
 
         lines = Signal(16)   # line registers filled per step
         lpitch = Signal(16)  # ifmap rows from one line register to the next
@@ -244,14 +244,23 @@ class RSArray(ComputeEngine):
                     m.d.sync += banks[bk][y].eq(self.ifmap.data)
                 with m.Elif(mac_land & (use_bank == bk)):
                     m.d.sync += banks[bk][y].eq(banks[bk][y] >> ab)
-        lane0 = Array(Mux(use_bank, banks[1][y][:ab], banks[0][y][:ab]).as_signed() for y in range(L))
+        # (signals, not expressions: an expression is rebuilt at every use)
+        lane0 = Signal(L * ab)
+        m.d.comb += lane0.eq(Cat(Mux(use_bank, banks[1][y][:ab], banks[0][y][:ab]) for y in range(L)))
 
         # -- the PEs -------------------------------------------------------------------------
         acc = [[Signal(signed(acc_bits), name=f"acc_{r}_{j}") for j in range(C)] for r in range(R)]
         mac = [[Signal(signed(acc_bits), name=f"mac_{r}_{j}") for j in range(C)] for r in range(R)]
         for r in range(R):
+            row_lines = Signal(L * ab, name=f"row_lines_{r}")   # its line y: line off[r] + y
+            m.d.comb += row_lines.eq(lane0 >> (off[r] * ab))
             for j in range(C):
-                m.d.comb += mac[r][j].eq(acc[r][j] + lane0[line[r][j]] * spads[r])  # wraps
+                # line j*lstep; only the strides that keep it inside the registers are wired
+                # (a PE beyond out_h, unused, may read anything)
+                picks = [row_lines.word_select(j * s, ab) for s in range(1, (L - 1) // j + 1)] if j else []
+                pix = (row_lines[:ab] if not picks else
+                       picks[0] if len(picks) == 1 else Array(picks)[lstep - 1])
+                m.d.comb += mac[r][j].eq(acc[r][j] + pix.as_signed() * spads[r])  # wraps
                 with m.If(clear):
                     m.d.sync += acc[r][j].eq(0)
                 with m.Elif(mac_land):
