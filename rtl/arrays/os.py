@@ -186,16 +186,26 @@ class OSArray(ComputeEngine):
             for i in range(rows):
                 with m.If(mac_land & (mac_b == b) & ~(x_land & (x_b == b))):
                     m.d.sync += xreg[b][i].eq(xreg[b][i] >> ab)
+        # One multiplier per PE, on the MAC bank's activation (the bank conditions and the
+        # products are signals: an expression would be rebuilt at every use).
+        clear_b = [Signal(name=f"clear_b{b}") for b in range(2)]
+        land_b = [Signal(name=f"land_b{b}") for b in range(2)]
+        x_mac = [Signal(signed(ab), name=f"x_mac_{i}") for i in range(rows)]
         for b in range(2):
-            for i in range(rows):
-                for n in range(cols):
-                    w = self.weight.data[n * wb:(n + 1) * wb].as_signed()
-                    # the MAC bank is cleared in its epoch's first cycle (its last drain
-                    # write, if any, is that cycle; its first MAC lands a cycle later)
-                    with m.If(run & first & on_m & (bank != b)):
+            # the MAC bank is cleared in its epoch's first cycle (its last drain write, if
+            # any, is that cycle; its first MAC lands a cycle later)
+            m.d.comb += [clear_b[b].eq(run & first & on_m & (bank != b)),
+                         land_b[b].eq(mac_land & (mac_b == b))]
+        for i in range(rows):
+            m.d.comb += x_mac[i].eq(Mux(mac_b, xs[1][i], xs[0][i]))
+            for n in range(cols):
+                prod = Signal(signed(ab + wb), name=f"prod_{i}_{n}")
+                m.d.comb += prod.eq(x_mac[i] * self.weight.data[n * wb:(n + 1) * wb].as_signed())
+                for b in range(2):
+                    with m.If(clear_b[b]):
                         m.d.sync += acc[b][i][n].eq(0)
-                    with m.Elif(mac_land & (mac_b == b)):
-                        m.d.sync += acc[b][i][n].eq(acc[b][i][n] + xs[b][i] * w)  # wraps to int32
+                    with m.Elif(land_b[b]):
+                        m.d.sync += acc[b][i][n].eq(acc[b][i][n] + prod)  # wraps to int32
 
         # DRAIN: psum row read in cycle t, written at t+1 with bank wr_b's PE row wr_i added
         # (the GEMM's accumulate and n_len registered with the read).
