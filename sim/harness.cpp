@@ -24,7 +24,8 @@
 // job:    MAGIC_JOB poll_cycles max_cycles flags n_image {word_addr value}
 //         n_runs { n_writes {word_addr value} n_csr {addr value} n_readback {first last} }
 // result: MAGIC_RES n_runs { status timed_out {counter} error_info fault_addr
-//                            n_nodes {node_index {counter}} {readback words...} }
+//                            n_nodes {node_index {counter}} n_events {event}
+//                            {readback words...} }
 //         total_cycles sim_nanoseconds sim_cpu_nanoseconds
 //
 // Node snapshots: after every cycle of a run in which the top's node_done is high, the
@@ -33,6 +34,11 @@
 // protocol are those of run_job. With FLAG_STREAM in flags it also prints, flushed, a
 // line "node RUN INDEX CYCLES" per snapshot and "cycles RUN CYCLES" every
 // PROGRESS_CYCLES cycles of a run, for a caller showing progress.
+//
+// Instruction events (FLAG_TRACE): after every cycle of a run in which insn_issue or
+// insn_fin (per queue: an instruction starts / completes) is non-zero, the harness
+// records one word (j << 6) | (insn_issue << 3) | insn_fin, j the cycle's number
+// counted from the start (the CYCLES counter's value in that cycle); none without the flag.
 //
 // (sim_*: from the model's construction to the last host access; wall-clock and
 // this process's CPU time, which differ on a busy machine.)
@@ -164,6 +170,10 @@ class Host {
         inputs_changed_ = false;
         ++cycles_;
         if (top_->node_done) record_node();
+        if (trace_) {
+            const uint64_t ev = (uint64_t{top_->insn_issue} << 3) | top_->insn_fin;
+            if (ev) events_.push_back(((cycles_ - t0_) << 6) | ev);
+        }
     }
 
     void host_write(uint64_t addr, uint64_t value) {
@@ -198,6 +208,13 @@ class Host {
     // The snapshots recorded since clear_nodes(): node_index, then the counters, each.
     const std::vector<uint64_t>& nodes() const { return nodes_; }
     void clear_nodes() { nodes_.clear(); }
+    // FLAG_TRACE: the events since the last start (call right after the CTRL write).
+    void trace(bool on) { trace_ = on; }
+    void mark_start() {
+        t0_ = cycles_;
+        events_.clear();
+    }
+    const std::vector<uint64_t>& events() const { return events_; }
 
   private:
     void record_node() {
@@ -218,6 +235,9 @@ class Host {
 
     std::unique_ptr<Vcelosia_fast_top> top_;
     std::vector<uint64_t> nodes_;
+    std::vector<uint64_t> events_;
+    bool trace_ = false;
+    uint64_t t0_ = 0;
     uint64_t cycles_ = 0;
     bool inputs_changed_ = true;  // the first evaluation is a full one
 };
@@ -257,7 +277,8 @@ int main(int argc, char** argv) {
     if (in.next() != MAGIC_JOB) die("not a celosia job file (or another version)");
     const uint64_t poll_cycles = in.next();
     const uint64_t max_cycles = in.next();
-    const bool stream = (in.next() & FLAG_STREAM) != 0;
+    const uint64_t flags = in.next();
+    const bool stream = (flags & FLAG_STREAM) != 0;
     if (poll_cycles == 0) die("poll_cycles must be positive");
 
     auto ctx = std::make_unique<VerilatedContext>();
@@ -265,6 +286,7 @@ int main(int argc, char** argv) {
     auto t0 = std::chrono::steady_clock::now();
     const uint64_t cpu0 = cpu_ns();
     Host host(ctx.get());
+    host.trace((flags & FLAG_TRACE) != 0);
     std::vector<uint64_t> out{MAGIC_RES};
 
     for (uint64_t n = in.next(); n; --n) {
@@ -287,6 +309,7 @@ int main(int argc, char** argv) {
         }
         host.clear_nodes();
         host.csr_write(CSR_CTRL, 1);
+        host.mark_start();
         uint64_t waited = 0, status = 0, timed_out = 0, reported = 0;
         size_t printed = 0;
         for (;;) {
@@ -309,6 +332,8 @@ int main(int argc, char** argv) {
         if (stream) stream_progress(r, waited, nodes, printed, reported);
         out.push_back(nodes.size() / (1 + N_COUNTERS));
         out.insert(out.end(), nodes.begin(), nodes.end());
+        out.push_back(host.events().size());
+        out.insert(out.end(), host.events().begin(), host.events().end());
         for (uint64_t n = in.next(); n; --n) {
             uint64_t first = in.next();
             uint64_t last = in.next();

@@ -26,7 +26,8 @@ from celosia.rtl import isa
 from celosia.rtl.isa import Csr, ErrorCode, Status, unpack
 
 __all__ = ["Run", "Job", "RunResult", "run_job", "COUNTERS", "POLL_CYCLES", "encode_job",
-           "decode_results", "harness_header", "node_snapshot", "FLAG_STREAM", "PROGRESS_CYCLES"]
+           "decode_results", "harness_header", "node_snapshot", "FLAG_STREAM", "FLAG_TRACE",
+           "PROGRESS_CYCLES"]
 
 #: How often (in cycles) the host polls ``STATUS`` while a run is going, by default.
 POLL_CYCLES = 512
@@ -81,6 +82,11 @@ class RunResult:
     #: name: value, ...}`` (:data:`COUNTERS` names); empty where the harness cannot watch
     #: the ``node`` port.
     nodes: list[dict] = field(default_factory=list)
+    #: With ``trace`` (C++ harness only): ``(cycle, issue, fin)`` per cycle of the run in
+    #: which an instruction started or completed, ``cycle`` counted from the start (the
+    #: CYCLES counter's value then), ``issue`` / ``fin`` 3-bit masks per queue (bit 0
+    #: LOAD, 1 COMPUTE, 2 STORE; ``EventSignature``).
+    events: list[tuple[int, int, int]] = field(default_factory=list)
 
     @property
     def error_name(self) -> str:
@@ -173,6 +179,9 @@ _MAGIC_RES = int.from_bytes(b"CELSER03", "little")
 #: (``node RUN INDEX CYCLES``) and every :data:`PROGRESS_CYCLES` cycles of a run
 #: (``cycles RUN CYCLES``), flushed, for a caller that shows progress.
 FLAG_STREAM = 1
+#: Job-file flag: the harness records the instruction events of every run
+#: (:attr:`RunResult.events`; the top's ``events`` port).
+FLAG_TRACE = 2
 #: How often (simulated cycles of a run) a streaming harness reports them.
 PROGRESS_CYCLES = 1 << 21
 
@@ -188,15 +197,17 @@ def harness_header() -> str:
     (CSR numbers, STATUS fields, error codes, the counter CSRs in :data:`COUNTERS` order)
     plus ``MAGIC_JOB`` / ``MAGIC_RES``, the first word of a job / result file."""
     return isa.c_header(MAGIC_JOB=_MAGIC_JOB, MAGIC_RES=_MAGIC_RES, FLAG_STREAM=FLAG_STREAM,
-                        PROGRESS_CYCLES=PROGRESS_CYCLES)
+                        FLAG_TRACE=FLAG_TRACE, PROGRESS_CYCLES=PROGRESS_CYCLES)
 
 
-def encode_job(job: Job, poll_cycles: int = POLL_CYCLES, stream: bool = False) -> bytes:
+def encode_job(job: Job, poll_cycles: int = POLL_CYCLES, stream: bool = False,
+               trace: bool = False) -> bytes:
     """The job file ``harness.cpp`` performs: :func:`run_job` with ``poll_cycles``, as
-    data; ``stream``: :data:`FLAG_STREAM`."""
+    data; ``stream``: :data:`FLAG_STREAM`; ``trace``: :data:`FLAG_TRACE`."""
     if poll_cycles < 1:
         raise ValueError("poll_cycles must be positive")
-    words = [_MAGIC_JOB, poll_cycles, job.max_cycles, FLAG_STREAM if stream else 0]
+    flags = (FLAG_STREAM if stream else 0) | (FLAG_TRACE if trace else 0)
+    words = [_MAGIC_JOB, poll_cycles, job.max_cycles, flags]
     image = [(w, v) for addr, payload in job.image for w, v in _words(addr, payload) if v]
     words.append(len(image))
     for pair in image:
@@ -244,6 +255,7 @@ def decode_results(job: Job, blob: bytes) -> tuple[list[RunResult], dict]:
         error_info, fault_addr = take(2)
         nodes = [node_snapshot(rec[0], rec[1:]) for rec in
                  (take(1 + len(COUNTERS)) for _ in range(take()[0]))]
+        events = [(w >> 6, (w >> 3) & 7, w & 7) for w in take(take()[0])]
         data = []
         for addr, nbytes in run.readback:
             first, last, skip = _readback_span(addr, nbytes)
@@ -251,7 +263,7 @@ def decode_results(job: Job, blob: bytes) -> tuple[list[RunResult], dict]:
             data.append(region[skip: skip + nbytes])
         results.append(RunResult(status=status, error=unpack(Status, status)["error"], error_info=error_info,
                                  counters=counters, data=data, timed_out=bool(timed_out),
-                                 fault_addr=fault_addr, nodes=nodes))
+                                 fault_addr=fault_addr, nodes=nodes, events=events))
     cycles, nanoseconds, cpu_nanoseconds = take(3)
     if pos != len(words):
         raise ValueError("result file has trailing data")

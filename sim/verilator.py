@@ -134,7 +134,8 @@ def _host_ports(aw: int) -> str:
     (``celosia_sim_top``'s, less clock and reset). The back door is 64 bits wide at every
     bus width; ``aw`` address bits cover ``config.host_words`` 64-bit words;
     ``node_counters`` holds the counters of a snapshot, counter ``i`` (:data:`isa.COUNTERS`
-    order) in bits ``32i + 31 .. 32i``."""
+    order) in bits ``32i + 31 .. 32i``; ``insn_issue`` / ``insn_fin`` are the instruction
+    events (``EventSignature``)."""
     return f"""    input  wire [7:0]  csr_addr,
     input  wire        csr_w_en,
     input  wire [31:0] csr_w_data,
@@ -145,7 +146,9 @@ def _host_ports(aw: int) -> str:
     output wire [63:0] host_rdata,
     output wire        node_done,
     output wire [31:0] node_index,
-    output wire [{32 * len(isa.COUNTERS) - 1}:0] node_counters"""
+    output wire [{32 * len(isa.COUNTERS) - 1}:0] node_counters,
+    output wire [2:0]  insn_issue,
+    output wire [2:0]  insn_fin"""
 
 
 _DUT = """    celosia_sim_top dut (
@@ -154,7 +157,8 @@ _DUT = """    celosia_sim_top dut (
         .csr__r_data(csr_r_data),
         .host_addr(host_addr), .host_we(host_we), .host_wdata(host_wdata),
         .host_rdata(host_rdata),
-        .node__done(node_done), .node__index(node_index), .node__counters(node_counters)
+        .node__done(node_done), .node__index(node_index), .node__counters(node_counters),
+        .events__issue(insn_issue), .events__fin(insn_fin)
     );"""
 
 
@@ -395,7 +399,7 @@ def build_cocotb(config: AccelConfig, verbose: bool = False) -> Path:
 
 def run(config: AccelConfig, job: Job, verbose: bool = False, harness: str | None = None,
         poll_cycles: int = POLL_CYCLES, training_job: TrainingJob = None,
-        on_event: Callable[..., None] | None = None) -> list[RunResult]:
+        on_event: Callable[..., None] | None = None, trace: bool = False) -> list[RunResult]:
     """Run ``job`` on the Verilator model of ``config`` (built on first use).
 
     ``harness``: ``"cpp"`` (default, fast) or ``"cocotb"``; ``$CELOSIA_VERILATOR_HARNESS``
@@ -404,13 +408,15 @@ def run(config: AccelConfig, job: Job, verbose: bool = False, harness: str | Non
     profile-guided build's training job, see :func:`build_cpp`. ``on_event``: with the C++
     harness, called while it runs with ``("node", run, index, cycles)`` per node snapshot
     and ``("cycles", run, cycles)`` every :data:`~celosia.sim.job.PROGRESS_CYCLES` cycles
-    (``run``: the job's run index), for progress displays.
+    (``run``: the job's run index), for progress displays. ``trace``: with the C++
+    harness, record every run's instruction events (:attr:`RunResult.events
+    <celosia.sim.job.RunResult.events>`).
     """
     global last_stats
     last_stats = None
     if _harness(harness) == "cpp":
         return _run_cpp(config, job, verbose=verbose, poll_cycles=poll_cycles,
-                        training_job=training_job, on_event=on_event)
+                        training_job=training_job, on_event=on_event, trace=trace)
     if poll_cycles != POLL_CYCLES:
         raise SimulationError("the cocotb harness polls every "
                               f"{POLL_CYCLES} cycles; poll_cycles cannot be changed")
@@ -435,13 +441,15 @@ def _stream(cmd: list[str], on_event: Callable[..., None]) -> tuple[int, str]:
 
 
 def _run_cpp(config: AccelConfig, job: Job, verbose: bool, poll_cycles: int,
-             training_job: TrainingJob, on_event: Callable[..., None] | None = None) -> list[RunResult]:
+             training_job: TrainingJob, on_event: Callable[..., None] | None = None,
+             trace: bool = False) -> list[RunResult]:
     global last_stats
     binary = build_cpp(config, verbose=verbose, training_job=training_job) / HARNESS_BIN
     with tempfile.TemporaryDirectory(prefix="celosia-job-") as tmp:
         tmp = Path(tmp)
         job_path, result_path = tmp / "job.bin", tmp / "result.bin"
-        job_path.write_bytes(encode_job(job, poll_cycles=poll_cycles, stream=on_event is not None))
+        job_path.write_bytes(encode_job(job, poll_cycles=poll_cycles, stream=on_event is not None,
+                                        trace=trace))
         cmd = [str(binary), str(job_path), str(result_path)]
         try:
             if on_event is not None:

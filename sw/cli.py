@@ -296,7 +296,7 @@ def cmd_run(args) -> int:
     live = _LiveProgress(args.backend == "verilator" and sys.stderr.isatty())
     options = dict(backend=args.backend, batch=args.batch, progress=_progress("simulating"),
                    resident_weights=args.resident_weights, keep_outputs=args.keep_outputs,
-                   program=program, on_event=live)
+                   program=program, on_event=live, trace=bool(args.trace))
     with live:
         if args.raw:
             from celosia.sw.driver import run_quantized
@@ -311,7 +311,7 @@ def cmd_run(args) -> int:
         _write_text(args.report, "report", json.dumps(report, indent=2, default=_json_default))
     if args.trace:
         from celosia.sw.driver.driver import trace_events
-        _write_text(args.trace, "trace", json.dumps(trace_events(report)))
+        _write_text(args.trace, "trace", json.dumps(result.trace or trace_events(report)))
     _print_summary(report)
     return 0
 
@@ -544,7 +544,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report", help="write the JSON report here")
     p.add_argument("--trace", metavar="OUT.json",
                    help="write a Chrome / Perfetto trace of the first inference (one track per "
-                        "engine, one slice per layer; open it in ui.perfetto.dev); RTL back ends")
+                        "engine; verilator: one slice per instruction, pysim: one per layer; "
+                        "open it in ui.perfetto.dev)")
     _add_calib_args(p)
     _add_compile_args(p)
     _add_config_args(p)

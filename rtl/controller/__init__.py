@@ -59,10 +59,12 @@ from celosia.rtl.controller.csrs import Csrs
 from celosia.rtl.controller.dispatch import Dispatch, engine_signatures
 from celosia.rtl.controller.fetch import Fetch
 from celosia.rtl.controller.nodes import NodeTracker
-from celosia.rtl.controller.signatures import CsrSignature, EngineSignature, NodeSignature, engine_view
+from celosia.rtl.controller.signatures import (CsrSignature, EngineSignature, EventSignature,
+                                               NodeSignature, engine_view)
 from celosia.rtl.dram import DramBusSignature
 
-__all__ = ["CsrSignature", "EngineSignature", "NodeSignature", "engine_view", "Controller"]
+__all__ = ["CsrSignature", "EngineSignature", "EventSignature", "NodeSignature", "engine_view",
+           "Controller"]
 
 
 class Controller(wiring.Component):
@@ -96,6 +98,9 @@ class Controller(wiring.Component):
     node : Out(NodeSignature)
         Per-node snapshots: ``done`` pulses the cycle after each node boundary, with
         ``index`` (NODES_DONE) and ``counters`` (the SNAP_* CSRs).
+    events : Out(EventSignature)
+        Instructions starting (``issue``) and completing (``fin``) this cycle, per queue
+        (combinational; for the harnesses' instruction traces).
 
     Timing: a CSR write takes effect the next cycle (CTRL's start the same cycle); an
     instruction at the head of its queue is offered to its engine in the cycle its
@@ -115,6 +120,7 @@ class Controller(wiring.Component):
             "wr_base": Out(32),
             "wr_size": Out(32),
             "node": Out(NodeSignature),
+            "events": Out(EventSignature),
         })
 
     def elaborate(self, platform):
@@ -153,5 +159,6 @@ class Controller(wiring.Component):
             csrs.mac_cycles.eq(self.compute.mac_cycles),
             nodes.fin.eq(dispatch.fin), csrs.node_done.eq(nodes.done),
             dispatch.watchdog.eq(csrs.watchdog),
+            self.events.issue.eq(dispatch.issued), self.events.fin.eq(dispatch.fin),
         ]
         return m

@@ -102,6 +102,8 @@ class Dispatch(wiring.Component):
     fin : Out(3)
         Instructions completing this cycle (without error): bit 0 the LOAD, bit 1 the
         COMPUTE (GEMM, VEC or NOP), bit 2 the STORE queue's, for the node tracker.
+    issued : Out(3)
+        Instructions starting this cycle, per queue as ``fin``.
     insns : Out(2)
         Instructions started this cycle (NOPs included).
     macs : Out(32)
@@ -120,6 +122,7 @@ class Dispatch(wiring.Component):
             "end": Out(RunEndSignature),
             "watchdog": In(32),
             "fin": Out(3),
+            "issued": Out(3),
             "insns": Out(2),
             "macs": Out(32),
         })
@@ -293,7 +296,8 @@ class Dispatch(wiring.Component):
         with m.Elif(busy & (idle != (1 << 32) - 1)):
             m.d.sync += idle.eq(idle + 1)
         hung = busy & (self.watchdog != 0) & (idle >= self.watchdog) & ~progress
-        m.d.comb += self.fin.eq(Cat(l_fin, c_fin, s_fin))
+        m.d.comb += [self.fin.eq(Cat(l_fin, c_fin, s_fin)),
+                     self.issued.eq(Cat(l_issue, c_issue, s_issue))]
 
         m.d.comb += self.end.finished.eq(busy & self.fetch.ended & empty & engines_idle & ~any_fin)
 

@@ -13,7 +13,7 @@ from amaranth.lib.wiring import In, Out
 from celosia.rtl import isa
 from celosia.rtl.config import BUS_WIDTHS
 
-__all__ = ["GEMMS_IN_FLIGHT", "CsrSignature", "NodeSignature", "NodeBound", "EngineSignature", "engine_view", "INDEX_BITS", "QueueEntry",
+__all__ = ["GEMMS_IN_FLIGHT", "CsrSignature", "NodeSignature", "NodeBound", "EventSignature", "EngineSignature", "engine_view", "INDEX_BITS", "QueueEntry",
            "RunSignature", "FetchStatusSignature", "RunEndSignature", "DRAM_BYTES_BITS"]
 
 #: GEMMs the compute engine may hold at once (accepted, not yet ``done``): the ``ws``
@@ -151,6 +151,17 @@ NodeSignature = wiring.Signature({
     "done": Out(1),
     "index": Out(32),
     "counters": Out(data.ArrayLayout(32, len(isa.COUNTERS))),
+})
+
+#: Instruction events, from the controller's side (the top's ``events`` port, for traces):
+#: ``issue`` bit ``q`` is high in a cycle in which the head of queue ``q`` (0 LOAD, 1
+#: COMPUTE, 2 STORE) starts, ``fin`` bit ``q`` in one in which queue ``q``'s oldest
+#: instruction in flight completes without error (a NOP the cycle after it starts).
+#: Queues start and complete in order, so the ``i``-th of each is the queue's ``i``-th
+#: instruction in fetch order.
+EventSignature = wiring.Signature({
+    "issue": Out(3),
+    "fin": Out(3),
 })
 
 #: Run control, from the CSRs' side: ``start`` (a CTRL write with bit 0 set, one cycle)

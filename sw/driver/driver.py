@@ -47,7 +47,7 @@ from celosia.sw.quant.model import QModel
 
 __all__ = ["BACKENDS", "run", "run_quantized", "golden_forward", "check_input", "build_job", "DriverError",
            "Result", "pgo_training_job", "resident_weights_report", "kept_outputs_report",
-           "cycle_limit", "watchdog_cycles", "layer_boundaries", "trace_events"]
+           "cycle_limit", "watchdog_cycles", "layer_boundaries", "trace_events", "instruction_trace"]
 
 BACKENDS = ("golden", "pysim", "verilator")
 
@@ -57,6 +57,9 @@ class Result:
     y_q: np.ndarray                      # int8 [samples, out_features]
     y: np.ndarray                        # float32, dequantized
     report: dict = field(default_factory=dict)
+    #: With ``trace`` on the verilator back end: the first inference's instruction trace
+    #: (:func:`instruction_trace`), else ``None``.
+    trace: dict | None = None
 
 
 def check_input(model: QModel, x: np.ndarray, source: str = "input") -> np.ndarray:
@@ -215,7 +218,7 @@ def _chunks(program: Program, samples: int) -> list[tuple[int, int]]:
 def run_quantized(model: QModel, x_q: np.ndarray, config: AccelConfig, backend: str = "golden",
                   batch: int = 1, profile: bool = True, progress=None,
                   resident_weights: bool = True, program: Program | None = None,
-                  keep_outputs: bool = True, on_event=None) -> Result:
+                  keep_outputs: bool = True, on_event=None, trace: bool = False) -> Result:
     """Run int8 inputs ``[samples, in_features]``; see :func:`run`. ``program``: ``model``
     already compiled for ``config`` at ``batch`` (e.g. by a benchmark that sized the DRAM
     from it, or the CLI, which checks it before building a simulator), instead of
@@ -225,7 +228,9 @@ def run_quantized(model: QModel, x_q: np.ndarray, config: AccelConfig, backend: 
     simulation runs with ``{"run": inference index or None (initialization), "runs":
     inferences, "layer": name of the layer just finished or None, "cycles": cycles of the
     run so far}`` at every node boundary and every couple of million cycles (progress
-    displays; :data:`celosia.sim.job.PROGRESS_CYCLES`).
+    displays; :data:`celosia.sim.job.PROGRESS_CYCLES`). ``trace``: on the verilator back
+    end, also record every instruction's start and end and return the first inference's
+    :func:`instruction_trace` as ``Result.trace``.
 
     Every back end, ``golden`` included, first compiles the model (a
     :class:`~celosia.errors.CompileError` where it does not map onto the buffers) and
@@ -267,7 +272,8 @@ def run_quantized(model: QModel, x_q: np.ndarray, config: AccelConfig, backend: 
                 from celosia.sim import verilator
                 relay = _event_relay(on_event, program, model, len(lead), len(results),
                                      math.ceil(len(x_q) / batch))
-                part = verilator.run(config, job, training_job=pgo_training_job, on_event=relay)
+                part = verilator.run(config, job, training_job=pgo_training_job, on_event=relay,
+                                     trace=trace)
             for i, res in enumerate(part):
                 _check_run(backend, i, res, job)
             inits.extend(part[:len(lead)])
@@ -326,7 +332,9 @@ def run_quantized(model: QModel, x_q: np.ndarray, config: AccelConfig, backend: 
             "per-layer figures are not available: the back end recorded no node snapshots")
     report["wall_seconds"] = time.perf_counter() - t0
     y = model.dequantize_output(y_q)
-    return Result(y_q=y_q, y=y, report=report)
+    events = main[0].events if backend != "golden" else []
+    return Result(y_q=y_q, y=y, report=report,
+                  trace=instruction_trace(program, model, events) if events else None)
 
 
 def _check_run(backend: str, i: int, res, job: Job) -> None:
@@ -397,6 +405,55 @@ def _event_relay(on_event, program: Program, model: QModel, lead: int, first: in
 VECTOR_OPS = ("maxpool", "avgpool", "gap", "add")
 
 
+def _track(word: int) -> tuple[str, int]:
+    """The trace track of an instruction: (its slice's last word, tid)."""
+    return {isa.Opcode.LOAD.value: ("LOAD", 1), isa.Opcode.VEC.value: ("VECTOR", 3),
+            isa.Opcode.STORE.value: ("STORE", 4), isa.Opcode.NOP.value: ("NOP", 2),
+            }.get(word & _OP_MASK, ("COMPUTE", 2))
+
+
+def _trace(events: list[dict], source: str) -> dict:
+    """The trace file around ``events``: the engines' track names first."""
+    names = [{"ph": "M", "pid": 0, "tid": tid, "name": "thread_name", "args": {"name": name}}
+             for name, tid in (("LOAD", 1), ("COMPUTE", 2), ("VECTOR", 3), ("STORE", 4))]
+    return {"traceEvents": names + events, "displayTimeUnit": "ns",
+            "otherData": {"time_unit": "cycles", "source": source}}
+
+
+def instruction_trace(program: Program, model: QModel, events) -> dict:
+    """A Chrome / Perfetto trace (``{"traceEvents": [...]}``) of one run of ``program``
+    from its instruction events (:attr:`RunResult.events
+    <celosia.sim.job.RunResult.events>`): one "X" slice per instruction from the cycle it
+    starts to the cycle it completes, inclusive (``ts``, ``dur`` in cycles from the
+    start), on its engine's track (pid 0; tid 1 LOAD, 2 COMPUTE, 3 VECTOR, 4 STORE; a
+    NOP, which only moves tokens, on COMPUTE), named like ``"L3 conv2 LOAD"`` (``"...
+    COMPUTE"`` for a GEMM, ``"... NOP"``), with its fetch-order index in
+    ``args``. Each queue starts and completes in order, so its ``i``-th start and
+    ``i``-th completion are its ``i``-th instruction."""
+    queue_of = {isa.Opcode.LOAD.value: 0, isa.Opcode.STORE.value: 2}
+    per_queue = ([], [], [])  # (node, fetch index, word) in fetch order
+    index = 0
+    for k, node in enumerate(program.nodes):
+        for word in node.insns:
+            per_queue[queue_of.get(word & _OP_MASK, 1)].append((k, index, word))
+            index += 1
+    starts, ends = ([], [], []), ([], [], [])
+    for cycle, issue, fin in events:
+        for q in range(3):
+            if issue >> q & 1:
+                starts[q].append(cycle)
+            if fin >> q & 1:
+                ends[q].append(cycle)
+    out = []
+    for q in range(3):
+        for (k, index, word), start, end in zip(per_queue[q], starts[q], ends[q]):
+            what, tid = _track(word)
+            name = model.layers[k].name if k < len(model.layers) else program.nodes[k].name
+            out.append({"ph": "X", "pid": 0, "tid": tid, "ts": start, "dur": end - start + 1,
+                        "name": f"L{k} {name} {what}", "args": {"index": index}})
+    return _trace(out, "instruction events")
+
+
 def trace_events(report: dict) -> dict:
     """A Chrome / Perfetto trace (``{"traceEvents": [...]}``) of the first inference run
     of an RTL ``report``: one track per engine (pid 0; tid 1 LOAD, 2 COMPUTE (the PE
@@ -407,8 +464,7 @@ def trace_events(report: dict) -> dict:
     the report has no per-layer cycles."""
     tracks = (("LOAD", 1, "load_busy"), ("COMPUTE", 2, "compute_cycles"),
               ("VECTOR", 3, "compute_cycles"), ("STORE", 4, "store_busy"))
-    events = [{"ph": "M", "pid": 0, "tid": tid, "name": "thread_name", "args": {"name": name}}
-              for name, tid, _ in tracks]
+    events = []
     for k, layer in enumerate(report.get("layers", [])):
         if layer.get("cycles") is None:
             return {"traceEvents": []}
@@ -418,8 +474,7 @@ def trace_events(report: dict) -> dict:
                 events.append({"ph": "X", "pid": 0, "tid": tid, "ts": layer["start_cycle"],
                                "dur": layer["cycles"], "name": f"L{k} {layer['name']} {name}",
                                "args": {"busy_cycles": layer[key], "op": layer["op"]}})
-    return {"traceEvents": events, "displayTimeUnit": "ns",
-            "otherData": {"time_unit": "cycles", "source": "per-node counter snapshots"}}
+    return _trace(events, "per-node counter snapshots")
 
 
 def _add_roofline(report: dict, program: Program, model: QModel, config: AccelConfig,
@@ -465,7 +520,8 @@ def resident_weights_report(program: Program, traffic: ProgramTraffic | None = N
 
 def run(model: QModel, x: np.ndarray, config: AccelConfig, backend: str = "golden", batch: int = 1,
         profile: bool = True, progress=None, source: str = "input", resident_weights: bool = True,
-        keep_outputs: bool = True, program: Program | None = None, on_event=None) -> Result:
+        keep_outputs: bool = True, program: Program | None = None, on_event=None,
+        trace: bool = False) -> Result:
     """Quantize float ``x`` (first axis = samples), run it, dequantize the output.
 
     ``resident_weights``: compile with the initialization graph that keeps the weights
@@ -477,7 +533,7 @@ def run(model: QModel, x: np.ndarray, config: AccelConfig, backend: str = "golde
     x = check_input(model, x, source)
     return run_quantized(model, model.quantize_input(x), config, backend, batch, profile, progress,
                          resident_weights, program=program, keep_outputs=keep_outputs,
-                         on_event=on_event)
+                         on_event=on_event, trace=trace)
 
 
 def kept_outputs_report(program: Program, traffic: ProgramTraffic | None = None) -> dict:

@@ -11,6 +11,7 @@ the driver used to) the snapshots agree where they must and differ as documented
 import numpy as np
 import pytest
 
+from celosia.rtl import isa
 from celosia.rtl.config import AccelConfig
 from celosia.rtl.isa import BaseReg, Csr
 from celosia.sim import verilator
@@ -129,3 +130,30 @@ def test_resnet18_inference_with_per_layer_report():
     assert sum(layer["hw_macs"] for layer in layers) == hw.report["hw_macs"]
     print(f"ResNet-18 on 8x8 ws Verilator: {hw.report['cycles']} cycles, {len(layers)} layers "
           f"with per-layer figures, {seconds:.0f} s (build included if not cached)")
+
+
+def test_instruction_trace(digits):
+    """``trace``: a slice per instruction from its start to its completion;
+    the LOAD / STORE slices, less their start and completion cycles, add up to LOAD_BUSY /
+    STORE_BUSY (the DMA engines are busy from the cycle after the start until ``done``,
+    which pulses in their first idle cycle: rtl/dma.py); one engine
+    runs one at a time; each layer's last slice ends at its boundary (the last layer's
+    the cycle before the run finishes)."""
+    qmodel, x_q = digits
+    program = compile_model(qmodel, CONFIG)
+    hw = run_quantized(qmodel, x_q[:1], CONFIG, backend="verilator", program=program, trace=True)
+    rep = hw.report
+    slices = [e for e in hw.trace["traceEvents"] if e["ph"] == "X"]
+    words = [w for node in program.nodes for w in node.insns]
+    assert len(slices) == len(words)
+    assert sum(e["name"].endswith(" NOP") for e in slices) == \
+        sum(isa.decode(w)["op"] == isa.Opcode.NOP for w in words)
+    for tid, busy in ((1, "load_busy"), (4, "store_busy")):
+        mine = sorted((e for e in slices if e["tid"] == tid), key=lambda e: e["ts"])
+        assert sum(e["dur"] - 2 for e in mine) == rep[busy]
+        assert all(b["ts"] >= a["ts"] + a["dur"] - 1 for a, b in zip(mine, mine[1:]))
+    layers = rep["layers"]
+    for k, layer in enumerate(layers):
+        end = max(e["ts"] + e["dur"] for e in slices if e["name"].startswith(f"L{k} "))
+        want = layer["start_cycle"] + layer["cycles"]
+        assert end == (want if k < len(layers) - 1 else want - 1), layer["name"]

@@ -102,18 +102,21 @@ def test_job_file_round_trip():
     n_ctr = len(COUNTERS)
     assert words[0] == int.from_bytes(b"CLSELJ03", "little") and words[1:4] == [7, 1000, 0]
     assert np.frombuffer(encode_job(job, stream=True), "<u8")[3] == 1  # FLAG_STREAM
+    assert np.frombuffer(encode_job(job, stream=True, trace=True), "<u8")[3] == 3  # and FLAG_TRACE
     rest = words[4:]
     assert rest[:3] == [1, 1, 5]  # one non-zero image word: (word 1, value 5)
     assert rest[3:4] == [1]  # one run
     assert rest[4] == 2 and rest[9:12] == [1, 3, 7]  # two input words; CSR value masked
     assert rest[12:15] == [1, 1, 3]  # readback bytes 13..18 are words 1..2
     magic = int.from_bytes(b"CELSER03", "little")
-    snaps = [2, 1, *range(100, 100 + n_ctr), 2, *range(200, 200 + n_ctr)]  # two node records
+    snaps = [2, 1, *range(100, 100 + n_ctr), 2, *range(200, 200 + n_ctr),  # two node records
+             2, (5 << 6) | (1 << 3), (9 << 6) | 0b101]  # two events: LOAD starts; LOAD, STORE end
     result = [magic, 1, 2, 0, *range(n_ctr), 9, 0x4321, *snaps, 0x1122334455667788,
               0xAABBCCDDEEFF0011, 123, 456, 400]
     (res,), stats = decode_results(job, np.array(result, "<u8").tobytes())
     assert res.status == 2 and res.error_info == 9 and res.fault_addr == 0x4321 and list(res.counters.values()) == list(range(n_ctr))
     assert [n["index"] for n in res.nodes] == [1, 2]
+    assert res.events == [(5, 1, 0), (9, 0, 5)]
     assert [list(n.values())[1:] for n in res.nodes] == [list(range(100, 100 + n_ctr)),
                                                            list(range(200, 200 + n_ctr))]
     both = (0x1122334455667788).to_bytes(8, "little") + (0xAABBCCDDEEFF0011).to_bytes(8, "little")
@@ -128,7 +131,7 @@ def test_harness_header():
                  "constexpr uint64_t CSR_ERROR_INFO = 25ULL;", "constexpr uint64_t STATUS_DONE_MASK = 2ULL;",
                  f"constexpr uint64_t MAGIC_JOB = {int.from_bytes(b'CLSELJ03', 'little'):#x}ULL;",
                  f"constexpr uint64_t MAGIC_RES = {int.from_bytes(b'CELSER03', 'little'):#x}ULL;",
-                 "constexpr uint64_t FLAG_STREAM = 1ULL;",
+                 "constexpr uint64_t FLAG_STREAM = 1ULL;", "constexpr uint64_t FLAG_TRACE = 2ULL;",
                  "constexpr uint64_t CSR_FAULT_ADDR = 28ULL;",
                  "constexpr uint64_t COUNTERS[N_COUNTERS] = {16, 17, 18, 19, 20, 21, 22, 23, 24, 26, 27};"):
         assert line in text, line

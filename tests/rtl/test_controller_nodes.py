@@ -24,12 +24,14 @@ def run_nodes(nodes, *, csrs=None, max_cycles=3000, kinds=None):
         engines = list(h.engines.values())
         ports = [getattr(c, n).insn for n in h.engines]
         sigs = [c.csr.w_en, c.csr.addr, c.csr.w_data, c.node.done, c.node.index,
-                c.node.counters.as_value()]
+                c.node.counters.as_value(), c.events.issue, c.events.fin]
         for port, eng in zip(ports, engines):
             sigs += [port.valid, port.ready, port.payload.as_value(), eng.done, eng.busy]
-        async for _, _, w_en, addr, w_data, done, index, counters, *vals in ctx.tick().sample(*sigs):
+        async for _, _, w_en, addr, w_data, done, index, counters, issue, fin, *vals in \
+                ctx.tick().sample(*sigs):
             per = [vals[5 * i:5 * i + 5] for i in range(len(engines))]
             samples.append({
+                "events": (issue, fin),
                 "start": bool(w_en and addr == Csr.CTRL and w_data & 1),
                 "issue": {n: isa.decode(p[2]) for n, p in zip(h.engines, per) if p[0] and p[1]},
                 "done": {n for n, p in zip(h.engines, per) if p[3]},
@@ -106,6 +108,11 @@ def test_snapshots_at_node_boundaries():
     assert [cyc for cyc, *_ in snaps[:3]] == [snaps[0][0], snaps[0][0] + 1, snaps[0][0] + 2]
     # the last node's boundary is the cycle the run finishes: everything but that cycle
     assert snaps[-1][2][0] == res["CYCLES"] - 1
+    # the events port: per queue, a start with each issue and a completion with each done
+    queue = {"load": 0, "compute": 1, "vector": 1, "store": 2}
+    for s in samples:
+        assert s["events"][0] == sum(1 << queue[n] for n in s["issue"])
+        assert s["events"][1] == sum(1 << queue[n] for n in s["done"])
     # the SNAP_* CSRs hold the last snapshot
     assert [res[f"SNAP_{c.name}"] for c in isa.COUNTERS] == snaps[-1][2]
 
@@ -149,9 +156,10 @@ def test_watchdog_off_by_default():
 
 def test_node_port_reaches_the_top():
     from celosia.rtl.config import AccelConfig
-    from celosia.rtl.controller.signatures import NodeSignature
+    from celosia.rtl.controller.signatures import EventSignature, NodeSignature
     from celosia.rtl.top import Accelerator, SimTop
 
     cfg = AccelConfig(rows=2, cols=2)
     for top in (Accelerator(cfg), SimTop(cfg)):
         assert top.signature.members["node"] == wiring.Out(NodeSignature)
+        assert top.signature.members["events"] == wiring.Out(EventSignature)
