@@ -67,7 +67,8 @@ def prefix_cycles(program, x_q, k):
 
 def test_per_layer_report_from_one_run(digits):
     qmodel, x_q = digits
-    hw = run_quantized(qmodel, x_q, CONFIG, backend="verilator")
+    events = []
+    hw = run_quantized(qmodel, x_q, CONFIG, backend="verilator", on_event=events.append)
     np.testing.assert_array_equal(hw.y_q, golden_forward(qmodel, x_q))
     rep = hw.report
     layers = rep["layers"]
@@ -84,6 +85,14 @@ def test_per_layer_report_from_one_run(digits):
         assert entry["hw_macs"] == want, entry["name"]
     assert [entry["start_cycle"] for entry in layers] == \
         list(np.cumsum([0] + [entry["cycles"] for entry in layers[:-1]]))
+    # streamed while it ran (the progress line's feed): each inference's layers in order,
+    # at their boundaries (the last one the cycle before the run's end)
+    ends = [entry["start_cycle"] + entry["cycles"] for entry in layers]
+    ends[-1] -= 1
+    want = [{"run": r, "runs": 2, "layer": entry["name"], "cycles": end}
+            for r in range(2) for entry, end in zip(layers, ends)]
+    assert [e for e in events if e["layer"] is not None and e["run"] == 0] == want[:len(layers)]
+    assert [e["layer"] for e in events if e["layer"] is not None] == [w["layer"] for w in want]
 
 
 def test_snapshots_against_prefix_runs(digits):
