@@ -42,7 +42,7 @@ from celosia.errors import FieldError
 __all__ = [
     "Opcode", "Buffer", "VecMode", "VecInsn", "BaseReg", "ErrorCode", "Csr", "DepFlags", "Header",
     "LoadInsn", "GemmInsn", "StoreInsn", "Insn", "NodeDescriptor", "Status", "ParamRecord", "PARAM_BYTES",
-    "COUNTERS", "INSN_BITS", "INSN_BYTES", "INSN_WORDS", "DESC_BYTES", "NUM_BASE_REGS",
+    "COUNTERS", "SNAPSHOTS", "INSN_BITS", "INSN_BYTES", "INSN_WORDS", "DESC_BYTES", "NUM_BASE_REGS",
     "pack", "unpack", "pack_bytes", "unpack_bytes", "encode", "decode", "encode_words", "decode_words",
     "encode_descriptor", "field_max", "markdown", "c_header",
 ]
@@ -90,6 +90,9 @@ class ErrorCode(enum.IntEnum):
     TOKEN_DEADLOCK = 4      #: every queue waits for a token nobody will give (token underflow)
     TOKEN_OVERFLOW = 5      #: a token counter would exceed its maximum
     BAD_DESCRIPTOR = 6      #: a node descriptor or instruction lies outside the read window or is misaligned
+    #: no instruction was pushed into a queue or completed for WATCHDOG cycles (a hang);
+    #: ERROR_INFO holds the oldest queue head's index (the next instruction's if none)
+    WATCHDOG = 7
 
 
 class Csr(enum.IntEnum):
@@ -118,6 +121,23 @@ class Csr(enum.IntEnum):
     #: access's first byte when it starts below the window, else its last byte; fetch:
     #: the refused descriptor or instruction address); 0 after other stops
     FAULT_ADDR = 28
+    #: progress watchdog (cycles, 0 = off; kept across runs): the machine stops with error
+    #: WATCHDOG when no instruction is pushed into a queue or completes for this many cycles
+    WATCHDOG = 29
+    #: node boundaries passed since the start: the SNAP_* CSRs hold the counters at the
+    #: boundary of node NODES_DONE - 1 (node = a run of descriptors of one ``kind``)
+    NODES_DONE = 30
+    SNAP_CYCLES = 32   #: CYCLES at the latest node boundary (SNAP_*: see NODES_DONE)
+    SNAP_LOAD_BUSY = 33  #: LOAD_BUSY at the latest node boundary
+    SNAP_COMPUTE_BUSY = 34  #: COMPUTE_BUSY at the latest node boundary
+    SNAP_STORE_BUSY = 35  #: STORE_BUSY at the latest node boundary
+    SNAP_MACS = 36     #: MACS at the latest node boundary
+    SNAP_DRAM_RD = 37  #: DRAM_RD at the latest node boundary
+    SNAP_DRAM_WR = 38  #: DRAM_WR at the latest node boundary
+    SNAP_LOAD_COMPUTE_OVERLAP = 39  #: LOAD_COMPUTE_OVERLAP at the latest node boundary
+    SNAP_INSNS = 40    #: INSNS at the latest node boundary
+    SNAP_ZERO_SKIPS = 41  #: ZERO_SKIPS at the latest node boundary
+    SNAP_MAC_CYCLES = 42  #: MAC_CYCLES at the latest node boundary
 
 
 DepFlags = data.StructLayout({
@@ -314,6 +334,10 @@ _BY_OP = {Opcode.LOAD: LoadInsn, Opcode.GEMM: GemmInsn, Opcode.STORE: StoreInsn,
 #: reads them back after every run.
 COUNTERS = (Csr.CYCLES, Csr.LOAD_BUSY, Csr.COMPUTE_BUSY, Csr.STORE_BUSY, Csr.MACS, Csr.DRAM_RD,
             Csr.DRAM_WR, Csr.LOAD_COMPUTE_OVERLAP, Csr.INSNS, Csr.ZERO_SKIPS, Csr.MAC_CYCLES)
+
+#: The snapshot CSR of each counter (:data:`COUNTERS` order): its value at the latest
+#: node boundary (rtl/controller/nodes.py).
+SNAPSHOTS = tuple(Csr[f"SNAP_{c.name}"] for c in COUNTERS)
 
 for _layout in (LoadInsn, GemmInsn, StoreInsn, VecInsn, Header):
     assert _layout.size <= INSN_BITS, _layout
@@ -556,7 +580,11 @@ def markdown() -> str:
     enum_table("CSRs (32-bit word addresses)", Csr)
     lines.extend(["## Counters", "",
                   "Counter CSRs, reset by a start, in the order the driver reports them: "
-                  + ", ".join(f"`{c.name}` ({c.value})" for c in COUNTERS) + ".", ""])
+                  + ", ".join(f"`{c.name}` ({c.value})" for c in COUNTERS) + ". "
+                  "At every node boundary (the cycle by which every instruction of the "
+                  "nodes so far has completed; docs/hardware.md, \"Per-node counters\") "
+                  "the controller copies them into the `SNAP_*` CSRs and increments "
+                  "`NODES_DONE`.", ""])
     enum_table("Base registers (compiler convention)", BaseReg)
     error = Status["error"]
     enum_table(f"Error codes (STATUS bits {error.offset + error.width - 1}:{error.offset})", ErrorCode)

@@ -30,7 +30,7 @@ from amaranth.lib.wiring import In, Out
 from .arrays import make_engine
 from .buffers import LaneBuffer
 from .config import AccelConfig, check_config
-from .controller import Controller, CsrSignature, engine_view
+from .controller import Controller, CsrSignature, EventSignature, NodeSignature, engine_view
 from .dma import LoadEngine, StoreEngine
 from .dram import BusArbiter, DramBusSignature, DramModel, host_members
 from .isa import PARAM_BYTES
@@ -46,6 +46,12 @@ class Accelerator(wiring.Component):
     -----
     csr : In(CsrSignature)
     bus : Out(DramBusSignature.of(config))
+    node : Out(NodeSignature)
+        Per-node counter snapshots (:class:`~celosia.rtl.controller.Controller`):
+        ``done`` pulses the cycle after each node boundary, with ``index`` (NODES_DONE)
+        and ``counters`` (the SNAP_* CSRs, :data:`celosia.rtl.isa.COUNTERS` order).
+    events : Out(EventSignature)
+        Instructions starting / completing this cycle, per queue (instruction traces).
     """
 
     def __init__(self, config: AccelConfig):
@@ -53,6 +59,8 @@ class Accelerator(wiring.Component):
         super().__init__({
             "csr": In(CsrSignature),
             "bus": Out(DramBusSignature.of(config)),
+            "node": Out(NodeSignature),
+            "events": Out(EventSignature),
         })
 
     def elaborate(self, platform):
@@ -70,6 +78,8 @@ class Accelerator(wiring.Component):
         m.submodules.psum_buf = psum = LaneBuffer(cfg.cols, 32, cfg.psum_rows, read_ports=2)
 
         wiring.connect(m, wiring.flipped(self.csr), ctrl.csr)
+        wiring.connect(m, wiring.flipped(self.node), ctrl.node)
+        wiring.connect(m, wiring.flipped(self.events), ctrl.events)
         wiring.connect(m, arbiter=arbiter.bus, top=wiring.flipped(self.bus))
         wiring.connect(m, fetch=ctrl.bus, arbiter=arbiter.clients[0])
         wiring.connect(m, load=load.bus, arbiter=arbiter.clients[1])
@@ -119,6 +129,10 @@ class SimTop(wiring.Component):
     host_rdata : Out(64)
         The DramModel back door (synchronous read, one cycle): 64-bit words at every
         bus width (``host_addr`` = byte address / 8; :class:`~celosia.rtl.dram.DramModel`).
+    node : Out(NodeSignature)
+        The accelerator's per-node snapshots (the harnesses record one per ``done``).
+    events : Out(EventSignature)
+        The accelerator's instruction events (the C++ harness logs them for traces).
 
     ``dram_storage``: ``"memory"`` (an Amaranth memory, for the Amaranth simulator) or
     ``"verilog"`` (an instance of ``celosia_dram_storage``, whose Verilog
@@ -128,13 +142,16 @@ class SimTop(wiring.Component):
     def __init__(self, config: AccelConfig, dram_storage: str = "memory"):
         self._config = check_config(config)
         self._dram_storage = dram_storage
-        super().__init__({"csr": In(CsrSignature), **host_members(config)})
+        super().__init__({"csr": In(CsrSignature), "node": Out(NodeSignature),
+                          "events": Out(EventSignature), **host_members(config)})
 
     def elaborate(self, platform):
         m = Module()
         m.submodules.accel = accel = Accelerator(self._config)
         m.submodules.dram = dram = DramModel(self._config, storage=self._dram_storage)
         wiring.connect(m, wiring.flipped(self.csr), accel.csr)
+        wiring.connect(m, wiring.flipped(self.node), accel.node)
+        wiring.connect(m, wiring.flipped(self.events), accel.events)
         wiring.connect(m, accel=accel.bus, dram=dram.bus)
         m.d.comb += [
             dram.host_addr.eq(self.host_addr), dram.host_we.eq(self.host_we),

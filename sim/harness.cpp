@@ -21,10 +21,24 @@
 //
 // Both files are sequences of little-endian 64-bit words:
 //
-// job:    MAGIC_JOB poll_cycles max_cycles n_image {word_addr value}
+// job:    MAGIC_JOB poll_cycles max_cycles flags n_image {word_addr value}
 //         n_runs { n_writes {word_addr value} n_csr {addr value} n_readback {first last} }
-// result: MAGIC_RES n_runs { status timed_out {counter} error_info fault_addr {readback words...} }
+// result: MAGIC_RES n_runs { status timed_out {counter} error_info fault_addr
+//                            n_nodes {node_index {counter}} n_events {event}
+//                            {readback words...} }
 //         total_cycles sim_nanoseconds sim_cpu_nanoseconds
+//
+// Node snapshots: after every cycle of a run in which the top's node_done is high, the
+// harness records node_index and node_counters (the SNAP_* CSRs, in COUNTERS order) as
+// they stand; that costs nothing on the bus, so the machine's timing and the host
+// protocol are those of run_job. With FLAG_STREAM in flags it also prints, flushed, a
+// line "node RUN INDEX CYCLES" per snapshot and "cycles RUN CYCLES" every
+// PROGRESS_CYCLES cycles of a run, for a caller showing progress.
+//
+// Instruction events (FLAG_TRACE): after every cycle of a run in which insn_issue or
+// insn_fin (per queue: an instruction starts / completes) is non-zero, the harness
+// records one word (j << 6) | (insn_issue << 3) | insn_fin, j the cycle's number
+// counted from the start (the CYCLES counter's value in that cycle); none without the flag.
 //
 // (sim_*: from the model's construction to the last host access; wall-clock and
 // this process's CPU time, which differ on a busy machine.)
@@ -69,6 +83,8 @@ bool Vcelosia_fast_top___024root___eval_phase__nba(Vcelosia_fast_top___024root* 
     __attribute__((weak));
 
 namespace {
+
+using namespace celosia_isa;
 
 uint64_t cpu_ns() {
     timespec ts{};
@@ -153,6 +169,11 @@ class Host {
         clock_cycle(top_.get(), inputs_changed_);
         inputs_changed_ = false;
         ++cycles_;
+        if (top_->node_done) record_node();
+        if (trace_) {
+            const uint64_t ev = (uint64_t{top_->insn_issue} << 3) | top_->insn_fin;
+            if (ev) events_.push_back(((cycles_ - t0_) << 6) | ev);
+        }
     }
 
     void host_write(uint64_t addr, uint64_t value) {
@@ -184,7 +205,23 @@ class Host {
     }
     uint64_t cycles() const { return cycles_; }
 
+    // The snapshots recorded since clear_nodes(): node_index, then the counters, each.
+    const std::vector<uint64_t>& nodes() const { return nodes_; }
+    void clear_nodes() { nodes_.clear(); }
+    // FLAG_TRACE: the events since the last start (call right after the CTRL write).
+    void trace(bool on) { trace_ = on; }
+    void mark_start() {
+        t0_ = cycles_;
+        events_.clear();
+    }
+    const std::vector<uint64_t>& events() const { return events_; }
+
   private:
+    void record_node() {
+        nodes_.push_back(top_->node_index);
+        for (uint64_t i = 0; i < N_COUNTERS; ++i) nodes_.push_back(top_->node_counters[i]);
+    }
+
     // Sets a top-level input (truncated to the port's C++ type, as the port's width
     // requires) and notes whether it changed, for clock_cycle().
     template <typename Port>
@@ -197,9 +234,32 @@ class Host {
     }
 
     std::unique_ptr<Vcelosia_fast_top> top_;
+    std::vector<uint64_t> nodes_;
+    std::vector<uint64_t> events_;
+    bool trace_ = false;
+    uint64_t t0_ = 0;
     uint64_t cycles_ = 0;
     bool inputs_changed_ = true;  // the first evaluation is a full one
 };
+
+// FLAG_STREAM: prints the snapshots of run ``run`` recorded since the last call
+// (``printed`` words of ``nodes`` were) and, every PROGRESS_CYCLES, the cycles waited.
+void stream_progress(uint64_t run, uint64_t waited, const std::vector<uint64_t>& nodes,
+                     size_t& printed, uint64_t& reported) {
+    const size_t rec = 1 + N_COUNTERS;
+    bool any = false;
+    for (; printed + rec <= nodes.size(); printed += rec, any = true)  // COUNTERS[0]: CYCLES
+        std::printf("node %llu %llu %llu\n", static_cast<unsigned long long>(run),
+                    static_cast<unsigned long long>(nodes[printed]),
+                    static_cast<unsigned long long>(nodes[printed + 1]));
+    if (waited - reported >= PROGRESS_CYCLES) {
+        std::printf("cycles %llu %llu\n", static_cast<unsigned long long>(run),
+                    static_cast<unsigned long long>(waited));
+        reported = waited;
+        any = true;
+    }
+    if (any) std::fflush(stdout);
+}
 
 }  // namespace
 
@@ -217,6 +277,8 @@ int main(int argc, char** argv) {
     if (in.next() != MAGIC_JOB) die("not a celosia job file (or another version)");
     const uint64_t poll_cycles = in.next();
     const uint64_t max_cycles = in.next();
+    const uint64_t flags = in.next();
+    const bool stream = (flags & FLAG_STREAM) != 0;
     if (poll_cycles == 0) die("poll_cycles must be positive");
 
     auto ctx = std::make_unique<VerilatedContext>();
@@ -224,6 +286,7 @@ int main(int argc, char** argv) {
     auto t0 = std::chrono::steady_clock::now();
     const uint64_t cpu0 = cpu_ns();
     Host host(ctx.get());
+    host.trace((flags & FLAG_TRACE) != 0);
     std::vector<uint64_t> out{MAGIC_RES};
 
     for (uint64_t n = in.next(); n; --n) {
@@ -244,11 +307,15 @@ int main(int argc, char** argv) {
             uint64_t value = in.next();
             host.csr_write(addr, value);
         }
+        host.clear_nodes();
         host.csr_write(CSR_CTRL, 1);
-        uint64_t waited = 0, status = 0, timed_out = 0;
+        host.mark_start();
+        uint64_t waited = 0, status = 0, timed_out = 0, reported = 0;
+        size_t printed = 0;
         for (;;) {
             host.wait(poll_cycles);
             waited += poll_cycles;
+            if (stream) stream_progress(r, waited, host.nodes(), printed, reported);
             status = host.csr_read(CSR_STATUS);
             if (status & STATUS_DONE_MASK) break;
             if (waited >= max_cycles) {
@@ -261,6 +328,12 @@ int main(int argc, char** argv) {
         for (uint64_t c : COUNTERS) out.push_back(host.csr_read(c));
         out.push_back(host.csr_read(CSR_ERROR_INFO));
         out.push_back(host.csr_read(CSR_FAULT_ADDR));
+        const std::vector<uint64_t>& nodes = host.nodes();
+        if (stream) stream_progress(r, waited, nodes, printed, reported);
+        out.push_back(nodes.size() / (1 + N_COUNTERS));
+        out.insert(out.end(), nodes.begin(), nodes.end());
+        out.push_back(host.events().size());
+        out.insert(out.end(), host.events().begin(), host.events().end());
         for (uint64_t n = in.next(); n; --n) {
             uint64_t first = in.next();
             uint64_t last = in.next();

@@ -267,7 +267,7 @@ class IsaSim:
 def protection_windows(lay: dict) -> tuple[tuple[int, int], tuple[int, int]]:
     """The driver's ``(read_window, write_window)``, each ``(base, size)``, for the memory
     map ``lay`` of :meth:`~celosia.sw.compiler.Program.layout`: reads over the whole image
-    (``0 .. end``: profiling tables, program, weights, inputs, scratch, outputs), writes
+    (``0 .. end``: program, weights, inputs, scratch, outputs), writes
     over scratch and outputs (``scratch .. end``), so a program can never store over
     itself, its weights or its inputs."""
     return (0, lay["end"]), (lay["scratch"], lay["end"] - lay["scratch"])

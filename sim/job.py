@@ -1,7 +1,10 @@
 """What a simulation back end is asked to do, and the one host routine that does it.
 
 A :class:`Job` is a DRAM image plus a list of :class:`Run`\\ s (CSR writes, start,
-wait for done, read counters and DRAM regions back). :func:`run_job` performs a
+wait for done, read counters and DRAM regions back). While a run goes, every pulse of
+the top's ``node.done`` is a per-node counter snapshot (:data:`celosia.rtl.isa.SNAPSHOTS`,
+rtl/controller/nodes.py); transports that can watch it (``take_nodes``) return them in
+:attr:`RunResult.nodes`. :func:`run_job` performs a
 job through a *transport* — four async primitives on the simulated
 ``SimTop``'s CSR bus and DRAM back door — so the Amaranth simulator (``pysim``)
 and the cocotb/Verilator bench run exactly the same host code, as a board
@@ -23,7 +26,8 @@ from celosia.rtl import isa
 from celosia.rtl.isa import Csr, ErrorCode, Status, unpack
 
 __all__ = ["Run", "Job", "RunResult", "run_job", "COUNTERS", "POLL_CYCLES", "encode_job",
-           "decode_results", "harness_header"]
+           "decode_results", "harness_header", "node_snapshot", "FLAG_STREAM", "FLAG_TRACE",
+           "PROGRESS_CYCLES"]
 
 #: How often (in cycles) the host polls ``STATUS`` while a run is going, by default.
 POLL_CYCLES = 512
@@ -49,7 +53,10 @@ class Job:
     dram_bytes: int
     image: list[tuple[int, bytes]]  # (byte address, bytes) loaded once before the first run
     runs: list[Run]
-    max_cycles: int = 50_000_000  # per run; the bench gives up (and says so) after this
+    #: per run; the bench gives up (and says so) after this. The driver derives it from
+    #: the program (:func:`celosia.sw.driver.cycle_limit`), as a last resort behind the
+    #: hardware watchdog (the WATCHDOG CSR).
+    max_cycles: int = 50_000_000
 
     def to_dict(self):
         return dataclasses.asdict(self)
@@ -71,6 +78,15 @@ class RunResult:
     timed_out: bool = False
     #: FAULT_ADDR: the DRAM byte address of a DMA_OUT_OF_WINDOW / BAD_DESCRIPTOR stop, else 0
     fault_addr: int = 0
+    #: The per-node snapshots of the run, in order: ``{"index": NODES_DONE, counter
+    #: name: value, ...}`` (:data:`COUNTERS` names); empty where the harness cannot watch
+    #: the ``node`` port.
+    nodes: list[dict] = field(default_factory=list)
+    #: With ``trace`` (C++ harness only): ``(cycle, issue, fin)`` per cycle of the run in
+    #: which an instruction started or completed, ``cycle`` counted from the start (the
+    #: CYCLES counter's value then), ``issue`` / ``fin`` 3-bit masks per queue (bit 0
+    #: LOAD, 1 COMPUTE, 2 STORE; ``EventSignature``).
+    events: list[tuple[int, int, int]] = field(default_factory=list)
 
     @property
     def error_name(self) -> str:
@@ -100,9 +116,12 @@ async def run_job(transport, job: Job, poll_cycles: int = POLL_CYCLES, progress=
 
     ``transport`` provides ``async host_write(word_addr, value)``,
     ``async host_read(word_addr) -> int``, ``async csr_write(addr, value)``,
-    ``async csr_read(addr) -> int`` and ``async wait(cycles)``. Zero words of the
-    image are skipped (the DRAM model starts zeroed).
+    ``async csr_read(addr) -> int`` and ``async wait(cycles)``, and optionally
+    ``take_nodes() -> list[dict]`` (the snapshots seen since the last call, see
+    :attr:`RunResult.nodes`). Zero words of the image are skipped (the DRAM model starts
+    zeroed).
     """
+    take_nodes = getattr(transport, "take_nodes", lambda: [])
     for addr, payload in job.image:
         for waddr, value in _words(addr, payload):
             if value:
@@ -114,6 +133,7 @@ async def run_job(transport, job: Job, poll_cycles: int = POLL_CYCLES, progress=
                 await transport.host_write(waddr, value)
         for addr, value in run.csr_writes:
             await transport.csr_write(addr, value)
+        take_nodes()
         await transport.csr_write(Csr.CTRL, 1)
         waited = 0
         timed_out = False
@@ -137,7 +157,7 @@ async def run_job(transport, job: Job, poll_cycles: int = POLL_CYCLES, progress=
             data.append(blob[skip: skip + nbytes])
         results.append(RunResult(status=status, error=unpack(Status, status)["error"],
                                  error_info=error_info, counters=counters, data=data,
-                                 timed_out=timed_out, fault_addr=fault_addr))
+                                 timed_out=timed_out, fault_addr=fault_addr, nodes=take_nodes()))
         if progress is not None:
             progress(index + 1, len(job.runs))
     return results
@@ -152,22 +172,42 @@ async def run_job(transport, job: Job, poll_cycles: int = POLL_CYCLES, progress=
 # STATUS fields, counters and the two magic numbers reach the harness through the header
 # celosia_isa.h (harness_header), which the Verilator build writes next to harness.cpp.
 
-_MAGIC_JOB = int.from_bytes(b"CLSELJ02", "little")
-_MAGIC_RES = int.from_bytes(b"CELSER02", "little")
+_MAGIC_JOB = int.from_bytes(b"CLSELJ03", "little")
+_MAGIC_RES = int.from_bytes(b"CELSER03", "little")
+
+#: Job-file flag: the harness prints a line on stdout per node snapshot
+#: (``node RUN INDEX CYCLES``) and every :data:`PROGRESS_CYCLES` cycles of a run
+#: (``cycles RUN CYCLES``), flushed, for a caller that shows progress.
+FLAG_STREAM = 1
+#: Job-file flag: the harness records the instruction events of every run
+#: (:attr:`RunResult.events`; the top's ``events`` port).
+FLAG_TRACE = 2
+#: How often (simulated cycles of a run) a streaming harness reports them.
+PROGRESS_CYCLES = 1 << 21
+
+
+def node_snapshot(index: int, values) -> dict:
+    """A :attr:`RunResult.nodes` entry: NODES_DONE and the snapshot's counters
+    (``values`` in :data:`COUNTERS` order)."""
+    return {"index": index, **dict(zip(COUNTERS, values, strict=True))}
 
 
 def harness_header() -> str:
     """``celosia_isa.h``, included by ``harness.cpp``: :func:`celosia.rtl.isa.c_header`
     (CSR numbers, STATUS fields, error codes, the counter CSRs in :data:`COUNTERS` order)
     plus ``MAGIC_JOB`` / ``MAGIC_RES``, the first word of a job / result file."""
-    return isa.c_header(MAGIC_JOB=_MAGIC_JOB, MAGIC_RES=_MAGIC_RES)
+    return isa.c_header(MAGIC_JOB=_MAGIC_JOB, MAGIC_RES=_MAGIC_RES, FLAG_STREAM=FLAG_STREAM,
+                        FLAG_TRACE=FLAG_TRACE, PROGRESS_CYCLES=PROGRESS_CYCLES)
 
 
-def encode_job(job: Job, poll_cycles: int = POLL_CYCLES) -> bytes:
-    """The job file ``harness.cpp`` performs: :func:`run_job` with ``poll_cycles``, as data."""
+def encode_job(job: Job, poll_cycles: int = POLL_CYCLES, stream: bool = False,
+               trace: bool = False) -> bytes:
+    """The job file ``harness.cpp`` performs: :func:`run_job` with ``poll_cycles``, as
+    data; ``stream``: :data:`FLAG_STREAM`; ``trace``: :data:`FLAG_TRACE`."""
     if poll_cycles < 1:
         raise ValueError("poll_cycles must be positive")
-    words = [_MAGIC_JOB, poll_cycles, job.max_cycles]
+    flags = (FLAG_STREAM if stream else 0) | (FLAG_TRACE if trace else 0)
+    words = [_MAGIC_JOB, poll_cycles, job.max_cycles, flags]
     image = [(w, v) for addr, payload in job.image for w, v in _words(addr, payload) if v]
     words.append(len(image))
     for pair in image:
@@ -213,6 +253,9 @@ def decode_results(job: Job, blob: bytes) -> tuple[list[RunResult], dict]:
         status, timed_out = take(2)
         counters = dict(zip(COUNTERS, take(len(COUNTERS))))
         error_info, fault_addr = take(2)
+        nodes = [node_snapshot(rec[0], rec[1:]) for rec in
+                 (take(1 + len(COUNTERS)) for _ in range(take()[0]))]
+        events = [(w >> 6, (w >> 3) & 7, w & 7) for w in take(take()[0])]
         data = []
         for addr, nbytes in run.readback:
             first, last, skip = _readback_span(addr, nbytes)
@@ -220,7 +263,7 @@ def decode_results(job: Job, blob: bytes) -> tuple[list[RunResult], dict]:
             data.append(region[skip: skip + nbytes])
         results.append(RunResult(status=status, error=unpack(Status, status)["error"], error_info=error_info,
                                  counters=counters, data=data, timed_out=bool(timed_out),
-                                 fault_addr=fault_addr))
+                                 fault_addr=fault_addr, nodes=nodes, events=events))
     cycles, nanoseconds, cpu_nanoseconds = take(3)
     if pos != len(words):
         raise ValueError("result file has trailing data")

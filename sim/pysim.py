@@ -10,7 +10,7 @@ from __future__ import annotations
 from amaranth.sim import Simulator
 
 from celosia.rtl.config import AccelConfig
-from celosia.sim.job import Job, RunResult, run_job
+from celosia.sim.job import Job, RunResult, node_snapshot, run_job
 
 __all__ = ["run"]
 
@@ -18,6 +18,12 @@ __all__ = ["run"]
 class PysimTransport:
     def __init__(self, ctx, top):
         self.ctx, self.top = ctx, top
+        self.nodes = []  # per-node snapshots, appended by run()'s watcher
+
+    def take_nodes(self):
+        """The snapshots recorded since the last call."""
+        nodes, self.nodes = self.nodes, []
+        return nodes
 
     async def host_write(self, addr, value):
         self.ctx.set(self.top.host_addr, addr)
@@ -55,11 +61,20 @@ def run(config: AccelConfig, job: Job, vcd: str | None = None, poll_cycles: int 
     sim = Simulator(top)
     sim.add_clock(1e-8)
     results: list[RunResult] = []
+    transports = []
+
+    async def watch_nodes(ctx):
+        # wakes when NODES_DONE changes: once per snapshot (a start clears it to 0)
+        async for index, counters in ctx.changed(top.node.index).sample(top.node.counters):
+            if index and transports:
+                transports[0].nodes.append(node_snapshot(index, list(counters)))
 
     async def bench(ctx):
-        results.extend(await run_job(PysimTransport(ctx, top), job, poll_cycles=poll_cycles,
+        transports.append(PysimTransport(ctx, top))
+        results.extend(await run_job(transports[0], job, poll_cycles=poll_cycles,
                                      progress=progress))
 
+    sim.add_process(watch_nodes)
     sim.add_testbench(bench)
     if vcd:
         with sim.write_vcd(vcd):

@@ -54,6 +54,7 @@ from pathlib import Path
 from amaranth.utils import ceil_log2
 
 from celosia.errors import SimulationError
+from celosia.rtl import isa
 from celosia.rtl.config import AccelConfig
 from celosia.sim.job import POLL_CYCLES, Job, RunResult, decode_results, encode_job, harness_header
 from celosia.sim.verilog import cache_dir, sim_top_verilog
@@ -129,9 +130,12 @@ def setup_env(env: dict | None = None) -> dict:
 
 
 def _host_ports(aw: int) -> str:
-    """The CSR and host back-door ports of both wrappers (``celosia_sim_top``'s, less clock
-    and reset). The back door is 64 bits wide at every bus width; ``aw`` address bits
-    cover ``config.host_words`` 64-bit words."""
+    """The CSR, host back-door and node-snapshot ports of both wrappers
+    (``celosia_sim_top``'s, less clock and reset). The back door is 64 bits wide at every
+    bus width; ``aw`` address bits cover ``config.host_words`` 64-bit words;
+    ``node_counters`` holds the counters of a snapshot, counter ``i`` (:data:`isa.COUNTERS`
+    order) in bits ``32i + 31 .. 32i``; ``insn_issue`` / ``insn_fin`` are the instruction
+    events (``EventSignature``)."""
     return f"""    input  wire [7:0]  csr_addr,
     input  wire        csr_w_en,
     input  wire [31:0] csr_w_data,
@@ -139,7 +143,12 @@ def _host_ports(aw: int) -> str:
     input  wire [{aw - 1}:0] host_addr,
     input  wire        host_we,
     input  wire [63:0] host_wdata,
-    output wire [63:0] host_rdata"""
+    output wire [63:0] host_rdata,
+    output wire        node_done,
+    output wire [31:0] node_index,
+    output wire [{32 * len(isa.COUNTERS) - 1}:0] node_counters,
+    output wire [2:0]  insn_issue,
+    output wire [2:0]  insn_fin"""
 
 
 _DUT = """    celosia_sim_top dut (
@@ -147,7 +156,9 @@ _DUT = """    celosia_sim_top dut (
         .csr__addr(csr_addr), .csr__w_en(csr_w_en), .csr__w_data(csr_w_data),
         .csr__r_data(csr_r_data),
         .host_addr(host_addr), .host_we(host_we), .host_wdata(host_wdata),
-        .host_rdata(host_rdata)
+        .host_rdata(host_rdata),
+        .node__done(node_done), .node__index(node_index), .node__counters(node_counters),
+        .events__issue(insn_issue), .events__fin(insn_fin)
     );"""
 
 
@@ -387,40 +398,70 @@ def build_cocotb(config: AccelConfig, verbose: bool = False) -> Path:
 
 
 def run(config: AccelConfig, job: Job, verbose: bool = False, harness: str | None = None,
-        poll_cycles: int = POLL_CYCLES, training_job: TrainingJob = None) -> list[RunResult]:
+        poll_cycles: int = POLL_CYCLES, training_job: TrainingJob = None,
+        on_event: Callable[..., None] | None = None, trace: bool = False) -> list[RunResult]:
     """Run ``job`` on the Verilator model of ``config`` (built on first use).
 
     ``harness``: ``"cpp"`` (default, fast) or ``"cocotb"``; ``$CELOSIA_VERILATOR_HARNESS``
-    overrides. Both give identical results. ``training_job``: the profile-guided build's
-    training job, see :func:`build_cpp`.
+    overrides. Both give identical results, per-node snapshots included
+    (:attr:`RunResult.nodes <celosia.sim.job.RunResult.nodes>`). ``training_job``: the
+    profile-guided build's training job, see :func:`build_cpp`. ``on_event``: with the C++
+    harness, called while it runs with ``("node", run, index, cycles)`` per node snapshot
+    and ``("cycles", run, cycles)`` every :data:`~celosia.sim.job.PROGRESS_CYCLES` cycles
+    (``run``: the job's run index), for progress displays. ``trace``: with the C++
+    harness, record every run's instruction events (:attr:`RunResult.events
+    <celosia.sim.job.RunResult.events>`).
     """
     global last_stats
     last_stats = None
     if _harness(harness) == "cpp":
         return _run_cpp(config, job, verbose=verbose, poll_cycles=poll_cycles,
-                        training_job=training_job)
+                        training_job=training_job, on_event=on_event, trace=trace)
     if poll_cycles != POLL_CYCLES:
         raise SimulationError("the cocotb harness polls every "
                               f"{POLL_CYCLES} cycles; poll_cycles cannot be changed")
     return _run_cocotb(config, job, verbose=verbose)
 
 
+def _stream(cmd: list[str], on_event: Callable[..., None]) -> tuple[int, str]:
+    """Run the harness with FLAG_STREAM, passing its stdout lines to ``on_event``; returns
+    its exit status and its other output (stderr, unknown lines)."""
+    other = []
+    with tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True)
+        for line in proc.stdout:
+            kind, *values = line.split() or [""]
+            if kind in ("node", "cycles") and all(v.isdigit() for v in values):
+                on_event(kind, *map(int, values))
+            else:
+                other.append(line)
+        returncode = proc.wait()
+        err.seek(0)
+        return returncode, "".join(other) + err.read()
+
+
 def _run_cpp(config: AccelConfig, job: Job, verbose: bool, poll_cycles: int,
-             training_job: TrainingJob) -> list[RunResult]:
+             training_job: TrainingJob, on_event: Callable[..., None] | None = None,
+             trace: bool = False) -> list[RunResult]:
     global last_stats
     binary = build_cpp(config, verbose=verbose, training_job=training_job) / HARNESS_BIN
     with tempfile.TemporaryDirectory(prefix="celosia-job-") as tmp:
         tmp = Path(tmp)
         job_path, result_path = tmp / "job.bin", tmp / "result.bin"
-        job_path.write_bytes(encode_job(job, poll_cycles=poll_cycles))
+        job_path.write_bytes(encode_job(job, poll_cycles=poll_cycles, stream=on_event is not None,
+                                        trace=trace))
+        cmd = [str(binary), str(job_path), str(result_path)]
         try:
-            proc = subprocess.run([str(binary), str(job_path), str(result_path)],
-                                  capture_output=not verbose, text=True, check=False)
+            if on_event is not None:
+                returncode, out = _stream(cmd, on_event)
+            else:
+                proc = subprocess.run(cmd, capture_output=not verbose, text=True, check=False)
+                returncode, out = proc.returncode, (proc.stdout or "") + (proc.stderr or "")
         except OSError as e:
             raise SimulationError(f"could not start the Verilator harness {binary} ({e})") from None
-        if proc.returncode != 0 or not result_path.exists():
-            out = ((proc.stdout or "") + (proc.stderr or ""))[-3000:]
-            raise SimulationError(f"Verilator simulation failed (harness exit {proc.returncode}):"
+        if returncode != 0 or not result_path.exists():
+            out = out[-3000:]
+            raise SimulationError(f"Verilator simulation failed (harness exit {returncode}):"
                                   f"\n{out}")
         try:
             results, last_stats = decode_results(job, result_path.read_bytes())

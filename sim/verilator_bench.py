@@ -5,6 +5,10 @@ Started by :func:`celosia.sim.verilator.run`; writes the list of
 made inside the Verilog; every host primitive starts and ends at a falling clock
 edge, so inputs set here are stable at the next rising edge and outputs read here
 are settled.
+
+Per-node snapshots: a background task wakes when ``node_index`` changes (each snapshot
+increments it, so no per-cycle Python) and records ``node_index`` and ``node_counters``
+(:meth:`CocotbTransport.take_nodes`), as the C++ harness does.
 """
 
 from __future__ import annotations
@@ -14,15 +18,32 @@ import os
 import pickle
 
 import cocotb
-from cocotb.triggers import FallingEdge, Timer
+from cocotb.triggers import FallingEdge, ReadOnly, Timer, ValueChange
 
-from celosia.sim.job import Job, run_job
+from celosia.sim.job import COUNTERS, Job, node_snapshot, run_job
 from celosia.sim.verilator import CLOCK_PERIOD_NS
 
 
 class CocotbTransport:
     def __init__(self, dut):
         self.dut = dut
+        self._nodes = []
+        cocotb.start_soon(self._watch_nodes())
+
+    async def _watch_nodes(self):
+        while True:
+            await ValueChange(self.dut.node_index)
+            await ReadOnly()
+            index = int(self.dut.node_index.value)
+            if index:  # a start clears it to 0
+                packed = int(self.dut.node_counters.value)
+                self._nodes.append(node_snapshot(
+                    index, [(packed >> (32 * i)) & 0xFFFF_FFFF for i in range(len(COUNTERS))]))
+
+    def take_nodes(self):
+        """The snapshots recorded since the last call."""
+        nodes, self._nodes = self._nodes, []
+        return nodes
 
     async def _edge(self):
         await FallingEdge(self.dut.clk)

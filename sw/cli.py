@@ -191,15 +191,15 @@ def _quantize(model: str, graph, calib, calib_source: str, strict: bool = False)
     return qmodel
 
 
-def _compile(model: str, qmodel, config: AccelConfig, args, profile: bool = False):
+def _compile(model: str, qmodel, config: AccelConfig, args):
     """The program of ``qmodel`` for ``config`` (``--batch``, ``--no-resident-weights``,
-    ``--no-keep-outputs``), proven to map onto the buffers and, with one run's data (and
-    the per-layer ``profile`` tables), to fit ``dram_bytes``; errors name the model."""
+    ``--no-keep-outputs``), proven to map onto the buffers and, with one run's data, to
+    fit ``dram_bytes``; errors name the model."""
     from celosia.sw.compiler import compile_model
     try:
         program = compile_model(qmodel, config, batch=args.batch, resident_weights=args.resident_weights,
                                 keep_outputs=args.keep_outputs)
-        program.check_dram(profile=profile)
+        program.check_dram()
     except CompileError as e:
         raise CompileError(f"{model}: {e}") from None
     return program
@@ -216,6 +216,45 @@ def _progress(prefix: str):
     return show
 
 
+class _LiveProgress:
+    """``celosia run`` on verilator, stderr a terminal: a rich status line with the
+    inference, the layer just finished and the simulated cycles per second, fed by the
+    driver's ``on_event`` (the harness's node snapshots); a no-op otherwise."""
+
+    def __init__(self, show: bool):
+        self._progress = None
+        if show:
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+            self._progress = Progress(TextColumn("{task.description}"), BarColumn(),
+                                      MofNCompleteColumn(), TimeElapsedColumn(),
+                                      console=Console(stderr=True), transient=True)
+        self._task, self._t0 = None, time.perf_counter()
+        self._run, self._layer, self._cycles, self._before = None, "-", 0, 0
+
+    def __enter__(self):
+        if self._progress is not None:
+            self._progress.start()
+        return self
+
+    def __exit__(self, *exc):
+        if self._progress is not None:
+            self._progress.stop()
+
+    def __call__(self, event: dict):
+        if self._progress is None or event["run"] is None:
+            return
+        if self._task is None:
+            self._task = self._progress.add_task("simulating", total=event["runs"])
+        if event["run"] != self._run:  # the next inference: its cycles count from 0
+            self._run, self._layer, self._before = event["run"], "-", self._before + self._cycles
+        self._cycles, self._layer = event["cycles"], event["layer"] or self._layer
+        rate = (self._before + self._cycles) / max(time.perf_counter() - self._t0, 1e-9)
+        self._progress.update(self._task, completed=event["run"],
+                              description=f"image {event['run'] + 1}/{event['runs']}, after layer "
+                                          f"{self._layer}, {rate / 1e6:.2f} M cycles/s")
+
+
 # -- commands ----------------------------------------------------------------------------
 
 def cmd_run(args) -> int:
@@ -223,7 +262,10 @@ def cmd_run(args) -> int:
     from celosia.sw.driver.driver import check_input
 
     config = config_from_args(args)
-    for out in (args.out, args.report):  # fail before a long run, not after it
+    if args.trace and args.backend not in ("pysim", "verilator"):
+        raise InputError(f"--trace {args.trace}: needs a back end that measures cycles "
+                         "(--backend pysim or verilator)")
+    for out in (args.out, args.report, args.trace):  # fail before a long run, not after it
         if out and not Path(out).resolve().parent.is_dir():
             raise InputError(f"{out}: the folder {str(Path(out).parent)!r} does not exist")
     graph = _load_model(args.model)  # a QModel already for an int8 .tflite file
@@ -242,7 +284,7 @@ def cmd_run(args) -> int:
             calib = x
         qmodel = _quantize(args.model, graph, calib, args.calib or source, args.strict)
     x = _raw_input(qmodel, x, source) if args.raw else check_input(qmodel, x, source)
-    program = _compile(args.model, qmodel, config, args, profile=args.backend != "golden")
+    program = _compile(args.model, qmodel, config, args)
     _log(f"{args.model}: {len(qmodel.layers)} layers, {qmodel.macs_per_sample()} MACs per sample; "
          f"running {len(x)} samples on {args.backend} ({config.array} {config.dataflow})")
     if args.backend == "verilator":
@@ -251,20 +293,25 @@ def cmd_run(args) -> int:
         _log("building the Verilator model (cached after the first time) ...")
         verilator.build(config, training_job=pgo_training_job)
         _log(f"  ready in {time.perf_counter() - t0:.1f} s")
+    live = _LiveProgress(args.backend == "verilator" and sys.stderr.isatty())
     options = dict(backend=args.backend, batch=args.batch, progress=_progress("simulating"),
                    resident_weights=args.resident_weights, keep_outputs=args.keep_outputs,
-                   program=program)
-    if args.raw:
-        from celosia.sw.driver import run_quantized
-        result = run_quantized(qmodel, x, config, **options)
-    else:
-        result = run(qmodel, x, config, source=source, **options)
+                   program=program, on_event=live, trace=bool(args.trace))
+    with live:
+        if args.raw:
+            from celosia.sw.driver import run_quantized
+            result = run_quantized(qmodel, x, config, **options)
+        else:
+            result = run(qmodel, x, config, source=source, **options)
     if args.out:  # np.save on a file object: exactly args.out, no ".npy" appended
         _write(args.out, "outputs",
                lambda f: np.save(f, result.y_q if args.raw else result.y.astype(np.float32)))
     report = result.report
     if args.report:
         _write_text(args.report, "report", json.dumps(report, indent=2, default=_json_default))
+    if args.trace:
+        from celosia.sw.driver.driver import trace_events
+        _write_text(args.trace, "trace", json.dumps(result.trace or trace_events(report)))
     _print_summary(report)
     return 0
 
@@ -495,6 +542,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="samples per hardware run (default 1)")
     p.add_argument("--out", help="write dequantized float32 outputs to exactly this file (.npy format)")
     p.add_argument("--report", help="write the JSON report here")
+    p.add_argument("--trace", metavar="OUT.json",
+                   help="write a Chrome / Perfetto trace of the first inference (one track per "
+                        "engine; verilator: one slice per instruction, pysim: one per layer; "
+                        "open it in ui.perfetto.dev)")
     _add_calib_args(p)
     _add_compile_args(p)
     _add_config_args(p)

@@ -10,8 +10,12 @@ tokens, dispatch to the engines, counters, error and deadlock detection.
 * :class:`~celosia.rtl.controller.dispatch.Dispatch` (``dispatch.py``): the LOAD,
   COMPUTE and STORE queues, the VTA-style dependency tokens between them, issue to
   the engines, completion, token overflow and deadlock detection, and why a run ends;
+* :class:`~celosia.rtl.controller.nodes.NodeTracker` (``nodes.py``): node boundaries,
+  from the per-queue instruction counts fetch sends with each node's last instruction
+  and the completions dispatch reports;
 * :class:`~celosia.rtl.controller.csrs.Csrs` (``csrs.py``): CSR decode, STATUS
-  (:data:`isa.Status`), the error latch, base / window registers and the counters.
+  (:data:`isa.Status`), the error latch, base / window registers, the counters and
+  their per-node snapshots.
 
 Every engine is one :class:`~celosia.rtl.controller.signatures.EngineSignature` port
 (``signatures.py``), joined with ``wiring.connect(m, controller=..., engine=...)``.
@@ -21,7 +25,8 @@ BUFFER_OUT_OF_RANGE), a fetch error (BAD_DESCRIPTOR: descriptor or instruction b
 outside the read window ``[WINDOW_BASE, WINDOW_BASE + WINDOW_SIZE)`` (size 0: whole DRAM) or outside
 the DRAM or misaligned; ILLEGAL_OPCODE), a token overflow, or a deadlock (fetch ended
 or blocked on a full queue, no engine busy, every non-empty queue's head waits for a
-token, for 4 consecutive cycles) sets STATUS to done=1, busy=0, error=code and
+token, for 4 consecutive cycles), or the watchdog (WATCHDOG non-zero and no instruction
+pushed into a queue or completed for that many cycles: error WATCHDOG) sets STATUS to done=1, busy=0, error=code and
 ERROR_INFO to the fetch-order index of the instruction concerned (deadlock: the oldest
 waiting head) and FAULT_ADDR to the DRAM byte address that faulted (DMA_OUT_OF_WINDOW:
 a LOAD outside the read window, a STORE outside the write window ``[WR_BASE, WR_BASE +
@@ -35,6 +40,13 @@ fetched word; MACS += m_len * k_len * n_len at each GEMM issue (times win_h * wi
 where the dataflow's ``macs_count_taps`` trait is set, the windowed GEMMs of rs and feie; VECs
 add none); COMPUTE_BUSY and LOAD_COMPUTE_OVERLAP count cycles where the PE array or
 the vector engine is busy; INSNS counts instructions started (NOPs included).
+
+Node boundaries: node ``k``'s boundary is the first cycle by which every instruction of
+nodes 0..k has completed (all three queues); in the next cycle the counters as they
+stood then (counting through the cycle of the last completion) are copied into the
+SNAP_* CSRs, NODES_DONE counts it and ``node.done`` pulses (``node.index`` = NODES_DONE,
+``node.counters`` = the snapshot), one node per cycle. None of it changes when anything
+issues.
 """
 
 from amaranth.hdl import Module
@@ -46,10 +58,13 @@ from celosia.rtl.config import AccelConfig, check_config
 from celosia.rtl.controller.csrs import Csrs
 from celosia.rtl.controller.dispatch import Dispatch, engine_signatures
 from celosia.rtl.controller.fetch import Fetch
-from celosia.rtl.controller.signatures import CsrSignature, EngineSignature, engine_view
+from celosia.rtl.controller.nodes import NodeTracker
+from celosia.rtl.controller.signatures import (CsrSignature, EngineSignature, EventSignature,
+                                               NodeSignature, engine_view)
 from celosia.rtl.dram import DramBusSignature
 
-__all__ = ["CsrSignature", "EngineSignature", "engine_view", "Controller"]
+__all__ = ["CsrSignature", "EngineSignature", "EventSignature", "NodeSignature", "engine_view",
+           "Controller"]
 
 
 class Controller(wiring.Component):
@@ -80,6 +95,12 @@ class Controller(wiring.Component):
         The read window (bytes; size 0 = whole DRAM): LOADs and fetch.
     wr_base, wr_size : Out(32)
         The write window (bytes; size 0 = whole DRAM): STOREs to DRAM.
+    node : Out(NodeSignature)
+        Per-node snapshots: ``done`` pulses the cycle after each node boundary, with
+        ``index`` (NODES_DONE) and ``counters`` (the SNAP_* CSRs).
+    events : Out(EventSignature)
+        Instructions starting (``issue``) and completing (``fin``) this cycle, per queue
+        (combinational; for the harnesses' instruction traces).
 
     Timing: a CSR write takes effect the next cycle (CTRL's start the same cycle); an
     instruction at the head of its queue is offered to its engine in the cycle its
@@ -98,6 +119,8 @@ class Controller(wiring.Component):
             "window_size": Out(32),
             "wr_base": Out(32),
             "wr_size": Out(32),
+            "node": Out(NodeSignature),
+            "events": Out(EventSignature),
         })
 
     def elaborate(self, platform):
@@ -105,6 +128,7 @@ class Controller(wiring.Component):
         m.submodules.csrs = csrs = Csrs()
         m.submodules.fetch = fetch = Fetch(self._config)
         m.submodules.dispatch = dispatch = Dispatch(self._config)
+        m.submodules.nodes = nodes = NodeTracker(self._config)
 
         wiring.connect(m, wiring.flipped(self.csr), csrs.csr)
         wiring.connect(m, wiring.flipped(self.bus), fetch.bus)
@@ -114,6 +138,10 @@ class Controller(wiring.Component):
         wiring.connect(m, fetch=fetch.push, dispatch=dispatch.push)
         wiring.connect(m, fetch=fetch.status, dispatch=dispatch.fetch)
         wiring.connect(m, dispatch=dispatch.end, csrs=csrs.end)
+        m.d.comb += nodes.run.start.eq(csrs.run.start)
+        m.d.comb += nodes.run.running.eq(csrs.run.running)
+        wiring.connect(m, fetch=fetch.bound, nodes=nodes.bound)
+        wiring.connect(m, wiring.flipped(self.node), csrs.node)
 
         m.d.comb += [
             fetch.prog_base.eq(csrs.prog_base),
@@ -129,5 +157,8 @@ class Controller(wiring.Component):
             csrs.rd_bytes.eq(self.load.bytes), csrs.wr_bytes.eq(self.store.bytes),
             csrs.zero_skips.eq(self.compute.zero_skips),
             csrs.mac_cycles.eq(self.compute.mac_cycles),
+            nodes.fin.eq(dispatch.fin), csrs.node_done.eq(nodes.done),
+            dispatch.watchdog.eq(csrs.watchdog),
+            self.events.issue.eq(dispatch.issued), self.events.fin.eq(dispatch.fin),
         ]
         return m

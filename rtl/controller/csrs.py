@@ -7,7 +7,7 @@ from amaranth.lib.wiring import In, Out
 
 from celosia.rtl import isa
 from celosia.rtl.controller.signatures import (DRAM_BYTES_BITS, INDEX_BITS, CsrSignature,
-                                               RunEndSignature, RunSignature)
+                                               NodeSignature, RunEndSignature, RunSignature)
 
 __all__ = ["Csrs"]
 
@@ -16,7 +16,7 @@ class Csrs(wiring.Component):
     """The CSR file (``isa.Csr``).
 
     Writes (``csr.w_en``, registered): PROG_BASE, WINDOW_BASE, WINDOW_SIZE (the read
-    window), WR_BASE, WR_SIZE (the write window), BASE0..BASE7; CTRL with bit 0 set is ``run.start`` (combinational, that cycle).
+    window), WR_BASE, WR_SIZE (the write window), BASE0..BASE7, WATCHDOG; CTRL with bit 0 set is ``run.start`` (combinational, that cycle).
     Reads (``csr.r_data``, combinational from ``csr.addr``): those registers, STATUS
     (:data:`isa.Status`), ERROR_INFO, FAULT_ADDR and the counters; other addresses read 0.
 
@@ -31,6 +31,11 @@ class Csrs(wiring.Component):
     LOAD_COMPUTE_OVERLAP ``load_busy & compute_busy``; MACS ``macs``; DRAM_RD
     ``8 * fetch_words + rd_bytes``; DRAM_WR ``wr_bytes``; INSNS ``insns``; ZERO_SKIPS
     ``zero_skips``; MAC_CYCLES ``mac_cycles``.
+
+    Snapshots: in a cycle with ``node_done`` while busy, every counter's value (the
+    increments of the cycles before this one) is copied into its SNAP_* CSR
+    (:data:`celosia.rtl.isa.SNAPSHOTS`) and NODES_DONE increments, taking effect the
+    next cycle, in which ``node.done`` is high; ``start`` clears them.
 
     Ports
     -----
@@ -54,6 +59,13 @@ class Csrs(wiring.Component):
         DRAM bytes the load / store DMA moved this cycle (0 .. ``bus_bits / 8``).
     zero_skips : In(16)
     mac_cycles : In(1)
+    node_done : In(1)
+        A node boundary (rtl/controller/nodes.py).
+    node : Out(NodeSignature)
+        The latest snapshot: ``done`` the cycle after it is taken, ``index`` NODES_DONE,
+        ``counters`` the SNAP_* CSRs.
+    watchdog : Out(32)
+        The WATCHDOG CSR.
     """
 
     def __init__(self):
@@ -73,6 +85,9 @@ class Csrs(wiring.Component):
             "rd_bytes": In(DRAM_BYTES_BITS), "wr_bytes": In(DRAM_BYTES_BITS),
             "zero_skips": In(16),
             "mac_cycles": In(1),
+            "node_done": In(1),
+            "node": Out(NodeSignature),
+            "watchdog": Out(32),
         })
 
     def elaborate(self, platform):
@@ -91,6 +106,7 @@ class Csrs(wiring.Component):
         writable = {isa.Csr.PROG_BASE: self.prog_base, isa.Csr.WINDOW_BASE: self.window_base,
                     isa.Csr.WINDOW_SIZE: self.window_size,
                     isa.Csr.WR_BASE: self.wr_base, isa.Csr.WR_SIZE: self.wr_size,
+                    isa.Csr.WATCHDOG: self.watchdog,
                     **{isa.Csr.BASE0 + i: self.base[i] for i in range(isa.NUM_BASE_REGS)}}
 
         with m.If(csr.w_en):
@@ -99,8 +115,9 @@ class Csrs(wiring.Component):
                     with m.Case(addr):
                         m.d.sync += reg.eq(csr.w_data)
 
+        snaps = dict(zip(isa.SNAPSHOTS, self.node.counters))
         readable = {isa.Csr.STATUS: status, **writable, **counters, isa.Csr.ERROR_INFO: err_info,
-                    isa.Csr.FAULT_ADDR: fault_addr}
+                    isa.Csr.FAULT_ADDR: fault_addr, isa.Csr.NODES_DONE: self.node.index, **snaps}
         with m.Switch(csr.addr):
             for addr, reg in readable.items():
                 with m.Case(addr):
@@ -133,4 +150,13 @@ class Csrs(wiring.Component):
                 m.d.sync += sig.eq(0)
             with m.Elif(busy):
                 m.d.sync += sig.eq(sig + incs[c])
+
+        # per-node snapshots
+        node = self.node
+        m.d.sync += node.done.eq(0)
+        with m.If(start):
+            m.d.sync += [node.index.eq(0), *(snap.eq(0) for snap in snaps.values())]
+        with m.Elif(busy & self.node_done):
+            m.d.sync += [node.done.eq(1), node.index.eq(node.index + 1),
+                         *(snap.eq(counters[c]) for c, snap in zip(isa.COUNTERS, snaps.values()))]
         return m

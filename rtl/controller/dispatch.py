@@ -91,9 +91,19 @@ class Dispatch(wiring.Component):
         compute / vector (BUFFER_OUT_OF_RANGE) or STORE error, a token overflow, a
         fetch error, a deadlock (fetch ended or blocked, no engine busy, every
         non-empty queue's head waiting for a token, for :data:`DEADLOCK_CYCLES`
-        cycles; ``info`` = the oldest waiting head's index; ``addr``: the fault address
+        cycles; ``info`` = the oldest waiting head's index), the watchdog (``watchdog``
+        non-zero and no instruction pushed or completed, errors included, for that
+        many cycles; ``info`` = the oldest queue head's index, or the next instruction's
+        when the queues are empty); ``addr``: the fault address
         of a DMA_OUT_OF_WINDOW or BAD_DESCRIPTOR, else 0); ``finished``: fetch
         ended, queues empty, engines idle, no completion this cycle.
+    watchdog : In(32)
+        The WATCHDOG CSR: cycles without progress before the machine stops (0: never).
+    fin : Out(3)
+        Instructions completing this cycle (without error): bit 0 the LOAD, bit 1 the
+        COMPUTE (GEMM, VEC or NOP), bit 2 the STORE queue's, for the node tracker.
+    issued : Out(3)
+        Instructions starting this cycle, per queue as ``fin``.
     insns : Out(2)
         Instructions started this cycle (NOPs included).
     macs : Out(32)
@@ -110,6 +120,9 @@ class Dispatch(wiring.Component):
             "fetch": In(FetchStatusSignature),
             **{name: Out(sig) for name, sig in engine_signatures().items()},
             "end": Out(RunEndSignature),
+            "watchdog": In(32),
+            "fin": Out(3),
+            "issued": Out(3),
             "insns": Out(2),
             "macs": Out(32),
         })
@@ -275,6 +288,17 @@ class Dispatch(wiring.Component):
             oldest = Mux(q.r_rdy & (~found | (idx < oldest)), idx, oldest)
             found = found | q.r_rdy
 
+        # watchdog: cycles in a row with nothing pushed into a queue and nothing completed
+        idle = Signal(32)
+        progress = any_fin | (self.push.valid & self.push.ready)
+        with m.If(start | progress):
+            m.d.sync += idle.eq(0)
+        with m.Elif(busy & (idle != (1 << 32) - 1)):
+            m.d.sync += idle.eq(idle + 1)
+        hung = busy & (self.watchdog != 0) & (idle >= self.watchdog) & ~progress
+        m.d.comb += [self.fin.eq(Cat(l_fin, c_fin, s_fin)),
+                     self.issued.eq(Cat(l_issue, c_issue, s_issue))]
+
         m.d.comb += self.end.finished.eq(busy & self.fetch.ended & empty & engines_idle & ~any_fin)
 
         # --- stop: first cause wins --------------------------------------------
@@ -289,6 +313,7 @@ class Dispatch(wiring.Component):
             (overflow, Const(isa.ErrorCode.TOKEN_OVERFLOW, 8), overflow_idx, 0),
             (self.fetch.error, self.fetch.error_code, self.fetch.index, self.fetch.addr),
             (deadlock, Const(isa.ErrorCode.TOKEN_DEADLOCK, 8), oldest, 0),
+            (hung, Const(isa.ErrorCode.WATCHDOG, 8), Mux(found, oldest, self.fetch.index), 0),
         ]
         for cond, code, info, addr in reversed(causes):
             with m.If(cond):

@@ -8,11 +8,11 @@ from amaranth.lib.wiring import In, Out
 
 from celosia.rtl import isa
 from celosia.rtl.config import AccelConfig, check_config
-from celosia.rtl.controller.signatures import (INDEX_BITS, FetchStatusSignature, QueueEntry,
-                                               RunSignature)
+from celosia.rtl.controller.signatures import (INDEX_BITS, FetchStatusSignature, NodeBound,
+                                               QueueEntry, RunSignature)
 from celosia.rtl.dram import DramBusSignature, request_interval
 
-__all__ = ["Fetch", "fetch_words", "fetch_timing"]
+__all__ = ["Fetch", "fetch_words", "fetch_timing", "ends_depth"]
 
 #: Opcodes with a queue (everything else is ILLEGAL_OPCODE).
 QUEUED_OPCODES = (isa.Opcode.LOAD, isa.Opcode.GEMM, isa.Opcode.VEC, isa.Opcode.NOP,
@@ -27,6 +27,16 @@ def fetch_words(config: AccelConfig) -> int:
     yet assembled: ``dram_latency + INSN_WORDS``, enough to keep one request per cycle
     in flight for the whole latency with one instruction to spare."""
     return config.dram_latency + isa.INSN_WORDS
+
+
+def ends_depth(config: AccelConfig) -> int:
+    """Entries of fetch's node-end FIFO (node ends the request side has seen and the push
+    side has not reached): ``fetch_words // INSN_WORDS + 3``. An end is recorded when the
+    next node starts, after the node's last word request, so every node waiting there has
+    an instruction requested and not pushed (at most ``fetch_words`` words in flight or in
+    the word FIFO, one instruction in the assembler): the FIFO never fills, and the
+    request side would wait if it did."""
+    return fetch_words(config) // isa.INSN_WORDS + 3
 
 
 def fetch_timing(config: AccelConfig, nodes) -> tuple[list[int], int]:
@@ -113,6 +123,17 @@ class Fetch(wiring.Component):
     are taken, so the requests, the timing and the DRAM_RD count (8 bytes per word)
     are the same at 64, 128 and 256 bits.
 
+    Node boundaries: consecutive descriptors with the same ``kind`` are one node (the
+    compiler splits a node of more than 65535 instructions into several descriptors; the
+    kind is the node's index modulo 256, so different nodes differ unless 255 nodes
+    without instructions lie between them). When a node starts with another kind (or the
+    end marker), the request side queues the fetch-order index where the previous node
+    ends (a small FIFO, :func:`ends_depth`); when the push side pushes that node's last
+    instruction it sends on ``bound`` the instructions pushed into each queue so far
+    (:data:`NodeBound`), for the node tracker (rtl/controller/nodes.py). Neither changes
+    when anything is requested or pushed: the end FIFO never fills, and ``bound`` is
+    waited for only when the tracker's FIFO is full (:func:`~celosia.rtl.controller.nodes.bound_depth`).
+
     Errors keep program order: an address the request side refuses (BAD_DESCRIPTOR)
     stops the requests and is raised once every instruction before it has been
     pushed (nothing in flight, the FIFO and the assembler empty), with ``index`` the
@@ -148,6 +169,9 @@ class Fetch(wiring.Component):
     words : Out(1)
         A fetched 64-bit word (descriptor or instruction) arrives during the run (8
         DRAM bytes read).
+    bound : Out(stream.Signature(NodeBound))
+        With the push of a node's last instruction: the instructions pushed into the
+        LOAD, COMPUTE and STORE queues since the start, that one included.
 
     Timing (``L = dram_latency``; :func:`fetch_timing` gives every cycle): descriptor
     0 is requested 2 cycles after ``start``; the first instruction is offered ``2L +
@@ -175,6 +199,7 @@ class Fetch(wiring.Component):
             "push": Out(stream.Signature(QueueEntry)),
             "status": Out(FetchStatusSignature),
             "words": Out(1),
+            "bound": Out(stream.Signature(NodeBound)),
         })
 
     def elaborate(self, platform):
@@ -227,17 +252,24 @@ class Fetch(wiring.Component):
         count = Signal(range(isa.INSN_WORDS + 1))  # words in the assembler
         words = [Signal(64, name=f"insn_w{i}") for i in range(isa.INSN_WORDS)]
         insn_idx = Signal(INDEX_BITS)  # fetch-order index of the next instruction
+        node_cum = Signal(INDEX_BITS)  # instructions of the descriptors taken so far
+        node_kind = Signal(8)          # kind of the node being requested
+        node_started = Signal()        # a node with instructions was taken
+        pushed = [Signal(INDEX_BITS, name=f"pushed{q}") for q in range(3)]  # per queue
         run_state = [desc_idx, desc_pending, desc_ahead, slot_valid, node_left, req_word,
-                     req_end, req_err, rsp_word, count, insn_idx]
+                     req_end, req_err, rsp_word, count, insn_idx, node_cum, node_started, *pushed]
 
         m.submodules.fifo = fifo = ResetInserter(~active)(SyncFIFO(width=64, depth=depth))
+        # fetch-order index one past each node's last instruction, request side -> push side
+        m.submodules.ends = ends = ResetInserter(~active)(
+            SyncFIFO(width=INDEX_BITS, depth=ends_depth(cfg)))
 
         # -- request side ---------------------------------------------------------------
         desc_addr = prog_base + (desc_idx << 3)
         desc_ok = (prog_base[:3] == 0) & in_window(desc_addr, isa.DESC_BYTES)
         walking = active & ~req_end & ~req_err
         node_done = node_left == 0
-        take = walking & node_done & slot_valid        # start the node in the slot
+        take = walking & node_done & slot_valid & ends.w_rdy  # start the node in the slot
         take_end = take & (slot.n_insn == 0)
         want_desc = (walking & ~desc_pending & (~slot_valid | take) & ~take_end & desc_ok)
         insn_in = insn_ok & in_window(req_addr, isa.INSN_BYTES)
@@ -254,7 +286,11 @@ class Fetch(wiring.Component):
         fault = Signal(32)  # the refused address (FAULT_ADDR of BAD_DESCRIPTOR)
         with m.If(refuse):
             m.d.sync += [req_err.eq(1), fault.eq(Mux(node_done, desc_addr, req_addr))]
+        new_node = (slot.kind != node_kind) | (slot.n_insn == 0)
+        m.d.comb += [ends.w_en.eq(take & node_started & new_node), ends.w_data.eq(node_cum)]
         with m.If(take):
+            m.d.sync += [node_cum.eq(node_cum + slot.n_insn), node_kind.eq(slot.kind),
+                         node_started.eq(node_started | (slot.n_insn != 0))]
             m.d.sync += [
                 slot_valid.eq(0),
                 node_left.eq(slot.n_insn),
@@ -294,11 +330,21 @@ class Fetch(wiring.Component):
         with m.Switch(insn[:4]):
             with m.Case(*QUEUED_OPCODES):
                 m.d.comb += queued.eq(1)
-        m.d.comb += [push.valid.eq(active & full & queued),
+        # the node's last instruction waits for room in the node tracker's FIFO
+        last = ends.r_rdy & ((insn_idx + 1) == ends.r_data)
+        offer = active & full & queued
+        m.d.comb += [push.valid.eq(offer & (~last | self.bound.ready)),
                      push.payload.eq(Cat(insn, insn_idx)),
                      status.index.eq(insn_idx),
-                     status.blocked.eq(push.valid & ~push.ready)]
+                     status.blocked.eq(offer & ~(push.ready & (~last | self.bound.ready)))]
         push_fire = push.valid & push.ready
+        to_queue = [insn[:4] == isa.Opcode.LOAD, 0, insn[:4] == isa.Opcode.STORE]
+        to_queue[1] = ~to_queue[0] & ~to_queue[2]
+        m.d.comb += [self.bound.valid.eq(push_fire & last), ends.r_en.eq(push_fire & last)]
+        for q in range(3):
+            m.d.comb += self.bound.payload[q].eq(pushed[q] + to_queue[q])
+            with m.If(push_fire):
+                m.d.sync += pushed[q].eq(pushed[q] + to_queue[q])
         can_take = ~full | push_fire
         from_fifo = fifo.r_rdy
         take_word = active & can_take & (from_fifo | is_word)

@@ -13,7 +13,7 @@ from amaranth.lib.wiring import In, Out
 from celosia.rtl import isa
 from celosia.rtl.config import BUS_WIDTHS
 
-__all__ = ["GEMMS_IN_FLIGHT", "CsrSignature", "EngineSignature", "engine_view", "INDEX_BITS", "QueueEntry",
+__all__ = ["GEMMS_IN_FLIGHT", "CsrSignature", "NodeSignature", "NodeBound", "EventSignature", "EngineSignature", "engine_view", "INDEX_BITS", "QueueEntry",
            "RunSignature", "FetchStatusSignature", "RunEndSignature", "DRAM_BYTES_BITS"]
 
 #: GEMMs the compute engine may hold at once (accepted, not yet ``done``): the ``ws``
@@ -135,6 +135,33 @@ INDEX_BITS = 32
 QueueEntry = data.StructLayout({
     "insn": isa.Insn,
     "index": unsigned(INDEX_BITS),
+})
+
+#: A node boundary, from fetch to the node tracker (rtl/controller/nodes.py): how many
+#: instructions fetch had pushed into the LOAD (0), COMPUTE (1) and STORE (2) queues
+#: since the start when it pushed the node's last one.
+NodeBound = data.ArrayLayout(unsigned(INDEX_BITS), 3)
+
+#: Per-node snapshots, from the controller's side (the top's ``node`` port): ``done``
+#: is high for one cycle after each node boundary, when ``index`` (NODES_DONE: the
+#: boundaries passed since the start) and ``counters`` (the SNAP_* CSRs, in
+#: :data:`celosia.rtl.isa.COUNTERS` order) hold that node's snapshot; high in consecutive
+#: cycles when boundaries follow back to back, one snapshot per cycle.
+NodeSignature = wiring.Signature({
+    "done": Out(1),
+    "index": Out(32),
+    "counters": Out(data.ArrayLayout(32, len(isa.COUNTERS))),
+})
+
+#: Instruction events, from the controller's side (the top's ``events`` port, for traces):
+#: ``issue`` bit ``q`` is high in a cycle in which the head of queue ``q`` (0 LOAD, 1
+#: COMPUTE, 2 STORE) starts, ``fin`` bit ``q`` in one in which queue ``q``'s oldest
+#: instruction in flight completes without error (a NOP the cycle after it starts).
+#: Queues start and complete in order, so the ``i``-th of each is the queue's ``i``-th
+#: instruction in fetch order.
+EventSignature = wiring.Signature({
+    "issue": Out(3),
+    "fin": Out(3),
 })
 
 #: Run control, from the CSRs' side: ``start`` (a CTRL write with bit 0 set, one cycle)

@@ -87,8 +87,8 @@ class Program:
         """Descriptor table of the first ``upto`` nodes (all by default), ended by an empty one.
 
         Instruction offsets point into :meth:`image`'s blocks; ``delta`` is the
-        distance from this table to the start of that image (the driver's
-        per-layer profiling runs use short tables placed before the program).
+        distance from this table to the start of that image (a short table placed
+        before the program runs the first ``upto`` nodes of it).
         A node of more than :data:`MAX_DESC_INSNS` instructions gets consecutive
         descriptors (the controller runs them back to back, like one).
         """
@@ -156,31 +156,23 @@ class Program:
         m["end"] = cursor
         return m
 
-    def profile_bytes(self) -> int:
-        """Bytes of the per-layer profiling tables the driver places before the program
-        (:func:`~celosia.sw.driver.build_job` with ``profile``): the descriptor tables
-        of the first 1 .. n-1 nodes."""
-        return sum(len(self.descriptor_table(upto=k)) for k in range(1, len(self.nodes)))
-
     def check_dram(self, runs: int = 1, profile: bool = False) -> dict:
-        """:meth:`layout` of ``runs`` runs (after the profiling tables with ``profile``),
-        proven to fit ``config.dram_bytes``.
+        """:meth:`layout` of ``runs`` runs, proven to fit ``config.dram_bytes``
+        (``profile``: accepted for old callers; per-layer figures need no DRAM of their
+        own, the controller snapshots its counters at node boundaries).
 
         Raises
         ------
         CompileError
             Naming the bytes needed, per segment, and the configured ``dram_bytes``.
         """
-        base = self.profile_bytes() if profile else 0
-        lay = self.layout(runs, base)
+        lay = self.layout(runs)
         dram = self.config.dram_bytes
         if lay["end"] > dram:
             sizes = [("program", lay["static"] - lay["program"]),
                      ("weights and parameters", lay["input"] - lay["static"]),
                      ("inputs", lay["scratch"] - lay["input"]),
                      ("scratch", lay["output"] - lay["scratch"]), ("outputs", lay["end"] - lay["output"])]
-            if base:
-                sizes.insert(0, ("per-layer profiling tables", base))
             parts = ", ".join(f"{what} {n} B" for what, n in sizes)
             top = RANGES["dram_bytes"][1]
             fix = (f"increase it, e.g. --set dram_bytes={1 << (lay['end'] - 1).bit_length()}"

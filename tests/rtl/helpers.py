@@ -86,16 +86,19 @@ async def host_write(ctx, dram, words):
     ctx.set(dram.host_we, 0)
 
 
-def program_words(nodes, prog_base):
+def program_words(nodes, prog_base, kinds=None):
     """A program (``rtl/isa.py``) at byte address ``prog_base``: ``nodes`` are lists of
     256-bit instructions; the descriptor table (ended by ``n_insn == 0``) is followed by
-    the nodes' instruction blocks (32-aligned offsets). Returns ``{word address:
+    the nodes' instruction blocks (32-aligned offsets). Descriptor ``i`` has the kind
+    ``kinds[i]`` (default ``i % 256``, as the compiler numbers nodes; consecutive
+    descriptors of one kind are one node to the controller). Returns ``{word address:
     value}`` for :func:`host_write`."""
     words = {}
     table = 8 * (len(nodes) + 1)
     offset = -(-table // 32) * 32
     for i, node in enumerate(nodes):
-        words[(prog_base >> 3) + i] = isa.encode_descriptor(offset, len(node))
+        kind = i % 256 if kinds is None else kinds[i]
+        words[(prog_base >> 3) + i] = isa.encode_descriptor(offset, len(node), kind)
         for j, insn in enumerate(node):
             for w, value in enumerate(isa.encode_words(insn)):
                 words[(prog_base + offset + 32 * j >> 3) + w] = value

@@ -88,6 +88,7 @@ def run_fetch(cfg, words, cycles, *, starts=(0,), bases=None, ready=lambda c: Tr
         ctx.set(f.window_base, window[0])
         ctx.set(f.window_size, window[1])
         ctx.set(f.run.running, 1)
+        ctx.set(f.bound.ready, 1)  # the node tracker always has room
         for c in range(cycles):
             if c in starts:
                 ctx.set(f.prog_base, bases[starts.index(c)])
@@ -104,6 +105,7 @@ def run_fetch(cfg, words, cycles, *, starts=(0,), bases=None, ready=lambda c: Tr
                 "blocked": ctx.get(f.status.blocked), "words": ctx.get(f.words),
                 "req": ctx.get(f.bus.req.valid) and ctx.get(f.bus.req.ready),
                 "rsp": ctx.get(f.bus.rsp.valid),
+                "bound": (list(ctx.get(f.bound.payload)) if ctx.get(f.bound.valid) else None),
             })
             await ctx.tick()
 
@@ -114,6 +116,53 @@ def run_fetch(cfg, words, cycles, *, starts=(0,), bases=None, ready=lambda c: Tr
 def pushes(trace):
     """(cycle, insn, index) of every instruction ``push`` handed over."""
     return [(c, t["insn"], t["index"]) for c, t in enumerate(trace) if t["valid"] and t["ready"]]
+
+
+def bounds(trace):
+    """The ``bound`` payloads fetch sent, in order."""
+    return [t["bound"] for t in trace if t["bound"] is not None]
+
+
+def queue_of(word):
+    """The queue (0 LOAD, 1 COMPUTE, 2 STORE) an instruction goes to."""
+    op = isa.decode(word)["op"]
+    return {Opcode.LOAD: 0, Opcode.STORE: 2}.get(op, 1)
+
+
+def expected_bounds(nodes):
+    """Per node (a list of instructions), the instructions of it and the nodes before it
+    that go to each queue."""
+    counts, out = [0, 0, 0], []
+    for node in nodes:
+        for word in node:
+            counts[queue_of(word)] += 1
+        out.append(list(counts))
+    return out
+
+
+@pytest.mark.parametrize("latency", [1, 8])
+def test_node_bounds_count_each_queue(latency):
+    """With each node's last instruction fetch reports the instructions pushed into each
+    queue so far (single-instruction nodes, several in flight at once, included)."""
+    cfg = cfg_of(latency)
+    nodes = make_nodes([5, 1, 1, 1, 12, 2, 1])
+    _, ended = fetch_timing(cfg, [len(n) for n in nodes])
+    trace = run_fetch(cfg, program_words(nodes, PROG_BASE), ended + 20)
+    assert bounds(trace) == expected_bounds(nodes)
+    # each bound comes with the push of its node's last instruction
+    last = {sum(len(n) for n in nodes[:k + 1]) - 1 for k in range(len(nodes))}
+    assert [c for c, t in enumerate(trace) if t["bound"] is not None] == \
+        [c for c, _, i in pushes(trace) if i in last]
+
+
+def test_descriptors_of_one_kind_are_one_node():
+    """Consecutive descriptors with the same kind (a node split over several descriptors)
+    give one bound; the kind changing starts a node."""
+    cfg = cfg_of(4)
+    nodes = make_nodes([3, 2, 4, 1])
+    _, ended = fetch_timing(cfg, [len(n) for n in nodes])
+    trace = run_fetch(cfg, program_words(nodes, PROG_BASE, kinds=[7, 7, 8, 7]), ended + 20)
+    assert bounds(trace) == expected_bounds([nodes[0] + nodes[1], nodes[2], nodes[3]])
 
 
 def errors(trace):

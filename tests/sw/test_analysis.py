@@ -177,8 +177,10 @@ def test_fc_reads_each_weight_once_when_it_fits(batch):
 
 
 def test_totals_equal_hardware_counters():
-    """One pysim run of a two-layer model: the static totals are DRAM_RD / DRAM_WR, and each
-    layer's are the difference of the prefix runs' counters."""
+    """One pysim run of a two-layer model: the static totals are DRAM_RD / DRAM_WR; at the
+    first layer's boundary (its node snapshot) it has written exactly its own outputs (the
+    second layer's STORE waits for them) and read at least its own bytes (fetch and
+    LOADs may run ahead into the second)."""
     from celosia.sim import pysim
     from celosia.sw.driver import build_job
 
@@ -187,17 +189,14 @@ def test_totals_equal_hardware_counters():
     program = compile_model(model, config, batch=1, resident_weights=False)  # no init run
     t = program_traffic(program, model)
     x_q = np.random.default_rng(0).integers(-128, 128, size=(1, 20), dtype=np.int8)
-    job, _, prefixes = build_job(program, x_q, profile=True)
-    results = pysim.run(config, job)
-    assert all(not r.error and not r.timed_out for r in results)
-    counters = [r.counters for r in results]
-    main = counters[-1]
+    job, _, lead = build_job(program, x_q)
+    (result,) = pysim.run(config, job)
+    assert not lead and not result.error and not result.timed_out
+    main = result.counters
     assert (main["dram_bytes_read"], main["dram_bytes_written"]) == (t.read, t.written)
-    # prefix of k nodes reads its k nodes + its own end descriptor
-    assert prefixes == [1]
-    first = t.layers[0]
-    assert counters[0]["dram_bytes_read"] == first.read + 8
-    assert counters[0]["dram_bytes_written"] == first.written
+    first, _ = result.nodes
+    assert first["dram_bytes_written"] == t.layers[0].written
+    assert t.layers[0].read <= first["dram_bytes_read"] <= t.read
 
 
 @pytest.mark.parametrize("dataflow", ["ws", "rs"])

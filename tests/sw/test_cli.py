@@ -150,7 +150,7 @@ def pysim_run(data, tmp_path_factory):
     golden = cli("run", DIGITS, *common, "--out", "yg.npy", "--report", "rg.json", cwd=d)
     assert golden.returncode == 0, golden.stderr
     pysim = cli("run", DIGITS, *common, "--backend", "pysim", "--batch", "2",
-                "--out", "yp.npy", "--report", "rp.json", cwd=d)
+                "--out", "yp.npy", "--report", "rp.json", "--trace", "tp.json", cwd=d)
     assert pysim.returncode == 0, pysim.stderr
     return d, pysim
 
@@ -192,6 +192,29 @@ def test_run_pysim_report(pysim_run):
     assert (roof["dram_read_bytes"], roof["dram_write_bytes"]) == (report["dram_bytes_read"],
                                                                    report["dram_bytes_written"])
     assert roof["cycles"] == report["cycles_per_run"]
+
+
+def test_run_trace(pysim_run, data):
+    """--trace: a Chrome / Perfetto trace of the first run, one track per engine, one slice
+    per layer and busy engine, the layers back to back over the run's cycles; golden
+    measures no cycles, so --trace with it is a one-line error."""
+    d, _ = pysim_run
+    report = json.loads((d / "rp.json").read_text())
+    events = json.loads((d / "tp.json").read_text())["traceEvents"]
+    names = {e["tid"]: e["args"]["name"] for e in events if e["ph"] == "M"}
+    assert names == {1: "LOAD", 2: "COMPUTE", 3: "VECTOR", 4: "STORE"}
+    slices = [e for e in events if e["ph"] == "X"]
+    for k, layer in enumerate(report["layers"]):  # the MLP: fc layers, every engine busy
+        mine = [e for e in slices if e["name"].startswith(f"L{k} {layer['name']} ")]
+        assert sorted(e["tid"] for e in mine) == [1, 2, 4]
+        assert all(e["dur"] == layer["cycles"] for e in mine)
+    starts = sorted({e["ts"] for e in slices})
+    assert starts[0] == 0 and len(starts) == len(report["layers"])
+    assert max(e["ts"] + e["dur"] for e in slices) == report["cycles_per_run"]
+    proc = cli("run", DIGITS, "--input", data["x2"], "--trace", "t.json", cwd=d)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert stderr_lines(proc) == ["celosia run: error: --trace t.json: needs a back end that "
+                                  "measures cycles (--backend pysim or verilator)"]
 
 
 def test_run_without_calib_warns(data, tmp_path):

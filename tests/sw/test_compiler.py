@@ -601,7 +601,5 @@ def test_check_dram_boundary_and_message():
     with pytest.raises(CompileError, match=rf"need {need} bytes .*dram_bytes={need - 8}; increase it, "
                                            rf"e\.g\. --set dram_bytes={1 << (need - 1).bit_length()}"):
         small.check_dram()
-    with pytest.raises(CompileError, match="per-layer profiling tables"):
-        fits.check_dram(profile=True)  # the profiling tables come on top
     with pytest.raises(CompileError, match="or run fewer samples at once"):
         fits.check_dram(runs=3)

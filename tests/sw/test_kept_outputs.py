@@ -134,12 +134,12 @@ def test_output_with_two_readers_or_into_an_add_goes_to_dram():
 
 
 def test_driver_job_and_report(digits_models):
-    """Through the driver's job (init graph, profiling prefixes, three runs of two samples)
+    """Through the driver's job (init graph, three runs of two samples)
     the outputs match the golden model; the golden back end's report carries the figures."""
     qmodel, x_q = digits_models["digits_mlp"]
     config = AccelConfig(rows=4, cols=4, weight_rows=4096)
     program = compile_model(qmodel, config, batch=2)
-    job, _, lead = build_job(program, x_q, profile=True)
+    job, _, lead = build_job(program, x_q)
     results = asyncio.run(run_job(IsaTransport(config, seed=2), job))
     y_q = np.frombuffer(b"".join(r.data[0] for r in results[len(lead):]), np.int8).reshape(6, -1)
     np.testing.assert_array_equal(y_q, golden_forward(qmodel, x_q))

@@ -254,8 +254,7 @@ def test_job_runs_init_once_then_every_inference(digits_models, name, profile):
     config = AccelConfig(rows=4, cols=4, weight_rows=4096)
     program = compile_model(qmodel, config, batch=2)
     job, lay, lead = build_job(program, x_q, profile=profile)
-    prefixes = list(range(1, len(program.nodes))) if profile else []
-    assert lead == ["init"] + prefixes
+    assert lead == ["init"]  # profile (old callers) adds no run: node snapshots need none
     assert len(job.runs) == len(lead) + 3   # 6 samples, 2 per run
     init_base = dict(job.runs[0].csr_writes)[Csr.PROG_BASE]
     assert init_base == lay["program"] + program.init_offset
