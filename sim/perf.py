@@ -1,0 +1,892 @@
+"""``perf``: a cycle model of the whole accelerator that gives the RTL's cycles exactly.
+
+The model runs a :class:`~celosia.sim.job.Job` like the RTL back ends (``pysim``,
+``verilator``) and returns the same :class:`~celosia.sim.job.RunResult` per run: the
+outputs (computed by the ISA simulator, :class:`~celosia.sim.isa_sim.IsaSim`, executing
+each instruction when the model issues it) and every counter the hardware reads back
+(:data:`celosia.sim.job.COUNTERS`), plus the counters at each node boundary
+(:attr:`PerfResult.node_counters`) and each instruction's issue / done cycles.
+
+What it models, each part by the timing its RTL docstring gives (and, where one exists,
+the executable timing function next to the component):
+
+* **Fetch** (``rtl/controller/fetch.py``): descriptor read ahead, one word request per
+  bus grant, the word FIFO's room (:func:`~celosia.rtl.controller.fetch.fetch_words`),
+  the 4-word assembler and the push into the queue its opcode selects (it waits while
+  that queue is full).
+* **Dispatch** (``rtl/controller/dispatch.py``): the three ``SyncFIFOBuffered`` queues
+  of ``queue_depth`` (two cycles from a push to the head), the token counters
+  l2c / c2l / c2s / s2c (a pop at issue, a push the cycle after ``done``), the compute
+  queue feeding GEMMs to the PE array and VECs to the vector engine in order, NOPs, the
+  in-flight GEMM FIFO.
+* **Bus** (``rtl/dram.py``): the round-robin :class:`~celosia.rtl.dram.BusArbiter`
+  (fetch client 0, LOAD 1, STORE 2), the DRAM's request interval
+  (:func:`~celosia.rtl.dram.request_interval`) and read latency.
+* **DMA** (``rtl/dma.py``): a LOAD's requests (:func:`~celosia.rtl.dma.load_requests`,
+  one per cycle, reads when the bus grants them, pads straight away, the in-flight FIFO),
+  a STORE's PPU chunks (:func:`~celosia.rtl.dma.store_chunks`) of which the one that
+  fills a bus word or ends a run waits for its bus grant, stalling the PPU.
+* **Compute**: the PE array of each dataflow (``ws`` shadow weights and psum hazards,
+  ``os`` block pipeline, ``rs`` and ``feie`` one GEMM at a time with the registry's
+  ``cycles``; ``feie`` from the ifmap buffer's data through
+  :func:`~celosia.rtl.arrays.feie.row_trace`), the vector engine
+  (:func:`~celosia.rtl.vector.vec_cycles`).
+
+It works at event level: a heap of the cycles at which something can change (a bus
+grant, a response, an issue, a ``done``, an epoch boundary, a token arriving); cycles in
+between are skipped, so the cost is per instruction and per bus request, not per cycle.
+docs/perf.md describes the model, its exactness guarantee and its tests.
+"""
+
+from __future__ import annotations
+
+import bisect
+import heapq
+from collections import deque
+from dataclasses import dataclass, field
+
+from celosia.errors import IsaError
+from celosia.rtl import isa
+from celosia.rtl.arrays.engine import legal_gemm
+from celosia.rtl.arrays.feie import row_trace
+from celosia.rtl.arrays.rs import cycles as rs_cycles
+from celosia.rtl.arrays.ws import WSArray
+from celosia.rtl.config import AccelConfig, ceil_div
+from celosia.rtl.controller.fetch import FIRST_REQUEST, fetch_words
+from celosia.rtl.controller.signatures import GEMMS_IN_FLIGHT
+from celosia.rtl.dataflows import dataflow
+from celosia.rtl.dram import request_interval
+from celosia.rtl.isa import Csr, Opcode
+from celosia.rtl.ppu import LATENCY as PPU_LATENCY
+from celosia.rtl.vector import vec_cycles
+from celosia.sim.isa_sim import IsaSim
+from celosia.sim.job import COUNTERS, Job, RunResult
+
+__all__ = ["run", "simulate", "PerfResult", "Timeline"]
+
+#: Queue of each opcode (dispatch order LOAD 0, COMPUTE 1, STORE 2).
+_QUEUE = {Opcode.LOAD: 0, Opcode.GEMM: 1, Opcode.VEC: 1, Opcode.NOP: 1, Opcode.STORE: 2}
+_FETCH, _LOAD, _STORE = 0, 1, 2   # bus clients (rtl/top.py)
+
+
+@dataclass
+class Timeline:
+    """Per instruction (fetch order): ``issue`` and ``done`` cycles (counted from the
+    ``CTRL`` write as cycle 0), its queue (0 LOAD, 1 COMPUTE, 2 STORE) and its node."""
+    issue: list = field(default_factory=list)
+    done: list = field(default_factory=list)
+    queue: list = field(default_factory=list)
+    node: list = field(default_factory=list)
+    op: list = field(default_factory=list)
+
+
+@dataclass
+class PerfResult(RunResult):
+    """A :class:`~celosia.sim.job.RunResult` with ``node_counters`` (the counters at the end
+    of each node's boundary cycle, the cycle by which every instruction of nodes 0..k has
+    completed; the last node's are the run's totals) and ``timeline``."""
+    node_counters: list = field(default_factory=list)
+    timeline: Timeline | None = None
+
+
+class _Queue:
+    """A ``SyncFIFOBuffered`` of ``depth`` (>= 2): an inner FIFO of ``depth - 1`` plus the
+    output register; an entry written in cycle ``W`` is read from the inner FIFO in
+    ``R = max(W + 1, I_prev)`` (``I_prev``: the issue of the entry before) and is the head
+    from ``R + 1``."""
+
+    def __init__(self, depth):
+        self.inner = depth - 1
+        self.W, self.R, self.items = [], [], []
+        self.issued = 0                       # entries issued (index of the head)
+        self.last_issue = None
+
+    def w_rdy(self, c):
+        inner_level = len(self.W) - bisect.bisect_left(self.R, c)
+        return inner_level < self.inner
+
+    def head(self, c):
+        """The head entry if it is valid in cycle ``c``, else None."""
+        j = self.issued
+        if j < len(self.R) and self.R[j] + 1 <= c:
+            return self.items[j]
+        return None
+
+    def empty(self):
+        return self.issued == len(self.W)
+
+    def push(self, c, item, wake):
+        self.W.append(c)
+        self.items.append(item)
+        j = len(self.W) - 1
+        if j == self.issued:              # the head (or the entry after the one in the register)
+            self._read(j, c, wake)
+
+    def _read(self, j, c_known, wake):
+        prev = self.last_issue if j > 0 else None
+        r = self.W[j] + 1 if prev is None else max(self.W[j] + 1, prev)
+        if len(self.R) == j:
+            self.R.append(r)
+            wake(r)
+            wake(r + 1)
+
+    def issue(self, c, wake):
+        self.issued += 1
+        self.last_issue = c
+        j = self.issued
+        if j < len(self.W) and len(self.R) == j:
+            self._read(j, c, wake)
+
+
+class _Tokens:
+    """The four token counters: changes take effect in a given cycle."""
+
+    def __init__(self):
+        self.value = {"l2c": 0, "c2l": 0, "c2s": 0, "s2c": 0}
+        self.pending = []                 # heap of (cycle, name, delta)
+
+    def change(self, at, name, delta, wake):
+        heapq.heappush(self.pending, (at, name, delta))
+        wake(at)
+
+    def advance(self, c):
+        while self.pending and self.pending[0][0] <= c:
+            _, name, delta = heapq.heappop(self.pending)
+            self.value[name] += delta
+
+
+def _load_plan(d, config, base):
+    """A LOAD's requests in issue order: ``(pad, bytes)`` (bytes the read brings)."""
+    nb = config.bus_bytes
+    n0, n1, n2 = d["n0"], d["n1"], d["n2"]
+    start = base[d["base_reg"]] + d["dram_offset"]
+    s0, s1, s2 = d["dram_stride0"], d["dram_stride1"], d["dram_stride2"]
+    pad_en = d["pad_en"]
+    lo1, hi1, lo2, hi2 = d["pad_lo1"], d["pad_hi1"], d["pad_lo2"], d["pad_hi2"]
+    reqs = []
+    for i2 in range(n2):
+        for i1 in range(n1):
+            if pad_en and not (lo1 <= i1 < hi1 and lo2 <= i2 < hi2):
+                reqs.extend([(True, 0)] * ceil_div(n0, nb))
+            elif s0 == 1:
+                a = start + i1 * s1 + i2 * s2
+                left = n0
+                while left:
+                    take = min(left, nb - a % nb)
+                    reqs.append((False, take))
+                    a += take
+                    left -= take
+            else:
+                reqs.extend([(False, 1)] * n0)
+    return reqs
+
+
+def _store_plan(d, config, base):
+    """A STORE's PPU chunks: ``(T, flushes)``, ``flushes`` the ``(chunk index, bytes)`` of
+    each chunk that leaves with a bus write (none for ``to_buf``)."""
+    n_len, m_len = d["n_len"], d["m_len"]
+    lanes, nb = config.ppu_lanes, config.bus_bytes
+    start = base[d["base_reg"]] + d["dram_offset"]
+    stride = d["dram_stride"]
+    to_buf = d["to_buf"]
+    flushes = []
+    pos = 0
+    for mi in range(m_len):
+        if to_buf:
+            pos += n_len if mi == 0 else ceil_div(n_len, lanes)
+            continue
+        a = start + mi * stride
+        end = a + n_len
+        while a < end:
+            seg = min(end, (a // nb + 1) * nb) - a
+            pos += seg if mi == 0 else ceil_div(seg, lanes)
+            flushes.append((pos - 1, seg))
+            a += seg
+    return pos, flushes
+
+
+class _Machine:
+    """One run of the accelerator (see the module docstring)."""
+
+    def __init__(self, config: AccelConfig, sim: IsaSim, insns, node_of):
+        self.cfg = config
+        self.sim = sim
+        self.insns = insns
+        self.node_of = node_of
+        self.L = config.dram_latency
+        self.k = request_interval(config)
+        self.df = config.dataflow
+        self.taps = dataflow(config.dataflow).macs_count_taps
+        self.heap = []
+        self.queued = set()
+        n = len(insns)
+        self.tl = Timeline(issue=[None] * n, done=[None] * n,
+                           queue=[_QUEUE[d["op"]] for d in insns], node=list(node_of),
+                           op=[d["op"] for d in insns])
+        # events for the counters: (cycle, value)
+        self.ev = {"macs": [], "dram_bytes_read": [], "dram_bytes_written": [], "insns": [],
+                   "zero_skips": [], "mac_cycles": []}
+        self.busy = {"load": [], "pe": [], "vec": [], "store": []}   # intervals [lo, hi]
+
+    # -- helpers ------------------------------------------------------------------
+    def wake(self, c):
+        if c not in self.queued:
+            self.queued.add(c)
+            heapq.heappush(self.heap, c)
+
+    def ev_add(self, name, c, value):
+        if value:
+            self.ev[name].append((c, value))
+
+    def finish(self, idx, c):
+        self.tl.done[idx] = c
+
+    # -- the run -------------------------------------------------------------------
+    def run(self, descs):
+        cfg, L = self.cfg, self.L
+        wake = self.wake
+        self.queues = [_Queue(cfg.queue_depth) for _ in range(3)]
+        self.tok = _Tokens()
+        # bus
+        self.dram_free = 0
+        self.rr_last = 2
+        # fetch
+        self.descs = descs                  # n_insn per descriptor, end marker (0) last
+        self.f_desc_idx = 0
+        self.f_desc_pending = False
+        self.f_desc_resp = None
+        self.f_slot = None                  # n_insn of the descriptor read ahead
+        self.f_slot_from = None
+        self.f_node_left = 0
+        self.f_req_word = 0
+        self.f_req_end = False
+        self.f_end_at = None                # first cycle req_end is set
+        self.f_words_req = 0
+        self.f_arr = deque()                # arrival cycles of requested, untaken words
+        self.f_taken = 0
+        self.f_last_take = None
+        self.f_count = 0                    # words in the assembler
+        self.f_insn = 0                     # next instruction index to assemble / push
+        self.f_last_push = None
+        self.f_depth = fetch_words(cfg)
+        self.f_resp = deque()               # fetch response cycles (for DRAM_RD)
+        # load
+        self.l_done = -1                    # done cycle of the last LOAD
+        self.l_reqs = None
+        self.l_i = 0
+        self.l_pops = deque()
+        self.l_issued = 0
+        self.l_run_from = None
+        self.l_last_pop = None
+        self.l_idx = None
+        self.l_accept = None
+        self.l_ready_at = 0
+        # store
+        self.s_done = -1
+        self.s_ready_at = 0
+        self.s_want = None
+        self.s_flushes = None
+        self.s_fi = 0
+        self.s_T = 0
+        self.s_idx = None
+        self.s_accept = None
+        # compute
+        self.g_accepts, self.g_ends = [], []   # GEMMs accepted / their ends (None: unknown)
+        self.g_idx = []
+        self.v_end = -1
+        self.v_accept = None
+        self.nop_at = None
+        self._engine_init()
+        wake(FIRST_REQUEST)
+        wake(1)
+        self.last_done = 0
+        self.n_done = 0
+        c = None
+        while self.heap:
+            c = heapq.heappop(self.heap)
+            self.queued.discard(c)
+            if self.step(c):
+                return c
+        raise RuntimeError("perf model: the run did not finish (deadlock)")
+
+    # -- one cycle ------------------------------------------------------------------
+    def step(self, c):
+        cfg, L, wake = self.cfg, self.L, self.wake
+        self.tok.advance(c)
+        self._engine_boundary(c)
+        acted = False
+        # fetch request side
+        f_want = None
+        walking = c >= FIRST_REQUEST and not self.f_req_end
+        take = False
+        if walking:
+            slot_valid = self.f_slot is not None and self.f_slot_from <= c
+            desc_pending = self.f_desc_pending and c <= self.f_desc_resp
+            node_done = self.f_node_left == 0
+            take = node_done and slot_valid
+            take_end = take and self.f_slot == 0
+            want_desc = (not desc_pending and (not slot_valid or take) and not take_end
+                         and self.f_desc_idx < len(self.descs))
+            room = self.f_words_req - self.f_taken < self.f_depth
+            want_word = not node_done and room
+            if want_desc:
+                f_want = "desc"
+            elif want_word:
+                f_want = "word"
+        l_want = (self.l_reqs is not None and c >= self.l_run_from and self.l_i < len(self.l_reqs))
+        l_pad = False
+        if l_want:
+            while self.l_pops and self.l_pops[0] < c:
+                self.l_pops.popleft()
+            if len(self.l_pops) >= L + 2:
+                l_want = False
+                wake(self.l_pops[0] + 1)
+            else:
+                l_pad = self.l_reqs[self.l_i][0]
+        s_want = self.s_want is not None and c >= self.s_want
+        # bus
+        wants = [f_want is not None, l_want and not l_pad, s_want]
+        grant = None
+        if any(wants):
+            if c >= self.dram_free:
+                for k in range(1, 4):
+                    cl = (self.rr_last + k) % 3
+                    if wants[cl]:
+                        grant = cl
+                        break
+                self.rr_last = grant
+                self.dram_free = c + self.k
+                acted = True
+                if self.k > 1:
+                    wake(c + self.k)
+            else:
+                wake(self.dram_free)
+        # fetch updates
+        if take:
+            self.f_node_left = self.f_slot
+            self.f_req_word = 0
+            if self.f_slot == 0:
+                self.f_req_end = True
+                self.f_end_at = c + 1
+            self.f_slot = None
+            acted = True
+        if grant == _FETCH:
+            self.f_resp.append(c + L)
+            if f_want == "desc":
+                self.f_desc_pending = True
+                self.f_desc_resp = c + L
+                self.f_slot = self.descs[self.f_desc_idx]
+                self.f_slot_from = c + L + 1
+                self.f_desc_idx += 1
+                wake(c + L + 1)
+            else:
+                self.f_words_req += 1
+                self.f_arr.append(c + L)
+                wake(c + L)
+                self.f_req_word += 1
+                if self.f_req_word == isa.INSN_WORDS:
+                    self.f_req_word = 0
+                    self.f_node_left -= 1
+        # assembler / push (response side)
+        if c >= FIRST_REQUEST:
+            full = self.f_count == isa.INSN_WORDS
+            push_fire = False
+            if full:
+                d = self.insns[self.f_insn]
+                q = self.queues[_QUEUE[d["op"]]]
+                if q.w_rdy(c):
+                    q.push(c, self.f_insn, wake)
+                    push_fire = True
+                    self.f_insn += 1
+                    self.f_last_push = c
+                    self.f_count = 0
+                    acted = True
+            can_take = not full or push_fire
+            if can_take and self.f_arr and self.f_arr[0] <= c:
+                self.f_arr.popleft()
+                self.f_taken += 1
+                self.f_count += 1
+                acted = True
+        # load updates
+        if l_want and (l_pad or grant == _LOAD):
+            pad, nbytes = self.l_reqs[self.l_i]
+            if pad:
+                prev = self.l_last_pop if self.l_last_pop is not None else c
+                pop = max(c + 1, prev + 1)
+            else:
+                pop = c + L
+                self.ev_add("dram_bytes_read", pop, nbytes)
+            self.l_pops.append(pop)
+            self.l_last_pop = pop
+            self.l_i += 1
+            acted = True
+            if self.l_i == len(self.l_reqs):
+                self._load_done(pop + 1)
+        # store updates
+        if s_want and grant == _STORE:
+            pos, nbytes = self.s_flushes[self.s_fi]
+            self.ev_add("dram_bytes_written", c, nbytes)
+            self.s_fi += 1
+            if self.s_fi < len(self.s_flushes):
+                self.s_want = c + self.s_flushes[self.s_fi][0] - pos
+                wake(self.s_want)
+            else:
+                self._store_done(c + 1 + (self.s_T - 1 - pos))
+            acted = True
+        # dispatch
+        if c >= 1:
+            acted |= self._dispatch(c)
+        if acted:
+            wake(c + 1)
+        return self._finished(c)
+
+    # -- completion -------------------------------------------------------------------
+    def _fin(self, idx, done, pushes):
+        """Instruction ``idx`` completes (``done`` pulse) in cycle ``done``: its token
+        pushes count from ``done + 1``."""
+        self.tl.done[idx] = done
+        self.n_done += 1
+        self.last_done = max(self.last_done, done)
+        for name in pushes:
+            self.tok.change(done + 1, name, +1, self.wake)
+        self.wake(done)
+        self.wake(done + 1)
+
+    def _load_done(self, done):
+        self.l_done = self.l_ready_at = done
+        self.l_reqs = None
+        self.busy["load"].append((self.l_accept + 1, done - 1))
+        d = self.insns[self.l_idx]
+        self._fin(self.l_idx, done, ["l2c"] if d["dep"]["push_next"] else [])
+
+    def _store_done(self, done):
+        self.s_done = self.s_ready_at = done
+        self.s_want = None
+        self.busy["store"].append((self.s_accept + 1, done - 1))
+        d = self.insns[self.s_idx]
+        self._fin(self.s_idx, done, ["s2c"] if d["dep"]["push_prev"] else [])
+
+    def _compute_pushes(self, d):
+        return ([n for flag, n in (("push_prev", "c2l"), ("push_next", "c2s")) if d["dep"][flag]])
+
+    def _gemm_end(self, j, end):
+        """GEMM number ``j`` (acceptance order) ends in ``end``."""
+        self.g_ends[j] = end
+        idx = self.g_idx[j]
+        self.busy["pe"].append((self.g_accepts[j] + 1, end))
+        self._fin(idx, end, self._compute_pushes(self.insns[idx]))
+
+    def _finished(self, c):
+        """``end.finished`` in cycle ``c``: fetch ended, the queues empty, every
+        instruction done before ``c``."""
+        return (self.f_end_at is not None and c >= self.f_end_at and self.f_insn == len(self.insns)
+                and (self.f_last_push is None or c > self.f_last_push)
+                and self.n_done == len(self.insns) and c > self.last_done
+                and all(q.empty() and (q.last_issue is None or c > q.last_issue) for q in self.queues))
+
+    # -- dispatch ----------------------------------------------------------------------
+    def _dispatch(self, c):
+        acted = False
+        tok = self.tok.value
+        lq, cq, sq = self.queues
+        # LOAD
+        idx = lq.head(c)
+        if idx is not None and c >= self.l_ready_at:
+            d = self.insns[idx]
+            if not d["dep"]["pop_next"] or tok["c2l"]:
+                if d["dep"]["pop_next"]:
+                    self.tok.change(c + 1, "c2l", -1, self.wake)
+                lq.issue(c, self.wake)
+                self._issue(idx, c)
+                self._load_accept(idx, d, c)
+                acted = True
+        # COMPUTE
+        idx = cq.head(c)
+        if idx is not None and not (self.nop_at is not None and self.nop_at == c - 1):
+            d = self.insns[idx]
+            ok = ((not d["dep"]["pop_prev"] or tok["l2c"]) and (not d["dep"]["pop_next"] or tok["s2c"]))
+            if ok:
+                op = d["op"]
+                vec_idle = not (self.v_accept is not None and self.v_accept < c <= self.v_end)
+                gemm_idle = self._gemm_idle(c)
+                go = False
+                if op == Opcode.GEMM:
+                    go = vec_idle and self._gq_room(c) and self._engine_ready(c)
+                elif op == Opcode.VEC:
+                    go = gemm_idle and c > self.v_end
+                else:
+                    go = gemm_idle and vec_idle and c > self.v_end and self._engine_ready(c)
+                if go:
+                    if d["dep"]["pop_prev"]:
+                        self.tok.change(c + 1, "l2c", -1, self.wake)
+                    if d["dep"]["pop_next"]:
+                        self.tok.change(c + 1, "s2c", -1, self.wake)
+                    cq.issue(c, self.wake)
+                    self._issue(idx, c)
+                    if op == Opcode.GEMM:
+                        self._gemm_accept(idx, d, c)
+                    elif op == Opcode.VEC:
+                        self.v_accept = c
+                        self.v_end = c + vec_cycles(d, self.cfg)
+                        self.busy["vec"].append((c + 1, self.v_end))
+                        self._fin(idx, self.v_end, self._compute_pushes(d))
+                    else:
+                        self.nop_at = c
+                        self._fin(idx, c + 1, self._compute_pushes(d))
+                        self.wake(c + 2)
+                    acted = True
+        # STORE
+        idx = sq.head(c)
+        if idx is not None and c >= self.s_ready_at:
+            d = self.insns[idx]
+            if not d["dep"]["pop_prev"] or tok["c2s"]:
+                if d["dep"]["pop_prev"]:
+                    self.tok.change(c + 1, "c2s", -1, self.wake)
+                sq.issue(c, self.wake)
+                self._issue(idx, c)
+                self._store_accept(idx, d, c)
+                acted = True
+        return acted
+
+    def _issue(self, idx, c):
+        self.tl.issue[idx] = c
+        self.ev_add("insns", c, 1)
+        d = self.insns[idx]
+        try:
+            self.sim.execute(d)
+        except IsaError:
+            raise
+
+    def _load_accept(self, idx, d, t):
+        self.l_idx, self.l_accept = idx, t
+        if not (d["n0"] and d["n1"] and d["n2"]):
+            self.busy["load"].append((t + 1, t + 1))
+            self.l_done = t + 2
+            self.l_ready_at = t + 2
+            self._fin(idx, t + 2, ["l2c"] if d["dep"]["push_next"] else [])
+            return
+        self.l_reqs = _load_plan(d, self.cfg, self.sim.base)
+        self.l_i = 0
+        self.l_pops = deque()
+        self.l_last_pop = None
+        self.l_run_from = t + 2
+        self.l_ready_at = 1 << 62          # until done
+        self.wake(t + 2)
+
+    def _store_accept(self, idx, d, t):
+        self.s_idx, self.s_accept = idx, t
+        if not (d["n_len"] and d["m_len"]):
+            self.busy["store"].append((t + 1, t + 1))
+            self.s_done = t + 2
+            self.s_ready_at = t + 2
+            self._fin(idx, t + 2, ["s2c"] if d["dep"]["push_prev"] else [])
+            return
+        T, flushes = _store_plan(d, self.cfg, self.sim.base)
+        self.s_T = T
+        self.s_ready_at = 1 << 62
+        o0 = t + 2 + PPU_LATENCY
+        if not flushes:
+            self._store_done(o0 + T)
+            return
+        self.s_flushes, self.s_fi = flushes, 0
+        self.s_want = o0 + flushes[0][0]
+        self.wake(self.s_want)
+
+    # -- compute engines -------------------------------------------------------------------
+    def _gq_room(self, c):
+        """Fewer than GEMMS_IN_FLIGHT GEMMs in dispatch's in-flight FIFO in cycle ``c``."""
+        n = len(self.g_accepts)
+        inflight = 0
+        for j in range(n - 1, max(-1, n - GEMMS_IN_FLIGHT - 1), -1):
+            e = self.g_ends[j]
+            if self.g_accepts[j] < c and (e is None or e >= c):
+                inflight += 1
+        return inflight < GEMMS_IN_FLIGHT
+
+    def _gemm_idle(self, c):
+        if not self.g_accepts:
+            return True
+        e = self.g_ends[-1]
+        return e is not None and e < c
+
+    def _engine_init(self):
+        self.e_ready_at = 0
+        # ws
+        self.ws_last_read = -10
+        self.ws_last_end = -10
+        self.ws_recent = []               # last two (psum row, read cycle)
+        # os
+        self.os_stages = [None, None, None]
+        self.os_fill_rest = []
+        self.os_s = None
+        self.os_b = None
+        self.os_reg = None                # (j, a, g)
+        self.os_leave = -10
+        self.os_idle_from = 0
+        self.os_last_end = -10
+
+    def _engine_ready(self, c):
+        if self.df == "os":
+            if self.os_reg is not None or c < self.os_leave + 1:
+                return False
+            n = len(self.g_accepts)
+            out = sum(1 for j in range(max(0, n - GEMMS_IN_FLIGHT), n)
+                      if self.g_accepts[j] < c and (self.g_ends[j] is None or self.g_ends[j] >= c))
+            return out < GEMMS_IN_FLIGHT
+        return c >= self.e_ready_at
+
+    def _gemm_accept(self, idx, d, a):
+        cfg = self.cfg
+        j = len(self.g_accepts)
+        self.g_accepts.append(a)
+        self.g_ends.append(None)
+        self.g_idx.append(idx)
+        g = legal_gemm(d, cfg)
+        if g is not None:
+            macs = g.m_len * g.k_len * g.n_len
+            if self.taps and g.window:
+                macs *= g.win_h * g.win_w
+            self.ev_add("macs", a, macs)
+        if self.df == "ws":
+            self._ws_accept(j, g, a)
+        elif self.df == "os":
+            self.os_reg = (j, a, g)
+            if not any(self.os_stages):
+                self._os_start_idle()
+        else:
+            if self.df == "feie":
+                tr = row_trace(d, cfg, self.sim.ifmap)
+                n = tr.cycles
+                self.ev_add("zero_skips", a + n, tr.zero_skips)
+                self.ev_add("mac_cycles", a + n, tr.mac_cycles)
+            else:
+                n = rs_cycles(d, cfg)
+            self.e_ready_at = a + n + 1
+            self.wake(a + n + 1)
+            self._gemm_end(j, a + n)
+
+    def _ws_accept(self, j, g, a):
+        if g is None or g.m_len == 0:
+            end = max(a + 1, self.ws_last_end + 1)
+            self.e_ready_at = end + 1
+        else:
+            t = max(a + 2 + g.k_len, self.ws_last_read + 1)
+            reads = []
+            recent = dict(self.ws_recent)
+            for r in range(min(g.m_len, 3)):
+                row = g.psum_row + r
+                if g.accumulate and row in recent:
+                    t = max(t, recent[row] + 3)
+                reads.append((row, t))
+                if r == 0:
+                    self.e_ready_at = t
+                t += 1
+            last = reads[-1][1] + (g.m_len - len(reads))
+            if g.m_len > len(reads):
+                reads.append((g.psum_row + g.m_len - 2, last - 1))
+                reads.append((g.psum_row + g.m_len - 1, last))
+            self.ws_recent = reads[-2:]
+            self.ws_last_read = last
+            end = last + 1 + WSArray.PIPELINE
+        self.ws_last_end = end
+        self.wake(self.e_ready_at)
+        self._gemm_end(j, end)
+
+    # os block pipeline (rtl/arrays/os.py block_sequence_timing, event by event)
+    def _os_blocks(self, j, g):
+        rows = self.cfg.rows
+        mbs = [min(rows, g.m_len - m0) for m0 in range(0, g.m_len, rows)]
+        return [(j, mb, g.k_len, b == len(mbs) - 1) for b, mb in enumerate(mbs)]
+
+    def _os_start_idle(self):
+        j, a, g = self.os_reg
+        if g is None or g.m_len == 0:
+            end = max(a + 1, self.os_last_end + 1)
+            self.os_leave = self.os_last_end = end
+            self.os_reg = None
+            self._gemm_end(j, end)
+            self.wake(end + 1)
+            return
+        self.os_leave = max(a + 1, self.os_idle_from)
+        self.os_reg = None
+        self.os_fill_rest = self._os_blocks(j, g)
+        self.os_stages = [self.os_fill_rest.pop(0), None, None]
+        self._os_epoch(self.os_leave + 1)
+        self.wake(self.os_leave + 1)
+
+    def _os_epoch(self, s):
+        fill, mac, drain = self.os_stages
+        length = max(1, fill[1] if fill else 0, mac[2] if mac else 0, drain[1] if drain else 0)
+        if drain and drain[3]:
+            end = s + drain[1] + 1
+            self.os_last_end = end
+            self._gemm_end(drain[0], end)
+        self.os_s = s
+        self.os_b = s + length - 1
+        self.wake(self.os_b)
+
+    def _engine_boundary(self, c):
+        if self.df != "os" or self.os_b is None or c != self.os_b:
+            return
+        b = c
+        nxt = None
+        if self.os_fill_rest:
+            nxt = self.os_fill_rest.pop(0)
+        elif self.os_reg is not None:
+            j, a, g = self.os_reg
+            if a <= b - 1 and g is not None and g.m_len > 0:
+                self.os_fill_rest = self._os_blocks(j, g)
+                nxt = self.os_fill_rest.pop(0)
+                self.os_leave = b
+                self.os_reg = None
+                self.wake(b + 1)
+        fill, mac, _ = self.os_stages
+        self.os_stages = [nxt, fill, mac]
+        if any(self.os_stages):
+            self._os_epoch(b + 1)
+        else:
+            self.os_b = None
+            self.os_idle_from = b + 1
+            if self.os_reg is not None:
+                self._os_start_idle()
+
+
+def _count(intervals, upto):
+    """Cycles of the union of ``intervals`` ([lo, hi], sorted by lo) within [1, upto]."""
+    total, cur_lo, cur_hi = 0, None, None
+    for lo, hi in sorted(intervals):
+        lo, hi = max(lo, 1), min(hi, upto)
+        if hi < lo:
+            continue
+        if cur_hi is None or lo > cur_hi + 1:
+            if cur_hi is not None:
+                total += cur_hi - cur_lo + 1
+            cur_lo, cur_hi = lo, hi
+        else:
+            cur_hi = max(cur_hi, hi)
+    if cur_hi is not None:
+        total += cur_hi - cur_lo + 1
+    return total
+
+
+def _merge(intervals):
+    out = []
+    for lo, hi in sorted(intervals):
+        if hi < lo:
+            continue
+        if out and lo <= out[-1][1] + 1:
+            out[-1][1] = max(out[-1][1], hi)
+        else:
+            out.append([lo, hi])
+    return out
+
+
+def _intersect(a, b):
+    out, i, j = [], 0, 0
+    while i < len(a) and j < len(b):
+        lo, hi = max(a[i][0], b[j][0]), min(a[i][1], b[j][1])
+        if lo <= hi:
+            out.append((lo, hi))
+        if a[i][1] < b[j][1]:
+            i += 1
+        else:
+            j += 1
+    return out
+
+
+def _counters(m: _Machine, upto: int) -> dict:
+    compute = _merge(m.busy["pe"] + m.busy["vec"])
+    load = _merge(m.busy["load"])
+    fetch_bytes = 8 * sum(1 for r in m.f_resp if r <= upto)
+
+    def events(name):
+        return sum(v for t, v in m.ev[name] if t <= upto)
+
+    return {
+        "cycles": upto,
+        "load_busy": _count(load, upto),
+        "compute_busy": _count(compute, upto),
+        "store_busy": _count(m.busy["store"], upto),
+        "macs": events("macs"),
+        "dram_bytes_read": fetch_bytes + events("dram_bytes_read"),
+        "dram_bytes_written": events("dram_bytes_written"),
+        "load_compute_overlap": _count(_intersect(load, compute), upto),
+        "insns": events("insns"),
+        "zero_skips": events("zero_skips"),
+        "mac_cycles": events("mac_cycles"),
+    }
+
+
+def _program(sim: IsaSim, prog_base: int):
+    """The descriptor table (n_insn per node, the end marker's 0 last) and the decoded
+    instructions of the program at ``prog_base``, with each instruction's node."""
+    descs, insns, node_of = [], [], []
+    i = 0
+    while True:
+        at = prog_base + isa.DESC_BYTES * i
+        sim._check_fetch(at, isa.DESC_BYTES)
+        desc = isa.unpack_bytes(isa.NodeDescriptor, sim.dram[at:at + isa.DESC_BYTES])
+        n = desc["n_insn"]
+        descs.append(n)
+        if n == 0:
+            return descs, insns, node_of
+        for j in range(n):
+            a = prog_base + desc["insn_offset"] + j * isa.INSN_BYTES
+            sim._check_fetch(a, isa.INSN_BYTES)
+            d = isa.decode(int.from_bytes(sim.dram[a:a + isa.INSN_BYTES], "little"))
+            if d.get("illegal"):
+                raise IsaError(isa.ErrorCode.ILLEGAL_OPCODE, f"opcode {d['op']} (instruction #{len(insns)})")
+            insns.append(d)
+            node_of.append(i)
+        i += 1
+
+
+def simulate(config: AccelConfig, sim: IsaSim, prog_base: int) -> PerfResult:
+    """One run of the program at ``prog_base`` on ``sim`` (its DRAM, buffers, base
+    registers and windows are the machine's state; the run executes every instruction on
+    it): the counters, per-node counters and the timeline."""
+    descs, insns, node_of = _program(sim, prog_base)
+    m = _Machine(config, sim, insns, node_of)
+    end = m.run(descs)
+    total = _counters(m, end)
+    nodes = []
+    n_nodes = len(descs) - 1
+    bound = [0] * n_nodes
+    for idx, nd in enumerate(node_of):
+        bound[nd] = max(bound[nd], m.tl.done[idx])
+    upto = 0
+    for k in range(n_nodes):
+        upto = max(upto, bound[k])
+        nodes.append(total if k == n_nodes - 1 else _counters(m, upto))
+    return PerfResult(status=isa.pack(isa.Status, busy=0, done=1, error=0), error=0, error_info=0,
+                      counters=total, data=[], node_counters=nodes, timeline=m.tl)
+
+
+def run(config: AccelConfig, job: Job, progress=None) -> list[PerfResult]:
+    """Perform ``job`` (as :func:`celosia.sim.job.run_job` does on the RTL) on the cycle
+    model: one :class:`PerfResult` per run, with the RTL's counters and outputs."""
+    sim = IsaSim(config, bytearray(job.dram_bytes))
+    for addr, payload in job.image:
+        sim.dram[addr:addr + len(payload)] = payload
+    results = []
+    for index, r in enumerate(job.runs):
+        for addr, payload in r.writes:
+            sim.dram[addr:addr + len(payload)] = payload
+        regs = dict(r.csr_writes)
+        for i in range(isa.NUM_BASE_REGS):
+            if Csr.BASE0 + i in regs:
+                sim.base[i] = regs[Csr.BASE0 + i]
+        sim.read_window = (regs.get(Csr.WINDOW_BASE, 0), regs.get(Csr.WINDOW_SIZE, 0))
+        sim.write_window = (regs.get(Csr.WR_BASE, 0), regs.get(Csr.WR_SIZE, 0))
+        try:
+            res = simulate(config, sim, regs.get(Csr.PROG_BASE, 0))
+        except IsaError as e:
+            code = int(e.code) if hasattr(e, "code") else 0
+            res = PerfResult(status=isa.pack(isa.Status, busy=0, done=1, error=code), error=code,
+                             error_info=0, counters=dict.fromkeys(COUNTERS, 0), data=[],
+                             fault_addr=sim.fault_addr)
+        res.data = [bytes(sim.dram[a:a + n]) for a, n in r.readback]
+        results.append(res)
+        if progress is not None:
+            progress(index + 1, len(job.runs))
+    return results
