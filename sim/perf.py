@@ -78,6 +78,8 @@ class Timeline:
     queue: list = field(default_factory=list)
     node: list = field(default_factory=list)
     op: list = field(default_factory=list)
+    #: ``(cycle, client)`` of every bus grant (0 fetch, 1 LOAD, 2 STORE)
+    grants: list = field(default_factory=list)
 
 
 @dataclass
@@ -219,6 +221,7 @@ class _Machine:
         self.taps = dataflow(config.dataflow).macs_count_taps
         self.heap = []
         self.queued = set()
+        self.now = -1
         n = len(insns)
         self.tl = Timeline(issue=[None] * n, done=[None] * n,
                            queue=[_QUEUE[d["op"]] for d in insns], node=list(node_of),
@@ -230,7 +233,7 @@ class _Machine:
 
     # -- helpers ------------------------------------------------------------------
     def wake(self, c):
-        if c not in self.queued:
+        if c > self.now and c not in self.queued:
             self.queued.add(c)
             heapq.heappush(self.heap, c)
 
@@ -305,6 +308,7 @@ class _Machine:
         while self.heap:
             c = heapq.heappop(self.heap)
             self.queued.discard(c)
+            self.now = c
             if self.step(c):
                 return c
         raise RuntimeError("perf model: the run did not finish (deadlock)")
@@ -355,6 +359,7 @@ class _Machine:
                         grant = cl
                         break
                 self.rr_last = grant
+                self.tl.grants.append((c, grant))
                 self.dram_free = c + self.k
                 acted = True
                 if self.k > 1:

@@ -1,0 +1,116 @@
+"""Per-instruction issue / done cycles of the RTL, from the Amaranth simulator, for the
+differential tests of the ``perf`` model (tests/sim/test_perf.py).
+
+:func:`rtl_trace` runs a :class:`~celosia.sim.job.Job` on ``SimTop`` like
+:func:`celosia.sim.pysim.run`, and watches the handshakes between the controller and the
+four engines (``insn.valid & insn.ready``: an issue; ``done`` / ``error``: a completion),
+counting cycles from each run's ``CTRL`` write as cycle 0 (as :mod:`celosia.sim.perf`
+does). :func:`first_difference` names the first instruction whose timing differs.
+"""
+
+from amaranth.hdl import Elaboratable
+from amaranth.sim import Simulator
+
+from celosia.rtl.isa import Csr
+from celosia.sim.job import run_job
+from celosia.sim.pysim import PysimTransport
+
+ENGINES = ("load", "compute", "vector", "store")
+
+
+class _Elaborated(Elaboratable):
+    """An already elaborated module (so its submodules are the ones we watch)."""
+
+    def __init__(self, module):
+        self.module = module
+
+    def elaborate(self, platform):
+        return self.module
+
+
+def rtl_trace(config, job):
+    """``(results, traces)``: :func:`celosia.sim.pysim.run`'s results and, per run, engine
+    name -> list of ``[issue, done]`` cycles in issue order."""
+    from celosia.rtl.top import SimTop
+
+    top = SimTop(config)
+    m_top = top.elaborate(None)
+    accel, src = m_top._named_submodules["accel"]
+    m_acc = accel.elaborate(None)
+    m_top._named_submodules["accel"] = (_Elaborated(m_acc), src)
+    engines = {name: m_acc._named_submodules[name][0] for name in ENGINES}
+    sim = Simulator(_Elaborated(m_top))
+    sim.add_clock(1e-8)
+    results, traces = [], []
+
+    async def bench(ctx):
+        results.extend(await run_job(PysimTransport(ctx, top), job, poll_cycles=16))
+
+    sigs = [top.csr.w_en, top.csr.addr, top.csr.w_data]
+    for eng in engines.values():
+        sigs += [eng.insn.valid, eng.insn.ready, eng.done, eng.error]
+    arb = m_acc._named_submodules["arbiter"][0]
+    sigs += [arb.bus.req.valid, arb.bus.req.ready, arb.bus.req.payload.tag]
+
+    async def watch(ctx):
+        cycle, run = 0, None
+        async for _, _, *v in ctx.tick().sample(*sigs):
+            # v: the values in the cycle that ends at this edge
+            cycle += 1
+            if v[0] and v[1] == Csr.CTRL and v[2] & 1:
+                run = {name: [] for name in ENGINES}
+                run["grants"] = []
+                traces.append(run)
+                cycle = 0
+                continue
+            if run is None:
+                continue
+            if v[-3] and v[-2]:
+                run["grants"].append((cycle, v[-1]))
+            for e, name in enumerate(engines):
+                valid, ready, done, error = v[3 + 4 * e: 7 + 4 * e]
+                if done or error:
+                    pending = [x for x in run[name] if x[1] is None]
+                    if pending:
+                        pending[0][1] = cycle
+                if valid and ready:
+                    run[name].append([cycle, None])
+
+    sim.add_testbench(bench)
+    sim.add_process(watch)
+    sim.run()
+    return results, traces
+
+
+def perf_engine_trace(timeline):
+    """The :class:`~celosia.sim.perf.Timeline` of a run grouped like :func:`rtl_trace`:
+    engine name -> ``[issue, done]`` per instruction in issue order, and the matching
+    fetch-order indices."""
+    from celosia.rtl.isa import Opcode
+
+    names = {Opcode.LOAD: "load", Opcode.GEMM: "compute", Opcode.VEC: "vector", Opcode.STORE: "store"}
+    out = {name: [] for name in ENGINES}
+    order = sorted(range(len(timeline.issue)), key=lambda i: timeline.issue[i])
+    for i in order:
+        name = names.get(timeline.op[i])
+        if name:
+            out[name].append((i, [timeline.issue[i], timeline.done[i]]))
+    return out
+
+
+def first_difference(timeline, rtl_run):
+    """``None`` when every instruction issues and completes in the same cycles in both;
+    else a line naming the earliest-issued instruction whose cycles differ."""
+    model = perf_engine_trace(timeline)
+    worst = None
+    for name in ENGINES:
+        rtl = rtl_run[name]
+        mod = model[name]
+        for n, (idx, cyc) in enumerate(mod):
+            got = rtl[n] if n < len(rtl) else None
+            if got != cyc:
+                key = cyc[0] if got is None else min(cyc[0], got[0])
+                if worst is None or key < worst[0]:
+                    worst = (key, f"instruction #{idx} ({name} #{n}): perf issue/done {cyc}, RTL {got}")
+                break
+    return None if worst is None else worst[1]
