@@ -41,6 +41,7 @@ docs/perf.md describes the model, its exactness guarantee and its tests.
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import heapq
 from collections import deque
 from dataclasses import dataclass, field
@@ -62,7 +63,7 @@ from celosia.rtl.vector import vec_cycles
 from celosia.sim.isa_sim import IsaSim
 from celosia.sim.job import COUNTERS, Job, RunResult
 
-__all__ = ["run", "simulate", "PerfResult", "Timeline"]
+__all__ = ["run", "simulate", "PerfResult", "Timeline", "CounterLog", "chrome_trace"]
 
 #: Queue of each opcode (dispatch order LOAD 0, COMPUTE 1, STORE 2).
 _QUEUE = {Opcode.LOAD: 0, Opcode.GEMM: 1, Opcode.VEC: 1, Opcode.NOP: 1, Opcode.STORE: 2}
@@ -84,11 +85,31 @@ class Timeline:
 
 @dataclass
 class PerfResult(RunResult):
-    """A :class:`~celosia.sim.job.RunResult` with ``node_counters`` (the counters at the end
-    of each node's boundary cycle, the cycle by which every instruction of nodes 0..k has
-    completed; the last node's are the run's totals) and ``timeline``."""
+    """A :class:`~celosia.sim.job.RunResult` with the ``timeline`` of its instructions, its
+    :class:`CounterLog` (``log``) and ``node_counters`` (:meth:`snapshots` per descriptor)."""
     node_counters: list = field(default_factory=list)
     timeline: Timeline | None = None
+    log: object = None
+
+    def snapshots(self, sizes=None) -> list[dict]:
+        """The counters at each node boundary: node ``k``'s boundary is the cycle by which
+        every instruction of nodes ``0..k`` has completed; the last node's are the run's
+        totals. ``sizes``: instructions per node in fetch order (default: one node per
+        descriptor of the program)."""
+        tl = self.timeline
+        if sizes is None:
+            sizes = []
+            for nd in tl.node:
+                if nd >= len(sizes):
+                    sizes.extend([0] * (nd + 1 - len(sizes)))
+                sizes[nd] += 1
+        out, upto, i = [], 0, 0
+        for k, n in enumerate(sizes):
+            if n:
+                upto = max(upto, max(tl.done[i:i + n]))
+            i += n
+            out.append(self.counters if k == len(sizes) - 1 else self.log.at(upto))
+        return out
 
 
 class _Queue:
@@ -556,11 +577,7 @@ class _Machine:
     def _issue(self, idx, c):
         self.tl.issue[idx] = c
         self.ev_add("insns", c, 1)
-        d = self.insns[idx]
-        try:
-            self.sim.execute(d)
-        except IsaError:
-            raise
+        self.sim.execute(self.insns[idx])
 
     def _load_accept(self, idx, d, t):
         self.l_idx, self.l_accept = idx, t
@@ -756,24 +773,6 @@ class _Machine:
                 self._os_start_idle()
 
 
-def _count(intervals, upto):
-    """Cycles of the union of ``intervals`` ([lo, hi], sorted by lo) within [1, upto]."""
-    total, cur_lo, cur_hi = 0, None, None
-    for lo, hi in sorted(intervals):
-        lo, hi = max(lo, 1), min(hi, upto)
-        if hi < lo:
-            continue
-        if cur_hi is None or lo > cur_hi + 1:
-            if cur_hi is not None:
-                total += cur_hi - cur_lo + 1
-            cur_lo, cur_hi = lo, hi
-        else:
-            cur_hi = max(cur_hi, hi)
-    if cur_hi is not None:
-        total += cur_hi - cur_lo + 1
-    return total
-
-
 def _merge(intervals):
     out = []
     for lo, hi in sorted(intervals):
@@ -799,27 +798,52 @@ def _intersect(a, b):
     return out
 
 
-def _counters(m: _Machine, upto: int) -> dict:
-    compute = _merge(m.busy["pe"] + m.busy["vec"])
-    load = _merge(m.busy["load"])
-    fetch_bytes = 8 * sum(1 for r in m.f_resp if r <= upto)
+class CounterLog:
+    """The counters of a run as functions of the cycle: :meth:`at` gives what the
+    hardware's counters hold at the end of a cycle (they count cycles 1 .. that cycle)."""
 
-    def events(name):
-        return sum(v for t, v in m.ev[name] if t <= upto)
+    def __init__(self, m: _Machine):
+        self.busy = {
+            "load_busy": _merge(m.busy["load"]),
+            "compute_busy": _merge(m.busy["pe"] + m.busy["vec"]),
+            "store_busy": _merge(m.busy["store"]),
+        }
+        self.busy["load_compute_overlap"] = _merge(_intersect(self.busy["load_busy"],
+                                                              self.busy["compute_busy"]))
+        self._busy_ends = {k: [hi for _, hi in v] for k, v in self.busy.items()}
+        self._busy_sums = {k: _prefix([hi - lo + 1 for lo, hi in v]) for k, v in self.busy.items()}
+        events = dict(m.ev)
+        events["dram_bytes_read"] = sorted(events["dram_bytes_read"] + [(r, 8) for r in m.f_resp])
+        self._ev_times, self._ev_sums = {}, {}
+        for name, evs in events.items():
+            evs = sorted(evs)
+            self._ev_times[name] = [t for t, _ in evs]
+            self._ev_sums[name] = _prefix([v for _, v in evs])
 
-    return {
-        "cycles": upto,
-        "load_busy": _count(load, upto),
-        "compute_busy": _count(compute, upto),
-        "store_busy": _count(m.busy["store"], upto),
-        "macs": events("macs"),
-        "dram_bytes_read": fetch_bytes + events("dram_bytes_read"),
-        "dram_bytes_written": events("dram_bytes_written"),
-        "load_compute_overlap": _count(_intersect(load, compute), upto),
-        "insns": events("insns"),
-        "zero_skips": events("zero_skips"),
-        "mac_cycles": events("mac_cycles"),
-    }
+    def _busy(self, name, upto):
+        ivs, ends = self.busy[name], self._busy_ends[name]
+        i = bisect.bisect_left(ends, upto)          # intervals [0, i) end before upto
+        total = self._busy_sums[name][i]
+        if i < len(ivs) and ivs[i][0] <= upto:
+            total += upto - ivs[i][0] + 1
+        return total
+
+    def at(self, upto: int) -> dict:
+        """The counters (:data:`celosia.sim.job.COUNTERS` names) at the end of cycle ``upto``."""
+        out = {"cycles": upto}
+        for name in COUNTERS:
+            if name in self.busy:
+                out[name] = self._busy(name, upto)
+            elif name in self._ev_times:
+                out[name] = self._ev_sums[name][bisect.bisect_right(self._ev_times[name], upto)]
+        return out
+
+
+def _prefix(values):
+    out = [0]
+    for v in values:
+        out.append(out[-1] + v)
+    return out
 
 
 def _program(sim: IsaSim, prog_base: int):
@@ -853,27 +877,29 @@ def simulate(config: AccelConfig, sim: IsaSim, prog_base: int) -> PerfResult:
     descs, insns, node_of = _program(sim, prog_base)
     m = _Machine(config, sim, insns, node_of)
     end = m.run(descs)
-    total = _counters(m, end)
-    nodes = []
-    n_nodes = len(descs) - 1
-    bound = [0] * n_nodes
-    for idx, nd in enumerate(node_of):
-        bound[nd] = max(bound[nd], m.tl.done[idx])
-    upto = 0
-    for k in range(n_nodes):
-        upto = max(upto, bound[k])
-        nodes.append(total if k == n_nodes - 1 else _counters(m, upto))
-    return PerfResult(status=isa.pack(isa.Status, busy=0, done=1, error=0), error=0, error_info=0,
-                      counters=total, data=[], node_counters=nodes, timeline=m.tl)
+    log = CounterLog(m)
+    res = PerfResult(status=isa.pack(isa.Status, busy=0, done=1, error=0), error=0, error_info=0,
+                     counters=log.at(end), data=[], timeline=m.tl, log=log)
+    res.node_counters = res.snapshots()
+    return res
 
 
-def run(config: AccelConfig, job: Job, progress=None) -> list[PerfResult]:
+def run(config: AccelConfig, job: Job, progress=None, execute: bool = True) -> list[PerfResult]:
     """Perform ``job`` (as :func:`celosia.sim.job.run_job` does on the RTL) on the cycle
-    model: one :class:`PerfResult` per run, with the RTL's counters and outputs."""
+    model: one :class:`PerfResult` per run, with the RTL's counters.
+
+    ``execute``: run every instruction on the ISA simulator as it issues, so the results
+    hold the outputs (``data``) the hardware computes; without it only the timing is
+    modelled (``data`` is then what the DRAM image held) and a run that repeats an earlier
+    one's program with the same base-register alignment reuses its timing. The ``feie``
+    engine's timing depends on the data, so it always executes."""
+    execute = execute or config.dataflow == "feie"
     sim = IsaSim(config, bytearray(job.dram_bytes))
     for addr, payload in job.image:
         sim.dram[addr:addr + len(payload)] = payload
-    results = []
+    if not execute:
+        sim.execute = lambda d: None
+    results, seen = [], {}
     for index, r in enumerate(job.runs):
         for addr, payload in r.writes:
             sim.dram[addr:addr + len(payload)] = payload
@@ -883,15 +909,48 @@ def run(config: AccelConfig, job: Job, progress=None) -> list[PerfResult]:
                 sim.base[i] = regs[Csr.BASE0 + i]
         sim.read_window = (regs.get(Csr.WINDOW_BASE, 0), regs.get(Csr.WINDOW_SIZE, 0))
         sim.write_window = (regs.get(Csr.WR_BASE, 0), regs.get(Csr.WR_SIZE, 0))
+        prog_base = regs.get(Csr.PROG_BASE, 0)
+        key = (prog_base, tuple(b % config.bus_bytes for b in sim.base))
         try:
-            res = simulate(config, sim, regs.get(Csr.PROG_BASE, 0))
+            if not execute and key in seen:
+                res = dataclasses.replace(seen[key])
+            else:
+                res = seen[key] = simulate(config, sim, prog_base)
         except IsaError as e:
-            code = int(e.code) if hasattr(e, "code") else 0
-            res = PerfResult(status=isa.pack(isa.Status, busy=0, done=1, error=code), error=code,
-                             error_info=0, counters=dict.fromkeys(COUNTERS, 0), data=[],
-                             fault_addr=sim.fault_addr)
+            res = PerfResult(status=isa.pack(isa.Status, busy=0, done=1, error=int(e.code)),
+                             error=int(e.code), error_info=0, counters=dict.fromkeys(COUNTERS, 0),
+                             data=[], fault_addr=sim.fault_addr)
         res.data = [bytes(sim.dram[a:a + n]) for a, n in r.readback]
         results.append(res)
         if progress is not None:
             progress(index + 1, len(job.runs))
     return results
+
+
+#: Trace track (thread id and name) of each queue.
+_TRACKS = {0: "LOAD", 1: "COMPUTE", 2: "STORE"}
+
+
+def chrome_trace(timeline: Timeline, layer_names=None, sizes=None, clock_mhz: float = 1.0) -> dict:
+    """A Chrome / Perfetto trace (the JSON object format, ui.perfetto.dev opens it) of one
+    run's :class:`Timeline`: one track per engine queue (LOAD, COMPUTE, STORE), one slice
+    per instruction from its issue cycle to its ``done`` cycle, named by its layer and
+    opcode. ``layer_names`` / ``sizes``: each layer's name and instruction count in fetch
+    order (default: one ``node k`` per descriptor). Times are cycles at ``clock_mhz``
+    (1 MHz: one microsecond of trace time per cycle)."""
+    node = list(timeline.node)
+    if sizes is not None:
+        node = [k for k, n in enumerate(sizes) for _ in range(n)]
+    events = [{"ph": "M", "pid": 0, "name": "process_name", "args": {"name": "celosia (perf)"}}]
+    for tid, name in _TRACKS.items():
+        events.append({"ph": "M", "pid": 0, "tid": tid, "name": "thread_name", "args": {"name": name}})
+    scale = 1.0 / clock_mhz
+    for i, (start, end) in enumerate(zip(timeline.issue, timeline.done)):
+        k = node[i]
+        layer = layer_names[k] if layer_names is not None else f"node {k}"
+        op = getattr(timeline.op[i], "name", str(timeline.op[i]))
+        events.append({"ph": "X", "pid": 0, "tid": timeline.queue[i], "name": f"{layer} {op}",
+                       "ts": start * scale, "dur": max(end - start, 1) * scale,
+                       "args": {"insn": i, "layer": layer, "issue": start, "done": end}})
+    return {"traceEvents": events, "displayTimeUnit": "ns",
+            "otherData": {"source": "celosia perf model", "cycles_per_us": clock_mhz}}

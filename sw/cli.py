@@ -18,7 +18,7 @@ import numpy as np
 from celosia.errors import CelosiaError, CompileError, ConfigError, InputError, ModelError
 from celosia.rtl.config import DATAFLOWS, RANGES, AccelConfig, parse_array
 
-BACKENDS = ("golden", "pysim", "verilator")
+BACKENDS = ("golden", "perf", "pysim", "verilator")
 
 
 def _log(msg: str):
@@ -223,7 +223,9 @@ def cmd_run(args) -> int:
     from celosia.sw.driver.driver import check_input
 
     config = config_from_args(args)
-    for out in (args.out, args.report):  # fail before a long run, not after it
+    if args.trace and args.backend != "perf":
+        raise InputError(f"--trace {args.trace}: traces come from the cycle model; add --backend perf")
+    for out in (args.out, args.report, args.trace):  # fail before a long run, not after it
         if out and not Path(out).resolve().parent.is_dir():
             raise InputError(f"{out}: the folder {str(Path(out).parent)!r} does not exist")
     graph = _load_model(args.model)  # a QModel already for an int8 .tflite file
@@ -242,7 +244,7 @@ def cmd_run(args) -> int:
             calib = x
         qmodel = _quantize(args.model, graph, calib, args.calib or source, args.strict)
     x = _raw_input(qmodel, x, source) if args.raw else check_input(qmodel, x, source)
-    program = _compile(args.model, qmodel, config, args, profile=args.backend != "golden")
+    program = _compile(args.model, qmodel, config, args, profile=args.backend not in ("golden", "perf"))
     _log(f"{args.model}: {len(qmodel.layers)} layers, {qmodel.macs_per_sample()} MACs per sample; "
          f"running {len(x)} samples on {args.backend} ({config.array} {config.dataflow})")
     if args.backend == "verilator":
@@ -263,6 +265,8 @@ def cmd_run(args) -> int:
         _write(args.out, "outputs",
                lambda f: np.save(f, result.y_q if args.raw else result.y.astype(np.float32)))
     report = result.report
+    if args.trace:
+        _write_text(args.trace, "trace", json.dumps(result.trace))
     if args.report:
         _write_text(args.report, "report", json.dumps(report, indent=2, default=_json_default))
     _print_summary(report)
@@ -489,8 +493,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="instead of --input: N random samples (uniform [0, 1), seed 0)")
     p.add_argument("--calib", help=".npy calibration samples (default: the input, with a warning)")
     p.add_argument("--backend", choices=BACKENDS, default="golden",
-                   help="golden (NumPy, no cycles), pysim (Amaranth simulator) or verilator "
-                        "(default golden)")
+                   help="golden (NumPy, no cycles), perf (the cycle model: the RTL's cycles and "
+                        "counters, fast), pysim (Amaranth simulator) or verilator (default golden)")
+    p.add_argument("--trace", metavar="OUT.json",
+                   help="with --backend perf: write a Chrome / Perfetto trace of the first run "
+                        "(one track per engine queue; open it in ui.perfetto.dev)")
     p.add_argument("--batch", type=_positive_int, default=1,
                    help="samples per hardware run (default 1)")
     p.add_argument("--out", help="write dequantized float32 outputs to exactly this file (.npy format)")

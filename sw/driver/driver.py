@@ -6,6 +6,10 @@ back end and returns the dequantized output with a report:
 * ``golden`` — the NumPy golden model (:func:`celosia.sim.golden.golden_forward`); no cycles.
 * ``pysim`` — the compiled program on the RTL in Amaranth's simulator.
 * ``verilator`` — the compiled program on the generated Verilog (cocotb + Verilator).
+* ``perf`` — the compiled program on the cycle model (:mod:`celosia.sim.perf`): the
+  counters the RTL back ends read, equal to the Verilog's; the outputs come from the
+  golden model. Per-layer figures come from the counters at each node boundary of the
+  one run (no prefix runs).
 
 The RTL back ends link the program like a board driver would (seed 000's software
 flow): program, static data and every input sample are loaded into DRAM once; the
@@ -41,7 +45,7 @@ __all__ = ["BACKENDS", "run", "run_quantized", "golden_forward", "check_input", 
            "Result", "pgo_training_job", "resident_weights_report", "kept_outputs_report",
            "cycle_limit"]
 
-BACKENDS = ("golden", "pysim", "verilator")
+BACKENDS = ("golden", "perf", "pysim", "verilator")
 
 
 @dataclass
@@ -49,6 +53,8 @@ class Result:
     y_q: np.ndarray                      # int8 [samples, out_features]
     y: np.ndarray                        # float32, dequantized
     report: dict = field(default_factory=dict)
+    #: ``perf``: the Chrome / Perfetto trace of the first run (:func:`celosia.sim.perf.chrome_trace`)
+    trace: dict | None = None
 
 
 def check_input(model: QModel, x: np.ndarray, source: str = "input") -> np.ndarray:
@@ -210,15 +216,19 @@ def run_quantized(model: QModel, x_q: np.ndarray, config: AccelConfig, backend: 
         # the static traffic and roofline of the program the hardware would run
         _add_roofline(report, program, model, config, None)
     else:
-        chunks = _chunks(program, len(x_q), profile)
+        perf = backend == "perf"            # per-layer figures from node snapshots, not prefixes
+        chunks = _chunks(program, len(x_q), profile and not perf)
         results, prefixes, inits = [], [], []
         for c, (lo, hi) in enumerate(chunks):
-            job, lay, lead = build_job(program, x_q[lo:hi], profile and c == 0)
+            job, lay, lead = build_job(program, x_q[lo:hi], profile and not perf and c == 0)
             if c == 0:
                 prefixes = [k for k in lead if k != "init"]
             if backend == "pysim":
                 from celosia.sim import pysim
                 part = pysim.run(config, job, progress=progress)
+            elif perf:
+                from celosia.sim import perf as perf_model
+                part = perf_model.run(config, job, execute=False)
             else:
                 from celosia.sim import verilator
                 part = verilator.run(config, job, training_job=pgo_training_job)
@@ -238,7 +248,8 @@ def run_quantized(model: QModel, x_q: np.ndarray, config: AccelConfig, backend: 
                 progress(hi, len(x_q))
         prof, main = results[:len(prefixes)], results[len(prefixes):]
         out = b"".join(r.data[0] for r in main)
-        y_q = np.frombuffer(out, dtype=np.int8).reshape(-1, model.out_features)[:samples]
+        y_q = (golden_forward(model, x_q) if perf else
+               np.frombuffer(out, dtype=np.int8).reshape(-1, model.out_features)[:samples])
         total = {k: sum(r.counters[k] for r in main) for k in main[0].counters}
         pe = config.rows * config.cols
         report.update(
@@ -262,6 +273,12 @@ def run_quantized(model: QModel, x_q: np.ndarray, config: AccelConfig, backend: 
         measured = len(prefixes) == len(model.layers) - 1
         snaps = ([{"cycles": 0, "compute_busy": 0, "zero_skips": 0, "mac_cycles": 0}]
                  + [r.counters for r in prof] + [main[0].counters])
+        trace = None
+        if perf:
+            measured = profile
+            sizes = [len(node.insns) for node in program.nodes]
+            snaps = snaps[:1] + main[0].snapshots(sizes)
+            trace = perf_model.chrome_trace(main[0].timeline, [n.name for n in program.nodes], sizes)
         layers = []
         for k, (layer, node) in enumerate(zip(model.layers, program.nodes)):
             entry = {"name": layer.name, "op": layer.op, "macs": layer.macs * samples,
@@ -279,12 +296,14 @@ def run_quantized(model: QModel, x_q: np.ndarray, config: AccelConfig, backend: 
         report["layers"] = layers
         _add_roofline(report, program, model, config, main[0].counters["cycles"])
         report["layer_cycles_note"] = (
-            f"per-layer cycles and compute_cycles are for one run ({batch} sample(s)), measured by "
-            "running the first k layers of the program on the first run's input"
+            f"per-layer cycles and compute_cycles are for one run ({batch} sample(s)), "
+            + ("the counters at each layer's node boundary (every instruction of layers 0..k "
+               "done) in the first run, minus the previous layer's" if perf else
+               "measured by running the first k layers of the program on the first run's input")
             if measured else "per-layer cycles were not measured (profile=False)")
     report["wall_seconds"] = time.perf_counter() - t0
     y = model.dequantize_output(y_q)
-    return Result(y_q=y_q, y=y, report=report)
+    return Result(y_q=y_q, y=y, report=report, trace=None if backend == "golden" else trace)
 
 
 def _add_roofline(report: dict, program: Program, model: QModel, config: AccelConfig,
