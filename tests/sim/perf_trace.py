@@ -37,6 +37,7 @@ def rtl_trace(config, job):
     m_top = top.elaborate(None)
     accel, src = m_top._named_submodules["accel"]
     m_acc = accel.elaborate(None)
+    top._MustUse__silence = accel._MustUse__silence = True  # elaborated here, by hand
     m_top._named_submodules["accel"] = (_Elaborated(m_acc), src)
     engines = {name: m_acc._named_submodules[name][0] for name in ENGINES}
     sim = Simulator(_Elaborated(m_top))
@@ -114,3 +115,63 @@ def first_difference(timeline, rtl_run):
                     worst = (key, f"instruction #{idx} ({name} #{n}): perf issue/done {cyc}, RTL {got}")
                 break
     return None if worst is None else worst[1]
+
+
+# -- differential cases -------------------------------------------------------------------
+
+def quantized(graph, seed=0):
+    """``(qmodel, x_q)``: ``graph`` quantized on 4 uniform random samples, one int8 sample."""
+    import numpy as np
+
+    from celosia.sw.quant import CalibrationWarning, quantize_graph
+    import warnings
+
+    rng = np.random.default_rng(seed)
+    shape = graph.tensors[graph.inputs[0]].shape[1:]
+    x = rng.random((4, *shape), dtype=np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CalibrationWarning)
+        q = quantize_graph(graph, x, on_degenerate="ignore")
+    return q, q.quantize_input(x[:1]).reshape(1, -1)
+
+
+def case_model(name):
+    """A differential case by name: ``digits_mlp`` / ``digits_cnn`` / ``digits_resnet`` (the
+    bundled models on a held-out image), ``tiny_cnn`` (every op: conv with padding, stride
+    and groups, max / average pooling, residual add, global average pooling, fc), or
+    ``conv:H,W,CIN,COUT,K,STRIDE,GROUPS`` (one random convolution layer) or ``fc:IN,OUT``."""
+    from celosia.sw import zoo
+    from celosia.sw.data import digits_split
+    from celosia.sw.demo import MODELS
+    from celosia.sw.importer import load_onnx
+    from celosia.sw.quant import quantize_graph
+
+    if name.startswith("digits_"):
+        x_train, x_test, _, _ = digits_split()
+        graph = load_onnx(MODELS[name])
+        shape = graph.tensors[graph.inputs[0]].shape[1:]
+        x_train, x_test = x_train.reshape(-1, *shape), x_test.reshape(-1, *shape)
+        q = quantize_graph(graph, x_train)
+        return q, q.quantize_input(x_test[:1]).reshape(1, -1)
+    if name == "tiny_cnn":
+        return quantized(zoo.tiny_cnn())
+    kind, _, args = name.partition(":")
+    v = [int(a) for a in args.split(",")]
+    if kind == "conv":
+        h, w, cin, cout, k, stride, groups = v
+        return quantized(zoo.conv_layer(h, w, cin, cout, k, stride=stride, groups=groups))
+    if kind == "fc":
+        b = zoo._Builder(f"fc{v[0]}_{v[1]}", (v[0],), 0)
+        b.fc("fc", v[1])
+        return quantized(b.done())
+    raise ValueError(f"unknown case {name!r}")
+
+
+def counter_differences(model_results, rtl_results):
+    """``[(run, {counter: (perf, rtl)})]`` for each run whose counters differ."""
+    out = []
+    for i, (p, r) in enumerate(zip(model_results, rtl_results, strict=True)):
+        diff = {k: (p.counters[k], v) for k, v in r.counters.items() if p.counters[k] != v}
+        if diff:
+            out.append((i, diff))
+    return out
