@@ -141,7 +141,7 @@ FAST_CASES = [
     (dict(rows=8, cols=8, dataflow="ws"), "digits_cnn"),
     (dict(rows=2, cols=2, dataflow="ws"), "digits_mlp"),
     (dict(rows=4, cols=4, bus_bits=128, dram_bytes_per_cycle=16), "tiny_cnn"),
-    (dict(rows=4, cols=4, bus_bits=256, dram_bytes_per_cycle=32), "digits_cnn"),
+    (dict(rows=4, cols=4, bus_bits=256, dram_bytes_per_cycle=32), "digits_mlp"),
 ]
 
 
