@@ -68,6 +68,12 @@ __all__ = ["run", "simulate", "PerfResult", "Timeline", "CounterLog", "chrome_tr
 #: Queue of each opcode (dispatch order LOAD 0, COMPUTE 1, STORE 2).
 _QUEUE = {Opcode.LOAD: 0, Opcode.GEMM: 1, Opcode.VEC: 1, Opcode.NOP: 1, Opcode.STORE: 2}
 _FETCH, _LOAD, _STORE = 0, 1, 2   # bus clients (rtl/top.py)
+#: The tokens each queue's instructions push at ``done``: (flag, counter).
+_PUSHES = {0: (("push_next", "l2c"),), 1: (("push_prev", "c2l"), ("push_next", "c2s")),
+           2: (("push_prev", "s2c"),)}
+#: The tokens each queue's instructions pop: (flag, counter).
+_POPS = {0: (("pop_next", "c2l"),), 1: (("pop_prev", "l2c"), ("pop_next", "s2c")),
+         2: (("pop_prev", "c2s"),)}
 
 
 @dataclass
@@ -340,6 +346,7 @@ class _Machine:
         self.tok.advance(c)
         self._engine_boundary(c)
         acted = False
+        acted_other = False   # something other than the LOAD's own request changed
         # fetch request side
         f_want = None
         walking = c >= FIRST_REQUEST and not self.f_req_end
@@ -383,8 +390,6 @@ class _Machine:
                 self.tl.grants.append((c, grant))
                 self.dram_free = c + self.k
                 acted = True
-                if self.k > 1:
-                    wake(c + self.k)
             else:
                 wake(self.dram_free)
         # fetch updates
@@ -395,7 +400,7 @@ class _Machine:
                 self.f_req_end = True
                 self.f_end_at = c + 1
             self.f_slot = None
-            acted = True
+            acted = acted_other = True
         if grant == _FETCH:
             self.f_resp.append(c + L)
             if f_want == "desc":
@@ -426,28 +431,19 @@ class _Machine:
                     self.f_insn += 1
                     self.f_last_push = c
                     self.f_count = 0
-                    acted = True
+                    acted = acted_other = True
             can_take = not full or push_fire
             if can_take and self.f_arr and self.f_arr[0] <= c:
                 self.f_arr.popleft()
                 self.f_taken += 1
                 self.f_count += 1
-                acted = True
+                acted = acted_other = True
         # load updates
+        load_alone = False
         if l_want and (l_pad or grant == _LOAD):
-            pad, nbytes = self.l_reqs[self.l_i]
-            if pad:
-                prev = self.l_last_pop if self.l_last_pop is not None else c
-                pop = max(c + 1, prev + 1)
-            else:
-                pop = c + L
-                self.ev_add("dram_bytes_read", pop, nbytes)
-            self.l_pops.append(pop)
-            self.l_last_pop = pop
-            self.l_i += 1
+            load_alone = not acted_other and f_want is None and not s_want
+            self._load_issue(c)
             acted = True
-            if self.l_i == len(self.l_reqs):
-                self._load_done(pop + 1)
         # store updates
         if s_want and grant == _STORE:
             pos, nbytes = self.s_flushes[self.s_fi]
@@ -460,21 +456,73 @@ class _Machine:
                 self._store_done(c + 1 + (self.s_T - 1 - pos))
             acted = True
         # dispatch
-        if c >= 1:
-            acted |= self._dispatch(c)
-        if acted:
+        if c >= 1 and self._dispatch(c):
+            acted = acted_other = True
+        if load_alone and not acted_other and grant in (None, _LOAD) and not self.heap_has(c + 1):
+            # Nothing else changes before the next scheduled event: the LOAD streams its
+            # requests (one per cycle, reads as the DRAM accepts them) up to it.
+            self._load_stream(c)
+        elif acted:
             wake(c + 1)
         return self._finished(c)
 
+    def heap_has(self, c):
+        return c in self.queued
+
+    def _load_issue(self, c):
+        """The LOAD issues its next request in cycle ``c`` (a read granted, or a pad)."""
+        pad, nbytes = self.l_reqs[self.l_i]
+        if pad:
+            prev = self.l_last_pop if self.l_last_pop is not None else c
+            pop = max(c + 1, prev + 1)
+        else:
+            pop = c + self.L
+            self.ev_add("dram_bytes_read", pop, nbytes)
+            if c != self.tl.grants[-1][0]:
+                self.tl.grants.append((c, _LOAD))
+        self.l_pops.append(pop)
+        self.l_last_pop = pop
+        self.l_i += 1
+        if self.l_i == len(self.l_reqs):
+            self._load_done(pop + 1)
+
+    def _load_stream(self, c):
+        """After the LOAD's request in cycle ``c``, with nothing else wanting the bus and
+        no event scheduled before ``T``: its following requests up to ``T``."""
+        limit = self.heap[0] if self.heap else 1 << 62
+        t = c
+        while self.l_reqs is not None and self.l_i < len(self.l_reqs):
+            pad = self.l_reqs[self.l_i][0]
+            nxt = t + 1 if pad else max(t + 1, self.dram_free)
+            if nxt >= limit:
+                break
+            pops = self.l_pops
+            while pops and pops[0] < nxt:
+                pops.popleft()
+            if len(pops) >= self.L + 2:
+                self.wake(pops[0] + 1)
+                return
+            if not pad:
+                self.rr_last = _LOAD
+                self.dram_free = nxt + self.k
+            t = nxt
+            self._load_issue(t)
+        if self.l_reqs is not None:
+            self.wake(t + 1 if self.l_reqs[self.l_i][0] else max(t + 1, self.dram_free))
+        elif self.k > 1:
+            self.wake(self.dram_free)
+
     # -- completion -------------------------------------------------------------------
-    def _fin(self, idx, done, pushes):
+    def _fin(self, idx, done):
         """Instruction ``idx`` completes (``done`` pulse) in cycle ``done``: its token
         pushes count from ``done + 1``."""
         self.tl.done[idx] = done
         self.n_done += 1
         self.last_done = max(self.last_done, done)
-        for name in pushes:
-            self.tok.change(done + 1, name, +1, self.wake)
+        dep = self.insns[idx]["dep"]
+        for flag, name in _PUSHES[_QUEUE[self.insns[idx]["op"]]]:
+            if dep[flag]:
+                self.tok.change(done + 1, name, +1, self.wake)
         self.wake(done)
         self.wake(done + 1)
 
@@ -482,25 +530,20 @@ class _Machine:
         self.l_done = self.l_ready_at = done
         self.l_reqs = None
         self.busy["load"].append((self.l_accept + 1, done - 1))
-        d = self.insns[self.l_idx]
-        self._fin(self.l_idx, done, ["l2c"] if d["dep"]["push_next"] else [])
+        self._fin(self.l_idx, done)
 
     def _store_done(self, done):
         self.s_done = self.s_ready_at = done
         self.s_want = None
         self.busy["store"].append((self.s_accept + 1, done - 1))
-        d = self.insns[self.s_idx]
-        self._fin(self.s_idx, done, ["s2c"] if d["dep"]["push_prev"] else [])
-
-    def _compute_pushes(self, d):
-        return ([n for flag, n in (("push_prev", "c2l"), ("push_next", "c2s")) if d["dep"][flag]])
+        self._fin(self.s_idx, done)
 
     def _gemm_end(self, j, end):
         """GEMM number ``j`` (acceptance order) ends in ``end``."""
         self.g_ends[j] = end
         idx = self.g_idx[j]
         self.busy["pe"].append((self.g_accepts[j] + 1, end))
-        self._fin(idx, end, self._compute_pushes(self.insns[idx]))
+        self._fin(idx, end)
 
     def _finished(self, c):
         """``end.finished`` in cycle ``c``: fetch ended, the queues empty, every
@@ -513,68 +556,57 @@ class _Machine:
     # -- dispatch ----------------------------------------------------------------------
     def _dispatch(self, c):
         acted = False
-        tok = self.tok.value
-        lq, cq, sq = self.queues
-        # LOAD
-        idx = lq.head(c)
-        if idx is not None and c >= self.l_ready_at:
-            d = self.insns[idx]
-            if not d["dep"]["pop_next"] or tok["c2l"]:
-                if d["dep"]["pop_next"]:
-                    self.tok.change(c + 1, "c2l", -1, self.wake)
-                lq.issue(c, self.wake)
-                self._issue(idx, c)
-                self._load_accept(idx, d, c)
+        # LOAD and STORE: the head starts when its engine is idle and its tokens are there
+        for qi, ready_at, accept in ((0, self.l_ready_at, self._load_accept),
+                                     (2, self.s_ready_at, self._store_accept)):
+            idx = self.queues[qi].head(c)
+            if idx is not None and c >= ready_at and self._tokens_ok(qi, idx):
+                self._issue(qi, idx, c)
+                accept(idx, self.insns[idx], c)
                 acted = True
-        # COMPUTE
-        idx = cq.head(c)
-        if idx is not None and not (self.nop_at is not None and self.nop_at == c - 1):
-            d = self.insns[idx]
-            ok = ((not d["dep"]["pop_prev"] or tok["l2c"]) and (not d["dep"]["pop_next"] or tok["s2c"]))
-            if ok:
-                op = d["op"]
-                vec_idle = not (self.v_accept is not None and self.v_accept < c <= self.v_end)
-                gemm_idle = self._gemm_idle(c)
-                go = False
-                if op == Opcode.GEMM:
-                    go = vec_idle and self._gq_room(c) and self._engine_ready(c)
-                elif op == Opcode.VEC:
-                    go = gemm_idle and c > self.v_end
-                else:
-                    go = gemm_idle and vec_idle and c > self.v_end and self._engine_ready(c)
-                if go:
-                    if d["dep"]["pop_prev"]:
-                        self.tok.change(c + 1, "l2c", -1, self.wake)
-                    if d["dep"]["pop_next"]:
-                        self.tok.change(c + 1, "s2c", -1, self.wake)
-                    cq.issue(c, self.wake)
-                    self._issue(idx, c)
-                    if op == Opcode.GEMM:
-                        self._gemm_accept(idx, d, c)
-                    elif op == Opcode.VEC:
-                        self.v_accept = c
-                        self.v_end = c + vec_cycles(d, self.cfg)
-                        self.busy["vec"].append((c + 1, self.v_end))
-                        self._fin(idx, self.v_end, self._compute_pushes(d))
-                    else:
-                        self.nop_at = c
-                        self._fin(idx, c + 1, self._compute_pushes(d))
-                        self.wake(c + 2)
-                    acted = True
-        # STORE
-        idx = sq.head(c)
-        if idx is not None and c >= self.s_ready_at:
-            d = self.insns[idx]
-            if not d["dep"]["pop_prev"] or tok["c2s"]:
-                if d["dep"]["pop_prev"]:
-                    self.tok.change(c + 1, "c2s", -1, self.wake)
-                sq.issue(c, self.wake)
-                self._issue(idx, c)
-                self._store_accept(idx, d, c)
-                acted = True
-        return acted
+        # COMPUTE: in order across the PE array and the vector engine
+        idx = self.queues[1].head(c)
+        if (idx is None or (self.nop_at is not None and self.nop_at == c - 1)
+                or not self._tokens_ok(1, idx)):
+            return acted
+        d = self.insns[idx]
+        op = d["op"]
+        vec_idle = not (self.v_accept is not None and self.v_accept < c <= self.v_end)
+        if op == Opcode.GEMM:
+            go = vec_idle and self._gq_room(c) and self._engine_ready(c)
+        elif op == Opcode.VEC:
+            go = self._gemm_idle(c) and c > self.v_end
+        else:
+            go = self._gemm_idle(c) and vec_idle and c > self.v_end and self._engine_ready(c)
+        if not go:
+            return acted
+        self._issue(1, idx, c)
+        if op == Opcode.GEMM:
+            self._gemm_accept(idx, d, c)
+        elif op == Opcode.VEC:
+            self.v_accept = c
+            self.v_end = c + vec_cycles(d, self.cfg)
+            self.busy["vec"].append((c + 1, self.v_end))
+            self._fin(idx, self.v_end)
+        else:
+            self.nop_at = c
+            self._fin(idx, c + 1)
+            self.wake(c + 2)
+        return True
 
-    def _issue(self, idx, c):
+    def _tokens_ok(self, qi, idx):
+        """Every token the instruction ``idx`` at the head of queue ``qi`` pops is there."""
+        dep, tok = self.insns[idx]["dep"], self.tok.value
+        return all(tok[name] for flag, name in _POPS[qi] if dep[flag])
+
+    def _issue(self, qi, idx, c):
+        """Instruction ``idx`` leaves queue ``qi`` in cycle ``c``: its pops, the counters,
+        its functional execution."""
+        dep = self.insns[idx]["dep"]
+        for flag, name in _POPS[qi]:
+            if dep[flag]:
+                self.tok.change(c + 1, name, -1, self.wake)
+        self.queues[qi].issue(c, self.wake)
         self.tl.issue[idx] = c
         self.ev_add("insns", c, 1)
         self.sim.execute(self.insns[idx])
@@ -582,10 +614,8 @@ class _Machine:
     def _load_accept(self, idx, d, t):
         self.l_idx, self.l_accept = idx, t
         if not (d["n0"] and d["n1"] and d["n2"]):
-            self.busy["load"].append((t + 1, t + 1))
-            self.l_done = t + 2
-            self.l_ready_at = t + 2
-            self._fin(idx, t + 2, ["l2c"] if d["dep"]["push_next"] else [])
+            self.l_reqs = None
+            self._load_done(t + 2)
             return
         self.l_reqs = _load_plan(d, self.cfg, self.sim.base)
         self.l_i = 0
@@ -598,10 +628,7 @@ class _Machine:
     def _store_accept(self, idx, d, t):
         self.s_idx, self.s_accept = idx, t
         if not (d["n_len"] and d["m_len"]):
-            self.busy["store"].append((t + 1, t + 1))
-            self.s_done = t + 2
-            self.s_ready_at = t + 2
-            self._fin(idx, t + 2, ["s2c"] if d["dep"]["push_prev"] else [])
+            self._store_done(t + 2)
             return
         T, flushes = _store_plan(d, self.cfg, self.sim.base)
         self.s_T = T
