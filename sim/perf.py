@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+import hashlib
 import heapq
 from collections import deque
 from dataclasses import dataclass, field
@@ -232,6 +233,29 @@ def _store_plan(d, config, base):
             flushes.append((pos - 1, seg))
             a += seg
     return pos, flushes
+
+
+#: feie timings already computed: (the GEMM's fields that row_trace reads, a digest of the
+#: ifmap buffer's bytes) -> RowTrace. The weights (weight_row) and where the psums go
+#: (psum_row, accumulate) do not change the timing, so the tiles of one layer's output
+#: channels over the same inputs share one trace.
+_FEIE_CACHE: dict = {}
+_FEIE_IGNORED = ("op", "dep", "weight_row", "psum_row", "accumulate")
+
+
+def _feie_trace(d, g, config, ifmap):
+    """:func:`~celosia.rtl.arrays.feie.row_trace` of the GEMM ``d`` (``g``: its
+    :func:`legal_gemm`) on ``ifmap``, cached."""
+    if g is None:
+        return row_trace(d, config, ifmap)
+    key = (config, tuple(v for k, v in d.items() if k not in _FEIE_IGNORED),
+           hashlib.blake2b(ifmap.tobytes(), digest_size=16).digest())
+    tr = _FEIE_CACHE.get(key)
+    if tr is None:
+        if len(_FEIE_CACHE) > 4096:
+            _FEIE_CACHE.clear()
+        tr = _FEIE_CACHE[key] = row_trace(d, config, ifmap)
+    return tr
 
 
 class _Machine:
@@ -704,7 +728,7 @@ class _Machine:
                 self._os_start_idle()
         else:
             if self.df == "feie":
-                tr = row_trace(d, cfg, self.sim.ifmap)
+                tr = _feie_trace(d, g, cfg, self.sim.ifmap)
                 n = tr.cycles
                 self.ev_add("zero_skips", a + n, tr.zero_skips)
                 self.ev_add("mac_cycles", a + n, tr.mac_cycles)
