@@ -366,9 +366,12 @@ class _Machine:
 
     # -- one cycle ------------------------------------------------------------------
     def step(self, c):
-        cfg, L, wake = self.cfg, self.L, self.wake
-        self.tok.advance(c)
-        self._engine_boundary(c)
+        L, wake = self.L, self.wake
+        pending = self.tok.pending
+        if pending and pending[0][0] <= c:
+            self.tok.advance(c)
+        if self.os_b == c:
+            self._engine_boundary(c)
         acted = False
         acted_other = False   # something other than the LOAD's own request changed
         # fetch request side
@@ -572,7 +575,8 @@ class _Machine:
     def _finished(self, c):
         """``end.finished`` in cycle ``c``: fetch ended, the queues empty, every
         instruction done before ``c``."""
-        return (self.f_end_at is not None and c >= self.f_end_at and self.f_insn == len(self.insns)
+        return (self.n_done == len(self.insns) and self.f_end_at is not None and c >= self.f_end_at
+                and self.f_insn == len(self.insns)
                 and (self.f_last_push is None or c > self.f_last_push)
                 and self.n_done == len(self.insns) and c > self.last_done
                 and all(q.empty() and (q.last_issue is None or c > q.last_issue) for q in self.queues))
@@ -799,8 +803,7 @@ class _Machine:
         self.wake(self.os_b)
 
     def _engine_boundary(self, c):
-        if self.df != "os" or self.os_b is None or c != self.os_b:
-            return
+        """The ``os`` block pipeline's epoch boundary in cycle ``c`` (``os_b``)."""
         b = c
         nxt = None
         if self.os_fill_rest:
@@ -897,9 +900,12 @@ def _prefix(values):
     return out
 
 
-def _program(sim: IsaSim, prog_base: int):
+def _program(sim: IsaSim, prog_base: int, memo: dict | None = None):
     """The descriptor table (n_insn per node, the end marker's 0 last) and the decoded
-    instructions of the program at ``prog_base``, with each instruction's node."""
+    instructions of the program at ``prog_base``, with each instruction's node; ``memo``
+    (instruction word -> decoded fields) saves decoding a word twice (the per-layer
+    prefix runs fetch the same instructions again)."""
+    memo = {} if memo is None else memo
     descs, insns, node_of = [], [], []
     i = 0
     while True:
@@ -913,7 +919,10 @@ def _program(sim: IsaSim, prog_base: int):
         for j in range(n):
             a = prog_base + desc["insn_offset"] + j * isa.INSN_BYTES
             sim._check_fetch(a, isa.INSN_BYTES)
-            d = isa.decode(int.from_bytes(sim.dram[a:a + isa.INSN_BYTES], "little"))
+            word = int.from_bytes(sim.dram[a:a + isa.INSN_BYTES], "little")
+            d = memo.get(word)
+            if d is None:
+                d = memo[word] = isa.decode(word)
             if d.get("illegal"):
                 raise IsaError(isa.ErrorCode.ILLEGAL_OPCODE, f"opcode {d['op']} (instruction #{len(insns)})")
             insns.append(d)
@@ -921,11 +930,12 @@ def _program(sim: IsaSim, prog_base: int):
         i += 1
 
 
-def simulate(config: AccelConfig, sim: IsaSim, prog_base: int) -> PerfResult:
+def simulate(config: AccelConfig, sim: IsaSim, prog_base: int, memo: dict | None = None) -> PerfResult:
     """One run of the program at ``prog_base`` on ``sim`` (its DRAM, buffers, base
     registers and windows are the machine's state; the run executes every instruction on
-    it): the counters, per-node counters and the timeline."""
-    descs, insns, node_of = _program(sim, prog_base)
+    it): the counters, per-node counters and the timeline. ``memo``: as for
+    :func:`_program`, shared by the runs of a job."""
+    descs, insns, node_of = _program(sim, prog_base, memo)
     m = _Machine(config, sim, insns, node_of)
     end = m.run(descs)
     log = CounterLog(m)
@@ -950,7 +960,7 @@ def run(config: AccelConfig, job: Job, progress=None, execute: bool = True) -> l
         sim.dram[addr:addr + len(payload)] = payload
     if not execute:
         sim.execute = lambda d: None
-    results, seen = [], {}
+    results, seen, memo = [], {}, {}
     for index, r in enumerate(job.runs):
         for addr, payload in r.writes:
             sim.dram[addr:addr + len(payload)] = payload
@@ -966,7 +976,7 @@ def run(config: AccelConfig, job: Job, progress=None, execute: bool = True) -> l
             if not execute and key in seen:
                 res = dataclasses.replace(seen[key])
             else:
-                res = seen[key] = simulate(config, sim, prog_base)
+                res = seen[key] = simulate(config, sim, prog_base, memo)
         except IsaError as e:
             res = PerfResult(status=isa.pack(isa.Status, busy=0, done=1, error=int(e.code)),
                              error=int(e.code), error_info=0, counters=dict.fromkeys(COUNTERS, 0),
