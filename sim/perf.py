@@ -52,7 +52,8 @@ from celosia.rtl import isa
 from celosia.rtl.arrays.engine import legal_gemm
 from celosia.rtl.arrays.feie import row_trace
 from celosia.rtl.arrays.rs import cycles as rs_cycles
-from celosia.rtl.arrays.ws import WSArray
+from celosia.rtl.arrays.os import OSTiming, dense_steps
+from celosia.rtl.arrays.ws import WSTiming
 from celosia.rtl.config import AccelConfig, ceil_div
 from celosia.rtl.controller.fetch import FIRST_REQUEST, fetch_words
 from celosia.rtl.controller.signatures import GEMMS_IN_FLIGHT
@@ -370,8 +371,9 @@ class _Machine:
         pending = self.tok.pending
         if pending and pending[0][0] <= c:
             self.tok.advance(c)
-        if self.os_b == c:
-            self._engine_boundary(c)
+        if self.os is not None and self.os.boundary == c:
+            self.os.at_boundary()
+            self._os_event()
         acted = False
         acted_other = False   # something other than the LOAD's own request changed
         # fetch request side
@@ -688,23 +690,13 @@ class _Machine:
 
     def _engine_init(self):
         self.e_ready_at = 0
-        # ws
-        self.ws_last_read = -10
-        self.ws_last_end = -10
-        self.ws_recent = []               # last two (psum row, read cycle)
-        # os
-        self.os_stages = [None, None, None]
-        self.os_fill_rest = []
-        self.os_s = None
-        self.os_b = None
-        self.os_reg = None                # (j, a, g)
-        self.os_leave = -10
-        self.os_idle_from = 0
-        self.os_last_end = -10
+        cfg = self.cfg
+        self.ws = WSTiming(cfg)
+        self.os = OSTiming(cfg, lambda g: dense_steps(g, cfg), self._gemm_end) if self.df == "os" else None
 
     def _engine_ready(self, c):
         if self.df == "os":
-            if self.os_reg is not None or c < self.os_leave + 1:
+            if self.os.reg is not None or c < self.os.leave + 1:
                 return False
             n = len(self.g_accepts)
             out = sum(1 for j in range(max(0, n - GEMMS_IN_FLIGHT), n)
@@ -725,11 +717,10 @@ class _Machine:
                 macs *= g.win_h * g.win_w
             self.ev_add("macs", a, macs)
         if self.df == "ws":
-            self._ws_accept(j, g, a)
+            self._ws_accept(j, d, a)
         elif self.df == "os":
-            self.os_reg = (j, a, g)
-            if not any(self.os_stages):
-                self._os_start_idle()
+            self.os.accept(j, g, a)
+            self._os_event()
         else:
             if self.df == "feie":
                 tr = _feie_trace(d, g, cfg, self.sim.ifmap)
@@ -742,89 +733,19 @@ class _Machine:
             self.wake(a + n + 1)
             self._gemm_end(j, a + n)
 
-    def _ws_accept(self, j, g, a):
-        if g is None or g.m_len == 0:
-            end = max(a + 1, self.ws_last_end + 1)
-            self.e_ready_at = end + 1
-        else:
-            t = max(a + 2 + g.k_len, self.ws_last_read + 1)
-            reads = []
-            recent = dict(self.ws_recent)
-            for r in range(min(g.m_len, 3)):
-                row = g.psum_row + r
-                if g.accumulate and row in recent:
-                    t = max(t, recent[row] + 3)
-                reads.append((row, t))
-                if r == 0:
-                    self.e_ready_at = t
-                t += 1
-            last = reads[-1][1] + (g.m_len - len(reads))
-            if g.m_len > len(reads):
-                reads.append((g.psum_row + g.m_len - 2, last - 1))
-                reads.append((g.psum_row + g.m_len - 1, last))
-            self.ws_recent = reads[-2:]
-            self.ws_last_read = last
-            end = last + 1 + WSArray.PIPELINE
-        self.ws_last_end = end
+    def _ws_accept(self, j, d, a):
+        end = self.ws.accept(d, a)
+        self.e_ready_at = self.ws.ready_at
         self.wake(self.e_ready_at)
         self._gemm_end(j, end)
 
-    # os block pipeline (rtl/arrays/os.py block_sequence_timing, event by event)
-    def _os_blocks(self, j, g):
-        rows = self.cfg.rows
-        mbs = [min(rows, g.m_len - m0) for m0 in range(0, g.m_len, rows)]
-        return [(j, mb, g.k_len, b == len(mbs) - 1) for b, mb in enumerate(mbs)]
-
-    def _os_start_idle(self):
-        j, a, g = self.os_reg
-        if g is None or g.m_len == 0:
-            end = max(a + 1, self.os_last_end + 1)
-            self.os_leave = self.os_last_end = end
-            self.os_reg = None
-            self._gemm_end(j, end)
-            self.wake(end + 1)
-            return
-        self.os_leave = max(a + 1, self.os_idle_from)
-        self.os_reg = None
-        self.os_fill_rest = self._os_blocks(j, g)
-        self.os_stages = [self.os_fill_rest.pop(0), None, None]
-        self._os_epoch(self.os_leave + 1)
-        self.wake(self.os_leave + 1)
-
-    def _os_epoch(self, s):
-        fill, mac, drain = self.os_stages
-        length = max(1, fill[1] if fill else 0, mac[2] if mac else 0, drain[1] if drain else 0)
-        if drain and drain[3]:
-            end = s + drain[1] + 1
-            self.os_last_end = end
-            self._gemm_end(drain[0], end)
-        self.os_s = s
-        self.os_b = s + length - 1
-        self.wake(self.os_b)
-
-    def _engine_boundary(self, c):
-        """The ``os`` block pipeline's epoch boundary in cycle ``c`` (``os_b``)."""
-        b = c
-        nxt = None
-        if self.os_fill_rest:
-            nxt = self.os_fill_rest.pop(0)
-        elif self.os_reg is not None:
-            j, a, g = self.os_reg
-            if a <= b - 1 and g is not None and g.m_len > 0:
-                self.os_fill_rest = self._os_blocks(j, g)
-                nxt = self.os_fill_rest.pop(0)
-                self.os_leave = b
-                self.os_reg = None
-                self.wake(b + 1)
-        fill, mac, _ = self.os_stages
-        self.os_stages = [nxt, fill, mac]
-        if any(self.os_stages):
-            self._os_epoch(b + 1)
-        else:
-            self.os_b = None
-            self.os_idle_from = b + 1
-            if self.os_reg is not None:
-                self._os_start_idle()
+    def _os_event(self):
+        """After the ``os`` timing changed: wake at its next boundary and when its register
+        frees."""
+        t = self.os
+        if t.boundary is not None:
+            self.wake(t.boundary)
+        self.wake(t.leave + 1)
 
 
 def _merge(intervals):
