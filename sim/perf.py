@@ -374,7 +374,7 @@ class _Machine:
         if self.os is not None and self.os.boundary == c:
             self.os.at_boundary()
             self._os_event()
-        acted = False
+        acted = False         # the next cycle may differ from this one (wake it)
         acted_other = False   # something other than the LOAD's own request changed
         # fetch request side
         f_want = None
@@ -418,7 +418,7 @@ class _Machine:
                 self.rr_last = grant
                 self.tl.grants.append((c, grant))
                 self.dram_free = c + self.k
-                acted = True
+                acted = sum(wants) > 1     # the clients that lost want it again next cycle
             else:
                 wake(self.dram_free)
         # fetch updates
@@ -431,6 +431,7 @@ class _Machine:
             self.f_slot = None
             acted = acted_other = True
         if grant == _FETCH:
+            acted = acted_other = True
             self.f_resp.append(c + L)
             if f_want == "desc":
                 self.f_desc_pending = True
@@ -472,7 +473,7 @@ class _Machine:
         if l_want and (l_pad or grant == _LOAD):
             load_alone = not acted_other and f_want is None and not s_want
             self._load_issue(c)
-            acted = True
+            acted = acted or self.l_reqs is not None   # it wants its next request next cycle
         # store updates
         if s_want and grant == _STORE:
             pos, nbytes = self.s_flushes[self.s_fi]
@@ -483,7 +484,6 @@ class _Machine:
                 wake(self.s_want)
             else:
                 self._store_done(c + 1 + (self.s_T - 1 - pos))
-            acted = True
         # dispatch
         if c >= 1 and self._dispatch(c):
             acted = acted_other = True
@@ -549,11 +549,13 @@ class _Machine:
         self.n_done += 1
         self.last_done = max(self.last_done, done)
         dep = self.insns[idx]["dep"]
-        for flag, name in _PUSHES[_QUEUE[self.insns[idx]["op"]]]:
+        qi = _QUEUE[self.insns[idx]["op"]]
+        for flag, name in _PUSHES[qi]:
             if dep[flag]:
                 self.tok.change(done + 1, name, +1, self.wake)
-        self.wake(done)
-        self.wake(done + 1)
+        if qi != 1:
+            self.wake(done)     # a DMA engine is idle (ready) in its done cycle
+        self.wake(done + 1)     # the compute engines from the next; tokens; the end
 
     def _load_done(self, done):
         self.l_done = self.l_ready_at = done

@@ -117,16 +117,39 @@ def test_load_and_store_alone_take_their_documented_cycles():
 
 # -- against the RTL: per instruction (pysim) --------------------------------------------------
 
-@pytest.mark.parametrize("dataflow", ["ws", "os", "rs", "feie"])
-def test_every_instruction_against_pysim(dataflow):
-    config = AccelConfig(rows=2, cols=2, dataflow=dataflow, dram_bytes=1 << 14)
-    job = _job(config, "conv:4,4,2,3,3,1,1", profile=False)
+#: Small programs on the Amaranth simulator (no build): each dataflow, and between them a
+#: throttled DRAM (request interval 4), a short DRAM latency, the shallowest queues, a wide
+#: bus taking a word every other cycle, several PPU lanes.
+PYSIM_CASES = [
+    dict(dataflow="ws", dram_bytes_per_cycle=2, dram_latency=3, queue_depth=2),
+    dict(dataflow="os", bus_bits=128, dram_bytes_per_cycle=8),
+    dict(dataflow="rs"),
+    dict(dataflow="feie", bus_bits=128, dram_bytes_per_cycle=16, ppu_lanes=2),
+]
+PYSIM_SLOW = [dict(dataflow=df, **v) for df in ("ws", "os", "rs", "feie")
+              for v in (dict(), dict(dram_latency=1), dict(dram_bytes_per_cycle=1, queue_depth=2),
+                        dict(bus_bits=256, dram_bytes_per_cycle=32, ppu_lanes=2))]
+
+
+def _pysim_case(fields, name="conv:4,4,2,3,3,1,1"):
+    config = AccelConfig(rows=2, cols=2, dram_bytes=1 << 14, **fields)
+    job = _job(config, name, profile=False)
     results, traces = rtl_trace(config, job)
-    model = perf.run(config, job)
-    for p, r, t in zip(model, results, traces):
+    for p, r, t in zip(perf.run(config, job), results, traces, strict=True):
         assert first_difference(p.timeline, t) is None
         assert p.counters == r.counters
         assert p.data == r.data
+
+
+@pytest.mark.parametrize("fields", PYSIM_CASES, ids=["-".join(map(str, f.values())) for f in PYSIM_CASES])
+def test_every_instruction_against_pysim(fields):
+    _pysim_case(fields)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fields", PYSIM_SLOW, ids=["-".join(map(str, f.values())) for f in PYSIM_SLOW])
+def test_every_instruction_against_pysim_grid(fields):
+    _pysim_case(fields, "tiny_cnn")
 
 
 # -- against the RTL: totals and per layer (Verilator) -------------------------------------------
