@@ -44,7 +44,7 @@ import bisect
 import dataclasses
 import hashlib
 import heapq
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
 
 from celosia.errors import IsaError
@@ -70,6 +70,8 @@ __all__ = ["run", "simulate", "PerfResult", "Timeline", "CounterLog", "chrome_tr
 #: Queue of each opcode (dispatch order LOAD 0, COMPUTE 1, STORE 2).
 _QUEUE = {Opcode.LOAD: 0, Opcode.GEMM: 1, Opcode.VEC: 1, Opcode.NOP: 1, Opcode.STORE: 2}
 _FETCH, _LOAD, _STORE = 0, 1, 2   # bus clients (rtl/top.py)
+#: The counters that count events (the others count busy cycles).
+_EVENTS = ("macs", "dram_bytes_read", "dram_bytes_written", "insns", "zero_skips", "mac_cycles")
 #: The tokens each queue's instructions push at ``done``: (flag, counter).
 _PUSHES = {0: (("push_next", "l2c"),), 1: (("push_prev", "c2l"), ("push_next", "c2s")),
            2: (("push_prev", "s2c"),)}
@@ -104,19 +106,20 @@ class PerfResult(RunResult):
         every instruction of nodes ``0..k`` has completed; the last node's are the run's
         totals. ``sizes``: instructions per node in fetch order (default: one node per
         descriptor of the program)."""
-        tl = self.timeline
+        tl, bounds = self.timeline, self.log.bounds
         if sizes is None:
-            sizes = []
-            for nd in tl.node:
-                if nd >= len(sizes):
-                    sizes.extend([0] * (nd + 1 - len(sizes)))
-                sizes[nd] += 1
-        out, upto, i = [], 0, 0
+            per = Counter(tl.node)
+            sizes = [per[k] for k in range(len(bounds))]
+        out, i = [], 0
+        zero = dict.fromkeys(self.counters, 0)
         for k, n in enumerate(sizes):
-            if n:
-                upto = max(upto, max(tl.done[i:i + n]))
             i += n
-            out.append(self.counters if k == len(sizes) - 1 else self.log.at(upto))
+            if k == len(sizes) - 1:
+                out.append(self.counters)
+            elif i == 0:
+                out.append(zero)
+            else:   # the boundary of the descriptor holding instruction i - 1
+                out.append(self.log.at(bounds[tl.node[i - 1]]))
         return out
 
 
@@ -262,8 +265,9 @@ def _feie_trace(d, g, config, ifmap):
 class _Machine:
     """One run of the accelerator (see the module docstring)."""
 
-    def __init__(self, config: AccelConfig, sim: IsaSim, insns, node_of):
+    def __init__(self, config: AccelConfig, sim: IsaSim, insns, node_of, log_grants=False):
         self.cfg = config
+        self.log_grants = log_grants
         self.sim = sim
         self.insns = insns
         self.node_of = node_of
@@ -279,8 +283,11 @@ class _Machine:
                            queue=[_QUEUE[d["op"]] for d in insns], node=list(node_of),
                            op=[d["op"] for d in insns])
         # events for the counters: (cycle, value)
-        self.ev = {"macs": [], "dram_bytes_read": [], "dram_bytes_written": [], "insns": [],
-                   "zero_skips": [], "mac_cycles": []}
+        # event counters: events not yet folded (heap of (cycle, name, value)), the folded
+        # totals, and the totals at each descriptor's boundary
+        self.future = []
+        self.tot = dict.fromkeys(_EVENTS, 0)
+        self.desc_snaps = []                # (boundary cycle, event totals at its end)
         self.busy = {"load": [], "pe": [], "vec": [], "store": []}   # intervals [lo, hi]
 
     # -- helpers ------------------------------------------------------------------
@@ -290,8 +297,31 @@ class _Machine:
             heapq.heappush(self.heap, c)
 
     def ev_add(self, name, c, value):
+        """An event counter adds ``value`` in cycle ``c`` (at the earliest the current one)."""
         if value:
-            self.ev[name].append((c, value))
+            heapq.heappush(self.future, (c, name, value))
+
+    def _fold(self, upto):
+        """Add the events of cycles up to ``upto`` to the totals."""
+        future, tot = self.future, self.tot
+        while future and future[0][0] <= upto:
+            _, name, value = heapq.heappop(future)
+            tot[name] += value
+
+    def _snapshots(self, c):
+        """In a step of cycle ``c``, before anything of it is recorded: the event totals at
+        each descriptor boundary ``B < c`` whose instructions are all done-known (every
+        event of a cycle is recorded at the latest in that cycle, none before the previous
+        step's cycle is folded)."""
+        left, snaps = self.desc_left, self.desc_snaps
+        while len(snaps) < len(left) and left[len(snaps)] == 0:
+            k = len(snaps)
+            bound = max(self.desc_max[k], snaps[-1][0] if snaps else 0)
+            if bound >= c:
+                break
+            self._fold(bound)
+            snaps.append((bound, dict(self.tot)))
+        self._fold(c - 1)
 
     def finish(self, idx, c):
         self.tl.done[idx] = c
@@ -324,7 +354,6 @@ class _Machine:
         self.f_insn = 0                     # next instruction index to assemble / push
         self.f_last_push = None
         self.f_depth = fetch_words(cfg)
-        self.f_resp = deque()               # fetch response cycles (for DRAM_RD)
         # load
         self.l_done = -1                    # done cycle of the last LOAD
         self.l_reqs = None
@@ -356,6 +385,8 @@ class _Machine:
         wake(1)
         self.last_done = 0
         self.n_done = 0
+        self.desc_left = list(descs[:-1])    # instructions per descriptor without a done yet
+        self.desc_max = [0] * len(self.desc_left)
         c = None
         while self.heap:
             c = heapq.heappop(self.heap)
@@ -368,6 +399,7 @@ class _Machine:
     # -- one cycle ------------------------------------------------------------------
     def step(self, c):
         L, wake = self.L, self.wake
+        self._snapshots(c)
         pending = self.tok.pending
         if pending and pending[0][0] <= c:
             self.tok.advance(c)
@@ -416,7 +448,8 @@ class _Machine:
                         grant = cl
                         break
                 self.rr_last = grant
-                self.tl.grants.append((c, grant))
+                if self.log_grants:
+                    self.tl.grants.append((c, grant))
                 self.dram_free = c + self.k
                 acted = sum(wants) > 1     # the clients that lost want it again next cycle
             else:
@@ -432,7 +465,7 @@ class _Machine:
             acted = acted_other = True
         if grant == _FETCH:
             acted = acted_other = True
-            self.f_resp.append(c + L)
+            self.ev_add("dram_bytes_read", c + L, 8)   # DRAM_RD: 8 bytes per fetched word
             if f_want == "desc":
                 self.f_desc_pending = True
                 self.f_desc_resp = c + L
@@ -507,7 +540,7 @@ class _Machine:
         else:
             pop = c + self.L
             self.ev_add("dram_bytes_read", pop, nbytes)
-            if c != self.tl.grants[-1][0]:
+            if self.log_grants and c != self.tl.grants[-1][0]:
                 self.tl.grants.append((c, _LOAD))
         self.l_pops.append(pop)
         self.l_last_pop = pop
@@ -547,6 +580,9 @@ class _Machine:
         pushes count from ``done + 1``."""
         self.tl.done[idx] = done
         self.n_done += 1
+        nd = self.node_of[idx]
+        self.desc_left[nd] -= 1
+        self.desc_max[nd] = max(self.desc_max[nd], done)
         self.last_done = max(self.last_done, done)
         dep = self.insns[idx]["dep"]
         qi = _QUEUE[self.insns[idx]["op"]]
@@ -776,10 +812,12 @@ def _intersect(a, b):
 
 
 class CounterLog:
-    """The counters of a run as functions of the cycle: :meth:`at` gives what the
-    hardware's counters hold at the end of a cycle (they count cycles 1 .. that cycle)."""
+    """The counters of a run at its descriptor boundaries and its end: :meth:`at` gives
+    what the hardware's counters hold at the end of such a cycle (they count cycles 1 ..
+    that cycle). Busy counters come from the engines' busy intervals, event counters from
+    the totals the run recorded at each boundary (so a long run keeps no per-event log)."""
 
-    def __init__(self, m: _Machine):
+    def __init__(self, m: _Machine, end: int):
         self.busy = {
             "load_busy": _merge(m.busy["load"]),
             "compute_busy": _merge(m.busy["pe"] + m.busy["vec"]),
@@ -789,13 +827,12 @@ class CounterLog:
                                                               self.busy["compute_busy"]))
         self._busy_ends = {k: [hi for _, hi in v] for k, v in self.busy.items()}
         self._busy_sums = {k: _prefix([hi - lo + 1 for lo, hi in v]) for k, v in self.busy.items()}
-        events = dict(m.ev)
-        events["dram_bytes_read"] = sorted(events["dram_bytes_read"] + [(r, 8) for r in m.f_resp])
-        self._ev_times, self._ev_sums = {}, {}
-        for name, evs in events.items():
-            evs = sorted(evs)
-            self._ev_times[name] = [t for t, _ in evs]
-            self._ev_sums[name] = _prefix([v for _, v in evs])
+        m._fold(end)
+        #: cycle -> event totals: each descriptor boundary, and the end
+        self.events = {b: tot for b, tot in m.desc_snaps}
+        self.events[end] = dict(m.tot)
+        #: descriptor -> its boundary cycle
+        self.bounds = [b for b, _ in m.desc_snaps]
 
     def _busy(self, name, upto):
         ivs, ends = self.busy[name], self._busy_ends[name]
@@ -806,14 +843,11 @@ class CounterLog:
         return total
 
     def at(self, upto: int) -> dict:
-        """The counters (:data:`celosia.sim.job.COUNTERS` names) at the end of cycle ``upto``."""
-        out = {"cycles": upto}
-        for name in COUNTERS:
-            if name in self.busy:
-                out[name] = self._busy(name, upto)
-            elif name in self._ev_times:
-                out[name] = self._ev_sums[name][bisect.bisect_right(self._ev_times[name], upto)]
-        return out
+        """The counters (:data:`celosia.sim.job.COUNTERS` names) at the end of cycle ``upto``,
+        a descriptor boundary or the run's end."""
+        events = self.events[upto]
+        return {name: upto if name == "cycles" else
+                self._busy(name, upto) if name in self.busy else events[name] for name in COUNTERS}
 
 
 def _prefix(values):
@@ -853,22 +887,25 @@ def _program(sim: IsaSim, prog_base: int, memo: dict | None = None):
         i += 1
 
 
-def simulate(config: AccelConfig, sim: IsaSim, prog_base: int, memo: dict | None = None) -> PerfResult:
+def simulate(config: AccelConfig, sim: IsaSim, prog_base: int, memo: dict | None = None,
+             log_grants: bool = False) -> PerfResult:
     """One run of the program at ``prog_base`` on ``sim`` (its DRAM, buffers, base
     registers and windows are the machine's state; the run executes every instruction on
     it): the counters, per-node counters and the timeline. ``memo``: as for
-    :func:`_program`, shared by the runs of a job."""
+    :func:`_program`, shared by the runs of a job; ``log_grants``: record every bus grant
+    in the timeline (for debugging; one entry per bus request)."""
     descs, insns, node_of = _program(sim, prog_base, memo)
-    m = _Machine(config, sim, insns, node_of)
+    m = _Machine(config, sim, insns, node_of, log_grants)
     end = m.run(descs)
-    log = CounterLog(m)
+    log = CounterLog(m, end)
     res = PerfResult(status=isa.pack(isa.Status, busy=0, done=1, error=0), error=0, error_info=0,
                      counters=log.at(end), data=[], timeline=m.tl, log=log)
     res.node_counters = res.snapshots()
     return res
 
 
-def run(config: AccelConfig, job: Job, progress=None, execute: bool = True) -> list[PerfResult]:
+def run(config: AccelConfig, job: Job, progress=None, execute: bool = True,
+        log_grants: bool = False) -> list[PerfResult]:
     """Perform ``job`` (as :func:`celosia.sim.job.run_job` does on the RTL) on the cycle
     model: one :class:`PerfResult` per run, with the RTL's counters.
 
@@ -899,7 +936,7 @@ def run(config: AccelConfig, job: Job, progress=None, execute: bool = True) -> l
             if not execute and key in seen:
                 res = dataclasses.replace(seen[key])
             else:
-                res = seen[key] = simulate(config, sim, prog_base, memo)
+                res = seen[key] = simulate(config, sim, prog_base, memo, log_grants)
         except IsaError as e:
             res = PerfResult(status=isa.pack(isa.Status, busy=0, done=1, error=int(e.code)),
                              error=int(e.code), error_info=0, counters=dict.fromkeys(COUNTERS, 0),

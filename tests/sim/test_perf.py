@@ -88,7 +88,7 @@ def test_load_and_store_alone_take_their_documented_cycles():
 
     config = AccelConfig(rows=4, cols=4, dram_bytes=1 << 14)
     job = _job(config, "fc:20,9", profile=False)
-    res = perf.run(config, job)[-1]
+    res = perf.run(config, job, log_grants=True)[-1]
     tl = res.timeline
     from celosia.sim.isa_sim import IsaSim
     from celosia.sim.perf import _program
@@ -113,6 +113,26 @@ def test_load_and_store_alone_take_their_documented_cycles():
             assert hi - lo == store_cycles(d, config, sim.base), i
             checked += 1
     assert checked
+
+
+def test_node_snapshots_hold_what_happened_by_each_boundary():
+    # a descriptor's boundary is the last done of it and every earlier descriptor; the
+    # counters there hold the instructions issued by then (from the timeline) and never
+    # decrease; the last node's are the run's
+    config = AccelConfig(rows=4, cols=4, dram_bytes=1 << 16)
+    res = perf.run(config, _job(config, "tiny_cnn", profile=False), execute=False)[-1]
+    tl, log = res.timeline, res.log
+    assert len(log.bounds) == len(set(tl.node)) > 3
+    prev = dict.fromkeys(res.counters, 0)
+    for k, bound in enumerate(log.bounds):
+        assert bound == max(d for d, nd in zip(tl.done, tl.node) if nd <= k)
+        snap = log.at(bound)
+        assert snap["insns"] == sum(t <= bound for t in tl.issue)
+        assert all(snap[key] >= prev[key] for key in snap)
+        prev = snap
+    sizes = [tl.node.count(k) for k in range(len(log.bounds))]
+    snaps = res.snapshots(sizes)
+    assert snaps[-1] == res.counters and snaps[0] == log.at(log.bounds[0])
 
 
 # -- against the RTL: per instruction (pysim) --------------------------------------------------
