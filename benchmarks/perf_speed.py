@@ -8,7 +8,8 @@ to compile the program, the time of the cycle model on it (the run the sweep's `
 back end does: timing only, no functional execution except for ``feie``), the
 instructions, the simulated cycles and the simulated cycles per wall second of the model,
 and the whole point's time (compile + model) against the issue's target of one second per
-design point. ``--profile`` prints the model's ten most expensive functions (cProfile) for
+design point, and the process's peak memory so far (it includes the compiler's and the
+DRAM image's). ``--profile`` prints the model's ten most expensive functions (cProfile) for
 the last point.
 """
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import pstats
+import resource
 import time
 
 import numpy as np
@@ -64,7 +66,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     models = args.model or ["zoo:lenet5", "zoo:resnet18"]
     print(f"{'model':16} {'array':6} {'insns':>9} {'cycles':>12} {'compile s':>10} {'model s':>9} "
-          f"{'point s':>8} {'Mcycles/s':>10} {'vs 1 s':>7}")
+          f"{'point s':>8} {'Mcycles/s':>10} {'vs 1 s':>7} {'peak MB':>8}")
     for spec in models:
         for arr in args.array.split(","):
             rows, cols = parse_array(arr)
@@ -73,7 +75,8 @@ def main(argv=None):
             total = r["compile_s"] + r["model_s"]
             print(f"{spec:16} {arr:6} {r['insns']:9d} {r['cycles']:12d} {r['compile_s']:10.2f} "
                   f"{r['model_s']:9.2f} {total:8.2f} {r['cycles'] / r['model_s'] / 1e6:10.2f} "
-                  f"{total:6.1f}x", flush=True)
+                  f"{total:6.1f}x {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:8.0f}",
+                  flush=True)
 
 
 if __name__ == "__main__":
