@@ -22,9 +22,9 @@ the executable timing function next to the component):
 * **Bus** (``rtl/dram.py``): the round-robin :class:`~celosia.rtl.dram.BusArbiter`
   (fetch client 0, LOAD 1, STORE 2), the DRAM's request interval
   (:func:`~celosia.rtl.dram.request_interval`) and read latency.
-* **DMA** (``rtl/dma.py``): a LOAD's requests (:func:`~celosia.rtl.dma.load_requests`,
+* **DMA** (``rtl/dma.py``): a LOAD's requests (:func:`~celosia.rtl.dma.load_plan`,
   one per cycle, reads when the bus grants them, pads straight away, the in-flight FIFO),
-  a STORE's PPU chunks (:func:`~celosia.rtl.dma.store_chunks`) of which the one that
+  a STORE's PPU chunks (:func:`~celosia.rtl.dma.store_plan`) of which the one that
   fills a bus word or ends a run waits for its bus grant, stalling the PPU.
 * **Compute**: the PE array of each dataflow (``ws`` shadow weights and psum hazards,
   ``os`` block pipeline, ``rs`` and ``feie`` one GEMM at a time with the registry's
@@ -54,10 +54,11 @@ from celosia.rtl.arrays.feie import row_trace
 from celosia.rtl.arrays.rs import cycles as rs_cycles
 from celosia.rtl.arrays.os import OSTiming, dense_steps
 from celosia.rtl.arrays.ws import WSTiming
-from celosia.rtl.config import AccelConfig, ceil_div
+from celosia.rtl.config import AccelConfig
 from celosia.rtl.controller.fetch import FIRST_REQUEST, fetch_words
 from celosia.rtl.controller.signatures import GEMMS_IN_FLIGHT
 from celosia.rtl.dataflows import dataflow
+from celosia.rtl.dma import load_plan, store_plan
 from celosia.rtl.dram import request_interval
 from celosia.rtl.isa import Csr, Opcode
 from celosia.rtl.ppu import LATENCY as PPU_LATENCY
@@ -187,56 +188,6 @@ class _Tokens:
         while self.pending and self.pending[0][0] <= c:
             _, name, delta = heapq.heappop(self.pending)
             self.value[name] += delta
-
-
-def _load_plan(d, config, base):
-    """A LOAD's requests in issue order: ``(pad, bytes)`` (bytes the read brings)."""
-    nb = config.bus_bytes
-    n0, n1, n2 = d["n0"], d["n1"], d["n2"]
-    start = base[d["base_reg"]] + d["dram_offset"]
-    s0, s1, s2 = d["dram_stride0"], d["dram_stride1"], d["dram_stride2"]
-    pad_en = d["pad_en"]
-    lo1, hi1, lo2, hi2 = d["pad_lo1"], d["pad_hi1"], d["pad_lo2"], d["pad_hi2"]
-    reqs = []
-    for i2 in range(n2):
-        for i1 in range(n1):
-            if pad_en and not (lo1 <= i1 < hi1 and lo2 <= i2 < hi2):
-                reqs.extend([(True, 0)] * ceil_div(n0, nb))
-            elif s0 == 1:
-                a = start + i1 * s1 + i2 * s2
-                left = n0
-                while left:
-                    take = min(left, nb - a % nb)
-                    reqs.append((False, take))
-                    a += take
-                    left -= take
-            else:
-                reqs.extend([(False, 1)] * n0)
-    return reqs
-
-
-def _store_plan(d, config, base):
-    """A STORE's PPU chunks: ``(T, flushes)``, ``flushes`` the ``(chunk index, bytes)`` of
-    each chunk that leaves with a bus write (none for ``to_buf``)."""
-    n_len, m_len = d["n_len"], d["m_len"]
-    lanes, nb = config.ppu_lanes, config.bus_bytes
-    start = base[d["base_reg"]] + d["dram_offset"]
-    stride = d["dram_stride"]
-    to_buf = d["to_buf"]
-    flushes = []
-    pos = 0
-    for mi in range(m_len):
-        if to_buf:
-            pos += n_len if mi == 0 else ceil_div(n_len, lanes)
-            continue
-        a = start + mi * stride
-        end = a + n_len
-        while a < end:
-            seg = min(end, (a // nb + 1) * nb) - a
-            pos += seg if mi == 0 else ceil_div(seg, lanes)
-            flushes.append((pos - 1, seg))
-            a += seg
-    return pos, flushes
 
 
 #: feie timings already computed: (the GEMM's fields that row_trace reads, a digest of the
@@ -685,7 +636,7 @@ class _Machine:
             self.l_reqs = None
             self._load_done(t + 2)
             return
-        self.l_reqs = _load_plan(d, self.cfg, self.sim.base)
+        self.l_reqs = load_plan(d, self.cfg, self.sim.base)
         self.l_i = 0
         self.l_pops = deque()
         self.l_last_pop = None
@@ -698,7 +649,7 @@ class _Machine:
         if not (d["n_len"] and d["m_len"]):
             self._store_done(t + 2)
             return
-        T, flushes = _store_plan(d, self.cfg, self.sim.base)
+        T, flushes = store_plan(d, self.cfg, self.sim.base)
         self.s_T = T
         self.s_ready_at = 1 << 62
         o0 = t + 2 + PPU_LATENCY
