@@ -300,24 +300,20 @@ class _Machine:
         self.f_words_req = 0
         self.f_arr = deque()                # arrival cycles of requested, untaken words
         self.f_taken = 0
-        self.f_last_take = None
         self.f_count = 0                    # words in the assembler
         self.f_insn = 0                     # next instruction index to assemble / push
         self.f_last_push = None
         self.f_depth = fetch_words(cfg)
         # load
-        self.l_done = -1                    # done cycle of the last LOAD
         self.l_reqs = None
         self.l_i = 0
         self.l_pops = deque()
-        self.l_issued = 0
         self.l_run_from = None
         self.l_last_pop = None
         self.l_idx = None
         self.l_accept = None
         self.l_ready_at = 0
         # store
-        self.s_done = -1
         self.s_ready_at = 0
         self.s_want = None
         self.s_flushes = None
@@ -545,13 +541,13 @@ class _Machine:
         self.wake(done + 1)     # the compute engines from the next; tokens; the end
 
     def _load_done(self, done):
-        self.l_done = self.l_ready_at = done
+        self.l_ready_at = done
         self.l_reqs = None
         self.busy["load"].append((self.l_accept + 1, done - 1))
         self._fin(self.l_idx, done)
 
     def _store_done(self, done):
-        self.s_done = self.s_ready_at = done
+        self.s_ready_at = done
         self.s_want = None
         self.busy["store"].append((self.s_accept + 1, done - 1))
         self._fin(self.s_idx, done)
