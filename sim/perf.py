@@ -588,7 +588,7 @@ class _Machine:
         op = d["op"]
         vec_idle = not (self.v_accept is not None and self.v_accept < c <= self.v_end)
         if op == Opcode.GEMM:
-            go = vec_idle and self._gq_room(c) and self._engine_ready(c)
+            go = self._engine_ready(c) and vec_idle and self._gq_room(c)
         elif op == Opcode.VEC:
             go = self._gemm_idle(c) and c > self.v_end
         else:
