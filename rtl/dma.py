@@ -90,8 +90,8 @@ from .isa import NUM_BASE_REGS, PARAM_BYTES, Buffer, ErrorCode, LoadInsn, ParamR
 from .ppu import LATENCY as PPU_LATENCY, PpuLanes
 
 __all__ = ["LoopNest", "dram_start", "span_last", "window_check", "accept_state", "check_state",
-           "LoadEngine", "StoreEngine", "load_requests", "load_cycles",
-           "store_chunks", "store_cycles"]
+           "LoadEngine", "StoreEngine", "load_plan", "load_requests", "load_cycles",
+           "store_plan", "store_chunks", "store_cycles"]
 
 #: Width of DRAM byte addresses inside the engines. Addresses of elements actually
 #: accessed fit 32 bits after the bounds check; the walk itself is modulo 2^33, so a
@@ -725,12 +725,13 @@ def _field(insn, name):
     return int(insn.get(name, 0))
 
 
-def load_requests(insn, config, base=None):
-    """Requests of the LOAD ``insn`` (field name -> int, missing = 0) on ``config``'s bus
-    of ``B = bus_bits / 8`` bytes, as the module docstring counts them: ``(reads,
-    pads)``, bus reads and pad requests. Per run of ``n0`` elements from byte address
-    ``a``: ``ceil((a % B + n0) / B)`` reads (``dram_stride0 == 1``), ``n0`` reads (other
-    strides) or ``ceil(n0 / B)`` pads (a padded run).
+def load_plan(insn, config, base=None):
+    """The requests of the LOAD ``insn`` (field name -> int, missing = 0) on ``config``'s
+    bus of ``B = bus_bits / 8`` bytes, in issue order, as the module docstring describes
+    them: ``(pad, nbytes)`` per request, ``nbytes`` the bytes a read brings (0 for a pad).
+    Per run of ``n0`` elements from byte address ``a``: the bytes up to the end of each bus
+    word (``dram_stride0 == 1``: ``ceil((a % B + n0) / B)`` reads), one element per read
+    (other strides) or ``ceil(n0 / B)`` pads (a padded run).
 
     ``base`` holds the base register values (default all 0): the start address's
     position in its word decides how many words a run touches.
@@ -742,17 +743,28 @@ def load_requests(insn, config, base=None):
     s0, s1, s2 = (_field(insn, f"dram_stride{k}") for k in range(3))
     pad_en = _field(insn, "pad_en")
     lo1, hi1, lo2, hi2 = (_field(insn, f) for f in ("pad_lo1", "pad_hi1", "pad_lo2", "pad_hi2"))
-    reads = pads = 0
+    reqs = []
     for i2 in range(n2):
         for i1 in range(n1):
             if pad_en and not (lo1 <= i1 < hi1 and lo2 <= i2 < hi2):
-                pads += ceil_div(n0, nb)
+                reqs.extend([(True, 0)] * ceil_div(n0, nb))
             elif s0 == 1:
-                offset = (start + i1 * s1 + i2 * s2) % nb
-                reads += ceil_div(offset + n0, nb)
+                a, left = start + i1 * s1 + i2 * s2, n0
+                while left:
+                    step = min(left, nb - a % nb)
+                    reqs.append((False, step))
+                    a, left = a + step, left - step
             else:
-                reads += n0
-    return reads, pads
+                reqs.extend([(False, 1)] * n0)
+    return reqs
+
+
+def load_requests(insn, config, base=None):
+    """``(reads, pads)``: the bus reads and pad requests of the LOAD ``insn``
+    (:func:`load_plan`)."""
+    plan = load_plan(insn, config, base)
+    pads = sum(1 for pad, _ in plan if pad)
+    return len(plan) - pads, pads
 
 
 def load_cycles(insn, config, base=None):
@@ -768,35 +780,42 @@ def load_cycles(insn, config, base=None):
     return reads + pads + (config.dram_latency + 2 if reads else 3)
 
 
-def store_chunks(insn, config, base=None):
-    """PPU transfers of the STORE ``insn`` (field name -> int, missing = 0) on ``config``:
-    ``n_len`` for row 0 (one channel per cycle while the parameters arrive), then per
-    later row ``m`` the chunks of up to ``L = ppu_lanes`` channels its run splits into.
-    A chunk never crosses a bus word of ``B = bus_bits / 8`` bytes: a run from byte
-    address ``a`` falls into word segments of ``s`` bytes, ``ceil(s / L)`` chunks each
-    (``to_buf``: one segment, ``ceil(n_len / L)``). With ``L = 1``: ``n_len * m_len``.
+def store_plan(insn, config, base=None):
+    """The PPU transfers of the STORE ``insn`` (field name -> int, missing = 0) on
+    ``config``: ``(T, flushes)``, ``T`` the transfers (chunks) and ``flushes`` the
+    ``(chunk index, nbytes)`` of each chunk that leaves with a bus write (none for
+    ``to_buf``). Row 0 goes one channel per chunk (its parameters arrive one per cycle),
+    every later row ``m`` in chunks of up to ``L = ppu_lanes`` channels; a chunk never
+    crosses a bus word of ``B = bus_bits / 8`` bytes: a run from byte address ``a`` falls
+    into word segments of ``s`` bytes, ``ceil(s / L)`` chunks each, the last of which
+    writes the segment (``to_buf``: one segment, ``ceil(n_len / L)``). With ``L = 1``:
+    ``T = n_len * m_len``.
 
     ``base`` holds the base register values (default all 0): the start address's
     position in its word decides how a run splits.
     """
     n_len, m_len = _field(insn, "n_len"), _field(insn, "m_len")
     lanes, nb = config.ppu_lanes, config.bus_bytes
-    if n_len * m_len == 0:
-        return 0
     base = [0] * NUM_BASE_REGS if base is None else base
     start = base[_field(insn, "base_reg")] + _field(insn, "dram_offset")
-    stride = _field(insn, "dram_stride")
-    chunks = n_len  # row 0
-    for mi in range(1, m_len):
-        if _field(insn, "to_buf"):
-            chunks += ceil_div(n_len, lanes)
+    stride, to_buf = _field(insn, "dram_stride"), _field(insn, "to_buf")
+    flushes, chunks = [], 0
+    for mi in range(m_len if n_len else 0):
+        if to_buf:
+            chunks += n_len if mi == 0 else ceil_div(n_len, lanes)
             continue
         a, end = start + mi * stride, start + mi * stride + n_len
         while a < end:
             seg = min(end, (a // nb + 1) * nb) - a  # bytes of the run in a's word
-            chunks += ceil_div(seg, lanes)
+            chunks += seg if mi == 0 else ceil_div(seg, lanes)
+            flushes.append((chunks - 1, seg))
             a += seg
-    return chunks
+    return chunks, flushes
+
+
+def store_chunks(insn, config, base=None):
+    """PPU transfers of the STORE ``insn`` on ``config`` (:func:`store_plan`'s ``T``)."""
+    return store_plan(insn, config, base)[0]
 
 
 def store_cycles(insn, config, base=None):

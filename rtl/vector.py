@@ -18,7 +18,7 @@ from celosia.rtl.controller.signatures import EngineSignature
 from celosia.rtl.dma import accept_state
 from celosia.rtl.ppu import MBQM_STAGES, mbqm_stages
 
-__all__ = ["VectorEngine", "vec_insn_ok"]
+__all__ = ["VectorEngine", "vec_insn_ok", "vec_cycles"]
 
 
 def vec_insn_ok(insn, config: AccelConfig):
@@ -35,6 +35,28 @@ def vec_insn_ok(insn, config: AccelConfig):
             & (insn.psum_row + insn.m_len <= config.psum_rows)
             & (mode != 3)
             & ((mode != isa.VecMode.ADD) | (insn.win >= 2)))
+
+
+def vec_cycles(insn, config: AccelConfig) -> int:
+    """Acceptance to ``done`` / ``error`` of the VEC ``insn`` (field name -> int, missing
+    = 0) on :class:`VectorEngine`, the timing of its docstring: 1 for an instruction
+    failing :func:`vec_insn_ok` or with ``m_len = 0`` or ``win = 0``; MAX / SUM
+    ``m_len * win + 4``; ADD ``(m_len - 1) * max(win, L) + max(win + 2, L + 9)``
+    (``L = min(rows, cols)``). The next instruction can be accepted one cycle later."""
+    f = {name: int(insn.get(name, 0)) for name in ("m_len", "win", "lanes", "ifmap_row", "psum_row")}
+    mode = insn.get("mode", 0)
+    mode = getattr(mode, "value", mode)
+    add = mode == isa.VecMode.ADD.value
+    lanes = min(config.rows, config.cols)
+    ok = (f["lanes"] <= lanes and f["ifmap_row"] + f["m_len"] * f["win"] <= config.ifmap_rows
+          and f["psum_row"] + f["m_len"] <= config.psum_rows and mode != 3
+          and (not add or f["win"] >= 2))
+    if not ok or f["m_len"] == 0 or f["win"] == 0:
+        return 1
+    m_len, win = f["m_len"], f["win"]
+    if add:
+        return (m_len - 1) * max(win, lanes) + max(win + 2, lanes + 9)
+    return m_len * win + 2 + VectorEngine.PIPELINE_MAX_SUM
 
 
 class VectorEngine(ControlledEngine):

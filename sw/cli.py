@@ -18,7 +18,7 @@ import numpy as np
 from celosia.errors import CelosiaError, CompileError, ConfigError, InputError, ModelError
 from celosia.rtl.config import DATAFLOWS, RANGES, AccelConfig, parse_array
 
-BACKENDS = ("golden", "pysim", "verilator")
+BACKENDS = ("golden", "perf", "pysim", "verilator")
 
 
 def _log(msg: str):
@@ -262,9 +262,9 @@ def cmd_run(args) -> int:
     from celosia.sw.driver.driver import check_input
 
     config = config_from_args(args)
-    if args.trace and args.backend not in ("pysim", "verilator"):
+    if args.trace and args.backend not in ("perf", "pysim", "verilator"):
         raise InputError(f"--trace {args.trace}: needs a back end that measures cycles "
-                         "(--backend pysim or verilator)")
+                         "(--backend perf, pysim or verilator)")
     for out in (args.out, args.report, args.trace):  # fail before a long run, not after it
         if out and not Path(out).resolve().parent.is_dir():
             raise InputError(f"{out}: the folder {str(Path(out).parent)!r} does not exist")
@@ -536,15 +536,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="instead of --input: N random samples (uniform [0, 1), seed 0)")
     p.add_argument("--calib", help=".npy calibration samples (default: the input, with a warning)")
     p.add_argument("--backend", choices=BACKENDS, default="golden",
-                   help="golden (NumPy, no cycles), pysim (Amaranth simulator) or verilator "
-                        "(default golden)")
+                   help="golden (NumPy, no cycles), perf (the cycle model: the RTL's cycles and "
+                        "counters, fast), pysim (Amaranth simulator) or verilator (default golden)")
     p.add_argument("--batch", type=_positive_int, default=1,
                    help="samples per hardware run (default 1)")
     p.add_argument("--out", help="write dequantized float32 outputs to exactly this file (.npy format)")
     p.add_argument("--report", help="write the JSON report here")
     p.add_argument("--trace", metavar="OUT.json",
                    help="write a Chrome / Perfetto trace of the first inference (one track per "
-                        "engine; verilator: one slice per instruction, pysim: one per layer; "
+                        "engine; perf and verilator: one slice per instruction, pysim: one per layer; "
                         "open it in ui.perfetto.dev)")
     _add_calib_args(p)
     _add_compile_args(p)

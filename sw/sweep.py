@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from celosia.errors import ConfigError, InputError
-from .sweep_eval import PERF_MISSING, timed_point
+from .sweep_eval import timed_point
 from .sweep_grid import BACKENDS, DEFAULT_BACKEND, Grid, Point, expand, grid_from_file, merge, \
     parse_arrays, parse_list, parse_set, parse_dataflows
 from .sweep_out import (SUMMARY_FIELDS, load_point, print_summary, result_fields, save_point,
@@ -107,8 +107,6 @@ def run_sweep(points: list[Point], out: str | Path, jobs: int | None = None, das
     line on stderr per point done (where no progress bar shows)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    if any(p.backend == "perf" for p in points):
-        raise ConfigError(PERF_MISSING)
     res = SweepResult()
     results, todo = {}, []
     for p in points:
@@ -183,8 +181,9 @@ def add_parser(sub, positive_int) -> argparse.ArgumentParser:
                    help="a grid.toml with the same axes, or a SCALE-Sim .cfg; options given here "
                         "replace the file's")
     p.add_argument("--backend", choices=BACKENDS,
-                   help=f"back end (default {DEFAULT_BACKEND}): verilator (cycles from the RTL), golden "
-                        f"(MACs and DRAM bytes, no cycles) or perf (the cycle model: not available yet)")
+                   help=f"back end (default {DEFAULT_BACKEND}): perf (the cycle model: the RTL's cycles), "
+                        f"verilator (cycles from the RTL itself, for small points) or golden (MACs and "
+                        f"DRAM bytes, no cycles)")
     p.add_argument("--jobs", type=positive_int, help="local worker processes (default: the CPU count)")
     p.add_argument("--dask", metavar="ADDRESS",
                    help="run the points on this dask.distributed scheduler instead")
@@ -202,8 +201,6 @@ def cmd_sweep(args) -> int:
                arrays=parse_arrays(args.array) if args.array else None,
                sets=dict(parse_set(s) for s in args.set), backend=args.backend)
     grid = merge(cli, grid_from_file(args.config) if args.config else None)
-    if grid.backend == "perf":
-        raise ConfigError(PERF_MISSING)
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {args.out}: exists and is not a folder")

@@ -26,8 +26,8 @@ Back ends:
   :mod:`celosia.sw.analysis`, which count what the hardware's counters count) and the
   energy estimate, but no cycles: ``cycles``, ``compute_cycles``, ``utilization`` are
   ``None`` (empty in the CSV) and the plots that need them leave the point out;
-* ``perf``: the cycle model of issue 12; not available yet (a one-line error). It is
-  meant to slot in here, as one more case of :func:`evaluate_point`.
+* ``perf`` (the default): the cycle model (:mod:`celosia.sim.perf`), the same per-layer
+  figures as ``verilator`` (the counters at each layer's node boundary), equal to the RTL's.
 
 Energy (:func:`energy`) is an *estimate* from the counters with Eyeriss's normalized
 per-access costs (Chen et al., ISCA 2016: one RF access = 1): see :data:`ENERGY_COSTS`.
@@ -46,7 +46,7 @@ from celosia.rtl.config import AccelConfig
 from .sweep_grid import Point
 
 __all__ = ["ROW_FIELDS", "ENERGY_COSTS", "energy", "buffer_bytes", "evaluate_point", "timed_point",
-           "load_model", "PERF_MISSING"]
+           "load_model"]
 
 #: The columns of a result row, in order (the swept ``--set`` fields follow ``cols``).
 ROW_FIELDS = ("point", "model", "backend", "dataflow", "rows", "cols", "layer", "op", "macs",
@@ -66,11 +66,6 @@ ROW_FIELDS = ("point", "model", "backend", "dataflow", "rows", "cols", "layer", 
 #:
 #: ``energy = 200 * dram + 6 * 2 * dram + 2 * macs + 1 * macs`` in units of one RF access.
 ENERGY_COSTS = {"dram": 200, "buffer": 6, "array": 2, "rf": 1}
-
-#: The one-line error of ``--backend perf`` until the cycle model exists.
-PERF_MISSING = ("backend perf: not available yet: issue 12 (the cycle model); "
-                "use --backend verilator or --backend golden")
-
 
 def energy(macs: int, dram_bytes: int) -> float:
     """The :data:`ENERGY_COSTS` estimate of ``macs`` MACs moving ``dram_bytes`` DRAM bytes,
@@ -155,8 +150,6 @@ def evaluate_point(point: Point) -> list[dict]:
     from .driver import run
     if point.error:
         raise ConfigError(point.error)
-    if point.backend == "perf":
-        raise CelosiaError(PERF_MISSING)
     config = AccelConfig.from_dict(point.fields)
     f = point.fields
     base = {"point": point.key, "model": point.model, "backend": point.backend,

@@ -45,12 +45,12 @@ from celosia.rtl.config import DATAFLOWS, RANGES, AccelConfig, parse_array
 __all__ = ["BACKENDS", "DEFAULT_BACKEND", "Grid", "Point", "parse_list", "parse_set", "parse_arrays",
            "parse_dataflows", "grid_from_toml", "grid_from_file", "merge", "expand", "column", "TAKEN"]
 
-#: Back ends of the sweep. ``perf`` (the cycle model, issue 12) is accepted by the parser and
-#: refused with a one-line error until it exists.
+#: Back ends of the sweep: ``perf`` (the cycle model, :mod:`celosia.sim.perf`), ``verilator``
+#: (the RTL) and ``golden`` (no cycles).
 BACKENDS = ("perf", "verilator", "golden")
 
-#: The back end when none is given. Becomes ``"perf"`` the day the cycle model exists.
-DEFAULT_BACKEND = "verilator"
+#: The back end when none is given: the cycle model (the RTL's cycles, without simulating it).
+DEFAULT_BACKEND = "perf"
 
 #: Swept config fields whose name is taken by a measured column of the results: their column
 #: is ``config_NAME`` (``dram_bytes``, the DRAM size, against ``dram_bytes``, the traffic).

@@ -22,7 +22,7 @@ from celosia.rtl.config import ceil_div
 from celosia.rtl.controller.signatures import GEMMS_IN_FLIGHT
 
 __all__ = ["OSArray", "StageInsn", "cycles", "epoch_cycles", "sequence_timing", "sequence_cycles",
-           "block_sequence_timing"]
+           "block_sequence_timing", "OSTiming"]
 
 #: The fields of a GEMM that a block carries through the MAC and DRAIN stages of
 #: :class:`OSArray` (FILL carries ``k_len`` / ``in_zp`` too: the former masked FEIE array
@@ -356,68 +356,106 @@ def block_sequence_timing(insns, config, block_steps, gaps=None) -> list[tuple[i
       rows, MAC steps, drain rows)`` of the blocks in its stages; an epoch starting in ``s``
       that drains a GEMM's last block of ``mb`` rows ends it in ``s + mb + 1``.
     """
-    rows, most = config.rows, OSArray.MAX_IN_FLIGHT
+    most = OSArray.MAX_IN_FLIGHT
     gaps = [0] * len(insns) if gaps is None else gaps
-    gs = [legal_gemm(insn, config) for insn in insns]
     n = len(insns)
     accept, end = [None] * n, [None] * n
-    stages = [None, None, None]      # FILL, MAC, DRAIN: (gemm, mb, steps, last) or None
-    fill_rest = []                   # the FILL GEMM's blocks after the one in FILL
-    s = idle_from = 0                # start of the current epoch / first cycle with no block
-    i = 0                            # the next instruction to leave the register
-    leave = last_end = -10
-
-    def accept_time():
-        """The acceptance cycle of instruction i, None while it depends on an end not known yet."""
-        offer = gaps[0] if i == 0 else accept[i - 1] + 1 + gaps[i]
-        a = max(offer, leave + 1)
-        if i >= most:
-            if end[i - most] is None:
-                return None
-            a = max(a, end[i - most] + 1)
-        accept[i] = a
-        return a
-
-    def blocks(j):
-        g = gs[j]
-        mbs = [min(rows, g.m_len - m0) for m0 in range(0, g.m_len, rows)]
-        return [(j, mb, st, b == len(mbs) - 1) for b, (mb, st) in enumerate(zip(mbs, block_steps(g)))]
-
-    while i < n or any(stages):
-        if not any(stages):          # idle: every cycle is a boundary
-            a = accept_time()
-            g = gs[i]
-            if g is None or g.m_len == 0:
-                end[i] = leave = last_end = max(a + 1, last_end + 1)
-                i += 1
-                continue
-            leave = max(a + 1, idle_from)
-            fill_rest = blocks(i)
-            stages = [fill_rest.pop(0), None, None]
-            s = leave + 1
+    timer = OSTiming(config, block_steps, end.__setitem__)
+    i = 0
+    while i < n or timer.boundary is not None:
+        a = None                     # when instruction i is accepted, if known by now
+        if i < n and timer.reg is None:
+            offer = gaps[0] if i == 0 else accept[i - 1] + 1 + gaps[i]
+            a = max(offer, timer.leave + 1)
+            if i >= most:
+                a = None if end[i - most] is None else max(a, end[i - most] + 1)
+        if a is not None and (timer.boundary is None or a < timer.boundary):
+            accept[i] = a
+            timer.accept(i, legal_gemm(insns[i], config), a)
             i += 1
-            continue
-        fill, mac, drain = stages
+        else:                        # the boundary comes first (it sees acceptances before it)
+            timer.at_boundary()
+    return list(zip(accept, end))
+
+
+class OSTiming:
+    """The block pipeline of :class:`OSArray` event by event (:func:`block_sequence_timing`
+    drives it; so does the whole-machine cycle model, :mod:`celosia.sim.perf`, which learns
+    when each GEMM is offered only as it goes).
+
+    :meth:`accept` puts a GEMM accepted in cycle ``a`` into the next-instruction register
+    (only while :attr:`reg` is ``None`` and ``a > leave``); :meth:`at_boundary` is called in
+    the cycle :attr:`boundary` (the current epoch's last cycle; ``None`` while no stage
+    holds a block), before any acceptance of that cycle; ``on_end(j, cycle)`` is called with
+    each instruction's ``done`` / ``error`` cycle as soon as it is known (at the latest when
+    its last block's DRAIN epoch starts). ``j`` is the caller's name for the instruction.
+    """
+
+    def __init__(self, config, block_steps, on_end):
+        self.rows = config.rows
+        self.block_steps = block_steps
+        self.on_end = on_end
+        self.stages = [None, None, None]  # FILL, MAC, DRAIN: (j, mb, steps, last) or None
+        self.fill_rest = []               # the FILL GEMM's blocks after the one in FILL
+        self.boundary = None
+        self.reg = None                   # (j, a, g) in the next-instruction register
+        self.leave = -10                  # the cycle the last instruction left it
+        self.idle_from = 0                # the first cycle with no block in a stage
+        self.last_end = -10
+
+    def accept(self, j, g, a):
+        """GEMM ``j`` (``g``: its :func:`legal_gemm`, None if illegal) accepted in ``a``."""
+        self.reg = (j, a, g)
+        if self.boundary is None:
+            self._start_idle()
+
+    def _blocks(self, j, g):
+        mbs = [min(self.rows, g.m_len - m0) for m0 in range(0, g.m_len, self.rows)]
+        return [(j, mb, st, b == len(mbs) - 1)
+                for b, (mb, st) in enumerate(zip(mbs, self.block_steps(g)))]
+
+    def _start_idle(self):
+        j, a, g = self.reg
+        self.reg = None
+        if g is None or g.m_len == 0:     # completes from the register
+            self.leave = self.last_end = max(a + 1, self.last_end + 1)
+            self.on_end(j, self.last_end)
+            return
+        self.leave = max(a + 1, self.idle_from)
+        self.fill_rest = self._blocks(j, g)
+        self.stages = [self.fill_rest.pop(0), None, None]
+        self._epoch(self.leave + 1)
+
+    def _epoch(self, s):
+        fill, mac, drain = self.stages
         length = max(1, fill[1] if fill else 0, mac[2] if mac else 0, drain[1] if drain else 0)
         if drain and drain[3]:
-            end[drain[0]] = last_end = s + drain[1] + 1
-        b = s + length - 1           # the epoch boundary
-        nxt_fill = None
-        if fill_rest:
-            nxt_fill = fill_rest.pop(0)
-        elif i < n:
-            a = accept_time()
-            g = gs[i]
-            if a is not None and a <= b - 1 and g is not None and g.m_len > 0:
-                fill_rest = blocks(i)
-                nxt_fill = fill_rest.pop(0)
-                leave = b
-                i += 1
-        stages = [nxt_fill, fill, mac]
-        s = b + 1
-        if not any(stages):
-            idle_from = s
-    return list(zip(accept, end))
+            self.last_end = s + drain[1] + 1
+            self.on_end(drain[0], self.last_end)
+        self.boundary = s + length - 1
+
+    def at_boundary(self):
+        """The epoch boundary ``b = boundary``: FILL takes its GEMM's next block, else the
+        GEMM in the register if accepted before ``b``; the next epoch starts ``b + 1``."""
+        b = self.boundary
+        nxt = None
+        if self.fill_rest:
+            nxt = self.fill_rest.pop(0)
+        elif self.reg is not None:
+            j, a, g = self.reg
+            if a <= b - 1 and g is not None and g.m_len > 0:
+                self.fill_rest = self._blocks(j, g)
+                nxt = self.fill_rest.pop(0)
+                self.leave, self.reg = b, None
+        fill, mac, _ = self.stages
+        self.stages = [nxt, fill, mac]
+        if any(self.stages):
+            self._epoch(b + 1)
+        else:
+            self.boundary = None
+            self.idle_from = b + 1
+            if self.reg is not None:
+                self._start_idle()
 
 
 def sequence_timing(insns, config, gaps=None, ifmap=None) -> list[tuple[int, int]]:

@@ -16,7 +16,7 @@ from celosia.rtl.arrays.engine import ComputeEngine, gemm_insn_in_range, legal_g
 from celosia.rtl.arrays.window import WindowAddr
 from celosia.rtl.controller.signatures import GEMMS_IN_FLIGHT
 
-__all__ = ["WSArray", "cycles", "sequence_timing", "sequence_cycles"]
+__all__ = ["WSArray", "cycles", "sequence_timing", "sequence_cycles", "WSTiming"]
 
 
 def _adder_tree(terms):
@@ -296,32 +296,58 @@ def sequence_timing(insns, config, gaps=None) -> list[tuple[int, int]]:
       in ``t_{m_len-1} + 4``.
     """
     gaps = [0] * len(insns) if gaps is None else gaps
+    timer = WSTiming(config)
     out = []
-    loader_free = 0
-    last_read = last_end = -10
-    psum_read = {}       # psum row -> cycle of its latest read
     prev_accept = None
     for insn, gap in zip(insns, gaps, strict=True):
         offer = gap if prev_accept is None else prev_accept + 1 + gap
-        a = max(offer, loader_free)
-        g = legal_gemm(insn, config)
-        if g is None or g.m_len == 0:
-            end = max(a + 1, last_end + 1)
-            loader_free = end + 1
-        else:
-            t = max(a + 2 + g.k_len, last_read + 1)
-            for j in range(g.m_len):
-                row = g.psum_row + j
-                if g.accumulate and row in psum_read:
-                    t = max(t, psum_read[row] + 3)
-                if j == 0:
-                    loader_free = t
-                psum_read[row] = last_read = t
-                t += 1
-            end = last_read + 1 + WSArray.PIPELINE
-        out.append((a, end))
-        prev_accept, last_end = a, end
+        a = max(offer, timer.ready_at)
+        out.append((a, timer.accept(insn, a)))
+        prev_accept = a
     return out
+
+
+class WSTiming:
+    """:func:`sequence_timing` one GEMM at a time, for a caller that learns when each GEMM
+    is offered only as it goes (the whole-machine cycle model, :mod:`celosia.sim.perf`).
+
+    :attr:`ready_at` is the first cycle the loader takes the next GEMM (``insn.ready``);
+    :meth:`accept` takes a GEMM accepted in cycle ``a >= ready_at`` and returns the cycle
+    of its ``done`` / ``error``. The psum hazard only ever involves the last two rows read
+    (a row is read at least one cycle after the previous GEMM's last, and waits for a read
+    of the same row at most two cycles back), so only those are kept.
+    """
+
+    def __init__(self, config):
+        self.config = config
+        self.ready_at = 0
+        self.last_read = self.last_end = -10
+        self.recent = []                  # the last two (psum row, read cycle)
+
+    def accept(self, insn, a: int) -> int:
+        g = legal_gemm(insn, self.config)
+        if g is None or g.m_len == 0:
+            end = max(a + 1, self.last_end + 1)
+            self.ready_at = end + 1
+        else:
+            t = max(a + 2 + g.k_len, self.last_read + 1)
+            recent = dict(self.recent)
+            reads = []
+            for j in range(min(g.m_len, 3)):  # later rows never wait (see above)
+                row = g.psum_row + j
+                if g.accumulate and row in recent:
+                    t = max(t, recent[row] + 3)
+                reads.append((row, t))
+                t += 1
+            self.ready_at = reads[0][1]       # the take: the first row's read
+            last = reads[-1][1] + g.m_len - len(reads)
+            if g.m_len > len(reads):
+                reads += [(g.psum_row + g.m_len - 2, last - 1), (g.psum_row + g.m_len - 1, last)]
+            self.recent = reads[-2:]
+            self.last_read = last
+            end = last + 1 + WSArray.PIPELINE
+        self.last_end = end
+        return end
 
 
 def sequence_cycles(insns, config) -> int:

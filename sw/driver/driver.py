@@ -6,6 +6,10 @@ back end and returns the dequantized output with a report:
 * ``golden`` — the NumPy golden model (:func:`celosia.sim.golden.golden_forward`); no cycles.
 * ``pysim`` — the compiled program on the RTL in Amaranth's simulator.
 * ``verilator`` — the compiled program on the generated Verilog (cocotb + Verilator).
+* ``perf`` — the compiled program on the cycle model (:mod:`celosia.sim.perf`): the
+  counters the RTL back ends read, equal to the Verilog's; the outputs come from the
+  golden model. Per-layer figures come from the counters at each node boundary of the
+  one run (no prefix runs).
 
 The RTL back ends link the program like a board driver would (seed 000's software
 flow): program, static data and every input sample are loaded into DRAM once; the
@@ -49,7 +53,7 @@ __all__ = ["BACKENDS", "run", "run_quantized", "golden_forward", "check_input", 
            "Result", "pgo_training_job", "resident_weights_report", "kept_outputs_report",
            "cycle_limit", "watchdog_cycles", "layer_boundaries", "trace_events", "instruction_trace"]
 
-BACKENDS = ("golden", "pysim", "verilator")
+BACKENDS = ("golden", "perf", "pysim", "verilator")
 
 
 @dataclass
@@ -57,8 +61,8 @@ class Result:
     y_q: np.ndarray                      # int8 [samples, out_features]
     y: np.ndarray                        # float32, dequantized
     report: dict = field(default_factory=dict)
-    #: With ``trace`` on the verilator back end: the first inference's instruction trace
-    #: (:func:`instruction_trace`), else ``None``.
+    #: With ``trace`` on the verilator or perf back end: the first inference's instruction
+    #: trace (:func:`instruction_trace`), else ``None``.
     trace: dict | None = None
 
 
@@ -261,6 +265,7 @@ def run_quantized(model: QModel, x_q: np.ndarray, config: AccelConfig, backend: 
         # the static traffic and roofline of the program the hardware would run
         _add_roofline(report, program, model, config, None)
     else:
+        perf = backend == "perf"
         chunks = _chunks(program, len(x_q))
         results, inits = [], []
         for lo, hi in chunks:
@@ -268,6 +273,9 @@ def run_quantized(model: QModel, x_q: np.ndarray, config: AccelConfig, backend: 
             if backend == "pysim":
                 from celosia.sim import pysim
                 part = pysim.run(config, job, progress=progress)
+            elif perf:
+                from celosia.sim import perf as perf_model
+                part = perf_model.run(config, job, execute=False, events=trace)
             else:
                 from celosia.sim import verilator
                 relay = _event_relay(on_event, program, model, len(lead), len(results),
@@ -282,7 +290,8 @@ def run_quantized(model: QModel, x_q: np.ndarray, config: AccelConfig, backend: 
                 progress(hi, len(x_q))
         main = results
         out = b"".join(r.data[0] for r in main)
-        y_q = np.frombuffer(out, dtype=np.int8).reshape(-1, model.out_features)[:samples]
+        y_q = (golden_forward(model, x_q) if perf else
+               np.frombuffer(out, dtype=np.int8).reshape(-1, model.out_features)[:samples])
         total = {k: sum(r.counters[k] for r in main) for k in main[0].counters}
         pe = config.rows * config.cols
         report.update(

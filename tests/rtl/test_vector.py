@@ -13,8 +13,7 @@ from celosia.rtl import isa
 from celosia.rtl.buffers import BufferWriteSignature, LaneBuffer
 from celosia.rtl.config import AccelConfig
 from celosia.rtl.isa import VecMode
-from celosia.rtl.ppu import MBQM_STAGES
-from celosia.rtl.vector import VectorEngine
+from celosia.rtl.vector import VectorEngine, vec_cycles
 from celosia.sim.golden.requant import multiply_by_quantized_multiplier
 from helpers import (engine_monitor, issue_and_drain, pack, psum_write_mux, read_rows, simulate, unpack,
                      write_rows)
@@ -79,13 +78,8 @@ def ref_vec(cfg, psum, ifmap, d):
 
 
 def latency(cfg, d):
-    if not insn_ok(cfg, d) or d["m_len"] == 0 or d["win"] == 0:
-        return 1
-    if d["mode"] == VecMode.ADD:  # lanes one per cycle through the MBQMs (docstring timing)
-        L = min(cfg.rows, cfg.cols)
-        period = max(d["win"], L)
-        return (d["m_len"] - 1) * period + max(d["win"] + 2, L + 5 + MBQM_STAGES)
-    return d["m_len"] * d["win"] + 4
+    """The engine's own timing function is the expected latency (one formula, rtl/vector.py)."""
+    return vec_cycles(d, cfg)
 
 
 def make_insn(mode=VecMode.SUM, ifmap_row=0, psum_row=0, m_len=1, win=1, lanes=1, in_zp=0,

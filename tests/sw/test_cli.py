@@ -214,7 +214,7 @@ def test_run_trace(pysim_run, data):
     proc = cli("run", DIGITS, "--input", data["x2"], "--trace", "t.json", cwd=d)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert stderr_lines(proc) == ["celosia run: error: --trace t.json: needs a back end that "
-                                  "measures cycles (--backend pysim or verilator)"]
+                                  "measures cycles (--backend perf, pysim or verilator)"]
 
 
 def test_run_without_calib_warns(data, tmp_path):

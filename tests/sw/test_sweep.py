@@ -63,10 +63,8 @@ def test_cli_grid_values():
     (["--set", "dram_latency=fast"], "dram_latency"),
     (["--array", "4by4"], "array"),
     (["--dataflow", "ws,xs"], "'xs'"),
-    (["--backend", "perf"], "not available yet: issue 12"),
 ])
 def test_cli_bad_grid_is_one_line_naming_the_field(capsys, tmp_path, argv, names):
-    # --backend perf: a documented choice of the parser, refused by the command until it exists
     line = one_line_error(capsys, ["sweep", "--model", "zoo:lenet5", "--out", str(tmp_path / "o"), *argv])
     assert names in line
     assert not (tmp_path / "o").exists()  # nothing ran

@@ -1,0 +1,921 @@
+"""``perf``: a cycle model of the whole accelerator that gives the RTL's cycles exactly.
+
+The model runs a :class:`~celosia.sim.job.Job` like the RTL back ends (``pysim``,
+``verilator``) and returns the same :class:`~celosia.sim.job.RunResult` per run: the
+outputs (computed by the ISA simulator, :class:`~celosia.sim.isa_sim.IsaSim`, executing
+each instruction when the model issues it) and every counter the hardware reads back
+(:data:`celosia.sim.job.COUNTERS`), plus the counters at each node boundary
+(:attr:`PerfResult.node_counters`) and each instruction's issue / done cycles.
+
+What it models, each part by the timing its RTL docstring gives (and, where one exists,
+the executable timing function next to the component):
+
+* **Fetch** (``rtl/controller/fetch.py``): descriptor read ahead, one word request per
+  bus grant, the word FIFO's room (:func:`~celosia.rtl.controller.fetch.fetch_words`),
+  the 4-word assembler and the push into the queue its opcode selects (it waits while
+  that queue is full).
+* **Dispatch** (``rtl/controller/dispatch.py``): the three ``SyncFIFOBuffered`` queues
+  of ``queue_depth`` (two cycles from a push to the head), the token counters
+  l2c / c2l / c2s / s2c (a pop at issue, a push the cycle after ``done``), the compute
+  queue feeding GEMMs to the PE array and VECs to the vector engine in order, NOPs, the
+  in-flight GEMM FIFO.
+* **Bus** (``rtl/dram.py``): the round-robin :class:`~celosia.rtl.dram.BusArbiter`
+  (fetch client 0, LOAD 1, STORE 2), the DRAM's request interval
+  (:func:`~celosia.rtl.dram.request_interval`) and read latency.
+* **DMA** (``rtl/dma.py``): a LOAD's requests (:func:`~celosia.rtl.dma.load_plan`,
+  one per cycle, reads when the bus grants them, pads straight away, the in-flight FIFO),
+  a STORE's PPU chunks (:func:`~celosia.rtl.dma.store_plan`) of which the one that
+  fills a bus word or ends a run waits for its bus grant, stalling the PPU.
+* **Compute**: the PE array of each dataflow (``ws`` shadow weights and psum hazards,
+  ``os`` block pipeline, ``rs`` and ``feie`` one GEMM at a time with the registry's
+  ``cycles``; ``feie`` from the ifmap buffer's data through
+  :func:`~celosia.rtl.arrays.feie.row_trace`), the vector engine
+  (:func:`~celosia.rtl.vector.vec_cycles`).
+
+It works at event level: a heap of the cycles at which something can change (a bus
+grant, a response, an issue, a ``done``, an epoch boundary, a token arriving); cycles in
+between are skipped, so the cost is per instruction and per bus request, not per cycle.
+docs/perf.md describes the model, its exactness guarantee and its tests.
+"""
+
+from __future__ import annotations
+
+import bisect
+import dataclasses
+import hashlib
+import heapq
+from collections import Counter, deque
+from dataclasses import dataclass, field
+
+from celosia.errors import IsaError
+from celosia.rtl import isa
+from celosia.rtl.arrays.engine import legal_gemm
+from celosia.rtl.arrays.feie import row_trace
+from celosia.rtl.arrays.rs import cycles as rs_cycles
+from celosia.rtl.arrays.os import OSTiming, dense_steps
+from celosia.rtl.arrays.ws import WSTiming
+from celosia.rtl.config import AccelConfig
+from celosia.rtl.controller.fetch import FIRST_REQUEST, fetch_words
+from celosia.rtl.controller.signatures import GEMMS_IN_FLIGHT
+from celosia.rtl.dataflows import dataflow
+from celosia.rtl.dma import load_plan, store_plan
+from celosia.rtl.dram import request_interval
+from celosia.rtl.isa import Csr, Opcode
+from celosia.rtl.ppu import LATENCY as PPU_LATENCY
+from celosia.rtl.vector import vec_cycles
+from celosia.sim.isa_sim import IsaSim
+from celosia.sim.job import COUNTERS, Job, RunResult
+
+__all__ = ["run", "simulate", "PerfResult", "Timeline", "CounterLog"]
+
+#: Queue of each opcode (dispatch order LOAD 0, COMPUTE 1, STORE 2).
+_QUEUE = {Opcode.LOAD: 0, Opcode.GEMM: 1, Opcode.VEC: 1, Opcode.NOP: 1, Opcode.STORE: 2}
+_FETCH, _LOAD, _STORE = 0, 1, 2   # bus clients (rtl/top.py)
+#: The counters that count events (the others count busy cycles).
+_EVENTS = ("macs", "dram_bytes_read", "dram_bytes_written", "insns", "zero_skips", "mac_cycles")
+#: The tokens each queue's instructions push at ``done``: (flag, counter).
+_PUSHES = {0: (("push_next", "l2c"),), 1: (("push_prev", "c2l"), ("push_next", "c2s")),
+           2: (("push_prev", "s2c"),)}
+#: The tokens each queue's instructions pop: (flag, counter).
+_POPS = {0: (("pop_next", "c2l"),), 1: (("pop_prev", "l2c"), ("pop_next", "s2c")),
+         2: (("pop_prev", "c2s"),)}
+
+
+@dataclass
+class Timeline:
+    """Per instruction (fetch order): ``issue`` and ``done`` cycles (counted from the
+    ``CTRL`` write as cycle 0), its queue (0 LOAD, 1 COMPUTE, 2 STORE) and its node."""
+    issue: list = field(default_factory=list)
+    done: list = field(default_factory=list)
+    queue: list = field(default_factory=list)
+    node: list = field(default_factory=list)
+    op: list = field(default_factory=list)
+    #: ``(cycle, client)`` of every bus grant (0 fetch, 1 LOAD, 2 STORE)
+    grants: list = field(default_factory=list)
+
+
+@dataclass
+class PerfResult(RunResult):
+    """A :class:`~celosia.sim.job.RunResult` with the ``timeline`` of its instructions, its
+    :class:`CounterLog` (``log``) and ``node_counters`` (:meth:`snapshots` per descriptor)."""
+    node_counters: list = field(default_factory=list)
+    timeline: Timeline | None = None
+    log: object = None
+
+    def snapshots(self, sizes=None) -> list[dict]:
+        """The counters at each node boundary: node ``k``'s boundary is the cycle by which
+        every instruction of nodes ``0..k`` has completed; the last node's are the run's
+        totals. ``sizes``: instructions per node in fetch order (default: one node per
+        descriptor of the program)."""
+        tl, bounds = self.timeline, self.log.bounds
+        if sizes is None:
+            per = Counter(tl.node)
+            sizes = [per[k] for k in range(len(bounds))]
+        out, i = [], 0
+        zero = dict.fromkeys(self.counters, 0)
+        for k, n in enumerate(sizes):
+            i += n
+            if k == len(sizes) - 1:
+                out.append(self.counters)
+            elif i == 0:
+                out.append(zero)
+            else:   # the boundary of the descriptor holding instruction i - 1
+                out.append(self.log.at(bounds[tl.node[i - 1]]))
+        return out
+
+
+    def node_snapshots(self) -> list[dict]:
+        """The per-node snapshots as the hardware's controller records them
+        (:attr:`RunResult.nodes <celosia.sim.job.RunResult.nodes>`): one per descriptor,
+        ``{"index": k + 1, counter: value at its boundary}``."""
+        return [{"index": k + 1, **self.log.at(b)} for k, b in enumerate(self.log.bounds)]
+
+    def instruction_events(self) -> list[tuple[int, int, int]]:
+        """The instruction events as the C++ harness records them with ``trace``
+        (:attr:`RunResult.events <celosia.sim.job.RunResult.events>`): ``(cycle, issue,
+        fin)`` for every cycle in which an instruction started or completed, ``issue`` /
+        ``fin`` masks per queue (bit 0 LOAD, 1 COMPUTE, 2 STORE). The harness stamps an
+        event with the CYCLES counter's value in that cycle, which counts the cycles
+        before it: one less than the timeline's cycle (counted from the ``CTRL`` write)."""
+        tl, masks = self.timeline, {}
+        for q, start, end in zip(tl.queue, tl.issue, tl.done):
+            masks.setdefault(start - 1, [0, 0])[0] |= 1 << q
+            masks.setdefault(end - 1, [0, 0])[1] |= 1 << q
+        return [(c, a, b) for c, (a, b) in sorted(masks.items())]
+
+
+class _Queue:
+    """A ``SyncFIFOBuffered`` of ``depth`` (>= 2): an inner FIFO of ``depth - 1`` plus the
+    output register; an entry written in cycle ``W`` is read from the inner FIFO in
+    ``R = max(W + 1, I_prev)`` (``I_prev``: the issue of the entry before) and is the head
+    from ``R + 1``."""
+
+    def __init__(self, depth):
+        self.inner = depth - 1
+        self.W, self.R, self.items = [], [], []
+        self.issued = 0                       # entries issued (index of the head)
+        self.last_issue = None
+
+    def w_rdy(self, c):
+        inner_level = len(self.W) - bisect.bisect_left(self.R, c)
+        return inner_level < self.inner
+
+    def head(self, c):
+        """The head entry if it is valid in cycle ``c``, else None."""
+        j = self.issued
+        if j < len(self.R) and self.R[j] + 1 <= c:
+            return self.items[j]
+        return None
+
+    def empty(self):
+        return self.issued == len(self.W)
+
+    def push(self, c, item, wake):
+        self.W.append(c)
+        self.items.append(item)
+        j = len(self.W) - 1
+        if j == self.issued:              # the head (or the entry after the one in the register)
+            self._read(j, c, wake)
+
+    def _read(self, j, c_known, wake):
+        prev = self.last_issue if j > 0 else None
+        r = self.W[j] + 1 if prev is None else max(self.W[j] + 1, prev)
+        if len(self.R) == j:
+            self.R.append(r)
+            wake(r)
+            wake(r + 1)
+
+    def issue(self, c, wake):
+        self.issued += 1
+        self.last_issue = c
+        j = self.issued
+        if j < len(self.W) and len(self.R) == j:
+            self._read(j, c, wake)
+
+
+class _Tokens:
+    """The four token counters: changes take effect in a given cycle."""
+
+    def __init__(self):
+        self.value = {"l2c": 0, "c2l": 0, "c2s": 0, "s2c": 0}
+        self.pending = []                 # heap of (cycle, name, delta)
+
+    def change(self, at, name, delta, wake):
+        heapq.heappush(self.pending, (at, name, delta))
+        wake(at)
+
+    def advance(self, c):
+        while self.pending and self.pending[0][0] <= c:
+            _, name, delta = heapq.heappop(self.pending)
+            self.value[name] += delta
+
+
+#: feie timings already computed: (the GEMM's fields that row_trace reads, a digest of the
+#: ifmap buffer's bytes) -> RowTrace. The weights (weight_row) and where the psums go
+#: (psum_row, accumulate) do not change the timing, so the tiles of one layer's output
+#: channels over the same inputs share one trace.
+_FEIE_CACHE: dict = {}
+_FEIE_IGNORED = ("op", "dep", "weight_row", "psum_row", "accumulate")
+
+
+def _feie_trace(d, g, config, ifmap):
+    """:func:`~celosia.rtl.arrays.feie.row_trace` of the GEMM ``d`` (``g``: its
+    :func:`legal_gemm`) on ``ifmap``, cached."""
+    if g is None:
+        return row_trace(d, config, ifmap)
+    key = (config, tuple(v for k, v in d.items() if k not in _FEIE_IGNORED),
+           hashlib.blake2b(ifmap.tobytes(), digest_size=16).digest())
+    tr = _FEIE_CACHE.get(key)
+    if tr is None:
+        if len(_FEIE_CACHE) > 4096:
+            _FEIE_CACHE.clear()
+        tr = _FEIE_CACHE[key] = row_trace(d, config, ifmap)
+    return tr
+
+
+class _Machine:
+    """One run of the accelerator (see the module docstring)."""
+
+    def __init__(self, config: AccelConfig, sim: IsaSim, insns, node_of, log_grants=False):
+        self.cfg = config
+        self.log_grants = log_grants
+        self.sim = sim
+        self.insns = insns
+        self.node_of = node_of
+        self.L = config.dram_latency
+        self.k = request_interval(config)
+        self.df = config.dataflow
+        self.taps = dataflow(config.dataflow).macs_count_taps
+        self.heap = []
+        self.queued = set()
+        self.now = -1
+        n = len(insns)
+        self.tl = Timeline(issue=[None] * n, done=[None] * n,
+                           queue=[_QUEUE[d["op"]] for d in insns], node=list(node_of),
+                           op=[d["op"] for d in insns])
+        # events for the counters: (cycle, value)
+        # event counters: events not yet folded (heap of (cycle, name, value)), the folded
+        # totals, and the totals at each descriptor's boundary
+        self.future = []
+        self.tot = dict.fromkeys(_EVENTS, 0)
+        self.desc_snaps = []                # (boundary cycle, event totals at its end)
+        self.busy = {"load": [], "pe": [], "vec": [], "store": []}   # intervals [lo, hi]
+
+    # -- helpers ------------------------------------------------------------------
+    def wake(self, c):
+        if c > self.now and c not in self.queued:
+            self.queued.add(c)
+            heapq.heappush(self.heap, c)
+
+    def ev_add(self, name, c, value):
+        """An event counter adds ``value`` in cycle ``c`` (at the earliest the current one)."""
+        if value:
+            heapq.heappush(self.future, (c, name, value))
+
+    def _fold(self, upto):
+        """Add the events of cycles up to ``upto`` to the totals."""
+        future, tot = self.future, self.tot
+        while future and future[0][0] <= upto:
+            _, name, value = heapq.heappop(future)
+            tot[name] += value
+
+    def _snapshots(self, c):
+        """In a step of cycle ``c``, before anything of it is recorded: the event totals at
+        each descriptor boundary ``B < c`` whose instructions are all done-known (every
+        event of a cycle is recorded at the latest in that cycle, none before the previous
+        step's cycle is folded)."""
+        left, snaps = self.desc_left, self.desc_snaps
+        while len(snaps) < len(left) and left[len(snaps)] == 0:
+            k = len(snaps)
+            bound = max(self.desc_max[k], snaps[-1][0] if snaps else 0)
+            if bound >= c:
+                break
+            self._fold(bound)
+            snaps.append((bound, dict(self.tot)))
+        self._fold(c - 1)
+
+    def finish(self, idx, c):
+        self.tl.done[idx] = c
+
+    # -- the run -------------------------------------------------------------------
+    def run(self, descs):
+        cfg, L = self.cfg, self.L
+        wake = self.wake
+        self.queues = [_Queue(cfg.queue_depth) for _ in range(3)]
+        self.tok = _Tokens()
+        # bus
+        self.dram_free = 0
+        self.rr_last = 2
+        # fetch
+        self.descs = descs                  # n_insn per descriptor, end marker (0) last
+        self.f_desc_idx = 0
+        self.f_desc_pending = False
+        self.f_desc_resp = None
+        self.f_slot = None                  # n_insn of the descriptor read ahead
+        self.f_slot_from = None
+        self.f_node_left = 0
+        self.f_req_word = 0
+        self.f_req_end = False
+        self.f_end_at = None                # first cycle req_end is set
+        self.f_words_req = 0
+        self.f_arr = deque()                # arrival cycles of requested, untaken words
+        self.f_taken = 0
+        self.f_count = 0                    # words in the assembler
+        self.f_insn = 0                     # next instruction index to assemble / push
+        self.f_last_push = None
+        self.f_depth = fetch_words(cfg)
+        # load
+        self.l_reqs = None
+        self.l_i = 0
+        self.l_pops = deque()
+        self.l_run_from = None
+        self.l_last_pop = None
+        self.l_idx = None
+        self.l_accept = None
+        self.l_ready_at = 0
+        # store
+        self.s_ready_at = 0
+        self.s_want = None
+        self.s_flushes = None
+        self.s_fi = 0
+        self.s_T = 0
+        self.s_idx = None
+        self.s_accept = None
+        # compute
+        self.g_accepts, self.g_ends = [], []   # GEMMs accepted / their ends (None: unknown)
+        self.g_idx = []
+        self.v_end = -1
+        self.v_accept = None
+        self.nop_at = None
+        self._engine_init()
+        wake(FIRST_REQUEST)
+        wake(1)
+        self.last_done = 0
+        self.n_done = 0
+        self.desc_left = list(descs[:-1])    # instructions per descriptor without a done yet
+        self.desc_max = [0] * len(self.desc_left)
+        c = None
+        while self.heap:
+            c = heapq.heappop(self.heap)
+            self.queued.discard(c)
+            self.now = c
+            if self.step(c):
+                return c
+        raise RuntimeError("perf model: the run did not finish (deadlock)")
+
+    # -- one cycle ------------------------------------------------------------------
+    def step(self, c):
+        L, wake = self.L, self.wake
+        self._snapshots(c)
+        pending = self.tok.pending
+        if pending and pending[0][0] <= c:
+            self.tok.advance(c)
+        if self.os is not None and self.os.boundary == c:
+            self.os.at_boundary()
+            self._os_event()
+        acted = False         # the next cycle may differ from this one (wake it)
+        acted_other = False   # something other than the LOAD's own request changed
+        # fetch request side
+        f_want = None
+        walking = c >= FIRST_REQUEST and not self.f_req_end
+        take = False
+        if walking:
+            slot_valid = self.f_slot is not None and self.f_slot_from <= c
+            desc_pending = self.f_desc_pending and c <= self.f_desc_resp
+            node_done = self.f_node_left == 0
+            take = node_done and slot_valid
+            take_end = take and self.f_slot == 0
+            want_desc = (not desc_pending and (not slot_valid or take) and not take_end
+                         and self.f_desc_idx < len(self.descs))
+            room = self.f_words_req - self.f_taken < self.f_depth
+            want_word = not node_done and room
+            if want_desc:
+                f_want = "desc"
+            elif want_word:
+                f_want = "word"
+        l_want = (self.l_reqs is not None and c >= self.l_run_from and self.l_i < len(self.l_reqs))
+        l_pad = False
+        if l_want:
+            while self.l_pops and self.l_pops[0] < c:
+                self.l_pops.popleft()
+            if len(self.l_pops) >= L + 2:
+                l_want = False
+                wake(self.l_pops[0] + 1)
+            else:
+                l_pad = self.l_reqs[self.l_i][0]
+        s_want = self.s_want is not None and c >= self.s_want
+        # bus
+        wants = [f_want is not None, l_want and not l_pad, s_want]
+        grant = None
+        if any(wants):
+            if c >= self.dram_free:
+                for k in range(1, 4):
+                    cl = (self.rr_last + k) % 3
+                    if wants[cl]:
+                        grant = cl
+                        break
+                self.rr_last = grant
+                if self.log_grants:
+                    self.tl.grants.append((c, grant))
+                self.dram_free = c + self.k
+                acted = sum(wants) > 1     # the clients that lost want it again next cycle
+            else:
+                wake(self.dram_free)
+        # fetch updates
+        if take:
+            self.f_node_left = self.f_slot
+            self.f_req_word = 0
+            if self.f_slot == 0:
+                self.f_req_end = True
+                self.f_end_at = c + 1
+            self.f_slot = None
+            acted = acted_other = True
+        if grant == _FETCH:
+            acted = acted_other = True
+            self.ev_add("dram_bytes_read", c + L, 8)   # DRAM_RD: 8 bytes per fetched word
+            if f_want == "desc":
+                self.f_desc_pending = True
+                self.f_desc_resp = c + L
+                self.f_slot = self.descs[self.f_desc_idx]
+                self.f_slot_from = c + L + 1
+                self.f_desc_idx += 1
+                wake(c + L + 1)
+            else:
+                self.f_words_req += 1
+                self.f_arr.append(c + L)
+                wake(c + L)
+                self.f_req_word += 1
+                if self.f_req_word == isa.INSN_WORDS:
+                    self.f_req_word = 0
+                    self.f_node_left -= 1
+        # assembler / push (response side)
+        if c >= FIRST_REQUEST:
+            full = self.f_count == isa.INSN_WORDS
+            push_fire = False
+            if full:
+                d = self.insns[self.f_insn]
+                q = self.queues[_QUEUE[d["op"]]]
+                if q.w_rdy(c):
+                    q.push(c, self.f_insn, wake)
+                    push_fire = True
+                    self.f_insn += 1
+                    self.f_last_push = c
+                    self.f_count = 0
+                    acted = acted_other = True
+            can_take = not full or push_fire
+            if can_take and self.f_arr and self.f_arr[0] <= c:
+                self.f_arr.popleft()
+                self.f_taken += 1
+                self.f_count += 1
+                acted = acted_other = True
+        # load updates
+        load_alone = False
+        if l_want and (l_pad or grant == _LOAD):
+            load_alone = not acted_other and f_want is None and not s_want
+            self._load_issue(c)
+            acted = acted or self.l_reqs is not None   # it wants its next request next cycle
+        # store updates
+        if s_want and grant == _STORE:
+            pos, nbytes = self.s_flushes[self.s_fi]
+            self.ev_add("dram_bytes_written", c, nbytes)
+            self.s_fi += 1
+            if self.s_fi < len(self.s_flushes):
+                self.s_want = c + self.s_flushes[self.s_fi][0] - pos
+                wake(self.s_want)
+            else:
+                self._store_done(c + 1 + (self.s_T - 1 - pos))
+        # dispatch
+        if c >= 1 and self._dispatch(c):
+            acted = acted_other = True
+        if load_alone and not acted_other and grant in (None, _LOAD) and not self.heap_has(c + 1):
+            # Nothing else changes before the next scheduled event: the LOAD streams its
+            # requests (one per cycle, reads as the DRAM accepts them) up to it.
+            self._load_stream(c)
+        elif acted:
+            wake(c + 1)
+        return self._finished(c)
+
+    def heap_has(self, c):
+        return c in self.queued
+
+    def _load_issue(self, c):
+        """The LOAD issues its next request in cycle ``c`` (a read granted, or a pad)."""
+        pad, nbytes = self.l_reqs[self.l_i]
+        if pad:
+            prev = self.l_last_pop if self.l_last_pop is not None else c
+            pop = max(c + 1, prev + 1)
+        else:
+            pop = c + self.L
+            self.ev_add("dram_bytes_read", pop, nbytes)
+            if self.log_grants and c != self.tl.grants[-1][0]:
+                self.tl.grants.append((c, _LOAD))
+        self.l_pops.append(pop)
+        self.l_last_pop = pop
+        self.l_i += 1
+        if self.l_i == len(self.l_reqs):
+            self._load_done(pop + 1)
+
+    def _load_stream(self, c):
+        """After the LOAD's request in cycle ``c``, with nothing else wanting the bus and
+        no event scheduled before ``T``: its following requests up to ``T``."""
+        limit = self.heap[0] if self.heap else 1 << 62
+        t = c
+        while self.l_reqs is not None and self.l_i < len(self.l_reqs):
+            pad = self.l_reqs[self.l_i][0]
+            nxt = t + 1 if pad else max(t + 1, self.dram_free)
+            if nxt >= limit:
+                break
+            pops = self.l_pops
+            while pops and pops[0] < nxt:
+                pops.popleft()
+            if len(pops) >= self.L + 2:
+                self.wake(pops[0] + 1)
+                return
+            if not pad:
+                self.rr_last = _LOAD
+                self.dram_free = nxt + self.k
+            t = nxt
+            self._load_issue(t)
+        if self.l_reqs is not None:
+            self.wake(t + 1 if self.l_reqs[self.l_i][0] else max(t + 1, self.dram_free))
+        elif self.k > 1:
+            self.wake(self.dram_free)
+
+    # -- completion -------------------------------------------------------------------
+    def _fin(self, idx, done):
+        """Instruction ``idx`` completes (``done`` pulse) in cycle ``done``: its token
+        pushes count from ``done + 1``."""
+        self.tl.done[idx] = done
+        self.n_done += 1
+        nd = self.node_of[idx]
+        self.desc_left[nd] -= 1
+        self.desc_max[nd] = max(self.desc_max[nd], done)
+        self.last_done = max(self.last_done, done)
+        dep = self.insns[idx]["dep"]
+        qi = _QUEUE[self.insns[idx]["op"]]
+        for flag, name in _PUSHES[qi]:
+            if dep[flag]:
+                self.tok.change(done + 1, name, +1, self.wake)
+        if qi != 1:
+            self.wake(done)     # a DMA engine is idle (ready) in its done cycle
+        self.wake(done + 1)     # the compute engines from the next; tokens; the end
+
+    def _load_done(self, done):
+        self.l_ready_at = done
+        self.l_reqs = None
+        self.busy["load"].append((self.l_accept + 1, done - 1))
+        self._fin(self.l_idx, done)
+
+    def _store_done(self, done):
+        self.s_ready_at = done
+        self.s_want = None
+        self.busy["store"].append((self.s_accept + 1, done - 1))
+        self._fin(self.s_idx, done)
+
+    def _gemm_end(self, j, end):
+        """GEMM number ``j`` (acceptance order) ends in ``end``."""
+        self.g_ends[j] = end
+        idx = self.g_idx[j]
+        self.busy["pe"].append((self.g_accepts[j] + 1, end))
+        self._fin(idx, end)
+
+    def _finished(self, c):
+        """``end.finished`` in cycle ``c``: fetch ended, the queues empty, every
+        instruction done before ``c``."""
+        return (self.n_done == len(self.insns) and self.f_end_at is not None and c >= self.f_end_at
+                and self.f_insn == len(self.insns)
+                and (self.f_last_push is None or c > self.f_last_push)
+                and self.n_done == len(self.insns) and c > self.last_done
+                and all(q.empty() and (q.last_issue is None or c > q.last_issue) for q in self.queues))
+
+    # -- dispatch ----------------------------------------------------------------------
+    def _dispatch(self, c):
+        acted = False
+        # LOAD and STORE: the head starts when its engine is idle and its tokens are there
+        for qi, ready_at, accept in ((0, self.l_ready_at, self._load_accept),
+                                     (2, self.s_ready_at, self._store_accept)):
+            idx = self.queues[qi].head(c)
+            if idx is not None and c >= ready_at and self._tokens_ok(qi, idx):
+                self._issue(qi, idx, c)
+                accept(idx, self.insns[idx], c)
+                acted = True
+        # COMPUTE: in order across the PE array and the vector engine
+        idx = self.queues[1].head(c)
+        if (idx is None or (self.nop_at is not None and self.nop_at == c - 1)
+                or not self._tokens_ok(1, idx)):
+            return acted
+        d = self.insns[idx]
+        op = d["op"]
+        vec_idle = not (self.v_accept is not None and self.v_accept < c <= self.v_end)
+        if op == Opcode.GEMM:
+            go = self._engine_ready(c) and vec_idle and self._gq_room(c)
+        elif op == Opcode.VEC:
+            go = self._gemm_idle(c) and c > self.v_end
+        else:
+            go = self._gemm_idle(c) and vec_idle and c > self.v_end and self._engine_ready(c)
+        if not go:
+            return acted
+        self._issue(1, idx, c)
+        if op == Opcode.GEMM:
+            self._gemm_accept(idx, d, c)
+        elif op == Opcode.VEC:
+            self.v_accept = c
+            self.v_end = c + vec_cycles(d, self.cfg)
+            self.busy["vec"].append((c + 1, self.v_end))
+            self._fin(idx, self.v_end)
+        else:
+            self.nop_at = c
+            self._fin(idx, c + 1)
+            self.wake(c + 2)
+        return True
+
+    def _tokens_ok(self, qi, idx):
+        """Every token the instruction ``idx`` at the head of queue ``qi`` pops is there."""
+        dep, tok = self.insns[idx]["dep"], self.tok.value
+        return all(tok[name] for flag, name in _POPS[qi] if dep[flag])
+
+    def _issue(self, qi, idx, c):
+        """Instruction ``idx`` leaves queue ``qi`` in cycle ``c``: its pops, the counters,
+        its functional execution."""
+        dep = self.insns[idx]["dep"]
+        for flag, name in _POPS[qi]:
+            if dep[flag]:
+                self.tok.change(c + 1, name, -1, self.wake)
+        self.queues[qi].issue(c, self.wake)
+        self.tl.issue[idx] = c
+        self.ev_add("insns", c, 1)
+        self.sim.execute(self.insns[idx])
+
+    def _load_accept(self, idx, d, t):
+        self.l_idx, self.l_accept = idx, t
+        if not (d["n0"] and d["n1"] and d["n2"]):
+            self.l_reqs = None
+            self._load_done(t + 2)
+            return
+        self.l_reqs = load_plan(d, self.cfg, self.sim.base)
+        self.l_i = 0
+        self.l_pops = deque()
+        self.l_last_pop = None
+        self.l_run_from = t + 2
+        self.l_ready_at = 1 << 62          # until done
+        self.wake(t + 2)
+
+    def _store_accept(self, idx, d, t):
+        self.s_idx, self.s_accept = idx, t
+        if not (d["n_len"] and d["m_len"]):
+            self._store_done(t + 2)
+            return
+        T, flushes = store_plan(d, self.cfg, self.sim.base)
+        self.s_T = T
+        self.s_ready_at = 1 << 62
+        o0 = t + 2 + PPU_LATENCY
+        if not flushes:
+            self._store_done(o0 + T)
+            return
+        self.s_flushes, self.s_fi = flushes, 0
+        self.s_want = o0 + flushes[0][0]
+        self.wake(self.s_want)
+
+    # -- compute engines -------------------------------------------------------------------
+    def _gq_room(self, c):
+        """Fewer than GEMMS_IN_FLIGHT GEMMs in dispatch's in-flight FIFO in cycle ``c``."""
+        n = len(self.g_accepts)
+        inflight = 0
+        for j in range(n - 1, max(-1, n - GEMMS_IN_FLIGHT - 1), -1):
+            e = self.g_ends[j]
+            if self.g_accepts[j] < c and (e is None or e >= c):
+                inflight += 1
+        return inflight < GEMMS_IN_FLIGHT
+
+    def _gemm_idle(self, c):
+        if not self.g_accepts:
+            return True
+        e = self.g_ends[-1]
+        return e is not None and e < c
+
+    def _engine_init(self):
+        self.e_ready_at = 0
+        cfg = self.cfg
+        self.ws = WSTiming(cfg)
+        self.os = OSTiming(cfg, lambda g: dense_steps(g, cfg), self._gemm_end) if self.df == "os" else None
+
+    def _engine_ready(self, c):
+        if self.df == "os":
+            if self.os.reg is not None or c < self.os.leave + 1:
+                return False
+            n = len(self.g_accepts)
+            out = sum(1 for j in range(max(0, n - GEMMS_IN_FLIGHT), n)
+                      if self.g_accepts[j] < c and (self.g_ends[j] is None or self.g_ends[j] >= c))
+            return out < GEMMS_IN_FLIGHT
+        return c >= self.e_ready_at
+
+    def _gemm_accept(self, idx, d, a):
+        cfg = self.cfg
+        j = len(self.g_accepts)
+        self.g_accepts.append(a)
+        self.g_ends.append(None)
+        self.g_idx.append(idx)
+        g = legal_gemm(d, cfg)
+        if g is not None:
+            macs = g.m_len * g.k_len * g.n_len
+            if self.taps and g.window:
+                macs *= g.win_h * g.win_w
+            self.ev_add("macs", a, macs)
+        if self.df == "ws":
+            self._ws_accept(j, d, a)
+        elif self.df == "os":
+            self.os.accept(j, g, a)
+            self._os_event()
+        else:
+            if self.df == "feie":
+                tr = _feie_trace(d, g, cfg, self.sim.ifmap)
+                n = tr.cycles
+                self.ev_add("zero_skips", a + n, tr.zero_skips)
+                self.ev_add("mac_cycles", a + n, tr.mac_cycles)
+            else:
+                n = rs_cycles(d, cfg)
+            self.e_ready_at = a + n + 1
+            self.wake(a + n + 1)
+            self._gemm_end(j, a + n)
+
+    def _ws_accept(self, j, d, a):
+        end = self.ws.accept(d, a)
+        self.e_ready_at = self.ws.ready_at
+        self.wake(self.e_ready_at)
+        self._gemm_end(j, end)
+
+    def _os_event(self):
+        """After the ``os`` timing changed: wake at its next boundary and when its register
+        frees."""
+        t = self.os
+        if t.boundary is not None:
+            self.wake(t.boundary)
+        self.wake(t.leave + 1)
+
+
+def _merge(intervals):
+    out = []
+    for lo, hi in sorted(intervals):
+        if hi < lo:
+            continue
+        if out and lo <= out[-1][1] + 1:
+            out[-1][1] = max(out[-1][1], hi)
+        else:
+            out.append([lo, hi])
+    return out
+
+
+def _intersect(a, b):
+    out, i, j = [], 0, 0
+    while i < len(a) and j < len(b):
+        lo, hi = max(a[i][0], b[j][0]), min(a[i][1], b[j][1])
+        if lo <= hi:
+            out.append((lo, hi))
+        if a[i][1] < b[j][1]:
+            i += 1
+        else:
+            j += 1
+    return out
+
+
+class CounterLog:
+    """The counters of a run at its descriptor boundaries and its end: :meth:`at` gives
+    what the hardware's counters hold at the end of such a cycle (they count cycles 1 ..
+    that cycle). Busy counters come from the engines' busy intervals, event counters from
+    the totals the run recorded at each boundary (so a long run keeps no per-event log)."""
+
+    def __init__(self, m: _Machine, end: int):
+        self.busy = {
+            "load_busy": _merge(m.busy["load"]),
+            "compute_busy": _merge(m.busy["pe"] + m.busy["vec"]),
+            "store_busy": _merge(m.busy["store"]),
+        }
+        self.busy["load_compute_overlap"] = _merge(_intersect(self.busy["load_busy"],
+                                                              self.busy["compute_busy"]))
+        self._busy_ends = {k: [hi for _, hi in v] for k, v in self.busy.items()}
+        self._busy_sums = {k: _prefix([hi - lo + 1 for lo, hi in v]) for k, v in self.busy.items()}
+        m._fold(end)
+        #: cycle -> event totals: each descriptor boundary, and the end
+        self.events = {b: tot for b, tot in m.desc_snaps}
+        self.events[end] = dict(m.tot)
+        #: descriptor -> its boundary cycle
+        self.bounds = [b for b, _ in m.desc_snaps]
+
+    def _busy(self, name, upto):
+        ivs, ends = self.busy[name], self._busy_ends[name]
+        i = bisect.bisect_left(ends, upto)          # intervals [0, i) end before upto
+        total = self._busy_sums[name][i]
+        if i < len(ivs) and ivs[i][0] <= upto:
+            total += upto - ivs[i][0] + 1
+        return total
+
+    def at(self, upto: int) -> dict:
+        """The counters (:data:`celosia.sim.job.COUNTERS` names) at the end of cycle ``upto``,
+        a descriptor boundary or the run's end."""
+        events = self.events[upto]
+        return {name: upto if name == "cycles" else
+                self._busy(name, upto) if name in self.busy else events[name] for name in COUNTERS}
+
+
+def _prefix(values):
+    out = [0]
+    for v in values:
+        out.append(out[-1] + v)
+    return out
+
+
+def _program(sim: IsaSim, prog_base: int, memo: dict | None = None):
+    """The descriptor table (n_insn per node, the end marker's 0 last) and the decoded
+    instructions of the program at ``prog_base``, with each instruction's node; ``memo``
+    (instruction word -> decoded fields) saves decoding a word twice (the per-layer
+    prefix runs fetch the same instructions again)."""
+    memo = {} if memo is None else memo
+    descs, insns, node_of = [], [], []
+    i = 0
+    while True:
+        at = prog_base + isa.DESC_BYTES * i
+        sim._check_fetch(at, isa.DESC_BYTES)
+        desc = isa.unpack_bytes(isa.NodeDescriptor, sim.dram[at:at + isa.DESC_BYTES])
+        n = desc["n_insn"]
+        descs.append(n)
+        if n == 0:
+            return descs, insns, node_of
+        for j in range(n):
+            a = prog_base + desc["insn_offset"] + j * isa.INSN_BYTES
+            sim._check_fetch(a, isa.INSN_BYTES)
+            word = int.from_bytes(sim.dram[a:a + isa.INSN_BYTES], "little")
+            d = memo.get(word)
+            if d is None:
+                d = memo[word] = isa.decode(word)
+            if d.get("illegal"):
+                raise IsaError(isa.ErrorCode.ILLEGAL_OPCODE, f"opcode {d['op']} (instruction #{len(insns)})")
+            insns.append(d)
+            node_of.append(i)
+        i += 1
+
+
+def simulate(config: AccelConfig, sim: IsaSim, prog_base: int, memo: dict | None = None,
+             log_grants: bool = False) -> PerfResult:
+    """One run of the program at ``prog_base`` on ``sim`` (its DRAM, buffers, base
+    registers and windows are the machine's state; the run executes every instruction on
+    it): the counters, per-node counters and the timeline. ``memo``: as for
+    :func:`_program`, shared by the runs of a job; ``log_grants``: record every bus grant
+    in the timeline (for debugging; one entry per bus request)."""
+    descs, insns, node_of = _program(sim, prog_base, memo)
+    m = _Machine(config, sim, insns, node_of, log_grants)
+    end = m.run(descs)
+    log = CounterLog(m, end)
+    res = PerfResult(status=isa.pack(isa.Status, busy=0, done=1, error=0), error=0, error_info=0,
+                     counters=log.at(end), data=[], timeline=m.tl, log=log)
+    res.node_counters = res.snapshots()
+    return res
+
+
+def run(config: AccelConfig, job: Job, progress=None, execute: bool = True,
+        log_grants: bool = False, events: bool = False) -> list[PerfResult]:
+    """Perform ``job`` (as :func:`celosia.sim.job.run_job` does on the RTL) on the cycle
+    model: one :class:`PerfResult` per run, with the RTL's counters.
+
+    ``execute``: run every instruction on the ISA simulator as it issues, so the results
+    hold the outputs (``data``) the hardware computes; without it only the timing is
+    modelled (``data`` is then what the DRAM image held) and a run that repeats an earlier
+    one's program with the same base-register alignment reuses its timing. The ``feie``
+    engine's timing depends on the data, so it always executes. Each result's ``nodes``
+    holds the per-node snapshots, and with ``events`` its ``events`` the instruction
+    events, as the RTL harnesses record them."""
+    execute = execute or config.dataflow == "feie"
+    sim = IsaSim(config, bytearray(job.dram_bytes))
+    for addr, payload in job.image:
+        sim.dram[addr:addr + len(payload)] = payload
+    if not execute:
+        sim.execute = lambda d: None
+    results, seen, memo = [], {}, {}
+    for index, r in enumerate(job.runs):
+        for addr, payload in r.writes:
+            sim.dram[addr:addr + len(payload)] = payload
+        regs = dict(r.csr_writes)
+        for i in range(isa.NUM_BASE_REGS):
+            if Csr.BASE0 + i in regs:
+                sim.base[i] = regs[Csr.BASE0 + i]
+        sim.read_window = (regs.get(Csr.WINDOW_BASE, 0), regs.get(Csr.WINDOW_SIZE, 0))
+        sim.write_window = (regs.get(Csr.WR_BASE, 0), regs.get(Csr.WR_SIZE, 0))
+        prog_base = regs.get(Csr.PROG_BASE, 0)
+        key = (prog_base, tuple(b % config.bus_bytes for b in sim.base))
+        try:
+            if not execute and key in seen:
+                res = dataclasses.replace(seen[key])
+            else:
+                res = seen[key] = simulate(config, sim, prog_base, memo, log_grants)
+        except IsaError as e:
+            res = PerfResult(status=isa.pack(isa.Status, busy=0, done=1, error=int(e.code)),
+                             error=int(e.code), error_info=0, counters=dict.fromkeys(COUNTERS, 0),
+                             data=[], fault_addr=sim.fault_addr)
+        res.data = [bytes(sim.dram[a:a + n]) for a, n in r.readback]
+        if res.log is not None:
+            res.nodes = res.node_snapshots()
+            if events:
+                res.events = res.instruction_events()
+        results.append(res)
+        if progress is not None:
+            progress(index + 1, len(job.runs))
+    return results
