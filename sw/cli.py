@@ -18,7 +18,7 @@ import numpy as np
 from celosia.errors import CelosiaError, CompileError, ConfigError, InputError, ModelError
 from celosia.rtl.config import DATAFLOWS, RANGES, AccelConfig, parse_array
 
-BACKENDS = ("golden", "pysim", "verilator")
+BACKENDS = ("golden", "pysim", "verilator", "board")
 
 
 def _log(msg: str):
@@ -57,9 +57,11 @@ def _add_compile_args(p: argparse.ArgumentParser):
                         "docs/compiler.md)")
 
 
-def config_from_args(args) -> AccelConfig:
+def config_from_args(args, **defaults) -> AccelConfig:
+    """The config of ``--array``, ``--dataflow`` and ``--set``; ``defaults``: values of other
+    fields where ``--set`` does not give them (e.g. a board's ``dram_bytes``)."""
     rows, cols = parse_array(args.array)
-    fields = {"rows": rows, "cols": cols, "dataflow": args.dataflow}
+    fields = {"rows": rows, "cols": cols, "dataflow": args.dataflow, **defaults}
     for item in args.set:
         key, sep, value = item.partition("=")
         if not sep:
@@ -218,11 +220,33 @@ def _progress(prefix: str):
 
 # -- commands ----------------------------------------------------------------------------
 
+def _board_options(args) -> dict | None:
+    """``--backend board``: the driver's board options (``--port``, ``--baud``)."""
+    if args.backend != "board":
+        return None
+    if not args.port:
+        raise InputError("--backend board needs --port PORT, the board's serial port (e.g. "
+                         "/dev/ttyUSB0; docs/boards.md)")
+    return {"port": args.port, "baud": args.baud}
+
+
+def _run_config(args, board: dict | None) -> AccelConfig:
+    """The config of a run; on a board, ``dram_bytes`` is the board's memory (its ``INFO``)
+    unless ``--set dram_bytes=...`` gives it."""
+    if board is None or any(item.partition("=")[0].strip().replace("-", "_") == "dram_bytes"
+                            for item in args.set):
+        return config_from_args(args)
+    from celosia.sim.board import board_info
+    info = board_info(board["port"], board["baud"])
+    return config_from_args(args, dram_bytes=info["host_words"] * 8)
+
+
 def cmd_run(args) -> int:
     from celosia.sw.driver import pgo_training_job, run
     from celosia.sw.driver.driver import check_input
 
-    config = config_from_args(args)
+    board = _board_options(args)
+    config = _run_config(args, board)
     for out in (args.out, args.report):  # fail before a long run, not after it
         if out and not Path(out).resolve().parent.is_dir():
             raise InputError(f"{out}: the folder {str(Path(out).parent)!r} does not exist")
@@ -253,7 +277,7 @@ def cmd_run(args) -> int:
         _log(f"  ready in {time.perf_counter() - t0:.1f} s")
     options = dict(backend=args.backend, batch=args.batch, progress=_progress("simulating"),
                    resident_weights=args.resident_weights, keep_outputs=args.keep_outputs,
-                   program=program)
+                   program=program, board=board)
     if args.raw:
         from celosia.sw.driver import run_quantized
         result = run_quantized(qmodel, x, config, **options)
@@ -391,6 +415,19 @@ def cmd_verilog(args) -> int:
     return 0
 
 
+def cmd_build(args) -> int:
+    from celosia.boards.build import board, build, report_table
+    b = board(args.board)  # an unknown board fails before anything else
+    config = config_from_args(args, dram_bytes=b.dram_bytes)
+    out = Path(args.output)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{args.output}: not a folder; -o takes the output folder")
+    report = build(b.name, config, out, baud=args.baud, program=args.program, log=_log)
+    print(report_table(report))
+    _log(f"wrote {out / report['bitstream']}, {out / report['netlist']} and {out / 'report.json'}")
+    return 0
+
+
 def cmd_compile(args) -> int:
     config = config_from_args(args)
     graph = _load_model(args.model)
@@ -489,8 +526,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="instead of --input: N random samples (uniform [0, 1), seed 0)")
     p.add_argument("--calib", help=".npy calibration samples (default: the input, with a warning)")
     p.add_argument("--backend", choices=BACKENDS, default="golden",
-                   help="golden (NumPy, no cycles), pysim (Amaranth simulator) or verilator "
-                        "(default golden)")
+                   help="golden (NumPy, no cycles), pysim (Amaranth simulator), verilator or "
+                        "board (an FPGA running `celosia build`'s bitstream, at --port; "
+                        "default golden)")
+    p.add_argument("--port", help="--backend board: the board's serial port (e.g. /dev/ttyUSB0)")
+    p.add_argument("--baud", type=_positive_int, default=115200,
+                   help="--backend board: the bitstream's baud rate (default 115200)")
     p.add_argument("--batch", type=_positive_int, default=1,
                    help="samples per hardware run (default 1)")
     p.add_argument("--out", help="write dequantized float32 outputs to exactly this file (.npy format)")
@@ -506,6 +547,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="include the simulation DRAM model (the design the simulators run)")
     _add_config_args(p)
     p.set_defaults(func=cmd_verilog)
+
+    p = sub.add_parser("build", help="build a bitstream of the accelerator with its UART host bridge "
+                                     "for an FPGA board (YoWASP tools; docs/boards.md)")
+    p.add_argument("--board", required=True, metavar="ulx3s-85f|icebreaker",
+                   help="the board: ulx3s-85f (ECP5-85F) or icebreaker (iCE40UP5K)")
+    p.add_argument("-o", "--output", required=True, metavar="DIR",
+                   help="output folder: the bitstream, the synthesized netlist, report.json, logs")
+    p.add_argument("--baud", type=_positive_int, default=115200,
+                   help="UART baud rate of the host bridge (default 115200)")
+    p.add_argument("--program", action="store_true",
+                   help="then load the bitstream onto the attached board with openFPGALoader")
+    _add_config_args(p)
+    p.set_defaults(func=cmd_build)
 
     p = sub.add_parser("compile", help="compile a model and print the program (disassembly)")
     p.add_argument("model", help="float ONNX model, int8 .tflite or quantized ONNX model (needs no "

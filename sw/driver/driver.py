@@ -6,6 +6,9 @@ back end and returns the dequantized output with a report:
 * ``golden`` — the NumPy golden model (:func:`celosia.sim.golden.golden_forward`); no cycles.
 * ``pysim`` — the compiled program on the RTL in Amaranth's simulator.
 * ``verilator`` — the compiled program on the generated Verilog (cocotb + Verilator).
+* ``board`` — the compiled program on an FPGA board running a Celosia bitstream
+  (``celosia build --board``), over its UART bridge (:mod:`celosia.sim.board`;
+  ``board={"port": ..., "baud": ...}``).
 
 The RTL back ends link the program like a board driver would (seed 000's software
 flow): program, static data and every input sample are loaded into DRAM once; the
@@ -41,7 +44,7 @@ __all__ = ["BACKENDS", "run", "run_quantized", "golden_forward", "check_input", 
            "Result", "pgo_training_job", "resident_weights_report", "kept_outputs_report",
            "cycle_limit"]
 
-BACKENDS = ("golden", "pysim", "verilator")
+BACKENDS = ("golden", "pysim", "verilator", "board")
 
 
 @dataclass
@@ -175,11 +178,13 @@ def _chunks(program: Program, samples: int, profile: bool) -> list[tuple[int, in
 def run_quantized(model: QModel, x_q: np.ndarray, config: AccelConfig, backend: str = "golden",
                   batch: int = 1, profile: bool = True, progress=None,
                   resident_weights: bool = True, program: Program | None = None,
-                  keep_outputs: bool = True) -> Result:
+                  keep_outputs: bool = True, board: dict | None = None) -> Result:
     """Run int8 inputs ``[samples, in_features]``; see :func:`run`. ``program``: ``model``
     already compiled for ``config`` at ``batch`` (e.g. by a benchmark that sized the DRAM
     from it, or the CLI, which checks it before building a simulator), instead of
     compiling it again (``resident_weights`` and ``keep_outputs`` are then ignored).
+    ``board``: the ``board`` back end's options, :func:`celosia.sim.board.run`'s keywords
+    (``port``, required; ``baud``, ``timeout``).
 
     Every back end, ``golden`` included, first compiles the model (a
     :class:`~celosia.errors.CompileError` where it does not map onto the buffers) and
@@ -219,6 +224,12 @@ def run_quantized(model: QModel, x_q: np.ndarray, config: AccelConfig, backend: 
             if backend == "pysim":
                 from celosia.sim import pysim
                 part = pysim.run(config, job, progress=progress)
+            elif backend == "board":
+                from celosia.sim import board as board_backend
+                if not (board or {}).get("port"):
+                    raise DriverError("the board back end needs the serial port of the board "
+                                      "(board={'port': ...}; celosia run --port PORT)")
+                part = board_backend.run(config, job, **board)
             else:
                 from celosia.sim import verilator
                 part = verilator.run(config, job, training_job=pgo_training_job)
@@ -330,7 +341,7 @@ def resident_weights_report(program: Program, traffic: ProgramTraffic | None = N
 
 def run(model: QModel, x: np.ndarray, config: AccelConfig, backend: str = "golden", batch: int = 1,
         profile: bool = True, progress=None, source: str = "input", resident_weights: bool = True,
-        keep_outputs: bool = True, program: Program | None = None) -> Result:
+        keep_outputs: bool = True, program: Program | None = None, board: dict | None = None) -> Result:
     """Quantize float ``x`` (first axis = samples), run it, dequantize the output.
 
     ``resident_weights``: compile with the initialization graph that keeps the weights
@@ -338,10 +349,10 @@ def run(model: QModel, x: np.ndarray, config: AccelConfig, backend: str = "golde
     ``keep_outputs``: keep a layer's output that fits in the ifmap buffer as the next
     layer's input (default), or send every output through DRAM;
     :func:`~celosia.sw.compiler.compile_model`; ``program``: ``model`` already compiled
-    (:func:`run_quantized`)."""
+    (:func:`run_quantized`); ``board``: the board back end's options (:func:`run_quantized`)."""
     x = check_input(model, x, source)
     return run_quantized(model, model.quantize_input(x), config, backend, batch, profile, progress,
-                         resident_weights, program=program, keep_outputs=keep_outputs)
+                         resident_weights, program=program, keep_outputs=keep_outputs, board=board)
 
 
 def kept_outputs_report(program: Program, traffic: ProgramTraffic | None = None) -> dict:
