@@ -117,8 +117,9 @@ class BoardTransport:
         Seconds to wait for a reply before giving up with a :class:`DriverError`.
 
     Memory writes are collected into blocks of consecutive words (a frame each, up to
-    :attr:`WRITE_BLOCK` words, sent before the next other request); reads fetch a block ahead (up to :attr:`READ_AHEAD` words) and serve the
-    following words from it until the next write. ``wait(cycles)`` sleeps the time
+    :attr:`WRITE_BLOCK` words, sent before the next other request); reads fetch a block
+    ahead (up to :attr:`READ_AHEAD` words) and serve the following words from it until
+    the next write or CSR write. ``wait(cycles)`` sleeps the time
     those cycles take at the board's clock.
     """
 
@@ -198,8 +199,8 @@ class BoardTransport:
                               f"({self.baud}) and that the Celosia bitstream is loaded")
         return data
 
-    def _reply(self, frame: bytes, reply_bytes: int) -> tuple[int, bytes]:
-        """Read the reply to ``frame``: (status, payload)."""
+    def _reply(self, reply_bytes: int) -> tuple[int, bytes]:
+        """Read a reply: (status, payload of ``reply_bytes`` if the status is OK)."""
         status = self._read_exact(1)[0]
         payload = self._read_exact(reply_bytes) if status == Reply.OK else b""
         chk = self._read_exact(1)[0]
@@ -226,7 +227,7 @@ class BoardTransport:
         frame = request(cmd, addr, words, payload)
         for _ in range(self.RETRIES + 1):
             self._serial.write(frame)
-            status, data = self._reply(frame, reply_bytes)
+            status, data = self._reply(reply_bytes)
             if status != Reply.BAD_CHECKSUM:
                 break
         self._check_status(frame, status)

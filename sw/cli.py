@@ -583,7 +583,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="run the bundled digits MLP, CNN and residual CNN on the "
                                     "simulated hardware")
-    p.add_argument("--backend", choices=BACKENDS, default="verilator",
+    p.add_argument("--backend", choices=[b for b in BACKENDS if b != "board"], default="verilator",
                    help="back end for the hardware runs (default verilator)")
     p.add_argument("--samples", type=_positive_int, default=32, help="held-out images run on the hardware")
     p.add_argument("--model", choices=("all", "digits_mlp", "digits_cnn", "digits_resnet",
