@@ -12,7 +12,7 @@ from amaranth.utils import ceil_log2
 from celosia.rtl.controller import CsrSignature
 from celosia.rtl.dram import HOST_BITS
 from celosia.rtl.isa import Csr
-from celosia.sim.board import INFO_MAGIC, SYNC, Cmd, Reply
+from celosia.sim.board import SYNC, Cmd, Reply
 
 __all__ = ["UartBridge"]
 
@@ -33,9 +33,9 @@ class UartBridge(wiring.Component):
     3 MEM_WRITE first 64-bit word     (N + 1) * 8 bytes       none
     4 MEM_READ  first 64-bit word     none                    (N + 1) * 8 bytes
     5 MEM_CLEAR first 64-bit word     none                    none
-    6 INFO      0                     none                    ``CLB1``, memory words,
-                                                              config id, clock Hz (4
-                                                              bytes each)
+    6 INFO      0                     none                    ``info`` (``CLB1``, memory
+                                                              words, config id, clock
+                                                              Hz, the config fields)
     ========= ======================= ======================= =======================
 
     ``N`` (2 bytes) is the number of 64-bit words - 1 for the memory commands, 0 for the
@@ -48,10 +48,9 @@ class UartBridge(wiring.Component):
     ----------
     host_words : int
         The memory size in 64-bit words (the DRAM model's ``host_words``).
-    config_id : int
-        32-bit id reported by ``INFO`` (:func:`celosia.sim.board.config_id`).
-    clk_hz : int
-        Clock frequency reported by ``INFO``.
+    info : bytes
+        The ``INFO`` reply's payload (:func:`celosia.sim.board.info_payload`), held in a
+        small ROM.
     timeout : int
         Cycles without a byte after which a frame in progress is dropped (64 byte times
         at the UART's rate is a good value).
@@ -79,10 +78,9 @@ class UartBridge(wiring.Component):
         High while the bridge waits for a frame (nothing received, nothing to send).
     """
 
-    def __init__(self, host_words: int, config_id: int = 0, clk_hz: int = 0, timeout: int = 1 << 16):
+    def __init__(self, host_words: int, info: bytes, timeout: int = 1 << 16):
         self._host_words = host_words
-        self._config_id = config_id
-        self._clk_hz = int(clk_hz)
+        self._info = bytes(info)
         self._timeout = timeout
         super().__init__({
             "rx": In(stream.Signature(8)),
@@ -106,7 +104,7 @@ class UartBridge(wiring.Component):
         addr = Signal(32)            # CSR number, or the current memory word
         count = Signal(16)           # words left - 1 (memory commands)
         value = Signal(HOST_BITS)    # CSR value / the word being assembled or sent
-        index = Signal(range(16))    # byte within the field / word / INFO payload
+        index = Signal(range(max(16, len(self._info))))  # byte in the field / word / INFO
         chk = Signal(8)              # request checksum; then the reply's
         reply = Signal(8)            # the reply's STATUS
         in_range = Signal()
@@ -120,8 +118,7 @@ class UartBridge(wiring.Component):
         m.d.comb += is_mem.eq((cmd == Cmd.MEM_WRITE) | (cmd == Cmd.MEM_READ) | (cmd == Cmd.MEM_CLEAR))
         known = Signal()
         m.d.comb += known.eq(is_mem | (cmd == Cmd.CSR_WRITE) | (cmd == Cmd.CSR_READ) | (cmd == Cmd.INFO))
-        info = Const(int.from_bytes(INFO_MAGIC, "little") | self._host_words << 32
-                     | (self._config_id & 0xFFFFFFFF) << 64 | (self._clk_hz & 0xFFFFFFFF) << 96, 128)
+        info = Const(int.from_bytes(self._info, "little"), 8 * len(self._info))
 
         # Between frames the CSR address rests on STATUS, for the LEDs.
         csr_access = Signal()
@@ -251,7 +248,7 @@ class UartBridge(wiring.Component):
                 m.d.comb += [tx.valid.eq(1), tx.payload.eq(data)]
                 with m.If(tx.ready):
                     m.d.sync += [chk.eq(chk + data), index.eq(index + 1)]
-                    with m.If(index == 15):
+                    with m.If(index == len(self._info) - 1):
                         m.next = "REPLY_CHK"
             with m.State("REPLY_CHK"):
                 send(chk, "SYNC")

@@ -38,11 +38,19 @@ from celosia.sim.board import DEFAULT_BAUD
 from .top import LEDS, BoardTop
 from .uart import baud_divisor
 
-__all__ = ["Board", "BOARDS", "board", "PlatformTop", "synth_resources", "check_fit", "build", "flash",
+__all__ = ["BOARD_IFMAP_ROWS", "Board", "BOARDS", "board", "PlatformTop", "synth_resources", "check_fit", "build", "flash",
            "report_table", "NAME"]
 
 #: Base name of the design files in the output folder (``celosia.bit``, ``celosia.json``, ...).
 NAME = "celosia"
+
+
+#: The ifmap buffer depth of board builds (the default config has 1024). The ifmap buffer
+#: has two write ports (the load DMA's and the store DMA's, for outputs kept on chip), which
+#: Yosys cannot map to ECP5 / iCE40 block RAM: it becomes flip-flops and multiplexers
+#: (rows x 8 bits per row: at 1024 rows a 2x2 array took 49 k LUT4 and 23 k FFs on the
+#: ECP5-85F, docs/boards.md). 256 rows hold every bundled digits model at 2x2 .. 8x8.
+BOARD_IFMAP_ROWS = 256
 
 
 @dataclass(frozen=True)
@@ -50,8 +58,9 @@ class Board:
     """A supported board: its amaranth-boards platform and what its device has.
 
     ``capacity``: the device's LUT4s, flip-flops, DSP multipliers and block RAMs (and, on
-    the iCE40UP5K, SPRAMs), in the names :func:`check_fit` uses. ``dram_bytes``: the
-    on-chip memory the board top gets unless ``--set dram_bytes=...`` says otherwise.
+    the iCE40UP5K, SPRAMs), in the names :func:`check_fit` uses. ``defaults``: config
+    fields a build for this board takes unless ``--set`` says otherwise: ``dram_bytes``
+    (the on-chip memory) and ``ifmap_rows`` (:data:`BOARD_IFMAP_ROWS`).
     """
     name: str
     platform: str               # "module:Class" in amaranth_boards
@@ -59,7 +68,7 @@ class Board:
     device: str
     clk_hz: int
     capacity: dict
-    dram_bytes: int
+    defaults: dict
     programmer: tuple[str, ...]  # the openFPGALoader arguments before the bitstream
     bitstream: str               # the packer's output suffix
 
@@ -75,10 +84,12 @@ class Board:
 BOARDS = {
     b.name: b for b in (
         Board("ulx3s-85f", "ulx3s:ULX3S_85F_Platform", "ecp5", "LFE5U-85F", 25_000_000,
-              {"luts": 83_640, "ffs": 83_640, "dsps": 156, "brams": 208}, 128 * 1024,
+              {"luts": 83_640, "ffs": 83_640, "dsps": 156, "brams": 208},
+              {"dram_bytes": 128 * 1024, "ifmap_rows": BOARD_IFMAP_ROWS},
               ("-b", "ulx3s", "-m"), "bit"),
         Board("icebreaker", "icebreaker:ICEBreakerPlatform", "ice40", "iCE40UP5K", 12_000_000,
-              {"luts": 5_280, "ffs": 5_280, "dsps": 8, "brams": 30, "sprams": 4}, 64 * 1024,
+              {"luts": 5_280, "ffs": 5_280, "dsps": 8, "brams": 30, "sprams": 4},
+              {"dram_bytes": 64 * 1024, "ifmap_rows": BOARD_IFMAP_ROWS},
               ("-b", "ice40_generic"), "bin"),
     )
 }

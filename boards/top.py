@@ -12,7 +12,7 @@ from celosia.rtl.config import AccelConfig, check_config
 from celosia.rtl.dram import DramModel
 from celosia.rtl.isa import Status
 from celosia.rtl.top import Accelerator
-from celosia.sim.board import config_id
+from celosia.sim.board import info_payload
 
 from .bridge import UartBridge
 from .uart import UartRx, UartTx
@@ -40,7 +40,7 @@ class BoardTop(wiring.Component):
     divisor : int
         UART bit time in cycles (:func:`~celosia.boards.uart.baud_divisor`).
     clk_hz : int
-        The clock frequency, reported to the host (``INFO``).
+        The clock frequency, reported to the host with the config (``INFO``).
     dram_storage : str
         ``"memory"`` (an Amaranth memory: synthesis, the Amaranth simulator) or
         ``"verilog"`` (the plain Verilog storage module the Verilator build uses,
@@ -77,7 +77,7 @@ class BoardTop(wiring.Component):
         m.submodules.uart_rx = uart_rx = UartRx(self._divisor)
         m.submodules.uart_tx = uart_tx = UartTx(self._divisor)
         # a frame that stops for 64 byte times (10 bits each) is dropped
-        m.submodules.bridge = bridge = UartBridge(cfg.host_words, config_id(cfg), self._clk_hz,
+        m.submodules.bridge = bridge = UartBridge(cfg.host_words, info_payload(cfg, self._clk_hz),
                                                   timeout=64 * 10 * self._divisor)
         wiring.connect(m, accel=accel.bus, dram=dram.bus)
         wiring.connect(m, bridge=bridge.csr, accel=accel.csr)

@@ -29,8 +29,11 @@ Protocol (every multi-byte field little endian)::
 * ``STATUS`` (:class:`Reply`): ``OK`` (0), ``BAD_CHECKSUM`` (1), ``BAD_COMMAND`` (2),
   ``OUT_OF_RANGE`` (3: a memory block past the end of the memory; nothing is written).
 * Reply ``PAYLOAD``: ``CSR_READ`` the 4-byte value; ``MEM_READ`` ``(N + 1) * 8`` bytes;
-  ``INFO`` 16 bytes: ``b"CLB1"``, the memory size in 64-bit words, the config id
-  (:func:`config_id`) and the clock frequency in Hz, each 4 bytes.
+  ``INFO`` :data:`INFO_BYTES` bytes (:func:`info_payload`): ``b"CLB1"``, the memory size
+  in 64-bit words, the config id (:func:`config_id`) and the clock frequency in Hz,
+  then every :class:`~celosia.rtl.config.AccelConfig` field in declaration order
+  (:data:`CONFIG_FIELDS`; ``dataflow`` as its index in
+  :data:`~celosia.rtl.config.DATAFLOWS`), 4 bytes each.
 
 A CSR write takes effect only after a good checksum; the words of a ``MEM_WRITE`` are
 written as they arrive, so a ``BAD_CHECKSUM`` reply asks the host to send the frame
@@ -41,20 +44,26 @@ for 64 byte times before its ``CHK``, the bridge drops it and waits for ``SYNC``
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import enum
 import struct
 import time
 
 from celosia.errors import DriverError
-from celosia.rtl.config import AccelConfig
+from celosia.rtl.config import DATAFLOWS, AccelConfig
 from celosia.sim.job import POLL_CYCLES, Job, RunResult, run_job
 
-__all__ = ["SYNC", "Cmd", "Reply", "INFO_MAGIC", "MAX_BLOCK_WORDS", "DEFAULT_BAUD", "config_id",
-           "checksum", "request", "BoardTransport", "board_info", "run"]
+__all__ = ["SYNC", "Cmd", "Reply", "INFO_MAGIC", "INFO_BYTES", "CONFIG_FIELDS", "MAX_BLOCK_WORDS",
+           "DEFAULT_BAUD", "config_id", "info_payload", "decode_info", "checksum", "request",
+           "BoardTransport", "board_info", "run"]
 
 SYNC = 0xA5
 #: First 4 bytes of the ``INFO`` reply's payload (protocol version 1).
 INFO_MAGIC = b"CLB1"
+#: The configuration fields ``INFO`` carries, in order.
+CONFIG_FIELDS = tuple(f.name for f in dataclasses.fields(AccelConfig))
+#: Bytes of the ``INFO`` reply's payload.
+INFO_BYTES = 16 + 4 * len(CONFIG_FIELDS)
 #: Words a memory frame may carry (``N`` is 16 bits).
 MAX_BLOCK_WORDS = 1 << 16
 #: The baud rate of the board bitstreams unless built with another (``celosia build --baud``).
@@ -83,6 +92,29 @@ def config_id(config: AccelConfig) -> int:
     """The 32-bit id of ``config`` a bitstream reports in ``INFO``: the first 8 hex digits of
     :meth:`AccelConfig.digest`, so the host can tell a bitstream of another config."""
     return int(config.digest()[:8], 16)
+
+
+def info_payload(config: AccelConfig, clk_hz: int) -> bytes:
+    """The ``INFO`` reply's payload of a bitstream of ``config`` clocked at ``clk_hz``."""
+    fields = [DATAFLOWS.index(v) if k == "dataflow" else v for k, v in config.to_dict().items()]
+    return struct.pack(f"<4sIII{len(fields)}I", INFO_MAGIC, config.host_words, config_id(config),
+                       int(clk_hz), *fields)
+
+
+def decode_info(payload: bytes) -> dict:
+    """``{"host_words", "config_id", "clk_hz", "config"}`` of an ``INFO`` payload
+    (``config``: the :class:`AccelConfig`, ``None`` if the fields do not make one), or a
+    ``ValueError`` if it is not a Celosia board's."""
+    magic, host_words, cid, clk_hz, *fields = struct.unpack(f"<4sIII{len(CONFIG_FIELDS)}I", payload)
+    if magic != INFO_MAGIC:
+        raise ValueError(f"INFO magic {magic!r}, expected {INFO_MAGIC!r}")
+    values = dict(zip(CONFIG_FIELDS, fields))
+    try:
+        values["dataflow"] = DATAFLOWS[values["dataflow"]]
+        config = AccelConfig(**values)
+    except (IndexError, ValueError):
+        config = None
+    return {"host_words": host_words, "config_id": cid, "clk_hz": clk_hz, "config": config}
 
 
 def checksum(data: bytes) -> int:
@@ -171,14 +203,15 @@ class BoardTransport:
         self.close()
 
     def info(self) -> dict:
-        """The board's ``INFO``: ``{"host_words", "config_id", "clk_hz"}`` (also kept as
-        :attr:`host_words` and :attr:`clk_hz`)."""
-        data = self._call(Cmd.INFO, reply_bytes=16)
-        magic, self.host_words, cid, self.clk_hz = struct.unpack("<4sIII", data)
-        if magic != INFO_MAGIC:
-            raise DriverError(f"{self.port}: the device did not answer as a Celosia board "
-                              f"(INFO magic {magic!r}, expected {INFO_MAGIC!r})")
-        return {"host_words": self.host_words, "config_id": cid, "clk_hz": self.clk_hz}
+        """The board's ``INFO`` (:func:`decode_info`: ``host_words``, ``config_id``,
+        ``clk_hz``, ``config``); ``host_words`` and ``clk_hz`` are also kept as attributes."""
+        try:
+            info = decode_info(self._call(Cmd.INFO, reply_bytes=INFO_BYTES))
+        except ValueError as e:
+            raise DriverError(f"{self.port}: the device did not answer as a Celosia board ({e})") \
+                from None
+        self.host_words, self.clk_hz = info["host_words"], info["clk_hz"]
+        return info
 
     def _check_info(self):
         cid = self.info()["config_id"]
@@ -297,7 +330,7 @@ def run(config: AccelConfig, job: Job, port: str, baud: int = DEFAULT_BAUD, time
 
 def board_info(port: str, baud: int = DEFAULT_BAUD, timeout: float = 5.0) -> dict:
     """The ``INFO`` of the board at ``port`` (:meth:`BoardTransport.info`): its memory size
-    in 64-bit words, config id and clock, e.g. to size ``dram_bytes`` before compiling."""
+    in 64-bit words, config id, clock and configuration, e.g. to compile for it."""
     transport = BoardTransport(port, AccelConfig(), baud=baud, timeout=timeout)
     try:
         transport.open(check=False)

@@ -28,9 +28,9 @@ def _log(msg: str):
 # -- configuration options -------------------------------------------------------------
 
 def _add_config_args(p: argparse.ArgumentParser):
-    p.add_argument("--array", default="8x8", metavar="RxC",
+    p.add_argument("--array", metavar="RxC",
                    help="PE array rows x cols (default 8x8; each 1..64)")
-    p.add_argument("--dataflow", default="ws", metavar="|".join(DATAFLOWS),
+    p.add_argument("--dataflow", metavar="|".join(DATAFLOWS),
                    help="PE-array dataflow: ws (weight stationary, default), os (output stationary), "
                         "rs (row stationary) or feie (input broadcast, zero skipping); "
                         "docs/dataflows.md")
@@ -58,10 +58,14 @@ def _add_compile_args(p: argparse.ArgumentParser):
 
 
 def config_from_args(args, **defaults) -> AccelConfig:
-    """The config of ``--array``, ``--dataflow`` and ``--set``; ``defaults``: values of other
-    fields where ``--set`` does not give them (e.g. a board's ``dram_bytes``)."""
-    rows, cols = parse_array(args.array)
-    fields = {"rows": rows, "cols": cols, "dataflow": args.dataflow, **defaults}
+    """The config of ``--array`` (default 8x8), ``--dataflow`` (default ws) and ``--set``;
+    ``defaults``: values of the fields these options do not give (e.g. a board's
+    ``dram_bytes``, or a whole config read from a board)."""
+    fields = {"rows": 8, "cols": 8, "dataflow": "ws", **defaults}
+    if args.array is not None:
+        fields["rows"], fields["cols"] = parse_array(args.array)
+    if args.dataflow is not None:
+        fields["dataflow"] = args.dataflow
     for item in args.set:
         key, sep, value = item.partition("=")
         if not sep:
@@ -231,14 +235,17 @@ def _board_options(args) -> dict | None:
 
 
 def _run_config(args, board: dict | None) -> AccelConfig:
-    """The config of a run; on a board, ``dram_bytes`` is the board's memory (its ``INFO``)
-    unless ``--set dram_bytes=...`` gives it."""
-    if board is None or any(item.partition("=")[0].strip().replace("-", "_") == "dram_bytes"
-                            for item in args.set):
+    """The config of a run; on a board, the board's (its ``INFO``) where ``--array``,
+    ``--dataflow`` and ``--set`` do not say otherwise (the run then stops, in one line, if
+    they ask for another config than the bitstream's)."""
+    if board is None:
         return config_from_args(args)
     from celosia.sim.board import board_info
     info = board_info(board["port"], board["baud"])
-    return config_from_args(args, dram_bytes=info["host_words"] * 8)
+    if info["config"] is None:
+        raise InputError(f"{board['port']}: the board's bitstream reports no configuration this "
+                         f"version of Celosia knows; rebuild it with `celosia build`")
+    return config_from_args(args, **info["config"].to_dict())
 
 
 def cmd_run(args) -> int:
@@ -418,7 +425,7 @@ def cmd_verilog(args) -> int:
 def cmd_build(args) -> int:
     from celosia.boards.build import board, build, report_table
     b = board(args.board)  # an unknown board fails before anything else
-    config = config_from_args(args, dram_bytes=b.dram_bytes)
+    config = config_from_args(args, **b.defaults)
     out = Path(args.output)
     if out.exists() and not out.is_dir():
         raise InputError(f"{args.output}: not a folder; -o takes the output folder")

@@ -10,6 +10,7 @@ against a Python stand-in for the board (test_transport.py).
 import numpy as np
 import pytest
 
+from celosia.boards.build import BOARDS
 from celosia.boards.simulate import simulated_board
 from celosia.rtl.config import AccelConfig
 from celosia.sim.board import board_info
@@ -23,9 +24,9 @@ from celosia.sw.quant import quantize_graph
 
 pytestmark = pytest.mark.slow
 
-#: 2x2 ws with the ULX3S-85F's 128 KiB of on-chip memory (the digits MLP's program at 2x2
-#: is 58 KiB: it does not fit 64 KiB).
-CONFIG = AccelConfig(rows=2, cols=2, dram_bytes=128 * 1024)
+#: 2x2 ws as `celosia build --board ulx3s-85f --array 2x2` builds it: 128 KiB of on-chip
+#: memory (the digits MLP's program at 2x2 is 58 KiB: it does not fit 64 KiB), 256 ifmap rows.
+CONFIG = AccelConfig(rows=2, cols=2, **BOARDS["ulx3s-85f"].defaults)
 N = 8
 
 
@@ -44,7 +45,7 @@ def port():
 def test_digits_mlp_bit_exact_through_the_uart(digits, port):
     qmodel, _, x = digits
     info = board_info(port)
-    assert info["host_words"] * 8 == CONFIG.dram_bytes
+    assert info["host_words"] * 8 == CONFIG.dram_bytes and info["config"] == CONFIG
     hw = run(qmodel, x, CONFIG, backend="board", board={"port": port})
     expected = golden_forward(qmodel, qmodel.quantize_input(x).reshape(N, -1))
     np.testing.assert_array_equal(hw.y_q, expected)
@@ -57,18 +58,19 @@ def test_digits_mlp_bit_exact_through_the_uart(digits, port):
     np.testing.assert_array_equal(again.y_q, expected[::-1])
 
 
-def test_cli_run_on_the_board_takes_the_memory_size_from_it(digits, port, tmp_path, capsys):
+def test_cli_run_on_the_board_takes_the_config_from_it(digits, port, tmp_path, capsys):
     qmodel, x_train, x = digits
     np.save(tmp_path / "x.npy", x)
     np.save(tmp_path / "calib.npy", x_train)
     rc = cli.main(["run", str(MODEL), "--input", str(tmp_path / "x.npy"), "--calib",
-                   str(tmp_path / "calib.npy"), "--backend", "board", "--port", port, "--array", "2x2",
+                   str(tmp_path / "calib.npy"), "--backend", "board", "--port", port,
                    "--out", str(tmp_path / "y.npy")])
     assert rc == 0, capsys.readouterr().err
     y = np.load(tmp_path / "y.npy")
     golden = run(qmodel, x, CONFIG, backend="golden")
     np.testing.assert_array_equal(y, golden.y)
-    assert "backend board" in capsys.readouterr().out
+    out = capsys.readouterr()
+    assert "backend board" in out.out and "on board (2x2 ws)" in out.err
 
 
 def test_a_board_of_another_config_is_refused(port, capsys):

@@ -19,7 +19,7 @@ from celosia.errors import ConfigError
 from celosia.rtl.config import AccelConfig
 from celosia.rtl.dram import DramModel
 from celosia.rtl.isa import Csr
-from celosia.sim.board import INFO_MAGIC, Cmd, Reply, checksum, request
+from celosia.sim.board import INFO_BYTES, INFO_MAGIC, Cmd, Reply, checksum, decode_info, info_payload, request
 
 DIV = 4
 CONFIG = AccelConfig(rows=1, cols=1, dram_bytes=1024, dram_latency=2)
@@ -33,7 +33,7 @@ class Bench(Elaboratable):
     def __init__(self):
         self.rx = Signal(init=1)
         self.tx = Signal()
-        self.bridge = UartBridge(WORDS, config_id=0x12345678, clk_hz=25_000_000, timeout=TIMEOUT)
+        self.bridge = UartBridge(WORDS, info_payload(CONFIG, 25_000_000), timeout=TIMEOUT)
         self.regs = Array(Signal(32, name=f"csr{i}") for i in range(32))
         self.writes = Signal(8)  # CSR writes seen
 
@@ -116,9 +116,10 @@ def simulate(script):
 
 def test_info_csr_and_memory_frames():
     async def script(host, ctx, dut):
-        status, info = await host.call(request(Cmd.INFO), 16)
+        status, info = await host.call(request(Cmd.INFO), INFO_BYTES)
         assert status == Reply.OK
-        assert struct.unpack("<4sIII", info) == (INFO_MAGIC, WORDS, 0x12345678, 25_000_000)
+        assert info[:4] == INFO_MAGIC and struct.unpack_from("<I", info, 4)[0] == WORDS
+        assert decode_info(info)["config"] == CONFIG and decode_info(info)["clk_hz"] == 25_000_000
 
         # CSR write then read
         status, _ = await host.call(request(Cmd.CSR_WRITE, Csr.BASE0 + 3, payload=struct.pack("<I", 0xDEADBEEF)))
@@ -160,7 +161,7 @@ def test_bad_frames_are_refused_and_resynchronised():
         # an unknown command (no payload)
         assert await host.call(request(0x33)) == (Reply.BAD_COMMAND, b"")
         # bytes before SYNC are dropped
-        status, info = await host.call(b"\x00\x17\xff" + request(Cmd.INFO), 16)
+        status, info = await host.call(b"\x00\x17\xff" + request(Cmd.INFO), INFO_BYTES)
         assert status == Reply.OK and info[:4] == INFO_MAGIC
         # a frame that stops half way is dropped after the timeout; the next one works
         await host.send(request(Cmd.CSR_WRITE, Csr.BASE0, payload=struct.pack("<I", 5))[:5])

@@ -9,7 +9,7 @@ import pytest
 
 from celosia.errors import DriverError
 from celosia.rtl.config import AccelConfig
-from celosia.sim.board import (INFO_MAGIC, SYNC, BoardTransport, Cmd, Reply, checksum, config_id,
+from celosia.sim.board import (SYNC, BoardTransport, Cmd, Reply, checksum, decode_info, info_payload,
                                request)
 
 CONFIG = AccelConfig(rows=1, cols=1, dram_bytes=4096)
@@ -20,7 +20,7 @@ class FakeBoard:
 
     def __init__(self, config=CONFIG, bad_checksums=0, silent=False):
         self.words = config.host_words
-        self.cid = config_id(config)
+        self.info = info_payload(config, 1_000_000_000)
         self.mem = [0] * self.words
         self.csr = {}
         self.frames = []          # (cmd, addr, words) of each good frame
@@ -50,7 +50,7 @@ class FakeBoard:
             return
         self.frames.append((cmd, addr, n + 1))
         if cmd == Cmd.INFO:
-            self._reply(Reply.OK, struct.pack("<4sIII", INFO_MAGIC, self.words, self.cid, 1_000_000_000))
+            self._reply(Reply.OK, self.info)
         elif cmd == Cmd.CSR_WRITE:
             self.csr[addr] = struct.unpack("<I", payload)[0]
             self._reply(Reply.OK)
@@ -141,3 +141,12 @@ def test_out_of_range_is_reported():
     t = transport(FakeBoard())
     with pytest.raises(DriverError, match="refused MEM_CLEAR at 0x200: OUT_OF_RANGE"):
         t.clear(CONFIG.host_words, 1)
+
+
+def test_info_carries_the_whole_config():
+    config = AccelConfig(rows=4, cols=8, dataflow="feie", ifmap_rows=256, dram_bytes=1 << 17)
+    info = decode_info(info_payload(config, 25_000_000))
+    assert info == {"host_words": 1 << 14, "config_id": int(config.digest()[:8], 16), "clk_hz": 25_000_000,
+                    "config": config}
+    with pytest.raises(ValueError, match="INFO magic b'XXXX'"):
+        decode_info(b"XXXX" + info_payload(config, 1)[4:])
