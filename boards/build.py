@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from amaranth.hdl import Elaboratable, Module
+from amaranth.lib import io
 from amaranth.build import ResourceError
 
 from celosia.errors import BoardError
@@ -113,13 +114,16 @@ class PlatformTop(Elaboratable):
     def elaborate(self, platform):
         m = Module()
         m.submodules.board = top = self.top
-        uart = platform.request("uart", 0)
-        m.d.comb += [top.rx.eq(uart.rx.i), uart.tx.o.eq(top.tx)]
+        uart = platform.request("uart", 0, dir="-")
+        m.submodules.uart_rx = rx = io.Buffer("i", uart.rx)
+        m.submodules.uart_tx = tx = io.Buffer("o", uart.tx)
+        m.d.comb += [top.rx.eq(rx.i), tx.o.eq(top.tx)]
         for i in range(len(LEDS)):
             try:
-                led = platform.request("led", i)
+                pin = platform.request("led", i, dir="-")
             except ResourceError:
                 break
+            m.submodules[f"led{i}"] = led = io.Buffer("o", pin)
             m.d.comb += led.o.eq(top.leds[i])
         return m
 

@@ -79,3 +79,19 @@ def test_icebreaker_does_not_fit_and_says_so(tmp_path, capsys):
     assert json.loads((tmp_path / "report.json").read_text())["synth"]["luts"] > 5280
 
 
+
+
+def test_platform_top_pins(tmp_path):
+    """The board top on the ULX3S-85F: UART on the FTDI pins, three LEDs, the 25 MHz clock
+    (the platform's constraints, without synthesis)."""
+    from celosia.boards.build import PlatformTop
+    from celosia.boards.top import BoardTop
+    from celosia.rtl.config import AccelConfig
+
+    b = BOARDS["ulx3s-85f"]
+    top = PlatformTop(BoardTop(AccelConfig(rows=1, cols=1, **b.defaults), 217, b.clk_hz))
+    b.platform_class()().prepare(top, name="celosia").extract(tmp_path)
+    lpf = (tmp_path / "celosia.lpf").read_text()
+    for port, site in (("uart_0__rx__io", "M1"), ("uart_0__tx__io", "L4"), ("led_0__io", "B2"),
+                       ("led_1__io", "C2"), ("led_2__io", "C1"), ("clk25_0__io", "G2")):
+        assert f'LOCATE COMP "{port}" SITE "{site}";' in lpf
