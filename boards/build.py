@@ -208,10 +208,21 @@ def _pnr_figures(family: str, report: dict) -> dict:
     if paths:
         steps = paths[0].get("path", [])
         if steps:
-            figures["critical_path"] = {"from": steps[0].get("from", {}).get("cell"),
-                                        "to": steps[-1].get("to", {}).get("cell"),
+            first, last = steps[0].get("from", {}).get("cell"), steps[-1].get("to", {}).get("cell")
+            figures["critical_path"] = {"from": first, "to": last,
+                                        "from_module": _module(first), "to_module": _module(last),
                                         "ns": round(sum(s.get("delay", 0) for s in steps), 2)}
     return figures
+
+
+def _module(cell: str | None) -> str | None:
+    """The Celosia module of a placed cell, from its hierarchical name:
+    ``board.accel.ctrl.csrs.err_info_TRELLIS_FF_Q_8`` -> ``accel.ctrl.csrs`` (``board`` is
+    the :class:`BoardTop`); ``None`` for a cell Yosys named itself (``$abc$...``)."""
+    if not cell or cell.startswith("$") or "." not in cell:
+        return None
+    path = cell.rsplit(".", 1)[0]
+    return path.removeprefix("board.") if path != "board" else "board"
 
 
 # -- the flow ----------------------------------------------------------------------------
@@ -224,7 +235,8 @@ def build(board_name: str, config: AccelConfig, out_dir: str | Path, baud: int =
     The report: ``board``, ``device``, ``array``, ``dataflow``, ``config``, ``dram_bytes``,
     ``baud``, ``luts``, ``ffs``, ``dsps``, ``brams`` (used; ``capacity`` has the device's),
     ``fmax_mhz`` (the accelerator clock's, from nextpnr), ``target_mhz`` (the board clock
-    the design runs at), ``timing_met`` (``fmax_mhz >= target_mhz``), ``critical_path`` (its first and last cell), ``synth_seconds``,
+    the design runs at), ``timing_met`` (``fmax_mhz >= target_mhz``), ``critical_path`` (its
+    first and last cell, their modules and its delay), ``synth_seconds``,
     ``pnr_seconds``, ``pack_seconds``, ``bitstream`` and ``netlist`` (file names in
     ``out_dir``). A design that does not fit the device stops after synthesis with a
     :class:`BoardError` giving what it needs against what the device has.
@@ -331,9 +343,10 @@ def report_table(report: dict) -> str:
             continue
         lines.append(f"{key:<10}{used:>10,}{cap[key]:>10,}{used / cap[key]:>8.1%}")
     fmax = report.get("fmax_mhz")
+    path = report.get("critical_path")
     lines.append(f"Fmax {fmax if fmax is not None else '-'} MHz, clock {report['target_mhz']:g} MHz"
-                 + (f"; critical path {report['critical_path']['from']} -> {report['critical_path']['to']}"
-                    if report.get("critical_path") else ""))
+                 + (f"; critical path ({path['ns']} ns) {path['from_module'] or path['from']} -> "
+                    f"{path['to_module'] or path['to']}" if path else ""))
     lines.append(f"synthesis {report['synth_seconds']} s, place and route {report['pnr_seconds']} s, "
                  f"packing {report['pack_seconds']} s; bitstream {report['bitstream']}")
     return "\n".join(lines)

@@ -95,3 +95,31 @@ def test_platform_top_pins(tmp_path):
     for port, site in (("uart_0__rx__io", "M1"), ("uart_0__tx__io", "L4"), ("led_0__io", "B2"),
                        ("led_1__io", "C2"), ("led_2__io", "C1"), ("clk25_0__io", "G2")):
         assert f'LOCATE COMP "{port}" SITE "{site}";' in lpf
+
+
+def test_figures_from_the_nextpnr_report():
+    """The fields of nextpnr-ecp5's --report JSON (as a 2x2 ULX3S build wrote it, shortened)."""
+    from celosia.boards.build import _pnr_figures
+
+    report = {
+        "fmax": {"$glbnet$board.accel.arbiter.clk": {"achieved": 28.172189712524414, "constraint": 25}},
+        "utilization": {"DP16KD": {"available": 208, "used": 136}, "MULT18X18D": {"available": 156, "used": 42},
+                        "TRELLIS_COMB": {"available": 83640, "used": 24784},
+                        "TRELLIS_FF": {"available": 83640, "used": 10258}},
+        "critical_paths": [{"from": "posedge $glbnet$clk", "to": "posedge $glbnet$clk", "path": [
+            {"delay": 0.525, "type": "clk-to-q",
+             "from": {"cell": "board.accel.compute.window.insn_TRELLIS_FF_Q_128", "port": "Q"},
+             "to": {"cell": "board.accel.compute.window.insn_TRELLIS_FF_Q_128", "port": "Q"}},
+            {"delay": 20.0, "type": "routing", "from": {"cell": "$abc$1$lut", "port": "Z"},
+             "to": {"cell": "board.accel.ctrl.csrs.err_info_TRELLIS_FF_Q_8", "port": "CE"}},
+            {"delay": 0, "type": "setup",
+             "from": {"cell": "board.accel.ctrl.csrs.err_info_TRELLIS_FF_Q_8", "port": "CE"},
+             "to": {"cell": "board.accel.ctrl.csrs.err_info_TRELLIS_FF_Q_8", "port": "CE"}}]}],
+    }
+    figures = _pnr_figures("ecp5", report)
+    assert figures == {
+        "luts": 24784, "ffs": 10258, "dsps": 42, "brams": 136, "fmax_mhz": 28.17,
+        "critical_path": {"from": "board.accel.compute.window.insn_TRELLIS_FF_Q_128",
+                          "to": "board.accel.ctrl.csrs.err_info_TRELLIS_FF_Q_8",
+                          "from_module": "accel.compute.window", "to_module": "accel.ctrl.csrs",
+                          "ns": 20.52}}
