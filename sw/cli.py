@@ -429,9 +429,13 @@ def cmd_build(args) -> int:
     out = Path(args.output)
     if out.exists() and not out.is_dir():
         raise InputError(f"{args.output}: not a folder; -o takes the output folder")
-    report = build(b.name, config, out, baud=args.baud, program=args.program, log=_log)
+    if args.program and args.synth_only:
+        raise InputError("--program needs a bitstream; leave out --synth-only")
+    report = build(b.name, config, out, baud=args.baud, program=args.program, synth_only=args.synth_only,
+                   log=_log)
     print(report_table(report))
-    _log(f"wrote {out / report['bitstream']}, {out / report['netlist']} and {out / 'report.json'}")
+    made = [out / report[k] for k in ("bitstream", "netlist") if report[k]]
+    _log(f"wrote {', '.join(map(str, made))} and {out / 'report.json'}")
     return 0
 
 
@@ -565,6 +569,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="UART baud rate of the host bridge (default 115200)")
     p.add_argument("--program", action="store_true",
                    help="then load the bitstream onto the attached board with openFPGALoader")
+    p.add_argument("--synth-only", action="store_true",
+                   help="stop after synthesis: resource counts from Yosys and the fit check, no "
+                        "place and route or bitstream (minutes instead of tens of minutes)")
     _add_config_args(p)
     p.set_defaults(func=cmd_build)
 

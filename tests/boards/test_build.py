@@ -6,6 +6,7 @@ import shutil
 
 import pytest
 
+from celosia.boards import build as board_build
 from celosia.boards.build import BOARDS, check_fit, synth_resources
 from celosia.errors import BoardError
 from celosia.sw import cli
@@ -123,3 +124,25 @@ def test_figures_from_the_nextpnr_report():
                           "to": "board.accel.ctrl.csrs.err_info_TRELLIS_FF_Q_8",
                           "from_module": "accel.compute.window", "to_module": "accel.ctrl.csrs",
                           "ns": 20.52}}
+
+
+def test_synth_only_stops_after_synthesis(tmp_path, monkeypatch, capsys):
+    """--synth-only: the report from Yosys's cell counts; no place and route (the tools are
+    stood in for: this checks the flow, the slow tests run them)."""
+    calls = []
+
+    def fake_run(cmd, cwd, log, what):
+        calls.append(what)
+        stat = {"design": {"num_cells_by_type": {"LUT4": 7000, "CCU2C": 500, "TRELLIS_FF": 4400,
+                                                 "MULT18X18D": 40, "DP16KD": 136}}}
+        (cwd / "celosia_stat.json").write_text(json.dumps(stat))
+        return 12.0
+
+    monkeypatch.setattr(board_build, "_run", fake_run)
+    assert cli.main(["build", "--board", "ulx3s-85f", "--array", "1x1", "--synth-only", "-o", str(tmp_path)]) == 0
+    assert calls == ["synthesis (yosys)"]
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert (report["luts"], report["ffs"], report["dsps"], report["brams"]) == (8000, 4400, 40, 136)
+    assert report["bitstream"] is None and report["fmax_mhz"] is None
+    assert report["config"]["ifmap_rows"] == 256 and report["dram_bytes"] == 128 * 1024
+    assert "no place and route" in capsys.readouterr().out
