@@ -16,7 +16,7 @@ before they joined this hierarchy still catches them: :class:`ConfigError` and
 from __future__ import annotations
 
 __all__ = ["CelosiaError", "ConfigError", "ModelError", "InputError", "CompileError", "DriverError",
-           "SimulationError", "IsaError", "FieldError", "EncodeError"]
+           "SimulationError", "IsaError", "FieldError", "EncodeError", "BoardError"]
 
 
 class CelosiaError(Exception):
@@ -77,3 +77,8 @@ class IsaError(CelosiaError, RuntimeError):
     def __init__(self, code, message: str):
         super().__init__(f"{code.name}: {message}")
         self.code = code
+
+
+class BoardError(CelosiaError):
+    """A board build or board run that cannot go ahead: an unknown board, a design that
+    does not fit the device, a missing toolchain, a failed tool (:mod:`celosia.boards`)."""

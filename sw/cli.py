@@ -18,7 +18,7 @@ import numpy as np
 from celosia.errors import CelosiaError, CompileError, ConfigError, InputError, ModelError
 from celosia.rtl.config import DATAFLOWS, RANGES, AccelConfig, parse_array
 
-BACKENDS = ("golden", "perf", "pysim", "verilator")
+BACKENDS = ("golden", "perf", "pysim", "verilator", "board")
 
 
 def _log(msg: str):
@@ -28,9 +28,9 @@ def _log(msg: str):
 # -- configuration options -------------------------------------------------------------
 
 def _add_config_args(p: argparse.ArgumentParser):
-    p.add_argument("--array", default="8x8", metavar="RxC",
+    p.add_argument("--array", metavar="RxC",
                    help="PE array rows x cols (default 8x8; each 1..64)")
-    p.add_argument("--dataflow", default="ws", metavar="|".join(DATAFLOWS),
+    p.add_argument("--dataflow", metavar="|".join(DATAFLOWS),
                    help="PE-array dataflow: ws (weight stationary, default), os (output stationary), "
                         "rs (row stationary) or feie (input broadcast, zero skipping); "
                         "docs/dataflows.md")
@@ -57,9 +57,15 @@ def _add_compile_args(p: argparse.ArgumentParser):
                         "docs/compiler.md)")
 
 
-def config_from_args(args) -> AccelConfig:
-    rows, cols = parse_array(args.array)
-    fields = {"rows": rows, "cols": cols, "dataflow": args.dataflow}
+def config_from_args(args, **defaults) -> AccelConfig:
+    """The config of ``--array`` (default 8x8), ``--dataflow`` (default ws) and ``--set``;
+    ``defaults``: values of the fields these options do not give (e.g. a board's
+    ``dram_bytes``, or a whole config read from a board)."""
+    fields = {"rows": 8, "cols": 8, "dataflow": "ws", **defaults}
+    if args.array is not None:
+        fields["rows"], fields["cols"] = parse_array(args.array)
+    if args.dataflow is not None:
+        fields["dataflow"] = args.dataflow
     for item in args.set:
         key, sep, value = item.partition("=")
         if not sep:
@@ -257,11 +263,36 @@ class _LiveProgress:
 
 # -- commands ----------------------------------------------------------------------------
 
+def _board_options(args) -> dict | None:
+    """``--backend board``: the driver's board options (``--port``, ``--baud``)."""
+    if args.backend != "board":
+        return None
+    if not args.port:
+        raise InputError("--backend board needs --port PORT, the board's serial port (e.g. "
+                         "/dev/ttyUSB0; docs/boards.md)")
+    return {"port": args.port, "baud": args.baud}
+
+
+def _run_config(args, board: dict | None) -> AccelConfig:
+    """The config of a run; on a board, the board's (its ``INFO``) where ``--array``,
+    ``--dataflow`` and ``--set`` do not say otherwise (the run then stops, in one line, if
+    they ask for another config than the bitstream's)."""
+    if board is None:
+        return config_from_args(args)
+    from celosia.sim.board import board_info
+    info = board_info(board["port"], board["baud"])
+    if info["config"] is None:
+        raise InputError(f"{board['port']}: the board's bitstream reports no configuration this "
+                         f"version of Celosia knows; rebuild it with `celosia build`")
+    return config_from_args(args, **info["config"].to_dict())
+
+
 def cmd_run(args) -> int:
     from celosia.sw.driver import pgo_training_job, run
     from celosia.sw.driver.driver import check_input
 
-    config = config_from_args(args)
+    board = _board_options(args)
+    config = _run_config(args, board)
     if args.trace and args.backend not in ("perf", "pysim", "verilator"):
         raise InputError(f"--trace {args.trace}: needs a back end that measures cycles "
                          "(--backend perf, pysim or verilator)")
@@ -296,7 +327,7 @@ def cmd_run(args) -> int:
     live = _LiveProgress(args.backend == "verilator" and sys.stderr.isatty())
     options = dict(backend=args.backend, batch=args.batch, progress=_progress("simulating"),
                    resident_weights=args.resident_weights, keep_outputs=args.keep_outputs,
-                   program=program, on_event=live, trace=bool(args.trace))
+                   program=program, on_event=live, trace=bool(args.trace), board=board)
     with live:
         if args.raw:
             from celosia.sw.driver import run_quantized
@@ -438,6 +469,23 @@ def cmd_verilog(args) -> int:
     return 0
 
 
+def cmd_build(args) -> int:
+    from celosia.boards.build import board, build, report_table
+    b = board(args.board)  # an unknown board fails before anything else
+    config = config_from_args(args, **b.defaults)
+    out = Path(args.output)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{args.output}: not a folder; -o takes the output folder")
+    if args.program and args.synth_only:
+        raise InputError("--program needs a bitstream; leave out --synth-only")
+    report = build(b.name, config, out, baud=args.baud, program=args.program, synth_only=args.synth_only,
+                   log=_log)
+    print(report_table(report))
+    made = [out / report[k] for k in ("bitstream", "netlist") if report[k]]
+    _log(f"wrote {', '.join(map(str, made))} and {out / 'report.json'}")
+    return 0
+
+
 def cmd_compile(args) -> int:
     config = config_from_args(args)
     graph = _load_model(args.model)
@@ -537,7 +585,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calib", help=".npy calibration samples (default: the input, with a warning)")
     p.add_argument("--backend", choices=BACKENDS, default="golden",
                    help="golden (NumPy, no cycles), perf (the cycle model: the RTL's cycles and "
-                        "counters, fast), pysim (Amaranth simulator) or verilator (default golden)")
+                        "counters, fast), pysim (Amaranth simulator), verilator or board (an FPGA "
+                        "running `celosia build`'s bitstream, at --port; default golden)")
+    p.add_argument("--port", help="--backend board: the board's serial port (e.g. /dev/ttyUSB0)")
+    p.add_argument("--baud", type=_positive_int, default=115200,
+                   help="--backend board: the bitstream's baud rate (default 115200)")
     p.add_argument("--batch", type=_positive_int, default=1,
                    help="samples per hardware run (default 1)")
     p.add_argument("--out", help="write dequantized float32 outputs to exactly this file (.npy format)")
@@ -557,6 +609,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="include the simulation DRAM model (the design the simulators run)")
     _add_config_args(p)
     p.set_defaults(func=cmd_verilog)
+
+    p = sub.add_parser("build", help="build a bitstream of the accelerator with its UART host bridge "
+                                     "for an FPGA board (YoWASP tools; docs/boards.md)")
+    p.add_argument("--board", required=True, metavar="ulx3s-85f|icebreaker",
+                   help="the board: ulx3s-85f (ECP5-85F) or icebreaker (iCE40UP5K)")
+    p.add_argument("-o", "--output", required=True, metavar="DIR",
+                   help="output folder: the bitstream, the synthesized netlist, report.json, logs")
+    p.add_argument("--baud", type=_positive_int, default=115200,
+                   help="UART baud rate of the host bridge (default 115200)")
+    p.add_argument("--program", action="store_true",
+                   help="then load the bitstream onto the attached board with openFPGALoader")
+    p.add_argument("--synth-only", action="store_true",
+                   help="stop after synthesis: resource counts from Yosys and the fit check, no "
+                        "place and route or bitstream (minutes instead of tens of minutes)")
+    _add_config_args(p)
+    p.set_defaults(func=cmd_build)
 
     p = sub.add_parser("compile", help="compile a model and print the program (disassembly)")
     p.add_argument("model", help="float ONNX model, int8 .tflite or quantized ONNX model (needs no "
@@ -580,7 +648,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="run the bundled digits MLP, CNN and residual CNN on the "
                                     "simulated hardware")
-    p.add_argument("--backend", choices=BACKENDS, default="verilator",
+    p.add_argument("--backend", choices=[b for b in BACKENDS if b != "board"], default="verilator",
                    help="back end for the hardware runs (default verilator)")
     p.add_argument("--samples", type=_positive_int, default=32, help="held-out images run on the hardware")
     p.add_argument("--model", choices=("all", "digits_mlp", "digits_cnn", "digits_resnet",

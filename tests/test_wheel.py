@@ -22,6 +22,7 @@ SKIP = (".venv", ".git", "tests", "build", "dist", "__pycache__")
 #: Non-Python files the library opens at run time, as paths inside the wheel.
 RUNTIME_FILES = [
     "celosia/sim/harness.cpp",
+    "celosia/boards/board_harness.cpp",
     "celosia/sw/data/digits_mlp.onnx",
     "celosia/sw/data/digits_cnn.onnx",
     "celosia/sw/data/digits_resnet.onnx",

@@ -10,6 +10,9 @@ back end and returns the dequantized output with a report:
   counters the RTL back ends read, equal to the Verilog's; the outputs come from the
   golden model. Per-layer figures come from the counters at each node boundary of the
   one run (no prefix runs).
+* ``board`` — the compiled program on an FPGA board running a Celosia bitstream
+  (``celosia build --board``), over its UART bridge (:mod:`celosia.sim.board`;
+  ``board={"port": ..., "baud": ...}``).
 
 The RTL back ends link the program like a board driver would (seed 000's software
 flow): program, static data and every input sample are loaded into DRAM once; the
@@ -53,7 +56,7 @@ __all__ = ["BACKENDS", "run", "run_quantized", "golden_forward", "check_input", 
            "Result", "pgo_training_job", "resident_weights_report", "kept_outputs_report",
            "cycle_limit", "watchdog_cycles", "layer_boundaries", "trace_events", "instruction_trace"]
 
-BACKENDS = ("golden", "perf", "pysim", "verilator")
+BACKENDS = ("golden", "perf", "pysim", "verilator", "board")
 
 
 @dataclass
@@ -222,7 +225,8 @@ def _chunks(program: Program, samples: int) -> list[tuple[int, int]]:
 def run_quantized(model: QModel, x_q: np.ndarray, config: AccelConfig, backend: str = "golden",
                   batch: int = 1, profile: bool = True, progress=None,
                   resident_weights: bool = True, program: Program | None = None,
-                  keep_outputs: bool = True, on_event=None, trace: bool = False) -> Result:
+                  keep_outputs: bool = True, on_event=None, trace: bool = False,
+                  board: dict | None = None) -> Result:
     """Run int8 inputs ``[samples, in_features]``; see :func:`run`. ``program``: ``model``
     already compiled for ``config`` at ``batch`` (e.g. by a benchmark that sized the DRAM
     from it, or the CLI, which checks it before building a simulator), instead of
@@ -232,9 +236,11 @@ def run_quantized(model: QModel, x_q: np.ndarray, config: AccelConfig, backend: 
     simulation runs with ``{"run": inference index or None (initialization), "runs":
     inferences, "layer": name of the layer just finished or None, "cycles": cycles of the
     run so far}`` at every node boundary and every couple of million cycles (progress
-    displays; :data:`celosia.sim.job.PROGRESS_CYCLES`). ``trace``: on the verilator back
-    end, also record every instruction's start and end and return the first inference's
+    displays; :data:`celosia.sim.job.PROGRESS_CYCLES`). ``trace``: on the verilator and perf
+    back ends, also record every instruction's start and end and return the first inference's
     :func:`instruction_trace` as ``Result.trace``.
+    ``board``: the ``board`` back end's options, :func:`celosia.sim.board.run`'s keywords
+    (``port``, required; ``baud``, ``timeout``).
 
     Every back end, ``golden`` included, first compiles the model (a
     :class:`~celosia.errors.CompileError` where it does not map onto the buffers) and
@@ -276,6 +282,12 @@ def run_quantized(model: QModel, x_q: np.ndarray, config: AccelConfig, backend: 
             elif perf:
                 from celosia.sim import perf as perf_model
                 part = perf_model.run(config, job, execute=False, events=trace)
+            elif backend == "board":
+                from celosia.sim import board as board_backend
+                if not (board or {}).get("port"):
+                    raise DriverError("the board back end needs the serial port of the board "
+                                      "(board={'port': ...}; celosia run --port PORT)")
+                part = board_backend.run(config, job, **board)
             else:
                 from celosia.sim import verilator
                 relay = _event_relay(on_event, program, model, len(lead), len(results),
@@ -530,7 +542,7 @@ def resident_weights_report(program: Program, traffic: ProgramTraffic | None = N
 def run(model: QModel, x: np.ndarray, config: AccelConfig, backend: str = "golden", batch: int = 1,
         profile: bool = True, progress=None, source: str = "input", resident_weights: bool = True,
         keep_outputs: bool = True, program: Program | None = None, on_event=None,
-        trace: bool = False) -> Result:
+        trace: bool = False, board: dict | None = None) -> Result:
     """Quantize float ``x`` (first axis = samples), run it, dequantize the output.
 
     ``resident_weights``: compile with the initialization graph that keeps the weights
@@ -538,11 +550,11 @@ def run(model: QModel, x: np.ndarray, config: AccelConfig, backend: str = "golde
     ``keep_outputs``: keep a layer's output that fits in the ifmap buffer as the next
     layer's input (default), or send every output through DRAM;
     :func:`~celosia.sw.compiler.compile_model`; ``program``: ``model`` already compiled
-    (:func:`run_quantized`)."""
+    (:func:`run_quantized`); ``board``: the board back end's options (:func:`run_quantized`)."""
     x = check_input(model, x, source)
     return run_quantized(model, model.quantize_input(x), config, backend, batch, profile, progress,
                          resident_weights, program=program, keep_outputs=keep_outputs,
-                         on_event=on_event, trace=trace)
+                         on_event=on_event, trace=trace, board=board)
 
 
 def kept_outputs_report(program: Program, traffic: ProgramTraffic | None = None) -> dict:
