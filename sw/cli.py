@@ -385,8 +385,9 @@ def _print_summary(report: dict):
         w = _name_width(report)
         print(f"{'layer':<{w}}{'op':<6}{'MACs':>10}{'cycles':>10}{'compute':>10}{'util':>8}")
         for layer in report["layers"]:
-            print(f"{layer['name']:<{w}}{layer['op']:<6}{layer['macs']:>10}{layer['cycles']:>10}"
-                  f"{layer['compute_cycles']:>10}{layer['utilization']:>8.1%}")
+            # a back end without per-node snapshots (board) has no per-layer figures
+            print(f"{layer['name']:<{w}}{layer['op']:<6}{layer['macs']:>10}{_fmt(layer['cycles']):>10}"
+                  f"{_fmt(layer['compute_cycles']):>10}{_fmt(layer['utilization'], '.1%'):>8}")
     _print_roofline(report)
 
 

@@ -52,7 +52,10 @@ def test_digits_mlp_bit_exact_through_the_uart(digits, port):
     # the hardware counters came back over the bridge: MACs from the layer shapes
     macs = sum(layer.in_features * layer.out_features for layer in qmodel.layers) * N
     assert hw.report["hw_macs"] == macs
-    assert sum(layer["cycles"] for layer in hw.report["layers"]) == hw.report["cycles_per_run"]
+    # per-layer figures need every node snapshot, which a host polling over the UART cannot
+    # catch: none are claimed
+    assert all(layer["cycles"] is None for layer in hw.report["layers"])
+    assert "not available" in hw.report["layer_cycles_note"]
     # a second job on the same board: the memory is cleared first, the results are the same
     again = run(qmodel, x[::-1], CONFIG, backend="board", board={"port": port})
     np.testing.assert_array_equal(again.y_q, expected[::-1])
