@@ -16,6 +16,7 @@ the last point.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import cProfile
 import pstats
 import resource
@@ -43,6 +44,10 @@ def point(spec: str, config: AccelConfig, profile: bool = False) -> dict:
     t0 = time.perf_counter()
     program = compile_model(q, config)
     t1 = time.perf_counter()
+    need = program.layout(1)["end"]
+    if need > config.dram_bytes:   # the DRAM size changes no instruction: grow it to fit
+        config = dataclasses.replace(config, dram_bytes=1 << (need - 1).bit_length())
+        program = dataclasses.replace(program, config=config)
     job, _, _ = build_job(program, q.quantize_input(x).reshape(1, -1))
     prof = cProfile.Profile() if profile else None
     if prof:
