@@ -5,7 +5,7 @@ The model runs a :class:`~celosia.sim.job.Job` like the RTL back ends (``pysim``
 outputs (computed by the ISA simulator, :class:`~celosia.sim.isa_sim.IsaSim`, executing
 each instruction when the model issues it) and every counter the hardware reads back
 (:data:`celosia.sim.job.COUNTERS`), plus the counters at each node boundary
-(:attr:`PerfResult.node_counters`) and each instruction's issue / done cycles.
+(``nodes``, as the harnesses record them) and each instruction's issue / done cycles.
 
 What it models, each part by the timing its RTL docstring gives (and, where one exists,
 the executable timing function next to the component):
@@ -44,7 +44,7 @@ import bisect
 import dataclasses
 import hashlib
 import heapq
-from collections import Counter, deque
+from collections import deque
 from dataclasses import dataclass, field
 
 from celosia.errors import IsaError
@@ -97,32 +97,9 @@ class Timeline:
 @dataclass
 class PerfResult(RunResult):
     """A :class:`~celosia.sim.job.RunResult` with the ``timeline`` of its instructions, its
-    :class:`CounterLog` (``log``) and ``node_counters`` (:meth:`snapshots` per descriptor)."""
-    node_counters: list = field(default_factory=list)
+    :class:`CounterLog` (``log``); :func:`run` fills ``nodes`` (:meth:`node_snapshots`)."""
     timeline: Timeline | None = None
     log: object = None
-
-    def snapshots(self, sizes=None) -> list[dict]:
-        """The counters at each node boundary: node ``k``'s boundary is the cycle by which
-        every instruction of nodes ``0..k`` has completed; the last node's are the run's
-        totals. ``sizes``: instructions per node in fetch order (default: one node per
-        descriptor of the program)."""
-        tl, bounds = self.timeline, self.log.bounds
-        if sizes is None:
-            per = Counter(tl.node)
-            sizes = [per[k] for k in range(len(bounds))]
-        out, i = [], 0
-        zero = dict.fromkeys(self.counters, 0)
-        for k, n in enumerate(sizes):
-            i += n
-            if k == len(sizes) - 1:
-                out.append(self.counters)
-            elif i == 0:
-                out.append(zero)
-            else:   # the boundary of the descriptor holding instruction i - 1
-                out.append(self.log.at(bounds[tl.node[i - 1]]))
-        return out
-
 
     def node_snapshots(self) -> list[dict]:
         """The per-node snapshots as the hardware's controller records them
@@ -867,7 +844,6 @@ def simulate(config: AccelConfig, sim: IsaSim, prog_base: int, memo: dict | None
     log = CounterLog(m, end)
     res = PerfResult(status=isa.pack(isa.Status, busy=0, done=1, error=0), error=0, error_info=0,
                      counters=log.at(end), data=[], timeline=m.tl, log=log)
-    res.node_counters = res.snapshots()
     return res
 
 

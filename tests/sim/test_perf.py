@@ -21,7 +21,7 @@ from celosia.sim import perf
 from celosia.sim.job import Job, Run
 from celosia.sw.compiler import compile_model
 from celosia.sw.driver import run
-from celosia.sw.driver.driver import build_job, pgo_training_job
+from celosia.sw.driver.driver import build_job, layer_boundaries, pgo_training_job
 from layer_cases import CONV_CASES
 from perf_trace import case_model, counter_differences, first_difference, rtl_trace
 
@@ -131,9 +131,12 @@ def test_node_snapshots_hold_what_happened_by_each_boundary():
         assert snap["insns"] == sum(t <= bound for t in tl.issue)
         assert all(snap[key] >= prev[key] for key in snap)
         prev = snap
-    sizes = [tl.node.count(k) for k in range(len(log.bounds))]
-    snaps = res.snapshots(sizes)
-    assert snaps[-1] == res.counters and snaps[0] == log.at(log.bounds[0])
+    # the snapshots as the harnesses record them, one per descriptor, and the driver's
+    # layer boundaries from them ending with the run's counters
+    assert [n["index"] for n in res.nodes] == list(range(1, len(log.bounds) + 1))
+    assert {k: v for k, v in res.nodes[0].items() if k != "index"} == log.at(log.bounds[0])
+    program = compile_model(case_model("tiny_cnn")[0], config)
+    assert layer_boundaries(program, res)[-1] == res.counters
 
 
 # -- against the RTL: per instruction (pysim) --------------------------------------------------
