@@ -487,6 +487,33 @@ def cmd_build(args) -> int:
     return 0
 
 
+def cmd_synth(args) -> int:
+    from celosia.boards.build import board
+    from celosia.boards.synth_sweep import plot, print_table, synth_sweep, write_table
+    from celosia.sw.sweep_grid import parse_arrays, parse_dataflows
+    b = board(args.board)  # an unknown board fails before anything else
+    b.platform_class()     # so does a missing celosia[boards] extra
+    out = Path(args.output)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{args.output}: not a folder; -o takes the output folder")
+    arrays = parse_arrays(args.array or "1x1,2x2,4x4")
+    flows = parse_dataflows(args.dataflow or ",".join(DATAFLOWS))
+    configs = []
+    for rows, cols in arrays:
+        for flow in flows:
+            args.array, args.dataflow = f"{rows}x{cols}", flow
+            configs.append(config_from_args(args, **b.defaults))   # every point checked up front
+    _log(f"synth: {len(configs)} point(s) ({len(arrays)} array(s) x {len(flows)} dataflow(s)) for the "
+         f"{b.name}, {'synthesis, place and route' if args.pnr else 'synthesis only'}")
+    out.mkdir(parents=True, exist_ok=True)
+    rows = synth_sweep(b.name, configs, out, pnr=args.pnr, log=_log)
+    write_table(out / "synth.csv", rows)
+    plots = plot(out, rows, b.capacity)
+    print_table(rows, b.capacity)
+    _log(f"wrote {out / 'synth.csv'} and {', '.join(str(out / f) for f in plots)}")
+    return 0
+
+
 def cmd_compile(args) -> int:
     config = config_from_args(args)
     graph = _load_model(args.model)
@@ -626,6 +653,22 @@ def build_parser() -> argparse.ArgumentParser:
                         "place and route or bitstream (minutes instead of tens of minutes)")
     _add_config_args(p)
     p.set_defaults(func=cmd_build)
+
+    p = sub.add_parser("synth", help="resources (and Fmax with --pnr) of board builds across array "
+                                     "shapes and dataflows: synth.csv and a plot (docs/boards.md)")
+    p.add_argument("--board", required=True, metavar="ulx3s-85f|icebreaker",
+                   help="the board whose device and top are synthesized")
+    p.add_argument("--array", metavar="RxC,...", help="array shapes, comma-separated (default 1x1,2x2,4x4)")
+    p.add_argument("--dataflow", metavar="D1,D2", help="dataflows, comma-separated (default all four)")
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="any other AccelConfig field, the same for every point (the board's "
+                        "dram_bytes and ifmap_rows unless given)")
+    p.add_argument("--pnr", action="store_true",
+                   help="also place and route each point for its Fmax (minutes per point, against "
+                        "under a minute for synthesis)")
+    p.add_argument("-o", "--output", required=True, metavar="DIR",
+                   help="output folder: synth.csv, synth.png/.svg, points/ (resumes what is there)")
+    p.set_defaults(func=cmd_synth)
 
     p = sub.add_parser("compile", help="compile a model and print the program (disassembly)")
     p.add_argument("model", help="float ONNX model, int8 .tflite or quantized ONNX model (needs no "

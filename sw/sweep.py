@@ -33,7 +33,7 @@ from celosia.errors import ConfigError, InputError
 from .sweep_eval import timed_point
 from .sweep_grid import BACKENDS, DEFAULT_BACKEND, Grid, Point, expand, grid_from_file, merge, \
     parse_arrays, parse_list, parse_set, parse_dataflows
-from .sweep_out import (SUMMARY_FIELDS, load_point, print_summary, result_fields, save_point,
+from .sweep_out import (RESOURCE_FIELDS, SUMMARY_FIELDS, load_point, print_summary, result_fields, save_point,
                         summary_row, write_csv, write_index, write_parquet)
 from .sweep_plots import plot_all
 
@@ -99,12 +99,16 @@ def _progress(total: int, show: bool):
 
 
 def run_sweep(points: list[Point], out: str | Path, jobs: int | None = None, dask=None,
-              progress: bool = False, plots: bool = True, log: bool = False) -> SweepResult:
+              progress: bool = False, plots: bool = True, log: bool = False,
+              resources: dict | None = None) -> SweepResult:
     """Evaluate ``points`` (skipping those stored in ``out``), write ``out``'s tables, plots
     and ``index.html``; see the module docstring. ``jobs``: local worker processes
     (default the CPU count); ``dask``: a scheduler address or cluster; ``progress``: show a
     rich progress bar; ``plots``: write the plots (``False`` for the tables only); ``log``: a
-    line on stderr per point done (where no progress bar shows)."""
+    line on stderr per point done (where no progress bar shows); ``resources``: FPGA resources
+    per ``(rows, cols, dataflow)``
+    (:func:`celosia.boards.synth_sweep.resources_by_point`), added to ``summary.csv`` as
+    :data:`RESOURCE_FIELDS` (empty for points it lacks) and used by the Pareto plot."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     res = SweepResult()
@@ -147,6 +151,15 @@ def run_sweep(points: list[Point], out: str | Path, jobs: int | None = None, das
         _log(f"warning: point {label}: {error}")
     fields = result_fields(swept)
     sfields = [*SUMMARY_FIELDS[:6], *swept, *SUMMARY_FIELDS[6:]]
+    if resources is not None:
+        sfields[sfields.index("wall_seconds"):sfields.index("wall_seconds")] = RESOURCE_FIELDS
+        for s in res.summary:
+            found = resources.get((s["rows"], s["cols"], s["dataflow"]), {})
+            s.update({k: found.get(k) for k in RESOURCE_FIELDS})
+        missing = sorted({f"{s['rows']}x{s['cols']} {s['dataflow']}" for s in res.summary if s["luts"] is None})
+        if missing:
+            res.notes.append(f"no FPGA resources for {', '.join(missing)} in the --resources table: "
+                             f"the Pareto plot uses PEs + buffer bytes")
     write_csv(out / "results.csv", fields, res.rows)
     write_csv(out / "summary.csv", sfields, res.summary)
     if not write_parquet(out / "results.parquet", fields, res.rows):
@@ -187,6 +200,9 @@ def add_parser(sub, positive_int) -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=positive_int, help="local worker processes (default: the CPU count)")
     p.add_argument("--dask", metavar="ADDRESS",
                    help="run the points on this dask.distributed scheduler instead")
+    p.add_argument("--resources", metavar="SYNTH_CSV",
+                   help="FPGA resources per array and dataflow from `celosia synth` (its synth.csv): "
+                        "added to summary.csv; the Pareto plot then uses LUT4s as its cost")
     p.add_argument("--no-plots", dest="plots", action="store_false", help="write the tables only")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (resumes what is there)")
     p.set_defaults(func=cmd_sweep)
@@ -201,6 +217,10 @@ def cmd_sweep(args) -> int:
                arrays=parse_arrays(args.array) if args.array else None,
                sets=dict(parse_set(s) for s in args.set), backend=args.backend)
     grid = merge(cli, grid_from_file(args.config) if args.config else None)
+    resources = None
+    if args.resources:
+        from celosia.boards.synth_sweep import resources_by_point
+        resources = resources_by_point(args.resources)
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {args.out}: exists and is not a folder")
@@ -210,7 +230,7 @@ def cmd_sweep(args) -> int:
          + "".join(f" x {len(v)} {k}" for k, v in grid.sets.items()) + f") on {grid.backend}")
     tty = sys.stderr.isatty()
     res = run_sweep(points, out, jobs=args.jobs, dask=args.dask, progress=tty, plots=args.plots,
-                    log=not tty)
+                    log=not tty, resources=resources)
     print_summary(res.summary, points[0].columns if points else ())
     for note in res.notes:
         _log(note)

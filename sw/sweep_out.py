@@ -25,17 +25,21 @@ import os
 import tempfile
 from pathlib import Path
 
+from celosia.boards.synth_sweep import RESOURCES
 from celosia.rtl.config import AccelConfig
 from .sweep_eval import ROW_FIELDS, buffer_bytes
 from .sweep_grid import Point
 
-__all__ = ["SUMMARY_FIELDS", "point_path", "load_point", "save_point", "result_fields", "summary_row",
+__all__ = ["SUMMARY_FIELDS", "RESOURCE_FIELDS", "point_path", "load_point", "save_point", "result_fields", "summary_row",
            "write_csv", "write_parquet", "write_index", "print_summary"]
 
 #: The columns of ``summary.csv`` (the swept fields follow ``cols``).
 SUMMARY_FIELDS = ("point", "model", "backend", "dataflow", "rows", "cols", "layers", "macs", "cycles",
                   "utilization", "dram_bytes", "energy", "pes", "buffer_bytes", "wall_seconds",
                   "error")
+#: The ``summary.csv`` columns ``celosia sweep --resources`` adds (before ``wall_seconds``):
+#: FPGA resources and Fmax of the point's array and dataflow, from ``celosia synth``.
+RESOURCE_FIELDS = (*RESOURCES, "fmax_mhz")
 
 
 def point_path(out: Path, point: Point) -> Path:

@@ -12,8 +12,9 @@
 * ``dram_bytes``: DRAM bytes per inference of each design point;
 * ``energy``: the energy estimate of each design point split into its DRAM, buffer,
   array and RF terms (:data:`~celosia.sw.sweep_eval.ENERGY_COSTS`);
-* ``pareto``: latency (cycles) and energy against PEs + buffer bytes, the Pareto front of
-  each model drawn as a line.
+* ``pareto``: latency (cycles) and energy against PEs + buffer bytes (or, with
+  ``--resources``, the LUT4s ``celosia synth`` counted for the point's array and dataflow),
+  the Pareto front of each model drawn as a line.
 
 Points without cycles (the golden back end) are left out of the plots that need cycles,
 and those plots say so; a plot with nothing to show is not written (:func:`plot_all`
@@ -188,14 +189,17 @@ def plot_all(out: Path, rows: list[dict], summary: list[dict], configs: dict[str
                 _note(ax, f"no {metric}: the golden back end gives no cycles" if metric == "cycles"
                       else "no energy figures")
                 continue
+            luts = all(s.get("luts") is not None for s in sel)   # celosia sweep --resources
+            cost = (lambda s: s["luts"]) if luts else (lambda s: s["pes"] + s["buffer_bytes"])
             for model in models:
-                pts = [(s["pes"] + s["buffer_bytes"], s[metric]) for s in sel if s["model"] == model]
+                pts = [(cost(s), s[metric]) for s in sel if s["model"] == model]
                 if not pts:
                     continue
                 dots = ax.scatter(*zip(*pts), s=12, label=model)
                 ax.plot(*zip(*pareto_front(pts)), "-", color=dots.get_facecolor()[0], lw=1,
                         drawstyle="steps-post")
-            ax.set(xscale="log", yscale="log", xlabel="PEs + buffer bytes", ylabel=label)
+            ax.set(xscale="log", yscale="log", ylabel=label,
+                   xlabel="LUT4 (celosia synth)" if luts else "PEs + buffer bytes")
             ax.legend(fontsize=7)
     if ok:
         figure("pareto", pareto, panels=2)
