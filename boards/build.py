@@ -141,16 +141,43 @@ def _tool(env_var: str, name: str) -> str:
     return found
 
 
-def _run(cmd: list[str], cwd: Path, log: str, what: str) -> float:
-    """Run ``cmd`` in ``cwd`` (output to ``cwd/log``); its wall time, or a :class:`BoardError`."""
+def _run(cmd: list[str], cwd: Path, log: str, what: str, tool_log: str | None = None) -> float:
+    """Run ``cmd`` in ``cwd`` (output to ``cwd/log``); its wall time, or a :class:`BoardError`
+    quoting the tool's last ``ERROR:`` line (from ``cwd/tool_log`` when the tool writes its
+    own log there, as ``yosys -q -l`` does), else the output's last line."""
     t0 = time.perf_counter()
     with open(cwd / log, "w") as f:
         proc = subprocess.run(cmd, cwd=cwd, stdout=f, stderr=subprocess.STDOUT, check=False)
     if proc.returncode != 0:
-        tail = (cwd / log).read_text(errors="replace").strip().splitlines()[-1:] or [""]
-        raise BoardError(f"{what} failed (exit {proc.returncode}): {tail[0].strip()} "
-                         f"(full log: {cwd / log})")
+        where = cwd / (tool_log or log)
+        lines = [l.strip() for l in (where.read_text(errors="replace") if where.exists() else "").splitlines()
+                 + (cwd / log).read_text(errors="replace").splitlines() if l.strip()]
+        errors = [l for l in lines if l.startswith("ERROR:")]
+        raise BoardError(f"{what} failed (exit {proc.returncode}): {(errors or lines or [''])[-1]} "
+                         f"(full log: {where})")
     return time.perf_counter() - t0
+
+
+#: Yosys's ECP5 mapping option used when ``synth_ecp5``'s default ABC9 flow crashes on an
+#: internal assertion (a Yosys bug, seen with YoWASP Yosys 0.70 on the 2x2 ``os`` board top:
+#: ``Assert `GetSize(conn.first) == GetSize(conn.second)'`` in ABC9's reintegration).
+ABC9_FALLBACK = "-noabc9"
+
+
+def _synthesize(b: Board, yosys: str, out: Path, log) -> tuple[float, str | None]:
+    """Run the platform's Yosys script in ``out``: ``(seconds, fallback)``, ``fallback`` the
+    reason the script was rerun with :data:`ABC9_FALLBACK` (ECP5 only), else ``None``."""
+    cmd = [yosys, "-q", "-l", f"{NAME}.rpt", f"{NAME}.ys"]
+    try:
+        return _run(cmd, out, f"{NAME}.yosys.log", "synthesis (yosys)", tool_log=f"{NAME}.rpt"), None
+    except BoardError as e:
+        if b.family != "ecp5" or "Assert" not in str(e):
+            raise
+        reason = f"Yosys's ABC9 mapping crashed ({str(e).split(': ', 1)[1].split(' (full log')[0]})"
+        log(f"  {reason}; synthesizing again with synth_ecp5 {ABC9_FALLBACK}")
+        script = out / f"{NAME}.ys"
+        script.write_text(script.read_text().replace("synth_ecp5 ", f"synth_ecp5 {ABC9_FALLBACK} ", 1))
+        return _run(cmd, out, f"{NAME}.yosys.log", "synthesis (yosys)", tool_log=f"{NAME}.rpt"), reason
 
 
 # -- resources ---------------------------------------------------------------------------
@@ -238,7 +265,8 @@ def build(board_name: str, config: AccelConfig, out_dir: str | Path, baud: int =
     the design runs at), ``timing_met`` (``fmax_mhz >= target_mhz``), ``critical_path`` (its
     first and last cell, their modules and its delay), ``synth_seconds``,
     ``pnr_seconds``, ``pack_seconds``, ``bitstream`` and ``netlist`` (file names in
-    ``out_dir``). A design that does not fit the device stops after synthesis with a
+    ``out_dir``), ``synth_fallback`` (why synthesis was rerun with :data:`ABC9_FALLBACK`, or
+    ``None``). A design that does not fit the device stops after synthesis with a
     :class:`BoardError` giving what it needs against what the device has. ``synth_only``:
     stop after synthesis and the fit check (minutes rather than tens of minutes: the
     resource counts of a sweep), with ``luts`` .. ``brams`` counted from Yosys's cells.
@@ -269,15 +297,15 @@ def build(board_name: str, config: AccelConfig, out_dir: str | Path, baud: int =
     plan.extract(out)
 
     log("synthesizing (yosys) ...")
-    synth_seconds = _run([tools["yosys"], "-q", "-l", f"{NAME}.rpt", f"{NAME}.ys"], out,
-                         f"{NAME}.yosys.log", "synthesis (yosys)")
+    synth_seconds, fallback = _synthesize(b, tools["yosys"], out, log)
     cells = json.loads((out / stat).read_text())["design"]["num_cells_by_type"]
     synth = synth_resources(b.family, cells)
     report = {"board": b.name, "device": b.device, "array": config.array, "dataflow": config.dataflow,
               "config": config.to_dict(), "dram_bytes": config.dram_bytes, "baud": baud,
               "capacity": b.capacity, "synth": synth, **synth, "fmax_mhz": None,
               "target_mhz": b.clk_hz / 1e6, "synth_seconds": round(synth_seconds, 1),
-              "pnr_seconds": None, "pack_seconds": None, "netlist": f"{NAME}.json", "bitstream": None}
+              "pnr_seconds": None, "pack_seconds": None, "netlist": f"{NAME}.json", "bitstream": None,
+              "synth_fallback": fallback}
     _write_report(out, report)
     log(f"  {synth_seconds:.0f} s: " + ", ".join(f"{k} {v:,}/{b.capacity[k]:,}" for k, v in synth.items()))
     check_fit(b, synth, f"{config.array} {config.dataflow} with {config.dram_bytes // 1024} KiB memory")
@@ -351,6 +379,8 @@ def report_table(report: dict) -> str:
     lines.append(f"Fmax {fmax if fmax is not None else '-'} MHz, clock {report['target_mhz']:g} MHz"
                  + (f"; critical path ({path['ns']} ns) {path['from_module'] or path['from']} -> "
                     f"{path['to_module'] or path['to']}" if path else ""))
+    if report.get("synth_fallback"):
+        lines.append(f"synthesized with synth_ecp5 {ABC9_FALLBACK}: {report['synth_fallback']}")
     if report["bitstream"] is None:
         lines.append(f"synthesis {report['synth_seconds']} s; resources counted from Yosys's cells "
                      f"(no place and route)")

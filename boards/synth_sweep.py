@@ -4,7 +4,7 @@ array shapes and dataflows, as a table and a plot.
 Each design point is one :func:`~celosia.boards.build.build` of the board top
 (``synth_only`` unless ``pnr``) in its own folder ``DIR/points/RxC-DATAFLOW``; the
 point's outcome is kept there as ``point.json`` (the build report plus ``fits`` and
-``error``), so a later sweep into the same ``DIR`` skips the points it finds (resume; a
+``error``; not for a point whose tools failed before counting anything), so a later sweep into the same ``DIR`` skips the points it finds (resume; a
 point is taken again when its config changed, or when Fmax is now asked for and the
 stored point has none). A point that does not fit the device keeps its synthesized
 resource counts, with ``fits`` false and the fit check's message as ``error``; the other
@@ -43,7 +43,7 @@ RESOURCES = ("luts", "ffs", "dsps", "brams")
 
 #: The columns of ``synth.csv``.
 FIELDS = ("board", "device", "dataflow", "rows", "cols", "pes", *RESOURCES, "fmax_mhz", "target_mhz",
-          "fits", "synth_seconds", "pnr_seconds", "error")
+          "fits", "synth_seconds", "pnr_seconds", "synth_fallback", "error")
 
 
 def point_dir(out: Path, config: AccelConfig) -> Path:
@@ -78,7 +78,7 @@ def _row(data: dict) -> dict:
     return {"board": data["board"], "device": data["device"], "dataflow": config.dataflow,
             "rows": config.rows, "cols": config.cols, "pes": config.rows * config.cols,
             **{k: data.get(k) for k in (*RESOURCES, "fmax_mhz", "target_mhz", "fits", "synth_seconds",
-                                        "pnr_seconds", "error")}}
+                                        "pnr_seconds", "synth_fallback", "error")}}
 
 
 def synth_sweep(board_name: str, configs: list[AccelConfig], out: str | Path, pnr: bool = False,
@@ -98,8 +98,9 @@ def synth_sweep(board_name: str, configs: list[AccelConfig], out: str | Path, pn
             log(f"{what}: stored in {path}")
         else:
             log(f"{what}: {'synthesis, place and route' if pnr else 'synthesis'} ...")
+            (path / "report.json").unlink(missing_ok=True)   # a report left by an earlier build
             try:
-                report = build(b.name, config, path, synth_only=not pnr, log=lambda _msg: None)
+                report = build(b.name, config, path, synth_only=not pnr, log=lambda msg: log(f"    {msg.strip()}"))
                 data = {**report, "fits": True, "error": None}
             except BoardError as e:
                 try:   # synthesis ran: its counts are in the report written before the fit check
@@ -107,7 +108,8 @@ def synth_sweep(board_name: str, configs: list[AccelConfig], out: str | Path, pn
                 except (OSError, ValueError):
                     report = {"board": b.name, "device": b.device, "target_mhz": b.clk_hz / 1e6}
                 data = {**report, "config": config.to_dict(), "fits": False, "error": str(e)}
-            _save(path, data)
+            if data.get("luts") is not None:   # a result; a failed tool is tried again next time
+                _save(path, data)
             log(f"{what}: " + (", ".join(f"{k} {data.get(k):,}" for k in RESOURCES if data.get(k) is not None)
                                + (f", Fmax {data['fmax_mhz']} MHz" if data.get("fmax_mhz") else "")
                                + ("" if data["fits"] else f"; {data['error']}")))
@@ -193,5 +195,6 @@ def print_table(rows: list[dict], capacity: dict, console=None) -> None:
         table.add_row(r["dataflow"], f"{r['rows']}x{r['cols']}", *cells,
                       f"{r['fmax_mhz']:g}" if r.get("fmax_mhz") else "-",
                       f"{r['synth_seconds']:g}" if r.get("synth_seconds") is not None else "-",
-                      "fits" if r["fits"] else "does not fit" if r.get("luts") is not None else "failed")
+                      ("fits" if r["fits"] else "does not fit" if r.get("luts") is not None else "failed")
+                      + (" (-noabc9)" if r.get("synth_fallback") else ""))
     console.print(table)
