@@ -23,7 +23,7 @@ from celosia.rtl.arrays.engine import ComputeEngine, gemm_insn_in_range, insn_ch
 from celosia.rtl.config import FEIE_TAPS
 from celosia.rtl.dma import accept_state
 
-__all__ = ["FEIEArray", "FEIEColumn", "cycles", "row_geometry", "row_trace", "RowTrace"]
+__all__ = ["FEIEArray", "FEIEColumn", "FEIEQueue", "cycles", "row_geometry", "row_trace", "RowTrace"]
 
 
 def row_geometry(g, rows: int) -> SimpleNamespace:
@@ -214,6 +214,89 @@ def _rotating_pick(m, requests, ptr, name):
         with m.If(requests[i] & (i >= ptr)):
             m.d.comb += index.eq(i)
     return valid, index
+
+
+class FEIEQueue(Block):
+    """The pixel queue of one group of :class:`FEIEArray` (:mod:`~celosia.rtl.arrays.blocks`:
+    inline for pysim, one module instanced ``rows`` times in Verilog): two entries, each a
+    pixel (``rows`` int8 inputs), its sequence number and the mask of its inputs still to
+    multiply; the head's lowest one is the group's MAC input.
+
+    Ports
+    -----
+    data, nz, seq : In(rows * act_bits), In(rows), In(seq_bits)
+        The arriving pixel, its non-zero inputs (the mask) and its sequence number.
+    push : In(1)
+        The pixel arrives (enters the queue at the next edge).
+    take : In(1)
+        The head's input ``k`` is multiplied this cycle (leaves the mask; the head retires
+        with its last).
+    zp : In(signed(act_bits))
+        The zero point, subtracted from the input.
+    setup : In(1)
+        Empty the queue at the next edge (over everything else).
+    qv : Out(2)
+        Bit ``i``: entry ``i`` holds a pixel (entry 0 is the head).
+    head : Out(seq_bits)
+        The head's sequence number.
+    k : Out(range(max(rows, 2)))
+        The head's lowest input left (0 if none; combinational).
+    x : Out(signed(act_bits + 1))
+        Input ``k`` of the head minus ``zp`` (combinational).
+    retire : Out(1)
+        ``take`` of the head's last input (combinational).
+    """
+
+    def __init__(self, rows, act_bits, seq_bits):
+        self.rows, self.act_bits, self.seq_bits = rows, act_bits, seq_bits
+        super().__init__({
+            "data": In(rows * act_bits), "nz": In(rows), "seq": In(seq_bits), "push": In(1),
+            "take": In(1), "zp": In(signed(act_bits)), "setup": In(1),
+            "qv": Out(2), "head": Out(seq_bits), "k": Out(range(max(rows, 2))),
+            "x": Out(signed(act_bits + 1)), "retire": Out(1),
+        }, (rows, act_bits, seq_bits))
+
+    def elaborate(self, platform):
+        m = Module()
+        R, ab = self.rows, self.act_bits
+        qv = [Signal(name=f"qv_{i}") for i in range(2)]
+        qseq = [Signal(self.seq_bits, name=f"qseq_{i}") for i in range(2)]
+        qdata = [Signal(R * ab, name=f"qdata_{i}") for i in range(2)]
+        qmask = [Signal(R, name=f"qmask_{i}") for i in range(2)]
+        m.d.comb += [self.qv.eq(Cat(qv)), self.head.eq(qseq[0])]
+        k = self.k
+        for i in reversed(range(R)):
+            with m.If(qmask[0][i]):
+                m.d.comb += k.eq(i)
+        m.d.comb += self.x.eq(Array(l.as_signed() for l in
+                                    (qdata[0][i * ab:(i + 1) * ab] for i in range(R)))[k] - self.zp)
+        mask_n = Signal(R)
+        m.d.comb += [mask_n.eq(Mux(self.take, qmask[0] & ~(1 << k), qmask[0])),
+                     self.retire.eq(self.take & (mask_n == 0))]
+        new = [self.seq, self.data, self.nz]
+        # the queue after this cycle's departure (retire) and arrival (push)
+        with m.If(self.retire):
+            with m.If(qv[1]):
+                m.d.sync += [qseq[0].eq(qseq[1]), qdata[0].eq(qdata[1]), qmask[0].eq(qmask[1])]
+                with m.If(self.push):
+                    m.d.sync += [qseq[1].eq(new[0]), qdata[1].eq(new[1]), qmask[1].eq(new[2])]
+                with m.Else():
+                    m.d.sync += qv[1].eq(0)
+            with m.Else():
+                m.d.sync += [qseq[0].eq(new[0]), qdata[0].eq(new[1]), qmask[0].eq(new[2]),
+                             qv[0].eq(self.push)]
+        with m.Else():
+            m.d.sync += qmask[0].eq(mask_n)
+            with m.If(self.push):
+                with m.If(qv[0]):
+                    m.d.sync += [qseq[1].eq(new[0]), qdata[1].eq(new[1]), qmask[1].eq(new[2]),
+                                 qv[1].eq(1)]
+                with m.Else():
+                    m.d.sync += [qseq[0].eq(new[0]), qdata[0].eq(new[1]), qmask[0].eq(new[2]),
+                                 qv[0].eq(1)]
+        with m.If(self.setup):
+            m.d.sync += [qv[0].eq(0), qv[1].eq(0)]
+        return m
 
 
 class FEIEColumn(Block):
@@ -416,10 +499,11 @@ class FEIEArray(ComputeEngine):
             d.rt, d.rp = Signal(17, name=f"rt_{gi}"), Signal(24, name=f"rp_{gi}")
             d.line, d.raddr = Signal(24, name=f"line_{gi}"), Signal(24, name=f"raddr_{gi}")
             d.aseq = Signal(SEQ, name=f"aseq_{gi}")
-            d.qv = [Signal(name=f"qv_{gi}_{i}") for i in range(2)]
-            d.qseq = [Signal(SEQ, name=f"qseq_{gi}_{i}") for i in range(2)]
-            d.qdata = [Signal(R * ab, name=f"qdata_{gi}_{i}") for i in range(2)]
-            d.qmask = [Signal(R, name=f"qmask_{gi}_{i}") for i in range(2)]
+            # the group's pixel queue (FEIEQueue): two entries, the head's lowest input left
+            d.q = place(m, f"queue_{gi}", FEIEQueue(R, ab, SEQ), self._blocks)
+            m.d.comb += [d.q.data.eq(self.ifmap.data), d.q.nz.eq(arr_nz), d.q.seq.eq(d.aseq),
+                         d.q.zp.eq(zp), d.q.setup.eq(setup)]
+            d.qv = [d.q.qv[0], d.q.qv[1]]
             d.wt, d.xw = Signal(17, name=f"wt_{gi}"), Signal(16, name=f"xw_{gi}")
             d.wslot = Signal(range(NP), name=f"wslot_{gi}")
             d.wb, d.wlast = Signal(SEQ, name=f"wb_{gi}"), Signal(SEQ, name=f"wlast_{gi}")
@@ -428,7 +512,7 @@ class FEIEArray(ComputeEngine):
             d.fs = [Signal(SEQ, name=f"fs_{gi}_{j}") for j in range(NP)]
             d.sv = [Signal(name=f"sv_{gi}_{j}") for j in range(NP)]
             d.cpos = Signal(SEQ, name=f"cpos_{gi}")
-            m.d.comb += d.cpos.eq(Mux(d.qv[0], d.qseq[0], d.aseq))
+            m.d.comb += d.cpos.eq(Mux(d.qv[0], d.q.head, d.aseq))
             d.elig = Signal(name=f"elig_{gi}")
             m.d.comb += d.elig.eq(run & d.active & (d.wt < T) & (d.cpos > d.wlast))
             grp.append(d)
@@ -471,16 +555,11 @@ class FEIEArray(ComputeEngine):
             m.d.sync += [d.fs[j].eq(fs_n[j]) for j in range(NP)] + [d.sv[j].eq(sv_n[j]) for j in range(NP)]
 
             # MAC: the head's lowest non-zero input
-            head = d.qseq[0]
+            head = d.q.head
             c_on = Signal(name=f"cons_{gi}")
             m.d.comb += c_on.eq(run & wready & d.qv[0] & (wt_n < T) & (head < nfs_n) & (head < tend_n))
-            k = Signal(range(max(R, 2)), name=f"k_{gi}")
-            for i in reversed(range(R)):
-                with m.If(d.qmask[0][i]):
-                    m.d.comb += k.eq(i)
-            x = Signal(signed(ab + 1), name=f"x_{gi}")
-            m.d.comb += x.eq(Array(l.as_signed() for l in
-                                   (d.qdata[0][i * ab:(i + 1) * ab] for i in range(R)))[k] - zp)
+            m.d.comb += d.q.take.eq(c_on)
+            k, x = d.q.k, d.q.x
             d.hit, d.fw = [], []
             for j in range(NP):
                 dist = Signal(SEQ, name=f"dist_{gi}_{j}")
@@ -489,11 +568,7 @@ class FEIEArray(ComputeEngine):
                 m.d.comb += h.eq(c_on & sv_n[j] & (head >= fs_n[j]) & (dist < S))
                 d.hit.append(h)
                 d.fw.append(dist[:2])
-            mask_n = Signal(R, name=f"mask_n_{gi}")
-            m.d.comb += mask_n.eq(Mux(c_on, d.qmask[0] & ~(1 << k), d.qmask[0]))
-            d.retire = Signal(name=f"retire_{gi}")
-            m.d.comb += d.retire.eq(c_on & (mask_n == 0))
-            d.mask_n = mask_n
+            d.retire = d.q.retire
             cons.append(c_on)
             kk.append(k)
             xv.append(x)
@@ -564,7 +639,7 @@ class FEIEArray(ComputeEngine):
             rq = Signal(name=f"rreq_{gi}")
             m.d.comb += rq.eq(run & d.active & (d.rt < T) & (occ < 2))
             reqs.append(rq)
-            d.push = push
+            m.d.comb += d.q.push.eq(push)
         rg_on, rg = _rotating_pick(m, reqs, rptr, "rgrant")
         with m.If(rg_on):
             m.d.sync += rptr.eq(Mux(rg + 1 == G, 0, rg + 1))
@@ -580,29 +655,8 @@ class FEIEArray(ComputeEngine):
                                  d.raddr.eq(d.line + gstep)]
                 with m.Else():
                     m.d.sync += [d.rp.eq(d.rp + 1), d.raddr.eq(d.raddr + pstep)]
-            new = [d.aseq, self.ifmap.data, arr_nz]
             with m.If(arr_on & (arr_g == gi)):
                 m.d.sync += d.aseq.eq(d.aseq + 1)
-            # the queue after this cycle's departure (retire) and arrival (push)
-            with m.If(d.retire):
-                with m.If(d.qv[1]):
-                    m.d.sync += [d.qseq[0].eq(d.qseq[1]), d.qdata[0].eq(d.qdata[1]), d.qmask[0].eq(d.qmask[1])]
-                    with m.If(d.push):
-                        m.d.sync += [d.qseq[1].eq(new[0]), d.qdata[1].eq(new[1]), d.qmask[1].eq(new[2])]
-                    with m.Else():
-                        m.d.sync += d.qv[1].eq(0)
-                with m.Else():
-                    m.d.sync += [d.qseq[0].eq(new[0]), d.qdata[0].eq(new[1]), d.qmask[0].eq(new[2]),
-                                 d.qv[0].eq(d.push)]
-            with m.Else():
-                m.d.sync += d.qmask[0].eq(d.mask_n)
-                with m.If(d.push):
-                    with m.If(d.qv[0]):
-                        m.d.sync += [d.qseq[1].eq(new[0]), d.qdata[1].eq(new[1]), d.qmask[1].eq(new[2]),
-                                     d.qv[1].eq(1)]
-                    with m.Else():
-                        m.d.sync += [d.qseq[0].eq(new[0]), d.qdata[0].eq(new[1]), d.qmask[0].eq(new[2]),
-                                     d.qv[0].eq(1)]
 
         # -- setup in CHECK: every group at its first task -------------------------------------
         with m.If(setup):
@@ -612,7 +666,7 @@ class FEIEArray(ComputeEngine):
             for gi, d in enumerate(grp):
                 line0 = insn.ifmap_row + gi * lstep_c
                 m.d.sync += [d.rt.eq(gi), d.rp.eq(0), d.line.eq(line0), d.raddr.eq(line0), d.aseq.eq(0),
-                             d.qv[0].eq(0), d.qv[1].eq(0), d.wt.eq(gi), d.xw.eq(0), d.wslot.eq(0),
+                             d.wt.eq(gi), d.xw.eq(0), d.wslot.eq(0),
                              d.wb.eq(0), d.wlast.eq(wlast0), d.nfs.eq(nfs0), d.tend.eq(tend0),
                              d.wm.eq(gi * nout_c)]
                 m.d.sync += [d.fs[j].eq(j * s_c) for j in range(NP)] + [d.sv[j].eq(nout_c > j) for j in range(NP)]
