@@ -33,8 +33,9 @@ __all__ = ["Block", "place"]
 
 class Block(wiring.Component):
     """A repeated sub-circuit of an array: a component whose circuit depends only on
-    ``params`` (a tuple of Python values, the arguments it was built from) and which uses
-    the ``sync`` domain (its module then has ``clk`` and ``rst`` ports).
+    ``params`` (a tuple of Python values, the arguments it was built from). A block that
+    uses the ``sync`` domain has :attr:`clocked` true (its module then has ``clk`` and
+    ``rst`` ports); a purely combinational one sets it false.
 
     Parameters
     ----------
@@ -43,6 +44,9 @@ class Block(wiring.Component):
     params : tuple
         What the circuit is built from; it names the module (:attr:`module_name`).
     """
+
+    #: The block uses the ``sync`` domain (its instances get ``clk`` and ``rst``).
+    clocked = True
 
     def __init__(self, members: dict, params: tuple):
         self._params = params
@@ -72,6 +76,7 @@ def place(m, name: str, block: Block, blocks: dict | None):
     for path, member, value in block.signature.flatten(ports):
         prefix = "i_" if member.flow == In else "o_"
         kwargs[prefix + "__".join(map(str, path))] = value
-    m.submodules[name] = Instance(block.module_name, i_clk=ClockSignal("sync"),
-                                  i_rst=ResetSignal("sync"), **kwargs)
+    if block.clocked:
+        kwargs.update(i_clk=ClockSignal("sync"), i_rst=ResetSignal("sync"))
+    m.submodules[name] = Instance(block.module_name, **kwargs)
     return ports

@@ -193,6 +193,8 @@ class RSLane(Block):
         if none), int32 wrap (combinational).
     """
 
+    clocked = False
+
     def __init__(self, rows, acc_bits):
         self.rows, self.acc_bits = rows, acc_bits
         super().__init__({"n": In(9), "chain": In(rows * acc_bits), "tgt": In(rows * 9), "last": In(rows),

@@ -19,6 +19,7 @@ checked end to end at the level its size allows.
 """
 
 import os
+import re
 
 import numpy as np
 import pytest
@@ -164,14 +165,15 @@ def test_1x1_elaborates_and_lowers(dataflow):
 
 #: the blocks each dataflow's array repeats, and how many copies a config has of each
 BLOCKS = {"ws": {"wscolumn": "cols"}, "os": {"oscolumn": "cols"},
-          "rs": {"rsrow": "rows", "rsline": "rs_lines", "rslane": "cols"}, "feie": {"feiecolumn": "cols"}}
+          "rs": {"rsrow": "rows", "rsline": "rs_lines", "rslane": "cols"},
+          "feie": {"feiecolumn": "cols", "feiequeue": "rows"}}
 
 
 @pytest.mark.parametrize("dataflow", DATAFLOWS)
 def test_array_blocks_instanced_once_converted(dataflow):
-    """On the Verilog path the array's PE columns (rs: PE rows, line registers, psum lanes) are
-    instances of one module each, recorded once for separate conversion; 3x5 tells rows
-    from columns."""
+    """On the Verilog path the array's repeated parts (PE columns, feie's group queues; rs:
+    PE rows, line registers, psum lanes) are instances of one module each, recorded once
+    for separate conversion; 3x5 tells rows from columns."""
     from amaranth.back import rtlil
     from celosia.rtl.top import Accelerator
     cfg = AccelConfig(rows=3, cols=5, dataflow=dataflow)
@@ -181,7 +183,10 @@ def test_array_blocks_instanced_once_converted(dataflow):
     for name, block in blocks.items():
         assert text.count(f"cell \\{name} ") == getattr(cfg, BLOCKS[dataflow][name.split("_")[1]])
         assert f"module \\{name}" not in text
-        assert f"module \\{name}" in rtlil.convert(block, name=name, emit_src=False)
+        block_text = rtlil.convert(block, name=name, emit_src=False)
+        assert f"module \\{name}" in block_text
+        # its instances connect clk / rst exactly when its module has them
+        assert bool(re.search(r"wire width 1 input \d+ +\\clk$", block_text, re.M)) == block.clocked, name
 
 
 SMALL = [(i, c) for i, c in SPREAD if c.rows * c.cols <= 256]
