@@ -1,33 +1,36 @@
 """Verilog generation time per dataflow and array size, measured in one run.
 
     python benchmarks/verilog_gen.py [--arrays 16x16,32x32,64x64] [--dataflows ws,os,rs,feie]
+                                     [--flat 16x16,32x32]
 
-For each point it times the two steps of ``celosia verilog`` separately, uncached:
-Amaranth's elaboration and lowering to RTLIL (Python), then Yosys (WebAssembly) writing
-Verilog, and prints wall seconds, peak resident memory of this process so far and the
-Verilog's line count. Issue 14 item 5 asks for 64x64 in under a minute for every
-dataflow; the figures in docs/reliability.md come from this script.
+For each point it times :func:`celosia.sim.verilog.generate` uncached (Amaranth's
+elaboration and lowering to RTLIL, then Yosys writing Verilog), with the PE array's
+columns / rows instanced (what ``celosia verilog`` and the Verilator back end use) and, for
+the arrays named by ``--flat``, also written inline (``instanced=False``: the same circuit
+as one flat netlist, as before the blocks; minutes at 64x64). It prints wall and CPU
+seconds of this process (Yosys runs in it, as WebAssembly), the Verilog's line count, the peak resident memory of this process so far and the load
+average when the point started (the machine is shared: a load above its core count slows
+every figure). Issue 14 item 5 asks for 64x64 in under a minute for every dataflow; the
+figures in docs/reliability.md come from this script.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import time
 
-from amaranth.back import rtlil, verilog
-
 from celosia.rtl.config import DATAFLOWS, AccelConfig, parse_array
-from celosia.rtl.top import Accelerator
+from celosia.sim.verilog import generate
 
 
-def measure(config: AccelConfig) -> dict:
-    t0 = time.perf_counter()
-    text = rtlil.convert(Accelerator(config), name="celosia_accelerator", emit_src=False)
-    t1 = time.perf_counter()
-    out = verilog._convert_rtlil_text(text)
-    t2 = time.perf_counter()
-    return {"rtlil_s": t1 - t0, "yosys_s": t2 - t1, "lines": out.count("\n"),
+def measure(config: AccelConfig, instanced: bool) -> dict:
+    load = os.getloadavg()[0]
+    t0, c0 = time.perf_counter(), time.process_time()
+    text = generate(config, instanced=instanced)
+    return {"s": time.perf_counter() - t0, "cpu": time.process_time() - c0, "lines": text.count("\n"),
+            "load": load,
             "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
@@ -35,16 +38,22 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--arrays", default="16x16,32x32,64x64")
     ap.add_argument("--dataflows", default=",".join(DATAFLOWS))
+    ap.add_argument("--flat", default="16x16,32x32",
+                    help="arrays also timed written inline ('' for none)")
     args = ap.parse_args(argv)
-    print(f"{'array':>7} {'dataflow':>8} {'RTLIL s':>8} {'Yosys s':>8} {'total s':>8} "
-          f"{'lines':>8} {'peak MB':>8}")
+    flat = set(filter(None, args.flat.split(",")))
+    print(f"cores: {os.cpu_count()}")
+    print(f"{'array':>7} {'dataflow':>8} {'form':>9} {'wall s':>7} {'CPU s':>6} {'lines':>8} {'peak MB':>8} "
+          f"{'load':>5}")
     for array in args.arrays.split(","):
         rows, cols = parse_array(array)
         for df in args.dataflows.split(","):
             cfg = AccelConfig(rows=rows, cols=cols, dataflow=df, dram_bytes=1 << 22)
-            r = measure(cfg)
-            print(f"{array:>7} {df:>8} {r['rtlil_s']:8.1f} {r['yosys_s']:8.1f} "
-                  f"{r['rtlil_s'] + r['yosys_s']:8.1f} {r['lines']:8d} {r['peak_mb']:8.0f}", flush=True)
+            for instanced in (True, False) if array in flat else (True,):
+                r = measure(cfg, instanced)
+                form = "instanced" if instanced else "flat"
+                print(f"{array:>7} {df:>8} {form:>9} {r['s']:7.1f} {r['cpu']:6.1f} {r['lines']:8d} "
+                      f"{r['peak_mb']:8.0f} {r['load']:5.1f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -52,10 +52,16 @@ class Accelerator(wiring.Component):
         and ``counters`` (the SNAP_* CSRs, :data:`celosia.rtl.isa.COUNTERS` order).
     events : Out(EventSignature)
         Instructions starting / completing this cycle, per queue (instruction traces).
+
+    ``blocks``: ``None`` (default) for the inline PE array (what the Amaranth simulator
+    runs), or a dict to make the array's repeated PE columns / rows instances of modules
+    converted separately and recorded there (:mod:`celosia.rtl.arrays.blocks`; the
+    Verilog path, :func:`celosia.sim.verilog.generate`).
     """
 
-    def __init__(self, config: AccelConfig):
+    def __init__(self, config: AccelConfig, blocks: dict | None = None):
         self._config = check_config(config)
+        self._blocks = blocks
         super().__init__({
             "csr": In(CsrSignature),
             "bus": Out(DramBusSignature.of(config)),
@@ -68,7 +74,7 @@ class Accelerator(wiring.Component):
         m = Module()
         m.submodules.ctrl = ctrl = Controller(cfg)
         m.submodules.load = load = LoadEngine(cfg)
-        m.submodules.compute = compute = make_engine(cfg)(cfg)
+        m.submodules.compute = compute = make_engine(cfg)(cfg, blocks=self._blocks)
         m.submodules.vector = vector = VectorEngine(cfg)
         m.submodules.store = store = StoreEngine(cfg)
         m.submodules.arbiter = arbiter = BusArbiter(3, cfg.dram_words, cfg.bus_bits)
@@ -137,17 +143,19 @@ class SimTop(wiring.Component):
     ``dram_storage``: ``"memory"`` (an Amaranth memory, for the Amaranth simulator) or
     ``"verilog"`` (an instance of ``celosia_dram_storage``, whose Verilog
     :data:`celosia.rtl.dram.DRAM_STORAGE_VERILOG` goes with the generated design).
+    ``blocks``: as for :class:`Accelerator`.
     """
 
-    def __init__(self, config: AccelConfig, dram_storage: str = "memory"):
+    def __init__(self, config: AccelConfig, dram_storage: str = "memory", blocks: dict | None = None):
         self._config = check_config(config)
         self._dram_storage = dram_storage
+        self._blocks = blocks
         super().__init__({"csr": In(CsrSignature), "node": Out(NodeSignature),
                           "events": Out(EventSignature), **host_members(config)})
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.accel = accel = Accelerator(self._config)
+        m.submodules.accel = accel = Accelerator(self._config, blocks=self._blocks)
         m.submodules.dram = dram = DramModel(self._config, storage=self._dram_storage)
         wiring.connect(m, wiring.flipped(self.csr), accel.csr)
         wiring.connect(m, wiring.flipped(self.node), accel.node)

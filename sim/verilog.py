@@ -35,24 +35,37 @@ def rtl_fingerprint() -> str:
     return h.hexdigest()[:16]
 
 
-def generate(config: AccelConfig, top: str = "accelerator") -> str:
+def generate(config: AccelConfig, top: str = "accelerator", instanced: bool = True) -> str:
     """Verilog text of ``top`` (``"accelerator"`` or ``"sim_top"``) for ``config``.
 
-    ``"sim_top"`` holds the DRAM storage as the plain Verilog module
-    ``celosia_dram_storage`` (:data:`celosia.rtl.dram.DRAM_STORAGE_VERILOG`, appended):
-    an Amaranth memory would be written out with one initialisation line per word.
+    ``instanced`` (default): the PE array's repeated columns / rows are converted once
+    each and instanced (:mod:`celosia.rtl.arrays.blocks`); their modules follow the top's
+    text, so the time does not grow with the PE count as a flat netlist's does
+    (``instanced=False``: the same circuit written inline, for comparison;
+    ``benchmarks/verilog_gen.py``). ``"sim_top"`` also holds the
+    DRAM storage as the plain Verilog module ``celosia_dram_storage``
+    (:data:`celosia.rtl.dram.DRAM_STORAGE_VERILOG`, appended): an Amaranth memory would
+    be written out with one initialisation line per word.
     """
     from amaranth.back import verilog
     from celosia.rtl.dram import DRAM_STORAGE_VERILOG
     from celosia.rtl.top import Accelerator, SimTop
 
+    blocks = {} if instanced else None
     if top == "sim_top":
-        text = verilog.convert(SimTop(config, dram_storage="verilog"), name="celosia_sim_top",
+        text = verilog.convert(SimTop(config, dram_storage="verilog", blocks=blocks),
+                               name="celosia_sim_top", emit_src=False)
+        extra = [DRAM_STORAGE_VERILOG]
+    elif top == "accelerator":
+        text = verilog.convert(Accelerator(config, blocks=blocks), name="celosia_accelerator",
                                emit_src=False)
-        return text + "\n" + DRAM_STORAGE_VERILOG
-    if top == "accelerator":
-        return verilog.convert(Accelerator(config), name="celosia_accelerator", emit_src=False)
-    raise ValueError(f"top must be 'accelerator' or 'sim_top', not {top!r}")
+        extra = []
+    else:
+        raise ValueError(f"top must be 'accelerator' or 'sim_top', not {top!r}")
+    # (the blocks were recorded while the top was elaborated)
+    parts = [text] + [verilog.convert(block, name=name, emit_src=False)
+                      for name, block in (blocks or {}).items()] + extra
+    return "\n".join(parts)
 
 
 def _cached(config: AccelConfig, top: str) -> Path:

@@ -2,7 +2,9 @@
 :class:`celosia.rtl.arrays.engine.ComputeEngineSignature`. The dataflow registry
 (:mod:`celosia.rtl.dataflows`) names each one's engine class and timing; ``window.py``
 is the window address generator ws and os share on their ifmap read path (feie walks
-its groups' pixels itself)."""
+its groups' pixels itself); ``blocks.py`` makes each array's repeated part (a PE column or
+row, ...) one module instanced per copy on the Verilog path (docs/reliability.md, "Verilog
+generation time")."""
 
 from celosia.rtl.config import AccelConfig
 from celosia.rtl.dataflows import dataflow

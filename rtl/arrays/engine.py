@@ -198,10 +198,16 @@ class ControlledEngine(wiring.Component):
 
 
 class ComputeEngine(ControlledEngine):
-    """Base of the PE arrays: a component with :class:`ComputeEngineSignature` for ``config``."""
+    """Base of the PE arrays: a component with :class:`ComputeEngineSignature` for ``config``.
 
-    def __init__(self, config: AccelConfig):
+    ``blocks``: ``None`` (the default) writes the array's repeated PE columns / rows
+    inline; a dict makes them instances of separately converted modules, recorded there
+    (:func:`celosia.rtl.arrays.blocks.place`; the Verilog path). Same circuit either way.
+    """
+
+    def __init__(self, config: AccelConfig, blocks: dict | None = None):
         self._config = check_config(config)
+        self._blocks = blocks
         super().__init__(ComputeEngineSignature(config))
 
     @property

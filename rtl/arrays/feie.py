@@ -14,14 +14,16 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import numpy as np
-from amaranth.hdl import Array, Cat, Module, Mux, Signal, signed
+from amaranth.hdl import Array, Cat, Module, Mux, Signal, Value, signed
+from amaranth.lib.wiring import In, Out
 
 from celosia.rtl import isa
+from celosia.rtl.arrays.blocks import Block, place
 from celosia.rtl.arrays.engine import ComputeEngine, gemm_insn_in_range, insn_check_state, legal_gemm
 from celosia.rtl.config import FEIE_TAPS
 from celosia.rtl.dma import accept_state
 
-__all__ = ["FEIEArray", "cycles", "row_geometry", "row_trace", "RowTrace"]
+__all__ = ["FEIEArray", "FEIEColumn", "FEIEQueue", "cycles", "row_geometry", "row_trace", "RowTrace"]
 
 
 def row_geometry(g, rows: int) -> SimpleNamespace:
@@ -190,6 +192,14 @@ def cycles(insn, config, ifmap=None) -> int:
     return row_trace(insn, config, ifmap).cycles
 
 
+def _held(m, name, expr):
+    """A signal of ``expr``'s own shape driven by it (combinational): an expression is
+    lowered again at every use, a signal once."""
+    sig = Signal(Value.cast(expr).shape(), name=name)
+    m.d.comb += sig.eq(expr)
+    return sig
+
+
 def _rotating_pick(m, requests, ptr, name):
     """A rotating-priority arbiter: ``(valid, index)`` of the first request at an index
     ``>= ptr``, else the first one below ``ptr`` (:func:`_round_robin` in hardware)."""
@@ -204,6 +214,147 @@ def _rotating_pick(m, requests, ptr, name):
         with m.If(requests[i] & (i >= ptr)):
             m.d.comb += index.eq(i)
     return valid, index
+
+
+class FEIEQueue(Block):
+    """The pixel queue of one group of :class:`FEIEArray` (:mod:`~celosia.rtl.arrays.blocks`:
+    inline for pysim, one module instanced ``rows`` times in Verilog): two entries, each a
+    pixel (``rows`` int8 inputs), its sequence number and the mask of its inputs still to
+    multiply; the head's lowest one is the group's MAC input.
+
+    Ports
+    -----
+    data, nz, seq : In(rows * act_bits), In(rows), In(seq_bits)
+        The arriving pixel, its non-zero inputs (the mask) and its sequence number.
+    push : In(1)
+        The pixel arrives (enters the queue at the next edge).
+    take : In(1)
+        The head's input ``k`` is multiplied this cycle (leaves the mask; the head retires
+        with its last).
+    zp : In(signed(act_bits))
+        The zero point, subtracted from the input.
+    setup : In(1)
+        Empty the queue at the next edge (over everything else).
+    qv : Out(2)
+        Bit ``i``: entry ``i`` holds a pixel (entry 0 is the head).
+    head : Out(seq_bits)
+        The head's sequence number.
+    k : Out(range(max(rows, 2)))
+        The head's lowest input left (0 if none; combinational).
+    x : Out(signed(act_bits + 1))
+        Input ``k`` of the head minus ``zp`` (combinational).
+    retire : Out(1)
+        ``take`` of the head's last input (combinational).
+    """
+
+    def __init__(self, rows, act_bits, seq_bits):
+        self.rows, self.act_bits, self.seq_bits = rows, act_bits, seq_bits
+        super().__init__({
+            "data": In(rows * act_bits), "nz": In(rows), "seq": In(seq_bits), "push": In(1),
+            "take": In(1), "zp": In(signed(act_bits)), "setup": In(1),
+            "qv": Out(2), "head": Out(seq_bits), "k": Out(range(max(rows, 2))),
+            "x": Out(signed(act_bits + 1)), "retire": Out(1),
+        }, (rows, act_bits, seq_bits))
+
+    def elaborate(self, platform):
+        m = Module()
+        R, ab = self.rows, self.act_bits
+        qv = [Signal(name=f"qv_{i}") for i in range(2)]
+        qseq = [Signal(self.seq_bits, name=f"qseq_{i}") for i in range(2)]
+        qdata = [Signal(R * ab, name=f"qdata_{i}") for i in range(2)]
+        qmask = [Signal(R, name=f"qmask_{i}") for i in range(2)]
+        m.d.comb += [self.qv.eq(Cat(qv)), self.head.eq(qseq[0])]
+        k = self.k
+        for i in reversed(range(R)):
+            with m.If(qmask[0][i]):
+                m.d.comb += k.eq(i)
+        m.d.comb += self.x.eq(Array(l.as_signed() for l in
+                                    (qdata[0][i * ab:(i + 1) * ab] for i in range(R)))[k] - self.zp)
+        mask_n = Signal(R)
+        m.d.comb += [mask_n.eq(Mux(self.take, qmask[0] & ~(1 << k), qmask[0])),
+                     self.retire.eq(self.take & (mask_n == 0))]
+        new = [self.seq, self.data, self.nz]
+        # the queue after this cycle's departure (retire) and arrival (push)
+        with m.If(self.retire):
+            with m.If(qv[1]):
+                m.d.sync += [qseq[0].eq(qseq[1]), qdata[0].eq(qdata[1]), qmask[0].eq(qmask[1])]
+                with m.If(self.push):
+                    m.d.sync += [qseq[1].eq(new[0]), qdata[1].eq(new[1]), qmask[1].eq(new[2])]
+                with m.Else():
+                    m.d.sync += qv[1].eq(0)
+            with m.Else():
+                m.d.sync += [qseq[0].eq(new[0]), qdata[0].eq(new[1]), qmask[0].eq(new[2]),
+                             qv[0].eq(self.push)]
+        with m.Else():
+            m.d.sync += qmask[0].eq(mask_n)
+            with m.If(self.push):
+                with m.If(qv[0]):
+                    m.d.sync += [qseq[1].eq(new[0]), qdata[1].eq(new[1]), qmask[1].eq(new[2]),
+                                 qv[1].eq(1)]
+                with m.Else():
+                    m.d.sync += [qseq[0].eq(new[0]), qdata[0].eq(new[1]), qmask[0].eq(new[2]),
+                                 qv[0].eq(1)]
+        with m.If(self.setup):
+            m.d.sync += [qv[0].eq(0), qv[1].eq(0)]
+        return m
+
+
+class FEIEColumn(Block):
+    """PE column ``n`` of :class:`FEIEArray`: its ``FEIE_TAPS x rows`` weight registers and
+    the ``rows`` PEs ``(r, n)``, each a multiplier on the weight entry it selects and an
+    accumulator (:mod:`~celosia.rtl.arrays.blocks`: inline for pysim, one module instanced
+    ``cols`` times in Verilog).
+
+    Ports
+    -----
+    wdata : In(weight_bits)
+        Lane ``n`` of the weight buffer read data.
+    land : In(FEIE_TAPS * rows)
+        Bit ``e``: weight entry ``e`` takes ``wdata`` at the next edge.
+    sel : In(rows * ((4*rows).bit_length()))
+        Field ``r``: the weight entry PE row ``r`` multiplies (``fw*rows + k``).
+    x : In(rows * (act_bits + 1))
+        Field ``r``: PE row ``r``'s input minus the zero point (signed).
+    hit, clear : In(rows), In(rows)
+        Bit ``r``: PE ``r`` accumulates its product / restarts its accumulator (with the
+        product if ``hit``, else 0) at the next edge (int32 wrap).
+    setup : In(1)
+        Clear every accumulator at the next edge (over ``clear`` and ``hit``).
+    row : In(range(max(rows, 2)))
+        The accumulator written out.
+    wval : Out(signed(acc_bits))
+        Registered: accumulator ``row`` of the cycle before.
+    """
+
+    def __init__(self, rows, act_bits, weight_bits, acc_bits):
+        self.rows, self.act_bits, self.weight_bits, self.acc_bits = rows, act_bits, weight_bits, acc_bits
+        self.sel_bits = (4 * rows).bit_length()
+        super().__init__({
+            "wdata": In(weight_bits), "land": In(FEIE_TAPS * rows), "sel": In(rows * self.sel_bits),
+            "x": In(rows * (act_bits + 1)), "hit": In(rows), "clear": In(rows), "setup": In(1),
+            "row": In(range(max(rows, 2))), "wval": Out(signed(acc_bits)),
+        }, (rows, act_bits, weight_bits, acc_bits))
+
+    def elaborate(self, platform):
+        m = Module()
+        R, xb, wbits, sb = self.rows, self.act_bits + 1, self.weight_bits, self.sel_bits
+        wreg = [Signal(signed(wbits), name=f"w_{e}") for e in range(FEIE_TAPS * R)]
+        for e in range(FEIE_TAPS * R):
+            with m.If(self.land[e]):
+                m.d.sync += wreg[e].eq(self.wdata)
+        acc = [Signal(signed(self.acc_bits), name=f"acc_{r}") for r in range(R)]
+        for r in range(R):
+            w = Array(wreg)[self.sel[r * sb:(r + 1) * sb]]
+            prod = self.x[r * xb:(r + 1) * xb].as_signed() * w
+            hit = self.hit[r]
+            with m.If(self.setup):
+                m.d.sync += acc[r].eq(0)
+            with m.Elif(self.clear[r]):
+                m.d.sync += acc[r].eq(Mux(hit, prod, 0))
+            with m.Elif(hit):
+                m.d.sync += acc[r].eq(acc[r] + prod)   # wraps
+        m.d.sync += self.wval.eq(Array(acc)[self.row])
+        return m
 
 
 class FEIEArray(ComputeEngine):
@@ -289,14 +440,20 @@ class FEIEArray(ComputeEngine):
         run = Signal()          # state RUN: the groups, ports and arbiters work
 
         # -- geometry (row_geometry), registered in CHECK ----------------------------------
-        wide = insn.window & (insn.win_w > 1)
-        S_c = Mux(insn.window, insn.win_w, 1)
-        s_c = Mux(wide, insn.stride_w, 1)
-        P_c = 1 + (wide & (insn.stride_w <= insn.win_w - 1)) + (wide & (2 * insn.stride_w <= insn.win_w - 1))
-        G_c = Mux(P_c == 1, R, Mux(P_c == 2, R // 2, R // 3))
-        T_c = Mux(insn.window, insn.out_h, insn.m_len)
-        nout_c = Mux(insn.window, insn.out_w, 1)
-        lstep_c = Mux(insn.window, insn.stride_h * insn.row_pitch, 1)
+        # (held in signals of their own shape: an expression is lowered again at every use,
+        # and the setup below uses them once per group)
+        wide = _held(m, "wide", insn.window & (insn.win_w > 1))
+        S_c = _held(m, "S_c", Mux(insn.window, insn.win_w, 1))
+        s_c = _held(m, "s_c", Mux(wide, insn.stride_w, 1))
+        P_c = _held(m, "P_c", 1 + (wide & (insn.stride_w <= insn.win_w - 1))
+                    + (wide & (2 * insn.stride_w <= insn.win_w - 1)))
+        G_c = _held(m, "G_c", Mux(P_c == 1, R, Mux(P_c == 2, R // 2, R // 3)))
+        T_c = _held(m, "T_c", Mux(insn.window, insn.out_h, insn.m_len))
+        nout_c = _held(m, "nout_c", Mux(insn.window, insn.out_w, 1))
+        lstep_c = _held(m, "lstep_c", Mux(insn.window, insn.stride_h * insn.row_pitch, 1))
+        wlast0 = _held(m, "wlast0", S_c - 1)
+        nfs0 = _held(m, "nfs0", P_c * s_c)
+        tend0 = _held(m, "tend0", (nout_c - 1) * s_c + S_c)
         S, s, P, G = Signal(range(NP + 1)), Signal(8), Signal(range(NP + 1)), Signal(range(R + 1))
         T, n_out, Wp = Signal(17), Signal(16), Signal(24)
         pstep, gstep, wjump, ps = Signal(16), Signal(24), Signal(24), Signal(16)
@@ -309,8 +466,7 @@ class FEIEArray(ComputeEngine):
                          ps.eq(P_c * s_c), W.eq(S_c * insn.k_len)]
         zp = insn.in_zp
 
-        # -- weights: per column FEIE_TAPS x R registers, entry fw*R + k -------------------
-        wreg = [[Signal(signed(wbits), name=f"w_{n}_{e}") for e in range(NP * R)] for n in range(C)]
+        # -- weights: per column FEIE_TAPS x R registers (in FEIEColumn), entry fw*R + k ------
         ld_on, ld_i, ld_fw, ld_k = Signal(), Signal(16), Signal(range(NP + 1)), Signal(8)
         land_on, land_e = Signal(), Signal(range(NP * R))
         wready = Signal()
@@ -327,10 +483,8 @@ class FEIEArray(ComputeEngine):
         m.d.sync += land_last.eq(ld_last)
         with m.If(land_last):
             m.d.sync += wready.eq(1)
-        for n in range(C):
-            for e in range(NP * R):
-                with m.If(land_on & (land_e == e)):
-                    m.d.sync += wreg[n][e].eq(self.weight.data[n * wbits:(n + 1) * wbits])
+        land = Signal(NP * R)   # bit e: weight entry e of every column lands this cycle
+        m.d.comb += land.eq(Cat(land_on & (land_e == e) for e in range(NP * R)))
 
         # -- groups: reader, pixel queue, writer ---------------------------------------------
         SEQ = 24
@@ -345,10 +499,11 @@ class FEIEArray(ComputeEngine):
             d.rt, d.rp = Signal(17, name=f"rt_{gi}"), Signal(24, name=f"rp_{gi}")
             d.line, d.raddr = Signal(24, name=f"line_{gi}"), Signal(24, name=f"raddr_{gi}")
             d.aseq = Signal(SEQ, name=f"aseq_{gi}")
-            d.qv = [Signal(name=f"qv_{gi}_{i}") for i in range(2)]
-            d.qseq = [Signal(SEQ, name=f"qseq_{gi}_{i}") for i in range(2)]
-            d.qdata = [Signal(R * ab, name=f"qdata_{gi}_{i}") for i in range(2)]
-            d.qmask = [Signal(R, name=f"qmask_{gi}_{i}") for i in range(2)]
+            # the group's pixel queue (FEIEQueue): two entries, the head's lowest input left
+            d.q = place(m, f"queue_{gi}", FEIEQueue(R, ab, SEQ), self._blocks)
+            m.d.comb += [d.q.data.eq(self.ifmap.data), d.q.nz.eq(arr_nz), d.q.seq.eq(d.aseq),
+                         d.q.zp.eq(zp), d.q.setup.eq(setup)]
+            d.qv = [d.q.qv[0], d.q.qv[1]]
             d.wt, d.xw = Signal(17, name=f"wt_{gi}"), Signal(16, name=f"xw_{gi}")
             d.wslot = Signal(range(NP), name=f"wslot_{gi}")
             d.wb, d.wlast = Signal(SEQ, name=f"wb_{gi}"), Signal(SEQ, name=f"wlast_{gi}")
@@ -357,7 +512,7 @@ class FEIEArray(ComputeEngine):
             d.fs = [Signal(SEQ, name=f"fs_{gi}_{j}") for j in range(NP)]
             d.sv = [Signal(name=f"sv_{gi}_{j}") for j in range(NP)]
             d.cpos = Signal(SEQ, name=f"cpos_{gi}")
-            m.d.comb += d.cpos.eq(Mux(d.qv[0], d.qseq[0], d.aseq))
+            m.d.comb += d.cpos.eq(Mux(d.qv[0], d.q.head, d.aseq))
             d.elig = Signal(name=f"elig_{gi}")
             m.d.comb += d.elig.eq(run & d.active & (d.wt < T) & (d.cpos > d.wlast))
             grp.append(d)
@@ -380,10 +535,10 @@ class FEIEArray(ComputeEngine):
             d.clear = [Signal(name=f"clear_{gi}_{j}") for j in range(NP)]
             m.d.comb += [wt_n.eq(d.wt), nfs_n.eq(d.nfs), tend_n.eq(d.tend)]
             m.d.comb += [fs_n[j].eq(d.fs[j]) for j in range(NP)] + [sv_n[j].eq(d.sv[j]) for j in range(NP)]
+            wb_n = _held(m, f"wb_n_{gi}", d.wb + Wp)
             with m.If(granted):
                 m.d.comb += [d.clear[j].eq(d.wslot == j) for j in range(NP)]
                 with m.If(last_out):
-                    wb_n = d.wb + Wp
                     m.d.comb += [wt_n.eq(d.wt + G), nfs_n.eq(wb_n + ps), tend_n.eq(d.tend + Wp)]
                     m.d.comb += [fs_n[j].eq(wb_n + j * s) for j in range(NP)]
                     m.d.comb += [sv_n[j].eq(n_out > j) for j in range(NP)]
@@ -400,16 +555,11 @@ class FEIEArray(ComputeEngine):
             m.d.sync += [d.fs[j].eq(fs_n[j]) for j in range(NP)] + [d.sv[j].eq(sv_n[j]) for j in range(NP)]
 
             # MAC: the head's lowest non-zero input
-            head = d.qseq[0]
+            head = d.q.head
             c_on = Signal(name=f"cons_{gi}")
             m.d.comb += c_on.eq(run & wready & d.qv[0] & (wt_n < T) & (head < nfs_n) & (head < tend_n))
-            k = Signal(range(max(R, 2)), name=f"k_{gi}")
-            for i in reversed(range(R)):
-                with m.If(d.qmask[0][i]):
-                    m.d.comb += k.eq(i)
-            x = Signal(signed(ab + 1), name=f"x_{gi}")
-            m.d.comb += x.eq(Array(l.as_signed() for l in
-                                   (d.qdata[0][i * ab:(i + 1) * ab] for i in range(R)))[k] - zp)
+            m.d.comb += d.q.take.eq(c_on)
+            k, x = d.q.k, d.q.x
             d.hit, d.fw = [], []
             for j in range(NP):
                 dist = Signal(SEQ, name=f"dist_{gi}_{j}")
@@ -418,21 +568,19 @@ class FEIEArray(ComputeEngine):
                 m.d.comb += h.eq(c_on & sv_n[j] & (head >= fs_n[j]) & (dist < S))
                 d.hit.append(h)
                 d.fw.append(dist[:2])
-            mask_n = Signal(R, name=f"mask_n_{gi}")
-            m.d.comb += mask_n.eq(Mux(c_on, d.qmask[0] & ~(1 << k), d.qmask[0]))
-            d.retire = Signal(name=f"retire_{gi}")
-            m.d.comb += d.retire.eq(c_on & (mask_n == 0))
-            d.mask_n = mask_n
+            d.retire = d.q.retire
             cons.append(c_on)
             kk.append(k)
             xv.append(x)
 
         m.d.comb += self.mac_cycles.eq(Cat(cons).any())
 
-        # -- the PEs: PE row r is slot r % P of group r // P (per P); acc per column ---------
-        acc = [[Signal(signed(acc_bits), name=f"acc_{r}_{n}") for n in range(C)] for r in range(R)]
+        # -- the PEs: PE row r is slot r % P of group r // P (per P); its weight entry sel_r
+        #    and its accumulators in the columns (FEIEColumn) -----------------------------------
         #: per PE row: it multiplies this cycle, its tap, its input minus in_zp (for tests)
         self.probe = SimpleNamespace(hit=[], fw=[], x=[])
+        sel_w = (4 * R).bit_length()
+        sels, clears = [], []
         for r in range(R):
             hit, clear = Signal(name=f"pe_hit_{r}"), Signal(name=f"pe_clear_{r}")
             fw, k = Signal(2, name=f"pe_fw_{r}"), Signal(range(max(R, 2)), name=f"pe_k_{r}")
@@ -448,31 +596,35 @@ class FEIEArray(ComputeEngine):
                 with m.If(P == p):
                     m.d.comb += [hit.eq(d.hit[j]), clear.eq(d.clear[j]), fw.eq(d.fw[j]), k.eq(kk[gi]),
                                  x.eq(xv[gi])]
-            for n in range(C):
-                w = Array(wreg[n])[fw * R + k]
-                prod = x * w
-                with m.If(setup):
-                    m.d.sync += acc[r][n].eq(0)
-                with m.Elif(clear):
-                    m.d.sync += acc[r][n].eq(Mux(hit, prod, 0))
-                with m.Elif(hit):
-                    m.d.sync += acc[r][n].eq(acc[r][n] + prod)   # wraps
+            sel = Signal(sel_w, name=f"pe_sel_{r}")
+            m.d.comb += sel.eq(fw * R + k)
+            sels.append(sel)
+            clears.append(clear)
+        pe_cols = []
+        for n in range(C):
+            col = place(m, f"col_{n}", FEIEColumn(R, ab, wbits, acc_bits), self._blocks)
+            m.d.comb += [col.wdata.eq(self.weight.data[n * wbits:(n + 1) * wbits]), col.land.eq(land),
+                         col.sel.eq(Cat(sels)), col.x.eq(Cat(self.probe.x)), col.hit.eq(Cat(self.probe.hit)),
+                         col.clear.eq(Cat(clears)), col.setup.eq(setup)]
+            pe_cols.append(col)
 
         # -- psum write: capture the granted slot, read the old row, write a cycle later -----
         w_row = Signal(range(max(R, 2)))
         for p in range(1, NP + 1):
             with m.If(P == p):
                 m.d.comb += w_row.eq(wg * p + Array(d.wslot for d in grp)[wg])
-        wval = [Signal(signed(acc_bits), name=f"wval_{n}") for n in range(C)]
         wr_on = Signal()
         wr_addr = Signal.like(self.psum_wr.addr)
         rd_addr = Signal(16)
         m.d.comb += rd_addr.eq(insn.psum_row + Array(d.wm for d in grp)[wg])
         m.d.comb += [self.psum_rd.addr.eq(rd_addr), self.psum_rd.en.eq(wg_on & insn.accumulate)]
         m.d.sync += [wr_on.eq(wg_on), wr_addr.eq(rd_addr)]
-        for n in range(C):
-            m.d.sync += wval[n].eq(Array(acc[r][n] for r in range(R))[w_row])
-        old = Mux(insn.accumulate, self.psum_rd.data, 0)
+        for col in pe_cols:
+            m.d.comb += col.row.eq(w_row)
+        wval = [col.wval for col in pe_cols]
+        # (a signal: each lane's slice of the expression would lower the whole Mux again)
+        old = Signal.like(self.psum_rd.data, name="old")
+        m.d.comb += old.eq(Mux(insn.accumulate, self.psum_rd.data, 0))
         m.d.comb += [self.psum_wr.addr.eq(wr_addr),
                      self.psum_wr.data.eq(Cat((wval[n] + old[n * acc_bits:(n + 1) * acc_bits].as_signed())
                                               [:acc_bits] for n in range(C)))]
@@ -487,7 +639,7 @@ class FEIEArray(ComputeEngine):
             rq = Signal(name=f"rreq_{gi}")
             m.d.comb += rq.eq(run & d.active & (d.rt < T) & (occ < 2))
             reqs.append(rq)
-            d.push = push
+            m.d.comb += d.q.push.eq(push)
         rg_on, rg = _rotating_pick(m, reqs, rptr, "rgrant")
         with m.If(rg_on):
             m.d.sync += rptr.eq(Mux(rg + 1 == G, 0, rg + 1))
@@ -503,29 +655,8 @@ class FEIEArray(ComputeEngine):
                                  d.raddr.eq(d.line + gstep)]
                 with m.Else():
                     m.d.sync += [d.rp.eq(d.rp + 1), d.raddr.eq(d.raddr + pstep)]
-            new = [d.aseq, self.ifmap.data, arr_nz]
             with m.If(arr_on & (arr_g == gi)):
                 m.d.sync += d.aseq.eq(d.aseq + 1)
-            # the queue after this cycle's departure (retire) and arrival (push)
-            with m.If(d.retire):
-                with m.If(d.qv[1]):
-                    m.d.sync += [d.qseq[0].eq(d.qseq[1]), d.qdata[0].eq(d.qdata[1]), d.qmask[0].eq(d.qmask[1])]
-                    with m.If(d.push):
-                        m.d.sync += [d.qseq[1].eq(new[0]), d.qdata[1].eq(new[1]), d.qmask[1].eq(new[2])]
-                    with m.Else():
-                        m.d.sync += d.qv[1].eq(0)
-                with m.Else():
-                    m.d.sync += [d.qseq[0].eq(new[0]), d.qdata[0].eq(new[1]), d.qmask[0].eq(new[2]),
-                                 d.qv[0].eq(d.push)]
-            with m.Else():
-                m.d.sync += d.qmask[0].eq(d.mask_n)
-                with m.If(d.push):
-                    with m.If(d.qv[0]):
-                        m.d.sync += [d.qseq[1].eq(new[0]), d.qdata[1].eq(new[1]), d.qmask[1].eq(new[2]),
-                                     d.qv[1].eq(1)]
-                    with m.Else():
-                        m.d.sync += [d.qseq[0].eq(new[0]), d.qdata[0].eq(new[1]), d.qmask[0].eq(new[2]),
-                                     d.qv[0].eq(1)]
 
         # -- setup in CHECK: every group at its first task -------------------------------------
         with m.If(setup):
@@ -535,8 +666,8 @@ class FEIEArray(ComputeEngine):
             for gi, d in enumerate(grp):
                 line0 = insn.ifmap_row + gi * lstep_c
                 m.d.sync += [d.rt.eq(gi), d.rp.eq(0), d.line.eq(line0), d.raddr.eq(line0), d.aseq.eq(0),
-                             d.qv[0].eq(0), d.qv[1].eq(0), d.wt.eq(gi), d.xw.eq(0), d.wslot.eq(0),
-                             d.wb.eq(0), d.wlast.eq(S_c - 1), d.nfs.eq(P_c * s_c), d.tend.eq((nout_c - 1) * s_c + S_c),
+                             d.wt.eq(gi), d.xw.eq(0), d.wslot.eq(0),
+                             d.wb.eq(0), d.wlast.eq(wlast0), d.nfs.eq(nfs0), d.tend.eq(tend0),
                              d.wm.eq(gi * nout_c)]
                 m.d.sync += [d.fs[j].eq(j * s_c) for j in range(NP)] + [d.sv[j].eq(nout_c > j) for j in range(NP)]
 

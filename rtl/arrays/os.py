@@ -14,14 +14,16 @@ from __future__ import annotations
 
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data
+from amaranth.lib.wiring import In, Out
 
 from celosia.rtl import isa
+from celosia.rtl.arrays.blocks import Block, place
 from celosia.rtl.arrays.engine import ComputeEngine, gemm_insn_in_range, legal_gemm
 from celosia.rtl.arrays.window import WindowAddr
 from celosia.rtl.config import ceil_div
 from celosia.rtl.controller.signatures import GEMMS_IN_FLIGHT
 
-__all__ = ["OSArray", "StageInsn", "cycles", "epoch_cycles", "sequence_timing", "sequence_cycles",
+__all__ = ["OSArray", "OSColumn", "StageInsn", "cycles", "epoch_cycles", "sequence_timing", "sequence_cycles",
            "block_sequence_timing", "OSTiming"]
 
 #: The fields of a GEMM that a block carries through the MAC and DRAIN stages of
@@ -43,6 +45,53 @@ def stage_fields(insn):
     """The :data:`StageInsn` fields of the ``GemmInsn`` view ``insn`` (``last`` = 0), as a
     value to assign to a ``StageInsn`` signal."""
     return Cat(*(insn[name] if name != "last" else Const(0, 1) for name in StageInsn.members))
+
+
+class OSColumn(Block):
+    """PE column ``n`` of :class:`OSArray`: the ``rows`` PEs ``(i, n)``, each one multiplier
+    and two accumulator banks, and the pick of the row being drained
+    (:mod:`~celosia.rtl.arrays.blocks`: inline for pysim, one module instanced ``cols``
+    times in Verilog).
+
+    Ports
+    -----
+    x : In(rows * act_bits)
+        Lane ``i``: PE row ``i``'s current int8 activation (of the MAC bank).
+    w : In(weight_bits)
+        Lane ``n`` of the weight buffer read data (int8).
+    clear : In(2)
+        Bit ``b``: clear accumulator bank ``b`` at the next edge.
+    land : In(2)
+        Bit ``b`` (and not ``clear``): bank ``b``'s accumulators add ``x[i] * w`` at the next
+        edge (int32 wrap).
+    bank, row : In(1), In(range(max(rows, 2)))
+        The accumulator drained.
+    out : Out(signed(acc_bits))
+        Accumulator ``row`` of bank ``bank`` (combinational).
+    """
+
+    def __init__(self, rows, act_bits, weight_bits, acc_bits):
+        self.rows, self.act_bits, self.weight_bits, self.acc_bits = rows, act_bits, weight_bits, acc_bits
+        super().__init__({
+            "x": In(rows * act_bits), "w": In(weight_bits), "clear": In(2), "land": In(2),
+            "bank": In(1), "row": In(range(max(rows, 2))), "out": Out(signed(acc_bits)),
+        }, (rows, act_bits, weight_bits, acc_bits))
+
+    def elaborate(self, platform):
+        m = Module()
+        rows, ab, wb, acc_bits = self.rows, self.act_bits, self.weight_bits, self.acc_bits
+        acc = [[Signal(signed(acc_bits), name=f"acc{b}_{i}") for i in range(rows)] for b in range(2)]
+        for i in range(rows):
+            # (the product is a signal: an expression would be rebuilt at every use)
+            prod = Signal(signed(ab + wb), name=f"prod_{i}")
+            m.d.comb += prod.eq(self.x[i * ab:(i + 1) * ab].as_signed() * self.w.as_signed())
+            for b in range(2):
+                with m.If(self.clear[b]):
+                    m.d.sync += acc[b][i].eq(0)
+                with m.Elif(self.land[b]):
+                    m.d.sync += acc[b][i].eq(acc[b][i] + prod)  # wraps to int32
+        m.d.comb += self.out.eq(Mux(self.bank, Array(acc[1])[self.row], Array(acc[0])[self.row]))
+        return m
 
 
 class OSArray(ComputeEngine):
@@ -155,8 +204,6 @@ class OSArray(ComputeEngine):
 
         # Input shift registers, two banks per PE row: lane 0 is the current activation.
         xreg = [[Signal(rows * ab, name=f"x{b}_{i}") for i in range(rows)] for b in range(2)]
-        acc = [[[Signal(signed(acc_bits), name=f"acc{b}_{i}_{n}") for n in range(cols)]
-                for i in range(rows)] for b in range(2)]
 
         run = Signal()                     # some stage holds a block: an epoch is on
         x_issue = Signal()
@@ -185,7 +232,7 @@ class OSArray(ComputeEngine):
         for b in range(2):
             for i in range(rows):
                 with m.If(mac_land & (mac_b == b) & ~(x_land & (x_b == b))):
-                    m.d.sync += xreg[b][i].eq(xreg[b][i] >> ab)
+                    m.d.sync += xreg[b][i].eq(xreg[b][i].shift_right(ab))  # (a slice, not an operator)
         # One multiplier per PE, on the MAC bank's activation (the bank conditions and the
         # products are signals: an expression would be rebuilt at every use).
         clear_b = [Signal(name=f"clear_b{b}") for b in range(2)]
@@ -198,14 +245,11 @@ class OSArray(ComputeEngine):
                          land_b[b].eq(mac_land & (mac_b == b))]
         for i in range(rows):
             m.d.comb += x_mac[i].eq(Mux(mac_b, xs[1][i], xs[0][i]))
-            for n in range(cols):
-                prod = Signal(signed(ab + wb), name=f"prod_{i}_{n}")
-                m.d.comb += prod.eq(x_mac[i] * self.weight.data[n * wb:(n + 1) * wb].as_signed())
-                for b in range(2):
-                    with m.If(clear_b[b]):
-                        m.d.sync += acc[b][i][n].eq(0)
-                    with m.Elif(land_b[b]):
-                        m.d.sync += acc[b][i][n].eq(acc[b][i][n] + prod)  # wraps to int32
+        # The PE columns (OSColumn): products, accumulators and the drain row pick.
+        pe_cols = [place(m, f"col_{n}", OSColumn(rows, ab, wb, acc_bits), self._blocks) for n in range(cols)]
+        for n, col in enumerate(pe_cols):
+            m.d.comb += [col.x.eq(Cat(x_mac)), col.w.eq(self.weight.data[n * wb:(n + 1) * wb]),
+                         col.clear.eq(Cat(clear_b)), col.land.eq(Cat(land_b))]
 
         # DRAIN: psum row read in cycle t, written at t+1 with bank wr_b's PE row wr_i added
         # (the GEMM's accumulate and n_len registered with the read).
@@ -215,15 +259,16 @@ class OSArray(ComputeEngine):
         wr_addr = Signal.like(self.psum_wr.addr)
         m.d.sync += [wr_land.eq(wr_issue), wr_i.eq(cnt_d), wr_b.eq(bank), wr_acc.eq(si_d.accumulate),
                      wr_nlen.eq(si_d.n_len), wr_addr.eq(si_d.psum_row + m0_d + cnt_d)]
-        acc_rows = [Array(Cat(acc[b][i]) for i in range(rows)) for b in range(2)]
-        out_row = Mux(wr_b, acc_rows[1][wr_i], acc_rows[0][wr_i])
-        old = Mux(wr_acc, self.psum_rd.data, 0)
+        for col in pe_cols:
+            m.d.comb += [col.bank.eq(wr_b), col.row.eq(wr_i)]
+        # (a signal: each lane's slice of the expression would lower the whole Mux again)
+        old = Signal.like(self.psum_rd.data, name="old")
+        m.d.comb += old.eq(Mux(wr_acc, self.psum_rd.data, 0))
         m.d.comb += [
             self.psum_wr.addr.eq(wr_addr),
             self.psum_wr.data.eq(Cat(
-                (out_row[n * acc_bits:(n + 1) * acc_bits].as_signed()
-                 + old[n * acc_bits:(n + 1) * acc_bits].as_signed())[:acc_bits]
-                for n in range(cols))),
+                (col.out + old[n * acc_bits:(n + 1) * acc_bits].as_signed())[:acc_bits]
+                for n, col in enumerate(pe_cols))),
         ]
         with m.If(wr_land):
             m.d.comb += self.psum_wr.en.eq(Cat(wr_nlen > n for n in range(cols)))

@@ -98,14 +98,16 @@ import operator
 
 from amaranth.hdl import Array, Cat, Module, Mux, Signal, signed
 from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
 
 from celosia.rtl import isa
+from celosia.rtl.arrays.blocks import Block, place
 from celosia.rtl.arrays.engine import (ComputeEngine, finish_states, gemm_insn_in_range, insn_check_state,
                                        legal_gemm)
 from celosia.rtl.config import RS_SPAD, ceil_div
 from celosia.rtl.dma import accept_state
 
-__all__ = ["RSArray", "gemm_cycles", "cycles"]
+__all__ = ["RSArray", "RSRow", "RSLine", "RSLane", "gemm_cycles", "cycles"]
 
 
 def gemm_cycles(rows: int, *, win_h: int, win_w: int, k_len: int, n_len: int, out_h: int, out_w: int,
@@ -135,6 +137,149 @@ def cycles(insn, config, ifmap=None) -> int:
         return 1
     return gemm_cycles(config.rows, win_h=g.win_h, win_w=g.win_w, k_len=g.k_len, n_len=g.n_len,
                        out_h=g.out_h, out_w=g.out_w, stride_h=g.stride_h, dil_h=g.dil_h)
+
+
+class RSLine(Block):
+    """Ifmap line register ``y`` of :class:`RSArray`, both banks
+    (:mod:`~celosia.rtl.arrays.blocks`: inline for pysim, one module instanced ``rs_lines``
+    times in Verilog).
+
+    Ports
+    -----
+    data : In(width)
+        The ifmap read data (one pixel, ``k_len`` channels).
+    land, land_bank : In(1), In(1)
+        Bank ``land_bank`` takes ``data`` at the next edge.
+    shift, bank : In(1), In(1)
+        Otherwise bank ``bank`` shifts down one lane (``lane_bits``) at the next edge.
+    lane0 : Out(lane_bits)
+        Lane 0 of bank ``bank`` (combinational).
+    """
+
+    def __init__(self, width, lane_bits):
+        self.width, self.lane_bits = width, lane_bits
+        super().__init__({"data": In(width), "land": In(1), "land_bank": In(1), "shift": In(1),
+                          "bank": In(1), "lane0": Out(lane_bits)}, (width, lane_bits))
+
+    def elaborate(self, platform):
+        m = Module()
+        regs = [Signal(self.width, name=f"y{bk}") for bk in range(2)]
+        for bk in range(2):
+            with m.If(self.land & (self.land_bank == bk)):
+                m.d.sync += regs[bk].eq(self.data)
+            with m.Elif(self.shift & (self.bank == bk)):
+                m.d.sync += regs[bk].eq(regs[bk].shift_right(self.lane_bits))  # (a slice)
+        ab = self.lane_bits
+        m.d.comb += self.lane0.eq(Mux(self.bank, regs[1][:ab], regs[0][:ab]))
+        return m
+
+
+class RSLane(Block):
+    """The psum lane ``n`` written by :class:`RSArray`: the column sum of the set whose
+    channel goes to lane ``n``, plus the old psum (:mod:`~celosia.rtl.arrays.blocks`:
+    inline for pysim, one module instanced ``cols`` times in Verilog).
+
+    Ports
+    -----
+    n : In(9)
+        The lane number (a constant per instance).
+    chain, tgt, last : In(rows * acc_bits), In(rows * 9), In(rows)
+        Per PE row ``r``: the column sum up to row ``r``, the lane its set writes, whether
+        it is its set's last filter row.
+    old : In(acc_bits)
+        Lane ``n`` of the old psum (0 unless accumulating).
+    out : Out(acc_bits)
+        ``chain[r] + old`` for the row ``r`` with ``last[r]`` and ``tgt[r] == n`` (``old``
+        if none), int32 wrap (combinational).
+    """
+
+    clocked = False
+
+    def __init__(self, rows, acc_bits):
+        self.rows, self.acc_bits = rows, acc_bits
+        super().__init__({"n": In(9), "chain": In(rows * acc_bits), "tgt": In(rows * 9), "last": In(rows),
+                          "old": In(acc_bits), "out": Out(acc_bits)}, (rows, acc_bits))
+
+    def elaborate(self, platform):
+        m = Module()
+        R, acc_bits = self.rows, self.acc_bits
+        pick = [self.last[r] & (self.tgt[r * 9:(r + 1) * 9] == self.n) for r in range(R)]
+        val = Signal(signed(acc_bits))
+        m.d.comb += val.eq(functools.reduce(operator.or_, (
+            Mux(pick[r], self.chain[r * acc_bits:(r + 1) * acc_bits].as_signed(), 0) for r in range(R))))
+        m.d.comb += self.out.eq((val + self.old.as_signed())[:acc_bits])
+        return m
+
+
+class RSRow(Block):
+    """PE row ``r`` of :class:`RSArray`: its filter scratchpad (two banks of
+    :data:`~celosia.rtl.config.RS_SPAD` entries) and its ``cols`` PEs, each an accumulator
+    and a hold register (:mod:`~celosia.rtl.arrays.blocks`: inline for pysim, one module
+    instanced ``rows`` times in Verilog).
+
+    Ports
+    -----
+    wdata : In(cols * weight_bits)
+        The weight buffer read data.
+    lane, spad_waddr, spad_we : In(10), In(range(2*RS_SPAD)), In(1)
+        Scratchpad write: entry ``spad_waddr`` takes lane ``lane`` of ``wdata``.
+    spad_raddr : In(range(2*RS_SPAD))
+        Scratchpad read address (synchronous read: the entry is there a cycle later).
+    lines : In(rs_lines * act_bits)
+        Lane 0 of every ifmap line register (of the MAC bank).
+    off, lstep : In(range(rs_lines)), In(8)
+        PE ``j`` reads line ``off + j*lstep`` (for ``j*lstep`` up to ``rs_lines-1``).
+    clear, mac_land : In(1)
+        The accumulators clear / add their PE's product (int32 wrap) at the next edge.
+    hold : In(1)
+        The hold registers take the accumulators plus this cycle's products at the next edge.
+    col : In(range(max(cols, 2)))
+        The hold register read.
+    out : Out(signed(acc_bits))
+        Hold register ``col`` (combinational).
+    """
+
+    def __init__(self, cols, lines, act_bits, weight_bits, acc_bits):
+        self.cols, self.lines_n = cols, lines
+        self.act_bits, self.weight_bits, self.acc_bits = act_bits, weight_bits, acc_bits
+        super().__init__({
+            "wdata": In(cols * weight_bits), "lane": In(10),
+            "spad_waddr": In(range(2 * RS_SPAD)), "spad_we": In(1), "spad_raddr": In(range(2 * RS_SPAD)),
+            "lines": In(lines * act_bits), "off": In(range(lines)), "lstep": In(8),
+            "clear": In(1), "mac_land": In(1), "hold": In(1), "col": In(range(max(cols, 2))),
+            "out": Out(signed(acc_bits)),
+        }, (cols, lines, act_bits, weight_bits, acc_bits))
+
+    def elaborate(self, platform):
+        m = Module()
+        C, L = self.cols, self.lines_n
+        ab, wb, acc_bits = self.act_bits, self.weight_bits, self.acc_bits
+        m.submodules.spad = mem = Memory(shape=wb, depth=2 * RS_SPAD, init=[])
+        wp, rp = mem.write_port(), mem.read_port()
+        w_lanes = Array(self.wdata[n * wb:(n + 1) * wb] for n in range(C))
+        m.d.comb += [wp.addr.eq(self.spad_waddr), wp.data.eq(w_lanes[self.lane]), wp.en.eq(self.spad_we),
+                     rp.addr.eq(self.spad_raddr)]
+        spad = rp.data.as_signed()
+        acc = [Signal(signed(acc_bits), name=f"acc_{j}") for j in range(C)]
+        mac = [Signal(signed(acc_bits), name=f"mac_{j}") for j in range(C)]
+        hold = [Signal(signed(acc_bits), name=f"hold_{j}") for j in range(C)]
+        row_lines = Signal(L * ab)   # its line y: line off + y
+        m.d.comb += row_lines.eq(self.lines >> (self.off * ab))
+        for j in range(C):
+            # line j*lstep; only the strides that keep it inside the registers are wired
+            # (a PE beyond out_h, unused, may read anything)
+            picks = [row_lines.word_select(j * s, ab) for s in range(1, (L - 1) // j + 1)] if j else []
+            pix = (row_lines[:ab] if not picks else
+                   picks[0] if len(picks) == 1 else Array(picks)[self.lstep - 1])
+            m.d.comb += mac[j].eq(acc[j] + pix.as_signed() * spad)  # wraps
+            with m.If(self.clear):
+                m.d.sync += acc[j].eq(0)
+            with m.Elif(self.mac_land):
+                m.d.sync += acc[j].eq(mac[j])
+            with m.If(self.hold):
+                m.d.sync += hold[j].eq(mac[j])
+        m.d.comb += self.out.eq(Array(hold)[self.col])
+        return m
 
 
 class RSArray(ComputeEngine):
@@ -205,22 +350,10 @@ class RSArray(ComputeEngine):
         ld_g_d, ld_bank_d = Signal(9), Signal()
         q_fh, q_rem = Signal(range(R)), Signal(16)      # filter row / entry of the weight row read
         q_fh_d, q_rem_d = Signal(range(R)), Signal(16)
-        w_lanes = Array(self.weight.data[n * wb:(n + 1) * wb] for n in range(C))
         sp_addr = Signal(16)
-        spads = []
-        for r in range(R):
-            mem = Memory(shape=wb, depth=2 * RS_SPAD, init=[])
-            m.submodules[f"spad_{r}"] = mem
-            wp, rp = mem.write_port(), mem.read_port()
-            m.d.comb += [wp.addr.eq(Mux(ld_bank_d, RS_SPAD, 0) + q_rem_d),
-                         wp.data.eq(w_lanes[ld_g_d + tset[r]]),
-                         wp.en.eq(w_land & (fh[r] == q_fh_d) & (tset[r] < nsets)),
-                         rp.addr.eq(Mux(sbank, RS_SPAD, 0) + sp_addr)]
-            spads.append(rp.data.as_signed())
 
         # -- ifmap line registers, two banks: the MAC steps use one while the next step's
         #    pixels land in the other. Channel c of every line is lane 0 during MAC step c.
-        banks = [[Signal(R * ab, name=f"y{b}_{y}") for y in range(L)] for b in range(2)]
         filling, fill_go = Signal(), Signal()
         fcnt, faddr, fbank = Signal(16), Signal(16), Signal()
         go_addr, go_bank = Signal(16), Signal()
@@ -238,44 +371,37 @@ class RSArray(ComputeEngine):
         m.d.comb += [self.ifmap.en.eq(filling), self.ifmap.addr.eq(faddr)]
         m.d.sync += [y_land.eq(filling), y_idx_d.eq(fcnt), y_bank_d.eq(fbank),
                      mac_land.eq(mac_issue), use_bank.eq(bank)]
-        for bk in range(2):
-            for y in range(L):
-                with m.If(y_land & (y_bank_d == bk) & (y_idx_d == y)):
-                    m.d.sync += banks[bk][y].eq(self.ifmap.data)
-                with m.Elif(mac_land & (use_bank == bk)):
-                    m.d.sync += banks[bk][y].eq(banks[bk][y] >> ab)
         # (signals, not expressions: an expression is rebuilt at every use)
         lane0 = Signal(L * ab)
-        m.d.comb += lane0.eq(Cat(Mux(use_bank, banks[1][y][:ab], banks[0][y][:ab]) for y in range(L)))
+        line_regs = []
+        for y in range(L):
+            line = place(m, f"line_{y}", RSLine(R * ab, ab), self._blocks)
+            m.d.comb += [line.data.eq(self.ifmap.data), line.land.eq(y_land & (y_idx_d == y)),
+                         line.land_bank.eq(y_bank_d), line.shift.eq(mac_land), line.bank.eq(use_bank)]
+            line_regs.append(line.lane0)
+        m.d.comb += lane0.eq(Cat(line_regs))
 
-        # -- the PEs -------------------------------------------------------------------------
-        acc = [[Signal(signed(acc_bits), name=f"acc_{r}_{j}") for j in range(C)] for r in range(R)]
-        mac = [[Signal(signed(acc_bits), name=f"mac_{r}_{j}") for j in range(C)] for r in range(R)]
+        # -- the PE rows (RSRow): each its filter scratchpad and its C PEs ---------------------
+        sp_waddr, sp_raddr = Signal(range(2 * RS_SPAD)), Signal(range(2 * RS_SPAD))
+        m.d.comb += [sp_waddr.eq(Mux(ld_bank_d, RS_SPAD, 0) + q_rem_d),
+                     sp_raddr.eq(Mux(sbank, RS_SPAD, 0) + sp_addr)]
+        pe_rows = []
         for r in range(R):
-            row_lines = Signal(L * ab, name=f"row_lines_{r}")   # its line y: line off[r] + y
-            m.d.comb += row_lines.eq(lane0 >> (off[r] * ab))
-            for j in range(C):
-                # line j*lstep; only the strides that keep it inside the registers are wired
-                # (a PE beyond out_h, unused, may read anything)
-                picks = [row_lines.word_select(j * s, ab) for s in range(1, (L - 1) // j + 1)] if j else []
-                pix = (row_lines[:ab] if not picks else
-                       picks[0] if len(picks) == 1 else Array(picks)[lstep - 1])
-                m.d.comb += mac[r][j].eq(acc[r][j] + pix.as_signed() * spads[r])  # wraps
-                with m.If(clear):
-                    m.d.sync += acc[r][j].eq(0)
-                with m.Elif(mac_land):
-                    m.d.sync += acc[r][j].eq(mac[r][j])
+            row = place(m, f"row_{r}", RSRow(C, L, ab, wb, acc_bits), self._blocks)
+            m.d.comb += [row.wdata.eq(self.weight.data), row.lane.eq(ld_g_d + tset[r]),
+                         row.spad_waddr.eq(sp_waddr),
+                         row.spad_we.eq(w_land & (fh[r] == q_fh_d) & (tset[r] < nsets)),
+                         row.spad_raddr.eq(sp_raddr), row.lines.eq(lane0), row.off.eq(off[r]),
+                         row.lstep.eq(lstep), row.clear.eq(clear), row.mac_land.eq(mac_land)]
+            pe_rows.append(row)
 
         x, fw, sp_base = Signal(16), Signal(8), Signal(16)   # the step (x, fw), its first spad entry
-        # -- the column sums: hold[r][j] takes the PE's sum of a column at its last MAC landing,
-        #    so the WRITE of column x runs while the MACs of column x+1 go on in acc.
-        hold = [[Signal(signed(acc_bits), name=f"hold_{r}_{j}") for j in range(C)] for r in range(R)]
+        # -- the column sums: the hold registers take the PE's sum of a column at its last MAC
+        #    landing, so the WRITE of column x runs while the MACs of column x+1 go on in acc.
         col_end, col_end_land = Signal(), Signal()   # the last MAC issue / landing of a column
         m.d.sync += col_end_land.eq(col_end)
-        for r in range(R):
-            for j in range(C):
-                with m.If(col_end_land):
-                    m.d.sync += hold[r][j].eq(mac[r][j])
+        for row in pe_rows:
+            m.d.comb += row.hold.eq(col_end_land)
 
         # -- WRITE, out_h cycles from the cycle after a column's last MAC issue, alongside the
         #    next column's (or pass's) MACs: the column sums of PE column wr_j, set t -> lane
@@ -298,17 +424,23 @@ class RSArray(ComputeEngine):
             m.d.sync += [wr_active.eq(1), wcnt.eq(0), rd_addr.eq(insn.psum_row + x), wr_g0.eq(g0)]
         chain = []
         for r in range(R):
-            here = Array(hold[r])[wr_j]
+            m.d.comb += pe_rows[r].col.eq(wr_j)
+            here = pe_rows[r].out
             s = Signal(signed(acc_bits), name=f"vsum_{r}")
             m.d.comb += s.eq(here if r == 0 else (here + Mux(fh[r] == 0, 0, chain[r - 1]))[:acc_bits])
             chain.append(s)
-        old = Mux(insn.accumulate, self.psum_rd.data, 0)
+        # (a signal: each lane's slice of the expression would lower the whole Mux again)
+        old = Signal.like(self.psum_rd.data, name="old")
+        m.d.comb += old.eq(Mux(insn.accumulate, self.psum_rd.data, 0))
+        # the psum lane each row's set writes (tset + wr_g0_d), picked per lane (RSLane)
+        tgt = [Signal(9, name=f"tgt_{r}") for r in range(R)]
+        m.d.comb += [tgt[r].eq(tset[r] + wr_g0_d) for r in range(R)]
         lanes, en = [], []
         for n in range(C):
-            pick = [last[r] & (tset[r] + wr_g0_d == n) for r in range(R)]
-            val = Signal(signed(acc_bits), name=f"out_{n}")
-            m.d.comb += val.eq(functools.reduce(operator.or_, (Mux(pick[r], chain[r], 0) for r in range(R))))
-            lanes.append((val + old[n * acc_bits:(n + 1) * acc_bits].as_signed())[:acc_bits])
+            lane = place(m, f"lane_{n}", RSLane(R, acc_bits), self._blocks)
+            m.d.comb += [lane.n.eq(n), lane.chain.eq(Cat(chain)), lane.tgt.eq(Cat(tgt)), lane.last.eq(Cat(last)),
+                         lane.old.eq(old[n * acc_bits:(n + 1) * acc_bits])]
+            lanes.append(lane.out)
             en.append((n >= wr_g0_d) & (n < wr_g0_d + nsets) & (n < insn.n_len))
         m.d.comb += [self.psum_wr.addr.eq(wr_addr), self.psum_wr.data.eq(Cat(lanes)),
                      self.psum_rd.addr.eq(rd_addr), self.psum_rd.en.eq(wr_active & insn.accumulate)]

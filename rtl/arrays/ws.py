@@ -10,13 +10,15 @@ latency that does not grow with ``rows`` in cycles).
 from __future__ import annotations
 
 from amaranth.hdl import Cat, Module, Mux, Signal, signed
+from amaranth.lib.wiring import In, Out
 
 from celosia.rtl import isa
+from celosia.rtl.arrays.blocks import Block, place
 from celosia.rtl.arrays.engine import ComputeEngine, gemm_insn_in_range, legal_gemm
 from celosia.rtl.arrays.window import WindowAddr
 from celosia.rtl.controller.signatures import GEMMS_IN_FLIGHT
 
-__all__ = ["WSArray", "cycles", "sequence_timing", "sequence_cycles", "WSTiming"]
+__all__ = ["WSArray", "WSColumn", "cycles", "sequence_timing", "sequence_cycles", "WSTiming"]
 
 
 def _adder_tree(terms):
@@ -28,6 +30,70 @@ def _adder_tree(terms):
             paired.append(terms[-1])
         terms = paired
     return terms[0]
+
+
+class WSColumn(Block):
+    """PE column ``n`` of :class:`WSArray`: the ``rows`` PEs ``(k, n)`` and the column's
+    pipelined adder tree (:mod:`~celosia.rtl.arrays.blocks`: inline for pysim, one module
+    instanced ``cols`` times in Verilog).
+
+    Ports
+    -----
+    x : In(rows * act_bits)
+        The ifmap row (lane ``k`` is PE ``k``'s int8 activation).
+    wdata : In(weight_bits)
+        Lane ``n`` of the weight buffer read data.
+    landing : In(rows)
+        Bit ``k``: shadow weight register ``k`` takes ``wdata`` at the next edge.
+    clear : In(1)
+        Clear the shadow registers at the next edge (over ``landing``).
+    take : In(1)
+        Active registers <= shadow registers (the landing one bypassed) at the next edge.
+    mul : In(1)
+        Register the products ``x[k] * w[k]`` and the old psum at the next edge.
+    acc_en : In(1)
+        With ``mul``: the old psum is ``psum`` (else 0).
+    psum : In(acc_bits)
+        Lane ``n`` of the psum buffer read data.
+    sum : Out(signed(acc_bits))
+        Registered: the old psum plus the products registered one cycle before (int32
+        wrap).
+
+    Timing: ``mul`` in cycle ``t`` -> products in ``t+1`` -> ``sum`` from ``t+2``.
+    """
+
+    def __init__(self, rows, act_bits, weight_bits, acc_bits):
+        self.rows, self.act_bits, self.weight_bits, self.acc_bits = rows, act_bits, weight_bits, acc_bits
+        super().__init__({
+            "x": In(rows * act_bits), "wdata": In(weight_bits), "landing": In(rows),
+            "clear": In(1), "take": In(1), "mul": In(1), "acc_en": In(1),
+            "psum": In(acc_bits), "sum": Out(signed(acc_bits)),
+        }, (rows, act_bits, weight_bits, acc_bits))
+
+    def elaborate(self, platform):
+        m = Module()
+        rows, ab, wb, acc = self.rows, self.act_bits, self.weight_bits, self.acc_bits
+        # PE weight registers w[k] (used by the products) and their shadow copies (filled by
+        # the preload).
+        w = [Signal(signed(wb), name=f"w_{k}") for k in range(rows)]
+        w_sh = [Signal(signed(wb), name=f"wsh_{k}") for k in range(rows)]
+        wdata = self.wdata.as_signed()
+        for k in range(rows):
+            with m.If(self.clear):
+                m.d.sync += w_sh[k].eq(0)
+            with m.Elif(self.landing[k]):
+                m.d.sync += w_sh[k].eq(wdata)
+            with m.If(self.take):
+                m.d.sync += w[k].eq(Mux(self.landing[k], wdata, w_sh[k]))
+        prod = [Signal(signed(ab + wb), name=f"p_{k}") for k in range(rows)]
+        old = Signal(signed(acc))
+        with m.If(self.mul):
+            for k in range(rows):
+                m.d.sync += prod[k].eq(self.x[k * ab:(k + 1) * ab].as_signed() * w[k])
+            m.d.sync += old.eq(Mux(self.acc_en, self.psum.as_signed(), 0))
+        # Assignment to a signed(acc) register gives the int32 wrap.
+        m.d.sync += self.sum.eq(_adder_tree([old] + prod))
+        return m
 
 
 class WSArray(ComputeEngine):
@@ -123,27 +189,15 @@ class WSArray(ComputeEngine):
         take = Signal()
         check_fin = Signal()         # the loader completes an error / m_len = 0 this cycle
 
-        # PE weight registers w[k][n] (used by the products) and their shadow copies
-        # (filled by the preload).
-        w = [[Signal(signed(wb), name=f"w_{k}_{n}") for n in range(cols)] for k in range(rows)]
-        w_sh = [[Signal(signed(wb), name=f"wsh_{k}_{n}") for n in range(cols)] for k in range(rows)]
         clear_sh = Signal()
 
         # Preload pipeline: a weight read issued in cycle t lands in shadow row k at t+1.
         wload_valid = Signal()
         wload_k = Signal(range(rows + 1))
         wload_issue = Signal()
+        landing = Signal(rows)       # bit k: shadow row k lands this cycle
         m.d.sync += [wload_valid.eq(wload_issue), wload_k.eq(k_cnt)]
-        for k in range(rows):
-            landing = wload_valid & (wload_k == k)
-            for n in range(cols):
-                wdata = self.weight.data[n * wb:(n + 1) * wb].as_signed()
-                with m.If(clear_sh):
-                    m.d.sync += w_sh[k][n].eq(0)
-                with m.Elif(landing):
-                    m.d.sync += w_sh[k][n].eq(wdata)
-                with m.If(take):
-                    m.d.sync += w[k][n].eq(Mux(landing, wdata, w_sh[k][n]))
+        m.d.comb += landing.eq(Cat(wload_valid & (wload_k == k) for k in range(rows)))
 
         # The row offered to the stream this cycle: the next of cur, or row 0 of nxt (its
         # ifmap row: the window address generator below).
@@ -189,22 +243,15 @@ class WSArray(ComputeEngine):
             with m.Else():
                 m.d.sync += [cur.eq(nxt), m_cnt.eq(1), streaming.eq(~row_last)]
 
-        prod = [[Signal(signed(ab + wb), name=f"p_{k}_{n}") for n in range(cols)] for k in range(rows)]
-        old = [Signal(signed(acc), name=f"old_{n}") for n in range(cols)]
-        colsum = [Signal(signed(acc), name=f"sum_{n}") for n in range(cols)]
-        with m.If(sv[0]):
-            for k in range(rows):
-                x = self.ifmap.data[k * ab:(k + 1) * ab].as_signed()
-                for n in range(cols):
-                    m.d.sync += prod[k][n].eq(x * w[k][n])
-            for n in range(cols):
-                with m.If(s1_acc):
-                    m.d.sync += old[n].eq(self.psum_rd.data[n * acc:(n + 1) * acc].as_signed())
-                with m.Else():
-                    m.d.sync += old[n].eq(0)
+        # The PE columns (WSColumn): weight registers, products and the column sum.
+        colsum = []
         for n in range(cols):
-            # Assignment to a signed(acc) register gives the int32 wrap.
-            m.d.sync += colsum[n].eq(_adder_tree([old[n]] + [prod[k][n] for k in range(rows)]))
+            col = place(m, f"col_{n}", WSColumn(rows, ab, wb, acc), self._blocks)
+            m.d.comb += [col.x.eq(self.ifmap.data), col.wdata.eq(self.weight.data[n * wb:(n + 1) * wb]),
+                         col.landing.eq(landing), col.clear.eq(clear_sh), col.take.eq(take),
+                         col.mul.eq(sv[0]), col.acc_en.eq(s1_acc),
+                         col.psum.eq(self.psum_rd.data[n * acc:(n + 1) * acc])]
+            colsum.append(col.sum)
 
         lane_en = Cat(sn[2] > n for n in range(cols))
         m.d.comb += [
