@@ -226,13 +226,14 @@ def read_csv(path: Path) -> list[list[str]]:
 
 def read_sweep(out: Path) -> dict:
     """A one-point ``celosia sweep`` folder's ``{"cycles": {layer: cycles}, "point_seconds"}``
-    (its ``results.csv`` and ``summary.csv``). Raises ``RuntimeError`` with the point's error."""
+    (its ``results.csv`` and ``summary.csv``; a layer's cycles are ``None`` where the sweep
+    reports none). Raises ``RuntimeError`` with the point's error."""
     with open(out / "summary.csv", newline="") as f:
         (summary,) = list(csv.DictReader(f))
     if summary.get("error"):
         raise RuntimeError(f"celosia sweep: the point failed: {summary['error']}")
     with open(out / "results.csv", newline="") as f:
-        cycles = {r["layer"]: int(r["cycles"]) for r in csv.DictReader(f)}
+        cycles = {r["layer"]: int(r["cycles"]) if r["cycles"] else None for r in csv.DictReader(f)}
     return {"cycles": cycles, "point_seconds": float(summary["wall_seconds"])}
 
 
@@ -267,7 +268,7 @@ def table(layers, celosia: dict, scalesim: dict | None, rows: int, cols: int) ->
     head = ("layer", "MACs", "SCALE-Sim cycles", "SCALE-Sim incl. prefetch", "SCALE-Sim formula",
             "Celosia cycles", "Celosia / SCALE-Sim")
     lines = ["| " + " | ".join(head) + " |", "| --- |" + " ---: |" * (len(head) - 1)]
-    sums = [0, 0, 0, 0, 0]
+    sums, missing = [0, 0, 0, 0, 0], False
     for layer in layers:
         name, h, w, fh, fw, c, n, s = layer
         macs = ((h - fh) // s + 1) * ((w - fw) // s + 1) * fh * fw * c * n
@@ -275,9 +276,11 @@ def table(layers, celosia: dict, scalesim: dict | None, rows: int, cols: int) ->
         pre = scalesim["prefetch_cycles"][name] if scalesim else None
         vals = [macs, ss, pre, formula_cycles(layer, rows, cols), celosia["cycles"][name]]
         sums = [t + (v or 0) for t, v in zip(sums, vals)]
+        missing |= vals[4] is None
         lines.append(f"| {name} | " + " | ".join("-" if v is None else f"{v:,}" for v in vals)
                      + f" | {_ratio(vals[4], ss)} |")
-    total = [sums[0], sums[1] if scalesim else None, sums[2] if scalesim else None, sums[3], sums[4]]
+    total = [sums[0], sums[1] if scalesim else None, sums[2] if scalesim else None, sums[3],
+             None if missing else sums[4]]
     lines.append("| total | " + " | ".join("-" if v is None else f"{v:,}" for v in total)
                  + f" | {_ratio(total[4], total[1])} |")
     return "\n".join(lines) + "\n"
@@ -333,8 +336,8 @@ def select(layers, names: str | None):
 
 def compare(layers, array: str = "16x16", bandwidth_mode: str = "calc", dram_bytes: int = 1 << 24,
             with_scalesim: bool = True, work: Path | None = None) -> tuple[str, dict]:
-    """Run both tools (or Celosia only) on ``layers``; the printed report and the raw results
-    ``{"celosia", "scalesim", "formula_mismatches"}``."""
+    """Run both tools (or Celosia only) on ``layers``, in ``work`` (kept) or a temporary folder;
+    the printed report and the raw results ``{"celosia", "scalesim", "formula_mismatches"}``."""
     from celosia.rtl.config import parse_array
     rows, cols = parse_array(array)
     with tempfile.TemporaryDirectory(prefix="scalesim-compare-") as tmp:
@@ -366,6 +369,7 @@ def main(argv=None) -> int:
     ap.add_argument("--dram-bytes", type=int, default=1 << 24,
                     help="Celosia's simulated DRAM size (default 16 MiB)")
     ap.add_argument("--out", help="also write the report (markdown) to this file")
+    ap.add_argument("--work", help="keep the inputs, both tools' outputs and logs in this folder")
     args = ap.parse_args(argv)
     if not scalesim_installed():
         print(EXTRA_HINT, file=sys.stderr)
@@ -373,7 +377,8 @@ def main(argv=None) -> int:
     layers = select(ALEXNET, args.layers)
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())} "
           f"({os.cpu_count()} CPUs)", flush=True)
-    text, _ = compare(layers, args.array, args.bandwidth_mode, args.dram_bytes)
+    text, _ = compare(layers, args.array, args.bandwidth_mode, args.dram_bytes,
+                      work=Path(args.work) if args.work else None)
     text += f"* load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}\n"
     print(text)
     if args.out:

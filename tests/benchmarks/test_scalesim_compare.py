@@ -89,6 +89,11 @@ def test_ratios_and_targets():
     assert _num(rows["total"]["SCALE-Sim cycles"]) == 900
     assert _num(rows["total"]["SCALE-Sim incl. prefetch"]) == 1050
     assert rows["total"]["Celosia / SCALE-Sim"] == f"{1300 / 900:.3f}"
+    # a layer the sweep gives no cycles for: "-" in its row and in the total
+    rows = _md_rows(sc.table(TINY, {**celosia, "cycles": {"T1": None, "T2": 300}}, scalesim, 4, 4))
+    assert rows["T1"]["Celosia cycles"] == rows["T1"]["Celosia / SCALE-Sim"] == "-"
+    assert rows["total"]["Celosia cycles"] == rows["total"]["Celosia / SCALE-Sim"] == "-"
+    assert rows["T2"]["Celosia / SCALE-Sim"] == "3.000"
     text = sc.summary(celosia, scalesim)
     assert "2,000.00x (target >= 1000x: met)" in text        # 1000 s / 0.5 s
     assert "2.5% (target <= 5%: met)" in text                # 100 MB / 4000 MB
