@@ -30,6 +30,14 @@ the other; a batch of ``B`` samples multiplies ``M`` by ``B`` (one GEMM whose ro
 output pixels of every sample, as SCALE-Sim's GEMM input ``M x K x N`` does for a fully
 connected layer at batch ``B``).
 
+SCALE-Sim 3.0.0's ``COMPUTE_REPORT.csv`` gives one cycle fewer per layer than these counts in
+its ``Total Cycles`` column (with ``Stall Cycles`` 0): it reports the cycle *index*, from 0,
+of the layer's last ofmap write (``int(max(ofmap_serviced_cycles))`` in
+``scalesim/memory/double_buffered_scratchpad_mem.py``), not the number of cycles.
+:func:`reported_cycles` is that figure: ``benchmarks/scalesim_compare.py`` checks it against
+the real tool on every layer it runs (AlexNet CONV1-5, ws), and its slow tests
+(``tests/benchmarks/test_scalesim_compare.py``) on small ws and os layers.
+
 These are the formulas only: SCALE-Sim's memory model (SRAM sizes, DRAM bandwidth
 stalls) is not included, so the counts assume operands are always on chip in time.
 """
@@ -40,8 +48,8 @@ from dataclasses import dataclass
 
 from celosia.rtl.config import ceil_div
 
-__all__ = ["GemmShape", "DATAFLOWS", "fold_cycles", "folds", "gemm_cycles", "layer_gemm",
-           "layer_cycles"]
+__all__ = ["GemmShape", "DATAFLOWS", "fold_cycles", "folds", "gemm_cycles", "reported_cycles",
+           "layer_gemm", "layer_cycles"]
 
 #: The SCALE-Sim dataflows this module gives formulas for.
 DATAFLOWS = ("ws", "os")
@@ -89,6 +97,12 @@ def gemm_cycles(dataflow: str, m: int, k: int, n: int, rows: int, cols: int) -> 
     """SCALE-Sim's compute cycles of one ``m x k x n`` GEMM on a ``rows x cols`` array:
     :func:`folds` x :func:`fold_cycles` (the folds do not overlap)."""
     return folds(dataflow, m, k, n, rows, cols) * fold_cycles(dataflow, m, k, rows, cols)
+
+
+def reported_cycles(dataflow: str, m: int, k: int, n: int, rows: int, cols: int) -> int:
+    """The ``Total Cycles`` SCALE-Sim 3.0.0 reports for one ``m x k x n`` GEMM without stalls:
+    :func:`gemm_cycles` - 1 (the 0-based cycle of its last ofmap write; module docstring)."""
+    return gemm_cycles(dataflow, m, k, n, rows, cols) - 1
 
 
 def layer_gemm(layer, batch: int = 1) -> GemmShape:
