@@ -158,15 +158,30 @@ def _run(cmd: list[str], cwd: Path, log: str, what: str, tool_log: str | None = 
     return time.perf_counter() - t0
 
 
-#: Yosys's ECP5 mapping option used when ``synth_ecp5``'s default ABC9 flow crashes on an
-#: internal assertion (a Yosys bug, seen with YoWASP Yosys 0.70 on the 2x2 ``os`` board top:
-#: ``Assert `GetSize(conn.first) == GetSize(conn.second)'`` in ABC9's reintegration).
-ABC9_FALLBACK = "-noabc9"
+#: What replaces ``synth_ecp5``'s LUT mapping (``abc9``) when it crashes on an internal
+#: assertion: Yosys's classic ABC LUT mapping, the steps ``synth_ecp5`` runs around it kept
+#: (:func:`abc_fallback_script`). A Yosys bug, seen with YoWASP Yosys 0.70 on the 2x2 ``os``
+#: board top: ``Assert `GetSize(conn.first) == GetSize(conn.second)'`` in ABC9's
+#: reintegration; Yosys 0.70's ``synth_ecp5`` has no option to turn ``abc9`` off.
+ABC_FALLBACK = ("techmap -map +/lattice/latches_map.v", "abc -lut 4 -dress", "clean")
+
+
+def abc_fallback_script(script: str) -> str:
+    """``script`` (the platform's Yosys script) with its ``synth_ecp5 OPTS`` line split at the
+    LUT mapping: ``synth_ecp5 OPTS -run :map_luts``, :data:`ABC_FALLBACK`, then
+    ``synth_ecp5 OPTS -run map_cells:``."""
+    lines = script.splitlines()
+    for i, line in enumerate(lines):
+        if line.strip().startswith("synth_ecp5"):
+            opts = line.strip()
+            lines[i:i + 1] = [f"{opts} -run :map_luts", *ABC_FALLBACK, f"{opts} -run map_cells:"]
+            return "\n".join(lines) + "\n"
+    raise BoardError("the Yosys script has no synth_ecp5 line to change")
 
 
 def _synthesize(b: Board, yosys: str, out: Path, log) -> tuple[float, str | None]:
     """Run the platform's Yosys script in ``out``: ``(seconds, fallback)``, ``fallback`` the
-    reason the script was rerun with :data:`ABC9_FALLBACK` (ECP5 only), else ``None``."""
+    reason the script was rerun with :data:`ABC_FALLBACK` (ECP5 only), else ``None``."""
     cmd = [yosys, "-q", "-l", f"{NAME}.rpt", f"{NAME}.ys"]
     try:
         return _run(cmd, out, f"{NAME}.yosys.log", "synthesis (yosys)", tool_log=f"{NAME}.rpt"), None
@@ -174,9 +189,9 @@ def _synthesize(b: Board, yosys: str, out: Path, log) -> tuple[float, str | None
         if b.family != "ecp5" or "Assert" not in str(e):
             raise
         reason = f"Yosys's ABC9 mapping crashed ({str(e).split(': ', 1)[1].split(' (full log')[0]})"
-        log(f"  {reason}; synthesizing again with synth_ecp5 {ABC9_FALLBACK}")
+        log(f"  {reason}; synthesizing again with the classic ABC LUT mapping")
         script = out / f"{NAME}.ys"
-        script.write_text(script.read_text().replace("synth_ecp5 ", f"synth_ecp5 {ABC9_FALLBACK} ", 1))
+        script.write_text(abc_fallback_script(script.read_text()))
         return _run(cmd, out, f"{NAME}.yosys.log", "synthesis (yosys)", tool_log=f"{NAME}.rpt"), reason
 
 
@@ -265,7 +280,7 @@ def build(board_name: str, config: AccelConfig, out_dir: str | Path, baud: int =
     the design runs at), ``timing_met`` (``fmax_mhz >= target_mhz``), ``critical_path`` (its
     first and last cell, their modules and its delay), ``synth_seconds``,
     ``pnr_seconds``, ``pack_seconds``, ``bitstream`` and ``netlist`` (file names in
-    ``out_dir``), ``synth_fallback`` (why synthesis was rerun with :data:`ABC9_FALLBACK`, or
+    ``out_dir``), ``synth_fallback`` (why synthesis was rerun with :data:`ABC_FALLBACK`, or
     ``None``). A design that does not fit the device stops after synthesis with a
     :class:`BoardError` giving what it needs against what the device has. ``synth_only``:
     stop after synthesis and the fit check (minutes rather than tens of minutes: the
@@ -380,7 +395,7 @@ def report_table(report: dict) -> str:
                  + (f"; critical path ({path['ns']} ns) {path['from_module'] or path['from']} -> "
                     f"{path['to_module'] or path['to']}" if path else ""))
     if report.get("synth_fallback"):
-        lines.append(f"synthesized with synth_ecp5 {ABC9_FALLBACK}: {report['synth_fallback']}")
+        lines.append(f"synthesized with the classic ABC LUT mapping: {report['synth_fallback']}")
     if report["bitstream"] is None:
         lines.append(f"synthesis {report['synth_seconds']} s; resources counted from Yosys's cells "
                      f"(no place and route)")

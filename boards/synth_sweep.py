@@ -196,5 +196,5 @@ def print_table(rows: list[dict], capacity: dict, console=None) -> None:
                       f"{r['fmax_mhz']:g}" if r.get("fmax_mhz") else "-",
                       f"{r['synth_seconds']:g}" if r.get("synth_seconds") is not None else "-",
                       ("fits" if r["fits"] else "does not fit" if r.get("luts") is not None else "failed")
-                      + (" (-noabc9)" if r.get("synth_fallback") else ""))
+                      + (" (classic ABC)" if r.get("synth_fallback") else ""))
     console.print(table)

@@ -377,27 +377,30 @@ def _check_run(backend: str, i: int, res, job: Job) -> None:
                           f"(instruction #{res.error_info}{at}) in run {i}")
 
 
-def _hw_nodes(program: Program) -> list[int]:
-    """The program nodes the controller sees as nodes, in order: those with instructions
-    (a node without any has no descriptor; its boundary is its predecessor's)."""
-    return [k for k, node in enumerate(program.nodes) if program.descriptor_counts(node)]
+def _descriptor_nodes(program: Program) -> list[int]:
+    """The program node of each descriptor of the execution graph, in order: the controller
+    snapshots its counters at each descriptor's end. A node without instructions has no
+    descriptor (its boundary is its predecessor's); one of more than
+    :data:`~celosia.sw.compiler.program.MAX_DESC_INSNS` instructions has several, run back to
+    back, and its boundary is its last descriptor's."""
+    return [k for k, node in enumerate(program.nodes) for _ in program.descriptor_counts(node)]
 
 
 def layer_boundaries(program: Program, result) -> list[dict] | None:
     """The counters (:data:`celosia.sim.job.COUNTERS` names) at each layer's boundary in
     the run ``result`` (a :class:`~celosia.sim.job.RunResult` of ``program``'s execution
-    graph): node ``k``'s snapshot, a node without instructions taking its predecessor's
-    (zeros before the first), and the run's final counters from the last node with
-    instructions on (so the layers add up to the run). ``None`` when the run has no
-    snapshot per node with instructions (a back end that records none)."""
-    hw = _hw_nodes(program)
-    if not result.nodes or len(result.nodes) != len(hw) or not hw:
+    graph): node ``k``'s snapshot (that of its last descriptor), a node without
+    instructions taking its predecessor's (zeros before the first), and the run's final
+    counters from the last node with instructions on (so the layers add up to the run).
+    ``None`` when the run has no snapshot per descriptor (a back end that records none)."""
+    descs = _descriptor_nodes(program)
+    if not result.nodes or len(result.nodes) != len(descs) or not descs:
         return None
     zero = dict.fromkeys(result.counters, 0)
-    snap = dict(zip(hw, result.nodes))
+    snap = dict(zip(descs, result.nodes))   # the last descriptor's snapshot of each node
     bounds, current = [], zero
     for k in range(len(program.nodes)):
-        if k >= hw[-1]:
+        if k >= descs[-1]:
             current = result.counters
         elif k in snap:
             current = {c: snap[k][c] for c in zero}
@@ -411,8 +414,10 @@ def _event_relay(on_event, program: Program, model: QModel, lead: int, first: in
     index of the job's first)."""
     if on_event is None:
         return None
-    names = [model.layers[k].name if k < len(model.layers) else program.nodes[k].name
-             for k in _hw_nodes(program)]
+    descs = _descriptor_nodes(program)
+    # a node's name at its last descriptor (a layer is finished there), None before
+    names = [(model.layers[k].name if k < len(model.layers) else program.nodes[k].name)
+             if i + 1 == len(descs) or descs[i + 1] != k else None for i, k in enumerate(descs)]
 
     def relay(kind, run, *values):
         inference = run - lead + first if run >= lead else None
