@@ -350,6 +350,7 @@ class _Machine:
         self.l_idx = None
         self.l_accept = None
         self.l_ready_at = 0
+        self.l_forever = False              # a LOAD busy past the harness's bound
         # store
         self.s_ready_at = 0
         self.s_want = None
@@ -411,8 +412,9 @@ class _Machine:
         stops = []
         if dog is not None and (c is None or dog < c):
             stops.append((dog, 6, isa.ErrorCode.WATCHDOG))
-        if c is None and not all(q.empty() for q in self.queues):
-            # nothing changes any more and the queues wait: stuck from the next cycle
+        if c is None and not self.l_forever and not all(q.empty() for q in self.queues):
+            # nothing changes any more, no engine is busy and the queues wait: stuck from
+            # the next cycle
             stops.append((self.now + DEADLOCK_CYCLES, 5, isa.ErrorCode.TOKEN_DEADLOCK))
         if stops:
             cycle, _, code = min(stops)
@@ -652,6 +654,7 @@ class _Machine:
         if self.l_i == len(self.l_reqs):
             if self.l_endless:
                 self.l_reqs = None           # busy past the bound
+                self.l_forever = True
             else:
                 self._load_done(pop + 1)
 
