@@ -328,6 +328,7 @@ class _Machine:
         self.f_req_err = False              # the request side refused an address
         self.f_fault = 0                    # ... this one
         self.f_words = []                   # the words in the assembler
+        self.f_words_node = -1              # ... their descriptor
         self.f_node = -1                    # the descriptor (with instructions) being requested
         self.f_slot_from = None
         self.f_node_left = 0

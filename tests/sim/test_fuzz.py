@@ -17,8 +17,8 @@ Where instructions of different queues that touch the same buffer rows or DRAM b
 (one writing) are in flight together (:func:`celosia.sim.perf.races`), what each reads
 depends on the engines' cycle-level timing, which the ISA simulator does not model (it
 executes an instruction whole when it issues): such a run is compared without its DRAM
-image (error, ERROR_INFO, FAULT_ADDR; its counters when the run ends without error) and
-counted as ``racy``.
+image (error, ERROR_INFO, FAULT_ADDR; its counters when the run ends without error,
+except on feie, whose timing depends on the data) and counted as ``racy``.
 
 Default target: a few hundred cases, derandomized (the same every run). ``-m slow``:
 thousands, with the counts printed::
@@ -85,14 +85,15 @@ def compiled(dataflow: str, name: str):
 
 # -- the differential --------------------------------------------------------------------
 
-def outcome(res, racy: bool = False) -> tuple:
-    """What the two sides must agree on for one run's result."""
+def outcome(res, racy: bool = False, data_timing: bool = False) -> tuple:
+    """What the two sides must agree on for one run's result: with ``racy`` not the DRAM
+    image, and not the counters either where the timing depends on the data
+    (``data_timing``: feie's zero skipping)."""
     if res.timed_out:
         return ("timed out",)
     head = (res.error_name, res.error_info, res.fault_addr)
-    if racy:
-        return head + ((res.counters,) if res.error == 0 else ())
-    return head + (res.data[0],) + ((res.counters,) if res.error == 0 else ())
+    counters = (res.counters,) if res.error == 0 and not (racy and data_timing) else ()
+    return head + (() if racy else (res.data[0],)) + counters
 
 
 def differential(config: AccelConfig, job: Job) -> None:
@@ -119,7 +120,8 @@ def differential(config: AccelConfig, job: Job) -> None:
         COUNTS["hangs"] += r.timed_out
         COUNTS["racy"] += racy
         COUNTS[f"stop {r.error_name}"] += 1
-        if outcome(r, racy) != outcome(m, racy):
+        data_timing = config.dataflow == "feie"
+        if outcome(r, racy, data_timing) != outcome(m, racy, data_timing):
             COUNTS["mismatches"] += 1
             raise AssertionError(f"run {i}: RTL {summary(r)} != model {summary(m)}")
     COUNTS["out-of-window writes"] += sum(outside_writes(job, r) for r in rtl)
@@ -404,6 +406,9 @@ def _random(dataflow, data):
 @pytest.mark.parametrize("dataflow", DATAFLOWS)
 @_settings(DEFAULT_EXAMPLES)
 @given(name=st.sampled_from(SMALL_MODELS), muts=mutations())
+# found by the slow target: two instructions dropped leave a LOAD racing the GEMMs that read
+# its rows; on feie the zero skipping (the timing) then depends on the race
+@example(name="digits_cnn", muts=[("drop", 1000, 0, 0), ("drop", 4067, 0, 0), ("bit", 192, 0, 0)])
 def test_mutated_programs(dataflow, name, muts):
     _mutated(dataflow, name, muts)
 
