@@ -181,7 +181,8 @@ class _Tokens:
 
     def __init__(self):
         self.value = {"l2c": 0, "c2l": 0, "c2s": 0, "s2c": 0}
-        self.pending = []                 # heap of (cycle, name, delta)
+        self.pending = []                 # heap of (cycle, name, delta, pushing instruction)
+        self.changed = 0                  # the last cycle a counter changed
 
     def change(self, at, name, delta, wake, idx=None):
         """``name`` changes by ``delta`` from cycle ``at`` (a pop at issue, a push by
@@ -202,6 +203,7 @@ class _Tokens:
                 n[1] = idx
         for name in _TOKEN_ORDER:
             if name in net:
+                self.changed = c
                 delta, idx = net[name]
                 if delta > 0 and self.value[name] == TOKEN_MAX:
                     stops.append((c - 1, 3, isa.ErrorCode.TOKEN_OVERFLOW, idx, 0))
@@ -329,6 +331,7 @@ class _Machine:
         self.f_fault = 0                    # ... this one
         self.f_words = []                   # the words in the assembler
         self.f_words_node = -1              # ... their descriptor
+        self.f_blocked_at = None            # the cycle push waits from for room
         self.f_node = -1                    # the descriptor (with instructions) being requested
         self.f_slot_from = None
         self.f_node_left = 0
@@ -400,6 +403,15 @@ class _Machine:
         heads = [idx for idx in (q.head(c) for q in self.queues) if idx is not None]
         return min(heads) if heads else self.f_insn
 
+    def _stuck_since(self):
+        """The first cycle of dispatch's ``stuck`` (a deadlock's) for good: engines idle
+        after the last completion, fetch ended or ``blocked``, every queue head valid and
+        waiting for a token since the tokens last changed."""
+        fetch = self.f_blocked_at if self.f_blocked_at is not None else (
+            max(self.f_end_at or 0, (self.f_last_push or 0) + 1))
+        heads = [q.R[q.issued] + 1 for q in self.queues if not q.empty() and q.issued < len(q.R)]
+        return max([self.last_done + 1, fetch, self.tok.changed] + heads)
+
     def _next(self):
         """The next cycle to step, or None when the run stops before it (a deadlock or the
         watchdog in the cycles nothing happens, the harness's bound)."""
@@ -414,9 +426,8 @@ class _Machine:
         if dog is not None and (c is None or dog < c):
             stops.append((dog, 6, isa.ErrorCode.WATCHDOG))
         if c is None and not self.l_forever and not all(q.empty() for q in self.queues):
-            # nothing changes any more, no engine is busy and the queues wait: stuck from
-            # the next cycle
-            stops.append((self.now + DEADLOCK_CYCLES, 5, isa.ErrorCode.TOKEN_DEADLOCK))
+            # nothing changes any more, no engine is busy and the queues wait
+            stops.append((self._stuck_since() + DEADLOCK_CYCLES - 1, 5, isa.ErrorCode.TOKEN_DEADLOCK))
         if stops:
             cycle, _, code = min(stops)
             self._end(cycle, code, self._oldest(cycle))
@@ -556,8 +567,11 @@ class _Machine:
                 q = self.queues[_QUEUE[d["op"]]]
                 if q.w_rdy(c):
                     self._push(q, d, c)
+                    self.f_blocked_at = None
                     push_fire = True
                     acted = acted_other = True
+                elif self.f_blocked_at is None:
+                    self.f_blocked_at = c         # fetch's ``blocked`` from this cycle
             can_take = not full or push_fire
             if can_take and self.f_arr and self.f_arr[0][0] <= c:
                 _, word, node = self.f_arr.popleft()
@@ -895,11 +909,11 @@ class _Machine:
         self.g_ends.append(None)
         self.g_idx.append(idx)
         g = legal_gemm(d, cfg)
-        if g is not None:
-            macs = g.m_len * g.k_len * g.n_len
-            if self.taps and g.window:
-                macs *= g.win_h * g.win_w
-            self.ev_add("macs", a, macs)
+        # MACS counts at issue, an out-of-range GEMM's too (dispatch reads the fields)
+        macs = d["m_len"] * d["k_len"] * d["n_len"]
+        if self.taps and d["window"]:
+            macs *= d["win_h"] * d["win_w"]
+        self.ev_add("macs", a, macs)
         if self.df == "ws":
             self._ws_accept(j, d, a)
         elif self.df == "os":
@@ -1125,6 +1139,12 @@ def simulate(config: AccelConfig, sim: IsaSim, prog_base: int, memo: dict | None
     result's ``races`` (:func:`races`)."""
     m = _Machine(config, sim, prog_base, memo, log_grants, watchdog=watchdog, limit=limit)
     end = m.run()
+    if m.stopped is not None:
+        # the DMA engines busy at the stop (their busy intervals end with their done)
+        if m.l_ready_at == 1 << 62:
+            m.busy["load"].append((m.l_accept + 1, end))
+        if m.s_ready_at == 1 << 62:
+            m.busy["store"].append((m.s_accept + 1, end))
     log = CounterLog(m, end)
     code, info, addr = (0, 0, 0) if m.stopped is None else m.stopped[1:]
     res = PerfResult(status=isa.pack(isa.Status, busy=int(m.timed_out), done=int(not m.timed_out),
