@@ -1,12 +1,23 @@
 """Instruction-level functional simulator of the ISA (no timing).
 
 Executes a program image exactly as ``rtl/isa.py`` defines each instruction,
-with the three queues and the dependency tokens, choosing among the queue heads
-that may start in an order given by ``seed`` (round robin when ``None``). A
-program whose tokens are missing produces wrong results under some orders, so
-compiler tests run several seeds. Used to test the compiler without RTL; it
-checks the same bounds the hardware checks and raises :class:`IsaError`
-with the hardware's error code.
+with the three queues and the dependency tokens. Two orders:
+
+* :meth:`IsaSim.run`, the functional order: it chooses among the queue heads that may
+  start in an order given by ``seed`` (round robin when ``None``). A program whose
+  tokens are missing produces wrong results under some orders, so compiler tests run
+  several seeds. Used to test the compiler without RTL; it raises :class:`IsaError`
+  with the hardware's error code for what does not depend on the order (ILLEGAL_OPCODE,
+  BAD_DESCRIPTOR, DMA_OUT_OF_WINDOW, BUFFER_OUT_OF_RANGE) and for what happens in its
+  own order (TOKEN_OVERFLOW, TOKEN_DEADLOCK, with queues of ``queue_depth`` filled in
+  program order), and it has a step limit (WATCHDOG past ``max_work``).
+* the RTL's order: :func:`celosia.sim.perf.run` (the cycle model) executes each
+  instruction on an :class:`IsaSim` in the cycle the RTL issues it, fetches each word
+  from DRAM when the RTL does (a program that overwrites its own instructions behaves
+  the same) and stops as the RTL stops: the same error, ERROR_INFO and FAULT_ADDR in the
+  same cycle, the DRAM holding what the stores issued before the stop wrote, the
+  watchdog, the harness's cycle bound. tests/sim/test_fuzz.py checks it against the
+  Verilator model on mutated and random programs (docs/perf.md, "Errors").
 
 DRAM protection as in the hardware (docs/hardware.md, "Protected regions"): LOADs and
 the fetch of descriptors and instructions must stay in the read window
@@ -28,16 +39,38 @@ from celosia.errors import IsaError
 from celosia.rtl.arrays.engine import gemm_insn_in_range
 from celosia.rtl.arrays.window import window_rows
 from celosia.rtl.config import AccelConfig
+from celosia.rtl.controller.dispatch import TOKEN_MAX
 from celosia.rtl.isa import (DESC_BYTES, PARAM_BYTES, Buffer, ErrorCode, NodeDescriptor, Opcode, ParamRecord,
                              VecMode, unpack_bytes)
 from celosia.sim.golden.requant import multiply_by_quantized_multiplier, requantize, wrap_int32
 
-__all__ = ["IsaSim", "IsaError", "protection_windows"]
+__all__ = ["IsaSim", "IsaError", "protection_windows", "work", "MAX_WORK"]
 
 #: What a LOAD with ``buf = 3`` targets: a buffer of depth 0 (every row is out of range).
 _NO_BUFFER = np.zeros((0, 0), np.uint8)
 
 _QUEUE = {Opcode.LOAD: 0, Opcode.GEMM: 1, Opcode.VEC: 1, Opcode.NOP: 1, Opcode.STORE: 2}
+
+#: :meth:`IsaSim.run`'s default step limit (units of :func:`work`).
+MAX_WORK = 1 << 28
+
+
+def work(d: dict) -> int:
+    """The work of the decoded instruction ``d`` for the step limit: a LOAD's elements
+    (``n0 * n1 * n2``), a STORE's bytes, a VEC's ifmap rows times lanes, a GEMM's MACs
+    (all taps); 1 at least."""
+    op = d["op"]
+    if op == Opcode.LOAD:
+        n = d["n0"] * d["n1"] * d["n2"]
+    elif op == Opcode.STORE:
+        n = d["m_len"] * d["n_len"]
+    elif op == Opcode.VEC:
+        n = d["m_len"] * d["win"] * d["lanes"]
+    elif op == Opcode.GEMM:
+        n = d["m_len"] * d["k_len"] * d["n_len"] * (d["win_h"] * d["win_w"] if d["window"] else 1)
+    else:
+        n = 0
+    return max(n, 1)
 
 
 class IsaSim:
@@ -71,28 +104,47 @@ class IsaSim:
 
     # -- program ------------------------------------------------------------
     def fetch(self, prog_base: int) -> list[int]:
+        """The instruction words of the program at ``prog_base``, as they are in DRAM now,
+        with fetch's checks (BAD_DESCRIPTOR: ``prog_base`` not 8-aligned, an
+        ``insn_offset`` not 32-aligned, a descriptor or instruction outside the read
+        window or the DRAM)."""
         insns = []
         i = 0
         while True:
             at = prog_base + DESC_BYTES * i
-            self._check_fetch(at, DESC_BYTES)
+            self._check_fetch(at, DESC_BYTES, prog_base % DESC_BYTES == 0)
             desc = unpack_bytes(NodeDescriptor, self.dram[at:at + DESC_BYTES])
             off, n = desc["insn_offset"], desc["n_insn"]
             if n == 0:
                 return insns
             for j in range(n):
                 a = prog_base + off + j * isa.INSN_BYTES
-                self._check_fetch(a, isa.INSN_BYTES)
+                self._check_fetch(a, isa.INSN_BYTES, off % isa.INSN_BYTES == 0)
                 insns.append(int.from_bytes(self.dram[a:a + isa.INSN_BYTES], "little"))
             i += 1
 
-    def run(self, prog_base: int, seed: int | None = None) -> dict:
-        queues = [[], [], []]  # decoded instructions
+    def run(self, prog_base: int, seed: int | None = None, max_work: int | None = MAX_WORK) -> dict:
+        """Run the program at ``prog_base`` in an order of its own (``seed``: random among
+        the queue heads that may start, ``None``: round robin) and return the final token
+        counts.
+
+        The queues hold ``queue_depth`` instructions each and are filled in fetch order (an
+        instruction waits while its queue is full, so later ones wait too); the order-free
+        errors of the RTL are raised: ILLEGAL_OPCODE, BAD_DESCRIPTOR, DMA_OUT_OF_WINDOW,
+        BUFFER_OUT_OF_RANGE, TOKEN_OVERFLOW (a counter passing 255 in this order),
+        TOKEN_DEADLOCK (no queue head may start). ``max_work``: the step limit, in the
+        units of :func:`work` (elements, bytes, rows, MACs) summed over the instructions
+        run; past it WATCHDOG (``None``: no limit). The RTL's order, its stops and its
+        timing: :func:`celosia.sim.perf.run`."""
+        decoded = []
         for word in self.fetch(prog_base):
             d = isa.decode(word)
             if d.get("illegal"):
-                raise IsaError(ErrorCode.ILLEGAL_OPCODE, f"opcode {d['op']}")
-            queues[_QUEUE[d["op"]]].append(d)
+                raise IsaError(ErrorCode.ILLEGAL_OPCODE, f"opcode {d['op']} (instruction #{len(decoded)})")
+            decoded.append(d)
+        queues = [[], [], []]  # decoded instructions
+        fetched = 0
+        depth = self.config.queue_depth
         tokens = {"l2c": 0, "c2l": 0, "c2s": 0, "s2c": 0}
         pops = {0: {"pop_next": "c2l"}, 1: {"pop_prev": "l2c", "pop_next": "s2c"},
                 2: {"pop_prev": "c2s"}}
@@ -101,7 +153,17 @@ class IsaSim:
         rng = random.Random(seed)
         heads = [0, 0, 0]
         turn = 0
-        while any(heads[q] < len(queues[q]) for q in range(3)):
+        done_work = 0
+        while True:
+            # fetch pushes in program order while the next instruction's queue has room
+            while fetched < len(decoded):
+                q = _QUEUE[decoded[fetched]["op"]]
+                if len(queues[q]) - heads[q] >= depth:
+                    break
+                queues[q].append(decoded[fetched])
+                fetched += 1
+            if not any(heads[q] < len(queues[q]) for q in range(3)):
+                break
             ready = []
             for q in range(3):
                 if heads[q] < len(queues[q]):
@@ -120,9 +182,15 @@ class IsaSim:
             for flag, t in pops[q].items():
                 if d["dep"][flag]:
                     tokens[t] -= 1
+            done_work += work(d)
+            if max_work is not None and done_work > max_work:
+                raise IsaError(ErrorCode.WATCHDOG, f"step limit: more than {max_work} elements / "
+                                                   f"MACs of work (instruction {d})")
             self.execute(d)
             for flag, t in pushes[q].items():
                 if d["dep"][flag]:
+                    if tokens[t] == TOKEN_MAX:
+                        raise IsaError(ErrorCode.TOKEN_OVERFLOW, f"token counter {t} passes {TOKEN_MAX}")
                     tokens[t] += 1
         return tokens
 
@@ -138,10 +206,12 @@ class IsaSim:
         elif op == Opcode.VEC:
             self._vec(d)
 
-    def _check_fetch(self, addr, nbytes):
-        """A descriptor or instruction at ``addr`` inside the read window, else
-        BAD_DESCRIPTOR with FAULT_ADDR ``addr`` (as the hardware's fetch)."""
+    def _check_fetch(self, addr, nbytes, aligned=True):
+        """A descriptor or instruction at ``addr`` inside the read window (and ``aligned``),
+        else BAD_DESCRIPTOR with FAULT_ADDR ``addr`` (as the hardware's fetch)."""
         try:
+            if not aligned:
+                raise IsaError(ErrorCode.BAD_DESCRIPTOR, f"misaligned program address {addr:#x}")
             self._check_window(addr, addr + nbytes - 1, self.read_window, ErrorCode.BAD_DESCRIPTOR)
         except IsaError:
             self.fault_addr = addr & 0xFFFFFFFF
@@ -159,13 +229,20 @@ class IsaSim:
             raise IsaError(code, f"bytes {lo:#x}..{hi:#x} outside the {which} window "
                                  f"{start:#x}..{end - 1:#x}")
 
-    def _load(self, d):
+    def check_load(self, d: dict):
+        """The LOAD ``d``'s checks (the load DMA's, before its first access), without
+        executing it: :class:`IsaError` DMA_OUT_OF_WINDOW or BUFFER_OUT_OF_RANGE."""
+        self._load_checked(d)
+
+    def _load_checked(self, d):
+        """Check the LOAD ``d``; its target buffer, start address and padded ranges (None
+        for an empty one)."""
         # buf = 3 names no buffer: the hardware checks it as a buffer of depth 0
         target = {Buffer.IFMAP: self.ifmap, Buffer.WEIGHT: self.weight,
                   Buffer.PARAM: self.param}.get(d["buf"], _NO_BUFFER)
         n0, n1, n2 = d["n0"], d["n1"], d["n2"]
         if not (n0 and n1 and n2):
-            return
+            return None
         start = self.base[d["base_reg"]] + d["dram_offset"]
         s0, s1, s2 = d["dram_stride0"], d["dram_stride1"], d["dram_stride2"]
         lo1, hi1, lo2, hi2 = 0, n1, 0, n2
@@ -180,6 +257,15 @@ class IsaSim:
         if last_row >= target.shape[0] or d["lane0"] + n0 > target.shape[1]:
             raise IsaError(ErrorCode.BUFFER_OUT_OF_RANGE,
                            f"load to {getattr(d['buf'], 'name', d['buf'])} row {last_row}")
+        return target, start, (lo1, hi1, lo2, hi2)
+
+    def _load(self, d):
+        checked = self._load_checked(d)
+        if checked is None:
+            return
+        target, start, (lo1, hi1, lo2, hi2) = checked
+        n0, n1, n2 = d["n0"], d["n1"], d["n2"]
+        s0, s1, s2 = d["dram_stride0"], d["dram_stride1"], d["dram_stride2"]
         pad = d["pad_value"] & 0xFF
         for i2 in range(n2):
             for i1 in range(n1):

@@ -56,6 +56,7 @@ from celosia.rtl.arrays.os import OSTiming, dense_steps
 from celosia.rtl.arrays.ws import WSTiming
 from celosia.rtl.config import AccelConfig
 from celosia.rtl.controller.fetch import FIRST_REQUEST, fetch_words
+from celosia.rtl.controller.dispatch import DEADLOCK_CYCLES, TOKEN_MAX
 from celosia.rtl.controller.signatures import GEMMS_IN_FLIGHT
 from celosia.rtl.dataflows import dataflow
 from celosia.rtl.dma import load_plan, store_plan
@@ -64,7 +65,7 @@ from celosia.rtl.isa import Csr, Opcode
 from celosia.rtl.ppu import LATENCY as PPU_LATENCY
 from celosia.rtl.vector import vec_cycles
 from celosia.sim.isa_sim import IsaSim
-from celosia.sim.job import COUNTERS, Job, RunResult
+from celosia.sim.job import COUNTERS, POLL_CYCLES, Job, RunResult
 
 __all__ = ["run", "simulate", "PerfResult", "Timeline", "CounterLog"]
 
@@ -79,6 +80,8 @@ _PUSHES = {0: (("push_next", "l2c"),), 1: (("push_prev", "c2l"), ("push_next", "
 #: The tokens each queue's instructions pop: (flag, counter).
 _POPS = {0: (("pop_next", "c2l"),), 1: (("pop_prev", "l2c"), ("pop_next", "s2c")),
          2: (("pop_prev", "c2s"),)}
+#: The counters in the order the RTL gives an overflow's ERROR_INFO priority.
+_TOKEN_ORDER = ("l2c", "c2l", "c2s", "s2c")
 
 
 @dataclass
@@ -100,6 +103,9 @@ class PerfResult(RunResult):
     :class:`CounterLog` (``log``); :func:`run` fills ``nodes`` (:meth:`node_snapshots`)."""
     timeline: Timeline | None = None
     log: object = None
+    #: with ``check_races``: the instruction pairs whose data depends on cycle-level
+    #: timing (:func:`races`); its outputs may then differ from the RTL's
+    races: list = field(default_factory=list)
 
     def node_snapshots(self) -> list[dict]:
         """The per-node snapshots as the hardware's controller records them
@@ -175,16 +181,34 @@ class _Tokens:
 
     def __init__(self):
         self.value = {"l2c": 0, "c2l": 0, "c2s": 0, "s2c": 0}
-        self.pending = []                 # heap of (cycle, name, delta)
+        self.pending = []                 # heap of (cycle, name, delta, pushing instruction)
+        self.changed = 0                  # the last cycle a counter changed
 
-    def change(self, at, name, delta, wake):
-        heapq.heappush(self.pending, (at, name, delta))
+    def change(self, at, name, delta, wake, idx=None):
+        """``name`` changes by ``delta`` from cycle ``at`` (a pop at issue, a push by
+        instruction ``idx`` at its ``done``)."""
+        heapq.heappush(self.pending, (at, name, delta, idx))
         wake(at)
 
-    def advance(self, c):
+    def advance(self, c, stops):
+        """Apply the changes due by cycle ``c``. A push into a counter at TOKEN_MAX without
+        a pop in the same cycle is TOKEN_OVERFLOW in the push's cycle (``c - 1``), added to
+        ``stops``; the counter stays."""
+        net = {}
         while self.pending and self.pending[0][0] <= c:
-            _, name, delta = heapq.heappop(self.pending)
-            self.value[name] += delta
+            _, name, delta, idx = heapq.heappop(self.pending)
+            n = net.setdefault(name, [0, None])
+            n[0] += delta
+            if delta > 0:
+                n[1] = idx
+        for name in _TOKEN_ORDER:
+            if name in net:
+                self.changed = c
+                delta, idx = net[name]
+                if delta > 0 and self.value[name] == TOKEN_MAX:
+                    stops.append((c - 1, 3, isa.ErrorCode.TOKEN_OVERFLOW, idx, 0))
+                else:
+                    self.value[name] += delta
 
 
 #: feie timings already computed: (the GEMM's fields that row_trace reads, a digest of the
@@ -213,12 +237,17 @@ def _feie_trace(d, g, config, ifmap):
 class _Machine:
     """One run of the accelerator (see the module docstring)."""
 
-    def __init__(self, config: AccelConfig, sim: IsaSim, insns, node_of, log_grants=False):
+    def __init__(self, config: AccelConfig, sim: IsaSim, prog_base: int, memo: dict | None = None,
+                 log_grants=False, watchdog: int = 0, limit: int | None = None):
         self.cfg = config
         self.log_grants = log_grants
         self.sim = sim
-        self.insns = insns
-        self.node_of = node_of
+        self.prog_base = prog_base
+        self.memo = {} if memo is None else memo
+        self.watchdog = watchdog
+        self.limit = limit
+        self.insns = []                     # decoded, in fetch order, as fetch assembles them
+        self.node_of = []
         self.L = config.dram_latency
         self.k = request_interval(config)
         self.df = config.dataflow
@@ -226,10 +255,16 @@ class _Machine:
         self.heap = []
         self.queued = set()
         self.now = -1
-        n = len(insns)
-        self.tl = Timeline(issue=[None] * n, done=[None] * n,
-                           queue=[_QUEUE[d["op"]] for d in insns], node=list(node_of),
-                           op=[d["op"] for d in insns])
+        self.tl = Timeline()
+        #: the stop: ``(cycle, priority, code, info, fault address)`` candidates (the RTL's
+        #: first cause in a cycle wins: LOAD, compute, STORE, overflow, fetch, deadlock,
+        #: watchdog), and the one that ended the run
+        self.stops = []
+        self.stopped = None
+        self.timed_out = False
+        self.fails = {}                     # instruction -> (code, fault address) of its error
+        self.fin_cycles = set()             # cycles with a completion (progress)
+        self.last_progress = 0              # run.start clears the watchdog's idle count
         # events for the counters: (cycle, value)
         # event counters: events not yet folded (heap of (cycle, name, value)), the folded
         # totals, and the totals at each descriptor's boundary
@@ -275,7 +310,9 @@ class _Machine:
         self.tl.done[idx] = c
 
     # -- the run -------------------------------------------------------------------
-    def run(self, descs):
+    def run(self):
+        """Run until the machine finishes or stops; returns the last cycle (``self.stopped``
+        holds the stop, ``self.timed_out`` says the harness's bound came first)."""
         cfg, L = self.cfg, self.L
         wake = self.wake
         self.queues = [_Queue(cfg.queue_depth) for _ in range(3)]
@@ -284,18 +321,25 @@ class _Machine:
         self.dram_free = 0
         self.rr_last = 2
         # fetch
-        self.descs = descs                  # n_insn per descriptor, end marker (0) last
-        self.f_desc_idx = 0
+        self.f_desc_idx = 0                 # the next descriptor to request
         self.f_desc_pending = False
         self.f_desc_resp = None
-        self.f_slot = None                  # n_insn of the descriptor read ahead
+        self.f_slot = None                  # the descriptor read ahead (its fields)
+        self.f_req_addr = 0                 # byte address of the next word to request
+        self.f_insn_ok = False              # the node's insn_offset is 32-aligned
+        self.f_req_err = False              # the request side refused an address
+        self.f_fault = 0                    # ... this one
+        self.f_words = []                   # the words in the assembler
+        self.f_words_node = -1              # ... their descriptor
+        self.f_blocked_at = None            # the cycle push waits from for room
+        self.f_node = -1                    # the descriptor (with instructions) being requested
         self.f_slot_from = None
         self.f_node_left = 0
         self.f_req_word = 0
         self.f_req_end = False
         self.f_end_at = None                # first cycle req_end is set
         self.f_words_req = 0
-        self.f_arr = deque()                # arrival cycles of requested, untaken words
+        self.f_arr = deque()                # (arrival, word, descriptor) of requested, untaken words
         self.f_taken = 0
         self.f_count = 0                    # words in the assembler
         self.f_insn = 0                     # next instruction index to assemble / push
@@ -310,6 +354,7 @@ class _Machine:
         self.l_idx = None
         self.l_accept = None
         self.l_ready_at = 0
+        self.l_forever = False              # a LOAD busy past the harness's bound
         # store
         self.s_ready_at = 0
         self.s_want = None
@@ -329,16 +374,69 @@ class _Machine:
         wake(1)
         self.last_done = 0
         self.n_done = 0
-        self.desc_left = list(descs[:-1])    # instructions per descriptor without a done yet
-        self.desc_max = [0] * len(self.desc_left)
-        c = None
-        while self.heap:
-            c = heapq.heappop(self.heap)
+        self.desc_left = []                 # instructions per descriptor without a done yet
+        self.desc_max = []
+        self.fin_heap = []                  # completion cycles not yet counted as progress
+        while True:
+            c = self._next()
+            if c is None:
+                return self.stopped[0]
+            heapq.heappop(self.heap)
             self.queued.discard(c)
             self.now = c
             if self.step(c):
-                return c
-        raise RuntimeError("perf model: the run did not finish (deadlock)")
+                if self.stopped is None and self.limit is not None and c > self.limit:
+                    self.timed_out = True
+                return c if self.stopped is None else self.stopped[0]
+
+    # -- stops ------------------------------------------------------------------------
+    def _end(self, cycle, code, info, addr=0):
+        """The machine stops in ``cycle`` (its STATUS is set the next): ``code``, ERROR_INFO
+        ``info``, FAULT_ADDR ``addr``; past the harness's bound it has timed out first."""
+        if self.limit is not None and cycle > self.limit:
+            self.timed_out = True
+        self.stopped = (cycle, int(code), info, addr & 0xFFFFFFFF)
+
+    def _oldest(self, c):
+        """The oldest valid queue head in cycle ``c`` (ERROR_INFO of a deadlock or the
+        watchdog), else the next instruction fetch pushes."""
+        heads = [idx for idx in (q.head(c) for q in self.queues) if idx is not None]
+        return min(heads) if heads else self.f_insn
+
+    def _stuck_since(self):
+        """The first cycle of dispatch's ``stuck`` (a deadlock's) for good: engines idle
+        after the last completion, fetch ended or ``blocked``, every queue head valid and
+        waiting for a token since the tokens last changed."""
+        fetch = self.f_blocked_at if self.f_blocked_at is not None else (
+            max(self.f_end_at or 0, (self.f_last_push or 0) + 1))
+        heads = [q.R[q.issued] + 1 for q in self.queues if not q.empty() and q.issued < len(q.R)]
+        return max([self.last_done + 1, fetch, self.tok.changed] + heads)
+
+    def _next(self):
+        """The next cycle to step, or None when the run stops before it (a deadlock or the
+        watchdog in the cycles nothing happens, the harness's bound)."""
+        c = self.heap[0] if self.heap else None
+        dog = None
+        if self.watchdog:
+            fh, w = self.fin_heap, self.watchdog
+            while fh and (c is None or fh[0] < c) and fh[0] <= self.last_progress + w + 1:
+                self.last_progress = max(self.last_progress, heapq.heappop(fh))
+            dog = self.last_progress + w + 1
+        stops = []
+        if dog is not None and (c is None or dog < c):
+            stops.append((dog, 6, isa.ErrorCode.WATCHDOG))
+        if c is None and not self.l_forever and not all(q.empty() for q in self.queues):
+            # nothing changes any more, no engine is busy and the queues wait
+            stops.append((self._stuck_since() + DEADLOCK_CYCLES - 1, 5, isa.ErrorCode.TOKEN_DEADLOCK))
+        if stops:
+            cycle, _, code = min(stops)
+            self._end(cycle, code, self._oldest(cycle))
+            return None
+        if c is None or (self.limit is not None and c > self.limit):
+            self.timed_out = True
+            self.stopped = (self.limit if self.limit is not None else self.now, 0, 0, 0)
+            return None
+        return c
 
     # -- one cycle ------------------------------------------------------------------
     def step(self, c):
@@ -346,7 +444,12 @@ class _Machine:
         self._snapshots(c)
         pending = self.tok.pending
         if pending and pending[0][0] <= c:
-            self.tok.advance(c)
+            self.tok.advance(c, self.stops)
+        if self.stops:
+            first = min(self.stops)
+            if first[0] <= c:
+                self._end(first[0], *first[2:])
+                return True
         if self.os is not None and self.os.boundary == c:
             self.os.at_boundary()
             self._os_event()
@@ -354,22 +457,38 @@ class _Machine:
         acted_other = False   # something other than the LOAD's own request changed
         # fetch request side
         f_want = None
-        walking = c >= FIRST_REQUEST and not self.f_req_end
+        walking = c >= FIRST_REQUEST and not self.f_req_end and not self.f_req_err
         take = False
+        desc_pending = self.f_desc_pending and c <= self.f_desc_resp
+        # nothing requested and not yet pushed (fetch's ``drained``)
+        drained = not self.f_arr and self.f_count == 0 and not desc_pending
+        refused = None
         if walking:
             slot_valid = self.f_slot is not None and self.f_slot_from <= c
-            desc_pending = self.f_desc_pending and c <= self.f_desc_resp
             node_done = self.f_node_left == 0
             take = node_done and slot_valid
-            take_end = take and self.f_slot == 0
-            want_desc = (not desc_pending and (not slot_valid or take) and not take_end
-                         and self.f_desc_idx < len(self.descs))
+            take_end = take and self.f_slot["n_insn"] == 0
+            desc_addr = self.prog_base + isa.DESC_BYTES * self.f_desc_idx
+            desc_ok = self.prog_base % 8 == 0 and self._fetch_ok(desc_addr, isa.DESC_BYTES)
+            want_desc = not desc_pending and (not slot_valid or take) and not take_end and desc_ok
             room = self.f_words_req - self.f_taken < self.f_depth
-            want_word = not node_done and room
+            insn_in = (node_done or self.f_req_word != 0
+                       or (self.f_insn_ok and self._fetch_ok(self.f_req_addr, isa.INSN_BYTES)))
+            want_word = not node_done and insn_in and room
             if want_desc:
                 f_want = "desc"
             elif want_word:
                 f_want = "word"
+            if node_done and not slot_valid and not desc_pending and not desc_ok:
+                refused = desc_addr
+            elif not insn_in:
+                refused = self.f_req_addr
+        if refused is not None or self.f_req_err:
+            if refused is not None:
+                self.f_req_err, self.f_fault = True, refused
+            if drained:
+                self._end(c, isa.ErrorCode.BAD_DESCRIPTOR, self.f_insn, self.f_fault)
+                return True
         l_want = (self.l_reqs is not None and c >= self.l_run_from and self.l_i < len(self.l_reqs))
         l_pad = False
         if l_want:
@@ -400,11 +519,18 @@ class _Machine:
                 wake(self.dram_free)
         # fetch updates
         if take:
-            self.f_node_left = self.f_slot
+            n, off = self.f_slot["n_insn"], self.f_slot["insn_offset"]
+            self.f_node_left = n
             self.f_req_word = 0
-            if self.f_slot == 0:
+            self.f_req_addr = self.prog_base + off
+            self.f_insn_ok = off % isa.INSN_BYTES == 0
+            if n == 0:
                 self.f_req_end = True
                 self.f_end_at = c + 1
+            else:
+                self.f_node = len(self.desc_left)
+                self.desc_left.append(n)
+                self.desc_max.append(0)
             self.f_slot = None
             acted = acted_other = True
         if grant == _FETCH:
@@ -413,13 +539,17 @@ class _Machine:
             if f_want == "desc":
                 self.f_desc_pending = True
                 self.f_desc_resp = c + L
-                self.f_slot = self.descs[self.f_desc_idx]
+                # the DRAM reads a word as it is when it accepts the request
+                a = self.prog_base + isa.DESC_BYTES * self.f_desc_idx
+                self.f_slot = isa.unpack_bytes(isa.NodeDescriptor, self.sim.dram[a:a + isa.DESC_BYTES])
                 self.f_slot_from = c + L + 1
                 self.f_desc_idx += 1
                 wake(c + L + 1)
             else:
                 self.f_words_req += 1
-                self.f_arr.append(c + L)
+                a = self.f_req_addr
+                self.f_arr.append((c + L, int.from_bytes(self.sim.dram[a:a + 8], "little"), self.f_node))
+                self.f_req_addr += 8
                 wake(c + L)
                 self.f_req_word += 1
                 if self.f_req_word == isa.INSN_WORDS:
@@ -430,18 +560,24 @@ class _Machine:
             full = self.f_count == isa.INSN_WORDS
             push_fire = False
             if full:
-                d = self.insns[self.f_insn]
+                d = self._assembled()
+                if d is None:
+                    self._end(c, isa.ErrorCode.ILLEGAL_OPCODE, self.f_insn)
+                    return True
                 q = self.queues[_QUEUE[d["op"]]]
                 if q.w_rdy(c):
-                    q.push(c, self.f_insn, wake)
+                    self._push(q, d, c)
+                    self.f_blocked_at = None
                     push_fire = True
-                    self.f_insn += 1
-                    self.f_last_push = c
-                    self.f_count = 0
                     acted = acted_other = True
+                elif self.f_blocked_at is None:
+                    self.f_blocked_at = c         # fetch's ``blocked`` from this cycle
             can_take = not full or push_fire
-            if can_take and self.f_arr and self.f_arr[0] <= c:
-                self.f_arr.popleft()
+            if can_take and self.f_arr and self.f_arr[0][0] <= c:
+                _, word, node = self.f_arr.popleft()
+                if self.f_count == 0 or push_fire:
+                    self.f_words, self.f_words_node = [], node
+                self.f_words.append(word)
                 self.f_taken += 1
                 self.f_count += 1
                 acted = acted_other = True
@@ -470,10 +606,51 @@ class _Machine:
             self._load_stream(c)
         elif acted:
             wake(c + 1)
+        if self.watchdog:
+            fh = self.fin_heap
+            progress = self.f_last_push == c
+            while fh and fh[0] <= c:
+                progress = heapq.heappop(fh) == c or progress
+            if progress:
+                self.last_progress = c
+            elif c >= self.last_progress + self.watchdog + 1:
+                self._end(c, isa.ErrorCode.WATCHDOG, self._oldest(c))
+                return True
         return self._finished(c)
 
     def heap_has(self, c):
         return c in self.queued
+
+    # -- fetch ------------------------------------------------------------------------
+    def _fetch_ok(self, addr, nbytes):
+        """Fetch may read ``nbytes`` at ``addr``: inside the DRAM and the read window."""
+        end = addr + nbytes
+        base, size = self.sim.read_window
+        return end <= len(self.sim.dram) and (size == 0 or (addr >= base and end <= base + size))
+
+    def _assembled(self):
+        """The instruction in the assembler, decoded (None: its opcode has no queue)."""
+        word = isa.decode_words(self.f_words)
+        d = self.memo.get(word)
+        if d is None:
+            d = self.memo[word] = isa.decode(word)
+        return None if d.get("illegal") else d
+
+    def _push(self, q, d, c):
+        """Fetch pushes the assembled instruction ``d`` into queue ``q`` in cycle ``c``."""
+        idx = self.f_insn
+        self.insns.append(d)
+        self.node_of.append(self.f_words_node)
+        tl = self.tl
+        tl.issue.append(None)
+        tl.done.append(None)
+        tl.queue.append(_QUEUE[d["op"]])
+        tl.node.append(self.f_words_node)
+        tl.op.append(d["op"])
+        q.push(c, idx, self.wake)
+        self.f_insn += 1
+        self.f_last_push = c
+        self.f_count = 0
 
     def _load_issue(self, c):
         """The LOAD issues its next request in cycle ``c`` (a read granted, or a pad)."""
@@ -490,12 +667,18 @@ class _Machine:
         self.l_last_pop = pop
         self.l_i += 1
         if self.l_i == len(self.l_reqs):
-            self._load_done(pop + 1)
+            if self.l_endless:
+                self.l_reqs = None           # busy past the bound
+                self.l_forever = True
+            else:
+                self._load_done(pop + 1)
 
     def _load_stream(self, c):
         """After the LOAD's request in cycle ``c``, with nothing else wanting the bus and
         no event scheduled before ``T``: its following requests up to ``T``."""
         limit = self.heap[0] if self.heap else 1 << 62
+        if self.watchdog:           # the watchdog may stop the run (see _next)
+            limit = min(limit, self.last_progress + self.watchdog + 2)
         t = c
         while self.l_reqs is not None and self.l_i < len(self.l_reqs):
             pad = self.l_reqs[self.l_i][0]
@@ -523,16 +706,24 @@ class _Machine:
         """Instruction ``idx`` completes (``done`` pulse) in cycle ``done``: its token
         pushes count from ``done + 1``."""
         self.tl.done[idx] = done
+        if self.watchdog:
+            heapq.heappush(self.fin_heap, done)
+        qi = _QUEUE[self.insns[idx]["op"]]
+        if idx in self.fails:
+            # an error pulse instead of ``done``: the machine stops in that cycle
+            code, addr = self.fails[idx]
+            self.stops.append((done, qi, code, idx, addr))
+            self.wake(done)
+            return
         self.n_done += 1
         nd = self.node_of[idx]
         self.desc_left[nd] -= 1
         self.desc_max[nd] = max(self.desc_max[nd], done)
         self.last_done = max(self.last_done, done)
         dep = self.insns[idx]["dep"]
-        qi = _QUEUE[self.insns[idx]["op"]]
         for flag, name in _PUSHES[qi]:
             if dep[flag]:
-                self.tok.change(done + 1, name, +1, self.wake)
+                self.tok.change(done + 1, name, +1, self.wake, idx)
         if qi != 1:
             self.wake(done)     # a DMA engine is idle (ready) in its done cycle
         self.wake(done + 1)     # the compute engines from the next; tokens; the end
@@ -560,9 +751,9 @@ class _Machine:
         """``end.finished`` in cycle ``c``: fetch ended, the queues empty, every
         instruction done before ``c``."""
         return (self.n_done == len(self.insns) and self.f_end_at is not None and c >= self.f_end_at
-                and self.f_insn == len(self.insns)
+                and not self.f_arr and self.f_count == 0
                 and (self.f_last_push is None or c > self.f_last_push)
-                and self.n_done == len(self.insns) and c > self.last_done
+                and c > self.last_done
                 and all(q.empty() and (q.last_issue is None or c > q.last_issue) for q in self.queues))
 
     # -- dispatch ----------------------------------------------------------------------
@@ -621,14 +812,39 @@ class _Machine:
         self.queues[qi].issue(c, self.wake)
         self.tl.issue[idx] = c
         self.ev_add("insns", c, 1)
-        self.sim.execute(self.insns[idx])
+        d = self.insns[idx]
+        try:
+            if qi == 0 and self._endless(d, c):
+                self.sim.check_load(d)       # it cannot end before the run does
+            else:
+                self.sim.execute(d)
+        except IsaError as e:
+            # the engine reports it when the instruction would end (load / store: t + 2)
+            addr = self.sim.fault_addr if e.code == isa.ErrorCode.DMA_OUT_OF_WINDOW else 0
+            self.fails[idx] = (int(e.code), addr)
+
+    def _endless(self, d, c):
+        """The LOAD ``d`` issued in ``c`` has more requests than the run has cycles left
+        before the harness's bound (e.g. ``n1 = n2 = 65535`` with zero strides)."""
+        if self.limit is None:
+            return False
+        n0, n1, n2 = d["n0"], d["n1"], d["n2"]
+        return n1 * n2 * (n0 + 1) > self.limit - c + 2
 
     def _load_accept(self, idx, d, t):
         self.l_idx, self.l_accept = idx, t
-        if not (d["n0"] and d["n1"] and d["n2"]):
+        if not (d["n0"] and d["n1"] and d["n2"]) or idx in self.fails:
             self.l_reqs = None
             self._load_done(t + 2)
             return
+        if self._endless(d, t):
+            # the requests up to the bound: runs of i1 (then i2) at one request or more each
+            runs = self.limit - t + 2
+            n1 = min(d["n1"], runs)
+            d = dict(d, n1=n1, n2=min(d["n2"], -(-runs // n1)))
+            self.l_endless = True
+        else:
+            self.l_endless = False
         self.l_reqs = load_plan(d, self.cfg, self.sim.base)
         self.l_i = 0
         self.l_pops = deque()
@@ -639,7 +855,7 @@ class _Machine:
 
     def _store_accept(self, idx, d, t):
         self.s_idx, self.s_accept = idx, t
-        if not (d["n_len"] and d["m_len"]):
+        if not (d["n_len"] and d["m_len"]) or idx in self.fails:
             self._store_done(t + 2)
             return
         T, flushes = store_plan(d, self.cfg, self.sim.base)
@@ -693,11 +909,11 @@ class _Machine:
         self.g_ends.append(None)
         self.g_idx.append(idx)
         g = legal_gemm(d, cfg)
-        if g is not None:
-            macs = g.m_len * g.k_len * g.n_len
-            if self.taps and g.window:
-                macs *= g.win_h * g.win_w
-            self.ev_add("macs", a, macs)
+        # MACS counts at issue, an out-of-range GEMM's too (dispatch reads the fields)
+        macs = d["m_len"] * d["k_len"] * d["n_len"]
+        if self.taps and d["window"]:
+            macs *= d["win_h"] * d["win_w"]
+        self.ev_add("macs", a, macs)
         if self.df == "ws":
             self._ws_accept(j, d, a)
         elif self.df == "os":
@@ -803,9 +1019,9 @@ def _prefix(values):
 
 def _program(sim: IsaSim, prog_base: int, memo: dict | None = None):
     """The descriptor table (n_insn per node, the end marker's 0 last) and the decoded
-    instructions of the program at ``prog_base``, with each instruction's node; ``memo``
-    (instruction word -> decoded fields) saves decoding a word twice (the per-layer
-    prefix runs fetch the same instructions again)."""
+    instructions of the program at ``prog_base``, with each instruction's node, as they
+    are in DRAM before the run (the model itself fetches each word when the RTL does);
+    ``memo`` (instruction word -> decoded fields) saves decoding a word twice."""
     memo = {} if memo is None else memo
     descs, insns, node_of = [], [], []
     i = 0
@@ -831,61 +1047,170 @@ def _program(sim: IsaSim, prog_base: int, memo: dict | None = None):
         i += 1
 
 
+def _footprint(d: dict, base) -> list[tuple[str, int, int, bool]]:
+    """What instruction ``d`` touches: ``(space, first, last, writes)`` per buffer
+    (``ifmap``, ``weight``, ``param``, ``psum``: rows) and for DRAM (``dram``: bytes),
+    each a range that covers every access (base registers ``base``)."""
+    op = d["op"]
+    if op == Opcode.LOAD:
+        n0, n1, n2 = d["n0"], d["n1"], d["n2"]
+        if not (n0 and n1 and n2):
+            return []
+        s1, s2 = d["dram_stride1"], d["dram_stride2"]
+        start = base[d["base_reg"]] + d["dram_offset"]
+        space = {isa.Buffer.IFMAP: "ifmap", isa.Buffer.WEIGHT: "weight"}.get(d["buf"], "param")
+        last = d["buf_row"] + (n1 - 1) * d["buf_stride1"] + (n2 - 1) * d["buf_stride2"]
+        return [(space, d["buf_row"], last, True),
+                ("dram", start, start + (n1 - 1) * s1 + (n2 - 1) * s2 + (n0 - 1) * d["dram_stride0"], False)]
+    if op == Opcode.STORE:
+        m_len, n_len = d["m_len"], d["n_len"]
+        if not (m_len and n_len):
+            return []
+        out = [("psum", d["psum_row"], d["psum_row"] + m_len - 1, False),
+               ("param", d["param_row"], d["param_row"] + n_len - 1, False)]
+        if d["to_buf"]:
+            return out + [("ifmap", d["buf_row"], d["buf_row"] + (m_len - 1) * d["buf_stride"], True)]
+        start = base[d["base_reg"]] + d["dram_offset"]
+        return out + [("dram", start, start + (m_len - 1) * d["dram_stride"] + n_len - 1, True)]
+    if op == Opcode.VEC:
+        m_len = d["m_len"]
+        if not (m_len and d["win"]):
+            return []
+        return [("ifmap", d["ifmap_row"], d["ifmap_row"] + m_len * d["win"] - 1, False),
+                ("psum", d["psum_row"], d["psum_row"] + m_len - 1, True)]
+    if op == Opcode.GEMM:
+        m_len = d["m_len"]
+        if not m_len:
+            return []
+        taps = d["win_h"] * d["win_w"] if d["window"] else 1
+        if d["window"]:
+            last = (d["ifmap_row"] + ((d["out_h"] - 1) * d["stride_h"] + (d["win_h"] - 1) * d["dil_h"])
+                    * d["row_pitch"] + (d["out_w"] - 1) * d["stride_w"] + (d["win_w"] - 1) * d["dil_w"])
+        else:
+            last = d["ifmap_row"] + m_len - 1
+        return [("ifmap", d["ifmap_row"], last, False),
+                ("weight", d["weight_row"], d["weight_row"] + d["k_len"] * taps - 1, False),
+                ("psum", d["psum_row"], d["psum_row"] + m_len - 1, True)]
+    return []
+
+
+def races(m: "_Machine", base) -> list[tuple[int, int]]:
+    """The pairs of instructions (fetch order) of the run ``m`` from different queues that
+    were in flight together (one issued before the other's ``done``) and touch the same
+    buffer rows or DRAM bytes, one of them writing: what each reads then depends on
+    cycle-level timing inside the engines, which the ISA simulator does not model (it
+    executes an instruction whole when it issues)."""
+    tl, fails = m.tl, m.fails
+    spans = sorted((tl.issue[i], 1 << 62 if tl.done[i] is None else tl.done[i], i)
+                   for i in range(len(m.insns)) if tl.issue[i] is not None and i not in fails)
+    feet = {i: _footprint(m.insns[i], base) for _, _, i in spans}
+    out, active = [], []
+    for issue, done, i in spans:
+        active = [a for a in active if a[1] > issue]
+        for _, _, j in active:
+            if tl.queue[i] == tl.queue[j]:
+                continue
+            if any(sa == sb and (wa or wb) and la <= hb and lb <= ha
+                   for sa, la, ha, wa in feet[i] for sb, lb, hb, wb in feet[j]):
+                out.append((min(i, j), max(i, j)))
+        active.append((issue, done, i))
+    return out
+
+
 def simulate(config: AccelConfig, sim: IsaSim, prog_base: int, memo: dict | None = None,
-             log_grants: bool = False) -> PerfResult:
+             log_grants: bool = False, watchdog: int = 0, limit: int | None = None,
+             check_races: bool = False) -> PerfResult:
     """One run of the program at ``prog_base`` on ``sim`` (its DRAM, buffers, base
     registers and windows are the machine's state; the run executes every instruction on
-    it): the counters, per-node counters and the timeline. ``memo``: as for
-    :func:`_program`, shared by the runs of a job; ``log_grants``: record every bus grant
-    in the timeline (for debugging; one entry per bus request)."""
-    descs, insns, node_of = _program(sim, prog_base, memo)
-    m = _Machine(config, sim, insns, node_of, log_grants)
-    end = m.run(descs)
+    it when the RTL issues it): the counters, per-node counters and the timeline.
+    ``memo``: instruction word -> decoded fields, shared by the runs of a job;
+    ``log_grants``: record every bus grant in the timeline (for debugging; one entry per
+    bus request); ``watchdog``: the WATCHDOG CSR; ``limit``: the last cycle the harness
+    waits for (later: ``timed_out``).
+
+    The run stops as the RTL stops (``rtl/controller/dispatch.py``), in the same cycle
+    and with the same STATUS.error, ERROR_INFO and FAULT_ADDR: an instruction's error
+    when its engine reports it (LOAD / STORE two cycles after issue, a GEMM / VEC at
+    its end), fetch's BAD_DESCRIPTOR / ILLEGAL_OPCODE when fetch reaches the word, a
+    token counter passing 255, a deadlock, the watchdog. Nothing issues in the cycle of
+    an engine or fetch error. DRAM then holds what the stores issued before the stop
+    wrote (a store in flight completes; a faulting one writes nothing). Only the
+    counters of a run that ends without error are exact. ``check_races``: fill the
+    result's ``races`` (:func:`races`)."""
+    m = _Machine(config, sim, prog_base, memo, log_grants, watchdog=watchdog, limit=limit)
+    end = m.run()
+    if m.stopped is not None:
+        # the DMA engines busy at the stop (their busy intervals end with their done)
+        if m.l_ready_at == 1 << 62:
+            m.busy["load"].append((m.l_accept + 1, end))
+        if m.s_ready_at == 1 << 62:
+            m.busy["store"].append((m.s_accept + 1, end))
     log = CounterLog(m, end)
-    res = PerfResult(status=isa.pack(isa.Status, busy=0, done=1, error=0), error=0, error_info=0,
-                     counters=log.at(end), data=[], timeline=m.tl, log=log)
+    code, info, addr = (0, 0, 0) if m.stopped is None else m.stopped[1:]
+    res = PerfResult(status=isa.pack(isa.Status, busy=int(m.timed_out), done=int(not m.timed_out),
+                                     error=0 if m.timed_out else code),
+                     error=0 if m.timed_out else code, error_info=info, counters=log.at(end),
+                     data=[], timeline=m.tl, log=log, timed_out=m.timed_out, fault_addr=addr)
+    if check_races:
+        res.races = races(m, list(sim.base))
     return res
 
 
+def harness_limit(job: Job, poll_cycles: int = POLL_CYCLES) -> int:
+    """The last cycle of a run (counted from the ``CTRL`` write) whose stop the harness
+    (:func:`celosia.sim.job.run_job`) sees: it polls STATUS every ``poll_cycles`` and gives
+    up after ``job.max_cycles`` (rounded up to a poll)."""
+    return -(-job.max_cycles // poll_cycles) * poll_cycles - 2
+
+
 def run(config: AccelConfig, job: Job, progress=None, execute: bool = True,
-        log_grants: bool = False, events: bool = False) -> list[PerfResult]:
+        log_grants: bool = False, events: bool = False,
+        poll_cycles: int = POLL_CYCLES, check_races: bool = False) -> list[PerfResult]:
     """Perform ``job`` (as :func:`celosia.sim.job.run_job` does on the RTL) on the cycle
     model: one :class:`PerfResult` per run, with the RTL's counters.
 
+    This is also the ISA simulator's RTL-order mode (docs/perf.md, "Errors"): every
+    instruction executes on an :class:`~celosia.sim.isa_sim.IsaSim` in the cycle the RTL
+    issues it, fetch reads each word from DRAM when the RTL does, and a run stops as the
+    RTL stops (:func:`simulate`), with the job's WATCHDOG CSR and the harness's bound
+    (:func:`harness_limit` of ``job.max_cycles`` and ``poll_cycles``; past it the result
+    says ``timed_out``).
+
     ``execute``: run every instruction on the ISA simulator as it issues, so the results
     hold the outputs (``data``) the hardware computes; without it only the timing is
-    modelled (``data`` is then what the DRAM image held) and a run that repeats an earlier
-    one's program with the same base-register alignment reuses its timing. The ``feie``
-    engine's timing depends on the data, so it always executes. Each result's ``nodes``
-    holds the per-node snapshots, and with ``events`` its ``events`` the instruction
-    events, as the RTL harnesses record them."""
+    modelled (``data`` is then what the DRAM image held; no instruction errors) and a run
+    that repeats an earlier one's program with the same base-register alignment reuses its
+    timing. The ``feie`` engine's timing depends on the data, so it always executes. Each
+    result's ``nodes`` holds the per-node snapshots, and with ``events`` its ``events`` the
+    instruction events, as the RTL harnesses record them; with ``check_races`` its
+    ``races`` (:func:`races`)."""
     execute = execute or config.dataflow == "feie"
     sim = IsaSim(config, bytearray(job.dram_bytes))
     for addr, payload in job.image:
         sim.dram[addr:addr + len(payload)] = payload
     if not execute:
         sim.execute = lambda d: None
+        sim.check_load = lambda d: None
     results, seen, memo = [], {}, {}
+    limit = harness_limit(job, poll_cycles)
+    regs = {}                               # the CSRs keep their values across runs
     for index, r in enumerate(job.runs):
         for addr, payload in r.writes:
             sim.dram[addr:addr + len(payload)] = payload
-        regs = dict(r.csr_writes)
+        regs.update(r.csr_writes)
         for i in range(isa.NUM_BASE_REGS):
             if Csr.BASE0 + i in regs:
                 sim.base[i] = regs[Csr.BASE0 + i]
         sim.read_window = (regs.get(Csr.WINDOW_BASE, 0), regs.get(Csr.WINDOW_SIZE, 0))
         sim.write_window = (regs.get(Csr.WR_BASE, 0), regs.get(Csr.WR_SIZE, 0))
         prog_base = regs.get(Csr.PROG_BASE, 0)
+        watchdog = regs.get(Csr.WATCHDOG, 0)
         key = (prog_base, tuple(b % config.bus_bytes for b in sim.base))
-        try:
-            if not execute and key in seen:
-                res = dataclasses.replace(seen[key])
-            else:
-                res = seen[key] = simulate(config, sim, prog_base, memo, log_grants)
-        except IsaError as e:
-            res = PerfResult(status=isa.pack(isa.Status, busy=0, done=1, error=int(e.code)),
-                             error=int(e.code), error_info=0, counters=dict.fromkeys(COUNTERS, 0),
-                             data=[], fault_addr=sim.fault_addr)
+        if not execute and key in seen:
+            res = dataclasses.replace(seen[key])
+        else:
+            res = seen[key] = simulate(config, sim, prog_base, memo, log_grants, watchdog, limit,
+                                       check_races)
         res.data = [bytes(sim.dram[a:a + n]) for a, n in r.readback]
         if res.log is not None:
             res.nodes = res.node_snapshots()

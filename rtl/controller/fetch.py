@@ -393,7 +393,9 @@ class Fetch(wiring.Component):
                                  status.error_code.eq(isa.ErrorCode.ILLEGAL_OPCODE)]
                     m.next = "IDLE"
                 with m.Elif((req_err | refuse) & drained):
-                    m.d.comb += [status.error.eq(1), status.addr.eq(fault),
+                    # the address refused now, or the one held since it was refused
+                    refused = Mux(node_done, desc_addr, req_addr)
+                    m.d.comb += [status.error.eq(1), status.addr.eq(Mux(req_err, fault, refused)),
                                  status.error_code.eq(isa.ErrorCode.BAD_DESCRIPTOR)]
                     m.next = "IDLE"
                 restart_or_stop()

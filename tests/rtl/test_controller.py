@@ -264,6 +264,7 @@ def test_descriptor_out_of_window():
     res, starts = run_program([[load()]], csrs={Csr.WINDOW_BASE: PROG_BASE + 0x100,
                                                 Csr.WINDOW_SIZE: 0x1000})
     assert (res["done"], res["busy"], res["error"]) == (1, 0, ErrorCode.BAD_DESCRIPTOR)
+    assert res["FAULT_ADDR"] == PROG_BASE  # refused and raised in one cycle (found by the fuzz)
     assert starts == []
 
 

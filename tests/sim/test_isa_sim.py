@@ -192,3 +192,72 @@ def test_store_single_round():
     s._store(dict(d, single_round=0))
     differ = (s.ifmap[0:32, :4].view(np.int8) != want).sum(axis=0)
     assert differ[[0, 1, 3]].min() > 0 and differ[2] == 0   # x/2 at shift 0: one rounding in both
+
+
+# -- the functional run: the RTL's order-free errors and its step limit ---------------------
+
+def program_sim(nodes, prog_base=0, queue_depth=8, offsets=None):
+    """An IsaSim with ``nodes`` (lists of instruction words) as a program at ``prog_base``:
+    the descriptor table, then each node's instructions (at ``offsets[k]`` if given)."""
+    config = AccelConfig(rows=4, cols=4, ifmap_rows=64, psum_rows=32, weight_rows=48,
+                         queue_depth=queue_depth, dram_bytes=1 << 14)
+    s = IsaSim(config)
+    table = isa.DESC_BYTES * (len(nodes) + 1)
+    off = -(-table // isa.INSN_BYTES) * isa.INSN_BYTES
+    for k, node in enumerate(nodes):
+        at = off if offsets is None else offsets[k]
+        s.dram[prog_base + 8 * k:prog_base + 8 * k + 8] = isa.encode_descriptor(at, len(node)).to_bytes(8, "little")
+        for j, w in enumerate(node):
+            a = prog_base + at + isa.INSN_BYTES * j
+            s.dram[a:a + isa.INSN_BYTES] = w.to_bytes(isa.INSN_BYTES, "little")
+        off = at + isa.INSN_BYTES * len(node)
+    return s
+
+
+def nop(**dep):
+    return isa.encode(Opcode.NOP, dep=dep)
+
+
+def load(**fields):
+    return isa.encode(Opcode.LOAD, **fields)
+
+
+def run_error(s, prog_base=0, **kw):
+    with pytest.raises(IsaError) as e:
+        s.run(prog_base, **kw)
+    return e.value.code
+
+
+def test_token_counter_passing_255_overflows():
+    # 256 NOPs each push a c2s token nobody pops: the 256th push passes 255
+    assert program_sim([[nop(push_next=1)] * 255]).run(0)["c2s"] == 255
+    assert run_error(program_sim([[nop(push_next=1)] * 256])) == ErrorCode.TOKEN_OVERFLOW
+
+
+@pytest.mark.parametrize("loads, depth, deadlock", [(8, 8, False), (9, 8, True), (9, 9, False)])
+def test_full_load_queue_with_its_tokens_behind_deadlocks(loads, depth, deadlock):
+    # LOADs that each wait for a c2l token from NOPs fetched after them: with more LOADs than
+    # the queue holds, fetch waits for room and never reaches the NOPs (the RTL's deadlock)
+    s = program_sim([[load(dep={"pop_next": 1})] * loads + [nop(push_prev=1)] * loads],
+                    queue_depth=depth)
+    if deadlock:
+        assert run_error(s) == ErrorCode.TOKEN_DEADLOCK
+    else:
+        assert s.run(0) == {"l2c": 0, "c2l": 0, "c2s": 0, "s2c": 0}
+
+
+def test_misaligned_program_is_a_bad_descriptor():
+    s = program_sim([[nop()]], prog_base=4)
+    assert run_error(s, 4) == ErrorCode.BAD_DESCRIPTOR and s.fault_addr == 4
+    s = program_sim([[nop()]], offsets=[48])            # insn_offset not a multiple of 32
+    assert run_error(s) == ErrorCode.BAD_DESCRIPTOR and s.fault_addr == 48
+
+
+def test_step_limit():
+    # a LOAD of 65535 x 65535 rows with zero strides would run "forever": the step limit
+    # stops it before it executes (WATCHDOG, as the hardware's watchdog would)
+    forever = load(buf=isa.Buffer.IFMAP, n0=1, n1=65535, n2=65535)
+    assert run_error(program_sim([[forever]])) == ErrorCode.WATCHDOG
+    small = program_sim([[load(buf=isa.Buffer.IFMAP, n0=4, n1=3, n2=2)] * 2])
+    assert run_error(small, max_work=47) == ErrorCode.WATCHDOG     # 2 x 24 elements
+    small.run(0, max_work=48)
