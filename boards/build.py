@@ -40,7 +40,7 @@ from .top import LEDS, BoardTop
 from .uart import baud_divisor
 
 __all__ = ["BOARD_IFMAP_ROWS", "Board", "BOARDS", "board", "PlatformTop", "synth_resources", "check_fit", "build", "flash",
-           "report_table", "NAME"]
+           "report_table", "NAME", "ToolError", "ABC_FALLBACK", "abc_fallback_script"]
 
 #: Base name of the design files in the output folder (``celosia.bit``, ``celosia.json``, ...).
 NAME = "celosia"
@@ -141,8 +141,17 @@ def _tool(env_var: str, name: str) -> str:
     return found
 
 
+class ToolError(BoardError):
+    """A tool of the flow failed: ``what`` it was doing, its exit ``code``, the ``line`` that
+    says why (its last ``ERROR:`` line, or last output line) and the log ``where`` it is."""
+
+    def __init__(self, what: str, code: int, line: str, where: Path | str):
+        super().__init__(f"{what} failed (exit {code}): {line} (full log: {where})")
+        self.line = line
+
+
 def _run(cmd: list[str], cwd: Path, log: str, what: str, tool_log: str | None = None) -> float:
-    """Run ``cmd`` in ``cwd`` (output to ``cwd/log``); its wall time, or a :class:`BoardError`
+    """Run ``cmd`` in ``cwd`` (output to ``cwd/log``); its wall time, or a :class:`ToolError`
     quoting the tool's last ``ERROR:`` line (from ``cwd/tool_log`` when the tool writes its
     own log there, as ``yosys -q -l`` does), else the output's last line."""
     t0 = time.perf_counter()
@@ -153,8 +162,7 @@ def _run(cmd: list[str], cwd: Path, log: str, what: str, tool_log: str | None = 
         lines = [l.strip() for l in (where.read_text(errors="replace") if where.exists() else "").splitlines()
                  + (cwd / log).read_text(errors="replace").splitlines() if l.strip()]
         errors = [l for l in lines if l.startswith("ERROR:")]
-        raise BoardError(f"{what} failed (exit {proc.returncode}): {(errors or lines or [''])[-1]} "
-                         f"(full log: {where})")
+        raise ToolError(what, proc.returncode, (errors or lines or [""])[-1], where)
     return time.perf_counter() - t0
 
 
@@ -185,10 +193,10 @@ def _synthesize(b: Board, yosys: str, out: Path, log) -> tuple[float, str | None
     cmd = [yosys, "-q", "-l", f"{NAME}.rpt", f"{NAME}.ys"]
     try:
         return _run(cmd, out, f"{NAME}.yosys.log", "synthesis (yosys)", tool_log=f"{NAME}.rpt"), None
-    except BoardError as e:
-        if b.family != "ecp5" or "Assert" not in str(e):
+    except ToolError as e:
+        if b.family != "ecp5" or "Assert" not in e.line:
             raise
-        reason = f"Yosys's ABC9 mapping crashed ({str(e).split(': ', 1)[1].split(' (full log')[0]})"
+        reason = f"Yosys's ABC9 mapping crashed ({e.line})"
         log(f"  {reason}; synthesizing again with the classic ABC LUT mapping")
         script = out / f"{NAME}.ys"
         script.write_text(abc_fallback_script(script.read_text()))

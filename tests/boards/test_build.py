@@ -159,8 +159,8 @@ def test_a_yosys_abc9_crash_is_synthesized_again_without_abc9(tmp_path, monkeypa
     def crashing_once(cmd, cwd, log, what, tool_log=None):
         scripts.append((cwd / "celosia.ys").read_text())
         if len(scripts) == 1:
-            raise board_build.BoardError("synthesis (yosys) failed (exit 1): ERROR: Assert `GetSize(conn.first) "
-                                         "== GetSize(conn.second)' failed in kernel/rtlil.cc:3091. (full log: x)")
+            raise board_build.ToolError("synthesis (yosys)", 1, "ERROR: Assert `GetSize(conn.first) "
+                                        "== GetSize(conn.second)' failed in kernel/rtlil.cc:3091.", "x")
         (cwd / "celosia_stat.json").write_text(json.dumps({"design": {"num_cells_by_type": {"LUT4": 10}}}))
         return 5.0
 
@@ -175,7 +175,7 @@ def test_a_yosys_abc9_crash_is_synthesized_again_without_abc9(tmp_path, monkeypa
     assert "synthesized with the classic ABC LUT mapping" in capsys.readouterr().out
 
     def failing(cmd, cwd, log, what, tool_log=None):
-        raise board_build.BoardError("synthesis (yosys) failed (exit 1): ERROR: Module `x' not found (full log: x)")
+        raise board_build.ToolError("synthesis (yosys)", 1, "ERROR: Module `x' not found", "x")
 
     monkeypatch.setattr(board_build, "_run", failing)
     line = one_line_error(capsys, ["build", "--board", "ulx3s-85f", "--array", "1x1", "--synth-only",
