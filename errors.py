@@ -16,7 +16,7 @@ before they joined this hierarchy still catches them: :class:`ConfigError` and
 from __future__ import annotations
 
 __all__ = ["CelosiaError", "ConfigError", "ModelError", "InputError", "CompileError", "DriverError",
-           "SimulationError", "IsaError", "FieldError", "EncodeError", "BoardError"]
+           "SimulationError", "IsaError", "FieldError", "EncodeError", "BoardError", "ToolError"]
 
 
 class CelosiaError(Exception):
@@ -82,3 +82,12 @@ class IsaError(CelosiaError, RuntimeError):
 class BoardError(CelosiaError):
     """A board build or board run that cannot go ahead: an unknown board, a design that
     does not fit the device, a missing toolchain, a failed tool (:mod:`celosia.boards`)."""
+
+
+class ToolError(BoardError):
+    """A tool of the board flow failed: ``what`` it was doing, its exit ``code``, the ``line``
+    that says why (its last ``ERROR:`` line, or last output line) and the log ``where`` it is."""
+
+    def __init__(self, what: str, code: int, line: str, where):
+        super().__init__(f"{what} failed (exit {code}): {line} (full log: {where})")
+        self.line = line

@@ -32,7 +32,7 @@ from amaranth.hdl import Elaboratable, Module
 from amaranth.lib import io
 from amaranth.build import ResourceError
 
-from celosia.errors import BoardError
+from celosia.errors import BoardError, ToolError
 from celosia.rtl.config import AccelConfig
 from celosia.sim.board import DEFAULT_BAUD
 
@@ -139,15 +139,6 @@ def _tool(env_var: str, name: str) -> str:
         raise BoardError(f"{name} not found: board builds need the YoWASP tools, pip install "
                          f"'celosia[boards]' (or set ${env_var} to another {name.split('-', 1)[1]})")
     return found
-
-
-class ToolError(BoardError):
-    """A tool of the flow failed: ``what`` it was doing, its exit ``code``, the ``line`` that
-    says why (its last ``ERROR:`` line, or last output line) and the log ``where`` it is."""
-
-    def __init__(self, what: str, code: int, line: str, where: Path | str):
-        super().__init__(f"{what} failed (exit {code}): {line} (full log: {where})")
-        self.line = line
 
 
 def _run(cmd: list[str], cwd: Path, log: str, what: str, tool_log: str | None = None) -> float:
