@@ -248,6 +248,7 @@ class _Machine:
         self.limit = limit
         self.insns = []                     # decoded, in fetch order, as fetch assembles them
         self.node_of = []
+        self.pops = []                      # per instruction: the token counters it pops
         self.L = config.dram_latency
         self.k = request_interval(config)
         self.df = config.dataflow
@@ -327,6 +328,8 @@ class _Machine:
         self.f_slot = None                  # the descriptor read ahead (its fields)
         self.f_req_addr = 0                 # byte address of the next word to request
         self.f_insn_ok = False              # the node's insn_offset is 32-aligned
+        self.f_block_ok = False             # ... and its whole block may be read
+        self.f_desc_ok = {}                 # descriptor index -> fetch may read it
         self.f_req_err = False              # the request side refused an address
         self.f_fault = 0                    # ... this one
         self.f_words = []                   # the words in the assembler
@@ -342,6 +345,7 @@ class _Machine:
         self.f_arr = deque()                # (arrival, word, descriptor) of requested, untaken words
         self.f_taken = 0
         self.f_count = 0                    # words in the assembler
+        self.f_dec = None                   # ... decoded, once all four are there
         self.f_insn = 0                     # next instruction index to assemble / push
         self.f_last_push = None
         self.f_depth = fetch_words(cfg)
@@ -469,10 +473,13 @@ class _Machine:
             take = node_done and slot_valid
             take_end = take and self.f_slot["n_insn"] == 0
             desc_addr = self.prog_base + isa.DESC_BYTES * self.f_desc_idx
-            desc_ok = self.prog_base % 8 == 0 and self._fetch_ok(desc_addr, isa.DESC_BYTES)
+            desc_ok = self.f_desc_ok.get(self.f_desc_idx)
+            if desc_ok is None:
+                desc_ok = self.f_desc_ok[self.f_desc_idx] = (
+                    self.prog_base % 8 == 0 and self._fetch_ok(desc_addr, isa.DESC_BYTES))
             want_desc = not desc_pending and (not slot_valid or take) and not take_end and desc_ok
             room = self.f_words_req - self.f_taken < self.f_depth
-            insn_in = (node_done or self.f_req_word != 0
+            insn_in = (node_done or self.f_req_word != 0 or self.f_block_ok
                        or (self.f_insn_ok and self._fetch_ok(self.f_req_addr, isa.INSN_BYTES)))
             want_word = not node_done and insn_in and room
             if want_desc:
@@ -524,6 +531,8 @@ class _Machine:
             self.f_req_word = 0
             self.f_req_addr = self.prog_base + off
             self.f_insn_ok = off % isa.INSN_BYTES == 0
+            # the node's whole block readable: every instruction of it is
+            self.f_block_ok = self.f_insn_ok and n > 0 and self._fetch_ok(self.f_req_addr, n * isa.INSN_BYTES)
             if n == 0:
                 self.f_req_end = True
                 self.f_end_at = c + 1
@@ -560,7 +569,9 @@ class _Machine:
             full = self.f_count == isa.INSN_WORDS
             push_fire = False
             if full:
-                d = self._assembled()
+                d = self.f_dec
+                if d is None:
+                    d = self.f_dec = self._assembled()
                 if d is None:
                     self._end(c, isa.ErrorCode.ILLEGAL_OPCODE, self.f_insn)
                     return True
@@ -641,6 +652,8 @@ class _Machine:
         idx = self.f_insn
         self.insns.append(d)
         self.node_of.append(self.f_words_node)
+        qi, dep = _QUEUE[d["op"]], d["dep"]
+        self.pops.append(tuple(name for flag, name in _POPS[qi] if dep[flag]))
         tl = self.tl
         tl.issue.append(None)
         tl.done.append(None)
@@ -651,6 +664,7 @@ class _Machine:
         self.f_insn += 1
         self.f_last_push = c
         self.f_count = 0
+        self.f_dec = None
 
     def _load_issue(self, c):
         """The LOAD issues its next request in cycle ``c`` (a read granted, or a pad)."""
@@ -799,16 +813,17 @@ class _Machine:
 
     def _tokens_ok(self, qi, idx):
         """Every token the instruction ``idx`` at the head of queue ``qi`` pops is there."""
-        dep, tok = self.insns[idx]["dep"], self.tok.value
-        return all(tok[name] for flag, name in _POPS[qi] if dep[flag])
+        tok = self.tok.value
+        for name in self.pops[idx]:
+            if not tok[name]:
+                return False
+        return True
 
     def _issue(self, qi, idx, c):
         """Instruction ``idx`` leaves queue ``qi`` in cycle ``c``: its pops, the counters,
         its functional execution."""
-        dep = self.insns[idx]["dep"]
-        for flag, name in _POPS[qi]:
-            if dep[flag]:
-                self.tok.change(c + 1, name, -1, self.wake)
+        for name in self.pops[idx]:
+            self.tok.change(c + 1, name, -1, self.wake)
         self.queues[qi].issue(c, self.wake)
         self.tl.issue[idx] = c
         self.ev_add("insns", c, 1)
@@ -908,7 +923,7 @@ class _Machine:
         self.g_accepts.append(a)
         self.g_ends.append(None)
         self.g_idx.append(idx)
-        g = legal_gemm(d, cfg)
+        g = None if self.df == "ws" else legal_gemm(d, cfg)   # ws.accept works it out
         # MACS counts at issue, an out-of-range GEMM's too (dispatch reads the fields)
         macs = d["m_len"] * d["k_len"] * d["n_len"]
         if self.taps and d["window"]:

@@ -172,12 +172,17 @@ def _all(conds):
     return functools.reduce(operator.and_, conds)
 
 
+#: Every GemmInsn field at 0 (the layout's ``members`` is rebuilt on each access: this is
+#: legal_gemm's hot path in the cycle model).
+_GEMM_ZEROS = dict.fromkeys(isa.GemmInsn.members, 0)
+
+
 def legal_gemm(insn, config: AccelConfig):
     """The GEMM ``insn`` (a mapping of :data:`~celosia.rtl.isa.GemmInsn` field names to
     Python ints, a missing field = 0) as an object with those attributes if it passes
     :func:`gemm_insn_in_range` for ``config``, else ``None``: the start of every
     engine's ``cycles(insn, config, ifmap=None)``."""
-    fields = dict.fromkeys(isa.GemmInsn.members, 0)
+    fields = dict(_GEMM_ZEROS)
     fields.update(insn)
     g = SimpleNamespace(**fields)
     return g if gemm_insn_in_range(g, config) else None
