@@ -44,6 +44,7 @@ import bisect
 import dataclasses
 import hashlib
 import heapq
+import os
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -66,6 +67,7 @@ from celosia.rtl.ppu import LATENCY as PPU_LATENCY
 from celosia.rtl.vector import vec_cycles
 from celosia.sim.isa_sim import IsaSim
 from celosia.sim.job import COUNTERS, POLL_CYCLES, Job, RunResult
+from celosia.sim.perf_jump import Jump
 
 __all__ = ["run", "simulate", "PerfResult", "Timeline", "CounterLog"]
 
@@ -106,6 +108,9 @@ class PerfResult(RunResult):
     #: with ``check_races``: the instruction pairs whose data depends on cycle-level
     #: timing (:func:`races`); its outputs may then differ from the RTL's
     races: list = field(default_factory=list)
+    #: the instruction-to-instruction segments the run replayed instead of stepping
+    #: through (:mod:`celosia.sim.perf_jump`; 0 without the jump)
+    jumped: int = 0
 
     def node_snapshots(self) -> list[dict]:
         """The per-node snapshots as the hardware's controller records them
@@ -122,8 +127,10 @@ class PerfResult(RunResult):
         before it: one less than the timeline's cycle (counted from the ``CTRL`` write)."""
         tl, masks = self.timeline, {}
         for q, start, end in zip(tl.queue, tl.issue, tl.done):
-            masks.setdefault(start - 1, [0, 0])[0] |= 1 << q
-            masks.setdefault(end - 1, [0, 0])[1] |= 1 << q
+            if start is not None:        # (a run cut short leaves some not issued / done)
+                masks.setdefault(start - 1, [0, 0])[0] |= 1 << q
+            if end is not None:
+                masks.setdefault(end - 1, [0, 0])[1] |= 1 << q
         return [(c, a, b) for c, (a, b) in sorted(masks.items())]
 
 
@@ -161,7 +168,7 @@ class _Queue:
             self._read(j, c, wake)
 
     def _read(self, j, c_known, wake):
-        prev = self.last_issue if j > 0 else None
+        prev = self.last_issue            # None: nothing issued yet
         r = self.W[j] + 1 if prev is None else max(self.W[j] + 1, prev)
         if len(self.R) == j:
             self.R.append(r)
@@ -238,8 +245,9 @@ class _Machine:
     """One run of the accelerator (see the module docstring)."""
 
     def __init__(self, config: AccelConfig, sim: IsaSim, prog_base: int, memo: dict | None = None,
-                 log_grants=False, watchdog: int = 0, limit: int | None = None):
+                 log_grants=False, watchdog: int = 0, limit: int | None = None, jump: bool = False):
         self.cfg = config
+        self.jumps = jump and not log_grants and config.dataflow != "feie"
         self.log_grants = log_grants
         self.sim = sim
         self.prog_base = prog_base
@@ -330,6 +338,8 @@ class _Machine:
         self.f_insn_ok = False              # the node's insn_offset is 32-aligned
         self.f_block_ok = False             # ... and its whole block may be read
         self.f_desc_ok = {}                 # descriptor index -> fetch may read it
+        self.f_insn_taken = 0               # instructions of the descriptors taken
+        self.f_node_first = self.f_node_n = self.f_node_base = 0
         self.f_req_err = False              # the request side refused an address
         self.f_fault = 0                    # ... this one
         self.f_words = []                   # the words in the assembler
@@ -381,6 +391,7 @@ class _Machine:
         self.desc_left = []                 # instructions per descriptor without a done yet
         self.desc_max = []
         self.fin_heap = []                  # completion cycles not yet counted as progress
+        jump = self.jump = Jump(self) if self.jumps else None
         while True:
             c = self._next()
             if c is None:
@@ -388,10 +399,13 @@ class _Machine:
             heapq.heappop(self.heap)
             self.queued.discard(c)
             self.now = c
+            pushed = self.f_insn
             if self.step(c):
                 if self.stopped is None and self.limit is not None and c > self.limit:
                     self.timed_out = True
                 return c if self.stopped is None else self.stopped[0]
+            if jump is not None and self.f_insn != pushed:
+                jump.at_push(c)
 
     # -- stops ------------------------------------------------------------------------
     def _end(self, cycle, code, info, addr=0):
@@ -540,6 +554,11 @@ class _Machine:
                 self.f_node = len(self.desc_left)
                 self.desc_left.append(n)
                 self.desc_max.append(0)
+                # the node's instructions: fetch-order indices first .. first + n - 1 at
+                # f_node_base (the jump reads them)
+                self.f_node_first, self.f_node_n = self.f_insn_taken, n
+                self.f_node_base = self.f_req_addr
+                self.f_insn_taken += n
             self.f_slot = None
             acted = acted_other = True
         if grant == _FETCH:
@@ -650,21 +669,25 @@ class _Machine:
     def _push(self, q, d, c):
         """Fetch pushes the assembled instruction ``d`` into queue ``q`` in cycle ``c``."""
         idx = self.f_insn
-        self.insns.append(d)
-        self.node_of.append(self.f_words_node)
-        qi, dep = _QUEUE[d["op"]], d["dep"]
-        self.pops.append(tuple(name for flag, name in _POPS[qi] if dep[flag]))
-        tl = self.tl
-        tl.issue.append(None)
-        tl.done.append(None)
-        tl.queue.append(_QUEUE[d["op"]])
-        tl.node.append(self.f_words_node)
-        tl.op.append(d["op"])
+        self._record(d, self.f_words_node)
         q.push(c, idx, self.wake)
         self.f_insn += 1
         self.f_last_push = c
         self.f_count = 0
         self.f_dec = None
+
+    def _record(self, d, node):
+        """The next instruction (fetch order) is ``d`` of node ``node``: its entries."""
+        self.insns.append(d)
+        self.node_of.append(node)
+        qi, dep = _QUEUE[d["op"]], d["dep"]
+        self.pops.append(tuple(name for flag, name in _POPS[qi] if dep[flag]))
+        tl = self.tl
+        tl.issue.append(None)
+        tl.done.append(None)
+        tl.queue.append(qi)
+        tl.node.append(node)
+        tl.op.append(d["op"])
 
     def _load_issue(self, c):
         """The LOAD issues its next request in cycle ``c`` (a read granted, or a pad)."""
@@ -1134,7 +1157,7 @@ def races(m: "_Machine", base) -> list[tuple[int, int]]:
 
 def simulate(config: AccelConfig, sim: IsaSim, prog_base: int, memo: dict | None = None,
              log_grants: bool = False, watchdog: int = 0, limit: int | None = None,
-             check_races: bool = False) -> PerfResult:
+             check_races: bool = False, jump: bool = False) -> PerfResult:
     """One run of the program at ``prog_base`` on ``sim`` (its DRAM, buffers, base
     registers and windows are the machine's state; the run executes every instruction on
     it when the RTL issues it): the counters, per-node counters and the timeline.
@@ -1151,8 +1174,12 @@ def simulate(config: AccelConfig, sim: IsaSim, prog_base: int, memo: dict | None
     an engine or fetch error. DRAM then holds what the stores issued before the stop
     wrote (a store in flight completes; a faulting one writes nothing). Only the
     counters of a run that ends without error are exact. ``check_races``: fill the
-    result's ``races`` (:func:`races`)."""
-    m = _Machine(config, sim, prog_base, memo, log_grants, watchdog=watchdog, limit=limit)
+    result's ``races`` (:func:`races`). ``jump``: replay the segments already stepped
+    through (:mod:`celosia.sim.perf_jump`; only for a run that executes nothing, so the
+    caller must have made ``sim`` execute nothing; not with ``log_grants`` or
+    ``check_races``, nor for ``feie``); the result's ``jumped`` counts the replayed ones."""
+    m = _Machine(config, sim, prog_base, memo, log_grants, watchdog=watchdog, limit=limit,
+                 jump=jump and not check_races)
     end = m.run()
     if m.stopped is not None:
         # the DMA engines busy at the stop (their busy intervals end with their done)
@@ -1168,6 +1195,8 @@ def simulate(config: AccelConfig, sim: IsaSim, prog_base: int, memo: dict | None
                      data=[], timeline=m.tl, log=log, timed_out=m.timed_out, fault_addr=addr)
     if check_races:
         res.races = races(m, list(sim.base))
+    if m.jump is not None:
+        res.jumped = m.jump.hits
     return res
 
 
@@ -1180,7 +1209,8 @@ def harness_limit(job: Job, poll_cycles: int = POLL_CYCLES) -> int:
 
 def run(config: AccelConfig, job: Job, progress=None, execute: bool = True,
         log_grants: bool = False, events: bool = False,
-        poll_cycles: int = POLL_CYCLES, check_races: bool = False) -> list[PerfResult]:
+        poll_cycles: int = POLL_CYCLES, check_races: bool = False,
+        jump: bool | None = None) -> list[PerfResult]:
     """Perform ``job`` (as :func:`celosia.sim.job.run_job` does on the RTL) on the cycle
     model: one :class:`PerfResult` per run, with the RTL's counters.
 
@@ -1198,7 +1228,14 @@ def run(config: AccelConfig, job: Job, progress=None, execute: bool = True,
     timing. The ``feie`` engine's timing depends on the data, so it always executes. Each
     result's ``nodes`` holds the per-node snapshots, and with ``events`` its ``events`` the
     instruction events, as the RTL harnesses record them; with ``check_races`` its
-    ``races`` (:func:`races`)."""
+    ``races`` (:func:`races`).
+
+    ``jump`` (default: on unless the environment sets ``CELOSIA_PERF_JUMP=0``): where
+    only the timing is modelled, replay the instruction-to-instruction segments whose
+    state and instructions repeat an earlier one's instead of stepping through them
+    (:mod:`celosia.sim.perf_jump`, docs/perf.md "Speed"); the results are the same."""
+    if jump is None:
+        jump = os.environ.get("CELOSIA_PERF_JUMP", "1") != "0"
     execute = execute or config.dataflow == "feie"
     sim = IsaSim(config, bytearray(job.dram_bytes))
     for addr, payload in job.image:
@@ -1225,7 +1262,7 @@ def run(config: AccelConfig, job: Job, progress=None, execute: bool = True,
             res = dataclasses.replace(seen[key])
         else:
             res = seen[key] = simulate(config, sim, prog_base, memo, log_grants, watchdog, limit,
-                                       check_races)
+                                       check_races, jump=jump and not execute)
         res.data = [bytes(sim.dram[a:a + n]) for a, n in r.readback]
         if res.log is not None:
             res.nodes = res.node_snapshots()
