@@ -35,6 +35,9 @@ the executable timing function next to the component):
 It works at event level: a heap of the cycles at which something can change (a bus
 grant, a response, an issue, a ``done``, an epoch boundary, a token arriving); cycles in
 between are skipped, so the cost is per instruction and per bus request, not per cycle.
+Where only the timing is modelled, :mod:`celosia.sim.perf_jump` replays the stretches from
+one instruction's push to the next whose machine state and instructions repeat an earlier
+one's instead of stepping through them again (``run(..., jump=False)`` steps through all).
 docs/perf.md describes the model, its exactness guarantee and its tests.
 """
 

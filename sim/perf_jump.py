@@ -36,13 +36,13 @@ from celosia.rtl.isa import Opcode
 __all__ = ["Jump"]
 
 _BUSY = 1 << 62          # an engine's ready_at while it runs
-#: Fields no timing rule reads, per opcode (the DRAM offset is kept modulo the bus word:
-#: rtl/dma.py load_plan / store_plan split runs at word boundaries; a GEMM's buffer rows
-#: are replaced by whether it is legal, all its engine timing reads of them).
+#: Fields no timing rule reads, per opcode; the DRAM address fields are added back as
+#: :meth:`Jump.label` says.
 _DROP = {
-    Opcode.LOAD: ("buf_row", "buf_stride1", "buf_stride2", "lane0", "pad_value", "dram_offset"),
+    Opcode.LOAD: ("buf", "buf_row", "buf_stride1", "buf_stride2", "lane0", "pad_value",
+                  "dram_offset", "dram_stride1", "dram_stride2"),
     Opcode.STORE: ("psum_row", "param_row", "out_zp", "act_min", "act_max", "single_round",
-                   "buf_row", "buf_stride", "lane0", "dram_offset"),
+                   "buf_row", "buf_stride", "lane0", "dram_offset", "dram_stride"),
     Opcode.GEMM: ("ifmap_row", "weight_row"),
 }
 
@@ -76,11 +76,14 @@ class Jump:
     def __init__(self, m):
         self.m = m
         self.labels = []             # per instruction (fetch order): its timing key's id
+        self.drop = dict(_DROP)
+        if m.df != "ws":
+            self.drop[Opcode.GEMM] += ("psum_row",)
         self.keys = {}               # timing key -> id
         self.by_word = {}            # instruction word -> (decoded, key id)
         self.by_id = {}              # id of a decoded instruction -> key id
         self.states = {}             # canonical state -> id
-        self.canon = []              # id -> (state, lowest live index - P)
+        self.canon = []              # id -> (state, live indices - P, clamped totals)
         self.memo = {}               # (state id, key ids) -> (next state id, cycles, effects)
         self.max_load = 0            # the most requests a LOAD seen so far can make
         self.clamp_left = 3 * m.cfg.queue_depth + GEMMS_IN_FLIGHT + 8
@@ -90,18 +93,40 @@ class Jump:
 
     # -- timing keys ---------------------------------------------------------------------
     def label(self, d) -> int:
-        """The id of the timing key of the decoded instruction ``d``."""
+        """The id of the timing key of the decoded instruction ``d``: its fields less
+        those no timing rule reads (:data:`_DROP`), checked against each rule:
+
+        * LOAD (rtl/dma.py ``load_plan``): a run of ``n0`` elements from byte ``a`` makes
+          one request per element (``dram_stride0 != 1``) or one per bus word it touches
+          (``dram_stride0 == 1``), which depends on ``a`` modulo the bus word ``B``; ``a`` is
+          the base register (fixed in a run) plus ``dram_offset + i1 * dram_stride1 + i2 *
+          dram_stride2``: with ``dram_stride0 == 1`` those three are kept modulo ``B``,
+          otherwise dropped. The buffer side (``buf``, rows, strides, lanes, the pad value)
+          only places the data.
+        * STORE (``store_plan``): its chunks split at bus words from ``dram_offset + m *
+          dram_stride``: both kept modulo ``B`` (dropped for ``to_buf``); the psum, param and
+          buffer rows and the PPU parameters only place and compute the data.
+        * GEMM: every engine's timing reads the buffer rows only through
+          :func:`~celosia.rtl.arrays.engine.legal_gemm` (whether the GEMM is in range): the
+          ifmap and weight rows are replaced by that; ``psum_row`` is kept for ``ws`` (its
+          psum hazard, ``ws.WSTiming``) and dropped for ``os`` and ``rs``.
+        * VEC, NOP: every field.
+        """
         op = d["op"]
-        drop = _DROP.get(op, ())
+        drop = self.drop.get(op, ())
         key = [op]
         for name, v in d.items():
             if name in drop:
                 continue
             key.append(tuple(v.values()) if isinstance(v, dict) else v)
-        if op == Opcode.LOAD or op == Opcode.STORE:
-            key.append(d["dram_offset"] % self.m.cfg.bus_bytes)
+        nb = self.m.cfg.bus_bytes
         if op == Opcode.LOAD:
+            if d["dram_stride0"] == 1:
+                key += (d["dram_offset"] % nb, d["dram_stride1"] % nb, d["dram_stride2"] % nb)
             self.max_load = max(self.max_load, d["n1"] * d["n2"] * (d["n0"] + 1))
+        elif op == Opcode.STORE:
+            if not d["to_buf"]:
+                key += (d["dram_offset"] % nb, d["dram_stride"] % nb)
         elif op == Opcode.GEMM:
             key.append(legal_gemm(d, self.m.cfg) is None)
         key = tuple(key)
@@ -130,7 +155,8 @@ class Jump:
     # -- canonical state -----------------------------------------------------------------
     def state(self, T):
         """The machine's canonical state after the push in cycle ``T`` (see the module
-        docstring) and the lowest live instruction index relative to ``P``; None where
+        docstring), the live instruction indices relative to ``P`` (those a segment can
+        read or give an issue / ``done``) and the clamped totals (:meth:`_agrees`); None where
         the jump does not apply (a stop, an error, fetch outside one readable node)."""
         m = self.m
         P = m.f_insn
@@ -209,8 +235,7 @@ class Jump:
             desc,
             m.last_progress - T, tuple(sorted(c - T for c in m.fin_heap)),
         )
-        lo = min(live) - P if live else 0
-        return st, lo, (min(m.f_node_left, self.clamp_node), m.f_count + len(m.f_arr),
+        return st, tuple(sorted({i - P for i in live})), (min(m.f_node_left, self.clamp_node), m.f_count + len(m.f_arr),
                         tuple(left for _, left, _ in desc))
 
     def restore(self, sid, T):
@@ -334,17 +359,17 @@ class Jump:
         nxt = self.fetch(P)
         if nxt is None or nxt[1] is None:
             return None, None, None
-        lo = P + self.canon[sid][1]
-        return tuple(self.labels[lo:P]) + (nxt[1],), nxt[0], nxt[1]
+        labels = self.labels
+        return tuple([labels[P + i] for i in self.canon[sid][1]] + [nxt[1]]), nxt[0], nxt[1]
 
     def _begin(self, sid, T, win):
         """Step through the segment from state ``sid`` in cycle ``T`` (``win``: the key
         ids it reads), remembering what is needed to write down what it does."""
         m = self.m
         P = m.f_insn
-        lo = P + self.canon[sid][1]
+        live = [P + i for i in self.canon[sid][1]]
         tl = m.tl
-        self.rec = (sid, T, P, lo, [(tl.issue[i], tl.done[i]) for i in range(lo, P)],
+        self.rec = (sid, T, P, live, [(tl.issue[i], tl.done[i]) for i in live],
                     {k: len(v) for k, v in m.busy.items()}, dict(m.tot), len(m.g_accepts),
                     m.f_desc_idx, m.f_node, len(m.desc_snaps), win,
                     list(m.desc_left[len(m.desc_snaps):]))
@@ -353,7 +378,7 @@ class Jump:
         """The segment being stepped through ends in ``T`` in state ``sid``: write down
         what it did."""
         m = self.m
-        (sid0, T0, P0, lo, before, busy0, tot0, g0, desc_idx, node, snaps, win,
+        (sid0, T0, P0, live, before, busy0, tot0, g0, desc_idx, node, snaps, win,
          left0) = self.rec
         self.rec = None
         if (win is None or m.f_desc_idx != desc_idx or m.f_node != node or len(m.desc_snaps) != snaps
@@ -361,8 +386,8 @@ class Jump:
             return
         tl = m.tl
         issues, dones = [], []
-        for i in range(lo, P0 + 1):
-            was = before[i - lo] if i < P0 else (None, None)
+        # only the live instructions and the one pushed can have got an issue or a done
+        for i, was in zip(live + [P0], before + [(None, None)]):
             if was[0] is None and tl.issue[i] is not None:
                 issues.append((i - P0, tl.issue[i] - T0))
             if was[1] is None and tl.done[i] is not None:

@@ -102,7 +102,7 @@ def test_what_does_not_jump(monkeypatch):
 
 
 @pytest.mark.parametrize("dataflow", ["ws", "os", "rs"])
-@_settings(15)
+@_settings(10)
 @given(name=st.sampled_from(("digits_cnn", "tiny_cnn")), muts=mutations())
 def test_jump_on_mutated_programs(dataflow, name, muts):
     """Compiled programs with instructions dropped, duplicated or bit-flipped (the fuzz
