@@ -20,7 +20,7 @@ from celosia.rtl.config import AccelConfig
 from celosia.sim import perf
 from celosia.sw.compiler import compile_model
 from celosia.sw.driver.driver import build_job
-from perf_trace import case_model
+from perf_trace import case_model, counter_differences
 from test_fuzz import _settings, config_of, mutated_job, mutations
 
 
@@ -64,6 +64,27 @@ def test_jump_equals_stepping(fields, name):
     except CompileError:      # a model that does not map onto this config
         pytest.skip("does not map")
     _compare(config, job)
+
+
+VERILATOR_CASES = [(dict(rows=4, cols=4, dataflow="ws"), "digits_resnet"),
+                   (dict(rows=4, cols=4, dataflow="os"), "digits_resnet"),
+                   (dict(rows=4, cols=4, dataflow="rs"), "digits_mlp")]
+
+
+@pytest.mark.parametrize("fields,name", VERILATOR_CASES,
+                         ids=["-".join(map(str, f.values())) + "-" + n for f, n in VERILATOR_CASES])
+def test_jump_equals_verilator(fields, name):
+    """With the jump, the model's counters, per-node snapshots and instruction events equal
+    the generated Verilog's (configurations tests/sim/test_perf.py builds already)."""
+    from celosia.sim import verilator
+    from celosia.sw.driver.driver import pgo_training_job
+
+    config = AccelConfig(**fields)
+    job = _job(config, name)
+    fast = perf.run(config, job, execute=False, jump=True)
+    assert sum(r.jumped for r in fast) > 0
+    rtl = verilator.run(config, job, training_job=pgo_training_job, trace=True)
+    assert counter_differences(fast, rtl) == []
 
 
 @pytest.mark.parametrize("dataflow", ["ws", "os", "rs"])
