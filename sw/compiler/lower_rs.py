@@ -83,13 +83,23 @@ def _gemm_op_cycles(op: GemmOp, config: AccelConfig) -> int:
 
 def _loads_cycles(loads, config: AccelConfig) -> int:
     """The load engine's cycles of ``loads`` one after the other (:func:`~celosia.rtl.dma.load_cycles`)."""
-    return sum(_load_cycles(tuple(ld.__dict__.items()), config) for ld in loads)
+    nb = config.bus_bytes
+    total = 0
+    for ld in loads:
+        fields = dict(ld.__dict__)
+        fields["dram_offset"] %= nb
+        total += _load_cycles(tuple(fields.items()), config)
+    return total
 
 
 @functools.lru_cache(maxsize=1 << 16)
 def _load_cycles(fields: tuple, config: AccelConfig) -> int:
     """:func:`~celosia.rtl.dma.load_cycles` of the LOAD with ``fields`` (``(name, value)``
-    pairs), remembered: the mapping search costs the same LOADs over and over."""
+    pairs), remembered: the mapping search costs the same LOADs over and over. With the
+    base registers at 0 (as the mapping search asks), a LOAD's bus requests depend on its
+    start address only through its place in a bus word (:func:`~celosia.rtl.dma.load_plan`),
+    so :func:`_loads_cycles` asks with ``dram_offset`` modulo the bus word: LOADs of the
+    same shape at other addresses share one answer."""
     return load_cycles(dict(fields), config)
 
 

@@ -240,12 +240,17 @@ def test_rs_load_cycles_memo_equals_load_cycles():
     rng = np.random.default_rng(3)
     for bus in (64, 128, 256):
         config = AccelConfig(rows=4, cols=4, dataflow="rs", bus_bits=bus, dram_latency=int(rng.integers(1, 64)))
-        loads = [load(BaseReg.SCRATCH, int(rng.integers(1000)), int(rng.integers(1, 9)), n1=int(rng.integers(1, 9)),
+        loads = [load(BaseReg.SCRATCH, int(rng.integers(-1000, 1000)), int(rng.integers(1, 40)),
+                      n1=int(rng.integers(1, 9)),
                       s1=int(rng.integers(1, 99)), bs1=1, n2=int(rng.integers(1, 4)), s2=500, bs2=9,
                       pad_en=int(rng.integers(2)), pad_lo1=1, pad_hi1=3, pad_lo2=0, pad_hi2=2)
                  for _ in range(30)]
         for _ in range(2):   # computed, then remembered
             assert _loads_cycles(loads, config) == sum(load_cycles(ld.__dict__, config) for ld in loads)
+        for ld in loads[:5]:   # the same shape at other addresses: remembered by the place in a bus word
+            for shift in range(-config.bus_bytes - 1, config.bus_bytes + 2):
+                moved = dataclasses.replace(ld, dram_offset=ld.dram_offset + shift)
+                assert _loads_cycles([moved], config) == load_cycles(moved.__dict__, config)
 
 
 def test_gc_paused_restores_the_collector():
