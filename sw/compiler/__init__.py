@@ -15,6 +15,6 @@ from .lower_gemm import lower_conv, lower_fc
 from .program import RUN_ONLY_FIELDS, NodeCode, Program, program_key
 from .tiling import GemmOp, Load, OutTile, Store, Unit, VecOp, Window
 
-__all__ = ["SUPPORTED_OPS", "RUN_ONLY_FIELDS", "Allocation", "CompileError", "EncodeError", "GemmOp", "Load", "NodeCode",
-           "OutTile", "Program", "Store", "Unit", "VecOp", "Window", "allocate", "compile_model",
+__all__ = ["SUPPORTED_OPS", "RUN_ONLY_FIELDS", "Allocation", "CompileError", "EncodeError", "GemmOp", "Load",
+           "NodeCode", "OutTile", "Program", "Store", "Unit", "VecOp", "Window", "allocate", "compile_model",
            "emit_unit", "lower_conv", "lower_fc", "program_key"]

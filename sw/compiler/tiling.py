@@ -61,12 +61,12 @@ def dep_bits(pop_prev=False, pop_next=False, push_prev=False, push_next=False) -
             | (b["push_prev"] if push_prev else 0) | (b["push_next"] if push_next else 0))
 
 
-def _packer(op: Opcode, *names: str):
-    """``f(*values) -> int``: the instruction ``op`` with ``names`` set to ``values`` (the
-    others 0): :func:`celosia.rtl.isa.packer` of its layout plus the opcode; a field out of
-    range is an :class:`EncodeError` (as :func:`encode`). For the encoders the compiler
+def _packer(op: Opcode, layout, *names: str):
+    """``f(*values) -> int``: the instruction ``op`` (of ``layout``) with ``names`` set to
+    ``values`` (the others 0): :func:`celosia.rtl.isa.packer` plus the opcode; a field out
+    of range is an :class:`EncodeError` (as :func:`encode`). For the encoders the compiler
     calls per instruction."""
-    pack, opcode = isa.packer(isa._BY_OP[op], names), isa.encode(op)
+    pack, opcode = isa.packer(layout, names), isa.encode(op)
 
     def encoded(*values):
         try:
@@ -130,7 +130,7 @@ class Load:
                      self.pad_lo2, self.pad_hi2, self.pad_value)
 
 
-_LOAD = _packer(Opcode.LOAD, "buf", "dep", *(f.name for f in dataclasses.fields(Load)))
+_LOAD = _packer(Opcode.LOAD, isa.LoadInsn, "buf", "dep", *(f.name for f in dataclasses.fields(Load)))
 
 
 @dataclass
@@ -177,7 +177,7 @@ class Store:
                       self.buf_row + (step if self.to_buf else 0), self.buf_stride, self.lane0)
 
 
-_STORE = _packer(Opcode.STORE, "psum_row", "param_row", "m_len", "dep",
+_STORE = _packer(Opcode.STORE, isa.StoreInsn, "psum_row", "param_row", "m_len", "dep",
                  *(f.name for f in dataclasses.fields(Store) if not f.name.startswith("run")))
 
 
@@ -226,8 +226,9 @@ class GemmOp:
 
 
 _GEMM_FIELDS = ("accumulate", "ifmap_row", "weight_row", "psum_row", "m_len", "k_len", "n_len", "dep", "in_zp")
-_GEMM = _packer(Opcode.GEMM, *_GEMM_FIELDS)
-_GEMM_WINDOW = _packer(Opcode.GEMM, *_GEMM_FIELDS, "window", *(f.name for f in dataclasses.fields(Window)))
+_GEMM = _packer(Opcode.GEMM, isa.GemmInsn, *_GEMM_FIELDS)
+_GEMM_WINDOW = _packer(Opcode.GEMM, isa.GemmInsn, *_GEMM_FIELDS, "window",
+                       *(f.name for f in dataclasses.fields(Window)))
 
 
 @dataclass
