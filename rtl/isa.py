@@ -453,10 +453,11 @@ def packer(layout: data.Layout, names: tuple[str, ...] | None = None):
     costs one comparison and a shift; anything else (an enum member's value, a nested
     struct's dict, a value out of range: the :class:`FieldError` naming the field) goes
     through :func:`pack`'s per-field rules."""
-    key = (id(layout), names)
-    fn = _PACKERS.get(key)
+    key = (id(layout), names)   # (the cache holds the layout: its id stays its own)
+    fn = _PACKERS.get(key, (None, None))[1]
     if fn is None:
         table = _fields(layout)
+        assert "w_" not in table
         if names is None:
             head = "*, " + ", ".join(f"{name}={'0' if kind <= _SINT else '_absent'}"
                                      for name, (_, _, kind, _) in table.items())
@@ -466,30 +467,31 @@ def packer(layout: data.Layout, names: tuple[str, ...] | None = None):
                 raise FieldError(f"unknown field {unknown[0]!r}; fields: "
                                  f"{', '.join(n for n in table if not n.startswith('_'))}")
             head = ", ".join(names)
-        body = [f"def _pack({head}):", "    w = 0"]
+        body = [f"def _pack({head}):", "    w_ = 0"]   # (no field is named w_)
         for name in table if names is None else names:
             offset, width, kind, arg = table[name]
-            slow = f"        w |= _bits({name!r}, {width}, {kind}, _arg_{name}, {name}) << {offset}"
+            slow = f"        w_ |= _bits({name!r}, {width}, {kind}, _arg_{name}, {name}) << {offset}"
             if kind == _UINT:
                 body += [f"    if {name}.__class__ is int and 0 <= {name} < {1 << width}:",
-                         f"        w |= {name} << {offset}", "    else:", slow]
+                         f"        w_ |= {name} << {offset}", "    else:", slow]
             elif kind == _SINT:
                 half = 1 << (width - 1)
                 body += [f"    if {name}.__class__ is int and {-half} <= {name} < {half}:",
-                         f"        w |= ({name} & {(1 << width) - 1}) << {offset}", "    else:", slow]
+                         f"        w_ |= ({name} & {(1 << width) - 1}) << {offset}", "    else:", slow]
             elif kind == _ENUM:
                 body += [f"    if {name}.__class__ is _arg_{name}:",
-                         f"        w |= {name}.value << {offset}",
+                         f"        w_ |= {name}.value << {offset}",
                          f"    elif {name} is not _absent:", slow]
             else:   # a nested struct: its packed int, or its dict
                 body += [f"    if {name}.__class__ is int and 0 <= {name} < {1 << width}:",
-                         f"        w |= {name} << {offset}",
+                         f"        w_ |= {name} << {offset}",
                          f"    elif {name} is not _absent and {name}:", slow]
-        body.append("    return w")
+        body.append("    return w_")
         scope = {"_bits": _field_bits, "_absent": _ABSENT,
                  **{f"_arg_{name}": f[3] for name, f in table.items()}}
         exec("\n".join(body), scope)   # noqa: S102 - code generated from the layout's own table
-        fn = _PACKERS[key] = scope["_pack"]
+        fn = scope["_pack"]
+        _PACKERS[key] = (layout, fn)
     return fn
 
 
