@@ -23,7 +23,8 @@ from celosia.rtl.arrays.engine import ComputeEngine, gemm_insn_in_range, insn_ch
 from celosia.rtl.config import FEIE_TAPS
 from celosia.rtl.dma import accept_state
 
-__all__ = ["FEIEArray", "FEIEColumn", "FEIEQueue", "cycles", "row_geometry", "row_trace", "RowTrace"]
+__all__ = ["FEIEArray", "FEIEColumn", "FEIEQueue", "cycles", "group_plan", "row_geometry", "row_trace",
+           "RowTrace"]
 
 
 def row_geometry(g, rows: int) -> SimpleNamespace:
@@ -32,18 +33,46 @@ def row_geometry(g, rows: int) -> SimpleNamespace:
 
     Returns a namespace with ``S`` (taps per output), ``s`` (pixel step between consecutive
     outputs of a task), ``pstep`` (buffer rows between consecutive pixels of a task), ``T``
-    (tasks: output rows; a plain GEMM's rows are tasks of one output each), ``n_out``
-    (outputs per task), ``Wp`` (pixels per task), ``lstep`` (buffer rows between the first
-    pixels of consecutive tasks), ``P`` (PEs per group: the outputs one pixel reaches), ``G``
-    (groups, ``rows // P``) and ``W`` (weight rows, ``S * k_len``)."""
+    (output rows; a plain GEMM's rows are rows of one output each), ``n_out`` (outputs per
+    row), ``Wp`` (pixels per row), ``lstep`` (buffer rows between the first pixels of
+    consecutive rows), ``P`` (PEs per group: the outputs one pixel reaches), ``G`` (groups,
+    ``rows // P``), ``W`` (weight rows, ``S * k_len``), ``split`` (the rows are cut across
+    the groups: fewer rows than groups, ``T < G``, and ``T`` segments of ``L`` outputs take
+    fewer pixels than one whole row, ``T * ((L-1)*s + S) < Wp``), ``L`` (outputs per
+    segment, ``ceil(n_out / G)``) and ``groups``: per group, a :func:`group_plan`."""
     if g.window:
         S, T, n_out, lstep = g.win_w, g.out_h, g.out_w, g.stride_h * g.row_pitch
         s, pstep = (1, g.stride_w) if S == 1 else (g.stride_w, 1)
     else:
         S, T, n_out, lstep, s, pstep = 1, g.m_len, 1, 1, 1, 1
     P = 1 + (s <= S - 1) + (2 * s <= S - 1)
-    return SimpleNamespace(S=S, s=s, pstep=pstep, T=T, n_out=n_out, Wp=(n_out - 1) * s + S,
-                           lstep=lstep, P=P, G=rows // P, W=S * g.k_len)
+    G = rows // P
+    L = -(-n_out // G)
+    geo = SimpleNamespace(S=S, s=s, pstep=pstep, T=T, n_out=n_out, Wp=(n_out - 1) * s + S,
+                          lstep=lstep, P=P, G=G, W=S * g.k_len, L=L,
+                          split=T < G and T * ((L - 1) * s + S) < (n_out - 1) * s + S)
+    geo.groups = [group_plan(geo, gi) for gi in range(G)]
+    return geo
+
+
+def group_plan(geo, gi: int) -> SimpleNamespace:
+    """What group ``gi`` of :func:`row_geometry` ``geo`` walks: its *tasks*, each ``n``
+    consecutive outputs of one output row over ``Wp = (n-1)*s + S`` consecutive pixels
+    (``n = 0``: the group is idle), starting ``line`` buffer rows after ``ifmap_row`` and
+    ``m0`` psum rows after ``psum_row``; ``t0`` (its first task's output row, ``T`` if
+    none), ``tstep`` (output rows from one task to its next), ``gstep`` (buffer rows
+    between their first pixels) and ``wjump`` (psum rows from a task's last output to the
+    next task's first).
+
+    Whole rows (``geo.split`` false): tasks ``gi, gi+G, ...``, each a whole row. Split:
+    every row, segment ``gi`` of ``L`` outputs (the last group's shorter, or none)."""
+    if geo.split:
+        n = max(0, min(geo.L, geo.n_out - gi * geo.L))
+        return SimpleNamespace(n=n, Wp=(n - 1) * geo.s + geo.S, line=gi * geo.L * geo.s * geo.pstep,
+                               m0=gi * geo.L, t0=0 if n else geo.T, tstep=1, gstep=geo.lstep,
+                               wjump=geo.n_out - n + 1)
+    return SimpleNamespace(n=geo.n_out, Wp=geo.Wp, line=gi * geo.lstep, m0=gi * geo.n_out, t0=gi,
+                           tstep=geo.G, gstep=geo.G * geo.lstep, wjump=(geo.G - 1) * geo.n_out + 1)
 
 
 class RowTrace(SimpleNamespace):
@@ -64,26 +93,27 @@ def row_trace(insn, config, ifmap, log: bool = False) -> RowTrace:
     if g is None or g.m_len == 0 or g.n_len == 0:
         return RowTrace(cycles=1, mac_cycles=0, zero_skips=0, macs=[], writes=[])
     geo = row_geometry(g, config.rows)
-    S, s, P, G, Wp, T, n_out = geo.S, geo.s, geo.P, geo.G, geo.Wp, geo.T, geo.n_out
+    S, s, P, G, T = geo.S, geo.s, geo.P, geo.G, geo.T
+    gp = geo.groups
     buf = np.asarray(ifmap, dtype=np.int64) & 0xFF
     zp = g.in_zp & 0xFF
-    wjump = (G - 1) * n_out + 1
-    # reader (per group): next task, pixel in it, address; queue of (seq, addr, nz ks)
-    rt = list(range(G))
+    # reader (per group): next task (its output row), pixel in it, address; queue of
+    # (seq, addr, nz ks)
+    rt = [p.t0 for p in gp]
     rp = [0] * G
-    line = [g.ifmap_row + gi * geo.lstep for gi in range(G)]
+    line = [g.ifmap_row + p.line for p in gp]
     raddr = list(line)
     aseq = [0] * G
     queue = [[] for _ in range(G)]
     arriving = None                        # (group, addr) of the read issued last cycle
     # writer (per group): write task, output in it, its slot, seq base, ...
-    wt = list(range(G))
+    wt = list(rt)
     xw = [0] * G
     wslot = [0] * G
     wb = [0] * G
-    wm = [gi * n_out for gi in range(G)]
+    wm = [p.m0 for p in gp]
     fs = [[j * s for j in range(P)] for _ in range(G)]
-    sv = [[j < n_out for j in range(P)] for _ in range(G)]
+    sv = [[j < p.n for j in range(P)] for p in gp]
     wptr = rptr = 0
     macs, writes = [], []
     mac_cycles = zero_skips = 0
@@ -106,16 +136,16 @@ def row_trace(insn, config, ifmap, log: bool = False) -> RowTrace:
             written = wslot[gi]
             if log:
                 writes.append((c, gi, wm[gi]))
-            j = wslot[gi]
+            j, n = wslot[gi], gp[gi].n
             fs[gi][j] += P * s
-            sv[gi][j] = xw[gi] + P < n_out
-            if xw[gi] == n_out - 1:                 # the task's last output: the next task
-                wt[gi] += G
-                wb[gi] += Wp
+            sv[gi][j] = xw[gi] + P < n
+            if xw[gi] == n - 1:                     # the task's last output: the next task
+                wt[gi] += gp[gi].tstep
+                wb[gi] += gp[gi].Wp
                 xw[gi], wslot[gi] = 0, 0
                 fs[gi] = [wb[gi] + jj * s for jj in range(P)]
-                sv[gi] = [jj < n_out for jj in range(P)]
-                wm[gi] += wjump
+                sv[gi] = [jj < n for jj in range(P)]
+                wm[gi] += gp[gi].wjump
             else:
                 xw[gi] += 1
                 wslot[gi] = (wslot[gi] + 1) % P
@@ -125,10 +155,14 @@ def row_trace(insn, config, ifmap, log: bool = False) -> RowTrace:
         retire = [False] * G
         any_mac = False
         for gi in range(G):
-            if c < wready_at or not queue[gi] or wt[gi] >= T:
+            if not queue[gi] or wt[gi] >= T:
                 continue
             seq, addr, ks = queue[gi][0]
-            if seq >= min(wb[gi] + (xw[gi] + P) * s, wb[gi] + Wp):
+            if seq >= min(wb[gi] + (xw[gi] + P) * s, wb[gi] + gp[gi].Wp):
+                continue
+            # the weights it takes (tap fw, channel k: loader row fw*k_len + k) have landed
+            if c < wready_at and any(sv[gi][j] and fs[gi][j] <= seq < fs[gi][j] + S
+                                     and (seq - fs[gi][j]) * g.k_len + ks[0] >= c - 3 for j in range(P)):
                 continue
             any_mac = True
             k = ks.pop(0)
@@ -166,10 +200,10 @@ def row_trace(insn, config, ifmap, log: bool = False) -> RowTrace:
             arriving = (gi, raddr[gi])
             rp[gi] += 1
             raddr[gi] += geo.pstep
-            if rp[gi] == Wp:
+            if rp[gi] == gp[gi].Wp:
                 rp[gi] = 0
-                rt[gi] += G
-                line[gi] += G * geo.lstep
+                rt[gi] += gp[gi].tstep
+                line[gi] += gp[gi].gstep
                 raddr[gi] = line[gi]
         c += 1
 
@@ -372,8 +406,12 @@ class FEIEArray(ComputeEngine):
     pixel reaches ``P = 1 + (s <= S-1) + (2s <= S-1)`` consecutive outputs, so the ``rows``
     PE rows form ``G = rows // P`` *groups* of ``P`` PE rows (PE row ``g*P + j`` is slot
     ``j`` of group ``g``; the rest idle) -- each group is the seed's PE row. Group ``g``
-    takes tasks ``g, g+G, g+2G, ...`` and walks their pixels in order; the columns are the
-    output channels ``n < n_len``. In one cycle a group takes one non-zero input ``x[p][k]``
+    takes tasks ``g, g+G, g+2G, ...`` and walks their pixels in order -- unless the GEMM has
+    fewer output rows than groups (``T < G``) and cutting every row into ``G`` segments of
+    ``L = ceil(n_out / G)`` outputs takes fewer pixels per group (``T * ((L-1)*s + S) <
+    Wp``): then the rows are *split* and group ``g`` takes segment ``g`` (outputs ``g*L ..
+    g*L + L - 1``, fewer or none in the last groups) of every row, each segment a task of
+    its own (:func:`group_plan`). The columns are the output channels ``n < n_len``. In one cycle a group takes one non-zero input ``x[p][k]``
     (``!= in_zp``) of its head pixel ``p``, lowest ``k`` first, and broadcasts it to its P
     PEs and along the rows to every column; the slot holding output ``x`` with ``x*s <= p <
     x*s + S`` multiplies ``x[p][k] - in_zp`` by its column's weight of tap ``fw = p - x*s``,
@@ -394,8 +432,8 @@ class FEIEArray(ComputeEngine):
     ``done`` for ``m_len = 0`` or ``n_len = 0``). From cycle 2, every cycle:
 
     * the weight loader reads weight rows ``weight_row + i``, ``i < W = S*k_len``, one per
-      cycle (cycles 2 .. W+1); a row lands in the registers a cycle later; groups multiply
-      from cycle ``W + 3``;
+      cycle (cycles 2 .. W+1), tap by tap (``i = fw*k_len + k``); a row lands in the
+      registers a cycle later and is usable from cycle ``i + 4``;
     * each group keeps its next pixels in a queue of two (the double buffer) with each
       pixel's mask of non-zero inputs, and a count ``aseq`` of the pixels landed. Its *head*
       is the oldest queued pixel; ``cpos`` = the head's index in the group's pixel stream,
@@ -406,8 +444,10 @@ class FEIEArray(ComputeEngine):
       one. The granted slot's sum is captured (the slot restarts from 0 in this cycle: it
       takes output ``x + P``), psum row ``psum_row + m`` is read if ``accumulate`` and
       written the next cycle with the old value added;
-    * **MAC**: a group multiplies its head's lowest non-zero input if the weights are in
-      and the head's pixel is reached only by outputs already in its slots (after this
+    * **MAC**: a group multiplies its head's lowest non-zero input ``k`` if the weights it
+      takes are usable (row ``fw*k_len + k`` for the tap ``fw`` of every slot it reaches:
+      with dense inputs the MACs never wait for the loader, which stays ahead of them) and
+      the head's pixel is reached only by outputs already in its slots (after this
       cycle's write): ``p < (x+P)*s`` for its next output ``x``, in its current task (a
       task's pixels wait for the previous task's last write, which may be in the same
       cycle). A head whose last non-zero input is taken leaves the queue;
@@ -453,16 +493,20 @@ class FEIEArray(ComputeEngine):
         lstep_c = _held(m, "lstep_c", Mux(insn.window, insn.stride_h * insn.row_pitch, 1))
         wlast0 = _held(m, "wlast0", S_c - 1)
         nfs0 = _held(m, "nfs0", P_c * s_c)
-        tend0 = _held(m, "tend0", (nout_c - 1) * s_c + S_c)
+        wp_c = _held(m, "wp_c", (nout_c - 1) * s_c + S_c)
+        pstep_c = _held(m, "pstep_c", Mux(wide | ~insn.window, 1, insn.stride_w))
+        # split rows (group_plan): segments of L_c = ceil(n_out / G) outputs
+        L_c = _held(m, "L_c", Mux(P_c == 1, (nout_c + R - 1) // R,
+                                  Mux(P_c == 2, (nout_c + max(R // 2, 1) - 1) // max(R // 2, 1),
+                                      (nout_c + max(R // 3, 1) - 1) // max(R // 3, 1))))
+        split_c = _held(m, "split_c", (T_c < G_c) & (T_c * ((L_c - 1) * s_c + S_c) < wp_c))
+        seg_c = _held(m, "seg_c", L_c * s_c * pstep_c)     # buffer rows between segments
         S, s, P, G = Signal(range(NP + 1)), Signal(8), Signal(range(NP + 1)), Signal(range(R + 1))
-        T, n_out, Wp = Signal(17), Signal(16), Signal(24)
-        pstep, gstep, wjump, ps = Signal(16), Signal(24), Signal(24), Signal(16)
+        T = Signal(17)
+        pstep, ps = Signal(16), Signal(16)
         W = Signal(16)
         with m.If(setup):
-            m.d.sync += [S.eq(S_c), s.eq(s_c), P.eq(P_c), G.eq(G_c), T.eq(T_c), n_out.eq(nout_c),
-                         Wp.eq((nout_c - 1) * s_c + S_c),
-                         pstep.eq(Mux(wide | ~insn.window, 1, insn.stride_w)),
-                         gstep.eq(G_c * lstep_c), wjump.eq((G_c - 1) * nout_c + 1),
+            m.d.sync += [S.eq(S_c), s.eq(s_c), P.eq(P_c), G.eq(G_c), T.eq(T_c), pstep.eq(pstep_c),
                          ps.eq(P_c * s_c), W.eq(S_c * insn.k_len)]
         zp = insn.in_zp
 
@@ -470,6 +514,9 @@ class FEIEArray(ComputeEngine):
         ld_on, ld_i, ld_fw, ld_k = Signal(), Signal(16), Signal(range(NP + 1)), Signal(8)
         land_on, land_e = Signal(), Signal(range(NP * R))
         wready = Signal()
+        wn = Signal(16)         # weight rows landed (readable this cycle)
+        with m.If(land_on):
+            m.d.sync += wn.eq(wn + 1)
         ld_last = ld_on & (ld_i == W - 1)
         m.d.comb += [self.weight.addr.eq(insn.weight_row + ld_i), self.weight.en.eq(ld_on)]
         m.d.sync += [land_on.eq(ld_on), land_e.eq(ld_fw * R + ld_k)]
@@ -509,6 +556,11 @@ class FEIEArray(ComputeEngine):
             d.wb, d.wlast = Signal(SEQ, name=f"wb_{gi}"), Signal(SEQ, name=f"wlast_{gi}")
             d.nfs, d.tend = Signal(SEQ, name=f"nfs_{gi}"), Signal(SEQ, name=f"tend_{gi}")
             d.wm = Signal(24, name=f"wm_{gi}")
+            # the group's tasks (group_plan): outputs and pixels per task, task and address
+            # steps, psum rows from a task's last output to the next's first
+            d.n, d.Wp = Signal(16, name=f"n_{gi}"), Signal(24, name=f"Wp_{gi}")
+            d.tstep, d.gstep = Signal(range(R + 1), name=f"tstep_{gi}"), Signal(24, name=f"gstep_{gi}")
+            d.wjump = Signal(24, name=f"wjump_{gi}")
             d.fs = [Signal(SEQ, name=f"fs_{gi}_{j}") for j in range(NP)]
             d.sv = [Signal(name=f"sv_{gi}_{j}") for j in range(NP)]
             d.cpos = Signal(SEQ, name=f"cpos_{gi}")
@@ -527,7 +579,7 @@ class FEIEArray(ComputeEngine):
         for gi, d in enumerate(grp):
             granted = wg_on & (wg == gi)
             d.granted = granted
-            last_out = d.xw == n_out - 1
+            last_out = d.xw == d.n - 1
             wt_n, nfs_n, tend_n = Signal(17, name=f"wt_n_{gi}"), Signal(SEQ, name=f"nfs_n_{gi}"), \
                 Signal(SEQ, name=f"tend_n_{gi}")
             fs_n = [Signal(SEQ, name=f"fs_n_{gi}_{j}") for j in range(NP)]
@@ -535,20 +587,20 @@ class FEIEArray(ComputeEngine):
             d.clear = [Signal(name=f"clear_{gi}_{j}") for j in range(NP)]
             m.d.comb += [wt_n.eq(d.wt), nfs_n.eq(d.nfs), tend_n.eq(d.tend)]
             m.d.comb += [fs_n[j].eq(d.fs[j]) for j in range(NP)] + [sv_n[j].eq(d.sv[j]) for j in range(NP)]
-            wb_n = _held(m, f"wb_n_{gi}", d.wb + Wp)
+            wb_n = _held(m, f"wb_n_{gi}", d.wb + d.Wp)
             with m.If(granted):
                 m.d.comb += [d.clear[j].eq(d.wslot == j) for j in range(NP)]
                 with m.If(last_out):
-                    m.d.comb += [wt_n.eq(d.wt + G), nfs_n.eq(wb_n + ps), tend_n.eq(d.tend + Wp)]
+                    m.d.comb += [wt_n.eq(d.wt + d.tstep), nfs_n.eq(wb_n + ps), tend_n.eq(d.tend + d.Wp)]
                     m.d.comb += [fs_n[j].eq(wb_n + j * s) for j in range(NP)]
-                    m.d.comb += [sv_n[j].eq(n_out > j) for j in range(NP)]
+                    m.d.comb += [sv_n[j].eq(d.n > j) for j in range(NP)]
                     m.d.sync += [d.wb.eq(wb_n), d.xw.eq(0), d.wslot.eq(0), d.wlast.eq(wb_n + S - 1),
-                                 d.wm.eq(d.wm + wjump)]
+                                 d.wm.eq(d.wm + d.wjump)]
                 with m.Else():
                     m.d.comb += nfs_n.eq(d.nfs + s)
                     for j in range(NP):
                         with m.If(d.wslot == j):
-                            m.d.comb += [fs_n[j].eq(d.fs[j] + ps), sv_n[j].eq(d.xw + P < n_out)]
+                            m.d.comb += [fs_n[j].eq(d.fs[j] + ps), sv_n[j].eq(d.xw + P < d.n)]
                     m.d.sync += [d.xw.eq(d.xw + 1), d.wslot.eq(Mux(d.wslot == P - 1, 0, d.wslot + 1)),
                                  d.wlast.eq(d.wlast + s), d.wm.eq(d.wm + 1)]
             m.d.sync += [d.wt.eq(wt_n), d.nfs.eq(nfs_n), d.tend.eq(tend_n)]
@@ -557,17 +609,23 @@ class FEIEArray(ComputeEngine):
             # MAC: the head's lowest non-zero input
             head = d.q.head
             c_on = Signal(name=f"cons_{gi}")
-            m.d.comb += c_on.eq(run & wready & d.qv[0] & (wt_n < T) & (head < nfs_n) & (head < tend_n))
-            m.d.comb += d.q.take.eq(c_on)
             k, x = d.q.k, d.q.x
-            d.hit, d.fw = [], []
+            d.hit, d.fw, reach, w_ok = [], [], [], []
             for j in range(NP):
                 dist = Signal(SEQ, name=f"dist_{gi}_{j}")
                 m.d.comb += dist.eq(head - fs_n[j])
-                h = Signal(name=f"hit_{gi}_{j}")
-                m.d.comb += h.eq(c_on & sv_n[j] & (head >= fs_n[j]) & (dist < S))
-                d.hit.append(h)
+                r = _held(m, f"reach_{gi}_{j}", sv_n[j] & (head >= fs_n[j]) & (dist < S))
+                reach.append(r)
+                # its weight (loader row fw*k_len + k) has landed
+                w_ok.append(~r | (dist[:2] * insn.k_len + k < wn))
                 d.fw.append(dist[:2])
+            m.d.comb += c_on.eq(run & (wready | Cat(w_ok).all()) & d.qv[0] & (wt_n < T) & (head < nfs_n)
+                                & (head < tend_n))
+            m.d.comb += d.q.take.eq(c_on)
+            for j in range(NP):
+                h = Signal(name=f"hit_{gi}_{j}")
+                m.d.comb += h.eq(c_on & reach[j])
+                d.hit.append(h)
             d.retire = d.q.retire
             cons.append(c_on)
             kk.append(k)
@@ -650,9 +708,9 @@ class FEIEArray(ComputeEngine):
 
         for gi, d in enumerate(grp):
             with m.If(rg_on & (rg == gi)):
-                with m.If(d.rp == Wp - 1):
-                    m.d.sync += [d.rp.eq(0), d.rt.eq(d.rt + G), d.line.eq(d.line + gstep),
-                                 d.raddr.eq(d.line + gstep)]
+                with m.If(d.rp == d.Wp - 1):
+                    m.d.sync += [d.rp.eq(0), d.rt.eq(d.rt + d.tstep), d.line.eq(d.line + d.gstep),
+                                 d.raddr.eq(d.line + d.gstep)]
                 with m.Else():
                     m.d.sync += [d.rp.eq(d.rp + 1), d.raddr.eq(d.raddr + pstep)]
             with m.If(arr_on & (arr_g == gi)):
@@ -661,15 +719,24 @@ class FEIEArray(ComputeEngine):
         # -- setup in CHECK: every group at its first task -------------------------------------
         with m.If(setup):
             no_w = insn.k_len == 0      # no weights: nothing to load (W = 0)
-            m.d.sync += [ld_on.eq(~no_w), ld_i.eq(0), ld_fw.eq(0), ld_k.eq(0), wready.eq(no_w),
+            m.d.sync += [ld_on.eq(~no_w), ld_i.eq(0), ld_fw.eq(0), ld_k.eq(0), wready.eq(no_w), wn.eq(0),
                          wptr.eq(0), rptr.eq(0), arr_on.eq(0)]
             for gi, d in enumerate(grp):
-                line0 = insn.ifmap_row + gi * lstep_c
-                m.d.sync += [d.rt.eq(gi), d.rp.eq(0), d.line.eq(line0), d.raddr.eq(line0), d.aseq.eq(0),
-                             d.wt.eq(gi), d.xw.eq(0), d.wslot.eq(0),
-                             d.wb.eq(0), d.wlast.eq(wlast0), d.nfs.eq(nfs0), d.tend.eq(tend0),
-                             d.wm.eq(gi * nout_c)]
-                m.d.sync += [d.fs[j].eq(j * s_c) for j in range(NP)] + [d.sv[j].eq(nout_c > j) for j in range(NP)]
+                # group_plan: whole rows gi, gi+G, ..., or segment gi of every row (split)
+                gL = _held(m, f"gL_{gi}", gi * L_c)
+                n_g = _held(m, f"n_g_{gi}", Mux(split_c, Mux(nout_c <= gL, 0, Mux(nout_c - gL >= L_c, L_c,
+                                                                                   nout_c - gL)), nout_c))
+                wp_g = _held(m, f"wp_g_{gi}", (n_g - 1) * s_c + S_c)
+                line0 = _held(m, f"line0_{gi}", insn.ifmap_row + Mux(split_c, gi * seg_c, gi * lstep_c))
+                t0 = _held(m, f"t0_{gi}", Mux(split_c, Mux(n_g == 0, T_c, 0), gi))
+                m.d.sync += [d.rt.eq(t0), d.rp.eq(0), d.line.eq(line0), d.raddr.eq(line0), d.aseq.eq(0),
+                             d.wt.eq(t0), d.xw.eq(0), d.wslot.eq(0),
+                             d.wb.eq(0), d.wlast.eq(wlast0), d.nfs.eq(nfs0), d.tend.eq(wp_g),
+                             d.wm.eq(Mux(split_c, gL, gi * nout_c)), d.n.eq(n_g), d.Wp.eq(wp_g),
+                             d.tstep.eq(Mux(split_c, 1, G_c)),
+                             d.gstep.eq(Mux(split_c, lstep_c, G_c * lstep_c)),
+                             d.wjump.eq(Mux(split_c, nout_c - n_g + 1, (G_c - 1) * nout_c + 1))]
+                m.d.sync += [d.fs[j].eq(j * s_c) for j in range(NP)] + [d.sv[j].eq(n_g > j) for j in range(NP)]
 
         all_done = Signal()
         m.d.comb += all_done.eq(Cat((d.wt >= T) | ~d.active for d in grp).all())
