@@ -52,7 +52,7 @@ from celosia.errors import CelosiaError, ConfigError
 from celosia.rtl.config import AccelConfig
 from .sweep_grid import Point
 
-__all__ = ["ROW_FIELDS", "ENERGY_COSTS", "energy", "buffer_bytes", "evaluate_point", "timed_point",
+__all__ = ["ROW_FIELDS", "ENERGY_COSTS", "energy", "buffer_bytes", "evaluate_point", "timed_point", "timed_points",
            "load_model", "program_for", "PROGRAM_CACHE"]
 
 #: The columns of a result row, in order (the swept ``--set`` fields follow ``cols``).
@@ -209,3 +209,9 @@ def timed_point(point: Point) -> dict:
         rows, error = [], f"{type(e).__name__}: {' '.join(str(e).split())}"
     return {"key": point.key, "rows": rows, "wall_seconds": round(time.perf_counter() - t0, 4),
             "error": error}
+
+
+def timed_points(points: list[Point]) -> list[dict]:
+    """:func:`timed_point` of each of ``points``, in order, in this process (a sweep
+    worker's batch: points that share a compiled program)."""
+    return [timed_point(p) for p in points]
