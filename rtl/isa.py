@@ -31,7 +31,6 @@ the base registers, so one program runs for every input.
 from __future__ import annotations
 
 import enum
-import functools
 
 from amaranth.hdl import Shape, signed, unsigned
 from amaranth.lib import data
@@ -43,7 +42,7 @@ __all__ = [
     "Opcode", "Buffer", "VecMode", "VecInsn", "BaseReg", "ErrorCode", "Csr", "DepFlags", "Header",
     "LoadInsn", "GemmInsn", "StoreInsn", "Insn", "NodeDescriptor", "Status", "ParamRecord", "PARAM_BYTES",
     "COUNTERS", "SNAPSHOTS", "INSN_BITS", "INSN_BYTES", "INSN_WORDS", "DESC_BYTES", "NUM_BASE_REGS",
-    "pack", "unpack", "pack_bytes", "unpack_bytes", "encode", "decode", "encode_words", "decode_words",
+    "pack", "packer", "unpack", "pack_bytes", "unpack_bytes", "encode", "decode", "encode_words", "decode_words",
     "encode_descriptor", "field_max", "markdown", "c_header",
 ]
 
@@ -398,13 +397,11 @@ def _field_bits(name, width, kind, arg, value) -> int:
         except ValueError:
             raise FieldError(f"field {name} must be one of "
                              f"{', '.join(f'{m.name}={m.value}' for m in arg)}, not {value!r}") from None
-    return _pack_nested(arg, tuple((value or {}).items()))  # a nested struct (DepFlags), a dict
-
-
-@functools.lru_cache(maxsize=4096)
-def _pack_nested(layout, items: tuple) -> int:
-    """:func:`pack` of a nested struct's fields (few distinct values: the dependency flags)."""
-    return pack(layout, **dict(items))
+    if type(value) is int:   # a nested struct (DepFlags) as its packed bits
+        if not 0 <= value < (1 << width):
+            raise FieldError(f"field {name} must be 0..{(1 << width) - 1}, not {value}")
+        return value
+    return pack(arg, **(value or {}))  # a nested struct as a dict of its fields
 
 
 def pack(layout: data.Layout, **fields) -> int:
@@ -413,9 +410,21 @@ def pack(layout: data.Layout, **fields) -> int:
 
     Missing fields are 0. Plain fields take ints ``0 .. 2**width - 1``, signed fields
     (``signed(n)`` shapes) ints ``-2**(n-1) .. 2**(n-1) - 1``, enum fields a member or its
-    value, nested structs a dict. A value that does not fit, or a field ``layout`` does not
-    have, is a :class:`ValueError` naming the field.
+    value, nested structs a dict of their fields or their packed int. A value that does
+    not fit, or a field ``layout`` does not have, is a :class:`ValueError` naming the field.
+
+    Runs the layout's :func:`packer` (every field's offset, width and range compiled into
+    one function); what it does not take (an unknown field) goes through the field-by-field
+    loop, which names the field.
     """
+    try:
+        return packer(layout)(**fields)
+    except TypeError:   # an unknown field (or a value of no integer type): the loop says which
+        return _pack_loop(layout, fields)
+
+
+def _pack_loop(layout: data.Layout, fields: dict) -> int:
+    """:func:`pack`, field by field (the reference the compiled :func:`packer` equals)."""
     table = _fields(layout)
     word = 0
     for name, value in fields.items():
@@ -424,15 +433,66 @@ def pack(layout: data.Layout, **fields) -> int:
         except KeyError:
             raise FieldError(f"unknown field {name!r}; fields: "
                              f"{', '.join(n for n in table if not n.startswith('_'))}") from None
-        if type(value) is int and kind <= _SINT:   # the usual cases: plain ints that fit
-            if kind == _UINT and 0 <= value < (1 << width):
-                word |= value << offset
-                continue
-            if kind == _SINT and -(1 << (width - 1)) <= value < (1 << (width - 1)):
-                word |= (value & ((1 << width) - 1)) << offset
-                continue
         word |= _field_bits(name, width, kind, arg, value) << offset
     return word
+
+
+_PACKERS: dict = {}
+_ABSENT = object()   # a packer's default for an enum or struct field left out (0 bits)
+
+
+def packer(layout: data.Layout, names: tuple[str, ...] | None = None):
+    """A function equal to :func:`pack` of ``layout``, generated once per layout and
+    ``names`` with every field's offset, width and range as constants (the compiler packs
+    up to millions of instructions per model).
+
+    Without ``names``: ``f(**fields) -> int``, every field a keyword argument defaulting
+    to 0 (an unknown one is a ``TypeError``, which :func:`pack` turns into the
+    :class:`FieldError` naming it). With ``names`` (fields of ``layout``): ``f(*values) ->
+    int``, the values of those fields in that order, the others 0. A plain int in range
+    costs one comparison and a shift; anything else (an enum member's value, a nested
+    struct's dict, a value out of range: the :class:`FieldError` naming the field) goes
+    through :func:`pack`'s per-field rules."""
+    key = (id(layout), names)   # (the cache holds the layout: its id stays its own)
+    fn = _PACKERS.get(key, (None, None))[1]
+    if fn is None:
+        table = _fields(layout)
+        assert "w_" not in table
+        if names is None:
+            head = "*, " + ", ".join(f"{name}={'0' if kind <= _SINT else '_absent'}"
+                                     for name, (_, _, kind, _) in table.items())
+        else:
+            unknown = [name for name in names if name not in table]
+            if unknown:
+                raise FieldError(f"unknown field {unknown[0]!r}; fields: "
+                                 f"{', '.join(n for n in table if not n.startswith('_'))}")
+            head = ", ".join(names)
+        body = [f"def _pack({head}):", "    w_ = 0"]   # (no field is named w_)
+        for name in table if names is None else names:
+            offset, width, kind, arg = table[name]
+            slow = f"        w_ |= _bits({name!r}, {width}, {kind}, _arg_{name}, {name}) << {offset}"
+            if kind == _UINT:
+                body += [f"    if {name}.__class__ is int and 0 <= {name} < {1 << width}:",
+                         f"        w_ |= {name} << {offset}", "    else:", slow]
+            elif kind == _SINT:
+                half = 1 << (width - 1)
+                body += [f"    if {name}.__class__ is int and {-half} <= {name} < {half}:",
+                         f"        w_ |= ({name} & {(1 << width) - 1}) << {offset}", "    else:", slow]
+            elif kind == _ENUM:
+                body += [f"    if {name}.__class__ is _arg_{name}:",
+                         f"        w_ |= {name}.value << {offset}",
+                         f"    elif {name} is not _absent:", slow]
+            else:   # a nested struct: its packed int, or its dict
+                body += [f"    if {name}.__class__ is int and 0 <= {name} < {1 << width}:",
+                         f"        w_ |= {name} << {offset}",
+                         f"    elif {name} is not _absent and {name}:", slow]
+        body.append("    return w_")
+        scope = {"_bits": _field_bits, "_absent": _ABSENT,
+                 **{f"_arg_{name}": f[3] for name, f in table.items()}}
+        exec("\n".join(body), scope)   # noqa: S102 - code generated from the layout's own table
+        fn = scope["_pack"]
+        _PACKERS[key] = (layout, fn)
+    return fn
 
 
 def unpack(layout: data.Layout, value: int) -> dict:

@@ -29,8 +29,9 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from celosia.errors import ConfigError, InputError
-from .sweep_eval import timed_point
+from celosia.errors import CelosiaError, ConfigError, InputError
+from celosia.rtl.config import AccelConfig
+from .sweep_eval import timed_point, timed_points
 from .sweep_grid import BACKENDS, DEFAULT_BACKEND, Grid, Point, expand, grid_from_file, merge, \
     parse_arrays, parse_list, parse_set, parse_dataflows
 from .sweep_out import (RESOURCE_FIELDS, SUMMARY_FIELDS, load_point, print_summary, result_fields, save_point,
@@ -58,8 +59,24 @@ def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
+def _batches(todo: list[Point]) -> list[list[Point]]:
+    """``todo`` in batches of the points that compile to the same program (same model, same
+    :func:`~celosia.sw.compiler.program_key`; e.g. the bus widths of one array and dataflow),
+    so each batch runs on one worker and compiles once (:func:`~celosia.sw.sweep_eval.program_for`)."""
+    from .compiler import program_key
+    batches: dict = {}
+    for p in todo:
+        try:
+            k = (p.model, p.digest, program_key(AccelConfig.from_dict(p.fields)))
+        except CelosiaError:
+            k = p.key   # an impossible config: a batch of its own, reported by timed_point
+        batches.setdefault(k, []).append(p)
+    return list(batches.values())
+
+
 def _results(todo: list[Point], jobs: int, dask):
-    """``(point, result)`` for each point of ``todo`` as it completes."""
+    """``(point, result)`` for each point of ``todo`` as it completes (on workers: by
+    :func:`_batches`)."""
     if dask is not None:
         try:
             from dask.distributed import Client, as_completed
@@ -70,10 +87,10 @@ def _results(todo: list[Point], jobs: int, dask):
         except (OSError, TimeoutError, ValueError) as e:
             raise ConfigError(f"--dask {dask}: cannot reach the scheduler ({e})") from None
         with client:
-            futures = {client.submit(timed_point, p, pure=False, key=f"celosia-sweep-{p.key}"): p
-                       for p in todo}
+            futures = {client.submit(timed_points, b, pure=False, key=f"celosia-sweep-{b[0].key}"): b
+                       for b in _batches(todo)}
             for fut in as_completed(futures, loop=client.loop):
-                yield futures[fut], fut.result()
+                yield from zip(futures[fut], fut.result())
         return
     if jobs <= 1 or len(todo) <= 1:
         for p in todo:
@@ -82,10 +99,11 @@ def _results(todo: list[Point], jobs: int, dask):
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
     ctx = multiprocessing.get_context("forkserver")
-    with ProcessPoolExecutor(max_workers=min(jobs, len(todo)), mp_context=ctx) as pool:
-        futures = {pool.submit(timed_point, p): p for p in todo}
+    batches = _batches(todo)
+    with ProcessPoolExecutor(max_workers=min(jobs, len(batches)), mp_context=ctx) as pool:
+        futures = {pool.submit(timed_points, b): b for b in batches}
         for fut in as_completed(futures):
-            yield futures[fut], fut.result()
+            yield from zip(futures[fut], fut.result())
 
 
 def _progress(total: int, show: bool):

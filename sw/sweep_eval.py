@@ -13,6 +13,12 @@ Models:
 * a SCALE-Sim topology ``.csv`` (:mod:`celosia.sw.sweep_topology`): each line is a
   single-layer model, run on its own; its row is the layer of that name.
 
+Programs: a point's program is compiled once per process for all the points that differ
+only in fields the compiler does not read (:data:`~celosia.sw.compiler.RUN_ONLY_FIELDS`:
+bus width, DRAM size, latency and bandwidth, PPU lanes): the last
+:data:`PROGRAM_CACHE` programs are kept (:func:`program_for`), and a sweep over those fields
+compiles each model once per array and dataflow.
+
 Float models are quantized on the sample they run (uniform ``[0, 1)``, seed 0), as
 ``celosia run --random 1`` does without ``--calib``. The calibration warning about so few
 samples is not shown: a sweep measures cycles and DRAM traffic, which do not depend on
@@ -37,6 +43,7 @@ from __future__ import annotations
 
 import time
 import warnings
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -45,8 +52,8 @@ from celosia.errors import CelosiaError, ConfigError
 from celosia.rtl.config import AccelConfig
 from .sweep_grid import Point
 
-__all__ = ["ROW_FIELDS", "ENERGY_COSTS", "energy", "buffer_bytes", "evaluate_point", "timed_point",
-           "load_model"]
+__all__ = ["ROW_FIELDS", "ENERGY_COSTS", "energy", "buffer_bytes", "evaluate_point", "timed_point", "timed_points",
+           "load_model", "program_for", "PROGRAM_CACHE"]
 
 #: The columns of a result row, in order (the swept ``--set`` fields follow ``cols``).
 ROW_FIELDS = ("point", "model", "backend", "dataflow", "rows", "cols", "layer", "op", "macs",
@@ -129,6 +136,28 @@ def load_model(spec: str, digest: str = "") -> list[tuple[object, np.ndarray]]:
     return _CACHE[key]
 
 
+#: Programs :func:`program_for` keeps per process (the most recently used).
+PROGRAM_CACHE = 4
+
+_PROGRAMS: "OrderedDict[tuple, object]" = OrderedDict()
+
+
+def program_for(qmodel, config: AccelConfig, key: tuple = ()):
+    """``qmodel`` compiled for ``config`` (:func:`~celosia.sw.compiler.compile_model`,
+    defaults), reusing the program of an earlier call with the same ``key`` (what names
+    the model: spec, digest, index) and the same :func:`~celosia.sw.compiler.program_key`
+    (the same program, :meth:`~celosia.sw.compiler.Program.with_config`)."""
+    from .compiler import compile_model, program_key
+    k = (key, id(qmodel), program_key(config))
+    if k in _PROGRAMS:
+        _PROGRAMS.move_to_end(k)
+    else:
+        _PROGRAMS[k] = (qmodel, compile_model(qmodel, config))   # (the model kept: its id stays its own)
+        while len(_PROGRAMS) > PROGRAM_CACHE:
+            _PROGRAMS.popitem(last=False)
+    return _PROGRAMS[k][1].with_config(config)
+
+
 def _layer_row(entry: dict, base: dict, pe: int) -> dict:
     dram_read, dram_write = entry.get("dram_read_bytes"), entry.get("dram_write_bytes")
     dram = None if dram_read is None else dram_read + dram_write
@@ -156,8 +185,10 @@ def evaluate_point(point: Point) -> list[dict]:
             "dataflow": f["dataflow"], "rows": f["rows"], "cols": f["cols"],
             **point.swept_values}
     rows = []
-    for qmodel, x in load_model(point.model, point.digest):
-        report = run(qmodel, x, config, backend=point.backend, source="random sample").report
+    for i, (qmodel, x) in enumerate(load_model(point.model, point.digest)):
+        program = program_for(qmodel, config, (point.model, point.digest, i))
+        report = run(qmodel, x, config, backend=point.backend, source="random sample",
+                     program=program).report
         if report.get("roofline") is None and report.get("roofline_note"):
             raise CelosiaError(report["roofline_note"])
         rows += [_layer_row(entry, base, config.rows * config.cols) for entry in report["layers"]]
@@ -178,3 +209,9 @@ def timed_point(point: Point) -> dict:
         rows, error = [], f"{type(e).__name__}: {' '.join(str(e).split())}"
     return {"key": point.key, "rows": rows, "wall_seconds": round(time.perf_counter() - t0, 4),
             "error": error}
+
+
+def timed_points(points: list[Point]) -> list[dict]:
+    """:func:`timed_point` of each of ``points``, in order, in this process (a sweep
+    worker's batch: points that share a compiled program)."""
+    return [timed_point(p) for p in points]

@@ -14,7 +14,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import numpy as np
-from amaranth.hdl import Array, Cat, Module, Mux, Signal, Value, signed
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, Value, signed
 from amaranth.lib.wiring import In, Out
 
 from celosia.rtl import isa
@@ -23,7 +23,8 @@ from celosia.rtl.arrays.engine import ComputeEngine, gemm_insn_in_range, insn_ch
 from celosia.rtl.config import FEIE_TAPS
 from celosia.rtl.dma import accept_state
 
-__all__ = ["FEIEArray", "FEIEColumn", "FEIEQueue", "cycles", "row_geometry", "row_trace", "RowTrace"]
+__all__ = ["FEIEArray", "FEIEColumn", "FEIEQueue", "cycles", "group_plan", "row_geometry", "row_trace",
+           "RowTrace"]
 
 
 def row_geometry(g, rows: int) -> SimpleNamespace:
@@ -31,19 +32,40 @@ def row_geometry(g, rows: int) -> SimpleNamespace:
     ``rows`` PE rows (see :class:`FEIEArray`).
 
     Returns a namespace with ``S`` (taps per output), ``s`` (pixel step between consecutive
-    outputs of a task), ``pstep`` (buffer rows between consecutive pixels of a task), ``T``
-    (tasks: output rows; a plain GEMM's rows are tasks of one output each), ``n_out``
-    (outputs per task), ``Wp`` (pixels per task), ``lstep`` (buffer rows between the first
-    pixels of consecutive tasks), ``P`` (PEs per group: the outputs one pixel reaches), ``G``
-    (groups, ``rows // P``) and ``W`` (weight rows, ``S * k_len``)."""
+    outputs of a row), ``pstep`` (buffer rows between consecutive pixels), ``T`` (output
+    rows; a plain GEMM's rows are rows of one output each), ``n_out`` (outputs per row),
+    ``Wp`` (pixels per row), ``lstep`` (buffer rows between the first pixels of consecutive
+    rows), ``P`` (PEs per group: the outputs one pixel reaches), ``G`` (groups, ``rows //
+    P``), ``W`` (weight rows, ``S * k_len``), ``Q`` (outputs per group: ``T // G`` whole
+    rows and ``ceil((T % G) * n_out / G)`` more) and ``groups``: per group, a
+    :func:`group_plan`."""
     if g.window:
         S, T, n_out, lstep = g.win_w, g.out_h, g.out_w, g.stride_h * g.row_pitch
         s, pstep = (1, g.stride_w) if S == 1 else (g.stride_w, 1)
     else:
         S, T, n_out, lstep, s, pstep = 1, g.m_len, 1, 1, 1, 1
     P = 1 + (s <= S - 1) + (2 * s <= S - 1)
-    return SimpleNamespace(S=S, s=s, pstep=pstep, T=T, n_out=n_out, Wp=(n_out - 1) * s + S,
-                           lstep=lstep, P=P, G=rows // P, W=S * g.k_len)
+    G = rows // P
+    qn, qx = T // G, -(-(T % G) * n_out // G)
+    geo = SimpleNamespace(S=S, s=s, pstep=pstep, T=T, n_out=n_out, Wp=(n_out - 1) * s + S,
+                          lstep=lstep, P=P, G=G, W=S * g.k_len, Q=qn * n_out + qx)
+    geo.groups = [group_plan(geo, gi) for gi in range(G)]
+    return geo
+
+
+def group_plan(geo, gi: int) -> SimpleNamespace:
+    """The outputs group ``gi`` of :func:`row_geometry` ``geo`` takes: outputs ``gi*Q`` up
+    to (not including) ``(gi+1)*Q`` of the GEMM, in row-major order (the last group's
+    fewer, or none), from ``(e0, x0)`` (output row, output in it) to ``(e1, x1)``. They form
+    its *tasks* ``pieces``, one per output row they touch: ``(e, x, n)``, ``n`` consecutive
+    outputs of row ``e`` from output ``x``, over ``(n-1)*s + S`` consecutive pixels."""
+    def pos(i):
+        i = min(i, geo.T * geo.n_out)
+        return divmod(i, geo.n_out) if geo.n_out else (geo.T, 0)
+    (e0, x0), (e1, x1) = pos(gi * geo.Q), pos((gi + 1) * geo.Q)
+    pieces = [(e, x0 if e == e0 else 0, (x1 if e == e1 else geo.n_out) - (x0 if e == e0 else 0))
+              for e in range(e0, e1 + (x1 > 0))]
+    return SimpleNamespace(e0=e0, x0=x0, e1=e1, x1=x1, pieces=[p for p in pieces if p[2] > 0])
 
 
 class RowTrace(SimpleNamespace):
@@ -64,26 +86,35 @@ def row_trace(insn, config, ifmap, log: bool = False) -> RowTrace:
     if g is None or g.m_len == 0 or g.n_len == 0:
         return RowTrace(cycles=1, mac_cycles=0, zero_skips=0, macs=[], writes=[])
     geo = row_geometry(g, config.rows)
-    S, s, P, G, Wp, T, n_out = geo.S, geo.s, geo.P, geo.G, geo.Wp, geo.T, geo.n_out
+    S, s, P, G = geo.S, geo.s, geo.P, geo.G
+    gp = geo.groups
     buf = np.asarray(ifmap, dtype=np.int64) & 0xFF
     zp = g.in_zp & 0xFF
-    wjump = (G - 1) * n_out + 1
+    pieces = [p.pieces for p in gp]
+    npc = [len(pc) for pc in pieces]
+
+    def wp_of(gi, t):                       # pixels of task t of group gi
+        return (pieces[gi][t][2] - 1) * s + S
+
+    def start_of(gi, t):                    # its first pixel's buffer row
+        e, x, _ = pieces[gi][t]
+        return g.ifmap_row + e * geo.lstep + x * s * geo.pstep
+
     # reader (per group): next task, pixel in it, address; queue of (seq, addr, nz ks)
-    rt = list(range(G))
+    rt = [0] * G
     rp = [0] * G
-    line = [g.ifmap_row + gi * geo.lstep for gi in range(G)]
-    raddr = list(line)
+    raddr = [start_of(gi, 0) if npc[gi] else 0 for gi in range(G)]
     aseq = [0] * G
     queue = [[] for _ in range(G)]
     arriving = None                        # (group, addr) of the read issued last cycle
     # writer (per group): write task, output in it, its slot, seq base, ...
-    wt = list(range(G))
+    wt = [0] * G
     xw = [0] * G
     wslot = [0] * G
     wb = [0] * G
-    wm = [gi * n_out for gi in range(G)]
+    wm = [p.e0 * geo.n_out + p.x0 for p in gp]
     fs = [[j * s for j in range(P)] for _ in range(G)]
-    sv = [[j < n_out for j in range(P)] for _ in range(G)]
+    sv = [[bool(npc[gi]) and j < pieces[gi][0][2] for j in range(P)] for gi in range(G)]
     wptr = rptr = 0
     macs, writes = [], []
     mac_cycles = zero_skips = 0
@@ -91,12 +122,12 @@ def row_trace(insn, config, ifmap, log: bool = False) -> RowTrace:
     c = 2
     last_grant = None
     while True:
-        if all(wt[gi] >= T for gi in range(G)):
+        if all(wt[gi] >= npc[gi] for gi in range(G)):
             return RowTrace(cycles=max(last_grant + 2, wready_at + 1), mac_cycles=mac_cycles, zero_skips=zero_skips,
                             macs=macs, writes=writes)
         # 1. one psum write: round robin over the groups whose next output is complete
         cpos = [queue[gi][0][0] if queue[gi] else aseq[gi] for gi in range(G)]
-        elig = [wt[gi] < T and cpos[gi] > wb[gi] + xw[gi] * s + S - 1 for gi in range(G)]
+        elig = [wt[gi] < npc[gi] and cpos[gi] > wb[gi] + xw[gi] * s + S - 1 for gi in range(G)]
         grant = _round_robin(elig, wptr)
         written = None
         if grant is not None:
@@ -106,29 +137,32 @@ def row_trace(insn, config, ifmap, log: bool = False) -> RowTrace:
             written = wslot[gi]
             if log:
                 writes.append((c, gi, wm[gi]))
-            j = wslot[gi]
+            j, n = wslot[gi], pieces[gi][wt[gi]][2]
             fs[gi][j] += P * s
-            sv[gi][j] = xw[gi] + P < n_out
-            if xw[gi] == n_out - 1:                 # the task's last output: the next task
-                wt[gi] += G
-                wb[gi] += Wp
+            sv[gi][j] = xw[gi] + P < n
+            wm[gi] += 1
+            if xw[gi] == n - 1:                     # the task's last output: the next task
+                wb[gi] += wp_of(gi, wt[gi])
+                wt[gi] += 1
                 xw[gi], wslot[gi] = 0, 0
                 fs[gi] = [wb[gi] + jj * s for jj in range(P)]
-                sv[gi] = [jj < n_out for jj in range(P)]
-                wm[gi] += wjump
+                sv[gi] = [wt[gi] < npc[gi] and jj < pieces[gi][wt[gi]][2] for jj in range(P)]
             else:
                 xw[gi] += 1
                 wslot[gi] = (wslot[gi] + 1) % P
-                wm[gi] += 1
         # 2. each group multiplies the lowest non-zero input of its head pixel, if the
         #    outputs it reaches are in its PEs
         retire = [False] * G
         any_mac = False
         for gi in range(G):
-            if c < wready_at or not queue[gi] or wt[gi] >= T:
+            if not queue[gi] or wt[gi] >= npc[gi]:
                 continue
             seq, addr, ks = queue[gi][0]
-            if seq >= min(wb[gi] + (xw[gi] + P) * s, wb[gi] + Wp):
+            if seq >= min(wb[gi] + (xw[gi] + P) * s, wb[gi] + wp_of(gi, wt[gi])):
+                continue
+            # the weights it takes (tap fw, channel k: loader row fw*k_len + k) have landed
+            if c < wready_at and any(sv[gi][j] and fs[gi][j] <= seq < fs[gi][j] + S
+                                     and (seq - fs[gi][j]) * g.k_len + ks[0] >= c - 3 for j in range(P)):
                 continue
             any_mac = True
             k = ks.pop(0)
@@ -147,7 +181,7 @@ def row_trace(insn, config, ifmap, log: bool = False) -> RowTrace:
         for gi in range(G):
             room = len(queue[gi]) - retire[gi] + (arriving is not None and arriving[0] == gi
                                                   and bool(nz_arr))
-            req.append(rt[gi] < T and room < 2)
+            req.append(rt[gi] < npc[gi] and room < 2)
         rgrant = _round_robin(req, rptr)
         # 4. the pixel read last cycle lands (zero pixels are dropped), the head retires
         if arriving is not None:
@@ -166,11 +200,11 @@ def row_trace(insn, config, ifmap, log: bool = False) -> RowTrace:
             arriving = (gi, raddr[gi])
             rp[gi] += 1
             raddr[gi] += geo.pstep
-            if rp[gi] == Wp:
+            if rp[gi] == wp_of(gi, rt[gi]):
                 rp[gi] = 0
-                rt[gi] += G
-                line[gi] += G * geo.lstep
-                raddr[gi] = line[gi]
+                rt[gi] += 1
+                if rt[gi] < npc[gi]:
+                    raddr[gi] = start_of(gi, rt[gi])
         c += 1
 
 
@@ -364,16 +398,20 @@ class FEIEArray(ComputeEngine):
     GEMMs of one kernel row (``gemm_window = "row"`` of
     :func:`~celosia.rtl.arrays.engine.gemm_insn_in_range`).
 
-    Mapping (:func:`row_geometry`). A windowed GEMM of ``S = win_w`` taps is cut into
-    *tasks*, one per output row ``e`` (``out_w`` outputs over ``Wp = (out_w-1)*s + S``
-    consecutive ifmap pixels, ``s = stride_w``; with ``S = 1`` the pixels are the outputs'
-    own, ``stride_w`` buffer rows apart); a plain GEMM's rows ``m`` are tasks of one output
-    and one pixel. A pixel is one ifmap buffer row: ``k_len`` channels in its lanes. One
-    pixel reaches ``P = 1 + (s <= S-1) + (2s <= S-1)`` consecutive outputs, so the ``rows``
-    PE rows form ``G = rows // P`` *groups* of ``P`` PE rows (PE row ``g*P + j`` is slot
-    ``j`` of group ``g``; the rest idle) -- each group is the seed's PE row. Group ``g``
-    takes tasks ``g, g+G, g+2G, ...`` and walks their pixels in order; the columns are the
-    output channels ``n < n_len``. In one cycle a group takes one non-zero input ``x[p][k]``
+    Mapping (:func:`row_geometry`). A windowed GEMM of ``S = win_w`` taps has ``T = out_h``
+    output rows of ``n_out = out_w`` outputs, a row over ``Wp = (out_w-1)*s + S``
+    consecutive ifmap pixels (``s = stride_w``; with ``S = 1`` the pixels are the outputs'
+    own, ``stride_w`` buffer rows apart); a plain GEMM's rows ``m`` are output rows of one
+    output and one pixel. A pixel is one ifmap buffer row: ``k_len`` channels in its
+    lanes. One pixel reaches ``P = 1 + (s <= S-1) + (2s <= S-1)`` consecutive outputs, so
+    the ``rows`` PE rows form ``G = rows // P`` *groups* of ``P`` PE rows (PE row ``g*P +
+    j`` is slot ``j`` of group ``g``; the rest idle) -- each group is the seed's PE row.
+    The outputs, in row-major order, are dealt in contiguous ranges of ``Q = (T // G) *
+    n_out + ceil((T % G) * n_out / G)``: group ``g`` takes outputs ``g*Q`` up to
+    ``(g+1)*Q - 1`` (the last groups fewer, or none; :func:`group_plan`), as *tasks*, one
+    per output row the range touches (``n`` consecutive outputs of the row over ``(n-1)*s
+    + S`` consecutive pixels), and walks their pixels in order. The columns are the output
+    channels ``n < n_len``. In one cycle a group takes one non-zero input ``x[p][k]``
     (``!= in_zp``) of its head pixel ``p``, lowest ``k`` first, and broadcasts it to its P
     PEs and along the rows to every column; the slot holding output ``x`` with ``x*s <= p <
     x*s + S`` multiplies ``x[p][k] - in_zp`` by its column's weight of tap ``fw = p - x*s``,
@@ -394,8 +432,8 @@ class FEIEArray(ComputeEngine):
     ``done`` for ``m_len = 0`` or ``n_len = 0``). From cycle 2, every cycle:
 
     * the weight loader reads weight rows ``weight_row + i``, ``i < W = S*k_len``, one per
-      cycle (cycles 2 .. W+1); a row lands in the registers a cycle later; groups multiply
-      from cycle ``W + 3``;
+      cycle (cycles 2 .. W+1), tap by tap (``i = fw*k_len + k``); a row lands in the
+      registers a cycle later and is usable from cycle ``i + 4``;
     * each group keeps its next pixels in a queue of two (the double buffer) with each
       pixel's mask of non-zero inputs, and a count ``aseq`` of the pixels landed. Its *head*
       is the oldest queued pixel; ``cpos`` = the head's index in the group's pixel stream,
@@ -406,8 +444,10 @@ class FEIEArray(ComputeEngine):
       one. The granted slot's sum is captured (the slot restarts from 0 in this cycle: it
       takes output ``x + P``), psum row ``psum_row + m`` is read if ``accumulate`` and
       written the next cycle with the old value added;
-    * **MAC**: a group multiplies its head's lowest non-zero input if the weights are in
-      and the head's pixel is reached only by outputs already in its slots (after this
+    * **MAC**: a group multiplies its head's lowest non-zero input ``k`` if the weights it
+      takes are usable (row ``fw*k_len + k`` for the tap ``fw`` of every slot it reaches:
+      with dense inputs the MACs never wait for the loader, which stays ahead of them) and
+      the head's pixel is reached only by outputs already in its slots (after this
       cycle's write): ``p < (x+P)*s`` for its next output ``x``, in its current task (a
       task's pixels wait for the previous task's last write, which may be in the same
       cycle). A head whose last non-zero input is taken leaves the queue;
@@ -423,8 +463,9 @@ class FEIEArray(ComputeEngine):
     after its ``done``).
     :func:`row_trace` is this text as a cycle-by-cycle model (the engine's timing,
     :func:`cycles`): it depends on where the zeros are. With dense inputs a group takes
-    one input per cycle and reads one pixel per ``k_len`` cycles, so the array is busy
-    ``Wp * k_len`` cycles per task and group; zeros shorten that down to the bounds of the
+    one input per cycle and reads one pixel per ``k_len`` cycles, so a group is busy
+    ``k_len`` cycles per pixel of its tasks (``Q*s + (S-s)`` per task); zeros shorten that
+    down to the bounds of the
     two shared ports (``G`` groups' pixels through one read port; ``m_len`` writes through
     one write port).
     """
@@ -453,23 +494,34 @@ class FEIEArray(ComputeEngine):
         lstep_c = _held(m, "lstep_c", Mux(insn.window, insn.stride_h * insn.row_pitch, 1))
         wlast0 = _held(m, "wlast0", S_c - 1)
         nfs0 = _held(m, "nfs0", P_c * s_c)
-        tend0 = _held(m, "tend0", (nout_c - 1) * s_c + S_c)
+        wp_c = _held(m, "wp_c", (nout_c - 1) * s_c + S_c)
+        pstep_c = _held(m, "pstep_c", Mux(wide | ~insn.window, 1, insn.stride_w))
+
+        def per_group(v, fn):
+            """``fn(v, G)`` for the three group counts (constant divisors), chosen by P."""
+            return Mux(P_c == 1, fn(v, R), Mux(P_c == 2, fn(v, max(R // 2, 1)), fn(v, max(R // 3, 1))))
+
+        # group_plan: Q = qn whole rows + qx outputs per group; group g starts at output g*Q
+        qn_c = _held(m, "qn_c", per_group(T_c, lambda v, d: v // d))
+        qx_c = _held(m, "qx_c", per_group((T_c - qn_c * G_c) * nout_c, lambda v, d: (v + d - 1) // d))
+        sp_c = _held(m, "sp_c", s_c * pstep_c)              # buffer rows from output to output
         S, s, P, G = Signal(range(NP + 1)), Signal(8), Signal(range(NP + 1)), Signal(range(R + 1))
-        T, n_out, Wp = Signal(17), Signal(16), Signal(24)
-        pstep, gstep, wjump, ps = Signal(16), Signal(24), Signal(24), Signal(16)
+        pstep, ps = Signal(16), Signal(16)
         W = Signal(16)
+        n_out, wp_full, lstep = Signal(16), Signal(24), Signal(24)
         with m.If(setup):
-            m.d.sync += [S.eq(S_c), s.eq(s_c), P.eq(P_c), G.eq(G_c), T.eq(T_c), n_out.eq(nout_c),
-                         Wp.eq((nout_c - 1) * s_c + S_c),
-                         pstep.eq(Mux(wide | ~insn.window, 1, insn.stride_w)),
-                         gstep.eq(G_c * lstep_c), wjump.eq((G_c - 1) * nout_c + 1),
-                         ps.eq(P_c * s_c), W.eq(S_c * insn.k_len)]
+            m.d.sync += [S.eq(S_c), s.eq(s_c), P.eq(P_c), G.eq(G_c), pstep.eq(pstep_c),
+                         ps.eq(P_c * s_c), W.eq(S_c * insn.k_len), n_out.eq(nout_c), wp_full.eq(wp_c),
+                         lstep.eq(lstep_c)]
         zp = insn.in_zp
 
         # -- weights: per column FEIE_TAPS x R registers (in FEIEColumn), entry fw*R + k ------
         ld_on, ld_i, ld_fw, ld_k = Signal(), Signal(16), Signal(range(NP + 1)), Signal(8)
         land_on, land_e = Signal(), Signal(range(NP * R))
         wready = Signal()
+        wn = Signal(16)         # weight rows landed (readable this cycle)
+        with m.If(land_on):
+            m.d.sync += wn.eq(wn + 1)
         ld_last = ld_on & (ld_i == W - 1)
         m.d.comb += [self.weight.addr.eq(insn.weight_row + ld_i), self.weight.en.eq(ld_on)]
         m.d.sync += [land_on.eq(ld_on), land_e.eq(ld_fw * R + ld_k)]
@@ -496,7 +548,8 @@ class FEIEArray(ComputeEngine):
         for gi in range(R):
             d = SimpleNamespace()
             d.active = gi < G
-            d.rt, d.rp = Signal(17, name=f"rt_{gi}"), Signal(24, name=f"rp_{gi}")
+            # reader: output row of its task, pixel in it, the row's first pixel, address
+            d.rt, d.rp = Signal(24, name=f"rt_{gi}"), Signal(24, name=f"rp_{gi}")
             d.line, d.raddr = Signal(24, name=f"line_{gi}"), Signal(24, name=f"raddr_{gi}")
             d.aseq = Signal(SEQ, name=f"aseq_{gi}")
             # the group's pixel queue (FEIEQueue): two entries, the head's lowest input left
@@ -504,17 +557,24 @@ class FEIEArray(ComputeEngine):
             m.d.comb += [d.q.data.eq(self.ifmap.data), d.q.nz.eq(arr_nz), d.q.seq.eq(d.aseq),
                          d.q.zp.eq(zp), d.q.setup.eq(setup)]
             d.qv = [d.q.qv[0], d.q.qv[1]]
-            d.wt, d.xw = Signal(17, name=f"wt_{gi}"), Signal(16, name=f"xw_{gi}")
+            d.wt, d.xw = Signal(24, name=f"wt_{gi}"), Signal(16, name=f"xw_{gi}")
             d.wslot = Signal(range(NP), name=f"wslot_{gi}")
             d.wb, d.wlast = Signal(SEQ, name=f"wb_{gi}"), Signal(SEQ, name=f"wlast_{gi}")
             d.nfs, d.tend = Signal(SEQ, name=f"nfs_{gi}"), Signal(SEQ, name=f"tend_{gi}")
             d.wm = Signal(24, name=f"wm_{gi}")
+            # the group's outputs (group_plan): up to output x1 of row e1 (rows < estop);
+            # the pixels of a task that ends there; the writer's task: outputs, pixels;
+            # the reader's task: pixels
+            d.e1, d.x1 = Signal(24, name=f"e1_{gi}"), Signal(16, name=f"x1_{gi}")
+            d.estop, d.wplast = Signal(24, name=f"estop_{gi}"), Signal(24, name=f"wplast_{gi}")
+            d.n, d.Wp = Signal(16, name=f"n_{gi}"), Signal(24, name=f"Wp_{gi}")
+            d.rwp = Signal(24, name=f"rwp_{gi}")
             d.fs = [Signal(SEQ, name=f"fs_{gi}_{j}") for j in range(NP)]
             d.sv = [Signal(name=f"sv_{gi}_{j}") for j in range(NP)]
             d.cpos = Signal(SEQ, name=f"cpos_{gi}")
             m.d.comb += d.cpos.eq(Mux(d.qv[0], d.q.head, d.aseq))
             d.elig = Signal(name=f"elig_{gi}")
-            m.d.comb += d.elig.eq(run & d.active & (d.wt < T) & (d.cpos > d.wlast))
+            m.d.comb += d.elig.eq(run & d.active & (d.wt < d.estop) & (d.cpos > d.wlast))
             grp.append(d)
 
         wptr, rptr = Signal(range(max(R, 2))), Signal(range(max(R, 2)))
@@ -527,47 +587,58 @@ class FEIEArray(ComputeEngine):
         for gi, d in enumerate(grp):
             granted = wg_on & (wg == gi)
             d.granted = granted
-            last_out = d.xw == n_out - 1
-            wt_n, nfs_n, tend_n = Signal(17, name=f"wt_n_{gi}"), Signal(SEQ, name=f"nfs_n_{gi}"), \
+            last_out = d.xw == d.n - 1
+            wt_n, nfs_n, tend_n = Signal(24, name=f"wt_n_{gi}"), Signal(SEQ, name=f"nfs_n_{gi}"), \
                 Signal(SEQ, name=f"tend_n_{gi}")
             fs_n = [Signal(SEQ, name=f"fs_n_{gi}_{j}") for j in range(NP)]
             sv_n = [Signal(name=f"sv_n_{gi}_{j}") for j in range(NP)]
             d.clear = [Signal(name=f"clear_{gi}_{j}") for j in range(NP)]
             m.d.comb += [wt_n.eq(d.wt), nfs_n.eq(d.nfs), tend_n.eq(d.tend)]
             m.d.comb += [fs_n[j].eq(d.fs[j]) for j in range(NP)] + [sv_n[j].eq(d.sv[j]) for j in range(NP)]
-            wb_n = _held(m, f"wb_n_{gi}", d.wb + Wp)
+            wb_n = _held(m, f"wb_n_{gi}", d.wb + d.Wp)
             with m.If(granted):
                 m.d.comb += [d.clear[j].eq(d.wslot == j) for j in range(NP)]
+                m.d.sync += d.wm.eq(d.wm + 1)
                 with m.If(last_out):
-                    m.d.comb += [wt_n.eq(d.wt + G), nfs_n.eq(wb_n + ps), tend_n.eq(d.tend + Wp)]
+                    # the next task: the rest of row wt + 1 (up to x1 if it is row e1)
+                    to_end = d.wt + 1 == d.e1
+                    n_nx = _held(m, f"n_nx_{gi}", Mux(to_end, d.x1, n_out))
+                    wp_nx = _held(m, f"wp_nx_{gi}", Mux(to_end, d.wplast, wp_full))
+                    m.d.comb += [wt_n.eq(d.wt + 1), nfs_n.eq(wb_n + ps), tend_n.eq(d.tend + wp_nx)]
                     m.d.comb += [fs_n[j].eq(wb_n + j * s) for j in range(NP)]
-                    m.d.comb += [sv_n[j].eq(n_out > j) for j in range(NP)]
+                    m.d.comb += [sv_n[j].eq(n_nx > j) for j in range(NP)]
                     m.d.sync += [d.wb.eq(wb_n), d.xw.eq(0), d.wslot.eq(0), d.wlast.eq(wb_n + S - 1),
-                                 d.wm.eq(d.wm + wjump)]
+                                 d.n.eq(n_nx), d.Wp.eq(wp_nx)]
                 with m.Else():
                     m.d.comb += nfs_n.eq(d.nfs + s)
                     for j in range(NP):
                         with m.If(d.wslot == j):
-                            m.d.comb += [fs_n[j].eq(d.fs[j] + ps), sv_n[j].eq(d.xw + P < n_out)]
+                            m.d.comb += [fs_n[j].eq(d.fs[j] + ps), sv_n[j].eq(d.xw + P < d.n)]
                     m.d.sync += [d.xw.eq(d.xw + 1), d.wslot.eq(Mux(d.wslot == P - 1, 0, d.wslot + 1)),
-                                 d.wlast.eq(d.wlast + s), d.wm.eq(d.wm + 1)]
+                                 d.wlast.eq(d.wlast + s)]
             m.d.sync += [d.wt.eq(wt_n), d.nfs.eq(nfs_n), d.tend.eq(tend_n)]
             m.d.sync += [d.fs[j].eq(fs_n[j]) for j in range(NP)] + [d.sv[j].eq(sv_n[j]) for j in range(NP)]
 
             # MAC: the head's lowest non-zero input
             head = d.q.head
             c_on = Signal(name=f"cons_{gi}")
-            m.d.comb += c_on.eq(run & wready & d.qv[0] & (wt_n < T) & (head < nfs_n) & (head < tend_n))
-            m.d.comb += d.q.take.eq(c_on)
             k, x = d.q.k, d.q.x
-            d.hit, d.fw = [], []
+            d.hit, d.fw, reach, w_ok = [], [], [], []
             for j in range(NP):
                 dist = Signal(SEQ, name=f"dist_{gi}_{j}")
                 m.d.comb += dist.eq(head - fs_n[j])
-                h = Signal(name=f"hit_{gi}_{j}")
-                m.d.comb += h.eq(c_on & sv_n[j] & (head >= fs_n[j]) & (dist < S))
-                d.hit.append(h)
+                r = _held(m, f"reach_{gi}_{j}", sv_n[j] & (head >= fs_n[j]) & (dist < S))
+                reach.append(r)
+                # its weight (loader row fw*k_len + k) has landed
+                w_ok.append(~r | (dist[:2] * insn.k_len + k < wn))
                 d.fw.append(dist[:2])
+            m.d.comb += c_on.eq(run & (wready | Cat(w_ok).all()) & d.qv[0] & (wt_n < d.estop) & (head < nfs_n)
+                                & (head < tend_n))
+            m.d.comb += d.q.take.eq(c_on)
+            for j in range(NP):
+                h = Signal(name=f"hit_{gi}_{j}")
+                m.d.comb += h.eq(c_on & reach[j])
+                d.hit.append(h)
             d.retire = d.q.retire
             cons.append(c_on)
             kk.append(k)
@@ -637,7 +708,7 @@ class FEIEArray(ComputeEngine):
             push = arr_on & (arr_g == gi) & arr_nz.any()
             occ = d.qv[0] + d.qv[1] - d.retire + push
             rq = Signal(name=f"rreq_{gi}")
-            m.d.comb += rq.eq(run & d.active & (d.rt < T) & (occ < 2))
+            m.d.comb += rq.eq(run & d.active & (d.rt < d.estop) & (occ < 2))
             reqs.append(rq)
             m.d.comb += d.q.push.eq(push)
         rg_on, rg = _rotating_pick(m, reqs, rptr, "rgrant")
@@ -650,9 +721,10 @@ class FEIEArray(ComputeEngine):
 
         for gi, d in enumerate(grp):
             with m.If(rg_on & (rg == gi)):
-                with m.If(d.rp == Wp - 1):
-                    m.d.sync += [d.rp.eq(0), d.rt.eq(d.rt + G), d.line.eq(d.line + gstep),
-                                 d.raddr.eq(d.line + gstep)]
+                with m.If(d.rp == d.rwp - 1):     # the next task: row rt + 1 from its start
+                    m.d.sync += [d.rp.eq(0), d.rt.eq(d.rt + 1), d.line.eq(d.line + lstep),
+                                 d.raddr.eq(d.line + lstep),
+                                 d.rwp.eq(Mux(d.rt + 1 == d.e1, d.wplast, wp_full))]
                 with m.Else():
                     m.d.sync += [d.rp.eq(d.rp + 1), d.raddr.eq(d.raddr + pstep)]
             with m.If(arr_on & (arr_g == gi)):
@@ -661,18 +733,36 @@ class FEIEArray(ComputeEngine):
         # -- setup in CHECK: every group at its first task -------------------------------------
         with m.If(setup):
             no_w = insn.k_len == 0      # no weights: nothing to load (W = 0)
-            m.d.sync += [ld_on.eq(~no_w), ld_i.eq(0), ld_fw.eq(0), ld_k.eq(0), wready.eq(no_w),
+            m.d.sync += [ld_on.eq(~no_w), ld_i.eq(0), ld_fw.eq(0), ld_k.eq(0), wready.eq(no_w), wn.eq(0),
                          wptr.eq(0), rptr.eq(0), arr_on.eq(0)]
+            # group g's start (e, x), its row's first pixel and its own, from group g-1's
+            # end: + Q = qn rows + qx outputs (a carry when x passes n_out)
+            ce, cx, cline, cxoff = Const(0, 24), Const(0, 16), Const(0, 24), Const(0, 24)
+            qnl, qxs, ns = _held(m, "qnl", qn_c * lstep_c), _held(m, "qxs", qx_c * sp_c), _held(m, "ns", nout_c * sp_c)
             for gi, d in enumerate(grp):
-                line0 = insn.ifmap_row + gi * lstep_c
-                m.d.sync += [d.rt.eq(gi), d.rp.eq(0), d.line.eq(line0), d.raddr.eq(line0), d.aseq.eq(0),
-                             d.wt.eq(gi), d.xw.eq(0), d.wslot.eq(0),
-                             d.wb.eq(0), d.wlast.eq(wlast0), d.nfs.eq(nfs0), d.tend.eq(tend0),
-                             d.wm.eq(gi * nout_c)]
-                m.d.sync += [d.fs[j].eq(j * s_c) for j in range(NP)] + [d.sv[j].eq(nout_c > j) for j in range(NP)]
+                xq = _held(m, f"xq_{gi}", cx + qx_c)
+                cy = _held(m, f"cy_{gi}", xq >= nout_c)
+                en, xn = Signal(24, name=f"en_{gi}"), Signal(16, name=f"xn_{gi}")
+                m.d.comb += [en.eq(ce + qn_c + cy), xn.eq(Mux(cy, xq - nout_c, xq))]
+                past = _held(m, f"past_{gi}", en >= T_c)       # the end, clamped to (T, 0)
+                e1 = _held(m, f"e1c_{gi}", Mux(past, T_c, en))
+                x1 = _held(m, f"x1c_{gi}", Mux(past, 0, xn))
+                n0 = _held(m, f"n0_{gi}", Mux(ce == e1, x1, nout_c) - cx)
+                wp0 = _held(m, f"wp0_{gi}", (n0 - 1) * s_c + S_c)
+                m.d.sync += [d.rt.eq(ce), d.rp.eq(0), d.line.eq(insn.ifmap_row + cline),
+                             d.raddr.eq(insn.ifmap_row + cline + cxoff), d.aseq.eq(0),
+                             d.wt.eq(ce), d.xw.eq(0), d.wslot.eq(0),
+                             d.wb.eq(0), d.wlast.eq(wlast0), d.nfs.eq(nfs0), d.tend.eq(wp0),
+                             d.wm.eq(gi * (qn_c * nout_c + qx_c)), d.n.eq(n0), d.Wp.eq(wp0), d.rwp.eq(wp0),
+                             d.e1.eq(e1), d.x1.eq(x1), d.estop.eq(e1 + (x1 != 0)),
+                             d.wplast.eq((x1 - 1) * s_c + S_c)]
+                m.d.sync += [d.fs[j].eq(j * s_c) for j in range(NP)] + [d.sv[j].eq(n0 > j) for j in range(NP)]
+                nline, nxoff = Signal(24, name=f"linec_{gi}"), Signal(24, name=f"xoffc_{gi}")
+                m.d.comb += [nline.eq(cline + qnl + Mux(cy, lstep_c, 0)), nxoff.eq(cxoff + qxs - Mux(cy, ns, 0))]
+                ce, cx, cline, cxoff = en, xn, nline, nxoff
 
         all_done = Signal()
-        m.d.comb += all_done.eq(Cat((d.wt >= T) | ~d.active for d in grp).all())
+        m.d.comb += all_done.eq(Cat((d.wt >= d.estop) | ~d.active for d in grp).all())
         with m.FSM():
             accept_state(m, self.insn, insn)
             with insn_check_state(m, self, gemm_insn_in_range(insn, cfg),

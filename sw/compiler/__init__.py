@@ -12,9 +12,9 @@ from .alloc import Allocation, allocate
 from .compile import SUPPORTED_OPS, compile_model
 from .emit import emit_unit
 from .lower_gemm import lower_conv, lower_fc
-from .program import NodeCode, Program
+from .program import RUN_ONLY_FIELDS, NodeCode, Program, program_key
 from .tiling import GemmOp, Load, OutTile, Store, Unit, VecOp, Window
 
-__all__ = ["SUPPORTED_OPS", "Allocation", "CompileError", "EncodeError", "GemmOp", "Load", "NodeCode",
-           "OutTile", "Program", "Store", "Unit", "VecOp", "Window", "allocate", "compile_model",
-           "emit_unit", "lower_conv", "lower_fc"]
+__all__ = ["SUPPORTED_OPS", "RUN_ONLY_FIELDS", "Allocation", "CompileError", "EncodeError", "GemmOp", "Load",
+           "NodeCode", "OutTile", "Program", "Store", "Unit", "VecOp", "Window", "allocate", "compile_model",
+           "emit_unit", "lower_conv", "lower_fc", "program_key"]

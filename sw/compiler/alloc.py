@@ -109,17 +109,25 @@ def allocate(model: QModel, config: AccelConfig, batch: int) -> tuple[bytes, lis
 def weight_key(op: GemmOp) -> tuple:
     """The identity of a GEMM's weight tile: its weight LOADs' fields (two GEMMs with the
     same key read the same bytes into the same rows, e.g. one conv weight tile per ifmap
-    block)."""
-    return tuple(tuple(ld.__dict__.values()) for ld in op.weight)   # (its fields are ints)
+    block). Computed once per op (kept in its ``__dict__``: a GEMM's weight LOADs do not
+    change after lowering), as the planning and emission passes ask for it several times."""
+    key = op.__dict__.get("_weight_key")
+    if key is None:
+        key = op.__dict__["_weight_key"] = tuple(tuple(ld.__dict__.values()) for ld in op.weight)
+    return key   # (its fields are ints)
 
 
 def weight_tile_rows(op: GemmOp) -> int:
     """Weight-buffer rows a GEMM's weight tile spans from its ``weight_row``: the rows its
-    LOADs write and the rows the GEMM reads (``k_len``, times ``win_h * win_w`` windowed)."""
-    written = max(ld.buf_row + (ld.n1 - 1) * ld.buf_stride1 + (ld.n2 - 1) * ld.buf_stride2 + 1
-                  for ld in op.weight)
-    w = op.window
-    return max(written, op.k_len * (w.win_h * w.win_w if w is not None else 1))
+    LOADs write and the rows the GEMM reads (``k_len``, times ``win_h * win_w`` windowed).
+    Computed once per op, as :func:`weight_key`."""
+    rows = op.__dict__.get("_weight_rows")
+    if rows is None:
+        written = max(ld.buf_row + (ld.n1 - 1) * ld.buf_stride1 + (ld.n2 - 1) * ld.buf_stride2 + 1
+                      for ld in op.weight)
+        w = op.window
+        rows = op.__dict__["_weight_rows"] = max(written, op.k_len * (w.win_h * w.win_w if w is not None else 1))
+    return rows
 
 
 @dataclass(frozen=True)
@@ -199,7 +207,9 @@ def plan_weights(layers: dict, config: AccelConfig, enabled: bool = True) -> Wei
             continue
         tiles = {}
         for op in ops:
-            tiles.setdefault(weight_key(op), weight_tile_rows(op))
+            key = weight_key(op)
+            if key not in tiles:
+                tiles[key] = weight_tile_rows(op)
         loads = [ld for op in ops for ld in op.weight]
         saved = sum(load_bytes(ld.__dict__) for ld in loads) + isa.INSN_BYTES * len(loads)
         cands.append((name, tiles, saved, len(loads)))

@@ -30,7 +30,9 @@ Data layouts in DRAM: activations int8 NHWC (a fully connected layer's
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import gc
 
 from celosia.errors import CompileError, EncodeError
 from celosia.rtl.config import AccelConfig, ceil_div
@@ -46,7 +48,7 @@ from celosia.sw.compiler.program import MAX_DESC_INSNS, NodeCode, Program
 from celosia.sw.compiler.tiling import dep_flags
 from celosia.sw.quant.model import QModel
 
-__all__ = ["compile_model", "SUPPORTED_OPS"]
+__all__ = ["compile_model", "gc_paused", "SUPPORTED_OPS"]
 
 SUPPORTED_OPS = ("fc", "conv", "maxpool", "avgpool", "gap", "add")
 
@@ -55,6 +57,8 @@ def compile_model(model: QModel, config: AccelConfig, batch: int = 1,
                   resident_weights: bool = True, keep_outputs: bool = True) -> Program:
     """Compile ``model`` for ``config``, ``batch`` samples per run.
 
+    The cyclic garbage collector is paused while it runs (:func:`gc_paused`).
+
     With ``resident_weights`` (the default) the weight tiles of the layers that fit the
     weight buffer are loaded once by an initialization graph and the execution graph
     reads them with no LOAD (:func:`~celosia.sw.compiler.alloc.plan_weights`); without,
@@ -62,6 +66,29 @@ def compile_model(model: QModel, config: AccelConfig, batch: int = 1,
     layer's output that fits stays in the ifmap buffer as the next layer's input
     (:func:`~celosia.sw.compiler.keep.plan_keep`); without, every layer's output goes
     through DRAM."""
+    with gc_paused():
+        return _compile(model, config, batch, resident_weights, keep_outputs)
+
+
+@contextlib.contextmanager
+def gc_paused():
+    """Pause Python's cyclic garbage collector for the ``with`` block (and restore it as it
+    was). The compiler builds up to millions of small objects (tiles, LOADs, instruction
+    words) that form no reference cycles, and each of the collector's full passes walks all
+    of them: about half of the compile time of a ResNet went into those passes. Whatever
+    the block leaves behind is collected as usual afterwards."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
+def _compile(model: QModel, config: AccelConfig, batch: int, resident_weights: bool,
+             keep_outputs: bool) -> Program:
+    """:func:`compile_model`, with the collector as the caller left it."""
     if batch < 1:
         raise CompileError(f"batch must be at least 1, not {batch}")
     if batch > 0xFFFF:

@@ -82,7 +82,7 @@ from celosia.rtl.config import AccelConfig
 from celosia.rtl.isa import Buffer, Opcode
 from celosia.sw.analysis import load_bytes
 from celosia.sw.compiler.alloc import WeightPlan, streaming_plan, weight_tile_rows
-from celosia.sw.compiler.tiling import Unit, VecOp, dep_flags, encode, merge_loads
+from celosia.sw.compiler.tiling import Unit, VecOp, dep_bits, encode, merge_loads
 
 __all__ = ["emit_unit", "weight_fetch", "AHEAD_PIECE_BYTES"]
 
@@ -110,17 +110,22 @@ def emit_unit(unit: Unit, config: AccelConfig, first: bool, last: bool,
     slots, pops = _schedule(items, T, max(1, config.queue_depth // 2))
 
     def load_group(t):
-        return [ld.encode(buf, base, dep_flags(pop_next=(i == 0 and (t >= 2 or (t == 0 and not first))),
-                                               push_next=push))
+        return [ld.encode(buf, base, dep_bits(pop_next=(i == 0 and (t >= 2 or (t == 0 and not first))),
+                                              push_next=push))
                 for i, (ld, buf, base, push) in enumerate(slots[t])]
+
+    pop_prev, pop_next, push_prev, push_next = (dep_bits(**{flag: True}) for flag in
+                                                ("pop_prev", "pop_next", "push_prev", "push_next"))
 
     def compute(t):
         u, g = ops[t]
-        tile, op = unit.tiles[u], unit.tiles[u].ops[g]
+        tile = unit.tiles[u]
+        op = tile.ops[g]
         half, row = ifmap_rows[t]
         ifmap_row = half * i_half + row
-        dep = dep_flags(pop_prev=t in pops, pop_next=(g == 0 and u in s2c_pop),
-                        push_prev=t + 2 < T and bool(slots[t + 2]), push_next=g == len(tile.ops) - 1)
+        dep = ((pop_prev if t in pops else 0) | (pop_next if g == 0 and u in s2c_pop else 0)
+               | (push_prev if t + 2 < T and slots[t + 2] else 0)
+               | (push_next if g == len(tile.ops) - 1 else 0))
         if isinstance(op, VecOp):
             return op.encode(ifmap_row=ifmap_row, psum_row=psum_at[u], m_len=tile.m_len, dep=dep)
         return op.encode(accumulate=int(g > 0), ifmap_row=ifmap_row, weight_row=weight_rows[t],
@@ -132,21 +137,21 @@ def emit_unit(unit: Unit, config: AccelConfig, first: bool, last: bool,
         tile, st = unit.tiles[u], unit.tiles[u].store
         pitch, rows = st.run_rows(tile.m_len)
         return [st.encode(psum_row=psum_at[u] + r * pitch, param_row=tile.param_row * config.cols, m_len=rows,
-                          dep=dep_flags(pop_prev=r == 0, push_prev=r == st.runs - 1 and (
+                          dep=dep_bits(pop_prev=r == 0, push_prev=r == st.runs - 1 and (
                               (u in s2c_push) or (u == n_tiles - 1 and not last))), run=r)
                 for r in range(st.runs)]
 
     out: list[int] = []
     out.extend(load_group(0))
     for t in range(T):
-        if t + 1 < T:
+        if t + 1 < T and slots[t + 1]:
             out.extend(load_group(t + 1))
         out.append(compute(t))
         u, g = ops[t]
         if g == len(unit.tiles[u].ops) - 1:
             out.extend(store(u))
     if not last:
-        out.append(encode(Opcode.NOP, dep=dep_flags(pop_next=True, push_prev=True)))
+        out.append(encode(Opcode.NOP, dep=dep_bits(pop_next=True, push_prev=True)))
     return out
 
 
@@ -340,47 +345,51 @@ def _weight_groups(unit: Unit, ops: list[tuple[int, int]], weights: WeightPlan
     group ``w`` may load from LOAD group ``t + 1`` on, ``t`` the first GEMM of group
     ``w-1`` (the half's last readers, group ``w-2``, all come before ``t``)."""
     rows: list[int | None] = [None] * len(ops)
-    streamed = []
+    streamed, sops = [], []   # the streamed GEMMs' instruction indices, and the GEMMs
+    tiles, resident = unit.tiles, weights.rows
     for t, (u, g) in enumerate(ops):
-        op = unit.tiles[u].ops[g]
+        op = tiles[u].ops[g]
         if isinstance(op, VecOp):
             continue
-        rows[t] = weights.row(op)
-        if rows[t] is None and op.weight:
+        if resident:
+            rows[t] = weights.row(op)
+            if rows[t] is not None:
+                continue
+        if op.weight:
             streamed.append(t)
+            sops.append(op)
     if not streamed:
         return rows, []
-    pitch = max(weight_tile_rows(unit.tiles[ops[t][0]].ops[ops[t][1]]) for t in streamed)
+    pitch = max(map(weight_tile_rows, sops))
     cap = max(1, weights.half_rows // pitch)
 
-    def few_loads(members):   # the group's LOADs, merged, within Unit.group_loads
-        loads = [ld for t in members for ld in unit.tiles[ops[t][0]].ops[ops[t][1]].weight]
-        return unit.group_loads is None or len(merge_loads(loads)) <= unit.group_loads
+    def few_loads(i, n):   # the LOADs of group sops[i:i+n], merged, within Unit.group_loads
+        return unit.group_loads is None or len(merge_loads(
+            [ld for op in sops[i:i + n] for ld in op.weight])) <= unit.group_loads
 
-    groups, size, i = [], 1, 0
+    groups, size, i = [], 1, 0   # (first, members) in the streamed GEMMs
     while i < len(streamed):
         n = min(size, len(streamed) - i)
-        if not few_loads(streamed[i:i + n]):   # the most members that merge into few LOADs
+        if not few_loads(i, n):   # the most members that merge into few LOADs
             lo, hi = 1, n - 1
             while lo < hi:
                 mid = (lo + hi + 1) // 2
-                lo, hi = (mid, hi) if few_loads(streamed[i:i + mid]) else (lo, mid - 1)
+                lo, hi = (mid, hi) if few_loads(i, mid) else (lo, mid - 1)
             n = lo
-        groups.append(streamed[i:i + n])
+        groups.append((i, n))
         i += n
         size = min(2 * size, cap)
     items = []
-    for w, members in enumerate(groups):
+    for w, (i, n) in enumerate(groups):
         base = weights.halves[w % 2]
         tile_loads = []
-        for j, t in enumerate(members):
-            u, g = ops[t]
-            rows[t] = base + j * pitch
-            for ld in unit.tiles[u].ops[g].weight:
+        for j in range(n):
+            rows[streamed[i + j]] = base + j * pitch
+            for ld in sops[i + j].weight:
                 moved = object.__new__(type(ld))   # copy.copy, without its generic protocol
                 moved.__dict__.update(ld.__dict__, buf_row=ld.buf_row + j * pitch)
                 tile_loads.append(moved)
-        release = groups[w - 1][0] + 1 if w > 0 else 0
-        items.append(_Item(release, members[0], members[0], 2,
+        release = streamed[groups[w - 1][0]] + 1 if w > 0 else 0
+        items.append(_Item(release, streamed[i], streamed[i], 2,
                            [(ld, Buffer.WEIGHT, base) for ld in merge_loads(tile_loads)]))
     return rows, items

@@ -160,6 +160,40 @@ def lower_conv(layer: QLayer, config: AccelConfig, batch: int, alloc: Allocation
     n_pb = ceil_div(nt, pb)
     taps = row_taps(Fw, sw, dw, chunks[0][1], config)
 
+    # The same in every block, so built once and shared (nothing changes them after lowering):
+    # the weight LOADs of each GEMM of an output-channel tile, the windows of a block shape
+    # and, when the block stays resident (its GEMMs load no ifmap), a tile's GEMMs.
+    weight_lists: dict = {}
+    windows: dict = {}
+    resident_gemms: dict = {}
+
+    def tile_weights(g, j, n_len):
+        """The weight LOADs of each GEMM of output tile ``j`` of group ``g``, in GEMM order."""
+        key = (g, j)
+        if key not in weight_lists:
+            lists = weight_lists[key] = []
+            for c0, k_len in chunks:
+                for fh in range(Fh):
+                    for fw, n_taps in taps:
+                        krow = (fh * Fw + fw) * cin_g + c0
+                        base = alloc.weights + (g * K_g + krow) * cout_g + j * C
+                        if n_taps == 1 or cin_g * cout_g <= _MAX_STRIDE2:
+                            lists.append([load(BaseReg.STATIC, base, n_len, n1=k_len, s1=cout_g, bs1=1,
+                                               n2=n_taps, s2=cin_g * cout_g if n_taps > 1 else 0,
+                                               bs2=k_len)])
+                        else:       # a tap's stride past the LOAD's field: one LOAD per tap
+                            lists.append([load(BaseReg.STATIC, base + t * cin_g * cout_g, n_len, n1=k_len,
+                                               s1=cout_g, bs1=1, buf_row=t * k_len)
+                                          for t in range(n_taps)])
+        return weight_lists[key]
+
+    def window(n_taps, hbt, wbt, nx):
+        key = (n_taps, hbt, wbt, nx)
+        if key not in windows:
+            windows[key] = Window(win_h=1, win_w=n_taps, stride_h=sh, stride_w=sw, dil_h=1, dil_w=1,
+                                  out_h=hbt, out_w=wbt, row_pitch=nx)
+        return windows[key]
+
     tiles = []
     for block_id, (img, g, ho0, hbt, wo0, wbt) in enumerate(conv_blocks(batch, G, Ho, Wo, hb, wb)):
         y0, x0 = ho0 * sh - pt, wo0 * sw - pl
@@ -172,26 +206,21 @@ def lower_conv(layer: QLayer, config: AccelConfig, batch: int, alloc: Allocation
                        if resident else [])
         for j in range(nt):
             n_len = min(C, cout_g - j * C)
-            gemms = []
-            for i, (c0, k_len) in enumerate(chunks):
-                for fh in range(Fh):
-                    for fw, n_taps in taps:
-                        krow = (fh * Fw + fw) * cin_g + c0
-                        base = alloc.weights + (g * K_g + krow) * cout_g + j * C
-                        if n_taps == 1 or cin_g * cout_g <= _MAX_STRIDE2:
-                            weight = [load(BaseReg.STATIC, base, n_len, n1=k_len, s1=cout_g, bs1=1, n2=n_taps,
-                                           s2=cin_g * cout_g if n_taps > 1 else 0, bs2=k_len)]
-                        else:       # a tap's stride past the LOAD's field: one LOAD per tap
-                            weight = [load(BaseReg.STATIC, base + t * cin_g * cout_g, n_len, n1=k_len,
-                                           s1=cout_g, bs1=1, buf_row=t * k_len) for t in range(n_taps)]
-                        # per chunk: the first tap's GEMM loads the chunk's rows
-                        ifmap = [rows_load(c0, k_len, 0)] if not resident and fh == fw == 0 else []
-                        gemms.append(GemmOp(
-                            k_len=k_len, n_len=n_len, weight=weight, ifmap=ifmap,
-                            ifmap_row=(i * ny * nx if resident else 0) + fh * dh * nx + fw * dw,
-                            ifmap_group=None if resident else i,
-                            window=Window(win_h=1, win_w=n_taps, stride_h=sh, stride_w=sw, dil_h=1,
-                                          dil_w=1, out_h=hbt, out_w=wbt, row_pitch=nx)))
+            gemms = resident_gemms.get((g, j, hbt, wbt)) if resident else None
+            if gemms is None:
+                gemms = []
+                weights = iter(tile_weights(g, j, n_len))
+                for i, (c0, k_len) in enumerate(chunks):
+                    for fh in range(Fh):
+                        for fw, n_taps in taps:
+                            # per chunk: the first tap's GEMM loads the chunk's rows
+                            ifmap = [rows_load(c0, k_len, 0)] if not resident and fh == fw == 0 else []
+                            gemms.append(GemmOp(
+                                k_len=k_len, n_len=n_len, weight=next(weights), ifmap=ifmap,
+                                ifmap_row=(i * ny * nx if resident else 0) + fh * dh * nx + fw * dw,
+                                ifmap_group=None if resident else i, window=window(n_taps, hbt, wbt, nx)))
+                if resident:
+                    resident_gemms[(g, j, hbt, wbt)] = gemms
             offset = ((img * Ho + ho0) * Wo + wo0) * Cout + g * cout_g + j * C
             tiles.append(OutTile(m_len=hbt * wbt, ops=gemms,
                                  store=store(layer, alloc.dst, offset, Cout, n_len),

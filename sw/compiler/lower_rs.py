@@ -46,6 +46,7 @@ and :func:`mapping`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 
 from celosia.errors import CompileError
@@ -61,7 +62,13 @@ from celosia.sw.compiler.tiling import (GemmOp, OutTile, Unit, Window, conv_attr
                                         window_load)
 from celosia.sw.quant.model import QLayer
 
-__all__ = ["lower_conv", "lower_fc", "mapping", "layer_cycles", "LOWERINGS"]
+__all__ = ["lower_conv", "lower_fc", "mapping", "layer_cycles", "LOWERINGS", "TIMING_FIELDS"]
+
+#: The :class:`~celosia.rtl.config.AccelConfig` fields of the DRAM timing this family's
+#: choice of mapping reads (:func:`layer_cycles`, through :func:`~celosia.rtl.dma.load_cycles`):
+#: unlike the other families' programs, an rs program changes with them
+#: (:func:`~celosia.sw.compiler.program.program_key`).
+TIMING_FIELDS = ("bus_bits", "dram_latency")
 
 #: The largest ``dram_stride2`` of a LOAD.
 _MAX_STRIDE2 = isa.field_max(isa.LoadInsn, "dram_stride2")
@@ -76,7 +83,24 @@ def _gemm_op_cycles(op: GemmOp, config: AccelConfig) -> int:
 
 def _loads_cycles(loads, config: AccelConfig) -> int:
     """The load engine's cycles of ``loads`` one after the other (:func:`~celosia.rtl.dma.load_cycles`)."""
-    return sum(load_cycles(ld.__dict__, config) for ld in loads)
+    nb = config.bus_bytes
+    total = 0
+    for ld in loads:
+        fields = dict(ld.__dict__)
+        fields["dram_offset"] %= nb
+        total += _load_cycles(tuple(fields.items()), config)
+    return total
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _load_cycles(fields: tuple, config: AccelConfig) -> int:
+    """:func:`~celosia.rtl.dma.load_cycles` of the LOAD with ``fields`` (``(name, value)``
+    pairs), remembered: the mapping search costs the same LOADs over and over. With the
+    base registers at 0 (as the mapping search asks), a LOAD's bus requests depend on its
+    start address only through its place in a bus word (:func:`~celosia.rtl.dma.load_plan`),
+    so :func:`_loads_cycles` asks with ``dram_offset`` modulo the bus word: LOADs of the
+    same shape at other addresses share one answer."""
+    return load_cycles(dict(fields), config)
 
 
 def _even_block(n: int, b: int) -> int:

@@ -16,13 +16,33 @@ start, the initialization graph's at :attr:`Program.init_offset`.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 from celosia.errors import CompileError
 from celosia.rtl import isa
 from celosia.rtl.config import RANGES, AccelConfig
+from celosia.rtl.dataflows import dataflow
 
-__all__ = ["Program", "NodeCode", "align"]
+__all__ = ["Program", "NodeCode", "align", "RUN_ONLY_FIELDS", "program_key"]
+
+
+#: The :class:`~celosia.rtl.config.AccelConfig` fields the compiler does not read: the DRAM
+#: bus and model (width, size, latency, bandwidth) and the PPU's lanes only change how
+#: long a run takes, and ``dram_bytes`` only whether it fits (:meth:`Program.check_dram`);
+#: except the DRAM timing a lowering family's choice of mapping reads, its
+#: ``TIMING_FIELDS`` (the rs family: ``bus_bits``, ``dram_latency``). Two configs with the
+#: same :func:`program_key` compile to the same program (:meth:`Program.with_config`; a
+#: sweep over those fields compiles once).
+RUN_ONLY_FIELDS = ("bus_bits", "dram_bytes", "dram_latency", "dram_bytes_per_cycle", "ppu_lanes")
+
+
+def program_key(config: AccelConfig) -> tuple:
+    """What of ``config`` the compiled program depends on, as ``(name, value)`` pairs: its
+    fields but :data:`RUN_ONLY_FIELDS`, less the ``TIMING_FIELDS`` of its dataflow's
+    lowering family."""
+    read = getattr(dataflow(config.dataflow).lowering, "TIMING_FIELDS", ())
+    return tuple((k, v) for k, v in config.to_dict().items() if k not in RUN_ONLY_FIELDS or k in read)
 
 
 #: Instructions one node descriptor can hold (``NodeDescriptor.n_insn`` is 16 bits).
@@ -67,6 +87,17 @@ class Program:
     #: empty when no output is kept.
     kept: dict = field(default_factory=dict)
 
+    def with_config(self, config: AccelConfig) -> "Program":
+        """This program for ``config``, which has the same :func:`program_key` as
+        :attr:`config` (the same instructions, descriptors and DRAM image: compiling for
+        ``config`` gives them again); a :class:`ValueError` naming the fields otherwise."""
+        if config == self.config:
+            return self
+        if program_key(config) != program_key(self.config):
+            changed = [k for (k, v), (_, w) in zip(program_key(config), program_key(self.config)) if v != w]
+            raise ValueError(f"the program was compiled for other {', '.join(changed)}")
+        return dataclasses.replace(self, config=config)
+
     def _table_bytes(self, n_descs: int) -> int:
         return align((n_descs + 1) * isa.DESC_BYTES, isa.INSN_BYTES)
 
@@ -109,9 +140,21 @@ class Program:
         return b"".join(descs).ljust(self._table_bytes(len(descs) - 1), b"\0")
 
     def _section(self, nodes: list[NodeCode]) -> bytes:
-        """A graph's descriptor table and its instruction blocks."""
-        words = [w for node in nodes for insn in node.insns for w in isa.encode_words(insn)]
-        return self._table(nodes, len(nodes), 0) + b"".join(w.to_bytes(8, "little") for w in words)
+        """A graph's descriptor table and its instruction blocks (each instruction its
+        :data:`~celosia.rtl.isa.INSN_WORDS` little-endian words, low word first: the
+        little-endian bytes of the whole word)."""
+        return self._table(nodes, len(nodes), 0) + b"".join(
+            insn.to_bytes(isa.INSN_BYTES, "little") for node in nodes for insn in node.insns)
+
+    def _section_bytes(self, nodes: list[NodeCode]) -> int:
+        """``len(self._section(nodes))``, without building it."""
+        return (self._table_bytes(sum(len(self._pieces(nd)) for nd in nodes))
+                + isa.INSN_BYTES * sum(len(nd.insns) for nd in nodes))
+
+    @property
+    def image_bytes(self) -> int:
+        """``len(self.image())``, without building the image (:meth:`layout` needs only this)."""
+        return self._section_bytes(self.nodes) + (0 if self.init is None else self._section_bytes([self.init]))
 
     def image(self) -> bytes:
         """The execution graph (descriptor table + instruction blocks), then, if there is
@@ -142,7 +185,7 @@ class Program:
         regions").
         """
         m = {"program": base}
-        cursor = base + align(len(self.image()))
+        cursor = base + align(self.image_bytes)
         m["static"] = cursor
         cursor += align(len(self.static))
         m["input_stride"] = align(self.input_bytes, 8)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import operator
 from dataclasses import dataclass, field
 
 from celosia.rtl import isa
@@ -32,7 +33,7 @@ from celosia.rtl.isa import PARAM_BYTES, BaseReg, Buffer, Opcode
 from celosia.sw.quant.model import QLayer
 
 __all__ = ["Load", "Store", "Window", "GemmOp", "VecOp", "OutTile",
-           "Unit", "encode", "dep_flags", "load", "merge_loads", "window_load", "raw_rows_load", "store", "conv_attrs", "conv_blocks",
+           "Unit", "encode", "dep_flags", "dep_bits", "load", "merge_loads", "window_load", "raw_rows_load", "store", "conv_attrs", "conv_blocks",
            "window_lines", "subtracts_zero_point", "param_chunks", "split_units"]
 
 
@@ -48,6 +49,31 @@ def dep_flags(pop_prev=False, pop_next=False, push_prev=False, push_next=False) 
     """The ``dep`` field (:data:`~celosia.rtl.isa.DepFlags`) of an instruction."""
     return {"pop_prev": int(pop_prev), "pop_next": int(pop_next),
             "push_prev": int(push_prev), "push_next": int(push_next)}
+
+
+_DEP_BIT = {name: 1 << f.offset for name, f in isa.DepFlags}
+
+
+def dep_bits(pop_prev=False, pop_next=False, push_prev=False, push_next=False) -> int:
+    """:func:`dep_flags` as the packed ``dep`` field (what the ``encode`` methods take too)."""
+    b = _DEP_BIT
+    return ((b["pop_prev"] if pop_prev else 0) | (b["pop_next"] if pop_next else 0)
+            | (b["push_prev"] if push_prev else 0) | (b["push_next"] if push_next else 0))
+
+
+def _packer(op: Opcode, layout, *names: str):
+    """``f(*values) -> int``: the instruction ``op`` (of ``layout``) with ``names`` set to
+    ``values`` (the others 0): :func:`celosia.rtl.isa.packer` plus the opcode; a field out
+    of range is an :class:`EncodeError` (as :func:`encode`). For the encoders the compiler
+    calls per instruction."""
+    pack, opcode = isa.packer(layout, names), isa.encode(op)
+
+    def encoded(*values):
+        try:
+            return pack(*values) | opcode
+        except FieldError as e:
+            raise EncodeError(str(e)) from e
+    return encoded
 
 
 # -- instructions ---------------------------------------------------------------------------
@@ -96,11 +122,15 @@ class Load:
                 pad_lo1=self.pad_lo1 if pad else 0, pad_hi1=self.pad_hi1 if pad else 0))
         return out
 
-    def encode(self, buf: Buffer, row_base: int, dep: dict) -> int:
+    def encode(self, buf: Buffer, row_base: int, dep: dict | int) -> int:
         """The instruction word: into ``buf`` at row ``row_base + buf_row``."""
-        fields = {k: v for k, v in self.__dict__.items() if v}   # a field left out is 0
-        fields["buf_row"] = row_base + self.buf_row
-        return encode(Opcode.LOAD, buf=buf, dep=dep, **fields)
+        return _LOAD(buf, dep, self.base_reg, self.dram_offset, self.n0, self.dram_stride0, self.lane0,
+                     self.n1, self.dram_stride1, self.buf_stride1, self.n2, self.dram_stride2,
+                     self.buf_stride2, row_base + self.buf_row, self.pad_en, self.pad_lo1, self.pad_hi1,
+                     self.pad_lo2, self.pad_hi2, self.pad_value)
+
+
+_LOAD = _packer(Opcode.LOAD, isa.LoadInsn, "buf", "dep", *(f.name for f in dataclasses.fields(Load)))
 
 
 @dataclass
@@ -138,12 +168,17 @@ class Store:
         pitch = self.run_pitch or m_len // self.runs
         return pitch, pitch if self.run_len is None else self.run_len
 
-    def encode(self, psum_row: int, param_row: int, m_len: int, dep: dict, run: int = 0) -> int:
+    def encode(self, psum_row: int, param_row: int, m_len: int, dep: dict | int, run: int = 0) -> int:
         """The STORE of run ``run`` (its ``psum_row`` / ``m_len``)."""
-        fields = {k: v for k, v in self.__dict__.items()
-                  if k not in ("runs", "run_stride", "run_pitch", "run_len")}
-        fields["buf_row" if self.to_buf else "dram_offset"] += run * self.run_stride
-        return encode(Opcode.STORE, psum_row=psum_row, param_row=param_row, m_len=m_len, dep=dep, **fields)
+        step = run * self.run_stride
+        return _STORE(psum_row, param_row, m_len, dep, self.base_reg,
+                      self.dram_offset + (0 if self.to_buf else step), self.dram_stride, self.n_len,
+                      self.out_zp, self.act_min, self.act_max, self.to_buf, self.single_round,
+                      self.buf_row + (step if self.to_buf else 0), self.buf_stride, self.lane0)
+
+
+_STORE = _packer(Opcode.STORE, isa.StoreInsn, "psum_row", "param_row", "m_len", "dep",
+                 *(f.name for f in dataclasses.fields(Store) if not f.name.startswith("run")))
 
 
 @dataclass
@@ -180,11 +215,20 @@ class GemmOp:
     ifmap_group: int | None = None  # streamed mode: GEMMs sharing one ifmap tile
 
     def encode(self, *, accumulate: int, ifmap_row: int, weight_row: int, psum_row: int, m_len: int,
-               dep: dict, in_zp: int) -> int:
-        window = dict(window=1, **self.window.__dict__) if self.window is not None else {}
-        return encode(Opcode.GEMM, accumulate=accumulate, ifmap_row=ifmap_row, weight_row=weight_row,
-                      psum_row=psum_row, m_len=m_len, k_len=self.k_len, n_len=self.n_len, dep=dep,
-                      in_zp=in_zp, **window)
+               dep: dict | int, in_zp: int) -> int:
+        w = self.window
+        if w is None:
+            return _GEMM(accumulate, ifmap_row, weight_row, psum_row, m_len, self.k_len, self.n_len, dep,
+                         in_zp)
+        return _GEMM_WINDOW(accumulate, ifmap_row, weight_row, psum_row, m_len, self.k_len, self.n_len,
+                            dep, in_zp, 1, w.win_h, w.win_w, w.stride_h, w.stride_w, w.dil_h, w.dil_w,
+                            w.out_h, w.out_w, w.row_pitch)
+
+
+_GEMM_FIELDS = ("accumulate", "ifmap_row", "weight_row", "psum_row", "m_len", "k_len", "n_len", "dep", "in_zp")
+_GEMM = _packer(Opcode.GEMM, isa.GemmInsn, *_GEMM_FIELDS)
+_GEMM_WINDOW = _packer(Opcode.GEMM, isa.GemmInsn, *_GEMM_FIELDS, "window",
+                       *(f.name for f in dataclasses.fields(Window)))
 
 
 @dataclass
@@ -256,46 +300,38 @@ def merge_loads(loads: list[Load]) -> list[Load]:
     weight tiles of a weight group (:mod:`~celosia.sw.compiler.emit`): a conv's kernel taps,
     an fc layer's k tiles of one output tile."""
     fits = _merge_fits()
-
-    def shape(ld):   # every field but the two that progress
-        d = dict(ld.__dict__)
-        del d["dram_offset"], d["buf_row"]
-        return d
-
+    max_n2, max_s2, max_b2 = fits["n2"], fits["dram_stride2"], fits["buf_stride2"]
     out: list[Load] = []
-    run: list[Load] = []
-    run_shape = None   # shape() of run[0], computed when a second LOAD is considered
-
-    def flush():
-        if len(run) == 1:
-            out.append(run[0])
-        elif run:
-            out.append(dataclasses.replace(run[0], n2=len(run),
-                                           dram_stride2=run[1].dram_offset - run[0].dram_offset,
-                                           buf_stride2=run[1].buf_row - run[0].buf_row))
-        run.clear()
-
-    for ld in loads:
-        if ld.n2 != 1 or ld.pad_en:
-            flush()
-            out.append(ld)
+    i, n = 0, len(loads)
+    while i < n:   # a run from loads[i]: its step is its second LOAD's, all the others follow it
+        first = loads[i]
+        i += 1
+        if first.n2 != 1 or first.pad_en:
+            out.append(first)
             continue
-        if run:
-            step = (run[1].dram_offset - run[0].dram_offset, run[1].buf_row - run[0].buf_row) \
-                if len(run) > 1 else (ld.dram_offset - run[0].dram_offset, ld.buf_row - run[0].buf_row)
-            ok = (0 < step[0] <= fits["dram_stride2"] and 0 < step[1] <= fits["buf_stride2"]
-                  and len(run) < fits["n2"]
-                  and ld.dram_offset == run[0].dram_offset + len(run) * step[0]
-                  and ld.buf_row == run[0].buf_row + len(run) * step[1])
-            if ok:
-                if run_shape is None or len(run) == 1:
-                    run_shape = shape(run[0])
-                ok = shape(ld) == run_shape
-            if not ok:
-                flush()
-        run.append(ld)
-    flush()
+        count = 1
+        if i < n:
+            ds = loads[i].dram_offset - first.dram_offset
+            db = loads[i].buf_row - first.buf_row
+            if 0 < ds <= max_s2 and 0 < db <= max_b2:
+                shape = _LOAD_SHAPE(first.__dict__)   # every field but the two that progress
+                while (i < n and count < max_n2 and loads[i].n2 == 1 and not loads[i].pad_en
+                       and loads[i].dram_offset == first.dram_offset + count * ds
+                       and loads[i].buf_row == first.buf_row + count * db
+                       and _LOAD_SHAPE(loads[i].__dict__) == shape):
+                    count += 1
+                    i += 1
+        if count == 1:
+            out.append(first)
+        else:   # dataclasses.replace, without its generic protocol
+            merged = object.__new__(Load)
+            merged.__dict__.update(first.__dict__, n2=count, dram_stride2=ds, buf_stride2=db)
+            out.append(merged)
     return out
+
+
+_LOAD_SHAPE = operator.itemgetter(*(f.name for f in dataclasses.fields(Load)
+                                    if f.name not in ("dram_offset", "buf_row")))
 
 
 @functools.cache

@@ -217,15 +217,16 @@ FEIE_CFG = AccelConfig(rows=2, cols=4, dataflow="feie", ifmap_rows=32)
 
 @pytest.mark.parametrize("rows, insn, want", [
     # The broadcast FEIE engine (rtl/arrays/feie.py), worked by hand from its docstring:
-    # weight rows read in cycles 2 .. W+1 (W = taps * k_len), MACs from W+3; a pixel read in
-    # cycle c lands in c+1 (a zero one is dropped); an output is granted the write port the
-    # cycle after its last pixel is done; done = max(last grant + 2, W + 4).
+    # weight row i (of W = taps * k_len) read in cycle 2+i, usable from 4+i, and an input
+    # multiplied once the weight rows it takes are usable; a pixel read in cycle c lands in
+    # c+1 (a zero one is dropped), multiplied from c+2; an output is granted the write port
+    # the cycle after its last pixel is done; done = max(last grant + 2, W + 4).
     ([[1, 2]], dict(m_len=1, k_len=2, n_len=4),
-     9),   # W 2: read 2, lands 3; MACs 5 (k=0), 6 (k=1); grant 7; done 9
+     8),   # W 2: read 2, lands 3; MACs 4 (k=0: row 0), 5 (k=1: row 1); grant 6; done 8
     ([[0, 0]], dict(m_len=1, k_len=2, n_len=4),
      6),   # all zero: lands 3, dropped; grant 4; done max(6, 2+4) = 6
     ([[-128, 4]], dict(m_len=1, k_len=2, n_len=4, in_zp=-128),
-     8),   # zero point -128: one MAC (k=1) at 5; grant 6; done 8
+     8),   # zero point -128: one MAC (k=1: row 1, usable from 5) at 5; grant 6; done 8
     ([[-128, 4]], dict(m_len=1, k_len=2, n_len=4, in_zp=0x80),
      8),   # the same zero point as the field's byte
     ([[3, 0], [5, 0]], dict(m_len=2, k_len=1, n_len=4),
@@ -243,10 +244,11 @@ def test_feie_cycles(rows, insn, want):
 
 @pytest.mark.parametrize("sparse", [False, True])
 def test_feie_cycles_seed_example(sparse):
-    """Seed 003's 2x8 input by a 1x3 filter on 3 PE rows (one group of 3), 1 column: W 3, the
-    16 inputs read one per cycle from cycle 2, MACs 6 .. 21 (dense: 16 back to back), the
-    last output's grant 22, done 24. With X6..X11 zero the MACs are 10 but the 16 pixels
-    still cross the one read port (a 1-channel pixel per buffer row): done 24 too."""
+    """Seed 003's 2x8 input by a 1x3 filter on 3 PE rows (one group of 3), 1 column: W 3
+    (weight row fw usable from 4+fw), the 16 inputs read one per cycle from cycle 2, MACs
+    4 .. 19 (dense: 16 back to back; pixel p takes taps up to min(p, 2), usable by then),
+    the last output's grant 20, done 22. With X6..X11 zero the MACs are 10 but the 16
+    pixels still cross the one read port (a 1-channel pixel per buffer row): done 22 too."""
     cfg = AccelConfig(rows=3, cols=1, dataflow="feie", ifmap_rows=32)
     ifmap = np.zeros((32, 3), dtype=np.int64)
     ifmap[:16, 0] = range(1, 17)
@@ -254,7 +256,7 @@ def test_feie_cycles_seed_example(sparse):
         ifmap[5:11, 0] = 0
     insn = dict(window=1, win_h=1, win_w=3, stride_h=1, stride_w=1, dil_h=1, dil_w=1, out_h=2, out_w=6,
                 m_len=12, row_pitch=8, k_len=1, n_len=1)
-    assert dataflow("feie").cycles(insn, cfg, ifmap) == 24
+    assert dataflow("feie").cycles(insn, cfg, ifmap) == 22
 
 
 def test_feie_cycles_needs_the_data():

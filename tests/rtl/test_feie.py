@@ -5,6 +5,7 @@ loop over the ISA's GEMM formula (rtl/isa.py, ``x - in_zp``), latency and ``zero
 against the engine's executable timing (``row_trace``) at random sparsity, errors."""
 
 import random
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -277,7 +278,6 @@ def test_geometry():
     seed's 3 PEs), at stride 2 two, at stride 3 one; 2 taps at stride 1 two."""
     def geo(**kw):
         d = row_insn(2, 4, **kw)
-        from types import SimpleNamespace
         return row_geometry(SimpleNamespace(**d), 8)
     assert (geo(win_w=3).P, geo(win_w=3).G, geo(win_w=3).Wp) == (3, 2, 6)
     assert (geo(win_w=3, stride_w=2).P, geo(win_w=3, stride_w=2).Wp) == (2, 9)
@@ -290,3 +290,79 @@ def test_signature_and_verilog():
     cfg = cfg_of(3, 2)
     assert FEIEArray(cfg).signature == ComputeEngineSignature(cfg)
     assert "module" in verilog.convert(FEIEArray(cfg_of(4, 2)))
+
+
+# -- each group a contiguous range of outputs (group_plan) -----------------------------------
+
+def test_ranges_hand_worked():
+    """One output row of 4 one-tap outputs (k_len 2) on 2 PE rows (P 1, G 2): Q = 2 outputs
+    per group, group 0 takes outputs 0, 1 (pixels 0, 1), group 1 outputs 2, 3 (pixels 2, 3).
+    Worked by hand from FEIEArray's text: W 2 (weight rows read 2, 3, usable from 4, 5);
+    reads 2 (g0 p0), 3 (g1 p2), 4 (g0 p1), 5 (g1 p3); MACs g0 4, 5 (p0), 6, 7 (p1), g1 5, 6
+    (p2), 7, 8 (p3); grants 6 (m 0), 7 (m 2), 8 (m 1: group 0's second output waits for
+    its pixel 1), 9 (m 3); done 11. Whole rows to groups would put all 8 MACs on group 0
+    (4 .. 11, done 14)."""
+    cfg = AccelConfig(rows=2, cols=1, dataflow="feie", ifmap_rows=32)
+    ifmap = np.zeros((32, 2), dtype=np.int64)
+    ifmap[:4] = [[1, 2], [3, 4], [5, 6], [7, 8]]
+    insn = row_insn(1, 4, k_len=2)
+    geo = row_geometry(SimpleNamespace(**insn), 2)
+    assert (geo.Q, [p.pieces for p in geo.groups]) == (2, [[(0, 0, 2)], [(0, 2, 2)]])
+    t = row_trace(insn, cfg, ifmap, log=True)
+    assert t.cycles == 11
+    assert [(c, gi) for c, gi, *_ in t.macs] == [(4, 0), (5, 0), (5, 1), (6, 0), (6, 1), (7, 0), (7, 1),
+                                                 (8, 1)]
+    assert t.writes == [(6, 0, 0), (7, 1, 2), (8, 0, 1), (9, 1, 3)]
+
+
+#: GEMMs on 8 PE rows and each group's tasks (output row, first output, outputs), worked
+#: out from group_plan's rule: Q = T // G rows + ceil((T % G) * out_w / G) outputs per group
+R8_CASES = [
+    # 3 taps at stride 2 (P 2, G 4), 2 rows of 7: Q = ceil(14/4) = 4
+    (row_insn(2, 7, win_w=3, stride_w=2, k_len=3, n_len=2),
+     [[(0, 0, 4)], [(0, 4, 3), (1, 0, 1)], [(1, 1, 4)], [(1, 5, 2)]]),
+    # 3 taps at stride 1 (P 3, G 2), 1 row of 9: Q = 5
+    (row_insn(1, 9, win_w=3, k_len=8, n_len=2, accumulate=1), [[(0, 0, 5)], [(0, 5, 4)]]),
+    # one tap at stride 2 (P 1, G 8), 3 rows of 5: Q = ceil(15/8) = 2
+    (row_insn(3, 5, stride_w=2, row_pitch=10, k_len=5, n_len=1),
+     [[(0, 0, 2)], [(0, 2, 2)], [(0, 4, 1), (1, 0, 1)], [(1, 1, 2)], [(1, 3, 2)], [(2, 0, 2)], [(2, 2, 2)],
+      [(2, 4, 1)]]),
+    # 3 taps at stride 1 (G 2), 5 rows of 3: Q = 2 rows + ceil(3/2) = 8
+    (row_insn(5, 3, win_w=3, k_len=4, n_len=2),
+     [[(0, 0, 3), (1, 0, 3), (2, 0, 2)], [(2, 2, 1), (3, 0, 3), (4, 0, 3)]]),
+    # a plain GEMM of 5 rows (G 8): one each, 3 groups idle
+    (dict(window=0, accumulate=0, ifmap_row=0, weight_row=0, psum_row=0, m_len=5, k_len=8, n_len=2),
+     [[(e, 0, 1)] for e in range(5)] + [[]] * 3),
+]
+
+
+def test_ranges_engine():
+    """Those GEMMs through the engine (the Amaranth simulator), dense (ifmap rows 0..31)
+    and at 40% zeros (rows 32..63): bit-exact, latency and zero_skips row_trace's; each
+    group writes exactly its outputs."""
+    cfg = cfg_of(8, 2, ifmap_rows=64)
+    rng = random.Random(11)
+    zp = -3
+    ifmap = np.array([[rng.choice([v for v in range(-128, 128) if v != zp]) if r < 32 or rng.random() < 0.6
+                       else zp for _ in range(8)] for r in range(64)])
+    insns = []
+    for base in (0, 32):
+        for insn, pieces in R8_CASES:
+            d = dict(insn, ifmap_row=base, in_zp=zp)
+            geo = row_geometry(SimpleNamespace(**d), 8)
+            assert [p.pieces for p in geo.groups] == pieces
+            t = row_trace(d, cfg, ifmap, log=True)
+            assert sorted(m for _, _, m in t.writes) == list(range(d["m_len"]))
+            assert all(m // geo.Q == gi for _, gi, m in t.writes)
+            insns.append(d)
+    weight = np.array([[rng.randrange(-128, 128) for _ in range(2)] for _ in range(cfg.weight_rows)])
+    psum0 = np.array([[rng.randrange(-1000, 1000) for _ in range(2)] for _ in range(cfg.psum_rows)])
+    psum, events, skips = run(cfg, insns, ifmap, weight, psum0)
+    expect = psum0.copy()
+    for d in insns:
+        ref(expect, ifmap, weight, d)
+    np.testing.assert_array_equal(psum, expect)
+    traces = [row_trace(d, cfg, ifmap) for d in insns]
+    for t, (_, a), (_, e) in zip(traces, events[0::2], events[1::2]):
+        assert e - a == t.cycles
+    assert skips == sum(t.zero_skips for t in traces) > 0

@@ -108,6 +108,27 @@ def test_impossible_config_is_a_failed_point_not_a_stop():
     assert "rows" in points[1].error and "100" in points[1].error
 
 
+def test_worker_batches_share_a_program():
+    """The pool and Dask runs send the points that compile to the same program (here the
+    three bus widths of one model, array and dataflow) to one worker, so it compiles once;
+    rs reads ``bus_bits`` when it picks a mapping, so its bus widths stay apart, and an
+    impossible config is a batch of its own."""
+    from celosia.sw.sweep import _batches
+    grid = Grid(models=["zoo:lenet5", "zoo:alexnet"], dataflows=["ws", "rs"], arrays=[(4, 4), (8, 8), (100, 4)],
+                sets={"bus_bits": [64, 128, 256]}, backend="perf")
+    points = expand(merge(grid))
+    batches = _batches(points)
+    assert sorted(p.key for b in batches for p in b) == sorted(p.key for p in points)
+    sizes = {}
+    for b in batches:
+        f = b[0].fields
+        assert len({(p.model, p.fields["dataflow"], p.fields["rows"], p.fields["cols"]) for p in b}) == 1
+        sizes.setdefault((f["dataflow"], b[0].error is None), set()).add(len(b))
+    # ws: 2 models x 2 possible arrays, each batch all three bus widths; rs: one point each
+    assert sizes == {("ws", True): {3}, ("rs", True): {1}, ("ws", False): {1}, ("rs", False): {1}}
+    assert len(batches) == 2 * 2 + 2 * 2 * 3 + 2 * 2 * 3
+
+
 def test_no_model(capsys, tmp_path):
     assert "--model" in one_line_error(capsys, ["sweep", "--out", str(tmp_path)])
 
