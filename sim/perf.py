@@ -47,6 +47,7 @@ import bisect
 import dataclasses
 import hashlib
 import heapq
+import mmap
 import os
 from collections import deque
 from dataclasses import dataclass, field
@@ -1240,7 +1241,9 @@ def run(config: AccelConfig, job: Job, progress=None, execute: bool = True,
     if jump is None:
         jump = os.environ.get("CELOSIA_PERF_JUMP", "1") != "0"
     execute = execute or config.dataflow == "feie"
-    sim = IsaSim(config, bytearray(job.dram_bytes))
+    # an anonymous mapping: zero-filled page by page as the run touches it, so a large
+    # DRAM (the zoo's big models need up to 256 MiB) costs only what the job uses
+    sim = IsaSim(config, mmap.mmap(-1, job.dram_bytes))
     for addr, payload in job.image:
         sim.dram[addr:addr + len(payload)] = payload
     if not execute:
