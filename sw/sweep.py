@@ -62,7 +62,7 @@ def _log(msg: str) -> None:
 def _batches(todo: list[Point]) -> list[list[Point]]:
     """``todo`` in batches of the points that compile to the same program (same model, same
     :func:`~celosia.sw.compiler.program_key`; e.g. the bus widths of one array and dataflow),
-    so each batch runs on one worker and compiles once (:func:`~celosia.sw.sweep_eval.program_for`)."""
+    so each batch runs on one worker and compiles once (:func:`~celosia.sw.sweep_eval.programs_for`)."""
     from .compiler import program_key
     batches: dict = {}
     for p in todo:

@@ -16,7 +16,7 @@ Models:
 Programs: a point's program is compiled once per process for all the points that differ
 only in fields the compiler does not read (:data:`~celosia.sw.compiler.RUN_ONLY_FIELDS`:
 bus width, DRAM size, latency and bandwidth, PPU lanes): the last
-:data:`PROGRAM_CACHE` programs are kept (:func:`program_for`), and a sweep over those fields
+:data:`PROGRAM_CACHE` models' programs are kept (:func:`programs_for`), and a sweep over those fields
 compiles each model once per array and dataflow.
 
 Float models are quantized on the sample they run (uniform ``[0, 1)``, seed 0), as
@@ -53,7 +53,7 @@ from celosia.rtl.config import AccelConfig
 from .sweep_grid import Point
 
 __all__ = ["ROW_FIELDS", "ENERGY_COSTS", "energy", "buffer_bytes", "evaluate_point", "timed_point", "timed_points",
-           "load_model", "program_for", "PROGRAM_CACHE"]
+           "load_model", "programs_for", "PROGRAM_CACHE"]
 
 #: The columns of a result row, in order (the swept ``--set`` fields follow ``cols``).
 ROW_FIELDS = ("point", "model", "backend", "dataflow", "rows", "cols", "layer", "op", "macs",
@@ -136,26 +136,28 @@ def load_model(spec: str, digest: str = "") -> list[tuple[object, np.ndarray]]:
     return _CACHE[key]
 
 
-#: Programs :func:`program_for` keeps per process (the most recently used).
+#: The models' program sets :func:`programs_for` keeps per process (the most recently used).
 PROGRAM_CACHE = 4
 
-_PROGRAMS: "OrderedDict[tuple, object]" = OrderedDict()
+_PROGRAMS: "OrderedDict[tuple, list]" = OrderedDict()
 
 
-def program_for(qmodel, config: AccelConfig, key: tuple = ()):
-    """``qmodel`` compiled for ``config`` (:func:`~celosia.sw.compiler.compile_model`,
-    defaults), reusing the program of an earlier call with the same ``key`` (what names
-    the model: spec, digest, index) and the same :func:`~celosia.sw.compiler.program_key`
-    (the same program, :meth:`~celosia.sw.compiler.Program.with_config`)."""
+def programs_for(qmodels: list, config: AccelConfig, key: tuple = ()) -> list:
+    """Each of ``qmodels`` (the graphs of one model, :func:`load_model`) compiled for
+    ``config`` (:func:`~celosia.sw.compiler.compile_model`, defaults), reusing the programs
+    of an earlier call with the same ``key`` (what names the model: spec, digest) and the
+    same :func:`~celosia.sw.compiler.program_key` (the same programs,
+    :meth:`~celosia.sw.compiler.Program.with_config`). A model's programs are kept together,
+    so a topology with more layers than :data:`PROGRAM_CACHE` still compiles each once."""
     from .compiler import compile_model, program_key
-    k = (key, id(qmodel), program_key(config))
+    k = (key, tuple(map(id, qmodels)), program_key(config))
     if k in _PROGRAMS:
         _PROGRAMS.move_to_end(k)
-    else:
-        _PROGRAMS[k] = (qmodel, compile_model(qmodel, config))   # (the model kept: its id stays its own)
+    else:   # (the models kept with their programs: their ids stay their own)
+        _PROGRAMS[k] = (qmodels, [compile_model(q, config) for q in qmodels])
         while len(_PROGRAMS) > PROGRAM_CACHE:
             _PROGRAMS.popitem(last=False)
-    return _PROGRAMS[k][1].with_config(config)
+    return [program.with_config(config) for program in _PROGRAMS[k][1]]
 
 
 def _layer_row(entry: dict, base: dict, pe: int) -> dict:
@@ -185,8 +187,9 @@ def evaluate_point(point: Point) -> list[dict]:
             "dataflow": f["dataflow"], "rows": f["rows"], "cols": f["cols"],
             **point.swept_values}
     rows = []
-    for i, (qmodel, x) in enumerate(load_model(point.model, point.digest)):
-        program = program_for(qmodel, config, (point.model, point.digest, i))
+    models = load_model(point.model, point.digest)
+    programs = programs_for([q for q, _ in models], config, (point.model, point.digest))
+    for (qmodel, x), program in zip(models, programs):
         report = run(qmodel, x, config, backend=point.backend, source="random sample",
                      program=program).report
         if report.get("roofline") is None and report.get("roofline_note"):

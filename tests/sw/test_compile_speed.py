@@ -4,7 +4,7 @@ against ``isa.pack``'s field-by-field loop and ``isa.encode``; ``merge_loads`` a
 plain run-by-run merge it replaced; the per-op weight key / rows against their formulas;
 ``lower_conv``'s objects shared between blocks against unshared copies; the garbage
 collector's pause; and a program reused for a config that differs only in fields the
-compiler does not read (``Program.with_config``, the sweep's ``program_for``) against
+compiler does not read (``Program.with_config``, the sweep's ``programs_for``) against
 compiling for that config."""
 
 from __future__ import annotations
@@ -377,3 +377,24 @@ def test_sweep_compiles_once_per_program(monkeypatch, tmp_path):
     assert [sweep_eval.evaluate_point(p) for p in points] == plain
     assert len(compiles) == 2   # one per layer model
     assert len({r["cycles"] for rows in plain for r in rows if r["layer"] == rows[0]["layer"]}) > 1
+
+
+def test_sweep_compiles_each_layer_of_a_long_topology_once(monkeypatch, tmp_path):
+    """A topology of more single-layer models than ``PROGRAM_CACHE`` still compiles each
+    layer once over the points that share its programs (a model's programs are kept
+    together, not evicted one by one)."""
+    from celosia.sw import sweep_eval
+    from celosia.sw.sweep_grid import Grid, expand
+    layers = sweep_eval.PROGRAM_CACHE + 2
+    topo = tmp_path / "layers.csv"
+    topo.write_text("Layer name, IFMAP Height, IFMAP Width, Filter Height, Filter Width, Channels, "
+                    "Num Filter, Strides,\n" + "".join(f"L{i}, 6, 6, 3, 3, 2, {i + 2}, 1,\n" for i in range(layers)))
+    points = expand(Grid(models=[str(topo)], dataflows=["ws"], arrays=[(4, 4)], backend="perf",
+                         sets={"bus_bits": [64, 128, 256]}))
+    compiles = []
+    real = compile_model
+    monkeypatch.setattr("celosia.sw.compiler.compile_model", lambda *a, **k: compiles.append(1) or real(*a, **k))
+    sweep_eval._PROGRAMS.clear()
+    rows = [sweep_eval.evaluate_point(p) for p in points]
+    assert [len(r) for r in rows] == [layers] * 3
+    assert len(compiles) == layers
