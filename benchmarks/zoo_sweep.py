@@ -30,7 +30,6 @@ per-layer rows) and the point's wall seconds (compile and cycle model: ``summary
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import random
 import sys
 import tempfile
@@ -41,7 +40,7 @@ from collections import defaultdict
 from celosia.rtl.config import RANGES
 from celosia.sw.quant import CalibrationWarning
 from celosia.sw.sweep import run_sweep
-from celosia.sw.sweep_eval import load_model, timed_point
+from celosia.sw.sweep_eval import timed_point
 from celosia.sw.sweep_grid import Grid, expand, parse_arrays
 
 MODELS = ("lenet5", "alexnet", "vgg16", "resnet18", "resnet50", "mobilenet_v1")
