@@ -55,7 +55,7 @@ from dataclasses import dataclass, field
 from celosia.errors import IsaError
 from celosia.rtl import isa
 from celosia.rtl.arrays.engine import legal_gemm
-from celosia.rtl.arrays.feie import row_trace
+from celosia.rtl.arrays.feie import FEIETiming, row_trace
 from celosia.rtl.arrays.rs import cycles as rs_cycles
 from celosia.rtl.arrays.os import OSTiming, dense_steps
 from celosia.rtl.arrays.ws import WSTiming
@@ -230,18 +230,18 @@ _FEIE_CACHE: dict = {}
 _FEIE_IGNORED = ("op", "dep", "weight_row", "psum_row", "accumulate")
 
 
-def _feie_trace(d, g, config, ifmap):
+def _feie_trace(d, g, config, ifmap, start=2):
     """:func:`~celosia.rtl.arrays.feie.row_trace` of the GEMM ``d`` (``g``: its
-    :func:`legal_gemm`) on ``ifmap``, cached."""
+    :func:`legal_gemm`) on ``ifmap``, its groups starting in cycle ``start``, cached."""
     if g is None:
-        return row_trace(d, config, ifmap)
-    key = (config, tuple(v for k, v in d.items() if k not in _FEIE_IGNORED),
+        return row_trace(d, config, ifmap, start=start)
+    key = (config, start, tuple(v for k, v in d.items() if k not in _FEIE_IGNORED),
            hashlib.blake2b(ifmap.tobytes(), digest_size=16).digest())
     tr = _FEIE_CACHE.get(key)
     if tr is None:
         if len(_FEIE_CACHE) > 4096:
             _FEIE_CACHE.clear()
-        tr = _FEIE_CACHE[key] = row_trace(d, config, ifmap)
+        tr = _FEIE_CACHE[key] = row_trace(d, config, ifmap, start=start)
     return tr
 
 
@@ -933,6 +933,7 @@ class _Machine:
         cfg = self.cfg
         self.ws = WSTiming(cfg)
         self.os = OSTiming(cfg, lambda g: dense_steps(g, cfg), self._gemm_end) if self.df == "os" else None
+        self.fe = FEIETiming(cfg) if self.df == "feie" else None
 
     def _engine_ready(self, c):
         if self.df == "os":
@@ -942,6 +943,8 @@ class _Machine:
             out = sum(1 for j in range(max(0, n - GEMMS_IN_FLIGHT), n)
                       if self.g_accepts[j] < c and (self.g_ends[j] is None or self.g_ends[j] >= c))
             return out < GEMMS_IN_FLIGHT
+        if self.fe is not None:
+            return self.fe.ready(c)
         return c >= self.e_ready_at
 
     def _gemm_accept(self, idx, d, a):
@@ -963,12 +966,16 @@ class _Machine:
             self._os_event()
         else:
             if self.df == "feie":
-                tr = _feie_trace(d, g, cfg, self.sim.ifmap)
-                n = tr.cycles
-                self.ev_add("zero_skips", a + n, tr.zero_skips)
-                self.ev_add("mac_cycles", a + n, tr.mac_cycles)
-            else:
-                n = rs_cycles(d, cfg)
+                ifmap = self.sim.ifmap
+                end, tr = self.fe.accept(d, ifmap, a, lambda d, start: _feie_trace(d, g, cfg, ifmap, start))
+                if tr is not None:
+                    self.ev_add("zero_skips", end, tr.zero_skips)
+                    self.ev_add("mac_cycles", end, tr.mac_cycles)
+                for w in self.fe.wakes():
+                    self.wake(max(w, a + 1))
+                self._gemm_end(j, end)
+                return
+            n = rs_cycles(d, cfg)
             self.e_ready_at = a + n + 1
             self.wake(a + n + 1)
             self._gemm_end(j, a + n)

@@ -23,7 +23,7 @@ from celosia.rtl.arrays.engine import ComputeEngine, gemm_insn_in_range, insn_ch
 from celosia.rtl.config import FEIE_TAPS
 from celosia.rtl.dma import accept_state
 
-__all__ = ["FEIEArray", "FEIEColumn", "FEIEQueue", "cycles", "group_plan", "row_geometry", "row_trace",
+__all__ = ["FEIEArray", "FEIEColumn", "FEIEQueue", "FEIETiming", "cycles", "sequence_timing", "group_plan", "row_geometry", "row_trace",
            "RowTrace"]
 
 
@@ -73,18 +73,22 @@ class RowTrace(SimpleNamespace):
     (cycles in which some group multiplies an input), ``zero_skips`` (inputs equal to
     ``in_zp`` that no PE multiplies), ``macs`` (per MAC cycle: ``(cycle, group, pixel
     address, k, [(slot, output m, tap fw), ...])``, with ``log=True``) and ``writes``
-    (``(cycle granted, group, output m)`` in grant order, with ``log=True``)."""
+    (``(cycle granted, group, output m)`` in grant order, with ``log=True``), ``last_grant``
+    (the last write's grant cycle; None for an illegal or empty GEMM)."""
 
 
-def row_trace(insn, config, ifmap, log: bool = False) -> RowTrace:
-    """Run the broadcast FEIE engine's control on the GEMM ``insn`` (field name -> int) issued
-    to an idle engine, cycle by cycle exactly as :class:`FEIEArray` does (its
-    docstring is the text of this model): which input each group multiplies in which
-    cycle, which output each write takes, when ``done`` pulses. ``ifmap`` is the ifmap
-    buffer (one row of ``rows`` int8 lanes, or their bytes, per buffer row)."""
+def row_trace(insn, config, ifmap, log: bool = False, start: int = 2) -> RowTrace:
+    """Run the broadcast FEIE engine's control on the GEMM ``insn`` (field name -> int),
+    cycle by cycle exactly as :class:`FEIEArray` does (its docstring is the text of this
+    model): which input each group multiplies in which cycle, which output each write
+    takes, when ``done`` pulses. ``ifmap`` is the ifmap buffer (one row of ``rows`` int8
+    lanes, or their bytes, per buffer row). Cycles count from the acceptance (cycle 0);
+    the groups start in cycle ``start``: 2 for a GEMM taken by an idle engine, the cycle
+    after the previous GEMM ends (the cycle before its ``done``) for one taken while that
+    one ran (:class:`FEIETiming`); the weights land at the same cycles either way."""
     g = legal_gemm(insn, config)
     if g is None or g.m_len == 0 or g.n_len == 0:
-        return RowTrace(cycles=1, mac_cycles=0, zero_skips=0, macs=[], writes=[])
+        return RowTrace(cycles=1, mac_cycles=0, zero_skips=0, macs=[], writes=[], last_grant=None)
     geo = row_geometry(g, config.rows)
     S, s, P, G = geo.S, geo.s, geo.P, geo.G
     gp = geo.groups
@@ -119,12 +123,12 @@ def row_trace(insn, config, ifmap, log: bool = False) -> RowTrace:
     macs, writes = [], []
     mac_cycles = zero_skips = 0
     wready_at = geo.W + 3
-    c = 2
+    c = start
     last_grant = None
     while True:
         if all(wt[gi] >= npc[gi] for gi in range(G)):
             return RowTrace(cycles=max(last_grant + 2, wready_at + 1), mac_cycles=mac_cycles, zero_skips=zero_skips,
-                            macs=macs, writes=writes)
+                            macs=macs, writes=writes, last_grant=last_grant)
         # 1. one psum write: round robin over the groups whose next output is complete
         cpos = [queue[gi][0][0] if queue[gi] else aseq[gi] for gi in range(G)]
         elig = [wt[gi] < npc[gi] and cpos[gi] > wb[gi] + xw[gi] * s + S - 1 for gi in range(G)]
@@ -206,6 +210,75 @@ def row_trace(insn, config, ifmap, log: bool = False) -> RowTrace:
                 if rt[gi] < npc[gi]:
                     raddr[gi] = start_of(gi, rt[gi])
         c += 1
+
+
+class FEIETiming:
+    """When :class:`FEIEArray` takes and ends a sequence of GEMMs (the perf model's
+    engine): :meth:`ready` says whether the engine takes a GEMM in a cycle, :meth:`accept`
+    takes one and returns its ``done`` / ``error`` cycle and its :class:`RowTrace`.
+
+    The engine takes a GEMM when idle, or while one runs (state RUN, from its first group
+    cycle) if none is waiting, the running one's weights have all landed and its groups are
+    not all done; one taken then starts its groups the cycle the running one ends (the
+    cycle before that one's ``done``), an illegal or empty one ends two cycles after that
+    (``done`` of the running one, then its CHECK)."""
+
+    def __init__(self, config):
+        self.cfg = config
+        self.idle_at = 0        # the first cycle of IDLE (after the last GEMM taken)
+        self.win = None         # (from, to): the cycles of RUN in which one may be taken
+
+    def ready(self, c: int) -> bool:
+        return c >= self.idle_at or (self.win is not None and self.win[0] <= c < self.win[1])
+
+    def next_ready(self, c: int) -> int:
+        """The first cycle ``>= c`` in which :meth:`ready` holds."""
+        if self.win is not None and c < self.win[1] and self.win[0] < self.win[1]:
+            return max(c, self.win[0])
+        return max(c, self.idle_at)
+
+    def wakes(self):
+        """The cycles at which :meth:`ready` may turn true."""
+        return [self.idle_at] + ([self.win[0]] if self.win is not None else [])
+
+    def accept(self, insn, ifmap, a: int, trace=None):
+        """Take the GEMM ``insn`` in cycle ``a`` (``ready(a)``); ``trace(insn, start)``
+        computes its :func:`row_trace` (default: on ``ifmap``). Returns ``(end, trace)``:
+        ``done`` / ``error`` in ``end``; the trace is None for an illegal or empty GEMM."""
+        trace = trace or (lambda d, start: row_trace(d, self.cfg, ifmap, start=start))
+        g = legal_gemm(insn, self.cfg)
+        running = a < self.idle_at
+        if running:
+            end_prev = self.idle_at - 1          # the running GEMM's done
+        self.win = None
+        if g is None or g.m_len == 0 or g.n_len == 0:
+            end = end_prev + 1 if running else a + 1
+            self.idle_at = end + 1
+            return end, None
+        start = end_prev - a if running else 2
+        tr = trace(insn, start)
+        end = a + tr.cycles
+        W = row_geometry(g, self.cfg.rows).W
+        # taking the next one: in RUN, its weights landed, before its groups are all done
+        # (the cycle after the last write's grant)
+        self.win = (max(a + start, a + (W + 3 if W else 2)), a + tr.last_grant + 1)
+        self.idle_at = end + 1
+        return end, tr
+
+
+def sequence_timing(insns, config, gaps=None, ifmap=None) -> list[tuple[int, int]]:
+    """``(accept, end)`` cycles of each of the GEMMs ``insns`` on :class:`FEIEArray` with the
+    ifmap buffer ``ifmap`` (:class:`FEIETiming`). Instruction ``i`` is offered (``valid``
+    held high until accepted) from the cycle ``gaps[i]`` cycles after the acceptance cycle of
+    instruction ``i-1`` plus one (the first from cycle ``gaps[0]``); ``gaps`` defaults to all
+    0 (back to back)."""
+    gaps = [0] * len(insns) if gaps is None else gaps
+    timer, out, prev = FEIETiming(config), [], None
+    for insn, gap in zip(insns, gaps, strict=True):
+        a = timer.next_ready(gap if prev is None else prev + 1 + gap)
+        out.append((a, timer.accept(insn, ifmap, a)[0]))
+        prev = a
+    return out
 
 
 def _round_robin(requests, ptr):
@@ -334,7 +407,8 @@ class FEIEQueue(Block):
 
 
 class FEIEColumn(Block):
-    """PE column ``n`` of :class:`FEIEArray`: its ``FEIE_TAPS x rows`` weight registers and
+    """PE column ``n`` of :class:`FEIEArray`: its two banks of ``FEIE_TAPS x rows`` weight
+    registers (the running GEMM's and the next one's, loaded while the first computes) and
     the ``rows`` PEs ``(r, n)``, each a multiplier on the weight entry it selects and an
     accumulator (:mod:`~celosia.rtl.arrays.blocks`: inline for pysim, one module instanced
     ``cols`` times in Verilog).
@@ -343,10 +417,11 @@ class FEIEColumn(Block):
     -----
     wdata : In(weight_bits)
         Lane ``n`` of the weight buffer read data.
-    land : In(FEIE_TAPS * rows)
+    land : In(2 * FEIE_TAPS * rows)
         Bit ``e``: weight entry ``e`` takes ``wdata`` at the next edge.
-    sel : In(rows * ((4*rows).bit_length()))
-        Field ``r``: the weight entry PE row ``r`` multiplies (``fw*rows + k``).
+    sel : In(rows * ((2*FEIE_TAPS*rows).bit_length()))
+        Field ``r``: the weight entry PE row ``r`` multiplies (``bank*FEIE_TAPS*rows + fw*rows
+        + k``).
     x : In(rows * (act_bits + 1))
         Field ``r``: PE row ``r``'s input minus the zero point (signed).
     hit, clear : In(rows), In(rows)
@@ -362,9 +437,9 @@ class FEIEColumn(Block):
 
     def __init__(self, rows, act_bits, weight_bits, acc_bits):
         self.rows, self.act_bits, self.weight_bits, self.acc_bits = rows, act_bits, weight_bits, acc_bits
-        self.sel_bits = (4 * rows).bit_length()
+        self.sel_bits = (2 * FEIE_TAPS * rows).bit_length()
         super().__init__({
-            "wdata": In(weight_bits), "land": In(FEIE_TAPS * rows), "sel": In(rows * self.sel_bits),
+            "wdata": In(weight_bits), "land": In(2 * FEIE_TAPS * rows), "sel": In(rows * self.sel_bits),
             "x": In(rows * (act_bits + 1)), "hit": In(rows), "clear": In(rows), "setup": In(1),
             "row": In(range(max(rows, 2))), "wval": Out(signed(acc_bits)),
         }, (rows, act_bits, weight_bits, acc_bits))
@@ -372,8 +447,8 @@ class FEIEColumn(Block):
     def elaborate(self, platform):
         m = Module()
         R, xb, wbits, sb = self.rows, self.act_bits + 1, self.weight_bits, self.sel_bits
-        wreg = [Signal(signed(wbits), name=f"w_{e}") for e in range(FEIE_TAPS * R)]
-        for e in range(FEIE_TAPS * R):
+        wreg = [Signal(signed(wbits), name=f"w_{e}") for e in range(2 * FEIE_TAPS * R)]
+        for e in range(2 * FEIE_TAPS * R):
             with m.If(self.land[e]):
                 m.d.sync += wreg[e].eq(self.wdata)
         acc = [Signal(signed(self.acc_bits), name=f"acc_{r}") for r in range(R)]
@@ -470,32 +545,39 @@ class FEIEArray(ComputeEngine):
     one write port).
     """
 
+    #: GEMMs accepted and not yet done at most: the running one and the next
+    MAX_IN_FLIGHT = 2
+
     def elaborate(self, platform):
         m = Module()
         cfg = self._config
         R, C = cfg.rows, cfg.cols
         ab, wbits, acc_bits = cfg.act_bits, cfg.weight_bits, cfg.acc_bits
         NP = FEIE_TAPS
-        insn = Signal(isa.GemmInsn)
+        insn = Signal(isa.GemmInsn)             # the running GEMM
+        insn_nx = Signal(isa.GemmInsn)          # the next one, taken while it runs
         setup = Signal()
         run = Signal()          # state RUN: the groups, ports and arbiters work
+        # what a setup / a loader start reads: the GEMM in CHECK, the next one in RUN
+        src = Signal(isa.GemmInsn)
+        m.d.comb += Value.cast(src).eq(Mux(run, Value.cast(insn_nx), Value.cast(insn)))
 
         # -- geometry (row_geometry), registered in CHECK ----------------------------------
         # (held in signals of their own shape: an expression is lowered again at every use,
         # and the setup below uses them once per group)
-        wide = _held(m, "wide", insn.window & (insn.win_w > 1))
-        S_c = _held(m, "S_c", Mux(insn.window, insn.win_w, 1))
-        s_c = _held(m, "s_c", Mux(wide, insn.stride_w, 1))
-        P_c = _held(m, "P_c", 1 + (wide & (insn.stride_w <= insn.win_w - 1))
-                    + (wide & (2 * insn.stride_w <= insn.win_w - 1)))
+        wide = _held(m, "wide", src.window & (src.win_w > 1))
+        S_c = _held(m, "S_c", Mux(src.window, src.win_w, 1))
+        s_c = _held(m, "s_c", Mux(wide, src.stride_w, 1))
+        P_c = _held(m, "P_c", 1 + (wide & (src.stride_w <= src.win_w - 1))
+                    + (wide & (2 * src.stride_w <= src.win_w - 1)))
         G_c = _held(m, "G_c", Mux(P_c == 1, R, Mux(P_c == 2, R // 2, R // 3)))
-        T_c = _held(m, "T_c", Mux(insn.window, insn.out_h, insn.m_len))
-        nout_c = _held(m, "nout_c", Mux(insn.window, insn.out_w, 1))
-        lstep_c = _held(m, "lstep_c", Mux(insn.window, insn.stride_h * insn.row_pitch, 1))
+        T_c = _held(m, "T_c", Mux(src.window, src.out_h, src.m_len))
+        nout_c = _held(m, "nout_c", Mux(src.window, src.out_w, 1))
+        lstep_c = _held(m, "lstep_c", Mux(src.window, src.stride_h * src.row_pitch, 1))
         wlast0 = _held(m, "wlast0", S_c - 1)
         nfs0 = _held(m, "nfs0", P_c * s_c)
         wp_c = _held(m, "wp_c", (nout_c - 1) * s_c + S_c)
-        pstep_c = _held(m, "pstep_c", Mux(wide | ~insn.window, 1, insn.stride_w))
+        pstep_c = _held(m, "pstep_c", Mux(wide | ~src.window, 1, src.stride_w))
 
         def per_group(v, fn):
             """``fn(v, G)`` for the three group counts (constant divisors), chosen by P."""
@@ -507,36 +589,47 @@ class FEIEArray(ComputeEngine):
         sp_c = _held(m, "sp_c", s_c * pstep_c)              # buffer rows from output to output
         S, s, P, G = Signal(range(NP + 1)), Signal(8), Signal(range(NP + 1)), Signal(range(R + 1))
         pstep, ps = Signal(16), Signal(16)
-        W = Signal(16)
         n_out, wp_full, lstep = Signal(16), Signal(24), Signal(24)
         with m.If(setup):
             m.d.sync += [S.eq(S_c), s.eq(s_c), P.eq(P_c), G.eq(G_c), pstep.eq(pstep_c),
-                         ps.eq(P_c * s_c), W.eq(S_c * insn.k_len), n_out.eq(nout_c), wp_full.eq(wp_c),
+                         ps.eq(P_c * s_c), n_out.eq(nout_c), wp_full.eq(wp_c),
                          lstep.eq(lstep_c)]
         zp = insn.in_zp
 
-        # -- weights: per column FEIE_TAPS x R registers (in FEIEColumn), entry fw*R + k ------
+        # -- weights: per column two banks of FEIE_TAPS x R registers (in FEIEColumn), entry
+        #    bank*NP*R + fw*R + k; the loader fills the bank the running GEMM does not use ---
         ld_on, ld_i, ld_fw, ld_k = Signal(), Signal(16), Signal(range(NP + 1)), Signal(8)
-        land_on, land_e = Signal(), Signal(range(NP * R))
-        wready = Signal()
-        wn = Signal(16)         # weight rows landed (readable this cycle)
+        ld_base, ld_klen, ld_W = Signal(Value.cast(insn.weight_row).shape()), Signal(8), Signal(16)
+        ld_bank, bank = Signal(), Signal()     # the loader's bank; the running GEMM's
+        ld_cur = Signal()       # the loader's GEMM is the running one (else the next one)
+        ld_start = Signal()     # load src's weights into bank ~bank from the next cycle
+        lrdy = Signal()         # the loader's GEMM's weight rows have all landed
+        land_on, land_e = Signal(), Signal(range(2 * NP * R))
+        wn = Signal(16)         # weight rows of the loader's GEMM landed (readable this cycle)
+        wready = Signal()       # every weight of the running GEMM is readable
+        m.d.comb += wready.eq(~ld_cur | lrdy)
         with m.If(land_on):
             m.d.sync += wn.eq(wn + 1)
-        ld_last = ld_on & (ld_i == W - 1)
-        m.d.comb += [self.weight.addr.eq(insn.weight_row + ld_i), self.weight.en.eq(ld_on)]
-        m.d.sync += [land_on.eq(ld_on), land_e.eq(ld_fw * R + ld_k)]
+        ld_last = ld_on & (ld_i == ld_W - 1)
+        m.d.comb += [self.weight.addr.eq(ld_base + ld_i), self.weight.en.eq(ld_on)]
+        m.d.sync += [land_on.eq(ld_on), land_e.eq(ld_bank * (NP * R) + ld_fw * R + ld_k)]
         with m.If(ld_on):
             m.d.sync += [ld_i.eq(ld_i + 1), ld_k.eq(ld_k + 1)]
-            with m.If(ld_k == insn.k_len - 1):
+            with m.If(ld_k == ld_klen - 1):
                 m.d.sync += [ld_k.eq(0), ld_fw.eq(ld_fw + 1)]
             with m.If(ld_last):
                 m.d.sync += ld_on.eq(0)
         land_last = Signal()
         m.d.sync += land_last.eq(ld_last)
         with m.If(land_last):
-            m.d.sync += wready.eq(1)
-        land = Signal(NP * R)   # bit e: weight entry e of every column lands this cycle
-        m.d.comb += land.eq(Cat(land_on & (land_e == e) for e in range(NP * R)))
+            m.d.sync += lrdy.eq(1)
+        with m.If(ld_start):
+            no_w = src.k_len == 0      # no weights: nothing to load (W = 0)
+            m.d.sync += [ld_on.eq(~no_w), ld_i.eq(0), ld_fw.eq(0), ld_k.eq(0), lrdy.eq(no_w), wn.eq(0),
+                         ld_base.eq(src.weight_row), ld_klen.eq(src.k_len), ld_W.eq(S_c * src.k_len),
+                         ld_bank.eq(~bank)]
+        land = Signal(2 * NP * R)   # bit e: weight entry e of every column lands this cycle
+        m.d.comb += land.eq(Cat(land_on & (land_e == e) for e in range(2 * NP * R)))
 
         # -- groups: reader, pixel queue, writer ---------------------------------------------
         SEQ = 24
@@ -650,7 +743,7 @@ class FEIEArray(ComputeEngine):
         #    and its accumulators in the columns (FEIEColumn) -----------------------------------
         #: per PE row: it multiplies this cycle, its tap, its input minus in_zp (for tests)
         self.probe = SimpleNamespace(hit=[], fw=[], x=[])
-        sel_w = (4 * R).bit_length()
+        sel_w = (2 * NP * R).bit_length()
         sels, clears = [], []
         for r in range(R):
             hit, clear = Signal(name=f"pe_hit_{r}"), Signal(name=f"pe_clear_{r}")
@@ -668,7 +761,7 @@ class FEIEArray(ComputeEngine):
                     m.d.comb += [hit.eq(d.hit[j]), clear.eq(d.clear[j]), fw.eq(d.fw[j]), k.eq(kk[gi]),
                                  x.eq(xv[gi])]
             sel = Signal(sel_w, name=f"pe_sel_{r}")
-            m.d.comb += sel.eq(fw * R + k)
+            m.d.comb += sel.eq(bank * (NP * R) + fw * R + k)
             sels.append(sel)
             clears.append(clear)
         pe_cols = []
@@ -732,9 +825,7 @@ class FEIEArray(ComputeEngine):
 
         # -- setup in CHECK: every group at its first task -------------------------------------
         with m.If(setup):
-            no_w = insn.k_len == 0      # no weights: nothing to load (W = 0)
-            m.d.sync += [ld_on.eq(~no_w), ld_i.eq(0), ld_fw.eq(0), ld_k.eq(0), wready.eq(no_w), wn.eq(0),
-                         wptr.eq(0), rptr.eq(0), arr_on.eq(0)]
+            m.d.sync += [wptr.eq(0), rptr.eq(0), arr_on.eq(0)]
             # group g's start (e, x), its row's first pixel and its own, from group g-1's
             # end: + Q = qn rows + qx outputs (a carry when x passes n_out)
             ce, cx, cline, cxoff = Const(0, 24), Const(0, 16), Const(0, 24), Const(0, 24)
@@ -749,8 +840,8 @@ class FEIEArray(ComputeEngine):
                 x1 = _held(m, f"x1c_{gi}", Mux(past, 0, xn))
                 n0 = _held(m, f"n0_{gi}", Mux(ce == e1, x1, nout_c) - cx)
                 wp0 = _held(m, f"wp0_{gi}", (n0 - 1) * s_c + S_c)
-                m.d.sync += [d.rt.eq(ce), d.rp.eq(0), d.line.eq(insn.ifmap_row + cline),
-                             d.raddr.eq(insn.ifmap_row + cline + cxoff), d.aseq.eq(0),
+                m.d.sync += [d.rt.eq(ce), d.rp.eq(0), d.line.eq(src.ifmap_row + cline),
+                             d.raddr.eq(src.ifmap_row + cline + cxoff), d.aseq.eq(0),
                              d.wt.eq(ce), d.xw.eq(0), d.wslot.eq(0),
                              d.wb.eq(0), d.wlast.eq(wlast0), d.nfs.eq(nfs0), d.tend.eq(wp0),
                              d.wm.eq(gi * (qn_c * nout_c + qx_c)), d.n.eq(n0), d.Wp.eq(wp0), d.rwp.eq(wp0),
@@ -763,17 +854,44 @@ class FEIEArray(ComputeEngine):
 
         all_done = Signal()
         m.d.comb += all_done.eq(Cat((d.wt >= d.estop) | ~d.active for d in grp).all())
+        # the next GEMM, taken in RUN: checked the cycle after (prechk); a legal one's weights
+        # load into the other bank, and it starts in the cycle the running one ends
+        pend, prechk, pend_go, done_r = Signal(), Signal(), Signal(), Signal()
+        go_nx = _held(m, "go_nx", gemm_insn_in_range(insn_nx, cfg) & (insn_nx.m_len != 0) & (insn_nx.n_len != 0))
+        take = Signal()
+        m.d.comb += take.eq(~pend & wready & ~all_done)
+        m.d.sync += done_r.eq(0)
+        m.d.comb += self.done.eq(done_r)
         with m.FSM():
             accept_state(m, self.insn, insn)
             with insn_check_state(m, self, gemm_insn_in_range(insn, cfg),
                                   (insn.m_len == 0) | (insn.n_len == 0)):
-                m.d.comb += setup.eq(1)
+                m.d.comb += [setup.eq(1), ld_start.eq(1)]
                 m.next = "RUN"
             with m.State("RUN"):
-                m.d.comb += [self.busy.eq(1), run.eq(1)]
+                m.d.comb += [self.busy.eq(1), run.eq(1), self.insn.ready.eq(take)]
+                with m.If(self.insn.valid & take):
+                    m.d.sync += [insn_nx.eq(self.insn.payload), pend.eq(1), prechk.eq(1)]
+                with m.If(prechk):
+                    m.d.sync += [prechk.eq(0), pend_go.eq(go_nx)]
+                    with m.If(go_nx):
+                        m.d.comb += ld_start.eq(1)
+                        m.d.sync += ld_cur.eq(0)
                 with m.If(all_done & wready):   # (the loader done: nothing lands later)
-                    m.next = "DONE"
+                    with m.If(pend & (pend_go | (prechk & go_nx))):
+                        # the next GEMM starts: done of this one the next cycle (its last
+                        # write lands now)
+                        m.d.comb += setup.eq(1)
+                        m.d.sync += [insn.eq(insn_nx), pend.eq(0), pend_go.eq(0), done_r.eq(1)]
+                    with m.Else():
+                        m.next = "DONE"
             with m.State("DONE"):
                 m.d.comb += [self.busy.eq(1), self.done.eq(1)]
-                m.next = "IDLE"
+                with m.If(pend):                # an illegal or empty next GEMM: its CHECK
+                    m.d.sync += [insn.eq(insn_nx), pend.eq(0)]
+                    m.next = "CHECK"
+                with m.Else():
+                    m.next = "IDLE"
+        with m.If(setup):       # (after the loader start of prechk: a start in this cycle wins)
+            m.d.sync += [bank.eq(~bank), ld_cur.eq(1)]
         return m
