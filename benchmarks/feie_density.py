@@ -2,6 +2,7 @@
 
     python benchmarks/feie_density.py [--array 8x8] [--quick] [--layers resnet18.conv4_x,...]
                                       [--sparsities 0,0.25,0.5,0.7,0.9] [--no-digits]
+                                      [--backend verilator|perf]
 
 Part 1 runs full-size 3x3 convolution layers (random weights; ResNet-18's conv2_x ..
 conv5_x 3x3 layers, stride 1, and VGG-16's conv3_1) on the Verilator model of the
@@ -22,7 +23,8 @@ zeros (the golden model's activations equal to the layer's input zero point), an
 per-layer cycles of each array.
 
 Every output is checked against the golden model (the script exits with status 1 if one
-differs).
+differs). ``--backend perf`` runs the perf model instead of Verilator: the same cycles
+(tests/sim/test_perf.py holds it equal to the RTL), in seconds per full-size layer.
 """
 
 from __future__ import annotations
@@ -80,11 +82,15 @@ def relu_input(shape, sparsity, seed):
     return x
 
 
+#: the back end hw_run uses (``--backend``)
+BACKEND = {"name": "verilator"}
+
+
 def hw_run(qmodel, x, config, profile=False, program=None):
-    """Run on Verilator (``program``: compiled already); the report, after checking the
-    output against golden."""
+    """Run on the back end (Verilator unless ``--backend perf``; ``program``: compiled
+    already); the report, after checking the output against golden."""
     x_q = qmodel.quantize_input(x).reshape(len(x), -1)
-    result = run_quantized(qmodel, x_q, config, backend="verilator", profile=profile, program=program)
+    result = run_quantized(qmodel, x_q, config, backend=BACKEND["name"], profile=profile, program=program)
     if not np.array_equal(result.y_q, golden_forward(qmodel, x_q)):
         raise SystemExit(f"{qmodel.name} on {config.array} {config.dataflow}: differs from golden")
     return result.report
@@ -101,10 +107,11 @@ def part1(layers, rows, cols, sparsities):
         configs[df] = dataclasses.replace(base, dram_bytes=dram_size(max(p.layout(1)["end"]
                                                                          for p in progs.values())))
         programs[df] = {name: dataclasses.replace(p, config=configs[df]) for name, p in progs.items()}
-        verilator.build(configs[df], training_job=pgo_training_job)
+        if BACKEND["name"] == "verilator":
+            verilator.build(configs[df], training_job=pgo_training_job)
     pe = rows * cols
     print(f"\nfull-size 3x3 layers on {rows}x{cols}, one sample, ReLU-like inputs (zero point "
-          f"-128); feie at each sparsity, os / ws dense")
+          f"-128); feie at each sparsity, os / ws dense; back end {BACKEND['name']}")
     head = (f"{'layer':<18}{'zeros':>6}{'cycles':>10}{'util':>7}{'speed-up':>9}{'ideal':>7}{'of ideal':>9}"
             f"{'os/feie':>8}{'ws/feie':>8}{'mac_cycles':>11}{'zero_skips':>11}  bound")
     print(head, flush=True)
@@ -174,7 +181,10 @@ def main(argv=None) -> int:
     ap.add_argument("--layers", help=f"comma list of {', '.join(LAYERS)}")
     ap.add_argument("--sparsities", default=",".join(str(s) for s in SPARSITIES))
     ap.add_argument("--no-digits", action="store_true", help="skip part 2 (the digits CNNs)")
+    ap.add_argument("--backend", choices=("verilator", "perf"), default="verilator",
+                    help="verilator (default) or perf (the cycle model: the RTL's cycles, faster)")
     args = ap.parse_args(argv)
+    BACKEND["name"] = args.backend
     rows, cols = parse_array(args.array)
     layers = QUICK if args.quick else LAYERS
     if args.layers:
