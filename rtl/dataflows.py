@@ -82,7 +82,9 @@ class Dataflow:
         """Acceptance-to-``done`` cycles of one :data:`~celosia.rtl.isa.GemmInsn` issued to
         an idle engine (``done`` or ``error`` pulses that many cycles after the cycle the
         instruction was accepted). When the next one is accepted is the engine's own rule:
-        the cycle after ``done`` for rs and feie; ws overlaps the next GEMM's weight
+        the cycle after ``done`` for rs; feie takes the next while one runs and starts it
+        the cycle before that one's ``done`` (``celosia.rtl.arrays.feie.sequence_timing``);
+        ws overlaps the next GEMM's weight
         preload with the current stream (``celosia.rtl.arrays.ws.sequence_timing``), os its
         blocks with the current one's in the block pipeline
         (``celosia.rtl.arrays.os.sequence_timing``).

@@ -27,9 +27,10 @@ the executable timing function next to the component):
   a STORE's PPU chunks (:func:`~celosia.rtl.dma.store_plan`) of which the one that
   fills a bus word or ends a run waits for its bus grant, stalling the PPU.
 * **Compute**: the PE array of each dataflow (``ws`` shadow weights and psum hazards,
-  ``os`` block pipeline, ``rs`` and ``feie`` one GEMM at a time with the registry's
-  ``cycles``; ``feie`` from the ifmap buffer's data through
-  :func:`~celosia.rtl.arrays.feie.row_trace`), the vector engine
+  ``os`` block pipeline, ``rs`` one GEMM at a time with the registry's ``cycles``;
+  ``feie`` the next GEMM taken while one runs, :class:`~celosia.rtl.arrays.feie.FEIETiming`,
+  from the ifmap buffer's data through :func:`~celosia.rtl.arrays.feie.row_trace`), the
+  vector engine
   (:func:`~celosia.rtl.vector.vec_cycles`).
 
 It works at event level: a heap of the cycles at which something can change (a bus

@@ -38,8 +38,9 @@ class ComputeEngineSignature(wiring.Signature):
         (``engine.insn`` is ``engine.ctrl.insn``, ...):
 
         insn : In(stream.Signature(GemmInsn))
-            One GEMM; ``ready`` is high exactly when the engine is idle (``rs``,
-            ``feie``); the ``ws`` engine is also ready while earlier GEMMs are still
+            One GEMM; ``ready`` is high exactly when the engine is idle (``rs``);
+            ``feie`` also while one GEMM runs and none waits (its weights landed, its
+            groups not all done); the ``ws`` engine is also ready while earlier GEMMs are still
             streaming, ``os`` while earlier GEMMs are in the block pipeline (each at most its
             ``MAX_IN_FLIGHT``, :data:`~celosia.rtl.controller.signatures.GEMMS_IN_FLIGHT`,
             in flight).

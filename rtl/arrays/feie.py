@@ -493,7 +493,8 @@ class FEIEArray(ComputeEngine):
     channel ``k``. Slot ``j`` holds the outputs ``x = j, j+P, ...`` of the task in turn.
     Each column keeps the GEMM's ``S*k_len`` weights in registers (tap ``fw``, channel
     ``k``; ``S <= FEIE_TAPS``), which each PE reads at its own ``(fw, k)``: the seed's
-    weight shift register, with the rotation made an index. For ``m < m_len``, ``n <
+    weight shift register, with the rotation made an index. The registers are two banks:
+    the next GEMM's weights load into the other while one computes. For ``m < m_len``, ``n <
     n_len``::
 
         psum[psum_row+m][n] = (accumulate ? psum[psum_row+m][n] : 0)
@@ -502,13 +503,22 @@ class FEIEArray(ComputeEngine):
     (``row(m, fw)``: :func:`~celosia.rtl.arrays.window.window_rows`; a skipped input adds
     exactly nothing).
 
-    Operation (cycle 0 = the cycle ``insn.valid & insn.ready``; the engine takes one GEMM at
-    a time, ``ready`` only when idle). Cycle 1: CHECK (``error`` for an illegal GEMM,
-    ``done`` for ``m_len = 0`` or ``n_len = 0``). From cycle 2, every cycle:
+    Operation (cycle 0 = the cycle ``insn.valid & insn.ready``). Taken by an idle engine:
+    cycle 1 is CHECK (``error`` for an illegal GEMM, ``done`` for ``m_len = 0`` or
+    ``n_len = 0``, else the setup below) and the groups run from cycle 2. Taken while a
+    GEMM runs (*the next*; ``ready`` in RUN while none waits, the running one's weights
+    have all landed and its groups are not all done): cycle 1 checks it, and a legal,
+    non-empty one starts its weight loader (into the other bank); the cycle the running
+    one ends (its groups all done, its weights landed: the cycle before its ``done``, which
+    then pulses while the next runs) is the next one's setup, its groups run from the
+    cycle after. An illegal or empty next one waits: the running one's ``done``, then its
+    CHECK (``error`` / ``done``). The setup (every group at its first task, the arbiters'
+    pointers at group 0) reads the GEMM's own fields. Every cycle from then:
 
     * the weight loader reads weight rows ``weight_row + i``, ``i < W = S*k_len``, one per
-      cycle (cycles 2 .. W+1), tap by tap (``i = fw*k_len + k``); a row lands in the
-      registers a cycle later and is usable from cycle ``i + 4``;
+      cycle (cycles 2 .. W+1 of the GEMM, however it was taken), tap by tap (``i =
+      fw*k_len + k``); a row lands in the registers a cycle later and is usable from cycle
+      ``i + 4``;
     * each group keeps its next pixels in a queue of two (the double buffer) with each
       pixel's mask of non-zero inputs, and a count ``aseq`` of the pixels landed. Its *head*
       is the oldest queued pixel; ``cpos`` = the head's index in the group's pixel stream,
@@ -537,7 +547,11 @@ class FEIEArray(ComputeEngine):
     not before cycle ``W + 4`` (the weight loader has finished: nothing of this GEMM lands
     after its ``done``).
     :func:`row_trace` is this text as a cycle-by-cycle model (the engine's timing,
-    :func:`cycles`): it depends on where the zeros are. With dense inputs a group takes
+    :func:`cycles`; :class:`FEIETiming` / :func:`sequence_timing` for GEMMs in a row): it
+    depends on where the zeros are. Back to back, a GEMM's groups start the cycle before
+    the previous one's ``done`` (``n - 2`` cycles apart for GEMMs of ``n`` alone, when the
+    next was taken in time), and its weights are already in: a sparse GEMM no longer waits
+    for its taps' weights. With dense inputs a group takes
     one input per cycle and reads one pixel per ``k_len`` cycles, so a group is busy
     ``k_len`` cycles per pixel of its tasks (``Q*s + (S-s)`` per task); zeros shorten that
     down to the bounds of the

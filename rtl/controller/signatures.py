@@ -61,7 +61,7 @@ class EngineSignature(wiring.Signature):
     -------
     insn : Out(stream.Signature(layout))
         One instruction; the engine's ``ready`` is high exactly when it is idle,
-        except the ``ws`` and ``os`` compute engines, which also take a GEMM
+        except the ``ws``, ``os`` and ``feie`` compute engines, which also take a GEMM
         while earlier ones are in flight (up to :data:`GEMMS_IN_FLIGHT`, which the
         controller tracks).
     done : In(1)

@@ -258,10 +258,10 @@ def test_random_sparsity(rows, cols, seed):
 
 @pytest.mark.parametrize("rows,cols", [(1, 1), (4, 3)])
 def test_random_back_to_back(rows, cols):
-    """Random GEMMs issued back to back and after gaps (the engine takes the next one the
-    cycle after ``done``): psum hazards between accumulating GEMMs on the same rows, k_len
-    = 0, n_len = 0, m_len = 0, errors, all-zero inputs, and zero points mixed in; bit-exact,
-    each latency row_trace's."""
+    """Random GEMMs issued back to back and after gaps (the engine takes the next one while
+    one runs, sequence_timing): psum hazards between accumulating GEMMs on the same rows,
+    k_len = 0, n_len = 0, m_len = 0, errors (waiting behind a running GEMM too), all-zero
+    inputs, and zero points mixed in; bit-exact, accept / end cycles sequence_timing's."""
     cfg = cfg_of(rows, cols, ifmap_rows=32)
     rng = random.Random(rows * 7 + cols)
     zp = -5
