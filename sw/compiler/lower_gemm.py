@@ -244,9 +244,9 @@ def _merge_last_chunks(unit: Unit, block_rows: list[int], nc: int, i_half: int) 
     GEMMs go ifmap group by ifmap group, each group's GEMMs of every tile in tile order, so
     its tiles' last GEMMs, hence their STOREs, come ``q * (GEMMs per chunk)`` GEMMs apart
     instead of one chunk's GEMMs apart: each STORE but the last overlaps the GEMMs of the
-    next tiles (one PPU lane stores a 49-row tile of 16 channels in 793 cycles, a chunk's 9
-    tap GEMMs take 576 on a 16x16 os array). The same LOADs, GEMMs and DRAM bytes; the
-    unit's last STORE stays after its last GEMM (docs/compiler.md, "The end of a unit")."""
+    next tiles (one PPU lane stores a 49-row tile of 16 channels in 792 cycles, a chunk's 9
+    tap GEMMs take 576 on a 16x16 os array). The same transfers, GEMMs and DRAM bytes; the
+    unit's last STORE stays after its last GEMM (docs/compiler.md, "The ends of a unit")."""
     last = unit.tiles[-1]
     if last.psum_block is None:
         return

@@ -359,7 +359,7 @@ def test_unit_tail_is_one_store_and_head_has_no_parameters():
 
     * Tail: the last q = 2 chunks are one ifmap group, so tile 0's last GEMM comes
       q * 9 = 18 GEMMs before tile 1's (9 with one chunk per group). Tile 0's STORE (49 rows
-      x 16 channels through one PPU lane: ``rtl.dma.store_cycles``, 784 + 9) is longer
+      x 16 channels through one PPU lane: ``rtl.dma.store_cycles``, 784 + 8) is longer
       than 9 GEMMs (each 4 row blocks of 16 rows x 16 k), shorter than 18: on the perf
       model it is done before the last GEMM is, and the last STORE starts as soon as the
       last GEMM is done, so the unit ends with that one STORE.
