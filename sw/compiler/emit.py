@@ -39,7 +39,8 @@ instruction ``s-2``; a group of more LOADs than the LOAD queue holds would stop 
 before instruction ``s-1`` until instruction ``s-2`` is done, leaving the compute queue
 empty. The items:
 
-* the unit's PPU parameters, for instruction 0;
+* the unit's PPU parameters, for the last instruction of its first output tile (only
+  STOREs read them; :func:`_params_item`);
 * **ifmap groups**: the runs of consecutive compute instructions that read one ifmap
   tile, loaded once, alternating between the ifmap halves (plus ``Unit.half``, 1 for a
   layer whose input the previous layer keeps in ifmap half 1:
@@ -52,7 +53,8 @@ empty. The items:
   precede group ``i-1``: its release is the second instruction of group ``i-1``, so it
   loads while group ``i-1`` computes, its LOADs placed evenly in the queue up to the
   group's first instruction (the last one there). When weight groups are due in between,
-  the tile is split by input rows into one piece more than those groups (each at least
+  the tile is split by input rows into about one piece more than those groups (each of
+  its ``n`` LOADs into ``ceil((groups + 1) / n)``, each piece at least
   ``AHEAD_PIECE_BYTES``), so that their LOADs do not wait behind the whole tile; no more,
   as every piece is one more LOAD in the queue;
 * **weight groups**: the unit's streamed GEMMs (weight tiles not resident,
@@ -78,7 +80,7 @@ from bisect import bisect_left
 from dataclasses import dataclass
 
 from celosia.rtl import isa
-from celosia.rtl.config import AccelConfig
+from celosia.rtl.config import AccelConfig, ceil_div
 from celosia.rtl.isa import Buffer, Opcode
 from celosia.sw.analysis import load_bytes
 from celosia.sw.compiler.alloc import WeightPlan, streaming_plan, weight_tile_rows
@@ -106,7 +108,8 @@ def emit_unit(unit: Unit, config: AccelConfig, first: bool, last: bool,
     i_half = config.ifmap_rows // 2
     weight_rows, w_items = _memo_weight_groups(unit, ops, weights, memo)
     ifmap_rows, items = _ifmap_groups(unit, ops, i_half, sorted(it.deadline for it in w_items))
-    items += w_items + [_Item(0, 0, 0, 0, [(unit.params, Buffer.PARAM, 0)])]
+    items += w_items
+    items.append(_params_item(unit, ops, items))
     slots, pops = _schedule(items, T, max(1, config.queue_depth // 2))
 
     def load_group(t):
@@ -191,6 +194,20 @@ class _Item:
     order: int
     rank: int                    # ties: parameters, then ifmap, then weights
     loads: list                  # (Load, Buffer, row base)
+
+
+def _params_item(unit: Unit, ops: list[tuple[int, int]], items: list[_Item]) -> _Item:
+    """The LOAD item of the unit's PPU parameters. Only STOREs read them, and the first
+    STORE waits (``c2s``) for the last instruction ``d`` of its tile: the item's deadline
+    is ``d`` and its place in the LOAD queue just before ``d``'s own LOADs, so the
+    instructions before ``d`` do not wait behind it (a 16x16 unit's 512 channels are
+    4.6 KB, about 1,100 cycles on the 64-bit bus, before the first GEMM when loaded
+    first). It stays first (deadline and place 0) when no other LOAD opens LOAD group 0,
+    whose first LOAD pops the barrier token of the previous unit."""
+    d = next(t for t, (u, g) in enumerate(ops) if g == len(unit.tiles[u].ops) - 1)
+    if not any(it.loads and it.release == 0 and it.order == 0 for it in items):
+        d = 0
+    return _Item(0, d, d, 0, [(unit.params, Buffer.PARAM, 0)])
 
 
 def _schedule(items: list[_Item], T: int, per_group: int) -> tuple[list[list], set[int]]:
@@ -288,10 +305,10 @@ def _ifmap_groups(unit: Unit, ops: list[tuple[int, int]], i_half: int, weight_du
     tile may load from the LOAD group of the second instruction of group ``i-1`` on (the
     earliest whose ``c2l`` pop follows the last reader of the half, the last instruction
     of group ``i-2``); its LOADs are spread in queue order over the instructions up to
-    the group's first one (the last one at it), each split (:meth:`Load.split
-    <celosia.sw.compiler.tiling.Load.split>`) into one piece more than the weight groups
-    due in between (``weight_due``: their first GEMMs, sorted), pieces of at least
-    ``AHEAD_PIECE_BYTES``. (Pieces by size alone, 512 bytes, filled the LOAD queue:
+    the group's first one (the last one at it), split (:meth:`Load.split
+    <celosia.sw.compiler.tiling.Load.split>`) into about one piece more than the weight
+    groups due in between (``weight_due``: their first GEMMs, sorted): each of the tile's
+    ``n`` LOADs into ``ceil((groups + 1) / n)`` pieces of at least ``AHEAD_PIECE_BYTES``. (Pieces by size alone, 512 bytes, filled the LOAD queue:
     ResNet-18 conv3_x on 8x8 ws took 962,782 cycles with them and 909,696 with this
     rule; AlexNet FC6 at batch 16, whose input tiles are long next to its 16-row GEMMs,
     needs them: 9.80 M cycles unsplit, 9.46 M split.)"""
@@ -323,8 +340,9 @@ def _ifmap_groups(unit: Unit, ops: list[tuple[int, int]], i_half: int, weight_du
         release = min(firsts[i - 1] + 1, first) if i > 0 else first
         span = first - release
         between = bisect_left(weight_due, first) - bisect_left(weight_due, release)
+        each = ceil_div(between + 1, len(loads[i])) if loads[i] else 0
         pieces = ([p for ld in loads[i] for p in ld.split(
-                      min(span // len(loads[i]), between + 1, ld.n0 * ld.n1 * ld.n2 // AHEAD_PIECE_BYTES))]
+                      min(span // len(loads[i]), each, ld.n0 * ld.n1 * ld.n2 // AHEAD_PIECE_BYTES))]
                   if span and loads[i] else loads[i])
         for k, piece in enumerate(pieces):
             items.append(_Item(release, first, release + (k + 1) * span // len(pieces), 1,

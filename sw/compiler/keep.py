@@ -48,7 +48,8 @@ of the producer (each after a GEMM) comes after them.
 Layer ``i + 1``'s units then take the kept half as their first ifmap half
 (:attr:`~celosia.sw.compiler.tiling.Unit.half`) and lose their block LOADs. Chains
 alternate halves. The barrier between units (last STORE ``s2c`` -> NOP -> ``c2l`` -> the
-next unit's first LOAD, its PPU-parameter LOAD, which every unit has) orders the STOREs
+next unit's first LOAD: a LOAD of its first GEMM, or else its PPU-parameter LOAD, which
+every unit has, emit.py) orders the STOREs
 before the next layer's first GEMM.
 
 The driver's profiling prefixes read counters only, not outputs, so they need no

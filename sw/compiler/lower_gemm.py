@@ -21,6 +21,8 @@ and :func:`mapping`.
 
 from __future__ import annotations
 
+import dataclasses
+
 from celosia.errors import CompileError
 from celosia.rtl import isa
 from celosia.rtl.config import FEIE_TAPS, AccelConfig, ceil_div
@@ -194,10 +196,11 @@ def lower_conv(layer: QLayer, config: AccelConfig, batch: int, alloc: Allocation
                                   out_h=hbt, out_w=wbt, row_pitch=nx)
         return windows[key]
 
-    tiles = []
+    tiles, block_rows = [], []
     for block_id, (img, g, ho0, hbt, wo0, wbt) in enumerate(conv_blocks(batch, G, Ho, Wo, hb, wb)):
         y0, x0 = ho0 * sh - pt, wo0 * sw - pl
         ny, nx = window_lines(hbt, Fh, sh, dh), window_lines(wbt, Fw, sw, dw)
+        block_rows.append(ny * nx)
 
         def rows_load(c0, k_len, buf_row):
             return raw_rows_load(layer, alloc.src, g * cin_g + c0, k_len, img, y0, ny, x0, nx, buf_row)
@@ -227,7 +230,50 @@ def lower_conv(layer: QLayer, config: AccelConfig, batch: int, alloc: Allocation
                                  param_row=g * nt + j, block=block_id, block_loads=block_loads,
                                  psum_block=None if pb == 1 else block_id * n_pb + j // pb))
 
-    return split_units(tiles, alloc.params, resident, config, layer)
+    units = split_units(tiles, alloc.params, resident, config, layer)
+    if pb > 1:
+        for unit in units:
+            _merge_last_chunks(unit, block_rows, len(chunks), config.ifmap_rows // 2)
+    return units
+
+
+def _merge_last_chunks(unit: Unit, block_rows: list[int], nc: int, i_half: int) -> None:
+    """Shorten the tail of ``unit``: the last ``q`` input-channel chunks of its last psum
+    block become one ifmap group (one ifmap half holds ``q`` chunks' raw rows, ``q *
+    block_rows <= i_half``), loaded as one tile with the chunks side by side. The block's
+    GEMMs go ifmap group by ifmap group, each group's GEMMs of every tile in tile order, so
+    its tiles' last GEMMs, hence their STOREs, come ``q * (GEMMs per chunk)`` GEMMs apart
+    instead of one chunk's GEMMs apart: each STORE but the last overlaps the GEMMs of the
+    next tiles (one PPU lane stores a 49-row tile of 16 channels in 792 cycles, a chunk's 9
+    tap GEMMs take 576 on a 16x16 os array). The same transfers, GEMMs and DRAM bytes; the
+    unit's last STORE stays after its last GEMM (docs/compiler.md, "The ends of a unit")."""
+    last = unit.tiles[-1]
+    if last.psum_block is None:
+        return
+    rows = block_rows[last.block]
+    q = min(nc, i_half // rows)
+    if q < 2:
+        return
+    first = nc - q
+    for tile in unit.tiles:
+        if tile.psum_block != last.psum_block:
+            continue
+        ops, group = [], None
+        for op in tile.ops:
+            i = op.ifmap_group
+            if i is None or i < first:
+                ops.append(op)
+                continue
+            # chunk i's rows sit (i - first) * rows further in the group's tile, loaded with
+            # the group's first GEMM
+            loads = [dataclasses.replace(ld, buf_row=ld.buf_row + (i - first) * rows) for ld in op.ifmap]
+            op = dataclasses.replace(op, ifmap=[], ifmap_group=first,
+                                     ifmap_row=op.ifmap_row + (i - first) * rows)
+            if group is None:
+                group = op
+            group.ifmap = group.ifmap + loads
+            ops.append(op)
+        tile.ops = ops
 
 
 def row_taps(Fw: int, sw: int, dw: int, k_len: int, config: AccelConfig) -> list[tuple[int, int]]:

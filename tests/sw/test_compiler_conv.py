@@ -349,3 +349,45 @@ def test_feie_conv_gemms_take_kernel_rows():
     gemms = [d for node in program.nodes for d in map(decode, node.insns) if d["op"] == Opcode.GEMM]
     assert gemms and all(d["win_w"] == 3 and d["win_h"] == 1 for d in gemms)
     assert len(gemms) == 2 * 3 * 2     # 2 channel chunks x 3 kernel rows x 2 output tiles
+
+
+def test_unit_tail_is_one_store_and_head_has_no_parameters():
+    """The ends of a unit (docs/compiler.md, "The ends of a unit"), on a per-chunk conv on
+    16x16 os: 7x7x64 -> 7x7x32, 3x3 pad 1, 4 input-channel chunks of 9 x 9 raw rows (81
+    ifmap rows each; a 200-row half holds q = 2 of them, not all 4: not resident), one
+    block of 49 output rows, both output tiles in one psum block.
+
+    * Tail: the last q = 2 chunks are one ifmap group, so tile 0's last GEMM comes
+      q * 9 = 18 GEMMs before tile 1's (9 with one chunk per group). Tile 0's STORE (49 rows
+      x 16 channels through one PPU lane: ``rtl.dma.store_cycles``, 784 + 8) is longer
+      than 9 GEMMs (each 4 row blocks of 16 rows x 16 k), shorter than 18: on the perf
+      model it is done before the last GEMM is, and the last STORE starts as soon as the
+      last GEMM is done, so the unit ends with that one STORE.
+    * Head: the PPU parameters (32 channels) are due for tile 0's last GEMM (only STOREs
+      read them), so no parameter LOAD comes before the first GEMM.
+
+    Bit-exact on the ISA simulator under random schedules, and on the perf model."""
+    from celosia.sw.driver import run_quantized
+    rng = np.random.default_rng(21)
+    layer = conv_layer(rng, "c", (7, 7, 64), 32, 3, 1, 1, in_zp=2)
+    model = QModel("t", [layer], 0.05, 2, input_shape=(7, 7, 64))
+    config = AccelConfig(rows=16, cols=16, ifmap_rows=400, dataflow="os")
+    assert conv_plan(layer, config, 1) == (7, 7, False)
+    program = check(model, config, seeds=(None, 0))
+    insns = [decode(w) for w in program.nodes[0].insns]
+    kinds = [(d["op"], d.get("buf")) for d in insns]
+    gemms = [i for i, (op, _) in enumerate(kinds) if op == Opcode.GEMM]
+    stores = [i for i, (op, _) in enumerate(kinds) if op == Opcode.STORE]
+    assert len(gemms) == 4 * 9 * 2 and len(stores) == 2
+    assert sum(gemms[-1] > i > stores[0] for i in gemms) + 1 == 2 * 9   # q * 9 GEMMs after tile 0's
+    assert (Opcode.LOAD, Buffer.PARAM) not in kinds[:gemms[0]]
+    assert (Opcode.LOAD, Buffer.PARAM) in kinds[:stores[0]]
+
+    x = np.random.default_rng(1).integers(-128, 128, size=(1, model.in_features)).astype(np.int8)
+    result = run_quantized(model, x, config, backend="perf", trace=True)
+    events = [e for e in result.trace["traceEvents"] if e.get("ph") == "X"]
+    ends = {tid: [e["ts"] + e["dur"] for e in events if e["tid"] == tid] for tid in (2, 4)}
+    starts = [e["ts"] for e in events if e["tid"] == 4]
+    last_gemm = max(ends[2])
+    assert max(ends[4][:-1]) <= last_gemm           # every STORE but the last is done before
+    assert starts[-1] == last_gemm                   # the last STORE waits for nothing else

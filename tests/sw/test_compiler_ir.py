@@ -100,7 +100,9 @@ def test_allocation_offsets():
 
 def test_emit_unit_tokens_and_halves():
     """One output tile of two streamed GEMMs (docs/compiler.md, token protocol): LOADs of
-    group 0 (parameters, ifmap, weight), of group 1, GEMM 0, GEMM 1 (accumulating), STORE."""
+    group 0 (ifmap, weight, then the parameters: only the STORE reads them, so they queue
+    behind GEMM 0's LOADs, for GEMM 1, the tile's last), of group 1, GEMM 0, GEMM 1
+    (accumulating), STORE."""
     config = AccelConfig(rows=4, cols=4, ifmap_rows=16, weight_rows=8, psum_rows=8, param_rows=2)
     ops = [GemmOp(k_len=4, n_len=3, weight=[load(BaseReg.STATIC, 40 + 4 * k, 3)],
                   ifmap=[load(BaseReg.INPUT, 4 * k, 4)]) for k in range(2)]
@@ -110,10 +112,10 @@ def test_emit_unit_tokens_and_halves():
                 resident=False)
     d = [isa.decode(w) for w in emit_unit(unit, config, first=True, last=True)]
     assert [(x["op"], x.get("buf")) for x in d] == [
-        (Opcode.LOAD, Buffer.PARAM), (Opcode.LOAD, Buffer.IFMAP), (Opcode.LOAD, Buffer.WEIGHT),
+        (Opcode.LOAD, Buffer.IFMAP), (Opcode.LOAD, Buffer.WEIGHT), (Opcode.LOAD, Buffer.PARAM),
         (Opcode.LOAD, Buffer.IFMAP), (Opcode.LOAD, Buffer.WEIGHT),
         (Opcode.GEMM, None), (Opcode.GEMM, None), (Opcode.STORE, None)]
-    assert [x["dep"] for x in d] == [NO_DEP, NO_DEP, deps(push_next=1), NO_DEP, deps(push_next=1),
+    assert [x["dep"] for x in d] == [NO_DEP, deps(push_next=1), NO_DEP, NO_DEP, deps(push_next=1),
                                      deps(pop_prev=1), deps(pop_prev=1, push_next=1), deps(pop_prev=1)]
     # group 1 goes to the second halves (ifmap 16 / 2 = 8, weight 8 / 2 = 4)
     assert [x["buf_row"] for x in d[:5]] == [0, 0, 0, 8, 4]
@@ -128,7 +130,8 @@ def test_emit_ifmap_groups_prefetch_one_group_ahead():
     reads it: before the push), B by LOAD group 1 and C by LOAD group 3, the second GEMM of
     the group before (LOAD group 3 pops the c2l of GEMM 1, A's last, the last reader of
     C's half; half 1 is fresh for B), after those groups' pushes. Halves: A 0, B 1, C 0
-    (ifmap half = 8 rows)."""
+    (ifmap half = 8 rows). The parameters queue just before the LOADs of GEMM 4, the
+    tile's last (the STORE's), in LOAD group 3."""
     config = AccelConfig(rows=4, cols=4, ifmap_rows=16, weight_rows=8, psum_rows=8, param_rows=2)
     plan = [(0, True, 0), (0, False, 3), (1, True, 0), (1, False, 2), (2, True, 1)]
     ops = [GemmOp(k_len=4, n_len=3, weight=[load(BaseReg.STATIC, 40 + 4 * t, 3)],
@@ -142,19 +145,19 @@ def test_emit_ifmap_groups_prefetch_one_group_ahead():
     L, G, S = Opcode.LOAD, Opcode.GEMM, Opcode.STORE
     P, I, W = Buffer.PARAM, Buffer.IFMAP, Buffer.WEIGHT
     assert [(x["op"], x.get("buf"), x.get("dram_offset")) for x in d] == [
-        (L, P, 200), (L, I, 0), (L, W, 40),     # group 0: parameters, tile A, weights 0
+        (L, I, 0), (L, W, 40),                  # group 0: tile A, weights 0
         (L, W, 44), (L, I, 100),                # group 1: weights 1, then tile B (ahead)
         (G, None, None),
         (L, W, 48),                             # group 2
         (G, None, None),
-        (L, W, 52), (L, I, 200),                # group 3: weights 3, then tile C (ahead)
+        (L, W, 52), (L, P, 200), (L, I, 200),   # group 3: weights 3, parameters, tile C (ahead)
         (G, None, None),
         (L, W, 56),                             # group 4
         (G, None, None), (G, None, None), (S, None, 0)]
     pop, push = deps(pop_next=1, push_next=1), deps(push_next=1)
     assert [x["dep"] for x in d] == [
-        NO_DEP, NO_DEP, push, push, NO_DEP, deps(pop_prev=1, push_prev=1), pop,
-        deps(pop_prev=1, push_prev=1), pop, NO_DEP, deps(pop_prev=1, push_prev=1), pop,
+        NO_DEP, push, push, NO_DEP, deps(pop_prev=1, push_prev=1), pop,
+        deps(pop_prev=1, push_prev=1), pop, NO_DEP, NO_DEP, deps(pop_prev=1, push_prev=1), pop,
         deps(pop_prev=1), deps(pop_prev=1, push_next=1), deps(pop_prev=1)]
     loads = [x for x in d if x["op"] == L and x["buf"] == I]
     assert [x["buf_row"] for x in loads] == [0, 8, 0]
@@ -167,7 +170,8 @@ def test_emit_ifmap_groups_ahead_with_resident_weights():
     still go ahead (LOAD groups 1 and 3, nothing in between loads), and push their own l2c,
     which GEMMs 2 and 4 (their groups' first) pop; GEMMs 1 and 3 pop none. GEMM 1 pushes
     the c2l LOAD group 3 pops (group 3 has LOADs), GEMMs 0 and 2 none (groups 2 and 4 are
-    empty)."""
+    empty). The parameters (for GEMM 4, the tile's last) queue after tile B, in LOAD group
+    1, with no token of their own: tile C's push, later in the queue, covers them."""
     config = AccelConfig(rows=4, cols=4, ifmap_rows=16, weight_rows=32, psum_rows=8, param_rows=2)
     plan = [(0, True, 0), (0, False, 3), (1, True, 0), (1, False, 2), (2, True, 1)]
     ops = [GemmOp(k_len=4, n_len=3, weight=[load(BaseReg.STATIC, 40 + 4 * t, 3)],
@@ -182,16 +186,16 @@ def test_emit_ifmap_groups_ahead_with_resident_weights():
     d = [isa.decode(w) for w in emit_unit(unit, config, first=True, last=True, weights=weights)]
     L, G, S = Opcode.LOAD, Opcode.GEMM, Opcode.STORE
     assert [(x["op"], x.get("buf"), x.get("dram_offset")) for x in d] == [
-        (L, Buffer.PARAM, 200), (L, Buffer.IFMAP, 0),   # group 0: parameters, tile A
-        (L, Buffer.IFMAP, 100),                         # group 1: tile B, ahead
+        (L, Buffer.IFMAP, 0),                           # group 0: tile A
+        (L, Buffer.IFMAP, 100), (L, Buffer.PARAM, 200), # group 1: tile B, ahead; parameters
         (G, None, None), (G, None, None),               # (group 2 is empty)
         (L, Buffer.IFMAP, 200),                         # group 3: tile C, ahead
         (G, None, None), (G, None, None), (G, None, None), (S, None, 0)]
     push = deps(push_next=1)
     assert [x["dep"] for x in d] == [
-        NO_DEP, push, push, deps(pop_prev=1), deps(push_prev=1), deps(pop_next=1, push_next=1),
+        push, push, NO_DEP, deps(pop_prev=1), deps(push_prev=1), deps(pop_next=1, push_next=1),
         deps(pop_prev=1), NO_DEP, deps(pop_prev=1, push_next=1), deps(pop_prev=1)]
-    assert [x["buf_row"] for x in d if x["op"] == L][1:] == [0, 8, 0]
+    assert [x["buf_row"] for x in d if x["op"] == L and x["buf"] == Buffer.IFMAP] == [0, 8, 0]
     assert [(x["ifmap_row"], x["weight_row"]) for x in d if x["op"] == G] == [
         (0, 0), (3, 4), (8, 8), (10, 12), (1, 16)]
 
@@ -203,7 +207,9 @@ def test_emit_weight_groups():
     (rows 16, 20), [3..6] in half 0 (rows 0, 4, 8, 12); each group one LOAD (n2 tiles,
     DRAM stride 12, buffer stride 4). Group [1, 2] goes in LOAD group 1 (after GEMM 0's
     first, nothing to wait for), group [3..6] in LOAD group 2: it pops the c2l of GEMM 0,
-    the last reader of half 0, and pushes the l2c GEMM 3 pops; GEMMs 2, 4, 5, 6 pop none."""
+    the last reader of half 0, and pushes the l2c GEMM 3 pops; GEMMs 2, 4, 5 pop none. The
+    parameters, due for GEMM 6 (the tile's last, the STORE's), queue last, in LOAD group 2,
+    and push the l2c GEMM 6 pops."""
     config = AccelConfig(rows=4, cols=4, ifmap_rows=16, weight_rows=32, psum_rows=8, param_rows=2)
     ops = [GemmOp(k_len=4, n_len=3, weight=[load(BaseReg.STATIC, 40 + 12 * k, 3, n1=4, s1=3, bs1=1)],
                   ifmap_row=k) for k in range(7)]
@@ -216,16 +222,17 @@ def test_emit_weight_groups():
     L, G, S = Opcode.LOAD, Opcode.GEMM, Opcode.STORE
     P, I, W = Buffer.PARAM, Buffer.IFMAP, Buffer.WEIGHT
     assert [(x["op"], x.get("buf"), x.get("dram_offset"), x.get("n2"), x.get("buf_row")) for x in d] == [
-        (L, P, 200, 1, 0), (L, I, 0, 1, 0), (L, W, 40, 1, 0),   # LOAD group 0
+        (L, I, 0, 1, 0), (L, W, 40, 1, 0),                      # LOAD group 0
         (L, W, 52, 2, 16),                                      # LOAD group 1: tiles 1, 2
         (G,) + (None,) * 4,
-        (L, W, 76, 4, 0),                                       # LOAD group 2: tiles 3..6
+        (L, W, 76, 4, 0), (L, P, 200, 1, 0),                    # LOAD group 2: tiles 3..6, parameters
         *[(G,) + (None,) * 4] * 6, (S, None, 0, None, 0)]   # (STORE: buf_row 0)
     assert [(x["dram_stride2"], x["buf_stride2"]) for x in d if x["op"] == L and x["n2"] > 1] == [(12, 4)] * 2
     push = deps(push_next=1)
     assert [x["dep"] for x in d] == [
-        NO_DEP, NO_DEP, push, push, deps(pop_prev=1, push_prev=1), deps(pop_next=1, push_next=1),
-        deps(pop_prev=1), NO_DEP, deps(pop_prev=1), NO_DEP, NO_DEP, deps(push_next=1), deps(pop_prev=1)]
+        NO_DEP, push, push, deps(pop_prev=1, push_prev=1), deps(pop_next=1, push_next=1), push,
+        deps(pop_prev=1), NO_DEP, deps(pop_prev=1), NO_DEP, NO_DEP, deps(pop_prev=1, push_next=1),
+        deps(pop_prev=1)]
     assert [x["weight_row"] for x in d if x["op"] == G] == [0, 16, 20, 0, 4, 8, 12]
     assert [x["accumulate"] for x in d if x["op"] == G] == [0] + [1] * 6
 
