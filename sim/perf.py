@@ -56,7 +56,7 @@ from celosia.errors import IsaError
 from celosia.rtl import isa
 from celosia.rtl.arrays.engine import legal_gemm
 from celosia.rtl.arrays.feie import row_trace
-from celosia.rtl.arrays.rs import cycles as rs_cycles
+from celosia.rtl.arrays.rs import RSTiming
 from celosia.rtl.arrays.os import OSTiming, dense_steps
 from celosia.rtl.arrays.ws import WSTiming
 from celosia.rtl.config import AccelConfig
@@ -932,6 +932,7 @@ class _Machine:
         self.e_ready_at = 0
         cfg = self.cfg
         self.ws = WSTiming(cfg)
+        self.rs = RSTiming(cfg)
         self.os = OSTiming(cfg, lambda g: dense_steps(g, cfg), self._gemm_end) if self.df == "os" else None
 
     def _engine_ready(self, c):
@@ -942,6 +943,8 @@ class _Machine:
             out = sum(1 for j in range(max(0, n - GEMMS_IN_FLIGHT), n)
                       if self.g_accepts[j] < c and (self.g_ends[j] is None or self.g_ends[j] >= c))
             return out < GEMMS_IN_FLIGHT
+        if self.df == "rs":
+            return self.rs.accept_at(c) == c
         return c >= self.e_ready_at
 
     def _gemm_accept(self, idx, d, a):
@@ -961,14 +964,19 @@ class _Machine:
         elif self.df == "os":
             self.os.accept(j, g, a)
             self._os_event()
+        elif self.df == "rs":
+            end = self.rs.accept(d, a)
+            t = self.rs
+            if t.cur is not None:        # its window for the next GEMM, and idle after it
+                self.wake(t.cur[0])
+                self.wake(t.cur[4] + 1)
+            self.wake(t.idle_at)
+            self._gemm_end(j, end)
         else:
-            if self.df == "feie":
-                tr = _feie_trace(d, g, cfg, self.sim.ifmap)
-                n = tr.cycles
-                self.ev_add("zero_skips", a + n, tr.zero_skips)
-                self.ev_add("mac_cycles", a + n, tr.mac_cycles)
-            else:
-                n = rs_cycles(d, cfg)
+            tr = _feie_trace(d, g, cfg, self.sim.ifmap)
+            n = tr.cycles
+            self.ev_add("zero_skips", a + n, tr.zero_skips)
+            self.ev_add("mac_cycles", a + n, tr.mac_cycles)
             self.e_ready_at = a + n + 1
             self.wake(a + n + 1)
             self._gemm_end(j, a + n)

@@ -220,6 +220,24 @@ class ComputeEngine(ControlledEngine):
         return self._config
 
 
+def offered_sequence(timer, insns, gaps=None) -> list[tuple[int, int]]:
+    """``(accept, end)`` cycles of each of the GEMMs ``insns`` through ``timer`` (an engine's
+    timing one GEMM at a time: ``timer.accept_at(c)``, the first cycle from ``c`` on in
+    which the engine takes a GEMM, and ``timer.accept(insn, a)``, the end of one taken in
+    ``a``). Instruction ``i`` is offered (``valid`` held high until accepted) from the cycle
+    ``gaps[i]`` cycles after the acceptance cycle of instruction ``i-1`` plus one (the first
+    from cycle ``gaps[0]``); ``gaps`` defaults to all 0 (back to back)."""
+    gaps = [0] * len(insns) if gaps is None else gaps
+    out = []
+    prev_accept = None
+    for insn, gap in zip(insns, gaps, strict=True):
+        offer = gap if prev_accept is None else prev_accept + 1 + gap
+        a = timer.accept_at(offer)
+        out.append((a, timer.accept(insn, a)))
+        prev_accept = a
+    return out
+
+
 @contextmanager
 def insn_check_state(m, engine, ok, empty):
     """The CHECK state of a compute-queue engine (the cycle after acceptance): ``error``

@@ -182,6 +182,31 @@ def engine_monitor(engine, events):
     return monitor
 
 
+def overlap_monitor(engine, events):
+    """:func:`helpers.engine_monitor` for an engine that takes instructions while busy
+    (WSArray, OSArray, RSArray): ``busy`` exactly while an accepted instruction (from the
+    cycle after its acceptance) has not had its ``done`` / ``error`` (through that cycle); at
+    most one of them per cycle, at most ``MAX_IN_FLIGHT`` outstanding;
+    ``("accept" | "done" | "error", cycle)`` appended to ``events``."""
+    async def monitor(ctx):
+        cycle = 0
+        outstanding = 0  # accepted in earlier cycles, not completed in earlier cycles
+        async for _, _, valid, ready, busy, done, error in ctx.tick().sample(
+                engine.insn.valid, engine.insn.ready, engine.busy, engine.done, engine.error):
+            assert busy == (outstanding > 0), f"busy={busy} at cycle {cycle}"
+            assert not (done and error)
+            if done or error:
+                assert outstanding > 0
+                events.append(("done" if done else "error", cycle))
+                outstanding -= 1
+            if valid and ready:
+                events.append(("accept", cycle))
+                outstanding += 1
+            assert outstanding <= type(engine).MAX_IN_FLIGHT
+            cycle += 1
+    return monitor
+
+
 async def issue_and_drain(ctx, engine, insns, gaps, events, *, offer, junk, max_cycles=1000):
     """Offer each of ``insns`` on ``engine.insn`` (``offer(ctx, insn)`` sets the payload),
     after ``gaps[i]`` cycles with ``valid`` low and ``junk(ctx)`` on the payload, holding

@@ -22,6 +22,7 @@ from celosia.rtl.arrays.ws import WSArray, sequence_cycles, sequence_timing
 from celosia.rtl.config import AccelConfig
 from celosia.rtl.dataflows import dataflow
 from engine_bench import run_program
+from helpers import overlap_monitor
 from test_dataflows import OS_SEQUENCES
 
 
@@ -80,31 +81,6 @@ SEQUENCE = {WSArray: lambda insns, cfg, gaps, ifmap: sequence_timing(insns, cfg,
 
 
 # -- bench -------------------------------------------------------------------
-
-def overlap_monitor(engine, events):
-    """:func:`helpers.engine_monitor` for an engine that takes instructions while busy
-    (WSArray, OSArray): ``busy`` exactly while an accepted instruction (from the
-    cycle after its acceptance) has not had its ``done`` / ``error`` (through that cycle); at
-    most one of them per cycle, at most ``MAX_IN_FLIGHT`` outstanding;
-    ``("accept" | "done" | "error", cycle)`` appended to ``events``."""
-    async def monitor(ctx):
-        cycle = 0
-        outstanding = 0  # accepted in earlier cycles, not completed in earlier cycles
-        async for _, _, valid, ready, busy, done, error in ctx.tick().sample(
-                engine.insn.valid, engine.insn.ready, engine.busy, engine.done, engine.error):
-            assert busy == (outstanding > 0), f"busy={busy} at cycle {cycle}"
-            assert not (done and error)
-            if done or error:
-                assert outstanding > 0
-                events.append(("done" if done else "error", cycle))
-                outstanding -= 1
-            if valid and ready:
-                events.append(("accept", cycle))
-                outstanding += 1
-            assert outstanding <= type(engine).MAX_IN_FLIGHT
-            cycle += 1
-    return monitor
-
 
 def window(out_h, out_w, row_pitch=0, stride_h=1, stride_w=1, win_h=1, win_w=1, dil_h=1, dil_w=1,
            **fields):
