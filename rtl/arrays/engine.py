@@ -38,11 +38,11 @@ class ComputeEngineSignature(wiring.Signature):
         (``engine.insn`` is ``engine.ctrl.insn``, ...):
 
         insn : In(stream.Signature(GemmInsn))
-            One GEMM; ``ready`` is high exactly when the engine is idle (``rs``,
-            ``feie``); the ``ws`` engine is also ready while earlier GEMMs are still
-            streaming, ``os`` while earlier GEMMs are in the block pipeline (each at most its
-            ``MAX_IN_FLIGHT``, :data:`~celosia.rtl.controller.signatures.GEMMS_IN_FLIGHT`,
-            in flight).
+            One GEMM; ``ready`` is high exactly when the engine is idle (``feie``); the
+            ``ws`` engine is also ready while earlier GEMMs are still streaming, ``os``
+            while earlier GEMMs are in the block pipeline, ``rs`` during the current GEMM's
+            last pass (each at most its ``MAX_IN_FLIGHT``,
+            :data:`~celosia.rtl.controller.signatures.GEMMS_IN_FLIGHT` or fewer, in flight).
         done : Out(1)
             One-cycle pulse one cycle after the last psum row of an accepted
             instruction was written (a following reader sees every write). Each
