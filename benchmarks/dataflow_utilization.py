@@ -176,13 +176,14 @@ def model_and_inputs(graph: Graph, samples: int, seed: int):
 
 
 def measure(qmodel, x, config: AccelConfig, golden: np.ndarray, batch: int = 1,
-            program=None) -> dict:
-    """Run on Verilator (``batch`` samples per run; ``program``: already compiled for
+            program=None, backend: str = "verilator") -> dict:
+    """Run on ``backend`` (Verilator by default, or ``"perf"``: the cycle model, which gives
+    the RTL's cycles; ``batch`` samples per run; ``program``: already compiled for
     ``config``); the report's figures plus ``ok`` (equal to golden) and ``wall``, or
     ``{"error": message}`` if the compiler, driver or simulation reports an error."""
     try:
         result, wall = timed(lambda: run_quantized(qmodel, qmodel.quantize_input(x), config,
-                                                   backend="verilator", batch=batch,
+                                                   backend=backend, batch=batch,
                                                    profile=False, program=program))
     except CelosiaError as e:
         return {"error": f"{type(e).__name__}: {e}"}

@@ -2,11 +2,14 @@
 
     python benchmarks/layers.py [--arrays 8x8,16x16] [--dataflows ws,os,rs,feie]
                                 [--layers resnet18.conv2_x,alexnet.fc6.b16] [--quick]
-                                [--set FIELD=VALUE ...] [--out table.md]
+                                [--set FIELD=VALUE ...] [--backend perf|verilator]
+                                [--out table.md]
 
 Runs single layers at their real size (not cropped; random weights, shapes from the model
 zoo, :mod:`celosia.sw.zoo`) on the Verilator model of each array x dataflow (every
-dataflow of the registry, ``celosia.rtl.config.DATAFLOWS``):
+dataflow of the registry, ``celosia.rtl.config.DATAFLOWS``), or with ``--backend perf``
+on the cycle model (:mod:`celosia.sim.perf`: the RTL's cycles, checked against Verilator
+by tests/sim/test_perf.py; no Verilator build, and much faster on the large layers):
 
 ===========================  ===========================================================
 layer                        zoo node (shape printed by the script)
@@ -190,10 +193,11 @@ def set_fields(items: list[str], rows: int, cols: int, dataflow: str) -> dict:
 
 
 def run_config(rows: int, cols: int, dataflow: str, layers: list[Prepared],
-               progress: Progress, fields: dict | None = None) -> dict[str, dict]:
+               progress: Progress, fields: dict | None = None,
+               backend: str = "verilator") -> dict[str, dict]:
     """Every layer on one array x dataflow (and the config ``fields`` of ``--set``): compile
     each (for the largest DRAM), size the DRAM to the largest, build the Verilator model
-    once, run and check each."""
+    once (``backend = "verilator"``), run on ``backend`` and check each."""
     array = f"{rows}x{cols}"
     base = AccelConfig(**{"rows": rows, "cols": cols, "dataflow": dataflow,
                           "dram_bytes": MAX_DRAM, **(fields or {})})
@@ -207,15 +211,17 @@ def run_config(rows: int, cols: int, dataflow: str, layers: list[Prepared],
     if programs:
         need = max(prog.layout(1)["end"] for prog in programs.values())
         config = dataclasses.replace(base, dram_bytes=dram_size(need))
-        progress.step(f"verilator model of {array} {dataflow}, dram_bytes={config.dram_bytes}")
-        failed = prebuild({dataflow: config}).get(dataflow)
+        failed = None
+        if backend == "verilator":
+            progress.step(f"verilator model of {array} {dataflow}, dram_bytes={config.dram_bytes}")
+            failed = prebuild({dataflow: config}).get(dataflow)
     for p in layers:
         name = p.bench.name
         if name in programs:
             progress.step(f"run {name} on {array} {dataflow}")
             results[name] = failed or measure(
                 p.qmodel, p.x, config, p.golden, batch=p.bench.batch,
-                program=dataclasses.replace(programs.pop(name), config=config))
+                program=dataclasses.replace(programs.pop(name), config=config), backend=backend)
         progress.step(f"{name} on {array} {dataflow} done", advance=1)
     return results
 
@@ -270,6 +276,9 @@ def main(argv=None) -> int:
                     help=f"the small layers {','.join(b.name for b in QUICK)} on 8x8 (seconds)")
     ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                     help="an AccelConfig field for every run, e.g. --set ppu_lanes=8 (repeatable)")
+    ap.add_argument("--backend", choices=("verilator", "perf"), default="verilator",
+                    help="run on the Verilator model (default) or the perf cycle model (the RTL's "
+                         "cycles, much faster; outputs still checked against the golden model)")
     ap.add_argument("--out", help="also write the markdown table to this file (rewritten after each "
                                   "array x dataflow, so an interrupted run keeps what it measured)")
     args = ap.parse_args(argv)
@@ -291,6 +300,8 @@ def main(argv=None) -> int:
         raise SystemExit(str(e) if str(e).startswith("--set") else f"--set: {e}") from None
     if args.set:
         print("config:", " ".join(args.set))
+    if args.backend != "verilator":
+        print("backend:", args.backend)
 
     benches = [BY_NAME[n] for n in names]
     width = max(len(b.name) for b in benches)
@@ -306,7 +317,7 @@ def main(argv=None) -> int:
         for rows, cols in shapes:
             for df in dataflows:
                 for name, m in run_config(rows, cols, df, prepared, progress,
-                                          fields[rows, cols, df]).items():
+                                          fields[rows, cols, df], args.backend).items():
                     results[name, rows, cols, df] = m
                 if args.out:   # the rows so far, so that an interrupted run loses nothing
                     write(args.out, table_of(prepared, shapes, dataflows, results))

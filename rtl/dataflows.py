@@ -82,12 +82,13 @@ class Dataflow:
         """Acceptance-to-``done`` cycles of one :data:`~celosia.rtl.isa.GemmInsn` issued to
         an idle engine (``done`` or ``error`` pulses that many cycles after the cycle the
         instruction was accepted). When the next one is accepted is the engine's own rule:
-        the cycle after ``done`` for rs; feie takes the next while one runs and starts it
-        the cycle before that one's ``done`` (``celosia.rtl.arrays.feie.sequence_timing``);
-        ws overlaps the next GEMM's weight
+        feie takes the next while one runs and starts it the cycle before that one's
+        ``done`` (``celosia.rtl.arrays.feie.sequence_timing``); ws overlaps the next GEMM's weight
         preload with the current stream (``celosia.rtl.arrays.ws.sequence_timing``), os its
         blocks with the current one's in the block pipeline
-        (``celosia.rtl.arrays.os.sequence_timing``).
+        (``celosia.rtl.arrays.os.sequence_timing``), rs takes it during the current one's
+        last pass and fills its first step during the current one's last step
+        (``celosia.rtl.arrays.rs.sequence_timing``).
 
         ``insn`` maps GemmInsn field names to Python ints (a missing field is 0);
         ``config`` is the ``AccelConfig``; ``ifmap`` (the ifmap buffer, one NumPy row per

@@ -57,7 +57,7 @@ from celosia.errors import IsaError
 from celosia.rtl import isa
 from celosia.rtl.arrays.engine import legal_gemm
 from celosia.rtl.arrays.feie import FEIETiming, row_trace
-from celosia.rtl.arrays.rs import cycles as rs_cycles
+from celosia.rtl.arrays.rs import RSTiming
 from celosia.rtl.arrays.os import OSTiming, dense_steps
 from celosia.rtl.arrays.ws import WSTiming
 from celosia.rtl.config import AccelConfig
@@ -933,6 +933,7 @@ class _Machine:
         self.e_ready_at = 0
         cfg = self.cfg
         self.ws = WSTiming(cfg)
+        self.rs = RSTiming(cfg)
         self.os = OSTiming(cfg, lambda g: dense_steps(g, cfg), self._gemm_end) if self.df == "os" else None
         self.fe = FEIETiming(cfg) if self.df == "feie" else None
 
@@ -946,6 +947,8 @@ class _Machine:
             return out < GEMMS_IN_FLIGHT
         if self.fe is not None:
             return self.fe.ready(c)
+        if self.df == "rs":
+            return self.rs.accept_at(c) == c
         return c >= self.e_ready_at
 
     def _gemm_accept(self, idx, d, a):
@@ -965,21 +968,23 @@ class _Machine:
         elif self.df == "os":
             self.os.accept(j, g, a)
             self._os_event()
-        else:
-            if self.df == "feie":
-                ifmap = self.sim.ifmap
-                end, tr = self.fe.accept(d, ifmap, a, lambda d, start: _feie_trace(d, g, cfg, ifmap, start))
-                if tr is not None:
-                    self.ev_add("zero_skips", end, tr.zero_skips)
-                    self.ev_add("mac_cycles", end, tr.mac_cycles)
-                for w in self.fe.wakes():
-                    self.wake(max(w, a + 1))
-                self._gemm_end(j, end)
-                return
-            n = rs_cycles(d, cfg)
-            self.e_ready_at = a + n + 1
-            self.wake(a + n + 1)
-            self._gemm_end(j, a + n)
+        elif self.df == "rs":
+            end = self.rs.accept(d, a)
+            t = self.rs
+            if t.cur is not None:        # its window for the next GEMM, and idle after it
+                self.wake(t.cur[0])
+                self.wake(t.cur[4] + 1)
+            self.wake(t.idle_at)
+            self._gemm_end(j, end)
+        else:                            # feie
+            ifmap = self.sim.ifmap
+            end, tr = self.fe.accept(d, ifmap, a, lambda d, start: _feie_trace(d, g, cfg, ifmap, start))
+            if tr is not None:
+                self.ev_add("zero_skips", end, tr.zero_skips)
+                self.ev_add("mac_cycles", end, tr.mac_cycles)
+            for w in self.fe.wakes():
+                self.wake(max(w, a + 1))
+            self._gemm_end(j, end)
 
     def _ws_accept(self, j, d, a):
         end = self.ws.accept(d, a)

@@ -230,6 +230,7 @@ class Jump:
             _clamp(m.e_ready_at, T),
             (_clamp(ws.ready_at, T), _clamp(ws.last_read, T), _clamp(ws.last_end, T),
              tuple((row, _clamp(t, T)) for row, t in ws.recent)),
+            self._rs_state(T),
             tuple(sorted((c - T, name, v) for c, name, v in m.future)),
             len(m.insns) - m.n_done, _rel(m.last_done, T),
             desc,
@@ -237,6 +238,16 @@ class Jump:
         )
         return st, tuple(sorted({i - P for i in live})), (min(m.f_node_left, self.clamp_node), m.f_count + len(m.f_arr),
                         tuple(left for _, left, _ in desc))
+
+    def _rs_state(self, T):
+        """``rs.RSTiming``: its GEMM's window, last-step and last-MAC cycles are compared with
+        acceptances (from ``T`` on) and its ``done`` starts the next GEMM: kept relative to
+        ``T`` while the window is open, the idle cycle only clamped once it has closed."""
+        r = self.m.rs
+        if r.cur is None or r.cur[2] < T:
+            idle = r.idle_at if r.cur is None else max(r.idle_at, r.cur[4] + 1)
+            return (_clamp(idle, T), None)
+        return (_clamp(r.idle_at, T), tuple(x - T if i != 3 else x for i, x in enumerate(r.cur)))
 
     def restore(self, sid, T):
         """Write the canonical state ``sid`` back into the machine at cycle ``T`` (its
@@ -247,7 +258,7 @@ class Jump:
         (queued, queues, tok_value, tok_pending, tok_changed, dram_free, m.rr_last,
          desc_pending, desc_resp, slot_valid, slot_from, _, _, _, m.f_req_word,
          m.f_count, f_arr, blocked_at, last_push, load, l_ready_at, store, s_ready_at,
-         gemms, n_out, os_state, v_end, v_accept, nop_at, e_ready_at, ws, future,
+         gemms, n_out, os_state, v_end, v_accept, nop_at, e_ready_at, ws, rs, future,
          outstanding, last_done, desc, last_progress, fin_heap) = st
         m.now = T
         m.heap = [c + T for c in queued]
@@ -319,6 +330,9 @@ class Jump:
         w = m.ws
         w.ready_at, w.last_read, w.last_end = (_unclamp(x, T) for x in ws[:3])
         w.recent = [(row, _unclamp(t, T)) for row, t in ws[3]]
+        r = m.rs
+        r.idle_at = _unclamp(rs[0], T)
+        r.cur = None if rs[1] is None else tuple(x + T if i != 3 else x for i, x in enumerate(rs[1]))
         # counters and progress
         m.future = [(c + T, name, v) for c, name, v in future]
         heapq.heapify(m.future)

@@ -38,12 +38,12 @@ class ComputeEngineSignature(wiring.Signature):
         (``engine.insn`` is ``engine.ctrl.insn``, ...):
 
         insn : In(stream.Signature(GemmInsn))
-            One GEMM; ``ready`` is high exactly when the engine is idle (``rs``);
-            ``feie`` also while one GEMM runs and none waits (its weights landed, its
-            groups not all done); the ``ws`` engine is also ready while earlier GEMMs are still
-            streaming, ``os`` while earlier GEMMs are in the block pipeline (each at most its
-            ``MAX_IN_FLIGHT``, :data:`~celosia.rtl.controller.signatures.GEMMS_IN_FLIGHT`,
-            in flight).
+            One GEMM; ``ready`` is high while the engine can take one: ``feie`` also
+            while one GEMM runs and none waits (its weights landed, its groups not all
+            done); the ``ws`` engine is also ready while earlier GEMMs are still
+            streaming, ``os`` while earlier GEMMs are in the block pipeline, ``rs`` during
+            the current GEMM's last pass (each at most its ``MAX_IN_FLIGHT``,
+            :data:`~celosia.rtl.controller.signatures.GEMMS_IN_FLIGHT` or fewer, in flight).
         done : Out(1)
             One-cycle pulse one cycle after the last psum row of an accepted
             instruction was written (a following reader sees every write). Each
@@ -219,6 +219,24 @@ class ComputeEngine(ControlledEngine):
     @property
     def config(self):
         return self._config
+
+
+def offered_sequence(timer, insns, gaps=None) -> list[tuple[int, int]]:
+    """``(accept, end)`` cycles of each of the GEMMs ``insns`` through ``timer`` (an engine's
+    timing one GEMM at a time: ``timer.accept_at(c)``, the first cycle from ``c`` on in
+    which the engine takes a GEMM, and ``timer.accept(insn, a)``, the end of one taken in
+    ``a``). Instruction ``i`` is offered (``valid`` held high until accepted) from the cycle
+    ``gaps[i]`` cycles after the acceptance cycle of instruction ``i-1`` plus one (the first
+    from cycle ``gaps[0]``); ``gaps`` defaults to all 0 (back to back)."""
+    gaps = [0] * len(insns) if gaps is None else gaps
+    out = []
+    prev_accept = None
+    for insn, gap in zip(insns, gaps, strict=True):
+        offer = gap if prev_accept is None else prev_accept + 1 + gap
+        a = timer.accept_at(offer)
+        out.append((a, timer.accept(insn, a)))
+        prev_accept = a
+    return out
 
 
 @contextmanager

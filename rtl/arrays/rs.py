@@ -87,8 +87,28 @@ So with ``G = ceil(n_len / S)`` passes, ``done`` pulses in cycle
 ``s_{G-1} + B + out_h + 2`` (:func:`gemm_cycles`; before, with the WRITE between
 columns, all lines filled whatever the stride and the first pass's weights loaded
 before its pixels, it was ``3 + W + B' + (G-1)*max(W, B')``, ``B'`` the pass body
-with a column of ``(win_w-1)*D + max(k_len + out_h, lines + 1)``); the next
-instruction can be accepted the cycle after.
+with a column of ``(win_w-1)*D + max(k_len + out_h, lines + 1)``) on an idle engine
+(:func:`gemm_cycles`, :func:`gemm_timing`).
+
+Consecutive GEMMs (:class:`RSTiming`, :func:`sequence_timing`). The engine takes the next
+GEMM (``insn.ready``) into a second instruction register during the current one's last
+pass: from the cycle after that pass starts (``a + 2`` with one pass; ``s_{G-1} + 1``)
+through its last MAC cycle ``T = s_{G-1} + B``. In the first cycle ``P = T - k_len + 1`` of
+the last step it checks the next GEMM (taken by ``P - 1``): if it is legal, not empty and
+``k_len' + 1 >= out_h`` (its first column cannot end before this GEMM's last WRITE), its
+first step's pixels go into the free line bank from ``P`` on (its own ``lines'``, pitch,
+``ifmap_row``) and in ``T`` it becomes the current GEMM: its set-up (the PEs' line picks a
+cycle later, when this GEMM's last MAC has landed), its first pass's filter rows into the
+free scratchpad bank from ``T`` (as from CHECK), LOADW from ``T + 1``. It then runs as if
+accepted in ``T - 1`` with its first pass starting no earlier than ``P`` (``first = P - T +
+1 = 2 - k_len`` in :func:`gemm_timing`), so with one filter row its MACs start in ``T + 3``
+when ``lines' <= k_len + 1``: two idle MAC cycles between GEMMs instead of ``lines + out_h +
+4``. The last column's WRITE goes on alongside with its own copy of the GEMM's fields and
+row mapping, and its ``done`` pulses in ``T + out_h + 2`` as before, so up to three GEMMs
+are in flight (the one writing, the one running, the one taken). Otherwise (taken after
+``P - 1``, illegal, empty, or ``k_len' + 1 < out_h``) the current GEMM ends as alone
+(DRAIN, FLUSH, DONE) and the next goes to CHECK the cycle after its ``done``, as if
+accepted in that ``done`` cycle (an error then pulses a cycle after the ``done``).
 """
 
 from __future__ import annotations
@@ -102,30 +122,108 @@ from amaranth.lib.wiring import In, Out
 
 from celosia.rtl import isa
 from celosia.rtl.arrays.blocks import Block, place
-from celosia.rtl.arrays.engine import (ComputeEngine, finish_states, gemm_insn_in_range, insn_check_state,
-                                       legal_gemm)
+from celosia.rtl.arrays.engine import (ComputeEngine, gemm_insn_in_range, insn_check_state, legal_gemm,
+                                       offered_sequence)
 from celosia.rtl.config import RS_SPAD, ceil_div
 from celosia.rtl.dma import accept_state
 
-__all__ = ["RSArray", "RSRow", "RSLine", "RSLane", "gemm_cycles", "cycles"]
+__all__ = ["RSArray", "RSRow", "RSLine", "RSLane", "RSTiming", "gemm_cycles", "gemm_timing", "cycles",
+           "sequence_timing", "sequence_cycles"]
 
 
-def gemm_cycles(rows: int, *, win_h: int, win_w: int, k_len: int, n_len: int, out_h: int, out_w: int,
-                stride_h: int = 1, dil_h: int = 1) -> int:
-    """Acceptance to ``done`` of one legal windowed GEMM on a ``rows``-row array, the timing
-    of the module docstring (the compiler's cost model for choosing a mapping)."""
-    if n_len == 0:
-        return 1
+def gemm_timing(rows: int, *, win_h: int, win_w: int, k_len: int, n_len: int, out_h: int, out_w: int,
+                stride_h: int = 1, dil_h: int = 1, first: int = 1) -> tuple[int, int, int]:
+    """``(ready, last, done)`` of one legal windowed GEMM on a ``rows``-row array, cycles after
+    its (virtual) acceptance, the timing of the module docstring: from ``ready`` on the
+    engine takes the next GEMM (its last pass has started), ``last`` is its last MAC cycle,
+    ``done`` its ``done``. ``first``: the earliest start of its first pass (1 when accepted
+    idle; ``2 - k_len`` of the GEMM before when its first step was filled during that
+    GEMM's last step)."""
     passes = ceil_div(n_len, rows // win_h)
     lines = out_h if win_h == 1 else (out_h - 1) * stride_h + (win_h - 1) * dil_h + 1
     step = max(k_len, lines + 1)
     fwk = win_w * k_len
     load = win_h * fwk
     body = lines + (out_w * win_w - 1) * step + k_len
-    start = max(1, load - fwk + 3 - lines)    # the first pass's (its MACs from start + lines + 1)
-    if passes > 1:                            # the second pass's filter rows load after the first's
+    start = max(first, load - fwk + 3 - lines)    # the first pass's (its MACs from start + lines + 1)
+    ready = 2
+    if passes > 1:                                # the second pass's filter rows load after the first's
         start = max(start + body, 2 * load + 1) + (passes - 2) * max(load, body)
-    return start + body + out_h + 2
+        ready = start + 1
+    return ready, start + body, start + body + out_h + 2
+
+
+def gemm_cycles(rows: int, *, win_h: int, win_w: int, k_len: int, n_len: int, out_h: int, out_w: int,
+                stride_h: int = 1, dil_h: int = 1) -> int:
+    """Acceptance to ``done`` of one legal windowed GEMM on an idle ``rows``-row array, the
+    timing of the module docstring (the compiler's cost model for choosing a mapping)."""
+    if n_len == 0:
+        return 1
+    return gemm_timing(rows, win_h=win_h, win_w=win_w, k_len=k_len, n_len=n_len, out_h=out_h,
+                       out_w=out_w, stride_h=stride_h, dil_h=dil_h)[2]
+
+
+class RSTiming:
+    """The timing of consecutive GEMMs on :class:`RSArray` (module docstring, "Consecutive
+    GEMMs"), one GEMM at a time, for a caller that learns when each is offered only as it
+    goes (:mod:`celosia.sim.perf`, :func:`sequence_timing`).
+
+    :meth:`accept_at` is the first cycle from ``c`` on in which the engine takes a GEMM
+    (``insn.ready``); :meth:`accept` takes a GEMM accepted in such a cycle and returns the
+    cycle of its ``done`` / ``error``. The state: :attr:`cur` = ``(win_from, prefill, last,
+    out_h, done)`` of the last legal GEMM taken (its window of early acceptance
+    ``win_from .. last``, the cycle ``prefill`` of its last step's first MAC, its last MAC
+    cycle, ...; None after an error) and :attr:`idle_at`, from when an idle engine takes one.
+    """
+
+    def __init__(self, config):
+        self.config = config
+        self.cur = None
+        self.idle_at = 0
+
+    def accept_at(self, c: int) -> int:
+        cur = self.cur
+        if cur is None:
+            return max(c, self.idle_at)
+        lo = max(c, cur[0])
+        return lo if lo <= cur[2] else max(c, cur[4] + 1)
+
+    def accept(self, insn, a: int) -> int:
+        g = legal_gemm(insn, self.config)
+        ok = g is not None and g.m_len != 0 and g.n_len != 0
+        cur = self.cur
+        early = cur is not None and a <= cur[2]
+        first = 1
+        if not early:
+            av = a                                # accepted idle: CHECK the cycle after
+        elif ok and a < cur[1] and g.k_len + 1 >= cur[3]:
+            av, first = cur[2] - 1, cur[1] - cur[2] + 1   # its first step filled from cur's last step
+        else:
+            av = cur[4]                           # CHECK the cycle after cur's done
+        if not ok:
+            self.cur, self.idle_at = None, av + 2
+            return av + 1
+        ready, last, done = gemm_timing(self.config.rows, win_h=g.win_h, win_w=g.win_w, k_len=g.k_len,
+                                        n_len=g.n_len, out_h=g.out_h, out_w=g.out_w,
+                                        stride_h=g.stride_h, dil_h=g.dil_h, first=first)
+        self.cur = (av + ready, av + last - g.k_len + 1, av + last, g.out_h, av + done)
+        return av + done
+
+
+def sequence_timing(insns, config, gaps=None) -> list[tuple[int, int]]:
+    """``(accept, end)`` cycles of each of the GEMMs ``insns`` (field dicts as for
+    :func:`cycles`) on :class:`RSArray`, ``end`` the cycle of its ``done`` / ``error``.
+    Instruction ``i`` is offered (``valid`` held high until accepted) from the cycle
+    ``gaps[i]`` cycles after the acceptance cycle of instruction ``i-1`` plus one (the
+    first from cycle ``gaps[0]``); ``gaps`` defaults to all 0 (back to back)
+    (:func:`~celosia.rtl.arrays.engine.offered_sequence`)."""
+    return offered_sequence(RSTiming(config), insns, gaps)
+
+
+def sequence_cycles(insns, config) -> int:
+    """Cycles from the acceptance of the first of ``insns`` (issued back to back to an idle
+    :class:`RSArray`) to the ``done`` / ``error`` of the last."""
+    return sequence_timing(insns, config)[-1][1] if insns else 0
 
 
 def cycles(insn, config, ifmap=None) -> int:
@@ -284,7 +382,12 @@ class RSRow(Block):
 
 class RSArray(ComputeEngine):
     """Row-stationary engine implementing :class:`ComputeEngineSignature` for windowed
-    GEMMs (see the module docstring for the mapping and the timing)."""
+    GEMMs (see the module docstring for the mapping and the timing). It takes the next
+    GEMM during the current one's last pass, so at most :attr:`MAX_IN_FLIGHT` are in
+    flight: the one whose last column is being written, the one running and the one taken
+    next."""
+
+    MAX_IN_FLIGHT = 3
 
     def elaborate(self, platform):
         m = Module()
@@ -293,26 +396,38 @@ class RSArray(ComputeEngine):
         ab, wb, acc_bits = cfg.act_bits, cfg.weight_bits, cfg.acc_bits
 
         insn = Signal(isa.GemmInsn)
+        # The next GEMM, taken during the current one's last pass (``early``); ``src`` is the
+        # instruction the mapping below is worked out from: ``insn`` in CHECK, ``insn_n``
+        # where the next GEMM is checked (the last step) and set up (the switch).
+        insn_n, nxt_valid, early = Signal(isa.GemmInsn), Signal(), Signal()
+        src, use_next = Signal(isa.GemmInsn), Signal()
+        m.d.comb += src.eq(insn)
+        with m.If(use_next):
+            m.d.comb += src.eq(insn_n)
+        src_ok = Signal()
+        m.d.comb += src_ok.eq(gemm_insn_in_range(src, cfg) & (src.m_len != 0) & (src.n_len != 0))
 
-        # -- mapping of the logical set onto the rows (combinational from insn, registered
-        #    in CHECK): filter row fh, set t, first line offset fh*dil_h, last row of a set.
+        # -- mapping of the logical set onto the rows (combinational from src, registered
+        #    in CHECK / at the switch): filter row fh, set t, first line offset fh*dil_h, last
+        #    row of a set.
         fh_c = [Signal(range(R), name=f"fh_c_{r}") for r in range(R)]
         set_c = [Signal(range(R), name=f"set_c_{r}") for r in range(R)]
         off_c = [Signal(16, name=f"off_c_{r}") for r in range(R)]
         for r in range(1, R):
-            wrap = fh_c[r - 1] == insn.win_h - 1
+            wrap = fh_c[r - 1] == src.win_h - 1
             m.d.comb += [fh_c[r].eq(Mux(wrap, 0, fh_c[r - 1] + 1)),
                          set_c[r].eq(set_c[r - 1] + wrap),
-                         off_c[r].eq(Mux(wrap, 0, off_c[r - 1] + insn.dil_h))]
-        nsets_c = set_c[R - 1] + (fh_c[R - 1] == insn.win_h - 1)
+                         off_c[r].eq(Mux(wrap, 0, off_c[r - 1] + src.dil_h))]
+        nsets_c = set_c[R - 1] + (fh_c[R - 1] == src.win_h - 1)
         # One filter row (win_h = 1): only the lines j*stride_h are touched, so line j of the
         # registers holds ifmap line j*stride_h (compact lines: out_h of them, whatever the
         # stride); otherwise line y holds ifmap line y.
-        compact = insn.win_h == 1
+        compact = src.win_h == 1
 
         fh = [Signal(range(R), name=f"fh_{r}") for r in range(R)]
         tset = [Signal(range(R), name=f"set_{r}") for r in range(R)]
         last = [Signal(name=f"last_{r}") for r in range(R)]
+        nsets_lt = Signal()   # (combinational) src has a second pass
         nsets = Signal(range(R + 1))
         # PE (r, j) reads line off[r] + j*lstep: a per-row shift of the line registers by
         # off[r], then per PE a pick among the multiples j*s that fit (s = lstep, the stride
@@ -322,21 +437,30 @@ class RSArray(ComputeEngine):
         lstep = Signal(8)
         setup = Signal()
         with m.If(setup):
-            m.d.sync += [nsets.eq(nsets_c), lstep.eq(Mux(compact, 1, insn.stride_h))]
+            m.d.sync += nsets.eq(nsets_c)
             for r in range(R):
-                m.d.sync += [fh[r].eq(fh_c[r]), tset[r].eq(set_c[r]),
-                             last[r].eq(fh_c[r] == insn.win_h - 1), off[r].eq(off_c[r])]
+                m.d.sync += [fh[r].eq(fh_c[r]), tset[r].eq(set_c[r]), last[r].eq(fh_c[r] == src.win_h - 1)]
+        # the PEs' line picks a cycle later: at a switch the previous GEMM's last MAC lands
+        # (and reads its lines) in the cycle after (src is then insn, already the new GEMM)
+        setup_d = Signal()
+        m.d.sync += setup_d.eq(setup)
+        with m.If(setup_d):
+            m.d.sync += lstep.eq(Mux(compact, 1, src.stride_h))
+            m.d.sync += [off[r].eq(off_c[r]) for r in range(R)]
+        m.d.comb += nsets_lt.eq(nsets_c < src.n_len)
 
         lines = Signal(16)   # line registers filled per step
         lpitch = Signal(16)  # ifmap rows from one line register to the next
         fwk = Signal(16)     # scratchpad entries per filter row: win_w * k_len
         wtot = Signal(16)    # weight rows of the instruction: win_h * fwk
+        lines_c, lpitch_c = Signal(16), Signal(16)
+        m.d.comb += [lines_c.eq(Mux(compact, src.out_h,
+                                    (src.out_h - 1) * src.stride_h + (src.win_h - 1) * src.dil_h + 1)),
+                     lpitch_c.eq(Mux(compact, src.stride_h * src.row_pitch, src.row_pitch))]
         with m.If(setup):
-            m.d.sync += [lines.eq(Mux(compact, insn.out_h,
-                                      (insn.out_h - 1) * insn.stride_h + (insn.win_h - 1) * insn.dil_h + 1)),
-                         lpitch.eq(Mux(compact, insn.stride_h * insn.row_pitch, insn.row_pitch)),
-                         fwk.eq(insn.win_w * insn.k_len),
-                         wtot.eq(insn.win_h * insn.win_w * insn.k_len)]
+            m.d.sync += [lines.eq(lines_c), lpitch.eq(lpitch_c),
+                         fwk.eq(src.win_w * src.k_len),
+                         wtot.eq(src.win_h * src.win_w * src.k_len)]
 
         # -- filter scratchpads, one per PE row, two banks of RS_SPAD entries: the MACs of a
         #    pass read bank ``sbank`` while the loader fills the other one with the next pass's
@@ -357,15 +481,18 @@ class RSArray(ComputeEngine):
         filling, fill_go = Signal(), Signal()
         fcnt, faddr, fbank = Signal(16), Signal(16), Signal()
         go_addr, go_bank = Signal(16), Signal()
+        go_src = Signal()                        # the fill of src's first step (else insn's next)
+        f_lines, f_lpitch = Signal(16), Signal(16)   # of the fill running
         y_land, y_bank_d = Signal(), Signal()
         y_idx_d = Signal(range(L))
         mac_issue, mac_land, clear = Signal(), Signal(), Signal()
         bank, use_bank = Signal(), Signal()   # bank of the MAC step issuing / of the MAC landing
-        fill_last = filling & (fcnt == lines - 1)
+        fill_last = filling & (fcnt == f_lines - 1)
         with m.If(fill_go):
-            m.d.sync += [filling.eq(1), fcnt.eq(0), faddr.eq(go_addr), fbank.eq(go_bank)]
+            m.d.sync += [filling.eq(1), fcnt.eq(0), faddr.eq(go_addr), fbank.eq(go_bank),
+                         f_lines.eq(Mux(go_src, lines_c, lines)), f_lpitch.eq(Mux(go_src, lpitch_c, lpitch))]
         with m.Elif(filling):
-            m.d.sync += [fcnt.eq(fcnt + 1), faddr.eq(faddr + lpitch)]
+            m.d.sync += [fcnt.eq(fcnt + 1), faddr.eq(faddr + f_lpitch)]
             with m.If(fill_last):
                 m.d.sync += filling.eq(0)
         m.d.comb += [self.ifmap.en.eq(filling), self.ifmap.addr.eq(faddr)]
@@ -414,36 +541,53 @@ class RSArray(ComputeEngine):
         wcnt = Signal(16)
         wr_g0 = Signal.like(g0)   # the pass of the column being written (g0 moves on meanwhile)
         wr_g0_d = Signal.like(g0)
-        wr_last = wr_active & (wcnt == insn.out_h - 1)
+        # The WRITE's own copy of its GEMM's fields and row mapping, taken at wr_go: the
+        # next GEMM's set-up replaces those while the last column of this one is written.
+        wr_outh, wr_outw, wr_nlen, wr_nsets = Signal(16), Signal(16), Signal(16), Signal.like(nsets)
+        wr_acc, wr_final = Signal(), Signal()   # wr_final: its GEMM's done comes from the WRITE
+        wr_top = [Signal(name=f"wr_top_{r}") for r in range(R)]
+        wr_lst = [Signal(name=f"wr_last_{r}") for r in range(R)]
+        wr_tset = [Signal(range(R), name=f"wr_set_{r}") for r in range(R)]
+        wr_final_go = Signal()
+        wr_last = wr_active & (wcnt == wr_outh - 1)
         m.d.sync += [wr_land.eq(wr_active), wr_j.eq(wcnt), wr_addr.eq(rd_addr), wr_g0_d.eq(wr_g0)]
         with m.If(wr_active):
-            m.d.sync += [wcnt.eq(wcnt + 1), rd_addr.eq(rd_addr + insn.out_w)]
+            m.d.sync += [wcnt.eq(wcnt + 1), rd_addr.eq(rd_addr + wr_outw)]
             with m.If(wr_last):
                 m.d.sync += wr_active.eq(0)
         with m.If(wr_go):
-            m.d.sync += [wr_active.eq(1), wcnt.eq(0), rd_addr.eq(insn.psum_row + x), wr_g0.eq(g0)]
+            m.d.sync += [wr_active.eq(1), wcnt.eq(0), rd_addr.eq(insn.psum_row + x), wr_g0.eq(g0),
+                         wr_outh.eq(insn.out_h), wr_outw.eq(insn.out_w), wr_nlen.eq(insn.n_len),
+                         wr_nsets.eq(nsets), wr_acc.eq(insn.accumulate), wr_final.eq(wr_final_go)]
+            m.d.sync += [wr_top[r].eq(fh[r] == 0) for r in range(R)]
+            m.d.sync += [wr_lst[r].eq(last[r]) for r in range(R)]
+            m.d.sync += [wr_tset[r].eq(tset[r]) for r in range(R)]
+        # a GEMM whose last column's WRITE runs alongside the next GEMM: its done two cycles
+        # after that WRITE's last read (as FLUSH, DONE otherwise)
+        fin1, fin2 = Signal(), Signal()
+        m.d.sync += [fin1.eq(wr_last & wr_final), fin2.eq(fin1)]
         chain = []
         for r in range(R):
             m.d.comb += pe_rows[r].col.eq(wr_j)
             here = pe_rows[r].out
             s = Signal(signed(acc_bits), name=f"vsum_{r}")
-            m.d.comb += s.eq(here if r == 0 else (here + Mux(fh[r] == 0, 0, chain[r - 1]))[:acc_bits])
+            m.d.comb += s.eq(here if r == 0 else (here + Mux(wr_top[r], 0, chain[r - 1]))[:acc_bits])
             chain.append(s)
         # (a signal: each lane's slice of the expression would lower the whole Mux again)
         old = Signal.like(self.psum_rd.data, name="old")
-        m.d.comb += old.eq(Mux(insn.accumulate, self.psum_rd.data, 0))
+        m.d.comb += old.eq(Mux(wr_acc, self.psum_rd.data, 0))
         # the psum lane each row's set writes (tset + wr_g0_d), picked per lane (RSLane)
         tgt = [Signal(9, name=f"tgt_{r}") for r in range(R)]
-        m.d.comb += [tgt[r].eq(tset[r] + wr_g0_d) for r in range(R)]
+        m.d.comb += [tgt[r].eq(wr_tset[r] + wr_g0_d) for r in range(R)]
         lanes, en = [], []
         for n in range(C):
             lane = place(m, f"lane_{n}", RSLane(R, acc_bits), self._blocks)
-            m.d.comb += [lane.n.eq(n), lane.chain.eq(Cat(chain)), lane.tgt.eq(Cat(tgt)), lane.last.eq(Cat(last)),
+            m.d.comb += [lane.n.eq(n), lane.chain.eq(Cat(chain)), lane.tgt.eq(Cat(tgt)), lane.last.eq(Cat(wr_lst)),
                          lane.old.eq(old[n * acc_bits:(n + 1) * acc_bits])]
             lanes.append(lane.out)
-            en.append((n >= wr_g0_d) & (n < wr_g0_d + nsets) & (n < insn.n_len))
+            en.append((n >= wr_g0_d) & (n < wr_g0_d + wr_nsets) & (n < wr_nlen))
         m.d.comb += [self.psum_wr.addr.eq(wr_addr), self.psum_wr.data.eq(Cat(lanes)),
-                     self.psum_rd.addr.eq(rd_addr), self.psum_rd.en.eq(wr_active & insn.accumulate)]
+                     self.psum_rd.addr.eq(rd_addr), self.psum_rd.en.eq(wr_active & wr_acc)]
         with m.If(wr_land):
             m.d.comb += self.psum_wr.en.eq(Cat(en))
 
@@ -483,7 +627,18 @@ class RSArray(ComputeEngine):
         first_ok = (ld_g != 0) | ~ld_active | (q > wtot - fwk)
         # the first pass's filter rows loaded: the second pass's follow at once
         with m.If(ld_last & (ld_g == 0) & (nsets < insn.n_len)):
-            m.d.comb += [ld_go.eq(1), ld_go_g.eq(nsets), ld_go_bank.eq(1)]
+            m.d.comb += [ld_go.eq(1), ld_go_g.eq(nsets), ld_go_bank.eq(~ld_bank)]
+
+        # -- the next GEMM: taken during the current one's last pass (``early``, up to its
+        #    last MAC cycle); see the module docstring ("Consecutive GEMMs")
+        with m.If(early & ~nxt_valid):
+            m.d.comb += self.insn.ready.eq(1)
+            with m.If(self.insn.valid):
+                m.d.sync += [insn_n.eq(self.insn.payload), nxt_valid.eq(1)]
+        last_pass = g0 + nsets >= insn.n_len
+        pre = Signal()     # the next GEMM's first step is being filled (from the last step on)
+        pf = Signal()      # that fill starts now
+        m.d.comb += self.done.eq(fin2)
 
         def to_mac():
             """The MAC of the (already advanced) next step, once its pixels are in."""
@@ -506,14 +661,28 @@ class RSArray(ComputeEngine):
             first_step(g0_new, bank_new)
             with m.If(g0_new + nsets < insn.n_len):
                 m.d.comb += [ld_go.eq(1), ld_go_g.eq(g0_new + nsets), ld_go_bank.eq(~bank_new)]
+            with m.Else():
+                m.d.sync += early.eq(1)
             m.next = "FILL"
+
+        def switch():
+            """The current GEMM's last MAC cycle, the next one's first step filled or filling:
+            the next GEMM becomes the current one (its set-up, its first pass's filter rows into
+            the other scratchpad bank); the last column's WRITE goes on with its own copy."""
+            m.d.comb += [setup.eq(1), wr_final_go.eq(1),
+                         ld_go.eq(1), ld_go_g.eq(0), ld_go_bank.eq(~sbank)]
+            m.d.sync += [insn.eq(insn_n), nxt_valid.eq(0), pre.eq(0), early.eq(~nsets_lt),
+                         x.eq(0), fw.eq(0), xbase.eq(0), xoff.eq(0), sp_base.eq(0), cnt.eq(0),
+                         g0.eq(0), sbank.eq(~sbank)]
+            m.next = "LOADW"
 
         with m.FSM():
             accept_state(m, self.insn, insn)
-            with insn_check_state(m, self, gemm_insn_in_range(insn, cfg),
-                                  (insn.m_len == 0) | (insn.n_len == 0)):
+            with insn_check_state(m, self, gemm_insn_in_range(src, cfg),
+                                  (src.m_len == 0) | (src.n_len == 0)):
                 # The first pass's filter rows and its first step's pixels load together.
-                m.d.comb += [setup.eq(1), ld_go.eq(1), ld_go_g.eq(0), ld_go_bank.eq(0)]
+                m.d.comb += [setup.eq(1), ld_go.eq(1), ld_go_g.eq(0), ld_go_bank.eq(0), go_src.eq(1)]
+                m.d.sync += early.eq(~nsets_lt)
                 first_step(0, 0)
                 m.next = "LOADW"
             with m.State("LOADW"):
@@ -527,13 +696,22 @@ class RSArray(ComputeEngine):
                 with m.If(fill_last):
                     m.next = "MAC"
             with m.State("MAC"):
-                m.d.comb += [self.busy.eq(1), mac_issue.eq(1)]
+                m.d.comb += [self.busy.eq(1), mac_issue.eq(1),
+                             use_next.eq(~has_next & last_pass)]   # (the GEMM's last step: src = insn_n)
                 m.d.sync += cnt.eq(cnt + 1)
                 with m.If(cnt == 0):
                     m.d.comb += clear.eq(fw == 0)   # a new output column
                     with m.If(has_next):
                         m.d.comb += [fill_go.eq(1), go_addr.eq(insn.ifmap_row + next_off),
                                      go_bank.eq(~bank)]
+                    with m.Elif(last_pass):
+                        # the GEMM's last step: the next GEMM's first step into the other line
+                        # bank, if one is here, legal, not empty, and its first column cannot
+                        # end before this GEMM's last WRITE (k_len' + 1 >= out_h)
+                        with m.If(nxt_valid & src_ok & (insn_n.k_len + 1 >= insn.out_h)):
+                            m.d.comb += [pf.eq(1), fill_go.eq(1), go_src.eq(1),
+                                         go_addr.eq(insn_n.ifmap_row), go_bank.eq(~bank)]
+                            m.d.sync += pre.eq(1)
                 with m.If(cnt == insn.k_len - 1):
                     m.d.sync += bank.eq(~bank)
                     with m.If(last_fw):   # the end of output column x: its psums go out
@@ -548,7 +726,10 @@ class RSArray(ComputeEngine):
                                 start_pass(g0 + nsets, ~sbank)
                             with m.Else():
                                 m.next = "NEXTW"
+                        with m.Elif(pre | pf):
+                            switch()
                         with m.Else():
+                            m.d.sync += early.eq(0)
                             m.next = "DRAIN"
                     with m.Else():
                         m.d.sync += [fw.eq(fw + 1), xoff.eq(next_off), sp_base.eq(sp_base + insn.k_len)]
@@ -568,5 +749,15 @@ class RSArray(ComputeEngine):
                 m.d.comb += self.busy.eq(1)
                 with m.If(next_free):
                     start_pass(g0 + nsets, ~sbank)
-            finish_states(m, self)
+            with m.State("FLUSH"):
+                m.d.comb += self.busy.eq(1)
+                m.next = "DONE"
+            with m.State("DONE"):
+                # done; a next GEMM taken meanwhile goes to CHECK at once
+                m.d.comb += [self.busy.eq(1), self.done.eq(1)]
+                with m.If(nxt_valid):
+                    m.d.sync += [insn.eq(insn_n), nxt_valid.eq(0)]
+                    m.next = "CHECK"
+                with m.Else():
+                    m.next = "IDLE"
         return m

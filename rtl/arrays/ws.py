@@ -14,7 +14,7 @@ from amaranth.lib.wiring import In, Out
 
 from celosia.rtl import isa
 from celosia.rtl.arrays.blocks import Block, place
-from celosia.rtl.arrays.engine import ComputeEngine, gemm_insn_in_range, legal_gemm
+from celosia.rtl.arrays.engine import ComputeEngine, gemm_insn_in_range, legal_gemm, offered_sequence
 from celosia.rtl.arrays.window import WindowAddr
 from celosia.rtl.controller.signatures import GEMMS_IN_FLIGHT
 
@@ -342,16 +342,7 @@ def sequence_timing(insns, config, gaps=None) -> list[tuple[int, int]]:
       R + 1)`` (``R``: the previous GEMM's last row read); the take is ``t_0``; it ends
       in ``t_{m_len-1} + 4``.
     """
-    gaps = [0] * len(insns) if gaps is None else gaps
-    timer = WSTiming(config)
-    out = []
-    prev_accept = None
-    for insn, gap in zip(insns, gaps, strict=True):
-        offer = gap if prev_accept is None else prev_accept + 1 + gap
-        a = max(offer, timer.ready_at)
-        out.append((a, timer.accept(insn, a)))
-        prev_accept = a
-    return out
+    return offered_sequence(WSTiming(config), insns, gaps)
 
 
 class WSTiming:
@@ -370,6 +361,10 @@ class WSTiming:
         self.ready_at = 0
         self.last_read = self.last_end = -10
         self.recent = []                  # the last two (psum row, read cycle)
+
+    def accept_at(self, c: int) -> int:
+        """The first cycle from ``c`` on in which the loader takes a GEMM."""
+        return max(c, self.ready_at)
 
     def accept(self, insn, a: int) -> int:
         g = legal_gemm(insn, self.config)

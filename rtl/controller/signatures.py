@@ -18,9 +18,10 @@ __all__ = ["GEMMS_IN_FLIGHT", "CsrSignature", "NodeSignature", "NodeBound", "Eve
 
 #: GEMMs the compute engine may hold at once (accepted, not yet ``done``): the ``ws``
 #: engine takes the next GEMM while earlier ones stream, ``os`` / ``feie`` while earlier
-#: ones are in the block pipeline; the controller's dispatch tracks this many
-#: (rtl/controller/dispatch.py), ``WSArray.MAX_IN_FLIGHT`` and ``OSArray.MAX_IN_FLIGHT``
-#: are it.
+#: ones are in the block pipeline, ``rs`` during the current GEMM's last pass; the
+#: controller's dispatch tracks this many (rtl/controller/dispatch.py),
+#: ``WSArray.MAX_IN_FLIGHT`` and ``OSArray.MAX_IN_FLIGHT`` are it (``RSArray.MAX_IN_FLIGHT``
+#: is 3).
 GEMMS_IN_FLIGHT = 4
 
 #: Width of a DMA engine's ``bytes`` port (DRAM bytes moved in a cycle, 0 .. one bus

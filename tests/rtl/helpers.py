@@ -184,7 +184,7 @@ def engine_monitor(engine, events):
 
 def overlap_monitor(engine, events):
     """:func:`helpers.engine_monitor` for an engine that takes instructions while busy
-    (WSArray, OSArray, FEIEArray): ``busy`` exactly while an accepted instruction (from the
+    (WSArray, OSArray, RSArray, FEIEArray): ``busy`` exactly while an accepted instruction (from the
     cycle after its acceptance) has not had its ``done`` / ``error`` (through that cycle); at
     most one of them per cycle, at most ``MAX_IN_FLIGHT`` outstanding;
     ``("accept" | "done" | "error", cycle)`` appended to ``events``."""

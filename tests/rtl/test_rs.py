@@ -11,11 +11,12 @@ import pytest
 from amaranth.back import verilog
 
 from celosia.rtl.arrays.engine import ComputeEngineSignature
-from celosia.rtl.arrays.rs import RSArray, gemm_cycles
+from celosia.rtl.arrays.rs import RSArray, gemm_cycles, sequence_timing
 from celosia.rtl.config import RS_SPAD, AccelConfig
 from celosia.rtl.dataflows import dataflow
 from engine_bench import run_program
 from gemm_ref import ref_window, wrap32
+from helpers import overlap_monitor
 
 
 GEMM_CYCLES_ARGS = ("win_h", "win_w", "k_len", "n_len", "out_h", "out_w", "stride_h", "dil_h")
@@ -46,24 +47,33 @@ def check(cfg, insns, rng, gaps=None):
     if gaps is None:
         gaps = [rng.choice([0, 0, 2]) for _ in insns]
     bench = [{k: v for k, v in d.items() if k != "bad"} for d in insns]
-    psum, events, skips = run_program(cfg, ifmap, weight, psum0, bench, gaps, RSArray, seed=rng.random())
+    psum, events, skips = run_program(cfg, ifmap, weight, psum0, bench, gaps, RSArray, seed=rng.random(),
+                                      monitor=overlap_monitor)
     expect = np.array(psum0, dtype=np.int64)
     for d in insns:
         if not d.get("bad"):
             ref_window(expect, ifmap, weight, d)
     np.testing.assert_array_equal(psum, expect)
     assert skips == 0
-    assert [k for k, _ in events[0::2]] == ["accept"] * len(insns)
-    assert [k for k, _ in events[1::2]] == ["error" if d.get("bad") else "done" for d in insns]
+    accepts = [c for k, c in events if k == "accept"]
+    ends = [(k, c) for k, c in events if k != "accept"]
+    assert [k for k, _ in ends] == ["error" if d.get("bad") else "done" for d in insns]
+    # the sequence timing (the module docstring's "Consecutive GEMMs"), cycle for cycle
+    seq = sequence_timing(bench, cfg, gaps)
+    t0 = accepts[0] - seq[0][0]   # (the bench's cycles count from its memory writes)
+    assert [(a - t0, e - t0) for a, (_, e) in zip(accepts, ends)] == seq
     timing = dataflow("rs")
-    for d, (_, t_acc), (_, t_done) in zip(insns, events[0::2], events[1::2]):
+    prev_end = -1
+    for d, t_acc, (_, t_done) in zip(insns, accepts, ends):
         fields = {k: v for k, v in d.items() if k != "bad"}
-        assert t_done - t_acc == timing.cycles(fields, cfg), d
-        if d.get("bad"):  # the timing knows an illegal instruction takes one cycle
-            assert timing.cycles(fields, cfg) == 1
-        else:  # the compiler's cost model is the same timing
-            assert t_done - t_acc == gemm_cycles(cfg.rows, **{f: d[f] for f in GEMM_CYCLES_ARGS})
-    return events
+        if t_acc > prev_end:   # taken by an idle engine: the one-GEMM latency
+            assert t_done - t_acc == timing.cycles(fields, cfg), d
+            if d.get("bad"):  # the timing knows an illegal instruction takes one cycle
+                assert timing.cycles(fields, cfg) == 1
+            else:  # the compiler's cost model is the same timing
+                assert t_done - t_acc == gemm_cycles(cfg.rows, **{f: d[f] for f in GEMM_CYCLES_ARGS})
+        prev_end = t_done
+    return [e for pair in zip([("accept", a) for a in accepts], ends) for e in pair]
 
 
 def test_signature_and_verilog():
@@ -119,7 +129,7 @@ def test_minus_128_and_wrap():
     weight = np.full((cfg.weight_rows, 4), -128)
     psum0 = np.full((cfg.psum_rows, 4), (1 << 31) - 1)
     d = window(accumulate=1, k_len=4, n_len=4, win_h=2, win_w=3, out_h=2, out_w=3)
-    psum, events, _ = run_program(cfg, ifmap, weight, psum0, [d], [0], RSArray)
+    psum, events, _ = run_program(cfg, ifmap, weight, psum0, [d], [0], RSArray, monitor=overlap_monitor)
     expect = np.array(psum0, dtype=np.int64)
     ref_window(expect, ifmap, weight, d)
     np.testing.assert_array_equal(psum, expect)
@@ -161,8 +171,15 @@ def test_back_to_back_valid_held():
     insns = [window(accumulate=a, psum_row=p, k_len=2, n_len=3, win_h=2, win_w=2, out_h=2, out_w=2)
              for a, p in [(0, 0), (1, 0), (0, 8)]]
     events = check(cfg, insns, rng, gaps=[0] * len(insns))
-    for (_, t_done), (_, t_next) in zip(events[1::2], events[2::2]):
-        assert t_next == t_done + 1
+    # Worked by hand from the module docstring: S = 1 set, G = 3 passes, lines = 3, D = 4,
+    # W = 8, B = 3 + 3*4 + 2 = 17; s0 = max(1, 8 - 4 + 3 - 3) = 4, s1 = max(21, 17) = 21,
+    # s2 = 21 + 17 = 38: last MAC cycle 55, done 59, the last pass (and the window for the
+    # next GEMM) from 39. The next GEMM is taken in 39 < 54 (its last step's first cycle)
+    # with k_len + 1 >= out_h: it starts as if accepted in 54 with its first step filled
+    # from 54 (first = 54 - 54 = 0 <= 4): done 54 + 59 = 113, window from 54 + 39 = 93; the
+    # third likewise: taken in 93, done 108 + 59 = 167 (one at a time: 59, 119, 179).
+    t0 = events[0][1]
+    assert [c - t0 for _, c in events] == [0, 59, 39, 113, 93, 167]
 
 
 def test_write_overlaps_next_column():
@@ -183,7 +200,9 @@ def test_write_overlaps_next_column():
         window(accumulate=1, psum_row=50, ifmap_row=3, k_len=4, n_len=4, out_h=4, out_w=2,
                stride_h=2, stride_w=2, row_pitch=5),
     ]
-    events = check(cfg, insns, rng, gaps=[0] * len(insns))
+    check(cfg, insns, rng, gaps=[0] * len(insns))   # back to back: the sequence timing
+    # one at a time (each offered after the one before is done)
+    events = check(cfg, insns, random.Random(12), gaps=[0] + [150] * (len(insns) - 1))
     assert events[1][1] - events[0][1] == 19      # hand-worked in test_dataflows.py
     assert events[7][1] - events[6][1] == 61
     assert events[11][1] - events[10][1] == 20
