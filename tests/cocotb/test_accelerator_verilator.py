@@ -305,6 +305,24 @@ def test_conv_windows_on_chip_bit_exact(case, dataflow):
     assert hw.report["macs"] == 2 * layer.macs and hw.report["hw_macs"] == 2 * hw_macs(layer, 4, 4, dataflow)
 
 
+@pytest.mark.parametrize("dataflow", ["ws", "os", "feie"])
+@pytest.mark.parametrize("stride", [1, 2])
+def test_padding_rows_skipped_bit_exact(stride, dataflow):
+    """A 3x3 pad-1 conv with input zero point 0, so that ws and os leave out the padding
+    rows too (docs/compiler.md, "Padding rows"): the Verilog equals the golden model, its
+    MAC counter the in-image (output row, kernel row) pairs (``hw_macs``, below
+    ``layer.macs``), its cycles the perf model's."""
+    rng = np.random.default_rng(40 + stride)
+    layer = conv_layer(rng, "conv", (9, 8, 5), 6, 3, stride, 1, in_zp=0)
+    model = QModel("conv", [layer], 0.05, 0, input_shape=(9, 8, 5))
+    x_q = rng.integers(-128, 128, (2, model.in_features)).astype(np.int8)
+    config = small_config(4, 4, dataflow)
+    hw = run_quantized(model, x_q, config, backend="verilator")
+    np.testing.assert_array_equal(hw.y_q, golden_forward(model, x_q))
+    assert hw.report["hw_macs"] == 2 * hw_macs(layer, 4, 4, dataflow) < 2 * layer.macs
+    assert hw.report["cycles"] == run_quantized(model, x_q, config, backend="perf").report["cycles"]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("dataflow", ["ws", "os", "rs", "feie"])
 def test_resnet18_conv2_layer_bit_exact(dataflow):
