@@ -401,7 +401,7 @@ def test_tap_gemms_skip_padding_rows(case, in_zp, dataflow):
     layer = conv_layer(rng, "c", in_shape, cout, k, stride, pad, groups, dilation=dilation, in_zp=in_zp)
     model = QModel("c", [layer], 0.05, in_zp, input_shape=in_shape)
     config = AccelConfig(rows=4, cols=4, dataflow=dataflow, **fields)
-    program = check(model, config, batch=2, seeds=(None, 0))
+    program = check(model, config, batch=2, seeds=(0,))   # one random schedule of the queues
     macs = _gemm_macs_and_first_gemms_whole(program)
     assert macs == 2 * hw_macs(layer, 4, 4, dataflow)
     assert (macs < 2 * hw_macs(layer, 4, 4)) == (dataflow == "feie" or in_zp == 0)
