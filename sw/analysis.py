@@ -21,11 +21,16 @@ output-channel tiles (when the block is not resident), the halo rows two blocks 
 loaded once per output tile give more.
 
 Roofline (:func:`roofline`): peak MACs per cycle ``rows * cols``, peak DRAM bytes per
-cycle ``min(bus_bits / 8, dram_bytes_per_cycle)`` (a bus word); a layer cannot take fewer than
-``ceil(MACs / peak_macs)`` (compute) nor ``ceil(bytes / peak_bytes)`` (bandwidth) cycles.
-The larger is its ``bound``; where measured cycles exceed :data:`LATENCY_FACTOR` times it,
-the layer is ``latency`` bound: neither resource is near its peak, the time goes to
-DRAM latency, pipeline fill and dependency waits (docs/cli.md, "Roofline").
+cycle ``min(bus_bits / 8, dram_bytes_per_cycle)`` (a bus word); a layer takes about no
+fewer than ``ceil(MACs / peak_macs)`` (compute) nor ``ceil(bytes / peak_bytes)`` (bandwidth)
+cycles. The larger is its ``bound``; where measured cycles exceed :data:`LATENCY_FACTOR`
+times it, the layer is ``latency`` bound: neither resource is near its peak, the time goes to
+DRAM latency, pipeline fill and dependency waits (docs/cli.md, "Roofline"). ``MACs`` are
+the layer's (every kernel tap of every output, padding included, as SCALE-Sim counts
+them), not the ones the array runs: a padded conv's GEMMs leave out the output rows whose
+input row is padding (docs/compiler.md, "Padding rows"), so a layer may run in fewer
+cycles than its compute bound (``roofline_efficiency`` and the utilization ``MACs / (PEs *
+cycles)`` above 1).
 """
 
 from __future__ import annotations
@@ -207,7 +212,8 @@ def roofline(macs: int, nbytes: int, peak_macs: int, peak_bytes: int,
     ceil(nbytes / peak_bytes)``; ``bound_cycles`` is the larger and ``bound`` its name (``compute`` on a
     tie), or ``latency`` where ``measured`` cycles exceed :data:`LATENCY_FACTOR` x
     ``bound_cycles``. ``roofline_efficiency = bound_cycles / measured`` (``None`` without a
-    measurement)."""
+    measurement; above 1 where the array skips MACs that ``macs`` counts, e.g. a conv's
+    padding rows)."""
     compute = ceil_div(macs, peak_macs)
     bandwidth = ceil_div(nbytes, peak_bytes)
     bound_cycles = max(compute, bandwidth)

@@ -94,15 +94,17 @@ def plot_all(out: Path, rows: list[dict], summary: list[dict], configs: dict[str
         if not timed:
             return False
         for ax, model in zip(axes, models):
-            names = []
+            names, top = [], 1.0
             for s in (s for s in timed if s["model"] == model):
                 layers = [r for r in rows if r["point"] == s["point"]]
                 names = [r["layer"] for r in layers]
-                ax.plot(range(len(layers)), [r["utilization"] for r in layers], marker=".",
-                        label=_label(s, swept))
+                utils = [r["utilization"] for r in layers]
+                top = max([top] + [u for u in utils if u is not None])
+                ax.plot(range(len(layers)), utils, marker=".", label=_label(s, swept))
             if 0 < len(names) <= 24:  # name the layers where they fit
                 ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=7)
-            ax.set(title=model, xlabel="layer", ylabel="PE utilization", ylim=(0, 1.05))
+            # (above 1 where the array skips MACs the layer counts: a conv's padding rows)
+            ax.set(title=model, xlabel="layer", ylabel="PE utilization", ylim=(0, 1.05 * top))
             ax.legend(fontsize=6, ncol=2)
     if ok:
         figure("utilization", utilization, panels=len(models))

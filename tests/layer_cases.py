@@ -31,17 +31,30 @@ def conv_layer(rng, name, in_shape, cout, k, stride=1, pad=0, groups=1, dilation
                   in_shape=(H, W, cin), out_shape=(ho, wo, cout))
 
 
-def hw_macs(layer, rows, cols):
+def hw_macs(layer, rows, cols, dataflow=None):
     """MACs per sample the hardware counts for conv ``layer`` on a ``rows x cols`` array:
     the compiler merges its groups ``q`` at a time into block-diagonal ones
     (``sw/compiler/groups.py``), ``q`` the largest divisor of ``groups`` for which the
     merged group still fits one weight tile (``q * cin_g <= rows``, ``q * cout_g <= cols``;
-    1 if none), and the zero weights count."""
+    1 if none), and the zero weights count. On ``ws`` / ``os`` (with an input zero point
+    of 0) and ``feie`` a kernel row's GEMMs leave out the output rows whose input row is
+    padding (docs/compiler.md, "Padding rows"): counted here as output rows ``ho`` x kernel
+    rows ``fh`` with ``ho*stride - pad_top + fh*dil`` inside the image. (Only for a conv
+    with a kernel row inside the image for every output row, as "same" padding has, whose
+    every tile's first GEMM, kept whole, is that row's; ``dataflow`` None or ``rs``: every
+    tap.)"""
     groups = layer.attrs.get("groups", 1)
     cin_g, cout_g = layer.w.shape[3], layer.w.shape[0] // groups
     q = max([d for d in range(2, groups + 1) if groups % d == 0 and d * cin_g <= rows and d * cout_g <= cols],
             default=1)
-    return layer.macs * q
+    if dataflow not in ("ws", "os", "feie") or (dataflow != "feie" and layer.in_zp != 0):
+        return layer.macs * q
+    H, Ho, Fh = layer.in_shape[0], layer.out_shape[0], layer.w.shape[1]
+    a = layer.attrs
+    (sh, _), (dh, _), pt = a.get("stride", (1, 1)), a.get("dilation", (1, 1)), a.get("pads", (0,) * 4)[0]
+    inside = [sum(0 <= ho * sh - pt + fh * dh < H for ho in range(Ho)) for fh in range(Fh)]
+    assert max(inside) == Ho, "no kernel row inside the image for every output row"
+    return layer.macs * q * sum(inside) // (Ho * Fh)
 
 
 #: in_shape, cout, k, stride, pad, groups: kernels 1..11, strides 1/2/4, grouped,

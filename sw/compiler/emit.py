@@ -131,8 +131,11 @@ def emit_unit(unit: Unit, config: AccelConfig, first: bool, last: bool,
                | (push_next if g == len(tile.ops) - 1 else 0))
         if isinstance(op, VecOp):
             return op.encode(ifmap_row=ifmap_row, psum_row=psum_at[u], m_len=tile.m_len, dep=dep)
+        assert g > 0 or not op.m_skip and op.m_rows is None, "a tile's first GEMM covers the tile"
         return op.encode(accumulate=int(g > 0), ifmap_row=ifmap_row, weight_row=weight_rows[t],
-                         psum_row=psum_at[u], m_len=tile.m_len, dep=dep, in_zp=unit.in_zp)
+                         psum_row=psum_at[u] + op.m_skip,
+                         m_len=tile.m_len - op.m_skip if op.m_rows is None else op.m_rows,
+                         dep=dep, in_zp=unit.in_zp)
 
     def store(u):
         """The tile's STOREs (one per run: the first waits for the GEMMs, the last frees the slot)."""

@@ -30,10 +30,11 @@ from celosia.rtl.dataflows import dataflow
 from celosia.rtl.isa import BaseReg
 from celosia.sw.compiler.alloc import Allocation
 from celosia.sw.compiler.tiling import (GemmOp, OutTile, Unit, Window, conv_attrs, conv_blocks, load,
-                                        raw_rows_load, split_units, store, window_lines)
+                                        raw_rows_load, split_units, store, subtracts_zero_point,
+                                        window_lines)
 from celosia.sw.quant.model import QLayer
 
-__all__ = ["lower_fc", "lower_conv", "row_taps", "fc_plan", "fc_traffic", "psum_block_tiles", "conv_plan",
+__all__ = ["lower_fc", "lower_conv", "tap_rows", "row_taps", "fc_plan", "fc_traffic", "psum_block_tiles", "conv_plan",
            "conv_traffic", "mapping", "fc_block_pitches", "LOWERINGS"]
 
 
@@ -146,8 +147,17 @@ def lower_conv(layer: QLayer, config: AccelConfig, batch: int, alloc: Allocation
     shared by the ``Fh*Fw`` tap GEMMs of each of those tiles (emitted chunk by chunk, as
     :func:`lower_fc`'s chunks); :func:`conv_plan` picks the block shape and mode with the
     least DRAM traffic.
+
+    Padding rows: a kernel row ``fh``'s GEMMs cover only the block's output rows whose input
+    row ``ho*sh - pt + fh*dh`` is inside the image (:func:`tap_rows`: ``ifmap_row`` moved
+    on, ``GemmOp.m_skip`` / ``m_rows`` and ``out_h`` shrunk; a GEMM with none is dropped),
+    on feie (which subtracts the input zero point in the GEMM) and elsewhere where the
+    input zero point is 0 (otherwise the bias folds in ``-in_zp`` times every weight, which
+    only the padding rows' products cancel). A tile's first GEMM stays whole: chunk 0 starts
+    with the kernel row that covers the most rows (docs/compiler.md, "Padding rows").
     """
     R, C = config.rows, config.cols
+    H = layer.in_shape[0]
     Ho, Wo, Cout = layer.out_shape
     _, Fh, Fw, cin_g = layer.w.shape
     sh, sw, pt, pl, dh, dw, G = conv_attrs(layer)
@@ -161,6 +171,11 @@ def lower_conv(layer: QLayer, config: AccelConfig, batch: int, alloc: Allocation
     pb = 1 if resident else psum_block_tiles(hb * wb, config, nt if G > 1 else None)
     n_pb = ceil_div(nt, pb)
     taps = row_taps(Fw, sw, dw, chunks[0][1], config)
+    # The output rows whose input row is padding are left out of a kernel row's GEMMs where
+    # that padding adds nothing: the engine subtracts the zero point (feie), or it is 0
+    # (elsewhere the bias folds in -in_zp * every weight, which the padding rows' in_zp
+    # inputs cancel, so they must be computed).
+    skip_pad = subtracts_zero_point(config) or int(layer.in_zp) == 0
 
     # The same in every block, so built once and shared (nothing changes them after lowering):
     # the weight LOADs of each GEMM of an output-channel tile, the windows of a block shape
@@ -201,6 +216,14 @@ def lower_conv(layer: QLayer, config: AccelConfig, batch: int, alloc: Allocation
         y0, x0 = ho0 * sh - pt, wo0 * sw - pl
         ny, nx = window_lines(hbt, Fh, sh, dh), window_lines(wbt, Fw, sw, dw)
         block_rows.append(ny * nx)
+        spans = [tap_rows(ho0, hbt, fh, H, sh, pt, dh) if skip_pad else (0, hbt) for fh in range(Fh)]
+        # the tile's first GEMM (accumulate = 0) initializes every psum row: chunk 0 starts at
+        # the kernel row whose input rows cover the most of the block (all of it in a
+        # "same"-padded conv), its first GEMM kept whole, and takes the others in turn after it
+        # (a rotation: the weight LOADs stay in runs that merge_loads merges); every other
+        # GEMM covers only its kernel row's in-image rows (tap_rows), none if there are none
+        first_fh = max(range(Fh), key=lambda fh: spans[fh][1] - spans[fh][0])
+        fh_order = [(first_fh + d) % Fh for d in range(Fh)]
 
         def rows_load(c0, k_len, buf_row):
             return raw_rows_load(layer, alloc.src, g * cin_g + c0, k_len, img, y0, ny, x0, nx, buf_row)
@@ -209,21 +232,29 @@ def lower_conv(layer: QLayer, config: AccelConfig, batch: int, alloc: Allocation
                        if resident else [])
         for j in range(nt):
             n_len = min(C, cout_g - j * C)
-            gemms = resident_gemms.get((g, j, hbt, wbt)) if resident else None
+            cache_key = (g, j, hbt, wbt, tuple(spans))
+            gemms = resident_gemms.get(cache_key) if resident else None
             if gemms is None:
                 gemms = []
-                weights = iter(tile_weights(g, j, n_len))
+                weights = tile_weights(g, j, n_len)
                 for i, (c0, k_len) in enumerate(chunks):
-                    for fh in range(Fh):
-                        for fw, n_taps in taps:
-                            # per chunk: the first tap's GEMM loads the chunk's rows
-                            ifmap = [rows_load(c0, k_len, 0)] if not resident and fh == fw == 0 else []
+                    # per chunk: its first GEMM loads the chunk's rows
+                    ifmap = [] if resident else [rows_load(c0, k_len, 0)]
+                    for fh in (fh_order if i == 0 else range(Fh)):
+                        for t, (fw, n_taps) in enumerate(taps):
+                            lo, hi = (0, hbt) if i == 0 and fh == first_fh and t == 0 else spans[fh]
+                            if lo >= hi:
+                                continue    # every input row of this kernel row is padding
                             gemms.append(GemmOp(
-                                k_len=k_len, n_len=n_len, weight=next(weights), ifmap=ifmap,
-                                ifmap_row=(i * ny * nx if resident else 0) + fh * dh * nx + fw * dw,
-                                ifmap_group=None if resident else i, window=window(n_taps, hbt, wbt, nx)))
+                                k_len=k_len, n_len=n_len, weight=weights[(i * Fh + fh) * len(taps) + t],
+                                ifmap=ifmap, ifmap_row=((i * ny * nx if resident else 0)
+                                                        + (lo * sh + fh * dh) * nx + fw * dw),
+                                ifmap_group=None if resident else i,
+                                window=window(n_taps, hi - lo, wbt, nx),
+                                m_skip=lo * wbt, m_rows=None if hi - lo == hbt else (hi - lo) * wbt))
+                            ifmap = []
                 if resident:
-                    resident_gemms[(g, j, hbt, wbt)] = gemms
+                    resident_gemms[cache_key] = gemms
             offset = ((img * Ho + ho0) * Wo + wo0) * Cout + g * cout_g + j * C
             tiles.append(OutTile(m_len=hbt * wbt, ops=gemms,
                                  store=store(layer, alloc.dst, offset, Cout, n_len),
@@ -274,6 +305,15 @@ def _merge_last_chunks(unit: Unit, block_rows: list[int], nc: int, i_half: int) 
             group.ifmap = group.ifmap + loads
             ops.append(op)
         tile.ops = ops
+
+
+def tap_rows(ho0: int, hbt: int, fh: int, H: int, sh: int, pt: int, dh: int) -> tuple[int, int]:
+    """``(lo, hi)``: the output rows ``ho0 + lo .. ho0 + hi - 1`` of a block of ``hbt`` rows
+    from ``ho0`` whose input row ``ho*sh - pt + fh*dh`` under kernel row ``fh`` lies inside
+    the ``H`` rows of the image (a contiguous run; ``lo >= hi``: none, all padding)."""
+    lo = max(0, -((fh * dh - pt) // sh) - ho0)              # ceil((pt - fh*dh) / sh) - ho0
+    hi = min(hbt, -((fh * dh - pt - H) // sh) - ho0)        # ceil((H + pt - fh*dh) / sh) - ho0
+    return lo, max(lo, hi)
 
 
 def row_taps(Fw: int, sw: int, dw: int, k_len: int, config: AccelConfig) -> list[tuple[int, int]]:

@@ -205,7 +205,12 @@ class GemmOp:
     ``ifmap_group`` (not ``None``) share one ifmap tile: the first of them carries its LOADs
     (``ifmap``), the others none, and ``ifmap_row`` is each one's row inside it (emission puts
     the group in one buffer half); with ``ifmap_group = None`` every GEMM loads its own tile
-    and ``ifmap_row`` is ignored."""
+    and ``ifmap_row`` is ignored.
+
+    ``m_skip`` / ``m_rows``: the GEMM covers only psum rows ``m_skip .. m_skip + m_rows - 1``
+    of its tile (``m_rows = None``: all from ``m_skip``; e.g. a conv's kernel-row GEMM
+    leaving out the output rows whose input row is padding, :mod:`~celosia.sw.compiler.lower_gemm`).
+    A tile's first GEMM (``accumulate = 0``) must cover the whole tile."""
     k_len: int
     n_len: int
     weight: list[Load]
@@ -213,6 +218,8 @@ class GemmOp:
     ifmap_row: int = 0           # resident mode / ifmap group: its first row in the block / group
     window: Window | None = None  # windowed GEMM
     ifmap_group: int | None = None  # streamed mode: GEMMs sharing one ifmap tile
+    m_skip: int = 0              # its first psum row in the tile
+    m_rows: int | None = None    # its psum rows (None: the tile's m_len - m_skip)
 
     def encode(self, *, accumulate: int, ifmap_row: int, weight_row: int, psum_row: int, m_len: int,
                dep: dict | int, in_zp: int) -> int:

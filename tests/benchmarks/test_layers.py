@@ -26,13 +26,14 @@ def run_table(tmp_path, *args, timeout) -> list[dict]:
     rows = [dict(zip(header, (c.strip() for c in line.strip("|").split("|")))) for line in lines[2:]]
     assert rows and all(len(r) == len(header) for r in rows)
     # what every row must satisfy, whatever the layer: bit-exact, utilization as defined,
-    # never below the compute bound ceil(MACs / PEs)
+    # the roofline at least the compute bound ceil(MACs / PEs) (the cycles may fall below
+    # it: MACs count a padded conv's padding rows, which the array skips)
     for r in rows:
         rows_, cols = map(int, r["array"].split("x"))
         macs, cycles = int(r["MACs"]), int(r["cycles"])
         assert r["check"] == "ok"
         assert r["util"] == f"{macs / (rows_ * cols * cycles):.1%}"
-        assert cycles >= int(r["roofline"]) >= -(-macs // (rows_ * cols))
+        assert int(r["roofline"]) >= -(-macs // (rows_ * cols))
         assert r["/ws"] == f"{cycles / int(r['SCALE-Sim ws']):.2f}"
     return rows
 

@@ -272,7 +272,7 @@ def test_conv_shapes_bit_exact(case, rows, cols, dataflow):
     assert len(np.unique(want)) > 3, "degenerate test: output nearly constant"
     hw = run_quantized(model, x_q, small_config(rows, cols, dataflow), backend="verilator")
     np.testing.assert_array_equal(hw.y_q, want)
-    assert hw.report["macs"] == 2 * layer.macs and hw.report["hw_macs"] == 2 * hw_macs(layer, rows, cols)
+    assert hw.report["macs"] == 2 * layer.macs and hw.report["hw_macs"] == 2 * hw_macs(layer, rows, cols, dataflow)
 
 
 #: in_shape, cout, k, stride, pad, groups, dilation: the conv windows formed on chip by ws, os
@@ -302,7 +302,25 @@ def test_conv_windows_on_chip_bit_exact(case, dataflow):
     want = golden_forward(model, x_q)
     hw = run_quantized(model, x_q, small_config(4, 4, dataflow), backend="verilator")
     np.testing.assert_array_equal(hw.y_q, want)
-    assert hw.report["macs"] == 2 * layer.macs and hw.report["hw_macs"] == 2 * hw_macs(layer, 4, 4)
+    assert hw.report["macs"] == 2 * layer.macs and hw.report["hw_macs"] == 2 * hw_macs(layer, 4, 4, dataflow)
+
+
+@pytest.mark.parametrize("dataflow", ["ws", "os", "feie"])
+@pytest.mark.parametrize("stride", [1, 2])
+def test_padding_rows_skipped_bit_exact(stride, dataflow):
+    """A 3x3 pad-1 conv with input zero point 0, so that ws and os leave out the padding
+    rows too (docs/compiler.md, "Padding rows"): the Verilog equals the golden model, its
+    MAC counter the in-image (output row, kernel row) pairs (``hw_macs``, below
+    ``layer.macs``), its cycles the perf model's."""
+    rng = np.random.default_rng(40 + stride)
+    layer = conv_layer(rng, "conv", (9, 8, 5), 6, 3, stride, 1, in_zp=0)
+    model = QModel("conv", [layer], 0.05, 0, input_shape=(9, 8, 5))
+    x_q = rng.integers(-128, 128, (2, model.in_features)).astype(np.int8)
+    config = small_config(4, 4, dataflow)
+    hw = run_quantized(model, x_q, config, backend="verilator")
+    np.testing.assert_array_equal(hw.y_q, golden_forward(model, x_q))
+    assert hw.report["hw_macs"] == 2 * hw_macs(layer, 4, 4, dataflow) < 2 * layer.macs
+    assert hw.report["cycles"] == run_quantized(model, x_q, config, backend="perf").report["cycles"]
 
 
 @pytest.mark.slow
@@ -320,7 +338,12 @@ def test_resnet18_conv2_layer_bit_exact(dataflow):
     golden = run(qmodel, x, config, backend="golden")
     hw = run(qmodel, x, config, backend="verilator", profile=False)
     np.testing.assert_array_equal(hw.y_q, golden.y_q)
-    assert hw.report["hw_macs"] == 56 * 56 * 64 * 64 * 9
+    # feie leaves out the padding rows (output row 0 of kernel row 0, row 55 of kernel row
+    # 2: 56 + 55 + 55 output rows); ws / os compute them (the ReLU input's zero point is
+    # -128, folded into the bias), rs computes every tap
+    assert qmodel.layers[0].in_zp != 0
+    assert hw.report["hw_macs"] == (64 * 64 * 3 * 56 * (56 + 55 + 55) if dataflow == "feie"
+                                    else 56 * 56 * 64 * 64 * 9)
     if dataflow == "feie":  # about half the ReLU inputs are real zeros
         assert hw.report["zero_skips"] > 0
     print(f"ResNet-18 conv2_x layer on 8x8 {dataflow}: {hw.report['cycles']} cycles, utilization "
@@ -343,7 +366,11 @@ def test_digits_models_other_dataflows(name, rows, cols, dataflow):
     golden = run(qmodel, images, config, backend="golden")
     hw = run(qmodel, images, config, backend="verilator")
     np.testing.assert_array_equal(hw.y_q, golden.y_q)
-    assert hw.report["hw_macs"] == qmodel.macs_per_sample() * 32
+    assert hw.report["macs"] == qmodel.macs_per_sample() * 32
+    # the array leaves out the convs' padding rows (feie; ws / os where a conv's input zero
+    # point is 0): hw_macs
+    assert hw.report["hw_macs"] == 32 * sum(hw_macs(layer, rows, cols, dataflow) if layer.op == "conv"
+                                            else layer.macs for layer in qmodel.layers)
     assert {layer["mapping"].split(":")[0] for layer in hw.report["layers"]} == {dataflow}
     per_layer = [layer["zero_skips"] for layer in hw.report["layers"]]
     if dataflow != "feie":

@@ -81,7 +81,7 @@ def test_per_layer_report_from_one_run(digits):
     # run of one sample here); pooling and add layers have none
     for layer, entry in zip(qmodel.layers, layers):
         want = (0 if not layer.is_gemm else layer.macs if layer.op == "fc"
-                else hw_macs(layer, CONFIG.rows, CONFIG.cols))
+                else hw_macs(layer, CONFIG.rows, CONFIG.cols, CONFIG.dataflow))
         assert entry["hw_macs"] == want, entry["name"]
     assert [entry["start_cycle"] for entry in layers] == \
         list(np.cumsum([0] + [entry["cycles"] for entry in layers[:-1]]))

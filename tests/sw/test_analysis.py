@@ -122,6 +122,10 @@ def test_roofline_compute_bound():
     assert r == {"compute_bound_cycles": 100, "bandwidth_bound_cycles": 50, "bound": "compute", "bound_cycles": 100,
                  "roofline_efficiency": None}
     assert roofline(6400, 400, 64, 8, measured=160)["roofline_efficiency"] == 100 / 160
+    # below the compute bound (the array skipped MACs the layer counts: a conv's padding
+    # rows): an efficiency above 1, still compute bound
+    r = roofline(6400, 400, 64, 8, measured=80)
+    assert (r["bound"], r["roofline_efficiency"]) == ("compute", 100 / 80)
     # up to LATENCY_FACTOR x the bound it stays compute bound; beyond it is latency bound
     assert LATENCY_FACTOR == 2.0
     assert roofline(6400, 400, 64, 8, measured=200)["bound"] == "compute"

@@ -22,7 +22,7 @@ from celosia.sw.compiler.lower_gemm import conv_plan, conv_traffic, psum_block_t
 from celosia.sw.compiler.tiling import dep_flags, window_load
 from celosia.sw.driver import golden_forward
 from celosia.sw.quant.model import QLayer, QModel
-from layer_cases import CONV_CASES as CASES, conv_layer
+from layer_cases import CONV_CASES as CASES, conv_layer, hw_macs
 
 
 def check(model, config, batch=1, seeds=(None, 0, 1), resident_weights=True):
@@ -391,3 +391,85 @@ def test_unit_tail_is_one_store_and_head_has_no_parameters():
     last_gemm = max(ends[2])
     assert max(ends[4][:-1]) <= last_gemm           # every STORE but the last is done before
     assert starts[-1] == last_gemm                   # the last STORE waits for nothing else
+
+
+def _gemm_macs_and_first_gemms_whole(program):
+    """The MACs of a program's GEMMs (``m_len * k_len * n_len`` times the window's taps),
+    after checking that every GEMM that accumulates (and every STORE) stays inside the psum
+    rows the latest non-accumulating GEMM there initialized: a tile's first GEMM covers it."""
+    inits, macs = [], 0     # (first, end) of the psum rows each non-accumulating GEMM initialized
+    for d in (d for node in program.nodes for d in map(decode, node.insns)):
+        if d["op"] == Opcode.GEMM:
+            lo, hi = d["psum_row"], d["psum_row"] + d["m_len"]
+            macs += d["m_len"] * d["k_len"] * d["n_len"] * (d["win_h"] * d["win_w"] if d["window"] else 1)
+        elif d["op"] == Opcode.STORE:
+            lo, hi = d["psum_row"], d["psum_row"] + d["m_len"]
+        else:
+            continue
+        if d["op"] == Opcode.GEMM and not d["accumulate"]:
+            inits = [r for r in inits if r[1] <= lo or hi <= r[0]] + [(lo, hi)]
+        else:
+            assert any(a <= lo and hi <= b for a, b in inits), (d, inits)
+    return macs
+
+
+#: (in_shape, cout, k, stride, pad, groups, dilation, config fields): padded convs whose
+#: tap GEMMs leave out padding rows: one block, several blocks streamed per chunk (so blocks
+#: that are only border rows), stride 2, dilation, merged depthwise groups, output rows
+#: split in column blocks (a one-row block at the border drops a kernel row's GEMMs).
+SKIP_CASES = [
+    ((8, 7, 6), 5, 3, 1, 1, 1, 1, {}),
+    ((16, 12, 6), 7, 3, 1, 1, 1, 1, dict(ifmap_rows=32, psum_rows=48, weight_rows=8, param_rows=4)),
+    ((9, 9, 5), 6, 3, 2, 1, 1, 1, {}),
+    ((9, 10, 4), 6, 5, 2, 2, 1, 1, dict(psum_rows=16)),
+    ((9, 9, 4), 6, 3, 1, 2, 1, 2, {}),
+    ((7, 7, 5), 5, 3, 2, 1, 5, 1, {}),
+    ((3, 40, 3), 4, 3, 1, 1, 1, 1, dict(ifmap_rows=64, psum_rows=32)),
+]
+
+
+@pytest.mark.parametrize("dataflow", ["ws", "os", "feie"])
+@pytest.mark.parametrize("in_zp", [0, -9])
+@pytest.mark.parametrize("case", SKIP_CASES, ids=["one-block", "streamed", "stride2", "5x5-s2", "dilated",
+                                                  "depthwise", "column-blocks"])
+def test_tap_gemms_skip_padding_rows(case, in_zp, dataflow):
+    """A kernel row's GEMMs cover only the output rows whose input row is inside the image
+    (on ws / os only with an input zero point of 0: otherwise the folded bias needs the
+    padding's products), each tile's first GEMM the whole tile: the GEMMs' MACs equal
+    ``hw_macs``'s count of (output row, kernel row) pairs inside the image, and the
+    program (batch 2) equals the golden model on the ISA simulator."""
+    in_shape, cout, k, stride, pad, groups, dilation, fields = case
+    rng = np.random.default_rng(cout * 100 + k * 10 + stride)
+    layer = conv_layer(rng, "c", in_shape, cout, k, stride, pad, groups, dilation=dilation, in_zp=in_zp)
+    model = QModel("c", [layer], 0.05, in_zp, input_shape=in_shape)
+    config = AccelConfig(rows=4, cols=4, dataflow=dataflow, **fields)
+    program = check(model, config, batch=2, seeds=(0,))   # one random schedule of the queues
+    macs = _gemm_macs_and_first_gemms_whole(program)
+    assert macs == 2 * hw_macs(layer, 4, 4, dataflow)
+    assert (macs < 2 * hw_macs(layer, 4, 4)) == (dataflow == "feie" or in_zp == 0)
+
+
+@pytest.mark.parametrize("dataflow", ["ws", "feie"])
+def test_first_gemm_whole_when_every_kernel_row_reads_padding(dataflow):
+    """A 1x1 conv with padding 1 (8x7 outputs of a 6x5x6 input): no kernel row reads the
+    image for the border rows, so each tile's first GEMM (channel chunk 0, 4 of the 6
+    input channels) covers all 8 output rows, chunk 1 (2 channels) only the 6 inside:
+    5 filters x 7 columns x (8*4 + 6*2) MACs."""
+    rng = np.random.default_rng(21)
+    layer = conv_layer(rng, "c", (6, 5, 6), 5, 1, 1, 1, in_zp=0)
+    program = check(QModel("c", [layer], 0.05, 0, input_shape=(6, 5, 6)),
+                    AccelConfig(rows=4, cols=4, dataflow=dataflow))
+    assert layer.out_shape == (8, 7, 5)
+    assert _gemm_macs_and_first_gemms_whole(program) == 5 * 7 * (8 * 4 + 6 * 2)
+
+
+@pytest.mark.parametrize("dataflow", ["ws", "os", "rs", "feie"])
+@pytest.mark.parametrize("stride", [1, 2])
+def test_padded_conv_bit_exact(dataflow, stride):
+    """A padded 3x3 conv (pad 1, input zero point 0 and not) at stride 1 and 2 on every
+    dataflow, in blocks of a few output rows, equals the golden model (batch 2)."""
+    rng = np.random.default_rng(stride)
+    for in_zp in (0, 17):
+        layer = conv_layer(rng, "c", (11, 9, 6), 6, 3, stride, 1, in_zp=in_zp)
+        check(QModel("c", [layer], 0.05, in_zp, input_shape=(11, 9, 6)),
+              AccelConfig(rows=4, cols=4, psum_rows=40, dataflow=dataflow), batch=2, seeds=(None,))

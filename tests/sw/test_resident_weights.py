@@ -139,8 +139,9 @@ def test_conv_weight_tile_loaded_once_per_job_not_per_block():
     from layer_cases import conv_layer
     from celosia.sw.quant.model import QModel
     rng = np.random.default_rng(8)
-    layer = conv_layer(rng, "c", (12, 12, 3), 6, 3, pad=1)
-    model = QModel(name="c", layers=[layer], input_scale=0.05, input_zp=0, input_shape=(12, 12, 3))
+    # (in_zp != 0: ws computes the padding rows too, so every block runs every tap)
+    layer = conv_layer(rng, "c", (12, 12, 3), 6, 3, pad=1, in_zp=5)
+    model = QModel(name="c", layers=[layer], input_scale=0.05, input_zp=5, input_shape=(12, 12, 3))
     config = AccelConfig(rows=4, cols=4, ifmap_rows=64, psum_rows=64, weight_rows=512)
     streamed = compile_model(model, config, resident_weights=False)
     resident = compile_model(model, config)
