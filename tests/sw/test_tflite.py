@@ -170,10 +170,40 @@ def test_ptq_model_round_trips_through_tflite(digits, tmp_path):
     np.testing.assert_array_equal(golden_forward(back, x_q), golden_forward(qmodel, x_q))
 
 
+def same_but_float_ulps(a: bytes, b: bytes, rel: float = 1e-6) -> list[str]:
+    """Where flatbuffers ``a`` and ``b`` differ by more than a float32 rounding: ``[]`` when
+    they have the same length and every differing 4-byte-aligned word reads, in both, as a
+    float32 within ``rel`` of the other (the quantization scales, which come from float
+    calibration whose last bit depends on the CPU's BLAS kernels; every integer, offset
+    and string must be equal)."""
+    if len(a) != len(b):
+        return [f"lengths {len(a)} != {len(b)}"]
+    fa, fb = np.frombuffer(a[:len(a) // 4 * 4], "<f4"), np.frombuffer(b[:len(b) // 4 * 4], "<f4")
+    bad = []
+    for w in sorted({i // 4 for i in range(len(a)) if a[i] != b[i]}):
+        x, y = (float(fa[w]), float(fb[w])) if w < len(fa) else (np.nan, 0.0)
+        if not (np.isfinite(x) and np.isfinite(y) and x != 0 and abs(x - y) <= rel * abs(x)):
+            bad.append(f"word at byte {4 * w}: {a[4 * w:4 * w + 4].hex()} != {b[4 * w:4 * w + 4].hex()}")
+    return bad
+
+
+def test_same_but_float_ulps_tells_a_rounding_from_a_change():
+    """The comparison below lets a float32 scale differ in its last bits and nothing else."""
+    a = np.array([1, 2, 3], "<i4").tobytes() + np.array([0.24498623609542847], "<f4").tobytes()
+    b = a[:12] + np.array([0.24498626589775085], "<f4").tobytes()
+    assert same_but_float_ulps(a, a) == [] and same_but_float_ulps(a, b) == []
+    assert same_but_float_ulps(a, a[:12] + np.array([0.25], "<f4").tobytes())
+    assert same_but_float_ulps(a, np.array([1, 2, 4], "<i4").tobytes() + a[12:])
+    assert same_but_float_ulps(a, a[:8])
+
+
 def test_bundled_tflite_files_are_what_the_script_writes():
+    """The committed files are what ``examples/make_tflite.py`` writes, byte for byte up to
+    the last bits of float32 scales (calibration runs float inference, whose rounding
+    differs between CPUs: an AVX-512 host gives scales one or two ulps apart)."""
     from celosia.examples.make_tflite import FILES, build as build_file
     for name in FILES:
-        assert (DATA_DIR / name).read_bytes() == build_file(name), name
+        assert same_but_float_ulps((DATA_DIR / name).read_bytes(), build_file(name)) == [], name
 
 
 @pytest.mark.parametrize("name", ["digits_cnn_int8_conv.tflite", "digits_mlp_int8.tflite",
