@@ -287,28 +287,85 @@ def lower_conv(layer: QLayer, config: AccelConfig, batch: int, alloc: Allocation
         return (all(fh_n == 1 and fw_n == Fw for _, fh_n, _, fw_n in fblocks) and (segs == 1 or sh == 1)
                 and segs * window_lines(hbt, Fh, sh, dh) * window_lines(ow, Fw, sw, dw) <= i_half)
 
+    def row_classes(fblocks, hbt, ow, segs):
+        """Streamed segmented tiles at a stride (``segs > 1``, ``sh > 1``, one whole filter
+        row per GEMM): the filter rows grouped by the input rows they read. Filter row ``fh``
+        reads input rows ``y0 + fh*dil + i*sh``, so the rows with the same ``fh*dil % sh``
+        (the same *class*) read one set of every ``sh``-th input row, offset by ``fh*dil //
+        sh`` rows: a chunk's GEMMs of a class share one packed window (``hbt`` rows plus the
+        largest offset, one LOAD per segment), each from line ``offset*segs``.
+
+        The windows (chunk by chunk, class by class) go into ifmap groups of as many
+        consecutive windows as fit the ifmap half together, counted from the last one (the
+        first group is the one left short): a group then holds several GEMMs of every tile
+        of a psum block, so that the tiles' last GEMMs, and their STOREs (one per output
+        row), do not come all at once at the block's end (the STORE queue fills and the
+        in-order fetch stops until the STOREs drain; ResNet-18 conv5_x on 16x16 lost about
+        2,900 cycles per psum block with one window per group).
+
+        Returns ``(classes, place)``: ``classes`` a list of ``(class, [(offset, filter
+        block), ...])``, ``place[(chunk, class index)] = (group, first row of the window in
+        the group)``; None when the tile does not qualify or a class's window does not fit
+        the ifmap half."""
+        if segs == 1 or sh == 1 or not all(fh_n == 1 and fw_n == Fw for _, fh_n, _, fw_n in fblocks):
+            return None
+        pitch = window_lines(ow, Fw, sw, dw)
+        by_class = {}
+        for fb in fblocks:
+            by_class.setdefault(fb[0] * dh % sh, []).append((fb[0] * dh // sh, fb))
+        classes = sorted(by_class.items())
+        sizes = [segs * (hbt + members[-1][0]) * pitch for _, members in classes]
+        if max(sizes) > i_half:
+            return None
+        windows = [(i, ci) for i in range(len(chunks)) for ci in range(len(classes))]
+        place, group, used = {}, 0, i_half
+        for w in reversed(windows):          # from the last window: the last group is full
+            size = sizes[w[1]]
+            if used + size > i_half:
+                group, used = group + 1, 0
+            place[w] = [group, used]
+            used += size
+        groups = {}
+        for w in windows:                    # rows in window order inside each group
+            groups.setdefault(place[w][0], []).append(w)
+        for members in groups.values():
+            row = 0
+            for w in members:
+                place[w] = (group - place[w][0], row)
+                row += sizes[w[1]]
+        return classes, place
+
     def tile_gemms(fblocks, resident, img, g, y0, x0, hbt, wbt, j, n_len, segs=1):
         """The accumulating GEMMs of one output tile, one per (chunk, filter block).
 
         Streamed, each GEMM loads its window's rows (one filter row: every ``stride``-th
         row, packed, the GEMM's stride 1), or, when :func:`shared_window`, the chunk's GEMMs
         share one window of unpacked rows (the GEMM's stride ``stride``, filter row ``fh``
-        from the window's row ``fh*dil``). With ``segs > 1`` (one filter row per GEMM) the
-        tile's ``hbt`` output rows are cut into ``segs`` segments of ``ow = ceil(wbt /
-        segs)`` columns: segment ``h`` of output row ``y`` is the GEMM's output row ``y*segs
-        + h``, its ifmap line the segment's own input columns (one LOAD per segment, each
-        input row of the window ``segs`` lines of ``row_pitch`` pixels, segment by segment),
-        its psum rows ``(y*segs + h) * ow ..``, so output pixel ``(y, x)`` is psum row
-        ``y * segs*ow + x``."""
+        from the window's row ``fh*dil``), or, segmented at a stride (:func:`row_classes`),
+        the GEMMs of a class of filter rows share one packed window. With ``segs > 1`` (one
+        filter row per GEMM) the tile's ``hbt`` output rows are cut into ``segs`` segments
+        of ``ow = ceil(wbt / segs)`` columns: segment ``h`` of output row ``y`` is the GEMM's
+        output row ``y*segs + h``, its ifmap line the segment's own input columns (one LOAD
+        per segment, each input row of the window ``segs`` lines of ``row_pitch`` pixels,
+        segment by segment), its psum rows ``(y*segs + h) * ow ..``, so output pixel ``(y,
+        x)`` is psum row ``y * segs*ow + x``."""
         nyf, wpf = window_lines(hbt, Fh, sh, dh), window_lines(wbt, Fw, sw, dw)
         ow = ceil_div(wbt, segs)
         shared = not resident and shared_window(fblocks, hbt, ow, segs)
-        gemms = []
+        classes = None if resident or shared else row_classes(fblocks, hbt, ow, segs)
+        if classes:
+            classes, place = classes
+            # GEMMs class by class: (class index, offset, filter block)
+            order = [(ci, q, fb) for ci, (_, members) in enumerate(classes) for q, fb in members]
+        else:
+            order = [(None, None, fb) for fb in fblocks]
+        gemms, group_first = [], {}
         for i, (c0, k_len) in enumerate(chunks):
-            for fh0, fh_n, fw0, fw_n in fblocks:
+            for ci, q, (fh0, fh_n, fw0, fw_n) in order:
                 win = Window(win_h=fh_n, win_w=fw_n, stride_h=sh, stride_w=sw, dil_h=dh,
                              dil_w=dw, out_h=hbt * segs, out_w=ow)
                 group = None if resident else len(gemms)
+                load_it, base = True, 0
                 if resident:
                     win.row_pitch = wpf
                     ifmap, row = [], i * nyf * wpf + fh0 * dh * wpf + fw0 * dw
@@ -318,17 +375,30 @@ def lower_conv(layer: QLayer, config: AccelConfig, batch: int, alloc: Allocation
                     if shared:
                         group, row = i, fh0 * dh * segs * pitch
                         ny, y, sy = nyf, y0, 1
+                        load_it = not fh0
+                    elif classes:
+                        cls, members = classes[ci]
+                        group, base = place[(i, ci)]
+                        row = base + q * segs * pitch
+                        ny, y = hbt + members[-1][0], y0 + cls
+                        load_it = (q, (fh0, fh_n, fw0, fw_n)) == members[0]
+                        win.stride_h = 1
                     elif fh_n == 1:
                         win.stride_h = 1
                     ifmap = [window_load(alloc.src, layer.in_shape, img, g * cin_g + c0, k_len, y,
                                          x0 + h * ow * sw + fw0 * dw, ny, pitch, sy=sy,
-                                         bs2=segs * pitch, buf_row=h * pitch,
+                                         bs2=segs * pitch, buf_row=base + h * pitch,
                                          pad_value=int(layer.in_zp))
-                             for h in range(segs)] if not (shared and fh0) else []
-                gemms.append(GemmOp(k_len=k_len, n_len=n_len, ifmap=ifmap, ifmap_row=row,
-                                    weight=weight_loads(g, c0, k_len, fh0, fh_n, fw0, fw_n,
-                                                        j, n_len),
-                                    window=win, ifmap_group=group))
+                             for h in range(segs)] if load_it else []
+                op = GemmOp(k_len=k_len, n_len=n_len, ifmap=ifmap, ifmap_row=row,
+                            weight=weight_loads(g, c0, k_len, fh0, fh_n, fw0, fw_n, j, n_len),
+                            window=win, ifmap_group=group)
+                if classes and group in group_first:
+                    # a group's first GEMM carries the LOADs of all its windows
+                    group_first[group].ifmap += ifmap
+                    op.ifmap = []
+                group_first.setdefault(group, op)
+                gemms.append(op)
         return gemms
 
     def cost(fh_b, fw_b, shape):
