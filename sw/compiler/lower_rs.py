@@ -313,7 +313,7 @@ def lower_conv(layer: QLayer, config: AccelConfig, batch: int, alloc: Allocation
         by_class = {}
         for fb in fblocks:
             by_class.setdefault(fb[0] * dh % sh, []).append((fb[0] * dh // sh, fb))
-        classes = sorted(by_class.items())
+        classes = sorted(by_class.items(), key=lambda c: (len(c[1]), c[0]))   # the most GEMMs last
         sizes = [segs * (hbt + members[-1][0]) * pitch for _, members in classes]
         if max(sizes) > i_half:
             return None
@@ -385,9 +385,13 @@ def lower_conv(layer: QLayer, config: AccelConfig, batch: int, alloc: Allocation
                         win.stride_h = 1
                     elif fh_n == 1:
                         win.stride_h = 1
+                    # a segment's line holds only the input columns its stored outputs read
+                    # (the last segment's columns past the block's end compute from whatever
+                    # the buffer holds there, and are not stored)
                     ifmap = [window_load(alloc.src, layer.in_shape, img, g * cin_g + c0, k_len, y,
-                                         x0 + h * ow * sw + fw0 * dw, ny, pitch, sy=sy,
-                                         bs2=segs * pitch, buf_row=base + h * pitch,
+                                         x0 + h * ow * sw + fw0 * dw, ny,
+                                         window_lines(max(1, min(ow, wbt - h * ow)), fw_n, sw, dw),
+                                         sy=sy, bs2=segs * pitch, buf_row=base + h * pitch,
                                          pad_value=int(layer.in_zp))
                              for h in range(segs)] if load_it else []
                 op = GemmOp(k_len=k_len, n_len=n_len, ifmap=ifmap, ifmap_row=row,
