@@ -385,12 +385,12 @@ def lower_conv(layer: QLayer, config: AccelConfig, batch: int, alloc: Allocation
                         win.stride_h = 1
                     elif fh_n == 1:
                         win.stride_h = 1
-                    # a segment's line holds only the input columns its stored outputs read
-                    # (the last segment's columns past the block's end compute from whatever
-                    # the buffer holds there, and are not stored)
+                    # with row classes, a segment's line holds only the input columns its
+                    # stored outputs read (the last segment's columns past the block's end
+                    # compute from whatever the buffer holds there, and are not stored)
                     ifmap = [window_load(alloc.src, layer.in_shape, img, g * cin_g + c0, k_len, y,
-                                         x0 + h * ow * sw + fw0 * dw, ny,
-                                         window_lines(max(1, min(ow, wbt - h * ow)), fw_n, sw, dw),
+                                         x0 + h * ow * sw + fw0 * dw, ny, window_lines(
+                                             max(1, min(ow, wbt - h * ow)), fw_n, sw, dw) if classes else pitch,
                                          sy=sy, bs2=segs * pitch, buf_row=base + h * pitch,
                                          pad_value=int(layer.in_zp))
                              for h in range(segs)] if load_it else []
