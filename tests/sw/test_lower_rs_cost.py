@@ -284,3 +284,36 @@ def test_filter_rows_share_one_ifmap_window(stride, h, half):
     want = golden_forward(model, model.quantize_input(x))
     got, _ = run_program(program, model.quantize_input(x), 0)
     np.testing.assert_array_equal(got, want)
+
+
+def test_strided_segments_share_windows_by_row_class():
+    """conv5_x's shape in small (14x14x64 -> 7x7x32, stride 2) on 16x16: 7 output rows in
+    2 segments of 4 columns, one filter row per GEMM. At stride 2 filter rows 0 and 2 read
+    the same every-other input rows (-1, 1, .., 13: 8 packed rows, row 2 from line 2 =
+    one input row in) and row 1 the others (0, 2, .., 12: 7 rows), so a chunk loads each
+    input row once: 2 LOADs per class (one per segment), not 2 per filter row; the second
+    segment loads only the 7 input columns its 3 stored outputs read (of a 9-pixel
+    line: its 4th output is past the map). The windows go into ifmap groups of as many as fit the 512-row ifmap
+    half (126 + 144 + 126 rows for [class 1 | class 0 of chunk c | class 1 of c+1], the
+    class of 2 filter rows last in each chunk), counted from the last window. Bit-exact on
+    the ISA simulator."""
+    config = AccelConfig(rows=16, cols=16, dataflow="rs")
+    model, x = strided_conv(14, 14, 64, 32, 2, seed=12)
+    program = compile_model(model, config)
+    insns = list(map(decode, program.nodes[0].insns))
+    gemms = [d for d in insns if d["op"] == Opcode.GEMM]
+    loads = [d for d in insns if d["op"] == Opcode.LOAD and d["buf"] == Buffer.IFMAP]
+    assert {(g["win_h"], g["out_h"], g["out_w"], g["stride_h"], g["row_pitch"]) for g in gemms} == \
+        {(1, 14, 4, 1, 9)}
+    # 4 chunks x 2 classes x 2 segments per psum block (the 2 channel tiles side by side)
+    segments = [(d["n2"], d["n1"]) for d in loads]
+    assert len(segments) == 16 and sorted(set(segments)) == [(7, 7), (7, 9), (8, 7), (8, 9)]
+    assert [d["dram_stride2"] for d in loads] == [2 * 14 * 64] * 16     # every other input row
+    # tile 0, chunk by chunk: filter row 1 (class 1, 7 rows x 2 segments x 9 = 126 buffer
+    # rows), then rows 0 and 2 of class 0 (144 rows), 2 lines of 9 apart; groups [e0 o0],
+    # [e1 o1 e2] (ifmap half 1, from row 512), [o2 e3 o3] (half 0 again)
+    rows = [g["ifmap_row"] for g in gemms if g["psum_row"] == 0]
+    assert rows == [0, 126, 144, 512, 638, 656, 782, 0, 18, 144, 270, 288]
+    want = golden_forward(model, model.quantize_input(x))
+    got, _ = run_program(program, model.quantize_input(x), 0)
+    np.testing.assert_array_equal(got, want)
