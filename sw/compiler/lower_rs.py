@@ -32,7 +32,9 @@ or, with one filter row per GEMM, a chunk's GEMMs share one window of unpacked i
 rows when it fits the ifmap half (an ifmap group: each filter row's input rows once,
 not once per filter row), once for the output tiles of a psum block
 (``OutTile.psum_block``, the channel tiles side by side in a psum half, emitted window
-by window). A conv GEMM loads its weight
+by window); segmented tiles at a stride share packed windows by row class instead (the
+filter rows with the same ``fh*dil % stride`` read the same input rows), in ifmap groups
+that fill the ifmap half (``row_classes`` in :func:`lower_conv`). A conv GEMM loads its weight
 rows with one LOAD that merges with no other, so a conv's weight groups are capped at
 ``queue_depth // 2`` LOADs (:func:`_units`). A fully connected layer maps as Eyeriss
 maps one: the input vector is cut into lines of ``rows`` features (the "filter rows"),
