@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from celosia.rtl.arrays.rs import gemm_cycles
+from celosia.rtl.arrays.rs import sequence_cycles
 from celosia.rtl.config import AccelConfig
 from celosia.rtl.dma import load_cycles
 from celosia.rtl.isa import Buffer, Opcode, decode
@@ -29,24 +29,36 @@ def op(win_h, k_len, weight_rows):
                   weight=[load(0, 0, 8, n1=weight_rows, s1=8, bs1=1)])
 
 
+def gemm_insn(win_h):
+    """The GEMM fields of :func:`op` (``m_len`` = 4 x 4 outputs)."""
+    return dict(window=1, win_h=win_h, win_w=3, stride_h=1, stride_w=1, dil_h=1, dil_w=1, out_h=4,
+                out_w=4, row_pitch=6, k_len=8, n_len=8, m_len=16)
+
+
 def test_layer_cycles_pipeline():
     """Two GEMMs per tile: the first LOADs are exposed, each GEMM overlaps the next one's
-    LOADs, the last GEMM overlaps nothing."""
+    LOADs, the GEMMs run back to back as the engine runs them (``rs.sequence_cycles``: the
+    next one's first step fills during the current one's last step) where their LOADs are
+    shorter, the last GEMM overlaps nothing and ends with its ``done``."""
     a, b = op(2, 8, 48), op(1, 8, 24)
-    ga = gemm_cycles(8, win_h=2, win_w=3, k_len=8, n_len=8, out_h=4, out_w=4)
-    gb = gemm_cycles(8, win_h=1, win_w=3, k_len=8, n_len=8, out_h=4, out_w=4)
     la, lb = (load_cycles(x.weight[0].__dict__, CONFIG) for x in (a, b))
-    # one tile: LOADs of a | a with LOADs of b | b
-    assert lower_rs.layer_cycles([a, b], CONFIG) == la + max(ga, lb) + gb
-    # two tiles: ... | b with the next tile's LOADs of a | a with LOADs of b | b
-    assert lower_rs.layer_cycles([a, b], CONFIG, tiles=2) == \
-        la + max(ga, lb) + max(gb, la) + max(ga, lb) + gb
+    assert (la, lb) == (58, 34)
+    # a alone on an idle engine: last MAC in 224, done in 230; b right after a: its last
+    # MAC 99 after a's last (gemm_timing with its first pass from 2 - k_len = -6, accepted
+    # in a's last MAC cycle minus one): a and b back to back 328 cycles, both tiles 649
+    assert sequence_cycles([gemm_insn(2), gemm_insn(1)], CONFIG) == 328
+    assert sequence_cycles([gemm_insn(2), gemm_insn(1)] * 2, CONFIG) == 649
+    # one tile: LOADs of a | a with LOADs of b (34 < a) | b
+    assert lower_rs.layer_cycles([a, b], CONFIG) == la + 328
+    # two tiles: the next tile's LOADs of a (58) shorter than b (98 after a)
+    assert lower_rs.layer_cycles([a, b], CONFIG, tiles=2) == la + 649
     # a resident block LOAD goes with the first GEMM's LOADs, once per block; two blocks of
-    # one tile: the second block's LOADs (la + blk) overlap the first block's last GEMM
+    # one tile: the second block's LOADs (la + blk = 108) overlap the first block's b (98)
+    # and delay the second block's a by 10 cycles
     blk = load(0, 0, 8, n1=40, s1=8, bs1=1)
     lblk = load_cycles(blk.__dict__, CONFIG)
     assert lower_rs.layer_cycles([a, b], CONFIG, block_loads=[blk], blocks=2) == \
-        (la + lblk) + max(ga, lb) + max(gb, la + lblk) + max(ga, lb) + gb
+        (la + lblk) + 649 + (la + lblk - 98)
 
 
 def residual_conv_layer():
