@@ -54,7 +54,7 @@ import math
 from celosia.errors import CompileError
 from celosia.rtl.config import RS_SPAD, AccelConfig, ceil_div
 from celosia.rtl import isa
-from celosia.rtl.arrays.rs import gemm_cycles, gemm_timing
+from celosia.rtl.arrays.rs import gemm_timing
 from celosia.rtl.dma import load_cycles
 from celosia.rtl.isa import BaseReg
 from celosia.sw.compiler.alloc import Allocation
@@ -92,13 +92,6 @@ def _chained_cycles(prev: GemmOp, op: GemmOp, config: AccelConfig) -> int:
     if op.k_len + 1 >= prev.window.out_h:
         return _gemm_op_timing(op, config, first=2 - prev.k_len)[1] - 1
     return prev.window.out_h + 2 + _gemm_op_timing(op, config)[1]
-
-
-def _gemm_op_cycles(op: GemmOp, config: AccelConfig) -> int:
-    """The rs engine's cycles of the windowed GEMM ``op`` (:func:`~celosia.rtl.arrays.rs.gemm_cycles`)."""
-    w = op.window
-    return gemm_cycles(config.rows, win_h=w.win_h, win_w=w.win_w, k_len=op.k_len, n_len=op.n_len,
-                       out_h=w.out_h, out_w=w.out_w, stride_h=w.stride_h, dil_h=w.dil_h)
 
 
 def _loads_cycles(loads, config: AccelConfig) -> int:
