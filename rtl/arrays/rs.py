@@ -156,7 +156,7 @@ def gemm_timing(rows: int, *, win_h: int, win_w: int, k_len: int, n_len: int, ou
 def gemm_cycles(rows: int, *, win_h: int, win_w: int, k_len: int, n_len: int, out_h: int, out_w: int,
                 stride_h: int = 1, dil_h: int = 1) -> int:
     """Acceptance to ``done`` of one legal windowed GEMM on an idle ``rows``-row array, the
-    timing of the module docstring (the compiler's cost model for choosing a mapping)."""
+    timing of the module docstring."""
     if n_len == 0:
         return 1
     return gemm_timing(rows, win_h=win_h, win_w=win_w, k_len=k_len, n_len=n_len, out_h=out_h,

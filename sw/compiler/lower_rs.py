@@ -32,7 +32,9 @@ or, with one filter row per GEMM, a chunk's GEMMs share one window of unpacked i
 rows when it fits the ifmap half (an ifmap group: each filter row's input rows once,
 not once per filter row), once for the output tiles of a psum block
 (``OutTile.psum_block``, the channel tiles side by side in a psum half, emitted window
-by window). A conv GEMM loads its weight
+by window); segmented tiles at a stride share packed windows by row class instead (the
+filter rows with the same ``fh*dil % stride`` read the same input rows), in ifmap groups
+that fill the ifmap half (``row_classes`` in :func:`lower_conv`). A conv GEMM loads its weight
 rows with one LOAD that merges with no other, so a conv's weight groups are capped at
 ``queue_depth // 2`` LOADs (:func:`_units`). A fully connected layer maps as Eyeriss
 maps one: the input vector is cut into lines of ``rows`` features (the "filter rows"),
@@ -52,7 +54,7 @@ import math
 from celosia.errors import CompileError
 from celosia.rtl.config import RS_SPAD, AccelConfig, ceil_div
 from celosia.rtl import isa
-from celosia.rtl.arrays.rs import gemm_cycles
+from celosia.rtl.arrays.rs import gemm_timing
 from celosia.rtl.dma import load_cycles
 from celosia.rtl.isa import BaseReg
 from celosia.sw.compiler.alloc import Allocation
@@ -74,11 +76,22 @@ TIMING_FIELDS = ("bus_bits", "dram_latency")
 _MAX_STRIDE2 = isa.field_max(isa.LoadInsn, "dram_stride2")
 
 
-def _gemm_op_cycles(op: GemmOp, config: AccelConfig) -> int:
-    """The rs engine's cycles of the windowed GEMM ``op`` (:func:`~celosia.rtl.arrays.rs.gemm_cycles`)."""
+def _gemm_op_timing(op: GemmOp, config: AccelConfig, first: int = 1) -> tuple[int, int, int]:
+    """``(ready, last, done)`` of the windowed GEMM ``op`` (:func:`~celosia.rtl.arrays.rs.gemm_timing`)."""
     w = op.window
-    return gemm_cycles(config.rows, win_h=w.win_h, win_w=w.win_w, k_len=op.k_len, n_len=op.n_len,
-                       out_h=w.out_h, out_w=w.out_w, stride_h=w.stride_h, dil_h=w.dil_h)
+    return gemm_timing(config.rows, win_h=w.win_h, win_w=w.win_w, k_len=op.k_len, n_len=op.n_len,
+                       out_h=w.out_h, out_w=w.out_w, stride_h=w.stride_h, dil_h=w.dil_h, first=first)
+
+
+def _chained_cycles(prev: GemmOp, op: GemmOp, config: AccelConfig) -> int:
+    """Cycles from the last MAC of ``prev`` to the last MAC of ``op`` issued right after it
+    (:class:`~celosia.rtl.arrays.rs.RSTiming`): when ``op`` may fill its first step during
+    ``prev``'s last step (``k_len + 1 >= prev.out_h``), it runs as if accepted in ``prev``'s
+    last MAC cycle minus one with its first pass from ``2 - prev.k_len``; else it waits for
+    ``prev``'s ``done`` (``out_h + 2`` after its last MAC)."""
+    if op.k_len + 1 >= prev.window.out_h:
+        return _gemm_op_timing(op, config, first=2 - prev.k_len)[1] - 1
+    return prev.window.out_h + 2 + _gemm_op_timing(op, config)[1]
 
 
 def _loads_cycles(loads, config: AccelConfig) -> int:
@@ -115,7 +128,8 @@ def _pick(options, key):
     return min(options, key=key)
 
 
-def _units(tiles, params_at: int, resident: bool, config: AccelConfig, layer: QLayer) -> list[Unit]:
+def _units(tiles, params_at: int, resident: bool, config: AccelConfig, layer: QLayer,
+           staggered: bool = False) -> list[Unit]:
     """:func:`~celosia.sw.compiler.tiling.split_units`, each unit's weight groups limited to
     ``queue_depth // 2`` LOADs (``Unit.group_loads``). An rs GEMM's weight LOAD (its filter
     taps, loop 2) merges with no other, so a weight group of ``n`` tiles is ``n`` LOADs,
@@ -125,7 +139,7 @@ def _units(tiles, params_at: int, resident: bool, config: AccelConfig, layer: QL
     ResNet-18 conv5_x 1.16 M / 1.15 M cycles, AlexNet CONV3 3.17 M / 3.04 M)."""
     units = split_units(tiles, params_at, resident, config, layer)
     for unit in units:
-        unit.group_loads = max(1, config.queue_depth // 2)
+        unit.group_loads = max(1, config.queue_depth // 2 - staggered)
     return units
 
 
@@ -133,15 +147,19 @@ def layer_cycles(ops: list[GemmOp], config: AccelConfig, block_loads=(), tiles: 
                  blocks: int = 1) -> int:
     """Estimated cycles of a layer of ``blocks`` ifmap blocks of ``tiles`` output tiles
     each, every tile's GEMMs like ``ops`` (the compiler's cost of a mapping), from the
-    engines' own timing: the rs array's (:func:`~celosia.rtl.arrays.rs.gemm_cycles`) and
-    the load DMA's (:func:`~celosia.rtl.dma.load_cycles`).
+    engines' own timing: the rs array's back to back (:func:`_chained_cycles`, each GEMM
+    from the last MAC of the one before; the layer's first on an idle engine, its last
+    until its ``done``) and the load DMA's (:func:`~celosia.rtl.dma.load_cycles`). (The
+    idle-engine :func:`~celosia.rtl.arrays.rs.gemm_cycles` per GEMM, as before, ranked 8x8
+    ResNet-18 conv3_x and conv3_x.ds worse: 1,037,331 / 128,491 cycles, now 1,020,184 /
+    116,811.)
 
     The GEMMs go in *spans*: the runs of consecutive ``ops`` of one ifmap group
     (``GemmOp.ifmap_group``, not ``None``: one window, loaded with the span's first GEMM),
     else one GEMM each. The LOADs feeding span ``k+1``'s first GEMM (its weight rows and
     ifmap window) and the weight rows of span ``k``'s other GEMMs run while span ``k``
     computes (the double-buffered halves of :mod:`~celosia.sw.compiler.emit`), so a span
-    takes ``max(its GEMMs' cycles, those LOADs)``; a block's resident ifmap LOADs
+    takes ``max(its GEMMs' back-to-back cycles, those LOADs)``; a block's resident ifmap LOADs
     (``block_loads``) go with its first GEMM's. The layer's first LOADs are exposed (the
     layer starts after a barrier) and its last span overlaps only its own weight LOADs.
     STOREs (overlapped with the following tiles) and the PPU parameter LOAD (the same for
@@ -153,7 +171,11 @@ def layer_cycles(ops: list[GemmOp], config: AccelConfig, block_loads=(), tiles: 
             seen[id(lds)] = _loads_cycles(lds, config)
         return seen[id(lds)]
 
-    gemms = [_gemm_op_cycles(op, config) for op in ops]
+    # each GEMM back to back after the one before it (a tile's first after the last of the
+    # tile before, as the tiles repeat); the layer's first GEMM starts on an idle engine and
+    # its last one ends with its ``done``
+    gemms = [_chained_cycles(ops[t - 1], op, config) for t, op in enumerate(ops)]
+    edges = _gemm_op_timing(ops[0], config)[1] - gemms[0] + ops[-1].window.out_h + 2
     weights = [cycles_of(op.weight) for op in ops]
     loads = [w + cycles_of(op.ifmap) for w, op in zip(weights, ops)]
     starts = [t for t, op in enumerate(ops)
@@ -168,7 +190,7 @@ def layer_cycles(ops: list[GemmOp], config: AccelConfig, block_loads=(), tiles: 
     first = loads[0] + _loads_cycles(block_loads, config)
     tile = sum(span(k, loads[ends[k] % len(ops)]) for k in range(len(starts)))
     block = tiles * tile - span(-1, loads[0]) + span(-1, first)
-    return first + blocks * block - span(-1, first) + span(-1, 0)
+    return first + blocks * block - span(-1, first) + span(-1, 0) + edges
 
 
 def lower_conv(layer: QLayer, config: AccelConfig, batch: int, alloc: Allocation) -> list[Unit]:
@@ -287,28 +309,93 @@ def lower_conv(layer: QLayer, config: AccelConfig, batch: int, alloc: Allocation
         return (all(fh_n == 1 and fw_n == Fw for _, fh_n, _, fw_n in fblocks) and (segs == 1 or sh == 1)
                 and segs * window_lines(hbt, Fh, sh, dh) * window_lines(ow, Fw, sw, dw) <= i_half)
 
+    def row_classes(fblocks, hbt, ow, segs):
+        """Streamed segmented tiles at a stride (``segs > 1``, ``sh > 1``, one whole filter
+        row per GEMM): the filter rows grouped by the input rows they read. Filter row ``fh``
+        reads input rows ``y0 + fh*dil + i*sh``, so the rows with the same ``fh*dil % sh``
+        (the same *class*) read one set of every ``sh``-th input row, offset by ``fh*dil //
+        sh`` rows: a chunk's GEMMs of a class share one packed window (``hbt`` rows plus the
+        largest offset, one LOAD per segment), each from line ``offset*segs``.
+
+        The windows (chunk by chunk, class by class) go into ifmap groups of as many
+        consecutive windows as fit the ifmap half together, counted from the last one (the
+        first group is the one left short): a group then holds several GEMMs of every tile
+        of a psum block, so that the tiles' last GEMMs, and their STOREs (one per output
+        row), do not come all at once at the block's end (the STORE queue fills and the
+        in-order fetch stops until the STOREs drain; ResNet-18 conv5_x on 16x16 lost about
+        2,900 cycles per psum block with one window per group).
+
+        Returns ``(classes, place)``: ``classes`` a list of ``(class, [(offset, filter
+        block), ...])``, ``place[(chunk, class index)] = (group, first row of the window in
+        the group)``; None when the tile does not qualify or a class's window does not fit
+        the ifmap half."""
+        if segs == 1 or sh == 1 or not all(fh_n == 1 and fw_n == Fw for _, fh_n, _, fw_n in fblocks):
+            return None
+        pitch = window_lines(ow, Fw, sw, dw)
+        by_class = {}
+        for fb in fblocks:
+            by_class.setdefault(fb[0] * dh % sh, []).append((fb[0] * dh // sh, fb))
+        classes = sorted(by_class.items(), key=lambda c: (len(c[1]), c[0]))   # the most GEMMs last
+        sizes = [segs * (hbt + members[-1][0]) * pitch for _, members in classes]
+        if max(sizes) > i_half or len(classes) == len(fblocks):   # no window shared
+            return None
+        windows = [(i, ci) for i in range(len(chunks)) for ci in range(len(classes))]
+        place, group, used = {}, 0, i_half
+        for w in reversed(windows):          # from the last window: the last group is full
+            size = sizes[w[1]]
+            if used + size > i_half:
+                group, used = group + 1, 0
+            place[w] = [group, used]
+            used += size
+        groups = {}
+        for w in windows:                    # rows in window order inside each group
+            groups.setdefault(place[w][0], []).append(w)
+        for members in groups.values():
+            row = 0
+            for w in members:
+                place[w] = (group - place[w][0], row)
+                row += sizes[w[1]]
+        return classes, place
+
+    def uses_classes(fblocks, resident, hbt, wbt, segs):
+        """:func:`row_classes` of a streamed tile of ``hbt x wbt`` outputs that does not
+        share one unpacked window (:func:`shared_window`); None otherwise."""
+        ow = ceil_div(wbt, segs)
+        if resident or shared_window(fblocks, hbt, ow, segs):
+            return None
+        return row_classes(fblocks, hbt, ow, segs)
+
     def tile_gemms(fblocks, resident, img, g, y0, x0, hbt, wbt, j, n_len, segs=1):
         """The accumulating GEMMs of one output tile, one per (chunk, filter block).
 
         Streamed, each GEMM loads its window's rows (one filter row: every ``stride``-th
         row, packed, the GEMM's stride 1), or, when :func:`shared_window`, the chunk's GEMMs
         share one window of unpacked rows (the GEMM's stride ``stride``, filter row ``fh``
-        from the window's row ``fh*dil``). With ``segs > 1`` (one filter row per GEMM) the
-        tile's ``hbt`` output rows are cut into ``segs`` segments of ``ow = ceil(wbt /
-        segs)`` columns: segment ``h`` of output row ``y`` is the GEMM's output row ``y*segs
-        + h``, its ifmap line the segment's own input columns (one LOAD per segment, each
-        input row of the window ``segs`` lines of ``row_pitch`` pixels, segment by segment),
-        its psum rows ``(y*segs + h) * ow ..``, so output pixel ``(y, x)`` is psum row
-        ``y * segs*ow + x``."""
+        from the window's row ``fh*dil``), or, segmented at a stride (:func:`row_classes`),
+        the GEMMs of a class of filter rows share one packed window. With ``segs > 1`` (one
+        filter row per GEMM) the tile's ``hbt`` output rows are cut into ``segs`` segments
+        of ``ow = ceil(wbt / segs)`` columns: segment ``h`` of output row ``y`` is the GEMM's
+        output row ``y*segs + h``, its ifmap line the segment's own input columns (one LOAD
+        per segment, each input row of the window ``segs`` lines of ``row_pitch`` pixels,
+        segment by segment), its psum rows ``(y*segs + h) * ow ..``, so output pixel ``(y,
+        x)`` is psum row ``y * segs*ow + x``."""
         nyf, wpf = window_lines(hbt, Fh, sh, dh), window_lines(wbt, Fw, sw, dw)
         ow = ceil_div(wbt, segs)
         shared = not resident and shared_window(fblocks, hbt, ow, segs)
-        gemms = []
+        classes = uses_classes(fblocks, resident, hbt, wbt, segs)
+        if classes:
+            classes, place = classes
+            # GEMMs class by class: (class index, offset, filter block)
+            order = [(ci, q, fb) for ci, (_, members) in enumerate(classes) for q, fb in members]
+        else:
+            order = [(None, None, fb) for fb in fblocks]
+        gemms, group_first = [], {}
         for i, (c0, k_len) in enumerate(chunks):
-            for fh0, fh_n, fw0, fw_n in fblocks:
+            for ci, q, (fh0, fh_n, fw0, fw_n) in order:
                 win = Window(win_h=fh_n, win_w=fw_n, stride_h=sh, stride_w=sw, dil_h=dh,
                              dil_w=dw, out_h=hbt * segs, out_w=ow)
                 group = None if resident else len(gemms)
+                load_it, base = True, 0
                 if resident:
                     win.row_pitch = wpf
                     ifmap, row = [], i * nyf * wpf + fh0 * dh * wpf + fw0 * dw
@@ -318,17 +405,34 @@ def lower_conv(layer: QLayer, config: AccelConfig, batch: int, alloc: Allocation
                     if shared:
                         group, row = i, fh0 * dh * segs * pitch
                         ny, y, sy = nyf, y0, 1
+                        load_it = not fh0
+                    elif classes:
+                        cls, members = classes[ci]
+                        group, base = place[(i, ci)]
+                        row = base + q * segs * pitch
+                        ny, y = hbt + members[-1][0], y0 + cls
+                        load_it = (q, (fh0, fh_n, fw0, fw_n)) == members[0]
+                        win.stride_h = 1
                     elif fh_n == 1:
                         win.stride_h = 1
+                    # with row classes, a segment's line holds only the input columns its
+                    # stored outputs read (the last segment's columns past the block's end
+                    # compute from whatever the buffer holds there, and are not stored)
                     ifmap = [window_load(alloc.src, layer.in_shape, img, g * cin_g + c0, k_len, y,
-                                         x0 + h * ow * sw + fw0 * dw, ny, pitch, sy=sy,
-                                         bs2=segs * pitch, buf_row=h * pitch,
+                                         x0 + h * ow * sw + fw0 * dw, ny, window_lines(
+                                             max(1, min(ow, wbt - h * ow)), fw_n, sw, dw) if classes else pitch,
+                                         sy=sy, bs2=segs * pitch, buf_row=base + h * pitch,
                                          pad_value=int(layer.in_zp))
-                             for h in range(segs)] if not (shared and fh0) else []
-                gemms.append(GemmOp(k_len=k_len, n_len=n_len, ifmap=ifmap, ifmap_row=row,
-                                    weight=weight_loads(g, c0, k_len, fh0, fh_n, fw0, fw_n,
-                                                        j, n_len),
-                                    window=win, ifmap_group=group))
+                             for h in range(segs)] if load_it else []
+                op = GemmOp(k_len=k_len, n_len=n_len, ifmap=ifmap, ifmap_row=row,
+                            weight=weight_loads(g, c0, k_len, fh0, fh_n, fw0, fw_n, j, n_len),
+                            window=win, ifmap_group=group)
+                if classes and group in group_first:
+                    # a group's first GEMM carries the LOADs of all its windows
+                    group_first[group].ifmap += ifmap
+                    op.ifmap = []
+                group_first.setdefault(group, op)
+                gemms.append(op)
         return gemms
 
     def cost(fh_b, fw_b, shape):
@@ -388,7 +492,12 @@ def lower_conv(layer: QLayer, config: AccelConfig, batch: int, alloc: Allocation
                                  param_row=g * nt + j, block=block_id,
                                  block_loads=block_loads,
                                  psum_block=None if pb == 1 else block_id * n_pb + j // pb))
-    return _units(tiles, alloc.params, resident, config, layer)
+    # with row classes (a psum block's GEMMs in ifmap groups of several windows), weight
+    # groups of one LOAD less than half the queue: measured on ResNet-18's stride-2 3x3
+    # layers on 16x16, conv5_x 301,181 -> 300,436 cycles, conv3_x 253,393 -> 248,523
+    # (conv4_x the same; groups of 5 or 6: 300,640 / 300,359 and 265,112 / 247,744)
+    staggered = uses_classes(fblocks, resident, min(hb, Ho), min(wb, Wo), segs) is not None
+    return _units(tiles, alloc.params, resident, config, layer, staggered)
 
 
 def lower_fc(layer: QLayer, config: AccelConfig, batch: int, alloc: Allocation) -> list[Unit]:

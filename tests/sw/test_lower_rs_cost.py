@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from celosia.rtl.arrays.rs import gemm_cycles
+from celosia.rtl.arrays.rs import sequence_cycles
 from celosia.rtl.config import AccelConfig
 from celosia.rtl.dma import load_cycles
 from celosia.rtl.isa import Buffer, Opcode, decode
@@ -29,24 +29,36 @@ def op(win_h, k_len, weight_rows):
                   weight=[load(0, 0, 8, n1=weight_rows, s1=8, bs1=1)])
 
 
+def gemm_insn(win_h):
+    """The GEMM fields of :func:`op` (``m_len`` = 4 x 4 outputs)."""
+    return dict(window=1, win_h=win_h, win_w=3, stride_h=1, stride_w=1, dil_h=1, dil_w=1, out_h=4,
+                out_w=4, row_pitch=6, k_len=8, n_len=8, m_len=16)
+
+
 def test_layer_cycles_pipeline():
     """Two GEMMs per tile: the first LOADs are exposed, each GEMM overlaps the next one's
-    LOADs, the last GEMM overlaps nothing."""
+    LOADs, the GEMMs run back to back as the engine runs them (``rs.sequence_cycles``: the
+    next one's first step fills during the current one's last step) where their LOADs are
+    shorter, the last GEMM overlaps nothing and ends with its ``done``."""
     a, b = op(2, 8, 48), op(1, 8, 24)
-    ga = gemm_cycles(8, win_h=2, win_w=3, k_len=8, n_len=8, out_h=4, out_w=4)
-    gb = gemm_cycles(8, win_h=1, win_w=3, k_len=8, n_len=8, out_h=4, out_w=4)
     la, lb = (load_cycles(x.weight[0].__dict__, CONFIG) for x in (a, b))
-    # one tile: LOADs of a | a with LOADs of b | b
-    assert lower_rs.layer_cycles([a, b], CONFIG) == la + max(ga, lb) + gb
-    # two tiles: ... | b with the next tile's LOADs of a | a with LOADs of b | b
-    assert lower_rs.layer_cycles([a, b], CONFIG, tiles=2) == \
-        la + max(ga, lb) + max(gb, la) + max(ga, lb) + gb
+    assert (la, lb) == (58, 34)
+    # a alone on an idle engine: last MAC in 224, done in 230; b right after a: its last
+    # MAC 99 after a's last (gemm_timing with its first pass from 2 - k_len = -6, accepted
+    # in a's last MAC cycle minus one): a and b back to back 328 cycles, both tiles 649
+    assert sequence_cycles([gemm_insn(2), gemm_insn(1)], CONFIG) == 328
+    assert sequence_cycles([gemm_insn(2), gemm_insn(1)] * 2, CONFIG) == 649
+    # one tile: LOADs of a | a with LOADs of b (34 < a) | b
+    assert lower_rs.layer_cycles([a, b], CONFIG) == la + 328
+    # two tiles: the next tile's LOADs of a (58) shorter than b (98 after a)
+    assert lower_rs.layer_cycles([a, b], CONFIG, tiles=2) == la + 649
     # a resident block LOAD goes with the first GEMM's LOADs, once per block; two blocks of
-    # one tile: the second block's LOADs (la + blk) overlap the first block's last GEMM
+    # one tile: the second block's LOADs (la + blk = 108) overlap the first block's b (98)
+    # and delay the second block's a by 10 cycles
     blk = load(0, 0, 8, n1=40, s1=8, bs1=1)
     lblk = load_cycles(blk.__dict__, CONFIG)
     assert lower_rs.layer_cycles([a, b], CONFIG, block_loads=[blk], blocks=2) == \
-        (la + lblk) + max(ga, lb) + max(gb, la + lblk) + max(ga, lb) + gb
+        (la + lblk) + 649 + (la + lblk - 98)
 
 
 def residual_conv_layer():
@@ -281,6 +293,39 @@ def test_filter_rows_share_one_ifmap_window(stride, h, half):
         [(4, 4, 1, stride, rows)] * 6
     for chunk in (gemms[:3], gemms[3:]):
         assert [g["ifmap_row"] - chunk[0]["ifmap_row"] for g in chunk] == [0, rows, 2 * rows]
+    want = golden_forward(model, model.quantize_input(x))
+    got, _ = run_program(program, model.quantize_input(x), 0)
+    np.testing.assert_array_equal(got, want)
+
+
+def test_strided_segments_share_windows_by_row_class():
+    """conv5_x's shape in small (14x14x64 -> 7x7x32, stride 2) on 16x16: 7 output rows in
+    2 segments of 4 columns, one filter row per GEMM. At stride 2 filter rows 0 and 2 read
+    the same every-other input rows (-1, 1, .., 13: 8 packed rows, row 2 from line 2 =
+    one input row in) and row 1 the others (0, 2, .., 12: 7 rows), so a chunk loads each
+    input row once: 2 LOADs per class (one per segment), not 2 per filter row; the second
+    segment loads only the 7 input columns its 3 stored outputs read (of a 9-pixel
+    line: its 4th output is past the map). The windows go into ifmap groups of as many as fit the 512-row ifmap
+    half (126 + 144 + 126 rows for [class 1 | class 0 of chunk c | class 1 of c+1], the
+    class of 2 filter rows last in each chunk), counted from the last window. Bit-exact on
+    the ISA simulator."""
+    config = AccelConfig(rows=16, cols=16, dataflow="rs")
+    model, x = strided_conv(14, 14, 64, 32, 2, seed=12)
+    program = compile_model(model, config)
+    insns = list(map(decode, program.nodes[0].insns))
+    gemms = [d for d in insns if d["op"] == Opcode.GEMM]
+    loads = [d for d in insns if d["op"] == Opcode.LOAD and d["buf"] == Buffer.IFMAP]
+    assert {(g["win_h"], g["out_h"], g["out_w"], g["stride_h"], g["row_pitch"]) for g in gemms} == \
+        {(1, 14, 4, 1, 9)}
+    # 4 chunks x 2 classes x 2 segments per psum block (the 2 channel tiles side by side)
+    segments = [(d["n2"], d["n1"]) for d in loads]
+    assert len(segments) == 16 and sorted(set(segments)) == [(7, 7), (7, 9), (8, 7), (8, 9)]
+    assert [d["dram_stride2"] for d in loads] == [2 * 14 * 64] * 16     # every other input row
+    # tile 0, chunk by chunk: filter row 1 (class 1, 7 rows x 2 segments x 9 = 126 buffer
+    # rows), then rows 0 and 2 of class 0 (144 rows), 2 lines of 9 apart; groups [e0 o0],
+    # [e1 o1 e2] (ifmap half 1, from row 512), [o2 e3 o3] (half 0 again)
+    rows = [g["ifmap_row"] for g in gemms if g["psum_row"] == 0]
+    assert rows == [0, 126, 144, 512, 638, 656, 782, 0, 18, 144, 270, 288]
     want = golden_forward(model, model.quantize_input(x))
     got, _ = run_program(program, model.quantize_input(x), 0)
     np.testing.assert_array_equal(got, want)
