@@ -14,6 +14,7 @@ import operator
 from contextlib import contextmanager
 from types import SimpleNamespace
 
+from amaranth.hdl import Signal, Value
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -24,7 +25,7 @@ from celosia.rtl.controller.signatures import EngineSignature
 from celosia.rtl.dataflows import dataflow
 
 __all__ = ["ComputeEngineSignature", "ComputeEngine", "ControlledEngine", "gemm_insn_in_range",
-           "legal_gemm", "insn_check_state", "finish_states"]
+           "gemm_products", "gemm_precheck", "legal_gemm", "insn_check_state", "finish_states"]
 
 
 class ComputeEngineSignature(wiring.Signature):
@@ -93,7 +94,7 @@ class ComputeEngineSignature(wiring.Signature):
         return f"ComputeEngineSignature({self.config!r})"
 
 
-def gemm_insn_in_range(insn, config: AccelConfig):
+def gemm_insn_in_range(insn, config: AccelConfig, pre=None):
     """The GEMM ``insn`` is legal for ``config`` and stays inside every buffer.
 
     ``insn`` is a ``GemmInsn`` view (the result is a 1-bit Amaranth expression) or any
@@ -127,6 +128,12 @@ def gemm_insn_in_range(insn, config: AccelConfig):
 
     Applied regardless of ``m_len``: an instruction with ``m_len = 0`` but a start row
     past the end is an error too.
+
+    ``pre`` (``"tap"`` and ``"row"`` engines): the :func:`gemm_products` of ``insn``, as
+    registered one cycle earlier by :func:`gemm_precheck`; ``None`` computes them here. With
+    them the check has one multiplier (``h_step * row_pitch``) between ``insn`` and its
+    result instead of chains of two (issue 15: these checks were the accelerator's
+    critical paths); the result is the same.
     """
     c = config
     traits = dataflow(c.dataflow)
@@ -137,20 +144,23 @@ def gemm_insn_in_range(insn, config: AccelConfig):
              insn.psum_row + insn.m_len <= c.psum_rows]
     win = [insn.win_h >= 1, insn.win_w >= 1, insn.stride_h >= 1, insn.stride_w >= 1,
            insn.dil_h >= 1, insn.dil_w >= 1, insn.out_h >= 1, insn.out_w >= 1,
-           insn.k_len >= 1, insn.m_len == insn.out_h * insn.out_w,
-           insn.weight_row + insn.win_h * insn.win_w * insn.k_len <= c.weight_rows]
+           insn.k_len >= 1]
     if full:
         lines_m1 = (insn.out_h - 1) * insn.stride_h + (insn.win_h - 1) * insn.dil_h
         last_row = (insn.ifmap_row + lines_m1 * insn.row_pitch + (insn.out_w - 1) * insn.stride_w
                     + (insn.win_w - 1) * insn.dil_w)
-        conds += win + [insn.window == 1, insn.win_h <= c.rows, insn.out_h <= c.cols,
+        conds += win + [insn.m_len == insn.out_h * insn.out_w,
+                        insn.weight_row + insn.win_h * insn.win_w * insn.k_len <= c.weight_rows,
+                        insn.window == 1, insn.win_h <= c.rows, insn.out_h <= c.cols,
                         lines_m1 < c.rs_lines, insn.win_w * insn.k_len <= RS_SPAD,
                         last_row < c.ifmap_rows]
     elif kind == "row":
+        # win_h = 1 makes the weight rows win_h*win_w*k_len = win_w*k_len
+        p = pre if pre is not None else SimpleNamespace(**gemm_products(insn, config))
+        win += [insn.m_len == p.m_prod, insn.weight_row + p.taps_k <= c.weight_rows]
         wide = insn.win_w > 1
         n_pe = 1 + (wide & (insn.stride_w <= insn.win_w - 1)) + (wide & (2 * insn.stride_w <= insn.win_w - 1))
-        last_row = (insn.ifmap_row + (insn.out_h - 1) * insn.stride_h * insn.row_pitch
-                    + (insn.out_w - 1) * insn.stride_w + (insn.win_w - 1) * insn.dil_w)
+        last_row = insn.ifmap_row + p.h_step * insn.row_pitch + p.x_span + p.w_span
         row = _all(win + [insn.win_h == 1, insn.win_w <= FEIE_TAPS, last_row < c.ifmap_rows,
                           (insn.win_w == 1) | ((insn.dil_w == 1) & (insn.stride_w <= insn.win_w)),
                           n_pe <= c.rows])
@@ -158,14 +168,54 @@ def gemm_insn_in_range(insn, config: AccelConfig):
                       insn.weight_row + insn.k_len <= c.weight_rows])
         conds.append(((insn.window == 1) & row) | ((insn.window == 0) & plain))
     else:
-        # one tap: the dil_* terms of the last row vanish
-        last_row = (insn.ifmap_row + (insn.out_h - 1) * insn.stride_h * insn.row_pitch
-                    + (insn.out_w - 1) * insn.stride_w)
+        # one tap: the dil_* terms of the last row vanish, and win_h = win_w = 1 makes the
+        # weight rows win_h*win_w*k_len = k_len
+        p = pre if pre is not None else SimpleNamespace(**gemm_products(insn, config))
+        win += [insn.m_len == p.m_prod, insn.weight_row + insn.k_len <= c.weight_rows]
+        last_row = insn.ifmap_row + p.h_step * insn.row_pitch + p.x_span
         tap = _all(win + [insn.win_h == 1, insn.win_w == 1, last_row < c.ifmap_rows])
         plain = _all([insn.ifmap_row + insn.m_len <= c.ifmap_rows,
                       insn.weight_row + insn.k_len <= c.weight_rows])
         conds.append(((insn.window == 1) & tap) | ((insn.window == 0) & plain))
     return _all(conds)
+
+
+def gemm_products(insn, config: AccelConfig):
+    """The products of ``insn``'s fields that :func:`gemm_insn_in_range` needs on a ``"tap"``
+    or ``"row"`` engine (``{}`` on a ``"full"`` one, which computes its own), one multiplier
+    each: ``m_prod = out_h*out_w``, ``h_step = (out_h-1)*stride_h``, ``x_span =
+    (out_w-1)*stride_w``, and on ``"row"`` also ``taps_k = win_w*k_len``, ``w_span =
+    (win_w-1)*dil_w``. Python ints or Amaranth expressions, as ``insn``'s fields."""
+    kind = dataflow(config.dataflow).gemm_window
+    if kind == "full":
+        return {}
+    prods = {"m_prod": insn.out_h * insn.out_w, "h_step": (insn.out_h - 1) * insn.stride_h,
+             "x_span": (insn.out_w - 1) * insn.stride_w}
+    if kind == "row":
+        prods.update(taps_k=insn.win_w * insn.k_len, w_span=(insn.win_w - 1) * insn.dil_w)
+    return prods
+
+
+def gemm_precheck(m, loads, config: AccelConfig, name="pre"):
+    """Registers of :func:`gemm_products` for an engine's instruction register.
+
+    ``loads``: ``(cond, source)`` pairs in priority order (later ones win, as in
+    ``m.If`` blocks): in a cycle in which ``cond`` is high the engine loads its
+    instruction register from ``source``, a ``GemmInsn`` view (its products are
+    registered with it) or the namespace returned by an earlier call (copied). Returns a
+    namespace of the registered products, valid from the cycle after the load for as long
+    as the instruction register holds: pass it as ``pre`` to :func:`gemm_insn_in_range`.
+    Each product is one multiplier from a register (the controller's queue output) to a
+    register, so the check cycle keeps only one multiplier of its own. No timing of its own."""
+    regs = {}
+    for cond, src in loads:
+        vals = src.__dict__ if isinstance(src, SimpleNamespace) else gemm_products(src, config)
+        for key, expr in vals.items():
+            if key not in regs:
+                regs[key] = Signal(Value.cast(expr).shape(), name=f"{name}_{key}")
+            with m.If(cond):
+                m.d.sync += regs[key].eq(expr)
+    return SimpleNamespace(**regs)
 
 
 def _all(conds):
