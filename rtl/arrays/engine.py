@@ -14,7 +14,7 @@ import operator
 from contextlib import contextmanager
 from types import SimpleNamespace
 
-from amaranth.hdl import Signal, Value
+from amaranth.hdl import Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -25,7 +25,7 @@ from celosia.rtl.controller.signatures import EngineSignature
 from celosia.rtl.dataflows import dataflow
 
 __all__ = ["ComputeEngineSignature", "ComputeEngine", "ControlledEngine", "gemm_insn_in_range",
-           "gemm_products", "gemm_precheck", "legal_gemm", "insn_check_state", "finish_states"]
+           "gemm_check_register", "legal_gemm", "insn_check_state", "finish_states"]
 
 
 class ComputeEngineSignature(wiring.Signature):
@@ -94,7 +94,7 @@ class ComputeEngineSignature(wiring.Signature):
         return f"ComputeEngineSignature({self.config!r})"
 
 
-def gemm_insn_in_range(insn, config: AccelConfig, pre=None):
+def gemm_insn_in_range(insn, config: AccelConfig):
     """The GEMM ``insn`` is legal for ``config`` and stays inside every buffer.
 
     ``insn`` is a ``GemmInsn`` view (the result is a 1-bit Amaranth expression) or any
@@ -129,11 +129,6 @@ def gemm_insn_in_range(insn, config: AccelConfig, pre=None):
     Applied regardless of ``m_len``: an instruction with ``m_len = 0`` but a start row
     past the end is an error too.
 
-    ``pre`` (``"tap"`` and ``"row"`` engines): the :func:`gemm_products` of ``insn``, as
-    registered one cycle earlier by :func:`gemm_precheck`; ``None`` computes them here. With
-    them the check has one multiplier (``h_step * row_pitch``) between ``insn`` and its
-    result instead of chains of two (issue 15: these checks were the accelerator's
-    critical paths); the result is the same.
     """
     c = config
     traits = dataflow(c.dataflow)
@@ -156,7 +151,7 @@ def gemm_insn_in_range(insn, config: AccelConfig, pre=None):
                         last_row < c.ifmap_rows]
     elif kind == "row":
         # win_h = 1 makes the weight rows win_h*win_w*k_len = win_w*k_len
-        p = pre if pre is not None else SimpleNamespace(**gemm_products(insn, config))
+        p = SimpleNamespace(**_gemm_products(insn, config))
         win += [insn.m_len == p.m_prod, insn.weight_row + p.taps_k <= c.weight_rows]
         wide = insn.win_w > 1
         n_pe = 1 + (wide & (insn.stride_w <= insn.win_w - 1)) + (wide & (2 * insn.stride_w <= insn.win_w - 1))
@@ -170,7 +165,7 @@ def gemm_insn_in_range(insn, config: AccelConfig, pre=None):
     else:
         # one tap: the dil_* terms of the last row vanish, and win_h = win_w = 1 makes the
         # weight rows win_h*win_w*k_len = k_len
-        p = pre if pre is not None else SimpleNamespace(**gemm_products(insn, config))
+        p = SimpleNamespace(**_gemm_products(insn, config))
         win += [insn.m_len == p.m_prod, insn.weight_row + insn.k_len <= c.weight_rows]
         last_row = insn.ifmap_row + p.h_step * insn.row_pitch + p.x_span
         tap = _all(win + [insn.win_h == 1, insn.win_w == 1, last_row < c.ifmap_rows])
@@ -180,42 +175,35 @@ def gemm_insn_in_range(insn, config: AccelConfig, pre=None):
     return _all(conds)
 
 
-def gemm_products(insn, config: AccelConfig):
+def _gemm_products(insn, config: AccelConfig):
     """The products of ``insn``'s fields that :func:`gemm_insn_in_range` needs on a ``"tap"``
-    or ``"row"`` engine (``{}`` on a ``"full"`` one, which computes its own), one multiplier
-    each: ``m_prod = out_h*out_w``, ``h_step = (out_h-1)*stride_h``, ``x_span =
+    or ``"row"`` engine: ``m_prod = out_h*out_w``, ``h_step = (out_h-1)*stride_h``, ``x_span =
     (out_w-1)*stride_w``, and on ``"row"`` also ``taps_k = win_w*k_len``, ``w_span =
     (win_w-1)*dil_w``. Python ints or Amaranth expressions, as ``insn``'s fields."""
-    kind = dataflow(config.dataflow).gemm_window
-    if kind == "full":
-        return {}
     prods = {"m_prod": insn.out_h * insn.out_w, "h_step": (insn.out_h - 1) * insn.stride_h,
              "x_span": (insn.out_w - 1) * insn.stride_w}
-    if kind == "row":
+    if dataflow(config.dataflow).gemm_window == "row":
         prods.update(taps_k=insn.win_w * insn.k_len, w_span=(insn.win_w - 1) * insn.dil_w)
     return prods
 
 
-def gemm_precheck(m, loads, config: AccelConfig, name="pre"):
-    """Registers of :func:`gemm_products` for an engine's instruction register.
+def gemm_check_register(m, loads, config: AccelConfig, name="insn_ok"):
+    """The range check of an engine's instruction register, as a register (issue 15: the
+    single-cycle check between the instruction register and ``error`` was the
+    accelerator's critical path, through the controller's error latch).
 
-    ``loads``: ``(cond, source)`` pairs in priority order (later ones win, as in
-    ``m.If`` blocks): in a cycle in which ``cond`` is high the engine loads its
-    instruction register from ``source``, a ``GemmInsn`` view (its products are
-    registered with it) or the namespace returned by an earlier call (copied). Returns a
-    namespace of the registered products, valid from the cycle after the load for as long
-    as the instruction register holds: pass it as ``pre`` to :func:`gemm_insn_in_range`.
-    Each product is one multiplier from a register (the controller's queue output) to a
-    register, so the check cycle keeps only one multiplier of its own. No timing of its own."""
-    regs = {}
+    ``loads``: ``(cond, source)`` pairs, later ones winning (as ``m.If`` blocks): in a cycle
+    in which ``cond`` is high the engine loads its instruction register from ``source``,
+    a ``GemmInsn`` view (the offered instruction, a register of the controller's queue: its
+    :func:`gemm_insn_in_range` is computed in that cycle and registered) or the register
+    an earlier call returned (copied). Returns a 1-bit register equal to
+    :func:`gemm_insn_in_range` of the instruction register from the cycle after the load
+    for as long as that holds: the CHECK cycle reads a flip-flop. No cycle added."""
+    ok = Signal(name=name)
     for cond, src in loads:
-        vals = src.__dict__ if isinstance(src, SimpleNamespace) else gemm_products(src, config)
-        for key, expr in vals.items():
-            if key not in regs:
-                regs[key] = Signal(Value.cast(expr).shape(), name=f"{name}_{key}")
-            with m.If(cond):
-                m.d.sync += regs[key].eq(expr)
-    return SimpleNamespace(**regs)
+        with m.If(cond):
+            m.d.sync += ok.eq(src if isinstance(src, Signal) else gemm_insn_in_range(src, config))
+    return ok
 
 
 def _all(conds):

@@ -19,8 +19,7 @@ from amaranth.lib.wiring import In, Out
 
 from celosia.rtl import isa
 from celosia.rtl.arrays.blocks import Block, place
-from celosia.rtl.arrays.engine import (ComputeEngine, gemm_insn_in_range, gemm_precheck, insn_check_state,
-                                       legal_gemm)
+from celosia.rtl.arrays.engine import ComputeEngine, gemm_check_register, insn_check_state, legal_gemm
 from celosia.rtl.config import FEIE_TAPS
 from celosia.rtl.dma import accept_state
 
@@ -507,8 +506,8 @@ class FEIEArray(ComputeEngine):
     Operation (cycle 0 = the cycle ``insn.valid & insn.ready``). Taken by an idle engine:
     cycle 1 is CHECK (``error`` for an illegal GEMM, ``done`` for ``m_len = 0`` or
     ``n_len = 0``, else the setup below) and the groups run from cycle 2. (Both checks
-    below use products registered with the instruction in cycle 0:
-    :func:`~celosia.rtl.arrays.engine.gemm_precheck`, no cycle added.) Taken while a
+    below are computed from the offered instruction in cycle 0 and registered:
+    :func:`~celosia.rtl.arrays.engine.gemm_check_register`, no cycle added.) Taken while a
     GEMM runs (*the next*; ``ready`` in RUN while none waits, the running one's weights
     have all landed and its groups are not all done): cycle 1 checks it, and a legal,
     non-empty one starts its weight loader (into the other bank); the cycle the running
@@ -874,13 +873,12 @@ class FEIEArray(ComputeEngine):
         # the next GEMM, taken in RUN: checked the cycle after (prechk); a legal one's weights
         # load into the other bank, and it starts in the cycle the running one ends
         pend, prechk, pend_go, done_r = Signal(), Signal(), Signal(), Signal()
-        # the range checks: products registered with insn / insn_nx (gemm_precheck), compares
-        # in CHECK / prechk; ld_pay: insn <- payload, ld_nx: insn <- insn_nx, nx_pay: insn_nx <- payload
+        # the range checks of insn / insn_nx, registered with them (gemm_check_register);
+        # ld_pay: insn <- payload, ld_nx: insn <- insn_nx, nx_pay: insn_nx <- payload
         ld_pay, ld_nx, nx_pay = Signal(), Signal(), Signal()
-        pre_nx = gemm_precheck(m, [(nx_pay, self.insn.payload)], cfg, "pre_nx")
-        pre = gemm_precheck(m, [(ld_pay, self.insn.payload), (ld_nx, pre_nx)], cfg)
-        go_nx = _held(m, "go_nx", gemm_insn_in_range(insn_nx, cfg, pre_nx) & (insn_nx.m_len != 0)
-                      & (insn_nx.n_len != 0))
+        ok_nx = gemm_check_register(m, [(nx_pay, self.insn.payload)], cfg, "ok_nx")
+        ok = gemm_check_register(m, [(ld_pay, self.insn.payload), (ld_nx, ok_nx)], cfg)
+        go_nx = _held(m, "go_nx", ok_nx & (insn_nx.m_len != 0) & (insn_nx.n_len != 0))
         m.d.comb += ld_pay.eq(self.insn.valid & self.insn.ready & ~run)   # (IDLE)
         take = Signal()
         m.d.comb += take.eq(~pend & wready & ~all_done)
@@ -888,7 +886,7 @@ class FEIEArray(ComputeEngine):
         m.d.comb += self.done.eq(done_r)
         with m.FSM():
             accept_state(m, self.insn, insn)
-            with insn_check_state(m, self, gemm_insn_in_range(insn, cfg, pre),
+            with insn_check_state(m, self, ok,
                                   (insn.m_len == 0) | (insn.n_len == 0)):
                 m.d.comb += [setup.eq(1), ld_start.eq(1)]
                 m.next = "RUN"

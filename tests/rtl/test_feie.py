@@ -318,9 +318,9 @@ def test_errors_and_empty():
 def test_windowed_errors_taken_while_one_runs():
     """Windowed GEMMs whose legality depends on the check's products (the last pixel past
     the buffer by one row, ``m_len != out_h*out_w``, the weight rows ``win_w*k_len``), taken
-    while a legal one runs (the next-GEMM register's precheck) and back to back behind each
-    other (an illegal next one is checked again from the running register): bit-exact,
-    kinds from the ISA's rule (row_trace), accept / end cycles sequence_timing's."""
+    while a legal one runs (the next GEMM's registered check, copied when it moves to the
+    running register; an illegal next one is checked again from there) and back to back:
+    bit-exact, kinds from the ISA's rule (row_trace), accept / end cycles sequence_timing's."""
     cfg = dataclasses.replace(cfg_of(3, 2, ifmap_rows=32), weight_rows=16)
     rng = random.Random(11)
     ifmap = np.array([[rng.randrange(-128, 128) for _ in range(3)] for _ in range(32)])
