@@ -4,7 +4,10 @@ Both share :class:`LoopNest` (the three nested loops of DRAM addresses, buffer
 rows and lanes), :func:`span_last` / :func:`window_check` (the bounds check
 made before the first access) and the FSM prologue :func:`accept_state` +
 :func:`check_state` (IDLE takes an instruction, CHECK reports it done / failed
-or starts it).
+or starts it). The check's clamps and products are registered in the acceptance cycle
+from the offered instruction (``span_last(..., load=)``); CHECK adds the start address and
+compares: no multiplier between the instruction register and ``error`` (issue 15), no
+cycle added.
 
 Timing
 ------
@@ -77,7 +80,10 @@ widest bus.
 pulse in the first idle cycle).
 """
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+import functools
+import operator
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
@@ -110,11 +116,18 @@ def dram_start(m, name, base, offset):
     return start
 
 
-def span_last(m, name, start, loops):
+def span_last(m, name, start, loops, load=None):
     """``start + sum((n - 1) * stride)`` for ``loops`` = [(n, stride), ...] without wrapping.
 
     Valid when every ``n >= 1``. Returns a Signal wide enough for the sum, signed
     when ``start`` is.
+
+    ``load`` (the range-check pipeline, issue 15): ``loops`` are then fields of the
+    instruction *offered* to the engine (its stream payload, a register of the controller's
+    queue) and ``load`` the cycle the engine takes it: the sum of the products is registered
+    in that cycle (one multiplier and the adders between two registers), and the result,
+    ``start`` (of the taken instruction) plus that register, is valid from the next cycle
+    (the CHECK state) for as long as the instruction holds. Same value, no cycle added.
     """
     terms = []
     for k, (n, stride) in enumerate(loops):
@@ -123,11 +136,25 @@ def span_last(m, name, start, loops):
         terms.append(nm1 * stride)
     width = max([len(start)] + [len(t) for t in terms]) + len(loops) + 1
     last = Signal(signed(width) if start.shape().signed else unsigned(width), name=f"{name}_last")
-    total = start
-    for t in terms:
-        total = total + t
-    m.d.comb += last.eq(total)
+    total = _registered(m, f"{name}_span", load, _sum(terms))
+    m.d.comb += last.eq(start + total)
     return last
+
+
+def _sum(terms):
+    """The sum of the unsigned ``terms`` (Amaranth widens every add: no wrap)."""
+    return functools.reduce(operator.add, terms)
+
+
+def _registered(m, name, load, expr):
+    """``expr`` itself if ``load`` is None, else a register of its shape loaded from it in
+    the cycles ``load`` is high."""
+    if load is None:
+        return expr
+    reg = Signal(Value.cast(expr).shape(), name=name)
+    with m.If(load):
+        m.d.sync += reg.eq(expr)
+    return reg
 
 
 def window_check(m, first, last, window_base, window_size, dram_bytes):
@@ -373,33 +400,38 @@ class LoadEngine(wiring.Component):
             nest.first.eq(start), nest.row0.eq(insn.buf_row), nest.lane0.eq(insn.lane0),
         ]
 
-        # Bounds check (valid while insn holds). DRAM: only the elements actually read,
-        # i1 in [lo1, hi1), i2 in [lo2, hi2) (the pad ranges clamped to the loops).
+        # Bounds check (valid while insn holds, from CHECK on). DRAM: only the elements
+        # actually read, i1 in [lo1, hi1), i2 in [lo2, hi2) (the pad ranges clamped to the
+        # loops). The clamps and the products of strides are computed from the offered
+        # instruction (pay) and registered with insn (take: span_last's load); CHECK adds the
+        # start address and compares.
+        pay = self.insn.payload
+        take = self.insn.valid & self.insn.ready
         empty = Signal()
         m.d.comb += empty.eq((insn.n0 == 0) | (insn.n1 == 0) | (insn.n2 == 0))
         lo1, hi1, lo2, hi2 = (Signal(16, name=n) for n in ("rd_lo1", "rd_hi1", "rd_lo2", "rd_hi2"))
-        with m.If(insn.pad_en):
+        with m.If(pay.pad_en):
             m.d.comb += [
-                lo1.eq(Mux(insn.pad_lo1 < insn.n1, insn.pad_lo1, insn.n1)),
-                hi1.eq(Mux(insn.pad_hi1 < insn.n1, insn.pad_hi1, insn.n1)),
-                lo2.eq(Mux(insn.pad_lo2 < insn.n2, insn.pad_lo2, insn.n2)),
-                hi2.eq(Mux(insn.pad_hi2 < insn.n2, insn.pad_hi2, insn.n2)),
+                lo1.eq(Mux(pay.pad_lo1 < pay.n1, pay.pad_lo1, pay.n1)),
+                hi1.eq(Mux(pay.pad_hi1 < pay.n1, pay.pad_hi1, pay.n1)),
+                lo2.eq(Mux(pay.pad_lo2 < pay.n2, pay.pad_lo2, pay.n2)),
+                hi2.eq(Mux(pay.pad_hi2 < pay.n2, pay.pad_hi2, pay.n2)),
             ]
         with m.Else():
-            m.d.comb += [lo1.eq(0), hi1.eq(insn.n1), lo2.eq(0), hi2.eq(insn.n2)]
-        reads = Signal()  # some element is read from DRAM
-        m.d.comb += reads.eq((lo1 < hi1) & (lo2 < hi2))
+            m.d.comb += [lo1.eq(0), hi1.eq(pay.n1), lo2.eq(0), hi2.eq(pay.n2)]
+        reads = _registered(m, "rd_reads", take, (lo1 < hi1) & (lo2 < hi2))  # some element is read
         rd_first = Signal(signed(40))  # 34-bit start + two 36-bit products
-        m.d.comb += rd_first.eq(start + lo1 * insn.dram_stride1 + lo2 * insn.dram_stride2)
-        rd_last = span_last(m, "dram", start, [(insn.n0, insn.dram_stride0),
-                                               (hi1, insn.dram_stride1),
-                                               (hi2, insn.dram_stride2)])
+        first_off = _registered(m, "rd_first_off", take, lo1 * pay.dram_stride1 + lo2 * pay.dram_stride2)
+        m.d.comb += rd_first.eq(start + first_off)
+        rd_last = span_last(m, "dram", start, [(pay.n0, pay.dram_stride0),
+                                               (hi1, pay.dram_stride1),
+                                               (hi2, pay.dram_stride2)], load=take)
         dram_ok = Signal()
         dram_in, fault = window_check(m, rd_first, rd_last, self.window_base, self.window_size,
                                       cfg.dram_bytes)
         m.d.comb += dram_ok.eq(~reads | dram_in)
-        row_last = span_last(m, "row", insn.buf_row, [(insn.n1, insn.buf_stride1),
-                                                      (insn.n2, insn.buf_stride2)])
+        row_last = span_last(m, "row", insn.buf_row, [(pay.n1, pay.buf_stride1),
+                                                      (pay.n2, pay.buf_stride2)], load=take)
         lane_last = span_last(m, "lane", insn.lane0, [(insn.n0, Const(1, 1))])
         depth, lanes = Signal(17), Signal(13)
         with m.Switch(insn.buf):
@@ -563,14 +595,17 @@ class StoreEngine(wiring.Component):
 
         empty = Signal()
         m.d.comb += empty.eq((insn.m_len == 0) | (insn.n_len == 0))
-        dram_last = span_last(m, "dram", first, [(insn.n_len, Const(1, 1)),
-                                                 (insn.m_len, insn.dram_stride)])
+        # the products of the bounds check registered with insn (span_last's load), as LOAD
+        pay = self.insn.payload
+        take = self.insn.valid & self.insn.ready
+        dram_last = span_last(m, "dram", first, [(pay.n_len, Const(1, 1)),
+                                                 (pay.m_len, pay.dram_stride)], load=take)
         dram_in, fault = window_check(m, first, dram_last, self.window_base, self.window_size,
                                       cfg.dram_bytes)
         dram_ok = Signal()
         m.d.comb += dram_ok.eq(dram_in | to_buf)
         row_last = span_last(m, "row", insn.psum_row, [(insn.m_len, Const(1, 1))])
-        ifmap_last = span_last(m, "ifmap", insn.buf_row, [(insn.m_len, insn.buf_stride)])
+        ifmap_last = span_last(m, "ifmap", insn.buf_row, [(pay.m_len, pay.buf_stride)], load=take)
         buf_ok = Signal()
         m.d.comb += buf_ok.eq((row_last < cfg.psum_rows) & (insn.n_len <= cfg.cols)
                               & (insn.param_row + insn.n_len <= cfg.param_depth)

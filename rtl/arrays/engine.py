@@ -14,6 +14,7 @@ import operator
 from contextlib import contextmanager
 from types import SimpleNamespace
 
+from amaranth.hdl import Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -24,7 +25,7 @@ from celosia.rtl.controller.signatures import EngineSignature
 from celosia.rtl.dataflows import dataflow
 
 __all__ = ["ComputeEngineSignature", "ComputeEngine", "ControlledEngine", "gemm_insn_in_range",
-           "legal_gemm", "insn_check_state", "finish_states"]
+           "gemm_check_register", "legal_gemm", "insn_check_state", "finish_states"]
 
 
 class ComputeEngineSignature(wiring.Signature):
@@ -127,6 +128,7 @@ def gemm_insn_in_range(insn, config: AccelConfig):
 
     Applied regardless of ``m_len``: an instruction with ``m_len = 0`` but a start row
     past the end is an error too.
+
     """
     c = config
     traits = dataflow(c.dataflow)
@@ -137,20 +139,23 @@ def gemm_insn_in_range(insn, config: AccelConfig):
              insn.psum_row + insn.m_len <= c.psum_rows]
     win = [insn.win_h >= 1, insn.win_w >= 1, insn.stride_h >= 1, insn.stride_w >= 1,
            insn.dil_h >= 1, insn.dil_w >= 1, insn.out_h >= 1, insn.out_w >= 1,
-           insn.k_len >= 1, insn.m_len == insn.out_h * insn.out_w,
-           insn.weight_row + insn.win_h * insn.win_w * insn.k_len <= c.weight_rows]
+           insn.k_len >= 1]
     if full:
         lines_m1 = (insn.out_h - 1) * insn.stride_h + (insn.win_h - 1) * insn.dil_h
         last_row = (insn.ifmap_row + lines_m1 * insn.row_pitch + (insn.out_w - 1) * insn.stride_w
                     + (insn.win_w - 1) * insn.dil_w)
-        conds += win + [insn.window == 1, insn.win_h <= c.rows, insn.out_h <= c.cols,
+        conds += win + [insn.m_len == insn.out_h * insn.out_w,
+                        insn.weight_row + insn.win_h * insn.win_w * insn.k_len <= c.weight_rows,
+                        insn.window == 1, insn.win_h <= c.rows, insn.out_h <= c.cols,
                         lines_m1 < c.rs_lines, insn.win_w * insn.k_len <= RS_SPAD,
                         last_row < c.ifmap_rows]
     elif kind == "row":
+        # win_h = 1 makes the weight rows win_h*win_w*k_len = win_w*k_len
+        p = SimpleNamespace(**_gemm_products(insn, config))
+        win += [insn.m_len == p.m_prod, insn.weight_row + p.taps_k <= c.weight_rows]
         wide = insn.win_w > 1
         n_pe = 1 + (wide & (insn.stride_w <= insn.win_w - 1)) + (wide & (2 * insn.stride_w <= insn.win_w - 1))
-        last_row = (insn.ifmap_row + (insn.out_h - 1) * insn.stride_h * insn.row_pitch
-                    + (insn.out_w - 1) * insn.stride_w + (insn.win_w - 1) * insn.dil_w)
+        last_row = insn.ifmap_row + p.h_step * insn.row_pitch + p.x_span + p.w_span
         row = _all(win + [insn.win_h == 1, insn.win_w <= FEIE_TAPS, last_row < c.ifmap_rows,
                           (insn.win_w == 1) | ((insn.dil_w == 1) & (insn.stride_w <= insn.win_w)),
                           n_pe <= c.rows])
@@ -158,14 +163,47 @@ def gemm_insn_in_range(insn, config: AccelConfig):
                       insn.weight_row + insn.k_len <= c.weight_rows])
         conds.append(((insn.window == 1) & row) | ((insn.window == 0) & plain))
     else:
-        # one tap: the dil_* terms of the last row vanish
-        last_row = (insn.ifmap_row + (insn.out_h - 1) * insn.stride_h * insn.row_pitch
-                    + (insn.out_w - 1) * insn.stride_w)
+        # one tap: the dil_* terms of the last row vanish, and win_h = win_w = 1 makes the
+        # weight rows win_h*win_w*k_len = k_len
+        p = SimpleNamespace(**_gemm_products(insn, config))
+        win += [insn.m_len == p.m_prod, insn.weight_row + insn.k_len <= c.weight_rows]
+        last_row = insn.ifmap_row + p.h_step * insn.row_pitch + p.x_span
         tap = _all(win + [insn.win_h == 1, insn.win_w == 1, last_row < c.ifmap_rows])
         plain = _all([insn.ifmap_row + insn.m_len <= c.ifmap_rows,
                       insn.weight_row + insn.k_len <= c.weight_rows])
         conds.append(((insn.window == 1) & tap) | ((insn.window == 0) & plain))
     return _all(conds)
+
+
+def _gemm_products(insn, config: AccelConfig):
+    """The products of ``insn``'s fields that :func:`gemm_insn_in_range` needs on a ``"tap"``
+    or ``"row"`` engine: ``m_prod = out_h*out_w``, ``h_step = (out_h-1)*stride_h``, ``x_span =
+    (out_w-1)*stride_w``, and on ``"row"`` also ``taps_k = win_w*k_len``, ``w_span =
+    (win_w-1)*dil_w``. Python ints or Amaranth expressions, as ``insn``'s fields."""
+    prods = {"m_prod": insn.out_h * insn.out_w, "h_step": (insn.out_h - 1) * insn.stride_h,
+             "x_span": (insn.out_w - 1) * insn.stride_w}
+    if dataflow(config.dataflow).gemm_window == "row":
+        prods.update(taps_k=insn.win_w * insn.k_len, w_span=(insn.win_w - 1) * insn.dil_w)
+    return prods
+
+
+def gemm_check_register(m, loads, config: AccelConfig, name="insn_ok"):
+    """The range check of an engine's instruction register, as a register (issue 15: the
+    single-cycle check between the instruction register and ``error`` was the
+    accelerator's critical path, through the controller's error latch).
+
+    ``loads``: ``(cond, source)`` pairs, later ones winning (as ``m.If`` blocks): in a cycle
+    in which ``cond`` is high the engine loads its instruction register from ``source``,
+    a ``GemmInsn`` view (the offered instruction, a register of the controller's queue: its
+    :func:`gemm_insn_in_range` is computed in that cycle and registered) or the register
+    an earlier call returned (copied). Returns a 1-bit register equal to
+    :func:`gemm_insn_in_range` of the instruction register from the cycle after the load
+    for as long as that holds: the CHECK cycle reads a flip-flop. No cycle added."""
+    ok = Signal(name=name)
+    for cond, src in loads:
+        with m.If(cond):
+            m.d.sync += ok.eq(src if isinstance(src, Signal) else gemm_insn_in_range(src, config))
+    return ok
 
 
 def _all(conds):

@@ -19,7 +19,7 @@ from amaranth.lib.wiring import In, Out
 
 from celosia.rtl import isa
 from celosia.rtl.arrays.blocks import Block, place
-from celosia.rtl.arrays.engine import ComputeEngine, gemm_insn_in_range, insn_check_state, legal_gemm
+from celosia.rtl.arrays.engine import ComputeEngine, gemm_check_register, insn_check_state, legal_gemm
 from celosia.rtl.config import FEIE_TAPS
 from celosia.rtl.dma import accept_state
 
@@ -505,7 +505,9 @@ class FEIEArray(ComputeEngine):
 
     Operation (cycle 0 = the cycle ``insn.valid & insn.ready``). Taken by an idle engine:
     cycle 1 is CHECK (``error`` for an illegal GEMM, ``done`` for ``m_len = 0`` or
-    ``n_len = 0``, else the setup below) and the groups run from cycle 2. Taken while a
+    ``n_len = 0``, else the setup below) and the groups run from cycle 2. (Both checks
+    below are computed from the offered instruction in cycle 0 and registered:
+    :func:`~celosia.rtl.arrays.engine.gemm_check_register`, no cycle added.) Taken while a
     GEMM runs (*the next*; ``ready`` in RUN while none waits, the running one's weights
     have all landed and its groups are not all done): cycle 1 checks it, and a legal,
     non-empty one starts its weight loader (into the other bank); the cycle the running
@@ -871,20 +873,27 @@ class FEIEArray(ComputeEngine):
         # the next GEMM, taken in RUN: checked the cycle after (prechk); a legal one's weights
         # load into the other bank, and it starts in the cycle the running one ends
         pend, prechk, pend_go, done_r = Signal(), Signal(), Signal(), Signal()
-        go_nx = _held(m, "go_nx", gemm_insn_in_range(insn_nx, cfg) & (insn_nx.m_len != 0) & (insn_nx.n_len != 0))
+        # the range checks of insn / insn_nx, registered with them (gemm_check_register);
+        # ld_pay: insn <- payload, ld_nx: insn <- insn_nx, nx_pay: insn_nx <- payload
+        ld_pay, ld_nx, nx_pay = Signal(), Signal(), Signal()
+        ok_nx = gemm_check_register(m, [(nx_pay, self.insn.payload)], cfg, "ok_nx")
+        ok = gemm_check_register(m, [(ld_pay, self.insn.payload), (ld_nx, ok_nx)], cfg)
+        go_nx = _held(m, "go_nx", ok_nx & (insn_nx.m_len != 0) & (insn_nx.n_len != 0))
+        m.d.comb += ld_pay.eq(self.insn.valid & self.insn.ready & ~run)   # (IDLE)
         take = Signal()
         m.d.comb += take.eq(~pend & wready & ~all_done)
         m.d.sync += done_r.eq(0)
         m.d.comb += self.done.eq(done_r)
         with m.FSM():
             accept_state(m, self.insn, insn)
-            with insn_check_state(m, self, gemm_insn_in_range(insn, cfg),
+            with insn_check_state(m, self, ok,
                                   (insn.m_len == 0) | (insn.n_len == 0)):
                 m.d.comb += [setup.eq(1), ld_start.eq(1)]
                 m.next = "RUN"
             with m.State("RUN"):
                 m.d.comb += [self.busy.eq(1), run.eq(1), self.insn.ready.eq(take)]
                 with m.If(self.insn.valid & take):
+                    m.d.comb += nx_pay.eq(1)
                     m.d.sync += [insn_nx.eq(self.insn.payload), pend.eq(1), prechk.eq(1)]
                 with m.If(prechk):
                     m.d.sync += [prechk.eq(0), pend_go.eq(go_nx)]
@@ -895,13 +904,14 @@ class FEIEArray(ComputeEngine):
                     with m.If(pend & (pend_go | (prechk & go_nx))):
                         # the next GEMM starts: done of this one the next cycle (its last
                         # write lands now)
-                        m.d.comb += setup.eq(1)
+                        m.d.comb += [setup.eq(1), ld_nx.eq(1)]
                         m.d.sync += [insn.eq(insn_nx), pend.eq(0), pend_go.eq(0), done_r.eq(1)]
                     with m.Else():
                         m.next = "DONE"
             with m.State("DONE"):
                 m.d.comb += [self.busy.eq(1), self.done.eq(1)]
                 with m.If(pend):                # an illegal or empty next GEMM: its CHECK
+                    m.d.comb += ld_nx.eq(1)
                     m.d.sync += [insn.eq(insn_nx), pend.eq(0)]
                     m.next = "CHECK"
                 with m.Else():

@@ -18,7 +18,7 @@ from amaranth.lib.wiring import In, Out
 
 from celosia.rtl import isa
 from celosia.rtl.arrays.blocks import Block, place
-from celosia.rtl.arrays.engine import ComputeEngine, gemm_insn_in_range, legal_gemm
+from celosia.rtl.arrays.engine import ComputeEngine, gemm_check_register, legal_gemm
 from celosia.rtl.arrays.window import WindowAddr
 from celosia.rtl.config import ceil_div
 from celosia.rtl.controller.signatures import GEMMS_IN_FLIGHT
@@ -158,7 +158,8 @@ class OSArray(ComputeEngine):
     * ``done`` pulses two cycles after the GEMM's last DRAIN issue (the last write lands
       in between): an epoch starting in ``s`` that drains the GEMM's last block of ``mb``
       rows gives ``done`` in ``s + mb + 1``.
-    * an illegal GEMM (:func:`gemm_insn_in_range`; ``error``, nothing read or written) or
+    * an illegal GEMM (:func:`gemm_insn_in_range`, computed at acceptance and registered:
+      :func:`~celosia.rtl.arrays.engine.gemm_check_register`; ``error``, nothing read or written) or
       ``m_len = 0`` (``done``) completes from the register in the first cycle ``c >= a+1``
       in which nothing earlier is left in the engine (``c = max(a+1, E+1)``, ``E`` the
       previous ``done``), and it blocks the register until then.
@@ -187,7 +188,8 @@ class OSArray(ComputeEngine):
         nxt = Signal(isa.GemmInsn)
         nxt_valid = Signal()
         outstanding = Signal(range(self.MAX_IN_FLIGHT + 1))
-        nxt_ok = gemm_insn_in_range(nxt, cfg)
+        # the range check of nxt, registered with it (gemm_check_register)
+        nxt_ok = gemm_check_register(m, [(self.insn.valid & self.insn.ready, self.insn.payload)], cfg)
         # Block pipeline: each stage (FILL, MAC, DRAIN) has an "on" flag, its block's first
         # row m0_* and rows mb_*, the fields of the block's GEMM (si_*: StageInsn, with
         # "last" = the GEMM's last block), and a step counter; FILL also has the rows of its

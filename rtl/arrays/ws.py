@@ -14,7 +14,7 @@ from amaranth.lib.wiring import In, Out
 
 from celosia.rtl import isa
 from celosia.rtl.arrays.blocks import Block, place
-from celosia.rtl.arrays.engine import ComputeEngine, gemm_insn_in_range, legal_gemm, offered_sequence
+from celosia.rtl.arrays.engine import ComputeEngine, gemm_check_register, legal_gemm, offered_sequence
 from celosia.rtl.arrays.window import WindowAddr
 from celosia.rtl.controller.signatures import GEMMS_IN_FLIGHT
 
@@ -131,7 +131,9 @@ class WSArray(ComputeEngine):
     * ``insn.ready`` is high while the loader is free: when it is idle, and in
       the take cycle of the GEMM it holds (so a back-to-back GEMM is accepted in
       the cycle the previous one starts streaming).
-    * cycle ``a+1`` (CHECK): :func:`gemm_insn_in_range`; out of range ->
+    * cycle ``a+1`` (CHECK): :func:`gemm_insn_in_range` (computed in cycle ``a`` from
+      ``insn.payload`` and registered: :func:`~celosia.rtl.arrays.engine.gemm_check_register`,
+      no cycle added); out of range ->
       ``error``, ``m_len = 0`` -> ``done``, each pulsed in the first cycle
       (from ``a+1`` on) in which no earlier instruction is left in the
       streamer (so completions stay in order); then the loader is idle again.
@@ -272,7 +274,8 @@ class WSArray(ComputeEngine):
 
         # Nothing of an earlier instruction left in the streamer.
         stream_empty = ~(streaming | sv[0] | sv[1] | sv[2] | done_r)
-        ok = gemm_insn_in_range(nxt, cfg)
+        # the range check of nxt, registered with it (gemm_check_register)
+        ok = gemm_check_register(m, [(self.insn.valid & self.insn.ready, self.insn.payload)], cfg)
 
         with m.FSM(name="loader") as loader:
             with m.State("IDLE"):

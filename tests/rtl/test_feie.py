@@ -4,6 +4,7 @@ tables (seed 003, the 2x8 input by a 1x3 filter) cycle by cycle, results against
 loop over the ISA's GEMM formula (rtl/isa.py, ``x - in_zp``), latency and ``zero_skips``
 against the engine's executable timing (``row_trace``) at random sparsity, errors."""
 
+import dataclasses
 import random
 from types import SimpleNamespace
 
@@ -312,6 +313,41 @@ def test_errors_and_empty():
     assert [k for k, _ in events[1::2]] == ["error"] * 5 + ["done"]
     assert all(e - a == 1 for (_, a), (_, e) in zip(events[0::2], events[1::2]))
     assert all(row_trace(d, cfg, ifmap).cycles == 1 for d in bad)
+
+
+def test_windowed_errors_taken_while_one_runs():
+    """Windowed GEMMs whose legality depends on the check's products (the last pixel past
+    the buffer by one row, ``m_len != out_h*out_w``, the weight rows ``win_w*k_len``), taken
+    while a legal one runs (the next GEMM's registered check, copied when it moves to the
+    running register; an illegal next one is checked again from there) and back to back:
+    bit-exact, kinds from the ISA's rule (row_trace), accept / end cycles sequence_timing's."""
+    cfg = dataclasses.replace(cfg_of(3, 2, ifmap_rows=32), weight_rows=16)
+    rng = random.Random(11)
+    ifmap = np.array([[rng.randrange(-128, 128) for _ in range(3)] for _ in range(32)])
+    weight = np.array([[rng.randrange(-128, 128) for _ in range(2)] for _ in range(16)])
+    psum0 = np.array([[rng.randrange(-1000, 1000) for _ in range(2)] for _ in range(64)])
+    legal = row_insn(3, 4, win_w=3, row_pitch=10, k_len=3, n_len=2, ifmap_row=1)   # last row 26
+    insns = [legal,
+             dict(legal, out_h=4, m_len=12),          # m_len = the running one's out_h*out_w: error
+             dict(legal, psum_row=24),
+             row_insn(3, 4, win_w=3, row_pitch=10, k_len=3, n_len=2, ifmap_row=7),  # last 32: error
+             dict(legal, psum_row=12),
+             dict(legal, m_len=11),                                                 # error
+             dict(legal, weight_row=7, psum_row=20),                                # 7 + 9 = 16
+             dict(legal, weight_row=8, psum_row=20),                                # 8 + 9 > 16: error
+             dict(legal, ifmap_row=6, accumulate=1)]                                # last row 31
+    psum, events, _ = run(cfg, insns, ifmap, weight, psum0)
+    expect = psum0.copy()
+    kinds = []
+    for d in insns:
+        ok = row_trace(d, cfg, ifmap).cycles > 1
+        kinds.append("done" if ok else "error")
+        if ok:
+            ref(expect, ifmap, weight, d)
+    assert kinds.count("error") == 4
+    np.testing.assert_array_equal(psum, expect)
+    assert [k for k, _ in events if k != "accept"] == kinds
+    check_timing(cfg, insns, ifmap, events, [0] * len(insns))
 
 
 def test_geometry():
