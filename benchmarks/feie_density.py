@@ -88,7 +88,10 @@ BACKEND = {"name": "verilator"}
 
 def hw_run(qmodel, x, config, profile=False, program=None):
     """Run on the back end (Verilator unless ``--backend perf``; ``program``: compiled
-    already); the report, after checking the output against golden."""
+    already); the report, after checking the output against golden. On perf only ``feie``
+    runs compute their outputs (its timing reads the data); the ``os`` / ``ws`` reference
+    runs there model the timing only (``report["outputs"] == "golden"``), so only their
+    cycles are figures."""
     x_q = qmodel.quantize_input(x).reshape(len(x), -1)
     result = run_quantized(qmodel, x_q, config, backend=BACKEND["name"], profile=profile, program=program)
     if not np.array_equal(result.y_q, golden_forward(qmodel, x_q)):

@@ -2,7 +2,7 @@
 
     python benchmarks/layers.py [--arrays 8x8,16x16] [--dataflows ws,os,rs,feie]
                                 [--layers resnet18.conv2_x,alexnet.fc6.b16] [--quick]
-                                [--set FIELD=VALUE ...] [--backend perf|verilator]
+                                [--set FIELD=VALUE ...] [--backend perf|verilator [--execute]]
                                 [--out table.md]
 
 Runs single layers at their real size (not cropped; random weights, shapes from the model
@@ -39,7 +39,10 @@ Verilator model is built once. Each layer is compiled once per configuration (th
 that sized the DRAM is the one run). Inputs are uniform in [-1, 1) with the input zero
 point 0 (as ``benchmarks/dataflow_utilization.py``). Every output is checked against the
 golden model; the script exits with status 1 if any differs or a run fails (the error is
-in the table and the other runs go on).
+in the table and the other runs go on). ``--backend perf`` models the timing only and
+computes no outputs (``feie``, whose timing reads the data, excepted): its check column
+says ``timing only``; ``--backend perf --execute`` executes every instruction as the RTL
+issues it and checks the outputs (slower: nothing is replayed).
 
 Columns: ``cycles`` (the accelerator's cycle counter, one run), ``util`` = MACs / (rows *
 cols * cycles), ``B/MAC`` = DRAM bytes read and written (the hardware's counters) per MAC,
@@ -63,7 +66,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dataflow_utilization import (Crop, cropped_graph, describe, measure, model_and_inputs,
+from dataflow_utilization import (CHECK_TEXT, Crop, cropped_graph, describe, measure, model_and_inputs,
                                   pick, prebuild, verdict, zoo_node)
 
 from celosia.errors import CelosiaError
@@ -194,7 +197,7 @@ def set_fields(items: list[str], rows: int, cols: int, dataflow: str) -> dict:
 
 def run_config(rows: int, cols: int, dataflow: str, layers: list[Prepared],
                progress: Progress, fields: dict | None = None,
-               backend: str = "verilator") -> dict[str, dict]:
+               backend: str = "verilator", execute: bool = False) -> dict[str, dict]:
     """Every layer on one array x dataflow (and the config ``fields`` of ``--set``): compile
     each (for the largest DRAM), size the DRAM to the largest, build the Verilator model
     once (``backend = "verilator"``), run on ``backend`` and check each."""
@@ -221,7 +224,8 @@ def run_config(rows: int, cols: int, dataflow: str, layers: list[Prepared],
             progress.step(f"run {name} on {array} {dataflow}")
             results[name] = failed or measure(
                 p.qmodel, p.x, config, p.golden, batch=p.bench.batch,
-                program=dataclasses.replace(programs.pop(name), config=config), backend=backend)
+                program=dataclasses.replace(programs.pop(name), config=config), backend=backend,
+                execute=execute)
         progress.step(f"{name} on {array} {dataflow} done", advance=1)
     return results
 
@@ -237,7 +241,7 @@ def row(p: Prepared, rows: int, cols: int, dataflow: str, m: dict) -> list[str]:
                    roof["bound"], str(roof["bound_cycles"]),
                    f"{m['cycles'] / roof['bound_cycles']:.2f}", str(m["macs"]),
                    str(ss["ws"]), str(ss["os"]), f"{m['cycles'] / ss['ws']:.2f}",
-                   f"{m['cycles'] / ss['os']:.2f}", "ok" if m["ok"] else "MISMATCH"]
+                   f"{m['cycles'] / ss['os']:.2f}", CHECK_TEXT[m["ok"]]]
 
 
 COLUMNS = ("layer", "array", "dataflow", "cycles", "util", "B/MAC", "bound", "roofline", "/roof",
@@ -278,7 +282,12 @@ def main(argv=None) -> int:
                     help="an AccelConfig field for every run, e.g. --set ppu_lanes=8 (repeatable)")
     ap.add_argument("--backend", choices=("verilator", "perf"), default="verilator",
                     help="run on the Verilator model (default) or the perf cycle model (the RTL's "
-                         "cycles, much faster; outputs still checked against the golden model)")
+                         "cycles, much faster; it models the timing only, so the outputs are not "
+                         "checked: 'timing only' in the check column, unless --execute)")
+    ap.add_argument("--execute", action="store_true",
+                    help="with --backend perf: execute every instruction on the ISA simulator as the "
+                         "RTL issues it, so every output is checked against the golden model (slower: "
+                         "no replay of repeated segments)")
     ap.add_argument("--out", help="also write the markdown table to this file (rewritten after each "
                                   "array x dataflow, so an interrupted run keeps what it measured)")
     args = ap.parse_args(argv)
@@ -317,7 +326,8 @@ def main(argv=None) -> int:
         for rows, cols in shapes:
             for df in dataflows:
                 for name, m in run_config(rows, cols, df, prepared, progress,
-                                          fields[rows, cols, df], args.backend).items():
+                                          fields[rows, cols, df], args.backend,
+                                          args.execute).items():
                     results[name, rows, cols, df] = m
                 if args.out:   # the rows so far, so that an interrupted run loses nothing
                     write(args.out, table_of(prepared, shapes, dataflows, results))
@@ -327,7 +337,7 @@ def main(argv=None) -> int:
     print(text, end="")
     if args.out:
         write(args.out, table)
-    failed = [f"{r[0]} on {r[1]} {r[2]}" for r in table if r[-1] not in ("ok", "MISMATCH")]
+    failed = [f"{r[0]} on {r[1]} {r[2]}" for r in table if r[-1] not in CHECK_TEXT.values()]
     bad = [f"{r[0]} on {r[1]} {r[2]}" for r in table if r[-1] == "MISMATCH"]
     return verdict(failed, bad)
 

@@ -226,7 +226,7 @@ def run_quantized(model: QModel, x_q: np.ndarray, config: AccelConfig, backend: 
                   batch: int = 1, profile: bool = True, progress=None,
                   resident_weights: bool = True, program: Program | None = None,
                   keep_outputs: bool = True, on_event=None, trace: bool = False,
-                  board: dict | None = None) -> Result:
+                  board: dict | None = None, execute: bool = False) -> Result:
     """Run int8 inputs ``[samples, in_features]``; see :func:`run`. ``program``: ``model``
     already compiled for ``config`` at ``batch`` (e.g. by a benchmark that sized the DRAM
     from it, or the CLI, which checks it before building a simulator), instead of
@@ -241,6 +241,11 @@ def run_quantized(model: QModel, x_q: np.ndarray, config: AccelConfig, backend: 
     :func:`instruction_trace` as ``Result.trace``.
     ``board``: the ``board`` back end's options, :func:`celosia.sim.board.run`'s keywords
     (``port``, required; ``baud``, ``timeout``).
+    ``execute``: on the perf back end, run every instruction on the ISA simulator as the
+    RTL issues it (no replay: slower), so ``y_q`` is what the program computes; without it
+    perf models the timing only (``feie``, whose timing reads the data, always executes)
+    and ``y_q`` is the golden model's. ``report["outputs"]`` says which: ``"computed"``
+    (every RTL back end, perf with execution) or ``"golden"`` (golden, timing-only perf).
 
     Every back end, ``golden`` included, first compiles the model (a
     :class:`~celosia.errors.CompileError` where it does not map onto the buffers) and
@@ -265,7 +270,7 @@ def run_quantized(model: QModel, x_q: np.ndarray, config: AccelConfig, backend: 
     if backend == "golden":
         program.check_dram()
         y_q = golden_forward(model, x_q)
-        report.update(cycles=None, utilization=None, dram_bytes_read=None, dram_bytes_written=None,
+        report.update(outputs="golden", cycles=None, utilization=None, dram_bytes_read=None, dram_bytes_written=None,
                       layers=[{"name": l.name, "op": l.op, "macs": l.macs * samples, "cycles": None,
                                "compute_cycles": None} for l in model.layers])
         # the static traffic and roofline of the program the hardware would run
@@ -281,7 +286,7 @@ def run_quantized(model: QModel, x_q: np.ndarray, config: AccelConfig, backend: 
                 part = pysim.run(config, job, progress=progress)
             elif perf:
                 from celosia.sim import perf as perf_model
-                part = perf_model.run(config, job, execute=False, events=trace)
+                part = perf_model.run(config, job, execute=execute, events=trace)
             elif backend == "board":
                 from celosia.sim import board as board_backend
                 if not (board or {}).get("port"):
@@ -302,8 +307,10 @@ def run_quantized(model: QModel, x_q: np.ndarray, config: AccelConfig, backend: 
                 progress(hi, len(x_q))
         main = results
         out = b"".join(r.data[0] for r in main)
-        y_q = (golden_forward(model, x_q) if perf else
-               np.frombuffer(out, dtype=np.int8).reshape(-1, model.out_features)[:samples])
+        computed = not perf or execute or config.dataflow == "feie"
+        report["outputs"] = "computed" if computed else "golden"
+        y_q = (np.frombuffer(out, dtype=np.int8).reshape(-1, model.out_features)[:samples]
+               if computed else golden_forward(model, x_q))
         total = {k: sum(r.counters[k] for r in main) for k in main[0].counters}
         pe = config.rows * config.cols
         report.update(
@@ -547,7 +554,7 @@ def resident_weights_report(program: Program, traffic: ProgramTraffic | None = N
 def run(model: QModel, x: np.ndarray, config: AccelConfig, backend: str = "golden", batch: int = 1,
         profile: bool = True, progress=None, source: str = "input", resident_weights: bool = True,
         keep_outputs: bool = True, program: Program | None = None, on_event=None,
-        trace: bool = False, board: dict | None = None) -> Result:
+        trace: bool = False, board: dict | None = None, execute: bool = False) -> Result:
     """Quantize float ``x`` (first axis = samples), run it, dequantize the output.
 
     ``resident_weights``: compile with the initialization graph that keeps the weights
@@ -555,11 +562,12 @@ def run(model: QModel, x: np.ndarray, config: AccelConfig, backend: str = "golde
     ``keep_outputs``: keep a layer's output that fits in the ifmap buffer as the next
     layer's input (default), or send every output through DRAM;
     :func:`~celosia.sw.compiler.compile_model`; ``program``: ``model`` already compiled
-    (:func:`run_quantized`); ``board``: the board back end's options (:func:`run_quantized`)."""
+    (:func:`run_quantized`); ``board``: the board back end's options, ``execute``: perf with
+    every instruction executed (:func:`run_quantized`)."""
     x = check_input(model, x, source)
     return run_quantized(model, model.quantize_input(x), config, backend, batch, profile, progress,
                          resident_weights, program=program, keep_outputs=keep_outputs,
-                         on_event=on_event, trace=trace, board=board)
+                         on_event=on_event, trace=trace, board=board, execute=execute)
 
 
 def kept_outputs_report(program: Program, traffic: ProgramTraffic | None = None) -> dict:

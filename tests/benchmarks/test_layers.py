@@ -40,8 +40,9 @@ def run_table(tmp_path, *args, timeout) -> list[dict]:
 
 def test_quick(tmp_path):
     rows = run_table(tmp_path, "--quick", timeout=1800)
-    # --backend perf: the cycle model gives the RTL's cycles (and the same checked outputs)
-    perf = run_table(tmp_path, "--quick", "--backend", "perf", timeout=600)
+    # --backend perf --execute: the cycle model gives the RTL's cycles, and with every
+    # instruction executed the same checked outputs
+    perf = run_table(tmp_path, "--quick", "--backend", "perf", "--execute", timeout=600)
     key = lambda r: (r["layer"], r["array"], r["dataflow"])   # noqa: E731
     assert {key(r): r["cycles"] for r in perf} == {key(r): r["cycles"] for r in rows}
     assert sorted((r["layer"], r["array"], r["dataflow"]) for r in rows) == sorted(

@@ -303,3 +303,24 @@ def test_grid_counters_equal_verilator(fields):
             bad.append((name, diff, _explain(config, name)))
     assert not bad, bad
 
+
+
+def test_perf_outputs_are_computed_only_when_executed():
+    """The perf back end's ``y_q``: the golden model's when it models the timing only
+    (``report["outputs"] == "golden"``), the program's own when every instruction executes
+    (``execute=True``: equal to golden, and the same cycles)."""
+    from celosia.sw.data import digits_split
+    from celosia.sw.demo import MODEL
+    from celosia.sw.importer import load_onnx
+    from celosia.sw.quant import quantize_graph
+
+    x_train, x_test, _, _ = digits_split()
+    q = quantize_graph(load_onnx(MODEL), x_train)
+    config = AccelConfig(rows=4, cols=4)
+    timing = run(q, x_test[:2], config, backend="perf")
+    executed = run(q, x_test[:2], config, backend="perf", execute=True)
+    golden = run(q, x_test[:2], config, backend="golden")
+    assert (timing.report["outputs"], executed.report["outputs"], golden.report["outputs"]) == \
+        ("golden", "computed", "golden")
+    np.testing.assert_array_equal(executed.y_q, golden.y_q)
+    assert executed.report["cycles"] == timing.report["cycles"]
