@@ -143,25 +143,43 @@ def _units(tiles, params_at: int, resident: bool, config: AccelConfig, layer: QL
     return units
 
 
+def _ramp(cap: int) -> int:
+    """GEMMs in the weight groups before they reach ``cap`` GEMMs (1, 2, 4, ...)."""
+    total, size = 0, 1
+    while size < cap:
+        total, size = total + size, 2 * size
+    return total
+
+
 def layer_cycles(ops: list[GemmOp], config: AccelConfig, block_loads=(), tiles: int = 1,
-                 blocks: int = 1) -> int:
+                 blocks: int = 1, group_loads: int | None = None) -> int:
     """Estimated cycles of a layer of ``blocks`` ifmap blocks of ``tiles`` output tiles
     each, every tile's GEMMs like ``ops`` (the compiler's cost of a mapping), from the
     engines' own timing: the rs array's back to back (:func:`_chained_cycles`, each GEMM
-    from the last MAC of the one before; the layer's first on an idle engine, its last
-    until its ``done``) and the load DMA's (:func:`~celosia.rtl.dma.load_cycles`). (The
-    idle-engine :func:`~celosia.rtl.arrays.rs.gemm_cycles` per GEMM, as before, ranked 8x8
-    ResNet-18 conv3_x and conv3_x.ds worse: 1,037,331 / 128,491 cycles, now 1,020,184 /
-    116,811.)
+    from the last MAC of the one before; a GEMM whose LOADs end later starts on an idle
+    engine when they end, and the layer's last GEMM runs until its ``done``) and the load
+    DMA's (:func:`~celosia.rtl.dma.load_cycles`), one LOAD after the other, played GEMM by
+    GEMM over the whole layer.
 
-    The GEMMs go in *spans*: the runs of consecutive ``ops`` of one ifmap group
-    (``GemmOp.ifmap_group``, not ``None``: one window, loaded with the span's first GEMM),
-    else one GEMM each. The LOADs feeding span ``k+1``'s first GEMM (its weight rows and
-    ifmap window) and the weight rows of span ``k``'s other GEMMs run while span ``k``
-    computes (the double-buffered halves of :mod:`~celosia.sw.compiler.emit`), so a span
-    takes ``max(its GEMMs' back-to-back cycles, those LOADs)``; a block's resident ifmap LOADs
-    (``block_loads``) go with its first GEMM's. The layer's first LOADs are exposed (the
-    layer starts after a barrier) and its last span overlaps only its own weight LOADs.
+    The LOADs come in the groups :mod:`~celosia.sw.compiler.emit` forms, each due at its
+    first GEMM and released when the first GEMM of the group before it starts (its
+    buffer half's last readers are done): the *ifmap groups*, the runs of consecutive
+    ``ops`` of one ``GemmOp.ifmap_group`` (not ``None``: one window, loaded with the run's
+    first GEMM), else one GEMM each, a block's resident ifmap LOADs (``block_loads``) with
+    its first GEMM's; and the *weight groups*: with ``group_loads`` (a conv's
+    ``Unit.group_loads``: its GEMMs' weight LOADs merge with no other), runs of 1, 2, 4, ...
+    GEMMs up to ``group_loads`` LOADs and what a streaming weight half holds, all of a
+    run's weight LOADs due at its first GEMM (without, one GEMM each). The ramp of the
+    weight groups is what made the earlier model (each GEMM's weight LOADs overlapping the
+    GEMMs just before it) rank a 4x4x8 3x3 conv's streamed 2-row tiles in 2 segments
+    (1,256 cycles measured) ahead of resident 4-row tiles of 2 filter rows (1,200):
+    their second block's first GEMM waits for three weight LOADs and its window. The
+    blocks are played until the weight groups have stopped growing for a whole block and
+    three blocks are done; the rest take as long as the last two on average (a layer of
+    thousands of blocks costs a few: ``benchmarks/layers.py --backend perf`` on 8x8 and
+    16x16 ResNet-18 conv2_x, conv3_x, conv3_x.ds, conv5_x, VGG-16 conv3_1, AlexNet CONV3 and
+    MobileNet v1 conv2.pw took 11.9 s with the model before, 46.3 s with every block
+    played, 13.5 s so).
     STOREs (overlapped with the following tiles) and the PPU parameter LOAD (the same for
     every mapping) are left out."""
     seen = {}   # LOAD lists -> cycles (a psum block's copies of a GEMM share its weight LOADs)
@@ -171,26 +189,59 @@ def layer_cycles(ops: list[GemmOp], config: AccelConfig, block_loads=(), tiles: 
             seen[id(lds)] = _loads_cycles(lds, config)
         return seen[id(lds)]
 
-    # each GEMM back to back after the one before it (a tile's first after the last of the
-    # tile before, as the tiles repeat); the layer's first GEMM starts on an idle engine and
-    # its last one ends with its ``done``
-    gemms = [_chained_cycles(ops[t - 1], op, config) for t, op in enumerate(ops)]
-    edges = _gemm_op_timing(ops[0], config)[1] - gemms[0] + ops[-1].window.out_h + 2
+    n = len(ops)
+    chained = [_chained_cycles(ops[t - 1], op, config) for t, op in enumerate(ops)]
+    idle = [_gemm_op_timing(op, config)[1] for op in ops]
     weights = [cycles_of(op.weight) for op in ops]
-    loads = [w + cycles_of(op.ifmap) for w, op in zip(weights, ops)]
-    starts = [t for t, op in enumerate(ops)
-              if t == 0 or op.ifmap_group is None or op.ifmap_group != ops[t - 1].ifmap_group]
-    ends = starts[1:] + [len(ops)]
+    ifmaps = [cycles_of(op.ifmap) for op in ops]
+    span_first = [t == 0 or op.ifmap_group is None or op.ifmap_group != ops[t - 1].ifmap_group
+                  for t, op in enumerate(ops)]
+    blk = _loads_cycles(block_loads, config)
+    n_loads = [len(op.weight) for op in ops]
+    if group_loads is None:
+        cap = 1
+    else:   # emit's cap: what a streaming half holds at the pitch of the largest tile
+        pitch = max(o.k_len * o.window.win_h * o.window.win_w for o in ops)
+        cap = max(1, config.weight_rows // 2 // pitch)
 
-    def span(k, nxt):
-        """Span ``k`` with ``nxt`` cycles of LOADs for the next span's first GEMM."""
-        a, b = starts[k], ends[k]
-        return max(sum(gemms[a:b]), sum(weights[a + 1:b]) + nxt)
-
-    first = loads[0] + _loads_cycles(block_loads, config)
-    tile = sum(span(k, loads[ends[k] % len(ops)]) for k in range(len(starts)))
-    block = tiles * tile - span(-1, loads[0]) + span(-1, first)
-    return first + blocks * block - span(-1, first) + span(-1, 0) + edges
+    per_block = tiles * n
+    total = blocks * per_block
+    load_end = 0                 # the load DMA's last busy cycle
+    last = None                  # the last MAC of the GEMM before
+    starts = []                  # each GEMM's start (acceptance)
+    ends = []                    # the last MAC of each block's last GEMM
+    w_first, w_prev_first, w_left, w_size = 0, 0, 0, 1   # the weight group: its first GEMM ...
+    i_first, i_prev_first = 0, 0                          # the ifmap group
+    for g in range(total):
+        t = g % n
+        if w_left == 0:          # a new weight group: all of its weight LOADs now
+            w_prev_first, w_first = w_first, g
+            w_left = min(w_size, total - g)
+            while w_left > 1 and sum(n_loads[(g + j) % n] for j in range(w_left)) > group_loads:
+                w_left -= 1      # (a group ends early rather than be more LOADs)
+            w_size = min(2 * w_size, cap)
+            rel = starts[w_prev_first] if g else 0
+            load_end = max(load_end, rel) + sum(weights[(g + j) % n] for j in range(w_left))
+        w_left -= 1
+        if span_first[t]:        # a new ifmap group: its window (and the block's LOADs)
+            i_prev_first, i_first = i_first, g
+            rel = starts[i_prev_first] if g else 0
+            load_end = max(load_end, rel) + ifmaps[t] + (blk if g % per_block == 0 else 0)
+        if last is None:
+            last = load_end + idle[t]
+        else:
+            last = max(last + chained[t], load_end + idle[t])
+        starts.append(last - idle[t])
+        if (g + 1) % per_block == 0:
+            ends.append(last)
+            # every block the same GEMMs and LOADs: once the weight groups have stopped
+            # growing for a whole block, the blocks after it take as long as the last two
+            # (on average: a group may straddle two blocks)
+            k = len(ends)
+            if k >= 3 and w_size == cap and (g + 1) - per_block > _ramp(cap) and k < blocks:
+                last += (blocks - k) * (ends[-1] - ends[-3]) // 2
+                break
+    return last + ops[-1].window.out_h + 2
 
 
 def lower_conv(layer: QLayer, config: AccelConfig, batch: int, alloc: Allocation) -> list[Unit]:
@@ -446,8 +497,10 @@ def lower_conv(layer: QLayer, config: AccelConfig, batch: int, alloc: Allocation
         pb = min(psum_tiles(hbt, wbt, resident, segs), nt)
         # a psum block's tiles run each GEMM's window in turn, the first one loading it
         ops = [o for op in ops for o in [op] + [dataclasses.replace(op, ifmap=[])] * (pb - 1)]
+        staggered = uses_classes(filter_blocks(fh_b, fw_b), resident, hbt, wbt, segs) is not None
         return layer_cycles(ops, config, block_loads_of(resident, 0, 0, -pt, -pl, hbt, wbt),
-                            tiles=ceil_div(nt, pb), blocks=batch * G * math.ceil(Ho / hb) * math.ceil(Wo / wb))
+                            tiles=ceil_div(nt, pb), blocks=batch * G * math.ceil(Ho / hb) * math.ceil(Wo / wb),
+                            group_loads=max(1, config.queue_depth // 2 - staggered))
 
     def psum_rows_of(hb, wb, segs):
         """Psum rows of a tile of ``hb`` output rows x ``wb`` columns in ``segs`` segments."""

@@ -53,12 +53,19 @@ def test_layer_cycles_pipeline():
     # two tiles: the next tile's LOADs of a (58) shorter than b (98 after a)
     assert lower_rs.layer_cycles([a, b], CONFIG, tiles=2) == la + 649
     # a resident block LOAD goes with the first GEMM's LOADs, once per block; two blocks of
-    # one tile: the second block's LOADs (la + blk = 108) overlap the first block's b (98)
-    # and delay the second block's a by 10 cycles
+    # one tile: the second block's LOADs (la + blk = 108) are released when the first
+    # block's b is accepted (the GEMM before them in the LOAD groups' order), b's idle last
+    # MAC (101) before its last MAC, 98 after a's (328 = 224 + 98 + 6); they end after b's
+    # last MAC plus the 223 of a back to back after b, so the second block's a starts on an
+    # idle engine when they end (its last MAC 224 later), its b 98 after it, done 6 later
     blk = load(0, 0, 8, n1=40, s1=8, bs1=1)
     lblk = load_cycles(blk.__dict__, CONFIG)
-    assert lower_rs.layer_cycles([a, b], CONFIG, block_loads=[blk], blocks=2) == \
-        (la + lblk) + 649 + (la + lblk - 98)
+    idle_b = lower_rs._gemm_op_timing(b, CONFIG)[1]
+    assert (lblk, idle_b) == (50, 101)
+    b1_accepted = (la + lblk) + 224 + 98 - idle_b
+    a2_last = b1_accepted + (la + lblk) + 224
+    assert a2_last > (la + lblk) + 224 + 98 + 223
+    assert lower_rs.layer_cycles([a, b], CONFIG, block_loads=[blk], blocks=2) == a2_last + 98 + 6
 
 
 def residual_conv_layer():
