@@ -303,16 +303,22 @@ def main(argv=None) -> int:
     return verdict([f"{n} on {d}" for d, n in failed], [f"{n} on {d}" for d, n in bad])
 
 
-def verdict(failed: list[str], bad: list[str]) -> int:
+def verdict(failed: list[str], bad: list[str], unchecked: int = 0) -> int:
     """Print the runs that ``failed`` and those whose output was ``bad`` (differs from the
-    golden model's) on stderr; the exit status: 1 if there are any, else 0."""
+    golden model's) on stderr; the exit status: 1 if there are any, else 0. ``unchecked``:
+    how many runs computed no outputs (perf, timing only)."""
     if failed:
         print("FAILED to run: " + ", ".join(failed), file=sys.stderr)
     if bad:
         print("MISMATCH against the golden model: " + ", ".join(bad), file=sys.stderr)
     if failed or bad:
         return 1
-    print("every output equals the golden model's")
+    if unchecked:
+        print(f"{unchecked} run(s) modelled the timing only (perf): their outputs were not computed "
+              "nor checked (--execute checks them); no computed output differs from the golden "
+              "model's")
+    else:
+        print("every output equals the golden model's")
     return 0
 
 

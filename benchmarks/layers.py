@@ -339,7 +339,7 @@ def main(argv=None) -> int:
         write(args.out, table)
     failed = [f"{r[0]} on {r[1]} {r[2]}" for r in table if r[-1] not in CHECK_TEXT.values()]
     bad = [f"{r[0]} on {r[1]} {r[2]}" for r in table if r[-1] == "MISMATCH"]
-    return verdict(failed, bad)
+    return verdict(failed, bad, sum(r[-1] == CHECK_TEXT[None] for r in table))
 
 
 if __name__ == "__main__":
