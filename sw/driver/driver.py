@@ -270,7 +270,8 @@ def run_quantized(model: QModel, x_q: np.ndarray, config: AccelConfig, backend: 
     if backend == "golden":
         program.check_dram()
         y_q = golden_forward(model, x_q)
-        report.update(outputs="golden", cycles=None, utilization=None, dram_bytes_read=None, dram_bytes_written=None,
+        report.update(outputs="golden", cycles=None, utilization=None, dram_bytes_read=None,
+                      dram_bytes_written=None,
                       layers=[{"name": l.name, "op": l.op, "macs": l.macs * samples, "cycles": None,
                                "compute_cycles": None} for l in model.layers])
         # the static traffic and roofline of the program the hardware would run
