@@ -194,7 +194,8 @@ LoadInsn = data.StructLayout({
 #: walks the rows with a window address generator (the compiler folds the tap offset
 #: ``fh*dil_h*row_pitch + fw*dil_w`` into ``ifmap_row``; a larger window is an error there);
 #: one kernel row of up to ``FEIE_TAPS`` taps on feie (``win_h = 1``, ``win_w <= 3``; with
-#: several taps ``dil_w = 1`` and ``stride_w <= win_w``: rtl/arrays/engine.py):
+#: several taps ``dil_w = 1`` and ``stride_w <= win_w``, or ``dil_w = stride_w``:
+#: rtl/arrays/engine.py):
 #: for e < out_h, x < out_w (``m_len = out_h * out_w``), n < n_len:
 #: psum[psum_row + e*out_w + x][n] = (accumulate ? old : 0) + sum_{fh < win_h, fw < win_w, c < k_len}
 #:     ifmap[ifmap_row + (e*stride_h + fh*dil_h)*row_pitch + x*stride_w + fw*dil_w][c]
@@ -608,8 +609,8 @@ def markdown() -> str:
     table("GEMM", GemmInsn, "Compute queue: one weight tile times `m_len` input rows (`window = 0`; "
           "ws, os, feie), or a convolution window over raw ifmap rows (`window = 1`; any window "
           "on rs, one kernel tap, `win_h = win_w = 1`, on ws and os, one kernel row of up to 3 "
-          "taps, `win_h = 1`, on feie, with `dil_w = 1` and `stride_w <= win_w` when "
-          "`win_w > 1`): "
+          "taps, `win_h = 1`, on feie, with `dil_w = 1` and `stride_w <= win_w`, or "
+          "`dil_w = stride_w`, when `win_w > 1`): "
           "for `e < out_h`, `x < out_w`, `n < n_len`, psum row `psum_row + e*out_w + x` gets "
           "the sum over `fh < win_h`, `fw < win_w`, `c < k_len` of ifmap row "
           "`ifmap_row + (e*stride_h + fh*dil_h)*row_pitch + x*stride_w + fw*dil_w` lane `c` "

@@ -121,10 +121,13 @@ def gemm_insn_in_range(insn, config: AccelConfig):
 
     ``"row"`` (feie, :class:`~celosia.rtl.arrays.feie.FEIEArray`)
     takes plain GEMMs and windowed GEMMs of one kernel row: ``win_h = 1``, ``win_w <=
-    FEIE_TAPS`` (3), and for ``win_w > 1`` also ``dil_w = 1`` and ``stride_w <= win_w``; the
-    outputs one pixel reaches, ``P = 1 + (stride_w <= win_w-1) + (2*stride_w <= win_w-1)``
-    (1 for ``win_w = 1``), at most ``rows``; its last ifmap row (``e = out_h-1``, ``x =
-    out_w-1``, ``fw = win_w-1``) inside the buffer.
+    FEIE_TAPS`` (3), and for ``win_w > 1`` also either ``dil_w = 1`` and ``stride_w <=
+    win_w`` (consecutive taps), or ``dil_w = stride_w`` (a *phase set*: taps ``d`` pixels
+    apart at stride ``d``, output ``x`` over pixels ``(x + fw)*d``, so consecutive outputs
+    share ``win_w - 1`` pixels as at stride 1); the outputs one pixel reaches, ``P = 1 + (s
+    <= win_w-1) + (2*s <= win_w-1)`` with ``s = stride_w`` for ``dil_w = 1`` and ``s = 1``
+    for ``dil_w = stride_w > 1`` (1 for ``win_w = 1``), at most ``rows``; its last ifmap row
+    (``e = out_h-1``, ``x = out_w-1``, ``fw = win_w-1``) inside the buffer.
 
     Applied regardless of ``m_len``: an instruction with ``m_len = 0`` but a start row
     past the end is an error too.
@@ -154,10 +157,14 @@ def gemm_insn_in_range(insn, config: AccelConfig):
         p = SimpleNamespace(**_gemm_products(insn, config))
         win += [insn.m_len == p.m_prod, insn.weight_row + p.taps_k <= c.weight_rows]
         wide = insn.win_w > 1
-        n_pe = 1 + (wide & (insn.stride_w <= insn.win_w - 1)) + (wide & (2 * insn.stride_w <= insn.win_w - 1))
+        # a phase set (dil_w = stride_w > 1) steps one pixel of its own per output (s = 1)
+        phase = insn.dil_w != 1
+        n_pe = (1 + (wide & (phase | (insn.stride_w <= insn.win_w - 1)))
+                + (wide & ((phase & (insn.win_w >= 3)) | (2 * insn.stride_w <= insn.win_w - 1))))
         last_row = insn.ifmap_row + p.h_step * insn.row_pitch + p.x_span + p.w_span
         row = _all(win + [insn.win_h == 1, insn.win_w <= FEIE_TAPS, last_row < c.ifmap_rows,
-                          (insn.win_w == 1) | ((insn.dil_w == 1) & (insn.stride_w <= insn.win_w)),
+                          (insn.win_w == 1) | ((insn.dil_w == 1) & (insn.stride_w <= insn.win_w))
+                          | (insn.dil_w == insn.stride_w),
                           n_pe <= c.rows])
         plain = _all([insn.ifmap_row + insn.m_len <= c.ifmap_rows,
                       insn.weight_row + insn.k_len <= c.weight_rows])

@@ -41,7 +41,10 @@ def row_geometry(g, rows: int) -> SimpleNamespace:
     :func:`group_plan`."""
     if g.window:
         S, T, n_out, lstep = g.win_w, g.out_h, g.out_w, g.stride_h * g.row_pitch
-        s, pstep = (1, g.stride_w) if S == 1 else (g.stride_w, 1)
+        # one tap: the outputs' own pixels, stride_w buffer rows apart; a phase set
+        # (dil_w = stride_w = d > 1): output x over pixels (x + fw)*d, so in units of d
+        # buffer rows a window at step 1; consecutive taps: stride_w pixels per output
+        s, pstep = (1, g.stride_w) if S == 1 or g.dil_w > 1 else (g.stride_w, 1)
     else:
         S, T, n_out, lstep, s, pstep = 1, g.m_len, 1, 1, 1, 1
     P = 1 + (s <= S - 1) + (2 * s <= S - 1)
@@ -475,9 +478,12 @@ class FEIEArray(ComputeEngine):
 
     Mapping (:func:`row_geometry`). A windowed GEMM of ``S = win_w`` taps has ``T = out_h``
     output rows of ``n_out = out_w`` outputs, a row over ``Wp = (out_w-1)*s + S``
-    consecutive ifmap pixels (``s = stride_w``; with ``S = 1`` the pixels are the outputs'
-    own, ``stride_w`` buffer rows apart); a plain GEMM's rows ``m`` are output rows of one
-    output and one pixel. A pixel is one ifmap buffer row: ``k_len`` channels in its
+    consecutive ifmap pixels (``s = stride_w``, the pixels one buffer row apart, ``pstep =
+    1``; with ``S = 1`` the pixels are the outputs' own, ``s = 1``, ``pstep = stride_w``
+    buffer rows apart; a *phase set*, ``S > 1`` taps with ``dil_w = stride_w = d > 1``,
+    reads output ``x`` over pixels ``(x + fw)*d``: ``s = 1``, ``pstep = d``, a window at
+    stride 1 over every ``d``-th buffer row); a plain GEMM's rows ``m`` are output rows of
+    one output and one pixel. A pixel is one ifmap buffer row: ``k_len`` channels in its
     lanes. One pixel reaches ``P = 1 + (s <= S-1) + (2s <= S-1)`` consecutive outputs, so
     the ``rows`` PE rows form ``G = rows // P`` *groups* of ``P`` PE rows (PE row ``g*P +
     j`` is slot ``j`` of group ``g``; the rest idle) -- each group is the seed's PE row.
@@ -582,10 +588,13 @@ class FEIEArray(ComputeEngine):
         # (held in signals of their own shape: an expression is lowered again at every use,
         # and the setup below uses them once per group)
         wide = _held(m, "wide", src.window & (src.win_w > 1))
+        # consecutive taps (dil_w = 1) step stride_w pixels per output; a phase set (dil_w =
+        # stride_w > 1) one pixel of its own, its pixels stride_w buffer rows apart
+        consec = _held(m, "consec", wide & (src.dil_w == 1))
         S_c = _held(m, "S_c", Mux(src.window, src.win_w, 1))
-        s_c = _held(m, "s_c", Mux(wide, src.stride_w, 1))
-        P_c = _held(m, "P_c", 1 + (wide & (src.stride_w <= src.win_w - 1))
-                    + (wide & (2 * src.stride_w <= src.win_w - 1)))
+        s_c = _held(m, "s_c", Mux(consec, src.stride_w, 1))
+        P_c = _held(m, "P_c", 1 + (wide & (s_c <= src.win_w - 1))
+                    + (wide & (2 * s_c <= src.win_w - 1)))
         G_c = _held(m, "G_c", Mux(P_c == 1, R, Mux(P_c == 2, R // 2, R // 3)))
         T_c = _held(m, "T_c", Mux(src.window, src.out_h, src.m_len))
         nout_c = _held(m, "nout_c", Mux(src.window, src.out_w, 1))
@@ -593,7 +602,7 @@ class FEIEArray(ComputeEngine):
         wlast0 = _held(m, "wlast0", S_c - 1)
         nfs0 = _held(m, "nfs0", P_c * s_c)
         wp_c = _held(m, "wp_c", (nout_c - 1) * s_c + S_c)
-        pstep_c = _held(m, "pstep_c", Mux(wide | ~src.window, 1, src.stride_w))
+        pstep_c = _held(m, "pstep_c", Mux(consec | ~src.window, 1, src.stride_w))
 
         def per_group(v, fn):
             """``fn(v, G)`` for the three group counts (constant divisors), chosen by P."""

@@ -22,9 +22,11 @@ and :func:`mapping`.
 from __future__ import annotations
 
 import dataclasses
+from types import SimpleNamespace
 
 from celosia.errors import CompileError
 from celosia.rtl import isa
+from celosia.rtl.arrays.feie import row_geometry
 from celosia.rtl.config import FEIE_TAPS, AccelConfig, ceil_div
 from celosia.rtl.dataflows import dataflow
 from celosia.rtl.isa import BaseReg
@@ -34,7 +36,7 @@ from celosia.sw.compiler.tiling import (GemmOp, OutTile, Unit, Window, conv_attr
                                         window_lines)
 from celosia.sw.quant.model import QLayer
 
-__all__ = ["lower_fc", "lower_conv", "tap_rows", "row_taps", "fc_plan", "fc_traffic", "psum_block_tiles", "conv_plan",
+__all__ = ["lower_fc", "lower_conv", "tap_rows", "row_taps", "row_cost", "fc_plan", "fc_traffic", "psum_block_tiles", "conv_plan",
            "conv_traffic", "mapping", "fc_block_pitches", "LOWERINGS"]
 
 
@@ -170,7 +172,7 @@ def lower_conv(layer: QLayer, config: AccelConfig, batch: int, alloc: Allocation
     K_g = Fh * Fw * cin_g
     pb = 1 if resident else psum_block_tiles(hb * wb, config, nt if G > 1 else None)
     n_pb = ceil_div(nt, pb)
-    taps = row_taps(Fw, sw, dw, chunks[0][1], config)
+    taps = row_taps(Fw, sw, dw, chunks[0][1], config, min(hb, Ho), wb)
     # The output rows whose input row is padding are left out of a kernel row's GEMMs where
     # that padding adds nothing: the engine subtracts the zero point (feie), or it is 0
     # (elsewhere the bias folds in -in_zp * every weight, which the padding rows' in_zp
@@ -191,25 +193,36 @@ def lower_conv(layer: QLayer, config: AccelConfig, batch: int, alloc: Allocation
             lists = weight_lists[key] = []
             for c0, k_len in chunks:
                 for fh in range(Fh):
-                    for fw, n_taps in taps:
+                    for fw, n_taps, step in taps:
+                        # the GEMM's weight rows: its taps fw, fw + step, ... in order
                         krow = (fh * Fw + fw) * cin_g + c0
                         base = alloc.weights + (g * K_g + krow) * cout_g + j * C
-                        if n_taps == 1 or cin_g * cout_g <= _MAX_STRIDE2:
+                        tap_pitch = step * cin_g * cout_g
+                        if n_taps == 1 or tap_pitch <= _MAX_STRIDE2:
                             lists.append([load(BaseReg.STATIC, base, n_len, n1=k_len, s1=cout_g, bs1=1,
-                                               n2=n_taps, s2=cin_g * cout_g if n_taps > 1 else 0,
+                                               n2=n_taps, s2=tap_pitch if n_taps > 1 else 0,
                                                bs2=k_len)])
                         else:       # a tap's stride past the LOAD's field: one LOAD per tap
-                            lists.append([load(BaseReg.STATIC, base + t * cin_g * cout_g, n_len, n1=k_len,
+                            lists.append([load(BaseReg.STATIC, base + t * tap_pitch, n_len, n1=k_len,
                                                s1=cout_g, bs1=1, buf_row=t * k_len)
                                           for t in range(n_taps)])
         return weight_lists[key]
 
-    def window(n_taps, hbt, wbt, nx):
-        key = (n_taps, hbt, wbt, nx)
-        if key not in windows:
-            windows[key] = Window(win_h=1, win_w=n_taps, stride_h=sh, stride_w=sw, dil_h=1, dil_w=1,
+    def window(n_taps, step, hbt, wbt, nx):
+        key = (n_taps, step, hbt, wbt, nx)
+        if key not in windows:      # (step > 1: a phase set, dil_w = stride_w)
+            windows[key] = Window(win_h=1, win_w=n_taps, stride_h=sh, stride_w=sw, dil_h=1, dil_w=step,
                                   out_h=hbt, out_w=wbt, row_pitch=nx)
         return windows[key]
+
+    def chunk_order(fhs):
+        """``(fh, t)`` of a chunk's GEMMs: kernel row by kernel row; with phase sets set by
+        set (every kernel row's first set, then every kernel row's second, ...), so that the
+        one-tap sets' weight LOADs, a kernel row apart in DRAM, merge into one
+        (:func:`~celosia.sw.compiler.tiling.merge_loads`)."""
+        if any(step > 1 for _, _, step in taps):
+            return [(fh, t) for t in range(len(taps)) for fh in fhs]
+        return [(fh, t) for fh in fhs for t in range(len(taps))]
 
     tiles, block_rows = [], []
     for block_id, (img, g, ho0, hbt, wo0, wbt) in enumerate(conv_blocks(batch, G, Ho, Wo, hb, wb)):
@@ -240,19 +253,19 @@ def lower_conv(layer: QLayer, config: AccelConfig, batch: int, alloc: Allocation
                 for i, (c0, k_len) in enumerate(chunks):
                     # per chunk: its first GEMM loads the chunk's rows
                     ifmap = [] if resident else [rows_load(c0, k_len, 0)]
-                    for fh in (fh_order if i == 0 else range(Fh)):
-                        for t, (fw, n_taps) in enumerate(taps):
-                            lo, hi = (0, hbt) if i == 0 and fh == first_fh and t == 0 else spans[fh]
-                            if lo >= hi:
-                                continue    # every input row of this kernel row is padding
-                            gemms.append(GemmOp(
-                                k_len=k_len, n_len=n_len, weight=weights[(i * Fh + fh) * len(taps) + t],
-                                ifmap=ifmap, ifmap_row=((i * ny * nx if resident else 0)
-                                                        + (lo * sh + fh * dh) * nx + fw * dw),
-                                ifmap_group=None if resident else i,
-                                window=window(n_taps, hi - lo, wbt, nx),
-                                m_skip=lo * wbt, m_rows=None if hi - lo == hbt else (hi - lo) * wbt))
-                            ifmap = []
+                    for fh, t in chunk_order(fh_order if i == 0 else range(Fh)):
+                        fw, n_taps, step = taps[t]
+                        lo, hi = (0, hbt) if i == 0 and fh == first_fh and t == 0 else spans[fh]
+                        if lo >= hi:
+                            continue    # every input row of this kernel row is padding
+                        gemms.append(GemmOp(
+                            k_len=k_len, n_len=n_len, weight=weights[(i * Fh + fh) * len(taps) + t],
+                            ifmap=ifmap, ifmap_row=((i * ny * nx if resident else 0)
+                                                    + (lo * sh + fh * dh) * nx + fw * dw),
+                            ifmap_group=None if resident else i,
+                            window=window(n_taps, step, hi - lo, wbt, nx),
+                            m_skip=lo * wbt, m_rows=None if hi - lo == hbt else (hi - lo) * wbt))
+                        ifmap = []
                 if resident:
                     resident_gemms[cache_key] = gemms
             offset = ((img * Ho + ho0) * Wo + wo0) * Cout + g * cout_g + j * C
@@ -316,28 +329,72 @@ def tap_rows(ho0: int, hbt: int, fh: int, H: int, sh: int, pt: int, dh: int) -> 
     return lo, max(lo, hi)
 
 
-def row_taps(Fw: int, sw: int, dw: int, k_len: int, config: AccelConfig) -> list[tuple[int, int]]:
-    """``(first kernel column fw, taps)`` of each GEMM along one kernel row: one tap each
-    (``win_w = 1``), except on the broadcast FEIE engine (``gemm_window = "row"``,
-    rtl/arrays/feie.py), where consecutive taps share one GEMM (``win_w`` up to
-    :data:`~celosia.rtl.config.FEIE_TAPS`) when the kernel is not dilated along the width,
-    the GEMM's taps are at least its stride, the outputs one pixel reaches, ``1 + (sw
-    <= n-1) + (2*sw <= n-1)``, fit the array's rows and its ``n * k_len`` weight rows a
-    weight-buffer half (a run that does not goes tap by tap)."""
-    def ok(n):
-        return n == 1 or (sw <= n and 1 + (sw <= n - 1) + (2 * sw <= n - 1) <= config.rows
+def row_taps(Fw: int, sw: int, dw: int, k_len: int, config: AccelConfig, out_h: int = 1,
+             out_w: int = 1) -> list[tuple[int, int, int]]:
+    """``(first kernel column fw, taps, step)`` of each GEMM along one kernel row (its taps
+    are the kernel columns ``fw, fw + step, ...``): one tap each (``win_w = 1``), except on
+    the broadcast FEIE engine (``gemm_window = "row"``, rtl/arrays/feie.py), which takes up
+    to :data:`~celosia.rtl.config.FEIE_TAPS` taps of an undilated kernel row in one GEMM in
+    one of two ways:
+
+    * *runs* of consecutive taps (``step = 1``, the GEMM's ``dil_w = 1``) where the taps are
+      at least the stride;
+    * *phase sets* at a stride ``sw = d`` with ``2 <= d < Fw``: the taps ``r, r + d, r + 2d,
+      ...`` of each phase ``r < d`` (cut into sets of up to ``FEIE_TAPS``; ``step = d``, the
+      GEMM's ``dil_w = stride_w = d``), which read every pixel of theirs for ``win_w``
+      consecutive outputs as at stride 1 (a stride-2 3-tap run reaches 2 outputs per pixel
+      but walks 2 pixels per output: at most 75% of its PEs busy).
+
+    A GEMM of ``n`` taps must fit: the outputs one pixel reaches (``1 + (s <= n-1) + (2s <=
+    n-1)``, ``s = sw`` for a run, 1 for a phase set) within the array's rows and its ``n *
+    k_len`` weight rows within a weight-buffer half; a run that does not is cut shorter.
+    Of the two, the one with fewer cycles dense by :func:`row_cost` for GEMMs of ``out_h``
+    output rows of ``out_w`` outputs (the block's) wins, the runs on a tie."""
+    if dataflow(config.dataflow).gemm_window != "row" or dw != 1:
+        return [(fw, 1, 1) for fw in range(Fw)]
+
+    def fits(n, s):
+        return n == 1 or (1 + (s <= n - 1) + (2 * s <= n - 1) <= config.rows
                           and n * k_len <= config.weight_rows // 2)
 
-    if dataflow(config.dataflow).gemm_window != "row" or dw != 1:
-        return [(fw, 1) for fw in range(Fw)]
+    def cut(first, count, step, s):
+        """``count`` taps from ``first``, ``step`` apart, in GEMMs as long as fit."""
+        out, i = [], 0
+        while i < count:
+            n = min(FEIE_TAPS, count - i)
+            while not fits(n, s):
+                n -= 1
+            out.append((first + i * step, n, step if n > 1 else 1))
+            i += n
+        return out
+
     runs, fw = [], 0
-    while fw < Fw:
+    while fw < Fw:      # runs: the longest legal one from fw (taps at least the stride)
         n = min(FEIE_TAPS, Fw - fw)
-        while not ok(n):
+        while n > 1 and not (sw <= n and fits(n, sw)):
             n -= 1
-        runs.append((fw, n))
+        runs.append((fw, n, 1))
         fw += n
-    return runs
+    if not 2 <= sw < Fw:
+        return runs
+    phases = [t for r in range(sw) for t in cut(r, len(range(r, Fw, sw)), sw, 1)]
+
+    def cost(sets):
+        return sum(row_cost(n, sw if step == 1 and n > 1 else 1, k_len, out_h, out_w, config.rows)
+                   for _, n, step in sets)
+    return phases if cost(phases) < cost(runs) else runs
+
+
+def row_cost(taps: int, s: int, k_len: int, out_h: int, out_w: int, rows: int) -> int:
+    """Cycles a dense windowed GEMM of ``taps`` taps at pixel step ``s`` (``out_h`` rows of
+    ``out_w`` outputs, ``k_len`` channels) takes on the FEIE engine, about (docs/dataflows.md,
+    "FEIE"): its busiest group's pixels times ``k_len`` (one input per cycle) or all the
+    groups' pixels (the one ifmap read port), whichever is more, plus ``G + 2`` (the start and
+    end of a GEMM taken while the one before runs)."""
+    geo = row_geometry(SimpleNamespace(window=1, win_w=taps, stride_w=s, dil_w=1, stride_h=1, row_pitch=0,
+                                       out_h=out_h, out_w=out_w, k_len=k_len), rows)
+    pixels = [sum((n - 1) * geo.s + geo.S for _, _, n in grp.pieces) for grp in geo.groups]
+    return max(max(pixels) * k_len, sum(pixels)) + geo.G + 2
 
 
 def conv_traffic(layer: QLayer, config: AccelConfig, batch: int, hb: int, wb: int,

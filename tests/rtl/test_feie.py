@@ -298,7 +298,8 @@ def test_random_back_to_back(rows, cols):
 
 
 def test_errors_and_empty():
-    """Illegal GEMMs (two kernel rows, four taps, dilation with taps, a pixel past the
+    """Illegal GEMMs (two kernel rows, four taps, dilation with taps other than dil_w =
+    stride_w, a pixel past the
     buffer) are errors after one cycle and write nothing; m_len = 0 is done after one."""
     cfg = cfg_of(3, 2, ifmap_rows=32)
     rng = random.Random(7)
@@ -307,10 +308,12 @@ def test_errors_and_empty():
     psum0 = np.array([[rng.randrange(-1000, 1000) for _ in range(2)] for _ in range(64)])
     bad = [row_insn(2, 3, win_w=3, win_h=2), row_insn(2, 3, win_w=4), row_insn(2, 3, win_w=2, dil_w=2),
            row_insn(2, 3, win_w=2, stride_w=3), row_insn(4, 8, win_w=3, row_pitch=10),
+           row_insn(1, 2, win_w=2, stride_w=3, dil_w=2, row_pitch=6),       # dil_w != stride_w
+           row_insn(1, 2, win_w=2, stride_w=2, dil_w=3, row_pitch=6),
            dict(row_insn(1, 1), m_len=0, out_h=1, out_w=1, window=0)]
     psum, events, _ = run(cfg, bad, ifmap, weight, psum0)
     np.testing.assert_array_equal(psum, psum0)
-    assert [k for k, _ in events[1::2]] == ["error"] * 5 + ["done"]
+    assert [k for k, _ in events[1::2]] == ["error"] * 7 + ["done"]
     assert all(e - a == 1 for (_, a), (_, e) in zip(events[0::2], events[1::2]))
     assert all(row_trace(d, cfg, ifmap).cycles == 1 for d in bad)
 
@@ -361,6 +364,87 @@ def test_geometry():
     assert geo(win_w=3, stride_w=3).P == 1
     assert geo(win_w=2).P == 2
     assert (geo(win_w=1, stride_w=2).P, geo(win_w=1, stride_w=2).pstep, geo(win_w=1).G) == (1, 2, 8)
+    # phase sets (dil_w = stride_w = d): output x over pixels (x + fw)*d, a pixel step of 1
+    # in units of d buffer rows: the geometry of stride 1
+    ph = geo(win_w=2, stride_w=2, dil_w=2)
+    assert (ph.S, ph.s, ph.pstep, ph.P, ph.G, ph.Wp) == (2, 1, 2, 2, 4, 5)
+    ph = geo(win_w=3, stride_w=3, dil_w=3)
+    assert (ph.S, ph.s, ph.pstep, ph.P, ph.G, ph.Wp) == (3, 1, 3, 3, 2, 6)
+
+
+def phase_insn(out_h, out_w, win_w, d, row_pitch=None, **kw):
+    """A phase set: ``win_w`` taps ``d`` pixels apart at stride ``d`` (dil_w = stride_w = d)."""
+    pitch = row_pitch if row_pitch is not None else ((out_w - 1) + (win_w - 1)) * d + 1
+    return row_insn(out_h, out_w, win_w=win_w, stride_w=d, dil_w=d, row_pitch=pitch, **kw)
+
+
+@pytest.mark.parametrize("rows,win_w,d,k_len", [(2, 2, 2, 2), (3, 3, 2, 3), (3, 2, 3, 1)])
+def test_phase_set_dense(rows, win_w, d, k_len):
+    """A phase set on one group (P = win_w outputs per pixel, G = 1), dense: the group walks
+    each output row's ``out_w + win_w - 1`` pixels (every ``d``-th buffer row), one input per
+    cycle from cycle 4 (no pixel walked twice for one output, unlike a run at stride ``d``),
+    the last output's write granted the cycle after its last MAC and ``done`` two after that:
+    ``out_h * (out_w + win_w - 1) * k_len + 6`` cycles (the seed's 16 pixels: 22). Engine and
+    row_trace agree on it; results exact, psum rows accumulated onto."""
+    cfg = cfg_of(rows, 2)
+    rng = random.Random(rows * 10 + d)
+    out_h, out_w = 2, 4
+    insn = phase_insn(out_h, out_w, win_w, d, k_len=k_len, n_len=2, ifmap_row=1, accumulate=1, in_zp=7)
+    assert row_geometry(SimpleNamespace(**insn), rows).G == 1
+    ifmap = np.array([[rng.choice([v for v in range(-128, 128) if v != 7]) for _ in range(rows)]
+                      for _ in range(cfg.ifmap_rows)])
+    weight = np.array([[rng.randrange(-128, 128) for _ in range(2)] for _ in range(cfg.weight_rows)])
+    psum0 = np.array([[rng.randrange(-1000, 1000) for _ in range(2)] for _ in range(cfg.psum_rows)])
+    want = out_h * (out_w + win_w - 1) * k_len + 6
+    t = row_trace(insn, cfg, ifmap, log=True)
+    assert t.cycles == want
+    assert [c for c, *_ in t.macs] == list(range(4, 4 + out_h * (out_w + win_w - 1) * k_len))
+    # every MAC: the pixel (x + fw)*d of its row for each output x it reaches
+    for _, _, addr, _, hits in t.macs:
+        for _, mo, fw in hits:
+            e, x = divmod(mo, out_w)
+            assert addr == 1 + e * insn["row_pitch"] + (x + fw) * d
+    psum, events, skips = run(cfg, [insn], ifmap, weight, psum0)
+    expect = psum0.copy()
+    ref(expect, ifmap, weight, insn)
+    np.testing.assert_array_equal(psum, expect)
+    (_, acc), (_, done) = events
+    assert done - acc == want
+    assert skips == 0
+
+
+@pytest.mark.parametrize("rows,cols,seed", [(4, 2, 1), (8, 1, 2)])
+def test_phase_sets_random(rows, cols, seed):
+    """Random phase sets (2..3 taps, d = 2..3, several groups, padding in the row pitch,
+    stride_h 1..2) mixed with runs and one-tap GEMMs at 0 .. 70% zeros, back to back:
+    bit-exact, accept / end cycles and zero_skips row_trace's (sequence_timing)."""
+    cfg = cfg_of(rows, cols)
+    rng = random.Random(seed)
+    zp = -9
+    for density in (1.0, 0.6, 0.3):
+        ifmap = np.array([[rng.randrange(-128, 128) if rng.random() < density else zp
+                           for _ in range(rows)] for _ in range(cfg.ifmap_rows)])
+        weight = np.array([[rng.randrange(-128, 128) for _ in range(cols)] for _ in range(cfg.weight_rows)])
+        psum0 = np.array([[rng.randrange(-(1 << 31), 1 << 31) for _ in range(cols)]
+                          for _ in range(cfg.psum_rows)])
+        insns = []
+        for _ in range(3):
+            win_w, d = rng.choice([2, 3] if rows >= 3 else [2]), rng.choice([2, 3])
+            out_w, out_h = rng.randrange(1, 6), rng.randrange(1, 4)
+            pitch = ((out_w - 1) + (win_w - 1)) * d + 1 + rng.randrange(3)
+            insns.append(phase_insn(out_h, out_w, win_w, d, row_pitch=pitch, stride_h=rng.choice([1, 2]),
+                                    k_len=rng.randrange(1, rows + 1), n_len=rng.randrange(1, cols + 1),
+                                    accumulate=rng.randrange(2), ifmap_row=rng.randrange(0, 4),
+                                    weight_row=rng.randrange(4), psum_row=rng.randrange(0, 8), in_zp=zp))
+        insns.insert(1, random_gemm(rng, cfg, density, zp))
+        psum, events, skips = run(cfg, insns, ifmap, weight, psum0, seed=seed)
+        expect = psum0.copy()
+        for d in insns:
+            ref(expect, ifmap, weight, d)
+        np.testing.assert_array_equal(psum, expect)
+        assert [k for k, _ in events if k != "accept"] == ["done"] * len(insns)
+        check_timing(cfg, insns, ifmap, events)
+        assert skips == sum(row_trace(d, cfg, ifmap).zero_skips for d in insns)
 
 
 def test_signature_and_verilog():

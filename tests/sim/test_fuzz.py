@@ -44,6 +44,7 @@ from hypothesis import strategies as st  # noqa: E402
 from celosia.errors import CelosiaError  # noqa: E402
 from celosia.rtl import isa  # noqa: E402
 from celosia.rtl.config import AccelConfig  # noqa: E402
+from celosia.rtl.dataflows import dataflow  # noqa: E402
 from celosia.rtl.isa import BaseReg, Buffer, Csr, Opcode, VecMode  # noqa: E402
 from celosia.sim import perf  # noqa: E402
 from celosia.sim.job import Job, Run  # noqa: E402
@@ -308,13 +309,16 @@ def random_insn(draw, config: AccelConfig):
             f.update(n1=65535, n2=65535, dram_stride1=0, dram_stride2=0, buf_stride1=0, buf_stride2=0)
         return set_field(isa.encode(op, dep=dep, **f), isa.LoadInsn, "buf", getattr(buf, "value", buf))
     if op == Opcode.GEMM:
+        # the "row" engine (feie) takes several taps with dil_w = stride_w (phase sets)
+        phase_sets = dataflow(config.dataflow).gemm_window == "row"
         window = draw(st.integers(0, 1))
         m_len = draw(st.integers(0, 8))
         f = dict(accumulate=draw(st.integers(0, 1)), window=window, ifmap_row=draw(st.integers(0, 16)),
                  weight_row=draw(st.integers(0, 16)), psum_row=draw(st.integers(0, 16)), m_len=m_len,
                  k_len=draw(st.integers(0, 5)), n_len=draw(st.integers(0, 5)), win_h=draw(st.integers(0, 2)),
                  win_w=draw(st.integers(0, 2)), stride_h=draw(st.integers(1, 2)), stride_w=draw(st.integers(1, 2)),
-                 dil_h=1, dil_w=1, row_pitch=draw(st.integers(1, 4)), out_w=draw(st.integers(1, 3)),
+                 dil_h=1, dil_w=draw(st.integers(1, 2)) if phase_sets else 1,
+                 row_pitch=draw(st.integers(1, 4)), out_w=draw(st.integers(1, 3)),
                  out_h=draw(st.integers(1, 3)), in_zp=draw(st.integers(-3, 3)))
         return isa.encode(op, dep=dep, **f)
     if op == Opcode.STORE:

@@ -170,6 +170,17 @@ def test_every_instruction_against_pysim(fields):
     _pysim_case(fields)
 
 
+def test_feie_phase_sets_against_pysim():
+    """A 3x3 stride-2 conv on feie, lowered to phase sets (GEMMs of taps {0, 2} with dil_w =
+    stride_w = 2 and of tap {1}): every instruction's timing and the counters the RTL's."""
+    config = AccelConfig(rows=2, cols=2, dram_bytes=1 << 14, dataflow="feie")
+    q, _ = case_model("conv:9,9,2,3,3,2,1")
+    gemms = [d for node in compile_model(q, config).nodes for d in map(isa.decode, node.insns)
+             if d["op"] == isa.Opcode.GEMM]
+    assert {(d["win_w"], d["dil_w"]) for d in gemms} == {(2, 2), (1, 1)}
+    _pysim_case(dict(dataflow="feie"), "conv:9,9,2,3,3,2,1")
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("fields", PYSIM_SLOW, ids=["-".join(map(str, f.values())) for f in PYSIM_SLOW])
 def test_every_instruction_against_pysim_grid(fields):
@@ -184,6 +195,7 @@ FAST_CASES = [
     (dict(rows=4, cols=4, dataflow="os"), "tiny_cnn"),
     (dict(rows=4, cols=4, dataflow="rs"), "tiny_cnn"),
     (dict(rows=4, cols=4, dataflow="feie"), "tiny_cnn"),
+    (dict(rows=4, cols=4, dataflow="feie"), "conv:11,11,4,5,3,2,1"),     # phase sets (stride 2)
     (dict(rows=4, cols=4, dataflow="ws"), "digits_resnet"),
     (dict(rows=8, cols=8, dataflow="ws"), "digits_cnn"),
     (dict(rows=2, cols=2, dataflow="ws"), "digits_mlp"),

@@ -320,23 +320,43 @@ def test_node_over_65535_instructions_takes_several_descriptors():
             for i in range(0, 4 * 8, 8)] == [MAX_DESC_INSNS, MAX_DESC_INSNS, 3, 0]
 
 
-@pytest.mark.parametrize("fw, sw, dw, k_len, rows, weight_rows, want", [
-    (3, 1, 1, 4, 4, 1024, [(0, 3)]),             # a 3-wide kernel row: one GEMM of 3 taps
-    (5, 1, 1, 4, 4, 1024, [(0, 3), (3, 2)]),     # 5 taps: 3 + 2
-    (3, 2, 1, 4, 4, 1024, [(0, 3)]),             # stride 2: a pixel reaches 2 outputs
-    (7, 2, 1, 4, 4, 1024, [(0, 3), (3, 3), (6, 1)]),
-    (2, 3, 1, 4, 4, 1024, [(0, 1), (1, 1)]),     # stride above the taps: tap by tap
-    (3, 1, 2, 4, 4, 1024, [(0, 1), (1, 1), (2, 1)]),   # dilated: tap by tap
-    (3, 1, 1, 4, 2, 1024, [(0, 2), (2, 1)]),     # 2 PE rows: 3 outputs per pixel do not fit
-    (3, 1, 1, 4, 4, 16, [(0, 2), (2, 1)]),       # a weight half of 8 rows: 2 taps of 4
+@pytest.mark.parametrize("fw, sw, dw, k_len, rows, weight_rows, out_w, want", [
+    (3, 1, 1, 4, 4, 1024, 8, [(0, 3, 1)]),             # a 3-wide kernel row: one GEMM of 3 taps
+    (5, 1, 1, 4, 4, 1024, 8, [(0, 3, 1), (3, 2, 1)]),  # 5 taps: 3 + 2
+    # stride 2, 8 outputs: a run of 3 (P 2, G 2: 9 pixels for the busiest group's 4 outputs,
+    # 4*9 + 2 + 2 = 40 cycles) or the phase sets {0, 2} (P 2, G 2: 5 pixels, 4*5 + 4 = 24) and
+    # {1} (P 1, G 4: 2 pixels, 4*2 + 6 = 14): 38 < 40
+    (3, 2, 1, 4, 4, 1024, 8, [(0, 2, 2), (1, 1, 1)]),
+    # one output: the run 4*3 + 4 = 16, the sets 4*2 + 4 + 4*1 + 6 = 22
+    (3, 2, 1, 4, 4, 1024, 1, [(0, 3, 1)]),
+    # 7 taps at stride 2 on 4 rows: runs 40 + 40 + 14; the sets {0, 2, 4} and {1, 3, 5} (P 3,
+    # G 1: 10 pixels, 40 + 3 each) and {6} 14: the runs
+    (7, 2, 1, 4, 4, 1024, 8, [(0, 3, 1), (3, 3, 1), (6, 1, 1)]),
+    # on 6 rows: runs (P 2, G 3, Q 3: 7 pixels) 2 * (28 + 5) + {6} (G 6, Q 2: 8 + 8) = 82; the
+    # sets (P 3, G 2, Q 4: 6 pixels) 2 * (24 + 4) + 16 = 72
+    (7, 2, 1, 4, 6, 1024, 8, [(0, 3, 2), (6, 1, 1), (1, 3, 2)]),
+    # 2 PE rows: the run of 3 at stride 2 (G 1: 17 pixels, 68 + 3); the sets 36 + 3, 16 + 4
+    (3, 2, 1, 4, 2, 1024, 8, [(0, 2, 2), (1, 1, 1)]),
+    # a weight half of 8 rows: at most 2 taps of 4 channels; runs (0, 2) at stride 2 (P 1,
+    # G 4: 4 pixels, 16 + 6) and (2, 1) 14 = 36; the sets 24 + 14 = 38
+    (3, 2, 1, 4, 4, 16, 8, [(0, 2, 1), (2, 1, 1)]),
+    (3, 3, 1, 4, 4, 1024, 8, [(0, 3, 1)]),             # stride 3 = the taps: one pixel per output
+    (2, 3, 1, 4, 4, 1024, 8, [(0, 1, 1), (1, 1, 1)]),  # stride above the taps: tap by tap
+    (3, 1, 2, 4, 4, 1024, 8, [(0, 1, 1), (1, 1, 1), (2, 1, 1)]),   # dilated: tap by tap
+    (3, 1, 1, 4, 2, 1024, 8, [(0, 2, 1), (2, 1, 1)]),  # 2 PE rows: 3 outputs per pixel do not fit
+    (3, 1, 1, 4, 4, 16, 8, [(0, 2, 1), (2, 1, 1)]),    # a weight half of 8 rows: 2 taps of 4
 ])
-def test_feie_row_taps(fw, sw, dw, k_len, rows, weight_rows, want):
-    """feie merges consecutive taps of a kernel row into one GEMM where its engine takes
-    them (rtl/arrays/feie.py; hand-worked); the other dataflows one tap per GEMM."""
+def test_feie_row_taps(fw, sw, dw, k_len, rows, weight_rows, out_w, want):
+    """feie merges taps of a kernel row into one GEMM where its engine takes them
+    (rtl/arrays/feie.py): runs of consecutive taps, or at stride 2 and more the phase sets
+    when the engine's dense formula gives them fewer cycles (hand-worked: ``max(busiest
+    group's pixels * k_len, all pixels) + G + 2`` per GEMM of one output row of ``out_w``);
+    the other dataflows one tap per GEMM."""
     from celosia.sw.compiler.lower_gemm import row_taps
     cfg = AccelConfig(rows=rows, cols=4, dataflow="feie", weight_rows=weight_rows)
-    assert row_taps(fw, sw, dw, k_len, cfg) == want
-    assert row_taps(fw, sw, dw, k_len, AccelConfig(rows=rows, cols=4, dataflow="os")) == [(f, 1) for f in range(fw)]
+    assert row_taps(fw, sw, dw, k_len, cfg, 1, out_w) == want
+    assert (row_taps(fw, sw, dw, k_len, AccelConfig(rows=rows, cols=4, dataflow="os"), 1, out_w)
+            == [(f, 1, 1) for f in range(fw)])
 
 
 def test_feie_conv_gemms_take_kernel_rows():
@@ -349,6 +369,39 @@ def test_feie_conv_gemms_take_kernel_rows():
     gemms = [d for node in program.nodes for d in map(decode, node.insns) if d["op"] == Opcode.GEMM]
     assert gemms and all(d["win_w"] == 3 and d["win_h"] == 1 for d in gemms)
     assert len(gemms) == 2 * 3 * 2     # 2 channel chunks x 3 kernel rows x 2 output tiles
+
+
+@pytest.mark.parametrize("in_shape, cout, k, stride, pad, rows, want", [
+    # 3x3 s2 on 4x4: per (chunk, kernel row) the phase sets {0, 2} (win_w 2, dil_w = stride_w
+    # = 2) and {1} (one tap)
+    ((11, 12, 6), 6, 3, 2, 1, 4, [(2, 2), (1, 1)]),
+    # 5x5 s2 on 6 rows: {0, 2, 4} (P 3, G 2) and {1, 3} (P 2, G 3)
+    ((13, 14, 5), 6, 5, 2, 2, 6, [(3, 2), (2, 2)]),
+    # 3x3 s3 (stride = taps): one pixel per output already, the run of 3 stays
+    ((12, 12, 4), 4, 3, 3, 0, 4, [(3, 1)]),
+])
+def test_feie_conv_phase_sets(in_shape, cout, k, stride, pad, rows, want):
+    """Strided convs on feie: each kernel row's taps as the phase sets row_taps picks (its
+    hand-worked cases: ``want``, the sets' ``(win_w, dil_w)``), so as many GEMMs of each set
+    (the padding rows a block leaves out are whole kernel rows); a tile's GEMMs set by set
+    (every kernel row's first set, then the second: the one-tap sets' weight LOADs, a kernel
+    row apart in DRAM, merge); bit-exact on the instruction-level simulator under random
+    schedules."""
+    rng = np.random.default_rng(17)
+    layer = conv_layer(rng, "c", in_shape, cout, k, stride, pad, in_zp=-7)
+    config = AccelConfig(rows=rows, cols=4, dataflow="feie")
+    program = check(QModel("c", [layer], 0.05, -7, input_shape=in_shape), config, resident_weights=False)
+    insns = [d for node in program.nodes for d in map(decode, node.insns)]
+    gemms = [d for d in insns if d["op"] == Opcode.GEMM]
+    assert all(d["win_h"] == 1 and d["stride_w"] == stride for d in gemms)
+    kinds = [(d["win_w"], d["dil_w"]) for d in gemms]
+    assert set(kinds) == set(want)
+    assert len({kinds.count(kind) for kind in want}) == 1
+    if (1, 1) in want:
+        # a one-tap set's weights: one LOAD for several kernel rows (n2 > 1, a kernel row apart)
+        one_tap = [d for d in insns if d["op"] == Opcode.LOAD and d["buf"] == Buffer.WEIGHT and d["n2"] > 1
+                   and d["dram_stride2"] == k * in_shape[2] * cout]
+        assert one_tap
 
 
 def test_unit_tail_is_one_store_and_head_has_no_parameters():
