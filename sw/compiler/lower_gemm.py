@@ -36,8 +36,8 @@ from celosia.sw.compiler.tiling import (GemmOp, OutTile, Unit, Window, conv_attr
                                         window_lines)
 from celosia.sw.quant.model import QLayer
 
-__all__ = ["lower_fc", "lower_conv", "tap_rows", "row_taps", "row_cost", "fc_plan", "fc_traffic", "psum_block_tiles", "conv_plan",
-           "conv_traffic", "mapping", "fc_block_pitches", "LOWERINGS"]
+__all__ = ["lower_fc", "lower_conv", "tap_rows", "row_taps", "row_cost", "fc_plan", "fc_traffic",
+           "psum_block_tiles", "conv_plan", "conv_traffic", "mapping", "fc_block_pitches", "LOWERINGS"]
 
 
 #: The largest ``dram_stride2`` of a LOAD.
@@ -142,8 +142,10 @@ def lower_conv(layer: QLayer, config: AccelConfig, batch: int, alloc: Allocation
     turns into 0) are loaded per input-channel chunk of up to ``rows`` lanes, and each
     (chunk, fh, fw) is one windowed GEMM (``win_h = win_w = 1``, ``row_pitch = nx``, the tap
     offset ``fh*dil_h*nx + fw*dil_w`` folded into ``ifmap_row``) accumulating into the
-    block's psum tile of up to ``cols`` output channels. Either the whole block (every
-    chunk) stays resident in an ifmap half and serves every output-channel tile, or each
+    block's psum tile of up to ``cols`` output channels; on feie one GEMM takes several
+    taps of a kernel row (:func:`row_taps`: runs of consecutive taps, or at a stride the
+    phase sets, ``dil_w = stride_w``, whose GEMMs a chunk takes set by set). Either the
+    whole block (every chunk) stays resident in an ifmap half and serves every output-channel tile, or each
     chunk's rows are loaded once per *psum block* of output tiles (``OutTile.psum_block``:
     :func:`psum_block_tiles` tiles of ``hb * wb`` rows side by side in one psum half) and
     shared by the ``Fh*Fw`` tap GEMMs of each of those tiles (emitted chunk by chunk, as
