@@ -544,12 +544,16 @@ class FEIEArray(ComputeEngine):
       cycle's write): ``p < (x+P)*s`` for its next output ``x``, in its current task (a
       task's pixels wait for the previous task's last write, which may be in the same
       cycle). A head whose last non-zero input is taken leaves the queue;
-    * **ifmap read port** (one row per cycle, shared): a group with pixels left requests
+    * **ifmap read ports** (``feie_read_ports`` of them, 1 or 2: ``ifmap`` and ``ifmap1``,
+      one row per cycle each, shared by the groups): a group with pixels left requests
       when its queue, after this cycle's departure and arrival, holds fewer than two; a
-      rotating-priority arbiter grants one; the row lands the next cycle, and a pixel with
-      no non-zero input (every ``k < k_len`` equal to ``in_zp``) is dropped on landing:
-      it costs its read but no MAC cycle. ``zero_skips`` reports, in the landing cycle, the
-      pixel's ``k_len`` minus its non-zero inputs (each saves a MAC cycle of its group).
+      rotating-priority arbiter grants port 0 to the first requester from its pointer on
+      and port 1 (if there are two) to the next requester after that one (so two
+      different groups), and moves its pointer to the group after the last one granted;
+      each row lands the next cycle, and a pixel with no non-zero input (every ``k <
+      k_len`` equal to ``in_zp``) is dropped on landing: it costs its read but no MAC
+      cycle. ``zero_skips`` reports, in the landing cycle, the landing pixels' ``k_len``
+      minus their non-zero inputs (each saves a MAC cycle of its group).
 
     ``done`` pulses two cycles after the last write grant (the write lands in between), and
     not before cycle ``W + 4`` (the weight loader has finished: nothing of this GEMM lands
@@ -563,8 +567,8 @@ class FEIEArray(ComputeEngine):
     one input per cycle and reads one pixel per ``k_len`` cycles, so a group is busy
     ``k_len`` cycles per pixel of its tasks (``Q*s + (S-s)`` per task); zeros shorten that
     down to the bounds of the
-    two shared ports (``G`` groups' pixels through one read port; ``m_len`` writes through
-    one write port).
+    shared ports (``G`` groups' pixels through ``feie_read_ports`` read ports; ``m_len``
+    writes through one write port).
     """
 
     #: GEMMs accepted and not yet done at most: the running one and the next
