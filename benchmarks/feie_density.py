@@ -2,7 +2,7 @@
 
     python benchmarks/feie_density.py [--array 8x8] [--quick] [--layers resnet18.conv4_x,...]
                                       [--sparsities 0,0.25,0.5,0.7,0.9] [--no-digits]
-                                      [--backend verilator|perf]
+                                      [--backend verilator|perf] [--set FIELD=VALUE ...]
 
 Part 1 runs full-size 3x3 convolution layers (random weights; ResNet-18's conv2_x ..
 conv5_x 3x3 layers, stride 1, and VGG-16's conv3_1) on the Verilator model of the
@@ -25,6 +25,8 @@ per-layer cycles of each array.
 Every output is checked against the golden model (the script exits with status 1 if one
 differs). ``--backend perf`` runs the perf model instead of Verilator: the same cycles
 (tests/sim/test_perf.py holds it equal to the RTL), in seconds per full-size layer.
+``--set FIELD=VALUE`` sets a config field on every array as ``celosia --set`` does (e.g.
+``--set feie_read_ports=1``: the feie engine with one ifmap read port).
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ import numpy as np
 
 from celosia.rtl.config import AccelConfig
 from celosia.sim import verilator
-from celosia.sw.cli import parse_array
+from celosia.sw.cli import config_from_args, parse_array
 from celosia.sw.compiler import compile_model
 from celosia.sw.driver import golden_forward, pgo_training_job, run_quantized
 from celosia.sw.quant import quantize_graph
@@ -55,6 +57,8 @@ LAYERS = {
 QUICK = {"small.14x14x16": (14, 14, 16, 16, 3), "small.8x8x32": (8, 8, 32, 32, 3)}
 SPARSITIES = (0.0, 0.25, 0.5, 0.7, 0.9)
 DATAFLOWS = ("feie", "os", "ws")
+#: The config fields of ``--set`` (main fills it): on every config this script builds.
+FIELDS: dict = {}
 
 
 def dram_size(need: int) -> int:
@@ -105,7 +109,7 @@ def part1(layers, rows, cols, sparsities):
     models = {name: relu_model(shape, seed=i) for i, (name, shape) in enumerate(layers.items())}
     programs, configs = {}, {}
     for df in DATAFLOWS:
-        base = AccelConfig(rows=rows, cols=cols, dataflow=df, dram_bytes=1 << 28)
+        base = AccelConfig(**{"dram_bytes": 1 << 28, **FIELDS, "rows": rows, "cols": cols, "dataflow": df})
         progs = {name: compile_model(qm, base) for name, qm in models.items()}
         configs[df] = dataclasses.replace(base, dram_bytes=dram_size(max(p.layout(1)["end"]
                                                                          for p in progs.values())))
@@ -163,7 +167,7 @@ def part2(rows, cols):
         zeros = layer_input_zeros(qm, x_q)
         reps = {}
         for df in DATAFLOWS:
-            reps[df] = hw_run(qm, x, AccelConfig(rows=rows, cols=cols, dataflow=df), profile=True)
+            reps[df] = hw_run(qm, x, AccelConfig(rows=rows, cols=cols, dataflow=df, **FIELDS), profile=True)
         print(f"\n{name} on {rows}x{cols}, 8 images: per-layer cycles (one run of one image)")
         print(f"{'layer':<14}{'op':<8}{'zeros':>7}{'feie':>8}{'os':>8}{'ws':>8}{'os/feie':>9}{'ws/feie':>9}"
               f"{'zero_skips':>11}")
@@ -186,9 +190,16 @@ def main(argv=None) -> int:
     ap.add_argument("--no-digits", action="store_true", help="skip part 2 (the digits CNNs)")
     ap.add_argument("--backend", choices=("verilator", "perf"), default="verilator",
                     help="verilator (default) or perf (the cycle model: the RTL's cycles, faster)")
+    ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                    help="a config field on every array (as celosia --set), e.g. feie_read_ports=1")
     args = ap.parse_args(argv)
     BACKEND["name"] = args.backend
     rows, cols = parse_array(args.array)
+    config = config_from_args(argparse.Namespace(array=args.array, dataflow="feie", set=args.set))
+    default = AccelConfig(rows=rows, cols=cols, dataflow="feie")
+    FIELDS.update({k: v for k, v in config.to_dict().items() if v != getattr(default, k)})
+    if FIELDS:
+        print("config:", " ".join(args.set))
     layers = QUICK if args.quick else LAYERS
     if args.layers:
         layers = {n: LAYERS[n] for n in args.layers.split(",")}

@@ -58,6 +58,9 @@ RANGES: dict[str, tuple[int, int, str]] = {
     "ppu_lanes":       (1, 32,       "PPU lanes: output channels the STORE engine requantizes per cycle "
                                      "(at most `bus_bits / 8` and at most `cols`; any value, no power of "
                                      "two needed; each lane costs a PPU's multiplier)"),
+    "feie_read_ports": (1, 2,     "ifmap buffer read ports of the `feie` engine: up to that many pixel "
+                                  "reads per cycle, for different groups (2: a second read port, a "
+                                  "replicated or true-dual-port RAM; ignored by the other dataflows)"),
 }
 
 #: field -> the values it may take (a subset of its :data:`RANGES` range).
@@ -90,6 +93,7 @@ class AccelConfig:
     dram_bytes_per_cycle: int = 8
     queue_depth: int = 8
     ppu_lanes: int = 1
+    feie_read_ports: int = 2
 
     def __post_init__(self):
         for name, (lo, hi, what) in RANGES.items():

@@ -17,7 +17,7 @@ import functools
 import importlib
 from dataclasses import dataclass
 
-__all__ = ["Dataflow", "REGISTRY", "DATAFLOWS", "dataflow"]
+__all__ = ["Dataflow", "REGISTRY", "DATAFLOWS", "dataflow", "ifmap_read_ports"]
 
 
 @functools.cache
@@ -62,6 +62,11 @@ class Dataflow:
     macs_count_taps : bool
         The MACS counter multiplies ``m_len * k_len * n_len`` by a windowed GEMM's
         ``win_h * win_w`` taps.
+    read_ports_field : str
+        The ``AccelConfig`` field that sets how many ifmap buffer read ports the engine
+        uses (``feie``: ``feie_read_ports``, 1 or 2; a second one is the engine's
+        ``ifmap1`` port, on the buffer's read port 1); empty: one (``ifmap``, shared
+        with the vector engine). :func:`ifmap_read_ports` reads it.
     """
 
     name: str
@@ -72,6 +77,7 @@ class Dataflow:
     gemm_window: str = "tap"
     zero_point_in_gemm: bool = False
     macs_count_taps: bool = False
+    read_ports_field: str = ""
 
     @property
     def engine(self):
@@ -115,7 +121,8 @@ REGISTRY: dict[str, Dataflow] = {df.name: df for df in (
     _entry("rs", "row stationary", "rs", "RSArray", "lower_rs",
            gemm_window="full", macs_count_taps=True),
     _entry("feie", "FEIE (input broadcast, zero skipping)", "feie", "FEIEArray", "lower_gemm",
-           gemm_window="row", zero_point_in_gemm=True, macs_count_taps=True),
+           gemm_window="row", zero_point_in_gemm=True, macs_count_taps=True,
+           read_ports_field="feie_read_ports"),
 )}
 
 #: The dataflow names (``AccelConfig.dataflow``), in registry order.
@@ -128,3 +135,11 @@ def dataflow(name: str) -> Dataflow:
         return REGISTRY[name]
     except KeyError:
         raise KeyError(f"unknown dataflow {name!r}; known: {', '.join(DATAFLOWS)}") from None
+
+
+def ifmap_read_ports(config) -> int:
+    """The ifmap buffer read ports the compute engine of ``config`` (an ``AccelConfig``)
+    uses: its dataflow's :attr:`Dataflow.read_ports_field`, else 1. The accelerator builds
+    the buffer with that many (docs/hardware.md, "Buffers")."""
+    field = dataflow(config.dataflow).read_ports_field
+    return getattr(config, field) if field else 1

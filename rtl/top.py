@@ -7,7 +7,10 @@ exposes its host back door for benches.
 
 Buffer ports: ifmap and weight are written by the load DMA and read by the
 compute engine (the ifmap buffer has a second write port, the store DMA's, for a
-STORE with ``to_buf``: a layer's output kept on chip as the next layer's input); param is written by the load DMA and read by the store DMA;
+STORE with ``to_buf``: a layer's output kept on chip as the next layer's input; and
+for ``feie`` with ``feie_read_ports = 2`` a second read port, ``r1``, the engine's
+own: :func:`~celosia.rtl.dataflows.ifmap_read_ports`); param is written by the load
+DMA and read by the store DMA;
 psum is written by the compute engine and read on port 0 by the compute engine
 (accumulate) and on port 1 by the store DMA.
 
@@ -31,6 +34,7 @@ from .arrays import make_engine
 from .buffers import LaneBuffer
 from .config import AccelConfig, check_config
 from .controller import Controller, CsrSignature, EventSignature, NodeSignature, engine_view
+from .dataflows import ifmap_read_ports
 from .dma import LoadEngine, StoreEngine
 from .dram import BusArbiter, DramBusSignature, DramModel, host_members
 from .isa import PARAM_BYTES
@@ -78,7 +82,9 @@ class Accelerator(wiring.Component):
         m.submodules.vector = vector = VectorEngine(cfg)
         m.submodules.store = store = StoreEngine(cfg)
         m.submodules.arbiter = arbiter = BusArbiter(3, cfg.dram_words, cfg.bus_bits)
-        m.submodules.ifmap_buf = ifmap = LaneBuffer(cfg.rows, 8, cfg.ifmap_rows, write_ports=2)
+        n_rd = ifmap_read_ports(cfg)
+        m.submodules.ifmap_buf = ifmap = LaneBuffer(cfg.rows, 8, cfg.ifmap_rows, read_ports=n_rd,
+                                                    write_ports=2)
         m.submodules.weight_buf = weight = LaneBuffer(cfg.cols, 8, cfg.weight_rows)
         m.submodules.param_buf = param = LaneBuffer(PARAM_BYTES, 8, cfg.param_depth)
         m.submodules.psum_buf = psum = LaneBuffer(cfg.cols, 32, cfg.psum_rows, read_ports=2)
@@ -118,6 +124,8 @@ class Accelerator(wiring.Component):
             m.d.comb += [ifmap.r0.addr.eq(compute.ifmap.addr), ifmap.r0.en.eq(compute.ifmap.en),
                          psum.w.addr.eq(compute.psum_wr.addr), psum.w.en.eq(compute.psum_wr.en),
                          psum.w.data.eq(compute.psum_wr.data)]
+        if n_rd == 2:           # feie's second pixel read port: the engine's alone
+            wiring.connect(m, compute=compute.ifmap1, buffer=ifmap.r1)
         wiring.connect(m, store=store.psum_rd, buffer=psum.r1)
         wiring.connect(m, store=store.param_rd, buffer=param.r0)
         return m

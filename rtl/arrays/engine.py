@@ -22,7 +22,7 @@ from celosia.rtl import isa
 from celosia.rtl.buffers import BufferReadSignature, BufferWriteSignature
 from celosia.rtl.config import FEIE_TAPS, RS_SPAD, AccelConfig, check_config
 from celosia.rtl.controller.signatures import EngineSignature
-from celosia.rtl.dataflows import dataflow
+from celosia.rtl.dataflows import dataflow, ifmap_read_ports
 
 __all__ = ["ComputeEngineSignature", "ComputeEngine", "ControlledEngine", "gemm_insn_in_range",
            "gemm_check_register", "legal_gemm", "insn_check_state", "finish_states"]
@@ -64,6 +64,10 @@ class ComputeEngineSignature(wiring.Signature):
             a non-zero input; 0 on the dense arrays); the controller counts it in
             MAC_CYCLES.
     ifmap : Out(BufferReadSignature(ifmap_rows, rows*8))
+        Ifmap buffer read port 0 (shared with the vector engine in the top).
+    ifmap1 : Out(BufferReadSignature(ifmap_rows, rows*8))
+        Only where :func:`~celosia.rtl.dataflows.ifmap_read_ports` is 2 (``feie`` with
+        ``feie_read_ports = 2``): a second read port, the buffer's read port 1.
     weight : Out(BufferReadSignature(weight_rows, cols*8))
     psum_rd : Out(BufferReadSignature(psum_rows, cols*32))
         Psum buffer read port 0 (accumulate reads).
@@ -72,13 +76,17 @@ class ComputeEngineSignature(wiring.Signature):
 
     def __init__(self, config: AccelConfig):
         self._config = check_config(config)
-        super().__init__({
+        ifmap = BufferReadSignature(config.ifmap_rows, config.rows * config.act_bits)
+        members = {
             "ctrl": In(EngineSignature(isa.GemmInsn, zero_skips=True)),
-            "ifmap": Out(BufferReadSignature(config.ifmap_rows, config.rows * config.act_bits)),
+            "ifmap": Out(ifmap),
             "weight": Out(BufferReadSignature(config.weight_rows, config.cols * config.weight_bits)),
             "psum_rd": Out(BufferReadSignature(config.psum_rows, config.cols * config.acc_bits)),
             "psum_wr": Out(BufferWriteSignature(config.psum_rows, config.cols, config.acc_bits)),
-        })
+        }
+        if ifmap_read_ports(config) == 2:
+            members["ifmap1"] = Out(ifmap)
+        super().__init__(members)
 
     @property
     def config(self):

@@ -21,6 +21,7 @@ from celosia.rtl import isa
 from celosia.rtl.arrays.blocks import Block, place
 from celosia.rtl.arrays.engine import ComputeEngine, gemm_check_register, insn_check_state, legal_gemm
 from celosia.rtl.config import FEIE_TAPS
+from celosia.rtl.dataflows import ifmap_read_ports
 from celosia.rtl.dma import accept_state
 
 __all__ = ["FEIEArray", "FEIEColumn", "FEIEQueue", "FEIETiming", "cycles", "sequence_timing", "group_plan", "row_geometry", "row_trace",
@@ -76,7 +77,9 @@ class RowTrace(SimpleNamespace):
     (cycles in which some group multiplies an input), ``zero_skips`` (inputs equal to
     ``in_zp`` that no PE multiplies), ``macs`` (per MAC cycle: ``(cycle, group, pixel
     address, k, [(slot, output m, tap fw), ...])``, with ``log=True``) and ``writes``
-    (``(cycle granted, group, output m)`` in grant order, with ``log=True``), ``last_grant``
+    (``(cycle granted, group, output m)`` in grant order, with ``log=True``), ``reads``
+    (``(cycle granted, group, ifmap buffer row)`` in grant order, the read port 0's first in a
+    cycle, with ``log=True``), ``last_grant``
     (the last write's grant cycle; None for an illegal or empty GEMM)."""
 
 
@@ -91,7 +94,7 @@ def row_trace(insn, config, ifmap, log: bool = False, start: int = 2) -> RowTrac
     one ran (:class:`FEIETiming`); the weights land at the same cycles either way."""
     g = legal_gemm(insn, config)
     if g is None or g.m_len == 0 or g.n_len == 0:
-        return RowTrace(cycles=1, mac_cycles=0, zero_skips=0, macs=[], writes=[], last_grant=None)
+        return RowTrace(cycles=1, mac_cycles=0, zero_skips=0, macs=[], writes=[], reads=[], last_grant=None)
     geo = row_geometry(g, config.rows)
     S, s, P, G = geo.S, geo.s, geo.P, geo.G
     gp = geo.groups
@@ -113,7 +116,8 @@ def row_trace(insn, config, ifmap, log: bool = False, start: int = 2) -> RowTrac
     raddr = [start_of(gi, 0) if npc[gi] else 0 for gi in range(G)]
     aseq = [0] * G
     queue = [[] for _ in range(G)]
-    arriving = None                        # (group, addr) of the read issued last cycle
+    arriving = []                          # (group, addr) of the reads issued last cycle
+    ports = config.feie_read_ports
     # writer (per group): write task, output in it, its slot, seq base, ...
     wt = [0] * G
     xw = [0] * G
@@ -123,7 +127,7 @@ def row_trace(insn, config, ifmap, log: bool = False, start: int = 2) -> RowTrac
     fs = [[j * s for j in range(P)] for _ in range(G)]
     sv = [[bool(npc[gi]) and j < pieces[gi][0][2] for j in range(P)] for gi in range(G)]
     wptr = rptr = 0
-    macs, writes = [], []
+    macs, writes, reads = [], [], []
     mac_cycles = zero_skips = 0
     wready_at = geo.W + 3
     c = start
@@ -131,7 +135,7 @@ def row_trace(insn, config, ifmap, log: bool = False, start: int = 2) -> RowTrac
     while True:
         if all(wt[gi] >= npc[gi] for gi in range(G)):
             return RowTrace(cycles=max(last_grant + 2, wready_at + 1), mac_cycles=mac_cycles, zero_skips=zero_skips,
-                            macs=macs, writes=writes, last_grant=last_grant)
+                            macs=macs, writes=writes, reads=reads, last_grant=last_grant)
         # 1. one psum write: round robin over the groups whose next output is complete
         cpos = [queue[gi][0][0] if queue[gi] else aseq[gi] for gi in range(G)]
         elig = [wt[gi] < npc[gi] and cpos[gi] > wb[gi] + xw[gi] * s + S - 1 for gi in range(G)]
@@ -179,32 +183,34 @@ def row_trace(insn, config, ifmap, log: bool = False, start: int = 2) -> RowTrac
                 macs.append((c, gi, addr, k, hits))
             retire[gi] = not ks
         mac_cycles += any_mac
-        # 3. one ifmap read: round robin over the groups with pixels left and room for them
-        nz_arr = None
-        if arriving is not None:
-            ga, addr = arriving
-            nz_arr = [k for k in range(g.k_len) if buf[addr, k] != zp]
-        req = []
-        for gi in range(G):
-            room = len(queue[gi]) - retire[gi] + (arriving is not None and arriving[0] == gi
-                                                  and bool(nz_arr))
-            req.append(rt[gi] < npc[gi] and room < 2)
-        rgrant = _round_robin(req, rptr)
-        # 4. the pixel read last cycle lands (zero pixels are dropped), the head retires
-        if arriving is not None:
-            ga, addr = arriving
-            zero_skips += g.k_len - len(nz_arr)
-            if nz_arr:
-                queue[ga].append((aseq[ga], addr, nz_arr))
+        # 3. up to `ports` ifmap reads, of different groups: round robin over the groups with
+        #    pixels left and room for them, each port from the group after the one before
+        landing = [(ga, addr, [k for k in range(g.k_len) if buf[addr, k] != zp]) for ga, addr in arriving]
+        pushed = {ga for ga, _, nz in landing if nz}
+        req = [rt[gi] < npc[gi] and len(queue[gi]) - retire[gi] + (gi in pushed) < 2 for gi in range(G)]
+        rgrants, ptr = [], rptr
+        for _ in range(ports):
+            gi = _round_robin(req, ptr)
+            if gi is None:
+                break
+            rgrants.append(gi)
+            req[gi], ptr = False, gi + 1
+        # 4. the pixels read last cycle land (zero pixels are dropped), the heads retire
+        for ga, addr, nz in landing:
+            zero_skips += g.k_len - len(nz)
+            if nz:
+                queue[ga].append((aseq[ga], addr, nz))
             aseq[ga] += 1
         for gi in range(G):
             if retire[gi]:
                 queue[gi].pop(0)
-        arriving = None
-        if rgrant is not None:
-            gi = rgrant
-            rptr = (gi + 1) % G
-            arriving = (gi, raddr[gi])
+        arriving = []
+        if rgrants:
+            rptr = (rgrants[-1] + 1) % G
+        for gi in rgrants:
+            arriving.append((gi, raddr[gi]))
+            if log:
+                reads.append((c, gi, raddr[gi]))
             rp[gi] += 1
             raddr[gi] += geo.pstep
             if rp[gi] == wp_of(gi, rt[gi]):
@@ -544,12 +550,16 @@ class FEIEArray(ComputeEngine):
       cycle's write): ``p < (x+P)*s`` for its next output ``x``, in its current task (a
       task's pixels wait for the previous task's last write, which may be in the same
       cycle). A head whose last non-zero input is taken leaves the queue;
-    * **ifmap read port** (one row per cycle, shared): a group with pixels left requests
+    * **ifmap read ports** (``feie_read_ports`` of them, 1 or 2: ``ifmap`` and ``ifmap1``,
+      one row per cycle each, shared by the groups): a group with pixels left requests
       when its queue, after this cycle's departure and arrival, holds fewer than two; a
-      rotating-priority arbiter grants one; the row lands the next cycle, and a pixel with
-      no non-zero input (every ``k < k_len`` equal to ``in_zp``) is dropped on landing:
-      it costs its read but no MAC cycle. ``zero_skips`` reports, in the landing cycle, the
-      pixel's ``k_len`` minus its non-zero inputs (each saves a MAC cycle of its group).
+      rotating-priority arbiter grants port 0 to the first requester from its pointer on
+      and port 1 (if there are two) to the next requester after that one (so two
+      different groups), and moves its pointer to the group after the last one granted;
+      each row lands the next cycle, and a pixel with no non-zero input (every ``k <
+      k_len`` equal to ``in_zp``) is dropped on landing: it costs its read but no MAC
+      cycle. ``zero_skips`` reports, in the landing cycle, the landing pixels' ``k_len``
+      minus their non-zero inputs (each saves a MAC cycle of its group).
 
     ``done`` pulses two cycles after the last write grant (the write lands in between), and
     not before cycle ``W + 4`` (the weight loader has finished: nothing of this GEMM lands
@@ -563,8 +573,8 @@ class FEIEArray(ComputeEngine):
     one input per cycle and reads one pixel per ``k_len`` cycles, so a group is busy
     ``k_len`` cycles per pixel of its tasks (``Q*s + (S-s)`` per task); zeros shorten that
     down to the bounds of the
-    two shared ports (``G`` groups' pixels through one read port; ``m_len`` writes through
-    one write port).
+    shared ports (``G`` groups' pixels through ``feie_read_ports`` read ports; ``m_len``
+    writes through one write port).
     """
 
     #: GEMMs accepted and not yet done at most: the running one and the next
@@ -658,10 +668,16 @@ class FEIEArray(ComputeEngine):
 
         # -- groups: reader, pixel queue, writer ---------------------------------------------
         SEQ = 24
-        arr_on, arr_g = Signal(), Signal(range(max(R, 2)))
-        lanes = [self.ifmap.data[k * ab:(k + 1) * ab] for k in range(R)]
-        arr_nz = Signal(R)
-        m.d.comb += arr_nz.eq(Cat((lanes[k] != zp.as_unsigned()) & (insn.k_len > k) for k in range(R)))
+        # per ifmap read port (ifmap, and ifmap1 with feie_read_ports = 2): the pixel it
+        # brings this cycle (read last cycle), for group g, and its non-zero inputs
+        rports = [self.ifmap] + ([self.ifmap1] if ifmap_read_ports(cfg) == 2 else [])
+        arr = []
+        for pi, port in enumerate(rports):
+            a = SimpleNamespace(on=Signal(name=f"arr_on_{pi}"), g=Signal(range(max(R, 2)), name=f"arr_g_{pi}"),
+                                nz=Signal(R, name=f"arr_nz_{pi}"), data=port.data)
+            lanes = [port.data[k * ab:(k + 1) * ab] for k in range(R)]
+            m.d.comb += a.nz.eq(Cat((lanes[k] != zp.as_unsigned()) & (insn.k_len > k) for k in range(R)))
+            arr.append(a)
         grp = []
         for gi in range(R):
             d = SimpleNamespace()
@@ -672,8 +688,15 @@ class FEIEArray(ComputeEngine):
             d.aseq = Signal(SEQ, name=f"aseq_{gi}")
             # the group's pixel queue (FEIEQueue): two entries, the head's lowest input left
             d.q = place(m, f"queue_{gi}", FEIEQueue(R, ab, SEQ), self._blocks)
-            m.d.comb += [d.q.data.eq(self.ifmap.data), d.q.nz.eq(arr_nz), d.q.seq.eq(d.aseq),
-                         d.q.zp.eq(zp), d.q.setup.eq(setup)]
+            # its pixel arrives on port 1 if that one brings it, else (if at all) on port 0
+            d.arrive = [_held(m, f"arrive_{gi}_{pi}", a.on & (a.g == gi)) for pi, a in enumerate(arr)]
+            d.push = _held(m, f"push_{gi}", Cat(d.arrive[pi] & a.nz.any() for pi, a in enumerate(arr)).any())
+            if len(arr) == 2:
+                m.d.comb += [d.q.data.eq(Mux(d.arrive[1], arr[1].data, arr[0].data)),
+                             d.q.nz.eq(Mux(d.arrive[1], arr[1].nz, arr[0].nz))]
+            else:
+                m.d.comb += [d.q.data.eq(arr[0].data), d.q.nz.eq(arr[0].nz)]
+            m.d.comb += [d.q.seq.eq(d.aseq), d.q.zp.eq(zp), d.q.setup.eq(setup), d.q.push.eq(d.push)]
             d.qv = [d.q.qv[0], d.q.qv[1]]
             d.wt, d.xw = Signal(24, name=f"wt_{gi}"), Signal(16, name=f"xw_{gi}")
             d.wslot = Signal(range(NP), name=f"wslot_{gi}")
@@ -823,34 +846,41 @@ class FEIEArray(ComputeEngine):
         # -- ifmap reads: request, grant, landing ----------------------------------------------
         reqs = []
         for gi, d in enumerate(grp):
-            push = arr_on & (arr_g == gi) & arr_nz.any()
-            occ = d.qv[0] + d.qv[1] - d.retire + push
+            occ = d.qv[0] + d.qv[1] - d.retire + d.push
             rq = Signal(name=f"rreq_{gi}")
             m.d.comb += rq.eq(run & d.active & (d.rt < d.estop) & (occ < 2))
             reqs.append(rq)
-            m.d.comb += d.q.push.eq(push)
-        rg_on, rg = _rotating_pick(m, reqs, rptr, "rgrant")
+        # port 0 takes the first requester from rptr on, port 1 the next one after it
+        rgrants = [_rotating_pick(m, reqs, rptr, "rgrant")]
+        if len(rports) == 2:
+            g0_on, g0 = rgrants[0]
+            rgrants.append(_rotating_pick(m, [rq & (g0 != gi) for gi, rq in enumerate(reqs)], g0 + 1,
+                                          "rgrant1"))
+        rg_on, rg = rgrants[0]
+        rg_last = rg if len(rgrants) == 1 else _held(m, "rgrant_last", Mux(rgrants[1][0], rgrants[1][1], rg))
         with m.If(rg_on):
-            m.d.sync += rptr.eq(Mux(rg + 1 == G, 0, rg + 1))
-        m.d.comb += [self.ifmap.addr.eq(Array(d.raddr for d in grp)[rg]), self.ifmap.en.eq(rg_on)]
-        m.d.sync += [arr_on.eq(rg_on), arr_g.eq(rg)]
-        with m.If(arr_on):
-            m.d.comb += self.zero_skips.eq(insn.k_len - sum(arr_nz[k] for k in range(R)))
+            m.d.sync += rptr.eq(Mux(rg_last + 1 == G, 0, rg_last + 1))
+        raddrs = Array(d.raddr for d in grp)
+        for port, a, (on, gsel) in zip(rports, arr, rgrants):
+            m.d.comb += [port.addr.eq(raddrs[gsel]), port.en.eq(on)]
+            m.d.sync += [a.on.eq(on), a.g.eq(gsel)]
+        m.d.comb += self.zero_skips.eq(sum(Mux(a.on, insn.k_len - sum(a.nz[k] for k in range(R)), 0)
+                                           for a in arr))
 
         for gi, d in enumerate(grp):
-            with m.If(rg_on & (rg == gi)):
+            with m.If(Cat(on & (gsel == gi) for on, gsel in rgrants).any()):
                 with m.If(d.rp == d.rwp - 1):     # the next task: row rt + 1 from its start
                     m.d.sync += [d.rp.eq(0), d.rt.eq(d.rt + 1), d.line.eq(d.line + lstep),
                                  d.raddr.eq(d.line + lstep),
                                  d.rwp.eq(Mux(d.rt + 1 == d.e1, d.wplast, wp_full))]
                 with m.Else():
                     m.d.sync += [d.rp.eq(d.rp + 1), d.raddr.eq(d.raddr + pstep)]
-            with m.If(arr_on & (arr_g == gi)):
+            with m.If(Cat(d.arrive).any()):
                 m.d.sync += d.aseq.eq(d.aseq + 1)
 
         # -- setup in CHECK: every group at its first task -------------------------------------
         with m.If(setup):
-            m.d.sync += [wptr.eq(0), rptr.eq(0), arr_on.eq(0)]
+            m.d.sync += [wptr.eq(0), rptr.eq(0)] + [a.on.eq(0) for a in arr]
             # group g's start (e, x), its row's first pixel and its own, from group g-1's
             # end: + Q = qn rows + qx outputs (a carry when x passes n_out)
             ce, cx, cline, cxoff = Const(0, 24), Const(0, 16), Const(0, 24), Const(0, 24)

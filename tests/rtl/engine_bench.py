@@ -9,6 +9,7 @@ from amaranth.lib import wiring
 
 from celosia.rtl import isa
 from celosia.rtl.buffers import BufferWriteSignature, LaneBuffer
+from celosia.rtl.dataflows import ifmap_read_ports
 from helpers import (engine_monitor, issue_and_drain, pack, psum_write_mux, read_rows, simulate, unpack,
                      write_rows)
 
@@ -21,7 +22,7 @@ class Harness(Elaboratable):
     def __init__(self, cfg, engine):
         self.cfg = cfg
         self.ws = engine(cfg)
-        self.ifmap = LaneBuffer(cfg.rows, 8, cfg.ifmap_rows)
+        self.ifmap = LaneBuffer(cfg.rows, 8, cfg.ifmap_rows, read_ports=ifmap_read_ports(cfg))
         self.weight = LaneBuffer(cfg.cols, 8, cfg.weight_rows)
         self.psum = LaneBuffer(cfg.cols, 32, cfg.psum_rows, read_ports=2)
         self.tb_psum_w = BufferWriteSignature(cfg.psum_rows, cfg.cols, 32).create(path=("tb_psum_w",))
@@ -33,6 +34,8 @@ class Harness(Elaboratable):
         m.submodules.weight = self.weight
         m.submodules.psum = self.psum
         wiring.connect(m, engine=self.ws.ifmap, buffer=self.ifmap.r0)
+        if ifmap_read_ports(self.cfg) == 2:
+            wiring.connect(m, engine=self.ws.ifmap1, buffer=self.ifmap.r1)
         wiring.connect(m, engine=self.ws.weight, buffer=self.weight.r0)
         wiring.connect(m, engine=self.ws.psum_rd, buffer=self.psum.r0)
         psum_write_mux(m, self.psum.w, self.tb_psum_w, self.ws.psum_wr)

@@ -19,9 +19,9 @@ from engine_bench import run_program
 from helpers import overlap_monitor
 
 
-def cfg_of(rows, cols, ifmap_rows=128):
+def cfg_of(rows, cols, ifmap_rows=128, ports=2):
     return AccelConfig(rows=rows, cols=cols, dataflow="feie", ifmap_rows=ifmap_rows, weight_rows=64,
-                       psum_rows=64)
+                       psum_rows=64, feie_read_ports=ports)
 
 
 def wrap32(v):
@@ -231,12 +231,14 @@ def random_gemm(rng, cfg, density, zp):
                     psum_row=rng.randrange(0, 8), in_zp=zp)
 
 
-@pytest.mark.parametrize("rows,cols,seed", [(3, 2, 1), (2, 3, 3), (6, 1, 5)])
-def test_random_sparsity(rows, cols, seed):
+@pytest.mark.parametrize("rows,cols,seed,ports", [(3, 2, 1, 2), (2, 3, 3, 2), (6, 1, 5, 2), (6, 1, 5, 1),
+                                                  (4, 2, 9, 1)])
+def test_random_sparsity(rows, cols, seed, ports):
     """Random plain / windowed GEMMs (1..3 taps, strides, padding in the row pitch,
-    accumulate, zero points) at 0 .. 90% zeros: exact results, latency and zero_skips as
-    row_trace computes them from the data, the groups' reads and writes arbitrated."""
-    cfg = cfg_of(rows, cols)
+    accumulate, zero points) at 0 .. 90% zeros, with one or two ifmap read ports: exact
+    results, latency and zero_skips as row_trace computes them from the data, the groups'
+    reads and writes arbitrated."""
+    cfg = cfg_of(rows, cols, ports=ports)
     rng = random.Random(seed)
     for density in (1.0, 0.5, 0.1, 0.0):
         zp = rng.choice([0, -128, 23])
@@ -257,13 +259,13 @@ def test_random_sparsity(rows, cols, seed):
         assert skips == sum(t.zero_skips for t in traces)
 
 
-@pytest.mark.parametrize("rows,cols", [(1, 1), (4, 3)])
-def test_random_back_to_back(rows, cols):
+@pytest.mark.parametrize("rows,cols,ports", [(1, 1, 2), (4, 3, 2), (4, 3, 1)])
+def test_random_back_to_back(rows, cols, ports):
     """Random GEMMs issued back to back and after gaps (the engine takes the next one while
     one runs, sequence_timing): psum hazards between accumulating GEMMs on the same rows,
     k_len = 0, n_len = 0, m_len = 0, errors (waiting behind a running GEMM too), all-zero
     inputs, and zero points mixed in; bit-exact, accept / end cycles sequence_timing's."""
-    cfg = cfg_of(rows, cols, ifmap_rows=32)
+    cfg = cfg_of(rows, cols, ifmap_rows=32, ports=ports)
     rng = random.Random(rows * 7 + cols)
     zp = -5
     ifmap = np.array([[rng.choice([zp, zp, rng.randrange(-128, 128)]) for _ in range(rows)]
@@ -448,32 +450,90 @@ def test_phase_sets_random(rows, cols, seed):
 
 
 def test_signature_and_verilog():
+    """The second ifmap read port (``ifmap1``) is in the signature with feie_read_ports = 2
+    only, and never on the other dataflows (whatever feie_read_ports says)."""
     cfg = cfg_of(3, 2)
     assert FEIEArray(cfg).signature == ComputeEngineSignature(cfg)
+    assert "ifmap1" in ComputeEngineSignature(cfg).members
+    assert "ifmap1" not in ComputeEngineSignature(cfg_of(3, 2, ports=1)).members
+    for df in ("ws", "os", "rs"):
+        assert "ifmap1" not in ComputeEngineSignature(dataclasses.replace(cfg, dataflow=df)).members
     assert "module" in verilog.convert(FEIEArray(cfg_of(4, 2)))
+    assert "module" in verilog.convert(FEIEArray(cfg_of(4, 2, ports=1)))
 
 
 # -- each group a contiguous range of outputs (group_plan) -----------------------------------
 
-def test_ranges_hand_worked():
+#: test_ranges_hand_worked's reads, MACs and writes, per read port count: ``(reads (cycle,
+#: port, buffer row)), MACs (cycle, group), writes (cycle, group, output m)``
+HAND_WORKED = {
+    # one port: reads 2 (g0 p0), 3 (g1 p2), 4 (g0 p1), 5 (g1 p3); MACs g0 4, 5 (p0), 6, 7
+    # (p1), g1 5, 6 (p2), 7, 8 (p3); grants 6 (m 0), 7 (m 2), 8 (m 1: group 0's second
+    # output waits for its pixel 1), 9 (m 3)
+    1: ([(2, 0, 0), (3, 0, 2), (4, 0, 1), (5, 0, 3)],
+        [(4, 0), (5, 0), (5, 1), (6, 0), (6, 1), (7, 0), (7, 1), (8, 1)],
+        [(6, 0, 0), (7, 1, 2), (8, 0, 1), (9, 1, 3)]),
+    # two ports: both groups read in cycle 2 (port 0 g0 p0, port 1 g1 p2: the next requester
+    # after group 0) and 3 (p1, p3: the pointer is back at group 0); MACs g0 4, 5 (p0), g1
+    # 4, 5 (p2); group 0 is granted the write of m 0 in 6 and takes p1 in 6, 7; group 1
+    # waits for its write of m 2 (granted in 7: group 0 had it in 6) to take p3, in 7, 8;
+    # grants 6 (m 0), 7 (m 2), 8 (m 1), 9 (m 3): the write port binds, done 11 again
+    2: ([(2, 0, 0), (2, 1, 2), (3, 0, 1), (3, 1, 3)],
+        [(4, 0), (4, 1), (5, 0), (5, 1), (6, 0), (7, 0), (7, 1), (8, 1)],
+        [(6, 0, 0), (7, 1, 2), (8, 0, 1), (9, 1, 3)]),
+}
+
+
+def read_monitor(log):
+    """overlap_monitor plus, every cycle, the ifmap reads issued: ``log`` gets ``(cycle,
+    port, buffer row)`` (port 1: the engine's ``ifmap1``, where it has one)."""
+    def make(engine, events):
+        ports = [engine.ifmap] + ([engine.ifmap1] if hasattr(engine, "ifmap1") else [])
+
+        async def monitor(ctx):
+            cycle = 0
+            async for _, _, *vals in ctx.tick().sample(*[x for p in ports for x in (p.en, p.addr)]):
+                log.extend((cycle, pi, vals[2 * pi + 1]) for pi in range(len(ports)) if vals[2 * pi])
+                cycle += 1
+        return [overlap_monitor(engine, events), monitor]
+    return make
+
+
+@pytest.mark.parametrize("ports", [1, 2])
+def test_ranges_hand_worked(ports):
     """One output row of 4 one-tap outputs (k_len 2) on 2 PE rows (P 1, G 2): Q = 2 outputs
     per group, group 0 takes outputs 0, 1 (pixels 0, 1), group 1 outputs 2, 3 (pixels 2, 3).
-    Worked by hand from FEIEArray's text: W 2 (weight rows read 2, 3, usable from 4, 5);
-    reads 2 (g0 p0), 3 (g1 p2), 4 (g0 p1), 5 (g1 p3); MACs g0 4, 5 (p0), 6, 7 (p1), g1 5, 6
-    (p2), 7, 8 (p3); grants 6 (m 0), 7 (m 2), 8 (m 1: group 0's second output waits for
-    its pixel 1), 9 (m 3); done 11. Whole rows to groups would put all 8 MACs on group 0
-    (4 .. 11, done 14)."""
-    cfg = AccelConfig(rows=2, cols=1, dataflow="feie", ifmap_rows=32)
+    Worked by hand from FEIEArray's text (HAND_WORKED): W 2 (weight rows read 2, 3, usable
+    from 4, 5); with one ifmap read port the groups' reads alternate, with two both groups
+    read in one cycle; done 11 either way (the one psum write port binds). Whole rows to
+    groups would put all 8 MACs on group 0 (4 .. 11, done 14). The model (row_trace) and
+    the engine in the Amaranth simulator (its read ports' ``en`` / ``addr``) both."""
+    cfg = AccelConfig(rows=2, cols=1, dataflow="feie", ifmap_rows=32, feie_read_ports=ports)
     ifmap = np.zeros((32, 2), dtype=np.int64)
     ifmap[:4] = [[1, 2], [3, 4], [5, 6], [7, 8]]
     insn = row_insn(1, 4, k_len=2)
     geo = row_geometry(SimpleNamespace(**insn), 2)
     assert (geo.Q, [p.pieces for p in geo.groups]) == (2, [[(0, 0, 2)], [(0, 2, 2)]])
+    reads, macs, writes = HAND_WORKED[ports]
     t = row_trace(insn, cfg, ifmap, log=True)
     assert t.cycles == 11
-    assert [(c, gi) for c, gi, *_ in t.macs] == [(4, 0), (5, 0), (5, 1), (6, 0), (6, 1), (7, 0), (7, 1),
-                                                 (8, 1)]
-    assert t.writes == [(6, 0, 0), (7, 1, 2), (8, 0, 1), (9, 1, 3)]
+    assert [(c, gi) for c, gi, *_ in t.macs] == macs
+    assert t.writes == writes
+    # the model's reads in grant order (port 0's first in a cycle): group g reads pixels
+    # 2g, 2g + 1
+    assert [(c, a) for c, _, a in t.reads] == [(c, a) for c, _, a in reads]
+    assert all(a // 2 == gi for _, gi, a in t.reads)
+    log = []
+    weight = np.zeros((cfg.weight_rows, 1), dtype=np.int64)
+    weight[:2, 0] = [3, -2]
+    psum0 = np.zeros((cfg.psum_rows, 1), dtype=np.int64)
+    psum, events, _ = run_program(cfg, ifmap, weight, psum0, [insn], [0], FEIEArray, monitor=read_monitor(log))
+    expect = psum0.copy()
+    ref(expect, ifmap, weight, insn)
+    np.testing.assert_array_equal(psum, expect)
+    (_, acc), (_, done) = events
+    assert done - acc == 11
+    assert [(c - acc, p, a) for c, p, a in log] == reads
 
 
 #: GEMMs on 8 PE rows and each group's tasks (output row, first output, outputs), worked
@@ -497,11 +557,12 @@ R8_CASES = [
 ]
 
 
-def test_ranges_engine():
+@pytest.mark.parametrize("ports", [1, 2])
+def test_ranges_engine(ports):
     """Those GEMMs through the engine (the Amaranth simulator), dense (ifmap rows 0..31)
-    and at 40% zeros (rows 32..63): bit-exact, latency and zero_skips row_trace's; each
-    group writes exactly its outputs."""
-    cfg = cfg_of(8, 2, ifmap_rows=64)
+    and at 40% zeros (rows 32..63), with one or two ifmap read ports: bit-exact, latency
+    and zero_skips row_trace's; each group writes exactly its outputs."""
+    cfg = cfg_of(8, 2, ifmap_rows=64, ports=ports)
     rng = random.Random(11)
     zp = -3
     ifmap = np.array([[rng.choice([v for v in range(-128, 128) if v != zp]) if r < 32 or rng.random() < 0.6
