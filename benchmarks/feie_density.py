@@ -9,7 +9,11 @@ conv5_x 3x3 layers, stride 1, and VGG-16's conv3_1) on the Verilator model of th
 ``feie`` array with ReLU-like inputs (uniform in [0, 1), a fraction of them 0: the
 calibration range is [0, 1), so a real zero is the input zero point -128, which feie
 skips) at 0, 25, 50, 70 and 90% zeros, and each layer once on ``os`` and ``ws`` (dense
-arrays: their cycles do not depend on the data). ``--quick`` runs two small layers
+arrays: their cycles do not depend on the data). Each sparsity's feie run uses the layer
+quantized on calibration data of that sparsity, as a user calibrates on representative
+inputs: the compiler maps feie's GEMMs for the zeros the calibration measured
+(``QLayer.in_zeros``; docs/dataflows.md, FEIE), so the dense run and a sparse one may run
+different programs. ``--quick`` runs two small layers
 instead (seconds). Columns: ``cycles`` (the accelerator's cycle counter: the whole layer,
 loads included), ``util`` (MACs / (PEs * cycles)), ``speed-up`` (feie's dense cycles /
 these), ``ideal`` (``1 / (1 - zeros)``), ``of ideal`` (speed-up / ideal), ``os/feie`` and
@@ -68,12 +72,15 @@ def dram_size(need: int) -> int:
     return size
 
 
-def relu_model(shape, seed):
-    """A one-layer conv model quantized on ReLU-like data: input zero point -128."""
+def relu_model(shape, seed, sparsity=0.0):
+    """A one-layer conv model quantized on ReLU-like data with a fraction ``sparsity`` of
+    zeros (representative inputs, as a user calibrates: the layer's ``in_zeros``, which
+    feie's compiler maps for): input zero point -128."""
     h, w, c, n, k = shape
     graph = conv_layer(h, w, c, n, k, stride=1, pad=k // 2, seed=seed)
     rng = np.random.default_rng(seed)
     calib = rng.uniform(0, 1, (4, h, w, c)).astype(np.float32)
+    calib[rng.random(calib.shape) < sparsity] = 0.0
     calib.reshape(4, -1)[0, 0] = 0.0
     return quantize_graph(graph, calib)
 
@@ -104,13 +111,18 @@ def hw_run(qmodel, x, config, profile=False, program=None):
 
 
 def part1(layers, rows, cols, sparsities):
-    """Each layer compiled once per dataflow (for the largest DRAM), the DRAM then sized to
+    """Each layer quantized once per sparsity, on calibration data of that sparsity (feie's
+    compiler chooses its GEMMs for the zeros the calibration measured; os and ws run the
+    dense one), compiled once per dataflow (for the largest DRAM), the DRAM then sized to
     the largest program, one Verilator model per dataflow."""
-    models = {name: relu_model(shape, seed=i) for i, (name, shape) in enumerate(layers.items())}
+    levels = sorted({0.0, *sparsities})
+    models = {(name, s): relu_model(shape, seed=i, sparsity=s)
+              for i, (name, shape) in enumerate(layers.items()) for s in levels}
     programs, configs = {}, {}
     for df in DATAFLOWS:
         base = AccelConfig(**{"dram_bytes": 1 << 28, **FIELDS, "rows": rows, "cols": cols, "dataflow": df})
-        progs = {name: compile_model(qm, base) for name, qm in models.items()}
+        progs = {key: compile_model(qm, base) for key, qm in models.items()
+                 if df == "feie" or key[1] == 0.0}
         configs[df] = dataclasses.replace(base, dram_bytes=dram_size(max(p.layout(1)["end"]
                                                                          for p in progs.values())))
         programs[df] = {name: dataclasses.replace(p, config=configs[df]) for name, p in progs.items()}
@@ -123,12 +135,14 @@ def part1(layers, rows, cols, sparsities):
             f"{'os/feie':>8}{'ws/feie':>8}{'mac_cycles':>11}{'zero_skips':>11}  bound")
     print(head, flush=True)
     for i, (name, shape) in enumerate(layers.items()):
-        qm = models[name]
+        qm = models[name, 0.0]
         dense = relu_input(shape, 0.0, 100 + i)
-        ref = {df: hw_run(qm, dense, configs[df], program=programs[df][name])["cycles"] for df in ("os", "ws")}
+        ref = {df: hw_run(qm, dense, configs[df], program=programs[df][name, 0.0])["cycles"]
+               for df in ("os", "ws")}
         base = None
         for s in sparsities:
-            rep = hw_run(qm, relu_input(shape, s, 100 + i), configs["feie"], program=programs["feie"][name])
+            rep = hw_run(models[name, s], relu_input(shape, s, 100 + i), configs["feie"],
+                         program=programs["feie"][name, s])
             cyc = rep["cycles"]
             base = base or cyc
             ideal = 1 / (1 - s)

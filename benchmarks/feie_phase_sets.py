@@ -1,24 +1,24 @@
-"""FEIE at stride 2: phase sets against runs of consecutive taps, dense and sparse.
+"""FEIE at stride 2: the compiler's mapping of a kernel row against fixed ones, dense and sparse.
 
     python benchmarks/feie_phase_sets.py [--array 8x8] [--sparsities 0,0.5,0.7]
                                          [--layers s2.28x28x128,s2.14x14x256]
 
 The stride-2 3x3 layers of ResNet-18 (the first conv of conv4_x and conv5_x; pad 1, random
 weights) on the ``feie`` array, inputs ReLU-like (zero point -128) with a fraction of
-zeros, on the perf back end (the RTL's cycles). Each layer is compiled twice: as this
-commit's compiler does (``lower_gemm.row_taps``: a kernel row's taps as the phase sets
-``{0, 2}``, ``{1}`` where the engine's dense formula gives fewer cycles,
-docs/compiler.md) and with ``row_taps`` patched to one run of the 3 taps per kernel row
-(the compiler before phase sets). Prints cycles and utilization of both and their ratio
-(above 1: the phase sets are faster); every output is checked against the golden model.
-The choice is made for dense inputs: with zeros the runs are faster (docs/dataflows.md,
-"FEIE", "Measured with phase sets").
+zeros, on the perf back end (the RTL's cycles). Each layer runs with each fixed mapping of
+its kernel rows (:data:`MAPPINGS`: one run of 3 taps, the cut 2 + 1, the phase sets
+``{0, 2}`` and ``{1}``; ``lower_gemm.row_taps`` patched) and with the compiler's own
+choice for a model calibrated at that sparsity (``row_taps`` by ``row_cost`` for the
+zeros the calibration measured, ``QLayer.in_zeros``; docs/compiler.md). Prints the cycles
+of each, the compiler's choice and its cycles over the best fixed one's (1.000: it picked
+the fastest); every output is checked against the golden model.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 
 import numpy as np
 
@@ -26,28 +26,55 @@ from celosia.rtl.config import AccelConfig
 from celosia.sw.cli import parse_array
 from celosia.sw.compiler import compile_model, lower_gemm
 from celosia.sw.driver import golden_forward, run_quantized
-from celosia.sw.quant import quantize_graph
+from celosia.sw.quant import CalibrationWarning, quantize_graph
 from celosia.sw.zoo import conv_layer
 
 #: name -> (H, W, C, N): 3x3, stride 2, pad 1
 LAYERS = {"s2.28x28x128": (28, 28, 128, 256), "s2.14x14x256": (14, 14, 256, 512)}
 
 
-def runs_only(row_taps):
-    """``row_taps`` with a 3-wide undilated kernel row at stride 2 as one run of 3 taps."""
-    def taps(Fw, sw, dw, k_len, config, out_h=1, out_w=1):
+#: name -> a 3-wide stride-2 kernel row's GEMMs ``(first tap, taps, step)`` (row_taps)
+MAPPINGS = {"run 3": [(0, 3, 1)], "2 + 1": [(0, 2, 1), (2, 1, 1)], "sets": [(0, 2, 2), (1, 1, 1)]}
+
+
+def fixed(row_taps, mapping):
+    """``row_taps`` with a 3-wide undilated kernel row at stride 2 mapped as ``mapping``."""
+    def taps(Fw, sw, dw, k_len, config, out_h=1, out_w=1, zeros=0.0):
         if (Fw, sw, dw) == (3, 2, 1):
-            return [(0, 3, 1)]
-        return row_taps(Fw, sw, dw, k_len, config, out_h, out_w)
+            return mapping
+        return row_taps(Fw, sw, dw, k_len, config, out_h, out_w, zeros)
     return taps
 
 
-def relu_model(h, w, c, n, seed):
+def compile_with(qmodel, config, mapping):
+    row_taps = lower_gemm.row_taps
+    lower_gemm.row_taps = fixed(row_taps, mapping)
+    try:
+        return compile_model(qmodel, config)
+    finally:
+        lower_gemm.row_taps = row_taps
+
+
+def kinds(program):
+    """The mapping a program's GEMMs take: a name of :data:`MAPPINGS`."""
+    from celosia.rtl.isa import Opcode, decode
+    got = {(d["win_w"], d["dil_w"]) for node in program.nodes for d in map(decode, node.insns)
+           if d["op"] == Opcode.GEMM}
+    return {frozenset({(3, 1)}): "run 3", frozenset({(2, 1), (1, 1)}): "2 + 1",
+            frozenset({(2, 2), (1, 1)}): "sets"}.get(frozenset(got), str(sorted(got)))
+
+
+def relu_model(h, w, c, n, seed, sparsity=0.0):
+    """The layer quantized on ReLU-like calibration data with a fraction ``sparsity`` of
+    zeros (its ``in_zeros``)."""
     graph = conv_layer(h, w, c, n, 3, stride=2, pad=1, seed=seed)
     rng = np.random.default_rng(seed)
     calib = rng.uniform(0, 1, (4, h, w, c)).astype(np.float32)
+    calib[rng.random(calib.shape) < sparsity] = 0.0
     calib.reshape(4, -1)[0, 0] = 0.0          # the range starts at 0: zero point -128
-    return quantize_graph(graph, calib)
+    with warnings.catch_warnings():           # 4 samples: enough for one layer's range
+        warnings.simplefilter("ignore", CalibrationWarning)
+        return quantize_graph(graph, calib)
 
 
 def relu_input(h, w, c, sparsity, seed):
@@ -67,31 +94,27 @@ def main(argv=None) -> int:
     layers = {n: LAYERS[n] for n in args.layers.split(",")} if args.layers else LAYERS
     config = AccelConfig(rows=rows, cols=cols, dataflow="feie", dram_bytes=1 << 26)
     pe = rows * cols
-    print(f"{'array':<7}{'layer':<15}{'zeros':>6}{'runs':>10}{'util':>8}{'phase sets':>12}{'util':>8}"
-          f"{'runs/sets':>11}")
+    print(f"{'array':<7}{'layer':<15}{'zeros':>6}" + "".join(f"{k:>10}" for k in MAPPINGS)
+          + f"{'compiler':>10}{'cycles':>10}{'util':>8}{'/best':>8}")
     bad = 0
     for name, (h, w, c, n) in layers.items():
         i = list(LAYERS).index(name)        # the seeds: the same layer, the same inputs
-        qmodel = relu_model(h, w, c, n, seed=i)
-        macs = qmodel.layers[0].macs
-        row_taps = lower_gemm.row_taps
-        lower_gemm.row_taps = runs_only(row_taps)
-        try:
-            runs = compile_model(qmodel, config)
-        finally:
-            lower_gemm.row_taps = row_taps
-        programs = {"runs": runs, "sets": compile_model(qmodel, config)}
         for sparsity in (float(s) for s in args.sparsities.split(",")):
+            qmodel = relu_model(h, w, c, n, seed=i, sparsity=sparsity)
+            macs = qmodel.layers[0].macs
+            programs = {k: compile_with(qmodel, config, m) for k, m in MAPPINGS.items()}
+            chosen = compile_model(qmodel, config)
             x_q = qmodel.quantize_input(relu_input(h, w, c, sparsity, seed=100 + i)).reshape(1, -1)
             golden = golden_forward(qmodel, x_q)
             cycles = {}
-            for kind, program in programs.items():
+            for kind, program in [*programs.items(), ("compiler", chosen)]:
                 result = run_quantized(qmodel, x_q, config, backend="perf", program=program, profile=False)
                 bad += not np.array_equal(result.y_q, golden)
                 cycles[kind] = result.report["cycles"]
-            r, s = cycles["runs"], cycles["sets"]
-            print(f"{args.array:<7}{name:<15}{sparsity:>6.0%}{r:>10}{macs / (pe * r):>8.1%}{s:>12}"
-                  f"{macs / (pe * s):>8.1%}{r / s:>11.3f}", flush=True)
+            best = min(cycles[k] for k in MAPPINGS)
+            got = cycles["compiler"]
+            print(f"{args.array:<7}{name:<15}{sparsity:>6.0%}" + "".join(f"{cycles[k]:>10}" for k in MAPPINGS)
+                  + f"{kinds(chosen):>10}{got:>10}{macs / (pe * got):>8.1%}{got / best:>8.3f}", flush=True)
     print("every output equals the golden model's" if not bad else f"{bad} runs differ from golden")
     return 1 if bad else 0
 

@@ -28,7 +28,7 @@ from celosia.errors import CompileError
 from celosia.rtl import isa
 from celosia.rtl.arrays.feie import row_geometry
 from celosia.rtl.config import FEIE_TAPS, AccelConfig, ceil_div
-from celosia.rtl.dataflows import dataflow
+from celosia.rtl.dataflows import dataflow, ifmap_read_ports
 from celosia.rtl.isa import BaseReg
 from celosia.sw.compiler.alloc import Allocation
 from celosia.sw.compiler.tiling import (GemmOp, OutTile, Unit, Window, conv_attrs, conv_blocks, load,
@@ -37,8 +37,19 @@ from celosia.sw.compiler.tiling import (GemmOp, OutTile, Unit, Window, conv_attr
 from celosia.sw.quant.model import QLayer
 
 __all__ = ["lower_fc", "lower_conv", "tap_rows", "row_taps", "row_cost", "fc_plan", "fc_traffic",
-           "psum_block_tiles", "conv_plan", "conv_traffic", "mapping", "fc_block_pitches", "LOWERINGS"]
+           "psum_block_tiles", "conv_plan", "conv_traffic", "mapping", "fc_block_pitches", "LOWERINGS",
+           "TIMING_FIELDS"]
 
+#: The run-only :class:`~celosia.rtl.config.AccelConfig` fields this family's choice of
+#: mapping reads (:data:`~celosia.sw.compiler.program.RUN_ONLY_FIELDS`): feie's ifmap read
+#: ports, in :func:`row_taps`'s cost.
+TIMING_FIELDS = ("feie_read_ports",)
+
+
+#: :func:`row_cost`'s bus cycles per GEMM: fetching it and its weight LOAD (two 32-byte
+#: instructions) over the default 64-bit bus. A GEMM more costs them on a layer near the
+#: bus's limit, where each instruction fetched delays a LOAD.
+_GEMM_FETCH = 2 * 32 // 8
 
 #: The largest ``dram_stride2`` of a LOAD.
 _MAX_STRIDE2 = isa.field_max(isa.LoadInsn, "dram_stride2")
@@ -174,7 +185,7 @@ def lower_conv(layer: QLayer, config: AccelConfig, batch: int, alloc: Allocation
     K_g = Fh * Fw * cin_g
     pb = 1 if resident else psum_block_tiles(hb * wb, config, nt if G > 1 else None)
     n_pb = ceil_div(nt, pb)
-    taps = row_taps(Fw, sw, dw, chunks[0][1], config, min(hb, Ho), wb)
+    taps = row_taps(Fw, sw, dw, chunks[0][1], config, min(hb, Ho), wb, layer.in_zeros or 0.0)
     # The output rows whose input row is padding are left out of a kernel row's GEMMs where
     # that padding adds nothing: the engine subtracts the zero point (feie), or it is 0
     # (elsewhere the bias folds in -in_zp * every weight, which the padding rows' in_zp
@@ -218,11 +229,14 @@ def lower_conv(layer: QLayer, config: AccelConfig, batch: int, alloc: Allocation
         return windows[key]
 
     def chunk_order(fhs):
-        """``(fh, t)`` of a chunk's GEMMs: kernel row by kernel row; with phase sets set by
-        set (every kernel row's first set, then every kernel row's second, ...), so that the
-        one-tap sets' weight LOADs, a kernel row apart in DRAM, merge into one
-        (:func:`~celosia.sw.compiler.tiling.merge_loads`)."""
-        if any(step > 1 for _, _, step in taps):
+        """``(fh, t)`` of a chunk's GEMMs, so that their weight LOADs merge
+        (:func:`~celosia.sw.compiler.tiling.merge_loads`): kernel row by kernel row where
+        each GEMM takes one tap or a whole kernel row (the taps in DRAM order: one tap at a
+        time, all ``Fh * Fw`` taps merge into one LOAD); set by set (every kernel row's
+        first set, then every kernel row's second, ...) where a kernel row has a GEMM of
+        several taps and others (phase sets, a cut such as 2 + 1), so that the one-tap
+        sets' LOADs, a kernel row apart in DRAM, merge into one."""
+        if len(taps) > 1 and any(n > 1 for _, n, _ in taps):
             return [(fh, t) for t in range(len(taps)) for fh in fhs]
         return [(fh, t) for fh in fhs for t in range(len(taps))]
 
@@ -332,7 +346,7 @@ def tap_rows(ho0: int, hbt: int, fh: int, H: int, sh: int, pt: int, dh: int) -> 
 
 
 def row_taps(Fw: int, sw: int, dw: int, k_len: int, config: AccelConfig, out_h: int = 1,
-             out_w: int = 1) -> list[tuple[int, int, int]]:
+             out_w: int = 1, zeros: float = 0.0) -> list[tuple[int, int, int]]:
     """``(first kernel column fw, taps, step)`` of each GEMM along one kernel row (its taps
     are the kernel columns ``fw, fw + step, ...``): one tap each (``win_w = 1``), except on
     the broadcast FEIE engine (``gemm_window = "row"``, rtl/arrays/feie.py), which takes up
@@ -349,9 +363,15 @@ def row_taps(Fw: int, sw: int, dw: int, k_len: int, config: AccelConfig, out_h: 
 
     A GEMM of ``n`` taps must fit: the outputs one pixel reaches (``1 + (s <= n-1) + (2s <=
     n-1)``, ``s = sw`` for a run, 1 for a phase set) within the array's rows and its ``n *
-    k_len`` weight rows within a weight-buffer half; a run that does not is cut shorter.
-    Of the two, the one with fewer cycles dense by :func:`row_cost` for GEMMs of ``out_h``
-    output rows of ``out_w`` outputs (the block's) wins, the runs on a tie."""
+    k_len`` weight rows within a weight-buffer half. The candidates are every cut of the
+    kernel row into runs that fit (the longest runs first: 3, 2 + 1, 1 + 2, 1 + 1 + 1 for
+    3 taps) and the phase sets; the one with the fewest cycles by :func:`row_cost` for
+    GEMMs of ``out_h`` output rows of ``out_w`` outputs (the block's) with a fraction
+    ``zeros`` of the inputs at the zero point (the layer's calibration measured it,
+    :attr:`~celosia.sw.quant.model.QLayer.in_zeros`; 0 = dense) wins, the earlier on a tie.
+    Dense, more PE rows busy wins (3 taps on 8 rows: 2 + 1, all 8 rows, instead of 3 on 6);
+    sparse, fewer GEMMs (each writes every output once through the one psum write port) and
+    more reuse of each pixel read."""
     if dataflow(config.dataflow).gemm_window != "row" or dw != 1:
         return [(fw, 1, 1) for fw in range(Fw)]
 
@@ -370,33 +390,44 @@ def row_taps(Fw: int, sw: int, dw: int, k_len: int, config: AccelConfig, out_h: 
             i += n
         return out
 
-    runs, fw = [], 0
-    while fw < Fw:      # runs: the longest legal one from fw (taps at least the stride)
-        n = min(FEIE_TAPS, Fw - fw)
-        while n > 1 and not (sw <= n and fits(n, sw)):
-            n -= 1
-        runs.append((fw, n, 1))
-        fw += n
-    if not 2 <= sw < Fw:
-        return runs
-    phases = [t for r in range(sw) for t in cut(r, len(range(r, Fw, sw)), sw, 1)]
+    def runs(fw):
+        """Every cut of taps ``fw ..`` into runs that fit (taps at least the stride),
+        longest first."""
+        if fw == Fw:
+            yield []
+            return
+        for n in range(min(FEIE_TAPS, Fw - fw), 0, -1):
+            if n == 1 or (sw <= n and fits(n, sw)):
+                for rest in runs(fw + n):
+                    yield [(fw, n, 1), *rest]
+
+    candidates = list(runs(0))
+    if 2 <= sw < Fw:
+        candidates.append([t for r in range(sw) for t in cut(r, len(range(r, Fw, sw)), sw, 1)])
+    ports = ifmap_read_ports(config)
 
     def cost(sets):
-        return sum(row_cost(n, sw if step == 1 and n > 1 else 1, k_len, out_h, out_w, config.rows)
+        return sum(row_cost(n, sw if step == 1 and n > 1 else 1, k_len, out_h, out_w, config.rows,
+                            zeros, ports)
                    for _, n, step in sets)
-    return phases if cost(phases) < cost(runs) else runs
+    return min(candidates, key=cost)
 
 
-def row_cost(taps: int, s: int, k_len: int, out_h: int, out_w: int, rows: int) -> int:
-    """Cycles a dense windowed GEMM of ``taps`` taps at pixel step ``s`` (``out_h`` rows of
-    ``out_w`` outputs, ``k_len`` channels) takes on the FEIE engine, about (docs/dataflows.md,
-    "FEIE"): its busiest group's pixels times ``k_len`` (one input per cycle) or all the
-    groups' pixels (the one ifmap read port), whichever is more, plus ``G + 2`` (the start and
-    end of a GEMM taken while the one before runs)."""
+def row_cost(taps: int, s: int, k_len: int, out_h: int, out_w: int, rows: int,
+             zeros: float = 0.0, read_ports: int = 1) -> float:
+    """Cycles a windowed GEMM of ``taps`` taps at pixel step ``s`` (``out_h`` rows of
+    ``out_w`` outputs, ``k_len`` channels, a fraction ``zeros`` of the inputs at the zero
+    point) takes on the FEIE engine, about (docs/dataflows.md, "FEIE"): the most of its
+    busiest group's non-zero inputs (one per cycle: its pixels times ``k_len * (1 -
+    zeros)``), all the groups' pixels over the ``read_ports`` ifmap read ports (a zero
+    pixel costs its read) and its outputs (one psum write a cycle), plus ``G + 2`` (the
+    start and end of a GEMM taken while the one before runs) and ``_GEMM_FETCH`` (the bus
+    cycles of fetching the GEMM and its weight LOAD)."""
     geo = row_geometry(SimpleNamespace(window=1, win_w=taps, stride_w=s, dil_w=1, stride_h=1, row_pitch=0,
                                        out_h=out_h, out_w=out_w, k_len=k_len), rows)
     pixels = [sum((n - 1) * geo.s + geo.S for _, _, n in grp.pieces) for grp in geo.groups]
-    return max(max(pixels) * k_len, sum(pixels)) + geo.G + 2
+    return (max(max(pixels) * k_len * (1 - zeros), sum(pixels) / read_ports, out_h * out_w)
+            + geo.G + 2 + _GEMM_FETCH)
 
 
 def conv_traffic(layer: QLayer, config: AccelConfig, batch: int, hb: int, wb: int,

@@ -186,6 +186,8 @@ def quantize_graph(graph: Graph, calib: np.ndarray, on_degenerate: str = "warn")
             raise ModelError(f"graph '{graph.name}': node '{node.name}' ({node.op}): "
                              f"cannot quantize: {e}") from None
         layer.inputs, layer.output = srcs, out
+        if layer.is_gemm:
+            layer.in_zeros = _zero_fraction(values[graph.fmap_inputs(node)[0]], qp[srcs[0]][0])
         alias[out] = out
         layers.append(layer)
     if alias[graph.outputs[0]] != layers[-1].output:
@@ -193,6 +195,13 @@ def quantize_graph(graph: Graph, calib: np.ndarray, on_degenerate: str = "warn")
     shape = graph.tensors[in_name].shape[1:]
     return QModel(name=graph.name, layers=layers, input_scale=in_q[0], input_zp=in_q[1],
                   input_shape=tuple(shape), input_layout=layout)
+
+
+def _zero_fraction(v: np.ndarray, scale: float) -> float:
+    """The fraction of the float values ``v`` that quantize to the zero point at ``scale``
+    (``round(v / scale) == 0``, TFLite's rounding: ``|v| < scale / 2``): a layer's
+    :attr:`~celosia.sw.quant.model.QLayer.in_zeros` on the calibration data."""
+    return float(np.mean(np.abs(np.asarray(v, np.float64)) < 0.5 * float(scale))) if np.size(v) else 0.0
 
 
 def _act_range(act, scale: float, zp: int) -> tuple[int, int]:

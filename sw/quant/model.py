@@ -60,6 +60,11 @@ class QLayer:
     # the requantization's rounding: "double" (TFLite's default MBQM, gemmlowp) or "single"
     # (TFLite's single-rounding MBQM, as LiteRT's FULLY_CONNECTED); fc / conv only
     rounding: str = "double"
+    # the fraction of the input's values at the zero point on the calibration data (a real
+    # zero: what feie skips), measured by quantize_graph; None where unknown (a model
+    # quantized elsewhere). The feie compiler maps for it (lower_gemm.row_taps); nothing
+    # else reads it and no result depends on it.
+    in_zeros: float | None = None
 
     def __post_init__(self):
         if self.rounding not in ROUNDINGS:

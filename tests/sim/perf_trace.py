@@ -139,7 +139,16 @@ def case_model(name):
     """A differential case by name: ``digits_mlp`` / ``digits_cnn`` / ``digits_resnet`` (the
     bundled models on a held-out image), ``tiny_cnn`` (every op: conv with padding, stride
     and groups, max / average pooling, residual add, global average pooling, fc), or
-    ``conv:H,W,CIN,COUT,K,STRIDE,GROUPS`` (one random convolution layer) or ``fc:IN,OUT``."""
+    ``conv:H,W,CIN,COUT,K,STRIDE,GROUPS`` (one random convolution layer) or ``fc:IN,OUT``;
+    a suffix ``@Z`` sets every GEMM layer's ``in_zeros`` to ``Z`` (the calibration's zero
+    fraction, which feie's compiler maps for: ``@0.9`` gets the mapping of sparse inputs)."""
+    name, _, zeros = name.partition("@")
+    if zeros:
+        q, x_q = case_model(name)
+        for layer in q.layers:
+            if layer.is_gemm:
+                layer.in_zeros = float(zeros)
+        return q, x_q
     from celosia.sw import zoo
     from celosia.sw.data import digits_split
     from celosia.sw.demo import MODELS

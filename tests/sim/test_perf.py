@@ -157,7 +157,7 @@ PYSIM_SLOW = [dict(dataflow=df, **v) for df in ("ws", "os", "rs", "feie")
 
 
 def _pysim_case(fields, name="conv:4,4,2,3,3,1,1"):
-    config = AccelConfig(rows=2, cols=2, dram_bytes=1 << 14, **fields)
+    config = AccelConfig(**{"rows": 2, "cols": 2, "dram_bytes": 1 << 14, **fields})
     job = _job(config, name, profile=False)
     results, traces = rtl_trace(config, job)
     for p, r, t in zip(perf.run(config, job), results, traces, strict=True):
@@ -171,15 +171,23 @@ def test_every_instruction_against_pysim(fields):
     _pysim_case(fields)
 
 
-def test_feie_phase_sets_against_pysim():
-    """A 3x3 stride-2 conv on feie, lowered to phase sets (GEMMs of taps {0, 2} with dil_w =
-    stride_w = 2 and of tap {1}): every instruction's timing and the counters the RTL's."""
-    config = AccelConfig(rows=2, cols=2, dram_bytes=1 << 14, dataflow="feie")
-    q, _ = case_model("conv:9,9,2,3,3,2,1")
+@pytest.mark.parametrize("name, rows, kinds", [
+    # 5x5 stride 2 on 6 PE rows: the phase sets {0, 2, 4} and {1, 3} (dil_w = stride_w = 2)
+    ("conv:9,9,2,2,5,2,1", 6, {(3, 2), (2, 2)}),
+    # 3x3 stride 2 cut 2 + 1 (dense: all PE rows busy) and whole (sparse: one GEMM per row)
+    ("conv:9,9,2,3,3,2,1", 2, {(2, 1), (1, 1)}),
+    ("conv:9,9,2,3,3,2,1@0.7", 2, {(3, 1)}),
+])
+def test_feie_windows_against_pysim(name, rows, kinds):
+    """Strided convs on feie, lowered to phase sets (GEMMs of taps {0, 2, ..} with dil_w =
+    stride_w) or to cuts of each kernel row into runs: every instruction's timing and the
+    counters the RTL's."""
+    config = AccelConfig(rows=rows, cols=2, dram_bytes=1 << 14, dataflow="feie")
+    q, _ = case_model(name)
     gemms = [d for node in compile_model(q, config).nodes for d in map(isa.decode, node.insns)
              if d["op"] == isa.Opcode.GEMM]
-    assert {(d["win_w"], d["dil_w"]) for d in gemms} == {(2, 2), (1, 1)}
-    _pysim_case(dict(dataflow="feie"), "conv:9,9,2,3,3,2,1")
+    assert {(d["win_w"], d["dil_w"]) for d in gemms} == kinds
+    _pysim_case(dict(dataflow="feie", rows=rows), name)
 
 
 @pytest.mark.slow
@@ -196,7 +204,8 @@ FAST_CASES = [
     (dict(rows=4, cols=4, dataflow="os"), "tiny_cnn"),
     (dict(rows=4, cols=4, dataflow="rs"), "tiny_cnn"),
     (dict(rows=4, cols=4, dataflow="feie"), "tiny_cnn"),
-    (dict(rows=4, cols=4, dataflow="feie"), "conv:11,11,4,5,3,2,1"),     # phase sets (stride 2)
+    (dict(rows=4, cols=4, dataflow="feie"), "conv:11,11,4,5,3,2,1"),     # 3x3 s2: runs 2 + 1
+    (dict(rows=4, cols=4, dataflow="feie"), "conv:11,11,4,5,5,2,1@0.9"),  # phase sets (5x5 s2)
     (dict(rows=4, cols=4, dataflow="feie", feie_read_ports=1), "tiny_cnn"),
     (dict(rows=4, cols=4, dataflow="ws"), "digits_resnet"),
     (dict(rows=8, cols=8, dataflow="ws"), "digits_cnn"),

@@ -294,3 +294,29 @@ def test_degenerate_calibration_warns_and_errors():
             quantize_graph(_fc_graph(), calib, on_degenerate="ignore")
     with pytest.raises(ValueError, match="on_degenerate"):
         quantize_graph(_fc_graph(), good, on_degenerate="loud")
+
+
+def test_quantize_graph_measures_input_zeros():
+    """Each GEMM layer's ``in_zeros`` is the fraction of its calibration inputs that quantize
+    to the zero point (``|v| < scale / 2``): 30% exact zeros in the model input (the rest at
+    least 0.05, far above half a step), and for the second layer the ReLU outputs of the
+    first computed here in float."""
+    from celosia.sw.graph import Graph
+    from celosia.sw.quant import MIN_CALIB_SAMPLES, quantize_graph
+
+    rng = np.random.default_rng(3)
+    w1 = rng.standard_normal((6, 8)).astype(np.float32)
+    g = Graph("mlp")
+    g.add_input("x", (None, 6))
+    g.add_const("w1", w1)
+    g.add_const("w2", rng.standard_normal((8, 3)).astype(np.float32))
+    g.add_node("fc", "fc1", ["x", "w1"], ["h"], activation="relu")
+    g.add_node("fc", "fc2", ["h", "w2"], ["y"])
+    g.add_output("y")
+    calib = rng.uniform(0.05, 1.0, (MIN_CALIB_SAMPLES, 6)).astype(np.float32)
+    calib.reshape(-1)[rng.permutation(calib.size)[:int(0.3 * calib.size)]] = 0.0
+    layers = quantize_graph(g, calib).layers
+    assert layers[0].in_zeros == pytest.approx(0.3, abs=1 / calib.size)
+    h = np.maximum(calib.astype(np.float64) @ w1, 0.0)
+    want = np.mean(h < layers[1].in_scale / 2)
+    assert 0.2 < want < 0.8 and layers[1].in_zeros == pytest.approx(want)
