@@ -122,15 +122,21 @@ def fc_plan(K: int, N: int, batch: int, config: AccelConfig) -> tuple[int, int]:
     return kc, psum_block_tiles(batch, config)
 
 
-def psum_block_tiles(m_len: int, config: AccelConfig, tiles: int | None = None) -> int:
+def psum_block_tiles(m_len: int, config: AccelConfig, tiles: int | None = None,
+                     layer_tiles: int | None = None) -> int:
     """Output tiles of ``m_len`` psum rows per psum block (``OutTile.psum_block``): as many
     as a psum half holds (``psum_rows/2 // m_len``), at most a unit's parameter rows
     (``param_rows/2``), and a divisor of the latter, and of ``tiles`` when given (the output
     tiles of a group of a grouped conv, whose parameter rows start at multiples of it), so
     that no block straddles two units (:func:`~celosia.sw.compiler.tiling.split_units`
-    cuts at multiples of ``param_rows/2``)."""
+    cuts at multiples of ``param_rows/2``). Where the layer's parameter rows
+    (``layer_tiles``, groups x output tiles) all fit one unit, no unit is cut and any
+    count the psum half holds goes (8 tiles of 84 rows in a 256-row half: blocks of 3, 3
+    and 2 instead of 2, the input read 3 times instead of 4)."""
     per_unit = config.param_rows // 2
     pb = max(1, min(config.psum_rows // 2 // max(m_len, 1), per_unit))
+    if layer_tiles is not None and layer_tiles <= per_unit:
+        return pb
     return max(d for d in range(1, pb + 1) if per_unit % d == 0 and (tiles is None or tiles % d == 0))
 
 
@@ -183,7 +189,7 @@ def lower_conv(layer: QLayer, config: AccelConfig, batch: int, alloc: Allocation
     nt = ceil_div(cout_g, C)
     hb, wb, resident = conv_plan(layer, config, batch)
     K_g = Fh * Fw * cin_g
-    pb = 1 if resident else psum_block_tiles(hb * wb, config, nt if G > 1 else None)
+    pb = 1 if resident else psum_block_tiles(hb * wb, config, nt if G > 1 else None, G * nt)
     n_pb = ceil_div(nt, pb)
     taps = row_taps(Fw, sw, dw, chunks[0][1], config, min(hb, Ho), wb, layer.in_zeros or 0.0)
     # The output rows whose input row is padding are left out of a kernel row's GEMMs where
@@ -443,7 +449,8 @@ def conv_traffic(layer: QLayer, config: AccelConfig, batch: int, hb: int, wb: in
     sh, sw, pt, pl, dh, dw, G = conv_attrs(layer)
     cout_g = Cout // G
     nt = ceil_div(cout_g, config.cols)
-    reads = 1 if resident else ceil_div(nt, psum_block_tiles(hb * wb, config, nt if G > 1 else None))
+    reads = 1 if resident else ceil_div(nt, psum_block_tiles(hb * wb, config, nt if G > 1 else None,
+                                                             G * nt))
 
     def inside(o0, n, size, stride, pad, taps, dil):
         lo = o0 * stride - pad

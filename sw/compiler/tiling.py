@@ -397,13 +397,26 @@ def conv_attrs(layer: QLayer) -> tuple:
 
 def conv_blocks(batch: int, groups: int, out_h: int, out_w: int, hb: int, wb: int):
     """The output blocks of a conv layer in lowering order: ``(image, group, first output
-    row, rows, first output column, columns)``, ``hb`` output rows x ``wb`` columns each
-    (the last ones in a row / column partial)."""
+    row, rows, first output column, columns)``, at most ``hb`` output rows x ``wb`` columns
+    each (the last ones in a row partial). Row blocks have ``hb`` rows and the last the
+    rest, unless the rest is under ``hb / 2``: then the ``ceil(out_h / hb)`` blocks share
+    the rows evenly (``hb`` and ``hb - 1``, the larger first: 28 rows at ``hb = 3`` are 8
+    blocks of 3 and 2 of 2, not 9 of 3 and 1 of 1), so that no block is left with GEMMs
+    too short to hide the loads of their weights (the layer's last block, whose loads
+    nothing else overlaps). A larger rest stays one block (14 rows at ``hb = 8``: 8 + 6,
+    not 7 + 7; os and feie deal a GEMM's ``hb * wb`` rows to the PE rows, and 8 * 14 =
+    112 fills 16 PE rows 7 times). The same input lines and weights are read either way."""
+    n, rest = -(-out_h // hb), out_h % hb
+    if rest and 2 * rest < hb:
+        q, r = divmod(out_h, n)
+        starts = [i * q + min(i, r) for i in range(n + 1)]
+    else:
+        starts = [min(i * hb, out_h) for i in range(n + 1)]
     for img in range(batch):
         for g in range(groups):
-            for ho0 in range(0, out_h, hb):
+            for ho0, ho1 in zip(starts, starts[1:]):
                 for wo0 in range(0, out_w, wb):
-                    yield img, g, ho0, min(hb, out_h - ho0), wo0, min(wb, out_w - wo0)
+                    yield img, g, ho0, ho1 - ho0, wo0, min(wb, out_w - wo0)
 
 
 # -- PPU parameters and units -----------------------------------------------------------------

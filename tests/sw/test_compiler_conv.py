@@ -198,9 +198,11 @@ def test_load_groups_leave_room_in_the_load_queue(queue_depth):
 @pytest.mark.parametrize("dataflow", ["ws", "os", "feie"])
 def test_psum_blocks_with_a_shorter_last_block(dataflow):
     """Input 7x5x8, 8 filters 3x3 pad 1 on 4x4, ifmap half 35 rows: per chunk, blocks of
-    3, 3 and 1 output rows, both output tiles in one psum block (the last block's tiles at
-    the same psum rows as the full blocks' tiles). Each chunk's rows are read once per
-    block: input rows 0..3, 2..6 and 5..6, 11 x 5 pixels x 8 channels = 440 bytes."""
+    at most 3 output rows (3, 2 and 2: the rest of 1 row is under half a block, so the
+    blocks share the rows, tiling.conv_blocks), both output tiles in one psum block (the
+    shorter blocks' tiles at the same psum rows as the full block's). Each chunk's rows are
+    read once per block: input rows 0..3, 2..5 and 4..6, 11 x 5 pixels x 8 channels = 440
+    bytes."""
     rng = np.random.default_rng(11)
     layer = conv_layer(rng, "c", (7, 5, 8), 8, 3, 1, 1, in_zp=-4)
     model = QModel("t", [layer], 0.05, -4, input_shape=(7, 5, 8))
@@ -208,6 +210,51 @@ def test_psum_blocks_with_a_shorter_last_block(dataflow):
     program = check(model, config, resident_weights=False)
     assert not program.nodes[0].tiles["ifmap_resident"]
     assert program_traffic(program, model).layers[0].ifmap_read == 440
+
+
+@pytest.mark.parametrize("out_h, hb, want", [
+    (28, 3, [3] * 8 + [2] * 2),     # the rest, 1 row, under hb / 2: the rows shared evenly
+    (7, 3, [3, 2, 2]),
+    (14, 8, [8, 6]),                # a rest of 6 of 8 stays one block
+    (14, 6, [5, 5, 4]),             # 2 of 6: shared
+    (12, 4, [4, 4, 4]),             # no rest
+    (5, 4, [3, 2]),                 # 1 of 4: shared
+])
+def test_conv_blocks_share_a_short_rest(out_h, hb, want):
+    """Row blocks of at most ``hb`` rows covering every output row once, in order; a last
+    block shorter than ``hb / 2`` is avoided by sharing the rows evenly (its GEMMs would be
+    too short to hide their weight loads)."""
+    from celosia.sw.compiler.tiling import conv_blocks
+    blocks = list(conv_blocks(2, 1, out_h, 9, hb, 9))
+    sizes = [rows for img, _, _, rows, _, _ in blocks if img == 0]
+    starts = [ho0 for img, _, ho0, _, _, _ in blocks if img == 0]
+    assert sizes == want
+    assert starts == [sum(want[:i]) for i in range(len(want))]
+    assert len(blocks) == 2 * len(want) and all(c == 9 for *_, c in blocks)
+
+
+def test_psum_blocks_need_not_divide_a_unit_when_the_layer_fits_one():
+    """8 output tiles of 84 psum rows on 16x16 (a 256-row psum half): psum blocks of 3
+    tiles (3, 3 and 2) where the layer's 8 parameter rows fit one unit (32), so no unit is
+    cut; 2 (a divisor of 32) otherwise. The program's ifmap and weight reads equal
+    conv_traffic's, which counts the input once per psum block."""
+    cfg = AccelConfig(rows=16, cols=16)
+    assert psum_block_tiles(84, cfg) == 2
+    assert psum_block_tiles(84, cfg, None, 8) == 3
+    assert psum_block_tiles(84, cfg, None, 40) == 2         # 40 rows: units are cut at 32
+    rng = np.random.default_rng(21)
+    layer = conv_layer(rng, "c", (12, 12, 8), 24, 3, 1, 1, in_zp=0)
+    model = QModel("t", [layer], 0.05, 0, input_shape=(12, 12, 8))
+    config = AccelConfig(rows=4, cols=4, ifmap_rows=120, psum_rows=144)
+    hb, wb, resident = conv_plan(layer, config, 1)
+    # a 60-row ifmap half: one chunk's 4 x 14 window lines of 2 output rows, not 3 (70)
+    assert (hb, wb, resident) == (2, 12, False) and psum_block_tiles(24, config, None, 6) == 3
+    program = check(model, config, resident_weights=False)
+    t = program_traffic(program, model).layers[0]
+    assert t.ifmap_read + t.weight_read == conv_traffic(layer, config, 1, hb, wb, resident)
+    # 6 tiles in 2 psum blocks of 3 (3 blocks of 2 before): each block of 2 output rows
+    # reads its in-image input lines (pad 1), 12 pixels x 8 channels, twice
+    assert t.ifmap_read == 2 * sum((min(12, ho0 + 3) - max(0, ho0 - 1)) * 12 * 8 for ho0 in range(0, 12, 2))
 
 
 def test_grouped_conv_psum_blocks_stay_in_one_unit():
