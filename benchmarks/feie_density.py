@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+import warnings
 from types import SimpleNamespace
 
 import numpy as np
@@ -47,7 +48,7 @@ from celosia.sim import verilator
 from celosia.sw.cli import config_from_args, parse_array
 from celosia.sw.compiler import compile_model
 from celosia.sw.driver import golden_forward, pgo_training_job, run_quantized
-from celosia.sw.quant import quantize_graph
+from celosia.sw.quant import CalibrationWarning, quantize_graph
 from celosia.sw.zoo import conv_layer
 
 #: name -> (H, W, C, N, K): the stride-1, pad-1 3x3 layers
@@ -82,7 +83,9 @@ def relu_model(shape, seed, sparsity=0.0):
     calib = rng.uniform(0, 1, (4, h, w, c)).astype(np.float32)
     calib[rng.random(calib.shape) < sparsity] = 0.0
     calib.reshape(4, -1)[0, 0] = 0.0
-    return quantize_graph(graph, calib)
+    with warnings.catch_warnings():           # 4 samples: enough for one layer's range
+        warnings.simplefilter("ignore", CalibrationWarning)
+        return quantize_graph(graph, calib)
 
 
 def relu_input(shape, sparsity, seed):
@@ -129,7 +132,7 @@ def part1(layers, rows, cols, sparsities):
         if BACKEND["name"] == "verilator":
             verilator.build(configs[df], training_job=pgo_training_job)
     pe = rows * cols
-    print(f"\nfull-size 3x3 layers on {rows}x{cols}, one sample, ReLU-like inputs (zero point "
+    print(f"\n3x3 layers on {rows}x{cols}, one sample, ReLU-like inputs (zero point "
           f"-128); feie at each sparsity, os / ws dense; back end {BACKEND['name']}")
     head = (f"{'layer':<18}{'zeros':>6}{'cycles':>10}{'util':>7}{'speed-up':>9}{'ideal':>7}{'of ideal':>9}"
             f"{'os/feie':>8}{'ws/feie':>8}{'mac_cycles':>11}{'zero_skips':>11}  bound")

@@ -1,7 +1,7 @@
 """FEIE at stride 2: the compiler's mapping of a kernel row against fixed ones, dense and sparse.
 
     python benchmarks/feie_phase_sets.py [--array 8x8] [--sparsities 0,0.5,0.7]
-                                         [--layers s2.28x28x128,s2.14x14x256]
+                                         [--layers s2.28x28x128,s2.14x14x256] [--quick]
 
 The stride-2 3x3 layers of ResNet-18 (the first conv of conv4_x and conv5_x; pad 1, random
 weights) on the ``feie`` array, inputs ReLU-like (zero point -128) with a fraction of
@@ -31,6 +31,8 @@ from celosia.sw.zoo import conv_layer
 
 #: name -> (H, W, C, N): 3x3, stride 2, pad 1
 LAYERS = {"s2.28x28x128": (28, 28, 128, 256), "s2.14x14x256": (14, 14, 256, 512)}
+#: ``--quick``: a small layer of the same kind (seconds; the test suite runs it)
+QUICK = {"s2.12x12x16": (12, 12, 16, 16)}
 
 
 #: name -> a 3-wide stride-2 kernel row's GEMMs ``(first tap, taps, step)`` (row_taps)
@@ -89,16 +91,21 @@ def main(argv=None) -> int:
     ap.add_argument("--array", default="8x8", help="ROWSxCOLS (default 8x8)")
     ap.add_argument("--sparsities", default="0,0.5,0.7", help="comma list of zero fractions")
     ap.add_argument("--layers", help=f"comma list of {', '.join(LAYERS)} (default all)")
+    ap.add_argument("--quick", action="store_true", help=f"the small layer {', '.join(QUICK)} instead")
     args = ap.parse_args(argv)
     rows, cols = parse_array(args.array)
-    layers = {n: LAYERS[n] for n in args.layers.split(",")} if args.layers else LAYERS
+    known = {**LAYERS, **QUICK}
+    names = args.layers.split(",") if args.layers else []
+    if unknown := [n for n in names if n not in known]:
+        ap.error(f"unknown layer(s) {', '.join(unknown)}: choose from {', '.join(known)}")
+    layers = QUICK if args.quick else {n: known[n] for n in names} if names else LAYERS
     config = AccelConfig(rows=rows, cols=cols, dataflow="feie", dram_bytes=1 << 26)
     pe = rows * cols
     print(f"{'array':<7}{'layer':<15}{'zeros':>6}" + "".join(f"{k:>10}" for k in MAPPINGS)
           + f"{'compiler':>10}{'cycles':>10}{'util':>8}{'/best':>8}")
     bad = 0
     for name, (h, w, c, n) in layers.items():
-        i = list(LAYERS).index(name)        # the seeds: the same layer, the same inputs
+        i = list(known).index(name)         # the seeds: the same layer, the same inputs
         for sparsity in (float(s) for s in args.sparsities.split(",")):
             qmodel = relu_model(h, w, c, n, seed=i, sparsity=sparsity)
             macs = qmodel.layers[0].macs
