@@ -73,12 +73,13 @@ def dram_size(need: int) -> int:
     return size
 
 
-def relu_model(shape, seed, sparsity=0.0):
-    """A one-layer conv model quantized on ReLU-like data with a fraction ``sparsity`` of
-    zeros (representative inputs, as a user calibrates: the layer's ``in_zeros``, which
-    feie's compiler maps for): input zero point -128."""
+def relu_model(shape, seed, sparsity=0.0, stride=1):
+    """A one-layer conv model (``shape`` = H, W, C, N, K; pad ``K // 2``) quantized on
+    ReLU-like data with a fraction ``sparsity`` of zeros (representative inputs, as a user
+    calibrates: the layer's ``in_zeros``, which feie's compiler maps for): input zero point
+    -128. benchmarks/feie_phase_sets.py uses it too."""
     h, w, c, n, k = shape
-    graph = conv_layer(h, w, c, n, k, stride=1, pad=k // 2, seed=seed)
+    graph = conv_layer(h, w, c, n, k, stride=stride, pad=k // 2, seed=seed)
     rng = np.random.default_rng(seed)
     calib = rng.uniform(0, 1, (4, h, w, c)).astype(np.float32)
     calib[rng.random(calib.shape) < sparsity] = 0.0

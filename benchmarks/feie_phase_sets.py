@@ -18,16 +18,15 @@ from __future__ import annotations
 
 import argparse
 import sys
-import warnings
 
 import numpy as np
 
 from celosia.rtl.config import AccelConfig
+from celosia.rtl.isa import Opcode, decode
 from celosia.sw.cli import parse_array
 from celosia.sw.compiler import compile_model, lower_gemm
 from celosia.sw.driver import golden_forward, run_quantized
-from celosia.sw.quant import CalibrationWarning, quantize_graph
-from celosia.sw.zoo import conv_layer
+from feie_density import relu_input, relu_model  # benchmarks/: the script's directory
 
 #: name -> (H, W, C, N): 3x3, stride 2, pad 1
 LAYERS = {"s2.28x28x128": (28, 28, 128, 256), "s2.14x14x256": (14, 14, 256, 512)}
@@ -59,31 +58,10 @@ def compile_with(qmodel, config, mapping):
 
 def kinds(program):
     """The mapping a program's GEMMs take: a name of :data:`MAPPINGS`."""
-    from celosia.rtl.isa import Opcode, decode
     got = {(d["win_w"], d["dil_w"]) for node in program.nodes for d in map(decode, node.insns)
            if d["op"] == Opcode.GEMM}
     return {frozenset({(3, 1)}): "run 3", frozenset({(2, 1), (1, 1)}): "2 + 1",
             frozenset({(2, 2), (1, 1)}): "sets"}.get(frozenset(got), str(sorted(got)))
-
-
-def relu_model(h, w, c, n, seed, sparsity=0.0):
-    """The layer quantized on ReLU-like calibration data with a fraction ``sparsity`` of
-    zeros (its ``in_zeros``)."""
-    graph = conv_layer(h, w, c, n, 3, stride=2, pad=1, seed=seed)
-    rng = np.random.default_rng(seed)
-    calib = rng.uniform(0, 1, (4, h, w, c)).astype(np.float32)
-    calib[rng.random(calib.shape) < sparsity] = 0.0
-    calib.reshape(4, -1)[0, 0] = 0.0          # the range starts at 0: zero point -128
-    with warnings.catch_warnings():           # 4 samples: enough for one layer's range
-        warnings.simplefilter("ignore", CalibrationWarning)
-        return quantize_graph(graph, calib)
-
-
-def relu_input(h, w, c, sparsity, seed):
-    rng = np.random.default_rng(seed)
-    x = rng.uniform(0.01, 1, (1, h, w, c)).astype(np.float32)
-    x[rng.random(x.shape) < sparsity] = 0.0
-    return x
 
 
 def main(argv=None) -> int:
@@ -107,11 +85,11 @@ def main(argv=None) -> int:
     for name, (h, w, c, n) in layers.items():
         i = list(known).index(name)         # the seeds: the same layer, the same inputs
         for sparsity in (float(s) for s in args.sparsities.split(",")):
-            qmodel = relu_model(h, w, c, n, seed=i, sparsity=sparsity)
+            qmodel = relu_model((h, w, c, n, 3), seed=i, sparsity=sparsity, stride=2)
             macs = qmodel.layers[0].macs
             programs = {k: compile_with(qmodel, config, m) for k, m in MAPPINGS.items()}
             chosen = compile_model(qmodel, config)
-            x_q = qmodel.quantize_input(relu_input(h, w, c, sparsity, seed=100 + i)).reshape(1, -1)
+            x_q = qmodel.quantize_input(relu_input((h, w, c, n, 3), sparsity, seed=100 + i)).reshape(1, -1)
             golden = golden_forward(qmodel, x_q)
             cycles = {}
             for kind, program in [*programs.items(), ("compiler", chosen)]:

@@ -140,6 +140,12 @@ def psum_block_tiles(m_len: int, config: AccelConfig, tiles: int | None = None,
     return max(d for d in range(1, pb + 1) if per_unit % d == 0 and (tiles is None or tiles % d == 0))
 
 
+def conv_psum_block_tiles(m_len: int, config: AccelConfig, G: int, nt: int) -> int:
+    """:func:`psum_block_tiles` for a conv of ``G`` groups of ``nt`` output tiles each
+    (:func:`lower_conv` and :func:`conv_traffic` alike)."""
+    return psum_block_tiles(m_len, config, nt if G > 1 else None, G * nt)
+
+
 def fc_traffic(K: int, N: int, batch: int, config: AccelConfig) -> int:
     """DRAM bytes an fc layer's LOADs of input and weights read under :func:`fc_plan`:
     every weight once, the input (``batch * K`` bytes) once per psum block (once when
@@ -189,7 +195,7 @@ def lower_conv(layer: QLayer, config: AccelConfig, batch: int, alloc: Allocation
     nt = ceil_div(cout_g, C)
     hb, wb, resident = conv_plan(layer, config, batch)
     K_g = Fh * Fw * cin_g
-    pb = 1 if resident else psum_block_tiles(hb * wb, config, nt if G > 1 else None, G * nt)
+    pb = 1 if resident else conv_psum_block_tiles(hb * wb, config, G, nt)
     n_pb = ceil_div(nt, pb)
     taps = row_taps(Fw, sw, dw, chunks[0][1], config, min(hb, Ho), wb, layer.in_zeros or 0.0)
     # The output rows whose input row is padding are left out of a kernel row's GEMMs where
@@ -449,8 +455,7 @@ def conv_traffic(layer: QLayer, config: AccelConfig, batch: int, hb: int, wb: in
     sh, sw, pt, pl, dh, dw, G = conv_attrs(layer)
     cout_g = Cout // G
     nt = ceil_div(cout_g, config.cols)
-    reads = 1 if resident else ceil_div(nt, psum_block_tiles(hb * wb, config, nt if G > 1 else None,
-                                                             G * nt))
+    reads = 1 if resident else ceil_div(nt, conv_psum_block_tiles(hb * wb, config, G, nt))
 
     def inside(o0, n, size, stride, pad, taps, dil):
         lo = o0 * stride - pad
