@@ -101,8 +101,9 @@ def test_allocation_offsets():
 def test_emit_unit_tokens_and_halves():
     """One output tile of two streamed GEMMs (docs/compiler.md, token protocol): LOADs of
     group 0 (ifmap, weight, then the parameters: only the STORE reads them, so they queue
-    behind GEMM 0's LOADs, for GEMM 1, the tile's last), of group 1, GEMM 0, GEMM 1
-    (accumulating), STORE."""
+    behind GEMM 0's LOADs, for GEMM 1, the tile's last), GEMM 0, then the LOADs of group 1
+    (after GEMM 0, which needs none of them: a full LOAD queue must not stop the fetch
+    before it), GEMM 1 (accumulating), STORE."""
     config = AccelConfig(rows=4, cols=4, ifmap_rows=16, weight_rows=8, psum_rows=8, param_rows=2)
     ops = [GemmOp(k_len=4, n_len=3, weight=[load(BaseReg.STATIC, 40 + 4 * k, 3)],
                   ifmap=[load(BaseReg.INPUT, 4 * k, 4)]) for k in range(2)]
@@ -113,13 +114,14 @@ def test_emit_unit_tokens_and_halves():
     d = [isa.decode(w) for w in emit_unit(unit, config, first=True, last=True)]
     assert [(x["op"], x.get("buf")) for x in d] == [
         (Opcode.LOAD, Buffer.IFMAP), (Opcode.LOAD, Buffer.WEIGHT), (Opcode.LOAD, Buffer.PARAM),
-        (Opcode.LOAD, Buffer.IFMAP), (Opcode.LOAD, Buffer.WEIGHT),
-        (Opcode.GEMM, None), (Opcode.GEMM, None), (Opcode.STORE, None)]
-    assert [x["dep"] for x in d] == [NO_DEP, deps(push_next=1), NO_DEP, NO_DEP, deps(push_next=1),
-                                     deps(pop_prev=1), deps(pop_prev=1, push_next=1), deps(pop_prev=1)]
+        (Opcode.GEMM, None), (Opcode.LOAD, Buffer.IFMAP), (Opcode.LOAD, Buffer.WEIGHT),
+        (Opcode.GEMM, None), (Opcode.STORE, None)]
+    assert [x["dep"] for x in d] == [NO_DEP, deps(push_next=1), NO_DEP, deps(pop_prev=1), NO_DEP,
+                                     deps(push_next=1), deps(pop_prev=1, push_next=1), deps(pop_prev=1)]
+    loads, gemms = [d[i] for i in (0, 1, 2, 4, 5)], [d[3], d[6]]
     # group 1 goes to the second halves (ifmap 16 / 2 = 8, weight 8 / 2 = 4)
-    assert [x["buf_row"] for x in d[:5]] == [0, 0, 0, 8, 4]
-    assert [(x["accumulate"], x["ifmap_row"], x["weight_row"], x["k_len"], x["n_len"]) for x in d[5:7]] == [
+    assert [x["buf_row"] for x in loads] == [0, 0, 0, 8, 4]
+    assert [(x["accumulate"], x["ifmap_row"], x["weight_row"], x["k_len"], x["n_len"]) for x in gemms] == [
         (0, 0, 0, 4, 3), (1, 8, 4, 4, 3)]
     assert (d[7]["psum_row"], d[7]["param_row"], d[7]["m_len"]) == (0, 0, 1)
 
@@ -131,7 +133,8 @@ def test_emit_ifmap_groups_prefetch_one_group_ahead():
     the group before (LOAD group 3 pops the c2l of GEMM 1, A's last, the last reader of
     C's half; half 1 is fresh for B), after those groups' pushes. Halves: A 0, B 1, C 0
     (ifmap half = 8 rows). The parameters queue just before the LOADs of GEMM 4, the
-    tile's last (the STORE's), in LOAD group 3."""
+    tile's last (the STORE's), in LOAD group 3. Each GEMM ``t`` comes before LOAD group
+    ``t+1``."""
     config = AccelConfig(rows=4, cols=4, ifmap_rows=16, weight_rows=8, psum_rows=8, param_rows=2)
     plan = [(0, True, 0), (0, False, 3), (1, True, 0), (1, False, 2), (2, True, 1)]
     ops = [GemmOp(k_len=4, n_len=3, weight=[load(BaseReg.STATIC, 40 + 4 * t, 3)],
@@ -146,6 +149,7 @@ def test_emit_ifmap_groups_prefetch_one_group_ahead():
     P, I, W = Buffer.PARAM, Buffer.IFMAP, Buffer.WEIGHT
     assert [(x["op"], x.get("buf"), x.get("dram_offset")) for x in d] == [
         (L, I, 0), (L, W, 40),                  # group 0: tile A, weights 0
+        (G, None, None),                        # GEMM 0, then group 1
         (L, W, 44), (L, I, 100),                # group 1: weights 1, then tile B (ahead)
         (G, None, None),
         (L, W, 48),                             # group 2
@@ -153,12 +157,12 @@ def test_emit_ifmap_groups_prefetch_one_group_ahead():
         (L, W, 52), (L, P, 200), (L, I, 200),   # group 3: weights 3, parameters, tile C (ahead)
         (G, None, None),
         (L, W, 56),                             # group 4
-        (G, None, None), (G, None, None), (S, None, 0)]
+        (G, None, None), (S, None, 0)]
     pop, push = deps(pop_next=1, push_next=1), deps(push_next=1)
     assert [x["dep"] for x in d] == [
-        NO_DEP, push, push, NO_DEP, deps(pop_prev=1, push_prev=1), pop,
-        deps(pop_prev=1, push_prev=1), pop, NO_DEP, NO_DEP, deps(pop_prev=1, push_prev=1), pop,
-        deps(pop_prev=1), deps(pop_prev=1, push_next=1), deps(pop_prev=1)]
+        NO_DEP, push, deps(pop_prev=1, push_prev=1), push, NO_DEP,
+        deps(pop_prev=1, push_prev=1), pop, deps(pop_prev=1, push_prev=1), pop, NO_DEP, NO_DEP,
+        deps(pop_prev=1), pop, deps(pop_prev=1, push_next=1), deps(pop_prev=1)]
     loads = [x for x in d if x["op"] == L and x["buf"] == I]
     assert [x["buf_row"] for x in loads] == [0, 8, 0]
     assert [x["ifmap_row"] for x in d if x["op"] == G] == [0, 3, 8, 10, 1]
@@ -187,14 +191,15 @@ def test_emit_ifmap_groups_ahead_with_resident_weights():
     L, G, S = Opcode.LOAD, Opcode.GEMM, Opcode.STORE
     assert [(x["op"], x.get("buf"), x.get("dram_offset")) for x in d] == [
         (L, Buffer.IFMAP, 0),                           # group 0: tile A
+        (G, None, None),
         (L, Buffer.IFMAP, 100), (L, Buffer.PARAM, 200), # group 1: tile B, ahead; parameters
         (G, None, None), (G, None, None),               # (group 2 is empty)
         (L, Buffer.IFMAP, 200),                         # group 3: tile C, ahead
-        (G, None, None), (G, None, None), (G, None, None), (S, None, 0)]
+        (G, None, None), (G, None, None), (S, None, 0)]
     push = deps(push_next=1)
     assert [x["dep"] for x in d] == [
-        push, push, NO_DEP, deps(pop_prev=1), deps(push_prev=1), deps(pop_next=1, push_next=1),
-        deps(pop_prev=1), NO_DEP, deps(pop_prev=1, push_next=1), deps(pop_prev=1)]
+        push, deps(pop_prev=1), push, NO_DEP, deps(push_prev=1), deps(pop_prev=1),
+        deps(pop_next=1, push_next=1), NO_DEP, deps(pop_prev=1, push_next=1), deps(pop_prev=1)]
     assert [x["buf_row"] for x in d if x["op"] == L and x["buf"] == Buffer.IFMAP] == [0, 8, 0]
     assert [(x["ifmap_row"], x["weight_row"]) for x in d if x["op"] == G] == [
         (0, 0), (3, 4), (8, 8), (10, 12), (1, 16)]
@@ -223,16 +228,17 @@ def test_emit_weight_groups():
     P, I, W = Buffer.PARAM, Buffer.IFMAP, Buffer.WEIGHT
     assert [(x["op"], x.get("buf"), x.get("dram_offset"), x.get("n2"), x.get("buf_row")) for x in d] == [
         (L, I, 0, 1, 0), (L, W, 40, 1, 0),                      # LOAD group 0
+        (G,) + (None,) * 4,
         (L, W, 52, 2, 16),                                      # LOAD group 1: tiles 1, 2
         (G,) + (None,) * 4,
         (L, W, 76, 4, 0), (L, P, 200, 1, 0),                    # LOAD group 2: tiles 3..6, parameters
-        *[(G,) + (None,) * 4] * 6, (S, None, 0, None, 0)]   # (STORE: buf_row 0)
+        *[(G,) + (None,) * 4] * 5, (S, None, 0, None, 0)]   # (STORE: buf_row 0)
     assert [(x["dram_stride2"], x["buf_stride2"]) for x in d if x["op"] == L and x["n2"] > 1] == [(12, 4)] * 2
     push = deps(push_next=1)
     assert [x["dep"] for x in d] == [
-        NO_DEP, push, push, deps(pop_prev=1, push_prev=1), deps(pop_next=1, push_next=1), push,
-        deps(pop_prev=1), NO_DEP, deps(pop_prev=1), NO_DEP, NO_DEP, deps(pop_prev=1, push_next=1),
-        deps(pop_prev=1)]
+        NO_DEP, push, deps(pop_prev=1, push_prev=1), push, deps(pop_prev=1),
+        deps(pop_next=1, push_next=1), push, NO_DEP, deps(pop_prev=1), NO_DEP, NO_DEP,
+        deps(pop_prev=1, push_next=1), deps(pop_prev=1)]
     assert [x["weight_row"] for x in d if x["op"] == G] == [0, 16, 20, 0, 4, 8, 12]
     assert [x["accumulate"] for x in d if x["op"] == G] == [0] + [1] * 6
 
