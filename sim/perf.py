@@ -119,8 +119,9 @@ class PerfResult(RunResult):
 
     def node_snapshots(self) -> list[dict]:
         """The per-node snapshots as the hardware's controller records them
-        (:attr:`RunResult.nodes <celosia.sim.job.RunResult.nodes>`): one per descriptor,
-        ``{"index": k + 1, counter: value at its boundary}``."""
+        (:attr:`RunResult.nodes <celosia.sim.job.RunResult.nodes>`): one per node (a run
+        of consecutive descriptors of one kind), ``{"index": k + 1, counter: value at its
+        boundary}``."""
         return [{"index": k + 1, **self.log.at(b)} for k, b in enumerate(self.log.bounds)]
 
     def instruction_events(self) -> list[tuple[int, int, int]]:
@@ -395,6 +396,9 @@ class _Machine:
         self.n_done = 0
         self.desc_left = []                 # instructions per descriptor without a done yet
         self.desc_max = []
+        self.desc_kind = []                 # each descriptor's kind
+        self.desc_ends = []                 # whether it ends a node (the next one taken has
+        # another kind, or is the end marker: fetch's node boundaries, rtl/controller/fetch.py)
         self.fin_heap = []                  # completion cycles not yet counted as progress
         jump = self.jump = Jump(self) if self.jumps else None
         while True:
@@ -546,6 +550,9 @@ class _Machine:
         # fetch updates
         if take:
             n, off = self.f_slot["n_insn"], self.f_slot["insn_offset"]
+            kind = self.f_slot["kind"]
+            if self.desc_kind and (n == 0 or kind != self.desc_kind[-1]):
+                self.desc_ends[-1] = True
             self.f_node_left = n
             self.f_req_word = 0
             self.f_req_addr = self.prog_base + off
@@ -559,6 +566,8 @@ class _Machine:
                 self.f_node = len(self.desc_left)
                 self.desc_left.append(n)
                 self.desc_max.append(0)
+                self.desc_kind.append(kind)
+                self.desc_ends.append(False)
                 # the node's instructions: fetch-order indices first .. first + n - 1 at
                 # f_node_base (the jump reads them)
                 self.f_node_first, self.f_node_n = self.f_insn_taken, n
@@ -1046,8 +1055,10 @@ class CounterLog:
         #: cycle -> event totals: each descriptor boundary, and the end
         self.events = {b: tot for b, tot in m.desc_snaps}
         self.events[end] = dict(m.tot)
-        #: descriptor -> its boundary cycle
-        self.bounds = [b for b, _ in m.desc_snaps]
+        #: node -> its boundary cycle: a node is a run of consecutive descriptors of one
+        #: kind (a layer of more than 65535 instructions takes several), and the
+        #: controller snapshots at the end of its last (rtl/controller/fetch.py)
+        self.bounds = [b for (b, _), end in zip(m.desc_snaps, m.desc_ends) if end]
 
     def _busy(self, name, upto):
         ivs, ends = self.busy[name], self._busy_ends[name]

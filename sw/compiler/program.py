@@ -24,7 +24,7 @@ from celosia.rtl import isa
 from celosia.rtl.config import RANGES, AccelConfig
 from celosia.rtl.dataflows import dataflow
 
-__all__ = ["Program", "NodeCode", "align", "RUN_ONLY_FIELDS", "program_key"]
+__all__ = ["Program", "NodeCode", "align", "RUN_ONLY_FIELDS", "program_key", "MAX_DESC_INSNS", "DESC_KINDS"]
 
 
 #: The :class:`~celosia.rtl.config.AccelConfig` fields the compiler does not read: the DRAM
@@ -48,7 +48,9 @@ def program_key(config: AccelConfig) -> tuple:
 
 #: Instructions one node descriptor can hold (``NodeDescriptor.n_insn`` is 16 bits).
 MAX_DESC_INSNS = isa.field_max(isa.NodeDescriptor, "n_insn")
-_KINDS = isa.field_max(isa.NodeDescriptor, "kind") + 1  # a descriptor's kind: the node index modulo this
+#: A descriptor's kind is its node's index modulo this (the controller takes consecutive
+#: descriptors of one kind as one node: rtl/controller/fetch.py).
+DESC_KINDS = isa.field_max(isa.NodeDescriptor, "kind") + 1
 
 
 def align(n: int, a: int = 64) -> int:
@@ -135,7 +137,7 @@ class Program:
         for kind, node in enumerate(nodes[:n]):
             for count in self.descriptor_counts(node):
                 descs.append(isa.pack_bytes(isa.NodeDescriptor, insn_offset=offset, n_insn=count,
-                                            kind=kind % _KINDS))
+                                            kind=kind % DESC_KINDS))
                 offset += count * isa.INSN_BYTES
         descs.append(isa.pack_bytes(isa.NodeDescriptor))  # n_insn = 0: end of table
         return b"".join(descs).ljust(self._table_bytes(len(descs) - 1), b"\0")

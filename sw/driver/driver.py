@@ -50,6 +50,7 @@ from celosia.sim.job import Job, Run
 from celosia.sw.analysis import (ProgramTraffic, _fields, _slices, layer_report, node_traffic,
                                  program_traffic, total_report)
 from celosia.sw.compiler import Program, compile_model
+from celosia.sw.compiler.program import DESC_KINDS
 from celosia.sw.quant.model import QModel
 
 __all__ = ["BACKENDS", "run", "run_quantized", "golden_forward", "check_input", "build_job", "DriverError",
@@ -385,30 +386,40 @@ def _check_run(backend: str, i: int, res, job: Job) -> None:
                           f"(instruction #{res.error_info}{at}) in run {i}")
 
 
-def _descriptor_nodes(program: Program) -> list[int]:
-    """The program node of each descriptor of the execution graph, in order: the controller
-    snapshots its counters at each descriptor's end. A node without instructions has no
-    descriptor (its boundary is its predecessor's); one of more than
-    :data:`~celosia.sw.compiler.program.MAX_DESC_INSNS` instructions has several, run back to
-    back, and its boundary is its last descriptor's."""
-    return [k for k, node in enumerate(program.nodes) for _ in program.descriptor_counts(node)]
+def _snapshot_nodes(program: Program) -> list[int]:
+    """The program node of each node boundary the controller snapshots its counters at, in
+    order. The controller's node is a run of consecutive descriptors with the same ``kind``
+    (the node index modulo 256, rtl/controller/fetch.py): a program node without
+    instructions has no descriptor (its boundary is its predecessor's), and one of more
+    than :data:`~celosia.sw.compiler.program.MAX_DESC_INSNS` instructions has several, run
+    back to back, with one boundary at the end of its last."""
+    out, prev = [], None
+    for k, node in enumerate(program.nodes):
+        for _ in program.descriptor_counts(node):
+            kind = k % DESC_KINDS
+            if kind == prev:
+                out[-1] = k
+            else:
+                out.append(k)
+            prev = kind
+    return out
 
 
 def layer_boundaries(program: Program, result) -> list[dict] | None:
     """The counters (:data:`celosia.sim.job.COUNTERS` names) at each layer's boundary in
     the run ``result`` (a :class:`~celosia.sim.job.RunResult` of ``program``'s execution
-    graph): node ``k``'s snapshot (that of its last descriptor), a node without
-    instructions taking its predecessor's (zeros before the first), and the run's final
-    counters from the last node with instructions on (so the layers add up to the run).
-    ``None`` when the run has no snapshot per descriptor (a back end that records none)."""
-    descs = _descriptor_nodes(program)
-    if not result.nodes or len(result.nodes) != len(descs) or not descs:
+    graph): node ``k``'s snapshot (:func:`_snapshot_nodes`), a node without instructions
+    taking its predecessor's (zeros before the first), and the run's final counters from
+    the last node with instructions on (so the layers add up to the run). ``None`` when
+    the run has not one snapshot per such node (a back end that records none)."""
+    nodes = _snapshot_nodes(program)
+    if not result.nodes or len(result.nodes) != len(nodes) or not nodes:
         return None
     zero = dict.fromkeys(result.counters, 0)
-    snap = dict(zip(descs, result.nodes))   # the last descriptor's snapshot of each node
+    snap = dict(zip(nodes, result.nodes))
     bounds, current = [], zero
     for k in range(len(program.nodes)):
-        if k >= descs[-1]:
+        if k >= nodes[-1]:
             current = result.counters
         elif k in snap:
             current = {c: snap[k][c] for c in zero}
@@ -422,10 +433,9 @@ def _event_relay(on_event, program: Program, model: QModel, lead: int, first: in
     index of the job's first)."""
     if on_event is None:
         return None
-    descs = _descriptor_nodes(program)
-    # a node's name at its last descriptor (a layer is finished there), None before
-    names = [(model.layers[k].name if k < len(model.layers) else program.nodes[k].name)
-             if i + 1 == len(descs) or descs[i + 1] != k else None for i, k in enumerate(descs)]
+    # the layer each snapshot finishes
+    names = [model.layers[k].name if k < len(model.layers) else program.nodes[k].name
+             for k in _snapshot_nodes(program)]
 
     def relay(kind, run, *values):
         inference = run - lead + first if run >= lead else None

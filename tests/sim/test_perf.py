@@ -82,6 +82,39 @@ def test_one_nop_against_pysim():
     assert res.counters == results[0].counters
 
 
+def _nops_job(config, descriptors):
+    """NOPs under the descriptors ``[(n_insn, kind), ...]`` (then the end marker)."""
+    nop = b"".join(w.to_bytes(8, "little") for w in isa.encode_words(isa.encode(isa.Opcode.NOP)))
+    table_bytes = -(-isa.DESC_BYTES * (len(descriptors) + 1) // isa.INSN_BYTES) * isa.INSN_BYTES
+    table, offset = b"", table_bytes
+    for n, kind in descriptors:
+        table += isa.encode_descriptor(offset, n, kind).to_bytes(8, "little")
+        offset += n * isa.INSN_BYTES
+    table = (table + isa.encode_descriptor(0, 0).to_bytes(8, "little")).ljust(table_bytes, b"\0")
+    image = table + nop * sum(n for n, _ in descriptors)
+    return Job(dram_bytes=config.dram_bytes, image=[(0, image)],
+               runs=[Run(csr_writes=[(isa.Csr.PROG_BASE, 0)], readback=[])])
+
+
+@pytest.mark.parametrize("descriptors, nodes", [
+    ([(3, 0), (2, 0), (1, 1)], 2),            # a node in two descriptors (one kind), then one
+    ([(2, 0), (2, 1), (2, 0)], 3),            # the same kind, not consecutive: three nodes
+])
+def test_node_snapshots_per_run_of_one_kind_against_pysim(descriptors, nodes):
+    """The controller takes consecutive descriptors of one kind as one node (a layer of
+    more than 65535 instructions has several) and snapshots its counters once, at the end
+    of the last: the model's snapshots equal the RTL's (the Amaranth simulator's), one per
+    node, not one per descriptor."""
+    from celosia.sim import pysim
+
+    config = AccelConfig(rows=2, cols=2, dram_latency=4, dram_bytes=1 << 12)
+    job = _nops_job(config, descriptors)
+    (rtl,) = pysim.run(config, job, poll_cycles=8)
+    (res,) = perf.run(config, job)
+    assert len(rtl.nodes) == nodes
+    assert res.nodes == rtl.nodes and res.counters == rtl.counters
+
+
 def test_load_and_store_alone_take_their_documented_cycles():
     # A LOAD or a STORE with nothing else on the bus takes rtl/dma.py's load_cycles /
     # store_cycles from acceptance to done (the model only ever sees the grants).
