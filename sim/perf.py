@@ -396,7 +396,7 @@ class _Machine:
         self.n_done = 0
         self.desc_left = []                 # instructions per descriptor without a done yet
         self.desc_max = []
-        self.desc_kind = []                 # each descriptor's kind
+        self.desc_kind = None               # the kind of the last descriptor taken
         self.desc_ends = []                 # whether it ends a node (the next one taken has
         # another kind, or is the end marker: fetch's node boundaries, rtl/controller/fetch.py)
         self.fin_heap = []                  # completion cycles not yet counted as progress
@@ -551,7 +551,7 @@ class _Machine:
         if take:
             n, off = self.f_slot["n_insn"], self.f_slot["insn_offset"]
             kind = self.f_slot["kind"]
-            if self.desc_kind and (n == 0 or kind != self.desc_kind[-1]):
+            if self.desc_ends and (n == 0 or kind != self.desc_kind):
                 self.desc_ends[-1] = True
             self.f_node_left = n
             self.f_req_word = 0
@@ -566,7 +566,7 @@ class _Machine:
                 self.f_node = len(self.desc_left)
                 self.desc_left.append(n)
                 self.desc_max.append(0)
-                self.desc_kind.append(kind)
+                self.desc_kind = kind
                 self.desc_ends.append(False)
                 # the node's instructions: fetch-order indices first .. first + n - 1 at
                 # f_node_base (the jump reads them)

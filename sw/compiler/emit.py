@@ -35,10 +35,11 @@ program order, so an in-order fetch never deadlocks), per unit:
 
 Double buffering. Each LOAD *item* (the LOADs some instruction ``d`` needs) has a
 *release*, the first LOAD group it may go into, and a place in the queue at most ``d``;
-the queue is sorted by place (the last item of each instruction's no earlier than the last
-of every earlier instruction's, so that the ``l2c`` pushes stay in instruction order) and each LOAD goes into LOAD group
-``max(release, the previous LOAD's group)``, or a later one up to ``d`` while that group already holds
-``queue_depth / 2`` LOADs (:func:`_schedule`). The fetch is in order: the LOADs of group
+the queue is sorted by place (the last item of each instruction's no earlier than the
+last of every earlier instruction's, so that the ``l2c`` pushes stay in instruction
+order) and each LOAD goes into LOAD group ``max(release, the previous LOAD's group)``,
+or a later one up to ``d`` while that group already holds ``queue_depth / 2`` LOADs
+(:func:`_schedule`). The fetch is in order: the LOADs of group
 ``s`` come after compute instruction ``s-1``, and the first of them waits (``c2l``) for
 instruction ``s-2``; a group of more LOADs than the LOAD queue holds would stop the fetch
 before instruction ``s`` until instruction ``s-2`` is done, leaving the compute queue
