@@ -47,10 +47,10 @@ NAME = "celosia"
 
 
 #: The ifmap buffer depth of board builds (the default config has 1024). The ifmap buffer
-#: has two write ports (the load DMA's and the store DMA's, for outputs kept on chip), which
-#: Yosys cannot map to ECP5 / iCE40 block RAM: it becomes flip-flops and multiplexers
-#: (rows x 8 bits per row: at 1024 rows a 2x2 array took 49 k LUT4 and 23 k FFs on the
-#: ECP5-85F, docs/boards.md). 256 rows hold every bundled digits model at 2x2 .. 8x8.
+#: has two write ports (the load DMA's and the store DMA's, for outputs kept on chip): two
+#: block RAM banks and a live value table of rows x lanes flip-flops (rtl/buffers.py).
+#: 256 rows hold every bundled digits model at 2x2 .. 8x8 and leave the block RAM to the
+#: on-chip memory (docs/boards.md).
 BOARD_IFMAP_ROWS = 256
 
 

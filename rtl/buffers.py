@@ -9,7 +9,7 @@ buffer exposes the flipped ones (``In(...)``), so the two are joined with
 
 from __future__ import annotations
 
-from amaranth.hdl import Module
+from amaranth.hdl import Array, Cat, Const, Module
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -145,6 +145,14 @@ class LaneBuffer(wiring.Component):
     the previous cycle in which ``r{i}.en`` was high, and holds while ``en`` is
     low. Read ports are transparent for the write ports: reading the row written
     in the same cycle returns the new data (per lane, for the enabled lanes).
+
+    Structure: with one write port, one ``Memory``. With ``write_ports`` > 1, one
+    ``Memory`` bank per write port (each with one write port, so FPGA tools map it to
+    block RAM) and a *live value table*: per row and lane, which port wrote it last (a
+    narrow memory of ``lanes`` small fields, in flip-flops); a read takes each lane from
+    the bank the table names. Same behaviour either way; a multi-write-port memory of
+    the whole width would be built from flip-flops and a ``depth``-way read multiplexer
+    (issue 15: the board's ifmap buffer, on the clock's critical path).
     """
 
     def __init__(self, lanes, lane_bits, depth, read_ports=1, write_ports=1):
@@ -169,26 +177,45 @@ class LaneBuffer(wiring.Component):
         """The read port interfaces, in order (``[self.r0, self.r1, ...]``)."""
         return [getattr(self, f"r{i}") for i in range(self._read_ports)]
 
+    def _write_port_ifaces(self):
+        return [getattr(self, "w" if i == 0 else f"w{i}") for i in range(self._write_ports)]
+
+    @staticmethod
+    def _connect_read(m, rp, port):
+        m.d.comb += [rp.addr.eq(port.addr), rp.en.eq(port.en)]
+        return rp.data
+
     def elaborate(self, platform):
         m = Module()
         width = self._lanes * self._lane_bits
-        m.submodules.storage = storage = Memory(shape=width, depth=self._depth, init=[])
+        lanes, lane_bits = self._lanes, self._lane_bits
+        banks = []                  # (memory, its write port), one per write port
+        for i, port in enumerate(self._write_port_ifaces()):
+            mem = Memory(shape=width, depth=self._depth, init=[])
+            m.submodules["storage" if self._write_ports == 1 else f"bank{i}"] = mem
+            wp = mem.write_port(granularity=lane_bits)
+            m.d.comb += [wp.addr.eq(port.addr), wp.en.eq(port.en), wp.data.eq(port.data)]
+            banks.append((mem, wp))
+        if len(banks) == 1:
+            mem, wp = banks[0]
+            for port in self.read_ports:
+                m.d.comb += port.data.eq(self._connect_read(m, mem.read_port(transparent_for=(wp,)), port))
+            return m
 
-        wps = []
-        for i in range(self._write_ports):
-            port = getattr(self, "w" if i == 0 else f"w{i}")
-            wp = storage.write_port(granularity=self._lane_bits)
-            m.d.comb += [
-                wp.addr.eq(port.addr),
-                wp.en.eq(port.en),
-                wp.data.eq(port.data),
-            ]
-            wps.append(wp)
+        # live value table: per row, per lane, the index of the write port that wrote it last
+        sel_bits = (self._write_ports - 1).bit_length()
+        m.submodules.lvt = lvt = Memory(shape=lanes * sel_bits, depth=self._depth, init=[])
+        lvt_wps = []
+        for i, port in enumerate(self._write_port_ifaces()):
+            wp = lvt.write_port(granularity=sel_bits)
+            m.d.comb += [wp.addr.eq(port.addr), wp.en.eq(port.en),
+                         wp.data.eq(Cat(Const(i, sel_bits) for _ in range(lanes)))]
+            lvt_wps.append(wp)
         for port in self.read_ports:
-            rp = storage.read_port(transparent_for=tuple(wps))
-            m.d.comb += [
-                rp.addr.eq(port.addr),
-                rp.en.eq(port.en),
-                port.data.eq(rp.data),
-            ]
+            sel = self._connect_read(m, lvt.read_port(transparent_for=tuple(lvt_wps)), port)
+            rows = [self._connect_read(m, mem.read_port(transparent_for=(wp,)), port) for mem, wp in banks]
+            for ln in range(lanes):
+                lane = Array(r[ln * lane_bits:(ln + 1) * lane_bits] for r in rows)
+                m.d.comb += port.data[ln * lane_bits:(ln + 1) * lane_bits].eq(
+                    lane[sel[ln * sel_bits:(ln + 1) * sel_bits]])
         return m

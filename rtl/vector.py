@@ -102,8 +102,9 @@ class VectorEngine(ControlledEngine):
 
     Timing (cycle 0 = the cycle ``insn.valid & insn.ready``):
 
-    * cycle 1 (CHECK): :func:`vec_insn_ok`; failing -> ``error`` in this cycle;
-      ``m_len = 0`` or ``win = 0`` -> ``done`` in this cycle, nothing written.
+    * cycle 1 (CHECK): :func:`vec_insn_ok` (computed at acceptance and registered);
+      failing -> ``error`` in this cycle; ``m_len = 0`` or ``win = 0`` -> ``done`` in this
+      cycle, nothing written.
     * cycles 2 .. m_len*win + 1 (RUN): ifmap rows ``ifmap_row .. ifmap_row +
       m_len*win - 1`` are read, one per cycle.
     * a row read in cycle ``t`` arrives at ``t+1`` and is folded into the lane
@@ -234,10 +235,16 @@ class VectorEngine(ControlledEngine):
 
         m.d.comb += [self.ifmap.addr.eq(rd_addr), self.ifmap.en.eq(s0_valid)]
 
+        # vec_insn_ok of the offered instruction, registered with it at acceptance: CHECK
+        # reads a flip-flop (issue 15: the check's multiply and compare, then the
+        # controller's error path, were the accelerator's critical path). No cycle added.
+        ok = Signal()
+        with m.If(self.insn.valid & self.insn.ready):
+            m.d.sync += ok.eq(vec_insn_ok(self.insn.payload, cfg))
+
         with m.FSM():
             accept_state(m, self.insn, insn)
-            with insn_check_state(m, self, vec_insn_ok(insn, cfg),
-                                  (insn.m_len == 0) | (insn.win == 0)):
+            with insn_check_state(m, self, ok, (insn.m_len == 0) | (insn.win == 0)):
                 m.d.sync += [j_cnt.eq(0), m_cnt.eq(0), drain.eq(0), gap.eq(0),
                              rd_addr.eq(insn.ifmap_row)]
                 m.next = "RUN"

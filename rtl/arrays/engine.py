@@ -21,7 +21,7 @@ from amaranth.lib.wiring import In, Out
 from celosia.rtl import isa
 from celosia.rtl.buffers import BufferReadSignature, BufferWriteSignature
 from celosia.rtl.config import FEIE_TAPS, RS_SPAD, AccelConfig, check_config
-from celosia.rtl.controller.signatures import EngineSignature
+from celosia.rtl.controller.signatures import EngineSignature, GemmPre, gemm_pre
 from celosia.rtl.dataflows import dataflow, ifmap_read_ports
 
 __all__ = ["ComputeEngineSignature", "ComputeEngine", "ControlledEngine", "gemm_insn_in_range",
@@ -55,6 +55,10 @@ class ComputeEngineSignature(wiring.Signature):
         busy : Out(1)
             High while an accepted instruction has not completed: from the cycle
             after its acceptance up to and including its ``done`` / ``error`` cycle.
+        pre : In(GemmPre)
+            The GEMM's :func:`~celosia.rtl.controller.signatures.gemm_pre` products,
+            valid with ``insn.payload`` (computed as it entered the compute queue); the
+            range check in the acceptance cycle reads them (:func:`gemm_check_register`).
         zero_skips : Out(16)
             MAC cycles skipped for zero inputs (feie: the inputs of a pixel equal to the
             zero point, reported as the pixel lands; always 0 for the dense arrays); the
@@ -78,7 +82,7 @@ class ComputeEngineSignature(wiring.Signature):
         self._config = check_config(config)
         ifmap = BufferReadSignature(config.ifmap_rows, config.rows * config.act_bits)
         members = {
-            "ctrl": In(EngineSignature(isa.GemmInsn, zero_skips=True)),
+            "ctrl": In(EngineSignature(isa.GemmInsn, zero_skips=True, pre=True)),
             "ifmap": Out(ifmap),
             "weight": Out(BufferReadSignature(config.weight_rows, config.cols * config.weight_bits)),
             "psum_rd": Out(BufferReadSignature(config.psum_rows, config.cols * config.acc_bits)),
@@ -102,7 +106,7 @@ class ComputeEngineSignature(wiring.Signature):
         return f"ComputeEngineSignature({self.config!r})"
 
 
-def gemm_insn_in_range(insn, config: AccelConfig):
+def gemm_insn_in_range(insn, config: AccelConfig, pre=None):
     """The GEMM ``insn`` is legal for ``config`` and stays inside every buffer.
 
     ``insn`` is a ``GemmInsn`` view (the result is a 1-bit Amaranth expression) or any
@@ -140,6 +144,9 @@ def gemm_insn_in_range(insn, config: AccelConfig):
     Applied regardless of ``m_len``: an instruction with ``m_len = 0`` but a start row
     past the end is an error too.
 
+    ``pre``: the instruction's :data:`~celosia.rtl.controller.signatures.GemmPre` (a view),
+    to use instead of multiplying its fields again; ``None`` computes them
+    (:func:`~celosia.rtl.controller.signatures.gemm_pre`). The same rules either way.
     """
     c = config
     traits = dataflow(c.dataflow)
@@ -151,18 +158,17 @@ def gemm_insn_in_range(insn, config: AccelConfig):
     win = [insn.win_h >= 1, insn.win_w >= 1, insn.stride_h >= 1, insn.stride_w >= 1,
            insn.dil_h >= 1, insn.dil_w >= 1, insn.out_h >= 1, insn.out_w >= 1,
            insn.k_len >= 1]
+    p = SimpleNamespace(**(gemm_pre(insn) if pre is None else {k: pre[k] for k in GemmPre.members}))
     if full:
-        lines_m1 = (insn.out_h - 1) * insn.stride_h + (insn.win_h - 1) * insn.dil_h
-        last_row = (insn.ifmap_row + lines_m1 * insn.row_pitch + (insn.out_w - 1) * insn.stride_w
-                    + (insn.win_w - 1) * insn.dil_w)
-        conds += win + [insn.m_len == insn.out_h * insn.out_w,
-                        insn.weight_row + insn.win_h * insn.win_w * insn.k_len <= c.weight_rows,
+        lines_m1 = p.h_step + p.v_step
+        last_row = insn.ifmap_row + lines_m1 * insn.row_pitch + p.x_span + p.w_span
+        conds += win + [insn.m_len == p.m_prod,
+                        insn.weight_row + p.taps_hw * insn.k_len <= c.weight_rows,
                         insn.window == 1, insn.win_h <= c.rows, insn.out_h <= c.cols,
-                        lines_m1 < c.rs_lines, insn.win_w * insn.k_len <= RS_SPAD,
+                        lines_m1 < c.rs_lines, p.taps_k <= RS_SPAD,
                         last_row < c.ifmap_rows]
     elif kind == "row":
         # win_h = 1 makes the weight rows win_h*win_w*k_len = win_w*k_len
-        p = SimpleNamespace(**_gemm_products(insn, config))
         win += [insn.m_len == p.m_prod, insn.weight_row + p.taps_k <= c.weight_rows]
         wide = insn.win_w > 1
         # a phase set (dil_w = stride_w > 1) steps one pixel of its own per output (s = 1)
@@ -180,7 +186,6 @@ def gemm_insn_in_range(insn, config: AccelConfig):
     else:
         # one tap: the dil_* terms of the last row vanish, and win_h = win_w = 1 makes the
         # weight rows win_h*win_w*k_len = k_len
-        p = SimpleNamespace(**_gemm_products(insn, config))
         win += [insn.m_len == p.m_prod, insn.weight_row + insn.k_len <= c.weight_rows]
         last_row = insn.ifmap_row + p.h_step * insn.row_pitch + p.x_span
         tap = _all(win + [insn.win_h == 1, insn.win_w == 1, last_row < c.ifmap_rows])
@@ -190,34 +195,28 @@ def gemm_insn_in_range(insn, config: AccelConfig):
     return _all(conds)
 
 
-def _gemm_products(insn, config: AccelConfig):
-    """The products of ``insn``'s fields that :func:`gemm_insn_in_range` needs on a ``"tap"``
-    or ``"row"`` engine: ``m_prod = out_h*out_w``, ``h_step = (out_h-1)*stride_h``, ``x_span =
-    (out_w-1)*stride_w``, and on ``"row"`` also ``taps_k = win_w*k_len``, ``w_span =
-    (win_w-1)*dil_w``. Python ints or Amaranth expressions, as ``insn``'s fields."""
-    prods = {"m_prod": insn.out_h * insn.out_w, "h_step": (insn.out_h - 1) * insn.stride_h,
-             "x_span": (insn.out_w - 1) * insn.stride_w}
-    if dataflow(config.dataflow).gemm_window == "row":
-        prods.update(taps_k=insn.win_w * insn.k_len, w_span=(insn.win_w - 1) * insn.dil_w)
-    return prods
-
-
 def gemm_check_register(m, loads, config: AccelConfig, name="insn_ok"):
     """The range check of an engine's instruction register, as a register (issue 15: the
     single-cycle check between the instruction register and ``error`` was the
     accelerator's critical path, through the controller's error latch).
 
     ``loads``: ``(cond, source)`` pairs, later ones winning (as ``m.If`` blocks): in a cycle
-    in which ``cond`` is high the engine loads its instruction register from ``source``,
-    a ``GemmInsn`` view (the offered instruction, a register of the controller's queue: its
-    :func:`gemm_insn_in_range` is computed in that cycle and registered) or the register
-    an earlier call returned (copied). Returns a 1-bit register equal to
-    :func:`gemm_insn_in_range` of the instruction register from the cycle after the load
-    for as long as that holds: the CHECK cycle reads a flip-flop. No cycle added."""
+    in which ``cond`` is high the engine loads its instruction register from ``source``:
+    either the offered instruction, as the pair ``(payload, pre)`` (the ``GemmInsn`` view
+    and its :data:`~celosia.rtl.controller.signatures.GemmPre`, registers of the
+    controller's queue: :func:`gemm_insn_in_range` is computed from them in that cycle, one
+    multiply deep, and registered), or the register an earlier call returned (copied).
+    Returns a 1-bit register equal to :func:`gemm_insn_in_range` of the instruction
+    register from the cycle after the load for as long as that holds: the CHECK cycle
+    reads a flip-flop. No cycle added."""
     ok = Signal(name=name)
     for cond, src in loads:
         with m.If(cond):
-            m.d.sync += ok.eq(src if isinstance(src, Signal) else gemm_insn_in_range(src, config))
+            if isinstance(src, Signal):
+                m.d.sync += ok.eq(src)
+            else:
+                insn, pre = src
+                m.d.sync += ok.eq(gemm_insn_in_range(insn, config, pre=pre))
     return ok
 
 

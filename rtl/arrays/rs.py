@@ -37,7 +37,8 @@ layer maps as a convolution whose "filter rows" are ``k_len``-feature lines of
 the input vector (Eyeriss's FC mapping, ``out_h`` = samples).
 
 Operation and timing (cycle 0 = the cycle ``insn.valid & insn.ready``): cycle 1
-CHECK (:func:`~celosia.rtl.arrays.engine.gemm_insn_in_range`; ``m_len = 0`` or
+CHECK (:func:`~celosia.rtl.arrays.engine.gemm_insn_in_range`, computed at acceptance and
+registered, :func:`~celosia.rtl.arrays.engine.gemm_check_register`; ``m_len = 0`` or
 ``n_len = 0`` -> ``done``; the per-row filter row / set and the per-PE line index
 are registered). From CHECK on, two things load together (state LOADW):
 
@@ -122,7 +123,7 @@ from amaranth.lib.wiring import In, Out
 
 from celosia.rtl import isa
 from celosia.rtl.arrays.blocks import Block, place
-from celosia.rtl.arrays.engine import (ComputeEngine, gemm_insn_in_range, insn_check_state, legal_gemm,
+from celosia.rtl.arrays.engine import (ComputeEngine, gemm_check_register, insn_check_state, legal_gemm,
                                        offered_sequence)
 from celosia.rtl.config import RS_SPAD, ceil_div
 from celosia.rtl.dma import accept_state
@@ -404,8 +405,15 @@ class RSArray(ComputeEngine):
         m.d.comb += src.eq(insn)
         with m.If(use_next):
             m.d.comb += src.eq(insn_n)
+        # The range checks of insn and insn_n, registered with them (gemm_check_register):
+        # insn is loaded from the offered GEMM in IDLE, or from insn_n (``take_next``: at a
+        # switch, or in DONE); insn_n from the offered GEMM during the last pass.
+        idle, take_next = Signal(), Signal()
+        offered = (self.insn.payload, self.pre)
+        ok_n = gemm_check_register(m, [(early & ~nxt_valid & self.insn.valid, offered)], cfg, "ok_n")
+        ok = gemm_check_register(m, [(idle & self.insn.valid, offered), (take_next, ok_n)], cfg)
         src_ok = Signal()
-        m.d.comb += src_ok.eq(gemm_insn_in_range(src, cfg) & (src.m_len != 0) & (src.n_len != 0))
+        m.d.comb += src_ok.eq(Mux(use_next, ok_n, ok) & (src.m_len != 0) & (src.n_len != 0))
 
         # -- mapping of the logical set onto the rows (combinational from src, registered
         #    in CHECK / at the switch): filter row fh, set t, first line offset fh*dil_h, last
@@ -669,17 +677,16 @@ class RSArray(ComputeEngine):
             """The current GEMM's last MAC cycle, the next one's first step filled or filling:
             the next GEMM becomes the current one (its set-up, its first pass's filter rows into
             the other scratchpad bank); the last column's WRITE goes on with its own copy."""
-            m.d.comb += [setup.eq(1), wr_final_go.eq(1),
+            m.d.comb += [setup.eq(1), wr_final_go.eq(1), take_next.eq(1),
                          ld_go.eq(1), ld_go_g.eq(0), ld_go_bank.eq(~sbank)]
             m.d.sync += [insn.eq(insn_n), nxt_valid.eq(0), pre.eq(0), early.eq(~nsets_lt),
                          x.eq(0), fw.eq(0), xbase.eq(0), xoff.eq(0), sp_base.eq(0), cnt.eq(0),
                          g0.eq(0), sbank.eq(~sbank)]
             m.next = "LOADW"
 
-        with m.FSM():
+        with m.FSM() as fsm:
             accept_state(m, self.insn, insn)
-            with insn_check_state(m, self, gemm_insn_in_range(src, cfg),
-                                  (src.m_len == 0) | (src.n_len == 0)):
+            with insn_check_state(m, self, ok, (src.m_len == 0) | (src.n_len == 0)):
                 # The first pass's filter rows and its first step's pixels load together.
                 m.d.comb += [setup.eq(1), ld_go.eq(1), ld_go_g.eq(0), ld_go_bank.eq(0), go_src.eq(1)]
                 m.d.sync += early.eq(~nsets_lt)
@@ -756,8 +763,10 @@ class RSArray(ComputeEngine):
                 # done; a next GEMM taken meanwhile goes to CHECK at once
                 m.d.comb += [self.busy.eq(1), self.done.eq(1)]
                 with m.If(nxt_valid):
+                    m.d.comb += take_next.eq(1)
                     m.d.sync += [insn.eq(insn_n), nxt_valid.eq(0)]
                     m.next = "CHECK"
                 with m.Else():
                     m.next = "IDLE"
+        m.d.comb += idle.eq(fsm.ongoing("IDLE"))
         return m

@@ -80,7 +80,7 @@ class Controller(wiring.Component):
     bus : Out(DramBusSignature.of(config))
         Fetch master (reads only).
     load : Out(EngineSignature(isa.LoadInsn, error_code=True, dram_bytes=True))
-    compute : Out(EngineSignature(isa.GemmInsn, zero_skips=True))
+    compute : Out(EngineSignature(isa.GemmInsn, zero_skips=True, pre=True))
         GEMMs of the compute queue, to the PE array.
     vector : Out(EngineSignature(isa.VecInsn))
         VECs of the compute queue, to the vector engine.

@@ -9,7 +9,7 @@ from amaranth.lib.wiring import In, Out
 from celosia.rtl import isa
 from celosia.rtl.config import AccelConfig, check_config
 from celosia.rtl.controller.signatures import (GEMMS_IN_FLIGHT, INDEX_BITS, EngineSignature, FetchStatusSignature,
-                                               QueueEntry, RunEndSignature, RunSignature)
+                                               GemmPre, QueueEntry, RunEndSignature, RunSignature, gemm_pre)
 from celosia.rtl.dataflows import dataflow
 
 __all__ = ["Dispatch", "engine_signatures"]
@@ -24,7 +24,7 @@ def engine_signatures() -> dict:
     """The controller's four engine ports, name -> :class:`EngineSignature` (controller side)."""
     return {
         "load": EngineSignature(isa.LoadInsn, error_code=True, dram_bytes=True),
-        "compute": EngineSignature(isa.GemmInsn, zero_skips=True),
+        "compute": EngineSignature(isa.GemmInsn, zero_skips=True, pre=True),
         "vector": EngineSignature(isa.VecInsn),
         "store": EngineSignature(isa.StoreInsn, error_code=True, dram_bytes=True),
     }
@@ -35,7 +35,9 @@ class Dispatch(wiring.Component):
 
     Queues are ``lib.fifo.SyncFIFOBuffered`` of ``queue_depth`` :data:`QueueEntry`
     (flushed by ``run.start``); ``push`` fills the one its opcode selects (LOAD -> LOAD,
-    GEMM / VEC / NOP -> COMPUTE, STORE -> STORE).
+    GEMM / VEC / NOP -> COMPUTE, STORE -> STORE). A compute-queue entry also keeps its
+    instruction's :data:`~celosia.rtl.controller.signatures.GemmPre`, computed as it is
+    pushed, which the compute engine gets with it (``compute.pre``).
 
     Tokens (VTA style, queues ordered LOAD(0) - COMPUTE(1) - STORE(2)):
 
@@ -134,10 +136,23 @@ class Dispatch(wiring.Component):
         load, compute, vector, store = self.load, self.compute, self.vector, self.store
 
         queues = {}
+        # The compute queue also keeps, computed as each entry is pushed, the entry's
+        # GemmPre (for the engine's range check) and two factors of its MACS increment,
+        # m_len*k_len and n_len (times win_h*win_w where the dataflow counts taps), so
+        # that neither needs two multiplies in a row after the queue (issue 15).
+        gemm_in = self.push.payload.insn.gemm
+        pre_in = Signal(GemmPre)
+        mk_in, nt_in = Signal(24), Signal(24)
+        m.d.comb += [pre_in[k].eq(v) for k, v in gemm_pre(gemm_in).items()]
+        m.d.comb += [mk_in.eq(gemm_in.m_len * gemm_in.k_len), nt_in.eq(gemm_in.n_len)]
+        if dataflow(cfg.dataflow).macs_count_taps:  # windowed GEMMs: win_h * win_w taps per output
+            m.d.comb += nt_in.eq(gemm_in.n_len * Mux(gemm_in.window, gemm_in.win_h * gemm_in.win_w, 1))
+        compute_extra = Cat(pre_in, mk_in, nt_in)
         for name in ("load", "compute", "store"):
-            q = SyncFIFOBuffered(width=QueueEntry.size, depth=cfg.queue_depth)
+            extra = len(compute_extra) if name == "compute" else 0
+            q = SyncFIFOBuffered(width=QueueEntry.size + extra, depth=cfg.queue_depth)
             m.submodules[f"{name}_q"] = ResetInserter(start)(q)
-            m.d.comb += q.w_data.eq(self.push.payload)
+            m.d.comb += q.w_data.eq(Cat(self.push.payload, compute_extra) if extra else self.push.payload)
             queues[name] = q
         lq, cq, sq = queues["load"], queues["compute"], queues["store"]
         target = {isa.Opcode.LOAD: lq, isa.Opcode.GEMM: cq, isa.Opcode.VEC: cq,
@@ -148,7 +163,7 @@ class Dispatch(wiring.Component):
                     m.d.comb += [q.w_en.eq(self.push.valid), self.push.ready.eq(q.w_rdy)]
 
         def head(q):
-            entry = data.View(QueueEntry, q.r_data)
+            entry = data.View(QueueEntry, q.r_data[:QueueEntry.size])
             return entry.insn, entry.index
 
         lh, lh_idx = head(lq)
@@ -187,6 +202,7 @@ class Dispatch(wiring.Component):
             load.insn.payload.eq(lq.r_data[:isa.LoadInsn.size]),
             compute.insn.valid.eq(c_go & c_is_gemm & vec_idle & gq.w_rdy),
             compute.insn.payload.eq(cq.r_data[:isa.GemmInsn.size]),
+            compute.pre.eq(cq.r_data[QueueEntry.size:QueueEntry.size + GemmPre.size]),
             vector.insn.valid.eq(c_go & c_is_vec & gemm_idle),
             vector.insn.payload.eq(cq.r_data[:isa.VecInsn.size]),
             store.insn.valid.eq(s_go),
@@ -321,10 +337,9 @@ class Dispatch(wiring.Component):
                              self.end.addr.eq(addr)]
 
         # --- counter events -------------------------------------------------------
-        gemm = ch.gemm
-        macs = gemm.m_len * gemm.k_len * gemm.n_len
-        if dataflow(cfg.dataflow).macs_count_taps:  # windowed GEMMs: win_h * win_w taps per output
-            macs = macs * Mux(gemm.window, gemm.win_h * gemm.win_w, 1)
-        m.d.comb += [self.macs.eq(Mux(c_issue_gemm, macs, 0)),
+        # m_len*k_len*n_len (* taps): the two factors kept in the queue (above)
+        mk = cq.r_data[QueueEntry.size + GemmPre.size:][:24]
+        nt = cq.r_data[QueueEntry.size + GemmPre.size + 24:][:24]
+        m.d.comb += [self.macs.eq(Mux(c_issue_gemm, mk * nt, 0)),
                      self.insns.eq(l_issue + c_issue + s_issue)]
         return m

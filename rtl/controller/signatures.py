@@ -13,7 +13,7 @@ from amaranth.lib.wiring import In, Out
 from celosia.rtl import isa
 from celosia.rtl.config import BUS_WIDTHS
 
-__all__ = ["GEMMS_IN_FLIGHT", "CsrSignature", "NodeSignature", "NodeBound", "EventSignature", "EngineSignature", "engine_view", "INDEX_BITS", "QueueEntry",
+__all__ = ["GEMMS_IN_FLIGHT", "GemmPre", "gemm_pre", "gemm_pre_const", "CsrSignature", "NodeSignature", "NodeBound", "EventSignature", "EngineSignature", "engine_view", "INDEX_BITS", "QueueEntry",
            "RunSignature", "FetchStatusSignature", "RunEndSignature", "DRAM_BYTES_BITS"]
 
 #: GEMMs the compute engine may hold at once (accepted, not yet ``done``): the ``ws``
@@ -28,6 +28,42 @@ GEMMS_IN_FLIGHT = 4
 #: word): wide enough for the widest bus (:data:`~celosia.rtl.config.BUS_WIDTHS`), so
 #: the controller's signatures do not depend on the config.
 DRAM_BYTES_BITS = (max(BUS_WIDTHS) // 8).bit_length()
+
+
+#: Products of a GEMM's fields that its range check
+#: (:func:`~celosia.rtl.arrays.engine.gemm_insn_in_range`) needs, each one multiply of two
+#: fields (:func:`gemm_pre`). Dispatch computes them as the GEMM enters the compute queue
+#: and keeps them with it; the engine gets them with the instruction (``pre``), so that its
+#: check in the acceptance cycle has one multiply left instead of two in a row (issue 15:
+#: the compute queue's output to the check register was the accelerator's critical path).
+#: A field's width holds the product of any field values the check does not refuse anyway
+#: (an ``out_h``, ``out_w``, ``win_w`` or ``win_h`` of 0 fails the check by itself).
+GemmPre = data.StructLayout({
+    "m_prod": unsigned(24),     # out_h * out_w
+    "h_step": unsigned(16),     # (out_h - 1) * stride_h
+    "x_span": unsigned(24),     # (out_w - 1) * stride_w
+    "taps_k": unsigned(16),     # win_w * k_len
+    "w_span": unsigned(16),     # (win_w - 1) * dil_w
+    "v_step": unsigned(16),     # (win_h - 1) * dil_h
+    "taps_hw": unsigned(16),    # win_h * win_w
+})
+
+
+def gemm_pre(g) -> dict:
+    """The :data:`GemmPre` products of the GEMM ``g`` (a ``GemmInsn`` view, or any object
+    with its fields as Python int attributes): name -> expression or int."""
+    return {"m_prod": g.out_h * g.out_w, "h_step": (g.out_h - 1) * g.stride_h,
+            "x_span": (g.out_w - 1) * g.stride_w, "taps_k": g.win_w * g.k_len,
+            "w_span": (g.win_w - 1) * g.dil_w, "v_step": (g.win_h - 1) * g.dil_h,
+            "taps_hw": g.win_h * g.win_w}
+
+
+def gemm_pre_const(fields: dict):
+    """:data:`GemmPre` of the GEMM ``fields`` (name -> int, a missing field 0) as a constant,
+    what the compute queue hands an engine with that GEMM (for benches that drive an engine
+    directly)."""
+    g = SimpleNamespace(**{**dict.fromkeys(isa.GemmInsn.members, 0), **fields})
+    return GemmPre.const({k: v % (1 << GemmPre.members[k].width) for k, v in gemm_pre(g).items()})
 
 
 #: CSR bus, host (master) view. Components take it as ``In(CsrSignature)``: there
@@ -57,6 +93,8 @@ class EngineSignature(wiring.Signature):
     zero_skips : bool
         The engine reports skipped MAC cycles and the cycles it multiplies (the compute
         engine).
+    pre : bool
+        The instruction comes with its :data:`GemmPre` products (the compute engine).
 
     Members
     -------
@@ -86,10 +124,12 @@ class EngineSignature(wiring.Signature):
     mac_cycles : In(1), only with ``zero_skips``
         The engine multiplies an input this cycle (feie; 0 on the dense arrays), counted
         in MAC_CYCLES.
+    pre : Out(GemmPre), only with ``pre``
+        :func:`gemm_pre` of ``insn.payload``, valid with it.
     """
 
-    def __init__(self, layout, *, error_code=False, dram_bytes=False, zero_skips=False):
-        self._params = (layout, error_code, dram_bytes, zero_skips)
+    def __init__(self, layout, *, error_code=False, dram_bytes=False, zero_skips=False, pre=False):
+        self._params = (layout, error_code, dram_bytes, zero_skips, pre)
         members = {
             "insn": Out(stream.Signature(layout)),
             "done": In(1),
@@ -104,6 +144,8 @@ class EngineSignature(wiring.Signature):
         if zero_skips:
             members["zero_skips"] = In(16)
             members["mac_cycles"] = In(1)
+        if pre:
+            members["pre"] = Out(GemmPre)
         super().__init__(members)
 
     def __eq__(self, other):
@@ -113,9 +155,9 @@ class EngineSignature(wiring.Signature):
         return hash((EngineSignature, self._params))
 
     def __repr__(self):
-        layout, error_code, dram_bytes, zero_skips = self._params
+        layout, error_code, dram_bytes, zero_skips, pre = self._params
         return (f"EngineSignature({layout!r}, error_code={error_code}, dram_bytes={dram_bytes}, "
-                f"zero_skips={zero_skips})")
+                f"zero_skips={zero_skips}, pre={pre})")
 
 
 def engine_view(engine, signature: EngineSignature):

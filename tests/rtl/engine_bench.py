@@ -9,6 +9,7 @@ from amaranth.lib import wiring
 
 from celosia.rtl import isa
 from celosia.rtl.buffers import BufferWriteSignature, LaneBuffer
+from celosia.rtl.controller.signatures import gemm_pre_const
 from celosia.rtl.dataflows import ifmap_read_ports
 from helpers import (engine_monitor, issue_and_drain, pack, psum_write_mux, read_rows, simulate, unpack,
                      write_rows)
@@ -68,10 +69,16 @@ def run_program(cfg, ifmap, weight, psum0, insns, gaps, engine, seed=0, monitor=
         def gemm(**fields):
             return isa.GemmInsn.const({"op": isa.Opcode.GEMM, **fields})
 
-        await issue_and_drain(
-            ctx, ws, insns, gaps, events,
-            offer=lambda ctx, insn: ctx.set(ws.insn.payload, gemm(**insn)),
-            junk=lambda ctx: ctx.set(ws.insn.payload, gemm(m_len=rng.getrandbits(16), k_len=0xFF)))
+        def offer(ctx, insn):
+            # the instruction with its products, as the controller's compute queue hands it
+            ctx.set(ws.insn.payload, gemm(**insn))
+            ctx.set(ws.pre, gemm_pre_const(insn))
+
+        def junk(ctx):
+            ctx.set(ws.insn.payload, gemm(m_len=rng.getrandbits(16), k_len=0xFF))
+            ctx.set(ws.pre, gemm_pre_const({"out_h": rng.getrandbits(8), "win_w": rng.getrandbits(8)}))
+
+        await issue_and_drain(ctx, ws, insns, gaps, events, offer=offer, junk=junk)
         rows = await read_rows(ctx, dut.psum.r1, cfg.psum_rows)
         result["psum"] = np.array([unpack(v, cfg.cols, 32) for v in rows], dtype=np.int64)
 

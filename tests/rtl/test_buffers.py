@@ -64,7 +64,8 @@ def test_connect_to_engine_ports():
 
 
 @pytest.mark.parametrize("lanes,lane_bits,depth,nports,nwrite",
-                         [(1, 8, 2, 1, 1), (3, 8, 5, 1, 1), (4, 32, 16, 2, 1), (9, 8, 7, 2, 1), (4, 8, 6, 1, 2)])
+                         [(1, 8, 2, 1, 1), (3, 8, 5, 1, 1), (4, 32, 16, 2, 1), (9, 8, 7, 2, 1), (4, 8, 6, 1, 2),
+                          (3, 8, 5, 2, 2), (2, 8, 4, 2, 3)])
 def test_random_traffic(lanes, lane_bits, depth, nports, nwrite):
     """Random writes (random lane enables; with two write ports, both in one cycle on
     disjoint lanes of a shared row) and reads against a dict model."""

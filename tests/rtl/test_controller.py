@@ -14,7 +14,7 @@ from celosia.rtl import isa
 from celosia.rtl.config import AccelConfig
 from celosia.rtl.controller import Controller, EngineSignature, engine_view
 from celosia.rtl.controller.csrs import Csrs
-from celosia.rtl.controller.signatures import DRAM_BYTES_BITS
+from celosia.rtl.controller.signatures import DRAM_BYTES_BITS, GemmPre
 from celosia.rtl.dram import DramModel
 from celosia.rtl.isa import Csr, ErrorCode, Opcode
 from helpers import csr_read_all, csr_write, host_write, program_words, simulate, start_and_wait
@@ -38,6 +38,7 @@ class StubEngine(wiring.Component):
             "done": Out(1), "error": Out(1), "error_code": Out(8), "fault_addr": Out(32),
             "busy": Out(1),
             "zero_skips": Out(16), "mac_cycles": Out(1), "bytes": Out(DRAM_BYTES_BITS),
+            **({"pre": In(GemmPre)} if layout is isa.GemmInsn else {}),
         })
 
     def elaborate(self, platform):
@@ -355,7 +356,7 @@ def test_engine_ports_are_one_signature_each():
     members = Controller(CFG).signature.members
     assert members["load"].signature == EngineSignature(isa.LoadInsn, error_code=True, dram_bytes=True)
     assert members["store"].signature == EngineSignature(isa.StoreInsn, error_code=True, dram_bytes=True)
-    assert members["compute"].signature == EngineSignature(isa.GemmInsn, zero_skips=True)
+    assert members["compute"].signature == EngineSignature(isa.GemmInsn, zero_skips=True, pre=True)
     assert members["vector"].signature == EngineSignature(isa.VecInsn)
     assert list(EngineSignature(isa.LoadInsn, error_code=True, dram_bytes=True).members) == [
         "insn", "done", "error", "busy", "error_code", "fault_addr", "bytes"]
