@@ -266,13 +266,22 @@ class Fetch(wiring.Component):
 
         # -- request side ---------------------------------------------------------------
         desc_addr = prog_base + (desc_idx << 3)
-        desc_ok = (prog_base[:3] == 0) & in_window(desc_addr, isa.DESC_BYTES)
+        # The window checks of the next descriptor (desc_ok) and of the next instruction's
+        # 32 bytes (insn_in) are registers: each cycle every value the address can take
+        # next cycle is checked and the one it takes is registered (issue 15: the adds and
+        # compares from the CSRs through bus.req.valid and the arbiter were the clock's
+        # critical path). They equal the combinational checks of the current address, as
+        # long as PROG_BASE, WINDOW_BASE and WINDOW_SIZE do not change during a run (a
+        # write takes effect here one cycle later). No cycle added.
+        def desc_check(idx):
+            return (prog_base[:3] == 0) & in_window(prog_base + (idx << 3), isa.DESC_BYTES)
+        desc_ok, insn_in = Signal(), Signal()
+        clearing = Signal()   # DRAIN: desc_idx is 0 next cycle
         walking = active & ~req_end & ~req_err
         node_done = node_left == 0
         take = walking & node_done & slot_valid & ends.w_rdy  # start the node in the slot
         take_end = take & (slot.n_insn == 0)
         want_desc = (walking & ~desc_pending & (~slot_valid | take) & ~take_end & desc_ok)
-        insn_in = insn_ok & in_window(req_addr, isa.INSN_BYTES)
         words_out = outstanding - desc_pending
         room = (words_out + fifo.level) < depth
         want_word = walking & ~node_done & ((req_word != 0) | insn_in) & room
@@ -306,6 +315,14 @@ class Fetch(wiring.Component):
             m.d.sync += [req_addr.eq(req_addr + 8), req_word.eq(req_word + 1)]
             with m.If(req_word == isa.INSN_WORDS - 1):
                 m.d.sync += [req_word.eq(0), node_left.eq(node_left - 1)]
+        # the registered checks (above): the next descriptor's, the next instruction's
+        desc_fire, word_fire = req_fire & want_desc, req_fire & ~want_desc
+        m.d.sync += desc_ok.eq(Mux(clearing, desc_check(0),
+                                   Mux(desc_fire, desc_check(desc_idx + 1), desc_check(desc_idx))))
+        insn_at = (slot.insn_offset[:5] == 0) & in_window(prog_base + slot.insn_offset, isa.INSN_BYTES)
+        m.d.sync += insn_in.eq(Mux(take, insn_at,
+                                   insn_ok & Mux(word_fire, in_window(req_addr + 8, isa.INSN_BYTES),
+                                                 in_window(req_addr, isa.INSN_BYTES))))
 
         # -- response side --------------------------------------------------------------
         is_desc = active & rsp_valid & desc_pending & (desc_ahead == 0)
@@ -382,6 +399,7 @@ class Fetch(wiring.Component):
                 restart_or_stop()
             with m.State("DRAIN"):
                 # responses of an aborted run are still on their way
+                m.d.comb += clearing.eq(1)
                 m.d.sync += [s.eq(0) for s in run_state]
                 with m.If(outstanding == 0):
                     m.next = "RUN"
