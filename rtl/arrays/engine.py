@@ -202,13 +202,14 @@ def gemm_check_register(m, loads, config: AccelConfig, name="insn_ok"):
 
     ``loads``: ``(cond, source)`` pairs, later ones winning (as ``m.If`` blocks): in a cycle
     in which ``cond`` is high the engine loads its instruction register from ``source``:
-    either the offered instruction, as the pair ``(payload, pre)`` (the ``GemmInsn`` view
-    and its :data:`~celosia.rtl.controller.signatures.GemmPre`, registers of the
-    controller's queue: :func:`gemm_insn_in_range` is computed from them in that cycle, one
-    multiply deep, and registered), or the register an earlier call returned (copied).
-    Returns a 1-bit register equal to :func:`gemm_insn_in_range` of the instruction
-    register from the cycle after the load for as long as that holds: the CHECK cycle
-    reads a flip-flop. No cycle added."""
+    either the offered instruction, as the pair ``(payload, pre)``
+    (:attr:`ComputeEngine.offered`: the ``GemmInsn`` view and its
+    :data:`~celosia.rtl.controller.signatures.GemmPre`, registers of the controller's
+    queue: :func:`gemm_insn_in_range` is computed from them in that cycle, one multiply
+    deep, and registered), or the register an earlier call returned (copied). Returns a
+    1-bit register equal to :func:`gemm_insn_in_range` of the instruction register from
+    the cycle after the load for as long as that holds: the CHECK cycle reads a
+    flip-flop. No cycle added."""
     ok = Signal(name=name)
     for cond, src in loads:
         with m.If(cond):
@@ -271,6 +272,12 @@ class ComputeEngine(ControlledEngine):
     @property
     def config(self):
         return self._config
+
+    @property
+    def offered(self):
+        """The offered GEMM and its products, ``(insn.payload, pre)``: a source of
+        :func:`gemm_check_register`."""
+        return self.insn.payload, self.pre
 
 
 def offered_sequence(timer, insns, gaps=None) -> list[tuple[int, int]]:

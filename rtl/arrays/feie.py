@@ -915,8 +915,8 @@ class FEIEArray(ComputeEngine):
         # the range checks of insn / insn_nx, registered with them (gemm_check_register);
         # ld_pay: insn <- payload, ld_nx: insn <- insn_nx, nx_pay: insn_nx <- payload
         ld_pay, ld_nx, nx_pay = Signal(), Signal(), Signal()
-        ok_nx = gemm_check_register(m, [(nx_pay, (self.insn.payload, self.pre))], cfg, "ok_nx")
-        ok = gemm_check_register(m, [(ld_pay, (self.insn.payload, self.pre)), (ld_nx, ok_nx)], cfg)
+        ok_nx = gemm_check_register(m, [(nx_pay, self.offered)], cfg, "ok_nx")
+        ok = gemm_check_register(m, [(ld_pay, self.offered), (ld_nx, ok_nx)], cfg)
         go_nx = _held(m, "go_nx", ok_nx & (insn_nx.m_len != 0) & (insn_nx.n_len != 0))
         m.d.comb += ld_pay.eq(self.insn.valid & self.insn.ready & ~run)   # (IDLE)
         take = Signal()

@@ -189,8 +189,7 @@ class OSArray(ComputeEngine):
         nxt_valid = Signal()
         outstanding = Signal(range(self.MAX_IN_FLIGHT + 1))
         # the range check of nxt, registered with it (gemm_check_register)
-        nxt_ok = gemm_check_register(m, [(self.insn.valid & self.insn.ready, (self.insn.payload, self.pre))],
-                                     cfg)
+        nxt_ok = gemm_check_register(m, [(self.insn.valid & self.insn.ready, self.offered)], cfg)
         # Block pipeline: each stage (FILL, MAC, DRAIN) has an "on" flag, its block's first
         # row m0_* and rows mb_*, the fields of the block's GEMM (si_*: StageInsn, with
         # "last" = the GEMM's last block), and a step counter; FILL also has the rows of its

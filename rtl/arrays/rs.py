@@ -409,9 +409,8 @@ class RSArray(ComputeEngine):
         # insn is loaded from the offered GEMM in IDLE, or from insn_n (``take_next``: at a
         # switch, or in DONE); insn_n from the offered GEMM during the last pass.
         idle, take_next = Signal(), Signal()
-        offered = (self.insn.payload, self.pre)
-        ok_n = gemm_check_register(m, [(early & ~nxt_valid & self.insn.valid, offered)], cfg, "ok_n")
-        ok = gemm_check_register(m, [(idle & self.insn.valid, offered), (take_next, ok_n)], cfg)
+        ok_n = gemm_check_register(m, [(early & ~nxt_valid & self.insn.valid, self.offered)], cfg, "ok_n")
+        ok = gemm_check_register(m, [(idle & self.insn.valid, self.offered), (take_next, ok_n)], cfg)
         src_ok = Signal()
         m.d.comb += src_ok.eq(Mux(use_next, ok_n, ok) & (src.m_len != 0) & (src.n_len != 0))
 

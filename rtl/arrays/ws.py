@@ -275,7 +275,7 @@ class WSArray(ComputeEngine):
         # Nothing of an earlier instruction left in the streamer.
         stream_empty = ~(streaming | sv[0] | sv[1] | sv[2] | done_r)
         # the range check of nxt, registered with it (gemm_check_register)
-        ok = gemm_check_register(m, [(self.insn.valid & self.insn.ready, (self.insn.payload, self.pre))], cfg)
+        ok = gemm_check_register(m, [(self.insn.valid & self.insn.ready, self.offered)], cfg)
 
         with m.FSM(name="loader") as loader:
             with m.State("IDLE"):

@@ -1,7 +1,7 @@
 """Dispatch: the three instruction queues, dependency tokens, issue to the engines,
 completion, token overflow and deadlock detection."""
 
-from amaranth.hdl import Cat, Const, Module, Mux, ResetInserter, Signal
+from amaranth.hdl import Cat, Const, Module, Mux, ResetInserter, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFO, SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
@@ -136,23 +136,24 @@ class Dispatch(wiring.Component):
         load, compute, vector, store = self.load, self.compute, self.vector, self.store
 
         queues = {}
-        # The compute queue also keeps, computed as each entry is pushed, the entry's
+        # The compute queue's entries also keep, computed as each is pushed, the entry's
         # GemmPre (for the engine's range check) and two factors of its MACS increment,
         # m_len*k_len and n_len (times win_h*win_w where the dataflow counts taps), so
         # that neither needs two multiplies in a row after the queue (issue 15).
+        compute_entry = data.StructLayout({"entry": QueueEntry, "pre": GemmPre,
+                                           "mk": unsigned(24), "nt": unsigned(24)})
         gemm_in = self.push.payload.insn.gemm
-        pre_in = Signal(GemmPre)
-        mk_in, nt_in = Signal(24), Signal(24)
-        m.d.comb += [pre_in[k].eq(v) for k, v in gemm_pre(gemm_in).items()]
-        m.d.comb += [mk_in.eq(gemm_in.m_len * gemm_in.k_len), nt_in.eq(gemm_in.n_len)]
+        c_in = Signal(compute_entry)
+        m.d.comb += [c_in.entry.eq(self.push.payload), c_in.mk.eq(gemm_in.m_len * gemm_in.k_len),
+                     c_in.nt.eq(gemm_in.n_len)]
+        m.d.comb += [c_in.pre[k].eq(v) for k, v in gemm_pre(gemm_in).items()]
         if dataflow(cfg.dataflow).macs_count_taps:  # windowed GEMMs: win_h * win_w taps per output
-            m.d.comb += nt_in.eq(gemm_in.n_len * Mux(gemm_in.window, gemm_in.win_h * gemm_in.win_w, 1))
-        compute_extra = Cat(pre_in, mk_in, nt_in)
+            m.d.comb += c_in.nt.eq(gemm_in.n_len * Mux(gemm_in.window, c_in.pre.taps_hw, 1))
         for name in ("load", "compute", "store"):
-            extra = len(compute_extra) if name == "compute" else 0
-            q = SyncFIFOBuffered(width=QueueEntry.size + extra, depth=cfg.queue_depth)
+            is_c = name == "compute"
+            q = SyncFIFOBuffered(width=(compute_entry if is_c else QueueEntry).size, depth=cfg.queue_depth)
             m.submodules[f"{name}_q"] = ResetInserter(start)(q)
-            m.d.comb += q.w_data.eq(Cat(self.push.payload, compute_extra) if extra else self.push.payload)
+            m.d.comb += q.w_data.eq(c_in if is_c else self.push.payload)
             queues[name] = q
         lq, cq, sq = queues["load"], queues["compute"], queues["store"]
         target = {isa.Opcode.LOAD: lq, isa.Opcode.GEMM: cq, isa.Opcode.VEC: cq,
@@ -162,8 +163,10 @@ class Dispatch(wiring.Component):
                 with m.Case(op):
                     m.d.comb += [q.w_en.eq(self.push.valid), self.push.ready.eq(q.w_rdy)]
 
+        c_head = data.View(compute_entry, cq.r_data)
+
         def head(q):
-            entry = data.View(QueueEntry, q.r_data[:QueueEntry.size])
+            entry = c_head.entry if q is cq else data.View(QueueEntry, q.r_data)
             return entry.insn, entry.index
 
         lh, lh_idx = head(lq)
@@ -202,7 +205,7 @@ class Dispatch(wiring.Component):
             load.insn.payload.eq(lq.r_data[:isa.LoadInsn.size]),
             compute.insn.valid.eq(c_go & c_is_gemm & vec_idle & gq.w_rdy),
             compute.insn.payload.eq(cq.r_data[:isa.GemmInsn.size]),
-            compute.pre.eq(cq.r_data[QueueEntry.size:QueueEntry.size + GemmPre.size]),
+            compute.pre.eq(c_head.pre),
             vector.insn.valid.eq(c_go & c_is_vec & gemm_idle),
             vector.insn.payload.eq(cq.r_data[:isa.VecInsn.size]),
             store.insn.valid.eq(s_go),
@@ -338,8 +341,6 @@ class Dispatch(wiring.Component):
 
         # --- counter events -------------------------------------------------------
         # m_len*k_len*n_len (* taps): the two factors kept in the queue (above)
-        mk = cq.r_data[QueueEntry.size + GemmPre.size:][:24]
-        nt = cq.r_data[QueueEntry.size + GemmPre.size + 24:][:24]
-        m.d.comb += [self.macs.eq(Mux(c_issue_gemm, mk * nt, 0)),
+        m.d.comb += [self.macs.eq(Mux(c_issue_gemm, c_head.mk * c_head.nt, 0)),
                      self.insns.eq(l_issue + c_issue + s_issue)]
         return m
