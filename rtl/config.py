@@ -61,6 +61,9 @@ RANGES: dict[str, tuple[int, int, str]] = {
     "feie_read_ports": (1, 2,     "ifmap buffer read ports of the `feie` engine: up to that many pixel "
                                   "reads per cycle, for different groups (2: a second read port, a "
                                   "replicated or true-dual-port RAM; ignored by the other dataflows)"),
+    "feie_write_ports": (1, 2,    "psum buffer write ports of the `feie` engine: up to that many outputs "
+                                  "written (accumulated) per cycle, for different groups (2: a second "
+                                  "psum bank and accumulate read port; ignored by the other dataflows)"),
 }
 
 #: field -> the values it may take (a subset of its :data:`RANGES` range).
@@ -94,6 +97,7 @@ class AccelConfig:
     queue_depth: int = 8
     ppu_lanes: int = 1
     feie_read_ports: int = 2
+    feie_write_ports: int = 2
 
     def __post_init__(self):
         for name, (lo, hi, what) in RANGES.items():

@@ -17,7 +17,7 @@ import functools
 import importlib
 from dataclasses import dataclass
 
-__all__ = ["Dataflow", "REGISTRY", "DATAFLOWS", "dataflow", "ifmap_read_ports"]
+__all__ = ["Dataflow", "REGISTRY", "DATAFLOWS", "dataflow", "ifmap_read_ports", "psum_write_ports"]
 
 
 @functools.cache
@@ -67,6 +67,12 @@ class Dataflow:
         uses (``feie``: ``feie_read_ports``, 1 or 2; a second one is the engine's
         ``ifmap1`` port, on the buffer's read port 1); empty: one (``ifmap``, shared
         with the vector engine). :func:`ifmap_read_ports` reads it.
+    write_ports_field : str
+        The ``AccelConfig`` field that sets how many psum buffer write ports the engine
+        uses (``feie``: ``feie_write_ports``, 1 or 2; a second one is the engine's
+        ``psum_wr1`` port with its accumulate read ``psum_rd1``, on the buffer's write
+        port 1 and read port 2); empty: one (``psum_wr``, shared with the vector
+        engine). :func:`psum_write_ports` reads it.
     """
 
     name: str
@@ -78,6 +84,7 @@ class Dataflow:
     zero_point_in_gemm: bool = False
     macs_count_taps: bool = False
     read_ports_field: str = ""
+    write_ports_field: str = ""
 
     @property
     def engine(self):
@@ -122,7 +129,7 @@ REGISTRY: dict[str, Dataflow] = {df.name: df for df in (
            gemm_window="full", macs_count_taps=True),
     _entry("feie", "FEIE (input broadcast, zero skipping)", "feie", "FEIEArray", "lower_gemm",
            gemm_window="row", zero_point_in_gemm=True, macs_count_taps=True,
-           read_ports_field="feie_read_ports"),
+           read_ports_field="feie_read_ports", write_ports_field="feie_write_ports"),
 )}
 
 #: The dataflow names (``AccelConfig.dataflow``), in registry order.
@@ -142,4 +149,13 @@ def ifmap_read_ports(config) -> int:
     uses: its dataflow's :attr:`Dataflow.read_ports_field`, else 1. The accelerator builds
     the buffer with that many (docs/hardware.md, "Buffers")."""
     field = dataflow(config.dataflow).read_ports_field
+    return getattr(config, field) if field else 1
+
+
+def psum_write_ports(config) -> int:
+    """The psum buffer write ports the compute engine of ``config`` (an ``AccelConfig``)
+    uses: its dataflow's :attr:`Dataflow.write_ports_field`, else 1. The accelerator builds
+    the buffer with that many, each with its own accumulate read port (docs/hardware.md,
+    "Buffers")."""
+    field = dataflow(config.dataflow).write_ports_field
     return getattr(config, field) if field else 1

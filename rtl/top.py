@@ -12,7 +12,9 @@ for ``feie`` with ``feie_read_ports = 2`` a second read port, ``r1``, the engine
 own: :func:`~celosia.rtl.dataflows.ifmap_read_ports`); param is written by the load
 DMA and read by the store DMA;
 psum is written by the compute engine and read on port 0 by the compute engine
-(accumulate) and on port 1 by the store DMA.
+(accumulate) and on port 1 by the store DMA; for ``feie`` with ``feie_write_ports = 2``
+it has a second write port, ``w1``, and its accumulate read port, ``r2``, the engine's
+own (:func:`~celosia.rtl.dataflows.psum_write_ports`).
 
 The vector engine shares the ifmap read port 0 and the psum write port with the
 compute engine: the controller runs one compute-queue instruction at a time, so
@@ -34,7 +36,7 @@ from .arrays import make_engine
 from .buffers import LaneBuffer
 from .config import AccelConfig, check_config
 from .controller import Controller, CsrSignature, EventSignature, NodeSignature, engine_view
-from .dataflows import ifmap_read_ports
+from .dataflows import ifmap_read_ports, psum_write_ports
 from .dma import LoadEngine, StoreEngine
 from .dram import BusArbiter, DramBusSignature, DramModel, host_members
 from .isa import PARAM_BYTES
@@ -87,7 +89,9 @@ class Accelerator(wiring.Component):
                                                     write_ports=2)
         m.submodules.weight_buf = weight = LaneBuffer(cfg.cols, 8, cfg.weight_rows)
         m.submodules.param_buf = param = LaneBuffer(PARAM_BYTES, 8, cfg.param_depth)
-        m.submodules.psum_buf = psum = LaneBuffer(cfg.cols, 32, cfg.psum_rows, read_ports=2)
+        n_wr = psum_write_ports(cfg)
+        m.submodules.psum_buf = psum = LaneBuffer(cfg.cols, 32, cfg.psum_rows, read_ports=1 + n_wr,
+                                                  write_ports=n_wr)
 
         wiring.connect(m, wiring.flipped(self.csr), ctrl.csr)
         wiring.connect(m, wiring.flipped(self.node), ctrl.node)
@@ -127,6 +131,9 @@ class Accelerator(wiring.Component):
         if n_rd == 2:           # feie's second pixel read port: the engine's alone
             wiring.connect(m, compute=compute.ifmap1, buffer=ifmap.r1)
         wiring.connect(m, store=store.psum_rd, buffer=psum.r1)
+        if n_wr == 2:           # feie's second psum write port and its accumulate read: the engine's alone
+            wiring.connect(m, compute=compute.psum_wr1, buffer=psum.w1)
+            wiring.connect(m, compute=compute.psum_rd1, buffer=psum.r2)
         wiring.connect(m, store=store.param_rd, buffer=param.r0)
         return m
 

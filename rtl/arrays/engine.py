@@ -22,7 +22,7 @@ from celosia.rtl import isa
 from celosia.rtl.buffers import BufferReadSignature, BufferWriteSignature
 from celosia.rtl.config import FEIE_TAPS, RS_SPAD, AccelConfig, check_config
 from celosia.rtl.controller.signatures import EngineSignature, GemmPre, gemm_pre
-from celosia.rtl.dataflows import dataflow, ifmap_read_ports
+from celosia.rtl.dataflows import dataflow, ifmap_read_ports, psum_write_ports
 
 __all__ = ["ComputeEngineSignature", "ComputeEngine", "ControlledEngine", "gemm_insn_in_range",
            "gemm_check_register", "legal_gemm", "insn_check_state", "finish_states"]
@@ -76,6 +76,10 @@ class ComputeEngineSignature(wiring.Signature):
     psum_rd : Out(BufferReadSignature(psum_rows, cols*32))
         Psum buffer read port 0 (accumulate reads).
     psum_wr : Out(BufferWriteSignature(psum_rows, cols, 32))
+    psum_rd1, psum_wr1 : Out(BufferReadSignature(psum_rows, cols*32)), Out(BufferWriteSignature(psum_rows, cols, 32))
+        Only where :func:`~celosia.rtl.dataflows.psum_write_ports` is 2 (``feie`` with
+        ``feie_write_ports = 2``): a second psum write port (the buffer's write port 1)
+        and its accumulate read port (the buffer's read port 2), the engine's own.
     """
 
     def __init__(self, config: AccelConfig):
@@ -90,6 +94,9 @@ class ComputeEngineSignature(wiring.Signature):
         }
         if ifmap_read_ports(config) == 2:
             members["ifmap1"] = Out(ifmap)
+        if psum_write_ports(config) == 2:
+            members["psum_rd1"] = Out(BufferReadSignature(config.psum_rows, config.cols * config.acc_bits))
+            members["psum_wr1"] = Out(BufferWriteSignature(config.psum_rows, config.cols, config.acc_bits))
         super().__init__(members)
 
     @property

@@ -21,7 +21,7 @@ from celosia.rtl import isa
 from celosia.rtl.arrays.blocks import Block, place
 from celosia.rtl.arrays.engine import ComputeEngine, gemm_check_register, insn_check_state, legal_gemm
 from celosia.rtl.config import FEIE_TAPS
-from celosia.rtl.dataflows import ifmap_read_ports
+from celosia.rtl.dataflows import ifmap_read_ports, psum_write_ports
 from celosia.rtl.dma import accept_state
 
 __all__ = ["FEIEArray", "FEIEColumn", "FEIEQueue", "FEIETiming", "cycles", "sequence_timing", "group_plan", "row_geometry", "row_trace",
@@ -118,6 +118,7 @@ def row_trace(insn, config, ifmap, log: bool = False, start: int = 2) -> RowTrac
     queue = [[] for _ in range(G)]
     arriving = []                          # (group, addr) of the reads issued last cycle
     ports = config.feie_read_ports
+    wports = config.feie_write_ports
     # writer (per group): write task, output in it, its slot, seq base, ...
     wt = [0] * G
     xw = [0] * G
@@ -136,16 +137,14 @@ def row_trace(insn, config, ifmap, log: bool = False, start: int = 2) -> RowTrac
         if all(wt[gi] >= npc[gi] for gi in range(G)):
             return RowTrace(cycles=max(last_grant + 2, wready_at + 1), mac_cycles=mac_cycles, zero_skips=zero_skips,
                             macs=macs, writes=writes, reads=reads, last_grant=last_grant)
-        # 1. one psum write: round robin over the groups whose next output is complete
+        # 1. up to `wports` psum writes, of different groups: round robin over the groups whose
+        #    next output is complete, each port from the group after the one before
         cpos = [queue[gi][0][0] if queue[gi] else aseq[gi] for gi in range(G)]
         elig = [wt[gi] < npc[gi] and cpos[gi] > wb[gi] + xw[gi] * s + S - 1 for gi in range(G)]
-        grant = _round_robin(elig, wptr)
-        written = None
-        if grant is not None:
-            gi = grant
+        wgrants = _round_robin_ports(elig, wptr, wports)
+        for gi in wgrants:
             wptr = (gi + 1) % G
             last_grant = c
-            written = wslot[gi]
             if log:
                 writes.append((c, gi, wm[gi]))
             j, n = wslot[gi], pieces[gi][wt[gi]][2]
@@ -188,13 +187,7 @@ def row_trace(insn, config, ifmap, log: bool = False, start: int = 2) -> RowTrac
         landing = [(ga, addr, [k for k in range(g.k_len) if buf[addr, k] != zp]) for ga, addr in arriving]
         pushed = {ga for ga, _, nz in landing if nz}
         req = [rt[gi] < npc[gi] and len(queue[gi]) - retire[gi] + (gi in pushed) < 2 for gi in range(G)]
-        rgrants, ptr = [], rptr
-        for _ in range(ports):
-            gi = _round_robin(req, ptr)
-            if gi is None:
-                break
-            rgrants.append(gi)
-            req[gi], ptr = False, gi + 1
+        rgrants = _round_robin_ports(req, rptr, ports)
         # 4. the pixels read last cycle land (zero pixels are dropped), the heads retire
         for ga, addr, nz in landing:
             zero_skips += g.k_len - len(nz)
@@ -297,6 +290,20 @@ def _round_robin(requests, ptr):
         if requests[i]:
             return i
     return None
+
+
+def _round_robin_ports(requests, ptr, ports):
+    """The requesters granted by ``ports`` shared ports in one cycle, in port order: port
+    0 the first one from ``ptr`` on (:func:`_round_robin`), each further port the next
+    requester after the one before (all different)."""
+    requests, grants = list(requests), []
+    for _ in range(ports):
+        gi = _round_robin(requests, ptr)
+        if gi is None:
+            break
+        grants.append(gi)
+        requests[gi], ptr = False, gi + 1
+    return grants
 
 
 def cycles(insn, config, ifmap=None) -> int:
@@ -442,16 +449,26 @@ class FEIEColumn(Block):
         The accumulator written out.
     wval : Out(signed(acc_bits))
         Registered: accumulator ``row`` of the cycle before.
+    row1, wval1 : In(range(max(rows, 2))), Out(signed(acc_bits))
+        Only with ``write_ports = 2``: a second accumulator written out, alike (the psum
+        write port 1's).
     """
 
-    def __init__(self, rows, act_bits, weight_bits, acc_bits):
+    def __init__(self, rows, act_bits, weight_bits, acc_bits, write_ports=1):
         self.rows, self.act_bits, self.weight_bits, self.acc_bits = rows, act_bits, weight_bits, acc_bits
+        self.write_ports = write_ports
         self.sel_bits = (2 * FEIE_TAPS * rows).bit_length()
-        super().__init__({
+        members = {
             "wdata": In(weight_bits), "land": In(2 * FEIE_TAPS * rows), "sel": In(rows * self.sel_bits),
             "x": In(rows * (act_bits + 1)), "hit": In(rows), "clear": In(rows), "setup": In(1),
             "row": In(range(max(rows, 2))), "wval": Out(signed(acc_bits)),
-        }, (rows, act_bits, weight_bits, acc_bits))
+        }
+        if write_ports == 2:
+            members.update(row1=In(range(max(rows, 2))), wval1=Out(signed(acc_bits)))
+        super().__init__(members, (rows, act_bits, weight_bits, acc_bits, write_ports))
+
+    #: the ``(row, wval)`` member names of each psum write port, in order
+    OUT_PORTS = (("row", "wval"), ("row1", "wval1"))
 
     def elaborate(self, platform):
         m = Module()
@@ -471,7 +488,8 @@ class FEIEColumn(Block):
                 m.d.sync += acc[r].eq(Mux(hit, prod, 0))
             with m.Elif(hit):
                 m.d.sync += acc[r].eq(acc[r] + prod)   # wraps
-        m.d.sync += self.wval.eq(Array(acc)[self.row])
+        for row, wval in self.OUT_PORTS[:self.write_ports]:
+            m.d.sync += getattr(self, wval).eq(Array(acc)[getattr(self, row)])
         return m
 
 
@@ -719,14 +737,20 @@ class FEIEArray(ComputeEngine):
             grp.append(d)
 
         wptr, rptr = Signal(range(max(R, 2))), Signal(range(max(R, 2)))
-        wg_on, wg = _rotating_pick(m, [d.elig for d in grp], wptr, "wgrant")
+        # port 0 takes the first eligible group from wptr on, port 1 the next one after it
+        wgrants = [_rotating_pick(m, [d.elig for d in grp], wptr, "wgrant")]
+        wg_on, wg = wgrants[0]
+        if psum_write_ports(cfg) == 2:
+            wgrants.append(_rotating_pick(m, [d.elig & (wg != gi) for gi, d in enumerate(grp)], wg + 1,
+                                          "wgrant1"))
+        wg_last = wg if len(wgrants) == 1 else _held(m, "wgrant_last", Mux(wgrants[1][0], wgrants[1][1], wg))
         with m.If(wg_on):
-            m.d.sync += wptr.eq(Mux(wg + 1 == G, 0, wg + 1))
+            m.d.sync += wptr.eq(Mux(wg_last + 1 == G, 0, wg_last + 1))
 
         # writer next state (after this cycle's grant) and the MACs that use it
         cons, kk, xv = [], [], []
         for gi, d in enumerate(grp):
-            granted = wg_on & (wg == gi)
+            granted = _held(m, f"granted_{gi}", Cat(on & (gsel == gi) for on, gsel in wgrants).any())
             d.granted = granted
             last_out = d.xw == d.n - 1
             wt_n, nfs_n, tend_n = Signal(24, name=f"wt_n_{gi}"), Signal(SEQ, name=f"nfs_n_{gi}"), \
@@ -814,34 +838,38 @@ class FEIEArray(ComputeEngine):
             clears.append(clear)
         pe_cols = []
         for n in range(C):
-            col = place(m, f"col_{n}", FEIEColumn(R, ab, wbits, acc_bits), self._blocks)
+            col = place(m, f"col_{n}", FEIEColumn(R, ab, wbits, acc_bits, len(wgrants)), self._blocks)
             m.d.comb += [col.wdata.eq(self.weight.data[n * wbits:(n + 1) * wbits]), col.land.eq(land),
                          col.sel.eq(Cat(sels)), col.x.eq(Cat(self.probe.x)), col.hit.eq(Cat(self.probe.hit)),
                          col.clear.eq(Cat(clears)), col.setup.eq(setup)]
             pe_cols.append(col)
 
-        # -- psum write: capture the granted slot, read the old row, write a cycle later -----
-        w_row = Signal(range(max(R, 2)))
-        for p in range(1, NP + 1):
-            with m.If(P == p):
-                m.d.comb += w_row.eq(wg * p + Array(d.wslot for d in grp)[wg])
-        wr_on = Signal()
-        wr_addr = Signal.like(self.psum_wr.addr)
-        rd_addr = Signal(16)
-        m.d.comb += rd_addr.eq(insn.psum_row + Array(d.wm for d in grp)[wg])
-        m.d.comb += [self.psum_rd.addr.eq(rd_addr), self.psum_rd.en.eq(wg_on & insn.accumulate)]
-        m.d.sync += [wr_on.eq(wg_on), wr_addr.eq(rd_addr)]
-        for col in pe_cols:
-            m.d.comb += col.row.eq(w_row)
-        wval = [col.wval for col in pe_cols]
-        # (a signal: each lane's slice of the expression would lower the whole Mux again)
-        old = Signal.like(self.psum_rd.data, name="old")
-        m.d.comb += old.eq(Mux(insn.accumulate, self.psum_rd.data, 0))
-        m.d.comb += [self.psum_wr.addr.eq(wr_addr),
-                     self.psum_wr.data.eq(Cat((wval[n] + old[n * acc_bits:(n + 1) * acc_bits].as_signed())
-                                              [:acc_bits] for n in range(C)))]
-        with m.If(wr_on):
-            m.d.comb += self.psum_wr.en.eq(Cat(insn.n_len > n for n in range(C)))
+        # -- psum writes: per write port, capture the granted slot, read the old row, write a
+        #    cycle later ----------------------------------------------------------------------
+        wr_ports = [(self.psum_rd, self.psum_wr)] + ([(self.psum_rd1, self.psum_wr1)] if len(wgrants) == 2 else [])
+        for pi, ((g_on, g), (rdp, wrp)) in enumerate(zip(wgrants, wr_ports)):
+            w_row = Signal(range(max(R, 2)), name=f"w_row_{pi}")
+            for p in range(1, NP + 1):
+                with m.If(P == p):
+                    m.d.comb += w_row.eq(g * p + Array(d.wslot for d in grp)[g])
+            wr_on = Signal(name=f"wr_on_{pi}")
+            wr_addr = Signal.like(wrp.addr, name=f"wr_addr_{pi}")
+            rd_addr = Signal(16, name=f"rd_addr_{pi}")
+            m.d.comb += rd_addr.eq(insn.psum_row + Array(d.wm for d in grp)[g])
+            m.d.comb += [rdp.addr.eq(rd_addr), rdp.en.eq(g_on & insn.accumulate)]
+            m.d.sync += [wr_on.eq(g_on), wr_addr.eq(rd_addr)]
+            row_name, wval_name = FEIEColumn.OUT_PORTS[pi]
+            for col in pe_cols:
+                m.d.comb += getattr(col, row_name).eq(w_row)
+            wval = [getattr(col, wval_name) for col in pe_cols]
+            # (a signal: each lane's slice of the expression would lower the whole Mux again)
+            old = Signal.like(rdp.data, name=f"old_{pi}")
+            m.d.comb += old.eq(Mux(insn.accumulate, rdp.data, 0))
+            m.d.comb += [wrp.addr.eq(wr_addr),
+                         wrp.data.eq(Cat((wval[n] + old[n * acc_bits:(n + 1) * acc_bits].as_signed())
+                                         [:acc_bits] for n in range(C)))]
+            with m.If(wr_on):
+                m.d.comb += wrp.en.eq(Cat(insn.n_len > n for n in range(C)))
 
         # -- ifmap reads: request, grant, landing ----------------------------------------------
         reqs = []

@@ -46,7 +46,7 @@ before instruction ``s`` until instruction ``s-2`` is done, leaving the compute 
 empty. The items:
 
 * the unit's PPU parameters, for the last instruction of its first output tile (only
-  STOREs read them; :func:`_params_item`);
+  STOREs read them; :func:`_params_items`);
 * **ifmap groups**: the runs of consecutive compute instructions that read one ifmap
   tile, loaded once, alternating between the ifmap halves (plus ``Unit.half``, 1 for a
   layer whose input the previous layer keeps in ifmap half 1:
@@ -86,6 +86,7 @@ buffer needs no LOAD and pops no ``l2c``.
 from __future__ import annotations
 
 from bisect import bisect_left
+import dataclasses
 from dataclasses import dataclass
 
 from celosia.rtl import isa
@@ -118,7 +119,7 @@ def emit_unit(unit: Unit, config: AccelConfig, first: bool, last: bool,
     weight_rows, w_items = _memo_weight_groups(unit, ops, weights, memo)
     ifmap_rows, items = _ifmap_groups(unit, ops, i_half, sorted(it.deadline for it in w_items))
     items += w_items
-    items.append(_params_item(unit, ops, items))
+    items += _params_items(unit, ops, items, config.cols)
     slots, pops = _schedule(items, T, max(1, config.queue_depth // 2))
 
     def load_group(t):
@@ -210,18 +211,37 @@ class _Item:
     loads: list                  # (Load, Buffer, row base)
 
 
-def _params_item(unit: Unit, ops: list[tuple[int, int]], items: list[_Item]) -> _Item:
-    """The LOAD item of the unit's PPU parameters. Only STOREs read them, and the first
-    STORE waits (``c2s``) for the last instruction ``d`` of its tile: the item's deadline
-    is ``d`` and its place in the LOAD queue just before ``d``'s own LOADs, so the
-    instructions before ``d`` do not wait behind it (a 16x16 unit's 512 channels are
-    4.6 KB, about 1,100 cycles on the 64-bit bus, before the first GEMM when loaded
-    first). It stays first (deadline and place 0) when no other LOAD opens LOAD group 0,
-    whose first LOAD pops the barrier token of the previous unit."""
-    d = next(t for t, (u, g) in enumerate(ops) if g == len(unit.tiles[u].ops) - 1)
+def _params_items(unit: Unit, ops: list[tuple[int, int]], items: list[_Item],
+                  cols: int) -> list[_Item]:
+    """The LOAD items of the unit's PPU parameters, in pieces of whole parameter rows (of
+    ``cols`` channels), each at least :data:`AHEAD_PIECE_BYTES`. Only STOREs read them,
+    and the STORE of a tile waits (``c2s``) for the tile's last instruction ``d``: a
+    piece's deadline is the ``d`` of the first tile (in emission order) whose row it
+    holds, and its place in the LOAD queue just before ``d``'s own LOADs, so the
+    instructions before ``d`` do not wait behind it. In one piece, a 16x16 unit's 512
+    channels were 4.6 KB, about 1,100 cycles on the 64-bit bus, in the middle of the
+    weight stream (677 cycles of idle PE array on 16x16 feie ResNet-18 conv5_x); in
+    pieces they fill the bus's gaps. The first piece stays first (deadline and place 0)
+    when no other LOAD opens LOAD group 0, whose first LOAD pops the barrier token of the
+    previous unit."""
+    prm = unit.params
+    n_rows = prm.n1 // cols
+    per = max(1, -(-AHEAD_PIECE_BYTES // (cols * prm.n0)))
+    due = {}                    # param row -> the last instruction of its first tile
+    for t, (u, g) in enumerate(ops):
+        if g == len(unit.tiles[u].ops) - 1:
+            due.setdefault(unit.tiles[u].param_row, t)
+    out = []
+    for r0 in range(0, n_rows, per):
+        r1 = min(n_rows, r0 + per)
+        d = min((due[r] for r in range(r0, r1) if r in due), default=len(ops) - 1)
+        piece = dataclasses.replace(prm, dram_offset=prm.dram_offset + r0 * cols * prm.dram_stride1,
+                                    n1=(r1 - r0) * cols, buf_row=prm.buf_row + r0 * cols * prm.buf_stride1)
+        out.append(_Item(0, d, d, 0, [(piece, Buffer.PARAM, 0)]))
     if not any(it.loads and it.release == 0 and it.order == 0 for it in items):
-        d = 0
-    return _Item(0, d, d, 0, [(unit.params, Buffer.PARAM, 0)])
+        first = min(out, key=lambda it: it.deadline)
+        first.deadline = first.order = 0
+    return out
 
 
 def _schedule(items: list[_Item], T: int, per_group: int) -> tuple[list[list], set[int]]:

@@ -29,13 +29,13 @@ __all__ = ["Program", "NodeCode", "align", "RUN_ONLY_FIELDS", "program_key", "MA
 
 #: The :class:`~celosia.rtl.config.AccelConfig` fields the compiler does not read: the DRAM
 #: bus and model (width, size, latency, bandwidth), the PPU's lanes and the feie engine's
-#: ifmap read ports only change how long a run takes, and ``dram_bytes`` only whether it fits (:meth:`Program.check_dram`);
+#: ifmap read and psum write ports only change how long a run takes, and ``dram_bytes`` only whether it fits (:meth:`Program.check_dram`);
 #: except the DRAM timing a lowering family's choice of mapping reads, its
 #: ``TIMING_FIELDS`` (the rs family: ``bus_bits``, ``dram_latency``). Two configs with the
 #: same :func:`program_key` compile to the same program (:meth:`Program.with_config`; a
 #: sweep over those fields compiles once).
 RUN_ONLY_FIELDS = ("bus_bits", "dram_bytes", "dram_latency", "dram_bytes_per_cycle", "ppu_lanes",
-                   "feie_read_ports")
+                   "feie_read_ports", "feie_write_ports")
 
 
 def program_key(config: AccelConfig) -> tuple:

@@ -10,7 +10,7 @@ from amaranth.lib import wiring
 from celosia.rtl import isa
 from celosia.rtl.buffers import BufferWriteSignature, LaneBuffer
 from celosia.rtl.controller.signatures import gemm_pre_const
-from celosia.rtl.dataflows import ifmap_read_ports
+from celosia.rtl.dataflows import ifmap_read_ports, psum_write_ports
 from helpers import (engine_monitor, issue_and_drain, pack, psum_write_mux, read_rows, simulate, unpack,
                      write_rows)
 
@@ -18,14 +18,16 @@ from helpers import (engine_monitor, issue_and_drain, pack, psum_write_mux, read
 class Harness(Elaboratable):
     """A compute engine + ifmap / weight / psum LaneBuffers. The bench writes ifmap and
     weight through the buffers' own write ports, psum through ``tb_psum_w``
-    (muxed with the array's writes) and reads psum back through ``psum.r1``."""
+    (muxed with the array's writes; feie's second psum write port, if any, on ``w1`` with
+    its accumulate read on ``r2``) and reads psum back through ``psum.r1``."""
 
     def __init__(self, cfg, engine):
         self.cfg = cfg
         self.ws = engine(cfg)
         self.ifmap = LaneBuffer(cfg.rows, 8, cfg.ifmap_rows, read_ports=ifmap_read_ports(cfg))
         self.weight = LaneBuffer(cfg.cols, 8, cfg.weight_rows)
-        self.psum = LaneBuffer(cfg.cols, 32, cfg.psum_rows, read_ports=2)
+        n_wr = psum_write_ports(cfg)
+        self.psum = LaneBuffer(cfg.cols, 32, cfg.psum_rows, read_ports=1 + n_wr, write_ports=n_wr)
         self.tb_psum_w = BufferWriteSignature(cfg.psum_rows, cfg.cols, 32).create(path=("tb_psum_w",))
 
     def elaborate(self, platform):
@@ -40,6 +42,9 @@ class Harness(Elaboratable):
         wiring.connect(m, engine=self.ws.weight, buffer=self.weight.r0)
         wiring.connect(m, engine=self.ws.psum_rd, buffer=self.psum.r0)
         psum_write_mux(m, self.psum.w, self.tb_psum_w, self.ws.psum_wr)
+        if psum_write_ports(self.cfg) == 2:
+            wiring.connect(m, engine=self.ws.psum_wr1, buffer=self.psum.w1)
+            wiring.connect(m, engine=self.ws.psum_rd1, buffer=self.psum.r2)
         return m
 
 

@@ -230,8 +230,9 @@ FEIE_CFG = AccelConfig(rows=2, cols=4, dataflow="feie", ifmap_rows=32)
     ([[-128, 4]], dict(m_len=1, k_len=2, n_len=4, in_zp=0x80),
      8),   # the same zero point as the field's byte
     ([[3, 0], [5, 0]], dict(m_len=2, k_len=1, n_len=4),
-     8),   # two groups (P 1, G 2), W 1: reads 2 (g0), 3 (g1); MACs 4 (g0), 5 (g1);
-           # grants 5 (g0), 6 (g1); done 8
+     7),   # two groups (P 1, G 2), W 1: reads 2 (g0 on read port 0, g1 on port 1); MACs 4
+           # (g0, g1); grants 5 (g0 on write port 0, g1 on port 1); done 7 (with one write
+           # port: grants 5, 6, done 8)
     ([[1, 2]], dict(m_len=0, k_len=2, n_len=4), 1),
     ([[1, 2]], dict(m_len=1, k_len=3, n_len=4), 1),            # k_len > rows: error
     ([[1, 2]], dict(m_len=1, k_len=2, n_len=4, window=1), 1),  # windowed without its fields: error

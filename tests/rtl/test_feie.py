@@ -19,9 +19,9 @@ from engine_bench import run_program
 from helpers import overlap_monitor
 
 
-def cfg_of(rows, cols, ifmap_rows=128, ports=2):
+def cfg_of(rows, cols, ifmap_rows=128, ports=2, wports=2):
     return AccelConfig(rows=rows, cols=cols, dataflow="feie", ifmap_rows=ifmap_rows, weight_rows=64,
-                       psum_rows=64, feie_read_ports=ports)
+                       psum_rows=64, feie_read_ports=ports, feie_write_ports=wports)
 
 
 def wrap32(v):
@@ -231,14 +231,14 @@ def random_gemm(rng, cfg, density, zp):
                     psum_row=rng.randrange(0, 8), in_zp=zp)
 
 
-@pytest.mark.parametrize("rows,cols,seed,ports", [(3, 2, 1, 2), (2, 3, 3, 2), (6, 1, 5, 2), (6, 1, 5, 1),
-                                                  (4, 2, 9, 1)])
-def test_random_sparsity(rows, cols, seed, ports):
+@pytest.mark.parametrize("rows,cols,seed,ports,wports", [(3, 2, 1, 2, 2), (2, 3, 3, 2, 2), (6, 1, 5, 2, 2),
+                                                         (6, 1, 5, 1, 2), (4, 2, 9, 1, 1), (6, 2, 7, 2, 1)])
+def test_random_sparsity(rows, cols, seed, ports, wports):
     """Random plain / windowed GEMMs (1..3 taps, strides, padding in the row pitch,
-    accumulate, zero points) at 0 .. 90% zeros, with one or two ifmap read ports: exact
-    results, latency and zero_skips as row_trace computes them from the data, the groups'
-    reads and writes arbitrated."""
-    cfg = cfg_of(rows, cols, ports=ports)
+    accumulate, zero points) at 0 .. 90% zeros, with one or two ifmap read ports and one or
+    two psum write ports: exact results, latency and zero_skips as row_trace computes them
+    from the data, the groups' reads and writes arbitrated."""
+    cfg = cfg_of(rows, cols, ports=ports, wports=wports)
     rng = random.Random(seed)
     for density in (1.0, 0.5, 0.1, 0.0):
         zp = rng.choice([0, -128, 23])
@@ -259,13 +259,13 @@ def test_random_sparsity(rows, cols, seed, ports):
         assert skips == sum(t.zero_skips for t in traces)
 
 
-@pytest.mark.parametrize("rows,cols,ports", [(1, 1, 2), (4, 3, 2), (4, 3, 1)])
-def test_random_back_to_back(rows, cols, ports):
+@pytest.mark.parametrize("rows,cols,ports,wports", [(1, 1, 2, 2), (4, 3, 2, 2), (4, 3, 1, 1), (6, 2, 2, 1)])
+def test_random_back_to_back(rows, cols, ports, wports):
     """Random GEMMs issued back to back and after gaps (the engine takes the next one while
     one runs, sequence_timing): psum hazards between accumulating GEMMs on the same rows,
     k_len = 0, n_len = 0, m_len = 0, errors (waiting behind a running GEMM too), all-zero
     inputs, and zero points mixed in; bit-exact, accept / end cycles sequence_timing's."""
-    cfg = cfg_of(rows, cols, ifmap_rows=32, ports=ports)
+    cfg = cfg_of(rows, cols, ifmap_rows=32, ports=ports, wports=wports)
     rng = random.Random(rows * 7 + cols)
     zp = -5
     ifmap = np.array([[rng.choice([zp, zp, rng.randrange(-128, 128)]) for _ in range(rows)]
@@ -451,37 +451,53 @@ def test_phase_sets_random(rows, cols, seed):
 
 def test_signature_and_verilog():
     """The second ifmap read port (``ifmap1``) is in the signature with feie_read_ports = 2
-    only, and never on the other dataflows (whatever feie_read_ports says)."""
+    only, the second psum write port and its accumulate read (``psum_wr1``, ``psum_rd1``)
+    with feie_write_ports = 2 only, and neither on the other dataflows (whatever the feie
+    fields say)."""
     cfg = cfg_of(3, 2)
+    second = {"ifmap1", "psum_wr1", "psum_rd1"}
     assert FEIEArray(cfg).signature == ComputeEngineSignature(cfg)
-    assert "ifmap1" in ComputeEngineSignature(cfg).members
-    assert "ifmap1" not in ComputeEngineSignature(cfg_of(3, 2, ports=1)).members
+    assert second <= set(ComputeEngineSignature(cfg).members)
+    assert second & set(ComputeEngineSignature(cfg_of(3, 2, ports=1)).members) == {"psum_wr1", "psum_rd1"}
+    assert second & set(ComputeEngineSignature(cfg_of(3, 2, wports=1)).members) == {"ifmap1"}
     for df in ("ws", "os", "rs"):
-        assert "ifmap1" not in ComputeEngineSignature(dataclasses.replace(cfg, dataflow=df)).members
-    assert "module" in verilog.convert(FEIEArray(cfg_of(4, 2)))
-    assert "module" in verilog.convert(FEIEArray(cfg_of(4, 2, ports=1)))
+        assert not second & set(ComputeEngineSignature(dataclasses.replace(cfg, dataflow=df)).members)
+    for ports, wports in ((2, 2), (1, 1)):
+        assert "module" in verilog.convert(FEIEArray(cfg_of(4, 2, ports=ports, wports=wports)))
 
 
 # -- each group a contiguous range of outputs (group_plan) -----------------------------------
 
-#: test_ranges_hand_worked's reads, MACs and writes, per read port count: ``(reads (cycle,
-#: port, buffer row)), MACs (cycle, group), writes (cycle, group, output m)``
+#: test_ranges_hand_worked's reads, MACs and writes and its cycles, per (ifmap read ports,
+#: psum write ports): ``(reads (cycle, port, buffer row)), MACs (cycle, group), writes
+#: (cycle, group, output m), cycles``
 HAND_WORKED = {
     # one port: reads 2 (g0 p0), 3 (g1 p2), 4 (g0 p1), 5 (g1 p3); MACs g0 4, 5 (p0), 6, 7
     # (p1), g1 5, 6 (p2), 7, 8 (p3); grants 6 (m 0), 7 (m 2), 8 (m 1: group 0's second
     # output waits for its pixel 1), 9 (m 3)
-    1: ([(2, 0, 0), (3, 0, 2), (4, 0, 1), (5, 0, 3)],
-        [(4, 0), (5, 0), (5, 1), (6, 0), (6, 1), (7, 0), (7, 1), (8, 1)],
-        [(6, 0, 0), (7, 1, 2), (8, 0, 1), (9, 1, 3)]),
+    (1, 1): ([(2, 0, 0), (3, 0, 2), (4, 0, 1), (5, 0, 3)],
+             [(4, 0), (5, 0), (5, 1), (6, 0), (6, 1), (7, 0), (7, 1), (8, 1)],
+             [(6, 0, 0), (7, 1, 2), (8, 0, 1), (9, 1, 3)], 11),
     # two ports: both groups read in cycle 2 (port 0 g0 p0, port 1 g1 p2: the next requester
     # after group 0) and 3 (p1, p3: the pointer is back at group 0); MACs g0 4, 5 (p0), g1
     # 4, 5 (p2); group 0 is granted the write of m 0 in 6 and takes p1 in 6, 7; group 1
     # waits for its write of m 2 (granted in 7: group 0 had it in 6) to take p3, in 7, 8;
     # grants 6 (m 0), 7 (m 2), 8 (m 1), 9 (m 3): the write port binds, done 11 again
-    2: ([(2, 0, 0), (2, 1, 2), (3, 0, 1), (3, 1, 3)],
-        [(4, 0), (4, 1), (5, 0), (5, 1), (6, 0), (7, 0), (7, 1), (8, 1)],
-        [(6, 0, 0), (7, 1, 2), (8, 0, 1), (9, 1, 3)]),
+    (2, 1): ([(2, 0, 0), (2, 1, 2), (3, 0, 1), (3, 1, 3)],
+             [(4, 0), (4, 1), (5, 0), (5, 1), (6, 0), (7, 0), (7, 1), (8, 1)],
+             [(6, 0, 0), (7, 1, 2), (8, 0, 1), (9, 1, 3)], 11),
+    # two of each: the reads and the MACs of cycles 4, 5 as with two read ports; in 6 both
+    # outputs 0 and 2 are complete: port 0 grants group 0 (the pointer's), port 1 group 1,
+    # so both groups take their second pixel in 6, 7 and both last outputs are granted in
+    # 8 (the pointer back at group 0): done 8 + 2 = 10
+    (2, 2): ([(2, 0, 0), (2, 1, 2), (3, 0, 1), (3, 1, 3)],
+             [(4, 0), (4, 1), (5, 0), (5, 1), (6, 0), (6, 1), (7, 0), (7, 1)],
+             [(6, 0, 0), (6, 1, 2), (8, 0, 1), (8, 1, 3)], 10),
 }
+# one read port, two write ports: the reads as with one of each; group 0's output 0 is
+# complete in 6 (p0 retired in 5), group 1's output 2 in 7 (p2, landed in 4, takes 5, 6),
+# never two in one cycle: the same grants, done 11 (the read port binds)
+HAND_WORKED[1, 2] = HAND_WORKED[1, 1]
 
 
 def read_monitor(log):
@@ -499,24 +515,26 @@ def read_monitor(log):
     return make
 
 
-@pytest.mark.parametrize("ports", [1, 2])
-def test_ranges_hand_worked(ports):
+@pytest.mark.parametrize("ports,wports", list(HAND_WORKED))
+def test_ranges_hand_worked(ports, wports):
     """One output row of 4 one-tap outputs (k_len 2) on 2 PE rows (P 1, G 2): Q = 2 outputs
     per group, group 0 takes outputs 0, 1 (pixels 0, 1), group 1 outputs 2, 3 (pixels 2, 3).
     Worked by hand from FEIEArray's text (HAND_WORKED): W 2 (weight rows read 2, 3, usable
     from 4, 5); with one ifmap read port the groups' reads alternate, with two both groups
-    read in one cycle; done 11 either way (the one psum write port binds). Whole rows to
+    read in one cycle; done 11 with one port of either kind (it binds), 10 with two of each
+    (both groups' outputs written in one cycle). Whole rows to
     groups would put all 8 MACs on group 0 (4 .. 11, done 14). The model (row_trace) and
     the engine in the Amaranth simulator (its read ports' ``en`` / ``addr``) both."""
-    cfg = AccelConfig(rows=2, cols=1, dataflow="feie", ifmap_rows=32, feie_read_ports=ports)
+    cfg = AccelConfig(rows=2, cols=1, dataflow="feie", ifmap_rows=32, feie_read_ports=ports,
+                      feie_write_ports=wports)
     ifmap = np.zeros((32, 2), dtype=np.int64)
     ifmap[:4] = [[1, 2], [3, 4], [5, 6], [7, 8]]
     insn = row_insn(1, 4, k_len=2)
     geo = row_geometry(SimpleNamespace(**insn), 2)
     assert (geo.Q, [p.pieces for p in geo.groups]) == (2, [[(0, 0, 2)], [(0, 2, 2)]])
-    reads, macs, writes = HAND_WORKED[ports]
+    reads, macs, writes, cycles = HAND_WORKED[ports, wports]
     t = row_trace(insn, cfg, ifmap, log=True)
-    assert t.cycles == 11
+    assert t.cycles == cycles
     assert [(c, gi) for c, gi, *_ in t.macs] == macs
     assert t.writes == writes
     # the model's reads in grant order (port 0's first in a cycle): group g reads pixels
@@ -532,7 +550,7 @@ def test_ranges_hand_worked(ports):
     ref(expect, ifmap, weight, insn)
     np.testing.assert_array_equal(psum, expect)
     (_, acc), (_, done) = events
-    assert done - acc == 11
+    assert done - acc == cycles
     assert [(c - acc, p, a) for c, p, a in log] == reads
 
 

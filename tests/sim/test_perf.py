@@ -183,6 +183,7 @@ PYSIM_CASES = [
     dict(dataflow="rs"),
     dict(dataflow="feie", bus_bits=128, dram_bytes_per_cycle=16, ppu_lanes=2),
     dict(dataflow="feie", feie_read_ports=1),
+    dict(dataflow="feie", feie_write_ports=1),
 ]
 PYSIM_SLOW = [dict(dataflow=df, **v) for df in ("ws", "os", "rs", "feie")
               for v in (dict(), dict(dram_latency=1), dict(dram_bytes_per_cycle=1, queue_depth=2),
@@ -239,7 +240,7 @@ FAST_CASES = [
     (dict(rows=4, cols=4, dataflow="feie"), "tiny_cnn"),
     (dict(rows=4, cols=4, dataflow="feie"), "conv:11,11,4,5,3,2,1"),     # 3x3 s2: runs 2 + 1
     (dict(rows=4, cols=4, dataflow="feie"), "conv:11,11,4,5,5,2,1@0.9"),  # phase sets (5x5 s2)
-    (dict(rows=4, cols=4, dataflow="feie", feie_read_ports=1), "tiny_cnn"),
+    (dict(rows=4, cols=4, dataflow="feie", feie_read_ports=1, feie_write_ports=1), "tiny_cnn"),
     (dict(rows=4, cols=4, dataflow="ws"), "digits_resnet"),
     (dict(rows=8, cols=8, dataflow="ws"), "digits_cnn"),
     (dict(rows=2, cols=2, dataflow="ws"), "digits_mlp"),

@@ -340,7 +340,8 @@ def test_run_only_fields_change_no_program(tiny, dataflow):
     timing = getattr(registry(dataflow).lowering, "TIMING_FIELDS", ())
     assert set(timing) <= set(RUN_ONLY_FIELDS)
     for name, value in [("bus_bits", 128), ("dram_bytes", 1 << 21), ("dram_latency", 30),
-                        ("dram_bytes_per_cycle", 2), ("ppu_lanes", 4), ("feie_read_ports", 1)]:
+                        ("dram_bytes_per_cycle", 2), ("ppu_lanes", 4), ("feie_read_ports", 1),
+                        ("feie_write_ports", 1)]:
         assert name in RUN_ONLY_FIELDS
         config = dataclasses.replace(base, **{name: value})
         if name in timing:

@@ -257,6 +257,59 @@ def test_psum_blocks_need_not_divide_a_unit_when_the_layer_fits_one():
     assert t.ifmap_read == 2 * sum((min(12, ho0 + 3) - max(0, ho0 - 1)) * 12 * 8 for ho0 in range(0, 12, 2))
 
 
+def test_psum_blocks_share_the_tiles_evenly():
+    """7 output tiles of 24 psum rows in a 72-row psum half (3 per block): where the layer
+    is one unit its 3 psum blocks take 3, 2 and 2 tiles (not 3, 3 and 1: the last block's
+    few GEMMs would not cover its ifmap and weight LOADs), each block's tiles consecutive
+    and at most 3; the input is read once per block as before (conv_traffic), and the
+    program is bit-exact."""
+    from celosia.sw.compiler import lower_gemm
+    from celosia.sw.compiler.alloc import allocate
+    rng = np.random.default_rng(23)
+    layer = conv_layer(rng, "c", (12, 12, 8), 28, 3, 1, 1, in_zp=0)
+    model = QModel("t", [layer], 0.05, 0, input_shape=(12, 12, 8))
+    config = AccelConfig(rows=4, cols=4, ifmap_rows=120, psum_rows=144)
+    hb, wb, resident = conv_plan(layer, config, 1)
+    assert (hb, wb, resident) == (2, 12, False) and psum_block_tiles(24, config, None, 7) == 3
+    _, allocs, _ = allocate(model, config, 1)
+    (unit,) = lower_gemm.lower_conv(layer, config, 1, allocs[0])
+    blocks = {}
+    for tile in unit.tiles:
+        blocks.setdefault(tile.block, []).append(tile.psum_block)
+    for ids in blocks.values():      # per row block: 7 tiles in psum blocks of 3, 2, 2
+        assert ids == sorted(ids) and [ids.count(b) for b in dict.fromkeys(ids)] == [3, 2, 2]
+    program = check(model, config, resident_weights=False)
+    t = program_traffic(program, model).layers[0]
+    assert t.ifmap_read + t.weight_read == conv_traffic(layer, config, 1, hb, wb, resident)
+
+
+def test_parameters_load_in_pieces_due_for_their_tiles():
+    """A conv of 256 output channels on 8x8 (32 output tiles, one unit): its PPU parameters
+    (32 rows of 8 channels x 9 bytes) load in pieces of whole rows of at least
+    AHEAD_PIECE_BYTES (8 rows, 576 bytes: 4 pieces), which together write every channel's
+    record once, in order; each piece comes before the STORE of the first tile that reads
+    one of its rows, and none before the first GEMM. Bit-exact."""
+    rng = np.random.default_rng(24)
+    layer = conv_layer(rng, "c", (4, 4, 8), 256, 3, 1, 1, in_zp=3)
+    model = QModel("t", [layer], 0.05, 3, input_shape=(4, 4, 8))
+    config = AccelConfig(rows=8, cols=8, ifmap_rows=64)
+    program = check(model, config, seeds=(None, 0))
+    insns = [decode(w) for w in program.nodes[0].insns]
+    params = [(i, d) for i, d in enumerate(insns) if d["op"] == Opcode.LOAD and d["buf"] == Buffer.PARAM]
+    rows_per = -(-AHEAD_PIECE_BYTES // (8 * 9))
+    assert rows_per == 8 and len(params) == 4
+    assert [d["n1"] for _, d in params] == [8 * rows_per] * 4
+    assert [d["buf_row"] for _, d in params] == [k * 8 * rows_per for k in range(4)]
+    assert [d["dram_offset"] - params[0][1]["dram_offset"] for _, d in params] == [
+        k * 8 * rows_per * 9 for k in range(4)]
+    gemms = [i for i, d in enumerate(insns) if d["op"] == Opcode.GEMM]
+    stores = [(i, d["param_row"]) for i, d in enumerate(insns) if d["op"] == Opcode.STORE]
+    assert params[0][0] > gemms[0]
+    for k, (at, _) in enumerate(params):
+        first = min(i for i, row in stores if row // (8 * rows_per) == k)
+        assert at < first
+
+
 def test_grouped_conv_psum_blocks_stay_in_one_unit():
     """A grouped conv (2 groups of 128 -> 192 channels, 3x3 on 4x4, 8x8 array): 24 output
     tiles per group and 32 parameter rows per unit, so units are cut at parameter rows
@@ -411,26 +464,32 @@ def test_feie_row_taps(fw, sw, dw, k_len, rows, weight_rows, out_w, want):
             == [(f, 1, 1) for f in range(fw)])
 
 
-@pytest.mark.parametrize("zeros, ports, want", [
+@pytest.mark.parametrize("zeros, ports, wports, want", [
     # 8x8, 3 taps at stride 1 over 2 output rows of 56, 8 channels (ResNet-18 conv2_x's
     # GEMMs). The run of 3: P 3, G 2, Q 56: 58 pixels; the cut 2 + 1: (P 2, G 4, Q 28: 29
     # pixels) and (P 1, G 8, Q 14: 14 pixels); 112 outputs each.
     # dense: 3 = 58*8 + 12 = 476; 2 + 1 = (232 + 14) + (112 + 18) = 376: all 8 rows busy
-    (0.0, 2, [(0, 2, 1), (2, 1, 1)]),
-    (0.0, 1, [(0, 2, 1), (2, 1, 1)]),       # reads 116 and 112 per GEMM: within the MACs
+    (0.0, 2, 1, [(0, 2, 1), (2, 1, 1)]),
+    (0.0, 1, 1, [(0, 2, 1), (2, 1, 1)]),       # reads 116 and 112 per GEMM: within the MACs
     # 70% zeros: 3 = 139.2 + 12; 2 + 1 = (112 + 14) + (112 + 18): the one psum write port
     # writes every output once per GEMM, so fewer GEMMs win
-    (0.7, 2, [(0, 3, 1)]),
+    (0.7, 2, 1, [(0, 3, 1)]),
     # 30% zeros: 3 = 324.8 + 12; 2 + 1 = (162.4 + 14) + (112 + 18) = 306.4
-    (0.3, 2, [(0, 2, 1), (2, 1, 1)]),
+    (0.3, 2, 1, [(0, 2, 1), (2, 1, 1)]),
     # 50%: 3 = 232 + 12 = 244; 2 + 1 = (116 + 14) + (112 + 18) = 260
-    (0.5, 2, [(0, 3, 1)]),
+    (0.5, 2, 1, [(0, 3, 1)]),
+    # two psum write ports: 112 outputs in 56 cycles. 50%: 2 + 1 = (max(116, 58, 56) + 14)
+    # + (max(56, 56, 56) + 18) = 204 < 244
+    (0.5, 2, 2, [(0, 2, 1), (2, 1, 1)]),
+    # 70%: 2 + 1 = (max(69.6, 58, 56) + 14) + (56 + 18) = 157.6 > 151.2: the read ports
+    # (112 pixels over 2 of them) bind the one-tap GEMM
+    (0.7, 2, 2, [(0, 3, 1)]),
 ])
-def test_feie_row_taps_for_the_zeros(zeros, ports, want):
+def test_feie_row_taps_for_the_zeros(zeros, ports, wports, want):
     """The cut of a kernel row follows the fraction of zero inputs the compiler expects (the
-    layer's calibration, ``QLayer.in_zeros``) and the engine's read ports."""
+    layer's calibration, ``QLayer.in_zeros``) and the engine's read and write ports."""
     from celosia.sw.compiler.lower_gemm import row_taps
-    cfg = AccelConfig(rows=8, cols=8, dataflow="feie", feie_read_ports=ports)
+    cfg = AccelConfig(rows=8, cols=8, dataflow="feie", feie_read_ports=ports, feie_write_ports=wports)
     assert row_taps(3, 1, 1, 8, cfg, 2, 56, zeros) == want
 
 
