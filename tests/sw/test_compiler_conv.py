@@ -242,19 +242,26 @@ def test_psum_blocks_need_not_divide_a_unit_when_the_layer_fits_one():
     assert psum_block_tiles(84, cfg) == 2
     assert psum_block_tiles(84, cfg, None, 8) == 3
     assert psum_block_tiles(84, cfg, None, 40) == 2         # 40 rows: units are cut at 32
-    rng = np.random.default_rng(21)
-    layer = conv_layer(rng, "c", (12, 12, 8), 24, 3, 1, 1, in_zp=0)
-    model = QModel("t", [layer], 0.05, 0, input_shape=(12, 12, 8))
-    config = AccelConfig(rows=4, cols=4, ifmap_rows=120, psum_rows=144)
-    hb, wb, resident = conv_plan(layer, config, 1)
-    # a 60-row ifmap half: one chunk's 4 x 14 window lines of 2 output rows, not 3 (70)
-    assert (hb, wb, resident) == (2, 12, False) and psum_block_tiles(24, config, None, 6) == 3
-    program = check(model, config, resident_weights=False)
-    t = program_traffic(program, model).layers[0]
-    assert t.ifmap_read + t.weight_read == conv_traffic(layer, config, 1, hb, wb, resident)
+    layer, model, config, t = _per_chunk_conv(21, 24)
     # 6 tiles in 2 psum blocks of 3 (3 blocks of 2 before): each block of 2 output rows
     # reads its in-image input lines (pad 1), 12 pixels x 8 channels, twice
     assert t.ifmap_read == 2 * sum((min(12, ho0 + 3) - max(0, ho0 - 1)) * 12 * 8 for ho0 in range(0, 12, 2))
+
+
+def _per_chunk_conv(seed, cout):
+    """A 12x12x8 -> ``cout`` 3x3 conv on 4x4 whose 60-row ifmap half holds one chunk's 4 x 14
+    window lines of 2 output rows, not 3 (70): per-chunk blocks of 24 psum rows, 3 tiles per
+    72-row psum half. Compiled bit-exact; its program's ifmap and weight reads equal
+    conv_traffic's. Returns the layer, model, config and the program's traffic."""
+    layer = conv_layer(np.random.default_rng(seed), "c", (12, 12, 8), cout, 3, 1, 1, in_zp=0)
+    model = QModel("t", [layer], 0.05, 0, input_shape=(12, 12, 8))
+    config = AccelConfig(rows=4, cols=4, ifmap_rows=120, psum_rows=144)
+    hb, wb, resident = conv_plan(layer, config, 1)
+    assert (hb, wb, resident) == (2, 12, False) and psum_block_tiles(24, config, None, cout // 4) == 3
+    program = check(model, config, resident_weights=False)
+    t = program_traffic(program, model).layers[0]
+    assert t.ifmap_read + t.weight_read == conv_traffic(layer, config, 1, hb, wb, resident)
+    return layer, model, config, t
 
 
 def test_psum_blocks_share_the_tiles_evenly():
@@ -265,12 +272,7 @@ def test_psum_blocks_share_the_tiles_evenly():
     program is bit-exact."""
     from celosia.sw.compiler import lower_gemm
     from celosia.sw.compiler.alloc import allocate
-    rng = np.random.default_rng(23)
-    layer = conv_layer(rng, "c", (12, 12, 8), 28, 3, 1, 1, in_zp=0)
-    model = QModel("t", [layer], 0.05, 0, input_shape=(12, 12, 8))
-    config = AccelConfig(rows=4, cols=4, ifmap_rows=120, psum_rows=144)
-    hb, wb, resident = conv_plan(layer, config, 1)
-    assert (hb, wb, resident) == (2, 12, False) and psum_block_tiles(24, config, None, 7) == 3
+    layer, model, config, _ = _per_chunk_conv(23, 28)
     _, allocs, _ = allocate(model, config, 1)
     (unit,) = lower_gemm.lower_conv(layer, config, 1, allocs[0])
     blocks = {}
@@ -278,9 +280,6 @@ def test_psum_blocks_share_the_tiles_evenly():
         blocks.setdefault(tile.block, []).append(tile.psum_block)
     for ids in blocks.values():      # per row block: 7 tiles in psum blocks of 3, 2, 2
         assert ids == sorted(ids) and [ids.count(b) for b in dict.fromkeys(ids)] == [3, 2, 2]
-    program = check(model, config, resident_weights=False)
-    t = program_traffic(program, model).layers[0]
-    assert t.ifmap_read + t.weight_read == conv_traffic(layer, config, 1, hb, wb, resident)
 
 
 def test_parameters_load_in_pieces_due_for_their_tiles():
