@@ -109,10 +109,20 @@ ADDR_BITS = 33
 BYTES_BITS = DRAM_BYTES_BITS
 
 
-def dram_start(m, name, base, offset):
-    """``base`` (unsigned 32) + ``offset`` (32-bit two's complement): a signed Signal, no wrap."""
+def dram_start(m, name, base, offset, load=None):
+    """``base`` (unsigned 32) + ``offset`` (32-bit two's complement): a signed Signal, no wrap.
+
+    ``load`` (issue 15, FPGA clock): ``base`` and ``offset`` are then those of the
+    instruction *offered* to the engine (its stream payload) and ``load`` the cycle the
+    engine takes it: the sum is a register loaded then, valid from CHECK for as long as
+    the instruction holds (the base registers are CSRs that hold during a run). No cycle
+    added; CHECK is left one adder and the compares of :func:`window_check`."""
     start = Signal(signed(34), name=f"{name}_start")
-    m.d.comb += start.eq(base + offset.as_signed())
+    if load is None:
+        m.d.comb += start.eq(base + offset.as_signed())
+    else:
+        with m.If(load):
+            m.d.sync += start.eq(base + offset.as_signed())
     return start
 
 
@@ -165,10 +175,15 @@ def window_check(m, first, last, window_base, window_size, dram_bytes):
     Returns ``(ok, fault)``: ``ok`` a 1-bit Signal; ``fault`` (32 bit) the byte address
     FAULT_ADDR reports when ``ok`` is low: ``first`` when it lies below the window, else
     ``last`` (the low 32 bits, two's complement for a negative address).
+
+    The window's bounds are registers loaded every cycle from ``window_base`` /
+    ``window_size``: the check sees the CSRs of the cycle before (they hold during a run).
     """
     end = Signal(34)
     lo = Signal(32)
-    m.d.comb += [end.eq(Mux(window_size == 0, dram_bytes, window_base + window_size)),
+    # registered (issue 15): the window CSRs hold during a run (docs/hardware.md), so their
+    # end is computed the cycle before, off the check's path
+    m.d.sync += [end.eq(Mux(window_size == 0, dram_bytes, window_base + window_size)),
                  lo.eq(Mux(window_size == 0, 0, window_base))]
     ok, below = Signal(), Signal()
     m.d.comb += [below.eq(first < lo), ok.eq(~below & (last < end) & (last < dram_bytes))]
@@ -391,7 +406,9 @@ class LoadEngine(wiring.Component):
         m.submodules.track = track = SyncFIFO(width=18 + 13 + ob + cb + 1,
                                               depth=cfg.dram_latency + 2)
 
-        start = dram_start(m, "load", self.base[insn.base_reg], insn.dram_offset)
+        pay = self.insn.payload
+        take = self.insn.valid & self.insn.ready
+        start = dram_start(m, "load", self.base[pay.base_reg], pay.dram_offset, load=take)
         m.d.comb += [
             nest.n0.eq(insn.n0), nest.n1.eq(insn.n1), nest.n2.eq(insn.n2),
             nest.s0.eq(insn.dram_stride0), nest.s1.eq(insn.dram_stride1),
@@ -404,9 +421,7 @@ class LoadEngine(wiring.Component):
         # actually read, i1 in [lo1, hi1), i2 in [lo2, hi2) (the pad ranges clamped to the
         # loops). The clamps and the products of strides are computed from the offered
         # instruction (pay) and registered with insn (take: span_last's load); CHECK adds the
-        # start address and compares.
-        pay = self.insn.payload
-        take = self.insn.valid & self.insn.ready
+        # start address (registered with insn too: dram_start's load) and compares.
         empty = Signal()
         m.d.comb += empty.eq((insn.n0 == 0) | (insn.n1 == 0) | (insn.n2 == 0))
         lo1, hi1, lo2, hi2 = (Signal(16, name=n) for n in ("rd_lo1", "rd_hi1", "rd_lo2", "rd_hi2"))
@@ -583,7 +598,9 @@ class StoreEngine(wiring.Component):
         m.submodules.nest = nest = LoopNest()  # output side: DRAM byte addresses, ifmap rows / lanes
         m.submodules.ppu = ppu = PpuLanes(nl, range(nl + 1))  # meta: the chunk's channel count
 
-        first = dram_start(m, "store", self.base[insn.base_reg], insn.dram_offset)
+        pay = self.insn.payload
+        take = self.insn.valid & self.insn.ready
+        first = dram_start(m, "store", self.base[pay.base_reg], pay.dram_offset, load=take)
         m.d.comb += [
             nest.n0.eq(insn.n_len), nest.s0.eq(1),
             nest.n1.eq(insn.m_len), nest.s1.eq(insn.dram_stride),
@@ -595,9 +612,8 @@ class StoreEngine(wiring.Component):
 
         empty = Signal()
         m.d.comb += empty.eq((insn.m_len == 0) | (insn.n_len == 0))
-        # the products of the bounds check registered with insn (span_last's load), as LOAD
-        pay = self.insn.payload
-        take = self.insn.valid & self.insn.ready
+        # the products of the bounds check and the start address registered with insn
+        # (span_last's and dram_start's load), as LOAD
         dram_last = span_last(m, "dram", first, [(pay.n_len, Const(1, 1)),
                                                  (pay.m_len, pay.dram_stride)], load=take)
         dram_in, fault = window_check(m, first, dram_last, self.window_base, self.window_size,

@@ -117,7 +117,8 @@ from __future__ import annotations
 import functools
 import operator
 
-from amaranth.hdl import Array, Cat, Module, Mux, Signal, signed
+from amaranth.hdl import Array, Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
@@ -236,6 +237,45 @@ def cycles(insn, config, ifmap=None) -> int:
         return 1
     return gemm_cycles(config.rows, win_h=g.win_h, win_w=g.win_w, k_len=g.k_len, n_len=g.n_len,
                        out_h=g.out_h, out_w=g.out_w, stride_h=g.stride_h, dil_h=g.dil_h)
+
+
+def _mapping_layout(rows: int) -> data.StructLayout:
+    """What :class:`RSArray` works out from a GEMM to map it on its ``rows`` PE rows
+    (:func:`_mapping`)."""
+    row = unsigned(max(1, (rows - 1).bit_length()))
+    return data.StructLayout({
+        "fh": data.ArrayLayout(row, rows), "set": data.ArrayLayout(row, rows),
+        "off": data.ArrayLayout(16, rows), "last": data.ArrayLayout(1, rows),
+        "nsets": range(rows + 1), "compact": 1, "lstep": 8,
+        "lines": 16, "lpitch": 16, "fwk": 16, "wtot": 16,
+    })
+
+
+def _mapping(m, g, rows: int, name: str):
+    """The mapping of the GEMM ``g`` (a GemmInsn view) on ``rows`` PE rows, combinational:
+    per PE row its filter row ``fh`` (0, 1, .. win_h - 1, then again), its logical set
+    ``set``, its first line offset ``off = fh * dil_h`` and whether it is the last row of
+    its set; ``nsets`` sets in all; ``compact`` (one filter row: only the lines ``j *
+    stride_h`` are touched, so line register ``j`` holds ifmap line ``j * stride_h``,
+    ``out_h`` of them, and ``lstep`` = 1; otherwise line ``y`` holds ifmap line ``y``,
+    ``lstep`` = ``stride_h``); the line registers a step fills (``lines``) and the ifmap
+    rows between them (``lpitch``); scratchpad entries per filter row ``fwk = win_w *
+    k_len`` and weight rows ``wtot = win_h * fwk``."""
+    v = Signal(_mapping_layout(rows), name=name)
+    for r in range(1, rows):
+        wrap = v.fh[r - 1] == g.win_h - 1
+        m.d.comb += [v.fh[r].eq(Mux(wrap, 0, v.fh[r - 1] + 1)),
+                     v.set[r].eq(v.set[r - 1] + wrap),
+                     v.off[r].eq(Mux(wrap, 0, v.off[r - 1] + g.dil_h))]
+    compact = g.win_h == 1
+    m.d.comb += [v.fh[0].eq(0), v.set[0].eq(0), v.off[0].eq(0),
+                 v.nsets.eq(v.set[rows - 1] + (v.fh[rows - 1] == g.win_h - 1)),
+                 v.compact.eq(compact), v.lstep.eq(Mux(compact, 1, g.stride_h)),
+                 v.lines.eq(Mux(compact, g.out_h, (g.out_h - 1) * g.stride_h + (g.win_h - 1) * g.dil_h + 1)),
+                 v.lpitch.eq(Mux(compact, g.stride_h * g.row_pitch, g.row_pitch)),
+                 v.fwk.eq(g.win_w * g.k_len), v.wtot.eq(g.win_h * g.win_w * g.k_len)]
+    m.d.comb += [v.last[r].eq(v.fh[r] == g.win_h - 1) for r in range(rows)]
+    return v
 
 
 class RSLine(Block):
@@ -414,22 +454,23 @@ class RSArray(ComputeEngine):
         src_ok = Signal()
         m.d.comb += src_ok.eq(Mux(use_next, ok_n, ok) & (src.m_len != 0) & (src.n_len != 0))
 
-        # -- mapping of the logical set onto the rows (combinational from src, registered
-        #    in CHECK / at the switch): filter row fh, set t, first line offset fh*dil_h, last
-        #    row of a set.
-        fh_c = [Signal(range(R), name=f"fh_c_{r}") for r in range(R)]
-        set_c = [Signal(range(R), name=f"set_c_{r}") for r in range(R)]
-        off_c = [Signal(16, name=f"off_c_{r}") for r in range(R)]
-        for r in range(1, R):
-            wrap = fh_c[r - 1] == src.win_h - 1
-            m.d.comb += [fh_c[r].eq(Mux(wrap, 0, fh_c[r - 1] + 1)),
-                         set_c[r].eq(set_c[r - 1] + wrap),
-                         off_c[r].eq(Mux(wrap, 0, off_c[r - 1] + src.dil_h))]
-        nsets_c = set_c[R - 1] + (fh_c[R - 1] == src.win_h - 1)
-        # One filter row (win_h = 1): only the lines j*stride_h are touched, so line j of the
-        # registers holds ifmap line j*stride_h (compact lines: out_h of them, whatever the
-        # stride); otherwise line y holds ifmap line y.
-        compact = src.win_h == 1
+        # -- mapping of the logical set onto the rows (_mapping of src, registered in CHECK /
+        #    at the switch): filter row fh, set t, first line offset fh*dil_h, last row of a
+        #    set. It is worked out from the offered GEMM as insn / insn_n take it and registered
+        #    with them, as their range checks are (issue 15: src's choice, a pass counter
+        #    compare away, no longer feeds the chain over the rows and the multiplies).
+        layout = _mapping_layout(R)
+        pay_map = _mapping(m, self.insn.payload, R, "pay_map")
+        map_n, map_i, src_map = Signal(layout, name="map_n"), Signal(layout, name="map_i"), Signal(layout)
+        with m.If(early & ~nxt_valid & self.insn.valid):
+            m.d.sync += map_n.eq(pay_map)
+        with m.If(idle & self.insn.valid):
+            m.d.sync += map_i.eq(pay_map)
+        with m.Elif(take_next):
+            m.d.sync += map_i.eq(map_n)
+        m.d.comb += src_map.eq(Mux(use_next, map_n.as_value(), map_i.as_value()))
+        fh_c, set_c, off_c = src_map.fh, src_map.set, src_map.off
+        nsets_c = src_map.nsets
 
         fh = [Signal(range(R), name=f"fh_{r}") for r in range(R)]
         tset = [Signal(range(R), name=f"set_{r}") for r in range(R)]
@@ -446,13 +487,13 @@ class RSArray(ComputeEngine):
         with m.If(setup):
             m.d.sync += nsets.eq(nsets_c)
             for r in range(R):
-                m.d.sync += [fh[r].eq(fh_c[r]), tset[r].eq(set_c[r]), last[r].eq(fh_c[r] == src.win_h - 1)]
+                m.d.sync += [fh[r].eq(fh_c[r]), tset[r].eq(set_c[r]), last[r].eq(src_map.last[r])]
         # the PEs' line picks a cycle later: at a switch the previous GEMM's last MAC lands
         # (and reads its lines) in the cycle after (src is then insn, already the new GEMM)
         setup_d = Signal()
         m.d.sync += setup_d.eq(setup)
         with m.If(setup_d):
-            m.d.sync += lstep.eq(Mux(compact, 1, src.stride_h))
+            m.d.sync += lstep.eq(src_map.lstep)
             m.d.sync += [off[r].eq(off_c[r]) for r in range(R)]
         m.d.comb += nsets_lt.eq(nsets_c < src.n_len)
 
@@ -460,14 +501,9 @@ class RSArray(ComputeEngine):
         lpitch = Signal(16)  # ifmap rows from one line register to the next
         fwk = Signal(16)     # scratchpad entries per filter row: win_w * k_len
         wtot = Signal(16)    # weight rows of the instruction: win_h * fwk
-        lines_c, lpitch_c = Signal(16), Signal(16)
-        m.d.comb += [lines_c.eq(Mux(compact, src.out_h,
-                                    (src.out_h - 1) * src.stride_h + (src.win_h - 1) * src.dil_h + 1)),
-                     lpitch_c.eq(Mux(compact, src.stride_h * src.row_pitch, src.row_pitch))]
+        lines_c, lpitch_c = src_map.lines, src_map.lpitch
         with m.If(setup):
-            m.d.sync += [lines.eq(lines_c), lpitch.eq(lpitch_c),
-                         fwk.eq(src.win_w * src.k_len),
-                         wtot.eq(src.win_h * src.win_w * src.k_len)]
+            m.d.sync += [lines.eq(lines_c), lpitch.eq(lpitch_c), fwk.eq(src_map.fwk), wtot.eq(src_map.wtot)]
 
         # -- filter scratchpads, one per PE row, two banks of RS_SPAD entries: the MACs of a
         #    pass read bank ``sbank`` while the loader fills the other one with the next pass's
