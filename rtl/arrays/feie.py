@@ -555,12 +555,16 @@ class FEIEArray(ComputeEngine):
       pixel's mask of non-zero inputs, and a count ``aseq`` of the pixels landed. Its *head*
       is the oldest queued pixel; ``cpos`` = the head's index in the group's pixel stream,
       or ``aseq`` with an empty queue (every pixel before it is done);
-    * **psum write port** (one row per cycle, shared): a group is *eligible* when its next
-      output ``x`` (in order) has all its pixels done (``cpos > x*s + S - 1`` within its
-      task); a rotating-priority arbiter (starting after the last group granted) grants
-      one. The granted slot's sum is captured (the slot restarts from 0 in this cycle: it
-      takes output ``x + P``), psum row ``psum_row + m`` is read if ``accumulate`` and
-      written the next cycle with the old value added;
+    * **psum write ports** (``feie_write_ports`` of them, 1 or 2: ``psum_wr`` and
+      ``psum_wr1``, each with its accumulate read port, ``psum_rd`` / ``psum_rd1``; one row
+      per cycle each, shared): a group is *eligible* when its next output ``x`` (in order)
+      has all its pixels done (``cpos > x*s + S - 1`` within its task); a rotating-priority
+      arbiter grants port 0 to the first eligible group from its pointer on and port 1 (if
+      there are two) to the next eligible one after it, and moves its pointer to the group
+      after the last one granted. Each granted slot's sum is captured (the slot restarts
+      from 0 in this cycle: it takes output ``x + P``), psum row ``psum_row + m`` is read
+      through the port's accumulate read port if ``accumulate`` and written the next cycle
+      with the old value added (two writes in a cycle are two groups' outputs: two rows);
     * **MAC**: a group multiplies its head's lowest non-zero input ``k`` if the weights it
       takes are usable (row ``fw*k_len + k`` for the tap ``fw`` of every slot it reaches:
       with dense inputs the MACs never wait for the loader, which stays ahead of them) and
@@ -592,7 +596,7 @@ class FEIEArray(ComputeEngine):
     ``k_len`` cycles per pixel of its tasks (``Q*s + (S-s)`` per task); zeros shorten that
     down to the bounds of the
     shared ports (``G`` groups' pixels through ``feie_read_ports`` read ports; ``m_len``
-    writes through one write port).
+    writes through ``feie_write_ports`` write ports).
     """
 
     #: GEMMs accepted and not yet done at most: the running one and the next
