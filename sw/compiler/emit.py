@@ -45,8 +45,9 @@ instruction ``s-2``; a group of more LOADs than the LOAD queue holds would stop 
 before instruction ``s`` until instruction ``s-2`` is done, leaving the compute queue
 empty. The items:
 
-* the unit's PPU parameters, for the last instruction of its first output tile (only
-  STOREs read them; :func:`_params_items`);
+* the unit's PPU parameters, in pieces of whole parameter rows, each for the last
+  instruction of the first output tile that reads it (only STOREs read them;
+  :func:`_params_items`);
 * **ifmap groups**: the runs of consecutive compute instructions that read one ifmap
   tile, loaded once, alternating between the ifmap halves (plus ``Unit.half``, 1 for a
   layer whose input the previous layer keeps in ifmap half 1:
