@@ -118,11 +118,7 @@ def dram_start(m, name, base, offset, load=None):
     the instruction holds (the base registers are CSRs that hold during a run). No cycle
     added; CHECK is left one adder and the compares of :func:`window_check`."""
     start = Signal(signed(34), name=f"{name}_start")
-    if load is None:
-        m.d.comb += start.eq(base + offset.as_signed())
-    else:
-        with m.If(load):
-            m.d.sync += start.eq(base + offset.as_signed())
+    m.d.comb += start.eq(_registered(m, f"{name}_start_reg", load, base + offset.as_signed()))
     return start
 
 
