@@ -27,6 +27,8 @@ from __future__ import annotations
 import heapq
 from collections import deque
 
+import numpy as np
+
 from celosia.rtl import isa
 from celosia.rtl.arrays.engine import legal_gemm
 from celosia.rtl.controller.signatures import GEMMS_IN_FLIGHT
@@ -80,7 +82,8 @@ class Jump:
         if m.df != "ws":
             self.drop[Opcode.GEMM] += ("psum_row",)
         self.keys = {}               # timing key -> id
-        self.by_word = {}            # instruction word -> (decoded, key id)
+        self.by_word = {}            # instruction word -> (decoded, key id, queue and pops)
+        self.table_key = self.table = None   # the node's instructions (:meth:`_node_table`)
         self.by_id = {}              # id of a decoded instruction -> key id
         self.states = {}             # canonical state -> id
         self.canon = []              # id -> (state, live indices - P, clamped totals)
@@ -135,22 +138,49 @@ class Jump:
             lab = self.keys[key] = len(self.keys)
         return lab
 
+    def _word(self, word):
+        """The instruction ``word`` decoded, its key id (None: illegal) and, for a legal
+        one, :meth:`~celosia.sim.perf._Machine.queue_pops`."""
+        got = self.by_word.get(word)
+        if got is None:
+            m = self.m
+            d = m.memo.get(word)
+            if d is None:
+                d = m.memo[word] = isa.decode(word)
+            illegal = d.get("illegal")
+            got = self.by_word[word] = (d, None if illegal else self.label(d),
+                                        None if illegal else m.queue_pops(d))
+        return got
+
+    def _node_table(self):
+        """The instructions of the node fetch walks, as :meth:`_word` gives them, one entry
+        per instruction (None where its block is not all in the DRAM). The jump runs only
+        without functional execution, which writes no DRAM, so these are the words fetch
+        reads; each distinct word is decoded once."""
+        m = self.m
+        key = (m.f_node_first, m.f_node_n, m.f_node_base)
+        if self.table_key != key:
+            self.table_key, self.table = key, None
+            n, base = m.f_node_n, m.f_node_base
+            if 0 <= base and base + n * isa.INSN_BYTES <= len(m.sim.dram):
+                rows = np.frombuffer(m.sim.dram, dtype=f"V{isa.INSN_BYTES}", count=n, offset=base)
+                uniq, inverse = np.unique(rows, return_inverse=True)
+                gots = [self._word(int.from_bytes(u.tobytes(), "little")) for u in uniq]
+                self.table = [gots[i] for i in inverse.tolist()]
+        return self.table
+
     def fetch(self, p):
-        """Instruction ``p`` of the node fetch walks, decoded, with its key id (None when
-        it lies outside the node)."""
+        """Instruction ``p`` of the node fetch walks: its :meth:`_word` entry (None when it
+        lies outside the node)."""
         m = self.m
         k = p - m.f_node_first
         if not 0 <= k < m.f_node_n:
             return None
+        table = self._node_table()
+        if table is not None:
+            return table[k]
         a = m.f_node_base + k * isa.INSN_BYTES
-        word = int.from_bytes(m.sim.dram[a:a + isa.INSN_BYTES], "little")
-        got = self.by_word.get(word)
-        if got is None:
-            d = m.memo.get(word)
-            if d is None:
-                d = m.memo[word] = isa.decode(word)
-            got = self.by_word[word] = (d, None if d.get("illegal") else self.label(d))
-        return got
+        return self._word(int.from_bytes(m.sim.dram[a:a + isa.INSN_BYTES], "little"))
 
     # -- canonical state -----------------------------------------------------------------
     def state(self, T):
@@ -372,9 +402,9 @@ class Jump:
         node), instruction ``P`` decoded and its key id."""
         nxt = self.fetch(P)
         if nxt is None or nxt[1] is None:
-            return None, None, None
+            return None, None
         labels = self.labels
-        return tuple([labels[P + i] for i in self.canon[sid][1]] + [nxt[1]]), nxt[0], nxt[1]
+        return tuple([labels[P + i] for i in self.canon[sid][1]] + [nxt[1]]), nxt
 
     def _begin(self, sid, T, win):
         """Step through the segment from state ``sid`` in cycle ``T`` (``win``: the key
@@ -441,12 +471,12 @@ class Jump:
                 sid = self.intern(t)
                 if sid is None:
                     return t
-            win, d, lab = self.window(sid, m.f_insn)
+            win, nxt = self.window(sid, m.f_insn)
             got = self.memo.get((sid, win)) if win is not None else None
             if got is None or (limit is not None and t + got[1] + self.max_load + 2 >= limit):
                 break
             sid, dt, effects = got
-            self._replay(t, effects, d, lab)
+            self._replay(t, effects, nxt)
             t += dt
             replayed = True
             self.hits += 1
@@ -456,9 +486,9 @@ class Jump:
         self._begin(sid, t, win)
         return t
 
-    def _replay(self, T, effects, d, lab):
+    def _replay(self, T, effects, nxt):
         """One segment from cycle ``T`` whose effects are ``effects``, ending with the push
-        of the decoded instruction ``d`` (key id ``lab``)."""
+        of the instruction ``nxt`` (:meth:`fetch`'s entry)."""
         m = self.m
         P = m.f_insn
         issues, dones, busy, tot, ng, left = effects
@@ -478,6 +508,7 @@ class Jump:
         first = len(m.desc_snaps)
         for k, v in enumerate(left):
             m.desc_left[first + k] += v
-        m._record(d, m.f_node)
+        d, lab, entry = nxt
+        m._record(d, m.f_node, entry)
         self.labels.append(lab)
         m.f_insn = P + 1
