@@ -4,10 +4,11 @@ Both share :class:`LoopNest` (the three nested loops of DRAM addresses, buffer
 rows and lanes), :func:`span_last` / :func:`window_check` (the bounds check
 made before the first access) and the FSM prologue :func:`accept_state` +
 :func:`check_state` (IDLE takes an instruction, CHECK reports it done / failed
-or starts it). The check's clamps and products are registered in the acceptance cycle
-from the offered instruction (``span_last(..., load=)``); CHECK adds the start address and
-compares: no multiplier between the instruction register and ``error`` (issue 15), no
-cycle added.
+or starts it). The check's products are registered in the acceptance cycle from the
+offered instruction (``span_last(..., load=)``; a LOAD's pad ranges clamped to its loops
+come with it from the load queue, ``pre``: :data:`~.controller.signatures.LoadPre`); CHECK
+adds the start address and compares: no multiplier between the instruction register and
+``error`` and no clamp before the multipliers (issue 15), no cycle added.
 
 Timing
 ------
@@ -90,7 +91,7 @@ from amaranth.lib.wiring import In, Out
 
 from .buffers import BufferReadSignature, BufferWriteSignature
 from .config import ceil_div
-from .controller.signatures import DRAM_BYTES_BITS
+from .controller.signatures import DRAM_BYTES_BITS, LoadPre
 from .dram import DramBusSignature
 from .isa import NUM_BASE_REGS, PARAM_BYTES, Buffer, ErrorCode, LoadInsn, ParamRecord, StoreInsn
 from .ppu import LATENCY as PPU_LATENCY, PpuLanes
@@ -355,6 +356,10 @@ class LoadEngine(wiring.Component):
     -------
     insn : In(stream.Signature(LoadInsn))
         ``ready`` while idle.
+    pre : In(LoadPre)
+        :func:`~celosia.rtl.controller.signatures.load_pre` of ``insn.payload``, valid with
+        it (the load queue computes it as the LOAD is pushed; a bench driving the engine
+        sets :func:`~celosia.rtl.controller.signatures.load_pre_const`).
     base : In(ArrayLayout(32, 8))
         Base registers.
     window_base, window_size : In(32)
@@ -382,7 +387,7 @@ class LoadEngine(wiring.Component):
 
     def __init__(self, config):
         self._config = config
-        members = {"insn": In(stream.Signature(LoadInsn))}
+        members = {"insn": In(stream.Signature(LoadInsn)), "pre": In(LoadPre)}
         members.update(_engine_members(config))
         members.update({
             "ifmap_wr": Out(BufferWriteSignature(config.ifmap_rows, config.rows, 8)),
@@ -415,22 +420,15 @@ class LoadEngine(wiring.Component):
 
         # Bounds check (valid while insn holds, from CHECK on). DRAM: only the elements
         # actually read, i1 in [lo1, hi1), i2 in [lo2, hi2) (the pad ranges clamped to the
-        # loops). The clamps and the products of strides are computed from the offered
-        # instruction (pay) and registered with insn (take: span_last's load); CHECK adds the
-        # start address (registered with insn too: dram_start's load) and compares.
+        # loops: the load queue's LoadPre, computed as the LOAD was pushed). The products of
+        # strides are computed from the offered instruction (pay, pre) and registered with
+        # insn (take: span_last's load); CHECK adds the start address (registered with insn
+        # too: dram_start's load) and compares.
         empty = Signal()
         m.d.comb += empty.eq((insn.n0 == 0) | (insn.n1 == 0) | (insn.n2 == 0))
-        lo1, hi1, lo2, hi2 = (Signal(16, name=n) for n in ("rd_lo1", "rd_hi1", "rd_lo2", "rd_hi2"))
-        with m.If(pay.pad_en):
-            m.d.comb += [
-                lo1.eq(Mux(pay.pad_lo1 < pay.n1, pay.pad_lo1, pay.n1)),
-                hi1.eq(Mux(pay.pad_hi1 < pay.n1, pay.pad_hi1, pay.n1)),
-                lo2.eq(Mux(pay.pad_lo2 < pay.n2, pay.pad_lo2, pay.n2)),
-                hi2.eq(Mux(pay.pad_hi2 < pay.n2, pay.pad_hi2, pay.n2)),
-            ]
-        with m.Else():
-            m.d.comb += [lo1.eq(0), hi1.eq(pay.n1), lo2.eq(0), hi2.eq(pay.n2)]
-        reads = _registered(m, "rd_reads", take, (lo1 < hi1) & (lo2 < hi2))  # some element is read
+        pre = self.pre
+        lo1, hi1, lo2, hi2 = pre.lo1, pre.hi1, pre.lo2, pre.hi2
+        reads = _registered(m, "rd_reads", take, pre.reads)  # some element is read
         rd_first = Signal(signed(40))  # 34-bit start + two 36-bit products
         first_off = _registered(m, "rd_first_off", take, lo1 * pay.dram_stride1 + lo2 * pay.dram_stride2)
         m.d.comb += rd_first.eq(start + first_off)

@@ -86,7 +86,7 @@ class ComputeEngineSignature(wiring.Signature):
         self._config = check_config(config)
         ifmap = BufferReadSignature(config.ifmap_rows, config.rows * config.act_bits)
         members = {
-            "ctrl": In(EngineSignature(isa.GemmInsn, zero_skips=True, pre=True)),
+            "ctrl": In(EngineSignature(isa.GemmInsn, zero_skips=True, pre=GemmPre)),
             "ifmap": Out(ifmap),
             "weight": Out(BufferReadSignature(config.weight_rows, config.cols * config.weight_bits)),
             "psum_rd": Out(BufferReadSignature(config.psum_rows, config.cols * config.acc_bits)),

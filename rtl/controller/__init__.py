@@ -79,8 +79,8 @@ class Controller(wiring.Component):
     csr : In(CsrSignature)
     bus : Out(DramBusSignature.of(config))
         Fetch master (reads only).
-    load : Out(EngineSignature(isa.LoadInsn, error_code=True, dram_bytes=True))
-    compute : Out(EngineSignature(isa.GemmInsn, zero_skips=True, pre=True))
+    load : Out(EngineSignature(isa.LoadInsn, error_code=True, dram_bytes=True, pre=LoadPre))
+    compute : Out(EngineSignature(isa.GemmInsn, zero_skips=True, pre=GemmPre))
         GEMMs of the compute queue, to the PE array.
     vector : Out(EngineSignature(isa.VecInsn))
         VECs of the compute queue, to the vector engine.

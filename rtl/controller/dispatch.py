@@ -9,7 +9,8 @@ from amaranth.lib.wiring import In, Out
 from celosia.rtl import isa
 from celosia.rtl.config import AccelConfig, check_config
 from celosia.rtl.controller.signatures import (GEMMS_IN_FLIGHT, INDEX_BITS, EngineSignature, FetchStatusSignature,
-                                               GemmPre, QueueEntry, RunEndSignature, RunSignature, gemm_pre)
+                                               GemmPre, LoadPre, QueueEntry, RunEndSignature, RunSignature, gemm_pre,
+                                               load_pre)
 from celosia.rtl.dataflows import dataflow
 
 __all__ = ["Dispatch", "engine_signatures"]
@@ -23,8 +24,8 @@ TOKEN_MAX = 255
 def engine_signatures() -> dict:
     """The controller's four engine ports, name -> :class:`EngineSignature` (controller side)."""
     return {
-        "load": EngineSignature(isa.LoadInsn, error_code=True, dram_bytes=True),
-        "compute": EngineSignature(isa.GemmInsn, zero_skips=True, pre=True),
+        "load": EngineSignature(isa.LoadInsn, error_code=True, dram_bytes=True, pre=LoadPre),
+        "compute": EngineSignature(isa.GemmInsn, zero_skips=True, pre=GemmPre),
         "vector": EngineSignature(isa.VecInsn),
         "store": EngineSignature(isa.StoreInsn, error_code=True, dram_bytes=True),
     }
@@ -37,7 +38,8 @@ class Dispatch(wiring.Component):
     (flushed by ``run.start``); ``push`` fills the one its opcode selects (LOAD -> LOAD,
     GEMM / VEC / NOP -> COMPUTE, STORE -> STORE). A compute-queue entry also keeps its
     instruction's :data:`~celosia.rtl.controller.signatures.GemmPre`, computed as it is
-    pushed, which the compute engine gets with it (``compute.pre``).
+    pushed, which the compute engine gets with it (``compute.pre``); a load-queue entry its
+    LOAD's :data:`~celosia.rtl.controller.signatures.LoadPre` (``load.pre``).
 
     Tokens (VTA style, queues ordered LOAD(0) - COMPUTE(1) - STORE(2)):
 
@@ -149,11 +151,18 @@ class Dispatch(wiring.Component):
         m.d.comb += [c_in.pre[k].eq(v) for k, v in gemm_pre(gemm_in).items()]
         if dataflow(cfg.dataflow).macs_count_taps:  # windowed GEMMs: win_h * win_w taps per output
             m.d.comb += c_in.nt.eq(gemm_in.n_len * Mux(gemm_in.window, c_in.pre.taps_hw, 1))
-        for name in ("load", "compute", "store"):
-            is_c = name == "compute"
-            q = SyncFIFOBuffered(width=(compute_entry if is_c else QueueEntry).size, depth=cfg.queue_depth)
+        # The load queue's entries keep their LOAD's LoadPre (its clamped ranges), so that
+        # the load DMA's acceptance cycle starts from registers with its multiplies.
+        load_entry = data.StructLayout({"entry": QueueEntry, "pre": LoadPre})
+        l_in = Signal(load_entry)
+        m.d.comb += [l_in.entry.eq(self.push.payload)]
+        m.d.comb += [l_in.pre[k].eq(v) for k, v in load_pre(self.push.payload.insn.load).items()]
+        entries = {"load": (load_entry, l_in), "compute": (compute_entry, c_in),
+                   "store": (QueueEntry, self.push.payload)}
+        for name, (layout, w_data) in entries.items():
+            q = SyncFIFOBuffered(width=layout.size, depth=cfg.queue_depth)
             m.submodules[f"{name}_q"] = ResetInserter(start)(q)
-            m.d.comb += q.w_data.eq(c_in if is_c else self.push.payload)
+            m.d.comb += q.w_data.eq(w_data)
             queues[name] = q
         lq, cq, sq = queues["load"], queues["compute"], queues["store"]
         target = {isa.Opcode.LOAD: lq, isa.Opcode.GEMM: cq, isa.Opcode.VEC: cq,
@@ -164,9 +173,11 @@ class Dispatch(wiring.Component):
                     m.d.comb += [q.w_en.eq(self.push.valid), self.push.ready.eq(q.w_rdy)]
 
         c_head = data.View(compute_entry, cq.r_data)
+        l_head = data.View(load_entry, lq.r_data)
 
         def head(q):
-            entry = c_head.entry if q is cq else data.View(QueueEntry, q.r_data)
+            entry = (c_head.entry if q is cq else l_head.entry if q is lq
+                     else data.View(QueueEntry, q.r_data))
             return entry.insn, entry.index
 
         lh, lh_idx = head(lq)
@@ -203,6 +214,7 @@ class Dispatch(wiring.Component):
         m.d.comb += [
             load.insn.valid.eq(l_go),
             load.insn.payload.eq(lq.r_data[:isa.LoadInsn.size]),
+            load.pre.eq(l_head.pre),
             compute.insn.valid.eq(c_go & c_is_gemm & vec_idle & gq.w_rdy),
             compute.insn.payload.eq(cq.r_data[:isa.GemmInsn.size]),
             compute.pre.eq(c_head.pre),

@@ -6,14 +6,15 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from amaranth.hdl import unsigned
+from amaranth.hdl import Mux, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from celosia.rtl import isa
 from celosia.rtl.config import BUS_WIDTHS
 
-__all__ = ["GEMMS_IN_FLIGHT", "GemmPre", "gemm_pre", "gemm_pre_const", "CsrSignature", "NodeSignature", "NodeBound", "EventSignature", "EngineSignature", "engine_view", "INDEX_BITS", "QueueEntry",
+__all__ = ["GEMMS_IN_FLIGHT", "GemmPre", "gemm_pre", "gemm_pre_const", "LoadPre", "load_pre",
+           "load_pre_const", "CsrSignature", "NodeSignature", "NodeBound", "EventSignature", "EngineSignature", "engine_view", "INDEX_BITS", "QueueEntry",
            "RunSignature", "FetchStatusSignature", "RunEndSignature", "DRAM_BYTES_BITS"]
 
 #: GEMMs the compute engine may hold at once (accepted, not yet ``done``): the ``ws``
@@ -66,6 +67,41 @@ def gemm_pre_const(fields: dict):
     return GemmPre.const({k: v % (1 << GemmPre.members[k].width) for k, v in gemm_pre(g).items()})
 
 
+#: A LOAD's element ranges that its DRAM range check reads (:func:`load_pre`): the rows
+#: ``i1`` in ``[lo1, hi1)`` and planes ``i2`` in ``[lo2, hi2)`` it actually reads from DRAM
+#: (the pad ranges clamped to the loops, or the whole loops without ``pad_en``) and whether
+#: it reads any element at all. Dispatch computes them as the LOAD enters the load queue and
+#: keeps them with it; the load DMA gets them with the instruction (``pre``), so that the
+#: cycle it takes a LOAD starts from registers with the multiplies of its span (issue 15:
+#: the clamps in front of those multiplies were the 8x8 board's critical path).
+LoadPre = data.StructLayout({
+    "lo1": unsigned(16),
+    "hi1": unsigned(16),
+    "lo2": unsigned(16),
+    "hi2": unsigned(16),
+    "reads": unsigned(1),
+})
+
+
+def load_pre(ld, mux=Mux) -> dict:
+    """The :data:`LoadPre` fields of the LOAD ``ld`` (a ``LoadInsn`` view, or any object
+    with its fields as Python int attributes with ``mux=lambda c, a, b: a if c else b``):
+    name -> expression or int."""
+    lo1 = mux(ld.pad_en, mux(ld.pad_lo1 < ld.n1, ld.pad_lo1, ld.n1), 0)
+    hi1 = mux(ld.pad_en, mux(ld.pad_hi1 < ld.n1, ld.pad_hi1, ld.n1), ld.n1)
+    lo2 = mux(ld.pad_en, mux(ld.pad_lo2 < ld.n2, ld.pad_lo2, ld.n2), 0)
+    hi2 = mux(ld.pad_en, mux(ld.pad_hi2 < ld.n2, ld.pad_hi2, ld.n2), ld.n2)
+    return {"lo1": lo1, "hi1": hi1, "lo2": lo2, "hi2": hi2, "reads": (lo1 < hi1) & (lo2 < hi2)}
+
+
+def load_pre_const(fields: dict):
+    """:data:`LoadPre` of the LOAD ``fields`` (name -> int, a missing field 0) as a constant,
+    what the load queue hands the load DMA with that LOAD (for benches that drive the DMA
+    directly)."""
+    ld = SimpleNamespace(**{**dict.fromkeys(isa.LoadInsn.members, 0), **fields})
+    return LoadPre.const({k: int(v) for k, v in load_pre(ld, lambda c, a, b: a if c else b).items()})
+
+
 #: CSR bus, host (master) view. Components take it as ``In(CsrSignature)``: there
 #: ``addr``, ``w_en``, ``w_data`` are inputs and ``r_data`` (combinational read of
 #: the register at ``addr``) is an output.
@@ -93,8 +129,9 @@ class EngineSignature(wiring.Signature):
     zero_skips : bool
         The engine reports skipped MAC cycles and the cycles it multiplies (the compute
         engine).
-    pre : bool
-        The instruction comes with its :data:`GemmPre` products (the compute engine).
+    pre : amaranth.lib.data.Layout or None
+        The instruction comes with what its queue computed as it was pushed: :data:`GemmPre`
+        (the compute engine), :data:`LoadPre` (the load DMA).
 
     Members
     -------
@@ -124,11 +161,13 @@ class EngineSignature(wiring.Signature):
     mac_cycles : In(1), only with ``zero_skips``
         The engine multiplies an input this cycle (feie; 0 on the dense arrays), counted
         in MAC_CYCLES.
-    pre : Out(GemmPre), only with ``pre``
-        :func:`gemm_pre` of ``insn.payload``, valid with it.
+    pre : Out(pre), only with ``pre`` (a layout)
+        The instruction's products or ranges computed as it entered its queue, valid with
+        ``insn.payload``: :func:`gemm_pre` (:data:`GemmPre`, the compute engine),
+        :func:`load_pre` (:data:`LoadPre`, the load DMA).
     """
 
-    def __init__(self, layout, *, error_code=False, dram_bytes=False, zero_skips=False, pre=False):
+    def __init__(self, layout, *, error_code=False, dram_bytes=False, zero_skips=False, pre=None):
         self._params = (layout, error_code, dram_bytes, zero_skips, pre)
         members = {
             "insn": Out(stream.Signature(layout)),
@@ -144,8 +183,8 @@ class EngineSignature(wiring.Signature):
         if zero_skips:
             members["zero_skips"] = In(16)
             members["mac_cycles"] = In(1)
-        if pre:
-            members["pre"] = Out(GemmPre)
+        if pre is not None:
+            members["pre"] = Out(pre)
         super().__init__(members)
 
     def __eq__(self, other):

@@ -14,7 +14,7 @@ from celosia.rtl import isa
 from celosia.rtl.config import AccelConfig
 from celosia.rtl.controller import Controller, EngineSignature, engine_view
 from celosia.rtl.controller.csrs import Csrs
-from celosia.rtl.controller.signatures import DRAM_BYTES_BITS, GemmPre
+from celosia.rtl.controller.signatures import DRAM_BYTES_BITS, GemmPre, LoadPre
 from celosia.rtl.dram import DramModel
 from celosia.rtl.isa import Csr, ErrorCode, Opcode
 from helpers import csr_read_all, csr_write, host_write, program_words, simulate, start_and_wait
@@ -38,7 +38,8 @@ class StubEngine(wiring.Component):
             "done": Out(1), "error": Out(1), "error_code": Out(8), "fault_addr": Out(32),
             "busy": Out(1),
             "zero_skips": Out(16), "mac_cycles": Out(1), "bytes": Out(DRAM_BYTES_BITS),
-            **({"pre": In(GemmPre)} if layout is isa.GemmInsn else {}),
+            **({"pre": In(GemmPre)} if layout is isa.GemmInsn else
+               {"pre": In(LoadPre)} if layout is isa.LoadInsn else {}),
         })
 
     def elaborate(self, platform):
@@ -354,12 +355,13 @@ def test_engine_ports_are_one_signature_each():
     from celosia.rtl.arrays import make_engine
     from celosia.rtl.vector import VectorEngine
     members = Controller(CFG).signature.members
-    assert members["load"].signature == EngineSignature(isa.LoadInsn, error_code=True, dram_bytes=True)
+    assert members["load"].signature == EngineSignature(isa.LoadInsn, error_code=True, dram_bytes=True,
+                                                        pre=LoadPre)
     assert members["store"].signature == EngineSignature(isa.StoreInsn, error_code=True, dram_bytes=True)
-    assert members["compute"].signature == EngineSignature(isa.GemmInsn, zero_skips=True, pre=True)
+    assert members["compute"].signature == EngineSignature(isa.GemmInsn, zero_skips=True, pre=GemmPre)
     assert members["vector"].signature == EngineSignature(isa.VecInsn)
-    assert list(EngineSignature(isa.LoadInsn, error_code=True, dram_bytes=True).members) == [
-        "insn", "done", "error", "busy", "error_code", "fault_addr", "bytes"]
+    assert list(members["load"].signature.members) == [
+        "insn", "done", "error", "busy", "error_code", "fault_addr", "bytes", "pre"]
     for df in ("ws", "os", "rs", "feie"):
         cfg = AccelConfig(dataflow=df)
         engine = make_engine(cfg)(cfg)

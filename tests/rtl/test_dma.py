@@ -17,6 +17,7 @@ from celosia.rtl.buffers import LaneBuffer
 from celosia.rtl.config import AccelConfig
 from celosia.rtl.dma import (LoadEngine, StoreEngine, load_cycles, load_requests, store_chunks,
                               store_cycles)
+from celosia.rtl.controller.signatures import load_pre_const
 from celosia.rtl.dram import DramModel
 from celosia.rtl import isa
 from celosia.rtl.isa import PARAM_BYTES, Buffer, ErrorCode, Opcode, ParamRecord, encode
@@ -112,6 +113,8 @@ async def execute(ctx, eng, insn, base, window=(0, 0), timeout=3000, requests=No
     ctx.set(eng.window_size, window[1])
     fields = {k: v for k, v in insn.items() if k != "op"}
     ctx.set(eng.insn.payload.as_value(), encode(insn["op"], **fields))
+    if isinstance(eng, LoadEngine):      # what the load queue hands the DMA with the LOAD
+        ctx.set(eng.pre, load_pre_const(fields))
     ctx.set(eng.insn.valid, 1)
     while True:
         _, _, ready = await ctx.tick().sample(eng.insn.ready)

