@@ -41,7 +41,7 @@ def vec_cycles(insn, config: AccelConfig) -> int:
     """Acceptance to ``done`` / ``error`` of the VEC ``insn`` (field name -> int, missing
     = 0) on :class:`VectorEngine`, the timing of its docstring: 1 for an instruction
     failing :func:`vec_insn_ok` or with ``m_len = 0`` or ``win = 0``; MAX / SUM
-    ``m_len * win + 4``; ADD ``(m_len - 1) * max(win, L) + max(win + 2, L + 9)``
+    ``m_len * win + 5``; ADD ``(m_len - 1) * max(win, L) + max(win + 2, L + 10)``
     (``L = min(rows, cols)``). The next instruction can be accepted one cycle later."""
     f = {name: int(insn.get(name, 0)) for name in ("m_len", "win", "lanes", "ifmap_row", "psum_row")}
     mode = insn.get("mode", 0)
@@ -54,8 +54,8 @@ def vec_cycles(insn, config: AccelConfig) -> int:
     if not ok or f["m_len"] == 0 or f["win"] == 0:
         return 1
     m_len, win = f["m_len"], f["win"]
-    if add:
-        return (m_len - 1) * max(win, lanes) + max(win + 2, lanes + 9)
+    if add:   # the last window's reads, then its last lane's write and done (docstring)
+        return (m_len - 1) * max(win, lanes) + max(win + 2, VectorEngine.PIPELINE_ADD + lanes + 3)
     return m_len * win + 2 + VectorEngine.PIPELINE_MAX_SUM
 
 
@@ -107,27 +107,30 @@ class VectorEngine(ControlledEngine):
       cycle, nothing written.
     * cycles 2 .. m_len*win + 1 (RUN): ifmap rows ``ifmap_row .. ifmap_row +
       m_len*win - 1`` are read, one per cycle.
-    * a row read in cycle ``t`` arrives at ``t+1`` and is folded into the lane
-      accumulators. MAX / SUM: an output row is written in cycle ``t+2`` after
-      the read ``t`` of its window's last row (``PIPELINE_MAX_SUM``); ``done``
-      pulses in cycle ``m_len*win + 4``.
-    * ADD: ``x_0`` is held, and at the arrival of ``x_1`` (read in ``t``) both
-      shifted operands of every lane are registered (``t+2``); lane ``k`` enters
-      the 4 MBQM stages in cycle ``t+2+k`` and is written in ``t+6+k``
+    * a row read in cycle ``t`` arrives at ``t+1``, where it is registered (issue 15:
+      the buffer's block RAM output went through the lane arithmetic into the
+      accumulators in one cycle, the board's critical path), and is folded into the lane
+      accumulators at ``t+2``. MAX / SUM: an output row is written in cycle ``t+3``
+      after the read ``t`` of its window's last row (``PIPELINE_MAX_SUM``); ``done``
+      pulses in cycle ``m_len*win + 5``.
+    * ADD: ``x_0`` is held, and at the fold of ``x_1`` (read in ``t``) both
+      shifted operands of every lane are registered (``t+3``); lane ``k`` enters
+      the 4 MBQM stages in cycle ``t+3+k`` and is written in ``t+7+k``
       (``PIPELINE_ADD + k``). A window takes ``P = max(win, L)`` cycles (its
       ``win`` reads, then ``P - win`` idle cycles, so that the next window's
       operands arrive after the last lane of this one has entered the MBQMs):
       window ``m``'s rows are read from cycle ``2 + m*P``, and ``done`` pulses in
-      cycle ``(m_len - 1)*P + max(win + 2, L + 9)``, one cycle after the last
+      cycle ``(m_len - 1)*P + max(win + 2, L + 10)``, one cycle after the last
       lane's write (or after the last read, for long windows).
     * The next instruction can be accepted in the cycle after ``done``.
     """
 
-    #: Cycles from the read of a window's last row to its psum write (MAX / SUM).
-    PIPELINE_MAX_SUM = 2
+    #: Cycles from the read of a window's last row to its psum write (MAX / SUM): the
+    #: row's arrival, its register, the fold.
+    PIPELINE_MAX_SUM = 3
     #: Cycles from the read of a window's row ``x_1`` to the psum write of its lane 0 (ADD);
     #: lane ``k`` is written ``k`` cycles later.
-    PIPELINE_ADD = 2 + MBQM_STAGES
+    PIPELINE_ADD = 3 + MBQM_STAGES
 
     def __init__(self, config: AccelConfig):
         self._config = check_config(config)
@@ -167,7 +170,8 @@ class VectorEngine(ControlledEngine):
         gap = Signal(range(nl + 1))
         gap_len = Mux(is_add & (insn.win < nl), nl - insn.win, 0)
 
-        # Read cycle t (s0) -> data at t+1 (d1): fold into the accumulators.
+        # Read cycle t (s0) -> data at t+1 (d1), registered -> t+2 (d2): fold into the
+        # accumulators.
         s0_valid = Signal()
         d1_valid, d1_first, d1_last, d1_x1 = Signal(), Signal(), Signal(), Signal()
         d1_row = Signal(16)
@@ -178,31 +182,36 @@ class VectorEngine(ControlledEngine):
             d1_x1.eq(j_cnt == 1),
             d1_row.eq(insn.psum_row + m_cnt),
         ]
-        # MAX / SUM write stage (t+2) and ADD write stage (t+6): valid and row.
+        d2_valid, d2_first, d2_last, d2_x1 = Signal(), Signal(), Signal(), Signal()
+        d2_row = Signal(16)
+        d2_x = Signal(nl * ab)
+        m.d.sync += [d2_valid.eq(d1_valid), d2_first.eq(d1_first), d2_last.eq(d1_last),
+                     d2_x1.eq(d1_x1), d2_row.eq(d1_row), d2_x.eq(self.ifmap.data[:nl * ab])]
+        # MAX / SUM write stage (t+3) and ADD write stage (t+7): valid and row.
         ms_valid = Signal()
         ms_row = Signal(16)
-        m.d.sync += [ms_valid.eq(d1_valid & d1_last & ~is_add), ms_row.eq(d1_row)]
+        m.d.sync += [ms_valid.eq(d2_valid & d2_last & ~is_add), ms_row.eq(d2_row)]
 
         in_zp = insn.in_zp.as_signed()
-        zp = Mux(is_add & ~d1_first, insn.b_zp.as_signed(), in_zp)
+        zp = Mux(is_add & ~d2_first, insn.b_zp.as_signed(), in_zp)
         ls = insn.left_shift
         acc = [Signal(signed(acc_bits), name=f"acc_{l}") for l in range(nl)]
         a_ops = Array(Signal(signed(32), name=f"a_in_{l}") for l in range(nl))
         b_ops = Array(Signal(signed(32), name=f"b_in_{l}") for l in range(nl))
         capture = Signal()
-        m.d.comb += capture.eq(d1_valid & d1_x1 & is_add)
+        m.d.comb += capture.eq(d2_valid & d2_x1 & is_add)
         for l in range(nl):
-            x = self.ifmap.data[l * ab:(l + 1) * ab].as_signed()
+            x = d2_x[l * ab:(l + 1) * ab].as_signed()
             val = Signal(signed(ab + 1), name=f"val_{l}")
             m.d.comb += val.eq(x - zp)
-            with m.If(d1_valid):
-                with m.If(d1_first):
+            with m.If(d2_valid):
+                with m.If(d2_first):
                     m.d.sync += acc[l].eq(val)
                 with m.Elif(is_max):
                     m.d.sync += acc[l].eq(Mux(val > acc[l], val, acc[l]))
                 with m.Else():
                     m.d.sync += acc[l].eq(acc[l] + val)  # assignment wraps to int32
-            # ADD: at x_1's arrival, x_0 - in_zp is in acc; both operands are shifted and
+            # ADD: at x_1's fold, x_0 - in_zp is in acc; both operands are shifted and
             # registered for every lane.
             with m.If(capture):
                 m.d.sync += [a_ops[l].eq((acc[l] << ls)[:32]), b_ops[l].eq((val << ls)[:32])]
@@ -211,7 +220,7 @@ class VectorEngine(ControlledEngine):
         ser_k = Signal(range(nl + 1), init=nl)  # lane entering the MBQMs; nl: none
         ser_row = Signal(16)
         with m.If(capture):
-            m.d.sync += [ser_k.eq(0), ser_row.eq(d1_row)]
+            m.d.sync += [ser_k.eq(0), ser_row.eq(d2_row)]
         with m.Elif(ser_k != nl):
             m.d.sync += ser_k.eq(ser_k + 1)
         a_out = mbqm_stages(m, Const(1), a_ops[ser_k[:max(1, (nl - 1).bit_length())]],
