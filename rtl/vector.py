@@ -164,7 +164,7 @@ class VectorEngine(ControlledEngine):
         rd_addr = Signal(range(cfg.ifmap_rows))
         # Cycles after the last read until done (see the timing in the docstring); ADD
         # windows shorter than L are followed by L - win idle cycles.
-        add_lat = self.PIPELINE_ADD + 1 + nl  # done = last lane's write + 1, counted from x_1
+        add_lat = self.PIPELINE_ADD + 1 + nl  # done = last lane's write + 1, counted from x_0's read
         drain = Signal(range(add_lat + 1))
         lat = Mux(is_add, Mux(insn.win < add_lat, add_lat - insn.win, 0), self.PIPELINE_MAX_SUM)
         gap = Signal(range(nl + 1))

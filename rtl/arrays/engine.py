@@ -33,7 +33,7 @@ class ComputeEngineSignature(wiring.Signature):
 
     Members
     -------
-    ctrl : In(EngineSignature(GemmInsn, zero_skips=True))
+    ctrl : In(EngineSignature(GemmInsn, zero_skips=True, pre=GemmPre))
         The controller side (:class:`~celosia.rtl.controller.signatures.EngineSignature`);
         a :class:`ComputeEngine` also has its members as attributes
         (``engine.insn`` is ``engine.ctrl.insn``, ...):

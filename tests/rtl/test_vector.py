@@ -243,6 +243,24 @@ def test_large_window_global_pool():
     check(cfg, insns, rng)
 
 
+@pytest.mark.parametrize("rows, cols, win", [(1, 1, 9), (1, 1, 12), (3, 5, 11), (3, 5, 14)])
+def test_add_windows_longer_than_the_lane_pipeline(rows, cols, win):
+    """ADD windows of at least ``L + 8`` rows: the last lane is written before the window's
+    reads end, so ``done`` follows the last read (the ``win + 2`` branch of the docstring's
+    ``(m_len - 1)*max(win, L) + max(win + 2, L + 10)``), each followed at once by a MAX and
+    a SUM; outputs against the reference, latency against that formula worked out here."""
+    cfg = small_cfg(rows, cols, ifmap_rows=48)
+    rng = random.Random(win)
+    lanes = min(rows, cols)
+    insns = [make_insn(mode=VecMode.ADD, ifmap_row=0, psum_row=0, m_len=3, win=win, lanes=lanes,
+                       in_zp=3, b_zp=-7, left_shift=20),
+             make_insn(mode=VecMode.MAX, ifmap_row=1, psum_row=3, m_len=2, win=win, lanes=lanes),
+             make_insn(mode=VecMode.SUM, ifmap_row=2, psum_row=5, m_len=1, win=win, lanes=lanes)]
+    events = check(cfg, insns, rng, gaps=[0, 0, 0])
+    want = [2 * max(win, lanes) + max(win + 2, lanes + 10), 2 * win + 5, win + 5]
+    assert [t_done - t_acc for (_, t_acc), (_, t_done) in zip(events[0::2], events[1::2])] == want
+
+
 def test_errors_write_nothing():
     cfg = small_cfg(3, 5)
     rng = random.Random(3)
