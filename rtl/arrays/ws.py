@@ -231,8 +231,16 @@ class WSArray(ComputeEngine):
             m.d.sync += [sv[i].eq(sv[i - 1]), sa[i].eq(sa[i - 1]), sn[i].eq(sn[i - 1]),
                          sl[i].eq(sl[i - 1])]
 
-        hazard = row_acc & ((sv[0] & (sa[0] == row_psum)) | (sv[1] & (sa[1] == row_psum)))
-        m.d.comb += [s0_valid.eq(row_cand & ~hazard), take.eq(~streaming & loaded & ~hazard)]
+        def psum_hazard(acc_, row):
+            return acc_ & ((sv[0] & (sa[0] == row)) | (sv[1] & (sa[1] == row)))
+        hazard = psum_hazard(row_acc, row_psum)
+        # The take (and so insn.ready) only happens while not streaming, where the row
+        # offered is nxt's row 0: its hazard from nxt's own fields, the same value without
+        # the path from m_cnt through cur.psum_row + m_cnt (issue 15: that path ran on
+        # through dispatch's issue and stop logic into the CSRs, the 4x4 ws board build's
+        # critical path). No cycle changes.
+        take_hazard = psum_hazard(nxt.accumulate, nxt.psum_row[:len(row_psum)])
+        m.d.comb += [s0_valid.eq(row_cand & ~hazard), take.eq(~streaming & loaded & ~take_hazard)]
         # Ifmap rows from the window address generator: started by the take (row 0 of nxt),
         # advanced by every row read.
         m.submodules.window = win = WindowAddr(len(self.ifmap.addr))
