@@ -204,14 +204,10 @@ class WSArray(ComputeEngine):
         # The row offered to the stream this cycle: the next of cur, or row 0 of nxt (its
         # ifmap row: the window address generator below).
         row_psum = Signal(paddr)
-        # cur.psum_row + m_cnt (its low bits) while streaming, as a running sum: no adder
-        # between the row counter and the psum hazard (issue 15: the 8x8 ws board build's
-        # critical path ran through it). No cycle changes.
-        cur_row = Signal(paddr)
         row_acc, row_last, row_cand = Signal(), Signal(), Signal()
         row_nlen = Signal.like(nxt.n_len)
         with m.If(streaming):
-            m.d.comb += [row_psum.eq(cur_row),
+            m.d.comb += [row_psum.eq(cur.psum_row + m_cnt),
                          row_acc.eq(cur.accumulate), row_nlen.eq(cur.n_len),
                          row_last.eq(m_cnt == cur.m_len - 1), row_cand.eq(1)]
         with m.Else():
@@ -240,7 +236,7 @@ class WSArray(ComputeEngine):
         hazard = psum_hazard(row_acc, row_psum)
         # The take (and so insn.ready) only happens while not streaming, where the row
         # offered is nxt's row 0: its hazard from nxt's own fields, the same value without
-        # the path from m_cnt through the offered row's address (issue 15: that path ran on
+        # the path from m_cnt through cur.psum_row + m_cnt (issue 15: that path ran on
         # through dispatch's issue and stop logic into the CSRs, the 4x4 ws board build's
         # critical path). No cycle changes.
         take_hazard = psum_hazard(nxt.accumulate, nxt.psum_row[:len(row_psum)])
@@ -251,12 +247,11 @@ class WSArray(ComputeEngine):
         m.d.comb += [win.insn.eq(nxt), win.start.eq(take), win.step.eq(s0_valid)]
         with m.If(s0_valid):
             with m.If(streaming):
-                m.d.sync += [m_cnt.eq(m_cnt + 1), cur_row.eq(cur_row + 1)]
+                m.d.sync += m_cnt.eq(m_cnt + 1)
                 with m.If(row_last):
                     m.d.sync += streaming.eq(0)
             with m.Else():
-                m.d.sync += [cur.eq(nxt), m_cnt.eq(1), streaming.eq(~row_last),
-                             cur_row.eq(nxt.psum_row + 1)]
+                m.d.sync += [cur.eq(nxt), m_cnt.eq(1), streaming.eq(~row_last)]
 
         # The PE columns (WSColumn): weight registers, products and the column sum.
         colsum = []
