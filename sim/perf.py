@@ -312,11 +312,6 @@ class _Machine:
         event of a cycle is recorded at the latest in that cycle, none before the previous
         step's cycle is folded)."""
         left, snaps = self.desc_left, self.desc_snaps
-        if len(snaps) == len(left) or left[len(snaps)]:     # (the common case: none due)
-            future = self.future
-            if future and future[0][0] < c:
-                self._fold(c - 1)
-            return
         while len(snaps) < len(left) and left[len(snaps)] == 0:
             k = len(snaps)
             bound = max(self.desc_max[k], snaps[-1][0] if snaps else 0)
@@ -743,34 +738,6 @@ class _Machine:
         if self.watchdog:           # the watchdog may stop the run (see _next)
             limit = min(limit, self.last_progress + self.watchdog + 2)
         t = c
-        reqs, pops, L, k = self.l_reqs, self.l_pops, self.L, self.k
-        # all but the last request inline (_load_issue's steps), the last through it
-        last = len(reqs) - 1 if reqs is not None and not self.log_grants else -1
-        future, i, last_pop = self.future, self.l_i, self.l_last_pop
-        while i < last:
-            pad, nbytes = reqs[i]
-            nxt = t + 1 if pad else max(t + 1, self.dram_free)
-            if nxt >= limit:
-                break
-            while pops and pops[0] < nxt:
-                pops.popleft()
-            if len(pops) >= L + 2:
-                self.l_i, self.l_last_pop = i, last_pop
-                self.wake(pops[0] + 1)
-                return
-            t = nxt
-            if pad:
-                pop = max(t + 1, (last_pop if last_pop is not None else t) + 1)
-            else:
-                self.rr_last = _LOAD
-                self.dram_free = t + k
-                pop = t + L
-                if nbytes:
-                    heapq.heappush(future, (pop, "dram_bytes_read", nbytes))
-            pops.append(pop)
-            last_pop = pop
-            i += 1
-        self.l_i, self.l_last_pop = i, last_pop
         while self.l_reqs is not None and self.l_i < len(self.l_reqs):
             pad = self.l_reqs[self.l_i][0]
             nxt = t + 1 if pad else max(t + 1, self.dram_free)
