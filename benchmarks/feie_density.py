@@ -19,7 +19,8 @@ loads included), ``util`` (MACs / (PEs * cycles)), ``speed-up`` (feie's dense cy
 these), ``ideal`` (``1 / (1 - zeros)``), ``of ideal`` (speed-up / ideal), ``os/feie`` and
 ``ws/feie`` (their cycles over these: above 1, feie is faster), ``mac_cycles`` (cycles in
 which the array multiplied an input), ``zero_skips`` and ``bound`` (the report's roofline
-bound of the program: compute, bandwidth or latency).
+bound of the program: compute, bandwidth or latency; the compute bound counts the MACs on
+non-zero inputs, ``effective_macs``).
 
 Part 2 runs the bundled digits CNNs (``digits_cnn``, ``digits_resnet``) on 8 held-out
 images on feie, os and ws, per layer: the fraction of the layer's inputs that are real

@@ -47,7 +47,8 @@ issues it and checks the outputs (slower: nothing is replayed).
 Columns: ``cycles`` (the accelerator's cycle counter, one run), ``util`` = MACs / (rows *
 cols * cycles), ``B/MAC`` = DRAM bytes read and written (the hardware's counters) per MAC,
 ``bound`` and ``roofline`` = the report's roofline bound for the program (compute,
-bandwidth or latency; :mod:`celosia.sw.analysis`) and its cycles, ``/roof`` = cycles /
+bandwidth or latency; :mod:`celosia.sw.analysis`; on ``feie`` the compute bound counts the
+MACs on non-zero inputs, padding left out) and its cycles, ``/roof`` = cycles /
 roofline (1.00 = at the bound), ``SCALE-Sim ws`` / ``os`` = SCALE-Sim's analytical cycles
 for the same GEMM on the same array (:mod:`celosia.sw.scalesim`: no memory stalls), and
 ``/ws``, ``/os`` = our cycles over them (below 1: fewer cycles than SCALE-Sim's model).

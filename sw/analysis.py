@@ -37,12 +37,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from celosia.rtl import isa
 from celosia.rtl.config import AccelConfig, ceil_div
+from celosia.sim.golden.conv import conv2d_float
 
 __all__ = ["TensorSizes", "LayerTraffic", "ProgramTraffic", "load_bytes", "store_bytes",
            "node_traffic", "tensor_sizes", "program_traffic", "peaks", "roofline",
-           "layer_report", "total_report", "LATENCY_FACTOR"]
+           "layer_report", "total_report", "nonzero_macs", "LATENCY_FACTOR"]
 
 #: Measured cycles above this many times the roofline bound make a layer ``latency`` bound.
 LATENCY_FACTOR = 2.0
@@ -204,23 +207,49 @@ def peaks(config: AccelConfig) -> tuple[int, int]:
 
 
 
+def nonzero_macs(layer, x: np.ndarray) -> int:
+    """The MACs of GEMM layer ``layer`` (``fc`` / ``conv``, a
+    :class:`~celosia.sw.quant.QLayer`) on its int8 input ``x`` (``[samples, ...]``) whose
+    input operand is not the layer's input zero point ``in_zp``: what an engine that skips
+    zero inputs must still multiply. A conv's padding is the zero point (it contributes
+    nothing); each non-zero input of a conv counts once per kernel tap that reads it into
+    an output and per output channel of its group. 0 for the other ops (they have no MACs)."""
+    n = len(x)
+    if layer.op == "fc":
+        return int(np.count_nonzero(x.reshape(n, -1) != layer.in_zp)) * int(layer.w.shape[1])
+    if layer.op != "conv":
+        return 0
+    a = layer.attrs
+    groups = a.get("groups", 1)
+    cout, fh, fw, cin_g = layer.w.shape
+    mask = (x.reshape(n, *layer.in_shape) != layer.in_zp).astype(np.float64)
+    # one output channel per group, every weight 1: each output counts its group's
+    # non-zero taps x channels
+    count = conv2d_float(mask, np.ones((groups, fh, fw, cin_g)), stride=a.get("stride", (1, 1)),
+                         padding=a.get("pads", (0, 0, 0, 0)), groups=groups,
+                         dilation=a.get("dilation", (1, 1)))
+    return int(round(count.sum())) * (cout // groups)
+
+
 def roofline(macs: int, nbytes: int, peak_macs: int, peak_bytes: int,
-             measured: int | None = None) -> dict:
+             measured: int | None = None, effective_macs: int | None = None) -> dict:
     """The roofline of ``macs`` MACs moving ``nbytes`` DRAM bytes.
 
-    ``compute_bound_cycles = ceil(macs / peak_macs)``, ``bandwidth_bound_cycles =
-    ceil(nbytes / peak_bytes)``; ``bound_cycles`` is the larger and ``bound`` its name (``compute`` on a
+    ``compute_bound_cycles = ceil(macs / peak_macs)`` (``ceil(effective_macs / peak_macs)``
+    where the engine skips zero inputs and the data's non-zero MACs are given:
+    :func:`nonzero_macs`), ``bandwidth_bound_cycles = ceil(nbytes / peak_bytes)``; ``bound_cycles`` is the larger and ``bound`` its name (``compute`` on a
     tie), or ``latency`` where ``measured`` cycles exceed :data:`LATENCY_FACTOR` x
     ``bound_cycles``. ``roofline_efficiency = bound_cycles / measured`` (``None`` without a
     measurement; above 1 where the array skips MACs that ``macs`` counts, e.g. a conv's
     padding rows)."""
-    compute = ceil_div(macs, peak_macs)
+    compute = ceil_div(macs if effective_macs is None else effective_macs, peak_macs)
     bandwidth = ceil_div(nbytes, peak_bytes)
     bound_cycles = max(compute, bandwidth)
     bound = "compute" if compute >= bandwidth else "bandwidth"
     if measured is not None and measured > LATENCY_FACTOR * bound_cycles:
         bound = "latency"
-    return {"compute_bound_cycles": compute, "bandwidth_bound_cycles": bandwidth, "bound": bound,
+    return {"effective_macs": effective_macs,
+            "compute_bound_cycles": compute, "bandwidth_bound_cycles": bandwidth, "bound": bound,
             "bound_cycles": bound_cycles,
             "roofline_efficiency": bound_cycles / measured if measured else None}
 
@@ -233,20 +262,23 @@ def _rounded(roof: dict) -> dict:
     return {**roof, "roofline_efficiency": _ratio(roof["roofline_efficiency"])}
 
 
-def layer_report(t: LayerTraffic, config: AccelConfig, measured: int | None = None) -> dict:
-    """The report fields of one layer (one run): traffic, re-read factors and roofline."""
+def layer_report(t: LayerTraffic, config: AccelConfig, measured: int | None = None,
+                 effective_macs: int | None = None) -> dict:
+    """The report fields of one layer (one run): traffic, re-read factors and roofline
+    (``effective_macs``: :func:`roofline`'s)."""
     pm, pb = peaks(config)
     return {"macs_per_run": t.macs, "dram_read_bytes": t.read, "dram_write_bytes": t.written,
             "dram_ifmap_bytes": t.ifmap_read, "dram_weight_bytes": t.weight_read,
             "dram_param_bytes": t.param_read, "dram_fetch_bytes": t.fetch_read,
             "dram_bytes_per_mac": _ratio(t.bytes_per_mac),
             "reread": {"ifmap": _ratio(t.reread_ifmap), "weights": _ratio(t.reread_weights)},
-            **_rounded(roofline(t.macs, t.total, pm, pb, measured))}
+            **_rounded(roofline(t.macs, t.total, pm, pb, measured, effective_macs))}
 
 
-def total_report(traffic: ProgramTraffic, config: AccelConfig, measured: int | None = None) -> dict:
+def total_report(traffic: ProgramTraffic, config: AccelConfig, measured: int | None = None,
+                 effective_macs: int | None = None) -> dict:
     """The report's ``roofline`` object: the program's traffic for one run, per inference,
-    the peaks and the whole run's roofline. The re-read factors are over all layers:
+    the peaks and the whole run's roofline (``effective_macs``: :func:`roofline`'s). The re-read factors are over all layers:
     ifmap (weight) bytes read / the sum of the layers' unique ifmap (weight) bytes."""
     pm, pb = peaks(config)
     layers = traffic.layers
@@ -266,4 +298,5 @@ def total_report(traffic: ProgramTraffic, config: AccelConfig, measured: int | N
             "dram_bytes_per_mac": _ratio(total / traffic.macs) if traffic.macs else None,
             "reread": {"ifmap": _ratio(ifmap_read / ifmap) if ifmap else None,
                        "weights": _ratio(weight_read / weights) if weights else None},
-            **_rounded(roofline(traffic.macs, total, pm, pb, measured)), "cycles": measured}
+            **_rounded(roofline(traffic.macs, total, pm, pb, measured, effective_macs)),
+            "cycles": measured}

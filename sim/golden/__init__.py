@@ -21,7 +21,7 @@ from .ops import (
     relu_int8,
     round_half_away_from_zero,
 )
-from .network import golden_forward
+from .network import golden_forward, golden_tensors
 from .requant import (
     INT32_MAX,
     INT32_MIN,
@@ -56,6 +56,7 @@ __all__ = [
     "global_avg_pool_params",
     "global_avg_pool_requant",
     "golden_forward",
+    "golden_tensors",
     "grouped_conv",
     "max_pool",
     "multiply_by_quantized_multiplier",

@@ -33,7 +33,7 @@ from celosia.errors import DriverError
 from .conv import conv2d
 from .ops import add, avg_pool_requant, fully_connected, global_avg_pool_requant, max_pool
 
-__all__ = ["golden_forward"]
+__all__ = ["golden_forward", "golden_tensors"]
 
 
 def golden_forward(model, x_q: np.ndarray) -> np.ndarray:
@@ -56,6 +56,13 @@ def golden_forward(model, x_q: np.ndarray) -> np.ndarray:
     celosia.errors.DriverError
         For a layer whose op has no golden implementation.
     """
+    return golden_tensors(model, x_q)[model.layers[-1].output]
+
+
+def golden_tensors(model, x_q: np.ndarray) -> dict[str, np.ndarray]:
+    """Every tensor of the golden model's run on ``x_q`` (as :func:`golden_forward`): its
+    name (``model.INPUT`` or a layer's ``output``) -> int8 ``[samples, features]``, each
+    sample flattened in NHWC order."""
     n = len(x_q)
     values = {model.INPUT: np.asarray(x_q, dtype=np.int8).reshape(n, -1)}
     for i, layer in enumerate(model.layers):
@@ -88,4 +95,4 @@ def golden_forward(model, x_q: np.ndarray) -> np.ndarray:
         else:
             raise DriverError(f"layer {layer.name!r}: op {layer.op!r} has no golden implementation")
         values[layer.output] = y.reshape(n, -1)
-    return values[model.layers[-1].output]
+    return values

@@ -43,12 +43,13 @@ import numpy as np
 from celosia.errors import CelosiaError, DriverError, InputError
 from celosia.rtl import isa
 from celosia.rtl.config import AccelConfig
+from celosia.rtl.dataflows import dataflow
 from celosia.rtl.isa import BaseReg, Csr
-from celosia.sim.golden.network import golden_forward
+from celosia.sim.golden.network import golden_forward, golden_tensors
 from celosia.sim.isa_sim import protection_windows
 from celosia.sim.job import Job, Run
 from celosia.sw.analysis import (ProgramTraffic, _fields, _slices, layer_report, node_traffic,
-                                 program_traffic, total_report)
+                                 nonzero_macs, program_traffic, total_report)
 from celosia.sw.compiler import Program, compile_model
 from celosia.sw.compiler.program import DESC_KINDS
 from celosia.sw.quant.model import QModel
@@ -276,7 +277,7 @@ def run_quantized(model: QModel, x_q: np.ndarray, config: AccelConfig, backend: 
                       layers=[{"name": l.name, "op": l.op, "macs": l.macs * samples, "cycles": None,
                                "compute_cycles": None} for l in model.layers])
         # the static traffic and roofline of the program the hardware would run
-        _add_roofline(report, program, model, config, None)
+        _add_roofline(report, program, model, config, None, x_q)
     else:
         perf = backend == "perf"
         chunks = _chunks(program, len(x_q))
@@ -351,7 +352,7 @@ def run_quantized(model: QModel, x_q: np.ndarray, config: AccelConfig, backend: 
                              utilization=node.macs / (cycles * pe) if cycles > 0 else 0.0)
             layers.append(entry)
         report["layers"] = layers
-        _add_roofline(report, program, model, config, main[0].counters["cycles"])
+        _add_roofline(report, program, model, config, main[0].counters["cycles"], x_q)
         report["layer_cycles_note"] = (
             f"per-layer figures are for one run ({batch} sample(s)), the first, from the "
             "counter snapshots the controller takes at node boundaries (the cycle by which "
@@ -522,20 +523,42 @@ def trace_events(report: dict) -> dict:
 
 
 def _add_roofline(report: dict, program: Program, model: QModel, config: AccelConfig,
-                  cycles_per_run: int | None):
+                  cycles_per_run: int | None, x_q: np.ndarray | None = None):
     """Per layer and in total (``report["roofline"]``): the program's static DRAM traffic for
     one run, re-read factors and roofline bound (:mod:`celosia.sw.analysis`), against the
-    measured cycles where there are any."""
+    measured cycles where there are any. On a dataflow that skips zero inputs, with the
+    inputs ``x_q``, the compute bounds are those of the first run's non-zero MACs
+    (:func:`effective_macs`)."""
     traffic = program_traffic(program, model)
-    for entry, t in zip(report["layers"], traffic.layers):
-        entry.update(layer_report(t, config, entry["cycles"]))
-    roof = report["roofline"] = total_report(traffic, config, cycles_per_run)
+    effective = (effective_macs(model, x_q[:program.batch], [t.macs for t in traffic.layers])
+                 if x_q is not None and dataflow(config.dataflow).zero_point_in_gemm else None)
+    for k, (entry, t) in enumerate(zip(report["layers"], traffic.layers)):
+        entry.update(layer_report(t, config, entry["cycles"], effective and effective[k]))
+    roof = report["roofline"] = total_report(traffic, config, cycles_per_run,
+                                             effective and sum(effective))
     report["resident_weights"] = resident_weights_report(program, traffic)
     report["kept_outputs"] = kept_outputs_report(program, traffic)
     roof["dram_bytes_per_inference_outputs_through_dram"] = \
         report["kept_outputs"]["dram_bytes_per_inference_through_dram"]
     roof["dram_bytes_per_inference_streamed"] = report["resident_weights"]["dram_bytes_per_inference_streamed"]
     roof["init_dram_bytes"] = report["resident_weights"]["init_dram_bytes"]
+
+
+def effective_macs(model: QModel, x_q: np.ndarray, macs_per_run: list[int]) -> list[int]:
+    """Per layer, of its ``macs_per_run``, the MACs whose input operand is not the input
+    zero point (:func:`~celosia.sw.analysis.nonzero_macs`) on the samples ``x_q`` (a run's),
+    from the golden model's activations: ``macs_per_run`` times the fraction of the
+    layer's MACs on ``x_q`` that are non-zero."""
+    tensors = golden_tensors(model, x_q)
+    out = []
+    for k, (layer, macs) in enumerate(zip(model.layers, macs_per_run)):
+        dense = layer.macs * len(x_q)
+        if not dense or not layer.is_gemm:
+            out.append(macs)
+            continue
+        x = tensors[model.layer_inputs(k)[0]]
+        out.append(round(macs * nonzero_macs(layer, x) / dense))
+    return out
 
 
 def resident_weights_report(program: Program, traffic: ProgramTraffic | None = None) -> dict:

@@ -3,14 +3,17 @@ per-run totals against the hardware's DRAM_RD / DRAM_WR counters (pysim)."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
 from celosia.rtl import isa
 from celosia.rtl.config import AccelConfig
 from celosia.rtl.isa import BaseReg, Buffer, Opcode
-from celosia.sw.analysis import (LATENCY_FACTOR, TensorSizes, layer_report, load_bytes, peaks,
-                                 program_traffic, roofline, store_bytes, tensor_sizes, total_report)
+from celosia.sw.analysis import (LATENCY_FACTOR, TensorSizes, layer_report, load_bytes,
+                                 nonzero_macs, peaks, program_traffic, roofline, store_bytes,
+                                 tensor_sizes, total_report)
 from celosia.sw.compiler import compile_model
 from celosia.sw.compiler.program import NodeCode, Program
 from test_compiler import make_model
@@ -119,8 +122,8 @@ def test_peaks():
 def test_roofline_compute_bound():
     # 6400 MACs on 64 PEs: >= 100 cycles; 400 B at 8 B/cycle: >= 50 cycles -> compute, 100
     r = roofline(6400, 400, 64, 8)
-    assert r == {"compute_bound_cycles": 100, "bandwidth_bound_cycles": 50, "bound": "compute", "bound_cycles": 100,
-                 "roofline_efficiency": None}
+    assert r == {"effective_macs": None, "compute_bound_cycles": 100, "bandwidth_bound_cycles": 50,
+                 "bound": "compute", "bound_cycles": 100, "roofline_efficiency": None}
     assert roofline(6400, 400, 64, 8, measured=160)["roofline_efficiency"] == 100 / 160
     # below the compute bound (the array skipped MACs the layer counts: a conv's padding
     # rows): an efficiency above 1, still compute bound
@@ -144,6 +147,75 @@ def test_roofline_bandwidth_bound():
     assert roofline(640, 80, 64, 8)["bound"] == "compute"
     # a slower bus moves the same layer from compute to bandwidth bound: 400 B / 2 = 200 > 100
     assert roofline(6400, 400, 64, 2)["bound"] == "bandwidth"
+
+
+def test_roofline_of_the_nonzero_macs():
+    # the same layer on an engine that skips zero inputs, 3/4 of its MACs on zeros: 1600
+    # MACs / 64 = 25 cycles of compute, so the 50 cycles of the bus bind
+    r = roofline(6400, 400, 64, 8, measured=60, effective_macs=1600)
+    assert (r["effective_macs"], r["compute_bound_cycles"], r["bound"], r["bound_cycles"]) == \
+        (1600, 25, "bandwidth", 50)
+    assert r["roofline_efficiency"] == 50 / 60
+    assert roofline(6400, 400, 64, 8, effective_macs=6400) == {**roofline(6400, 400, 64, 8),
+                                                               "effective_macs": 6400}
+
+
+def _brute_nonzero_macs(layer, x):
+    """Loops over every output, output channel, tap and input channel of ``layer``."""
+    (sh, sw), (dh, dw) = layer.attrs["stride"], layer.attrs["dilation"]
+    top, left, _, _ = layer.attrs["pads"]
+    groups = layer.attrs["groups"]
+    cout, fh, fw, cin_g = layer.w.shape
+    ho, wo, _ = layer.out_shape
+    h, w, _ = layer.in_shape
+    count = 0
+    for sample in x.reshape(len(x), *layer.in_shape):
+        for oy in range(ho):
+            for ox in range(wo):
+                for co in range(cout):
+                    g = co // (cout // groups)
+                    for i in range(fh):
+                        for j in range(fw):
+                            y, xx = oy * sh + i * dh - top, ox * sw + j * dw - left
+                            if 0 <= y < h and 0 <= xx < w:
+                                chans = sample[y, xx, g * cin_g:(g + 1) * cin_g]
+                                count += int(np.count_nonzero(chans != layer.in_zp))
+    return count
+
+
+@pytest.mark.parametrize("in_shape, cout, k, stride, pad, groups, dilation", [
+    ((7, 6, 3), 4, 3, 1, 1, 1, 1),
+    ((9, 8, 4), 6, 3, 2, (0, 1, 2, 1), 2, 1),     # grouped, asymmetric padding, stride 2
+    ((8, 8, 4), 8, 3, 1, 2, 4, 2),                # depthwise x2, dilation 2
+    ((6, 7, 2), 3, (1, 3), 1, (0, 1, 0, 1), 1, 1),  # a 1x3 kernel
+    ((7, 7, 3), 2, 3, 2, 0, 1, 1),                # no padding
+])
+def test_nonzero_macs_of_a_conv_by_brute_force(in_shape, cout, k, stride, pad, groups, dilation):
+    from layer_cases import conv_layer
+
+    rng = np.random.default_rng(7)
+    layer = conv_layer(rng, "c", in_shape, cout, k, stride, pad, groups, dilation, in_zp=-128)
+    x = rng.integers(-128, 128, (2, *in_shape)).astype(np.int8)
+    x[rng.random(x.shape) < 0.5] = -128
+    got = nonzero_macs(layer, x.reshape(2, -1))
+    assert got == _brute_nonzero_macs(layer, x) > 0
+    # every input the zero point: no MAC left; none of them: every MAC but the padding's
+    assert nonzero_macs(layer, np.full_like(x, -128)) == 0
+    assert nonzero_macs(layer, np.full_like(x, 5)) == _brute_nonzero_macs(layer, np.full_like(x, 5))
+    # without padding that is every MAC the layer counts
+    if pad == 0:
+        assert nonzero_macs(layer, np.full_like(x, 5)) == layer.macs * 2
+
+
+def test_nonzero_macs_of_fc_and_vector_ops():
+    model = small_model()
+    fc = model.layers[0]
+    x = np.zeros((3, fc.w.shape[0]), np.int8) + fc.in_zp
+    x[0, :5] = fc.in_zp + 1
+    x[2, 7] = fc.in_zp - 1
+    assert nonzero_macs(fc, x) == 6 * fc.w.shape[1]
+    pool = dataclasses.replace(fc, op="maxpool")
+    assert nonzero_macs(pool, x) == 0
 
 
 def test_layer_report_fields():
@@ -239,3 +311,39 @@ def test_golden_rejects_a_model_that_does_not_compile(monkeypatch):
     monkeypatch.setattr(driver, "compile_model", fail)
     with pytest.raises(CompileError, match="weights do not fit"):
         driver.run_quantized(small_model(), np.zeros((2, 20), np.int8), AccelConfig(rows=4, cols=4))
+
+
+def test_report_roofline_counts_the_nonzero_macs_on_feie():
+    """A conv then an fc on sparse inputs: on ``feie`` the report's compute bounds are those
+    of the MACs whose input is not the zero point (counted here by brute force on the
+    golden model's activations); on ``ws``, which multiplies every input, of every MAC."""
+    from layer_cases import conv_layer
+
+    from celosia.sim.golden import golden_tensors
+    from celosia.sw.driver.driver import run_quantized
+    from celosia.sw.quant.model import QLayer, QModel
+
+    rng = np.random.default_rng(5)
+    conv = conv_layer(rng, "conv", (6, 6, 4), 4, 3, 1, 1, in_zp=-128)
+    fc_w = rng.integers(-127, 128, (144, 5)).astype(np.int8)
+    fc = QLayer(name="fc", op="fc", w=fc_w, bias=np.zeros(5, np.int32), m0=np.full(5, 1 << 30, np.int32),
+                shift=np.full(5, -8, np.int32), in_scale=0.05, in_zp=conv.out_zp, out_scale=0.05,
+                out_zp=0, act_min=-128, act_max=127, activation="none", attrs={},
+                in_shape=(144,), out_shape=(5,))
+    model = QModel("sparse", [conv, fc], 0.05, conv.in_zp, input_shape=(6, 6, 4))
+    x_q = rng.integers(-128, 128, (1, 144)).astype(np.int8)
+    x_q[rng.random(x_q.shape) < 0.6] = -128
+    acts = golden_tensors(model, x_q)
+    want = [_brute_nonzero_macs(conv, x_q), int(np.count_nonzero(acts[conv.output] != fc.in_zp)) * 5]
+    assert 0 < want[0] < conv.macs
+    for flow in ("feie", "ws"):
+        config = AccelConfig(rows=4, cols=4, dataflow=flow)
+        rep = run_quantized(model, x_q, config, backend="perf").report
+        eff = [layer["effective_macs"] for layer in rep["layers"]]
+        roof = rep["roofline"]
+        if flow == "feie":
+            assert eff == want and roof["effective_macs"] == sum(want)
+            assert roof["compute_bound_cycles"] == -(-sum(want) // 16)
+        else:
+            assert eff == [None, None] and roof["effective_macs"] is None
+            assert roof["compute_bound_cycles"] == -(-roof["macs_per_run"] // 16)
