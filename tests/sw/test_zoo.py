@@ -137,3 +137,14 @@ def test_zoo_compiles(name, array, dataflow):
     assert [node.name for node in program.nodes] == [layer.name for layer in qmodel.layers]
     assert all(node.insns for node in program.nodes)
     assert len(program.static) >= sum(l.w.size for l in qmodel.layers if l.w is not None)
+
+
+@pytest.mark.parametrize("dataflow", ["ws", "os", "rs", "feie"])
+@pytest.mark.parametrize("array", ["4x4", "8x16"])
+@pytest.mark.parametrize("name", ["lenet5"] + [pytest.param(n, marks=pytest.mark.slow)
+                                               for n in ("mobilenet_v1", "resnet18", "alexnet")])
+def test_zoo_compiles_on_other_shapes(name, array, dataflow):
+    """As :func:`test_zoo_compiles`, on a small and a non-square array in every dataflow:
+    before 64186b7 the LOAD scheduler stopped on an assertion for ResNet-18 on 4x4 in
+    every dataflow and on 8x16 feie (docs/compiler.md, "LOAD queue room")."""
+    test_zoo_compiles(name, array, dataflow)
