@@ -257,7 +257,11 @@ class LoopNest(wiring.Component):
         past the end of the innermost loop, to the next ``(i1, i2)``.
     step : In(BYTES_BITS, init=1)
         Innermost elements consumed by ``next`` (1 .. ``bus_bits / 8``, at most ``n0 - i0``):
-        the engines move a bus word's worth of bytes at once.
+        the engines move a bus word's worth of bytes at once. ``addr`` moves by ``step``
+        where ``s0 == 1`` and by ``s0`` otherwise (no multiplier: issue 15's critical path),
+        so a ``step`` above 1 with ``s0 != 1`` leaves ``addr`` wrong until the innermost
+        loop ends; the load engine takes such steps only in a padded run, whose addresses
+        it does not use, and ``i0``, ``lane``, ``row`` and every later loop stay exact.
     addr : Out(33), row : Out(18), lane : Out(13)
         The current element.
     i0, i1, i2 : Out(16)
@@ -314,7 +318,7 @@ class LoopNest(wiring.Component):
             with m.If(~end0):
                 m.d.sync += [
                     i0.eq(i0 + self.step),
-                    self.addr.eq(self.addr + self.step * self.s0),
+                    self.addr.eq(self.addr + Mux(self.s0 == 1, self.step, self.s0)),
                     self.lane.eq(self.lane + self.step),
                 ]
             with m.Elif(~end1):
@@ -455,9 +459,25 @@ class LoadEngine(wiring.Component):
         m.d.comb += buf_ok.eq((row_last < depth) & (lane_last < lanes))
 
         # The current element is padded (i1 < n1, i2 < n2, so the unclamped ranges do).
-        cur_pad = Signal()
-        m.d.comb += cur_pad.eq(insn.pad_en & ~((nest.i1 >= insn.pad_lo1) & (nest.i1 < insn.pad_hi1)
-                                               & (nest.i2 >= insn.pad_lo2) & (nest.i2 < insn.pad_hi2)))
+        # ``in1`` / ``in2``: i1 in [pad_lo1, pad_hi1), i2 in [pad_lo2, pad_hi2), registered:
+        # each is computed for the index the nest moves to, as it moves (start: 0; the end
+        # of the innermost loop: i1 + 1, or 0 and i2 + 1), so that no compare of the
+        # indices sits in front of the request logic (issue 15's critical path).
+        cur_pad, in1, in2 = Signal(), Signal(), Signal()
+
+        def inside(i, lo, hi):
+            return (i >= lo) & (i < hi)
+
+        with m.If(nest.start):
+            m.d.sync += [in1.eq(inside(0, insn.pad_lo1, insn.pad_hi1)),
+                         in2.eq(inside(0, insn.pad_lo2, insn.pad_hi2))]
+        with m.Elif(nest.next & nest.end0):
+            with m.If(nest.i1 != insn.n1 - 1):
+                m.d.sync += in1.eq(inside(nest.i1 + 1, insn.pad_lo1, insn.pad_hi1))
+            with m.Else():
+                m.d.sync += [in1.eq(inside(0, insn.pad_lo1, insn.pad_hi1)),
+                             in2.eq(inside(nest.i2 + 1, insn.pad_lo2, insn.pad_hi2))]
+        m.d.comb += cur_pad.eq(insn.pad_en & ~(in1 & in2))
 
         # The current request: up to a word's worth of the run from the current element
         # (dram_stride0 == 1: the bytes up to the end of the word; other strides: one
