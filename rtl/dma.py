@@ -268,6 +268,8 @@ class LoopNest(wiring.Component):
         Its loop indices.
     end0 : Out(1)
         ``step`` elements reach the end of the innermost loop (``i0 + step >= n0``).
+    end1 : Out(1)
+        ``i1`` is the last of its loop (``i1 == n1 - 1``).
     last : Out(1)
         ``end0`` in the last ``(i1, i2)``: the step takes the last element.
     """
@@ -293,6 +295,7 @@ class LoopNest(wiring.Component):
     i1: Out(16)
     i2: Out(16)
     end0: Out(1)
+    end1: Out(1)
     last: Out(1)
 
     def elaborate(self, platform):
@@ -300,7 +303,7 @@ class LoopNest(wiring.Component):
         i0, i1, i2 = self.i0, self.i1, self.i2
         a1, a2 = Signal(ADDR_BITS), Signal(ADDR_BITS)  # addresses at the start of the i1 / i2 loop
         row2 = Signal(18)  # row at the start of the current i2 iteration
-        end0, end1, end2 = self.end0, Signal(), Signal()
+        end0, end1, end2 = self.end0, self.end1, Signal()
         m.d.comb += [
             end0.eq(i0 + self.step >= self.n0),
             end1.eq(i1 == self.n1 - 1),
@@ -472,7 +475,7 @@ class LoadEngine(wiring.Component):
             m.d.sync += [in1.eq(inside(0, insn.pad_lo1, insn.pad_hi1)),
                          in2.eq(inside(0, insn.pad_lo2, insn.pad_hi2))]
         with m.Elif(nest.next & nest.end0):
-            with m.If(nest.i1 != insn.n1 - 1):
+            with m.If(~nest.end1):
                 m.d.sync += in1.eq(inside(nest.i1 + 1, insn.pad_lo1, insn.pad_hi1))
             with m.Else():
                 m.d.sync += [in1.eq(inside(0, insn.pad_lo1, insn.pad_hi1)),
