@@ -466,21 +466,23 @@ def test_feie_row_taps(fw, sw, dw, k_len, rows, weight_rows, out_w, want):
 @pytest.mark.parametrize("zeros, ports, wports, want", [
     # 8x8, 3 taps at stride 1 over 2 output rows of 56, 8 channels (ResNet-18 conv2_x's
     # GEMMs). The run of 3: P 3, G 2, Q 56: 58 pixels; the cut 2 + 1: (P 2, G 4, Q 28: 29
-    # pixels) and (P 1, G 8, Q 14: 14 pixels); 112 outputs each.
+    # pixels) and (P 1, G 8, Q 14: 14 pixels); 112 outputs each. With zeros the busiest
+    # group's mean non-zero inputs, pixels * 8 * (1 - z), get the slowest group's spread,
+    # e(G) * sqrt(pixels * 8 * z * (1 - z)) (e(2) = 0.564, e(4) = 1.029, e(8) = 1.424).
     # dense: 3 = 58*8 + 12 = 476; 2 + 1 = (232 + 14) + (112 + 18) = 376: all 8 rows busy
     (0.0, 2, 1, [(0, 2, 1), (2, 1, 1)]),
     (0.0, 1, 1, [(0, 2, 1), (2, 1, 1)]),       # reads 116 and 112 per GEMM: within the MACs
-    # 70% zeros: 3 = 139.2 + 12; 2 + 1 = (112 + 14) + (112 + 18): the one psum write port
-    # writes every output once per GEMM, so fewer GEMMs win
+    # 70% zeros: 3 = 139.2 + 5.6 + 12 = 156.8; 2 + 1 = (112 + 14) + (112 + 18) = 256: the one
+    # psum write port writes every output once per GEMM, so fewer GEMMs win
     (0.7, 2, 1, [(0, 3, 1)]),
-    # 30% zeros: 3 = 324.8 + 12; 2 + 1 = (162.4 + 14) + (112 + 18) = 306.4
+    # 30% zeros: 3 = 324.8 + 5.6 + 12 = 342.4; 2 + 1 = (162.4 + 7.2 + 14) + (112 + 18) = 313.6
     (0.3, 2, 1, [(0, 2, 1), (2, 1, 1)]),
-    # 50%: 3 = 232 + 12 = 244; 2 + 1 = (116 + 14) + (112 + 18) = 260
+    # 50%: 3 = 232 + 6.1 + 12 = 250.1; 2 + 1 = (116 + 7.8 + 14) + (112 + 18) = 267.8
     (0.5, 2, 1, [(0, 3, 1)]),
-    # two psum write ports: 112 outputs in 56 cycles. 50%: 2 + 1 = (max(116, 58, 56) + 14)
-    # + (max(56, 56, 56) + 18) = 204 < 244
+    # two psum write ports: 112 outputs in 56 cycles. 50%: 2 + 1 = (max(123.8, 58, 56) + 14)
+    # + (max(56 + 7.5, 56, 56) + 18) = 219.4 < 250.1
     (0.5, 2, 2, [(0, 2, 1), (2, 1, 1)]),
-    # 70%: 2 + 1 = (max(69.6, 58, 56) + 14) + (56 + 18) = 157.6 > 151.2: the read ports
+    # 70%: 2 + 1 = (max(69.6 + 7.2, 58, 56) + 14) + (56 + 18) = 164.8 > 156.8: the read ports
     # (112 pixels over 2 of them) bind the one-tap GEMM
     (0.7, 2, 2, [(0, 3, 1)]),
 ])
@@ -490,6 +492,25 @@ def test_feie_row_taps_for_the_zeros(zeros, ports, wports, want):
     from celosia.sw.compiler.lower_gemm import row_taps
     cfg = AccelConfig(rows=8, cols=8, dataflow="feie", feie_read_ports=ports, feie_write_ports=wports)
     assert row_taps(3, 1, 1, 8, cfg, 2, 56, zeros) == want
+
+
+def test_feie_row_taps_count_the_slowest_group():
+    """9x8, 3 taps at stride 1 over 14 rows of 14 outputs (ResNet-18 conv4_x's whole map),
+    9 channels, half the inputs zero, two read and two write ports. The run of 3 (P 3, G 3,
+    Q 66: the busiest group 78 pixels, 702 inputs): 351 + e(3) * sqrt(702 / 4) = 351 + 11.2,
+    + 3 + 2 + 8 = 375.2 (374.5 with row_geometry's exact pixels); one tap at a time (P 1,
+    G 9, Q 22: 198 inputs): 99 + e(9) * sqrt(198 / 4) = 99 + 10.4 (the ports: 98), + 9 + 2 +
+    8, three times = 385.3. Without the slowest group's spread the one-tap GEMMs looked
+    cheaper (3 * 118 = 354 against 363); measured on the perf back end they were 17% slower
+    (docs/dataflows.md, "The slowest group")."""
+    from celosia.sw.compiler.lower_gemm import expected_max_normal, row_taps
+    # the closed forms for two and three: 1 / sqrt(pi), 3 / (2 sqrt(pi))
+    assert expected_max_normal(1) == 0
+    assert expected_max_normal(2) == pytest.approx(1 / np.sqrt(np.pi), abs=1e-6)
+    assert expected_max_normal(3) == pytest.approx(1.5 / np.sqrt(np.pi), abs=1e-6)
+    cfg = AccelConfig(rows=9, cols=8, dataflow="feie")
+    assert row_taps(3, 1, 1, 9, cfg, 14, 14, 0.5) == [(0, 3, 1)]
+    assert row_taps(3, 1, 1, 9, cfg, 14, 14, 0.0) != [(0, 3, 1)]    # dense: all 9 rows busy
 
 
 def test_feie_conv_maps_for_calibrated_zeros():
