@@ -20,7 +20,10 @@ these), ``ideal`` (``1 / (1 - zeros)``), ``of ideal`` (speed-up / ideal), ``os/f
 ``ws/feie`` (their cycles over these: above 1, feie is faster), ``mac_cycles`` (cycles in
 which the array multiplied an input), ``zero_skips`` and ``bound`` (the report's roofline
 bound of the program: compute, bandwidth or latency; the compute bound counts the MACs on
-non-zero inputs, ``effective_macs``).
+non-zero inputs, ``effective_macs``) and ``taps`` (how the compiler cut the kernel rows
+into GEMMs for the calibration's zeros, ``lower_gemm.row_taps``: the taps per GEMM of the
+program's windowed GEMMs, ``3``, ``2+1`` or ``1``; docs/dataflows.md, "The mapping follows
+the zeros").
 
 Part 2 runs the bundled digits CNNs (``digits_cnn``, ``digits_resnet``) on 8 held-out
 images on feie, os and ws, per layer: the fraction of the layer's inputs that are real
@@ -44,6 +47,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
+from celosia.rtl import isa
 from celosia.rtl.config import AccelConfig
 from celosia.sim import verilator
 from celosia.sw.cli import config_from_args, parse_array
@@ -137,7 +141,7 @@ def part1(layers, rows, cols, sparsities):
     print(f"\n3x3 layers on {rows}x{cols}, one sample, ReLU-like inputs (zero point "
           f"-128); feie at each sparsity, os / ws dense; back end {BACKEND['name']}")
     head = (f"{'layer':<18}{'zeros':>6}{'cycles':>10}{'util':>7}{'speed-up':>9}{'ideal':>7}{'of ideal':>9}"
-            f"{'os/feie':>8}{'ws/feie':>8}{'mac_cycles':>11}{'zero_skips':>11}  bound")
+            f"{'os/feie':>8}{'ws/feie':>8}{'mac_cycles':>11}{'zero_skips':>11}  {'bound':<10} taps")
     print(head, flush=True)
     for i, (name, shape) in enumerate(layers.items()):
         qm = models[name, 0.0]
@@ -154,9 +158,18 @@ def part1(layers, rows, cols, sparsities):
             bound = (rep.get("roofline") or {}).get("bound", "")
             print(f"{name:<18}{s:>6.0%}{cyc:>10}{rep['macs'] / (pe * cyc):>7.1%}{base / cyc:>9.2f}"
                   f"{ideal:>7.2f}{base / cyc / ideal:>9.2f}{ref['os'] / cyc:>8.2f}{ref['ws'] / cyc:>8.2f}"
-                  f"{rep['mac_cycles']:>11}{rep['zero_skips']:>11}  {bound}", flush=True)
+                  f"{rep['mac_cycles']:>11}{rep['zero_skips']:>11}  {bound:<10} "
+                  f"{gemm_taps(programs['feie'][name, s])}", flush=True)
         print(f"{name:<18}{'':>6}  os {ref['os']} cycles ({qm.macs_per_sample() / (pe * ref['os']):.1%}), "
               f"ws {ref['ws']} cycles ({qm.macs_per_sample() / (pe * ref['ws']):.1%})", flush=True)
+
+
+def gemm_taps(program) -> str:
+    """The distinct taps per windowed GEMM of ``program`` (``win_w``), largest first,
+    joined by ``+`` (``2+1``: a kernel row cut into GEMMs of 2 and 1 taps)."""
+    taps = {d["win_w"] for node in program.nodes for d in map(isa.decode, node.insns)
+            if d["op"] == isa.Opcode.GEMM and d["window"]}
+    return "+".join(map(str, sorted(taps, reverse=True))) or "-"
 
 
 def layer_input_zeros(qmodel, x_q):

@@ -26,6 +26,8 @@ def test_feie_density_quick():
     rows = [line.split() for line in out.splitlines() if line.startswith("small.") and "%" in line.split()[1]]
     assert len(rows) == 4
     by_layer = {}
+    for *_, taps in rows:         # the GEMMs' taps per kernel-row cut of a 3x3 kernel
+        assert taps.split("+") and set(taps.split("+")) <= {"1", "2", "3"}, taps
     for name, zeros, cycles, _util, speedup, ideal, of_ideal, *_ in rows:
         by_layer.setdefault(name, []).append((float(zeros.rstrip("%")) / 100, int(cycles), float(speedup),
                                               float(ideal), float(of_ideal)))
