@@ -62,7 +62,7 @@ RANGES: dict[str, tuple[int, int, str]] = {
                                   "reads per cycle, for different groups (2: a second read port, a "
                                   "replicated or true-dual-port RAM; ignored by the other dataflows)"),
     "feie_write_ports": (1, 2,    "psum buffer write ports of the `feie` engine: up to that many outputs "
-                                  "written (accumulated) per cycle, for different groups (2: a second "
+                                  "written (accumulated) per cycle, of different groups or a group's next two (2: a second "
                                   "psum bank and accumulate read port; ignored by the other dataflows)"),
 }
 

@@ -24,7 +24,11 @@ from celosia.rtl.config import FEIE_TAPS
 from celosia.rtl.dataflows import ifmap_read_ports, psum_write_ports
 from celosia.rtl.dma import accept_state
 
-__all__ = ["FEIEArray", "FEIEColumn", "FEIEQueue", "FEIETiming", "cycles", "sequence_timing", "group_plan", "row_geometry", "row_trace",
+#: Pixels a group's queue (:class:`FEIEQueue`) holds: the head and two read ahead, so that a
+#: pixel dropped on landing (every input zero) seldom leaves the group without work.
+QUEUE_DEPTH = 3
+
+__all__ = ["QUEUE_DEPTH", "FEIEArray", "FEIEColumn", "FEIEQueue", "FEIETiming", "cycles", "sequence_timing", "group_plan", "row_geometry", "row_trace",
            "RowTrace"]
 
 
@@ -137,11 +141,17 @@ def row_trace(insn, config, ifmap, log: bool = False, start: int = 2) -> RowTrac
         if all(wt[gi] >= npc[gi] for gi in range(G)):
             return RowTrace(cycles=max(last_grant + 2, wready_at + 1), mac_cycles=mac_cycles, zero_skips=zero_skips,
                             macs=macs, writes=writes, reads=reads, last_grant=last_grant)
-        # 1. up to `wports` psum writes, of different groups: round robin over the groups whose
-        #    next output is complete, each port from the group after the one before
+        # 1. up to `wports` psum writes: round robin over the groups whose next output is
+        #    complete, each port from the group after the one before; a port no other group
+        #    takes writes the granted group's output after that one, if complete in its task
         cpos = [queue[gi][0][0] if queue[gi] else aseq[gi] for gi in range(G)]
         elig = [wt[gi] < npc[gi] and cpos[gi] > wb[gi] + xw[gi] * s + S - 1 for gi in range(G)]
         wgrants = _round_robin_ports(elig, wptr, wports)
+        if len(wgrants) == 1 < wports and P > 1:
+            # port 1 unused: the granted group's output after it, if complete, in the task
+            gi = wgrants[0]
+            if xw[gi] + 1 < pieces[gi][wt[gi]][2] and cpos[gi] > wb[gi] + (xw[gi] + 1) * s + S - 1:
+                wgrants.append(gi)
         for gi in wgrants:
             wptr = (gi + 1) % G
             last_grant = c
@@ -186,7 +196,7 @@ def row_trace(insn, config, ifmap, log: bool = False, start: int = 2) -> RowTrac
         #    pixels left and room for them, each port from the group after the one before
         landing = [(ga, addr, [k for k in range(g.k_len) if buf[addr, k] != zp]) for ga, addr in arriving]
         pushed = {ga for ga, _, nz in landing if nz}
-        req = [rt[gi] < npc[gi] and len(queue[gi]) - retire[gi] + (gi in pushed) < 2 for gi in range(G)]
+        req = [rt[gi] < npc[gi] and len(queue[gi]) - retire[gi] + (gi in pushed) < QUEUE_DEPTH for gi in range(G)]
         rgrants = _round_robin_ports(req, rptr, ports)
         # 4. the pixels read last cycle land (zero pixels are dropped), the heads retire
         for ga, addr, nz in landing:
@@ -341,24 +351,25 @@ def _rotating_pick(m, requests, ptr, name):
 
 class FEIEQueue(Block):
     """The pixel queue of one group of :class:`FEIEArray` (:mod:`~celosia.rtl.arrays.blocks`:
-    inline for pysim, one module instanced ``rows`` times in Verilog): two entries, each a
-    pixel (``rows`` int8 inputs), its sequence number and the mask of its inputs still to
-    multiply; the head's lowest one is the group's MAC input.
+    inline for pysim, one module instanced ``rows`` times in Verilog): :data:`QUEUE_DEPTH`
+    entries, each a pixel (``rows`` int8 inputs), its sequence number and the mask of its
+    inputs still to multiply, filled from entry 0 on; the head's (entry 0's) lowest one is the
+    group's MAC input.
 
     Ports
     -----
     data, nz, seq : In(rows * act_bits), In(rows), In(seq_bits)
         The arriving pixel, its non-zero inputs (the mask) and its sequence number.
     push : In(1)
-        The pixel arrives (enters the queue at the next edge).
+        The pixel arrives (enters the queue at the next edge, behind what stays).
     take : In(1)
         The head's input ``k`` is multiplied this cycle (leaves the mask; the head retires
-        with its last).
+        with its last, and the entries behind it move up at the next edge).
     zp : In(signed(act_bits))
         The zero point, subtracted from the input.
     setup : In(1)
         Empty the queue at the next edge (over everything else).
-    qv : Out(2)
+    qv : Out(QUEUE_DEPTH)
         Bit ``i``: entry ``i`` holds a pixel (entry 0 is the head).
     head : Out(seq_bits)
         The head's sequence number.
@@ -375,17 +386,17 @@ class FEIEQueue(Block):
         super().__init__({
             "data": In(rows * act_bits), "nz": In(rows), "seq": In(seq_bits), "push": In(1),
             "take": In(1), "zp": In(signed(act_bits)), "setup": In(1),
-            "qv": Out(2), "head": Out(seq_bits), "k": Out(range(max(rows, 2))),
+            "qv": Out(QUEUE_DEPTH), "head": Out(seq_bits), "k": Out(range(max(rows, 2))),
             "x": Out(signed(act_bits + 1)), "retire": Out(1),
         }, (rows, act_bits, seq_bits))
 
     def elaborate(self, platform):
         m = Module()
-        R, ab = self.rows, self.act_bits
-        qv = [Signal(name=f"qv_{i}") for i in range(2)]
-        qseq = [Signal(self.seq_bits, name=f"qseq_{i}") for i in range(2)]
-        qdata = [Signal(R * ab, name=f"qdata_{i}") for i in range(2)]
-        qmask = [Signal(R, name=f"qmask_{i}") for i in range(2)]
+        R, ab, D = self.rows, self.act_bits, QUEUE_DEPTH
+        qv = [Signal(name=f"qv_{i}") for i in range(D)]
+        qseq = [Signal(self.seq_bits, name=f"qseq_{i}") for i in range(D)]
+        qdata = [Signal(R * ab, name=f"qdata_{i}") for i in range(D)]
+        qmask = [Signal(R, name=f"qmask_{i}") for i in range(D)]
         m.d.comb += [self.qv.eq(Cat(qv)), self.head.eq(qseq[0])]
         k = self.k
         for i in reversed(range(R)):
@@ -396,29 +407,19 @@ class FEIEQueue(Block):
         mask_n = Signal(R)
         m.d.comb += [mask_n.eq(Mux(self.take, qmask[0] & ~(1 << k), qmask[0])),
                      self.retire.eq(self.take & (mask_n == 0))]
-        new = [self.seq, self.data, self.nz]
-        # the queue after this cycle's departure (retire) and arrival (push)
-        with m.If(self.retire):
-            with m.If(qv[1]):
-                m.d.sync += [qseq[0].eq(qseq[1]), qdata[0].eq(qdata[1]), qmask[0].eq(qmask[1])]
-                with m.If(self.push):
-                    m.d.sync += [qseq[1].eq(new[0]), qdata[1].eq(new[1]), qmask[1].eq(new[2])]
-                with m.Else():
-                    m.d.sync += qv[1].eq(0)
-            with m.Else():
-                m.d.sync += [qseq[0].eq(new[0]), qdata[0].eq(new[1]), qmask[0].eq(new[2]),
-                             qv[0].eq(self.push)]
-        with m.Else():
-            m.d.sync += qmask[0].eq(mask_n)
-            with m.If(self.push):
-                with m.If(qv[0]):
-                    m.d.sync += [qseq[1].eq(new[0]), qdata[1].eq(new[1]), qmask[1].eq(new[2]),
-                                 qv[1].eq(1)]
-                with m.Else():
-                    m.d.sync += [qseq[0].eq(new[0]), qdata[0].eq(new[1]), qmask[0].eq(new[2]),
-                                 qv[0].eq(1)]
+        # the entries after this cycle's departure (retire: each moves up one) ...
+        entries = list(zip(qv, qseq, qdata, qmask))
+        stay = [(Mux(self.retire, nv, v), Mux(self.retire, nsq, sq), Mux(self.retire, nd, dt),
+                 Mux(self.retire, nmk, mask_n if i == 0 else mk))
+                for i, ((v, sq, dt, mk), (nv, nsq, nd, nmk))
+                in enumerate(zip(entries, entries[1:] + [(Const(0), qseq[-1], qdata[-1], qmask[-1])]))]
+        # ... and arrival (push: into the first empty one)
+        for i, (v, sq, dt, mk) in enumerate(stay):
+            here = self.push & ~v & (stay[i - 1][0] if i else 1)
+            m.d.sync += [qv[i].eq(v | here), qseq[i].eq(Mux(here, self.seq, sq)),
+                         qdata[i].eq(Mux(here, self.data, dt)), qmask[i].eq(Mux(here, self.nz, mk))]
         with m.If(self.setup):
-            m.d.sync += [qv[0].eq(0), qv[1].eq(0)]
+            m.d.sync += [v.eq(0) for v in qv]
         return m
 
 
@@ -551,8 +552,9 @@ class FEIEArray(ComputeEngine):
       cycle (cycles 2 .. W+1 of the GEMM, however it was taken), tap by tap (``i =
       fw*k_len + k``); a row lands in the registers a cycle later and is usable from cycle
       ``i + 4``;
-    * each group keeps its next pixels in a queue of two (the double buffer) with each
-      pixel's mask of non-zero inputs, and a count ``aseq`` of the pixels landed. Its *head*
+    * each group keeps its next pixels in a queue of :data:`QUEUE_DEPTH` (three: the head
+      and two read ahead) with each pixel's mask of non-zero inputs, and a count ``aseq`` of
+      the pixels landed. Its *head*
       is the oldest queued pixel; ``cpos`` = the head's index in the group's pixel stream,
       or ``aseq`` with an empty queue (every pixel before it is done);
     * **psum write ports** (``feie_write_ports`` of them, 1 or 2: ``psum_wr`` and
@@ -560,11 +562,14 @@ class FEIEArray(ComputeEngine):
       per cycle each, shared): a group is *eligible* when its next output ``x`` (in order)
       has all its pixels done (``cpos > x*s + S - 1`` within its task); a rotating-priority
       arbiter grants port 0 to the first eligible group from its pointer on and port 1 (if
-      there are two) to the next eligible one after it, and moves its pointer to the group
-      after the last one granted. Each granted slot's sum is captured (the slot restarts
-      from 0 in this cycle: it takes output ``x + P``), psum row ``psum_row + m`` is read
-      through the port's accumulate read port if ``accumulate`` and written the next cycle
-      with the old value added (two writes in a cycle are two groups' outputs: two rows);
+      there are two) to the next eligible one after it; if there is none, port 1 writes port
+      0's group's output ``x + 1`` when that one is complete too and in the same task (``P
+      > 1``: it is in another slot; outputs complete in bunches where zero pixels are
+      dropped, and at the end of a task). The pointer moves to the group after the last one
+      granted. Each granted slot's sum is captured (the slot restarts from 0 in this cycle:
+      it takes output ``x + P``), psum row ``psum_row + m`` is read through the port's
+      accumulate read port if ``accumulate`` and written the next cycle with the old value
+      added (two writes in a cycle are two outputs: two rows);
     * **MAC**: a group multiplies its head's lowest non-zero input ``k`` if the weights it
       takes are usable (row ``fw*k_len + k`` for the tap ``fw`` of every slot it reaches:
       with dense inputs the MACs never wait for the loader, which stays ahead of them) and
@@ -574,7 +579,7 @@ class FEIEArray(ComputeEngine):
       cycle). A head whose last non-zero input is taken leaves the queue;
     * **ifmap read ports** (``feie_read_ports`` of them, 1 or 2: ``ifmap`` and ``ifmap1``,
       one row per cycle each, shared by the groups): a group with pixels left requests
-      when its queue, after this cycle's departure and arrival, holds fewer than two; a
+      when its queue, after this cycle's departure and arrival, holds fewer than ``QUEUE_DEPTH``; a
       rotating-priority arbiter grants port 0 to the first requester from its pointer on
       and port 1 (if there are two) to the next requester after that one (so two
       different groups), and moves its pointer to the group after the last one granted;
@@ -708,7 +713,7 @@ class FEIEArray(ComputeEngine):
             d.rt, d.rp = Signal(24, name=f"rt_{gi}"), Signal(24, name=f"rp_{gi}")
             d.line, d.raddr = Signal(24, name=f"line_{gi}"), Signal(24, name=f"raddr_{gi}")
             d.aseq = Signal(SEQ, name=f"aseq_{gi}")
-            # the group's pixel queue (FEIEQueue): two entries, the head's lowest input left
+            # the group's pixel queue (FEIEQueue): QUEUE_DEPTH entries, the head's lowest input left
             d.q = place(m, f"queue_{gi}", FEIEQueue(R, ab, SEQ), self._blocks)
             # its pixel arrives on port 1 if that one brings it, else (if at all) on port 0
             d.arrive = [_held(m, f"arrive_{gi}_{pi}", a.on & (a.g == gi)) for pi, a in enumerate(arr)]
@@ -719,7 +724,7 @@ class FEIEArray(ComputeEngine):
             else:
                 m.d.comb += [d.q.data.eq(arr[0].data), d.q.nz.eq(arr[0].nz)]
             m.d.comb += [d.q.seq.eq(d.aseq), d.q.zp.eq(zp), d.q.setup.eq(setup), d.q.push.eq(d.push)]
-            d.qv = [d.q.qv[0], d.q.qv[1]]
+            d.qv = list(d.q.qv)
             d.wt, d.xw = Signal(24, name=f"wt_{gi}"), Signal(16, name=f"xw_{gi}")
             d.wslot = Signal(range(NP), name=f"wslot_{gi}")
             d.wb, d.wlast = Signal(SEQ, name=f"wb_{gi}"), Signal(SEQ, name=f"wlast_{gi}")
@@ -738,15 +743,22 @@ class FEIEArray(ComputeEngine):
             m.d.comb += d.cpos.eq(Mux(d.qv[0], d.q.head, d.aseq))
             d.elig = Signal(name=f"elig_{gi}")
             m.d.comb += d.elig.eq(run & d.active & (d.wt < d.estop) & (d.cpos > d.wlast))
+            # its output after the next one is complete too, in the same task (a second write)
+            d.elig2 = Signal(name=f"elig2_{gi}")
+            m.d.comb += d.elig2.eq(d.elig & (P > 1) & (d.xw + 1 < d.n) & (d.cpos > d.wlast + s))
+            d.wslot1 = _held(m, f"wslot1_{gi}", Mux(d.wslot == P - 1, 0, d.wslot + 1))
             grp.append(d)
 
         wptr, rptr = Signal(range(max(R, 2))), Signal(range(max(R, 2)))
-        # port 0 takes the first eligible group from wptr on, port 1 the next one after it
+        # port 0 takes the first eligible group from wptr on, port 1 the next one after it,
+        # else (no other group eligible) the output after port 0's if complete in its task
         wgrants = [_rotating_pick(m, [d.elig for d in grp], wptr, "wgrant")]
         wg_on, wg = wgrants[0]
+        dbl = Signal()          # port 1 writes port 0's group's next output
         if psum_write_ports(cfg) == 2:
-            wgrants.append(_rotating_pick(m, [d.elig & (wg != gi) for gi, d in enumerate(grp)], wg + 1,
-                                          "wgrant1"))
+            o_on, o_g = _rotating_pick(m, [d.elig & (wg != gi) for gi, d in enumerate(grp)], wg + 1, "wgrant1")
+            m.d.comb += dbl.eq(wg_on & ~o_on & Array(d.elig2 for d in grp)[wg])
+            wgrants.append((_held(m, "wgrant1_on", o_on | dbl), _held(m, "wgrant1_g", Mux(o_on, o_g, wg))))
         wg_last = wg if len(wgrants) == 1 else _held(m, "wgrant_last", Mux(wgrants[1][0], wgrants[1][1], wg))
         with m.If(wg_on):
             m.d.sync += wptr.eq(Mux(wg_last + 1 == G, 0, wg_last + 1))
@@ -765,26 +777,40 @@ class FEIEArray(ComputeEngine):
             m.d.comb += [wt_n.eq(d.wt), nfs_n.eq(d.nfs), tend_n.eq(d.tend)]
             m.d.comb += [fs_n[j].eq(d.fs[j]) for j in range(NP)] + [sv_n[j].eq(d.sv[j]) for j in range(NP)]
             wb_n = _held(m, f"wb_n_{gi}", d.wb + d.Wp)
+            dbl_g = _held(m, f"dbl_{gi}", dbl & (wg == gi))
+
+            def next_task():
+                # the next task: the rest of row wt + 1 (up to x1 if it is row e1)
+                to_end = d.wt + 1 == d.e1
+                n_nx = _held(m, f"n_nx_{gi}", Mux(to_end, d.x1, n_out))
+                wp_nx = _held(m, f"wp_nx_{gi}", Mux(to_end, d.wplast, wp_full))
+                m.d.comb += [wt_n.eq(d.wt + 1), nfs_n.eq(wb_n + ps), tend_n.eq(d.tend + wp_nx)]
+                m.d.comb += [fs_n[j].eq(wb_n + j * s) for j in range(NP)]
+                m.d.comb += [sv_n[j].eq(n_nx > j) for j in range(NP)]
+                m.d.sync += [d.wb.eq(wb_n), d.xw.eq(0), d.wslot.eq(0), d.wlast.eq(wb_n + S - 1),
+                             d.n.eq(n_nx), d.Wp.eq(wp_nx)]
+
             with m.If(granted):
-                m.d.comb += [d.clear[j].eq(d.wslot == j) for j in range(NP)]
-                m.d.sync += d.wm.eq(d.wm + 1)
-                with m.If(last_out):
-                    # the next task: the rest of row wt + 1 (up to x1 if it is row e1)
-                    to_end = d.wt + 1 == d.e1
-                    n_nx = _held(m, f"n_nx_{gi}", Mux(to_end, d.x1, n_out))
-                    wp_nx = _held(m, f"wp_nx_{gi}", Mux(to_end, d.wplast, wp_full))
-                    m.d.comb += [wt_n.eq(d.wt + 1), nfs_n.eq(wb_n + ps), tend_n.eq(d.tend + wp_nx)]
-                    m.d.comb += [fs_n[j].eq(wb_n + j * s) for j in range(NP)]
-                    m.d.comb += [sv_n[j].eq(n_nx > j) for j in range(NP)]
-                    m.d.sync += [d.wb.eq(wb_n), d.xw.eq(0), d.wslot.eq(0), d.wlast.eq(wb_n + S - 1),
-                                 d.n.eq(n_nx), d.Wp.eq(wp_nx)]
+                m.d.comb += [d.clear[j].eq((d.wslot == j) | (dbl_g & (d.wslot1 == j))) for j in range(NP)]
+                m.d.sync += d.wm.eq(d.wm + 1 + dbl_g)
+                with m.If(last_out | (dbl_g & (d.xw + 1 == d.n - 1))):
+                    next_task()
+                with m.Elif(dbl_g):
+                    # two outputs: slots wslot and wslot1 take the outputs P after theirs
+                    m.d.comb += nfs_n.eq(d.nfs + 2 * s)
+                    for j in range(NP):
+                        with m.If(d.wslot == j):
+                            m.d.comb += [fs_n[j].eq(d.fs[j] + ps), sv_n[j].eq(d.xw + P < d.n)]
+                        with m.If(d.wslot1 == j):
+                            m.d.comb += [fs_n[j].eq(d.fs[j] + ps), sv_n[j].eq(d.xw + 1 + P < d.n)]
+                    m.d.sync += [d.xw.eq(d.xw + 2), d.wslot.eq(Mux(d.wslot1 == P - 1, 0, d.wslot1 + 1)),
+                                 d.wlast.eq(d.wlast + 2 * s)]
                 with m.Else():
                     m.d.comb += nfs_n.eq(d.nfs + s)
                     for j in range(NP):
                         with m.If(d.wslot == j):
                             m.d.comb += [fs_n[j].eq(d.fs[j] + ps), sv_n[j].eq(d.xw + P < d.n)]
-                    m.d.sync += [d.xw.eq(d.xw + 1), d.wslot.eq(Mux(d.wslot == P - 1, 0, d.wslot + 1)),
-                                 d.wlast.eq(d.wlast + s)]
+                    m.d.sync += [d.xw.eq(d.xw + 1), d.wslot.eq(d.wslot1), d.wlast.eq(d.wlast + s)]
             m.d.sync += [d.wt.eq(wt_n), d.nfs.eq(nfs_n), d.tend.eq(tend_n)]
             m.d.sync += [d.fs[j].eq(fs_n[j]) for j in range(NP)] + [d.sv[j].eq(sv_n[j]) for j in range(NP)]
 
@@ -853,13 +879,15 @@ class FEIEArray(ComputeEngine):
         wr_ports = [(self.psum_rd, self.psum_wr)] + ([(self.psum_rd1, self.psum_wr1)] if len(wgrants) == 2 else [])
         for pi, ((g_on, g), (rdp, wrp)) in enumerate(zip(wgrants, wr_ports)):
             w_row = Signal(range(max(R, 2)), name=f"w_row_{pi}")
+            second = dbl if pi == 1 else Const(0)      # port 1 takes the group's next output
             for p in range(1, NP + 1):
                 with m.If(P == p):
-                    m.d.comb += w_row.eq(g * p + Array(d.wslot for d in grp)[g])
+                    m.d.comb += w_row.eq(g * p + Mux(second, Array(d.wslot1 for d in grp)[g],
+                                                     Array(d.wslot for d in grp)[g]))
             wr_on = Signal(name=f"wr_on_{pi}")
             wr_addr = Signal.like(wrp.addr, name=f"wr_addr_{pi}")
             rd_addr = Signal(16, name=f"rd_addr_{pi}")
-            m.d.comb += rd_addr.eq(insn.psum_row + Array(d.wm for d in grp)[g])
+            m.d.comb += rd_addr.eq(insn.psum_row + Array(d.wm for d in grp)[g] + second)
             m.d.comb += [rdp.addr.eq(rd_addr), rdp.en.eq(g_on & insn.accumulate)]
             m.d.sync += [wr_on.eq(g_on), wr_addr.eq(rd_addr)]
             row_name, wval_name = FEIEColumn.OUT_PORTS[pi]
@@ -878,9 +906,9 @@ class FEIEArray(ComputeEngine):
         # -- ifmap reads: request, grant, landing ----------------------------------------------
         reqs = []
         for gi, d in enumerate(grp):
-            occ = d.qv[0] + d.qv[1] - d.retire + d.push
+            occ = sum(d.qv) - d.retire + d.push
             rq = Signal(name=f"rreq_{gi}")
-            m.d.comb += rq.eq(run & d.active & (d.rt < d.estop) & (occ < 2))
+            m.d.comb += rq.eq(run & d.active & (d.rt < d.estop) & (occ < QUEUE_DEPTH))
             reqs.append(rq)
         # port 0 takes the first requester from rptr on, port 1 the next one after it
         rgrants = [_rotating_pick(m, reqs, rptr, "rgrant")]
