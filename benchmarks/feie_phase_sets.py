@@ -6,7 +6,7 @@
 The stride-2 3x3 layers of ResNet-18 (the first conv of conv4_x and conv5_x; pad 1, random
 weights) on the ``feie`` array, inputs ReLU-like (zero point -128) with a fraction of
 zeros, on the perf back end (the RTL's cycles). Each layer runs with each fixed mapping of
-its kernel rows (:data:`MAPPINGS`: one run of 3 taps, the cut 2 + 1, the phase sets
+its kernel rows (:data:`MAPPINGS`: one run of 3 taps, the cuts 2 + 1 and 1 + 2, the phase sets
 ``{0, 2}`` and ``{1}``; ``lower_gemm.row_taps`` patched) and with the compiler's own
 choice for a model calibrated at that sparsity (``row_taps`` by ``row_cost`` for the
 zeros the calibration measured, ``QLayer.in_zeros``; docs/compiler.md). Prints the cycles
@@ -35,15 +35,16 @@ QUICK = {"s2.12x12x16": (12, 12, 16, 16)}
 
 
 #: name -> a 3-wide stride-2 kernel row's GEMMs ``(first tap, taps, step)`` (row_taps)
-MAPPINGS = {"run 3": [(0, 3, 1)], "2 + 1": [(0, 2, 1), (2, 1, 1)], "sets": [(0, 2, 2), (1, 1, 1)]}
+MAPPINGS = {"run 3": [(0, 3, 1)], "2 + 1": [(0, 2, 1), (2, 1, 1)], "1 + 2": [(0, 1, 1), (1, 2, 1)],
+            "sets": [(0, 2, 2), (1, 1, 1)]}
 
 
 def fixed(row_taps, mapping):
     """``row_taps`` with a 3-wide undilated kernel row at stride 2 mapped as ``mapping``."""
-    def taps(Fw, sw, dw, k_len, config, out_h=1, out_w=1, zeros=0.0):
+    def taps(Fw, sw, dw, k_len, config, *args):
         if (Fw, sw, dw) == (3, 2, 1):
             return mapping
-        return row_taps(Fw, sw, dw, k_len, config, out_h, out_w, zeros)
+        return row_taps(Fw, sw, dw, k_len, config, *args)
     return taps
 
 
@@ -58,10 +59,12 @@ def compile_with(qmodel, config, mapping):
 
 def kinds(program):
     """The mapping a program's GEMMs take: a name of :data:`MAPPINGS`."""
-    got = {(d["win_w"], d["dil_w"]) for node in program.nodes for d in map(decode, node.insns)
-           if d["op"] == Opcode.GEMM}
-    return {frozenset({(3, 1)}): "run 3", frozenset({(2, 1), (1, 1)}): "2 + 1",
-            frozenset({(2, 2), (1, 1)}): "sets"}.get(frozenset(got), str(sorted(got)))
+    gemms = [(d["win_w"], d["dil_w"]) for node in program.nodes for d in map(decode, node.insns)
+             if d["op"] == Opcode.GEMM]
+    got = frozenset(gemms)
+    if got == {(2, 1), (1, 1)}:            # a cut into 2 and 1 taps: which comes first
+        return "2 + 1" if gemms[0] == (2, 1) else "1 + 2"
+    return {frozenset({(3, 1)}): "run 3", frozenset({(2, 2), (1, 1)}): "sets"}.get(got, str(sorted(got)))
 
 
 def main(argv=None) -> int:

@@ -38,7 +38,7 @@ from celosia.sw.compiler.tiling import (GemmOp, OutTile, Unit, Window, conv_attr
                                         window_lines)
 from celosia.sw.quant.model import QLayer
 
-__all__ = ["lower_fc", "lower_conv", "tap_rows", "row_taps", "row_cost", "fc_plan", "fc_traffic",
+__all__ = ["lower_fc", "lower_conv", "tap_rows", "row_taps", "row_cost", "pad_pixels", "fc_plan", "fc_traffic",
            "psum_block_tiles", "conv_plan", "conv_traffic", "mapping", "fc_block_pitches", "LOWERINGS",
            "TIMING_FIELDS"]
 
@@ -186,7 +186,7 @@ def lower_conv(layer: QLayer, config: AccelConfig, batch: int, alloc: Allocation
     with the kernel row that covers the most rows (docs/compiler.md, "Padding rows").
     """
     R, C = config.rows, config.cols
-    H = layer.in_shape[0]
+    H, W = layer.in_shape[:2]
     Ho, Wo, Cout = layer.out_shape
     _, Fh, Fw, cin_g = layer.w.shape
     sh, sw, pt, pl, dh, dw, G = conv_attrs(layer)
@@ -204,7 +204,8 @@ def lower_conv(layer: QLayer, config: AccelConfig, batch: int, alloc: Allocation
     # no block of so few GEMMs that its ifmap and weight LOADs outrun them: 1.2% fewer
     # cycles on 16x16 feie ResNet-18 conv5_x); else blocks of pb, which divides the unit
     balanced = G * nt <= config.param_rows // 2
-    taps = row_taps(Fw, sw, dw, chunks[0][1], config, min(hb, Ho), wb, layer.in_zeros or 0.0)
+    taps = row_taps(Fw, sw, dw, chunks[0][1], config, min(hb, Ho), wb, layer.in_zeros or 0.0,
+                    pl, W if wb == Wo else None)
     # The output rows whose input row is padding are left out of a kernel row's GEMMs where
     # that padding adds nothing: the engine subtracts the zero point (feie), or it is 0
     # (elsewhere the bias folds in -in_zp * every weight, which the padding rows' in_zp
@@ -366,7 +367,8 @@ def tap_rows(ho0: int, hbt: int, fh: int, H: int, sh: int, pt: int, dh: int) -> 
 
 
 def row_taps(Fw: int, sw: int, dw: int, k_len: int, config: AccelConfig, out_h: int = 1,
-             out_w: int = 1, zeros: float = 0.0) -> list[tuple[int, int, int]]:
+             out_w: int = 1, zeros: float = 0.0, pad_left: int = 0,
+             in_w: int | None = None) -> list[tuple[int, int, int]]:
     """``(first kernel column fw, taps, step)`` of each GEMM along one kernel row (its taps
     are the kernel columns ``fw, fw + step, ...``): one tap each (``win_w = 1``), except on
     the broadcast FEIE engine (``gemm_window = "row"``, rtl/arrays/feie.py), which takes up
@@ -389,6 +391,8 @@ def row_taps(Fw: int, sw: int, dw: int, k_len: int, config: AccelConfig, out_h: 
     GEMMs of ``out_h`` output rows of ``out_w`` outputs (the block's) with a fraction
     ``zeros`` of the inputs at the zero point (the layer's calibration measured it,
     :attr:`~celosia.sw.quant.model.QLayer.in_zeros`; 0 = dense) wins, the earlier on a tie.
+    With ``in_w`` (the input's width; the GEMMs' rows are whole output rows from column 0)
+    and ``pad_left``, each GEMM's padding pixels count as zeros (:func:`pad_pixels`).
     Dense, more PE rows busy wins (3 taps on 8 rows: 2 + 1, all 8 rows, instead of 3 on 6);
     sparse, fewer GEMMs (each writes every output once through the one psum write port) and
     more reuse of each pixel read."""
@@ -428,13 +432,26 @@ def row_taps(Fw: int, sw: int, dw: int, k_len: int, config: AccelConfig, out_h: 
 
     def cost(sets):
         return sum(row_cost(n, sw if step == 1 and n > 1 else 1, k_len, out_h, out_w, config.rows,
-                            zeros, ports, wports)
-                   for _, n, step in sets)
+                            zeros, ports, wports,
+                            pad_pixels(fw, n, step, sw, out_w, pad_left, in_w) if in_w else (0, 0))
+                   for fw, n, step in sets)
     return min(candidates, key=cost)
 
 
+def pad_pixels(fw: int, taps: int, step: int, sw: int, out_w: int, pad_left: int, in_w: int) -> tuple[int, int]:
+    """``(leading, trailing)``: how many of the pixels a whole output row's task walks in
+    the GEMM of :func:`row_taps`'s ``(fw, taps, step)`` (``out_w`` outputs at stride ``sw``)
+    are padding, before input column 0 and from column ``in_w`` on. Its pixel ``p`` is input
+    column ``fw - pad_left + p * c``: ``c = 1`` in a run of taps, ``sw`` for one tap (the
+    outputs' own pixels), ``step`` in a phase set (:func:`~celosia.rtl.arrays.feie.row_geometry`)."""
+    c, wp = (sw, out_w) if taps == 1 else (1, (out_w - 1) * sw + taps) if step == 1 else (step, out_w - 1 + taps)
+    cols = [fw - pad_left + p * c for p in range(wp)]
+    return sum(col < 0 for col in cols), sum(col >= in_w for col in cols)
+
+
 def row_cost(taps: int, s: int, k_len: int, out_h: int, out_w: int, rows: int,
-             zeros: float = 0.0, read_ports: int = 1, write_ports: int = 1) -> float:
+             zeros: float = 0.0, read_ports: int = 1, write_ports: int = 1,
+             pad: tuple[int, int] = (0, 0)) -> float:
     """Cycles a windowed GEMM of ``taps`` taps at pixel step ``s`` (``out_h`` rows of
     ``out_w`` outputs, ``k_len`` channels, a fraction ``zeros`` of the inputs at the zero
     point) takes on the FEIE engine, about (docs/dataflows.md, "FEIE"): the most of its
@@ -446,11 +463,19 @@ def row_cost(taps: int, s: int, k_len: int, out_h: int, out_w: int, rows: int,
     (probability ``zeros``), a group of ``p`` pixels has ``p * k_len`` inputs, on average
     ``(1 - zeros)`` of them non-zero with a standard deviation ``sqrt(p * k_len * zeros *
     (1 - zeros))``, and the slowest of the ``n`` groups with pixels takes about the busiest
-    one's mean plus :func:`expected_max_normal` ``(n)`` of those deviations (dense: none)."""
+    one's mean plus :func:`expected_max_normal` ``(n)`` of those deviations (dense: none).
+    ``pad``: the leading and trailing pixels of a whole output row's task that are padding
+    (:func:`pad_pixels`): zero, each costs its read only."""
     geo = row_geometry(SimpleNamespace(window=1, win_w=taps, stride_w=s, dil_w=1, stride_h=1, row_pitch=0,
                                        out_h=out_h, out_w=out_w, k_len=k_len), rows)
     pixels = [sum((n - 1) * geo.s + geo.S for _, _, n in grp.pieces) for grp in geo.groups]
-    inputs = max(pixels) * k_len
+    lead, trail = pad
+    tail = geo.Wp - trail
+
+    def real(x, n):             # a task's pixels [x*s, (x+n-1)*s + S) less its padding
+        a, b = x * geo.s, (x + n - 1) * geo.s + geo.S
+        return b - a - max(0, min(b, lead) - a) - max(0, b - max(a, tail))
+    inputs = max(sum(real(x, n) for _, x, n in grp.pieces) for grp in geo.groups) * k_len
     spread = expected_max_normal(sum(1 for p in pixels if p)) * math.sqrt(inputs * zeros * (1 - zeros))
     return (max(inputs * (1 - zeros) + spread, sum(pixels) / read_ports, out_h * out_w / write_ports)
             + geo.G + 2 + _GEMM_FETCH)

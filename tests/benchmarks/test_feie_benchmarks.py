@@ -52,8 +52,8 @@ def test_feie_phase_sets_quick():
         if not line.startswith("4x4"):
             continue
         f = line.split()
-        fixed = dict(zip(["run 3", "2 + 1", "sets"], map(int, f[3:6])))
-        kind = " ".join(f[6:-3])
+        fixed = dict(zip(["run 3", "2 + 1", "1 + 2", "sets"], map(int, f[3:7])))
+        kind = " ".join(f[7:-3])
         cycles, best = int(f[-3]), float(f[-1])
         assert kind in fixed and cycles == fixed[kind], line
         assert f"{cycles / min(fixed.values()):.3f}" == f[-1] and best >= 1.0
