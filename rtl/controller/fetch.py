@@ -243,6 +243,7 @@ class Fetch(wiring.Component):
         slot = Signal(isa.NodeDescriptor)      # the descriptor read ahead
         slot_valid = Signal()
         node_left = Signal(16)         # instructions of the node still to request
+        node_some = Signal()           # node_left != 0, kept as a register beside it
         req_addr = Signal(34)          # byte address of the next word to request
         req_word = Signal(range(isa.INSN_WORDS))
         insn_ok = Signal()             # the node's insn_offset is 32-aligned
@@ -256,7 +257,7 @@ class Fetch(wiring.Component):
         node_kind = Signal(8)          # kind of the node being requested
         node_started = Signal()        # a node with instructions was taken
         pushed = [Signal(INDEX_BITS, name=f"pushed{q}") for q in range(3)]  # per queue
-        run_state = [desc_idx, desc_pending, desc_ahead, slot_valid, node_left, req_word,
+        run_state = [desc_idx, desc_pending, desc_ahead, slot_valid, node_left, node_some, req_word,
                      req_end, req_err, rsp_word, count, insn_idx, node_cum, node_started, *pushed]
 
         m.submodules.fifo = fifo = ResetInserter(~active)(SyncFIFO(width=64, depth=depth))
@@ -265,7 +266,9 @@ class Fetch(wiring.Component):
             SyncFIFO(width=INDEX_BITS, depth=ends_depth(cfg)))
 
         # -- request side ---------------------------------------------------------------
-        desc_addr = prog_base + (desc_idx << 3)
+        # the next descriptor's address, prog_base + 8 * desc_idx: a register kept with the
+        # checks below (its adder out of the request and FAULT_ADDR paths; no cycle added)
+        desc_addr = Signal(36)
         # The window checks of the next descriptor (desc_ok) and of the next instruction's
         # 32 bytes (insn_in) are registers: each cycle every value the address can take
         # next cycle is checked and the one it takes is registered (issue 15: the adds and
@@ -278,7 +281,7 @@ class Fetch(wiring.Component):
         desc_ok, insn_in = Signal(), Signal()
         clearing = Signal()   # DRAIN: desc_idx is 0 next cycle
         walking = active & ~req_end & ~req_err
-        node_done = node_left == 0
+        node_done = ~node_some         # (node_left == 0, without its compare in the paths)
         take = walking & node_done & slot_valid & ends.w_rdy  # start the node in the slot
         take_end = take & (slot.n_insn == 0)
         want_desc = (walking & ~desc_pending & (~slot_valid | take) & ~take_end & desc_ok)
@@ -303,6 +306,7 @@ class Fetch(wiring.Component):
             m.d.sync += [
                 slot_valid.eq(0),
                 node_left.eq(slot.n_insn),
+                node_some.eq(slot.n_insn != 0),
                 req_addr.eq(prog_base + slot.insn_offset),
                 insn_ok.eq(slot.insn_offset[:5] == 0),
                 req_word.eq(0),
@@ -314,11 +318,12 @@ class Fetch(wiring.Component):
         with m.Elif(req_fire):
             m.d.sync += [req_addr.eq(req_addr + 8), req_word.eq(req_word + 1)]
             with m.If(req_word == isa.INSN_WORDS - 1):
-                m.d.sync += [req_word.eq(0), node_left.eq(node_left - 1)]
+                m.d.sync += [req_word.eq(0), node_left.eq(node_left - 1), node_some.eq(node_left != 1)]
         # the registered checks (above): the next descriptor's, the next instruction's
         desc_fire, word_fire = req_fire & want_desc, req_fire & ~want_desc
         m.d.sync += desc_ok.eq(Mux(clearing, desc_check(0),
                                    Mux(desc_fire, desc_check(desc_idx + 1), desc_check(desc_idx))))
+        m.d.sync += desc_addr.eq(prog_base + (Mux(clearing, 0, Mux(desc_fire, (desc_idx + 1)[:32], desc_idx)) << 3))
         insn_at = (slot.insn_offset[:5] == 0) & in_window(prog_base + slot.insn_offset, isa.INSN_BYTES)
         m.d.sync += insn_in.eq(Mux(take, insn_at,
                                    insn_ok & Mux(word_fire, in_window(req_addr + 8, isa.INSN_BYTES),
