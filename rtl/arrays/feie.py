@@ -145,12 +145,15 @@ def row_trace(insn, config, ifmap, log: bool = False, start: int = 2) -> RowTrac
         #    complete, each port from the group after the one before; a port no other group
         #    takes writes the granted group's output after that one, if complete in its task
         cpos = [queue[gi][0][0] if queue[gi] else aseq[gi] for gi in range(G)]
-        elig = [wt[gi] < npc[gi] and cpos[gi] > wb[gi] + xw[gi] * s + S - 1 for gi in range(G)]
+
+        def complete(gi, x):                # output x of the group's task has all its pixels
+            return cpos[gi] > wb[gi] + x * s + S - 1
+        elig = [wt[gi] < npc[gi] and complete(gi, xw[gi]) for gi in range(G)]
         wgrants = _round_robin_ports(elig, wptr, wports)
         if len(wgrants) == 1 < wports and P > 1:
             # port 1 unused: the granted group's output after it, if complete, in the task
             gi = wgrants[0]
-            if xw[gi] + 1 < pieces[gi][wt[gi]][2] and cpos[gi] > wb[gi] + (xw[gi] + 1) * s + S - 1:
+            if xw[gi] + 1 < pieces[gi][wt[gi]][2] and complete(gi, xw[gi] + 1):
                 wgrants.append(gi)
         for gi in wgrants:
             wptr = (gi + 1) % G
@@ -795,22 +798,18 @@ class FEIEArray(ComputeEngine):
                 m.d.sync += d.wm.eq(d.wm + 1 + dbl_g)
                 with m.If(last_out | (dbl_g & (d.xw + 1 == d.n - 1))):
                     next_task()
-                with m.Elif(dbl_g):
-                    # two outputs: slots wslot and wslot1 take the outputs P after theirs
-                    m.d.comb += nfs_n.eq(d.nfs + 2 * s)
-                    for j in range(NP):
-                        with m.If(d.wslot == j):
-                            m.d.comb += [fs_n[j].eq(d.fs[j] + ps), sv_n[j].eq(d.xw + P < d.n)]
-                        with m.If(d.wslot1 == j):
-                            m.d.comb += [fs_n[j].eq(d.fs[j] + ps), sv_n[j].eq(d.xw + 1 + P < d.n)]
-                    m.d.sync += [d.xw.eq(d.xw + 2), d.wslot.eq(Mux(d.wslot1 == P - 1, 0, d.wslot1 + 1)),
-                                 d.wlast.eq(d.wlast + 2 * s)]
                 with m.Else():
-                    m.d.comb += nfs_n.eq(d.nfs + s)
+                    # slot wslot (and with a second write wslot1) takes the output P after its own
+                    step = _held(m, f"wstep_{gi}", Mux(dbl_g, 2 * s, s))
+                    m.d.comb += nfs_n.eq(d.nfs + step)
                     for j in range(NP):
                         with m.If(d.wslot == j):
                             m.d.comb += [fs_n[j].eq(d.fs[j] + ps), sv_n[j].eq(d.xw + P < d.n)]
-                    m.d.sync += [d.xw.eq(d.xw + 1), d.wslot.eq(d.wslot1), d.wlast.eq(d.wlast + s)]
+                        with m.If(dbl_g & (d.wslot1 == j)):
+                            m.d.comb += [fs_n[j].eq(d.fs[j] + ps), sv_n[j].eq(d.xw + 1 + P < d.n)]
+                    m.d.sync += [d.xw.eq(d.xw + 1 + dbl_g),
+                                 d.wslot.eq(Mux(dbl_g, Mux(d.wslot1 == P - 1, 0, d.wslot1 + 1), d.wslot1)),
+                                 d.wlast.eq(d.wlast + step)]
             m.d.sync += [d.wt.eq(wt_n), d.nfs.eq(nfs_n), d.tend.eq(tend_n)]
             m.d.sync += [d.fs[j].eq(fs_n[j]) for j in range(NP)] + [d.sv[j].eq(sv_n[j]) for j in range(NP)]
 
