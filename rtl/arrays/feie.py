@@ -296,6 +296,46 @@ def sequence_timing(insns, config, gaps=None, ifmap=None) -> list[tuple[int, int
     return out
 
 
+def _geometry(g, pre, R: int) -> dict:
+    """:func:`row_geometry` of the GEMM ``g`` (a ``GemmInsn`` view, with its
+    :data:`~celosia.rtl.controller.signatures.GemmPre` products ``pre``) on ``R`` PE rows, as
+    Amaranth expressions, and the products the engine's setup adds up per group: name ->
+    expression. Only GEMMs that pass the range check are set up, so the products ``pre``
+    holds (``x_span``, ``taps_k``) are exact where they are used."""
+    window = g.window
+    wide = window & (g.win_w > 1)
+    # consecutive taps (dil_w = 1) step stride_w pixels per output; a phase set (dil_w =
+    # stride_w > 1) one pixel of its own, its pixels stride_w buffer rows apart
+    consec = wide & (g.dil_w == 1)
+    S = Mux(window, g.win_w, 1)
+    s = Mux(consec, g.stride_w, 1)
+    P = 1 + (wide & (s <= g.win_w - 1)) + (wide & (2 * s <= g.win_w - 1))
+    G = Mux(P == 1, R, Mux(P == 2, R // 2, R // 3))
+    T = Mux(window, g.out_h, g.m_len)
+    nout = Mux(window, g.out_w, 1)
+    lstep = Mux(window, g.stride_h * g.row_pitch, 1)
+
+    def per_group(v, fn):
+        """``fn(v, G)`` for the three group counts (constant divisors), chosen by P."""
+        return Mux(P == 1, fn(v, R), Mux(P == 2, fn(v, max(R // 2, 1)), fn(v, max(R // 3, 1))))
+
+    # group_plan: Q = qn whole rows + qx outputs per group; group g starts at output g*Q
+    qn = per_group(T, lambda v, d: v // d)
+    qx = per_group((T - qn * G) * nout, lambda v, d: (v + d - 1) // d)
+    # buffer rows from output to output: s * pstep (pstep: stride_w for a phase set or a
+    # one-tap window, else 1)
+    sp = Mux(window, g.stride_w, 1)
+    nout_s = Mux(consec, pre.x_span + g.stride_w, nout)      # n_out * s
+    return {"S": S, "s": s, "P": P, "G": G, "T": T, "nout": nout, "lstep": lstep,
+            "pstep": Mux(consec | ~window, 1, g.stride_w), "wlast0": S - 1, "nfs0": P * s,
+            "wp": (nout_s - s + S)[:24],                     # pixels of a whole row
+            "taps_k": Mux(window, pre.taps_k, g.k_len),      # S * k_len weight rows
+            "qn": qn, "qx": qx, "Q": (qn * nout + qx)[:24],
+            # per group's step, taken modulo 2**24 as the registers they add up to
+            "qnl": (qn * lstep)[:24], "qxs": (qx * sp)[:24], "ns": (nout * sp)[:24],
+            "qx_s": (qx * s)[:24], "nout_s": nout_s[:24]}
+
+
 def _round_robin(requests, ptr):
     """The first index ``i >= ptr`` with ``requests[i]``, else the first ``i < ptr``; None if
     there is none (the engine's rotating-priority arbiters)."""
@@ -549,7 +589,11 @@ class FEIEArray(ComputeEngine):
     then pulses while the next runs) is the next one's setup, its groups run from the
     cycle after. An illegal or empty next one waits: the running one's ``done``, then its
     CHECK (``error`` / ``done``). The setup (every group at its first task, the arbiters'
-    pointers at group 0) reads the GEMM's own fields. Every cycle from then:
+    pointers at group 0) reads the GEMM's own fields and its geometry (:func:`_geometry`:
+    ``S``, ``s``, ``P``, ``G``, ``Q`` and the products the groups' starts add up), which is
+    computed from the offered GEMM in the cycle it is taken and registered with it (no
+    cycle added; the setup then adds and compares flip-flops only). Every cycle from
+    then:
 
     * the weight loader reads weight rows ``weight_row + i``, ``i < W = S*k_len``, one per
       cycle (cycles 2 .. W+1 of the GEMM, however it was taken), tap by tap (``i =
@@ -624,41 +668,35 @@ class FEIEArray(ComputeEngine):
         src = Signal(isa.GemmInsn)
         m.d.comb += Value.cast(src).eq(Mux(run, Value.cast(insn_nx), Value.cast(insn)))
 
-        # -- geometry (row_geometry), registered in CHECK ----------------------------------
-        # (held in signals of their own shape: an expression is lowered again at every use,
-        # and the setup below uses them once per group)
-        wide = _held(m, "wide", src.window & (src.win_w > 1))
-        # consecutive taps (dil_w = 1) step stride_w pixels per output; a phase set (dil_w =
-        # stride_w > 1) one pixel of its own, its pixels stride_w buffer rows apart
-        consec = _held(m, "consec", wide & (src.dil_w == 1))
-        S_c = _held(m, "S_c", Mux(src.window, src.win_w, 1))
-        s_c = _held(m, "s_c", Mux(consec, src.stride_w, 1))
-        P_c = _held(m, "P_c", 1 + (wide & (s_c <= src.win_w - 1))
-                    + (wide & (2 * s_c <= src.win_w - 1)))
-        G_c = _held(m, "G_c", Mux(P_c == 1, R, Mux(P_c == 2, R // 2, R // 3)))
-        T_c = _held(m, "T_c", Mux(src.window, src.out_h, src.m_len))
-        nout_c = _held(m, "nout_c", Mux(src.window, src.out_w, 1))
-        lstep_c = _held(m, "lstep_c", Mux(src.window, src.stride_h * src.row_pitch, 1))
-        wlast0 = _held(m, "wlast0", S_c - 1)
-        nfs0 = _held(m, "nfs0", P_c * s_c)
-        wp_c = _held(m, "wp_c", (nout_c - 1) * s_c + S_c)
-        pstep_c = _held(m, "pstep_c", Mux(consec | ~src.window, 1, src.stride_w))
+        # ld_pay: insn <- the offered GEMM (IDLE), nx_pay: insn_nx <- the offered GEMM (RUN),
+        # ld_nx: insn <- insn_nx (a setup from RUN, or the CHECK of a waiting one)
+        ld_pay, ld_nx, nx_pay = Signal(), Signal(), Signal()
 
-        def per_group(v, fn):
-            """``fn(v, G)`` for the three group counts (constant divisors), chosen by P."""
-            return Mux(P_c == 1, fn(v, R), Mux(P_c == 2, fn(v, max(R // 2, 1)), fn(v, max(R // 3, 1))))
-
-        # group_plan: Q = qn whole rows + qx outputs per group; group g starts at output g*Q
-        qn_c = _held(m, "qn_c", per_group(T_c, lambda v, d: v // d))
-        qx_c = _held(m, "qx_c", per_group((T_c - qn_c * G_c) * nout_c, lambda v, d: (v + d - 1) // d))
-        sp_c = _held(m, "sp_c", s_c * pstep_c)              # buffer rows from output to output
+        # -- geometry (row_geometry): computed from the offered GEMM as it is taken and
+        #    registered with it (as its range check, gemm_check_register), so that the setup
+        #    below starts from flip-flops (issue 15: the setup's path from the instruction
+        #    register through these products into every group was 4x4 feie's critical path,
+        #    98 ns). geo: of insn, geo_nx: of insn_nx. No cycle added.
+        geo, geo_nx = {}, {}
+        for name, expr in _geometry(*self.offered, R).items():
+            geo[name] = Signal(Value.cast(expr).shape(), name=f"geo_{name}")
+            geo_nx[name] = Signal(Value.cast(expr).shape(), name=f"geo_nx_{name}")
+            with m.If(ld_pay):
+                m.d.sync += geo[name].eq(expr)
+            with m.If(nx_pay):
+                m.d.sync += geo_nx[name].eq(expr)
+            with m.If(ld_nx):
+                m.d.sync += geo[name].eq(geo_nx[name])
+        # what a setup / a loader start reads: the GEMM in CHECK's, the next one's in RUN
+        gs = SimpleNamespace(**{name: _held(m, f"{name}_c", Mux(run, geo_nx[name], geo[name]))
+                                for name in geo})
         S, s, P, G = Signal(range(NP + 1)), Signal(8), Signal(range(NP + 1)), Signal(range(R + 1))
         pstep, ps = Signal(16), Signal(16)
         n_out, wp_full, lstep = Signal(16), Signal(24), Signal(24)
         with m.If(setup):
-            m.d.sync += [S.eq(S_c), s.eq(s_c), P.eq(P_c), G.eq(G_c), pstep.eq(pstep_c),
-                         ps.eq(P_c * s_c), n_out.eq(nout_c), wp_full.eq(wp_c),
-                         lstep.eq(lstep_c)]
+            m.d.sync += [S.eq(gs.S), s.eq(gs.s), P.eq(gs.P), G.eq(gs.G), pstep.eq(gs.pstep),
+                         ps.eq(gs.nfs0), n_out.eq(gs.nout), wp_full.eq(gs.wp),
+                         lstep.eq(gs.lstep)]
         zp = insn.in_zp
 
         # -- weights: per column two banks of FEIE_TAPS x R registers (in FEIEColumn), entry
@@ -691,7 +729,7 @@ class FEIEArray(ComputeEngine):
         with m.If(ld_start):
             no_w = src.k_len == 0      # no weights: nothing to load (W = 0)
             m.d.sync += [ld_on.eq(~no_w), ld_i.eq(0), ld_fw.eq(0), ld_k.eq(0), lrdy.eq(no_w), wn.eq(0),
-                         ld_base.eq(src.weight_row), ld_klen.eq(src.k_len), ld_W.eq(S_c * src.k_len),
+                         ld_base.eq(src.weight_row), ld_klen.eq(src.k_len), ld_W.eq(gs.taps_k),
                          ld_bank.eq(~bank)]
         land = Signal(2 * NP * R)   # bit e: weight entry e of every column lands this cycle
         m.d.comb += land.eq(Cat(land_on & (land_e == e) for e in range(2 * NP * R)))
@@ -940,31 +978,37 @@ class FEIEArray(ComputeEngine):
         # -- setup in CHECK: every group at its first task -------------------------------------
         with m.If(setup):
             m.d.sync += [wptr.eq(0), rptr.eq(0)] + [a.on.eq(0) for a in arr]
-            # group g's start (e, x), its row's first pixel and its own, from group g-1's
-            # end: + Q = qn rows + qx outputs (a carry when x passes n_out)
-            ce, cx, cline, cxoff = Const(0, 24), Const(0, 16), Const(0, 24), Const(0, 24)
-            qnl, qxs, ns = _held(m, "qnl", qn_c * lstep_c), _held(m, "qxs", qx_c * sp_c), _held(m, "ns", nout_c * sp_c)
+            # group g's start (e, x), its row's first pixel, its own pixel and output offsets
+            # (x*s), from group g-1's end: + Q = qn rows + qx outputs (a carry when x passes
+            # n_out); adds and compares of the registered geometry only
+            ce, cx, cline, cxoff, cxs, cwm = (Const(0, 24),) * 6
             for gi, d in enumerate(grp):
-                xq = _held(m, f"xq_{gi}", cx + qx_c)
-                cy = _held(m, f"cy_{gi}", xq >= nout_c)
+                xq = _held(m, f"xq_{gi}", cx + gs.qx)
+                cy = _held(m, f"cy_{gi}", xq >= gs.nout)
                 en, xn = Signal(24, name=f"en_{gi}"), Signal(16, name=f"xn_{gi}")
-                m.d.comb += [en.eq(ce + qn_c + cy), xn.eq(Mux(cy, xq - nout_c, xq))]
-                past = _held(m, f"past_{gi}", en >= T_c)       # the end, clamped to (T, 0)
-                e1 = _held(m, f"e1c_{gi}", Mux(past, T_c, en))
+                m.d.comb += [en.eq(ce + gs.qn + cy), xn.eq(Mux(cy, xq - gs.nout, xq))]
+                nxs = Signal(24, name=f"xsc_{gi}")
+                m.d.comb += nxs.eq(cxs + gs.qx_s - Mux(cy, gs.nout_s, 0))
+                past = _held(m, f"past_{gi}", en >= gs.T)       # the end, clamped to (T, 0)
+                e1 = _held(m, f"e1c_{gi}", Mux(past, gs.T, en))
                 x1 = _held(m, f"x1c_{gi}", Mux(past, 0, xn))
-                n0 = _held(m, f"n0_{gi}", Mux(ce == e1, x1, nout_c) - cx)
-                wp0 = _held(m, f"wp0_{gi}", (n0 - 1) * s_c + S_c)
+                x1s = _held(m, f"x1s_{gi}", Mux(past, 0, nxs))          # x1 * s
+                last = _held(m, f"lastrow_{gi}", ce == e1)
+                n0 = _held(m, f"n0_{gi}", Mux(last, x1, gs.nout) - cx)
+                # (n0 - 1) * s + S, (x1 - 1) * s + S
+                wp0 = _held(m, f"wp0_{gi}", (Mux(last, x1s, gs.nout_s) - cxs - gs.s + gs.S)[:24])
                 m.d.sync += [d.rt.eq(ce), d.rp.eq(0), d.line.eq(src.ifmap_row + cline),
                              d.raddr.eq(src.ifmap_row + cline + cxoff), d.aseq.eq(0),
                              d.wt.eq(ce), d.xw.eq(0), d.wslot.eq(0),
-                             d.wb.eq(0), d.wlast.eq(wlast0), d.nfs.eq(nfs0), d.tend.eq(wp0),
-                             d.wm.eq(gi * (qn_c * nout_c + qx_c)), d.n.eq(n0), d.Wp.eq(wp0), d.rwp.eq(wp0),
+                             d.wb.eq(0), d.wlast.eq(gs.wlast0), d.nfs.eq(gs.nfs0), d.tend.eq(wp0),
+                             d.wm.eq(cwm), d.n.eq(n0), d.Wp.eq(wp0), d.rwp.eq(wp0),
                              d.e1.eq(e1), d.x1.eq(x1), d.estop.eq(e1 + (x1 != 0)),
-                             d.wplast.eq((x1 - 1) * s_c + S_c)]
-                m.d.sync += [d.fs[j].eq(j * s_c) for j in range(NP)] + [d.sv[j].eq(n0 > j) for j in range(NP)]
-                nline, nxoff = Signal(24, name=f"linec_{gi}"), Signal(24, name=f"xoffc_{gi}")
-                m.d.comb += [nline.eq(cline + qnl + Mux(cy, lstep_c, 0)), nxoff.eq(cxoff + qxs - Mux(cy, ns, 0))]
-                ce, cx, cline, cxoff = en, xn, nline, nxoff
+                             d.wplast.eq(x1s - gs.s + gs.S)]
+                m.d.sync += [d.fs[j].eq(j * gs.s) for j in range(NP)] + [d.sv[j].eq(n0 > j) for j in range(NP)]
+                nline, nxoff, nwm = (Signal(24, name=f"{v}c_{gi}") for v in ("line", "xoff", "wm"))
+                m.d.comb += [nline.eq(cline + gs.qnl + Mux(cy, gs.lstep, 0)),
+                             nxoff.eq(cxoff + gs.qxs - Mux(cy, gs.ns, 0)), nwm.eq(cwm + gs.Q)]
+                ce, cx, cline, cxoff, cxs, cwm = en, xn, nline, nxoff, nxs, nwm
 
         all_done = Signal()
         m.d.comb += all_done.eq(Cat((d.wt >= d.estop) | ~d.active for d in grp).all())
@@ -972,8 +1016,6 @@ class FEIEArray(ComputeEngine):
         # load into the other bank, and it starts in the cycle the running one ends
         pend, prechk, pend_go, done_r = Signal(), Signal(), Signal(), Signal()
         # the range checks of insn / insn_nx, registered with them (gemm_check_register);
-        # ld_pay: insn <- payload, ld_nx: insn <- insn_nx, nx_pay: insn_nx <- payload
-        ld_pay, ld_nx, nx_pay = Signal(), Signal(), Signal()
         ok_nx = gemm_check_register(m, [(nx_pay, self.offered)], cfg, "ok_nx")
         ok = gemm_check_register(m, [(ld_pay, self.offered), (ld_nx, ok_nx)], cfg)
         go_nx = _held(m, "go_nx", ok_nx & (insn_nx.m_len != 0) & (insn_nx.n_len != 0))
