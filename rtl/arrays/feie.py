@@ -862,7 +862,10 @@ class FEIEArray(ComputeEngine):
                 r = _held(m, f"reach_{gi}_{j}", sv_n[j] & (head >= fs_n[j]) & (dist < S))
                 reach.append(r)
                 # its weight (loader row fw*k_len + k) has landed
-                w_ok.append(~r | (dist[:2] * insn.k_len + k < wn))
+                # (fw * k_len for fw < 3 chosen, not multiplied: a multiplier here was on
+                # 4x4's critical path; fw = 3 is never reached)
+                fwk = Mux(dist[1], insn.k_len << 1, Mux(dist[0], insn.k_len, 0))
+                w_ok.append(~r | (fwk + k < wn))
                 d.fw.append(dist[:2])
             m.d.comb += c_on.eq(run & (wready | Cat(w_ok).all()) & d.qv[0] & (wt_n < d.estop) & (head < nfs_n)
                                 & (head < tend_n))
@@ -943,9 +946,13 @@ class FEIEArray(ComputeEngine):
         # -- ifmap reads: request, grant, landing ----------------------------------------------
         reqs = []
         for gi, d in enumerate(grp):
-            occ = sum(d.qv) - d.retire + d.push
+            # the queue after this cycle, sum(qv) - retire + push, holds fewer than
+            # QUEUE_DEPTH: this cycle's retire (the latest of these inputs, behind the MAC
+            # decision) enters last
+            held = _held(m, f"qheld_{gi}", sum(d.qv) + d.push)
             rq = Signal(name=f"rreq_{gi}")
-            m.d.comb += rq.eq(run & d.active & (d.rt < d.estop) & (occ < QUEUE_DEPTH))
+            m.d.comb += rq.eq(run & d.active & (d.rt < d.estop)
+                              & ((held < QUEUE_DEPTH) | (d.retire & (held == QUEUE_DEPTH))))
             reqs.append(rq)
         # port 0 takes the first requester from rptr on, port 1 the next one after it
         rgrants = [_rotating_pick(m, reqs, rptr, "rgrant")]
