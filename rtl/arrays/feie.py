@@ -677,16 +677,15 @@ class FEIEArray(ComputeEngine):
         #    below starts from flip-flops (issue 15: the setup's path from the instruction
         #    register through these products into every group was 4x4 feie's critical path,
         #    98 ns). geo: of insn, geo_nx: of insn_nx. No cycle added.
-        geo, geo_nx = {}, {}
-        for name, expr in _geometry(*self.offered, R).items():
-            geo[name] = Signal(Value.cast(expr).shape(), name=f"geo_{name}")
-            geo_nx[name] = Signal(Value.cast(expr).shape(), name=f"geo_nx_{name}")
-            with m.If(ld_pay):
-                m.d.sync += geo[name].eq(expr)
-            with m.If(nx_pay):
-                m.d.sync += geo_nx[name].eq(expr)
-            with m.If(ld_nx):
-                m.d.sync += geo[name].eq(geo_nx[name])
+        offered = _geometry(*self.offered, R)
+        geo, geo_nx = ({name: Signal(Value.cast(expr).shape(), name=f"{prefix}_{name}")
+                        for name, expr in offered.items()} for prefix in ("geo", "geo_nx"))
+        with m.If(ld_pay):
+            m.d.sync += [geo[name].eq(expr) for name, expr in offered.items()]
+        with m.If(nx_pay):
+            m.d.sync += [geo_nx[name].eq(expr) for name, expr in offered.items()]
+        with m.If(ld_nx):
+            m.d.sync += [geo[name].eq(geo_nx[name]) for name in geo]
         # what a setup / a loader start reads: the GEMM in CHECK's, the next one's in RUN
         gs = SimpleNamespace(**{name: _held(m, f"{name}_c", Mux(run, geo_nx[name], geo[name]))
                                 for name in geo})
