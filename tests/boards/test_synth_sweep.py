@@ -103,23 +103,16 @@ def test_sweep_joins_the_resources_and_plots_luts(tmp_path):
     assert any("no FPGA resources for 4x4 os" in n for n in res.notes)
 
 
-def one_line_error(capsys, argv) -> str:
-    rc = cli.main(argv)
-    err = capsys.readouterr().err
-    assert rc == 1 and "Traceback" not in err
-    return err.strip().splitlines()[-1]
-
-
-def test_cli_errors_are_one_line(capsys, tmp_path):
-    assert one_line_error(capsys, ["synth", "--board", "zed", "-o", str(tmp_path)]) == \
+def test_cli_errors_are_one_line(tmp_path, cli_error):
+    assert cli_error(["synth", "--board", "zed", "-o", str(tmp_path)]) == \
         "celosia synth: error: unknown board 'zed'; supported: ulx3s-85f, icebreaker"
-    line = one_line_error(capsys, ["synth", "--board", "ulx3s-85f", "--array", "1x1,99x1", "-o", str(tmp_path)])
+    line = cli_error(["synth", "--board", "ulx3s-85f", "--array", "1x1,99x1", "-o", str(tmp_path)])
     assert "rows" in line and "1..64" in line and "99" in line
-    line = one_line_error(capsys, ["synth", "--board", "ulx3s-85f", "--dataflow", "ws,xy", "-o", str(tmp_path)])
+    line = cli_error(["synth", "--board", "ulx3s-85f", "--dataflow", "ws,xy", "-o", str(tmp_path)])
     assert "unknown dataflow 'xy'" in line
     afile = tmp_path / "f"
     afile.write_text("")
-    assert "not a folder" in one_line_error(capsys, ["synth", "--board", "ulx3s-85f", "-o", str(afile)])
+    assert "not a folder" in cli_error(["synth", "--board", "ulx3s-85f", "-o", str(afile)])
 
 
 @pytest.mark.slow
