@@ -376,6 +376,12 @@ def _held(m, name, expr):
     return sig
 
 
+def _times(v, n: int):
+    """``n * v`` for a constant ``n >= 0``, as shifts and adds (no multiplier)."""
+    terms = [v << b for b in range(n.bit_length()) if n >> b & 1]
+    return sum(terms[1:], terms[0]) if terms else Const(0)
+
+
 def _rotating_pick(m, requests, ptr, name):
     """A rotating-priority arbiter: ``(valid, index)`` of the first request at an index
     ``>= ptr``, else the first one below ``ptr`` (:func:`_round_robin` in hardware)."""
@@ -984,17 +990,32 @@ class FEIEArray(ComputeEngine):
         # -- setup in CHECK: every group at its first task -------------------------------------
         with m.If(setup):
             m.d.sync += [wptr.eq(0), rptr.eq(0)] + [a.on.eq(0) for a in arr]
-            # group g's start (e, x), its row's first pixel, its own pixel and output offsets
-            # (x*s), from group g-1's end: + Q = qn rows + qx outputs (a carry when x passes
-            # n_out); adds and compares of the registered geometry only
-            ce, cx, cline, cxoff, cxs, cwm = (Const(0, 24),) * 6
+            # group g's start: output g*Q = g*qn rows + g*qx outputs, so (with qx <= n_out)
+            # row g*qn + k and output g*qx - k*n_out, k = floor(g*qx / n_out) the carries
+            # (the compares g*qx >= j*n_out, j <= g, side by side); its row's first pixel,
+            # its own pixel and output offsets (x*s) likewise. Constant multiples (shifts
+            # and adds) of the registered geometry: no chain through the groups.
+            def start(g):
+                """(row, output, line, xoff, x*s, wm) of output g*Q, modulo 2**24."""
+                if g == 0:
+                    return (Const(0, 24),) * 6
+                gq = _held(m, f"gqx_{g}", _times(gs.qx, g))
+                carry = [_held(m, f"cyc_{g}_{j}", gq >= _times(gs.nout, j)) for j in range(1, g + 1)]
+
+                def by_k(v):    # k * v for the carries k
+                    out = Const(0)
+                    for j in range(1, g + 1):
+                        out = Mux(carry[j - 1], _times(v, j), out)
+                    return out
+                return tuple(_held(m, f"{name}_s{g}", val[:w]) for name, val, w in (
+                    ("e", _times(gs.qn, g) + sum(carry), 24), ("x", gq - by_k(gs.nout), 16),
+                    ("line", _times(gs.qnl, g) + by_k(gs.lstep), 24),
+                    ("xoff", _times(gs.qxs, g) - by_k(gs.ns), 24),
+                    ("xs", _times(gs.qx_s, g) - by_k(gs.nout_s), 24), ("wm", _times(gs.Q, g), 24)))
+
+            starts = [start(g) for g in range(len(grp) + 1)]
             for gi, d in enumerate(grp):
-                xq = _held(m, f"xq_{gi}", cx + gs.qx)
-                cy = _held(m, f"cy_{gi}", xq >= gs.nout)
-                en, xn = Signal(24, name=f"en_{gi}"), Signal(16, name=f"xn_{gi}")
-                m.d.comb += [en.eq(ce + gs.qn + cy), xn.eq(Mux(cy, xq - gs.nout, xq))]
-                nxs = Signal(24, name=f"xsc_{gi}")
-                m.d.comb += nxs.eq(cxs + gs.qx_s - Mux(cy, gs.nout_s, 0))
+                (ce, cx, cline, cxoff, cxs, cwm), (en, xn, _, _, nxs, _) = starts[gi], starts[gi + 1]
                 past = _held(m, f"past_{gi}", en >= gs.T)       # the end, clamped to (T, 0)
                 e1 = _held(m, f"e1c_{gi}", Mux(past, gs.T, en))
                 x1 = _held(m, f"x1c_{gi}", Mux(past, 0, xn))
@@ -1011,10 +1032,6 @@ class FEIEArray(ComputeEngine):
                              d.e1.eq(e1), d.x1.eq(x1), d.estop.eq(e1 + (x1 != 0)),
                              d.wplast.eq(x1s - gs.s + gs.S)]
                 m.d.sync += [d.fs[j].eq(j * gs.s) for j in range(NP)] + [d.sv[j].eq(n0 > j) for j in range(NP)]
-                nline, nxoff, nwm = (Signal(24, name=f"{v}c_{gi}") for v in ("line", "xoff", "wm"))
-                m.d.comb += [nline.eq(cline + gs.qnl + Mux(cy, gs.lstep, 0)),
-                             nxoff.eq(cxoff + gs.qxs - Mux(cy, gs.ns, 0)), nwm.eq(cwm + gs.Q)]
-                ce, cx, cline, cxoff, cxs, cwm = en, xn, nline, nxoff, nxs, nwm
 
         all_done = Signal()
         m.d.comb += all_done.eq(Cat((d.wt >= d.estop) | ~d.active for d in grp).all())

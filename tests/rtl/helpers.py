@@ -211,7 +211,9 @@ async def issue_and_drain(ctx, engine, insns, gaps, events, *, offer, junk, max_
     """Offer each of ``insns`` on ``engine.insn`` (``offer(ctx, insn)`` sets the payload),
     after ``gaps[i]`` cycles with ``valid`` low and ``junk(ctx)`` on the payload, holding
     ``valid`` until accepted; then wait until ``events`` (:func:`engine_monitor`) holds a
-    done or error for every instruction, and one more cycle."""
+    done or error for every instruction, and one more cycle. An instruction not accepted
+    within ``max_cycles``, or not all finished within ``max_cycles`` after the last one is
+    accepted, fails (an engine that never finishes must not hang the test)."""
     for insn, gap in zip(insns, gaps):
         ctx.set(engine.insn.valid, 0)
         for _ in range(gap):
@@ -219,7 +221,13 @@ async def issue_and_drain(ctx, engine, insns, gaps, events, *, offer, junk, max_
             await ctx.tick()
         offer(ctx, insn)
         ctx.set(engine.insn.valid, 1)
-        await ctx.tick().until(engine.insn.ready)
+        for _ in range(max_cycles):
+            _, _, ready = await ctx.tick().sample(engine.insn.ready)
+            if ready:
+                break
+        else:
+            raise AssertionError(f"instruction {len([k for k, _ in events if k == 'accept'])} not "
+                                 f"accepted within {max_cycles} cycles: {events}")
     ctx.set(engine.insn.valid, 0)
     for _ in range(max_cycles):
         if sum(kind != "accept" for kind, _ in events) == len(insns):
