@@ -36,6 +36,8 @@ ECP5_PLL_LIMITS = {"pfd_mhz": (3.125, 400), "vco_mhz": (400, 800), "out_mhz": (3
 #: The VCO frequency preferred among exact settings: the middle of its range (as ``ecppll``).
 _VCO_MID = 600
 
+_MHZ = 1_000_000
+
 
 @dataclass(frozen=True)
 class Ecp5Pll:
@@ -56,12 +58,12 @@ class Ecp5Pll:
 
     @property
     def out_mhz(self) -> float:
-        return float(self.out_hz / 1_000_000)
+        return float(self.out_hz / _MHZ)
 
     def as_dict(self) -> dict:
         """The report's ``clock.pll``: the dividers and the VCO frequency."""
         return {"CLKI_DIV": self.clki_div, "CLKFB_DIV": self.clkfb_div, "CLKOP_DIV": self.clkop_div,
-                "vco_mhz": round(float(self.vco_hz / 1_000_000), 3)}
+                "vco_mhz": round(float(self.vco_hz / _MHZ), 3)}
 
 
 def ecp5_pll(in_hz: int, out_mhz: float) -> Ecp5Pll:
@@ -73,29 +75,27 @@ def ecp5_pll(in_hz: int, out_mhz: float) -> Ecp5Pll:
     lo, hi = lim["out_mhz"]
     if not lo <= out_mhz <= hi:
         raise BoardError(f"--clock-mhz {out_mhz:g}: the ECP5 PLL makes {lo:g} to {hi:g} MHz")
-    want = Fraction(out_mhz).limit_denominator(1_000_000) * 1_000_000
-    vco_lo, vco_hi = (f * 1_000_000 for f in lim["vco_mhz"])
+    want = Fraction(out_mhz).limit_denominator(_MHZ) * _MHZ
+    vco_lo, vco_hi = (f * _MHZ for f in lim["vco_mhz"])
+    vco_mid = _VCO_MID * _MHZ
     best, key = None, None
     for clki in range(1, lim["clki_div"] + 1):
         pfd = Fraction(in_hz, clki)
-        if not lim["pfd_mhz"][0] * 1_000_000 <= pfd <= lim["pfd_mhz"][1] * 1_000_000:
+        if not lim["pfd_mhz"][0] * _MHZ <= pfd <= lim["pfd_mhz"][1] * _MHZ:
             continue
         for fb in range(1, lim["clkfb_div"] + 1):
             out = pfd * fb
             if out > want:
                 break
-            if out < lo * 1_000_000:
+            d_lo, d_hi = max(1, -(-vco_lo // out)), min(lim["clkop_div"], vco_hi // out)
+            if out < lo * _MHZ or d_lo > d_hi:
                 continue
-            # CLKOP_DIV: the VCO (out * div) in range, nearest 600 MHz, the smaller on a tie
-            d_lo = max(1, -(-vco_lo // out))
-            d_hi = min(lim["clkop_div"], vco_hi // out)
-            mid = _VCO_MID * 1_000_000 / out
-            divs = [d for d in (int(mid), int(mid) + 1) if d_lo <= d <= d_hi] or \
-                   [d for d in (d_lo, d_hi) if d_lo <= d_hi]
-            if not divs:
-                continue
-            div = min(divs, key=lambda d: abs(out * d - _VCO_MID * 1_000_000))
-            k = (want - out, abs(out * div - _VCO_MID * 1_000_000))
+            # CLKOP_DIV: the VCO (out * div) in range and nearest 600 MHz (|out * d - 600|
+            # is convex in d: the floor or ceiling of 600 / out, clamped), the smaller on a tie
+            mid = int(vco_mid / out)
+            div = min(sorted({min(max(d, d_lo), d_hi) for d in (mid, mid + 1)}),
+                      key=lambda d: abs(out * d - vco_mid))
+            k = (want - out, abs(out * div - vco_mid))
             if key is None or k < key:
                 best, key = Ecp5Pll(in_hz, clki, fb, div), k
     if best is None:
